@@ -1,0 +1,282 @@
+//! The consensus core's contract with the outside: its configuration, its inputs and the
+//! actions it asks the caller to carry out.
+//!
+//! The core never performs I/O. The caller (the node's consensus thread, or the simulator)
+//! feeds [`Input`]s to `Replica::step` and then drains [`Action`]s and carries them out in
+//! order. Persistence is explicit: an [`Action::Persist`] carries a sequence number and the
+//! core releases whatever depended on it (vote grants, append acknowledgements, its own match
+//! index) only when [`Input::Persisted`] with that sequence number arrives (DESIGN.md §4,
+//! thesis §10.2.1).
+
+use rcraft_wire::{Entry, LogIndex, Membership, Message, NodeId, Session, SnapshotMeta, Term};
+
+/// Durable per-node Raft state that must be on disk before the core acts on it (paper Fig. 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct HardState {
+    /// Latest term this node has seen.
+    pub term: Term,
+    /// Candidate that received this node's vote in `term`, if any.
+    pub vote: Option<NodeId>,
+    /// A commit index known at the time of saving; a hint that speeds up restart, never
+    /// trusted beyond the durable log.
+    pub commit: LogIndex,
+}
+
+/// Tuning of one replica. Time is counted in ticks; the caller decides how long a tick is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoreConfig {
+    /// This node.
+    pub id: NodeId,
+    /// Election timeout is drawn uniformly from `[min, max)` ticks after every reset.
+    pub election_timeout_min_ticks: u64,
+    /// Upper bound (exclusive) of the election timeout draw.
+    pub election_timeout_max_ticks: u64,
+    /// A leader sends heartbeats every this many ticks.
+    pub heartbeat_interval_ticks: u64,
+    /// Run a Pre-Vote round before a real election (thesis §9.6).
+    pub pre_vote: bool,
+    /// Leader steps down if it has not heard from a quorum within an election timeout
+    /// (thesis §6.2); also enables ignoring disruptive votes while a leader is live (§4.2.3).
+    pub check_quorum: bool,
+    /// Serve reads from a leader lease instead of a heartbeat round (thesis §6.4.1). Relies on
+    /// bounded clock drift; off by default.
+    pub lease_reads: bool,
+    /// Most AppendRequests in flight to one follower in the replicate state.
+    pub max_inflight_messages: usize,
+    /// Most entry bytes in flight to one follower.
+    pub max_inflight_bytes: u64,
+    /// Most entry bytes in one AppendRequest (at least one entry is always sent).
+    pub max_append_bytes: u64,
+    /// Proposals are refused with [`ProposeError::Overloaded`] while the leader holds more
+    /// than this many bytes of uncommitted entries.
+    pub max_uncommitted_bytes: u64,
+    /// Size of one InstallSnapshot chunk.
+    pub snapshot_chunk_bytes: u64,
+    /// Seed for the election-timeout generator; give each node a different one.
+    pub seed: u64,
+}
+
+impl CoreConfig {
+    /// Defaults matching a 10 ms tick: election timeout 150-300 ms, heartbeat 50 ms.
+    pub fn new(id: NodeId, seed: u64) -> CoreConfig {
+        CoreConfig {
+            id,
+            election_timeout_min_ticks: 15,
+            election_timeout_max_ticks: 30,
+            heartbeat_interval_ticks: 5,
+            pre_vote: true,
+            check_quorum: true,
+            lease_reads: false,
+            max_inflight_messages: 64,
+            max_inflight_bytes: 8 << 20,
+            max_append_bytes: 1 << 20,
+            max_uncommitted_bytes: 64 << 20,
+            snapshot_chunk_bytes: 1 << 20,
+            seed,
+        }
+    }
+}
+
+/// What the replica recovered from storage at start.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveredState {
+    /// Saved term, vote and commit hint.
+    pub hard_state: HardState,
+    /// Latest durable snapshot, if any.
+    pub snapshot: Option<SnapshotMeta>,
+    /// The durable log after the snapshot, contiguous, in index order.
+    pub entries: Vec<Entry>,
+    /// Configuration to use when neither the snapshot nor the log holds one (a fresh cluster).
+    pub initial_membership: Membership,
+}
+
+/// Identifies a proposal or a read request of the caller, echoed in the outcome.
+pub type RequestId = u64;
+
+/// Why a proposal or read was refused. All of these are definite: nothing was appended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProposeError {
+    /// Not the leader (or stepping down, or transferring leadership); try `leader`.
+    NotLeader {
+        /// The leader this replica knows of.
+        leader: Option<NodeId>,
+    },
+    /// Over the uncommitted-bytes cap; retry later.
+    Overloaded,
+    /// Refused for another reason (e.g. a membership change while one is pending).
+    Rejected(String),
+}
+
+/// Inputs to `Replica::step`.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// One unit of logical time passed.
+    Tick,
+    /// A message from a peer arrived.
+    Message(Message),
+    /// Append a command. Outcome: [`Action::Proposed`] or [`Action::ProposeRejected`].
+    Propose {
+        /// Caller's id for this proposal.
+        id: RequestId,
+        /// Client session, for at-most-once application.
+        session: Option<Session>,
+        /// Command bytes.
+        data: Vec<u8>,
+    },
+    /// Change membership to `membership` (the core enters a joint configuration when more
+    /// than one voter changes). Outcome as for `Propose`.
+    ProposeMembership {
+        /// Caller's id.
+        id: RequestId,
+        /// Target configuration.
+        membership: Membership,
+    },
+    /// Ask for a linearizable read point. Outcome: [`Action::ReadReady`] or
+    /// [`Action::ReadRejected`].
+    ReadIndex {
+        /// Caller's id for this read.
+        id: RequestId,
+    },
+    /// Storage made the [`Action::Persist`] with this sequence number (and all before it)
+    /// durable.
+    Persisted {
+        /// Sequence number of the persist action.
+        seq: u64,
+    },
+    /// The state machine applied every entry through `index`.
+    Applied {
+        /// Highest applied index.
+        index: LogIndex,
+    },
+    /// A local snapshot through `meta.index` is durable; the core may compact its log view
+    /// (keeping `retain_entries` entries behind it for slow followers).
+    SnapshotTaken {
+        /// The new snapshot.
+        meta: SnapshotMeta,
+        /// How many entries before `meta.index` to keep.
+        retain_entries: u64,
+    },
+    /// Answer to [`Action::ReadSnapshotChunk`].
+    SnapshotChunkRead {
+        /// The follower the chunk is for.
+        to: NodeId,
+        /// The snapshot read from.
+        meta: SnapshotMeta,
+        /// Offset of `data`.
+        offset: u64,
+        /// The bytes; shorter than asked only at the end of the snapshot.
+        data: Vec<u8>,
+    },
+    /// Answer to [`Action::WriteSnapshotChunk`]: the chunk is durable in the partial file.
+    /// When `installed` is set, the snapshot was verified, made current and restored into the
+    /// state machine; the core then resets its log to the snapshot point.
+    SnapshotChunkWritten {
+        /// The snapshot.
+        meta: SnapshotMeta,
+        /// Bytes durable so far.
+        next_offset: u64,
+        /// True when the whole snapshot was verified and installed.
+        installed: bool,
+        /// True when the chunk was refused (wrong offset or bad checksum); the leader is asked
+        /// to resume at `next_offset`.
+        rejected: bool,
+    },
+    /// Hand leadership to `target` (leader only).
+    TransferLeadership {
+        /// The node to become leader.
+        target: NodeId,
+    },
+    /// Start an election now (tests, or operators forcing a campaign).
+    Campaign,
+}
+
+/// Actions the caller carries out, in the order they are drained.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Send a message. May be dropped by the network; Raft retransmits.
+    Send(Message),
+    /// Make these durable, in this order: first, when `entries` is non-empty and its first
+    /// index is at or below the current last index, truncate the log from that index; then
+    /// append `entries`; then save `hard_state` when present. Then answer with
+    /// [`Input::Persisted`] carrying `seq`. Sequence numbers grow by one per action.
+    Persist {
+        /// Sequence number to echo.
+        seq: u64,
+        /// New hard state, when it changed.
+        hard_state: Option<HardState>,
+        /// Entries to write, contiguous, in index order.
+        entries: Vec<Entry>,
+    },
+    /// These entries are committed and durable locally: apply them in order.
+    Apply {
+        /// Contiguous committed entries.
+        entries: Vec<Entry>,
+    },
+    /// A proposal was appended at (`term`, `index`); its result arrives when that index is
+    /// applied with that term. If another entry is applied at `index`, the proposal was lost.
+    Proposed {
+        /// Caller's id.
+        id: RequestId,
+        /// Term of the new entry.
+        term: Term,
+        /// Index of the new entry.
+        index: LogIndex,
+    },
+    /// A proposal was refused; nothing was appended.
+    ProposeRejected {
+        /// Caller's id.
+        id: RequestId,
+        /// Why.
+        error: ProposeError,
+    },
+    /// A read may be served once the state machine has applied through `index`.
+    ReadReady {
+        /// Caller's id.
+        id: RequestId,
+        /// Read index.
+        index: LogIndex,
+        /// Leader term at which the read was confirmed.
+        term: Term,
+    },
+    /// A read cannot be served here.
+    ReadRejected {
+        /// Caller's id.
+        id: RequestId,
+        /// Why.
+        error: ProposeError,
+    },
+    /// Read `max_bytes` of the current local snapshot from `offset` and answer with
+    /// [`Input::SnapshotChunkRead`].
+    ReadSnapshotChunk {
+        /// Follower being sent the snapshot.
+        to: NodeId,
+        /// The snapshot to read.
+        meta: SnapshotMeta,
+        /// Offset to read from.
+        offset: u64,
+        /// Most bytes to read.
+        max_bytes: u64,
+    },
+    /// Write a received snapshot chunk to the partial snapshot file (starting a new one when
+    /// `offset` is 0 or `meta` differs), sync it, and when `done` verify the whole file's
+    /// checksum, make it the current snapshot, restore the state machine from it, and answer
+    /// with [`Input::SnapshotChunkWritten`].
+    WriteSnapshotChunk {
+        /// Leader that sent it.
+        from: NodeId,
+        /// The snapshot.
+        meta: SnapshotMeta,
+        /// Offset of `data`.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
+        /// Last chunk.
+        done: bool,
+    },
+    /// The log before `through` (inclusive) is covered by a snapshot and may be removed from
+    /// storage.
+    CompactLog {
+        /// Highest index that may be removed.
+        through: LogIndex,
+    },
+}

@@ -1,0 +1,9 @@
+//! rcraft: a Raft consensus server and library.
+//!
+//! - [`core`]: the pure, deterministic Raft state machine (no I/O, no clocks, no threads).
+//!
+//! See `docs/ARCHITECTURE.md` for the thread map and the message catalogue.
+
+pub mod core;
+
+pub use rcraft_wire as wire;

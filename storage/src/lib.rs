@@ -1,0 +1,1 @@
+//! `rcraft-storage`: segmented mmap write-ahead log, hard state and snapshot files.

@@ -1,0 +1,212 @@
+//! Vocabulary types: node ids, terms, log indexes, log entries and membership configurations.
+//!
+//! These are plain values shared by the consensus core, the storage glue and the network
+//! thread. All derive rkyv's `Archive` so messages that contain them can be framed.
+
+use rkyv::{Archive, Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// Identifies one server of the cluster. With a cRaft `craft.conf`, node `i` is the `i`-th
+/// `servers =` line, counting from 0.
+#[derive(
+    Archive,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+)]
+#[rkyv(derive(Debug, PartialEq, Eq, PartialOrd, Ord))]
+pub struct NodeId(pub u64);
+
+/// A Raft term (Raft paper §5.1). Terms only grow on every server.
+#[derive(
+    Archive,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+)]
+#[rkyv(derive(Debug, PartialEq, Eq, PartialOrd, Ord))]
+pub struct Term(pub u64);
+
+/// A position in the replicated log. Index 0 is the empty prefix; the first entry is index 1.
+#[derive(
+    Archive,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+)]
+#[rkyv(derive(Debug, PartialEq, Eq, PartialOrd, Ord))]
+pub struct LogIndex(pub u64);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for LogIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl LogIndex {
+    /// The index after this one.
+    pub fn next(self) -> LogIndex {
+        LogIndex(self.0 + 1)
+    }
+
+    /// The index before this one, saturating at 0.
+    pub fn prev(self) -> LogIndex {
+        LogIndex(self.0.saturating_sub(1))
+    }
+}
+
+/// A client session reference carried by a command so the state machine side can apply a
+/// retried command at most once (Raft thesis §6.3).
+#[derive(
+    Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
+#[rkyv(derive(Debug, PartialEq, Eq), attr(allow(missing_docs)))]
+pub struct Session {
+    /// Chosen by the client at random; unique per client process.
+    pub client_id: u64,
+    /// Grows by one per write of that client; the apply side remembers the highest applied.
+    pub sequence: u64,
+}
+
+/// What an entry carries.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug), attr(allow(missing_docs)))]
+pub enum EntryPayload {
+    /// Appended by a new leader at the start of its term so it can commit (Raft thesis §6.4,
+    /// paper §8). Never given to the state machine.
+    Noop,
+    /// An opaque command for the user's state machine, with an optional client session.
+    Command {
+        /// Session for at-most-once application of retried writes.
+        session: Option<Session>,
+        /// The command bytes, as submitted.
+        data: Vec<u8>,
+    },
+    /// A new membership configuration; takes effect when appended (Raft thesis §4.1).
+    Membership(Membership),
+}
+
+/// One log entry.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug), attr(allow(missing_docs)))]
+pub struct Entry {
+    /// The leader's term when the entry was created.
+    pub term: Term,
+    /// Position in the log.
+    pub index: LogIndex,
+    /// The content.
+    pub payload: EntryPayload,
+}
+
+impl Entry {
+    /// A rough size in bytes used for batching and in-flight limits.
+    pub fn size_bytes(&self) -> u64 {
+        let body = match &self.payload {
+            EntryPayload::Noop => 0,
+            EntryPayload::Command { data, .. } => data.len() + 16,
+            EntryPayload::Membership(m) => {
+                8 * (m.voters.len() + m.learners.len() + m.voters_outgoing.len())
+            }
+        };
+        (24 + body) as u64
+    }
+}
+
+/// A cluster configuration: who votes and who only receives the log.
+///
+/// Invariant: `voters`, `learners` are disjoint. When `voters_outgoing` is non-empty the
+/// configuration is joint (Raft thesis §4.3): decisions need a majority of `voters` *and* of
+/// `voters_outgoing`.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug), attr(allow(missing_docs)))]
+pub struct Membership {
+    /// Voting members (of the new configuration when joint).
+    pub voters: BTreeSet<NodeId>,
+    /// Voting members of the old configuration while joint; empty otherwise.
+    pub voters_outgoing: BTreeSet<NodeId>,
+    /// Non-voting members that receive the log.
+    pub learners: BTreeSet<NodeId>,
+}
+
+impl Membership {
+    /// A simple (non-joint) configuration of the given voters.
+    pub fn with_voters(voters: impl IntoIterator<Item = NodeId>) -> Membership {
+        Membership {
+            voters: voters.into_iter().collect(),
+            ..Membership::default()
+        }
+    }
+
+    /// True while a joint configuration is in force.
+    pub fn is_joint(&self) -> bool {
+        !self.voters_outgoing.is_empty()
+    }
+
+    /// Every member that receives the log, voters first, in id order, without repeats.
+    pub fn members(&self) -> BTreeSet<NodeId> {
+        self.voters
+            .iter()
+            .chain(self.voters_outgoing.iter())
+            .chain(self.learners.iter())
+            .copied()
+            .collect()
+    }
+
+    /// True when `id` votes in this configuration (in either half when joint).
+    pub fn is_voter(&self, id: NodeId) -> bool {
+        self.voters.contains(&id) || self.voters_outgoing.contains(&id)
+    }
+}
+
+/// Describes a snapshot: the log prefix it replaces and the configuration at that point.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug), attr(allow(missing_docs)))]
+pub struct SnapshotMeta {
+    /// Last log index covered by the snapshot.
+    pub index: LogIndex,
+    /// Term of the entry at `index`.
+    pub term: Term,
+    /// Membership in force at `index`.
+    pub membership: Membership,
+    /// Size of the snapshot data in bytes.
+    pub size_bytes: u64,
+    /// CRC-32C of the whole snapshot data, checked by the receiver before installing.
+    pub checksum: u32,
+}
