@@ -101,3 +101,33 @@ fn status_reports_unreachable_nodes_and_no_leader() {
     assert!(lines[0].starts_with(r#"{"id":0,"#), "{}", lines[0]);
     assert!(lines[1].contains(r#""reachable":false"#), "{}", lines[1]);
 }
+
+#[test]
+fn servers_can_come_from_a_craft_conf() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("craft.conf");
+    std::fs::write(&conf, format!("id = 0\nservers = {}\n", closed_address())).unwrap();
+    let run = |conf: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_rcraft"))
+            .args([
+                "kv",
+                "--config",
+                conf.to_str().unwrap(),
+                "--timeout-ms",
+                "300",
+            ])
+            .args(["get", "k"])
+            .env("HOME", dir.path())
+            .output()
+            .unwrap()
+    };
+    let output = run(&conf);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(lines(&output)[0].starts_with(r#"{"ok":false,"definite":true,"#));
+    std::fs::write(&conf, "id = 0\n").unwrap();
+    let output = run(&conf);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no servers listed"), "{stderr}");
+}
