@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod core;
+pub mod node;
 pub mod state_machine;
 
 pub use config::Config;
