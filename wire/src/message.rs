@@ -5,7 +5,7 @@
 //! term"), heartbeats that carry a read context for ReadIndex (§6.4), chunked InstallSnapshot
 //! (§5.7 / paper §7) and TimeoutNow for leadership transfer (§3.10).
 
-use crate::types::{Entry, LogIndex, NodeId, Session, SnapshotMeta, Term};
+use crate::types::{Entry, LogIndex, Membership, NodeId, Session, SnapshotMeta, Term};
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// A Raft message between two peers.
@@ -147,6 +147,12 @@ pub enum ClientRequestBody {
     TransferLeader {
         /// The node to become leader.
         target: NodeId,
+    },
+    /// Ask the leader to move the cluster to `membership` (through a joint configuration
+    /// when more than one voter changes). Answered with `Ok` once the change committed.
+    ChangeMembership {
+        /// The target configuration.
+        membership: Membership,
     },
 }
 
