@@ -12,11 +12,13 @@ mod apply;
 mod entry_codec;
 mod error;
 pub mod limits;
+mod log_store;
 mod results;
 mod sessions;
 mod snapshot_files;
 mod snapshot_format;
 mod storage_io;
+mod storage_thread;
 mod transport;
 
 pub use error::{Error, Result};

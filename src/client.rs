@@ -1,0 +1,979 @@
+//! A blocking client for an rcraft cluster: leader discovery, retries, and sessions for
+//! at-most-once writes (Raft thesis §6.3).
+//!
+//! A [`Client`] is owned by one thread and holds at most one TCP connection, to the node it
+//! currently believes leads. Each operation runs under a deadline ([`ClientOptions::timeout`]):
+//! it tries the last known leader, follows `NotLeader` hints (node id = index into the server
+//! list), otherwise goes round the list, pausing with a growing backoff when nobody knows a
+//! leader. Every wait on a socket is bounded by [`ClientOptions::attempt_timeout`], so a dead or
+//! stopped node costs one attempt, never the whole deadline.
+//!
+//! Writes carry a session (`client_id` chosen at random per client, `sequence` growing by one
+//! per new write). A retry of the same write reuses the same sequence, so the cluster applies
+//! it at most once. Invariant: once any attempt of a write may have reached a node (its bytes
+//! were fully written), a failure of that write is reported as not definite.
+
+use crate::config::CLUSTER_ID_DEFAULT;
+use crate::kv::{KEY_BYTES_MAX, KvCommand, KvResponse, VALUE_BYTES_MAX};
+use rcraft_wire::{
+    ClientRequest, ClientRequestBody, ClientResponseBody, FrameDecoder, HANDSHAKE_BYTES, Handshake,
+    LogIndex, MAX_FRAME_BYTES, NodeId, NodeStatus, Session, Term, encode_client_request,
+};
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Shortest socket timeout set; the OS refuses a zero timeout.
+const SOCKET_TIMEOUT_MIN: Duration = Duration::from_millis(1);
+/// Bytes read from the socket per `read` call.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Tuning of a [`Client`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Deadline for one operation, all retries included.
+    pub timeout: Duration,
+    /// Longest wait for one node's answer (or connection) before trying again.
+    pub attempt_timeout: Duration,
+    /// First pause when no leader is known or the leader is overloaded; doubles each time.
+    pub backoff_min: Duration,
+    /// Longest pause between attempts.
+    pub backoff_max: Duration,
+    /// Cluster id sent in the handshake; must match the servers' `cluster_id`.
+    pub cluster_id: u64,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            timeout: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(1),
+            backoff_min: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(200),
+            cluster_id: CLUSTER_ID_DEFAULT,
+        }
+    }
+}
+
+/// A committed write or a served read (cRaft's `ClientResult`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientResult {
+    /// Term of the entry (for a read: of the leader that served it).
+    pub term: Term,
+    /// Index of the entry (for a read: the read index).
+    pub index: LogIndex,
+    /// The state machine's answer.
+    pub response: Vec<u8>,
+}
+
+/// Outcome of a compare-and-swap through [`Client::cas`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CasOutcome {
+    /// True when the new value was stored.
+    pub swapped: bool,
+    /// When not swapped, the value the key holds (`None` when absent).
+    pub current: Option<Vec<u8>>,
+}
+
+/// Why an operation failed. [`ClientError::is_definite`] says whether it certainly did not
+/// take effect.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The deadline passed while the nodes named another leader (or none); nothing was
+    /// proposed.
+    NotLeader {
+        /// The last leader named, if any.
+        hint: Option<NodeId>,
+    },
+    /// The deadline passed. `definite` is false when an attempt may still commit.
+    Timeout {
+        /// True when no attempt can take effect.
+        definite: bool,
+    },
+    /// The leader refused the operation because it is over its limits, until the deadline.
+    Overloaded,
+    /// The server answered with an error.
+    Server {
+        /// True when the operation certainly did not and will not take effect.
+        definite: bool,
+        /// The server's message.
+        message: String,
+    },
+    /// A connection to one node failed (from [`Client::status_of`]).
+    Io {
+        /// The node.
+        address: SocketAddr,
+        /// What failed.
+        error: io::Error,
+    },
+    /// A node answered with something this client cannot understand.
+    Protocol {
+        /// True when the operation certainly did not take effect.
+        definite: bool,
+        /// What was wrong.
+        message: String,
+    },
+    /// The request was refused before sending (empty server list, key or value too long).
+    InvalidInput(String),
+}
+
+impl ClientError {
+    /// True when the operation certainly did not and will not take effect; false when its
+    /// outcome is unknown.
+    pub fn is_definite(&self) -> bool {
+        match self {
+            ClientError::NotLeader { .. }
+            | ClientError::Overloaded
+            | ClientError::Io { .. }
+            | ClientError::InvalidInput(_) => true,
+            ClientError::Timeout { definite }
+            | ClientError::Server { definite, .. }
+            | ClientError::Protocol { definite, .. } => *definite,
+        }
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::NotLeader { hint: Some(id) } => write!(f, "not leader (leader is {id})"),
+            ClientError::NotLeader { hint: None } => write!(f, "no leader known"),
+            ClientError::Timeout { definite: true } => write!(f, "timed out, not applied"),
+            ClientError::Timeout { definite: false } => {
+                write!(f, "timed out, outcome unknown")
+            }
+            ClientError::Overloaded => write!(f, "leader overloaded"),
+            ClientError::Server { message, .. } => write!(f, "server error: {message}"),
+            ClientError::Io { address, error } => write!(f, "{address}: {error}"),
+            ClientError::Protocol { message, .. } => write!(f, "protocol error: {message}"),
+            ClientError::InvalidInput(why) => write!(f, "invalid request: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// Result of client operations.
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// One open connection, past the handshake.
+struct Connection {
+    /// Index into the server list.
+    server: usize,
+    stream: TcpStream,
+    decoder: FrameDecoder,
+}
+
+/// What one attempt at one node produced.
+enum Attempt {
+    /// The node answered.
+    Answer(ClientResponseBody),
+    /// The request never fully left this client; it cannot take effect.
+    NotSent(String),
+    /// The request was sent but no usable answer came; it may take effect.
+    Lost(String),
+}
+
+/// Whether retrying an operation can change the cluster's state.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    /// A write: an unanswered attempt makes the outcome unknown.
+    Write,
+    /// A read or an admin request: failures are always definite.
+    ReadOnly,
+}
+
+/// A blocking client of an rcraft cluster. See the module docs.
+pub struct Client {
+    servers: Vec<SocketAddr>,
+    options: ClientOptions,
+    /// The node believed to lead, as an index into `servers`.
+    leader: Option<usize>,
+    /// Next node to try when no leader is known.
+    round_robin: usize,
+    connection: Option<Connection>,
+    client_id: u64,
+    /// Sequence of the latest write started; the next new write uses `sequence + 1`.
+    sequence: u64,
+    next_request_id: u64,
+}
+
+impl Client {
+    /// A client of the cluster at `servers` (in node-id order). Opens no connection:
+    /// the first operation does.
+    pub fn new(servers: &[SocketAddr], options: ClientOptions) -> Result<Client> {
+        if servers.is_empty() {
+            return Err(ClientError::InvalidInput("no servers given".to_string()));
+        }
+        Ok(Client {
+            servers: servers.to_vec(),
+            options,
+            leader: None,
+            round_robin: 0,
+            connection: None,
+            client_id: random_client_id(),
+            sequence: 0,
+            next_request_id: 1,
+        })
+    }
+
+    /// A client of the cluster at `servers`, connected to one reachable node within
+    /// `options.timeout` (else [`ClientError::Timeout`]).
+    pub fn connect(servers: &[SocketAddr], options: ClientOptions) -> Result<Client> {
+        let mut client = Client::new(servers, options)?;
+        let deadline = Instant::now() + client.options.timeout;
+        let mut backoff = client.options.backoff_min;
+        loop {
+            let target = client.round_robin;
+            let attempt_deadline = deadline.min(Instant::now() + client.options.attempt_timeout);
+            match client.ensure_connection(target, attempt_deadline) {
+                Ok(()) => return Ok(client),
+                Err(_) => client.advance_round_robin(target),
+            }
+            if !client.pause(&mut backoff, deadline) {
+                return Err(ClientError::Timeout { definite: true });
+            }
+        }
+    }
+
+    /// This client's session id (random, fixed for the client's life).
+    pub fn client_id(&self) -> u64 {
+        self.client_id
+    }
+
+    /// The node this client believes leads, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader.map(|i| NodeId(i as u64))
+    }
+
+    /// The server list, in node-id order.
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.servers
+    }
+
+    /// Replicate `command` and apply it, at most once even across retries.
+    pub fn submit(&mut self, command: Vec<u8>) -> Result<ClientResult> {
+        self.sequence += 1;
+        let session = Session {
+            client_id: self.client_id,
+            sequence: self.sequence,
+        };
+        let body = ClientRequestBody::Write {
+            session: Some(session),
+            command,
+        };
+        self.call(&body, Effect::Write)
+    }
+
+    /// A linearizable read answered by the state machine's `query`.
+    pub fn query(&mut self, query: Vec<u8>) -> Result<ClientResult> {
+        self.call(&ClientRequestBody::Read { query }, Effect::ReadOnly)
+    }
+
+    /// Ask the leader to hand leadership to `target`.
+    pub fn transfer_leader(&mut self, target: NodeId) -> Result<ClientResult> {
+        let body = ClientRequestBody::TransferLeader { target };
+        self.call(&body, Effect::ReadOnly)
+    }
+
+    /// The status of the node at `address`, over a connection of its own, within one
+    /// attempt timeout.
+    pub fn status_of(&mut self, address: SocketAddr) -> Result<NodeStatus> {
+        let io_error = |error| ClientError::Io { address, error };
+        let deadline = Instant::now() + self.options.attempt_timeout;
+        let mut connection =
+            open_connection(address, usize::MAX, &self.options, deadline).map_err(io_error)?;
+        let request_id = self.take_request_id();
+        match exchange(
+            &mut connection,
+            request_id,
+            &ClientRequestBody::Status,
+            deadline,
+        ) {
+            Attempt::Answer(ClientResponseBody::Status(status)) => Ok(status),
+            Attempt::Answer(other) => Err(ClientError::Protocol {
+                definite: true,
+                message: format!("unexpected answer to status: {other:?}"),
+            }),
+            Attempt::NotSent(why) | Attempt::Lost(why) => {
+                Err(io_error(io::Error::new(io::ErrorKind::TimedOut, why)))
+            }
+        }
+    }
+
+    /// Store `value` under `key`.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let command = KvCommand::Put {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        };
+        self.kv_write(&command).and_then(|r| expect_done(r, "put"))
+    }
+
+    /// Remove `key` (succeeds when absent).
+    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
+        let command = KvCommand::Delete { key: key.to_vec() };
+        self.kv_write(&command).and_then(|r| expect_done(r, "del"))
+    }
+
+    /// Linearizable read of `key`.
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let command = KvCommand::Get { key: key.to_vec() };
+        check_kv_limits(&command)?;
+        let result = self.query(command.encode())?;
+        match decode_kv(&result.response, Effect::ReadOnly)? {
+            KvResponse::Value(value) => Ok(value),
+            other => Err(unexpected_kv(other, "get", Effect::ReadOnly)),
+        }
+    }
+
+    /// Set `key` to `new` if it holds `expected` (`None`: if it is absent).
+    pub fn cas(&mut self, key: &[u8], expected: Option<&[u8]>, new: &[u8]) -> Result<CasOutcome> {
+        let command = KvCommand::Cas {
+            key: key.to_vec(),
+            expected: expected.map(<[u8]>::to_vec),
+            new: new.to_vec(),
+        };
+        match self.kv_write(&command)? {
+            KvResponse::Cas { swapped, current } => Ok(CasOutcome { swapped, current }),
+            other => Err(unexpected_kv(other, "cas", Effect::Write)),
+        }
+    }
+
+    fn kv_write(&mut self, command: &KvCommand) -> Result<KvResponse> {
+        check_kv_limits(command)?;
+        let result = self.submit(command.encode())?;
+        decode_kv(&result.response, Effect::Write)
+    }
+
+    /// Run one operation to completion or to its deadline. See the module docs.
+    fn call(&mut self, body: &ClientRequestBody, effect: Effect) -> Result<ClientResult> {
+        let deadline = Instant::now() + self.options.timeout;
+        let mut backoff = self.options.backoff_min;
+        let mut maybe_applied = false;
+        let mut last_refusal: Option<ClientError> = None;
+        let mut refusals_in_a_row = 0usize;
+        loop {
+            let target = self.leader.unwrap_or(self.round_robin);
+            let attempt = self.attempt(target, body, deadline);
+            let mut should_pause = true;
+            match attempt {
+                Attempt::Answer(ClientResponseBody::Ok {
+                    term,
+                    index,
+                    result,
+                }) => {
+                    self.leader = Some(target);
+                    return Ok(ClientResult {
+                        term,
+                        index,
+                        response: result,
+                    });
+                }
+                Attempt::Answer(ClientResponseBody::NotLeader {
+                    leader,
+                    leader_address,
+                }) => {
+                    let next = self.follow_hint(target, leader, leader_address.as_deref());
+                    last_refusal = Some(ClientError::NotLeader { hint: leader });
+                    refusals_in_a_row += 1;
+                    // A fresh hint is worth trying at once; a hint cycle or "no leader" means
+                    // an election is under way, so wait a little.
+                    should_pause = next.is_none() || refusals_in_a_row >= self.servers.len();
+                }
+                Attempt::Answer(ClientResponseBody::Overloaded) => {
+                    self.leader = Some(target);
+                    last_refusal = Some(ClientError::Overloaded);
+                }
+                Attempt::Answer(ClientResponseBody::Error { definite, message }) => {
+                    if definite {
+                        let definite = !maybe_applied;
+                        return Err(ClientError::Server { definite, message });
+                    }
+                    // The node lost track of the proposal (e.g. it stepped down); the session
+                    // makes a retry safe, and another node may now lead.
+                    maybe_applied |= effect == Effect::Write;
+                    self.forget_leader(target);
+                    last_refusal = None;
+                }
+                Attempt::Answer(ClientResponseBody::Status(_)) => {
+                    self.drop_connection();
+                    return Err(ClientError::Protocol {
+                        definite: !maybe_applied,
+                        message: "status answer to a non-status request".to_string(),
+                    });
+                }
+                Attempt::NotSent(why) => {
+                    log::debug!("{}: not sent: {why}", self.servers[target]);
+                    self.forget_leader(target);
+                }
+                Attempt::Lost(why) => {
+                    log::debug!("{}: no answer: {why}", self.servers[target]);
+                    maybe_applied |= effect == Effect::Write;
+                    self.forget_leader(target);
+                    last_refusal = None;
+                }
+            }
+            if should_pause {
+                refusals_in_a_row = 0;
+                if !self.pause(&mut backoff, deadline) {
+                    return Err(deadline_error(last_refusal, maybe_applied));
+                }
+            } else if Instant::now() >= deadline {
+                return Err(deadline_error(last_refusal, maybe_applied));
+            }
+        }
+    }
+
+    /// Send `body` to `servers[target]` and wait for its answer, within one attempt timeout.
+    fn attempt(&mut self, target: usize, body: &ClientRequestBody, deadline: Instant) -> Attempt {
+        let attempt_deadline = deadline.min(Instant::now() + self.options.attempt_timeout);
+        if let Err(e) = self.ensure_connection(target, attempt_deadline) {
+            return Attempt::NotSent(e.to_string());
+        }
+        let request_id = self.take_request_id();
+        let connection = self.connection.as_mut().expect("connection just ensured");
+        let attempt = exchange(connection, request_id, body, attempt_deadline);
+        if !matches!(attempt, Attempt::Answer(_)) {
+            self.drop_connection();
+        }
+        attempt
+    }
+
+    fn ensure_connection(&mut self, target: usize, deadline: Instant) -> io::Result<()> {
+        if self.connection.as_ref().is_some_and(|c| c.server == target) {
+            return Ok(());
+        }
+        self.drop_connection();
+        let connection = open_connection(self.servers[target], target, &self.options, deadline)?;
+        self.connection = Some(connection);
+        Ok(())
+    }
+
+    fn drop_connection(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            let _ = connection.stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Use a `NotLeader` hint: the leader's id as an index into the server list, or its
+    /// address when the id is outside it. Returns the node to try next, if the hint names one.
+    fn follow_hint(
+        &mut self,
+        from: usize,
+        leader: Option<NodeId>,
+        address: Option<&str>,
+    ) -> Option<usize> {
+        let by_id = leader
+            .map(|id| id.0 as usize)
+            .filter(|&i| i < self.servers.len());
+        let by_address = || {
+            let addr = address.and_then(|a| crate::config::resolve_address(a).ok())?;
+            match self.servers.iter().position(|s| *s == addr) {
+                Some(i) => Some(i),
+                None => {
+                    self.servers.push(addr);
+                    Some(self.servers.len() - 1)
+                }
+            }
+        };
+        let next = by_id.or_else(by_address).filter(|&i| i != from);
+        match next {
+            Some(i) => self.leader = Some(i),
+            None => self.forget_leader(from),
+        }
+        next
+    }
+
+    /// `servers[failed]` is not (reachable as) the leader: move on to the next node.
+    fn forget_leader(&mut self, failed: usize) {
+        self.leader = None;
+        self.advance_round_robin(failed);
+    }
+
+    fn advance_round_robin(&mut self, failed: usize) {
+        self.round_robin = (failed + 1) % self.servers.len();
+    }
+
+    /// Sleep for the current backoff (doubling it), unless that would pass the deadline.
+    /// Returns false when the deadline has come.
+    fn pause(&self, backoff: &mut Duration, deadline: Instant) -> bool {
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep((*backoff).min(deadline - now));
+        *backoff = (*backoff * 2).min(self.options.backoff_max);
+        Instant::now() < deadline
+    }
+
+    fn take_request_id(&mut self) -> u64 {
+        self.next_request_id += 1;
+        self.next_request_id
+    }
+}
+
+/// The error for an operation whose deadline passed.
+fn deadline_error(last_refusal: Option<ClientError>, maybe_applied: bool) -> ClientError {
+    match last_refusal {
+        Some(refusal) if !maybe_applied => refusal,
+        _ => ClientError::Timeout {
+            definite: !maybe_applied,
+        },
+    }
+}
+
+/// Connect to `address`, exchange handshakes and check the cluster id, all by `deadline`.
+fn open_connection(
+    address: SocketAddr,
+    server: usize,
+    options: &ClientOptions,
+    deadline: Instant,
+) -> io::Result<Connection> {
+    let mut stream = TcpStream::connect_timeout(&address, remaining(deadline)?)?;
+    stream.set_nodelay(true)?;
+    stream.set_write_timeout(Some(remaining(deadline)?))?;
+    stream.write_all(&Handshake::client(options.cluster_id).encode())?;
+    let mut theirs = [0u8; HANDSHAKE_BYTES];
+    stream.set_read_timeout(Some(remaining(deadline)?))?;
+    stream.read_exact(&mut theirs)?;
+    let invalid = |e: rcraft_wire::Error| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+    let handshake = Handshake::decode(&theirs).map_err(invalid)?;
+    handshake
+        .check_cluster(options.cluster_id)
+        .map_err(invalid)?;
+    Ok(Connection {
+        server,
+        stream,
+        decoder: FrameDecoder::new(MAX_FRAME_BYTES),
+    })
+}
+
+/// Time left until `deadline`, at least [`SOCKET_TIMEOUT_MIN`]; `TimedOut` once it passed.
+fn remaining(deadline: Instant) -> io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+    }
+    Ok(left.max(SOCKET_TIMEOUT_MIN))
+}
+
+/// Write one request and read frames until its response arrives or `deadline` passes.
+fn exchange(
+    connection: &mut Connection,
+    request_id: u64,
+    body: &ClientRequestBody,
+    deadline: Instant,
+) -> Attempt {
+    let request = ClientRequest {
+        request_id,
+        body: body.clone(),
+    };
+    let mut frame = Vec::new();
+    if let Err(e) = encode_client_request(&request, &mut frame) {
+        return Attempt::NotSent(format!("cannot encode request: {e}"));
+    }
+    // A write that fails leaves at most part of the frame with the server, which cannot
+    // decode it into a request: the request cannot take effect.
+    let written = remaining(deadline)
+        .and_then(|t| connection.stream.set_write_timeout(Some(t)))
+        .and_then(|()| connection.stream.write_all(&frame));
+    if let Err(e) = written {
+        return Attempt::NotSent(e.to_string());
+    }
+    match read_response(connection, request_id, deadline) {
+        Ok(body) => Attempt::Answer(body),
+        Err(why) => Attempt::Lost(why),
+    }
+}
+
+fn read_response(
+    connection: &mut Connection,
+    request_id: u64,
+    deadline: Instant,
+) -> std::result::Result<ClientResponseBody, String> {
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    loop {
+        while let Some(frame) = connection.decoder.next_frame().map_err(|e| e.to_string())? {
+            let response = frame.to_client_response().map_err(|e| e.to_string())?;
+            // Answers to earlier, abandoned requests on this connection are skipped.
+            if response.request_id == request_id {
+                return Ok(response.body);
+            }
+        }
+        let timeout = remaining(deadline).map_err(|e| e.to_string())?;
+        connection
+            .stream
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        match connection.stream.read(&mut chunk) {
+            Ok(0) => return Err("connection closed".to_string()),
+            Ok(n) => connection.decoder.push(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// A client id unlikely to collide with any other client's: std's per-process random hash
+/// keys mixed with the time, the process id and the address of a local.
+fn random_client_id() -> u64 {
+    let mut hasher = std::hash::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.write_u128(now.as_nanos());
+    hasher.write_u32(std::process::id());
+    let local = 0u8;
+    hasher.write_usize(&local as *const u8 as usize);
+    hasher.finish()
+}
+
+fn check_kv_limits(command: &KvCommand) -> Result<()> {
+    let (key, value) = match command {
+        KvCommand::Put { key, value } => (key, Some(value)),
+        KvCommand::Get { key } | KvCommand::Delete { key } => (key, None),
+        KvCommand::Cas { key, new, expected } => {
+            if expected.as_ref().is_some_and(|e| e.len() > VALUE_BYTES_MAX) {
+                return Err(ClientError::InvalidInput("expected value too long".into()));
+            }
+            (key, Some(new))
+        }
+    };
+    if key.is_empty() || key.len() > KEY_BYTES_MAX {
+        let why = format!("key must be 1 to {KEY_BYTES_MAX} bytes");
+        return Err(ClientError::InvalidInput(why));
+    }
+    if value.is_some_and(|v| v.len() > VALUE_BYTES_MAX) {
+        let why = format!("value longer than {VALUE_BYTES_MAX} bytes");
+        return Err(ClientError::InvalidInput(why));
+    }
+    Ok(())
+}
+
+fn decode_kv(bytes: &[u8], effect: Effect) -> Result<KvResponse> {
+    match KvResponse::decode(bytes) {
+        // The store refused the command without changing anything.
+        Ok(KvResponse::Error(message)) => Err(ClientError::Server {
+            definite: true,
+            message,
+        }),
+        Ok(response) => Ok(response),
+        Err(e) => Err(ClientError::Protocol {
+            definite: effect == Effect::ReadOnly,
+            message: format!("undecodable KV response: {e}"),
+        }),
+    }
+}
+
+fn expect_done(response: KvResponse, what: &str) -> Result<()> {
+    match response {
+        KvResponse::Done => Ok(()),
+        other => Err(unexpected_kv(other, what, Effect::Write)),
+    }
+}
+
+fn unexpected_kv(response: KvResponse, what: &str, effect: Effect) -> ClientError {
+    ClientError::Protocol {
+        definite: effect == Effect::ReadOnly,
+        message: format!("unexpected KV answer to {what}: {response:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcraft_wire::{ClientResponse, encode_client_response};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    /// What a fake node does with one request: answer it, or close the connection.
+    enum Reply {
+        Answer(ClientResponseBody),
+        Close,
+    }
+
+    type Handler = Box<dyn FnMut(&ClientRequest) -> Reply + Send>;
+
+    /// A node stand-in speaking the real handshake and frames, recording every request.
+    struct FakeNode {
+        address: SocketAddr,
+        requests: Arc<Mutex<Vec<ClientRequest>>>,
+    }
+
+    impl FakeNode {
+        fn start(mut handler: Handler) -> FakeNode {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let address = listener.local_addr().unwrap();
+            let requests = Arc::new(Mutex::new(Vec::new()));
+            let seen = Arc::clone(&requests);
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(stream) = stream else { return };
+                    serve_connection(stream, &mut handler, &seen);
+                }
+            });
+            FakeNode { address, requests }
+        }
+
+        fn requests(&self) -> Vec<ClientRequest> {
+            self.requests.lock().unwrap().clone()
+        }
+    }
+
+    fn serve_connection(
+        mut stream: TcpStream,
+        handler: &mut Handler,
+        seen: &Mutex<Vec<ClientRequest>>,
+    ) {
+        let mut theirs = [0u8; HANDSHAKE_BYTES];
+        if stream.read_exact(&mut theirs).is_err() {
+            return;
+        }
+        let ours = Handshake::peer(CLUSTER_ID_DEFAULT, NodeId(0)).encode();
+        if stream.write_all(&ours).is_err() {
+            return;
+        }
+        let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            decoder.push(&chunk[..n]);
+            while let Ok(Some(frame)) = decoder.next_frame() {
+                let request = frame.to_client_request().unwrap();
+                seen.lock().unwrap().push(request.clone());
+                let body = match handler(&request) {
+                    Reply::Answer(body) => body,
+                    Reply::Close => return,
+                };
+                let mut out = Vec::new();
+                let response = ClientResponse {
+                    request_id: request.request_id,
+                    body,
+                };
+                encode_client_response(&response, &mut out).unwrap();
+                if stream.write_all(&out).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn ok(result: &[u8]) -> Reply {
+        Reply::Answer(ClientResponseBody::Ok {
+            term: Term(3),
+            index: LogIndex(7),
+            result: result.to_vec(),
+        })
+    }
+
+    fn fast_options() -> ClientOptions {
+        ClientOptions {
+            timeout: Duration::from_millis(600),
+            attempt_timeout: Duration::from_millis(150),
+            backoff_min: Duration::from_millis(5),
+            backoff_max: Duration::from_millis(20),
+            cluster_id: CLUSTER_ID_DEFAULT,
+        }
+    }
+
+    fn closed_port() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    fn session_of(request: &ClientRequest) -> Option<Session> {
+        match &request.body {
+            ClientRequestBody::Write { session, .. } => *session,
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn follows_not_leader_hints_and_remembers_the_leader() {
+        let follower = FakeNode::start(Box::new(|_| {
+            Reply::Answer(ClientResponseBody::NotLeader {
+                leader: Some(NodeId(1)),
+                leader_address: None,
+            })
+        }));
+        let leader = FakeNode::start(Box::new(|_| ok(&KvResponse::Done.encode())));
+        let servers = [follower.address, leader.address];
+        let mut client = Client::new(&servers, fast_options()).unwrap();
+        client.put(b"k", b"v").unwrap();
+        client.put(b"k", b"w").unwrap();
+        assert_eq!(follower.requests().len(), 1);
+        assert_eq!(leader.requests().len(), 2);
+        assert_eq!(client.leader(), Some(NodeId(1)));
+    }
+
+    #[test]
+    fn submit_returns_term_index_and_response() {
+        let node = FakeNode::start(Box::new(|_| ok(b"answer")));
+        let mut client = Client::connect(&[node.address], fast_options()).unwrap();
+        let result = client.submit(b"cmd".to_vec()).unwrap();
+        assert_eq!(result.term, Term(3));
+        assert_eq!(result.index, LogIndex(7));
+        assert_eq!(result.response, b"answer");
+    }
+
+    #[test]
+    fn a_retried_write_reuses_its_sequence_and_the_next_write_does_not() {
+        let mut calls = 0;
+        let node = FakeNode::start(Box::new(move |_| {
+            calls += 1;
+            if calls == 1 {
+                Reply::Close
+            } else {
+                ok(&KvResponse::Done.encode())
+            }
+        }));
+        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        client.put(b"k", b"v").unwrap();
+        client.put(b"k", b"w").unwrap();
+        let sessions: Vec<Session> = node.requests().iter().filter_map(session_of).collect();
+        assert_eq!(sessions.len(), 3);
+        assert_eq!(sessions[0], sessions[1], "retry reuses the session");
+        assert_eq!(sessions[2].sequence, sessions[1].sequence + 1);
+        assert_eq!(sessions[2].client_id, client.client_id());
+    }
+
+    #[test]
+    fn unreachable_nodes_are_skipped() {
+        let node = FakeNode::start(Box::new(|_| ok(&KvResponse::Value(None).encode())));
+        let servers = [closed_port(), node.address];
+        let mut client = Client::new(&servers, fast_options()).unwrap();
+        assert_eq!(client.get(b"k").unwrap(), None);
+    }
+
+    #[test]
+    fn nothing_reachable_is_a_definite_timeout() {
+        let mut client = Client::new(&[closed_port()], fast_options()).unwrap();
+        let e = client.put(b"k", b"v").unwrap_err();
+        assert!(
+            matches!(e, ClientError::Timeout { definite: true }),
+            "{e:?}"
+        );
+        assert!(Client::connect(&[closed_port()], fast_options()).is_err());
+    }
+
+    #[test]
+    fn an_unanswered_write_has_an_unknown_outcome() {
+        let node = FakeNode::start(Box::new(|_| Reply::Close));
+        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let e = client.put(b"k", b"v").unwrap_err();
+        assert!(
+            matches!(e, ClientError::Timeout { definite: false }),
+            "{e:?}"
+        );
+        assert!(!e.is_definite());
+        let e = client.get(b"k").unwrap_err();
+        assert!(e.is_definite(), "a read never takes effect: {e:?}");
+    }
+
+    #[test]
+    fn a_silent_node_does_not_hang_the_client() {
+        // Accepts connections and handshakes but never reads a request.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for mut stream in listener.incoming().flatten() {
+                let _ = stream.write_all(&Handshake::peer(CLUSTER_ID_DEFAULT, NodeId(0)).encode());
+                held.push(stream);
+            }
+        });
+        let mut client = Client::new(&[address], fast_options()).unwrap();
+        let e = client.put(b"k", b"v").unwrap_err();
+        assert!(
+            matches!(e, ClientError::Timeout { definite: false }),
+            "{e:?}"
+        );
+        let e = client.status_of(address).unwrap_err();
+        assert!(matches!(e, ClientError::Io { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn no_leader_anywhere_reports_not_leader() {
+        let node = FakeNode::start(Box::new(|_| {
+            Reply::Answer(ClientResponseBody::NotLeader {
+                leader: None,
+                leader_address: None,
+            })
+        }));
+        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let e = client.put(b"k", b"v").unwrap_err();
+        assert!(matches!(e, ClientError::NotLeader { hint: None }), "{e:?}");
+        assert!(e.is_definite());
+        assert!(node.requests().len() > 1, "retried until the deadline");
+    }
+
+    #[test]
+    fn definite_server_errors_are_returned_at_once() {
+        let node = FakeNode::start(Box::new(|_| {
+            Reply::Answer(ClientResponseBody::Error {
+                definite: true,
+                message: "too large".into(),
+            })
+        }));
+        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let e = client.submit(b"x".to_vec()).unwrap_err();
+        assert!(
+            matches!(e, ClientError::Server { definite: true, .. }),
+            "{e:?}"
+        );
+        assert_eq!(node.requests().len(), 1);
+    }
+
+    #[test]
+    fn overloaded_until_the_deadline_is_definite() {
+        let node = FakeNode::start(Box::new(|_| Reply::Answer(ClientResponseBody::Overloaded)));
+        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let e = client.put(b"k", b"v").unwrap_err();
+        assert!(matches!(e, ClientError::Overloaded), "{e:?}");
+    }
+
+    #[test]
+    fn kv_helpers_decode_answers() {
+        let node = FakeNode::start(Box::new(|request| {
+            let ClientRequestBody::Write { command, .. } = &request.body else {
+                return ok(&KvResponse::Value(Some(b"v".to_vec())).encode());
+            };
+            match KvCommand::decode(command).unwrap() {
+                KvCommand::Cas { .. } => ok(&KvResponse::Cas {
+                    swapped: false,
+                    current: Some(b"old".to_vec()),
+                }
+                .encode()),
+                _ => ok(&KvResponse::Error("refused".into()).encode()),
+            }
+        }));
+        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        assert_eq!(client.get(b"k").unwrap(), Some(b"v".to_vec()));
+        let outcome = client.cas(b"k", Some(b"a"), b"b").unwrap();
+        assert_eq!(
+            outcome,
+            CasOutcome {
+                swapped: false,
+                current: Some(b"old".to_vec())
+            }
+        );
+        let e = client.delete(b"k").unwrap_err();
+        assert!(
+            matches!(e, ClientError::Server { definite: true, .. }),
+            "{e:?}"
+        );
+        let e = client.put(b"", b"v").unwrap_err();
+        assert!(matches!(e, ClientError::InvalidInput(_)), "{e:?}");
+    }
+
+    #[test]
+    fn client_ids_differ() {
+        assert_ne!(random_client_id(), random_client_id());
+    }
+}

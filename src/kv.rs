@@ -1,0 +1,680 @@
+//! The built-in key-value state machine served by `rcraft serve`, and its byte formats.
+//!
+//! The node's apply thread owns the [`KvStore`]; clients build [`KvCommand`]s and read
+//! [`KvResponse`]s. Keys and values are arbitrary non-empty (key) byte strings kept in a
+//! `BTreeMap`, so iteration, and therefore the snapshot, is in key order and deterministic.
+//!
+//! # Command and response bytes
+//!
+//! All integers are little-endian. A *bytes* field is `len: u32` then `len` bytes; an
+//! *optional bytes* field is one byte `0` (absent) or `1` followed by a bytes field.
+//!
+//! | command | layout |
+//! |---|---|
+//! | put | `0x01` key value |
+//! | get | `0x02` key |
+//! | del | `0x03` key |
+//! | cas | `0x04` key expected(optional; absent = "key must not exist") new |
+//!
+//! | response | layout |
+//! |---|---|
+//! | done (put, del) | `0x00` |
+//! | value (get) | `0x01` optional value |
+//! | cas | `0x02` swapped(`0`/`1`) optional current (only meaningful when not swapped) |
+//! | error | `0x03` UTF-8 message as bytes |
+//!
+//! Decoding never trusts a length: it must fit in what is left of the input and under
+//! [`KEY_BYTES_MAX`] / [`VALUE_BYTES_MAX`], and trailing bytes are an error. A command that
+//! does not decode is answered with [`KvResponse::Error`], never a panic.
+//!
+//! # Snapshot bytes
+//!
+//! `magic "RCKVSNP1"`, `count: u64`, then `count` pairs of (key bytes, value bytes) in
+//! strictly increasing key order, then `crc32c: u32` of everything before it. A snapshot that
+//! is short, has a bad checksum or breaks the key order is refused with `InvalidData` and the
+//! store keeps its old contents.
+
+use crate::state_machine::StateMachine;
+use rcraft_wire::LogIndex;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, Read, Write};
+
+/// Longest key accepted, in bytes.
+pub const KEY_BYTES_MAX: usize = 64 * 1024;
+/// Longest value accepted, in bytes.
+pub const VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// First bytes of every KV snapshot; the digit is the format version.
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"RCKVSNP1";
+
+const TAG_PUT: u8 = 0x01;
+const TAG_GET: u8 = 0x02;
+const TAG_DEL: u8 = 0x03;
+const TAG_CAS: u8 = 0x04;
+
+const TAG_DONE: u8 = 0x00;
+const TAG_VALUE: u8 = 0x01;
+const TAG_CAS_RESULT: u8 = 0x02;
+const TAG_ERROR: u8 = 0x03;
+
+/// A request to the key-value store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvCommand {
+    /// Set `key` to `value`.
+    Put {
+        /// The key (non-empty).
+        key: Vec<u8>,
+        /// The new value.
+        value: Vec<u8>,
+    },
+    /// Read `key` (as a query: linearizable, not logged).
+    Get {
+        /// The key (non-empty).
+        key: Vec<u8>,
+    },
+    /// Remove `key`; removing a missing key succeeds.
+    Delete {
+        /// The key (non-empty).
+        key: Vec<u8>,
+    },
+    /// Set `key` to `new` only if its current value is `expected` (`None`: only if absent).
+    Cas {
+        /// The key (non-empty).
+        key: Vec<u8>,
+        /// The value the key must hold, or `None` for "must not exist".
+        expected: Option<Vec<u8>>,
+        /// The value to store when the comparison holds.
+        new: Vec<u8>,
+    },
+}
+
+/// The store's answer to a [`KvCommand`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvResponse {
+    /// A put or delete was applied.
+    Done,
+    /// The value of the key read, `None` when absent.
+    Value(Option<Vec<u8>>),
+    /// Outcome of a compare-and-swap.
+    Cas {
+        /// True when the new value was stored.
+        swapped: bool,
+        /// When not swapped, the value the key holds (`None` when absent).
+        current: Option<Vec<u8>>,
+    },
+    /// The command was refused (undecodable, or not allowed as a query). Nothing changed.
+    Error(String),
+}
+
+/// Why bytes did not decode as a command or response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Reads the fields of a command, response or snapshot, refusing lengths that do not fit.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], DecodeError> {
+        if n > self.bytes.len() {
+            return Err(DecodeError(format!(
+                "truncated {what}: need {n} bytes, {} left",
+                self.bytes.len()
+            )));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, DecodeError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, DecodeError> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, DecodeError> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8, what)?);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn bytes(&mut self, what: &str, max: usize) -> Result<Vec<u8>, DecodeError> {
+        let len = self.u32(what)? as usize;
+        if len > max {
+            return Err(DecodeError(format!("{what} of {len} bytes exceeds {max}")));
+        }
+        Ok(self.take(len, what)?.to_vec())
+    }
+
+    fn key(&mut self) -> Result<Vec<u8>, DecodeError> {
+        let key = self.bytes("key", KEY_BYTES_MAX)?;
+        if key.is_empty() {
+            return Err(DecodeError("empty key".to_string()));
+        }
+        Ok(key)
+    }
+
+    fn optional(&mut self, what: &str) -> Result<Option<Vec<u8>>, DecodeError> {
+        match self.u8(what)? {
+            0 => Ok(None),
+            1 => Ok(Some(self.bytes(what, VALUE_BYTES_MAX)?)),
+            flag => Err(DecodeError(format!("bad presence flag {flag} for {what}"))),
+        }
+    }
+
+    fn finish(&self, what: &str) -> Result<(), DecodeError> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            let extra = self.bytes.len();
+            Err(DecodeError(format!("{extra} trailing bytes after {what}")))
+        }
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    let len = u32::try_from(bytes.len()).expect("field longer than 4 GiB");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn put_optional(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        None => out.push(0),
+        Some(b) => {
+            out.push(1);
+            put_bytes(out, b);
+        }
+    }
+}
+
+impl KvCommand {
+    /// The command's bytes (see the module docs).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            KvCommand::Put { key, value } => {
+                out.push(TAG_PUT);
+                put_bytes(&mut out, key);
+                put_bytes(&mut out, value);
+            }
+            KvCommand::Get { key } => {
+                out.push(TAG_GET);
+                put_bytes(&mut out, key);
+            }
+            KvCommand::Delete { key } => {
+                out.push(TAG_DEL);
+                put_bytes(&mut out, key);
+            }
+            KvCommand::Cas { key, expected, new } => {
+                out.push(TAG_CAS);
+                put_bytes(&mut out, key);
+                put_optional(&mut out, expected.as_deref());
+                put_bytes(&mut out, new);
+            }
+        }
+        out
+    }
+
+    /// Parse a command; any malformation is an error, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<KvCommand, DecodeError> {
+        let mut c = Cursor { bytes };
+        let command = match c.u8("command tag")? {
+            TAG_PUT => KvCommand::Put {
+                key: c.key()?,
+                value: c.bytes("value", VALUE_BYTES_MAX)?,
+            },
+            TAG_GET => KvCommand::Get { key: c.key()? },
+            TAG_DEL => KvCommand::Delete { key: c.key()? },
+            TAG_CAS => KvCommand::Cas {
+                key: c.key()?,
+                expected: c.optional("expected value")?,
+                new: c.bytes("new value", VALUE_BYTES_MAX)?,
+            },
+            tag => return Err(DecodeError(format!("unknown command tag {tag:#04x}"))),
+        };
+        c.finish("command")?;
+        Ok(command)
+    }
+}
+
+impl KvResponse {
+    /// The response's bytes (see the module docs).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            KvResponse::Done => out.push(TAG_DONE),
+            KvResponse::Value(value) => {
+                out.push(TAG_VALUE);
+                put_optional(&mut out, value.as_deref());
+            }
+            KvResponse::Cas { swapped, current } => {
+                out.push(TAG_CAS_RESULT);
+                out.push(u8::from(*swapped));
+                put_optional(&mut out, current.as_deref());
+            }
+            KvResponse::Error(message) => {
+                out.push(TAG_ERROR);
+                out.extend_from_slice(message.as_bytes());
+            }
+        }
+        out
+    }
+
+    /// Parse a response; any malformation is an error, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<KvResponse, DecodeError> {
+        let mut c = Cursor { bytes };
+        let response = match c.u8("response tag")? {
+            TAG_DONE => KvResponse::Done,
+            TAG_VALUE => KvResponse::Value(c.optional("value")?),
+            TAG_CAS_RESULT => {
+                let swapped = match c.u8("swapped flag")? {
+                    0 => false,
+                    1 => true,
+                    flag => return Err(DecodeError(format!("bad swapped flag {flag}"))),
+                };
+                let current = c.optional("current value")?;
+                KvResponse::Cas { swapped, current }
+            }
+            TAG_ERROR => {
+                let message = String::from_utf8_lossy(c.bytes).into_owned();
+                c.bytes = &[];
+                KvResponse::Error(message)
+            }
+            tag => return Err(DecodeError(format!("unknown response tag {tag:#04x}"))),
+        };
+        c.finish("response")?;
+        Ok(response)
+    }
+}
+
+/// The key-value store: a `BTreeMap` from key to value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KvStore {
+    entries: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl KvStore {
+    /// An empty store.
+    pub fn new() -> KvStore {
+        KvStore::default()
+    }
+
+    /// The value of `key`, if any.
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.entries.get(key).map(Vec::as_slice)
+    }
+
+    /// Number of keys held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Carry out one command.
+    pub fn execute(&mut self, command: KvCommand) -> KvResponse {
+        match command {
+            KvCommand::Put { key, value } => {
+                self.entries.insert(key, value);
+                KvResponse::Done
+            }
+            KvCommand::Get { key } => KvResponse::Value(self.entries.get(&key).cloned()),
+            KvCommand::Delete { key } => {
+                self.entries.remove(&key);
+                KvResponse::Done
+            }
+            KvCommand::Cas { key, expected, new } => {
+                let current = self.entries.get(&key);
+                if current == expected.as_ref() {
+                    self.entries.insert(key, new);
+                    KvResponse::Cas {
+                        swapped: true,
+                        current: None,
+                    }
+                } else {
+                    let current = current.cloned();
+                    KvResponse::Cas {
+                        swapped: false,
+                        current,
+                    }
+                }
+            }
+        }
+    }
+
+    fn parse_snapshot(bytes: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, DecodeError> {
+        let Some(body_len) = bytes.len().checked_sub(4) else {
+            return Err(DecodeError(
+                "snapshot shorter than its checksum".to_string(),
+            ));
+        };
+        let (body, sum) = bytes.split_at(body_len);
+        let expected = u32::from_le_bytes([sum[0], sum[1], sum[2], sum[3]]);
+        let actual = crc32c::crc32c(body);
+        if actual != expected {
+            return Err(DecodeError(format!(
+                "snapshot checksum mismatch: stored {expected:#010x}, computed {actual:#010x}"
+            )));
+        }
+        let mut c = Cursor { bytes: body };
+        if c.take(8, "snapshot magic")? != SNAPSHOT_MAGIC {
+            return Err(DecodeError("not a KV snapshot (bad magic)".to_string()));
+        }
+        let count = c.u64("entry count")?;
+        let mut entries = BTreeMap::new();
+        let mut previous: Option<Vec<u8>> = None;
+        for _ in 0..count {
+            let key = c.key()?;
+            let value = c.bytes("value", VALUE_BYTES_MAX)?;
+            if previous.as_ref().is_some_and(|p| *p >= key) {
+                return Err(DecodeError("snapshot keys out of order".to_string()));
+            }
+            previous = Some(key.clone());
+            entries.insert(key, value);
+        }
+        c.finish("snapshot entries")?;
+        Ok(entries)
+    }
+}
+
+/// Passes bytes through to `inner` while computing their CRC-32C.
+struct ChecksumWriter<'a> {
+    inner: &'a mut dyn Write,
+    crc: u32,
+}
+
+impl ChecksumWriter<'_> {
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        self.inner.write_all(bytes)
+    }
+
+    fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(bytes.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "field over 4 GiB"))?;
+        self.write_all(&len.to_le_bytes())?;
+        self.write_all(bytes)
+    }
+}
+
+impl StateMachine for KvStore {
+    fn apply(&mut self, _index: LogIndex, command: &[u8]) -> Vec<u8> {
+        match KvCommand::decode(command) {
+            Ok(command) => self.execute(command).encode(),
+            Err(e) => KvResponse::Error(format!("bad command: {e}")).encode(),
+        }
+    }
+
+    fn query(&self, query: &[u8]) -> Vec<u8> {
+        let response = match KvCommand::decode(query) {
+            Ok(KvCommand::Get { key }) => KvResponse::Value(self.entries.get(&key).cloned()),
+            Ok(_) => KvResponse::Error("only get is allowed as a query".to_string()),
+            Err(e) => KvResponse::Error(format!("bad query: {e}")),
+        };
+        response.encode()
+    }
+
+    fn snapshot(&self, out: &mut dyn Write) -> io::Result<()> {
+        let mut w = ChecksumWriter { inner: out, crc: 0 };
+        w.write_all(SNAPSHOT_MAGIC)?;
+        w.write_all(&(self.entries.len() as u64).to_le_bytes())?;
+        for (key, value) in &self.entries {
+            w.write_bytes(key)?;
+            w.write_bytes(value)?;
+        }
+        let crc = w.crc;
+        w.inner.write_all(&crc.to_le_bytes())
+    }
+
+    fn restore(&mut self, input: &mut dyn Read) -> io::Result<()> {
+        let mut bytes = Vec::new();
+        input.read_to_end(&mut bytes)?;
+        let entries = KvStore::parse_snapshot(&bytes)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
+        self.entries = entries;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str, value: &str) -> KvCommand {
+        KvCommand::Put {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    fn apply(store: &mut KvStore, command: &KvCommand) -> KvResponse {
+        KvResponse::decode(&store.apply(LogIndex(1), &command.encode())).unwrap()
+    }
+
+    fn snapshot_bytes(store: &KvStore) -> Vec<u8> {
+        let mut out = Vec::new();
+        store.snapshot(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn commands_round_trip() {
+        let commands = [
+            put("k", "v"),
+            put("k", ""),
+            KvCommand::Get { key: "k".into() },
+            KvCommand::Delete { key: "k".into() },
+            KvCommand::Cas {
+                key: "k".into(),
+                expected: Some("a".into()),
+                new: "b".into(),
+            },
+            KvCommand::Cas {
+                key: "k".into(),
+                expected: None,
+                new: "b".into(),
+            },
+        ];
+        for command in commands {
+            assert_eq!(KvCommand::decode(&command.encode()), Ok(command));
+        }
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let responses = [
+            KvResponse::Done,
+            KvResponse::Value(None),
+            KvResponse::Value(Some("v".into())),
+            KvResponse::Cas {
+                swapped: true,
+                current: None,
+            },
+            KvResponse::Cas {
+                swapped: false,
+                current: Some("x".into()),
+            },
+            KvResponse::Error("nope".into()),
+        ];
+        for response in responses {
+            assert_eq!(KvResponse::decode(&response.encode()), Ok(response));
+        }
+    }
+
+    #[test]
+    fn documented_layout_of_put() {
+        let bytes = put("ab", "c").encode();
+        assert_eq!(bytes, [1, 2, 0, 0, 0, b'a', b'b', 1, 0, 0, 0, b'c']);
+    }
+
+    #[test]
+    fn malformed_commands_are_errors() {
+        let mut too_long = vec![TAG_GET];
+        too_long.extend_from_slice(&u32::MAX.to_le_bytes());
+        let mut trailing = put("k", "v").encode();
+        trailing.push(0);
+        let cases: [&[u8]; 7] = [
+            &[],
+            &[0x7f],
+            &[TAG_PUT, 1, 0],
+            &too_long,
+            &trailing,
+            &[TAG_GET, 0, 0, 0, 0],
+            &[TAG_CAS, 1, 0, 0, 0, b'k', 9],
+        ];
+        for bytes in cases {
+            assert!(KvCommand::decode(bytes).is_err(), "{bytes:?}");
+            let mut store = KvStore::new();
+            let answer = KvResponse::decode(&store.apply(LogIndex(1), bytes)).unwrap();
+            assert!(matches!(answer, KvResponse::Error(_)), "{bytes:?}");
+            assert!(store.is_empty());
+        }
+        assert!(KvResponse::decode(&[]).is_err());
+        assert!(KvResponse::decode(&[TAG_CAS_RESULT, 2, 0]).is_err());
+    }
+
+    #[test]
+    fn put_get_del_cas_semantics() {
+        let mut s = KvStore::new();
+        assert_eq!(apply(&mut s, &put("a", "1")), KvResponse::Done);
+        let get_a = KvCommand::Get { key: "a".into() };
+        assert_eq!(
+            KvResponse::decode(&s.query(&get_a.encode())).unwrap(),
+            KvResponse::Value(Some("1".into()))
+        );
+        let cas = |expected: Option<&str>, new: &str| KvCommand::Cas {
+            key: "a".into(),
+            expected: expected.map(Into::into),
+            new: new.into(),
+        };
+        assert_eq!(
+            apply(&mut s, &cas(Some("0"), "2")),
+            KvResponse::Cas {
+                swapped: false,
+                current: Some("1".into())
+            }
+        );
+        assert_eq!(
+            apply(&mut s, &cas(Some("1"), "2")),
+            KvResponse::Cas {
+                swapped: true,
+                current: None
+            }
+        );
+        assert_eq!(s.get(b"a"), Some(&b"2"[..]));
+        let del = KvCommand::Delete { key: "a".into() };
+        assert_eq!(apply(&mut s, &del), KvResponse::Done);
+        assert_eq!(apply(&mut s, &del), KvResponse::Done);
+        assert_eq!(apply(&mut s, &get_a), KvResponse::Value(None));
+        assert_eq!(
+            apply(&mut s, &cas(None, "3")),
+            KvResponse::Cas {
+                swapped: true,
+                current: None
+            }
+        );
+        assert_eq!(s.get(b"a"), Some(&b"3"[..]));
+    }
+
+    #[test]
+    fn writes_are_refused_as_queries() {
+        let s = KvStore::new();
+        let answer = KvResponse::decode(&s.query(&put("a", "1").encode())).unwrap();
+        assert!(matches!(answer, KvResponse::Error(_)));
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn snapshot_round_trip_is_exact_and_deterministic() {
+        let mut a = KvStore::new();
+        for i in (0..100).rev() {
+            apply(&mut a, &put(&format!("key{i}"), &"x".repeat(i)));
+        }
+        let bytes = snapshot_bytes(&a);
+        let mut b = KvStore::new();
+        apply(&mut b, &put("stale", "gone after restore"));
+        b.restore(&mut &bytes[..]).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(snapshot_bytes(&b), bytes, "same state, same bytes");
+        let mut empty = KvStore::new();
+        empty
+            .restore(&mut &snapshot_bytes(&KvStore::new())[..])
+            .unwrap();
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn damaged_snapshots_are_refused_and_keep_the_old_state() {
+        let mut a = KvStore::new();
+        apply(&mut a, &put("k1", "v1"));
+        apply(&mut a, &put("k2", "v2"));
+        let good = snapshot_bytes(&a);
+        let mut damaged: Vec<Vec<u8>> = (0..good.len()).map(|n| good[..n].to_vec()).collect();
+        for at in 0..good.len() {
+            let mut flipped = good.clone();
+            flipped[at] ^= 0x40;
+            damaged.push(flipped);
+        }
+        for bytes in damaged {
+            let mut b = KvStore::new();
+            apply(&mut b, &put("mine", "kept"));
+            let before = b.clone();
+            let e = b.restore(&mut &bytes[..]).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+            assert_eq!(b, before);
+        }
+    }
+
+    #[test]
+    fn unordered_snapshot_with_valid_checksum_is_refused() {
+        let mut body = SNAPSHOT_MAGIC.to_vec();
+        body.extend_from_slice(&2u64.to_le_bytes());
+        for key in ["b", "a"] {
+            put_bytes(&mut body, key.as_bytes());
+            put_bytes(&mut body, b"v");
+        }
+        let crc = crc32c::crc32c(&body);
+        body.extend_from_slice(&crc.to_le_bytes());
+        let e = KvStore::new().restore(&mut &body[..]).unwrap_err();
+        assert!(e.to_string().contains("order"), "{e}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..48)) {
+            let mut store = KvStore::new();
+            let _ = KvCommand::decode(&bytes);
+            let _ = KvResponse::decode(&bytes);
+            let _ = store.apply(LogIndex(1), &bytes);
+            let _ = store.query(&bytes);
+            let _ = store.restore(&mut &bytes[..]);
+        }
+
+        #[test]
+        fn arbitrary_cas_round_trips(
+            key in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..16),
+            expected in proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..16)),
+            new in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..16),
+        ) {
+            let command = KvCommand::Cas { key, expected, new };
+            proptest::prop_assert_eq!(KvCommand::decode(&command.encode()), Ok(command));
+        }
+    }
+}
