@@ -1,7 +1,7 @@
 //! The node runtime: the threads that turn the pure consensus core into a running server.
 //!
 //! A node is four threads joined by bounded channels (see `docs/ARCHITECTURE.md`, "Node
-//! runtime"): network (mio), consensus (owns the core), storage (owns the WAL, hard state and
+//! runtime"): network ([`net`], mio), consensus (owns the core), storage (owns the WAL, hard state and
 //! snapshot files) and apply (owns the user's state machine). [`Node::start`] recovers the
 //! durable state, starts them and returns a [`NodeHandle`].
 
@@ -13,6 +13,7 @@ mod entry_codec;
 mod error;
 pub mod limits;
 mod log_store;
+pub mod net;
 mod results;
 mod sessions;
 mod snapshot_files;
