@@ -517,7 +517,7 @@ mod tests {
     struct NoNetwork;
 
     impl Transport for NoNetwork {
-        fn send_peer(&self, _message: Message) {}
+        fn send_peers(&self, _messages: Vec<Message>) {}
         fn reply(&self, _conn: ClientConnId, _response: ClientResponse) {}
     }
 

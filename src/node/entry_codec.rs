@@ -97,9 +97,9 @@ pub(crate) fn decode_payload(bytes: &[u8]) -> Result<EntryPayload, String> {
 }
 
 /// A bounds-checked little-endian reader over a byte slice.
-pub(crate) struct ByteReader<'a> {
-    pub(crate) bytes: &'a [u8],
-    pub(crate) at: usize,
+struct ByteReader<'a> {
+    bytes: &'a [u8],
+    at: usize,
 }
 
 impl ByteReader<'_> {
@@ -115,23 +115,19 @@ impl ByteReader<'_> {
         Ok(slice)
     }
 
-    pub(crate) fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8, String> {
         Ok(self.take(1)?[0])
     }
 
-    pub(crate) fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, String> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    pub(crate) fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64, String> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(a))
-    }
-
-    pub(crate) fn bytes(&mut self, n: usize) -> Result<&[u8], String> {
-        self.take(n)
     }
 
     fn rest(&mut self) -> &[u8] {

@@ -95,6 +95,7 @@ impl SessionTable {
     }
 
     /// Number of clients remembered.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.clients.len()
     }

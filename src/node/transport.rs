@@ -5,18 +5,18 @@
 //! their own channel instead. Both kinds of requester are one [`ReplyTo`], so the pending
 //! tables never care which kind of caller is waiting.
 
+use super::net::NetSender;
 use crossbeam_channel::Sender;
 use rcraft_wire::{ClientResponse, ClientResponseBody, Message};
 use std::sync::Arc;
 
-/// Identifies one client connection of the network thread.
-pub(crate) type ClientConnId = u64;
+pub(crate) use super::net::{ClientConnId, NetEvent};
 
 /// Outbound half of the network: peer messages and client replies. Sends never block; the
 /// network may drop peer messages when a peer's queue is full (Raft retransmits).
 pub(crate) trait Transport: Send + Sync {
-    /// Queues a message to a peer.
-    fn send_peer(&self, message: Message);
+    /// Queues messages to peers (each to its `to`), waking the network thread once.
+    fn send_peers(&self, messages: Vec<Message>);
     /// Queues a response to a client connection.
     fn reply(&self, conn: ClientConnId, response: ClientResponse);
 }
@@ -66,18 +66,16 @@ impl Replier {
     }
 }
 
-/// What the network thread delivers to the consensus thread.
-#[derive(Debug)]
-pub(crate) enum NetEvent {
-    /// A message from a peer.
-    Peer(Message),
-    /// A request from a client connection.
-    Client {
-        /// The connection to answer on.
-        conn: ClientConnId,
-        /// The request.
-        request: rcraft_wire::ClientRequest,
-    },
-    /// A client connection closed.
-    ClientClosed(ClientConnId),
+impl Transport for NetSender {
+    fn send_peers(&self, messages: Vec<Message>) {
+        // A dropped peer message is retransmitted by Raft; the network thread counts drops.
+        NetSender::send_peers(self, messages);
+    }
+
+    fn reply(&self, conn: ClientConnId, response: ClientResponse) {
+        // Fails only when the network thread stopped, i.e. while the node shuts down.
+        if NetSender::reply(self, conn, response).is_err() {
+            log::debug!("reply to {conn} dropped: the network thread stopped");
+        }
+    }
 }
