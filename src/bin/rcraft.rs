@@ -149,12 +149,16 @@ fn serve(args: &ServeArgs) -> ExitCode {
     run_node(config)
 }
 
-/// Runs the node until SIGTERM or SIGINT. To be wired to `rcraft::node::serve_kv(config)`
-/// once the node runtime is merged; until then it refuses honestly.
+/// Runs the node with the built-in KV store until SIGTERM or SIGINT (exit 0). A failure to
+/// start or a fail-stop error (e.g. storage) is one line on stderr and a non-zero exit.
 fn run_node(config: Config) -> ExitCode {
-    let _ = config;
-    eprintln!("rcraft serve: the node runtime is not built yet");
-    ExitCode::from(EXIT_USAGE)
+    match rcraft::node::serve_kv(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rcraft serve: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
 }
 
 /// The file (explicit, or `~/craft/craft.conf` when neither `--config` nor `--peers` is

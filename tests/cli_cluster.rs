@@ -1,0 +1,283 @@
+//! `rcraft serve`, `rcraft kv` and `rcraft status` end to end: a 3-node cluster of real
+//! processes on 127.0.0.1, driven only through the command-line contract. Every wait is
+//! bounded; every process is killed and every directory removed when the test ends, even on
+//! failure.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rcraft");
+/// Longest wait for a leader to be known, after start or after a kill.
+const ELECTION_WAIT: Duration = Duration::from_secs(20);
+
+/// Three `rcraft serve` processes; killed on drop.
+struct Cluster {
+    servers: String,
+    nodes: Vec<Option<Child>>,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        // Ports the kernel just handed out and we released; another process could take one
+        // in between, which would make a node fail to start and the test fail loudly.
+        let listeners: Vec<TcpListener> = (0..3)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let addresses: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().to_string())
+            .collect();
+        drop(listeners);
+        let mut cluster = Cluster {
+            servers: addresses.join(","),
+            nodes: Vec::new(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        for id in 0..3 {
+            let child = cluster.spawn(id);
+            cluster.nodes.push(Some(child));
+        }
+        cluster
+    }
+
+    fn data_dir(&self, id: usize) -> PathBuf {
+        self.dir.path().join(format!("node{id}"))
+    }
+
+    fn spawn(&self, id: usize) -> Child {
+        let log = std::fs::File::create(self.dir.path().join(format!("node{id}.log"))).unwrap();
+        Command::new(BIN)
+            .args(["serve", "--id", &id.to_string(), "--peers", &self.servers])
+            .arg("--data-dir")
+            .arg(self.data_dir(id))
+            .args(["--log-level", "info"])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn kill(&mut self, id: usize) {
+        if let Some(mut child) = self.nodes[id].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn restart(&mut self, id: usize) {
+        assert!(self.nodes[id].is_none(), "node {id} is running");
+        self.nodes[id] = Some(self.spawn(id));
+    }
+
+    fn status(&self) -> Output {
+        Command::new(BIN)
+            .args([
+                "status",
+                "--servers",
+                &self.servers,
+                "--json",
+                "--timeout-ms",
+                "500",
+            ])
+            .output()
+            .unwrap()
+    }
+
+    /// The leader's id once a reachable node reports itself leader, within `ELECTION_WAIT`.
+    fn wait_for_leader(&self) -> usize {
+        let deadline = Instant::now() + ELECTION_WAIT;
+        while Instant::now() < deadline {
+            let output = self.status();
+            let text = String::from_utf8_lossy(&output.stdout);
+            for line in text.lines() {
+                if line.contains(r#""role":"leader""#) {
+                    return json_number(line, "id").unwrap() as usize;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no leader within {ELECTION_WAIT:?}; logs:\n{}", self.logs());
+    }
+
+    fn logs(&self) -> String {
+        (0..3)
+            .map(|id| {
+                let path = self.dir.path().join(format!("node{id}.log"));
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!("--- node {id}\n{}", tail.join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// A pipe-mode `rcraft kv` session.
+    fn kv_session(&self, timeout_ms: u64) -> KvSession {
+        let mut child = Command::new(BIN)
+            .args([
+                "kv",
+                "--servers",
+                &self.servers,
+                "--timeout-ms",
+                &timeout_ms.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        KvSession {
+            input: child.stdin.take(),
+            output: BufReader::new(child.stdout.take().unwrap()),
+            child,
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for id in 0..self.nodes.len() {
+            self.kill(id);
+        }
+    }
+}
+
+/// One `rcraft kv` process: a line in, a line out.
+struct KvSession {
+    child: Child,
+    input: Option<ChildStdin>,
+    output: BufReader<ChildStdout>,
+}
+
+impl KvSession {
+    fn ask(&mut self, line: &str) -> String {
+        let input = self.input.as_mut().unwrap();
+        writeln!(input, "{line}").unwrap();
+        input.flush().unwrap();
+        let mut answer = String::new();
+        self.output.read_line(&mut answer).unwrap();
+        answer.trim_end().to_string()
+    }
+}
+
+impl Drop for KvSession {
+    fn drop(&mut self) {
+        drop(self.input.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The number after `"key":` in a one-line JSON object.
+fn json_number(line: &str, key: &str) -> Option<u64> {
+    let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[test]
+fn kv_and_status_against_a_three_node_cluster() {
+    let mut cluster = Cluster::start();
+    let leader = cluster.wait_for_leader();
+    assert_eq!(cluster.status().status.code(), Some(0), "a leader is known");
+
+    let mut kv = cluster.kv_session(10_000);
+    assert_eq!(kv.ask("put a 1"), r#"{"ok":true}"#);
+    assert_eq!(kv.ask("get a"), r#"{"ok":true,"value":"1"}"#);
+    assert_eq!(kv.ask("get missing"), r#"{"ok":true,"value":null}"#);
+    assert_eq!(kv.ask("cas a 1 2"), r#"{"ok":true,"swapped":true}"#);
+    assert_eq!(
+        kv.ask("cas a 1 3"),
+        r#"{"ok":true,"swapped":false,"value":"2"}"#
+    );
+    assert!(
+        kv.ask("bogus")
+            .starts_with(r#"{"ok":false,"definite":true,"#)
+    );
+    assert_eq!(kv.ask("del a"), r#"{"ok":true}"#);
+    assert_eq!(kv.ask("get a"), r#"{"ok":true,"value":null}"#);
+    assert_eq!(kv.ask("put b before-kill"), r#"{"ok":true}"#);
+
+    // kill -9 the leader: the client finds the new one and nothing acknowledged is lost.
+    cluster.kill(leader);
+    assert_eq!(
+        kv.ask("put c after-kill"),
+        r#"{"ok":true}"#,
+        "{}",
+        cluster.logs()
+    );
+    assert_eq!(kv.ask("get b"), r#"{"ok":true,"value":"before-kill"}"#);
+    let new_leader = cluster.wait_for_leader();
+    assert_ne!(new_leader, leader);
+    let status = cluster.status();
+    assert_eq!(status.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        text.contains(r#""reachable":false"#),
+        "the killed node is reported: {text}"
+    );
+
+    // The old leader restarts from its data directory and catches up.
+    cluster.restart(leader);
+    let deadline = Instant::now() + ELECTION_WAIT;
+    loop {
+        let text = String::from_utf8_lossy(&cluster.status().stdout).into_owned();
+        let applied: Vec<u64> = text
+            .lines()
+            .filter_map(|l| json_number(l, "applied_index"))
+            .collect();
+        if applied.len() == 3 && applied.iter().all(|&a| a == applied[0]) && applied[0] > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nodes did not converge: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Single-shot form.
+    let output = Command::new(BIN)
+        .args(["kv", "--servers", &cluster.servers, "get", "c"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim_end(),
+        r#"{"ok":true,"value":"after-kill"}"#
+    );
+}
+
+#[test]
+fn sigterm_stops_a_node_cleanly() {
+    let mut cluster = Cluster::start();
+    cluster.wait_for_leader();
+    let mut child = cluster.nodes[0].take().unwrap();
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) with a valid signal number on our own child's pid has no memory effects.
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("node did not stop within 10 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "exit status {status:?}; logs:\n{}",
+        cluster.logs()
+    );
+}
