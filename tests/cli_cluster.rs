@@ -16,6 +16,7 @@ const ELECTION_WAIT: Duration = Duration::from_secs(20);
 /// Three `rcraft serve` processes; killed on drop.
 struct Cluster {
     servers: String,
+    addresses: Vec<String>,
     nodes: Vec<Option<Child>>,
     dir: tempfile::TempDir,
 }
@@ -34,6 +35,7 @@ impl Cluster {
         drop(listeners);
         let mut cluster = Cluster {
             servers: addresses.join(","),
+            addresses,
             nodes: Vec::new(),
             dir: tempfile::tempdir().unwrap(),
         };
@@ -68,6 +70,15 @@ impl Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Send `signal` to node `id`, which must be running.
+    fn signal(&self, id: usize, signal: libc::c_int) {
+        let child = self.nodes[id].as_ref().expect("node is running");
+        let pid = libc::pid_t::try_from(child.id()).unwrap();
+        // SAFETY: kill(2) on our own child's pid with a valid signal has no memory effects.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "kill({pid}, {signal})");
     }
 
     fn restart(&mut self, id: usize) {
@@ -259,11 +270,8 @@ fn kv_and_status_against_a_three_node_cluster() {
 fn sigterm_stops_a_node_cleanly() {
     let mut cluster = Cluster::start();
     cluster.wait_for_leader();
+    cluster.signal(0, libc::SIGTERM);
     let mut child = cluster.nodes[0].take().unwrap();
-    let pid = libc::pid_t::try_from(child.id()).unwrap();
-    // SAFETY: kill(2) with a valid signal number on our own child's pid has no memory effects.
-    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
-    assert_eq!(sent, 0);
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -280,4 +288,44 @@ fn sigterm_stops_a_node_cleanly() {
         "exit status {status:?}; logs:\n{}",
         cluster.logs()
     );
+}
+
+#[test]
+fn a_stopped_leader_steps_down_and_serves_no_stale_read() {
+    let cluster = Cluster::start();
+    let leader = cluster.wait_for_leader();
+    let mut kv = cluster.kv_session(15_000);
+    assert_eq!(kv.ask("put x old"), r#"{"ok":true}"#);
+
+    // Frozen for far longer than an election timeout: the others elect a new leader and the
+    // client's retry of the write lands there.
+    cluster.signal(leader, libc::SIGSTOP);
+    let answer = kv.ask("put x new");
+    cluster.signal(leader, libc::SIGCONT);
+    assert_eq!(answer, r#"{"ok":true}"#, "{}", cluster.logs());
+
+    // Ask the old leader, and only it, right after it wakes: it may answer with the new value
+    // or fail, but must never serve the old one.
+    let output = Command::new(BIN)
+        .args([
+            "kv",
+            "--servers",
+            &cluster.addresses[leader],
+            "--timeout-ms",
+            "3000",
+        ])
+        .args(["get", "x"])
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(!answer.contains(r#""value":"old""#), "stale read: {answer}");
+    assert!(
+        answer.starts_with(r#"{"ok":true,"value":"new"}"#) || answer.starts_with(r#"{"ok":false,"#),
+        "{answer}"
+    );
+
+    // It steps down and follows the new leader; the acknowledged write is there.
+    let new_leader = cluster.wait_for_leader();
+    assert_ne!(new_leader, leader, "a frozen leader cannot keep leadership");
+    assert_eq!(kv.ask("get x"), r#"{"ok":true,"value":"new"}"#);
 }
