@@ -17,12 +17,18 @@ const ELECTION_WAIT: Duration = Duration::from_secs(20);
 struct Cluster {
     servers: String,
     addresses: Vec<String>,
+    /// Extra `rcraft serve` flags for every node.
+    flags: Vec<String>,
     nodes: Vec<Option<Child>>,
     dir: tempfile::TempDir,
 }
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with(&[])
+    }
+
+    fn start_with(flags: &[&str]) -> Cluster {
         // Ports the kernel just handed out and we released; another process could take one
         // in between, which would make a node fail to start and the test fail loudly.
         let listeners: Vec<TcpListener> = (0..3)
@@ -36,6 +42,7 @@ impl Cluster {
         let mut cluster = Cluster {
             servers: addresses.join(","),
             addresses,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
             nodes: Vec::new(),
             dir: tempfile::tempdir().unwrap(),
         };
@@ -57,6 +64,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(self.data_dir(id))
             .args(["--log-level", "info"])
+            .args(&self.flags)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -414,4 +422,53 @@ fn a_craft_conf_alone_starts_a_node() {
         dir.path().join("rcraft-data-0").is_dir(),
         "data kept beside the file"
     );
+}
+
+#[test]
+fn snapshots_are_taken_and_a_restarted_follower_catches_up() {
+    let mut cluster = Cluster::start_with(&["--snapshot-every", "10"]);
+    let leader = cluster.wait_for_leader();
+    let follower = (leader + 1) % 3;
+    let mut kv = cluster.kv_session(10_000);
+    for i in 0..15 {
+        assert_eq!(kv.ask(&format!("put k{i} v{i}")), r#"{"ok":true}"#);
+    }
+    cluster.kill(follower);
+    for i in 15..45 {
+        assert_eq!(kv.ask(&format!("put k{i} v{i}")), r#"{"ok":true}"#);
+    }
+    cluster.restart(follower);
+    let deadline = Instant::now() + ELECTION_WAIT;
+    loop {
+        let text = String::from_utf8_lossy(&cluster.status().stdout).into_owned();
+        let applied: Vec<u64> = text
+            .lines()
+            .filter_map(|l| json_number(l, "applied_index"))
+            .collect();
+        let snapshots: Vec<u64> = text
+            .lines()
+            .filter_map(|l| json_number(l, "snapshot_index"))
+            .collect();
+        let converged = applied.len() == 3 && applied.iter().all(|&a| a == applied[0]);
+        if converged && snapshots.iter().all(|&s| s > 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no convergence with snapshots: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Restart the other two as well: every node recovers from its snapshot plus its log.
+    drop(kv);
+    for id in (0..3).filter(|&id| id != follower) {
+        cluster.kill(id);
+        cluster.restart(id);
+    }
+    cluster.wait_for_leader();
+    let mut kv = cluster.kv_session(10_000);
+    for i in [0, 14, 15, 44] {
+        let expected = format!(r#"{{"ok":true,"value":"v{i}"}}"#);
+        assert_eq!(kv.ask(&format!("get k{i}")), expected, "{}", cluster.logs());
+    }
 }

@@ -126,6 +126,10 @@ struct StatusArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Client commands stay quiet unless asked; `serve` sets up logging from its config.
+    if !matches!(cli.command, Command::Serve(_)) && std::env::var_os("RUST_LOG").is_some() {
+        init_logging("off");
+    }
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Kv(args) => kv(&args),
