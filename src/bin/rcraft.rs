@@ -146,8 +146,14 @@ fn serve(args: &ServeArgs) -> ExitCode {
         Err(e) => return usage_error("serve", &e),
     };
     init_logging(&config.log_level);
+    let dir = config.data_dir.display();
+    if config.data_dir.exists() && !config.data_dir.is_dir() {
+        return usage_error(
+            "serve",
+            &format!("data dir {dir}: exists and is not a directory"),
+        );
+    }
     if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
-        let dir = config.data_dir.display();
         return usage_error("serve", &format!("data dir {dir}: cannot create: {e}"));
     }
     run_node(config)
