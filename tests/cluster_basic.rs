@@ -26,6 +26,8 @@ fn three_nodes_elect_replicate_read_and_converge() {
     let mut nodes = cluster(3, dir.path(), 0);
     nodes.iter_mut().for_each(|n| n.start());
     let leader = wait_for_leader(&nodes);
+    let follower = (leader + 1) % 3;
+    let applied_stream = nodes[follower].handle().subscribe_applied().unwrap();
     let mut expected = Vec::new();
     for i in 0..20u32 {
         let command = format!("cmd-{i}").into_bytes();
@@ -33,7 +35,6 @@ fn three_nodes_elect_replicate_read_and_converge() {
         assert_eq!(result.response, result.index.0.to_le_bytes());
         expected.push(command);
     }
-    let follower = (leader + 1) % 3;
     match nodes[follower].handle().propose(b"refused".to_vec()) {
         Err(Error::NotLeader { hint, address }) => {
             assert_eq!(hint, Some(NodeId(leader as u64)));
@@ -44,6 +45,11 @@ fn three_nodes_elect_replicate_read_and_converge() {
     let read = nodes[leader].handle().read(b"count".to_vec()).unwrap();
     assert_eq!(read.response, 20u64.to_le_bytes());
     wait_converged(&nodes, &expected);
+    // The follower's applied-entry stream (cRaft's ApplyMsg) carried every command in order.
+    let streamed: Vec<_> = applied_stream.try_iter().collect();
+    let commands: Vec<_> = streamed.iter().map(|m| m.command.clone()).collect();
+    assert_eq!(commands, expected);
+    assert!(streamed.windows(2).all(|w| w[0].index < w[1].index));
     nodes.iter_mut().for_each(|n| n.stop());
 }
 

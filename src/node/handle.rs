@@ -135,8 +135,9 @@ impl NodeHandle {
     }
 
     /// A stream of every command applied from now on, in log order (cRaft's `ApplyMsg`).
-    /// The receiver must keep up: the apply thread waits when the stream is full. Drop the
-    /// receiver to unsubscribe.
+    /// The receiver must keep up: the apply thread waits when the stream is full, and drops a
+    /// subscriber that leaves it full for `APPLIED_SUBSCRIBER_STALL_MAX`. Drop the receiver to
+    /// unsubscribe.
     pub fn subscribe_applied(&self) -> Result<Receiver<ApplyMsg>> {
         let (sender, receiver) = bounded(APPLIED_SUBSCRIBER_QUEUE_DEPTH);
         self.request(ApiRequest::Subscribe(sender))?;
