@@ -276,7 +276,10 @@ impl Segment {
         Ok(())
     }
 
-    fn mark_dirty(&mut self, range: Range<usize>) {
+    pub fn mark_dirty(&mut self, range: Range<usize>) {
+        if range.is_empty() {
+            return;
+        }
         self.dirty = Some(match self.dirty.take() {
             Some(old) => old.start.min(range.start)..old.end.max(range.end),
             None => range,
