@@ -20,7 +20,8 @@
 //! `tick ID|all [N]`, `propose ID DATA`, `persist ID|all`, `deliver [N]` (N rounds),
 //! `stabilize` (deliver and persist until quiet), `drop [FROM TO]`, `partition 1 | 2 3`,
 //! `heal`, `read ID`, `status ID|all`, `transfer ID TARGET`, `snapshot ID [RETAIN]`,
-//! `restart ID`, `add-learner ID NEW`, `members ID VOTERS...`, `log ID`.
+//! `restart ID`, `add-learner ID NEW`, `members ID VOTERS...`, `log ID`, `lose-partial ID`
+//! (the node's partially received snapshot file disappears).
 
 use rcraft::core::{Action, CoreConfig, HardState, Input, RecoveredState, Replica};
 use rcraft::wire::{
@@ -359,6 +360,10 @@ impl Cluster {
                 writeln!(out, "{}", format_status(&self.nodes[&id].replica)).unwrap();
             }
             "add-learner" | "members" => self.change_members(command, args, &mut out),
+            "lose-partial" => {
+                self.nodes.get_mut(&parse(args[0])).unwrap().disk.partial = None;
+                out.push_str("partial snapshot file lost\n");
+            }
             other => panic!("unknown command {other}"),
         }
         if out.is_empty() {
