@@ -10,7 +10,7 @@ use super::limits::APPLIED_SUBSCRIBER_QUEUE_DEPTH;
 use super::results::{ApplyMsg, ProposeResult, ReadResult};
 use super::runtime::Runtime;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
-use rcraft_wire::{ClientResponseBody, NodeId, NodeStatus, Session};
+use rcraft_wire::{ClientResponseBody, Membership, NodeId, NodeStatus, Session};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -130,6 +130,26 @@ impl NodeHandle {
         self.request(ApiRequest::TransferLeader { target, reply })?;
         match self.wait(&answer)? {
             ClientResponseBody::Ok { .. } => Ok(()),
+            other => Err(self.error_from(other)),
+        }
+    }
+
+    /// Moves the cluster to `membership` (through a joint configuration when more than one
+    /// voter changes, Raft thesis §4.3); returns once the change is committed and applied
+    /// here. Leader only. Every member must be one of the configured servers.
+    pub fn change_membership(&self, membership: Membership) -> Result<ProposeResult> {
+        let (reply, answer) = bounded(1);
+        self.request(ApiRequest::ChangeMembership { membership, reply })?;
+        match self.wait(&answer)? {
+            ClientResponseBody::Ok {
+                term,
+                index,
+                result,
+            } => Ok(ProposeResult {
+                term,
+                index,
+                response: result,
+            }),
             other => Err(self.error_from(other)),
         }
     }
