@@ -10,14 +10,14 @@
 //! `applied` only grows except when a snapshot is restored (then it jumps to the snapshot's
 //! index); a proposal is answered success only when its own (index, term) is applied.
 
-use super::limits::EXPIRY_SWEEP_INTERVAL;
+use super::limits::{APPLIED_SUBSCRIBER_STALL_MAX, EXPIRY_SWEEP_INTERVAL};
 use super::results::ApplyMsg;
 use super::sessions::{SessionCheck, SessionTable};
 use super::snapshot_files::SnapshotFiles;
 use super::snapshot_format::{read_snapshot, write_snapshot};
 use super::transport::{Replier, ReplyTo};
 use crate::StateMachine;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use rcraft_wire::{
     ClientResponseBody, Entry, EntryPayload, LogIndex, Membership, SnapshotMeta, Term,
 };
@@ -311,7 +311,16 @@ impl Applier {
             term,
             command,
         };
-        self.subscribers.retain(|s| s.send(msg.clone()).is_ok());
+        self.subscribers.retain(|subscriber| {
+            match subscriber.send_timeout(msg.clone(), APPLIED_SUBSCRIBER_STALL_MAX) {
+                Ok(()) => true,
+                Err(SendTimeoutError::Timeout(_)) => {
+                    log::warn!("an applied-entry subscriber stopped reading; dropping it");
+                    false
+                }
+                Err(SendTimeoutError::Disconnected(_)) => false,
+            }
+        });
     }
 
     fn answer_proposals(&mut self, index: LogIndex, term: Term, outcome: Result<Vec<u8>, String>) {

@@ -94,6 +94,10 @@ pub struct NetConfig {
     pub reconnect_backoff_min: Duration,
     /// Cap of the re-dial delay.
     pub reconnect_backoff_max: Duration,
+    /// Before sleeping in `epoll_wait`, keep polling without sleeping for this long, so that
+    /// an answer arriving within it costs no thread wake-up. Zero (the default) never spins;
+    /// it trades CPU for latency, so measure before enabling (docs/BENCHMARKS.md, "Wire").
+    pub idle_spin: Duration,
 }
 
 impl NetConfig {
@@ -117,6 +121,7 @@ impl NetConfig {
             connect_timeout: CONNECT_TIMEOUT,
             reconnect_backoff_min: RECONNECT_BACKOFF_MIN,
             reconnect_backoff_max: RECONNECT_BACKOFF_MAX,
+            idle_spin: Duration::ZERO,
         }
     }
 }

@@ -112,8 +112,7 @@ impl EventLoop {
             self.listener.local_addr()
         );
         while !self.stop.load(Ordering::SeqCst) {
-            let timeout = self.poll_timeout();
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            if let Err(e) = self.wait(&mut events) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -130,6 +129,23 @@ impl EventLoop {
             self.sweep_if_due();
         }
         log::info!("node {node}: network thread stopped");
+    }
+
+    /// Waits for readiness: first spinning (non-sleeping polls) for up to `idle_spin` when
+    /// configured, then sleeping until the next timer.
+    fn wait(&mut self, events: &mut Events) -> io::Result<()> {
+        let timeout = self.poll_timeout();
+        if !self.config.idle_spin.is_zero() && timeout != Some(Duration::ZERO) {
+            let spin_until = Instant::now() + self.config.idle_spin;
+            while Instant::now() < spin_until {
+                self.poll.poll(events, Some(Duration::ZERO))?;
+                if !events.is_empty() || !self.commands.is_empty() {
+                    return Ok(());
+                }
+                std::hint::spin_loop();
+            }
+        }
+        self.poll.poll(events, timeout)
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
