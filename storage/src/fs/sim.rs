@@ -7,7 +7,7 @@
 //! Invariant: after [`SimFs::crash`] every handle opened before it fails with an error, so a
 //! test cannot accidentally keep using pre-crash state.
 
-use super::{DirLock, Fs, SegmentFile, WriteFile};
+use super::{DirLock, Fs, ReadFile, SegmentFile, WriteFile};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -283,14 +283,14 @@ impl Fs for SimFs {
         }))
     }
 
-    fn read_at(&self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>> {
         let state = self.lock();
         let id = state.inode_of(path)?;
-        let bytes = &state.inodes[id].current;
-        let start = (offset as usize).min(bytes.len());
-        let n = buf.len().min(bytes.len() - start);
-        buf[..n].copy_from_slice(&bytes[start..start + n]);
-        Ok(n)
+        Ok(Box::new(SimReadFile {
+            fs: self.clone(),
+            inode: id,
+            generation: state.generation,
+        }))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -407,6 +407,25 @@ impl WriteFile for SimWriteFile {
         let inode = &mut state.inodes[self.inode];
         inode.durable = inode.current.clone();
         Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct SimReadFile {
+    fs: SimFs,
+    inode: usize,
+    generation: u64,
+}
+
+impl ReadFile for SimReadFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let state = self.fs.lock();
+        state.check_generation(self.generation)?;
+        let bytes = &state.inodes[self.inode].current;
+        let start = (offset as usize).min(bytes.len());
+        let n = buf.len().min(bytes.len() - start);
+        buf[..n].copy_from_slice(&bytes[start..start + n]);
+        Ok(n)
     }
 }
 
