@@ -19,6 +19,23 @@
 //!   connection is affected.
 //! - Each pair of nodes uses two TCP connections: each node dials every peer and sends its
 //!   own messages on that connection; a connection accepted from a peer is only read.
+//!
+//! ```
+//! use rcraft::node::net::{NetConfig, NetEvent, Network};
+//! use rcraft::wire::NodeId;
+//! use std::collections::BTreeMap;
+//!
+//! let listen = "127.0.0.1:0".parse().unwrap();
+//! let config = NetConfig::new(NodeId(0), 42, listen, BTreeMap::new());
+//! let (events_tx, events_rx) = crossbeam_channel::bounded::<NetEvent>(1024);
+//! let net = Network::spawn(config, events_tx).unwrap();
+//! let sender = net.sender(); // clone one per thread that sends or replies
+//! // The consensus thread would now loop on `events_rx`, calling `sender.send_peer(..)`
+//! // and `sender.reply(conn, ..)`.
+//! assert!(events_rx.try_recv().is_err());
+//! drop(sender);
+//! net.shutdown();
+//! ```
 
 mod delivery;
 mod event_loop;
