@@ -220,6 +220,7 @@ pub struct NetStats {
     connections_accepted: AtomicU64,
     connections_refused: AtomicU64,
     peer_connects: AtomicU64,
+    client_pauses: AtomicU64,
 }
 
 /// A copy of the network thread's counters at one moment.
@@ -246,6 +247,9 @@ pub struct NetStatsSnapshot {
     pub connections_refused: u64,
     /// Outbound peer connections that completed their handshake.
     pub peer_connects: u64,
+    /// Times a client connection stopped being read for back-pressure (full event channel,
+    /// too many requests in flight, or too many unsent response bytes).
+    pub client_pauses: u64,
 }
 
 impl NetStats {
@@ -262,6 +266,7 @@ impl NetStats {
             connections_accepted: get(&self.connections_accepted),
             connections_refused: get(&self.connections_refused),
             peer_connects: get(&self.peer_connects),
+            client_pauses: get(&self.client_pauses),
         }
     }
 }

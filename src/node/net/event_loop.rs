@@ -242,8 +242,8 @@ impl EventLoop {
         let result = conn
             .pump(&mut self.read_buf, &mut ctx, Instant::now())
             .and_then(|()| conn.flush());
-        if conn.paused {
-            self.paused.insert(token);
+        if conn.paused && self.paused.insert(token) {
+            bump(&self.delivery.stats.client_pauses, 1);
         }
         let role_after = conn.role;
         if let Err(reason) = result {
