@@ -140,9 +140,11 @@ impl fmt::Display for ClientError {
         match self {
             ClientError::NotLeader { hint: Some(id) } => write!(f, "not leader (leader is {id})"),
             ClientError::NotLeader { hint: None } => write!(f, "no leader known"),
-            ClientError::Timeout { definite: true } => write!(f, "timed out, not applied"),
+            ClientError::Timeout { definite: true } => {
+                write!(f, "timed out; the operation did not take effect")
+            }
             ClientError::Timeout { definite: false } => {
-                write!(f, "timed out, outcome unknown")
+                write!(f, "timed out; the outcome is unknown")
             }
             ClientError::Overloaded => write!(f, "leader overloaded"),
             ClientError::Server { message, .. } => write!(f, "server error: {message}"),

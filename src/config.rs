@@ -159,6 +159,10 @@ impl fmt::Display for ConfigProblem {
             ConfigProblem::Syntax(line) => write!(f, "expected `key = value`, found {line:?}"),
             ConfigProblem::UnknownKey(key) => write!(f, "unknown key {key:?}"),
             ConfigProblem::DuplicateKey(key) => write!(f, "key {key:?} given twice"),
+            // A flag's name is already in the origin; a file line needs the key.
+            ConfigProblem::BadNumber { key, value } if key.starts_with("--") => {
+                write!(f, "{value:?} is not a valid number")
+            }
             ConfigProblem::BadNumber { key, value } => {
                 write!(f, "{key}: {value:?} is not a valid number")
             }
@@ -465,6 +469,19 @@ pub fn normalize_log_level(value: &str) -> Option<String> {
     Some(level.to_string())
 }
 
+/// A number given to command-line flag `flag` (decimal or `0x` hexadecimal).
+pub fn parse_flag_u64(flag: &'static str, value: &str) -> Result<u64> {
+    parse_u64(flag, value).or_else(|problem| error(Origin::Flag(flag), problem))
+}
+
+/// A `MIN-MAX` range given to command-line flag `flag`.
+pub fn parse_flag_range(flag: &'static str, value: &str) -> Result<(u64, u64)> {
+    match parse_range(value) {
+        Some(range) => Ok(range),
+        None => error(Origin::Flag(flag), bad_number(flag, value)),
+    }
+}
+
 /// Command-line flags that override the file (or stand in for it). `None` = not given.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConfigOverrides {
@@ -520,7 +537,7 @@ fn choose<T: Clone>(
 pub fn build_config(file: Option<&ConfigFile>, flags: &ConfigOverrides) -> Result<Config> {
     let whole_file = match file {
         Some(f) => Origin::WholeFile(f.path.clone()),
-        None => Origin::Flag("--peers"),
+        None => Origin::Flag("command line"),
     };
     let servers = choose_servers(file, flags, &whole_file)?;
     let id = match (flags.id, file.and_then(|f| f.id.clone())) {

@@ -1,0 +1,117 @@
+//! `rcraft serve` configuration errors through the real binary: one line on stderr naming
+//! the file (and line) or flag, exit status 2, never a panic trace.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn rcraft_serve(args: &[&str], home: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rcraft"))
+        .arg("serve")
+        .args(args)
+        .env("HOME", home)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn assert_one_line_error(output: &Output, expected: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains(expected),
+        "expected {expected:?} in {stderr}"
+    );
+}
+
+#[test]
+fn config_file_errors_name_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("craft.conf");
+    let cases = [
+        (
+            "id = 0\nservers = 127.0.0.1:5000\n\n# comment\nSERVERS2 = 1\n",
+            ":5: unknown key \"SERVERS2\"",
+        ),
+        (
+            "id = 3\nservers = 127.0.0.1:5000\n",
+            ":1: id 3 is out of range",
+        ),
+        (
+            "id = 0\nservers = 127.0.0.1\n",
+            ":2: bad address \"127.0.0.1\"",
+        ),
+        (
+            "id = 0\nservers = 127.0.0.1:5000\nHEART_BEAT_INTERVAL = 500\n",
+            ":3: heartbeat interval",
+        ),
+        ("id = zero\n", ":1: id: \"zero\" is not a valid number"),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(&conf, text).unwrap();
+        let output = rcraft_serve(&["--config", conf.to_str().unwrap()], dir.path());
+        assert_one_line_error(&output, &format!("{}{expected}", conf.display()));
+    }
+}
+
+#[test]
+fn flag_errors_name_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let peers = "127.0.0.1:5000,127.0.0.1:5001";
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--id", "2", "--peers", peers, "--data-dir", data],
+            "--id: id 2 is out of range",
+        ),
+        (
+            &[
+                "--id",
+                "0",
+                "--peers",
+                "127.0.0.1:5000,nowhere",
+                "--data-dir",
+                data,
+            ],
+            "--peers: bad address",
+        ),
+        (
+            &[
+                "--id",
+                "0",
+                "--peers",
+                peers,
+                "--data-dir",
+                data,
+                "--heartbeat-ms",
+                "x",
+            ],
+            "--heartbeat-ms: \"x\"",
+        ),
+        (
+            &["--id", "0", "--peers", peers],
+            "command line: missing --data-dir",
+        ),
+    ];
+    for (args, expected) in cases {
+        assert_one_line_error(&rcraft_serve(args, dir.path()), expected);
+    }
+}
+
+#[test]
+fn no_configuration_at_all_is_explained() {
+    let empty_home = tempfile::tempdir().unwrap();
+    let output = rcraft_serve(&[], empty_home.path());
+    assert_one_line_error(&output, "~/craft/craft.conf does not exist");
+}
+
+#[test]
+fn default_config_is_read_from_home() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir(home.path().join("craft")).unwrap();
+    std::fs::write(home.path().join("craft/craft.conf"), "id = 0\nbogus = 1\n").unwrap();
+    let output = rcraft_serve(&[], home.path());
+    assert_one_line_error(&output, "craft/craft.conf:2: unknown key \"bogus\"");
+}
