@@ -126,8 +126,7 @@ pub fn run(
 }
 
 impl FaultThread {
-    fn record(&mut self, kind: FaultKind, node: usize, term: Option<u64>) {
-        let at_ns = self.shared.elapsed_ns();
+    fn record(&mut self, at_ns: u64, kind: FaultKind, node: usize, term: Option<u64>) {
         self.log.events.push(FaultEvent {
             at_ns,
             kind,
@@ -168,6 +167,9 @@ impl FaultThread {
             self.log.skipped += 1;
             return;
         };
+        // Failover is measured from the moment the signal is sent, not from when the kill
+        // returned (it also reaps the process).
+        let at_ns = self.shared.elapsed_ns();
         let result = {
             let mut cluster = lock(&self.cluster);
             match kind {
@@ -184,7 +186,7 @@ impl FaultThread {
                 .push(format!("{} of node {node} failed: {e}", kind.name()));
             return;
         }
-        self.record(kind, node, Some(term));
+        self.record(at_ns, kind, node, Some(term));
         let undo = if kind == FaultKind::Kill {
             FaultKind::Restart
         } else {
@@ -201,6 +203,7 @@ impl FaultThread {
         let Some(pending) = self.in_force.take() else {
             return;
         };
+        let at_ns = self.shared.elapsed_ns();
         let result = {
             let mut cluster = lock(&self.cluster);
             match pending.kind {
@@ -212,7 +215,7 @@ impl FaultThread {
             }
         };
         match result {
-            Ok(()) => self.record(pending.kind, pending.node, None),
+            Ok(()) => self.record(at_ns, pending.kind, pending.node, None),
             Err(e) => self.log.problems.push(format!(
                 "{} of node {} failed: {e}",
                 pending.kind.name(),
