@@ -12,11 +12,11 @@ use std::fmt::Write;
 const WIDTH: f64 = 960.0;
 const LEFT: f64 = 80.0;
 const RIGHT: f64 = 24.0;
-const TOP: f64 = 48.0;
+const TOP: f64 = 64.0;
 const PANEL_HEIGHT: f64 = 170.0;
 const PANEL_GAP: f64 = 56.0;
 const BOTTOM: f64 = 40.0;
-const Y_TICKS: usize = 4;
+const Y_TICKS: usize = 5;
 
 /// The smallest "round" number (1, 2 or 5 times a power of ten) at or above `x`.
 pub fn nice_ceiling(x: f64) -> f64 {
@@ -29,6 +29,22 @@ pub fn nice_ceiling(x: f64) -> f64 {
         .map(|m| m * magnitude)
         .find(|&v| v >= x * (1.0 - 1e-12))
         .unwrap_or(10.0 * magnitude)
+}
+
+/// An axis label: no more decimals than the value needs.
+fn axis_number(v: f64) -> String {
+    // Four significant digits are enough to tell ticks apart (they are 1/5 of a 1-2-5 value).
+    let decimals = if v > 0.0 {
+        (3 - v.log10().floor() as i32).clamp(0, 6) as usize
+    } else {
+        0
+    };
+    let text = format!("{v:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
 }
 
 fn escape(text: &str) -> String {
@@ -123,6 +139,29 @@ impl Panel {
     }
 }
 
+/// One legend entry per kind of event present, under the title.
+fn legend(svg: &mut String, events: &[FaultEvent]) {
+    let mut x = LEFT;
+    for kind in [
+        FaultKind::Kill,
+        FaultKind::Restart,
+        FaultKind::Pause,
+        FaultKind::Resume,
+    ] {
+        if !events.iter().any(|e| e.kind == kind) {
+            continue;
+        }
+        let (color, label) = event_style(kind);
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{x}" y1="34" x2="{}" y2="34" stroke="{color}" stroke-dasharray="4 3"/><text x="{}" y="38" fill="{color}">{label}</text>"#,
+            x + 18.0,
+            x + 22.0
+        );
+        x += 90.0;
+    }
+}
+
 /// Renders the chart. `title` names the run (target, clients).
 pub fn render_svg(title: &str, samples: &[SecondSample], events: &[FaultEvent]) -> String {
     let t_max = samples.iter().map(|s| s.t_s).fold(1.0, f64::max);
@@ -168,7 +207,7 @@ pub fn render_svg(title: &str, samples: &[SecondSample], events: &[FaultEvent]) 
     throughput.frame(&mut svg, "throughput (successful ops/s)", |v| {
         thousands(v.round() as u64)
     });
-    latency.frame(&mut svg, "p99 latency per second (ms)", |v| format!("{v}"));
+    latency.frame(&mut svg, "p99 latency per second (ms)", axis_number);
 
     let ops: Vec<(f64, f64)> = samples.iter().map(|s| (s.t_s, s.ops_per_s())).collect();
     let p99: Vec<(f64, f64)> = samples
@@ -178,6 +217,7 @@ pub fn render_svg(title: &str, samples: &[SecondSample], events: &[FaultEvent]) 
     throughput.line(&mut svg, &ops, "#1f4e9a");
     latency.line(&mut svg, &p99, "#8c2d04");
 
+    legend(&mut svg, events);
     for event in events {
         let (color, label) = event_style(event.kind);
         let x = throughput.x(event.at_ns as f64 / 1e9);
@@ -225,6 +265,16 @@ mod tests {
         assert_eq!(nice_ceiling(12_345.0), 20_000.0);
         assert_eq!(nice_ceiling(50.0), 50.0);
         assert_eq!(nice_ceiling(0.3), 0.5);
+    }
+
+    #[test]
+    fn axis_numbers_are_short() {
+        assert_eq!(axis_number(0.0), "0");
+        assert_eq!(axis_number(0.004), "0.004");
+        assert_eq!(axis_number(2.5), "2.5");
+        assert_eq!(axis_number(40.0), "40");
+        assert_eq!(axis_number(0.0016), "0.0016");
+        assert_eq!(axis_number(100_000.0), "100000");
     }
 
     #[test]
