@@ -5,6 +5,7 @@
 //! down at a time, `0 <= read_ratio <= 1`, at least one client and one key.
 
 use crate::error::{Error, Result};
+use crate::limits::PIPELINE_DEPTH_MAX;
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +41,11 @@ pub struct Args {
     /// the scheduled send time). Without it every client sends its next request on reply.
     #[arg(long, value_name = "OPS")]
     pub rate: Option<f64>,
+    /// Requests in flight per client connection. 1: the blocking `rcraft::client::Client`
+    /// (sessions, retries across leader changes). More: a pipelined connection to the leader
+    /// without retries (closed loop only).
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub pipeline: usize,
     /// kill -9 the leader every SECS seconds (spawned clusters only).
     #[arg(long, value_name = "SECS")]
     pub kill_leader_every: Option<f64>,
@@ -121,6 +127,8 @@ pub struct Settings {
     pub read_ratio: f64,
     /// Total open-loop rate, if any.
     pub rate: Option<f64>,
+    /// Requests in flight per connection; 1 selects the blocking client.
+    pub pipeline: usize,
     /// Leader kills.
     pub kill: Option<FaultSchedule>,
     /// Leader pauses.
@@ -171,6 +179,17 @@ impl Args {
         {
             return Err(Error::Usage(format!("--rate must be positive, got {rate}")));
         }
+        if self.pipeline == 0 || self.pipeline > PIPELINE_DEPTH_MAX {
+            return Err(Error::Usage(format!(
+                "--pipeline must be in 1..={PIPELINE_DEPTH_MAX}, got {}",
+                self.pipeline
+            )));
+        }
+        if self.pipeline > 1 && self.rate.is_some() {
+            return Err(Error::Usage(
+                "--pipeline above 1 is closed loop only; drop --rate".into(),
+            ));
+        }
         let kill = match self.kill_leader_every {
             Some(every) => Some(schedule(
                 "--kill-leader-every",
@@ -198,6 +217,7 @@ impl Args {
             keys: self.keys,
             read_ratio: self.read_ratio,
             rate: self.rate,
+            pipeline: self.pipeline,
             kill,
             pause,
             timeout: Duration::from_millis(self.timeout_ms.max(1)),
@@ -322,5 +342,25 @@ mod tests {
         assert!(parse(&["--spawn", "3", "--rcraft-bin", "/x", "--duration", "0"]).is_err());
         assert!(parse(&["--spawn", "0", "--rcraft-bin", "/x"]).is_err());
         assert!(parse(&["--spawn", "3", "--rcraft-bin", "/x", "--rate", "-1"]).is_err());
+        assert!(parse(&["--spawn", "3", "--rcraft-bin", "/x", "--pipeline", "0"]).is_err());
+        assert!(
+            parse(&[
+                "--spawn",
+                "3",
+                "--rcraft-bin",
+                "/x",
+                "--pipeline",
+                "8",
+                "--rate",
+                "100"
+            ])
+            .is_err()
+        );
+        assert_eq!(
+            parse(&["--spawn", "3", "--rcraft-bin", "/x", "--pipeline", "8"])
+                .unwrap()
+                .pipeline,
+            8
+        );
     }
 }

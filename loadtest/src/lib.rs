@@ -14,9 +14,12 @@ pub mod chart;
 pub mod cli;
 pub mod cluster;
 pub mod error;
+#[cfg(test)]
+mod fake_server;
 pub mod faults;
 pub mod history;
 pub mod limits;
+pub mod pipeline;
 pub mod progress;
 pub mod report;
 pub mod run;

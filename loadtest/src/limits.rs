@@ -24,8 +24,6 @@ pub const FAULT_LEADER_ATTEMPTS: u32 = 50;
 
 /// Grace period between SIGTERM and SIGKILL when stopping spawned nodes.
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
-/// How often the resident memory of spawned nodes is sampled.
-pub const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
 /// How often the fault thread checks its schedule and the stop flag.
 pub const FAULT_POLL_INTERVAL: Duration = Duration::from_millis(5);
 
@@ -35,6 +33,13 @@ pub const VERIFY_THREADS_MAX: usize = 32;
 pub const VERIFY_ATTEMPTS: u32 = 10;
 /// Pause after a failed read-back attempt.
 pub const VERIFY_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Budget for opening one connection (TCP connect plus handshake).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest a pipelined client blocks in one read before checking deadlines and the stop flag.
+pub const PIPELINE_READ_POLL: Duration = Duration::from_millis(20);
+/// Largest `--pipeline` depth accepted.
+pub const PIPELINE_DEPTH_MAX: usize = 4096;
 
 /// Pause after a definite client error before the next operation (no busy loop when down).
 pub const ERROR_BACKOFF: Duration = Duration::from_millis(2);

@@ -25,6 +25,8 @@ pub struct Summary {
     pub read_ratio: f64,
     /// Open-loop rate, if any.
     pub rate: Option<f64>,
+    /// Requests in flight per connection (1: blocking client).
+    pub pipeline: usize,
     /// Acknowledged writes.
     pub writes: u64,
     /// Answered reads.
@@ -124,6 +126,7 @@ impl Summary {
         o.num("keys", self.keys as f64);
         o.num("read_ratio", self.read_ratio);
         o.raw("rate", &self.rate.map_or("null".into(), json_num));
+        o.num("pipeline", self.pipeline.max(1) as f64);
         o.num("reads", self.reads as f64);
         o.num("writes", self.writes as f64);
         o.raw(
@@ -160,9 +163,11 @@ impl Summary {
     pub fn to_text(&self) -> String {
         let mut s = String::new();
         let reads = format!("{:.0}% reads", self.read_ratio * 100.0);
-        let mode = self.rate.map_or("closed loop".to_string(), |r| {
-            format!("open loop at {} ops/s", thousands(r as u64))
-        });
+        let mode = match (self.rate, self.pipeline) {
+            (Some(rate), _) => format!("open loop at {} ops/s", thousands(rate as u64)),
+            (None, depth) if depth > 1 => format!("closed loop, {depth} in flight each"),
+            (None, _) => "closed loop".to_string(),
+        };
         let _ = writeln!(
             s,
             "rcraft-loadtest: {}, {} clients ({mode}), {:.1} s, {} B values, {} keys, {reads}",

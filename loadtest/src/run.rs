@@ -14,6 +14,7 @@ use crate::history::{History, Verification, check_key, failover_ns, key_name};
 use crate::limits::{
     LEADER_WAIT, STATUS_POLL_INTERVAL, VERIFY_ATTEMPTS, VERIFY_RETRY_PAUSE, VERIFY_THREADS_MAX,
 };
+use crate::pipeline::PipelineSpec;
 use crate::progress::Ticker;
 use crate::report::Summary;
 use crate::stats::{LatencySummary, lock};
@@ -197,7 +198,13 @@ pub fn run(
         rate_per_client: settings.rate.map(|r| r / settings.clients as f64),
         run_id,
     };
-    let clients = spawn_clients(spec, access.clone(), shared.clone());
+    let pipeline = (settings.pipeline > 1).then(|| PipelineSpec {
+        depth: settings.pipeline,
+        addrs: addrs.clone(),
+        timeout: settings.timeout,
+        cluster_id: rcraft::config::CLUSTER_ID_DEFAULT,
+    });
+    let clients = spawn_clients(spec, pipeline, access.clone(), shared.clone());
     let ticker_done = Arc::new(AtomicBool::new(false));
     let ticker = Ticker {
         shared: shared.clone(),
@@ -274,6 +281,7 @@ pub fn run(
         keys: settings.keys,
         read_ratio: settings.read_ratio,
         rate: settings.rate,
+        pipeline: settings.pipeline,
         writes: counts.writes,
         reads: counts.reads,
         errors: counts.errors,
@@ -327,6 +335,7 @@ mod tests {
             keys: 20,
             read_ratio: 0.3,
             rate: None,
+            pipeline: 1,
             kill: None,
             pause: None,
             timeout: Duration::from_secs(1),

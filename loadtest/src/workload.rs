@@ -9,6 +9,7 @@
 use crate::backend::{ClusterAccess, KvSession, OpError};
 use crate::history::{WriteId, WriteRecord, key_name};
 use crate::limits::ERROR_BACKOFF;
+use crate::pipeline::{self, PipelineSpec};
 use crate::stats::{OpOutcome, Recorder};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,8 +95,10 @@ impl Rng {
 }
 
 /// Starts the client threads; each returns its write log when the stop flag is set.
+/// With `pipeline`, the threads use pipelined connections instead of the blocking client.
 pub fn spawn_clients(
     spec: WorkloadSpec,
+    pipeline: Option<PipelineSpec>,
     access: Arc<dyn ClusterAccess>,
     shared: Arc<RunShared>,
 ) -> Vec<JoinHandle<Vec<WriteRecord>>> {
@@ -103,9 +106,15 @@ pub fn spawn_clients(
         .map(|client| {
             let access = access.clone();
             let shared = shared.clone();
+            let pipeline = pipeline.clone();
             std::thread::Builder::new()
                 .name(format!("client-{client}"))
-                .spawn(move || client_loop(client, spec, access.as_ref(), &shared))
+                .spawn(move || match &pipeline {
+                    Some(pipe) => {
+                        pipeline::client_loop(client, spec, pipe, access.as_ref(), &shared)
+                    }
+                    None => client_loop(client, spec, access.as_ref(), &shared),
+                })
                 .expect("spawning a client thread")
         })
         .collect()
@@ -230,7 +239,7 @@ mod tests {
             rate_per_client: rate,
             run_id: 7,
         };
-        let handles = spawn_clients(spec, cluster.clone(), shared.clone());
+        let handles = spawn_clients(spec, None, cluster.clone(), shared.clone());
         std::thread::sleep(Duration::from_millis(100));
         shared.stop.store(true, Ordering::Relaxed);
         let history =
