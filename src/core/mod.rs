@@ -2,8 +2,25 @@
 //!
 //! Owned by the node's consensus thread (or the simulator). It does no I/O and reads no clock:
 //! time is a count of [`Input::Tick`]s and randomness comes from the seed in [`CoreConfig`], so
-//! the same inputs always give the same actions.
+//! the same inputs always give the same actions. [`Replica`] is the entry point; the files
+//! below each hold one concept of the algorithm.
 
 mod api;
+mod dispatch;
+mod election;
+mod error;
+pub mod limits;
+pub mod log;
+mod membership;
+pub mod progress;
+pub mod quorum;
+mod read_index;
+mod replica;
+mod replication;
+pub mod rng;
+mod snapshot;
+mod transfer;
 
 pub use api::*;
+pub use error::{CoreError, Result};
+pub use replica::{CoreStatus, Replica};

@@ -1,0 +1,146 @@
+//! Term checks common to every peer message, then dispatch to one handler per message kind
+//! (Raft paper §5.1: a higher term turns any node into a follower; a lower term is stale).
+//!
+//! Runs on the replica's owner thread as part of `Replica::step`.
+
+use super::replica::{Phase, Replica};
+use rcraft_wire::{Message, MessageBody};
+
+impl Replica {
+    /// Handles one peer message.
+    pub(super) fn on_message(&mut self, message: Message) {
+        if message.to != self.id || message.from == self.id {
+            return;
+        }
+        if message.term > self.term && !self.on_higher_term(&message) {
+            return;
+        }
+        if message.term < self.term {
+            self.on_lower_term(&message);
+            return;
+        }
+        let from = message.from;
+        let term = message.term;
+        match message.body {
+            MessageBody::VoteRequest {
+                pre_vote,
+                last_log_index,
+                last_log_term,
+                ..
+            } => self.on_vote_request(from, term, pre_vote, last_log_index, last_log_term),
+            MessageBody::VoteResponse { pre_vote, granted } => {
+                self.on_vote_response(from, term, pre_vote, granted)
+            }
+            MessageBody::AppendRequest {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+            } => {
+                self.on_append_request(from, prev_log_index, prev_log_term, entries, leader_commit)
+            }
+            MessageBody::AppendResponse {
+                success,
+                match_index,
+                conflict,
+            } => self.on_append_response(from, success, match_index, conflict),
+            MessageBody::Heartbeat {
+                leader_commit,
+                read_context,
+            } => self.on_heartbeat(from, leader_commit, read_context),
+            MessageBody::HeartbeatResponse { read_context } => {
+                self.on_heartbeat_response(from, read_context)
+            }
+            MessageBody::InstallSnapshot {
+                meta,
+                offset,
+                data,
+                done,
+            } => self.on_install_snapshot(from, meta, offset, data, done),
+            MessageBody::InstallSnapshotResponse {
+                snapshot_index,
+                next_offset,
+                done,
+                rejected,
+            } => {
+                self.on_install_snapshot_response(from, snapshot_index, next_offset, done, rejected)
+            }
+            MessageBody::TimeoutNow => self.on_timeout_now(from),
+        }
+    }
+
+    /// A message from a later term. Returns false when the message must be dropped.
+    fn on_higher_term(&mut self, message: &Message) -> bool {
+        match &message.body {
+            MessageBody::VoteRequest {
+                pre_vote,
+                leadership_transfer,
+                ..
+            } => {
+                // Thesis §4.2.3: a node that heard from a live leader recently ignores
+                // would-be candidates, so a partitioned node cannot depose a healthy leader.
+                if self.in_leader_lease() && !leadership_transfer {
+                    return false;
+                }
+                if !pre_vote {
+                    self.become_follower(message.term, None);
+                }
+                true
+            }
+            // A granted pre-vote carries the term the candidate will campaign in.
+            MessageBody::VoteResponse {
+                pre_vote: true,
+                granted: true,
+            } => true,
+            MessageBody::AppendRequest { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => {
+                self.become_follower(message.term, Some(message.from));
+                true
+            }
+            _ => {
+                self.become_follower(message.term, None);
+                true
+            }
+        }
+    }
+
+    /// A message from an earlier term: tell a stale leader or pre-candidate about our term
+    /// (with Pre-Vote or CheckQuorum a partitioned node may never learn it otherwise).
+    fn on_lower_term(&mut self, message: &Message) {
+        match &message.body {
+            MessageBody::AppendRequest { .. } | MessageBody::Heartbeat { .. }
+                if self.config.check_quorum || self.config.pre_vote =>
+            {
+                self.send(
+                    message.from,
+                    MessageBody::AppendResponse {
+                        success: false,
+                        match_index: rcraft_wire::LogIndex(0),
+                        conflict: None,
+                    },
+                );
+            }
+            MessageBody::VoteRequest { pre_vote: true, .. } => {
+                self.send(
+                    message.from,
+                    MessageBody::VoteResponse {
+                        pre_vote: true,
+                        granted: false,
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// True when this node heard from a live leader less than the minimum election timeout
+    /// ago, and so ignores disruptive vote requests (requires CheckQuorum, which makes a
+    /// leader step down when it is no longer live).
+    pub(super) fn in_leader_lease(&self) -> bool {
+        self.config.check_quorum
+            && self.leader.is_some()
+            && (self.phase == Phase::Leader
+                || self.election_elapsed < self.config.election_timeout_min_ticks)
+    }
+}

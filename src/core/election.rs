@@ -1,0 +1,245 @@
+//! Leader election: randomized timeouts, Pre-Vote (thesis §9.6), real elections (paper §5.2),
+//! the up-to-date vote restriction (paper §5.4.1) and the role transitions.
+//!
+//! Runs on the replica's owner thread. Invariants: a node votes at most once per term, and
+//! only after that vote is durable does the grant leave (see `replica.rs`); a pre-vote never
+//! changes term or vote.
+
+use super::progress::Progress;
+use super::quorum::{self, VoteResult};
+use super::read_index::ReadQueue;
+use super::replica::{LeaderState, Phase, Replica};
+use rcraft_wire::{Entry, EntryPayload, LogIndex, MessageBody, NodeId, Term};
+use std::collections::BTreeMap;
+
+impl Replica {
+    /// Follower or candidate tick: campaign when the election timer expires.
+    pub(super) fn tick_election(&mut self) {
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.election_timeout_ticks {
+            self.reset_election_timer();
+            if self.is_promotable() {
+                self.start_election(false);
+            }
+        }
+    }
+
+    /// `Input::Campaign`: start an election now (Pre-Vote first when enabled).
+    pub(super) fn on_campaign(&mut self) {
+        if self.phase != Phase::Leader && self.is_promotable() {
+            self.start_election(false);
+        }
+    }
+
+    /// True when this node may become leader: it votes in the configuration in force.
+    pub(super) fn is_promotable(&self) -> bool {
+        self.membership.is_voter(self.id)
+    }
+
+    /// Starts a Pre-Vote round, or a real election when Pre-Vote is off or when leadership is
+    /// being handed to us (`transfer`).
+    pub(super) fn start_election(&mut self, transfer: bool) {
+        if self.config.pre_vote && !transfer {
+            self.become_pre_candidate();
+        } else {
+            self.become_candidate(transfer);
+        }
+    }
+
+    /// Steps down to follower of `term`, following `leader` when known.
+    pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+            self.mark_hard_state_dirty();
+        }
+        if self.phase == Phase::Leader {
+            self.reject_pending_reads(leader);
+        }
+        self.phase = Phase::Follower;
+        self.leader_state = None;
+        self.leader = leader;
+        self.votes.clear();
+        self.reset_election_timer();
+    }
+
+    fn become_pre_candidate(&mut self) {
+        self.phase = Phase::PreCandidate;
+        self.leader_state = None;
+        self.leader = None;
+        self.votes = BTreeMap::new();
+        self.reset_election_timer();
+        self.request_votes(true, false);
+    }
+
+    fn become_candidate(&mut self, transfer: bool) {
+        self.term = Term(self.term.0 + 1);
+        self.vote = Some(self.id);
+        self.mark_hard_state_dirty();
+        self.phase = Phase::Candidate;
+        self.leader_state = None;
+        self.leader = None;
+        self.votes = BTreeMap::new();
+        self.reset_election_timer();
+        self.request_votes(false, transfer);
+    }
+
+    /// Votes for ourselves and asks every other voter.
+    fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
+        let term = if pre_vote {
+            Term(self.term.0 + 1)
+        } else {
+            self.term
+        };
+        let voters: Vec<NodeId> = self
+            .voters()
+            .into_iter()
+            .filter(|id| *id != self.id)
+            .collect();
+        self.votes.insert(self.id, true);
+        if self.tally_votes() {
+            return;
+        }
+        for to in voters {
+            let body = MessageBody::VoteRequest {
+                pre_vote,
+                last_log_index: self.log.last_index(),
+                last_log_term: self.log.last_term(),
+                leadership_transfer: transfer,
+            };
+            self.send_at(to, term, body);
+        }
+    }
+
+    /// Every voter of the configuration in force (both halves when joint), in id order.
+    pub(super) fn voters(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self
+            .membership
+            .voters
+            .union(&self.membership.voters_outgoing)
+            .copied()
+            .collect();
+        ids.dedup();
+        ids
+    }
+
+    /// Acts on the votes counted so far. Returns true when the round is decided.
+    fn tally_votes(&mut self) -> bool {
+        match quorum::quorum_vote(&self.membership, &self.votes) {
+            VoteResult::Won if self.phase == Phase::PreCandidate => {
+                self.become_candidate(false);
+                true
+            }
+            VoteResult::Won => {
+                self.become_leader();
+                true
+            }
+            VoteResult::Lost => {
+                self.become_follower(self.term, None);
+                true
+            }
+            VoteResult::Pending => false,
+        }
+    }
+
+    /// Won the election: append a no-op so entries of earlier terms can commit (paper §8),
+    /// and start probing every follower.
+    pub(super) fn become_leader(&mut self) {
+        let next = self.log.last_index().next();
+        let progress = self
+            .membership
+            .members()
+            .into_iter()
+            .filter(|id| *id != self.id)
+            .map(|id| (id, Progress::new(next)))
+            .collect();
+        let uncommitted_bytes = self
+            .log
+            .bytes_between(self.log.committed_index().next(), self.log.last_index());
+        self.phase = Phase::Leader;
+        self.leader = Some(self.id);
+        self.votes.clear();
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.leader_state = Some(LeaderState {
+            progress,
+            uncommitted_bytes,
+            transfer: None,
+            reads: ReadQueue::default(),
+        });
+        let noop = Entry {
+            term: self.term,
+            index: next,
+            payload: EntryPayload::Noop,
+        };
+        self.append_as_leader(noop);
+        self.broadcast_append(true);
+    }
+
+    /// A vote request (real or pre-vote) at our term or, for a pre-vote, a later one.
+    pub(super) fn on_vote_request(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        pre_vote: bool,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    ) {
+        let free_to_vote =
+            self.vote == Some(from) || (self.vote.is_none() && self.leader.is_none());
+        let can_vote = free_to_vote || (pre_vote && term > self.term);
+        let granted = can_vote && self.log_allows_vote(last_log_index, last_log_term);
+        if granted && !pre_vote {
+            self.vote = Some(from);
+            self.mark_hard_state_dirty();
+            self.reset_election_timer();
+        }
+        // A granted pre-vote answers in the term it was asked for, so the pre-candidate can
+        // match it; everything else answers in our term.
+        let reply_term = if granted && pre_vote { term } else { self.term };
+        self.send_at(
+            from,
+            reply_term,
+            MessageBody::VoteResponse { pre_vote, granted },
+        );
+    }
+
+    /// Paper §5.4.1: vote only for a candidate whose log is at least as up to date as ours.
+    #[cfg(not(feature = "bug-vote-without-log-check"))]
+    fn log_allows_vote(&self, last_log_index: LogIndex, last_log_term: Term) -> bool {
+        self.log.is_up_to_date(last_log_index, last_log_term)
+    }
+
+    /// PLANTED BUG (mutation check only): vote without comparing logs, so a leader may lack
+    /// committed entries.
+    #[cfg(feature = "bug-vote-without-log-check")]
+    fn log_allows_vote(&self, _last_log_index: LogIndex, _last_log_term: Term) -> bool {
+        true
+    }
+
+    /// An answer to our vote request.
+    pub(super) fn on_vote_response(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        pre_vote: bool,
+        granted: bool,
+    ) {
+        let counts = match self.phase {
+            Phase::PreCandidate => pre_vote && (term.0 == self.term.0 + 1 || !granted),
+            Phase::Candidate => !pre_vote && term == self.term,
+            Phase::Follower | Phase::Leader => false,
+        };
+        if counts {
+            self.votes.insert(from, granted);
+            self.tally_votes();
+        }
+    }
+
+    /// The leader asks us to campaign now (leadership transfer, thesis §3.10).
+    pub(super) fn on_timeout_now(&mut self, from: NodeId) {
+        if self.phase != Phase::Leader && self.is_promotable() && self.leader == Some(from) {
+            self.start_election(true);
+        }
+    }
+}

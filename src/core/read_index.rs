@@ -1,0 +1,204 @@
+//! Linearizable reads without writing to the log: ReadIndex (thesis §6.4) and, behind
+//! `CoreConfig::lease_reads`, lease reads (thesis §6.4.1).
+//!
+//! Owned by the leader's `Replica`. ReadIndex: the leader records its commit index as the
+//! read index, then confirms it is still leader with a heartbeat round answered by a quorum;
+//! the caller serves the read once the state machine applied through that index. A new leader
+//! first waits until it commits an entry of its own term (its no-op), since before that its
+//! commit index may lag the true one.
+//!
+//! Lease reads skip the heartbeat round while a quorum answered a heartbeat *sent* less than
+//! `election_timeout_min * (1 - 1/LEASE_DRIFT_DIVISOR) - 1` ticks ago. This is safe only
+//! under the clock-drift bound stated in `limits.rs`: followers that answered will not elect
+//! anyone else until their own minimum election timeout has passed since they got that
+//! heartbeat, and CheckQuorum plus the disruptive-vote rule make them keep that promise.
+//!
+//! Invariants: pending reads are confirmed in request order; rounds only grow within a term;
+//! every pending read is answered (ready or rejected) when the leader steps down.
+
+use super::api::{Action, ProposeError, RequestId};
+use super::limits::{HEARTBEAT_ROUNDS_REMEMBERED, LEASE_DRIFT_DIVISOR, PENDING_READS_MAX};
+use super::quorum;
+use super::replica::{Phase, Replica};
+use rcraft_wire::{LogIndex, NodeId};
+use std::collections::VecDeque;
+
+/// A read waiting for its heartbeat round.
+#[derive(Clone, Copy, Debug)]
+struct PendingRead {
+    id: RequestId,
+    index: LogIndex,
+    round: u64,
+}
+
+/// The leader's read bookkeeping.
+#[derive(Debug, Default)]
+pub(super) struct ReadQueue {
+    /// Reads that arrived before the leader committed an entry of its term.
+    waiting_for_commit: Vec<RequestId>,
+    /// Reads waiting for a quorum to answer their round, in request order.
+    pending: VecDeque<PendingRead>,
+    /// Last heartbeat round started.
+    round: u64,
+    /// A read needs a round that has not been broadcast yet.
+    round_requested: bool,
+    /// Recent rounds and the tick each was sent at (oldest first).
+    round_sent_tick: VecDeque<(u64, u64)>,
+}
+
+impl ReadQueue {
+    /// Starts a new heartbeat round at tick `now`; returns its number.
+    pub(super) fn start_round(&mut self, now: u64) -> u64 {
+        self.round += 1;
+        self.round_requested = false;
+        self.round_sent_tick.push_back((self.round, now));
+        if self.round_sent_tick.len() > HEARTBEAT_ROUNDS_REMEMBERED {
+            self.round_sent_tick.pop_front();
+        }
+        self.round
+    }
+
+    /// The tick round `round` was sent at, if still remembered.
+    fn sent_tick(&self, round: u64) -> Option<u64> {
+        self.round_sent_tick
+            .iter()
+            .find(|(r, _)| *r == round)
+            .map(|(_, tick)| *tick)
+    }
+
+    fn len(&self) -> usize {
+        self.waiting_for_commit.len() + self.pending.len()
+    }
+}
+
+impl Replica {
+    /// `Input::ReadIndex`.
+    pub(super) fn on_read_index(&mut self, id: RequestId) {
+        let Some(state) = self.leader_state.as_mut() else {
+            let error = self.not_leader();
+            self.actions.push(Action::ReadRejected { id, error });
+            return;
+        };
+        if state.reads.len() >= PENDING_READS_MAX {
+            let error = ProposeError::Overloaded;
+            self.actions.push(Action::ReadRejected { id, error });
+            return;
+        }
+        if self.log.term_at(self.log.committed_index()) != Some(self.term) {
+            state.reads.waiting_for_commit.push(id);
+            return;
+        }
+        self.start_read(id);
+    }
+
+    /// Confirms leadership for a read at the current commit index.
+    fn start_read(&mut self, id: RequestId) {
+        let index = self.log.committed_index();
+        let term = self.term;
+        let single_voter = self.voters() == [self.id];
+        let lease_ok = self.config.lease_reads && self.lease_valid();
+        let Some(state) = self.leader_state.as_mut() else {
+            return;
+        };
+        if single_voter || lease_ok {
+            self.actions.push(Action::ReadReady { id, index, term });
+            return;
+        }
+        let round = state.reads.round + 1;
+        state.reads.round_requested = true;
+        state
+            .reads
+            .pending
+            .push_back(PendingRead { id, index, round });
+    }
+
+    /// Broadcasts the heartbeat round that reads of this step wait for (one per step, so
+    /// many reads share one round).
+    pub(super) fn maybe_broadcast_read_round(&mut self) {
+        if self
+            .leader_state
+            .as_ref()
+            .is_some_and(|s| s.reads.round_requested)
+        {
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// Releases every read whose round a quorum has answered.
+    pub(super) fn confirm_reads(&mut self) {
+        let me = self.id;
+        let term = self.term;
+        let Some(state) = self.leader_state.as_mut() else {
+            return;
+        };
+        while let Some(read) = state.reads.pending.front().copied() {
+            let confirmed = quorum::is_quorum(&self.membership, |id| {
+                id == me
+                    || state
+                        .progress
+                        .get(&id)
+                        .is_some_and(|p| p.acked_round >= read.round)
+            });
+            if !confirmed {
+                break;
+            }
+            state.reads.pending.pop_front();
+            self.actions.push(Action::ReadReady {
+                id: read.id,
+                index: read.index,
+                term,
+            });
+        }
+    }
+
+    /// The leader committed an entry: reads that waited for its first commit may start.
+    pub(super) fn start_reads_waiting_for_commit(&mut self) {
+        if self.log.term_at(self.log.committed_index()) != Some(self.term) {
+            return;
+        }
+        let waiting = match self.leader_state.as_mut() {
+            Some(state) => std::mem::take(&mut state.reads.waiting_for_commit),
+            None => return,
+        };
+        for id in waiting {
+            self.start_read(id);
+        }
+    }
+
+    /// Leadership is lost: every read still waiting is refused.
+    pub(super) fn reject_pending_reads(&mut self, leader: Option<NodeId>) {
+        let Some(state) = self.leader_state.as_mut() else {
+            return;
+        };
+        let mut ids: Vec<RequestId> = std::mem::take(&mut state.reads.waiting_for_commit);
+        ids.extend(state.reads.pending.drain(..).map(|r| r.id));
+        for id in ids {
+            let error = ProposeError::NotLeader { leader };
+            self.actions.push(Action::ReadRejected { id, error });
+        }
+    }
+
+    /// True while the leader holds a lease: a quorum answered a heartbeat sent recently
+    /// enough (see the module header for the drift bound). Requires CheckQuorum.
+    fn lease_valid(&self) -> bool {
+        if !self.config.check_quorum || self.phase != Phase::Leader {
+            return false;
+        }
+        let Some(state) = self.leader_state.as_ref() else {
+            return false;
+        };
+        let now = self.now_ticks;
+        let quorum_sent_tick = quorum::quorum_value(&self.membership, |id| {
+            if id == self.id {
+                return now;
+            }
+            let round = state.progress.get(&id).map(|p| p.acked_round).unwrap_or(0);
+            state.reads.sent_tick(round).unwrap_or(0)
+        });
+        let min = self.config.election_timeout_min_ticks;
+        let lease_ticks = (min - min / LEASE_DRIFT_DIVISOR).saturating_sub(1);
+        // A round sent at tick 0 would be ambiguous with "never"; ticks start at 1 once a
+        // leader has ticked, and a brand-new leader has no lease anyway.
+        quorum_sent_tick > 0 && now.saturating_sub(quorum_sent_tick) < lease_ticks
+    }
+}

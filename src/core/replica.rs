@@ -1,0 +1,513 @@
+//! The `Replica`: one node's Raft state, the role dispatcher, and the persistence plumbing
+//! that holds back promises until storage confirms them.
+//!
+//! Owned by the node's consensus thread (or the simulator); never shared. Handlers for each
+//! concept live in sibling files (`election.rs`, `replication.rs`, `read_index.rs`,
+//! `snapshot.rs`, `membership.rs`), all as `impl Replica` blocks over the fields defined here.
+//!
+//! Invariants:
+//! - `leader_state.is_some()` exactly when `role == Role::Leader`;
+//! - a message that promises durable state (a vote grant, a real vote request carrying our own
+//!   vote, an append acknowledgement) leaves only after the `Persist` that made the promise
+//!   true is confirmed by `Input::Persisted` (thesis §10.2.1 and DESIGN.md §4);
+//! - entries reach `Action::Apply` only when committed *and* durable locally, in order, once.
+
+use super::api::{Action, CoreConfig, HardState, Input, ProposeError, RecoveredState};
+use super::error::{CoreError, Result};
+use super::log::RaftLog;
+use super::progress::Progress;
+use super::read_index::ReadQueue;
+use super::rng::SplitMix64;
+use rcraft_wire::{Entry, LogIndex, Membership, Message, MessageBody, NodeId, Role, Term};
+use std::collections::{BTreeMap, VecDeque};
+
+/// A snapshot of a replica's state, for status reports, tests and checkers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoreStatus {
+    /// This node.
+    pub id: NodeId,
+    /// Its role (a pre-candidate reports `Candidate`; a non-voting member `Learner`).
+    pub role: Role,
+    /// Current term.
+    pub term: Term,
+    /// The leader it knows of in this term.
+    pub leader: Option<NodeId>,
+    /// Highest index known committed.
+    pub commit_index: LogIndex,
+    /// Highest index the state machine reported applied.
+    pub applied_index: LogIndex,
+    /// Last index of the log.
+    pub last_index: LogIndex,
+    /// Highest index durable on this node.
+    pub persisted_index: LogIndex,
+    /// Index covered by the latest snapshot.
+    pub snapshot_index: LogIndex,
+    /// Configuration in force.
+    pub membership: Membership,
+}
+
+/// The phase of an election this node runs, or its role otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Following (or idle, with no leader known).
+    Follower,
+    /// Running a Pre-Vote round for `term + 1` (thesis §9.6); term and vote unchanged.
+    PreCandidate,
+    /// Running a real election in `term`.
+    Candidate,
+    /// Leading in `term`.
+    Leader,
+}
+
+/// State only a leader has.
+#[derive(Debug)]
+pub(super) struct LeaderState {
+    /// One per member other than this node. Invariant: keys == members() minus self.
+    pub progress: BTreeMap<NodeId, Progress>,
+    /// Bytes of entries after the commit index (the overload cap counts these).
+    pub uncommitted_bytes: u64,
+    /// A leadership transfer in progress: target and ticks since it started.
+    pub transfer: Option<(NodeId, u64)>,
+    /// ReadIndex requests and heartbeat rounds.
+    pub reads: ReadQueue,
+}
+
+/// Writes collected during one `step`, emitted as one `Action::Persist` at its end.
+#[derive(Debug, Default)]
+pub(super) struct PersistState {
+    /// Sequence number the next `Persist` action will carry.
+    pub next_seq: u64,
+    /// Highest sequence number confirmed durable.
+    pub confirmed_seq: u64,
+    /// Entries to write in the next `Persist`, contiguous.
+    pub buffer: Vec<Entry>,
+    /// Term or vote changed since the last `Persist`.
+    pub hard_state_dirty: bool,
+    /// Issued, unconfirmed persists and the last (index, term) each wrote.
+    pub unconfirmed: VecDeque<(u64, Option<(LogIndex, Term)>)>,
+    /// Messages held until the persist with the given sequence number is confirmed.
+    pub gated: VecDeque<(u64, Message)>,
+}
+
+/// One node's Raft state machine. See the module header and `docs/ARCHITECTURE.md`.
+#[derive(Debug)]
+pub struct Replica {
+    pub(super) config: CoreConfig,
+    pub(super) id: NodeId,
+    pub(super) rng: SplitMix64,
+    /// Latest term seen (persistent, paper Fig. 2).
+    pub(super) term: Term,
+    /// Vote cast in `term` (persistent).
+    pub(super) vote: Option<NodeId>,
+    pub(super) log: RaftLog,
+    pub(super) phase: Phase,
+    /// Leader of `term`, when known.
+    pub(super) leader: Option<NodeId>,
+    /// Some exactly while leading.
+    pub(super) leader_state: Option<LeaderState>,
+    /// Votes received in the current (pre-)election.
+    pub(super) votes: BTreeMap<NodeId, bool>,
+    /// Configuration in force and the index it was appended at (0 for the initial one).
+    pub(super) membership: Membership,
+    pub(super) membership_index: LogIndex,
+    pub(super) initial_membership: Membership,
+    /// Ticks since the last reset of the election timer (followers, candidates), or since the
+    /// last CheckQuorum round (leaders).
+    pub(super) election_elapsed: u64,
+    /// Current randomized election timeout, drawn from the configured range.
+    pub(super) election_timeout_ticks: u64,
+    /// Ticks since the leader's last heartbeat broadcast.
+    pub(super) heartbeat_elapsed: u64,
+    /// Ticks since this replica was built (for leases).
+    pub(super) now_ticks: u64,
+    pub(super) persist: PersistState,
+    /// Highest index the state machine reported applied.
+    pub(super) applied: LogIndex,
+    /// Highest index handed out in `Action::Apply`. Invariant: `applied <= apply_requested`.
+    pub(super) apply_requested: LogIndex,
+    /// Leader that is sending us a snapshot, and whether its last chunk is being written.
+    pub(super) snapshot_sender: Option<NodeId>,
+    pub(super) snapshot_finishing: bool,
+    pub(super) actions: Vec<Action>,
+}
+
+impl Replica {
+    /// Builds a replica from its configuration and what storage recovered.
+    pub fn new(config: CoreConfig, recovered: RecoveredState) -> Result<Replica> {
+        validate_config(&config)?;
+        let log = RaftLog::recover(
+            recovered.snapshot,
+            recovered.entries,
+            recovered.hard_state.commit,
+        )?;
+        let applied = log.snapshot_index();
+        let mut replica = Replica {
+            id: config.id,
+            rng: SplitMix64::new(config.seed),
+            term: recovered.hard_state.term,
+            vote: recovered.hard_state.vote,
+            log,
+            phase: Phase::Follower,
+            leader: None,
+            leader_state: None,
+            votes: BTreeMap::new(),
+            membership: recovered.initial_membership.clone(),
+            membership_index: LogIndex(0),
+            initial_membership: recovered.initial_membership,
+            election_elapsed: 0,
+            election_timeout_ticks: 0,
+            heartbeat_elapsed: 0,
+            now_ticks: 0,
+            persist: PersistState {
+                next_seq: 1,
+                ..PersistState::default()
+            },
+            applied,
+            apply_requested: applied,
+            snapshot_sender: None,
+            snapshot_finishing: false,
+            actions: Vec::new(),
+            config,
+        };
+        if replica.log.last_term() > replica.term {
+            return Err(CoreError::RecoveredLog(format!(
+                "last entry term {} is above the saved term {}",
+                replica.log.last_term(),
+                replica.term
+            )));
+        }
+        replica.refresh_membership();
+        replica.reset_election_timer();
+        Ok(replica)
+    }
+
+    /// Feeds one input; the resulting actions are queued for [`Replica::take_actions`].
+    pub fn step(&mut self, input: Input) {
+        match input {
+            Input::Tick => self.on_tick(),
+            Input::Message(message) => self.on_message(message),
+            Input::Propose { id, session, data } => self.on_propose(id, session, data),
+            Input::ProposeMembership { id, membership } => {
+                self.on_propose_membership(id, membership)
+            }
+            Input::ReadIndex { id } => self.on_read_index(id),
+            Input::Persisted { seq } => self.on_persisted(seq),
+            Input::Applied { index } => self.on_applied(index),
+            Input::SnapshotTaken {
+                meta,
+                retain_entries,
+            } => self.on_snapshot_taken(meta, retain_entries),
+            Input::SnapshotChunkRead {
+                to,
+                meta,
+                offset,
+                data,
+            } => self.on_snapshot_chunk_read(to, meta, offset, data),
+            Input::SnapshotChunkWritten {
+                meta,
+                next_offset,
+                installed,
+                rejected,
+            } => self.on_snapshot_chunk_written(meta, next_offset, installed, rejected),
+            Input::TransferLeadership { target } => self.on_transfer_leadership(target),
+            Input::Campaign => self.on_campaign(),
+        }
+        self.finish_step();
+    }
+
+    /// Drains the queued actions, in the order they must be carried out.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// This replica's view of itself and the cluster.
+    pub fn status(&self) -> CoreStatus {
+        CoreStatus {
+            id: self.id,
+            role: self.role(),
+            term: self.term,
+            leader: self.leader,
+            commit_index: self.log.committed_index(),
+            applied_index: self.applied,
+            last_index: self.log.last_index(),
+            persisted_index: self.log.persisted_index(),
+            snapshot_index: self.log.snapshot_index(),
+            membership: self.membership.clone(),
+        }
+    }
+
+    /// Role as reported to operators.
+    pub fn role(&self) -> Role {
+        match self.phase {
+            Phase::Leader => Role::Leader,
+            Phase::Candidate | Phase::PreCandidate => Role::Candidate,
+            Phase::Follower if self.membership.learners.contains(&self.id) => Role::Learner,
+            Phase::Follower => Role::Follower,
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Current term, vote and commit index (what the last `Persist` saved or will save).
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed_index(),
+        }
+    }
+
+    /// The entries held in memory (after the compacted prefix), in index order.
+    pub fn log_entries(&self) -> &[Entry] {
+        self.log.entries()
+    }
+
+    /// The entry at `index`, when held in memory.
+    pub fn log_entry(&self, index: LogIndex) -> Option<&Entry> {
+        self.log.entry(index)
+    }
+
+    /// Term of the entry at `index`, when known.
+    pub fn log_term(&self, index: LogIndex) -> Option<Term> {
+        self.log.term_at(index)
+    }
+
+    /// True while leading.
+    pub fn is_leader(&self) -> bool {
+        self.phase == Phase::Leader
+    }
+
+    /// Asserts the internal invariants (for tests and the simulator; cheap enough to call
+    /// after every step).
+    pub fn check_invariants(&self) {
+        self.log.check_invariants();
+        assert_eq!(self.leader_state.is_some(), self.phase == Phase::Leader);
+        assert!(self.apply_requested <= self.log.committed_index().max(self.log.snapshot_index()));
+        if let Some(state) = &self.leader_state {
+            for (id, pr) in &state.progress {
+                assert!(pr.match_index < pr.next_index, "progress of {id}");
+                assert!(
+                    pr.match_index <= self.log.last_index(),
+                    "match of {id} beyond log"
+                );
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.now_ticks += 1;
+        match self.phase {
+            Phase::Leader => self.tick_leader(),
+            Phase::Follower | Phase::PreCandidate | Phase::Candidate => self.tick_election(),
+        }
+    }
+
+    fn on_propose(&mut self, id: u64, session: Option<rcraft_wire::Session>, data: Vec<u8>) {
+        let payload = rcraft_wire::EntryPayload::Command { session, data };
+        match self.append_proposal(payload) {
+            Ok((term, index)) => self.actions.push(Action::Proposed { id, term, index }),
+            Err(error) => self.actions.push(Action::ProposeRejected { id, error }),
+        }
+    }
+
+    fn on_applied(&mut self, index: LogIndex) {
+        if index > self.applied {
+            self.applied = index.min(self.apply_requested);
+        }
+    }
+
+    /// The refusal given to a proposal or read at a node that cannot lead it now.
+    pub(super) fn not_leader(&self) -> ProposeError {
+        let leader = match &self.leader_state {
+            Some(state) => state.transfer.map(|(target, _)| target),
+            None => self.leader,
+        };
+        ProposeError::NotLeader { leader }
+    }
+
+    /// Work done after every input: one persist for everything the step wrote, then the
+    /// entries that became applicable.
+    fn finish_step(&mut self) {
+        if self.phase == Phase::Leader {
+            self.maybe_broadcast_read_round();
+        }
+        self.flush_persist();
+        self.maybe_apply();
+    }
+
+    // ----- persistence -----
+
+    /// Queues entries for the next `Persist` (they are already in the in-memory log).
+    pub(super) fn persist_entries(&mut self, entries: &[Entry]) {
+        let Some(first) = entries.first() else { return };
+        let buffer = &mut self.persist.buffer;
+        if let (Some(start), Some(end)) = (buffer.first(), buffer.last()) {
+            if first.index > start.index && first.index <= end.index.next() {
+                let keep = (first.index.0 - start.index.0) as usize;
+                buffer.truncate(keep);
+            } else {
+                // A truncation below what is buffered: write the buffer first, in order.
+                self.flush_persist();
+            }
+        }
+        self.persist.buffer.extend_from_slice(entries);
+    }
+
+    /// Term or vote changed; the next `Persist` saves the hard state.
+    pub(super) fn mark_hard_state_dirty(&mut self) {
+        self.persist.hard_state_dirty = true;
+    }
+
+    /// Emits one `Persist` action for everything buffered.
+    pub(super) fn flush_persist(&mut self) {
+        if self.persist.buffer.is_empty() && !self.persist.hard_state_dirty {
+            return;
+        }
+        let seq = self.persist.next_seq;
+        self.persist.next_seq += 1;
+        let entries = std::mem::take(&mut self.persist.buffer);
+        let last = entries.last().map(|e| (e.index, e.term));
+        let hard_state = self.persist.hard_state_dirty.then(|| self.hard_state());
+        self.persist.hard_state_dirty = false;
+        self.persist.unconfirmed.push_back((seq, last));
+        self.actions.push(Action::Persist {
+            seq,
+            hard_state,
+            entries,
+        });
+    }
+
+    /// The persist a promise made now depends on: the one being built, else the latest one
+    /// issued and not yet confirmed; `None` when everything is durable.
+    fn pending_persist_seq(&self) -> Option<u64> {
+        if !self.persist.buffer.is_empty() || self.persist.hard_state_dirty {
+            Some(self.persist.next_seq)
+        } else if self.persist.next_seq - 1 > self.persist.confirmed_seq {
+            Some(self.persist.next_seq - 1)
+        } else {
+            None
+        }
+    }
+
+    fn on_persisted(&mut self, seq: u64) {
+        if seq <= self.persist.confirmed_seq || seq >= self.persist.next_seq {
+            return;
+        }
+        self.persist.confirmed_seq = seq;
+        while let Some(&(done, last)) = self.persist.unconfirmed.front() {
+            if done > seq {
+                break;
+            }
+            self.persist.unconfirmed.pop_front();
+            if let Some((index, term)) = last {
+                self.log.mark_persisted(index, term);
+            }
+        }
+        while self.persist.gated.front().is_some_and(|(s, _)| *s <= seq) {
+            let (_, message) = self.persist.gated.pop_front().expect("checked non-empty");
+            self.actions.push(Action::Send(message));
+        }
+        if self.phase == Phase::Leader {
+            self.maybe_advance_commit();
+        }
+    }
+
+    /// Hands newly committed, locally durable entries to the state machine.
+    fn maybe_apply(&mut self) {
+        let upto = self.log.committed_index().min(self.log.persisted_index());
+        if upto <= self.apply_requested {
+            return;
+        }
+        let entries = self.log.slice(self.apply_requested.next(), upto).to_vec();
+        if entries.is_empty() {
+            return;
+        }
+        self.apply_requested = upto;
+        self.actions.push(Action::Apply { entries });
+    }
+
+    // ----- sending -----
+
+    /// Sends `body` to `to` at the current term, holding it back while it promises state
+    /// that is not durable yet.
+    pub(super) fn send(&mut self, to: NodeId, body: MessageBody) {
+        let term = self.term;
+        self.send_at(to, term, body);
+    }
+
+    /// As [`Replica::send`] with an explicit term (Pre-Vote messages carry `term + 1`).
+    pub(super) fn send_at(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        let gate = if promises_durable_state(&body) {
+            self.pending_persist_seq()
+        } else {
+            None
+        };
+        let message = Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        };
+        match gate {
+            Some(seq) => self.persist.gated.push_back((seq, message)),
+            None => self.actions.push(Action::Send(message)),
+        }
+    }
+
+    /// Draws a new randomized election timeout and restarts the election timer.
+    pub(super) fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        self.election_timeout_ticks = self.rng.in_range(
+            self.config.election_timeout_min_ticks,
+            self.config.election_timeout_max_ticks,
+        );
+    }
+}
+
+/// Whether a message states something that must be durable first: a granted real vote, a
+/// real vote request (it carries our own vote for ourselves), or an append acknowledgement.
+fn promises_durable_state(body: &MessageBody) -> bool {
+    match body {
+        MessageBody::VoteRequest { pre_vote, .. } => !pre_vote,
+        MessageBody::VoteResponse { pre_vote, granted } => *granted && !pre_vote,
+        MessageBody::AppendResponse { success, .. } => *success && ack_waits_for_persist(),
+        _ => false,
+    }
+}
+
+/// Append acknowledgements wait for durability, except in the planted-bug build.
+#[cfg(not(feature = "bug-ack-before-persist"))]
+fn ack_waits_for_persist() -> bool {
+    true
+}
+
+/// PLANTED BUG (mutation check only): acknowledge appends before they are durable, so a
+/// crash can lose entries a quorum "has".
+#[cfg(feature = "bug-ack-before-persist")]
+fn ack_waits_for_persist() -> bool {
+    false
+}
+
+fn validate_config(config: &CoreConfig) -> Result<()> {
+    let bad = |why: &str| Err(CoreError::Config(why.to_string()));
+    if config.election_timeout_min_ticks == 0
+        || config.election_timeout_max_ticks <= config.election_timeout_min_ticks
+    {
+        return bad("election timeout range must be non-empty and above 0");
+    }
+    if config.heartbeat_interval_ticks == 0
+        || config.heartbeat_interval_ticks >= config.election_timeout_min_ticks
+    {
+        return bad("heartbeat interval must be above 0 and below the election timeout");
+    }
+    if config.max_inflight_messages == 0 || config.max_inflight_bytes == 0 {
+        return bad("in-flight window must be above 0");
+    }
+    if config.snapshot_chunk_bytes == 0 {
+        return bad("snapshot chunk size must be above 0");
+    }
+    Ok(())
+}

@@ -1,0 +1,462 @@
+//! Log replication (paper §5.3): the leader's tick, heartbeats, AppendEntries with the
+//! consistency check and fast backtracking, pipelined sends bounded by the in-flight window,
+//! proposals with the uncommitted-bytes cap, and the commit rule of Figure 8.
+//!
+//! Runs on the replica's owner thread. Invariants: the leader counts its own match only once
+//! its write is durable (thesis §10.2.1); only an entry of the leader's current term commits
+//! by counting replicas (paper §5.4.2); a follower never truncates a committed entry.
+
+use super::api::ProposeError;
+use super::progress::ProgressState;
+use super::quorum;
+use super::replica::{Phase, Replica};
+use rcraft_wire::{ConflictHint, Entry, EntryPayload, LogIndex, MessageBody, NodeId, Term};
+
+impl Replica {
+    /// Leader tick: heartbeats, CheckQuorum, the transfer deadline, stalled snapshots.
+    pub(super) fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.config.election_timeout_min_ticks {
+            self.election_elapsed = 0;
+            if self.config.check_quorum && !self.quorum_recently_active() {
+                // Thesis §6.2: a leader cut off from a quorum steps down so clients look
+                // elsewhere, and its lease-based guarantees stop.
+                self.become_follower(self.term, None);
+                return;
+            }
+        }
+        self.tick_transfer();
+        if self.heartbeat_elapsed >= self.config.heartbeat_interval_ticks {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+            self.resume_stalled_snapshots();
+        }
+    }
+
+    /// True when a quorum answered since the last check (resets the marks for the next one).
+    fn quorum_recently_active(&mut self) -> bool {
+        let me = self.id;
+        let Some(state) = self.leader_state.as_mut() else {
+            return false;
+        };
+        let active = quorum::is_quorum(&self.membership, |id| {
+            id == me || state.progress.get(&id).is_some_and(|p| p.recent_active)
+        });
+        for pr in state.progress.values_mut() {
+            pr.recent_active = false;
+        }
+        active
+    }
+
+    /// Sends a heartbeat to every follower, starting a new read round.
+    pub(super) fn broadcast_heartbeat(&mut self) {
+        let now = self.now_ticks;
+        let commit = self.log.committed_index();
+        let Some(state) = self.leader_state.as_mut() else {
+            return;
+        };
+        let round = state.reads.start_round(now);
+        let targets: Vec<(NodeId, LogIndex)> = state
+            .progress
+            .iter()
+            .map(|(id, pr)| (*id, commit.min(pr.match_index)))
+            .collect();
+        for (to, leader_commit) in targets {
+            let body = MessageBody::Heartbeat {
+                leader_commit,
+                read_context: round,
+            };
+            self.send(to, body);
+        }
+    }
+
+    /// Follower side of a heartbeat: the leader is alive; learn its commit index.
+    pub(super) fn on_heartbeat(
+        &mut self,
+        from: NodeId,
+        leader_commit: LogIndex,
+        read_context: u64,
+    ) {
+        self.follow(from);
+        self.log.commit_to(leader_commit);
+        self.send(from, MessageBody::HeartbeatResponse { read_context });
+    }
+
+    /// Makes this node a follower of `leader` in the current term and resets its timer.
+    pub(super) fn follow(&mut self, leader: NodeId) {
+        if self.phase != Phase::Follower || self.leader != Some(leader) {
+            self.become_follower(self.term, Some(leader));
+        }
+        self.election_elapsed = 0;
+    }
+
+    /// Leader side of a heartbeat answer: liveness, read rounds, and a nudge for followers
+    /// that are behind (a lost AppendRequest in the replicate state is recovered here).
+    pub(super) fn on_heartbeat_response(&mut self, from: NodeId, read_context: u64) {
+        let last = self.log.last_index();
+        let (max_messages, max_bytes) = (
+            self.config.max_inflight_messages,
+            self.config.max_inflight_bytes,
+        );
+        let Some(state) = self.leader_state.as_mut() else {
+            return;
+        };
+        let Some(pr) = state.progress.get_mut(&from) else {
+            return;
+        };
+        pr.recent_active = true;
+        pr.acked_round = pr.acked_round.max(read_context);
+        pr.probe_sent = false;
+        let behind = pr.match_index < last;
+        if behind
+            && pr.state == ProgressState::Replicate
+            && pr.inflight_full(max_messages, max_bytes)
+        {
+            pr.free_first_inflight();
+        }
+        self.confirm_reads();
+        if behind {
+            self.send_append(from, true);
+        }
+    }
+
+    // ----- proposals -----
+
+    /// Appends a new entry with `payload` as leader, subject to the overload cap.
+    pub(super) fn append_proposal(
+        &mut self,
+        payload: EntryPayload,
+    ) -> Result<(Term, LogIndex), ProposeError> {
+        let Some(state) = self.leader_state.as_ref() else {
+            return Err(self.not_leader());
+        };
+        if state.transfer.is_some() {
+            return Err(self.not_leader());
+        }
+        let entry = Entry {
+            term: self.term,
+            index: self.log.last_index().next(),
+            payload,
+        };
+        let size = entry.size_bytes();
+        if state.uncommitted_bytes > 0
+            && state.uncommitted_bytes + size > self.config.max_uncommitted_bytes
+        {
+            return Err(ProposeError::Overloaded);
+        }
+        let position = (entry.term, entry.index);
+        self.append_as_leader(entry);
+        self.broadcast_append(false);
+        Ok(position)
+    }
+
+    /// Appends `entry` to the leader's log and queues it for persistence.
+    pub(super) fn append_as_leader(&mut self, entry: Entry) {
+        let is_membership = matches!(entry.payload, EntryPayload::Membership(_));
+        if let Some(state) = self.leader_state.as_mut() {
+            state.uncommitted_bytes += entry.size_bytes();
+        }
+        self.persist_entries(std::slice::from_ref(&entry));
+        self.log.append(entry);
+        if is_membership {
+            self.refresh_membership();
+        }
+        // A single-voter cluster commits as soon as the entry is durable; nothing to send.
+        self.maybe_advance_commit();
+    }
+
+    // ----- leader sending -----
+
+    /// Sends what each follower may take now; empty probes too when `allow_empty`.
+    pub(super) fn broadcast_append(&mut self, allow_empty: bool) {
+        let peers: Vec<NodeId> = match &self.leader_state {
+            Some(state) => state.progress.keys().copied().collect(),
+            None => return,
+        };
+        for peer in peers {
+            let mut sent_any = false;
+            while self.send_append(peer, false) {
+                sent_any = true;
+            }
+            if allow_empty && !sent_any {
+                self.send_append(peer, true);
+            }
+        }
+    }
+
+    /// Sends one AppendRequest to `peer` if its progress allows. Returns true when sent.
+    pub(super) fn send_append(&mut self, peer: NodeId, allow_empty: bool) -> bool {
+        let (max_messages, max_bytes) = (
+            self.config.max_inflight_messages,
+            self.config.max_inflight_bytes,
+        );
+        let max_append_bytes = self.config.max_append_bytes;
+        let commit = self.log.committed_index();
+        let Some(state) = self.leader_state.as_mut() else {
+            return false;
+        };
+        let Some(pr) = state.progress.get_mut(&peer) else {
+            return false;
+        };
+        if !pr.can_send(max_messages, max_bytes) {
+            return false;
+        }
+        let prev_log_index = pr.next_index.prev();
+        let (Some(prev_log_term), Some(entries)) = (
+            self.log.term_at(prev_log_index),
+            self.log.entries_for_send(pr.next_index, max_append_bytes),
+        ) else {
+            self.start_snapshot_transfer(peer);
+            return false;
+        };
+        if entries.is_empty() && !allow_empty {
+            return false;
+        }
+        let bytes = entries.iter().map(Entry::size_bytes).sum();
+        pr.on_sent(entries.last().map(|e| e.index), bytes);
+        let body = MessageBody::AppendRequest {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit: commit,
+        };
+        self.send(peer, body);
+        true
+    }
+
+    // ----- follower side -----
+
+    /// AppendEntries at our term: the consistency check, then append and acknowledge once
+    /// durable, or refuse with a hint of where our log diverges.
+    pub(super) fn on_append_request(
+        &mut self,
+        from: NodeId,
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        mut entries: Vec<Entry>,
+        leader_commit: LogIndex,
+    ) {
+        if self.phase == Phase::Leader {
+            return; // Two leaders in one term cannot happen; ignore rather than obey.
+        }
+        self.follow(from);
+        if self.snapshot_finishing {
+            // A snapshot is being installed; its completion will reset the log.
+            self.reject_append(from, prev_log_index);
+            return;
+        }
+        let committed = self.log.committed_index();
+        let (mut prev_index, mut prev_term) = (prev_log_index, prev_log_term);
+        if prev_index < committed {
+            // Everything through our commit index already matches every leader's log.
+            entries.retain(|e| e.index > committed);
+            prev_index = committed;
+            prev_term = self.log.term_at(committed).expect("commit point is held");
+            if let Some(first) = entries.first() {
+                if first.index != committed.next() {
+                    entries.clear();
+                }
+            }
+        }
+        if self.log.term_at(prev_index) != Some(prev_term) {
+            self.reject_append(from, prev_index);
+            return;
+        }
+        let last_new = LogIndex(prev_index.0 + entries.len() as u64);
+        if let Some(conflict) = self.log.find_conflict(&entries) {
+            let start = (conflict.0 - prev_index.0 - 1) as usize;
+            self.append_as_follower(&entries[start..]);
+        }
+        self.log.commit_to(leader_commit.min(last_new));
+        let body = MessageBody::AppendResponse {
+            success: true,
+            match_index: last_new,
+            conflict: None,
+        };
+        self.send(from, body);
+    }
+
+    fn reject_append(&mut self, from: NodeId, probe_index: LogIndex) {
+        let hint: ConflictHint = self.log.conflict_hint(probe_index);
+        let body = MessageBody::AppendResponse {
+            success: false,
+            match_index: probe_index,
+            conflict: Some(hint),
+        };
+        self.send(from, body);
+    }
+
+    /// Writes entries from the leader over our log from their first index on.
+    fn append_as_follower(&mut self, entries: &[Entry]) {
+        let Some(first) = entries.first() else { return };
+        let replaces_membership = first.index <= self.membership_index;
+        let brings_membership = entries
+            .iter()
+            .any(|e| matches!(e.payload, EntryPayload::Membership(_)));
+        self.log.truncate_and_append(entries);
+        self.persist_entries(entries);
+        if replaces_membership || brings_membership {
+            self.refresh_membership();
+        }
+    }
+
+    // ----- leader receiving -----
+
+    /// A follower's answer to an AppendRequest.
+    pub(super) fn on_append_response(
+        &mut self,
+        from: NodeId,
+        success: bool,
+        match_index: LogIndex,
+        conflict: Option<ConflictHint>,
+    ) {
+        let Some(state) = self.leader_state.as_mut() else {
+            return;
+        };
+        let Some(pr) = state.progress.get_mut(&from) else {
+            return;
+        };
+        pr.recent_active = true;
+        if success {
+            self.on_append_accepted(from, match_index);
+        } else {
+            self.on_append_rejected(from, match_index, conflict);
+        }
+    }
+
+    fn on_append_accepted(&mut self, from: NodeId, match_index: LogIndex) {
+        let Some(state) = self.leader_state.as_mut() else {
+            return;
+        };
+        let Some(pr) = state.progress.get_mut(&from) else {
+            return;
+        };
+        if let ProgressState::Snapshot(transfer) = &pr.state {
+            if match_index < transfer.meta.index {
+                return;
+            }
+        }
+        if !pr.maybe_update(match_index) {
+            self.send_append(from, false);
+            return;
+        }
+        if pr.state != ProgressState::Replicate {
+            pr.become_replicate();
+        }
+        self.maybe_advance_commit();
+        self.maybe_send_timeout_now(from);
+        while self.send_append(from, false) {}
+    }
+
+    fn on_append_rejected(
+        &mut self,
+        from: NodeId,
+        probed: LogIndex,
+        conflict: Option<ConflictHint>,
+    ) {
+        let next = self.next_index_after_reject(probed, conflict);
+        let Some(state) = self.leader_state.as_mut() else {
+            return;
+        };
+        let Some(pr) = state.progress.get_mut(&from) else {
+            return;
+        };
+        let stale = match pr.state {
+            ProgressState::Replicate => probed <= pr.match_index,
+            ProgressState::Probe => probed != pr.next_index.prev(),
+            ProgressState::Snapshot(_) => true,
+        };
+        if stale {
+            return;
+        }
+        pr.become_probe(next.min(probed));
+        self.send_append(from, true);
+    }
+
+    /// Where to probe next after a follower refused `probed` (paper §5.3 optimisation): skip
+    /// the follower's whole conflicting term, or to its end when its log is short.
+    fn next_index_after_reject(
+        &self,
+        probed: LogIndex,
+        conflict: Option<ConflictHint>,
+    ) -> LogIndex {
+        let next = match conflict {
+            None => probed,
+            Some(ConflictHint {
+                term: None,
+                first_index,
+            }) => first_index,
+            Some(ConflictHint {
+                term: Some(term),
+                first_index,
+            }) => match self.log.last_index_of_term(term, probed) {
+                Some(last) => last.next(),
+                None => first_index,
+            },
+        };
+        next.max(LogIndex(1))
+    }
+
+    /// Commits the highest index a quorum holds, if it is of the current term.
+    pub(super) fn maybe_advance_commit(&mut self) -> bool {
+        let me = self.id;
+        let own = self.log.persisted_index();
+        let Some(state) = self.leader_state.as_ref() else {
+            return false;
+        };
+        let quorum_index = quorum::quorum_index(&self.membership, |id| {
+            if id == me {
+                own
+            } else {
+                state
+                    .progress
+                    .get(&id)
+                    .map(|p| p.match_index)
+                    .unwrap_or_default()
+            }
+        });
+        let committed = self.log.committed_index();
+        if quorum_index <= committed || !self.may_commit_by_counting(quorum_index) {
+            return false;
+        }
+        let newly = self.log.bytes_between(committed.next(), quorum_index);
+        self.log.commit_to(quorum_index);
+        if let Some(state) = self.leader_state.as_mut() {
+            state.uncommitted_bytes = state.uncommitted_bytes.saturating_sub(newly);
+        }
+        self.on_commit_advanced();
+        true
+    }
+
+    /// Figure 8: counting replicas commits only an entry of the current term; earlier ones
+    /// commit indirectly with it.
+    #[cfg(not(feature = "bug-commit-old-term"))]
+    fn may_commit_by_counting(&self, index: LogIndex) -> bool {
+        self.log.term_at(index) == Some(self.term)
+    }
+
+    /// PLANTED BUG (mutation check only): commit an older term's entry by counting replicas,
+    /// the Figure 8 mistake.
+    #[cfg(feature = "bug-commit-old-term")]
+    fn may_commit_by_counting(&self, index: LogIndex) -> bool {
+        index <= self.log.last_index()
+    }
+
+    /// Follow-ups of a commit: reads waiting for the first commit of the term, the second
+    /// phase of a joint change, stepping down when removed, and telling followers.
+    fn on_commit_advanced(&mut self) {
+        self.start_reads_waiting_for_commit();
+        self.maybe_finish_membership_change();
+        if self.phase == Phase::Leader
+            && !self.membership.is_voter(self.id)
+            && self.membership_index <= self.log.committed_index()
+        {
+            self.become_follower(self.term, None);
+            return;
+        }
+        if self.phase == Phase::Leader {
+            self.broadcast_append(true);
+        }
+    }
+}

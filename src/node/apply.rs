@@ -1,0 +1,738 @@
+//! The apply thread: runs the user's state machine over committed entries.
+//!
+//! Owns the [`StateMachine`], the client [`SessionTable`], the proposals waiting for their
+//! index to apply, the reads waiting for their read index, and the applied-entry subscribers.
+//! It receives [`ApplyCommand`]s from the consensus thread on one ordered channel, so a
+//! proposal's waiter always arrives before the entry it waits for, and reports
+//! [`ApplyProgress`] back once per drained batch.
+//!
+//! Invariants: entries are applied in index order with no gaps, each index at most once;
+//! `applied` only grows except when a snapshot is restored (then it jumps to the snapshot's
+//! index); a proposal is answered success only when its own (index, term) is applied.
+
+use super::limits::EXPIRY_SWEEP_INTERVAL;
+use super::results::ApplyMsg;
+use super::sessions::{SessionCheck, SessionTable};
+use super::snapshot_files::SnapshotFiles;
+use super::snapshot_format::{read_snapshot, write_snapshot};
+use super::transport::{Replier, ReplyTo};
+use crate::StateMachine;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use rcraft_wire::{
+    ClientResponseBody, Entry, EntryPayload, LogIndex, Membership, SnapshotMeta, Term,
+};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Work for the apply thread, in the order the consensus thread decided it.
+pub(crate) enum ApplyCommand {
+    /// Committed, durable entries to apply in order.
+    Entries(Vec<Entry>),
+    /// Answer `reply` when `index` is applied: success if its term is `term`.
+    WaitProposal {
+        /// Index the proposal was appended at.
+        index: LogIndex,
+        /// Term it was appended with.
+        term: Term,
+        /// Who waits.
+        reply: ReplyTo,
+        /// After this, the waiter is told the outcome is unknown.
+        deadline: Instant,
+    },
+    /// Serve `query` once `index` is applied.
+    Read {
+        /// The read index.
+        index: LogIndex,
+        /// Leader term that confirmed it.
+        term: Term,
+        /// The query for the state machine.
+        query: Vec<u8>,
+        /// Who waits.
+        reply: ReplyTo,
+        /// After this, the waiter is told the read failed.
+        deadline: Instant,
+    },
+    /// A received snapshot was made current: restore the state machine from it.
+    Restore(SnapshotMeta),
+    /// Add a receiver of applied commands.
+    Subscribe(Sender<ApplyMsg>),
+}
+
+/// What the apply thread tells the consensus thread.
+#[derive(Debug)]
+pub(crate) enum ApplyProgress {
+    /// Every entry through this index is applied.
+    Applied(LogIndex),
+    /// A local snapshot is durable.
+    SnapshotTaken(SnapshotMeta),
+    /// A received snapshot was restored; the state is now at its index.
+    Restored(SnapshotMeta),
+    /// The state machine's snapshot could not be written or read: the node must stop.
+    Failed(String),
+}
+
+struct ProposalWaiter {
+    term: Term,
+    reply: ReplyTo,
+    deadline: Instant,
+}
+
+struct ReadWaiter {
+    term: Term,
+    query: Vec<u8>,
+    reply: ReplyTo,
+    deadline: Instant,
+}
+
+/// Everything the apply thread owns.
+pub(crate) struct Applier {
+    state_machine: Box<dyn StateMachine>,
+    sessions: SessionTable,
+    snapshots: Box<dyn SnapshotFiles>,
+    /// Highest applied index, and the term of that entry.
+    applied: LogIndex,
+    applied_term: Term,
+    /// Membership in force at `applied` (saved in snapshot metadata).
+    membership: Membership,
+    /// Entries applied since the last snapshot; a snapshot is taken at `snapshot_every`.
+    applied_since_snapshot: u64,
+    snapshot_every: u64,
+    proposals: BTreeMap<LogIndex, Vec<ProposalWaiter>>,
+    reads: BTreeMap<LogIndex, Vec<ReadWaiter>>,
+    subscribers: Vec<Sender<ApplyMsg>>,
+    replier: Replier,
+}
+
+impl Applier {
+    /// Builds the applier, restoring the state machine from the latest snapshot if any.
+    /// `initial_membership` is used when there is no snapshot.
+    pub(crate) fn new(
+        state_machine: Box<dyn StateMachine>,
+        mut snapshots: Box<dyn SnapshotFiles>,
+        initial_membership: Membership,
+        snapshot_every: u64,
+        replier: Replier,
+    ) -> Result<Applier, String> {
+        let current = snapshots.open_current()?;
+        let mut applier = Applier {
+            state_machine,
+            sessions: SessionTable::default(),
+            snapshots,
+            applied: LogIndex(0),
+            applied_term: Term(0),
+            membership: initial_membership,
+            applied_since_snapshot: 0,
+            snapshot_every,
+            proposals: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            subscribers: Vec::new(),
+            replier,
+        };
+        if let Some((meta, mut reader)) = current {
+            applier.restore_from(&meta, &mut *reader)?;
+        }
+        Ok(applier)
+    }
+
+    /// Index covered by the state at start (the restored snapshot's, or 0).
+    pub(crate) fn applied(&self) -> LogIndex {
+        self.applied
+    }
+
+    /// The thread body: runs until the consensus thread drops its sender or a fatal error.
+    pub(crate) fn run(mut self, commands: Receiver<ApplyCommand>, progress: Sender<ApplyProgress>) {
+        loop {
+            match commands.recv_timeout(EXPIRY_SWEEP_INTERVAL) {
+                Ok(first) => {
+                    let before = self.applied;
+                    let mut result = self.handle(first, &progress);
+                    while result.is_ok() {
+                        match commands.try_recv() {
+                            Ok(next) => result = self.handle(next, &progress),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(message) = result.and_then(|()| self.finish_batch(before, &progress))
+                    {
+                        log::error!("apply thread stopping: {message}");
+                        let _ = progress.send(ApplyProgress::Failed(message));
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            self.expire_waiters(Instant::now());
+        }
+    }
+
+    fn handle(
+        &mut self,
+        command: ApplyCommand,
+        progress: &Sender<ApplyProgress>,
+    ) -> Result<(), String> {
+        match command {
+            ApplyCommand::Entries(entries) => {
+                for entry in entries {
+                    self.apply_entry(entry)?;
+                }
+            }
+            ApplyCommand::WaitProposal {
+                index,
+                term,
+                reply,
+                deadline,
+            } => {
+                self.add_proposal_waiter(index, term, reply, deadline);
+            }
+            ApplyCommand::Read {
+                index,
+                term,
+                query,
+                reply,
+                deadline,
+            } => {
+                let waiter = ReadWaiter {
+                    term,
+                    query,
+                    reply,
+                    deadline,
+                };
+                self.reads.entry(index).or_default().push(waiter);
+            }
+            ApplyCommand::Restore(meta) => {
+                self.restore_current(&meta)?;
+                let _ = progress.send(ApplyProgress::Restored(meta));
+            }
+            ApplyCommand::Subscribe(sender) => self.subscribers.push(sender),
+        }
+        Ok(())
+    }
+
+    fn add_proposal_waiter(
+        &mut self,
+        index: LogIndex,
+        term: Term,
+        reply: ReplyTo,
+        deadline: Instant,
+    ) {
+        if index <= self.applied {
+            // Only possible after a snapshot restore jumped over the index: whether the entry
+            // at `index` was ours is no longer known here.
+            let body = unknown_outcome("the entry was covered by an installed snapshot");
+            self.replier.send(reply, body);
+            return;
+        }
+        let waiter = ProposalWaiter {
+            term,
+            reply,
+            deadline,
+        };
+        self.proposals.entry(index).or_default().push(waiter);
+    }
+
+    /// Reports progress, serves reads that became ready and takes a snapshot when due.
+    fn finish_batch(
+        &mut self,
+        before: LogIndex,
+        progress: &Sender<ApplyProgress>,
+    ) -> Result<(), String> {
+        self.serve_ready_reads();
+        if self.applied != before {
+            let _ = progress.send(ApplyProgress::Applied(self.applied));
+        }
+        if self.snapshot_every > 0 && self.applied_since_snapshot >= self.snapshot_every {
+            let meta = self.take_snapshot()?;
+            let _ = progress.send(ApplyProgress::SnapshotTaken(meta));
+        }
+        Ok(())
+    }
+
+    fn apply_entry(&mut self, entry: Entry) -> Result<(), String> {
+        if entry.index <= self.applied {
+            return Ok(()); // Already covered by a restored snapshot.
+        }
+        if entry.index != self.applied.next() {
+            return Err(format!(
+                "committed entry {} arrived after applied index {}: a gap in the log",
+                entry.index, self.applied
+            ));
+        }
+        let outcome = match entry.payload {
+            EntryPayload::Noop => Ok(Vec::new()),
+            EntryPayload::Membership(membership) => {
+                self.membership = membership;
+                Ok(Vec::new())
+            }
+            EntryPayload::Command { session, data } => {
+                let outcome = self.apply_command(entry.index, session, &data);
+                self.publish(entry.index, entry.term, data);
+                outcome
+            }
+        };
+        self.applied = entry.index;
+        self.applied_term = entry.term;
+        self.applied_since_snapshot += 1;
+        self.answer_proposals(entry.index, entry.term, outcome);
+        Ok(())
+    }
+
+    /// Applies one command unless its session says it already was.
+    fn apply_command(
+        &mut self,
+        index: LogIndex,
+        session: Option<rcraft_wire::Session>,
+        data: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let Some(session) = session else {
+            return Ok(self.state_machine.apply(index, data));
+        };
+        match self.sessions.check(session) {
+            SessionCheck::Apply => {
+                let response = self.state_machine.apply(index, data);
+                self.sessions.record(session, index, response.clone());
+                Ok(response)
+            }
+            SessionCheck::Duplicate(response) => Ok(response),
+            SessionCheck::Stale => Err(format!(
+                "client {} sequence {} was superseded by a later write",
+                session.client_id, session.sequence
+            )),
+        }
+    }
+
+    /// Sends an applied command to every subscriber, forgetting those that went away.
+    fn publish(&mut self, index: LogIndex, term: Term, command: Vec<u8>) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let msg = ApplyMsg {
+            index,
+            term,
+            command,
+        };
+        self.subscribers.retain(|s| s.send(msg.clone()).is_ok());
+    }
+
+    fn answer_proposals(&mut self, index: LogIndex, term: Term, outcome: Result<Vec<u8>, String>) {
+        let Some(waiters) = self.proposals.remove(&index) else {
+            return;
+        };
+        for waiter in waiters {
+            let body = if waiter.term != term {
+                ClientResponseBody::Error {
+                    definite: true,
+                    message: format!("the entry at index {index} was replaced by another leader's"),
+                }
+            } else {
+                match &outcome {
+                    Ok(result) => ClientResponseBody::Ok {
+                        term,
+                        index,
+                        result: result.clone(),
+                    },
+                    Err(message) => unknown_outcome(message),
+                }
+            };
+            self.replier.send(waiter.reply, body);
+        }
+    }
+
+    fn serve_ready_reads(&mut self) {
+        let pending = self.reads.split_off(&self.applied.next());
+        let ready = std::mem::replace(&mut self.reads, pending);
+        for (index, waiters) in ready {
+            for waiter in waiters {
+                let result = self.state_machine.query(&waiter.query);
+                let body = ClientResponseBody::Ok {
+                    term: waiter.term,
+                    index,
+                    result,
+                };
+                self.replier.send(waiter.reply, body);
+            }
+        }
+    }
+
+    fn take_snapshot(&mut self) -> Result<SnapshotMeta, String> {
+        let meta = SnapshotMeta {
+            index: self.applied,
+            term: self.applied_term,
+            membership: self.membership.clone(),
+            size_bytes: 0,
+            checksum: 0,
+        };
+        let (sessions, state_machine) = (&self.sessions, &*self.state_machine);
+        let mut write = |out: &mut dyn std::io::Write| write_snapshot(out, sessions, state_machine);
+        let meta = self
+            .snapshots
+            .save(meta, &mut write)
+            .map_err(|e| format!("writing the snapshot at index {}: {e}", self.applied))?;
+        log::info!(
+            "snapshot taken at index {} ({} bytes)",
+            meta.index,
+            meta.size_bytes
+        );
+        self.applied_since_snapshot = 0;
+        Ok(meta)
+    }
+
+    /// Restores from the snapshot store's current snapshot, which must be `expected`.
+    fn restore_current(&mut self, expected: &SnapshotMeta) -> Result<(), String> {
+        let (meta, mut reader) = self
+            .snapshots
+            .open_current()?
+            .ok_or_else(|| format!("snapshot {} to restore is missing", expected.index))?;
+        if meta.index != expected.index || meta.term != expected.term {
+            return Err(format!(
+                "current snapshot is ({}, {}), expected ({}, {})",
+                meta.index, meta.term, expected.index, expected.term
+            ));
+        }
+        self.restore_from(&meta, &mut *reader)
+    }
+
+    fn restore_from(
+        &mut self,
+        meta: &SnapshotMeta,
+        reader: &mut dyn std::io::Read,
+    ) -> Result<(), String> {
+        read_snapshot(reader, &mut self.sessions, &mut *self.state_machine)
+            .map_err(|e| format!("restoring the snapshot at index {}: {e}", meta.index))?;
+        self.applied = meta.index;
+        self.applied_term = meta.term;
+        self.membership = meta.membership.clone();
+        self.applied_since_snapshot = 0;
+        let covered = self.proposals.split_off(&meta.index.next());
+        for waiter in std::mem::replace(&mut self.proposals, covered)
+            .into_values()
+            .flatten()
+        {
+            let body = unknown_outcome("the entry was covered by an installed snapshot");
+            self.replier.send(waiter.reply, body);
+        }
+        log::info!("state restored from the snapshot at index {}", meta.index);
+        Ok(())
+    }
+
+    /// Tells waiters whose deadline passed that their outcome is unknown (writes) or that
+    /// the read failed.
+    fn expire_waiters(&mut self, now: Instant) {
+        for waiters in self.proposals.values_mut() {
+            for waiter in extract_expired(waiters, now, |w| w.deadline) {
+                let body = unknown_outcome("timed out waiting for the entry to commit");
+                self.replier.send(waiter.reply, body);
+            }
+        }
+        self.proposals.retain(|_, waiters| !waiters.is_empty());
+        for waiters in self.reads.values_mut() {
+            for waiter in extract_expired(waiters, now, |w| w.deadline) {
+                let body = ClientResponseBody::Error {
+                    definite: true,
+                    message: "timed out waiting for the read index to apply".to_string(),
+                };
+                self.replier.send(waiter.reply, body);
+            }
+        }
+        self.reads.retain(|_, waiters| !waiters.is_empty());
+    }
+}
+
+fn extract_expired<T>(
+    items: &mut Vec<T>,
+    now: Instant,
+    deadline: impl Fn(&T) -> Instant,
+) -> Vec<T> {
+    let (expired, live): (Vec<T>, Vec<T>) = items.drain(..).partition(|item| deadline(item) <= now);
+    *items = live;
+    expired
+}
+
+fn unknown_outcome(message: &str) -> ClientResponseBody {
+    ClientResponseBody::Error {
+        definite: false,
+        message: message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::transport::{ClientConnId, Transport};
+    use crossbeam_channel::{bounded, unbounded};
+    use rcraft_wire::{ClientResponse, Message, NodeId, Session};
+    use std::io::{self, Read, Write};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// Appends every command; answers queries with the whole journal.
+    #[derive(Default)]
+    struct Journal(Vec<u8>);
+
+    impl StateMachine for Journal {
+        fn apply(&mut self, index: LogIndex, command: &[u8]) -> Vec<u8> {
+            self.0.extend_from_slice(command);
+            index.0.to_le_bytes().to_vec()
+        }
+        fn query(&self, _query: &[u8]) -> Vec<u8> {
+            self.0.clone()
+        }
+        fn snapshot(&self, out: &mut dyn Write) -> io::Result<()> {
+            out.write_all(&self.0)
+        }
+        fn restore(&mut self, input: &mut dyn Read) -> io::Result<()> {
+            self.0.clear();
+            input.read_to_end(&mut self.0).map(|_| ())
+        }
+    }
+
+    /// Snapshots kept in memory, shared so a test can inspect them.
+    #[derive(Clone, Default)]
+    struct MemorySnapshots(Arc<Mutex<Option<StoredSnapshot>>>);
+
+    type StoredSnapshot = (SnapshotMeta, Vec<u8>);
+
+    impl SnapshotFiles for MemorySnapshots {
+        fn save(
+            &mut self,
+            mut meta: SnapshotMeta,
+            write: crate::node::snapshot_files::SnapshotWriteFn<'_>,
+        ) -> Result<SnapshotMeta, String> {
+            let mut data = Vec::new();
+            write(&mut data).map_err(|e| e.to_string())?;
+            meta.size_bytes = data.len() as u64;
+            *self.0.lock().unwrap() = Some((meta.clone(), data));
+            Ok(meta)
+        }
+        fn open_current(
+            &mut self,
+        ) -> Result<Option<crate::node::snapshot_files::OpenSnapshot>, String> {
+            Ok(self.0.lock().unwrap().clone().map(|(meta, data)| {
+                let reader: Box<dyn Read + Send> = Box::new(io::Cursor::new(data));
+                (meta, reader)
+            }))
+        }
+    }
+
+    struct NoNetwork;
+
+    impl Transport for NoNetwork {
+        fn send_peers(&self, _messages: Vec<Message>) {}
+        fn reply(&self, _conn: ClientConnId, _response: ClientResponse) {}
+    }
+
+    fn command(term: u64, index: u64, data: &[u8], session: Option<Session>) -> Entry {
+        Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            payload: EntryPayload::Command {
+                session,
+                data: data.to_vec(),
+            },
+        }
+    }
+
+    fn start(
+        snapshots: MemorySnapshots,
+        snapshot_every: u64,
+    ) -> (
+        Sender<ApplyCommand>,
+        Receiver<ApplyProgress>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let replier = Replier::new(Arc::new(NoNetwork));
+        let membership = Membership::with_voters([NodeId(0)]);
+        let applier = Applier::new(
+            Box::new(Journal::default()),
+            Box::new(snapshots),
+            membership,
+            snapshot_every,
+            replier,
+        )
+        .unwrap();
+        let (commands, commands_rx) = bounded(64);
+        let (progress_tx, progress) = unbounded();
+        let thread = std::thread::spawn(move || applier.run(commands_rx, progress_tx));
+        (commands, progress, thread)
+    }
+
+    fn wait_reply(rx: &Receiver<ClientResponseBody>) -> ClientResponseBody {
+        rx.recv_timeout(Duration::from_secs(5)).expect("an answer")
+    }
+
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(30)
+    }
+
+    #[test]
+    fn answers_proposals_by_index_and_term_and_dedups_sessions() {
+        let (commands, progress, thread) = start(MemorySnapshots::default(), 0);
+        let (ok_tx, ok_rx) = bounded(1);
+        let (lost_tx, lost_rx) = bounded(1);
+        let (dup_tx, dup_rx) = bounded(1);
+        let session = Session {
+            client_id: 5,
+            sequence: 1,
+        };
+        let wait = |index, term, reply| ApplyCommand::WaitProposal {
+            index: LogIndex(index),
+            term: Term(term),
+            reply: ReplyTo::Api(reply),
+            deadline: later(),
+        };
+        commands.send(wait(1, 1, ok_tx)).unwrap();
+        commands.send(wait(2, 1, lost_tx)).unwrap();
+        commands.send(wait(3, 2, dup_tx)).unwrap();
+        let entries = vec![
+            command(1, 1, b"a", Some(session)),
+            command(2, 2, b"b", None),
+            command(2, 3, b"a", Some(session)),
+        ];
+        commands.send(ApplyCommand::Entries(entries)).unwrap();
+
+        let first = ClientResponseBody::Ok {
+            term: Term(1),
+            index: LogIndex(1),
+            result: 1u64.to_le_bytes().to_vec(),
+        };
+        assert_eq!(wait_reply(&ok_rx), first);
+        assert!(matches!(
+            wait_reply(&lost_rx),
+            ClientResponseBody::Error { definite: true, .. }
+        ));
+        // The retry at index 3 is answered with the first write's response, not applied again.
+        let retried = ClientResponseBody::Ok {
+            term: Term(2),
+            index: LogIndex(3),
+            result: 1u64.to_le_bytes().to_vec(),
+        };
+        assert_eq!(wait_reply(&dup_rx), retried);
+
+        let (read_tx, read_rx) = bounded(1);
+        let read = ApplyCommand::Read {
+            index: LogIndex(3),
+            term: Term(2),
+            query: Vec::new(),
+            reply: ReplyTo::Api(read_tx),
+            deadline: later(),
+        };
+        commands.send(read).unwrap();
+        match wait_reply(&read_rx) {
+            ClientResponseBody::Ok { result, .. } => assert_eq!(result, b"ab"),
+            other => panic!("unexpected {other:?}"),
+        }
+        drop(commands);
+        thread.join().unwrap();
+        let applied: Vec<_> = progress.try_iter().collect();
+        assert!(matches!(
+            applied.last(),
+            Some(ApplyProgress::Applied(LogIndex(3)))
+        ));
+    }
+
+    #[test]
+    fn read_waits_for_its_index() {
+        let (commands, _progress, thread) = start(MemorySnapshots::default(), 0);
+        let (read_tx, read_rx) = bounded(1);
+        let read = ApplyCommand::Read {
+            index: LogIndex(2),
+            term: Term(1),
+            query: Vec::new(),
+            reply: ReplyTo::Api(read_tx),
+            deadline: later(),
+        };
+        commands.send(read).unwrap();
+        commands
+            .send(ApplyCommand::Entries(vec![command(1, 1, b"x", None)]))
+            .unwrap();
+        assert!(read_rx.recv_timeout(Duration::from_millis(100)).is_err());
+        commands
+            .send(ApplyCommand::Entries(vec![command(1, 2, b"y", None)]))
+            .unwrap();
+        match wait_reply(&read_rx) {
+            ClientResponseBody::Ok { result, index, .. } => {
+                assert_eq!((result.as_slice(), index), (&b"xy"[..], LogIndex(2)));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        drop(commands);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn snapshots_every_n_entries_and_restores_with_sessions() {
+        let snapshots = MemorySnapshots::default();
+        let (commands, progress, thread) = start(snapshots.clone(), 2);
+        let session = Session {
+            client_id: 1,
+            sequence: 7,
+        };
+        let entries = vec![
+            command(1, 1, b"p", Some(session)),
+            command(1, 2, b"q", None),
+        ];
+        commands.send(ApplyCommand::Entries(entries)).unwrap();
+        drop(commands);
+        thread.join().unwrap();
+        let taken = progress
+            .try_iter()
+            .find_map(|p| match p {
+                ApplyProgress::SnapshotTaken(meta) => Some(meta),
+                _ => None,
+            })
+            .expect("a snapshot");
+        assert_eq!((taken.index, taken.term), (LogIndex(2), Term(1)));
+
+        // A new applier restores from it: state, applied index and the session table.
+        let (commands, _progress, thread) = start(snapshots, 0);
+        let (dup_tx, dup_rx) = bounded(1);
+        commands
+            .send(ApplyCommand::WaitProposal {
+                index: LogIndex(3),
+                term: Term(2),
+                reply: ReplyTo::Api(dup_tx),
+                deadline: later(),
+            })
+            .unwrap();
+        commands
+            .send(ApplyCommand::Entries(vec![command(
+                2,
+                3,
+                b"p",
+                Some(session),
+            )]))
+            .unwrap();
+        let expected = ClientResponseBody::Ok {
+            term: Term(2),
+            index: LogIndex(3),
+            result: 1u64.to_le_bytes().to_vec(),
+        };
+        assert_eq!(wait_reply(&dup_rx), expected);
+        let (read_tx, read_rx) = bounded(1);
+        commands
+            .send(ApplyCommand::Read {
+                index: LogIndex(3),
+                term: Term(2),
+                query: Vec::new(),
+                reply: ReplyTo::Api(read_tx),
+                deadline: later(),
+            })
+            .unwrap();
+        match wait_reply(&read_rx) {
+            ClientResponseBody::Ok { result, .. } => assert_eq!(result, b"pq"),
+            other => panic!("unexpected {other:?}"),
+        }
+        drop(commands);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_gap_in_committed_entries_stops_the_thread() {
+        let (commands, progress, thread) = start(MemorySnapshots::default(), 0);
+        commands
+            .send(ApplyCommand::Entries(vec![command(1, 2, b"x", None)]))
+            .unwrap();
+        thread.join().unwrap();
+        assert!(matches!(progress.try_recv(), Ok(ApplyProgress::Failed(_))));
+    }
+}

@@ -1,0 +1,665 @@
+//! The consensus thread: feeds the core every input and carries out its actions.
+//!
+//! Owns the core [`Replica`], the table of client requests waiting for the core's answer and
+//! the tick clock. Each turn of its loop waits for any input (network event, storage event,
+//! apply progress, API request) or the next tick deadline, then drains every queued input
+//! (up to [`CONSENSUS_INPUT_BATCH_MAX`]) before draining the core's actions once, so
+//! proposals that arrive together become one persist action and one append message.
+//!
+//! Invariants: persist commands reach the storage thread in sequence order and are never
+//! dropped (a full queue makes this thread wait, which pushes back on clients); apply commands
+//! reach the apply thread in the order the core emitted them, so a proposal's waiter always
+//! precedes its entry; every request in `pending` is answered exactly once (outcome, error,
+//! timeout or shutdown).
+
+use super::apply::{ApplyCommand, ApplyProgress};
+use super::limits::{CONSENSUS_INPUT_BATCH_MAX, PENDING_REQUESTS_MAX, SNAPSHOT_RETAIN_ENTRIES};
+use super::results::ApplyMsg;
+use super::storage_io::{StorageCommand, StorageEvent};
+use super::transport::{NetEvent, Replier, ReplyTo};
+use crate::core::{Action, Input, ProposeError, Replica, RequestId};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, select};
+use rcraft_wire::{
+    ClientRequestBody, ClientResponseBody, LogIndex, NodeId, NodeStatus, Session, SnapshotMeta,
+};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Requests from `NodeHandle` callers.
+pub(crate) enum ApiRequest {
+    /// Propose a command; the outcome goes to `reply`.
+    Propose {
+        /// Optional client session for at-most-once application.
+        session: Option<Session>,
+        /// The command.
+        command: Vec<u8>,
+        /// Where the outcome goes.
+        reply: Sender<ClientResponseBody>,
+    },
+    /// Linearizable read.
+    Read {
+        /// The query.
+        query: Vec<u8>,
+        /// Where the outcome goes.
+        reply: Sender<ClientResponseBody>,
+    },
+    /// The node's status.
+    Status {
+        /// Where it goes.
+        reply: Sender<NodeStatus>,
+    },
+    /// Hand leadership to `target`.
+    TransferLeader {
+        /// The node to become leader.
+        target: NodeId,
+        /// Where the outcome goes.
+        reply: Sender<ClientResponseBody>,
+    },
+    /// Start receiving applied commands.
+    Subscribe(Sender<ApplyMsg>),
+    /// Stop the node.
+    Shutdown,
+}
+
+/// The receiving ends the consensus thread waits on.
+pub(crate) struct Inbox {
+    pub(crate) net: Receiver<NetEvent>,
+    pub(crate) storage: Receiver<StorageEvent>,
+    pub(crate) apply: Receiver<ApplyProgress>,
+    pub(crate) api: Receiver<ApiRequest>,
+}
+
+/// Fixed settings of the consensus thread.
+pub(crate) struct ConsensusSettings {
+    /// Every server's address, by id, for leader hints.
+    pub(crate) servers: Vec<SocketAddr>,
+    /// Length of one tick.
+    pub(crate) tick: Duration,
+    /// How long a client request may wait inside the node.
+    pub(crate) rpc_timeout: Duration,
+    /// Applied index at start (the restored snapshot's).
+    pub(crate) applied: LogIndex,
+}
+
+/// A client request the core has not answered yet.
+struct Pending {
+    reply: ReplyTo,
+    /// For a read: the query to run once the read index is applied.
+    query: Option<Vec<u8>>,
+    deadline: Instant,
+}
+
+/// Why the consensus loop ended.
+pub(crate) enum Exit {
+    /// `shutdown()` was called.
+    Shutdown,
+    /// A fatal error (storage or state machine): the node stopped.
+    Failed(String),
+}
+
+/// Everything the consensus thread owns.
+pub(crate) struct Consensus {
+    replica: Replica,
+    settings: ConsensusSettings,
+    replier: Replier,
+    storage: Sender<StorageCommand>,
+    apply: Sender<ApplyCommand>,
+    pending: HashMap<RequestId, Pending>,
+    next_request_id: RequestId,
+    applied: LogIndex,
+    next_tick: Instant,
+    /// Events received while waiting for room in a full queue; handled before new input.
+    deferred_storage: VecDeque<StorageEvent>,
+    deferred_apply: VecDeque<ApplyProgress>,
+    /// Set by a fatal event; the loop stops at the end of the turn.
+    failure: Option<String>,
+}
+
+impl Consensus {
+    /// Builds the thread's state around a recovered replica.
+    pub(crate) fn new(
+        replica: Replica,
+        settings: ConsensusSettings,
+        replier: Replier,
+        storage: Sender<StorageCommand>,
+        apply: Sender<ApplyCommand>,
+    ) -> Consensus {
+        Consensus {
+            replica,
+            applied: settings.applied,
+            next_tick: Instant::now() + settings.tick,
+            settings,
+            replier,
+            storage,
+            apply,
+            pending: HashMap::new(),
+            next_request_id: 1,
+            deferred_storage: VecDeque::new(),
+            deferred_apply: VecDeque::new(),
+            failure: None,
+        }
+    }
+
+    /// The thread body.
+    pub(crate) fn run(mut self, inbox: Inbox) -> Exit {
+        let exit = self.run_loop(&inbox);
+        let message = match &exit {
+            Exit::Shutdown => "the node is shutting down".to_string(),
+            Exit::Failed(reason) => format!("the node stopped: {reason}"),
+        };
+        for (_, pending) in self.pending.drain() {
+            let body = failure_body(&pending, &message);
+            self.replier.send(pending.reply, body);
+        }
+        exit
+    }
+
+    fn run_loop(&mut self, inbox: &Inbox) -> Exit {
+        loop {
+            if let Some(exit) = self.wait_for_input(inbox) {
+                return exit;
+            }
+            if let Some(exit) = self.drain_inputs(inbox) {
+                return exit;
+            }
+            self.tick_if_due();
+            self.carry_out_actions(inbox);
+            if let Some(reason) = self.failure.take() {
+                return Exit::Failed(reason);
+            }
+        }
+    }
+
+    /// Blocks until one input arrives or the tick deadline passes, and handles that input.
+    fn wait_for_input(&mut self, inbox: &Inbox) -> Option<Exit> {
+        let timeout = self.next_tick.saturating_duration_since(Instant::now());
+        select! {
+            recv(inbox.net) -> event => match event {
+                Ok(event) => self.on_net_event(event),
+                Err(_) => return Some(Exit::Failed("the network thread stopped".to_string())),
+            },
+            recv(inbox.storage) -> event => match event {
+                Ok(event) => self.on_storage_event(inbox, event),
+                Err(_) => return Some(Exit::Failed("the storage thread stopped".to_string())),
+            },
+            recv(inbox.apply) -> progress => match progress {
+                Ok(progress) => self.on_apply_progress(progress),
+                Err(_) => return Some(Exit::Failed("the apply thread stopped".to_string())),
+            },
+            recv(inbox.api) -> request => match request {
+                Ok(request) => return self.on_api_request(inbox, request),
+                Err(_) => return Some(Exit::Shutdown),
+            },
+            default(timeout) => {}
+        }
+        None
+    }
+
+    /// Handles every input already queued (bounded), so the core acts on them as one batch.
+    fn drain_inputs(&mut self, inbox: &Inbox) -> Option<Exit> {
+        let mut taken = 0;
+        while taken < CONSENSUS_INPUT_BATCH_MAX {
+            let before = taken;
+            while let Some(event) = self.deferred_storage.pop_front() {
+                self.on_storage_event(inbox, event);
+            }
+            while let Some(progress) = self.deferred_apply.pop_front() {
+                self.on_apply_progress(progress);
+            }
+            if let Ok(event) = inbox.storage.try_recv() {
+                self.on_storage_event(inbox, event);
+                taken += 1;
+            }
+            if let Ok(progress) = inbox.apply.try_recv() {
+                self.on_apply_progress(progress);
+                taken += 1;
+            }
+            if let Ok(event) = inbox.net.try_recv() {
+                self.on_net_event(event);
+                taken += 1;
+            }
+            match inbox.api.try_recv() {
+                Ok(request) => {
+                    if let Some(exit) = self.on_api_request(inbox, request) {
+                        return Some(exit);
+                    }
+                    taken += 1;
+                }
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => return Some(Exit::Shutdown),
+            }
+            if taken == before {
+                break;
+            }
+        }
+        None
+    }
+
+    /// Feeds the core one tick per elapsed tick length and expires old pending requests.
+    fn tick_if_due(&mut self) {
+        let now = Instant::now();
+        if now < self.next_tick {
+            return;
+        }
+        while self.next_tick <= now {
+            self.replica.step(Input::Tick);
+            self.next_tick += self.settings.tick;
+        }
+        self.expire_pending(now);
+    }
+
+    fn expire_pending(&mut self, now: Instant) {
+        let expired: Vec<RequestId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(pending) = self.pending.remove(&id) {
+                let body = failure_body(&pending, "timed out waiting for the leader");
+                self.replier.send(pending.reply, body);
+            }
+        }
+    }
+
+    fn on_net_event(&mut self, event: NetEvent) {
+        match event {
+            NetEvent::Peer(message) => self.replica.step(Input::Message(message)),
+            NetEvent::Client { conn, request } => {
+                let reply = ReplyTo::Client {
+                    conn,
+                    request_id: request.request_id,
+                };
+                self.on_client_request(reply, request.body);
+            }
+            // Answers to a closed connection are dropped by the network thread; waiting
+            // requests of that connection expire on their own.
+            NetEvent::ClientClosed(_) => {}
+        }
+    }
+
+    fn on_client_request(&mut self, reply: ReplyTo, body: ClientRequestBody) {
+        match body {
+            ClientRequestBody::Write { session, command } => self.propose(reply, session, command),
+            ClientRequestBody::Read { query } => self.read(reply, query),
+            ClientRequestBody::Status => {
+                let status = self.status();
+                self.replier.send(reply, ClientResponseBody::Status(status));
+            }
+            ClientRequestBody::TransferLeader { target } => self.transfer_leader(reply, target),
+            ClientRequestBody::ChangeMembership { membership } => {
+                if let Some(id) = self.register(reply, None) {
+                    self.replica
+                        .step(Input::ProposeMembership { id, membership });
+                }
+            }
+        }
+    }
+
+    fn on_api_request(&mut self, inbox: &Inbox, request: ApiRequest) -> Option<Exit> {
+        match request {
+            ApiRequest::Propose {
+                session,
+                command,
+                reply,
+            } => {
+                self.propose(ReplyTo::Api(reply), session, command);
+            }
+            ApiRequest::Read { query, reply } => self.read(ReplyTo::Api(reply), query),
+            ApiRequest::Status { reply } => {
+                let _ = reply.try_send(self.status());
+            }
+            ApiRequest::TransferLeader { target, reply } => {
+                self.transfer_leader(ReplyTo::Api(reply), target);
+            }
+            ApiRequest::Subscribe(sender) => {
+                self.send_apply(inbox, ApplyCommand::Subscribe(sender));
+            }
+            ApiRequest::Shutdown => return Some(Exit::Shutdown),
+        }
+        None
+    }
+
+    /// Registers a request and returns its id, or answers `Overloaded` when the table is full.
+    fn register(&mut self, reply: ReplyTo, query: Option<Vec<u8>>) -> Option<RequestId> {
+        if self.pending.len() >= PENDING_REQUESTS_MAX {
+            self.replier.send(reply, ClientResponseBody::Overloaded);
+            return None;
+        }
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        let deadline = Instant::now() + self.settings.rpc_timeout;
+        self.pending.insert(
+            id,
+            Pending {
+                reply,
+                query,
+                deadline,
+            },
+        );
+        Some(id)
+    }
+
+    fn propose(&mut self, reply: ReplyTo, session: Option<Session>, data: Vec<u8>) {
+        if let Some(id) = self.register(reply, None) {
+            self.replica.step(Input::Propose { id, session, data });
+        }
+    }
+
+    fn read(&mut self, reply: ReplyTo, query: Vec<u8>) {
+        if let Some(id) = self.register(reply, Some(query)) {
+            self.replica.step(Input::ReadIndex { id });
+        }
+    }
+
+    fn transfer_leader(&mut self, reply: ReplyTo, target: NodeId) {
+        let status = self.status();
+        if status.leader != Some(status.id) {
+            let body = self.not_leader(status.leader);
+            self.replier.send(reply, body);
+            return;
+        }
+        self.replica.step(Input::TransferLeadership { target });
+        let body = ClientResponseBody::Ok {
+            term: status.term,
+            index: status.commit_index,
+            result: Vec::new(),
+        };
+        self.replier.send(reply, body);
+    }
+
+    fn on_storage_event(&mut self, inbox: &Inbox, event: StorageEvent) {
+        match event {
+            StorageEvent::Persisted { seq } => self.replica.step(Input::Persisted { seq }),
+            StorageEvent::SnapshotChunkRead {
+                to,
+                meta,
+                offset,
+                data,
+            } => {
+                self.replica.step(Input::SnapshotChunkRead {
+                    to,
+                    meta,
+                    offset,
+                    data,
+                });
+            }
+            StorageEvent::SnapshotChunkWritten {
+                meta,
+                next_offset,
+                rejected,
+            } => {
+                let input = Input::SnapshotChunkWritten {
+                    meta,
+                    next_offset,
+                    installed: false,
+                    rejected,
+                };
+                self.replica.step(input);
+            }
+            StorageEvent::SnapshotStored { meta } => {
+                self.send_apply(inbox, ApplyCommand::Restore(meta));
+            }
+            StorageEvent::Failed(reason) => self.fail(reason),
+        }
+    }
+
+    fn on_apply_progress(&mut self, progress: ApplyProgress) {
+        match progress {
+            ApplyProgress::Applied(index) => {
+                self.applied = index;
+                self.replica.step(Input::Applied { index });
+            }
+            ApplyProgress::SnapshotTaken(meta) => {
+                let retain_entries = SNAPSHOT_RETAIN_ENTRIES;
+                self.replica.step(Input::SnapshotTaken {
+                    meta,
+                    retain_entries,
+                });
+            }
+            ApplyProgress::Restored(meta) => self.on_snapshot_restored(meta),
+            ApplyProgress::Failed(reason) => self.fail(reason),
+        }
+    }
+
+    fn on_snapshot_restored(&mut self, meta: SnapshotMeta) {
+        self.applied = self.applied.max(meta.index);
+        let input = Input::SnapshotChunkWritten {
+            next_offset: meta.size_bytes,
+            meta,
+            installed: true,
+            rejected: false,
+        };
+        self.replica.step(input);
+    }
+
+    fn fail(&mut self, reason: String) {
+        log::error!("node stopping: {reason}");
+        if self.failure.is_none() {
+            self.failure = Some(reason);
+        }
+    }
+
+    /// Drains the core's actions and carries them out, until it has none left (carrying out
+    /// one action may deliver events that make the core produce more).
+    fn carry_out_actions(&mut self, inbox: &Inbox) {
+        loop {
+            let actions = take_actions(&mut self.replica);
+            if actions.is_empty() || self.failure.is_some() {
+                return;
+            }
+            let mut messages = Vec::new();
+            for action in actions {
+                match action {
+                    Action::Send(message) => messages.push(message),
+                    other => self.carry_out(other, inbox),
+                }
+            }
+            // One hand-off to the network thread per drain, not one per message.
+            self.replier.transport().send_peers(messages);
+        }
+    }
+
+    fn carry_out(&mut self, action: Action, inbox: &Inbox) {
+        match action {
+            Action::Send(message) => self.replier.transport().send_peers(vec![message]),
+            Action::Persist {
+                seq,
+                hard_state,
+                entries,
+            } => {
+                let command = StorageCommand::Persist {
+                    seq,
+                    hard_state,
+                    entries,
+                };
+                self.send_storage(inbox, command);
+            }
+            Action::Apply { entries } => self.send_apply(inbox, ApplyCommand::Entries(entries)),
+            Action::Proposed { id, term, index } => self.on_proposed(inbox, id, term, index),
+            Action::ReadReady { id, index, term } => self.on_read_ready(inbox, id, index, term),
+            Action::ProposeRejected { id, error } | Action::ReadRejected { id, error } => {
+                self.on_rejected(id, error);
+            }
+            Action::ReadSnapshotChunk {
+                to,
+                meta,
+                offset,
+                max_bytes,
+            } => {
+                let command = StorageCommand::ReadSnapshotChunk {
+                    to,
+                    meta,
+                    offset,
+                    max_bytes,
+                };
+                self.send_storage(inbox, command);
+            }
+            Action::WriteSnapshotChunk {
+                meta,
+                offset,
+                data,
+                done,
+                ..
+            } => {
+                let command = StorageCommand::WriteSnapshotChunk {
+                    meta,
+                    offset,
+                    data,
+                    done,
+                };
+                self.send_storage(inbox, command);
+            }
+            Action::CompactLog { through } => {
+                self.send_storage(inbox, StorageCommand::CompactLog { through });
+            }
+        }
+    }
+
+    fn on_proposed(
+        &mut self,
+        inbox: &Inbox,
+        id: RequestId,
+        term: rcraft_wire::Term,
+        index: LogIndex,
+    ) {
+        if let Some(pending) = self.pending.remove(&id) {
+            let command = ApplyCommand::WaitProposal {
+                index,
+                term,
+                reply: pending.reply,
+                deadline: pending.deadline,
+            };
+            self.send_apply(inbox, command);
+        }
+    }
+
+    fn on_read_ready(
+        &mut self,
+        inbox: &Inbox,
+        id: RequestId,
+        index: LogIndex,
+        term: rcraft_wire::Term,
+    ) {
+        if let Some(pending) = self.pending.remove(&id) {
+            let command = ApplyCommand::Read {
+                index,
+                term,
+                query: pending.query.unwrap_or_default(),
+                reply: pending.reply,
+                deadline: pending.deadline,
+            };
+            self.send_apply(inbox, command);
+        }
+    }
+
+    fn on_rejected(&mut self, id: RequestId, error: ProposeError) {
+        let Some(pending) = self.pending.remove(&id) else {
+            return;
+        };
+        let body = match error {
+            ProposeError::NotLeader { leader } => self.not_leader(leader),
+            ProposeError::Overloaded => ClientResponseBody::Overloaded,
+            ProposeError::Rejected(message) => ClientResponseBody::Error {
+                definite: true,
+                message,
+            },
+        };
+        self.replier.send(pending.reply, body);
+    }
+
+    fn not_leader(&self, leader: Option<NodeId>) -> ClientResponseBody {
+        let leader_address = leader
+            .and_then(|id| self.settings.servers.get(id.0 as usize))
+            .map(|addr| addr.to_string());
+        ClientResponseBody::NotLeader {
+            leader,
+            leader_address,
+        }
+    }
+
+    /// Queues a storage command, waiting for room if the queue is full. Events that arrive
+    /// meanwhile are kept for the next turn so the storage thread never waits on us.
+    fn send_storage(&mut self, inbox: &Inbox, command: StorageCommand) {
+        let mut command = command;
+        loop {
+            match self.storage.try_send(command) {
+                Ok(()) => return,
+                Err(TrySendError::Full(back)) => command = back,
+                Err(TrySendError::Disconnected(_)) => {
+                    return self.fail("the storage thread stopped".to_string());
+                }
+            }
+            self.wait_for_room(inbox);
+        }
+    }
+
+    /// Queues an apply command, waiting for room if the queue is full (see `send_storage`).
+    fn send_apply(&mut self, inbox: &Inbox, command: ApplyCommand) {
+        let mut command = command;
+        loop {
+            match self.apply.try_send(command) {
+                Ok(()) => return,
+                Err(TrySendError::Full(back)) => command = back,
+                Err(TrySendError::Disconnected(_)) => {
+                    return self.fail("the apply thread stopped".to_string());
+                }
+            }
+            self.wait_for_room(inbox);
+        }
+    }
+
+    fn wait_for_room(&mut self, inbox: &Inbox) {
+        select! {
+            recv(inbox.storage) -> event => {
+                if let Ok(event) = event { self.deferred_storage.push_back(event); }
+            },
+            recv(inbox.apply) -> progress => {
+                if let Ok(progress) = progress { self.deferred_apply.push_back(progress); }
+            },
+            default(Duration::from_micros(200)) => {}
+        }
+    }
+
+    /// This node's view of the cluster.
+    fn status(&self) -> NodeStatus {
+        core_status(&self.replica, self.applied)
+    }
+}
+
+/// The answer for a request that will not get an outcome.
+fn failure_body(pending: &Pending, message: &str) -> ClientResponseBody {
+    ClientResponseBody::Error {
+        // A read has no effect; a write the core never answered was never proposed only if
+        // the core is synchronous, which this thread does not assume.
+        definite: pending.query.is_some(),
+        message: message.to_string(),
+    }
+}
+
+fn take_actions(replica: &mut Replica) -> Vec<Action> {
+    replica.take_actions()
+}
+
+/// The core's status with the apply thread's applied index, as clients see it.
+fn core_status(replica: &Replica, applied: LogIndex) -> NodeStatus {
+    let status = replica.status();
+    let mut voters: Vec<NodeId> = status.membership.voters.iter().copied().collect();
+    voters.extend(status.membership.voters_outgoing.iter().copied());
+    voters.sort_unstable();
+    voters.dedup();
+    NodeStatus {
+        id: status.id,
+        role: status.role,
+        term: status.term,
+        leader: status.leader,
+        commit_index: status.commit_index,
+        applied_index: applied,
+        last_index: status.last_index,
+        snapshot_index: status.snapshot_index,
+        voters,
+        learners: status.membership.learners.iter().copied().collect(),
+    }
+}

@@ -1,0 +1,101 @@
+//! The node's one error type and its `Result` alias.
+//!
+//! Every operational failure a `NodeHandle` caller can see is a variant here. Variants say
+//! whether a write may still take effect: `NotLeader`, `Overloaded` and `Rejected` are
+//! definite (nothing was proposed), `Timeout` and `Failed { definite: false }` are not.
+
+use rcraft_wire::NodeId;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+/// Result of node operations.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong when starting or using a node.
+#[derive(Debug)]
+pub enum Error {
+    /// This node is not the leader; nothing was proposed. `hint` is the leader it knows of.
+    NotLeader {
+        /// The leader this node believes in, if any.
+        hint: Option<NodeId>,
+        /// That leader's address from the configuration, when known.
+        address: Option<SocketAddr>,
+    },
+    /// No answer within the configured RPC timeout; a write may or may not take effect.
+    Timeout,
+    /// The leader is over one of its limits; nothing was proposed. Retry later.
+    Overloaded,
+    /// The request failed. `definite` is true when it certainly did not and will not take
+    /// effect (e.g. its log entry was replaced by another leader's).
+    Failed {
+        /// True when the operation certainly did not take effect.
+        definite: bool,
+        /// What happened.
+        message: String,
+    },
+    /// Durable storage failed; the node stopped (fail-stop).
+    Storage(String),
+    /// An I/O error outside storage (network setup, signal handling).
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The configuration is invalid.
+    Config(String),
+    /// The node has stopped (after `shutdown`, or after a fatal error).
+    Stopped,
+}
+
+impl Error {
+    /// True when the failed operation certainly did not and will not take effect.
+    pub fn is_definite(&self) -> bool {
+        match self {
+            Error::NotLeader { .. } | Error::Overloaded | Error::Config(_) => true,
+            Error::Failed { definite, .. } => *definite,
+            Error::Timeout | Error::Storage(_) | Error::Io { .. } | Error::Stopped => false,
+        }
+    }
+
+    /// Wraps an I/O error with what was being done.
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotLeader { hint: Some(id), .. } => write!(f, "not the leader; try node {id}"),
+            Error::NotLeader { hint: None, .. } => write!(f, "not the leader; leader unknown"),
+            Error::Timeout => write!(f, "timed out; the outcome is unknown"),
+            Error::Overloaded => write!(f, "overloaded; retry later"),
+            Error::Failed { definite, message } => {
+                let outcome = if *definite {
+                    "definite"
+                } else {
+                    "outcome unknown"
+                };
+                write!(f, "request failed ({outcome}): {message}")
+            }
+            Error::Storage(message) => write!(f, "storage failed, node stopped: {message}"),
+            Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::Config(message) => write!(f, "bad configuration: {message}"),
+            Error::Stopped => write!(f, "the node has stopped"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! [`NodeHandle`]: the embedding API of a running node.
+//!
+//! Each call sends one request to the consensus thread and blocks on its own reply channel
+//! for at most the configured RPC timeout. The handle owns the node's threads: `shutdown`
+//! (or dropping the handle) stops and joins them.
+
+use super::consensus::ApiRequest;
+use super::error::{Error, Result};
+use super::limits::APPLIED_SUBSCRIBER_QUEUE_DEPTH;
+use super::results::{ApplyMsg, ProposeResult, ReadResult};
+use super::runtime::Runtime;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use rcraft_wire::{ClientResponseBody, NodeId, NodeStatus, Session};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How often `wait_for_leader` looks at the status.
+const LEADER_POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// A running node. Cheap calls, each blocking for at most the configured RPC timeout.
+pub struct NodeHandle {
+    id: NodeId,
+    servers: Vec<SocketAddr>,
+    rpc_timeout: Duration,
+    api: Sender<ApiRequest>,
+    runtime: Option<Runtime>,
+}
+
+impl NodeHandle {
+    pub(crate) fn new(
+        id: NodeId,
+        servers: Vec<SocketAddr>,
+        rpc_timeout: Duration,
+        api: Sender<ApiRequest>,
+        runtime: Runtime,
+    ) -> NodeHandle {
+        NodeHandle {
+            id,
+            servers,
+            rpc_timeout,
+            api,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Replicates `command`, waits until it is applied here and returns the state machine's
+    /// response with the entry's term and index. Only the leader accepts proposals; others
+    /// answer [`Error::NotLeader`] with a hint.
+    pub fn propose(&self, command: Vec<u8>) -> Result<ProposeResult> {
+        self.propose_in_session(None, command)
+    }
+
+    /// Like [`propose`](Self::propose), applying the command at most once per `session`
+    /// sequence number even when retried (Raft thesis §6.3).
+    pub fn propose_in_session(
+        &self,
+        session: Option<Session>,
+        command: Vec<u8>,
+    ) -> Result<ProposeResult> {
+        let (reply, answer) = bounded(1);
+        self.request(ApiRequest::Propose {
+            session,
+            command,
+            reply,
+        })?;
+        match self.wait(&answer)? {
+            ClientResponseBody::Ok {
+                term,
+                index,
+                result,
+            } => Ok(ProposeResult {
+                term,
+                index,
+                response: result,
+            }),
+            other => Err(self.error_from(other)),
+        }
+    }
+
+    /// A linearizable read: confirms leadership (ReadIndex), waits until the read index is
+    /// applied here, then answers with the state machine's `query`.
+    pub fn read(&self, query: Vec<u8>) -> Result<ReadResult> {
+        let (reply, answer) = bounded(1);
+        self.request(ApiRequest::Read { query, reply })?;
+        match self.wait(&answer)? {
+            ClientResponseBody::Ok {
+                term,
+                index,
+                result,
+            } => Ok(ReadResult {
+                term,
+                index,
+                response: result,
+            }),
+            other => Err(self.error_from(other)),
+        }
+    }
+
+    /// This node's view of itself and the cluster.
+    pub fn status(&self) -> Result<NodeStatus> {
+        let (reply, answer) = bounded(1);
+        self.request(ApiRequest::Status { reply })?;
+        self.wait(&answer)
+    }
+
+    /// Waits until this node knows a leader (itself or another node) and returns its id, or
+    /// [`Error::Timeout`] after `timeout`. Polls [`status`](Self::status).
+    pub fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(leader) = self.status()?.leader {
+                return Ok(leader);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::Timeout);
+            }
+            std::thread::sleep(LEADER_POLL_INTERVAL);
+        }
+    }
+
+    /// Asks this node, which must be the leader, to hand leadership to `target`. Returns once
+    /// the transfer has started; watch [`status`](Self::status) for its completion.
+    pub fn transfer_leader(&self, target: NodeId) -> Result<()> {
+        let (reply, answer) = bounded(1);
+        self.request(ApiRequest::TransferLeader { target, reply })?;
+        match self.wait(&answer)? {
+            ClientResponseBody::Ok { .. } => Ok(()),
+            other => Err(self.error_from(other)),
+        }
+    }
+
+    /// A stream of every command applied from now on, in log order (cRaft's `ApplyMsg`).
+    /// The receiver must keep up: the apply thread waits when the stream is full. Drop the
+    /// receiver to unsubscribe.
+    pub fn subscribe_applied(&self) -> Result<Receiver<ApplyMsg>> {
+        let (sender, receiver) = bounded(APPLIED_SUBSCRIBER_QUEUE_DEPTH);
+        self.request(ApiRequest::Subscribe(sender))?;
+        Ok(receiver)
+    }
+
+    /// True once the node stopped by itself (a fatal storage or state-machine error) or was
+    /// shut down; every call then fails with [`Error::Stopped`] or the stopping error.
+    pub fn has_stopped(&self) -> bool {
+        self.runtime.as_ref().is_none_or(Runtime::is_stopped)
+    }
+
+    /// Stops the node: the threads finish, storage is synced, every thread is joined.
+    /// Returns the error that stopped the node earlier, if one did.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        let Some(runtime) = self.runtime.take() else {
+            return Ok(());
+        };
+        let _ = self.api.send(ApiRequest::Shutdown);
+        runtime.join()
+    }
+
+    fn request(&self, request: ApiRequest) -> Result<()> {
+        self.api
+            .send_timeout(request, self.rpc_timeout)
+            .map_err(|e| match e {
+                crossbeam_channel::SendTimeoutError::Timeout(_) => Error::Overloaded,
+                crossbeam_channel::SendTimeoutError::Disconnected(_) => Error::Stopped,
+            })
+    }
+
+    fn wait<T>(&self, answer: &Receiver<T>) -> Result<T> {
+        answer.recv_timeout(self.rpc_timeout).map_err(|e| match e {
+            RecvTimeoutError::Timeout => Error::Timeout,
+            RecvTimeoutError::Disconnected => Error::Stopped,
+        })
+    }
+
+    fn error_from(&self, body: ClientResponseBody) -> Error {
+        match body {
+            ClientResponseBody::NotLeader { leader, .. } => Error::NotLeader {
+                hint: leader,
+                address: leader.and_then(|id| self.servers.get(id.0 as usize).copied()),
+            },
+            ClientResponseBody::Overloaded => Error::Overloaded,
+            ClientResponseBody::Error { definite, message } => Error::Failed { definite, message },
+            ClientResponseBody::Ok { .. } | ClientResponseBody::Status(_) => Error::Failed {
+                definite: false,
+                message: "unexpected answer from the node".to_string(),
+            },
+        }
+    }
+}
+
+impl Drop for NodeHandle {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            log::warn!("node {} stopped with an error: {e}", self.id);
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Every bound of the node runtime in one place: channel depths, table sizes, batch sizes.
+//!
+//! Nothing here is owned by a thread; these are constants read by all of them. Each bound
+//! keeps memory finite under overload: a full queue either applies back-pressure (storage,
+//! apply) or refuses work with an explicit `Overloaded` answer (client requests).
+
+use std::time::Duration;
+
+/// Network thread -> consensus thread: decoded peer messages and client requests. Sized for
+/// a burst of pipelined client requests from many connections.
+pub const NET_EVENT_QUEUE_DEPTH: usize = 8192;
+
+/// Consensus thread -> storage thread: persist, compact and snapshot-chunk commands. Never
+/// dropped: a full queue makes the consensus thread wait (back-pressure on proposals).
+pub const STORAGE_COMMAND_QUEUE_DEPTH: usize = 1024;
+
+/// Storage thread -> consensus thread: completions. At most one per drained batch.
+pub const STORAGE_EVENT_QUEUE_DEPTH: usize = 1024;
+
+/// Consensus thread -> apply thread: committed entries, waiters, reads, restores.
+pub const APPLY_COMMAND_QUEUE_DEPTH: usize = 4096;
+
+/// Apply thread -> consensus thread: applied index, snapshots taken and restored.
+pub const APPLY_PROGRESS_QUEUE_DEPTH: usize = 1024;
+
+/// `NodeHandle` callers -> consensus thread.
+pub const API_REQUEST_QUEUE_DEPTH: usize = 1024;
+
+/// Apply thread -> one `subscribe_applied` receiver. A subscriber that falls this far behind
+/// makes the apply thread wait for it.
+pub const APPLIED_SUBSCRIBER_QUEUE_DEPTH: usize = 4096;
+
+/// Client requests waiting for the core's answer (proposal placed, read index confirmed).
+/// Past this, new requests are answered `Overloaded`.
+pub const PENDING_REQUESTS_MAX: usize = 65_536;
+
+/// Most inputs the consensus thread takes from its channels before it drains the core's
+/// actions once, so a flood of requests cannot delay ticks or persistence indefinitely.
+pub const CONSENSUS_INPUT_BATCH_MAX: usize = 4096;
+
+/// Most commands the storage thread folds into one synced batch (group commit).
+pub const STORAGE_BATCH_MAX: usize = 1024;
+
+/// Client sessions remembered for at-most-once writes. Past this, the session applied least
+/// recently is forgotten (deterministically: every replica forgets the same one).
+pub const SESSIONS_MAX: usize = 100_000;
+
+/// Entries kept in the log behind a new snapshot so slightly lagging followers catch up from
+/// the log instead of needing the whole snapshot.
+pub const SNAPSHOT_RETAIN_ENTRIES: u64 = 1024;
+
+/// How often threads that wait for input look at expired requests.
+pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Bytes of one snapshot read while restoring or copying (bounded memory for any size).
+pub const SNAPSHOT_COPY_BUFFER_BYTES: usize = 1 << 20;

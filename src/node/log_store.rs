@@ -1,0 +1,144 @@
+//! The Raft log on disk: [`Entry`] values stored as WAL records.
+//!
+//! Owned by the storage thread. The WAL record header carries the index and term; the payload
+//! is the entry's [`EntryPayload`] in the encoding of [`super::entry_codec`]. Writes follow the
+//! core's persist contract: a batch whose first index is at or below the last index first
+//! truncates the conflicting suffix, then appends. Nothing is durable until [`LogStore::sync`].
+
+use super::entry_codec::{decode_payload, encode_payload};
+use rcraft_storage::{Record, Wal};
+use rcraft_wire::{Entry, LogIndex, Term};
+
+/// The WAL plus a reusable encoding buffer.
+pub(crate) struct LogStore {
+    wal: Wal,
+    /// Encoded payloads of the batch being written, back to back.
+    buffer: Vec<u8>,
+    /// True when records were written since the last sync.
+    dirty: bool,
+}
+
+impl LogStore {
+    /// Wraps an opened WAL.
+    pub(crate) fn new(wal: Wal) -> LogStore {
+        LogStore {
+            wal,
+            buffer: Vec::new(),
+            dirty: false,
+        }
+    }
+
+    /// First index held on disk.
+    pub(crate) fn first_index(&self) -> LogIndex {
+        LogIndex(self.wal.first_index())
+    }
+
+    /// Last index held on disk (first - 1 when empty).
+    pub(crate) fn last_index(&self) -> LogIndex {
+        LogIndex(self.wal.last_index())
+    }
+
+    /// Term of the entry at `index`, when held.
+    pub(crate) fn term_at(&self, index: LogIndex) -> Option<Term> {
+        self.wal.term_at(index.0).map(Term)
+    }
+
+    /// Truncates a conflicting suffix if needed, then appends `entries` (not yet synced).
+    pub(crate) fn write(&mut self, entries: &[Entry]) -> Result<(), String> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        if first.index <= self.last_index() {
+            self.wal
+                .truncate_from(first.index.0)
+                .map_err(|e| format!("truncating the log from index {}: {e}", first.index))?;
+        }
+        if first.index != self.last_index().next() {
+            return Err(format!(
+                "append at index {} but the log ends at {}",
+                first.index,
+                self.last_index()
+            ));
+        }
+        self.buffer.clear();
+        let mut ends = Vec::with_capacity(entries.len());
+        for entry in entries {
+            encode_payload(&entry.payload, &mut self.buffer);
+            ends.push(self.buffer.len());
+        }
+        let mut start = 0;
+        let records: Vec<Record<'_>> = entries
+            .iter()
+            .zip(&ends)
+            .map(|(entry, &end)| {
+                let payload = &self.buffer[start..end];
+                start = end;
+                Record {
+                    index: entry.index.0,
+                    term: entry.term.0,
+                    payload,
+                }
+            })
+            .collect();
+        self.wal
+            .append(&records)
+            .map_err(|e| format!("appending entries {}..: {e}", first.index))?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Makes every write so far durable (one sync), if anything was written.
+    pub(crate) fn sync(&mut self) -> Result<(), String> {
+        if self.dirty {
+            self.wal
+                .sync()
+                .map_err(|e| format!("syncing the log: {e}"))?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Drops whole segments covered by a snapshot through `through`.
+    pub(crate) fn compact_through(&mut self, through: LogIndex) -> Result<(), String> {
+        self.wal
+            .compact_through(through.0)
+            .map_err(|e| format!("compacting the log through {through}: {e}"))
+    }
+
+    /// Discards the whole log and restarts it empty after `snapshot_index`.
+    pub(crate) fn reset_after(&mut self, snapshot_index: LogIndex) -> Result<(), String> {
+        self.dirty = false;
+        self.wal
+            .reset(snapshot_index.0 + 1)
+            .map_err(|e| format!("resetting the log after snapshot {snapshot_index}: {e}"))
+    }
+
+    /// Reads and decodes every entry after `after` (recovery). The log must continue right
+    /// after `after`, or hold nothing past it.
+    pub(crate) fn entries_after(&self, after: LogIndex) -> Result<Vec<Entry>, String> {
+        let from = after.next().max(self.first_index());
+        if from > after.next() && from <= self.last_index() {
+            return Err(format!(
+                "the log starts at {from} but the snapshot ends at {after}: entries are missing"
+            ));
+        }
+        if from > self.last_index() {
+            return Ok(Vec::new());
+        }
+        let records = self
+            .wal
+            .entries_from(from.0)
+            .map_err(|e| format!("reading the log from {from}: {e}"))?;
+        records
+            .map(|record| {
+                let payload = decode_payload(record.payload)
+                    .map_err(|e| format!("log entry {} is undecodable: {e}", record.index))?;
+                Ok(Entry {
+                    term: Term(record.term),
+                    index: LogIndex(record.index),
+                    payload,
+                })
+            })
+            .collect()
+    }
+}

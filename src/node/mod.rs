@@ -1,0 +1,30 @@
+//! The node runtime: the threads that turn the pure consensus core into a running server.
+//!
+//! A node is four threads joined by bounded channels (see `docs/ARCHITECTURE.md`, "Node
+//! runtime"): network ([`net`], mio), consensus (owns the core), storage (owns the WAL, hard
+//! state and snapshot files) and apply (owns the user's state machine). [`Node::start`] recovers the
+//! durable state, starts them and returns a [`NodeHandle`].
+
+mod apply;
+mod consensus;
+mod entry_codec;
+mod error;
+mod handle;
+pub mod limits;
+mod log_store;
+pub mod net;
+mod results;
+mod runtime;
+mod serve;
+mod sessions;
+mod snapshot_files;
+mod snapshot_format;
+mod storage_io;
+mod storage_thread;
+mod transport;
+
+pub use error::{Error, Result};
+pub use handle::NodeHandle;
+pub use results::{ApplyMsg, ProposeResult, ReadResult};
+pub use runtime::Node;
+pub use serve::serve_kv;

@@ -1,0 +1,454 @@
+//! The network thread: one mio event loop that owns the listener and every TCP connection of
+//! a node, turns inbound frames into [`NetEvent`]s and carries out [`NetCommand`]s.
+//!
+//! Threads: the network thread owns all sockets, frame decoders and write buffers. Other
+//! threads talk to it only through a bounded command channel (wrapped by [`NetSender`], which
+//! also kicks the loop's `mio::Waker`) and receive from it through the bounded event channel
+//! given to [`Network::spawn`].
+//!
+//! Invariants and policies:
+//! - Nothing grows without bound: the command channel, each peer's outbound queue
+//!   (`peer_queue_frames` / `peer_queue_bytes`), each client's inflight requests and pending
+//!   response bytes, the number of connections, and every frame (`max_frame_bytes`).
+//! - Outbound peer messages are dropped and counted when the peer's queue is full or the peer
+//!   is unreachable; Raft retransmits. Inbound peer messages are dropped and counted when the
+//!   event channel is full. Client requests are never dropped: when the event channel is full
+//!   the loop stops reading from clients (back-pressure) until the consensus side catches up.
+//! - A connection that sends a bad handshake, a bad frame, an oversized length or stalls in
+//!   the middle of a frame is closed with a `log::warn!` naming the reason; no other
+//!   connection is affected.
+//! - Each pair of nodes uses two TCP connections: each node dials every peer and sends its
+//!   own messages on that connection; a connection accepted from a peer is only read.
+
+mod delivery;
+mod event_loop;
+mod inbound;
+mod out_buffer;
+mod peer;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::Waker;
+use rcraft_wire::{ClientResponse, MAX_FRAME_BYTES, Message, NodeId};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Depth of the channel carrying [`NetCommand`]s to the network thread.
+pub const COMMAND_QUEUE_DEPTH: usize = 8192;
+/// Default cap on frames queued for one peer.
+pub const PEER_QUEUE_FRAMES: usize = 4096;
+/// Default cap on bytes queued for one peer.
+pub const PEER_QUEUE_BYTES: usize = 32 << 20;
+/// Default cap on requests one client may have in flight before the loop stops reading it.
+pub const CLIENT_INFLIGHT_MAX: usize = 1024;
+/// Unsent response bytes at which the loop stops reading a client's requests.
+pub const CLIENT_PENDING_OUT_MAX_BYTES: usize = 4 << 20;
+/// Most simultaneous inbound connections; more are accepted and closed at once.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Bytes read from a socket per `read` call.
+pub const READ_CHUNK_BYTES: usize = 64 << 10;
+/// Default time allowed for a handshake or for the rest of a started frame to arrive.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time allowed for an outbound TCP connect.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// First delay before re-dialling a peer after a failure.
+pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Cap of the doubling re-dial delay.
+pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Longest the loop sleeps while it has timers to check.
+pub const SWEEP_INTERVAL_MAX: Duration = Duration::from_millis(100);
+/// How often the loop retries handing a held-back client event to a full event channel.
+pub const BACKLOG_RETRY_INTERVAL: Duration = Duration::from_millis(1);
+/// Most readiness events taken from one `poll` call.
+pub const POLL_EVENTS_CAPACITY: usize = 1024;
+
+/// Configuration of one node's network thread.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// This node.
+    pub node_id: NodeId,
+    /// Cluster id sent and checked in every handshake.
+    pub cluster_id: u64,
+    /// Address to listen on for peers and clients (one port for both).
+    pub listen: SocketAddr,
+    /// Every other node and its address. Must not contain `node_id`.
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// Largest frame payload accepted or sent.
+    pub max_frame_bytes: u32,
+    /// Cap on frames queued for one peer.
+    pub peer_queue_frames: usize,
+    /// Cap on bytes queued for one peer (one frame is always allowed into an empty queue).
+    pub peer_queue_bytes: usize,
+    /// Cap on requests one client may have in flight.
+    pub client_inflight_max: usize,
+    /// Time allowed for a handshake, or for a started frame to complete.
+    pub stall_timeout: Duration,
+    /// Time allowed for an outbound connect.
+    pub connect_timeout: Duration,
+    /// First re-dial delay after a failed or lost peer connection.
+    pub reconnect_backoff_min: Duration,
+    /// Cap of the re-dial delay.
+    pub reconnect_backoff_max: Duration,
+}
+
+impl NetConfig {
+    /// A configuration with every limit at its default.
+    pub fn new(
+        node_id: NodeId,
+        cluster_id: u64,
+        listen: SocketAddr,
+        peers: BTreeMap<NodeId, SocketAddr>,
+    ) -> NetConfig {
+        NetConfig {
+            node_id,
+            cluster_id,
+            listen,
+            peers,
+            max_frame_bytes: MAX_FRAME_BYTES,
+            peer_queue_frames: PEER_QUEUE_FRAMES,
+            peer_queue_bytes: PEER_QUEUE_BYTES,
+            client_inflight_max: CLIENT_INFLIGHT_MAX,
+            stall_timeout: STALL_TIMEOUT,
+            connect_timeout: CONNECT_TIMEOUT,
+            reconnect_backoff_min: RECONNECT_BACKOFF_MIN,
+            reconnect_backoff_max: RECONNECT_BACKOFF_MAX,
+        }
+    }
+}
+
+/// Identifies one client connection for the lifetime of a network thread; never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientConnId(pub u64);
+
+impl fmt::Display for ClientConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "client#{}", self.0)
+    }
+}
+
+/// What the network thread hands to the consensus side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetEvent {
+    /// A Raft message from a peer (its `from` matches the peer's handshake and its `to` is
+    /// this node).
+    Peer(Message),
+    /// A request from a client; answer it with [`NetSender::reply`] on `conn`.
+    Client {
+        /// The connection to answer on.
+        conn: ClientConnId,
+        /// The request.
+        request: rcraft_wire::ClientRequest,
+    },
+    /// The client connection closed; replies to it are discarded from now on.
+    ClientClosed(ClientConnId),
+}
+
+/// What other threads ask the network thread to do.
+#[derive(Clone, Debug)]
+pub enum NetCommand {
+    /// Send a message to the peer named in its `to` field.
+    Peer(Message),
+    /// Send several messages, each to its `to`.
+    Peers(Vec<Message>),
+    /// Answer a client request.
+    Reply {
+        /// The connection the request came from.
+        conn: ClientConnId,
+        /// The answer.
+        response: ClientResponse,
+    },
+    /// Close a client connection (e.g. after a fatal error on its session).
+    CloseClient(ClientConnId),
+    /// Add, move (`Some`) or forget (`None`) a peer after a membership change.
+    UpdatePeer {
+        /// The peer.
+        id: NodeId,
+        /// Its new address, or `None` to drop the link.
+        addr: Option<SocketAddr>,
+    },
+}
+
+/// The network thread has stopped; the command was not delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetClosed;
+
+impl fmt::Display for NetClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the network thread has stopped")
+    }
+}
+
+impl std::error::Error for NetClosed {}
+
+/// Counters kept by the network thread; read them with [`NetHandle::stats`].
+#[derive(Debug, Default)]
+pub struct NetStats {
+    peer_frames_sent: AtomicU64,
+    peer_dropped_queue_full: AtomicU64,
+    peer_dropped_link_down: AtomicU64,
+    peer_dropped_unknown: AtomicU64,
+    peer_dropped_events_full: AtomicU64,
+    commands_dropped_full: AtomicU64,
+    replies_to_closed: AtomicU64,
+    connections_accepted: AtomicU64,
+    connections_refused: AtomicU64,
+    peer_connects: AtomicU64,
+}
+
+/// A copy of the network thread's counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetStatsSnapshot {
+    /// Peer frames fully written to a socket.
+    pub peer_frames_sent: u64,
+    /// Outbound peer messages dropped because that peer's queue was full.
+    pub peer_dropped_queue_full: u64,
+    /// Outbound peer messages dropped because the peer was unreachable (in back-off) or the
+    /// connection failed with them still queued.
+    pub peer_dropped_link_down: u64,
+    /// Outbound messages to a node with no known address, or inbound ones not meant for us.
+    pub peer_dropped_unknown: u64,
+    /// Inbound peer messages dropped because the event channel was full.
+    pub peer_dropped_events_full: u64,
+    /// Peer messages dropped by [`NetSender`] because the command channel was full.
+    pub commands_dropped_full: u64,
+    /// Replies for client connections that had already closed.
+    pub replies_to_closed: u64,
+    /// Inbound connections accepted.
+    pub connections_accepted: u64,
+    /// Connections closed for a protocol violation, a timeout or the connection cap.
+    pub connections_refused: u64,
+    /// Outbound peer connections that completed their handshake.
+    pub peer_connects: u64,
+}
+
+impl NetStats {
+    fn snapshot(&self) -> NetStatsSnapshot {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        NetStatsSnapshot {
+            peer_frames_sent: get(&self.peer_frames_sent),
+            peer_dropped_queue_full: get(&self.peer_dropped_queue_full),
+            peer_dropped_link_down: get(&self.peer_dropped_link_down),
+            peer_dropped_unknown: get(&self.peer_dropped_unknown),
+            peer_dropped_events_full: get(&self.peer_dropped_events_full),
+            commands_dropped_full: get(&self.commands_dropped_full),
+            replies_to_closed: get(&self.replies_to_closed),
+            connections_accepted: get(&self.connections_accepted),
+            connections_refused: get(&self.connections_refused),
+            peer_connects: get(&self.peer_connects),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+/// The sending side of the network thread; cheap to clone, one per producing thread.
+#[derive(Clone)]
+pub struct NetSender {
+    commands: Sender<NetCommand>,
+    waker: Arc<Waker>,
+    stats: Arc<NetStats>,
+}
+
+impl NetSender {
+    /// Queues a peer message and wakes the loop. Returns false when it was dropped (command
+    /// channel full, or the thread stopped); Raft retransmits.
+    pub fn send_peer(&self, message: Message) -> bool {
+        let queued = self.push(NetCommand::Peer(message)) == Ok(true);
+        self.wake();
+        queued
+    }
+
+    /// Queues several peer messages as one command and wakes the loop once.
+    pub fn send_peers(&self, messages: Vec<Message>) -> bool {
+        if messages.is_empty() {
+            return true;
+        }
+        let queued = self.push(NetCommand::Peers(messages)) == Ok(true);
+        self.wake();
+        queued
+    }
+
+    /// Queues a client reply and wakes the loop. Blocks while the command channel is full
+    /// (back-pressure on the caller); fails only when the network thread has stopped.
+    pub fn reply(
+        &self,
+        conn: ClientConnId,
+        response: ClientResponse,
+    ) -> std::result::Result<(), NetClosed> {
+        let result = self.push(NetCommand::Reply { conn, response }).map(drop);
+        self.wake();
+        result
+    }
+
+    /// Queues any number of commands, then wakes the loop once. Peer messages are dropped
+    /// when the channel is full; other commands wait for room. Fails only when the network
+    /// thread has stopped.
+    pub fn send_batch(
+        &self,
+        commands: impl IntoIterator<Item = NetCommand>,
+    ) -> std::result::Result<(), NetClosed> {
+        let mut result = Ok(());
+        for command in commands {
+            if self.push(command).is_err() {
+                result = Err(NetClosed);
+                break;
+            }
+        }
+        self.wake();
+        result
+    }
+
+    /// Queues one command without waking the loop: call [`NetSender::wake`] after a batch.
+    /// Returns `Ok(false)` when a peer message was dropped (and counted) because the channel
+    /// was full; other commands wait for room instead. Fails only when the thread stopped.
+    pub fn push(&self, command: NetCommand) -> std::result::Result<bool, NetClosed> {
+        match command {
+            NetCommand::Peer(_) | NetCommand::Peers(_) => match self.commands.try_send(command) {
+                Ok(()) => Ok(true),
+                Err(TrySendError::Full(_)) => {
+                    bump(&self.stats.commands_dropped_full, 1);
+                    Ok(false)
+                }
+                Err(TrySendError::Disconnected(_)) => Err(NetClosed),
+            },
+            other => self
+                .commands
+                .send(other)
+                .map(|()| true)
+                .map_err(|_| NetClosed),
+        }
+    }
+
+    /// Wakes the network thread so it drains the command channel.
+    pub fn wake(&self) {
+        if let Err(e) = self.waker.wake() {
+            log::error!("network thread waker failed: {e}");
+        }
+    }
+
+    /// Asks the network thread to close a client connection.
+    pub fn close_client(&self, conn: ClientConnId) -> std::result::Result<(), NetClosed> {
+        let result = self.push(NetCommand::CloseClient(conn)).map(drop);
+        self.wake();
+        result
+    }
+
+    /// Adds, moves or forgets a peer.
+    pub fn update_peer(
+        &self,
+        id: NodeId,
+        addr: Option<SocketAddr>,
+    ) -> std::result::Result<(), NetClosed> {
+        let result = self.push(NetCommand::UpdatePeer { id, addr }).map(drop);
+        self.wake();
+        result
+    }
+}
+
+/// Owns the running network thread. Dropping it stops the thread, like [`NetHandle::shutdown`].
+pub struct NetHandle {
+    sender: NetSender,
+    local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl NetHandle {
+    /// A sender for another thread.
+    pub fn sender(&self) -> NetSender {
+        self.sender.clone()
+    }
+
+    /// The address actually listened on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The thread's counters.
+    pub fn stats(&self) -> NetStatsSnapshot {
+        self.sender.stats.snapshot()
+    }
+
+    /// Stops the thread, closing every connection and the listener, and waits for it.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        self.stop.store(true, Ordering::SeqCst);
+        self.sender.wake();
+        if thread.join().is_err() {
+            log::error!("network thread panicked");
+        }
+    }
+}
+
+impl Drop for NetHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// Starts network threads.
+pub struct Network;
+
+impl Network {
+    /// Binds `config.listen` and starts the network thread; events go to `events`.
+    pub fn spawn(config: NetConfig, events: Sender<NetEvent>) -> io::Result<NetHandle> {
+        let listener = std::net::TcpListener::bind(config.listen)?;
+        Network::spawn_on(listener, config, events)
+    }
+
+    /// Starts the network thread on an already bound listener (`config.listen` is ignored).
+    pub fn spawn_on(
+        listener: std::net::TcpListener,
+        config: NetConfig,
+        events: Sender<NetEvent>,
+    ) -> io::Result<NetHandle> {
+        if config.peers.contains_key(&config.node_id) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("peer list contains this node ({})", config.node_id),
+            ));
+        }
+        listener.set_nonblocking(true)?;
+        let local_addr = listener.local_addr()?;
+        let (command_tx, command_rx): (Sender<NetCommand>, Receiver<NetCommand>) =
+            crossbeam_channel::bounded(COMMAND_QUEUE_DEPTH);
+        let stats = Arc::new(NetStats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let parts = event_loop::Parts {
+            listener: mio::net::TcpListener::from_std(listener),
+            config,
+            commands: command_rx,
+            events,
+            stats: Arc::clone(&stats),
+            stop: Arc::clone(&stop),
+        };
+        let (event_loop, waker) = event_loop::EventLoop::new(parts)?;
+        let name = format!("rcraft-net-{}", event_loop.node_id());
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || event_loop.run())?;
+        Ok(NetHandle {
+            sender: NetSender {
+                commands: command_tx,
+                waker: Arc::new(waker),
+                stats,
+            },
+            local_addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}

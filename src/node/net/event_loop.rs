@@ -1,0 +1,466 @@
+//! The network thread's event loop: one mio `Poll` over the listener, the waker, every
+//! accepted connection and every outbound peer link.
+//!
+//! Owned entirely by the network thread. One iteration: wait for readiness (or a timer),
+//! service ready sockets (edge-triggered: read and write until `WouldBlock`), drain the
+//! command channel encoding frames into per-connection buffers, write every buffer that got
+//! new frames once (coalescing many frames into one `write`), retry held-back client events
+//! and resume paused clients, then check timeouts. Tokens are never reused, so a stale event
+//! or a reply for a closed connection can never reach a newer one.
+
+use super::delivery::Delivery;
+use super::inbound::{Close, Ctx, Inbound};
+use super::peer::PeerLink;
+use super::{
+    BACKLOG_RETRY_INTERVAL, ClientConnId, MAX_CONNECTIONS, NetCommand, NetConfig, NetEvent,
+    NetStats, POLL_EVENTS_CAPACITY, READ_CHUNK_BYTES, SWEEP_INTERVAL_MAX, bump,
+};
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use rcraft_wire::{ClientResponse, ConnectionRole, Message, NodeId};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const FIRST_CONNECTION_TOKEN: usize = 2;
+
+/// Everything [`EventLoop::new`] needs.
+pub(super) struct Parts {
+    pub(super) listener: TcpListener,
+    pub(super) config: NetConfig,
+    pub(super) commands: Receiver<NetCommand>,
+    pub(super) events: Sender<NetEvent>,
+    pub(super) stats: Arc<NetStats>,
+    pub(super) stop: Arc<AtomicBool>,
+}
+
+pub(super) struct EventLoop {
+    poll: Poll,
+    listener: TcpListener,
+    config: NetConfig,
+    commands: Receiver<NetCommand>,
+    stop: Arc<AtomicBool>,
+    delivery: Delivery,
+    inbound: HashMap<Token, Inbound>,
+    peers: BTreeMap<NodeId, PeerLink>,
+    peer_tokens: HashMap<Token, NodeId>,
+    /// Next token to hand out; tokens are never reused.
+    next_token: usize,
+    read_buf: Box<[u8]>,
+    /// Inbound connections with newly queued responses.
+    dirty_inbound: BTreeSet<Token>,
+    /// Peer links with newly queued frames.
+    dirty_peers: BTreeSet<NodeId>,
+    /// Inbound connections paused by back-pressure.
+    paused: BTreeSet<Token>,
+    next_sweep: Instant,
+    /// Set when `accept` failed for lack of resources; retried at the next sweep.
+    accept_pending: bool,
+}
+
+impl EventLoop {
+    pub(super) fn new(parts: Parts) -> io::Result<(EventLoop, Waker)> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let mut listener = parts.listener;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let now = Instant::now();
+        let peers = parts
+            .config
+            .peers
+            .iter()
+            .map(|(&id, &addr)| (id, PeerLink::new(id, addr, &parts.config, now)))
+            .collect();
+        let event_loop = EventLoop {
+            poll,
+            listener,
+            commands: parts.commands,
+            stop: parts.stop,
+            delivery: Delivery::new(parts.events, parts.stats),
+            inbound: HashMap::new(),
+            peers,
+            peer_tokens: HashMap::new(),
+            next_token: FIRST_CONNECTION_TOKEN,
+            read_buf: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
+            dirty_inbound: BTreeSet::new(),
+            dirty_peers: BTreeSet::new(),
+            paused: BTreeSet::new(),
+            next_sweep: now,
+            accept_pending: false,
+            config: parts.config,
+        };
+        Ok((event_loop, waker))
+    }
+
+    pub(super) fn node_id(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    /// Runs until the stop flag is set.
+    pub(super) fn run(mut self) {
+        let mut events = Events::with_capacity(POLL_EVENTS_CAPACITY);
+        let node = self.config.node_id;
+        log::info!(
+            "node {node}: network thread listening on {:?}",
+            self.listener.local_addr()
+        );
+        while !self.stop.load(Ordering::SeqCst) {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("node {node}: poll failed, network thread stops: {e}");
+                break;
+            }
+            for event in events.iter() {
+                self.on_ready(event.token());
+            }
+            self.drain_commands();
+            self.flush_dirty();
+            self.delivery.retry_backlog();
+            self.resume_paused();
+            self.sweep_if_due();
+        }
+        log::info!("node {node}: network thread stopped");
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if self.delivery.has_backlog() || !self.commands.is_empty() {
+            return Some(if self.commands.is_empty() {
+                BACKLOG_RETRY_INTERVAL
+            } else {
+                Duration::ZERO
+            });
+        }
+        Some(self.next_sweep.saturating_duration_since(Instant::now()))
+    }
+
+    fn sweep_interval(&self) -> Duration {
+        SWEEP_INTERVAL_MAX
+            .min(self.config.stall_timeout / 2)
+            .min(self.config.connect_timeout / 2)
+    }
+
+    fn allocate_token(&mut self) -> Token {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        token
+    }
+
+    fn on_ready(&mut self, token: Token) {
+        match token {
+            LISTENER => self.accept_all(),
+            WAKER => {}
+            token if self.inbound.contains_key(&token) => self.service_inbound(token),
+            token => {
+                if let Some(&id) = self.peer_tokens.get(&token) {
+                    self.service_peer(id);
+                }
+            }
+        }
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, addr)) => self.on_accepted(stream, addr),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("node {}: accept failed: {e}", self.config.node_id);
+                    self.accept_pending = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_accepted(&mut self, mut stream: TcpStream, addr: SocketAddr) {
+        let node = self.config.node_id;
+        if self.inbound.len() >= MAX_CONNECTIONS {
+            log::warn!("node {node}: refusing connection from {addr}: {MAX_CONNECTIONS} open");
+            bump(&self.delivery.stats.connections_refused, 1);
+            return;
+        }
+        if let Err(e) = stream.set_nodelay(true) {
+            log::warn!("node {node}: dropping connection from {addr}: TCP_NODELAY: {e}");
+            return;
+        }
+        let token = self.allocate_token();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut stream, token, interest) {
+            log::warn!("node {node}: dropping connection from {addr}: register: {e}");
+            return;
+        }
+        bump(&self.delivery.stats.connections_accepted, 1);
+        let id = ClientConnId(token.0 as u64);
+        let conn = Inbound::new(
+            stream,
+            addr,
+            id,
+            self.config.max_frame_bytes,
+            Instant::now(),
+        );
+        self.inbound.insert(token, conn);
+        // Edge-triggered: bytes may already be waiting.
+        self.service_inbound(token);
+    }
+
+    fn service_inbound(&mut self, token: Token) {
+        let Some(conn) = self.inbound.get_mut(&token) else {
+            return;
+        };
+        let mut ctx = Ctx {
+            config: &self.config,
+            delivery: &mut self.delivery,
+        };
+        let result = conn
+            .pump(&mut self.read_buf, &mut ctx, Instant::now())
+            .and_then(|()| conn.flush());
+        if conn.paused {
+            self.paused.insert(token);
+        }
+        if let Err(reason) = result {
+            self.close_inbound(token, reason);
+        }
+    }
+
+    fn close_inbound(&mut self, token: Token, reason: Close) {
+        let Some(mut conn) = self.inbound.remove(&token) else {
+            return;
+        };
+        self.paused.remove(&token);
+        self.dirty_inbound.remove(&token);
+        let node = self.config.node_id;
+        let what = conn.describe();
+        match reason {
+            Close::Eof => log::debug!("node {node}: {what} closed"),
+            Close::Io(e) => log::info!("node {node}: closing {what}: {e}"),
+            Close::Protocol(why) => {
+                bump(&self.delivery.stats.connections_refused, 1);
+                log::warn!("node {node}: closing {what}: {why}");
+            }
+        }
+        if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
+            log::debug!("node {node}: deregister {what}: {e}");
+        }
+        if conn.role == Some(ConnectionRole::Client) {
+            self.delivery.client_event(NetEvent::ClientClosed(conn.id));
+        }
+    }
+
+    fn service_peer(&mut self, id: NodeId) {
+        let Some(link) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let stats = &self.delivery.stats;
+        match link.on_ready(&mut self.read_buf, &self.config, stats) {
+            Ok(sent) => bump(&stats.peer_frames_sent, sent as u64),
+            Err(reason) => self.fail_peer(id, reason),
+        }
+    }
+
+    fn fail_peer(&mut self, id: NodeId, reason: Close) {
+        let Some(link) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let node = self.config.node_id;
+        let addr = link.addr;
+        let verified = link.was_verified();
+        let (conn, dropped) = link.fail(&self.config, Instant::now());
+        bump(&self.delivery.stats.peer_dropped_link_down, dropped as u64);
+        match reason {
+            Close::Protocol(why) => {
+                bump(&self.delivery.stats.connections_refused, 1);
+                log::warn!("node {node}: closing link to peer {id} at {addr}: {why}");
+            }
+            Close::Eof if verified => {
+                log::warn!("node {node}: peer {id} at {addr} closed the link")
+            }
+            Close::Io(e) if verified => {
+                log::warn!("node {node}: link to peer {id} at {addr} failed: {e}")
+            }
+            Close::Eof => log::debug!("node {node}: peer {id} at {addr} closed before answering"),
+            Close::Io(e) => log::debug!("node {node}: cannot reach peer {id} at {addr}: {e}"),
+        }
+        if let Some(mut conn) = conn {
+            self.peer_tokens.remove(&conn.token);
+            if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
+                log::debug!("node {node}: deregister link to {id}: {e}");
+            }
+        }
+    }
+
+    fn dial_peer(&mut self, id: NodeId) {
+        let token = self.allocate_token();
+        let Some(link) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let dialled = link
+            .dial(token, &self.config, Instant::now())
+            .and_then(|stream| self.poll.registry().register(stream, token, interest));
+        match dialled {
+            Ok(()) => {
+                self.peer_tokens.insert(token, id);
+            }
+            Err(e) => self.fail_peer(id, Close::Io(e)),
+        }
+    }
+
+    fn drain_commands(&mut self) {
+        // Bounded so that a flood of commands cannot starve the sockets.
+        for _ in 0..super::COMMAND_QUEUE_DEPTH {
+            let Ok(command) = self.commands.try_recv() else {
+                return;
+            };
+            self.on_command(command);
+        }
+    }
+
+    fn on_command(&mut self, command: NetCommand) {
+        match command {
+            NetCommand::Peer(message) => self.queue_peer(&message),
+            NetCommand::Peers(messages) => messages.iter().for_each(|m| self.queue_peer(m)),
+            NetCommand::Reply { conn, response } => self.queue_reply(conn, &response),
+            NetCommand::CloseClient(conn) => {
+                let token = Token(conn.0 as usize);
+                if self
+                    .inbound
+                    .get(&token)
+                    .is_some_and(|c| c.role == Some(ConnectionRole::Client))
+                {
+                    let _ = self.inbound.get_mut(&token).map(Inbound::flush);
+                    self.close_inbound(token, Close::Eof);
+                }
+            }
+            NetCommand::UpdatePeer { id, addr } => self.update_peer(id, addr),
+        }
+    }
+
+    fn queue_peer(&mut self, message: &Message) {
+        let id = message.to;
+        let Some(link) = self.peers.get(&id) else {
+            log::debug!(
+                "node {}: no address for node {id}; dropping",
+                self.config.node_id
+            );
+            bump(&self.delivery.stats.peer_dropped_unknown, 1);
+            return;
+        };
+        if link.may_dial(Instant::now()) {
+            self.dial_peer(id);
+        }
+        let link = self.peers.get_mut(&id).expect("checked above");
+        if link.queue(message, &self.config, &self.delivery.stats) {
+            self.dirty_peers.insert(id);
+        }
+    }
+
+    fn queue_reply(&mut self, conn: ClientConnId, response: &ClientResponse) {
+        let token = Token(conn.0 as usize);
+        match self.inbound.get_mut(&token) {
+            Some(inbound) if inbound.role == Some(ConnectionRole::Client) => {
+                inbound.queue_reply(response, self.config.max_frame_bytes);
+                self.dirty_inbound.insert(token);
+            }
+            _ => bump(&self.delivery.stats.replies_to_closed, 1),
+        }
+    }
+
+    fn update_peer(&mut self, id: NodeId, addr: Option<SocketAddr>) {
+        if id == self.config.node_id {
+            return;
+        }
+        let unchanged = self.peers.get(&id).map(|link| link.addr) == addr;
+        if unchanged {
+            return;
+        }
+        if self.peers.contains_key(&id) {
+            self.fail_peer(id, Close::Eof);
+            self.peers.remove(&id);
+        }
+        if let Some(addr) = addr {
+            let link = PeerLink::new(id, addr, &self.config, Instant::now());
+            self.peers.insert(id, link);
+        }
+        log::info!(
+            "node {}: peer {id} address is now {addr:?}",
+            self.config.node_id
+        );
+    }
+
+    fn flush_dirty(&mut self) {
+        for id in std::mem::take(&mut self.dirty_peers) {
+            let Some(link) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            match link.flush() {
+                Ok(sent) => bump(&self.delivery.stats.peer_frames_sent, sent as u64),
+                Err(reason) => self.fail_peer(id, reason),
+            }
+        }
+        for token in std::mem::take(&mut self.dirty_inbound) {
+            let Some(conn) = self.inbound.get_mut(&token) else {
+                continue;
+            };
+            if let Err(reason) = conn.flush() {
+                self.close_inbound(token, reason);
+            }
+        }
+    }
+
+    fn resume_paused(&mut self) {
+        let now = Instant::now();
+        for token in std::mem::take(&mut self.paused) {
+            let Some(conn) = self.inbound.get_mut(&token) else {
+                continue;
+            };
+            let ctx = Ctx {
+                config: &self.config,
+                delivery: &mut self.delivery,
+            };
+            if conn.can_resume(&ctx) {
+                conn.resume(now);
+                self.service_inbound(token);
+            } else {
+                self.paused.insert(token);
+            }
+        }
+    }
+
+    fn sweep_if_due(&mut self) {
+        let now = Instant::now();
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + self.sweep_interval();
+        if std::mem::take(&mut self.accept_pending) {
+            self.accept_all();
+        }
+        let stalled: Vec<(Token, String)> = self
+            .inbound
+            .iter()
+            .filter_map(|(&token, conn)| Some((token, conn.stall_reason(now, &self.config)?)))
+            .collect();
+        for (token, why) in stalled {
+            self.close_inbound(token, Close::Protocol(why));
+        }
+        let late: Vec<(NodeId, String)> = self
+            .peers
+            .iter()
+            .filter_map(|(&id, link)| Some((id, link.timeout_reason(now, &self.config)?)))
+            .collect();
+        for (id, why) in late {
+            self.fail_peer(id, Close::Protocol(why));
+        }
+    }
+}

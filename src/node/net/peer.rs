@@ -1,0 +1,235 @@
+//! The outbound link to one peer: a lazily dialled TCP connection, its queue of encoded
+//! frames, and the re-dial back-off.
+//!
+//! Owned by the network thread. The link dials when a message is queued and no connection
+//! exists (and the back-off delay has passed), sends our handshake followed by queued frames
+//! without waiting for the answer, and checks the peer's answering handshake (right cluster,
+//! right node). Invariants: `conn` is `None` exactly while the link is down; frames are only
+//! queued while a connection exists or is being made (a down link drops them: Raft
+//! retransmits); `backoff` stays within `[reconnect_backoff_min, reconnect_backoff_max]`.
+
+use super::inbound::Close;
+use super::out_buffer::{OutBuffer, PushError};
+use super::{NetConfig, NetStats, bump};
+use mio::Token;
+use mio::net::TcpStream;
+use rcraft_wire::{FrameDecoder, Handshake, Message, NodeId};
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// An open (or opening) connection to a peer.
+pub(super) struct PeerConn {
+    pub(super) stream: TcpStream,
+    pub(super) token: Token,
+    decoder: FrameDecoder,
+    /// The TCP connect completed.
+    connected: bool,
+    /// The peer's answering handshake arrived and checked out.
+    verified: bool,
+    started: Instant,
+}
+
+pub(super) struct PeerLink {
+    pub(super) id: NodeId,
+    pub(super) addr: SocketAddr,
+    pub(super) conn: Option<PeerConn>,
+    out: OutBuffer,
+    backoff: Duration,
+    /// The link may dial again from this instant.
+    retry_at: Instant,
+}
+
+impl PeerLink {
+    pub(super) fn new(id: NodeId, addr: SocketAddr, config: &NetConfig, now: Instant) -> PeerLink {
+        PeerLink {
+            id,
+            addr,
+            conn: None,
+            out: OutBuffer::default(),
+            backoff: config.reconnect_backoff_min,
+            retry_at: now,
+        }
+    }
+
+    /// True when the link is down and its back-off delay has passed.
+    pub(super) fn may_dial(&self, now: Instant) -> bool {
+        self.conn.is_none() && now >= self.retry_at
+    }
+
+    /// Encodes `message` into the queue of an up (or connecting) link; drops and counts it
+    /// when the link is down or the queue is full. Returns whether it was queued.
+    pub(super) fn queue(
+        &mut self,
+        message: &Message,
+        config: &NetConfig,
+        stats: &NetStats,
+    ) -> bool {
+        if self.conn.is_none() {
+            bump(&stats.peer_dropped_link_down, 1);
+            return false;
+        }
+        let full = self.out.pending_frames() >= config.peer_queue_frames
+            || (self.out.pending_bytes() >= config.peer_queue_bytes
+                && self.out.pending_frames() > 0);
+        if full {
+            bump(&stats.peer_dropped_queue_full, 1);
+            return false;
+        }
+        let encode = |out: &mut Vec<u8>| rcraft_wire::encode_message(message, out);
+        match self.out.push_frame(config.max_frame_bytes, encode) {
+            Ok(()) => true,
+            Err(PushError::TooLarge { payload_bytes }) => {
+                log::warn!(
+                    "node {}: dropping a {payload_bytes} B message to {}: over the frame limit",
+                    config.node_id,
+                    self.id
+                );
+                bump(&stats.peer_dropped_queue_full, 1);
+                false
+            }
+            Err(PushError::Encode(e)) => {
+                log::error!(
+                    "node {}: cannot encode a message to {}: {e}",
+                    config.node_id,
+                    self.id
+                );
+                false
+            }
+        }
+    }
+
+    /// Starts a non-blocking connect with our handshake queued first.
+    pub(super) fn dial(
+        &mut self,
+        token: Token,
+        config: &NetConfig,
+        now: Instant,
+    ) -> io::Result<&mut TcpStream> {
+        let stream = TcpStream::connect(self.addr)?;
+        self.out.clear();
+        self.out
+            .push_raw(&Handshake::peer(config.cluster_id, config.node_id).encode());
+        let conn = self.conn.insert(PeerConn {
+            stream,
+            token,
+            decoder: FrameDecoder::new(config.max_frame_bytes),
+            connected: false,
+            verified: false,
+            started: now,
+        });
+        Ok(&mut conn.stream)
+    }
+
+    /// Handles readiness: completes the connect, reads the peer's handshake, writes queued
+    /// frames. Returns the number of frames written.
+    pub(super) fn on_ready(
+        &mut self,
+        read_buf: &mut [u8],
+        config: &NetConfig,
+        stats: &NetStats,
+    ) -> Result<usize, Close> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(0);
+        };
+        if !conn.connected {
+            if let Some(e) = conn.stream.take_error().map_err(Close::Io)? {
+                return Err(Close::Io(e));
+            }
+            match conn.stream.peer_addr() {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(0),
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => return Ok(0),
+                Err(e) => return Err(Close::Io(e)),
+            }
+            conn.connected = true;
+            conn.stream.set_nodelay(true).map_err(Close::Io)?;
+        }
+        self.read_answer(read_buf, config, stats)?;
+        self.flush()
+    }
+
+    fn read_answer(
+        &mut self,
+        read_buf: &mut [u8],
+        config: &NetConfig,
+        stats: &NetStats,
+    ) -> Result<(), Close> {
+        let conn = self.conn.as_mut().expect("connected");
+        loop {
+            match conn.stream.read(read_buf) {
+                Ok(0) => return Err(Close::Eof),
+                Ok(n) => conn.decoder.push(&read_buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Close::Io(e)),
+            }
+            if !conn.verified {
+                let Some(answer) = conn
+                    .decoder
+                    .next_handshake()
+                    .map_err(|e| Close::Protocol(format!("bad handshake answer: {e}")))?
+                else {
+                    continue;
+                };
+                answer
+                    .check_cluster(config.cluster_id)
+                    .and_then(|()| answer.check_peer(self.id))
+                    .map_err(|e| Close::Protocol(format!("bad handshake answer: {e}")))?;
+                conn.verified = true;
+                self.backoff = config.reconnect_backoff_min;
+                bump(&stats.peer_connects, 1);
+                log::info!(
+                    "node {}: connected to peer {} at {}",
+                    config.node_id,
+                    self.id,
+                    self.addr
+                );
+            }
+            if conn.decoder.buffered_bytes() > 0 {
+                return Err(Close::Protocol(
+                    "unexpected bytes after the handshake answer".into(),
+                ));
+            }
+        }
+    }
+
+    /// Writes queued frames until done or the socket would block. Returns frames written.
+    pub(super) fn flush(&mut self) -> Result<usize, Close> {
+        match self.conn.as_mut() {
+            Some(conn) if conn.connected => self.out.write_to(&mut conn.stream).map_err(Close::Io),
+            _ => Ok(0),
+        }
+    }
+
+    /// Tears the connection down and schedules the next dial. Returns the connection (for
+    /// deregistration) and how many queued frames were dropped.
+    pub(super) fn fail(&mut self, config: &NetConfig, now: Instant) -> (Option<PeerConn>, usize) {
+        let conn = self.conn.take();
+        let dropped = self.out.clear();
+        self.retry_at = now + self.backoff;
+        self.backoff = (self.backoff * 2).min(config.reconnect_backoff_max);
+        (conn, dropped)
+    }
+
+    /// True when the connection was verified (used to pick the log level on failure).
+    pub(super) fn was_verified(&self) -> bool {
+        self.conn.as_ref().is_some_and(|conn| conn.verified)
+    }
+
+    /// Why the connection should be torn down for taking too long, if it should.
+    pub(super) fn timeout_reason(&self, now: Instant, config: &NetConfig) -> Option<String> {
+        let conn = self.conn.as_ref()?;
+        let age = now.duration_since(conn.started);
+        if !conn.connected && age > config.connect_timeout {
+            return Some(format!("connect took over {:?}", config.connect_timeout));
+        }
+        if !conn.verified && age > config.stall_timeout {
+            return Some(format!(
+                "no handshake answer within {:?}",
+                config.stall_timeout
+            ));
+        }
+        None
+    }
+}

@@ -1,0 +1,214 @@
+//! Starting and stopping a node: recovery, channel wiring, thread spawning, joining.
+//!
+//! [`Node::start`] runs on the caller's thread: it validates the configuration, opens and
+//! recovers storage, restores the state machine from the latest snapshot, builds the core,
+//! starts the network thread and then the storage, apply and consensus threads. The returned
+//! [`NodeHandle`] owns a [`Runtime`] that joins them all on shutdown, in an order that lets
+//! each thread finish its queued work: consensus first (it drops the storage and apply
+//! senders), then storage (drains, syncs, saves the hard state), apply, and last the network.
+
+use super::apply::Applier;
+use super::consensus::{Consensus, ConsensusSettings, Exit, Inbox};
+use super::error::{Error, Result};
+use super::handle::NodeHandle;
+use super::limits::{
+    API_REQUEST_QUEUE_DEPTH, APPLY_COMMAND_QUEUE_DEPTH, APPLY_PROGRESS_QUEUE_DEPTH,
+    NET_EVENT_QUEUE_DEPTH, STORAGE_COMMAND_QUEUE_DEPTH, STORAGE_EVENT_QUEUE_DEPTH,
+};
+use super::net::{NetConfig, NetHandle, Network};
+use super::snapshot_files::StoreSnapshots;
+use super::storage_thread::open_storage;
+use super::transport::{Replier, Transport};
+use crate::core::{CoreConfig, Replica};
+use crate::{Config, StateMachine};
+use crossbeam_channel::bounded;
+use rcraft_wire::{Membership, NodeId};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Starts nodes. See [`Node::start`].
+pub struct Node;
+
+impl Node {
+    /// Starts node `config.id` of the cluster `config.servers` with `state_machine`:
+    /// recovers the data directory (term, vote, log, latest snapshot), listens on its own
+    /// address and returns a handle once every thread runs. Nodes of a fresh cluster start as
+    /// followers; one is elected leader within a few election timeouts.
+    pub fn start(config: Config, state_machine: impl StateMachine) -> Result<NodeHandle> {
+        validate(&config)?;
+        let initial_membership =
+            Membership::with_voters((0..config.servers.len() as u64).map(NodeId));
+        let opened =
+            open_storage(&config.data_dir, initial_membership.clone()).map_err(Error::Storage)?;
+        let replica = Replica::new(core_config(&config), opened.recovered)
+            .map_err(|e| Error::Storage(format!("the recovered state is inconsistent: {e}")))?;
+
+        let (net_tx, net_rx) = bounded(NET_EVENT_QUEUE_DEPTH);
+        let net = Network::spawn(net_config(&config), net_tx).map_err(|e| {
+            Error::io(
+                format!("listening on {}", config.servers[config.id.0 as usize]),
+                e,
+            )
+        })?;
+        let transport: Arc<dyn Transport> = Arc::new(net.sender());
+        let replier = Replier::new(transport);
+
+        let snapshots = Box::new(StoreSnapshots::new(opened.snapshots));
+        let applier = Applier::new(
+            Box::new(state_machine),
+            snapshots,
+            initial_membership,
+            config.snapshot_every,
+            replier.clone(),
+        )
+        .map_err(Error::Storage)?;
+
+        let (storage_tx, storage_rx) = bounded(STORAGE_COMMAND_QUEUE_DEPTH);
+        let (storage_events_tx, storage_events_rx) = bounded(STORAGE_EVENT_QUEUE_DEPTH);
+        let (apply_tx, apply_rx) = bounded(APPLY_COMMAND_QUEUE_DEPTH);
+        let (progress_tx, progress_rx) = bounded(APPLY_PROGRESS_QUEUE_DEPTH);
+        let (api_tx, api_rx) = bounded(API_REQUEST_QUEUE_DEPTH);
+
+        let settings = ConsensusSettings {
+            servers: config.servers.clone(),
+            tick: Duration::from_millis(config.tick_ms),
+            rpc_timeout: Duration::from_millis(config.rpc_timeout_ms),
+            applied: applier.applied(),
+        };
+        let consensus = Consensus::new(replica, settings, replier, storage_tx, apply_tx);
+        let inbox = Inbox {
+            net: net_rx,
+            storage: storage_events_rx,
+            apply: progress_rx,
+            api: api_rx,
+        };
+        let id = config.id;
+        let storage_thread = opened.thread;
+        let storage = spawn(id, "storage", move || {
+            storage_thread.run(storage_rx, storage_events_tx)
+        })?;
+        let apply = spawn(id, "apply", move || applier.run(apply_rx, progress_tx))?;
+        let consensus = spawn(id, "consensus", move || consensus.run(inbox))?;
+        log::info!("node {id} started on {}", net.local_addr());
+        let runtime = Runtime {
+            consensus,
+            storage,
+            apply,
+            net,
+        };
+        let rpc_timeout = Duration::from_millis(config.rpc_timeout_ms);
+        Ok(NodeHandle::new(
+            id,
+            config.servers,
+            rpc_timeout,
+            api_tx,
+            runtime,
+        ))
+    }
+}
+
+/// The threads of a running node.
+pub(crate) struct Runtime {
+    consensus: JoinHandle<Exit>,
+    storage: JoinHandle<std::result::Result<(), String>>,
+    apply: JoinHandle<()>,
+    net: NetHandle,
+}
+
+impl Runtime {
+    /// Waits for the consensus thread to stop (the caller asked it to), then for the others
+    /// in dependency order. Returns the error that stopped the node, if any.
+    pub(crate) fn join(self) -> Result<()> {
+        let exit = self.consensus.join();
+        let storage = self.storage.join();
+        let apply = self.apply.join();
+        self.net.shutdown();
+        let mut result = Ok(());
+        if let Ok(Err(message)) = storage {
+            result = Err(Error::Storage(message));
+        }
+        match exit {
+            Ok(Exit::Shutdown) => {}
+            Ok(Exit::Failed(message)) => result = result.and(Err(Error::Storage(message))),
+            Err(_) => {
+                result = result.and(Err(Error::Storage("the consensus thread panicked".into())))
+            }
+        }
+        if apply.is_err() {
+            result = result.and(Err(Error::Storage("the apply thread panicked".into())));
+        }
+        result
+    }
+
+    /// True once the consensus thread has ended (shutdown or a fatal error).
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.consensus.is_finished()
+    }
+}
+
+fn spawn<T: Send + 'static>(
+    id: NodeId,
+    role: &str,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>> {
+    std::thread::Builder::new()
+        .name(format!("rcraft-{role}-{id}"))
+        .spawn(body)
+        .map_err(|e| Error::io(format!("starting the {role} thread"), e))
+}
+
+/// Checks what the runtime relies on (a `Config` built by hand may skip `build_config`).
+fn validate(config: &Config) -> Result<()> {
+    let problem = if config.id.0 as usize >= config.servers.len() {
+        Some(format!(
+            "id {} is not one of the {} servers",
+            config.id,
+            config.servers.len()
+        ))
+    } else if config.tick_ms == 0 {
+        Some("tick_ms must be at least 1".to_string())
+    } else if config.election_timeout_min_ms >= config.election_timeout_max_ms {
+        Some("the election timeout range is empty".to_string())
+    } else if config.heartbeat_ms >= config.election_timeout_min_ms {
+        Some("the heartbeat must be shorter than the election timeout".to_string())
+    } else if config.rpc_timeout_ms == 0 {
+        Some("rpc_timeout_ms must be at least 1".to_string())
+    } else {
+        None
+    };
+    problem.map_or(Ok(()), |p| Err(Error::Config(p)))
+}
+
+/// The core's tuning: milliseconds converted to ticks (rounded up, at least one tick).
+pub(crate) fn core_config(config: &Config) -> CoreConfig {
+    let ticks = |ms: u64| ms.div_ceil(config.tick_ms).max(1);
+    let mut core = CoreConfig::new(config.id, seed(config.id));
+    core.election_timeout_min_ticks = ticks(config.election_timeout_min_ms);
+    core.election_timeout_max_ticks =
+        ticks(config.election_timeout_max_ms).max(core.election_timeout_min_ticks + 1);
+    core.heartbeat_interval_ticks =
+        ticks(config.heartbeat_ms).min(core.election_timeout_min_ticks.saturating_sub(1).max(1));
+    core
+}
+
+/// A seed for the election timer: different per node and per start.
+fn seed(id: NodeId) -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+fn net_config(config: &Config) -> NetConfig {
+    let peers: BTreeMap<NodeId, _> = config
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| (NodeId(i as u64), *addr))
+        .filter(|(id, _)| *id != config.id)
+        .collect();
+    let listen = config.servers[config.id.0 as usize];
+    NetConfig::new(config.id, config.cluster_id, listen, peers)
+}

@@ -1,0 +1,108 @@
+//! Where the apply thread writes and reads whole snapshots.
+//!
+//! The apply thread owns the state machine, so it writes local snapshots and reads the one to
+//! restore itself, through this seam, without ever blocking the consensus thread. The storage
+//! crate's snapshot store sits behind it in a running node.
+
+use super::entry_codec::{decode_payload, payload_bytes};
+use rcraft_storage::{SnapshotFileMeta, SnapshotInfo, SnapshotStore};
+use rcraft_wire::{EntryPayload, LogIndex, SnapshotMeta, Term};
+use std::io::{Read, Write};
+
+/// Fills a snapshot's data.
+pub(crate) type SnapshotWriteFn<'a> = &'a mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>;
+
+/// A snapshot opened for reading: its metadata and its data.
+pub(crate) type OpenSnapshot = (SnapshotMeta, Box<dyn Read + Send>);
+
+/// Durable snapshot files, as seen by the apply thread.
+pub(crate) trait SnapshotFiles: Send {
+    /// Writes a new snapshot described by `meta` (its `size_bytes` and `checksum` are filled
+    /// in here) with the bytes `write` produces, makes it durable and current, and returns
+    /// the complete metadata.
+    fn save(
+        &mut self,
+        meta: SnapshotMeta,
+        write: SnapshotWriteFn<'_>,
+    ) -> Result<SnapshotMeta, String>;
+
+    /// Opens the current snapshot, if there is one.
+    fn open_current(&mut self) -> Result<Option<OpenSnapshot>, String>;
+}
+
+/// The storage crate's snapshot store, as used by the apply thread. The store is a cheap
+/// handle on the snapshot directory; the storage thread holds another one for chunk reads
+/// and received snapshots.
+pub(crate) struct StoreSnapshots {
+    store: SnapshotStore,
+}
+
+impl StoreSnapshots {
+    /// Wraps a handle on the snapshot directory.
+    pub(crate) fn new(store: SnapshotStore) -> StoreSnapshots {
+        StoreSnapshots { store }
+    }
+}
+
+impl SnapshotFiles for StoreSnapshots {
+    fn save(
+        &mut self,
+        meta: SnapshotMeta,
+        write: SnapshotWriteFn<'_>,
+    ) -> Result<SnapshotMeta, String> {
+        let file_meta = file_meta(&meta);
+        let mut writer = self.store.begin(file_meta).map_err(|e| e.to_string())?;
+        write(&mut writer).map_err(|e| format!("the state machine's snapshot failed: {e}"))?;
+        let info = writer.finish().map_err(|e| e.to_string())?;
+        Ok(SnapshotMeta {
+            size_bytes: info.data_bytes,
+            checksum: info.data_crc32c,
+            ..meta
+        })
+    }
+
+    fn open_current(&mut self) -> Result<Option<OpenSnapshot>, String> {
+        let Some(info) = self.store.latest().map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let meta = snapshot_meta(&info)?;
+        let reader: Box<dyn Read + Send> = Box::new(self.store.open_reader(&info));
+        Ok(Some((meta, reader)))
+    }
+}
+
+/// The storage crate's description of a snapshot (membership as opaque bytes).
+pub(crate) fn file_meta(meta: &SnapshotMeta) -> SnapshotFileMeta {
+    let membership = EntryPayload::Membership(meta.membership.clone());
+    SnapshotFileMeta {
+        index: meta.index.0,
+        term: meta.term.0,
+        membership: payload_bytes(&membership),
+    }
+}
+
+/// The core's description of a complete snapshot file.
+pub(crate) fn snapshot_meta(info: &SnapshotInfo) -> Result<SnapshotMeta, String> {
+    let membership = match decode_payload(&info.meta.membership) {
+        Ok(EntryPayload::Membership(membership)) => membership,
+        Ok(_) => {
+            return Err(format!(
+                "{}: membership field holds another payload",
+                info.path.display()
+            ));
+        }
+        Err(e) => {
+            return Err(format!(
+                "{}: undecodable membership: {e}",
+                info.path.display()
+            ));
+        }
+    };
+    Ok(SnapshotMeta {
+        index: LogIndex(info.meta.index),
+        term: Term(info.meta.term),
+        membership,
+        size_bytes: info.data_bytes,
+        checksum: info.data_crc32c,
+    })
+}

@@ -1,0 +1,88 @@
+//! Messages between the consensus thread and the storage thread.
+//!
+//! Commands are never dropped (a full queue makes the consensus thread wait); events come
+//! back at most once per drained batch for persistence, once per snapshot chunk otherwise.
+
+use crate::core::HardState;
+use rcraft_wire::{Entry, LogIndex, NodeId, SnapshotMeta};
+
+/// Work for the storage thread.
+#[derive(Debug)]
+pub(crate) enum StorageCommand {
+    /// Truncate (when the first entry is at or below the last index), append, save hard
+    /// state; then report `Persisted { seq }` after the batch's one sync.
+    Persist {
+        /// Sequence number of the core's persist action.
+        seq: u64,
+        /// New hard state, when it changed.
+        hard_state: Option<HardState>,
+        /// Entries, contiguous, in index order.
+        entries: Vec<Entry>,
+    },
+    /// The log through `through` is covered by a durable snapshot; drop it from disk.
+    CompactLog {
+        /// Highest removable index.
+        through: LogIndex,
+    },
+    /// Read part of the current snapshot for a follower.
+    ReadSnapshotChunk {
+        /// The follower.
+        to: NodeId,
+        /// The snapshot the core is sending.
+        meta: SnapshotMeta,
+        /// Where to read from.
+        offset: u64,
+        /// Most bytes to read.
+        max_bytes: u64,
+    },
+    /// Write a received chunk to the partial snapshot; on `done`, verify and make current.
+    WriteSnapshotChunk {
+        /// The snapshot.
+        meta: SnapshotMeta,
+        /// Offset of `data`.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
+        /// Last chunk.
+        done: bool,
+    },
+}
+
+/// What the storage thread reports.
+#[derive(Debug)]
+pub(crate) enum StorageEvent {
+    /// Every persist command through `seq` is durable.
+    Persisted {
+        /// Highest durable sequence number.
+        seq: u64,
+    },
+    /// Answer to `ReadSnapshotChunk`.
+    SnapshotChunkRead {
+        /// The follower.
+        to: NodeId,
+        /// The snapshot read.
+        meta: SnapshotMeta,
+        /// Offset of `data`.
+        offset: u64,
+        /// The bytes (shorter than asked only at the end).
+        data: Vec<u8>,
+    },
+    /// A chunk was written (or refused); the snapshot is not complete yet.
+    SnapshotChunkWritten {
+        /// The snapshot.
+        meta: SnapshotMeta,
+        /// Bytes durable so far.
+        next_offset: u64,
+        /// True when the chunk was refused.
+        rejected: bool,
+    },
+    /// The last chunk arrived, the snapshot verified and is now current on disk and the log
+    /// was reset to it; the state machine still has to be restored from it.
+    SnapshotStored {
+        /// The snapshot.
+        meta: SnapshotMeta,
+    },
+    /// A storage operation failed: the node must stop (fail-stop, never continue with
+    /// unknown durability).
+    Failed(String),
+}

@@ -1,0 +1,366 @@
+//! The storage thread: makes the core's persist actions durable, with group commit.
+//!
+//! Owns the WAL (through [`LogStore`]), the hard-state file and its handle on the snapshot
+//! directory (the apply thread holds another handle to write local snapshots). It drains every
+//! queued command, writes truncations, appends and hard state, syncs the log ONCE for the
+//! batch, and then reports `Persisted` with the batch's last sequence number.
+//!
+//! Invariants: `Persisted { seq }` is sent only after every write of every persist command
+//! through `seq` is durable; any write or sync error is fail-stop (the thread reports
+//! `Failed` and stops; the node never continues with unknown durability). Snapshot chunk
+//! reads are not durability-critical: a failed read is logged and left unanswered (the
+//! leader retries).
+
+use super::limits::STORAGE_BATCH_MAX;
+use super::log_store::LogStore;
+use super::snapshot_files::{file_meta, snapshot_meta};
+use super::storage_io::{StorageCommand, StorageEvent};
+use crate::core::{HardState, RecoveredState};
+use crossbeam_channel::{Receiver, Sender};
+use rcraft_storage::{
+    Error as StoreError, Fs, HardState as StoredHardState, HardStateStore, PartialSnapshot, RealFs,
+    SnapshotStore, Wal, WalOptions,
+};
+use rcraft_wire::{LogIndex, Membership, NodeId, SnapshotMeta, Term};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Everything opened from the data directory at start.
+pub(crate) struct OpenedStorage {
+    /// The storage thread's state.
+    pub(crate) thread: StorageThread,
+    /// A handle on the snapshot directory for the apply thread.
+    pub(crate) snapshots: SnapshotStore,
+    /// What the core starts from.
+    pub(crate) recovered: RecoveredState,
+}
+
+/// The storage thread's state.
+pub(crate) struct StorageThread {
+    log: LogStore,
+    hard_state: HardStateStore,
+    /// The hard state as last given by the core; may be ahead of `hard_state` in its commit
+    /// hint only (commit-only changes are saved lazily, see `save_hard_state`).
+    latest_hard_state: Option<StoredHardState>,
+    snapshots: SnapshotStore,
+    /// The snapshot being received from the leader, if any.
+    partial: Option<PartialSnapshot>,
+}
+
+/// Opens (or creates) the node's files under `data_dir` and recovers the durable state.
+pub(crate) fn open_storage(
+    data_dir: &Path,
+    initial_membership: Membership,
+) -> Result<OpenedStorage, String> {
+    let fs: Arc<dyn Fs> = Arc::new(RealFs::default());
+    let described = |what: &str, e: StoreError| format!("{what} in {}: {e}", data_dir.display());
+    let wal_options = WalOptions {
+        fs: fs.clone(),
+        ..WalOptions::default()
+    };
+    let wal = Wal::open(&data_dir.join("wal"), wal_options)
+        .map_err(|e| described("opening the log", e))?;
+    let hard_state = HardStateStore::open(fs.clone(), &data_dir.join("hard_state"))
+        .map_err(|e| described("opening the hard state", e))?;
+    let snapshots = SnapshotStore::open(fs, &data_dir.join("snapshots"))
+        .map_err(|e| described("opening the snapshots", e))?;
+    let snapshot = match snapshots
+        .latest()
+        .map_err(|e| described("reading the latest snapshot", e))?
+    {
+        Some(info) => Some(snapshot_meta(&info)?),
+        None => None,
+    };
+    let mut log = LogStore::new(wal);
+    if let Some(meta) = &snapshot {
+        reconcile_log_with_snapshot(&mut log, meta)?;
+    }
+    let after = snapshot.as_ref().map_or(LogIndex(0), |meta| meta.index);
+    let entries = log.entries_after(after)?;
+    let saved = hard_state.current();
+    let recovered = RecoveredState {
+        hard_state: HardState {
+            term: Term(saved.term),
+            vote: saved.vote.map(NodeId),
+            commit: LogIndex(saved.commit),
+        },
+        snapshot,
+        entries,
+        initial_membership,
+    };
+    log::info!(
+        "recovered from {}: term {}, {} log entries after index {after}",
+        data_dir.display(),
+        saved.term,
+        recovered.entries.len()
+    );
+    let thread = StorageThread {
+        log,
+        hard_state,
+        latest_hard_state: None,
+        snapshots: snapshots.clone(),
+        partial: None,
+    };
+    Ok(OpenedStorage {
+        thread,
+        snapshots,
+        recovered,
+    })
+}
+
+/// Makes the log continue right after `meta`: when it does not hold the snapshot's last entry
+/// with the snapshot's term (a crash between installing a snapshot and resetting the log, or a
+/// log that ends before it), the log is restarted empty after the snapshot.
+fn reconcile_log_with_snapshot(log: &mut LogStore, meta: &SnapshotMeta) -> Result<(), String> {
+    let matches = log.term_at(meta.index) == Some(meta.term);
+    let covered = meta.index < log.first_index() && log.first_index() <= meta.index.next();
+    if !matches && !covered {
+        log::info!(
+            "log does not continue snapshot {}; restarting it after the snapshot",
+            meta.index
+        );
+        log.reset_after(meta.index)?;
+    }
+    Ok(())
+}
+
+impl StorageThread {
+    /// The thread body: runs until the consensus thread drops its sender, then syncs and
+    /// saves the latest hard state; or until a storage error (fail-stop).
+    pub(crate) fn run(
+        mut self,
+        commands: Receiver<StorageCommand>,
+        events: Sender<StorageEvent>,
+    ) -> Result<(), String> {
+        let result = self.serve(&commands, &events);
+        if let Err(message) = &result {
+            log::error!("storage failed, stopping the node: {message}");
+            let _ = events.send(StorageEvent::Failed(message.clone()));
+        }
+        result
+    }
+
+    fn serve(
+        &mut self,
+        commands: &Receiver<StorageCommand>,
+        events: &Sender<StorageEvent>,
+    ) -> Result<(), String> {
+        let mut batch = Vec::with_capacity(STORAGE_BATCH_MAX);
+        while let Ok(first) = commands.recv() {
+            batch.push(first);
+            while batch.len() < STORAGE_BATCH_MAX {
+                match commands.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            self.process_batch(batch.drain(..), events)?;
+        }
+        self.close()
+    }
+
+    /// Writes a batch with one sync; commands that are not persists are carried out in order
+    /// after the persists before them are durable.
+    fn process_batch(
+        &mut self,
+        batch: impl Iterator<Item = StorageCommand>,
+        events: &Sender<StorageEvent>,
+    ) -> Result<(), String> {
+        let mut persisted: Option<u64> = None;
+        for command in batch {
+            match command {
+                StorageCommand::Persist {
+                    seq,
+                    hard_state,
+                    entries,
+                } => {
+                    self.log.write(&entries)?;
+                    if let Some(hard_state) = hard_state {
+                        self.save_hard_state(hard_state)?;
+                    }
+                    persisted = Some(seq);
+                }
+                other => {
+                    self.flush(&mut persisted, events)?;
+                    self.carry_out(other, events)?;
+                }
+            }
+        }
+        self.flush(&mut persisted, events)
+    }
+
+    /// Syncs the log once and reports the last persisted sequence number, if any.
+    fn flush(
+        &mut self,
+        persisted: &mut Option<u64>,
+        events: &Sender<StorageEvent>,
+    ) -> Result<(), String> {
+        if let Some(seq) = persisted.take() {
+            self.log.sync()?;
+            let _ = events.send(StorageEvent::Persisted { seq });
+        }
+        Ok(())
+    }
+
+    /// Saves term and vote durably at once; a change of the commit hint alone is kept in
+    /// memory and saved with the next term or vote change or at shutdown. The hint is never
+    /// trusted beyond the durable log, so an older hint on disk only slows a restart.
+    fn save_hard_state(&mut self, hard_state: HardState) -> Result<(), String> {
+        let state = StoredHardState {
+            term: hard_state.term.0,
+            vote: hard_state.vote.map(|id| id.0),
+            commit: hard_state.commit.0,
+        };
+        let saved = self.hard_state.current();
+        if (saved.term, saved.vote) != (state.term, state.vote) {
+            self.hard_state
+                .save(&state)
+                .map_err(|e| format!("saving the hard state: {e}"))?;
+        }
+        self.latest_hard_state = Some(state);
+        Ok(())
+    }
+
+    fn carry_out(
+        &mut self,
+        command: StorageCommand,
+        events: &Sender<StorageEvent>,
+    ) -> Result<(), String> {
+        match command {
+            StorageCommand::Persist { .. } => unreachable!("persists are handled by the batch"),
+            StorageCommand::CompactLog { through } => self.log.compact_through(through),
+            StorageCommand::ReadSnapshotChunk {
+                to,
+                meta,
+                offset,
+                max_bytes,
+            } => {
+                if let Some(data) = self.read_snapshot_chunk(&meta, offset, max_bytes) {
+                    let _ = events.send(StorageEvent::SnapshotChunkRead {
+                        to,
+                        meta,
+                        offset,
+                        data,
+                    });
+                }
+                Ok(())
+            }
+            StorageCommand::WriteSnapshotChunk {
+                meta,
+                offset,
+                data,
+                done,
+            } => {
+                let event = self.write_snapshot_chunk(meta, offset, &data, done)?;
+                let _ = events.send(event);
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads a chunk of the current snapshot if it is still `meta` (a newer local snapshot
+    /// replaces the file; the core then starts the transfer again).
+    fn read_snapshot_chunk(
+        &self,
+        meta: &SnapshotMeta,
+        offset: u64,
+        max_bytes: u64,
+    ) -> Option<Vec<u8>> {
+        let info = match self.snapshots.latest() {
+            Ok(Some(info)) if info.meta.index == meta.index.0 && info.meta.term == meta.term.0 => {
+                info
+            }
+            Ok(_) => {
+                log::info!(
+                    "snapshot {} is no longer current; chunk not read",
+                    meta.index
+                );
+                return None;
+            }
+            Err(e) => {
+                log::warn!("reading snapshot {} for a follower: {e}", meta.index);
+                return None;
+            }
+        };
+        let max_len = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+        match self.snapshots.read_chunk(&info, offset, max_len) {
+            Ok(data) => Some(data),
+            Err(e) => {
+                log::warn!("reading snapshot {} at {offset}: {e}", meta.index);
+                None
+            }
+        }
+    }
+
+    /// Writes a received chunk durably; on the last one verifies the snapshot, makes it
+    /// current and restarts the log after it unless the log already continues it.
+    fn write_snapshot_chunk(
+        &mut self,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: &[u8],
+        done: bool,
+    ) -> Result<StorageEvent, String> {
+        let wanted = file_meta(&meta);
+        let mut partial = match self.partial.take() {
+            Some(partial) if *partial.meta() == wanted => partial,
+            _ => self
+                .snapshots
+                .resume_or_start(wanted)
+                .map_err(|e| format!("starting to receive snapshot {}: {e}", meta.index))?,
+        };
+        if offset > partial.next_offset() {
+            let next_offset = partial.next_offset();
+            self.partial = Some(partial);
+            return Ok(StorageEvent::SnapshotChunkWritten {
+                meta,
+                next_offset,
+                rejected: true,
+            });
+        }
+        let next_offset = partial
+            .write_chunk(offset, data)
+            .map_err(|e| format!("writing a chunk of snapshot {}: {e}", meta.index))?;
+        if !done {
+            self.partial = Some(partial);
+            return Ok(StorageEvent::SnapshotChunkWritten {
+                meta,
+                next_offset,
+                rejected: false,
+            });
+        }
+        match partial.finish(meta.size_bytes, meta.checksum) {
+            Ok(_) => {
+                reconcile_log_with_snapshot(&mut self.log, &meta)?;
+                Ok(StorageEvent::SnapshotStored { meta })
+            }
+            Err(StoreError::Corruption { reason, .. })
+            | Err(StoreError::InvalidArgument(reason)) => {
+                log::warn!(
+                    "received snapshot {} is bad ({reason}); asking for it again",
+                    meta.index
+                );
+                Ok(StorageEvent::SnapshotChunkWritten {
+                    meta,
+                    next_offset: 0,
+                    rejected: true,
+                })
+            }
+            Err(e) => Err(format!("installing snapshot {}: {e}", meta.index)),
+        }
+    }
+
+    /// Clean shutdown: sync the log and save the newest hard state (with its commit hint).
+    fn close(&mut self) -> Result<(), String> {
+        self.log.sync()?;
+        if let Some(state) = self.latest_hard_state {
+            if state != self.hard_state.current() {
+                self.hard_state
+                    .save(&state)
+                    .map_err(|e| format!("saving the hard state: {e}"))?;
+            }
+        }
+        log::debug!("storage closed");
+        Ok(())
+    }
+}

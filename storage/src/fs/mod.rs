@@ -1,0 +1,95 @@
+//! The file-system seam: every byte `rcraft-storage` reads or writes goes through [`Fs`].
+//!
+//! [`RealFs`] is the operating system (memory maps from memmap2, `fdatasync`, directory
+//! fsync). [`SimFs`] is an in-memory file system for tests that remembers what was synced,
+//! so a test can crash it (losing unsynced writes, or tearing them), fail the n-th write or
+//! sync, and flip bits. Handles are owned by the storage thread that opened them.
+//!
+//! Contract every implementation keeps:
+//! - `create_segment` returns a zero-filled file of the asked length whose length and zeroes
+//!   are already durable; the caller still syncs the directory to make the name durable.
+//! - A write is durable only after a `sync`/`sync_range` covering it returned `Ok`.
+//! - A name created, renamed or removed is durable only after `sync_dir` of its directory.
+
+mod real;
+mod sim;
+
+pub use real::{LOCK_FILE_NAME, Preallocate, RealFs, SyncMethod};
+pub use sim::{CrashMode, SimFs};
+
+use std::io;
+use std::path::Path;
+
+/// A file system as seen by the storage crate. See the module docs for the contract.
+pub trait Fs: Send + Sync + std::fmt::Debug {
+    /// Creates `dir` and its parents if missing.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Names (not paths) of the regular files in `dir`, sorted.
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Whether `path` exists.
+    fn exists(&self, path: &Path) -> io::Result<bool>;
+    /// Length of the file at `path`.
+    fn file_len(&self, path: &Path) -> io::Result<u64>;
+    /// Creates (or replaces) a zero-filled file of `len` bytes with durable length and maps it.
+    fn create_segment(&self, path: &Path, len: u64) -> io::Result<Box<dyn SegmentFile>>;
+    /// Maps an existing file for reading and writing.
+    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>>;
+    /// Opens `path` for positional writes, creating it (empty) if missing.
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn WriteFile>>;
+    /// Reads up to `buf.len()` bytes at `offset` of `path`; returns how many were read
+    /// (fewer only at the end of the file).
+    fn read_at(&self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+    /// Renames `from` to `to`, replacing `to` if it exists.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes the file at `path`.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (creations, renames, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes an exclusive advisory lock on `dir` (held until the returned guard is dropped),
+    /// failing if another process holds it: two writers on one WAL would corrupt it.
+    fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>>;
+}
+
+/// A held directory lock; dropping it releases the lock.
+pub trait DirLock: Send + std::fmt::Debug {}
+
+/// A WAL segment: a fixed-length file mapped into memory.
+pub trait SegmentFile: Send + std::fmt::Debug {
+    /// The whole file's current contents (what a reader sees, synced or not).
+    fn bytes(&self) -> &[u8];
+    /// Copies `data` into the file at `offset`. Panics if out of bounds (a caller bug).
+    fn write_at(&mut self, offset: usize, data: &[u8]) -> io::Result<()>;
+    /// Makes `len` bytes at `offset` durable (msync of the range on [`RealFs`]).
+    fn sync_range(&mut self, offset: usize, len: usize) -> io::Result<()>;
+}
+
+/// A file written at explicit offsets (hard state, snapshots).
+pub trait WriteFile: Send + std::fmt::Debug {
+    /// Writes all of `data` at `offset`, extending the file if needed.
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Sets the file's length (truncating or zero-extending).
+    fn set_len(&mut self, len: u64) -> io::Result<()>;
+    /// Makes all writes so far durable (`fdatasync` on [`RealFs`]).
+    fn sync(&mut self) -> io::Result<()>;
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`, failing with `UnexpectedEof` if the file is shorter.
+pub(crate) fn read_exact_at(
+    fs: &dyn Fs,
+    path: &Path,
+    offset: u64,
+    buf: &mut [u8],
+) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = fs.read_at(path, offset + done as u64, &mut buf[done..])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shorter than expected",
+            ));
+        }
+        done += n;
+    }
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! [`RealFs`]: the operating system's file system, with segments mapped by memmap2.
+//!
+//! Handles are owned by the storage thread. Invariant: a mapped segment file is never
+//! truncated or shrunk while mapped (that would turn reads of the map into SIGBUS); segments
+//! are only created at full length, written through the map and unlinked after unmapping.
+
+use super::{DirLock, Fs, SegmentFile, WriteFile};
+use memmap2::MmapMut;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// How a new segment file gets its blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preallocate {
+    /// `fallocate(2)`: instant, but blocks stay "unwritten" extents, so the first sync of each
+    /// block also commits a metadata change in the file-system journal.
+    Fallocate,
+    /// Write zeroes over the whole file once: slower creation, but later syncs only write data.
+    ZeroFill,
+}
+
+/// Which system call makes a segment's range durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMethod {
+    /// `msync(MS_SYNC)` on the dirty page range of the map.
+    Msync,
+    /// `fdatasync(2)` of the whole file.
+    Fdatasync,
+}
+
+/// The real file system. See [`Preallocate`] and [`SyncMethod`] for the two tuning choices;
+/// `RealFs::default()` uses the ones measured fastest (see docs/BENCHMARKS.md).
+#[derive(Debug, Clone, Copy)]
+pub struct RealFs {
+    /// How new segments get their blocks.
+    pub preallocate: Preallocate,
+    /// How segment writes are made durable.
+    pub sync_method: SyncMethod,
+}
+
+impl Default for RealFs {
+    fn default() -> Self {
+        RealFs {
+            preallocate: Preallocate::ZeroFill,
+            sync_method: SyncMethod::Fdatasync,
+        }
+    }
+}
+
+/// Bytes written per call when zero-filling a new segment.
+const ZERO_FILL_CHUNK_BYTES: usize = 1024 * 1024;
+
+impl RealFs {
+    fn preallocate(&self, file: &mut File, len: u64) -> io::Result<()> {
+        match self.preallocate {
+            Preallocate::Fallocate => fallocate(file, len),
+            Preallocate::ZeroFill => {
+                let zeroes = vec![0u8; ZERO_FILL_CHUNK_BYTES];
+                let mut left = len;
+                while left > 0 {
+                    let n = left.min(zeroes.len() as u64) as usize;
+                    file.write_all(&zeroes[..n])?;
+                    left -= n as u64;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn fallocate(file: &File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
+    // SAFETY: `fallocate` only reads its integer arguments; the descriptor is open and owned
+    // by `file` for the duration of the call.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+impl Fs for RealFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        path.try_exists()
+    }
+
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        Ok(fs::metadata(path)?.len())
+    }
+
+    fn create_segment(&self, path: &Path, len: u64) -> io::Result<Box<dyn SegmentFile>> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        self.preallocate(&mut file, len)?;
+        file.sync_all()?;
+        map_segment(file, self.sync_method)
+    }
+
+    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        map_segment(file, self.sync_method)
+    }
+
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        Ok(Box::new(RealWriteFile { file }))
+    }
+
+    fn read_at(&self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        File::open(path)?.read_at(buf, offset)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>> {
+        use std::os::fd::AsRawFd;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LOCK_FILE_NAME))?;
+        // SAFETY: `flock` only reads its integer arguments; the descriptor is open and owned by
+        // `file`, which the returned guard keeps open for as long as the lock is held.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Box::new(RealDirLock { _file: file }))
+    }
+}
+
+/// Name of the lock file `lock_dir` creates inside a locked directory.
+pub const LOCK_FILE_NAME: &str = "LOCK";
+
+/// Holds the open, `flock`ed lock file; closing it releases the lock.
+#[derive(Debug)]
+struct RealDirLock {
+    _file: File,
+}
+
+impl DirLock for RealDirLock {}
+
+fn map_segment(file: File, sync_method: SyncMethod) -> io::Result<Box<dyn SegmentFile>> {
+    // SAFETY: the map is only sound while nobody else truncates or rewrites the file. The
+    // segment files live in the WAL directory, which one `Wal` owns exclusively (it holds an
+    // advisory lock on the directory); this crate never shrinks a mapped file and unmaps a
+    // segment before unlinking it.
+    let map = unsafe { MmapMut::map_mut(&file)? };
+    Ok(Box::new(RealSegment {
+        file,
+        map,
+        sync_method,
+    }))
+}
+
+#[derive(Debug)]
+struct RealSegment {
+    file: File,
+    map: MmapMut,
+    sync_method: SyncMethod,
+}
+
+impl SegmentFile for RealSegment {
+    fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    fn write_at(&mut self, offset: usize, data: &[u8]) -> io::Result<()> {
+        self.map[offset..offset + data.len()].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn sync_range(&mut self, offset: usize, len: usize) -> io::Result<()> {
+        match self.sync_method {
+            SyncMethod::Msync => self.map.flush_range(offset, len),
+            SyncMethod::Fdatasync => self.file.sync_data(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RealWriteFile {
+    file: File,
+}
+
+impl WriteFile for RealWriteFile {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(data, offset)
+    }
+
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}

@@ -1,0 +1,411 @@
+//! [`SimFs`]: an in-memory file system that remembers what was made durable.
+//!
+//! For tests and the simulator. A `SimFs` is a cheap handle (`Arc` inside); clones share one
+//! file system, so a test keeps a clone to crash it or inject faults while a `Wal` uses another.
+//! Every file is an inode with its `current` bytes (what a reader sees) and its `durable` bytes
+//! (what survives a power loss); directory entries likewise have a current and a durable view.
+//! Invariant: after [`SimFs::crash`] every handle opened before it fails with an error, so a
+//! test cannot accidentally keep using pre-crash state.
+
+use super::{DirLock, Fs, SegmentFile, WriteFile};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// What a crash does to data written but not yet synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Power loss: every unsynced write and unsynced directory change is lost.
+    LoseUnsynced,
+    /// Process kill (`kill -9`): the page cache survives, so nothing is lost.
+    KeepUnsynced,
+    /// Power loss during write-back: for each file, a prefix (chosen by `seed`) of the bytes
+    /// that differ from the durable copy reached the disk; unsynced directory changes are lost.
+    TearUnsynced {
+        /// Chooses how much of each file's unsynced bytes survives.
+        seed: u64,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Inode {
+    current: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct SimState {
+    inodes: Vec<Inode>,
+    names: BTreeMap<PathBuf, usize>,
+    durable_names: BTreeMap<PathBuf, usize>,
+    dirs: BTreeSet<PathBuf>,
+    /// Bumped by every crash; handles from an older generation are dead.
+    generation: u64,
+    /// The write that fails: counts down on every write; fails when it reaches 1.
+    fail_write_in: Option<u64>,
+    /// The sync that fails: counts down on every sync; fails when it reaches 1.
+    fail_sync_in: Option<u64>,
+    writes: u64,
+    syncs: u64,
+}
+
+/// An in-memory file system with crash and fault injection. See the module docs.
+#[derive(Debug, Clone, Default)]
+pub struct SimFs {
+    state: Arc<Mutex<SimState>>,
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("simfs: no such file {}", path.display()),
+    )
+}
+
+fn injected(what: &str) -> io::Error {
+    io::Error::other(format!("simfs: injected {what} failure"))
+}
+
+impl SimState {
+    fn inode_of(&self, path: &Path) -> io::Result<usize> {
+        self.names.get(path).copied().ok_or_else(|| not_found(path))
+    }
+
+    fn count_write(&mut self) -> io::Result<()> {
+        self.writes += 1;
+        count_down(&mut self.fail_write_in, "write")
+    }
+
+    fn count_sync(&mut self) -> io::Result<()> {
+        self.syncs += 1;
+        count_down(&mut self.fail_sync_in, "sync")
+    }
+
+    fn check_generation(&self, generation: u64) -> io::Result<()> {
+        if generation == self.generation {
+            Ok(())
+        } else {
+            Err(io::Error::other("simfs: handle opened before a crash"))
+        }
+    }
+
+    fn new_inode(&mut self, path: &Path, bytes: Vec<u8>) -> usize {
+        self.inodes.push(Inode {
+            current: bytes,
+            durable: Vec::new(),
+        });
+        let id = self.inodes.len() - 1;
+        self.names.insert(path.to_path_buf(), id);
+        id
+    }
+}
+
+fn count_down(counter: &mut Option<u64>, what: &str) -> io::Result<()> {
+    match counter {
+        Some(1) => {
+            *counter = None;
+            Err(injected(what))
+        }
+        Some(n) => {
+            *n -= 1;
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// A small deterministic generator (SplitMix64) so crashes replay from a seed.
+fn split_mix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn tear(inode: &mut Inode, rng: &mut u64) {
+    if inode.current.len() != inode.durable.len() {
+        inode.current = inode.durable.clone();
+        return;
+    }
+    let differing: Vec<usize> = (0..inode.current.len())
+        .filter(|&i| inode.current[i] != inode.durable[i])
+        .collect();
+    let kept = (split_mix(rng) % (differing.len() as u64 + 1)) as usize;
+    for &i in &differing[kept..] {
+        inode.current[i] = inode.durable[i];
+    }
+    inode.durable = inode.current.clone();
+}
+
+impl SimFs {
+    /// An empty file system.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SimState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Simulates a crash: see [`CrashMode`]. Every open handle becomes unusable.
+    pub fn crash(&self, mode: CrashMode) {
+        let mut state = self.lock();
+        state.generation += 1;
+        match mode {
+            CrashMode::KeepUnsynced => return,
+            CrashMode::LoseUnsynced => {
+                for inode in &mut state.inodes {
+                    inode.current = inode.durable.clone();
+                }
+            }
+            CrashMode::TearUnsynced { seed } => {
+                let mut rng = seed;
+                for inode in &mut state.inodes {
+                    tear(inode, &mut rng);
+                }
+            }
+        }
+        state.names = state.durable_names.clone();
+    }
+
+    /// The `n`-th write from now (1 = the next one) fails with an I/O error and writes nothing.
+    pub fn fail_nth_write(&self, n: u64) {
+        self.lock().fail_write_in = Some(n.max(1));
+    }
+
+    /// The `n`-th sync from now (1 = the next one) fails with an I/O error and syncs nothing.
+    pub fn fail_nth_sync(&self, n: u64) {
+        self.lock().fail_sync_in = Some(n.max(1));
+    }
+
+    /// How many writes and syncs were issued so far.
+    pub fn counts(&self) -> (u64, u64) {
+        let state = self.lock();
+        (state.writes, state.syncs)
+    }
+
+    /// Flips bit `bit` (0..8) of byte `offset` of `path`, both in the current and durable copy.
+    pub fn flip_bit(&self, path: &Path, offset: usize, bit: u8) -> io::Result<()> {
+        let mut state = self.lock();
+        let id = state.inode_of(path)?;
+        let inode = &mut state.inodes[id];
+        for bytes in [&mut inode.current, &mut inode.durable] {
+            if let Some(byte) = bytes.get_mut(offset) {
+                *byte ^= 1 << (bit % 8);
+            }
+        }
+        Ok(())
+    }
+
+    /// The current bytes of `path`.
+    pub fn contents(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let state = self.lock();
+        let id = state.inode_of(path)?;
+        Ok(state.inodes[id].current.clone())
+    }
+}
+
+impl Fs for SimFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        for ancestor in dir.ancestors() {
+            state.dirs.insert(ancestor.to_path_buf());
+        }
+        Ok(())
+    }
+
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let state = self.lock();
+        if !state.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        let names = state
+            .names
+            .keys()
+            .filter(|path| path.parent() == Some(dir))
+            .filter_map(|path| path.file_name())
+            .map(|name| name.to_string_lossy().into_owned())
+            .collect();
+        Ok(names)
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        let state = self.lock();
+        Ok(state.names.contains_key(path) || state.dirs.contains(path))
+    }
+
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        let state = self.lock();
+        let id = state.inode_of(path)?;
+        Ok(state.inodes[id].current.len() as u64)
+    }
+
+    fn create_segment(&self, path: &Path, len: u64) -> io::Result<Box<dyn SegmentFile>> {
+        let mut state = self.lock();
+        state.count_write()?;
+        state.count_sync()?;
+        let bytes = vec![0u8; len as usize];
+        let id = state.new_inode(path, bytes.clone());
+        state.inodes[id].durable = bytes.clone();
+        Ok(Box::new(SimSegment {
+            fs: self.clone(),
+            inode: id,
+            generation: state.generation,
+            bytes,
+        }))
+    }
+
+    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
+        let state = self.lock();
+        let id = state.inode_of(path)?;
+        Ok(Box::new(SimSegment {
+            fs: self.clone(),
+            inode: id,
+            generation: state.generation,
+            bytes: state.inodes[id].current.clone(),
+        }))
+    }
+
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
+        let mut state = self.lock();
+        let id = match state.names.get(path) {
+            Some(&id) => id,
+            None => state.new_inode(path, Vec::new()),
+        };
+        Ok(Box::new(SimWriteFile {
+            fs: self.clone(),
+            inode: id,
+            generation: state.generation,
+        }))
+    }
+
+    fn read_at(&self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let state = self.lock();
+        let id = state.inode_of(path)?;
+        let bytes = &state.inodes[id].current;
+        let start = (offset as usize).min(bytes.len());
+        let n = buf.len().min(bytes.len() - start);
+        buf[..n].copy_from_slice(&bytes[start..start + n]);
+        Ok(n)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        let id = state.inode_of(from)?;
+        state.names.remove(from);
+        state.names.insert(to.to_path_buf(), id);
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        state
+            .names
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| not_found(path))
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        state.count_sync()?;
+        let in_dir = |path: &PathBuf| path.parent() == Some(dir);
+        state.durable_names.retain(|path, _| !in_dir(path));
+        let current: Vec<(PathBuf, usize)> = state
+            .names
+            .iter()
+            .filter(|(path, _)| in_dir(path))
+            .map(|(path, id)| (path.clone(), *id))
+            .collect();
+        state.durable_names.extend(current);
+        Ok(())
+    }
+
+    fn lock_dir(&self, _dir: &Path) -> io::Result<Box<dyn DirLock>> {
+        Ok(Box::new(SimDirLock))
+    }
+}
+
+/// One `SimFs` is used by one test at a time, so its directory lock holds nothing.
+#[derive(Debug)]
+struct SimDirLock;
+
+impl DirLock for SimDirLock {}
+
+#[derive(Debug)]
+struct SimSegment {
+    fs: SimFs,
+    inode: usize,
+    generation: u64,
+    /// This handle's view; always equal to the inode's current bytes while the handle lives.
+    bytes: Vec<u8>,
+}
+
+impl SegmentFile for SimSegment {
+    fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    fn write_at(&mut self, offset: usize, data: &[u8]) -> io::Result<()> {
+        let mut state = self.fs.lock();
+        state.check_generation(self.generation)?;
+        state.count_write()?;
+        let range = offset..offset + data.len();
+        state.inodes[self.inode].current[range.clone()].copy_from_slice(data);
+        self.bytes[range].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn sync_range(&mut self, offset: usize, len: usize) -> io::Result<()> {
+        let mut state = self.fs.lock();
+        state.check_generation(self.generation)?;
+        state.count_sync()?;
+        let inode = &mut state.inodes[self.inode];
+        let range = offset..offset + len;
+        let Inode { current, durable } = inode;
+        durable[range.clone()].copy_from_slice(&current[range]);
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct SimWriteFile {
+    fs: SimFs,
+    inode: usize,
+    generation: u64,
+}
+
+impl WriteFile for SimWriteFile {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut state = self.fs.lock();
+        state.check_generation(self.generation)?;
+        state.count_write()?;
+        let bytes = &mut state.inodes[self.inode].current;
+        let end = offset as usize + data.len();
+        if bytes.len() < end {
+            bytes.resize(end, 0);
+        }
+        bytes[offset as usize..end].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        let mut state = self.fs.lock();
+        state.check_generation(self.generation)?;
+        state.inodes[self.inode].current.resize(len as usize, 0);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        let mut state = self.fs.lock();
+        state.check_generation(self.generation)?;
+        state.count_sync()?;
+        let inode = &mut state.inodes[self.inode];
+        inode.durable = inode.current.clone();
+        Ok(())
+    }
+}

@@ -1,0 +1,200 @@
+//! The hard state of a Raft node (current term, vote, commit hint), saved atomically.
+//!
+//! Owned by the node's storage thread. The file holds two 512-byte slots, each in its own
+//! disk sector, each with a sequence number and a CRC-32C. A save writes the slot *not* holding
+//! the newest state, then syncs, so a crash mid-save damages at most that slot and the other
+//! still holds the previous state. Invariants: `sequence` is the largest valid sequence on
+//! disk; after a failed write or sync the store is stopped (fail-stop, like the WAL).
+
+use crate::error::{Error, Result};
+use crate::fs::{self, Fs, WriteFile};
+use crate::limits::{HARD_STATE_FILE_BYTES, HARD_STATE_MAGIC, HARD_STATE_SLOT_BYTES};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What Raft must remember across restarts before answering a vote or append (§5.1, fig. 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HardState {
+    /// Latest term this node has seen.
+    pub term: u64,
+    /// Candidate voted for in `term`, if any.
+    pub vote: Option<u64>,
+    /// Highest index known committed (a hint: recovery may start applying from here).
+    pub commit: u64,
+}
+
+/// Bytes of a slot that carry data; the CRC-32C covering them follows.
+const SLOT_CRC_AT: usize = 44;
+
+fn encode_slot(sequence: u64, state: &HardState) -> [u8; HARD_STATE_SLOT_BYTES] {
+    let mut slot = [0u8; HARD_STATE_SLOT_BYTES];
+    slot[0..8].copy_from_slice(&HARD_STATE_MAGIC);
+    slot[8..16].copy_from_slice(&sequence.to_le_bytes());
+    slot[16..24].copy_from_slice(&state.term.to_le_bytes());
+    slot[24..32].copy_from_slice(&state.vote.unwrap_or(0).to_le_bytes());
+    slot[32..40].copy_from_slice(&state.commit.to_le_bytes());
+    slot[40] = u8::from(state.vote.is_some());
+    let crc = crc32c::crc32c(&slot[..SLOT_CRC_AT]);
+    slot[SLOT_CRC_AT..SLOT_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    slot
+}
+
+/// A slot's content: never written (all zero), valid, or damaged.
+enum SlotContent {
+    Empty,
+    Valid(u64, HardState),
+    Damaged(&'static str),
+}
+
+fn decode_slot(slot: &[u8]) -> SlotContent {
+    if slot.iter().all(|&b| b == 0) {
+        return SlotContent::Empty;
+    }
+    let word = |at: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&slot[at..at + 8]);
+        u64::from_le_bytes(bytes)
+    };
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&slot[SLOT_CRC_AT..SLOT_CRC_AT + 4]);
+    if crc32c::crc32c(&slot[..SLOT_CRC_AT]) != u32::from_le_bytes(crc) {
+        return SlotContent::Damaged("checksum mismatch");
+    }
+    if slot[0..8] != HARD_STATE_MAGIC || slot[41..44] != [0; 3] || slot[40] > 1 {
+        return SlotContent::Damaged("bad magic or reserved bytes");
+    }
+    let vote = (slot[40] == 1).then(|| word(24));
+    let state = HardState {
+        term: word(16),
+        vote,
+        commit: word(32),
+    };
+    SlotContent::Valid(word(8), state)
+}
+
+/// The hard-state file. See the module docs.
+#[derive(Debug)]
+pub struct HardStateStore {
+    fs: Arc<dyn Fs>,
+    path: PathBuf,
+    file: Box<dyn WriteFile>,
+    /// Invariant: the sequence number of the newest valid slot on disk.
+    sequence: u64,
+    current: HardState,
+    stopped: Option<String>,
+}
+
+impl HardStateStore {
+    /// Opens the hard-state file at `path`, creating it (durably, holding the default state)
+    /// if missing. A file with no valid slot is [`Error::Corruption`].
+    pub fn open(fs: Arc<dyn Fs>, path: &Path) -> Result<HardStateStore> {
+        if !fs.exists(path).map_err(|e| Error::io("stat", path, e))? {
+            create(fs.as_ref(), path)?;
+        }
+        let (sequence, current) = read_newest(fs.as_ref(), path)?;
+        let file = fs
+            .open_write(path)
+            .map_err(|e| Error::io("open hard state", path, e))?;
+        Ok(HardStateStore {
+            fs,
+            path: path.to_path_buf(),
+            file,
+            sequence,
+            current,
+            stopped: None,
+        })
+    }
+
+    /// The newest saved hard state (as read at open or last saved).
+    pub fn current(&self) -> HardState {
+        self.current
+    }
+
+    /// Reads and verifies the file again, returning the newest valid state.
+    pub fn load(&self) -> Result<HardState> {
+        read_newest(self.fs.as_ref(), &self.path).map(|(_, state)| state)
+    }
+
+    /// Saves `state`; durable when this returns `Ok`. After an error the store is stopped.
+    pub fn save(&mut self, state: &HardState) -> Result<()> {
+        if let Some(cause) = &self.stopped {
+            return Err(Error::Stopped {
+                cause: cause.clone(),
+            });
+        }
+        let sequence = self.sequence + 1;
+        let offset = (sequence % 2) * HARD_STATE_SLOT_BYTES as u64;
+        let written = self
+            .file
+            .write_at(offset, &encode_slot(sequence, state))
+            .and_then(|()| self.file.sync())
+            .map_err(|e| Error::io("save hard state", &self.path, e));
+        if let Err(err) = &written {
+            log::error!("hard state store stopped: {err}");
+            self.stopped = Some(err.to_string());
+            return written;
+        }
+        self.sequence = sequence;
+        self.current = *state;
+        Ok(())
+    }
+}
+
+/// Creates the file under a temporary name with the default state in slot 1, syncs it,
+/// renames it into place and syncs the directory.
+fn create(fs: &dyn Fs, path: &Path) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut bytes = vec![0u8; HARD_STATE_FILE_BYTES];
+    bytes[HARD_STATE_SLOT_BYTES..].copy_from_slice(&encode_slot(1, &HardState::default()));
+    let mut file = fs
+        .open_write(&tmp)
+        .map_err(|e| Error::io("create hard state", &tmp, e))?;
+    file.set_len(0)
+        .and_then(|()| file.write_at(0, &bytes))
+        .and_then(|()| file.sync())
+        .map_err(|e| Error::io("write hard state", &tmp, e))?;
+    fs.rename(&tmp, path)
+        .map_err(|e| Error::io("rename hard state", &tmp, e))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io("sync directory", dir, e))
+}
+
+fn read_newest(fs: &dyn Fs, path: &Path) -> Result<(u64, HardState)> {
+    let mut bytes = vec![0u8; HARD_STATE_FILE_BYTES];
+    fs::read_exact_at(fs, path, 0, &mut bytes).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::corruption(path, 0, "hard-state file is shorter than two slots")
+        } else {
+            Error::io("read hard state", path, e)
+        }
+    })?;
+    let mut newest: Option<(u64, HardState)> = None;
+    let mut damage = Vec::new();
+    for (slot_number, slot) in bytes.chunks_exact(HARD_STATE_SLOT_BYTES).enumerate() {
+        match decode_slot(slot) {
+            SlotContent::Valid(seq, state) if newest.is_none_or(|(best, _)| seq > best) => {
+                newest = Some((seq, state));
+            }
+            SlotContent::Valid(..) | SlotContent::Empty => {}
+            SlotContent::Damaged(reason) => damage.push((slot_number, reason)),
+        }
+    }
+    match newest {
+        Some(found) => {
+            for (slot_number, reason) in damage {
+                log::warn!(
+                    "{}: slot {slot_number} damaged ({reason}), probably a torn save; \
+                     using the other slot",
+                    path.display()
+                );
+            }
+            Ok(found)
+        }
+        None => Err(Error::corruption(
+            path,
+            0,
+            "no valid hard-state slot (both damaged or empty)",
+        )),
+    }
+}

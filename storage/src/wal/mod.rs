@@ -1,0 +1,349 @@
+//! The segmented, memory-mapped write-ahead log.
+//!
+//! Owned by the node's storage thread; not shared. The log is a run of records with
+//! contiguous indexes `first_index()..=last_index()`, spread over segment files in one
+//! directory (format: `storage/FORMAT.md`). Appends copy records into the active segment's
+//! map; `sync` makes everything appended so far durable with one call (group commit: the caller
+//! appends a whole batch, then syncs once). Invariants:
+//! - `segments` are sorted and contiguous; only the last one (the active segment) is written,
+//!   every other one was synced before its successor was created.
+//! - `next_index == last_index() + 1`; a record appended must carry exactly `next_index`.
+//! - After any failed write or sync the log is stopped: it refuses every further mutation,
+//!   because what reached the disk is unknown (fail-stop; never retry a failed fsync).
+
+mod recovery;
+mod segment;
+
+pub use segment::{Record, RecordRef};
+
+use crate::error::{Error, Result};
+use crate::fs::{DirLock, Fs, RealFs};
+use crate::limits::{
+    RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
+    SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES,
+};
+use segment::Segment;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// How a [`Wal`] is opened.
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    /// Size of each preallocated segment file, in bytes
+    /// (between `SEGMENT_BYTES_MIN` and `SEGMENT_BYTES_MAX`).
+    pub segment_bytes: u64,
+    /// The file system to use: [`RealFs`] in production, [`crate::SimFs`] in tests.
+    pub fs: Arc<dyn Fs>,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            fs: Arc::new(RealFs::default()),
+        }
+    }
+}
+
+/// The write-ahead log. See the module docs.
+#[derive(Debug)]
+pub struct Wal {
+    dir: PathBuf,
+    options: WalOptions,
+    /// Invariant: sorted by first index, contiguous; the last one is the active segment.
+    segments: Vec<Segment>,
+    /// Invariant: equals `last_index() + 1`.
+    next_index: u64,
+    /// Set by the first failed write or sync; every mutation fails from then on.
+    stopped: Option<String>,
+    _lock: Box<dyn DirLock>,
+}
+
+impl Wal {
+    /// Opens (or creates) the log in `dir`, recovering what is there: a torn tail of the last
+    /// segment is cut off; damage anywhere else is [`Error::Corruption`] naming file and offset.
+    pub fn open(dir: &Path, options: WalOptions) -> Result<Wal> {
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&options.segment_bytes) {
+            return Err(Error::InvalidArgument(format!(
+                "segment_bytes {} outside {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_MAX}",
+                options.segment_bytes
+            )));
+        }
+        let fs = options.fs.as_ref();
+        fs.create_dir_all(dir)
+            .map_err(|e| Error::io("create directory", dir, e))?;
+        let lock = fs
+            .lock_dir(dir)
+            .map_err(|e| Error::io("lock WAL directory (is another node using it?)", dir, e))?;
+        let segments = recovery::recover(fs, dir)?;
+        let next_index = segments.last().map_or(1, Segment::next_index);
+        Ok(Wal {
+            dir: dir.to_path_buf(),
+            options,
+            segments,
+            next_index,
+            stopped: None,
+            _lock: lock,
+        })
+    }
+
+    /// Index of the first record held (`last_index() + 1` when the log is empty).
+    pub fn first_index(&self) -> u64 {
+        self.segments
+            .first()
+            .map_or(self.next_index, |seg| seg.first_index)
+    }
+
+    /// Index of the last record held (`first_index() - 1` when the log is empty).
+    pub fn last_index(&self) -> u64 {
+        self.next_index - 1
+    }
+
+    /// Term of the record at `index`, if the log holds it.
+    pub fn term_at(&self, index: u64) -> Option<u64> {
+        if index < self.first_index() || index >= self.next_index {
+            return None;
+        }
+        let seg = &self.segments[self.segment_of(index)];
+        Some(seg.term_at(index))
+    }
+
+    /// The records with indexes in `range`, borrowed from the maps (no payload copy).
+    /// `range` must lie within `first_index()..=last_index()`.
+    pub fn read(&self, range: Range<u64>) -> Result<Vec<RecordRef<'_>>> {
+        self.check_range(&range)?;
+        Ok(self.iter_range(range).collect())
+    }
+
+    /// Iterates the records from `index` to the end (recovery replay, catch-up). `index` may be
+    /// `last_index() + 1` (nothing to iterate).
+    pub fn entries_from(&self, index: u64) -> Result<impl Iterator<Item = RecordRef<'_>> + '_> {
+        let range = index..self.next_index.max(index);
+        self.check_range(&range)?;
+        Ok(self.iter_range(range))
+    }
+
+    fn iter_range(&self, range: Range<u64>) -> impl Iterator<Item = RecordRef<'_>> + '_ {
+        let mut seg = if range.is_empty() {
+            0
+        } else {
+            self.segment_of(range.start)
+        };
+        range.map(move |index| {
+            if index >= self.segments[seg].next_index() {
+                seg += 1;
+            }
+            self.segments[seg].record(index)
+        })
+    }
+
+    fn check_range(&self, range: &Range<u64>) -> Result<()> {
+        let held = self.first_index()..self.next_index;
+        let inside = range.start >= held.start && range.end <= held.end;
+        if range.start > range.end || !(inside || range.is_empty() && range.start == held.end) {
+            return Err(Error::InvalidArgument(format!(
+                "read of {range:?} outside the log's {held:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Position in `segments` of the segment holding `index` (which the log must hold).
+    fn segment_of(&self, index: u64) -> usize {
+        self.segments
+            .partition_point(|seg| seg.first_index <= index)
+            .saturating_sub(1)
+    }
+
+    /// Appends a batch into the maps. Indexes must continue the log (`last_index() + 1`,
+    /// then +1 each). Not durable until [`Wal::sync`] returns.
+    pub fn append(&mut self, records: &[Record<'_>]) -> Result<()> {
+        self.check_running()?;
+        for (offset, record) in records.iter().enumerate() {
+            let expected = self.next_index + offset as u64;
+            if record.index != expected {
+                return Err(Error::InvalidArgument(format!(
+                    "append of index {} where {expected} was expected",
+                    record.index
+                )));
+            }
+            if record.payload.len() > RECORD_PAYLOAD_BYTES_MAX {
+                return Err(Error::InvalidArgument(format!(
+                    "payload of {} bytes exceeds {RECORD_PAYLOAD_BYTES_MAX}",
+                    record.payload.len()
+                )));
+            }
+        }
+        for record in records {
+            let appended = self.append_one(record);
+            self.stop_on_error(appended)?;
+        }
+        Ok(())
+    }
+
+    fn append_one(&mut self, record: &Record<'_>) -> Result<()> {
+        let fits = self
+            .segments
+            .last()
+            .is_some_and(|seg| seg.fits(record.payload.len()));
+        if !fits {
+            self.roll(record.index, record.payload.len())?;
+        }
+        let active = self.segments.last_mut().expect("roll created a segment");
+        active.append(record)?;
+        self.next_index += 1;
+        Ok(())
+    }
+
+    /// Seals the active segment (syncing it) and starts a new one at `first_index`, large
+    /// enough for a payload of `payload_len` bytes.
+    fn roll(&mut self, first_index: u64, payload_len: usize) -> Result<()> {
+        if let Some(active) = self.segments.last_mut() {
+            active.sync()?;
+        }
+        let needed = (SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + payload_len) as u64;
+        let len = self.options.segment_bytes.max(needed);
+        let seg = Segment::create(self.options.fs.as_ref(), &self.dir, first_index, len)?;
+        self.segments.push(seg);
+        self.sync_dir()
+    }
+
+    /// Makes every record appended so far durable: one msync/fdatasync of the active segment.
+    /// After an error the log is stopped (see [`Error::Stopped`]).
+    pub fn sync(&mut self) -> Result<()> {
+        self.check_running()?;
+        let synced = match self.segments.last_mut() {
+            Some(active) => active.sync(),
+            None => Ok(()),
+        };
+        self.stop_on_error(synced)
+    }
+
+    /// Removes the records from `index` on (a conflicting suffix). Durable on return: the
+    /// removal is synced (with anything appended before it), so a crash cannot bring the
+    /// removed records back. `index` must not be below `first_index()`.
+    pub fn truncate_from(&mut self, index: u64) -> Result<()> {
+        self.check_running()?;
+        if index >= self.next_index {
+            return Ok(());
+        }
+        if index < self.first_index() {
+            return Err(Error::InvalidArgument(format!(
+                "truncate from {index}, below the first index {}",
+                self.first_index()
+            )));
+        }
+        let truncated = self.truncate_segments_from(index);
+        self.stop_on_error(truncated)
+    }
+
+    fn truncate_segments_from(&mut self, index: u64) -> Result<()> {
+        // Newest first, syncing the directory after each removal, so a crash always leaves a
+        // contiguous prefix of segments.
+        while self.segments.len() > 1 && self.segments.last().expect("len > 1").first_index >= index
+        {
+            let seg = self.segments.pop().expect("len > 1");
+            self.remove_segment(seg)?;
+        }
+        let active = self.segments.last_mut().expect("the log holds index");
+        active.truncate_from(index)?;
+        active.sync()?;
+        self.next_index = index;
+        Ok(())
+    }
+
+    /// Removes every segment whose records all have indexes `<= index` (after a snapshot
+    /// through `index` is durable). The active segment is never removed, so records at or
+    /// below `index` may remain; `first_index()` tells what is left.
+    pub fn compact_through(&mut self, index: u64) -> Result<()> {
+        self.check_running()?;
+        let compacted = self.compact_segments_through(index);
+        self.stop_on_error(compacted)
+    }
+
+    fn compact_segments_through(&mut self, index: u64) -> Result<()> {
+        // Oldest first, syncing the directory after each removal, so a crash always leaves a
+        // contiguous suffix of segments.
+        while self.segments.len() > 1 && self.segments[1].first_index <= index.saturating_add(1) {
+            let seg = self.segments.remove(0);
+            self.remove_segment(seg)?;
+        }
+        Ok(())
+    }
+
+    /// Discards the whole log and restarts it empty at `next_index` (after installing a
+    /// snapshot through `next_index - 1` that the log does not match). Durable on return.
+    /// A crash part-way leaves the directory empty: the log then reopens empty with
+    /// `last_index() == 0`, and the caller (holding the snapshot) calls `reset` again.
+    pub fn reset(&mut self, next_index: u64) -> Result<()> {
+        self.check_running()?;
+        if next_index == 0 {
+            return Err(Error::InvalidArgument("reset to index 0".into()));
+        }
+        let reset = self.reset_segments(next_index);
+        self.stop_on_error(reset)
+    }
+
+    fn reset_segments(&mut self, next_index: u64) -> Result<()> {
+        while let Some(seg) = self.segments.pop() {
+            self.remove_segment(seg)?;
+        }
+        self.next_index = next_index;
+        let fs = self.options.fs.as_ref();
+        let seg = Segment::create(fs, &self.dir, next_index, self.options.segment_bytes)?;
+        self.segments.push(seg);
+        self.sync_dir()
+    }
+
+    /// Unmaps and unlinks a segment, then syncs the directory. The map is dropped first so a
+    /// file is never removed (or shrunk) while mapped.
+    fn remove_segment(&self, seg: Segment) -> Result<()> {
+        let path = seg.path.clone();
+        drop(seg);
+        self.options
+            .fs
+            .remove_file(&path)
+            .map_err(|e| Error::io("remove segment", &path, e))?;
+        self.sync_dir()
+    }
+
+    fn sync_dir(&self) -> Result<()> {
+        self.options
+            .fs
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::io("sync directory", &self.dir, e))
+    }
+
+    /// Whether an earlier failure stopped the log.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.is_some()
+    }
+
+    fn check_running(&self) -> Result<()> {
+        match &self.stopped {
+            Some(cause) => Err(Error::Stopped {
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn stop_on_error<T>(&mut self, result: Result<T>) -> Result<T> {
+        if let Err(err) = &result {
+            log::error!("WAL in {} stopped: {err}", self.dir.display());
+            self.stopped = Some(err.to_string());
+        }
+        result
+    }
+
+    /// The directory holding the segments.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Paths of the segment files, oldest first (for tests and diagnostics).
+    pub fn segment_paths(&self) -> Vec<PathBuf> {
+        self.segments.iter().map(|seg| seg.path.clone()).collect()
+    }
+}

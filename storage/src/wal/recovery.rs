@@ -1,0 +1,160 @@
+//! Recovery of a WAL directory on open: which segments exist, whether their records are whole
+//! and contiguous, and what to cut off at the tail.
+//!
+//! Runs once, on the storage thread, before the [`crate::Wal`] is handed out. Invariants on
+//! success: segments are sorted, each non-last segment's records are all valid, each segment
+//! starts right after the previous one ends, and the last segment's map is zero after its last
+//! valid record (any torn tail was zeroed and synced).
+//!
+//! Telling a torn write from corruption. Only the last segment can hold unsynced bytes (a
+//! segment is synced before the next one is created), so a bad record in any other segment is
+//! corruption. In the last segment, a bad record (or a zero length) followed by nothing but
+//! zeroes and garbage is the torn tail of a batch that was never acknowledged: it is cut off.
+//! If a *valid* record with a later index and a term no lower than the last good term follows
+//! the damage, synced data after it would be lost by cutting, so it is reported as corruption.
+
+use super::segment::{self, Segment, Slot};
+use crate::error::{Error, Result};
+use crate::fs::Fs;
+use crate::limits::RECORD_HEADER_BYTES;
+use std::path::Path;
+
+/// Lists segment files `(first_index, name)` sorted by index, deleting leftover `.tmp` files.
+pub(crate) fn list_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<(u64, String)>> {
+    let names = fs
+        .list_dir(dir)
+        .map_err(|e| Error::io("list directory", dir, e))?;
+    let mut segments = Vec::new();
+    let mut removed_tmp = false;
+    for name in names {
+        if name.ends_with(&format!("{}.tmp", segment::SEGMENT_SUFFIX)) {
+            let path = dir.join(&name);
+            log::info!("removing unfinished segment {}", path.display());
+            fs.remove_file(&path)
+                .map_err(|e| Error::io("remove unfinished segment", &path, e))?;
+            removed_tmp = true;
+        } else if let Some(first_index) = segment::parse_segment_file_name(&name) {
+            segments.push((first_index, name));
+        }
+    }
+    if removed_tmp {
+        fs.sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+/// Opens and verifies every segment; returns them ready for appends at the tail.
+pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Vec<Segment>> {
+    let listed = list_segments(fs, dir)?;
+    let count = listed.len();
+    let mut segments: Vec<Segment> = Vec::with_capacity(count);
+    let mut last_term = 0;
+    for (position, (first_index, name)) in listed.into_iter().enumerate() {
+        let mut seg = Segment::open(fs, dir.join(name), first_index)?;
+        if let Some(prev) = segments.last()
+            && seg.first_index != prev.next_index()
+        {
+            return Err(Error::corruption(
+                &seg.path,
+                16,
+                format!(
+                    "segment starts at index {} but the previous one ends before {}",
+                    seg.first_index,
+                    prev.next_index()
+                ),
+            ));
+        }
+        let scan = segment::scan(seg.bytes(), seg.first_index);
+        if position + 1 < count {
+            if let Some(reason) = scan.bad {
+                return Err(Error::corruption(&seg.path, scan.end as u64, reason));
+            }
+            seg.set_records(scan.offsets, scan.end);
+        } else {
+            repair_tail(&mut seg, scan, last_term)?;
+        }
+        if seg.len() > 0 {
+            last_term = seg.term_at(seg.next_index() - 1);
+        }
+        segments.push(seg);
+    }
+    Ok(segments)
+}
+
+/// Decides whether the damage at the end of the last segment is a torn write (cut it off and
+/// zero it durably) or corruption (report it). See the module docs.
+fn repair_tail(seg: &mut Segment, scan: segment::Scan, term_before: u64) -> Result<()> {
+    let end = scan.end;
+    let data_end = nonzero_end(seg.bytes(), end);
+    let expected = seg.first_index + scan.offsets.len() as u64;
+    let last_term = match scan.offsets.last() {
+        Some(&at) => segment::read_u64(seg.bytes(), at as usize + 16),
+        None => term_before,
+    };
+    if data_end > end {
+        if let Some((at, index)) = find_later_record(seg.bytes(), end, expected, last_term) {
+            let what = scan.bad.as_deref().unwrap_or("zero record length");
+            return Err(Error::corruption(
+                &seg.path,
+                end as u64,
+                format!(
+                    "{what}, but a valid record (index {index}) follows at offset {at}: \
+                     not a torn write"
+                ),
+            ));
+        }
+        log::warn!(
+            "{}: cutting torn tail at offset {end} ({} bytes; {})",
+            seg.path.display(),
+            data_end - end,
+            scan.bad.as_deref().unwrap_or("zero record length")
+        );
+    }
+    seg.set_records(scan.offsets, end);
+    if data_end > end {
+        seg.zero(end..data_end)?;
+        seg.sync()?;
+    }
+    Ok(())
+}
+
+/// Searches `bytes[from..]` for a valid record with index `>= expected` and term `>= min_term`;
+/// returns its offset and index.
+fn find_later_record(
+    bytes: &[u8],
+    from: usize,
+    expected: u64,
+    min_term: u64,
+) -> Option<(usize, u64)> {
+    let last_start = bytes.len().checked_sub(RECORD_HEADER_BYTES)?;
+    (from..=last_start).find_map(|at| {
+        let index = segment::read_u64(bytes, at + 8);
+        let term = segment::read_u64(bytes, at + 16);
+        if index < expected || index - expected > u64::from(u32::MAX) || term < min_term {
+            return None;
+        }
+        match segment::decode_slot(bytes, at) {
+            Slot::Valid { index, .. } => Some((at, index)),
+            _ => None,
+        }
+    })
+}
+
+/// Offset one past the last non-zero byte at or after `from` (`from` if there is none).
+fn nonzero_end(bytes: &[u8], from: usize) -> usize {
+    const CHUNK: usize = 4096;
+    let tail = &bytes[from.min(bytes.len())..];
+    let mut end = tail.len();
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let chunk = &tail[start..end];
+        if chunk.iter().fold(0u8, |acc, &b| acc | b) != 0 {
+            let last = chunk.iter().rposition(|&b| b != 0).unwrap_or(0);
+            return from + start + last + 1;
+        }
+        end = start;
+    }
+    from
+}

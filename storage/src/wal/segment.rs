@@ -1,0 +1,359 @@
+//! One WAL segment: a preallocated, memory-mapped file holding a header and a run of records.
+//!
+//! Owned by the [`crate::Wal`] (the node's storage thread). Invariants:
+//! - `offsets[i]` is the byte offset of the record with index `first_index + i`; records are
+//!   contiguous, start right after the header and end at `write_end`.
+//! - Every byte from `write_end` to the end of the file is zero in the map (so the record
+//!   length at `write_end` reads 0, "end of data", and no stale record can follow).
+//! - `dirty` covers every byte changed since the last successful sync.
+
+use crate::error::{Error, Result};
+use crate::fs::{Fs, SegmentFile};
+use crate::limits::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// A record as stored in the log, borrowed from the segment's map (no copy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Log index.
+    pub index: u64,
+    /// Term of the entry.
+    pub term: u64,
+    /// The opaque payload.
+    pub payload: &'a [u8],
+    /// The whole encoded record (header and payload), e.g. to ship it to a follower as is.
+    pub encoded: &'a [u8],
+}
+
+/// A record to append: log index, term and opaque payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// Log index; a batch's indexes must continue the log without gaps.
+    pub index: u64,
+    /// Term of the entry.
+    pub term: u64,
+    /// The opaque payload.
+    pub payload: &'a [u8],
+}
+
+/// Encodes the 32-byte segment header for a segment whose first record has `first_index`.
+pub(crate) fn encode_header(first_index: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+    let mut header = [0u8; SEGMENT_HEADER_BYTES];
+    header[0..8].copy_from_slice(&SEGMENT_MAGIC);
+    header[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    // Bytes 12..16: flags, zero in version 1.
+    header[16..24].copy_from_slice(&first_index.to_le_bytes());
+    let crc = crc32c::crc32c(&header[0..24]);
+    header[24..28].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// Checks a segment header; returns the first index it names.
+fn decode_header(path: &Path, bytes: &[u8]) -> Result<u64> {
+    let bad = |offset: u64, reason: String| Err(Error::corruption(path, offset, reason));
+    if bytes.len() < SEGMENT_HEADER_BYTES {
+        return bad(0, format!("file of {} bytes has no header", bytes.len()));
+    }
+    let stored_crc = read_u32(bytes, 24);
+    if crc32c::crc32c(&bytes[0..24]) != stored_crc {
+        return bad(24, "segment header checksum mismatch".into());
+    }
+    if bytes[0..8] != SEGMENT_MAGIC {
+        return bad(0, "bad segment magic".into());
+    }
+    let version = read_u32(bytes, 8);
+    if version != SEGMENT_VERSION {
+        return bad(8, format!("unsupported segment version {version}"));
+    }
+    if bytes[28..32] != [0; 4] || read_u32(bytes, 12) != 0 {
+        return bad(12, "reserved header bytes are not zero".into());
+    }
+    Ok(read_u64(bytes, 16))
+}
+
+pub(crate) fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(word)
+}
+
+pub(crate) fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+/// Encodes a record header. The checksum covers the length field, index, term and payload:
+/// every byte of the record except the checksum itself.
+pub(crate) fn encode_record_header(
+    index: u64,
+    term: u64,
+    payload: &[u8],
+) -> [u8; RECORD_HEADER_BYTES] {
+    let len = (RECORD_HEADER_BYTES + payload.len()) as u32;
+    let mut header = [0u8; RECORD_HEADER_BYTES];
+    header[0..4].copy_from_slice(&len.to_le_bytes());
+    header[8..16].copy_from_slice(&index.to_le_bytes());
+    header[16..24].copy_from_slice(&term.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[0..4]), &header[8..24]);
+    let crc = crc32c::crc32c_append(crc, payload);
+    header[4..8].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// What is wrong with the bytes at a record position, if anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// A zero length field: the segment's data ends here.
+    End,
+    /// A whole record with a matching checksum: its length, index and term.
+    Valid { len: usize, index: u64, term: u64 },
+    /// Not a valid record.
+    Bad(String),
+}
+
+/// Decodes the record at `pos` of a segment's bytes, checking length bounds and checksum.
+pub(crate) fn decode_slot(bytes: &[u8], pos: usize) -> Slot {
+    if pos + 4 > bytes.len() {
+        return Slot::End;
+    }
+    let len = read_u32(bytes, pos) as usize;
+    if len == 0 {
+        return Slot::End;
+    }
+    if len < RECORD_HEADER_BYTES || len > bytes.len() - pos {
+        return Slot::Bad(format!("record length {len} out of range"));
+    }
+    let record = &bytes[pos..pos + len];
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&record[0..4]), &record[8..]);
+    if crc != read_u32(record, 4) {
+        return Slot::Bad("record checksum mismatch".into());
+    }
+    Slot::Valid {
+        len,
+        index: read_u64(record, 8),
+        term: read_u64(record, 16),
+    }
+}
+
+/// The result of scanning a segment's records.
+#[derive(Debug)]
+pub(crate) struct Scan {
+    /// Offsets of the valid, contiguous records from the start.
+    pub offsets: Vec<u32>,
+    /// Where the valid records end.
+    pub end: usize,
+    /// Why scanning stopped before a clean end, if it did.
+    pub bad: Option<String>,
+}
+
+/// Scans records from the header on, stopping at the end marker or the first bad record.
+pub(crate) fn scan(bytes: &[u8], first_index: u64) -> Scan {
+    let mut offsets = Vec::new();
+    let mut pos = SEGMENT_HEADER_BYTES;
+    let mut expected = first_index;
+    let bad = loop {
+        match decode_slot(bytes, pos) {
+            Slot::End => break None,
+            Slot::Bad(reason) => break Some(reason),
+            Slot::Valid { index, .. } if index != expected => {
+                break Some(format!("expected index {expected}, found {index}"));
+            }
+            Slot::Valid { len, .. } => {
+                offsets.push(pos as u32);
+                pos += len;
+                expected += 1;
+            }
+        }
+    };
+    Scan {
+        offsets,
+        end: pos,
+        bad,
+    }
+}
+
+/// An open segment. See the module docs for its invariants.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub path: PathBuf,
+    pub first_index: u64,
+    file: Box<dyn SegmentFile>,
+    offsets: Vec<u32>,
+    write_end: usize,
+    dirty: Option<Range<usize>>,
+}
+
+impl Segment {
+    /// Creates a new segment durably: temporary name, zero-filled, header synced, renamed.
+    /// The caller syncs the directory.
+    pub fn create(fs: &dyn Fs, dir: &Path, first_index: u64, len: u64) -> Result<Segment> {
+        let path = dir.join(segment_file_name(first_index));
+        let tmp = dir.join(format!("{}.tmp", segment_file_name(first_index)));
+        let mut file = fs
+            .create_segment(&tmp, len)
+            .map_err(|e| Error::io("create segment", &tmp, e))?;
+        file.write_at(0, &encode_header(first_index))
+            .map_err(|e| Error::io("write segment header", &tmp, e))?;
+        file.sync_range(0, SEGMENT_HEADER_BYTES)
+            .map_err(|e| Error::io("sync segment header", &tmp, e))?;
+        fs.rename(&tmp, &path)
+            .map_err(|e| Error::io("rename segment", &tmp, e))?;
+        Ok(Segment {
+            path,
+            first_index,
+            file,
+            offsets: Vec::new(),
+            write_end: SEGMENT_HEADER_BYTES,
+            dirty: None,
+        })
+    }
+
+    /// Opens an existing segment and checks its header against the index in its name.
+    /// Records are not scanned yet: see [`Segment::scan`].
+    pub fn open(fs: &dyn Fs, path: PathBuf, named_first_index: u64) -> Result<Segment> {
+        let file = fs
+            .open_segment(&path)
+            .map_err(|e| Error::io("open segment", &path, e))?;
+        let first_index = decode_header(&path, file.bytes())?;
+        if first_index != named_first_index {
+            return Err(Error::corruption(
+                &path,
+                16,
+                format!("header first index {first_index} does not match the file name"),
+            ));
+        }
+        Ok(Segment {
+            path,
+            first_index,
+            file,
+            offsets: Vec::new(),
+            write_end: SEGMENT_HEADER_BYTES,
+            dirty: None,
+        })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        self.file.bytes()
+    }
+
+    /// Adopts the result of a scan as this segment's records.
+    pub fn set_records(&mut self, offsets: Vec<u32>, end: usize) {
+        self.offsets = offsets;
+        self.write_end = end;
+    }
+
+    pub fn len(&self) -> u64 {
+        self.offsets.len() as u64
+    }
+
+    /// Index one past this segment's last record.
+    pub fn next_index(&self) -> u64 {
+        self.first_index + self.len()
+    }
+
+    /// Whether a record with this payload length fits after the current records.
+    pub fn fits(&self, payload_len: usize) -> bool {
+        self.bytes().len() - self.write_end >= RECORD_HEADER_BYTES + payload_len
+    }
+
+    /// Writes one record into the map at `write_end`. The caller checked `fits` and the index.
+    pub fn append(&mut self, record: &Record<'_>) -> Result<()> {
+        debug_assert_eq!(record.index, self.next_index());
+        let header = encode_record_header(record.index, record.term, record.payload);
+        let start = self.write_end;
+        let io = |e| Error::io("write record", &self.path, e);
+        self.file.write_at(start, &header).map_err(io)?;
+        let io = |e| Error::io("write record", &self.path, e);
+        self.file
+            .write_at(start + RECORD_HEADER_BYTES, record.payload)
+            .map_err(io)?;
+        let end = start + RECORD_HEADER_BYTES + record.payload.len();
+        self.offsets.push(start as u32);
+        self.write_end = end;
+        self.mark_dirty(start..end);
+        Ok(())
+    }
+
+    fn mark_dirty(&mut self, range: Range<usize>) {
+        self.dirty = Some(match self.dirty.take() {
+            Some(old) => old.start.min(range.start)..old.end.max(range.end),
+            None => range,
+        });
+    }
+
+    /// Zeroes `range` of the map (marking it dirty); used to cut records off.
+    pub fn zero(&mut self, range: Range<usize>) -> Result<()> {
+        if range.is_empty() {
+            return Ok(());
+        }
+        let zeroes = vec![0u8; range.len()];
+        self.file
+            .write_at(range.start, &zeroes)
+            .map_err(|e| Error::io("zero segment tail", &self.path, e))?;
+        self.mark_dirty(range);
+        Ok(())
+    }
+
+    /// Removes the records from `index` on (zeroing their bytes). Durable after `sync`.
+    pub fn truncate_from(&mut self, index: u64) -> Result<()> {
+        if index >= self.next_index() || self.offsets.is_empty() {
+            return Ok(());
+        }
+        let keep = index.saturating_sub(self.first_index) as usize;
+        let cut = self.offsets[keep] as usize;
+        self.zero(cut..self.write_end)?;
+        self.offsets.truncate(keep);
+        self.write_end = cut;
+        Ok(())
+    }
+
+    /// Makes every change since the last sync durable.
+    pub fn sync(&mut self) -> Result<()> {
+        if let Some(range) = self.dirty.clone() {
+            self.file
+                .sync_range(range.start, range.len())
+                .map_err(|e| Error::io("sync segment", &self.path, e))?;
+            self.dirty = None;
+        }
+        Ok(())
+    }
+
+    /// The record with `index`, which must be in this segment.
+    pub fn record(&self, index: u64) -> RecordRef<'_> {
+        let slot = (index - self.first_index) as usize;
+        let start = self.offsets[slot] as usize;
+        let bytes = self.bytes();
+        let len = read_u32(bytes, start) as usize;
+        let encoded = &bytes[start..start + len];
+        RecordRef {
+            index,
+            term: read_u64(encoded, 16),
+            payload: &encoded[RECORD_HEADER_BYTES..],
+            encoded,
+        }
+    }
+
+    pub fn term_at(&self, index: u64) -> u64 {
+        let start = self.offsets[(index - self.first_index) as usize] as usize;
+        read_u64(self.bytes(), start + 16)
+    }
+}
+
+/// File name of the segment whose first record has `first_index`.
+pub(crate) fn segment_file_name(first_index: u64) -> String {
+    format!("{first_index:020}{SEGMENT_SUFFIX}")
+}
+
+/// Suffix of every segment file name.
+pub(crate) const SEGMENT_SUFFIX: &str = ".wal";
+
+/// Parses a segment file name back into its first index.
+pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}

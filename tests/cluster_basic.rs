@@ -1,0 +1,100 @@
+//! In-process clusters over loopback: election, replication, reads, failover, restart.
+
+mod cluster_support;
+
+use cluster_support::{cluster, propose, wait_converged, wait_for_leader};
+use rcraft::node::Error;
+use rcraft::wire::NodeId;
+
+#[test]
+fn single_node_proposes_reads_and_shuts_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(1, dir.path(), 0);
+    nodes[0].start();
+    wait_for_leader(&nodes);
+    let written = nodes[0].handle().propose(b"one".to_vec()).unwrap();
+    assert_eq!(written.response, written.index.0.to_le_bytes());
+    let read = nodes[0].handle().read(b"last".to_vec()).unwrap();
+    assert_eq!(read.response, b"one");
+    assert!(read.index >= written.index);
+    nodes[0].stop();
+}
+
+#[test]
+fn three_nodes_elect_replicate_read_and_converge() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(3, dir.path(), 0);
+    nodes.iter_mut().for_each(|n| n.start());
+    let leader = wait_for_leader(&nodes);
+    let mut expected = Vec::new();
+    for i in 0..20u32 {
+        let command = format!("cmd-{i}").into_bytes();
+        let result = nodes[leader].handle().propose(command.clone()).unwrap();
+        assert_eq!(result.response, result.index.0.to_le_bytes());
+        expected.push(command);
+    }
+    let follower = (leader + 1) % 3;
+    match nodes[follower].handle().propose(b"refused".to_vec()) {
+        Err(Error::NotLeader { hint, address }) => {
+            assert_eq!(hint, Some(NodeId(leader as u64)));
+            assert_eq!(address, Some(nodes[leader].config.servers[leader]));
+        }
+        other => panic!("a follower accepted a proposal: {other:?}"),
+    }
+    let read = nodes[leader].handle().read(b"count".to_vec()).unwrap();
+    assert_eq!(read.response, 20u64.to_le_bytes());
+    wait_converged(&nodes, &expected);
+    nodes.iter_mut().for_each(|n| n.stop());
+}
+
+#[test]
+fn leader_shutdown_elects_a_new_leader_and_writes_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(3, dir.path(), 0);
+    nodes.iter_mut().for_each(|n| n.start());
+    let mut expected = Vec::new();
+    for i in 0..5u32 {
+        let command = format!("before-{i}").into_bytes();
+        propose(&nodes, &command);
+        expected.push(command);
+    }
+    let old_leader = wait_for_leader(&nodes);
+    nodes[old_leader].stop();
+    let new_leader = wait_for_leader(&nodes);
+    assert_ne!(new_leader, old_leader);
+    for i in 0..5u32 {
+        let command = format!("after-{i}").into_bytes();
+        propose(&nodes, &command);
+        expected.push(command);
+    }
+    wait_converged(&nodes, &expected);
+    // The old leader comes back with its data directory and catches up.
+    nodes[old_leader].start();
+    wait_converged(&nodes, &expected);
+    nodes.iter_mut().for_each(|n| n.stop());
+}
+
+#[test]
+fn restart_with_the_same_data_recovers_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(3, dir.path(), 0);
+    nodes.iter_mut().for_each(|n| n.start());
+    let mut expected = Vec::new();
+    for i in 0..10u32 {
+        let command = format!("durable-{i}").into_bytes();
+        propose(&nodes, &command);
+        expected.push(command);
+    }
+    wait_converged(&nodes, &expected);
+    nodes.iter_mut().for_each(|n| n.stop());
+
+    nodes.iter_mut().for_each(|n| n.start());
+    let leader = wait_for_leader(&nodes);
+    let read = nodes[leader].handle().read(b"count".to_vec()).unwrap();
+    assert_eq!(read.response, 10u64.to_le_bytes());
+    let command = b"after-restart".to_vec();
+    propose(&nodes, &command);
+    expected.push(command);
+    wait_converged(&nodes, &expected);
+    nodes.iter_mut().for_each(|n| n.stop());
+}

@@ -1,0 +1,178 @@
+//! Shared helpers of the in-process cluster tests: a journal state machine whose state the
+//! test can inspect, free loopback ports, and bounded waits.
+
+#![allow(dead_code)] // Each test file uses a different subset.
+
+use rcraft::node::{Error, Node, NodeHandle};
+use rcraft::wire::{LogIndex, NodeId, Role};
+use rcraft::{Config, StateMachine};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The commands a journal applied, shared with the test.
+pub type Shared = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// Records every command; `query` answers the number of commands and the last one.
+pub struct Journal {
+    pub commands: Shared,
+}
+
+impl StateMachine for Journal {
+    fn apply(&mut self, index: LogIndex, command: &[u8]) -> Vec<u8> {
+        self.commands.lock().unwrap().push(command.to_vec());
+        index.0.to_le_bytes().to_vec()
+    }
+
+    fn query(&self, query: &[u8]) -> Vec<u8> {
+        let commands = self.commands.lock().unwrap();
+        match query {
+            b"count" => (commands.len() as u64).to_le_bytes().to_vec(),
+            _ => commands.last().cloned().unwrap_or_default(),
+        }
+    }
+
+    fn snapshot(&self, out: &mut dyn Write) -> io::Result<()> {
+        let commands = self.commands.lock().unwrap();
+        out.write_all(&(commands.len() as u64).to_le_bytes())?;
+        for command in commands.iter() {
+            out.write_all(&(command.len() as u32).to_le_bytes())?;
+            out.write_all(command)?;
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, input: &mut dyn Read) -> io::Result<()> {
+        let mut word = [0u8; 8];
+        input.read_exact(&mut word)?;
+        let mut restored = Vec::new();
+        for _ in 0..u64::from_le_bytes(word) {
+            let mut len = [0u8; 4];
+            input.read_exact(&mut len)?;
+            let mut command = vec![0u8; u32::from_le_bytes(len) as usize];
+            input.read_exact(&mut command)?;
+            restored.push(command);
+        }
+        *self.commands.lock().unwrap() = restored;
+        Ok(())
+    }
+}
+
+/// `n` loopback addresses with ports that were free a moment ago.
+pub fn free_addresses(n: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+}
+
+/// One node of a test cluster: its handle (None while stopped) and its journal.
+pub struct TestNode {
+    pub config: Config,
+    pub handle: Option<NodeHandle>,
+    pub journal: Shared,
+}
+
+impl TestNode {
+    pub fn handle(&self) -> &NodeHandle {
+        self.handle.as_ref().expect("node is running")
+    }
+
+    /// Starts (or restarts) the node on its data directory with a fresh, empty journal that
+    /// recovery fills.
+    pub fn start(&mut self) {
+        self.journal = Shared::default();
+        let machine = Journal {
+            commands: self.journal.clone(),
+        };
+        self.handle = Some(Node::start(self.config.clone(), machine).expect("node starts"));
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown().expect("clean shutdown");
+        }
+    }
+
+    pub fn applied(&self) -> Vec<Vec<u8>> {
+        self.journal.lock().unwrap().clone()
+    }
+}
+
+/// A cluster of `n` nodes with data under `dir`, configured for fast elections.
+pub fn cluster(n: usize, dir: &Path, snapshot_every: u64) -> Vec<TestNode> {
+    let servers = free_addresses(n);
+    (0..n)
+        .map(|i| {
+            let data_dir: PathBuf = dir.join(format!("node{i}"));
+            let mut config = Config::new(NodeId(i as u64), servers.clone(), data_dir);
+            config.snapshot_every = snapshot_every;
+            config.rpc_timeout_ms = 3000;
+            TestNode {
+                config,
+                handle: None,
+                journal: Shared::default(),
+            }
+        })
+        .collect()
+}
+
+/// Polls `condition` every 10 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until exactly one running node is leader and every running node knows it.
+pub fn wait_for_leader(nodes: &[TestNode]) -> usize {
+    let mut leader = None;
+    wait_until(Duration::from_secs(20), "a leader", || {
+        let statuses: Vec<_> = nodes
+            .iter()
+            .filter_map(|n| n.handle.as_ref())
+            .filter_map(|h| h.status().ok())
+            .collect();
+        let leaders: Vec<_> = statuses.iter().filter(|s| s.role == Role::Leader).collect();
+        if leaders.len() != 1 {
+            return false;
+        }
+        let id = leaders[0].id;
+        leader = Some(id.0 as usize);
+        statuses.iter().all(|s| s.leader == Some(id))
+    });
+    leader.expect("leader found")
+}
+
+/// Proposes through whichever node is leader, retrying across elections (bounded).
+pub fn propose(nodes: &[TestNode], command: &[u8]) -> rcraft::node::ProposeResult {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let leader = wait_for_leader(nodes);
+        match nodes[leader].handle().propose(command.to_vec()) {
+            Ok(result) => return result,
+            Err(e @ (Error::NotLeader { .. } | Error::Timeout | Error::Failed { .. })) => {
+                assert!(Instant::now() < deadline, "proposal kept failing: {e}");
+            }
+            Err(e) => panic!("proposal failed: {e}"),
+        }
+    }
+}
+
+/// Waits until every running node applied exactly `expected`.
+pub fn wait_converged(nodes: &[TestNode], expected: &[Vec<u8>]) {
+    wait_until(
+        Duration::from_secs(20),
+        "every node to apply the same commands",
+        || {
+            nodes
+                .iter()
+                .filter(|n| n.handle.is_some())
+                .all(|n| n.applied() == expected)
+        },
+    );
+}

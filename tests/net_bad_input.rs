@@ -1,0 +1,167 @@
+//! Bad input on one connection closes that connection with a logged reason and disturbs no
+//! other: garbage, an oversized length, a wrong protocol version, a wrong cluster, a frame
+//! that stops half way, a peer that lies about who sends.
+
+mod net_common;
+
+use net_common::*;
+use rcraft::node::net::NetEvent;
+use rcraft_wire::*;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+const STALL: Duration = Duration::from_millis(300);
+
+struct Fixture {
+    node: rcraft::node::net::NetHandle,
+    addr: SocketAddr,
+    echo: std::thread::JoinHandle<Vec<rcraft::node::net::ClientConnId>>,
+    client: TestClient,
+}
+
+/// A node answering clients, with one good client connected and verified working.
+fn fixture() -> Fixture {
+    let listener = listener();
+    let addr = listener.local_addr().unwrap();
+    let mut config = config(1, addr, &[]);
+    config.stall_timeout = STALL;
+    config.max_frame_bytes = 1 << 20;
+    let (node, events) = spawn(listener, config, 64);
+    let echo = echo_server(events, node.sender());
+    let mut client = TestClient::connect(addr);
+    check_client(&mut client, 0);
+    Fixture {
+        node,
+        addr,
+        echo,
+        client,
+    }
+}
+
+fn check_client(client: &mut TestClient, id: u64) {
+    client.send(&write_request(id, b"still here"));
+    let response = client.recv();
+    assert_eq!(response.request_id, id);
+}
+
+fn finish(mut fixture: Fixture, expected_refusals: u64) {
+    check_client(&mut fixture.client, 99);
+    let stats = fixture.node.stats();
+    assert_eq!(stats.connections_refused, expected_refusals, "{stats:?}");
+    fixture.node.shutdown();
+    fixture.echo.join().unwrap();
+}
+
+fn raw(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(bytes).unwrap();
+    stream
+}
+
+fn client_handshake() -> Vec<u8> {
+    Handshake::client(CLUSTER).encode().to_vec()
+}
+
+#[test]
+fn garbage_instead_of_a_handshake_is_refused() {
+    let fixture = fixture();
+    let mut garbage = raw(fixture.addr, b"GET / HTTP/1.1\r\nHost: example\r\n\r\n");
+    assert_closed_by_server(&mut garbage);
+    finish(fixture, 1);
+}
+
+#[test]
+fn garbage_after_a_good_handshake_is_refused() {
+    let fixture = fixture();
+    let mut bytes = client_handshake();
+    bytes.extend_from_slice(&[0x5a; 64]);
+    let mut stream = raw(fixture.addr, &bytes);
+    assert_closed_by_server(&mut stream);
+    finish(fixture, 1);
+}
+
+#[test]
+fn oversized_length_is_refused() {
+    let fixture = fixture();
+    let mut frame = Vec::new();
+    encode_client_request(&write_request(5, &vec![1u8; 2 << 20]), &mut frame).unwrap();
+    let mut bytes = client_handshake();
+    bytes.extend_from_slice(&frame[..FRAME_HEADER_BYTES]);
+    // Only the header is sent: the limit must be enforced before the payload arrives.
+    let mut stream = raw(fixture.addr, &bytes);
+    assert_closed_by_server(&mut stream);
+    finish(fixture, 1);
+}
+
+#[test]
+fn wrong_version_and_wrong_cluster_are_refused() {
+    let fixture = fixture();
+    let mut old_version = Handshake::client(CLUSTER).encode();
+    old_version[6] = 0;
+    let mut stream = raw(fixture.addr, &old_version);
+    assert_closed_by_server(&mut stream);
+    let mut stream = raw(fixture.addr, &Handshake::client(CLUSTER + 1).encode());
+    assert_closed_by_server(&mut stream);
+    finish(fixture, 2);
+}
+
+#[test]
+fn half_a_frame_that_stalls_is_closed_after_the_stall_timeout() {
+    let fixture = fixture();
+    let mut frame = Vec::new();
+    encode_client_request(&write_request(5, b"never finished"), &mut frame).unwrap();
+    let mut bytes = client_handshake();
+    bytes.extend_from_slice(&frame[..frame.len() / 2]);
+    let mut stream = raw(fixture.addr, &bytes);
+    assert_closed_by_server(&mut stream);
+    // A connection that never sends a handshake is closed the same way.
+    let mut silent = TcpStream::connect(fixture.addr).unwrap();
+    assert_closed_by_server(&mut silent);
+    finish(fixture, 2);
+}
+
+#[test]
+fn peer_that_lies_about_the_sender_is_refused() {
+    let listener = listener();
+    let addr = listener.local_addr().unwrap();
+    let (node, events) = spawn(listener, config(1, addr, &[]), 64);
+    let mut bytes = Handshake::peer(CLUSTER, NodeId(2)).encode().to_vec();
+    encode_message(&heartbeat(2, 1, 1), &mut bytes).unwrap();
+    encode_message(&heartbeat(3, 1, 2), &mut bytes).unwrap();
+    let mut stream = raw(addr, &bytes);
+    assert_eq!(next_peer_message(&events), heartbeat(2, 1, 1));
+    assert_closed_by_server(&mut stream);
+    assert!(events.recv_timeout(Duration::from_millis(50)).is_err());
+    assert_eq!(node.stats().connections_refused, 1);
+    node.shutdown();
+}
+
+#[test]
+fn a_peer_link_survives_garbage_on_other_connections() {
+    let (listener_a, listener_b) = (listener(), listener());
+    let (addr_a, addr_b) = (
+        listener_a.local_addr().unwrap(),
+        listener_b.local_addr().unwrap(),
+    );
+    let (a, _events_a) = spawn(listener_a, config(1, addr_a, &[(2, addr_b)]), 4096);
+    let (b, events_b) = spawn(listener_b, config(2, addr_b, &[(1, addr_a)]), 4096);
+    a.sender().send_peer(heartbeat(1, 2, 0));
+    assert_eq!(next_peer_message(&events_b), heartbeat(1, 2, 0));
+    let mut garbage: Vec<TcpStream> = (0..8u8).map(|i| raw(addr_b, &[i; 100])).collect();
+    for stream in &mut garbage {
+        assert_closed_by_server(stream);
+    }
+    for n in 1..100 {
+        a.sender().send_peer(heartbeat(1, 2, n));
+    }
+    for n in 1..100 {
+        match next_event(&events_b) {
+            NetEvent::Peer(m) => assert_eq!(m, heartbeat(1, 2, n)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(a.stats().peer_connects, 1, "the link never dropped");
+    a.shutdown();
+    b.shutdown();
+}

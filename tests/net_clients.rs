@@ -1,0 +1,106 @@
+//! Many client connections to one network thread each get exactly their own replies, also
+//! when the consensus side is slow and the event channel is tiny (back-pressure, no loss).
+
+mod net_common;
+
+use net_common::*;
+use rcraft_wire::*;
+use std::time::Duration;
+
+fn run_clients(addr: std::net::SocketAddr, clients: u64, requests: u64) {
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut client = TestClient::connect(addr);
+                // Pipelined: every request is written before the first reply is read.
+                for r in 0..requests {
+                    let id = c * 1_000_000 + r;
+                    client.send(&write_request(id, format!("c{c} r{r}").as_bytes()));
+                }
+                for r in 0..requests {
+                    let id = c * 1_000_000 + r;
+                    let response = client.recv();
+                    assert_eq!(response.request_id, id);
+                    let expected = format!("c{c} r{r}").into_bytes();
+                    assert!(matches!(
+                        response.body,
+                        ClientResponseBody::Ok { ref result, .. } if *result == expected
+                    ));
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("client thread");
+    }
+}
+
+#[test]
+fn many_clients_get_their_own_replies() {
+    let listener = listener();
+    let addr = listener.local_addr().unwrap();
+    let (node, events) = spawn(listener, config(1, addr, &[]), 1024);
+    let echo = echo_server(events, node.sender());
+    run_clients(addr, 32, 50);
+    let stats = node.stats();
+    assert_eq!(stats.connections_accepted, 32);
+    assert_eq!(stats.connections_refused, 0);
+    node.shutdown();
+    // Every client connection closed before shutdown, so each close was reported.
+    let closed = echo.join().unwrap();
+    assert!(closed.len() <= 32);
+}
+
+#[test]
+fn slow_consumer_applies_back_pressure_without_losing_requests() {
+    let listener = listener();
+    let addr = listener.local_addr().unwrap();
+    let (node, events) = spawn(listener, config(1, addr, &[]), 1);
+    let sender = node.sender();
+    let slow_events = {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            while let Ok(event) = events.recv() {
+                std::thread::sleep(Duration::from_micros(200));
+                if tx.send(event).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    };
+    let echo = echo_server(slow_events, sender);
+    run_clients(addr, 4, 200);
+    node.shutdown();
+    echo.join().unwrap();
+}
+
+#[test]
+fn client_close_is_reported_and_late_replies_are_discarded() {
+    let listener = listener();
+    let addr = listener.local_addr().unwrap();
+    let (node, events) = spawn(listener, config(1, addr, &[]), 16);
+    let mut client = TestClient::connect(addr);
+    client.send(&write_request(1, b"x"));
+    let conn = match next_event(&events) {
+        rcraft::node::net::NetEvent::Client { conn, request } => {
+            assert_eq!(request.request_id, 1);
+            conn
+        }
+        other => panic!("unexpected {other:?}"),
+    };
+    drop(client);
+    assert_eq!(
+        next_event(&events),
+        rcraft::node::net::NetEvent::ClientClosed(conn)
+    );
+    let late = ClientResponse {
+        request_id: 1,
+        body: ClientResponseBody::Overloaded,
+    };
+    node.sender().reply(conn, late).unwrap();
+    wait_until("the late reply to be discarded", || {
+        node.stats().replies_to_closed == 1
+    });
+    node.shutdown();
+}
