@@ -139,6 +139,18 @@ impl Panel {
     }
 }
 
+/// A step line: each sample's value held over its interval, so a fault mark falls inside the
+/// interval it affected.
+fn steps(samples: &[SecondSample], value: impl Fn(&SecondSample) -> f64) -> Vec<(f64, f64)> {
+    samples
+        .iter()
+        .flat_map(|s| {
+            let v = value(s);
+            [((s.t_s - s.interval_s).max(0.0), v), (s.t_s, v)]
+        })
+        .collect()
+}
+
 /// One legend entry per kind of event present, under the title.
 fn legend(svg: &mut String, events: &[FaultEvent]) {
     let mut x = LEFT;
@@ -209,11 +221,8 @@ pub fn render_svg(title: &str, samples: &[SecondSample], events: &[FaultEvent]) 
     });
     latency.frame(&mut svg, "p99 latency per second (ms)", axis_number);
 
-    let ops: Vec<(f64, f64)> = samples.iter().map(|s| (s.t_s, s.ops_per_s())).collect();
-    let p99: Vec<(f64, f64)> = samples
-        .iter()
-        .map(|s| (s.t_s, s.latency.p99 as f64 / 1000.0))
-        .collect();
+    let ops = steps(samples, SecondSample::ops_per_s);
+    let p99 = steps(samples, |s| s.latency.p99 as f64 / 1000.0);
     throughput.line(&mut svg, &ops, "#1f4e9a");
     latency.line(&mut svg, &p99, "#8c2d04");
 
@@ -302,9 +311,10 @@ mod tests {
         assert_eq!(svg.matches("<polyline").count(), 2);
         assert!(svg.contains("kill n2") && svg.contains("restart n2"));
         assert!(svg.contains("&lt;spawned&gt; &amp;"), "title is escaped");
-        // Eight points per series; the y axis tops out at the rounded-up maximum.
+        // Eight steps (two points each) per series; the y axis tops out at the rounded-up
+        // maximum.
         let first = svg.lines().find(|l| l.starts_with("<polyline")).unwrap();
-        assert_eq!(first.matches(',').count(), 8);
+        assert_eq!(first.matches(',').count(), 16);
         assert!(svg.contains(">10,000<"));
         assert!(!svg.contains("NaN"));
     }

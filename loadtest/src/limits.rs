@@ -13,6 +13,8 @@ pub const STAT_SHARDS: usize = 16;
 
 /// How often the progress line and the per-second series are produced.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// A last, partial interval shorter than this (seconds) is left out of the time series.
+pub const FINAL_SAMPLE_MIN_S: f64 = 0.5;
 /// How long to wait for a spawned or given cluster to elect a leader.
 pub const LEADER_WAIT: Duration = Duration::from_secs(15);
 /// Pause between status polls while waiting for a leader.
