@@ -39,6 +39,7 @@ struct NodeProcess {
     child: Option<Child>,
     paused: bool,
     rss_max_bytes: u64,
+    anon_max_bytes: u64,
 }
 
 /// The spawned cluster.
@@ -78,10 +79,12 @@ pub fn parse_status_kb(status: &str, field: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn peak_rss_bytes(pid: u32) -> Option<u64> {
+/// `(peak resident set, current anonymous resident memory)` of a process, in bytes.
+/// VmHWM counts the WAL's mapped file pages too; RssAnon is the heap and stacks alone.
+fn memory_bytes(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    // VmHWM is the process's peak resident set; VmRSS is a fallback for kernels without it.
-    parse_status_kb(&status, "VmHWM").or_else(|| parse_status_kb(&status, "VmRSS"))
+    let peak = parse_status_kb(&status, "VmHWM").or_else(|| parse_status_kb(&status, "VmRSS"))?;
+    Some((peak, parse_status_kb(&status, "RssAnon").unwrap_or(0)))
 }
 
 fn send_signal(child: &Child, signal: libc::c_int) {
@@ -120,6 +123,7 @@ impl SpawnedCluster {
                 child: None,
                 paused: false,
                 rss_max_bytes: 0,
+                anon_max_bytes: 0,
             })
             .collect();
         let keep_dir = options.keep_data;
@@ -244,8 +248,9 @@ impl SpawnedCluster {
     /// Updates every running node's peak resident set size.
     pub fn sample_rss(&mut self) {
         for node in &mut self.nodes {
-            if let Some(bytes) = node.child.as_ref().and_then(|c| peak_rss_bytes(c.id())) {
-                node.rss_max_bytes = node.rss_max_bytes.max(bytes);
+            if let Some((peak, anon)) = node.child.as_ref().and_then(|c| memory_bytes(c.id())) {
+                node.rss_max_bytes = node.rss_max_bytes.max(peak);
+                node.anon_max_bytes = node.anon_max_bytes.max(anon);
             }
         }
     }
@@ -253,6 +258,11 @@ impl SpawnedCluster {
     /// Peak resident set size per node (over all its incarnations), in id order.
     pub fn rss_max_bytes(&self) -> Vec<u64> {
         self.nodes.iter().map(|n| n.rss_max_bytes).collect()
+    }
+
+    /// Largest sampled anonymous resident memory per node, in id order.
+    pub fn anon_rss_max_bytes(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.anon_max_bytes).collect()
     }
 
     /// Nodes that exited without being killed by us: one message each, naming the log file.
@@ -339,9 +349,10 @@ mod tests {
 
     #[test]
     fn status_fields_are_read_in_bytes() {
-        let status = "Name:\trcraft\nVmPeak:\t  20000 kB\nVmHWM:\t   5120 kB\nVmRSS:\t   4096 kB\n";
+        let status = "Name:\trcraft\nVmPeak:\t  20000 kB\nVmHWM:\t   5120 kB\nVmRSS:\t   4096 kB\nRssAnon:\t 1000 kB\n";
         assert_eq!(parse_status_kb(status, "VmHWM"), Some(5120 * 1024));
         assert_eq!(parse_status_kb(status, "VmRSS"), Some(4096 * 1024));
+        assert_eq!(parse_status_kb(status, "RssAnon"), Some(1000 * 1024));
         assert_eq!(parse_status_kb(status, "VmSwap"), None);
         assert_eq!(parse_status_kb("VmHWMx: 1 kB", "VmHWM"), None);
     }
@@ -396,6 +407,7 @@ mod tests {
         cluster.restart(0).unwrap();
         cluster.sample_rss();
         assert!(cluster.rss_max_bytes().iter().all(|&b| b > 0));
+        assert_eq!(cluster.anon_rss_max_bytes().len(), 2);
         assert!(cluster.reap_unexpected_exits().is_empty());
         assert_eq!(cluster.finish(), None);
         assert!(!dir.exists());

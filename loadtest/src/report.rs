@@ -45,8 +45,11 @@ pub struct Summary {
     pub failover_ms: Vec<Option<f64>>,
     /// Read-back result; `None` when the run was interrupted before it.
     pub verification: Option<Verification>,
-    /// Peak RSS per spawned node; empty against `--servers`.
+    /// Peak RSS per spawned node (VmHWM: includes the WAL's mapped file pages); empty
+    /// against `--servers`.
     pub rss_bytes_max: Vec<u64>,
+    /// Largest sampled anonymous RSS per spawned node (heap and stacks, no file pages).
+    pub anon_rss_bytes_max: Vec<u64>,
     /// Per-second time series.
     pub per_second: Vec<SecondSample>,
     /// Node deaths and fault failures.
@@ -121,6 +124,10 @@ impl Summary {
             &json_list(self.rss_bytes_max.iter().map(u64::to_string)),
         );
         // Extras.
+        o.raw(
+            "anon_rss_bytes_max",
+            &json_list(self.anon_rss_bytes_max.iter().map(u64::to_string)),
+        );
         o.str("target", &self.target);
         o.num("value_size", self.value_size as f64);
         o.num("keys", self.keys as f64);
@@ -233,7 +240,10 @@ impl Summary {
                 .rss_bytes_max
                 .iter()
                 .enumerate()
-                .map(|(i, b)| format!("node {i} {}", mib(*b)))
+                .map(|(i, b)| match self.anon_rss_bytes_max.get(i) {
+                    Some(anon) => format!("node {i} {} (anon {})", mib(*b), mib(*anon)),
+                    None => format!("node {i} {}", mib(*b)),
+                })
                 .collect();
             row("peak memory", list.join(", "));
         }

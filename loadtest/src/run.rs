@@ -268,9 +268,9 @@ pub fn run(
             }
         }
     };
-    let rss_bytes_max = match cluster {
+    let (rss_bytes_max, anon_rss_bytes_max) = match cluster {
         Some(cluster) => finish_cluster(cluster, &mut problems),
-        None => Vec::new(),
+        None => (Vec::new(), Vec::new()),
     };
     let (histogram, counts) = shared.recorder.totals();
     Ok(Summary {
@@ -292,14 +292,18 @@ pub fn run(
         faults_skipped: fault_log.skipped,
         verification,
         rss_bytes_max,
+        anon_rss_bytes_max,
         per_second: progress.samples,
         problems,
         interrupted: interrupt.load(Ordering::Relaxed),
     })
 }
 
-/// Stops the spawned nodes and returns their peak memory.
-fn finish_cluster(cluster: Arc<Mutex<SpawnedCluster>>, problems: &mut Vec<String>) -> Vec<u64> {
+/// Stops the spawned nodes and returns their peak memory: (peak RSS, peak anonymous RSS).
+fn finish_cluster(
+    cluster: Arc<Mutex<SpawnedCluster>>,
+    problems: &mut Vec<String>,
+) -> (Vec<u64>, Vec<u64>) {
     let mut cluster = match Arc::try_unwrap(cluster) {
         Ok(mutex) => mutex
             .into_inner()
@@ -309,16 +313,16 @@ fn finish_cluster(cluster: Arc<Mutex<SpawnedCluster>>, problems: &mut Vec<String
             // stop the nodes through the lock and let the last owner drop the directory.
             let mut cluster = lock(&shared);
             cluster.stop();
-            return cluster.rss_max_bytes();
+            return (cluster.rss_max_bytes(), cluster.anon_rss_max_bytes());
         }
     };
     problems.extend(cluster.reap_unexpected_exits());
     cluster.stop();
-    let rss = cluster.rss_max_bytes();
+    let memory = (cluster.rss_max_bytes(), cluster.anon_rss_max_bytes());
     if let Some(kept) = cluster.finish() {
         problems.push(format!("node data and logs kept in {}", kept.display()));
     }
-    rss
+    memory
 }
 
 #[cfg(test)]
