@@ -56,7 +56,7 @@ demo:
 ARGS ?=
 loadtest:
 	$(CARGO) build --release -p rcraft -p rcraft-loadtest
-	./target/release/rcraft-loadtest --spawn 3 --clients 64 --duration 20 --value-size 100 --keys 100000 $(ARGS)
+	"$${CARGO_TARGET_DIR:-target}/release/rcraft-loadtest" --spawn 3 --clients 64 --duration 20 --value-size 100 --keys 100000 $(ARGS)
 
 mutants:
 	@echo "mutants: needs the simulator (issue #3)"; exit 1
