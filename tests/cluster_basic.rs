@@ -144,3 +144,32 @@ fn a_retried_session_write_applies_once() {
     wait_converged(&nodes, &[b"once".to_vec(), b"twice".to_vec()]);
     nodes.iter_mut().for_each(|n| n.stop());
 }
+
+#[test]
+fn leadership_transfer_moves_the_leader_and_writes_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(3, dir.path(), 0);
+    nodes.iter_mut().for_each(|n| n.start());
+    let mut expected = vec![b"before".to_vec()];
+    propose(&nodes, &expected[0]);
+    let leader = wait_for_leader(&nodes);
+    let target = (leader + 2) % 3;
+    match nodes[target]
+        .handle()
+        .transfer_leader(NodeId(leader as u64))
+    {
+        Err(Error::NotLeader { hint, .. }) => assert_eq!(hint, Some(NodeId(leader as u64))),
+        other => panic!("a follower accepted a transfer: {other:?}"),
+    }
+    nodes[leader]
+        .handle()
+        .transfer_leader(NodeId(target as u64))
+        .unwrap();
+    cluster_support::wait_until(std::time::Duration::from_secs(20), "the transfer", || {
+        wait_for_leader(&nodes) == target
+    });
+    expected.push(b"after".to_vec());
+    propose(&nodes, b"after");
+    wait_converged(&nodes, &expected);
+    nodes.iter_mut().for_each(|n| n.stop());
+}
