@@ -106,12 +106,12 @@ impl Replica {
     }
 
     /// A message from an earlier term: tell a stale leader or pre-candidate about our term
-    /// (with Pre-Vote or CheckQuorum a partitioned node may never learn it otherwise).
+    /// (paper Fig. 2: reply false with the current term). Without this, a node whose term ran
+    /// ahead while it was cut off, and whose vote requests a live leader's followers ignore,
+    /// could never rejoin.
     fn on_lower_term(&mut self, message: &Message) {
         match &message.body {
-            MessageBody::AppendRequest { .. } | MessageBody::Heartbeat { .. }
-                if self.config.check_quorum || self.config.pre_vote =>
-            {
+            MessageBody::AppendRequest { .. } | MessageBody::Heartbeat { .. } => {
                 self.send(
                     message.from,
                     MessageBody::AppendResponse {

@@ -138,6 +138,7 @@ fn snapshot_write_read_and_replace() {
     let mut read_back = Vec::new();
     store
         .open_reader(&info)
+        .unwrap()
         .read_to_end(&mut read_back)
         .unwrap();
     assert_eq!(read_back, first);
@@ -211,6 +212,7 @@ fn damaged_snapshot_files_are_reported_by_name() {
     let info = store.latest().unwrap().unwrap();
     let err = store
         .open_reader(&info)
+        .unwrap()
         .read_to_end(&mut Vec::new())
         .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
@@ -254,6 +256,7 @@ fn partial_snapshot_resumes_after_restart_and_verifies() {
     let mut read_back = Vec::new();
     store
         .open_reader(&info)
+        .unwrap()
         .read_to_end(&mut read_back)
         .unwrap();
     assert_eq!(read_back, source);

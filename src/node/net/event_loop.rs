@@ -234,6 +234,7 @@ impl EventLoop {
         let Some(conn) = self.inbound.get_mut(&token) else {
             return;
         };
+        let role_before = conn.role;
         let mut ctx = Ctx {
             config: &self.config,
             delivery: &mut self.delivery,
@@ -241,11 +242,32 @@ impl EventLoop {
         let result = conn
             .pump(&mut self.read_buf, &mut ctx, Instant::now())
             .and_then(|()| conn.flush());
-        if conn.paused {
-            self.paused.insert(token);
+        if conn.paused && self.paused.insert(token) {
+            bump(&self.delivery.stats.client_pauses, 1);
         }
+        let role_after = conn.role;
         if let Err(reason) = result {
             self.close_inbound(token, reason);
+        }
+        if let (None, Some(ConnectionRole::Peer(peer))) = (role_before, role_after) {
+            self.close_older_links_from(peer, token);
+        }
+    }
+
+    /// A peer dials anew only after losing its previous link (restart, timeout), so any
+    /// other inbound connection from it is stale; close it rather than keep it forever.
+    fn close_older_links_from(&mut self, peer: NodeId, newest: Token) {
+        let stale: Vec<Token> = self
+            .inbound
+            .iter()
+            .filter(|&(&token, conn)| {
+                token != newest && conn.role == Some(ConnectionRole::Peer(peer))
+            })
+            .map(|(&token, _)| token)
+            .collect();
+        for token in stale {
+            let why = format!("superseded by a newer connection from peer {peer}");
+            self.close_inbound(token, Close::Io(io::Error::other(why)));
         }
     }
 
