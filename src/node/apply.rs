@@ -144,26 +144,36 @@ impl Applier {
         loop {
             match commands.recv_timeout(EXPIRY_SWEEP_INTERVAL) {
                 Ok(first) => {
-                    let before = self.applied;
-                    let mut result = self.handle(first, &progress);
-                    while result.is_ok() {
-                        match commands.try_recv() {
-                            Ok(next) => result = self.handle(next, &progress),
-                            Err(_) => break,
-                        }
-                    }
-                    if let Err(message) = result.and_then(|()| self.finish_batch(before, &progress))
-                    {
+                    if let Err(message) = self.run_batch(first, &commands, &progress) {
                         log::error!("apply thread stopping: {message}");
+                        self.answer_all_waiters(&format!("the node stopped: {message}"));
                         let _ = progress.send(ApplyProgress::Failed(message));
                         return;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.answer_all_waiters("the node is shutting down");
+                    return;
+                }
             }
             self.expire_waiters(Instant::now());
         }
+    }
+
+    /// Handles `first` and everything queued behind it, then reports once.
+    fn run_batch(
+        &mut self,
+        first: ApplyCommand,
+        commands: &Receiver<ApplyCommand>,
+        progress: &Sender<ApplyProgress>,
+    ) -> Result<(), String> {
+        let before = self.applied;
+        self.handle(first, progress)?;
+        while let Ok(next) = commands.try_recv() {
+            self.handle(next, progress)?;
+        }
+        self.finish_batch(before, progress)
     }
 
     fn handle(
@@ -422,6 +432,21 @@ impl Applier {
         }
         log::info!("state restored from the snapshot at index {}", meta.index);
         Ok(())
+    }
+
+    /// Answers every waiting proposal (outcome unknown) and read (failed) before the thread
+    /// ends, so no requester waits for its timeout.
+    fn answer_all_waiters(&mut self, message: &str) {
+        for waiter in std::mem::take(&mut self.proposals).into_values().flatten() {
+            self.replier.send(waiter.reply, unknown_outcome(message));
+        }
+        for waiter in std::mem::take(&mut self.reads).into_values().flatten() {
+            let body = ClientResponseBody::Error {
+                definite: true,
+                message: message.to_string(),
+            };
+            self.replier.send(waiter.reply, body);
+        }
     }
 
     /// Tells waiters whose deadline passed that their outcome is unknown (writes) or that
