@@ -173,3 +173,19 @@ fn leadership_transfer_moves_the_leader_and_writes_continue() {
     wait_converged(&nodes, &expected);
     nodes.iter_mut().for_each(|n| n.stop());
 }
+
+#[test]
+fn a_one_node_cluster_on_port_zero_serves_clients_on_its_real_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let address: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = rcraft::Config::new(NodeId(0), vec![address], dir.path().to_path_buf());
+    let node = rcraft::node::Node::start(config, rcraft::kv::KvStore::new()).unwrap();
+    let real = node.local_addr().unwrap();
+    assert_ne!(real.port(), 0);
+    node.wait_for_leader(std::time::Duration::from_secs(10))
+        .unwrap();
+    let mut client = rcraft::client::Client::connect(&[real], Default::default()).unwrap();
+    client.put(b"k", b"v").unwrap();
+    assert_eq!(client.get(b"k").unwrap(), Some(b"v".to_vec()));
+    node.shutdown().unwrap();
+}
