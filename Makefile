@@ -42,14 +42,21 @@ sim:
 soak:
 	@echo "soak: needs the simulator and the loadtest (issues #3, #7)"; exit 1
 
+## bench: storage and wire benchmarks (release); each prints its raw baseline beside it.
 bench:
-	@echo "bench: no benchmarks yet (issues #4, #5, #7)"; exit 1
+	$(CARGO) bench -p rcraft-storage --bench wal
+	$(CARGO) bench -p rcraft-wire --bench codec
+	$(CARGO) test --release -p rcraft --test net_bench -- --ignored --nocapture
 
+## demo: release build, a local 3-node cluster, 8 s of load with a leader kill, a report.
 demo:
-	@echo "demo: needs the server binary and the loadtest (issues #6, #7)"; exit 1
+	./scripts/demo.sh
 
+## loadtest: the loadtest against a spawned 3-node cluster; ARGS adds or overrides flags.
+ARGS ?=
 loadtest:
-	@echo "loadtest: rcraft-loadtest is not built yet (issue #7)"; exit 1
+	$(CARGO) build --release -p rcraft -p rcraft-loadtest
+	"$${CARGO_TARGET_DIR:-target}/release/rcraft-loadtest" --spawn 3 --clients 64 --duration 20 --value-size 100 --keys 100000 $(ARGS)
 
 mutants:
 	@echo "mutants: needs the simulator (issue #3)"; exit 1

@@ -472,3 +472,39 @@ fn snapshots_are_taken_and_a_restarted_follower_catches_up() {
         assert_eq!(kv.ask(&format!("get k{i}")), expected, "{}", cluster.logs());
     }
 }
+
+#[test]
+fn garbage_and_oversized_frames_on_a_node_port_do_not_stop_it() {
+    use std::net::TcpStream;
+    let cluster = Cluster::start();
+    cluster.wait_for_leader();
+    let mut kv = cluster.kv_session(10_000);
+    assert_eq!(kv.ask("put before 1"), r#"{"ok":true}"#);
+
+    let mut hanging = Vec::new();
+    for address in &cluster.addresses {
+        // Not our protocol at all.
+        if let Ok(mut stream) = TcpStream::connect(address) {
+            let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        }
+        // Random-looking bytes, including what would read as a huge length.
+        if let Ok(mut stream) = TcpStream::connect(address) {
+            let _ = stream.write_all(&[0xff; 256]);
+        }
+        // Half a handshake, left open and silent.
+        if let Ok(mut stream) = TcpStream::connect(address) {
+            let _ = stream.write_all(b"RCR");
+            hanging.push(stream);
+        }
+    }
+    assert_eq!(
+        kv.ask("put after 2"),
+        r#"{"ok":true}"#,
+        "{}",
+        cluster.logs()
+    );
+    assert_eq!(kv.ask("get before"), r#"{"ok":true,"value":"1"}"#);
+    assert_eq!(kv.ask("get after"), r#"{"ok":true,"value":"2"}"#);
+    assert_eq!(cluster.status().status.code(), Some(0), "a leader is known");
+    drop(hanging);
+}

@@ -1,6 +1,66 @@
-//! `rcraft-loadtest`: the stress tool (issue #7).
+//! `rcraft-loadtest`: parses the flags, runs one load test, prints the summary, writes the
+//! JSON and chart, and exits 0 only when every acknowledged write was read back.
+//!
+//! Exit status: 0 verified, 1 acknowledged writes lost (or keys unreadable), 2 usage or setup
+//! error, 130 interrupted.
+
+use clap::Parser;
+use rcraft_loadtest::backend::{ClusterAccess, RcraftCluster};
+use rcraft_loadtest::cli::Args;
+use rcraft_loadtest::{Error, chart, run};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+fn write_file(path: &std::path::Path, contents: &str) -> rcraft_loadtest::Result<()> {
+    std::fs::write(path, contents).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
+fn main_inner() -> rcraft_loadtest::Result<i32> {
+    let settings = Args::parse().into_settings()?;
+    let interrupt = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, interrupt.clone())
+            .map_err(|e| Error::io("installing signal handlers", e))?;
+    }
+    let make_access: &run::AccessFactory = &|addrs, timeout| {
+        Arc::new(RcraftCluster::new(addrs.to_vec(), timeout)) as Arc<dyn ClusterAccess>
+    };
+    let summary = run::run(&settings, make_access, interrupt)?;
+    println!("{}", summary.to_text());
+    if let Some(path) = &settings.json {
+        write_file(path, &(summary.to_json() + "\n"))?;
+    }
+    if let Some(path) = &settings.chart {
+        let title = format!(
+            "rcraft-loadtest: {}, {} clients",
+            summary.target, summary.clients
+        );
+        write_file(
+            path,
+            &chart::render_svg(&title, &summary.per_second, &summary.events),
+        )?;
+    }
+    Ok(if summary.interrupted {
+        130
+    } else if summary.passed() {
+        0
+    } else {
+        1
+    })
+}
 
 fn main() {
-    eprintln!("rcraft-loadtest: not built yet (issue #7: the loadtest needs the node and client)");
-    std::process::exit(2);
+    env_logger::init();
+    let code = match main_inner() {
+        Ok(code) => code,
+        Err(Error::Interrupted) => {
+            eprintln!("rcraft-loadtest: interrupted");
+            130
+        }
+        Err(e) => {
+            eprintln!("rcraft-loadtest: {e}");
+            2
+        }
+    };
+    std::process::exit(code);
 }

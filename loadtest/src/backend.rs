@@ -1,0 +1,206 @@
+//! The loadtest's view of a cluster: sessions that put and get, and per-node status.
+//!
+//! The rest of the tool talks to these traits only; [`RcraftCluster`] adapts
+//! `rcraft::client::Client` to them, and unit tests use an in-memory fake. A session is owned
+//! by one client thread; a `ClusterAccess` is shared by all threads.
+
+use crate::limits::STATUS_TIMEOUT;
+use rcraft::client::{Client, ClientError, ClientOptions};
+use rcraft::kv::{KvCommand, KvResponse};
+use rcraft::wire::{NodeStatus, Role};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A write the cluster acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteAck {
+    /// Term of the committed entry, when the client reports it.
+    pub term: Option<u64>,
+}
+
+/// A failed operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpError {
+    /// Certainly did not and will not take effect.
+    Definite(String),
+    /// May or may not take effect.
+    Unknown(String),
+}
+
+/// One client connection to the cluster, used by one thread.
+pub trait KvSession: Send {
+    /// Stores `value` under `key`.
+    fn put(&mut self, key: &str, value: &str) -> Result<WriteAck, OpError>;
+    /// Linearizable read of `key`.
+    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, OpError>;
+}
+
+/// Shared access to a cluster: opens sessions and asks nodes for their status.
+pub trait ClusterAccess: Send + Sync {
+    /// Opens a session (its own connection) to the cluster.
+    fn session(&self) -> Result<Box<dyn KvSession>, OpError>;
+    /// Asks one node for its status; `None` when it does not answer in time.
+    fn status(&self, addr: SocketAddr) -> Option<NodeStatus>;
+}
+
+/// The leader among `addrs`: position in `addrs` and its status. When two nodes claim to lead
+/// (a deposed leader that has not noticed yet), the higher term wins.
+pub fn find_leader(
+    access: &dyn ClusterAccess,
+    addrs: &[SocketAddr],
+) -> Option<(usize, NodeStatus)> {
+    addrs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &addr)| access.status(addr).map(|s| (i, s)))
+        .filter(|(_, s)| s.role == Role::Leader)
+        .max_by_key(|(_, s)| s.term)
+}
+
+/// [`ClusterAccess`] through the real client, `rcraft::client::Client`.
+#[derive(Debug, Clone)]
+pub struct RcraftCluster {
+    servers: Vec<SocketAddr>,
+    options: ClientOptions,
+}
+
+impl RcraftCluster {
+    /// Access to the cluster at `servers` (id order) with `timeout` per operation, retries
+    /// across leader changes included.
+    pub fn new(servers: Vec<SocketAddr>, timeout: Duration) -> RcraftCluster {
+        let defaults = ClientOptions::default();
+        let options = ClientOptions {
+            timeout,
+            attempt_timeout: defaults.attempt_timeout.min(timeout),
+            ..defaults
+        };
+        RcraftCluster { servers, options }
+    }
+}
+
+fn op_error(error: ClientError) -> OpError {
+    if error.is_definite() {
+        OpError::Definite(error.to_string())
+    } else {
+        OpError::Unknown(error.to_string())
+    }
+}
+
+struct RcraftSession {
+    client: Client,
+}
+
+impl KvSession for RcraftSession {
+    fn put(&mut self, key: &str, value: &str) -> Result<WriteAck, OpError> {
+        // `submit` rather than `Client::put`: the result carries the entry's term, which the
+        // failover measurement needs.
+        let command = KvCommand::Put {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+        };
+        let result = self.client.submit(command.encode()).map_err(op_error)?;
+        match KvResponse::decode(&result.response) {
+            Ok(KvResponse::Done) => Ok(WriteAck {
+                term: Some(result.term.0),
+            }),
+            // The entry committed but the store refused it: the store did not change.
+            Ok(KvResponse::Error(message)) => Err(OpError::Definite(message)),
+            Ok(other) => Err(OpError::Unknown(format!(
+                "unexpected answer to put: {other:?}"
+            ))),
+            Err(e) => Err(OpError::Unknown(format!(
+                "undecodable answer to put: {e:?}"
+            ))),
+        }
+    }
+
+    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, OpError> {
+        self.client.get(key.as_bytes()).map_err(op_error)
+    }
+}
+
+impl ClusterAccess for RcraftCluster {
+    fn session(&self) -> Result<Box<dyn KvSession>, OpError> {
+        let client = Client::new(&self.servers, self.options.clone()).map_err(op_error)?;
+        Ok(Box::new(RcraftSession { client }))
+    }
+
+    fn status(&self, addr: SocketAddr) -> Option<NodeStatus> {
+        let options = ClientOptions {
+            attempt_timeout: STATUS_TIMEOUT,
+            ..self.options.clone()
+        };
+        Client::new(&[addr], options).ok()?.status_of(addr).ok()
+    }
+}
+
+#[cfg(test)]
+pub mod fake {
+    //! An in-memory linearizable "cluster" for unit tests of the workload and verification.
+
+    use super::*;
+    use rcraft::wire::{LogIndex, NodeId, Term};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    /// A map behind a mutex; every `fail_every`-th put has an unknown outcome (applied anyway).
+    #[derive(Default)]
+    pub struct MemoryCluster {
+        /// The store.
+        pub map: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+        /// Makes every n-th put report an unknown outcome.
+        pub unknown_every: u64,
+        /// Puts served so far.
+        pub puts: Arc<Mutex<u64>>,
+    }
+
+    struct MemorySession {
+        map: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+        unknown_every: u64,
+        puts: Arc<Mutex<u64>>,
+    }
+
+    impl KvSession for MemorySession {
+        fn put(&mut self, key: &str, value: &str) -> Result<WriteAck, OpError> {
+            self.map
+                .lock()
+                .unwrap()
+                .insert(key.to_string(), value.as_bytes().to_vec());
+            let mut puts = self.puts.lock().unwrap();
+            *puts += 1;
+            if self.unknown_every > 0 && (*puts).checked_rem(self.unknown_every) == Some(0) {
+                return Err(OpError::Unknown("simulated timeout".into()));
+            }
+            Ok(WriteAck { term: Some(1) })
+        }
+
+        fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, OpError> {
+            Ok(self.map.lock().unwrap().get(key).cloned())
+        }
+    }
+
+    impl ClusterAccess for MemoryCluster {
+        fn session(&self) -> Result<Box<dyn KvSession>, OpError> {
+            Ok(Box::new(MemorySession {
+                map: self.map.clone(),
+                unknown_every: self.unknown_every,
+                puts: self.puts.clone(),
+            }))
+        }
+
+        fn status(&self, _addr: SocketAddr) -> Option<NodeStatus> {
+            Some(NodeStatus {
+                id: NodeId(0),
+                role: Role::Leader,
+                term: Term(1),
+                leader: Some(NodeId(0)),
+                commit_index: LogIndex(0),
+                applied_index: LogIndex(0),
+                last_index: LogIndex(0),
+                snapshot_index: LogIndex(0),
+                voters: vec![NodeId(0)],
+                learners: vec![],
+            })
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! Command-line flags (CONTRACT.md, `rcraft-loadtest`) and their validation into [`Settings`].
+//!
+//! Owned by the main thread. Invariant after [`Args::into_settings`]: exactly one target,
+//! faults only against a spawned cluster, `restart_after < kill_every` so at most one node is
+//! down at a time, `0 <= read_ratio <= 1`, at least one client and one key.
+
+use crate::error::{Error, Result};
+use crate::limits::PIPELINE_DEPTH_MAX;
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Stress an rcraft cluster: concurrent clients, leader kills, latency, lost-write check.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "rcraft-loadtest", version)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["servers", "spawn"])))]
+pub struct Args {
+    /// Addresses of a running cluster, in id order.
+    #[arg(long, value_delimiter = ',', value_name = "HOST:PORT,...")]
+    pub servers: Vec<SocketAddr>,
+    /// Spawn a local cluster of N `rcraft serve` processes on 127.0.0.1 for the run.
+    #[arg(long, value_name = "N")]
+    pub spawn: Option<usize>,
+    /// Concurrent client threads, each with its own connection (closed loop).
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Length of the measured run, in seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub duration: f64,
+    /// Bytes per written value.
+    #[arg(long, default_value_t = 100, value_name = "BYTES")]
+    pub value_size: usize,
+    /// Size of the key space.
+    #[arg(long, default_value_t = 1000)]
+    pub keys: u64,
+    /// Fraction of operations that are (linearizable) reads, 0.0 to 1.0.
+    #[arg(long, default_value_t = 0.0, value_name = "F")]
+    pub read_ratio: f64,
+    /// Open loop: total operations per second over all clients (latency then counts from
+    /// the scheduled send time). Without it every client sends its next request on reply.
+    #[arg(long, value_name = "OPS")]
+    pub rate: Option<f64>,
+    /// Requests in flight per client connection. 1: the blocking `rcraft::client::Client`
+    /// (sessions, retries across leader changes). More: a pipelined connection to the leader
+    /// without retries (closed loop only).
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub pipeline: usize,
+    /// kill -9 the leader every SECS seconds (spawned clusters only).
+    #[arg(long, value_name = "SECS")]
+    pub kill_leader_every: Option<f64>,
+    /// Restart a killed node with the same data directory after SECS seconds.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub restart_after: f64,
+    /// SIGSTOP the leader every SECS seconds (spawned clusters only).
+    #[arg(long, value_name = "SECS")]
+    pub pause_leader_every: Option<f64>,
+    /// SIGCONT a paused leader after SECS seconds.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub pause_for: f64,
+    /// Client deadline per operation, including retries across leader changes.
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    pub timeout_ms: u64,
+    /// The `rcraft` binary for `--spawn` (default: next to this executable).
+    #[arg(long, value_name = "PATH")]
+    pub rcraft_bin: Option<PathBuf>,
+    /// Election timeout range given to spawned nodes.
+    #[arg(long, default_value = "150-300", value_name = "MIN-MAX")]
+    pub election_timeout_ms: String,
+    /// Heartbeat interval given to spawned nodes.
+    #[arg(long, default_value_t = 50, value_name = "MS")]
+    pub heartbeat_ms: u64,
+    /// Keep the spawned nodes' data directories and logs after the run.
+    #[arg(long)]
+    pub keep_data: bool,
+    /// Write the summary as one JSON object to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Write an SVG chart of throughput and p99 per second to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub chart: Option<PathBuf>,
+}
+
+/// Where the load goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// A cluster someone else runs.
+    Servers(Vec<SocketAddr>),
+    /// A cluster this tool starts and stops.
+    Spawn {
+        /// Number of nodes.
+        nodes: usize,
+        /// The `rcraft` binary.
+        rcraft_bin: PathBuf,
+        /// `--election-timeout-ms` passed through.
+        election_timeout_ms: String,
+        /// `--heartbeat-ms` passed through.
+        heartbeat_ms: u64,
+        /// Leave data directories behind.
+        keep_data: bool,
+    },
+}
+
+/// A periodic fault: every `every`, do it to the leader, undo it after `undo_after`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaultSchedule {
+    /// Period between faults, first one after one period.
+    pub every: Duration,
+    /// Time until restart (kill) or SIGCONT (pause).
+    pub undo_after: Duration,
+}
+
+/// Validated settings of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Where the load goes.
+    pub target: Target,
+    /// Client threads.
+    pub clients: usize,
+    /// Run length.
+    pub duration: Duration,
+    /// Bytes per value.
+    pub value_size: usize,
+    /// Key space size.
+    pub keys: u64,
+    /// Fraction of reads.
+    pub read_ratio: f64,
+    /// Total open-loop rate, if any.
+    pub rate: Option<f64>,
+    /// Requests in flight per connection; 1 selects the blocking client.
+    pub pipeline: usize,
+    /// Leader kills.
+    pub kill: Option<FaultSchedule>,
+    /// Leader pauses.
+    pub pause: Option<FaultSchedule>,
+    /// Client deadline per operation.
+    pub timeout: Duration,
+    /// JSON output path.
+    pub json: Option<PathBuf>,
+    /// SVG output path.
+    pub chart: Option<PathBuf>,
+}
+
+fn seconds(name: &str, value: f64) -> Result<Duration> {
+    if value.is_finite() && value > 0.0 && value < 1e7 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(Error::Usage(format!(
+            "{name} must be a positive number of seconds, got {value}"
+        )))
+    }
+}
+
+/// The `rcraft` binary next to this executable (both are built into the same target dir).
+pub fn default_rcraft_bin() -> Result<PathBuf> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("locating own executable", e))?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| Error::Usage(format!("{} has no parent directory", exe.display())))?;
+    Ok(dir.join("rcraft"))
+}
+
+impl Args {
+    /// Checks the flags against each other and produces the run's settings.
+    pub fn into_settings(self) -> Result<Settings> {
+        if self.clients == 0 || self.keys == 0 {
+            return Err(Error::Usage(
+                "--clients and --keys must be at least 1".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.read_ratio) {
+            return Err(Error::Usage(format!(
+                "--read-ratio must be in 0..=1, got {}",
+                self.read_ratio
+            )));
+        }
+        if let Some(rate) = self.rate
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err(Error::Usage(format!("--rate must be positive, got {rate}")));
+        }
+        if self.pipeline == 0 || self.pipeline > PIPELINE_DEPTH_MAX {
+            return Err(Error::Usage(format!(
+                "--pipeline must be in 1..={PIPELINE_DEPTH_MAX}, got {}",
+                self.pipeline
+            )));
+        }
+        if self.pipeline > 1 && self.rate.is_some() {
+            return Err(Error::Usage(
+                "--pipeline above 1 is closed loop only; drop --rate".into(),
+            ));
+        }
+        let kill = match self.kill_leader_every {
+            Some(every) => Some(schedule(
+                "--kill-leader-every",
+                every,
+                "--restart-after",
+                self.restart_after,
+            )?),
+            None => None,
+        };
+        let pause = match self.pause_leader_every {
+            Some(every) => Some(schedule(
+                "--pause-leader-every",
+                every,
+                "--pause-for",
+                self.pause_for,
+            )?),
+            None => None,
+        };
+        let target = self.target(kill.is_some() || pause.is_some())?;
+        Ok(Settings {
+            target,
+            clients: self.clients,
+            duration: seconds("--duration", self.duration)?,
+            value_size: self.value_size,
+            keys: self.keys,
+            read_ratio: self.read_ratio,
+            rate: self.rate,
+            pipeline: self.pipeline,
+            kill,
+            pause,
+            timeout: Duration::from_millis(self.timeout_ms.max(1)),
+            json: self.json,
+            chart: self.chart,
+        })
+    }
+
+    fn target(&self, has_faults: bool) -> Result<Target> {
+        match self.spawn {
+            Some(0) => Err(Error::Usage("--spawn needs at least 1 node".into())),
+            Some(nodes) => Ok(Target::Spawn {
+                nodes,
+                rcraft_bin: match &self.rcraft_bin {
+                    Some(path) => path.clone(),
+                    None => default_rcraft_bin()?,
+                },
+                election_timeout_ms: self.election_timeout_ms.clone(),
+                heartbeat_ms: self.heartbeat_ms,
+                keep_data: self.keep_data,
+            }),
+            None if has_faults => Err(Error::Usage(
+                "--kill-leader-every and --pause-leader-every need --spawn (the tool must own the processes)".into(),
+            )),
+            None => Ok(Target::Servers(self.servers.clone())),
+        }
+    }
+}
+
+fn schedule(every_name: &str, every: f64, undo_name: &str, undo: f64) -> Result<FaultSchedule> {
+    let every = seconds(every_name, every)?;
+    let undo_after = seconds(undo_name, undo)?;
+    if undo_after >= every {
+        return Err(Error::Usage(format!(
+            "{undo_name} ({:.1}s) must be shorter than {every_name} ({:.1}s) so at most one node is down at a time",
+            undo_after.as_secs_f64(),
+            every.as_secs_f64()
+        )));
+    }
+    Ok(FaultSchedule { every, undo_after })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> std::result::Result<Settings, String> {
+        let args =
+            Args::try_parse_from(std::iter::once("rcraft-loadtest").chain(args.iter().copied()))
+                .map_err(|e| e.to_string())?;
+        args.into_settings().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn servers_are_parsed_in_order() {
+        let s = parse(&[
+            "--servers",
+            "127.0.0.1:7001,127.0.0.1:7002",
+            "--clients",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(
+            s.target,
+            Target::Servers(vec![
+                "127.0.0.1:7001".parse().unwrap(),
+                "127.0.0.1:7002".parse().unwrap()
+            ])
+        );
+        assert_eq!(s.clients, 4);
+        assert!(s.kill.is_none());
+    }
+
+    #[test]
+    fn a_target_is_required_and_exclusive() {
+        assert!(parse(&["--clients", "4"]).is_err());
+        assert!(parse(&["--servers", "127.0.0.1:1", "--spawn", "3"]).is_err());
+    }
+
+    #[test]
+    fn faults_need_a_spawned_cluster() {
+        let err = parse(&["--servers", "127.0.0.1:1", "--kill-leader-every", "4"]).unwrap_err();
+        assert!(err.contains("--spawn"), "{err}");
+    }
+
+    #[test]
+    fn restart_must_come_before_the_next_kill() {
+        let args = [
+            "--spawn",
+            "3",
+            "--rcraft-bin",
+            "/x",
+            "--kill-leader-every",
+            "2",
+            "--restart-after",
+            "2",
+        ];
+        assert!(parse(&args).is_err());
+        let args = [
+            "--spawn",
+            "3",
+            "--rcraft-bin",
+            "/x",
+            "--kill-leader-every",
+            "4",
+            "--restart-after",
+            "2",
+        ];
+        let s = parse(&args).unwrap();
+        assert_eq!(
+            s.kill,
+            Some(FaultSchedule {
+                every: Duration::from_secs(4),
+                undo_after: Duration::from_secs(2)
+            })
+        );
+    }
+
+    #[test]
+    fn bad_numbers_are_usage_errors() {
+        assert!(parse(&["--spawn", "3", "--rcraft-bin", "/x", "--read-ratio", "1.5"]).is_err());
+        assert!(parse(&["--spawn", "3", "--rcraft-bin", "/x", "--duration", "0"]).is_err());
+        assert!(parse(&["--spawn", "0", "--rcraft-bin", "/x"]).is_err());
+        assert!(parse(&["--spawn", "3", "--rcraft-bin", "/x", "--rate", "-1"]).is_err());
+        assert!(parse(&["--spawn", "3", "--rcraft-bin", "/x", "--pipeline", "0"]).is_err());
+        assert!(
+            parse(&[
+                "--spawn",
+                "3",
+                "--rcraft-bin",
+                "/x",
+                "--pipeline",
+                "8",
+                "--rate",
+                "100"
+            ])
+            .is_err()
+        );
+        assert_eq!(
+            parse(&["--spawn", "3", "--rcraft-bin", "/x", "--pipeline", "8"])
+                .unwrap()
+                .pipeline,
+            8
+        );
+    }
+}

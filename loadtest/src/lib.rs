@@ -1,0 +1,29 @@
+//! `rcraft-loadtest` as a library: the stress tool's parts, driven by the binary in `main.rs`.
+//!
+//! The pure parts (latency summaries, the write history and its verification, the JSON and
+//! text reports, the SVG chart) have no I/O and are unit-tested here. The parts with
+//! processes and sockets (spawned cluster, client threads, fault injection) are exercised by
+//! `tests/spawn.rs` against a real `rcraft` binary.
+//!
+//! Threads: one per client (`workload`), one ticker for progress and per-second samples
+//! (`progress`), one fault injector (`faults`) and one RSS sampler (`cluster`). They share
+//! only `Arc`s of mutex-protected state listed in each module's header.
+
+pub mod backend;
+pub mod chart;
+pub mod cli;
+pub mod cluster;
+pub mod error;
+#[cfg(test)]
+mod fake_server;
+pub mod faults;
+pub mod history;
+pub mod limits;
+pub mod pipeline;
+pub mod progress;
+pub mod report;
+pub mod run;
+pub mod stats;
+pub mod workload;
+
+pub use error::{Error, Result};

@@ -1,0 +1,47 @@
+//! Every limit and interval of the loadtest, in one place.
+
+use std::time::Duration;
+
+/// Lowest latency the histograms track, in microseconds.
+pub const LATENCY_US_MIN: u64 = 1;
+/// Highest latency the histograms track, in microseconds; longer samples saturate here.
+pub const LATENCY_US_MAX: u64 = 120_000_000;
+/// Significant decimal digits kept by the histograms (0.1 % relative error).
+pub const LATENCY_SIGFIG: u8 = 3;
+/// Latency histograms are sharded so client threads rarely contend on one lock.
+pub const STAT_SHARDS: usize = 16;
+
+/// How often the progress line and the per-second series are produced.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// A last, partial interval shorter than this (seconds) is left out of the time series.
+pub const FINAL_SAMPLE_MIN_S: f64 = 0.5;
+/// How long to wait for a spawned or given cluster to elect a leader.
+pub const LEADER_WAIT: Duration = Duration::from_secs(15);
+/// Pause between status polls while waiting for a leader.
+pub const STATUS_POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Budget of one status request to one node (a paused node never answers).
+pub const STATUS_TIMEOUT: Duration = Duration::from_millis(300);
+/// Attempts to find the leader before a scheduled kill or pause is skipped.
+pub const FAULT_LEADER_ATTEMPTS: u32 = 50;
+
+/// Grace period between SIGTERM and SIGKILL when stopping spawned nodes.
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How often the fault thread checks its schedule and the stop flag.
+pub const FAULT_POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Threads used to read keys back after the run.
+pub const VERIFY_THREADS_MAX: usize = 32;
+/// Attempts per key during read-back before the key counts as unverifiable.
+pub const VERIFY_ATTEMPTS: u32 = 10;
+/// Pause after a failed read-back attempt.
+pub const VERIFY_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Budget for opening one connection (TCP connect plus handshake).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest a pipelined client blocks in one read before checking deadlines and the stop flag.
+pub const PIPELINE_READ_POLL: Duration = Duration::from_millis(20);
+/// Largest `--pipeline` depth accepted.
+pub const PIPELINE_DEPTH_MAX: usize = 4096;
+
+/// Pause after a definite client error before the next operation (no busy loop when down).
+pub const ERROR_BACKOFF: Duration = Duration::from_millis(2);
