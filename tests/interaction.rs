@@ -407,7 +407,10 @@ impl Cluster {
         let meta = SnapshotMeta {
             index,
             term,
-            membership: node.replica.status().membership,
+            membership: node
+                .replica
+                .membership_at(index)
+                .expect("applied index is held"),
             size_bytes: data.len() as u64,
             checksum: 0,
         };

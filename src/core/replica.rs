@@ -275,6 +275,15 @@ impl Replica {
         self.log.term_at(index)
     }
 
+    /// The configuration in force at `index`, for the `membership` of a [`SnapshotMeta`]
+    /// taken at `index`. `None` when `index` is beyond the log or compacted away (or falls
+    /// between a retained entry and the snapshot without a membership entry in between).
+    ///
+    /// [`SnapshotMeta`]: rcraft_wire::SnapshotMeta
+    pub fn membership_at(&self, index: LogIndex) -> Option<Membership> {
+        self.log.membership_at(index, &self.initial_membership)
+    }
+
     /// True while leading.
     pub fn is_leader(&self) -> bool {
         self.phase == Phase::Leader
@@ -382,7 +391,7 @@ impl Replica {
 
     /// The persist a promise made now depends on: the one being built, else the latest one
     /// issued and not yet confirmed; `None` when everything is durable.
-    fn pending_persist_seq(&self) -> Option<u64> {
+    pub(super) fn pending_persist_seq(&self) -> Option<u64> {
         if !self.persist.buffer.is_empty() || self.persist.hard_state_dirty {
             Some(self.persist.next_seq)
         } else if self.persist.next_seq - 1 > self.persist.confirmed_seq {
@@ -413,6 +422,7 @@ impl Replica {
         if self.phase == Phase::Leader {
             self.maybe_advance_commit();
         }
+        self.maybe_win_after_persist();
     }
 
     /// Hands newly committed, locally durable entries to the state machine.
