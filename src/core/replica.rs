@@ -72,7 +72,7 @@ pub(super) struct LeaderState {
     pub reads: ReadQueue,
 }
 
-/// Writes collected during one `step`, emitted as one `Action::Persist` at its end.
+/// Writes collected since the last drain, emitted as one `Action::Persist` by `take_actions`.
 #[derive(Debug, Default)]
 pub(super) struct PersistState {
     /// Sequence number the next `Persist` action will carry.
@@ -128,6 +128,8 @@ pub struct Replica {
     /// Leader that is sending us a snapshot, and whether its last chunk is being written.
     pub(super) snapshot_sender: Option<NodeId>,
     pub(super) snapshot_finishing: bool,
+    /// Proposals were appended since the last drain; their AppendRequests go out then.
+    pub(super) proposals_unsent: bool,
     pub(super) actions: Vec<Action>,
 }
 
@@ -166,6 +168,7 @@ impl Replica {
             apply_requested: applied,
             snapshot_sender: None,
             snapshot_finishing: false,
+            proposals_unsent: false,
             actions: Vec::new(),
             config,
         };
@@ -216,7 +219,20 @@ impl Replica {
     }
 
     /// Drains the queued actions, in the order they must be carried out.
+    ///
+    /// Work that batches well is deferred to here: the AppendRequests for proposals, the
+    /// heartbeat round for reads, and the `Persist` of everything written, so a caller that
+    /// steps many inputs (say, every proposal waiting in its channel) before draining gets one
+    /// message per follower and one durable write for the whole batch (DESIGN.md §5).
     pub fn take_actions(&mut self) -> Vec<Action> {
+        if self.phase == Phase::Leader {
+            if self.proposals_unsent {
+                self.broadcast_append(false);
+            }
+            self.maybe_broadcast_read_round();
+        }
+        self.proposals_unsent = false;
+        self.flush_persist();
         std::mem::take(&mut self.actions)
     }
 
@@ -337,13 +353,8 @@ impl Replica {
         ProposeError::NotLeader { leader }
     }
 
-    /// Work done after every input: one persist for everything the step wrote, then the
-    /// entries that became applicable.
+    /// Work done after every input: hand out the entries that became applicable.
     fn finish_step(&mut self) {
-        if self.phase == Phase::Leader {
-            self.maybe_broadcast_read_round();
-        }
-        self.flush_persist();
         self.maybe_apply();
     }
 
