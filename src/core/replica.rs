@@ -46,6 +46,31 @@ pub struct CoreStatus {
     pub membership: Membership,
 }
 
+impl CoreStatus {
+    /// The wire form reported to clients and operators (`rcraft status`).
+    pub fn to_node_status(&self) -> rcraft_wire::NodeStatus {
+        let mut voters: Vec<NodeId> = self
+            .membership
+            .voters
+            .union(&self.membership.voters_outgoing)
+            .copied()
+            .collect();
+        voters.dedup();
+        rcraft_wire::NodeStatus {
+            id: self.id,
+            role: self.role,
+            term: self.term,
+            leader: self.leader,
+            commit_index: self.commit_index,
+            applied_index: self.applied_index,
+            last_index: self.last_index,
+            snapshot_index: self.snapshot_index,
+            voters,
+            learners: self.membership.learners.iter().copied().collect(),
+        }
+    }
+}
+
 /// The phase of an election this node runs, or its role otherwise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Phase {
