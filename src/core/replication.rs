@@ -147,7 +147,8 @@ impl Replica {
         }
         let position = (entry.term, entry.index);
         self.append_as_leader(entry);
-        self.broadcast_append(false);
+        // Sent when the caller drains actions, batched with the proposals stepped meanwhile.
+        self.proposals_unsent = true;
         Ok(position)
     }
 
