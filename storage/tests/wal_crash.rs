@@ -386,3 +386,78 @@ fn failed_sync_while_rolling_to_a_new_segment_stops_the_log() {
     assert!(matches!(wal.append(&more), Err(Error::Io { .. })));
     assert!(wal.is_stopped());
 }
+
+/// Encodes a record exactly as FORMAT.md describes (independently of the crate's encoder).
+fn encode_record(index: u64, term: u64, payload: &[u8]) -> Vec<u8> {
+    let len = (RECORD_HEADER_BYTES + payload.len()) as u32;
+    let mut body = Vec::new();
+    body.extend_from_slice(&index.to_le_bytes());
+    body.extend_from_slice(&term.to_le_bytes());
+    body.extend_from_slice(payload);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), &body);
+    let mut record = len.to_le_bytes().to_vec();
+    record.extend_from_slice(&crc.to_le_bytes());
+    record.extend_from_slice(&body);
+    record
+}
+
+#[test]
+fn zeroed_length_with_valid_records_after_it_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_log(dir.path(), 10);
+    let last = paths.last().unwrap();
+    let mut bytes = fs::read(last).unwrap();
+    let fifth = record_offsets(&bytes)[4];
+    bytes[fifth..fifth + 4].fill(0);
+    fs::write(last, &bytes).unwrap();
+    expect_corruption(dir.path(), last, Some(fifth as u64), "zeroed length");
+}
+
+#[test]
+fn a_later_record_decides_between_torn_write_and_corruption() {
+    // Records 1..=9 have terms 1 (1..=9 / 10 + 1). After the end, garbage and then a valid
+    // record: with an older term it is stale (a torn write: cut), with the same term it can
+    // only be synced data behind damage (corruption).
+    for (stale_term, expect_torn) in [(0u64, true), (1, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = write_log(dir.path(), 9);
+        let last = paths.last().unwrap();
+        let mut bytes = fs::read(last).unwrap();
+        let end = record_offsets(&bytes).last().unwrap() + 124;
+        bytes[end..end + 30].fill(0x77);
+        let stray = encode_record(12, stale_term, &payload(12));
+        bytes[end + 40..end + 40 + stray.len()].copy_from_slice(&stray);
+        fs::write(last, &bytes).unwrap();
+        if expect_torn {
+            check_log(&Wal::open(dir.path(), options()).unwrap(), 9);
+            let after = fs::read(last).unwrap();
+            assert!(
+                after[end..].iter().all(|&b| b == 0),
+                "the cut tail is zeroed"
+            );
+        } else {
+            expect_corruption(
+                dir.path(),
+                last,
+                Some(end as u64),
+                "valid record after damage",
+            );
+        }
+    }
+}
+
+#[test]
+fn the_crate_encoder_matches_the_documented_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_log(dir.path(), 3);
+    let bytes = fs::read(&paths[0]).unwrap();
+    let mut header = b"RCWALSEG".to_vec();
+    header.extend_from_slice(&1u32.to_le_bytes());
+    header.extend_from_slice(&0u32.to_le_bytes());
+    header.extend_from_slice(&1u64.to_le_bytes());
+    header.extend_from_slice(&crc32c::crc32c(&header).to_le_bytes());
+    header.extend_from_slice(&[0; 4]);
+    assert_eq!(bytes[..HEADER_BYTES], header[..]);
+    let second = encode_record(2, 1, &payload(2));
+    assert_eq!(bytes[HEADER_BYTES + 124..HEADER_BYTES + 248], second[..]);
+}

@@ -41,9 +41,12 @@ pub struct RealFs {
 }
 
 impl Default for RealFs {
+    /// `fallocate` + `fdatasync`: syncs measured as fast as with zero-filled segments (the
+    /// device flush dominates), while creating a segment is about 3x faster and recovery's scan
+    /// of the unused tail reads no disk blocks. See docs/BENCHMARKS.md.
     fn default() -> Self {
         RealFs {
-            preallocate: Preallocate::ZeroFill,
+            preallocate: Preallocate::Fallocate,
             sync_method: SyncMethod::Fdatasync,
         }
     }
@@ -54,19 +57,21 @@ const ZERO_FILL_CHUNK_BYTES: usize = 1024 * 1024;
 
 impl RealFs {
     fn preallocate(&self, file: &mut File, len: u64) -> io::Result<()> {
-        match self.preallocate {
-            Preallocate::Fallocate => fallocate(file, len),
-            Preallocate::ZeroFill => {
-                let zeroes = vec![0u8; ZERO_FILL_CHUNK_BYTES];
-                let mut left = len;
-                while left > 0 {
-                    let n = left.min(zeroes.len() as u64) as usize;
-                    file.write_all(&zeroes[..n])?;
-                    left -= n as u64;
-                }
-                Ok(())
+        if self.preallocate == Preallocate::Fallocate {
+            match fallocate(file, len) {
+                // A file system without fallocate (some network ones) gets zeroes written.
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+                other => return other,
             }
         }
+        let zeroes = vec![0u8; ZERO_FILL_CHUNK_BYTES];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(zeroes.len() as u64) as usize;
+            file.write_all(&zeroes[..n])?;
+            left -= n as u64;
+        }
+        Ok(())
     }
 }
 
