@@ -211,7 +211,17 @@ impl Applier {
                 self.reads.entry(index).or_default().push(waiter);
             }
             ApplyCommand::Restore(meta) => {
-                self.restore_current(&meta)?;
+                if meta.index > self.applied {
+                    self.restore_current(&meta)?;
+                } else {
+                    // A duplicate or stale install (the state already covers it): restoring
+                    // would roll the state machine back and lose applied entries.
+                    log::info!(
+                        "snapshot {} not restored: already applied through {}",
+                        meta.index,
+                        self.applied
+                    );
+                }
                 let _ = progress.send(ApplyProgress::Restored(meta));
             }
             ApplyCommand::Subscribe(sender) => self.subscribers.push(sender),
@@ -758,6 +768,47 @@ mod tests {
         }
         drop(commands);
         thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_stale_or_duplicate_restore_never_rolls_the_state_back() {
+        let snapshots = MemorySnapshots::default();
+        let (commands, progress, thread) = start(snapshots.clone(), 2);
+        let entries = vec![command(1, 1, b"a", None), command(1, 2, b"b", None)];
+        commands.send(ApplyCommand::Entries(entries)).unwrap();
+        let meta = loop {
+            match progress
+                .recv_timeout(Duration::from_secs(5))
+                .expect("progress")
+            {
+                ApplyProgress::SnapshotTaken(meta) => break meta,
+                _ => continue,
+            }
+        };
+        assert_eq!(meta.index, LogIndex(2));
+        commands
+            .send(ApplyCommand::Entries(vec![command(1, 3, b"c", None)]))
+            .unwrap();
+        commands.send(ApplyCommand::Restore(meta.clone())).unwrap();
+        let (read_tx, read_rx) = bounded(1);
+        let read = ApplyCommand::Read {
+            index: LogIndex(3),
+            term: Term(1),
+            query: Vec::new(),
+            reply: ReplyTo::Api(read_tx),
+            deadline: later(),
+        };
+        commands.send(read).unwrap();
+        match wait_reply(&read_rx) {
+            ClientResponseBody::Ok { result, .. } => assert_eq!(result, b"abc"),
+            other => panic!("unexpected {other:?}"),
+        }
+        drop(commands);
+        thread.join().unwrap();
+        let restored = progress
+            .try_iter()
+            .any(|p| matches!(p, ApplyProgress::Restored(m) if m == meta));
+        assert!(restored, "the core is still told the install finished");
     }
 
     #[test]

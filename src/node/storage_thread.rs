@@ -337,6 +337,15 @@ impl StorageThread {
                 rejected: false,
             });
         }
+        if self.covers(&meta)? {
+            // A duplicate or stale transfer: installing it would replace a newer snapshot's
+            // log position. The apply thread skips the restore for the same reason.
+            log::info!(
+                "received snapshot {} is not newer than the current one",
+                meta.index
+            );
+            return Ok(StorageEvent::SnapshotStored { meta });
+        }
         match partial.finish(meta.size_bytes, meta.checksum) {
             Ok(_) => {
                 reconcile_log_with_snapshot(&mut self.log, &meta)?;
@@ -356,6 +365,15 @@ impl StorageThread {
             }
             Err(e) => Err(format!("installing snapshot {}: {e}", meta.index)),
         }
+    }
+
+    /// True when the current snapshot is at or after `meta`.
+    fn covers(&self, meta: &SnapshotMeta) -> Result<bool, String> {
+        let latest = self
+            .snapshots
+            .latest()
+            .map_err(|e| format!("reading the current snapshot: {e}"))?;
+        Ok(latest.is_some_and(|info| info.meta.index >= meta.index.0))
     }
 
     /// Clean shutdown: sync the log and save the newest hard state (with its commit hint).
