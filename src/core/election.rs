@@ -38,7 +38,7 @@ impl Replica {
     /// hold the most up-to-date log), so it keeps starting elections until the removal
     /// commits. It counts votes of the latest configuration, which excludes itself.
     pub(super) fn is_promotable(&self) -> bool {
-        if self.snapshot_finishing || self.membership.learners.contains(&self.id) {
+        if self.snapshot_finishing() || self.membership.learners.contains(&self.id) {
             return false;
         }
         if self.membership.is_voter(self.id) {
@@ -73,12 +73,12 @@ impl Replica {
         if self.phase == Phase::Leader {
             self.reject_pending_reads(leader);
         }
-        if self.leader != leader && !self.snapshot_finishing {
+        if self.leader != leader && !self.snapshot_finishing() {
             // A transfer from another leader is abandoned; its partial file is overwritten
             // by the next transfer. A final chunk already in storage is still waited for:
             // until it is installed, appends are refused so the commit index cannot pass
             // the snapshot point the log will be reset to.
-            self.snapshot_sender = None;
+            self.incoming_snapshot = None;
         }
         self.phase = Phase::Follower;
         self.leader_state = None;

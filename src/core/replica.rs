@@ -18,6 +18,7 @@ use super::log::RaftLog;
 use super::progress::Progress;
 use super::read_index::ReadQueue;
 use super::rng::SplitMix64;
+use super::snapshot::IncomingSnapshot;
 use rcraft_wire::{Entry, LogIndex, Membership, Message, MessageBody, NodeId, Role, Term};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -150,9 +151,8 @@ pub struct Replica {
     pub(super) applied: LogIndex,
     /// Highest index handed out in `Action::Apply`. Invariant: `applied <= apply_requested`.
     pub(super) apply_requested: LogIndex,
-    /// Leader that is sending us a snapshot, and whether its last chunk is being written.
-    pub(super) snapshot_sender: Option<NodeId>,
-    pub(super) snapshot_finishing: bool,
+    /// A snapshot being received from a leader.
+    pub(super) incoming_snapshot: Option<IncomingSnapshot>,
     /// Proposals were appended since the last drain; their AppendRequests go out then.
     pub(super) proposals_unsent: bool,
     pub(super) actions: Vec<Action>,
@@ -191,8 +191,7 @@ impl Replica {
             },
             applied,
             apply_requested: applied,
-            snapshot_sender: None,
-            snapshot_finishing: false,
+            incoming_snapshot: None,
             proposals_unsent: false,
             actions: Vec::new(),
             config,

@@ -242,7 +242,7 @@ impl Replica {
             return; // Two leaders in one term cannot happen; ignore rather than obey.
         }
         self.follow(from);
-        if self.snapshot_finishing {
+        if self.snapshot_finishing() {
             // A snapshot is being installed; its completion will reset the log.
             self.reject_append(from, prev_log_index);
             return;
