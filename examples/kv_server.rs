@@ -98,7 +98,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = Config::new(NodeId(id.parse()?), servers, PathBuf::from(data_dir));
     config.snapshot_every = 1000;
     let node = Node::start(config, KvService::default())?;
-    println!("node {id} running; commands: put KEY VALUE | get KEY | del KEY | status");
+    match node.wait_for_leader(Duration::from_secs(5)) {
+        Ok(leader) => println!("node {id} running; leader is node {leader}"),
+        Err(_) => println!("node {id} running; no leader yet (start the other nodes)"),
+    }
+    println!("commands: put KEY VALUE | get KEY | del KEY | status");
     for line in io::stdin().lock().lines() {
         run_command(&node, line?.trim());
     }

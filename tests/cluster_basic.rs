@@ -144,3 +144,48 @@ fn a_retried_session_write_applies_once() {
     wait_converged(&nodes, &[b"once".to_vec(), b"twice".to_vec()]);
     nodes.iter_mut().for_each(|n| n.stop());
 }
+
+#[test]
+fn leadership_transfer_moves_the_leader_and_writes_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(3, dir.path(), 0);
+    nodes.iter_mut().for_each(|n| n.start());
+    let mut expected = vec![b"before".to_vec()];
+    propose(&nodes, &expected[0]);
+    let leader = wait_for_leader(&nodes);
+    let target = (leader + 2) % 3;
+    match nodes[target]
+        .handle()
+        .transfer_leader(NodeId(leader as u64))
+    {
+        Err(Error::NotLeader { hint, .. }) => assert_eq!(hint, Some(NodeId(leader as u64))),
+        other => panic!("a follower accepted a transfer: {other:?}"),
+    }
+    nodes[leader]
+        .handle()
+        .transfer_leader(NodeId(target as u64))
+        .unwrap();
+    cluster_support::wait_until(std::time::Duration::from_secs(20), "the transfer", || {
+        wait_for_leader(&nodes) == target
+    });
+    expected.push(b"after".to_vec());
+    propose(&nodes, b"after");
+    wait_converged(&nodes, &expected);
+    nodes.iter_mut().for_each(|n| n.stop());
+}
+
+#[test]
+fn a_one_node_cluster_on_port_zero_serves_clients_on_its_real_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let address: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = rcraft::Config::new(NodeId(0), vec![address], dir.path().to_path_buf());
+    let node = rcraft::node::Node::start(config, rcraft::kv::KvStore::new()).unwrap();
+    let real = node.local_addr().unwrap();
+    assert_ne!(real.port(), 0);
+    node.wait_for_leader(std::time::Duration::from_secs(10))
+        .unwrap();
+    let mut client = rcraft::client::Client::connect(&[real], Default::default()).unwrap();
+    client.put(b"k", b"v").unwrap();
+    assert_eq!(client.get(b"k").unwrap(), Some(b"v".to_vec()));
+    node.shutdown().unwrap();
+}

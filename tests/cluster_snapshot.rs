@@ -8,6 +8,16 @@ use std::time::Duration;
 
 /// Writes `count` commands through the leader from several threads at once (so they batch).
 fn write_many(nodes: &[TestNode], prefix: &str, count: usize) -> Vec<Vec<u8>> {
+    write_many_padded(nodes, prefix, count, 0)
+}
+
+/// Like `write_many`, each command padded with `padding` bytes.
+fn write_many_padded(
+    nodes: &[TestNode],
+    prefix: &str,
+    count: usize,
+    padding: usize,
+) -> Vec<Vec<u8>> {
     let leader = wait_for_leader(nodes);
     let handle = nodes[leader].handle();
     let writers = 8;
@@ -15,7 +25,8 @@ fn write_many(nodes: &[TestNode], prefix: &str, count: usize) -> Vec<Vec<u8>> {
         for w in 0..writers {
             scope.spawn(move || {
                 for i in (w..count).step_by(writers) {
-                    let command = format!("{prefix}-{i:05}").into_bytes();
+                    let mut command = format!("{prefix}-{i:05}").into_bytes();
+                    command.resize(command.len() + padding, b'.');
                     handle.propose(command).expect("write through the leader");
                 }
             });
@@ -57,5 +68,22 @@ fn lagging_follower_catches_up_by_snapshot_and_restarts_from_it() {
     nodes.iter_mut().for_each(|n| n.start());
     wait_for_leader(&nodes);
     wait_converged(&nodes, &expected);
+    nodes.iter_mut().for_each(|n| n.stop());
+}
+
+#[test]
+fn a_snapshot_of_many_chunks_is_streamed_to_a_lagging_follower() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(3, dir.path(), 500);
+    nodes.iter_mut().for_each(|n| n.start());
+    let leader = wait_for_leader(&nodes);
+    let lagging = (leader + 2) % 3;
+    nodes[lagging].stop();
+    // 1600 commands of ~4 KiB: a snapshot of ~6.5 MB, several 1 MiB chunks.
+    let expected = write_many_padded(&nodes, "big", 1600, 4096);
+    nodes[lagging].start();
+    wait_converged(&nodes, &expected);
+    let status = nodes[lagging].handle().status().unwrap();
+    assert!(status.snapshot_index.0 >= 500, "{status:?}");
     nodes.iter_mut().for_each(|n| n.stop());
 }

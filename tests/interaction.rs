@@ -17,7 +17,7 @@
 //!
 //! Commands: `nodes N [prevote=0|1] [checkquorum=0|1] [lease=0|1] [inflight=N]
 //! [inflightbytes=N] [appendbytes=N] [uncommitted=N] [chunk=N]`, `campaign ID`,
-//! `tick ID|all [N]`, `propose ID DATA`, `persist ID|all`, `deliver [N]` (N rounds),
+//! `tick ID|all [N]`, `propose ID DATA`, `batch ID DATA...` (several proposals, one drain), `persist ID|all`, `deliver [N]` (N rounds),
 //! `stabilize` (deliver and persist until quiet), `drop [FROM TO]`, `partition 1 | 2 3`,
 //! `heal`, `read ID`, `status ID|all`, `transfer ID TARGET`, `snapshot ID [RETAIN]`,
 //! `restart ID`, `add-learner ID NEW`, `members ID VOTERS...`, `log ID`, `lose-partial ID`
@@ -307,6 +307,21 @@ impl Cluster {
                 };
                 self.step(parse(args[0]), input, &mut out);
             }
+            "batch" => {
+                // Several proposals stepped before one drain, as the node's consensus thread
+                // does with everything waiting in its channel.
+                let node_id = parse(args[0]);
+                for data in &args[1..] {
+                    let id = self.request_id();
+                    let input = Input::Propose {
+                        id,
+                        session: None,
+                        data: data.as_bytes().to_vec(),
+                    };
+                    self.nodes.get_mut(&node_id).unwrap().replica.step(input);
+                }
+                self.collect(node_id, &mut out);
+            }
             "persist" => {
                 for id in self.ids(args[0]) {
                     self.persist(id, &mut out);
@@ -407,7 +422,10 @@ impl Cluster {
         let meta = SnapshotMeta {
             index,
             term,
-            membership: node.replica.status().membership,
+            membership: node
+                .replica
+                .membership_at(index)
+                .expect("applied index is held"),
             size_bytes: data.len() as u64,
             checksum: 0,
         };

@@ -316,6 +316,30 @@ impl RaftLog {
         }
     }
 
+    /// The configuration in force at `index` (the last membership entry at or before it,
+    /// else the snapshot's, else `initial` for a log that never had one), when `index` is not
+    /// before what the view can tell.
+    pub fn membership_at(&self, index: LogIndex, initial: &Membership) -> Option<Membership> {
+        if index > self.last_index() || index < self.prev_index {
+            return None;
+        }
+        let snapshot_index = self.snapshot_index();
+        let in_log = self
+            .slice(self.first_index(), index)
+            .iter()
+            .rev()
+            .find_map(|e| match &e.payload {
+                EntryPayload::Membership(m) if e.index > snapshot_index => Some(m),
+                _ => None,
+            });
+        match (in_log, self.snapshot.as_ref()) {
+            (Some(m), _) => Some(m.clone()),
+            (None, Some(s)) if s.index <= index => Some(s.membership.clone()),
+            (None, Some(_)) => None,
+            (None, None) => Some(initial.clone()),
+        }
+    }
+
     /// Asserts the invariants listed in the module header.
     pub fn check_invariants(&self) {
         let mut term = self.prev_term;

@@ -147,7 +147,8 @@ impl Replica {
         }
         let position = (entry.term, entry.index);
         self.append_as_leader(entry);
-        self.broadcast_append(false);
+        // Sent when the caller drains actions, batched with the proposals stepped meanwhile.
+        self.proposals_unsent = true;
         Ok(position)
     }
 
@@ -241,7 +242,7 @@ impl Replica {
             return; // Two leaders in one term cannot happen; ignore rather than obey.
         }
         self.follow(from);
-        if self.snapshot_finishing {
+        if self.snapshot_finishing() {
             // A snapshot is being installed; its completion will reset the log.
             self.reject_append(from, prev_log_index);
             return;

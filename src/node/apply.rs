@@ -144,26 +144,36 @@ impl Applier {
         loop {
             match commands.recv_timeout(EXPIRY_SWEEP_INTERVAL) {
                 Ok(first) => {
-                    let before = self.applied;
-                    let mut result = self.handle(first, &progress);
-                    while result.is_ok() {
-                        match commands.try_recv() {
-                            Ok(next) => result = self.handle(next, &progress),
-                            Err(_) => break,
-                        }
-                    }
-                    if let Err(message) = result.and_then(|()| self.finish_batch(before, &progress))
-                    {
+                    if let Err(message) = self.run_batch(first, &commands, &progress) {
                         log::error!("apply thread stopping: {message}");
+                        self.answer_all_waiters(&format!("the node stopped: {message}"));
                         let _ = progress.send(ApplyProgress::Failed(message));
                         return;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.answer_all_waiters("the node is shutting down");
+                    return;
+                }
             }
             self.expire_waiters(Instant::now());
         }
+    }
+
+    /// Handles `first` and everything queued behind it, then reports once.
+    fn run_batch(
+        &mut self,
+        first: ApplyCommand,
+        commands: &Receiver<ApplyCommand>,
+        progress: &Sender<ApplyProgress>,
+    ) -> Result<(), String> {
+        let before = self.applied;
+        self.handle(first, progress)?;
+        while let Ok(next) = commands.try_recv() {
+            self.handle(next, progress)?;
+        }
+        self.finish_batch(before, progress)
     }
 
     fn handle(
@@ -201,7 +211,17 @@ impl Applier {
                 self.reads.entry(index).or_default().push(waiter);
             }
             ApplyCommand::Restore(meta) => {
-                self.restore_current(&meta)?;
+                if meta.index > self.applied {
+                    self.restore_current(&meta)?;
+                } else {
+                    // A duplicate or stale install (the state already covers it): restoring
+                    // would roll the state machine back and lose applied entries.
+                    log::info!(
+                        "snapshot {} not restored: already applied through {}",
+                        meta.index,
+                        self.applied
+                    );
+                }
                 let _ = progress.send(ApplyProgress::Restored(meta));
             }
             ApplyCommand::Subscribe(sender) => self.subscribers.push(sender),
@@ -422,6 +442,21 @@ impl Applier {
         }
         log::info!("state restored from the snapshot at index {}", meta.index);
         Ok(())
+    }
+
+    /// Answers every waiting proposal (outcome unknown) and read (failed) before the thread
+    /// ends, so no requester waits for its timeout.
+    fn answer_all_waiters(&mut self, message: &str) {
+        for waiter in std::mem::take(&mut self.proposals).into_values().flatten() {
+            self.replier.send(waiter.reply, unknown_outcome(message));
+        }
+        for waiter in std::mem::take(&mut self.reads).into_values().flatten() {
+            let body = ClientResponseBody::Error {
+                definite: true,
+                message: message.to_string(),
+            };
+            self.replier.send(waiter.reply, body);
+        }
     }
 
     /// Tells waiters whose deadline passed that their outcome is unknown (writes) or that
@@ -733,6 +768,47 @@ mod tests {
         }
         drop(commands);
         thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_stale_or_duplicate_restore_never_rolls_the_state_back() {
+        let snapshots = MemorySnapshots::default();
+        let (commands, progress, thread) = start(snapshots.clone(), 2);
+        let entries = vec![command(1, 1, b"a", None), command(1, 2, b"b", None)];
+        commands.send(ApplyCommand::Entries(entries)).unwrap();
+        let meta = loop {
+            match progress
+                .recv_timeout(Duration::from_secs(5))
+                .expect("progress")
+            {
+                ApplyProgress::SnapshotTaken(meta) => break meta,
+                _ => continue,
+            }
+        };
+        assert_eq!(meta.index, LogIndex(2));
+        commands
+            .send(ApplyCommand::Entries(vec![command(1, 3, b"c", None)]))
+            .unwrap();
+        commands.send(ApplyCommand::Restore(meta.clone())).unwrap();
+        let (read_tx, read_rx) = bounded(1);
+        let read = ApplyCommand::Read {
+            index: LogIndex(3),
+            term: Term(1),
+            query: Vec::new(),
+            reply: ReplyTo::Api(read_tx),
+            deadline: later(),
+        };
+        commands.send(read).unwrap();
+        match wait_reply(&read_rx) {
+            ClientResponseBody::Ok { result, .. } => assert_eq!(result, b"abc"),
+            other => panic!("unexpected {other:?}"),
+        }
+        drop(commands);
+        thread.join().unwrap();
+        let restored = progress
+            .try_iter()
+            .any(|p| matches!(p, ApplyProgress::Restored(m) if m == meta));
+        assert!(restored, "the core is still told the install finished");
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! timeout or shutdown).
 
 use super::apply::{ApplyCommand, ApplyProgress};
-use super::limits::{CONSENSUS_INPUT_BATCH_MAX, PENDING_REQUESTS_MAX, SNAPSHOT_RETAIN_ENTRIES};
+use super::limits::{
+    CONSENSUS_INPUT_BATCH_MAX, PENDING_REQUESTS_MAX, SNAPSHOT_RETAIN_ENTRIES, TICK_CATCH_UP_MAX,
+};
 use super::results::ApplyMsg;
 use super::storage_io::{StorageCommand, StorageEvent};
 use super::transport::{NetEvent, Replier, ReplyTo};
@@ -250,9 +252,16 @@ impl Consensus {
         if now < self.next_tick {
             return;
         }
-        while self.next_tick <= now {
+        let mut ticks = 0;
+        while self.next_tick <= now && ticks < TICK_CATCH_UP_MAX {
             self.replica.step(Input::Tick);
             self.next_tick += self.settings.tick;
+            ticks += 1;
+        }
+        if self.next_tick <= now {
+            // The thread was stopped or starved for long: restart the clock from now rather
+            // than replay the whole gap tick by tick.
+            self.next_tick = now + self.settings.tick;
         }
         self.expire_pending(now);
     }

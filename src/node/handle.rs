@@ -48,6 +48,13 @@ impl NodeHandle {
         self.id
     }
 
+    /// The address this node listens on for peers and clients: its configured address, with
+    /// the real port when that was 0 (useful for a one-node cluster; peers cannot find a node
+    /// configured with port 0). `None` after shutdown.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.runtime.as_ref().map(Runtime::local_addr)
+    }
+
     /// Replicates `command`, waits until it is applied here and returns the state machine's
     /// response with the entry's term and index. Only the leader accepts proposals; others
     /// answer [`Error::NotLeader`] with a hint.

@@ -42,6 +42,11 @@ pub const PENDING_REQUESTS_MAX: usize = 65_536;
 /// actions once, so a flood of requests cannot delay ticks or persistence indefinitely.
 pub const CONSENSUS_INPUT_BATCH_MAX: usize = 4096;
 
+/// Most ticks the consensus thread feeds the core in one turn after falling behind its clock
+/// (e.g. after SIGSTOP/SIGCONT). With the default 10 ms tick this is 10 s, longer than any
+/// sensible election timeout; a longer gap is skipped, never replayed tick by tick.
+pub const TICK_CATCH_UP_MAX: u32 = 1000;
+
 /// Most commands the storage thread folds into one synced batch (group commit).
 pub const STORAGE_BATCH_MAX: usize = 1024;
 

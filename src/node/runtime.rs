@@ -142,6 +142,11 @@ impl Runtime {
         result
     }
 
+    /// The address the network thread listens on (the real port when configured with 0).
+    pub(crate) fn local_addr(&self) -> std::net::SocketAddr {
+        self.net.local_addr()
+    }
+
     /// True once the consensus thread has ended (shutdown or a fatal error).
     pub(crate) fn is_stopped(&self) -> bool {
         self.consensus.is_finished()

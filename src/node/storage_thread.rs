@@ -19,7 +19,7 @@ use crate::core::{HardState, RecoveredState};
 use crossbeam_channel::{Receiver, Sender};
 use rcraft_storage::{
     Error as StoreError, Fs, HardState as StoredHardState, HardStateStore, PartialSnapshot, RealFs,
-    SnapshotStore, Wal, WalOptions,
+    SnapshotInfo, SnapshotStore, Wal, WalOptions,
 };
 use rcraft_wire::{LogIndex, Membership, NodeId, SnapshotMeta, Term};
 use std::path::Path;
@@ -45,6 +45,8 @@ pub(crate) struct StorageThread {
     snapshots: SnapshotStore,
     /// The snapshot being received from the leader, if any.
     partial: Option<PartialSnapshot>,
+    /// The snapshot file being sent to followers, if any (a cache of `snapshots.latest()`).
+    sending: Option<SnapshotInfo>,
 }
 
 /// Opens (or creates) the node's files under `data_dir` and recovers the durable state.
@@ -108,6 +110,7 @@ pub(crate) fn open_storage_on(
         latest_hard_state: None,
         snapshots: snapshots.clone(),
         partial: None,
+        sending: None,
     };
     Ok(OpenedStorage {
         thread,
@@ -269,32 +272,45 @@ impl StorageThread {
     /// Reads a chunk of the current snapshot if it is still `meta` (a newer local snapshot
     /// replaces the file; the core then starts the transfer again).
     fn read_snapshot_chunk(
-        &self,
+        &mut self,
         meta: &SnapshotMeta,
         offset: u64,
         max_bytes: u64,
     ) -> Option<Vec<u8>> {
-        let info = match self.snapshots.latest() {
-            Ok(Some(info)) if info.meta.index == meta.index.0 && info.meta.term == meta.term.0 => {
-                info
+        let info = self.snapshot_to_send(meta)?;
+        let max_len = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+        match self.snapshots.read_chunk(&info, offset, max_len) {
+            Ok(data) => Some(data),
+            Err(e) => {
+                log::warn!("reading snapshot {} at {offset}: {e}", meta.index);
+                self.sending = None;
+                None
+            }
+        }
+    }
+
+    /// The verified file of snapshot `meta` if it is still the current one; remembered
+    /// between chunks so a transfer does not list and verify the directory per chunk.
+    fn snapshot_to_send(&mut self, meta: &SnapshotMeta) -> Option<SnapshotInfo> {
+        let is_meta =
+            |info: &SnapshotInfo| info.meta.index == meta.index.0 && info.meta.term == meta.term.0;
+        if let Some(info) = self.sending.as_ref().filter(|info| is_meta(info)) {
+            return Some(info.clone());
+        }
+        match self.snapshots.latest() {
+            Ok(Some(info)) if is_meta(&info) => {
+                self.sending = Some(info.clone());
+                Some(info)
             }
             Ok(_) => {
                 log::info!(
                     "snapshot {} is no longer current; chunk not read",
                     meta.index
                 );
-                return None;
+                None
             }
             Err(e) => {
                 log::warn!("reading snapshot {} for a follower: {e}", meta.index);
-                return None;
-            }
-        };
-        let max_len = usize::try_from(max_bytes).unwrap_or(usize::MAX);
-        match self.snapshots.read_chunk(&info, offset, max_len) {
-            Ok(data) => Some(data),
-            Err(e) => {
-                log::warn!("reading snapshot {} at {offset}: {e}", meta.index);
                 None
             }
         }
@@ -337,6 +353,15 @@ impl StorageThread {
                 rejected: false,
             });
         }
+        if self.covers(&meta)? {
+            // A duplicate or stale transfer: installing it would replace a newer snapshot's
+            // log position. The apply thread skips the restore for the same reason.
+            log::info!(
+                "received snapshot {} is not newer than the current one",
+                meta.index
+            );
+            return Ok(StorageEvent::SnapshotStored { meta });
+        }
         match partial.finish(meta.size_bytes, meta.checksum) {
             Ok(_) => {
                 reconcile_log_with_snapshot(&mut self.log, &meta)?;
@@ -356,6 +381,15 @@ impl StorageThread {
             }
             Err(e) => Err(format!("installing snapshot {}: {e}", meta.index)),
         }
+    }
+
+    /// True when the current snapshot is at or after `meta`.
+    fn covers(&self, meta: &SnapshotMeta) -> Result<bool, String> {
+        let latest = self
+            .snapshots
+            .latest()
+            .map_err(|e| format!("reading the current snapshot: {e}"))?;
+        Ok(latest.is_some_and(|info| info.meta.index >= meta.index.0))
     }
 
     /// Clean shutdown: sync the log and save the newest hard state (with its commit hint).
