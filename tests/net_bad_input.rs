@@ -125,7 +125,13 @@ fn half_a_frame_that_stalls_is_closed_after_the_stall_timeout() {
 fn peer_that_lies_about_the_sender_is_refused() {
     let listener = listener();
     let addr = listener.local_addr().unwrap();
-    let (node, events) = spawn(listener, config(1, addr, &[]), 64);
+    // Node 2 is a configured peer; this listener stands in for it and never answers.
+    let peer_2 = self::listener();
+    let (node, events) = spawn(
+        listener,
+        config(1, addr, &[(2, peer_2.local_addr().unwrap())]),
+        64,
+    );
     let mut bytes = Handshake::peer(CLUSTER, NodeId(2)).encode().to_vec();
     encode_message(&heartbeat(2, 1, 1), &mut bytes).unwrap();
     encode_message(&heartbeat(3, 1, 2), &mut bytes).unwrap();
@@ -170,7 +176,12 @@ fn a_peer_link_survives_garbage_on_other_connections() {
 fn a_new_link_from_a_peer_replaces_its_stale_one() {
     let listener = listener();
     let addr = listener.local_addr().unwrap();
-    let (node, events) = spawn(listener, config(1, addr, &[]), 64);
+    let peer_2 = self::listener();
+    let (node, events) = spawn(
+        listener,
+        config(1, addr, &[(2, peer_2.local_addr().unwrap())]),
+        64,
+    );
     let mut bytes = Handshake::peer(CLUSTER, NodeId(2)).encode().to_vec();
     encode_message(&heartbeat(2, 1, 1), &mut bytes).unwrap();
     let mut old = raw(addr, &bytes);
@@ -181,5 +192,60 @@ fn a_new_link_from_a_peer_replaces_its_stale_one() {
     assert_eq!(next_peer_message(&events), heartbeat(2, 1, 2));
     assert_closed_by_server(&mut old);
     assert_eq!(node.stats().connections_refused, 0);
+    node.shutdown();
+}
+
+#[test]
+fn a_handshake_from_a_node_outside_the_cluster_is_refused() {
+    let listener = listener();
+    let addr = listener.local_addr().unwrap();
+    let peer_2 = self::listener();
+    let (node, events) = spawn(
+        listener,
+        config(1, addr, &[(2, peer_2.local_addr().unwrap())]),
+        64,
+    );
+    let mut bytes = Handshake::peer(CLUSTER, NodeId(7)).encode().to_vec();
+    encode_message(&heartbeat(7, 1, 1), &mut bytes).unwrap();
+    let mut stream = raw(addr, &bytes);
+    assert_closed_by_server(&mut stream);
+    assert!(events.recv_timeout(Duration::from_millis(50)).is_err());
+    assert_eq!(node.stats().connections_refused, 1);
+    node.shutdown();
+}
+
+#[test]
+fn an_append_with_entries_out_of_place_is_refused_at_the_edge() {
+    use rcraft_wire::{Entry, EntryPayload, LogIndex, Message, MessageBody, Term};
+    let listener = listener();
+    let addr = listener.local_addr().unwrap();
+    let peer_2 = self::listener();
+    let (node, events) = spawn(
+        listener,
+        config(1, addr, &[(2, peer_2.local_addr().unwrap())]),
+        64,
+    );
+    let bad = Message {
+        from: NodeId(2),
+        to: NodeId(1),
+        term: Term(3),
+        body: MessageBody::AppendRequest {
+            prev_log_index: LogIndex(5),
+            prev_log_term: Term(3),
+            // Index 9 does not follow 5: a correct leader never sends this.
+            entries: vec![Entry {
+                term: Term(3),
+                index: LogIndex(9),
+                payload: EntryPayload::Noop,
+            }],
+            leader_commit: LogIndex(0),
+        },
+    };
+    let mut bytes = Handshake::peer(CLUSTER, NodeId(2)).encode().to_vec();
+    encode_message(&bad, &mut bytes).unwrap();
+    let mut stream = raw(addr, &bytes);
+    assert_closed_by_server(&mut stream);
+    assert!(events.recv_timeout(Duration::from_millis(50)).is_err());
+    assert_eq!(node.stats().connections_refused, 1);
     node.shutdown();
 }

@@ -239,3 +239,158 @@ pub struct NodeStatus {
     /// Learners.
     pub learners: Vec<NodeId>,
 }
+
+impl Message {
+    /// Checks what the Raft algorithm takes for granted about a message from a correct peer,
+    /// so a damaged or hostile message is refused at the network edge instead of tripping an
+    /// invariant of the consensus core.
+    ///
+    /// - AppendRequest: entries are contiguous from `prev_log_index + 1`, their terms never
+    ///   decrease, never exceed the message term, and never precede `prev_log_term`; the index
+    ///   arithmetic cannot overflow.
+    /// - InstallSnapshot: the snapshot's term is not newer than the message term, and the chunk
+    ///   lies inside the announced size.
+    pub fn check_well_formed(&self) -> Result<(), String> {
+        match &self.body {
+            MessageBody::AppendRequest {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                ..
+            } => check_append_entries(self.term, *prev_log_index, *prev_log_term, entries),
+            MessageBody::InstallSnapshot {
+                meta, offset, data, ..
+            } => {
+                if meta.term > self.term {
+                    return Err(format!(
+                        "snapshot term {} is newer than the message term {}",
+                        meta.term, self.term
+                    ));
+                }
+                let end = offset.checked_add(data.len() as u64);
+                match end {
+                    Some(end) if end <= meta.size_bytes => Ok(()),
+                    _ => Err(format!(
+                        "snapshot chunk at offset {} of {} bytes overruns the snapshot size {}",
+                        offset,
+                        data.len(),
+                        meta.size_bytes
+                    )),
+                }
+            }
+            MessageBody::VoteRequest { last_log_term, .. } if *last_log_term > self.term => {
+                Err(format!(
+                    "last log term {last_log_term} is newer than the campaign term {}",
+                    self.term
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn check_append_entries(
+    term: Term,
+    prev_log_index: LogIndex,
+    prev_log_term: Term,
+    entries: &[Entry],
+) -> Result<(), String> {
+    if prev_log_term > term {
+        return Err(format!(
+            "previous log term {prev_log_term} is newer than the message term {term}"
+        ));
+    }
+    let mut expected_index = prev_log_index;
+    let mut previous_term = prev_log_term;
+    for entry in entries {
+        expected_index = LogIndex(
+            expected_index
+                .0
+                .checked_add(1)
+                .ok_or_else(|| "entry index overflows".to_string())?,
+        );
+        if entry.index != expected_index {
+            return Err(format!(
+                "entry index {} where {} was expected (entries must follow the previous index)",
+                entry.index, expected_index
+            ));
+        }
+        if entry.term < previous_term || entry.term > term {
+            return Err(format!(
+                "entry {} has term {}, outside {}..={}",
+                entry.index, entry.term, previous_term, term
+            ));
+        }
+        previous_term = entry.term;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::EntryPayload;
+
+    fn append(prev: u64, prev_term: u64, entries: &[(u64, u64)]) -> Message {
+        Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(5),
+            body: MessageBody::AppendRequest {
+                prev_log_index: LogIndex(prev),
+                prev_log_term: Term(prev_term),
+                entries: entries
+                    .iter()
+                    .map(|&(index, term)| Entry {
+                        term: Term(term),
+                        index: LogIndex(index),
+                        payload: EntryPayload::Noop,
+                    })
+                    .collect(),
+                leader_commit: LogIndex(0),
+            },
+        }
+    }
+
+    #[test]
+    fn contiguous_append_is_well_formed() {
+        assert_eq!(
+            append(3, 2, &[(4, 2), (5, 3), (6, 5)]).check_well_formed(),
+            Ok(())
+        );
+        assert_eq!(append(0, 0, &[]).check_well_formed(), Ok(()));
+    }
+
+    #[test]
+    fn gaps_overlaps_and_bad_terms_are_refused() {
+        assert!(append(3, 2, &[(5, 2)]).check_well_formed().is_err());
+        assert!(append(3, 2, &[(3, 2)]).check_well_formed().is_err());
+        assert!(append(3, 2, &[(4, 2), (4, 2)]).check_well_formed().is_err());
+        assert!(append(3, 2, &[(4, 3), (5, 2)]).check_well_formed().is_err());
+        assert!(append(3, 2, &[(4, 6)]).check_well_formed().is_err());
+        assert!(append(3, 6, &[]).check_well_formed().is_err());
+        assert!(append(u64::MAX, 2, &[(0, 2)]).check_well_formed().is_err());
+    }
+
+    #[test]
+    fn snapshot_chunk_outside_the_snapshot_is_refused() {
+        let chunk = |offset: u64, len: usize, size: u64| Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(5),
+            body: MessageBody::InstallSnapshot {
+                meta: SnapshotMeta {
+                    term: Term(4),
+                    size_bytes: size,
+                    ..SnapshotMeta::default()
+                },
+                offset,
+                data: vec![0; len],
+                done: false,
+            },
+        };
+        assert_eq!(chunk(0, 10, 10).check_well_formed(), Ok(()));
+        assert!(chunk(5, 10, 10).check_well_formed().is_err());
+        assert!(chunk(u64::MAX, 1, 10).check_well_formed().is_err());
+    }
+}

@@ -237,6 +237,7 @@ impl EventLoop {
         let role_before = conn.role;
         let mut ctx = Ctx {
             config: &self.config,
+            known_peers: &self.peers,
             delivery: &mut self.delivery,
         };
         let result = conn
@@ -464,6 +465,7 @@ impl EventLoop {
             };
             let ctx = Ctx {
                 config: &self.config,
+                known_peers: &self.peers,
                 delivery: &mut self.delivery,
             };
             if conn.can_resume(&ctx) {

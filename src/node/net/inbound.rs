@@ -8,9 +8,11 @@
 
 use super::delivery::Delivery;
 use super::out_buffer::{OutBuffer, PushError};
+use super::peer::PeerLink;
 use super::{CLIENT_PENDING_OUT_MAX_BYTES, ClientConnId, NetConfig, NetEvent, bump};
 use mio::net::TcpStream;
-use rcraft_wire::{ClientResponse, ConnectionRole, Frame, FrameDecoder, Handshake};
+use rcraft_wire::{ClientResponse, ConnectionRole, Frame, FrameDecoder, Handshake, NodeId};
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -28,6 +30,9 @@ pub(super) enum Close {
 /// What an inbound connection needs from the loop while it decodes.
 pub(super) struct Ctx<'a> {
     pub(super) config: &'a NetConfig,
+    /// The peers this node knows (configured or added by a membership change); a handshake
+    /// claiming any other node id is refused.
+    pub(super) known_peers: &'a BTreeMap<NodeId, PeerLink>,
     pub(super) delivery: &'a mut Delivery,
 }
 
@@ -151,8 +156,15 @@ impl Inbound {
         handshake
             .check_cluster(config.cluster_id)
             .map_err(|e| Close::Protocol(format!("bad handshake: {e}")))?;
-        if handshake.role == ConnectionRole::Peer(config.node_id) {
-            return Err(Close::Protocol("handshake claims our own node id".into()));
+        if let ConnectionRole::Peer(id) = handshake.role {
+            if id == config.node_id {
+                return Err(Close::Protocol("handshake claims our own node id".into()));
+            }
+            if !ctx.known_peers.contains_key(&id) {
+                return Err(Close::Protocol(format!(
+                    "handshake claims node id {id}, which is not a member of this cluster"
+                )));
+            }
         }
         self.role = Some(handshake.role);
         log::debug!("node {}: accepted {}", config.node_id, self.describe());
@@ -167,6 +179,9 @@ impl Inbound {
                 let message = frame
                     .to_message()
                     .map_err(|e| Close::Protocol(format!("bad peer frame: {e}")))?;
+                message
+                    .check_well_formed()
+                    .map_err(|e| Close::Protocol(format!("malformed peer message: {e}")))?;
                 if message.from != peer {
                     return Err(Close::Protocol(format!(
                         "message from node {} on node {peer}'s connection",
