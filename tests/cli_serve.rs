@@ -115,3 +115,20 @@ fn default_config_is_read_from_home() {
     let output = rcraft_serve(&[], home.path());
     assert_one_line_error(&output, "craft/craft.conf:2: unknown key \"bogus\"");
 }
+
+#[test]
+fn a_data_dir_that_is_a_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let args = [
+        "--id",
+        "0",
+        "--peers",
+        "127.0.0.1:5000",
+        "--data-dir",
+        file.to_str().unwrap(),
+    ];
+    let output = rcraft_serve(&args, dir.path());
+    assert_one_line_error(&output, "exists and is not a directory");
+}

@@ -126,6 +126,10 @@ struct StatusArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Client commands stay quiet unless asked; `serve` sets up logging from its config.
+    if !matches!(cli.command, Command::Serve(_)) && std::env::var_os("RUST_LOG").is_some() {
+        init_logging("off");
+    }
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Kv(args) => kv(&args),
@@ -142,19 +146,29 @@ fn serve(args: &ServeArgs) -> ExitCode {
         Err(e) => return usage_error("serve", &e),
     };
     init_logging(&config.log_level);
+    let dir = config.data_dir.display();
+    if config.data_dir.exists() && !config.data_dir.is_dir() {
+        return usage_error(
+            "serve",
+            &format!("data dir {dir}: exists and is not a directory"),
+        );
+    }
     if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
-        let dir = config.data_dir.display();
         return usage_error("serve", &format!("data dir {dir}: cannot create: {e}"));
     }
     run_node(config)
 }
 
-/// Runs the node until SIGTERM or SIGINT. To be wired to `rcraft::node::serve_kv(config)`
-/// once the node runtime is merged; until then it refuses honestly.
+/// Runs the node with the built-in KV store until SIGTERM or SIGINT (exit 0). A failure to
+/// start or a fail-stop error (e.g. storage) is one line on stderr and a non-zero exit.
 fn run_node(config: Config) -> ExitCode {
-    let _ = config;
-    eprintln!("rcraft serve: the node runtime is not built yet");
-    ExitCode::from(EXIT_USAGE)
+    match rcraft::node::serve_kv(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rcraft serve: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
 }
 
 /// The file (explicit, or `~/craft/craft.conf` when neither `--config` nor `--peers` is
