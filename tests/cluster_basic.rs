@@ -4,7 +4,7 @@ mod cluster_support;
 
 use cluster_support::{cluster, propose, wait_converged, wait_for_leader};
 use rcraft::node::Error;
-use rcraft::wire::NodeId;
+use rcraft::wire::{NodeId, Session};
 
 #[test]
 fn single_node_proposes_reads_and_shuts_down() {
@@ -26,6 +26,8 @@ fn three_nodes_elect_replicate_read_and_converge() {
     let mut nodes = cluster(3, dir.path(), 0);
     nodes.iter_mut().for_each(|n| n.start());
     let leader = wait_for_leader(&nodes);
+    let follower = (leader + 1) % 3;
+    let applied_stream = nodes[follower].handle().subscribe_applied().unwrap();
     let mut expected = Vec::new();
     for i in 0..20u32 {
         let command = format!("cmd-{i}").into_bytes();
@@ -33,7 +35,6 @@ fn three_nodes_elect_replicate_read_and_converge() {
         assert_eq!(result.response, result.index.0.to_le_bytes());
         expected.push(command);
     }
-    let follower = (leader + 1) % 3;
     match nodes[follower].handle().propose(b"refused".to_vec()) {
         Err(Error::NotLeader { hint, address }) => {
             assert_eq!(hint, Some(NodeId(leader as u64)));
@@ -44,6 +45,11 @@ fn three_nodes_elect_replicate_read_and_converge() {
     let read = nodes[leader].handle().read(b"count".to_vec()).unwrap();
     assert_eq!(read.response, 20u64.to_le_bytes());
     wait_converged(&nodes, &expected);
+    // The follower's applied-entry stream (cRaft's ApplyMsg) carried every command in order.
+    let streamed: Vec<_> = applied_stream.try_iter().collect();
+    let commands: Vec<_> = streamed.iter().map(|m| m.command.clone()).collect();
+    assert_eq!(commands, expected);
+    assert!(streamed.windows(2).all(|w| w[0].index < w[1].index));
     nodes.iter_mut().for_each(|n| n.stop());
 }
 
@@ -95,6 +101,75 @@ fn restart_with_the_same_data_recovers_everything() {
     let command = b"after-restart".to_vec();
     propose(&nodes, &command);
     expected.push(command);
+    wait_converged(&nodes, &expected);
+    nodes.iter_mut().for_each(|n| n.stop());
+}
+
+#[test]
+fn a_retried_session_write_applies_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(3, dir.path(), 0);
+    nodes.iter_mut().for_each(|n| n.start());
+    let leader = wait_for_leader(&nodes);
+    let handle = nodes[leader].handle();
+    let session = Session {
+        client_id: 42,
+        sequence: 1,
+    };
+    let first = handle
+        .propose_in_session(Some(session), b"once".to_vec())
+        .unwrap();
+    let retry = handle
+        .propose_in_session(Some(session), b"once".to_vec())
+        .unwrap();
+    assert!(retry.index > first.index, "the retry is a new log entry");
+    assert_eq!(
+        retry.response, first.response,
+        "answered from the session table"
+    );
+    let next = Session {
+        client_id: 42,
+        sequence: 2,
+    };
+    handle
+        .propose_in_session(Some(next), b"twice".to_vec())
+        .unwrap();
+    // An older sequence than the last applied one is refused, outcome unknown to the table.
+    match handle.propose_in_session(Some(session), b"once".to_vec()) {
+        Err(Error::Failed {
+            definite: false, ..
+        }) => {}
+        other => panic!("a superseded retry was not refused: {other:?}"),
+    }
+    wait_converged(&nodes, &[b"once".to_vec(), b"twice".to_vec()]);
+    nodes.iter_mut().for_each(|n| n.stop());
+}
+
+#[test]
+fn leadership_transfer_moves_the_leader_and_writes_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(3, dir.path(), 0);
+    nodes.iter_mut().for_each(|n| n.start());
+    let mut expected = vec![b"before".to_vec()];
+    propose(&nodes, &expected[0]);
+    let leader = wait_for_leader(&nodes);
+    let target = (leader + 2) % 3;
+    match nodes[target]
+        .handle()
+        .transfer_leader(NodeId(leader as u64))
+    {
+        Err(Error::NotLeader { hint, .. }) => assert_eq!(hint, Some(NodeId(leader as u64))),
+        other => panic!("a follower accepted a transfer: {other:?}"),
+    }
+    nodes[leader]
+        .handle()
+        .transfer_leader(NodeId(target as u64))
+        .unwrap();
+    cluster_support::wait_until(std::time::Duration::from_secs(20), "the transfer", || {
+        wait_for_leader(&nodes) == target
+    });
+    expected.push(b"after".to_vec());
+    propose(&nodes, b"after");
     wait_converged(&nodes, &expected);
     nodes.iter_mut().for_each(|n| n.stop());
 }

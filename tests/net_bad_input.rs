@@ -165,3 +165,21 @@ fn a_peer_link_survives_garbage_on_other_connections() {
     a.shutdown();
     b.shutdown();
 }
+
+#[test]
+fn a_new_link_from_a_peer_replaces_its_stale_one() {
+    let listener = listener();
+    let addr = listener.local_addr().unwrap();
+    let (node, events) = spawn(listener, config(1, addr, &[]), 64);
+    let mut bytes = Handshake::peer(CLUSTER, NodeId(2)).encode().to_vec();
+    encode_message(&heartbeat(2, 1, 1), &mut bytes).unwrap();
+    let mut old = raw(addr, &bytes);
+    assert_eq!(next_peer_message(&events), heartbeat(2, 1, 1));
+    let mut bytes = Handshake::peer(CLUSTER, NodeId(2)).encode().to_vec();
+    encode_message(&heartbeat(2, 1, 2), &mut bytes).unwrap();
+    let _new = raw(addr, &bytes);
+    assert_eq!(next_peer_message(&events), heartbeat(2, 1, 2));
+    assert_closed_by_server(&mut old);
+    assert_eq!(node.stats().connections_refused, 0);
+    node.shutdown();
+}

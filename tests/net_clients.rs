@@ -104,3 +104,36 @@ fn client_close_is_reported_and_late_replies_are_discarded() {
     });
     node.shutdown();
 }
+
+#[test]
+fn a_client_that_does_not_read_is_paused_and_loses_nothing() {
+    let listener = listener();
+    let addr = listener.local_addr().unwrap();
+    let (node, events) = spawn(listener, config(1, addr, &[]), 64);
+    let echo = echo_server(events, node.sender());
+    let mut client = TestClient::connect(addr);
+    let writer_stream = client.stream.try_clone().unwrap();
+    // 2000 requests whose echoed responses (64 KiB each, 125 MiB in all) are far more than
+    // loopback socket buffers (at most 32 MiB + 4 MiB here) plus the node's per-client cap:
+    // the node must stop reading requests while the client is not reading responses.
+    let requests = 2000u64;
+    let writer = std::thread::spawn(move || {
+        let mut stream = writer_stream;
+        let command = vec![9u8; 64 << 10];
+        for id in 0..requests {
+            let mut out = Vec::new();
+            encode_client_request(&write_request(id, &command), &mut out).unwrap();
+            std::io::Write::write_all(&mut stream, &out).unwrap();
+        }
+    });
+    wait_until("the node to pause the client", || {
+        node.stats().client_pauses > 0
+    });
+    for id in 0..requests {
+        let response = client.recv();
+        assert_eq!(response.request_id, id);
+    }
+    writer.join().unwrap();
+    node.shutdown();
+    echo.join().unwrap();
+}

@@ -126,3 +126,67 @@ fn messages_to_an_unknown_node_are_dropped_and_counted() {
     });
     a.shutdown();
 }
+
+#[test]
+fn a_peer_that_never_reads_gets_a_capped_queue() {
+    // The "peer" is a listener nobody accepts from: the kernel completes the connection, the
+    // socket buffers fill, and then the link's queue must stop at its cap.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener_a = listener();
+    let addr_a = listener_a.local_addr().unwrap();
+    let mut config_a = config(1, addr_a, &[(2, silent.local_addr().unwrap())]);
+    config_a.peer_queue_frames = 16;
+    config_a.stall_timeout = Duration::from_secs(30);
+    let (a, _events) = spawn(listener_a, config_a, 16);
+    let big = |n: u64| Message {
+        from: NodeId(1),
+        to: NodeId(2),
+        term: Term(1),
+        body: MessageBody::InstallSnapshot {
+            meta: SnapshotMeta::default(),
+            offset: n,
+            data: vec![0u8; 64 << 10],
+            done: false,
+        },
+    };
+    // Well over what loopback socket buffers hold.
+    for n in 0..400 {
+        a.sender().send_peer(big(n));
+    }
+    // Every message is either written to the socket, among the 16 queued, or dropped.
+    wait_until("every message to be accounted for", || {
+        let stats = a.stats();
+        stats.peer_frames_sent + 16 + stats.peer_dropped_queue_full >= 400
+    });
+    assert!(a.stats().peer_dropped_queue_full > 0, "{:?}", a.stats());
+    a.shutdown();
+}
+
+#[test]
+fn a_peer_that_never_answers_the_handshake_is_redialled() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener_a = listener();
+    let addr_a = listener_a.local_addr().unwrap();
+    let mut config_a = config(1, addr_a, &[(2, silent.local_addr().unwrap())]);
+    config_a.stall_timeout = Duration::from_millis(100);
+    let (a, _events) = spawn(listener_a, config_a, 16);
+    let sender = a.sender();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_pinger = std::sync::Arc::clone(&stop);
+    let pinger = std::thread::spawn(move || {
+        let mut n = 0;
+        while !stop_pinger.load(std::sync::atomic::Ordering::SeqCst) {
+            sender.send_peer(heartbeat(1, 2, n));
+            n += 1;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    // Two dials reach the silent listener: the first link timed out waiting for the answer.
+    let (_first, _) = silent.accept().unwrap();
+    let (_second, _) = silent.accept().unwrap();
+    assert_eq!(a.stats().peer_connects, 0);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    pinger.join().unwrap();
+    assert!(a.stats().connections_refused >= 1);
+    a.shutdown();
+}

@@ -56,6 +56,13 @@ impl Replica {
         if self.phase == Phase::Leader {
             self.reject_pending_reads(leader);
         }
+        if self.leader != leader && !self.snapshot_finishing {
+            // A transfer from another leader is abandoned; its partial file is overwritten
+            // by the next transfer. A final chunk already in storage is still waited for:
+            // until it is installed, appends are refused so the commit index cannot pass
+            // the snapshot point the log will be reset to.
+            self.snapshot_sender = None;
+        }
         self.phase = Phase::Follower;
         self.leader_state = None;
         self.leader = leader;

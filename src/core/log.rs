@@ -30,16 +30,19 @@ pub struct RaftLog {
 
 impl RaftLog {
     /// A log recovered from storage: an optional snapshot and the durable entries after it.
-    /// Everything given is durable. `commit_hint` is clamped to the log.
+    /// Everything given is durable. Entries at or below the snapshot index (storage may keep
+    /// some behind a snapshot for slow followers) are skipped. `commit_hint` is clamped to
+    /// the log.
     pub fn recover(
         snapshot: Option<SnapshotMeta>,
-        entries: Vec<Entry>,
+        mut entries: Vec<Entry>,
         commit_hint: LogIndex,
     ) -> Result<RaftLog> {
         let (prev_index, prev_term) = snapshot
             .as_ref()
             .map(|s| (s.index, s.term))
             .unwrap_or_default();
+        entries.retain(|e| e.index > prev_index);
         let mut expected = prev_index.next();
         let mut last_term = prev_term;
         for entry in &entries {

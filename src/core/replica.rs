@@ -468,12 +468,15 @@ impl Replica {
 }
 
 /// Whether a message states something that must be durable first: a granted real vote, a
-/// real vote request (it carries our own vote for ourselves), or an append acknowledgement.
+/// real vote request (it carries our own vote for ourselves), an append acknowledgement, or
+/// a "snapshot done" answer (the leader takes the snapshot index as our match index, and we
+/// may have answered from log entries that are not durable yet).
 fn promises_durable_state(body: &MessageBody) -> bool {
     match body {
         MessageBody::VoteRequest { pre_vote, .. } => !pre_vote,
         MessageBody::VoteResponse { pre_vote, granted } => *granted && !pre_vote,
         MessageBody::AppendResponse { success, .. } => *success && ack_waits_for_persist(),
+        MessageBody::InstallSnapshotResponse { done, .. } => *done,
         _ => false,
     }
 }

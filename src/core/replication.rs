@@ -341,12 +341,20 @@ impl Replica {
             self.send_append(from, false);
             return;
         }
-        if pr.state != ProgressState::Replicate {
+        let was_probing = pr.state != ProgressState::Replicate;
+        if was_probing {
             pr.become_replicate();
         }
-        self.maybe_advance_commit();
+        let committed = self.maybe_advance_commit();
         self.maybe_send_timeout_now(from);
-        while self.send_append(from, false) {}
+        let mut sent = false;
+        while self.send_append(from, false) {
+            sent = true;
+        }
+        if was_probing && !sent && !committed {
+            // A follower that just caught up may not know the commit index yet.
+            self.send_append(from, true);
+        }
     }
 
     fn on_append_rejected(

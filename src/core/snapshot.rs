@@ -111,7 +111,10 @@ impl Replica {
         };
         pr.recent_active = true;
         if done {
-            pr.maybe_update(snapshot_index);
+            let was_sending = matches!(pr.state, ProgressState::Snapshot(_));
+            if !pr.maybe_update(snapshot_index) && !was_sending {
+                return; // A duplicate or stale answer; replication already moved on.
+            }
             pr.become_probe(snapshot_index.next());
             self.maybe_advance_commit();
             self.send_append(from, true);

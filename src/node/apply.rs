@@ -10,14 +10,14 @@
 //! `applied` only grows except when a snapshot is restored (then it jumps to the snapshot's
 //! index); a proposal is answered success only when its own (index, term) is applied.
 
-use super::limits::EXPIRY_SWEEP_INTERVAL;
+use super::limits::{APPLIED_SUBSCRIBER_STALL_MAX, EXPIRY_SWEEP_INTERVAL};
 use super::results::ApplyMsg;
 use super::sessions::{SessionCheck, SessionTable};
 use super::snapshot_files::SnapshotFiles;
 use super::snapshot_format::{read_snapshot, write_snapshot};
 use super::transport::{Replier, ReplyTo};
 use crate::StateMachine;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use rcraft_wire::{
     ClientResponseBody, Entry, EntryPayload, LogIndex, Membership, SnapshotMeta, Term,
 };
@@ -144,26 +144,36 @@ impl Applier {
         loop {
             match commands.recv_timeout(EXPIRY_SWEEP_INTERVAL) {
                 Ok(first) => {
-                    let before = self.applied;
-                    let mut result = self.handle(first, &progress);
-                    while result.is_ok() {
-                        match commands.try_recv() {
-                            Ok(next) => result = self.handle(next, &progress),
-                            Err(_) => break,
-                        }
-                    }
-                    if let Err(message) = result.and_then(|()| self.finish_batch(before, &progress))
-                    {
+                    if let Err(message) = self.run_batch(first, &commands, &progress) {
                         log::error!("apply thread stopping: {message}");
+                        self.answer_all_waiters(&format!("the node stopped: {message}"));
                         let _ = progress.send(ApplyProgress::Failed(message));
                         return;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.answer_all_waiters("the node is shutting down");
+                    return;
+                }
             }
             self.expire_waiters(Instant::now());
         }
+    }
+
+    /// Handles `first` and everything queued behind it, then reports once.
+    fn run_batch(
+        &mut self,
+        first: ApplyCommand,
+        commands: &Receiver<ApplyCommand>,
+        progress: &Sender<ApplyProgress>,
+    ) -> Result<(), String> {
+        let before = self.applied;
+        self.handle(first, progress)?;
+        while let Ok(next) = commands.try_recv() {
+            self.handle(next, progress)?;
+        }
+        self.finish_batch(before, progress)
     }
 
     fn handle(
@@ -311,7 +321,16 @@ impl Applier {
             term,
             command,
         };
-        self.subscribers.retain(|s| s.send(msg.clone()).is_ok());
+        self.subscribers.retain(|subscriber| {
+            match subscriber.send_timeout(msg.clone(), APPLIED_SUBSCRIBER_STALL_MAX) {
+                Ok(()) => true,
+                Err(SendTimeoutError::Timeout(_)) => {
+                    log::warn!("an applied-entry subscriber stopped reading; dropping it");
+                    false
+                }
+                Err(SendTimeoutError::Disconnected(_)) => false,
+            }
+        });
     }
 
     fn answer_proposals(&mut self, index: LogIndex, term: Term, outcome: Result<Vec<u8>, String>) {
@@ -413,6 +432,21 @@ impl Applier {
         }
         log::info!("state restored from the snapshot at index {}", meta.index);
         Ok(())
+    }
+
+    /// Answers every waiting proposal (outcome unknown) and read (failed) before the thread
+    /// ends, so no requester waits for its timeout.
+    fn answer_all_waiters(&mut self, message: &str) {
+        for waiter in std::mem::take(&mut self.proposals).into_values().flatten() {
+            self.replier.send(waiter.reply, unknown_outcome(message));
+        }
+        for waiter in std::mem::take(&mut self.reads).into_values().flatten() {
+            let body = ClientResponseBody::Error {
+                definite: true,
+                message: message.to_string(),
+            };
+            self.replier.send(waiter.reply, body);
+        }
     }
 
     /// Tells waiters whose deadline passed that their outcome is unknown (writes) or that

@@ -20,7 +20,8 @@ use super::transport::{NetEvent, Replier, ReplyTo};
 use crate::core::{Action, Input, ProposeError, Replica, RequestId};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, select};
 use rcraft_wire::{
-    ClientRequestBody, ClientResponseBody, LogIndex, NodeId, NodeStatus, Session, SnapshotMeta,
+    ClientRequestBody, ClientResponseBody, LogIndex, Membership, NodeId, NodeStatus, Session,
+    SnapshotMeta,
 };
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -53,6 +54,13 @@ pub(crate) enum ApiRequest {
     TransferLeader {
         /// The node to become leader.
         target: NodeId,
+        /// Where the outcome goes.
+        reply: Sender<ClientResponseBody>,
+    },
+    /// Move the cluster to `membership`.
+    ChangeMembership {
+        /// The target configuration.
+        membership: Membership,
         /// Where the outcome goes.
         reply: Sender<ClientResponseBody>,
     },
@@ -314,6 +322,9 @@ impl Consensus {
             ApiRequest::TransferLeader { target, reply } => {
                 self.transfer_leader(ReplyTo::Api(reply), target);
             }
+            ApiRequest::ChangeMembership { membership, reply } => {
+                self.change_membership(ReplyTo::Api(reply), membership);
+            }
             ApiRequest::Subscribe(sender) => {
                 self.send_apply(inbox, ApplyCommand::Subscribe(sender));
             }
@@ -351,6 +362,24 @@ impl Consensus {
     fn read(&mut self, reply: ReplyTo, query: Vec<u8>) {
         if let Some(id) = self.register(reply, Some(query)) {
             self.replica.step(Input::ReadIndex { id });
+        }
+    }
+
+    /// Proposes a configuration change. Every member needs an address in `config.servers`,
+    /// since that list is how nodes find each other.
+    fn change_membership(&mut self, reply: ReplyTo, membership: Membership) {
+        let servers = self.settings.servers.len() as u64;
+        if let Some(unknown) = membership.members().into_iter().find(|id| id.0 >= servers) {
+            let body = ClientResponseBody::Error {
+                definite: true,
+                message: format!("node {unknown} has no address in the configured servers"),
+            };
+            self.replier.send(reply, body);
+            return;
+        }
+        if let Some(id) = self.register(reply, None) {
+            self.replica
+                .step(Input::ProposeMembership { id, membership });
         }
     }
 

@@ -10,7 +10,7 @@ use super::limits::APPLIED_SUBSCRIBER_QUEUE_DEPTH;
 use super::results::{ApplyMsg, ProposeResult, ReadResult};
 use super::runtime::Runtime;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
-use rcraft_wire::{ClientResponseBody, NodeId, NodeStatus, Session};
+use rcraft_wire::{ClientResponseBody, Membership, NodeId, NodeStatus, Session};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -134,9 +134,30 @@ impl NodeHandle {
         }
     }
 
+    /// Moves the cluster to `membership` (through a joint configuration when more than one
+    /// voter changes, Raft thesis §4.3); returns once the change is committed and applied
+    /// here. Leader only. Every member must be one of the configured servers.
+    pub fn change_membership(&self, membership: Membership) -> Result<ProposeResult> {
+        let (reply, answer) = bounded(1);
+        self.request(ApiRequest::ChangeMembership { membership, reply })?;
+        match self.wait(&answer)? {
+            ClientResponseBody::Ok {
+                term,
+                index,
+                result,
+            } => Ok(ProposeResult {
+                term,
+                index,
+                response: result,
+            }),
+            other => Err(self.error_from(other)),
+        }
+    }
+
     /// A stream of every command applied from now on, in log order (cRaft's `ApplyMsg`).
-    /// The receiver must keep up: the apply thread waits when the stream is full. Drop the
-    /// receiver to unsubscribe.
+    /// The receiver must keep up: the apply thread waits when the stream is full, and drops a
+    /// subscriber that leaves it full for `APPLIED_SUBSCRIBER_STALL_MAX`. Drop the receiver to
+    /// unsubscribe.
     pub fn subscribe_applied(&self) -> Result<Receiver<ApplyMsg>> {
         let (sender, receiver) = bounded(APPLIED_SUBSCRIBER_QUEUE_DEPTH);
         self.request(ApiRequest::Subscribe(sender))?;

@@ -30,6 +30,10 @@ pub const API_REQUEST_QUEUE_DEPTH: usize = 1024;
 /// makes the apply thread wait for it.
 pub const APPLIED_SUBSCRIBER_QUEUE_DEPTH: usize = 4096;
 
+/// Longest the apply thread waits for room in one subscriber's full stream before it drops
+/// that subscriber (so a forgotten receiver cannot stall the node, or its shutdown, for ever).
+pub const APPLIED_SUBSCRIBER_STALL_MAX: Duration = Duration::from_secs(5);
+
 /// Client requests waiting for the core's answer (proposal placed, read index confirmed).
 /// Past this, new requests are answered `Overloaded`.
 pub const PENDING_REQUESTS_MAX: usize = 65_536;

@@ -19,6 +19,23 @@
 //!   connection is affected.
 //! - Each pair of nodes uses two TCP connections: each node dials every peer and sends its
 //!   own messages on that connection; a connection accepted from a peer is only read.
+//!
+//! ```
+//! use rcraft::node::net::{NetConfig, NetEvent, Network};
+//! use rcraft::wire::NodeId;
+//! use std::collections::BTreeMap;
+//!
+//! let listen = "127.0.0.1:0".parse().unwrap();
+//! let config = NetConfig::new(NodeId(0), 42, listen, BTreeMap::new());
+//! let (events_tx, events_rx) = crossbeam_channel::bounded::<NetEvent>(1024);
+//! let net = Network::spawn(config, events_tx).unwrap();
+//! let sender = net.sender(); // clone one per thread that sends or replies
+//! // The consensus thread would now loop on `events_rx`, calling `sender.send_peer(..)`
+//! // and `sender.reply(conn, ..)`.
+//! assert!(events_rx.try_recv().is_err());
+//! drop(sender);
+//! net.shutdown();
+//! ```
 
 mod delivery;
 mod event_loop;
@@ -94,6 +111,10 @@ pub struct NetConfig {
     pub reconnect_backoff_min: Duration,
     /// Cap of the re-dial delay.
     pub reconnect_backoff_max: Duration,
+    /// Before sleeping in `epoll_wait`, keep polling without sleeping for this long, so that
+    /// an answer arriving within it costs no thread wake-up. Zero (the default) never spins;
+    /// it trades CPU for latency, so measure before enabling (docs/BENCHMARKS.md, "Wire").
+    pub idle_spin: Duration,
 }
 
 impl NetConfig {
@@ -117,6 +138,7 @@ impl NetConfig {
             connect_timeout: CONNECT_TIMEOUT,
             reconnect_backoff_min: RECONNECT_BACKOFF_MIN,
             reconnect_backoff_max: RECONNECT_BACKOFF_MAX,
+            idle_spin: Duration::ZERO,
         }
     }
 }
@@ -198,6 +220,7 @@ pub struct NetStats {
     connections_accepted: AtomicU64,
     connections_refused: AtomicU64,
     peer_connects: AtomicU64,
+    client_pauses: AtomicU64,
 }
 
 /// A copy of the network thread's counters at one moment.
@@ -224,6 +247,9 @@ pub struct NetStatsSnapshot {
     pub connections_refused: u64,
     /// Outbound peer connections that completed their handshake.
     pub peer_connects: u64,
+    /// Times a client connection stopped being read for back-pressure (full event channel,
+    /// too many requests in flight, or too many unsent response bytes).
+    pub client_pauses: u64,
 }
 
 impl NetStats {
@@ -240,6 +266,7 @@ impl NetStats {
             connections_accepted: get(&self.connections_accepted),
             connections_refused: get(&self.connections_refused),
             peer_connects: get(&self.peer_connects),
+            client_pauses: get(&self.client_pauses),
         }
     }
 }

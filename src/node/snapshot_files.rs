@@ -66,7 +66,8 @@ impl SnapshotFiles for StoreSnapshots {
             return Ok(None);
         };
         let meta = snapshot_meta(&info)?;
-        let reader: Box<dyn Read + Send> = Box::new(self.store.open_reader(&info));
+        let reader = self.store.open_reader(&info).map_err(|e| e.to_string())?;
+        let reader: Box<dyn Read + Send> = Box::new(reader);
         Ok(Some((meta, reader)))
     }
 }

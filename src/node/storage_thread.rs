@@ -52,7 +52,15 @@ pub(crate) fn open_storage(
     data_dir: &Path,
     initial_membership: Membership,
 ) -> Result<OpenedStorage, String> {
-    let fs: Arc<dyn Fs> = Arc::new(RealFs::default());
+    open_storage_on(Arc::new(RealFs::default()), data_dir, initial_membership)
+}
+
+/// [`open_storage`] on any file system (tests use the storage crate's `SimFs`).
+pub(crate) fn open_storage_on(
+    fs: Arc<dyn Fs>,
+    data_dir: &Path,
+    initial_membership: Membership,
+) -> Result<OpenedStorage, String> {
     let described = |what: &str, e: StoreError| format!("{what} in {}: {e}", data_dir.display());
     let wal_options = WalOptions {
         fs: fs.clone(),
@@ -362,5 +370,127 @@ impl StorageThread {
         }
         log::debug!("storage closed");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::{bounded, unbounded};
+    use rcraft_storage::{CrashMode, SimFs};
+    use rcraft_wire::{Entry, EntryPayload, Session};
+    use std::path::PathBuf;
+
+    fn entry(term: u64, index: u64) -> Entry {
+        let data = format!("{term}/{index}").into_bytes();
+        let session = Some(Session {
+            client_id: 3,
+            sequence: index,
+        });
+        Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            payload: EntryPayload::Command { session, data },
+        }
+    }
+
+    fn hard_state(term: u64, vote: Option<u64>, commit: u64) -> HardState {
+        HardState {
+            term: Term(term),
+            vote: vote.map(NodeId),
+            commit: LogIndex(commit),
+        }
+    }
+
+    fn open(fs: &SimFs) -> OpenedStorage {
+        let membership = Membership::with_voters([NodeId(0)]);
+        open_storage_on(Arc::new(fs.clone()), &PathBuf::from("/data"), membership).unwrap()
+    }
+
+    /// Queues `commands`, then runs the storage thread until they are all done.
+    fn run(fs: &SimFs, commands: Vec<StorageCommand>) -> (Result<(), String>, Vec<StorageEvent>) {
+        run_opened(open(fs), commands)
+    }
+
+    fn run_opened(
+        opened: OpenedStorage,
+        commands: Vec<StorageCommand>,
+    ) -> (Result<(), String>, Vec<StorageEvent>) {
+        let (tx, rx) = bounded(commands.len().max(1));
+        let (events_tx, events_rx) = unbounded();
+        for command in commands {
+            tx.send(command).unwrap();
+        }
+        drop(tx);
+        let result = opened.thread.run(rx, events_tx);
+        (result, events_rx.try_iter().collect())
+    }
+
+    fn persist(seq: u64, hard: Option<HardState>, entries: Vec<Entry>) -> StorageCommand {
+        StorageCommand::Persist {
+            seq,
+            hard_state: hard,
+            entries,
+        }
+    }
+
+    #[test]
+    fn queued_persists_are_one_synced_batch_and_survive_power_loss() {
+        // A batch of one persist and a batch of six queued persists cost the same number of
+        // syncs: group commit syncs once per drained batch, whatever the WAL does around it.
+        let syncs_for = |count: u64| {
+            let fs = SimFs::new();
+            let opened = open(&fs);
+            let (_, before) = fs.counts();
+            let commands = (1..=count)
+                .map(|i| persist(i, None, vec![entry(1, i)]))
+                .collect();
+            let (result, events) = run_opened(opened, commands);
+            result.unwrap();
+            let persisted =
+                matches!(events.as_slice(), [StorageEvent::Persisted { seq }] if *seq == count);
+            assert!(persisted, "{events:?}");
+            (fs.counts().1 - before, fs)
+        };
+        let (one, _) = syncs_for(1);
+        let (six, fs) = syncs_for(6);
+        assert_eq!(one, six, "one sync for the whole batch");
+
+        fs.crash(CrashMode::LoseUnsynced);
+        let recovered = open(&fs).recovered;
+        let expected: Vec<Entry> = (1..=6).map(|i| entry(1, i)).collect();
+        assert_eq!(recovered.entries, expected);
+    }
+
+    #[test]
+    fn conflicting_suffix_is_truncated_and_hard_state_recovered() {
+        let fs = SimFs::new();
+        let first = persist(
+            1,
+            Some(hard_state(1, Some(0), 0)),
+            (1..=5).map(|i| entry(1, i)).collect(),
+        );
+        let second = persist(
+            2,
+            Some(hard_state(2, None, 2)),
+            vec![entry(2, 3), entry(2, 4)],
+        );
+        let (result, _) = run(&fs, vec![first, second]);
+        result.unwrap();
+        fs.crash(CrashMode::LoseUnsynced);
+        let recovered = open(&fs).recovered;
+        let expected = vec![entry(1, 1), entry(1, 2), entry(2, 3), entry(2, 4)];
+        assert_eq!(recovered.entries, expected);
+        assert_eq!(recovered.hard_state, hard_state(2, None, 2));
+    }
+
+    #[test]
+    fn a_failed_sync_stops_the_thread_without_acknowledging() {
+        let fs = SimFs::new();
+        drop(open(&fs));
+        fs.fail_nth_sync(1);
+        let (result, events) = run(&fs, vec![persist(1, None, vec![entry(1, 1)])]);
+        assert!(result.is_err());
+        assert!(matches!(events.as_slice(), [StorageEvent::Failed(_)]));
     }
 }

@@ -9,7 +9,7 @@
 //! - At most one partial (incoming) snapshot exists: `partial.snap.recv`.
 
 use crate::error::{Error, Result};
-use crate::fs::{self, Fs, WriteFile};
+use crate::fs::{self, Fs, ReadFile, WriteFile};
 use crate::limits::{
     SNAPSHOT_BUFFER_BYTES, SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_FOOTER_BYTES, SNAPSHOT_FOOTER_MAGIC,
     SNAPSHOT_HEADER_FIXED_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_MEMBERSHIP_BYTES_MAX, SNAPSHOT_VERSION,
@@ -209,12 +209,15 @@ fn verify_file(fs: &dyn Fs, path: &Path) -> Result<SnapshotInfo> {
 
 /// CRC-32C of `len` data bytes starting at `offset` of `path`.
 fn data_crc(fs: &dyn Fs, path: &Path, offset: u64, len: u64) -> Result<u32> {
+    let file = fs
+        .open_read(path)
+        .map_err(|e| Error::io("open snapshot", path, e))?;
     let mut buf = vec![0u8; SNAPSHOT_BUFFER_BYTES];
     let mut crc = 0;
     let mut done = 0;
     while done < len {
         let n = (len - done).min(buf.len() as u64) as usize;
-        fs::read_exact_at(fs, path, offset + done, &mut buf[..n])
+        fs::read_exact_from(file.as_ref(), offset + done, &mut buf[..n])
             .map_err(|e| Error::io("read snapshot data", path, e))?;
         crc = crc32c::crc32c_append(crc, &buf[..n]);
         done += n as u64;
@@ -308,13 +311,17 @@ impl SnapshotStore {
 
     /// A reader over the data of a complete snapshot; it fails with `InvalidData` at the end
     /// if the data does not match the footer's checksum.
-    pub fn open_reader(&self, info: &SnapshotInfo) -> SnapshotReader {
-        SnapshotReader {
-            fs: self.fs.clone(),
+    pub fn open_reader(&self, info: &SnapshotInfo) -> Result<SnapshotReader> {
+        let file = self
+            .fs
+            .open_read(&info.path)
+            .map_err(|e| Error::io("open snapshot", &info.path, e))?;
+        Ok(SnapshotReader {
+            file,
             info: info.clone(),
             position: 0,
             crc: 0,
-        }
+        })
     }
 
     /// Up to `max_len` data bytes at `offset` of a complete snapshot (to send to a follower).
@@ -441,7 +448,7 @@ impl io::Write for SnapshotWriter {
 /// when it reaches the end.
 #[derive(Debug)]
 pub struct SnapshotReader {
-    fs: Arc<dyn Fs>,
+    file: Box<dyn ReadFile>,
     info: SnapshotInfo,
     position: u64,
     crc: u32,
@@ -460,7 +467,7 @@ impl io::Read for SnapshotReader {
         let n = (buf.len() as u64).min(left) as usize;
         if n > 0 {
             let at = self.info.header_bytes() + self.position;
-            fs::read_exact_at(self.fs.as_ref(), &self.info.path, at, &mut buf[..n])?;
+            fs::read_exact_from(self.file.as_ref(), at, &mut buf[..n])?;
             self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
             self.position += n as u64;
         }

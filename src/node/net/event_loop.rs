@@ -112,8 +112,7 @@ impl EventLoop {
             self.listener.local_addr()
         );
         while !self.stop.load(Ordering::SeqCst) {
-            let timeout = self.poll_timeout();
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            if let Err(e) = self.wait(&mut events) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -130,6 +129,23 @@ impl EventLoop {
             self.sweep_if_due();
         }
         log::info!("node {node}: network thread stopped");
+    }
+
+    /// Waits for readiness: first spinning (non-sleeping polls) for up to `idle_spin` when
+    /// configured, then sleeping until the next timer.
+    fn wait(&mut self, events: &mut Events) -> io::Result<()> {
+        let timeout = self.poll_timeout();
+        if !self.config.idle_spin.is_zero() && timeout != Some(Duration::ZERO) {
+            let spin_until = Instant::now() + self.config.idle_spin;
+            while Instant::now() < spin_until {
+                self.poll.poll(events, Some(Duration::ZERO))?;
+                if !events.is_empty() || !self.commands.is_empty() {
+                    return Ok(());
+                }
+                std::hint::spin_loop();
+            }
+        }
+        self.poll.poll(events, timeout)
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
@@ -218,6 +234,7 @@ impl EventLoop {
         let Some(conn) = self.inbound.get_mut(&token) else {
             return;
         };
+        let role_before = conn.role;
         let mut ctx = Ctx {
             config: &self.config,
             delivery: &mut self.delivery,
@@ -225,11 +242,32 @@ impl EventLoop {
         let result = conn
             .pump(&mut self.read_buf, &mut ctx, Instant::now())
             .and_then(|()| conn.flush());
-        if conn.paused {
-            self.paused.insert(token);
+        if conn.paused && self.paused.insert(token) {
+            bump(&self.delivery.stats.client_pauses, 1);
         }
+        let role_after = conn.role;
         if let Err(reason) = result {
             self.close_inbound(token, reason);
+        }
+        if let (None, Some(ConnectionRole::Peer(peer))) = (role_before, role_after) {
+            self.close_older_links_from(peer, token);
+        }
+    }
+
+    /// A peer dials anew only after losing its previous link (restart, timeout), so any
+    /// other inbound connection from it is stale; close it rather than keep it forever.
+    fn close_older_links_from(&mut self, peer: NodeId, newest: Token) {
+        let stale: Vec<Token> = self
+            .inbound
+            .iter()
+            .filter(|&(&token, conn)| {
+                token != newest && conn.role == Some(ConnectionRole::Peer(peer))
+            })
+            .map(|(&token, _)| token)
+            .collect();
+        for token in stale {
+            let why = format!("superseded by a newer connection from peer {peer}");
+            self.close_inbound(token, Close::Io(io::Error::other(why)));
         }
     }
 

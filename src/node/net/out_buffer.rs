@@ -2,7 +2,8 @@
 //! `write` calls as possible (everything pending goes to the socket in one call).
 //!
 //! Owned by the network thread, one per connection. Invariants: `written <= bytes.len()`;
-//! `frame_ends` holds, in order, the end offset of every frame not yet fully written.
+//! `frame_ends` holds, in order, the end offset of every frame not yet fully written; raw
+//! bytes (the handshake) have no entry there.
 
 use rcraft_wire::FRAME_HEADER_BYTES;
 use std::collections::VecDeque;
@@ -34,7 +35,7 @@ impl OutBuffer {
         self.bytes.len() - self.written
     }
 
-    /// Frames (or raw blocks) queued and not yet fully written.
+    /// Frames queued and not yet fully written (raw bytes such as the handshake excluded).
     pub(super) fn pending_frames(&self) -> usize {
         self.frame_ends.len()
     }
@@ -48,10 +49,9 @@ impl OutBuffer {
         dropped
     }
 
-    /// Queues raw bytes (the handshake) as one block.
+    /// Queues raw bytes (the handshake); they are not counted as a frame.
     pub(super) fn push_raw(&mut self, raw: &[u8]) {
         self.bytes.extend_from_slice(raw);
-        self.frame_ends.push_back(self.bytes.len());
     }
 
     /// Queues one frame produced by `encode`, refusing a payload over `max_payload_bytes`.
@@ -150,10 +150,16 @@ mod tests {
             block_next: false,
         };
         let mut completed = 0;
+        out.push_raw(b"hello");
+        expected.extend_from_slice(b"hello");
         for round in 0..50u8 {
-            let block = vec![round; 3 + round as usize];
+            let block = vec![round; FRAME_HEADER_BYTES + round as usize];
             expected.extend_from_slice(&block);
-            out.push_raw(&block);
+            let encode = |bytes: &mut Vec<u8>| {
+                bytes.extend_from_slice(&block);
+                Ok(block.len())
+            };
+            out.push_frame(u32::MAX, encode).unwrap();
             completed += out.write_to(&mut sink).unwrap();
         }
         while out.pending_bytes() > 0 {

@@ -38,7 +38,11 @@ pub trait Fs: Send + Sync + std::fmt::Debug {
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn WriteFile>>;
     /// Reads up to `buf.len()` bytes at `offset` of `path`; returns how many were read
     /// (fewer only at the end of the file).
-    fn read_at(&self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+    fn read_at(&self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.open_read(path)?.read_at(offset, buf)
+    }
+    /// Opens `path` for positional reads (a long sequential read keeps one handle).
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>>;
     /// Renames `from` to `to`, replacing `to` if it exists.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Removes the file at `path`.
@@ -63,6 +67,12 @@ pub trait SegmentFile: Send + std::fmt::Debug {
     fn sync_range(&mut self, offset: usize, len: usize) -> io::Result<()>;
 }
 
+/// A file read at explicit offsets (snapshot data).
+pub trait ReadFile: Send + std::fmt::Debug {
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many (fewer only at the end).
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+}
+
 /// A file written at explicit offsets (hard state, snapshots).
 pub trait WriteFile: Send + std::fmt::Debug {
     /// Writes all of `data` at `offset`, extending the file if needed.
@@ -80,9 +90,14 @@ pub(crate) fn read_exact_at(
     offset: u64,
     buf: &mut [u8],
 ) -> io::Result<()> {
+    read_exact_from(fs.open_read(path)?.as_ref(), offset, buf)
+}
+
+/// Reads exactly `buf.len()` bytes at `offset` of an open file (`UnexpectedEof` if shorter).
+pub(crate) fn read_exact_from(file: &dyn ReadFile, offset: u64, buf: &mut [u8]) -> io::Result<()> {
     let mut done = 0;
     while done < buf.len() {
-        let n = fs.read_at(path, offset + done as u64, &mut buf[done..])?;
+        let n = file.read_at(offset + done as u64, &mut buf[done..])?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

@@ -4,7 +4,7 @@
 //! truncated or shrunk while mapped (that would turn reads of the map into SIGBUS); segments
 //! are only created at full length, written through the map and unlinked after unmapping.
 
-use super::{DirLock, Fs, SegmentFile, WriteFile};
+use super::{DirLock, Fs, ReadFile, SegmentFile, WriteFile};
 use memmap2::MmapMut;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -136,8 +136,10 @@ impl Fs for RealFs {
         Ok(Box::new(RealWriteFile { file }))
     }
 
-    fn read_at(&self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        File::open(path)?.read_at(buf, offset)
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>> {
+        Ok(Box::new(RealReadFile {
+            file: File::open(path)?,
+        }))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -235,5 +237,16 @@ impl WriteFile for RealWriteFile {
 
     fn sync(&mut self) -> io::Result<()> {
         self.file.sync_data()
+    }
+}
+
+#[derive(Debug)]
+struct RealReadFile {
+    file: File,
+}
+
+impl ReadFile for RealReadFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.file.read_at(buf, offset)
     }
 }

@@ -7,7 +7,7 @@
 //! Invariant: after [`SimFs::crash`] every handle opened before it fails with an error, so a
 //! test cannot accidentally keep using pre-crash state.
 
-use super::{DirLock, Fs, SegmentFile, WriteFile};
+use super::{DirLock, Fs, ReadFile, SegmentFile, WriteFile};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -283,14 +283,14 @@ impl Fs for SimFs {
         }))
     }
 
-    fn read_at(&self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>> {
         let state = self.lock();
         let id = state.inode_of(path)?;
-        let bytes = &state.inodes[id].current;
-        let start = (offset as usize).min(bytes.len());
-        let n = buf.len().min(bytes.len() - start);
-        buf[..n].copy_from_slice(&bytes[start..start + n]);
-        Ok(n)
+        Ok(Box::new(SimReadFile {
+            fs: self.clone(),
+            inode: id,
+            generation: state.generation,
+        }))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -407,5 +407,105 @@ impl WriteFile for SimWriteFile {
         let inode = &mut state.inodes[self.inode];
         inode.durable = inode.current.clone();
         Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct SimReadFile {
+    fs: SimFs,
+    inode: usize,
+    generation: u64,
+}
+
+impl ReadFile for SimReadFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let state = self.fs.lock();
+        state.check_generation(self.generation)?;
+        let bytes = &state.inodes[self.inode].current;
+        let start = (offset as usize).min(bytes.len());
+        let n = buf.len().min(bytes.len() - start);
+        buf[..n].copy_from_slice(&bytes[start..start + n]);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> &'static Path {
+        Path::new("/d")
+    }
+
+    #[test]
+    fn power_loss_forgets_unsynced_bytes_and_names() {
+        let fs = SimFs::new();
+        fs.create_dir_all(dir()).unwrap();
+        let synced = dir().join("synced");
+        let unsynced_name = dir().join("unsynced-name");
+        let mut file = fs.open_write(&synced).unwrap();
+        file.write_at(0, b"durable").unwrap();
+        file.sync().unwrap();
+        fs.sync_dir(dir()).unwrap();
+        file.write_at(0, b"VOLATILE").unwrap();
+        fs.open_write(&unsynced_name).unwrap().sync().unwrap();
+        fs.crash(CrashMode::LoseUnsynced);
+        assert_eq!(fs.contents(&synced).unwrap(), b"durable");
+        assert!(
+            !fs.exists(&unsynced_name).unwrap(),
+            "the name was never made durable"
+        );
+        assert!(
+            file.write_at(0, b"x").is_err(),
+            "pre-crash handles are dead"
+        );
+    }
+
+    #[test]
+    fn process_kill_keeps_everything() {
+        let fs = SimFs::new();
+        fs.create_dir_all(dir()).unwrap();
+        let path = dir().join("f");
+        let mut seg = fs.create_segment(&path, 16).unwrap();
+        seg.write_at(0, b"abc").unwrap();
+        fs.crash(CrashMode::KeepUnsynced);
+        assert_eq!(&fs.contents(&path).unwrap()[..3], b"abc");
+    }
+
+    #[test]
+    fn segment_sync_range_is_exact_and_tear_keeps_a_prefix() {
+        let fs = SimFs::new();
+        fs.create_dir_all(dir()).unwrap();
+        let path = dir().join("seg");
+        let mut seg = fs.create_segment(&path, 8).unwrap();
+        fs.sync_dir(dir()).unwrap();
+        seg.write_at(0, &[1; 8]).unwrap();
+        seg.sync_range(0, 2).unwrap();
+        fs.crash(CrashMode::LoseUnsynced);
+        assert_eq!(fs.contents(&path).unwrap(), [1, 1, 0, 0, 0, 0, 0, 0]);
+        let mut seg = fs.open_segment(&path).unwrap();
+        seg.write_at(2, &[2; 6]).unwrap();
+        fs.crash(CrashMode::TearUnsynced { seed: 3 });
+        let torn = fs.contents(&path).unwrap();
+        let kept = torn[2..].iter().take_while(|&&b| b == 2).count();
+        assert!(
+            torn[2 + kept..].iter().all(|&b| b == 0),
+            "a prefix survives: {torn:?}"
+        );
+    }
+
+    #[test]
+    fn injected_failures_hit_the_nth_call_once() {
+        let fs = SimFs::new();
+        fs.create_dir_all(dir()).unwrap();
+        let mut file = fs.open_write(&dir().join("f")).unwrap();
+        fs.fail_nth_write(2);
+        file.write_at(0, b"1").unwrap();
+        assert!(file.write_at(1, b"2").is_err());
+        file.write_at(1, b"3").unwrap();
+        fs.fail_nth_sync(1);
+        assert!(file.sync().is_err());
+        file.sync().unwrap();
+        assert_eq!(fs.contents(&dir().join("f")).unwrap(), b"13");
     }
 }

@@ -199,7 +199,11 @@ impl Wal {
     /// Seals the active segment (syncing it) and starts a new one at `first_index`, large
     /// enough for a payload of `payload_len` bytes.
     fn roll(&mut self, first_index: u64, payload_len: usize) -> Result<()> {
-        if let Some(active) = self.segments.last_mut() {
+        if self.segments.last().is_some_and(|active| active.len() == 0) {
+            // An empty active segment too small for this record: unmap it; the new segment has
+            // the same name and atomically replaces it when renamed into place.
+            self.segments.pop();
+        } else if let Some(active) = self.segments.last_mut() {
             active.sync()?;
         }
         let needed = (SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + payload_len) as u64;

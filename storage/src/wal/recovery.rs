@@ -4,7 +4,7 @@
 //! Runs once, on the storage thread, before the [`crate::Wal`] is handed out. Invariants on
 //! success: segments are sorted, each non-last segment's records are all valid, each segment
 //! starts right after the previous one ends, and the last segment's map is zero after its last
-//! valid record (any torn tail was zeroed and synced).
+//! valid record (any torn tail was zeroed), and all of the last segment's records are synced.
 //!
 //! Telling a torn write from corruption. Only the last segment can hold unsynced bytes (a
 //! segment is synced before the next one is created), so a bad record in any other segment is
@@ -16,7 +16,7 @@
 use super::segment::{self, Segment, Slot};
 use crate::error::{Error, Result};
 use crate::fs::Fs;
-use crate::limits::RECORD_HEADER_BYTES;
+use crate::limits::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use std::path::Path;
 
 /// Lists segment files `(first_index, name)` sorted by index, deleting leftover `.tmp` files.
@@ -113,11 +113,11 @@ fn repair_tail(seg: &mut Segment, scan: segment::Scan, term_before: u64) -> Resu
         );
     }
     seg.set_records(scan.offsets, end);
-    if data_end > end {
-        seg.zero(end..data_end)?;
-        seg.sync()?;
-    }
-    Ok(())
+    seg.zero(end..data_end)?;
+    // What recovery found may still be only in the page cache (the process was killed before
+    // it synced). The node treats everything recovered as persisted, so make it so.
+    seg.mark_dirty(SEGMENT_HEADER_BYTES..end.max(data_end));
+    seg.sync()
 }
 
 /// Searches `bytes[from..]` for a valid record with index `>= expected` and term `>= min_term`;

@@ -1,0 +1,280 @@
+//! Hard-state and snapshot-file tests: round trips, torn saves, damage detection, fail-stop,
+//! resumable snapshot reception.
+
+use rcraft_storage::{
+    CrashMode, Error, Fs, HardState, HardStateStore, RealFs, SimFs, SnapshotFileMeta, SnapshotStore,
+};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+fn real() -> Arc<dyn Fs> {
+    Arc::new(RealFs::default())
+}
+
+#[test]
+fn hard_state_round_trips_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hardstate");
+    let mut store = HardStateStore::open(real(), &path).unwrap();
+    assert_eq!(store.current(), HardState::default());
+    for term in 1..=5 {
+        let state = HardState {
+            term,
+            vote: (term % 2 == 0).then_some(term + 10),
+            commit: term * 3,
+        };
+        store.save(&state).unwrap();
+        assert_eq!(store.load().unwrap(), state);
+    }
+    drop(store);
+    let store = HardStateStore::open(real(), &path).unwrap();
+    assert_eq!(
+        store.current(),
+        HardState {
+            term: 5,
+            vote: None,
+            commit: 15
+        }
+    );
+}
+
+#[test]
+fn torn_hard_state_save_keeps_the_previous_state() {
+    let path = Path::new("/data/hardstate");
+    let mut outcomes = [0; 2];
+    for seed in 0..32 {
+        let fs = SimFs::new();
+        fs.create_dir_all(Path::new("/data")).unwrap();
+        let mut store = HardStateStore::open(Arc::new(fs.clone()), path).unwrap();
+        let old = HardState {
+            term: 7,
+            vote: Some(2),
+            commit: 40,
+        };
+        store.save(&old).unwrap();
+        let new = HardState {
+            term: 8,
+            vote: Some(3),
+            commit: 41,
+        };
+        fs.fail_nth_sync(1); // the save's data reaches the page cache but is never synced
+        assert!(store.save(&new).is_err());
+        assert!(
+            matches!(store.save(&new), Err(Error::Stopped { .. })),
+            "fail-stop"
+        );
+        drop(store);
+        fs.crash(CrashMode::TearUnsynced { seed });
+        let state = HardStateStore::open(Arc::new(fs.clone()), path)
+            .unwrap()
+            .current();
+        // A save that never returned Ok may or may not have landed, but never half of it.
+        assert!(state == old || state == new, "seed {seed}: {state:?}");
+        outcomes[usize::from(state == new)] += 1;
+    }
+    assert!(
+        outcomes[0] > 0 && outcomes[1] > 0,
+        "both outcomes occur: {outcomes:?}"
+    );
+}
+
+#[test]
+fn hard_state_with_both_slots_damaged_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hardstate");
+    let mut store = HardStateStore::open(real(), &path).unwrap();
+    store
+        .save(&HardState {
+            term: 2,
+            vote: Some(1),
+            commit: 0,
+        })
+        .unwrap();
+    drop(store);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[20] ^= 1;
+    bytes[512 + 20] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    match HardStateStore::open(real(), &path) {
+        Err(Error::Corruption { file, .. }) => assert_eq!(file, path),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    std::fs::write(&path, &bytes[..100]).unwrap();
+    assert!(
+        HardStateStore::open(real(), &path)
+            .unwrap_err()
+            .is_corruption()
+    );
+}
+
+fn meta(index: u64) -> SnapshotFileMeta {
+    SnapshotFileMeta {
+        index,
+        term: index / 10 + 1,
+        membership: vec![1, 2, 3, index as u8],
+    }
+}
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn snapshot_write_read_and_replace() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(real(), dir.path()).unwrap();
+    assert_eq!(store.latest().unwrap(), None);
+    let first = data(700_000, 1);
+    let mut writer = store.begin(meta(10)).unwrap();
+    for chunk in first.chunks(9_999) {
+        writer.write_all(chunk).unwrap();
+    }
+    let info = writer.finish().unwrap();
+    assert_eq!(store.latest().unwrap(), Some(info.clone()));
+    assert_eq!(info.data_bytes, first.len() as u64);
+    let mut read_back = Vec::new();
+    store
+        .open_reader(&info)
+        .unwrap()
+        .read_to_end(&mut read_back)
+        .unwrap();
+    assert_eq!(read_back, first);
+    let chunk = store.read_chunk(&info, 1000, 500).unwrap();
+    assert_eq!(chunk, first[1000..1500]);
+    assert!(
+        store
+            .read_chunk(&info, first.len() as u64, 10)
+            .unwrap()
+            .is_empty()
+    );
+
+    let mut writer = store.begin(meta(20)).unwrap();
+    writer.write_all(&data(10, 2)).unwrap();
+    let newer = writer.finish().unwrap();
+    assert_eq!(store.latest().unwrap(), Some(newer));
+    assert!(
+        !info.path.exists(),
+        "the older snapshot is removed once the newer is durable"
+    );
+}
+
+#[test]
+fn unfinished_snapshot_is_invisible_and_cleaned_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(real(), dir.path()).unwrap();
+    let mut writer = store.begin(meta(5)).unwrap();
+    writer.write_all(b"half").unwrap();
+    writer.flush().unwrap();
+    drop(writer);
+    let store = SnapshotStore::open(real(), dir.path()).unwrap();
+    assert_eq!(store.latest().unwrap(), None);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn damaged_snapshot_files_are_reported_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(real(), dir.path()).unwrap();
+    let mut writer = store.begin(meta(10)).unwrap();
+    writer.write_all(&data(5000, 3)).unwrap();
+    let info = writer.finish().unwrap();
+    let original = std::fs::read(&info.path).unwrap();
+    let len = original.len();
+    // Header, membership, footer: checked by `latest`.
+    for byte in [
+        0,
+        9,
+        13,
+        17,
+        25,
+        33,
+        37,
+        len - 24,
+        len - 13,
+        len - 9,
+        len - 1,
+    ] {
+        let mut bytes = original.clone();
+        bytes[byte] ^= 0x10;
+        std::fs::write(&info.path, &bytes).unwrap();
+        match store.latest() {
+            Err(Error::Corruption { file, .. }) => assert_eq!(file, info.path, "byte {byte}"),
+            other => panic!("byte {byte}: expected corruption, got {other:?}"),
+        }
+    }
+    // Data: checked while streaming.
+    let mut bytes = original.clone();
+    bytes[100] ^= 0x01;
+    std::fs::write(&info.path, &bytes).unwrap();
+    let info = store.latest().unwrap().unwrap();
+    let err = store
+        .open_reader(&info)
+        .unwrap()
+        .read_to_end(&mut Vec::new())
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    assert!(err.to_string().contains(&info.path.display().to_string()));
+    // Truncated file.
+    std::fs::write(&info.path, &original[..len - 30]).unwrap();
+    assert!(store.latest().unwrap_err().is_corruption());
+}
+
+#[test]
+fn partial_snapshot_resumes_after_restart_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = data(100_000, 4);
+    let crc = crc32c::crc32c(&source);
+    let store = SnapshotStore::open(real(), dir.path()).unwrap();
+    let mut partial = store.resume_or_start(meta(30)).unwrap();
+    assert_eq!(partial.next_offset(), 0);
+    assert_eq!(partial.write_chunk(0, &source[..30_000]).unwrap(), 30_000);
+    assert_eq!(
+        partial
+            .write_chunk(10_000, &source[10_000..20_000])
+            .unwrap(),
+        30_000
+    );
+    assert!(matches!(
+        partial.write_chunk(40_000, &source[40_000..]),
+        Err(Error::InvalidArgument(_))
+    ));
+    drop(partial);
+
+    // Restart: same snapshot resumes where it stopped; overlapping chunks are fine.
+    let store = SnapshotStore::open(real(), dir.path()).unwrap();
+    let mut partial = store.resume_or_start(meta(30)).unwrap();
+    assert_eq!(partial.next_offset(), 30_000);
+    partial
+        .write_chunk(25_000, &source[25_000..70_000])
+        .unwrap();
+    partial.write_chunk(70_000, &source[70_000..]).unwrap();
+    let info = partial.finish(source.len() as u64, crc).unwrap();
+    assert_eq!(store.latest().unwrap(), Some(info.clone()));
+    let mut read_back = Vec::new();
+    store
+        .open_reader(&info)
+        .unwrap()
+        .read_to_end(&mut read_back)
+        .unwrap();
+    assert_eq!(read_back, source);
+}
+
+#[test]
+fn partial_snapshot_for_another_snapshot_restarts_and_bad_data_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(real(), dir.path()).unwrap();
+    let mut partial = store.resume_or_start(meta(30)).unwrap();
+    partial.write_chunk(0, b"old transfer").unwrap();
+    drop(partial);
+    let mut partial = store.resume_or_start(meta(40)).unwrap();
+    assert_eq!(partial.next_offset(), 0, "a different snapshot starts over");
+    partial.write_chunk(0, b"some bytes").unwrap();
+    let wrong_crc = crc32c::crc32c(b"other bytes");
+    assert!(partial.finish(10, wrong_crc).unwrap_err().is_corruption());
+    assert_eq!(store.latest().unwrap(), None);
+    let partial = store.resume_or_start(meta(40)).unwrap();
+    assert_eq!(partial.next_offset(), 0, "a refused transfer starts over");
+}

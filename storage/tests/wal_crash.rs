@@ -1,0 +1,388 @@
+//! Crash and damage tests of the WAL on the real file system (plus fault injection on SimFs):
+//! torn tails at every byte offset, single-bit flips in every region, failed syncs and writes.
+
+use rcraft_storage::{Error, Record, SimFs, Wal, WalOptions};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const SEGMENT_BYTES: u64 = 4096;
+const HEADER_BYTES: usize = 32;
+const RECORD_HEADER_BYTES: usize = 24;
+
+fn options() -> WalOptions {
+    WalOptions {
+        segment_bytes: SEGMENT_BYTES,
+        ..WalOptions::default()
+    }
+}
+
+fn payload(index: u64) -> Vec<u8> {
+    (0..100)
+        .map(|i| (index as u8).wrapping_mul(13).wrapping_add(i))
+        .collect()
+}
+
+/// Writes records `1..=count` (100-byte payloads, term = index / 10 + 1), synced.
+fn write_log(dir: &Path, count: u64) -> Vec<PathBuf> {
+    let mut wal = Wal::open(dir, options()).unwrap();
+    let payloads: Vec<Vec<u8>> = (1..=count).map(payload).collect();
+    let batch: Vec<Record<'_>> = payloads
+        .iter()
+        .enumerate()
+        .map(|(k, payload)| {
+            let index = k as u64 + 1;
+            Record {
+                index,
+                term: index / 10 + 1,
+                payload,
+            }
+        })
+        .collect();
+    wal.append(&batch).unwrap();
+    wal.sync().unwrap();
+    wal.segment_paths()
+}
+
+/// Checks that the log holds exactly records `1..=count` as written by `write_log`.
+fn check_log(wal: &Wal, count: u64) {
+    assert_eq!(wal.first_index(), 1);
+    assert_eq!(wal.last_index(), count);
+    for record in wal.entries_from(1).unwrap() {
+        assert_eq!(record.term, record.index / 10 + 1);
+        assert_eq!(record.payload, &payload(record.index)[..]);
+    }
+}
+
+/// Byte offsets of the records in a segment file's bytes.
+fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut offsets = Vec::new();
+    let mut at = HEADER_BYTES;
+    loop {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            return offsets;
+        }
+        offsets.push(at);
+        at += len;
+    }
+}
+
+#[test]
+fn torn_tail_at_every_byte_offset_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_log(dir.path(), 50);
+    assert_eq!(
+        paths.len(),
+        2,
+        "the test wants a sealed segment and an active one"
+    );
+    let last = paths.last().unwrap();
+    let original = fs::read(last).unwrap();
+    let offsets = record_offsets(&original);
+    let first_in_last = 50 - offsets.len() as u64 + 1;
+    let from = offsets[offsets.len() - 2];
+    let to = offsets[offsets.len() - 1] + RECORD_HEADER_BYTES + 100;
+    for cut in from..=to {
+        let whole_records = offsets.iter().filter(|&&at| at + 124 <= cut).count() as u64;
+        let expected_last = first_in_last - 1 + whole_records;
+        for shorten_file in [false, true] {
+            let mut damaged = original.clone();
+            if shorten_file {
+                damaged.truncate(cut);
+            } else {
+                damaged[cut..].fill(0);
+            }
+            fs::write(last, &damaged).unwrap();
+            let wal = Wal::open(dir.path(), options())
+                .unwrap_or_else(|e| panic!("cut at {cut} (shorten {shorten_file}): {e}"));
+            check_log(&wal, expected_last);
+        }
+    }
+    // After a cut the log keeps working: append, sync, reopen.
+    let mut wal = Wal::open(dir.path(), options()).unwrap();
+    let next = wal.last_index() + 1;
+    let p = payload(next);
+    wal.append(&[Record {
+        index: next,
+        term: next / 10 + 1,
+        payload: &p,
+    }])
+    .unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    check_log(&Wal::open(dir.path(), options()).unwrap(), next);
+}
+
+#[test]
+fn torn_tail_with_garbage_after_it_is_cut_off_and_zeroed() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_log(dir.path(), 10);
+    let last = paths.last().unwrap();
+    let mut bytes = fs::read(last).unwrap();
+    let offsets = record_offsets(&bytes);
+    // Half of record 10 made it to disk, and then some unrelated garbage further on.
+    let tenth = offsets[9];
+    bytes[tenth + 60..tenth + 124].fill(0);
+    bytes[3000..3010].fill(0xAB);
+    fs::write(last, &bytes).unwrap();
+    check_log(&Wal::open(dir.path(), options()).unwrap(), 9);
+    let after = fs::read(last).unwrap();
+    assert!(
+        after[tenth..].iter().all(|&b| b == 0),
+        "the torn tail must be zeroed on disk"
+    );
+}
+
+fn flip(path: &Path, original: &[u8], byte: usize, bit: u8) {
+    let mut damaged = original.to_vec();
+    damaged[byte] ^= 1 << bit;
+    fs::write(path, damaged).unwrap();
+}
+
+fn expect_corruption(dir: &Path, file: &Path, offset: Option<u64>, what: &str) {
+    match Wal::open(dir, options()) {
+        Err(Error::Corruption {
+            file: f,
+            offset: o,
+            reason,
+        }) => {
+            assert_eq!(f, file, "{what}: wrong file ({reason})");
+            if let Some(offset) = offset {
+                assert_eq!(o, offset, "{what}: wrong offset ({reason})");
+            }
+        }
+        other => panic!("{what}: expected corruption, got {other:?}"),
+    }
+}
+
+#[test]
+fn single_bit_flips_are_detected_in_every_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_log(dir.path(), 50);
+    for (position, path) in paths.iter().enumerate() {
+        let is_last = position + 1 == paths.len();
+        let original = fs::read(path).unwrap();
+        let offsets = record_offsets(&original);
+        for byte in 0..HEADER_BYTES {
+            for bit in 0..8 {
+                flip(path, &original, byte, bit);
+                expect_corruption(dir.path(), path, None, &format!("header byte {byte}"));
+            }
+        }
+        // Every bit of a record in the middle: header (24 bytes) and payload (100 bytes).
+        let middle = offsets[offsets.len() / 2];
+        for byte in middle..middle + 124 {
+            for bit in 0..8 {
+                flip(path, &original, byte, bit);
+                let what = format!("record byte {} bit {bit}", byte - middle);
+                expect_corruption(dir.path(), path, Some(middle as u64), &what);
+            }
+        }
+        if is_last {
+            // The very last record cannot be told from a torn write: it is cut off, and the
+            // damaged bytes are never served.
+            let tail = *offsets.last().unwrap();
+            for byte in [tail, tail + 4, tail + 8, tail + 16, tail + 24, tail + 123] {
+                flip(path, &original, byte, 3);
+                check_log(&Wal::open(dir.path(), options()).unwrap(), 49);
+            }
+        }
+        fs::write(path, &original).unwrap();
+    }
+}
+
+#[test]
+fn a_missing_middle_segment_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_log(dir.path(), 120);
+    assert!(paths.len() >= 3);
+    fs::remove_file(&paths[1]).unwrap();
+    expect_corruption(dir.path(), &paths[2], Some(16), "missing segment");
+}
+
+#[test]
+fn second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _wal = Wal::open(dir.path(), options()).unwrap();
+    assert!(matches!(
+        Wal::open(dir.path(), options()),
+        Err(Error::Io { .. })
+    ));
+}
+
+#[test]
+fn compaction_removes_only_whole_older_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_log(dir.path(), 120);
+    let mut wal = Wal::open(dir.path(), options()).unwrap();
+    let second_first = wal.segment_paths().len();
+    assert_eq!(second_first, paths.len());
+    // Through index 40: segment 1 (records 1..=32) goes, segment 2 (33..=64) stays.
+    wal.compact_through(40).unwrap();
+    assert_eq!(wal.first_index(), 33);
+    assert!(!paths[0].exists() && paths[1].exists());
+    wal.compact_through(1_000).unwrap();
+    assert_eq!(wal.segment_paths(), vec![paths.last().unwrap().clone()]);
+    assert_eq!(wal.last_index(), 120);
+    drop(wal);
+    let wal = Wal::open(dir.path(), options()).unwrap();
+    assert_eq!(wal.first_index(), 97);
+    assert_eq!(wal.read(120..121).unwrap()[0].payload, &payload(120)[..]);
+}
+
+#[test]
+fn oversized_record_gets_its_own_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(dir.path(), options()).unwrap();
+    let big = vec![7u8; 10_000];
+    wal.append(&[
+        Record {
+            index: 1,
+            term: 1,
+            payload: b"small",
+        },
+        Record {
+            index: 2,
+            term: 1,
+            payload: &big,
+        },
+        Record {
+            index: 3,
+            term: 1,
+            payload: b"after",
+        },
+    ])
+    .unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let wal = Wal::open(dir.path(), options()).unwrap();
+    assert_eq!(wal.read(2..3).unwrap()[0].payload, &big[..]);
+    assert_eq!(wal.read(3..4).unwrap()[0].payload, b"after");
+    assert_eq!(wal.segment_paths().len(), 3);
+}
+
+#[test]
+fn bad_arguments_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(dir.path(), options()).unwrap();
+    let gap = wal.append(&[Record {
+        index: 2,
+        term: 1,
+        payload: b"",
+    }]);
+    assert!(matches!(gap, Err(Error::InvalidArgument(_))));
+    assert!(matches!(wal.read(1..2), Err(Error::InvalidArgument(_))));
+    assert!(wal.read(1..1).unwrap().is_empty());
+    assert_eq!(wal.term_at(1), None);
+    wal.append(&[Record {
+        index: 1,
+        term: 1,
+        payload: b"",
+    }])
+    .unwrap();
+    assert!(matches!(wal.read(0..2), Err(Error::InvalidArgument(_))));
+    assert!(!wal.is_stopped(), "bad arguments do not stop the log");
+    let tiny = WalOptions {
+        segment_bytes: 100,
+        ..WalOptions::default()
+    };
+    assert!(matches!(
+        Wal::open(dir.path(), tiny),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+fn sim_wal(fs: &SimFs) -> Wal {
+    let options = WalOptions {
+        segment_bytes: SEGMENT_BYTES,
+        fs: Arc::new(fs.clone()),
+    };
+    Wal::open(Path::new("/wal"), options).unwrap()
+}
+
+#[test]
+fn failed_sync_surfaces_and_stops_all_writes() {
+    let fs = SimFs::new();
+    let mut wal = sim_wal(&fs);
+    wal.append(&[Record {
+        index: 1,
+        term: 1,
+        payload: b"a",
+    }])
+    .unwrap();
+    fs.fail_nth_sync(1);
+    assert!(matches!(
+        wal.sync(),
+        Err(Error::Io {
+            op: "sync segment",
+            ..
+        })
+    ));
+    // Never retried, never forgotten: every later mutation is refused.
+    let next = [Record {
+        index: 2,
+        term: 1,
+        payload: b"b",
+    }];
+    assert!(matches!(wal.append(&next), Err(Error::Stopped { .. })));
+    assert!(matches!(wal.sync(), Err(Error::Stopped { .. })));
+    assert!(matches!(wal.truncate_from(1), Err(Error::Stopped { .. })));
+    assert!(matches!(wal.compact_through(1), Err(Error::Stopped { .. })));
+    assert!(matches!(wal.reset(5), Err(Error::Stopped { .. })));
+    // Reads of what is in memory still work (the node logs them while shutting down).
+    assert_eq!(wal.read(1..2).unwrap()[0].payload, b"a");
+}
+
+#[test]
+fn failed_write_surfaces_and_stops_the_log() {
+    let fs = SimFs::new();
+    let mut wal = sim_wal(&fs);
+    wal.append(&[Record {
+        index: 1,
+        term: 1,
+        payload: b"a",
+    }])
+    .unwrap();
+    fs.fail_nth_write(2);
+    let batch = [
+        Record {
+            index: 2,
+            term: 1,
+            payload: b"b",
+        },
+        Record {
+            index: 3,
+            term: 1,
+            payload: b"c",
+        },
+    ];
+    assert!(matches!(wal.append(&batch), Err(Error::Io { .. })));
+    assert!(wal.is_stopped());
+    assert!(matches!(wal.sync(), Err(Error::Stopped { .. })));
+}
+
+#[test]
+fn failed_sync_while_rolling_to_a_new_segment_stops_the_log() {
+    let fs = SimFs::new();
+    let mut wal = sim_wal(&fs);
+    let p = vec![1u8; 1000];
+    let batch: Vec<Record<'_>> = (1..=3)
+        .map(|index| Record {
+            index,
+            term: 1,
+            payload: &p,
+        })
+        .collect();
+    wal.append(&batch).unwrap();
+    fs.fail_nth_sync(1); // the seal of the full segment before the roll
+    let more: Vec<Record<'_>> = (4..=6)
+        .map(|index| Record {
+            index,
+            term: 1,
+            payload: &p,
+        })
+        .collect();
+    assert!(matches!(wal.append(&more), Err(Error::Io { .. })));
+    assert!(wal.is_stopped());
+}

@@ -1,0 +1,111 @@
+//! Encode/decode throughput of an AppendRequest carrying 256 entries of 100 B, and the cost a
+//! follower would pay to re-encode those entries as WAL records (DESIGN.md §5 asks whether
+//! the entry bytes can travel as WAL records; this measures the alternative).
+//!
+//! Run: `cargo bench -p rcraft-wire --bench codec`.
+
+use criterion::{Criterion, Throughput, black_box, criterion_main};
+use rcraft_wire::*;
+
+const ENTRIES: u64 = 256;
+const ENTRY_BYTES: usize = 100;
+
+fn append_request() -> Message {
+    let entries = (1..=ENTRIES)
+        .map(|i| Entry {
+            term: Term(7),
+            index: LogIndex(1000 + i),
+            payload: EntryPayload::Command {
+                session: Some(Session {
+                    client_id: 42,
+                    sequence: i,
+                }),
+                data: vec![i as u8; ENTRY_BYTES],
+            },
+        })
+        .collect();
+    Message {
+        from: NodeId(1),
+        to: NodeId(2),
+        term: Term(7),
+        body: MessageBody::AppendRequest {
+            prev_log_index: LogIndex(1000),
+            prev_log_term: Term(7),
+            entries,
+            leader_commit: LogIndex(990),
+        },
+    }
+}
+
+/// A WAL record as storage/FORMAT.md lays it out: `len | crc32c | index | term | payload`,
+/// with the entry payload serialized by rkyv. This is the work a follower does per entry
+/// when entries do not arrive as ready-made records.
+fn reencode_as_wal_records(entries: &[Entry], scratch: &mut Vec<u8>, out: &mut Vec<u8>) {
+    out.clear();
+    for entry in entries {
+        scratch.clear();
+        let payload = std::mem::take(scratch);
+        let payload =
+            rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&entry.payload, payload)
+                .expect("serialize payload");
+        let start = out.len();
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&entry.index.0.to_le_bytes());
+        out.extend_from_slice(&entry.term.0.to_le_bytes());
+        out.extend_from_slice(&payload);
+        let crc = crc32c::crc32c(&out[start + 8..]);
+        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        *scratch = payload;
+    }
+}
+
+fn bench_codec(c: &mut Criterion) {
+    let message = append_request();
+    let mut frame = Vec::new();
+    encode_message(&message, &mut frame).unwrap();
+    let mut group = c.benchmark_group("append_256x100B");
+    group.throughput(Throughput::Bytes(frame.len() as u64));
+
+    let mut out = Vec::with_capacity(frame.len());
+    group.bench_function("encode", |b| {
+        b.iter(|| {
+            out.clear();
+            encode_message(black_box(&message), &mut out).unwrap()
+        })
+    });
+
+    let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
+    group.bench_function("decode_checked_access", |b| {
+        b.iter(|| {
+            decoder.push(black_box(&frame));
+            let frame = decoder.next_frame().unwrap().unwrap();
+            let archived = frame.access_message().unwrap();
+            black_box(archived.term.0);
+        })
+    });
+
+    group.bench_function("decode_to_owned", |b| {
+        b.iter(|| {
+            decoder.push(black_box(&frame));
+            let frame = decoder.next_frame().unwrap().unwrap();
+            black_box(frame.to_message().unwrap())
+        })
+    });
+
+    let MessageBody::AppendRequest { entries, .. } = &message.body else {
+        unreachable!()
+    };
+    let (mut scratch, mut records) = (Vec::new(), Vec::new());
+    group.bench_function("reencode_entries_as_wal_records", |b| {
+        b.iter(|| reencode_as_wal_records(black_box(entries), &mut scratch, &mut records))
+    });
+    group.finish();
+}
+
+// criterion's macro generates an undocumented public function.
+#[allow(missing_docs)]
+mod group {
+    criterion::criterion_group!(benches, super::bench_codec);
+}
+criterion_main!(group::benches);
