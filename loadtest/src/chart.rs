@@ -17,6 +17,8 @@ const PANEL_HEIGHT: f64 = 170.0;
 const PANEL_GAP: f64 = 56.0;
 const BOTTOM: f64 = 40.0;
 const Y_TICKS: usize = 5;
+/// Room one fault label needs, in pixels.
+const EVENT_LABEL_WIDTH: f64 = 64.0;
 
 /// The smallest "round" number (1, 2 or 5 times a power of ten) at or above `x`.
 pub fn nice_ceiling(x: f64) -> f64 {
@@ -227,6 +229,8 @@ pub fn render_svg(title: &str, samples: &[SecondSample], events: &[FaultEvent]) 
     latency.line(&mut svg, &p99, "#8c2d04");
 
     legend(&mut svg, events);
+    // Labels only where they fit; with many faults the legend's colours say enough.
+    let mut label_free_from = 0.0;
     for event in events {
         let (color, label) = event_style(event.kind);
         let x = throughput.x(event.at_ns as f64 / 1e9);
@@ -235,13 +239,16 @@ pub fn render_svg(title: &str, samples: &[SecondSample], events: &[FaultEvent]) 
             svg,
             r#"<line x1="{x:.1}" y1="{y1:.1}" x2="{x:.1}" y2="{y2:.1}" stroke="{color}" stroke-dasharray="4 3"/>"#
         );
-        let _ = writeln!(
-            svg,
-            r#"<text x="{:.1}" y="{:.1}" fill="{color}" font-size="10">{label} n{}</text>"#,
-            x + 3.0,
-            TOP + 11.0,
-            event.node
-        );
+        if x >= label_free_from {
+            let _ = writeln!(
+                svg,
+                r#"<text x="{:.1}" y="{:.1}" fill="{color}" font-size="10">{label} n{}</text>"#,
+                x + 3.0,
+                TOP + 11.0,
+                event.node
+            );
+            label_free_from = x + EVENT_LABEL_WIDTH;
+        }
     }
     svg.push_str("</svg>\n");
     svg
@@ -317,6 +324,27 @@ mod tests {
         assert_eq!(first.matches(',').count(), 16);
         assert!(svg.contains(">10,000<"));
         assert!(!svg.contains("NaN"));
+    }
+
+    #[test]
+    fn dense_events_keep_their_lines_but_not_overlapping_labels() {
+        let samples: Vec<_> = (1..=40).map(|t| sample(t as f64, 1000, 500)).collect();
+        let events: Vec<_> = (1..=40)
+            .map(|t| FaultEvent {
+                at_ns: t * 1_000_000_000,
+                kind: FaultKind::Kill,
+                node: 0,
+                term: None,
+            })
+            .collect();
+        let svg = render_svg("dense", &samples, &events);
+        assert_eq!(
+            svg.matches("stroke-dasharray=\"4 3\"/>").count(),
+            40 + 1,
+            "40 marks and the legend"
+        );
+        let labels = svg.matches(">kill n0<").count();
+        assert!(labels > 1 && labels < 40, "{labels} labels");
     }
 
     #[test]

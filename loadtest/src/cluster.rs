@@ -383,13 +383,9 @@ mod tests {
 
     #[test]
     fn processes_are_stopped_and_the_directory_removed() {
-        // `sleep` stands in for a node: it ignores the arguments' meaning but not SIGTERM.
-        let Ok(sleep) = which("sleep") else { return };
-        let script =
-            std::env::temp_dir().join(format!("rcraft-loadtest-fake-{}", std::process::id()));
-        std::fs::write(&script, format!("#!/bin/sh\nexec {} 30\n", sleep.display())).unwrap();
-        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        let Some(script) = test_support::sleeper_script("cluster") else {
+            return;
+        };
         let mut cluster = SpawnedCluster::start(SpawnOptions {
             nodes: 2,
             rcraft_bin: script.clone(),
@@ -413,12 +409,26 @@ mod tests {
         assert!(!dir.exists());
         std::fs::remove_file(script).unwrap();
     }
+}
 
-    fn which(name: &str) -> std::io::Result<PathBuf> {
-        ["/bin", "/usr/bin"]
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Stand-in nodes for tests of process handling.
+
+    use std::path::{Path, PathBuf};
+
+    /// A script that ignores its arguments and sleeps (SIGTERM ends it): a "node" for tests
+    /// that only need processes. `None` when no `sleep` binary exists.
+    pub(crate) fn sleeper_script(tag: &str) -> Option<PathBuf> {
+        let sleep = ["/bin", "/usr/bin"]
             .iter()
-            .map(|d| Path::new(d).join(name))
-            .find(|p| p.is_file())
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, name))
+            .map(|d| Path::new(d).join("sleep"))
+            .find(|p| p.is_file())?;
+        let script =
+            std::env::temp_dir().join(format!("rcraft-loadtest-{tag}-{}", std::process::id()));
+        std::fs::write(&script, format!("#!/bin/sh\nexec {} 30\n", sleep.display())).ok()?;
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .ok()?;
+        Some(script)
     }
 }

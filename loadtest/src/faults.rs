@@ -224,3 +224,85 @@ impl FaultThread {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::fake::MemoryCluster;
+    use crate::cluster::{SpawnOptions, test_support::sleeper_script};
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
+
+    #[test]
+    fn kills_are_undone_one_at_a_time_and_at_the_end() {
+        // Stand-in nodes are `sleep` processes; the fake access says every node leads in the
+        // same term, so the kill hits one of the serving nodes.
+        let Some(script) = sleeper_script("faults") else {
+            return;
+        };
+        let cluster = SpawnedCluster::start(SpawnOptions {
+            nodes: 2,
+            rcraft_bin: script.clone(),
+            election_timeout_ms: "150-300".into(),
+            heartbeat_ms: 50,
+            keep_data: false,
+        })
+        .unwrap();
+        let cluster = Arc::new(Mutex::new(cluster));
+        let shared = Arc::new(RunShared::new());
+        let schedule = FaultSchedule {
+            every: Duration::from_millis(30),
+            undo_after: Duration::from_millis(20),
+        };
+        let thread = {
+            let (cluster, shared) = (cluster.clone(), shared.clone());
+            let access: Arc<dyn ClusterAccess> = Arc::new(MemoryCluster::default());
+            std::thread::spawn(move || {
+                run(
+                    cluster,
+                    access,
+                    shared,
+                    Some(schedule),
+                    None,
+                    Duration::from_secs(60),
+                )
+            })
+        };
+        // Stop once a kill has happened (bounded wait, no timing assert).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline && (0..2).all(|i| lock(&cluster).is_serving(i)) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        shared.stop.store(true, Ordering::Relaxed);
+        let log = thread.join().unwrap();
+
+        assert!(log.problems.is_empty(), "{:?}", log.problems);
+        assert!(!log.events.is_empty());
+        for pair in log.events.chunks(2) {
+            assert_eq!(
+                pair.len(),
+                2,
+                "every kill is followed by its restart: {:?}",
+                log.events
+            );
+            assert_eq!(
+                (pair[0].kind, pair[1].kind),
+                (FaultKind::Kill, FaultKind::Restart)
+            );
+            assert_eq!(pair[0].node, pair[1].node);
+            assert_eq!(
+                pair[0].term,
+                Some(1),
+                "the killed leader's term is recorded"
+            );
+            assert!(pair[0].at_ns <= pair[1].at_ns);
+        }
+        let cluster = lock(&cluster);
+        assert!(
+            cluster.is_serving(0) && cluster.is_serving(1),
+            "the run ends with every node up"
+        );
+        drop(cluster);
+        std::fs::remove_file(script).unwrap();
+    }
+}

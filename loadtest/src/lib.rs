@@ -5,9 +5,10 @@
 //! processes and sockets (spawned cluster, client threads, fault injection) are exercised by
 //! `tests/spawn.rs` against a real `rcraft` binary.
 //!
-//! Threads: one per client (`workload`), one ticker for progress and per-second samples
-//! (`progress`), one fault injector (`faults`) and one RSS sampler (`cluster`). They share
-//! only `Arc`s of mutex-protected state listed in each module's header.
+//! Threads: one per client (`workload`, or `pipeline` with `--pipeline K`), one ticker for
+//! progress and per-second samples (`progress`, which also samples node memory) and one fault
+//! injector (`faults`). They share only `Arc`s of mutex-protected state listed in each
+//! module's header.
 
 pub mod backend;
 pub mod chart;

@@ -31,8 +31,12 @@ fn main_inner() -> rcraft_loadtest::Result<i32> {
         write_file(path, &(summary.to_json() + "\n"))?;
     }
     if let Some(path) = &settings.chart {
+        let depth = match summary.pipeline {
+            depth if depth > 1 => format!(" x {depth} in flight"),
+            _ => String::new(),
+        };
         let title = format!(
-            "rcraft-loadtest: {}, {} clients",
+            "rcraft-loadtest: {}, {} clients{depth}",
             summary.target, summary.clients
         );
         write_file(

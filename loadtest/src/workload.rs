@@ -8,7 +8,7 @@
 
 use crate::backend::{ClusterAccess, KvSession, OpError};
 use crate::history::{WriteId, WriteRecord, key_name};
-use crate::limits::ERROR_BACKOFF;
+use crate::limits::{ERROR_BACKOFF, STATUS_POLL_INTERVAL};
 use crate::pipeline::{self, PipelineSpec};
 use crate::stats::{OpOutcome, Recorder};
 use std::sync::Arc;
@@ -124,7 +124,7 @@ fn connect(access: &dyn ClusterAccess, shared: &RunShared) -> Option<Box<dyn KvS
     while !shared.stopping() {
         match access.session() {
             Ok(session) => return Some(session),
-            Err(_) => std::thread::sleep(ERROR_BACKOFF.max(Duration::from_millis(50))),
+            Err(_) => std::thread::sleep(STATUS_POLL_INTERVAL),
         }
     }
     None

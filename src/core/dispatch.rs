@@ -139,6 +139,9 @@ impl Replica {
     /// second pre-vote condition), real vote requests only with CheckQuorum (thesis §4.2.3),
     /// which also makes a leader that is no longer live step down.
     pub(super) fn in_leader_lease(&self, pre_vote: bool) -> bool {
+        if self.boot_lease && self.now_ticks < self.config.election_timeout_min_ticks {
+            return true;
+        }
         (self.config.check_quorum || pre_vote)
             && self.leader.is_some()
             && (self.phase == Phase::Leader

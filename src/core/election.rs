@@ -206,6 +206,7 @@ impl Replica {
             progress,
             uncommitted_bytes,
             transfer: None,
+            lease_revoked: false,
             reads: ReadQueue::default(),
         });
         let noop = Entry {

@@ -187,6 +187,9 @@ impl Replica {
         let Some(state) = self.leader_state.as_ref() else {
             return false;
         };
+        if state.lease_revoked {
+            return false;
+        }
         let now = self.now_ticks;
         let quorum_sent_tick = quorum::quorum_value(&self.membership, |id| {
             if id == self.id {

@@ -94,6 +94,9 @@ pub(super) struct LeaderState {
     pub uncommitted_bytes: u64,
     /// A leadership transfer in progress: target and ticks since it started.
     pub transfer: Option<(NodeId, u64)>,
+    /// `TimeoutNow` was sent in this term: voters may now elect the target despite their
+    /// lease (`leadership_transfer`), so this leader serves no more lease reads.
+    pub lease_revoked: bool,
     /// ReadIndex requests and heartbeat rounds.
     pub reads: ReadQueue,
 }
@@ -146,6 +149,10 @@ pub struct Replica {
     pub(super) heartbeat_elapsed: u64,
     /// Ticks since this replica was built (for leases).
     pub(super) now_ticks: u64,
+    /// With lease reads, a restarted node refuses votes for its first minimum election
+    /// timeout: before the crash it may have answered a heartbeat that a leader's lease
+    /// counts on, a promise it no longer remembers (thesis §6.4.1).
+    pub(super) boot_lease: bool,
     pub(super) persist: PersistState,
     /// Highest index the state machine reported applied.
     pub(super) applied: LogIndex,
@@ -185,6 +192,7 @@ impl Replica {
             election_timeout_ticks: 0,
             heartbeat_elapsed: 0,
             now_ticks: 0,
+            boot_lease: config.lease_reads,
             persist: PersistState {
                 next_seq: 1,
                 ..PersistState::default()
