@@ -327,6 +327,12 @@ impl Replica {
     }
 
     fn on_append_accepted(&mut self, from: NodeId, match_index: LogIndex) {
+        // A correct follower only acknowledges what this leader sent it, so a match beyond
+        // our own log comes from a damaged or hostile peer: ignore it rather than let the
+        // progress (and then the commit index) run past the log.
+        if match_index > self.log.last_index() {
+            return;
+        }
         let Some(state) = self.leader_state.as_mut() else {
             return;
         };
