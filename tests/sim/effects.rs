@@ -43,6 +43,10 @@ impl<C: SimCore> World<C> {
     }
 
     fn carry_out(&mut self, node: usize, action: Action) -> Verdict {
+        if self.tracing() {
+            let line = describe_action(node, &action);
+            self.note(line);
+        }
         match action {
             Action::Send(msg) => self.send(node, msg),
             Action::Persist {
@@ -464,5 +468,28 @@ fn carries_write(entry: &Entry, write_id: u64) -> bool {
     match &entry.payload {
         EntryPayload::Command { data, .. } => decode_write(data) == Some(write_id),
         _ => false,
+    }
+}
+
+/// One trace line for an action; messages are traced when delivered, so sends stay short.
+fn describe_action(node: usize, action: &Action) -> String {
+    match action {
+        Action::Send(msg) => format!("  node {node} sends to {}", msg.to),
+        Action::Persist {
+            seq,
+            hard_state,
+            entries,
+        } => format!(
+            "  node {node} persists seq {seq}: {} entries {:?}..{:?}, hard state {hard_state:?}",
+            entries.len(),
+            entries.first().map(|e| (e.index.0, e.term.0)),
+            entries.last().map(|e| (e.index.0, e.term.0)),
+        ),
+        Action::Apply { entries } => format!(
+            "  node {node} applies {:?}..{:?}",
+            entries.first().map(|e| (e.index.0, e.term.0)),
+            entries.last().map(|e| (e.index.0, e.term.0)),
+        ),
+        other => format!("  node {node} {other:?}"),
     }
 }

@@ -65,6 +65,16 @@ pub(crate) struct RunParams {
 impl RunParams {
     /// Draws a run's parameters.
     pub(crate) fn random(rng: &mut SimRng) -> RunParams {
+        let max_inflight_messages = rng.pick(&[2, 8, 64]);
+        let max_append_bytes = rng.pick(&[256, 4_096, 1 << 20]);
+        // Liveness is judged against a bound, so the backlog a leader may build must drain
+        // within it: a small replication window gets a small uncommitted-bytes cap.
+        let window_bytes = max_inflight_messages as u64 * max_append_bytes;
+        let max_uncommitted_bytes = if window_bytes < 64 << 10 {
+            rng.pick(&[2_048, 4_096])
+        } else {
+            rng.pick(&[2_048, 64 << 20])
+        };
         RunParams {
             nodes: rng.pick(&[3, 5]),
             network: NetworkProfile::random(rng),
@@ -76,10 +86,12 @@ impl RunParams {
             read_per_mille: rng.pick(&[100, 300]),
             pre_vote: rng.chance(700),
             check_quorum: rng.chance(700),
-            max_inflight_messages: rng.pick(&[1, 4, 64]),
-            max_append_bytes: rng.pick(&[64, 512, 1 << 20]),
-            max_uncommitted_bytes: rng.pick(&[2_048, 64 << 20]),
-            snapshot_chunk_bytes: rng.pick(&[16, 64, 4_096]),
+            max_inflight_messages,
+            max_append_bytes,
+            max_uncommitted_bytes,
+            // One chunk is in flight per follower: chunks must be big enough for a lagging
+            // follower to catch up within the liveness bound, small enough to need several.
+            snapshot_chunk_bytes: rng.pick(&[2_048, 16_384, 1 << 20]),
         }
     }
 
@@ -103,13 +115,18 @@ impl RunParams {
     /// A one-line description for failure reports.
     pub(crate) fn describe(&self) -> String {
         format!(
-            "{} nodes, pre_vote={}, check_quorum={}, drop={}‰, dup={}‰, disk<={}ms",
+            "{} nodes, pre_vote={}, check_quorum={}, drop={}‰, dup={}‰, net<={}ms, disk<={}ms, \
+             inflight={}x{}B, chunk={}B",
             self.nodes,
             self.pre_vote,
             self.check_quorum,
             self.network.drop_per_mille,
             self.network.duplicate_per_mille,
-            self.disk_delay_max_ms
+            self.network.delay_max_ms,
+            self.disk_delay_max_ms,
+            self.max_inflight_messages,
+            self.max_append_bytes,
+            self.snapshot_chunk_bytes
         )
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! Environment: `SIM_SEED=n` replays exactly seed n (`SIM_TRACE=1` also prints every event);
 //! `SIM_SEEDS=n` runs n seeds starting at `SIM_SEED_START` (default 0); `SIM_THREADS=n`;
+//! `SIM_KEEP_GOING=1` runs every seed and lists each failing one (for triage);
 //! `SIM_CHECK_PERSIST=0` turns off the direct persist-before-acknowledge check so only the
 //! end-to-end safety checks can catch a durability bug.
 
@@ -26,6 +27,7 @@ pub(crate) struct RunnerOptions {
     threads: usize,
     echo_trace: bool,
     check_persist_contract: bool,
+    keep_going: bool,
 }
 
 impl RunnerOptions {
@@ -44,6 +46,7 @@ impl RunnerOptions {
             threads: env_u64("SIM_THREADS")?.map_or(cores, |n| n.max(1) as usize),
             echo_trace: env_u64("SIM_TRACE")?.unwrap_or(0) != 0,
             check_persist_contract: env_u64("SIM_CHECK_PERSIST")?.unwrap_or(1) != 0,
+            keep_going: env_u64("SIM_KEEP_GOING")?.unwrap_or(0) != 0,
         })
     }
 }
@@ -96,7 +99,14 @@ pub(crate) fn run_seeds<C: SimCore>(options: &RunnerOptions) -> Result<String, S
                             &summary,
                         ),
                         Err(failure) => {
-                            stop.store(true, Ordering::Relaxed);
+                            if options.keep_going {
+                                println!(
+                                    "sim failed: seed={} check: {}",
+                                    failure.seed, failure.message
+                                );
+                            } else {
+                                stop.store(true, Ordering::Relaxed);
+                            }
                             failures
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
@@ -108,8 +118,13 @@ pub(crate) fn run_seeds<C: SimCore>(options: &RunnerOptions) -> Result<String, S
         }
     });
     let failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+    let failed = failures.len();
     if let Some(first) = failures.into_iter().min_by_key(|f| f.seed) {
-        return Err(report::<C>(first, options));
+        let mut text = report::<C>(first, options);
+        if options.keep_going {
+            text.push_str(&format!("{failed} of {} seeds failed\n", options.seeds));
+        }
+        return Err(text);
     }
     let totals = totals.into_inner().unwrap_or_else(|p| p.into_inner());
     Ok(format!(
