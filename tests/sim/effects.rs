@@ -56,6 +56,7 @@ impl<C: SimCore> World<C> {
             } => self.persist(node, seq, hard_state, entries),
             Action::Apply { entries } => self.apply(node, &entries),
             Action::Proposed { id, term, index } => {
+                self.request_client.remove(&id);
                 let write_id = self.nodes[node]
                     .proposals
                     .remove(&id)
@@ -66,7 +67,8 @@ impl<C: SimCore> World<C> {
                 }
                 Ok(())
             }
-            Action::ProposeRejected { id, .. } => {
+            Action::ProposeRejected { id, error } => {
+                self.redirect_client(id, &error);
                 let write_id = self.nodes[node]
                     .proposals
                     .remove(&id)
@@ -74,6 +76,7 @@ impl<C: SimCore> World<C> {
                 self.history.complete_write(write_id, WriteOutcome::Failed)
             }
             Action::ReadReady { id, index, .. } => {
+                self.request_client.remove(&id);
                 let read = self.nodes[node]
                     .reads
                     .remove(&id)
@@ -82,7 +85,8 @@ impl<C: SimCore> World<C> {
                 self.nodes[node].ready_reads.push((index, read));
                 self.serve_ready_reads(node)
             }
-            Action::ReadRejected { id, .. } => {
+            Action::ReadRejected { id, error } => {
+                self.redirect_client(id, &error);
                 self.nodes[node]
                     .reads
                     .remove(&id)
@@ -430,10 +434,17 @@ impl<C: SimCore> World<C> {
                 view.applied_index, view.commit_index, view.last_index
             ));
         }
+        let became_leader = view.role == Role::Leader
+            && n.view
+                .as_ref()
+                .is_none_or(|v| v.role != Role::Leader || v.term != view.term);
         if view.role == Role::Leader {
             self.checker.observe_leader(id, view.term, &n.log)?;
         }
         self.observe_commits(node, &view)?;
+        if became_leader {
+            self.maybe_churn(node);
+        }
         let n = &mut self.nodes[node];
         n.last_commit = n.last_commit.max(view.commit_index);
         n.view = Some(view);
@@ -474,7 +485,12 @@ fn carries_write(entry: &Entry, write_id: u64) -> bool {
 /// One trace line for an action; messages are traced when delivered, so sends stay short.
 fn describe_action(node: usize, action: &Action) -> String {
     match action {
-        Action::Send(msg) => format!("  node {node} sends to {}", msg.to),
+        Action::Send(msg) => format!(
+            "  node {node} sends to {} term {}: {}",
+            msg.to,
+            msg.term,
+            describe_body(&msg.body)
+        ),
         Action::Persist {
             seq,
             hard_state,
@@ -491,5 +507,29 @@ fn describe_action(node: usize, action: &Action) -> String {
             entries.last().map(|e| (e.index.0, e.term.0)),
         ),
         other => format!("  node {node} {other:?}"),
+    }
+}
+
+/// A message body without its payload bytes.
+fn describe_body(body: &MessageBody) -> String {
+    match body {
+        MessageBody::AppendRequest {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+        } => format!(
+            "AppendRequest prev {prev_log_index}/{prev_log_term} entries {:?}..{:?} commit \
+             {leader_commit}",
+            entries.first().map(|e| (e.index.0, e.term.0)),
+            entries.last().map(|e| (e.index.0, e.term.0)),
+        ),
+        MessageBody::InstallSnapshot {
+            meta, offset, done, ..
+        } => format!(
+            "InstallSnapshot {}/{} offset {offset} done {done}",
+            meta.index, meta.term
+        ),
+        other => format!("{other:?}"),
     }
 }

@@ -24,6 +24,8 @@ pub(crate) const CYCLES: u64 = 2;
 pub(crate) const LIVENESS_BOUND_MS: u64 = 2_000;
 /// A run that processes more events than this is reported (a message storm, or a loop).
 pub(crate) const MAX_EVENTS_PER_RUN: u64 = 400_000;
+/// Concurrent clients, each sticking to the node it believes leads.
+pub(crate) const CLIENTS: usize = 3;
 /// Events shown when a seed fails.
 pub(crate) const TRACE_LINES: usize = 60;
 
@@ -46,6 +48,9 @@ pub(crate) struct RunParams {
     pub(crate) downtime_max_ms: u64,
     /// Longest gap between two client operations, ms.
     pub(crate) client_gap_max_ms: u64,
+    /// Chance, per mille, that a node becoming leader during chaos is crashed or cut off
+    /// soon after (the leader churn behind Figure 8 of the Raft paper).
+    pub(crate) churn_per_mille: u64,
     /// Share of client operations that are reads, per mille.
     pub(crate) read_per_mille: u64,
     /// Core: Pre-Vote on.
@@ -65,8 +70,11 @@ pub(crate) struct RunParams {
 impl RunParams {
     /// Draws a run's parameters.
     pub(crate) fn random(rng: &mut SimRng) -> RunParams {
-        let max_inflight_messages = rng.pick(&[2, 8, 64]);
-        let max_append_bytes = rng.pick(&[256, 4_096, 1 << 20]);
+        // (window, batch bytes): tiny batches (one entry each) with a window wide enough to
+        // keep up, small ones, and large ones. Tiny batches split a new leader's catch-up of
+        // old entries from its own no-op, which is what exposes the Figure 8 commit rule.
+        let (max_inflight_messages, max_append_bytes) =
+            rng.pick(&[(8, 64), (32, 64), (2, 256), (8, 4_096), (64, 1 << 20)]);
         // Liveness is judged against a bound, so the backlog a leader may build must drain
         // within it: a small replication window gets a small uncommitted-bytes cap.
         let window_bytes = max_inflight_messages as u64 * max_append_bytes;
@@ -83,6 +91,7 @@ impl RunParams {
             fault_gap_max_ms: rng.pick(&[100, 300, 800]),
             downtime_max_ms: rng.pick(&[200, 1_000]),
             client_gap_max_ms: rng.pick(&[10, 40, 100]),
+            churn_per_mille: rng.pick(&[0, 300, 700]),
             read_per_mille: rng.pick(&[100, 300]),
             pre_vote: rng.chance(700),
             check_quorum: rng.chance(700),

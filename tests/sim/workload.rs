@@ -7,10 +7,11 @@
 
 use crate::checker::Verdict;
 use crate::disk::StoredSnapshot;
+use crate::params::CLIENTS;
 use crate::replica::SimCore;
 use crate::state_machine::{checksum, encode_write};
 use crate::world::{Event, World};
-use rcraft::core::Input;
+use rcraft::core::{Input, ProposeError, RequestId};
 use rcraft::wire::{NodeId, Role, Session, SnapshotMeta};
 use std::collections::BTreeSet;
 
@@ -145,12 +146,21 @@ impl<C: SimCore> World<C> {
         if up.is_empty() {
             return Ok(());
         }
-        let target = match self.believed_leader() {
-            Some(leader) if self.rng.chance(850) => leader,
-            _ => self.rng.pick(&up),
+        let client = self.rng.below(CLIENTS as u64) as usize;
+        let target = match self.client_targets[client] {
+            Some(node) if self.nodes[node].core.is_some() => node,
+            _ => {
+                let node = match self.believed_leader() {
+                    Some(leader) if self.rng.chance(700) => leader,
+                    _ => self.rng.pick(&up),
+                };
+                self.client_targets[client] = Some(node);
+                node
+            }
         };
         let id = self.next_request_id;
         self.next_request_id += 1;
+        self.request_client.insert(id, client);
         if self.rng.chance(self.params.read_per_mille) {
             let read = self.history.invoke_read(self.now);
             self.nodes[target].reads.insert(id, read);
@@ -167,6 +177,48 @@ impl<C: SimCore> World<C> {
         self.nodes[target].proposals.insert(id, write_id);
         let data = encode_write(write_id, filler);
         self.feed(target, Input::Propose { id, session, data })
+    }
+
+    /// A refused request tells its client where the leader is; it goes there next (or
+    /// anywhere, without a hint).
+    pub(crate) fn redirect_client(&mut self, id: RequestId, error: &ProposeError) {
+        let Some(client) = self.request_client.remove(&id) else {
+            return;
+        };
+        self.client_targets[client] = match error {
+            ProposeError::NotLeader {
+                leader: Some(leader),
+            } => self.index_of(*leader),
+            _ => None,
+        };
+    }
+
+    /// Leader churn: with the seed's probability, a node that just became leader is crashed
+    /// or cut off a moment later, often before its first entry of the term is replicated.
+    pub(crate) fn maybe_churn(&mut self, node: usize) {
+        if self.calm || !self.rng.chance(self.params.churn_per_mille) {
+            return;
+        }
+        let incarnation = self.nodes[node].incarnation;
+        let delay = self.rng.between(1, 150);
+        self.schedule(self.now + delay, Event::Depose { node, incarnation });
+    }
+
+    /// Carries out a churn decision made when `node` became leader.
+    pub(crate) fn on_depose(&mut self, node: usize, incarnation: u64) -> Verdict {
+        let n = &self.nodes[node];
+        if self.calm || n.core.is_none() || n.incarnation != incarnation {
+            return Ok(());
+        }
+        if self.tracing() {
+            self.note(format!("churn: depose node {node}"));
+        }
+        if self.rng.chance(500) {
+            return self.crash_for_a_while(node);
+        }
+        let ids = self.all_ids();
+        self.network.isolate(ids[node], &ids);
+        Ok(())
     }
 
     /// Some up node snapshots its state machine at its applied index, then schedules the next.

@@ -12,7 +12,8 @@ use crate::entry_log::EntryLog;
 use crate::history::{History, ReadRecord};
 use crate::network::Network;
 use crate::params::{
-    BOOT_MS, CALM_MS, CHAOS_MS, CYCLES, LIVENESS_BOUND_MS, MAX_EVENTS_PER_RUN, RunParams, TICK_MS,
+    BOOT_MS, CALM_MS, CHAOS_MS, CLIENTS, CYCLES, LIVENESS_BOUND_MS, MAX_EVENTS_PER_RUN, RunParams,
+    TICK_MS,
 };
 use crate::replica::{CoreView, SimCore};
 use crate::rng::SimRng;
@@ -49,6 +50,9 @@ pub(crate) enum Event {
     },
     /// A crashed node comes back.
     Restart { node: usize },
+    /// Leader churn: a node that just became leader crashes or is cut off (if still in the
+    /// same life).
+    Depose { node: usize, incarnation: u64 },
     /// Inject a fault (only during chaos).
     Fault,
     /// A client invokes a write or a read.
@@ -157,6 +161,11 @@ pub(crate) struct World<C> {
     pub(crate) next_request_id: RequestId,
     pub(crate) next_write_id: u64,
     pub(crate) crashes: u64,
+    /// Each client's node of choice: it sticks to it until told otherwise (not leader,
+    /// crashed), so writes also reach stale leaders.
+    pub(crate) client_targets: Vec<Option<usize>>,
+    /// Which client sent each outstanding request.
+    pub(crate) request_client: BTreeMap<RequestId, usize>,
     trace_mode: TraceMode,
     trace: VecDeque<String>,
 }
@@ -186,6 +195,8 @@ impl<C: SimCore> World<C> {
             next_request_id: 1,
             next_write_id: 1,
             crashes: 0,
+            client_targets: vec![None; CLIENTS],
+            request_client: BTreeMap::new(),
             trace_mode,
             trace: VecDeque::new(),
         }
@@ -239,6 +250,8 @@ impl<C: SimCore> World<C> {
     }
 
     fn boot(&mut self) -> Verdict {
+        // The boot phase is calm: the first liveness check covers it.
+        self.network.set_calm(true);
         for node in 0..self.nodes.len() {
             self.start_node(node)?;
         }
@@ -279,6 +292,7 @@ impl<C: SimCore> World<C> {
                 next_offset,
             } => self.on_install(node, incarnation, snapshot, next_offset),
             Event::Restart { node } => self.restart_if_down(node),
+            Event::Depose { node, incarnation } => self.on_depose(node, incarnation),
             Event::Fault => self.on_fault(),
             Event::Client => self.on_client(),
             Event::Snapshot => self.on_snapshot(),
