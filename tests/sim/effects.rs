@@ -8,6 +8,7 @@
 
 use crate::checker::Verdict;
 use crate::history::WriteOutcome;
+use crate::params::EARLY_TERM_MS;
 use crate::replica::SimCore;
 use crate::state_machine::decode_write;
 use crate::world::{Event, World};
@@ -441,9 +442,19 @@ impl<C: SimCore> World<C> {
         if view.role == Role::Leader {
             self.checker.observe_leader(id, view.term, &n.log)?;
         }
+        let early_commit = view.role == Role::Leader
+            && !became_leader
+            && n.view
+                .as_ref()
+                .is_some_and(|v| v.commit_index < view.commit_index)
+            && n.leader_since
+                .is_some_and(|since| self.now <= since + EARLY_TERM_MS);
         self.observe_commits(node, &view)?;
         if became_leader {
-            self.maybe_churn(node);
+            self.nodes[node].leader_since = Some(self.now);
+            self.maybe_churn(node, false);
+        } else if early_commit {
+            self.maybe_churn(node, true);
         }
         let n = &mut self.nodes[node];
         n.last_commit = n.last_commit.max(view.commit_index);

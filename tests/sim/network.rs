@@ -115,6 +115,11 @@ impl Network {
         }
     }
 
+    /// Restores every link to and from `node`.
+    pub(crate) fn reconnect(&mut self, node: NodeId) {
+        self.cut.retain(|(from, to)| *from != node && *to != node);
+    }
+
     /// Restores every link.
     pub(crate) fn heal(&mut self) {
         self.cut.clear();

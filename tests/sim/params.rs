@@ -26,6 +26,9 @@ pub(crate) const LIVENESS_BOUND_MS: u64 = 2_000;
 pub(crate) const MAX_EVENTS_PER_RUN: u64 = 400_000;
 /// Concurrent clients, each sticking to the node it believes leads.
 pub(crate) const CLIENTS: usize = 3;
+/// Leader churn also strikes when a leader advances its commit index this soon after its
+/// election: the moment a wrongly counted commit is most exposed.
+pub(crate) const EARLY_TERM_MS: u64 = 300;
 /// Events shown when a seed fails.
 pub(crate) const TRACE_LINES: usize = 60;
 
@@ -91,7 +94,7 @@ impl RunParams {
             fault_gap_max_ms: rng.pick(&[100, 300, 800]),
             downtime_max_ms: rng.pick(&[200, 1_000]),
             client_gap_max_ms: rng.pick(&[10, 40, 100]),
-            churn_per_mille: rng.pick(&[0, 300, 700]),
+            churn_per_mille: rng.pick(&[0, 300, 700, 950]),
             read_per_mille: rng.pick(&[100, 300]),
             pre_vote: rng.chance(700),
             check_quorum: rng.chance(700),

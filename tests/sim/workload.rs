@@ -194,18 +194,37 @@ impl<C: SimCore> World<C> {
     }
 
     /// Leader churn: with the seed's probability, a node that just became leader is crashed
-    /// or cut off a moment later, often before its first entry of the term is replicated.
-    pub(crate) fn maybe_churn(&mut self, node: usize) {
+    /// or cut off a moment later, often before its first entry of the term is replicated;
+    /// or a young leader is deposed right after it advanced its commit index.
+    pub(crate) fn maybe_churn(&mut self, node: usize, after_commit: bool) {
         if self.calm || !self.rng.chance(self.params.churn_per_mille) {
             return;
         }
         let incarnation = self.nodes[node].incarnation;
-        let delay = self.rng.between(1, 150);
-        self.schedule(self.now + delay, Event::Depose { node, incarnation });
+        // After a commit, the cut is immediate: it also stops the leader's messages still in
+        // flight (its next entries, its no-op), which a crash would let through.
+        let delay = if after_commit {
+            0
+        } else {
+            self.rng.between(1, 150)
+        };
+        self.schedule(
+            self.now + delay,
+            Event::Depose {
+                node,
+                incarnation,
+                cut_off_only: after_commit,
+            },
+        );
     }
 
     /// Carries out a churn decision made when `node` became leader.
-    pub(crate) fn on_depose(&mut self, node: usize, incarnation: u64) -> Verdict {
+    pub(crate) fn on_depose(
+        &mut self,
+        node: usize,
+        incarnation: u64,
+        cut_off_only: bool,
+    ) -> Verdict {
         let n = &self.nodes[node];
         if self.calm || n.core.is_none() || n.incarnation != incarnation {
             return Ok(());
@@ -213,11 +232,14 @@ impl<C: SimCore> World<C> {
         if self.tracing() {
             self.note(format!("churn: depose node {node}"));
         }
-        if self.rng.chance(500) {
+        if !cut_off_only && self.rng.chance(333) {
             return self.crash_for_a_while(node);
         }
+        // Cut off for a while: it keeps its log (and its clients' writes) and comes back.
         let ids = self.all_ids();
         self.network.isolate(ids[node], &ids);
+        let away = self.rng.between(20, 300);
+        self.schedule(self.now + away, Event::Reconnect { node });
         Ok(())
     }
 

@@ -52,7 +52,13 @@ pub(crate) enum Event {
     Restart { node: usize },
     /// Leader churn: a node that just became leader crashes or is cut off (if still in the
     /// same life).
-    Depose { node: usize, incarnation: u64 },
+    Depose {
+        node: usize,
+        incarnation: u64,
+        cut_off_only: bool,
+    },
+    /// A node cut off by churn gets its links back.
+    Reconnect { node: usize },
     /// Inject a fault (only during chaos).
     Fault,
     /// A client invokes a write or a read.
@@ -99,6 +105,8 @@ pub(crate) struct SimNode<C> {
     pub(crate) last_commit: LogIndex,
     /// Last persist sequence number seen in this life.
     pub(crate) last_persist_seq: Option<u64>,
+    /// Sim time it last became leader.
+    pub(crate) leader_since: Option<u64>,
 }
 
 /// Why a run failed.
@@ -292,7 +300,16 @@ impl<C: SimCore> World<C> {
                 next_offset,
             } => self.on_install(node, incarnation, snapshot, next_offset),
             Event::Restart { node } => self.restart_if_down(node),
-            Event::Depose { node, incarnation } => self.on_depose(node, incarnation),
+            Event::Depose {
+                node,
+                incarnation,
+                cut_off_only,
+            } => self.on_depose(node, incarnation, cut_off_only),
+            Event::Reconnect { node } => {
+                let id = self.nodes[node].id;
+                self.network.reconnect(id);
+                Ok(())
+            }
             Event::Fault => self.on_fault(),
             Event::Client => self.on_client(),
             Event::Snapshot => self.on_snapshot(),
@@ -557,6 +574,7 @@ impl<C> SimNode<C> {
             view: None,
             last_commit: LogIndex(0),
             last_persist_seq: None,
+            leader_since: None,
         }
     }
 }
