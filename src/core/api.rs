@@ -84,7 +84,8 @@ pub struct RecoveredState {
     pub hard_state: HardState,
     /// Latest durable snapshot, if any.
     pub snapshot: Option<SnapshotMeta>,
-    /// The durable log after the snapshot, contiguous, in index order.
+    /// The durable log after the snapshot, contiguous, in index order (entries at or below
+    /// the snapshot index are skipped).
     pub entries: Vec<Entry>,
     /// Configuration to use when neither the snapshot nor the log holds one (a fresh cluster).
     pub initial_membership: Membership,
@@ -198,7 +199,9 @@ pub enum Action {
     /// Make these durable, in this order: first, when `entries` is non-empty and its first
     /// index is at or below the current last index, truncate the log from that index; then
     /// append `entries`; then save `hard_state` when present. Then answer with
-    /// [`Input::Persisted`] carrying `seq`. Sequence numbers grow by one per action.
+    /// [`Input::Persisted`] carrying `seq`. Sequence numbers start at 1 for every new
+    /// `Replica` and grow by one per action; several may be made durable with one sync and
+    /// confirmed with the highest one.
     Persist {
         /// Sequence number to echo.
         seq: u64,
@@ -207,7 +210,10 @@ pub enum Action {
         /// Entries to write, contiguous, in index order.
         entries: Vec<Entry>,
     },
-    /// These entries are committed and durable locally: apply them in order.
+    /// These entries are committed and durable locally: apply them in order. No-op and
+    /// membership entries are included (the state machine skips them but counts them as
+    /// applied). After a restart, application resumes after the snapshot index, so the state
+    /// machine must first be restored from the recovered snapshot.
     Apply {
         /// Contiguous committed entries.
         entries: Vec<Entry>,
@@ -259,8 +265,8 @@ pub enum Action {
     },
     /// Write a received snapshot chunk to the partial snapshot file (starting a new one when
     /// `offset` is 0 or `meta` differs), sync it, and when `done` verify the whole file's
-    /// checksum, make it the current snapshot, restore the state machine from it, and answer
-    /// with [`Input::SnapshotChunkWritten`].
+    /// checksum, make it the current snapshot, discard the whole log (the snapshot replaces
+    /// it), restore the state machine from it, and answer with [`Input::SnapshotChunkWritten`].
     WriteSnapshotChunk {
         /// Leader that sent it.
         from: NodeId,
@@ -274,7 +280,8 @@ pub enum Action {
         done: bool,
     },
     /// The log before `through` (inclusive) is covered by a snapshot and may be removed from
-    /// storage.
+    /// storage. Entries kept behind a snapshot are harmless: on recovery the core skips entries
+    /// at or below the snapshot index.
     CompactLog {
         /// Highest index that may be removed.
         through: LogIndex,

@@ -79,7 +79,7 @@ impl Replica {
             } => {
                 // Thesis §4.2.3: a node that heard from a live leader recently ignores
                 // would-be candidates, so a partitioned node cannot depose a healthy leader.
-                if self.in_leader_lease() && !leadership_transfer {
+                if self.in_leader_lease(*pre_vote) && !leadership_transfer {
                     return false;
                 }
                 if !pre_vote {
@@ -106,12 +106,12 @@ impl Replica {
     }
 
     /// A message from an earlier term: tell a stale leader or pre-candidate about our term
-    /// (with Pre-Vote or CheckQuorum a partitioned node may never learn it otherwise).
+    /// (paper Fig. 2: reply false with the current term). Without this, a node whose term ran
+    /// ahead while it was cut off, and whose vote requests a live leader's followers ignore,
+    /// could never rejoin.
     fn on_lower_term(&mut self, message: &Message) {
         match &message.body {
-            MessageBody::AppendRequest { .. } | MessageBody::Heartbeat { .. }
-                if self.config.check_quorum || self.config.pre_vote =>
-            {
+            MessageBody::AppendRequest { .. } | MessageBody::Heartbeat { .. } => {
                 self.send(
                     message.from,
                     MessageBody::AppendResponse {
@@ -135,10 +135,14 @@ impl Replica {
     }
 
     /// True when this node heard from a live leader less than the minimum election timeout
-    /// ago, and so ignores disruptive vote requests (requires CheckQuorum, which makes a
-    /// leader step down when it is no longer live).
-    pub(super) fn in_leader_lease(&self) -> bool {
-        self.config.check_quorum
+    /// ago, and so ignores would-be candidates: pre-vote requests always (thesis §9.6, the
+    /// second pre-vote condition), real vote requests only with CheckQuorum (thesis §4.2.3),
+    /// which also makes a leader that is no longer live step down.
+    pub(super) fn in_leader_lease(&self, pre_vote: bool) -> bool {
+        if self.boot_lease && self.now_ticks < self.config.election_timeout_min_ticks {
+            return true;
+        }
+        (self.config.check_quorum || pre_vote)
             && self.leader.is_some()
             && (self.phase == Phase::Leader
                 || self.election_elapsed < self.config.election_timeout_min_ticks)

@@ -31,9 +31,26 @@ impl Replica {
         }
     }
 
-    /// True when this node may become leader: it votes in the configuration in force.
+    /// True when this node may become leader: no received snapshot is being installed (its
+    /// completion would replace the log), and it votes in the configuration in force, or in
+    /// the one before it while the latest is not known committed. Thesis §4.2.2: a server
+    /// removed by an uncommitted configuration may still be needed to elect a leader (it may
+    /// hold the most up-to-date log), so it keeps starting elections until the removal
+    /// commits. It counts votes of the latest configuration, which excludes itself.
     pub(super) fn is_promotable(&self) -> bool {
-        self.membership.is_voter(self.id)
+        if self.snapshot_finishing() || self.membership.learners.contains(&self.id) {
+            return false;
+        }
+        if self.membership.is_voter(self.id) {
+            return true;
+        }
+        let committed = self.log.committed_index();
+        if self.membership_index <= committed || self.membership_index == LogIndex(0) {
+            return false;
+        }
+        self.log
+            .membership_at(self.membership_index.prev(), &self.initial_membership)
+            .is_some_and(|previous| previous.is_voter(self.id))
     }
 
     /// Starts a Pre-Vote round, or a real election when Pre-Vote is off or when leadership is
@@ -55,6 +72,13 @@ impl Replica {
         }
         if self.phase == Phase::Leader {
             self.reject_pending_reads(leader);
+        }
+        if self.leader != leader && !self.snapshot_finishing() {
+            // A transfer from another leader is abandoned; its partial file is overwritten
+            // by the next transfer. A final chunk already in storage is still waited for:
+            // until it is installed, appends are refused so the commit index cannot pass
+            // the snapshot point the log will be reset to.
+            self.incoming_snapshot = None;
         }
         self.phase = Phase::Follower;
         self.leader_state = None;
@@ -130,15 +154,32 @@ impl Replica {
                 self.become_candidate(false);
                 true
             }
-            VoteResult::Won => {
+            VoteResult::Won if self.vote_is_durable() => {
                 self.become_leader();
                 true
             }
+            // Our own vote is counted but not durable yet (only possible when it alone
+            // decides, e.g. a single voter); a crash now could let us vote again in this term.
+            // `on_persisted` tallies again.
+            VoteResult::Won => false,
             VoteResult::Lost => {
                 self.become_follower(self.term, None);
                 true
             }
             VoteResult::Pending => false,
+        }
+    }
+
+    /// True when the hard state holding our vote for ourselves is on disk (nothing written
+    /// is still waiting for storage).
+    fn vote_is_durable(&self) -> bool {
+        self.pending_persist_seq().is_none()
+    }
+
+    /// A persist completed: a candidate whose own vote decided the election can now lead.
+    pub(super) fn maybe_win_after_persist(&mut self) {
+        if self.phase == Phase::Candidate {
+            self.tally_votes();
         }
     }
 
@@ -165,6 +206,7 @@ impl Replica {
             progress,
             uncommitted_bytes,
             transfer: None,
+            lease_revoked: false,
             reads: ReadQueue::default(),
         });
         let noop = Entry {

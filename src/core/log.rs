@@ -30,16 +30,19 @@ pub struct RaftLog {
 
 impl RaftLog {
     /// A log recovered from storage: an optional snapshot and the durable entries after it.
-    /// Everything given is durable. `commit_hint` is clamped to the log.
+    /// Everything given is durable. Entries at or below the snapshot index (storage may keep
+    /// some behind a snapshot for slow followers) are skipped. `commit_hint` is clamped to
+    /// the log.
     pub fn recover(
         snapshot: Option<SnapshotMeta>,
-        entries: Vec<Entry>,
+        mut entries: Vec<Entry>,
         commit_hint: LogIndex,
     ) -> Result<RaftLog> {
         let (prev_index, prev_term) = snapshot
             .as_ref()
             .map(|s| (s.index, s.term))
             .unwrap_or_default();
+        entries.retain(|e| e.index > prev_index);
         let mut expected = prev_index.next();
         let mut last_term = prev_term;
         for entry in &entries {
@@ -310,6 +313,30 @@ impl RaftLog {
             (Some((index, m)), _) if index > snapshot_index => Some((index, m)),
             (_, Some(s)) => Some((s.index, &s.membership)),
             (found, None) => found,
+        }
+    }
+
+    /// The configuration in force at `index` (the last membership entry at or before it,
+    /// else the snapshot's, else `initial` for a log that never had one), when `index` is not
+    /// before what the view can tell.
+    pub fn membership_at(&self, index: LogIndex, initial: &Membership) -> Option<Membership> {
+        if index > self.last_index() || index < self.prev_index {
+            return None;
+        }
+        let snapshot_index = self.snapshot_index();
+        let in_log = self
+            .slice(self.first_index(), index)
+            .iter()
+            .rev()
+            .find_map(|e| match &e.payload {
+                EntryPayload::Membership(m) if e.index > snapshot_index => Some(m),
+                _ => None,
+            });
+        match (in_log, self.snapshot.as_ref()) {
+            (Some(m), _) => Some(m.clone()),
+            (None, Some(s)) if s.index <= index => Some(s.membership.clone()),
+            (None, Some(_)) => None,
+            (None, None) => Some(initial.clone()),
         }
     }
 

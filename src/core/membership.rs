@@ -66,6 +66,12 @@ impl Replica {
         if self.membership_index > self.log.committed_index() {
             return reject("a membership change is still in progress");
         }
+        if self.log.term_at(self.log.committed_index()) != Some(self.term) {
+            // Ongaro's single-server-change fix (raft-dev, 2015): a new leader commits an entry
+            // of its own term first, so an uncommitted change of a deposed leader cannot
+            // overlap with ours and yield two disjoint majorities.
+            return reject("the leader has not committed an entry of its term yet");
+        }
         if self.membership.is_joint() {
             return reject("the joint configuration has not been left yet");
         }

@@ -112,8 +112,8 @@ impl Replica {
             .push_back(PendingRead { id, index, round });
     }
 
-    /// Broadcasts the heartbeat round that reads of this step wait for (one per step, so
-    /// many reads share one round).
+    /// Broadcasts the heartbeat round that reads stepped since the last drain wait for (one
+    /// round per drain, so many reads share it).
     pub(super) fn maybe_broadcast_read_round(&mut self) {
         if self
             .leader_state
@@ -187,6 +187,9 @@ impl Replica {
         let Some(state) = self.leader_state.as_ref() else {
             return false;
         };
+        if state.lease_revoked {
+            return false;
+        }
         let now = self.now_ticks;
         let quorum_sent_tick = quorum::quorum_value(&self.membership, |id| {
             if id == self.id {

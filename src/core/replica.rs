@@ -18,6 +18,7 @@ use super::log::RaftLog;
 use super::progress::Progress;
 use super::read_index::ReadQueue;
 use super::rng::SplitMix64;
+use super::snapshot::IncomingSnapshot;
 use rcraft_wire::{Entry, LogIndex, Membership, Message, MessageBody, NodeId, Role, Term};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -46,6 +47,31 @@ pub struct CoreStatus {
     pub membership: Membership,
 }
 
+impl CoreStatus {
+    /// The wire form reported to clients and operators (`rcraft status`).
+    pub fn to_node_status(&self) -> rcraft_wire::NodeStatus {
+        let mut voters: Vec<NodeId> = self
+            .membership
+            .voters
+            .union(&self.membership.voters_outgoing)
+            .copied()
+            .collect();
+        voters.dedup();
+        rcraft_wire::NodeStatus {
+            id: self.id,
+            role: self.role,
+            term: self.term,
+            leader: self.leader,
+            commit_index: self.commit_index,
+            applied_index: self.applied_index,
+            last_index: self.last_index,
+            snapshot_index: self.snapshot_index,
+            voters,
+            learners: self.membership.learners.iter().copied().collect(),
+        }
+    }
+}
+
 /// The phase of an election this node runs, or its role otherwise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -68,11 +94,14 @@ pub(super) struct LeaderState {
     pub uncommitted_bytes: u64,
     /// A leadership transfer in progress: target and ticks since it started.
     pub transfer: Option<(NodeId, u64)>,
+    /// `TimeoutNow` was sent in this term: voters may now elect the target despite their
+    /// lease (`leadership_transfer`), so this leader serves no more lease reads.
+    pub lease_revoked: bool,
     /// ReadIndex requests and heartbeat rounds.
     pub reads: ReadQueue,
 }
 
-/// Writes collected during one `step`, emitted as one `Action::Persist` at its end.
+/// Writes collected since the last drain, emitted as one `Action::Persist` by `take_actions`.
 #[derive(Debug, Default)]
 pub(super) struct PersistState {
     /// Sequence number the next `Persist` action will carry.
@@ -120,14 +149,19 @@ pub struct Replica {
     pub(super) heartbeat_elapsed: u64,
     /// Ticks since this replica was built (for leases).
     pub(super) now_ticks: u64,
+    /// With lease reads, a restarted node refuses votes for its first minimum election
+    /// timeout: before the crash it may have answered a heartbeat that a leader's lease
+    /// counts on, a promise it no longer remembers (thesis §6.4.1).
+    pub(super) boot_lease: bool,
     pub(super) persist: PersistState,
     /// Highest index the state machine reported applied.
     pub(super) applied: LogIndex,
     /// Highest index handed out in `Action::Apply`. Invariant: `applied <= apply_requested`.
     pub(super) apply_requested: LogIndex,
-    /// Leader that is sending us a snapshot, and whether its last chunk is being written.
-    pub(super) snapshot_sender: Option<NodeId>,
-    pub(super) snapshot_finishing: bool,
+    /// A snapshot being received from a leader.
+    pub(super) incoming_snapshot: Option<IncomingSnapshot>,
+    /// Proposals were appended since the last drain; their AppendRequests go out then.
+    pub(super) proposals_unsent: bool,
     pub(super) actions: Vec<Action>,
 }
 
@@ -158,14 +192,15 @@ impl Replica {
             election_timeout_ticks: 0,
             heartbeat_elapsed: 0,
             now_ticks: 0,
+            boot_lease: config.lease_reads,
             persist: PersistState {
                 next_seq: 1,
                 ..PersistState::default()
             },
             applied,
             apply_requested: applied,
-            snapshot_sender: None,
-            snapshot_finishing: false,
+            incoming_snapshot: None,
+            proposals_unsent: false,
             actions: Vec::new(),
             config,
         };
@@ -216,7 +251,20 @@ impl Replica {
     }
 
     /// Drains the queued actions, in the order they must be carried out.
+    ///
+    /// Work that batches well is deferred to here: the AppendRequests for proposals, the
+    /// heartbeat round for reads, and the `Persist` of everything written, so a caller that
+    /// steps many inputs (say, every proposal waiting in its channel) before draining gets one
+    /// message per follower and one durable write for the whole batch (DESIGN.md §5).
     pub fn take_actions(&mut self) -> Vec<Action> {
+        if self.phase == Phase::Leader {
+            if self.proposals_unsent {
+                self.broadcast_append(false);
+            }
+            self.maybe_broadcast_read_round();
+        }
+        self.proposals_unsent = false;
+        self.flush_persist();
         std::mem::take(&mut self.actions)
     }
 
@@ -275,6 +323,15 @@ impl Replica {
         self.log.term_at(index)
     }
 
+    /// The configuration in force at `index`, for the `membership` of a [`SnapshotMeta`]
+    /// taken at `index`. `None` when `index` is beyond the log or compacted away (or falls
+    /// between a retained entry and the snapshot without a membership entry in between).
+    ///
+    /// [`SnapshotMeta`]: rcraft_wire::SnapshotMeta
+    pub fn membership_at(&self, index: LogIndex) -> Option<Membership> {
+        self.log.membership_at(index, &self.initial_membership)
+    }
+
     /// True while leading.
     pub fn is_leader(&self) -> bool {
         self.phase == Phase::Leader
@@ -328,13 +385,8 @@ impl Replica {
         ProposeError::NotLeader { leader }
     }
 
-    /// Work done after every input: one persist for everything the step wrote, then the
-    /// entries that became applicable.
+    /// Work done after every input: hand out the entries that became applicable.
     fn finish_step(&mut self) {
-        if self.phase == Phase::Leader {
-            self.maybe_broadcast_read_round();
-        }
-        self.flush_persist();
         self.maybe_apply();
     }
 
@@ -382,7 +434,7 @@ impl Replica {
 
     /// The persist a promise made now depends on: the one being built, else the latest one
     /// issued and not yet confirmed; `None` when everything is durable.
-    fn pending_persist_seq(&self) -> Option<u64> {
+    pub(super) fn pending_persist_seq(&self) -> Option<u64> {
         if !self.persist.buffer.is_empty() || self.persist.hard_state_dirty {
             Some(self.persist.next_seq)
         } else if self.persist.next_seq - 1 > self.persist.confirmed_seq {
@@ -413,6 +465,7 @@ impl Replica {
         if self.phase == Phase::Leader {
             self.maybe_advance_commit();
         }
+        self.maybe_win_after_persist();
     }
 
     /// Hands newly committed, locally durable entries to the state machine.
@@ -468,12 +521,15 @@ impl Replica {
 }
 
 /// Whether a message states something that must be durable first: a granted real vote, a
-/// real vote request (it carries our own vote for ourselves), or an append acknowledgement.
+/// real vote request (it carries our own vote for ourselves), an append acknowledgement, or
+/// a "snapshot done" answer (the leader takes the snapshot index as our match index, and we
+/// may have answered from log entries that are not durable yet).
 fn promises_durable_state(body: &MessageBody) -> bool {
     match body {
         MessageBody::VoteRequest { pre_vote, .. } => !pre_vote,
         MessageBody::VoteResponse { pre_vote, granted } => *granted && !pre_vote,
         MessageBody::AppendResponse { success, .. } => *success && ack_waits_for_persist(),
+        MessageBody::InstallSnapshotResponse { done, .. } => *done,
         _ => false,
     }
 }

@@ -147,7 +147,8 @@ impl Replica {
         }
         let position = (entry.term, entry.index);
         self.append_as_leader(entry);
-        self.broadcast_append(false);
+        // Sent when the caller drains actions, batched with the proposals stepped meanwhile.
+        self.proposals_unsent = true;
         Ok(position)
     }
 
@@ -241,7 +242,7 @@ impl Replica {
             return; // Two leaders in one term cannot happen; ignore rather than obey.
         }
         self.follow(from);
-        if self.snapshot_finishing {
+        if self.snapshot_finishing() {
             // A snapshot is being installed; its completion will reset the log.
             self.reject_append(from, prev_log_index);
             return;
@@ -341,12 +342,20 @@ impl Replica {
             self.send_append(from, false);
             return;
         }
-        if pr.state != ProgressState::Replicate {
+        let was_probing = pr.state != ProgressState::Replicate;
+        if was_probing {
             pr.become_replicate();
         }
-        self.maybe_advance_commit();
+        let committed = self.maybe_advance_commit();
         self.maybe_send_timeout_now(from);
-        while self.send_append(from, false) {}
+        let mut sent = false;
+        while self.send_append(from, false) {
+            sent = true;
+        }
+        if was_probing && !sent && !committed {
+            // A follower that just caught up may not know the commit index yet.
+            self.send_append(from, true);
+        }
     }
 
     fn on_append_rejected(

@@ -111,7 +111,10 @@ impl Replica {
         };
         pr.recent_active = true;
         if done {
-            pr.maybe_update(snapshot_index);
+            let was_sending = matches!(pr.state, ProgressState::Snapshot(_));
+            if !pr.maybe_update(snapshot_index) && !was_sending {
+                return; // A duplicate or stale answer; replication already moved on.
+            }
             pr.become_probe(snapshot_index.next());
             self.maybe_advance_commit();
             self.send_append(from, true);
@@ -154,7 +157,8 @@ impl Replica {
     }
 
     /// Follower side: a chunk from the leader. Already-covered snapshots are acknowledged
-    /// at once; otherwise storage writes the chunk and answers `SnapshotChunkWritten`.
+    /// at once; stale, duplicate and overtaking chunks are dropped; otherwise storage writes
+    /// the chunk and answers `SnapshotChunkWritten`.
     pub(super) fn on_install_snapshot(
         &mut self,
         from: NodeId,
@@ -181,8 +185,46 @@ impl Replica {
             self.send(from, body);
             return;
         }
-        self.snapshot_sender = Some(from);
-        self.snapshot_finishing |= done;
+        if let Some(current) = &self.incoming_snapshot {
+            // Never hand storage a chunk that could replace a newer snapshot, restart a
+            // snapshot whose last chunk is being installed, or rewrite bytes already handed
+            // over (a duplicated message): each would make storage restore the state machine
+            // to a point the core has moved past.
+            let stale = meta.index < current.meta.index;
+            let duplicate = meta == current.meta && offset < current.handed_through;
+            if duplicate && !current.finishing && offset < current.durable_through {
+                // The leader resent bytes we hold: our answer was lost. Say where we are.
+                let body = MessageBody::InstallSnapshotResponse {
+                    snapshot_index: meta.index,
+                    next_offset: current.durable_through,
+                    done: false,
+                    rejected: false,
+                };
+                self.send(from, body);
+                return;
+            }
+            if stale || current.finishing || duplicate {
+                return;
+            }
+        }
+        let continuing = self
+            .incoming_snapshot
+            .as_ref()
+            .is_some_and(|current| current.meta == meta);
+        if !continuing {
+            self.incoming_snapshot = Some(IncomingSnapshot {
+                meta: meta.clone(),
+                sender: from,
+                handed_through: 0,
+                durable_through: 0,
+                finishing: false,
+            });
+        }
+        if let Some(current) = self.incoming_snapshot.as_mut() {
+            current.sender = from;
+            current.handed_through = offset + data.len() as u64;
+            current.finishing = done;
+        }
         self.actions.push(Action::WriteSnapshotChunk {
             from,
             meta,
@@ -201,20 +243,31 @@ impl Replica {
         installed: bool,
         rejected: bool,
     ) {
-        if installed || rejected {
-            self.snapshot_finishing = false;
-        }
         if installed && meta.index > self.log.snapshot_index() {
             self.log.restore(meta.clone());
             self.applied = meta.index;
             self.apply_requested = meta.index;
             self.refresh_membership();
         }
-        let Some(leader) = self.snapshot_sender else {
+        let Some(current) = self.incoming_snapshot.as_mut() else {
             return;
         };
+        if current.meta != meta {
+            return; // An answer about a transfer we gave up; nobody waits for it.
+        }
+        let leader = current.sender;
         if installed {
-            self.snapshot_sender = None;
+            self.incoming_snapshot = None;
+        } else {
+            if rejected || next_offset >= meta.size_bytes {
+                // The last chunk (or a refused one) is answered: the transfer goes on from
+                // where storage says it stands.
+                current.finishing = false;
+            }
+            if rejected {
+                current.handed_through = next_offset;
+            }
+            current.durable_through = next_offset;
         }
         let body = MessageBody::InstallSnapshotResponse {
             snapshot_index: meta.index,
@@ -223,5 +276,28 @@ impl Replica {
             rejected,
         };
         self.send(leader, body);
+    }
+}
+
+/// A snapshot this follower is receiving.
+#[derive(Clone, Debug)]
+pub(super) struct IncomingSnapshot {
+    /// Which snapshot.
+    pub meta: SnapshotMeta,
+    /// The leader sending it; answers go there.
+    pub sender: NodeId,
+    /// End of the bytes handed to storage so far; chunks below it are duplicates.
+    pub handed_through: u64,
+    /// End of the bytes storage reported durable. Invariant: `<= handed_through`.
+    pub durable_through: u64,
+    /// The last chunk is with storage: until it answers, nothing else is written, appends are
+    /// refused (the install will reset the log) and this node does not campaign.
+    pub finishing: bool,
+}
+
+impl Replica {
+    /// True while the last chunk of a received snapshot is being installed by storage.
+    pub(super) fn snapshot_finishing(&self) -> bool {
+        self.incoming_snapshot.as_ref().is_some_and(|s| s.finishing)
     }
 }

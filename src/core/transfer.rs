@@ -42,6 +42,9 @@ impl Replica {
             .get(&peer)
             .is_some_and(|pr| pr.match_index == last);
         if is_target && caught_up {
+            if let Some(state) = self.leader_state.as_mut() {
+                state.lease_revoked = true;
+            }
             self.send(peer, MessageBody::TimeoutNow);
             return true;
         }
