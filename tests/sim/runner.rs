@@ -3,7 +3,8 @@
 //!
 //! Environment: `SIM_SEED=n` replays exactly seed n (`SIM_TRACE=1` also prints every event);
 //! `SIM_SEEDS=n` runs n seeds starting at `SIM_SEED_START` (default 0); `SIM_THREADS=n`;
-//! `SIM_KEEP_GOING=1` runs every seed and lists each failing one (for triage);
+//! `SIM_SKIP_SEEDS=a,b,...` leaves those seeds out (the mutation check skips seeds that
+//! already fail without a planted bug); `SIM_KEEP_GOING=1` runs every seed and lists each failing one (for triage);
 //! `SIM_CHECK_PERSIST=0` turns off the direct persist-before-acknowledge check so only the
 //! end-to-end safety checks can catch a durability bug.
 
@@ -28,6 +29,7 @@ pub(crate) struct RunnerOptions {
     echo_trace: bool,
     check_persist_contract: bool,
     keep_going: bool,
+    skip: Vec<u64>,
 }
 
 impl RunnerOptions {
@@ -47,8 +49,23 @@ impl RunnerOptions {
             echo_trace: env_u64("SIM_TRACE")?.unwrap_or(0) != 0,
             check_persist_contract: env_u64("SIM_CHECK_PERSIST")?.unwrap_or(1) != 0,
             keep_going: env_u64("SIM_KEEP_GOING")?.unwrap_or(0) != 0,
+            skip: env_seed_list("SIM_SKIP_SEEDS")?,
         })
     }
+}
+
+fn env_seed_list(name: &str) -> Result<Vec<u64>, String> {
+    let Ok(value) = std::env::var(name) else {
+        return Ok(Vec::new());
+    };
+    value
+        .split([',', ' '])
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse()
+                .map_err(|_| format!("{name}: {s:?} is not a seed number"))
+        })
+        .collect()
 }
 
 fn env_u64(name: &str) -> Result<Option<u64>, String> {
@@ -88,6 +105,9 @@ pub(crate) fn run_seeds<C: SimCore>(options: &RunnerOptions) -> Result<String, S
                     let seed = next.fetch_add(1, Ordering::Relaxed);
                     if seed >= end {
                         break;
+                    }
+                    if options.skip.contains(&seed) {
+                        continue;
                     }
                     let quiet = TraceMode {
                         keep_lines: 0,
