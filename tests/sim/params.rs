@@ -60,6 +60,8 @@ pub(crate) struct RunParams {
     pub(crate) pre_vote: bool,
     /// Core: CheckQuorum on.
     pub(crate) check_quorum: bool,
+    /// Core: lease reads on (safe here: every node's clock ticks at exactly the same rate).
+    pub(crate) lease_reads: bool,
     /// Core: in-flight AppendRequests per follower.
     pub(crate) max_inflight_messages: usize,
     /// Core: bytes per AppendRequest.
@@ -98,6 +100,7 @@ impl RunParams {
             read_per_mille: rng.pick(&[100, 300]),
             pre_vote: rng.chance(700),
             check_quorum: rng.chance(700),
+            lease_reads: rng.chance(250),
             max_inflight_messages,
             max_append_bytes,
             max_uncommitted_bytes,
@@ -116,6 +119,7 @@ impl RunParams {
         let mut config = CoreConfig::new(NodeId(index as u64), node_seed);
         config.pre_vote = self.pre_vote;
         config.check_quorum = self.check_quorum;
+        config.lease_reads = self.lease_reads;
         config.max_inflight_messages = self.max_inflight_messages;
         config.max_append_bytes = self.max_append_bytes;
         config.max_inflight_bytes = self.max_append_bytes * self.max_inflight_messages as u64;
@@ -127,11 +131,12 @@ impl RunParams {
     /// A one-line description for failure reports.
     pub(crate) fn describe(&self) -> String {
         format!(
-            "{} nodes, pre_vote={}, check_quorum={}, drop={}‰, dup={}‰, net<={}ms, disk<={}ms, \
+            "{} nodes, pre_vote={}, check_quorum={}, lease_reads={}, drop={}‰, dup={}‰, net<={}ms, disk<={}ms, \
              inflight={}x{}B, chunk={}B",
             self.nodes,
             self.pre_vote,
             self.check_quorum,
+            self.lease_reads,
             self.network.drop_per_mille,
             self.network.duplicate_per_mille,
             self.network.delay_max_ms,
