@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Mutation check for the simulator (`make mutants`): every classic Raft bug planted in the core
+# behind a cargo feature must make the simulator fail. A planted bug that no seed catches
+# "survives", and the script fails.
+#
+# Steps: run the seeds without any planted bug (every failing seed found there is a real
+# finding, reported and then skipped); then, for each planted bug, run the same seeds with that
+# feature and stop at the first failing seed. The direct persist-before-acknowledge check is
+# off (SIM_CHECK_PERSIST=0), so bugs are caught by Raft's own safety properties (election
+# safety, log matching, leader completeness, state machine safety, linearizability).
+#
+# Environment: MUTANT_SEEDS (default 3000), MUTANT_PROFILE (release | debug, default release).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seeds="${MUTANT_SEEDS:-3000}"
+profile_flag=(--release)
+if [ "${MUTANT_PROFILE:-release}" = debug ]; then
+    profile_flag=()
+fi
+bugs=(bug-vote-without-log-check bug-commit-old-term bug-ack-before-persist)
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+
+# run_sim LOG KEEP_GOING SKIP_SEEDS [cargo args...]: runs the simulator; a failing seed
+# does not stop this script, a simulator that does not run at all does.
+run_sim() {
+    local log="$1" keep_going="$2" skip_seeds="$3"
+    shift 3
+    SIM_SEEDS="$seeds" SIM_CHECK_PERSIST=0 SIM_KEEP_GOING="$keep_going" \
+        SIM_SKIP_SEEDS="$skip_seeds" cargo test "${profile_flag[@]}" "$@" --test sim \
+        -- --nocapture >"$log" 2>&1 || true
+    if ! grep -qE '^sim: |^sim failed: seed=' "$log"; then
+        echo "mutants: the simulator did not run; last lines of its output:" >&2
+        tail -n 30 "$log" >&2
+        exit 2
+    fi
+}
+
+echo "mutants: baseline, $seeds seeds without planted bugs"
+run_sim "$out/baseline.log" 1 ""
+skip="$(grep -oE '^sim failed: seed=[0-9]+ check' "$out/baseline.log" | grep -oE '[0-9]+' \
+    | sort -n | paste -sd, - || true)"
+if [ -n "$skip" ]; then
+    echo "mutants: WARNING: seeds failing without any planted bug (real findings), skipped: $skip"
+    grep -E '^sim failed: seed=[0-9]+ check' "$out/baseline.log" | sed 's/^/    /'
+else
+    grep -E '^sim: ' "$out/baseline.log" | sed 's/^/    /'
+fi
+
+survived=()
+for bug in "${bugs[@]}"; do
+    echo "mutants: $bug"
+    run_sim "$out/$bug.log" 0 "$skip" --features "$bug"
+    if grep -qE '^sim failed: seed=' "$out/$bug.log"; then
+        echo "    caught: $(grep -m1 -E '^sim failed: seed=' "$out/$bug.log" | cut -d' ' -f1-3)"
+        echo "    $(grep -m1 -E '^check: ' "$out/$bug.log")"
+    else
+        echo "    SURVIVED: $seeds seeds passed with the bug planted"
+        survived+=("$bug")
+    fi
+done
+
+if [ ${#survived[@]} -gt 0 ]; then
+    echo "mutants: FAILED: planted bugs not caught: ${survived[*]}"
+    exit 1
+fi
+echo "mutants: all ${#bugs[@]} planted bugs caught"

@@ -1,0 +1,546 @@
+//! Feeding inputs to a replica and carrying out the actions it returns, then checking what
+//! its new state says about the cluster.
+//!
+//! Part of [`World`]'s single-threaded event loop. Every action is carried out in the order
+//! the core emitted it, as the node's consensus thread would: sends go to the network,
+//! persists to the disk (acknowledged later by a `Sync` event), applies to the state machine
+//! (acknowledged by an `Applied` answer), snapshot reads and writes to the disk.
+
+use crate::checker::Verdict;
+use crate::history::WriteOutcome;
+use crate::params::EARLY_TERM_MS;
+use crate::replica::SimCore;
+use crate::state_machine::decode_write;
+use crate::world::{Event, World};
+use rcraft::core::{Action, Input};
+use rcraft::wire::{
+    Entry, EntryPayload, LogIndex, Message, MessageBody, NodeId, Role, SnapshotMeta, Term,
+};
+
+use crate::disk::StoredSnapshot;
+
+impl<C: SimCore> World<C> {
+    /// Steps `node` with `input`, carries out its actions and runs the checks.
+    pub(crate) fn feed(&mut self, node: usize, input: Input) -> Verdict {
+        let Some(core) = self.nodes[node].core.as_mut() else {
+            return Ok(());
+        };
+        core.step(input);
+        self.drain(node)
+    }
+
+    /// Carries out the queued actions of `node`, then checks its new state.
+    pub(crate) fn drain(&mut self, node: usize) -> Verdict {
+        let Some(core) = self.nodes[node].core.as_mut() else {
+            return Ok(());
+        };
+        let actions = core.take_actions();
+        let id = self.nodes[node].id;
+        for action in actions {
+            self.carry_out(node, action)
+                .map_err(|e| format!("node {id}: {e}"))?;
+        }
+        self.observe(node)
+    }
+
+    fn carry_out(&mut self, node: usize, action: Action) -> Verdict {
+        if self.tracing() {
+            let line = describe_action(node, &action);
+            self.note(line);
+        }
+        match action {
+            Action::Send(msg) => self.send(node, msg),
+            Action::Persist {
+                seq,
+                hard_state,
+                entries,
+            } => self.persist(node, seq, hard_state, entries),
+            Action::Apply { entries } => self.apply(node, &entries),
+            Action::Proposed { id, term, index } => {
+                self.request_client.remove(&id);
+                let write_id = self.nodes[node]
+                    .proposals
+                    .remove(&id)
+                    .ok_or_else(|| format!("Proposed for unknown request {id}"))?;
+                let replaced = self.nodes[node].proposed.insert(index, (term, write_id));
+                if let Some((_, lost)) = replaced {
+                    self.history.complete_write(lost, WriteOutcome::Unknown)?;
+                }
+                Ok(())
+            }
+            Action::ProposeRejected { id, error } => {
+                self.redirect_client(id, &error);
+                let write_id = self.nodes[node]
+                    .proposals
+                    .remove(&id)
+                    .ok_or_else(|| format!("ProposeRejected for unknown request {id}"))?;
+                self.history.complete_write(write_id, WriteOutcome::Failed)
+            }
+            Action::ReadReady { id, index, .. } => {
+                self.request_client.remove(&id);
+                let read = self.nodes[node]
+                    .reads
+                    .remove(&id)
+                    .ok_or_else(|| format!("ReadReady for unknown request {id}"))?;
+                self.history.check_read_index(&read, index)?;
+                self.nodes[node].ready_reads.push((index, read));
+                self.serve_ready_reads(node)
+            }
+            Action::ReadRejected { id, error } => {
+                self.redirect_client(id, &error);
+                self.nodes[node]
+                    .reads
+                    .remove(&id)
+                    .ok_or_else(|| format!("ReadRejected for unknown request {id}"))?;
+                Ok(())
+            }
+            Action::ReadSnapshotChunk {
+                to,
+                meta,
+                offset,
+                max_bytes,
+            } => self.read_snapshot_chunk(node, to, meta, offset, max_bytes),
+            Action::WriteSnapshotChunk {
+                meta,
+                offset,
+                data,
+                done,
+                ..
+            } => self.write_snapshot_chunk(node, meta, offset, &data, done),
+            Action::CompactLog { through } => {
+                let n = &mut self.nodes[node];
+                n.disk.compact(through)?;
+                n.log.compact(through)
+            }
+        }
+    }
+
+    fn send(&mut self, node: usize, msg: Message) -> Verdict {
+        if msg.from != self.nodes[node].id {
+            return Err(format!("sends a message as node {}: {msg:?}", msg.from));
+        }
+        if self.check_persist_contract {
+            self.check_released_durably(node, &msg)?;
+        }
+        for delay in self.network.delivery_delays(&mut self.rng) {
+            self.schedule(self.now + delay, Event::Deliver(msg.clone()));
+        }
+        Ok(())
+    }
+
+    /// Persist before acknowledging (thesis §10.2.1): a granted vote and an append
+    /// acknowledgement may leave a node only once what they promise is on its disk.
+    fn check_released_durably(&self, node: usize, msg: &Message) -> Verdict {
+        let n = &self.nodes[node];
+        match &msg.body {
+            MessageBody::VoteResponse {
+                pre_vote: false,
+                granted: true,
+            } => {
+                let durable = n.disk.durable_vote(msg.term);
+                if durable != Some(msg.to) {
+                    return Err(format!(
+                        "persistence contract: grants its vote to {} in term {} while its disk \
+                         holds vote {durable:?} for that term",
+                        msg.to, msg.term
+                    ));
+                }
+                Ok(())
+            }
+            // The entries through `match_index` must be on disk. (Their terms are not
+            // compared: a newer truncation may already be in memory, not yet durable.)
+            MessageBody::AppendResponse {
+                success: true,
+                match_index,
+                ..
+            } => {
+                let covered = n.disk.snapshot().map_or(LogIndex(0), |s| s.meta.index);
+                let durable = n.disk.durable_last_index();
+                if *match_index > covered.max(durable) {
+                    return Err(format!(
+                        "persistence contract: acknowledges index {match_index} to {} while its \
+                         disk holds entries only through {}",
+                        msg.to,
+                        covered.max(durable)
+                    ));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn persist(
+        &mut self,
+        node: usize,
+        seq: u64,
+        hard_state: Option<rcraft::core::HardState>,
+        entries: Vec<Entry>,
+    ) -> Verdict {
+        let n = &mut self.nodes[node];
+        if n.last_persist_seq.is_some_and(|last| seq <= last) {
+            return Err(format!(
+                "persist sequence numbers must grow: {seq} after {:?}",
+                n.last_persist_seq
+            ));
+        }
+        n.last_persist_seq = Some(seq);
+        n.log.write(&entries)?;
+        for entry in &entries {
+            let prev_term = n.log.term_at(entry.index.prev());
+            self.checker.observe_entry(n.id, entry, prev_term)?;
+        }
+        n.disk.write(seq, hard_state, entries);
+        let delay = self
+            .rng
+            .between(self.params.disk_delay_min_ms, self.params.disk_delay_max_ms);
+        let n = &mut self.nodes[node];
+        let sync_at = n.disk.last_sync_at.max(self.now + delay);
+        n.disk.last_sync_at = sync_at;
+        let incarnation = n.incarnation;
+        self.schedule(
+            sync_at,
+            Event::Sync {
+                node,
+                incarnation,
+                seq,
+            },
+        );
+        Ok(())
+    }
+
+    fn apply(&mut self, node: usize, entries: &[Entry]) -> Verdict {
+        let term = self.current_term(node);
+        for entry in entries {
+            let n = &mut self.nodes[node];
+            if entry.index != n.sm.applied_index.next() {
+                return Err(format!(
+                    "applies index {} after index {}",
+                    entry.index, n.sm.applied_index
+                ));
+            }
+            let id = n.id;
+            if self.check_persist_contract {
+                let covered = n.disk.snapshot().map_or(LogIndex(0), |s| s.meta.index);
+                let durable = n.disk.durable_term_at(entry.index);
+                if entry.index > covered && durable != Some(entry.term) {
+                    return Err(format!(
+                        "persistence contract: applies index {} term {} while its disk holds \
+                         {durable:?} there",
+                        entry.index, entry.term
+                    ));
+                }
+            }
+            self.checker.observe_apply(id, term, entry)?;
+            let n = &mut self.nodes[node];
+            n.sm.apply(entry)?;
+            if let Some((proposed_term, write_id)) = n.proposed.remove(&entry.index) {
+                let ours = entry.term == proposed_term && carries_write(entry, write_id);
+                let outcome = if ours {
+                    WriteOutcome::Acked {
+                        at: self.now,
+                        index: entry.index,
+                    }
+                } else {
+                    WriteOutcome::Failed
+                };
+                self.history.complete_write(write_id, outcome)?;
+            }
+        }
+        self.serve_ready_reads(node)?;
+        let n = &self.nodes[node];
+        let (incarnation, index) = (n.incarnation, n.sm.applied_index);
+        let delay = self.rng.between(0, 2);
+        self.schedule(
+            self.now + delay,
+            Event::Answer {
+                node,
+                incarnation,
+                input: Input::Applied { index },
+            },
+        );
+        Ok(())
+    }
+
+    /// Completes every confirmed read whose read index the state machine has reached.
+    pub(crate) fn serve_ready_reads(&mut self, node: usize) -> Verdict {
+        let n = &mut self.nodes[node];
+        let applied = n.sm.applied_index;
+        let (done, waiting): (Vec<_>, Vec<_>) = n
+            .ready_reads
+            .drain(..)
+            .partition(|(index, _)| *index <= applied);
+        n.ready_reads = waiting;
+        for (_, read) in done {
+            let n = &self.nodes[node];
+            self.history
+                .complete_read(&read, applied, &n.sm.writes, self.now)?;
+        }
+        Ok(())
+    }
+
+    fn read_snapshot_chunk(
+        &mut self,
+        node: usize,
+        to: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        max_bytes: u64,
+    ) -> Verdict {
+        let n = &self.nodes[node];
+        let snapshot = n
+            .snapshots
+            .get(&meta.index)
+            .filter(|s| s.meta == meta)
+            .ok_or_else(|| format!("asks to read snapshot {meta:?}, which it does not have"))?;
+        let start = offset.min(snapshot.meta.size_bytes) as usize;
+        let end = offset
+            .saturating_add(max_bytes)
+            .min(snapshot.meta.size_bytes) as usize;
+        let data = snapshot.bytes[start..end].to_vec();
+        let incarnation = n.incarnation;
+        let delay = self
+            .rng
+            .between(self.params.disk_delay_min_ms, self.params.disk_delay_max_ms);
+        self.schedule(
+            self.now + delay,
+            Event::Answer {
+                node,
+                incarnation,
+                input: Input::SnapshotChunkRead {
+                    to,
+                    meta,
+                    offset,
+                    data,
+                },
+            },
+        );
+        Ok(())
+    }
+
+    fn write_snapshot_chunk(
+        &mut self,
+        node: usize,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: &[u8],
+        done: bool,
+    ) -> Verdict {
+        let outcome = self.nodes[node]
+            .disk
+            .write_chunk(&meta, offset, data, done)?;
+        let incarnation = self.nodes[node].incarnation;
+        let at = self.now
+            + self
+                .rng
+                .between(self.params.disk_delay_min_ms, self.params.disk_delay_max_ms);
+        let event = match outcome.installed {
+            Some(snapshot) => Event::Install {
+                node,
+                incarnation,
+                snapshot,
+                next_offset: outcome.next_offset,
+            },
+            None => Event::Answer {
+                node,
+                incarnation,
+                input: Input::SnapshotChunkWritten {
+                    meta,
+                    next_offset: outcome.next_offset,
+                    installed: false,
+                    rejected: outcome.rejected,
+                },
+            },
+        };
+        self.schedule(at, event);
+        Ok(())
+    }
+
+    /// The apply side restores the received snapshot, then the core hears it is installed.
+    pub(crate) fn on_install(
+        &mut self,
+        node: usize,
+        incarnation: u64,
+        snapshot: StoredSnapshot,
+        next_offset: u64,
+    ) -> Verdict {
+        let n = &self.nodes[node];
+        if n.core.is_none() || n.incarnation != incarnation {
+            return Ok(());
+        }
+        let id = n.id;
+        let core_snapshot = n.view.as_ref().map_or(LogIndex(0), |v| v.snapshot_index);
+        if snapshot.meta.index < n.sm.applied_index {
+            return Err(format!(
+                "node {id}: installs a snapshot at {} behind its applied index {}",
+                snapshot.meta.index, n.sm.applied_index
+            ));
+        }
+        let sm = self.restore_checked(id, &snapshot)?;
+        let n = &mut self.nodes[node];
+        n.sm = sm;
+        // The core resets its log only for a snapshot newer than the one it has.
+        if snapshot.meta.index > core_snapshot {
+            n.log
+                .install_snapshot(snapshot.meta.index, snapshot.meta.term);
+        }
+        let meta = snapshot.meta.clone();
+        n.snapshots.insert(meta.index, snapshot);
+        self.serve_ready_reads(node)?;
+        self.feed(
+            node,
+            Input::SnapshotChunkWritten {
+                meta,
+                next_offset,
+                installed: true,
+                rejected: false,
+            },
+        )
+    }
+
+    fn current_term(&self, node: usize) -> Term {
+        self.nodes[node]
+            .core
+            .as_ref()
+            .map_or(Term(0), |c| c.view().term)
+    }
+
+    /// Checks what `node`'s state after a step says: its own consistency, election safety,
+    /// leader completeness, and every newly committed entry.
+    fn observe(&mut self, node: usize) -> Verdict {
+        let Some(core) = self.nodes[node].core.as_ref() else {
+            return Ok(());
+        };
+        let view = core.view();
+        let n = &self.nodes[node];
+        let id = n.id;
+        if let Some(before) = &n.view {
+            if view.term < before.term || view.commit_index < before.commit_index {
+                return Err(format!(
+                    "node {id}: term or commit index went backwards: {before:?} -> {view:?}"
+                ));
+            }
+        }
+        if view.last_index != n.log.last_index() {
+            return Err(format!(
+                "node {id}: reports last index {} but its persist actions describe a log \
+                 ending at {}",
+                view.last_index,
+                n.log.last_index()
+            ));
+        }
+        if view.commit_index > view.last_index || view.applied_index > view.commit_index {
+            return Err(format!(
+                "node {id}: inconsistent indexes: applied {} commit {} last {}",
+                view.applied_index, view.commit_index, view.last_index
+            ));
+        }
+        let became_leader = view.role == Role::Leader
+            && n.view
+                .as_ref()
+                .is_none_or(|v| v.role != Role::Leader || v.term != view.term);
+        if view.role == Role::Leader {
+            self.checker.observe_leader(id, view.term, &n.log)?;
+        }
+        let early_commit = view.role == Role::Leader
+            && !became_leader
+            && n.view
+                .as_ref()
+                .is_some_and(|v| v.commit_index < view.commit_index)
+            && n.leader_since
+                .is_some_and(|since| self.now <= since + EARLY_TERM_MS);
+        self.observe_commits(node, &view)?;
+        if became_leader {
+            self.nodes[node].leader_since = Some(self.now);
+            self.maybe_churn(node, false);
+        } else if early_commit {
+            self.maybe_churn(node, true);
+        }
+        let n = &mut self.nodes[node];
+        n.last_commit = n.last_commit.max(view.commit_index);
+        n.view = Some(view);
+        Ok(())
+    }
+
+    fn observe_commits(&mut self, node: usize, view: &crate::replica::CoreView) -> Verdict {
+        let n = &self.nodes[node];
+        let id = n.id;
+        for index in n.last_commit.0 + 1..=view.commit_index.0 {
+            let index = LogIndex(index);
+            if index <= n.log.base_index() {
+                continue;
+            }
+            let entry = n
+                .log
+                .get(index)
+                .ok_or_else(|| format!("node {id}: commit index {index} is beyond its log"))?;
+            let leaders = self.nodes.iter().filter_map(|other| {
+                let v = other.view.as_ref()?;
+                (other.core.is_some() && v.role == Role::Leader && other.id != id)
+                    .then_some((other.id, v.term, &other.log))
+            });
+            self.checker.observe_commit(id, view.term, entry, leaders)?;
+        }
+        Ok(())
+    }
+}
+
+/// True when `entry` is the command carrying `write_id`.
+fn carries_write(entry: &Entry, write_id: u64) -> bool {
+    match &entry.payload {
+        EntryPayload::Command { data, .. } => decode_write(data) == Some(write_id),
+        _ => false,
+    }
+}
+
+/// One trace line for an action; messages are traced when delivered, so sends stay short.
+fn describe_action(node: usize, action: &Action) -> String {
+    match action {
+        Action::Send(msg) => format!(
+            "  node {node} sends to {} term {}: {}",
+            msg.to,
+            msg.term,
+            describe_body(&msg.body)
+        ),
+        Action::Persist {
+            seq,
+            hard_state,
+            entries,
+        } => format!(
+            "  node {node} persists seq {seq}: {} entries {:?}..{:?}, hard state {hard_state:?}",
+            entries.len(),
+            entries.first().map(|e| (e.index.0, e.term.0)),
+            entries.last().map(|e| (e.index.0, e.term.0)),
+        ),
+        Action::Apply { entries } => format!(
+            "  node {node} applies {:?}..{:?}",
+            entries.first().map(|e| (e.index.0, e.term.0)),
+            entries.last().map(|e| (e.index.0, e.term.0)),
+        ),
+        other => format!("  node {node} {other:?}"),
+    }
+}
+
+/// A message body without its payload bytes.
+fn describe_body(body: &MessageBody) -> String {
+    match body {
+        MessageBody::AppendRequest {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+        } => format!(
+            "AppendRequest prev {prev_log_index}/{prev_log_term} entries {:?}..{:?} commit \
+             {leader_commit}",
+            entries.first().map(|e| (e.index.0, e.term.0)),
+            entries.last().map(|e| (e.index.0, e.term.0)),
+        ),
+        MessageBody::InstallSnapshot {
+            meta, offset, done, ..
+        } => format!(
+            "InstallSnapshot {}/{} offset {offset} done {done}",
+            meta.index, meta.term
+        ),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,123 @@
+//! A log of entries after a base point: the model both of a replica's in-memory log (as its
+//! persist actions describe it) and of what a simulated disk holds durably.
+//!
+//! Owned by one simulated node. Invariant: `entries` is contiguous and its first entry (if
+//! any) has index `base_index + 1`; `base_index`/`base_term` name the last entry covered by a
+//! snapshot (or 0/0 for the empty prefix).
+
+use rcraft::wire::{Entry, LogIndex, Term};
+
+/// Entries after a snapshot point.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct EntryLog {
+    base_index: LogIndex,
+    base_term: Term,
+    entries: Vec<Entry>,
+}
+
+impl EntryLog {
+    /// A log that starts right after (`base_index`, `base_term`) and holds `entries`.
+    pub(crate) fn from_parts(
+        base_index: LogIndex,
+        base_term: Term,
+        entries: Vec<Entry>,
+    ) -> Result<EntryLog, String> {
+        let mut log = EntryLog {
+            base_index,
+            base_term,
+            entries: Vec::new(),
+        };
+        log.write(&entries)?;
+        Ok(log)
+    }
+
+    /// Index of the last entry (the base index when empty).
+    pub(crate) fn last_index(&self) -> LogIndex {
+        self.entries.last().map_or(self.base_index, |e| e.index)
+    }
+
+    /// The index covered by the snapshot this log starts after.
+    pub(crate) fn base_index(&self) -> LogIndex {
+        self.base_index
+    }
+
+    /// The entries after the base, in index order.
+    pub(crate) fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The entry at `index`, when held (not compacted, not beyond the end).
+    pub(crate) fn get(&self, index: LogIndex) -> Option<&Entry> {
+        if index <= self.base_index {
+            return None;
+        }
+        self.entries.get((index.0 - self.base_index.0 - 1) as usize)
+    }
+
+    /// The term at `index`: the base term at the base, `None` when compacted or beyond.
+    pub(crate) fn term_at(&self, index: LogIndex) -> Option<Term> {
+        if index == self.base_index {
+            return Some(self.base_term);
+        }
+        self.get(index).map(|e| e.term)
+    }
+
+    /// Carries out the log part of a persist action: truncate from the first new index when
+    /// it is at or below the last index, then append. Entries at or below the base are
+    /// already covered by the snapshot and skipped. A write that would leave a hole is an
+    /// error.
+    pub(crate) fn write(&mut self, entries: &[Entry]) -> Result<(), String> {
+        let fresh: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| e.index > self.base_index)
+            .collect();
+        let Some(first) = fresh.first() else {
+            return Ok(());
+        };
+        for pair in fresh.windows(2) {
+            if pair[1].index != pair[0].index.next() {
+                return Err(format!(
+                    "persisted entries are not contiguous: {} then {}",
+                    pair[0].index, pair[1].index
+                ));
+            }
+        }
+        if first.index > self.last_index().next() {
+            return Err(format!(
+                "persist leaves a hole: log ends at {} but entries start at {}",
+                self.last_index(),
+                first.index
+            ));
+        }
+        let keep = (first.index.0 - self.base_index.0 - 1) as usize;
+        self.entries.truncate(keep);
+        self.entries.extend(fresh.into_iter().cloned());
+        Ok(())
+    }
+
+    /// Resets the log to a snapshot point received from the leader: the snapshot replaces
+    /// the whole log (the core discards its log on install, and storage does the same).
+    pub(crate) fn install_snapshot(&mut self, index: LogIndex, term: Term) {
+        self.base_index = index;
+        self.base_term = term;
+        self.entries.clear();
+    }
+
+    /// Drops the entries through `through`, which must be held or at the base.
+    pub(crate) fn compact(&mut self, through: LogIndex) -> Result<(), String> {
+        if through <= self.base_index {
+            return Ok(());
+        }
+        let Some(term) = self.term_at(through) else {
+            return Err(format!(
+                "compaction through {through} beyond the log end {}",
+                self.last_index()
+            ));
+        };
+        let drop = (through.0 - self.base_index.0) as usize;
+        self.entries.drain(..drop);
+        self.base_index = through;
+        self.base_term = term;
+        Ok(())
+    }
+}

@@ -1,0 +1,149 @@
+//! The shape of one simulated run: fixed limits, and the per-seed parameters drawn from the
+//! seed (cluster size, fault rates, network and disk behaviour, core tuning).
+//!
+//! Every limit of the simulator lives here. A `RunParams` value is computed once per world
+//! from its seed and never changes during the run.
+
+use crate::network::NetworkProfile;
+use crate::rng::SimRng;
+use rcraft::core::CoreConfig;
+use rcraft::wire::NodeId;
+
+/// Sim milliseconds per core tick (the core's defaults assume 10 ms).
+pub(crate) const TICK_MS: u64 = 10;
+/// Quiet start: the cluster must elect a leader and commit within this before faults begin.
+pub(crate) const BOOT_MS: u64 = 2_000;
+/// Length of a phase with faults.
+pub(crate) const CHAOS_MS: u64 = 2_500;
+/// Length of a healed phase (every node up, every link restored, no loss).
+pub(crate) const CALM_MS: u64 = 2_500;
+/// Chaos and calm phases per run.
+pub(crate) const CYCLES: u64 = 2;
+/// After faults heal, a leader must exist and a new write must be acknowledged within this
+/// (200 ticks: several election timeouts, room for pre-vote and restarts).
+pub(crate) const LIVENESS_BOUND_MS: u64 = 2_000;
+/// A run that processes more events than this is reported (a message storm, or a loop).
+pub(crate) const MAX_EVENTS_PER_RUN: u64 = 400_000;
+/// Concurrent clients, each sticking to the node it believes leads.
+pub(crate) const CLIENTS: usize = 3;
+/// Leader churn also strikes when a leader advances its commit index this soon after its
+/// election: the moment a wrongly counted commit is most exposed.
+pub(crate) const EARLY_TERM_MS: u64 = 300;
+/// Events shown when a seed fails.
+pub(crate) const TRACE_LINES: usize = 60;
+
+const _: () = assert!(LIVENESS_BOUND_MS < CALM_MS && LIVENESS_BOUND_MS <= BOOT_MS);
+
+/// The parameters of one run, drawn from its seed.
+#[derive(Clone, Debug)]
+pub(crate) struct RunParams {
+    /// 3 or 5 replicas.
+    pub(crate) nodes: usize,
+    /// Network behaviour.
+    pub(crate) network: NetworkProfile,
+    /// Shortest time for a write to become durable, ms.
+    pub(crate) disk_delay_min_ms: u64,
+    /// Longest time for a write to become durable, ms.
+    pub(crate) disk_delay_max_ms: u64,
+    /// Longest gap between two faults during chaos, ms.
+    pub(crate) fault_gap_max_ms: u64,
+    /// Longest time a crashed node stays down during chaos, ms.
+    pub(crate) downtime_max_ms: u64,
+    /// Longest gap between two client operations, ms.
+    pub(crate) client_gap_max_ms: u64,
+    /// Chance, per mille, that a node becoming leader during chaos is crashed or cut off
+    /// soon after (the leader churn behind Figure 8 of the Raft paper).
+    pub(crate) churn_per_mille: u64,
+    /// Share of client operations that are reads, per mille.
+    pub(crate) read_per_mille: u64,
+    /// Core: Pre-Vote on.
+    pub(crate) pre_vote: bool,
+    /// Core: CheckQuorum on.
+    pub(crate) check_quorum: bool,
+    /// Core: lease reads on (safe here: every node's clock ticks at exactly the same rate).
+    pub(crate) lease_reads: bool,
+    /// Core: in-flight AppendRequests per follower.
+    pub(crate) max_inflight_messages: usize,
+    /// Core: bytes per AppendRequest.
+    pub(crate) max_append_bytes: u64,
+    /// Core: uncommitted bytes at the leader before proposals are refused.
+    pub(crate) max_uncommitted_bytes: u64,
+    /// Core: bytes per snapshot chunk.
+    pub(crate) snapshot_chunk_bytes: u64,
+}
+
+impl RunParams {
+    /// Draws a run's parameters.
+    pub(crate) fn random(rng: &mut SimRng) -> RunParams {
+        // (window, batch bytes): tiny batches (one entry each) with a window wide enough to
+        // keep up, small ones, and large ones. Tiny batches split a new leader's catch-up of
+        // old entries from its own no-op, which is what exposes the Figure 8 commit rule.
+        let (max_inflight_messages, max_append_bytes) =
+            rng.pick(&[(8, 64), (32, 64), (2, 256), (8, 4_096), (64, 1 << 20)]);
+        // Liveness is judged against a bound, so the backlog a leader may build must drain
+        // within it: a small replication window gets a small uncommitted-bytes cap.
+        let window_bytes = max_inflight_messages as u64 * max_append_bytes;
+        let max_uncommitted_bytes = if window_bytes < 64 << 10 {
+            rng.pick(&[2_048, 4_096])
+        } else {
+            rng.pick(&[2_048, 64 << 20])
+        };
+        RunParams {
+            nodes: rng.pick(&[3, 5]),
+            network: NetworkProfile::random(rng),
+            disk_delay_min_ms: 1,
+            disk_delay_max_ms: rng.pick(&[2, 10, 40]),
+            fault_gap_max_ms: rng.pick(&[100, 300, 800]),
+            downtime_max_ms: rng.pick(&[200, 1_000]),
+            client_gap_max_ms: rng.pick(&[10, 40, 100]),
+            churn_per_mille: rng.pick(&[0, 300, 700, 950]),
+            read_per_mille: rng.pick(&[100, 300]),
+            pre_vote: rng.chance(700),
+            check_quorum: rng.chance(700),
+            lease_reads: rng.chance(250),
+            max_inflight_messages,
+            max_append_bytes,
+            max_uncommitted_bytes,
+            // One chunk is in flight per follower: chunks must be big enough for a lagging
+            // follower to catch up within the liveness bound, small enough to need several.
+            snapshot_chunk_bytes: rng.pick(&[2_048, 16_384, 1 << 20]),
+        }
+    }
+
+    /// The core configuration of node `index` in its `incarnation`-th life.
+    pub(crate) fn core_config(&self, seed: u64, index: usize, incarnation: u64) -> CoreConfig {
+        let node_seed = seed
+            .wrapping_mul(0x2545_F491_4F6C_DD1D)
+            .wrapping_add((index as u64) << 32)
+            .wrapping_add(incarnation);
+        let mut config = CoreConfig::new(NodeId(index as u64), node_seed);
+        config.pre_vote = self.pre_vote;
+        config.check_quorum = self.check_quorum;
+        config.lease_reads = self.lease_reads;
+        config.max_inflight_messages = self.max_inflight_messages;
+        config.max_append_bytes = self.max_append_bytes;
+        config.max_inflight_bytes = self.max_append_bytes * self.max_inflight_messages as u64;
+        config.max_uncommitted_bytes = self.max_uncommitted_bytes;
+        config.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
+        config
+    }
+
+    /// A one-line description for failure reports.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "{} nodes, pre_vote={}, check_quorum={}, lease_reads={}, drop={}‰, dup={}‰, net<={}ms, disk<={}ms, \
+             inflight={}x{}B, chunk={}B",
+            self.nodes,
+            self.pre_vote,
+            self.check_quorum,
+            self.lease_reads,
+            self.network.drop_per_mille,
+            self.network.duplicate_per_mille,
+            self.network.delay_max_ms,
+            self.disk_delay_max_ms,
+            self.max_inflight_messages,
+            self.max_append_bytes,
+            self.snapshot_chunk_bytes
+        )
+    }
+}

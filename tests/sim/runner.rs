@@ -1,0 +1,201 @@
+//! Runs many seeds (in parallel, one world per thread at a time) or replays one, reading its
+//! options from the environment, and reports the first failure with its reproduction line.
+//!
+//! Environment: `SIM_SEED=n` replays exactly seed n (`SIM_TRACE=1` also prints every event);
+//! `SIM_SEEDS=n` runs n seeds starting at `SIM_SEED_START` (default 0); `SIM_THREADS=n`;
+//! `SIM_SKIP_SEEDS=a,b,...` leaves those seeds out (the mutation check skips seeds that
+//! already fail without a planted bug); `SIM_KEEP_GOING=1` runs every seed and lists each failing one (for triage);
+//! `SIM_CHECK_PERSIST=0` turns off the direct persist-before-acknowledge check so only the
+//! end-to-end safety checks can catch a durability bug.
+
+use crate::params::TRACE_LINES;
+use crate::replica::SimCore;
+use crate::world::{Failure, RunSummary, TraceMode, World};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Seeds per `cargo test` in a release build.
+const DEFAULT_SEEDS_RELEASE: u64 = 2_000;
+/// Seeds per `cargo test` in a debug build, which must stay quick.
+const DEFAULT_SEEDS_DEBUG: u64 = 100;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub(crate) struct RunnerOptions {
+    first_seed: u64,
+    seeds: u64,
+    single: Option<u64>,
+    threads: usize,
+    echo_trace: bool,
+    check_persist_contract: bool,
+    keep_going: bool,
+    skip: Vec<u64>,
+}
+
+impl RunnerOptions {
+    /// Options from the `SIM_*` environment variables; a malformed one is an error.
+    pub(crate) fn from_env() -> Result<RunnerOptions, String> {
+        let default_seeds = if cfg!(debug_assertions) {
+            DEFAULT_SEEDS_DEBUG
+        } else {
+            DEFAULT_SEEDS_RELEASE
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(RunnerOptions {
+            first_seed: env_u64("SIM_SEED_START")?.unwrap_or(0),
+            seeds: env_u64("SIM_SEEDS")?.unwrap_or(default_seeds),
+            single: env_u64("SIM_SEED")?,
+            threads: env_u64("SIM_THREADS")?.map_or(cores, |n| n.max(1) as usize),
+            echo_trace: env_u64("SIM_TRACE")?.unwrap_or(0) != 0,
+            check_persist_contract: env_u64("SIM_CHECK_PERSIST")?.unwrap_or(1) != 0,
+            keep_going: env_u64("SIM_KEEP_GOING")?.unwrap_or(0) != 0,
+            skip: env_seed_list("SIM_SKIP_SEEDS")?,
+        })
+    }
+}
+
+fn env_seed_list(name: &str) -> Result<Vec<u64>, String> {
+    let Ok(value) = std::env::var(name) else {
+        return Ok(Vec::new());
+    };
+    value
+        .split([',', ' '])
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse()
+                .map_err(|_| format!("{name}: {s:?} is not a seed number"))
+        })
+        .collect()
+}
+
+fn env_u64(name: &str) -> Result<Option<u64>, String> {
+    match std::env::var(name) {
+        Ok(value) if value.trim().is_empty() => Ok(None),
+        Ok(value) => value
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{name}={value:?} is not a non-negative integer")),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Runs the selected seeds. `Ok` is the summary line; `Err` the failure report.
+pub(crate) fn run_seeds<C: SimCore>(options: &RunnerOptions) -> Result<String, String> {
+    if let Some(seed) = options.single {
+        let trace = TraceMode {
+            keep_lines: if options.echo_trace { usize::MAX } else { 0 },
+            echo: options.echo_trace,
+        };
+        let world = World::<C>::new(seed, options.check_persist_contract, trace);
+        return match world.run() {
+            Ok(summary) => Ok(format!("sim: seed {seed} passed ({})", describe(&summary))),
+            Err(failure) => Err(report::<C>(failure, options)),
+        };
+    }
+    let next = AtomicU64::new(options.first_seed);
+    let end = options.first_seed.saturating_add(options.seeds);
+    let stop = AtomicBool::new(false);
+    let failures: Mutex<Vec<Failure>> = Mutex::new(Vec::new());
+    let totals: Mutex<RunSummary> = Mutex::new(RunSummary::default());
+    std::thread::scope(|scope| {
+        for _ in 0..options.threads {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= end {
+                        break;
+                    }
+                    if options.skip.contains(&seed) {
+                        continue;
+                    }
+                    let quiet = TraceMode {
+                        keep_lines: 0,
+                        echo: false,
+                    };
+                    match World::<C>::new(seed, options.check_persist_contract, quiet).run() {
+                        Ok(summary) => add(
+                            &mut totals.lock().unwrap_or_else(|p| p.into_inner()),
+                            &summary,
+                        ),
+                        Err(failure) => {
+                            if options.keep_going {
+                                println!(
+                                    "sim failed: seed={} check: {}",
+                                    failure.seed, failure.message
+                                );
+                            } else {
+                                stop.store(true, Ordering::Relaxed);
+                            }
+                            failures
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(failure);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+    let failed = failures.len();
+    if let Some(first) = failures.into_iter().min_by_key(|f| f.seed) {
+        let mut text = report::<C>(first, options);
+        if options.keep_going {
+            text.push_str(&format!("{failed} of {} seeds failed\n", options.seeds));
+        }
+        return Err(text);
+    }
+    let totals = totals.into_inner().unwrap_or_else(|p| p.into_inner());
+    Ok(format!(
+        "sim: {} seeds passed (seeds {}..{}; {})",
+        options.seeds,
+        options.first_seed,
+        end,
+        describe(&totals)
+    ))
+}
+
+fn add(totals: &mut RunSummary, run: &RunSummary) {
+    totals.events += run.events;
+    totals.committed += run.committed;
+    totals.writes_acked += run.writes_acked;
+    totals.reads += run.reads;
+    totals.crashes += run.crashes;
+}
+
+fn describe(summary: &RunSummary) -> String {
+    format!(
+        "{} events, {} committed entries, {} acknowledged writes, {} linearizable reads, {} crashes",
+        summary.events, summary.committed, summary.writes_acked, summary.reads, summary.crashes
+    )
+}
+
+/// The failure report: the reproduction line, the check that failed, and the last events
+/// (replaying the seed with tracing on, which the determinism makes exact).
+fn report<C: SimCore>(failure: Failure, options: &RunnerOptions) -> String {
+    let traced = if failure.trace.is_empty() {
+        let trace = TraceMode {
+            keep_lines: TRACE_LINES,
+            echo: false,
+        };
+        match World::<C>::new(failure.seed, options.check_persist_contract, trace).run() {
+            Err(replayed) if replayed.message == failure.message => replayed,
+            _ => failure.clone(),
+        }
+    } else {
+        failure.clone()
+    };
+    let tail = traced.trace.len().saturating_sub(TRACE_LINES);
+    let mut text = format!(
+        "sim failed: seed={} at t={}ms event #{} ({}) reproduce: make sim SEED={}\n\
+         check: {}\nlast events:\n",
+        failure.seed, failure.time_ms, failure.event, failure.params, failure.seed, failure.message
+    );
+    for line in &traced.trace[tail..] {
+        text.push_str("  ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
+}

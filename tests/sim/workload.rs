@@ -1,0 +1,287 @@
+//! What happens to the cluster from outside: client writes and reads, local snapshots, and
+//! (during chaos) crashes, restarts, partitions, heals, leadership transfers and forced
+//! campaigns, all drawn from the seed.
+//!
+//! Part of [`World`]'s single-threaded event loop. Faults favour the leader (crash it, cut it
+//! off) because the classic Raft bugs need leader changes at awkward moments.
+
+use crate::checker::Verdict;
+use crate::disk::StoredSnapshot;
+use crate::params::CLIENTS;
+use crate::replica::SimCore;
+use crate::state_machine::{checksum, encode_write};
+use crate::world::{Event, World};
+use rcraft::core::{Input, ProposeError, RequestId};
+use rcraft::wire::{NodeId, Role, Session, SnapshotMeta};
+use std::collections::BTreeSet;
+
+/// Fault kinds, in the order of their weights in [`FAULT_WEIGHTS`].
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    CrashAny,
+    CrashLeader,
+    IsolateAny,
+    IsolateLeader,
+    Split,
+    OneWay,
+    Heal,
+    TransferLeadership,
+    Campaign,
+}
+
+const FAULTS: [Fault; 9] = [
+    Fault::CrashAny,
+    Fault::CrashLeader,
+    Fault::IsolateAny,
+    Fault::IsolateLeader,
+    Fault::Split,
+    Fault::OneWay,
+    Fault::Heal,
+    Fault::TransferLeadership,
+    Fault::Campaign,
+];
+const FAULT_WEIGHTS: [u64; 9] = [3, 3, 2, 2, 2, 2, 3, 1, 1];
+
+impl<C: SimCore> World<C> {
+    /// The node that believes itself leader in the highest term, among the up nodes.
+    fn believed_leader(&self) -> Option<usize> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.core.is_some())
+            .filter_map(|(i, n)| {
+                let v = n.view.as_ref()?;
+                (v.role == Role::Leader).then_some((v.term, i))
+            })
+            .max()
+            .map(|(_, i)| i)
+    }
+
+    fn up_nodes(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].core.is_some())
+            .collect()
+    }
+
+    fn all_ids(&self) -> Vec<NodeId> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// Injects one random fault and schedules the next, while chaos lasts.
+    pub(crate) fn on_fault(&mut self) -> Verdict {
+        if self.calm {
+            return Ok(());
+        }
+        let gap = self.rng.between(10, self.params.fault_gap_max_ms);
+        self.schedule(self.now + gap, Event::Fault);
+        let fault = FAULTS[self.rng.weighted(&FAULT_WEIGHTS)];
+        let up = self.up_nodes();
+        let leader = self.believed_leader();
+        let any_up = (!up.is_empty()).then(|| self.rng.pick(&up));
+        if self.tracing() {
+            self.note(format!("fault {fault:?} (leader {leader:?}, up {up:?})"));
+        }
+        match fault {
+            Fault::CrashAny => any_up.map_or(Ok(()), |n| self.crash_for_a_while(n)),
+            Fault::CrashLeader => leader.map_or(Ok(()), |n| self.crash_for_a_while(n)),
+            Fault::IsolateAny | Fault::IsolateLeader => {
+                let target = if matches!(fault, Fault::IsolateAny) {
+                    self.rng.below(self.nodes.len() as u64) as usize
+                } else if let Some(l) = leader {
+                    l
+                } else {
+                    return Ok(());
+                };
+                let ids = self.all_ids();
+                self.network.isolate(ids[target], &ids);
+                Ok(())
+            }
+            Fault::Split => {
+                let ids = self.all_ids();
+                let side: BTreeSet<NodeId> = ids
+                    .iter()
+                    .copied()
+                    .filter(|_| self.rng.chance(500))
+                    .collect();
+                self.network.split(&side, &ids);
+                Ok(())
+            }
+            Fault::OneWay => {
+                let ids = self.all_ids();
+                let (from, to) = (self.rng.pick(&ids), self.rng.pick(&ids));
+                self.network.cut_one_way(from, to);
+                Ok(())
+            }
+            Fault::Heal => {
+                self.network.heal();
+                Ok(())
+            }
+            Fault::TransferLeadership => {
+                let Some(l) = leader else { return Ok(()) };
+                let target = self.rng.pick(&self.all_ids());
+                self.feed(l, Input::TransferLeadership { target })
+            }
+            Fault::Campaign => any_up.map_or(Ok(()), |n| self.feed(n, Input::Campaign)),
+        }?;
+        if self.tracing() {
+            let cuts = self.network.describe_cuts();
+            self.note(format!("cut links: {cuts}"));
+        }
+        Ok(())
+    }
+
+    fn crash_for_a_while(&mut self, node: usize) -> Verdict {
+        self.crash(node)?;
+        let downtime = self.rng.between(10, self.params.downtime_max_ms);
+        self.schedule(self.now + downtime, Event::Restart { node });
+        Ok(())
+    }
+
+    /// A client invokes a write or a read at the believed leader (sometimes at any node, so
+    /// followers refuse some), then schedules the next operation.
+    pub(crate) fn on_client(&mut self) -> Verdict {
+        let gap = self.rng.between(1, self.params.client_gap_max_ms);
+        self.schedule(self.now + gap, Event::Client);
+        let up = self.up_nodes();
+        if up.is_empty() {
+            return Ok(());
+        }
+        let client = self.rng.below(CLIENTS as u64) as usize;
+        let target = match self.client_targets[client] {
+            Some(node) if self.nodes[node].core.is_some() => node,
+            _ => {
+                let node = match self.believed_leader() {
+                    Some(leader) if self.rng.chance(700) => leader,
+                    _ => self.rng.pick(&up),
+                };
+                self.client_targets[client] = Some(node);
+                node
+            }
+        };
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        self.request_client.insert(id, client);
+        if self.rng.chance(self.params.read_per_mille) {
+            let read = self.history.invoke_read(self.now);
+            self.nodes[target].reads.insert(id, read);
+            return self.feed(target, Input::ReadIndex { id });
+        }
+        let write_id = self.next_write_id;
+        self.next_write_id += 1;
+        let filler = self.rng.below(40) as usize;
+        let session = self.rng.chance(500).then_some(Session {
+            client_id: 1 + target as u64,
+            sequence: write_id,
+        });
+        self.history.invoke_write(write_id, self.now);
+        self.nodes[target].proposals.insert(id, write_id);
+        let data = encode_write(write_id, filler);
+        self.feed(target, Input::Propose { id, session, data })
+    }
+
+    /// A refused request tells its client where the leader is; it goes there next (or
+    /// anywhere, without a hint).
+    pub(crate) fn redirect_client(&mut self, id: RequestId, error: &ProposeError) {
+        let Some(client) = self.request_client.remove(&id) else {
+            return;
+        };
+        self.client_targets[client] = match error {
+            ProposeError::NotLeader {
+                leader: Some(leader),
+            } => self.index_of(*leader),
+            _ => None,
+        };
+    }
+
+    /// Leader churn: with the seed's probability, a node that just became leader is crashed
+    /// or cut off a moment later, often before its first entry of the term is replicated;
+    /// or a young leader is deposed right after it advanced its commit index.
+    pub(crate) fn maybe_churn(&mut self, node: usize, after_commit: bool) {
+        if self.calm || !self.rng.chance(self.params.churn_per_mille) {
+            return;
+        }
+        let incarnation = self.nodes[node].incarnation;
+        // After a commit, the cut is immediate: it also stops the leader's messages still in
+        // flight (its next entries, its no-op), which a crash would let through.
+        let delay = if after_commit {
+            0
+        } else {
+            self.rng.between(1, 150)
+        };
+        self.schedule(
+            self.now + delay,
+            Event::Depose {
+                node,
+                incarnation,
+                cut_off_only: after_commit,
+            },
+        );
+    }
+
+    /// Carries out a churn decision made when `node` became leader.
+    pub(crate) fn on_depose(
+        &mut self,
+        node: usize,
+        incarnation: u64,
+        cut_off_only: bool,
+    ) -> Verdict {
+        let n = &self.nodes[node];
+        if self.calm || n.core.is_none() || n.incarnation != incarnation {
+            return Ok(());
+        }
+        if self.tracing() {
+            self.note(format!("churn: depose node {node}"));
+        }
+        if !cut_off_only && self.rng.chance(333) {
+            return self.crash_for_a_while(node);
+        }
+        // Cut off for a while: it keeps its log (and its clients' writes) and comes back.
+        let ids = self.all_ids();
+        self.network.isolate(ids[node], &ids);
+        let away = self.rng.between(20, 300);
+        self.schedule(self.now + away, Event::Reconnect { node });
+        Ok(())
+    }
+
+    /// Some up node snapshots its state machine at its applied index, then schedules the next.
+    pub(crate) fn on_snapshot(&mut self) -> Verdict {
+        let gap = self.rng.between(50, 500);
+        self.schedule(self.now + gap, Event::Snapshot);
+        let up = self.up_nodes();
+        if up.is_empty() {
+            return Ok(());
+        }
+        let node = self.rng.pick(&up);
+        let n = &self.nodes[node];
+        let covered = n.disk.snapshot().map(|s| s.meta.index);
+        if n.sm.applied_index.0 == 0 || covered >= Some(n.sm.applied_index) {
+            return Ok(());
+        }
+        let bytes = n.sm.snapshot_bytes();
+        let meta = SnapshotMeta {
+            index: n.sm.applied_index,
+            term: n.sm.applied_term,
+            membership: self.membership.clone(),
+            size_bytes: bytes.len() as u64,
+            checksum: checksum(&bytes),
+        };
+        let snapshot = StoredSnapshot {
+            meta: meta.clone(),
+            bytes,
+        };
+        let n = &mut self.nodes[node];
+        n.disk.save_snapshot(snapshot.clone());
+        n.snapshots.insert(meta.index, snapshot);
+        let retain_entries = self.rng.pick(&[0, 3, 20]);
+        if self.tracing() {
+            self.note(format!("node {node} takes a snapshot at {}", meta.index));
+        }
+        self.feed(
+            node,
+            Input::SnapshotTaken {
+                meta,
+                retain_entries,
+            },
+        )
+    }
+}

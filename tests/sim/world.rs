@@ -1,0 +1,580 @@
+//! One simulated world: a cluster of replicas, their disks and state machines, the network,
+//! the clients, a virtual clock and the event queue that drives them, for one seed.
+//!
+//! Owned by one thread for one run. Events are ordered by (time, sequence number), so ties
+//! break by scheduling order and the run is a pure function of the seed. After every event
+//! the checkers run (see `checker.rs`, `history.rs`); the first violated property ends the run
+//! with a [`Failure`].
+
+use crate::checker::{Checker, Verdict};
+use crate::disk::{Disk, StoredSnapshot};
+use crate::entry_log::EntryLog;
+use crate::history::{History, ReadRecord};
+use crate::network::Network;
+use crate::params::{
+    BOOT_MS, CALM_MS, CHAOS_MS, CLIENTS, CYCLES, LIVENESS_BOUND_MS, MAX_EVENTS_PER_RUN, RunParams,
+    TICK_MS,
+};
+use crate::replica::{CoreView, SimCore};
+use crate::rng::SimRng;
+use crate::state_machine::AppendList;
+use rcraft::core::{Input, RequestId};
+use rcraft::wire::{LogIndex, Membership, Message, NodeId, Role, Term};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Something that happens at a point of sim time.
+#[derive(Clone, Debug)]
+pub(crate) enum Event {
+    /// A node's clock ticks (only for the life it was scheduled in).
+    Tick { node: usize, incarnation: u64 },
+    /// A message arrives at `msg.to`.
+    Deliver(Message),
+    /// A node's disk finishes syncing persist `seq`; the core hears `Persisted`.
+    Sync {
+        node: usize,
+        incarnation: u64,
+        seq: u64,
+    },
+    /// A delayed answer from a node's storage or apply side.
+    Answer {
+        node: usize,
+        incarnation: u64,
+        input: Input,
+    },
+    /// A received snapshot was written and verified; restore and tell the core.
+    Install {
+        node: usize,
+        incarnation: u64,
+        snapshot: StoredSnapshot,
+        next_offset: u64,
+    },
+    /// A crashed node comes back.
+    Restart { node: usize },
+    /// Leader churn: a node that just became leader crashes or is cut off (if still in the
+    /// same life).
+    Depose {
+        node: usize,
+        incarnation: u64,
+        cut_off_only: bool,
+    },
+    /// A node cut off by churn gets its links back.
+    Reconnect { node: usize },
+    /// Inject a fault (only during chaos).
+    Fault,
+    /// A client invokes a write or a read.
+    Client,
+    /// Some node snapshots its state machine.
+    Snapshot,
+    /// Faults stop; everything heals.
+    Calm,
+    /// Faults start.
+    Chaos,
+    /// Liveness: since `since` everything has been healed; progress is due by now.
+    LivenessCheck { since: u64 },
+    /// The run is over.
+    End,
+}
+
+/// One simulated server: the replica (while up) and everything around it.
+pub(crate) struct SimNode<C> {
+    /// Its id.
+    pub(crate) id: NodeId,
+    /// The replica; `None` while crashed.
+    pub(crate) core: Option<C>,
+    /// Grows at every crash; events of an earlier life are ignored.
+    pub(crate) incarnation: u64,
+    /// Survives crashes.
+    pub(crate) disk: Disk,
+    /// The replica's log as its persist actions describe it (its in-memory log).
+    pub(crate) log: EntryLog,
+    /// The state machine.
+    pub(crate) sm: AppendList,
+    /// Snapshots it can serve chunks from, by index.
+    pub(crate) snapshots: BTreeMap<LogIndex, StoredSnapshot>,
+    /// Proposals awaiting `Proposed`: request id to write id.
+    pub(crate) proposals: BTreeMap<RequestId, u64>,
+    /// Appended proposals awaiting application: index to (term, write id).
+    pub(crate) proposed: BTreeMap<LogIndex, (Term, u64)>,
+    /// Reads awaiting `ReadReady`.
+    pub(crate) reads: BTreeMap<RequestId, ReadRecord>,
+    /// Confirmed reads awaiting application through their read index.
+    pub(crate) ready_reads: Vec<(LogIndex, ReadRecord)>,
+    /// The view observed after its last step.
+    pub(crate) view: Option<CoreView>,
+    /// Highest commit index observed in this life.
+    pub(crate) last_commit: LogIndex,
+    /// Last persist sequence number seen in this life.
+    pub(crate) last_persist_seq: Option<u64>,
+    /// Sim time it last became leader.
+    pub(crate) leader_since: Option<u64>,
+}
+
+/// Why a run failed.
+#[derive(Clone, Debug)]
+pub(crate) struct Failure {
+    /// The seed.
+    pub(crate) seed: u64,
+    /// Sim time of the failing event.
+    pub(crate) time_ms: u64,
+    /// Number of the failing event.
+    pub(crate) event: u64,
+    /// The run's parameters.
+    pub(crate) params: String,
+    /// The checker's message.
+    pub(crate) message: String,
+    /// The last events, when tracing.
+    pub(crate) trace: Vec<String>,
+}
+
+/// What a passing run did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RunSummary {
+    /// Events processed.
+    pub(crate) events: u64,
+    /// Committed entries.
+    pub(crate) committed: usize,
+    /// Acknowledged writes.
+    pub(crate) writes_acked: usize,
+    /// Completed reads.
+    pub(crate) reads: u64,
+    /// Crashes injected.
+    pub(crate) crashes: u64,
+}
+
+/// How much of the run to record.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TraceMode {
+    /// Lines kept (the last ones); 0 records nothing.
+    pub(crate) keep_lines: usize,
+    /// Print every line as it happens.
+    pub(crate) echo: bool,
+}
+
+/// One world.
+pub(crate) struct World<C> {
+    pub(crate) seed: u64,
+    pub(crate) params: RunParams,
+    pub(crate) check_persist_contract: bool,
+    pub(crate) rng: SimRng,
+    pub(crate) now: u64,
+    queue: BTreeMap<(u64, u64), Event>,
+    next_event_seq: u64,
+    events: u64,
+    pub(crate) nodes: Vec<SimNode<C>>,
+    pub(crate) network: Network,
+    pub(crate) checker: Checker,
+    pub(crate) history: History,
+    pub(crate) membership: Membership,
+    pub(crate) calm: bool,
+    pub(crate) next_request_id: RequestId,
+    pub(crate) next_write_id: u64,
+    pub(crate) crashes: u64,
+    /// Each client's node of choice: it sticks to it until told otherwise (not leader,
+    /// crashed), so writes also reach stale leaders.
+    pub(crate) client_targets: Vec<Option<usize>>,
+    /// Which client sent each outstanding request.
+    pub(crate) request_client: BTreeMap<RequestId, usize>,
+    trace_mode: TraceMode,
+    trace: VecDeque<String>,
+}
+
+impl<C: SimCore> World<C> {
+    /// A world for `seed`; nothing runs until [`World::run`].
+    pub(crate) fn new(seed: u64, check_persist_contract: bool, trace_mode: TraceMode) -> Self {
+        let mut rng = SimRng::new(seed);
+        let params = RunParams::random(&mut rng);
+        let ids: Vec<NodeId> = (0..params.nodes).map(|i| NodeId(i as u64)).collect();
+        let nodes = ids.iter().map(|&id| SimNode::new(id)).collect();
+        World {
+            seed,
+            network: Network::new(params.network.clone()),
+            params,
+            check_persist_contract,
+            rng,
+            now: 0,
+            queue: BTreeMap::new(),
+            next_event_seq: 0,
+            events: 0,
+            nodes,
+            checker: Checker::default(),
+            history: History::default(),
+            membership: Membership::with_voters(ids),
+            calm: true,
+            next_request_id: 1,
+            next_write_id: 1,
+            crashes: 0,
+            client_targets: vec![None; CLIENTS],
+            request_client: BTreeMap::new(),
+            trace_mode,
+            trace: VecDeque::new(),
+        }
+    }
+
+    /// Runs the whole scenario, turning a panic inside the core or the simulator into a
+    /// failure of this seed too; the first violated property is the `Err`.
+    pub(crate) fn run(mut self) -> Result<RunSummary, Failure> {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_events()));
+        outcome.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a non-string panic".to_string());
+            Err(self.failure(format!("panic: {what}")))
+        })
+    }
+
+    fn run_events(&mut self) -> Result<RunSummary, Failure> {
+        if let Err(message) = self.boot() {
+            return Err(self.failure(message));
+        }
+        while let Some(((time, _), event)) = self.queue.pop_first() {
+            self.now = time;
+            self.events += 1;
+            if self.tracing() {
+                let line = format!("{event:?}");
+                self.note(line);
+            }
+            if matches!(event, Event::End) {
+                break;
+            }
+            if self.events > MAX_EVENTS_PER_RUN {
+                return Err(self.failure(format!(
+                    "more than {MAX_EVENTS_PER_RUN} events: a message storm or a loop"
+                )));
+            }
+            if let Err(message) = self.handle(event) {
+                return Err(self.failure(message));
+            }
+        }
+        let (writes_acked, reads) = self.history.counts();
+        Ok(RunSummary {
+            events: self.events,
+            committed: self.checker.committed_count(),
+            writes_acked,
+            reads,
+            crashes: self.crashes,
+        })
+    }
+
+    fn boot(&mut self) -> Verdict {
+        // The boot phase is calm: the first liveness check covers it.
+        self.network.set_calm(true);
+        for node in 0..self.nodes.len() {
+            self.start_node(node)?;
+        }
+        self.schedule(
+            BOOT_MS.min(LIVENESS_BOUND_MS),
+            Event::LivenessCheck { since: 0 },
+        );
+        for cycle in 0..CYCLES {
+            let chaos_at = BOOT_MS + cycle * (CHAOS_MS + CALM_MS);
+            self.schedule(chaos_at, Event::Chaos);
+            self.schedule(chaos_at + 1, Event::Fault);
+            self.schedule(chaos_at + CHAOS_MS, Event::Calm);
+        }
+        self.schedule(BOOT_MS + CYCLES * (CHAOS_MS + CALM_MS), Event::End);
+        self.schedule(50, Event::Client);
+        self.schedule(100, Event::Snapshot);
+        Ok(())
+    }
+
+    fn handle(&mut self, event: Event) -> Verdict {
+        match event {
+            Event::Tick { node, incarnation } => self.on_tick(node, incarnation),
+            Event::Deliver(msg) => self.on_deliver(msg),
+            Event::Sync {
+                node,
+                incarnation,
+                seq,
+            } => self.on_sync(node, incarnation, seq),
+            Event::Answer {
+                node,
+                incarnation,
+                input,
+            } => self.on_answer(node, incarnation, input),
+            Event::Install {
+                node,
+                incarnation,
+                snapshot,
+                next_offset,
+            } => self.on_install(node, incarnation, snapshot, next_offset),
+            Event::Restart { node } => self.restart_if_down(node),
+            Event::Depose {
+                node,
+                incarnation,
+                cut_off_only,
+            } => self.on_depose(node, incarnation, cut_off_only),
+            Event::Reconnect { node } => {
+                let id = self.nodes[node].id;
+                self.network.reconnect(id);
+                Ok(())
+            }
+            Event::Fault => self.on_fault(),
+            Event::Client => self.on_client(),
+            Event::Snapshot => self.on_snapshot(),
+            Event::Calm => self.on_calm(),
+            Event::Chaos => {
+                self.calm = false;
+                self.network.set_calm(false);
+                Ok(())
+            }
+            Event::LivenessCheck { since } => self.on_liveness_check(since),
+            Event::End => Ok(()),
+        }
+    }
+
+    /// Queues `event` at `at` (never in the past).
+    pub(crate) fn schedule(&mut self, at: u64, event: Event) {
+        let at = at.max(self.now);
+        self.queue.insert((at, self.next_event_seq), event);
+        self.next_event_seq += 1;
+    }
+
+    /// Index of node `id` in `nodes`.
+    pub(crate) fn index_of(&self, id: NodeId) -> Option<usize> {
+        let index = id.0 as usize;
+        (index < self.nodes.len()).then_some(index)
+    }
+
+    /// True when `node` is up and still in life `incarnation`.
+    fn alive(&self, node: usize, incarnation: u64) -> bool {
+        let n = &self.nodes[node];
+        n.core.is_some() && n.incarnation == incarnation
+    }
+
+    fn on_tick(&mut self, node: usize, incarnation: u64) -> Verdict {
+        if !self.alive(node, incarnation) {
+            return Ok(());
+        }
+        self.schedule(self.now + TICK_MS, Event::Tick { node, incarnation });
+        self.feed(node, Input::Tick)
+    }
+
+    fn on_deliver(&mut self, msg: Message) -> Verdict {
+        let Some(to) = self.index_of(msg.to) else {
+            return Err(format!("message to unknown node {}: {msg:?}", msg.to));
+        };
+        if self.network.is_cut(msg.from, msg.to) || self.nodes[to].core.is_none() {
+            return Ok(());
+        }
+        self.feed(to, Input::Message(msg))
+    }
+
+    fn on_sync(&mut self, node: usize, incarnation: u64, seq: u64) -> Verdict {
+        if !self.alive(node, incarnation) {
+            return Ok(());
+        }
+        let id = self.nodes[node].id;
+        self.nodes[node]
+            .disk
+            .sync_through(seq)
+            .map_err(|e| format!("node {id}: {e}"))?;
+        self.feed(node, Input::Persisted { seq })
+    }
+
+    fn on_answer(&mut self, node: usize, incarnation: u64, input: Input) -> Verdict {
+        if !self.alive(node, incarnation) {
+            return Ok(());
+        }
+        self.feed(node, input)
+    }
+
+    fn on_calm(&mut self) -> Verdict {
+        self.calm = true;
+        self.network.heal();
+        self.network.set_calm(true);
+        for node in 0..self.nodes.len() {
+            self.restart_if_down(node)?;
+        }
+        self.schedule(
+            self.now + LIVENESS_BOUND_MS,
+            Event::LivenessCheck { since: self.now },
+        );
+        Ok(())
+    }
+
+    /// With everything healed since `since`, a leader must exist and a write invoked since
+    /// then must have been acknowledged.
+    fn on_liveness_check(&mut self, since: u64) -> Verdict {
+        let leader = self
+            .nodes
+            .iter()
+            .any(|n| n.core.is_some() && n.view.as_ref().is_some_and(|v| v.role == Role::Leader));
+        if !leader || !self.history.acked_since(since) {
+            return Err(format!(
+                "liveness: healed since t={since}ms, yet after {} ticks {}",
+                LIVENESS_BOUND_MS / TICK_MS,
+                if leader {
+                    "no write invoked since then was acknowledged"
+                } else {
+                    "there is no leader"
+                }
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts (or restarts) `node` from what its disk holds.
+    pub(crate) fn start_node(&mut self, node: usize) -> Verdict {
+        let seed = self.seed;
+        let config = self
+            .params
+            .core_config(seed, node, self.nodes[node].incarnation);
+        let recovered = self.nodes[node].disk.recovered(&self.membership);
+        let durable = self.nodes[node].disk.snapshot().cloned();
+        let id = self.nodes[node].id;
+        let sm = match &durable {
+            Some(snapshot) => self.restore_checked(id, snapshot)?,
+            None => AppendList::default(),
+        };
+        let (base_index, base_term) = durable
+            .as_ref()
+            .map_or((LogIndex(0), Term(0)), |s| (s.meta.index, s.meta.term));
+        let log = EntryLog::from_parts(base_index, base_term, recovered.entries.clone())
+            .map_err(|e| format!("node {id}: durable log: {e}"))?;
+        let core = C::start(config, recovered).map_err(|e| format!("node {id}: start: {e}"))?;
+        let n = &mut self.nodes[node];
+        n.core = Some(core);
+        n.log = log;
+        n.sm = sm;
+        n.snapshots = durable.into_iter().map(|s| (s.meta.index, s)).collect();
+        n.last_commit = base_index;
+        n.last_persist_seq = None;
+        n.view = None;
+        let incarnation = n.incarnation;
+        let first_tick = self.now + self.rng.between(1, TICK_MS);
+        self.schedule(first_tick, Event::Tick { node, incarnation });
+        self.drain(node)
+    }
+
+    fn restart_if_down(&mut self, node: usize) -> Verdict {
+        if self.nodes[node].core.is_some() {
+            return Ok(());
+        }
+        if self.tracing() {
+            self.note(format!("restart node {node}"));
+        }
+        self.start_node(node)
+    }
+
+    /// Restores a state machine from a snapshot and checks it against the committed log.
+    pub(crate) fn restore_checked(
+        &self,
+        id: NodeId,
+        snapshot: &StoredSnapshot,
+    ) -> Result<AppendList, String> {
+        let sm = AppendList::restore(&snapshot.meta, &snapshot.bytes)
+            .map_err(|e| format!("node {id}: {e}"))?;
+        let index = snapshot.meta.index;
+        let expected = self
+            .checker
+            .committed_writes_through(index)
+            .ok_or_else(|| {
+                format!("node {id}: snapshot at {index} covers entries never seen committed")
+            })?;
+        let term_ok = index == LogIndex(0)
+            || self
+                .checker
+                .committed_entry(index)
+                .is_some_and(|e| e.term == snapshot.meta.term);
+        if expected != sm.writes || !term_ok {
+            return Err(format!(
+                "state machine safety: node {id} restores a snapshot at index {index} term {} \
+                 whose contents differ from the committed log",
+                snapshot.meta.term
+            ));
+        }
+        Ok(sm)
+    }
+
+    /// Crashes `node`: its replica, state machine and unsynced writes are gone.
+    pub(crate) fn crash(&mut self, node: usize) -> Verdict {
+        let pending = self.nodes[node].disk.pending_writes() as u64;
+        let reached_disk = self.rng.between(0, pending) as usize;
+        self.crashes += 1;
+        if self.tracing() {
+            self.note(format!(
+                "crash node {node} ({reached_disk} of {pending} unsynced writes reach disk)"
+            ));
+        }
+        let n = &mut self.nodes[node];
+        let id = n.id;
+        n.core = None;
+        n.incarnation += 1;
+        n.disk
+            .crash(reached_disk)
+            .map_err(|e| format!("node {id}: {e}"))?;
+        let proposals: Vec<u64> = n.proposals.values().copied().collect();
+        let proposed: Vec<u64> = n.proposed.values().map(|(_, w)| *w).collect();
+        n.proposals.clear();
+        n.proposed.clear();
+        n.reads.clear();
+        n.ready_reads.clear();
+        n.snapshots.clear();
+        n.view = None;
+        for write_id in proposals.into_iter().chain(proposed) {
+            self.history
+                .complete_write(write_id, crate::history::WriteOutcome::Unknown)?;
+        }
+        Ok(())
+    }
+
+    /// True when events are being recorded.
+    pub(crate) fn tracing(&self) -> bool {
+        self.trace_mode.keep_lines > 0
+    }
+
+    /// Records one trace line.
+    pub(crate) fn note(&mut self, line: String) {
+        let mut line = format!("t={:>6} #{:<6} {line}", self.now, self.events);
+        if line.len() > 400 {
+            let mut cut = 400;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+            line.push_str(" ...");
+        }
+        if self.trace_mode.echo {
+            println!("{line}");
+        }
+        if self.trace.len() == self.trace_mode.keep_lines {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(line);
+    }
+
+    fn failure(&self, message: String) -> Failure {
+        Failure {
+            seed: self.seed,
+            time_ms: self.now,
+            event: self.events,
+            params: self.params.describe(),
+            message,
+            trace: self.trace.iter().cloned().collect(),
+        }
+    }
+}
+
+impl<C> SimNode<C> {
+    fn new(id: NodeId) -> Self {
+        SimNode {
+            id,
+            core: None,
+            incarnation: 0,
+            disk: Disk::default(),
+            log: EntryLog::default(),
+            sm: AppendList::default(),
+            snapshots: BTreeMap::new(),
+            proposals: BTreeMap::new(),
+            proposed: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            ready_reads: Vec::new(),
+            view: None,
+            last_commit: LogIndex(0),
+            last_persist_seq: None,
+            leader_since: None,
+        }
+    }
+}
