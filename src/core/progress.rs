@@ -106,10 +106,11 @@ impl Progress {
 
     /// The follower acknowledged a match through `index`. Returns true when that is news.
     pub fn maybe_update(&mut self, index: LogIndex) -> bool {
-        self.probe_sent = false;
         if index <= self.match_index {
+            // Stale or duplicated: it must not re-arm a probe (see `on_append_accepted`).
             return false;
         }
+        self.probe_sent = false;
         self.match_index = index;
         self.next_index = self.next_index.max(index.next());
         while self
@@ -180,7 +181,11 @@ mod tests {
         assert!(!p.can_send(4, 100));
         // In probe, next_index does not move on send.
         assert_eq!(p.next_index, LogIndex(5));
+        // A stale or duplicated acknowledgement does not re-arm the probe...
         assert!(!p.maybe_update(LogIndex(0)));
+        assert!(!p.can_send(4, 100));
+        // ...news does.
+        assert!(p.maybe_update(LogIndex(6)));
         assert!(p.can_send(4, 100));
     }
 

@@ -344,8 +344,15 @@ impl Replica {
                 return;
             }
         }
-        if !pr.maybe_update(match_index) {
-            self.send_append(from, false);
+        let updated = pr.maybe_update(match_index);
+        // Besides news, only the answer of an up-to-date follower to the outstanding probe
+        // (its match unchanged) moves a probing follower on, as in etcd-io/raft. Any other
+        // stale or duplicated acknowledgement is ignored: answering each with another append
+        // let duplicated acknowledgements multiply the probes without bound (simulator
+        // finding 2, seeds 196, 585, 701, ...).
+        let probe_answered =
+            !updated && pr.state == ProgressState::Probe && match_index == pr.match_index;
+        if !updated && !probe_answered {
             return;
         }
         let was_probing = pr.state != ProgressState::Replicate;
@@ -358,7 +365,7 @@ impl Replica {
         while self.send_append(from, false) {
             sent = true;
         }
-        if was_probing && !sent && !committed {
+        if was_probing && updated && !sent && !committed {
             // A follower that just caught up may not know the commit index yet.
             self.send_append(from, true);
         }
