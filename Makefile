@@ -13,8 +13,8 @@ help:
 build:
 	$(CARGO) build --workspace --all-targets
 
-## test: unit, property, interaction, simulator and cluster tests, doc tests, then lint.
-test: unit doctest lint
+## test: unit, property, interaction and cluster tests, 2,000 simulator seeds, doc tests, lint.
+test: unit sim doctest lint
 
 unit:
 	@if command -v cargo-nextest >/dev/null 2>&1; then \
@@ -36,11 +36,23 @@ c-free:
 	if [ -n "$$bad" ]; then echo "c-free: rcraft's dependency tree builds or links C:"; echo "$$bad"; exit 1; fi; \
 	echo "c-free: no C in rcraft's dependency tree"
 
+## sim: the deterministic simulator in release; SEED=n replays one seed, SEEDS=n sets the count.
 sim:
-	@echo "sim: the deterministic simulator is not built yet (issue #3: the consensus core)"; exit 1
+	@if [ -n "$(SEED)" ]; then \
+		SIM_SEED=$(SEED) SIM_TRACE=$${SIM_TRACE:-0} $(CARGO) test --release --test sim -- --nocapture; \
+	else \
+		SIM_SEEDS=$(SEEDS) $(CARGO) test --release --test sim -- --nocapture; \
+	fi
 
+## soak: many more simulator seeds (SOAK_SEEDS, default 50000), then the mutation check.
+SOAK_SEEDS ?= 50000
 soak:
-	@echo "soak: needs the simulator and the loadtest (issues #3, #7)"; exit 1
+	SIM_SEEDS=$(SOAK_SEEDS) SIM_SEED_START=$${SIM_SEED_START:-2000} $(CARGO) test --release --test sim -- --nocapture
+	$(MAKE) mutants
+
+## mutants: plants each classic Raft bug (cargo features bug-*) and checks it is caught.
+mutants:
+	./scripts/mutants.sh
 
 ## bench: storage and wire benchmarks (release); each prints its raw baseline beside it.
 bench:
@@ -57,6 +69,3 @@ ARGS ?=
 loadtest:
 	$(CARGO) build --release -p rcraft -p rcraft-loadtest
 	"$${CARGO_TARGET_DIR:-target}/release/rcraft-loadtest" --spawn 3 --clients 64 --duration 20 --value-size 100 --keys 100000 $(ARGS)
-
-mutants:
-	@echo "mutants: needs the simulator (issue #3)"; exit 1
