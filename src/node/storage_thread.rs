@@ -328,10 +328,20 @@ impl StorageThread {
         let wanted = file_meta(&meta);
         let mut partial = match self.partial.take() {
             Some(partial) if *partial.meta() == wanted => partial,
-            _ => self
-                .snapshots
-                .resume_or_start(wanted)
-                .map_err(|e| format!("starting to receive snapshot {}: {e}", meta.index))?,
+            _ => {
+                let partial = self
+                    .snapshots
+                    .resume_or_start(wanted)
+                    .map_err(|e| format!("starting to receive snapshot {}: {e}", meta.index))?;
+                // After a restart of either side this says where the transfer continues.
+                log::info!(
+                    "receiving snapshot {} ({} bytes) from offset {}",
+                    meta.index,
+                    meta.size_bytes,
+                    partial.next_offset()
+                );
+                partial
+            }
         };
         if offset > partial.next_offset() {
             let next_offset = partial.next_offset();
