@@ -150,7 +150,10 @@ impl Cluster {
 
     /// Bytes of node `id`'s partially received snapshot file (0 when there is none).
     fn partial_bytes(&self, id: usize) -> u64 {
-        let path = self.data_dir(id).join("snapshots").join("partial.snap.recv");
+        let path = self
+            .data_dir(id)
+            .join("snapshots")
+            .join("partial.snap.recv");
         std::fs::metadata(path).map_or(0, |m| m.len())
     }
 }
@@ -219,18 +222,17 @@ fn check_keys_through(cluster: &Cluster, id: usize, count: usize, size: usize) {
     moved.unwrap_or_else(|| panic!("node {id} never led; logs:\n{}", cluster.logs()));
     let mut client = Client::new(&[cluster.addresses[id]], ClientOptions::default()).unwrap();
     for i in 0..count {
-        assert_eq!(client.get(&key(i)).unwrap(), Some(value(i, size)), "key {i}");
+        assert_eq!(
+            client.get(&key(i)).unwrap(),
+            Some(value(i, size)),
+            "key {i}"
+        );
     }
 }
 
 #[test]
 fn a_frozen_follower_catches_up_by_snapshot_after_the_others_compact() {
-    let flags = [
-        "--snapshot-every",
-        "300",
-        "--snapshot-retain-entries",
-        "20",
-    ];
+    let flags = ["--snapshot-every", "300", "--snapshot-retain-entries", "20"];
     let mut cluster = Cluster::start(&flags);
     let leader = cluster.wait_for_leader();
     let frozen = (leader + 1) % 3;
@@ -295,7 +297,10 @@ fn a_transfer_resumes_after_its_receiver_and_then_its_sender_are_killed() {
     quarter.unwrap_or_else(|| panic!("the transfer did not start; logs:\n{}", cluster.logs()));
     cluster.kill(receiver);
     let held = cluster.partial_bytes(receiver);
-    assert!(held < size_of_snapshot, "killed too late: {held} bytes held");
+    assert!(
+        held < size_of_snapshot,
+        "killed too late: {held} bytes held"
+    );
     cluster.restart(receiver);
 
     let half = wait_for("half of the snapshot", || {
@@ -312,7 +317,11 @@ fn a_transfer_resumes_after_its_receiver_and_then_its_sender_are_killed() {
         .filter(|l| l.contains("receiving snapshot"))
         .collect();
     assert!(
-        starts.iter().filter(|l| l.ends_with("from offset 0")).count() == 1,
+        starts
+            .iter()
+            .filter(|l| l.ends_with("from offset 0"))
+            .count()
+            == 1,
         "the transfer started over: {starts:?}"
     );
     assert!(
