@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo build --release -p rcraft --bin rcraft
-//! SNAP_BENCH_KEYS=1000000 SNAP_BENCH_VALUE=100 \
+//! SNAP_BENCH_KEYS=1000000 SNAP_BENCH_VALUE=100 SNAP_BENCH_CHUNK=1048576 \
 //!   cargo test --release -p rcraft --test snapshot_bench -- --ignored --nocapture
 //! ```
 
@@ -84,7 +84,14 @@ fn fresh_follower_catch_up_and_restart_from_a_large_snapshot() {
     let keys = setting("SNAP_BENCH_KEYS", 1_000_000);
     let value_bytes = setting("SNAP_BENCH_VALUE", 100);
     let writers = setting("SNAP_BENCH_WRITERS", 16);
-    let flags = ["--snapshot-every", "100000000", "--log-level", "warn"];
+    let chunk = setting("SNAP_BENCH_CHUNK", 1 << 20).to_string();
+    let tail = setting("SNAP_BENCH_TAIL", 5000);
+    let flags = [
+        "--snapshot-every",
+        "100000000",
+        "--snapshot-chunk-bytes",
+        &chunk,
+    ];
     let mut cluster = Cluster::start(&flags);
     let leader = cluster.wait_for_leader();
     let fresh = (leader + 1) % 3;
@@ -137,7 +144,29 @@ fn fresh_follower_catch_up_and_restart_from_a_large_snapshot() {
     });
     cluster.wait_caught_up(fresh, leader);
 
-    // Restart: the fresh follower now holds the large snapshot and a short log after it.
+    // Restart: the fresh follower snapshots again (its log shrinks to the retained entries),
+    // takes `tail` more writes, and restarts from the large snapshot plus that short log.
+    cluster.snapshot(fresh);
+    let tail_started = Instant::now();
+    std::thread::scope(|scope| {
+        for w in 0..writers {
+            let servers = &cluster.addresses;
+            scope.spawn(move || {
+                let mut client = Client::new(servers, ClientOptions::default()).unwrap();
+                for i in (w..tail).step_by(writers) {
+                    client
+                        .put(format!("tail-{i}").as_bytes(), b"t")
+                        .expect("put");
+                }
+            });
+        }
+    });
+    println!(
+        "{tail} more writes in {:.1} s",
+        tail_started.elapsed().as_secs_f64()
+    );
+    cluster.wait_caught_up(fresh, leader);
+    let applied_before = cluster.status(fresh).unwrap().applied_index;
     cluster.kill(fresh);
     let started = Instant::now();
     cluster.restart(fresh);
@@ -147,9 +176,16 @@ fn fresh_follower_catch_up_and_restart_from_a_large_snapshot() {
     });
     let restart_secs = started.elapsed().as_secs_f64();
     let status = answered.expect("the restarted node answers");
+    let reapplied = wait_for_long("the restarted node to re-apply its log", || {
+        let status = probe.status_of(cluster.addresses[fresh]).ok()?;
+        (status.applied_index >= applied_before).then_some(())
+    });
+    reapplied.expect("the log is applied again");
     println!(
-        "restart with a {mb:.1} MB snapshot + {} log entries: serving after {restart_secs:.2} s",
-        status.last_index.0 - status.snapshot_index.0
+        "restart with a {mb:.1} MB snapshot + {} log entries after it: status answered after \
+         {restart_secs:.2} s, applied index back after {:.2} s",
+        status.last_index.0 - status.snapshot_index.0,
+        started.elapsed().as_secs_f64()
     );
 }
 
