@@ -167,6 +167,47 @@ struct Connection {
     server: usize,
     stream: TcpStream,
     decoder: FrameDecoder,
+    /// Reused for every read (allocating and zeroing it per request cost more CPU than the
+    /// request's own system calls).
+    read_buf: Box<[u8]>,
+    /// The socket's current `SO_RCVTIMEO` / `SO_SNDTIMEO`, so they are set only when needed.
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+}
+
+impl Connection {
+    /// Makes the next blocking read end by `deadline`.
+    fn bound_read(&mut self, deadline: Instant) -> io::Result<()> {
+        let stream = &self.stream;
+        bound_wait(&mut self.read_timeout, deadline, |t| {
+            stream.set_read_timeout(Some(t))
+        })
+    }
+
+    /// Makes the next blocking write end by `deadline`.
+    fn bound_write(&mut self, deadline: Instant) -> io::Result<()> {
+        let stream = &self.stream;
+        bound_wait(&mut self.write_timeout, deadline, |t| {
+            stream.set_write_timeout(Some(t))
+        })
+    }
+}
+
+/// Keeps a socket timeout between half of and all of the time left until `deadline`, calling
+/// `set` only when it is outside that range: a blocking call then never outlasts the
+/// deadline, and back-to-back requests with the same time budget make no extra system call.
+fn bound_wait(
+    current: &mut Option<Duration>,
+    deadline: Instant,
+    set: impl FnOnce(Duration) -> io::Result<()>,
+) -> io::Result<()> {
+    let left = remaining(deadline)?;
+    if current.is_some_and(|t| t <= left && t >= left / 2) {
+        return Ok(());
+    }
+    set(left)?;
+    *current = Some(left);
+    Ok(())
 }
 
 /// What one attempt at one node produced.
@@ -568,10 +609,12 @@ fn open_connection(
 ) -> io::Result<Connection> {
     let mut stream = TcpStream::connect_timeout(&address, remaining(deadline)?)?;
     stream.set_nodelay(true)?;
-    stream.set_write_timeout(Some(remaining(deadline)?))?;
+    let write_timeout = remaining(deadline)?;
+    stream.set_write_timeout(Some(write_timeout))?;
     stream.write_all(&Handshake::client(options.cluster_id).encode())?;
     let mut theirs = [0u8; HANDSHAKE_BYTES];
-    stream.set_read_timeout(Some(remaining(deadline)?))?;
+    let read_timeout = remaining(deadline)?;
+    stream.set_read_timeout(Some(read_timeout))?;
     stream.read_exact(&mut theirs)?;
     let invalid = |e: rcraft_wire::Error| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
     let handshake = Handshake::decode(&theirs).map_err(invalid)?;
@@ -582,7 +625,18 @@ fn open_connection(
         server,
         stream,
         decoder: FrameDecoder::new(MAX_FRAME_BYTES),
+        read_buf: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
+        read_timeout: Some(read_timeout),
+        write_timeout: Some(write_timeout),
     })
+}
+
+/// True for the errors a blocking socket call reports when its timeout ends.
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// Time left until `deadline`, at least [`SOCKET_TIMEOUT_MIN`]; `TimedOut` once it passed.
@@ -611,8 +665,8 @@ fn exchange(
     }
     // A write that fails leaves at most part of the frame with the server, which cannot
     // decode it into a request: the request cannot take effect.
-    let written = remaining(deadline)
-        .and_then(|t| connection.stream.set_write_timeout(Some(t)))
+    let written = connection
+        .bound_write(deadline)
         .and_then(|()| connection.stream.write_all(&frame));
     if let Err(e) = written {
         return Attempt::NotSent(e.to_string());
@@ -628,7 +682,6 @@ fn read_response(
     request_id: u64,
     deadline: Instant,
 ) -> std::result::Result<ClientResponseBody, String> {
-    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     loop {
         while let Some(frame) = connection.decoder.next_frame().map_err(|e| e.to_string())? {
             let response = frame.to_client_response().map_err(|e| e.to_string())?;
@@ -637,15 +690,14 @@ fn read_response(
                 return Ok(response.body);
             }
         }
-        let timeout = remaining(deadline).map_err(|e| e.to_string())?;
-        connection
-            .stream
-            .set_read_timeout(Some(timeout))
-            .map_err(|e| e.to_string())?;
-        match connection.stream.read(&mut chunk) {
+        connection.bound_read(deadline).map_err(|e| e.to_string())?;
+        match connection.stream.read(&mut connection.read_buf) {
             Ok(0) => return Err("connection closed".to_string()),
-            Ok(n) => connection.decoder.push(&chunk[..n]),
+            Ok(n) => connection.decoder.push(&connection.read_buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // The socket timeout may end before the deadline (see `bound_wait`): try again
+            // until the deadline itself passes.
+            Err(e) if is_timeout(&e) && Instant::now() < deadline => {}
             Err(e) => return Err(e.to_string()),
         }
     }

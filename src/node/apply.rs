@@ -144,6 +144,9 @@ pub(crate) struct Applier {
     reads: BTreeMap<LogIndex, Vec<ReadWaiter>>,
     subscribers: Vec<Sender<ApplyMsg>>,
     replier: Replier,
+    /// Answers of the batch being handled, sent together when it ends (one hand-off and
+    /// one network wake-up per batch instead of per answer).
+    outbox: Vec<(ReplyTo, ClientResponseBody)>,
 }
 
 impl Applier {
@@ -172,6 +175,7 @@ impl Applier {
             reads: BTreeMap::new(),
             subscribers: Vec::new(),
             replier,
+            outbox: Vec::new(),
         };
         if let Some((meta, mut reader)) = current {
             applier.restore_from(&meta, &mut *reader)?;
@@ -214,11 +218,34 @@ impl Applier {
         progress: &Sender<ApplyProgress>,
     ) -> Result<(), String> {
         let before = self.applied;
+        let handled = self.handle_queued(first, commands, progress);
+        if handled.is_ok() {
+            self.serve_ready_reads();
+        }
+        // Answers go out before anything slow (progress, a snapshot), and also when the batch
+        // failed half-way: those entries were applied.
+        self.send_outbox();
+        handled?;
+        self.finish_batch(before, progress)
+    }
+
+    fn handle_queued(
+        &mut self,
+        first: ApplyCommand,
+        commands: &Receiver<ApplyCommand>,
+        progress: &Sender<ApplyProgress>,
+    ) -> Result<(), String> {
         self.handle(first, progress)?;
         while let Ok(next) = commands.try_recv() {
             self.handle(next, progress)?;
         }
-        self.finish_batch(before, progress)
+        Ok(())
+    }
+
+    fn send_outbox(&mut self) {
+        if !self.outbox.is_empty() {
+            self.replier.send_all(self.outbox.drain(..));
+        }
     }
 
     fn handle(
@@ -342,13 +369,12 @@ impl Applier {
         self.proposals.entry(index).or_default().push(waiter);
     }
 
-    /// Reports progress, serves reads that became ready and takes a snapshot when due.
+    /// Reports progress and takes a snapshot when due.
     fn finish_batch(
         &mut self,
         before: LogIndex,
         progress: &Sender<ApplyProgress>,
     ) -> Result<(), String> {
-        self.serve_ready_reads();
         if self.applied != before {
             let _ = progress.send(ApplyProgress::Applied(self.applied));
         }
@@ -462,7 +488,7 @@ impl Applier {
                     Err(message) => unknown_outcome(message),
                 }
             };
-            self.replier.send(waiter.reply, body);
+            self.outbox.push((waiter.reply, body));
         }
     }
 
@@ -477,7 +503,7 @@ impl Applier {
                     index,
                     result,
                 };
-                self.replier.send(waiter.reply, body);
+                self.outbox.push((waiter.reply, body));
             }
         }
     }

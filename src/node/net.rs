@@ -280,6 +280,10 @@ fn bump(counter: &AtomicU64, by: u64) {
 pub struct NetSender {
     commands: Sender<NetCommand>,
     waker: Arc<Waker>,
+    /// Set by the first `wake` after the loop last looked at its commands, cleared by the
+    /// loop just before it drains them: later senders skip the `eventfd` write, since the
+    /// loop will see their commands anyway (one wake-up per loop turn, not per command).
+    wake_pending: Arc<AtomicBool>,
     stats: Arc<NetStats>,
 }
 
@@ -355,6 +359,11 @@ impl NetSender {
 
     /// Wakes the network thread so it drains the command channel.
     pub fn wake(&self) {
+        // SeqCst pairs with the loop's clear-then-drain: a sender that finds the flag set
+        // pushed its command before the loop cleared it, so that drain sees the command.
+        if self.wake_pending.swap(true, Ordering::SeqCst) {
+            return;
+        }
         if let Err(e) = self.waker.wake() {
             log::error!("network thread waker failed: {e}");
         }
@@ -454,6 +463,7 @@ impl Network {
             crossbeam_channel::bounded(COMMAND_QUEUE_DEPTH);
         let stats = Arc::new(NetStats::default());
         let stop = Arc::new(AtomicBool::new(false));
+        let wake_pending = Arc::new(AtomicBool::new(false));
         let parts = event_loop::Parts {
             listener: mio::net::TcpListener::from_std(listener),
             config,
@@ -461,6 +471,7 @@ impl Network {
             events,
             stats: Arc::clone(&stats),
             stop: Arc::clone(&stop),
+            wake_pending: Arc::clone(&wake_pending),
         };
         let (event_loop, waker) = event_loop::EventLoop::new(parts)?;
         let name = format!("rcraft-net-{}", event_loop.node_id());
@@ -471,6 +482,7 @@ impl Network {
             sender: NetSender {
                 commands: command_tx,
                 waker: Arc::new(waker),
+                wake_pending,
                 stats,
             },
             local_addr,

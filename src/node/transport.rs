@@ -5,7 +5,7 @@
 //! their own channel instead. Both kinds of requester are one [`ReplyTo`], so the pending
 //! tables never care which kind of caller is waiting.
 
-use super::net::NetSender;
+use super::net::{NetCommand, NetSender};
 use crossbeam_channel::Sender;
 use rcraft_wire::{ClientResponse, ClientResponseBody, Message};
 use std::sync::Arc;
@@ -19,6 +19,12 @@ pub(crate) trait Transport: Send + Sync {
     fn send_peers(&self, messages: Vec<Message>);
     /// Queues a response to a client connection.
     fn reply(&self, conn: ClientConnId, response: ClientResponse);
+    /// Queues many responses, waking the network thread once.
+    fn reply_all(&self, replies: Vec<(ClientConnId, ClientResponse)>) {
+        for (conn, response) in replies {
+            self.reply(conn, response);
+        }
+    }
 }
 
 /// Who is waiting for the outcome of a request.
@@ -60,6 +66,28 @@ impl Replier {
         }
     }
 
+    /// Sends every `(to, body)` pair; client answers go to the network thread in one
+    /// hand-off (one wake-up for the whole batch).
+    pub(crate) fn send_all(
+        &self,
+        replies: impl IntoIterator<Item = (ReplyTo, ClientResponseBody)>,
+    ) {
+        let mut to_clients = Vec::new();
+        for (to, body) in replies {
+            match to {
+                ReplyTo::Client { conn, request_id } => {
+                    to_clients.push((conn, ClientResponse { request_id, body }));
+                }
+                ReplyTo::Api(sender) => {
+                    let _ = sender.try_send(body);
+                }
+            }
+        }
+        if !to_clients.is_empty() {
+            self.transport.reply_all(to_clients);
+        }
+    }
+
     /// The transport, for peer messages.
     pub(crate) fn transport(&self) -> &Arc<dyn Transport> {
         &self.transport
@@ -76,6 +104,16 @@ impl Transport for NetSender {
         // Fails only when the network thread stopped, i.e. while the node shuts down.
         if NetSender::reply(self, conn, response).is_err() {
             log::debug!("reply to {conn} dropped: the network thread stopped");
+        }
+    }
+
+    fn reply_all(&self, replies: Vec<(ClientConnId, ClientResponse)>) {
+        let count = replies.len();
+        let commands = replies
+            .into_iter()
+            .map(|(conn, response)| NetCommand::Reply { conn, response });
+        if self.send_batch(commands).is_err() {
+            log::debug!("{count} replies dropped: the network thread stopped");
         }
     }
 }

@@ -2,10 +2,10 @@
 //! accepted connection and every outbound peer link.
 //!
 //! Owned entirely by the network thread. One iteration: wait for readiness (or a timer),
-//! service ready sockets (edge-triggered: read and write until `WouldBlock`), drain the
-//! command channel encoding frames into per-connection buffers, write every buffer that got
-//! new frames once (coalescing many frames into one `write`), retry held-back client events
-//! and resume paused clients, then check timeouts. Tokens are never reused, so a stale event
+//! service ready sockets (edge-triggered: read until `WouldBlock` or a short read, write
+//! until `WouldBlock`), drain the command channel encoding frames into per-connection
+//! buffers, write every buffer that got new frames once (coalescing many frames into one
+//! `write`), retry held-back client events and resume paused clients, then check timeouts. Tokens are never reused, so a stale event
 //! or a reply for a closed connection can never reach a newer one.
 
 use super::delivery::Delivery;
@@ -38,6 +38,7 @@ pub(super) struct Parts {
     pub(super) events: Sender<NetEvent>,
     pub(super) stats: Arc<NetStats>,
     pub(super) stop: Arc<AtomicBool>,
+    pub(super) wake_pending: Arc<AtomicBool>,
 }
 
 pub(super) struct EventLoop {
@@ -46,6 +47,8 @@ pub(super) struct EventLoop {
     config: NetConfig,
     commands: Receiver<NetCommand>,
     stop: Arc<AtomicBool>,
+    /// Shared with every `NetSender`: true while a wake-up is on its way (see `NetSender`).
+    wake_pending: Arc<AtomicBool>,
     delivery: Delivery,
     inbound: HashMap<Token, Inbound>,
     peers: BTreeMap<NodeId, PeerLink>,
@@ -83,6 +86,7 @@ impl EventLoop {
             listener,
             commands: parts.commands,
             stop: parts.stop,
+            wake_pending: parts.wake_pending,
             delivery: Delivery::new(parts.events, parts.stats),
             inbound: HashMap::new(),
             peers,
@@ -355,6 +359,9 @@ impl EventLoop {
     }
 
     fn drain_commands(&mut self) {
+        // Cleared before draining: a command pushed after this point either is drained now or
+        // its sender sees the flag clear and wakes the loop again.
+        self.wake_pending.store(false, Ordering::SeqCst);
         // Bounded so that a flood of commands cannot starve the sockets.
         for _ in 0..super::COMMAND_QUEUE_DEPTH {
             let Ok(command) = self.commands.try_recv() else {

@@ -78,8 +78,8 @@ impl Inbound {
         }
     }
 
-    /// Decodes what is buffered, then reads until the socket would block or back-pressure
-    /// pauses the connection.
+    /// Decodes what is buffered, then reads until the socket would block, a short read shows
+    /// it drained, or back-pressure pauses the connection.
     pub(super) fn pump(
         &mut self,
         read_buf: &mut [u8],
@@ -87,14 +87,24 @@ impl Inbound {
         now: Instant,
     ) -> Result<(), Close> {
         let mut decoded_any = false;
+        let mut drained = false;
         loop {
             decoded_any |= self.decode(ctx)?;
             if self.paused {
                 return Ok(());
             }
+            if drained {
+                break;
+            }
             match self.stream.read(read_buf) {
                 Ok(0) => return Err(Close::Eof),
-                Ok(n) => self.decoder.push(&read_buf[..n]),
+                Ok(n) => {
+                    self.decoder.push(&read_buf[..n]);
+                    // A short read emptied the socket's receive queue: bytes arriving later
+                    // raise a new edge, so the read that would only say `WouldBlock` (one
+                    // wasted syscall per request on a busy client connection) is skipped.
+                    drained = n < read_buf.len();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Close::Io(e)),
