@@ -126,12 +126,32 @@ fn fresh_follower_catch_up_and_restart_from_a_large_snapshot() {
         let started = Instant::now();
         let count_before = done.load(Ordering::Relaxed);
         cluster.restart(fresh);
+        // Phases seen from outside: the partial file appears (first chunk written), goes
+        // away (verified and renamed), then the node reports the snapshot applied.
+        let (mut first_chunk, mut received) = (None, None);
         let installed = wait_for_long("the snapshot to be installed", || {
+            let partial = cluster.partial_bytes(fresh) > 0;
+            if partial && first_chunk.is_none() {
+                first_chunk = Some(started.elapsed());
+            }
+            if !partial && first_chunk.is_some() && received.is_none() {
+                received = Some(started.elapsed());
+            }
             let status = cluster.status(fresh)?;
             (status.snapshot_index.0 > 0 && status.applied_index >= status.snapshot_index)
                 .then_some(())
         });
         let install_secs = started.elapsed().as_secs_f64();
+        if let (Some(first), Some(done)) = (first_chunk, received) {
+            let transfer = (done - first).as_secs_f64();
+            println!(
+                "phases: first chunk durable after {:.2} s, whole file received {transfer:.2} s \
+                 later ({:.0} MB/s), restored and reported {:.2} s after that",
+                first.as_secs_f64(),
+                mb / transfer,
+                install_secs - done.as_secs_f64()
+            );
+        }
         let during = (done.load(Ordering::Relaxed) - count_before) as f64 / install_secs;
         stop.store(true, Ordering::Relaxed);
         installed.unwrap_or_else(|| panic!("no install; logs:\n{}", cluster.logs()));
