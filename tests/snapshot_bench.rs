@@ -126,7 +126,7 @@ fn fresh_follower_catch_up_and_restart_from_a_large_snapshot() {
         let started = Instant::now();
         let count_before = done.load(Ordering::Relaxed);
         cluster.restart(fresh);
-        // Phases seen from outside: the partial file appears (first chunk written), goes
+        // Phases seen from outside: the partial file appears (first chunk arriving), goes
         // away (verified and renamed), then the node reports the snapshot applied.
         let (mut first_chunk, mut received) = (None, None);
         let installed = wait_for_long("the snapshot to be installed", || {
@@ -145,7 +145,7 @@ fn fresh_follower_catch_up_and_restart_from_a_large_snapshot() {
         if let (Some(first), Some(done)) = (first_chunk, received) {
             let transfer = (done - first).as_secs_f64();
             println!(
-                "phases: first chunk durable after {:.2} s, whole file received {transfer:.2} s \
+                "phases: partial file created after {:.2} s, whole file received {transfer:.2} s \
                  later ({:.0} MB/s), restored and reported {:.2} s after that",
                 first.as_secs_f64(),
                 mb / transfer,
