@@ -135,3 +135,21 @@ fn a_transfer_resumes_after_its_receiver_and_then_its_sender_are_killed() {
     cluster.restart(leader);
     check_keys_through(&cluster, receiver, count, size);
 }
+
+#[test]
+fn rcraft_snapshot_reports_bad_usage_and_unreachable_nodes() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(snapshot_support::BIN)
+            .arg("snapshot")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out_of_range = run(&["--servers", "127.0.0.1:1", "--id", "3"]);
+    assert_eq!(out_of_range.status.code(), Some(2), "{out_of_range:?}");
+    // Nothing listens on port 1: the node's line says it failed and the exit status is 1.
+    let unreachable = run(&["--servers", "127.0.0.1:1", "--timeout-ms", "300"]);
+    assert_eq!(unreachable.status.code(), Some(1), "{unreachable:?}");
+    let text = String::from_utf8_lossy(&unreachable.stdout);
+    assert!(text.starts_with("node 0 127.0.0.1:1: failed: "), "{text}");
+}
