@@ -153,3 +153,52 @@ fn rcraft_snapshot_reports_bad_usage_and_unreachable_nodes() {
     let text = String::from_utf8_lossy(&unreachable.stdout);
     assert!(text.starts_with("node 0 127.0.0.1:1: failed: "), "{text}");
 }
+
+#[test]
+fn replication_to_the_other_follower_goes_on_during_a_stalled_transfer() {
+    let flags = [
+        "--snapshot-every",
+        "1000000",
+        "--snapshot-retain-entries",
+        "0",
+        "--snapshot-chunk-bytes",
+        "4096",
+    ];
+    let mut cluster = Cluster::start(&flags);
+    let leader = cluster.wait_for_leader();
+    let receiver = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    cluster.kill(receiver);
+    let (count, size) = (600, 2048);
+    write_keys(&cluster, count, size);
+    cluster.snapshot(leader);
+
+    // Freeze the receiver in the middle of the transfer: the leader's transfer to it waits
+    // on a chunk that is never answered.
+    cluster.restart(receiver);
+    let started = wait_for("the transfer to start", || {
+        (cluster.partial_bytes(receiver) > 0).then_some(())
+    });
+    started.unwrap_or_else(|| panic!("no transfer; logs:\n{}", cluster.logs()));
+    cluster.signal(receiver, libc::SIGSTOP);
+
+    let mut client = cluster.client();
+    for i in count..count + 50 {
+        client
+            .put(&key(i), &value(i, 16))
+            .expect("a write during the transfer");
+    }
+    cluster.wait_caught_up(other, leader);
+    assert!(
+        cluster.partial_bytes(receiver) > 0,
+        "the transfer already ended"
+    );
+
+    cluster.signal(receiver, libc::SIGCONT);
+    cluster.wait_caught_up(receiver, leader);
+    assert!(
+        cluster
+            .log_of(receiver)
+            .contains("state restored from the snapshot")
+    );
+}
