@@ -15,6 +15,7 @@
 
 use crate::config::CLUSTER_ID_DEFAULT;
 use crate::kv::{KEY_BYTES_MAX, KvCommand, KvResponse, VALUE_BYTES_MAX};
+use crate::node::SnapshotResult;
 use rcraft_wire::{
     ClientRequest, ClientRequestBody, ClientResponseBody, FrameDecoder, HANDSHAKE_BYTES, Handshake,
     LogIndex, MAX_FRAME_BYTES, NodeId, NodeStatus, Session, Term, encode_client_request,
@@ -339,6 +340,37 @@ impl Client {
             Attempt::Answer(other) => Err(ClientError::Protocol {
                 definite: true,
                 message: format!("unexpected answer to status: {other:?}"),
+            }),
+            Attempt::NotSent(why) | Attempt::Lost(why) => {
+                Err(io_error(io::Error::new(io::ErrorKind::TimedOut, why)))
+            }
+        }
+    }
+
+    /// Asks the node at `address` to snapshot its state machine now, over a connection of
+    /// its own; waits up to one attempt timeout. Returns the snapshot's index, term and size.
+    pub fn snapshot_of(&mut self, address: SocketAddr) -> Result<SnapshotResult> {
+        let io_error = |error| ClientError::Io { address, error };
+        let deadline = Instant::now() + self.options.attempt_timeout;
+        let mut connection =
+            open_connection(address, usize::MAX, &self.options, deadline).map_err(io_error)?;
+        let request_id = self.take_request_id();
+        let body = ClientRequestBody::Snapshot;
+        match exchange(&mut connection, request_id, &body, deadline) {
+            Attempt::Answer(ClientResponseBody::Ok {
+                term,
+                index,
+                result,
+            }) => SnapshotResult::from_answer(term, index, &result).ok_or(ClientError::Protocol {
+                definite: true,
+                message: "the snapshot answer has no size".to_string(),
+            }),
+            Attempt::Answer(ClientResponseBody::Error { definite, message }) => {
+                Err(ClientError::Protocol { definite, message })
+            }
+            Attempt::Answer(other) => Err(ClientError::Protocol {
+                definite: true,
+                message: format!("unexpected answer to snapshot: {other:?}"),
             }),
             Attempt::NotSent(why) | Attempt::Lost(why) => {
                 Err(io_error(io::Error::new(io::ErrorKind::TimedOut, why)))

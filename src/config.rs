@@ -11,7 +11,8 @@
 //! The `Config` is built once on the main thread and then copied into each node thread.
 //! Invariants after validation: `id` indexes `servers`, the servers are distinct,
 //! `election_timeout_min_ms < election_timeout_max_ms`, `tick_ms <= heartbeat_ms <
-//! election_timeout_min_ms`, and every count or duration is non-zero.
+//! election_timeout_min_ms`, and every count, size or duration is non-zero except
+//! `snapshot_retain_entries` (0 keeps no entries behind a snapshot).
 
 use rcraft_wire::NodeId;
 use std::fmt;
@@ -43,6 +44,15 @@ pub struct Config {
     pub tick_ms: u64,
     /// Take a snapshot after this many applied entries since the last one.
     pub snapshot_every: u64,
+    /// Also take a snapshot once this many bytes of log (entry payloads) were applied since
+    /// the last one, whichever of the two comes first.
+    pub snapshot_log_bytes: u64,
+    /// Entries kept in the log behind a new snapshot, so followers only slightly behind
+    /// catch up from the log instead of receiving the whole snapshot.
+    pub snapshot_retain_entries: u64,
+    /// Size of one InstallSnapshot chunk sent to a follower (one chunk per follower is in
+    /// flight at a time, so this bounds the memory and the link share of a transfer).
+    pub snapshot_chunk_bytes: u64,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`), as cRaft's `loglevel`.
     pub log_level: String,
 }
@@ -64,6 +74,9 @@ impl Config {
             rpc_timeout_ms: 5000,
             tick_ms: 10,
             snapshot_every: 100_000,
+            snapshot_log_bytes: 256 << 20,
+            snapshot_retain_entries: 1024,
+            snapshot_chunk_bytes: 1 << 20,
             log_level: "info".to_string(),
         }
     }
@@ -242,6 +255,12 @@ pub struct ConfigFile {
     pub data_dir: Option<Located<PathBuf>>,
     /// `snapshot_every`.
     pub snapshot_every: Option<Located<u64>>,
+    /// `snapshot_log_bytes`.
+    pub snapshot_log_bytes: Option<Located<u64>>,
+    /// `snapshot_retain_entries`.
+    pub snapshot_retain_entries: Option<Located<u64>>,
+    /// `snapshot_chunk_bytes`.
+    pub snapshot_chunk_bytes: Option<Located<u64>>,
     /// `cluster_id` (decimal or `0x` hexadecimal).
     pub cluster_id: Option<Located<u64>>,
     /// `tick_ms`.
@@ -249,7 +268,7 @@ pub struct ConfigFile {
 }
 
 /// The keys a `craft.conf` may hold, in lower case. The first six are cRaft's.
-pub const CONFIG_KEYS: [&str; 11] = [
+pub const CONFIG_KEYS: [&str; 14] = [
     "id",
     "election_timeout",
     "rpc_timeout",
@@ -261,6 +280,9 @@ pub const CONFIG_KEYS: [&str; 11] = [
     "snapshot_every",
     "cluster_id",
     "tick_ms",
+    "snapshot_log_bytes",
+    "snapshot_retain_entries",
+    "snapshot_chunk_bytes",
 ];
 
 impl ConfigFile {
@@ -344,6 +366,24 @@ impl ConfigFile {
             "snapshot_every" => {
                 put_once(&mut self.snapshot_every, key, parse_u64(key, value), origin)
             }
+            "snapshot_log_bytes" => put_once(
+                &mut self.snapshot_log_bytes,
+                key,
+                parse_u64(key, value),
+                origin,
+            ),
+            "snapshot_retain_entries" => put_once(
+                &mut self.snapshot_retain_entries,
+                key,
+                parse_u64(key, value),
+                origin,
+            ),
+            "snapshot_chunk_bytes" => put_once(
+                &mut self.snapshot_chunk_bytes,
+                key,
+                parse_u64(key, value),
+                origin,
+            ),
             "cluster_id" => put_once(&mut self.cluster_id, key, parse_u64(key, value), origin),
             "tick_ms" => put_once(&mut self.tick_ms, key, parse_u64(key, value), origin),
             _ => error(origin, ConfigProblem::UnknownKey(key.to_string())),
@@ -501,6 +541,12 @@ pub struct ConfigOverrides {
     pub tick_ms: Option<u64>,
     /// `--snapshot-every`.
     pub snapshot_every: Option<u64>,
+    /// `--snapshot-log-bytes`.
+    pub snapshot_log_bytes: Option<u64>,
+    /// `--snapshot-retain-entries`.
+    pub snapshot_retain_entries: Option<u64>,
+    /// `--snapshot-chunk-bytes`.
+    pub snapshot_chunk_bytes: Option<u64>,
     /// `--cluster-id`.
     pub cluster_id: Option<u64>,
     /// `--log-level`.
@@ -642,6 +688,24 @@ fn apply_tuning(
         file.and_then(|f| f.snapshot_every.as_ref()),
         defaults.snapshot_every,
     );
+    let log_bytes = choose(
+        flags.snapshot_log_bytes,
+        "--snapshot-log-bytes",
+        file.and_then(|f| f.snapshot_log_bytes.as_ref()),
+        defaults.snapshot_log_bytes,
+    );
+    let retain = choose(
+        flags.snapshot_retain_entries,
+        "--snapshot-retain-entries",
+        file.and_then(|f| f.snapshot_retain_entries.as_ref()),
+        defaults.snapshot_retain_entries,
+    );
+    let chunk = choose(
+        flags.snapshot_chunk_bytes,
+        "--snapshot-chunk-bytes",
+        file.and_then(|f| f.snapshot_chunk_bytes.as_ref()),
+        defaults.snapshot_chunk_bytes,
+    );
     let cluster = choose(
         flags.cluster_id,
         "--cluster-id",
@@ -668,6 +732,8 @@ fn apply_tuning(
         (rpc.value, &rpc.origin, "rpc timeout"),
         (tick.value, &tick.origin, "tick_ms"),
         (snapshot.value, &snapshot.origin, "snapshot_every"),
+        (log_bytes.value, &log_bytes.origin, "snapshot_log_bytes"),
+        (chunk.value, &chunk.origin, "snapshot_chunk_bytes"),
     ] {
         if value == 0 {
             return error(origin.clone(), ConfigProblem::Zero(name.to_string()));
@@ -680,6 +746,9 @@ fn apply_tuning(
     config.rpc_timeout_ms = rpc.value;
     config.tick_ms = tick.value;
     config.snapshot_every = snapshot.value;
+    config.snapshot_log_bytes = log_bytes.value;
+    config.snapshot_retain_entries = retain.value;
+    config.snapshot_chunk_bytes = chunk.value;
     config.cluster_id = cluster.value;
     config.log_level = level;
     Ok(())
@@ -765,6 +834,37 @@ loglevel = debug
         assert_eq!(config.data_dir, PathBuf::from("rcraft-data-1"));
         assert_eq!(config.cluster_id, CLUSTER_ID_DEFAULT);
         assert_eq!(config.own_address().port(), 5001);
+    }
+
+    #[test]
+    fn snapshot_policy_keys_and_flags() {
+        let text = "id = 0\nservers = 127.0.0.1:1\nsnapshot_log_bytes = 4096\n\
+                    snapshot_retain_entries = 0\nsnapshot_chunk_bytes = 512\n";
+        let file = ConfigFile::parse(Path::new("craft.conf"), text).unwrap();
+        let config = build_config(Some(&file), &ConfigOverrides::default()).unwrap();
+        assert_eq!(
+            (
+                config.snapshot_log_bytes,
+                config.snapshot_retain_entries,
+                config.snapshot_chunk_bytes
+            ),
+            (4096, 0, 512)
+        );
+        let flags = ConfigOverrides {
+            snapshot_log_bytes: Some(1 << 20),
+            snapshot_retain_entries: Some(7),
+            ..ConfigOverrides::default()
+        };
+        let config = build_config(Some(&file), &flags).unwrap();
+        assert_eq!(config.snapshot_log_bytes, 1 << 20);
+        assert_eq!(config.snapshot_retain_entries, 7);
+        let zero = ConfigFile::parse(
+            Path::new("craft.conf"),
+            "id = 0\nservers = 127.0.0.1:1\nsnapshot_chunk_bytes = 0\n",
+        )
+        .unwrap();
+        let err = build_config(Some(&zero), &ConfigOverrides::default()).unwrap_err();
+        assert!(err.to_string().contains("snapshot_chunk_bytes"), "{err}");
     }
 
     #[test]

@@ -1,15 +1,17 @@
 //! The `rcraft` binary: `serve` runs a node of the built-in key-value store, `kv` is its
-//! command-line client (pipe mode and single-shot), `status` shows each node's view.
+//! command-line client (pipe mode and single-shot), `status` shows each node's view,
+//! `snapshot` asks nodes to snapshot their state machine and compact their log now.
 //! `../shared/CONTRACT.md` fixes the flags, the output and the exit codes; keep them stable.
 //!
-//! Everything runs on the main thread except `status`, which asks every node at once from
-//! scoped threads. Output is one line per answer, flushed at once, so scripts can drive a
+//! Everything runs on the main thread except `status` and `snapshot`, which ask every node
+//! at once from scoped threads. Output is one line per answer, flushed at once, so scripts can drive a
 //! pipe-mode `rcraft kv` interactively.
 
 use clap::{Args, Parser, Subcommand};
 use rcraft::Config;
 use rcraft::client::{CasOutcome, Client, ClientError, ClientOptions};
 use rcraft::config::{self, ConfigError, ConfigFile, ConfigOverrides};
+use rcraft::node::SnapshotResult;
 use rcraft::wire::{NodeStatus, Role};
 use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;
@@ -34,11 +36,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one node of the built-in key-value store until SIGTERM or SIGINT.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Read and write keys: one command per stdin line, or one command given as arguments.
     Kv(KvArgs),
     /// Show every node's role, term, leader and log indexes.
     Status(StatusArgs),
+    /// Snapshot every node's state machine now and compact its log (or one node's, --id).
+    Snapshot(SnapshotArgs),
 }
 
 /// Flags of `rcraft serve`. Numbers are taken as text so that a bad one is reported like
@@ -72,6 +76,16 @@ struct ServeArgs {
     /// Take a snapshot after this many applied entries [default: 100000].
     #[arg(long, value_name = "N")]
     snapshot_every: Option<String>,
+    /// Also take a snapshot after this many bytes of applied log [default: 268435456].
+    #[arg(long, value_name = "N")]
+    snapshot_log_bytes: Option<String>,
+    /// Entries kept in the log behind a snapshot for slightly lagging followers
+    /// [default: 1024].
+    #[arg(long, value_name = "N")]
+    snapshot_retain_entries: Option<String>,
+    /// Size of one snapshot chunk sent to a follower [default: 1048576].
+    #[arg(long, value_name = "N")]
+    snapshot_chunk_bytes: Option<String>,
     /// Cluster id checked in every connection handshake.
     #[arg(long, value_name = "N")]
     cluster_id: Option<String>,
@@ -124,6 +138,18 @@ struct StatusArgs {
     timeout_ms: u64,
 }
 
+#[derive(Args)]
+struct SnapshotArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Only this node (its position in the server list); default: every node.
+    #[arg(long, value_name = "N")]
+    id: Option<usize>,
+    /// Longest wait for each node's snapshot to be durable.
+    #[arg(long, value_name = "N", default_value_t = 60_000)]
+    timeout_ms: u64,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Client commands stay quiet unless asked; `serve` sets up logging from its config.
@@ -134,6 +160,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(&args),
         Command::Kv(args) => kv(&args),
         Command::Status(args) => status(&args),
+        Command::Snapshot(args) => snapshot(&args),
     }
 }
 
@@ -214,6 +241,12 @@ fn serve_overrides(args: &ServeArgs) -> Result<ConfigOverrides, ConfigError> {
         rpc_timeout_ms: number("--rpc-timeout-ms", &args.rpc_timeout_ms)?,
         tick_ms: number("--tick-ms", &args.tick_ms)?,
         snapshot_every: number("--snapshot-every", &args.snapshot_every)?,
+        snapshot_log_bytes: number("--snapshot-log-bytes", &args.snapshot_log_bytes)?,
+        snapshot_retain_entries: number(
+            "--snapshot-retain-entries",
+            &args.snapshot_retain_entries,
+        )?,
+        snapshot_chunk_bytes: number("--snapshot-chunk-bytes", &args.snapshot_chunk_bytes)?,
         cluster_id: number("--cluster-id", &args.cluster_id)?,
         log_level: args.log_level.clone(),
     })
@@ -455,6 +488,62 @@ fn status(args: &StatusArgs) -> ExitCode {
         .flatten()
         .any(|s| s.leader.is_some() || s.role == Role::Leader);
     if leader_known {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    }
+}
+
+/// `rcraft snapshot`: one line per node asked, `node ID ADDRESS: snapshot at index I term T,
+/// B bytes` or `node ID ADDRESS: failed: WHY`; exit 0 only when every node asked succeeded.
+fn snapshot(args: &SnapshotArgs) -> ExitCode {
+    let (servers, cluster_id) = match cluster_of(&args.cluster) {
+        Ok(found) => found,
+        Err(e) => return usage_error("snapshot", &e),
+    };
+    let asked: Vec<(usize, SocketAddr)> = match args.id {
+        Some(id) if id >= servers.len() => {
+            let why = format!("--id {id}: only {} servers are listed", servers.len());
+            return usage_error("snapshot", &why);
+        }
+        Some(id) => vec![(id, servers[id])],
+        None => servers.iter().copied().enumerate().collect(),
+    };
+    let options = ClientOptions {
+        attempt_timeout: Duration::from_millis(args.timeout_ms.max(1)),
+        ..client_options(args.timeout_ms, cluster_id)
+    };
+    let answers: Vec<Result<SnapshotResult, ClientError>> = std::thread::scope(|scope| {
+        let asks: Vec<_> = asked
+            .iter()
+            .map(|&(_, address)| {
+                let options = options.clone();
+                scope.spawn(move || {
+                    let mut client = Client::new(&[address], options)?;
+                    client.snapshot_of(address)
+                })
+            })
+            .collect();
+        asks.into_iter()
+            .map(|ask| ask.join().expect("snapshot thread panicked"))
+            .collect()
+    });
+    let mut out = io::stdout().lock();
+    let mut all_ok = true;
+    for ((id, address), answer) in asked.iter().zip(&answers) {
+        let line = match answer {
+            Ok(s) => format!(
+                "node {id} {address}: snapshot at index {} term {}, {} bytes",
+                s.index, s.term, s.size_bytes
+            ),
+            Err(e) => {
+                all_ok = false;
+                format!("node {id} {address}: failed: {e}")
+            }
+        };
+        let _ = writeln!(out, "{line}");
+    }
+    if all_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAILED)

@@ -6,11 +6,18 @@
 //! proposal's waiter always arrives before the entry it waits for, and reports
 //! [`ApplyProgress`] back once per drained batch.
 //!
+//! Snapshots are written here, by the thread that owns the state machine, when the
+//! [`SnapshotPolicy`] says one is due (entries or log bytes applied since the last one) or
+//! when asked ([`ApplyCommand::TakeSnapshot`]); the consensus thread only learns the result,
+//! so it never waits for a snapshot to be written.
+//!
 //! Invariants: entries are applied in index order with no gaps, each index at most once;
 //! `applied` only grows except when a snapshot is restored (then it jumps to the snapshot's
 //! index); a proposal is answered success only when its own (index, term) is applied.
 
-use super::limits::{APPLIED_SUBSCRIBER_STALL_MAX, EXPIRY_SWEEP_INTERVAL};
+use super::limits::{
+    APPLIED_SUBSCRIBER_STALL_MAX, ENTRY_LOG_OVERHEAD_BYTES, EXPIRY_SWEEP_INTERVAL,
+};
 use super::results::ApplyMsg;
 use super::sessions::{SessionCheck, SessionTable};
 use super::snapshot_files::SnapshotFiles;
@@ -56,6 +63,38 @@ pub(crate) enum ApplyCommand {
     Restore(SnapshotMeta),
     /// Add a receiver of applied commands.
     Subscribe(Sender<ApplyMsg>),
+    /// Take a snapshot now (unless the latest one already covers every applied entry) and
+    /// answer `reply` with its index, term and size (`result`: the size in bytes, u64 LE).
+    TakeSnapshot {
+        /// Who waits.
+        reply: ReplyTo,
+    },
+}
+
+/// When the apply thread takes a snapshot on its own: after `every_entries` applied entries
+/// or `log_bytes` bytes of applied log since the last one, whichever comes first (0 turns
+/// either trigger off).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SnapshotPolicy {
+    /// Entries applied since the last snapshot.
+    pub(crate) every_entries: u64,
+    /// Approximate log bytes (payload plus a fixed per-entry overhead) applied since the last
+    /// snapshot.
+    pub(crate) log_bytes: u64,
+}
+
+impl SnapshotPolicy {
+    /// Never snapshot on its own (only when asked).
+    #[cfg(test)]
+    pub(crate) const ON_DEMAND_ONLY: SnapshotPolicy = SnapshotPolicy {
+        every_entries: 0,
+        log_bytes: 0,
+    };
+
+    fn due(&self, entries: u64, bytes: u64) -> bool {
+        (self.every_entries > 0 && entries >= self.every_entries)
+            || (self.log_bytes > 0 && bytes >= self.log_bytes)
+    }
 }
 
 /// What the apply thread tells the consensus thread.
@@ -94,9 +133,13 @@ pub(crate) struct Applier {
     applied_term: Term,
     /// Membership in force at `applied` (saved in snapshot metadata).
     membership: Membership,
-    /// Entries applied since the last snapshot; a snapshot is taken at `snapshot_every`.
+    /// Entries and approximate log bytes applied since the last snapshot; a snapshot is
+    /// taken when `policy` says so.
     applied_since_snapshot: u64,
-    snapshot_every: u64,
+    bytes_since_snapshot: u64,
+    policy: SnapshotPolicy,
+    /// The latest snapshot taken or restored here.
+    latest_snapshot: Option<SnapshotMeta>,
     proposals: BTreeMap<LogIndex, Vec<ProposalWaiter>>,
     reads: BTreeMap<LogIndex, Vec<ReadWaiter>>,
     subscribers: Vec<Sender<ApplyMsg>>,
@@ -113,7 +156,7 @@ impl Applier {
         state_machine: Box<dyn StateMachine>,
         mut snapshots: Box<dyn SnapshotFiles>,
         initial_membership: Membership,
-        snapshot_every: u64,
+        policy: SnapshotPolicy,
         replier: Replier,
     ) -> Result<Applier, String> {
         let current = snapshots.open_current()?;
@@ -125,7 +168,9 @@ impl Applier {
             applied_term: Term(0),
             membership: initial_membership,
             applied_since_snapshot: 0,
-            snapshot_every,
+            bytes_since_snapshot: 0,
+            policy,
+            latest_snapshot: None,
             proposals: BTreeMap::new(),
             reads: BTreeMap::new(),
             subscribers: Vec::new(),
@@ -252,7 +297,53 @@ impl Applier {
                 let _ = progress.send(ApplyProgress::Restored(meta));
             }
             ApplyCommand::Subscribe(sender) => self.subscribers.push(sender),
+            ApplyCommand::TakeSnapshot { reply } => self.snapshot_on_demand(reply, progress)?,
         }
+        Ok(())
+    }
+
+    /// Takes a snapshot for a caller that asked for one; the latest snapshot is answered
+    /// instead when it already covers every applied entry.
+    fn snapshot_on_demand(
+        &mut self,
+        reply: ReplyTo,
+        progress: &Sender<ApplyProgress>,
+    ) -> Result<(), String> {
+        let current = self
+            .latest_snapshot
+            .clone()
+            .filter(|meta| meta.index == self.applied);
+        let meta = match current {
+            Some(meta) => meta,
+            None if self.applied == LogIndex(0) => {
+                let body = ClientResponseBody::Error {
+                    definite: true,
+                    message: "nothing applied yet: no snapshot to take".to_string(),
+                };
+                self.replier.send(reply, body);
+                return Ok(());
+            }
+            None => match self.take_snapshot() {
+                Ok(meta) => {
+                    let _ = progress.send(ApplyProgress::SnapshotTaken(meta.clone()));
+                    meta
+                }
+                Err(message) => {
+                    let body = ClientResponseBody::Error {
+                        definite: true,
+                        message: message.clone(),
+                    };
+                    self.replier.send(reply, body);
+                    return Err(message);
+                }
+            },
+        };
+        let body = ClientResponseBody::Ok {
+            term: meta.term,
+            index: meta.index,
+            result: meta.size_bytes.to_le_bytes().to_vec(),
+        };
+        self.replier.send(reply, body);
         Ok(())
     }
 
@@ -287,7 +378,10 @@ impl Applier {
         if self.applied != before {
             let _ = progress.send(ApplyProgress::Applied(self.applied));
         }
-        if self.snapshot_every > 0 && self.applied_since_snapshot >= self.snapshot_every {
+        if self
+            .policy
+            .due(self.applied_since_snapshot, self.bytes_since_snapshot)
+        {
             let meta = self.take_snapshot()?;
             let _ = progress.send(ApplyProgress::SnapshotTaken(meta));
         }
@@ -304,6 +398,11 @@ impl Applier {
                 entry.index, self.applied
             ));
         }
+        self.bytes_since_snapshot += ENTRY_LOG_OVERHEAD_BYTES
+            + match &entry.payload {
+                EntryPayload::Command { data, .. } => data.len() as u64,
+                _ => 0,
+            };
         let outcome = match entry.payload {
             EntryPayload::Noop => Ok(Vec::new()),
             EntryPayload::Membership(membership) => {
@@ -429,6 +528,8 @@ impl Applier {
             meta.size_bytes
         );
         self.applied_since_snapshot = 0;
+        self.bytes_since_snapshot = 0;
+        self.latest_snapshot = Some(meta.clone());
         Ok(meta)
     }
 
@@ -458,6 +559,8 @@ impl Applier {
         self.applied_term = meta.term;
         self.membership = meta.membership.clone();
         self.applied_since_snapshot = 0;
+        self.bytes_since_snapshot = 0;
+        self.latest_snapshot = Some(meta.clone());
         let covered = self.proposals.split_off(&meta.index.next());
         for waiter in std::mem::replace(&mut self.proposals, covered)
             .into_values()
@@ -610,13 +713,28 @@ mod tests {
         Receiver<ApplyProgress>,
         std::thread::JoinHandle<()>,
     ) {
+        let policy = SnapshotPolicy {
+            every_entries: snapshot_every,
+            log_bytes: 0,
+        };
+        start_with(snapshots, policy)
+    }
+
+    fn start_with(
+        snapshots: MemorySnapshots,
+        policy: SnapshotPolicy,
+    ) -> (
+        Sender<ApplyCommand>,
+        Receiver<ApplyProgress>,
+        std::thread::JoinHandle<()>,
+    ) {
         let replier = Replier::new(Arc::new(NoNetwork));
         let membership = Membership::with_voters([NodeId(0)]);
         let applier = Applier::new(
             Box::new(Journal::default()),
             Box::new(snapshots),
             membership,
-            snapshot_every,
+            policy,
             replier,
         )
         .unwrap();
@@ -835,6 +953,86 @@ mod tests {
             .try_iter()
             .any(|p| matches!(p, ApplyProgress::Restored(m) if m == meta));
         assert!(restored, "the core is still told the install finished");
+    }
+
+    fn take_snapshot(commands: &Sender<ApplyCommand>) -> ClientResponseBody {
+        let (tx, rx) = bounded(1);
+        let reply = ReplyTo::Api(tx);
+        commands.send(ApplyCommand::TakeSnapshot { reply }).unwrap();
+        wait_reply(&rx)
+    }
+
+    fn snapshots_taken(progress: &Receiver<ApplyProgress>) -> Vec<LogIndex> {
+        progress
+            .try_iter()
+            .filter_map(|p| match p {
+                ApplyProgress::SnapshotTaken(meta) => Some(meta.index),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn snapshots_after_enough_log_bytes() {
+        let policy = SnapshotPolicy {
+            every_entries: 0,
+            log_bytes: 2 * ENTRY_LOG_OVERHEAD_BYTES + 100,
+        };
+        let (commands, progress, thread) = start_with(MemorySnapshots::default(), policy);
+        let big = [b'x'; 60];
+        commands
+            .send(ApplyCommand::Entries(vec![command(1, 1, &big, None)]))
+            .unwrap();
+        // The on-demand answer comes after the batch before it, so the first batch's
+        // progress is all sent by then.
+        assert!(matches!(
+            take_snapshot(&commands),
+            ClientResponseBody::Ok { .. }
+        ));
+        assert_eq!(snapshots_taken(&progress), vec![LogIndex(1)]);
+        commands
+            .send(ApplyCommand::Entries(vec![command(1, 2, &big, None)]))
+            .unwrap();
+        commands
+            .send(ApplyCommand::Entries(vec![command(1, 3, &big, None)]))
+            .unwrap();
+        drop(commands);
+        thread.join().unwrap();
+        // 2 x (60 + overhead) bytes since the snapshot at 1 pass the limit at index 3 only
+        // if both batches were counted: a snapshot at 2 would mean the counter never reset.
+        let taken = snapshots_taken(&progress);
+        assert!(!taken.contains(&LogIndex(2)), "{taken:?}");
+        assert_eq!(taken.last(), Some(&LogIndex(3)), "{taken:?}");
+    }
+
+    #[test]
+    fn an_on_demand_snapshot_covers_every_applied_entry() {
+        let snapshots = MemorySnapshots::default();
+        let policy = SnapshotPolicy::ON_DEMAND_ONLY;
+        let (commands, progress, thread) = start_with(snapshots.clone(), policy);
+        assert!(matches!(
+            take_snapshot(&commands),
+            ClientResponseBody::Error { definite: true, .. }
+        ));
+        let entries = (1..=3).map(|i| command(1, i, b"e", None)).collect();
+        commands.send(ApplyCommand::Entries(entries)).unwrap();
+        let first = take_snapshot(&commands);
+        let ClientResponseBody::Ok { index, result, .. } = &first else {
+            panic!("unexpected {first:?}");
+        };
+        assert_eq!(*index, LogIndex(3));
+        let stored = snapshots
+            .0
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("a stored snapshot");
+        assert_eq!(result, &stored.0.size_bytes.to_le_bytes().to_vec());
+        // Nothing new applied: the same snapshot is answered and no new one written.
+        assert_eq!(take_snapshot(&commands), first);
+        drop(commands);
+        thread.join().unwrap();
+        assert_eq!(snapshots_taken(&progress), vec![LogIndex(3)]);
     }
 
     #[test]

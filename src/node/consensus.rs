@@ -13,9 +13,7 @@
 //! timeout or shutdown).
 
 use super::apply::{ApplyCommand, ApplyProgress};
-use super::limits::{
-    CONSENSUS_INPUT_BATCH_MAX, PENDING_REQUESTS_MAX, SNAPSHOT_RETAIN_ENTRIES, TICK_CATCH_UP_MAX,
-};
+use super::limits::{CONSENSUS_INPUT_BATCH_MAX, PENDING_REQUESTS_MAX, TICK_CATCH_UP_MAX};
 use super::results::ApplyMsg;
 use super::storage_io::{StorageCommand, StorageEvent};
 use super::transport::{NetEvent, Replier, ReplyTo};
@@ -68,6 +66,11 @@ pub(crate) enum ApiRequest {
     },
     /// Start receiving applied commands.
     Subscribe(Sender<ApplyMsg>),
+    /// Snapshot the state machine now.
+    Snapshot {
+        /// Where the outcome goes.
+        reply: Sender<ClientResponseBody>,
+    },
     /// Stop the node.
     Shutdown,
 }
@@ -90,6 +93,8 @@ pub(crate) struct ConsensusSettings {
     pub(crate) rpc_timeout: Duration,
     /// Applied index at start (the restored snapshot's).
     pub(crate) applied: LogIndex,
+    /// Entries kept in the log behind a new snapshot.
+    pub(crate) snapshot_retain_entries: u64,
 }
 
 /// A client request the core has not answered yet.
@@ -312,6 +317,18 @@ impl Consensus {
                         .step(Input::ProposeMembership { id, membership });
                 }
             }
+            ClientRequestBody::Snapshot => self.snapshot(reply),
+        }
+    }
+
+    /// Asks the apply thread for a snapshot; never waits for room in its queue.
+    fn snapshot(&mut self, reply: ReplyTo) {
+        match self.apply.try_send(ApplyCommand::TakeSnapshot { reply }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(ApplyCommand::TakeSnapshot { reply })) => {
+                self.replier.send(reply, ClientResponseBody::Overloaded);
+            }
+            Err(_) => self.fail("the apply thread stopped".to_string()),
         }
     }
 
@@ -337,6 +354,7 @@ impl Consensus {
             ApiRequest::Subscribe(sender) => {
                 self.send_apply(inbox, ApplyCommand::Subscribe(sender));
             }
+            ApiRequest::Snapshot { reply } => self.snapshot(ReplyTo::Api(reply)),
             ApiRequest::Shutdown => return Some(Exit::Shutdown),
         }
         None
@@ -451,7 +469,7 @@ impl Consensus {
                 self.replica.step(Input::Applied { index });
             }
             ApplyProgress::SnapshotTaken(meta) => {
-                let retain_entries = SNAPSHOT_RETAIN_ENTRIES;
+                let retain_entries = self.settings.snapshot_retain_entries;
                 self.replica.step(Input::SnapshotTaken {
                     meta,
                     retain_entries,

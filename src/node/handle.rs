@@ -6,8 +6,8 @@
 
 use super::consensus::ApiRequest;
 use super::error::{Error, Result};
-use super::limits::APPLIED_SUBSCRIBER_QUEUE_DEPTH;
-use super::results::{ApplyMsg, ProposeResult, ReadResult};
+use super::limits::{APPLIED_SUBSCRIBER_QUEUE_DEPTH, SNAPSHOT_ANSWER_WAIT_MAX};
+use super::results::{ApplyMsg, ProposeResult, ReadResult, SnapshotResult};
 use super::runtime::Runtime;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use rcraft_wire::{ClientResponseBody, Membership, NodeId, NodeStatus, Session};
@@ -156,6 +156,34 @@ impl NodeHandle {
                 term,
                 index,
                 response: result,
+            }),
+            other => Err(self.error_from(other)),
+        }
+    }
+
+    /// Snapshots this node's state machine now (any node, leader or not) and compacts its
+    /// log behind the snapshot; returns once the snapshot is durable (waiting up to the
+    /// longer of the rpc timeout and `SNAPSHOT_ANSWER_WAIT_MAX`). When the latest
+    /// snapshot already covers every applied entry, that one is returned. The snapshot is
+    /// written by the apply thread: consensus goes on meanwhile.
+    pub fn snapshot(&self) -> Result<SnapshotResult> {
+        let (reply, answer) = bounded(1);
+        self.request(ApiRequest::Snapshot { reply })?;
+        let wait = self.rpc_timeout.max(SNAPSHOT_ANSWER_WAIT_MAX);
+        let answer = answer.recv_timeout(wait).map_err(|e| match e {
+            RecvTimeoutError::Timeout => Error::Timeout,
+            RecvTimeoutError::Disconnected => Error::Stopped,
+        });
+        match answer? {
+            ClientResponseBody::Ok {
+                term,
+                index,
+                result,
+            } => SnapshotResult::from_answer(term, index, &result).ok_or_else(|| {
+                self.error_from(ClientResponseBody::Error {
+                    definite: true,
+                    message: "the snapshot answer has no size".to_string(),
+                })
             }),
             other => Err(self.error_from(other)),
         }

@@ -54,12 +54,16 @@ pub const STORAGE_BATCH_MAX: usize = 1024;
 /// recently is forgotten (deterministically: every replica forgets the same one).
 pub const SESSIONS_MAX: usize = 100_000;
 
-/// Entries kept in the log behind a new snapshot so slightly lagging followers catch up from
-/// the log instead of needing the whole snapshot.
-pub const SNAPSHOT_RETAIN_ENTRIES: u64 = 1024;
-
 /// How often threads that wait for input look at expired requests.
 pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Bytes of one snapshot read while restoring or copying (bounded memory for any size).
 pub const SNAPSHOT_COPY_BUFFER_BYTES: usize = 1 << 20;
+
+/// Bytes counted per applied entry on top of its command, when the apply thread measures the
+/// log written since the last snapshot (`snapshot_log_bytes`): about the WAL's per-entry
+/// header and encoding.
+pub const ENTRY_LOG_OVERHEAD_BYTES: u64 = 32;
+
+/// Longest a `NodeHandle::snapshot` caller waits for a large snapshot to be written.
+pub const SNAPSHOT_ANSWER_WAIT_MAX: Duration = Duration::from_secs(600);

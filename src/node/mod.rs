@@ -25,6 +25,6 @@ mod transport;
 
 pub use error::{Error, Result};
 pub use handle::NodeHandle;
-pub use results::{ApplyMsg, ProposeResult, ReadResult};
+pub use results::{ApplyMsg, ProposeResult, ReadResult, SnapshotResult};
 pub use runtime::Node;
 pub use serve::serve_kv;

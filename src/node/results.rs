@@ -1,5 +1,5 @@
 //! Public values returned by a [`NodeHandle`](super::NodeHandle): results of proposals and
-//! reads, and the applied-entry stream (cRaft's `ApplyMsg`).
+//! reads, snapshots taken on demand, and the applied-entry stream (cRaft's `ApplyMsg`).
 
 use rcraft_wire::{LogIndex, Term};
 
@@ -34,4 +34,28 @@ pub struct ApplyMsg {
     pub term: Term,
     /// The command bytes.
     pub command: Vec<u8>,
+}
+
+/// A durable snapshot of this node's state machine, as returned by
+/// [`NodeHandle::snapshot`](super::NodeHandle::snapshot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotResult {
+    /// Last log index the snapshot covers.
+    pub index: LogIndex,
+    /// Term of that entry.
+    pub term: Term,
+    /// Size of the snapshot's data in bytes.
+    pub size_bytes: u64,
+}
+
+impl SnapshotResult {
+    /// Reads the answer to a snapshot request: `result` holds the size (u64 little-endian).
+    pub fn from_answer(term: Term, index: LogIndex, result: &[u8]) -> Option<SnapshotResult> {
+        let size: [u8; 8] = result.try_into().ok()?;
+        Some(SnapshotResult {
+            index,
+            term,
+            size_bytes: u64::from_le_bytes(size),
+        })
+    }
 }

@@ -7,7 +7,7 @@
 //! each thread finish its queued work: consensus first (it drops the storage and apply
 //! senders), then storage (drains, syncs, saves the hard state), apply, and last the network.
 
-use super::apply::Applier;
+use super::apply::{Applier, SnapshotPolicy};
 use super::consensus::{Consensus, ConsensusSettings, Exit, Inbox};
 use super::error::{Error, Result};
 use super::handle::NodeHandle;
@@ -60,7 +60,10 @@ impl Node {
             Box::new(state_machine),
             snapshots,
             initial_membership,
-            config.snapshot_every,
+            SnapshotPolicy {
+                every_entries: config.snapshot_every,
+                log_bytes: config.snapshot_log_bytes,
+            },
             replier.clone(),
         )
         .map_err(Error::Storage)?;
@@ -76,6 +79,7 @@ impl Node {
             tick: Duration::from_millis(config.tick_ms),
             rpc_timeout: Duration::from_millis(config.rpc_timeout_ms),
             applied: applier.applied(),
+            snapshot_retain_entries: config.snapshot_retain_entries,
         };
         let consensus = Consensus::new(replica, settings, replier, storage_tx, apply_tx);
         let inbox = Inbox {
@@ -195,6 +199,7 @@ pub(crate) fn core_config(config: &Config) -> CoreConfig {
         ticks(config.election_timeout_max_ms).max(core.election_timeout_min_ticks + 1);
     core.heartbeat_interval_ticks =
         ticks(config.heartbeat_ms).min(core.election_timeout_min_ticks.saturating_sub(1).max(1));
+    core.snapshot_chunk_bytes = config.snapshot_chunk_bytes;
     core
 }
 

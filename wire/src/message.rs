@@ -154,6 +154,10 @@ pub enum ClientRequestBody {
         /// The target configuration.
         membership: Membership,
     },
+    /// Ask this node to snapshot its state machine now (any node, leader or not) and compact
+    /// its log behind it. Answered with `Ok` once the snapshot is durable: `index` and `term`
+    /// are the snapshot's, `result` its size in bytes (u64 little-endian).
+    Snapshot,
 }
 
 /// A response to a client request.

@@ -134,6 +134,7 @@ pub fn client_requests() -> Vec<ClientRequest> {
         ClientRequestBody::ChangeMembership {
             membership: membership(),
         },
+        ClientRequestBody::Snapshot,
     ];
     bodies
         .into_iter()

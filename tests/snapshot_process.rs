@@ -1,0 +1,204 @@
+//! Snapshots across real `rcraft serve` processes on 127.0.0.1: a follower frozen while the
+//! others compact catches up by snapshot; a transfer survives killing its receiver and then
+//! its sender, continuing from the receiver's durable offset; `rcraft snapshot` compacts on
+//! demand. Every wait is bounded; processes are killed and directories removed on drop.
+
+mod snapshot_support;
+
+use rcraft::client::{Client, ClientOptions};
+use rcraft::wire::{NodeId, Role};
+use snapshot_support::{Cluster, key, value, wait_for, write_keys};
+use std::time::Duration;
+
+/// Makes node `id` the leader and reads every key through it: its state machine answers.
+fn check_keys_through(cluster: &Cluster, id: usize, count: usize, size: usize) {
+    let mut client = cluster.client();
+    let moved = wait_for("leadership to move", || {
+        let status = cluster.status(id)?;
+        if status.role == Role::Leader {
+            return Some(());
+        }
+        let _ = client.transfer_leader(NodeId(id as u64));
+        std::thread::sleep(Duration::from_millis(100));
+        None
+    });
+    moved.unwrap_or_else(|| panic!("node {id} never led; logs:\n{}", cluster.logs()));
+    let mut client = Client::new(&[cluster.addresses[id]], ClientOptions::default()).unwrap();
+    for i in 0..count {
+        assert_eq!(
+            client.get(&key(i)).unwrap(),
+            Some(value(i, size)),
+            "key {i}"
+        );
+    }
+}
+
+#[test]
+fn a_frozen_follower_catches_up_by_snapshot_after_the_others_compact() {
+    let flags = ["--snapshot-every", "300", "--snapshot-retain-entries", "20"];
+    let mut cluster = Cluster::start(&flags);
+    let leader = cluster.wait_for_leader();
+    let frozen = (leader + 1) % 3;
+    cluster.signal(frozen, libc::SIGSTOP);
+
+    let (count, size) = (1200, 64);
+    write_keys(&cluster, count, size);
+    let live = (leader + 2) % 3;
+    cluster.snapshot(leader);
+    cluster.snapshot(live);
+    let leader_status = cluster.status(leader).unwrap();
+    assert!(leader_status.snapshot_index.0 >= 1000, "{leader_status:?}");
+
+    cluster.signal(frozen, libc::SIGCONT);
+    cluster.wait_caught_up(frozen, leader);
+    let log = cluster.log_of(frozen);
+    assert!(
+        log.contains("state restored from the snapshot at index"),
+        "the follower caught up without a snapshot:\n{log}"
+    );
+    check_keys_through(&cluster, frozen, count, size);
+    cluster.kill(leader);
+}
+
+#[test]
+fn a_transfer_resumes_after_its_receiver_and_then_its_sender_are_killed() {
+    // Small chunks so the transfer of a few MB takes many round trips (each synced).
+    let flags = [
+        "--snapshot-every",
+        "1000000",
+        "--snapshot-retain-entries",
+        "0",
+        "--snapshot-chunk-bytes",
+        "4096",
+    ];
+    let mut cluster = Cluster::start(&flags);
+    let leader = cluster.wait_for_leader();
+    let receiver = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    cluster.kill(receiver);
+    let (count, size) = (1500, 2048);
+    write_keys(&cluster, count, size);
+    // Both live nodes snapshot at the same applied index: identical files (the store is
+    // deterministic), so whichever of them leads can continue the same transfer.
+    cluster.wait_caught_up(other, leader);
+    let first = cluster.snapshot(leader);
+    let second = cluster.snapshot(other);
+    let describe = |line: &str| line.split_once(": ").map(|(_, s)| s.to_string());
+    assert_eq!(describe(&first), describe(&second), "{first} / {second}");
+    let size_of_snapshot: u64 = first
+        .trim()
+        .strip_suffix(" bytes")
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no size in {first:?}"));
+    assert!(size_of_snapshot > (count * size) as u64, "{first}");
+
+    cluster.restart(receiver);
+    let quarter = wait_for("a quarter of the snapshot", || {
+        (cluster.partial_bytes(receiver) > size_of_snapshot / 4).then_some(())
+    });
+    quarter.unwrap_or_else(|| panic!("the transfer did not start; logs:\n{}", cluster.logs()));
+    cluster.kill(receiver);
+    let held = cluster.partial_bytes(receiver);
+    assert!(
+        held < size_of_snapshot,
+        "killed too late: {held} bytes held"
+    );
+    cluster.restart(receiver);
+
+    let half = wait_for("half of the snapshot", || {
+        (cluster.partial_bytes(receiver) > size_of_snapshot / 2).then_some(())
+    });
+    half.unwrap_or_else(|| panic!("the transfer did not resume; logs:\n{}", cluster.logs()));
+    cluster.kill(leader);
+    cluster.wait_for_leader();
+    cluster.wait_caught_up(receiver, other);
+
+    let log = cluster.log_of(receiver);
+    let starts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("receiving snapshot"))
+        .collect();
+    assert!(
+        starts
+            .iter()
+            .filter(|l| l.ends_with("from offset 0"))
+            .count()
+            == 1,
+        "the transfer started over: {starts:?}"
+    );
+    assert!(
+        starts.iter().any(|l| !l.ends_with("from offset 0")),
+        "the restarted receiver did not resume: {starts:?}"
+    );
+    assert!(log.contains("state restored from the snapshot at index"));
+    cluster.restart(leader);
+    check_keys_through(&cluster, receiver, count, size);
+}
+
+#[test]
+fn rcraft_snapshot_reports_bad_usage_and_unreachable_nodes() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(snapshot_support::BIN)
+            .arg("snapshot")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out_of_range = run(&["--servers", "127.0.0.1:1", "--id", "3"]);
+    assert_eq!(out_of_range.status.code(), Some(2), "{out_of_range:?}");
+    // Nothing listens on port 1: the node's line says it failed and the exit status is 1.
+    let unreachable = run(&["--servers", "127.0.0.1:1", "--timeout-ms", "300"]);
+    assert_eq!(unreachable.status.code(), Some(1), "{unreachable:?}");
+    let text = String::from_utf8_lossy(&unreachable.stdout);
+    assert!(text.starts_with("node 0 127.0.0.1:1: failed: "), "{text}");
+}
+
+#[test]
+fn replication_to_the_other_follower_goes_on_during_a_stalled_transfer() {
+    let flags = [
+        "--snapshot-every",
+        "1000000",
+        "--snapshot-retain-entries",
+        "0",
+        "--snapshot-chunk-bytes",
+        "4096",
+    ];
+    let mut cluster = Cluster::start(&flags);
+    let leader = cluster.wait_for_leader();
+    let receiver = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    cluster.kill(receiver);
+    let (count, size) = (600, 2048);
+    write_keys(&cluster, count, size);
+    cluster.snapshot(leader);
+
+    // Freeze the receiver in the middle of the transfer: the leader's transfer to it waits
+    // on a chunk that is never answered.
+    cluster.restart(receiver);
+    let started = wait_for("the transfer to start", || {
+        (cluster.partial_bytes(receiver) > 0).then_some(())
+    });
+    started.unwrap_or_else(|| panic!("no transfer; logs:\n{}", cluster.logs()));
+    cluster.signal(receiver, libc::SIGSTOP);
+
+    let mut client = cluster.client();
+    for i in count..count + 50 {
+        client
+            .put(&key(i), &value(i, 16))
+            .expect("a write during the transfer");
+    }
+    cluster.wait_caught_up(other, leader);
+    assert!(
+        cluster.partial_bytes(receiver) > 0,
+        "the transfer already ended"
+    );
+
+    cluster.signal(receiver, libc::SIGCONT);
+    cluster.wait_caught_up(receiver, leader);
+    assert!(
+        cluster
+            .log_of(receiver)
+            .contains("state restored from the snapshot")
+    );
+}

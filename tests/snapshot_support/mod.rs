@@ -1,0 +1,209 @@
+//! Shared helpers of the multi-process snapshot tests and benchmark: a cluster of three
+//! `rcraft serve` processes on 127.0.0.1 (killed, and resumed if stopped, on drop), bounded
+//! waits and parallel writers.
+
+#![allow(dead_code)] // Each test file uses a different subset.
+
+use rcraft::client::{Client, ClientOptions};
+use rcraft::wire::{NodeStatus, Role};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rcraft");
+/// Longest wait for any one condition (leader known, node caught up, transfer progress).
+pub const WAIT_MAX: Duration = Duration::from_secs(20);
+
+/// Three `rcraft serve` processes; killed (and resumed, if stopped) on drop.
+pub struct Cluster {
+    pub addresses: Vec<SocketAddr>,
+    pub flags: Vec<String>,
+    pub nodes: Vec<Option<Child>>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn start(flags: &[&str]) -> Cluster {
+        // Ports the kernel just handed out and we released; a clash fails the test loudly.
+        let listeners: Vec<TcpListener> = (0..3)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let addresses = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        drop(listeners);
+        let mut cluster = Cluster {
+            addresses,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+            nodes: vec![None, None, None],
+            dir: tempfile::tempdir().unwrap(),
+        };
+        (0..3).for_each(|id| cluster.restart(id));
+        cluster
+    }
+
+    pub fn servers(&self) -> String {
+        let list: Vec<String> = self.addresses.iter().map(|a| a.to_string()).collect();
+        list.join(",")
+    }
+
+    pub fn data_dir(&self, id: usize) -> PathBuf {
+        self.dir.path().join(format!("node{id}"))
+    }
+
+    pub fn log_path(&self, id: usize) -> PathBuf {
+        self.dir.path().join(format!("node{id}.log"))
+    }
+
+    pub fn restart(&mut self, id: usize) {
+        assert!(self.nodes[id].is_none(), "node {id} is running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(id))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--id", &id.to_string(), "--peers", &self.servers()])
+            .arg("--data-dir")
+            .arg(self.data_dir(id))
+            .args(["--log-level", "info"])
+            .args(&self.flags)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.nodes[id] = Some(child);
+    }
+
+    pub fn kill(&mut self, id: usize) {
+        if let Some(mut child) = self.nodes[id].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn signal(&self, id: usize, signal: libc::c_int) {
+        let child = self.nodes[id].as_ref().expect("node is running");
+        let pid = libc::pid_t::try_from(child.id()).unwrap();
+        // SAFETY: kill(2) on our own child's pid with a valid signal has no memory effects.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "kill({pid}, {signal})");
+    }
+
+    pub fn client(&self) -> Client {
+        let options = ClientOptions {
+            timeout: Duration::from_secs(10),
+            attempt_timeout: Duration::from_millis(500),
+            ..ClientOptions::default()
+        };
+        Client::new(&self.addresses, options).unwrap()
+    }
+
+    pub fn status(&self, id: usize) -> Option<NodeStatus> {
+        self.client().status_of(self.addresses[id]).ok()
+    }
+
+    pub fn wait_for_leader(&self) -> usize {
+        let found = wait_for("a leader", || {
+            (0..3).find(|&id| self.status(id).is_some_and(|s| s.role == Role::Leader))
+        });
+        found.unwrap_or_else(|| panic!("no leader; logs:\n{}", self.logs()))
+    }
+
+    /// Waits until node `id` applied everything the leader committed.
+    pub fn wait_caught_up(&self, id: usize, leader: usize) {
+        let done = wait_for("the node to catch up", || {
+            let leader = self.status(leader)?;
+            let node = self.status(id)?;
+            (node.applied_index >= leader.commit_index).then_some(())
+        });
+        done.unwrap_or_else(|| panic!("node {id} did not catch up; logs:\n{}", self.logs()));
+    }
+
+    /// Runs `rcraft snapshot` for node `id`.
+    pub fn snapshot(&self, id: usize) -> String {
+        let output = Command::new(BIN)
+            .args(["snapshot", "--servers", &self.servers(), "--id"])
+            .arg(id.to_string())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "rcraft snapshot: {text}");
+        text
+    }
+
+    pub fn log_of(&self, id: usize) -> String {
+        std::fs::read_to_string(self.log_path(id)).unwrap_or_default()
+    }
+
+    pub fn logs(&self) -> String {
+        (0..3)
+            .map(|id| {
+                let text = self.log_of(id);
+                let tail: Vec<&str> = text.lines().rev().take(25).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!("--- node {id}\n{}", tail.join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Bytes of node `id`'s partially received snapshot file (0 when there is none).
+    pub fn partial_bytes(&self, id: usize) -> u64 {
+        let path = self
+            .data_dir(id)
+            .join("snapshots")
+            .join("partial.snap.recv");
+        std::fs::metadata(path).map_or(0, |m| m.len())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for id in 0..3 {
+            if self.nodes[id].is_some() {
+                self.signal(id, libc::SIGCONT);
+            }
+            self.kill(id);
+        }
+    }
+}
+
+/// Polls `check` until it gives a value or `WAIT_MAX` passes.
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + WAIT_MAX;
+    while Instant::now() < deadline {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    eprintln!("gave up waiting for {what}");
+    None
+}
+
+pub fn key(i: usize) -> Vec<u8> {
+    format!("key-{i:06}").into_bytes()
+}
+
+pub fn value(i: usize, size: usize) -> Vec<u8> {
+    let mut value = format!("value-{i}-").into_bytes();
+    value.resize(size, b'0' + (i % 10) as u8);
+    value
+}
+
+/// Writes keys `0..count` with values of `size` bytes from several clients at once.
+pub fn write_keys(cluster: &Cluster, count: usize, size: usize) {
+    let writers = 8;
+    std::thread::scope(|scope| {
+        for w in 0..writers {
+            scope.spawn(move || {
+                let mut client = cluster.client();
+                for i in (w..count).step_by(writers) {
+                    client.put(&key(i), &value(i, size)).expect("put");
+                }
+            });
+        }
+    });
+}
