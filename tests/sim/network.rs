@@ -35,7 +35,7 @@ impl NetworkProfile {
             drop_per_mille: rng.pick(&[0, 10, 50, 150]),
             duplicate_per_mille: rng.pick(&[0, 10, 50]),
             delay_min_ms,
-            delay_max_ms: delay_min_ms + rng.pick(&[2, 10, 30]),
+            delay_max_ms: delay_min_ms + rng.pick(&[2, 10, 20]),
             slow_per_mille: rng.pick(&[0, 5, 30]),
             slow_delay_max_ms: rng.pick(&[100, 400]),
         }

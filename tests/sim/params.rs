@@ -92,7 +92,9 @@ impl RunParams {
             nodes: rng.pick(&[3, 5]),
             network: NetworkProfile::random(rng),
             disk_delay_min_ms: 1,
-            disk_delay_max_ms: rng.pick(&[2, 10, 40]),
+            // Raft needs broadcast time (two syncs and two network hops for a vote) well
+            // below the election timeout (150-300 ms here), or split votes can go on and on.
+            disk_delay_max_ms: rng.pick(&[2, 10, 20]),
             fault_gap_max_ms: rng.pick(&[100, 300, 800]),
             downtime_max_ms: rng.pick(&[200, 1_000]),
             client_gap_max_ms: rng.pick(&[10, 40, 100]),
