@@ -83,7 +83,7 @@ impl Replica {
                     return false;
                 }
                 if !pre_vote {
-                    self.become_follower(message.term, None);
+                    self.step_down_for_candidate(message.term);
                 }
                 true
             }
@@ -102,6 +102,22 @@ impl Replica {
                 self.become_follower(message.term, None);
                 true
             }
+        }
+    }
+
+    /// Adopts a candidate's higher term without restarting a running election timer. Paper
+    /// Fig. 2: a follower's timer restarts only when it grants a vote or hears from the
+    /// current leader. Restarting it here let candidates whose logs are too short to win keep
+    /// resetting the timer of the one node that could win, so without Pre-Vote no leader was
+    /// elected (simulator seed 9648). A leader stepping down has no follower timer running
+    /// and starts a fresh one.
+    fn step_down_for_candidate(&mut self, term: rcraft_wire::Term) {
+        let was_leader = self.phase == Phase::Leader;
+        let (elapsed, timeout) = (self.election_elapsed, self.election_timeout_ticks);
+        self.become_follower(term, None);
+        if !was_leader {
+            self.election_elapsed = elapsed;
+            self.election_timeout_ticks = timeout;
         }
     }
 
