@@ -360,6 +360,10 @@ impl Replica {
                 current.finishing = false;
             }
             current.durable_through = next_offset;
+            // Storage may already hold more than was handed to it in this transfer (a
+            // partial file from before a restart or from another leader): chunks below
+            // `next_offset` are duplicates, the next one continues there.
+            current.handed_through = current.handed_through.max(next_offset);
             if rejected {
                 current.handed_through = next_offset;
                 // The rest of a pipelined window is refused too: ask the leader once.
@@ -499,6 +503,35 @@ mod tests {
         assert!(rejections(&actions).is_empty());
         // The leader rewinds: 4 continues the file, a repeated 2 is not written again.
         assert_eq!(written_offsets(&step(&mut follower, chunk(&meta, 4))), [4]);
+        assert!(written_offsets(&step(&mut follower, chunk(&meta, 2))).is_empty());
+    }
+
+    #[test]
+    fn follower_continues_after_bytes_storage_already_held() {
+        let voters = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
+        let recovered = RecoveredState {
+            initial_membership: voters.clone(),
+            ..RecoveredState::default()
+        };
+        let mut follower = Replica::new(CoreConfig::new(NodeId(2), 5), recovered).unwrap();
+        let meta = SnapshotMeta {
+            index: LogIndex(9),
+            term: Term(1),
+            membership: voters,
+            size_bytes: 10,
+            checksum: 0,
+        };
+        // A new leader starts at 0, but storage kept a partial file through offset 6.
+        assert_eq!(written_offsets(&step(&mut follower, chunk(&meta, 0))), [0]);
+        let held = Input::SnapshotChunkWritten {
+            meta: meta.clone(),
+            next_offset: 6,
+            installed: false,
+            rejected: false,
+        };
+        step(&mut follower, held);
+        // The leader continues at 6: that is no gap. A late chunk 2 is answered, not written.
+        assert_eq!(written_offsets(&step(&mut follower, chunk(&meta, 6))), [6]);
         assert!(written_offsets(&step(&mut follower, chunk(&meta, 2))).is_empty());
     }
 
