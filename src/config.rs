@@ -50,9 +50,14 @@ pub struct Config {
     /// Entries kept in the log behind a new snapshot, so followers only slightly behind
     /// catch up from the log instead of receiving the whole snapshot.
     pub snapshot_retain_entries: u64,
-    /// Size of one InstallSnapshot chunk sent to a follower (one chunk per follower is in
-    /// flight at a time, so this bounds the memory and the link share of a transfer).
+    /// Size of one InstallSnapshot chunk sent to a follower.
     pub snapshot_chunk_bytes: u64,
+    /// Most snapshot chunks in flight to one follower (with the chunk size, this bounds the
+    /// memory a transfer holds).
+    pub snapshot_chunks_in_flight: u64,
+    /// Snapshot bytes per second a leader may read for all its transfers together, so they
+    /// leave room for log replication; 0 means unlimited.
+    pub snapshot_bytes_per_sec: u64,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`), as cRaft's `loglevel`.
     pub log_level: String,
 }
@@ -77,6 +82,8 @@ impl Config {
             snapshot_log_bytes: 256 << 20,
             snapshot_retain_entries: 1024,
             snapshot_chunk_bytes: 1 << 20,
+            snapshot_chunks_in_flight: 4,
+            snapshot_bytes_per_sec: 800 << 20,
             log_level: "info".to_string(),
         }
     }
@@ -261,6 +268,10 @@ pub struct ConfigFile {
     pub snapshot_retain_entries: Option<Located<u64>>,
     /// `snapshot_chunk_bytes`.
     pub snapshot_chunk_bytes: Option<Located<u64>>,
+    /// `snapshot_chunks_in_flight`.
+    pub snapshot_chunks_in_flight: Option<Located<u64>>,
+    /// `snapshot_bytes_per_sec`.
+    pub snapshot_bytes_per_sec: Option<Located<u64>>,
     /// `cluster_id` (decimal or `0x` hexadecimal).
     pub cluster_id: Option<Located<u64>>,
     /// `tick_ms`.
@@ -268,7 +279,7 @@ pub struct ConfigFile {
 }
 
 /// The keys a `craft.conf` may hold, in lower case. The first six are cRaft's.
-pub const CONFIG_KEYS: [&str; 14] = [
+pub const CONFIG_KEYS: [&str; 16] = [
     "id",
     "election_timeout",
     "rpc_timeout",
@@ -283,6 +294,8 @@ pub const CONFIG_KEYS: [&str; 14] = [
     "snapshot_log_bytes",
     "snapshot_retain_entries",
     "snapshot_chunk_bytes",
+    "snapshot_chunks_in_flight",
+    "snapshot_bytes_per_sec",
 ];
 
 impl ConfigFile {
@@ -380,6 +393,18 @@ impl ConfigFile {
             ),
             "snapshot_chunk_bytes" => put_once(
                 &mut self.snapshot_chunk_bytes,
+                key,
+                parse_u64(key, value),
+                origin,
+            ),
+            "snapshot_chunks_in_flight" => put_once(
+                &mut self.snapshot_chunks_in_flight,
+                key,
+                parse_u64(key, value),
+                origin,
+            ),
+            "snapshot_bytes_per_sec" => put_once(
+                &mut self.snapshot_bytes_per_sec,
                 key,
                 parse_u64(key, value),
                 origin,
@@ -706,6 +731,19 @@ fn apply_tuning(
         file.and_then(|f| f.snapshot_chunk_bytes.as_ref()),
         defaults.snapshot_chunk_bytes,
     );
+    // File keys only; no command-line flags for these yet.
+    let in_flight = choose(
+        None,
+        "snapshot_chunks_in_flight",
+        file.and_then(|f| f.snapshot_chunks_in_flight.as_ref()),
+        defaults.snapshot_chunks_in_flight,
+    );
+    let bytes_per_sec = choose(
+        None,
+        "snapshot_bytes_per_sec",
+        file.and_then(|f| f.snapshot_bytes_per_sec.as_ref()),
+        defaults.snapshot_bytes_per_sec,
+    );
     let cluster = choose(
         flags.cluster_id,
         "--cluster-id",
@@ -734,6 +772,11 @@ fn apply_tuning(
         (snapshot.value, &snapshot.origin, "snapshot_every"),
         (log_bytes.value, &log_bytes.origin, "snapshot_log_bytes"),
         (chunk.value, &chunk.origin, "snapshot_chunk_bytes"),
+        (
+            in_flight.value,
+            &in_flight.origin,
+            "snapshot_chunks_in_flight",
+        ),
     ] {
         if value == 0 {
             return error(origin.clone(), ConfigProblem::Zero(name.to_string()));
@@ -749,6 +792,8 @@ fn apply_tuning(
     config.snapshot_log_bytes = log_bytes.value;
     config.snapshot_retain_entries = retain.value;
     config.snapshot_chunk_bytes = chunk.value;
+    config.snapshot_chunks_in_flight = in_flight.value;
+    config.snapshot_bytes_per_sec = bytes_per_sec.value;
     config.cluster_id = cluster.value;
     config.log_level = level;
     Ok(())
@@ -834,6 +879,28 @@ loglevel = debug
         assert_eq!(config.data_dir, PathBuf::from("rcraft-data-1"));
         assert_eq!(config.cluster_id, CLUSTER_ID_DEFAULT);
         assert_eq!(config.own_address().port(), 5001);
+    }
+
+    #[test]
+    fn snapshot_transfer_keys() {
+        let text = "id = 0\nservers = 127.0.0.1:1\nsnapshot_chunks_in_flight = 8\n\
+                    snapshot_bytes_per_sec = 0\n";
+        let file = ConfigFile::parse(Path::new("craft.conf"), text).unwrap();
+        let config = build_config(Some(&file), &ConfigOverrides::default()).unwrap();
+        assert_eq!(
+            (
+                config.snapshot_chunks_in_flight,
+                config.snapshot_bytes_per_sec
+            ),
+            (8, 0)
+        );
+        let text = "id = 0\nservers = 127.0.0.1:1\nsnapshot_chunks_in_flight = 0\n";
+        let file = ConfigFile::parse(Path::new("craft.conf"), text).unwrap();
+        let err = build_config(Some(&file), &ConfigOverrides::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("snapshot_chunks_in_flight"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -52,6 +52,13 @@ pub struct CoreConfig {
     pub max_uncommitted_bytes: u64,
     /// Size of one InstallSnapshot chunk.
     pub snapshot_chunk_bytes: u64,
+    /// Most snapshot chunks requested or sent to one follower and not yet acknowledged (the
+    /// pipelining window of a transfer; 1 is stop-and-wait).
+    pub snapshot_chunks_in_flight: u64,
+    /// Snapshot bytes the leader may request per tick, shared by all its transfers so they
+    /// cannot crowd out log replication; unspent budget carries over up to one tick's worth
+    /// (or one chunk, if larger). 0 means unlimited.
+    pub snapshot_bytes_per_tick: u64,
     /// Seed for the election-timeout generator; give each node a different one.
     pub seed: u64,
 }
@@ -72,6 +79,8 @@ impl CoreConfig {
             max_append_bytes: 1 << 20,
             max_uncommitted_bytes: 64 << 20,
             snapshot_chunk_bytes: 1 << 20,
+            snapshot_chunks_in_flight: 4,
+            snapshot_bytes_per_tick: 8 << 20,
             seed,
         }
     }

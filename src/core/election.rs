@@ -208,6 +208,7 @@ impl Replica {
             transfer: None,
             lease_revoked: false,
             reads: ReadQueue::default(),
+            snapshot_budget: self.snapshot_budget_cap(),
         });
         let noop = Entry {
             term: self.term,

@@ -7,7 +7,8 @@
 //! - `Replicate`: the logs match through `match_index`; the leader streams entries optimistically,
 //!   advancing `next_index` on send, bounded by an in-flight window in messages and bytes.
 //! - `Snapshot`: the follower needs entries the leader compacted; it is sent the snapshot in
-//!   chunks and nothing else until it answers that the snapshot is installed.
+//!   chunks, a bounded window of them in flight, and nothing else until it answers that the
+//!   snapshot is installed.
 //!
 //! Invariant: `match_index < next_index`.
 
@@ -30,8 +31,12 @@ pub enum ProgressState {
 pub struct SnapshotTransfer {
     /// The snapshot.
     pub meta: SnapshotMeta,
-    /// Where the next chunk starts (as last acknowledged by the follower).
+    /// Where the follower's durable bytes end (as last acknowledged by it, or where it asked
+    /// the transfer to restart).
     pub offset: u64,
+    /// End of the bytes requested from storage for sending; chunks in `[offset,
+    /// requested_through)` are in flight. Invariant: `offset <= requested_through`.
+    pub requested_through: u64,
     /// Ticks since the follower last answered; a stalled transfer is resumed.
     pub idle_ticks: u64,
 }
@@ -93,6 +98,7 @@ impl Progress {
         self.state = ProgressState::Snapshot(SnapshotTransfer {
             meta,
             offset: 0,
+            requested_through: 0,
             idle_ticks: 0,
         });
         self.probe_sent = false;

@@ -99,6 +99,9 @@ pub(super) struct LeaderState {
     pub lease_revoked: bool,
     /// ReadIndex requests and heartbeat rounds.
     pub reads: ReadQueue,
+    /// Snapshot bytes that may still be requested before the next refill (see
+    /// `CoreConfig::snapshot_bytes_per_tick`; unused when that is 0).
+    pub snapshot_budget: u64,
 }
 
 /// Writes collected since the last drain, emitted as one `Action::Persist` by `take_actions`.
@@ -564,6 +567,9 @@ fn validate_config(config: &CoreConfig) -> Result<()> {
     }
     if config.snapshot_chunk_bytes == 0 {
         return bad("snapshot chunk size must be above 0");
+    }
+    if config.snapshot_chunks_in_flight == 0 {
+        return bad("snapshot chunks in flight must be above 0");
     }
     Ok(())
 }

@@ -13,7 +13,8 @@ use super::replica::{Phase, Replica};
 use rcraft_wire::{ConflictHint, Entry, EntryPayload, LogIndex, MessageBody, NodeId, Term};
 
 impl Replica {
-    /// Leader tick: heartbeats, CheckQuorum, the transfer deadline, stalled snapshots.
+    /// Leader tick: heartbeats, CheckQuorum, the transfer deadline, the snapshot budget,
+    /// stalled snapshots.
     pub(super) fn tick_leader(&mut self) {
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
@@ -27,6 +28,7 @@ impl Replica {
             }
         }
         self.tick_transfer();
+        self.refill_snapshot_budget();
         if self.heartbeat_elapsed >= self.config.heartbeat_interval_ticks {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();

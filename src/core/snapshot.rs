@@ -5,9 +5,12 @@
 //! Runs on the replica's owner thread. The core never touches snapshot bytes itself: the
 //! leader asks the caller to read chunks (`Action::ReadSnapshotChunk`) and sends what comes
 //! back; the follower asks the caller to write chunks (`Action::WriteSnapshotChunk`) and
-//! answers the leader with the offset storage reports durable. Invariants: one chunk per
-//! follower is outstanding at a time, in offset order; a follower resets its log only after
-//! storage reports the snapshot verified, durable and restored.
+//! answers the leader with the offset storage reports durable. Invariants: at most
+//! `snapshot_chunks_in_flight` chunks per follower are outstanding, requested in offset
+//! order and within the leader-wide `snapshot_bytes_per_tick` budget; a follower hands
+//! storage only chunks that continue exactly where the previous one ended (a gap is refused
+//! with the offset to resend from, a duplicate dropped or answered); a follower resets its
+//! log only after storage reports the snapshot verified, durable and restored.
 
 use super::api::Action;
 use super::progress::ProgressState;
@@ -51,17 +54,80 @@ impl Replica {
         let Some(pr) = state.progress.get_mut(&peer) else {
             return;
         };
-        pr.become_snapshot(meta.clone());
-        self.request_chunk(peer, meta, 0);
+        pr.become_snapshot(meta);
+        self.fill_snapshot_windows();
     }
 
-    fn request_chunk(&mut self, to: NodeId, meta: SnapshotMeta, offset: u64) {
-        self.actions.push(Action::ReadSnapshotChunk {
-            to,
-            meta,
-            offset,
-            max_bytes: self.config.snapshot_chunk_bytes,
-        });
+    /// Most snapshot bytes the leader's budget holds (a tick's worth, or one chunk if larger,
+    /// so a budget below the chunk size still lets a chunk through now and then).
+    pub(super) fn snapshot_budget_cap(&self) -> u64 {
+        self.config
+            .snapshot_bytes_per_tick
+            .max(self.config.snapshot_chunk_bytes)
+    }
+
+    /// Leader tick: the shared snapshot budget grows by a tick's worth, and transfers that
+    /// were waiting for it go on.
+    pub(super) fn refill_snapshot_budget(&mut self) {
+        if self.config.snapshot_bytes_per_tick == 0 {
+            return;
+        }
+        let cap = self.snapshot_budget_cap();
+        let per_tick = self.config.snapshot_bytes_per_tick;
+        let Some(state) = self.leader_state.as_mut() else {
+            return;
+        };
+        state.snapshot_budget = state.snapshot_budget.saturating_add(per_tick).min(cap);
+        self.fill_snapshot_windows();
+    }
+
+    /// Requests chunks for every transfer whose window has room, one chunk per transfer per
+    /// round (so transfers share the budget fairly), until windows are full, the snapshots
+    /// are all requested, or the budget is spent.
+    fn fill_snapshot_windows(&mut self) {
+        let chunk = self.config.snapshot_chunk_bytes;
+        let window = chunk.saturating_mul(self.config.snapshot_chunks_in_flight);
+        let limited = self.config.snapshot_bytes_per_tick != 0;
+        let Some(state) = self.leader_state.as_mut() else {
+            return;
+        };
+        let mut requests = Vec::new();
+        loop {
+            let mut progressed = false;
+            for (id, pr) in state.progress.iter_mut() {
+                let ProgressState::Snapshot(transfer) = &mut pr.state else {
+                    continue;
+                };
+                let size = transfer.meta.size_bytes;
+                let start = transfer.requested_through;
+                // An empty snapshot still takes one (empty, final) chunk.
+                let wanted = start < size || (start == 0 && size == 0);
+                if !wanted || start - transfer.offset >= window {
+                    continue;
+                }
+                let cost = chunk.min(size - start);
+                if limited && state.snapshot_budget < cost {
+                    continue;
+                }
+                if limited {
+                    state.snapshot_budget -= cost;
+                }
+                transfer.requested_through = start + chunk;
+                requests.push((*id, transfer.meta.clone(), start));
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        for (to, meta, offset) in requests {
+            self.actions.push(Action::ReadSnapshotChunk {
+                to,
+                meta,
+                offset,
+                max_bytes: chunk,
+            });
+        }
     }
 
     /// `Input::SnapshotChunkRead`: send the chunk if the transfer still wants it.
@@ -76,7 +142,8 @@ impl Replica {
             return;
         };
         let wanted = state.progress.get(&to).is_some_and(|pr| {
-            matches!(&pr.state, ProgressState::Snapshot(t) if t.meta == meta && t.offset == offset)
+            matches!(&pr.state, ProgressState::Snapshot(t)
+                if t.meta == meta && t.offset <= offset && offset < t.requested_through)
         });
         if !wanted {
             return;
@@ -93,15 +160,16 @@ impl Replica {
         );
     }
 
-    /// The follower's answer to a chunk: continue at the offset it asks for, or go back to
-    /// log replication once it installed the snapshot.
+    /// The follower's answer to a chunk: slide the window past what it holds (or, if it
+    /// refused a chunk, restart the window where it asks), or go back to log replication
+    /// once it installed the snapshot.
     pub(super) fn on_install_snapshot_response(
         &mut self,
         from: NodeId,
         snapshot_index: LogIndex,
         next_offset: u64,
         done: bool,
-        _rejected: bool,
+        rejected: bool,
     ) {
         let Some(state) = self.leader_state.as_mut() else {
             return;
@@ -126,33 +194,41 @@ impl Replica {
         if transfer.meta.index != snapshot_index {
             return;
         }
-        // Accepted or rejected, the follower says where it wants the next chunk to start.
-        transfer.offset = next_offset;
+        if rejected {
+            // A chunk did not fit where the follower stands (one was lost, or it restarted):
+            // everything in flight after `next_offset` is wasted; resend from there.
+            transfer.offset = next_offset;
+            transfer.requested_through = next_offset;
+        } else {
+            // Answers to pipelined chunks may come out of order; the largest one counts.
+            transfer.offset = transfer.offset.max(next_offset);
+            transfer.requested_through = transfer.requested_through.max(transfer.offset);
+        }
         transfer.idle_ticks = 0;
-        let meta = transfer.meta.clone();
-        self.request_chunk(from, meta, next_offset);
+        self.fill_snapshot_windows();
     }
 
-    /// Leader heartbeat: a transfer that heard nothing for an election timeout re-sends its
-    /// current chunk (the chunk or its answer was lost).
+    /// Leader heartbeat: a transfer that heard nothing for an election timeout restarts its
+    /// window at the last acknowledged offset (chunks or their answers were lost).
     pub(super) fn resume_stalled_snapshots(&mut self) {
         let interval = self.config.heartbeat_interval_ticks;
         let patience = self.config.election_timeout_min_ticks;
         let Some(state) = self.leader_state.as_mut() else {
             return;
         };
-        let mut stalled = Vec::new();
-        for (id, pr) in state.progress.iter_mut() {
+        let mut any = false;
+        for pr in state.progress.values_mut() {
             if let ProgressState::Snapshot(transfer) = &mut pr.state {
                 transfer.idle_ticks += interval;
                 if transfer.idle_ticks >= patience {
                     transfer.idle_ticks = 0;
-                    stalled.push((*id, transfer.meta.clone(), transfer.offset));
+                    transfer.requested_through = transfer.offset;
+                    any = true;
                 }
             }
         }
-        for (id, meta, offset) in stalled {
-            self.request_chunk(id, meta, offset);
+        if any {
+            self.fill_snapshot_windows();
         }
     }
 
@@ -207,6 +283,23 @@ impl Replica {
                 return;
             }
         }
+        if let Some(current) = self.incoming_snapshot.as_mut() {
+            if current.meta == meta && offset > current.handed_through {
+                // A chunk overtook a lost one; storage would refuse it. Ask the leader once
+                // per gap to resend from the end of what we hold (it restarts its window).
+                if current.gap_reported_at != Some(current.handed_through) {
+                    current.gap_reported_at = Some(current.handed_through);
+                    let body = MessageBody::InstallSnapshotResponse {
+                        snapshot_index: meta.index,
+                        next_offset: current.handed_through,
+                        done: false,
+                        rejected: true,
+                    };
+                    self.send(from, body);
+                }
+                return;
+            }
+        }
         let continuing = self
             .incoming_snapshot
             .as_ref()
@@ -218,12 +311,14 @@ impl Replica {
                 handed_through: 0,
                 durable_through: 0,
                 finishing: false,
+                gap_reported_at: None,
             });
         }
         if let Some(current) = self.incoming_snapshot.as_mut() {
             current.sender = from;
             current.handed_through = offset + data.len() as u64;
             current.finishing = done;
+            current.gap_reported_at = None;
         }
         self.actions.push(Action::WriteSnapshotChunk {
             from,
@@ -264,10 +359,19 @@ impl Replica {
                 // where storage says it stands.
                 current.finishing = false;
             }
+            current.durable_through = next_offset;
+            // Storage may already hold more than was handed to it in this transfer (a
+            // partial file from before a restart or from another leader): chunks below
+            // `next_offset` are duplicates, the next one continues there.
+            current.handed_through = current.handed_through.max(next_offset);
             if rejected {
                 current.handed_through = next_offset;
+                // The rest of a pipelined window is refused too: ask the leader once.
+                if current.gap_reported_at == Some(next_offset) {
+                    return;
+                }
+                current.gap_reported_at = Some(next_offset);
             }
-            current.durable_through = next_offset;
         }
         let body = MessageBody::InstallSnapshotResponse {
             snapshot_index: meta.index,
@@ -293,11 +397,238 @@ pub(super) struct IncomingSnapshot {
     /// The last chunk is with storage: until it answers, nothing else is written, appends are
     /// refused (the install will reset the log) and this node does not campaign.
     pub finishing: bool,
+    /// `handed_through` when a chunk beyond it was last refused, so the leader is asked to
+    /// rewind once per gap rather than once per overtaking chunk.
+    pub gap_reported_at: Option<u64>,
 }
 
 impl Replica {
     /// True while the last chunk of a received snapshot is being installed by storage.
     pub(super) fn snapshot_finishing(&self) -> bool {
         self.incoming_snapshot.as_ref().is_some_and(|s| s.finishing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::api::{CoreConfig, Input, RecoveredState};
+    use super::*;
+    use rcraft_wire::{Membership, Message, Term};
+
+    /// Steps `input`, confirming every persist at once, and returns the actions.
+    fn step(replica: &mut Replica, input: Input) -> Vec<Action> {
+        replica.step(input);
+        let mut all = Vec::new();
+        loop {
+            let actions = replica.take_actions();
+            if actions.is_empty() {
+                return all;
+            }
+            for action in &actions {
+                if let Action::Persist { seq, .. } = action {
+                    replica.step(Input::Persisted { seq: *seq });
+                }
+            }
+            all.extend(actions);
+        }
+    }
+
+    fn chunk(meta: &SnapshotMeta, offset: u64) -> Input {
+        Input::Message(Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(1),
+            body: MessageBody::InstallSnapshot {
+                meta: meta.clone(),
+                offset,
+                data: vec![7; 2],
+                done: false,
+            },
+        })
+    }
+
+    fn written_offsets(actions: &[Action]) -> Vec<u64> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::WriteSnapshotChunk { offset, .. } => Some(*offset),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn rejections(actions: &[Action]) -> Vec<u64> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(Message {
+                    body:
+                        MessageBody::InstallSnapshotResponse {
+                            next_offset,
+                            rejected: true,
+                            ..
+                        },
+                    ..
+                }) => Some(*next_offset),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn follower_refuses_a_gap_once_and_takes_the_resent_chunk() {
+        let voters = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
+        let recovered = RecoveredState {
+            initial_membership: voters.clone(),
+            ..RecoveredState::default()
+        };
+        let mut follower = Replica::new(CoreConfig::new(NodeId(2), 5), recovered).unwrap();
+        let meta = SnapshotMeta {
+            index: LogIndex(9),
+            term: Term(1),
+            membership: voters,
+            size_bytes: 10,
+            checksum: 0,
+        };
+        // Pipelined chunks 0 and 2 are handed to storage in order.
+        assert_eq!(written_offsets(&step(&mut follower, chunk(&meta, 0))), [0]);
+        assert_eq!(written_offsets(&step(&mut follower, chunk(&meta, 2))), [2]);
+        // Chunk 4 was lost: 6 and 8 overtake it. The first is refused with the offset to
+        // resend from, the second silently; neither reaches storage.
+        let actions = step(&mut follower, chunk(&meta, 6));
+        assert!(written_offsets(&actions).is_empty());
+        assert_eq!(rejections(&actions), [4]);
+        let actions = step(&mut follower, chunk(&meta, 8));
+        assert!(written_offsets(&actions).is_empty());
+        assert!(rejections(&actions).is_empty());
+        // The leader rewinds: 4 continues the file, a repeated 2 is not written again.
+        assert_eq!(written_offsets(&step(&mut follower, chunk(&meta, 4))), [4]);
+        assert!(written_offsets(&step(&mut follower, chunk(&meta, 2))).is_empty());
+    }
+
+    #[test]
+    fn follower_continues_after_bytes_storage_already_held() {
+        let voters = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
+        let recovered = RecoveredState {
+            initial_membership: voters.clone(),
+            ..RecoveredState::default()
+        };
+        let mut follower = Replica::new(CoreConfig::new(NodeId(2), 5), recovered).unwrap();
+        let meta = SnapshotMeta {
+            index: LogIndex(9),
+            term: Term(1),
+            membership: voters,
+            size_bytes: 10,
+            checksum: 0,
+        };
+        // A new leader starts at 0, but storage kept a partial file through offset 6.
+        assert_eq!(written_offsets(&step(&mut follower, chunk(&meta, 0))), [0]);
+        let held = Input::SnapshotChunkWritten {
+            meta: meta.clone(),
+            next_offset: 6,
+            installed: false,
+            rejected: false,
+        };
+        step(&mut follower, held);
+        // The leader continues at 6: that is no gap. A late chunk 2 is answered, not written.
+        assert_eq!(written_offsets(&step(&mut follower, chunk(&meta, 6))), [6]);
+        assert!(written_offsets(&step(&mut follower, chunk(&meta, 2))).is_empty());
+    }
+
+    fn read_offsets(actions: &[Action]) -> Vec<(u64, u64)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::ReadSnapshotChunk { to, offset, .. } => Some((to.0, *offset)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn from_peer(from: u64, body: MessageBody) -> Input {
+        Input::Message(Message {
+            from: NodeId(from),
+            to: NodeId(1),
+            term: Term(2),
+            body,
+        })
+    }
+
+    #[test]
+    fn leader_windows_and_byte_budget_bound_chunk_requests() {
+        let voters = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
+        let meta = SnapshotMeta {
+            index: LogIndex(9),
+            term: Term(1),
+            membership: voters.clone(),
+            size_bytes: 100,
+            checksum: 0,
+        };
+        let recovered = RecoveredState {
+            snapshot: Some(meta),
+            hard_state: super::super::api::HardState {
+                term: Term(1),
+                ..Default::default()
+            },
+            initial_membership: voters,
+            ..RecoveredState::default()
+        };
+        let mut config = CoreConfig::new(NodeId(1), 5);
+        config.pre_vote = false;
+        config.snapshot_chunk_bytes = 10;
+        config.snapshot_chunks_in_flight = 2;
+        config.snapshot_bytes_per_tick = 25;
+        let mut leader = Replica::new(config, recovered).unwrap();
+        step(&mut leader, Input::Campaign);
+        let vote = MessageBody::VoteResponse {
+            pre_vote: false,
+            granted: true,
+        };
+        step(&mut leader, from_peer(2, vote));
+        let behind = |from| {
+            from_peer(
+                from,
+                MessageBody::AppendResponse {
+                    success: false,
+                    match_index: LogIndex(9),
+                    conflict: Some(rcraft_wire::ConflictHint {
+                        term: None,
+                        first_index: LogIndex(1),
+                    }),
+                },
+            )
+        };
+        // The budget starts full (25 bytes): a window of two chunks for node 2...
+        assert_eq!(
+            read_offsets(&step(&mut leader, behind(2))),
+            [(2, 0), (2, 10)]
+        );
+        // ...leaves 5 bytes, less than a chunk, for node 3.
+        assert!(read_offsets(&step(&mut leader, behind(3))).is_empty());
+        // A tick refills the budget (capped at 25): node 2's window is full, node 3 starts.
+        assert_eq!(
+            read_offsets(&step(&mut leader, Input::Tick)),
+            [(3, 0), (3, 10)]
+        );
+        // An answer slides node 2's window by one chunk, within what is left (5 bytes).
+        let ack = |next_offset, rejected| {
+            from_peer(
+                2,
+                MessageBody::InstallSnapshotResponse {
+                    snapshot_index: LogIndex(9),
+                    next_offset,
+                    done: false,
+                    rejected,
+                },
+            )
+        };
+        assert!(read_offsets(&step(&mut leader, ack(10, false))).is_empty());
+        assert_eq!(read_offsets(&step(&mut leader, Input::Tick)), [(2, 20)]);
+        // A refusal at 10 rewinds node 2's window there.
+        step(&mut leader, Input::Tick);
+        assert_eq!(
+            read_offsets(&step(&mut leader, ack(10, true))),
+            [(2, 10), (2, 20)]
+        );
     }
 }

@@ -200,6 +200,12 @@ pub(crate) fn core_config(config: &Config) -> CoreConfig {
     core.heartbeat_interval_ticks =
         ticks(config.heartbeat_ms).min(core.election_timeout_min_ticks.saturating_sub(1).max(1));
     core.snapshot_chunk_bytes = config.snapshot_chunk_bytes;
+    core.snapshot_chunks_in_flight = config.snapshot_chunks_in_flight;
+    // A rate of 0 stays 0 (unlimited); any other rate allows at least a byte per tick.
+    core.snapshot_bytes_per_tick = match config.snapshot_bytes_per_sec {
+        0 => 0,
+        rate => (rate.saturating_mul(config.tick_ms) / 1000).max(1),
+    };
     core
 }
 
