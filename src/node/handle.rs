@@ -10,7 +10,7 @@ use super::limits::{APPLIED_SUBSCRIBER_QUEUE_DEPTH, SNAPSHOT_ANSWER_WAIT_MAX};
 use super::results::{ApplyMsg, ProposeResult, ReadResult, SnapshotResult};
 use super::runtime::Runtime;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
-use rcraft_wire::{ClientResponseBody, Membership, NodeId, NodeStatus, Session};
+use rcraft_wire::{ClientResponseBody, LogIndex, Membership, NodeId, NodeStatus, Session, Term};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -75,18 +75,12 @@ impl NodeHandle {
             command,
             reply,
         })?;
-        match self.wait(&answer)? {
-            ClientResponseBody::Ok {
-                term,
-                index,
-                result,
-            } => Ok(ProposeResult {
-                term,
-                index,
-                response: result,
-            }),
-            other => Err(self.error_from(other)),
-        }
+        let (term, index, response) = self.ok_parts(self.wait(&answer)?)?;
+        Ok(ProposeResult {
+            term,
+            index,
+            response,
+        })
     }
 
     /// A linearizable read: confirms leadership (ReadIndex), waits until the read index is
@@ -94,18 +88,12 @@ impl NodeHandle {
     pub fn read(&self, query: Vec<u8>) -> Result<ReadResult> {
         let (reply, answer) = bounded(1);
         self.request(ApiRequest::Read { query, reply })?;
-        match self.wait(&answer)? {
-            ClientResponseBody::Ok {
-                term,
-                index,
-                result,
-            } => Ok(ReadResult {
-                term,
-                index,
-                response: result,
-            }),
-            other => Err(self.error_from(other)),
-        }
+        let (term, index, response) = self.ok_parts(self.wait(&answer)?)?;
+        Ok(ReadResult {
+            term,
+            index,
+            response,
+        })
     }
 
     /// This node's view of itself and the cluster.
@@ -147,18 +135,12 @@ impl NodeHandle {
     pub fn change_membership(&self, membership: Membership) -> Result<ProposeResult> {
         let (reply, answer) = bounded(1);
         self.request(ApiRequest::ChangeMembership { membership, reply })?;
-        match self.wait(&answer)? {
-            ClientResponseBody::Ok {
-                term,
-                index,
-                result,
-            } => Ok(ProposeResult {
-                term,
-                index,
-                response: result,
-            }),
-            other => Err(self.error_from(other)),
-        }
+        let (term, index, response) = self.ok_parts(self.wait(&answer)?)?;
+        Ok(ProposeResult {
+            term,
+            index,
+            response,
+        })
     }
 
     /// Snapshots this node's state machine now (any node, leader or not) and compacts its
@@ -233,6 +215,18 @@ impl NodeHandle {
             RecvTimeoutError::Timeout => Error::Timeout,
             RecvTimeoutError::Disconnected => Error::Stopped,
         })
+    }
+
+    /// The term, index and answer of a successful reply, or the reply turned into an error.
+    fn ok_parts(&self, body: ClientResponseBody) -> Result<(Term, LogIndex, Vec<u8>)> {
+        match body {
+            ClientResponseBody::Ok {
+                term,
+                index,
+                result,
+            } => Ok((term, index, result)),
+            other => Err(self.error_from(other)),
+        }
     }
 
     fn error_from(&self, body: ClientResponseBody) -> Error {
