@@ -60,6 +60,13 @@ pub struct Config {
     pub snapshot_bytes_per_sec: u64,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`), as cRaft's `loglevel`.
     pub log_level: String,
+    /// The voters of a brand-new cluster, as ids into `servers`; `None` means every server.
+    /// Servers left out are spare addresses, not members, until `rcraft members add` (or
+    /// [`NodeHandle::change_membership`](crate::node::NodeHandle::change_membership)) adds
+    /// them. Every node of a cluster must be given the same value. It is read only when the
+    /// data directory is fresh: the value is then stored there, and a node with existing
+    /// state uses the stored value and its log's (or snapshot's) membership instead.
+    pub initial_voters: Option<Vec<NodeId>>,
 }
 
 /// The cluster id used when neither the file nor the command line gives one ("rcraft").
@@ -85,6 +92,16 @@ impl Config {
             snapshot_chunks_in_flight: 4,
             snapshot_bytes_per_sec: 800 << 20,
             log_level: "info".to_string(),
+            initial_voters: None,
+        }
+    }
+
+    /// The voters of a brand-new cluster: [`initial_voters`](Self::initial_voters), or every
+    /// server when it is `None`.
+    pub fn initial_voter_ids(&self) -> Vec<NodeId> {
+        match &self.initial_voters {
+            Some(voters) => voters.clone(),
+            None => (0..self.servers.len() as u64).map(NodeId).collect(),
         }
     }
 
@@ -170,6 +187,9 @@ pub enum ConfigProblem {
     BadTiming(String),
     /// A log level that is not one of error, warn, info, debug, trace, off.
     BadLogLevel(String),
+    /// An `initial_voters` list that is empty, repeats an id or names an id without an
+    /// address.
+    BadInitialVoters(String),
 }
 
 impl fmt::Display for ConfigProblem {
@@ -203,6 +223,7 @@ impl fmt::Display for ConfigProblem {
                 f,
                 "unknown log level {level:?} (expected error, warn, info, debug, trace or off)"
             ),
+            ConfigProblem::BadInitialVoters(why) => write!(f, "initial voters: {why}"),
         }
     }
 }
@@ -276,10 +297,12 @@ pub struct ConfigFile {
     pub cluster_id: Option<Located<u64>>,
     /// `tick_ms`.
     pub tick_ms: Option<Located<u64>>,
+    /// `initial_voters = 0,1,2`: ids of the first voters (see [`Config::initial_voters`]).
+    pub initial_voters: Option<Located<Vec<u64>>>,
 }
 
 /// The keys a `craft.conf` may hold, in lower case. The first six are cRaft's.
-pub const CONFIG_KEYS: [&str; 16] = [
+pub const CONFIG_KEYS: [&str; 17] = [
     "id",
     "election_timeout",
     "rpc_timeout",
@@ -296,6 +319,7 @@ pub const CONFIG_KEYS: [&str; 16] = [
     "snapshot_chunk_bytes",
     "snapshot_chunks_in_flight",
     "snapshot_bytes_per_sec",
+    "initial_voters",
 ];
 
 impl ConfigFile {
@@ -411,6 +435,12 @@ impl ConfigFile {
             ),
             "cluster_id" => put_once(&mut self.cluster_id, key, parse_u64(key, value), origin),
             "tick_ms" => put_once(&mut self.tick_ms, key, parse_u64(key, value), origin),
+            "initial_voters" => put_once(
+                &mut self.initial_voters,
+                key,
+                parse_id_list(key, value),
+                origin,
+            ),
             _ => error(origin, ConfigProblem::UnknownKey(key.to_string())),
         }
     }
@@ -462,6 +492,50 @@ fn parse_u64(key: &str, value: &str) -> std::result::Result<u64, ConfigProblem> 
         None => digits.parse(),
     };
     parsed.map_err(|_| bad_number(key, value))
+}
+
+/// A comma-separated list of node ids, e.g. `0,1,2` (spaces allowed around the commas).
+fn parse_id_list(key: &str, value: &str) -> std::result::Result<Vec<u64>, ConfigProblem> {
+    if value.trim().is_empty() {
+        return Err(ConfigProblem::BadInitialVoters(
+            "the list is empty".to_string(),
+        ));
+    }
+    value
+        .split(',')
+        .map(|item| parse_u64(key, item.trim()))
+        .collect()
+}
+
+/// An id list given to command-line flag `flag` (`--initial-voters 0,1,2`).
+pub fn parse_flag_id_list(flag: &'static str, value: &str) -> Result<Vec<u64>> {
+    parse_id_list(flag, value).or_else(|problem| error(Origin::Flag(flag), problem))
+}
+
+/// Checks an initial voter list against `servers` listed addresses: not empty, no repeats,
+/// every id has an address.
+pub fn check_initial_voters(
+    voters: &[u64],
+    servers: usize,
+) -> std::result::Result<(), ConfigProblem> {
+    let bad = |why: String| Err(ConfigProblem::BadInitialVoters(why));
+    if voters.is_empty() {
+        return bad("the list is empty".to_string());
+    }
+    if let Some(id) = voters.iter().find(|&&id| id >= servers as u64) {
+        return bad(format!(
+            "id {id} has no address: {servers} servers are listed (ids 0-{})",
+            servers.saturating_sub(1)
+        ));
+    }
+    let repeated = voters
+        .iter()
+        .enumerate()
+        .find(|(i, id)| voters[..*i].contains(id));
+    if let Some((_, id)) = repeated {
+        return bad(format!("id {id} is listed twice"));
+    }
+    Ok(())
 }
 
 /// `MIN-MAX` in milliseconds, e.g. `150-300`.
@@ -576,6 +650,8 @@ pub struct ConfigOverrides {
     pub cluster_id: Option<u64>,
     /// `--log-level`.
     pub log_level: Option<String>,
+    /// `--initial-voters`, already parsed with [`parse_flag_id_list`].
+    pub initial_voters: Option<Vec<u64>>,
 }
 
 /// `~/craft/craft.conf`, the file read when neither `--config` nor `--peers` is given.
@@ -638,9 +714,35 @@ pub fn build_config(file: Option<&ConfigFile>, flags: &ConfigOverrides) -> Resul
             None => return error(whole_file, ConfigProblem::Missing("--data-dir")),
         },
     };
+    let initial_voters = choose_initial_voters(file, flags, servers.len())?;
     let mut config = Config::new(NodeId(id.value), servers, data_dir);
+    config.initial_voters = initial_voters;
     apply_tuning(&mut config, file, flags)?;
     Ok(config)
+}
+
+/// `--initial-voters` or the file's `initial_voters`, checked against the server list;
+/// `None` (every server votes) when neither is given.
+fn choose_initial_voters(
+    file: Option<&ConfigFile>,
+    flags: &ConfigOverrides,
+    servers: usize,
+) -> Result<Option<Vec<NodeId>>> {
+    let given = match (
+        &flags.initial_voters,
+        file.and_then(|f| f.initial_voters.as_ref()),
+    ) {
+        (Some(ids), _) => Located {
+            value: ids.clone(),
+            origin: Origin::Flag("--initial-voters"),
+        },
+        (None, Some(located)) => located.clone(),
+        (None, None) => return Ok(None),
+    };
+    match check_initial_voters(&given.value, servers) {
+        Ok(()) => Ok(Some(given.value.into_iter().map(NodeId).collect())),
+        Err(problem) => error(given.origin, problem),
+    }
 }
 
 /// `<dir of the file>/rcraft-data-<id>`.
@@ -901,6 +1003,62 @@ loglevel = debug
             err.to_string().contains("snapshot_chunks_in_flight"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn initial_voters_default_to_every_server() {
+        let file = parse(CRAFT_CONF).unwrap();
+        let config = build_config(Some(&file), &ConfigOverrides::default()).unwrap();
+        assert_eq!(config.initial_voters, None);
+        assert_eq!(
+            config.initial_voter_ids(),
+            [NodeId(0), NodeId(1), NodeId(2)]
+        );
+    }
+
+    #[test]
+    fn initial_voters_from_the_file_and_the_flag() {
+        let text = "id = 3\nservers = 127.0.0.1:1\nservers = 127.0.0.1:2\n\
+                    servers = 127.0.0.1:3\nservers = 127.0.0.1:4\ninitial_voters = 0, 1,2\n";
+        let file = parse(text).unwrap();
+        let config = build_config(Some(&file), &ConfigOverrides::default()).unwrap();
+        assert_eq!(
+            config.initial_voter_ids(),
+            [NodeId(0), NodeId(1), NodeId(2)]
+        );
+        let flags = ConfigOverrides {
+            initial_voters: Some(parse_flag_id_list("--initial-voters", "3").unwrap()),
+            ..ConfigOverrides::default()
+        };
+        let config = build_config(Some(&file), &flags).unwrap();
+        assert_eq!(config.initial_voters, Some(vec![NodeId(3)]));
+    }
+
+    #[test]
+    fn bad_initial_voters_name_the_line_or_flag() {
+        let servers = "id = 0\nservers = 127.0.0.1:1\nservers = 127.0.0.1:2\n";
+        for (list, why) in [
+            ("0,2", "id 2 has no address"),
+            ("1,1", "id 1 is listed twice"),
+            ("", "the list is empty"),
+            ("0,x", "\"x\" is not a valid number"),
+        ] {
+            let (line, _) = problem_of(&format!("{servers}initial_voters = {list}\n"));
+            assert!(line.starts_with("craft.conf:4: "), "{line}");
+            assert!(line.contains(why), "{line}");
+        }
+        let file = parse(servers).unwrap();
+        let flags = ConfigOverrides {
+            initial_voters: Some(vec![5]),
+            ..ConfigOverrides::default()
+        };
+        let e = build_config(Some(&file), &flags).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--initial-voters: initial voters: id 5"),
+            "{e}"
+        );
+        let e = parse_flag_id_list("--initial-voters", "0,,1").unwrap_err();
+        assert!(e.to_string().starts_with("--initial-voters: "), "{e}");
     }
 
     #[test]

@@ -200,6 +200,7 @@ pub mod fake {
                 snapshot_index: LogIndex(0),
                 voters: vec![NodeId(0)],
                 learners: vec![],
+                membership: rcraft::wire::Membership::with_voters([NodeId(0)]),
             })
         }
     }

@@ -5,7 +5,7 @@
 use rcraft::kv::{KvCommand, KvResponse};
 use rcraft::wire::{
     ClientRequestBody, ClientResponse, ClientResponseBody, FrameDecoder, Handshake, LogIndex,
-    MAX_FRAME_BYTES, NodeId, NodeStatus, Role, Term, encode_client_response,
+    MAX_FRAME_BYTES, Membership, NodeId, NodeStatus, Role, Term, encode_client_response,
 };
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -81,6 +81,7 @@ fn status() -> NodeStatus {
         snapshot_index: LogIndex(0),
         voters: vec![NodeId(0)],
         learners: vec![],
+        membership: Membership::with_voters([NodeId(0)]),
     }
 }
 

@@ -92,6 +92,12 @@ struct ServeArgs {
     /// error, warn, info, debug or trace (RUST_LOG, when set, wins) [default: info].
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// Ids (positions in --peers) that vote in a brand-new cluster; the other addresses are
+    /// spare until `rcraft members add`. Give every node the same list. Read only on a fresh
+    /// data dir: a node with existing state keeps the list stored there and the membership
+    /// of its log and snapshot [default: every id in --peers].
+    #[arg(long, value_name = "ID,ID,...")]
+    initial_voters: Option<String>,
 }
 
 /// Where the client finds the cluster.
@@ -249,6 +255,11 @@ fn serve_overrides(args: &ServeArgs) -> Result<ConfigOverrides, ConfigError> {
         snapshot_chunk_bytes: number("--snapshot-chunk-bytes", &args.snapshot_chunk_bytes)?,
         cluster_id: number("--cluster-id", &args.cluster_id)?,
         log_level: args.log_level.clone(),
+        initial_voters: args
+            .initial_voters
+            .as_deref()
+            .map(|list| config::parse_flag_id_list("--initial-voters", list))
+            .transpose()?,
     })
 }
 

@@ -68,6 +68,7 @@ impl CoreStatus {
             snapshot_index: self.snapshot_index,
             voters,
             learners: self.membership.learners.iter().copied().collect(),
+            membership: self.membership.clone(),
         }
     }
 }

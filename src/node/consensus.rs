@@ -717,5 +717,6 @@ fn core_status(replica: &Replica, applied: LogIndex) -> NodeStatus {
         snapshot_index: status.snapshot_index,
         voters,
         learners: status.membership.learners.iter().copied().collect(),
+        membership: status.membership,
     }
 }

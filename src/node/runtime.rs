@@ -11,6 +11,7 @@ use super::apply::{Applier, SnapshotPolicy};
 use super::consensus::{Consensus, ConsensusSettings, Exit, Inbox};
 use super::error::{Error, Result};
 use super::handle::NodeHandle;
+use super::initial_voters;
 use super::limits::{
     API_REQUEST_QUEUE_DEPTH, APPLY_COMMAND_QUEUE_DEPTH, APPLY_PROGRESS_QUEUE_DEPTH,
     NET_EVENT_QUEUE_DEPTH, STORAGE_COMMAND_QUEUE_DEPTH, STORAGE_EVENT_QUEUE_DEPTH,
@@ -22,7 +23,7 @@ use super::transport::{Replier, Transport};
 use crate::core::{CoreConfig, Replica};
 use crate::{Config, StateMachine};
 use crossbeam_channel::bounded;
-use rcraft_wire::{Membership, NodeId};
+use rcraft_wire::NodeId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -38,8 +39,9 @@ impl Node {
     /// followers; one is elected leader within a few election timeouts.
     pub fn start(config: Config, state_machine: impl StateMachine) -> Result<NodeHandle> {
         validate(&config)?;
-        let initial_membership =
-            Membership::with_voters((0..config.servers.len() as u64).map(NodeId));
+        // The configuration before any membership entry: `initial_voters` on a fresh data
+        // dir, else the one stored there at the first start.
+        let initial_membership = initial_voters::load_or_store(&config)?;
         let opened =
             open_storage(&config.data_dir, initial_membership.clone()).map_err(Error::Storage)?;
         let replica = Replica::new(core_config(&config), opened.recovered)
@@ -184,6 +186,11 @@ fn validate(config: &Config) -> Result<()> {
         Some("the heartbeat must be shorter than the election timeout".to_string())
     } else if config.rpc_timeout_ms == 0 {
         Some("rpc_timeout_ms must be at least 1".to_string())
+    } else if let Some(voters) = &config.initial_voters {
+        let ids: Vec<u64> = voters.iter().map(|id| id.0).collect();
+        crate::config::check_initial_voters(&ids, config.servers.len())
+            .err()
+            .map(|problem| problem.to_string())
     } else {
         None
     };

@@ -242,6 +242,9 @@ pub struct NodeStatus {
     pub voters: Vec<NodeId>,
     /// Learners.
     pub learners: Vec<NodeId>,
+    /// The configuration in force as this node sees it, with the two halves of a joint
+    /// configuration apart (`voters` above is their union).
+    pub membership: Membership,
 }
 
 impl Message {

@@ -178,6 +178,11 @@ pub fn client_responses() -> Vec<ClientResponse> {
             snapshot_index: LogIndex(5),
             voters: vec![NodeId(0), NodeId(1), NodeId(2)],
             learners: vec![NodeId(3)],
+            membership: Membership {
+                voters: [NodeId(1), NodeId(2)].into_iter().collect(),
+                voters_outgoing: [NodeId(0), NodeId(1)].into_iter().collect(),
+                learners: [NodeId(3)].into_iter().collect(),
+            },
         }),
     ];
     bodies

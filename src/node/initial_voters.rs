@@ -1,0 +1,144 @@
+//! The voters a brand-new cluster starts with, kept in the data directory so that a node
+//! with existing state never changes them.
+//!
+//! Raft needs every node of a cluster to agree on the configuration that holds before the
+//! first membership entry (the "initial configuration"). It comes from `initial_voters`
+//! (default: every listed server) the first time a node starts on a data directory, and is
+//! then written to `<data_dir>/initial_voters` (text, `0,1,2`, written to a temporary file,
+//! synced and renamed, the directory synced). On every later start the stored list wins:
+//! changing `--initial-voters` (or the number of `--peers`) for an existing node logs a
+//! warning and changes nothing. Membership entries in the log and the membership recorded in
+//! a snapshot take precedence over it in the core anyway.
+//!
+//! Runs once on the thread that calls `Node::start`, before any node thread exists.
+
+use super::error::{Error, Result};
+use crate::Config;
+use rcraft_wire::{Membership, NodeId};
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+/// Name of the file in the data directory.
+const FILE_NAME: &str = "initial_voters";
+/// Name of the temporary file written before the rename.
+const TEMP_NAME: &str = "initial_voters.tmp";
+
+/// The initial configuration of the node's cluster: the stored one when the data directory
+/// has one, else `config`'s, which is then stored.
+pub(crate) fn load_or_store(config: &Config) -> Result<Membership> {
+    let dir = &config.data_dir;
+    let path = dir.join(FILE_NAME);
+    let configured = config.initial_voter_ids();
+    let voters = match fs::read_to_string(&path) {
+        Ok(text) => {
+            let stored = parse(&text).ok_or_else(|| {
+                Error::Storage(format!(
+                    "{}: expected comma-separated node ids, found {:?}",
+                    path.display(),
+                    text.trim()
+                ))
+            })?;
+            if stored != configured {
+                log::warn!(
+                    "{} was created with initial voters {}; the configured {} only apply to a \
+                     fresh data dir and are ignored",
+                    dir.display(),
+                    render(&stored),
+                    render(&configured)
+                );
+            }
+            stored
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            store(dir, &configured)
+                .map_err(|e| Error::io(format!("storing {}", path.display()), e))?;
+            configured
+        }
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+    };
+    if let Some(id) = voters.iter().find(|id| id.0 >= config.servers.len() as u64) {
+        return Err(Error::Config(format!(
+            "{}: initial voter {id} has no address ({} servers are listed)",
+            path.display(),
+            config.servers.len()
+        )));
+    }
+    Ok(Membership::with_voters(voters))
+}
+
+/// `0,1,2` (a trailing newline allowed); `None` when empty or not a list of ids.
+fn parse(text: &str) -> Option<Vec<NodeId>> {
+    let ids: Option<Vec<NodeId>> = text
+        .trim()
+        .split(',')
+        .map(|item| item.trim().parse().ok().map(NodeId))
+        .collect();
+    ids.filter(|ids| !ids.is_empty())
+}
+
+fn render(ids: &[NodeId]) -> String {
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    ids.join(",")
+}
+
+/// Writes the list durably: temporary file, sync, rename, sync the directory.
+fn store(dir: &Path, voters: &[NodeId]) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let temp = dir.join(TEMP_NAME);
+    let mut file = fs::File::create(&temp)?;
+    file.write_all(format!("{}\n", render(voters)).as_bytes())?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temp, dir.join(FILE_NAME))?;
+    fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn config(dir: &Path, servers: usize, voters: Option<Vec<u64>>) -> Config {
+        let servers: Vec<SocketAddr> = (0..servers)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], 4000 + i as u16)))
+            .collect();
+        let mut config = Config::new(NodeId(0), servers, dir.to_path_buf());
+        config.initial_voters = voters.map(|v| v.into_iter().map(NodeId).collect());
+        config
+    }
+
+    fn voters_of(membership: &Membership) -> Vec<u64> {
+        membership.voters.iter().map(|id| id.0).collect()
+    }
+
+    #[test]
+    fn the_first_start_stores_the_list_and_later_starts_keep_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let first = load_or_store(&config(&data, 4, Some(vec![0, 1, 2]))).unwrap();
+        assert_eq!(voters_of(&first), [0, 1, 2]);
+        assert!(first.learners.is_empty());
+        assert_eq!(fs::read_to_string(data.join(FILE_NAME)).unwrap(), "0,1,2\n");
+        let later = load_or_store(&config(&data, 4, None)).unwrap();
+        assert_eq!(voters_of(&later), [0, 1, 2], "the stored list wins");
+    }
+
+    #[test]
+    fn the_default_is_every_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let membership = load_or_store(&config(dir.path(), 3, None)).unwrap();
+        assert_eq!(voters_of(&membership), [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_damaged_or_out_of_range_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(FILE_NAME), "0,x\n").unwrap();
+        let e = load_or_store(&config(dir.path(), 3, None)).unwrap_err();
+        assert!(e.to_string().contains("initial_voters"), "{e}");
+        fs::write(dir.path().join(FILE_NAME), "0,5\n").unwrap();
+        let e = load_or_store(&config(dir.path(), 3, None)).unwrap_err();
+        assert!(e.to_string().contains("initial voter 5"), "{e}");
+    }
+}
