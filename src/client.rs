@@ -18,7 +18,8 @@ use crate::kv::{KEY_BYTES_MAX, KvCommand, KvResponse, VALUE_BYTES_MAX};
 use crate::node::SnapshotResult;
 use rcraft_wire::{
     ClientRequest, ClientRequestBody, ClientResponseBody, FrameDecoder, HANDSHAKE_BYTES, Handshake,
-    LogIndex, MAX_FRAME_BYTES, NodeId, NodeStatus, Session, Term, encode_client_request,
+    LogIndex, MAX_FRAME_BYTES, Membership, NodeId, NodeStatus, Role, Session, Term,
+    encode_client_request,
 };
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
@@ -320,6 +321,64 @@ impl Client {
     pub fn transfer_leader(&mut self, target: NodeId) -> Result<ClientResult> {
         let body = ClientRequestBody::TransferLeader { target };
         self.call(&body, Effect::ReadOnly)
+    }
+
+    /// Asks the leader to move the cluster to `membership` (through a joint configuration
+    /// when more than one voter changes) and waits until the change is committed and applied
+    /// on the leader. Every member must have an address in the servers' configuration.
+    ///
+    /// Retried across leader changes like a write: once an attempt may have reached a node,
+    /// a failure is reported as not definite (the change may still commit). Proposing the
+    /// configuration already in force succeeds, so retrying a change that did commit is
+    /// harmless. Changes are not compare-and-set: two admins changing membership at once can
+    /// overwrite each other's change.
+    pub fn change_membership(&mut self, membership: Membership) -> Result<ClientResult> {
+        let body = ClientRequestBody::ChangeMembership { membership };
+        self.call(&body, Effect::Write)
+    }
+
+    /// The status of the node that reports itself leader, found within the client's timeout
+    /// (the last known leader first, then the leader other nodes name, then every node in
+    /// turn). [`ClientError::NotLeader`] with the last hint when none answered as leader.
+    pub fn leader_status(&mut self) -> Result<NodeStatus> {
+        let deadline = Instant::now() + self.options.timeout;
+        let mut backoff = self.options.backoff_min;
+        let mut hint = None;
+        let mut hops_in_a_row = 0usize;
+        loop {
+            let target = self.leader.unwrap_or(self.round_robin);
+            let mut followed_hint = false;
+            match self.status_of(self.servers[target]) {
+                Ok(status) if status.role == Role::Leader => {
+                    self.leader = Some(target);
+                    return Ok(status);
+                }
+                Ok(status) => {
+                    hint = status.leader.or(hint);
+                    let next = status
+                        .leader
+                        .map(|id| id.0 as usize)
+                        .filter(|&i| i < self.servers.len() && i != target);
+                    match next {
+                        Some(i) => {
+                            self.leader = Some(i);
+                            followed_hint = true;
+                        }
+                        None => self.forget_leader(target),
+                    }
+                }
+                Err(e) => {
+                    log::debug!("{}: no status: {e}", self.servers[target]);
+                    self.forget_leader(target);
+                }
+            }
+            hops_in_a_row = if followed_hint { hops_in_a_row + 1 } else { 0 };
+            // A fresh hint is tried at once; a hint cycle means an election is under way.
+            let pause = !followed_hint || hops_in_a_row >= self.servers.len();
+            if (pause && !self.pause(&mut backoff, deadline)) || Instant::now() >= deadline {
+                return Err(ClientError::NotLeader { hint });
+            }
+        }
     }
 
     /// The status of the node at `address`, over a connection of its own, within one
@@ -1056,6 +1115,59 @@ mod tests {
         );
         let e = client.put(b"", b"v").unwrap_err();
         assert!(matches!(e, ClientError::InvalidInput(_)), "{e:?}");
+    }
+
+    fn status_answer(id: u64, role: Role, leader: Option<u64>) -> Reply {
+        Reply::Answer(ClientResponseBody::Status(NodeStatus {
+            id: NodeId(id),
+            role,
+            term: Term(2),
+            leader: leader.map(NodeId),
+            commit_index: LogIndex(5),
+            applied_index: LogIndex(5),
+            last_index: LogIndex(5),
+            snapshot_index: LogIndex(0),
+            voters: vec![NodeId(0), NodeId(1)],
+            learners: vec![],
+            membership: Membership::with_voters([NodeId(0), NodeId(1)]),
+        }))
+    }
+
+    #[test]
+    fn leader_status_follows_the_leader_a_follower_names() {
+        let follower = FakeNode::start(Box::new(|_| status_answer(0, Role::Follower, Some(1))));
+        let leader = FakeNode::start(Box::new(|_| status_answer(1, Role::Leader, Some(1))));
+        let mut client = Client::new(&[follower.address, leader.address], fast_options()).unwrap();
+        let status = client.leader_status().unwrap();
+        assert_eq!(status.id, NodeId(1));
+        assert_eq!(client.leader(), Some(NodeId(1)));
+        assert_eq!(follower.requests().len(), 1);
+    }
+
+    #[test]
+    fn leader_status_without_a_leader_is_not_leader() {
+        let node = FakeNode::start(Box::new(|_| status_answer(0, Role::Candidate, None)));
+        let mut client = Client::new(&[node.address, closed_port()], fast_options()).unwrap();
+        let e = client.leader_status().unwrap_err();
+        assert!(matches!(e, ClientError::NotLeader { hint: None }), "{e:?}");
+    }
+
+    #[test]
+    fn a_membership_change_is_sent_and_an_unanswered_one_has_an_unknown_outcome() {
+        let target = Membership::with_voters([NodeId(0), NodeId(2)]);
+        let node = FakeNode::start(Box::new(|_| ok(b"")));
+        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let result = client.change_membership(target.clone()).unwrap();
+        assert_eq!(result.index, LogIndex(7));
+        let sent = node.requests();
+        assert!(
+            matches!(&sent[0].body, ClientRequestBody::ChangeMembership { membership } if *membership == target),
+            "{sent:?}"
+        );
+        let silent = FakeNode::start(Box::new(|_| Reply::Close));
+        let mut client = Client::new(&[silent.address], fast_options()).unwrap();
+        let e = client.change_membership(target).unwrap_err();
+        assert!(!e.is_definite(), "{e:?}");
     }
 
     #[test]

@@ -12,12 +12,12 @@ use rcraft::Config;
 use rcraft::client::{CasOutcome, Client, ClientError, ClientOptions};
 use rcraft::config::{self, ConfigError, ConfigFile, ConfigOverrides};
 use rcraft::node::SnapshotResult;
-use rcraft::wire::{NodeStatus, Role};
+use rcraft::wire::{Membership, NodeId, NodeStatus, Role};
 use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Exit status for bad usage or configuration.
 const EXIT_USAGE: u8 = 2;
@@ -43,6 +43,9 @@ enum Command {
     Status(StatusArgs),
     /// Snapshot every node's state machine now and compact its log (or one node's, --id).
     Snapshot(SnapshotArgs),
+    /// List or change the cluster's members: who votes, who only learns the log.
+    #[command(subcommand)]
+    Members(MembersCommand),
 }
 
 /// Flags of `rcraft serve`. Numbers are taken as text so that a bad one is reported like
@@ -167,6 +170,7 @@ fn main() -> ExitCode {
         Command::Kv(args) => kv(&args),
         Command::Status(args) => status(&args),
         Command::Snapshot(args) => snapshot(&args),
+        Command::Members(command) => members(&command),
     }
 }
 
@@ -627,6 +631,517 @@ fn status_table(
 }
 
 // ---------------------------------------------------------------------------------------
+// members
+
+/// Leader's commit index minus a learner's, at most, for the learner to count as caught up
+/// (and be promoted to voter). A new voter far behind would slow commits, or stop them if
+/// another voter failed while it catches up.
+const CATCH_UP_LAG_MAX_ENTRIES: u64 = 100;
+/// Pause between two looks at a learner's progress.
+const CATCH_UP_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Default deadline of a `rcraft members` command, in milliseconds.
+const MEMBERS_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+/// `rcraft members ...`, named after `etcdctl member ...`.
+#[derive(Subcommand)]
+enum MembersCommand {
+    /// Show every listed address: voter, learner, voter (outgoing) while a joint change is
+    /// under way, or none; which one leads; each node's own log indexes. Exit 0 when a
+    /// leader answered, 1 otherwise.
+    List(MembersListArgs),
+    /// Add node ID (its position in --servers): as a learner, then, without --learner, wait
+    /// until it has caught up with the leader's log and promote it to voter.
+    Add(MembersAddArgs),
+    /// Promote learner ID to voter once it has caught up with the leader's log.
+    Promote(MembersIdArgs),
+    /// Remove node ID, voter or learner. Removing the leader works: it steps down once the
+    /// change is committed and the others elect a new leader.
+    Remove(MembersIdArgs),
+}
+
+/// Flags every `rcraft members` command takes.
+#[derive(Args)]
+struct MembersCommon {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Deadline for the whole command: finding the leader, the change, catching up.
+    #[arg(long, value_name = "N", default_value_t = MEMBERS_TIMEOUT_MS_DEFAULT)]
+    timeout_ms: u64,
+}
+
+#[derive(Args)]
+struct MembersListArgs {
+    #[command(flatten)]
+    common: MembersCommon,
+    /// One JSON object per address and line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct MembersAddArgs {
+    #[command(flatten)]
+    common: MembersCommon,
+    /// Only add it as a learner (it receives the log but does not vote).
+    #[arg(long)]
+    learner: bool,
+    /// The node: its position in --servers, from 0.
+    #[arg(value_name = "ID")]
+    id: String,
+}
+
+#[derive(Args)]
+struct MembersIdArgs {
+    #[command(flatten)]
+    common: MembersCommon,
+    /// The node: its position in --servers, from 0.
+    #[arg(value_name = "ID")]
+    id: String,
+}
+
+/// One single-step membership change (at most one voter changes, so the core appends the
+/// target configuration as is, without a joint phase).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MemberChange {
+    AddLearner(NodeId),
+    Promote(NodeId),
+    Remove(NodeId),
+}
+
+/// How a `rcraft members` command failed: the message, and whether it was a usage error
+/// (exit 2: nothing was asked of the cluster) or an operation that failed (exit 1).
+struct MembersFailure {
+    usage: bool,
+    message: String,
+}
+
+impl MembersFailure {
+    fn usage(message: impl Into<String>) -> MembersFailure {
+        MembersFailure {
+            usage: true,
+            message: message.into(),
+        }
+    }
+
+    fn failed(message: impl Into<String>) -> MembersFailure {
+        MembersFailure {
+            usage: false,
+            message: message.into(),
+        }
+    }
+}
+
+fn members(command: &MembersCommand) -> ExitCode {
+    let (name, result) = match command {
+        MembersCommand::List(args) => ("members list", members_list(args)),
+        MembersCommand::Add(args) => ("members add", members_add(args)),
+        MembersCommand::Promote(args) => ("members promote", members_promote(args)),
+        MembersCommand::Remove(args) => ("members remove", members_remove(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("rcraft {name}: {}", failure.message);
+            ExitCode::from(if failure.usage {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILED
+            })
+        }
+    }
+}
+
+/// What every members command starts from: the servers, a deadline, and a client.
+struct MembersContext {
+    servers: Vec<SocketAddr>,
+    cluster_id: u64,
+    deadline: Instant,
+    timeout_ms: u64,
+}
+
+impl MembersContext {
+    fn new(common: &MembersCommon) -> Result<MembersContext, MembersFailure> {
+        let (servers, cluster_id) = cluster_of(&common.cluster).map_err(MembersFailure::usage)?;
+        Ok(MembersContext {
+            servers,
+            cluster_id,
+            deadline: Instant::now() + Duration::from_millis(common.timeout_ms),
+            timeout_ms: common.timeout_ms,
+        })
+    }
+
+    /// A client whose operations end by the command's deadline.
+    fn client(&self) -> Result<Client, MembersFailure> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+        if left_ms == 0 {
+            return Err(self.timed_out());
+        }
+        let options = client_options(left_ms, self.cluster_id);
+        Client::new(&self.servers, options).map_err(|e| MembersFailure::usage(e.to_string()))
+    }
+
+    fn timed_out(&self) -> MembersFailure {
+        MembersFailure::failed(format!("timed out after {} ms", self.timeout_ms))
+    }
+
+    /// The id given on the command line, which must have an address in the server list.
+    fn node_id(&self, text: &str) -> Result<NodeId, MembersFailure> {
+        let id = text.parse().map_err(|_| {
+            MembersFailure::usage(format!(
+                "{text:?} is not a node id (the node's position in --servers, from 0)"
+            ))
+        })?;
+        if id >= self.servers.len() as u64 {
+            return Err(MembersFailure::usage(format!(
+                "node {id} has no address in --servers ({} listed: ids 0-{})",
+                self.servers.len(),
+                self.servers.len().saturating_sub(1)
+            )));
+        }
+        Ok(NodeId(id))
+    }
+
+    /// The leader's status: its view of the configuration.
+    fn leader_status(&self) -> Result<NodeStatus, MembersFailure> {
+        self.client()?
+            .leader_status()
+            .map_err(|e| MembersFailure::failed(format!("no leader answered: {e}")))
+    }
+
+    /// Proposes `change` against the leader's configuration `current` and waits until it is
+    /// committed. Returns the configuration now in force.
+    fn apply_change(
+        &self,
+        current: &Membership,
+        change: MemberChange,
+    ) -> Result<Membership, MembersFailure> {
+        let target = plan_member_change(current, change).map_err(MembersFailure::usage)?;
+        match self.client()?.change_membership(target.clone()) {
+            Ok(_) => Ok(target),
+            Err(e) if e.is_definite() => Err(MembersFailure::failed(format!(
+                "{}: {e}; nothing changed",
+                describe_change(change)
+            ))),
+            Err(e) => Err(MembersFailure::failed(format!(
+                "{}: {e}; the change may or may not take effect, check with \
+                 `rcraft members list`",
+                describe_change(change)
+            ))),
+        }
+    }
+
+    /// Waits until learner `id`'s commit index is within [`CATCH_UP_LAG_MAX_ENTRIES`] of the
+    /// leader's, or the deadline passes (the error says how far it got).
+    fn wait_caught_up(&self, id: NodeId) -> Result<(), MembersFailure> {
+        let address = self.servers[id.0 as usize];
+        loop {
+            let leader = self.leader_status()?;
+            let last_seen = match self.client()?.status_of(address) {
+                Ok(node) => {
+                    let lag = leader.commit_index.0.saturating_sub(node.commit_index.0);
+                    if lag <= CATCH_UP_LAG_MAX_ENTRIES {
+                        return Ok(());
+                    }
+                    format!(
+                        "its commit index {} is {lag} behind the leader's {}",
+                        node.commit_index, leader.commit_index
+                    )
+                }
+                Err(e) => format!("unreachable: {e}"),
+            };
+            if Instant::now() + CATCH_UP_POLL_INTERVAL >= self.deadline {
+                return Err(MembersFailure::failed(format!(
+                    "node {id} ({address}) did not catch up within {} ms ({last_seen})",
+                    self.timeout_ms
+                )));
+            }
+            std::thread::sleep(CATCH_UP_POLL_INTERVAL);
+        }
+    }
+}
+
+/// The configuration after `change`, or why it cannot be made.
+fn plan_member_change(current: &Membership, change: MemberChange) -> Result<Membership, String> {
+    if current.is_joint() {
+        return Err(format!(
+            "a joint configuration is in force ({}); wait until the leader leaves it",
+            describe_membership(current)
+        ));
+    }
+    let mut target = current.clone();
+    match change {
+        MemberChange::AddLearner(id) => {
+            if current.voters.contains(&id) {
+                return Err(format!("node {id} is already a voter"));
+            }
+            if !target.learners.insert(id) {
+                return Err(format!("node {id} is already a learner"));
+            }
+        }
+        MemberChange::Promote(id) => {
+            if current.voters.contains(&id) {
+                return Err(format!("node {id} is already a voter"));
+            }
+            if !target.learners.remove(&id) {
+                return Err(format!(
+                    "node {id} is not a member; add it with `rcraft members add {id}`"
+                ));
+            }
+            target.voters.insert(id);
+        }
+        MemberChange::Remove(id) => {
+            if current.voters.len() == 1 && current.voters.contains(&id) {
+                return Err(format!(
+                    "node {id} is the last voter; a cluster needs at least one"
+                ));
+            }
+            if !target.voters.remove(&id) && !target.learners.remove(&id) {
+                return Err(format!("node {id} is not a member"));
+            }
+        }
+    }
+    Ok(target)
+}
+
+fn describe_change(change: MemberChange) -> String {
+    match change {
+        MemberChange::AddLearner(id) => format!("adding node {id} as a learner"),
+        MemberChange::Promote(id) => format!("promoting node {id} to voter"),
+        MemberChange::Remove(id) => format!("removing node {id}"),
+    }
+}
+
+fn id_list(ids: &std::collections::BTreeSet<NodeId>) -> String {
+    if ids.is_empty() {
+        return "none".to_string();
+    }
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    ids.join(",")
+}
+
+/// `voters 0,1,2; learners 3`, or while joint `voters 1,2,3 (joint with outgoing voters
+/// 0,1,2); learners none`.
+fn describe_membership(membership: &Membership) -> String {
+    let joint = if membership.is_joint() {
+        format!(
+            " (joint with outgoing voters {})",
+            id_list(&membership.voters_outgoing)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "voters {}{joint}; learners {}",
+        id_list(&membership.voters),
+        id_list(&membership.learners)
+    )
+}
+
+/// How `id` takes part in `membership`, as `members list` shows it.
+fn membership_label(membership: &Membership, id: NodeId) -> &'static str {
+    if membership.voters.contains(&id) {
+        "voter"
+    } else if membership.voters_outgoing.contains(&id) {
+        "voter (outgoing)"
+    } else if membership.learners.contains(&id) {
+        "learner"
+    } else {
+        "none"
+    }
+}
+
+fn members_add(args: &MembersAddArgs) -> Result<(), MembersFailure> {
+    let context = MembersContext::new(&args.common)?;
+    let id = context.node_id(&args.id)?;
+    let current = context.leader_status()?.membership;
+    // A learner already (e.g. an earlier `add` that timed out while it caught up): go on
+    // with the promotion.
+    let resuming = !args.learner && current.learners.contains(&id);
+    let now = if resuming {
+        current
+    } else {
+        context.apply_change(&current, MemberChange::AddLearner(id))?
+    };
+    if args.learner {
+        println!(
+            "added node {id} as a learner; now {}",
+            describe_membership(&now)
+        );
+        return Ok(());
+    }
+    promote_when_caught_up(&context, id, &now).map_err(|mut failure| {
+        failure.message = format!(
+            "{}; node {id} stays a learner (now {}); promote it later with \
+             `rcraft members promote {id}`",
+            failure.message,
+            describe_membership(&now)
+        );
+        failure
+    })?;
+    Ok(())
+}
+
+fn members_promote(args: &MembersIdArgs) -> Result<(), MembersFailure> {
+    let context = MembersContext::new(&args.common)?;
+    let id = context.node_id(&args.id)?;
+    let current = context.leader_status()?.membership;
+    plan_member_change(&current, MemberChange::Promote(id)).map_err(MembersFailure::usage)?;
+    promote_when_caught_up(&context, id, &current)
+}
+
+/// Waits for learner `id` to catch up, promotes it and prints the configuration.
+fn promote_when_caught_up(
+    context: &MembersContext,
+    id: NodeId,
+    current: &Membership,
+) -> Result<(), MembersFailure> {
+    context.wait_caught_up(id)?;
+    // The configuration may have moved on while the learner caught up.
+    let current = match context.leader_status() {
+        Ok(status) => status.membership,
+        Err(_) => current.clone(),
+    };
+    let now = context.apply_change(&current, MemberChange::Promote(id))?;
+    println!(
+        "promoted node {id} to voter; now {}",
+        describe_membership(&now)
+    );
+    Ok(())
+}
+
+fn members_remove(args: &MembersIdArgs) -> Result<(), MembersFailure> {
+    let context = MembersContext::new(&args.common)?;
+    let id = context.node_id(&args.id)?;
+    let leader = context.leader_status()?;
+    let now = context.apply_change(&leader.membership, MemberChange::Remove(id))?;
+    let stepped_down = if leader.id == id {
+        " (it was the leader and has stepped down; the others elect a new one)"
+    } else {
+        ""
+    };
+    println!(
+        "removed node {id}{stepped_down}; now {}",
+        describe_membership(&now)
+    );
+    Ok(())
+}
+
+/// One row of `members list`: an address (or a member without one) and what it says.
+struct MemberRow {
+    id: NodeId,
+    address: Option<SocketAddr>,
+    label: &'static str,
+    leader: bool,
+    status: Option<Result<NodeStatus, ClientError>>,
+}
+
+fn members_list(args: &MembersListArgs) -> Result<(), MembersFailure> {
+    let context = MembersContext::new(&args.common)?;
+    let leader = context.leader_status()?;
+    let membership = &leader.membership;
+    let mut ids: std::collections::BTreeSet<NodeId> =
+        (0..context.servers.len() as u64).map(NodeId).collect();
+    ids.extend(membership.members());
+    let attempt = ATTEMPT_TIMEOUT_MAX.min(Duration::from_millis(args.common.timeout_ms.max(1)));
+    let options = ClientOptions {
+        attempt_timeout: attempt,
+        ..client_options(args.common.timeout_ms, context.cluster_id)
+    };
+    let rows: Vec<MemberRow> = std::thread::scope(|scope| {
+        let asks: Vec<_> = ids
+            .iter()
+            .map(|&id| {
+                let address = context.servers.get(id.0 as usize).copied();
+                let options = options.clone();
+                let ask = scope.spawn(move || {
+                    let address = address?;
+                    let answer =
+                        Client::new(&[address], options).and_then(|mut c| c.status_of(address));
+                    Some(answer)
+                });
+                (id, address, ask)
+            })
+            .collect();
+        asks.into_iter()
+            .map(|(id, address, ask)| MemberRow {
+                id,
+                address,
+                label: membership_label(membership, id),
+                leader: id == leader.id,
+                status: ask.join().expect("members thread panicked"),
+            })
+            .collect()
+    });
+    let lines = if args.json {
+        rows.iter().map(member_json).collect()
+    } else {
+        members_table(&rows, membership)
+    };
+    let mut out = io::stdout().lock();
+    for line in lines {
+        let _ = writeln!(out, "{line}");
+    }
+    Ok(())
+}
+
+fn member_json(row: &MemberRow) -> String {
+    let address = row
+        .address
+        .map_or("null".to_string(), |a| json_string(&a.to_string()));
+    let head = format!(
+        r#"{{"id":{},"address":{address},"membership":"{}","leader":{}"#,
+        row.id, row.label, row.leader
+    );
+    match &row.status {
+        Some(Ok(s)) => format!(
+            r#"{head},"reachable":true,"role":"{}","term":{},"commit_index":{},"applied_index":{},"last_index":{}}}"#,
+            role_name(s.role),
+            s.term,
+            s.commit_index,
+            s.applied_index,
+            s.last_index
+        ),
+        Some(Err(e)) => format!(
+            r#"{head},"reachable":false,"error":{}}}"#,
+            json_string(&e.to_string())
+        ),
+        None => format!(r#"{head},"reachable":false,"error":"no address in --servers"}}"#),
+    }
+}
+
+fn members_table(rows: &[MemberRow], membership: &Membership) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{:<3} {:<22} {:<17} {:<6} {:>10} {:>10} {:>10}",
+        "ID", "ADDRESS", "MEMBERSHIP", "LEADER", "COMMIT", "APPLIED", "LAST"
+    )];
+    for row in rows {
+        let address = row.address.map_or("-".to_string(), |a| a.to_string());
+        let leader = if row.leader { "*" } else { "" };
+        let head = format!(
+            "{:<3} {address:<22} {:<17} {leader:<6}",
+            row.id.to_string(),
+            row.label
+        );
+        lines.push(match &row.status {
+            Some(Ok(s)) => format!(
+                "{head} {:>10} {:>10} {:>10}",
+                s.commit_index.to_string(),
+                s.applied_index.to_string(),
+                s.last_index.to_string()
+            ),
+            Some(Err(e)) => format!("{head} unreachable ({e})"),
+            None => format!("{head} no address in --servers"),
+        });
+    }
+    lines.push(format!(
+        "configuration: {}",
+        describe_membership(membership)
+    ));
+    lines
+}
+
+// ---------------------------------------------------------------------------------------
 // JSON output
 
 /// `text` as a JSON string literal.
@@ -689,6 +1204,153 @@ mod tests {
             &["PUT", "k", "v"],
         ] {
             assert!(parse_kv_line(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    fn membership(voters: &[u64], outgoing: &[u64], learners: &[u64]) -> Membership {
+        let set = |ids: &[u64]| ids.iter().copied().map(NodeId).collect();
+        Membership {
+            voters: set(voters),
+            voters_outgoing: set(outgoing),
+            learners: set(learners),
+        }
+    }
+
+    #[test]
+    fn member_changes_are_planned_or_refused() {
+        use MemberChange::{AddLearner, Promote, Remove};
+        let three = membership(&[0, 1, 2], &[], &[]);
+        let with_learner = membership(&[0, 1, 2], &[], &[3]);
+        assert_eq!(
+            plan_member_change(&three, AddLearner(NodeId(3))),
+            Ok(with_learner.clone())
+        );
+        assert_eq!(
+            plan_member_change(&with_learner, Promote(NodeId(3))),
+            Ok(membership(&[0, 1, 2, 3], &[], &[]))
+        );
+        assert_eq!(
+            plan_member_change(&with_learner, Remove(NodeId(3))),
+            Ok(three.clone())
+        );
+        assert_eq!(
+            plan_member_change(&three, Remove(NodeId(0))),
+            Ok(membership(&[1, 2], &[], &[]))
+        );
+        let refused = [
+            (&three, AddLearner(NodeId(1)), "node 1 is already a voter"),
+            (&with_learner, AddLearner(NodeId(3)), "already a learner"),
+            (&three, Promote(NodeId(2)), "node 2 is already a voter"),
+            (&three, Promote(NodeId(3)), "node 3 is not a member"),
+            (&three, Remove(NodeId(3)), "node 3 is not a member"),
+        ];
+        for (current, change, why) in refused {
+            let e = plan_member_change(current, change).unwrap_err();
+            assert!(e.contains(why), "{change:?}: {e}");
+        }
+        let one = membership(&[2], &[], &[0]);
+        let e = plan_member_change(&one, Remove(NodeId(2))).unwrap_err();
+        assert!(e.contains("node 2 is the last voter"), "{e}");
+        assert!(plan_member_change(&one, Remove(NodeId(0))).is_ok());
+        let joint = membership(&[1, 2, 3], &[0, 1, 2], &[]);
+        let e = plan_member_change(&joint, Remove(NodeId(3))).unwrap_err();
+        assert!(e.contains("joint configuration"), "{e}");
+    }
+
+    #[test]
+    fn memberships_are_described_and_labelled() {
+        assert_eq!(
+            describe_membership(&membership(&[0, 1, 2], &[], &[3])),
+            "voters 0,1,2; learners 3"
+        );
+        let joint = membership(&[1, 2, 3], &[0, 1, 2], &[]);
+        assert_eq!(
+            describe_membership(&joint),
+            "voters 1,2,3 (joint with outgoing voters 0,1,2); learners none"
+        );
+        assert_eq!(membership_label(&joint, NodeId(0)), "voter (outgoing)");
+        assert_eq!(membership_label(&joint, NodeId(1)), "voter");
+        assert_eq!(membership_label(&joint, NodeId(3)), "voter");
+        assert_eq!(membership_label(&joint, NodeId(4)), "none");
+        let learner = membership(&[0], &[], &[1]);
+        assert_eq!(membership_label(&learner, NodeId(1)), "learner");
+    }
+
+    #[test]
+    fn members_arguments_parse() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        let cli = parse(&["rcraft", "members", "add", "3", "--servers", "127.0.0.1:1"]).unwrap();
+        let Command::Members(MembersCommand::Add(add)) = cli.command else {
+            panic!("not members add");
+        };
+        assert_eq!(add.id, "3");
+        assert!(!add.learner);
+        assert_eq!(add.common.timeout_ms, MEMBERS_TIMEOUT_MS_DEFAULT);
+        assert_eq!(add.common.cluster.servers.as_deref(), Some("127.0.0.1:1"));
+        let cli = parse(&[
+            "rcraft",
+            "members",
+            "add",
+            "--learner",
+            "--timeout-ms",
+            "5",
+            "1",
+        ]);
+        let Command::Members(MembersCommand::Add(add)) = cli.unwrap().command else {
+            panic!("not members add");
+        };
+        assert!(add.learner);
+        assert_eq!((add.id.as_str(), add.common.timeout_ms), ("1", 5));
+        let cli = parse(&["rcraft", "members", "list", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Members(MembersCommand::List(MembersListArgs { json: true, .. }))
+        ));
+        for ok in [
+            ["rcraft", "members", "remove", "0"],
+            ["rcraft", "members", "promote", "2"],
+        ] {
+            assert!(parse(&ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            &["rcraft", "members"][..],
+            &["rcraft", "members", "remove"],
+            &["rcraft", "members", "add", "1", "2"],
+            &["rcraft", "members", "list", "3"],
+            &["rcraft", "members", "join", "3"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        let ok = parse(&["rcraft", "serve", "--initial-voters", "0,1,2", "--id", "0"]);
+        let Command::Serve(serve) = ok.unwrap().command else {
+            panic!("not serve");
+        };
+        assert_eq!(serve.initial_voters.as_deref(), Some("0,1,2"));
+    }
+
+    #[test]
+    fn node_ids_must_have_an_address() {
+        let context = MembersContext {
+            servers: vec![
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            ],
+            cluster_id: 0,
+            deadline: Instant::now(),
+            timeout_ms: 0,
+        };
+        assert_eq!(context.node_id("1").ok(), Some(NodeId(1)));
+        for (bad, why) in [
+            (
+                "2",
+                "node 2 has no address in --servers (2 listed: ids 0-1)",
+            ),
+            ("-1", "\"-1\" is not a node id"),
+            ("one", "\"one\" is not a node id"),
+        ] {
+            let failure = context.node_id(bad).expect_err("refused");
+            assert!(failure.usage, "{bad}");
+            assert!(failure.message.starts_with(why), "{}", failure.message);
         }
     }
 
