@@ -1,6 +1,6 @@
-//! Shared helpers of the multi-process snapshot tests and benchmark: a cluster of three
-//! `rcraft serve` processes on 127.0.0.1 (killed, and resumed if stopped, on drop), bounded
-//! waits and parallel writers.
+//! Shared helpers of the multi-process tests (snapshots, membership) and the snapshot
+//! benchmark: a cluster of `rcraft serve` processes on 127.0.0.1 (three unless asked
+//! otherwise; killed, and resumed if stopped, on drop), bounded waits and parallel writers.
 
 #![allow(dead_code)] // Each test file uses a different subset.
 
@@ -15,7 +15,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_rcraft");
 /// Longest wait for any one condition (leader known, node caught up, transfer progress).
 pub const WAIT_MAX: Duration = Duration::from_secs(20);
 
-/// Three `rcraft serve` processes; killed (and resumed, if stopped) on drop.
+/// `rcraft serve` processes, one per address; killed (and resumed, if stopped) on drop.
 pub struct Cluster {
     pub addresses: Vec<SocketAddr>,
     pub flags: Vec<String>,
@@ -25,8 +25,13 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(flags: &[&str]) -> Cluster {
+        Cluster::start_nodes(3, flags)
+    }
+
+    /// `n` nodes, each started with `flags` after `--id`, `--peers`, `--data-dir`.
+    pub fn start_nodes(n: usize, flags: &[&str]) -> Cluster {
         // Ports the kernel just handed out and we released; a clash fails the test loudly.
-        let listeners: Vec<TcpListener> = (0..3)
+        let listeners: Vec<TcpListener> = (0..n)
             .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
             .collect();
         let addresses = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
@@ -34,10 +39,10 @@ impl Cluster {
         let mut cluster = Cluster {
             addresses,
             flags: flags.iter().map(|f| f.to_string()).collect(),
-            nodes: vec![None, None, None],
+            nodes: (0..n).map(|_| None).collect(),
             dir: tempfile::tempdir().unwrap(),
         };
-        (0..3).for_each(|id| cluster.restart(id));
+        (0..n).for_each(|id| cluster.restart(id));
         cluster
     }
 
@@ -106,7 +111,8 @@ impl Cluster {
 
     pub fn wait_for_leader(&self) -> usize {
         let found = wait_for("a leader", || {
-            (0..3).find(|&id| self.status(id).is_some_and(|s| s.role == Role::Leader))
+            (0..self.nodes.len())
+                .find(|&id| self.status(id).is_some_and(|s| s.role == Role::Leader))
         });
         found.unwrap_or_else(|| panic!("no leader; logs:\n{}", self.logs()))
     }
@@ -138,7 +144,7 @@ impl Cluster {
     }
 
     pub fn logs(&self) -> String {
-        (0..3)
+        (0..self.nodes.len())
             .map(|id| {
                 let text = self.log_of(id);
                 let tail: Vec<&str> = text.lines().rev().take(25).collect();
@@ -161,7 +167,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for id in 0..3 {
+        for id in 0..self.nodes.len() {
             if self.nodes[id].is_some() {
                 self.signal(id, libc::SIGCONT);
             }

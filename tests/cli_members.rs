@@ -1,0 +1,227 @@
+//! `rcraft serve --initial-voters` and `rcraft members` end to end: four `rcraft serve`
+//! processes on 127.0.0.1 whose first three vote; the fourth address is a spare that stays
+//! quiet, is added (learner, caught up, promoted), and then the leader is removed. Bad usages
+//! give one-line errors with the documented exit codes. Every wait is bounded; processes are
+//! killed and directories removed on drop (`snapshot_support::Cluster`).
+
+mod snapshot_support;
+
+use rcraft::wire::{NodeId, Role};
+use snapshot_support::{BIN, Cluster, key, value, wait_for, write_keys};
+use std::process::{Command, Output};
+
+/// One `rcraft members ...` run: exit code, stdout, stderr.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn members(cluster: &Cluster, args: &[&str]) -> Run {
+    let output = Command::new(BIN)
+        .arg("members")
+        .args(args)
+        .args(["--servers", &cluster.servers()])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    run_of(&output)
+}
+
+fn run_of(output: &Output) -> Run {
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs a command that must succeed and returns its stdout.
+fn members_ok(cluster: &Cluster, args: &[&str]) -> String {
+    let run = members(cluster, args);
+    assert_eq!(
+        run.code,
+        Some(0),
+        "rcraft members {args:?}: {}{}\nlogs:\n{}",
+        run.stdout,
+        run.stderr,
+        cluster.logs()
+    );
+    run.stdout
+}
+
+/// Runs a command that must fail with `code` and a one-line error containing `why`.
+fn members_fails(cluster: &Cluster, args: &[&str], code: i32, why: &str) {
+    let run = members(cluster, args);
+    assert_eq!(
+        run.code,
+        Some(code),
+        "{args:?}: {}{}",
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "one line: {}", run.stderr);
+    assert!(run.stderr.contains(why), "{args:?}: {}", run.stderr);
+    assert!(run.stdout.is_empty(), "{args:?}: {}", run.stdout);
+}
+
+/// The `membership` of node `id` in `members list --json` output.
+fn membership_of(list: &str, id: usize) -> String {
+    let prefix = format!(r#"{{"id":{id},"#);
+    let line = list
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("node {id} is not listed: {list}"));
+    let at = line.find(r#""membership":""#).expect("membership field") + 14;
+    line[at..].split('"').next().unwrap().to_string()
+}
+
+/// The memberships of nodes 0-3 as the leader reports them.
+fn memberships(cluster: &Cluster) -> Vec<String> {
+    let list = members_ok(cluster, &["list", "--json"]);
+    (0..4).map(|id| membership_of(&list, id)).collect()
+}
+
+/// Makes node `id` the leader (it must be a voter).
+fn move_leadership_to(cluster: &Cluster, id: usize) {
+    let mut client = cluster.client();
+    let moved = wait_for("leadership to move", || {
+        if cluster.status(id)?.role == Role::Leader {
+            return Some(());
+        }
+        let _ = client.transfer_leader(NodeId(id as u64));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        None
+    });
+    moved.unwrap_or_else(|| panic!("node {id} never led; logs:\n{}", cluster.logs()));
+}
+
+#[test]
+fn a_spare_node_is_added_and_the_leader_is_removed() {
+    let mut cluster = Cluster::start_nodes(4, &["--initial-voters", "0,1,2"]);
+    let leader = cluster.wait_for_leader();
+    assert!(leader < 3, "the spare node 3 led");
+    assert_eq!(memberships(&cluster), ["voter", "voter", "voter", "none"]);
+    write_keys(&cluster, 100, 16);
+
+    // The spare node never campaigned: it is still at term 0 and knows no leader.
+    let spare = cluster.status(3).expect("node 3 answers");
+    assert_eq!(
+        (spare.term.0, spare.role, spare.leader),
+        (0, Role::Follower, None)
+    );
+    assert!(spare.membership.voters.iter().all(|id| id.0 < 3));
+
+    // Bad usages: nothing is asked of the cluster.
+    members_fails(
+        &cluster,
+        &["add", "9"],
+        2,
+        "node 9 has no address in --servers",
+    );
+    members_fails(&cluster, &["add", "1"], 2, "node 1 is already a voter");
+    members_fails(&cluster, &["promote", "3"], 2, "node 3 is not a member");
+    members_fails(&cluster, &["remove", "3"], 2, "node 3 is not a member");
+    members_fails(&cluster, &["remove", "x"], 2, "\"x\" is not a node id");
+
+    // Node 3 down: it is added as a learner but cannot catch up in time.
+    cluster.kill(3);
+    let args = ["add", "3", "--timeout-ms", "1500"];
+    members_fails(&cluster, &args, 1, "did not catch up within 1500 ms");
+    assert_eq!(memberships(&cluster)[3], "learner");
+    members_fails(&cluster, &["add", "3", "--learner"], 2, "already a learner");
+
+    // Back up, `add` resumes: it catches up and is promoted.
+    cluster.restart(3);
+    let out = members_ok(&cluster, &["add", "3", "--timeout-ms", "20000"]);
+    assert_eq!(
+        out.trim_end(),
+        "promoted node 3 to voter; now voters 0,1,2,3; learners none"
+    );
+    assert_eq!(memberships(&cluster), ["voter", "voter", "voter", "voter"]);
+    let leader = cluster.wait_for_leader();
+    cluster.wait_caught_up(3, leader);
+
+    // Remove node 0 while it leads: it steps down once the change commits.
+    move_leadership_to(&cluster, 0);
+    let out = members_ok(&cluster, &["remove", "0"]);
+    assert!(out.contains("removed node 0 (it was the leader"), "{out}");
+    assert!(out.contains("now voters 1,2,3; learners none"), "{out}");
+    let new_leader = cluster.wait_for_leader();
+    assert_ne!(new_leader, 0);
+    assert_eq!(memberships(&cluster), ["none", "voter", "voter", "voter"]);
+
+    // Node 0 no longer votes and node 3 does: with node 0 and one more old voter down, the
+    // remaining two of the three voters still commit writes and serve every key.
+    cluster.kill(0);
+    let down = (1..3).find(|&id| id != new_leader).unwrap();
+    cluster.kill(down);
+    let mut client = cluster.client();
+    client.put(b"after", b"removal").expect("a write commits");
+    for i in (0..100).step_by(9) {
+        assert_eq!(client.get(&key(i)).unwrap(), Some(value(i, 16)), "key {i}");
+    }
+    assert_eq!(client.get(b"after").unwrap(), Some(b"removal".to_vec()));
+
+    // With every node down no leader answers: exit 1.
+    for id in 0..4 {
+        cluster.kill(id);
+    }
+    let args = ["list", "--timeout-ms", "500"];
+    members_fails(&cluster, &args, 1, "no leader answered");
+}
+
+#[test]
+fn bad_initial_voters_are_refused_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers = "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3";
+    for (list, why) in [
+        (
+            "0,3",
+            "--initial-voters: initial voters: id 3 has no address",
+        ),
+        (
+            "0,0",
+            "--initial-voters: initial voters: id 0 is listed twice",
+        ),
+        ("0,a", "--initial-voters: \"a\" is not a valid number"),
+    ] {
+        let output = Command::new(BIN)
+            .args([
+                "serve",
+                "--id",
+                "0",
+                "--peers",
+                peers,
+                "--initial-voters",
+                list,
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let run = run_of(&output);
+        assert_eq!(run.code, Some(2), "{list}: {}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(run.stderr.starts_with("rcraft serve: "), "{}", run.stderr);
+        assert!(run.stderr.contains(why), "{list}: {}", run.stderr);
+    }
+    let conf = dir.path().join("craft.conf");
+    let text = "id = 0\nservers = 127.0.0.1:1\nservers = 127.0.0.1:2\ninitial_voters =\n";
+    std::fs::write(&conf, text).unwrap();
+    let output = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&conf)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let run = run_of(&output);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("craft.conf:4: initial voters: the list is empty"),
+        "{}",
+        run.stderr
+    );
+}
