@@ -225,3 +225,40 @@ fn bad_initial_voters_are_refused_with_one_line() {
         run.stderr
     );
 }
+
+#[test]
+fn a_removed_follower_left_running_does_not_disrupt_the_cluster() {
+    // Long election timeouts so that only the removed node's campaigns could move the term.
+    let flags = ["--election-timeout-ms", "600-1200", "--heartbeat-ms", "100"];
+    let cluster = Cluster::start(&flags);
+    let leader = cluster.wait_for_leader();
+    let removed = (leader + 1) % 3;
+    let out = members_ok(&cluster, &["remove", &removed.to_string()]);
+    assert!(
+        out.contains(&format!("removed node {removed}; now")),
+        "{out}"
+    );
+    let term = cluster.status(leader).expect("the leader answers").term;
+
+    // Several of the removed node's election timeouts pass while clients write. It may
+    // keep asking for pre-votes (it never learns that its removal committed), but Pre-Vote
+    // keeps it from raising anyone's term.
+    let mut client = cluster.client();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    let mut i = 0;
+    while std::time::Instant::now() < end {
+        client.put(&key(i), &value(i, 8)).expect("put");
+        i += 1;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let now = cluster.status(leader).expect("the leader answers");
+    assert_eq!(
+        (now.role, now.term),
+        (Role::Leader, term),
+        "{}",
+        cluster.logs()
+    );
+    let outcast = cluster.status(removed).expect("the removed node answers");
+    assert!(outcast.term <= term, "{outcast:?}");
+    assert_ne!(outcast.role, Role::Leader);
+}
