@@ -6,8 +6,8 @@
 //! (default: every listed server) the first time a node starts on a data directory, and is
 //! then written to `<data_dir>/initial_voters` (text, `0,1,2`, written to a temporary file,
 //! synced and renamed, the directory synced). On every later start the stored list wins:
-//! changing `--initial-voters` (or the number of `--peers`) for an existing node logs a
-//! warning and changes nothing. Membership entries in the log and the membership recorded in
+//! changing `--initial-voters` for an existing node logs a warning and changes nothing, and
+//! adding addresses to `--peers` does not make them voters. Membership entries in the log and the membership recorded in
 //! a snapshot take precedence over it in the core anyway.
 //!
 //! Runs once on the thread that calls `Node::start`, before any node thread exists.
@@ -39,13 +39,20 @@ pub(crate) fn load_or_store(config: &Config) -> Result<Membership> {
                     text.trim()
                 ))
             })?;
-            if stored != configured {
+            if stored != configured && config.initial_voters.is_some() {
                 log::warn!(
                     "{} was created with initial voters {}; the configured {} only apply to a \
                      fresh data dir and are ignored",
                     dir.display(),
                     render(&stored),
                     render(&configured)
+                );
+            } else if stored != configured {
+                // The usual case after growing `--peers` by a spare address: nothing to say.
+                log::info!(
+                    "initial voters {} (stored in {} at the first start)",
+                    render(&stored),
+                    dir.display()
                 );
             }
             stored
