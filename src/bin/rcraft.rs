@@ -639,6 +639,11 @@ fn status_table(
 const CATCH_UP_LAG_MAX_ENTRIES: u64 = 100;
 /// Pause between two looks at a learner's progress.
 const CATCH_UP_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How long a change the leader refused without effect (an earlier change not committed
+/// yet, a leader fresh from its election) is retried.
+const CHANGE_REFUSED_RETRY_WINDOW: Duration = Duration::from_secs(3);
+/// Pause before retrying a refused change.
+const CHANGE_REFUSED_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Default deadline of a `rcraft members` command, in milliseconds.
 const MEMBERS_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 
@@ -811,23 +816,32 @@ impl MembersContext {
 
     /// Proposes `change` against the leader's configuration `current` and waits until it is
     /// committed. Returns the configuration now in force.
+    ///
+    /// The leader refuses a change, without changing anything, while an earlier one is not
+    /// committed yet or before it has committed an entry of its own term (right after an
+    /// election). Such refusals are retried for [`CHANGE_REFUSED_RETRY_WINDOW`], planning
+    /// again from the leader's configuration each time.
     fn apply_change(
         &self,
         current: &Membership,
         change: MemberChange,
     ) -> Result<Membership, MembersFailure> {
-        let target = plan_member_change(current, change).map_err(MembersFailure::usage)?;
-        match self.client()?.change_membership(target.clone()) {
-            Ok(_) => Ok(target),
-            Err(e) if e.is_definite() => Err(MembersFailure::failed(format!(
-                "{}: {e}; nothing changed",
-                describe_change(change)
-            ))),
-            Err(e) => Err(MembersFailure::failed(format!(
-                "{}: {e}; the change may or may not take effect, check with \
-                 `rcraft members list`",
-                describe_change(change)
-            ))),
+        let mut current = current.clone();
+        let mut retry_until = None;
+        loop {
+            let target = plan_member_change(&current, change).map_err(MembersFailure::usage)?;
+            let refusal = match self.client()?.change_membership(target.clone()) {
+                Ok(_) => return Ok(target),
+                Err(e @ ClientError::Server { definite: true, .. }) => e,
+                Err(e) => return Err(change_failure(change, &e)),
+            };
+            let until = *retry_until.get_or_insert(Instant::now() + CHANGE_REFUSED_RETRY_WINDOW);
+            let now = Instant::now();
+            if now + CHANGE_REFUSED_RETRY_PAUSE >= until.min(self.deadline) {
+                return Err(change_failure(change, &refusal));
+            }
+            std::thread::sleep(CHANGE_REFUSED_RETRY_PAUSE);
+            current = self.leader_status()?.membership;
         }
     }
 
@@ -859,6 +873,16 @@ impl MembersContext {
             std::thread::sleep(CATCH_UP_POLL_INTERVAL);
         }
     }
+}
+
+/// The one-line failure of a change the leader did not confirm.
+fn change_failure(change: MemberChange, error: &ClientError) -> MembersFailure {
+    let outcome = if error.is_definite() {
+        "nothing changed"
+    } else {
+        "the change may or may not take effect, check with `rcraft members list`"
+    };
+    MembersFailure::failed(format!("{}: {error}; {outcome}", describe_change(change)))
 }
 
 /// The configuration after `change`, or why it cannot be made.
