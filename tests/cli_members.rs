@@ -53,16 +53,14 @@ fn members_ok(cluster: &Cluster, args: &[&str]) -> String {
 /// Runs a command that must fail with `code` and a one-line error containing `why`.
 fn members_fails(cluster: &Cluster, args: &[&str], code: i32, why: &str) {
     let run = members(cluster, args);
-    assert_eq!(
-        run.code,
-        Some(code),
-        "{args:?}: {}{}",
-        run.stdout,
-        run.stderr
-    );
-    assert_eq!(run.stderr.lines().count(), 1, "one line: {}", run.stderr);
-    assert!(run.stderr.contains(why), "{args:?}: {}", run.stderr);
-    assert!(run.stdout.is_empty(), "{args:?}: {}", run.stdout);
+    let context = || {
+        let logs = cluster.logs();
+        format!("{args:?}: {}{}\nlogs:\n{logs}", run.stdout, run.stderr)
+    };
+    assert_eq!(run.code, Some(code), "{}", context());
+    assert_eq!(run.stderr.lines().count(), 1, "{}", context());
+    assert!(run.stderr.contains(why), "{}", context());
+    assert!(run.stdout.is_empty(), "{}", context());
 }
 
 /// The `membership` of node `id` in `members list --json` output.
