@@ -815,7 +815,7 @@ impl MembersContext {
     }
 
     /// Proposes `change` against the leader's configuration `current` and waits until it is
-    /// committed. Returns the configuration now in force.
+    /// committed. Returns the configuration now in force and the leader that committed it.
     ///
     /// The leader refuses a change, without changing anything, while an earlier one is not
     /// committed yet or before it has committed an entry of its own term (right after an
@@ -825,13 +825,14 @@ impl MembersContext {
         &self,
         current: &Membership,
         change: MemberChange,
-    ) -> Result<Membership, MembersFailure> {
+    ) -> Result<(Membership, Option<NodeId>), MembersFailure> {
         let mut current = current.clone();
         let mut retry_until = None;
         loop {
             let target = plan_member_change(&current, change).map_err(MembersFailure::usage)?;
-            let refusal = match self.client()?.change_membership(target.clone()) {
-                Ok(_) => return Ok(target),
+            let mut client = self.client()?;
+            let refusal = match client.change_membership(target.clone()) {
+                Ok(_) => return Ok((target, client.leader())),
                 Err(e @ ClientError::Server { definite: true, .. }) => e,
                 Err(e) => return Err(change_failure(change, &e)),
             };
@@ -849,29 +850,38 @@ impl MembersContext {
     /// leader's, or the deadline passes (the error says how far it got).
     fn wait_caught_up(&self, id: NodeId) -> Result<(), MembersFailure> {
         let address = self.servers[id.0 as usize];
-        loop {
-            let leader = self.leader_status()?;
-            let last_seen = match self.client()?.status_of(address) {
-                Ok(node) => {
-                    let lag = leader.commit_index.0.saturating_sub(node.commit_index.0);
-                    if lag <= CATCH_UP_LAG_MAX_ENTRIES {
-                        return Ok(());
-                    }
-                    format!(
-                        "its commit index {} is {lag} behind the leader's {}",
-                        node.commit_index, leader.commit_index
-                    )
-                }
-                Err(e) => format!("unreachable: {e}"),
-            };
-            if Instant::now() + CATCH_UP_POLL_INTERVAL >= self.deadline {
-                return Err(MembersFailure::failed(format!(
-                    "node {id} ({address}) did not catch up within {} ms ({last_seen})",
-                    self.timeout_ms
-                )));
+        let mut last_seen = "no answer yet".to_string();
+        while Instant::now() + CATCH_UP_POLL_INTERVAL < self.deadline {
+            match self.learner_lag(address) {
+                Ok(None) => return Ok(()),
+                Ok(Some(behind)) => last_seen = behind,
+                // A failed look (the deadline may pass during it) is reported as the last
+                // thing seen if the learner never catches up.
+                Err(failure) => last_seen = failure.message,
             }
             std::thread::sleep(CATCH_UP_POLL_INTERVAL);
         }
+        Err(MembersFailure::failed(format!(
+            "node {id} ({address}) did not catch up within {} ms ({last_seen})",
+            self.timeout_ms
+        )))
+    }
+
+    /// `None` when the node at `address` is caught up with the leader, else how far behind.
+    fn learner_lag(&self, address: SocketAddr) -> Result<Option<String>, MembersFailure> {
+        let leader = self.leader_status()?;
+        let node = match self.client()?.status_of(address) {
+            Ok(node) => node,
+            Err(e) => return Ok(Some(format!("unreachable: {e}"))),
+        };
+        let lag = leader.commit_index.0.saturating_sub(node.commit_index.0);
+        if lag <= CATCH_UP_LAG_MAX_ENTRIES {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "its commit index {} is {lag} behind the leader's {}",
+            node.commit_index, leader.commit_index
+        )))
     }
 }
 
@@ -985,7 +995,9 @@ fn members_add(args: &MembersAddArgs) -> Result<(), MembersFailure> {
     let now = if resuming {
         current
     } else {
-        context.apply_change(&current, MemberChange::AddLearner(id))?
+        context
+            .apply_change(&current, MemberChange::AddLearner(id))?
+            .0
     };
     if args.learner {
         println!(
@@ -1026,7 +1038,7 @@ fn promote_when_caught_up(
         Ok(status) => status.membership,
         Err(_) => current.clone(),
     };
-    let now = context.apply_change(&current, MemberChange::Promote(id))?;
+    let (now, _) = context.apply_change(&current, MemberChange::Promote(id))?;
     println!(
         "promoted node {id} to voter; now {}",
         describe_membership(&now)
@@ -1037,9 +1049,9 @@ fn promote_when_caught_up(
 fn members_remove(args: &MembersIdArgs) -> Result<(), MembersFailure> {
     let context = MembersContext::new(&args.common)?;
     let id = context.node_id(&args.id)?;
-    let leader = context.leader_status()?;
-    let now = context.apply_change(&leader.membership, MemberChange::Remove(id))?;
-    let stepped_down = if leader.id == id {
+    let current = context.leader_status()?.membership;
+    let (now, committed_by) = context.apply_change(&current, MemberChange::Remove(id))?;
+    let stepped_down = if committed_by == Some(id) {
         " (it was the leader and has stepped down; the others elect a new one)"
     } else {
         ""
