@@ -600,6 +600,7 @@ fn format_message(m: &Message) -> String {
             offset,
             data,
             done,
+            ..
         } => format!(
             "Snapshot {} offset={} len={}{}",
             format_meta(meta),
@@ -662,6 +663,7 @@ fn format_action(action: &Action) -> String {
             offset,
             data,
             done,
+            ..
         } => format!(
             "write-snapshot from {from} {} offset={offset} len={}{}",
             format_meta(meta),

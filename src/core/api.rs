@@ -285,6 +285,9 @@ pub enum Action {
         offset: u64,
         /// The bytes.
         data: Vec<u8>,
+        /// CRC-32C of `data` as the leader sent it; storage refuses a chunk that does not
+        /// match (answering `rejected` with its durable offset).
+        chunk_crc: u32,
         /// Last chunk.
         done: bool,
     },

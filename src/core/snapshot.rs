@@ -149,12 +149,14 @@ impl Replica {
             return;
         }
         let done = offset + data.len() as u64 >= meta.size_bytes;
+        let chunk_crc = crc32c::crc32c(&data);
         self.send(
             to,
             MessageBody::InstallSnapshot {
                 meta,
                 offset,
                 data,
+                chunk_crc,
                 done,
             },
         );
@@ -241,6 +243,7 @@ impl Replica {
         meta: SnapshotMeta,
         offset: u64,
         data: Vec<u8>,
+        chunk_crc: u32,
         done: bool,
     ) {
         if self.phase == Phase::Leader {
@@ -325,6 +328,7 @@ impl Replica {
             meta,
             offset,
             data,
+            chunk_crc,
             done,
         });
     }
@@ -442,6 +446,7 @@ mod tests {
                 meta: meta.clone(),
                 offset,
                 data: vec![7; 2],
+                chunk_crc: crc32c::crc32c(&[7; 2]),
                 done: false,
             },
         })
