@@ -12,7 +12,8 @@
 //! Invariants after validation: `id` indexes `servers`, the servers are distinct,
 //! `election_timeout_min_ms < election_timeout_max_ms`, `tick_ms <= heartbeat_ms <
 //! election_timeout_min_ms`, and every count, size or duration is non-zero except
-//! `snapshot_retain_entries` (0 keeps no entries behind a snapshot).
+//! `snapshot_retain_entries` (0 keeps no entries behind a snapshot) and
+//! `snapshot_bytes_per_sec` (0 is no limit).
 
 use rcraft_wire::NodeId;
 use std::fmt;
@@ -646,6 +647,10 @@ pub struct ConfigOverrides {
     pub snapshot_retain_entries: Option<u64>,
     /// `--snapshot-chunk-bytes`.
     pub snapshot_chunk_bytes: Option<u64>,
+    /// `--snapshot-chunks-in-flight`.
+    pub snapshot_chunks_in_flight: Option<u64>,
+    /// `--snapshot-bytes-per-sec` (0 = unlimited).
+    pub snapshot_bytes_per_sec: Option<u64>,
     /// `--cluster-id`.
     pub cluster_id: Option<u64>,
     /// `--log-level`.
@@ -833,16 +838,15 @@ fn apply_tuning(
         file.and_then(|f| f.snapshot_chunk_bytes.as_ref()),
         defaults.snapshot_chunk_bytes,
     );
-    // File keys only; no command-line flags for these yet.
     let in_flight = choose(
-        None,
-        "snapshot_chunks_in_flight",
+        flags.snapshot_chunks_in_flight,
+        "--snapshot-chunks-in-flight",
         file.and_then(|f| f.snapshot_chunks_in_flight.as_ref()),
         defaults.snapshot_chunks_in_flight,
     );
     let bytes_per_sec = choose(
-        None,
-        "snapshot_bytes_per_sec",
+        flags.snapshot_bytes_per_sec,
+        "--snapshot-bytes-per-sec",
         file.and_then(|f| f.snapshot_bytes_per_sec.as_ref()),
         defaults.snapshot_bytes_per_sec,
     );
@@ -995,6 +999,44 @@ loglevel = debug
                 config.snapshot_bytes_per_sec
             ),
             (8, 0)
+        );
+        // The flags win over the file; a rate of 0 (unlimited) is allowed from either.
+        let flags = ConfigOverrides {
+            snapshot_chunks_in_flight: Some(16),
+            snapshot_bytes_per_sec: Some(1 << 20),
+            ..ConfigOverrides::default()
+        };
+        let config = build_config(Some(&file), &flags).unwrap();
+        assert_eq!(
+            (
+                config.snapshot_chunks_in_flight,
+                config.snapshot_bytes_per_sec
+            ),
+            (16, 1 << 20)
+        );
+        let flags = ConfigOverrides {
+            snapshot_bytes_per_sec: Some(0),
+            ..flags
+        };
+        assert_eq!(
+            build_config(Some(&file), &flags)
+                .unwrap()
+                .snapshot_bytes_per_sec,
+            0
+        );
+        let flags = ConfigOverrides {
+            snapshot_chunks_in_flight: Some(0),
+            ..flags
+        };
+        let err = build_config(Some(&file), &flags).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--snapshot-chunks-in-flight: snapshot_chunks_in_flight must be greater than 0"
+        );
+        let err = parse_flag_u64("--snapshot-bytes-per-sec", "1e9").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--snapshot-bytes-per-sec: \"1e9\" is not a valid number"
         );
         let text = "id = 0\nservers = 127.0.0.1:1\nsnapshot_chunks_in_flight = 0\n";
         let file = ConfigFile::parse(Path::new("craft.conf"), text).unwrap();

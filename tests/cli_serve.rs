@@ -101,6 +101,66 @@ fn flag_errors_name_the_flag() {
 }
 
 #[test]
+fn snapshot_transfer_flags_are_checked_like_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let base = [
+        "--id",
+        "0",
+        "--peers",
+        "127.0.0.1:5000",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let cases = [
+        (
+            "--snapshot-chunks-in-flight",
+            "many",
+            "--snapshot-chunks-in-flight: \"many\" is not a valid number",
+        ),
+        (
+            "--snapshot-chunks-in-flight",
+            "0",
+            "--snapshot-chunks-in-flight: snapshot_chunks_in_flight must be greater than 0",
+        ),
+        (
+            "--snapshot-bytes-per-sec",
+            "100MB",
+            "--snapshot-bytes-per-sec: \"100MB\" is not a valid number",
+        ),
+        (
+            "--snapshot-bytes-per-sec",
+            "99999999999999999999999",
+            "--snapshot-bytes-per-sec: \"99999999999999999999999\" is not a valid number",
+        ),
+    ];
+    for (flag, value, expected) in cases {
+        let mut args = base.to_vec();
+        args.extend([flag, value]);
+        assert_one_line_error(&rcraft_serve(&args, dir.path()), expected);
+    }
+    // Good values pass validation: the node gets as far as its data directory (a file here).
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let mut args = base.to_vec();
+    args[5] = file.to_str().unwrap();
+    args.extend([
+        "--snapshot-chunks-in-flight",
+        "8",
+        "--snapshot-bytes-per-sec",
+        "0",
+    ]);
+    assert_one_line_error(
+        &rcraft_serve(&args, dir.path()),
+        "exists and is not a directory",
+    );
+    let mut args = base.to_vec();
+    args.push("--snapshot-chunks-in-flight=-1");
+    let expected = "--snapshot-chunks-in-flight: \"-1\" is not a valid number";
+    assert_one_line_error(&rcraft_serve(&args, dir.path()), expected);
+}
+
+#[test]
 fn no_configuration_at_all_is_explained() {
     let empty_home = tempfile::tempdir().unwrap();
     let output = rcraft_serve(&[], empty_home.path());

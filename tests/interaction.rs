@@ -463,22 +463,27 @@ fn write_chunk(
     data: Vec<u8>,
     done: bool,
 ) -> Input {
+    // Like the node's storage: the partial file of the same snapshot is kept (whichever
+    // leader sends it), bytes already held are skipped, and a gap is refused.
     let partial = match node.disk.partial.take() {
-        Some((m, bytes)) if m == meta && offset > 0 => (m, bytes),
+        Some((m, bytes)) if m == meta => (m, bytes),
         _ => (meta.clone(), Vec::new()),
     };
     let (m, mut bytes) = partial;
-    if bytes.len() as u64 != offset {
-        let next_offset = bytes.len() as u64;
+    let held = bytes.len() as u64;
+    if offset > held {
         node.disk.partial = Some((m, bytes));
         return Input::SnapshotChunkWritten {
             meta,
-            next_offset,
+            next_offset: held,
             installed: false,
             rejected: true,
         };
     }
-    bytes.extend_from_slice(&data);
+    let end = offset + data.len() as u64;
+    if end > held {
+        bytes.extend_from_slice(&data[(held - offset) as usize..]);
+    }
     let next_offset = bytes.len() as u64;
     let installed = done && next_offset == meta.size_bytes;
     if installed {
@@ -600,6 +605,7 @@ fn format_message(m: &Message) -> String {
             offset,
             data,
             done,
+            ..
         } => format!(
             "Snapshot {} offset={} len={}{}",
             format_meta(meta),
@@ -662,6 +668,7 @@ fn format_action(action: &Action) -> String {
             offset,
             data,
             done,
+            ..
         } => format!(
             "write-snapshot from {from} {} offset={offset} len={}{}",
             format_meta(meta),

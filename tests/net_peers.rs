@@ -146,6 +146,7 @@ fn a_peer_that_never_reads_gets_a_capped_queue() {
             meta: SnapshotMeta::default(),
             offset: n,
             data: vec![0u8; 64 << 10],
+            chunk_crc: 0,
             done: false,
         },
     };

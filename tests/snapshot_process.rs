@@ -1,6 +1,7 @@
 //! Snapshots across real `rcraft serve` processes on 127.0.0.1: a follower frozen while the
 //! others compact catches up by snapshot; a transfer survives killing its receiver and then
-//! its sender, continuing from the receiver's durable offset; `rcraft snapshot` compacts on
+//! its sender, continuing from the receiver's durable offset; a byte flipped in a frozen
+//! receiver's partial file costs only the chunk holding it; `rcraft snapshot` compacts on
 //! demand. Every wait is bounded; processes are killed and directories removed on drop.
 
 mod snapshot_support;
@@ -201,4 +202,101 @@ fn replication_to_the_other_follower_goes_on_during_a_stalled_transfer() {
             .log_of(receiver)
             .contains("state restored from the snapshot")
     );
+}
+
+/// The offset in the last line of `log` that says from where a bad snapshot is asked again.
+fn asked_again_from(log: &str) -> Option<u64> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("is bad; asking for it again from offset"))?;
+    line.rsplit(' ').next()?.parse().ok()
+}
+
+#[test]
+fn a_byte_flipped_in_the_partial_file_is_received_again_from_its_chunk() {
+    // Small chunks, throttled, so the transfer is still running when the follower is frozen.
+    let chunk_bytes: u64 = 4096;
+    let flags = [
+        "--snapshot-every",
+        "1000000",
+        "--snapshot-retain-entries",
+        "0",
+        "--snapshot-chunk-bytes",
+        "4096",
+        "--snapshot-bytes-per-sec",
+        "400000",
+    ];
+    let mut cluster = Cluster::start(&flags);
+    let leader = cluster.wait_for_leader();
+    let receiver = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    cluster.kill(receiver);
+    let (count, size) = (800, 2048);
+    write_keys(&cluster, count, size);
+    // Both live nodes hold the same snapshot, so the transfer survives a change of leader.
+    cluster.wait_caught_up(other, leader);
+    let first = cluster.snapshot(leader);
+    cluster.snapshot(other);
+    let size_of_snapshot: u64 = first
+        .trim()
+        .strip_suffix(" bytes")
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no size in {first:?}"));
+
+    cluster.restart(receiver);
+    let quarter = wait_for("a quarter of the snapshot", || {
+        (cluster.partial_bytes(receiver) > size_of_snapshot / 4).then_some(())
+    });
+    quarter.unwrap_or_else(|| panic!("the transfer did not start; logs:\n{}", cluster.logs()));
+    cluster.signal(receiver, libc::SIGSTOP);
+    let held = cluster.partial_bytes(receiver);
+    assert!(
+        held > 0 && held < size_of_snapshot,
+        "frozen too late: {held} of {size_of_snapshot} bytes held"
+    );
+    // Flip a byte in the middle of what the follower already wrote (and acknowledged).
+    let partial = cluster
+        .data_dir(receiver)
+        .join("snapshots")
+        .join("partial.snap.recv");
+    let flipped = held / 2;
+    let mut bytes = std::fs::read(&partial).unwrap();
+    bytes[flipped as usize] ^= 0x5a;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&partial)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &bytes[flipped as usize..][..1], flipped)
+        .unwrap();
+    drop(file);
+    cluster.signal(receiver, libc::SIGCONT);
+
+    let asked = wait_for("the damaged chunk to be found", || {
+        asked_again_from(&cluster.log_of(receiver))
+    });
+    let asked =
+        asked.unwrap_or_else(|| panic!("the damage went unnoticed; logs:\n{}", cluster.logs()));
+    // The data offset asked for is the start of the chunk holding the flipped byte (file
+    // offset `flipped`, behind a header of a few dozen bytes): not 0, not past it.
+    assert!(asked > 0, "the whole snapshot was asked for again");
+    assert!(
+        asked <= flipped && flipped - asked < chunk_bytes + 1024,
+        "asked again from {asked}, the flipped byte is at file offset {flipped}"
+    );
+    let log = cluster.log_of(receiver);
+    assert!(
+        log.contains("partial.snap.recv: chunk at offset"),
+        "no warning names the damaged chunk:\n{log}"
+    );
+    let leader = cluster.wait_for_leader();
+    cluster.wait_caught_up(receiver, leader);
+    let log = cluster.log_of(receiver);
+    assert!(log.contains("state restored from the snapshot at index"));
+    assert!(
+        !log.contains("asking for it again from offset 0"),
+        "the transfer started over:\n{log}"
+    );
+    check_keys_through(&cluster, receiver, count, size);
 }

@@ -89,6 +89,13 @@ struct ServeArgs {
     /// Size of one snapshot chunk sent to a follower [default: 1048576].
     #[arg(long, value_name = "N")]
     snapshot_chunk_bytes: Option<String>,
+    /// Most snapshot chunks sent ahead of a follower's answers [default: 4].
+    #[arg(long, value_name = "N")]
+    snapshot_chunks_in_flight: Option<String>,
+    /// Snapshot bytes per second the leader sends to all followers together, 0 for no
+    /// limit [default: 838860800].
+    #[arg(long, value_name = "N")]
+    snapshot_bytes_per_sec: Option<String>,
     /// Cluster id checked in every connection handshake.
     #[arg(long, value_name = "N")]
     cluster_id: Option<String>,
@@ -257,6 +264,11 @@ fn serve_overrides(args: &ServeArgs) -> Result<ConfigOverrides, ConfigError> {
             &args.snapshot_retain_entries,
         )?,
         snapshot_chunk_bytes: number("--snapshot-chunk-bytes", &args.snapshot_chunk_bytes)?,
+        snapshot_chunks_in_flight: number(
+            "--snapshot-chunks-in-flight",
+            &args.snapshot_chunks_in_flight,
+        )?,
+        snapshot_bytes_per_sec: number("--snapshot-bytes-per-sec", &args.snapshot_bytes_per_sec)?,
         cluster_id: number("--cluster-id", &args.cluster_id)?,
         log_level: args.log_level.clone(),
         initial_voters: args

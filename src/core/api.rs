@@ -273,7 +273,8 @@ pub enum Action {
         max_bytes: u64,
     },
     /// Write a received snapshot chunk to the partial snapshot file (starting a new one when
-    /// `offset` is 0 or `meta` differs), sync it, and when `done` verify the whole file's
+    /// `meta` differs from the partial file's; bytes already held are skipped and answered
+    /// with the durable offset, whichever leader sends them), sync it, and when `done` verify the whole file's
     /// checksum, make it the current snapshot, discard the whole log (the snapshot replaces
     /// it), restore the state machine from it, and answer with [`Input::SnapshotChunkWritten`].
     WriteSnapshotChunk {
@@ -285,6 +286,9 @@ pub enum Action {
         offset: u64,
         /// The bytes.
         data: Vec<u8>,
+        /// CRC-32C of `data` as the leader sent it; storage refuses a chunk that does not
+        /// match (answering `rejected` with its durable offset).
+        chunk_crc: u32,
         /// Last chunk.
         done: bool,
     },

@@ -55,8 +55,9 @@ impl Replica {
                 meta,
                 offset,
                 data,
+                chunk_crc,
                 done,
-            } => self.on_install_snapshot(from, meta, offset, data, done),
+            } => self.on_install_snapshot(from, meta, offset, data, chunk_crc, done),
             MessageBody::InstallSnapshotResponse {
                 snapshot_index,
                 next_offset,

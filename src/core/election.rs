@@ -74,8 +74,10 @@ impl Replica {
             self.reject_pending_reads(leader);
         }
         if self.leader != leader && !self.snapshot_finishing() {
-            // A transfer from another leader is abandoned; its partial file is overwritten
-            // by the next transfer. A final chunk already in storage is still waited for:
+            // A transfer from another leader is abandoned here; storage keeps its partial
+            // file, so a new leader sending the same snapshot is answered with the durable
+            // offset and continues from there (a different snapshot replaces the file;
+            // tests/testdata/snapshot_leader_change.txt). A final chunk already in storage is still waited for:
             // until it is installed, appends are refused so the commit index cannot pass
             // the snapshot point the log will be reset to.
             self.incoming_snapshot = None;

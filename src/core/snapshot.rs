@@ -149,12 +149,14 @@ impl Replica {
             return;
         }
         let done = offset + data.len() as u64 >= meta.size_bytes;
+        let chunk_crc = crc32c::crc32c(&data);
         self.send(
             to,
             MessageBody::InstallSnapshot {
                 meta,
                 offset,
                 data,
+                chunk_crc,
                 done,
             },
         );
@@ -241,6 +243,7 @@ impl Replica {
         meta: SnapshotMeta,
         offset: u64,
         data: Vec<u8>,
+        chunk_crc: u32,
         done: bool,
     ) {
         if self.phase == Phase::Leader {
@@ -286,8 +289,12 @@ impl Replica {
         if let Some(current) = self.incoming_snapshot.as_mut() {
             if current.meta == meta && offset > current.handed_through {
                 // A chunk overtook a lost one; storage would refuse it. Ask the leader once
-                // per gap to resend from the end of what we hold (it restarts its window).
-                if current.gap_reported_at != Some(current.handed_through) {
+                // per gap and round to resend from the end of what we hold (it restarts its
+                // window). A chunk at or before the last refused one starts a new round: the
+                // leader did not hear the last answer (lost, or it restarted its window).
+                let new_round = current.last_refused.is_none_or(|last| offset <= last);
+                current.last_refused = Some(offset);
+                if current.gap_reported_at != Some(current.handed_through) || new_round {
                     current.gap_reported_at = Some(current.handed_through);
                     let body = MessageBody::InstallSnapshotResponse {
                         snapshot_index: meta.index,
@@ -312,6 +319,7 @@ impl Replica {
                 durable_through: 0,
                 finishing: false,
                 gap_reported_at: None,
+                last_refused: None,
             });
         }
         if let Some(current) = self.incoming_snapshot.as_mut() {
@@ -319,12 +327,14 @@ impl Replica {
             current.handed_through = offset + data.len() as u64;
             current.finishing = done;
             current.gap_reported_at = None;
+            current.last_refused = None;
         }
         self.actions.push(Action::WriteSnapshotChunk {
             from,
             meta,
             offset,
             data,
+            chunk_crc,
             done,
         });
     }
@@ -400,6 +410,8 @@ pub(super) struct IncomingSnapshot {
     /// `handed_through` when a chunk beyond it was last refused, so the leader is asked to
     /// rewind once per gap rather than once per overtaking chunk.
     pub gap_reported_at: Option<u64>,
+    /// Offset of the last chunk refused for leaving a gap, since the last one handed over.
+    pub last_refused: Option<u64>,
 }
 
 impl Replica {
@@ -442,6 +454,7 @@ mod tests {
                 meta: meta.clone(),
                 offset,
                 data: vec![7; 2],
+                chunk_crc: crc32c::crc32c(&[7; 2]),
                 done: false,
             },
         })
@@ -501,6 +514,9 @@ mod tests {
         let actions = step(&mut follower, chunk(&meta, 8));
         assert!(written_offsets(&actions).is_empty());
         assert!(rejections(&actions).is_empty());
+        // The answer was lost: the leader's next round repeats 6 and 8, refused once again.
+        assert_eq!(rejections(&step(&mut follower, chunk(&meta, 6))), [4]);
+        assert!(rejections(&step(&mut follower, chunk(&meta, 8))).is_empty());
         // The leader rewinds: 4 continues the file, a repeated 2 is not written again.
         assert_eq!(written_offsets(&step(&mut follower, chunk(&meta, 4))), [4]);
         assert!(written_offsets(&step(&mut follower, chunk(&meta, 2))).is_empty());

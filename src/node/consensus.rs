@@ -557,6 +557,7 @@ impl Consensus {
                 meta,
                 offset,
                 data,
+                chunk_crc,
                 done,
                 ..
             } => {
@@ -564,6 +565,7 @@ impl Consensus {
                     meta,
                     offset,
                     data,
+                    chunk_crc,
                     done,
                 };
                 self.send_storage(inbox, command);

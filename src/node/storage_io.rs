@@ -43,6 +43,8 @@ pub(crate) enum StorageCommand {
         offset: u64,
         /// The bytes.
         data: Vec<u8>,
+        /// CRC-32C of `data` according to the leader.
+        chunk_crc: u32,
         /// Last chunk.
         done: bool,
     },

@@ -34,6 +34,7 @@ pub use error::{Error, Result};
 pub use fs::{CrashMode, Fs, RealFs, SimFs};
 pub use hard_state::{HardState, HardStateStore};
 pub use snapshot::{
-    PartialSnapshot, SnapshotFileMeta, SnapshotInfo, SnapshotReader, SnapshotStore, SnapshotWriter,
+    Finish, PartialSnapshot, SnapshotFileMeta, SnapshotInfo, SnapshotReader, SnapshotStore,
+    SnapshotWriter,
 };
 pub use wal::{Record, RecordRef, Wal, WalOptions};

@@ -43,6 +43,16 @@ pub const SNAPSHOT_HEADER_FIXED_BYTES: usize = 36;
 pub const SNAPSHOT_FOOTER_BYTES: usize = 24;
 /// Write buffer of a [`crate::SnapshotWriter`] and read buffer when verifying a snapshot.
 pub const SNAPSHOT_BUFFER_BYTES: usize = 256 * 1024;
+/// Magic number at offset 0 of the chunk table of an incoming snapshot.
+pub const SNAPSHOT_CHUNKS_MAGIC: [u8; 8] = *b"RCSNAPCK";
+/// Chunk table format version written and accepted.
+pub const SNAPSHOT_CHUNKS_VERSION: u32 = 1;
+/// Bytes of the chunk table's header.
+pub const SNAPSHOT_CHUNKS_HEADER_BYTES: usize = 24;
+/// Bytes of one chunk table record: `offset u64 | len u32 | crc u32 | reserved u32 | record crc u32`.
+pub const SNAPSHOT_CHUNK_RECORD_BYTES: usize = 24;
+/// Chunk table records read at once when re-checking a partial snapshot.
+pub const SNAPSHOT_CHUNK_RECORDS_PER_READ: usize = 4096;
 /// Largest chunk [`crate::SnapshotStore::read_chunk`] returns.
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 16 * 1024 * 1024;
 

@@ -6,12 +6,16 @@
 //! - A file named `snap-<index>-<term>.snap` is complete: its header and footer checksums
 //!   were verified and synced before the rename, and the directory was synced after it.
 //! - Older snapshots are removed only after a newer one is durable.
-//! - At most one partial (incoming) snapshot exists: `partial.snap.recv`.
+//! - At most one partial (incoming) snapshot exists: `partial.snap.recv`, with its chunk
+//!   table `partial.snap.chunks`; a table record is written only after its chunk's data is
+//!   durable, and data is trusted on resume only as far as the table vouches for it.
 
 use crate::error::{Error, Result};
 use crate::fs::{self, Fs, ReadFile, WriteFile};
 use crate::limits::{
-    SNAPSHOT_BUFFER_BYTES, SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_FOOTER_BYTES, SNAPSHOT_FOOTER_MAGIC,
+    SNAPSHOT_BUFFER_BYTES, SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_CHUNK_RECORD_BYTES,
+    SNAPSHOT_CHUNK_RECORDS_PER_READ, SNAPSHOT_CHUNKS_HEADER_BYTES, SNAPSHOT_CHUNKS_MAGIC,
+    SNAPSHOT_CHUNKS_VERSION, SNAPSHOT_FOOTER_BYTES, SNAPSHOT_FOOTER_MAGIC,
     SNAPSHOT_HEADER_FIXED_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_MEMBERSHIP_BYTES_MAX, SNAPSHOT_VERSION,
 };
 use std::io;
@@ -50,6 +54,8 @@ impl SnapshotInfo {
 
 /// Name of the incoming (partial) snapshot file.
 const PARTIAL_FILE_NAME: &str = "partial.snap.recv";
+/// Name of the chunk table beside the partial file.
+const PARTIAL_CHUNKS_FILE_NAME: &str = "partial.snap.chunks";
 /// Suffix of a snapshot being written locally.
 const WRITING_SUFFIX: &str = ".snap.tmp";
 
@@ -486,53 +492,268 @@ impl io::Read for SnapshotReader {
 
 /// A snapshot being received from the leader in chunks, resumable after a restart. Every
 /// chunk is synced before `write_chunk` returns, so `next_offset` is what is durably held.
+///
+/// Beside the partial file, a chunk table (`partial.snap.chunks`, `storage/FORMAT.md` §3)
+/// records the offset, length and CRC-32C of every durable chunk. When the partial file is
+/// resumed, or fails the whole-file checksum at the end, it is checked against the table chunk
+/// by chunk and cut at the first damaged chunk, so only the data from there is received again.
 #[derive(Debug)]
 pub struct PartialSnapshot {
     store: SnapshotStore,
     meta: SnapshotFileMeta,
     path: PathBuf,
     file: Box<dyn WriteFile>,
-    header_bytes: u64,
+    header: Vec<u8>,
     next_offset: u64,
+    table_path: PathBuf,
+    table: Box<dyn WriteFile>,
+    /// Records in the chunk table; the next goes after them. Invariant: the records cover
+    /// data `0..next_offset` back to back.
+    records: u64,
+}
+
+/// What the end of a transfer came to.
+#[derive(Debug)]
+pub enum Finish {
+    /// The snapshot was verified and promoted to a complete snapshot.
+    Installed(SnapshotInfo),
+    /// The data did not pass (or did not reach the announced size); the damaged part was cut
+    /// off. Continue receiving at [`PartialSnapshot::next_offset`] (0 when nothing could be
+    /// trusted).
+    Continue(PartialSnapshot),
+}
+
+/// How a partial file compares with its chunk table.
+enum TableCheck {
+    /// The table itself cannot be trusted (missing, damaged, or for another snapshot).
+    Damaged(String),
+    /// The first `records` records check out, covering data `0..bytes`.
+    Verified { records: u64, bytes: u64 },
+}
+
+fn encode_table_header(snapshot_header_crc: u32) -> [u8; SNAPSHOT_CHUNKS_HEADER_BYTES] {
+    let mut header = [0u8; SNAPSHOT_CHUNKS_HEADER_BYTES];
+    header[0..8].copy_from_slice(&SNAPSHOT_CHUNKS_MAGIC);
+    header[8..12].copy_from_slice(&SNAPSHOT_CHUNKS_VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&snapshot_header_crc.to_le_bytes());
+    let crc = crc32c::crc32c(&header[0..20]);
+    header[20..24].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+fn encode_chunk_record(offset: u64, len: u32, crc: u32) -> [u8; SNAPSHOT_CHUNK_RECORD_BYTES] {
+    let mut record = [0u8; SNAPSHOT_CHUNK_RECORD_BYTES];
+    record[0..8].copy_from_slice(&offset.to_le_bytes());
+    record[8..12].copy_from_slice(&len.to_le_bytes());
+    record[12..16].copy_from_slice(&crc.to_le_bytes());
+    let record_crc = crc32c::crc32c(&record[0..20]);
+    record[20..24].copy_from_slice(&record_crc.to_le_bytes());
+    record
+}
+
+/// `(offset, len, crc)` of a chunk record, or why it is not one.
+fn decode_chunk_record(record: &[u8]) -> std::result::Result<(u64, u64, u32), &'static str> {
+    if crc32c::crc32c(&record[0..20]) != le_u32(record, 20) {
+        return Err("record checksum mismatch");
+    }
+    if le_u32(record, 16) != 0 {
+        return Err("reserved bytes are not zero");
+    }
+    Ok((
+        le_u64(record, 0),
+        u64::from(le_u32(record, 8)),
+        le_u32(record, 12),
+    ))
+}
+
+/// CRC-32C of `len` bytes at `at` of an open file, read in bounded pieces into `buf`.
+fn range_crc(file: &dyn ReadFile, path: &Path, at: u64, len: u64, buf: &mut [u8]) -> Result<u32> {
+    let mut crc = 0;
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        fs::read_exact_from(file, at + done, &mut buf[..n])
+            .map_err(|e| Error::io("read partial snapshot", path, e))?;
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        done += n as u64;
+    }
+    Ok(crc)
 }
 
 impl PartialSnapshot {
     fn resume_or_start(store: SnapshotStore, meta: SnapshotFileMeta) -> Result<PartialSnapshot> {
         let fs = store.fs.clone();
         let path = store.dir.join(PARTIAL_FILE_NAME);
+        let table_path = store.dir.join(PARTIAL_CHUNKS_FILE_NAME);
         let header = encode_header(&meta)?;
-        let header_bytes = header.len() as u64;
-        let mut file = fs
+        let file = fs
             .open_write(&path)
             .map_err(|e| Error::io("open partial snapshot", &path, e))?;
-        let held = match read_header(fs.as_ref(), &path) {
-            Ok(existing) if existing == meta => {
-                let len = fs
-                    .file_len(&path)
-                    .map_err(|e| Error::io("stat", &path, e))?;
-                len.checked_sub(header_bytes)
-            }
-            _ => None,
-        };
-        let next_offset = match held {
-            Some(next_offset) => next_offset,
-            None => {
-                file.set_len(0)
-                    .and_then(|()| file.write_at(0, &header))
-                    .and_then(|()| file.sync())
-                    .map_err(|e| Error::io("start partial snapshot", &path, e))?;
-                store.sync_dir()?;
-                0
-            }
-        };
-        Ok(PartialSnapshot {
+        let table = fs
+            .open_write(&table_path)
+            .map_err(|e| Error::io("open partial snapshot chunk table", &table_path, e))?;
+        let same = matches!(read_header(fs.as_ref(), &path), Ok(existing) if existing == meta);
+        let mut partial = PartialSnapshot {
             store,
             meta,
             path,
             file,
-            header_bytes,
-            next_offset,
-        })
+            header,
+            next_offset: 0,
+            table_path,
+            table,
+            records: 0,
+        };
+        if same {
+            match partial.check_against_table()? {
+                TableCheck::Verified { records, bytes } => {
+                    partial.keep_verified(records, bytes)?;
+                    return Ok(partial);
+                }
+                TableCheck::Damaged(why) => log::warn!(
+                    "{}: {why}; cannot trust {}, receiving snapshot {} again from offset 0",
+                    partial.table_path.display(),
+                    partial.path.display(),
+                    partial.meta.index
+                ),
+            }
+        }
+        partial.start_over()?;
+        Ok(partial)
+    }
+
+    /// Empties both files and writes their headers, durably.
+    fn start_over(&mut self) -> Result<()> {
+        let table_header = encode_table_header(le_u32(&self.header, 32));
+        self.file
+            .set_len(0)
+            .and_then(|()| self.file.write_at(0, &self.header))
+            .and_then(|()| self.file.sync())
+            .map_err(|e| Error::io("start partial snapshot", &self.path, e))?;
+        self.table
+            .set_len(0)
+            .and_then(|()| self.table.write_at(0, &table_header))
+            .and_then(|()| self.table.sync())
+            .map_err(|e| Error::io("start partial snapshot chunk table", &self.table_path, e))?;
+        self.store.sync_dir()?;
+        self.next_offset = 0;
+        self.records = 0;
+        Ok(())
+    }
+
+    /// Cuts the table after `records` records and the data after `bytes`, durably.
+    fn keep_verified(&mut self, records: u64, bytes: u64) -> Result<()> {
+        let table_len =
+            (SNAPSHOT_CHUNKS_HEADER_BYTES + SNAPSHOT_CHUNK_RECORD_BYTES * records as usize) as u64;
+        self.table
+            .set_len(table_len)
+            .and_then(|()| self.table.sync())
+            .map_err(|e| Error::io("cut partial snapshot chunk table", &self.table_path, e))?;
+        self.file
+            .set_len(self.header.len() as u64 + bytes)
+            .and_then(|()| self.file.sync())
+            .map_err(|e| Error::io("cut partial snapshot", &self.path, e))?;
+        self.records = records;
+        self.next_offset = bytes;
+        Ok(())
+    }
+
+    /// Why the chunk table's header cannot be trusted, if it cannot.
+    fn table_header_problem(&self, table_len: u64) -> Result<Option<&'static str>> {
+        if table_len < SNAPSHOT_CHUNKS_HEADER_BYTES as u64 {
+            return Ok(Some("the chunk table has no header"));
+        }
+        let fs = self.store.fs.as_ref();
+        let head = read_exact(
+            fs,
+            &self.table_path,
+            0,
+            SNAPSHOT_CHUNKS_HEADER_BYTES,
+            "chunk table header",
+        )?;
+        if head[0..8] != SNAPSHOT_CHUNKS_MAGIC
+            || le_u32(&head, 8) != SNAPSHOT_CHUNKS_VERSION
+            || crc32c::crc32c(&head[0..20]) != le_u32(&head, 20)
+        {
+            return Ok(Some("the chunk table header is damaged"));
+        }
+        if le_u32(&head, 12) != le_u32(&self.header, 32) {
+            return Ok(Some("the chunk table belongs to another snapshot"));
+        }
+        Ok(None)
+    }
+
+    /// Re-reads the partial data chunk by chunk (in bounded pieces) against the chunk table,
+    /// up to the first record that is damaged, does not continue the previous one, reaches
+    /// past the data, or whose data does not match its checksum (logged with the offset).
+    fn check_against_table(&self) -> Result<TableCheck> {
+        let fs = self.store.fs.as_ref();
+        let table_len = fs
+            .file_len(&self.table_path)
+            .map_err(|e| Error::io("stat", &self.table_path, e))?;
+        if let Some(why) = self.table_header_problem(table_len)? {
+            return Ok(TableCheck::Damaged(why.to_string()));
+        }
+        let header_bytes = self.header.len() as u64;
+        let data_len = fs
+            .file_len(&self.path)
+            .map_err(|e| Error::io("stat", &self.path, e))?
+            .saturating_sub(header_bytes);
+        let count =
+            (table_len - SNAPSHOT_CHUNKS_HEADER_BYTES as u64) / SNAPSHOT_CHUNK_RECORD_BYTES as u64;
+        let data = fs
+            .open_read(&self.path)
+            .map_err(|e| Error::io("open partial snapshot", &self.path, e))?;
+        let mut buf = vec![0u8; SNAPSHOT_BUFFER_BYTES];
+        let mut batch = vec![0u8; SNAPSHOT_CHUNK_RECORD_BYTES * SNAPSHOT_CHUNK_RECORDS_PER_READ];
+        let (mut records, mut bytes) = (0u64, 0u64);
+        while records < count {
+            let n = (count - records).min(SNAPSHOT_CHUNK_RECORDS_PER_READ as u64) as usize;
+            let at = (SNAPSHOT_CHUNKS_HEADER_BYTES + SNAPSHOT_CHUNK_RECORD_BYTES * records as usize)
+                as u64;
+            let batch = &mut batch[..n * SNAPSHOT_CHUNK_RECORD_BYTES];
+            fs::read_exact_at(fs, &self.table_path, at, batch)
+                .map_err(|e| Error::io("read partial snapshot chunk table", &self.table_path, e))?;
+            for record in batch.chunks_exact(SNAPSHOT_CHUNK_RECORD_BYTES) {
+                let (offset, len, crc) = match decode_chunk_record(record) {
+                    Ok(fields) => fields,
+                    Err(why) => {
+                        let why = format!("chunk table record {records}: {why}");
+                        return Ok(self.cut_at(records, bytes, why));
+                    }
+                };
+                if offset != bytes || len == 0 {
+                    let why = format!("record for offset {offset} does not continue {bytes}");
+                    return Ok(self.cut_at(records, bytes, why));
+                }
+                if offset + len > data_len {
+                    // The chunk's data never became durable (a crash before its sync).
+                    return Ok(TableCheck::Verified { records, bytes });
+                }
+                let at = header_bytes + offset;
+                let actual = range_crc(data.as_ref(), &self.path, at, len, &mut buf)?;
+                if actual != crc {
+                    let why = format!(
+                        "chunk at offset {offset} ({len} bytes) has checksum {actual:#010x}, \
+                         {crc:#010x} when it was received"
+                    );
+                    return Ok(self.cut_at(records, bytes, why));
+                }
+                records += 1;
+                bytes += len;
+            }
+        }
+        Ok(TableCheck::Verified { records, bytes })
+    }
+
+    /// Logs why the partial data is trusted only up to `bytes`.
+    fn cut_at(&self, records: u64, bytes: u64, why: String) -> TableCheck {
+        log::warn!(
+            "{}: {why}; receiving snapshot {} again from offset {bytes}",
+            self.path.display(),
+            self.meta.index
+        );
+        TableCheck::Verified { records, bytes }
     }
 
     /// Data bytes durably held: the offset of the next chunk wanted.
@@ -545,52 +766,106 @@ impl PartialSnapshot {
         &self.meta
     }
 
-    /// Writes a chunk at data `offset` and syncs it; returns the new `next_offset`. A chunk
-    /// wholly already held is accepted and ignored (retransmission); a gap is an error.
-    pub fn write_chunk(&mut self, offset: u64, data: &[u8]) -> Result<u64> {
+    /// Writes a chunk at data `offset`, whose CRC-32C the sender gave as `chunk_crc`, syncs it
+    /// and records it in the chunk table; returns the new `next_offset`. A chunk wholly
+    /// already held is accepted and ignored (retransmission). A gap, or data that does not
+    /// match `chunk_crc`, is [`Error::InvalidArgument`] and nothing is written.
+    pub fn write_chunk(&mut self, offset: u64, data: &[u8], chunk_crc: u32) -> Result<u64> {
         if offset > self.next_offset {
             return Err(Error::InvalidArgument(format!(
                 "snapshot chunk at {offset} leaves a gap after {}",
                 self.next_offset
             )));
         }
+        let actual = crc32c::crc32c(data);
+        if actual != chunk_crc {
+            return Err(Error::InvalidArgument(format!(
+                "snapshot chunk at {offset} ({} bytes) has checksum {actual:#010x}, the sender \
+                 said {chunk_crc:#010x}",
+                data.len()
+            )));
+        }
         let end = offset + data.len() as u64;
         if end <= self.next_offset {
             return Ok(self.next_offset);
         }
-        let fresh = &data[(self.next_offset - offset) as usize..];
+        let skip = (self.next_offset - offset) as usize;
+        let fresh = &data[skip..];
+        let fresh_crc = if skip == 0 {
+            chunk_crc
+        } else {
+            crc32c::crc32c(fresh)
+        };
+        let len = u32::try_from(fresh.len()).map_err(|_| {
+            Error::InvalidArgument(format!("snapshot chunk of {} bytes", fresh.len()))
+        })?;
         self.file
-            .write_at(self.header_bytes + self.next_offset, fresh)
+            .write_at(self.header.len() as u64 + self.next_offset, fresh)
             .and_then(|()| self.file.sync())
             .map_err(|e| Error::io("write snapshot chunk", &self.path, e))?;
+        let at = (SNAPSHOT_CHUNKS_HEADER_BYTES as u64)
+            + self.records * SNAPSHOT_CHUNK_RECORD_BYTES as u64;
+        let record = encode_chunk_record(self.next_offset, len, fresh_crc);
+        self.table
+            .write_at(at, &record)
+            .and_then(|()| self.table.sync())
+            .map_err(|e| Error::io("record snapshot chunk", &self.table_path, e))?;
+        self.records += 1;
         self.next_offset = end;
         Ok(end)
     }
 
     /// Completes the transfer: checks that exactly `expected_bytes` with CRC-32C
     /// `expected_crc32c` were received, writes the footer, syncs and promotes the file to a
-    /// complete snapshot (removing older ones). On a mismatch the partial file is discarded
-    /// and [`Error::Corruption`] returned: the transfer must start over.
-    pub fn finish(mut self, expected_bytes: u64, expected_crc32c: u32) -> Result<SnapshotInfo> {
+    /// complete snapshot (removing older ones and the chunk table).
+    ///
+    /// When the data falls short or does not match, nothing is promoted: the partial file is
+    /// checked against the chunk table and cut at the first damaged chunk (or emptied, when
+    /// every chunk is as received, so the data was wrong from the start, or the table is
+    /// damaged) and returned to continue receiving at its `next_offset`.
+    pub fn finish(mut self, expected_bytes: u64, expected_crc32c: u32) -> Result<Finish> {
         let fs = self.store.fs.clone();
         if self.next_offset < expected_bytes {
-            return Err(Error::InvalidArgument(format!(
-                "snapshot finished at {} of {expected_bytes} bytes",
+            log::warn!(
+                "{}: snapshot finished at {} of {expected_bytes} bytes",
+                self.path.display(),
                 self.next_offset
-            )));
+            );
+            return Ok(Finish::Continue(self));
         }
-        let crc = data_crc(fs.as_ref(), &self.path, self.header_bytes, expected_bytes)?;
+        let header_bytes = self.header.len() as u64;
+        let crc = data_crc(fs.as_ref(), &self.path, header_bytes, expected_bytes)?;
         if crc != expected_crc32c {
-            if let Err(err) = fs.remove_file(&self.path) {
-                log::warn!("could not remove bad partial snapshot: {err}");
+            log::warn!(
+                "{}: received data checksum {crc:#010x}, expected {expected_crc32c:#010x}; \
+                 checking it chunk by chunk",
+                self.path.display()
+            );
+            match self.check_against_table()? {
+                TableCheck::Verified { records, bytes } if bytes < self.next_offset => {
+                    self.keep_verified(records, bytes)?;
+                }
+                TableCheck::Verified { .. } => {
+                    log::warn!(
+                        "{}: every chunk is as received, so the sender's data was wrong; \
+                         receiving snapshot {} again from offset 0",
+                        self.path.display(),
+                        self.meta.index
+                    );
+                    self.start_over()?;
+                }
+                TableCheck::Damaged(why) => {
+                    log::warn!(
+                        "{}: {why}; receiving snapshot {} again from offset 0",
+                        self.table_path.display(),
+                        self.meta.index
+                    );
+                    self.start_over()?;
+                }
             }
-            return Err(Error::corruption(
-                &self.path,
-                self.header_bytes,
-                format!("received data checksum {crc:#010x}, expected {expected_crc32c:#010x}"),
-            ));
+            return Ok(Finish::Continue(self));
         }
-        let footer_at = self.header_bytes + expected_bytes;
+        let footer_at = header_bytes + expected_bytes;
         self.file
             .set_len(footer_at)
             .and_then(|()| {
@@ -599,6 +874,11 @@ impl PartialSnapshot {
             })
             .and_then(|()| self.file.sync())
             .map_err(|e| Error::io("finish partial snapshot", &self.path, e))?;
-        self.store.promote(&self.path, &self.meta)
+        let info = self.store.promote(&self.path, &self.meta)?;
+        if let Err(e) = fs.remove_file(&self.table_path) {
+            // Harmless: the next transfer finds no partial file and starts the table over.
+            log::warn!("could not remove {}: {e}", self.table_path.display());
+        }
+        Ok(Finish::Installed(info))
     }
 }

@@ -2,7 +2,8 @@
 //! resumable snapshot reception.
 
 use rcraft_storage::{
-    CrashMode, Error, Fs, HardState, HardStateStore, RealFs, SimFs, SnapshotFileMeta, SnapshotStore,
+    CrashMode, Error, Finish, Fs, HardState, HardStateStore, PartialSnapshot, RealFs, SimFs,
+    SnapshotFileMeta, SnapshotInfo, SnapshotStore,
 };
 use std::io::{Read, Write};
 use std::path::Path;
@@ -222,6 +223,28 @@ fn damaged_snapshot_files_are_reported_by_name() {
     assert!(store.latest().unwrap_err().is_corruption());
 }
 
+/// Writes `source[from..to]` as one chunk with its correct checksum.
+fn put(partial: &mut PartialSnapshot, source: &[u8], from: usize, to: usize) -> u64 {
+    let chunk = &source[from..to];
+    partial
+        .write_chunk(from as u64, chunk, crc32c::crc32c(chunk))
+        .unwrap()
+}
+
+fn installed(finish: Finish) -> SnapshotInfo {
+    match finish {
+        Finish::Installed(info) => info,
+        Finish::Continue(partial) => panic!("not installed; continue at {}", partial.next_offset()),
+    }
+}
+
+fn continued(finish: Finish) -> PartialSnapshot {
+    match finish {
+        Finish::Installed(info) => panic!("installed {info:?}"),
+        Finish::Continue(partial) => partial,
+    }
+}
+
 #[test]
 fn partial_snapshot_resumes_after_restart_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
@@ -230,15 +253,11 @@ fn partial_snapshot_resumes_after_restart_and_verifies() {
     let store = SnapshotStore::open(real(), dir.path()).unwrap();
     let mut partial = store.resume_or_start(meta(30)).unwrap();
     assert_eq!(partial.next_offset(), 0);
-    assert_eq!(partial.write_chunk(0, &source[..30_000]).unwrap(), 30_000);
-    assert_eq!(
-        partial
-            .write_chunk(10_000, &source[10_000..20_000])
-            .unwrap(),
-        30_000
-    );
+    assert_eq!(put(&mut partial, &source, 0, 30_000), 30_000);
+    assert_eq!(put(&mut partial, &source, 10_000, 20_000), 30_000);
+    let tail = &source[40_000..];
     assert!(matches!(
-        partial.write_chunk(40_000, &source[40_000..]),
+        partial.write_chunk(40_000, tail, crc32c::crc32c(tail)),
         Err(Error::InvalidArgument(_))
     ));
     drop(partial);
@@ -247,11 +266,9 @@ fn partial_snapshot_resumes_after_restart_and_verifies() {
     let store = SnapshotStore::open(real(), dir.path()).unwrap();
     let mut partial = store.resume_or_start(meta(30)).unwrap();
     assert_eq!(partial.next_offset(), 30_000);
-    partial
-        .write_chunk(25_000, &source[25_000..70_000])
-        .unwrap();
-    partial.write_chunk(70_000, &source[70_000..]).unwrap();
-    let info = partial.finish(source.len() as u64, crc).unwrap();
+    put(&mut partial, &source, 25_000, 70_000);
+    put(&mut partial, &source, 70_000, 100_000);
+    let info = installed(partial.finish(source.len() as u64, crc).unwrap());
     assert_eq!(store.latest().unwrap(), Some(info.clone()));
     let mut read_back = Vec::new();
     store
@@ -260,6 +277,11 @@ fn partial_snapshot_resumes_after_restart_and_verifies() {
         .read_to_end(&mut read_back)
         .unwrap();
     assert_eq!(read_back, source);
+    let names = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(
+        names, 1,
+        "only the snapshot is left, no partial file or chunk table"
+    );
 }
 
 #[test]
@@ -267,14 +289,115 @@ fn partial_snapshot_for_another_snapshot_restarts_and_bad_data_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = SnapshotStore::open(real(), dir.path()).unwrap();
     let mut partial = store.resume_or_start(meta(30)).unwrap();
-    partial.write_chunk(0, b"old transfer").unwrap();
+    put(&mut partial, b"old transfer", 0, 12);
     drop(partial);
     let mut partial = store.resume_or_start(meta(40)).unwrap();
     assert_eq!(partial.next_offset(), 0, "a different snapshot starts over");
-    partial.write_chunk(0, b"some bytes").unwrap();
+    put(&mut partial, b"some bytes", 0, 10);
+    // Every chunk is as the sender sent it, yet the whole differs: start over.
     let wrong_crc = crc32c::crc32c(b"other bytes");
-    assert!(partial.finish(10, wrong_crc).unwrap_err().is_corruption());
+    let partial = continued(partial.finish(10, wrong_crc).unwrap());
+    assert_eq!(partial.next_offset(), 0);
     assert_eq!(store.latest().unwrap(), None);
+    drop(partial);
     let partial = store.resume_or_start(meta(40)).unwrap();
     assert_eq!(partial.next_offset(), 0, "a refused transfer starts over");
+}
+
+#[test]
+fn a_chunk_that_fails_its_checksum_is_refused_and_not_written() {
+    let fs = SimFs::new();
+    let store = SnapshotStore::open(Arc::new(fs.clone()), Path::new("/snap")).unwrap();
+    let source = data(3000, 9);
+    let mut partial = store.resume_or_start(meta(30)).unwrap();
+    put(&mut partial, &source, 0, 1000);
+    let mut damaged = source[1000..2000].to_vec();
+    damaged[10] ^= 1;
+    let crc = crc32c::crc32c(&source[1000..2000]);
+    let err = partial.write_chunk(1000, &damaged, crc).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument(why) if why.contains("checksum")),
+        "{err}"
+    );
+    assert_eq!(partial.next_offset(), 1000);
+    assert_eq!(put(&mut partial, &source, 1000, 3000), 3000);
+    let info = installed(partial.finish(3000, crc32c::crc32c(&source)).unwrap());
+    assert_eq!(info.data_bytes, 3000);
+}
+
+/// A partial file of `source` in three 1000-byte chunks at /snap, and its header length.
+fn three_chunks(fs: &SimFs, source: &[u8]) -> (SnapshotStore, u64) {
+    let store = SnapshotStore::open(Arc::new(fs.clone()), Path::new("/snap")).unwrap();
+    let mut partial = store.resume_or_start(meta(30)).unwrap();
+    for i in 0..3 {
+        put(&mut partial, source, i * 1000, (i + 1) * 1000);
+    }
+    let header = fs
+        .contents(Path::new("/snap/partial.snap.recv"))
+        .unwrap()
+        .len()
+        - 3000;
+    (store, header as u64)
+}
+
+#[test]
+fn a_damaged_middle_chunk_is_cut_off_on_resume_and_at_the_end() {
+    let fs = SimFs::new();
+    let source = data(4000, 2);
+    let partial_path = Path::new("/snap/partial.snap.recv");
+
+    // On resume after a crash: the data is cut where the damaged chunk starts.
+    let (store, header) = three_chunks(&fs, &source);
+    fs.crash(CrashMode::LoseUnsynced);
+    fs.flip_bit(partial_path, (header + 1500) as usize, 3)
+        .unwrap();
+    let mut partial = store.resume_or_start(meta(30)).unwrap();
+    assert_eq!(
+        partial.next_offset(),
+        1000,
+        "only the damaged chunk on is asked again"
+    );
+    assert_eq!(
+        fs.contents(partial_path).unwrap().len() as u64,
+        header + 1000
+    );
+    assert_eq!(put(&mut partial, &source, 1000, 4000), 4000);
+    let info = installed(partial.finish(4000, crc32c::crc32c(&source)).unwrap());
+    assert_eq!(info.data_bytes, 4000);
+
+    // At the end of a transfer: the whole-file checksum fails, the chunks are re-checked.
+    let fs = SimFs::new();
+    let (store, header) = three_chunks(&fs, &source);
+    let mut partial = store.resume_or_start(meta(30)).unwrap();
+    fs.flip_bit(partial_path, (header + 2999) as usize, 0)
+        .unwrap();
+    put(&mut partial, &source, 3000, 4000);
+    let mut partial = continued(partial.finish(4000, crc32c::crc32c(&source)).unwrap());
+    assert_eq!(partial.next_offset(), 2000);
+    put(&mut partial, &source, 2000, 4000);
+    installed(partial.finish(4000, crc32c::crc32c(&source)).unwrap());
+}
+
+#[test]
+fn a_damaged_chunk_table_starts_the_transfer_over() {
+    let source = data(3000, 5);
+    for (byte, what) in [
+        (3, "magic"),
+        (13, "snapshot identity"),
+        (21, "header checksum"),
+    ] {
+        let fs = SimFs::new();
+        let (store, _) = three_chunks(&fs, &source);
+        let table = Path::new("/snap/partial.snap.chunks");
+        fs.flip_bit(table, byte, 1).unwrap();
+        let partial = store.resume_or_start(meta(30)).unwrap();
+        assert_eq!(partial.next_offset(), 0, "{what}");
+    }
+    // A damaged record: the data is trusted up to the records before it.
+    let fs = SimFs::new();
+    let (store, _) = three_chunks(&fs, &source);
+    fs.flip_bit(Path::new("/snap/partial.snap.chunks"), 24 + 24 + 5, 1)
+        .unwrap();
+    let partial = store.resume_or_start(meta(30)).unwrap();
+    assert_eq!(partial.next_offset(), 1000);
 }

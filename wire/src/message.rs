@@ -96,6 +96,9 @@ pub enum MessageBody {
         offset: u64,
         /// The chunk.
         data: Vec<u8>,
+        /// CRC-32C of `data`, computed by the sender from its snapshot file; the receiver
+        /// refuses a chunk that does not match it.
+        chunk_crc: u32,
         /// True on the last chunk.
         done: bool,
     },
@@ -393,6 +396,7 @@ mod tests {
                 },
                 offset,
                 data: vec![0; len],
+                chunk_crc: 0,
                 done: false,
             },
         };

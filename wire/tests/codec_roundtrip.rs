@@ -117,7 +117,7 @@ fn damaged_frames_are_refused_with_a_named_reason() {
     ));
 
     let mut bad_version = frame.clone();
-    bad_version[2] = 2;
+    bad_version[2] = PROTOCOL_VERSION as u8 + 1;
     assert!(matches!(
         first_error(&bad_version, MAX_FRAME_BYTES),
         Error::VersionMismatch { .. }

@@ -90,6 +90,7 @@ pub fn peer_messages() -> Vec<Message> {
             meta: snapshot_meta(),
             offset: 1024,
             data: vec![7; 300],
+            chunk_crc: 0x1234_5678,
             done: false,
         },
         MessageBody::InstallSnapshotResponse {
