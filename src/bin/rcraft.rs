@@ -1377,6 +1377,52 @@ mod tests {
     }
 
     #[test]
+    fn members_list_rows_render() {
+        use rcraft::wire::{LogIndex, Term};
+        let status = NodeStatus {
+            id: NodeId(1),
+            role: Role::Leader,
+            term: Term(4),
+            leader: Some(NodeId(1)),
+            commit_index: LogIndex(9),
+            applied_index: LogIndex(8),
+            last_index: LogIndex(10),
+            snapshot_index: LogIndex(0),
+            voters: vec![NodeId(0), NodeId(1)],
+            learners: vec![NodeId(2)],
+            membership: membership(&[0, 1], &[], &[2]),
+        };
+        let row = |id: u64, label, leader, status| MemberRow {
+            id: NodeId(id),
+            address: (id < 3).then(|| format!("127.0.0.1:{}", 7000 + id).parse().unwrap()),
+            label,
+            leader,
+            status,
+        };
+        let unreachable = ClientError::InvalidInput("down".to_string());
+        let rows = [
+            row(1, "voter", true, Some(Ok(status))),
+            row(2, "learner", false, Some(Err(unreachable))),
+            row(5, "voter", false, None),
+        ];
+        assert_eq!(
+            member_json(&rows[0]),
+            r#"{"id":1,"address":"127.0.0.1:7001","membership":"voter","leader":true,"reachable":true,"role":"leader","term":4,"commit_index":9,"applied_index":8,"last_index":10}"#
+        );
+        assert_eq!(
+            member_json(&rows[1]),
+            r#"{"id":2,"address":"127.0.0.1:7002","membership":"learner","leader":false,"reachable":false,"error":"invalid request: down"}"#
+        );
+        assert!(member_json(&rows[2]).contains(r#""address":null"#));
+        let table = members_table(&rows, &membership(&[0, 1], &[], &[2]));
+        assert_eq!(table.len(), 5);
+        assert!(table[1].starts_with("1   127.0.0.1:7001         voter             *"));
+        assert!(table[2].contains("unreachable (invalid request: down)"));
+        assert!(table[3].contains("no address in --servers"));
+        assert_eq!(table[4], "configuration: voters 0,1; learners 2");
+    }
+
+    #[test]
     fn node_ids_must_have_an_address() {
         let context = MembersContext {
             servers: vec![
