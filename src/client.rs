@@ -836,8 +836,12 @@ mod tests {
 
     /// What a fake node does with one request: answer it, or close the connection.
     enum Reply {
-        Answer(ClientResponseBody),
+        Answer(Box<ClientResponseBody>),
         Close,
+    }
+
+    fn answer(body: ClientResponseBody) -> Reply {
+        Reply::Answer(Box::new(body))
     }
 
     type Handler = Box<dyn FnMut(&ClientRequest) -> Reply + Send>;
@@ -893,7 +897,7 @@ mod tests {
                 let request = frame.to_client_request().unwrap();
                 seen.lock().unwrap().push(request.clone());
                 let body = match handler(&request) {
-                    Reply::Answer(body) => body,
+                    Reply::Answer(body) => *body,
                     Reply::Close => return,
                 };
                 let mut out = Vec::new();
@@ -910,7 +914,7 @@ mod tests {
     }
 
     fn ok(result: &[u8]) -> Reply {
-        Reply::Answer(ClientResponseBody::Ok {
+        answer(ClientResponseBody::Ok {
             term: Term(3),
             index: LogIndex(7),
             result: result.to_vec(),
@@ -942,7 +946,7 @@ mod tests {
     #[test]
     fn follows_not_leader_hints_and_remembers_the_leader() {
         let follower = FakeNode::start(Box::new(|_| {
-            Reply::Answer(ClientResponseBody::NotLeader {
+            answer(ClientResponseBody::NotLeader {
                 leader: Some(NodeId(1)),
                 leader_address: None,
             })
@@ -1046,7 +1050,7 @@ mod tests {
     #[test]
     fn no_leader_anywhere_reports_not_leader() {
         let node = FakeNode::start(Box::new(|_| {
-            Reply::Answer(ClientResponseBody::NotLeader {
+            answer(ClientResponseBody::NotLeader {
                 leader: None,
                 leader_address: None,
             })
@@ -1061,7 +1065,7 @@ mod tests {
     #[test]
     fn definite_server_errors_are_returned_at_once() {
         let node = FakeNode::start(Box::new(|_| {
-            Reply::Answer(ClientResponseBody::Error {
+            answer(ClientResponseBody::Error {
                 definite: true,
                 message: "too large".into(),
             })
@@ -1077,7 +1081,7 @@ mod tests {
 
     #[test]
     fn overloaded_until_the_deadline_is_definite() {
-        let node = FakeNode::start(Box::new(|_| Reply::Answer(ClientResponseBody::Overloaded)));
+        let node = FakeNode::start(Box::new(|_| answer(ClientResponseBody::Overloaded)));
         let mut client = Client::new(&[node.address], fast_options()).unwrap();
         let e = client.put(b"k", b"v").unwrap_err();
         assert!(matches!(e, ClientError::Overloaded), "{e:?}");
@@ -1118,7 +1122,7 @@ mod tests {
     }
 
     fn status_answer(id: u64, role: Role, leader: Option<u64>) -> Reply {
-        Reply::Answer(ClientResponseBody::Status(NodeStatus {
+        answer(ClientResponseBody::Status(NodeStatus {
             id: NodeId(id),
             role,
             term: Term(2),
@@ -1130,6 +1134,7 @@ mod tests {
             voters: vec![NodeId(0), NodeId(1)],
             learners: vec![],
             membership: Membership::with_voters([NodeId(0), NodeId(1)]),
+            replication: Vec::new(),
         }))
     }
 

@@ -201,6 +201,7 @@ pub mod fake {
                 voters: vec![NodeId(0)],
                 learners: vec![],
                 membership: rcraft::wire::Membership::with_voters([NodeId(0)]),
+                replication: Vec::new(),
             })
         }
     }

@@ -82,6 +82,7 @@ fn status() -> NodeStatus {
         voters: vec![NodeId(0)],
         learners: vec![],
         membership: Membership::with_voters([NodeId(0)]),
+        replication: Vec::new(),
     }
 }
 

@@ -12,7 +12,7 @@ use rcraft::Config;
 use rcraft::client::{CasOutcome, Client, ClientError, ClientOptions};
 use rcraft::config::{self, ConfigError, ConfigFile, ConfigOverrides};
 use rcraft::node::SnapshotResult;
-use rcraft::wire::{Membership, NodeId, NodeStatus, Role};
+use rcraft::wire::{LogIndex, Membership, NodeId, NodeStatus, ReplicationState, Role};
 use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,8 +44,7 @@ enum Command {
     /// Snapshot every node's state machine now and compact its log (or one node's, --id).
     Snapshot(SnapshotArgs),
     /// List or change the cluster's members: who votes, who only learns the log.
-    #[command(subcommand)]
-    Members(MembersCommand),
+    Members(MembersArgs),
 }
 
 /// Flags of `rcraft serve`. Numbers are taken as text so that a bad one is reported like
@@ -177,7 +176,7 @@ fn main() -> ExitCode {
         Command::Kv(args) => kv(&args),
         Command::Status(args) => status(&args),
         Command::Snapshot(args) => snapshot(&args),
-        Command::Members(command) => members(&command),
+        Command::Members(args) => members(&args),
     }
 }
 
@@ -645,8 +644,8 @@ fn status_table(
 // ---------------------------------------------------------------------------------------
 // members
 
-/// Leader's commit index minus a learner's, at most, for the learner to count as caught up
-/// (and be promoted to voter). A new voter far behind would slow commits, or stop them if
+/// Leader's last index minus the index through which it knows a learner's log matches, at
+/// most, for the learner to count as caught up (and be promoted to voter). A new voter far behind would slow commits, or stop them if
 /// another voter failed while it catches up.
 const CATCH_UP_LAG_MAX_ENTRIES: u64 = 100;
 /// Pause between two looks at a learner's progress.
@@ -658,6 +657,15 @@ const CHANGE_REFUSED_RETRY_WINDOW: Duration = Duration::from_secs(3);
 const CHANGE_REFUSED_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Default deadline of a `rcraft members` command, in milliseconds.
 const MEMBERS_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+/// `rcraft members [FLAGS] COMMAND [FLAGS]`: the common flags go before or after the command.
+#[derive(Args)]
+struct MembersArgs {
+    #[command(flatten)]
+    common: MembersCommon,
+    #[command(subcommand)]
+    command: MembersCommand,
+}
 
 /// `rcraft members ...`, named after `etcdctl member ...`.
 #[derive(Subcommand)]
@@ -676,20 +684,37 @@ enum MembersCommand {
     Remove(MembersIdArgs),
 }
 
-/// Flags every `rcraft members` command takes.
+/// Flags every `rcraft members` command takes (global: before or after the command).
 #[derive(Args)]
 struct MembersCommon {
-    #[command(flatten)]
-    cluster: ClusterArgs,
+    /// Every node's address, in id order. Without it, the servers of --config (or of
+    /// ~/craft/craft.conf) are used.
+    #[arg(long, value_name = "HOST:PORT,...", global = true)]
+    servers: Option<String>,
+    /// A craft.conf to take the servers and cluster id from.
+    #[arg(long, value_name = "PATH", global = true)]
+    config: Option<PathBuf>,
+    /// Cluster id sent in the handshake [default: the file's, else rcraft's].
+    #[arg(long, value_name = "N", global = true)]
+    cluster_id: Option<String>,
     /// Deadline for the whole command: finding the leader, the change, catching up.
-    #[arg(long, value_name = "N", default_value_t = MEMBERS_TIMEOUT_MS_DEFAULT)]
+    #[arg(long, value_name = "N", default_value_t = MEMBERS_TIMEOUT_MS_DEFAULT, global = true)]
     timeout_ms: u64,
+}
+
+impl MembersCommon {
+    /// The cluster flags in the form the other commands take them.
+    fn cluster(&self) -> ClusterArgs {
+        ClusterArgs {
+            servers: self.servers.clone(),
+            config: self.config.clone(),
+            cluster_id: self.cluster_id.clone(),
+        }
+    }
 }
 
 #[derive(Args)]
 struct MembersListArgs {
-    #[command(flatten)]
-    common: MembersCommon,
     /// One JSON object per address and line instead of a table.
     #[arg(long)]
     json: bool,
@@ -697,8 +722,6 @@ struct MembersListArgs {
 
 #[derive(Args)]
 struct MembersAddArgs {
-    #[command(flatten)]
-    common: MembersCommon,
     /// Only add it as a learner (it receives the log but does not vote).
     #[arg(long)]
     learner: bool,
@@ -709,8 +732,6 @@ struct MembersAddArgs {
 
 #[derive(Args)]
 struct MembersIdArgs {
-    #[command(flatten)]
-    common: MembersCommon,
     /// The node: its position in --servers, from 0.
     #[arg(value_name = "ID")]
     id: String,
@@ -748,12 +769,13 @@ impl MembersFailure {
     }
 }
 
-fn members(command: &MembersCommand) -> ExitCode {
-    let (name, result) = match command {
-        MembersCommand::List(args) => ("members list", members_list(args)),
-        MembersCommand::Add(args) => ("members add", members_add(args)),
-        MembersCommand::Promote(args) => ("members promote", members_promote(args)),
-        MembersCommand::Remove(args) => ("members remove", members_remove(args)),
+fn members(members: &MembersArgs) -> ExitCode {
+    let common = &members.common;
+    let (name, result) = match &members.command {
+        MembersCommand::List(args) => ("members list", members_list(common, args)),
+        MembersCommand::Add(args) => ("members add", members_add(common, args)),
+        MembersCommand::Promote(args) => ("members promote", members_promote(common, args)),
+        MembersCommand::Remove(args) => ("members remove", members_remove(common, args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -778,7 +800,7 @@ struct MembersContext {
 
 impl MembersContext {
     fn new(common: &MembersCommon) -> Result<MembersContext, MembersFailure> {
-        let (servers, cluster_id) = cluster_of(&common.cluster).map_err(MembersFailure::usage)?;
+        let (servers, cluster_id) = cluster_of(&common.cluster()).map_err(MembersFailure::usage)?;
         Ok(MembersContext {
             servers,
             cluster_id,
@@ -858,13 +880,14 @@ impl MembersContext {
         }
     }
 
-    /// Waits until learner `id`'s commit index is within [`CATCH_UP_LAG_MAX_ENTRIES`] of the
-    /// leader's, or the deadline passes (the error says how far it got).
+    /// Waits until the leader reports learner `id`'s log matching its own to within
+    /// [`CATCH_UP_LAG_MAX_ENTRIES`] entries, or the deadline passes (the error says how far it
+    /// got).
     fn wait_caught_up(&self, id: NodeId) -> Result<(), MembersFailure> {
         let address = self.servers[id.0 as usize];
         let mut last_seen = "no answer yet".to_string();
         while Instant::now() + CATCH_UP_POLL_INTERVAL < self.deadline {
-            match self.learner_lag(address) {
+            match self.learner_lag(id) {
                 Ok(None) => return Ok(()),
                 Ok(Some(behind)) => last_seen = behind,
                 // A failed look (the deadline may pass during it) is reported as the last
@@ -879,22 +902,54 @@ impl MembersContext {
         )))
     }
 
-    /// `None` when the node at `address` is caught up with the leader, else how far behind.
-    fn learner_lag(&self, address: SocketAddr) -> Result<Option<String>, MembersFailure> {
+    /// `None` when the leader's log matches node `id`'s to within the allowed lag, else how
+    /// far behind it is, as the leader sees it.
+    fn learner_lag(&self, id: NodeId) -> Result<Option<String>, MembersFailure> {
         let leader = self.leader_status()?;
-        let node = match self.client()?.status_of(address) {
-            Ok(node) => node,
-            Err(e) => return Ok(Some(format!("unreachable: {e}"))),
-        };
-        let lag = leader.commit_index.0.saturating_sub(node.commit_index.0);
-        if lag <= CATCH_UP_LAG_MAX_ENTRIES {
-            return Ok(None);
-        }
-        Ok(Some(format!(
-            "its commit index {} is {lag} behind the leader's {}",
-            node.commit_index, leader.commit_index
-        )))
+        Ok(replication_lag(&leader, id))
     }
+}
+
+/// How far node `id` is behind the leader whose status is `leader`, or `None` when it is
+/// within [`CATCH_UP_LAG_MAX_ENTRIES`] entries of the leader's last index.
+fn replication_lag(leader: &NodeStatus, id: NodeId) -> Option<String> {
+    let Some(progress) = leader.replication.iter().find(|p| p.id == id) else {
+        return Some(format!("leader {} does not replicate to it yet", leader.id));
+    };
+    let lag = leader.last_index.0.saturating_sub(progress.match_index.0);
+    if lag <= CATCH_UP_LAG_MAX_ENTRIES {
+        return None;
+    }
+    Some(format!(
+        "its log matches the leader's through index {}, {lag} behind the leader's {} ({})",
+        progress.match_index,
+        leader.last_index,
+        replication_state_name(progress.state)
+    ))
+}
+
+/// The leader's replication state for one member, as operators read it.
+fn replication_state_name(state: ReplicationState) -> String {
+    match state {
+        ReplicationState::Probe => "probing".to_string(),
+        ReplicationState::Replicate => "replicating".to_string(),
+        ReplicationState::Snapshot { offset, size_bytes } => {
+            format!("sending snapshot, {offset} of {size_bytes} bytes")
+        }
+    }
+}
+
+/// The leader's match index for node `id` and how it replicates to it: the leader itself
+/// matches through its last index; `None` for a node the leader does not replicate to.
+fn leader_view(leader: &NodeStatus, id: NodeId) -> Option<(LogIndex, String)> {
+    if id == leader.id {
+        return Some((leader.last_index, "leader".to_string()));
+    }
+    leader
+        .replication
+        .iter()
+        .find(|p| p.id == id)
+        .map(|p| (p.match_index, replication_state_name(p.state)))
 }
 
 /// The one-line failure of a change the leader did not confirm.
@@ -997,8 +1052,8 @@ fn membership_label(membership: &Membership, id: NodeId) -> &'static str {
     }
 }
 
-fn members_add(args: &MembersAddArgs) -> Result<(), MembersFailure> {
-    let context = MembersContext::new(&args.common)?;
+fn members_add(common: &MembersCommon, args: &MembersAddArgs) -> Result<(), MembersFailure> {
+    let context = MembersContext::new(common)?;
     let id = context.node_id(&args.id)?;
     let current = context.leader_status()?.membership;
     // A learner already (e.g. an earlier `add` that timed out while it caught up): go on
@@ -1030,8 +1085,8 @@ fn members_add(args: &MembersAddArgs) -> Result<(), MembersFailure> {
     Ok(())
 }
 
-fn members_promote(args: &MembersIdArgs) -> Result<(), MembersFailure> {
-    let context = MembersContext::new(&args.common)?;
+fn members_promote(common: &MembersCommon, args: &MembersIdArgs) -> Result<(), MembersFailure> {
+    let context = MembersContext::new(common)?;
     let id = context.node_id(&args.id)?;
     let current = context.leader_status()?.membership;
     plan_member_change(&current, MemberChange::Promote(id)).map_err(MembersFailure::usage)?;
@@ -1058,8 +1113,8 @@ fn promote_when_caught_up(
     Ok(())
 }
 
-fn members_remove(args: &MembersIdArgs) -> Result<(), MembersFailure> {
-    let context = MembersContext::new(&args.common)?;
+fn members_remove(common: &MembersCommon, args: &MembersIdArgs) -> Result<(), MembersFailure> {
+    let context = MembersContext::new(common)?;
     let id = context.node_id(&args.id)?;
     let current = context.leader_status()?.membership;
     let (now, committed_by) = context.apply_change(&current, MemberChange::Remove(id))?;
@@ -1081,20 +1136,22 @@ struct MemberRow {
     address: Option<SocketAddr>,
     label: &'static str,
     leader: bool,
+    /// The leader's match index for this node and how it replicates to it.
+    replication: Option<(LogIndex, String)>,
     status: Option<Result<NodeStatus, ClientError>>,
 }
 
-fn members_list(args: &MembersListArgs) -> Result<(), MembersFailure> {
-    let context = MembersContext::new(&args.common)?;
+fn members_list(common: &MembersCommon, args: &MembersListArgs) -> Result<(), MembersFailure> {
+    let context = MembersContext::new(common)?;
     let leader = context.leader_status()?;
     let membership = &leader.membership;
     let mut ids: std::collections::BTreeSet<NodeId> =
         (0..context.servers.len() as u64).map(NodeId).collect();
     ids.extend(membership.members());
-    let attempt = ATTEMPT_TIMEOUT_MAX.min(Duration::from_millis(args.common.timeout_ms.max(1)));
+    let attempt = ATTEMPT_TIMEOUT_MAX.min(Duration::from_millis(common.timeout_ms.max(1)));
     let options = ClientOptions {
         attempt_timeout: attempt,
-        ..client_options(args.common.timeout_ms, context.cluster_id)
+        ..client_options(common.timeout_ms, context.cluster_id)
     };
     let rows: Vec<MemberRow> = std::thread::scope(|scope| {
         let asks: Vec<_> = ids
@@ -1117,6 +1174,7 @@ fn members_list(args: &MembersListArgs) -> Result<(), MembersFailure> {
                 address,
                 label: membership_label(membership, id),
                 leader: id == leader.id,
+                replication: leader_view(&leader, id),
                 status: ask.join().expect("members thread panicked"),
             })
             .collect()
@@ -1137,8 +1195,15 @@ fn member_json(row: &MemberRow) -> String {
     let address = row
         .address
         .map_or("null".to_string(), |a| json_string(&a.to_string()));
+    let replication = match &row.replication {
+        Some((index, state)) => format!(
+            r#""match_index":{index},"replication":{}"#,
+            json_string(state)
+        ),
+        None => r#""match_index":null,"replication":null"#.to_string(),
+    };
     let head = format!(
-        r#"{{"id":{},"address":{address},"membership":"{}","leader":{}"#,
+        r#"{{"id":{},"address":{address},"membership":"{}","leader":{},{replication}"#,
         row.id, row.label, row.leader
     );
     match &row.status {
@@ -1160,14 +1225,18 @@ fn member_json(row: &MemberRow) -> String {
 
 fn members_table(rows: &[MemberRow], membership: &Membership) -> Vec<String> {
     let mut lines = vec![format!(
-        "{:<3} {:<22} {:<17} {:<6} {:>10} {:>10} {:>10}",
-        "ID", "ADDRESS", "MEMBERSHIP", "LEADER", "COMMIT", "APPLIED", "LAST"
+        "{:<3} {:<22} {:<17} {:<6} {:>10} {:>10} {:>10} {:>10}",
+        "ID", "ADDRESS", "MEMBERSHIP", "LEADER", "MATCH", "COMMIT", "APPLIED", "LAST"
     )];
     for row in rows {
         let address = row.address.map_or("-".to_string(), |a| a.to_string());
         let leader = if row.leader { "*" } else { "" };
+        let matched = row
+            .replication
+            .as_ref()
+            .map_or("-".to_string(), |(index, _)| index.to_string());
         let head = format!(
-            "{:<3} {address:<22} {:<17} {leader:<6}",
+            "{:<3} {address:<22} {:<17} {leader:<6} {matched:>10}",
             row.id.to_string(),
             row.label
         );
@@ -1222,6 +1291,7 @@ fn json_bytes(value: Option<&[u8]>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rcraft::wire::{PeerProgress, Term};
 
     #[test]
     fn json_strings_are_escaped() {
@@ -1327,14 +1397,22 @@ mod tests {
     #[test]
     fn members_arguments_parse() {
         let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
-        let cli = parse(&["rcraft", "members", "add", "3", "--servers", "127.0.0.1:1"]).unwrap();
-        let Command::Members(MembersCommand::Add(add)) = cli.command else {
-            panic!("not members add");
-        };
-        assert_eq!(add.id, "3");
-        assert!(!add.learner);
-        assert_eq!(add.common.timeout_ms, MEMBERS_TIMEOUT_MS_DEFAULT);
-        assert_eq!(add.common.cluster.servers.as_deref(), Some("127.0.0.1:1"));
+        // The common flags go before or after the command, as with etcdctl.
+        for args in [
+            &["rcraft", "members", "add", "3", "--servers", "127.0.0.1:1"][..],
+            &["rcraft", "members", "--servers", "127.0.0.1:1", "add", "3"],
+        ] {
+            let Command::Members(members) = parse(args).unwrap().command else {
+                panic!("not members");
+            };
+            let MembersCommand::Add(add) = &members.command else {
+                panic!("not members add");
+            };
+            assert_eq!(add.id, "3");
+            assert!(!add.learner);
+            assert_eq!(members.common.timeout_ms, MEMBERS_TIMEOUT_MS_DEFAULT);
+            assert_eq!(members.common.servers.as_deref(), Some("127.0.0.1:1"));
+        }
         let cli = parse(&[
             "rcraft",
             "members",
@@ -1344,15 +1422,21 @@ mod tests {
             "5",
             "1",
         ]);
-        let Command::Members(MembersCommand::Add(add)) = cli.unwrap().command else {
+        let Command::Members(members) = cli.unwrap().command else {
+            panic!("not members");
+        };
+        let MembersCommand::Add(add) = &members.command else {
             panic!("not members add");
         };
         assert!(add.learner);
-        assert_eq!((add.id.as_str(), add.common.timeout_ms), ("1", 5));
+        assert_eq!((add.id.as_str(), members.common.timeout_ms), ("1", 5));
         let cli = parse(&["rcraft", "members", "list", "--json"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Members(MembersCommand::List(MembersListArgs { json: true, .. }))
+            Command::Members(MembersArgs {
+                command: MembersCommand::List(MembersListArgs { json: true }),
+                ..
+            })
         ));
         for ok in [
             ["rcraft", "members", "remove", "0"],
@@ -1378,7 +1462,6 @@ mod tests {
 
     #[test]
     fn members_list_rows_render() {
-        use rcraft::wire::{LogIndex, Term};
         let status = NodeStatus {
             id: NodeId(1),
             role: Role::Leader,
@@ -1391,12 +1474,28 @@ mod tests {
             voters: vec![NodeId(0), NodeId(1)],
             learners: vec![NodeId(2)],
             membership: membership(&[0, 1], &[], &[2]),
+            replication: vec![PeerProgress {
+                id: NodeId(2),
+                match_index: LogIndex(7),
+                next_index: LogIndex(8),
+                state: ReplicationState::Replicate,
+                recently_active: true,
+            }],
         };
+        assert_eq!(
+            leader_view(&status, NodeId(1)),
+            Some((LogIndex(10), "leader".into()))
+        );
+        let learner = leader_view(&status, NodeId(2));
+        assert_eq!(learner, Some((LogIndex(7), "replicating".into())));
+        assert_eq!(leader_view(&status, NodeId(5)), None);
+        let status_for_views = status.clone();
         let row = |id: u64, label, leader, status| MemberRow {
             id: NodeId(id),
             address: (id < 3).then(|| format!("127.0.0.1:{}", 7000 + id).parse().unwrap()),
             label,
             leader,
+            replication: leader_view(&status_for_views, NodeId(id)),
             status,
         };
         let unreachable = ClientError::InvalidInput("down".to_string());
@@ -1407,19 +1506,76 @@ mod tests {
         ];
         assert_eq!(
             member_json(&rows[0]),
-            r#"{"id":1,"address":"127.0.0.1:7001","membership":"voter","leader":true,"reachable":true,"role":"leader","term":4,"commit_index":9,"applied_index":8,"last_index":10}"#
+            r#"{"id":1,"address":"127.0.0.1:7001","membership":"voter","leader":true,"match_index":10,"replication":"leader","reachable":true,"role":"leader","term":4,"commit_index":9,"applied_index":8,"last_index":10}"#
         );
         assert_eq!(
             member_json(&rows[1]),
-            r#"{"id":2,"address":"127.0.0.1:7002","membership":"learner","leader":false,"reachable":false,"error":"invalid request: down"}"#
+            r#"{"id":2,"address":"127.0.0.1:7002","membership":"learner","leader":false,"match_index":7,"replication":"replicating","reachable":false,"error":"invalid request: down"}"#
         );
-        assert!(member_json(&rows[2]).contains(r#""address":null"#));
+        assert!(
+            member_json(&rows[2]).contains(
+                r#""address":null,"membership":"voter","leader":false,"match_index":null"#
+            )
+        );
         let table = members_table(&rows, &membership(&[0, 1], &[], &[2]));
         assert_eq!(table.len(), 5);
-        assert!(table[1].starts_with("1   127.0.0.1:7001         voter             *"));
+        assert!(
+            table[1].starts_with("1   127.0.0.1:7001         voter             *              10")
+        );
+        assert!(table[2].contains(" learner "), "{}", table[2]);
+        assert!(table[2].contains(" 7 unreachable"), "{}", table[2]);
         assert!(table[2].contains("unreachable (invalid request: down)"));
         assert!(table[3].contains("no address in --servers"));
         assert_eq!(table[4], "configuration: voters 0,1; learners 2");
+    }
+
+    #[test]
+    fn a_learner_is_caught_up_when_the_leader_says_its_log_matches() {
+        let leader = |match_index: u64, state| NodeStatus {
+            id: NodeId(0),
+            role: Role::Leader,
+            term: Term(2),
+            leader: Some(NodeId(0)),
+            commit_index: LogIndex(500),
+            applied_index: LogIndex(500),
+            last_index: LogIndex(500),
+            snapshot_index: LogIndex(0),
+            voters: vec![NodeId(0)],
+            learners: vec![NodeId(1)],
+            membership: membership(&[0], &[], &[1]),
+            replication: vec![PeerProgress {
+                id: NodeId(1),
+                match_index: LogIndex(match_index),
+                next_index: LogIndex(match_index + 1),
+                state,
+                recently_active: true,
+            }],
+        };
+        assert_eq!(
+            replication_lag(&leader(400, ReplicationState::Replicate), NodeId(1)),
+            None
+        );
+        let far = replication_lag(&leader(399, ReplicationState::Replicate), NodeId(1));
+        assert_eq!(
+            far.as_deref(),
+            Some(
+                "its log matches the leader's through index 399, 101 behind the leader's 500 (replicating)"
+            )
+        );
+        let snapshot = ReplicationState::Snapshot {
+            offset: 10,
+            size_bytes: 40,
+        };
+        let sending = replication_lag(&leader(0, snapshot), NodeId(1)).unwrap();
+        assert!(
+            sending.ends_with("(sending snapshot, 10 of 40 bytes)"),
+            "{sending}"
+        );
+        let unknown = replication_lag(&leader(0, ReplicationState::Probe), NodeId(2));
+        assert_eq!(
+            unknown.as_deref(),
+            Some("leader 0 does not replicate to it yet")
+        );
     }
 
     #[test]

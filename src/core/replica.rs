@@ -15,11 +15,14 @@
 use super::api::{Action, CoreConfig, HardState, Input, ProposeError, RecoveredState};
 use super::error::{CoreError, Result};
 use super::log::RaftLog;
-use super::progress::Progress;
+use super::progress::{Progress, ProgressState};
 use super::read_index::ReadQueue;
 use super::rng::SplitMix64;
 use super::snapshot::IncomingSnapshot;
-use rcraft_wire::{Entry, LogIndex, Membership, Message, MessageBody, NodeId, Role, Term};
+use rcraft_wire::{
+    Entry, LogIndex, Membership, Message, MessageBody, NodeId, PeerProgress, ReplicationState,
+    Role, Term,
+};
 use std::collections::{BTreeMap, VecDeque};
 
 /// A snapshot of a replica's state, for status reports, tests and checkers.
@@ -45,6 +48,8 @@ pub struct CoreStatus {
     pub snapshot_index: LogIndex,
     /// Configuration in force.
     pub membership: Membership,
+    /// On a leader, each other member's replication progress in id order; empty otherwise.
+    pub replication: Vec<PeerProgress>,
 }
 
 impl CoreStatus {
@@ -69,6 +74,7 @@ impl CoreStatus {
             voters,
             learners: self.membership.learners.iter().copied().collect(),
             membership: self.membership.clone(),
+            replication: self.replication.clone(),
         }
     }
 }
@@ -285,7 +291,33 @@ impl Replica {
             persisted_index: self.log.persisted_index(),
             snapshot_index: self.log.snapshot_index(),
             membership: self.membership.clone(),
+            replication: self.replication_progress(),
         }
+    }
+
+    /// The leader's view of every other member's replication; empty when not leading.
+    fn replication_progress(&self) -> Vec<PeerProgress> {
+        let Some(state) = &self.leader_state else {
+            return Vec::new();
+        };
+        state
+            .progress
+            .iter()
+            .map(|(&id, pr)| PeerProgress {
+                id,
+                match_index: pr.match_index,
+                next_index: pr.next_index,
+                state: match &pr.state {
+                    ProgressState::Probe => ReplicationState::Probe,
+                    ProgressState::Replicate => ReplicationState::Replicate,
+                    ProgressState::Snapshot(transfer) => ReplicationState::Snapshot {
+                        offset: transfer.offset,
+                        size_bytes: transfer.meta.size_bytes,
+                    },
+                },
+                recently_active: pr.recent_active,
+            })
+            .collect()
     }
 
     /// Role as reported to operators.

@@ -703,22 +703,8 @@ fn take_actions(replica: &mut Replica) -> Vec<Action> {
 
 /// The core's status with the apply thread's applied index, as clients see it.
 fn core_status(replica: &Replica, applied: LogIndex) -> NodeStatus {
-    let status = replica.status();
-    let mut voters: Vec<NodeId> = status.membership.voters.iter().copied().collect();
-    voters.extend(status.membership.voters_outgoing.iter().copied());
-    voters.sort_unstable();
-    voters.dedup();
     NodeStatus {
-        id: status.id,
-        role: status.role,
-        term: status.term,
-        leader: status.leader,
-        commit_index: status.commit_index,
         applied_index: applied,
-        last_index: status.last_index,
-        snapshot_index: status.snapshot_index,
-        voters,
-        learners: status.membership.learners.iter().copied().collect(),
-        membership: status.membership,
+        ..replica.status().to_node_status()
     }
 }

@@ -248,6 +248,43 @@ pub struct NodeStatus {
     /// The configuration in force as this node sees it, with the two halves of a joint
     /// configuration apart (`voters` above is their union).
     pub membership: Membership,
+    /// On a leader, how far each other member's log is known to match its own, in id order;
+    /// empty on every other node.
+    pub replication: Vec<PeerProgress>,
+}
+
+/// A leader's view of one member's replication, as reported by status.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug), attr(allow(missing_docs)))]
+pub struct PeerProgress {
+    /// The member.
+    pub id: NodeId,
+    /// Highest index known to be in the member's log and matching the leader's.
+    pub match_index: LogIndex,
+    /// Next index the leader will send.
+    pub next_index: LogIndex,
+    /// How the leader is replicating to it.
+    pub state: ReplicationState,
+    /// The member answered since the leader's last CheckQuorum round (about one election
+    /// timeout ago).
+    pub recently_active: bool,
+}
+
+/// How a leader is replicating to one member.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug), attr(allow(missing_docs)))]
+pub enum ReplicationState {
+    /// Finding where the member's log matches, one message at a time.
+    Probe,
+    /// Streaming entries.
+    Replicate,
+    /// Sending a snapshot; `offset` bytes of it are acknowledged.
+    Snapshot {
+        /// Bytes the member holds durably.
+        offset: u64,
+        /// Size of the snapshot.
+        size_bytes: u64,
+    },
 }
 
 impl Message {

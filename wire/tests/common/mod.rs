@@ -184,6 +184,32 @@ pub fn client_responses() -> Vec<ClientResponse> {
                 voters_outgoing: [NodeId(0), NodeId(1)].into_iter().collect(),
                 learners: [NodeId(3)].into_iter().collect(),
             },
+            replication: vec![
+                PeerProgress {
+                    id: NodeId(0),
+                    match_index: LogIndex(10),
+                    next_index: LogIndex(12),
+                    state: ReplicationState::Replicate,
+                    recently_active: true,
+                },
+                PeerProgress {
+                    id: NodeId(2),
+                    match_index: LogIndex(0),
+                    next_index: LogIndex(1),
+                    state: ReplicationState::Probe,
+                    recently_active: false,
+                },
+                PeerProgress {
+                    id: NodeId(3),
+                    match_index: LogIndex(0),
+                    next_index: LogIndex(6),
+                    state: ReplicationState::Snapshot {
+                        offset: 4096,
+                        size_bytes: 1 << 20,
+                    },
+                    recently_active: true,
+                },
+            ],
         }),
     ];
     bodies
