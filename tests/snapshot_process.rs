@@ -61,26 +61,21 @@ fn a_frozen_follower_catches_up_by_snapshot_after_the_others_compact() {
     cluster.kill(leader);
 }
 
-#[test]
-fn a_transfer_resumes_after_its_receiver_and_then_its_sender_are_killed() {
-    // Small chunks so the transfer of a few MB takes many round trips (each synced).
-    let flags = [
-        "--snapshot-every",
-        "1000000",
-        "--snapshot-retain-entries",
-        "0",
-        "--snapshot-chunk-bytes",
-        "4096",
-    ];
-    let mut cluster = Cluster::start(&flags);
+/// A 3-node cluster in which one follower (the receiver) missed `count` writes of `size` bytes
+/// while the other two took identical snapshots (the store is deterministic), so whichever of
+/// them leads can continue the same transfer. Returns the cluster, the leader, the receiver
+/// (stopped), the other node and the snapshot's size in bytes.
+fn receiver_behind_two_snapshots(
+    flags: &[&str],
+    count: usize,
+    size: usize,
+) -> (Cluster, usize, usize, usize, u64) {
+    let mut cluster = Cluster::start(flags);
     let leader = cluster.wait_for_leader();
     let receiver = (leader + 1) % 3;
     let other = (leader + 2) % 3;
     cluster.kill(receiver);
-    let (count, size) = (1500, 2048);
     write_keys(&cluster, count, size);
-    // Both live nodes snapshot at the same applied index: identical files (the store is
-    // deterministic), so whichever of them leads can continue the same transfer.
     cluster.wait_caught_up(other, leader);
     let first = cluster.snapshot(leader);
     let second = cluster.snapshot(other);
@@ -93,12 +88,33 @@ fn a_transfer_resumes_after_its_receiver_and_then_its_sender_are_killed() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no size in {first:?}"));
     assert!(size_of_snapshot > (count * size) as u64, "{first}");
+    (cluster, leader, receiver, other, size_of_snapshot)
+}
 
+/// Restarts the receiver and waits until it holds a quarter of the snapshot.
+fn restart_until_a_quarter_is_received(cluster: &mut Cluster, receiver: usize, snapshot: u64) {
     cluster.restart(receiver);
     let quarter = wait_for("a quarter of the snapshot", || {
-        (cluster.partial_bytes(receiver) > size_of_snapshot / 4).then_some(())
+        (cluster.partial_bytes(receiver) > snapshot / 4).then_some(())
     });
     quarter.unwrap_or_else(|| panic!("the transfer did not start; logs:\n{}", cluster.logs()));
+}
+
+#[test]
+fn a_transfer_resumes_after_its_receiver_and_then_its_sender_are_killed() {
+    // Small chunks so the transfer of a few MB takes many round trips (each synced).
+    let flags = [
+        "--snapshot-every",
+        "1000000",
+        "--snapshot-retain-entries",
+        "0",
+        "--snapshot-chunk-bytes",
+        "4096",
+    ];
+    let (count, size) = (1500, 2048);
+    let (mut cluster, leader, receiver, other, size_of_snapshot) =
+        receiver_behind_two_snapshots(&flags, count, size);
+    restart_until_a_quarter_is_received(&mut cluster, receiver, size_of_snapshot);
     cluster.kill(receiver);
     let held = cluster.partial_bytes(receiver);
     assert!(
@@ -227,29 +243,10 @@ fn a_byte_flipped_in_the_partial_file_is_received_again_from_its_chunk() {
         "--snapshot-bytes-per-sec",
         "400000",
     ];
-    let mut cluster = Cluster::start(&flags);
-    let leader = cluster.wait_for_leader();
-    let receiver = (leader + 1) % 3;
-    let other = (leader + 2) % 3;
-    cluster.kill(receiver);
     let (count, size) = (800, 2048);
-    write_keys(&cluster, count, size);
-    // Both live nodes hold the same snapshot, so the transfer survives a change of leader.
-    cluster.wait_caught_up(other, leader);
-    let first = cluster.snapshot(leader);
-    cluster.snapshot(other);
-    let size_of_snapshot: u64 = first
-        .trim()
-        .strip_suffix(" bytes")
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no size in {first:?}"));
-
-    cluster.restart(receiver);
-    let quarter = wait_for("a quarter of the snapshot", || {
-        (cluster.partial_bytes(receiver) > size_of_snapshot / 4).then_some(())
-    });
-    quarter.unwrap_or_else(|| panic!("the transfer did not start; logs:\n{}", cluster.logs()));
+    let (mut cluster, _, receiver, _, size_of_snapshot) =
+        receiver_behind_two_snapshots(&flags, count, size);
+    restart_until_a_quarter_is_received(&mut cluster, receiver, size_of_snapshot);
     cluster.signal(receiver, libc::SIGSTOP);
     let held = cluster.partial_bytes(receiver);
     assert!(
