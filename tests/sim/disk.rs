@@ -230,8 +230,11 @@ impl Disk {
 
     /// A received snapshot replaces the whole log.
     fn install(&mut self, snapshot: StoredSnapshot) {
-        self.log
-            .install_snapshot(snapshot.meta.index, snapshot.meta.term);
+        self.log.install_snapshot(
+            snapshot.meta.index,
+            snapshot.meta.term,
+            &snapshot.meta.membership,
+        );
         self.snapshot = Some(snapshot);
     }
 }
