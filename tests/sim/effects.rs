@@ -57,6 +57,9 @@ impl<C: SimCore> World<C> {
             } => self.persist(node, seq, hard_state, entries),
             Action::Apply { entries } => self.apply(node, &entries),
             Action::Proposed { id, .. } if self.nodes[node].membership_requests.remove(&id) => {
+                // A leader with an uncommitted configuration is the most fragile moment of a
+                // change: churn strikes it as it strikes a new leader.
+                self.maybe_churn(node, false);
                 Ok(())
             }
             Action::ProposeRejected { id, .. }
