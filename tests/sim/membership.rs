@@ -48,6 +48,8 @@ const CHANGE_WEIGHTS: [u64; 9] = [4, 4, 2, 3, 1, 1, 3, 1, 1];
 const SECOND_CHANGE_PER_MILLE: u64 = 250;
 /// Chance, per mille, that a change is asked of a random up node instead of the leader.
 const NOT_LEADER_PER_MILLE: u64 = 100;
+/// A node that an uncommitted change may add or drop is looked at again after this long.
+const RECHECK_MS: u64 = 4 * RETIRE_DELAY_MAX_MS;
 /// Fewest voters a removal leaves.
 const MIN_VOTERS: usize = 1;
 
@@ -91,10 +93,18 @@ impl<C: SimCore> World<C> {
                 "membership: ask node {node} for {kind:?}: {current:?} -> {target:?}"
             ));
         }
-        // Whoever the target adds is started (from its old disk, if it was retired).
-        for id in target.members() {
-            if let Some(i) = self.index_of(id) {
+        // Whoever the target adds is started (from its old disk, if it was retired), and shut
+        // down again if the change is refused or lost.
+        let added: Vec<usize> = target
+            .members()
+            .difference(&current.members())
+            .filter_map(|id| self.index_of(*id))
+            .collect();
+        for i in added {
+            if self.nodes[i].retired {
                 self.recall(i);
+            } else {
+                self.schedule(self.now + RECHECK_MS, Event::Retire { node: i });
             }
         }
         let id = self.next_request_id;
@@ -198,8 +208,10 @@ impl<C: SimCore> World<C> {
         }
     }
 
-    /// Shuts `node` down for good if it is outside both the latest committed configuration
-    /// and the latest configuration of the believed leader.
+    /// Shuts `node` down for good if it is outside the latest committed configuration and
+    /// outside the latest configuration of every member of it, in memory and on disk (any of
+    /// them may yet be elected with a configuration that needs it). Removed nodes' stale
+    /// configurations do not count, or two removed nodes could keep each other running.
     pub(crate) fn on_retire(&mut self, node: usize) -> Verdict {
         let id = self.nodes[node].id;
         let committed = self
@@ -209,15 +221,20 @@ impl<C: SimCore> World<C> {
         if self.nodes[node].retired || committed.members().contains(&id) {
             return Ok(());
         }
-        let Some(leader) = self.believed_leader() else {
-            self.schedule(self.now + RETIRE_DELAY_MAX_MS, Event::Retire { node });
-            return Ok(());
-        };
-        let leads_with_it = self.nodes[leader]
-            .view
-            .as_ref()
-            .is_some_and(|v| v.membership.members().contains(&id));
-        if leads_with_it {
+        let committed_members = committed.members();
+        let still_wanted = self.nodes.iter().any(|other| {
+            other.id != id
+                && committed_members.contains(&other.id)
+                && (other.log.latest_membership().1.members().contains(&id)
+                    || other
+                        .disk
+                        .latest_membership(&self.initial_membership)
+                        .members()
+                        .contains(&id))
+        });
+        if still_wanted {
+            // An uncommitted change may still add it, or be overwritten: look again later.
+            self.schedule(self.now + RECHECK_MS, Event::Retire { node });
             return Ok(());
         }
         if self.tracing() {
@@ -247,8 +264,6 @@ impl<C: SimCore> World<C> {
         }
         self.nodes[node].retired = false;
         self.schedule(self.now, Event::Restart { node });
-        // If the change that wanted it back does not happen, it is shut down again.
-        let later = self.now + 4 * RETIRE_DELAY_MAX_MS;
-        self.schedule(later, Event::Retire { node });
+        self.schedule(self.now + RECHECK_MS, Event::Retire { node });
     }
 }
