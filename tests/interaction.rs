@@ -20,7 +20,7 @@
 //! `tick ID|all [N]`, `propose ID DATA`, `batch ID DATA...` (several proposals, one drain), `persist ID|all`, `deliver [N]` (N rounds),
 //! `stabilize` (deliver and persist until quiet), `drop [FROM TO]`, `partition 1 | 2 3`,
 //! `heal`, `read ID`, `status ID|all`, `transfer ID TARGET`, `snapshot ID [RETAIN]`,
-//! `restart ID`, `add-learner ID NEW`, `members ID VOTERS...`, `log ID`, `lose-partial ID`
+//! `restart ID`, `add-learner ID NEW`, `members ID VOTERS... [learners IDS...]`, `log ID`, `lose-partial ID`
 //! (the node's partially received snapshot file disappears).
 
 use rcraft::core::{Action, CoreConfig, HardState, Input, RecoveredState, Replica};
@@ -447,8 +447,17 @@ impl Cluster {
                 self.start_node(new, Disk::default());
             }
         } else {
-            membership.learners.clear();
-            membership.voters = args[1..].iter().map(|a| NodeId(parse(a))).collect();
+            // `members ID VOTERS... [learners LEARNERS...]`
+            let split = args
+                .iter()
+                .position(|a| *a == "learners")
+                .unwrap_or(args.len());
+            membership.voters = args[1..split].iter().map(|a| NodeId(parse(a))).collect();
+            membership.learners = args[split..]
+                .iter()
+                .skip(1)
+                .map(|a| NodeId(parse(a)))
+                .collect();
         }
         let id = self.request_id();
         self.step(leader, Input::ProposeMembership { id, membership }, out);

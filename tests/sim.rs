@@ -1,6 +1,7 @@
 //! The deterministic simulator of the consensus core (`make sim`, `make sim SEED=n`).
 //!
-//! Each seed builds a cluster of 3 or 5 `rcraft::core::Replica`s with simulated network,
+//! Each seed builds a cluster of 3 to 5 voting `rcraft::core::Replica`s (plus up to 2 spares
+//! that membership changes may add) with simulated network,
 //! disks, state machines, clients and faults, runs a few thousand events, and checks Raft's
 //! safety properties after every step and liveness after faults heal. See `tests/sim/` and
 //! the "The simulator" section of `docs/ARCHITECTURE.md`.
@@ -15,6 +16,8 @@ mod effects;
 mod entry_log;
 #[path = "sim/history.rs"]
 mod history;
+#[path = "sim/membership.rs"]
+mod membership;
 #[path = "sim/network.rs"]
 mod network;
 #[path = "sim/params.rs"]

@@ -122,10 +122,12 @@ impl Replica {
         }
     }
 
-    /// A message from an earlier term: tell a stale leader or pre-candidate about our term
+    /// A message from an earlier term: tell a stale leader or (pre-)candidate about our term
     /// (paper Fig. 2: reply false with the current term). Without this, a node whose term ran
     /// ahead while it was cut off, and whose vote requests a live leader's followers ignore,
-    /// could never rejoin.
+    /// could never rejoin; and a candidate whose term lags could never catch up with voters
+    /// whose term others keep raising (sim seed 13308: a learner with a stale configuration
+    /// kept campaigning against the one voter the only electable candidate needed).
     fn on_lower_term(&mut self, message: &Message) {
         match &message.body {
             MessageBody::AppendRequest { .. } | MessageBody::Heartbeat { .. } => {
@@ -138,11 +140,11 @@ impl Replica {
                     },
                 );
             }
-            MessageBody::VoteRequest { pre_vote: true, .. } => {
+            MessageBody::VoteRequest { pre_vote, .. } => {
                 self.send(
                     message.from,
                     MessageBody::VoteResponse {
-                        pre_vote: true,
+                        pre_vote: *pre_vote,
                         granted: false,
                     },
                 );

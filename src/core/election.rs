@@ -13,14 +13,16 @@ use rcraft_wire::{Entry, EntryPayload, LogIndex, MessageBody, NodeId, Term};
 use std::collections::BTreeMap;
 
 impl Replica {
-    /// Follower or candidate tick: campaign when the election timer expires.
+    /// Follower or candidate tick: campaign when the election timer expires. A node that may
+    /// not campaign (a learner, a node outside the configuration) lets its timer run on, so
+    /// the lease of a leader it no longer hears from lapses and it answers vote requests
+    /// (sim seed 696: restarting the timer kept a dead leader's lease alive, and a joint
+    /// configuration could not elect a leader without that node's vote).
     pub(super) fn tick_election(&mut self) {
-        self.election_elapsed += 1;
-        if self.election_elapsed >= self.election_timeout_ticks {
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
+        if self.election_elapsed >= self.election_timeout_ticks && self.is_promotable() {
             self.reset_election_timer();
-            if self.is_promotable() {
-                self.start_election(false);
-            }
+            self.start_election(false);
         }
     }
 
@@ -36,9 +38,11 @@ impl Replica {
     /// the one before it while the latest is not known committed. Thesis §4.2.2: a server
     /// removed by an uncommitted configuration may still be needed to elect a leader (it may
     /// hold the most up-to-date log), so it keeps starting elections until the removal
-    /// commits. It counts votes of the latest configuration, which excludes itself.
+    /// commits. It counts votes of the latest configuration, which excludes itself. The same
+    /// holds for a voter demoted to learner by an uncommitted configuration (sim seed 514:
+    /// a leader demoted itself, crashed, and the other voter could never be elected).
     pub(super) fn is_promotable(&self) -> bool {
-        if self.snapshot_finishing() || self.membership.learners.contains(&self.id) {
+        if self.snapshot_finishing() {
             return false;
         }
         if self.membership.is_voter(self.id) {

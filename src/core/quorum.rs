@@ -39,17 +39,32 @@ pub fn majority_value(voters: &BTreeSet<NodeId>, reached: impl Fn(NodeId) -> u64
     values[voters.len() / 2]
 }
 
+/// The outgoing half of a joint configuration, which must agree as well as the incoming one
+/// (thesis §4.3); empty outside a joint configuration.
+#[cfg(not(feature = "bug-joint-one-majority"))]
+fn outgoing_voters(membership: &Membership) -> &BTreeSet<NodeId> {
+    &membership.voters_outgoing
+}
+
+/// PLANTED BUG (mutation check only): a joint configuration decides by the incoming majority
+/// alone, so the old and the new configuration can each commit or elect on their own.
+#[cfg(feature = "bug-joint-one-majority")]
+fn outgoing_voters(_membership: &Membership) -> &BTreeSet<NodeId> {
+    static NONE: BTreeSet<NodeId> = BTreeSet::new();
+    &NONE
+}
+
 /// The highest value a quorum of `membership` has reached (both halves when joint).
 pub fn quorum_value(membership: &Membership, reached: impl Fn(NodeId) -> u64) -> u64 {
     let incoming = majority_value(&membership.voters, &reached);
-    let outgoing = majority_value(&membership.voters_outgoing, &reached);
+    let outgoing = majority_value(outgoing_voters(membership), &reached);
     incoming.min(outgoing)
 }
 
 /// The highest index a quorum of `membership` holds (both halves when joint).
 pub fn quorum_index(membership: &Membership, reached: impl Fn(NodeId) -> LogIndex) -> LogIndex {
     let incoming = majority_index(&membership.voters, &reached);
-    let outgoing = majority_index(&membership.voters_outgoing, &reached);
+    let outgoing = majority_index(outgoing_voters(membership), &reached);
     incoming.min(outgoing)
 }
 
@@ -81,7 +96,7 @@ pub fn majority_vote(voters: &BTreeSet<NodeId>, votes: &BTreeMap<NodeId, bool>) 
 /// Tally of `votes` in `membership`: won only when every half wins, lost when any half loses.
 pub fn quorum_vote(membership: &Membership, votes: &BTreeMap<NodeId, bool>) -> VoteResult {
     let incoming = majority_vote(&membership.voters, votes);
-    let outgoing = majority_vote(&membership.voters_outgoing, votes);
+    let outgoing = majority_vote(outgoing_voters(membership), votes);
     match (incoming, outgoing) {
         (VoteResult::Won, VoteResult::Won) => VoteResult::Won,
         (VoteResult::Lost, _) | (_, VoteResult::Lost) => VoteResult::Lost,

@@ -7,11 +7,21 @@
 //! - log matching: one payload and one predecessor term per (index, term), so equal
 //!   (index, term) means equal logs up to there;
 //! - leader completeness: a leader of term L holds every entry committed before L;
-//! - committed entries never change, and every node applies exactly the committed sequence.
+//! - committed entries never change, and every node applies exactly the committed sequence;
+//!
+//! and for membership changes (thesis §4):
+//! - a leader was elected by a quorum of the configuration it uses (both halves when joint),
+//!   counting the votes nodes cast (persist actions that save a vote);
+//! - a node becomes leader only as a voter of its latest configuration (or, while that
+//!   configuration is uncommitted, as a voter of the one before it, thesis §4.2.2); so
+//!   never as a learner or an outsider of a committed configuration;
+//! - a leader's log holds at most one configuration entry beyond what is known committed;
+//! - a snapshot carries the configuration the committed log has in force at its index.
 
 use crate::entry_log::EntryLog;
-use rcraft::wire::{Entry, EntryPayload, LogIndex, NodeId, Term};
+use rcraft::wire::{Entry, EntryPayload, LogIndex, Membership, NodeId, Term};
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 /// `Err` carries the checker's message.
 pub(crate) type Verdict = Result<(), String>;
@@ -41,6 +51,10 @@ pub(crate) struct Checker {
     committed: BTreeMap<LogIndex, CommittedRecord>,
     /// Index at which each client write was committed: a write commits at most once.
     write_index: BTreeMap<u64, LogIndex>,
+    /// The vote each node last cast in each term (as its persist actions save it).
+    votes_cast: BTreeMap<(Term, NodeId), NodeId>,
+    /// Committed membership entries, by index.
+    committed_memberships: BTreeMap<LogIndex, Membership>,
 }
 
 impl Checker {
@@ -101,6 +115,103 @@ impl Checker {
         }
     }
 
+    /// `voter` saves a vote for `candidate` in `term`.
+    pub(crate) fn observe_vote_cast(&mut self, voter: NodeId, term: Term, candidate: NodeId) {
+        self.votes_cast.insert((term, voter), candidate);
+    }
+
+    /// `node` just became leader of `term`, using configuration `membership` (as its status
+    /// reports it), with `log` (its in-memory log) and commit index `commit`. Checks that
+    /// `membership` is its latest configuration, that it may lead under it, and that a quorum
+    /// of it voted for `node`.
+    pub(crate) fn observe_election(
+        &self,
+        node: NodeId,
+        term: Term,
+        membership: &Membership,
+        log: &EntryLog,
+        commit: LogIndex,
+    ) -> Verdict {
+        let (at, latest) = log.latest_membership();
+        if !latest.is_voter(node) {
+            let previous_voted =
+                at > log.base_index() && log.membership_through(at.prev()).1.is_voter(node);
+            if at <= commit || !previous_voted {
+                return Err(format!(
+                    "leader eligibility: node {node} leads term {term} but does not vote in \
+                     its latest configuration {latest:?} (index {at}, commit {commit}), nor \
+                     in the one before it while that is uncommitted"
+                ));
+            }
+        }
+        let halves = [&membership.voters, &membership.voters_outgoing];
+        for half in halves.into_iter().filter(|h| !h.is_empty()) {
+            let granted: BTreeSet<NodeId> = half
+                .iter()
+                .copied()
+                .filter(|v| self.votes_cast.get(&(term, *v)) == Some(&node))
+                .collect();
+            if granted.len() <= half.len() / 2 {
+                return Err(format!(
+                    "election quorum: node {node} leads term {term} with configuration \
+                     {membership:?}, but only {granted:?} of voters {half:?} voted for it"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Leader `node`'s log (from `from` on) holds at most one membership entry beyond the
+    /// highest index known committed: a change is proposed only once the previous one
+    /// committed.
+    pub(crate) fn check_one_uncommitted_change(
+        &self,
+        node: NodeId,
+        term: Term,
+        log: &EntryLog,
+    ) -> Verdict {
+        let committed = self
+            .committed
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(LogIndex(0));
+        let uncommitted: Vec<LogIndex> = log
+            .entries()
+            .iter()
+            .rev()
+            .take_while(|e| e.index > committed)
+            .filter(|e| matches!(e.payload, EntryPayload::Membership(_)))
+            .map(|e| e.index)
+            .collect();
+        if uncommitted.len() > 1 {
+            return Err(format!(
+                "one change at a time: leader {node} of term {term} holds membership entries at \
+                 {uncommitted:?}, beyond index {committed}, the highest known committed"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The configuration the committed log has in force at `index` (`None` before the first
+    /// membership entry: the initial configuration).
+    pub(crate) fn committed_membership_through(&self, index: LogIndex) -> Option<&Membership> {
+        self.committed_memberships
+            .range(..=index)
+            .next_back()
+            .map(|(_, m)| m)
+    }
+
+    /// The latest committed configuration (`None`: the initial one).
+    pub(crate) fn latest_committed_membership(&self) -> Option<&Membership> {
+        self.committed_memberships.values().next_back()
+    }
+
+    /// Number of committed membership entries.
+    pub(crate) fn committed_membership_changes(&self) -> u64 {
+        self.committed_memberships.len() as u64
+    }
+
     /// `node`, in `term`, knows `entry` is committed. It must not contradict an earlier
     /// commit, and every live leader of a later term must hold it.
     pub(crate) fn observe_commit<'a>(
@@ -126,6 +237,10 @@ impl Checker {
         }
         record.known_in_term = record.known_in_term.min(term);
         let known_in_term = record.known_in_term;
+        if let EntryPayload::Membership(membership) = &entry.payload {
+            self.committed_memberships
+                .insert(entry.index, membership.clone());
+        }
         if let EntryPayload::Command { data, .. } = &entry.payload {
             let write_id = crate::state_machine::decode_write(data).unwrap_or(u64::MAX);
             let first = *self.write_index.entry(write_id).or_insert(entry.index);

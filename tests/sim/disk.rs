@@ -145,6 +145,24 @@ impl Disk {
         }
     }
 
+    /// The configuration a node restarting from this disk would use: the last durable
+    /// membership entry, else the snapshot's, else `initial`.
+    pub(crate) fn latest_membership(&self, initial: &Membership) -> Membership {
+        let in_log = self
+            .log
+            .entries()
+            .iter()
+            .rev()
+            .find_map(|e| match &e.payload {
+                rcraft::wire::EntryPayload::Membership(m) => Some(m),
+                _ => None,
+            });
+        in_log
+            .or(self.snapshot.as_ref().map(|s| &s.meta.membership))
+            .unwrap_or(initial)
+            .clone()
+    }
+
     /// The durable snapshot, if any.
     pub(crate) fn snapshot(&self) -> Option<&StoredSnapshot> {
         self.snapshot.as_ref()
@@ -230,8 +248,11 @@ impl Disk {
 
     /// A received snapshot replaces the whole log.
     fn install(&mut self, snapshot: StoredSnapshot) {
-        self.log
-            .install_snapshot(snapshot.meta.index, snapshot.meta.term);
+        self.log.install_snapshot(
+            snapshot.meta.index,
+            snapshot.meta.term,
+            &snapshot.meta.membership,
+        );
         self.snapshot = Some(snapshot);
     }
 }

@@ -56,6 +56,17 @@ impl<C: SimCore> World<C> {
                 entries,
             } => self.persist(node, seq, hard_state, entries),
             Action::Apply { entries } => self.apply(node, &entries),
+            Action::Proposed { id, .. } if self.nodes[node].membership_requests.remove(&id) => {
+                // A leader with an uncommitted configuration is the most fragile moment of a
+                // change: churn strikes it as it strikes a new leader.
+                self.maybe_churn(node, false);
+                Ok(())
+            }
+            Action::ProposeRejected { id, .. }
+                if self.nodes[node].membership_requests.remove(&id) =>
+            {
+                Ok(())
+            }
             Action::Proposed { id, term, index } => {
                 self.request_client.remove(&id);
                 let write_id = self.nodes[node]
@@ -185,6 +196,14 @@ impl<C: SimCore> World<C> {
             ));
         }
         n.last_persist_seq = Some(seq);
+        if let Some(rcraft::core::HardState {
+            term,
+            vote: Some(candidate),
+            ..
+        }) = hard_state
+        {
+            self.checker.observe_vote_cast(n.id, term, candidate);
+        }
         n.log.write(&entries)?;
         for entry in &entries {
             let prev_term = n.log.term_at(entry.index.prev());
@@ -381,8 +400,11 @@ impl<C: SimCore> World<C> {
         n.sm = sm;
         // The core resets its log only for a snapshot newer than the one it has.
         if snapshot.meta.index > core_snapshot {
-            n.log
-                .install_snapshot(snapshot.meta.index, snapshot.meta.term);
+            n.log.install_snapshot(
+                snapshot.meta.index,
+                snapshot.meta.term,
+                &snapshot.meta.membership,
+            );
         }
         let meta = snapshot.meta.clone();
         n.snapshots.insert(meta.index, snapshot);
@@ -435,12 +457,36 @@ impl<C: SimCore> World<C> {
                 view.applied_index, view.commit_index, view.last_index
             ));
         }
+        let (_, latest) = n.log.latest_membership();
+        if view.membership != *latest {
+            return Err(format!(
+                "configuration in force: node {id} uses {:?} but the latest configuration in \
+                 its log (or snapshot) is {latest:?}",
+                view.membership
+            ));
+        }
         let became_leader = view.role == Role::Leader
             && n.view
                 .as_ref()
                 .is_none_or(|v| v.role != Role::Leader || v.term != view.term);
         if view.role == Role::Leader {
             self.checker.observe_leader(id, view.term, &n.log)?;
+        }
+        if became_leader {
+            self.checker.observe_election(
+                id,
+                view.term,
+                &view.membership,
+                &n.log,
+                view.commit_index,
+            )?;
+        }
+        let leader_commit = view.role == Role::Leader
+            && n.view.as_ref().is_some_and(|v| {
+                v.role == Role::Leader && v.term == view.term && v.commit_index < view.commit_index
+            });
+        if leader_commit {
+            self.check_commit_quorum(node, &view)?;
         }
         let early_commit = view.role == Role::Leader
             && !became_leader
@@ -450,7 +496,17 @@ impl<C: SimCore> World<C> {
             && n.leader_since
                 .is_some_and(|since| self.now <= since + EARLY_TERM_MS);
         self.observe_commits(node, &view)?;
+        let n = &self.nodes[node];
+        let appended = n
+            .view
+            .as_ref()
+            .is_none_or(|v| v.last_index != view.last_index);
+        if view.role == Role::Leader && (appended || became_leader) {
+            self.checker
+                .check_one_uncommitted_change(id, view.term, &n.log)?;
+        }
         if became_leader {
+            self.recall_retired_members(&view.membership)?;
             self.nodes[node].leader_since = Some(self.now);
             self.maybe_churn(node, false);
         } else if early_commit {
@@ -465,6 +521,7 @@ impl<C: SimCore> World<C> {
     fn observe_commits(&mut self, node: usize, view: &crate::replica::CoreView) -> Verdict {
         let n = &self.nodes[node];
         let id = n.id;
+        let mut retire_check = false;
         for index in n.last_commit.0 + 1..=view.commit_index.0 {
             let index = LogIndex(index);
             if index <= n.log.base_index() {
@@ -480,8 +537,59 @@ impl<C: SimCore> World<C> {
                     .then_some((other.id, v.term, &other.log))
             });
             self.checker.observe_commit(id, view.term, entry, leaders)?;
+            if matches!(entry.payload, EntryPayload::Membership(_)) {
+                retire_check = true;
+            }
+        }
+        if retire_check {
+            self.schedule_retirements();
         }
         Ok(())
+    }
+
+    /// A leader advanced its commit index to `view.commit_index`: a quorum of the
+    /// configuration it uses (both halves when joint) holds that entry, durably when the
+    /// persistence contract is checked (else in the log its persist actions describe).
+    fn check_commit_quorum(&self, node: usize, view: &crate::replica::CoreView) -> Verdict {
+        let n = &self.nodes[node];
+        let index = view.commit_index;
+        let Some(term) = n.log.term_at(index) else {
+            return Ok(());
+        };
+        let membership = &view.membership;
+        for half in [&membership.voters, &membership.voters_outgoing] {
+            if half.is_empty() {
+                continue;
+            }
+            let holders: Vec<NodeId> = half
+                .iter()
+                .copied()
+                .filter(|id| {
+                    self.index_of(*id)
+                        .is_some_and(|i| self.holds(i, index, term))
+                })
+                .collect();
+            if holders.len() <= half.len() / 2 {
+                return Err(format!(
+                    "commit quorum: leader {} of term {} commits index {index} (term {term}) \
+                     with configuration {membership:?}, but only {holders:?} of voters {half:?} \
+                     hold it",
+                    n.id, view.term
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// True when `node` holds the entry (`index`, `term`), or a snapshot covering it.
+    fn holds(&self, node: usize, index: LogIndex, term: Term) -> bool {
+        let n = &self.nodes[node];
+        if self.check_persist_contract {
+            let covered = n.disk.snapshot().is_some_and(|s| s.meta.index >= index);
+            covered || n.disk.durable_term_at(index) == Some(term)
+        } else {
+            n.log.base_index() >= index || n.log.term_at(index) == Some(term)
+        }
     }
 }
 

@@ -3,15 +3,17 @@
 //!
 //! Owned by one simulated node. Invariant: `entries` is contiguous and its first entry (if
 //! any) has index `base_index + 1`; `base_index`/`base_term` name the last entry covered by a
-//! snapshot (or 0/0 for the empty prefix).
+//! snapshot (or 0/0 for the empty prefix); `base_membership` is the configuration in force
+//! at the base (the snapshot's, or the initial one).
 
-use rcraft::wire::{Entry, LogIndex, Term};
+use rcraft::wire::{Entry, EntryPayload, LogIndex, Membership, Term};
 
 /// Entries after a snapshot point.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct EntryLog {
     base_index: LogIndex,
     base_term: Term,
+    base_membership: Membership,
     entries: Vec<Entry>,
 }
 
@@ -20,11 +22,13 @@ impl EntryLog {
     pub(crate) fn from_parts(
         base_index: LogIndex,
         base_term: Term,
+        base_membership: Membership,
         entries: Vec<Entry>,
     ) -> Result<EntryLog, String> {
         let mut log = EntryLog {
             base_index,
             base_term,
+            base_membership,
             entries: Vec::new(),
         };
         log.write(&entries)?;
@@ -39,6 +43,25 @@ impl EntryLog {
     /// The index covered by the snapshot this log starts after.
     pub(crate) fn base_index(&self) -> LogIndex {
         self.base_index
+    }
+
+    /// The configuration in force at the end of the log, and the index of the entry that
+    /// carries it (the base index when it is the base's): the one the replica must use.
+    pub(crate) fn latest_membership(&self) -> (LogIndex, &Membership) {
+        self.membership_through(self.last_index())
+    }
+
+    /// The configuration in force at `index` (at or after the base) and where it was set.
+    pub(crate) fn membership_through(&self, index: LogIndex) -> (LogIndex, &Membership) {
+        self.entries
+            .iter()
+            .rev()
+            .filter(|e| e.index <= index)
+            .find_map(|e| match &e.payload {
+                EntryPayload::Membership(m) => Some((e.index, m)),
+                _ => None,
+            })
+            .unwrap_or((self.base_index, &self.base_membership))
     }
 
     /// The entries after the base, in index order.
@@ -97,9 +120,15 @@ impl EntryLog {
 
     /// Resets the log to a snapshot point received from the leader: the snapshot replaces
     /// the whole log (the core discards its log on install, and storage does the same).
-    pub(crate) fn install_snapshot(&mut self, index: LogIndex, term: Term) {
+    pub(crate) fn install_snapshot(
+        &mut self,
+        index: LogIndex,
+        term: Term,
+        membership: &Membership,
+    ) {
         self.base_index = index;
         self.base_term = term;
+        self.base_membership = membership.clone();
         self.entries.clear();
     }
 
@@ -115,6 +144,7 @@ impl EntryLog {
             ));
         };
         let drop = (through.0 - self.base_index.0) as usize;
+        self.base_membership = self.membership_through(through).1.clone();
         self.entries.drain(..drop);
         self.base_index = through;
         self.base_term = term;

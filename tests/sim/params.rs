@@ -29,6 +29,18 @@ pub(crate) const CLIENTS: usize = 3;
 /// Leader churn also strikes when a leader advances its commit index this soon after its
 /// election: the moment a wrongly counted commit is most exposed.
 pub(crate) const EARLY_TERM_MS: u64 = 300;
+/// Most spare node slots beyond the initial voters.
+pub(crate) const MAX_SPARES: usize = 2;
+/// Share of runs, per mille, in which the leader is asked for membership changes.
+pub(crate) const MEMBERSHIP_RUNS_PER_MILLE: u64 = 600;
+/// Membership changes in runs without Pre-Vote. Off: open finding 7 of `docs/SIM_FINDINGS.md`
+/// (seeds 3972 and 15485 of 0..30000: without Pre-Vote, under membership churn, voters with
+/// stale logs or configurations keep campaigning and no leader is elected within the liveness
+/// bound). Runs with Pre-Vote are the same either way.
+pub(crate) const MEMBERSHIP_CHANGES_WITHOUT_PRE_VOTE: bool = false;
+/// A node removed by a committed configuration is shut down (as an operator would) within
+/// this long; until then it may still run, campaign and disrupt.
+pub(crate) const RETIRE_DELAY_MAX_MS: u64 = 300;
 /// Events shown when a seed fails.
 pub(crate) const TRACE_LINES: usize = 60;
 
@@ -37,8 +49,14 @@ const _: () = assert!(LIVENESS_BOUND_MS < CALM_MS && LIVENESS_BOUND_MS <= BOOT_M
 /// The parameters of one run, drawn from its seed.
 #[derive(Clone, Debug)]
 pub(crate) struct RunParams {
-    /// 3 or 5 replicas.
+    /// Voters of the initial configuration (3 to 5), nodes 0 to `voters - 1`.
+    pub(crate) voters: usize,
+    /// Node slots in all: the initial voters plus up to [`MAX_SPARES`] spare nodes that start
+    /// outside the configuration and may be added by membership changes.
     pub(crate) nodes: usize,
+    /// Longest gap between two membership changes asked of the leader during chaos, ms;
+    /// `None`: this run never changes membership.
+    pub(crate) membership_gap_max_ms: Option<u64>,
     /// Network behaviour.
     pub(crate) network: NetworkProfile,
     /// Shortest time for a write to become durable, ms.
@@ -70,6 +88,10 @@ pub(crate) struct RunParams {
     pub(crate) max_uncommitted_bytes: u64,
     /// Core: bytes per snapshot chunk.
     pub(crate) snapshot_chunk_bytes: u64,
+    /// Core: snapshot chunks in flight per follower (1 is stop-and-wait).
+    pub(crate) snapshot_chunks_in_flight: u64,
+    /// Core: leader-wide snapshot bytes per tick (0: unlimited); small values throttle.
+    pub(crate) snapshot_bytes_per_tick: u64,
 }
 
 impl RunParams {
@@ -88,8 +110,15 @@ impl RunParams {
         } else {
             rng.pick(&[2_048, 64 << 20])
         };
-        RunParams {
-            nodes: rng.pick(&[3, 5]),
+        let voters = rng.pick(&[3, 4, 5]);
+        let mut params = RunParams {
+            voters,
+            nodes: voters + rng.below(MAX_SPARES as u64 + 1) as usize,
+            membership_gap_max_ms: if rng.chance(MEMBERSHIP_RUNS_PER_MILLE) {
+                Some(rng.pick(&[150, 400, 1_000]))
+            } else {
+                None
+            },
             network: NetworkProfile::random(rng),
             disk_delay_min_ms: 1,
             // Raft needs broadcast time (two syncs and two network hops for a vote) well
@@ -106,10 +135,17 @@ impl RunParams {
             max_inflight_messages,
             max_append_bytes,
             max_uncommitted_bytes,
-            // One chunk is in flight per follower: chunks must be big enough for a lagging
-            // follower to catch up within the liveness bound, small enough to need several.
-            snapshot_chunk_bytes: rng.pick(&[2_048, 16_384, 1 << 20]),
+            // Snapshots here are a few KiB to a few tens of KiB: small chunks need several
+            // round trips, the largest sends one chunk. The slowest mix (512-byte chunks, one
+            // in flight, 512 bytes per tick) still moves a snapshot within the liveness bound.
+            snapshot_chunk_bytes: rng.pick(&[512, 2_048, 16_384, 1 << 20]),
+            snapshot_chunks_in_flight: rng.between(1, 8),
+            snapshot_bytes_per_tick: rng.pick(&[0, 512, 2_048, 16_384, 8 << 20]),
+        };
+        if !params.pre_vote && !MEMBERSHIP_CHANGES_WITHOUT_PRE_VOTE {
+            params.membership_gap_max_ms = None;
         }
+        params
     }
 
     /// The core configuration of node `index` in its `incarnation`-th life.
@@ -127,15 +163,20 @@ impl RunParams {
         config.max_inflight_bytes = self.max_append_bytes * self.max_inflight_messages as u64;
         config.max_uncommitted_bytes = self.max_uncommitted_bytes;
         config.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
+        config.snapshot_chunks_in_flight = self.snapshot_chunks_in_flight;
+        config.snapshot_bytes_per_tick = self.snapshot_bytes_per_tick;
         config
     }
 
     /// A one-line description for failure reports.
     pub(crate) fn describe(&self) -> String {
         format!(
-            "{} nodes, pre_vote={}, check_quorum={}, lease_reads={}, drop={}‰, dup={}‰, net<={}ms, disk<={}ms, \
-             inflight={}x{}B, chunk={}B",
-            self.nodes,
+            "{} voters + {} spares, membership changes every <={}, pre_vote={}, check_quorum={}, lease_reads={}, drop={}‰, dup={}‰, net<={}ms, disk<={}ms, \
+             inflight={}x{}B, chunk={}Bx{} at {}B/tick",
+            self.voters,
+            self.nodes - self.voters,
+            self.membership_gap_max_ms
+                .map_or("never".to_string(), |ms| format!("{ms}ms")),
             self.pre_vote,
             self.check_quorum,
             self.lease_reads,
@@ -145,7 +186,9 @@ impl RunParams {
             self.disk_delay_max_ms,
             self.max_inflight_messages,
             self.max_append_bytes,
-            self.snapshot_chunk_bytes
+            self.snapshot_chunk_bytes,
+            self.snapshot_chunks_in_flight,
+            self.snapshot_bytes_per_tick
         )
     }
 }

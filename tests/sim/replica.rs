@@ -5,7 +5,7 @@
 //! is owned by one simulated node of one world (one thread).
 
 use rcraft::core::{Action, CoreConfig, Input, RecoveredState, Replica};
-use rcraft::wire::{LogIndex, NodeId, Role, Term};
+use rcraft::wire::{LogIndex, Membership, NodeId, Role, Term};
 
 /// What the simulator reads of a replica after every step.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +24,8 @@ pub(crate) struct CoreView {
     pub(crate) last_index: LogIndex,
     /// Index of the latest snapshot it knows.
     pub(crate) snapshot_index: LogIndex,
+    /// The configuration it uses.
+    pub(crate) membership: Membership,
 }
 
 /// A consensus core the simulator can drive.
@@ -64,6 +66,7 @@ impl SimCore for Replica {
             applied_index: status.applied_index,
             last_index: status.last_index,
             snapshot_index: status.snapshot_index,
+            membership: status.membership,
         }
     }
 }

@@ -162,12 +162,19 @@ fn add(totals: &mut RunSummary, run: &RunSummary) {
     totals.writes_acked += run.writes_acked;
     totals.reads += run.reads;
     totals.crashes += run.crashes;
+    totals.membership_changes += run.membership_changes;
 }
 
 fn describe(summary: &RunSummary) -> String {
     format!(
-        "{} events, {} committed entries, {} acknowledged writes, {} linearizable reads, {} crashes",
-        summary.events, summary.committed, summary.writes_acked, summary.reads, summary.crashes
+        "{} events, {} committed entries, {} acknowledged writes, {} linearizable reads, {} crashes, \
+         {} committed configuration changes",
+        summary.events,
+        summary.committed,
+        summary.writes_acked,
+        summary.reads,
+        summary.crashes,
+        summary.membership_changes
     )
 }
 

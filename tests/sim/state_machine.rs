@@ -2,16 +2,18 @@
 //!
 //! Owned by one simulated node; rebuilt from the durable snapshot on restart. Invariant:
 //! `writes` holds, in log order, the write id of every command entry through
-//! `applied_index`. The list makes linearizability easy to check: every read returns a prefix
+//! `applied_index`, and `membership` is the configuration in force at `applied_index` (the
+//! last membership entry applied, else the snapshot's, else the initial one), which every
+//! snapshot it takes carries. The list makes linearizability easy to check: every read returns a prefix
 //! of the one committed sequence.
 
-use rcraft::wire::{Entry, EntryPayload, LogIndex, SnapshotMeta, Term};
+use rcraft::wire::{Entry, EntryPayload, LogIndex, Membership, SnapshotMeta, Term};
 
 /// Bytes of a write id at the start of every command.
 const WRITE_ID_BYTES: usize = 8;
 
 /// The append-list state machine of one node.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct AppendList {
     /// Highest applied index.
     pub(crate) applied_index: LogIndex,
@@ -19,6 +21,8 @@ pub(crate) struct AppendList {
     pub(crate) applied_term: Term,
     /// Write ids in application order.
     pub(crate) writes: Vec<u64>,
+    /// The configuration in force at `applied_index`.
+    pub(crate) membership: Membership,
 }
 
 /// A command carrying `write_id`, padded with `filler_bytes` bytes so entry sizes vary.
@@ -42,12 +46,25 @@ pub(crate) fn checksum(bytes: &[u8]) -> u32 {
 }
 
 impl AppendList {
+    /// An empty state machine of a cluster that starts with `initial` configuration.
+    pub(crate) fn new(initial: &Membership) -> AppendList {
+        AppendList {
+            applied_index: LogIndex(0),
+            applied_term: Term(0),
+            writes: Vec::new(),
+            membership: initial.clone(),
+        }
+    }
+
     /// Applies one committed entry; the caller has checked it is the next one.
     pub(crate) fn apply(&mut self, entry: &Entry) -> Result<(), String> {
         if let EntryPayload::Command { data, .. } = &entry.payload {
             let write_id = decode_write(data)
                 .ok_or_else(|| format!("entry {} carries a command no client sent", entry.index))?;
             self.writes.push(write_id);
+        }
+        if let EntryPayload::Membership(membership) = &entry.payload {
+            self.membership = membership.clone();
         }
         self.applied_index = entry.index;
         self.applied_term = entry.term;
@@ -77,6 +94,7 @@ impl AppendList {
             applied_index: meta.index,
             applied_term: meta.term,
             writes,
+            membership: meta.membership.clone(),
         })
     }
 }

@@ -44,7 +44,7 @@ const FAULT_WEIGHTS: [u64; 9] = [3, 3, 2, 2, 2, 2, 3, 1, 1];
 
 impl<C: SimCore> World<C> {
     /// The node that believes itself leader in the highest term, among the up nodes.
-    fn believed_leader(&self) -> Option<usize> {
+    pub(crate) fn believed_leader(&self) -> Option<usize> {
         self.nodes
             .iter()
             .enumerate()
@@ -261,7 +261,7 @@ impl<C: SimCore> World<C> {
         let meta = SnapshotMeta {
             index: n.sm.applied_index,
             term: n.sm.applied_term,
-            membership: self.membership.clone(),
+            membership: n.sm.membership.clone(),
             size_bytes: bytes.len() as u64,
             checksum: checksum(&bytes),
         };

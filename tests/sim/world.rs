@@ -20,7 +20,7 @@ use crate::rng::SimRng;
 use crate::state_machine::AppendList;
 use rcraft::core::{Input, RequestId};
 use rcraft::wire::{LogIndex, Membership, Message, NodeId, Role, Term};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Something that happens at a point of sim time.
 #[derive(Clone, Debug)]
@@ -65,6 +65,10 @@ pub(crate) enum Event {
     Client,
     /// Some node snapshots its state machine.
     Snapshot,
+    /// The leader (or some node) is asked for a membership change (only during chaos).
+    Membership,
+    /// A node removed by a committed configuration is shut down, if still not a member.
+    Retire { node: usize },
     /// Faults stop; everything heals.
     Calm,
     /// Faults start.
@@ -107,6 +111,10 @@ pub(crate) struct SimNode<C> {
     pub(crate) last_persist_seq: Option<u64>,
     /// Sim time it last became leader.
     pub(crate) leader_since: Option<u64>,
+    /// Membership proposals awaiting `Proposed` or `ProposeRejected`.
+    pub(crate) membership_requests: BTreeSet<RequestId>,
+    /// Shut down for good after its removal committed (until a change adds it back).
+    pub(crate) retired: bool,
 }
 
 /// Why a run failed.
@@ -139,6 +147,8 @@ pub(crate) struct RunSummary {
     pub(crate) reads: u64,
     /// Crashes injected.
     pub(crate) crashes: u64,
+    /// Committed membership entries.
+    pub(crate) membership_changes: u64,
 }
 
 /// How much of the run to record.
@@ -164,7 +174,8 @@ pub(crate) struct World<C> {
     pub(crate) network: Network,
     pub(crate) checker: Checker,
     pub(crate) history: History,
-    pub(crate) membership: Membership,
+    /// The configuration every node starts from: the first `params.voters` nodes vote.
+    pub(crate) initial_membership: Membership,
     pub(crate) calm: bool,
     pub(crate) next_request_id: RequestId,
     pub(crate) next_write_id: u64,
@@ -184,7 +195,11 @@ impl<C: SimCore> World<C> {
         let mut rng = SimRng::new(seed);
         let params = RunParams::random(&mut rng);
         let ids: Vec<NodeId> = (0..params.nodes).map(|i| NodeId(i as u64)).collect();
-        let nodes = ids.iter().map(|&id| SimNode::new(id)).collect();
+        let initial_membership = Membership::with_voters(ids[..params.voters].iter().copied());
+        let nodes = ids
+            .iter()
+            .map(|&id| SimNode::new(id, &initial_membership))
+            .collect();
         World {
             seed,
             network: Network::new(params.network.clone()),
@@ -198,7 +213,7 @@ impl<C: SimCore> World<C> {
             nodes,
             checker: Checker::default(),
             history: History::default(),
-            membership: Membership::with_voters(ids),
+            initial_membership,
             calm: true,
             next_request_id: 1,
             next_write_id: 1,
@@ -254,6 +269,7 @@ impl<C: SimCore> World<C> {
             writes_acked,
             reads,
             crashes: self.crashes,
+            membership_changes: self.checker.committed_membership_changes(),
         })
     }
 
@@ -276,6 +292,9 @@ impl<C: SimCore> World<C> {
         self.schedule(BOOT_MS + CYCLES * (CHAOS_MS + CALM_MS), Event::End);
         self.schedule(50, Event::Client);
         self.schedule(100, Event::Snapshot);
+        if self.params.membership_gap_max_ms.is_some() {
+            self.schedule(BOOT_MS + 1, Event::Membership);
+        }
         Ok(())
     }
 
@@ -313,6 +332,8 @@ impl<C: SimCore> World<C> {
             Event::Fault => self.on_fault(),
             Event::Client => self.on_client(),
             Event::Snapshot => self.on_snapshot(),
+            Event::Membership => self.on_membership(),
+            Event::Retire { node } => self.on_retire(node),
             Event::Calm => self.on_calm(),
             Event::Chaos => {
                 self.calm = false;
@@ -395,12 +416,17 @@ impl<C: SimCore> World<C> {
     }
 
     /// With everything healed since `since`, a leader must exist and a write invoked since
-    /// then must have been acknowledged.
+    /// then must have been acknowledged. Every node that is not retired is up, so every voter
+    /// of the configuration in force is; the leader must vote in its own configuration (a
+    /// leader still finishing its own removal does not count), and removed nodes and
+    /// learners are not expected to do anything.
     fn on_liveness_check(&mut self, since: u64) -> Verdict {
-        let leader = self
-            .nodes
-            .iter()
-            .any(|n| n.core.is_some() && n.view.as_ref().is_some_and(|v| v.role == Role::Leader));
+        let leader = self.nodes.iter().any(|n| {
+            n.core.is_some()
+                && n.view
+                    .as_ref()
+                    .is_some_and(|v| v.role == Role::Leader && v.membership.is_voter(n.id))
+        });
         if !leader || !self.history.acked_since(since) {
             return Err(format!(
                 "liveness: healed since t={since}ms, yet after {} ticks {}",
@@ -421,18 +447,24 @@ impl<C: SimCore> World<C> {
         let config = self
             .params
             .core_config(seed, node, self.nodes[node].incarnation);
-        let recovered = self.nodes[node].disk.recovered(&self.membership);
+        let recovered = self.nodes[node].disk.recovered(&self.initial_membership);
         let durable = self.nodes[node].disk.snapshot().cloned();
         let id = self.nodes[node].id;
         let sm = match &durable {
             Some(snapshot) => self.restore_checked(id, snapshot)?,
-            None => AppendList::default(),
+            None => AppendList::new(&self.initial_membership),
         };
-        let (base_index, base_term) = durable
-            .as_ref()
-            .map_or((LogIndex(0), Term(0)), |s| (s.meta.index, s.meta.term));
-        let log = EntryLog::from_parts(base_index, base_term, recovered.entries.clone())
-            .map_err(|e| format!("node {id}: durable log: {e}"))?;
+        let (base_index, base_term, base_membership) = durable.as_ref().map_or(
+            (LogIndex(0), Term(0), self.initial_membership.clone()),
+            |s| (s.meta.index, s.meta.term, s.meta.membership.clone()),
+        );
+        let log = EntryLog::from_parts(
+            base_index,
+            base_term,
+            base_membership,
+            recovered.entries.clone(),
+        )
+        .map_err(|e| format!("node {id}: durable log: {e}"))?;
         let core = C::start(config, recovered).map_err(|e| format!("node {id}: start: {e}"))?;
         let n = &mut self.nodes[node];
         n.core = Some(core);
@@ -448,8 +480,9 @@ impl<C: SimCore> World<C> {
         self.drain(node)
     }
 
-    fn restart_if_down(&mut self, node: usize) -> Verdict {
-        if self.nodes[node].core.is_some() {
+    /// Restarts `node` unless it is up or retired.
+    pub(crate) fn restart_if_down(&mut self, node: usize) -> Verdict {
+        if self.nodes[node].core.is_some() || self.nodes[node].retired {
             return Ok(());
         }
         if self.tracing() {
@@ -478,6 +511,21 @@ impl<C: SimCore> World<C> {
                 .checker
                 .committed_entry(index)
                 .is_some_and(|e| e.term == snapshot.meta.term);
+        let membership_ok = self
+            .checker
+            .committed_membership_through(index)
+            .unwrap_or(&self.initial_membership)
+            == &snapshot.meta.membership;
+        if !membership_ok {
+            return Err(format!(
+                "snapshot membership: node {id} restores a snapshot at index {index} carrying \
+                 configuration {:?}, but the committed log has {:?} in force there",
+                snapshot.meta.membership,
+                self.checker
+                    .committed_membership_through(index)
+                    .unwrap_or(&self.initial_membership)
+            ));
+        }
         if expected != sm.writes || !term_ok {
             return Err(format!(
                 "state machine safety: node {id} restores a snapshot at index {index} term {} \
@@ -507,6 +555,7 @@ impl<C: SimCore> World<C> {
             .map_err(|e| format!("node {id}: {e}"))?;
         let proposals: Vec<u64> = n.proposals.values().copied().collect();
         let proposed: Vec<u64> = n.proposed.values().map(|(_, w)| *w).collect();
+        n.membership_requests.clear();
         n.proposals.clear();
         n.proposed.clear();
         n.reads.clear();
@@ -558,14 +607,14 @@ impl<C: SimCore> World<C> {
 }
 
 impl<C> SimNode<C> {
-    fn new(id: NodeId) -> Self {
+    fn new(id: NodeId, initial_membership: &Membership) -> Self {
         SimNode {
             id,
             core: None,
             incarnation: 0,
             disk: Disk::default(),
             log: EntryLog::default(),
-            sm: AppendList::default(),
+            sm: AppendList::new(initial_membership),
             snapshots: BTreeMap::new(),
             proposals: BTreeMap::new(),
             proposed: BTreeMap::new(),
@@ -575,6 +624,8 @@ impl<C> SimNode<C> {
             last_commit: LogIndex(0),
             last_persist_seq: None,
             leader_since: None,
+            membership_requests: BTreeSet::new(),
+            retired: false,
         }
     }
 }
