@@ -37,8 +37,10 @@
 //! Both directions stream: writing gathers entries into blocks of `SNAPSHOT_BLOCK_BYTES`
 //! and checksums each block once; restoring reads through a bounded buffer, checksums as it
 //! goes, checks every length and the key order as entries arrive, and builds the new map in
-//! bulk from the sorted entries. Memory is the new map plus that buffer, never the whole
-//! snapshot. A large replaced map is freed on a short-lived thread of its own.
+//! bulk from the sorted entries. Memory is the new map, the list of its entries while it is
+//! built (the keys and values themselves are moved, not copied: 48 bytes per entry) and that
+//! buffer, never the whole snapshot. A large replaced map is freed on a short-lived thread
+//! of its own.
 
 use crate::state_machine::StateMachine;
 use rcraft_wire::LogIndex;
@@ -52,6 +54,17 @@ pub const KEY_BYTES_MAX: usize = 64 * 1024;
 pub const VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// First bytes of every KV snapshot; the digit is the format version.
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"RCKVSNP1";
+
+/// Bytes gathered before a snapshot block is checksummed and written (a block exceeds it
+/// by at most one entry).
+const SNAPSHOT_BLOCK_BYTES: usize = 256 * 1024;
+/// Bytes read from the input at a time while restoring.
+const RESTORE_BUFFER_BYTES: usize = 1 << 20;
+/// Most entries reserved up front from a snapshot's (untrusted) entry count.
+const RESTORE_RESERVE_ENTRIES_MAX: usize = 1 << 20;
+/// A replaced map with at least this many entries is freed on a short-lived thread of its
+/// own, so the restoring thread does not wait for millions of deallocations.
+const FREE_ELSEWHERE_ENTRIES_MIN: usize = 100_000;
 
 const TAG_PUT: u8 = 0x01;
 const TAG_GET: u8 = 0x02;
@@ -410,18 +423,6 @@ impl KvStore {
         out.write_all(&crc.to_le_bytes())
     }
 }
-
-/// Bytes gathered before a snapshot block is checksummed and written (a block exceeds it
-/// by at most one entry).
-const SNAPSHOT_BLOCK_BYTES: usize = 256 * 1024;
-/// Bytes read from the input at a time while restoring (the memory a restore needs besides
-/// the new map and the entries of one field).
-const RESTORE_BUFFER_BYTES: usize = 1 << 20;
-/// Most entries reserved up front from a snapshot's (untrusted) entry count.
-const RESTORE_RESERVE_ENTRIES_MAX: usize = 1 << 20;
-/// A replaced map with at least this many entries is freed on a short-lived thread of its
-/// own, so the restoring thread does not wait for millions of deallocations.
-const FREE_ELSEWHERE_ENTRIES_MIN: usize = 100_000;
 
 /// Appends a length-prefixed field to a snapshot block.
 fn put_field(block: &mut Vec<u8>, bytes: &[u8]) -> io::Result<()> {
