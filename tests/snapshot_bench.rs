@@ -285,33 +285,43 @@ fn catch_up_round(cluster: &mut Cluster, settings: &Settings, leader: usize, fre
         cluster.restart(fresh);
         // Phases seen from outside: the partial file appears (first chunk arriving), goes
         // away (verified and renamed), then the node reports the snapshot applied.
+        // Each phase boundary with the acknowledged-write count at that moment.
         let (mut first_chunk, mut received) = (None, None);
+        let mark = || (started.elapsed(), done.load(Ordering::Relaxed));
         let installed = wait_for_long("the snapshot to be installed", || {
             let partial = cluster.partial_bytes(fresh) > 0;
             if partial && first_chunk.is_none() {
-                first_chunk = Some(started.elapsed());
+                first_chunk = Some(mark());
             }
             if !partial && first_chunk.is_some() && received.is_none() {
-                received = Some(started.elapsed());
+                received = Some(mark());
             }
             let status = cluster.status(fresh)?;
             (status.snapshot_index.0 > 0 && status.applied_index >= status.snapshot_index)
                 .then_some(())
         });
-        let install_secs = started.elapsed().as_secs_f64();
-        let during = (done.load(Ordering::Relaxed) - count_before) as f64 / install_secs;
+        let end = mark();
+        let install_secs = end.0.as_secs_f64();
+        let during = (end.1 - count_before) as f64 / install_secs;
         stop.store(true, Ordering::Relaxed);
         installed.unwrap_or_else(|| panic!("no install; logs:\n{}", cluster.logs()));
         let restore = logged_restore_secs(cluster, fresh);
-        if let (Some(first), Some(done)) = (first_chunk, received) {
-            let transfer = (done - first).as_secs_f64();
+        let percent = |from: (Duration, u64), to: (Duration, u64)| {
+            let rate = (to.1 - from.1) as f64 / (to.0 - from.0).as_secs_f64().max(1e-3);
+            100.0 * rate / before.max(1.0)
+        };
+        if let (Some(first), Some(received)) = (first_chunk, received) {
+            let transfer = (received.0 - first.0).as_secs_f64();
             println!(
                 "phases: first chunk after {:.2} s, whole file received {transfer:.2} s later \
-                 ({:.0} MB/s), restored in {} s, reported {:.2} s after the file was received",
-                first.as_secs_f64(),
+                 ({:.0} MB/s), restored in {} s, reported {:.2} s after the file was received; \
+                 leader writes during the transfer {:.0} %, after it {:.0} % of before",
+                first.0.as_secs_f64(),
                 mb / transfer,
                 restore.map_or("?".to_string(), |r| format!("{r:.2}")),
-                install_secs - done.as_secs_f64()
+                install_secs - received.0.as_secs_f64(),
+                percent(first, received),
+                percent(received, end)
             );
         }
         println!(
