@@ -164,4 +164,51 @@ mod tests {
         assert!(read_snapshot(&mut &b"NOTASNAP\0"[..], &mut sessions, &mut journal).is_err());
         assert!(read_snapshot(&mut &b"RCSNAP01\x01"[..], &mut sessions, &mut journal).is_err());
     }
+
+    /// Hands out at most `step` bytes per `read`.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.1).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn many_sessions_and_a_large_state_round_trip_through_the_buffers() {
+        let mut sessions = SessionTable::default();
+        for client_id in 1..=2000u64 {
+            let session = Session {
+                client_id,
+                sequence: client_id * 3,
+            };
+            let response = vec![client_id as u8; (client_id % 50) as usize];
+            sessions.record(session, LogIndex(client_id), response);
+        }
+        // Larger than the session buffer, so the state machine's reads bypass it.
+        let state: Vec<u8> = (0..3 * SESSION_BUFFER_BYTES + 17)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut bytes = Vec::new();
+        write_snapshot(&mut bytes, &sessions, &Journal(state.clone())).unwrap();
+        for step in [1, 13, SESSION_BUFFER_BYTES + 1, usize::MAX] {
+            let mut restored_sessions = SessionTable::default();
+            let mut restored = Journal::default();
+            let mut input = Trickle(&bytes, step);
+            read_snapshot(&mut input, &mut restored_sessions, &mut restored).unwrap();
+            assert_eq!(restored.0, state, "step {step}");
+            let session = Session {
+                client_id: 1999,
+                sequence: 1999 * 3,
+            };
+            let response = vec![(1999 % 256) as u8; 1999 % 50];
+            assert_eq!(
+                restored_sessions.check(session),
+                super::super::sessions::SessionCheck::Duplicate(response)
+            );
+        }
+    }
 }
