@@ -33,6 +33,14 @@
 //! strictly increasing key order, then `crc32c: u32` of everything before it. A snapshot that
 //! is short, has a bad checksum or breaks the key order is refused with `InvalidData` and the
 //! store keeps its old contents.
+//!
+//! Both directions stream: writing gathers entries into blocks of `SNAPSHOT_BLOCK_BYTES`
+//! and checksums each block once; restoring reads through a bounded buffer, checksums as it
+//! goes, checks every length and the key order as entries arrive, and builds the new map in
+//! bulk from the sorted entries. Memory is the new map, the list of its entries while it is
+//! built (the keys and values themselves are moved, not copied: 48 bytes per entry) and that
+//! buffer, never the whole snapshot. A large replaced map is freed on a short-lived thread
+//! of its own.
 
 use crate::state_machine::StateMachine;
 use rcraft_wire::LogIndex;
@@ -46,6 +54,17 @@ pub const KEY_BYTES_MAX: usize = 64 * 1024;
 pub const VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// First bytes of every KV snapshot; the digit is the format version.
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"RCKVSNP1";
+
+/// Bytes gathered before a snapshot block is checksummed and written (a block exceeds it
+/// by at most one entry).
+const SNAPSHOT_BLOCK_BYTES: usize = 256 * 1024;
+/// Bytes read from the input at a time while restoring.
+const RESTORE_BUFFER_BYTES: usize = 1 << 20;
+/// Most entries reserved up front from a snapshot's (untrusted) entry count.
+const RESTORE_RESERVE_ENTRIES_MAX: usize = 1 << 20;
+/// A replaced map with at least this many entries is freed on a short-lived thread of its
+/// own, so the restoring thread does not wait for millions of deallocations.
+const FREE_ELSEWHERE_ENTRIES_MIN: usize = 100_000;
 
 const TAG_PUT: u8 = 0x01;
 const TAG_GET: u8 = 0x02;
@@ -143,12 +162,6 @@ impl<'a> Cursor<'a> {
     fn u32(&mut self, what: &str) -> Result<u32, DecodeError> {
         let b = self.take(4, what)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64(&mut self, what: &str) -> Result<u64, DecodeError> {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(self.take(8, what)?);
-        Ok(u64::from_le_bytes(b))
     }
 
     fn bytes(&mut self, what: &str, max: usize) -> Result<Vec<u8>, DecodeError> {
@@ -359,58 +372,223 @@ impl KvStore {
         }
     }
 
-    fn parse_snapshot(bytes: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, DecodeError> {
-        let Some(body_len) = bytes.len().checked_sub(4) else {
-            return Err(DecodeError(
-                "snapshot shorter than its checksum".to_string(),
-            ));
+    /// Reads a whole snapshot from `input` (see the module docs) into a new map. The
+    /// entries arrive in strictly increasing key order, so they are collected and the map is
+    /// built from them in bulk, which is much faster than inserting one by one.
+    fn read_snapshot(input: &mut dyn Read) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, DecodeError> {
+        let mut input = SnapshotInput::new(input);
+        if input.take(8, "snapshot magic")? != SNAPSHOT_MAGIC {
+            return Err(DecodeError("not a KV snapshot (bad magic)".to_string()));
+        }
+        let count = input.u64("entry count")?;
+        // The count is not trusted for the allocation: a damaged one must not reserve memory
+        // the snapshot does not back; past this many entries the vector grows as they arrive.
+        let reserve = usize::try_from(count).map_or(RESTORE_RESERVE_ENTRIES_MAX, |count| {
+            count.min(RESTORE_RESERVE_ENTRIES_MAX)
+        });
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(reserve);
+        for _ in 0..count {
+            let key = input.key()?;
+            let value = input.bytes("value", VALUE_BYTES_MAX)?;
+            if entries.last().is_some_and(|(previous, _)| *previous >= key) {
+                return Err(DecodeError("snapshot keys out of order".to_string()));
+            }
+            entries.push((key, value));
+        }
+        input.finish()?;
+        Ok(BTreeMap::from_iter(entries))
+    }
+
+    /// Writes the snapshot (see the module docs) to `out` in large blocks, computing the
+    /// checksum once per block.
+    fn write_snapshot(&self, out: &mut dyn Write) -> io::Result<()> {
+        let mut block = Vec::with_capacity(SNAPSHOT_BLOCK_BYTES);
+        let mut crc = 0u32;
+        let mut emit = |block: &mut Vec<u8>| -> io::Result<()> {
+            crc = crc32c::crc32c_append(crc, block);
+            out.write_all(block)?;
+            block.clear();
+            Ok(())
         };
-        let (body, sum) = bytes.split_at(body_len);
-        let expected = u32::from_le_bytes([sum[0], sum[1], sum[2], sum[3]]);
-        let actual = crc32c::crc32c(body);
+        block.extend_from_slice(SNAPSHOT_MAGIC);
+        block.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
+        for (key, value) in &self.entries {
+            put_field(&mut block, key)?;
+            put_field(&mut block, value)?;
+            if block.len() >= SNAPSHOT_BLOCK_BYTES {
+                emit(&mut block)?;
+            }
+        }
+        emit(&mut block)?;
+        out.write_all(&crc.to_le_bytes())
+    }
+}
+
+/// Appends a length-prefixed field to a snapshot block.
+fn put_field(block: &mut Vec<u8>, bytes: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "field over 4 GiB"))?;
+    block.extend_from_slice(&len.to_le_bytes());
+    block.extend_from_slice(bytes);
+    Ok(())
+}
+
+/// Frees a replaced map: on a thread of its own when it is large (here when no thread can
+/// be started: the refused closure, map included, is dropped on return).
+fn free_replaced(entries: BTreeMap<Vec<u8>, Vec<u8>>) {
+    if entries.len() < FREE_ELSEWHERE_ENTRIES_MIN {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("kv-free".to_string())
+        .spawn(move || drop(entries));
+    if let Err(e) = spawned {
+        log::debug!("freeing the replaced KV state on the restoring thread: {e}");
+    }
+}
+
+/// A snapshot being read from a stream through a bounded buffer, with the CRC-32C of every
+/// byte consumed so far (the stored checksum itself excluded).
+struct SnapshotInput<'a> {
+    input: &'a mut dyn Read,
+    buffer: Box<[u8]>,
+    /// Next unread byte of `buffer`.
+    position: usize,
+    /// End of the bytes held in `buffer`.
+    end: usize,
+    /// `buffer[..checked]` is already in `crc`.
+    checked: usize,
+    crc: u32,
+}
+
+impl<'a> SnapshotInput<'a> {
+    fn new(input: &'a mut dyn Read) -> SnapshotInput<'a> {
+        SnapshotInput {
+            input,
+            buffer: vec![0u8; RESTORE_BUFFER_BYTES].into_boxed_slice(),
+            position: 0,
+            end: 0,
+            checked: 0,
+            crc: 0,
+        }
+    }
+
+    /// Adds the consumed bytes not yet checksummed to the CRC.
+    fn checksum_consumed(&mut self) {
+        let consumed = &self.buffer[self.checked..self.position];
+        self.crc = crc32c::crc32c_append(self.crc, consumed);
+        self.checked = self.position;
+    }
+
+    /// Moves the unread bytes to the start of the buffer and reads once from the input into
+    /// the rest. Returns the bytes read: 0 at the end of the input.
+    fn refill(&mut self) -> Result<usize, DecodeError> {
+        self.checksum_consumed();
+        self.buffer.copy_within(self.position..self.end, 0);
+        self.end -= self.position;
+        (self.position, self.checked) = (0, 0);
+        loop {
+            match self.input.read(&mut self.buffer[self.end..]) {
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(DecodeError(format!("reading the snapshot: {e}"))),
+            }
+        }
+    }
+
+    /// Makes `n` (at most the buffer's size) unread bytes available in the buffer.
+    fn fill(&mut self, n: usize, what: &str) -> Result<(), DecodeError> {
+        while self.end - self.position < n {
+            if self.refill()? == 0 {
+                return Err(DecodeError(format!(
+                    "truncated {what}: need {n} bytes, {} left",
+                    self.end - self.position
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<&[u8], DecodeError> {
+        self.fill(n, what)?;
+        let start = self.position;
+        self.position += n;
+        Ok(&self.buffer[start..self.position])
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, DecodeError> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, DecodeError> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8, what)?);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// A length-prefixed field of at most `max` bytes; one longer than the buffer is read
+    /// straight into its own allocation.
+    fn bytes(&mut self, what: &str, max: usize) -> Result<Vec<u8>, DecodeError> {
+        let len = self.u32(what)? as usize;
+        if len > max {
+            return Err(DecodeError(format!("{what} of {len} bytes exceeds {max}")));
+        }
+        if len <= self.buffer.len() {
+            return Ok(self.take(len, what)?.to_vec());
+        }
+        let mut field = Vec::with_capacity(len);
+        field.extend_from_slice(&self.buffer[self.position..self.end]);
+        self.position = self.end;
+        self.checksum_consumed();
+        let buffered = field.len();
+        let missing = (len - buffered) as u64;
+        (&mut *self.input)
+            .take(missing)
+            .read_to_end(&mut field)
+            .map_err(|e| DecodeError(format!("reading the snapshot: {e}")))?;
+        if field.len() < len {
+            let left = field.len();
+            return Err(DecodeError(format!(
+                "truncated {what}: need {len} bytes, {left} left"
+            )));
+        }
+        self.crc = crc32c::crc32c_append(self.crc, &field[buffered..]);
+        Ok(field)
+    }
+
+    fn key(&mut self) -> Result<Vec<u8>, DecodeError> {
+        let key = self.bytes("key", KEY_BYTES_MAX)?;
+        if key.is_empty() {
+            return Err(DecodeError("empty key".to_string()));
+        }
+        Ok(key)
+    }
+
+    /// Reads the stored checksum that follows the entries, compares it with the computed
+    /// one and makes sure nothing follows it.
+    fn finish(&mut self) -> Result<(), DecodeError> {
+        self.checksum_consumed();
+        let actual = self.crc;
+        self.fill(4, "snapshot checksum")
+            .map_err(|_| DecodeError("snapshot shorter than its checksum".to_string()))?;
+        let stored = self.take(4, "snapshot checksum")?;
+        let expected = u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]);
         if actual != expected {
             return Err(DecodeError(format!(
                 "snapshot checksum mismatch: stored {expected:#010x}, computed {actual:#010x}"
             )));
         }
-        let mut c = Cursor { bytes: body };
-        if c.take(8, "snapshot magic")? != SNAPSHOT_MAGIC {
-            return Err(DecodeError("not a KV snapshot (bad magic)".to_string()));
+        self.checked = self.position;
+        if self.end > self.position || self.refill()? > 0 {
+            return Err(DecodeError(
+                "trailing bytes after the snapshot checksum".to_string(),
+            ));
         }
-        let count = c.u64("entry count")?;
-        let mut entries = BTreeMap::new();
-        let mut previous: Option<Vec<u8>> = None;
-        for _ in 0..count {
-            let key = c.key()?;
-            let value = c.bytes("value", VALUE_BYTES_MAX)?;
-            if previous.as_ref().is_some_and(|p| *p >= key) {
-                return Err(DecodeError("snapshot keys out of order".to_string()));
-            }
-            previous = Some(key.clone());
-            entries.insert(key, value);
-        }
-        c.finish("snapshot entries")?;
-        Ok(entries)
-    }
-}
-
-/// Passes bytes through to `inner` while computing their CRC-32C.
-struct ChecksumWriter<'a> {
-    inner: &'a mut dyn Write,
-    crc: u32,
-}
-
-impl ChecksumWriter<'_> {
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.crc = crc32c::crc32c_append(self.crc, bytes);
-        self.inner.write_all(bytes)
-    }
-
-    fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let len = u32::try_from(bytes.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "field over 4 GiB"))?;
-        self.write_all(&len.to_le_bytes())?;
-        self.write_all(bytes)
+        Ok(())
     }
 }
 
@@ -432,23 +610,13 @@ impl StateMachine for KvStore {
     }
 
     fn snapshot(&self, out: &mut dyn Write) -> io::Result<()> {
-        let mut w = ChecksumWriter { inner: out, crc: 0 };
-        w.write_all(SNAPSHOT_MAGIC)?;
-        w.write_all(&(self.entries.len() as u64).to_le_bytes())?;
-        for (key, value) in &self.entries {
-            w.write_bytes(key)?;
-            w.write_bytes(value)?;
-        }
-        let crc = w.crc;
-        w.inner.write_all(&crc.to_le_bytes())
+        self.write_snapshot(out)
     }
 
     fn restore(&mut self, input: &mut dyn Read) -> io::Result<()> {
-        let mut bytes = Vec::new();
-        input.read_to_end(&mut bytes)?;
-        let entries = KvStore::parse_snapshot(&bytes)
+        let entries = KvStore::read_snapshot(input)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
-        self.entries = entries;
+        free_replaced(std::mem::replace(&mut self.entries, entries));
         Ok(())
     }
 }
@@ -654,6 +822,163 @@ mod tests {
         body.extend_from_slice(&crc.to_le_bytes());
         let e = KvStore::new().restore(&mut &body[..]).unwrap_err();
         assert!(e.to_string().contains("order"), "{e}");
+    }
+
+    /// Hands out at most `step` bytes per `read`, like a socket or a chunked file.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.step).min(self.bytes.len());
+            buf[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    /// A snapshot body with a valid checksum, from raw (unchecked) parts.
+    fn raw_snapshot(count: u64, fields: &[&[u8]]) -> Vec<u8> {
+        let mut body = SNAPSHOT_MAGIC.to_vec();
+        body.extend_from_slice(&count.to_le_bytes());
+        for field in fields {
+            put_bytes(&mut body, field);
+        }
+        let crc = crc32c::crc32c(&body);
+        body.extend_from_slice(&crc.to_le_bytes());
+        body
+    }
+
+    #[test]
+    fn restore_streams_from_short_reads_and_fields_larger_than_its_buffer() {
+        let mut a = KvStore::new();
+        for i in 0..50 {
+            apply(&mut a, &put(&format!("key{i:03}"), &"y".repeat(i * 37)));
+        }
+        let big = vec![b'z'; RESTORE_BUFFER_BYTES * 2 + 3];
+        a.execute(KvCommand::Put {
+            key: b"key025x".to_vec(),
+            value: big,
+        });
+        let bytes = snapshot_bytes(&a);
+        for step in [1, 7, 4096, RESTORE_BUFFER_BYTES - 1, usize::MAX] {
+            let mut b = KvStore::new();
+            b.restore(&mut Trickle {
+                bytes: &bytes,
+                step,
+            })
+            .unwrap();
+            assert_eq!(a, b, "step {step}");
+        }
+        // Cut inside the large value, and a flipped byte inside it.
+        let cut = bytes.len() / 2;
+        let e = KvStore::new().restore(&mut &bytes[..cut]).unwrap_err();
+        assert!(e.to_string().contains("truncated value"), "{e}");
+        let mut flipped = bytes.clone();
+        flipped[cut] ^= 1;
+        let e = KvStore::new().restore(&mut &flipped[..]).unwrap_err();
+        assert!(e.to_string().contains("checksum mismatch"), "{e}");
+    }
+
+    #[test]
+    fn damaged_snapshots_name_what_is_wrong() {
+        let good = raw_snapshot(2, &[b"a", b"1", b"b", b"2"]);
+        let cases: [(Vec<u8>, &str); 7] = [
+            (good[..good.len() - 2].to_vec(), "shorter than its checksum"),
+            (good[..20].to_vec(), "truncated"),
+            ([&good[..], b"x"].concat(), "trailing bytes"),
+            (raw_snapshot(2, &[b"b", b"1", b"a", b"2"]), "out of order"),
+            (raw_snapshot(2, &[b"a", b"1", b"a", b"2"]), "out of order"),
+            (raw_snapshot(1, &[b"", b"1"]), "empty key"),
+            (raw_snapshot(u64::MAX, &[b"a", b"1"]), "key"),
+        ];
+        for (bytes, expected) in cases {
+            for step in [1, usize::MAX] {
+                let mut store = KvStore::new();
+                apply(&mut store, &put("mine", "kept"));
+                let e = store
+                    .restore(&mut Trickle {
+                        bytes: &bytes,
+                        step,
+                    })
+                    .unwrap_err();
+                assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+                assert!(e.to_string().contains(expected), "{e} vs {expected}");
+                assert_eq!(store.get(b"mine"), Some(&b"kept"[..]));
+            }
+        }
+        let mut bad_crc = good.clone();
+        *bad_crc.last_mut().unwrap() ^= 1;
+        let e = KvStore::new().restore(&mut &bad_crc[..]).unwrap_err();
+        assert!(e.to_string().contains("checksum mismatch"), "{e}");
+        let mut too_long = raw_snapshot(1, &[b"a"]);
+        too_long.truncate(16);
+        too_long.extend_from_slice(&u32::MAX.to_le_bytes());
+        let e = KvStore::new().restore(&mut &too_long[..]).unwrap_err();
+        assert!(e.to_string().contains("exceeds"), "{e}");
+    }
+
+    #[test]
+    fn a_large_replaced_state_is_freed_and_the_new_one_kept() {
+        let mut a = KvStore::new();
+        for i in 0..FREE_ELSEWHERE_ENTRIES_MIN + 1 {
+            a.execute(KvCommand::Put {
+                key: i.to_le_bytes().to_vec(),
+                value: Vec::new(),
+            });
+        }
+        let mut small = KvStore::new();
+        apply(&mut small, &put("only", "one"));
+        a.restore(&mut &snapshot_bytes(&small)[..]).unwrap();
+        assert_eq!(a, small);
+    }
+
+    /// Speed of writing and restoring a large store (ignored: run in release, see
+    /// docs/BENCHMARKS.md "Snapshots"): `KV_BENCH_KEYS` keys (default 1 000 000) of
+    /// `KV_BENCH_VALUE`-byte values (default 100).
+    #[test]
+    #[ignore = "benchmark: run explicitly in release"]
+    fn snapshot_and_restore_speed() {
+        let setting = |name: &str, default: usize| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let keys = setting("KV_BENCH_KEYS", 1_000_000);
+        let value = vec![b'v'; setting("KV_BENCH_VALUE", 100)];
+        let mut store = KvStore::new();
+        for i in 0..keys {
+            store.execute(KvCommand::Put {
+                key: format!("k{i:09}").into_bytes(),
+                value: value.clone(),
+            });
+        }
+        let started = std::time::Instant::now();
+        let bytes = snapshot_bytes(&store);
+        let write = started.elapsed();
+        let mb = bytes.len() as f64 / 1e6;
+        for round in 0..3 {
+            let mut restored = KvStore::new();
+            let started = std::time::Instant::now();
+            restored.restore(&mut &bytes[..]).unwrap();
+            let restore = started.elapsed();
+            assert_eq!(restored.len(), keys);
+            let started = std::time::Instant::now();
+            drop(restored);
+            let dropped = started.elapsed();
+            println!(
+                "round {round}: {keys} keys, {mb:.1} MB: snapshot written in {:.3} s, \
+                 restored in {:.3} s ({:.0} MB/s, {:.3} s per 1 M keys), dropped in {:.3} s",
+                write.as_secs_f64(),
+                restore.as_secs_f64(),
+                mb / restore.as_secs_f64(),
+                restore.as_secs_f64() * 1e6 / keys as f64,
+                dropped.as_secs_f64()
+            );
+        }
     }
 
     proptest::proptest! {

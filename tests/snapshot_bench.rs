@@ -4,15 +4,42 @@
 //!
 //! ```text
 //! cargo build --release -p rcraft --bin rcraft
-//! SNAP_BENCH_KEYS=1000000 SNAP_BENCH_VALUE=100 SNAP_BENCH_CHUNK=1048576 \
+//! SNAP_BENCH_KEYS=1000000 SNAP_BENCH_VALUE=1024 \
 //!   cargo test --release -p rcraft --test snapshot_bench -- --ignored --nocapture
 //! ```
+//!
+//! Settings (environment, all optional):
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `SNAP_BENCH_KEYS` | 1 000 000 | keys loaded before the catch-up |
+//! | `SNAP_BENCH_VALUE` | 100 | bytes per value (1024 with 1 M keys is ~1 GiB of state) |
+//! | `SNAP_BENCH_LOADERS` | 8 | pipelined loading connections |
+//! | `SNAP_BENCH_PIPELINE` | 64 | writes in flight per loading connection |
+//! | `SNAP_BENCH_WRITERS` | 16 | blocking clients writing during the catch-up (the "normal level") |
+//! | `SNAP_BENCH_CHUNK` | 1 MiB | `--snapshot-chunk-bytes` |
+//! | `SNAP_BENCH_RATES` | `0` | comma-separated `snapshot_bytes_per_sec` values, one catch-up round each (0: the node's default) |
+//! | `SNAP_BENCH_IN_FLIGHT` | node default | `snapshot_chunks_in_flight` |
+//! | `SNAP_BENCH_TAIL` | 5000 | log entries after the snapshot in the restart measurement |
+//! | `SNAP_BENCH_LOGS` | none | a directory to copy the nodes' logs to at the end |
+//!
+//! Each round after the first restarts the nodes with the round's settings (they restore from
+//! their snapshots), with another node wiped, and times that node's catch-up.
 
 mod snapshot_support;
 
 use rcraft::client::{Client, ClientOptions};
+use rcraft::config::CLUSTER_ID_DEFAULT;
+use rcraft::kv::{KvCommand, KvResponse};
+use rcraft::wire::{
+    ClientRequest, ClientRequestBody, ClientResponseBody, FrameDecoder, HANDSHAKE_BYTES, Handshake,
+    MAX_FRAME_BYTES, encode_client_request,
+};
 use snapshot_support::{Cluster, wait_for};
-use std::net::SocketAddr;
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -23,18 +50,125 @@ fn setting(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Loads `count` keys of `size`-byte values with `writers` clients.
-fn load(cluster: &Cluster, count: usize, size: usize, writers: usize) {
-    std::thread::scope(|scope| {
-        for w in 0..writers {
-            scope.spawn(move || {
-                let mut client = cluster.client();
-                let value = vec![b'v'; size];
-                for i in (w..count).step_by(writers) {
-                    let key = format!("k{i:09}");
-                    client.put(key.as_bytes(), &value).expect("put");
+struct Settings {
+    keys: usize,
+    value_bytes: usize,
+    loaders: usize,
+    pipeline: usize,
+    writers: usize,
+    chunk: usize,
+    rates: Vec<u64>,
+    in_flight: Option<u64>,
+    tail: usize,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        let rates = std::env::var("SNAP_BENCH_RATES")
+            .unwrap_or_else(|_| "0".to_string())
+            .split(',')
+            .map(|r| r.trim().parse().expect("SNAP_BENCH_RATES: numbers"))
+            .collect();
+        Settings {
+            keys: setting("SNAP_BENCH_KEYS", 1_000_000),
+            value_bytes: setting("SNAP_BENCH_VALUE", 100),
+            loaders: setting("SNAP_BENCH_LOADERS", 8),
+            pipeline: setting("SNAP_BENCH_PIPELINE", 64),
+            writers: setting("SNAP_BENCH_WRITERS", 16),
+            chunk: setting("SNAP_BENCH_CHUNK", 1 << 20),
+            rates,
+            in_flight: std::env::var("SNAP_BENCH_IN_FLIGHT")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+            tail: setting("SNAP_BENCH_TAIL", 5000),
+        }
+    }
+
+    /// The node config file of a round: the throttle keys have no command-line flags.
+    fn write_config(&self, path: &Path, rate: u64) {
+        let mut text = String::new();
+        if rate > 0 {
+            text += &format!("snapshot_bytes_per_sec = {rate}\n");
+        }
+        if let Some(in_flight) = self.in_flight {
+            text += &format!("snapshot_chunks_in_flight = {in_flight}\n");
+        }
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+/// One pipelined loading connection to the leader: writes `keys` (retrying refused ones)
+/// with up to `depth` in flight, without sessions (a put can be repeated harmlessly).
+fn load_connection(leader: SocketAddr, keys: Vec<usize>, value: &[u8], depth: usize) {
+    let mut stream = TcpStream::connect(leader).expect("connect to the leader");
+    stream.set_nodelay(true).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .write_all(&Handshake::client(CLUSTER_ID_DEFAULT).encode())
+        .unwrap();
+    let mut theirs = [0u8; HANDSHAKE_BYTES];
+    stream.read_exact(&mut theirs).unwrap();
+    Handshake::decode(&theirs)
+        .and_then(|h| h.check_cluster(CLUSTER_ID_DEFAULT))
+        .expect("handshake");
+    let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
+    let mut todo: VecDeque<usize> = keys.into();
+    let mut in_flight: HashMap<u64, usize> = HashMap::new();
+    let (mut next_id, mut out, mut buf) = (1u64, Vec::new(), vec![0u8; 256 << 10]);
+    while !todo.is_empty() || !in_flight.is_empty() {
+        while in_flight.len() < depth {
+            let Some(key) = todo.pop_front() else { break };
+            let command = KvCommand::Put {
+                key: format!("k{key:09}").into_bytes(),
+                value: value.to_vec(),
+            };
+            let body = ClientRequestBody::Write {
+                session: None,
+                command: command.encode(),
+            };
+            let request = ClientRequest {
+                request_id: next_id,
+                body,
+            };
+            encode_client_request(&request, &mut out).unwrap();
+            in_flight.insert(next_id, key);
+            next_id += 1;
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).unwrap();
+            out.clear();
+        }
+        let n = stream.read(&mut buf).expect("read answers");
+        assert!(n > 0, "the leader closed a loading connection");
+        decoder.push(&buf[..n]);
+        while let Some(frame) = decoder.next_frame().unwrap() {
+            let response = frame.to_client_response().unwrap();
+            let Some(key) = in_flight.remove(&response.request_id) else {
+                continue;
+            };
+            match response.body {
+                ClientResponseBody::Ok { result, .. }
+                    if KvResponse::decode(&result) == Ok(KvResponse::Done) => {}
+                ClientResponseBody::Overloaded => {
+                    todo.push_back(key);
+                    std::thread::sleep(Duration::from_millis(1));
                 }
-            });
+                other => panic!("loading write refused: {other:?}"),
+            }
+        }
+    }
+}
+
+/// Loads `k000000000..` with `settings.value_bytes`-byte values through the leader.
+fn load(leader: SocketAddr, settings: &Settings) {
+    let value = vec![b'v'; settings.value_bytes];
+    std::thread::scope(|scope| {
+        for l in 0..settings.loaders {
+            let keys: Vec<usize> = (l..settings.keys).step_by(settings.loaders).collect();
+            let value = &value;
+            scope.spawn(move || load_connection(leader, keys, value, settings.pipeline));
         }
     });
 }
@@ -78,34 +212,56 @@ fn snapshot_size(line: &str) -> u64 {
         .unwrap_or_else(|| panic!("no size in {line:?}"))
 }
 
-#[test]
-#[ignore = "benchmark: minutes of load; run explicitly in release"]
-fn fresh_follower_catch_up_and_restart_from_a_large_snapshot() {
-    let keys = setting("SNAP_BENCH_KEYS", 1_000_000);
-    let value_bytes = setting("SNAP_BENCH_VALUE", 100);
-    let writers = setting("SNAP_BENCH_WRITERS", 16);
-    let chunk = setting("SNAP_BENCH_CHUNK", 1 << 20).to_string();
-    let tail = setting("SNAP_BENCH_TAIL", 5000);
-    let flags = [
-        "--snapshot-every",
-        "100000000",
-        "--snapshot-chunk-bytes",
-        &chunk,
-    ];
-    let mut cluster = Cluster::start(&flags);
-    let leader = cluster.wait_for_leader();
-    let fresh = (leader + 1) % 3;
-    let other = (leader + 2) % 3;
-    cluster.kill(fresh);
-    std::fs::remove_dir_all(cluster.data_dir(fresh)).unwrap();
+/// Peak resident memory (VmHWM) of node `id`, in MiB.
+fn peak_rss_mib(cluster: &Cluster, id: usize) -> u64 {
+    let pid = cluster.nodes[id].as_ref().expect("running").id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
 
+/// The restore duration of node `id`'s latest "state restored" log line, in seconds.
+fn logged_restore_secs(cluster: &Cluster, id: usize) -> Option<f64> {
+    let log = cluster.log_of(id);
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("state restored from the snapshot"))?;
+    let (_, after) = line.rsplit_once(" bytes in ")?;
+    after.strip_suffix(" s)")?.parse().ok()
+}
+
+/// Kills every node, wipes `fresh` and restarts the other two (picking up a new config
+/// file; they restore from their snapshots), then waits for a leader among them and for both
+/// to have applied what they committed. `fresh` is wiped before any leader of the new term
+/// sees it: a leader that saw it caught up would keep its match index and never probe below
+/// it (a lost disk under the same node id is outside Raft's model).
+fn restart_without(cluster: &mut Cluster, fresh: usize) -> usize {
     let started = Instant::now();
-    load(&cluster, keys, value_bytes, writers);
-    let load_secs = started.elapsed().as_secs_f64();
+    (0..3).for_each(|id| cluster.kill(id));
+    std::fs::remove_dir_all(cluster.data_dir(fresh)).unwrap();
+    (0..3)
+        .filter(|&id| id != fresh)
+        .for_each(|id| cluster.restart(id));
+    let leader = cluster.wait_for_leader();
+    (0..3)
+        .filter(|&id| id != fresh)
+        .for_each(|id| cluster.wait_caught_up(id, leader));
     println!(
-        "loaded {keys} keys of {value_bytes} B in {load_secs:.1} s ({:.0} writes/s)",
-        keys as f64 / load_secs
+        "two nodes restarted from their snapshots in {:.1} s",
+        started.elapsed().as_secs_f64()
     );
+    leader
+}
+
+/// One catch-up round: snapshot the live nodes, start `fresh` (stopped, its directory
+/// removed) while writers keep the leader busy, and time its phases.
+fn catch_up_round(cluster: &mut Cluster, settings: &Settings, leader: usize, fresh: usize) {
+    let other = 3 - leader - fresh;
     cluster.wait_caught_up(other, leader);
     let started = Instant::now();
     let line = cluster.snapshot(leader);
@@ -118,6 +274,7 @@ fn fresh_follower_catch_up_and_restart_from_a_large_snapshot() {
     let stop = AtomicBool::new(false);
     let done = AtomicU64::new(0);
     let servers = cluster.addresses.clone();
+    let writers = settings.writers;
     std::thread::scope(|scope| {
         scope.spawn(|| background_writes(&servers, writers, &stop, &done));
         std::thread::sleep(Duration::from_secs(1));
@@ -128,33 +285,45 @@ fn fresh_follower_catch_up_and_restart_from_a_large_snapshot() {
         cluster.restart(fresh);
         // Phases seen from outside: the partial file appears (first chunk arriving), goes
         // away (verified and renamed), then the node reports the snapshot applied.
+        // Each phase boundary with the acknowledged-write count at that moment.
         let (mut first_chunk, mut received) = (None, None);
+        let mark = || (started.elapsed(), done.load(Ordering::Relaxed));
         let installed = wait_for_long("the snapshot to be installed", || {
             let partial = cluster.partial_bytes(fresh) > 0;
             if partial && first_chunk.is_none() {
-                first_chunk = Some(started.elapsed());
+                first_chunk = Some(mark());
             }
             if !partial && first_chunk.is_some() && received.is_none() {
-                received = Some(started.elapsed());
+                received = Some(mark());
             }
             let status = cluster.status(fresh)?;
             (status.snapshot_index.0 > 0 && status.applied_index >= status.snapshot_index)
                 .then_some(())
         });
-        let install_secs = started.elapsed().as_secs_f64();
-        if let (Some(first), Some(done)) = (first_chunk, received) {
-            let transfer = (done - first).as_secs_f64();
-            println!(
-                "phases: partial file created after {:.2} s, whole file received {transfer:.2} s \
-                 later ({:.0} MB/s), restored and reported {:.2} s after that",
-                first.as_secs_f64(),
-                mb / transfer,
-                install_secs - done.as_secs_f64()
-            );
-        }
-        let during = (done.load(Ordering::Relaxed) - count_before) as f64 / install_secs;
+        let end = mark();
+        let install_secs = end.0.as_secs_f64();
+        let during = (end.1 - count_before) as f64 / install_secs;
         stop.store(true, Ordering::Relaxed);
         installed.unwrap_or_else(|| panic!("no install; logs:\n{}", cluster.logs()));
+        let restore = logged_restore_secs(cluster, fresh);
+        let percent = |from: (Duration, u64), to: (Duration, u64)| {
+            let rate = (to.1 - from.1) as f64 / (to.0 - from.0).as_secs_f64().max(1e-3);
+            100.0 * rate / before.max(1.0)
+        };
+        if let (Some(first), Some(received)) = (first_chunk, received) {
+            let transfer = (received.0 - first.0).as_secs_f64();
+            println!(
+                "phases: first chunk after {:.2} s, whole file received {transfer:.2} s later \
+                 ({:.0} MB/s), restored in {} s, reported {:.2} s after the file was received; \
+                 leader writes during the transfer {:.0} %, after it {:.0} % of before",
+                first.0.as_secs_f64(),
+                mb / transfer,
+                restore.map_or("?".to_string(), |r| format!("{r:.2}")),
+                install_secs - received.0.as_secs_f64(),
+                percent(first, received),
+                percent(received, end)
+            );
+        }
         println!(
             "fresh follower installed {mb:.1} MB in {install_secs:.2} s ({:.0} MB/s); \
              leader writes/s before {before:.0}, during {during:.0} ({:.0} %)",
@@ -163,10 +332,20 @@ fn fresh_follower_catch_up_and_restart_from_a_large_snapshot() {
         );
     });
     cluster.wait_caught_up(fresh, leader);
+    let rss: Vec<String> = (0..3)
+        .map(|id| format!("node {id}: {} MiB", peak_rss_mib(cluster, id)))
+        .collect();
+    println!("peak RSS (VmHWM) {}", rss.join(", "));
+}
 
-    // Restart: the fresh follower snapshots again (its log shrinks to the retained entries),
-    // takes `tail` more writes, and restarts from the large snapshot plus that short log.
-    cluster.snapshot(fresh);
+/// The restart measurement: `fresh` snapshots again (its log shrinks to the retained
+/// entries), takes `tail` more writes, and restarts from the large snapshot plus that log.
+fn restart_from_large_snapshot(cluster: &mut Cluster, settings: &Settings, fresh: usize) {
+    let leader = cluster.wait_for_leader();
+    cluster.wait_caught_up(fresh, leader);
+    let line = cluster.snapshot(fresh);
+    let mb = snapshot_size(&line) as f64 / 1e6;
+    let (writers, tail) = (settings.writers, settings.tail);
     let tail_started = Instant::now();
     std::thread::scope(|scope| {
         for w in 0..writers {
@@ -203,10 +382,72 @@ fn fresh_follower_catch_up_and_restart_from_a_large_snapshot() {
     reapplied.expect("the log is applied again");
     println!(
         "restart with a {mb:.1} MB snapshot + {} log entries after it: status answered after \
-         {restart_secs:.2} s, applied index back after {:.2} s",
+         {restart_secs:.2} s (restore {} s), applied index back after {:.2} s, peak RSS {} MiB",
         status.last_index.0 - status.snapshot_index.0,
-        started.elapsed().as_secs_f64()
+        logged_restore_secs(cluster, fresh).map_or("?".to_string(), |r| format!("{r:.2}")),
+        started.elapsed().as_secs_f64(),
+        peak_rss_mib(cluster, fresh)
     );
+}
+
+#[test]
+#[ignore = "benchmark: minutes of load; run explicitly in release"]
+fn fresh_follower_catch_up_and_restart_from_a_large_snapshot() {
+    let settings = Settings::from_env();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("bench.conf");
+    settings.write_config(&config, settings.rates[0]);
+    let chunk = settings.chunk.to_string();
+    let config_arg = config.display().to_string();
+    let flags = [
+        "--snapshot-every",
+        "100000000",
+        "--snapshot-log-bytes",
+        "1099511627776",
+        "--snapshot-chunk-bytes",
+        &chunk,
+        "--config",
+        &config_arg,
+    ];
+    let mut cluster = Cluster::start(&flags);
+    let mut leader = cluster.wait_for_leader();
+    let mut fresh = (leader + 1) % 3;
+    cluster.kill(fresh);
+    std::fs::remove_dir_all(cluster.data_dir(fresh)).unwrap();
+
+    let started = Instant::now();
+    load(cluster.addresses[leader], &settings);
+    let load_secs = started.elapsed().as_secs_f64();
+    println!(
+        "loaded {} keys of {} B in {load_secs:.1} s ({:.0} writes/s, {} connections x {} in \
+         flight)",
+        settings.keys,
+        settings.value_bytes,
+        settings.keys as f64 / load_secs,
+        settings.loaders,
+        settings.pipeline
+    );
+    for (round, &rate) in settings.rates.iter().enumerate() {
+        if round > 0 {
+            settings.write_config(&config, rate);
+            fresh = (fresh + 1) % 3;
+            leader = restart_without(&mut cluster, fresh);
+        }
+        let rate_text = match rate {
+            0 => "node default".to_string(),
+            rate => format!("{:.0} MB/s", rate as f64 / 1e6),
+        };
+        println!("--- round {round}: snapshot_bytes_per_sec {rate_text}");
+        catch_up_round(&mut cluster, &settings, leader, fresh);
+    }
+    restart_from_large_snapshot(&mut cluster, &settings, fresh);
+    if let Ok(dir) = std::env::var("SNAP_BENCH_LOGS") {
+        std::fs::create_dir_all(&dir).unwrap();
+        for id in 0..3 {
+            let to = Path::new(&dir).join(format!("node{id}.log"));
+            std::fs::copy(cluster.log_path(id), to).unwrap();
+        }
+    }
 }
 
 /// Like `wait_for`, with the longer patience a large state needs.

@@ -517,15 +517,17 @@ impl Applier {
             checksum: 0,
         };
         let (sessions, state_machine) = (&self.sessions, &*self.state_machine);
+        let started = Instant::now();
         let mut write = |out: &mut dyn std::io::Write| write_snapshot(out, sessions, state_machine);
         let meta = self
             .snapshots
             .save(meta, &mut write)
             .map_err(|e| format!("writing the snapshot at index {}: {e}", self.applied))?;
         log::info!(
-            "snapshot taken at index {} ({} bytes)",
+            "snapshot taken at index {} ({} bytes in {:.3} s)",
             meta.index,
-            meta.size_bytes
+            meta.size_bytes,
+            started.elapsed().as_secs_f64()
         );
         self.applied_since_snapshot = 0;
         self.bytes_since_snapshot = 0;
@@ -553,6 +555,7 @@ impl Applier {
         meta: &SnapshotMeta,
         reader: &mut dyn std::io::Read,
     ) -> Result<(), String> {
+        let started = Instant::now();
         read_snapshot(reader, &mut self.sessions, &mut *self.state_machine)
             .map_err(|e| format!("restoring the snapshot at index {}: {e}", meta.index))?;
         self.applied = meta.index;
@@ -569,7 +572,12 @@ impl Applier {
             let body = unknown_outcome("the entry was covered by an installed snapshot");
             self.replier.send(waiter.reply, body);
         }
-        log::info!("state restored from the snapshot at index {}", meta.index);
+        log::info!(
+            "state restored from the snapshot at index {} ({} bytes in {:.3} s)",
+            meta.index,
+            meta.size_bytes,
+            started.elapsed().as_secs_f64()
+        );
         Ok(())
     }
 

@@ -8,17 +8,23 @@
 //!
 //! All integers little-endian. Used only by the apply thread, which owns both the session
 //! table and the state machine. The surrounding file (metadata, checksum, atomic rename)
-//! belongs to the storage crate's snapshot store.
+//! belongs to the storage crate's snapshot store. Both directions go through a small buffer
+//! (the session records are many small fields) that large reads and writes of the state
+//! machine's own snapshot pass straight through.
 
 use super::sessions::{SessionRecord, SessionTable};
 use crate::StateMachine;
 use rcraft_wire::LogIndex;
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 
 const MAGIC: &[u8; 8] = b"RCSNAP01";
 
 /// Largest saved response accepted when restoring; a larger length means corruption.
 const RESPONSE_BYTES_MAX: u32 = 64 << 20;
+
+/// Bytes of the buffer between the snapshot file and the session records; reads and writes
+/// at least this large (the state machine's blocks) bypass it.
+const SESSION_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Writes the session table and then the state machine's snapshot to `out`.
 pub(crate) fn write_snapshot(
@@ -26,6 +32,13 @@ pub(crate) fn write_snapshot(
     sessions: &SessionTable,
     state_machine: &dyn StateMachine,
 ) -> io::Result<()> {
+    let mut out = BufWriter::with_capacity(SESSION_BUFFER_BYTES, out);
+    write_sessions(&mut out, sessions)?;
+    state_machine.snapshot(&mut out)?;
+    out.flush()
+}
+
+fn write_sessions(out: &mut dyn Write, sessions: &SessionTable) -> io::Result<()> {
     out.write_all(MAGIC)?;
     let records = sessions.records_sorted();
     out.write_all(&(records.len() as u64).to_le_bytes())?;
@@ -38,7 +51,7 @@ pub(crate) fn write_snapshot(
         out.write_all(&len.to_le_bytes())?;
         out.write_all(&record.response)?;
     }
-    state_machine.snapshot(out)
+    Ok(())
 }
 
 /// Replaces `sessions` and the state machine's state with the snapshot read from `input`.
@@ -47,6 +60,12 @@ pub(crate) fn read_snapshot(
     sessions: &mut SessionTable,
     state_machine: &mut dyn StateMachine,
 ) -> io::Result<()> {
+    let mut input = BufReader::with_capacity(SESSION_BUFFER_BYTES, input);
+    read_sessions(&mut input, sessions)?;
+    state_machine.restore(&mut input)
+}
+
+fn read_sessions(input: &mut dyn Read, sessions: &mut SessionTable) -> io::Result<()> {
     let mut magic = [0u8; 8];
     input.read_exact(&mut magic)?;
     if &magic != MAGIC {
@@ -71,7 +90,7 @@ pub(crate) fn read_snapshot(
         };
         sessions.insert(client_id, record);
     }
-    state_machine.restore(input)
+    Ok(())
 }
 
 fn read_u64(input: &mut dyn Read) -> io::Result<u64> {
@@ -144,5 +163,52 @@ mod tests {
         let mut journal = Journal::default();
         assert!(read_snapshot(&mut &b"NOTASNAP\0"[..], &mut sessions, &mut journal).is_err());
         assert!(read_snapshot(&mut &b"RCSNAP01\x01"[..], &mut sessions, &mut journal).is_err());
+    }
+
+    /// Hands out at most `step` bytes per `read`.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.1).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn many_sessions_and_a_large_state_round_trip_through_the_buffers() {
+        let mut sessions = SessionTable::default();
+        for client_id in 1..=2000u64 {
+            let session = Session {
+                client_id,
+                sequence: client_id * 3,
+            };
+            let response = vec![client_id as u8; (client_id % 50) as usize];
+            sessions.record(session, LogIndex(client_id), response);
+        }
+        // Larger than the session buffer, so the state machine's reads bypass it.
+        let state: Vec<u8> = (0..3 * SESSION_BUFFER_BYTES + 17)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut bytes = Vec::new();
+        write_snapshot(&mut bytes, &sessions, &Journal(state.clone())).unwrap();
+        for step in [1, 13, SESSION_BUFFER_BYTES + 1, usize::MAX] {
+            let mut restored_sessions = SessionTable::default();
+            let mut restored = Journal::default();
+            let mut input = Trickle(&bytes, step);
+            read_snapshot(&mut input, &mut restored_sessions, &mut restored).unwrap();
+            assert_eq!(restored.0, state, "step {step}");
+            let session = Session {
+                client_id: 1999,
+                sequence: 1999 * 3,
+            };
+            let response = vec![(1999 % 256) as u8; 1999 % 50];
+            assert_eq!(
+                restored_sessions.check(session),
+                super::super::sessions::SessionCheck::Duplicate(response)
+            );
+        }
     }
 }

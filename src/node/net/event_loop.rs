@@ -115,6 +115,7 @@ impl EventLoop {
             "node {node}: network thread listening on {:?}",
             self.listener.local_addr()
         );
+        self.dial_all_peers();
         while !self.stop.load(Ordering::SeqCst) {
             if let Err(e) = self.wait(&mut events) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -256,6 +257,41 @@ impl EventLoop {
         }
         if let (None, Some(ConnectionRole::Peer(peer))) = (role_before, role_after) {
             self.close_older_links_from(peer, token);
+            self.dial_now_if_down(peer);
+        }
+    }
+
+    /// A peer that dials us is up: if our own link to it is down, dial it now rather than
+    /// when its back-off delay ends (up to `reconnect_backoff_max` after a long absence),
+    /// so a restarted node hears from us, e.g. the leader, at once.
+    fn dial_now_if_down(&mut self, peer: NodeId) {
+        let now = Instant::now();
+        let Some(link) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        link.peer_is_up(&self.config, now);
+        if link.may_dial(now) {
+            log::debug!(
+                "node {}: peer {peer} dialled us; dialling it back now",
+                self.config.node_id
+            );
+            self.dial_peer(peer);
+        }
+    }
+
+    /// Dials every peer once when the thread starts, so they learn at once that this node is
+    /// up (and answer by dialling back, see `dial_now_if_down`) instead of when it first has
+    /// something to send.
+    fn dial_all_peers(&mut self) {
+        let now = Instant::now();
+        let ids: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, link)| link.may_dial(now))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            self.dial_peer(id);
         }
     }
 
@@ -509,5 +545,71 @@ impl EventLoop {
         for (id, why) in late {
             self.fail_peer(id, Close::Protocol(why));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{NetConfig, NetEvent, Network};
+    use rcraft_wire::{LogIndex, Message, MessageBody, NodeId, Term};
+    use std::collections::BTreeMap;
+    use std::net::{SocketAddr, TcpListener};
+    use std::time::{Duration, Instant};
+
+    fn config(id: u64, listen: SocketAddr, peer: (u64, SocketAddr)) -> NetConfig {
+        let peers = BTreeMap::from([(NodeId(peer.0), peer.1)]);
+        let mut config = NetConfig::new(NodeId(id), 7, listen, peers);
+        // Far longer than the test waits: only the reset can make the link dial again.
+        config.reconnect_backoff_min = Duration::from_secs(60);
+        config.reconnect_backoff_max = Duration::from_secs(60);
+        config
+    }
+
+    fn heartbeat(n: u64) -> Message {
+        Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(1),
+            body: MessageBody::Heartbeat {
+                leader_commit: LogIndex(n),
+                read_context: n,
+            },
+        }
+    }
+
+    #[test]
+    fn a_peer_that_comes_back_is_dialled_at_once_despite_the_back_off() {
+        let listener_a = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr_a = listener_a.local_addr().unwrap();
+        let addr_b = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap(); // Closed again: B is down when A starts.
+        let (a_tx, _a_events) = crossbeam_channel::bounded(64);
+        let a = Network::spawn_on(listener_a, config(1, addr_a, (2, addr_b)), a_tx).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // A's dial at start is refused; its next dial is a minute away.
+        while a.stats().peer_dropped_link_down == 0 {
+            assert!(Instant::now() < deadline, "the link never went down");
+            a.sender().send_peer(heartbeat(0));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+
+        let listener_b = TcpListener::bind(addr_b).expect("rebind B's port");
+        let (b_tx, b_events) = crossbeam_channel::bounded(64);
+        let b = Network::spawn_on(listener_b, config(2, addr_b, (1, addr_a)), b_tx).unwrap();
+        // B dials A when it starts; A then dials B back without waiting out its back-off.
+        let mut n = 1;
+        let received = loop {
+            assert!(Instant::now() < deadline, "A never dialled B again");
+            a.sender().send_peer(heartbeat(n));
+            n += 1;
+            if let Ok(event) = b_events.recv_timeout(Duration::from_millis(20)) {
+                break event;
+            }
+        };
+        assert!(matches!(received, NetEvent::Peer(m) if m.from == NodeId(1)));
+        a.shutdown();
+        b.shutdown();
     }
 }

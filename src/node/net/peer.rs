@@ -2,7 +2,8 @@
 //! frames, and the re-dial back-off.
 //!
 //! Owned by the network thread. The link dials when a message is queued and no connection
-//! exists (and the back-off delay has passed), sends our handshake followed by queued frames
+//! exists (and the back-off delay has passed), when the network thread starts, and when the
+//! peer dials us (the back-off is then reset), sends our handshake followed by queued frames
 //! without waiting for the answer, and checks the peer's answering handshake (right cluster,
 //! right node). Invariants: `conn` is `None` exactly while the link is down; frames are only
 //! queued while a connection exists or is being made (a down link drops them: Raft
@@ -50,6 +51,13 @@ impl PeerLink {
             backoff: config.reconnect_backoff_min,
             retry_at: now,
         }
+    }
+
+    /// The peer showed it is up (it dialled us): forget the back-off, so a down link dials at
+    /// once instead of waiting out a delay grown while the peer was away.
+    pub(super) fn peer_is_up(&mut self, config: &NetConfig, now: Instant) {
+        self.backoff = config.reconnect_backoff_min;
+        self.retry_at = now;
     }
 
     /// True when the link is down and its back-off delay has passed.
