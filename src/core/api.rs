@@ -57,7 +57,7 @@ pub struct CoreConfig {
     pub snapshot_chunks_in_flight: u64,
     /// Snapshot bytes the leader may request per tick, shared by all its transfers so they
     /// cannot crowd out log replication; unspent budget carries over up to one tick's worth
-    /// (or one chunk, if larger). 0 means unlimited.
+    /// plus one chunk. 0 means unlimited.
     pub snapshot_bytes_per_tick: u64,
     /// Seed for the election-timeout generator; give each node a different one.
     pub seed: u64,

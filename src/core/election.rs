@@ -214,7 +214,7 @@ impl Replica {
             transfer: None,
             lease_revoked: false,
             reads: ReadQueue::default(),
-            snapshot_budget: self.snapshot_budget_cap(),
+            snapshot_budget: self.config.snapshot_bytes_per_tick,
         });
         let noop = Entry {
             term: self.term,

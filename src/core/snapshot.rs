@@ -58,12 +58,15 @@ impl Replica {
         self.fill_snapshot_windows();
     }
 
-    /// Most snapshot bytes the leader's budget holds (a tick's worth, or one chunk if larger,
-    /// so a budget below the chunk size still lets a chunk through now and then).
+    /// Most snapshot bytes the leader's budget holds: a tick's worth plus one chunk. The
+    /// leftover of a tick that is smaller than a chunk carries over, so the configured rate is
+    /// what moves (capping at one tick's worth lost that leftover every tick and delivered
+    /// about half the rate when a tick's worth was under two chunks); and a budget below the
+    /// chunk size still lets a chunk through now and then.
     pub(super) fn snapshot_budget_cap(&self) -> u64 {
         self.config
             .snapshot_bytes_per_tick
-            .max(self.config.snapshot_chunk_bytes)
+            .saturating_add(self.config.snapshot_chunk_bytes)
     }
 
     /// Leader tick: the shared snapshot budget grows by a tick's worth, and transfers that
@@ -614,19 +617,20 @@ mod tests {
                 },
             )
         };
-        // The budget starts full (25 bytes): a window of two chunks for node 2...
+        // The budget starts at a tick's worth (25 bytes): a window of two chunks for node 2...
         assert_eq!(
             read_offsets(&step(&mut leader, behind(2))),
             [(2, 0), (2, 10)]
         );
         // ...leaves 5 bytes, less than a chunk, for node 3.
         assert!(read_offsets(&step(&mut leader, behind(3))).is_empty());
-        // A tick refills the budget (capped at 25): node 2's window is full, node 3 starts.
+        // A tick adds 25 (the 5 left over carry: 30, under the cap of 25 + 10): node 2's window
+        // is full, node 3 takes two chunks, 10 bytes are left.
         assert_eq!(
             read_offsets(&step(&mut leader, Input::Tick)),
             [(3, 0), (3, 10)]
         );
-        // An answer slides node 2's window by one chunk, within what is left (5 bytes).
+        // An answer slides node 2's window by one chunk, within what is left (10 bytes).
         let ack = |next_offset, rejected| {
             from_peer(
                 2,
@@ -638,13 +642,69 @@ mod tests {
                 },
             )
         };
-        assert!(read_offsets(&step(&mut leader, ack(10, false))).is_empty());
-        assert_eq!(read_offsets(&step(&mut leader, Input::Tick)), [(2, 20)]);
+        assert_eq!(read_offsets(&step(&mut leader, ack(10, false))), [(2, 20)]);
+        // Every window is full: a tick only refills the budget.
+        assert!(read_offsets(&step(&mut leader, Input::Tick)).is_empty());
         // A refusal at 10 rewinds node 2's window there.
         step(&mut leader, Input::Tick);
         assert_eq!(
             read_offsets(&step(&mut leader, ack(10, true))),
             [(2, 10), (2, 20)]
         );
+    }
+
+    #[test]
+    fn the_byte_budget_moves_the_configured_rate() {
+        let voters = Membership::with_voters([NodeId(1), NodeId(2)]);
+        let meta = SnapshotMeta {
+            index: LogIndex(9),
+            term: Term(1),
+            membership: voters.clone(),
+            size_bytes: 1_000_000,
+            checksum: 0,
+        };
+        let recovered = RecoveredState {
+            snapshot: Some(meta),
+            hard_state: super::super::api::HardState {
+                term: Term(1),
+                ..Default::default()
+            },
+            initial_membership: voters,
+            ..RecoveredState::default()
+        };
+        // 15 bytes per tick with 10-byte chunks: a tick's worth is under two chunks, the case
+        // in which dropping the leftover delivered one chunk (10 bytes) per tick.
+        let mut config = CoreConfig::new(NodeId(1), 5);
+        config.pre_vote = false;
+        config.snapshot_chunk_bytes = 10;
+        config.snapshot_chunks_in_flight = 1_000;
+        config.snapshot_bytes_per_tick = 15;
+        // The follower never answers here; the leader must not step down for it.
+        config.check_quorum = false;
+        let mut leader = Replica::new(config, recovered).unwrap();
+        step(&mut leader, Input::Campaign);
+        let vote = MessageBody::VoteResponse {
+            pre_vote: false,
+            granted: true,
+        };
+        step(&mut leader, from_peer(2, vote));
+        let behind = from_peer(
+            2,
+            MessageBody::AppendResponse {
+                success: false,
+                match_index: LogIndex(9),
+                conflict: Some(rcraft_wire::ConflictHint {
+                    term: None,
+                    first_index: LogIndex(1),
+                }),
+            },
+        );
+        let mut requested = read_offsets(&step(&mut leader, behind)).len();
+        let ticks = 100;
+        for _ in 0..ticks {
+            requested += read_offsets(&step(&mut leader, Input::Tick)).len();
+        }
+        // 100 ticks of 15 bytes plus the first tick's worth: 1515 bytes, 151 whole chunks.
+        assert_eq!(requested, (ticks + 1) * 15 / 10);
     }
 }
