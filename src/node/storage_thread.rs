@@ -403,12 +403,14 @@ impl StorageThread {
     /// against its chunk table), or a new one.
     fn partial_for(&mut self, meta: &SnapshotMeta) -> Result<PartialSnapshot, String> {
         let wanted = file_meta(meta);
-        if let Some(partial) = self.partial.take().filter(|p| *p.meta() == wanted) {
+        let same_bytes =
+            |p: &PartialSnapshot| *p.meta() == wanted && p.data_crc32c() == meta.checksum;
+        if let Some(partial) = self.partial.take().filter(same_bytes) {
             return Ok(partial);
         }
         let partial = self
             .snapshots
-            .resume_or_start(wanted)
+            .resume_or_start(wanted, meta.checksum)
             .map_err(|e| format!("starting to receive snapshot {}: {e}", meta.index))?;
         // After a restart of either side this says where the transfer continues.
         log::info!(

@@ -344,10 +344,17 @@ impl SnapshotStore {
         read_exact(self.fs.as_ref(), &info.path, at, len as usize, "data")
     }
 
-    /// Opens the incoming snapshot for `meta`: resumes the partial file if it is for the same
-    /// snapshot (see [`PartialSnapshot::next_offset`]), otherwise starts a new one.
-    pub fn resume_or_start(&self, meta: SnapshotFileMeta) -> Result<PartialSnapshot> {
-        PartialSnapshot::resume_or_start(self.clone(), meta)
+    /// Opens the incoming snapshot for `meta` whose data the sender announced with checksum
+    /// `data_crc32c`: resumes the partial file if it is for the same snapshot and the same
+    /// bytes (see [`PartialSnapshot::next_offset`]), otherwise starts a new one. Two nodes may
+    /// hold the same snapshot point as different bytes (a state machine need not serialize
+    /// deterministically), so index and term alone do not identify what was received.
+    pub fn resume_or_start(
+        &self,
+        meta: SnapshotFileMeta,
+        data_crc32c: u32,
+    ) -> Result<PartialSnapshot> {
+        PartialSnapshot::resume_or_start(self.clone(), meta, data_crc32c)
     }
 
     /// Syncs, verifies, renames into place and syncs the directory; then removes older
@@ -510,6 +517,9 @@ pub struct PartialSnapshot {
     /// Records in the chunk table; the next goes after them. Invariant: the records cover
     /// data `0..next_offset` back to back.
     records: u64,
+    /// The data checksum the sender announced (kept in the chunk table's header), which ties
+    /// the partial data to one version of the snapshot's bytes.
+    data_crc32c: u32,
 }
 
 /// What the end of a transfer came to.
@@ -531,11 +541,15 @@ enum TableCheck {
     Verified { records: u64, bytes: u64 },
 }
 
-fn encode_table_header(snapshot_header_crc: u32) -> [u8; SNAPSHOT_CHUNKS_HEADER_BYTES] {
+fn encode_table_header(
+    snapshot_header_crc: u32,
+    data_crc32c: u32,
+) -> [u8; SNAPSHOT_CHUNKS_HEADER_BYTES] {
     let mut header = [0u8; SNAPSHOT_CHUNKS_HEADER_BYTES];
     header[0..8].copy_from_slice(&SNAPSHOT_CHUNKS_MAGIC);
     header[8..12].copy_from_slice(&SNAPSHOT_CHUNKS_VERSION.to_le_bytes());
     header[12..16].copy_from_slice(&snapshot_header_crc.to_le_bytes());
+    header[16..20].copy_from_slice(&data_crc32c.to_le_bytes());
     let crc = crc32c::crc32c(&header[0..20]);
     header[20..24].copy_from_slice(&crc.to_le_bytes());
     header
@@ -581,7 +595,11 @@ fn range_crc(file: &dyn ReadFile, path: &Path, at: u64, len: u64, buf: &mut [u8]
 }
 
 impl PartialSnapshot {
-    fn resume_or_start(store: SnapshotStore, meta: SnapshotFileMeta) -> Result<PartialSnapshot> {
+    fn resume_or_start(
+        store: SnapshotStore,
+        meta: SnapshotFileMeta,
+        data_crc32c: u32,
+    ) -> Result<PartialSnapshot> {
         let fs = store.fs.clone();
         let path = store.dir.join(PARTIAL_FILE_NAME);
         let table_path = store.dir.join(PARTIAL_CHUNKS_FILE_NAME);
@@ -603,6 +621,7 @@ impl PartialSnapshot {
             table_path,
             table,
             records: 0,
+            data_crc32c,
         };
         if same {
             match partial.check_against_table()? {
@@ -624,7 +643,7 @@ impl PartialSnapshot {
 
     /// Empties both files and writes their headers, durably.
     fn start_over(&mut self) -> Result<()> {
-        let table_header = encode_table_header(le_u32(&self.header, 32));
+        let table_header = encode_table_header(le_u32(&self.header, 32), self.data_crc32c);
         self.file
             .set_len(0)
             .and_then(|()| self.file.write_at(0, &self.header))
@@ -679,6 +698,12 @@ impl PartialSnapshot {
         }
         if le_u32(&head, 12) != le_u32(&self.header, 32) {
             return Ok(Some("the chunk table belongs to another snapshot"));
+        }
+        if le_u32(&head, 16) != self.data_crc32c {
+            return Ok(Some(
+                "the chunk table is for other bytes of this snapshot (the sender's data \
+                 checksum differs)",
+            ));
         }
         Ok(None)
     }
@@ -764,6 +789,11 @@ impl PartialSnapshot {
     /// The snapshot being received.
     pub fn meta(&self) -> &SnapshotFileMeta {
         &self.meta
+    }
+
+    /// The data checksum the sender announced for it.
+    pub fn data_crc32c(&self) -> u32 {
+        self.data_crc32c
     }
 
     /// Writes a chunk at data `offset`, whose CRC-32C the sender gave as `chunk_crc`, syncs it

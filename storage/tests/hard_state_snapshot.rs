@@ -109,6 +109,10 @@ fn hard_state_with_both_slots_damaged_is_corruption() {
     );
 }
 
+/// The data checksum a sender announces in the resumable-transfer tests (any fixed value: the
+/// partial file is tied to it, and `finish` is given the real one).
+const DATA_CRC: u32 = 0x5eed_c0de;
+
 fn meta(index: u64) -> SnapshotFileMeta {
     SnapshotFileMeta {
         index,
@@ -251,7 +255,7 @@ fn partial_snapshot_resumes_after_restart_and_verifies() {
     let source = data(100_000, 4);
     let crc = crc32c::crc32c(&source);
     let store = SnapshotStore::open(real(), dir.path()).unwrap();
-    let mut partial = store.resume_or_start(meta(30)).unwrap();
+    let mut partial = store.resume_or_start(meta(30), DATA_CRC).unwrap();
     assert_eq!(partial.next_offset(), 0);
     assert_eq!(put(&mut partial, &source, 0, 30_000), 30_000);
     assert_eq!(put(&mut partial, &source, 10_000, 20_000), 30_000);
@@ -264,7 +268,7 @@ fn partial_snapshot_resumes_after_restart_and_verifies() {
 
     // Restart: same snapshot resumes where it stopped; overlapping chunks are fine.
     let store = SnapshotStore::open(real(), dir.path()).unwrap();
-    let mut partial = store.resume_or_start(meta(30)).unwrap();
+    let mut partial = store.resume_or_start(meta(30), DATA_CRC).unwrap();
     assert_eq!(partial.next_offset(), 30_000);
     put(&mut partial, &source, 25_000, 70_000);
     put(&mut partial, &source, 70_000, 100_000);
@@ -285,13 +289,40 @@ fn partial_snapshot_resumes_after_restart_and_verifies() {
 }
 
 #[test]
+fn a_partial_file_is_not_resumed_for_other_bytes_of_the_same_snapshot() {
+    // Two nodes may serialize the same snapshot point differently: a sender announcing another
+    // data checksum must not continue bytes received from the first.
+    let dir = tempfile::tempdir().unwrap();
+    let first = data(50_000, 4);
+    let second = data(20_000, 9);
+    let store = SnapshotStore::open(real(), dir.path()).unwrap();
+    let mut partial = store.resume_or_start(meta(30), DATA_CRC).unwrap();
+    assert_eq!(put(&mut partial, &first, 0, 30_000), 30_000);
+    drop(partial);
+
+    let store = SnapshotStore::open(real(), dir.path()).unwrap();
+    let other_crc = crc32c::crc32c(&second);
+    let mut partial = store.resume_or_start(meta(30), other_crc).unwrap();
+    assert_eq!(partial.next_offset(), 0, "resumed bytes of another version");
+    assert_eq!(put(&mut partial, &second, 0, 20_000), 20_000);
+    let info = installed(partial.finish(second.len() as u64, other_crc).unwrap());
+    let mut read_back = Vec::new();
+    store
+        .open_reader(&info)
+        .unwrap()
+        .read_to_end(&mut read_back)
+        .unwrap();
+    assert_eq!(read_back, second);
+}
+
+#[test]
 fn partial_snapshot_for_another_snapshot_restarts_and_bad_data_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = SnapshotStore::open(real(), dir.path()).unwrap();
-    let mut partial = store.resume_or_start(meta(30)).unwrap();
+    let mut partial = store.resume_or_start(meta(30), DATA_CRC).unwrap();
     put(&mut partial, b"old transfer", 0, 12);
     drop(partial);
-    let mut partial = store.resume_or_start(meta(40)).unwrap();
+    let mut partial = store.resume_or_start(meta(40), DATA_CRC).unwrap();
     assert_eq!(partial.next_offset(), 0, "a different snapshot starts over");
     put(&mut partial, b"some bytes", 0, 10);
     // Every chunk is as the sender sent it, yet the whole differs: start over.
@@ -300,7 +331,7 @@ fn partial_snapshot_for_another_snapshot_restarts_and_bad_data_is_refused() {
     assert_eq!(partial.next_offset(), 0);
     assert_eq!(store.latest().unwrap(), None);
     drop(partial);
-    let partial = store.resume_or_start(meta(40)).unwrap();
+    let partial = store.resume_or_start(meta(40), DATA_CRC).unwrap();
     assert_eq!(partial.next_offset(), 0, "a refused transfer starts over");
 }
 
@@ -309,7 +340,7 @@ fn a_chunk_that_fails_its_checksum_is_refused_and_not_written() {
     let fs = SimFs::new();
     let store = SnapshotStore::open(Arc::new(fs.clone()), Path::new("/snap")).unwrap();
     let source = data(3000, 9);
-    let mut partial = store.resume_or_start(meta(30)).unwrap();
+    let mut partial = store.resume_or_start(meta(30), DATA_CRC).unwrap();
     put(&mut partial, &source, 0, 1000);
     let mut damaged = source[1000..2000].to_vec();
     damaged[10] ^= 1;
@@ -328,7 +359,7 @@ fn a_chunk_that_fails_its_checksum_is_refused_and_not_written() {
 /// A partial file of `source` in three 1000-byte chunks at /snap, and its header length.
 fn three_chunks(fs: &SimFs, source: &[u8]) -> (SnapshotStore, u64) {
     let store = SnapshotStore::open(Arc::new(fs.clone()), Path::new("/snap")).unwrap();
-    let mut partial = store.resume_or_start(meta(30)).unwrap();
+    let mut partial = store.resume_or_start(meta(30), DATA_CRC).unwrap();
     for i in 0..3 {
         put(&mut partial, source, i * 1000, (i + 1) * 1000);
     }
@@ -351,7 +382,7 @@ fn a_damaged_middle_chunk_is_cut_off_on_resume_and_at_the_end() {
     fs.crash(CrashMode::LoseUnsynced);
     fs.flip_bit(partial_path, (header + 1500) as usize, 3)
         .unwrap();
-    let mut partial = store.resume_or_start(meta(30)).unwrap();
+    let mut partial = store.resume_or_start(meta(30), DATA_CRC).unwrap();
     assert_eq!(
         partial.next_offset(),
         1000,
@@ -368,7 +399,7 @@ fn a_damaged_middle_chunk_is_cut_off_on_resume_and_at_the_end() {
     // At the end of a transfer: the whole-file checksum fails, the chunks are re-checked.
     let fs = SimFs::new();
     let (store, header) = three_chunks(&fs, &source);
-    let mut partial = store.resume_or_start(meta(30)).unwrap();
+    let mut partial = store.resume_or_start(meta(30), DATA_CRC).unwrap();
     fs.flip_bit(partial_path, (header + 2999) as usize, 0)
         .unwrap();
     put(&mut partial, &source, 3000, 4000);
@@ -390,7 +421,7 @@ fn a_damaged_chunk_table_starts_the_transfer_over() {
         let (store, _) = three_chunks(&fs, &source);
         let table = Path::new("/snap/partial.snap.chunks");
         fs.flip_bit(table, byte, 1).unwrap();
-        let partial = store.resume_or_start(meta(30)).unwrap();
+        let partial = store.resume_or_start(meta(30), DATA_CRC).unwrap();
         assert_eq!(partial.next_offset(), 0, "{what}");
     }
     // A damaged record: the data is trusted up to the records before it.
@@ -398,6 +429,6 @@ fn a_damaged_chunk_table_starts_the_transfer_over() {
     let (store, _) = three_chunks(&fs, &source);
     fs.flip_bit(Path::new("/snap/partial.snap.chunks"), 24 + 24 + 5, 1)
         .unwrap();
-    let partial = store.resume_or_start(meta(30)).unwrap();
+    let partial = store.resume_or_start(meta(30), DATA_CRC).unwrap();
     assert_eq!(partial.next_offset(), 1000);
 }
