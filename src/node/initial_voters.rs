@@ -58,9 +58,13 @@ pub(crate) fn load_or_store(config: &Config) -> Result<Membership> {
             stored
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            store(dir, &configured)
-                .map_err(|e| Error::io(format!("storing {}", path.display()), e))?;
-            configured
+            let voters = if holds_state(dir) {
+                predating_voters(config, &configured)
+            } else {
+                configured
+            };
+            store(dir, &voters).map_err(|e| Error::io(format!("storing {}", path.display()), e))?;
+            voters
         }
         Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
     };
@@ -72,6 +76,31 @@ pub(crate) fn load_or_store(config: &Config) -> Result<Membership> {
         )));
     }
     Ok(Membership::with_voters(voters))
+}
+
+/// Files a node writes at its first start: a data dir holding one of them was created before
+/// the initial voters were stored.
+const STATE_NAMES: [&str; 3] = ["hard_state", "wal", "snapshots"];
+
+fn holds_state(dir: &Path) -> bool {
+    STATE_NAMES.iter().any(|name| dir.join(name).exists())
+}
+
+/// The initial voters of a data dir created before they were stored: then every listed server
+/// was one, whatever `initial_voters` now says (taking the flag would give this node another
+/// initial configuration than its peers: two majorities, two leaders).
+fn predating_voters(config: &Config, configured: &[NodeId]) -> Vec<NodeId> {
+    let every: Vec<NodeId> = (0..config.servers.len() as u64).map(NodeId).collect();
+    if config.initial_voters.is_some() && configured != every.as_slice() {
+        log::warn!(
+            "{} holds state from before initial voters were stored, when every listed server \
+             was one: keeping {} and ignoring the configured {}",
+            config.data_dir.display(),
+            render(&every),
+            render(configured)
+        );
+    }
+    every
 }
 
 /// `0,1,2` (a trailing newline allowed); `None` when empty or not a list of ids.
@@ -129,6 +158,18 @@ mod tests {
         assert_eq!(fs::read_to_string(data.join(FILE_NAME)).unwrap(), "0,1,2\n");
         let later = load_or_store(&config(&data, 4, None)).unwrap();
         assert_eq!(voters_of(&later), [0, 1, 2], "the stored list wins");
+    }
+
+    #[test]
+    fn a_data_dir_from_before_the_file_keeps_every_server_as_a_voter() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        fs::create_dir_all(data.join("wal")).unwrap();
+        // The flag would make node 0 count a quorum of {0} while its peers count {0,1,2}.
+        let membership = load_or_store(&config(&data, 3, Some(vec![0]))).unwrap();
+        assert_eq!(voters_of(&membership), [0, 1, 2]);
+        let stored = fs::read_to_string(data.join(FILE_NAME)).unwrap();
+        assert_eq!(stored.trim(), "0,1,2");
     }
 
     #[test]
