@@ -38,8 +38,9 @@
 //! and checksums each block once; restoring reads through a bounded buffer, checksums as it
 //! goes, checks every length and the key order as entries arrive, and builds the new map in
 //! bulk from the sorted entries. Memory is the new map, the list of its entries while it is
-//! built (the keys and values themselves are moved, not copied: 48 bytes per entry) and that
-//! buffer, never the whole snapshot. A large replaced map is freed on a short-lived thread
+//! built (the keys and values themselves are moved, not copied: 48 bytes per entry, up to
+//! 72 with the scratch space of the sort `BTreeMap::from_iter` runs over it) and that buffer,
+//! never the whole snapshot. A large replaced map is freed on a short-lived thread
 //! of its own.
 
 use crate::state_machine::StateMachine;

@@ -219,16 +219,7 @@ fn data_crc(fs: &dyn Fs, path: &Path, offset: u64, len: u64) -> Result<u32> {
         .open_read(path)
         .map_err(|e| Error::io("open snapshot", path, e))?;
     let mut buf = vec![0u8; SNAPSHOT_BUFFER_BYTES];
-    let mut crc = 0;
-    let mut done = 0;
-    while done < len {
-        let n = (len - done).min(buf.len() as u64) as usize;
-        fs::read_exact_from(file.as_ref(), offset + done, &mut buf[..n])
-            .map_err(|e| Error::io("read snapshot data", path, e))?;
-        crc = crc32c::crc32c_append(crc, &buf[..n]);
-        done += n as u64;
-    }
-    Ok(crc)
+    range_crc(file.as_ref(), path, offset, len, &mut buf)
 }
 
 /// The directory of snapshot files. See the module docs.
@@ -587,7 +578,7 @@ fn range_crc(file: &dyn ReadFile, path: &Path, at: u64, len: u64, buf: &mut [u8]
     while done < len {
         let n = (len - done).min(buf.len() as u64) as usize;
         fs::read_exact_from(file, at + done, &mut buf[..n])
-            .map_err(|e| Error::io("read partial snapshot", path, e))?;
+            .map_err(|e| Error::io("read snapshot data", path, e))?;
         crc = crc32c::crc32c_append(crc, &buf[..n]);
         done += n as u64;
     }
