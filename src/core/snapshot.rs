@@ -573,14 +573,20 @@ mod tests {
         })
     }
 
-    #[test]
-    fn leader_windows_and_byte_budget_bound_chunk_requests() {
-        let voters = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
+    /// A leader (node 1, elected with node 2's vote) of `voters` holding only a snapshot of
+    /// `size_bytes` at index 9, configured by `configure`; and a follower answer saying it is
+    /// behind that snapshot.
+    fn leader_with_snapshot(
+        voters: &[u64],
+        size_bytes: u64,
+        configure: impl FnOnce(&mut CoreConfig),
+    ) -> (Replica, impl Fn(u64) -> Input) {
+        let voters = Membership::with_voters(voters.iter().copied().map(NodeId));
         let meta = SnapshotMeta {
             index: LogIndex(9),
             term: Term(1),
             membership: voters.clone(),
-            size_bytes: 100,
+            size_bytes,
             checksum: 0,
         };
         let recovered = RecoveredState {
@@ -594,9 +600,7 @@ mod tests {
         };
         let mut config = CoreConfig::new(NodeId(1), 5);
         config.pre_vote = false;
-        config.snapshot_chunk_bytes = 10;
-        config.snapshot_chunks_in_flight = 2;
-        config.snapshot_bytes_per_tick = 25;
+        configure(&mut config);
         let mut leader = Replica::new(config, recovered).unwrap();
         step(&mut leader, Input::Campaign);
         let vote = MessageBody::VoteResponse {
@@ -617,6 +621,16 @@ mod tests {
                 },
             )
         };
+        (leader, behind)
+    }
+
+    #[test]
+    fn leader_windows_and_byte_budget_bound_chunk_requests() {
+        let (mut leader, behind) = leader_with_snapshot(&[1, 2, 3], 100, |config| {
+            config.snapshot_chunk_bytes = 10;
+            config.snapshot_chunks_in_flight = 2;
+            config.snapshot_bytes_per_tick = 25;
+        });
         // The budget starts at a tick's worth (25 bytes): a window of two chunks for node 2...
         assert_eq!(
             read_offsets(&step(&mut leader, behind(2))),
@@ -655,51 +669,16 @@ mod tests {
 
     #[test]
     fn the_byte_budget_moves_the_configured_rate() {
-        let voters = Membership::with_voters([NodeId(1), NodeId(2)]);
-        let meta = SnapshotMeta {
-            index: LogIndex(9),
-            term: Term(1),
-            membership: voters.clone(),
-            size_bytes: 1_000_000,
-            checksum: 0,
-        };
-        let recovered = RecoveredState {
-            snapshot: Some(meta),
-            hard_state: super::super::api::HardState {
-                term: Term(1),
-                ..Default::default()
-            },
-            initial_membership: voters,
-            ..RecoveredState::default()
-        };
         // 15 bytes per tick with 10-byte chunks: a tick's worth is under two chunks, the case
         // in which dropping the leftover delivered one chunk (10 bytes) per tick.
-        let mut config = CoreConfig::new(NodeId(1), 5);
-        config.pre_vote = false;
-        config.snapshot_chunk_bytes = 10;
-        config.snapshot_chunks_in_flight = 1_000;
-        config.snapshot_bytes_per_tick = 15;
-        // The follower never answers here; the leader must not step down for it.
-        config.check_quorum = false;
-        let mut leader = Replica::new(config, recovered).unwrap();
-        step(&mut leader, Input::Campaign);
-        let vote = MessageBody::VoteResponse {
-            pre_vote: false,
-            granted: true,
-        };
-        step(&mut leader, from_peer(2, vote));
-        let behind = from_peer(
-            2,
-            MessageBody::AppendResponse {
-                success: false,
-                match_index: LogIndex(9),
-                conflict: Some(rcraft_wire::ConflictHint {
-                    term: None,
-                    first_index: LogIndex(1),
-                }),
-            },
-        );
-        let mut requested = read_offsets(&step(&mut leader, behind)).len();
+        let (mut leader, behind) = leader_with_snapshot(&[1, 2], 1_000_000, |config| {
+            config.snapshot_chunk_bytes = 10;
+            config.snapshot_chunks_in_flight = 1_000;
+            config.snapshot_bytes_per_tick = 15;
+            // The follower never answers here; the leader must not step down for it.
+            config.check_quorum = false;
+        });
+        let mut requested = read_offsets(&step(&mut leader, behind(2))).len();
         let ticks = 100;
         for _ in 0..ticks {
             requested += read_offsets(&step(&mut leader, Input::Tick)).len();
