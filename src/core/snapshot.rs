@@ -491,14 +491,14 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn follower_refuses_a_gap_once_and_takes_the_resent_chunk() {
+    /// Node 2 of a fresh 3-node cluster, and a 10-byte snapshot at index 9 to send it.
+    fn follower_and_a_10_byte_snapshot() -> (Replica, SnapshotMeta) {
         let voters = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
         let recovered = RecoveredState {
             initial_membership: voters.clone(),
             ..RecoveredState::default()
         };
-        let mut follower = Replica::new(CoreConfig::new(NodeId(2), 5), recovered).unwrap();
+        let follower = Replica::new(CoreConfig::new(NodeId(2), 5), recovered).unwrap();
         let meta = SnapshotMeta {
             index: LogIndex(9),
             term: Term(1),
@@ -506,6 +506,12 @@ mod tests {
             size_bytes: 10,
             checksum: 0,
         };
+        (follower, meta)
+    }
+
+    #[test]
+    fn follower_refuses_a_gap_once_and_takes_the_resent_chunk() {
+        let (mut follower, meta) = follower_and_a_10_byte_snapshot();
         // Pipelined chunks 0 and 2 are handed to storage in order.
         assert_eq!(written_offsets(&step(&mut follower, chunk(&meta, 0))), [0]);
         assert_eq!(written_offsets(&step(&mut follower, chunk(&meta, 2))), [2]);
@@ -527,19 +533,7 @@ mod tests {
 
     #[test]
     fn follower_continues_after_bytes_storage_already_held() {
-        let voters = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
-        let recovered = RecoveredState {
-            initial_membership: voters.clone(),
-            ..RecoveredState::default()
-        };
-        let mut follower = Replica::new(CoreConfig::new(NodeId(2), 5), recovered).unwrap();
-        let meta = SnapshotMeta {
-            index: LogIndex(9),
-            term: Term(1),
-            membership: voters,
-            size_bytes: 10,
-            checksum: 0,
-        };
+        let (mut follower, meta) = follower_and_a_10_byte_snapshot();
         // A new leader starts at 0, but storage kept a partial file through offset 6.
         assert_eq!(written_offsets(&step(&mut follower, chunk(&meta, 0))), [0]);
         let held = Input::SnapshotChunkWritten {
