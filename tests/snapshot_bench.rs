@@ -341,6 +341,76 @@ fn catch_up_round(cluster: &mut Cluster, settings: &Settings, leader: usize, fre
         .map(|id| format!("node {id}: {} MiB", peak_rss_mib(cluster, id)))
         .collect();
     println!("peak RSS (VmHWM) {}", rss.join(", "));
+    print_floors(cluster.dir.path(), bytes);
+}
+
+/// The same run's baselines for moving `bytes` without rcraft, measured after the catch-up
+/// (while the follower still holds its memory, so they get memory as cold as it got):
+/// touching that much fresh memory (a restored state needs at least its size in heap),
+/// writing and syncing a file of that size (the received snapshot), and loopback TCP.
+fn print_floors(dir: &Path, bytes: u64) {
+    let len = usize::try_from(bytes).expect("snapshot fits in memory");
+    let mb = bytes as f64 / 1e6;
+    let started = Instant::now();
+    let memory = vec![0x5au8; len];
+    let memory_secs = started.elapsed().as_secs_f64();
+    drop(memory);
+    let file_secs = write_and_sync_secs(&dir.join("floor.bin"), len);
+    let tcp_secs = loopback_secs(len);
+    println!(
+        "baselines for {mb:.1} MB in this run: fresh memory touched in {memory_secs:.2} s \
+         ({:.0} MB/s), a file written and synced in {file_secs:.2} s ({:.0} MB/s), loopback \
+         TCP in {tcp_secs:.2} s ({:.0} MB/s)",
+        mb / memory_secs,
+        mb / file_secs,
+        mb / tcp_secs
+    );
+}
+
+/// Seconds to write `len` bytes to a new file at `path` in 1 MiB blocks and sync it.
+fn write_and_sync_secs(path: &Path, len: usize) -> f64 {
+    let block = vec![0xa5u8; 1 << 20];
+    let started = Instant::now();
+    let mut file = std::fs::File::create(path).unwrap();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(block.len());
+        file.write_all(&block[..n]).unwrap();
+        left -= n;
+    }
+    file.sync_all().unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    std::fs::remove_file(path).unwrap();
+    secs
+}
+
+/// Seconds to send `len` bytes over one 127.0.0.1 TCP connection in 1 MiB writes.
+fn loopback_secs(len: usize) -> f64 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0;
+        while total < len {
+            match stream.read(&mut buf).unwrap() {
+                0 => break,
+                n => total += n,
+            }
+        }
+        total
+    });
+    let block = vec![0xa5u8; 1 << 20];
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(address).unwrap();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(block.len());
+        stream.write_all(&block[..n]).unwrap();
+        left -= n;
+    }
+    assert_eq!(reader.join().unwrap(), len, "the reader got every byte");
+    started.elapsed().as_secs_f64()
 }
 
 /// The restart measurement: `fresh` snapshots again (its log shrinks to the retained
