@@ -71,6 +71,15 @@ pub trait SegmentFile: Send + std::fmt::Debug {
 pub trait ReadFile: Send + std::fmt::Debug {
     /// Reads up to `buf.len()` bytes at `offset`; returns how many (fewer only at the end).
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Tells the system that the `len` bytes at `offset` will not be read again soon, so the
+    /// memory caching them can be reused (a snapshot file read once, front to back). Only a
+    /// hint: the file is unchanged, a later read gets the same bytes (from the disk), and
+    /// written bytes not yet synced stay cached. Does nothing unless the file system has a
+    /// cache to drop.
+    fn drop_cached(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A file written at explicit offsets (hard state, snapshots).

@@ -254,4 +254,50 @@ impl ReadFile for RealReadFile {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         self.file.read_at(buf, offset)
     }
+
+    fn drop_cached(&self, offset: u64, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let too_large = || io::Error::new(io::ErrorKind::InvalidInput, "range past 2^63 bytes");
+        let offset = libc::off_t::try_from(offset).map_err(|_| too_large())?;
+        let len = libc::off_t::try_from(len).map_err(|_| too_large())?;
+        // SAFETY: `posix_fadvise` only reads its integer arguments; the descriptor is open and
+        // owned by `self.file` for the duration of the call.
+        let rc = unsafe {
+            libc::posix_fadvise(
+                self.file.as_raw_fd(),
+                offset,
+                len,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        // Unlike most calls it returns the error number instead of setting errno.
+        match rc {
+            0 => Ok(()),
+            errno => Err(io::Error::from_raw_os_error(errno)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropping_cached_pages_keeps_the_bytes_and_refuses_impossible_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let fs = RealFs::default();
+        let data: Vec<u8> = (0..3 * 4096 + 17).map(|i| (i % 251) as u8).collect();
+        let mut file = fs.open_write(&path).unwrap();
+        file.write_at(0, &data).unwrap();
+        file.sync().unwrap();
+        let reader = fs.open_read(&path).unwrap();
+        reader.drop_cached(0, 2 * 4096).unwrap();
+        reader.drop_cached(4096, data.len() as u64).unwrap();
+        let mut back = vec![0u8; data.len()];
+        super::super::read_exact_from(reader.as_ref(), 0, &mut back).unwrap();
+        assert_eq!(back, data);
+        let e = reader.drop_cached(u64::MAX, 1).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+    }
 }
