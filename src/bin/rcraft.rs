@@ -911,11 +911,25 @@ impl MembersContext {
 }
 
 /// How far node `id` is behind the leader whose status is `leader`, or `None` when it is
-/// within [`CATCH_UP_LAG_MAX_ENTRIES`] entries of the leader's last index.
+/// within [`CATCH_UP_LAG_MAX_ENTRIES`] entries of the leader's last index and the leader
+/// streams entries to it and heard from it lately. The last two keep a node that never
+/// answered from counting as caught up on a short log (its match index is 0).
 fn replication_lag(leader: &NodeStatus, id: NodeId) -> Option<String> {
     let Some(progress) = leader.replication.iter().find(|p| p.id == id) else {
         return Some(format!("leader {} does not replicate to it yet", leader.id));
     };
+    if progress.state != ReplicationState::Replicate || !progress.recently_active {
+        let silent = if progress.recently_active {
+            ""
+        } else {
+            ", not heard from lately"
+        };
+        return Some(format!(
+            "leader {} has not seen it acknowledge its log ({}{silent})",
+            leader.id,
+            replication_state_name(progress.state)
+        ));
+    }
     let lag = leader.last_index.0.saturating_sub(progress.match_index.0);
     if lag <= CATCH_UP_LAG_MAX_ENTRIES {
         return None;
@@ -1571,6 +1585,19 @@ mod tests {
             sending.ends_with("(sending snapshot, 10 of 40 bytes)"),
             "{sending}"
         );
+        // A node that never answered has match index 0; on a short log that is within the
+        // allowed lag, yet it has not caught up.
+        let mut short = leader(0, ReplicationState::Probe);
+        short.last_index = LogIndex(3);
+        short.replication[0].recently_active = false;
+        assert_eq!(
+            replication_lag(&short, NodeId(1)).as_deref(),
+            Some("leader 0 has not seen it acknowledge its log (probing, not heard from lately)")
+        );
+        short.replication[0].state = ReplicationState::Replicate;
+        assert!(replication_lag(&short, NodeId(1)).is_some());
+        short.replication[0].recently_active = true;
+        assert_eq!(replication_lag(&short, NodeId(1)), None);
         let unknown = replication_lag(&leader(0, ReplicationState::Probe), NodeId(2));
         assert_eq!(
             unknown.as_deref(),

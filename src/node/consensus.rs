@@ -312,10 +312,7 @@ impl Consensus {
             }
             ClientRequestBody::TransferLeader { target } => self.transfer_leader(reply, target),
             ClientRequestBody::ChangeMembership { membership } => {
-                if let Some(id) = self.register(reply, None) {
-                    self.replica
-                        .step(Input::ProposeMembership { id, membership });
-                }
+                self.change_membership(reply, membership)
             }
             ClientRequestBody::Snapshot => self.snapshot(reply),
         }
