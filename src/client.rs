@@ -327,6 +327,11 @@ impl Client {
     /// when more than one voter changes) and waits until the change is committed and applied
     /// on the leader. Every member must have an address in the servers' configuration.
     ///
+    /// With more than one voter changed, the answer comes when the joint configuration has
+    /// committed; the leader proposes the final one on its own, and a further change is
+    /// refused until that commits too (watch `leader_status`). One voter at a time needs no
+    /// joint step.
+    ///
     /// Retried across leader changes like a write: once an attempt may have reached a node,
     /// a failure is reported as not definite (the change may still commit). Proposing the
     /// configuration already in force succeeds, so retrying a change that did commit is

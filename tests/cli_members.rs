@@ -288,3 +288,44 @@ fn a_removed_follower_left_running_does_not_disrupt_the_cluster() {
     assert!(outcast.term <= term, "{outcast:?}");
     assert_ne!(outcast.role, Role::Leader);
 }
+
+#[test]
+fn a_replaced_node_rejoins_as_a_spare_and_never_leads_alone() {
+    // A cluster first started as node 0 alone, grown to three with `members add`: node 0
+    // alone is a majority of its initial voters, the case where re-bootstrapping an emptied
+    // node would elect it in a cluster of its own.
+    let mut cluster = Cluster::start(&["--initial-voters", "0"]);
+    assert_eq!(cluster.wait_for_leader(), 0);
+    members_ok(&cluster, &["add", "1", "--timeout-ms", "20000"]);
+    members_ok(&cluster, &["add", "2", "--timeout-ms", "20000"]);
+    write_keys(&cluster, 20, 8);
+
+    // The procedure of docs/OPERATIONS.md, "Replace a node at the same address".
+    move_leadership_to(&cluster, 1);
+    members_ok(&cluster, &["remove", "0"]);
+    cluster.kill(0);
+    std::fs::remove_dir_all(cluster.data_dir(0)).unwrap();
+    cluster.flags = vec!["--initial-voters".to_string(), "1,2".to_string()];
+    cluster.restart(0);
+    // Quiet through several election timeouts: it never campaigns (term 0), where a node
+    // believing itself the only initial voter elects itself within one.
+    let watch_until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    while std::time::Instant::now() < watch_until {
+        let spare = wait_for("node 0's status", || cluster.status(0)).expect("node 0 answers");
+        assert_eq!((spare.term.0, spare.role), (0, Role::Follower), "{spare:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = members_ok(&cluster, &["add", "0", "--timeout-ms", "20000"]);
+    assert!(out.contains("now voters 0,1,2"), "{out}");
+    let leader = cluster.wait_for_leader();
+    cluster.wait_caught_up(0, leader);
+
+    // Node 0 leads the three voters and serves every key written before its replacement.
+    move_leadership_to(&cluster, 0);
+    let mut client = cluster.client();
+    for i in 0..20 {
+        assert_eq!(client.get(&key(i)).unwrap(), Some(value(i, 8)), "key {i}");
+    }
+    let status = cluster.status(0).expect("node 0 answers");
+    assert_eq!(status.membership.voters.len(), 3, "{status:?}");
+}

@@ -132,6 +132,11 @@ impl NodeHandle {
     /// Moves the cluster to `membership` (through a joint configuration when more than one
     /// voter changes, Raft thesis §4.3); returns once the change is committed and applied
     /// here. Leader only. Every member must be one of the configured servers.
+    ///
+    /// When more than one voter changes, "committed" means the joint configuration: the leader
+    /// then proposes the final one on its own, and until that commits (one more round trip) a
+    /// further change is refused as "not committed yet"; [`status`](Self::status) shows it.
+    /// Changing one voter at a time needs no joint step.
     pub fn change_membership(&self, membership: Membership) -> Result<ProposeResult> {
         let (reply, answer) = bounded(1);
         self.request(ApiRequest::ChangeMembership { membership, reply })?;

@@ -152,7 +152,8 @@ pub enum ClientRequestBody {
         target: NodeId,
     },
     /// Ask the leader to move the cluster to `membership` (through a joint configuration
-    /// when more than one voter changes). Answered with `Ok` once the change committed.
+    /// when more than one voter changes). Answered with `Ok` once the change committed (the
+    /// joint configuration, when there is one: the final one follows on its own).
     ChangeMembership {
         /// The target configuration.
         membership: Membership,
