@@ -325,7 +325,14 @@ impl Replica {
         match self.phase {
             Phase::Leader => Role::Leader,
             Phase::Candidate | Phase::PreCandidate => Role::Candidate,
-            Phase::Follower if self.membership.learners.contains(&self.id) => Role::Learner,
+            // A voter being demoted by a joint change is listed as a learner of the new
+            // configuration but still votes in the old one until the change completes.
+            Phase::Follower
+                if self.membership.learners.contains(&self.id)
+                    && !self.membership.is_voter(self.id) =>
+            {
+                Role::Learner
+            }
             Phase::Follower => Role::Follower,
         }
     }
@@ -605,4 +612,38 @@ fn validate_config(config: &CoreConfig) -> Result<()> {
         return bad("snapshot chunks in flight must be above 0");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::api::{CoreConfig, RecoveredState};
+    use super::*;
+    use rcraft_wire::Membership;
+
+    fn node_with(id: u64, membership: Membership) -> Replica {
+        let recovered = RecoveredState {
+            initial_membership: membership,
+            ..RecoveredState::default()
+        };
+        Replica::new(CoreConfig::new(NodeId(id), 5), recovered).unwrap()
+    }
+
+    #[test]
+    fn a_voter_being_demoted_reports_itself_as_a_follower_until_the_change_completes() {
+        let ids = |ids: &[u64]| ids.iter().copied().map(NodeId).collect();
+        // Joint: voters 1,3 (new) and 1,2,3 (old); node 2 becomes a learner of the new one.
+        let joint = Membership {
+            voters: ids(&[1, 3]),
+            voters_outgoing: ids(&[1, 2, 3]),
+            learners: ids(&[2, 4]),
+        };
+        assert_eq!(node_with(2, joint.clone()).role(), Role::Follower);
+        assert_eq!(node_with(4, joint).role(), Role::Learner);
+        let after = Membership {
+            voters: ids(&[1, 3]),
+            voters_outgoing: Default::default(),
+            learners: ids(&[2]),
+        };
+        assert_eq!(node_with(2, after).role(), Role::Learner);
+    }
 }
