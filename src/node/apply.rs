@@ -365,6 +365,18 @@ impl Applier {
         damaged: LogIndex,
         progress: &Sender<ApplyProgress>,
     ) -> Result<(), String> {
+        if let Some(newer) = self
+            .latest_snapshot
+            .as_ref()
+            .filter(|latest| latest.index > damaged)
+        {
+            // Written since: it removed the damaged file.
+            log::info!(
+                "damaged snapshot {damaged} was already replaced by snapshot {}",
+                newer.index
+            );
+            return Ok(());
+        }
         if self.applied < damaged || self.applied == LogIndex(0) {
             // Cannot happen on the node that took or restored that snapshot; a snapshot of
             // less state would not replace it.

@@ -846,6 +846,18 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_snapshot_whose_footer_no_longer_verifies_is_reported_once() {
+        let fs = SimFs::new();
+        let (opened, meta, _, path) = leader_snapshot(&fs, 3000);
+        let len = fs.contents(&path).unwrap().len();
+        fs.flip_bit(&path, len - 20, 1).unwrap(); // the footer's data checksum
+        let commands = vec![read(1, &meta, 0), read(2, &meta, 0), read(1, &meta, 1000)];
+        let (result, events) = run_opened(opened, commands);
+        result.unwrap();
+        assert_eq!(reads_and_damage(&events), (Vec::new(), vec![path]));
+    }
+
     /// Sends `command` to a running storage thread and collects what it answers: everything
     /// before the answer to a persist sent behind it (the thread handles commands in order).
     fn ask(
