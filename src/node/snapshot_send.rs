@@ -167,8 +167,9 @@ impl SendChecks {
         }
     }
 
-    /// The current snapshot could not even be opened for `index`/`term` (`error`, e.g. a
-    /// damaged header or footer): the [`Damage`] the first time in this generation.
+    /// The current snapshot could not even be opened for `index`/`term` (`error`, a
+    /// corruption such as a damaged header or footer): the [`Damage`] the first time in this
+    /// generation, `None` after (or for an error that is not a corruption).
     pub(crate) fn unreadable(
         &mut self,
         index: u64,

@@ -365,11 +365,15 @@ impl StorageThread {
                 );
                 None
             }
-            Err(e) => {
+            Err(e) if e.is_corruption() => {
                 match self.send_checks.unreadable(meta.index.0, meta.term.0, &e) {
                     Some(damage) => report_damage(damage, events),
-                    None => log::warn!("reading snapshot {} for a follower: {e}", meta.index),
+                    None => log::debug!("snapshot {} is damaged; chunk not read: {e}", meta.index),
                 }
+                None
+            }
+            Err(e) => {
+                log::warn!("reading snapshot {} for a follower: {e}", meta.index);
                 None
             }
         }
