@@ -1,7 +1,7 @@
 //! A leader whose own snapshot file is damaged on disk (real `rcraft serve` processes on
-//! 127.0.0.1): it stops sending the damaged file, says which file in its log, writes a new
-//! snapshot, and the follower that needed it catches up. Every wait is bounded; processes are
-//! killed and directories removed on drop.
+//! 127.0.0.1; a byte flipped in the data, or in the footer): it stops sending the damaged file,
+//! says which file in its log, writes a new snapshot, and the follower that needed it catches
+//! up. Every wait is bounded; processes are killed and directories removed on drop.
 
 mod snapshot_support;
 
@@ -31,15 +31,19 @@ enum Flip {
     /// Inside the first chunk: that chunk goes out before any check can have finished, so the
     /// follower holds damaged bytes and must fail its own whole-file check once.
     FirstChunk,
+    /// The footer's data checksum: the file no longer opens.
+    Footer,
 }
 
-/// Flips a byte of `path`'s data (header and footer are a few dozen bytes, and a header is
-/// 36 bytes plus the membership: `storage/FORMAT.md` §3) in place, as bit rot would.
+/// Flips a byte of `path` in place, as bit rot would: in the data (a header is 36 bytes plus
+/// the membership, a few dozen in all; the footer is the last 24 bytes, its data checksum at
+/// 8..12: `storage/FORMAT.md` §3), or in the footer.
 fn flip_byte(path: &PathBuf, flip: Flip) {
     let bytes = std::fs::read(path).unwrap();
     let at = match flip {
         Flip::Middle => bytes.len() / 2,
         Flip::FirstChunk => 500,
+        Flip::Footer => bytes.len() - 24 + 9,
     };
     let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     std::os::unix::fs::FileExt::write_all_at(&file, &[bytes[at] ^ 0x20], at as u64).unwrap();
@@ -119,6 +123,11 @@ fn a_damaged_snapshot_is_rewritten_under_its_name_and_the_follower_catches_up() 
 #[test]
 fn a_follower_that_received_damaged_bytes_catches_up_from_the_rewritten_snapshot() {
     follower_catches_up_from_a_leader_with_a_damaged_snapshot(Flip::FirstChunk, 0);
+}
+
+#[test]
+fn a_snapshot_whose_footer_is_damaged_is_rewritten_and_the_follower_catches_up() {
+    follower_catches_up_from_a_leader_with_a_damaged_snapshot(Flip::Footer, 0);
 }
 
 #[test]
