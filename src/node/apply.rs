@@ -9,8 +9,8 @@
 //! Snapshots are written here, by the thread that owns the state machine, when the
 //! [`SnapshotPolicy`] says one is due (entries or log bytes applied since the last one) or
 //! when asked ([`ApplyCommand::TakeSnapshot`], or [`ApplyCommand::ReplaceSnapshot`] when the
-//! leader's storage found the snapshot file damaged); the consensus thread only learns the result,
-//! so it never waits for a snapshot to be written.
+//! leader's storage found the snapshot file damaged); the consensus thread only learns the
+//! result, so it never waits for a snapshot to be written.
 //!
 //! Invariants: entries are applied in index order with no gaps, each index at most once;
 //! `applied` only grows except when a snapshot is restored (then it jumps to the snapshot's
