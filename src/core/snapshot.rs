@@ -18,9 +18,16 @@ use super::replica::{Phase, Replica};
 use rcraft_wire::{LogIndex, MessageBody, NodeId, SnapshotMeta};
 
 impl Replica {
-    /// `Input::SnapshotTaken`: compact the log view behind a durable local snapshot.
+    /// `Input::SnapshotTaken`: compact the log view behind a durable local snapshot. A
+    /// snapshot written again at the current one's index and term (its file was damaged) whose
+    /// bytes differ (a state machine need not serialize deterministically) replaces it too, so
+    /// transfers go on with what the file now holds.
     pub(super) fn on_snapshot_taken(&mut self, meta: SnapshotMeta, retain_entries: u64) {
-        let usable = meta.index > self.log.snapshot_index()
+        let rewritten = self
+            .log
+            .snapshot()
+            .is_some_and(|s| s.index == meta.index && s.term == meta.term && *s != meta);
+        let usable = (meta.index > self.log.snapshot_index() || rewritten)
             && meta.index <= self.apply_requested
             && self.log.term_at(meta.index) == Some(meta.term);
         if !usable {
@@ -659,6 +666,39 @@ mod tests {
             read_offsets(&step(&mut leader, ack(10, true))),
             [(2, 10), (2, 20)]
         );
+    }
+
+    #[test]
+    fn a_snapshot_rewritten_with_other_bytes_restarts_transfers_of_the_old_ones() {
+        let (mut leader, behind) = leader_with_snapshot(&[1, 2, 3], 100, |config| {
+            config.snapshot_chunk_bytes = 10;
+            config.snapshot_chunks_in_flight = 2;
+        });
+        assert_eq!(
+            read_offsets(&step(&mut leader, behind(2))),
+            [(2, 0), (2, 10)]
+        );
+        let old = leader.log.snapshot().cloned().unwrap();
+        let taken = |meta: &SnapshotMeta| Input::SnapshotTaken {
+            meta: meta.clone(),
+            retain_entries: 0,
+        };
+        // The same snapshot written again (identical bytes): nothing changes.
+        assert!(read_offsets(&step(&mut leader, taken(&old))).is_empty());
+        // Written again with other bytes: the transfer starts over with the new description.
+        let rewritten = SnapshotMeta {
+            size_bytes: 120,
+            checksum: 7,
+            ..old
+        };
+        let actions = step(&mut leader, taken(&rewritten));
+        assert_eq!(read_offsets(&actions), [(2, 0), (2, 10)]);
+        let metas = actions.iter().filter_map(|a| match a {
+            Action::ReadSnapshotChunk { meta, .. } => Some(meta.clone()),
+            _ => None,
+        });
+        assert!(metas.into_iter().all(|meta| meta == rewritten));
+        assert_eq!(leader.log.snapshot(), Some(&rewritten));
     }
 
     #[test]

@@ -8,8 +8,9 @@
 //!
 //! Snapshots are written here, by the thread that owns the state machine, when the
 //! [`SnapshotPolicy`] says one is due (entries or log bytes applied since the last one) or
-//! when asked ([`ApplyCommand::TakeSnapshot`]); the consensus thread only learns the result,
-//! so it never waits for a snapshot to be written.
+//! when asked ([`ApplyCommand::TakeSnapshot`], or [`ApplyCommand::ReplaceSnapshot`] when the
+//! leader's storage found the snapshot file damaged); the consensus thread only learns the
+//! result, so it never waits for a snapshot to be written.
 //!
 //! Invariants: entries are applied in index order with no gaps, each index at most once;
 //! `applied` only grows except when a snapshot is restored (then it jumps to the snapshot's
@@ -68,6 +69,13 @@ pub(crate) enum ApplyCommand {
     TakeSnapshot {
         /// Who waits.
         reply: ReplyTo,
+    },
+    /// The latest snapshot's file (at index `damaged`) is damaged on disk: write a new one of
+    /// the current state even if the latest covers every applied entry (at the same index and
+    /// term it replaces the damaged file under the same name), and report it as taken.
+    ReplaceSnapshot {
+        /// Index of the damaged snapshot.
+        damaged: LogIndex,
     },
 }
 
@@ -298,6 +306,9 @@ impl Applier {
             }
             ApplyCommand::Subscribe(sender) => self.subscribers.push(sender),
             ApplyCommand::TakeSnapshot { reply } => self.snapshot_on_demand(reply, progress)?,
+            ApplyCommand::ReplaceSnapshot { damaged } => {
+                self.snapshot_forced(damaged, progress)?;
+            }
         }
         Ok(())
     }
@@ -344,6 +355,44 @@ impl Applier {
             result: meta.size_bytes.to_le_bytes().to_vec(),
         };
         self.replier.send(reply, body);
+        Ok(())
+    }
+
+    /// Writes a snapshot of the current state whatever the latest one covers, to replace the
+    /// damaged file of the snapshot at `damaged`. Failing to write it is fatal, as for any
+    /// snapshot.
+    fn snapshot_forced(
+        &mut self,
+        damaged: LogIndex,
+        progress: &Sender<ApplyProgress>,
+    ) -> Result<(), String> {
+        if let Some(newer) = self
+            .latest_snapshot
+            .as_ref()
+            .filter(|latest| latest.index > damaged)
+        {
+            // Written since: it removed the damaged file.
+            log::info!(
+                "damaged snapshot {damaged} was already replaced by snapshot {}",
+                newer.index
+            );
+            return Ok(());
+        }
+        if self.applied < damaged || self.applied == LogIndex(0) {
+            // Cannot happen on the node that took or restored that snapshot; a snapshot of
+            // less state would not replace it.
+            log::warn!(
+                "snapshot {damaged} is damaged but the state is only at {}: not replaced",
+                self.applied
+            );
+            return Ok(());
+        }
+        let meta = self.take_snapshot()?;
+        log::info!(
+            "snapshot at index {} replaces the damaged snapshot at index {damaged}",
+            meta.index
+        );
+        let _ = progress.send(ApplyProgress::SnapshotTaken(meta));
         Ok(())
     }
 
@@ -1041,6 +1090,31 @@ mod tests {
         drop(commands);
         thread.join().unwrap();
         assert_eq!(snapshots_taken(&progress), vec![LogIndex(3)]);
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_written_again_even_when_it_covers_every_entry() {
+        let snapshots = MemorySnapshots::default();
+        let (commands, progress, thread) =
+            start_with(snapshots.clone(), SnapshotPolicy::ON_DEMAND_ONLY);
+        let entries = (1..=3).map(|i| command(1, i, b"e", None)).collect();
+        commands.send(ApplyCommand::Entries(entries)).unwrap();
+        assert!(matches!(
+            take_snapshot(&commands),
+            ClientResponseBody::Ok { .. }
+        ));
+        // Damage the stored copy, as a bad disk would; the forced snapshot rewrites it.
+        snapshots.0.lock().unwrap().as_mut().unwrap().1.clear();
+        let damaged = LogIndex(3);
+        commands
+            .send(ApplyCommand::ReplaceSnapshot { damaged })
+            .unwrap();
+        drop(commands);
+        thread.join().unwrap();
+        assert_eq!(snapshots_taken(&progress), vec![LogIndex(3), LogIndex(3)]);
+        let stored = snapshots.0.lock().unwrap().clone().unwrap();
+        assert!(!stored.1.is_empty(), "the snapshot was not written again");
+        assert_eq!(stored.0.index, LogIndex(3));
     }
 
     #[test]

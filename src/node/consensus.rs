@@ -455,6 +455,21 @@ impl Consensus {
             StorageEvent::SnapshotStored { meta } => {
                 self.send_apply(inbox, ApplyCommand::Restore(meta));
             }
+            StorageEvent::SnapshotDamaged {
+                index,
+                term,
+                path,
+                reason,
+            } => {
+                // The state machine in memory is fine: a snapshot of it replaces the file (the
+                // core then sends the new one). Storage reports each damaged file once.
+                log::info!(
+                    "asking for a new snapshot to replace {} (index {index}, term {term}: \
+                     {reason})",
+                    path.display()
+                );
+                self.send_apply(inbox, ApplyCommand::ReplaceSnapshot { damaged: index });
+            }
             StorageEvent::Failed(reason) => self.fail(reason),
         }
     }

@@ -20,6 +20,7 @@ mod serve;
 mod sessions;
 mod snapshot_files;
 mod snapshot_format;
+mod snapshot_send;
 mod storage_io;
 mod storage_thread;
 mod transport;

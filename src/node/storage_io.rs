@@ -1,10 +1,12 @@
 //! Messages between the consensus thread and the storage thread.
 //!
 //! Commands are never dropped (a full queue makes the consensus thread wait); events come
-//! back at most once per drained batch for persistence, once per snapshot chunk otherwise.
+//! back at most once per drained batch for persistence, once per snapshot chunk otherwise
+//! (and once per damaged snapshot file found while sending).
 
 use crate::core::HardState;
-use rcraft_wire::{Entry, LogIndex, NodeId, SnapshotMeta};
+use rcraft_wire::{Entry, LogIndex, NodeId, SnapshotMeta, Term};
+use std::path::PathBuf;
 
 /// Work for the storage thread.
 #[derive(Debug)]
@@ -83,6 +85,19 @@ pub(crate) enum StorageEvent {
     SnapshotStored {
         /// The snapshot.
         meta: SnapshotMeta,
+    },
+    /// The current snapshot file is damaged on disk (its data does not match the checksum in
+    /// its footer, or it no longer opens): no more chunks of it are sent. Reported once per
+    /// file; the state machine must write a new snapshot to replace it.
+    SnapshotDamaged {
+        /// Index of the damaged snapshot.
+        index: LogIndex,
+        /// Its term.
+        term: Term,
+        /// The file.
+        path: PathBuf,
+        /// What did not match.
+        reason: String,
     },
     /// A storage operation failed: the node must stop (fail-stop, never continue with
     /// unknown durability).

@@ -9,11 +9,14 @@
 //! through `seq` is durable; any write or sync error is fail-stop (the thread reports
 //! `Failed` and stops; the node never continues with unknown durability). Snapshot chunk
 //! reads are not durability-critical: a failed read is logged and left unanswered (the
-//! leader retries).
+//! leader retries). A snapshot file whose data no longer matches its footer is never sent
+//! whole: [`SendChecks`] finds it (without reading whole files on this thread), its last
+//! chunk is withheld, and `SnapshotDamaged` is reported once so a new snapshot replaces it.
 
 use super::limits::STORAGE_BATCH_MAX;
 use super::log_store::LogStore;
 use super::snapshot_files::{file_meta, snapshot_meta};
+use super::snapshot_send::{Damage, SendChecks};
 use super::storage_io::{StorageCommand, StorageEvent};
 use crate::core::{HardState, RecoveredState};
 use crossbeam_channel::{Receiver, Sender};
@@ -47,6 +50,8 @@ pub(crate) struct StorageThread {
     partial: Option<PartialSnapshot>,
     /// The snapshot file being sent to followers, if any (a cache of `snapshots.latest()`).
     sending: Option<SnapshotInfo>,
+    /// Whether the data of the file being sent matches its footer.
+    send_checks: SendChecks,
 }
 
 /// Opens (or creates) the node's files under `data_dir` and recovers the durable state.
@@ -111,12 +116,29 @@ pub(crate) fn open_storage_on(
         snapshots: snapshots.clone(),
         partial: None,
         sending: None,
+        send_checks: SendChecks::new(&snapshots),
     };
     Ok(OpenedStorage {
         thread,
         snapshots,
         recovered,
     })
+}
+
+/// Logs a damaged snapshot file (the operator's clue) and asks for a new snapshot.
+fn report_damage(damage: Damage, events: &Sender<StorageEvent>) {
+    log::error!(
+        "snapshot file {} is damaged: {}; no longer sending it to followers, writing a new \
+         snapshot to replace it",
+        damage.path.display(),
+        damage.reason
+    );
+    let _ = events.send(StorageEvent::SnapshotDamaged {
+        index: LogIndex(damage.index),
+        term: Term(damage.term),
+        path: damage.path,
+        reason: damage.reason,
+    });
 }
 
 /// Makes the log continue right after `meta`: when it does not hold the snapshot's last entry
@@ -246,7 +268,7 @@ impl StorageThread {
                 offset,
                 max_bytes,
             } => {
-                if let Some(data) = self.read_snapshot_chunk(&meta, offset, max_bytes) {
+                if let Some(data) = self.read_snapshot_chunk(to, &meta, offset, max_bytes, events) {
                     let _ = events.send(StorageEvent::SnapshotChunkRead {
                         to,
                         meta,
@@ -270,29 +292,62 @@ impl StorageThread {
         }
     }
 
-    /// Reads a chunk of the current snapshot if it is still `meta` (a newer local snapshot
-    /// replaces the file; the core then starts the transfer again).
+    /// Reads a chunk of the current snapshot for follower `to` if it is still `meta` (a newer
+    /// local snapshot replaces the file; the core then starts the transfer again) and its
+    /// data is not known to be damaged; a chunk whose read shows the file damaged (the end
+    /// of a transfer read from 0) is withheld.
     fn read_snapshot_chunk(
         &mut self,
+        to: NodeId,
         meta: &SnapshotMeta,
         offset: u64,
         max_bytes: u64,
+        events: &Sender<StorageEvent>,
     ) -> Option<Vec<u8>> {
-        let info = self.snapshot_to_send(meta)?;
+        if self.send_checks.refresh(&self.snapshots) {
+            self.sending = None; // A snapshot was made current: perhaps under this name.
+        }
+        let info = self.snapshot_to_send(meta, events)?;
+        if let Err(found) = self.send_checks.before_read(&self.snapshots, &info) {
+            return self.withhold(found, meta, events);
+        }
         let max_len = usize::try_from(max_bytes).unwrap_or(usize::MAX);
-        match self.snapshots.read_chunk(&info, offset, max_len) {
-            Ok(data) => Some(data),
+        let data = match self.snapshots.read_chunk(&info, offset, max_len) {
+            Ok(data) => data,
             Err(e) => {
                 log::warn!("reading snapshot {} at {offset}: {e}", meta.index);
                 self.sending = None;
-                None
+                return None;
             }
+        };
+        if let Err(found) = self.send_checks.after_read(to, &info, offset, &data) {
+            return self.withhold(found, meta, events);
         }
+        Some(data)
+    }
+
+    /// Sends no chunk of a damaged snapshot; reports it the first time.
+    fn withhold(
+        &mut self,
+        found: Option<Damage>,
+        meta: &SnapshotMeta,
+        events: &Sender<StorageEvent>,
+    ) -> Option<Vec<u8>> {
+        match found {
+            Some(damage) => report_damage(damage, events),
+            None => log::debug!("snapshot {} is damaged; chunk not sent", meta.index),
+        }
+        None
     }
 
     /// The verified file of snapshot `meta` if it is still the current one; remembered
-    /// between chunks so a transfer does not list and verify the directory per chunk.
-    fn snapshot_to_send(&mut self, meta: &SnapshotMeta) -> Option<SnapshotInfo> {
+    /// between chunks so a transfer does not list and verify the directory per chunk. A
+    /// current file that no longer opens (damaged header or footer) is reported damaged.
+    fn snapshot_to_send(
+        &mut self,
+        meta: &SnapshotMeta,
+        events: &Sender<StorageEvent>,
+    ) -> Option<SnapshotInfo> {
         let is_meta =
             |info: &SnapshotInfo| info.meta.index == meta.index.0 && info.meta.term == meta.term.0;
         if let Some(info) = self.sending.as_ref().filter(|info| is_meta(info)) {
@@ -308,6 +363,13 @@ impl StorageThread {
                     "snapshot {} is no longer current; chunk not read",
                     meta.index
                 );
+                None
+            }
+            Err(e) if e.is_corruption() => {
+                match self.send_checks.unreadable(meta.index.0, meta.term.0, &e) {
+                    Some(damage) => report_damage(damage, events),
+                    None => log::debug!("snapshot {} is damaged; chunk not read: {e}", meta.index),
+                }
                 None
             }
             Err(e) => {
@@ -705,6 +767,156 @@ mod tests {
         let expected = vec![Some((2000, true)), Some((2000, false)), None];
         assert_eq!(chunk_answers(&events), expected);
         assert_eq!(open(&fs).recovered.snapshot, Some(meta));
+    }
+
+    /// A leader's storage holding a snapshot of `len` bytes at index 50 (written as the apply
+    /// thread does, through the other handle), with its metadata, data and file.
+    fn leader_snapshot(fs: &SimFs, len: usize) -> (OpenedStorage, SnapshotMeta, Vec<u8>, PathBuf) {
+        let opened = open(fs);
+        let (meta, data) = incoming_snapshot(len);
+        let mut writer = opened.snapshots.begin(file_meta(&meta)).unwrap();
+        std::io::Write::write_all(&mut writer, &data).unwrap();
+        let info = writer.finish().unwrap();
+        let meta = snapshot_meta(&info).unwrap();
+        (opened, meta, data, info.path)
+    }
+
+    fn read(to: u64, meta: &SnapshotMeta, offset: u64) -> StorageCommand {
+        StorageCommand::ReadSnapshotChunk {
+            to: NodeId(to),
+            meta: meta.clone(),
+            offset,
+            max_bytes: 1000,
+        }
+    }
+
+    /// Offsets of the chunks read, and the files reported damaged, in order.
+    fn reads_and_damage(events: &[StorageEvent]) -> (Vec<u64>, Vec<PathBuf>) {
+        let mut offsets = Vec::new();
+        let mut damaged = Vec::new();
+        for event in events {
+            match event {
+                StorageEvent::SnapshotChunkRead { offset, .. } => offsets.push(*offset),
+                StorageEvent::SnapshotDamaged { path, .. } => damaged.push(path.clone()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        (offsets, damaged)
+    }
+
+    #[test]
+    fn every_chunk_of_an_intact_snapshot_is_read_in_order() {
+        let fs = SimFs::new();
+        let (opened, meta, data, _) = leader_snapshot(&fs, 5000);
+        let commands = (0..5).map(|i| read(1, &meta, i * 1000)).collect();
+        let (result, events) = run_opened(opened, commands);
+        result.unwrap();
+        let sent: Vec<u8> = events
+            .iter()
+            .flat_map(|event| match event {
+                StorageEvent::SnapshotChunkRead { data, .. } => data.clone(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(sent, data);
+    }
+
+    #[test]
+    fn the_last_chunk_of_a_damaged_snapshot_is_withheld_and_reported_once() {
+        let fs = SimFs::new();
+        let (opened, meta, _, path) = leader_snapshot(&fs, 5000);
+        let header = fs.contents(&path).unwrap().len() - 5000 - 24;
+        fs.flip_bit(&path, header + 2500, 3).unwrap();
+        // A transfer read from 0 to the end, then asked again (the core's stalled-transfer
+        // resend) and started over: nothing of the file goes out after the report.
+        let mut commands: Vec<_> = (0..5).map(|i| read(1, &meta, i * 1000)).collect();
+        commands.push(read(1, &meta, 4000));
+        commands.extend((0..5).map(|i| read(1, &meta, i * 1000)));
+        let (result, events) = run_opened(opened, commands);
+        result.unwrap();
+        let (offsets, damaged) = reads_and_damage(&events);
+        assert_eq!(damaged, [path], "{events:?}");
+        assert!(
+            !offsets.contains(&4000),
+            "the last chunk went out: {offsets:?}"
+        );
+        let reported_at = events
+            .iter()
+            .position(|e| matches!(e, StorageEvent::SnapshotDamaged { .. }))
+            .unwrap();
+        assert!(
+            offsets.len() <= reported_at,
+            "chunks were read after the report: {events:?}"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_whose_footer_no_longer_verifies_is_reported_once() {
+        let fs = SimFs::new();
+        let (opened, meta, _, path) = leader_snapshot(&fs, 3000);
+        let len = fs.contents(&path).unwrap().len();
+        fs.flip_bit(&path, len - 20, 1).unwrap(); // the footer's data checksum
+        let commands = vec![read(1, &meta, 0), read(2, &meta, 0), read(1, &meta, 1000)];
+        let (result, events) = run_opened(opened, commands);
+        result.unwrap();
+        assert_eq!(reads_and_damage(&events), (Vec::new(), vec![path]));
+    }
+
+    /// Sends `command` to a running storage thread and collects what it answers: everything
+    /// before the answer to a persist sent behind it (the thread handles commands in order).
+    fn ask(
+        commands: &crossbeam_channel::Sender<StorageCommand>,
+        events: &crossbeam_channel::Receiver<StorageEvent>,
+        command: StorageCommand,
+    ) -> Vec<StorageEvent> {
+        commands.send(command).unwrap();
+        commands.send(persist(1, None, Vec::new())).unwrap();
+        let mut answers = Vec::new();
+        loop {
+            match events.recv().unwrap() {
+                StorageEvent::Persisted { .. } => return answers,
+                other => answers.push(other),
+            }
+        }
+    }
+
+    #[test]
+    fn a_transfer_resumed_mid_file_is_stopped_by_the_whole_file_check() {
+        let fs = SimFs::new();
+        let (opened, meta, data, path) = leader_snapshot(&fs, 5000);
+        let header = fs.contents(&path).unwrap().len() - 5000 - 24;
+        fs.flip_bit(&path, header + 10, 0).unwrap(); // before where the transfer resumes
+        let snapshots = opened.snapshots.clone();
+        let (tx, rx) = bounded(16);
+        let (events_tx, events) = unbounded();
+        let thread = std::thread::spawn(move || opened.thread.run(rx, events_tx));
+
+        // Resumed at 3000, the chunks read are intact, so they go out until the background
+        // check of the whole file is in (bounded: it reads 5000 bytes).
+        let mut damaged = Vec::new();
+        for _ in 0..10_000 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            let answers = ask(&tx, &events, read(2, &meta, 3000));
+            let (_, found) = reads_and_damage(&answers);
+            damaged.extend(found);
+            if !damaged.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(damaged, [path], "the damage was never found");
+        assert!(ask(&tx, &events, read(2, &meta, 3000)).is_empty());
+        assert!(ask(&tx, &events, read(1, &meta, 0)).is_empty());
+
+        // The apply thread writes the snapshot again under the same name: it is sent again.
+        let mut writer = snapshots.begin(file_meta(&meta)).unwrap();
+        std::io::Write::write_all(&mut writer, &data).unwrap();
+        writer.finish().unwrap();
+        let answers = ask(&tx, &events, read(1, &meta, 0));
+        let sent = matches!(answers.as_slice(),
+            [StorageEvent::SnapshotChunkRead { data: chunk, .. }] if chunk[..] == data[..1000]);
+        assert!(sent, "{answers:?}");
+        drop(tx);
+        thread.join().unwrap().unwrap();
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::limits::{
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What a snapshot stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +50,24 @@ pub struct SnapshotInfo {
 impl SnapshotInfo {
     fn header_bytes(&self) -> u64 {
         (SNAPSHOT_HEADER_FIXED_BYTES + self.meta.membership.len()) as u64
+    }
+
+    /// `Ok` when `crc32c`, computed over ALL of this file's data, is the CRC-32C its footer
+    /// holds; otherwise [`Error::Corruption`] naming the file and both checksums. (A chunk
+    /// read with [`SnapshotStore::read_chunk`] is not checked: a caller that reads the data
+    /// in sequence can keep a running CRC and check it here at the end.)
+    pub fn check_data_crc32c(&self, crc32c: u32) -> Result<()> {
+        if crc32c == self.data_crc32c {
+            return Ok(());
+        }
+        Err(Error::corruption(
+            &self.path,
+            self.header_bytes(),
+            format!(
+                "snapshot data has checksum {crc32c:#010x}, its footer says {:#010x}",
+                self.data_crc32c
+            ),
+        ))
     }
 }
 
@@ -227,6 +246,8 @@ fn data_crc(fs: &dyn Fs, path: &Path, offset: u64, len: u64) -> Result<u32> {
 pub struct SnapshotStore {
     fs: Arc<dyn Fs>,
     dir: PathBuf,
+    /// Snapshots made current through any clone of this handle (see [`Self::generation`]).
+    generation: Arc<AtomicU64>,
 }
 
 impl SnapshotStore {
@@ -247,7 +268,30 @@ impl SnapshotStore {
         Ok(SnapshotStore {
             fs,
             dir: dir.to_path_buf(),
+            generation: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// How many snapshots were made current through this handle or its clones since
+    /// [`SnapshotStore::open`] (written locally or received). A snapshot written again at the
+    /// same index and term replaces the file under the same name, so what was learned about a
+    /// file's contents holds only while this number has not changed since it was read.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Reads all data of a complete snapshot (in bounded pieces, through one open file) and
+    /// checks it against the CRC-32C in its footer: [`Error::Corruption`] naming the file and
+    /// both checksums when it does not match. Takes as long as reading the file: call it from
+    /// a thread that may wait.
+    pub fn verify_data(&self, info: &SnapshotInfo) -> Result<()> {
+        let crc = data_crc(
+            self.fs.as_ref(),
+            &info.path,
+            info.header_bytes(),
+            info.data_bytes,
+        )?;
+        info.check_data_crc32c(crc)
     }
 
     /// The newest complete snapshot, verified (header and footer checksums, size); `None` if
@@ -364,6 +408,9 @@ impl SnapshotStore {
         let path = self.dir.join(final_file_name(meta));
         fs.rename(tmp, &path)
             .map_err(|e| Error::io("rename snapshot", tmp, e))?;
+        // Counted as soon as the name points at the new file (it may replace one of the same
+        // name), before anything else can fail.
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.sync_dir()?;
         self.remove_older_than(meta)?;
         Ok(SnapshotInfo { path, ..info })

@@ -1,0 +1,297 @@
+//! Checks that the snapshot file a leader sends still holds the data its footer describes.
+//!
+//! Owned by the storage thread. Each chunk's CRC is computed over the bytes read, so a
+//! follower accepts every chunk of a file damaged on the leader's disk and only its own
+//! whole-file check at the end fails. Two checks here find the damage first:
+//! - a running CRC-32C per follower over chunks read in sequence from offset 0, compared with
+//!   the footer when a read reaches the end of the data (that last chunk is then not sent);
+//! - once per file, a short-lived thread reads the whole data and compares it (a transfer
+//!   resumed mid-file never passes offset 0), so the storage thread, which also writes the
+//!   log, never reads a whole file itself; its verdict is taken at the next chunk read.
+//!
+//! Invariants: everything kept is about the current snapshot file as of one store generation;
+//! when the generation changes (a snapshot was made current, perhaps a good one rewritten
+//! under the damaged one's name) it is all forgotten and checked again. A file found damaged
+//! is reported exactly once (as a [`Damage`]) and no chunk of it is handed out afterwards.
+
+use crossbeam_channel::{Receiver, TryRecvError, bounded};
+use rcraft_storage::{Error as StoreError, SnapshotInfo, SnapshotStore};
+use rcraft_wire::NodeId;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// A snapshot file found damaged: what to report and repair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Damage {
+    /// Index of the snapshot.
+    pub(crate) index: u64,
+    /// Its term.
+    pub(crate) term: u64,
+    /// The file.
+    pub(crate) path: PathBuf,
+    /// What did not match.
+    pub(crate) reason: String,
+}
+
+/// What is known of a file's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Not checked yet, no check running.
+    Unchecked,
+    /// The whole-file check is running.
+    Checking,
+    /// The whole-file check could not read the file (logged); only running CRCs check it.
+    Unverifiable,
+    /// The data matches the footer.
+    Intact,
+    /// The data does not match the footer (reported).
+    Damaged,
+}
+
+/// A file, by what names it (a rewrite keeps all three: see the generation).
+type FileKey = (u64, u64, PathBuf);
+
+fn key_of(info: &SnapshotInfo) -> FileKey {
+    (info.meta.index, info.meta.term, info.path.clone())
+}
+
+/// A follower's transfer read in sequence from offset 0 so far.
+#[derive(Debug, Clone, Copy)]
+struct RunningCrc {
+    /// Data bytes covered.
+    next_offset: u64,
+    /// CRC-32C of data `0..next_offset`.
+    crc: u32,
+}
+
+/// The whole-file check running on its own thread.
+struct Verifier {
+    generation: u64,
+    file: FileKey,
+    outcome: Receiver<Result<(), StoreError>>,
+}
+
+/// The storage thread's checks of the snapshot it sends. See the module docs.
+pub(crate) struct SendChecks {
+    /// The store generation everything below belongs to.
+    generation: u64,
+    /// The file being sent and its verdict.
+    file: Option<(FileKey, Verdict)>,
+    /// Per follower, its transfer of `file` while read in sequence from 0.
+    running: HashMap<NodeId, RunningCrc>,
+    /// At most one whole-file check at a time (possibly about an older generation).
+    verifier: Option<Verifier>,
+}
+
+impl SendChecks {
+    /// Nothing known yet about `store`'s files.
+    pub(crate) fn new(store: &SnapshotStore) -> SendChecks {
+        SendChecks {
+            generation: store.generation(),
+            file: None,
+            running: HashMap::new(),
+            verifier: None,
+        }
+    }
+
+    /// Forgets everything when a snapshot was made current since; true if it did (cached
+    /// file information must then be read again too).
+    pub(crate) fn refresh(&mut self, store: &SnapshotStore) -> bool {
+        let generation = store.generation();
+        if generation == self.generation {
+            return false;
+        }
+        self.generation = generation;
+        self.file = None;
+        self.running.clear();
+        true
+    }
+
+    /// Called before a chunk of `info` is read: takes the whole-file check's verdict if it is
+    /// in, starts that check the first time the file is sent, and says whether the file may
+    /// be read (`Err` when it is damaged: a [`Damage`] when found right now, else `None`).
+    pub(crate) fn before_read(
+        &mut self,
+        store: &SnapshotStore,
+        info: &SnapshotInfo,
+    ) -> Result<(), Option<Damage>> {
+        let key = key_of(info);
+        if self.file.as_ref().is_none_or(|(file, _)| *file != key) {
+            self.file = Some((key, Verdict::Unchecked));
+            self.running.clear();
+        }
+        let found = self.take_verifier_outcome(info);
+        match self.verdict() {
+            Verdict::Damaged => return Err(found),
+            Verdict::Unchecked if self.verifier.is_none() => self.start_verifier(store, info),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Called with the chunk of `info` read at `offset` for `to`: keeps `to`'s running CRC
+    /// while its reads follow each other from 0; when one reaches the end and the CRC is not
+    /// the footer's, the file is damaged and the chunk must not be sent (`Err`, with the
+    /// [`Damage`] unless it was already reported).
+    pub(crate) fn after_read(
+        &mut self,
+        to: NodeId,
+        info: &SnapshotInfo,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), Option<Damage>> {
+        let previous = self.running.remove(&to);
+        let running = match previous {
+            _ if offset == 0 => RunningCrc {
+                next_offset: 0,
+                crc: 0,
+            },
+            Some(running) if running.next_offset == offset => running,
+            // A rewound or resumed transfer: the whole-file check covers it.
+            _ => return Ok(()),
+        };
+        let running = RunningCrc {
+            next_offset: offset + data.len() as u64,
+            crc: crc32c::crc32c_append(running.crc, data),
+        };
+        if running.next_offset < info.data_bytes {
+            self.running.insert(to, running);
+            return Ok(());
+        }
+        match info.check_data_crc32c(running.crc) {
+            Ok(()) => {
+                self.set_verdict(Verdict::Intact);
+                Ok(())
+            }
+            Err(e) => Err(self.found_damaged(info, e)),
+        }
+    }
+
+    /// The current snapshot could not even be opened for `index`/`term` (`error`, a
+    /// corruption such as a damaged header or footer): the [`Damage`] the first time in this
+    /// generation, `None` after (or for an error that is not a corruption).
+    pub(crate) fn unreadable(
+        &mut self,
+        index: u64,
+        term: u64,
+        error: &StoreError,
+    ) -> Option<Damage> {
+        let StoreError::Corruption { file, reason, .. } = error else {
+            return None;
+        };
+        let key = (index, term, file.clone());
+        if self
+            .file
+            .as_ref()
+            .is_some_and(|(known, verdict)| *known == key && *verdict == Verdict::Damaged)
+        {
+            return None;
+        }
+        self.file = Some((key, Verdict::Damaged));
+        self.running.clear();
+        Some(Damage {
+            index,
+            term,
+            path: file.clone(),
+            reason: reason.clone(),
+        })
+    }
+
+    fn verdict(&self) -> Verdict {
+        self.file
+            .as_ref()
+            .map_or(Verdict::Unchecked, |(_, verdict)| *verdict)
+    }
+
+    fn set_verdict(&mut self, verdict: Verdict) {
+        if let Some((_, current)) = self.file.as_mut() {
+            *current = verdict;
+        }
+    }
+
+    /// Records that `info` is damaged; the report the first time only.
+    fn found_damaged(&mut self, info: &SnapshotInfo, error: StoreError) -> Option<Damage> {
+        if self.verdict() == Verdict::Damaged {
+            return None;
+        }
+        self.set_verdict(Verdict::Damaged);
+        self.running.clear();
+        let reason = match error {
+            StoreError::Corruption { reason, .. } => reason,
+            other => other.to_string(),
+        };
+        Some(Damage {
+            index: info.meta.index,
+            term: info.meta.term,
+            path: info.path.clone(),
+            reason,
+        })
+    }
+
+    fn start_verifier(&mut self, store: &SnapshotStore, info: &SnapshotInfo) {
+        let (done, outcome) = bounded(1);
+        let (store, checked) = (store.clone(), info.clone());
+        let spawned = std::thread::Builder::new()
+            .name("snapshot-verify".to_string())
+            .spawn(move || {
+                // The storage thread may be gone (shutdown): nobody needs the answer then.
+                let _ = done.send(store.verify_data(&checked));
+            });
+        match spawned {
+            Ok(_) => {
+                self.verifier = Some(Verifier {
+                    generation: self.generation,
+                    file: key_of(info),
+                    outcome,
+                });
+                self.set_verdict(Verdict::Checking);
+            }
+            Err(e) => {
+                log::warn!(
+                    "cannot start checking {} in the background ({e}); only transfers read \
+                     from its start check it",
+                    info.path.display()
+                );
+                self.set_verdict(Verdict::Unverifiable);
+            }
+        }
+    }
+
+    /// Takes the whole-file check's outcome if it is in; a damage report when it found the
+    /// current file damaged.
+    fn take_verifier_outcome(&mut self, info: &SnapshotInfo) -> Option<Damage> {
+        let verifier = self.verifier.as_ref()?;
+        let outcome = match verifier.outcome.try_recv() {
+            Ok(outcome) => outcome,
+            Err(TryRecvError::Empty) => return None,
+            Err(TryRecvError::Disconnected) => Err(StoreError::InvalidArgument(
+                "the check stopped without an answer".to_string(),
+            )),
+        };
+        let verifier = self.verifier.take()?;
+        let current = verifier.generation == self.generation
+            && self
+                .file
+                .as_ref()
+                .is_some_and(|(file, _)| *file == verifier.file);
+        if !current {
+            return None; // About a file since replaced; the current one is checked next.
+        }
+        match outcome {
+            Ok(()) => {
+                if self.verdict() == Verdict::Checking {
+                    self.set_verdict(Verdict::Intact);
+                }
+                None
+            }
+            Err(e @ StoreError::Corruption { .. }) => self.found_damaged(info, e),
+            Err(e) => {
+                log::warn!("could not check snapshot {}: {e}", info.path.display());
+                if self.verdict() == Verdict::Checking {
+                    self.set_verdict(Verdict::Unverifiable);
+                }
+                None
+            }
+        }
+    }
+}
