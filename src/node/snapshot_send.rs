@@ -5,9 +5,10 @@
 //! whole-file check at the end fails. Two checks here find the damage first:
 //! - a running CRC-32C per follower over chunks read in sequence from offset 0, compared with
 //!   the footer when a read reaches the end of the data (that last chunk is then not sent);
-//! - once per file, a short-lived thread reads the whole data and compares it (a transfer
-//!   resumed mid-file never passes offset 0), so the storage thread, which also writes the
-//!   log, never reads a whole file itself; its verdict is taken at the next chunk read.
+//! - once per file, the first time a transfer does not read it in sequence from 0 (one
+//!   resumed mid-file never passes offset 0), a short-lived thread reads the whole data and
+//!   compares it, so the storage thread, which also writes the log, never reads a whole file
+//!   itself; its verdict is taken at the next chunk read.
 //!
 //! Invariants: everything kept is about the current snapshot file as of one store generation;
 //! when the generation changes (a snapshot was made current, perhaps a good one rewritten
@@ -107,13 +108,17 @@ impl SendChecks {
         true
     }
 
-    /// Called before a chunk of `info` is read: takes the whole-file check's verdict if it is
-    /// in, starts that check the first time the file is sent, and says whether the file may
-    /// be read (`Err` when it is damaged: a [`Damage`] when found right now, else `None`).
+    /// Called before `to`'s chunk of `info` at `offset` is read: takes the whole-file check's
+    /// verdict if it is in, starts that check the first time a transfer of the file does not
+    /// read it in sequence from 0 (a transfer that does is checked by its running CRC, so a
+    /// fresh follower's catch-up costs no second read of the file), and says whether the file
+    /// may be read (`Err` when it is damaged: a [`Damage`] when found right now, else `None`).
     pub(crate) fn before_read(
         &mut self,
         store: &SnapshotStore,
         info: &SnapshotInfo,
+        to: NodeId,
+        offset: u64,
     ) -> Result<(), Option<Damage>> {
         let key = key_of(info);
         if self.file.as_ref().is_none_or(|(file, _)| *file != key) {
@@ -121,9 +126,16 @@ impl SendChecks {
             self.running.clear();
         }
         let found = self.take_verifier_outcome(info);
+        let in_sequence = offset == 0
+            || self
+                .running
+                .get(&to)
+                .is_some_and(|running| running.next_offset == offset);
         match self.verdict() {
             Verdict::Damaged => return Err(found),
-            Verdict::Unchecked if self.verifier.is_none() => self.start_verifier(store, info),
+            Verdict::Unchecked if self.verifier.is_none() && !in_sequence => {
+                self.start_verifier(store, info)
+            }
             _ => {}
         }
         Ok(())

@@ -308,7 +308,10 @@ impl StorageThread {
             self.sending = None; // A snapshot was made current: perhaps under this name.
         }
         let info = self.snapshot_to_send(meta, events)?;
-        if let Err(found) = self.send_checks.before_read(&self.snapshots, &info) {
+        if let Err(found) = self
+            .send_checks
+            .before_read(&self.snapshots, &info, to, offset)
+        {
             return self.withhold(found, meta, events);
         }
         let max_len = usize::try_from(max_bytes).unwrap_or(usize::MAX);
