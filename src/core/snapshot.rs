@@ -206,6 +206,17 @@ impl Replica {
         if transfer.meta.index != snapshot_index {
             return;
         }
+        let size = transfer.meta.size_bytes;
+        if next_offset > size {
+            // About other bytes of the same snapshot point (one rewritten after damage by a
+            // state machine whose snapshots vary in size): not this transfer.
+            return;
+        }
+        // Only the final chunk makes the follower install, so an answer that every byte is
+        // held without the install (the final chunk or its answer was lost, or the answer is
+        // about other bytes of this point) leaves the last byte to be sent again, as a final
+        // chunk; a follower missing bytes before it refuses that chunk with its real offset.
+        let next_offset = next_offset.min(size.saturating_sub(1));
         if rejected {
             // A chunk did not fit where the follower stands (one was lost, or it restarted):
             // everything in flight after `next_offset` is wasted; resend from there.
@@ -699,6 +710,43 @@ mod tests {
         });
         assert!(metas.into_iter().all(|meta| meta == rewritten));
         assert_eq!(leader.log.snapshot(), Some(&rewritten));
+    }
+
+    #[test]
+    fn answers_at_or_past_the_end_leave_the_final_chunk_to_be_sent() {
+        let (mut leader, behind) = leader_with_snapshot(&[1, 2, 3], 100, |config| {
+            config.snapshot_chunk_bytes = 10;
+            config.snapshot_chunks_in_flight = 2;
+        });
+        assert_eq!(
+            read_offsets(&step(&mut leader, behind(2))),
+            [(2, 0), (2, 10)]
+        );
+        let answer = |next_offset, rejected| {
+            from_peer(
+                2,
+                MessageBody::InstallSnapshotResponse {
+                    snapshot_index: LogIndex(9),
+                    next_offset,
+                    done: false,
+                    rejected,
+                },
+            )
+        };
+        // Past the end: about other bytes of this point; ignored (it used to leave nothing
+        // to send, for good).
+        assert!(read_offsets(&step(&mut leader, answer(130, false))).is_empty());
+        assert!(read_offsets(&step(&mut leader, answer(130, true))).is_empty());
+        // Every byte held but not installed: the last byte goes again, as the final chunk.
+        assert_eq!(
+            read_offsets(&step(&mut leader, answer(100, false))),
+            [(2, 99)]
+        );
+        // The follower refuses it with the offset it really holds; the window resumes there.
+        assert_eq!(
+            read_offsets(&step(&mut leader, answer(40, true))),
+            [(2, 40), (2, 50)]
+        );
     }
 
     #[test]
