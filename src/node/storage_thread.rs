@@ -11,6 +11,7 @@
 //! reads are not durability-critical: a failed read is logged and left unanswered (the
 //! leader retries).
 
+use super::incoming_snapshot::{ArrivalStart, IncomingSnapshot};
 use super::limits::STORAGE_BATCH_MAX;
 use super::log_store::LogStore;
 use super::snapshot_files::{file_meta, snapshot_meta};
@@ -45,6 +46,8 @@ pub(crate) struct StorageThread {
     snapshots: SnapshotStore,
     /// The snapshot being received from the leader, if any.
     partial: Option<PartialSnapshot>,
+    /// Its progress, published for the apply thread (which may restore it as it arrives).
+    incoming: IncomingSnapshot,
     /// The snapshot file being sent to followers, if any (a cache of `snapshots.latest()`).
     sending: Option<SnapshotInfo>,
 }
@@ -110,6 +113,7 @@ pub(crate) fn open_storage_on(
         latest_hard_state: None,
         snapshots: snapshots.clone(),
         partial: None,
+        incoming: IncomingSnapshot::new(),
         sending: None,
     };
     Ok(OpenedStorage {
@@ -136,6 +140,11 @@ fn reconcile_log_with_snapshot(log: &mut LogStore, meta: &SnapshotMeta) -> Resul
 }
 
 impl StorageThread {
+    /// Where the progress of a received snapshot is published (see `incoming_snapshot.rs`).
+    pub(crate) fn incoming_snapshot(&self) -> IncomingSnapshot {
+        self.incoming.clone()
+    }
+
     /// The thread body: runs until the consensus thread drops its sender, then syncs and
     /// saves the latest hard state; or until a storage error (fail-stop).
     pub(crate) fn run(
@@ -144,6 +153,8 @@ impl StorageThread {
         events: Sender<StorageEvent>,
     ) -> Result<(), String> {
         let result = self.serve(&commands, &events);
+        // Nothing more arrives: a restore reading the incoming snapshot must not wait.
+        self.incoming.stop();
         if let Err(message) = &result {
             log::error!("storage failed, stopping the node: {message}");
             let _ = events.send(StorageEvent::Failed(message.clone()));
@@ -354,6 +365,7 @@ impl StorageThread {
             }
             Err(e) => return Err(format!("writing a chunk of snapshot {}: {e}", meta.index)),
         };
+        self.incoming.advance(next_offset);
         if !done {
             self.partial = Some(partial);
             return Ok(StorageEvent::SnapshotChunkWritten {
@@ -369,10 +381,12 @@ impl StorageThread {
                 "received snapshot {} is not newer than the current one",
                 meta.index
             );
+            self.incoming.invalidate();
             return Ok(StorageEvent::SnapshotStored { meta });
         }
         match partial.finish(meta.size_bytes, meta.checksum) {
             Ok(Finish::Installed(_)) => {
+                // The published bytes stay valid: the file was renamed, not rewritten.
                 reconcile_log_with_snapshot(&mut self.log, &meta)?;
                 Ok(StorageEvent::SnapshotStored { meta })
             }
@@ -382,9 +396,11 @@ impl StorageThread {
                     meta.index,
                     partial.next_offset()
                 );
+                self.publish_partial(&partial, &meta);
                 Ok(refuse(partial, self))
             }
             Err(StoreError::Corruption { reason, .. }) => {
+                self.incoming.invalidate();
                 log::warn!(
                     "received snapshot {} is bad ({reason}); asking for it again from offset 0",
                     meta.index
@@ -408,10 +424,13 @@ impl StorageThread {
         if let Some(partial) = self.partial.take().filter(same_bytes) {
             return Ok(partial);
         }
+        // Resuming may cut or empty the partial file: readers of what was published stop.
+        self.incoming.invalidate();
         let partial = self
             .snapshots
             .resume_or_start(wanted, meta.checksum)
             .map_err(|e| format!("starting to receive snapshot {}: {e}", meta.index))?;
+        self.publish_partial(&partial, meta);
         // After a restart of either side this says where the transfer continues.
         log::info!(
             "receiving snapshot {} ({} bytes) from offset {}",
@@ -420,6 +439,26 @@ impl StorageThread {
             partial.next_offset()
         );
         Ok(partial)
+    }
+
+    /// Publishes `partial` (new, resumed or cut back) as a new generation of the incoming
+    /// snapshot, with a read handle on its file.
+    fn publish_partial(&self, partial: &PartialSnapshot, meta: &SnapshotMeta) {
+        match partial.open_read() {
+            Ok(file) => self.incoming.begin(ArrivalStart {
+                meta: meta.clone(),
+                header_bytes: partial.header_bytes(),
+                durable: partial.next_offset(),
+                file,
+            }),
+            Err(e) => {
+                log::warn!(
+                    "snapshot {} can be restored only once received: {e}",
+                    meta.index
+                );
+                self.incoming.invalidate();
+            }
+        }
     }
 
     /// True when the current snapshot is at or after `meta`.

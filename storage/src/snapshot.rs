@@ -787,6 +787,20 @@ impl PartialSnapshot {
         self.data_crc32c
     }
 
+    /// Bytes before the data in the partial file (the snapshot header).
+    pub fn header_bytes(&self) -> u64 {
+        self.header.len() as u64
+    }
+
+    /// A read handle on the partial file, to read its durable data while more arrives. The
+    /// handle stays on the same file when [`PartialSnapshot::finish`] renames it into place.
+    pub fn open_read(&self) -> Result<Box<dyn ReadFile>> {
+        self.store
+            .fs
+            .open_read(&self.path)
+            .map_err(|e| Error::io("open partial snapshot", &self.path, e))
+    }
+
     /// Writes a chunk at data `offset`, whose CRC-32C the sender gave as `chunk_crc`, syncs it
     /// and records it in the chunk table; returns the new `next_offset`. A chunk wholly
     /// already held is accepted and ignored (retransmission). A gap, or data that does not
