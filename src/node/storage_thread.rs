@@ -747,6 +747,79 @@ mod tests {
     }
 
     #[test]
+    fn received_chunks_are_readable_as_they_arrive_and_after_the_install() {
+        use std::io::Read;
+        let fs = SimFs::new();
+        let (meta, data) = incoming_snapshot(3000);
+        let opened = open(&fs);
+        let incoming = opened.thread.incoming_snapshot();
+        let (tx, rx) = bounded(8);
+        let (events_tx, events) = unbounded();
+        let thread = std::thread::spawn(move || opened.thread.run(rx, events_tx));
+        let next_event = || events.recv_timeout(std::time::Duration::from_secs(10));
+
+        tx.send(chunk(&meta, &data, 0, 1000)).unwrap();
+        assert!(matches!(
+            next_event(),
+            Ok(StorageEvent::SnapshotChunkWritten {
+                next_offset: 1000,
+                ..
+            })
+        ));
+        let stall_limit = std::time::Duration::from_secs(30);
+        let mut reader = incoming.open_reader(&meta, stall_limit).unwrap();
+        let mut first = vec![0u8; 1000];
+        reader.read_exact(&mut first).unwrap();
+        assert_eq!(first, &data[..1000]);
+        // The rest arrives and the file is renamed into place; the open reader goes on.
+        tx.send(chunk(&meta, &data, 1000, 2000)).unwrap();
+        tx.send(chunk(&meta, &data, 2000, 3000)).unwrap();
+        assert!(matches!(
+            next_event(),
+            Ok(StorageEvent::SnapshotChunkWritten { .. })
+        ));
+        assert!(matches!(
+            next_event(),
+            Ok(StorageEvent::SnapshotStored { .. })
+        ));
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, &data[1000..]);
+        reader.finish().unwrap();
+
+        drop(tx);
+        thread.join().unwrap().unwrap();
+        // A stopped node starts no restore from what it was receiving.
+        assert!(incoming.open_reader(&meta, stall_limit).is_err());
+    }
+
+    #[test]
+    fn a_transfer_that_starts_over_fails_its_readers() {
+        use std::io::Read;
+        let fs = SimFs::new();
+        let (meta, data) = incoming_snapshot(3000);
+        let opened = open(&fs);
+        let incoming = opened.thread.incoming_snapshot();
+        let (tx, rx) = bounded(8);
+        let (events_tx, events) = unbounded();
+        let thread = std::thread::spawn(move || opened.thread.run(rx, events_tx));
+        let next_event = || events.recv_timeout(std::time::Duration::from_secs(10));
+        tx.send(chunk(&meta, &data, 0, 1000)).unwrap();
+        next_event().unwrap();
+        let stall_limit = std::time::Duration::from_secs(30);
+        let mut reader = incoming.open_reader(&meta, stall_limit).unwrap();
+        // Another leader sends the same snapshot point as other bytes: a new partial file.
+        let (mut other, other_data) = incoming_snapshot(3000);
+        other.checksum ^= 1;
+        tx.send(chunk(&other, &other_data, 0, 1000)).unwrap();
+        next_event().unwrap();
+        let error = reader.read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(error.to_string().contains("started over"), "{error}");
+        drop(tx);
+        thread.join().unwrap().unwrap();
+    }
+
+    #[test]
     fn a_failed_sync_stops_the_thread_without_acknowledging() {
         let fs = SimFs::new();
         drop(open(&fs));
