@@ -620,6 +620,12 @@ impl StateMachine for KvStore {
         free_replaced(std::mem::replace(&mut self.entries, entries));
         Ok(())
     }
+
+    /// The new map is decoded aside, through the snapshot's own trailing checksum, and
+    /// swapped in only when all of it decoded.
+    fn restores_atomically(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -25,4 +25,18 @@ pub trait StateMachine: Send + 'static {
 
     /// Replace the whole state with the one read from `input` (written by `snapshot`).
     fn restore(&mut self, input: &mut dyn Read) -> io::Result<()>;
+
+    /// True when [`StateMachine::restore`] leaves the state untouched whenever it returns an
+    /// error: it builds the new state aside and swaps it in only at the end, and it reads
+    /// `input` to its end (or at least up to the last byte of what `snapshot` wrote).
+    ///
+    /// rcraft then restores a snapshot a leader sends while it is still being received,
+    /// reading each chunk as soon as it is durable, so a follower catching up waits for about
+    /// the longer of the transfer and the restore instead of their sum. When the transfer is
+    /// abandoned or its bytes turn out damaged, the input fails with an error and the state
+    /// must stay as it was. The default, `false`, restores only once the whole snapshot is
+    /// received and verified.
+    fn restores_atomically(&self) -> bool {
+        false
+    }
 }

@@ -12,10 +12,23 @@
 //! leader's storage found the snapshot file damaged); the consensus thread only learns the
 //! result, so it never waits for a snapshot to be written.
 //!
+//! A snapshot a leader sends may be restored while it is still being received
+//! ([`ApplyCommand::SnapshotArriving`], only for a state machine whose restore is atomic,
+//! [`StateMachine::restores_atomically`]): the restore reads the partial file through the
+//! storage thread's [`IncomingSnapshot`] as chunks become durable. Its result stays pending
+//! (`streamed`) until storage has installed the snapshot ([`ApplyCommand::Restore`]), which
+//! then costs only bookkeeping; nothing is reported to the consensus thread before that.
+//! While a streamed state is pending, committed entries it covers are counted as applied
+//! without running them (their outcome is unknown to waiters, subscribers do not see them),
+//! and no snapshot is taken (the state is ahead of `applied`).
+//!
 //! Invariants: entries are applied in index order with no gaps, each index at most once;
 //! `applied` only grows except when a snapshot is restored (then it jumps to the snapshot's
-//! index); a proposal is answered success only when its own (index, term) is applied.
+//! index); a proposal is answered success only when its own (index, term) is applied; the
+//! state machine holds the state at `applied`, or, while `streamed` is pending, the state at
+//! its index (which is above `applied`).
 
+use super::incoming_snapshot::IncomingSnapshot;
 use super::limits::{
     APPLIED_SUBSCRIBER_STALL_MAX, ENTRY_LOG_OVERHEAD_BYTES, EXPIRY_SWEEP_INTERVAL,
 };
@@ -30,7 +43,7 @@ use rcraft_wire::{
     ClientResponseBody, Entry, EntryPayload, LogIndex, Membership, SnapshotMeta, Term,
 };
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Work for the apply thread, in the order the consensus thread decided it.
 pub(crate) enum ApplyCommand {
@@ -62,6 +75,9 @@ pub(crate) enum ApplyCommand {
     },
     /// A received snapshot was made current: restore the state machine from it.
     Restore(SnapshotMeta),
+    /// Storage started writing (or resumed) the chunks of a snapshot from the leader: restore
+    /// it while it arrives, if the state machine's restore is atomic.
+    SnapshotArriving(SnapshotMeta),
     /// Add a receiver of applied commands.
     Subscribe(Sender<ApplyMsg>),
     /// Take a snapshot now (unless the latest one already covers every applied entry) and
@@ -124,6 +140,20 @@ struct ProposalWaiter {
     deadline: Instant,
 }
 
+/// A received snapshot restored while it arrived, not yet installed by storage.
+struct Streamed {
+    meta: SnapshotMeta,
+    /// How long the restore took.
+    took: Duration,
+}
+
+/// Where and how the apply thread restores snapshots while they arrive.
+struct Streaming {
+    incoming: IncomingSnapshot,
+    /// Longest to wait for the next durable byte.
+    stall_limit: Duration,
+}
+
 struct ReadWaiter {
     term: Term,
     query: Vec<u8>,
@@ -155,6 +185,10 @@ pub(crate) struct Applier {
     /// Answers of the batch being handled, sent together when it ends (one hand-off and
     /// one network wake-up per batch instead of per answer).
     outbox: Vec<(ReplyTo, ClientResponseBody)>,
+    /// Set when snapshots may be restored while they arrive.
+    streaming: Option<Streaming>,
+    /// The snapshot the state machine holds while storage has not installed it yet.
+    streamed: Option<Streamed>,
 }
 
 impl Applier {
@@ -184,11 +218,29 @@ impl Applier {
             subscribers: Vec::new(),
             replier,
             outbox: Vec::new(),
+            streaming: None,
+            streamed: None,
         };
         if let Some((meta, mut reader)) = current {
             applier.restore_from(&meta, &mut *reader)?;
         }
         Ok(applier)
+    }
+
+    /// Restores snapshots received from a leader while they arrive, reading their progress
+    /// from `incoming`, when the state machine's restore is atomic; a restore gives up when no
+    /// new byte arrives for `stall_limit`.
+    pub(crate) fn restore_while_receiving(
+        &mut self,
+        incoming: IncomingSnapshot,
+        stall_limit: Duration,
+    ) {
+        if self.state_machine.restores_atomically() {
+            self.streaming = Some(Streaming {
+                incoming,
+                stall_limit,
+            });
+        }
     }
 
     /// Index covered by the state at start (the restored snapshot's, or 0).
@@ -291,20 +343,19 @@ impl Applier {
                 self.reads.entry(index).or_default().push(waiter);
             }
             ApplyCommand::Restore(meta) => {
-                if meta.index > self.applied {
-                    self.restore_current(&meta)?;
-                } else {
-                    // A duplicate or stale install (the state already covers it): restoring
-                    // would roll the state machine back and lose applied entries.
-                    log::info!(
-                        "snapshot {} not restored: already applied through {}",
-                        meta.index,
-                        self.applied
-                    );
-                }
+                self.restore_installed(&meta)?;
                 let _ = progress.send(ApplyProgress::Restored(meta));
             }
+            ApplyCommand::SnapshotArriving(meta) => self.restore_arriving(&meta)?,
             ApplyCommand::Subscribe(sender) => self.subscribers.push(sender),
+            ApplyCommand::TakeSnapshot { reply, .. } if self.streamed.is_some() => {
+                // The state is ahead of `applied`: a snapshot now would be labelled wrongly.
+                let body = ClientResponseBody::Error {
+                    definite: true,
+                    message: "a snapshot from the leader is being installed; try again".to_string(),
+                };
+                self.replier.send(reply, body);
+            }
             ApplyCommand::TakeSnapshot { reply } => self.snapshot_on_demand(reply, progress)?,
             ApplyCommand::ReplaceSnapshot { damaged } => {
                 self.snapshot_forced(damaged, progress)?;
@@ -427,9 +478,10 @@ impl Applier {
         if self.applied != before {
             let _ = progress.send(ApplyProgress::Applied(self.applied));
         }
-        if self
-            .policy
-            .due(self.applied_since_snapshot, self.bytes_since_snapshot)
+        if self.streamed.is_none()
+            && self
+                .policy
+                .due(self.applied_since_snapshot, self.bytes_since_snapshot)
         {
             let meta = self.take_snapshot()?;
             let _ = progress.send(ApplyProgress::SnapshotTaken(meta));
@@ -446,6 +498,19 @@ impl Applier {
                 "committed entry {} arrived after applied index {}: a gap in the log",
                 entry.index, self.applied
             ));
+        }
+        if let Some(streamed) = &self.streamed {
+            if entry.index <= streamed.meta.index {
+                self.skip_covered_entry(entry);
+                return Ok(());
+            }
+            // The log reached the streamed snapshot's index: the state is the one at
+            // `applied`, whether or not storage installs that snapshot.
+            log::info!(
+                "the log reached snapshot {}, restored while it arrived",
+                streamed.meta.index
+            );
+            self.streamed = None;
         }
         self.bytes_since_snapshot += ENTRY_LOG_OVERHEAD_BYTES
             + match &entry.payload {
@@ -469,6 +534,18 @@ impl Applier {
         self.applied_since_snapshot += 1;
         self.answer_proposals(entry.index, entry.term, outcome);
         Ok(())
+    }
+
+    /// Counts `entry` as applied without running it: the state restored from a snapshot
+    /// that is still being installed already includes it.
+    fn skip_covered_entry(&mut self, entry: Entry) {
+        if let EntryPayload::Membership(membership) = entry.payload {
+            self.membership = membership;
+        }
+        self.applied = entry.index;
+        self.applied_term = entry.term;
+        let covered = "the entry was covered by a snapshot restored meanwhile".to_string();
+        self.answer_proposals(entry.index, entry.term, Err(covered));
     }
 
     /// Applies one command unless its session says it already was.
@@ -584,6 +661,83 @@ impl Applier {
         Ok(meta)
     }
 
+    /// Storage installed `meta`: the state machine is restored from it unless the state
+    /// already covers it, with no read at all when it was restored while it arrived.
+    fn restore_installed(&mut self, meta: &SnapshotMeta) -> Result<(), String> {
+        let streamed = self.streamed.take();
+        if meta.index > self.applied {
+            return match streamed {
+                Some(streamed) if same_snapshot(&streamed.meta, meta) => {
+                    self.adopt_snapshot(meta, streamed.took, " while it was received");
+                    Ok(())
+                }
+                _ => self.restore_current(meta),
+            };
+        }
+        // A duplicate or stale install (the state already covers it): restoring would roll
+        // the state machine back and lose applied entries.
+        log::info!(
+            "snapshot {} not restored: already applied through {}",
+            meta.index,
+            self.applied
+        );
+        self.streamed = streamed.filter(|streamed| streamed.meta.index > self.applied);
+        Ok(())
+    }
+
+    /// Restores `meta` from its partial file while storage receives it, if the state machine
+    /// allows it and the snapshot is ahead of the state. A failure leaves the state as it was
+    /// (the restore is atomic) and is only logged: `Restore` reads the installed file later.
+    fn restore_arriving(&mut self, meta: &SnapshotMeta) -> Result<(), String> {
+        let Some(streaming) = &self.streaming else {
+            return Ok(());
+        };
+        let ahead = self
+            .streamed
+            .as_ref()
+            .map_or(self.applied, |s| s.meta.index);
+        if meta.index <= ahead {
+            return Ok(());
+        }
+        let mut reader = match streaming.incoming.open_reader(meta, streaming.stall_limit) {
+            Ok(reader) => reader,
+            Err(why) => {
+                log::info!(
+                    "snapshot {} not restored while it arrives: {why}",
+                    meta.index
+                );
+                return Ok(());
+            }
+        };
+        log::info!(
+            "restoring snapshot {} ({} bytes) while it is received",
+            meta.index,
+            meta.size_bytes
+        );
+        let started = Instant::now();
+        if let Err(e) = read_snapshot(&mut reader, &mut self.sessions, &mut *self.state_machine) {
+            log::warn!(
+                "restoring snapshot {} while it arrived failed, the state is unchanged ({e}); \
+                 it is restored once installed",
+                meta.index
+            );
+            return Ok(());
+        }
+        // A state machine that stopped reading early has not seen the data's checksum yet.
+        reader.finish().map_err(|e| {
+            format!(
+                "snapshot {} was restored from data that then failed its check ({e}); \
+                 stopping rather than serving that state",
+                meta.index
+            )
+        })?;
+        self.streamed = Some(Streamed {
+            meta: meta.clone(),
+            took: started.elapsed(),
+        });
+        Ok(())
+    }
+
     /// Restores from the snapshot store's current snapshot, which must be `expected`.
     fn restore_current(&mut self, expected: &SnapshotMeta) -> Result<(), String> {
         let (meta, mut reader) = self
@@ -607,6 +761,14 @@ impl Applier {
         let started = Instant::now();
         read_snapshot(reader, &mut self.sessions, &mut *self.state_machine)
             .map_err(|e| format!("restoring the snapshot at index {}: {e}", meta.index))?;
+        self.streamed = None;
+        self.adopt_snapshot(meta, started.elapsed(), "");
+        Ok(())
+    }
+
+    /// The bookkeeping of a restore once the state machine holds `meta`'s state: applied
+    /// index, term, membership, and the proposals it covers. `how` ends the log line.
+    fn adopt_snapshot(&mut self, meta: &SnapshotMeta, took: Duration, how: &str) {
         self.applied = meta.index;
         self.applied_term = meta.term;
         self.membership = meta.membership.clone();
@@ -622,12 +784,11 @@ impl Applier {
             self.replier.send(waiter.reply, body);
         }
         log::info!(
-            "state restored from the snapshot at index {} ({} bytes in {:.3} s)",
+            "state restored from the snapshot at index {} ({} bytes in {:.3} s{how})",
             meta.index,
             meta.size_bytes,
-            started.elapsed().as_secs_f64()
+            took.as_secs_f64()
         );
-        Ok(())
     }
 
     /// Answers every waiting proposal (outcome unknown) and read (failed) before the thread
@@ -678,6 +839,11 @@ fn extract_expired<T>(
     expired
 }
 
+/// The same snapshot: same point and the same bytes (by their announced checksum).
+fn same_snapshot(a: &SnapshotMeta, b: &SnapshotMeta) -> bool {
+    (a.index, a.term, a.checksum, a.size_bytes) == (b.index, b.term, b.checksum, b.size_bytes)
+}
+
 fn unknown_outcome(message: &str) -> ClientResponseBody {
     ClientResponseBody::Error {
         definite: false,
@@ -688,8 +854,10 @@ fn unknown_outcome(message: &str) -> ClientResponseBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::incoming_snapshot::ArrivalStart;
     use crate::node::transport::{ClientConnId, Transport};
     use crossbeam_channel::{bounded, unbounded};
+    use rcraft_storage::SimFs;
     use rcraft_wire::{ClientResponse, Message, NodeId, Session};
     use std::io::{self, Read, Write};
     use std::sync::{Arc, Mutex};
@@ -1125,5 +1293,270 @@ mod tests {
             .unwrap();
         thread.join().unwrap();
         assert!(matches!(progress.try_recv(), Ok(ApplyProgress::Failed(_))));
+    }
+
+    /// A journal whose restore builds the new state aside: it opts in to restores while a
+    /// snapshot arrives.
+    #[derive(Default)]
+    struct SwappingJournal(Vec<u8>);
+
+    impl StateMachine for SwappingJournal {
+        fn apply(&mut self, index: LogIndex, command: &[u8]) -> Vec<u8> {
+            self.0.extend_from_slice(command);
+            index.0.to_le_bytes().to_vec()
+        }
+        fn query(&self, _query: &[u8]) -> Vec<u8> {
+            self.0.clone()
+        }
+        fn snapshot(&self, out: &mut dyn Write) -> io::Result<()> {
+            out.write_all(&self.0)
+        }
+        fn restore(&mut self, input: &mut dyn Read) -> io::Result<()> {
+            let mut state = Vec::new();
+            input.read_to_end(&mut state)?;
+            self.0 = state;
+            Ok(())
+        }
+        fn restores_atomically(&self) -> bool {
+            true
+        }
+    }
+
+    type Started = (
+        Sender<ApplyCommand>,
+        Receiver<ApplyProgress>,
+        std::thread::JoinHandle<()>,
+    );
+
+    /// An applier holding `ab` (entries 1 and 2) that restores snapshots while they arrive
+    /// through `incoming` (if `state_machine` opts in).
+    fn start_receiving(
+        state_machine: Box<dyn StateMachine>,
+        snapshots: MemorySnapshots,
+        incoming: &IncomingSnapshot,
+        stall_limit: Duration,
+    ) -> Started {
+        let replier = Replier::new(Arc::new(NoNetwork));
+        let membership = Membership::with_voters([NodeId(0)]);
+        let policy = SnapshotPolicy::ON_DEMAND_ONLY;
+        let mut applier = Applier::new(
+            state_machine,
+            Box::new(snapshots),
+            membership,
+            policy,
+            replier,
+        )
+        .unwrap();
+        applier.restore_while_receiving(incoming.clone(), stall_limit);
+        let (commands, commands_rx) = bounded(64);
+        let (progress_tx, progress) = unbounded();
+        let thread = std::thread::spawn(move || applier.run(commands_rx, progress_tx));
+        let entries = vec![command(1, 1, b"a", None), command(1, 2, b"b", None)];
+        commands.send(ApplyCommand::Entries(entries)).unwrap();
+        (commands, progress, thread)
+    }
+
+    /// The state answered by a read at `index`.
+    fn state_at(commands: &Sender<ApplyCommand>, index: u64) -> Vec<u8> {
+        let (tx, rx) = bounded(1);
+        let read = ApplyCommand::Read {
+            index: LogIndex(index),
+            term: Term(2),
+            query: Vec::new(),
+            reply: ReplyTo::Api(tx),
+            deadline: later(),
+        };
+        commands.send(read).unwrap();
+        match wait_reply(&rx) {
+            ClientResponseBody::Ok { result, .. } => result,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// A node snapshot at index 10 holding the user state `state`, and its metadata.
+    fn received_snapshot(state: &[u8]) -> (SnapshotMeta, Vec<u8>) {
+        let mut data = Vec::new();
+        write_snapshot(
+            &mut data,
+            &SessionTable::default(),
+            &Journal(state.to_vec()),
+        )
+        .unwrap();
+        let meta = SnapshotMeta {
+            index: LogIndex(10),
+            term: Term(2),
+            membership: Membership::with_voters([NodeId(0)]),
+            size_bytes: data.len() as u64,
+            checksum: crc32c::crc32c(&data),
+        };
+        (meta, data)
+    }
+
+    const PARTIAL: &str = "/snapshots/partial";
+    const HEADER_BYTES: u64 = 9;
+
+    /// Writes data bytes `from..to` of the partial file and publishes them as durable (a new
+    /// generation when `from` is 0).
+    fn receive(fs: &SimFs, incoming: &IncomingSnapshot, meta: &SnapshotMeta, data: &[u8]) {
+        use rcraft_storage::Fs;
+        let path = std::path::Path::new(PARTIAL);
+        fs.create_dir_all(std::path::Path::new("/snapshots"))
+            .unwrap();
+        let mut file = fs.open_write(path).unwrap();
+        file.write_at(0, &[0; HEADER_BYTES as usize]).unwrap();
+        file.write_at(HEADER_BYTES, data).unwrap();
+        incoming.begin(ArrivalStart {
+            meta: meta.clone(),
+            header_bytes: HEADER_BYTES,
+            durable: data.len() as u64,
+            file: fs.open_read(path).unwrap(),
+        });
+    }
+
+    fn restored(progress: &Receiver<ApplyProgress>) -> Vec<LogIndex> {
+        progress
+            .try_iter()
+            .filter_map(|p| match p {
+                ApplyProgress::Restored(meta) => Some(meta.index),
+                ApplyProgress::Failed(why) => panic!("the apply thread failed: {why}"),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_snapshot_restored_while_it_arrives_is_installed_without_reading_it_again() {
+        let (fs, incoming) = (SimFs::new(), IncomingSnapshot::new());
+        let (meta, data) = received_snapshot(b"snapshot state");
+        let half = data.len() / 2;
+        receive(&fs, &incoming, &meta, &data[..half]);
+        // No snapshot file at all: a `Restore` that read one would fail the thread.
+        let snapshots = MemorySnapshots::default();
+        let long = Duration::from_secs(60);
+        let sm = Box::new(SwappingJournal::default());
+        let (commands, progress, thread) = start_receiving(sm, snapshots, &incoming, long);
+        assert_eq!(state_at(&commands, 2), b"ab");
+        commands
+            .send(ApplyCommand::SnapshotArriving(meta.clone()))
+            .unwrap();
+        // The rest arrives while the apply thread is restoring.
+        let mut file = rcraft_storage::Fs::open_write(&fs, std::path::Path::new(PARTIAL)).unwrap();
+        file.write_at(HEADER_BYTES + half as u64, &data[half..])
+            .unwrap();
+        incoming.advance(data.len() as u64);
+        // Restored but not installed: reads see the new state, the core hears nothing yet,
+        // and no snapshot can be taken.
+        assert_eq!(state_at(&commands, 2), b"snapshot state");
+        assert!(matches!(
+            take_snapshot(&commands),
+            ClientResponseBody::Error { definite: true, .. }
+        ));
+        commands.send(ApplyCommand::Restore(meta.clone())).unwrap();
+        commands
+            .send(ApplyCommand::Entries(vec![command(2, 11, b"!", None)]))
+            .unwrap();
+        assert_eq!(state_at(&commands, 11), b"snapshot state!");
+        drop(commands);
+        thread.join().unwrap();
+        assert_eq!(restored(&progress), vec![LogIndex(10)]);
+    }
+
+    #[test]
+    fn an_abandoned_restore_keeps_the_state_and_the_installed_snapshot_is_read_later() {
+        let (fs, incoming) = (SimFs::new(), IncomingSnapshot::new());
+        let (meta, data) = received_snapshot(b"snapshot state");
+        receive(&fs, &incoming, &meta, &data[..data.len() / 2]);
+        let snapshots = MemorySnapshots::default();
+        let short = Duration::from_millis(20);
+        let sm = Box::new(SwappingJournal::default());
+        let (commands, progress, thread) = start_receiving(sm, snapshots.clone(), &incoming, short);
+        // The other half never comes: the restore gives up and the state is as it was.
+        commands
+            .send(ApplyCommand::SnapshotArriving(meta.clone()))
+            .unwrap();
+        assert_eq!(state_at(&commands, 2), b"ab");
+        commands
+            .send(ApplyCommand::Entries(vec![command(1, 3, b"c", None)]))
+            .unwrap();
+        assert_eq!(state_at(&commands, 3), b"abc");
+        // Storage installs it after all: `Restore` reads it.
+        *snapshots.0.lock().unwrap() = Some((meta.clone(), data));
+        commands.send(ApplyCommand::Restore(meta)).unwrap();
+        assert_eq!(state_at(&commands, 10), b"snapshot state");
+        drop(commands);
+        thread.join().unwrap();
+        assert_eq!(restored(&progress), vec![LogIndex(10)]);
+    }
+
+    #[test]
+    fn committed_entries_through_a_snapshot_restored_meanwhile_confirm_it() {
+        let (fs, incoming) = (SimFs::new(), IncomingSnapshot::new());
+        let (meta, data) = received_snapshot(b"snapshot state");
+        receive(&fs, &incoming, &meta, &data);
+        let long = Duration::from_secs(60);
+        let sm = Box::new(SwappingJournal::default());
+        let snapshots = MemorySnapshots::default();
+        let (commands, progress, thread) = start_receiving(sm, snapshots, &incoming, long);
+        commands.send(ApplyCommand::SnapshotArriving(meta)).unwrap();
+        // Storage never installs it (say a new leader sent the entries instead): entries 3 to
+        // 10 are already in the state; 11 is applied on top of it.
+        let (waiter_tx, waiter_rx) = bounded(1);
+        commands
+            .send(ApplyCommand::WaitProposal {
+                index: LogIndex(5),
+                term: Term(1),
+                reply: ReplyTo::Api(waiter_tx),
+                deadline: later(),
+            })
+            .unwrap();
+        let entries = (3..=10).map(|i| command(1, i, b"x", None)).collect();
+        commands.send(ApplyCommand::Entries(entries)).unwrap();
+        assert!(matches!(
+            wait_reply(&waiter_rx),
+            ClientResponseBody::Error {
+                definite: false,
+                ..
+            }
+        ));
+        commands
+            .send(ApplyCommand::Entries(vec![command(2, 11, b"!", None)]))
+            .unwrap();
+        assert_eq!(state_at(&commands, 11), b"snapshot state!");
+        // The state is at `applied` again, so a snapshot can be taken.
+        let taken = take_snapshot(&commands);
+        assert!(
+            matches!(
+                taken,
+                ClientResponseBody::Ok {
+                    index: LogIndex(11),
+                    ..
+                }
+            ),
+            "{taken:?}"
+        );
+        drop(commands);
+        thread.join().unwrap();
+        assert!(restored(&progress).is_empty());
+    }
+
+    #[test]
+    fn a_state_machine_that_does_not_opt_in_restores_only_once_installed() {
+        let (fs, incoming) = (SimFs::new(), IncomingSnapshot::new());
+        let (meta, data) = received_snapshot(b"snapshot state");
+        receive(&fs, &incoming, &meta, &data);
+        let snapshots = MemorySnapshots::default();
+        let long = Duration::from_secs(60);
+        let sm = Box::new(Journal::default());
+        let (commands, progress, thread) = start_receiving(sm, snapshots.clone(), &incoming, long);
+        commands
+            .send(ApplyCommand::SnapshotArriving(meta.clone()))
+            .unwrap();
+        assert_eq!(state_at(&commands, 2), b"ab");
+        *snapshots.0.lock().unwrap() = Some((meta.clone(), data));
+        commands.send(ApplyCommand::Restore(meta)).unwrap();
+        assert_eq!(state_at(&commands, 10), b"snapshot state");
+        drop(commands);
+        thread.join().unwrap();
+        assert_eq!(restored(&progress), vec![LogIndex(10)]);
     }
 }

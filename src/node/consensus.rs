@@ -129,6 +129,9 @@ pub(crate) struct Consensus {
     deferred_apply: VecDeque<ApplyProgress>,
     /// Set by a fatal event; the loop stops at the end of the turn.
     failure: Option<String>,
+    /// The received snapshot (index, term, data checksum) the apply thread was told is
+    /// arriving (`ApplyCommand::SnapshotArriving`).
+    announced_snapshot: Option<(LogIndex, rcraft_wire::Term, u32)>,
 }
 
 impl Consensus {
@@ -153,6 +156,7 @@ impl Consensus {
             deferred_storage: VecDeque::new(),
             deferred_apply: VecDeque::new(),
             failure: None,
+            announced_snapshot: None,
         }
     }
 
@@ -444,6 +448,7 @@ impl Consensus {
                 next_offset,
                 rejected,
             } => {
+                self.announce_arriving_snapshot(inbox, &meta, next_offset, rejected);
                 let input = Input::SnapshotChunkWritten {
                     meta,
                     next_offset,
@@ -453,6 +458,7 @@ impl Consensus {
                 self.replica.step(input);
             }
             StorageEvent::SnapshotStored { meta } => {
+                self.announced_snapshot = None;
                 self.send_apply(inbox, ApplyCommand::Restore(meta));
             }
             StorageEvent::SnapshotDamaged {
@@ -471,6 +477,25 @@ impl Consensus {
                 self.send_apply(inbox, ApplyCommand::ReplaceSnapshot { damaged: index });
             }
             StorageEvent::Failed(reason) => self.fail(reason),
+        }
+    }
+
+    /// Tells the apply thread once per transfer (and again after a refused chunk, which may
+    /// have made it start over) that a snapshot's chunks are arriving, so it can restore the
+    /// snapshot meanwhile.
+    fn announce_arriving_snapshot(
+        &mut self,
+        inbox: &Inbox,
+        meta: &SnapshotMeta,
+        next_offset: u64,
+        rejected: bool,
+    ) {
+        let key = (meta.index, meta.term, meta.checksum);
+        if rejected {
+            self.announced_snapshot = None;
+        } else if next_offset > 0 && self.announced_snapshot != Some(key) {
+            self.announced_snapshot = Some(key);
+            self.send_apply(inbox, ApplyCommand::SnapshotArriving(meta.clone()));
         }
     }
 

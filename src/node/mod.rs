@@ -10,6 +10,7 @@ mod consensus;
 mod entry_codec;
 mod error;
 mod handle;
+mod incoming_snapshot;
 mod initial_voters;
 pub mod limits;
 mod log_store;

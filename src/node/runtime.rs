@@ -14,7 +14,8 @@ use super::handle::NodeHandle;
 use super::initial_voters;
 use super::limits::{
     API_REQUEST_QUEUE_DEPTH, APPLY_COMMAND_QUEUE_DEPTH, APPLY_PROGRESS_QUEUE_DEPTH,
-    NET_EVENT_QUEUE_DEPTH, STORAGE_COMMAND_QUEUE_DEPTH, STORAGE_EVENT_QUEUE_DEPTH,
+    NET_EVENT_QUEUE_DEPTH, SNAPSHOT_STREAM_STALL_MAX, STORAGE_COMMAND_QUEUE_DEPTH,
+    STORAGE_EVENT_QUEUE_DEPTH,
 };
 use super::net::{NetConfig, NetHandle, Network};
 use super::snapshot_files::StoreSnapshots;
@@ -58,7 +59,7 @@ impl Node {
         let replier = Replier::new(transport);
 
         let snapshots = Box::new(StoreSnapshots::new(opened.snapshots));
-        let applier = Applier::new(
+        let mut applier = Applier::new(
             Box::new(state_machine),
             snapshots,
             initial_membership,
@@ -69,6 +70,10 @@ impl Node {
             replier.clone(),
         )
         .map_err(Error::Storage)?;
+        // A snapshot received from a leader is restored while its chunks arrive (when the
+        // state machine's restore is atomic), from what the storage thread publishes.
+        applier
+            .restore_while_receiving(opened.thread.incoming_snapshot(), SNAPSHOT_STREAM_STALL_MAX);
 
         let (storage_tx, storage_rx) = bounded(STORAGE_COMMAND_QUEUE_DEPTH);
         let (storage_events_tx, storage_events_rx) = bounded(STORAGE_EVENT_QUEUE_DEPTH);

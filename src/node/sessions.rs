@@ -88,12 +88,6 @@ impl SessionTable {
         records
     }
 
-    /// Forgets everything (before restoring a snapshot).
-    pub(crate) fn clear(&mut self) {
-        self.clients.clear();
-        self.by_recency.clear();
-    }
-
     /// Number of clients remembered.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

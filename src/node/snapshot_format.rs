@@ -55,23 +55,29 @@ fn write_sessions(out: &mut dyn Write, sessions: &SessionTable) -> io::Result<()
 }
 
 /// Replaces `sessions` and the state machine's state with the snapshot read from `input`.
+///
+/// The session table is read into a new table and swapped in only after the state machine's
+/// `restore` returned `Ok`, so an error leaves `sessions` as it was (and the state machine
+/// too, when its restore is atomic: [`StateMachine::restores_atomically`]).
 pub(crate) fn read_snapshot(
     input: &mut dyn Read,
     sessions: &mut SessionTable,
     state_machine: &mut dyn StateMachine,
 ) -> io::Result<()> {
     let mut input = BufReader::with_capacity(SESSION_BUFFER_BYTES, input);
-    read_sessions(&mut input, sessions)?;
-    state_machine.restore(&mut input)
+    let restored = read_sessions(&mut input)?;
+    state_machine.restore(&mut input)?;
+    *sessions = restored;
+    Ok(())
 }
 
-fn read_sessions(input: &mut dyn Read, sessions: &mut SessionTable) -> io::Result<()> {
+fn read_sessions(input: &mut dyn Read) -> io::Result<SessionTable> {
     let mut magic = [0u8; 8];
     input.read_exact(&mut magic)?;
     if &magic != MAGIC {
         return Err(invalid("not an rcraft node snapshot (bad magic)"));
     }
-    sessions.clear();
+    let mut sessions = SessionTable::default();
     let count = read_u64(input)?;
     for _ in 0..count {
         let client_id = read_u64(input)?;
@@ -90,7 +96,7 @@ fn read_sessions(input: &mut dyn Read, sessions: &mut SessionTable) -> io::Resul
         };
         sessions.insert(client_id, record);
     }
-    Ok(())
+    Ok(sessions)
 }
 
 fn read_u64(input: &mut dyn Read) -> io::Result<u64> {
@@ -163,6 +169,51 @@ mod tests {
         let mut journal = Journal::default();
         assert!(read_snapshot(&mut &b"NOTASNAP\0"[..], &mut sessions, &mut journal).is_err());
         assert!(read_snapshot(&mut &b"RCSNAP01\x01"[..], &mut sessions, &mut journal).is_err());
+    }
+
+    /// A state machine whose restore always fails (after reading everything).
+    struct Refuses;
+
+    impl StateMachine for Refuses {
+        fn apply(&mut self, _index: LogIndex, _command: &[u8]) -> Vec<u8> {
+            Vec::new()
+        }
+        fn query(&self, _query: &[u8]) -> Vec<u8> {
+            Vec::new()
+        }
+        fn snapshot(&self, _out: &mut dyn Write) -> io::Result<()> {
+            Ok(())
+        }
+        fn restore(&mut self, input: &mut dyn Read) -> io::Result<()> {
+            input.read_to_end(&mut Vec::new())?;
+            Err(invalid("refused"))
+        }
+    }
+
+    #[test]
+    fn a_failed_restore_keeps_the_session_table() {
+        let old = Session {
+            client_id: 1,
+            sequence: 1,
+        };
+        let new = Session {
+            client_id: 2,
+            sequence: 5,
+        };
+        let mut sessions = SessionTable::default();
+        sessions.record(old, LogIndex(3), b"old".to_vec());
+        let mut other = SessionTable::default();
+        other.record(new, LogIndex(9), b"new".to_vec());
+        let mut bytes = Vec::new();
+        write_snapshot(&mut bytes, &other, &Journal::default()).unwrap();
+
+        assert!(read_snapshot(&mut &bytes[..], &mut sessions, &mut Refuses).is_err());
+        use super::super::sessions::SessionCheck;
+        assert_eq!(
+            sessions.check(old),
+            SessionCheck::Duplicate(b"old".to_vec())
+        );
+        assert_eq!(sessions.check(new), SessionCheck::Apply);
     }
 
     /// Hands out at most `step` bytes per `read`.

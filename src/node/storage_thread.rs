@@ -13,6 +13,7 @@
 //! whole: [`SendChecks`] finds it (without reading whole files on this thread), its last
 //! chunk is withheld, and `SnapshotDamaged` is reported once so a new snapshot replaces it.
 
+use super::incoming_snapshot::{ArrivalStart, IncomingSnapshot};
 use super::limits::STORAGE_BATCH_MAX;
 use super::log_store::LogStore;
 use super::snapshot_files::{file_meta, snapshot_meta};
@@ -48,6 +49,8 @@ pub(crate) struct StorageThread {
     snapshots: SnapshotStore,
     /// The snapshot being received from the leader, if any.
     partial: Option<PartialSnapshot>,
+    /// Its progress, published for the apply thread (which may restore it as it arrives).
+    incoming: IncomingSnapshot,
     /// The snapshot file being sent to followers, if any (a cache of `snapshots.latest()`).
     sending: Option<SnapshotInfo>,
     /// Whether the data of the file being sent matches its footer.
@@ -115,6 +118,7 @@ pub(crate) fn open_storage_on(
         latest_hard_state: None,
         snapshots: snapshots.clone(),
         partial: None,
+        incoming: IncomingSnapshot::new(),
         sending: None,
         send_checks: SendChecks::new(&snapshots),
     };
@@ -158,6 +162,11 @@ fn reconcile_log_with_snapshot(log: &mut LogStore, meta: &SnapshotMeta) -> Resul
 }
 
 impl StorageThread {
+    /// Where the progress of a received snapshot is published (see `incoming_snapshot.rs`).
+    pub(crate) fn incoming_snapshot(&self) -> IncomingSnapshot {
+        self.incoming.clone()
+    }
+
     /// The thread body: runs until the consensus thread drops its sender, then syncs and
     /// saves the latest hard state; or until a storage error (fail-stop).
     pub(crate) fn run(
@@ -166,6 +175,8 @@ impl StorageThread {
         events: Sender<StorageEvent>,
     ) -> Result<(), String> {
         let result = self.serve(&commands, &events);
+        // Nothing more arrives: a restore reading the incoming snapshot must not wait.
+        self.incoming.stop();
         if let Err(message) = &result {
             log::error!("storage failed, stopping the node: {message}");
             let _ = events.send(StorageEvent::Failed(message.clone()));
@@ -419,6 +430,7 @@ impl StorageThread {
             }
             Err(e) => return Err(format!("writing a chunk of snapshot {}: {e}", meta.index)),
         };
+        self.incoming.advance(next_offset);
         if !done {
             self.partial = Some(partial);
             return Ok(StorageEvent::SnapshotChunkWritten {
@@ -434,10 +446,12 @@ impl StorageThread {
                 "received snapshot {} is not newer than the current one",
                 meta.index
             );
+            self.incoming.invalidate();
             return Ok(StorageEvent::SnapshotStored { meta });
         }
         match partial.finish(meta.size_bytes, meta.checksum) {
             Ok(Finish::Installed(_)) => {
+                // The published bytes stay valid: the file was renamed, not rewritten.
                 reconcile_log_with_snapshot(&mut self.log, &meta)?;
                 Ok(StorageEvent::SnapshotStored { meta })
             }
@@ -447,9 +461,11 @@ impl StorageThread {
                     meta.index,
                     partial.next_offset()
                 );
+                self.publish_partial(&partial, &meta);
                 Ok(refuse(partial, self))
             }
             Err(StoreError::Corruption { reason, .. }) => {
+                self.incoming.invalidate();
                 log::warn!(
                     "received snapshot {} is bad ({reason}); asking for it again from offset 0",
                     meta.index
@@ -473,10 +489,13 @@ impl StorageThread {
         if let Some(partial) = self.partial.take().filter(same_bytes) {
             return Ok(partial);
         }
+        // Resuming may cut or empty the partial file: readers of what was published stop.
+        self.incoming.invalidate();
         let partial = self
             .snapshots
             .resume_or_start(wanted, meta.checksum)
             .map_err(|e| format!("starting to receive snapshot {}: {e}", meta.index))?;
+        self.publish_partial(&partial, meta);
         // After a restart of either side this says where the transfer continues.
         log::info!(
             "receiving snapshot {} ({} bytes) from offset {}",
@@ -485,6 +504,26 @@ impl StorageThread {
             partial.next_offset()
         );
         Ok(partial)
+    }
+
+    /// Publishes `partial` (new, resumed or cut back) as a new generation of the incoming
+    /// snapshot, with a read handle on its file.
+    fn publish_partial(&self, partial: &PartialSnapshot, meta: &SnapshotMeta) {
+        match partial.open_read() {
+            Ok(file) => self.incoming.begin(ArrivalStart {
+                meta: meta.clone(),
+                header_bytes: partial.header_bytes(),
+                durable: partial.next_offset(),
+                file,
+            }),
+            Err(e) => {
+                log::warn!(
+                    "snapshot {} can be restored only once received: {e}",
+                    meta.index
+                );
+                self.incoming.invalidate();
+            }
+        }
     }
 
     /// True when the current snapshot is at or after `meta`.
@@ -918,6 +957,79 @@ mod tests {
         let sent = matches!(answers.as_slice(),
             [StorageEvent::SnapshotChunkRead { data: chunk, .. }] if chunk[..] == data[..1000]);
         assert!(sent, "{answers:?}");
+        drop(tx);
+        thread.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn received_chunks_are_readable_as_they_arrive_and_after_the_install() {
+        use std::io::Read;
+        let fs = SimFs::new();
+        let (meta, data) = incoming_snapshot(3000);
+        let opened = open(&fs);
+        let incoming = opened.thread.incoming_snapshot();
+        let (tx, rx) = bounded(8);
+        let (events_tx, events) = unbounded();
+        let thread = std::thread::spawn(move || opened.thread.run(rx, events_tx));
+        let next_event = || events.recv_timeout(std::time::Duration::from_secs(10));
+
+        tx.send(chunk(&meta, &data, 0, 1000)).unwrap();
+        assert!(matches!(
+            next_event(),
+            Ok(StorageEvent::SnapshotChunkWritten {
+                next_offset: 1000,
+                ..
+            })
+        ));
+        let stall_limit = std::time::Duration::from_secs(30);
+        let mut reader = incoming.open_reader(&meta, stall_limit).unwrap();
+        let mut first = vec![0u8; 1000];
+        reader.read_exact(&mut first).unwrap();
+        assert_eq!(first, &data[..1000]);
+        // The rest arrives and the file is renamed into place; the open reader goes on.
+        tx.send(chunk(&meta, &data, 1000, 2000)).unwrap();
+        tx.send(chunk(&meta, &data, 2000, 3000)).unwrap();
+        assert!(matches!(
+            next_event(),
+            Ok(StorageEvent::SnapshotChunkWritten { .. })
+        ));
+        assert!(matches!(
+            next_event(),
+            Ok(StorageEvent::SnapshotStored { .. })
+        ));
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, &data[1000..]);
+        reader.finish().unwrap();
+
+        drop(tx);
+        thread.join().unwrap().unwrap();
+        // A stopped node starts no restore from what it was receiving.
+        assert!(incoming.open_reader(&meta, stall_limit).is_err());
+    }
+
+    #[test]
+    fn a_transfer_that_starts_over_fails_its_readers() {
+        use std::io::Read;
+        let fs = SimFs::new();
+        let (meta, data) = incoming_snapshot(3000);
+        let opened = open(&fs);
+        let incoming = opened.thread.incoming_snapshot();
+        let (tx, rx) = bounded(8);
+        let (events_tx, events) = unbounded();
+        let thread = std::thread::spawn(move || opened.thread.run(rx, events_tx));
+        let next_event = || events.recv_timeout(std::time::Duration::from_secs(10));
+        tx.send(chunk(&meta, &data, 0, 1000)).unwrap();
+        next_event().unwrap();
+        let stall_limit = std::time::Duration::from_secs(30);
+        let mut reader = incoming.open_reader(&meta, stall_limit).unwrap();
+        // Another leader sends the same snapshot point as other bytes: a new partial file.
+        let (mut other, other_data) = incoming_snapshot(3000);
+        other.checksum ^= 1;
+        tx.send(chunk(&other, &other_data, 0, 1000)).unwrap();
+        next_event().unwrap();
+        let error = reader.read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(error.to_string().contains("started over"), "{error}");
         drop(tx);
         thread.join().unwrap().unwrap();
     }

@@ -398,6 +398,20 @@ impl SnapshotStore {
         let fs = self.fs.as_ref();
         let info = verify_file(fs, tmp)?;
         let crc = data_crc(fs, tmp, info.header_bytes(), info.data_bytes)?;
+        self.promote_with_data_crc(tmp, meta, crc)
+    }
+
+    /// [`SnapshotStore::promote`] for a caller that has just read the data back from `tmp`
+    /// and computed its CRC-32C, `crc`: header, footer and size are verified again, the data
+    /// is not read a second time.
+    fn promote_with_data_crc(
+        &self,
+        tmp: &Path,
+        meta: &SnapshotFileMeta,
+        crc: u32,
+    ) -> Result<SnapshotInfo> {
+        let fs = self.fs.as_ref();
+        let info = verify_file(fs, tmp)?;
         if crc != info.data_crc32c || info.meta != *meta {
             return Err(Error::corruption(
                 tmp,
@@ -834,6 +848,20 @@ impl PartialSnapshot {
         self.data_crc32c
     }
 
+    /// Bytes before the data in the partial file (the snapshot header).
+    pub fn header_bytes(&self) -> u64 {
+        self.header.len() as u64
+    }
+
+    /// A read handle on the partial file, to read its durable data while more arrives. The
+    /// handle stays on the same file when [`PartialSnapshot::finish`] renames it into place.
+    pub fn open_read(&self) -> Result<Box<dyn ReadFile>> {
+        self.store
+            .fs
+            .open_read(&self.path)
+            .map_err(|e| Error::io("open partial snapshot", &self.path, e))
+    }
+
     /// Writes a chunk at data `offset`, whose CRC-32C the sender gave as `chunk_crc`, syncs it
     /// and records it in the chunk table; returns the new `next_offset`. A chunk wholly
     /// already held is accepted and ignored (retransmission). A gap, or data that does not
@@ -942,7 +970,10 @@ impl PartialSnapshot {
             })
             .and_then(|()| self.file.sync())
             .map_err(|e| Error::io("finish partial snapshot", &self.path, e))?;
-        let info = self.store.promote(&self.path, &self.meta)?;
+        // The data was just read back from the synced file for `crc`: not read again.
+        let info = self
+            .store
+            .promote_with_data_crc(&self.path, &self.meta, crc)?;
         if let Err(e) = fs.remove_file(&self.table_path) {
             // Harmless: the next transfer finds no partial file and starts the table over.
             log::warn!("could not remove {}: {e}", self.table_path.display());
