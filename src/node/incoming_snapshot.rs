@@ -15,6 +15,7 @@
 //! rewrites follow a failed whole-data checksum that the reader's own end-of-data check fails
 //! on too); the stop flag, once set, stays set.
 
+use super::limits::SNAPSHOT_DROP_BEHIND_BYTES;
 use parking_lot::{Condvar, Mutex};
 use rcraft_storage::fs::ReadFile;
 use rcraft_wire::{LogIndex, SnapshotMeta, Term};
@@ -171,6 +172,7 @@ impl IncomingSnapshot {
             stall_limit,
             seen_durable: arrival.durable,
             last_growth: Instant::now(),
+            dropped_through: 0,
         })
     }
 }
@@ -192,6 +194,8 @@ pub(crate) struct TailingReader {
     /// The highest durable length seen, and when it last grew.
     seen_durable: u64,
     last_growth: Instant,
+    /// Data bytes whose cached pages were dropped (read once, not needed again).
+    dropped_through: u64,
 }
 
 impl TailingReader {
@@ -200,6 +204,21 @@ impl TailingReader {
     pub(crate) fn finish(&mut self) -> io::Result<()> {
         io::copy(self, &mut io::sink())?;
         Ok(())
+    }
+
+    /// Lets the system reuse the memory caching what was read: the partial file is read
+    /// once here, and holding all of a large snapshot in the page cache while the restored
+    /// state also grows would need fresh memory for both (see docs/BENCHMARKS.md, run M).
+    fn drop_read_pages(&mut self) {
+        let behind = self.position - self.dropped_through;
+        if behind < SNAPSHOT_DROP_BEHIND_BYTES && self.position < self.size {
+            return;
+        }
+        let at = self.header_bytes + self.dropped_through;
+        if let Err(e) = self.file.lock().drop_cached(at, behind) {
+            log::debug!("snapshot {}: dropping cached pages: {e}", self.index);
+        }
+        self.dropped_through = self.position;
     }
 
     fn failure(&self, kind: io::ErrorKind, why: &str) -> io::Error {
@@ -274,6 +293,7 @@ impl Read for TailingReader {
         self.check(&self.shared.progress.lock())?;
         self.crc32c = crc32c::crc32c_append(self.crc32c, &buf[..n]);
         self.position += n as u64;
+        self.drop_read_pages();
         if self.position == self.size && self.crc32c != self.expected_crc32c {
             let why = format!(
                 "the data's checksum is {:#010x}, the leader announced {:#010x}",
@@ -355,6 +375,62 @@ mod tests {
         writer.join().unwrap();
         assert_eq!(read, bytes);
         reader.finish().unwrap();
+    }
+
+    /// A read handle that records the ranges whose cache it was asked to drop.
+    #[derive(Debug)]
+    struct RecordingFile {
+        inner: Box<dyn ReadFile>,
+        dropped: Arc<Mutex<Vec<(u64, u64)>>>,
+    }
+
+    impl ReadFile for RecordingFile {
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+            self.inner.read_at(offset, buf)
+        }
+
+        fn drop_cached(&self, offset: u64, len: u64) -> io::Result<()> {
+            self.dropped.lock().push((offset, len));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_cache_of_what_was_read_is_dropped_behind_the_reader_in_steps() {
+        let (fs, incoming) = (SimFs::new(), IncomingSnapshot::new());
+        let bytes = data(2 * SNAPSHOT_DROP_BEHIND_BYTES as usize + 12_345);
+        let meta = meta_of(&bytes);
+        publish(&fs, &incoming, &meta, &bytes);
+        let dropped = Arc::new(Mutex::new(Vec::new()));
+        let file = RecordingFile {
+            inner: fs.open_read(Path::new(PATH)).unwrap(),
+            dropped: dropped.clone(),
+        };
+        incoming.begin(ArrivalStart {
+            meta: meta.clone(),
+            header_bytes: HEADER as u64,
+            durable: bytes.len() as u64,
+            file: Box::new(file),
+        });
+        let mut reader = incoming.open_reader(&meta, LONG).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut read = 0;
+        while reader.read(&mut buf).unwrap() > 0 {
+            read += 1;
+            // Never more than a step (plus the last read) behind.
+            let covered: u64 = dropped.lock().iter().map(|(_, len)| len).sum();
+            assert!(reader.position - covered < SNAPSHOT_DROP_BEHIND_BYTES + (1 << 20));
+        }
+        assert!(read > 2);
+        // Three steps: two whole ones and the rest at the end, contiguous from the data's start.
+        let dropped = dropped.lock().clone();
+        assert_eq!(dropped.len(), 3, "{dropped:?}");
+        let mut next = HEADER as u64;
+        for (offset, len) in dropped {
+            assert_eq!(offset, next);
+            next += len;
+        }
+        assert_eq!(next, (HEADER + bytes.len()) as u64);
     }
 
     #[test]

@@ -72,3 +72,7 @@ pub const SNAPSHOT_ANSWER_WAIT_MAX: Duration = Duration::from_secs(600);
 /// durable byte before it gives up (the transfer can be abandoned silently, e.g. when a new
 /// leader sends log entries instead); the snapshot is then restored once it is installed.
 pub const SNAPSHOT_STREAM_STALL_MAX: Duration = Duration::from_secs(10);
+
+/// A snapshot restored while it arrives has the cache of what it read dropped in steps of
+/// this many bytes (one system call per step).
+pub const SNAPSHOT_DROP_BEHIND_BYTES: u64 = 8 << 20;

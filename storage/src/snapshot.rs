@@ -241,6 +241,28 @@ fn data_crc(fs: &dyn Fs, path: &Path, offset: u64, len: u64) -> Result<u32> {
     range_crc(file.as_ref(), path, offset, len, &mut buf)
 }
 
+/// [`data_crc`] of a file read once more only to be checked: the cache of each piece is
+/// dropped once it is checked ([`ReadFile::drop_cached`]), so checking a large received
+/// snapshot neither fills memory with it nor needs fresh memory for all of it.
+fn data_crc_dropping_behind(fs: &dyn Fs, path: &Path, offset: u64, len: u64) -> Result<u32> {
+    let file = fs
+        .open_read(path)
+        .map_err(|e| Error::io("open snapshot", path, e))?;
+    let mut buf = vec![0u8; SNAPSHOT_BUFFER_BYTES];
+    let mut crc = 0;
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64);
+        let piece = range_crc(file.as_ref(), path, offset + done, n, &mut buf)?;
+        crc = crc32c::crc32c_combine(crc, piece, n as usize);
+        if let Err(e) = file.drop_cached(offset + done, n) {
+            log::debug!("{}: dropping cached pages: {e}", path.display());
+        }
+        done += n;
+    }
+    Ok(crc)
+}
+
 /// The directory of snapshot files. See the module docs.
 #[derive(Debug, Clone)]
 pub struct SnapshotStore {
@@ -930,7 +952,7 @@ impl PartialSnapshot {
             return Ok(Finish::Continue(self));
         }
         let header_bytes = self.header.len() as u64;
-        let crc = data_crc(fs.as_ref(), &self.path, header_bytes, expected_bytes)?;
+        let crc = data_crc_dropping_behind(fs.as_ref(), &self.path, header_bytes, expected_bytes)?;
         if crc != expected_crc32c {
             log::warn!(
                 "{}: received data checksum {crc:#010x}, expected {expected_crc32c:#010x}; \
