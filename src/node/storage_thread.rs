@@ -362,8 +362,14 @@ impl StorageThread {
         meta: &SnapshotMeta,
         events: &Sender<StorageEvent>,
     ) -> Option<SnapshotInfo> {
-        let is_meta =
-            |info: &SnapshotInfo| info.meta.index == meta.index.0 && info.meta.term == meta.term.0;
+        // The bytes too, not only the point: a snapshot rewritten at the same index and term
+        // (after damage) may differ, and chunks of it must not go out under the old label.
+        let is_meta = |info: &SnapshotInfo| {
+            info.meta.index == meta.index.0
+                && info.meta.term == meta.term.0
+                && info.data_bytes == meta.size_bytes
+                && info.data_crc32c == meta.checksum
+        };
         if let Some(info) = self.sending.as_ref().filter(|info| is_meta(info)) {
             return Some(info.clone());
         }
