@@ -22,6 +22,7 @@
 //! | `SNAP_BENCH_IN_FLIGHT` | node default | `snapshot_chunks_in_flight` |
 //! | `SNAP_BENCH_TAIL` | 5000 | log entries after the snapshot in the restart measurement |
 //! | `SNAP_BENCH_LOGS` | none | a directory to copy the nodes' logs to at the end |
+//! | `SNAP_BENCH_PIN` | unset | set: during each catch-up the fresh follower runs on CPU 1 and everything else (the two live nodes, the writers) on CPU 0, as if the follower had a machine of its own; the "before" rate is measured pinned the same way |
 //!
 //! Each round after the first restarts the nodes with the round's settings (they restore from
 //! their snapshots), with another node wiped, and times that node's catch-up.
@@ -63,6 +64,7 @@ struct Settings {
     rates: Vec<u64>,
     in_flight: Option<u64>,
     tail: usize,
+    pin: bool,
 }
 
 impl Settings {
@@ -84,6 +86,7 @@ impl Settings {
                 .ok()
                 .and_then(|v| v.parse().ok()),
             tail: setting("SNAP_BENCH_TAIL", 5000),
+            pin: std::env::var_os("SNAP_BENCH_PIN").is_some(),
         }
     }
 
@@ -266,6 +269,15 @@ fn restart_without(cluster: &mut Cluster, fresh: usize) -> usize {
 fn catch_up_round(cluster: &mut Cluster, settings: &Settings, leader: usize, fresh: usize) {
     let other = 3 - leader - fresh;
     cluster.wait_caught_up(other, leader);
+    if settings.pin {
+        cluster.cpus[fresh] = Some("1".to_string());
+        cluster.pin(leader, "0");
+        cluster.pin(other, "0");
+        Cluster::pin_process(std::process::id(), "0");
+        println!(
+            "pinned: node {fresh} (fresh) on CPU 1; nodes {leader}, {other} and the writers on CPU 0"
+        );
+    }
     let started = Instant::now();
     let line = cluster.snapshot(leader);
     let snapshot_secs = started.elapsed().as_secs_f64();
@@ -342,6 +354,13 @@ fn catch_up_round(cluster: &mut Cluster, settings: &Settings, leader: usize, fre
         .collect();
     println!("peak RSS (VmHWM) {}", rss.join(", "));
     print_floors(cluster.dir.path(), bytes);
+    if settings.pin {
+        cluster.cpus[fresh] = None;
+        for id in 0..3 {
+            cluster.pin(id, "0,1");
+        }
+        Cluster::pin_process(std::process::id(), "0,1");
+    }
 }
 
 /// The same run's baselines for moving `bytes` without rcraft, measured after the catch-up

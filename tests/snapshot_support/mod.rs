@@ -21,6 +21,8 @@ pub struct Cluster {
     pub flags: Vec<String>,
     pub nodes: Vec<Option<Child>>,
     pub dir: tempfile::TempDir,
+    /// Per node, the CPUs (a `taskset` list such as "1") it is started on; `None`: any.
+    pub cpus: Vec<Option<String>>,
 }
 
 impl Cluster {
@@ -41,6 +43,7 @@ impl Cluster {
             flags: flags.iter().map(|f| f.to_string()).collect(),
             nodes: (0..n).map(|_| None).collect(),
             dir: tempfile::tempdir().unwrap(),
+            cpus: vec![None; n],
         };
         (0..n).for_each(|id| cluster.restart(id));
         cluster
@@ -66,7 +69,15 @@ impl Cluster {
             .append(true)
             .open(self.log_path(id))
             .unwrap();
-        let child = Command::new(BIN)
+        let mut command = match &self.cpus[id] {
+            Some(cpus) => {
+                let mut taskset = Command::new("taskset");
+                taskset.args(["-c", cpus, BIN]);
+                taskset
+            }
+            None => Command::new(BIN),
+        };
+        let child = command
             .args(["serve", "--id", &id.to_string(), "--peers", &self.servers()])
             .arg("--data-dir")
             .arg(self.data_dir(id))
@@ -79,6 +90,22 @@ impl Cluster {
             .spawn()
             .unwrap();
         self.nodes[id] = Some(child);
+    }
+
+    /// Moves every thread of process `pid` onto `cpus` (a `taskset` list).
+    pub fn pin_process(pid: u32, cpus: &str) {
+        let status = Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .expect("taskset runs");
+        assert!(status.success(), "taskset -a -p -c {cpus} {pid}: {status}");
+    }
+
+    /// Moves every thread of running node `id` onto `cpus`.
+    pub fn pin(&self, id: usize, cpus: &str) {
+        let pid = self.nodes[id].as_ref().expect("node is running").id();
+        Cluster::pin_process(pid, cpus);
     }
 
     pub fn kill(&mut self, id: usize) {
