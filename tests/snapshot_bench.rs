@@ -237,8 +237,10 @@ fn logged_restore_secs(cluster: &Cluster, id: usize) -> Option<f64> {
         .lines()
         .rev()
         .find(|l| l.contains("state restored from the snapshot"))?;
+    // "... (N bytes in 1.234 s)", or "... in 1.234 s while it was received)" for a restore
+    // that overlapped the transfer (it then lasts about as long as the transfer).
     let (_, after) = line.rsplit_once(" bytes in ")?;
-    after.strip_suffix(" s)")?.parse().ok()
+    after.split_once(" s")?.0.parse().ok()
 }
 
 /// Kills every node, wipes `fresh` and restarts the other two (picking up a new config
