@@ -67,6 +67,9 @@ pub(crate) fn read_snapshot(
     let mut input = BufReader::with_capacity(SESSION_BUFFER_BYTES, input);
     let restored = read_sessions(&mut input)?;
     state_machine.restore(&mut input)?;
+    // A state machine may stop before the end of its bytes; the rest is read anyway, so the
+    // checksum the snapshot's reader checks when the data ends covers every byte.
+    io::copy(&mut input, &mut io::sink())?;
     *sessions = restored;
     Ok(())
 }
@@ -139,6 +142,54 @@ mod tests {
             self.0.clear();
             input.read_to_end(&mut self.0).map(|_| ())
         }
+    }
+
+    /// Reads `bytes`, then fails as a snapshot reader does at the end of damaged data.
+    struct FailsAtEnd<'a>(&'a [u8]);
+
+    impl Read for FailsAtEnd<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "checksum mismatch",
+                ));
+            }
+            self.0.read(buf)
+        }
+    }
+
+    /// Restores from the first byte only.
+    struct FirstByte(u8);
+
+    impl StateMachine for FirstByte {
+        fn apply(&mut self, _index: LogIndex, _command: &[u8]) -> Vec<u8> {
+            Vec::new()
+        }
+        fn query(&self, _query: &[u8]) -> Vec<u8> {
+            vec![self.0]
+        }
+        fn snapshot(&self, out: &mut dyn Write) -> io::Result<()> {
+            out.write_all(&[self.0; 1000])
+        }
+        fn restore(&mut self, input: &mut dyn Read) -> io::Result<()> {
+            let mut first = [0u8; 1];
+            input.read_exact(&mut first)?;
+            self.0 = first[0];
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_end_of_the_data_is_checked_when_the_state_machine_stops_reading_early() {
+        let mut bytes = Vec::new();
+        write_snapshot(&mut bytes, &SessionTable::default(), &FirstByte(7)).unwrap();
+        let mut restored = FirstByte(0);
+        let mut sessions = SessionTable::default();
+        read_snapshot(&mut &bytes[..], &mut sessions, &mut restored).unwrap();
+        assert_eq!(restored.0, 7);
+        let e = read_snapshot(&mut FailsAtEnd(&bytes), &mut sessions, &mut restored).unwrap_err();
+        assert!(e.to_string().contains("checksum mismatch"), "{e}");
     }
 
     #[test]
