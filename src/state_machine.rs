@@ -34,8 +34,11 @@ pub trait StateMachine: Send + 'static {
     /// reading each chunk as soon as it is durable, so a follower catching up waits for about
     /// the longer of the transfer and the restore instead of their sum. When the transfer is
     /// abandoned or its bytes turn out damaged, the input fails with an error and the state
-    /// must stay as it was. The default, `false`, restores only once the whole snapshot is
-    /// received and verified.
+    /// must stay as it was. The input's checksum is checked only at its end, so `restore` then
+    /// sees bytes nobody has verified yet: it must turn any input into an error, never a panic,
+    /// an abort or an allocation sized by an unchecked length field, and pass on the input's
+    /// errors rather than ignore them. The default, `false`, restores only once the whole
+    /// snapshot is received and verified.
     fn restores_atomically(&self) -> bool {
         false
     }

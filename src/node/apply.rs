@@ -189,6 +189,9 @@ pub(crate) struct Applier {
     streaming: Option<Streaming>,
     /// The snapshot the state machine holds while storage has not installed it yet.
     streamed: Option<Streamed>,
+    /// A damaged snapshot to replace once no streamed state is pending (a snapshot written
+    /// meanwhile would hold a state ahead of its label).
+    deferred_replacement: Option<LogIndex>,
 }
 
 impl Applier {
@@ -220,6 +223,7 @@ impl Applier {
             outbox: Vec::new(),
             streaming: None,
             streamed: None,
+            deferred_replacement: None,
         };
         if let Some((meta, mut reader)) = current {
             applier.restore_from(&meta, &mut *reader)?;
@@ -357,6 +361,9 @@ impl Applier {
                 self.replier.send(reply, body);
             }
             ApplyCommand::TakeSnapshot { reply } => self.snapshot_on_demand(reply, progress)?,
+            ApplyCommand::ReplaceSnapshot { damaged } if self.streamed.is_some() => {
+                self.deferred_replacement = Some(damaged);
+            }
             ApplyCommand::ReplaceSnapshot { damaged } => {
                 self.snapshot_forced(damaged, progress)?;
             }
@@ -477,6 +484,11 @@ impl Applier {
     ) -> Result<(), String> {
         if self.applied != before {
             let _ = progress.send(ApplyProgress::Applied(self.applied));
+        }
+        if self.streamed.is_none() {
+            if let Some(damaged) = self.deferred_replacement.take() {
+                self.snapshot_forced(damaged, progress)?;
+            }
         }
         if self.streamed.is_none()
             && self
@@ -1459,6 +1471,51 @@ mod tests {
         drop(commands);
         thread.join().unwrap();
         assert_eq!(restored(&progress), vec![LogIndex(10)]);
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_replaced_only_once_a_streamed_state_is_installed() {
+        let (fs, incoming) = (SimFs::new(), IncomingSnapshot::new());
+        let (meta, data) = received_snapshot(b"snapshot state");
+        receive(&fs, &incoming, &meta, &data);
+        let snapshots = MemorySnapshots::default();
+        let long = Duration::from_secs(60);
+        let sm = Box::new(SwappingJournal::default());
+        let (commands, progress, thread) = start_receiving(sm, snapshots.clone(), &incoming, long);
+        assert_eq!(state_at(&commands, 2), b"ab");
+        commands
+            .send(ApplyCommand::SnapshotArriving(meta.clone()))
+            .unwrap();
+        assert_eq!(state_at(&commands, 2), b"snapshot state");
+        // The state is at 10 but `applied` at 2: a snapshot written now would label the
+        // state of index 10 as index 2's. It waits.
+        let replace = ApplyCommand::ReplaceSnapshot {
+            damaged: LogIndex(2),
+        };
+        commands.send(replace).unwrap();
+        assert_eq!(state_at(&commands, 2), b"snapshot state");
+        assert!(
+            snapshots.0.lock().unwrap().is_none(),
+            "written while pending"
+        );
+        // Installed: the replacement is due now, and the restored snapshot (index 10)
+        // already covers the damaged one, so nothing is written under a wrong label.
+        commands.send(ApplyCommand::Restore(meta.clone())).unwrap();
+        assert_eq!(state_at(&commands, 10), b"snapshot state");
+        drop(commands);
+        thread.join().unwrap();
+        let taken: Vec<LogIndex> = progress
+            .try_iter()
+            .filter_map(|p| match p {
+                ApplyProgress::SnapshotTaken(meta) => Some(meta.index),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            taken.iter().all(|index| *index >= LogIndex(10)),
+            "{taken:?}"
+        );
+        assert!(snapshots.0.lock().unwrap().is_none());
     }
 
     #[test]

@@ -38,13 +38,17 @@ struct Arrival {
     header_bytes: u64,
     /// Data bytes durable so far.
     durable: u64,
-    file: SharedFile,
+    /// `None` once the snapshot is installed: readers keep their own handle, and the file
+    /// (later removed by a newer snapshot) is not held open for nobody.
+    file: Option<SharedFile>,
 }
 
 struct Progress {
     generation: u64,
     arrival: Option<Arrival>,
     stopping: bool,
+    /// Readers open now (restores running while the snapshot arrives).
+    readers: usize,
 }
 
 struct Shared {
@@ -83,6 +87,7 @@ impl IncomingSnapshot {
             generation: 0,
             arrival: None,
             stopping: false,
+            readers: 0,
         };
         IncomingSnapshot {
             shared: Arc::new(Shared {
@@ -110,7 +115,7 @@ impl IncomingSnapshot {
             size_bytes: start.meta.size_bytes,
             header_bytes: start.header_bytes,
             durable: start.durable,
-            file: Arc::new(Mutex::new(start.file)),
+            file: Some(Arc::new(Mutex::new(start.file))),
         };
         let mut progress = self.shared.progress.lock();
         progress.generation += 1;
@@ -127,6 +132,20 @@ impl IncomingSnapshot {
         }
     }
 
+    /// Storage thread: the snapshot was installed. Readers go on with their own handle on
+    /// the (renamed) file; no new reader opens, and the handle kept here is closed, so a
+    /// newer snapshot removing the file later frees its space.
+    pub(crate) fn installed(&self) {
+        if let Some(arrival) = self.shared.progress.lock().arrival.as_mut() {
+            arrival.file = None;
+        }
+    }
+
+    /// True while a restore reads the snapshot as it arrives.
+    pub(crate) fn is_read(&self) -> bool {
+        self.shared.progress.lock().readers > 0
+    }
+
     /// The node is stopping: every reader fails now and no new one starts.
     pub(crate) fn stop(&self) {
         self.shared.progress.lock().stopping = true;
@@ -140,7 +159,7 @@ impl IncomingSnapshot {
         meta: &SnapshotMeta,
         stall_limit: Duration,
     ) -> Result<TailingReader, String> {
-        let progress = self.shared.progress.lock();
+        let mut progress = self.shared.progress.lock();
         if progress.stopping {
             return Err("the node is stopping".to_string());
         }
@@ -159,18 +178,23 @@ impl IncomingSnapshot {
                 arrival.index, arrival.term
             ));
         }
+        let Some(file) = arrival.file.clone() else {
+            return Err(format!("snapshot {} is installed already", arrival.index));
+        };
+        let (header_bytes, seen_durable) = (arrival.header_bytes, arrival.durable);
+        progress.readers += 1;
         Ok(TailingReader {
             shared: self.shared.clone(),
             generation: progress.generation,
-            file: arrival.file.clone(),
-            header_bytes: arrival.header_bytes,
+            file,
+            header_bytes,
             index: meta.index,
             size: meta.size_bytes,
             expected_crc32c: meta.checksum,
             position: 0,
             crc32c: 0,
             stall_limit,
-            seen_durable: arrival.durable,
+            seen_durable,
             last_growth: Instant::now(),
             dropped_through: 0,
         })
@@ -204,6 +228,18 @@ impl TailingReader {
     pub(crate) fn finish(&mut self) -> io::Result<()> {
         io::copy(self, &mut io::sink())?;
         Ok(())
+    }
+
+    /// At the end of the data: fails unless its checksum is the announced one.
+    fn check_end(&self) -> io::Result<()> {
+        if self.crc32c == self.expected_crc32c {
+            return Ok(());
+        }
+        let why = format!(
+            "the data's checksum is {:#010x}, the leader announced {:#010x}",
+            self.crc32c, self.expected_crc32c
+        );
+        Err(self.failure(io::ErrorKind::InvalidData, &why))
     }
 
     /// Lets the system reuse the memory caching what was read: the partial file is read
@@ -276,9 +312,21 @@ impl TailingReader {
     }
 }
 
+impl Drop for TailingReader {
+    fn drop(&mut self) {
+        let mut progress = self.shared.progress.lock();
+        progress.readers = progress.readers.saturating_sub(1);
+    }
+}
+
 impl Read for TailingReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() || self.position == self.size {
+        if self.position == self.size {
+            // Every call at the end repeats the verdict: a caller that ignored the error of
+            // the last read must not see a clean end of data afterwards.
+            return self.check_end().map(|()| 0);
+        }
+        if buf.is_empty() {
             return Ok(0);
         }
         let available = self.wait_for_data()?;
@@ -294,12 +342,8 @@ impl Read for TailingReader {
         self.crc32c = crc32c::crc32c_append(self.crc32c, &buf[..n]);
         self.position += n as u64;
         self.drop_read_pages();
-        if self.position == self.size && self.crc32c != self.expected_crc32c {
-            let why = format!(
-                "the data's checksum is {:#010x}, the leader announced {:#010x}",
-                self.crc32c, self.expected_crc32c
-            );
-            return Err(self.failure(io::ErrorKind::InvalidData, &why));
+        if self.position == self.size {
+            self.check_end()?;
         }
         Ok(n)
     }
@@ -487,6 +531,40 @@ mod tests {
         assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
         // The last piece, which would complete the bad data, is never handed out.
         assert!(read.len() < bytes.len());
+        // A caller that ignored the error never sees a clean end afterwards.
+        assert_eq!(
+            reader.read(&mut [0u8; 8]).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        assert_eq!(
+            reader.finish().unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+    }
+
+    #[test]
+    fn an_installed_snapshot_keeps_its_readers_but_no_handle_of_its_own() {
+        let (fs, incoming) = (SimFs::new(), IncomingSnapshot::new());
+        let bytes = data(1000);
+        let meta = meta_of(&bytes);
+        publish(&fs, &incoming, &meta, &bytes);
+        assert!(!incoming.is_read());
+        let mut reader = incoming.open_reader(&meta, LONG).unwrap();
+        assert!(incoming.is_read());
+        incoming.installed();
+        let held = |incoming: &IncomingSnapshot| {
+            let progress = incoming.shared.progress.lock();
+            progress.arrival.as_ref().is_some_and(|a| a.file.is_some())
+        };
+        assert!(!held(&incoming));
+        // The reader goes on with its own handle; no new one opens.
+        let mut read = Vec::new();
+        reader.read_to_end(&mut read).unwrap();
+        assert_eq!(read, bytes);
+        let refused = incoming.open_reader(&meta, LONG).err().unwrap();
+        assert!(refused.contains("installed already"), "{refused}");
+        drop(reader);
+        assert!(!incoming.is_read());
     }
 
     #[test]

@@ -161,6 +161,16 @@ fn reconcile_log_with_snapshot(log: &mut LogStore, meta: &SnapshotMeta) -> Resul
     Ok(())
 }
 
+/// Stops the readers of the incoming snapshot when dropped: when the storage thread's loop
+/// ends, also by a panic (a reader would otherwise wait out its stall limit).
+struct StopReadersOnExit(IncomingSnapshot);
+
+impl Drop for StopReadersOnExit {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
 impl StorageThread {
     /// Where the progress of a received snapshot is published (see `incoming_snapshot.rs`).
     pub(crate) fn incoming_snapshot(&self) -> IncomingSnapshot {
@@ -174,9 +184,11 @@ impl StorageThread {
         commands: Receiver<StorageCommand>,
         events: Sender<StorageEvent>,
     ) -> Result<(), String> {
+        // Nothing more arrives once this returns or unwinds: a restore reading the incoming
+        // snapshot must not wait for it.
+        let stop_readers = StopReadersOnExit(self.incoming.clone());
         let result = self.serve(&commands, &events);
-        // Nothing more arrives: a restore reading the incoming snapshot must not wait.
-        self.incoming.stop();
+        drop(stop_readers);
         if let Err(message) = &result {
             log::error!("storage failed, stopping the node: {message}");
             let _ = events.send(StorageEvent::Failed(message.clone()));
@@ -455,9 +467,13 @@ impl StorageThread {
             self.incoming.invalidate();
             return Ok(StorageEvent::SnapshotStored { meta });
         }
+        // A restore reading the file as it arrives has no use for it cached afterwards; any
+        // other restore reads the installed file next, so its cache is kept.
+        partial.drop_cache_when_checked(self.incoming.is_read());
         match partial.finish(meta.size_bytes, meta.checksum) {
             Ok(Finish::Installed(_)) => {
                 // The published bytes stay valid: the file was renamed, not rewritten.
+                self.incoming.installed();
                 reconcile_log_with_snapshot(&mut self.log, &meta)?;
                 Ok(StorageEvent::SnapshotStored { meta })
             }

@@ -594,6 +594,9 @@ pub struct PartialSnapshot {
     /// The data checksum the sender announced (kept in the chunk table's header), which ties
     /// the partial data to one version of the snapshot's bytes.
     data_crc32c: u32,
+    /// Whether `finish` drops the page cache of the data it checks (see
+    /// [`PartialSnapshot::drop_cache_when_checked`]).
+    drop_cache_when_checked: bool,
 }
 
 /// What the end of a transfer came to.
@@ -696,6 +699,7 @@ impl PartialSnapshot {
             table,
             records: 0,
             data_crc32c,
+            drop_cache_when_checked: false,
         };
         if same {
             match partial.check_against_table()? {
@@ -870,6 +874,14 @@ impl PartialSnapshot {
         self.data_crc32c
     }
 
+    /// Makes [`finish`](Self::finish) drop the page cache of each piece of data once it is
+    /// checked: for a caller that reads the file as it arrives and has no use for it cached
+    /// afterwards (a large file then needs no fresh memory for all of it). Off by default, so
+    /// a restore that reads the installed file afterwards finds it cached.
+    pub fn drop_cache_when_checked(&mut self, yes: bool) {
+        self.drop_cache_when_checked = yes;
+    }
+
     /// Bytes before the data in the partial file (the snapshot header).
     pub fn header_bytes(&self) -> u64 {
         self.header.len() as u64
@@ -952,7 +964,11 @@ impl PartialSnapshot {
             return Ok(Finish::Continue(self));
         }
         let header_bytes = self.header.len() as u64;
-        let crc = data_crc_dropping_behind(fs.as_ref(), &self.path, header_bytes, expected_bytes)?;
+        let crc = if self.drop_cache_when_checked {
+            data_crc_dropping_behind(fs.as_ref(), &self.path, header_bytes, expected_bytes)?
+        } else {
+            data_crc(fs.as_ref(), &self.path, header_bytes, expected_bytes)?
+        };
         if crc != expected_crc32c {
             log::warn!(
                 "{}: received data checksum {crc:#010x}, expected {expected_crc32c:#010x}; \
