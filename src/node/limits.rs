@@ -69,8 +69,9 @@ pub const ENTRY_LOG_OVERHEAD_BYTES: u64 = 32;
 pub const SNAPSHOT_ANSWER_WAIT_MAX: Duration = Duration::from_secs(600);
 
 /// Longest a restore that runs while its snapshot is still being received waits for the next
-/// durable byte before it gives up (the transfer can be abandoned silently, e.g. when a new
-/// leader sends log entries instead); the snapshot is then restored once it is installed.
+/// durable byte before it gives up (a transfer can be abandoned silently: a lost leader, a
+/// network split; one abandoned for log entries fails the reader at once); the snapshot is
+/// then restored once it is installed.
 pub const SNAPSHOT_STREAM_STALL_MAX: Duration = Duration::from_secs(10);
 
 /// A snapshot restored while it arrives has the cache of what it read dropped in steps of

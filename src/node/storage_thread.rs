@@ -230,6 +230,13 @@ impl StorageThread {
                     hard_state,
                     entries,
                 } => {
+                    if !entries.is_empty() && self.partial.is_some() {
+                        // A leader sending a snapshot sends no entries: these come from one
+                        // replicating the log instead, so the transfer is abandoned. A restore
+                        // reading it stops now instead of waiting out its stall limit (the
+                        // partial file stays, to be resumed if a leader sends it again).
+                        self.incoming.invalidate();
+                    }
                     self.log.write(&entries)?;
                     if let Some(hard_state) = hard_state {
                         self.save_hard_state(hard_state)?;
@@ -1052,6 +1059,34 @@ mod tests {
         next_event().unwrap();
         let error = reader.read_to_end(&mut Vec::new()).unwrap_err();
         assert!(error.to_string().contains("started over"), "{error}");
+        drop(tx);
+        thread.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn log_entries_during_a_transfer_fail_its_readers_at_once() {
+        use std::io::Read;
+        let fs = SimFs::new();
+        let (meta, data) = incoming_snapshot(3000);
+        let opened = open(&fs);
+        let incoming = opened.thread.incoming_snapshot();
+        let (tx, rx) = bounded(8);
+        let (events_tx, events) = unbounded();
+        let thread = std::thread::spawn(move || opened.thread.run(rx, events_tx));
+        let next_event = || events.recv_timeout(std::time::Duration::from_secs(10));
+        tx.send(chunk(&meta, &data, 0, 1000)).unwrap();
+        next_event().unwrap();
+        // Without the abandonment the read would end only at this limit, with another error.
+        let stall_limit = std::time::Duration::from_secs(30);
+        let mut reader = incoming.open_reader(&meta, stall_limit).unwrap();
+        // A new leader replicates its log instead of sending the snapshot.
+        tx.send(persist(1, None, vec![entry(1, 1)])).unwrap();
+        next_event().unwrap();
+        let error = reader.read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(
+            error.to_string().contains("started over or changed"),
+            "{error}"
+        );
         drop(tx);
         thread.join().unwrap().unwrap();
     }
