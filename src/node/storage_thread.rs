@@ -990,16 +990,40 @@ mod tests {
         thread.join().unwrap().unwrap();
     }
 
+    /// A storage thread running on `fs`: its incoming snapshot, a sender of commands, its
+    /// events and the thread (it ends when `tx` is dropped).
+    struct Receiving {
+        incoming: IncomingSnapshot,
+        tx: crossbeam_channel::Sender<StorageCommand>,
+        events: crossbeam_channel::Receiver<StorageEvent>,
+        thread: std::thread::JoinHandle<Result<(), String>>,
+    }
+
+    fn receiving(fs: &SimFs) -> Receiving {
+        let opened = open(fs);
+        let incoming = opened.thread.incoming_snapshot();
+        let (tx, rx) = bounded(8);
+        let (events_tx, events) = unbounded();
+        let thread = std::thread::spawn(move || opened.thread.run(rx, events_tx));
+        Receiving {
+            incoming,
+            tx,
+            events,
+            thread,
+        }
+    }
+
     #[test]
     fn received_chunks_are_readable_as_they_arrive_and_after_the_install() {
         use std::io::Read;
         let fs = SimFs::new();
         let (meta, data) = incoming_snapshot(3000);
-        let opened = open(&fs);
-        let incoming = opened.thread.incoming_snapshot();
-        let (tx, rx) = bounded(8);
-        let (events_tx, events) = unbounded();
-        let thread = std::thread::spawn(move || opened.thread.run(rx, events_tx));
+        let Receiving {
+            incoming,
+            tx,
+            events,
+            thread,
+        } = receiving(&fs);
         let next_event = || events.recv_timeout(std::time::Duration::from_secs(10));
 
         tx.send(chunk(&meta, &data, 0, 1000)).unwrap();
@@ -1042,11 +1066,12 @@ mod tests {
         use std::io::Read;
         let fs = SimFs::new();
         let (meta, data) = incoming_snapshot(3000);
-        let opened = open(&fs);
-        let incoming = opened.thread.incoming_snapshot();
-        let (tx, rx) = bounded(8);
-        let (events_tx, events) = unbounded();
-        let thread = std::thread::spawn(move || opened.thread.run(rx, events_tx));
+        let Receiving {
+            incoming,
+            tx,
+            events,
+            thread,
+        } = receiving(&fs);
         let next_event = || events.recv_timeout(std::time::Duration::from_secs(10));
         tx.send(chunk(&meta, &data, 0, 1000)).unwrap();
         next_event().unwrap();
@@ -1068,11 +1093,12 @@ mod tests {
         use std::io::Read;
         let fs = SimFs::new();
         let (meta, data) = incoming_snapshot(3000);
-        let opened = open(&fs);
-        let incoming = opened.thread.incoming_snapshot();
-        let (tx, rx) = bounded(8);
-        let (events_tx, events) = unbounded();
-        let thread = std::thread::spawn(move || opened.thread.run(rx, events_tx));
+        let Receiving {
+            incoming,
+            tx,
+            events,
+            thread,
+        } = receiving(&fs);
         let next_event = || events.recv_timeout(std::time::Duration::from_secs(10));
         tx.send(chunk(&meta, &data, 0, 1000)).unwrap();
         next_event().unwrap();
