@@ -8,7 +8,8 @@
 //! - once per file, the first time a transfer does not read it in sequence from 0 (one
 //!   resumed mid-file never passes offset 0), a short-lived thread reads the whole data and
 //!   compares it, so the storage thread, which also writes the log, never reads a whole file
-//!   itself; its verdict is taken at the next chunk read.
+//!   itself; its verdict is taken at the next chunk read. Dropping the checks (the storage
+//!   thread ending) stops that thread within one 1 MiB piece and joins it.
 //!
 //! Invariants: everything kept is about the current snapshot file as of one store generation;
 //! when the generation changes (a snapshot was made current, perhaps a good one rewritten
@@ -20,6 +21,9 @@ use rcraft_storage::{Error as StoreError, SnapshotInfo, SnapshotStore};
 use rcraft_wire::NodeId;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 
 /// A snapshot file found damaged: what to report and repair.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +74,44 @@ struct Verifier {
     generation: u64,
     file: FileKey,
     outcome: Receiver<Result<(), StoreError>>,
+    /// Set to stop the check early (the storage thread is ending).
+    cancel: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Verifier {
+    /// Stops the check within one piece and waits for its thread, so no thread of a stopped
+    /// node goes on reading a large file.
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Bytes the whole-file check reads at a time (it looks for a cancel between two).
+const VERIFY_PIECE_BYTES: usize = 1 << 20;
+
+/// CRC-32C of the data of `info`, compared with its footer's; `Ok(None)` when cancelled.
+pub(super) fn verify_until_cancelled(
+    store: &SnapshotStore,
+    info: &SnapshotInfo,
+    cancel: &AtomicBool,
+) -> Result<Option<()>, StoreError> {
+    let (mut crc, mut offset) = (0, 0);
+    while offset < info.data_bytes {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let piece = store.read_chunk(info, offset, VERIFY_PIECE_BYTES)?;
+        if piece.is_empty() {
+            break; // Cannot happen before the end; the comparison below then fails.
+        }
+        crc = crc32c::crc32c_append(crc, &piece);
+        offset += piece.len() as u64;
+    }
+    info.check_data_crc32c(crc).map(Some)
 }
 
 /// The storage thread's checks of the snapshot it sends. See the module docs.
@@ -243,18 +285,25 @@ impl SendChecks {
     fn start_verifier(&mut self, store: &SnapshotStore, info: &SnapshotInfo) {
         let (done, outcome) = bounded(1);
         let (store, checked) = (store.clone(), info.clone());
+        let cancel = Arc::new(AtomicBool::new(false));
+        let cancelled = cancel.clone();
         let spawned = std::thread::Builder::new()
             .name("snapshot-verify".to_string())
             .spawn(move || {
-                // The storage thread may be gone (shutdown): nobody needs the answer then.
-                let _ = done.send(store.verify_data(&checked));
+                match verify_until_cancelled(&store, &checked, &cancelled) {
+                    Ok(None) => {} // Nobody needs the answer: the storage thread is ending.
+                    Ok(Some(())) => drop(done.send(Ok(()))),
+                    Err(e) => drop(done.send(Err(e))),
+                }
             });
         match spawned {
-            Ok(_) => {
+            Ok(thread) => {
                 self.verifier = Some(Verifier {
                     generation: self.generation,
                     file: key_of(info),
                     outcome,
+                    cancel,
+                    thread: Some(thread),
                 });
                 self.set_verdict(Verdict::Checking);
             }

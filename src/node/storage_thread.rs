@@ -852,6 +852,19 @@ mod tests {
         (opened, meta, data, info.path)
     }
 
+    #[test]
+    fn the_whole_file_check_answers_unless_cancelled() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let fs = SimFs::new();
+        let (opened, _, _, _) = leader_snapshot(&fs, (3 << 20) + 5);
+        let info = opened.snapshots.latest().unwrap().unwrap();
+        let verify = super::super::snapshot_send::verify_until_cancelled;
+        let cancel = AtomicBool::new(false);
+        assert_eq!(verify(&opened.snapshots, &info, &cancel).unwrap(), Some(()));
+        cancel.store(true, Ordering::Relaxed);
+        assert_eq!(verify(&opened.snapshots, &info, &cancel).unwrap(), None);
+    }
+
     fn read(to: u64, meta: &SnapshotMeta, offset: u64) -> StorageCommand {
         StorageCommand::ReadSnapshotChunk {
             to: NodeId(to),
