@@ -233,6 +233,10 @@ impl SendChecks {
         let StoreError::Corruption { file, reason, .. } = error else {
             return None;
         };
+        // The damaged file's own point, not the request's: a stale request for an older
+        // snapshot must not report the newest file as that older one (whose replacement the
+        // apply thread would then skip as already done).
+        let (index, term) = rcraft_storage::snapshot_point_of_file(file).unwrap_or((index, term));
         let key = (index, term, file.clone());
         if self
             .file

@@ -940,10 +940,29 @@ mod tests {
         let (opened, meta, _, path) = leader_snapshot(&fs, 3000);
         let len = fs.contents(&path).unwrap().len();
         fs.flip_bit(&path, len - 20, 1).unwrap(); // the footer's data checksum
-        let commands = vec![read(1, &meta, 0), read(2, &meta, 0), read(1, &meta, 1000)];
+        // A stale request for an older snapshot comes first: the damage is still reported
+        // as the file's own snapshot, once.
+        let stale = SnapshotMeta {
+            index: LogIndex(meta.index.0 - 1),
+            ..meta.clone()
+        };
+        let commands = vec![
+            read(1, &stale, 0),
+            read(1, &meta, 0),
+            read(2, &meta, 0),
+            read(1, &meta, 1000),
+        ];
         let (result, events) = run_opened(opened, commands);
         result.unwrap();
         assert_eq!(reads_and_damage(&events), (Vec::new(), vec![path]));
+        let damaged: Vec<LogIndex> = events
+            .iter()
+            .filter_map(|event| match event {
+                StorageEvent::SnapshotDamaged { index, .. } => Some(*index),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(damaged, [meta.index]);
     }
 
     /// Sends `command` to a running storage thread and collects what it answers: everything

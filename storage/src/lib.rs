@@ -35,6 +35,6 @@ pub use fs::{CrashMode, Fs, RealFs, SimFs};
 pub use hard_state::{HardState, HardStateStore};
 pub use snapshot::{
     Finish, PartialSnapshot, SnapshotFileMeta, SnapshotInfo, SnapshotReader, SnapshotStore,
-    SnapshotWriter,
+    SnapshotWriter, snapshot_point_of_file,
 };
 pub use wal::{Record, RecordRef, Wal, WalOptions};

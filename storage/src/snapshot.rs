@@ -82,6 +82,12 @@ fn final_file_name(meta: &SnapshotFileMeta) -> String {
     format!("snap-{:020}-{:020}.snap", meta.index, meta.term)
 }
 
+/// The (index, term) a complete snapshot file's name says it holds, whatever its contents
+/// (a file whose header is damaged still names its snapshot); `None` for any other file.
+pub fn snapshot_point_of_file(path: &Path) -> Option<(u64, u64)> {
+    parse_final_file_name(path.file_name()?.to_str()?)
+}
+
 fn parse_final_file_name(name: &str) -> Option<(u64, u64)> {
     let rest = name.strip_prefix("snap-")?.strip_suffix(".snap")?;
     let (index, term) = rest.split_once('-')?;
