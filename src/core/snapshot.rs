@@ -585,6 +585,19 @@ mod tests {
         })
     }
 
+    /// Node `from`'s answer to a chunk of the snapshot at index 9 (not the final one).
+    fn chunk_answer(from: u64, next_offset: u64, rejected: bool) -> Input {
+        from_peer(
+            from,
+            MessageBody::InstallSnapshotResponse {
+                snapshot_index: LogIndex(9),
+                next_offset,
+                done: false,
+                rejected,
+            },
+        )
+    }
+
     /// A leader (node 1, elected with node 2's vote) of `voters` holding only a snapshot of
     /// `size_bytes` at index 9, configured by `configure`; and a follower answer saying it is
     /// behind that snapshot.
@@ -657,17 +670,7 @@ mod tests {
             [(3, 0), (3, 10)]
         );
         // An answer slides node 2's window by one chunk, within what is left (10 bytes).
-        let ack = |next_offset, rejected| {
-            from_peer(
-                2,
-                MessageBody::InstallSnapshotResponse {
-                    snapshot_index: LogIndex(9),
-                    next_offset,
-                    done: false,
-                    rejected,
-                },
-            )
-        };
+        let ack = |next_offset, rejected| chunk_answer(2, next_offset, rejected);
         assert_eq!(read_offsets(&step(&mut leader, ack(10, false))), [(2, 20)]);
         // Every window is full: a tick only refills the budget.
         assert!(read_offsets(&step(&mut leader, Input::Tick)).is_empty());
@@ -722,17 +725,7 @@ mod tests {
             read_offsets(&step(&mut leader, behind(2))),
             [(2, 0), (2, 10)]
         );
-        let answer = |next_offset, rejected| {
-            from_peer(
-                2,
-                MessageBody::InstallSnapshotResponse {
-                    snapshot_index: LogIndex(9),
-                    next_offset,
-                    done: false,
-                    rejected,
-                },
-            )
-        };
+        let answer = |next_offset, rejected| chunk_answer(2, next_offset, rejected);
         // Past the end: about other bytes of this point; ignored (it used to leave nothing
         // to send, for good).
         assert!(read_offsets(&step(&mut leader, answer(130, false))).is_empty());
