@@ -291,7 +291,16 @@ impl Replica {
             // over (a duplicated message): each would make storage restore the state machine
             // to a point the core has moved past.
             let stale = meta.index < current.meta.index;
-            let duplicate = meta == current.meta && offset < current.handed_through;
+            // Storage holds every byte but has not installed them (a restart between the last
+            // chunk's sync and the install, or a resumed complete partial file): the final
+            // chunk goes to storage even though its bytes are held, since only a final chunk
+            // makes storage finish. The leader resends it for an answer saying so.
+            let final_of_complete = done
+                && meta == current.meta
+                && !current.finishing
+                && current.durable_through >= meta.size_bytes;
+            let duplicate =
+                meta == current.meta && offset < current.handed_through && !final_of_complete;
             if duplicate && !current.finishing && offset < current.durable_through {
                 // The leader resent bytes we hold: our answer was lost. Say where we are.
                 let body = MessageBody::InstallSnapshotResponse {
@@ -525,6 +534,46 @@ mod tests {
             checksum: 0,
         };
         (follower, meta)
+    }
+
+    #[test]
+    fn follower_holding_every_byte_hands_the_final_chunk_to_storage() {
+        let (mut follower, meta) = follower_and_a_10_byte_snapshot();
+        let chunk_at = |offset: u64, len: usize, done| {
+            Input::Message(Message {
+                from: NodeId(1),
+                to: NodeId(2),
+                term: Term(1),
+                body: MessageBody::InstallSnapshot {
+                    meta: meta.clone(),
+                    offset,
+                    data: vec![7; len],
+                    chunk_crc: crc32c::crc32c(&vec![7; len]),
+                    done,
+                },
+            })
+        };
+        // Storage answers that it holds all 10 bytes without installing them (it resumed a
+        // complete partial file after a restart).
+        let actions = step(&mut follower, chunk_at(0, 4, false));
+        assert_eq!(written_offsets(&actions), [0]);
+        let held = Input::SnapshotChunkWritten {
+            meta: meta.clone(),
+            next_offset: 10,
+            installed: false,
+            rejected: false,
+        };
+        step(&mut follower, held);
+        // The leader resends the last byte as the final chunk: storage gets it, to finish.
+        let actions = step(&mut follower, chunk_at(9, 1, true));
+        assert_eq!(written_offsets(&actions), [9]);
+        let done_flags = actions.iter().filter_map(|a| match a {
+            Action::WriteSnapshotChunk { done, .. } => Some(*done),
+            _ => None,
+        });
+        assert!(done_flags.into_iter().all(|done| done));
+        // A second copy while storage finishes is dropped.
+        assert!(written_offsets(&step(&mut follower, chunk_at(9, 1, true))).is_empty());
     }
 
     #[test]

@@ -35,7 +35,7 @@ use super::limits::{
 use super::results::ApplyMsg;
 use super::sessions::{SessionCheck, SessionTable};
 use super::snapshot_files::SnapshotFiles;
-use super::snapshot_format::{read_snapshot, write_snapshot};
+use super::snapshot_format::{read_snapshot, read_to_end_of_snapshot, write_snapshot};
 use super::transport::{Replier, ReplyTo};
 use crate::StateMachine;
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
@@ -772,6 +772,7 @@ impl Applier {
     ) -> Result<(), String> {
         let started = Instant::now();
         read_snapshot(reader, &mut self.sessions, &mut *self.state_machine)
+            .and_then(|()| read_to_end_of_snapshot(reader))
             .map_err(|e| format!("restoring the snapshot at index {}: {e}", meta.index))?;
         self.streamed = None;
         self.adopt_snapshot(meta, started.elapsed(), "");

@@ -67,11 +67,15 @@ pub(crate) fn read_snapshot(
     let mut input = BufReader::with_capacity(SESSION_BUFFER_BYTES, input);
     let restored = read_sessions(&mut input)?;
     state_machine.restore(&mut input)?;
-    // A state machine may stop before the end of its bytes; the rest is read anyway, so the
-    // checksum the snapshot's reader checks when the data ends covers every byte.
-    io::copy(&mut input, &mut io::sink())?;
     *sessions = restored;
     Ok(())
+}
+
+/// Reads whatever of a snapshot's bytes `read_snapshot` left (a state machine may stop before
+/// their end), so the checksum a snapshot reader checks at the end covers every byte. An
+/// error here comes after the state was replaced: the caller must not go on with it.
+pub(crate) fn read_to_end_of_snapshot(input: &mut dyn Read) -> io::Result<()> {
+    io::copy(input, &mut io::sink()).map(|_| ())
 }
 
 fn read_sessions(input: &mut dyn Read) -> io::Result<SessionTable> {
@@ -186,9 +190,14 @@ mod tests {
         write_snapshot(&mut bytes, &SessionTable::default(), &FirstByte(7)).unwrap();
         let mut restored = FirstByte(0);
         let mut sessions = SessionTable::default();
-        read_snapshot(&mut &bytes[..], &mut sessions, &mut restored).unwrap();
+        let mut input = &bytes[..];
+        read_snapshot(&mut input, &mut sessions, &mut restored).unwrap();
+        read_to_end_of_snapshot(&mut input).unwrap();
         assert_eq!(restored.0, 7);
-        let e = read_snapshot(&mut FailsAtEnd(&bytes), &mut sessions, &mut restored).unwrap_err();
+        // The restore itself succeeds; reading on to the end finds the damage.
+        let mut input = FailsAtEnd(&bytes);
+        read_snapshot(&mut input, &mut sessions, &mut restored).unwrap();
+        let e = read_to_end_of_snapshot(&mut input).unwrap_err();
         assert!(e.to_string().contains("checksum mismatch"), "{e}");
     }
 

@@ -230,7 +230,7 @@ impl StorageThread {
                     hard_state,
                     entries,
                 } => {
-                    if !entries.is_empty() && self.partial.is_some() {
+                    if !entries.is_empty() && self.partial.is_some() && self.incoming.is_read() {
                         // A leader sending a snapshot sends no entries: these come from one
                         // replicating the log instead, so the transfer is abandoned. A restore
                         // reading it stops now instead of waiting out its stall limit (the
