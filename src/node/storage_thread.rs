@@ -906,6 +906,28 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_is_read_only_under_the_current_files_size_and_checksum() {
+        let fs = SimFs::new();
+        let (opened, meta, _, _) = leader_snapshot(&fs, 5000);
+        // Same point, other bytes: what a transfer begun before a rewrite still asks for.
+        let other = SnapshotMeta {
+            checksum: meta.checksum ^ 1,
+            ..meta.clone()
+        };
+        let commands = vec![read(1, &other, 0), read(1, &meta, 0)];
+        let (result, events) = run_opened(opened, commands);
+        result.unwrap();
+        let read_for: Vec<SnapshotMeta> = events
+            .iter()
+            .filter_map(|event| match event {
+                StorageEvent::SnapshotChunkRead { meta, .. } => Some(meta.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(read_for, [meta]);
+    }
+
+    #[test]
     fn the_last_chunk_of_a_damaged_snapshot_is_withheld_and_reported_once() {
         let fs = SimFs::new();
         let (opened, meta, _, path) = leader_snapshot(&fs, 5000);
