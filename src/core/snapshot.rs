@@ -476,6 +476,11 @@ mod tests {
     }
 
     fn chunk(meta: &SnapshotMeta, offset: u64) -> Input {
+        chunk_of(meta, offset, 2, false)
+    }
+
+    /// Node 1's chunk of `len` bytes of `meta` at `offset`, final when `done`.
+    fn chunk_of(meta: &SnapshotMeta, offset: u64, len: usize, done: bool) -> Input {
         Input::Message(Message {
             from: NodeId(1),
             to: NodeId(2),
@@ -483,9 +488,9 @@ mod tests {
             body: MessageBody::InstallSnapshot {
                 meta: meta.clone(),
                 offset,
-                data: vec![7; 2],
-                chunk_crc: crc32c::crc32c(&[7; 2]),
-                done: false,
+                data: vec![7; len],
+                chunk_crc: crc32c::crc32c(&vec![7; len]),
+                done,
             },
         })
     }
@@ -539,20 +544,7 @@ mod tests {
     #[test]
     fn follower_holding_every_byte_hands_the_final_chunk_to_storage() {
         let (mut follower, meta) = follower_and_a_10_byte_snapshot();
-        let chunk_at = |offset: u64, len: usize, done| {
-            Input::Message(Message {
-                from: NodeId(1),
-                to: NodeId(2),
-                term: Term(1),
-                body: MessageBody::InstallSnapshot {
-                    meta: meta.clone(),
-                    offset,
-                    data: vec![7; len],
-                    chunk_crc: crc32c::crc32c(&vec![7; len]),
-                    done,
-                },
-            })
-        };
+        let chunk_at = |offset, len, done| chunk_of(&meta, offset, len, done);
         // Storage answers that it holds all 10 bytes without installing them (it resumed a
         // complete partial file after a restart).
         let actions = step(&mut follower, chunk_at(0, 4, false));
@@ -632,6 +624,20 @@ mod tests {
             term: Term(2),
             body,
         })
+    }
+
+    /// A leader of nodes 1-3 with a 100-byte snapshot in 10-byte chunks, two in flight, that
+    /// found node 2 behind it and asked for its first two chunks.
+    fn leader_sending_to_node_2() -> Replica {
+        let (mut leader, behind) = leader_with_snapshot(&[1, 2, 3], 100, |config| {
+            config.snapshot_chunk_bytes = 10;
+            config.snapshot_chunks_in_flight = 2;
+        });
+        assert_eq!(
+            read_offsets(&step(&mut leader, behind(2))),
+            [(2, 0), (2, 10)]
+        );
+        leader
     }
 
     /// Node `from`'s answer to a chunk of the snapshot at index 9 (not the final one).
@@ -733,14 +739,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_rewritten_with_other_bytes_restarts_transfers_of_the_old_ones() {
-        let (mut leader, behind) = leader_with_snapshot(&[1, 2, 3], 100, |config| {
-            config.snapshot_chunk_bytes = 10;
-            config.snapshot_chunks_in_flight = 2;
-        });
-        assert_eq!(
-            read_offsets(&step(&mut leader, behind(2))),
-            [(2, 0), (2, 10)]
-        );
+        let mut leader = leader_sending_to_node_2();
         let old = leader.log.snapshot().cloned().unwrap();
         let taken = |meta: &SnapshotMeta| Input::SnapshotTaken {
             meta: meta.clone(),
@@ -766,14 +765,7 @@ mod tests {
 
     #[test]
     fn answers_at_or_past_the_end_leave_the_final_chunk_to_be_sent() {
-        let (mut leader, behind) = leader_with_snapshot(&[1, 2, 3], 100, |config| {
-            config.snapshot_chunk_bytes = 10;
-            config.snapshot_chunks_in_flight = 2;
-        });
-        assert_eq!(
-            read_offsets(&step(&mut leader, behind(2))),
-            [(2, 0), (2, 10)]
-        );
+        let mut leader = leader_sending_to_node_2();
         let answer = |next_offset, rejected| chunk_answer(2, next_offset, rejected);
         // Past the end: about other bytes of this point; ignored (it used to leave nothing
         // to send, for good).

@@ -1067,29 +1067,44 @@ mod tests {
         }
     }
 
-    #[test]
-    fn received_chunks_are_readable_as_they_arrive_and_after_the_install() {
-        use std::io::Read;
-        let fs = SimFs::new();
-        let (meta, data) = incoming_snapshot(3000);
-        let Receiving {
-            incoming,
-            tx,
-            events,
-            thread,
-        } = receiving(&fs);
-        let next_event = || events.recv_timeout(std::time::Duration::from_secs(10));
-
-        tx.send(chunk(&meta, &data, 0, 1000)).unwrap();
+    /// A receiving storage thread that made the first 1000 bytes of `data` durable, and a
+    /// reader of them opened with `stall_limit`.
+    fn reading_first_chunk(
+        fs: &SimFs,
+        meta: &SnapshotMeta,
+        data: &[u8],
+        stall_limit: std::time::Duration,
+    ) -> (Receiving, super::super::incoming_snapshot::TailingReader) {
+        let receiver = receiving(fs);
+        receiver.tx.send(chunk(meta, data, 0, 1000)).unwrap();
+        let written = receiver
+            .events
+            .recv_timeout(std::time::Duration::from_secs(10));
         assert!(matches!(
-            next_event(),
+            written,
             Ok(StorageEvent::SnapshotChunkWritten {
                 next_offset: 1000,
                 ..
             })
         ));
+        let reader = receiver.incoming.open_reader(meta, stall_limit).unwrap();
+        (receiver, reader)
+    }
+
+    #[test]
+    fn received_chunks_are_readable_as_they_arrive_and_after_the_install() {
+        use std::io::Read;
+        let fs = SimFs::new();
+        let (meta, data) = incoming_snapshot(3000);
         let stall_limit = std::time::Duration::from_secs(30);
-        let mut reader = incoming.open_reader(&meta, stall_limit).unwrap();
+        let (receiver, mut reader) = reading_first_chunk(&fs, &meta, &data, stall_limit);
+        let Receiving {
+            incoming,
+            tx,
+            events,
+            thread,
+        } = receiver;
+        let next_event = || events.recv_timeout(std::time::Duration::from_secs(10));
         let mut first = vec![0u8; 1000];
         reader.read_exact(&mut first).unwrap();
         assert_eq!(first, &data[..1000]);
@@ -1120,17 +1135,12 @@ mod tests {
         use std::io::Read;
         let fs = SimFs::new();
         let (meta, data) = incoming_snapshot(3000);
-        let Receiving {
-            incoming,
-            tx,
-            events,
-            thread,
-        } = receiving(&fs);
-        let next_event = || events.recv_timeout(std::time::Duration::from_secs(10));
-        tx.send(chunk(&meta, &data, 0, 1000)).unwrap();
-        next_event().unwrap();
         let stall_limit = std::time::Duration::from_secs(30);
-        let mut reader = incoming.open_reader(&meta, stall_limit).unwrap();
+        let (receiver, mut reader) = reading_first_chunk(&fs, &meta, &data, stall_limit);
+        let Receiving {
+            tx, events, thread, ..
+        } = receiver;
+        let next_event = || events.recv_timeout(std::time::Duration::from_secs(10));
         // Another leader sends the same snapshot point as other bytes: a new partial file.
         let (mut other, other_data) = incoming_snapshot(3000);
         other.checksum ^= 1;
@@ -1147,18 +1157,13 @@ mod tests {
         use std::io::Read;
         let fs = SimFs::new();
         let (meta, data) = incoming_snapshot(3000);
-        let Receiving {
-            incoming,
-            tx,
-            events,
-            thread,
-        } = receiving(&fs);
-        let next_event = || events.recv_timeout(std::time::Duration::from_secs(10));
-        tx.send(chunk(&meta, &data, 0, 1000)).unwrap();
-        next_event().unwrap();
         // Without the abandonment the read would end only at this limit, with another error.
         let stall_limit = std::time::Duration::from_secs(30);
-        let mut reader = incoming.open_reader(&meta, stall_limit).unwrap();
+        let (receiver, mut reader) = reading_first_chunk(&fs, &meta, &data, stall_limit);
+        let Receiving {
+            tx, events, thread, ..
+        } = receiver;
+        let next_event = || events.recv_timeout(std::time::Duration::from_secs(10));
         // A new leader replicates its log instead of sending the snapshot.
         tx.send(persist(1, None, vec![entry(1, 1)])).unwrap();
         next_event().unwrap();
