@@ -85,6 +85,17 @@ impl Progress {
         self.clear_inflight();
     }
 
+    /// The follower no longer holds entries it acknowledged (a damaged disk cut its log tail
+    /// on restart): the match point falls back below `next_index`, so the leader probes and
+    /// repairs the follower from there instead of probing above a point the follower lacks,
+    /// forever (issue 14, finding 2). A lower match index never lowers the commit index,
+    /// which only moves forward.
+    pub fn forget_match_from(&mut self, next_index: LogIndex) {
+        if next_index <= self.match_index {
+            self.match_index = next_index.prev();
+        }
+    }
+
     /// Switches to streaming after the match point.
     pub fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;

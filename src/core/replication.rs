@@ -386,15 +386,21 @@ impl Replica {
         let Some(pr) = state.progress.get_mut(&from) else {
             return;
         };
+        // A refusal below the match point answers an append sent before the follower
+        // matched: stale. One at the match point can be news (see `shows_lost_entries`).
         let stale = match pr.state {
-            ProgressState::Replicate => probed <= pr.match_index,
+            ProgressState::Replicate => probed < pr.match_index,
             ProgressState::Probe => probed != pr.next_index.prev(),
             ProgressState::Snapshot(_) => true,
         };
         if stale {
             return;
         }
-        pr.become_probe(next.min(probed));
+        let next = next.min(probed);
+        if shows_lost_entries(&self.log, pr.match_index, probed, conflict) {
+            pr.forget_match_from(next);
+        }
+        pr.become_probe(next);
         self.send_append(from, true);
     }
 
@@ -482,5 +488,186 @@ impl Replica {
         if self.phase == Phase::Leader {
             self.broadcast_append(true);
         }
+    }
+}
+
+/// True when a follower's refusal of `probed` says it lacks entries through `match_index`
+/// that it acknowledged: its log ends at or before the match point, or it holds another term
+/// at a probed index inside the matched range. A refusal for any other reason (a snapshot
+/// being installed) describes a log that still holds the match point, and is not taken as a
+/// loss.
+fn shows_lost_entries(
+    log: &super::log::RaftLog,
+    match_index: LogIndex,
+    probed: LogIndex,
+    conflict: Option<ConflictHint>,
+) -> bool {
+    match conflict {
+        None => false,
+        Some(ConflictHint {
+            term: None,
+            first_index,
+        }) => first_index <= match_index,
+        Some(ConflictHint {
+            term: Some(term), ..
+        }) => probed <= match_index && log.term_at(probed) != Some(term),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::api::{Action, CoreConfig, Input, RecoveredState};
+    use super::*;
+    use rcraft_wire::{Membership, Message};
+
+    /// Steps `input`, confirming every persist at once, and returns the actions.
+    fn step(replica: &mut Replica, input: Input) -> Vec<Action> {
+        replica.step(input);
+        let mut all = Vec::new();
+        loop {
+            let actions = replica.take_actions();
+            if actions.is_empty() {
+                return all;
+            }
+            for action in &actions {
+                if let Action::Persist { seq, .. } = action {
+                    replica.step(Input::Persisted { seq: *seq });
+                }
+            }
+            all.extend(actions);
+        }
+    }
+
+    fn from_peer(from: u64, body: MessageBody) -> Input {
+        Input::Message(Message {
+            from: NodeId(from),
+            to: NodeId(1),
+            term: Term(1),
+            body,
+        })
+    }
+
+    /// The `prev_log_index` of every AppendRequest to `to` among `actions`.
+    fn appends_to(actions: &[Action], to: u64) -> Vec<u64> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(Message {
+                    to: target,
+                    body: MessageBody::AppendRequest { prev_log_index, .. },
+                    ..
+                }) if *target == NodeId(to) => Some(prev_log_index.0),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn refusal(probed: u64, follower_last: u64) -> MessageBody {
+        MessageBody::AppendResponse {
+            success: false,
+            match_index: LogIndex(probed),
+            conflict: Some(ConflictHint {
+                term: None,
+                first_index: LogIndex(follower_last + 1),
+            }),
+        }
+    }
+
+    /// Node 1 leading nodes 1-3 in term 1 with entries 1-4 (its no-op and three commands),
+    /// which node 2 acknowledged.
+    fn leader_matched_by_node_2_through_4() -> Replica {
+        let voters = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
+        let recovered = RecoveredState {
+            initial_membership: voters,
+            ..RecoveredState::default()
+        };
+        let mut config = CoreConfig::new(NodeId(1), 5);
+        config.pre_vote = false;
+        let mut leader = Replica::new(config, recovered).unwrap();
+        step(&mut leader, Input::Campaign);
+        let vote = MessageBody::VoteResponse {
+            pre_vote: false,
+            granted: true,
+        };
+        step(&mut leader, from_peer(2, vote));
+        for id in 1..=3 {
+            let data = vec![id as u8];
+            step(
+                &mut leader,
+                Input::Propose {
+                    id,
+                    session: None,
+                    data,
+                },
+            );
+        }
+        let ack = MessageBody::AppendResponse {
+            success: true,
+            match_index: LogIndex(4),
+            conflict: None,
+        };
+        step(&mut leader, from_peer(2, ack));
+        assert_eq!(leader.status().commit_index, LogIndex(4));
+        leader
+    }
+
+    /// Issue 14, finding 2: a follower whose WAL tail was cut on restart refuses appends at
+    /// its old match point. The leader must probe below it and resend what the follower lost,
+    /// not keep probing at a point the follower no longer holds.
+    #[test]
+    fn a_follower_that_lost_acknowledged_entries_is_repaired() {
+        let mut leader = leader_matched_by_node_2_through_4();
+        // Node 2 restarted with only entries 1-2. A new command goes out after index 4 and
+        // is refused; the leader then probes, and each probe is refused the same way.
+        let actions = step(
+            &mut leader,
+            Input::Propose {
+                id: 9,
+                session: None,
+                data: vec![9],
+            },
+        );
+        assert_eq!(appends_to(&actions, 2), [4]);
+        let mut probed = 4;
+        for _ in 0..4 {
+            let actions = step(&mut leader, from_peer(2, refusal(probed, 2)));
+            let sent = appends_to(&actions, 2);
+            assert_eq!(sent.len(), 1, "one probe per refusal: {actions:?}");
+            probed = sent[0];
+            if probed <= 2 {
+                break;
+            }
+        }
+        assert_eq!(probed, 2, "the leader probes where the follower's log ends");
+        // Node 2 accepts, and is streamed what it lost.
+        let ack = MessageBody::AppendResponse {
+            success: true,
+            match_index: LogIndex(5),
+            conflict: None,
+        };
+        step(&mut leader, from_peer(2, ack));
+        let progress = leader.status().replication;
+        let node_2 = progress.iter().find(|p| p.id == NodeId(2)).unwrap();
+        assert_eq!(node_2.match_index, LogIndex(5));
+    }
+
+    /// A refusal that still shows the match point held (a follower installing a snapshot
+    /// refuses every append) does not lower the match point.
+    #[test]
+    fn a_refusal_that_holds_the_match_point_keeps_it() {
+        let mut leader = leader_matched_by_node_2_through_4();
+        let held = MessageBody::AppendResponse {
+            success: false,
+            match_index: LogIndex(4),
+            conflict: Some(ConflictHint {
+                term: Some(Term(1)),
+                first_index: LogIndex(1),
+            }),
+        };
+        let actions = step(&mut leader, from_peer(2, held));
+        assert!(appends_to(&actions, 2).iter().all(|&prev| prev >= 4));
+        let progress = leader.status().replication;
+        let node_2 = progress.iter().find(|p| p.id == NodeId(2)).unwrap();
+        assert_eq!(node_2.match_index, LogIndex(4));
     }
 }

@@ -359,6 +359,10 @@ impl Replica {
             current.gap_reported_at = None;
             current.last_refused = None;
         }
+        // Storage carries out its commands in order, and the final chunk installs the snapshot
+        // (restarting the log after it): everything accepted before this chunk, entries and a
+        // new term alike, must reach storage first (issue 14, finding 1).
+        self.flush_persist();
         self.actions.push(Action::WriteSnapshotChunk {
             from,
             meta,
@@ -588,6 +592,47 @@ mod tests {
         // The leader rewinds: 4 continues the file, a repeated 2 is not written again.
         assert_eq!(written_offsets(&step(&mut follower, chunk(&meta, 4))), [4]);
         assert!(written_offsets(&step(&mut follower, chunk(&meta, 2))).is_empty());
+    }
+
+    /// Issue 14, finding 1: entries accepted in the same step as a snapshot's final chunk must
+    /// reach storage before the chunk, or storage installs the snapshot (restarting its log
+    /// after it) and is then asked to truncate below the new start. A new term must be durable
+    /// before the install too.
+    #[test]
+    fn entries_accepted_before_a_final_chunk_are_persisted_before_it() {
+        let (mut follower, meta) = follower_and_a_10_byte_snapshot();
+        let append = Input::Message(Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(1),
+            body: MessageBody::AppendRequest {
+                prev_log_index: LogIndex(0),
+                prev_log_term: Term(0),
+                entries: vec![rcraft_wire::Entry {
+                    term: Term(1),
+                    index: LogIndex(1),
+                    payload: rcraft_wire::EntryPayload::Noop,
+                }],
+                leader_commit: LogIndex(0),
+            },
+        });
+        follower.step(append);
+        follower.step(chunk_of(&meta, 0, 10, true));
+        let actions = follower.take_actions();
+        let position = |wanted: fn(&Action) -> bool| actions.iter().position(wanted);
+        let persist =
+            position(|a| matches!(a, Action::Persist { entries, .. } if !entries.is_empty()))
+                .expect("the accepted entry is persisted");
+        let write = position(|a| matches!(a, Action::WriteSnapshotChunk { done: true, .. }))
+            .expect("the final chunk goes to storage");
+        assert!(
+            persist < write,
+            "persist after the final chunk: {actions:?}"
+        );
+        let Action::Persist { hard_state, .. } = &actions[persist] else {
+            unreachable!()
+        };
+        assert_eq!(hard_state.as_ref().map(|h| h.term), Some(Term(1)));
     }
 
     #[test]

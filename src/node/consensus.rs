@@ -105,6 +105,16 @@ struct Pending {
     deadline: Instant,
 }
 
+/// One input taken from the inbox by [`Consensus::wait_for_input`].
+enum Received {
+    Net(NetEvent),
+    Storage(StorageEvent),
+    Apply(ApplyProgress),
+    Api(ApiRequest),
+    /// The tick deadline passed with nothing queued.
+    Nothing,
+}
+
 /// Why the consensus loop ended.
 pub(crate) enum Exit {
     /// `shutdown()` was called.
@@ -176,41 +186,58 @@ impl Consensus {
 
     fn run_loop(&mut self, inbox: &Inbox) -> Exit {
         loop {
-            if let Some(exit) = self.wait_for_input(inbox) {
+            if let Some(exit) = self.turn(inbox) {
                 return exit;
-            }
-            if let Some(exit) = self.drain_inputs(inbox) {
-                return exit;
-            }
-            self.tick_if_due();
-            self.carry_out_actions(inbox);
-            if let Some(reason) = self.failure.take() {
-                return Exit::Failed(reason);
             }
         }
     }
 
-    /// Blocks until one input arrives or the tick deadline passes, and handles that input.
-    fn wait_for_input(&mut self, inbox: &Inbox) -> Option<Exit> {
+    /// One turn: wait for input, feed the ticks that fell due meanwhile, then every queued
+    /// input, then carry out the core's actions once.
+    fn turn(&mut self, inbox: &Inbox) -> Option<Exit> {
+        let first = match self.wait_for_input(inbox) {
+            Ok(first) => first,
+            Err(exit) => return Some(exit),
+        };
+        // Time goes in before any input: a loop that was blocked (a slow fsync, a full queue,
+        // a paused process) must not judge a read against the clock of before the stall, when
+        // a lease that has run out since still looked valid (issue 14, finding 4).
+        self.tick_if_due();
+        if let Some(exit) = self.on_received(inbox, first) {
+            return Some(exit);
+        }
+        if let Some(exit) = self.drain_inputs(inbox) {
+            return Some(exit);
+        }
+        self.tick_if_due();
+        self.carry_out_actions(inbox);
+        self.failure.take().map(Exit::Failed)
+    }
+
+    /// Blocks until one input arrives or the tick deadline passes.
+    fn wait_for_input(&mut self, inbox: &Inbox) -> Result<Received, Exit> {
         let timeout = self.next_tick.saturating_duration_since(Instant::now());
+        let stopped = |thread: &str| Exit::Failed(format!("the {thread} thread stopped"));
         select! {
-            recv(inbox.net) -> event => match event {
-                Ok(event) => self.on_net_event(event),
-                Err(_) => return Some(Exit::Failed("the network thread stopped".to_string())),
-            },
-            recv(inbox.storage) -> event => match event {
-                Ok(event) => self.on_storage_event(inbox, event),
-                Err(_) => return Some(Exit::Failed("the storage thread stopped".to_string())),
-            },
-            recv(inbox.apply) -> progress => match progress {
-                Ok(progress) => self.on_apply_progress(progress),
-                Err(_) => return Some(Exit::Failed("the apply thread stopped".to_string())),
-            },
-            recv(inbox.api) -> request => match request {
-                Ok(request) => return self.on_api_request(inbox, request),
-                Err(_) => return Some(Exit::Shutdown),
-            },
-            default(timeout) => {}
+            recv(inbox.net) -> event => event.map(Received::Net).map_err(|_| stopped("network")),
+            recv(inbox.storage) -> event => {
+                event.map(Received::Storage).map_err(|_| stopped("storage"))
+            }
+            recv(inbox.apply) -> progress => {
+                progress.map(Received::Apply).map_err(|_| stopped("apply"))
+            }
+            recv(inbox.api) -> request => request.map(Received::Api).map_err(|_| Exit::Shutdown),
+            default(timeout) => Ok(Received::Nothing),
+        }
+    }
+
+    fn on_received(&mut self, inbox: &Inbox, received: Received) -> Option<Exit> {
+        match received {
+            Received::Net(event) => self.on_net_event(event),
+            Received::Storage(event) => self.on_storage_event(inbox, event),
+            Received::Apply(progress) => self.on_apply_progress(progress),
+            Received::Api(request) => return self.on_api_request(inbox, request),
+            Received::Nothing => {}
         }
         None
     }
@@ -743,5 +770,146 @@ fn core_status(replica: &Replica, applied: LogIndex) -> NodeStatus {
     NodeStatus {
         applied_index: applied,
         ..replica.status().to_node_status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{CoreConfig, RecoveredState};
+    use crate::node::transport::{ClientConnId, Transport};
+    use crossbeam_channel::bounded;
+    use rcraft_wire::{ClientResponse, Message, MessageBody, Term};
+    use std::sync::Arc;
+
+    /// A network that drops everything: the test looks at what reaches the apply thread.
+    struct NoNetwork;
+
+    impl Transport for NoNetwork {
+        fn send_peers(&self, _: Vec<Message>) {}
+        fn reply(&self, _: ClientConnId, _: ClientResponse) {}
+    }
+
+    fn from_peer(from: u64, body: MessageBody) -> Input {
+        Input::Message(Message {
+            from: NodeId(from),
+            to: NodeId(1),
+            term: Term(1),
+            body,
+        })
+    }
+
+    /// Steps `input`, confirming every persist at once, and returns the actions.
+    fn step(replica: &mut Replica, input: Input) -> Vec<Action> {
+        replica.step(input);
+        let mut all = Vec::new();
+        loop {
+            let actions = replica.take_actions();
+            if actions.is_empty() {
+                return all;
+            }
+            for action in &actions {
+                if let Action::Persist { seq, .. } = action {
+                    replica.step(Input::Persisted { seq: *seq });
+                }
+            }
+            all.extend(actions);
+        }
+    }
+
+    /// Node 1 leading nodes 1-3 with lease reads on, its no-op committed, and a lease: node
+    /// 2 answered the heartbeat round it just sent.
+    fn leader_holding_a_lease() -> Replica {
+        let voters = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
+        let recovered = RecoveredState {
+            initial_membership: voters,
+            ..RecoveredState::default()
+        };
+        let mut config = CoreConfig::new(NodeId(1), 5);
+        config.pre_vote = false;
+        config.lease_reads = true;
+        let mut leader = Replica::new(config, recovered).unwrap();
+        step(&mut leader, Input::Campaign);
+        let vote = MessageBody::VoteResponse {
+            pre_vote: false,
+            granted: true,
+        };
+        step(&mut leader, from_peer(2, vote));
+        let ack = MessageBody::AppendResponse {
+            success: true,
+            match_index: LogIndex(1),
+            conflict: None,
+        };
+        step(&mut leader, from_peer(2, ack));
+        let mut round = None;
+        while round.is_none() {
+            round = step(&mut leader, Input::Tick).iter().find_map(|a| match a {
+                Action::Send(Message {
+                    to: NodeId(2),
+                    body: MessageBody::Heartbeat { read_context, .. },
+                    ..
+                }) => Some(*read_context),
+                _ => None,
+            });
+        }
+        let answer = MessageBody::HeartbeatResponse {
+            read_context: round.unwrap(),
+        };
+        step(&mut leader, from_peer(2, answer));
+        leader
+    }
+
+    /// Runs one turn of a consensus loop around `leader` whose clock is `behind` late, with
+    /// one read queued, and says whether the read was served at once (sent to apply).
+    fn read_served_at_once(behind: Duration) -> bool {
+        let (_net_tx, net) = bounded(4);
+        let (_storage_tx, storage) = bounded(4);
+        let (_apply_progress_tx, apply) = bounded(4);
+        let (api_tx, api) = bounded(4);
+        let inbox = Inbox {
+            net,
+            storage,
+            apply,
+            api,
+        };
+        let (storage_commands, _storage_rx) = bounded(64);
+        let (apply_commands, apply_rx) = bounded(64);
+        let address: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let settings = ConsensusSettings {
+            servers: vec![address; 3],
+            tick: Duration::from_millis(10),
+            rpc_timeout: Duration::from_secs(60),
+            applied: LogIndex(0),
+            snapshot_retain_entries: 0,
+        };
+        let replier = Replier::new(Arc::new(NoNetwork));
+        let mut consensus = Consensus::new(
+            leader_holding_a_lease(),
+            settings,
+            replier,
+            storage_commands,
+            apply_commands,
+        );
+        let (reply, _answer) = bounded(1);
+        let read = ApiRequest::Read {
+            query: Vec::new(),
+            reply,
+        };
+        api_tx.send(read).unwrap();
+        consensus.next_tick = Instant::now() + Duration::from_secs(1) - behind;
+        assert!(consensus.turn(&inbox).is_none());
+        apply_rx
+            .try_iter()
+            .any(|command| matches!(command, ApplyCommand::Read { .. }))
+    }
+
+    /// Issue 14, finding 4: a read that waited while the loop was blocked for longer than the
+    /// lease is judged after the overdue ticks, so the expired lease does not serve it.
+    #[test]
+    fn a_read_queued_during_a_stall_is_not_served_from_an_expired_lease() {
+        // Control: on time, the lease serves the read at once.
+        assert!(read_served_at_once(Duration::ZERO));
+        // Five seconds overdue (500 ticks, far past the 13-tick lease): it must wait for a round.
+        assert!(!read_served_at_once(Duration::from_secs(6)));
     }
 }

@@ -237,10 +237,14 @@ impl StorageThread {
                         // partial file stays, to be resumed if a leader sends it again).
                         self.incoming.invalidate();
                     }
-                    self.log.write(&entries)?;
+                    // Term and vote first: entries of a new term must never be on disk
+                    // under an older saved term, which no restart accepts (issue 14, finding
+                    // 3). A crash between the two leaves a higher term over an older log,
+                    // which is a state Raft allows.
                     if let Some(hard_state) = hard_state {
                         self.save_hard_state(hard_state)?;
                     }
+                    self.log.write(&entries)?;
                     persisted = Some(seq);
                 }
                 other => {
@@ -688,6 +692,37 @@ mod tests {
         let expected = vec![entry(1, 1), entry(1, 2), entry(2, 3), entry(2, 4)];
         assert_eq!(recovered.entries, expected);
         assert_eq!(recovered.hard_state, hard_state(2, None, 2));
+    }
+
+    /// Issue 14, finding 3: a crash between any two writes of a persist that starts a new
+    /// term (unsynced writes may or may not have reached the disk) leaves a state the core
+    /// accepts at restart: no entry is newer than the saved term.
+    #[test]
+    fn a_crash_inside_a_new_terms_persist_leaves_a_startable_state() {
+        for fail_at in 1..=12 {
+            for mode in [CrashMode::KeepUnsynced, CrashMode::LoseUnsynced] {
+                let fs = SimFs::new();
+                let first = persist(1, Some(hard_state(1, Some(0), 0)), vec![entry(1, 1)]);
+                run(&fs, vec![first]).0.unwrap();
+                fs.fail_nth_write(fail_at);
+                let second = persist(
+                    2,
+                    Some(hard_state(2, Some(0), 1)),
+                    vec![entry(2, 2), entry(2, 3)],
+                );
+                let _ = run(&fs, vec![second]);
+                fs.crash(mode);
+                let recovered = open(&fs).recovered;
+                let saved = recovered.hard_state.term;
+                assert!(
+                    recovered.entries.iter().all(|e| e.term <= saved),
+                    "write {fail_at} failed, crash {mode:?}: entries {:?} under term {saved}",
+                    recovered.entries
+                );
+                let config = crate::core::CoreConfig::new(NodeId(0), 1);
+                crate::core::Replica::new(config, recovered).unwrap();
+            }
+        }
     }
 
     /// A received snapshot of `len` bytes at index 50 and its data.
