@@ -84,6 +84,19 @@ impl Disk {
         let Some(write) = self.pending.pop_front() else {
             return Ok(());
         };
+        // The real WAL refuses to truncate below its first index (a snapshot installed or
+        // compacted before this write): so does the simulated disk (issue 14, finding 1).
+        if let Some(first) = write.entries.first() {
+            if first.index <= self.log.base_index() {
+                return Err(format!(
+                    "disk: persist {} writes from index {}, at or below the log's start after \
+                     snapshot index {} (installed or compacted before this write)",
+                    write.seq,
+                    first.index,
+                    self.log.base_index()
+                ));
+            }
+        }
         self.log
             .write(&write.entries)
             .map_err(|e| format!("disk: {e}"))?;
@@ -168,7 +181,12 @@ impl Disk {
         self.snapshot.as_ref()
     }
 
-    /// The vote that became durable in `term`, if any.
+    /// The term saved durably.
+    pub(crate) fn durable_term(&self) -> Term {
+        self.hard_state.term
+    }
+
+    /// The vote saved durably for `term`, if any.
     pub(crate) fn durable_vote(&self, term: Term) -> Option<NodeId> {
         self.votes.get(&term).copied()
     }

@@ -149,7 +149,11 @@ impl<C: SimCore> World<C> {
                 granted: true,
             } => {
                 let durable = n.disk.durable_vote(msg.term);
-                if durable != Some(msg.to) {
+                // A vote stepped in the same turn as a newer term is saved only under that
+                // term: the node can then never vote in the older term again, which is all
+                // the grant promises.
+                let moved_on = n.disk.durable_term() > msg.term;
+                if durable != Some(msg.to) && !moved_on {
                     return Err(format!(
                         "persistence contract: grants its vote to {} in term {} while its disk \
                          holds vote {durable:?} for that term",
@@ -557,6 +561,32 @@ impl<C: SimCore> World<C> {
             return Ok(());
         };
         let membership = &view.membership;
+        let verdict = self.check_quorum_holds(node, view, membership, index, term);
+        // The commit may have been counted under the configuration before an uncommitted
+        // change appended later in the same turn (a change of one voter keeps every majority
+        // of the two overlapping).
+        let (latest_at, _) = n.log.latest_membership();
+        if verdict.is_err() && latest_at > index {
+            let (_, previous) = n.log.membership_through(latest_at.prev());
+            if self
+                .check_quorum_holds(node, view, previous, index, term)
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+        verdict
+    }
+
+    /// A quorum of `membership` (both halves when joint) holds (`index`, `term`).
+    fn check_quorum_holds(
+        &self,
+        node: usize,
+        view: &crate::replica::CoreView,
+        membership: &rcraft::wire::Membership,
+        index: LogIndex,
+        term: Term,
+    ) -> Verdict {
         for half in [&membership.voters, &membership.voters_outgoing] {
             if half.is_empty() {
                 continue;
@@ -574,7 +604,7 @@ impl<C: SimCore> World<C> {
                     "commit quorum: leader {} of term {} commits index {index} (term {term}) \
                      with configuration {membership:?}, but only {holders:?} of voters {half:?} \
                      hold it",
-                    n.id, view.term
+                    self.nodes[node].id, view.term
                 ));
             }
         }

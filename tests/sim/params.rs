@@ -92,6 +92,11 @@ pub(crate) struct RunParams {
     pub(crate) snapshot_chunks_in_flight: u64,
     /// Core: leader-wide snapshot bytes per tick (0: unlimited); small values throttle.
     pub(crate) snapshot_bytes_per_tick: u64,
+    /// Longest a delivered message waits in a node's turn before its actions are carried
+    /// out, ms; messages arriving meanwhile are stepped into the same drain, as the
+    /// consensus thread takes every queued input before draining once. 0: one drain per
+    /// message.
+    pub(crate) turn_ms_max: u64,
 }
 
 impl RunParams {
@@ -141,6 +146,7 @@ impl RunParams {
             snapshot_chunk_bytes: rng.pick(&[512, 2_048, 16_384, 1 << 20]),
             snapshot_chunks_in_flight: rng.between(1, 8),
             snapshot_bytes_per_tick: rng.pick(&[0, 512, 2_048, 16_384, 8 << 20]),
+            turn_ms_max: rng.pick(&[0, 0, 1, 3]),
         };
         if !params.pre_vote && !MEMBERSHIP_CHANGES_WITHOUT_PRE_VOTE {
             params.membership_gap_max_ms = None;
@@ -172,7 +178,7 @@ impl RunParams {
     pub(crate) fn describe(&self) -> String {
         format!(
             "{} voters + {} spares, membership changes every <={}, pre_vote={}, check_quorum={}, lease_reads={}, drop={}‰, dup={}‰, net<={}ms, disk<={}ms, \
-             inflight={}x{}B, chunk={}Bx{} at {}B/tick",
+             inflight={}x{}B, chunk={}Bx{} at {}B/tick, turn<={}ms",
             self.voters,
             self.nodes - self.voters,
             self.membership_gap_max_ms
@@ -188,7 +194,8 @@ impl RunParams {
             self.max_append_bytes,
             self.snapshot_chunk_bytes,
             self.snapshot_chunks_in_flight,
-            self.snapshot_bytes_per_tick
+            self.snapshot_bytes_per_tick,
+            self.turn_ms_max
         )
     }
 }

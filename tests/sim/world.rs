@@ -27,6 +27,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 pub(crate) enum Event {
     /// A node's clock ticks (only for the life it was scheduled in).
     Tick { node: usize, incarnation: u64 },
+    /// A node's turn ends: the actions of the messages it took meanwhile are carried out.
+    Drain { node: usize, incarnation: u64 },
     /// A message arrives at `msg.to`.
     Deliver(Message),
     /// A node's disk finishes syncing persist `seq`; the core hears `Persisted`.
@@ -115,6 +117,8 @@ pub(crate) struct SimNode<C> {
     pub(crate) membership_requests: BTreeSet<RequestId>,
     /// Shut down for good after its removal committed (until a change adds it back).
     pub(crate) retired: bool,
+    /// Messages were stepped in this life whose actions wait for an `Event::Drain`.
+    pub(crate) turn_open: bool,
 }
 
 /// Why a run failed.
@@ -301,6 +305,7 @@ impl<C: SimCore> World<C> {
     fn handle(&mut self, event: Event) -> Verdict {
         match event {
             Event::Tick { node, incarnation } => self.on_tick(node, incarnation),
+            Event::Drain { node, incarnation } => self.on_drain(node, incarnation),
             Event::Deliver(msg) => self.on_deliver(msg),
             Event::Sync {
                 node,
@@ -379,7 +384,36 @@ impl<C: SimCore> World<C> {
         if self.network.is_cut(msg.from, msg.to) || self.nodes[to].core.is_none() {
             return Ok(());
         }
-        self.feed(to, Input::Message(msg))
+        if self.params.turn_ms_max == 0 {
+            return self.feed(to, Input::Message(msg));
+        }
+        // As the consensus thread does, take the message now and carry out what it causes
+        // when the turn ends, together with whatever else arrived meanwhile (and before any
+        // other input is fed, which drains at once).
+        if let Some(core) = self.nodes[to].core.as_mut() {
+            core.step(Input::Message(msg));
+        }
+        if !self.nodes[to].turn_open {
+            self.nodes[to].turn_open = true;
+            let at = self.now + self.rng.between(0, self.params.turn_ms_max);
+            let incarnation = self.nodes[to].incarnation;
+            self.schedule(
+                at,
+                Event::Drain {
+                    node: to,
+                    incarnation,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn on_drain(&mut self, node: usize, incarnation: u64) -> Verdict {
+        if !self.alive(node, incarnation) {
+            return Ok(());
+        }
+        self.nodes[node].turn_open = false;
+        self.drain(node)
     }
 
     fn on_sync(&mut self, node: usize, incarnation: u64, seq: u64) -> Verdict {
@@ -549,6 +583,7 @@ impl<C: SimCore> World<C> {
         let n = &mut self.nodes[node];
         let id = n.id;
         n.core = None;
+        n.turn_open = false;
         n.incarnation += 1;
         n.disk
             .crash(reached_disk)
@@ -626,6 +661,7 @@ impl<C> SimNode<C> {
             leader_since: None,
             membership_requests: BTreeSet::new(),
             retired: false,
+            turn_open: false,
         }
     }
 }
