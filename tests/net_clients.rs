@@ -5,6 +5,8 @@ mod net_common;
 
 use net_common::*;
 use rcraft_wire::*;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn run_clients(addr: std::net::SocketAddr, clients: u64, requests: u64) {
@@ -40,15 +42,23 @@ fn many_clients_get_their_own_replies() {
     let listener = listener();
     let addr = listener.local_addr().unwrap();
     let (node, events) = spawn(listener, config(1, addr, &[]), 1024);
-    let echo = echo_server(events, node.sender());
+    let closed = Arc::new(Mutex::new(Vec::new()));
+    let echo = echo_server_recording_closes(events, node.sender(), Arc::clone(&closed));
     run_clients(addr, 32, 50);
     let stats = node.stats();
     assert_eq!(stats.connections_accepted, 32);
     assert_eq!(stats.connections_refused, 0);
+    // Every client has dropped its connection, so every close must be reported while the
+    // network thread still runs; closes arrive asynchronously, hence the bounded wait.
+    wait_until("all 32 client closes to be reported", || {
+        closed.lock().unwrap().len() >= 32
+    });
     node.shutdown();
-    // Every client connection closed before shutdown, so each close was reported.
-    let closed = echo.join().unwrap();
-    assert!(closed.len() <= 32);
+    echo.join().unwrap();
+    let closed = closed.lock().unwrap();
+    let distinct: BTreeSet<_> = closed.iter().collect();
+    assert_eq!(closed.len(), 32, "closes reported: {closed:?}");
+    assert_eq!(distinct.len(), 32, "a connection was reported closed twice");
 }
 
 #[test]

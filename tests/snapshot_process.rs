@@ -102,7 +102,9 @@ fn restart_until_a_quarter_is_received(cluster: &mut Cluster, receiver: usize, s
 
 #[test]
 fn a_transfer_resumes_after_its_receiver_and_then_its_sender_are_killed() {
-    // Small chunks so the transfer of a few MB takes many round trips (each synced).
+    // Small chunks so the transfer of a few MB takes many round trips (each synced), throttled
+    // so that it takes seconds: each kill below must land while the transfer runs, and the
+    // test notices a quarter or a half received by polling, which takes milliseconds.
     let flags = [
         "--snapshot-every",
         "1000000",
@@ -110,6 +112,8 @@ fn a_transfer_resumes_after_its_receiver_and_then_its_sender_are_killed() {
         "0",
         "--snapshot-chunk-bytes",
         "4096",
+        "--snapshot-bytes-per-sec",
+        "500000",
     ];
     let (count, size) = (1500, 2048);
     let (mut cluster, leader, receiver, other, size_of_snapshot) =
@@ -128,6 +132,13 @@ fn a_transfer_resumes_after_its_receiver_and_then_its_sender_are_killed() {
     });
     half.unwrap_or_else(|| panic!("the transfer did not resume; logs:\n{}", cluster.logs()));
     cluster.kill(leader);
+    // The partial file is renamed once the snapshot is complete: a partial file that is
+    // still short shows the sender died in the middle of the transfer.
+    let held = cluster.partial_bytes(receiver);
+    assert!(
+        held > 0 && held < size_of_snapshot,
+        "the sender was killed too late: {held} of {size_of_snapshot} bytes held"
+    );
     cluster.wait_for_leader();
     cluster.wait_caught_up(receiver, other);
 
@@ -173,6 +184,8 @@ fn rcraft_snapshot_reports_bad_usage_and_unreachable_nodes() {
 
 #[test]
 fn replication_to_the_other_follower_goes_on_during_a_stalled_transfer() {
+    // Throttled so that the transfer takes seconds and the receiver is surely frozen in its
+    // middle, although the test notices the start only by polling.
     let flags = [
         "--snapshot-every",
         "1000000",
@@ -180,6 +193,8 @@ fn replication_to_the_other_follower_goes_on_during_a_stalled_transfer() {
         "0",
         "--snapshot-chunk-bytes",
         "4096",
+        "--snapshot-bytes-per-sec",
+        "400000",
     ];
     let mut cluster = Cluster::start(&flags);
     let leader = cluster.wait_for_leader();
@@ -198,6 +213,12 @@ fn replication_to_the_other_follower_goes_on_during_a_stalled_transfer() {
     });
     started.unwrap_or_else(|| panic!("no transfer; logs:\n{}", cluster.logs()));
     cluster.signal(receiver, libc::SIGSTOP);
+    // The partial file is renamed once the snapshot is complete, and a frozen receiver writes
+    // nothing: a partial file now means the receiver is frozen mid-transfer.
+    assert!(
+        cluster.partial_bytes(receiver) > 0,
+        "frozen too late: the transfer already ended"
+    );
 
     let mut client = cluster.client();
     for i in count..count + 50 {

@@ -2,30 +2,69 @@
 //! kill and restart, must verify every acknowledged write and write the contract's JSON.
 //!
 //! The `rcraft` binary belongs to another package, so `CARGO_BIN_EXE_rcraft` is not available
-//! here; the test looks for it next to `rcraft-loadtest` in the same target directory and
-//! skips (saying why) when it is missing. `cargo test --workspace` builds it.
+//! here. The test asks cargo to build it (a no-op when it is up to date) and runs the executable
+//! cargo reports, so it never runs a stale binary left from older sources, and a binary that
+//! cannot be built fails the test instead of skipping it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Upper bound for the whole run; a hang past it fails the test instead of blocking CI.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
-fn rcraft_bin() -> Option<PathBuf> {
-    let loadtest = PathBuf::from(env!("CARGO_BIN_EXE_rcraft-loadtest"));
-    let rcraft = loadtest.parent()?.join("rcraft");
-    rcraft.is_file().then_some(rcraft)
+/// Builds the workspace's `rcraft` binary with the cargo running this test and returns the
+/// executable's path; panics, with cargo's output, when that fails.
+fn build_rcraft_bin() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let output = Command::new(&cargo)
+        .args([
+            "build",
+            "-p",
+            "rcraft",
+            "--bin",
+            "rcraft",
+            "--message-format=json",
+        ])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build the rcraft binary: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "building the rcraft binary failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let executable = stdout
+        .lines()
+        .filter(|line| line.contains(r#""reason":"compiler-artifact""#))
+        .filter(|line| line.contains(r#""kind":["bin"]"#) && line.contains(r#""name":"rcraft""#))
+        .find_map(|line| json_string_after(line, r#""executable":""#))
+        .unwrap_or_else(|| panic!("cargo reported no rcraft executable:\n{stdout}"));
+    let executable = PathBuf::from(executable);
+    assert!(
+        executable.is_file(),
+        "cargo reported {} as the rcraft binary, but it is missing",
+        executable.display()
+    );
+    executable
+}
+
+/// The JSON string value that follows `key` (which includes the opening quote) in `line`.
+/// Paths with escaped characters are not expected here and are rejected.
+fn json_string_after(line: &str, key: &str) -> Option<String> {
+    let rest = &line[line.find(key)? + key.len()..];
+    let value = &rest[..rest.find('"')?];
+    (!value.contains('\\')).then(|| value.to_string())
 }
 
 #[test]
 fn spawned_cluster_survives_a_leader_kill_without_losing_writes() {
-    let Some(rcraft) = rcraft_bin() else {
-        eprintln!(
-            "skipped: no rcraft binary next to rcraft-loadtest (run `cargo build -p rcraft`)"
-        );
-        return;
-    };
+    let rcraft = build_rcraft_bin();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("summary.json");
     let chart = dir.path().join("chart.svg");

@@ -4,11 +4,12 @@
 #![allow(dead_code)] // Each test file uses a different subset.
 
 use rcraft::node::{Error, Node, NodeHandle};
-use rcraft::wire::{LogIndex, NodeId, Role};
+use rcraft::wire::{LogIndex, NodeId, Role, Session};
 use rcraft::{Config, StateMachine};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -148,12 +149,24 @@ pub fn wait_for_leader(nodes: &[TestNode]) -> usize {
     leader.expect("leader found")
 }
 
-/// Proposes through whichever node is leader, retrying across elections (bounded).
+/// Client ids of the sessions [`propose`] opens, one per call. They start far above the small
+/// ids that tests pick by hand for their own sessions, so the two never share a session.
+static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1 << 48);
+
+/// Proposes through whichever node is leader, retrying across elections (bounded). Every
+/// attempt carries the same session, new to the cluster, so a retry of an attempt that was
+/// committed after all is answered from the session table instead of being applied again
+/// (Raft thesis §6.3): the command is applied at most once.
 pub fn propose(nodes: &[TestNode], command: &[u8]) -> rcraft::node::ProposeResult {
+    let session = Session {
+        client_id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
+        sequence: 1,
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let leader = wait_for_leader(nodes);
-        match nodes[leader].handle().propose(command.to_vec()) {
+        let handle = nodes[leader].handle();
+        match handle.propose_in_session(Some(session), command.to_vec()) {
             Ok(result) => return result,
             Err(e @ (Error::NotLeader { .. } | Error::Timeout | Error::Failed { .. })) => {
                 assert!(Instant::now() < deadline, "proposal kept failing: {e}");

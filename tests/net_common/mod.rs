@@ -4,11 +4,12 @@
 #![allow(dead_code)] // each test binary uses a different part of the helpers
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use rcraft::node::net::{NetConfig, NetEvent, NetHandle, Network};
+use rcraft::node::net::{ClientConnId, NetConfig, NetEvent, NetHandle, NetSender, Network};
 use rcraft_wire::*;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const CLUSTER: u64 = 0x5eed;
@@ -135,35 +136,55 @@ pub fn write_request(id: u64, command: &[u8]) -> ClientRequest {
 /// Returns the ids of the connections reported closed.
 pub fn echo_server(
     events: Receiver<NetEvent>,
-    sender: rcraft::node::net::NetSender,
-) -> std::thread::JoinHandle<Vec<rcraft::node::net::ClientConnId>> {
+    sender: NetSender,
+) -> std::thread::JoinHandle<Vec<ClientConnId>> {
     std::thread::spawn(move || {
         let mut closed = Vec::new();
-        while let Ok(event) = events.recv() {
-            match event {
-                NetEvent::Client { conn, request } => {
-                    let result = match request.body {
-                        ClientRequestBody::Write { command, .. } => command,
-                        other => format!("{other:?}").into_bytes(),
-                    };
-                    let response = ClientResponse {
-                        request_id: request.request_id,
-                        body: ClientResponseBody::Ok {
-                            term: Term(1),
-                            index: LogIndex(request.request_id),
-                            result,
-                        },
-                    };
-                    if sender.reply(conn, response).is_err() {
-                        break;
-                    }
-                }
-                NetEvent::ClientClosed(conn) => closed.push(conn),
-                NetEvent::Peer(_) => {}
-            }
-        }
+        echo_until_closed(&events, &sender, |conn| closed.push(conn));
         closed
     })
+}
+
+/// Like [`echo_server`], but records each close in `closed` as it is reported, so that a test
+/// can wait for the closes while the network thread is still running.
+pub fn echo_server_recording_closes(
+    events: Receiver<NetEvent>,
+    sender: NetSender,
+    closed: Arc<Mutex<Vec<ClientConnId>>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        echo_until_closed(&events, &sender, |conn| closed.lock().unwrap().push(conn));
+    })
+}
+
+fn echo_until_closed(
+    events: &Receiver<NetEvent>,
+    sender: &NetSender,
+    mut on_close: impl FnMut(ClientConnId),
+) {
+    while let Ok(event) = events.recv() {
+        match event {
+            NetEvent::Client { conn, request } => {
+                let result = match request.body {
+                    ClientRequestBody::Write { command, .. } => command,
+                    other => format!("{other:?}").into_bytes(),
+                };
+                let response = ClientResponse {
+                    request_id: request.request_id,
+                    body: ClientResponseBody::Ok {
+                        term: Term(1),
+                        index: LogIndex(request.request_id),
+                        result,
+                    },
+                };
+                if sender.reply(conn, response).is_err() {
+                    return;
+                }
+            }
+            NetEvent::ClientClosed(conn) => on_close(conn),
+            NetEvent::Peer(_) => {}
+        }
+    }
 }
 
 /// Waits until the server closes `stream` (read returns 0 or a reset), within [`WAIT`].
