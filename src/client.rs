@@ -8,10 +8,16 @@
 //! leader. Every wait on a socket is bounded by [`ClientOptions::attempt_timeout`], so a dead or
 //! stopped node costs one attempt, never the whole deadline.
 //!
-//! Writes carry a session (`client_id` chosen at random per client, `sequence` growing by one
-//! per new write). A retry of the same write reuses the same sequence, so the cluster applies
-//! it at most once. Invariant: once any attempt of a write may have reached a node (its bytes
-//! were fully written), a failure of that write is reported as not definite.
+//! Writes carry a session (Raft thesis §6.3): before its first write the client registers
+//! one, a replicated entry whose index becomes its `client_id`; each new write takes the next
+//! `sequence` (from 1). A retry of the same write reuses the same sequence, so the cluster
+//! applies it at most once. The cluster forgets the least recently used sessions past
+//! `SESSIONS_MAX` and refuses a write whose session it forgot ("session expired"), since it
+//! cannot tell whether an earlier attempt was applied: if no attempt of that write may have
+//! reached a node before, the client registers a new session and sends the write again;
+//! otherwise the write's outcome is unknown and reported so (the next write registers anew).
+//! Invariant: once any attempt of a write may have reached a node (its bytes were fully
+//! written), a failure of that write is reported as not definite.
 
 use crate::config::CLUSTER_ID_DEFAULT;
 use crate::kv::{KEY_BYTES_MAX, KvCommand, KvResponse, VALUE_BYTES_MAX};
@@ -19,10 +25,9 @@ use crate::node::SnapshotResult;
 use rcraft_wire::{
     ClientRequest, ClientRequestBody, ClientResponseBody, FrameDecoder, HANDSHAKE_BYTES, Handshake,
     LogIndex, MAX_FRAME_BYTES, Membership, NodeId, NodeStatus, Role, Session, Term,
-    encode_client_request,
+    encode_client_request, is_session_expired,
 };
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -228,6 +233,10 @@ enum Effect {
     Write,
     /// A read or an admin request: failures are always definite.
     ReadOnly,
+    /// Registering a session before a write: failures are definite for that write, which was
+    /// not sent. An unanswered attempt may leave a session behind that nobody uses; the
+    /// cluster forgets it in time.
+    Register,
 }
 
 /// A blocking client of an rcraft cluster. See the module docs.
@@ -239,8 +248,11 @@ pub struct Client {
     /// Next node to try when no leader is known.
     round_robin: usize,
     connection: Option<Connection>,
-    client_id: u64,
-    /// Sequence of the latest write started; the next new write uses `sequence + 1`.
+    /// This client's session, as assigned by the cluster; `None` until the first write
+    /// registers one, and again once the cluster said it forgot it.
+    client_id: Option<u64>,
+    /// Sequence of the latest write started in this session; the next new write uses
+    /// `sequence + 1`.
     sequence: u64,
     next_request_id: u64,
 }
@@ -258,7 +270,7 @@ impl Client {
             leader: None,
             round_robin: 0,
             connection: None,
-            client_id: random_client_id(),
+            client_id: None,
             sequence: 0,
             next_request_id: 1,
         })
@@ -283,8 +295,10 @@ impl Client {
         }
     }
 
-    /// This client's session id (random, fixed for the client's life).
-    pub fn client_id(&self) -> u64 {
+    /// The id of this client's current session, assigned by the cluster when the client
+    /// registered it; `None` before the first write and after the cluster forgot the session
+    /// (the next write registers a new one).
+    pub fn client_id(&self) -> Option<u64> {
         self.client_id
     }
 
@@ -298,18 +312,72 @@ impl Client {
         &self.servers
     }
 
-    /// Replicate `command` and apply it, at most once even across retries.
+    /// Replicate `command` and apply it, at most once even across retries. Registers a
+    /// session first when the client has none (see the module docs).
     pub fn submit(&mut self, command: Vec<u8>) -> Result<ClientResult> {
-        self.sequence += 1;
-        let session = Session {
-            client_id: self.client_id,
-            sequence: self.sequence,
-        };
-        let body = ClientRequestBody::Write {
-            session: Some(session),
+        let deadline = Instant::now() + self.options.timeout;
+        let mut body = ClientRequestBody::Write {
+            session: None,
             command,
         };
-        self.call(&body, Effect::Write)
+        loop {
+            let next = self.next_session(deadline)?;
+            if let ClientRequestBody::Write { session, .. } = &mut body {
+                *session = Some(next);
+            }
+            match self.call_until(&body, Effect::Write, deadline) {
+                Err(ClientError::Server { definite, message }) if is_session_expired(&message) => {
+                    // The cluster forgot this session: the next write registers a new one.
+                    self.client_id = None;
+                    if !definite {
+                        let message = format!(
+                            "{message} (an earlier attempt of this write may have been applied: \
+                             the outcome is unknown)"
+                        );
+                        return Err(ClientError::Server {
+                            definite: false,
+                            message,
+                        });
+                    }
+                    // No attempt of this write can have been applied: send it again, once
+                    // more as a new write, in a new session.
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The session of a new write: the next sequence of this client's session, registered
+    /// first when there is none.
+    fn next_session(&mut self, deadline: Instant) -> Result<Session> {
+        let client_id = match self.client_id {
+            Some(client_id) => client_id,
+            None => self.register_session(deadline)?,
+        };
+        self.sequence += 1;
+        Ok(Session {
+            client_id,
+            sequence: self.sequence,
+        })
+    }
+
+    /// Registers a new session with the cluster (a replicated entry; the answer carries the
+    /// new client id) and makes it this client's.
+    fn register_session(&mut self, deadline: Instant) -> Result<u64> {
+        let body = ClientRequestBody::Write {
+            session: Some(Session::REGISTER),
+            command: Vec::new(),
+        };
+        let registered = self.call_until(&body, Effect::Register, deadline)?;
+        let client_id = <[u8; 8]>::try_from(registered.response.as_slice())
+            .map(u64::from_le_bytes)
+            .map_err(|_| ClientError::Protocol {
+                definite: true,
+                message: "the session registration's answer holds no client id".to_string(),
+            })?;
+        self.client_id = Some(client_id);
+        self.sequence = 0;
+        Ok(client_id)
     }
 
     /// A linearizable read answered by the state machine's `query`.
@@ -487,9 +555,19 @@ impl Client {
         decode_kv(&result.response, Effect::Write)
     }
 
-    /// Run one operation to completion or to its deadline. See the module docs.
+    /// Run one operation to completion or to the client's timeout. See the module docs.
     fn call(&mut self, body: &ClientRequestBody, effect: Effect) -> Result<ClientResult> {
         let deadline = Instant::now() + self.options.timeout;
+        self.call_until(body, effect, deadline)
+    }
+
+    /// Run one operation to completion or to `deadline`.
+    fn call_until(
+        &mut self,
+        body: &ClientRequestBody,
+        effect: Effect,
+        deadline: Instant,
+    ) -> Result<ClientResult> {
         let mut backoff = self.options.backoff_min;
         let mut maybe_applied = false;
         let mut last_refusal: Option<ClientError> = None;
@@ -767,20 +845,6 @@ fn read_response(
     }
 }
 
-/// A client id unlikely to collide with any other client's: std's per-process random hash
-/// keys mixed with the time, the process id and the address of a local.
-fn random_client_id() -> u64 {
-    let mut hasher = std::hash::RandomState::new().build_hasher();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    hasher.write_u128(now.as_nanos());
-    hasher.write_u32(std::process::id());
-    let local = 0u8;
-    hasher.write_usize(&local as *const u8 as usize);
-    hasher.finish()
-}
-
 fn check_kv_limits(command: &KvCommand) -> Result<()> {
     let (key, value) = match command {
         KvCommand::Put { key, value } => (key, Some(value)),
@@ -948,6 +1012,46 @@ mod tests {
         }
     }
 
+    /// The sessions of the writes a node received, registrations left out.
+    fn write_sessions(node: &FakeNode) -> Vec<Session> {
+        let sessions = node
+            .requests()
+            .iter()
+            .filter_map(session_of)
+            .collect::<Vec<_>>();
+        sessions
+            .into_iter()
+            .filter(|s| *s != Session::REGISTER)
+            .collect()
+    }
+
+    /// Answers session registrations as a leader does (client ids 101, 102, ...: the
+    /// registration's index) and hands every other request to `handler`.
+    fn registering(mut handler: impl FnMut(&ClientRequest) -> Reply + Send + 'static) -> Handler {
+        let mut index = 100u64;
+        Box::new(move |request| {
+            if session_of(request) != Some(Session::REGISTER) {
+                return handler(request);
+            }
+            index += 1;
+            answer(ClientResponseBody::Ok {
+                term: Term(3),
+                index: LogIndex(index),
+                result: index.to_le_bytes().to_vec(),
+            })
+        })
+    }
+
+    fn session_expired(client_id: u64) -> Reply {
+        answer(ClientResponseBody::Error {
+            definite: true,
+            message: format!(
+                "{} client {client_id} is unknown",
+                rcraft_wire::SESSION_EXPIRED_PREFIX
+            ),
+        })
+    }
+
     #[test]
     fn follows_not_leader_hints_and_remembers_the_leader() {
         let follower = FakeNode::start(Box::new(|_| {
@@ -956,19 +1060,19 @@ mod tests {
                 leader_address: None,
             })
         }));
-        let leader = FakeNode::start(Box::new(|_| ok(&KvResponse::Done.encode())));
+        let leader = FakeNode::start(registering(|_| ok(&KvResponse::Done.encode())));
         let servers = [follower.address, leader.address];
         let mut client = Client::new(&servers, fast_options()).unwrap();
         client.put(b"k", b"v").unwrap();
         client.put(b"k", b"w").unwrap();
         assert_eq!(follower.requests().len(), 1);
-        assert_eq!(leader.requests().len(), 2);
+        assert_eq!(leader.requests().len(), 3, "one registration, two writes");
         assert_eq!(client.leader(), Some(NodeId(1)));
     }
 
     #[test]
     fn submit_returns_term_index_and_response() {
-        let node = FakeNode::start(Box::new(|_| ok(b"answer")));
+        let node = FakeNode::start(registering(|_| ok(b"answer")));
         let mut client = Client::connect(&[node.address], fast_options()).unwrap();
         let result = client.submit(b"cmd".to_vec()).unwrap();
         assert_eq!(result.term, Term(3));
@@ -979,7 +1083,7 @@ mod tests {
     #[test]
     fn a_retried_write_reuses_its_sequence_and_the_next_write_does_not() {
         let mut calls = 0;
-        let node = FakeNode::start(Box::new(move |_| {
+        let node = FakeNode::start(registering(move |_| {
             calls += 1;
             if calls == 1 {
                 Reply::Close
@@ -988,13 +1092,90 @@ mod tests {
             }
         }));
         let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        assert_eq!(
+            client.client_id(),
+            None,
+            "no session before the first write"
+        );
         client.put(b"k", b"v").unwrap();
         client.put(b"k", b"w").unwrap();
-        let sessions: Vec<Session> = node.requests().iter().filter_map(session_of).collect();
+        let registrations = node
+            .requests()
+            .iter()
+            .filter(|r| session_of(r) == Some(Session::REGISTER))
+            .count();
+        assert_eq!(registrations, 1);
+        let sessions = write_sessions(&node);
         assert_eq!(sessions.len(), 3);
         assert_eq!(sessions[0], sessions[1], "retry reuses the session");
+        assert_eq!(sessions[0].sequence, 1);
         assert_eq!(sessions[2].sequence, sessions[1].sequence + 1);
-        assert_eq!(sessions[2].client_id, client.client_id());
+        assert_eq!(Some(sessions[2].client_id), client.client_id());
+        assert_eq!(
+            client.client_id(),
+            Some(101),
+            "the id the registration answered"
+        );
+    }
+
+    #[test]
+    fn a_first_attempt_refused_as_session_expired_is_sent_again_in_a_new_session() {
+        let mut writes = 0;
+        let node = FakeNode::start(registering(move |request| {
+            writes += 1;
+            match session_of(request) {
+                Some(session) if writes == 1 => session_expired(session.client_id),
+                _ => ok(&KvResponse::Done.encode()),
+            }
+        }));
+        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        client.put(b"k", b"v").unwrap();
+        let first = Session {
+            client_id: 101,
+            sequence: 1,
+        };
+        let again = Session {
+            client_id: 102,
+            sequence: 1,
+        };
+        assert_eq!(write_sessions(&node), vec![first, again]);
+        assert_eq!(client.client_id(), Some(102));
+    }
+
+    #[test]
+    fn a_retry_refused_as_session_expired_has_an_unknown_outcome() {
+        let mut writes = 0;
+        let node = FakeNode::start(registering(move |request| {
+            writes += 1;
+            match (writes, session_of(request)) {
+                // The first attempt may have been applied: its answer is lost.
+                (1, _) => Reply::Close,
+                // Meanwhile the cluster forgot the session.
+                (2, Some(session)) => session_expired(session.client_id),
+                _ => ok(&KvResponse::Done.encode()),
+            }
+        }));
+        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let e = client.put(b"k", b"v").unwrap_err();
+        assert!(
+            matches!(&e, ClientError::Server { definite: false, message }
+                if message.contains("session expired")),
+            "{e:?}"
+        );
+        assert!(!e.is_definite());
+        assert_eq!(client.client_id(), None, "the forgotten session is dropped");
+        // The next write registers a new session; the unknown one is not sent again.
+        client.put(b"k", b"w").unwrap();
+        let sessions = write_sessions(&node);
+        assert_eq!(sessions.len(), 3, "{sessions:?}");
+        assert_eq!(sessions[0], sessions[1]);
+        assert_eq!(
+            sessions[2],
+            Session {
+                client_id: 102,
+                sequence: 1
+            }
+        );
     }
 
     #[test]
@@ -1018,7 +1199,7 @@ mod tests {
 
     #[test]
     fn an_unanswered_write_has_an_unknown_outcome() {
-        let node = FakeNode::start(Box::new(|_| Reply::Close));
+        let node = FakeNode::start(registering(|_| Reply::Close));
         let mut client = Client::new(&[node.address], fast_options()).unwrap();
         let e = client.put(b"k", b"v").unwrap_err();
         assert!(
@@ -1043,9 +1224,10 @@ mod tests {
             }
         });
         let mut client = Client::new(&[address], fast_options()).unwrap();
+        // The session registration is never answered, so the write itself is never sent.
         let e = client.put(b"k", b"v").unwrap_err();
         assert!(
-            matches!(e, ClientError::Timeout { definite: false }),
+            matches!(e, ClientError::Timeout { definite: true }),
             "{e:?}"
         );
         let e = client.status_of(address).unwrap_err();
@@ -1069,7 +1251,7 @@ mod tests {
 
     #[test]
     fn definite_server_errors_are_returned_at_once() {
-        let node = FakeNode::start(Box::new(|_| {
+        let node = FakeNode::start(registering(|_| {
             answer(ClientResponseBody::Error {
                 definite: true,
                 message: "too large".into(),
@@ -1081,7 +1263,7 @@ mod tests {
             matches!(e, ClientError::Server { definite: true, .. }),
             "{e:?}"
         );
-        assert_eq!(node.requests().len(), 1);
+        assert_eq!(node.requests().len(), 2, "a registration and the write");
     }
 
     #[test]
@@ -1094,7 +1276,7 @@ mod tests {
 
     #[test]
     fn kv_helpers_decode_answers() {
-        let node = FakeNode::start(Box::new(|request| {
+        let node = FakeNode::start(registering(|request| {
             let ClientRequestBody::Write { command, .. } = &request.body else {
                 return ok(&KvResponse::Value(Some(b"v".to_vec())).encode());
             };
@@ -1178,10 +1360,5 @@ mod tests {
         let mut client = Client::new(&[silent.address], fast_options()).unwrap();
         let e = client.change_membership(target).unwrap_err();
         assert!(!e.is_definite(), "{e:?}");
-    }
-
-    #[test]
-    fn client_ids_differ() {
-        assert_ne!(random_client_id(), random_client_id());
     }
 }

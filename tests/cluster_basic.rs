@@ -112,8 +112,18 @@ fn a_retried_session_write_applies_once() {
     nodes.iter_mut().for_each(|n| n.start());
     let leader = wait_for_leader(&nodes);
     let handle = nodes[leader].handle();
-    let session = Session {
+    // A session must be registered before use: an unknown client is refused, not applied.
+    let unknown = Session {
         client_id: 42,
+        sequence: 1,
+    };
+    match handle.propose_in_session(Some(unknown), b"never".to_vec()) {
+        Err(e) if e.is_session_expired() && e.is_definite() => {}
+        other => panic!("a write from an unregistered client was not refused: {other:?}"),
+    }
+    let client_id = handle.register_session().unwrap();
+    let session = Session {
+        client_id,
         sequence: 1,
     };
     let first = handle
@@ -128,7 +138,7 @@ fn a_retried_session_write_applies_once() {
         "answered from the session table"
     );
     let next = Session {
-        client_id: 42,
+        client_id,
         sequence: 2,
     };
     handle

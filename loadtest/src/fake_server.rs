@@ -5,7 +5,7 @@
 use rcraft::kv::{KvCommand, KvResponse};
 use rcraft::wire::{
     ClientRequestBody, ClientResponse, ClientResponseBody, FrameDecoder, Handshake, LogIndex,
-    MAX_FRAME_BYTES, Membership, NodeId, NodeStatus, Role, Term, encode_client_response,
+    MAX_FRAME_BYTES, Membership, NodeId, NodeStatus, Role, Session, Term, encode_client_response,
 };
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -94,6 +94,17 @@ fn answer(body: ClientRequestBody, map: &Mutex<HashMap<Vec<u8>, Vec<u8>>>) -> Cl
     };
     let command = match &body {
         ClientRequestBody::Status => return ClientResponseBody::Status(status()),
+        // A session registration: every client gets session 1 (sessions are not checked).
+        ClientRequestBody::Write {
+            session: Some(Session::REGISTER),
+            ..
+        } => {
+            return ClientResponseBody::Ok {
+                term: Term(1),
+                index: LogIndex(1),
+                result: 1u64.to_le_bytes().to_vec(),
+            };
+        }
         ClientRequestBody::Write { command, .. } => KvCommand::decode(command),
         ClientRequestBody::Read { query } => KvCommand::decode(query),
         _ => {

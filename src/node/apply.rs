@@ -6,6 +6,13 @@
 //! proposal's waiter always arrives before the entry it waits for, and reports
 //! [`ApplyProgress`] back once per drained batch.
 //!
+//! Commands carrying a client session go through the [`SessionTable`] (Raft thesis §6.3): a
+//! registration creates a session and answers its client id without reaching the state
+//! machine; a retry of a client's last write is answered from the table; a write from a
+//! client the table does not hold (never registered, or forgotten to make room) is refused
+//! with a definite error and never applied, since it may be the retry of a write applied
+//! before the client was forgotten.
+//!
 //! Snapshots are written here, by the thread that owns the state machine, when the
 //! [`SnapshotPolicy`] says one is due (entries or log bytes applied since the last one) or
 //! when asked ([`ApplyCommand::TakeSnapshot`], or [`ApplyCommand::ReplaceSnapshot`] when the
@@ -33,14 +40,14 @@ use super::limits::{
     APPLIED_SUBSCRIBER_STALL_MAX, ENTRY_LOG_OVERHEAD_BYTES, EXPIRY_SWEEP_INTERVAL,
 };
 use super::results::ApplyMsg;
-use super::sessions::{SessionCheck, SessionTable};
+use super::sessions::{SessionCheck, SessionTable, expired_message};
 use super::snapshot_files::SnapshotFiles;
 use super::snapshot_format::{read_snapshot, read_to_end_of_snapshot, write_snapshot};
 use super::transport::{Replier, ReplyTo};
 use crate::StateMachine;
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use rcraft_wire::{
-    ClientResponseBody, Entry, EntryPayload, LogIndex, Membership, SnapshotMeta, Term,
+    ClientResponseBody, Entry, EntryPayload, LogIndex, Membership, Session, SnapshotMeta, Term,
 };
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -132,6 +139,36 @@ pub(crate) enum ApplyProgress {
     Restored(SnapshotMeta),
     /// The state machine's snapshot could not be written or read: the node must stop.
     Failed(String),
+}
+
+/// What one applied entry answers its proposer: the state machine's response, or an error.
+type Outcome = Result<Vec<u8>, Refusal>;
+
+/// Why an applied entry answers its proposer with an error.
+#[derive(Clone, Debug)]
+struct Refusal {
+    /// True when the command did not and will not take effect (it was refused); false when
+    /// the apply thread cannot know.
+    definite: bool,
+    message: String,
+}
+
+impl Refusal {
+    /// The command was refused: it did not and will not take effect.
+    fn definite(message: String) -> Refusal {
+        Refusal {
+            definite: true,
+            message,
+        }
+    }
+
+    /// Whether the command took effect is unknown here.
+    fn unknown(message: &str) -> Refusal {
+        Refusal {
+            definite: false,
+            message: message.to_string(),
+        }
+    }
 }
 
 struct ProposalWaiter {
@@ -245,6 +282,13 @@ impl Applier {
                 stall_limit,
             });
         }
+    }
+
+    /// Makes the session table remember at most `capacity` clients (instead of
+    /// `SESSIONS_MAX`), so tests can see clients forgotten.
+    #[cfg(test)]
+    pub(crate) fn limit_sessions(&mut self, capacity: usize) {
+        self.sessions.set_capacity(capacity);
     }
 
     /// Index covered by the state at start (the restored snapshot's, or 0).
@@ -535,6 +579,11 @@ impl Applier {
                 self.membership = membership;
                 Ok(Vec::new())
             }
+            // A registration carries no command for the state machine or its subscribers.
+            EntryPayload::Command {
+                session: Some(Session::REGISTER),
+                data,
+            } => self.register_session(entry.index, &data),
             EntryPayload::Command { session, data } => {
                 let outcome = self.apply_command(entry.index, session, &data);
                 self.publish(entry.index, entry.term, data);
@@ -556,17 +605,25 @@ impl Applier {
         }
         self.applied = entry.index;
         self.applied_term = entry.term;
-        let covered = "the entry was covered by a snapshot restored meanwhile".to_string();
+        let covered = Refusal::unknown("the entry was covered by a snapshot restored meanwhile");
         self.answer_proposals(entry.index, entry.term, Err(covered));
     }
 
-    /// Applies one command unless its session says it already was.
-    fn apply_command(
-        &mut self,
-        index: LogIndex,
-        session: Option<rcraft_wire::Session>,
-        data: &[u8],
-    ) -> Result<Vec<u8>, String> {
+    /// Creates the session of the registration entry at `index`; the answer is the new
+    /// client id (u64 little-endian). The state machine sees nothing.
+    fn register_session(&mut self, index: LogIndex, data: &[u8]) -> Outcome {
+        if !data.is_empty() {
+            return Err(Refusal::definite(
+                "a session registration carries no command".to_string(),
+            ));
+        }
+        let client_id = self.sessions.register(index);
+        Ok(client_id.to_le_bytes().to_vec())
+    }
+
+    /// Applies one command unless its session says it already was, or that it may have
+    /// been (an unknown client: its session was forgotten, or never registered).
+    fn apply_command(&mut self, index: LogIndex, session: Option<Session>, data: &[u8]) -> Outcome {
         let Some(session) = session else {
             return Ok(self.state_machine.apply(index, data));
         };
@@ -577,10 +634,18 @@ impl Applier {
                 Ok(response)
             }
             SessionCheck::Duplicate(response) => Ok(response),
-            SessionCheck::Stale => Err(format!(
+            SessionCheck::Stale => Err(Refusal::unknown(&format!(
                 "client {} sequence {} was superseded by a later write",
                 session.client_id, session.sequence
-            )),
+            ))),
+            SessionCheck::Expired => Err(Refusal::definite(expired_message(session.client_id))),
+            SessionCheck::ReservedSequence => Err(Refusal::definite(format!(
+                "client {}: sequence 0 is reserved for registering a session (from client 0)",
+                session.client_id
+            ))),
+            SessionCheck::Register => {
+                unreachable!("registrations are applied by register_session, never as writes")
+            }
         }
     }
 
@@ -606,7 +671,7 @@ impl Applier {
         });
     }
 
-    fn answer_proposals(&mut self, index: LogIndex, term: Term, outcome: Result<Vec<u8>, String>) {
+    fn answer_proposals(&mut self, index: LogIndex, term: Term, outcome: Outcome) {
         let Some(waiters) = self.proposals.remove(&index) else {
             return;
         };
@@ -623,7 +688,10 @@ impl Applier {
                         index,
                         result: result.clone(),
                     },
-                    Err(message) => unknown_outcome(message),
+                    Err(refusal) => ClientResponseBody::Error {
+                        definite: refusal.definite,
+                        message: refusal.message.clone(),
+                    },
                 }
             };
             self.outbox.push((waiter.reply, body));
@@ -871,7 +939,7 @@ mod tests {
     use crate::node::transport::{ClientConnId, Transport};
     use crossbeam_channel::{bounded, unbounded};
     use rcraft_storage::SimFs;
-    use rcraft_wire::{ClientResponse, Message, NodeId, Session};
+    use rcraft_wire::{ClientResponse, Message, NodeId};
     use std::io::{self, Read, Write};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
@@ -990,70 +1058,224 @@ mod tests {
         Instant::now() + Duration::from_secs(30)
     }
 
-    #[test]
-    fn answers_proposals_by_index_and_term_and_dedups_sessions() {
-        let (commands, progress, thread) = start(MemorySnapshots::default(), 0);
-        let (ok_tx, ok_rx) = bounded(1);
-        let (lost_tx, lost_rx) = bounded(1);
-        let (dup_tx, dup_rx) = bounded(1);
-        let session = Session {
-            client_id: 5,
-            sequence: 1,
-        };
-        let wait = |index, term, reply| ApplyCommand::WaitProposal {
+    /// A registration entry: its session's client id will be `index`.
+    fn registration(term: u64, index: u64) -> Entry {
+        command(term, index, b"", Some(Session::REGISTER))
+    }
+
+    fn wait_proposal(index: u64, term: u64, reply: Sender<ClientResponseBody>) -> ApplyCommand {
+        ApplyCommand::WaitProposal {
             index: LogIndex(index),
             term: Term(term),
             reply: ReplyTo::Api(reply),
             deadline: later(),
+        }
+    }
+
+    #[test]
+    fn answers_proposals_by_index_and_term_and_dedups_sessions() {
+        let (commands, progress, thread) = start(MemorySnapshots::default(), 0);
+        let (registered_tx, registered_rx) = bounded(1);
+        let (ok_tx, ok_rx) = bounded(1);
+        let (lost_tx, lost_rx) = bounded(1);
+        let (dup_tx, dup_rx) = bounded(1);
+        let session = Session {
+            client_id: 1,
+            sequence: 1,
         };
-        commands.send(wait(1, 1, ok_tx)).unwrap();
-        commands.send(wait(2, 1, lost_tx)).unwrap();
-        commands.send(wait(3, 2, dup_tx)).unwrap();
+        commands.send(wait_proposal(1, 1, registered_tx)).unwrap();
+        commands.send(wait_proposal(2, 1, ok_tx)).unwrap();
+        commands.send(wait_proposal(3, 1, lost_tx)).unwrap();
+        commands.send(wait_proposal(4, 2, dup_tx)).unwrap();
         let entries = vec![
-            command(1, 1, b"a", Some(session)),
-            command(2, 2, b"b", None),
-            command(2, 3, b"a", Some(session)),
+            registration(1, 1),
+            command(1, 2, b"a", Some(session)),
+            command(2, 3, b"b", None),
+            command(2, 4, b"a", Some(session)),
         ];
         commands.send(ApplyCommand::Entries(entries)).unwrap();
 
-        let first = ClientResponseBody::Ok {
+        // The registration answers the new client id: its own index.
+        let registered = ClientResponseBody::Ok {
             term: Term(1),
             index: LogIndex(1),
             result: 1u64.to_le_bytes().to_vec(),
+        };
+        assert_eq!(wait_reply(&registered_rx), registered);
+        let first = ClientResponseBody::Ok {
+            term: Term(1),
+            index: LogIndex(2),
+            result: 2u64.to_le_bytes().to_vec(),
         };
         assert_eq!(wait_reply(&ok_rx), first);
         assert!(matches!(
             wait_reply(&lost_rx),
             ClientResponseBody::Error { definite: true, .. }
         ));
-        // The retry at index 3 is answered with the first write's response, not applied again.
+        // The retry at index 4 is answered with the first write's response, not applied again.
         let retried = ClientResponseBody::Ok {
             term: Term(2),
-            index: LogIndex(3),
-            result: 1u64.to_le_bytes().to_vec(),
+            index: LogIndex(4),
+            result: 2u64.to_le_bytes().to_vec(),
         };
         assert_eq!(wait_reply(&dup_rx), retried);
-
-        let (read_tx, read_rx) = bounded(1);
-        let read = ApplyCommand::Read {
-            index: LogIndex(3),
-            term: Term(2),
-            query: Vec::new(),
-            reply: ReplyTo::Api(read_tx),
-            deadline: later(),
-        };
-        commands.send(read).unwrap();
-        match wait_reply(&read_rx) {
-            ClientResponseBody::Ok { result, .. } => assert_eq!(result, b"ab"),
-            other => panic!("unexpected {other:?}"),
-        }
+        assert_eq!(state_at(&commands, 4), b"ab");
         drop(commands);
         thread.join().unwrap();
         let applied: Vec<_> = progress.try_iter().collect();
         assert!(matches!(
             applied.last(),
-            Some(ApplyProgress::Applied(LogIndex(3)))
+            Some(ApplyProgress::Applied(LogIndex(4)))
         ));
+    }
+
+    /// An applier whose session table holds at most `capacity` clients.
+    fn start_with_sessions(snapshots: MemorySnapshots, capacity: usize) -> Started {
+        let replier = Replier::new(Arc::new(NoNetwork));
+        let membership = Membership::with_voters([NodeId(0)]);
+        let policy = SnapshotPolicy::ON_DEMAND_ONLY;
+        let mut applier = Applier::new(
+            Box::new(Journal::default()),
+            Box::new(snapshots),
+            membership,
+            policy,
+            replier,
+        )
+        .unwrap();
+        applier.limit_sessions(capacity);
+        let (commands, commands_rx) = bounded(64);
+        let (progress_tx, progress) = unbounded();
+        let thread = std::thread::spawn(move || applier.run(commands_rx, progress_tx));
+        (commands, progress, thread)
+    }
+
+    fn is_session_expired(body: &ClientResponseBody) -> bool {
+        matches!(
+            body,
+            ClientResponseBody::Error { definite: true, message }
+                if rcraft_wire::is_session_expired(message)
+        )
+    }
+
+    #[test]
+    fn a_retry_from_an_evicted_session_is_refused_and_not_applied_again() {
+        let snapshots = MemorySnapshots::default();
+        let (commands, _progress, thread) = start_with_sessions(snapshots.clone(), 2);
+        let evicted = Session {
+            client_id: 1,
+            sequence: 1,
+        };
+        // Client 1 registers and writes; clients 3 and 4 register after it, so the table
+        // (two clients) forgets client 1, the least recent.
+        let entries = vec![
+            registration(1, 1),
+            command(1, 2, b"a", Some(evicted)),
+            registration(1, 3),
+            registration(1, 4),
+        ];
+        commands.send(ApplyCommand::Entries(entries)).unwrap();
+        // Client 1's reply was lost; it retries its write under a new leader.
+        let (retry_tx, retry_rx) = bounded(1);
+        commands.send(wait_proposal(5, 2, retry_tx)).unwrap();
+        let retry = command(2, 5, b"a", Some(evicted));
+        commands.send(ApplyCommand::Entries(vec![retry])).unwrap();
+        let answer = wait_reply(&retry_rx);
+        assert!(is_session_expired(&answer), "{answer:?}");
+        assert_eq!(state_at(&commands, 5), b"a", "the retry was applied again");
+        // Client 3 is still known: its first write applies.
+        let write = Session {
+            client_id: 3,
+            sequence: 1,
+        };
+        let entries = vec![command(2, 6, b"b", Some(write))];
+        commands.send(ApplyCommand::Entries(entries)).unwrap();
+        assert_eq!(state_at(&commands, 6), b"ab");
+        assert!(matches!(
+            take_snapshot(&commands),
+            ClientResponseBody::Ok { .. }
+        ));
+        drop(commands);
+        thread.join().unwrap();
+
+        // The table is in the snapshot: a replica restored from it decides the same.
+        let (commands, _progress, thread) = start_with_sessions(snapshots, 2);
+        let (retry_tx, retry_rx) = bounded(1);
+        let (dup_tx, dup_rx) = bounded(1);
+        commands.send(wait_proposal(7, 3, retry_tx)).unwrap();
+        commands.send(wait_proposal(8, 3, dup_tx)).unwrap();
+        let entries = vec![
+            command(3, 7, b"a", Some(evicted)),
+            command(3, 8, b"b", Some(write)),
+        ];
+        commands.send(ApplyCommand::Entries(entries)).unwrap();
+        let answer = wait_reply(&retry_rx);
+        assert!(is_session_expired(&answer), "{answer:?}");
+        let duplicate = ClientResponseBody::Ok {
+            term: Term(3),
+            index: LogIndex(8),
+            result: 6u64.to_le_bytes().to_vec(),
+        };
+        assert_eq!(wait_reply(&dup_rx), duplicate);
+        assert_eq!(state_at(&commands, 8), b"ab");
+        drop(commands);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_write_from_a_never_registered_client_is_refused() {
+        let (commands, progress, thread) = start(MemorySnapshots::default(), 0);
+        let (refused_tx, refused_rx) = bounded(1);
+        let (reserved_tx, reserved_rx) = bounded(1);
+        let (bad_registration_tx, bad_registration_rx) = bounded(1);
+        commands.send(wait_proposal(1, 1, refused_tx)).unwrap();
+        commands.send(wait_proposal(3, 1, reserved_tx)).unwrap();
+        commands
+            .send(wait_proposal(4, 1, bad_registration_tx))
+            .unwrap();
+        let subscriber = {
+            let (tx, rx) = bounded(16);
+            commands.send(ApplyCommand::Subscribe(tx)).unwrap();
+            rx
+        };
+        let unknown = Session {
+            client_id: 77,
+            sequence: 1,
+        };
+        let reserved = Session {
+            client_id: 2,
+            sequence: 0,
+        };
+        let entries = vec![
+            command(1, 1, b"x", Some(unknown)),
+            registration(1, 2),
+            command(1, 3, b"y", Some(reserved)),
+            command(1, 4, b"z", Some(Session::REGISTER)),
+        ];
+        commands.send(ApplyCommand::Entries(entries)).unwrap();
+        let answer = wait_reply(&refused_rx);
+        assert!(is_session_expired(&answer), "{answer:?}");
+        for rx in [&reserved_rx, &bad_registration_rx] {
+            let answer = wait_reply(rx);
+            assert!(
+                matches!(answer, ClientResponseBody::Error { definite: true, .. }),
+                "{answer:?}"
+            );
+            assert!(!is_session_expired(&answer), "{answer:?}");
+        }
+        assert_eq!(
+            state_at(&commands, 4),
+            b"",
+            "nothing reached the state machine"
+        );
+        drop(commands);
+        thread.join().unwrap();
+        assert!(matches!(
+            progress.try_iter().last(),
+            Some(ApplyProgress::Applied(LogIndex(4)))
+        ));
+        // Subscribers see the log's commands, refused ones too, but not registrations.
+        let published: Vec<u64> = subscriber.try_iter().map(|m| m.index.0).collect();
+        assert_eq!(published, vec![1, 3]);
     }
 
     #[test]
@@ -1088,14 +1310,15 @@ mod tests {
     #[test]
     fn snapshots_every_n_entries_and_restores_with_sessions() {
         let snapshots = MemorySnapshots::default();
-        let (commands, progress, thread) = start(snapshots.clone(), 2);
+        let (commands, progress, thread) = start(snapshots.clone(), 3);
         let session = Session {
             client_id: 1,
             sequence: 7,
         };
         let entries = vec![
-            command(1, 1, b"p", Some(session)),
-            command(1, 2, b"q", None),
+            registration(1, 1),
+            command(1, 2, b"p", Some(session)),
+            command(1, 3, b"q", None),
         ];
         commands.send(ApplyCommand::Entries(entries)).unwrap();
         drop(commands);
@@ -1107,47 +1330,21 @@ mod tests {
                 _ => None,
             })
             .expect("a snapshot");
-        assert_eq!((taken.index, taken.term), (LogIndex(2), Term(1)));
+        assert_eq!((taken.index, taken.term), (LogIndex(3), Term(1)));
 
         // A new applier restores from it: state, applied index and the session table.
         let (commands, _progress, thread) = start(snapshots, 0);
         let (dup_tx, dup_rx) = bounded(1);
-        commands
-            .send(ApplyCommand::WaitProposal {
-                index: LogIndex(3),
-                term: Term(2),
-                reply: ReplyTo::Api(dup_tx),
-                deadline: later(),
-            })
-            .unwrap();
-        commands
-            .send(ApplyCommand::Entries(vec![command(
-                2,
-                3,
-                b"p",
-                Some(session),
-            )]))
-            .unwrap();
+        commands.send(wait_proposal(4, 2, dup_tx)).unwrap();
+        let retry = command(2, 4, b"p", Some(session));
+        commands.send(ApplyCommand::Entries(vec![retry])).unwrap();
         let expected = ClientResponseBody::Ok {
             term: Term(2),
-            index: LogIndex(3),
-            result: 1u64.to_le_bytes().to_vec(),
+            index: LogIndex(4),
+            result: 2u64.to_le_bytes().to_vec(),
         };
         assert_eq!(wait_reply(&dup_rx), expected);
-        let (read_tx, read_rx) = bounded(1);
-        commands
-            .send(ApplyCommand::Read {
-                index: LogIndex(3),
-                term: Term(2),
-                query: Vec::new(),
-                reply: ReplyTo::Api(read_tx),
-                deadline: later(),
-            })
-            .unwrap();
-        match wait_reply(&read_rx) {
-            ClientResponseBody::Ok { result, .. } => assert_eq!(result, b"pq"),
-            other => panic!("unexpected {other:?}"),
-        }
+        assert_eq!(state_at(&commands, 4), b"pq");
         drop(commands);
         thread.join().unwrap();
     }

@@ -59,6 +59,14 @@ impl Error {
         }
     }
 
+    /// True when a command was refused because its client session is not in the cluster's
+    /// session table (forgotten to make room for newer sessions, or never registered): this
+    /// call applied nothing; register a new session
+    /// ([`NodeHandle::register_session`](super::NodeHandle::register_session)).
+    pub fn is_session_expired(&self) -> bool {
+        matches!(self, Error::Failed { message, .. } if rcraft_wire::is_session_expired(message))
+    }
+
     /// Wraps an I/O error with what was being done.
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Error {
         Error::Io {

@@ -64,6 +64,16 @@ impl NodeHandle {
 
     /// Like [`propose`](Self::propose), applying the command at most once per `session`
     /// sequence number even when retried (Raft thesis §6.3).
+    ///
+    /// `session.client_id` comes from [`register_session`](Self::register_session); its
+    /// `sequence` starts at 1 and grows by one per new command, and a retry of a command
+    /// repeats its sequence (a retry of the latest one is answered with the saved response).
+    /// The cluster remembers at most [`SESSIONS_MAX`](super::limits::SESSIONS_MAX) sessions
+    /// and forgets the least recently used first. A command whose session it does not hold is
+    /// refused, not applied: [`Error::is_session_expired`] is true and the error is definite
+    /// for this call. If this call retried one whose outcome was unknown, that earlier one may
+    /// have applied the command: its outcome stays unknown. Register a new session for the
+    /// next commands.
     pub fn propose_in_session(
         &self,
         session: Option<Session>,
@@ -81,6 +91,26 @@ impl NodeHandle {
             index,
             response,
         })
+    }
+
+    /// Registers a new client session for [`propose_in_session`](Self::propose_in_session)
+    /// and returns its client id (the log index of the registration, so unique in the
+    /// cluster). Leader only. The registration is a replicated log entry that creates the
+    /// session on every replica without reaching the state machine. After a failure whose
+    /// outcome is unknown, just register again: a session that was created but never used is
+    /// forgotten in time.
+    pub fn register_session(&self) -> Result<u64> {
+        let registered = self.propose_in_session(Some(Session::REGISTER), Vec::new())?;
+        let client_id: [u8; 8] =
+            registered
+                .response
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Failed {
+                    definite: false,
+                    message: "the registration's answer holds no client id".to_string(),
+                })?;
+        Ok(u64::from_le_bytes(client_id))
     }
 
     /// A linearizable read: confirms leadership (ReadIndex), waits until the read index is

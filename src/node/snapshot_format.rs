@@ -6,6 +6,9 @@
 //! | the state machine's snapshot bytes, to the end of the file
 //! ```
 //!
+//! A record with sequence 0 is a registered session that has not written yet (`last_index`
+//! is its registration's, `response` empty).
+//!
 //! All integers little-endian. Used only by the apply thread, which owns both the session
 //! table and the state machine. The surrounding file (metadata, checksum, atomic rename)
 //! belongs to the storage crate's snapshot store. Both directions go through a small buffer
@@ -65,7 +68,7 @@ pub(crate) fn read_snapshot(
     state_machine: &mut dyn StateMachine,
 ) -> io::Result<()> {
     let mut input = BufReader::with_capacity(SESSION_BUFFER_BYTES, input);
-    let restored = read_sessions(&mut input)?;
+    let restored = read_sessions(&mut input, sessions.capacity())?;
     state_machine.restore(&mut input)?;
     *sessions = restored;
     Ok(())
@@ -78,13 +81,15 @@ pub(crate) fn read_to_end_of_snapshot(input: &mut dyn Read) -> io::Result<()> {
     io::copy(input, &mut io::sink()).map(|_| ())
 }
 
-fn read_sessions(input: &mut dyn Read) -> io::Result<SessionTable> {
+/// Reads the saved session table into a table of `capacity` (the reader's own, which is the
+/// same on every replica).
+fn read_sessions(input: &mut dyn Read, capacity: usize) -> io::Result<SessionTable> {
     let mut magic = [0u8; 8];
     input.read_exact(&mut magic)?;
     if &magic != MAGIC {
         return Err(invalid("not an rcraft node snapshot (bad magic)"));
     }
-    let mut sessions = SessionTable::default();
+    let mut sessions = SessionTable::with_capacity(capacity);
     let count = read_u64(input)?;
     for _ in 0..count {
         let client_id = read_u64(input)?;
@@ -209,18 +214,32 @@ mod tests {
             sequence: 4,
         };
         sessions.record(s, LogIndex(12), b"resp".to_vec());
+        let registered = sessions.register(LogIndex(13));
         let journal = Journal(b"abc".to_vec());
         let mut bytes = Vec::new();
         write_snapshot(&mut bytes, &sessions, &journal).unwrap();
 
-        let mut restored_sessions = SessionTable::default();
+        use super::super::sessions::SessionCheck;
+        let mut restored_sessions = SessionTable::with_capacity(5);
         let mut restored = Journal::default();
         read_snapshot(&mut &bytes[..], &mut restored_sessions, &mut restored).unwrap();
         assert_eq!(restored.0, b"abc");
         assert_eq!(
             restored_sessions.check(s),
-            super::super::sessions::SessionCheck::Duplicate(b"resp".to_vec())
+            SessionCheck::Duplicate(b"resp".to_vec())
         );
+        // A registered session without a write yet is kept; an unknown one is not invented.
+        let first_write = Session {
+            client_id: registered,
+            sequence: 1,
+        };
+        assert_eq!(restored_sessions.check(first_write), SessionCheck::Apply);
+        let unknown = Session {
+            client_id: 10,
+            sequence: 1,
+        };
+        assert_eq!(restored_sessions.check(unknown), SessionCheck::Expired);
+        assert_eq!(restored_sessions.capacity(), 5, "the reader's capacity");
     }
 
     #[test]
@@ -273,7 +292,7 @@ mod tests {
             sessions.check(old),
             SessionCheck::Duplicate(b"old".to_vec())
         );
-        assert_eq!(sessions.check(new), SessionCheck::Apply);
+        assert_eq!(sessions.check(new), SessionCheck::Expired);
     }
 
     /// Hands out at most `step` bytes per `read`.

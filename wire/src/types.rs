@@ -94,15 +94,44 @@ impl LogIndex {
 
 /// A client session reference carried by a command so the state machine side can apply a
 /// retried command at most once (Raft thesis §6.3).
+///
+/// A session is registered before use: a command carrying [`Session::REGISTER`] (and no
+/// data) creates one, whose `client_id` is the log index of that registration entry. Writes
+/// then carry that id with sequence 1, 2, ... A write whose client id is not in the
+/// cluster's session table (never registered, or forgotten to make room for newer sessions)
+/// is refused, never applied: an earlier attempt of it may have been.
 #[derive(
     Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
 )]
 #[rkyv(derive(Debug, PartialEq, Eq), attr(allow(missing_docs)))]
 pub struct Session {
-    /// Chosen by the client at random; unique per client process.
+    /// Assigned by the cluster at registration (the registration entry's log index, so never
+    /// 0 for a registered session); 0 in the registration itself.
     pub client_id: u64,
-    /// Grows by one per write of that client; the apply side remembers the highest applied.
+    /// Grows by one per new write of that client, from 1; a retry repeats it. The apply side
+    /// remembers the highest applied. 0 is reserved for the registration.
     pub sequence: u64,
+}
+
+impl Session {
+    /// The session carried by a registration: a command with no data that asks for a new
+    /// session. Its answer's `result` is the new client id (u64 little-endian), equal to
+    /// the entry's index.
+    pub const REGISTER: Session = Session {
+        client_id: 0,
+        sequence: 0,
+    };
+}
+
+/// How the message of a write refused for an unknown session starts (an `Error` answer
+/// with `definite: true`: that attempt was not applied). When the write was a retry, an
+/// earlier attempt may have been applied: its outcome is unknown. The client registers a
+/// new session for its next writes.
+pub const SESSION_EXPIRED_PREFIX: &str = "session expired:";
+
+/// True when `message` (of an `Error` answer to a write) says the write's session expired.
+pub fn is_session_expired(message: &str) -> bool {
+    message.starts_with(SESSION_EXPIRED_PREFIX)
 }
 
 /// What an entry carries.
