@@ -18,7 +18,8 @@ profile_flag=(--release)
 if [ "${MUTANT_PROFILE:-release}" = debug ]; then
     profile_flag=()
 fi
-bugs=(bug-vote-without-log-check bug-commit-old-term bug-ack-before-persist bug-joint-one-majority)
+bugs=(bug-vote-without-log-check bug-commit-old-term bug-ack-before-persist bug-joint-one-majority
+    bug-chunk-before-persist)
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 

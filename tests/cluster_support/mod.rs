@@ -9,7 +9,6 @@ use rcraft::{Config, StateMachine};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -149,29 +148,35 @@ pub fn wait_for_leader(nodes: &[TestNode]) -> usize {
     leader.expect("leader found")
 }
 
-/// Client ids of the sessions [`propose`] opens, one per call. They start far above the small
-/// ids that tests pick by hand for their own sessions, so the two never share a session.
-static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1 << 48);
-
 /// Proposes through whichever node is leader, retrying across elections (bounded). Every
-/// attempt carries the same session, new to the cluster, so a retry of an attempt that was
-/// committed after all is answered from the session table instead of being applied again
-/// (Raft thesis §6.3): the command is applied at most once.
+/// attempt carries the same session, registered with the cluster first, so a retry of an
+/// attempt that was committed after all is answered from the session table instead of being
+/// applied again (Raft thesis §6.3): the command is applied at most once.
 pub fn propose(nodes: &[TestNode], command: &[u8]) -> rcraft::node::ProposeResult {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let retry = |e: Error| match e {
+        Error::NotLeader { .. } | Error::Timeout | Error::Failed { .. } => {
+            assert!(Instant::now() < deadline, "proposal kept failing: {e}");
+        }
+        e => panic!("proposal failed: {e}"),
+    };
+    let client_id = loop {
+        let leader = wait_for_leader(nodes);
+        match nodes[leader].handle().register_session() {
+            Ok(client_id) => break client_id,
+            Err(e) => retry(e),
+        }
+    };
     let session = Session {
-        client_id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
+        client_id,
         sequence: 1,
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let leader = wait_for_leader(nodes);
         let handle = nodes[leader].handle();
         match handle.propose_in_session(Some(session), command.to_vec()) {
             Ok(result) => return result,
-            Err(e @ (Error::NotLeader { .. } | Error::Timeout | Error::Failed { .. })) => {
-                assert!(Instant::now() < deadline, "proposal kept failing: {e}");
-            }
-            Err(e) => panic!("proposal failed: {e}"),
+            Err(e) => retry(e),
         }
     }
 }
