@@ -22,6 +22,7 @@
 use crate::config::CLUSTER_ID_DEFAULT;
 use crate::kv::{KEY_BYTES_MAX, KvCommand, KvResponse, VALUE_BYTES_MAX};
 use crate::node::SnapshotResult;
+use crate::node::limits::COMMAND_BYTES_MAX;
 use rcraft_wire::{
     ClientRequest, ClientRequestBody, ClientResponseBody, FrameDecoder, HANDSHAKE_BYTES, Handshake,
     LogIndex, MAX_FRAME_BYTES, Membership, NodeId, NodeStatus, Role, Session, Term,
@@ -313,8 +314,10 @@ impl Client {
     }
 
     /// Replicate `command` and apply it, at most once even across retries. Registers a
-    /// session first when the client has none (see the module docs).
+    /// session first when the client has none (see the module docs). A command over
+    /// [`COMMAND_BYTES_MAX`] is refused before anything is sent ([`ClientError::InvalidInput`]).
     pub fn submit(&mut self, command: Vec<u8>) -> Result<ClientResult> {
+        check_size("command", command.len())?;
         let deadline = Instant::now() + self.options.timeout;
         let mut body = ClientRequestBody::Write {
             session: None,
@@ -380,8 +383,10 @@ impl Client {
         Ok(client_id)
     }
 
-    /// A linearizable read answered by the state machine's `query`.
+    /// A linearizable read answered by the state machine's `query`. A query over
+    /// [`COMMAND_BYTES_MAX`] is refused before anything is sent.
     pub fn query(&mut self, query: Vec<u8>) -> Result<ClientResult> {
+        check_size("query", query.len())?;
         self.call(&ClientRequestBody::Read { query }, Effect::ReadOnly)
     }
 
@@ -845,23 +850,42 @@ fn read_response(
     }
 }
 
+/// Refuses a command or query a node would refuse (`COMMAND_BYTES_MAX`), before sending it.
+fn check_size(what: &str, bytes: usize) -> Result<()> {
+    if bytes > COMMAND_BYTES_MAX {
+        let why = format!("{what} of {bytes} bytes is over the limit of {COMMAND_BYTES_MAX} bytes");
+        return Err(ClientError::InvalidInput(why));
+    }
+    Ok(())
+}
+
 fn check_kv_limits(command: &KvCommand) -> Result<()> {
     let (key, value) = match command {
         KvCommand::Put { key, value } => (key, Some(value)),
         KvCommand::Get { key } | KvCommand::Delete { key } => (key, None),
         KvCommand::Cas { key, new, expected } => {
-            if expected.as_ref().is_some_and(|e| e.len() > VALUE_BYTES_MAX) {
-                return Err(ClientError::InvalidInput("expected value too long".into()));
+            if let Some(expected) = expected.as_ref().filter(|e| e.len() > VALUE_BYTES_MAX) {
+                let why = format!(
+                    "expected value of {} bytes is over the limit of {VALUE_BYTES_MAX} bytes",
+                    expected.len()
+                );
+                return Err(ClientError::InvalidInput(why));
             }
             (key, Some(new))
         }
     };
     if key.is_empty() || key.len() > KEY_BYTES_MAX {
-        let why = format!("key must be 1 to {KEY_BYTES_MAX} bytes");
+        let why = format!(
+            "key of {} bytes is outside the limits of 1 to {KEY_BYTES_MAX} bytes",
+            key.len()
+        );
         return Err(ClientError::InvalidInput(why));
     }
-    if value.is_some_and(|v| v.len() > VALUE_BYTES_MAX) {
-        let why = format!("value longer than {VALUE_BYTES_MAX} bytes");
+    if let Some(value) = value.filter(|v| v.len() > VALUE_BYTES_MAX) {
+        let why = format!(
+            "value of {} bytes is over the limit of {VALUE_BYTES_MAX} bytes",
+            value.len()
+        );
         return Err(ClientError::InvalidInput(why));
     }
     Ok(())
@@ -1247,6 +1271,40 @@ mod tests {
         assert!(matches!(e, ClientError::NotLeader { hint: None }), "{e:?}");
         assert!(e.is_definite());
         assert!(node.requests().len() > 1, "retried until the deadline");
+    }
+
+    #[test]
+    fn oversized_commands_queries_and_values_are_refused_before_sending() {
+        let node = FakeNode::start(Box::new(|_| ok(b"")));
+        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let over = COMMAND_BYTES_MAX + 1;
+        let refusals = [
+            (
+                client.submit(vec![0; over]).unwrap_err(),
+                over,
+                COMMAND_BYTES_MAX,
+            ),
+            (
+                client.query(vec![0; over]).unwrap_err(),
+                over,
+                COMMAND_BYTES_MAX,
+            ),
+            (
+                client.put(b"k", &vec![0; VALUE_BYTES_MAX + 1]).unwrap_err(),
+                VALUE_BYTES_MAX + 1,
+                VALUE_BYTES_MAX,
+            ),
+        ];
+        for (e, bytes, max) in refusals {
+            assert!(matches!(e, ClientError::InvalidInput(_)), "{e:?}");
+            assert!(e.is_definite());
+            let message = e.to_string();
+            let named = message.contains(&bytes.to_string()) && message.contains(&max.to_string());
+            assert!(named, "the size and the limit are named: {message}");
+        }
+        assert!(node.requests().is_empty(), "nothing was sent");
+        client.submit(vec![0; 10]).unwrap();
+        assert_eq!(node.requests().len(), 1);
     }
 
     #[test]

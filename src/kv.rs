@@ -53,6 +53,11 @@ use std::io::{self, Read, Write};
 pub const KEY_BYTES_MAX: usize = 64 * 1024;
 /// Longest value accepted, in bytes.
 pub const VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Longest encoded command: a cas with the longest key, expected value and new value.
+const ENCODED_COMMAND_BYTES_MAX: usize =
+    1 + (4 + KEY_BYTES_MAX) + (1 + 4 + VALUE_BYTES_MAX) + (4 + VALUE_BYTES_MAX);
+// Every command within the key and value limits is a command a node accepts.
+const _: () = assert!(ENCODED_COMMAND_BYTES_MAX <= crate::node::limits::COMMAND_BYTES_MAX);
 /// First bytes of every KV snapshot; the digit is the format version.
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"RCKVSNP1";
 
@@ -647,6 +652,16 @@ mod tests {
         let mut out = Vec::new();
         store.snapshot(&mut out).unwrap();
         out
+    }
+
+    #[test]
+    fn the_longest_command_is_a_cas_of_the_longest_fields() {
+        let longest = KvCommand::Cas {
+            key: vec![1; KEY_BYTES_MAX],
+            expected: Some(vec![2; VALUE_BYTES_MAX]),
+            new: vec![3; VALUE_BYTES_MAX],
+        };
+        assert_eq!(longest.encode().len(), ENCODED_COMMAND_BYTES_MAX);
     }
 
     #[test]

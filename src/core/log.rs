@@ -9,7 +9,10 @@
 //! - committed entries are never truncated (paper §5.4, Leader Completeness).
 
 use super::error::{CoreError, Result};
-use rcraft_wire::{ConflictHint, Entry, EntryPayload, LogIndex, Membership, SnapshotMeta, Term};
+use rcraft_wire::{
+    APPEND_ENTRIES_BYTES_MAX, ConflictHint, Entry, EntryPayload, LogIndex, Membership,
+    SnapshotMeta, Term,
+};
 
 /// In-memory log view of one replica.
 #[derive(Clone, Debug)]
@@ -145,19 +148,23 @@ impl RaftLog {
     }
 
     /// Entries from `low` to send in one message: at least one (when any exist), then more
-    /// while the total stays within `max_bytes`. `None` when `low` is compacted away.
+    /// while the total stays within `max_bytes` and their `wire_bytes_max` within
+    /// `APPEND_ENTRIES_BYTES_MAX`, so a batch of entries that each fit a frame fits one too,
+    /// whatever `max_bytes` is configured to. `None` when `low` is compacted away.
     pub fn entries_for_send(&self, low: LogIndex, max_bytes: u64) -> Option<Vec<Entry>> {
         if low < self.first_index() {
             return None;
         }
         let mut batch = Vec::new();
-        let mut bytes = 0;
+        let (mut bytes, mut wire_bytes) = (0, 0);
         for entry in self.slice(low, self.last_index()) {
-            let size = entry.size_bytes();
-            if !batch.is_empty() && bytes + size > max_bytes {
+            let (size, wire) = (entry.size_bytes(), entry.wire_bytes_max());
+            let over = bytes + size > max_bytes || wire_bytes + wire > APPEND_ENTRIES_BYTES_MAX;
+            if !batch.is_empty() && over {
                 break;
             }
             bytes += size;
+            wire_bytes += wire;
             batch.push(entry.clone());
         }
         Some(batch)
@@ -442,6 +449,25 @@ mod tests {
         assert_eq!(log.entries_for_send(LogIndex(1), 0).unwrap().len(), 1);
         assert_eq!(log.entries_for_send(LogIndex(1), 2 * one).unwrap().len(), 2);
         assert_eq!(log.entries_for_send(LogIndex(5), 99).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_batch_never_outgrows_the_frame_whatever_the_byte_limit() {
+        // Two commands that each fit an AppendRequest, but not together.
+        let half = rcraft_wire::APPEND_ENTRIES_BYTES_MAX as usize / 2;
+        let command = |index: u64| Entry {
+            term: Term(1),
+            index: LogIndex(index),
+            payload: EntryPayload::Command {
+                session: None,
+                data: vec![0; half - 100],
+            },
+        };
+        let log = RaftLog::recover(None, vec![command(1), command(2)], LogIndex(0)).unwrap();
+        let batch = log.entries_for_send(LogIndex(1), u64::MAX).unwrap();
+        assert_eq!(batch.len(), 1, "at most one entry fits a frame");
+        let wire: u64 = batch.iter().map(Entry::wire_bytes_max).sum();
+        assert!(wire <= rcraft_wire::APPEND_ENTRIES_BYTES_MAX);
     }
 
     #[test]

@@ -59,6 +59,7 @@ pub struct Progress {
     /// Heard from since the last CheckQuorum round (thesis §6.2).
     pub recent_active: bool,
     /// Highest heartbeat round (`read_context`) this follower answered.
+    /// Invariant: at most the leader's last round sent (`ReadQueue::acknowledged_round`).
     pub acked_round: u64,
 }
 

@@ -14,7 +14,9 @@
 //! heartbeat, and CheckQuorum plus the disruptive-vote rule make them keep that promise.
 //!
 //! Invariants: pending reads are confirmed in request order; rounds only grow within a term;
-//! every pending read is answered (ready or rejected) when the leader steps down.
+//! a follower's acknowledged round never exceeds the last round sent, so only an answer to a
+//! round actually broadcast confirms a read; every pending read is answered (ready or
+//! rejected) when the leader steps down.
 
 use super::api::{Action, ProposeError, RequestId};
 use super::limits::{HEARTBEAT_ROUNDS_REMEMBERED, LEASE_DRIFT_DIVISOR, PENDING_READS_MAX};
@@ -56,6 +58,13 @@ impl ReadQueue {
             self.round_sent_tick.pop_front();
         }
         self.round
+    }
+
+    /// The round a follower's answer carrying `read_context` acknowledges: at most the last
+    /// round sent. A larger context (from a buggy or forged answer) must not confirm reads
+    /// waiting for a round not broadcast yet, nor stand for every later round.
+    pub(super) fn acknowledged_round(&self, read_context: u64) -> u64 {
+        read_context.min(self.round)
     }
 
     /// The tick round `round` was sent at, if still remembered.
@@ -203,5 +212,129 @@ impl Replica {
         // A round sent at tick 0 would be ambiguous with "never"; ticks start at 1 once a
         // leader has ticked, and a brand-new leader has no lease anyway.
         quorum_sent_tick > 0 && now.saturating_sub(quorum_sent_tick) < lease_ticks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::api::{CoreConfig, Input, RecoveredState};
+    use super::*;
+    use rcraft_wire::{Membership, Message, MessageBody, Term};
+
+    /// Steps `input`, confirming every persist at once, and returns the actions.
+    fn step(replica: &mut Replica, input: Input) -> Vec<Action> {
+        replica.step(input);
+        let mut all = Vec::new();
+        loop {
+            let actions = replica.take_actions();
+            if actions.is_empty() {
+                return all;
+            }
+            for action in &actions {
+                if let Action::Persist { seq, .. } = action {
+                    replica.step(Input::Persisted { seq: *seq });
+                }
+            }
+            all.extend(actions);
+        }
+    }
+
+    fn from_peer(from: u64, body: MessageBody) -> Input {
+        Input::Message(Message {
+            from: NodeId(from),
+            to: NodeId(1),
+            term: Term(1),
+            body,
+        })
+    }
+
+    /// Node 1, leader of nodes 1-3 in term 1, with its no-op committed (reads may start).
+    fn leader_of_three() -> Replica {
+        let recovered = RecoveredState {
+            initial_membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
+            ..RecoveredState::default()
+        };
+        let mut config = CoreConfig::new(NodeId(1), 5);
+        config.pre_vote = false;
+        let mut leader = Replica::new(config, recovered).unwrap();
+        step(&mut leader, Input::Campaign);
+        let vote = MessageBody::VoteResponse {
+            pre_vote: false,
+            granted: true,
+        };
+        step(&mut leader, from_peer(2, vote));
+        let ack = MessageBody::AppendResponse {
+            success: true,
+            match_index: LogIndex(1),
+            conflict: None,
+        };
+        step(&mut leader, from_peer(2, ack));
+        assert_eq!(leader.status().commit_index, LogIndex(1), "no-op committed");
+        leader
+    }
+
+    fn ready_reads(actions: &[Action]) -> Vec<RequestId> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::ReadReady { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The read context of the heartbeats among `actions` (one round per drain).
+    fn heartbeat_round(actions: &[Action]) -> Option<u64> {
+        actions.iter().find_map(|a| match a {
+            Action::Send(Message {
+                body: MessageBody::Heartbeat { read_context, .. },
+                ..
+            }) => Some(*read_context),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn an_answer_for_a_round_not_yet_sent_confirms_no_read() {
+        let mut leader = leader_of_three();
+        // Read 7 waits for round r, broadcast when the actions are drained.
+        let actions = step(&mut leader, Input::ReadIndex { id: 7 });
+        let round = heartbeat_round(&actions).expect("a round is sent for the read");
+        // Read 8 waits for round r + 1, not sent yet. An answer claiming a later round (a
+        // forged or buggy peer) confirms only what was sent: read 7, never read 8.
+        leader.step(Input::ReadIndex { id: 8 });
+        let forged = MessageBody::HeartbeatResponse {
+            read_context: round + 1,
+        };
+        leader.step(from_peer(2, forged));
+        let actions = step(&mut leader, Input::Tick);
+        assert_eq!(ready_reads(&actions), [7]);
+        let next = heartbeat_round(&actions).expect("read 8's round is sent now");
+        assert_eq!(next, round + 1);
+        // Read 8 is confirmed by an answer to its own round, once sent.
+        let ack = MessageBody::HeartbeatResponse { read_context: next };
+        assert_eq!(ready_reads(&step(&mut leader, from_peer(3, ack))), [8]);
+    }
+
+    #[test]
+    fn a_far_future_read_context_does_not_confirm_later_reads() {
+        let mut leader = leader_of_three();
+        let forged = MessageBody::HeartbeatResponse {
+            read_context: u64::MAX,
+        };
+        step(&mut leader, from_peer(2, forged));
+        // Node 2's acknowledgement counts only up to the last round sent, so a new read still
+        // needs a quorum to answer its own round: node 3 answering an older one is not enough.
+        let actions = step(&mut leader, Input::ReadIndex { id: 9 });
+        let round = heartbeat_round(&actions).expect("a round is sent for the read");
+        let old = MessageBody::HeartbeatResponse {
+            read_context: round - 1,
+        };
+        let actions = step(&mut leader, from_peer(3, old));
+        assert!(ready_reads(&actions).is_empty(), "{actions:?}");
+        let ack = MessageBody::HeartbeatResponse {
+            read_context: round,
+        };
+        assert_eq!(ready_reads(&step(&mut leader, from_peer(3, ack))), [9]);
     }
 }

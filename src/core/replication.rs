@@ -108,7 +108,9 @@ impl Replica {
             return;
         };
         pr.recent_active = true;
-        pr.acked_round = pr.acked_round.max(read_context);
+        pr.acked_round = pr
+            .acked_round
+            .max(state.reads.acknowledged_round(read_context));
         pr.probe_sent = false;
         let behind = pr.match_index < last;
         if behind

@@ -13,6 +13,7 @@
 //! timeout or shutdown).
 
 use super::apply::{ApplyCommand, ApplyProgress};
+use super::error::Error;
 use super::limits::{CONSENSUS_INPUT_BATCH_MAX, PENDING_REQUESTS_MAX, TICK_CATCH_UP_MAX};
 use super::results::ApplyMsg;
 use super::storage_io::{StorageCommand, StorageEvent};
@@ -409,12 +410,20 @@ impl Consensus {
     }
 
     fn propose(&mut self, reply: ReplyTo, session: Option<Session>, data: Vec<u8>) {
+        if let Err(too_large) = Error::check_size("command", data.len()) {
+            self.replier.send(reply, definite_error(&too_large));
+            return;
+        }
         if let Some(id) = self.register(reply, None) {
             self.replica.step(Input::Propose { id, session, data });
         }
     }
 
     fn read(&mut self, reply: ReplyTo, query: Vec<u8>) {
+        if let Err(too_large) = Error::check_size("query", query.len()) {
+            self.replier.send(reply, definite_error(&too_large));
+            return;
+        }
         if let Some(id) = self.register(reply, Some(query)) {
             self.replica.step(Input::ReadIndex { id });
         }
@@ -758,6 +767,14 @@ fn failure_body(pending: &Pending, message: &str) -> ClientResponseBody {
         // the core is synchronous, which this thread does not assume.
         definite: pending.query.is_some(),
         message: message.to_string(),
+    }
+}
+
+/// The answer for a request refused before reaching the core.
+fn definite_error(error: &Error) -> ClientResponseBody {
+    ClientResponseBody::Error {
+        definite: true,
+        message: error.to_string(),
     }
 }
 

@@ -15,6 +15,10 @@
 use rcraft_wire::{EntryPayload, Membership, NodeId, Session};
 use std::collections::BTreeSet;
 
+/// Bytes a command's WAL payload takes beyond the command itself, at most: the tag, the
+/// session flag and the session (client id and sequence).
+pub(crate) const COMMAND_RECORD_OVERHEAD_BYTES: usize = 1 + 1 + 16;
+
 const TAG_NOOP: u8 = 0;
 const TAG_COMMAND: u8 = 1;
 const TAG_MEMBERSHIP: u8 = 2;
@@ -186,6 +190,21 @@ mod tests {
         fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode_payload(&bytes);
         }
+    }
+
+    #[test]
+    fn a_command_record_is_the_command_and_at_most_the_overhead() {
+        let command = |session| EntryPayload::Command {
+            session,
+            data: vec![3; 100],
+        };
+        let with_session = Some(Session {
+            client_id: u64::MAX,
+            sequence: u64::MAX,
+        });
+        let longest = payload_bytes(&command(with_session)).len();
+        assert_eq!(longest, 100 + COMMAND_RECORD_OVERHEAD_BYTES);
+        assert!(payload_bytes(&command(None)).len() < longest);
     }
 
     #[test]

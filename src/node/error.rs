@@ -1,7 +1,7 @@
 //! The node's one error type and its `Result` alias.
 //!
 //! Every operational failure a `NodeHandle` caller can see is a variant here. Variants say
-//! whether a write may still take effect: `NotLeader`, `Overloaded` and `Rejected` are
+//! whether a write may still take effect: `NotLeader`, `Overloaded` and `TooLarge` are
 //! definite (nothing was proposed), `Timeout` and `Failed { definite: false }` are not.
 
 use rcraft_wire::NodeId;
@@ -26,6 +26,17 @@ pub enum Error {
     Timeout,
     /// The leader is over one of its limits; nothing was proposed. Retry later.
     Overloaded,
+    /// The command or read query is larger than a node accepts
+    /// ([`COMMAND_BYTES_MAX`](super::limits::COMMAND_BYTES_MAX)); nothing was proposed, and a
+    /// retry fails the same way.
+    TooLarge {
+        /// What was refused: "command" or "query".
+        what: &'static str,
+        /// Its size.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The request failed. `definite` is true when it certainly did not and will not take
     /// effect (e.g. its log entry was replaced by another leader's).
     Failed {
@@ -53,7 +64,10 @@ impl Error {
     /// True when the failed operation certainly did not and will not take effect.
     pub fn is_definite(&self) -> bool {
         match self {
-            Error::NotLeader { .. } | Error::Overloaded | Error::Config(_) => true,
+            Error::NotLeader { .. }
+            | Error::Overloaded
+            | Error::TooLarge { .. }
+            | Error::Config(_) => true,
             Error::Failed { definite, .. } => *definite,
             Error::Timeout | Error::Storage(_) | Error::Io { .. } | Error::Stopped => false,
         }
@@ -65,6 +79,16 @@ impl Error {
     /// ([`NodeHandle::register_session`](super::NodeHandle::register_session)).
     pub fn is_session_expired(&self) -> bool {
         matches!(self, Error::Failed { message, .. } if rcraft_wire::is_session_expired(message))
+    }
+
+    /// [`Error::TooLarge`] when a command or query of `bytes` is over
+    /// [`COMMAND_BYTES_MAX`](super::limits::COMMAND_BYTES_MAX).
+    pub(crate) fn check_size(what: &'static str, bytes: usize) -> Result<()> {
+        let max = super::limits::COMMAND_BYTES_MAX;
+        if bytes > max {
+            return Err(Error::TooLarge { what, bytes, max });
+        }
+        Ok(())
     }
 
     /// Wraps an I/O error with what was being done.
@@ -83,6 +107,10 @@ impl fmt::Display for Error {
             Error::NotLeader { hint: None, .. } => write!(f, "not the leader; leader unknown"),
             Error::Timeout => write!(f, "timed out; the outcome is unknown"),
             Error::Overloaded => write!(f, "overloaded; retry later"),
+            Error::TooLarge { what, bytes, max } => write!(
+                f,
+                "{what} of {bytes} bytes is over the limit of {max} bytes; nothing was proposed"
+            ),
             Error::Failed { definite, message } => {
                 let outcome = if *definite {
                     "definite"

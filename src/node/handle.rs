@@ -57,7 +57,9 @@ impl NodeHandle {
 
     /// Replicates `command`, waits until it is applied here and returns the state machine's
     /// response with the entry's term and index. Only the leader accepts proposals; others
-    /// answer [`Error::NotLeader`] with a hint.
+    /// answer [`Error::NotLeader`] with a hint. A command over
+    /// [`COMMAND_BYTES_MAX`](super::limits::COMMAND_BYTES_MAX) is refused with
+    /// [`Error::TooLarge`].
     pub fn propose(&self, command: Vec<u8>) -> Result<ProposeResult> {
         self.propose_in_session(None, command)
     }
@@ -79,6 +81,7 @@ impl NodeHandle {
         session: Option<Session>,
         command: Vec<u8>,
     ) -> Result<ProposeResult> {
+        Error::check_size("command", command.len())?;
         let (reply, answer) = bounded(1);
         self.request(ApiRequest::Propose {
             session,
@@ -114,8 +117,11 @@ impl NodeHandle {
     }
 
     /// A linearizable read: confirms leadership (ReadIndex), waits until the read index is
-    /// applied here, then answers with the state machine's `query`.
+    /// applied here, then answers with the state machine's `query`. A query over
+    /// [`COMMAND_BYTES_MAX`](super::limits::COMMAND_BYTES_MAX) is refused with
+    /// [`Error::TooLarge`].
     pub fn read(&self, query: Vec<u8>) -> Result<ReadResult> {
+        Error::check_size("query", query.len())?;
         let (reply, answer) = bounded(1);
         self.request(ApiRequest::Read { query, reply })?;
         let (term, index, response) = self.ok_parts(self.wait(&answer)?)?;

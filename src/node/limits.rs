@@ -4,7 +4,41 @@
 //! keeps memory finite under overload: a full queue either applies back-pressure (storage,
 //! apply) or refuses work with an explicit `Overloaded` answer (client requests).
 
+use super::entry_codec::COMMAND_RECORD_OVERHEAD_BYTES;
+use rcraft_storage::limits::RECORD_PAYLOAD_BYTES_MAX;
+use rcraft_wire::{
+    APPEND_ENTRIES_BYTES_MAX, CLIENT_REQUEST_FIXED_BYTES_MAX, ENTRY_FIXED_BYTES_MAX,
+    MAX_FRAME_BYTES,
+};
 use std::time::Duration;
+
+/// Largest command (and read query) a node accepts, in bytes: 64 MiB less 384 bytes. Derived
+/// so that one such command, with its session, fits every place it goes: an AppendRequest
+/// carrying it as its only entry fits the peer frame limit (`MAX_FRAME_BYTES`, with
+/// `APPEND_REQUEST_FIXED_BYTES_MAX` for the message and `ENTRY_FIXED_BYTES_MAX` for the entry,
+/// both bounds tested in `wire/tests/size_bounds.rs`), its WAL record fits the WAL's record
+/// limit, and a client's request carrying it fits a client frame. A bigger one is refused
+/// with a definite error, by `NodeHandle` and by the consensus thread for network clients;
+/// accepted, it could never be replicated or would stop the leader's storage.
+pub const COMMAND_BYTES_MAX: usize = min(
+    APPEND_ENTRIES_BYTES_MAX as usize - ENTRY_FIXED_BYTES_MAX,
+    RECORD_PAYLOAD_BYTES_MAX - COMMAND_RECORD_OVERHEAD_BYTES,
+);
+
+const fn min(a: usize, b: usize) -> usize {
+    if a < b { a } else { b }
+}
+
+// One entry of the largest command fits an AppendRequest frame, and its WAL record.
+const _: () = assert!(
+    (COMMAND_BYTES_MAX + ENTRY_FIXED_BYTES_MAX) as u64 <= APPEND_ENTRIES_BYTES_MAX
+        && APPEND_ENTRIES_BYTES_MAX <= MAX_FRAME_BYTES as u64
+);
+const _: () =
+    assert!(COMMAND_BYTES_MAX + COMMAND_RECORD_OVERHEAD_BYTES <= RECORD_PAYLOAD_BYTES_MAX);
+// A client's write or read of the largest size fits the frame the node decodes it from.
+const _: () =
+    assert!(COMMAND_BYTES_MAX + CLIENT_REQUEST_FIXED_BYTES_MAX <= MAX_FRAME_BYTES as usize);
 
 /// Network thread -> consensus thread: decoded peer messages and client requests. Sized for
 /// a burst of pipelined client requests from many connections.
@@ -77,3 +111,13 @@ pub const SNAPSHOT_STREAM_STALL_MAX: Duration = Duration::from_secs(10);
 /// A snapshot restored while it arrives has the cache of what it read dropped in steps of
 /// this many bytes (one system call per step).
 pub const SNAPSHOT_DROP_BEHIND_BYTES: u64 = 8 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_limit_is_64_mib_less_384_bytes_as_documented() {
+        assert_eq!(COMMAND_BYTES_MAX, (64 << 20) - 384);
+    }
+}

@@ -72,6 +72,9 @@ pub(crate) fn open_storage_on(
     initial_membership: Membership,
 ) -> Result<OpenedStorage, String> {
     let described = |what: &str, e: StoreError| format!("{what} in {}: {e}", data_dir.display());
+    // The data directory's own name must be durable too (whoever created it).
+    rcraft_storage::create_dir_durable(fs.as_ref(), data_dir)
+        .map_err(|e| described("creating the data directory", e))?;
     let wal_options = WalOptions {
         fs: fs.clone(),
         ..WalOptions::default()
@@ -1215,8 +1218,10 @@ mod tests {
     fn a_failed_sync_stops_the_thread_without_acknowledging() {
         let fs = SimFs::new();
         drop(open(&fs));
+        // Opened before the failure is armed: opening syncs directories too.
+        let opened = open(&fs);
         fs.fail_nth_sync(1);
-        let (result, events) = run(&fs, vec![persist(1, None, vec![entry(1, 1)])]);
+        let (result, events) = run_opened(opened, vec![persist(1, None, vec![entry(1, 1)])]);
         assert!(result.is_err());
         assert!(matches!(events.as_slice(), [StorageEvent::Failed(_)]));
     }

@@ -31,7 +31,7 @@ mod snapshot;
 mod wal;
 
 pub use error::{Error, Result};
-pub use fs::{CrashMode, Fs, RealFs, SimFs};
+pub use fs::{CrashMode, Fs, RealFs, SimFs, create_dir_durable};
 pub use hard_state::{HardState, HardStateStore};
 pub use snapshot::{
     Finish, PartialSnapshot, SnapshotFileMeta, SnapshotInfo, SnapshotReader, SnapshotStore,

@@ -282,8 +282,7 @@ impl SnapshotStore {
     /// Opens (creating if needed) the snapshot directory, removing unfinished local writes.
     /// A partial incoming snapshot is kept, to be resumed.
     pub fn open(fs: Arc<dyn Fs>, dir: &Path) -> Result<SnapshotStore> {
-        fs.create_dir_all(dir)
-            .map_err(|e| Error::io("create directory", dir, e))?;
+        fs::create_dir_durable(fs.as_ref(), dir)?;
         let names = fs
             .list_dir(dir)
             .map_err(|e| Error::io("list directory", dir, e))?;

@@ -46,7 +46,9 @@ fn torn_hard_state_save_keeps_the_previous_state() {
     let mut outcomes = [0; 2];
     for seed in 0..32 {
         let fs = SimFs::new();
+        // The node's data directory exists durably (the WAL, opened first, creates it).
         fs.create_dir_all(Path::new("/data")).unwrap();
+        fs.sync_dir(Path::new("/")).unwrap();
         let mut store = HardStateStore::open(Arc::new(fs.clone()), path).unwrap();
         let old = HardState {
             term: 7,
@@ -164,6 +166,23 @@ fn snapshot_write_read_and_replace() {
         !info.path.exists(),
         "the older snapshot is removed once the newer is durable"
     );
+}
+
+#[test]
+fn a_snapshot_directory_created_by_open_survives_power_loss() {
+    // Neither the data directory nor its snapshot directory exists yet: `open` creates both
+    // and syncs each one's parent, or a power loss would take them, and every snapshot
+    // finished in them, away.
+    let fs = SimFs::new();
+    let dir = Path::new("/data/snapshots");
+    let store = SnapshotStore::open(Arc::new(fs.clone()), dir).unwrap();
+    let mut writer = store.begin(meta(10)).unwrap();
+    writer.write_all(&data(100, 1)).unwrap();
+    let info = writer.finish().unwrap();
+    drop(store);
+    fs.crash(CrashMode::LoseUnsynced);
+    let store = SnapshotStore::open(Arc::new(fs.clone()), dir).unwrap();
+    assert_eq!(store.latest().unwrap(), Some(info));
 }
 
 #[test]

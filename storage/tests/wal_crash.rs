@@ -1,7 +1,7 @@
 //! Crash and damage tests of the WAL on the real file system (plus fault injection on SimFs):
 //! torn tails at every byte offset, single-bit flips in every region, failed syncs and writes.
 
-use rcraft_storage::{Error, Record, SimFs, Wal, WalOptions};
+use rcraft_storage::{CrashMode, Error, Record, SimFs, Wal, WalOptions};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -299,6 +299,35 @@ fn sim_wal(fs: &SimFs) -> Wal {
         fs: Arc::new(fs.clone()),
     };
     Wal::open(Path::new("/wal"), options).unwrap()
+}
+
+#[test]
+fn a_wal_directory_created_by_open_survives_power_loss() {
+    // Neither the data directory nor the WAL directory exists yet: `open` creates both and
+    // syncs each one's parent, or a power loss would take them, and every synced record in
+    // them, away.
+    let fs = SimFs::new();
+    let dir = Path::new("/data/wal");
+    let open = || {
+        let options = WalOptions {
+            segment_bytes: SEGMENT_BYTES,
+            fs: Arc::new(fs.clone()),
+        };
+        Wal::open(dir, options).unwrap()
+    };
+    let mut wal = open();
+    let record = Record {
+        index: 1,
+        term: 1,
+        payload: b"acknowledged",
+    };
+    wal.append(&[record]).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    fs.crash(CrashMode::LoseUnsynced);
+    let wal = open();
+    assert_eq!(wal.last_index(), 1, "the synced record survives");
+    assert_eq!(wal.read(1..2).unwrap()[0].payload, b"acknowledged");
 }
 
 #[test]

@@ -3,6 +3,9 @@
 //! These are plain values shared by the consensus core, the storage glue and the network
 //! thread. All derive rkyv's `Archive` so messages that contain them can be framed.
 
+use crate::limits::{
+    ENTRY_FIXED_BYTES_MAX, MEMBERSHIP_ID_BYTES_MAX, MEMBERSHIP_SET_FIXED_BYTES_MAX,
+};
 use rkyv::{Archive, Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -165,6 +168,21 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// An upper bound on the bytes this entry adds to an archived message (an AppendRequest
+    /// frame): what a leader counts so that no batch of entries overruns the frame limit
+    /// ([`crate::APPEND_ENTRIES_BYTES_MAX`]). Larger than [`Entry::size_bytes`].
+    pub fn wire_bytes_max(&self) -> u64 {
+        let variable = match &self.payload {
+            EntryPayload::Noop => 0,
+            EntryPayload::Command { data, .. } => data.len(),
+            EntryPayload::Membership(m) => {
+                let ids = m.voters.len() + m.voters_outgoing.len() + m.learners.len();
+                3 * MEMBERSHIP_SET_FIXED_BYTES_MAX + ids * MEMBERSHIP_ID_BYTES_MAX
+            }
+        };
+        (ENTRY_FIXED_BYTES_MAX + variable) as u64
+    }
+
     /// A rough size in bytes used for batching and in-flight limits.
     pub fn size_bytes(&self) -> u64 {
         let body = match &self.payload {

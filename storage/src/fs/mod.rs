@@ -9,7 +9,9 @@
 //! - `create_segment` returns a zero-filled file of the asked length whose length and zeroes
 //!   are already durable; the caller still syncs the directory to make the name durable.
 //! - A write is durable only after a `sync`/`sync_range` covering it returned `Ok`.
-//! - A name created, renamed or removed is durable only after `sync_dir` of its directory.
+//! - A name created, renamed or removed is durable only after `sync_dir` of its directory;
+//!   that holds for a directory created by `create_dir_all` too (its name lives in its parent),
+//!   hence [`create_dir_durable`].
 
 mod real;
 mod sim;
@@ -17,6 +19,7 @@ mod sim;
 pub use real::{LOCK_FILE_NAME, Preallocate, RealFs, SyncMethod};
 pub use sim::{CrashMode, SimFs};
 
+use crate::error::{Error, Result};
 use std::io;
 use std::path::Path;
 
@@ -92,6 +95,43 @@ pub trait WriteFile: Send + std::fmt::Debug {
     fn sync(&mut self) -> io::Result<()>;
 }
 
+/// Creates `dir` and its missing parents so that they survive a power loss: syncs the parent
+/// of every directory created, and `dir`'s own parent even when `dir` already existed (a run
+/// that created it, or a tool that did, may have stopped before that sync). Parents that
+/// existed before are not synced: their names are not ours to make durable.
+pub fn create_dir_durable(fs: &dyn Fs, dir: &Path) -> Result<()> {
+    // Missing directories, innermost first; just `dir` when it exists already.
+    let mut to_sync = Vec::new();
+    for ancestor in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        let exists = fs
+            .exists(ancestor)
+            .map_err(|e| Error::io("look for directory", ancestor, e))?;
+        if exists {
+            break;
+        }
+        to_sync.push(ancestor);
+    }
+    if to_sync.is_empty() {
+        to_sync.push(dir);
+    }
+    fs.create_dir_all(dir)
+        .map_err(|e| Error::io("create directory", dir, e))?;
+    // Outermost first: each name is synced into a directory that is already durable.
+    for made in to_sync.into_iter().rev() {
+        let Some(parent) = made.parent() else {
+            continue; // A root has no name to sync.
+        };
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        fs.sync_dir(parent)
+            .map_err(|e| Error::io("sync directory", parent, e))?;
+    }
+    Ok(())
+}
+
 /// Reads exactly `buf.len()` bytes at `offset`, failing with `UnexpectedEof` if the file is shorter.
 pub(crate) fn read_exact_at(
     fs: &dyn Fs,
@@ -116,4 +156,24 @@ pub(crate) fn read_exact_from(file: &dyn ReadFile, offset: u64, buf: &mut [u8]) 
         done += n;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_made_durable_survives_power_loss_also_when_it_existed() {
+        let fs = SimFs::new();
+        // Created by someone else (the binary's `create_dir_all`), never synced into "/".
+        let data = Path::new("/data");
+        fs.create_dir_all(data).unwrap();
+        create_dir_durable(&fs, data).unwrap();
+        // Created here, with a missing parent: both names are synced.
+        let nested = Path::new("/other/wal");
+        create_dir_durable(&fs, nested).unwrap();
+        fs.crash(CrashMode::LoseUnsynced);
+        assert!(fs.exists(data).unwrap());
+        assert!(fs.exists(nested).unwrap());
+    }
 }

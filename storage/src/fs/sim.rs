@@ -3,7 +3,10 @@
 //! For tests and the simulator. A `SimFs` is a cheap handle (`Arc` inside); clones share one
 //! file system, so a test keeps a clone to crash it or inject faults while a `Wal` uses another.
 //! Every file is an inode with its `current` bytes (what a reader sees) and its `durable` bytes
-//! (what survives a power loss); directory entries likewise have a current and a durable view.
+//! (what survives a power loss); directory entries likewise have a current and a durable view,
+//! for files and for directories alike: a directory created by `create_dir_all` survives a
+//! power loss only once `sync_dir` of its parent made its name durable (a root always exists),
+//! and a directory lost that way takes every entry under it along.
 //! Invariant: after [`SimFs::crash`] every handle opened before it fails with an error, so a
 //! test cannot accidentally keep using pre-crash state.
 
@@ -40,6 +43,8 @@ struct SimState {
     names: BTreeMap<PathBuf, usize>,
     durable_names: BTreeMap<PathBuf, usize>,
     dirs: BTreeSet<PathBuf>,
+    /// Directories whose name in their parent was synced. Invariant: a subset of `dirs`.
+    durable_dirs: BTreeSet<PathBuf>,
     /// Bumped by every crash; handles from an older generation are dead.
     generation: u64,
     /// The write that fails: counts down on every write; fails when it reaches 1.
@@ -88,6 +93,27 @@ impl SimState {
         } else {
             Err(io::Error::other("simfs: handle opened before a crash"))
         }
+    }
+
+    /// After a power loss: a directory survives only if its name and every ancestor's name
+    /// were synced into their parents; entries under a lost directory are lost with it.
+    fn lose_unsynced_dirs(&mut self) {
+        let durable = &self.durable_dirs;
+        let survives = |dir: &Path| {
+            dir.ancestors()
+                .all(|a| a.parent().is_none() || durable.contains(a))
+        };
+        let lost: BTreeSet<PathBuf> = self
+            .dirs
+            .iter()
+            .filter(|dir| !survives(dir))
+            .cloned()
+            .collect();
+        let under_lost = |path: &Path| path.ancestors().skip(1).any(|a| lost.contains(a));
+        self.names.retain(|path, _| !under_lost(path));
+        self.durable_names.retain(|path, _| !under_lost(path));
+        self.dirs.retain(|dir| !lost.contains(dir));
+        self.durable_dirs.retain(|dir| !lost.contains(dir));
     }
 
     fn new_inode(&mut self, path: &Path, bytes: Vec<u8>) -> usize {
@@ -170,6 +196,7 @@ impl SimFs {
             }
         }
         state.names = state.durable_names.clone();
+        state.lose_unsynced_dirs();
     }
 
     /// The `n`-th write from now (1 = the next one) fails with an I/O error and writes nothing.
@@ -322,6 +349,8 @@ impl Fs for SimFs {
             .map(|(path, id)| (path.clone(), *id))
             .collect();
         state.durable_names.extend(current);
+        let subdirs: Vec<PathBuf> = state.dirs.iter().filter(|d| in_dir(d)).cloned().collect();
+        state.durable_dirs.extend(subdirs);
         Ok(())
     }
 
@@ -437,10 +466,16 @@ mod tests {
         Path::new("/d")
     }
 
+    /// Creates the test directory and makes its name durable.
+    fn durable_dir(fs: &SimFs) {
+        fs.create_dir_all(dir()).unwrap();
+        fs.sync_dir(Path::new("/")).unwrap();
+    }
+
     #[test]
     fn power_loss_forgets_unsynced_bytes_and_names() {
         let fs = SimFs::new();
-        fs.create_dir_all(dir()).unwrap();
+        durable_dir(&fs);
         let synced = dir().join("synced");
         let unsynced_name = dir().join("unsynced-name");
         let mut file = fs.open_write(&synced).unwrap();
@@ -475,7 +510,7 @@ mod tests {
     #[test]
     fn segment_sync_range_is_exact_and_tear_keeps_a_prefix() {
         let fs = SimFs::new();
-        fs.create_dir_all(dir()).unwrap();
+        durable_dir(&fs);
         let path = dir().join("seg");
         let mut seg = fs.create_segment(&path, 8).unwrap();
         fs.sync_dir(dir()).unwrap();
@@ -507,5 +542,32 @@ mod tests {
         assert!(file.sync().is_err());
         file.sync().unwrap();
         assert_eq!(fs.contents(&dir().join("f")).unwrap(), b"13");
+    }
+
+    #[test]
+    fn a_directory_survives_power_loss_only_once_its_parent_is_synced() {
+        let fs = SimFs::new();
+        let nested = dir().join("nested");
+        fs.create_dir_all(&nested).unwrap();
+        let file = nested.join("f");
+        fs.open_write(&file).unwrap().sync().unwrap();
+        fs.sync_dir(&nested).unwrap();
+        // The file's name is durable in `nested`, but no parent was synced: both directories
+        // and the file are gone after a power loss.
+        fs.crash(CrashMode::LoseUnsynced);
+        assert!(!fs.exists(dir()).unwrap());
+        assert!(!fs.exists(&file).unwrap());
+        assert!(fs.list_dir(&nested).is_err());
+
+        // Syncing every parent keeps all of it; a process kill keeps everything anyway.
+        fs.create_dir_all(&nested).unwrap();
+        fs.open_write(&file).unwrap().sync().unwrap();
+        fs.crash(CrashMode::KeepUnsynced);
+        assert!(fs.exists(&file).unwrap());
+        for synced in [&nested, dir(), Path::new("/")] {
+            fs.sync_dir(synced).unwrap();
+        }
+        fs.crash(CrashMode::TearUnsynced { seed: 1 });
+        assert_eq!(fs.list_dir(&nested).unwrap(), ["f"]);
     }
 }

@@ -71,8 +71,7 @@ impl Wal {
             )));
         }
         let fs = options.fs.as_ref();
-        fs.create_dir_all(dir)
-            .map_err(|e| Error::io("create directory", dir, e))?;
+        crate::fs::create_dir_durable(fs, dir)?;
         let lock = fs
             .lock_dir(dir)
             .map_err(|e| Error::io("lock WAL directory (is another node using it?)", dir, e))?;
