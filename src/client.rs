@@ -1275,7 +1275,7 @@ mod tests {
 
     #[test]
     fn oversized_commands_queries_and_values_are_refused_before_sending() {
-        let node = FakeNode::start(Box::new(|_| ok(b"")));
+        let node = FakeNode::start(registering(|_| ok(b"")));
         let mut client = Client::new(&[node.address], fast_options()).unwrap();
         let over = COMMAND_BYTES_MAX + 1;
         let refusals = [
@@ -1304,7 +1304,8 @@ mod tests {
         }
         assert!(node.requests().is_empty(), "nothing was sent");
         client.submit(vec![0; 10]).unwrap();
-        assert_eq!(node.requests().len(), 1);
+        // The session's registration, then the write.
+        assert_eq!(node.requests().len(), 2);
     }
 
     #[test]

@@ -151,7 +151,7 @@ fn a_command_of_exactly_the_limit_replicates_to_every_follower_and_commits() {
     let (mut nodes, leader) = started_cluster(dir.path());
     let command: Vec<u8> = (0..COMMAND_BYTES_MAX).map(|i| (i % 251) as u8).collect();
     let session = Session {
-        client_id: 9,
+        client_id: nodes[leader].handle().register_session().unwrap(),
         sequence: 1,
     };
     let written = nodes[leader]
