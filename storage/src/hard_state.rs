@@ -92,9 +92,14 @@ impl HardStateStore {
             create(fs.as_ref(), path)?;
         }
         let (sequence, current) = read_newest(fs.as_ref(), path)?;
-        let file = fs
+        let mut file = fs
             .open_write(path)
             .map_err(|e| Error::io("open hard state", path, e))?;
+        // What was read may never have been synced (a save whose sync failed, then a process
+        // crash that left the write in the page cache). The node acts on it from now on (it
+        // may vote in that term), so it must survive a power loss: sync it before use.
+        file.sync()
+            .map_err(|e| Error::io("sync hard state at open", path, e))?;
         Ok(HardStateStore {
             fs,
             path: path.to_path_buf(),

@@ -292,6 +292,12 @@ impl SnapshotStore {
             fs.remove_file(&path)
                 .map_err(|e| Error::io("remove unfinished snapshot", &path, e))?;
         }
+        // A snapshot renamed into place just before a crash may be visible without its name
+        // being durable (the directory sync failed or never ran). The node is about to act
+        // on what it sees here (restore it, reset its log after it), so make the names
+        // durable first.
+        fs.sync_dir(dir)
+            .map_err(|e| Error::io("sync snapshot directory at open", dir, e))?;
         Ok(SnapshotStore {
             fs,
             dir: dir.to_path_buf(),

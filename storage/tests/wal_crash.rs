@@ -490,3 +490,67 @@ fn the_crate_encoder_matches_the_documented_format() {
     let second = encode_record(2, 1, &payload(2));
     assert_eq!(bytes[HEADER_BYTES + 124..HEADER_BYTES + 248], second[..]);
 }
+
+/// A truncation whose zeroing was never synced (the sync failed, or power went out) can
+/// leave any mix of zeroes and the old records; the log must reopen, cut at the truncation,
+/// and stay so across a second power loss. Found by the storage simulation (seed 56).
+#[test]
+fn an_interrupted_truncation_reopens_cut_at_its_index() {
+    for seed in 0..64 {
+        let fs = SimFs::new();
+        let mut wal = sim_wal(&fs);
+        let payloads: Vec<Vec<u8>> = (1..=20).map(payload).collect();
+        let batch: Vec<Record<'_>> = payloads
+            .iter()
+            .enumerate()
+            .map(|(k, payload)| Record {
+                index: k as u64 + 1,
+                term: 1,
+                payload,
+            })
+            .collect();
+        wal.append(&batch).unwrap();
+        wal.sync().unwrap();
+        // The first sync makes the truncation's marker durable, the second the zeroing.
+        fs.fail_nth_sync(1 + seed % 2);
+        assert!(
+            wal.truncate_from(5).is_err(),
+            "a sync of the truncation fails"
+        );
+        drop(wal);
+        let mode = match seed % 3 {
+            0 => CrashMode::KeepUnsynced,
+            1 => CrashMode::LoseUnsynced,
+            _ => CrashMode::TearUnsynced { seed },
+        };
+        fs.crash(mode);
+        let wal = Wal::open(Path::new("/wal"), sim_options(&fs))
+            .unwrap_or_else(|e| panic!("seed {seed}, {mode:?}: does not reopen: {e}"));
+        let last = wal.last_index();
+        assert!(
+            last == 4 || last == 20,
+            "seed {seed}, {mode:?}: cut at the truncation or untouched, not at {last}"
+        );
+        if seed % 2 == 1 {
+            assert_eq!(
+                last, 4,
+                "seed {seed}, {mode:?}: the marker was durable: cut"
+            );
+        }
+        drop(wal);
+        fs.crash(CrashMode::TearUnsynced { seed: seed + 1000 });
+        let wal = Wal::open(Path::new("/wal"), sim_options(&fs)).unwrap();
+        assert_eq!(
+            wal.last_index(),
+            last,
+            "seed {seed}: what was recovered is durable"
+        );
+    }
+}
+
+fn sim_options(fs: &SimFs) -> WalOptions {
+    WalOptions {
+        segment_bytes: SEGMENT_BYTES,
+        fs: Arc::new(fs.clone()),
+    }
+}

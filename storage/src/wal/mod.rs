@@ -249,9 +249,25 @@ impl Wal {
             let seg = self.segments.pop().expect("len > 1");
             self.remove_segment(seg)?;
         }
+        // Zeroing in place is not atomic: a crash can leave any mix of zeroes and the old
+        // records, which recovery would read as damage followed by valid records. A marker
+        // file naming the cut, durable before the zeroing and removed after it is synced,
+        // tells recovery that whatever lies from the cut on is the remains of this truncation.
+        let marker = self.dir.join(recovery::truncation_marker_name(index));
+        let fs = self.options.fs.clone();
+        let dir = self.dir.clone();
+        let sync_dir = |what: &'static str| fs.sync_dir(&dir).map_err(|e| Error::io(what, &dir, e));
+        drop(
+            fs.open_write(&marker)
+                .map_err(|e| Error::io("create truncation marker", &marker, e))?,
+        );
+        sync_dir("sync directory after creating a truncation marker")?;
         let active = self.segments.last_mut().expect("the log holds index");
         active.truncate_from(index)?;
         active.sync()?;
+        fs.remove_file(&marker)
+            .map_err(|e| Error::io("remove truncation marker", &marker, e))?;
+        sync_dir("sync directory after removing a truncation marker")?;
         self.next_index = index;
         Ok(())
     }

@@ -12,12 +12,40 @@
 //! zeroes and garbage is the torn tail of a batch that was never acknowledged: it is cut off.
 //! If a *valid* record with a later index and a term no lower than the last good term follows
 //! the damage, synced data after it would be lost by cutting, so it is reported as corruption.
+//! Except after an interrupted truncation: a `truncating.<index>` marker (see
+//! `Wal::truncate_from` and storage/FORMAT.md §4.3) says that what lies from that index on in
+//! the last segment is the remains of records being zeroed, so it is cut without the check.
 
 use super::segment::{self, Segment, Slot};
 use crate::error::{Error, Result};
 use crate::fs::Fs;
 use crate::limits::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use std::path::Path;
+
+/// Prefix of the marker file of a truncation in progress; its name ends with the index cut.
+const TRUNCATION_MARKER_PREFIX: &str = "truncating.";
+
+/// The marker file name of a truncation from `index` (see `Wal::truncate_from`).
+pub(crate) fn truncation_marker_name(index: u64) -> String {
+    format!("{TRUNCATION_MARKER_PREFIX}{index:020}")
+}
+
+/// The index of an unfinished truncation, if a marker names one (the lowest, should a crash
+/// have left two), and the marker files to remove once recovery has finished it.
+fn unfinished_truncation(fs: &dyn Fs, dir: &Path) -> Result<(Option<u64>, Vec<String>)> {
+    let names = fs
+        .list_dir(dir)
+        .map_err(|e| Error::io("list directory", dir, e))?;
+    let markers: Vec<String> = names
+        .into_iter()
+        .filter(|name| name.starts_with(TRUNCATION_MARKER_PREFIX))
+        .collect();
+    let cut = markers
+        .iter()
+        .filter_map(|name| name[TRUNCATION_MARKER_PREFIX.len()..].parse::<u64>().ok())
+        .min();
+    Ok((cut, markers))
+}
 
 /// Lists segment files `(first_index, name)` sorted by index, deleting leftover `.tmp` files.
 pub(crate) fn list_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<(u64, String)>> {
@@ -47,6 +75,7 @@ pub(crate) fn list_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<(u64, String)
 
 /// Opens and verifies every segment; returns them ready for appends at the tail.
 pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Vec<Segment>> {
+    let (cut, markers) = unfinished_truncation(fs, dir)?;
     let listed = list_segments(fs, dir)?;
     let count = listed.len();
     let mut segments: Vec<Segment> = Vec::with_capacity(count);
@@ -66,8 +95,12 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Vec<Segment>> {
                 ),
             ));
         }
-        let scan = segment::scan(seg.bytes(), seg.first_index);
-        if position + 1 < count {
+        let mut scan = segment::scan(seg.bytes(), seg.first_index);
+        let last = position + 1 == count;
+        if let Some(index) = cut.filter(|_| last) {
+            finish_truncation(&mut seg, &mut scan, index);
+        }
+        if !last {
             if let Some(reason) = scan.bad {
                 return Err(Error::corruption(&seg.path, scan.end as u64, reason));
             }
@@ -80,7 +113,40 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Vec<Segment>> {
         }
         segments.push(seg);
     }
+    for name in markers {
+        let path = dir.join(name);
+        fs.remove_file(&path)
+            .map_err(|e| Error::io("remove truncation marker", &path, e))?;
+    }
+    // Segment names (a new segment, a removal) may be visible without being durable; the
+    // node treats what it recovered as persisted, so make the directory durable too.
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io("sync directory", dir, e))?;
     Ok(segments)
+}
+
+/// A truncation from `index` was under way in the last segment when the node stopped: its
+/// records from `index` on were being zeroed, so whatever lies there (old records, zeroes or
+/// a mix) is the remains of records the log was dropping, not damage. The scan is cut at
+/// `index` when it reached it; the tail repair then zeroes the rest durably.
+fn finish_truncation(seg: &mut Segment, scan: &mut segment::Scan, index: u64) {
+    if index < seg.first_index {
+        return;
+    }
+    let keep = (index - seg.first_index) as usize;
+    if scan.offsets.len() < keep {
+        return; // Damage before the cut is not the truncation's doing.
+    }
+    if let Some(&at) = scan.offsets.get(keep) {
+        scan.end = at as usize;
+        scan.offsets.truncate(keep);
+    }
+    log::warn!(
+        "{}: finishing a truncation from index {index} that a crash interrupted",
+        seg.path.display()
+    );
+    scan.bad = None;
+    scan.truncation_remains = true;
 }
 
 /// Decides whether the damage at the end of the last segment is a torn write (cut it off and
@@ -93,7 +159,7 @@ fn repair_tail(seg: &mut Segment, scan: segment::Scan, term_before: u64) -> Resu
         Some(&at) => segment::read_u64(seg.bytes(), at as usize + 16),
         None => term_before,
     };
-    if data_end > end {
+    if data_end > end && !scan.truncation_remains {
         if let Some((at, index)) = find_later_record(seg.bytes(), end, expected, last_term) {
             let what = scan.bad.as_deref().unwrap_or("zero record length");
             return Err(Error::corruption(
@@ -116,7 +182,15 @@ fn repair_tail(seg: &mut Segment, scan: segment::Scan, term_before: u64) -> Resu
     seg.zero(end..data_end)?;
     // What recovery found may still be only in the page cache (the process was killed before
     // it synced). The node treats everything recovered as persisted, so make it so.
-    seg.mark_dirty(SEGMENT_HEADER_BYTES..end.max(data_end));
+    // After an interrupted truncation the zeroes seen past `end` may be unsynced too, over
+    // old records still on the disk: sync the whole rest of the segment before the marker
+    // that explains them is removed.
+    let synced_end = if scan.truncation_remains {
+        seg.bytes().len()
+    } else {
+        end.max(data_end)
+    };
+    seg.mark_dirty(SEGMENT_HEADER_BYTES..synced_end);
     seg.sync()
 }
 

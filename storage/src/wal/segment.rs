@@ -146,6 +146,9 @@ pub(crate) struct Scan {
     pub end: usize,
     /// Why scanning stopped before a clean end, if it did.
     pub bad: Option<String>,
+    /// What follows `end` is the remains of an interrupted truncation (recovery sets this
+    /// from a truncation marker), never evidence of damage.
+    pub truncation_remains: bool,
 }
 
 /// Scans records from the header on, stopping at the end marker or the first bad record.
@@ -171,6 +174,7 @@ pub(crate) fn scan(bytes: &[u8], first_index: u64) -> Scan {
         offsets,
         end: pos,
         bad,
+        truncation_remains: false,
     }
 }
 
