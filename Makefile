@@ -36,18 +36,24 @@ c-free:
 	if [ -n "$$bad" ]; then echo "c-free: rcraft's dependency tree builds or links C:"; echo "$$bad"; exit 1; fi; \
 	echo "c-free: no C in rcraft's dependency tree"
 
-## sim: the deterministic simulator in release; SEED=n replays one seed, SEEDS=n sets the count.
+## sim: the deterministic simulators in release (the cluster over the core, and the storage
+## thread under disk faults); SEED=n replays one seed of the first, STORAGE_SEED=n of the second.
+STORAGE_SEED ?=
 sim:
 	@if [ -n "$(SEED)" ]; then \
 		SIM_SEED=$(SEED) SIM_TRACE=$${SIM_TRACE:-0} $(CARGO) test --release --test sim -- --nocapture; \
+	elif [ -n "$(STORAGE_SEED)" ]; then \
+		STORAGE_SIM_SEED=$(STORAGE_SEED) STORAGE_SIM_TRACE=1 $(CARGO) test --release -p rcraft --lib storage_sim -- --nocapture; \
 	else \
 		SIM_SEEDS=$(SEEDS) $(CARGO) test --release --test sim -- --nocapture; \
+		STORAGE_SIM_SEEDS=$(SEEDS) $(CARGO) test --release -p rcraft --lib storage_sim -- --nocapture; \
 	fi
 
 ## soak: many more simulator seeds (SOAK_SEEDS, default 50000), then the mutation check.
 SOAK_SEEDS ?= 50000
 soak:
 	SIM_SEEDS=$(SOAK_SEEDS) SIM_SEED_START=$${SIM_SEED_START:-2000} $(CARGO) test --release --test sim -- --nocapture
+	STORAGE_SIM_SEEDS=$(SOAK_SEEDS) $(CARGO) test --release -p rcraft --lib storage_sim -- --nocapture
 	$(MAKE) mutants
 
 ## mutants: plants each classic Raft bug (cargo features bug-*) and checks it is caught.

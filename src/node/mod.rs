@@ -23,6 +23,8 @@ mod snapshot_files;
 mod snapshot_format;
 mod snapshot_send;
 mod storage_io;
+#[cfg(test)]
+mod storage_sim;
 mod storage_thread;
 mod transport;
 

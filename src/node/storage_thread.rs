@@ -71,13 +71,29 @@ pub(crate) fn open_storage_on(
     data_dir: &Path,
     initial_membership: Membership,
 ) -> Result<OpenedStorage, String> {
+    open_storage_with(
+        fs,
+        data_dir,
+        initial_membership,
+        WalOptions::default().segment_bytes,
+    )
+}
+
+/// [`open_storage_on`] with WAL segments of `segment_bytes` (the storage simulation uses
+/// small ones, so that batches roll segments).
+pub(crate) fn open_storage_with(
+    fs: Arc<dyn Fs>,
+    data_dir: &Path,
+    initial_membership: Membership,
+    segment_bytes: u64,
+) -> Result<OpenedStorage, String> {
     let described = |what: &str, e: StoreError| format!("{what} in {}: {e}", data_dir.display());
     // The data directory's own name must be durable too (whoever created it).
     rcraft_storage::create_dir_durable(fs.as_ref(), data_dir)
         .map_err(|e| described("creating the data directory", e))?;
     let wal_options = WalOptions {
         fs: fs.clone(),
-        ..WalOptions::default()
+        segment_bytes,
     };
     let wal = Wal::open(&data_dir.join("wal"), wal_options)
         .map_err(|e| described("opening the log", e))?;
@@ -216,6 +232,18 @@ impl StorageThread {
             self.process_batch(batch.drain(..), events)?;
         }
         self.close()
+    }
+
+    /// Carries out `commands` as one drained batch, as the thread's loop does, and returns
+    /// what it reported (the storage simulation drives the thread's logic through this).
+    #[cfg(test)]
+    pub(crate) fn carry_out_batch(
+        &mut self,
+        commands: Vec<StorageCommand>,
+    ) -> (Result<(), String>, Vec<StorageEvent>) {
+        let (events, reported) = crossbeam_channel::unbounded();
+        let result = self.process_batch(commands.into_iter(), &events);
+        (result, reported.try_iter().collect())
     }
 
     /// Writes a batch with one sync; commands that are not persists are carried out in order
