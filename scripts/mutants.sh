@@ -62,8 +62,27 @@ for bug in "${bugs[@]}"; do
     fi
 done
 
+# Bugs planted in the storage thread are for the storage simulation, which runs that code.
+storage_bugs=(bug-hard-state-after-entries bug-confirm-before-sync)
+for bug in "${storage_bugs[@]}"; do
+    echo "mutants: $bug (storage simulation)"
+    log="$out/$bug.log"
+    STORAGE_SIM_SEEDS="$seeds" cargo test "${profile_flag[@]}" -p rcraft --lib --features "$bug" \
+        storage_sim -- --nocapture >"$log" 2>&1 || true
+    if grep -qE '^storage sim failed: seed=' "$log"; then
+        echo "    caught: $(grep -m1 -E '^storage sim failed: seed=' "$log" | cut -c1-160)"
+    elif grep -qE '^storage sim: ' "$log"; then
+        echo "    SURVIVED: $seeds seeds passed with the bug planted"
+        survived+=("$bug")
+    else
+        echo "mutants: the storage simulation did not run; last lines of its output:" >&2
+        tail -n 30 "$log" >&2
+        exit 2
+    fi
+done
+
 if [ ${#survived[@]} -gt 0 ]; then
     echo "mutants: FAILED: planted bugs not caught: ${survived[*]}"
     exit 1
 fi
-echo "mutants: all ${#bugs[@]} planted bugs caught"
+echo "mutants: all $((${#bugs[@]} + ${#storage_bugs[@]})) planted bugs caught"

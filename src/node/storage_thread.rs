@@ -272,10 +272,16 @@ impl StorageThread {
                     // under an older saved term, which no restart accepts (issue 14, finding
                     // 3). A crash between the two leaves a higher term over an older log,
                     // which is a state Raft allows.
+                    #[cfg(not(feature = "bug-hard-state-after-entries"))]
                     if let Some(hard_state) = hard_state {
                         self.save_hard_state(hard_state)?;
                     }
                     self.log.write(&entries)?;
+                    // PLANTED BUG (mutation check only): the order finding 3 fixed.
+                    #[cfg(feature = "bug-hard-state-after-entries")]
+                    if let Some(hard_state) = hard_state {
+                        self.save_hard_state(hard_state)?;
+                    }
                     persisted = Some(seq);
                 }
                 other => {
@@ -294,7 +300,11 @@ impl StorageThread {
         events: &Sender<StorageEvent>,
     ) -> Result<(), String> {
         if let Some(seq) = persisted.take() {
+            // PLANTED BUG (mutation check only): confirm before the sync.
+            #[cfg(feature = "bug-confirm-before-sync")]
+            let _ = events.send(StorageEvent::Persisted { seq });
             self.log.sync()?;
+            #[cfg(not(feature = "bug-confirm-before-sync"))]
             let _ = events.send(StorageEvent::Persisted { seq });
         }
         Ok(())
