@@ -390,6 +390,15 @@ impl StorageSim {
             // persists, ahead of the chunk) first.
             return self.new_term();
         }
+        if self
+            .transfer
+            .as_ref()
+            .is_some_and(|t| t.meta.index.0 <= self.core.commit)
+        {
+            // The core installs only snapshots past its commit index: it would drop this
+            // transfer (a leader sending entries instead), as this generator does.
+            self.transfer = None;
+        }
         if self.transfer.is_none() {
             let lowest = self.core.commit.max(self.core.snapshot.0) + 1;
             let index = self.rng.in_range(lowest, self.core.last_index() + 30);
@@ -518,8 +527,10 @@ impl StorageSim {
         let recovered = opened.recovered.clone();
         self.check_recovered(&recovered)?;
         let config = CoreConfig::new(NodeId(0), self.seed);
-        Replica::new(config, recovered.clone())
-            .map_err(|e| format!("the core refuses the recovered state: {e}"))?;
+        Replica::new(config, recovered.clone()).map_err(|e| {
+            let state = LogState::from_recovered(&recovered);
+            format!("the core refuses the recovered state: {e} ({state:?})")
+        })?;
         let state = LogState::from_recovered(&recovered);
         self.trace(|| format!("restart: {state:?}"));
         self.hard_states.insert((state.term, state.vote));

@@ -255,6 +255,11 @@ impl<C: SimCore> World<C> {
                 }
             }
             self.checker.observe_apply(id, term, entry)?;
+            if let EntryPayload::Command { data, .. } = &entry.payload {
+                if let Some(write_id) = decode_write(data) {
+                    self.history.observe_applied(write_id)?;
+                }
+            }
             let n = &mut self.nodes[node];
             n.sm.apply(entry)?;
             if let Some((proposed_term, write_id)) = n.proposed.remove(&entry.index) {

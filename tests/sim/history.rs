@@ -54,6 +54,8 @@ pub(crate) struct ReadRecord {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct History {
     writes: BTreeMap<u64, WriteRecord>,
+    /// Writes some state machine applied (so they took effect).
+    applied: std::collections::BTreeSet<u64>,
     max_acked_index: LogIndex,
     max_read_index: LogIndex,
     reads_completed: u64,
@@ -86,7 +88,49 @@ impl History {
         if let WriteOutcome::Acked { index, .. } = outcome {
             self.max_acked_index = self.max_acked_index.max(index);
         }
+        if outcome == WriteOutcome::Failed && self.applied.contains(&write_id) {
+            return Err(format!(
+                "definite failure: write {write_id} was reported failed after it took effect"
+            ));
+        }
         record.outcome = outcome;
+        Ok(())
+    }
+
+    /// Some state machine applied write `write_id`: it took effect, so it must not be one its
+    /// client was told definitely failed.
+    pub(crate) fn observe_applied(&mut self, write_id: u64) -> Verdict {
+        let outcome = self.writes.get(&write_id).map(|w| w.outcome);
+        if outcome == Some(WriteOutcome::Failed) {
+            return Err(format!(
+                "definite failure: write {write_id} took effect after its client was told it \
+                 failed"
+            ));
+        }
+        self.applied.insert(write_id);
+        Ok(())
+    }
+
+    /// At the end of a run: every acknowledged write is in `final_writes` (the state of a
+    /// node that applied everything committed), and no write told it failed is.
+    pub(crate) fn check_final_state(&self, final_writes: &[u64]) -> Verdict {
+        let present: std::collections::BTreeSet<u64> = final_writes.iter().copied().collect();
+        for (write_id, record) in &self.writes {
+            match record.outcome {
+                WriteOutcome::Acked { index, .. } if !present.contains(write_id) => {
+                    return Err(format!(
+                        "acknowledged write {write_id} (index {index}) is missing from the \
+                         final state"
+                    ));
+                }
+                WriteOutcome::Failed if present.contains(write_id) => {
+                    return Err(format!(
+                        "write {write_id} told it failed is in the final state"
+                    ));
+                }
+                _ => {}
+            }
+        }
         Ok(())
     }
 
@@ -129,6 +173,7 @@ impl History {
                 read.invoked_at, read.acked_before, read.read_before
             ));
         }
+        let mut contained = std::collections::BTreeSet::new();
         for write_id in writes {
             let invoked = self.writes.get(write_id).map(|w| w.invoked_at);
             if invoked.is_none_or(|at| at > now) {
@@ -137,6 +182,20 @@ impl History {
                      which no client had invoked by then"
                 ));
             }
+            contained.insert(*write_id);
+        }
+        // By value, not only by index: every write acknowledged before the read began is in
+        // what it returned.
+        let missing = self.writes.iter().find(|(id, w)| {
+            matches!(w.outcome, WriteOutcome::Acked { at, .. } if at < read.invoked_at)
+                && !contained.contains(id)
+        });
+        if let Some((write_id, _)) = missing {
+            return Err(format!(
+                "linearizability: read invoked at t={} does not contain write {write_id}, \
+                 acknowledged before it began",
+                read.invoked_at
+            ));
         }
         self.max_read_index = self.max_read_index.max(index);
         self.reads_completed += 1;
@@ -159,5 +218,77 @@ impl History {
             .filter(|w| matches!(w.outcome, WriteOutcome::Acked { .. }))
             .count();
         (acked, self.reads_completed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A history with write 1 acknowledged at index 1 (t=10) and write 2 failed (t=20).
+    fn history() -> History {
+        let mut history = History::default();
+        history.invoke_write(1, 0);
+        let acked = WriteOutcome::Acked {
+            at: 10,
+            index: LogIndex(1),
+        };
+        history.complete_write(1, acked).unwrap();
+        history.invoke_write(2, 15);
+        history.complete_write(2, WriteOutcome::Failed).unwrap();
+        history
+    }
+
+    #[test]
+    fn a_read_missing_an_acknowledged_write_is_rejected() {
+        let mut history = history();
+        let read = history.invoke_read(30);
+        // The state index claims to cover the write, but the write is not in it.
+        assert!(history.complete_read(&read, LogIndex(1), &[], 40).is_err());
+        let mut history = self::tests::history();
+        let read = history.invoke_read(30);
+        assert!(history.complete_read(&read, LogIndex(1), &[1], 40).is_ok());
+    }
+
+    #[test]
+    fn a_stale_read_index_is_rejected() {
+        let history = history();
+        let read = history.invoke_read(30);
+        assert!(history.check_read_index(&read, LogIndex(0)).is_err());
+    }
+
+    #[test]
+    fn a_failed_write_that_takes_effect_is_rejected() {
+        let mut history = history();
+        assert!(history.observe_applied(2).is_err());
+        // And the other way round: applied first, reported failed later.
+        let mut history = History::default();
+        history.invoke_write(3, 0);
+        history.observe_applied(3).unwrap();
+        assert!(history.complete_write(3, WriteOutcome::Failed).is_err());
+    }
+
+    #[test]
+    fn the_final_state_must_hold_every_acknowledged_write_and_no_failed_one() {
+        let history = history();
+        assert!(history.check_final_state(&[1]).is_ok());
+        assert!(
+            history.check_final_state(&[]).is_err(),
+            "lost acknowledged write"
+        );
+        assert!(
+            history.check_final_state(&[1, 2]).is_err(),
+            "failed write took effect"
+        );
+    }
+
+    #[test]
+    fn a_write_completed_twice_is_rejected() {
+        let mut history = history();
+        let acked = WriteOutcome::Acked {
+            at: 50,
+            index: LogIndex(3),
+        };
+        assert!(history.complete_write(1, acked).is_err());
     }
 }

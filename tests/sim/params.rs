@@ -41,6 +41,11 @@ pub(crate) const MEMBERSHIP_CHANGES_WITHOUT_PRE_VOTE: bool = false;
 /// A node removed by a committed configuration is shut down (as an operator would) within
 /// this long; until then it may still run, campaign and disrupt.
 pub(crate) const RETIRE_DELAY_MAX_MS: u64 = 300;
+/// Length of a whole run.
+pub(crate) const RUN_MS: u64 = BOOT_MS + CYCLES * (CHAOS_MS + CALM_MS);
+/// Clients stop this long before the end of a run, so that every running member must have
+/// applied the same entries by the end (the convergence check).
+pub(crate) const QUIET_END_MS: u64 = 1_000;
 /// Events shown when a seed fails.
 pub(crate) const TRACE_LINES: usize = 60;
 

@@ -12,8 +12,8 @@ use crate::entry_log::EntryLog;
 use crate::history::{History, ReadRecord};
 use crate::network::Network;
 use crate::params::{
-    BOOT_MS, CALM_MS, CHAOS_MS, CLIENTS, CYCLES, LIVENESS_BOUND_MS, MAX_EVENTS_PER_RUN, RunParams,
-    TICK_MS,
+    BOOT_MS, CALM_MS, CHAOS_MS, CLIENTS, CYCLES, LIVENESS_BOUND_MS, MAX_EVENTS_PER_RUN, RUN_MS,
+    RunParams, TICK_MS,
 };
 use crate::replica::{CoreView, SimCore};
 use crate::rng::SimRng;
@@ -255,6 +255,9 @@ impl<C: SimCore> World<C> {
                 self.note(line);
             }
             if matches!(event, Event::End) {
+                if let Err(message) = self.check_end() {
+                    return Err(self.failure(message));
+                }
                 break;
             }
             if self.events > MAX_EVENTS_PER_RUN {
@@ -277,6 +280,30 @@ impl<C: SimCore> World<C> {
         })
     }
 
+    /// After the last calm phase: the node that applied the most holds every acknowledged
+    /// write and no write told it failed, and every running member of its configuration
+    /// applied as much (the replicas converged).
+    fn check_end(&self) -> Verdict {
+        let up = || self.nodes.iter().filter(|n| n.core.is_some() && !n.retired);
+        let Some(most) = up().max_by_key(|n| n.sm.applied_index) else {
+            return Ok(());
+        };
+        self.history.check_final_state(&most.sm.writes)?;
+        let Some(view) = most.view.as_ref() else {
+            return Ok(());
+        };
+        let members = view.membership.members();
+        for n in up().filter(|n| members.contains(&n.id)) {
+            if n.sm.applied_index < most.sm.applied_index {
+                return Err(format!(
+                    "convergence: at the end node {} applied through {}, node {} through {}",
+                    n.id, n.sm.applied_index, most.id, most.sm.applied_index
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn boot(&mut self) -> Verdict {
         // The boot phase is calm: the first liveness check covers it.
         self.network.set_calm(true);
@@ -293,7 +320,7 @@ impl<C: SimCore> World<C> {
             self.schedule(chaos_at + 1, Event::Fault);
             self.schedule(chaos_at + CHAOS_MS, Event::Calm);
         }
-        self.schedule(BOOT_MS + CYCLES * (CHAOS_MS + CALM_MS), Event::End);
+        self.schedule(RUN_MS, Event::End);
         self.schedule(50, Event::Client);
         self.schedule(100, Event::Snapshot);
         if self.params.membership_gap_max_ms.is_some() {
