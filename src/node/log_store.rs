@@ -6,6 +6,7 @@
 //! truncates the conflicting suffix, then appends. Nothing is durable until [`LogStore::sync`].
 
 use super::entry_codec::{decode_payload, encode_payload};
+use super::storage_error::{StorageError, StorageResult};
 use rcraft_storage::{Record, Wal};
 use rcraft_wire::{Entry, LogIndex, Term};
 
@@ -44,21 +45,24 @@ impl LogStore {
     }
 
     /// Truncates a conflicting suffix if needed, then appends `entries` (not yet synced).
-    pub(crate) fn write(&mut self, entries: &[Entry]) -> Result<(), String> {
+    pub(crate) fn write(&mut self, entries: &[Entry]) -> StorageResult<()> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
         if first.index <= self.last_index() {
             self.wal
                 .truncate_from(first.index.0)
-                .map_err(|e| format!("truncating the log from index {}: {e}", first.index))?;
+                .map_err(StorageError::store(format!(
+                    "truncating the log from index {}",
+                    first.index
+                )))?;
         }
         if first.index != self.last_index().next() {
-            return Err(format!(
+            return Err(StorageError::Inconsistent(format!(
                 "append at index {} but the log ends at {}",
                 first.index,
                 self.last_index()
-            ));
+            )));
         }
         self.buffer.clear();
         let mut ends = Vec::with_capacity(entries.len());
@@ -82,45 +86,52 @@ impl LogStore {
             .collect();
         self.wal
             .append(&records)
-            .map_err(|e| format!("appending entries {}..: {e}", first.index))?;
+            .map_err(StorageError::store(format!(
+                "appending entries {}..",
+                first.index
+            )))?;
         self.dirty = true;
         Ok(())
     }
 
     /// Makes every write so far durable (one sync), if anything was written.
-    pub(crate) fn sync(&mut self) -> Result<(), String> {
+    pub(crate) fn sync(&mut self) -> StorageResult<()> {
         if self.dirty {
             self.wal
                 .sync()
-                .map_err(|e| format!("syncing the log: {e}"))?;
+                .map_err(StorageError::store("syncing the log"))?;
             self.dirty = false;
         }
         Ok(())
     }
 
     /// Drops whole segments covered by a snapshot through `through`.
-    pub(crate) fn compact_through(&mut self, through: LogIndex) -> Result<(), String> {
+    pub(crate) fn compact_through(&mut self, through: LogIndex) -> StorageResult<()> {
         self.wal
             .compact_through(through.0)
-            .map_err(|e| format!("compacting the log through {through}: {e}"))
+            .map_err(StorageError::store(format!(
+                "compacting the log through {through}"
+            )))
     }
 
     /// Discards the whole log and restarts it empty after `snapshot_index`.
-    pub(crate) fn reset_after(&mut self, snapshot_index: LogIndex) -> Result<(), String> {
+    pub(crate) fn reset_after(&mut self, snapshot_index: LogIndex) -> StorageResult<()> {
         self.dirty = false;
         self.wal
             .reset(snapshot_index.0 + 1)
-            .map_err(|e| format!("resetting the log after snapshot {snapshot_index}: {e}"))
+            .map_err(StorageError::store(format!(
+                "resetting the log after snapshot {snapshot_index}"
+            )))
     }
 
     /// Reads and decodes every entry after `after` (recovery). The log must continue right
     /// after `after`, or hold nothing past it.
-    pub(crate) fn entries_after(&self, after: LogIndex) -> Result<Vec<Entry>, String> {
+    pub(crate) fn entries_after(&self, after: LogIndex) -> StorageResult<Vec<Entry>> {
         let from = after.next().max(self.first_index());
         if from > after.next() && from <= self.last_index() {
-            return Err(format!(
+            return Err(StorageError::Inconsistent(format!(
                 "the log starts at {from} but the snapshot ends at {after}: entries are missing"
-            ));
+            )));
         }
         if from > self.last_index() {
             return Ok(Vec::new());
@@ -128,11 +139,14 @@ impl LogStore {
         let records = self
             .wal
             .entries_from(from.0)
-            .map_err(|e| format!("reading the log from {from}: {e}"))?;
+            .map_err(StorageError::store(format!("reading the log from {from}")))?;
         records
             .map(|record| {
-                let payload = decode_payload(record.payload)
-                    .map_err(|e| format!("log entry {} is undecodable: {e}", record.index))?;
+                let payload =
+                    decode_payload(record.payload).map_err(|reason| StorageError::Undecodable {
+                        what: format!("log entry {}", record.index),
+                        reason,
+                    })?;
                 Ok(Entry {
                     term: Term(record.term),
                     index: LogIndex(record.index),

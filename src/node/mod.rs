@@ -22,6 +22,7 @@ mod sessions;
 mod snapshot_files;
 mod snapshot_format;
 mod snapshot_send;
+mod storage_error;
 mod storage_io;
 #[cfg(test)]
 mod storage_sim;

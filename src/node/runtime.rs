@@ -43,8 +43,8 @@ impl Node {
         // The configuration before any membership entry: `initial_voters` on a fresh data
         // dir, else the one stored there at the first start.
         let initial_membership = initial_voters::load_or_store(&config)?;
-        let opened =
-            open_storage(&config.data_dir, initial_membership.clone()).map_err(Error::Storage)?;
+        let opened = open_storage(&config.data_dir, initial_membership.clone())
+            .map_err(|e| Error::Storage(e.to_string()))?;
         let replica = Replica::new(core_config(&config), opened.recovered)
             .map_err(|e| Error::Storage(format!("the recovered state is inconsistent: {e}")))?;
 
@@ -123,7 +123,7 @@ impl Node {
 /// The threads of a running node.
 pub(crate) struct Runtime {
     consensus: JoinHandle<Exit>,
-    storage: JoinHandle<std::result::Result<(), String>>,
+    storage: JoinHandle<std::result::Result<(), super::storage_error::StorageError>>,
     apply: JoinHandle<()>,
     net: NetHandle,
 }
@@ -137,8 +137,8 @@ impl Runtime {
         let apply = self.apply.join();
         self.net.shutdown();
         let mut result = Ok(());
-        if let Ok(Err(message)) = storage {
-            result = Err(Error::Storage(message));
+        if let Ok(Err(error)) = storage {
+            result = Err(Error::Storage(error.to_string()));
         }
         match exit {
             Ok(Exit::Shutdown) => {}

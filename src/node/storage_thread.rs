@@ -18,6 +18,7 @@ use super::limits::STORAGE_BATCH_MAX;
 use super::log_store::LogStore;
 use super::snapshot_files::{file_meta, snapshot_meta};
 use super::snapshot_send::{Damage, SendChecks};
+use super::storage_error::{StorageError, StorageResult};
 use super::storage_io::{StorageCommand, StorageEvent};
 use crate::core::{HardState, RecoveredState};
 use crossbeam_channel::{Receiver, Sender};
@@ -61,7 +62,7 @@ pub(crate) struct StorageThread {
 pub(crate) fn open_storage(
     data_dir: &Path,
     initial_membership: Membership,
-) -> Result<OpenedStorage, String> {
+) -> StorageResult<OpenedStorage> {
     open_storage_on(Arc::new(RealFs::default()), data_dir, initial_membership)
 }
 
@@ -70,7 +71,7 @@ pub(crate) fn open_storage_on(
     fs: Arc<dyn Fs>,
     data_dir: &Path,
     initial_membership: Membership,
-) -> Result<OpenedStorage, String> {
+) -> StorageResult<OpenedStorage> {
     open_storage_with(
         fs,
         data_dir,
@@ -86,26 +87,34 @@ pub(crate) fn open_storage_with(
     data_dir: &Path,
     initial_membership: Membership,
     segment_bytes: u64,
-) -> Result<OpenedStorage, String> {
-    let described = |what: &str, e: StoreError| format!("{what} in {}: {e}", data_dir.display());
+) -> StorageResult<OpenedStorage> {
+    let described = |what: &str| {
+        let doing = format!("{what} in {}", data_dir.display());
+        move |source: StoreError| StorageError::Store { doing, source }
+    };
     // The data directory's own name must be durable too (whoever created it).
     rcraft_storage::create_dir_durable(fs.as_ref(), data_dir)
-        .map_err(|e| described("creating the data directory", e))?;
+        .map_err(described("creating the data directory"))?;
     let wal_options = WalOptions {
         fs: fs.clone(),
         segment_bytes,
     };
-    let wal = Wal::open(&data_dir.join("wal"), wal_options)
-        .map_err(|e| described("opening the log", e))?;
+    let wal =
+        Wal::open(&data_dir.join("wal"), wal_options).map_err(described("opening the log"))?;
     let hard_state = HardStateStore::open(fs.clone(), &data_dir.join("hard_state"))
-        .map_err(|e| described("opening the hard state", e))?;
+        .map_err(described("opening the hard state"))?;
     let snapshots = SnapshotStore::open(fs, &data_dir.join("snapshots"))
-        .map_err(|e| described("opening the snapshots", e))?;
+        .map_err(described("opening the snapshots"))?;
     let snapshot = match snapshots
         .latest()
-        .map_err(|e| described("reading the latest snapshot", e))?
+        .map_err(described("reading the latest snapshot"))?
     {
-        Some(info) => Some(snapshot_meta(&info)?),
+        Some(info) => Some(
+            snapshot_meta(&info).map_err(|reason| StorageError::Undecodable {
+                what: format!("snapshot {}", info.path.display()),
+                reason,
+            })?,
+        ),
         None => None,
     };
     let mut log = LogStore::new(wal);
@@ -167,7 +176,7 @@ fn report_damage(damage: Damage, events: &Sender<StorageEvent>) {
 /// Makes the log continue right after `meta`: when it does not hold the snapshot's last entry
 /// with the snapshot's term (a crash between installing a snapshot and resetting the log, or a
 /// log that ends before it), the log is restarted empty after the snapshot.
-fn reconcile_log_with_snapshot(log: &mut LogStore, meta: &SnapshotMeta) -> Result<(), String> {
+fn reconcile_log_with_snapshot(log: &mut LogStore, meta: &SnapshotMeta) -> StorageResult<()> {
     let matches = log.term_at(meta.index) == Some(meta.term);
     let covered = meta.index < log.first_index() && log.first_index() <= meta.index.next();
     if !matches && !covered {
@@ -202,15 +211,15 @@ impl StorageThread {
         mut self,
         commands: Receiver<StorageCommand>,
         events: Sender<StorageEvent>,
-    ) -> Result<(), String> {
+    ) -> StorageResult<()> {
         // Nothing more arrives once this returns or unwinds: a restore reading the incoming
         // snapshot must not wait for it.
         let stop_readers = StopReadersOnExit(self.incoming.clone());
         let result = self.serve(&commands, &events);
         drop(stop_readers);
-        if let Err(message) = &result {
-            log::error!("storage failed, stopping the node: {message}");
-            let _ = events.send(StorageEvent::Failed(message.clone()));
+        if let Err(error) = &result {
+            log::error!("storage failed, stopping the node: {error}");
+            let _ = events.send(StorageEvent::Failed(error.to_string()));
         }
         result
     }
@@ -219,7 +228,7 @@ impl StorageThread {
         &mut self,
         commands: &Receiver<StorageCommand>,
         events: &Sender<StorageEvent>,
-    ) -> Result<(), String> {
+    ) -> StorageResult<()> {
         let mut batch = Vec::with_capacity(STORAGE_BATCH_MAX);
         while let Ok(first) = commands.recv() {
             batch.push(first);
@@ -240,7 +249,7 @@ impl StorageThread {
     pub(crate) fn carry_out_batch(
         &mut self,
         commands: Vec<StorageCommand>,
-    ) -> (Result<(), String>, Vec<StorageEvent>) {
+    ) -> (StorageResult<()>, Vec<StorageEvent>) {
         let (events, reported) = crossbeam_channel::unbounded();
         let result = self.process_batch(commands.into_iter(), &events);
         (result, reported.try_iter().collect())
@@ -252,7 +261,7 @@ impl StorageThread {
         &mut self,
         batch: impl Iterator<Item = StorageCommand>,
         events: &Sender<StorageEvent>,
-    ) -> Result<(), String> {
+    ) -> StorageResult<()> {
         let mut persisted: Option<u64> = None;
         for command in batch {
             match command {
@@ -298,7 +307,7 @@ impl StorageThread {
         &mut self,
         persisted: &mut Option<u64>,
         events: &Sender<StorageEvent>,
-    ) -> Result<(), String> {
+    ) -> StorageResult<()> {
         if let Some(seq) = persisted.take() {
             // PLANTED BUG (mutation check only): confirm before the sync.
             #[cfg(feature = "bug-confirm-before-sync")]
@@ -313,7 +322,7 @@ impl StorageThread {
     /// Saves term and vote durably at once; a change of the commit hint alone is kept in
     /// memory and saved with the next term or vote change or at shutdown. The hint is never
     /// trusted beyond the durable log, so an older hint on disk only slows a restart.
-    fn save_hard_state(&mut self, hard_state: HardState) -> Result<(), String> {
+    fn save_hard_state(&mut self, hard_state: HardState) -> StorageResult<()> {
         let state = StoredHardState {
             term: hard_state.term.0,
             vote: hard_state.vote.map(|id| id.0),
@@ -323,7 +332,7 @@ impl StorageThread {
         if (saved.term, saved.vote) != (state.term, state.vote) {
             self.hard_state
                 .save(&state)
-                .map_err(|e| format!("saving the hard state: {e}"))?;
+                .map_err(StorageError::store("saving the hard state"))?;
         }
         self.latest_hard_state = Some(state);
         Ok(())
@@ -333,7 +342,7 @@ impl StorageThread {
         &mut self,
         command: StorageCommand,
         events: &Sender<StorageEvent>,
-    ) -> Result<(), String> {
+    ) -> StorageResult<()> {
         match command {
             StorageCommand::Persist { .. } => unreachable!("persists are handled by the batch"),
             StorageCommand::CompactLog { through } => self.log.compact_through(through),
@@ -474,7 +483,7 @@ impl StorageThread {
         data: &[u8],
         chunk_crc: u32,
         done: bool,
-    ) -> Result<StorageEvent, String> {
+    ) -> StorageResult<StorageEvent> {
         let mut partial = self.partial_for(&meta)?;
         let refuse = |partial: PartialSnapshot, this: &mut Self| {
             let next_offset = partial.next_offset();
@@ -498,7 +507,10 @@ impl StorageThread {
                 );
                 return Ok(refuse(partial, self));
             }
-            Err(e) => return Err(format!("writing a chunk of snapshot {}: {e}", meta.index)),
+            Err(source) => {
+                let doing = format!("writing a chunk of snapshot {}", meta.index);
+                return Err(StorageError::Store { doing, source });
+            }
         };
         self.incoming.advance(next_offset);
         if !done {
@@ -550,13 +562,16 @@ impl StorageThread {
                     rejected: true,
                 })
             }
-            Err(e) => Err(format!("installing snapshot {}: {e}", meta.index)),
+            Err(source) => {
+                let doing = format!("installing snapshot {}", meta.index);
+                Err(StorageError::Store { doing, source })
+            }
         }
     }
 
     /// The partial file receiving `meta`: the open one, or the one on disk resumed (checked
     /// against its chunk table), or a new one.
-    fn partial_for(&mut self, meta: &SnapshotMeta) -> Result<PartialSnapshot, String> {
+    fn partial_for(&mut self, meta: &SnapshotMeta) -> StorageResult<PartialSnapshot> {
         let wanted = file_meta(meta);
         let same_bytes =
             |p: &PartialSnapshot| *p.meta() == wanted && p.data_crc32c() == meta.checksum;
@@ -568,7 +583,10 @@ impl StorageThread {
         let partial = self
             .snapshots
             .resume_or_start(wanted, meta.checksum)
-            .map_err(|e| format!("starting to receive snapshot {}: {e}", meta.index))?;
+            .map_err(StorageError::store(format!(
+                "starting to receive snapshot {}",
+                meta.index
+            )))?;
         self.publish_partial(&partial, meta);
         // After a restart of either side this says where the transfer continues.
         log::info!(
@@ -601,22 +619,22 @@ impl StorageThread {
     }
 
     /// True when the current snapshot is at or after `meta`.
-    fn covers(&self, meta: &SnapshotMeta) -> Result<bool, String> {
+    fn covers(&self, meta: &SnapshotMeta) -> StorageResult<bool> {
         let latest = self
             .snapshots
             .latest()
-            .map_err(|e| format!("reading the current snapshot: {e}"))?;
+            .map_err(StorageError::store("reading the current snapshot"))?;
         Ok(latest.is_some_and(|info| info.meta.index >= meta.index.0))
     }
 
     /// Clean shutdown: sync the log and save the newest hard state (with its commit hint).
-    fn close(&mut self) -> Result<(), String> {
+    fn close(&mut self) -> StorageResult<()> {
         self.log.sync()?;
         if let Some(state) = self.latest_hard_state {
             if state != self.hard_state.current() {
                 self.hard_state
                     .save(&state)
-                    .map_err(|e| format!("saving the hard state: {e}"))?;
+                    .map_err(StorageError::store("saving the hard state"))?;
             }
         }
         log::debug!("storage closed");
@@ -659,14 +677,14 @@ mod tests {
     }
 
     /// Queues `commands`, then runs the storage thread until they are all done.
-    fn run(fs: &SimFs, commands: Vec<StorageCommand>) -> (Result<(), String>, Vec<StorageEvent>) {
+    fn run(fs: &SimFs, commands: Vec<StorageCommand>) -> (StorageResult<()>, Vec<StorageEvent>) {
         run_opened(open(fs), commands)
     }
 
     fn run_opened(
         opened: OpenedStorage,
         commands: Vec<StorageCommand>,
-    ) -> (Result<(), String>, Vec<StorageEvent>) {
+    ) -> (StorageResult<()>, Vec<StorageEvent>) {
         let (tx, rx) = bounded(commands.len().max(1));
         let (events_tx, events_rx) = unbounded();
         for command in commands {
@@ -1126,7 +1144,7 @@ mod tests {
         incoming: IncomingSnapshot,
         tx: crossbeam_channel::Sender<StorageCommand>,
         events: crossbeam_channel::Receiver<StorageEvent>,
-        thread: std::thread::JoinHandle<Result<(), String>>,
+        thread: std::thread::JoinHandle<StorageResult<()>>,
     }
 
     fn receiving(fs: &SimFs) -> Receiving {
