@@ -27,6 +27,8 @@ mod storage_io;
 #[cfg(test)]
 mod storage_sim;
 mod storage_thread;
+#[doc(hidden)]
+pub mod testing;
 mod transport;
 
 pub use error::{Error, Result};

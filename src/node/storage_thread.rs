@@ -244,8 +244,7 @@ impl StorageThread {
     }
 
     /// Carries out `commands` as one drained batch, as the thread's loop does, and returns
-    /// what it reported (the storage simulation drives the thread's logic through this).
-    #[cfg(test)]
+    /// what it reported (the simulators drive the thread's logic through this).
     pub(crate) fn carry_out_batch(
         &mut self,
         commands: Vec<StorageCommand>,

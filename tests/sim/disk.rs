@@ -6,10 +6,18 @@
 //! back) and loses the rest. Snapshot chunks are written and synced at once, after everything
 //! queued before them (the storage thread is FIFO). Invariants: the durable log is contiguous
 //! after the durable snapshot; a durable vote never changes within a term.
+//!
+//! In the seeds that use it (`RunParams::real_storage`), the node's real storage thread runs
+//! beside the model over the storage crate's `SimFs` (`rcraft::node::testing::SimStorage`):
+//! every persist, compaction, local snapshot and received chunk goes to both, each sync runs
+//! the real thread's batch, its answers to chunks must equal the model's, and at every restart
+//! what the real storage recovers must equal the model's durable state.
 
 use crate::entry_log::EntryLog;
 use rcraft::core::{HardState, RecoveredState};
+use rcraft::node::testing::{SimStorage, SimStorageEvent};
 use rcraft::wire::{Entry, LogIndex, Membership, NodeId, SnapshotMeta, Term};
+use rcraft_storage::{CrashMode, SimFs};
 use std::collections::{BTreeMap, VecDeque};
 
 /// A persist action that has been issued but not synced.
@@ -40,8 +48,39 @@ pub(crate) struct ChunkOutcome {
     pub(crate) rejected: bool,
 }
 
+/// The node's real storage thread over a simulated file system; `storage` is `None` between
+/// a crash and the restart.
+pub(crate) struct RealDisk {
+    fs: SimFs,
+    storage: Option<SimStorage>,
+    /// Highest persist the real thread confirmed.
+    confirmed: u64,
+}
+
+impl std::fmt::Debug for RealDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RealDisk {{ confirmed: {} }}", self.confirmed)
+    }
+}
+
+impl RealDisk {
+    fn storage(&mut self) -> Result<&mut SimStorage, String> {
+        self.storage
+            .as_mut()
+            .ok_or_else(|| "real storage: used while the node is down".to_string())
+    }
+
+    fn take_in(&mut self, events: &[SimStorageEvent]) {
+        for event in events {
+            if let SimStorageEvent::Persisted(seq) = event {
+                self.confirmed = self.confirmed.max(*seq);
+            }
+        }
+    }
+}
+
 /// One node's disk.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Disk {
     hard_state: HardState,
     snapshot: Option<StoredSnapshot>,
@@ -52,11 +91,31 @@ pub(crate) struct Disk {
     votes: BTreeMap<Term, NodeId>,
     /// Sim time at which the last scheduled sync completes; syncs complete in order.
     pub(crate) last_sync_at: u64,
+    /// The real storage thread run beside the model, in the seeds that use it.
+    real: Option<RealDisk>,
 }
 
 impl Disk {
+    /// A disk whose model runs beside the real storage thread.
+    pub(crate) fn with_real_storage(initial: &Membership) -> Result<Disk, String> {
+        let fs = SimFs::new();
+        let (storage, _) = SimStorage::open(&fs, initial.clone())
+            .map_err(|e| format!("real storage: first start: {e}"))?;
+        Ok(Disk {
+            real: Some(RealDisk {
+                fs,
+                storage: Some(storage),
+                confirmed: 0,
+            }),
+            ..Disk::default()
+        })
+    }
+
     /// Queues a persist action; nothing is durable until [`Disk::sync_through`].
     pub(crate) fn write(&mut self, seq: u64, hard_state: Option<HardState>, entries: Vec<Entry>) {
+        if let Some(storage) = self.real.as_mut().and_then(|r| r.storage.as_mut()) {
+            storage.persist(seq, hard_state, entries.clone());
+        }
         self.pending.push_back(PendingWrite {
             seq,
             hard_state,
@@ -68,6 +127,17 @@ impl Disk {
     pub(crate) fn sync_through(&mut self, seq: u64) -> Result<(), String> {
         while self.pending.front().is_some_and(|w| w.seq <= seq) {
             self.sync_one()?;
+        }
+        if let Some(real) = self.real.as_mut() {
+            if real.confirmed < seq {
+                let events = real.storage()?.run_through(seq)?;
+                real.take_in(&events);
+                if real.confirmed < seq {
+                    return Err(format!(
+                        "real storage did not confirm persist {seq}: {events:?}"
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -126,10 +196,57 @@ impl Disk {
     /// A crash: the first `reached_disk` queued writes happened to become durable; the rest
     /// are lost. The partial snapshot file is kept (it was synced chunk by chunk).
     pub(crate) fn crash(&mut self, reached_disk: usize) -> Result<(), String> {
+        let reached: Vec<u64> = self
+            .pending
+            .iter()
+            .take(reached_disk)
+            .map(|w| w.seq)
+            .collect();
         for _ in 0..reached_disk {
             self.sync_one()?;
         }
         self.pending.clear();
+        if let Some(real) = self.real.as_mut() {
+            // The real thread makes durable exactly the writes the model kept, then the
+            // process dies: nothing else of its queue reaches the disk.
+            if let Some(&last) = reached.last() {
+                let events = real.storage()?.run_through(last)?;
+                real.take_in(&events);
+            }
+            real.storage = None;
+            // Persist sequence numbers start again at 1 in the node's next life.
+            real.confirmed = 0;
+            real.fs.crash(CrashMode::LoseUnsynced);
+        }
+        Ok(())
+    }
+
+    /// After a crash, restarts the real storage and checks that it recovers exactly the
+    /// model's durable state: term, vote, snapshot and log.
+    pub(crate) fn restart_real(&mut self, initial: &Membership) -> Result<(), String> {
+        let model = self.recovered(initial);
+        let Some(real) = self.real.as_mut() else {
+            return Ok(());
+        };
+        if real.storage.is_some() {
+            return Ok(());
+        }
+        let (storage, recovered) = SimStorage::open(&real.fs, initial.clone())
+            .map_err(|e| format!("real storage does not restart: {e}"))?;
+        real.storage = Some(storage);
+        let describe = |r: &RecoveredState| {
+            let entries: Vec<(u64, u64)> =
+                r.entries.iter().map(|e| (e.index.0, e.term.0)).collect();
+            let snapshot = r.snapshot.as_ref().map(|m| (m.index.0, m.term.0));
+            (r.hard_state.term, r.hard_state.vote, snapshot, entries)
+        };
+        if describe(&recovered) != describe(&model) {
+            return Err(format!(
+                "real storage recovered {:?}, the model's durable state is {:?}",
+                describe(&recovered),
+                describe(&model)
+            ));
+        }
         Ok(())
     }
 
@@ -202,8 +319,13 @@ impl Disk {
     }
 
     /// A locally taken snapshot is durable. The log keeps its entries until compacted.
-    pub(crate) fn save_snapshot(&mut self, snapshot: StoredSnapshot) {
+    pub(crate) fn save_snapshot(&mut self, snapshot: StoredSnapshot) -> Result<(), String> {
+        if let Some(real) = self.real.as_mut() {
+            real.storage()?
+                .write_local_snapshot(&snapshot.meta, &snapshot.bytes)?;
+        }
         self.snapshot = Some(snapshot);
+        Ok(())
     }
 
     /// Removes durable entries through `through`; only what a durable snapshot covers.
@@ -214,12 +336,55 @@ impl Disk {
                 "CompactLog through {through} but the durable snapshot covers only {covered}"
             ));
         }
+        if let Some(real) = self.real.as_mut() {
+            real.storage()?.compact(through);
+        }
         self.log.compact(through).map_err(|e| format!("disk: {e}"))
     }
 
     /// Writes one received snapshot chunk (after everything queued before it) and installs the
     /// snapshot when `done` and the bytes verify.
     pub(crate) fn write_chunk(
+        &mut self,
+        meta: &SnapshotMeta,
+        offset: u64,
+        data: &[u8],
+        done: bool,
+    ) -> Result<ChunkOutcome, String> {
+        let outcome = self.write_chunk_in_model(meta, offset, data, done)?;
+        if let Some(real) = self.real.as_mut() {
+            let storage = real.storage()?;
+            storage.write_chunk(meta.clone(), offset, data.to_vec(), done);
+            let events = storage.run(None)?;
+            real.take_in(&events);
+            let answer = events.last();
+            let agrees = match (&outcome.installed, answer) {
+                (Some(_), Some(SimStorageEvent::Stored(stored))) => stored == meta,
+                (
+                    None,
+                    Some(SimStorageEvent::ChunkWritten {
+                        next_offset,
+                        rejected,
+                    }),
+                ) => (*next_offset, *rejected) == (outcome.next_offset, outcome.rejected),
+                _ => false,
+            };
+            if !agrees {
+                return Err(format!(
+                    "real storage answered chunk {offset}+{} of snapshot {} (done: {done}) with \
+                     {answer:?}, the model with next_offset {} rejected {} installed {}",
+                    data.len(),
+                    meta.index,
+                    outcome.next_offset,
+                    outcome.rejected,
+                    outcome.installed.is_some()
+                ));
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn write_chunk_in_model(
         &mut self,
         meta: &SnapshotMeta,
         offset: u64,
@@ -238,10 +403,15 @@ impl Disk {
             return Ok(refused(0));
         };
         let held = partial.bytes.len() as u64;
-        if offset != held {
+        if offset > held {
             return Ok(refused(held));
         }
-        partial.bytes.extend_from_slice(data);
+        // As the storage crate's partial file: bytes already held are accepted and ignored
+        // (a retransmission), only what lies beyond them is written.
+        let skip = (held - offset) as usize;
+        if skip < data.len() {
+            partial.bytes.extend_from_slice(&data[skip..]);
+        }
         let next_offset = partial.bytes.len() as u64;
         if !done {
             return Ok(ChunkOutcome {

@@ -102,6 +102,8 @@ pub(crate) struct RunParams {
     /// consensus thread takes every queued input before draining once. 0: one drain per
     /// message.
     pub(crate) turn_ms_max: u64,
+    /// The node's real storage thread runs beside the disk model (tests/sim/disk.rs).
+    pub(crate) real_storage: bool,
 }
 
 impl RunParams {
@@ -152,6 +154,7 @@ impl RunParams {
             snapshot_chunks_in_flight: rng.between(1, 8),
             snapshot_bytes_per_tick: rng.pick(&[0, 512, 2_048, 16_384, 8 << 20]),
             turn_ms_max: rng.pick(&[0, 0, 1, 3]),
+            real_storage: rng.chance(500),
         };
         if !params.pre_vote && !MEMBERSHIP_CHANGES_WITHOUT_PRE_VOTE {
             params.membership_gap_max_ms = None;
@@ -183,7 +186,7 @@ impl RunParams {
     pub(crate) fn describe(&self) -> String {
         format!(
             "{} voters + {} spares, membership changes every <={}, pre_vote={}, check_quorum={}, lease_reads={}, drop={}‰, dup={}‰, net<={}ms, disk<={}ms, \
-             inflight={}x{}B, chunk={}Bx{} at {}B/tick, turn<={}ms",
+             inflight={}x{}B, chunk={}Bx{} at {}B/tick, turn<={}ms, real_storage={}",
             self.voters,
             self.nodes - self.voters,
             self.membership_gap_max_ms
@@ -200,7 +203,8 @@ impl RunParams {
             self.snapshot_chunk_bytes,
             self.snapshot_chunks_in_flight,
             self.snapshot_bytes_per_tick,
-            self.turn_ms_max
+            self.turn_ms_max,
+            self.real_storage
         )
     }
 }

@@ -40,9 +40,8 @@ pub(crate) fn decode_write(data: &[u8]) -> Option<u64> {
 
 /// FNV-1a, 32 bits: the snapshot checksum. Any deterministic checksum does for the sim.
 pub(crate) fn checksum(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811C_9DC5_u32, |hash, byte| {
-        (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
-    })
+    // CRC-32C, as the storage crate verifies a received snapshot's data against it.
+    crc32c::crc32c(bytes)
 }
 
 impl AppendList {

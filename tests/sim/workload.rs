@@ -274,7 +274,10 @@ impl<C: SimCore> World<C> {
             bytes,
         };
         let n = &mut self.nodes[node];
-        n.disk.save_snapshot(snapshot.clone());
+        let id = n.id;
+        n.disk
+            .save_snapshot(snapshot.clone())
+            .map_err(|e| format!("node {id}: {e}"))?;
         n.snapshots.insert(meta.index, snapshot);
         let retain_entries = self.rng.pick(&[0, 3, 20]);
         if self.tracing() {

@@ -202,7 +202,7 @@ impl<C: SimCore> World<C> {
         let initial_membership = Membership::with_voters(ids[..params.voters].iter().copied());
         let nodes = ids
             .iter()
-            .map(|&id| SimNode::new(id, &initial_membership))
+            .map(|&id| SimNode::new(id, &initial_membership, params.real_storage))
             .collect();
         World {
             seed,
@@ -508,9 +508,13 @@ impl<C: SimCore> World<C> {
         let config = self
             .params
             .core_config(seed, node, self.nodes[node].incarnation);
+        let id = self.nodes[node].id;
+        self.nodes[node]
+            .disk
+            .restart_real(&self.initial_membership)
+            .map_err(|e| format!("node {id}: {e}"))?;
         let recovered = self.nodes[node].disk.recovered(&self.initial_membership);
         let durable = self.nodes[node].disk.snapshot().cloned();
-        let id = self.nodes[node].id;
         let sm = match &durable {
             Some(snapshot) => self.restore_checked(id, snapshot)?,
             None => AppendList::new(&self.initial_membership),
@@ -669,12 +673,17 @@ impl<C: SimCore> World<C> {
 }
 
 impl<C> SimNode<C> {
-    fn new(id: NodeId, initial_membership: &Membership) -> Self {
+    fn new(id: NodeId, initial_membership: &Membership, real_storage: bool) -> Self {
+        let disk = if real_storage {
+            Disk::with_real_storage(initial_membership).unwrap_or_else(|e| panic!("node {id}: {e}"))
+        } else {
+            Disk::default()
+        };
         SimNode {
             id,
             core: None,
             incarnation: 0,
-            disk: Disk::default(),
+            disk,
             log: EntryLog::default(),
             sm: AppendList::new(initial_membership),
             snapshots: BTreeMap::new(),

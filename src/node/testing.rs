@@ -1,0 +1,158 @@
+//! The node's storage thread, reachable by the cluster simulator (`tests/sim/`), which runs it
+//! beside its model of the disk. Hidden from the documentation and not part of the API: it
+//! exists so that the simulator drives the same code the storage thread runs, not a copy.
+//!
+//! Owned by one simulated node; single-threaded. Commands queue until [`SimStorage::run`]
+//! carries them out as one drained batch, exactly as the thread's loop would.
+
+use super::snapshot_files::{file_meta, snapshot_meta};
+use super::storage_io::{StorageCommand, StorageEvent};
+use super::storage_thread::{OpenedStorage, open_storage_with};
+use crate::core::{HardState, RecoveredState};
+use rcraft_storage::SimFs;
+use rcraft_wire::{Entry, LogIndex, Membership, SnapshotMeta};
+use std::path::Path;
+use std::sync::Arc;
+
+/// WAL segment size of a simulated node: small, so that batches roll segments.
+const SEGMENT_BYTES: u64 = 16 << 10;
+
+/// What the storage thread reported for a batch, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SimStorageEvent {
+    /// Every persist through this sequence number is durable.
+    Persisted(u64),
+    /// A received chunk was written (`rejected: false`) or refused; `next_offset` is where
+    /// the durable bytes end.
+    ChunkWritten {
+        /// End of the durable bytes of the partial snapshot.
+        next_offset: u64,
+        /// True when the chunk was refused.
+        rejected: bool,
+    },
+    /// The received snapshot is verified and current (or was not newer than the current one).
+    Stored(SnapshotMeta),
+}
+
+/// One simulated node's storage thread over a simulated file system.
+pub struct SimStorage {
+    opened: OpenedStorage,
+    queue: Vec<StorageCommand>,
+}
+
+impl SimStorage {
+    /// Opens the node's files under `/data` on `fs` (creating them the first time) and
+    /// returns the storage with what it recovered.
+    pub fn open(fs: &SimFs, initial: Membership) -> Result<(SimStorage, RecoveredState), String> {
+        let fs = Arc::new(fs.clone());
+        let opened = open_storage_with(fs, Path::new("/data"), initial, SEGMENT_BYTES)
+            .map_err(|e| e.to_string())?;
+        let recovered = opened.recovered.clone();
+        let storage = SimStorage {
+            opened,
+            queue: Vec::new(),
+        };
+        Ok((storage, recovered))
+    }
+
+    /// Queues a persist action.
+    pub fn persist(&mut self, seq: u64, hard_state: Option<HardState>, entries: Vec<Entry>) {
+        self.queue.push(StorageCommand::Persist {
+            seq,
+            hard_state,
+            entries,
+        });
+    }
+
+    /// Queues a compaction through `through`.
+    pub fn compact(&mut self, through: LogIndex) {
+        self.queue.push(StorageCommand::CompactLog { through });
+    }
+
+    /// Queues a received chunk (`chunk_crc` is computed here, as the leader would).
+    pub fn write_chunk(&mut self, meta: SnapshotMeta, offset: u64, data: Vec<u8>, done: bool) {
+        self.queue.push(StorageCommand::WriteSnapshotChunk {
+            meta,
+            offset,
+            chunk_crc: crc32c::crc32c(&data),
+            data,
+            done,
+        });
+    }
+
+    /// Persists queued before a command not yet run.
+    pub fn queued_persists(&self) -> usize {
+        self.queue
+            .iter()
+            .filter(|c| matches!(c, StorageCommand::Persist { .. }))
+            .count()
+    }
+
+    /// Carries out the first `count` queued commands (all when `None`) as one batch and
+    /// returns what the thread reported; an error is the thread's fail-stop.
+    pub fn run(&mut self, count: Option<usize>) -> Result<Vec<SimStorageEvent>, String> {
+        let count = count.unwrap_or(self.queue.len()).min(self.queue.len());
+        let batch: Vec<StorageCommand> = self.queue.drain(..count).collect();
+        let (result, events) = self.opened.thread.carry_out_batch(batch);
+        result.map_err(|e| e.to_string())?;
+        events
+            .into_iter()
+            .map(|event| match event {
+                StorageEvent::Persisted { seq } => Ok(SimStorageEvent::Persisted(seq)),
+                StorageEvent::SnapshotChunkWritten {
+                    next_offset,
+                    rejected,
+                    ..
+                } => Ok(SimStorageEvent::ChunkWritten {
+                    next_offset,
+                    rejected,
+                }),
+                StorageEvent::SnapshotStored { meta } => Ok(SimStorageEvent::Stored(meta)),
+                other => Err(format!("unexpected storage event {other:?}")),
+            })
+            .collect()
+    }
+
+    /// Carries out every queued command up to and including the persist `seq`.
+    pub fn run_through(&mut self, seq: u64) -> Result<Vec<SimStorageEvent>, String> {
+        let count = self
+            .queue
+            .iter()
+            .position(|c| matches!(c, StorageCommand::Persist { seq: s, .. } if *s >= seq))
+            .map_or(self.queue.len(), |at| at + 1);
+        self.run(Some(count))
+    }
+
+    /// Writes a local snapshot of `bytes` described by `meta` (durable on return), as the
+    /// apply thread does.
+    pub fn write_local_snapshot(&self, meta: &SnapshotMeta, bytes: &[u8]) -> Result<(), String> {
+        let mut writer = self
+            .opened
+            .snapshots
+            .begin(file_meta(meta))
+            .map_err(|e| e.to_string())?;
+        std::io::Write::write_all(&mut writer, bytes).map_err(|e| e.to_string())?;
+        let info = writer.finish().map_err(|e| e.to_string())?;
+        let written = snapshot_meta(&info)?;
+        if written.checksum != meta.checksum {
+            return Err(format!(
+                "snapshot {} written with data CRC {:08x}, described as {:08x}",
+                meta.index, written.checksum, meta.checksum
+            ));
+        }
+        Ok(())
+    }
+
+    /// The bytes of the current snapshot, if any.
+    pub fn current_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, String> {
+        let store = &self.opened.snapshots;
+        let Some(info) = store.latest().map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let meta = snapshot_meta(&info)?;
+        let bytes = store
+            .read_chunk(&info, 0, meta.size_bytes as usize)
+            .map_err(|e| e.to_string())?;
+        Ok(Some((meta, bytes)))
+    }
+}
