@@ -233,11 +233,19 @@ impl StorageThread {
                     hard_state,
                     entries,
                 } => {
-                    if !entries.is_empty() && self.partial.is_some() && self.incoming.is_read() {
+                    let new_term = hard_state
+                        .as_ref()
+                        .is_some_and(|h| h.term.0 > self.hard_state.current().term);
+                    if (!entries.is_empty() || new_term)
+                        && self.partial.is_some()
+                        && self.incoming.is_read()
+                    {
                         // A leader sending a snapshot sends no entries: these come from one
-                        // replicating the log instead, so the transfer is abandoned. A restore
-                        // reading it stops now instead of waiting out its stall limit (the
-                        // partial file stays, to be resumed if a leader sends it again).
+                        // replicating the log instead. A new term means the leader that was
+                        // sending it is gone, or starts its transfer over (issue 14, finding
+                        // 7). Either way the transfer is abandoned: a restore reading it stops
+                        // now instead of holding the apply thread for its stall limit (the
+                        // partial file stays, to be continued if a leader sends it again).
                         self.incoming.invalidate();
                     }
                     // Term and vote first: entries of a new term must never be on disk
@@ -1210,6 +1218,44 @@ mod tests {
             error.to_string().contains("started over or changed"),
             "{error}"
         );
+        drop(tx);
+        thread.join().unwrap().unwrap();
+    }
+
+    /// Issue 14, finding 7: a new term means the leader that was sending the snapshot is
+    /// gone (or re-elected, restarting its transfer); a restore reading it must not hold the
+    /// apply thread until its stall limit.
+    #[test]
+    fn a_new_term_during_a_transfer_fails_its_readers_at_once() {
+        use std::io::Read;
+        let fs = SimFs::new();
+        let (meta, data) = incoming_snapshot(3000);
+        // Without the abandonment the read would end only at this limit, with another error.
+        let stall_limit = std::time::Duration::from_secs(5);
+        let (receiver, mut reader) = reading_first_chunk(&fs, &meta, &data, stall_limit);
+        let Receiving {
+            tx, events, thread, ..
+        } = receiver;
+        let next_event = || events.recv_timeout(std::time::Duration::from_secs(10));
+        // The node votes in a new term (no entries yet).
+        tx.send(persist(1, Some(hard_state(2, Some(3), 0)), Vec::new()))
+            .unwrap();
+        next_event().unwrap();
+        let error = reader.read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(
+            error.to_string().contains("started over or changed"),
+            "{error}"
+        );
+        // The partial file stays: a new leader sending the same snapshot continues it.
+        tx.send(chunk(&meta, &data, 0, 1000)).unwrap();
+        assert!(matches!(
+            next_event(),
+            Ok(StorageEvent::SnapshotChunkWritten {
+                next_offset: 1000,
+                rejected: false,
+                ..
+            })
+        ));
         drop(tx);
         thread.join().unwrap().unwrap();
     }
