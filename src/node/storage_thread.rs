@@ -236,17 +236,15 @@ impl StorageThread {
                     let new_term = hard_state
                         .as_ref()
                         .is_some_and(|h| h.term.0 > self.hard_state.current().term);
-                    if (!entries.is_empty() || new_term)
-                        && self.partial.is_some()
-                        && self.incoming.is_read()
-                    {
+                    if (!entries.is_empty() || new_term) && self.partial.is_some() {
                         // A leader sending a snapshot sends no entries: these come from one
                         // replicating the log instead. A new term means the leader that was
                         // sending it is gone, or starts its transfer over (issue 14, finding
                         // 7). Either way the transfer is abandoned: a restore reading it stops
-                        // now instead of holding the apply thread for its stall limit (the
-                        // partial file stays, to be continued if a leader sends it again).
-                        self.incoming.invalidate();
+                        // now, and one the apply thread has yet to open does not start,
+                        // instead of holding the apply thread for its stall limit. The
+                        // partial file stays, to be continued if a leader sends it again.
+                        self.incoming.abandon();
                     }
                     // Term and vote first: entries of a new term must never be on disk
                     // under an older saved term, which no restart accepts (issue 14, finding
@@ -1258,6 +1256,34 @@ mod tests {
         ));
         drop(tx);
         thread.join().unwrap().unwrap();
+    }
+
+    /// The apply thread may open its reader only after the transfer was abandoned (it was
+    /// busy when told the snapshot is arriving): it must not start waiting for bytes that
+    /// will not come.
+    #[test]
+    fn a_restore_that_opens_after_the_transfer_was_abandoned_does_not_wait() {
+        let (meta, data) = incoming_snapshot(3000);
+        let stall_limit = std::time::Duration::from_secs(5);
+        for abandon in [
+            persist(1, None, vec![entry(1, 1)]),
+            persist(1, Some(hard_state(2, Some(3), 0)), Vec::new()),
+        ] {
+            let fs = SimFs::new();
+            let receiver = receiving(&fs);
+            receiver.tx.send(chunk(&meta, &data, 0, 1000)).unwrap();
+            receiver.tx.send(abandon).unwrap();
+            for _ in 0..2 {
+                let event = receiver
+                    .events
+                    .recv_timeout(std::time::Duration::from_secs(10));
+                assert!(event.is_ok(), "{event:?}");
+            }
+            let opened = receiver.incoming.open_reader(&meta, stall_limit);
+            assert!(opened.is_err(), "a reader of an abandoned transfer opened");
+            drop(receiver.tx);
+            receiver.thread.join().unwrap().unwrap();
+        }
     }
 
     #[test]
