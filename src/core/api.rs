@@ -178,8 +178,10 @@ pub enum Input {
         data: Vec<u8>,
     },
     /// Answer to [`Action::WriteSnapshotChunk`]: the chunk is durable in the partial file.
-    /// When `installed` is set, the snapshot was verified, made current and restored into the
-    /// state machine; the core then resets its log to the snapshot point.
+    /// When `installed` is set, the snapshot was verified and made current, and the log
+    /// storage keeps restarts after it; the caller has the state machine restored from it
+    /// before applying any entry after it (it need not wait for that restore to say so). The
+    /// core then resets its log to the snapshot point.
     SnapshotChunkWritten {
         /// The snapshot.
         meta: SnapshotMeta,

@@ -10,7 +10,7 @@
 //! order and within the leader-wide `snapshot_bytes_per_tick` budget; a follower hands
 //! storage only chunks that continue exactly where the previous one ended (a gap is refused
 //! with the offset to resend from, a duplicate dropped or answered); a follower resets its
-//! log only after storage reports the snapshot verified, durable and restored.
+//! log only after storage reports the snapshot verified, durable and installed.
 
 use super::api::Action;
 use super::progress::ProgressState;

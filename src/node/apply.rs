@@ -824,6 +824,18 @@ impl Applier {
             .snapshots
             .open_current()?
             .ok_or_else(|| format!("snapshot {} to restore is missing", expected.index))?;
+        if meta.index > expected.index {
+            // The core takes a snapshot as soon as storage installed it, without waiting for
+            // this restore, so storage may have installed a newer one meanwhile (its `Restore`
+            // follows). Its state includes everything the older one holds, and the entries
+            // between the two are skipped as covered.
+            log::info!(
+                "snapshot {} was replaced by snapshot {} before it was restored; restoring that",
+                expected.index,
+                meta.index
+            );
+            return self.restore_from(&meta, &mut *reader);
+        }
         if meta.index != expected.index || meta.term != expected.term {
             return Err(format!(
                 "current snapshot is ({}, {}), expected ({}, {})",
@@ -1388,6 +1400,68 @@ mod tests {
             .try_iter()
             .any(|p| matches!(p, ApplyProgress::Restored(m) if m == meta));
         assert!(restored, "the core is still told the install finished");
+    }
+
+    /// Issue 14, finding 7: the core takes a received snapshot as soon as storage installed
+    /// it, so storage may install a newer one before this thread restores the first. The
+    /// newer one is restored then, and the entries between the two are covered.
+    #[test]
+    fn a_restore_overtaken_by_a_newer_installed_snapshot_restores_that_one() {
+        let leader_snapshots = MemorySnapshots::default();
+        let (commands, progress, thread) = start(leader_snapshots.clone(), 2);
+        // One batch per snapshot: a snapshot is taken at the end of a batch.
+        let mut taken = Vec::new();
+        for pair in [[1, 2], [3, 4]] {
+            let entries = pair
+                .iter()
+                .map(|&i| command(1, i, &[b'a' + i as u8 - 1], None))
+                .collect();
+            commands.send(ApplyCommand::Entries(entries)).unwrap();
+            loop {
+                let next = progress.recv_timeout(Duration::from_secs(5));
+                if let ApplyProgress::SnapshotTaken(meta) = next.expect("progress") {
+                    taken.push(meta);
+                    break;
+                }
+            }
+        }
+        drop(commands);
+        thread.join().unwrap();
+        let [older, newer] = taken.as_slice() else {
+            panic!("two snapshots expected: {taken:?}");
+        };
+        assert_eq!((older.index, newer.index), (LogIndex(2), LogIndex(4)));
+
+        // The follower's store already holds the newer one when the older one's turn comes.
+        let snapshots = MemorySnapshots::default();
+        let (commands, progress, thread) = start(snapshots.clone(), 1000);
+        *snapshots.0.lock().unwrap() = leader_snapshots.0.lock().unwrap().clone();
+        commands.send(ApplyCommand::Restore(older.clone())).unwrap();
+        let covered = vec![command(1, 3, b"c", None)];
+        commands.send(ApplyCommand::Entries(covered)).unwrap();
+        commands.send(ApplyCommand::Restore(newer.clone())).unwrap();
+        let next = vec![command(1, 5, b"e", None)];
+        commands.send(ApplyCommand::Entries(next)).unwrap();
+        let (read_tx, read_rx) = bounded(1);
+        let read = ApplyCommand::Read {
+            index: LogIndex(5),
+            term: Term(1),
+            query: Vec::new(),
+            reply: ReplyTo::Api(read_tx),
+            deadline: later(),
+        };
+        commands.send(read).unwrap();
+        match wait_reply(&read_rx) {
+            ClientResponseBody::Ok { result, .. } => assert_eq!(result, b"abcde"),
+            other => panic!("unexpected {other:?}"),
+        }
+        drop(commands);
+        thread.join().unwrap();
+        assert!(
+            !progress
+                .try_iter()
+                .any(|p| matches!(p, ApplyProgress::Failed(_)))
+        );
     }
 
     fn take_snapshot(commands: &Sender<ApplyCommand>) -> ClientResponseBody {

@@ -4,7 +4,9 @@
 //! The storage thread is the only writer: after every chunk it makes durable it publishes the
 //! new durable length of the partial file; whenever bytes it already published may change
 //! (the transfer starts over, is cut back at a damaged chunk, another snapshot starts, or the
-//! end of a transfer fails its check) it bumps the generation first. The apply thread reads
+//! end of a transfer fails its check) it bumps the generation first, and when the transfer is
+//! abandoned (log entries or a new term arrive meanwhile) it withdraws what it published, so
+//! no reader waits for bytes that will not come. The apply thread reads
 //! through a [`TailingReader`], which hands out only durable bytes, waits for more, and fails
 //! when the generation changes, when the node stops, when nothing new arrives for the stall
 //! limit, or when the data does not end with the checksum the leader announced.
@@ -103,6 +105,18 @@ impl IncomingSnapshot {
         progress.generation += 1;
         progress.arrival = None;
         self.shared.changed.notify_all();
+    }
+
+    /// Storage thread: the transfer being received was abandoned (the log is replicated
+    /// instead, or a new term began). Like [`IncomingSnapshot::invalidate`], but does nothing
+    /// when nothing is published, so calling it for every such persist costs a lock.
+    pub(crate) fn abandon(&self) {
+        let mut progress = self.shared.progress.lock();
+        if progress.arrival.is_some() {
+            progress.generation += 1;
+            progress.arrival = None;
+            self.shared.changed.notify_all();
+        }
     }
 
     /// Storage thread: a partial file (new, resumed or cut back) holds `start.durable` bytes;

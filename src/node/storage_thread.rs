@@ -269,12 +269,18 @@ impl StorageThread {
                     hard_state,
                     entries,
                 } => {
-                    if !entries.is_empty() && self.partial.is_some() && self.incoming.is_read() {
+                    let new_term = hard_state
+                        .as_ref()
+                        .is_some_and(|h| h.term.0 > self.hard_state.current().term);
+                    if (!entries.is_empty() || new_term) && self.partial.is_some() {
                         // A leader sending a snapshot sends no entries: these come from one
-                        // replicating the log instead, so the transfer is abandoned. A restore
-                        // reading it stops now instead of waiting out its stall limit (the
-                        // partial file stays, to be resumed if a leader sends it again).
-                        self.incoming.invalidate();
+                        // replicating the log instead. A new term means the leader that was
+                        // sending it is gone, or starts its transfer over (issue 14, finding
+                        // 7). Either way the transfer is abandoned: a restore reading it stops
+                        // now, and one the apply thread has yet to open does not start,
+                        // instead of holding the apply thread for its stall limit. The
+                        // partial file stays, to be continued if a leader sends it again.
+                        self.incoming.abandon();
                     }
                     // Term and vote first: entries of a new term must never be on disk
                     // under an older saved term, which no restart accepts (issue 14, finding
@@ -1267,6 +1273,72 @@ mod tests {
         );
         drop(tx);
         thread.join().unwrap().unwrap();
+    }
+
+    /// Issue 14, finding 7: a new term means the leader that was sending the snapshot is
+    /// gone (or re-elected, restarting its transfer); a restore reading it must not hold the
+    /// apply thread until its stall limit.
+    #[test]
+    fn a_new_term_during_a_transfer_fails_its_readers_at_once() {
+        use std::io::Read;
+        let fs = SimFs::new();
+        let (meta, data) = incoming_snapshot(3000);
+        // Without the abandonment the read would end only at this limit, with another error.
+        let stall_limit = std::time::Duration::from_secs(5);
+        let (receiver, mut reader) = reading_first_chunk(&fs, &meta, &data, stall_limit);
+        let Receiving {
+            tx, events, thread, ..
+        } = receiver;
+        let next_event = || events.recv_timeout(std::time::Duration::from_secs(10));
+        // The node votes in a new term (no entries yet).
+        tx.send(persist(1, Some(hard_state(2, Some(3), 0)), Vec::new()))
+            .unwrap();
+        next_event().unwrap();
+        let error = reader.read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(
+            error.to_string().contains("started over or changed"),
+            "{error}"
+        );
+        // The partial file stays: a new leader sending the same snapshot continues it.
+        tx.send(chunk(&meta, &data, 0, 1000)).unwrap();
+        assert!(matches!(
+            next_event(),
+            Ok(StorageEvent::SnapshotChunkWritten {
+                next_offset: 1000,
+                rejected: false,
+                ..
+            })
+        ));
+        drop(tx);
+        thread.join().unwrap().unwrap();
+    }
+
+    /// The apply thread may open its reader only after the transfer was abandoned (it was
+    /// busy when told the snapshot is arriving): it must not start waiting for bytes that
+    /// will not come.
+    #[test]
+    fn a_restore_that_opens_after_the_transfer_was_abandoned_does_not_wait() {
+        let (meta, data) = incoming_snapshot(3000);
+        let stall_limit = std::time::Duration::from_secs(5);
+        for abandon in [
+            persist(1, None, vec![entry(1, 1)]),
+            persist(1, Some(hard_state(2, Some(3), 0)), Vec::new()),
+        ] {
+            let fs = SimFs::new();
+            let receiver = receiving(&fs);
+            receiver.tx.send(chunk(&meta, &data, 0, 1000)).unwrap();
+            receiver.tx.send(abandon).unwrap();
+            for _ in 0..2 {
+                let event = receiver
+                    .events
+                    .recv_timeout(std::time::Duration::from_secs(10));
+                assert!(event.is_ok(), "{event:?}");
+            }
+            let opened = receiver.incoming.open_reader(&meta, stall_limit);
+            assert!(opened.is_err(), "a reader of an abandoned transfer opened");
+            drop(receiver.tx);
+            receiver.thread.join().unwrap().unwrap();
+        }
     }
 
     #[test]
