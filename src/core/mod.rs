@@ -19,6 +19,8 @@ mod replica;
 mod replication;
 pub mod rng;
 mod snapshot;
+#[cfg(test)]
+pub(crate) mod testing;
 mod transfer;
 
 pub use api::*;

@@ -217,60 +217,14 @@ impl Replica {
 
 #[cfg(test)]
 mod tests {
-    use super::super::api::{CoreConfig, Input, RecoveredState};
+    use super::super::api::Input;
     use super::*;
-    use rcraft_wire::{Membership, Message, MessageBody, Term};
+    use rcraft_wire::{Message, MessageBody};
 
-    /// Steps `input`, confirming every persist at once, and returns the actions.
-    fn step(replica: &mut Replica, input: Input) -> Vec<Action> {
-        replica.step(input);
-        let mut all = Vec::new();
-        loop {
-            let actions = replica.take_actions();
-            if actions.is_empty() {
-                return all;
-            }
-            for action in &actions {
-                if let Action::Persist { seq, .. } = action {
-                    replica.step(Input::Persisted { seq: *seq });
-                }
-            }
-            all.extend(actions);
-        }
-    }
+    use super::super::testing::{from_peer_in, leader_of_three, step_confirming as step};
 
     fn from_peer(from: u64, body: MessageBody) -> Input {
-        Input::Message(Message {
-            from: NodeId(from),
-            to: NodeId(1),
-            term: Term(1),
-            body,
-        })
-    }
-
-    /// Node 1, leader of nodes 1-3 in term 1, with its no-op committed (reads may start).
-    fn leader_of_three() -> Replica {
-        let recovered = RecoveredState {
-            initial_membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
-            ..RecoveredState::default()
-        };
-        let mut config = CoreConfig::new(NodeId(1), 5);
-        config.pre_vote = false;
-        let mut leader = Replica::new(config, recovered).unwrap();
-        step(&mut leader, Input::Campaign);
-        let vote = MessageBody::VoteResponse {
-            pre_vote: false,
-            granted: true,
-        };
-        step(&mut leader, from_peer(2, vote));
-        let ack = MessageBody::AppendResponse {
-            success: true,
-            match_index: LogIndex(1),
-            conflict: None,
-        };
-        step(&mut leader, from_peer(2, ack));
-        assert_eq!(leader.status().commit_index, LogIndex(1), "no-op committed");
-        leader
+        from_peer_in(1, from, body)
     }
 
     fn ready_reads(actions: &[Action]) -> Vec<RequestId> {
@@ -296,7 +250,7 @@ mod tests {
 
     #[test]
     fn an_answer_for_a_round_not_yet_sent_confirms_no_read() {
-        let mut leader = leader_of_three();
+        let mut leader = leader_of_three(|_| {});
         // Read 7 waits for round r, broadcast when the actions are drained.
         let actions = step(&mut leader, Input::ReadIndex { id: 7 });
         let round = heartbeat_round(&actions).expect("a round is sent for the read");
@@ -318,7 +272,7 @@ mod tests {
 
     #[test]
     fn a_far_future_read_context_does_not_confirm_later_reads() {
-        let mut leader = leader_of_three();
+        let mut leader = leader_of_three(|_| {});
         let forged = MessageBody::HeartbeatResponse {
             read_context: u64::MAX,
         };

@@ -518,35 +518,14 @@ fn shows_lost_entries(
 
 #[cfg(test)]
 mod tests {
-    use super::super::api::{Action, CoreConfig, Input, RecoveredState};
+    use super::super::api::{Action, Input};
     use super::*;
-    use rcraft_wire::{Membership, Message};
+    use rcraft_wire::Message;
 
-    /// Steps `input`, confirming every persist at once, and returns the actions.
-    fn step(replica: &mut Replica, input: Input) -> Vec<Action> {
-        replica.step(input);
-        let mut all = Vec::new();
-        loop {
-            let actions = replica.take_actions();
-            if actions.is_empty() {
-                return all;
-            }
-            for action in &actions {
-                if let Action::Persist { seq, .. } = action {
-                    replica.step(Input::Persisted { seq: *seq });
-                }
-            }
-            all.extend(actions);
-        }
-    }
+    use super::super::testing::{from_peer_in, leader_of_three, step_confirming as step};
 
     fn from_peer(from: u64, body: MessageBody) -> Input {
-        Input::Message(Message {
-            from: NodeId(from),
-            to: NodeId(1),
-            term: Term(1),
-            body,
-        })
+        from_peer_in(1, from, body)
     }
 
     /// The `prev_log_index` of every AppendRequest to `to` among `actions`.
@@ -578,20 +557,7 @@ mod tests {
     /// Node 1 leading nodes 1-3 in term 1 with entries 1-4 (its no-op and three commands),
     /// which node 2 acknowledged.
     fn leader_matched_by_node_2_through_4() -> Replica {
-        let voters = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
-        let recovered = RecoveredState {
-            initial_membership: voters,
-            ..RecoveredState::default()
-        };
-        let mut config = CoreConfig::new(NodeId(1), 5);
-        config.pre_vote = false;
-        let mut leader = Replica::new(config, recovered).unwrap();
-        step(&mut leader, Input::Campaign);
-        let vote = MessageBody::VoteResponse {
-            pre_vote: false,
-            granted: true,
-        };
-        step(&mut leader, from_peer(2, vote));
+        let mut leader = leader_of_three(|_| {});
         for id in 1..=3 {
             let data = vec![id as u8];
             step(

@@ -462,23 +462,7 @@ mod tests {
     use super::*;
     use rcraft_wire::{Membership, Message, Term};
 
-    /// Steps `input`, confirming every persist at once, and returns the actions.
-    fn step(replica: &mut Replica, input: Input) -> Vec<Action> {
-        replica.step(input);
-        let mut all = Vec::new();
-        loop {
-            let actions = replica.take_actions();
-            if actions.is_empty() {
-                return all;
-            }
-            for action in &actions {
-                if let Action::Persist { seq, .. } = action {
-                    replica.step(Input::Persisted { seq: *seq });
-                }
-            }
-            all.extend(actions);
-        }
-    }
+    use super::super::testing::{from_peer_in, step_confirming as step};
 
     fn chunk(meta: &SnapshotMeta, offset: u64) -> Input {
         chunk_of(meta, offset, 2, false)
@@ -664,12 +648,7 @@ mod tests {
     }
 
     fn from_peer(from: u64, body: MessageBody) -> Input {
-        Input::Message(Message {
-            from: NodeId(from),
-            to: NodeId(1),
-            term: Term(2),
-            body,
-        })
+        from_peer_in(2, from, body)
     }
 
     /// A leader of nodes 1-3 with a 100-byte snapshot in 10-byte chunks, two in flight, that

@@ -800,10 +800,10 @@ fn core_status(replica: &Replica, applied: LogIndex) -> NodeStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{CoreConfig, RecoveredState};
+    use crate::core::testing::{from_peer_in, leader_of_three, step_confirming as step};
     use crate::node::transport::{ClientConnId, Transport};
     use crossbeam_channel::bounded;
-    use rcraft_wire::{ClientResponse, Message, MessageBody, Term};
+    use rcraft_wire::{ClientResponse, Message, MessageBody};
     use std::sync::Arc;
 
     /// A network that drops everything: the test looks at what reaches the apply thread.
@@ -814,57 +814,10 @@ mod tests {
         fn reply(&self, _: ClientConnId, _: ClientResponse) {}
     }
 
-    fn from_peer(from: u64, body: MessageBody) -> Input {
-        Input::Message(Message {
-            from: NodeId(from),
-            to: NodeId(1),
-            term: Term(1),
-            body,
-        })
-    }
-
-    /// Steps `input`, confirming every persist at once, and returns the actions.
-    fn step(replica: &mut Replica, input: Input) -> Vec<Action> {
-        replica.step(input);
-        let mut all = Vec::new();
-        loop {
-            let actions = replica.take_actions();
-            if actions.is_empty() {
-                return all;
-            }
-            for action in &actions {
-                if let Action::Persist { seq, .. } = action {
-                    replica.step(Input::Persisted { seq: *seq });
-                }
-            }
-            all.extend(actions);
-        }
-    }
-
     /// Node 1 leading nodes 1-3 with lease reads on, its no-op committed, and a lease: node
     /// 2 answered the heartbeat round it just sent.
     fn leader_holding_a_lease() -> Replica {
-        let voters = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
-        let recovered = RecoveredState {
-            initial_membership: voters,
-            ..RecoveredState::default()
-        };
-        let mut config = CoreConfig::new(NodeId(1), 5);
-        config.pre_vote = false;
-        config.lease_reads = true;
-        let mut leader = Replica::new(config, recovered).unwrap();
-        step(&mut leader, Input::Campaign);
-        let vote = MessageBody::VoteResponse {
-            pre_vote: false,
-            granted: true,
-        };
-        step(&mut leader, from_peer(2, vote));
-        let ack = MessageBody::AppendResponse {
-            success: true,
-            match_index: LogIndex(1),
-            conflict: None,
-        };
-        step(&mut leader, from_peer(2, ack));
+        let mut leader = leader_of_three(|config| config.lease_reads = true);
         let mut round = None;
         while round.is_none() {
             round = step(&mut leader, Input::Tick).iter().find_map(|a| match a {
@@ -879,7 +832,7 @@ mod tests {
         let answer = MessageBody::HeartbeatResponse {
             read_context: round.unwrap(),
         };
-        step(&mut leader, from_peer(2, answer));
+        step(&mut leader, from_peer_in(1, 2, answer));
         leader
     }
 

@@ -1,0 +1,63 @@
+//! Helpers for the core's unit tests (and the node's tests of the consensus loop): stepping a
+//! replica with its persists confirmed at once, peer messages, and a leader to start from.
+//!
+//! Test-only; owns nothing.
+
+use super::api::{Action, CoreConfig, Input, RecoveredState};
+use super::replica::Replica;
+use rcraft_wire::{LogIndex, Membership, Message, MessageBody, NodeId, Term};
+
+/// Steps `input`, confirming every persist at once, and returns every action it led to.
+pub(crate) fn step_confirming(replica: &mut Replica, input: Input) -> Vec<Action> {
+    replica.step(input);
+    let mut all = Vec::new();
+    loop {
+        let actions = replica.take_actions();
+        if actions.is_empty() {
+            return all;
+        }
+        for action in &actions {
+            if let Action::Persist { seq, .. } = action {
+                replica.step(Input::Persisted { seq: *seq });
+            }
+        }
+        all.extend(actions);
+    }
+}
+
+/// A message of term `term` from node `from` to node 1.
+pub(crate) fn from_peer_in(term: u64, from: u64, body: MessageBody) -> Input {
+    Input::Message(Message {
+        from: NodeId(from),
+        to: NodeId(1),
+        term: Term(term),
+        body,
+    })
+}
+
+/// Node 1, leader of nodes 1-3 in term 1 (elected with node 2's vote, Pre-Vote off), its
+/// no-op committed with node 2's acknowledgement; `configure` adjusts its configuration.
+pub(crate) fn leader_of_three(configure: impl FnOnce(&mut CoreConfig)) -> Replica {
+    let recovered = RecoveredState {
+        initial_membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
+        ..RecoveredState::default()
+    };
+    let mut config = CoreConfig::new(NodeId(1), 5);
+    config.pre_vote = false;
+    configure(&mut config);
+    let mut leader = Replica::new(config, recovered).expect("a valid configuration");
+    step_confirming(&mut leader, Input::Campaign);
+    let vote = MessageBody::VoteResponse {
+        pre_vote: false,
+        granted: true,
+    };
+    step_confirming(&mut leader, from_peer_in(1, 2, vote));
+    let ack = MessageBody::AppendResponse {
+        success: true,
+        match_index: LogIndex(1),
+        conflict: None,
+    };
+    step_confirming(&mut leader, from_peer_in(1, 2, ack));
+    assert_eq!(leader.status().commit_index, LogIndex(1), "no-op committed");
+    leader
+}
