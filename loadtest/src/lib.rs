@@ -20,6 +20,8 @@ mod fake_server;
 pub mod faults;
 pub mod history;
 pub mod limits;
+pub mod linearizability;
+pub mod oplog;
 pub mod pipeline;
 pub mod progress;
 pub mod report;

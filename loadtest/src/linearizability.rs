@@ -1,0 +1,491 @@
+//! The linearizability checker: is the run's history of gets, puts, deletes and
+//! compare-and-swaps explainable by one register per key, each operation taking effect at one
+//! instant between its call and its return?
+//!
+//! Keys are independent registers, so each key's history is checked on its own (Herlihy and
+//! Wing's locality). The search is Wing and Gong's, with Lowe's memoisation ("Testing for
+//! linearisability", 2017), as in Porcupine: walk the events in time order, try to linearize
+//! each pending call, backtrack when a return is reached whose call was not linearized, and
+//! never revisit a (set of linearized operations, register value) configuration. The set is
+//! fingerprinted with 128-bit Zobrist hashing so a configuration costs 20 bytes in the cache.
+//! Every search has a step budget ([`CHECK_STEPS_PER_KEY`]); a key that exhausts it is
+//! reported as inconclusive, never as linearizable.
+//!
+//! Outcomes: a definite failure never took effect and is left out; a write with an unknown
+//! outcome may take effect at any time after its call, or never (its return is moved to the
+//! end of time, where taking effect last is the same as never); a read with an unknown outcome
+//! says nothing and is left out.
+//!
+//! On a violation the smallest failing window is searched for: first the shortest failing
+//! prefix of the history (linearizability is prefix-closed, operations answered after the cut
+//! counting as pending), then the latest start at which the rest still fails from any register
+//! value. A start is only taken at a cut no finished operation spans (operations whose outcome
+//! is unknown may span it), so every operation before it is linearized before every operation
+//! after it and the window alone proves the violation.
+//!
+//! Pure: called by the main thread after the run.
+
+use crate::limits::{CHECK_STEPS_PER_KEY, VIOLATIONS_KEPT};
+use crate::oplog::{OpRecord, Outcome, Request, Value};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// A register value inside the checker: an index into the key's written values.
+type Val = u32;
+/// The key does not exist.
+const ABSENT: Val = 0;
+/// A value the key can never hold (read, but never written to this key by a write that may
+/// have taken effect).
+const FOREIGN: Val = u32::MAX;
+/// Any value the key could hold: absent or one of its written values. Only a window's
+/// starting state; it makes the model more permissive, never less.
+const ANY: Val = u32::MAX - 1;
+/// Return time of an operation that may take effect at any time after its call.
+const NEVER: u64 = u64::MAX;
+
+/// One operation as the register model sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Put(Val),
+    Delete,
+    Get(Val),
+    CasSwapped {
+        expected: Val,
+        new: Val,
+    },
+    CasNotSwapped {
+        expected: Val,
+        found: Val,
+    },
+    /// A compare-and-swap whose outcome is unknown: swaps if the value matches.
+    CasMaybe {
+        expected: Val,
+        new: Val,
+    },
+}
+
+impl Step {
+    /// The register value after this operation from `state`; `None` when the operation's
+    /// answer is impossible from `state`.
+    fn apply(self, state: Val) -> Option<Val> {
+        let matches = |v: Val| v != FOREIGN && (state == ANY || state == v);
+        match self {
+            Step::Put(v) => Some(v),
+            Step::Delete => Some(ABSENT),
+            Step::Get(v) => matches(v).then_some(v),
+            Step::CasSwapped { expected, new } => matches(expected).then_some(new),
+            Step::CasNotSwapped { expected, found } => {
+                (found != expected && matches(found)).then_some(found)
+            }
+            Step::CasMaybe { expected, new } => Some(match state {
+                ANY => ANY,
+                s if s == expected => new,
+                s => s,
+            }),
+        }
+    }
+
+    /// The same write with its answer not yet known (a cut of the history fell inside it);
+    /// `None` for a read, which then says nothing.
+    fn pending(self, new_of_cas: Option<Val>) -> Option<Step> {
+        match self {
+            Step::Put(_) | Step::Delete | Step::CasMaybe { .. } => Some(self),
+            Step::CasSwapped { expected, new } => Some(Step::CasMaybe { expected, new }),
+            Step::CasNotSwapped { expected, .. } => Some(Step::CasMaybe {
+                expected,
+                new: new_of_cas.expect("a compare-and-swap has a new value"),
+            }),
+            Step::Get(_) => None,
+        }
+    }
+}
+
+/// One operation with its interval, as the search sees it.
+#[derive(Debug, Clone, Copy)]
+struct ModelOp {
+    call: u64,
+    ret: u64,
+    step: Step,
+    /// The new value of a compare-and-swap (for [`Step::pending`]).
+    cas_new: Option<Val>,
+    /// Position of the record in the key's history.
+    record: usize,
+}
+
+/// Translates one key's records into model operations, ordered by call time.
+fn model_ops(records: &[OpRecord]) -> Vec<ModelOp> {
+    // Every value a write that may have taken effect stores gets an index; any other value
+    // (another key's, a definitely failed write's, another run's) is FOREIGN.
+    let mut index: HashMap<Value, Val> = HashMap::new();
+    for r in records.iter().filter(|r| r.outcome != Outcome::Failed) {
+        if let Request::Put(id) | Request::Cas { new: id, .. } = r.request {
+            let next = Val::try_from(index.len() + 1).expect("fewer than 2^32 writes per key");
+            index.entry(Value::Written(id)).or_insert(next);
+        }
+    }
+    let val = |v: Value| match v {
+        Value::Absent => ABSENT,
+        v => index.get(&v).copied().unwrap_or(FOREIGN),
+    };
+    let mut ops: Vec<ModelOp> = records
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let unknown = r.outcome == Outcome::Unknown;
+            let (step, cas_new) = match (r.request, r.outcome) {
+                (_, Outcome::Failed) | (Request::Get, Outcome::Unknown) => return None,
+                (Request::Get, Outcome::Read(v)) => (Step::Get(val(v)), None),
+                (Request::Put(id), Outcome::Done | Outcome::Unknown) => {
+                    (Step::Put(val(Value::Written(id))), None)
+                }
+                (Request::Delete, Outcome::Done | Outcome::Unknown) => (Step::Delete, None),
+                (Request::Cas { expected, new }, outcome) => {
+                    let (expected, new) = (val(expected), val(Value::Written(new)));
+                    let step = match outcome {
+                        Outcome::Swapped => Step::CasSwapped { expected, new },
+                        Outcome::NotSwapped(found) => Step::CasNotSwapped {
+                            expected,
+                            found: val(found),
+                        },
+                        Outcome::Unknown => Step::CasMaybe { expected, new },
+                        // An answer that does not fit the request: nothing can explain it.
+                        _ => Step::Get(FOREIGN),
+                    };
+                    (step, Some(new))
+                }
+                // An answer that does not fit the request: nothing can explain it.
+                _ => (Step::Get(FOREIGN), None),
+            };
+            Some(ModelOp {
+                call: r.call_ns,
+                ret: if unknown {
+                    NEVER
+                } else {
+                    r.return_ns.max(r.call_ns)
+                },
+                step,
+                cas_new,
+                record: i,
+            })
+        })
+        .collect();
+    ops.sort_by_key(|op| (op.call, op.ret, op.record));
+    ops
+}
+
+/// What one search found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Search {
+    Linearizable,
+    NotLinearizable,
+    /// The step budget ran out first.
+    Inconclusive,
+}
+
+/// Random 128-bit keys for Zobrist hashing of the linearized set, from a fixed seed: the
+/// checker is deterministic.
+fn zobrist_keys(n: usize) -> Vec<u128> {
+    let mut rng = crate::workload::Rng::new(0x5EED_0F11_AEA4_1200);
+    (0..n)
+        .map(|_| (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64()))
+        .collect()
+}
+
+/// Wing and Gong's search with memoisation over `ops` from register value `initial`.
+fn search(ops: &[ModelOp], initial: Val, steps_max: u64) -> Search {
+    let n = ops.len();
+    // Event nodes: 0 is the list head; op i has its call at 1 + 2i and its return at 2 + 2i.
+    let mut events: Vec<(u64, u8, usize)> = Vec::with_capacity(2 * n);
+    for (i, op) in ops.iter().enumerate() {
+        // At equal times a call sorts before a return: the two operations overlap.
+        events.push((op.call, 0, 1 + 2 * i));
+        events.push((op.ret, 1, 2 + 2 * i));
+    }
+    events.sort_unstable();
+    let nodes = 2 * n + 1;
+    let (mut next, mut prev) = (vec![0usize; nodes], vec![0usize; nodes]);
+    let mut last = 0;
+    for &(_, _, node) in &events {
+        next[last] = node;
+        prev[node] = last;
+        last = node;
+    }
+    next[last] = 0;
+    prev[0] = last;
+
+    let unlink = |next: &mut [usize], prev: &mut [usize], node: usize| {
+        next[prev[node]] = next[node];
+        prev[next[node]] = prev[node];
+    };
+    let relink = |next: &mut [usize], prev: &mut [usize], node: usize| {
+        next[prev[node]] = node;
+        prev[next[node]] = node;
+    };
+
+    let keys = zobrist_keys(n);
+    let mut linearized: u128 = 0;
+    let mut seen: HashSet<(u128, Val)> = HashSet::new();
+    let mut stack: Vec<(usize, Val)> = Vec::new();
+    let mut state = initial;
+    let mut node = next[0];
+    let mut steps = 0u64;
+    while next[0] != 0 {
+        steps += 1;
+        if steps > steps_max {
+            return Search::Inconclusive;
+        }
+        if node % 2 == 1 {
+            // A call: try to linearize its operation now.
+            let i = (node - 1) / 2;
+            if let Some(after) = ops[i].step.apply(state)
+                && seen.insert((linearized ^ keys[i], after))
+            {
+                linearized ^= keys[i];
+                stack.push((i, state));
+                state = after;
+                unlink(&mut next, &mut prev, node);
+                unlink(&mut next, &mut prev, node + 1);
+                node = next[0];
+            } else {
+                node = next[node];
+            }
+        } else {
+            // A return whose call is still pending: undo the latest choice.
+            let Some((i, before)) = stack.pop() else {
+                return Search::NotLinearizable;
+            };
+            linearized ^= keys[i];
+            state = before;
+            relink(&mut next, &mut prev, 2 + 2 * i);
+            relink(&mut next, &mut prev, 1 + 2 * i);
+            node = next[1 + 2 * i];
+        }
+    }
+    Search::Linearizable
+}
+
+/// The verdict for one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// Some order of the operations explains every answer.
+    Linearizable,
+    /// None does; `window` is the smallest failing window found.
+    Violation {
+        /// Positions of the window's operations in the key's records, by call time.
+        window: Vec<usize>,
+        /// Operations answered after this time were treated as pending.
+        cut_ns: u64,
+        /// True when the window starts with the history (from an absent key); false when
+        /// it fails from any value the key could hold at its start.
+        from_start: bool,
+    },
+    /// The search ran out of steps.
+    Inconclusive,
+}
+
+/// Checks one key's records (all of the same key) against a register.
+pub fn check_key(records: &[OpRecord], steps_max: u64) -> KeyCheck {
+    let ops = model_ops(records);
+    match search(&ops, ABSENT, steps_max) {
+        Search::Linearizable => KeyCheck::Linearizable,
+        Search::Inconclusive => KeyCheck::Inconclusive,
+        Search::NotLinearizable => {
+            let (window, cut_ns, from_start) = smallest_window(&ops, steps_max);
+            KeyCheck::Violation {
+                window,
+                cut_ns,
+                from_start,
+            }
+        }
+    }
+}
+
+/// `ops` cut at `end`: only operations called by then; those answered later are pending.
+fn prefix(ops: &[ModelOp], end: u64) -> Vec<ModelOp> {
+    ops.iter()
+        .filter(|op| op.call <= end)
+        .filter_map(|op| {
+            if op.ret <= end {
+                return Some(*op);
+            }
+            op.step.pending(op.cas_new).map(|step| ModelOp {
+                ret: NEVER,
+                step,
+                ..*op
+            })
+        })
+        .collect()
+}
+
+/// The largest `i` in `0..len` for which `fails(i)` holds, given that `fails(0)` holds and
+/// that `fails` is monotone (true up to some index, false after it).
+fn binary_search_last(len: usize, mut fails: impl FnMut(usize) -> bool) -> usize {
+    // Invariant: fails(lo); no index above hi fails.
+    let (mut lo, mut hi) = (0, len - 1);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if fails(mid) { lo = mid } else { hi = mid - 1 }
+    }
+    lo
+}
+
+/// Shortest failing prefix, then latest failing start. Returns the window's record positions,
+/// the prefix's end and whether the window starts with the history.
+fn smallest_window(ops: &[ModelOp], steps_max: u64) -> (Vec<usize>, u64, bool) {
+    let mut ends: Vec<u64> = ops
+        .iter()
+        .map(|op| op.ret)
+        .filter(|&r| r != NEVER)
+        .collect();
+    ends.push(NEVER);
+    ends.sort_unstable();
+    ends.dedup();
+    // The full history fails; find the first end at which the prefix already fails
+    // (searching from the back keeps the invariant's shape: index 0 is the full history).
+    let ends_desc: Vec<u64> = ends.into_iter().rev().collect();
+    let fails_at_end = |i: usize| {
+        i == 0 || search(&prefix(ops, ends_desc[i]), ABSENT, steps_max) == Search::NotLinearizable
+    };
+    let end = ends_desc[binary_search_last(ends_desc.len(), fails_at_end)];
+    let cut = prefix(ops, end);
+
+    // Starts where no finished operation is in flight (ops are sorted by call).
+    let mut starts = vec![0usize];
+    let mut reach = 0u64;
+    for (i, op) in cut.iter().enumerate() {
+        if i > 0 && reach < op.call {
+            starts.push(i);
+        }
+        if op.ret != NEVER {
+            reach = reach.max(op.ret);
+        }
+    }
+    let window_from = |start: usize| -> Vec<ModelOp> {
+        // Finished operations before the start all returned before it (it is a cut).
+        cut.iter()
+            .enumerate()
+            .filter(|&(i, op)| i >= start || op.ret == NEVER)
+            .map(|(_, op)| *op)
+            .collect()
+    };
+    let fails_from = |i: usize| {
+        i == 0 || search(&window_from(starts[i]), ANY, steps_max) == Search::NotLinearizable
+    };
+    let start = starts[binary_search_last(starts.len(), fails_from)];
+    let window = if start == 0 { cut } else { window_from(start) };
+    (window.iter().map(|op| op.record).collect(), end, start == 0)
+}
+
+/// A key whose history is not linearizable, with its smallest failing window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Key number.
+    pub key: u64,
+    /// Operations of the key in the history.
+    pub ops: u64,
+    /// The window's operations, by call time.
+    pub window: Vec<OpRecord>,
+    /// Operations answered after this time (ns since the start) were treated as pending.
+    pub cut_ns: u64,
+    /// The window starts with the history (the key absent) rather than from any value.
+    pub from_start: bool,
+}
+
+impl Violation {
+    /// The window as text, one operation per line, at most `lines_max` operations.
+    pub fn describe(&self, key_name: &str, lines_max: usize) -> String {
+        let from = if self.from_start {
+            "starting from an absent key"
+        } else {
+            "whatever value the key held before"
+        };
+        let mut text = format!(
+            "key {key_name} ({} ops): no order of these {} operations explains every answer, {from}\n",
+            self.ops,
+            self.window.len()
+        );
+        for record in self.window.iter().take(lines_max) {
+            text.push_str("    ");
+            text.push_str(&record.describe());
+            if record.outcome != Outcome::Unknown && record.return_ns > self.cut_ns {
+                text.push_str("  (answered after the window: taken as pending)");
+            }
+            text.push('\n');
+        }
+        if self.window.len() > lines_max {
+            text.push_str(&format!("    ... {} more\n", self.window.len() - lines_max));
+        }
+        text
+    }
+}
+
+/// The verdict over the whole history.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Linearizability {
+    /// Operations of the keys whose check finished.
+    pub ops_checked: u64,
+    /// Keys whose check finished.
+    pub keys_checked: u64,
+    /// Keys whose search ran out of steps.
+    pub keys_inconclusive: u64,
+    /// Keys found not linearizable.
+    pub keys_violated: u64,
+    /// The first [`VIOLATIONS_KEPT`] violations, by key.
+    pub violations: Vec<Violation>,
+}
+
+impl Linearizability {
+    /// `Some(true)` when every key was checked and passed, `Some(false)` on a violation,
+    /// `None` when some key was inconclusive and none failed.
+    pub fn linearizable(&self) -> Option<bool> {
+        match (self.keys_violated, self.keys_inconclusive) {
+            (0, 0) => Some(true),
+            (0, _) => None,
+            _ => Some(false),
+        }
+    }
+}
+
+/// Checks every key of `records` with at most `steps_max` search steps per key.
+pub fn check_history(records: Vec<OpRecord>, steps_max: u64) -> Linearizability {
+    let mut by_key: BTreeMap<u64, Vec<OpRecord>> = BTreeMap::new();
+    for record in records {
+        by_key.entry(record.key).or_default().push(record);
+    }
+    let mut result = Linearizability::default();
+    for (key, records) in by_key {
+        match check_key(&records, steps_max) {
+            KeyCheck::Inconclusive => {
+                result.keys_inconclusive += 1;
+                continue;
+            }
+            KeyCheck::Linearizable => {}
+            KeyCheck::Violation {
+                window,
+                cut_ns,
+                from_start,
+            } => {
+                result.keys_violated += 1;
+                if result.violations.len() < VIOLATIONS_KEPT {
+                    result.violations.push(Violation {
+                        key,
+                        ops: records.len() as u64,
+                        window: window.iter().map(|&i| records[i]).collect(),
+                        cut_ns,
+                        from_start,
+                    });
+                }
+            }
+        }
+        result.keys_checked += 1;
+        result.ops_checked += records.len() as u64;
+    }
+    result
+}
+
+/// [`check_history`] with the default step budget.
+pub fn check(records: Vec<OpRecord>) -> Linearizability {
+    check_history(records, CHECK_STEPS_PER_KEY)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,444 @@
+//! Known-good and known-bad histories, and a cross-check of the search against a brute-force
+//! enumeration of every order on small random histories.
+
+use super::*;
+use crate::history::WriteId;
+use proptest::prelude::*;
+
+fn w(counter: u64) -> WriteId {
+    WriteId { client: 0, counter }
+}
+
+fn v(counter: u64) -> Value {
+    Value::Written(w(counter))
+}
+
+fn op(request: Request, outcome: Outcome, call_ns: u64, return_ns: u64) -> OpRecord {
+    OpRecord {
+        client: 0,
+        key: 0,
+        request,
+        outcome,
+        call_ns,
+        return_ns,
+    }
+}
+
+fn put(n: u64, call: u64, ret: u64) -> OpRecord {
+    op(Request::Put(w(n)), Outcome::Done, call, ret)
+}
+
+fn put_unknown(n: u64, call: u64) -> OpRecord {
+    op(Request::Put(w(n)), Outcome::Unknown, call, call + 1_000)
+}
+
+fn put_failed(n: u64, call: u64, ret: u64) -> OpRecord {
+    op(Request::Put(w(n)), Outcome::Failed, call, ret)
+}
+
+fn get(value: Value, call: u64, ret: u64) -> OpRecord {
+    op(Request::Get, Outcome::Read(value), call, ret)
+}
+
+fn del(call: u64, ret: u64) -> OpRecord {
+    op(Request::Delete, Outcome::Done, call, ret)
+}
+
+fn cas(expected: Value, new: u64, outcome: Outcome, call: u64, ret: u64) -> OpRecord {
+    let request = Request::Cas {
+        expected,
+        new: w(new),
+    };
+    op(request, outcome, call, ret)
+}
+
+const STEPS: u64 = 1_000_000;
+
+fn linearizable(history: &[OpRecord]) -> bool {
+    match check_key(history, STEPS) {
+        KeyCheck::Linearizable => true,
+        KeyCheck::Violation { .. } => false,
+        KeyCheck::Inconclusive => panic!("inconclusive on a tiny history"),
+    }
+}
+
+/// The failing window, as the records themselves.
+fn window(history: &[OpRecord]) -> Vec<OpRecord> {
+    match check_key(history, STEPS) {
+        KeyCheck::Violation { window, .. } => window.iter().map(|&i| history[i]).collect(),
+        other => panic!("expected a violation, got {other:?}"),
+    }
+}
+
+#[test]
+fn sequential_histories_pass() {
+    let history = [
+        get(Value::Absent, 0, 1),
+        put(1, 2, 3),
+        get(v(1), 4, 5),
+        put(2, 6, 7),
+        get(v(2), 8, 9),
+        del(10, 11),
+        get(Value::Absent, 12, 13),
+        cas(Value::Absent, 3, Outcome::Swapped, 14, 15),
+        cas(v(1), 4, Outcome::NotSwapped(v(3)), 16, 17),
+        cas(v(3), 5, Outcome::Swapped, 18, 19),
+        get(v(5), 20, 21),
+    ];
+    assert!(linearizable(&history));
+    assert!(linearizable(&[]));
+}
+
+#[test]
+fn overlapping_operations_that_are_linearizable_pass() {
+    // Two overlapping puts may land in either order; a read overlapping them sees either.
+    assert!(linearizable(&[
+        put(1, 0, 10),
+        put(2, 5, 15),
+        get(v(1), 12, 20)
+    ]));
+    assert!(linearizable(&[
+        put(1, 0, 10),
+        put(2, 5, 15),
+        get(v(2), 12, 20)
+    ]));
+    // Reads overlapping a put: the earlier read sees the old value, the later the new.
+    assert!(linearizable(&[
+        put(1, 0, 5),
+        put(2, 10, 30),
+        get(v(1), 12, 20),
+        get(v(2), 15, 25),
+    ]));
+    // A read that overlaps everything may see the first value even after later writes.
+    assert!(linearizable(&[
+        get(v(1), 0, 100),
+        put(1, 10, 20),
+        put(2, 30, 40),
+        get(v(2), 50, 60),
+    ]));
+    // Two overlapping compare-and-swaps from the same value: one swaps, one sees its result.
+    assert!(linearizable(&[
+        put(1, 0, 1),
+        cas(v(1), 2, Outcome::Swapped, 2, 10),
+        cas(v(1), 3, Outcome::NotSwapped(v(2)), 3, 11),
+    ]));
+}
+
+#[test]
+fn unknown_outcomes_may_take_effect_late_or_never() {
+    // An unknown put first seen long after it was called.
+    assert!(linearizable(&[
+        put(1, 0, 5),
+        put_unknown(2, 6),
+        get(v(1), 10, 12),
+        get(v(2), 20, 22),
+        get(v(2), 30, 32),
+    ]));
+    // ... or never seen at all.
+    assert!(linearizable(&[
+        put(1, 0, 5),
+        put_unknown(2, 6),
+        get(v(1), 100, 120)
+    ]));
+    // An unknown compare-and-swap that did swap.
+    assert!(linearizable(&[
+        put(1, 0, 5),
+        cas(v(1), 2, Outcome::Unknown, 6, 7),
+        get(v(2), 50, 60),
+    ]));
+    // An unknown read says nothing; a definitely failed put is simply absent.
+    assert!(linearizable(&[
+        put(1, 0, 5),
+        op(Request::Get, Outcome::Unknown, 6, 7),
+        put_failed(2, 8, 9),
+        get(v(1), 10, 11),
+    ]));
+}
+
+#[test]
+fn a_stale_read_after_an_acknowledged_write_fails_in_a_two_operation_window() {
+    let history = [put(1, 0, 1), put(2, 2, 3), get(v(1), 4, 5)];
+    assert!(!linearizable(&history));
+    assert_eq!(window(&history), vec![put(2, 2, 3), get(v(1), 4, 5)]);
+}
+
+#[test]
+fn a_new_then_old_read_inversion_fails() {
+    // The put overlaps both reads, but once one read saw the new value a later one cannot
+    // see the old.
+    let history = [
+        put(1, 0, 5),
+        put(2, 10, 30),
+        get(v(2), 12, 14),
+        get(v(1), 15, 20),
+    ];
+    assert!(!linearizable(&history));
+}
+
+#[test]
+fn a_read_of_a_value_never_written_fails_alone() {
+    let history = [put(1, 0, 1), get(Value::Foreign, 2, 3)];
+    assert_eq!(window(&history), vec![get(Value::Foreign, 2, 3)]);
+    // A value of this run that was never written to this key is as foreign.
+    assert!(!linearizable(&[put(1, 0, 1), get(v(9), 2, 3)]));
+}
+
+#[test]
+fn a_read_of_a_definitely_failed_write_fails() {
+    let history = [put(1, 0, 1), put_failed(2, 2, 3), get(v(2), 4, 5)];
+    assert!(!linearizable(&history));
+    assert_eq!(window(&history), vec![get(v(2), 4, 5)]);
+}
+
+#[test]
+fn two_compare_and_swaps_that_both_succeed_from_one_value_fail() {
+    let history = [
+        put(1, 0, 1),
+        cas(v(1), 2, Outcome::Swapped, 2, 10),
+        cas(v(1), 3, Outcome::Swapped, 3, 11),
+    ];
+    assert!(!linearizable(&history));
+    assert_eq!(window(&history), history[1..].to_vec());
+}
+
+#[test]
+fn a_lost_acknowledged_write_fails() {
+    // Read back after the run: absent, or the value before the acknowledged write.
+    assert!(!linearizable(&[put(1, 0, 1), get(Value::Absent, 100, 101)]));
+    assert!(!linearizable(&[
+        put(1, 0, 1),
+        put(2, 2, 3),
+        put_unknown(3, 4),
+        get(v(1), 100, 101),
+    ]));
+    // A delete lost the same way.
+    assert!(!linearizable(&[put(1, 0, 1), del(2, 3), get(v(1), 4, 5)]));
+}
+
+#[test]
+fn impossible_compare_and_swap_answers_fail() {
+    // Not swapped although the key held the expected value.
+    assert!(!linearizable(&[
+        put(1, 0, 1),
+        cas(v(1), 2, Outcome::NotSwapped(v(1)), 2, 3),
+    ]));
+    // Swapped although the key held something else.
+    assert!(!linearizable(&[
+        put(1, 0, 1),
+        cas(v(7), 2, Outcome::Swapped, 2, 3)
+    ]));
+    // A not-swapped compare-and-swap stored nothing: reading its value is impossible.
+    assert!(!linearizable(&[
+        put(1, 0, 1),
+        cas(Value::Absent, 2, Outcome::NotSwapped(v(1)), 2, 3),
+        get(v(2), 4, 5),
+    ]));
+}
+
+#[test]
+fn the_window_of_a_long_history_is_near_the_violation() {
+    let mut history = Vec::new();
+    for n in 0..200u64 {
+        history.push(put(n, 10 * n, 10 * n + 3));
+        history.push(get(v(n), 10 * n + 4, 10 * n + 8));
+    }
+    history.push(get(v(150), 5_000, 5_001));
+    let found = window(&history);
+    assert!(found.len() <= 3, "{found:?}");
+    assert_eq!(found.last(), Some(&get(v(150), 5_000, 5_001)));
+    let result = check_history(history.clone(), STEPS);
+    assert_eq!(result.linearizable(), Some(false));
+    assert_eq!((result.keys_violated, result.ops_checked), (1, 401));
+    let text = result.violations[0].describe("k0", 10);
+    assert!(text.contains("c0.150") && text.contains("get"), "{text}");
+}
+
+#[test]
+fn a_window_keeps_the_unknown_write_that_spans_its_start() {
+    // The unknown put of 1 may land after the put of 2; a window without it would be wrong.
+    let history = [
+        put_unknown(1, 0),
+        put(2, 10, 20),
+        get(v(1), 30, 40),
+        get(v(2), 50, 60),
+    ];
+    assert!(!linearizable(&history));
+    let found = window(&history);
+    assert!(found.contains(&put_unknown(1, 0)), "{found:?}");
+}
+
+#[test]
+fn keys_are_checked_independently_and_a_budget_makes_a_key_inconclusive() {
+    let mut other = put(1, 0, 1);
+    other.key = 1;
+    let result = check_history(vec![put(1, 0, 1), get(v(1), 2, 3), other], STEPS);
+    assert_eq!(result.linearizable(), Some(true));
+    assert_eq!((result.keys_checked, result.ops_checked), (2, 3));
+
+    let concurrent: Vec<OpRecord> = (0..12).map(|n| put(n, 0, 100)).collect();
+    let mut history = concurrent.clone();
+    history.push(get(v(99), 200, 201));
+    assert_eq!(check_key(&history, 5), KeyCheck::Inconclusive);
+    let result = check_history(history, 5);
+    assert_eq!(result.linearizable(), None);
+    assert_eq!((result.keys_inconclusive, result.ops_checked), (1, 0));
+}
+
+#[test]
+fn ten_concurrent_writes_are_searched_exhaustively() {
+    // Ten overlapping puts, then reads that disagree: every order of the puts is refuted.
+    // The search is exponential in the writes that overlap on one key; memoisation keeps
+    // ten cheap, and the step budget bounds anything larger.
+    let mut history = Vec::new();
+    for n in 0..10u64 {
+        history.push(put(n, n, 1_000 + n));
+        history.push(get(v(n), 2_000 + n, 3_000));
+    }
+    assert!(!linearizable(&history));
+    history.retain(|r| r.request != Request::Get);
+    history.push(get(v(7), 2_000, 3_000));
+    history.push(get(v(7), 2_001, 3_000));
+    assert!(linearizable(&history));
+}
+
+// ---------------------------------------------------------------------------------------
+// Brute force: every order that respects real time, from a given starting value.
+
+fn brute_apply(r: &OpRecord, state: Value) -> Option<Value> {
+    match (r.request, r.outcome) {
+        (Request::Get, Outcome::Read(value)) => (value == state).then_some(state),
+        (Request::Put(id), _) => Some(Value::Written(id)),
+        (Request::Delete, _) => Some(Value::Absent),
+        (Request::Cas { expected, new }, Outcome::Swapped) => {
+            (state == expected).then_some(Value::Written(new))
+        }
+        (Request::Cas { expected, .. }, Outcome::NotSwapped(found)) => {
+            (state != expected && state == found).then_some(state)
+        }
+        (Request::Cas { expected, new }, Outcome::Unknown) => Some(if state == expected {
+            Value::Written(new)
+        } else {
+            state
+        }),
+        other => panic!("generator made {other:?}"),
+    }
+}
+
+fn brute_linearizable(records: &[OpRecord], initial: Value) -> bool {
+    let ops: Vec<&OpRecord> = records
+        .iter()
+        .filter(|r| {
+            !matches!(
+                (r.request, r.outcome),
+                (_, Outcome::Failed) | (Request::Get, Outcome::Unknown)
+            )
+        })
+        .collect();
+    let ret = |r: &OpRecord| match r.outcome {
+        Outcome::Unknown => u64::MAX,
+        _ => r.return_ns,
+    };
+    fn dfs(ops: &[&OpRecord], ret: &dyn Fn(&OpRecord) -> u64, done: u32, state: Value) -> bool {
+        if done.count_ones() as usize == ops.len() {
+            return true;
+        }
+        (0..ops.len()).any(|i| {
+            let free = done & (1 << i) == 0
+                && (0..ops.len())
+                    .all(|j| j == i || done & (1 << j) != 0 || ret(ops[j]) >= ops[i].call_ns);
+            free && brute_apply(ops[i], state)
+                .is_some_and(|next| dfs(ops, ret, done | (1 << i), next))
+        })
+    }
+    dfs(&ops, &ret, 0, initial)
+}
+
+fn value_strategy() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        3 => (0u64..4).prop_map(v),
+        1 => Just(Value::Absent),
+        1 => Just(Value::Foreign),
+    ]
+}
+
+fn record_strategy() -> impl Strategy<Value = OpRecord> {
+    let interval = (0u64..30, 0u64..12);
+    let request = prop_oneof![
+        3 => Just(Request::Get),
+        3 => (0u64..4).prop_map(|n| Request::Put(w(n))),
+        1 => Just(Request::Delete),
+        2 => (value_strategy(), 0u64..4).prop_map(|(expected, n)| Request::Cas {
+            expected,
+            new: w(n),
+        }),
+    ];
+    (request, interval, value_strategy(), 0u8..10).prop_map(
+        |(request, (call, len), value, roll)| {
+            let outcome = match (request, roll) {
+                (_, 0) => Outcome::Failed,
+                (_, 1) => Outcome::Unknown,
+                (Request::Get, _) => Outcome::Read(value),
+                (Request::Put(_) | Request::Delete, _) => Outcome::Done,
+                (Request::Cas { .. }, r) if r % 2 == 0 => Outcome::Swapped,
+                (Request::Cas { .. }, _) => Outcome::NotSwapped(value),
+            };
+            op(request, outcome, call, call + len)
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn the_search_agrees_with_brute_force(history in prop::collection::vec(record_strategy(), 0..8)) {
+        let expected = brute_linearizable(&history, Value::Absent);
+        let verdict = check_key(&history, STEPS);
+        prop_assert_eq!(verdict == KeyCheck::Linearizable, expected, "{:?}", verdict);
+        if let KeyCheck::Violation { window, from_start, .. } = verdict {
+            // The window alone fails from every value the key could hold at its start,
+            // with operations answered after its end taken as pending.
+            let cut_records: Vec<OpRecord> = window.iter().map(|&i| history[i]).collect();
+            prop_assert!(!cut_records.is_empty());
+            // Those values: absent, or one a write that may have taken effect stored.
+            let mut starts = vec![Value::Absent];
+            let others = if from_start { 0 } else { usize::MAX };
+            starts.extend(history.iter().filter(|r| r.outcome != Outcome::Failed).filter_map(
+                |r| match r.request {
+                    Request::Put(id) | Request::Cas { new: id, .. } => Some(Value::Written(id)),
+                    _ => None,
+                },
+            ).take(others));
+            for start in starts {
+                prop_assert!(
+                    !brute_linearizable(&pending_after(&cut_records, &history, &window), start),
+                    "window {:?} passes from {:?}", cut_records, start
+                );
+            }
+        }
+    }
+}
+
+/// The window's records with those answered after the window's end turned into pending
+/// operations (writes unknown, reads dropped), as the checker treated them.
+fn pending_after(window: &[OpRecord], history: &[OpRecord], positions: &[usize]) -> Vec<OpRecord> {
+    let KeyCheck::Violation { cut_ns, .. } = check_key(history, STEPS) else {
+        unreachable!("called on violations only")
+    };
+    debug_assert_eq!(window.len(), positions.len());
+    window
+        .iter()
+        .filter_map(|r| {
+            if r.outcome == Outcome::Unknown || r.return_ns <= cut_ns {
+                return Some(*r);
+            }
+            match r.request {
+                Request::Get => None,
+                _ => Some(OpRecord {
+                    outcome: Outcome::Unknown,
+                    ..*r
+                }),
+            }
+        })
+        .collect()
+}

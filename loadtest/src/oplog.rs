@@ -1,0 +1,190 @@
+//! The operation history: every get, put, delete and compare-and-swap a client issued, with
+//! its call and return times on the run's one monotonic clock and its outcome.
+//!
+//! Each client thread appends to its own `Vec<OpRecord>` (no sharing during the run); the
+//! logs are merged after the run and handed to the linearizability checker
+//! (`linearizability.rs`). Values are kept as [`WriteId`]s, not bytes: every write stores a
+//! value unique to the run, so a value read names the write that produced it, and a record
+//! stays a few dozen bytes.
+//!
+//! Invariant: `call_ns <= return_ns` for every record; an operation whose outcome is unknown
+//! keeps the time the client gave up as `return_ns`, and the checker treats it as possibly
+//! taking effect at any time after its call (or never).
+
+use crate::history::WriteId;
+
+/// What a key held, as a client saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Value {
+    /// The key did not exist.
+    Absent,
+    /// The value stored by this write of the run.
+    Written(WriteId),
+    /// Bytes this run never wrote (another run's, or garbage).
+    Foreign,
+}
+
+impl Value {
+    /// Classifies bytes read from the store (`None`: the key is absent).
+    pub fn from_bytes(bytes: Option<&[u8]>) -> Value {
+        match bytes {
+            None => Value::Absent,
+            Some(bytes) => WriteId::parse(bytes).map_or(Value::Foreign, Value::Written),
+        }
+    }
+
+    /// The bytes to send for this value (`None`: absent). A foreign value cannot be rebuilt
+    /// and is sent as absent, which only makes a compare-and-swap less likely to succeed.
+    pub fn to_bytes(self, value_size: usize) -> Option<Vec<u8>> {
+        match self {
+            Value::Written(id) => Some(id.value(value_size).into_bytes()),
+            Value::Absent | Value::Foreign => None,
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Value::Absent => "absent".into(),
+            Value::Written(id) => format!("c{}.{}", id.client, id.counter),
+            Value::Foreign => "FOREIGN".into(),
+        }
+    }
+}
+
+/// The request a client sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Linearizable read.
+    Get,
+    /// Store the value of this write.
+    Put(WriteId),
+    /// Remove the key.
+    Delete,
+    /// Store the value of `new` if the key holds `expected`.
+    Cas {
+        /// What the key must hold.
+        expected: Value,
+        /// The write whose value is stored on success.
+        new: WriteId,
+    },
+}
+
+impl Request {
+    /// True for the requests that may change the store.
+    pub fn is_write(&self) -> bool {
+        !matches!(self, Request::Get)
+    }
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A put or delete was applied.
+    Done,
+    /// A get returned this value.
+    Read(Value),
+    /// A compare-and-swap stored its new value.
+    Swapped,
+    /// A compare-and-swap found this value instead of the expected one and changed nothing.
+    NotSwapped(Value),
+    /// Certainly did not and will not take effect.
+    Failed,
+    /// May or may not take effect, at any time after the call.
+    Unknown,
+}
+
+/// One operation of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpRecord {
+    /// Client thread number (read-back threads use numbers from [`READ_BACK_CLIENT`]).
+    pub client: u32,
+    /// Key number in `0..keys`.
+    pub key: u64,
+    /// What was asked.
+    pub request: Request,
+    /// What came back.
+    pub outcome: Outcome,
+    /// When the request was issued, nanoseconds since the start of the run.
+    pub call_ns: u64,
+    /// When the answer arrived (or the client gave up), nanoseconds since the start.
+    pub return_ns: u64,
+}
+
+/// Client numbers of the read-back after the run start here, so its reads are told apart
+/// from the workload's in a printed window.
+pub const READ_BACK_CLIENT: u32 = 1 << 30;
+
+impl OpRecord {
+    /// One line for a printed window: times in ms since the start of the run.
+    pub fn describe(&self) -> String {
+        let request = match self.request {
+            Request::Get => "get".to_string(),
+            Request::Put(id) => format!("put {}", Value::Written(id).describe()),
+            Request::Delete => "del".to_string(),
+            Request::Cas { expected, new } => format!(
+                "cas {} -> {}",
+                expected.describe(),
+                Value::Written(new).describe()
+            ),
+        };
+        let outcome = match self.outcome {
+            Outcome::Done => "ok".to_string(),
+            Outcome::Read(value) => format!("= {}", value.describe()),
+            Outcome::Swapped => "swapped".to_string(),
+            Outcome::NotSwapped(value) => format!("not swapped, found {}", value.describe()),
+            Outcome::Failed => "failed (definite)".to_string(),
+            Outcome::Unknown => "UNKNOWN outcome".to_string(),
+        };
+        let client = match self.client.checked_sub(READ_BACK_CLIENT) {
+            Some(n) => format!("read-back {n}"),
+            None => format!("client {}", self.client),
+        };
+        format!(
+            "[{:>10.3} ms .. {:>10.3} ms] {client:<14} {request} : {outcome}",
+            self.call_ns as f64 / 1e6,
+            self.return_ns as f64 / 1e6,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_classify_and_rebuild() {
+        let id = WriteId {
+            client: 2,
+            counter: 5,
+        };
+        let bytes = id.value(40).into_bytes();
+        assert_eq!(Value::from_bytes(Some(&bytes)), Value::Written(id));
+        assert_eq!(Value::from_bytes(None), Value::Absent);
+        assert_eq!(Value::from_bytes(Some(b"zzz")), Value::Foreign);
+        assert_eq!(Value::Written(id).to_bytes(40), Some(bytes));
+        assert_eq!(Value::Foreign.to_bytes(40), None);
+    }
+
+    #[test]
+    fn a_record_describes_itself_on_one_line() {
+        let record = OpRecord {
+            client: READ_BACK_CLIENT + 1,
+            key: 3,
+            request: Request::Cas {
+                expected: Value::Absent,
+                new: WriteId {
+                    client: 0,
+                    counter: 7,
+                },
+            },
+            outcome: Outcome::NotSwapped(Value::Foreign),
+            call_ns: 1_500_000,
+            return_ns: 2_000_000,
+        };
+        let line = record.describe();
+        assert!(line.contains("read-back 1"), "{line}");
+        assert!(line.contains("cas absent -> c0.7"), "{line}");
+        assert!(line.contains("not swapped, found FOREIGN"), "{line}");
+        assert!(!line.contains('\n'));
+    }
+}
