@@ -25,8 +25,9 @@
 //!
 //! Pure: called by the main thread after the run.
 
-use crate::limits::{CHECK_STEPS_PER_KEY, VIOLATIONS_KEPT};
+use crate::limits::{CHECK_STEPS_PER_KEY, VIOLATIONS_KEPT, WINDOW_LINES_MAX};
 use crate::oplog::{OpRecord, Outcome, Request, Value};
+use crate::report::thousands;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// A register value inside the checker: an index into the key's written values.
@@ -168,8 +169,73 @@ fn model_ops(records: &[OpRecord]) -> Vec<ModelOp> {
             })
         })
         .collect();
+    settle_unknown_writes(&mut ops);
     ops.sort_by_key(|op| (op.call, op.ret, op.record));
     ops
+}
+
+/// The value an operation writes when it takes effect: `Some` for puts and
+/// compare-and-swaps, whose values are unique to one write in the loadtest's histories.
+fn written(step: Step) -> Option<Val> {
+    match step {
+        Step::Put(v) | Step::CasSwapped { new: v, .. } | Step::CasMaybe { new: v, .. } => Some(v),
+        _ => None,
+    }
+}
+
+/// Settles writes with unknown outcomes where the rest of the history already decides them,
+/// so the search need not try every place for them. Only for a value that one write alone
+/// stores (every value in a loadtest run), since the reasoning rests on that:
+///
+/// - Observed (a read returned it, a compare-and-swap expected it and swapped, or found it):
+///   the write took effect (for a compare-and-swap: it swapped) before the earliest answer
+///   of an observer, so that answer bounds its return.
+/// - Unreferenced (no operation observes it or expects it): dropping the write keeps the
+///   history linearizable or not. After it took effect nothing could read its value before
+///   the next write overwrote it, except unknown compare-and-swaps that then changed
+///   nothing, and those may as well take effect at the end.
+///
+/// Unknown deletes stay as they are (absence is written by many).
+fn settle_unknown_writes(ops: &mut Vec<ModelOp>) {
+    let mut writers: HashMap<Val, u32> = HashMap::new();
+    for op in ops.iter() {
+        if let Some(v) = written(op.step) {
+            *writers.entry(v).or_default() += 1;
+        }
+    }
+    // Earliest return of an operation that observes each value, and values merely expected.
+    let mut observed_by: HashMap<Val, u64> = HashMap::new();
+    let mut expected: HashSet<Val> = HashSet::new();
+    for op in ops.iter() {
+        let observed = match op.step {
+            Step::Get(v) | Step::CasSwapped { expected: v, .. } => Some(v),
+            Step::CasNotSwapped { found, .. } => Some(found),
+            Step::CasMaybe { expected: v, .. } => {
+                expected.insert(v);
+                None
+            }
+            Step::Put(_) | Step::Delete => None,
+        };
+        if let Some(v) = observed {
+            let earliest = observed_by.entry(v).or_insert(op.ret);
+            *earliest = (*earliest).min(op.ret);
+        }
+    }
+    ops.retain_mut(|op| {
+        let Some(v) = written(op.step).filter(|v| writers[v] == 1 && op.ret == NEVER) else {
+            return true;
+        };
+        match observed_by.get(&v) {
+            Some(&first_answer) => {
+                op.ret = first_answer.max(op.call);
+                if let Step::CasMaybe { expected, new } = op.step {
+                    op.step = Step::CasSwapped { expected, new };
+                }
+                true
+            }
+            None => expected.contains(&v),
+        }
+    });
 }
 
 /// What one search found.
@@ -442,6 +508,42 @@ impl Linearizability {
             (0, _) => None,
             _ => Some(false),
         }
+    }
+}
+
+impl Linearizability {
+    /// The verdict in one line, for the report.
+    pub fn summary(&self) -> String {
+        let checked = format!(
+            "{} operations on {} keys",
+            thousands(self.ops_checked),
+            thousands(self.keys_checked)
+        );
+        let mut text = match self.linearizable() {
+            Some(true) => format!("yes: {checked}"),
+            Some(false) => format!(
+                "NO: {} KEYS NOT LINEARIZABLE ({checked} checked)",
+                thousands(self.keys_violated)
+            ),
+            None => format!("not decided: {checked} linearizable"),
+        };
+        if self.keys_inconclusive > 0 {
+            // The search grows with the operations in flight on one key at a time.
+            text.push_str(&format!(
+                ", {} keys over the search budget (too many operations in flight per key: \
+                 use more --keys)",
+                thousands(self.keys_inconclusive)
+            ));
+        }
+        text
+    }
+
+    /// The failing windows kept, one operation per line, naming keys with `key_name`.
+    pub fn windows_text(&self, key_name: impl Fn(u64) -> String) -> String {
+        self.violations
+            .iter()
+            .map(|v| v.describe(&key_name(v.key), WINDOW_LINES_MAX))
+            .collect()
     }
 }
 

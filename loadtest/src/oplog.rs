@@ -11,7 +11,9 @@
 //! keeps the time the client gave up as `return_ns`, and the checker treats it as possibly
 //! taking effect at any time after its call (or never).
 
-use crate::history::WriteId;
+use crate::history::{WriteId, WriteRecord};
+use crate::mix::LastSeen;
+use crate::stats::OpOutcome;
 
 /// What a key held, as a client saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -147,6 +149,67 @@ impl OpRecord {
     }
 }
 
+/// Everything one client thread recorded, returned when it ends.
+#[derive(Debug, Default)]
+pub struct ClientLog {
+    /// Writes that may have taken effect, for the read-back check (`history.rs`).
+    pub writes: Vec<WriteRecord>,
+    /// Every operation, for the linearizability checker.
+    pub ops: Vec<OpRecord>,
+    /// What the client last saw per key: the expected values of its compare-and-swaps.
+    pub last_seen: LastSeen,
+}
+
+impl ClientLog {
+    /// Records one finished operation and returns how the statistics count it. `term` is
+    /// the acknowledged entry's term, when known.
+    pub fn record(&mut self, op: OpRecord, term: Option<u64>) -> OpOutcome {
+        self.ops.push(op);
+        let acked_ns = (op.outcome != Outcome::Unknown).then_some(op.return_ns);
+        let write = |id: WriteId, delete: bool| WriteRecord {
+            key: op.key,
+            id,
+            start_ns: op.call_ns,
+            acked_ns,
+            term: acked_ns.and(term),
+            delete,
+        };
+        // A delete stores no value; its record's id is never compared.
+        let delete_id = WriteId {
+            client: op.client,
+            counter: u64::MAX,
+        };
+        match (op.request, op.outcome) {
+            (Request::Put(id), Outcome::Done | Outcome::Unknown) => {
+                self.writes.push(write(id, false));
+            }
+            (Request::Delete, Outcome::Done | Outcome::Unknown) => {
+                self.writes.push(write(delete_id, true));
+            }
+            (Request::Cas { new, .. }, Outcome::Swapped | Outcome::Unknown) => {
+                self.writes.push(write(new, false));
+            }
+            _ => {}
+        }
+        let seen = match (op.request, op.outcome) {
+            (_, Outcome::Read(value) | Outcome::NotSwapped(value)) => Some(value),
+            (Request::Put(id), Outcome::Done) => Some(Value::Written(id)),
+            (Request::Cas { new, .. }, Outcome::Swapped) => Some(Value::Written(new)),
+            (Request::Delete, Outcome::Done) => Some(Value::Absent),
+            _ => None,
+        };
+        if let Some(value) = seen {
+            self.last_seen.saw(op.key, value);
+        }
+        match op.outcome {
+            Outcome::Read(_) => OpOutcome::ReadOk,
+            Outcome::Done | Outcome::Swapped | Outcome::NotSwapped(_) => OpOutcome::WriteOk,
+            Outcome::Failed => OpOutcome::DefiniteError,
+            Outcome::Unknown => OpOutcome::Unknown,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +226,60 @@ mod tests {
         assert_eq!(Value::from_bytes(Some(b"zzz")), Value::Foreign);
         assert_eq!(Value::Written(id).to_bytes(40), Some(bytes));
         assert_eq!(Value::Foreign.to_bytes(40), None);
+    }
+
+    #[test]
+    fn a_client_log_keeps_writes_that_may_have_taken_effect() {
+        let id = |counter| WriteId { client: 0, counter };
+        let op = |request, outcome| OpRecord {
+            client: 0,
+            key: 4,
+            request,
+            outcome,
+            call_ns: 10,
+            return_ns: 20,
+        };
+        let mut log = ClientLog::default();
+        let cas = |new| Request::Cas {
+            expected: Value::Absent,
+            new: id(new),
+        };
+        let outcomes = [
+            log.record(op(Request::Put(id(0)), Outcome::Done), Some(2)),
+            log.record(op(Request::Put(id(1)), Outcome::Failed), None),
+            log.record(op(Request::Get, Outcome::Read(Value::Absent)), None),
+            log.record(op(cas(2), Outcome::NotSwapped(Value::Foreign)), Some(2)),
+            log.record(op(cas(3), Outcome::Swapped), Some(2)),
+            log.record(op(Request::Delete, Outcome::Unknown), None),
+        ];
+        assert_eq!(
+            outcomes,
+            [
+                OpOutcome::WriteOk,
+                OpOutcome::DefiniteError,
+                OpOutcome::ReadOk,
+                OpOutcome::WriteOk,
+                OpOutcome::WriteOk,
+                OpOutcome::Unknown
+            ]
+        );
+        assert_eq!(log.ops.len(), 6);
+        let writes: Vec<(u64, bool, Option<u64>)> = log
+            .writes
+            .iter()
+            .map(|w| (w.id.counter, w.delete, w.acked_ns))
+            .collect();
+        assert_eq!(
+            writes,
+            vec![
+                (0, false, Some(20)),
+                (3, false, Some(20)),
+                (u64::MAX, true, None)
+            ]
+        );
+        assert_eq!(log.writes[0].term, Some(2));
+        // The last value seen came from the swap; the unknown delete changes nothing.
+        assert_eq!(log.last_seen.expected(4), Value::Written(id(3)));
     }
 
     #[test]
