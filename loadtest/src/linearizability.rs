@@ -4,10 +4,12 @@
 //!
 //! Keys are independent registers, so each key's history is checked on its own (Herlihy and
 //! Wing's locality). The search is Wing and Gong's, with Lowe's memoisation ("Testing for
-//! linearisability", 2017), as in Porcupine: walk the events in time order, try to linearize
-//! each pending call, backtrack when a return is reached whose call was not linearized, and
+//! linearisability", 2017), as in Porcupine: at each step any operation called before the
+//! first return of a pending operation may be linearized next; backtrack when none can, and
 //! never revisit a (set of linearized operations, register value) configuration. The set is
 //! fingerprinted with 128-bit Zobrist hashing so a configuration costs 20 bytes in the cache.
+//! The order in which candidates are tried is chosen to find an answer fast (see `search`);
+//! unknown writes the history already decides are settled first (`settle_unknown_writes`).
 //! Every search has a step budget ([`CHECK_STEPS_PER_KEY`]); a key that exhausts it is
 //! reported as inconclusive, never as linearizable.
 //!
@@ -256,74 +258,178 @@ fn zobrist_keys(n: usize) -> Vec<u128> {
         .collect()
 }
 
-/// Wing and Gong's search with memoisation over `ops` from register value `initial`.
+/// The events of `ops` as a doubly linked list in time order, for the search to unlink an
+/// operation's call and return when it linearizes it and relink them when it undoes that.
+/// Node 0 is the head; operation `i` has its call at node `1 + 2i` and its return at `2 + 2i`.
+struct EventList {
+    next: Vec<usize>,
+    prev: Vec<usize>,
+}
+
+impl EventList {
+    fn new(ops: &[ModelOp]) -> EventList {
+        let mut events: Vec<(u64, u8, usize)> = Vec::with_capacity(2 * ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            // At equal times a call sorts before a return: the two operations overlap.
+            events.push((op.call, 0, 1 + 2 * i));
+            events.push((op.ret, 1, 2 + 2 * i));
+        }
+        events.sort_unstable();
+        let nodes = 2 * ops.len() + 1;
+        let (mut next, mut prev) = (vec![0usize; nodes], vec![0usize; nodes]);
+        let mut last = 0;
+        for &(_, _, node) in &events {
+            next[last] = node;
+            prev[node] = last;
+            last = node;
+        }
+        next[last] = 0;
+        prev[0] = last;
+        EventList { next, prev }
+    }
+
+    /// Takes operation `i` out (it has been linearized).
+    fn remove(&mut self, i: usize) {
+        for node in [1 + 2 * i, 2 + 2 * i] {
+            self.next[self.prev[node]] = self.next[node];
+            self.prev[self.next[node]] = self.prev[node];
+        }
+    }
+
+    /// Puts operation `i` back; undoes the latest [`EventList::remove`].
+    fn restore(&mut self, i: usize) {
+        for node in [2 + 2 * i, 1 + 2 * i] {
+            self.next[self.prev[node]] = node;
+            self.prev[self.next[node]] = node;
+        }
+    }
+
+    /// The operations that may be linearized next: those called before the first return of
+    /// an operation not yet linearized.
+    fn minimal(&self) -> Vec<usize> {
+        let mut found = Vec::new();
+        let mut node = self.next[0];
+        while node != 0 && node % 2 == 1 {
+            found.push((node - 1) / 2);
+            node = self.next[node];
+        }
+        found
+    }
+}
+
+/// The register value an operation requires, when it leaves the register unchanged.
+fn observes_only(step: Step) -> Option<Val> {
+    match step {
+        Step::Get(v) | Step::CasNotSwapped { found: v, .. } => Some(v),
+        _ => None,
+    }
+}
+
+/// The register value an operation's answer shows the register held.
+fn observed(step: Step) -> Option<Val> {
+    match step {
+        Step::Get(v) | Step::CasSwapped { expected: v, .. } => Some(v),
+        Step::CasNotSwapped { found, .. } => Some(found),
+        _ => None,
+    }
+}
+
+/// One level of the depth-first search: the operations that could come next, in the order
+/// they are tried, and how the search got here.
+struct Level {
+    candidates: Vec<usize>,
+    tried: usize,
+    /// The operation linearized to reach this level and the register value before it.
+    via: Option<(usize, Val)>,
+}
+
+/// Wing and Gong's search with memoisation over `ops` from register value `initial`, with
+/// two choices of order that only make it faster. An operation that only observes the
+/// register and matches it is linearized at once with no alternative tried (if any order
+/// works, one with it first does; not from [`ANY`], where observing narrows the value). Writes whose value some pending operation observes are
+/// tried after the others, so the write a later read needs tends to come last.
 fn search(ops: &[ModelOp], initial: Val, steps_max: u64) -> Search {
-    let n = ops.len();
-    // Event nodes: 0 is the list head; op i has its call at 1 + 2i and its return at 2 + 2i.
-    let mut events: Vec<(u64, u8, usize)> = Vec::with_capacity(2 * n);
-    for (i, op) in ops.iter().enumerate() {
-        // At equal times a call sorts before a return: the two operations overlap.
-        events.push((op.call, 0, 1 + 2 * i));
-        events.push((op.ret, 1, 2 + 2 * i));
+    let mut events = EventList::new(ops);
+    let keys = zobrist_keys(ops.len());
+    // Pending operations observing each value.
+    let mut watchers: HashMap<Val, u32> = HashMap::new();
+    for op in ops {
+        if let Some(v) = observed(op.step) {
+            *watchers.entry(v).or_default() += 1;
+        }
     }
-    events.sort_unstable();
-    let nodes = 2 * n + 1;
-    let (mut next, mut prev) = (vec![0usize; nodes], vec![0usize; nodes]);
-    let mut last = 0;
-    for &(_, _, node) in &events {
-        next[last] = node;
-        prev[node] = last;
-        last = node;
-    }
-    next[last] = 0;
-    prev[0] = last;
-
-    let unlink = |next: &mut [usize], prev: &mut [usize], node: usize| {
-        next[prev[node]] = next[node];
-        prev[next[node]] = prev[node];
-    };
-    let relink = |next: &mut [usize], prev: &mut [usize], node: usize| {
-        next[prev[node]] = node;
-        prev[next[node]] = node;
-    };
-
-    let keys = zobrist_keys(n);
-    let mut linearized: u128 = 0;
-    let mut seen: HashSet<(u128, Val)> = HashSet::new();
-    let mut stack: Vec<(usize, Val)> = Vec::new();
     let mut state = initial;
-    let mut node = next[0];
+    let mut linearized: u128 = 0;
+    let mut remaining = ops.len();
+    let mut seen: HashSet<(u128, Val)> = HashSet::new();
+    let order = |events: &EventList, state: Val, watchers: &HashMap<Val, u32>| {
+        let minimal = events.minimal();
+        if let Some(&i) = minimal.iter().find(|&&i| {
+            observes_only(ops[i].step).is_some() && ops[i].step.apply(state) == Some(state)
+        }) {
+            return vec![i];
+        }
+        // Observers first (from ANY they may narrow it), then writes nothing pending
+        // observes, then the others.
+        let rank = |i: usize| {
+            if observes_only(ops[i].step).is_some() {
+                return 0;
+            }
+            let value = written(ops[i].step).unwrap_or(ABSENT);
+            if watchers.get(&value).is_some_and(|&n| n > 0) {
+                2
+            } else {
+                1
+            }
+        };
+        let mut candidates = minimal;
+        candidates.sort_by_key(|&i| rank(i));
+        candidates
+    };
+    let mut levels = vec![Level {
+        candidates: order(&events, state, &watchers),
+        tried: 0,
+        via: None,
+    }];
     let mut steps = 0u64;
-    while next[0] != 0 {
+    while remaining > 0 {
         steps += 1;
         if steps > steps_max {
             return Search::Inconclusive;
         }
-        if node % 2 == 1 {
-            // A call: try to linearize its operation now.
-            let i = (node - 1) / 2;
-            if let Some(after) = ops[i].step.apply(state)
-                && seen.insert((linearized ^ keys[i], after))
-            {
-                linearized ^= keys[i];
-                stack.push((i, state));
-                state = after;
-                unlink(&mut next, &mut prev, node);
-                unlink(&mut next, &mut prev, node + 1);
-                node = next[0];
-            } else {
-                node = next[node];
+        let level = levels.last_mut().expect("the root level is never popped");
+        if let Some(&i) = level.candidates.get(level.tried) {
+            level.tried += 1;
+            let Some(after) = ops[i].step.apply(state) else {
+                continue;
+            };
+            if !seen.insert((linearized ^ keys[i], after)) {
+                continue;
             }
+            linearized ^= keys[i];
+            events.remove(i);
+            remaining -= 1;
+            if let Some(v) = observed(ops[i].step) {
+                *watchers.get_mut(&v).expect("counted above") -= 1;
+            }
+            levels.push(Level {
+                candidates: order(&events, after, &watchers),
+                tried: 0,
+                via: Some((i, state)),
+            });
+            state = after;
         } else {
-            // A return whose call is still pending: undo the latest choice.
-            let Some((i, before)) = stack.pop() else {
+            // Every choice here failed: undo the one that led here.
+            let Some((i, before)) = levels.pop().and_then(|l| l.via) else {
                 return Search::NotLinearizable;
             };
             linearized ^= keys[i];
+            events.restore(i);
+            remaining += 1;
+            if let Some(v) = observed(ops[i].step) {
+                *watchers.get_mut(&v).expect("counted above") += 1;
+            }
             state = before;
-            relink(&mut next, &mut prev, 2 + 2 * i);
-            relink(&mut next, &mut prev, 1 + 2 * i);
-            node = next[1 + 2 * i];
         }
     }
     Search::Linearizable
