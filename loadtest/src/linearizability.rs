@@ -171,8 +171,16 @@ fn model_ops(records: &[OpRecord]) -> Vec<ModelOp> {
             })
         })
         .collect();
-    settle_unknown_writes(&mut ops);
     ops.sort_by_key(|op| (op.call, op.ret, op.record));
+    ops
+}
+
+/// `ops` with the unknown writes the history decides settled (`settle_unknown_writes`).
+/// Only for a whole history or a prefix of one, from an absent key: the settling reasons
+/// from every operation that could store a value, which a window does not hold.
+fn settled(ops: &[ModelOp]) -> Vec<ModelOp> {
+    let mut ops = ops.to_vec();
+    settle_unknown_writes(&mut ops);
     ops
 }
 
@@ -449,6 +457,9 @@ pub enum KeyCheck {
         /// True when the window starts with the history (from an absent key); false when
         /// it fails from any value the key could hold at its start.
         from_start: bool,
+        /// Where the window starts: no operation answered before it is in the window, and
+        /// every operation called before it that is in the window has an unknown outcome.
+        start_ns: u64,
     },
     /// The search ran out of steps.
     Inconclusive,
@@ -456,16 +467,23 @@ pub enum KeyCheck {
 
 /// Checks one key's records (all of the same key) against a register.
 pub fn check_key(records: &[OpRecord], steps_max: u64) -> KeyCheck {
-    let ops = model_ops(records);
-    match search(&ops, ABSENT, steps_max) {
+    check_key_until(records, steps_max, NEVER)
+}
+
+/// [`check_key`] on the history cut at `cut_ns`: operations called later are left out and
+/// those answered later count as pending.
+fn check_key_until(records: &[OpRecord], steps_max: u64, cut_ns: u64) -> KeyCheck {
+    let ops = prefix(&model_ops(records), cut_ns);
+    match search(&settled(&ops), ABSENT, steps_max) {
         Search::Linearizable => KeyCheck::Linearizable,
         Search::Inconclusive => KeyCheck::Inconclusive,
         Search::NotLinearizable => {
-            let (window, cut_ns, from_start) = smallest_window(&ops, steps_max);
+            let (window, cut_ns, from_start, start_ns) = smallest_window(&ops, steps_max);
             KeyCheck::Violation {
                 window,
                 cut_ns,
                 from_start,
+                start_ns,
             }
         }
     }
@@ -501,8 +519,8 @@ fn binary_search_last(len: usize, mut fails: impl FnMut(usize) -> bool) -> usize
 }
 
 /// Shortest failing prefix, then latest failing start. Returns the window's record positions,
-/// the prefix's end and whether the window starts with the history.
-fn smallest_window(ops: &[ModelOp], steps_max: u64) -> (Vec<usize>, u64, bool) {
+/// the prefix's end, whether the window starts with the history, and its start.
+fn smallest_window(ops: &[ModelOp], steps_max: u64) -> (Vec<usize>, u64, bool, u64) {
     let mut ends: Vec<u64> = ops
         .iter()
         .map(|op| op.ret)
@@ -515,7 +533,9 @@ fn smallest_window(ops: &[ModelOp], steps_max: u64) -> (Vec<usize>, u64, bool) {
     // (searching from the back keeps the invariant's shape: index 0 is the full history).
     let ends_desc: Vec<u64> = ends.into_iter().rev().collect();
     let fails_at_end = |i: usize| {
-        i == 0 || search(&prefix(ops, ends_desc[i]), ABSENT, steps_max) == Search::NotLinearizable
+        i == 0
+            || search(&settled(&prefix(ops, ends_desc[i])), ABSENT, steps_max)
+                == Search::NotLinearizable
     };
     let end = ends_desc[binary_search_last(ends_desc.len(), fails_at_end)];
     let cut = prefix(ops, end);
@@ -543,8 +563,10 @@ fn smallest_window(ops: &[ModelOp], steps_max: u64) -> (Vec<usize>, u64, bool) {
         i == 0 || search(&window_from(starts[i]), ANY, steps_max) == Search::NotLinearizable
     };
     let start = starts[binary_search_last(starts.len(), fails_from)];
+    let start_ns = cut.get(start).map_or(0, |op| op.call);
     let window = if start == 0 { cut } else { window_from(start) };
-    (window.iter().map(|op| op.record).collect(), end, start == 0)
+    let records = window.iter().map(|op| op.record).collect();
+    (records, end, start == 0, start_ns)
 }
 
 /// A key whose history is not linearizable, with its smallest failing window.
@@ -603,6 +625,9 @@ pub struct Linearizability {
     pub keys_violated: u64,
     /// The first [`VIOLATIONS_KEPT`] violations, by key.
     pub violations: Vec<Violation>,
+    /// The history was cut here (ns since the start) because it reached
+    /// `HISTORY_OPS_MAX` operations; only the run before the cut was checked.
+    pub cut_ns: Option<u64>,
 }
 
 impl Linearizability {
@@ -633,6 +658,12 @@ impl Linearizability {
             ),
             None => format!("not decided: {checked} linearizable"),
         };
+        if let Some(cut_ns) = self.cut_ns {
+            text.push_str(&format!(
+                " (history capped: the first {:.1} s checked)",
+                cut_ns as f64 / 1e9
+            ));
+        }
         if self.keys_inconclusive > 0 {
             // The search grows with the operations in flight on one key at a time.
             text.push_str(&format!(
@@ -653,15 +684,23 @@ impl Linearizability {
     }
 }
 
-/// Checks every key of `records` with at most `steps_max` search steps per key.
-pub fn check_history(records: Vec<OpRecord>, steps_max: u64) -> Linearizability {
+/// Checks every key of `records` with at most `steps_max` search steps per key, up to
+/// `cut_ns` when the history was cut.
+pub fn check_history(
+    records: Vec<OpRecord>,
+    steps_max: u64,
+    cut_ns: Option<u64>,
+) -> Linearizability {
     let mut by_key: BTreeMap<u64, Vec<OpRecord>> = BTreeMap::new();
     for record in records {
         by_key.entry(record.key).or_default().push(record);
     }
-    let mut result = Linearizability::default();
+    let mut result = Linearizability {
+        cut_ns,
+        ..Linearizability::default()
+    };
     for (key, records) in by_key {
-        match check_key(&records, steps_max) {
+        match check_key_until(&records, steps_max, cut_ns.unwrap_or(NEVER)) {
             KeyCheck::Inconclusive => {
                 result.keys_inconclusive += 1;
                 continue;
@@ -671,6 +710,7 @@ pub fn check_history(records: Vec<OpRecord>, steps_max: u64) -> Linearizability 
                 window,
                 cut_ns,
                 from_start,
+                ..
             } => {
                 result.keys_violated += 1;
                 if result.violations.len() < VIOLATIONS_KEPT {
@@ -691,8 +731,8 @@ pub fn check_history(records: Vec<OpRecord>, steps_max: u64) -> Linearizability 
 }
 
 /// [`check_history`] with the default step budget.
-pub fn check(records: Vec<OpRecord>) -> Linearizability {
-    check_history(records, CHECK_STEPS_PER_KEY)
+pub fn check(records: Vec<OpRecord>, cut_ns: Option<u64>) -> Linearizability {
+    check_history(records, CHECK_STEPS_PER_KEY, cut_ns)
 }
 
 #[cfg(test)]

@@ -162,9 +162,12 @@ pub struct ClientLog {
 
 impl ClientLog {
     /// Records one finished operation and returns how the statistics count it. `term` is
-    /// the acknowledged entry's term, when known.
-    pub fn record(&mut self, op: OpRecord, term: Option<u64>) -> OpOutcome {
-        self.ops.push(op);
+    /// the acknowledged entry's term, when known; `in_history` says whether the operation
+    /// joins the history (its size is bounded) or only the read-back's writes.
+    pub fn record(&mut self, op: OpRecord, term: Option<u64>, in_history: bool) -> OpOutcome {
+        if in_history {
+            self.ops.push(op);
+        }
         let acked_ns = (op.outcome != Outcome::Unknown).then_some(op.return_ns);
         let write = |id: WriteId, delete: bool| WriteRecord {
             key: op.key,
@@ -245,12 +248,16 @@ mod tests {
             new: id(new),
         };
         let outcomes = [
-            log.record(op(Request::Put(id(0)), Outcome::Done), Some(2)),
-            log.record(op(Request::Put(id(1)), Outcome::Failed), None),
-            log.record(op(Request::Get, Outcome::Read(Value::Absent)), None),
-            log.record(op(cas(2), Outcome::NotSwapped(Value::Foreign)), Some(2)),
-            log.record(op(cas(3), Outcome::Swapped), Some(2)),
-            log.record(op(Request::Delete, Outcome::Unknown), None),
+            log.record(op(Request::Put(id(0)), Outcome::Done), Some(2), true),
+            log.record(op(Request::Put(id(1)), Outcome::Failed), None, true),
+            log.record(op(Request::Get, Outcome::Read(Value::Absent)), None, true),
+            log.record(
+                op(cas(2), Outcome::NotSwapped(Value::Foreign)),
+                Some(2),
+                true,
+            ),
+            log.record(op(cas(3), Outcome::Swapped), Some(2), true),
+            log.record(op(Request::Delete, Outcome::Unknown), None, true),
         ];
         assert_eq!(
             outcomes,

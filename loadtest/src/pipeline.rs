@@ -313,7 +313,8 @@ impl PipelinedClient<'_> {
             call_ns: in_flight.call_ns,
             return_ns: self.shared.elapsed_ns(),
         };
-        let outcome = self.log.record(op, term);
+        let in_history = self.shared.admit_to_history(op.call_ns);
+        let outcome = self.log.record(op, term, in_history);
         self.shared
             .recorder
             .record(self.client, outcome, in_flight.sent.elapsed());

@@ -323,7 +323,8 @@ pub fn run(
             }
         }
     };
-    let linearizability = (!interrupt.load(Ordering::Relaxed)).then(|| check_history(ops));
+    let linearizability =
+        (!interrupt.load(Ordering::Relaxed)).then(|| check_history(ops, shared.history_cut_ns()));
     let (rss_bytes_max, anon_rss_bytes_max) = match cluster {
         Some(cluster) => finish_cluster(cluster, &mut problems),
         None => (Vec::new(), Vec::new()),
@@ -365,14 +366,15 @@ fn mix_of(settings: &Settings) -> Mix {
         .map_or(Mix::reads_and_puts(settings.read_ratio), Mix::of)
 }
 
-/// Checks the history for linearizability, saying how long that took.
-fn check_history(ops: Vec<OpRecord>) -> Linearizability {
+/// Checks the history (cut at `cut_ns` if it reached its bound) for linearizability,
+/// saying how long that took.
+fn check_history(ops: Vec<OpRecord>, cut_ns: Option<u64>) -> Linearizability {
     eprintln!(
         "rcraft-loadtest: checking {} operations for linearizability",
         ops.len()
     );
     let started = Instant::now();
-    let result = linearizability::check(ops);
+    let result = linearizability::check(ops, cut_ns);
     eprintln!(
         "rcraft-loadtest: checked in {:.1} s",
         started.elapsed().as_secs_f64()

@@ -10,13 +10,13 @@
 
 use crate::backend::{ClusterAccess, KvSession, OpError};
 use crate::history::{WriteId, key_name};
-use crate::limits::{ERROR_BACKOFF, STATUS_POLL_INTERVAL};
+use crate::limits::{ERROR_BACKOFF, HISTORY_OPS_MAX, STATUS_POLL_INTERVAL};
 use crate::mix::{Mix, OpChoice};
 use crate::oplog::{ClientLog, OpRecord, Outcome, Request, Value};
 use crate::pipeline::{self, PipelineSpec};
 use crate::stats::{OpOutcome, Recorder};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,12 @@ pub struct RunShared {
     pub start: Instant,
     /// Latency and counters.
     pub recorder: Recorder,
+    /// Operations admitted to the history so far (may pass [`HISTORY_OPS_MAX`] by the
+    /// operations in flight when it was reached).
+    history_ops: AtomicU64,
+    /// When the history reached [`HISTORY_OPS_MAX`] (ns since the start); `u64::MAX` before.
+    /// Invariant: every operation called at or before it is in the history.
+    history_cut_ns: AtomicU64,
 }
 
 impl RunShared {
@@ -37,7 +43,36 @@ impl RunShared {
             stop: AtomicBool::new(false),
             start: Instant::now(),
             recorder: Recorder::new(),
+            history_ops: AtomicU64::new(0),
+            history_cut_ns: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// Whether an operation called at `call_ns` joins the history: every one until
+    /// [`HISTORY_OPS_MAX`] are recorded, then only those called before the cut (the time
+    /// the limit was reached), so the history stays a prefix of the run.
+    pub fn admit_to_history(&self, call_ns: u64) -> bool {
+        if call_ns > self.history_cut_ns.load(Ordering::Relaxed) {
+            return false;
+        }
+        if self.history_ops.fetch_add(1, Ordering::Relaxed) < HISTORY_OPS_MAX {
+            return true;
+        }
+        // Any operation admitted earlier returned before now, so it was called before the
+        // cut; the first to pass the limit sets it.
+        let now = self.elapsed_ns();
+        let _ = self.history_cut_ns.compare_exchange(
+            u64::MAX,
+            now,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        call_ns <= self.history_cut_ns.load(Ordering::Relaxed)
+    }
+
+    /// The time the history was cut at, if it reached [`HISTORY_OPS_MAX`].
+    pub fn history_cut_ns(&self) -> Option<u64> {
+        Some(self.history_cut_ns.load(Ordering::Relaxed)).filter(|&t| t != u64::MAX)
     }
 
     /// Nanoseconds since the start of the run.
@@ -192,7 +227,7 @@ fn client_loop(
             call_ns,
             return_ns: shared.elapsed_ns(),
         };
-        let outcome = log.record(record, term);
+        let outcome = log.record(record, term, shared.admit_to_history(call_ns));
         finish(shared, client, outcome, intended);
     }
     log
@@ -299,6 +334,23 @@ mod tests {
         assert!(history.unknown_writes() > 0);
         assert!(reads > 0);
         assert!(v.passed(), "{v:?}");
+    }
+
+    #[test]
+    fn the_history_is_cut_once_it_is_full() {
+        let shared = RunShared::new();
+        assert_eq!(shared.history_cut_ns(), None);
+        for _ in 0..HISTORY_OPS_MAX {
+            assert!(shared.admit_to_history(0));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        // The limit is reached: an operation called before now is still admitted, and sets
+        // the cut; one called after the cut is not.
+        assert!(shared.admit_to_history(1));
+        let cut = shared.history_cut_ns().unwrap();
+        assert!(cut >= 2_000_000);
+        assert!(shared.admit_to_history(cut));
+        assert!(!shared.admit_to_history(cut + 1));
     }
 
     #[test]

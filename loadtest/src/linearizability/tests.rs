@@ -246,7 +246,7 @@ fn the_window_of_a_long_history_is_near_the_violation() {
     let found = window(&history);
     assert!(found.len() <= 3, "{found:?}");
     assert_eq!(found.last(), Some(&get(v(150), 5_000, 5_001)));
-    let result = check_history(history.clone(), STEPS);
+    let result = check_history(history.clone(), STEPS, None);
     assert_eq!(result.linearizable(), Some(false));
     assert_eq!((result.keys_violated, result.ops_checked), (1, 401));
     let text = result.violations[0].describe("k0", 10);
@@ -271,7 +271,7 @@ fn a_window_keeps_the_unknown_write_that_spans_its_start() {
 fn keys_are_checked_independently_and_a_budget_makes_a_key_inconclusive() {
     let mut other = put(1, 0, 1);
     other.key = 1;
-    let result = check_history(vec![put(1, 0, 1), get(v(1), 2, 3), other], STEPS);
+    let result = check_history(vec![put(1, 0, 1), get(v(1), 2, 3), other], STEPS, None);
     assert_eq!(result.linearizable(), Some(true));
     assert_eq!((result.keys_checked, result.ops_checked), (2, 3));
 
@@ -279,9 +279,34 @@ fn keys_are_checked_independently_and_a_budget_makes_a_key_inconclusive() {
     let mut history = concurrent.clone();
     history.push(get(v(99), 200, 201));
     assert_eq!(check_key(&history, 5), KeyCheck::Inconclusive);
-    let result = check_history(history, 5);
+    let result = check_history(history, 5, None);
     assert_eq!(result.linearizable(), None);
     assert_eq!((result.keys_inconclusive, result.ops_checked), (1, 0));
+}
+
+#[test]
+fn a_cut_history_is_checked_as_the_prefix_before_the_cut() {
+    let history = vec![
+        put(1, 0, 10),
+        get(v(1), 20, 30),
+        // Answered after the cut: the read is left out, the put becomes pending.
+        get(v(7), 40, 60),
+        put(2, 45, 55),
+        // Called after the cut: left out.
+        get(Value::Foreign, 100, 110),
+    ];
+    assert_eq!(
+        check_history(history.clone(), STEPS, None).linearizable(),
+        Some(false)
+    );
+    let cut = check_history(history, STEPS, Some(50));
+    assert_eq!(cut.linearizable(), Some(true));
+    assert_eq!(cut.cut_ns, Some(50));
+    assert!(
+        cut.summary().contains("history capped"),
+        "{}",
+        cut.summary()
+    );
 }
 
 #[test]
@@ -526,13 +551,17 @@ proptest! {
         let expected = brute_linearizable(&history, Value::Absent);
         let verdict = check_key(&history, STEPS);
         prop_assert_eq!(verdict == KeyCheck::Linearizable, expected, "{:?}", verdict);
-        if let KeyCheck::Violation { window, from_start, .. } = verdict {
+        if let KeyCheck::Violation { window, from_start, start_ns, .. } = verdict {
             // The window alone fails from every value the key could hold at its start,
             // with operations answered after its end taken as pending.
             let cut_records: Vec<OpRecord> = window.iter().map(|&i| history[i]).collect();
             prop_assert!(!cut_records.is_empty());
             // Those values: absent, or one a write that may have taken effect could store.
-            let starts = if from_start { vec![Value::Absent] } else { reachable(&history) };
+            let starts = if from_start {
+                vec![Value::Absent]
+            } else {
+                reachable(&history, start_ns)
+            };
             for start in starts {
                 prop_assert!(
                     !brute_linearizable(&pending_after(&cut_records, &history, &window), start),
@@ -543,14 +572,16 @@ proptest! {
     }
 }
 
-/// Every value the key can hold: absent, put values, and the values of compare-and-swaps
-/// that swapped or may have, whose expected value can be held (to a fixed point).
-fn reachable(history: &[OpRecord]) -> Vec<Value> {
+/// Every value the key can hold at `start_ns`: absent, and the values stored by writes called
+/// before it (puts, and compare-and-swaps that swapped or may have, whose expected value can
+/// be held; to a fixed point).
+fn reachable(history: &[OpRecord], start_ns: u64) -> Vec<Value> {
     let mut values = vec![Value::Absent];
     loop {
         let before = values.len();
-        let may_store =
-            |r: &&OpRecord| !matches!(r.outcome, Outcome::Failed | Outcome::NotSwapped(_));
+        let may_store = |r: &&OpRecord| {
+            r.call_ns < start_ns && !matches!(r.outcome, Outcome::Failed | Outcome::NotSwapped(_))
+        };
         for r in history.iter().filter(may_store) {
             let stored = match r.request {
                 Request::Put(id) => Some(Value::Written(id)),
