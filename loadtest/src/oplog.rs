@@ -150,7 +150,7 @@ impl OpRecord {
 }
 
 /// Everything one client thread recorded, returned when it ends.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClientLog {
     /// Writes that may have taken effect, for the read-back check (`history.rs`).
     pub writes: Vec<WriteRecord>,
@@ -158,9 +158,28 @@ pub struct ClientLog {
     pub ops: Vec<OpRecord>,
     /// What the client last saw per key: the expected values of its compare-and-swaps.
     pub last_seen: LastSeen,
+    /// Whether `last_seen` is kept up to date: only a mix with compare-and-swaps needs it,
+    /// and it grows to one entry per key.
+    track_last_seen: bool,
+}
+
+impl Default for ClientLog {
+    fn default() -> Self {
+        ClientLog::new(true)
+    }
 }
 
 impl ClientLog {
+    /// An empty log; `track_last_seen` when the client issues compare-and-swaps.
+    pub fn new(track_last_seen: bool) -> ClientLog {
+        ClientLog {
+            writes: Vec::new(),
+            ops: Vec::new(),
+            last_seen: LastSeen::default(),
+            track_last_seen,
+        }
+    }
+
     /// Records one finished operation and returns how the statistics count it. `term` is
     /// the acknowledged entry's term, when known; `in_history` says whether the operation
     /// joins the history (its size is bounded) or only the read-back's writes.
@@ -201,7 +220,7 @@ impl ClientLog {
             (Request::Delete, Outcome::Done) => Some(Value::Absent),
             _ => None,
         };
-        if let Some(value) = seen {
+        if let Some(value) = seen.filter(|_| self.track_last_seen) {
             self.last_seen.saw(op.key, value);
         }
         match op.outcome {

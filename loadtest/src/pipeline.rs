@@ -111,7 +111,7 @@ pub fn client_loop(
         shared,
         rng: Rng::new(spec.run_id ^ (client as u64 + 1)),
         counter: 0,
-        log: ClientLog::default(),
+        log: ClientLog::new(spec.mix.cas > 0.0),
     };
     let mut connection: Option<Connection> = None;
     let mut stopped_at: Option<Instant> = None;

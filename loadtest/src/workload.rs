@@ -175,7 +175,7 @@ fn client_loop(
     access: &dyn ClusterAccess,
     shared: &RunShared,
 ) -> ClientLog {
-    let mut log = ClientLog::default();
+    let mut log = ClientLog::new(spec.mix.cas > 0.0);
     let Some(mut session) = connect(access, shared) else {
         return log;
     };
