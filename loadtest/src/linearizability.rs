@@ -467,16 +467,28 @@ pub enum KeyCheck {
 
 /// Checks one key's records (all of the same key) against a register.
 pub fn check_key(records: &[OpRecord], steps_max: u64) -> KeyCheck {
-    check_key_until(records, steps_max, NEVER)
+    check_key_until(records, steps_max, NEVER, true)
 }
 
 /// [`check_key`] on the history cut at `cut_ns`: operations called later are left out and
-/// those answered later count as pending.
-fn check_key_until(records: &[OpRecord], steps_max: u64, cut_ns: u64) -> KeyCheck {
+/// those answered later count as pending. Without `want_window` a violation comes with an
+/// empty window (searching for one costs a few dozen more searches).
+fn check_key_until(
+    records: &[OpRecord],
+    steps_max: u64,
+    cut_ns: u64,
+    want_window: bool,
+) -> KeyCheck {
     let ops = prefix(&model_ops(records), cut_ns);
     match search(&settled(&ops), ABSENT, steps_max) {
         Search::Linearizable => KeyCheck::Linearizable,
         Search::Inconclusive => KeyCheck::Inconclusive,
+        Search::NotLinearizable if !want_window => KeyCheck::Violation {
+            window: Vec::new(),
+            cut_ns,
+            from_start: true,
+            start_ns: 0,
+        },
         Search::NotLinearizable => {
             let (window, cut_ns, from_start, start_ns) = smallest_window(&ops, steps_max);
             KeyCheck::Violation {
@@ -700,7 +712,8 @@ pub fn check_history(
         ..Linearizability::default()
     };
     for (key, records) in by_key {
-        match check_key_until(&records, steps_max, cut_ns.unwrap_or(NEVER)) {
+        let want_window = result.violations.len() < VIOLATIONS_KEPT;
+        match check_key_until(&records, steps_max, cut_ns.unwrap_or(NEVER), want_window) {
             KeyCheck::Inconclusive => {
                 result.keys_inconclusive += 1;
                 continue;

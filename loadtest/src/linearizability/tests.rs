@@ -285,6 +285,23 @@ fn keys_are_checked_independently_and_a_budget_makes_a_key_inconclusive() {
 }
 
 #[test]
+fn windows_are_searched_for_the_kept_violations_only() {
+    let mut history = Vec::new();
+    for key in 0..10 {
+        for mut r in [put(1, 0, 1), put(2, 2, 3), get(v(1), 4, 5)] {
+            r.key = key;
+            history.push(r);
+        }
+    }
+    let result = check_history(history, STEPS, None);
+    assert_eq!(result.keys_violated, 10);
+    assert_eq!(result.violations.len(), crate::limits::VIOLATIONS_KEPT);
+    assert!(result.violations.iter().all(|v| v.window.len() == 2));
+    let text = result.windows_text(|k| format!("k{k}"));
+    assert!(text.contains("key k0 ") && text.contains("key k2 ") && !text.contains("key k3 "));
+}
+
+#[test]
 fn a_cut_history_is_checked_as_the_prefix_before_the_cut() {
     let history = vec![
         put(1, 0, 10),
