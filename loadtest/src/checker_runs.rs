@@ -1,6 +1,7 @@
 //! Whole runs (`run::run`) through the real client adapter against the fake node: the
 //! linearizability checker passes a correct store under every workload, blocking and
-//! pipelined, and catches a planted server bug (reads served from a lagging copy).
+//! pipelined, and catches planted server bugs (reads served from a lagging copy,
+//! acknowledged writes lost).
 
 use crate::backend::{ClusterAccess, RcraftCluster};
 use crate::cli::{Settings, Target};
@@ -106,5 +107,22 @@ fn stale_reads_from_a_lagging_copy_are_caught() {
     assert!(
         json.contains(r#""linearizability_window":["key lt"#),
         "{json}"
+    );
+}
+
+#[test]
+fn acknowledged_writes_that_are_lost_are_caught() {
+    let node = FakeNode::start_with(
+        rcraft::config::CLUSTER_ID_DEFAULT,
+        FakeBug::LosesWrites { every: 50 },
+    );
+    let summary = run_against(&node, Some(WorkloadKind::WriteHeavy), 1);
+    let checked = summary.linearizability.as_ref().unwrap();
+    let text = summary.to_text();
+    assert_eq!(checked.linearizable(), Some(false), "{text}");
+    assert!(!summary.passed());
+    assert!(
+        checked.violations.iter().all(|v| v.window.len() <= 10),
+        "{text}"
     );
 }

@@ -13,7 +13,7 @@ use rcraft::wire::{
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -31,6 +31,12 @@ pub enum FakeBug {
         /// Writes between refreshes of the copy.
         lag: u64,
     },
+    /// Every `every`-th put is acknowledged without being applied, as a leader that
+    /// answered before its entry was durable and then lost it would.
+    LosesWrites {
+        /// Puts between lost ones.
+        every: u64,
+    },
 }
 
 /// The store and what the planted bug needs.
@@ -39,6 +45,8 @@ struct Store {
     /// The lagging copy reads come from under [`FakeBug::StaleReads`], and the writes
     /// applied so far.
     follower: Mutex<(Map, u64)>,
+    /// Puts answered so far.
+    puts: AtomicU64,
 }
 
 /// The running fake node; stopped and joined on drop.
@@ -66,6 +74,7 @@ impl FakeNode {
         let store = Arc::new(Store {
             bug,
             follower: Mutex::new((HashMap::new(), 0)),
+            puts: AtomicU64::new(0),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let (map2, stop2) = (map.clone(), stop.clone());
@@ -153,13 +162,18 @@ fn answer(body: ClientRequestBody, map: &Mutex<Map>, store: &Store) -> ClientRes
     let response = match command {
         Ok(KvCommand::Get { key }) => {
             let value = match store.bug {
-                FakeBug::None => map.get(&key).cloned(),
                 FakeBug::StaleReads { .. } => store.follower.lock().unwrap().0.get(&key).cloned(),
+                FakeBug::None | FakeBug::LosesWrites { .. } => map.get(&key).cloned(),
             };
             return ok(KvResponse::Value(value));
         }
         Ok(KvCommand::Put { key, value }) => {
-            map.insert(key, value);
+            let puts = store.puts.fetch_add(1, Ordering::Relaxed) + 1;
+            let lost = matches!(store.bug, FakeBug::LosesWrites { every }
+                if puts.is_multiple_of(every.max(1)));
+            if !lost {
+                map.insert(key, value);
+            }
             KvResponse::Done
         }
         Ok(KvCommand::Delete { key }) => {
