@@ -1,4 +1,5 @@
-//! The loadtest's view of a cluster: sessions that put and get, and per-node status.
+//! The loadtest's view of a cluster: sessions that put, get, delete and compare-and-swap, and
+//! per-node status.
 //!
 //! The rest of the tool talks to these traits only; [`RcraftCluster`] adapts
 //! `rcraft::client::Client` to them, and unit tests use an in-memory fake. A session is owned
@@ -18,6 +19,17 @@ pub struct WriteAck {
     pub term: Option<u64>,
 }
 
+/// A compare-and-swap the cluster answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CasReply {
+    /// True when the new value was stored.
+    pub swapped: bool,
+    /// When not swapped, the value the key held (`None`: absent).
+    pub current: Option<Vec<u8>>,
+    /// Term of the committed entry, when the client reports it.
+    pub term: Option<u64>,
+}
+
 /// A failed operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpError {
@@ -33,6 +45,10 @@ pub trait KvSession: Send {
     fn put(&mut self, key: &str, value: &str) -> Result<WriteAck, OpError>;
     /// Linearizable read of `key`.
     fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, OpError>;
+    /// Removes `key` (succeeds when absent).
+    fn delete(&mut self, key: &str) -> Result<WriteAck, OpError>;
+    /// Stores `new` under `key` if it holds `expected` (`None`: if absent).
+    fn cas(&mut self, key: &str, expected: Option<&[u8]>, new: &str) -> Result<CasReply, OpError>;
 }
 
 /// Shared access to a cluster: opens sessions and asks nodes for their status.
@@ -92,30 +108,67 @@ struct RcraftSession {
 
 impl KvSession for RcraftSession {
     fn put(&mut self, key: &str, value: &str) -> Result<WriteAck, OpError> {
-        // `submit` rather than `Client::put`: the result carries the entry's term, which the
-        // failover measurement needs.
         let command = KvCommand::Put {
             key: key.as_bytes().to_vec(),
             value: value.as_bytes().to_vec(),
         };
-        let result = self.client.submit(command.encode()).map_err(op_error)?;
-        match KvResponse::decode(&result.response) {
-            Ok(KvResponse::Done) => Ok(WriteAck {
-                term: Some(result.term.0),
-            }),
-            // The entry committed but the store refused it: the store did not change.
-            Ok(KvResponse::Error(message)) => Err(OpError::Definite(message)),
-            Ok(other) => Err(OpError::Unknown(format!(
+        match self.write(&command, "put")? {
+            (KvResponse::Done, term) => Ok(WriteAck { term: Some(term) }),
+            (other, _) => Err(OpError::Unknown(format!(
                 "unexpected answer to put: {other:?}"
-            ))),
-            Err(e) => Err(OpError::Unknown(format!(
-                "undecodable answer to put: {e:?}"
             ))),
         }
     }
 
     fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, OpError> {
         self.client.get(key.as_bytes()).map_err(op_error)
+    }
+
+    fn delete(&mut self, key: &str) -> Result<WriteAck, OpError> {
+        let command = KvCommand::Delete {
+            key: key.as_bytes().to_vec(),
+        };
+        match self.write(&command, "del")? {
+            (KvResponse::Done, term) => Ok(WriteAck { term: Some(term) }),
+            (other, _) => Err(OpError::Unknown(format!(
+                "unexpected answer to del: {other:?}"
+            ))),
+        }
+    }
+
+    fn cas(&mut self, key: &str, expected: Option<&[u8]>, new: &str) -> Result<CasReply, OpError> {
+        let command = KvCommand::Cas {
+            key: key.as_bytes().to_vec(),
+            expected: expected.map(<[u8]>::to_vec),
+            new: new.as_bytes().to_vec(),
+        };
+        match self.write(&command, "cas")? {
+            (KvResponse::Cas { swapped, current }, term) => Ok(CasReply {
+                swapped,
+                current,
+                term: Some(term),
+            }),
+            (other, _) => Err(OpError::Unknown(format!(
+                "unexpected answer to cas: {other:?}"
+            ))),
+        }
+    }
+}
+
+impl RcraftSession {
+    /// Submits a write and decodes the store's answer, with the entry's term. `submit`
+    /// rather than `Client::put` and friends: the result carries the term, which the
+    /// failover measurement needs.
+    fn write(&mut self, command: &KvCommand, what: &str) -> Result<(KvResponse, u64), OpError> {
+        let result = self.client.submit(command.encode()).map_err(op_error)?;
+        match KvResponse::decode(&result.response) {
+            // The entry committed but the store refused it: the store did not change.
+            Ok(KvResponse::Error(message)) => Err(OpError::Definite(message)),
+            Ok(response) => Ok((response, result.term.0)),
+            Err(e) => Err(OpError::Unknown(format!(
+                "undecodable answer to {what}: {e:?}"
+            ))),
+        }
     }
 }
 
@@ -176,6 +229,35 @@ pub mod fake {
 
         fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, OpError> {
             Ok(self.map.lock().unwrap().get(key).cloned())
+        }
+
+        fn delete(&mut self, key: &str) -> Result<WriteAck, OpError> {
+            self.map.lock().unwrap().remove(key);
+            Ok(WriteAck { term: Some(1) })
+        }
+
+        fn cas(
+            &mut self,
+            key: &str,
+            expected: Option<&[u8]>,
+            new: &str,
+        ) -> Result<CasReply, OpError> {
+            let mut map = self.map.lock().unwrap();
+            let current = map.get(key).cloned();
+            if current.as_deref() == expected {
+                map.insert(key.to_string(), new.as_bytes().to_vec());
+                Ok(CasReply {
+                    swapped: true,
+                    current: None,
+                    term: Some(1),
+                })
+            } else {
+                Ok(CasReply {
+                    swapped: false,
+                    current,
+                    term: Some(1),
+                })
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::limits::PIPELINE_DEPTH_MAX;
+use crate::mix::WorkloadKind;
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +38,10 @@ pub struct Args {
     /// Fraction of operations that are (linearizable) reads, 0.0 to 1.0.
     #[arg(long, default_value_t = 0.0, value_name = "F")]
     pub read_ratio: f64,
+    /// A mix of gets, puts, deletes and compare-and-swaps instead of --read-ratio's gets and
+    /// puts. Every run's history is checked for linearizability.
+    #[arg(long, value_enum, value_name = "MIX", conflicts_with = "read_ratio")]
+    pub workload: Option<WorkloadKind>,
     /// Open loop: total operations per second over all clients (latency then counts from
     /// the scheduled send time). Without it every client sends its next request on reply.
     #[arg(long, value_name = "OPS")]
@@ -125,6 +130,8 @@ pub struct Settings {
     pub keys: u64,
     /// Fraction of reads.
     pub read_ratio: f64,
+    /// Named operation mix; `None`: gets and puts by `read_ratio`.
+    pub workload: Option<WorkloadKind>,
     /// Total open-loop rate, if any.
     pub rate: Option<f64>,
     /// Requests in flight per connection; 1 selects the blocking client.
@@ -216,6 +223,7 @@ impl Args {
             value_size: self.value_size,
             keys: self.keys,
             read_ratio: self.read_ratio,
+            workload: self.workload,
             rate: self.rate,
             pipeline: self.pipeline,
             kill,
@@ -334,6 +342,19 @@ mod tests {
                 undo_after: Duration::from_secs(2)
             })
         );
+    }
+
+    #[test]
+    fn a_workload_replaces_the_read_ratio() {
+        let base = ["--spawn", "3", "--rcraft-bin", "/x"];
+        assert_eq!(parse(&base).unwrap().workload, None);
+        let with = |extra: &[&str]| parse(&[&base[..], extra].concat());
+        assert_eq!(
+            with(&["--workload", "cas-heavy"]).unwrap().workload,
+            Some(WorkloadKind::CasHeavy)
+        );
+        assert!(with(&["--workload", "read-heavy", "--read-ratio", "0.5"]).is_err());
+        assert!(with(&["--workload", "everything"]).is_err());
     }
 
     #[test]

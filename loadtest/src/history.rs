@@ -10,6 +10,9 @@
 //! acknowledged write `W` is a possible final value unless some other acknowledged write `A`
 //! started after `W` was acknowledged (then `A` is ordered after `W`). A key with at least one
 //! acknowledged write whose value is not possible counts as one lost acknowledged write.
+//! Deletes and successful compare-and-swaps are writes too: a delete that may be last makes
+//! absence a possible final value. (The linearizability checker, `linearizability.rs`, checks
+//! the whole history of reads and writes; this check only needs the writes.)
 
 use std::collections::HashMap;
 
@@ -47,8 +50,9 @@ impl WriteId {
     }
 }
 
-/// One write as the client saw it. Definitely failed writes are not recorded: they never
-/// take effect.
+/// One write as the client saw it (a put, a delete, or a compare-and-swap that swapped or
+/// whose outcome is unknown). Definitely failed writes are not recorded: they never take
+/// effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteRecord {
     /// Key number in `0..keys`.
@@ -61,6 +65,8 @@ pub struct WriteRecord {
     pub acked_ns: Option<u64>,
     /// Term of the acknowledged entry, when the client reports it.
     pub term: Option<u64>,
+    /// True for a delete: the write leaves the key absent (`id` only names it).
+    pub delete: bool,
 }
 
 /// The key name for key number `n` of run `run_id`. A fresh `run_id` per run keeps the key
@@ -91,19 +97,27 @@ pub fn check_key(writes: &[WriteRecord], observed: Option<&[u8]>) -> KeyVerdict 
         // Nothing acknowledged: absence or any of our unknown writes is fine.
         return match observed.map(WriteId::parse) {
             None => KeyVerdict::Consistent,
-            Some(Some(id)) if writes.iter().any(|w| w.id == id) => KeyVerdict::Consistent,
+            Some(Some(id)) if writes.iter().any(|w| w.id == id && !w.delete) => {
+                KeyVerdict::Consistent
+            }
             Some(_) => KeyVerdict::Unexpected,
         };
     };
-    let Some(id) = observed.and_then(WriteId::parse) else {
+    // The value the observation names: `None` for absence, `Some(None)` for foreign bytes.
+    let observed_id = observed.map(WriteId::parse);
+    if observed_id == Some(None) {
         return KeyVerdict::Lost;
-    };
+    }
     let possible = writes.iter().any(|w| {
-        w.id == id
-            && match w.acked_ns {
-                None => true,
-                Some(acked) => acked >= latest_acked_start,
-            }
+        let may_be_last = match w.acked_ns {
+            None => true,
+            Some(acked) => acked >= latest_acked_start,
+        };
+        let explains = match observed_id {
+            None => w.delete,
+            Some(id) => !w.delete && id == Some(w.id),
+        };
+        may_be_last && explains
     });
     if possible {
         KeyVerdict::Consistent
@@ -236,6 +250,7 @@ mod tests {
             start_ns: start,
             acked_ns: Some(end),
             term: None,
+            delete: false,
         }
     }
 
@@ -246,6 +261,7 @@ mod tests {
             start_ns: start,
             acked_ns: None,
             term: None,
+            delete: false,
         }
     }
 
@@ -309,6 +325,23 @@ mod tests {
         assert_eq!(check_key(&writes, Some(&value(0, 0))), KeyVerdict::Lost);
         // A value of another key's write (or another run) is not a possible value here.
         assert_eq!(check_key(&writes, Some(&value(9, 9))), KeyVerdict::Lost);
+    }
+
+    #[test]
+    fn a_delete_that_may_be_last_makes_absence_possible() {
+        let mut delete = acked(0, 1, 20, 30);
+        delete.delete = true;
+        let writes = [acked(0, 0, 0, 10), delete];
+        assert_eq!(check_key(&writes, None), KeyVerdict::Consistent);
+        assert_eq!(check_key(&writes, Some(&value(0, 0))), KeyVerdict::Lost);
+        // A delete's id is not a value it stored.
+        assert_eq!(check_key(&writes, Some(&value(0, 1))), KeyVerdict::Lost);
+        let writes = [delete, acked(0, 2, 40, 50)];
+        assert_eq!(check_key(&writes, None), KeyVerdict::Lost);
+        assert_eq!(
+            check_key(&writes, Some(&value(0, 2))),
+            KeyVerdict::Consistent
+        );
     }
 
     #[test]

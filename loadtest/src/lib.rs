@@ -1,7 +1,8 @@
 //! `rcraft-loadtest` as a library: the stress tool's parts, driven by the binary in `main.rs`.
 //!
-//! The pure parts (latency summaries, the write history and its verification, the JSON and
-//! text reports, the SVG chart) have no I/O and are unit-tested here. The parts with
+//! The pure parts (latency summaries, the operation mix, the write history and its
+//! read-back verification, the operation history and its linearizability checker, the JSON
+//! and text reports, the SVG chart) have no I/O and are unit-tested here. The parts with
 //! processes and sockets (spawned cluster, client threads, fault injection) are exercised by
 //! `tests/spawn.rs` against a real `rcraft` binary.
 //!
@@ -12,6 +13,8 @@
 
 pub mod backend;
 pub mod chart;
+#[cfg(test)]
+mod checker_runs;
 pub mod cli;
 pub mod cluster;
 pub mod error;
@@ -20,6 +23,9 @@ mod fake_server;
 pub mod faults;
 pub mod history;
 pub mod limits;
+pub mod linearizability;
+pub mod mix;
+pub mod oplog;
 pub mod pipeline;
 pub mod progress;
 pub mod report;

@@ -45,3 +45,15 @@ pub const PIPELINE_DEPTH_MAX: usize = 4096;
 
 /// Pause after a definite client error before the next operation (no busy loop when down).
 pub const ERROR_BACKOFF: Duration = Duration::from_millis(2);
+
+/// Search steps the linearizability checker may spend on one key before calling it
+/// inconclusive (a step is one attempt to linearize or undo one operation; the memo cache
+/// holds at most this many 20-byte configurations).
+pub const CHECK_STEPS_PER_KEY: u64 = 2_000_000;
+/// Operations recorded for the linearizability check (about 100 bytes each). Past it the
+/// history is cut at the time the limit was reached and only that prefix is checked.
+pub const HISTORY_OPS_MAX: u64 = 5_000_000;
+/// Violations (keys with their failing windows) kept for the report.
+pub const VIOLATIONS_KEPT: usize = 3;
+/// Operations of a failing window printed in the text report.
+pub const WINDOW_LINES_MAX: usize = 40;

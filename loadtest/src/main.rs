@@ -1,8 +1,10 @@
 //! `rcraft-loadtest`: parses the flags, runs one load test, prints the summary, writes the
-//! JSON and chart, and exits 0 only when every acknowledged write was read back.
+//! JSON and chart, and exits 0 only when every acknowledged write was read back and the
+//! history was found linearizable.
 //!
-//! Exit status: 0 verified, 1 acknowledged writes lost (or keys unreadable), 2 usage or setup
-//! error, 130 interrupted.
+//! Exit status: 0 verified, 1 acknowledged writes lost (or keys unreadable), a history that is
+//! not linearizable, or one the checker could not decide, 2 usage or setup error, 130
+//! interrupted.
 
 use clap::Parser;
 use rcraft_loadtest::backend::{ClusterAccess, RcraftCluster};

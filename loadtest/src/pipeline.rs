@@ -11,8 +11,10 @@
 //! Owned by one client thread; shares only the run's [`RunShared`].
 
 use crate::backend::{ClusterAccess, find_leader};
-use crate::history::{WriteId, WriteRecord, key_name};
+use crate::history::{WriteId, key_name};
 use crate::limits::{CONNECT_TIMEOUT, ERROR_BACKOFF, PIPELINE_READ_POLL, STATUS_POLL_INTERVAL};
+use crate::mix::OpChoice;
+use crate::oplog::{ClientLog, OpRecord, Outcome, Request, Value};
 use crate::stats::OpOutcome;
 use crate::workload::{Rng, RunShared, WorkloadSpec};
 use rcraft::kv::{KvCommand, KvResponse};
@@ -41,17 +43,12 @@ pub struct PipelineSpec {
     pub cluster_id: u64,
 }
 
-enum Op {
-    Write {
-        key: u64,
-        id: WriteId,
-        start_ns: u64,
-    },
-    Read,
-}
-
 struct InFlight {
-    op: Op,
+    key: u64,
+    request: Request,
+    /// Call time on the run's clock, for the history.
+    call_ns: u64,
+    /// Send time, for latency and the deadline.
     sent: Instant,
 }
 
@@ -96,17 +93,17 @@ struct PipelinedClient<'a> {
     shared: &'a RunShared,
     rng: Rng,
     counter: u64,
-    log: Vec<WriteRecord>,
+    log: ClientLog,
 }
 
-/// Runs one pipelined client until the run stops; returns its write log.
+/// Runs one pipelined client until the run stops; returns its log.
 pub fn client_loop(
     client: usize,
     spec: WorkloadSpec,
     pipe: &PipelineSpec,
     access: &dyn ClusterAccess,
     shared: &RunShared,
-) -> Vec<WriteRecord> {
+) -> ClientLog {
     let mut this = PipelinedClient {
         client,
         spec,
@@ -114,7 +111,7 @@ pub fn client_loop(
         shared,
         rng: Rng::new(spec.run_id ^ (client as u64 + 1)),
         counter: 0,
-        log: Vec::new(),
+        log: ClientLog::new(spec.mix.cas > 0.0),
     };
     let mut connection: Option<Connection> = None;
     let mut stopped_at: Option<Instant> = None;
@@ -162,31 +159,8 @@ impl PipelinedClient<'_> {
         let mut out = Vec::new();
         while conn.in_flight.len() < self.pipe.depth {
             let key = self.rng.next_u64() % self.spec.keys;
-            let key_bytes = key_name(self.spec.run_id, key).into_bytes();
-            let (body, op) = if self.rng.next_f64() < self.spec.read_ratio {
-                let query = KvCommand::Get { key: key_bytes }.encode();
-                (ClientRequestBody::Read { query }, Op::Read)
-            } else {
-                let id = WriteId {
-                    client: self.client as u32,
-                    counter: self.counter,
-                };
-                self.counter += 1;
-                let value = id.value(self.spec.value_size).into_bytes();
-                let command = KvCommand::Put {
-                    key: key_bytes,
-                    value,
-                }
-                .encode();
-                let start_ns = self.shared.elapsed_ns();
-                (
-                    ClientRequestBody::Write {
-                        session: None,
-                        command,
-                    },
-                    Op::Write { key, id, start_ns },
-                )
-            };
+            let request = self.next_request(key);
+            let body = self.request_body(key, request);
             let request_id = conn.next_request_id;
             conn.next_request_id += 1;
             encode_client_request(&ClientRequest { request_id, body }, &mut out)
@@ -194,7 +168,9 @@ impl PipelinedClient<'_> {
             conn.in_flight.insert(
                 request_id,
                 InFlight {
-                    op,
+                    key,
+                    request,
+                    call_ns: self.shared.elapsed_ns(),
                     sent: Instant::now(),
                 },
             );
@@ -235,77 +211,125 @@ impl PipelinedClient<'_> {
         Ok(())
     }
 
+    /// Draws the next request for `key` from the mix.
+    fn next_request(&mut self, key: u64) -> Request {
+        let mut next_id = || {
+            self.counter += 1;
+            WriteId {
+                client: self.client as u32,
+                counter: self.counter - 1,
+            }
+        };
+        match self.spec.mix.draw(&mut self.rng) {
+            OpChoice::Get => Request::Get,
+            OpChoice::Put => Request::Put(next_id()),
+            OpChoice::Delete => Request::Delete,
+            OpChoice::Cas => Request::Cas {
+                expected: self.log.last_seen.expected(key),
+                new: next_id(),
+            },
+        }
+    }
+
+    /// The wire request for `request` on `key`. Writes carry no session: they are never
+    /// retried, so none can be applied twice.
+    fn request_body(&self, key: u64, request: Request) -> ClientRequestBody {
+        let key = key_name(self.spec.run_id, key).into_bytes();
+        let size = self.spec.value_size;
+        let command = match request {
+            Request::Get => {
+                let query = KvCommand::Get { key }.encode();
+                return ClientRequestBody::Read { query };
+            }
+            Request::Put(id) => KvCommand::Put {
+                key,
+                value: id.value(size).into_bytes(),
+            },
+            Request::Delete => KvCommand::Delete { key },
+            Request::Cas { expected, new } => KvCommand::Cas {
+                key,
+                expected: expected.to_bytes(size),
+                new: new.value(size).into_bytes(),
+            },
+        };
+        ClientRequestBody::Write {
+            session: None,
+            command: command.encode(),
+        }
+    }
+
     fn settle(&mut self, conn: &mut Connection, in_flight: InFlight, body: ClientResponseBody) {
-        let is_write = matches!(in_flight.op, Op::Write { .. });
-        let outcome = match body {
+        let is_write = in_flight.request.is_write();
+        let (outcome, term) = match body {
             ClientResponseBody::Ok { term, result, .. } => {
-                match (&in_flight.op, KvResponse::decode(&result)) {
-                    (Op::Write { .. }, Ok(KvResponse::Done)) => {
-                        self.record_write(&in_flight.op, Some(term.0));
-                        OpOutcome::WriteOk
+                let outcome = match (in_flight.request, KvResponse::decode(&result)) {
+                    (Request::Get, Ok(KvResponse::Value(value))) => {
+                        Outcome::Read(Value::from_bytes(value.as_deref()))
                     }
-                    (Op::Read, Ok(KvResponse::Value(_))) => OpOutcome::ReadOk,
-                    (_, Ok(KvResponse::Error(_))) => OpOutcome::DefiniteError,
-                    _ if is_write => OpOutcome::Unknown,
-                    _ => OpOutcome::DefiniteError,
-                }
+                    (Request::Put(_) | Request::Delete, Ok(KvResponse::Done)) => Outcome::Done,
+                    (Request::Cas { .. }, Ok(KvResponse::Cas { swapped: true, .. })) => {
+                        Outcome::Swapped
+                    }
+                    (Request::Cas { .. }, Ok(KvResponse::Cas { current, .. })) => {
+                        Outcome::NotSwapped(Value::from_bytes(current.as_deref()))
+                    }
+                    (_, Ok(KvResponse::Error(_))) => Outcome::Failed,
+                    _ if is_write => Outcome::Unknown,
+                    _ => Outcome::Failed,
+                };
+                (outcome, Some(term.0))
             }
             ClientResponseBody::NotLeader { .. } => {
                 conn.draining = true;
-                OpOutcome::DefiniteError
+                (Outcome::Failed, None)
             }
-            ClientResponseBody::Overloaded => OpOutcome::DefiniteError,
-            ClientResponseBody::Error { definite: true, .. } => OpOutcome::DefiniteError,
+            ClientResponseBody::Overloaded => (Outcome::Failed, None),
+            ClientResponseBody::Error { definite: true, .. } => (Outcome::Failed, None),
             ClientResponseBody::Error {
                 definite: false, ..
             }
             | ClientResponseBody::Status(_) => {
                 conn.draining = true;
-                if is_write {
-                    OpOutcome::Unknown
-                } else {
-                    OpOutcome::DefiniteError
+                match is_write {
+                    true => (Outcome::Unknown, None),
+                    false => (Outcome::Failed, None),
                 }
             }
         };
-        if outcome == OpOutcome::Unknown {
-            self.record_write(&in_flight.op, None);
-        }
-        self.shared
-            .recorder
-            .record(self.client, outcome, in_flight.sent.elapsed());
+        let outcome = self.record(&in_flight, outcome, term);
         if outcome == OpOutcome::DefiniteError && !conn.draining {
             // Overloaded or refused: give the leader a moment.
             std::thread::sleep(ERROR_BACKOFF);
         }
     }
 
-    fn record_write(&mut self, op: &Op, term: Option<u64>) {
-        if let Op::Write { key, id, start_ns } = *op {
-            let acked_ns = term.map(|_| self.shared.elapsed_ns());
-            self.log.push(WriteRecord {
-                key,
-                id,
-                start_ns,
-                acked_ns,
-                term,
-            });
-        }
+    /// Records a finished request in the log and the statistics.
+    fn record(&mut self, in_flight: &InFlight, outcome: Outcome, term: Option<u64>) -> OpOutcome {
+        let op = OpRecord {
+            client: self.client as u32,
+            key: in_flight.key,
+            request: in_flight.request,
+            outcome,
+            call_ns: in_flight.call_ns,
+            return_ns: self.shared.elapsed_ns(),
+        };
+        let in_history = self.shared.admit_to_history(op.call_ns);
+        let outcome = self.log.record(op, term, in_history);
+        self.shared
+            .recorder
+            .record(self.client, outcome, in_flight.sent.elapsed());
+        outcome
     }
 
-    /// The connection is lost: every write in flight has an unknown outcome.
+    /// The connection is lost: every write in flight has an unknown outcome (a read simply
+    /// failed: it changed nothing).
     fn fail(&mut self, conn: &mut Connection) {
         for (_, in_flight) in conn.in_flight.drain() {
-            let outcome = match in_flight.op {
-                Op::Write { .. } => {
-                    self.record_write(&in_flight.op, None);
-                    OpOutcome::Unknown
-                }
-                Op::Read => OpOutcome::DefiniteError,
+            let outcome = match in_flight.request.is_write() {
+                true => Outcome::Unknown,
+                false => Outcome::Failed,
             };
-            self.shared
-                .recorder
-                .record(self.client, outcome, in_flight.sent.elapsed());
+            self.record(&in_flight, outcome, None);
         }
     }
 }
@@ -328,15 +352,15 @@ mod tests {
             clients: 3,
             keys: 40,
             value_size: 24,
-            read_ratio: 0.25,
+            mix: crate::mix::Mix::reads_and_puts(0.25),
             rate_per_client: None,
             run_id: 9,
         };
         let handles = spawn_clients(spec, pipeline, access.clone(), shared.clone());
         std::thread::sleep(Duration::from_millis(300));
         shared.stop.store(true, Ordering::Relaxed);
-        let history =
-            History::from_clients(handles.into_iter().map(|h| h.join().unwrap()).collect());
+        let logs: Vec<ClientLog> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let history = History::from_clients(logs.into_iter().map(|l| l.writes).collect());
         let verification =
             crate::run::verify(&history, access.as_ref(), 9, &AtomicBool::new(false)).unwrap();
         (history, verification)
@@ -401,7 +425,7 @@ mod tests {
             clients: 1,
             keys: 4,
             value_size: 8,
-            read_ratio: 0.0,
+            mix: crate::mix::Mix::reads_and_puts(0.0),
             rate_per_client: None,
             run_id: 1,
         };
@@ -414,7 +438,16 @@ mod tests {
         let handles = spawn_clients(spec, Some(pipe), access, shared.clone());
         std::thread::sleep(Duration::from_millis(100));
         shared.stop.store(true, Ordering::Relaxed);
-        let logs: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        assert!(logs.iter().flatten().all(|w| w.acked_ns.is_none()));
+        let logs: Vec<ClientLog> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert!(
+            logs.iter()
+                .flat_map(|l| &l.writes)
+                .all(|w| w.acked_ns.is_none())
+        );
+        assert!(
+            logs.iter()
+                .flat_map(|l| &l.ops)
+                .all(|op| op.outcome == Outcome::Unknown)
+        );
     }
 }

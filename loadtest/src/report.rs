@@ -4,7 +4,8 @@
 //! Pure: built by the main thread from the other modules' results after every thread ended.
 
 use crate::faults::FaultEvent;
-use crate::history::Verification;
+use crate::history::{Verification, key_name};
+use crate::linearizability::Linearizability;
 use crate::stats::{LatencySummary, SecondSample};
 use std::fmt::Write;
 
@@ -45,6 +46,12 @@ pub struct Summary {
     pub failover_ms: Vec<Option<f64>>,
     /// Read-back result; `None` when the run was interrupted before it.
     pub verification: Option<Verification>,
+    /// Named operation mix (`--workload`); `None`: gets and puts by `read_ratio`.
+    pub workload: Option<&'static str>,
+    /// Linearizability of the history; `None` when the run was interrupted.
+    pub linearizability: Option<Linearizability>,
+    /// The run's key prefix number (`history::key_name`).
+    pub run_id: u64,
     /// Peak RSS per spawned node (VmHWM: includes the WAL's mapped file pages); empty
     /// against `--servers`.
     pub rss_bytes_max: Vec<u64>,
@@ -82,9 +89,12 @@ impl Summary {
         self.count_events(crate::faults::FaultKind::Kill)
     }
 
-    /// True when the read-back ran and found every acknowledged write.
+    /// True when the read-back ran and found every acknowledged write, and the history was
+    /// found linearizable.
     pub fn passed(&self) -> bool {
-        !self.interrupted && self.verification.is_some_and(|v| v.passed())
+        !self.interrupted
+            && self.verification.is_some_and(|v| v.passed())
+            && (self.linearizability.as_ref()).is_none_or(|l| l.linearizable() == Some(true))
     }
 
     /// The JSON summary: one object, fields of CONTRACT.md first, then extras.
@@ -148,6 +158,22 @@ impl Summary {
             "unreadable_keys",
             &verified.map_or("null".into(), |v| v.unreadable_keys.to_string()),
         );
+        let checked = self.linearizability.as_ref();
+        let linearizable = checked.and_then(Linearizability::linearizable);
+        o.raw(
+            "linearizable",
+            &linearizable.map_or("null".into(), |l| l.to_string()),
+        );
+        o.raw(
+            "ops_checked",
+            &checked.map_or("null".into(), |l| l.ops_checked.to_string()),
+        );
+        let window = checked.map(|l| l.windows_text(|k| key_name(self.run_id, k)));
+        o.raw(
+            "linearizability_window",
+            &json_list(window.iter().flat_map(|w| w.lines().map(json_str))),
+        );
+        o.raw("workload", &self.workload.map_or("null".into(), json_str));
         o.raw("passed", if self.passed() { "true" } else { "false" });
         o.raw(
             "interrupted",
@@ -170,6 +196,9 @@ impl Summary {
     pub fn to_text(&self) -> String {
         let mut s = String::new();
         let reads = format!("{:.0}% reads", self.read_ratio * 100.0);
+        let reads = self
+            .workload
+            .map_or(reads.clone(), |w| format!("{w} ({reads})"));
         let mode = match (self.rate, self.pipeline) {
             (Some(rate), _) => format!("open loop at {} ops/s", thousands(rate as u64)),
             (None, depth) if depth > 1 => format!("closed loop, {depth} in flight each"),
@@ -251,6 +280,10 @@ impl Summary {
             row("problem", problem.clone());
         }
         row("verification", self.verdict());
+        if let Some(checked) = &self.linearizability {
+            row("linearizable", checked.summary());
+            s.push_str(&checked.windows_text(|k| key_name(self.run_id, k)));
+        }
         s
     }
 

@@ -1,6 +1,7 @@
 //! One load test from start to report: set up the target, wait for a leader, start the client
 //! threads, the progress ticker and the fault thread, stop them after the duration (or on
-//! Ctrl-C/SIGTERM), read every written key back, stop spawned nodes, and build the summary.
+//! Ctrl-C/SIGTERM), read every written key back, check the history for linearizability,
+//! stop spawned nodes, and build the summary.
 //!
 //! Runs on the main thread, which owns the spawned cluster's `Arc` and joins every thread it
 //! started before returning, on every path.
@@ -14,6 +15,9 @@ use crate::history::{History, Verification, check_key, failover_ns, key_name};
 use crate::limits::{
     LEADER_WAIT, STATUS_POLL_INTERVAL, VERIFY_ATTEMPTS, VERIFY_RETRY_PAUSE, VERIFY_THREADS_MAX,
 };
+use crate::linearizability::{self, Linearizability};
+use crate::mix::Mix;
+use crate::oplog::{ClientLog, OpRecord, Outcome, READ_BACK_CLIENT, Request, Value};
 use crate::pipeline::PipelineSpec;
 use crate::progress::Ticker;
 use crate::report::Summary;
@@ -111,13 +115,36 @@ pub fn verify(
     run_id: u64,
     interrupt: &AtomicBool,
 ) -> Option<Verification> {
+    read_back(history, access, run_id, interrupt, &RunShared::new()).map(|(v, _)| v)
+}
+
+/// [`verify`], also returning every read of the read-back as an operation of the history
+/// (timed on `shared`'s clock), so the linearizability checker sees the final values too.
+pub fn read_back(
+    history: &History,
+    access: &dyn ClusterAccess,
+    run_id: u64,
+    interrupt: &AtomicBool,
+    shared: &RunShared,
+) -> Option<(Verification, Vec<OpRecord>)> {
     let keys = history.keys();
     let threads = VERIFY_THREADS_MAX.min(keys.len()).max(1);
     let chunk = keys.len().div_ceil(threads).max(1);
-    let partials: Vec<Option<Verification>> = std::thread::scope(|scope| {
+    let partials: Vec<Option<(Verification, Vec<OpRecord>)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = keys
             .chunks(chunk)
-            .map(|keys| scope.spawn(move || verify_keys(keys, history, access, run_id, interrupt)))
+            .enumerate()
+            .map(|(thread, keys)| {
+                let reader = ReadBack {
+                    history,
+                    access,
+                    run_id,
+                    interrupt,
+                    shared,
+                    client: READ_BACK_CLIENT + thread as u32,
+                };
+                scope.spawn(move || reader.verify_keys(keys))
+            })
             .collect();
         handles
             .into_iter()
@@ -125,47 +152,68 @@ pub fn verify(
             .collect()
     });
     let mut total = Verification::default();
+    let mut ops = Vec::new();
     for partial in partials {
-        total.merge(&partial?);
+        let (verification, reads) = partial?;
+        total.merge(&verification);
+        ops.extend(reads);
     }
-    Some(total)
+    Some((total, ops))
 }
 
-fn verify_keys(
-    keys: &[u64],
-    history: &History,
-    access: &dyn ClusterAccess,
+/// One read-back thread's context.
+struct ReadBack<'a> {
+    history: &'a History,
+    access: &'a dyn ClusterAccess,
     run_id: u64,
-    interrupt: &AtomicBool,
-) -> Option<Verification> {
-    let mut result = Verification::default();
-    let mut session = None;
-    for &key in keys {
-        let mut observed = None;
-        for _ in 0..VERIFY_ATTEMPTS {
-            if interrupt.load(Ordering::Relaxed) {
-                return None;
-            }
-            if session.is_none() {
-                session = access.session().ok();
-            }
-            if let Some(s) = session.as_mut() {
-                match s.get(&key_name(run_id, key)) {
-                    Ok(value) => {
-                        observed = Some(value);
-                        break;
-                    }
-                    Err(_) => session = None,
+    interrupt: &'a AtomicBool,
+    shared: &'a RunShared,
+    client: u32,
+}
+
+impl ReadBack<'_> {
+    fn verify_keys(&self, keys: &[u64]) -> Option<(Verification, Vec<OpRecord>)> {
+        let (history, access, run_id, interrupt) =
+            (self.history, self.access, self.run_id, self.interrupt);
+        let mut result = Verification::default();
+        let mut reads = Vec::new();
+        let mut session = None;
+        for &key in keys {
+            let mut observed = None;
+            for _ in 0..VERIFY_ATTEMPTS {
+                if interrupt.load(Ordering::Relaxed) {
+                    return None;
                 }
+                if session.is_none() {
+                    session = access.session().ok();
+                }
+                if let Some(s) = session.as_mut() {
+                    let call_ns = self.shared.elapsed_ns();
+                    match s.get(&key_name(run_id, key)) {
+                        Ok(value) => {
+                            reads.push(OpRecord {
+                                client: self.client,
+                                key,
+                                request: Request::Get,
+                                outcome: Outcome::Read(Value::from_bytes(value.as_deref())),
+                                call_ns,
+                                return_ns: self.shared.elapsed_ns(),
+                            });
+                            observed = Some(value);
+                            break;
+                        }
+                        Err(_) => session = None,
+                    }
+                }
+                std::thread::sleep(VERIFY_RETRY_PAUSE);
             }
-            std::thread::sleep(VERIFY_RETRY_PAUSE);
+            match observed {
+                Some(value) => result.count(check_key(history.writes_of(key), value.as_deref())),
+                None => result.unreadable_keys += 1,
+            }
         }
-        match observed {
-            Some(value) => result.count(check_key(history.writes_of(key), value.as_deref())),
-            None => result.unreadable_keys += 1,
-        }
+        Some((result, reads))
     }
-    Some(result)
 }
 
 /// Failover time of every kill in `log`, in milliseconds.
@@ -194,7 +242,7 @@ pub fn run(
         clients: settings.clients,
         keys: settings.keys,
         value_size: settings.value_size,
-        read_ratio: settings.read_ratio,
+        mix: mix_of(settings),
         rate_per_client: settings.rate.map(|r| r / settings.clients as f64),
         run_id,
     };
@@ -239,10 +287,12 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(20));
     }
     shared.stop.store(true, Ordering::Relaxed);
-    let logs: Vec<_> = clients
+    let logs: Vec<ClientLog> = clients
         .into_iter()
         .map(|h| h.join().unwrap_or_default())
         .collect();
+    let (writes, ops): (Vec<_>, Vec<_>) = logs.into_iter().map(|l| (l.writes, l.ops)).unzip();
+    let mut ops: Vec<OpRecord> = ops.into_iter().flatten().collect();
     let duration_s = shared.start.elapsed().as_secs_f64();
     ticker_done.store(true, Ordering::Relaxed);
     let progress = ticker.join().unwrap_or_default();
@@ -250,7 +300,7 @@ pub fn run(
         .map(|h| h.join().unwrap_or_default())
         .unwrap_or_default();
 
-    let history = History::from_clients(logs);
+    let history = History::from_clients(writes);
     let mut problems = progress.node_problems;
     problems.extend(fault_log.problems.iter().cloned());
     let verification = if interrupt.load(Ordering::Relaxed) {
@@ -261,13 +311,20 @@ pub fn run(
             history.keys().len()
         );
         match wait_for_leader(access.as_ref(), &addrs, cluster.as_ref(), &interrupt) {
-            Ok(()) => verify(&history, access.as_ref(), run_id, &interrupt),
+            Ok(()) => read_back(&history, access.as_ref(), run_id, &interrupt, &shared).map(
+                |(verification, reads)| {
+                    ops.extend(reads);
+                    verification
+                },
+            ),
             Err(e) => {
                 problems.push(format!("read-back impossible: {e}"));
                 None
             }
         }
     };
+    let linearizability =
+        (!interrupt.load(Ordering::Relaxed)).then(|| check_history(ops, shared.history_cut_ns()));
     let (rss_bytes_max, anon_rss_bytes_max) = match cluster {
         Some(cluster) => finish_cluster(cluster, &mut problems),
         None => (Vec::new(), Vec::new()),
@@ -279,7 +336,8 @@ pub fn run(
         duration_s,
         value_size: settings.value_size,
         keys: settings.keys,
-        read_ratio: settings.read_ratio,
+        read_ratio: mix_of(settings).get,
+        workload: settings.workload.map(|w| w.name()),
         rate: settings.rate,
         pipeline: settings.pipeline,
         writes: counts.writes,
@@ -291,12 +349,37 @@ pub fn run(
         events: fault_log.events,
         faults_skipped: fault_log.skipped,
         verification,
+        linearizability,
+        run_id,
         rss_bytes_max,
         anon_rss_bytes_max,
         per_second: progress.samples,
         problems,
         interrupted: interrupt.load(Ordering::Relaxed),
     })
+}
+
+/// The run's operation mix: the named workload, or gets and puts by the read ratio.
+fn mix_of(settings: &Settings) -> Mix {
+    settings
+        .workload
+        .map_or(Mix::reads_and_puts(settings.read_ratio), Mix::of)
+}
+
+/// Checks the history (cut at `cut_ns` if it reached its bound) for linearizability,
+/// saying how long that took.
+fn check_history(ops: Vec<OpRecord>, cut_ns: Option<u64>) -> Linearizability {
+    eprintln!(
+        "rcraft-loadtest: checking {} operations for linearizability",
+        ops.len()
+    );
+    let started = Instant::now();
+    let result = linearizability::check(ops, cut_ns);
+    eprintln!(
+        "rcraft-loadtest: checked in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    result
 }
 
 /// Stops the spawned nodes and returns their peak memory: (peak RSS, peak anonymous RSS).
@@ -338,6 +421,7 @@ mod tests {
             value_size: 16,
             keys: 20,
             read_ratio: 0.3,
+            workload: None,
             rate: None,
             pipeline: 1,
             kill: None,

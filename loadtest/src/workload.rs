@@ -1,18 +1,22 @@
-//! Client threads: each owns one session and issues puts and gets over the key space until
-//! the run's stop flag is set, recording latency into the shared [`Recorder`] and every write
-//! that may have taken effect into its own log (returned when the thread ends).
+//! Client threads: each owns one session and issues gets, puts, deletes and compare-and-swaps
+//! (the run's [`Mix`]) over the key space until the run's stop flag is set, recording latency
+//! into the shared [`Recorder`] and every operation into its own [`ClientLog`] (returned when
+//! the thread ends): the history the linearizability checker reads, and the writes the
+//! read-back checks.
 //!
 //! Closed loop by default (next request on reply). With a rate, each thread follows a fixed
 //! schedule and latency counts from the scheduled send time, so a stall is not hidden by the
 //! requests it prevented (coordinated omission).
 
 use crate::backend::{ClusterAccess, KvSession, OpError};
-use crate::history::{WriteId, WriteRecord, key_name};
-use crate::limits::{ERROR_BACKOFF, STATUS_POLL_INTERVAL};
+use crate::history::{WriteId, key_name};
+use crate::limits::{ERROR_BACKOFF, HISTORY_OPS_MAX, STATUS_POLL_INTERVAL};
+use crate::mix::{Mix, OpChoice};
+use crate::oplog::{ClientLog, OpRecord, Outcome, Request, Value};
 use crate::pipeline::{self, PipelineSpec};
 use crate::stats::{OpOutcome, Recorder};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -24,6 +28,12 @@ pub struct RunShared {
     pub start: Instant,
     /// Latency and counters.
     pub recorder: Recorder,
+    /// Operations admitted to the history so far (may pass [`HISTORY_OPS_MAX`] by the
+    /// operations in flight when it was reached).
+    history_ops: AtomicU64,
+    /// When the history reached [`HISTORY_OPS_MAX`] (ns since the start); `u64::MAX` before.
+    /// Invariant: every operation called at or before it is in the history.
+    history_cut_ns: AtomicU64,
 }
 
 impl RunShared {
@@ -33,7 +43,36 @@ impl RunShared {
             stop: AtomicBool::new(false),
             start: Instant::now(),
             recorder: Recorder::new(),
+            history_ops: AtomicU64::new(0),
+            history_cut_ns: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// Whether an operation called at `call_ns` joins the history: every one until
+    /// [`HISTORY_OPS_MAX`] are recorded, then only those called before the cut (the time
+    /// the limit was reached), so the history stays a prefix of the run.
+    pub fn admit_to_history(&self, call_ns: u64) -> bool {
+        if call_ns > self.history_cut_ns.load(Ordering::Relaxed) {
+            return false;
+        }
+        if self.history_ops.fetch_add(1, Ordering::Relaxed) < HISTORY_OPS_MAX {
+            return true;
+        }
+        // Any operation admitted earlier returned before now, so it was called before the
+        // cut; the first to pass the limit sets it.
+        let now = self.elapsed_ns();
+        let _ = self.history_cut_ns.compare_exchange(
+            u64::MAX,
+            now,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        call_ns <= self.history_cut_ns.load(Ordering::Relaxed)
+    }
+
+    /// The time the history was cut at, if it reached [`HISTORY_OPS_MAX`].
+    pub fn history_cut_ns(&self) -> Option<u64> {
+        Some(self.history_cut_ns.load(Ordering::Relaxed)).filter(|&t| t != u64::MAX)
     }
 
     /// Nanoseconds since the start of the run.
@@ -62,8 +101,8 @@ pub struct WorkloadSpec {
     pub keys: u64,
     /// Bytes per value.
     pub value_size: usize,
-    /// Fraction of reads.
-    pub read_ratio: f64,
+    /// Which requests to issue.
+    pub mix: Mix,
     /// Open-loop rate per client thread, if any.
     pub rate_per_client: Option<f64>,
     /// Distinguishes this run's keys from earlier runs'.
@@ -94,14 +133,14 @@ impl Rng {
     }
 }
 
-/// Starts the client threads; each returns its write log when the stop flag is set.
+/// Starts the client threads; each returns its log when the stop flag is set.
 /// With `pipeline`, the threads use pipelined connections instead of the blocking client.
 pub fn spawn_clients(
     spec: WorkloadSpec,
     pipeline: Option<PipelineSpec>,
     access: Arc<dyn ClusterAccess>,
     shared: Arc<RunShared>,
-) -> Vec<JoinHandle<Vec<WriteRecord>>> {
+) -> Vec<JoinHandle<ClientLog>> {
     (0..spec.clients)
         .map(|client| {
             let access = access.clone();
@@ -135,8 +174,8 @@ fn client_loop(
     spec: WorkloadSpec,
     access: &dyn ClusterAccess,
     shared: &RunShared,
-) -> Vec<WriteRecord> {
-    let mut log = Vec::new();
+) -> ClientLog {
+    let mut log = ClientLog::new(spec.mix.cas > 0.0);
     let Some(mut session) = connect(access, shared) else {
         return log;
     };
@@ -161,50 +200,77 @@ fn client_loop(
             None => Instant::now(),
         };
         let key = rng.next_u64() % spec.keys;
-        let key_str = key_name(spec.run_id, key);
-        if rng.next_f64() < spec.read_ratio {
-            let result = session.get(&key_str);
-            let outcome = match result {
-                Ok(_) => OpOutcome::ReadOk,
-                Err(OpError::Definite(_)) => OpOutcome::DefiniteError,
-                Err(OpError::Unknown(_)) => OpOutcome::Unknown,
-            };
-            finish(shared, client, outcome, intended);
-            continue;
-        }
-        let id = WriteId {
+        let choice = spec.mix.draw(&mut rng);
+        let mut next_id = || {
+            counter += 1;
+            WriteId {
+                client: client as u32,
+                counter: counter - 1,
+            }
+        };
+        let request = match choice {
+            OpChoice::Get => Request::Get,
+            OpChoice::Put => Request::Put(next_id()),
+            OpChoice::Delete => Request::Delete,
+            OpChoice::Cas => Request::Cas {
+                expected: log.last_seen.expected(key),
+                new: next_id(),
+            },
+        };
+        let call_ns = shared.elapsed_ns();
+        let (outcome, term) = issue(session.as_mut(), &spec, key, request);
+        let record = OpRecord {
             client: client as u32,
-            counter,
+            key,
+            request,
+            outcome,
+            call_ns,
+            return_ns: shared.elapsed_ns(),
         };
-        counter += 1;
-        let start_ns = shared.elapsed_ns();
-        let result = session.put(&key_str, &id.value(spec.value_size));
-        let outcome = match result {
-            Ok(ack) => {
-                log.push(WriteRecord {
-                    key,
-                    id,
-                    start_ns,
-                    acked_ns: Some(shared.elapsed_ns()),
-                    term: ack.term,
-                });
-                OpOutcome::WriteOk
-            }
-            Err(OpError::Definite(_)) => OpOutcome::DefiniteError,
-            Err(OpError::Unknown(_)) => {
-                log.push(WriteRecord {
-                    key,
-                    id,
-                    start_ns,
-                    acked_ns: None,
-                    term: None,
-                });
-                OpOutcome::Unknown
-            }
-        };
+        let outcome = log.record(record, term, shared.admit_to_history(call_ns));
         finish(shared, client, outcome, intended);
     }
     log
+}
+
+/// Sends one request through the blocking session: its outcome and, for an acknowledged
+/// write, the entry's term.
+fn issue(
+    session: &mut dyn KvSession,
+    spec: &WorkloadSpec,
+    key: u64,
+    request: Request,
+) -> (Outcome, Option<u64>) {
+    let key = key_name(spec.run_id, key);
+    let failed = |error: OpError| match error {
+        OpError::Definite(_) => (Outcome::Failed, None),
+        OpError::Unknown(_) => (Outcome::Unknown, None),
+    };
+    match request {
+        Request::Get => match session.get(&key) {
+            Ok(value) => (Outcome::Read(Value::from_bytes(value.as_deref())), None),
+            Err(e) => failed(e),
+        },
+        Request::Put(id) => match session.put(&key, &id.value(spec.value_size)) {
+            Ok(ack) => (Outcome::Done, ack.term),
+            Err(e) => failed(e),
+        },
+        Request::Delete => match session.delete(&key) {
+            Ok(ack) => (Outcome::Done, ack.term),
+            Err(e) => failed(e),
+        },
+        Request::Cas { expected, new } => {
+            let expected = expected.to_bytes(spec.value_size);
+            match session.cas(&key, expected.as_deref(), &new.value(spec.value_size)) {
+                Ok(reply) if reply.swapped => (Outcome::Swapped, reply.term),
+                Ok(reply) => {
+                    let found = Value::from_bytes(reply.current.as_deref());
+                    (Outcome::NotSwapped(found), reply.term)
+                }
+                Err(e) => failed(e),
+            }
+        }
+    }
 }
 
 fn finish(shared: &RunShared, client: usize, outcome: OpOutcome, intended: Instant) {
@@ -235,15 +301,15 @@ mod tests {
             clients: 4,
             keys: 50,
             value_size: 32,
-            read_ratio,
+            mix: Mix::reads_and_puts(read_ratio),
             rate_per_client: rate,
             run_id: 7,
         };
         let handles = spawn_clients(spec, None, cluster.clone(), shared.clone());
         std::thread::sleep(Duration::from_millis(100));
         shared.stop.store(true, Ordering::Relaxed);
-        let history =
-            History::from_clients(handles.into_iter().map(|h| h.join().unwrap()).collect());
+        let logs: Vec<ClientLog> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let history = History::from_clients(logs.into_iter().map(|l| l.writes).collect());
         let map = cluster.map.lock().unwrap();
         let mut v = Verification::default();
         for key in history.keys() {
@@ -268,6 +334,23 @@ mod tests {
         assert!(history.unknown_writes() > 0);
         assert!(reads > 0);
         assert!(v.passed(), "{v:?}");
+    }
+
+    #[test]
+    fn the_history_is_cut_once_it_is_full() {
+        let shared = RunShared::new();
+        assert_eq!(shared.history_cut_ns(), None);
+        for _ in 0..HISTORY_OPS_MAX {
+            assert!(shared.admit_to_history(0));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        // The limit is reached: an operation called before now is still admitted, and sets
+        // the cut; one called after the cut is not.
+        assert!(shared.admit_to_history(1));
+        let cut = shared.history_cut_ns().unwrap();
+        assert!(cut >= 2_000_000);
+        assert!(shared.admit_to_history(cut));
+        assert!(!shared.admit_to_history(cut + 1));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! End to end: `rcraft-loadtest --spawn 3` against the real `rcraft` binary, with one leader
-//! kill and restart, must verify every acknowledged write and write the contract's JSON.
+//! kill and restart, must verify every acknowledged write, find the history linearizable
+//! (today's put-only mix, and the compare-and-swap-heavy workload) and write the contract's
+//! JSON.
 //!
 //! The `rcraft` binary belongs to another package, so `CARGO_BIN_EXE_rcraft` is not available
 //! here. The test asks cargo to build it (a no-op when it is up to date) and runs the executable
@@ -62,8 +64,9 @@ fn json_string_after(line: &str, key: &str) -> Option<String> {
     (!value.contains('\\')).then(|| value.to_string())
 }
 
-#[test]
-fn spawned_cluster_survives_a_leader_kill_without_losing_writes() {
+/// Runs `rcraft-loadtest --spawn 3` over `keys` keys with a leader kill and `extra` flags;
+/// returns the exit status, the printed report, the JSON summary and the SVG chart.
+fn run_loadtest(keys: &str, extra: &[&str]) -> (std::process::ExitStatus, String, String, String) {
     let rcraft = build_rcraft_bin();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("summary.json");
@@ -77,7 +80,7 @@ fn spawned_cluster_survives_a_leader_kill_without_losing_writes() {
             "--duration",
             "3",
             "--keys",
-            "200",
+            keys,
         ])
         .args([
             "--value-size",
@@ -87,6 +90,7 @@ fn spawned_cluster_survives_a_leader_kill_without_losing_writes() {
             "--restart-after",
             "0.7",
         ])
+        .args(extra)
         .arg("--rcraft-bin")
         .arg(&rcraft)
         .arg("--json")
@@ -111,11 +115,17 @@ fn spawned_cluster_survives_a_leader_kill_without_losing_writes() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let output = child.wait_with_output().unwrap();
-    let report = String::from_utf8_lossy(&output.stdout);
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    let summary = std::fs::read_to_string(&json).unwrap_or_default();
+    let svg = std::fs::read_to_string(&chart).unwrap_or_default();
+    (status, report, summary, svg)
+}
+
+#[test]
+fn spawned_cluster_survives_a_leader_kill_without_losing_writes() {
+    let (status, report, summary, svg) = run_loadtest("200", &[]);
     assert!(status.success(), "exit {status}; report:\n{report}");
     assert!(report.contains("0 acknowledged writes lost"), "{report}");
-
-    let summary = std::fs::read_to_string(&json).unwrap();
     for field in [
         "\"clients\":4",
         "\"leader_kills\":1",
@@ -123,6 +133,8 @@ fn spawned_cluster_survives_a_leader_kill_without_losing_writes() {
         "\"latency_us\":{\"p50\":",
         "\"failover_ms\":[",
         "\"rss_bytes_max\":[",
+        "\"linearizable\":true",
+        "\"ops_checked\":",
         "\"passed\":true",
     ] {
         assert!(summary.contains(field), "missing {field} in {summary}");
@@ -132,6 +144,21 @@ fn spawned_cluster_survives_a_leader_kill_without_losing_writes() {
         "no write acknowledged after the kill: {summary}"
     );
     assert!(!summary.contains("\"acked_writes\":0,"), "{summary}");
-    let svg = std::fs::read_to_string(&chart).unwrap();
     assert!(svg.contains("kill n") && svg.contains("restart n"), "{svg}");
+}
+
+#[test]
+fn spawned_cluster_is_linearizable_under_compare_and_swaps_and_a_leader_kill() {
+    let (status, report, summary, _) = run_loadtest("20", &["--workload", "cas-heavy"]);
+    assert!(status.success(), "exit {status}; report:\n{report}");
+    assert!(report.contains("linearizable    yes"), "{report}");
+    for field in [
+        "\"workload\":\"cas-heavy\"",
+        "\"leader_kills\":1",
+        "\"lost_acked_writes\":0",
+        "\"linearizable\":true",
+        "\"passed\":true",
+    ] {
+        assert!(summary.contains(field), "missing {field} in {summary}");
+    }
 }
