@@ -10,7 +10,7 @@
 use clap::{Args, Parser, Subcommand};
 use rcraft::Config;
 use rcraft::client::{CasOutcome, Client, ClientError, ClientOptions};
-use rcraft::config::{self, ConfigError, ConfigFile, ConfigOverrides};
+use rcraft::config::{self, ConfigError, ConfigFile, ConfigOverrides, SETTINGS, Setting};
 use rcraft::node::SnapshotResult;
 use rcraft::wire::{LogIndex, Membership, NodeId, NodeStatus, ReplicationState, Role};
 use std::io::{self, BufRead, Write};
@@ -47,66 +47,55 @@ enum Command {
     Members(MembersArgs),
 }
 
-/// Flags of `rcraft serve`. Numbers are taken as text so that a bad one is reported like
-/// every other configuration error: one line naming the flag.
-#[derive(Args)]
+/// Flags of `rcraft serve`: `--config` and one flag per setting of
+/// [`rcraft::config::SETTINGS`], whose table gives each its help text and default. Values are
+/// taken as text so that a bad one is reported like every other configuration error: one
+/// line naming the flag.
 struct ServeArgs {
     /// A cRaft `craft.conf` (plus rcraft keys such as `data_dir`); flags override it.
-    #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
-    /// This node's id: its position in the peer list, from 0.
-    #[arg(long, value_name = "N")]
-    id: Option<String>,
-    /// Every node's address, in id order.
-    #[arg(long, value_name = "HOST:PORT,...")]
-    peers: Option<String>,
-    /// Directory for the log, hard state and snapshots.
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Randomized election timeout range [default: 150-300].
-    #[arg(long, value_name = "MIN-MAX")]
-    election_timeout_ms: Option<String>,
-    /// Leader heartbeat interval [default: 50].
-    #[arg(long, value_name = "N")]
-    heartbeat_ms: Option<String>,
-    /// How long a client request may wait inside the node (cRaft's RPC_TIMEOUT) [default: 5000].
-    #[arg(long, value_name = "N")]
-    rpc_timeout_ms: Option<String>,
-    /// Length of one consensus tick [default: 10].
-    #[arg(long, value_name = "N")]
-    tick_ms: Option<String>,
-    /// Take a snapshot after this many applied entries [default: 100000].
-    #[arg(long, value_name = "N")]
-    snapshot_every: Option<String>,
-    /// Also take a snapshot after this many bytes of applied log [default: 268435456].
-    #[arg(long, value_name = "N")]
-    snapshot_log_bytes: Option<String>,
-    /// Entries kept in the log behind a snapshot for slightly lagging followers
-    /// [default: 1024].
-    #[arg(long, value_name = "N")]
-    snapshot_retain_entries: Option<String>,
-    /// Size of one snapshot chunk sent to a follower [default: 1048576].
-    #[arg(long, value_name = "N")]
-    snapshot_chunk_bytes: Option<String>,
-    /// Most snapshot chunks sent ahead of a follower's answers [default: 4].
-    #[arg(long, value_name = "N")]
-    snapshot_chunks_in_flight: Option<String>,
-    /// Snapshot bytes per second the leader sends to all followers together, 0 for no
-    /// limit [default: 838860800].
-    #[arg(long, value_name = "N")]
-    snapshot_bytes_per_sec: Option<String>,
-    /// Cluster id checked in every connection handshake.
-    #[arg(long, value_name = "N")]
-    cluster_id: Option<String>,
-    /// error, warn, info, debug or trace (RUST_LOG, when set, wins) [default: info].
-    #[arg(long, value_name = "LEVEL")]
-    log_level: Option<String>,
-    /// Ids (positions in --peers) that vote in a brand-new cluster; the other addresses are
-    /// spare until `rcraft members add`. Give every node the same list. Read only on a fresh
-    /// data dir: a node with existing state keeps the list stored there and the membership
-    /// of its log and snapshot [default: every id in --peers].
-    #[arg(long, value_name = "ID,ID,...")]
-    initial_voters: Option<String>,
+    /// `(setting, text)` for every setting flag given, in table order.
+    given: Vec<(&'static Setting, String)>,
+}
+
+impl clap::FromArgMatches for ServeArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let given = SETTINGS
+            .iter()
+            .filter_map(|s| Some((s, matches.get_one::<String>(s.key)?.clone())))
+            .collect();
+        Ok(ServeArgs {
+            config: matches.get_one::<PathBuf>("config").cloned(),
+            given,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = ServeArgs::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for ServeArgs {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        let config = clap::Arg::new("config")
+            .long("config")
+            .value_name("PATH")
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("A cRaft craft.conf (plus rcraft keys such as data_dir); flags override it");
+        let settings = SETTINGS.iter().map(|s| {
+            clap::Arg::new(s.key)
+                .long(&s.flag[2..])
+                .value_name(s.value_name())
+                .allow_hyphen_values(true)
+                .help(s.help_text())
+        });
+        command.arg(config).args(settings)
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        ServeArgs::augment_args(command)
+    }
 }
 
 /// Where the client finds the cluster.
@@ -217,10 +206,11 @@ fn run_node(config: Config) -> ExitCode {
 /// The file (explicit, or `~/craft/craft.conf` when neither `--config` nor `--peers` is
 /// given) merged with the flags.
 fn serve_config(args: &ServeArgs) -> Result<Config, String> {
-    let file = match (&args.config, &args.peers) {
+    let peers = args.given.iter().any(|(s, _)| s.key == "servers");
+    let file = match (&args.config, peers) {
         (Some(path), _) => Some(ConfigFile::read(path).map_err(|e| e.to_string())?),
-        (None, Some(_)) => None,
-        (None, None) => match config::default_config_path().filter(|p| p.exists()) {
+        (None, true) => None,
+        (None, false) => match config::default_config_path().filter(|p| p.exists()) {
             Some(path) => Some(ConfigFile::read(&path).map_err(|e| e.to_string())?),
             None => {
                 return Err("no configuration: give --config PATH, or --id N --peers \
@@ -234,48 +224,11 @@ fn serve_config(args: &ServeArgs) -> Result<Config, String> {
 }
 
 fn serve_overrides(args: &ServeArgs) -> Result<ConfigOverrides, ConfigError> {
-    let number = |flag: &'static str, value: &Option<String>| {
-        value
-            .as_deref()
-            .map(|v| config::parse_flag_u64(flag, v))
-            .transpose()
-    };
-    Ok(ConfigOverrides {
-        id: number("--id", &args.id)?,
-        peers: args
-            .peers
-            .as_deref()
-            .map(|list| config::parse_address_list("--peers", list))
-            .transpose()?,
-        data_dir: args.data_dir.clone(),
-        election_timeout_ms: args
-            .election_timeout_ms
-            .as_deref()
-            .map(|v| config::parse_flag_range("--election-timeout-ms", v))
-            .transpose()?,
-        heartbeat_ms: number("--heartbeat-ms", &args.heartbeat_ms)?,
-        rpc_timeout_ms: number("--rpc-timeout-ms", &args.rpc_timeout_ms)?,
-        tick_ms: number("--tick-ms", &args.tick_ms)?,
-        snapshot_every: number("--snapshot-every", &args.snapshot_every)?,
-        snapshot_log_bytes: number("--snapshot-log-bytes", &args.snapshot_log_bytes)?,
-        snapshot_retain_entries: number(
-            "--snapshot-retain-entries",
-            &args.snapshot_retain_entries,
-        )?,
-        snapshot_chunk_bytes: number("--snapshot-chunk-bytes", &args.snapshot_chunk_bytes)?,
-        snapshot_chunks_in_flight: number(
-            "--snapshot-chunks-in-flight",
-            &args.snapshot_chunks_in_flight,
-        )?,
-        snapshot_bytes_per_sec: number("--snapshot-bytes-per-sec", &args.snapshot_bytes_per_sec)?,
-        cluster_id: number("--cluster-id", &args.cluster_id)?,
-        log_level: args.log_level.clone(),
-        initial_voters: args
-            .initial_voters
-            .as_deref()
-            .map(|list| config::parse_flag_id_list("--initial-voters", list))
-            .transpose()?,
-    })
+    let mut overrides = ConfigOverrides::default();
+    for (setting, text) in &args.given {
+        overrides.set(setting, text)?;
+    }
+    Ok(overrides)
 }
 
 /// Logs go to stderr; `RUST_LOG`, when set, overrides the configured level.
@@ -321,10 +274,10 @@ fn cluster_of(args: &ClusterArgs) -> Result<(Vec<SocketAddr>, u64), String> {
     };
     let cluster_id = match (
         &args.cluster_id,
-        file.as_ref().and_then(|f| f.cluster_id.as_ref()),
+        file.as_ref().and_then(|f| f.get("cluster_id")),
     ) {
         (Some(id), _) => config::parse_flag_u64("--cluster-id", id).map_err(|e| e.to_string())?,
-        (None, Some(id)) => id.value,
+        (None, Some(id)) => id.value.number(),
         (None, None) => config::CLUSTER_ID_DEFAULT,
     };
     Ok((servers, cluster_id))
@@ -1471,7 +1424,8 @@ mod tests {
         let Command::Serve(serve) = ok.unwrap().command else {
             panic!("not serve");
         };
-        assert_eq!(serve.initial_voters.as_deref(), Some("0,1,2"));
+        let voters = serve.given.iter().find(|(s, _)| s.key == "initial_voters");
+        assert_eq!(voters.map(|(_, text)| text.as_str()), Some("0,1,2"));
     }
 
     #[test]
