@@ -65,6 +65,23 @@ impl Default for ClientOptions {
     }
 }
 
+/// Longest wait for one node's answer in [`ClientOptions::with_timeout`].
+pub const ATTEMPT_TIMEOUT_MAX: Duration = Duration::from_secs(1);
+
+impl ClientOptions {
+    /// Options whose operations end within `timeout` (at least 1 ms), each node given at most
+    /// [`ATTEMPT_TIMEOUT_MAX`] to answer, for the cluster `cluster_id`.
+    pub fn with_timeout(timeout: Duration, cluster_id: u64) -> ClientOptions {
+        let timeout = timeout.max(Duration::from_millis(1));
+        ClientOptions {
+            timeout,
+            attempt_timeout: timeout.min(ATTEMPT_TIMEOUT_MAX),
+            cluster_id,
+            ..ClientOptions::default()
+        }
+    }
+}
+
 /// A committed write or a served read (cRaft's `ClientResult`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientResult {

@@ -5,6 +5,8 @@
 //! - [`Config`]: one node's configuration, read from a cRaft `craft.conf` and flags.
 //! - [`client::Client`]: a blocking client that finds the leader and retries safely.
 //! - [`kv`]: the built-in key-value state machine served by `rcraft serve`.
+//! - [`admin`]: membership changes planned against the leader's configuration, a learner
+//!   promoted once caught up, replication lag (what `rcraft members` runs).
 //!
 //! - [`node`]: a running node ([`node::Node::start`], [`node::NodeHandle`]) and
 //!   [`node::serve_kv`], the server behind `rcraft serve`.
@@ -74,6 +76,7 @@
 //! # }
 //! ```
 
+pub mod admin;
 pub mod client;
 pub mod config;
 pub mod core;
