@@ -1,30 +1,18 @@
-//! JSON text for the tools' output.
+//! JSON helpers shared by the sub-commands; every JSON line is built with `serde_json`.
 
-/// `text` as a JSON string literal.
-pub(crate) fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+use serde_json::Value;
 
 /// A stored value as a JSON string (invalid UTF-8 replaced), or `null` when absent.
-pub(crate) fn json_bytes(value: Option<&[u8]>) -> String {
+pub(crate) fn bytes_value(value: Option<&[u8]>) -> Value {
     match value {
-        Some(bytes) => json_string(&String::from_utf8_lossy(bytes)),
-        None => "null".to_string(),
+        Some(bytes) => Value::String(String::from_utf8_lossy(bytes).into_owned()),
+        None => Value::Null,
     }
+}
+
+/// `text` as a JSON string literal, for messages that quote what was given.
+pub(crate) fn quoted(text: &str) -> String {
+    Value::String(text.to_string()).to_string()
 }
 
 #[cfg(test)]
@@ -33,10 +21,10 @@ mod tests {
 
     #[test]
     fn json_strings_are_escaped() {
-        assert_eq!(json_string(r#"a"b\c"#), r#""a\"b\\c""#);
-        assert_eq!(json_string("x\ny\u{1}"), r#""x\ny\u0001""#);
-        assert_eq!(json_string("é"), "\"é\"");
-        assert_eq!(json_bytes(None), "null");
-        assert_eq!(json_bytes(Some(&[0xff])), "\"\u{fffd}\"");
+        assert_eq!(quoted(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(quoted("x\ny\u{1}"), r#""x\ny\u0001""#);
+        assert_eq!(quoted("é"), "\"é\"");
+        assert_eq!(bytes_value(None).to_string(), "null");
+        assert_eq!(bytes_value(Some(&[0xff])).to_string(), "\"\u{fffd}\"");
     }
 }

@@ -2,10 +2,11 @@
 //! (one command per stdin line, one JSON object per stdout line, flushed each time).
 
 use crate::cluster::{ClusterArgs, client_options, cluster_of};
-use crate::json::{json_bytes, json_string};
+use crate::json::{bytes_value, quoted};
 use crate::{EXIT_FAILED, EXIT_USAGE, usage_error};
 use clap::Args;
 use rcraft::client::{CasOutcome, Client};
+use serde_json::{Value, json};
 use std::io::{self, BufRead, Write};
 use std::process::ExitCode;
 
@@ -49,7 +50,7 @@ fn parse_kv_line(tokens: &[&str]) -> Result<KvLine, String> {
         ["cas", ..] => Err("usage: cas KEY EXPECTED NEW".to_string()),
         [other, ..] => Err(format!(
             "unknown command {} (expected put, get, del or cas)",
-            json_string(other)
+            quoted(other)
         )),
     }
 }
@@ -59,35 +60,32 @@ fn run_kv_line(client: &mut Client, line: &KvLine) -> (String, bool) {
     let result = match line {
         KvLine::Put(key, value) => client
             .put(key.as_bytes(), value.as_bytes())
-            .map(|()| r#"{"ok":true}"#.to_string()),
+            .map(|()| json!({"ok": true})),
         KvLine::Get(key) => client
             .get(key.as_bytes())
-            .map(|value| format!(r#"{{"ok":true,"value":{}}}"#, json_bytes(value.as_deref()))),
-        KvLine::Del(key) => client
-            .delete(key.as_bytes())
-            .map(|()| r#"{"ok":true}"#.to_string()),
+            .map(|value| json!({"ok": true, "value": bytes_value(value.as_deref())})),
+        KvLine::Del(key) => client.delete(key.as_bytes()).map(|()| json!({"ok": true})),
         KvLine::Cas(key, expected, new) => client
             .cas(key.as_bytes(), Some(expected.as_bytes()), new.as_bytes())
             .map(|outcome| cas_json(&outcome)),
     };
     match result {
-        Ok(json) => (json, true),
+        Ok(json) => (json.to_string(), true),
         Err(e) => (failure_json(e.is_definite(), &e.to_string()), false),
     }
 }
 
-fn cas_json(outcome: &CasOutcome) -> String {
+fn cas_json(outcome: &CasOutcome) -> Value {
     if outcome.swapped {
-        r#"{"ok":true,"swapped":true}"#.to_string()
+        json!({"ok": true, "swapped": true})
     } else {
-        let current = json_bytes(outcome.current.as_deref());
-        format!(r#"{{"ok":true,"swapped":false,"value":{current}}}"#)
+        let current = bytes_value(outcome.current.as_deref());
+        json!({"ok": true, "swapped": false, "value": current})
     }
 }
 
 fn failure_json(definite: bool, message: &str) -> String {
-    let message = json_string(message);
-    format!(r#"{{"ok":false,"definite":{definite},"error":{message}}}"#)
+    json!({"ok": false, "definite": definite, "error": message}).to_string()
 }
 
 pub(crate) fn kv(args: &KvArgs) -> ExitCode {
@@ -183,24 +181,28 @@ mod tests {
         }
     }
 
+    fn cas_json_text(outcome: &CasOutcome) -> String {
+        cas_json(outcome).to_string()
+    }
+
     #[test]
     fn outputs_match_the_contract() {
         assert_eq!(
-            cas_json(&CasOutcome {
+            cas_json_text(&CasOutcome {
                 swapped: false,
                 current: None
             }),
             r#"{"ok":true,"swapped":false,"value":null}"#
         );
         assert_eq!(
-            cas_json(&CasOutcome {
+            cas_json_text(&CasOutcome {
                 swapped: false,
                 current: Some(b"7".to_vec())
             }),
             r#"{"ok":true,"swapped":false,"value":"7"}"#
         );
         assert_eq!(
-            cas_json(&CasOutcome {
+            cas_json_text(&CasOutcome {
                 swapped: true,
                 current: None
             }),

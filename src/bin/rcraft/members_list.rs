@@ -2,12 +2,12 @@
 //! leader's configuration, how the leader replicates to it and its own log indexes.
 
 use crate::cluster::client_options;
-use crate::json::json_string;
 use crate::members::{MembersCommon, MembersContext, MembersFailure, MembersListArgs};
 use crate::status::role_name;
 use rcraft::admin::{describe_membership, leader_view, membership_label};
 use rcraft::client::{ATTEMPT_TIMEOUT_MAX, Client, ClientError, ClientOptions};
 use rcraft::wire::{LogIndex, Membership, NodeId, NodeStatus};
+use serde_json::{Value, json};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -77,35 +77,30 @@ pub(crate) fn members_list(
 }
 
 fn member_json(row: &MemberRow) -> String {
-    let address = row
-        .address
-        .map_or("null".to_string(), |a| json_string(&a.to_string()));
-    let replication = match &row.replication {
-        Some((index, state)) => format!(
-            r#""match_index":{index},"replication":{}"#,
-            json_string(state)
-        ),
-        None => r#""match_index":null,"replication":null"#.to_string(),
+    let mut object = json!({
+        "id": row.id.0,
+        "address": row.address.map(|a| a.to_string()),
+        "membership": row.label,
+        "leader": row.leader,
+        "match_index": row.replication.as_ref().map(|(index, _)| index.0),
+        "replication": row.replication.as_ref().map(|(_, state)| state),
+    });
+    let more = match &row.status {
+        Some(Ok(s)) => json!({
+            "reachable": true,
+            "role": role_name(s.role),
+            "term": s.term.0,
+            "commit_index": s.commit_index.0,
+            "applied_index": s.applied_index.0,
+            "last_index": s.last_index.0,
+        }),
+        Some(Err(e)) => json!({"reachable": false, "error": e.to_string()}),
+        None => json!({"reachable": false, "error": "no address in --servers"}),
     };
-    let head = format!(
-        r#"{{"id":{},"address":{address},"membership":"{}","leader":{},{replication}"#,
-        row.id, row.label, row.leader
-    );
-    match &row.status {
-        Some(Ok(s)) => format!(
-            r#"{head},"reachable":true,"role":"{}","term":{},"commit_index":{},"applied_index":{},"last_index":{}}}"#,
-            role_name(s.role),
-            s.term,
-            s.commit_index,
-            s.applied_index,
-            s.last_index
-        ),
-        Some(Err(e)) => format!(
-            r#"{head},"reachable":false,"error":{}}}"#,
-            json_string(&e.to_string())
-        ),
-        None => format!(r#"{head},"reachable":false,"error":"no address in --servers"}}"#),
+    if let (Some(object), Value::Object(more)) = (object.as_object_mut(), more) {
+        object.extend(more);
     }
+    object.to_string()
 }
 
 fn members_table(rows: &[MemberRow], membership: &Membership) -> Vec<String> {

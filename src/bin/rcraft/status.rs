@@ -2,11 +2,11 @@
 //! object per line; exit 0 when a leader is known.
 
 use crate::cluster::{ClusterArgs, ask_each, cluster_of, per_node_options};
-use crate::json::json_string;
 use crate::{EXIT_FAILED, usage_error};
 use clap::Args;
 use rcraft::client::ClientError;
 use rcraft::wire::{NodeStatus, Role};
+use serde_json::json;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -67,24 +67,28 @@ fn status_json_lines(
 ) -> Vec<String> {
     let rows = servers.iter().zip(answers).enumerate();
     rows.map(|(i, (address, answer))| {
-        let address = json_string(&address.to_string());
-        match answer {
-            Ok(s) => format!(
-                r#"{{"id":{},"address":{address},"reachable":true,"role":"{}","term":{},"leader":{},"commit_index":{},"applied_index":{},"last_index":{},"snapshot_index":{}}}"#,
-                s.id,
-                role_name(s.role),
-                s.term,
-                s.leader.map_or("null".to_string(), |l| l.to_string()),
-                s.commit_index,
-                s.applied_index,
-                s.last_index,
-                s.snapshot_index,
-            ),
-            Err(e) => format!(
-                r#"{{"id":{i},"address":{address},"reachable":false,"error":{}}}"#,
-                json_string(&e.to_string())
-            ),
-        }
+        let address = address.to_string();
+        let row = match answer {
+            Ok(s) => json!({
+                "id": s.id.0,
+                "address": address,
+                "reachable": true,
+                "role": role_name(s.role),
+                "term": s.term.0,
+                "leader": s.leader.map(|l| l.0),
+                "commit_index": s.commit_index.0,
+                "applied_index": s.applied_index.0,
+                "last_index": s.last_index.0,
+                "snapshot_index": s.snapshot_index.0,
+            }),
+            Err(e) => json!({
+                "id": i,
+                "address": address,
+                "reachable": false,
+                "error": e.to_string(),
+            }),
+        };
+        row.to_string()
     })
     .collect()
 }
