@@ -20,7 +20,7 @@
 //! written), a failure of that write is reported as not definite.
 
 use crate::config::CLUSTER_ID_DEFAULT;
-use crate::kv::{KEY_BYTES_MAX, KvCommand, KvResponse, VALUE_BYTES_MAX};
+use crate::kv::{KEY_BYTES_MAX, KvCommand, KvResponse, SCAN_LIMIT_MAX, VALUE_BYTES_MAX};
 use crate::node::SnapshotResult;
 use crate::node::limits::COMMAND_BYTES_MAX;
 use rcraft_wire::{
@@ -28,6 +28,7 @@ use rcraft_wire::{
     LogIndex, MAX_FRAME_BYTES, Membership, NodeId, NodeStatus, Role, Session, Term,
     encode_client_request, is_session_expired,
 };
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -51,6 +52,11 @@ pub struct ClientOptions {
     pub backoff_max: Duration,
     /// Cluster id sent in the handshake; must match the servers' `cluster_id`.
     pub cluster_id: u64,
+    /// When set, an operation of a client that has never had an answer fails with
+    /// [`ClientError::Io`] (the last reason) once every server has refused the connection,
+    /// or closed it during the handshake, for this long: nothing is running there, or it is
+    /// another cluster. `None` keeps trying until the timeout (a cluster that is starting).
+    pub unreachable_give_up: Option<Duration>,
 }
 
 impl Default for ClientOptions {
@@ -61,22 +67,28 @@ impl Default for ClientOptions {
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_millis(200),
             cluster_id: CLUSTER_ID_DEFAULT,
+            unreachable_give_up: None,
         }
     }
 }
 
 /// Longest wait for one node's answer in [`ClientOptions::with_timeout`].
 pub const ATTEMPT_TIMEOUT_MAX: Duration = Duration::from_secs(1);
+/// [`ClientOptions::unreachable_give_up`] in [`ClientOptions::with_timeout`]: long enough for
+/// nodes that are just starting to open their port.
+pub const UNREACHABLE_GIVE_UP: Duration = Duration::from_millis(500);
 
 impl ClientOptions {
-    /// Options whose operations end within `timeout` (at least 1 ms), each node given at most
-    /// [`ATTEMPT_TIMEOUT_MAX`] to answer, for the cluster `cluster_id`.
+    /// Options for a command-line tool: operations end within `timeout` (at least 1 ms),
+    /// each node is given at most [`ATTEMPT_TIMEOUT_MAX`] to answer, and a client that never
+    /// reached any node gives up after [`UNREACHABLE_GIVE_UP`] of refused connections.
     pub fn with_timeout(timeout: Duration, cluster_id: u64) -> ClientOptions {
         let timeout = timeout.max(Duration::from_millis(1));
         ClientOptions {
             timeout,
             attempt_timeout: timeout.min(ATTEMPT_TIMEOUT_MAX),
             cluster_id,
+            unreachable_give_up: Some(UNREACHABLE_GIVE_UP),
             ..ClientOptions::default()
         }
     }
@@ -100,6 +112,15 @@ pub struct CasOutcome {
     pub swapped: bool,
     /// When not swapped, the value the key holds (`None` when absent).
     pub current: Option<Vec<u8>>,
+}
+
+/// Outcome of a [`Client::scan`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanResult {
+    /// `(key, value)` pairs in key order.
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// True when more keys match than were answered.
+    pub more: bool,
 }
 
 /// Why an operation failed. [`ClientError::is_definite`] says whether it certainly did not
@@ -273,6 +294,11 @@ pub struct Client {
     /// `sequence + 1`.
     sequence: u64,
     next_request_id: u64,
+    /// True once any server has answered this client.
+    answered: bool,
+    /// Servers whose last connection attempt was refused or rejected in the handshake, with
+    /// the first time it happened in a row and the last reason.
+    unreachable: BTreeMap<usize, (Instant, io::Error)>,
 }
 
 impl Client {
@@ -291,6 +317,8 @@ impl Client {
             client_id: None,
             sequence: 0,
             next_request_id: 1,
+            answered: false,
+            unreachable: BTreeMap::new(),
         })
     }
 
@@ -434,12 +462,16 @@ impl Client {
 
     /// The status of the node that reports itself leader, found within the client's timeout
     /// (the last known leader first, then the leader other nodes name, then every node in
-    /// turn). [`ClientError::NotLeader`] with the last hint when none answered as leader.
+    /// turn). A named leader is found by the id the nodes report (not by list position), and
+    /// when no listed address reports that id, by the address the naming node gives for it.
+    /// [`ClientError::NotLeader`] with the last hint when none answered as leader.
     pub fn leader_status(&mut self) -> Result<NodeStatus> {
         let deadline = Instant::now() + self.options.timeout;
         let mut backoff = self.options.backoff_min;
         let mut hint = None;
         let mut hops_in_a_row = 0usize;
+        // Which server reported which id.
+        let mut reported: BTreeMap<NodeId, usize> = BTreeMap::new();
         loop {
             let target = self.leader.unwrap_or(self.round_robin);
             let mut followed_hint = false;
@@ -449,11 +481,12 @@ impl Client {
                     return Ok(status);
                 }
                 Ok(status) => {
+                    reported.insert(status.id, target);
                     hint = status.leader.or(hint);
                     let next = status
                         .leader
-                        .map(|id| id.0 as usize)
-                        .filter(|&i| i < self.servers.len() && i != target);
+                        .and_then(|id| self.server_of(id, target, &reported, deadline))
+                        .filter(|&i| i != target);
                     match next {
                         Some(i) => {
                             self.leader = Some(i);
@@ -473,6 +506,35 @@ impl Client {
             if (pause && !self.pause(&mut backoff, deadline)) || Instant::now() >= deadline {
                 return Err(ClientError::NotLeader { hint });
             }
+        }
+    }
+
+    /// The server to ask for node `id`, named by `servers[from]`: the one that reported that
+    /// id, else its position in the list unless that server reported another id, else the
+    /// address `servers[from]` gives for it when asked for a read (added to the list).
+    fn server_of(
+        &mut self,
+        id: NodeId,
+        from: usize,
+        reported: &BTreeMap<NodeId, usize>,
+        deadline: Instant,
+    ) -> Option<usize> {
+        if let Some(&i) = reported.get(&id) {
+            return Some(i);
+        }
+        let position = id.0 as usize;
+        if position < self.servers.len() && !reported.values().any(|&i| i == position) {
+            return Some(position);
+        }
+        // A follower answers a read with the leader's address; an empty query is harmless if
+        // it happens to lead by now (the state machine refuses it).
+        let probe = ClientRequestBody::Read { query: Vec::new() };
+        match self.attempt(from, &probe, deadline) {
+            Attempt::Answer(ClientResponseBody::NotLeader {
+                leader: Some(leader),
+                leader_address,
+            }) if leader == id => self.follow_hint(from, None, leader_address.as_deref()),
+            _ => None,
         }
     }
 
@@ -571,6 +633,22 @@ impl Client {
         }
     }
 
+    /// The keys starting with `prefix` in key order, at most `limit` (1 to
+    /// [`SCAN_LIMIT_MAX`](crate::kv::SCAN_LIMIT_MAX)) of them, as a linearizable read; the
+    /// bool is true when more keys match.
+    pub fn scan(&mut self, prefix: &[u8], limit: u32) -> Result<ScanResult> {
+        let command = KvCommand::Scan {
+            prefix: prefix.to_vec(),
+            limit,
+        };
+        check_kv_limits(&command)?;
+        let result = self.query(command.encode())?;
+        match decode_kv(&result.response, Effect::ReadOnly)? {
+            KvResponse::Entries { entries, more } => Ok(ScanResult { entries, more }),
+            other => Err(unexpected_kv(other, "scan", Effect::ReadOnly)),
+        }
+    }
+
     fn kv_write(&mut self, command: &KvCommand) -> Result<KvResponse> {
         check_kv_limits(command)?;
         let result = self.submit(command.encode())?;
@@ -638,15 +716,14 @@ impl Client {
                     last_refusal = None;
                 }
                 Attempt::Answer(ClientResponseBody::Status(_)) => {
-                    self.drop_connection();
-                    return Err(ClientError::Protocol {
-                        definite: !maybe_applied,
-                        message: "status answer to a non-status request".to_string(),
-                    });
+                    return Err(self.misanswered(maybe_applied));
                 }
                 Attempt::NotSent(why) => {
                     log::debug!("{}: not sent: {why}", self.servers[target]);
                     self.forget_leader(target);
+                    if let Some(error) = self.take_unreachable_error() {
+                        return Err(error);
+                    }
                 }
                 Attempt::Lost(why) => {
                     log::debug!("{}: no answer: {why}", self.servers[target]);
@@ -666,16 +743,36 @@ impl Client {
         }
     }
 
+    /// A status answer to another request: drop the connection, report a protocol error.
+    fn misanswered(&mut self, maybe_applied: bool) -> ClientError {
+        self.drop_connection();
+        ClientError::Protocol {
+            definite: !maybe_applied,
+            message: "status answer to a non-status request".to_string(),
+        }
+    }
+
     /// Send `body` to `servers[target]` and wait for its answer, within one attempt timeout.
     fn attempt(&mut self, target: usize, body: &ClientRequestBody, deadline: Instant) -> Attempt {
         let attempt_deadline = deadline.min(Instant::now() + self.options.attempt_timeout);
         if let Err(e) = self.ensure_connection(target, attempt_deadline) {
-            return Attempt::NotSent(e.to_string());
+            let why = e.to_string();
+            if is_unreachable(&e) {
+                let since = self
+                    .unreachable
+                    .get(&target)
+                    .map_or(Instant::now(), |u| u.0);
+                self.unreachable.insert(target, (since, e));
+            }
+            return Attempt::NotSent(why);
         }
+        self.unreachable.remove(&target);
         let request_id = self.take_request_id();
         let connection = self.connection.as_mut().expect("connection just ensured");
         let attempt = exchange(connection, request_id, body, attempt_deadline);
-        if !matches!(attempt, Attempt::Answer(_)) {
+        if matches!(attempt, Attempt::Answer(_)) {
+            self.answered = true;
+        } else {
             self.drop_connection();
         }
         attempt
@@ -724,6 +821,27 @@ impl Client {
             None => self.forget_leader(from),
         }
         next
+    }
+
+    /// The error to give up with when [`ClientOptions::unreachable_give_up`] applies: no
+    /// server ever answered and every one has refused (or rejected in the handshake) every
+    /// connection for that long.
+    fn take_unreachable_error(&mut self) -> Option<ClientError> {
+        let give_up = self.options.unreachable_give_up?;
+        let all = self.unreachable.len() == self.servers.len();
+        let long_enough = self
+            .unreachable
+            .values()
+            .all(|(since, _)| since.elapsed() >= give_up);
+        if self.answered || !all || !long_enough {
+            return None;
+        }
+        let (&server, _) = self.unreachable.iter().next_back()?;
+        let (_, error) = self.unreachable.remove(&server)?;
+        Some(ClientError::Io {
+            address: self.servers[server],
+            error,
+        })
     }
 
     /// `servers[failed]` is not (reachable as) the leader: move on to the next node.
@@ -779,7 +897,9 @@ fn open_connection(
     let mut theirs = [0u8; HANDSHAKE_BYTES];
     let read_timeout = remaining(deadline)?;
     stream.set_read_timeout(Some(read_timeout))?;
-    stream.read_exact(&mut theirs)?;
+    stream
+        .read_exact(&mut theirs)
+        .map_err(|e| handshake_error(e, read_timeout, options.cluster_id))?;
     let invalid = |e: rcraft_wire::Error| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
     let handshake = Handshake::decode(&theirs).map_err(invalid)?;
     handshake
@@ -793,6 +913,36 @@ fn open_connection(
         read_timeout: Some(read_timeout),
         write_timeout: Some(write_timeout),
     })
+}
+
+/// The handshake's read failed: say why in the words an operator needs. A node closes the
+/// connection without answering when the cluster id differs (its log says so).
+fn handshake_error(e: io::Error, waited: Duration, cluster_id: u64) -> io::Error {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            format!(
+                "the node closed the connection during the handshake: is it a node of \
+                 cluster {cluster_id:#x}? (give --cluster-id or --config; the node's log \
+                 says why)"
+            ),
+        ),
+        _ if is_timeout(&e) => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no handshake: timed out after {} ms", waited.as_millis()),
+        ),
+        _ => e,
+    }
+}
+
+/// True when nothing listens at the address or the node refused this client's cluster: a
+/// client that never got an answer may give up on these (see
+/// [`ClientOptions::unreachable_give_up`]).
+fn is_unreachable(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted
+    )
 }
 
 /// True for the errors a blocking socket call reports when its timeout ends.
@@ -823,6 +973,7 @@ fn exchange(
         request_id,
         body: body.clone(),
     };
+    let started = Instant::now();
     let mut frame = Vec::new();
     if let Err(e) = encode_client_request(&request, &mut frame) {
         return Attempt::NotSent(format!("cannot encode request: {e}"));
@@ -837,32 +988,44 @@ fn exchange(
     }
     match read_response(connection, request_id, deadline) {
         Ok(body) => Attempt::Answer(body),
-        Err(why) => Attempt::Lost(why),
+        Err(Some(why)) => Attempt::Lost(why),
+        Err(None) => Attempt::Lost(format!(
+            "no answer: timed out after {} ms",
+            started.elapsed().as_millis()
+        )),
     }
 }
 
+/// Reads until the answer to `request_id` arrives. `Err(None)` when the deadline passed
+/// (the caller says after how long), `Err(Some(why))` for any other failure.
 fn read_response(
     connection: &mut Connection,
     request_id: u64,
     deadline: Instant,
-) -> std::result::Result<ClientResponseBody, String> {
+) -> std::result::Result<ClientResponseBody, Option<String>> {
+    let failed = |e: &dyn fmt::Display| Some(e.to_string());
     loop {
-        while let Some(frame) = connection.decoder.next_frame().map_err(|e| e.to_string())? {
-            let response = frame.to_client_response().map_err(|e| e.to_string())?;
+        while let Some(frame) = connection.decoder.next_frame().map_err(|e| failed(&e))? {
+            let response = frame.to_client_response().map_err(|e| failed(&e))?;
             // Answers to earlier, abandoned requests on this connection are skipped.
             if response.request_id == request_id {
                 return Ok(response.body);
             }
         }
-        connection.bound_read(deadline).map_err(|e| e.to_string())?;
+        match connection.bound_read(deadline) {
+            Err(e) if is_timeout(&e) => return Err(None),
+            Err(e) => return Err(failed(&e)),
+            Ok(()) => {}
+        }
         match connection.stream.read(&mut connection.read_buf) {
-            Ok(0) => return Err("connection closed".to_string()),
+            Ok(0) => return Err(Some("connection closed".to_string())),
             Ok(n) => connection.decoder.push(&connection.read_buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // The socket timeout may end before the deadline (see `bound_wait`): try again
             // until the deadline itself passes.
             Err(e) if is_timeout(&e) && Instant::now() < deadline => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) if is_timeout(&e) => return Err(None),
+            Err(e) => return Err(failed(&e)),
         }
     }
 }
@@ -880,6 +1043,17 @@ fn check_kv_limits(command: &KvCommand) -> Result<()> {
     let (key, value) = match command {
         KvCommand::Put { key, value } => (key, Some(value)),
         KvCommand::Get { key } | KvCommand::Delete { key } => (key, None),
+        KvCommand::Scan { prefix, limit } => {
+            if !(1..=SCAN_LIMIT_MAX).contains(limit) || prefix.len() > KEY_BYTES_MAX {
+                let why = format!(
+                    "scan of a {}-byte prefix with limit {limit}: the prefix may have up to \
+                     {KEY_BYTES_MAX} bytes and the limit must be 1 to {SCAN_LIMIT_MAX}",
+                    prefix.len()
+                );
+                return Err(ClientError::InvalidInput(why));
+            }
+            return Ok(());
+        }
         KvCommand::Cas { key, new, expected } => {
             if let Some(expected) = expected.as_ref().filter(|e| e.len() > VALUE_BYTES_MAX) {
                 let why = format!(
@@ -1038,6 +1212,7 @@ mod tests {
             backoff_min: Duration::from_millis(5),
             backoff_max: Duration::from_millis(20),
             cluster_id: CLUSTER_ID_DEFAULT,
+            unreachable_give_up: None,
         }
     }
 
@@ -1292,7 +1467,7 @@ mod tests {
 
     #[test]
     fn oversized_commands_queries_and_values_are_refused_before_sending() {
-        let node = FakeNode::start(Box::new(|_| ok(b"")));
+        let node = FakeNode::start(registering(|_| ok(b"")));
         let mut client = Client::new(&[node.address], fast_options()).unwrap();
         let over = COMMAND_BYTES_MAX + 1;
         let refusals = [
@@ -1321,7 +1496,8 @@ mod tests {
         }
         assert!(node.requests().is_empty(), "nothing was sent");
         client.submit(vec![0; 10]).unwrap();
-        assert_eq!(node.requests().len(), 1);
+        // The session's registration, then the command.
+        assert_eq!(node.requests().len(), 2);
     }
 
     #[test]

@@ -194,6 +194,22 @@ fn sizes_take_units_and_switches_are_checked() {
 }
 
 #[test]
+fn one_server_is_counted_in_the_singular() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = [
+        "--id",
+        "1",
+        "--peers",
+        "127.0.0.1:5000",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let expected = "--id: id 1 is out of range: 1 server is listed (id 0)";
+    assert_one_line_error(&rcraft_serve(&args, dir.path()), expected);
+}
+
+#[test]
 fn no_configuration_at_all_is_explained() {
     let empty_home = tempfile::tempdir().unwrap();
     let output = rcraft_serve(&[], empty_home.path());

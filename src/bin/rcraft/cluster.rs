@@ -4,6 +4,7 @@
 use clap::Args;
 use rcraft::client::{Client, ClientError, ClientOptions};
 use rcraft::config::{self, ConfigFile};
+use rcraft::wire::{NodeId, NodeStatus};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,8 +12,8 @@ use std::time::Duration;
 /// Where the client finds the cluster.
 #[derive(Args)]
 pub(crate) struct ClusterArgs {
-    /// Every node's address, in id order. Without it, the servers of --config (or of
-    /// ~/craft/craft.conf) are used.
+    /// Every node's address, in id order. Without it, $RCRAFT_SERVERS, else the servers of
+    /// --config (or of ~/craft/craft.conf) are used.
     #[arg(long, value_name = "HOST:PORT,...")]
     pub(crate) servers: Option<String>,
     /// A craft.conf to take the servers and cluster id from.
@@ -23,23 +24,44 @@ pub(crate) struct ClusterArgs {
     pub(crate) cluster_id: Option<String>,
 }
 
-/// The servers and cluster id from `--servers`/`--cluster-id`, else from a craft.conf.
+/// The environment variable that stands in for `--servers` (as `ETCDCTL_ENDPOINTS` does).
+pub(crate) const SERVERS_ENV: &str = "RCRAFT_SERVERS";
+
+/// The server list given as text, and where: `--servers`, else (without `--config`)
+/// `RCRAFT_SERVERS`.
+fn servers_given(args: &ClusterArgs) -> Option<(&'static str, String)> {
+    if let Some(list) = &args.servers {
+        return Some(("--servers", list.clone()));
+    }
+    let from_env = std::env::var(SERVERS_ENV)
+        .ok()
+        .filter(|l| !l.trim().is_empty());
+    from_env
+        .filter(|_| args.config.is_none())
+        .map(|list| (SERVERS_ENV, list))
+}
+
+/// The servers and cluster id: `--servers` (or `RCRAFT_SERVERS`) and `--cluster-id`, else a
+/// craft.conf's (`--config`, or `~/craft/craft.conf`).
 pub(crate) fn cluster_of(args: &ClusterArgs) -> Result<(Vec<SocketAddr>, u64), String> {
-    let path = match (&args.servers, &args.config) {
+    let given = servers_given(args);
+    let path = match (&given, &args.config) {
         (Some(_), _) => None,
         (None, Some(path)) => Some(path.clone()),
         (None, None) => config::default_config_path().filter(|p| p.exists()),
     };
     let file = match path {
         Some(path) => Some(ConfigFile::read(&path).map_err(|e| e.to_string())?),
-        None if args.servers.is_none() => {
-            return Err("give --servers HOST:PORT,... (or --config PATH)".to_string());
+        None if given.is_none() => {
+            return Err(format!(
+                "give --servers HOST:PORT,... (or set {SERVERS_ENV}, or give --config PATH)"
+            ));
         }
         None => None,
     };
-    let servers = match (&args.servers, &file) {
-        (Some(list), _) => {
-            config::parse_address_list("--servers", list).map_err(|e| e.to_string())?
+    let servers = match (&given, &file) {
+        (Some((origin, list)), _) => {
+            config::parse_address_list(origin, list).map_err(|e| e.to_string())?
         }
         (None, Some(f)) if !f.servers.is_empty() => f.servers.iter().map(|s| s.value).collect(),
         (None, _) => return Err("no servers listed: give --servers HOST:PORT,...".to_string()),
@@ -87,4 +109,40 @@ pub(crate) fn ask_each<T: Send>(
             .map(|ask| ask.join().expect("a node's asking thread panicked"))
             .collect()
     })
+}
+
+/// One listed address and what its node said about itself.
+pub(crate) struct Listed {
+    pub(crate) address: SocketAddr,
+    /// The id the node reports; its position in the list when it does not answer.
+    pub(crate) id: NodeId,
+    pub(crate) status: Result<NodeStatus, ClientError>,
+}
+
+/// Every listed address with the id its node reports, so commands name nodes as the nodes
+/// do, whatever the order of `--servers` (an unanswered address keeps its position as id).
+pub(crate) fn directory(servers: &[SocketAddr], options: &ClientOptions) -> Vec<Listed> {
+    let answers = ask_each(servers, options, |client, address| {
+        client.status_of(address)
+    });
+    servers
+        .iter()
+        .zip(answers)
+        .enumerate()
+        .map(|(position, (&address, status))| Listed {
+            address,
+            id: status
+                .as_ref()
+                .map_or(NodeId(position as u64), |status| status.id),
+            status,
+        })
+        .collect()
+}
+
+/// The address of node `id` in a directory.
+pub(crate) fn address_of(directory: &[Listed], id: NodeId) -> Option<SocketAddr> {
+    let answered = directory.iter().find(|l| l.id == id && l.status.is_ok());
+    answered
+        .or_else(|| directory.iter().find(|l| l.id == id))
+        .map(|l| l.address)
 }

@@ -2,7 +2,8 @@
 //! (one command per stdin line, one JSON object per stdout line, flushed each time).
 
 use crate::cluster::{ClusterArgs, client_options, cluster_of};
-use crate::json::{bytes_value, quoted};
+use crate::json::bytes_value;
+use crate::kv_line::{KvLine, parse_line, parse_words};
 use crate::{EXIT_FAILED, EXIT_USAGE, usage_error};
 use clap::Args;
 use rcraft::client::{CasOutcome, Client};
@@ -17,42 +18,12 @@ pub(crate) struct KvArgs {
     /// Deadline for each command, retries included.
     #[arg(long, value_name = "N", default_value_t = 5000)]
     timeout_ms: u64,
-    /// A single command (`put KEY VALUE`, `get KEY`, `del KEY`, `cas KEY EXPECTED NEW`);
-    /// without it, commands are read from stdin, one per line.
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
+    /// A single command (`put KEY VALUE`, `get KEY`, `del KEY`, `cas KEY EXPECTED NEW`,
+    /// `scan PREFIX [LIMIT]`); flags may come before or after it, and words after `--` are
+    /// taken as they are (`-- put k -1`). Without it, commands are read from stdin, one per
+    /// line, as words or as a JSON object (`{"op":"put","key":"a b","value":"c"}`).
+    #[arg(value_name = "COMMAND")]
     command: Vec<String>,
-}
-
-/// One line of `rcraft kv` input, parsed.
-#[derive(Debug, PartialEq, Eq)]
-enum KvLine {
-    Put(String, String),
-    Get(String),
-    Del(String),
-    Cas(String, String, String),
-}
-
-fn parse_kv_line(tokens: &[&str]) -> Result<KvLine, String> {
-    let owned = |i: usize| tokens[i].to_string();
-    match tokens {
-        [] => Err("empty command (expected put, get, del or cas)".to_string()),
-        ["put", _, _] => Ok(KvLine::Put(owned(1), owned(2))),
-        ["get", _] => Ok(KvLine::Get(owned(1))),
-        ["del", _] => Ok(KvLine::Del(owned(1))),
-        ["cas", _, _, _] => Ok(KvLine::Cas(owned(1), owned(2), owned(3))),
-        ["put", ..] => Err("usage: put KEY VALUE".to_string()),
-        ["get", ..] => Err("usage: get KEY".to_string()),
-        ["del", ..] => Err("usage: del KEY".to_string()),
-        ["cas", ..] => Err("usage: cas KEY EXPECTED NEW".to_string()),
-        [other, ..] => Err(format!(
-            "unknown command {} (expected put, get, del or cas)",
-            quoted(other)
-        )),
-    }
 }
 
 /// Carry out one command and render its JSON line; the bool is true on success.
@@ -65,9 +36,15 @@ fn run_kv_line(client: &mut Client, line: &KvLine) -> (String, bool) {
             .get(key.as_bytes())
             .map(|value| json!({"ok": true, "value": bytes_value(value.as_deref())})),
         KvLine::Del(key) => client.delete(key.as_bytes()).map(|()| json!({"ok": true})),
-        KvLine::Cas(key, expected, new) => client
-            .cas(key.as_bytes(), Some(expected.as_bytes()), new.as_bytes())
-            .map(|outcome| cas_json(&outcome)),
+        KvLine::Cas(key, expected, new) => {
+            let expected = expected.as_ref().map(String::as_bytes);
+            client
+                .cas(key.as_bytes(), expected, new.as_bytes())
+                .map(|outcome| cas_json(&outcome))
+        }
+        KvLine::Scan(prefix, limit) => client
+            .scan(prefix.as_bytes(), *limit)
+            .map(|scan| scan_json(&scan.entries, scan.more)),
     };
     match result {
         Ok(json) => (json.to_string(), true),
@@ -82,6 +59,17 @@ fn cas_json(outcome: &CasOutcome) -> Value {
         let current = bytes_value(outcome.current.as_deref());
         json!({"ok": true, "swapped": false, "value": current})
     }
+}
+
+fn scan_json(entries: &[(Vec<u8>, Vec<u8>)], more: bool) -> Value {
+    let entries: Vec<Value> = entries
+        .iter()
+        .map(|(key, value)| {
+            let (key, value) = (bytes_value(Some(key)), bytes_value(Some(value)));
+            json!({"key": key, "value": value})
+        })
+        .collect();
+    json!({"ok": true, "entries": entries, "more": more})
 }
 
 fn failure_json(definite: bool, message: &str) -> String {
@@ -107,7 +95,7 @@ pub(crate) fn kv(args: &KvArgs) -> ExitCode {
 
 fn kv_single(client: &mut Client, words: &[String]) -> ExitCode {
     let tokens: Vec<&str> = words.iter().map(String::as_str).collect();
-    let (json, succeeded, status) = match parse_kv_line(&tokens) {
+    let (json, succeeded, status) = match parse_words(&tokens) {
         Ok(line) => {
             let (json, ok) = run_kv_line(client, &line);
             (json, ok, EXIT_FAILED)
@@ -138,13 +126,10 @@ fn kv_pipe(client: &mut Client) -> ExitCode {
             Err(e) => return usage_error("kv", &format!("reading stdin: {e}")),
         }
         let json = match std::str::from_utf8(&raw) {
-            Ok(text) => {
-                let tokens: Vec<&str> = text.split_whitespace().collect();
-                match parse_kv_line(&tokens) {
-                    Ok(line) => run_kv_line(client, &line).0,
-                    Err(why) => failure_json(true, &why),
-                }
-            }
+            Ok(text) => match parse_line(text) {
+                Ok(line) => run_kv_line(client, &line).0,
+                Err(why) => failure_json(true, &why),
+            },
             Err(_) => failure_json(true, "line is not valid UTF-8"),
         };
         // A closed stdout (the reader went away) ends the session quietly.
@@ -157,29 +142,6 @@ fn kv_pipe(client: &mut Client) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kv_lines_parse() {
-        assert_eq!(
-            parse_kv_line(&["put", "k", "v"]),
-            Ok(KvLine::Put("k".into(), "v".into()))
-        );
-        assert_eq!(parse_kv_line(&["get", "k"]), Ok(KvLine::Get("k".into())));
-        assert_eq!(parse_kv_line(&["del", "k"]), Ok(KvLine::Del("k".into())));
-        assert!(matches!(
-            parse_kv_line(&["cas", "k", "a", "b"]),
-            Ok(KvLine::Cas(..))
-        ));
-        for bad in [
-            &[][..],
-            &["put", "k"],
-            &["get"],
-            &["cas", "k", "a"],
-            &["PUT", "k", "v"],
-        ] {
-            assert!(parse_kv_line(bad).is_err(), "{bad:?}");
-        }
-    }
 
     fn cas_json_text(outcome: &CasOutcome) -> String {
         cas_json(outcome).to_string()

@@ -11,6 +11,7 @@
 mod cluster;
 mod json;
 mod kv;
+mod kv_line;
 mod members;
 mod members_list;
 mod serve;

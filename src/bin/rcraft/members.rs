@@ -3,10 +3,11 @@
 //! caught up and retries refusals. Exit 0 on success, 2 for a usage error (nothing was asked
 //! of the cluster), 1 when the cluster did not do it.
 
-use crate::cluster::{ClusterArgs, cluster_of};
+use crate::cluster::{ClusterArgs, Listed, address_of, cluster_of, directory};
 use crate::{EXIT_FAILED, EXIT_USAGE};
 use clap::{Args, Subcommand};
 use rcraft::admin::{AdminError, MemberAdmin, MemberChange, describe_membership};
+use rcraft::client::{ATTEMPT_TIMEOUT_MAX, ClientOptions};
 use rcraft::wire::NodeId;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,7 +33,7 @@ pub(crate) enum MembersCommand {
     /// under way, or none; which one leads; each node's own log indexes. Exit 0 when a
     /// leader answered, 1 otherwise.
     List(MembersListArgs),
-    /// Add node ID (its position in --servers): as a learner, then, without --learner, wait
+    /// Add node ID (the id it reports; its position in an id-ordered list): as a learner, then, without --learner, wait
     /// until it has caught up with the leader's log and promote it to voter.
     Add(MembersAddArgs),
     /// Promote learner ID to voter once it has caught up with the leader's log.
@@ -45,8 +46,8 @@ pub(crate) enum MembersCommand {
 /// Flags every `rcraft members` command takes (global: before or after the command).
 #[derive(Args)]
 pub(crate) struct MembersCommon {
-    /// Every node's address, in id order. Without it, the servers of --config (or of
-    /// ~/craft/craft.conf) are used.
+    /// Every node's address, in id order. Without it, $RCRAFT_SERVERS, else the servers of
+    /// --config (or of ~/craft/craft.conf) are used.
     #[arg(long, value_name = "HOST:PORT,...", global = true)]
     pub(crate) servers: Option<String>,
     /// A craft.conf to take the servers and cluster id from.
@@ -83,14 +84,14 @@ pub(crate) struct MembersAddArgs {
     /// Only add it as a learner (it receives the log but does not vote).
     #[arg(long)]
     pub(crate) learner: bool,
-    /// The node: its position in --servers, from 0.
+    /// The node: the id it reports (its position in an id-ordered --servers), from 0.
     #[arg(value_name = "ID")]
     pub(crate) id: String,
 }
 
 #[derive(Args)]
 pub(crate) struct MembersIdArgs {
-    /// The node: its position in --servers, from 0.
+    /// The node: the id it reports (its position in an id-ordered --servers), from 0.
     #[arg(value_name = "ID")]
     pub(crate) id: String,
 }
@@ -151,11 +152,11 @@ pub(crate) fn members(members: &MembersArgs) -> ExitCode {
     }
 }
 
-/// What every members command starts from: the servers and the library's administration of
-/// them, bounded by the command's deadline.
+/// What every members command starts from: the servers, the id each listed node reports,
+/// and the library's administration of them, bounded by the command's deadline.
 pub(crate) struct MembersContext {
     pub(crate) servers: Vec<SocketAddr>,
-    pub(crate) cluster_id: u64,
+    pub(crate) listed: Vec<Listed>,
     pub(crate) admin: MemberAdmin,
 }
 
@@ -163,33 +164,48 @@ impl MembersContext {
     pub(crate) fn new(common: &MembersCommon) -> Result<MembersContext, MembersFailure> {
         let (servers, cluster_id) = cluster_of(&common.cluster()).map_err(MembersFailure::usage)?;
         let timeout = Duration::from_millis(common.timeout_ms);
+        let options = ClientOptions {
+            attempt_timeout: timeout.min(ATTEMPT_TIMEOUT_MAX),
+            ..ClientOptions::with_timeout(timeout, cluster_id)
+        };
         Ok(MembersContext {
             admin: MemberAdmin::new(servers.clone(), cluster_id, timeout),
+            listed: directory(&servers, &options),
             servers,
-            cluster_id,
         })
     }
 
-    /// The id given on the command line, which must have an address in the server list.
-    fn node_id(&self, text: &str) -> Result<NodeId, MembersFailure> {
-        let id = text.parse().map_err(|_| {
+    /// The id given on the command line: a node id, as the nodes report it.
+    fn parse_id(text: &str) -> Result<NodeId, MembersFailure> {
+        text.parse().map(NodeId).map_err(|_| {
             MembersFailure::usage(format!(
-                "{text:?} is not a node id (the node's position in --servers, from 0)"
+                "{text:?} is not a node id (the id the node reports, as `rcraft status` shows)"
             ))
-        })?;
-        if id >= self.servers.len() as u64 {
-            return Err(MembersFailure::usage(format!(
-                "node {id} has no address in --servers ({} listed: ids 0-{})",
-                self.servers.len(),
-                self.servers.len().saturating_sub(1)
-            )));
-        }
-        Ok(NodeId(id))
+        })
     }
 
-    /// `node 3 (127.0.0.1:7003)`.
+    /// The id given on the command line, which must be a listed node's.
+    fn node_id(&self, text: &str) -> Result<NodeId, MembersFailure> {
+        let id = MembersContext::parse_id(text)?;
+        if address_of(&self.listed, id).is_none() {
+            let mut ids: Vec<u64> = self.listed.iter().map(|l| l.id.0).collect();
+            ids.sort_unstable();
+            let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+            return Err(MembersFailure::usage(format!(
+                "node {id} has no address in --servers ({} listed: ids {})",
+                self.servers.len(),
+                ids.join(",")
+            )));
+        }
+        Ok(id)
+    }
+
+    /// `node 3 (127.0.0.1:7003)`, or `node 3` when no listed address is node 3.
     fn label(&self, id: NodeId) -> String {
-        format!("node {id} ({})", self.servers[id.0 as usize])
+        match address_of(&self.listed, id) {
+            Some(address) => format!("node {id} ({address})"),
+            None => format!("node {id}"),
+        }
     }
 }
 
@@ -250,7 +266,8 @@ fn members_promote(common: &MembersCommon, args: &MembersIdArgs) -> Result<(), M
 
 fn members_remove(common: &MembersCommon, args: &MembersIdArgs) -> Result<(), MembersFailure> {
     let context = MembersContext::new(common)?;
-    let id = context.node_id(&args.id)?;
+    // A failed node need not be listed to be removed: the leader's configuration decides.
+    let id = MembersContext::parse_id(&args.id)?;
     let current = context.admin.leader_status()?.membership;
     let (now, committed_by) = context
         .admin
@@ -277,16 +294,17 @@ mod tests {
             "127.0.0.1:1".parse().unwrap(),
             "127.0.0.1:2".parse().unwrap(),
         ];
+        let options = ClientOptions::with_timeout(Duration::from_millis(50), 0);
         let context = MembersContext {
             admin: MemberAdmin::new(servers.clone(), 0, Duration::ZERO),
+            listed: crate::cluster::directory(&servers, &options),
             servers,
-            cluster_id: 0,
         };
         assert_eq!(context.node_id("1").ok(), Some(NodeId(1)));
         for (bad, why) in [
             (
                 "2",
-                "node 2 has no address in --servers (2 listed: ids 0-1)",
+                "node 2 has no address in --servers (2 listed: ids 0,1)",
             ),
             ("-1", "\"-1\" is not a node id"),
             ("one", "\"one\" is not a node id"),

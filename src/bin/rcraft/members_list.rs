@@ -1,16 +1,14 @@
 //! `rcraft members list`: every listed address and every member, what each is in the
 //! leader's configuration, how the leader replicates to it and its own log indexes.
 
-use crate::cluster::client_options;
 use crate::members::{MembersCommon, MembersContext, MembersFailure, MembersListArgs};
 use crate::status::role_name;
 use rcraft::admin::{describe_membership, leader_view, membership_label};
-use rcraft::client::{ATTEMPT_TIMEOUT_MAX, Client, ClientError, ClientOptions};
+use rcraft::client::ClientError;
 use rcraft::wire::{LogIndex, Membership, NodeId, NodeStatus};
 use serde_json::{Value, json};
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::time::Duration;
 
 /// One row of `members list`: an address (or a member without one) and what it says.
 struct MemberRow {
@@ -30,40 +28,24 @@ pub(crate) fn members_list(
     let context = MembersContext::new(common)?;
     let leader = context.admin.leader_status()?;
     let membership = &leader.membership;
-    let mut ids: std::collections::BTreeSet<NodeId> =
-        (0..context.servers.len() as u64).map(NodeId).collect();
-    ids.extend(membership.members());
-    let attempt = ATTEMPT_TIMEOUT_MAX.min(Duration::from_millis(common.timeout_ms.max(1)));
-    let options = ClientOptions {
-        attempt_timeout: attempt,
-        ..client_options(common.timeout_ms, context.cluster_id)
+    let row = |id: NodeId, address, status| MemberRow {
+        id,
+        address,
+        label: membership_label(membership, id),
+        leader: id == leader.id,
+        replication: leader_view(&leader, id),
+        status,
     };
-    let rows: Vec<MemberRow> = std::thread::scope(|scope| {
-        let asks: Vec<_> = ids
-            .iter()
-            .map(|&id| {
-                let address = context.servers.get(id.0 as usize).copied();
-                let options = options.clone();
-                let ask = scope.spawn(move || {
-                    let address = address?;
-                    let answer =
-                        Client::new(&[address], options).and_then(|mut c| c.status_of(address));
-                    Some(answer)
-                });
-                (id, address, ask)
-            })
-            .collect();
-        asks.into_iter()
-            .map(|(id, address, ask)| MemberRow {
-                id,
-                address,
-                label: membership_label(membership, id),
-                leader: id == leader.id,
-                replication: leader_view(&leader, id),
-                status: ask.join().expect("members thread panicked"),
-            })
-            .collect()
-    });
+    // Every listed address under the id its node reports, then the members none of them is.
+    let mut rows: Vec<MemberRow> = (context.listed.into_iter())
+        .map(|l| row(l.id, Some(l.address), Some(l.status)))
+        .collect();
+    for id in membership.members() {
+        if !rows.iter().any(|r| r.id == id) {
+            rows.push(row(id, None, None));
+        }
+    }
+    rows.sort_by_key(|r| r.id);
     let lines = if args.json {
         rows.iter().map(member_json).collect()
     } else {

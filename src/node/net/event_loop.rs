@@ -111,10 +111,10 @@ impl EventLoop {
     pub(super) fn run(mut self) {
         let mut events = Events::with_capacity(POLL_EVENTS_CAPACITY);
         let node = self.config.node_id;
-        log::info!(
-            "node {node}: network thread listening on {:?}",
-            self.listener.local_addr()
-        );
+        match self.listener.local_addr() {
+            Ok(address) => log::info!("node {node}: network thread listening on {address}"),
+            Err(e) => log::info!("node {node}: network thread listening (address unknown: {e})"),
+        }
         self.dial_all_peers();
         while !self.stop.load(Ordering::SeqCst) {
             if let Err(e) = self.wait(&mut events) {
