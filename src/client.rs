@@ -1,10 +1,12 @@
 //! A blocking client for an rcraft cluster: leader discovery, retries, and sessions for
-//! at-most-once writes (Raft thesis §6.3).
+//! at-most-once writes (Raft thesis §6.3). It carries opaque commands ([`Client::submit`])
+//! and queries ([`Client::query`]) for any state machine; the built-in KV store's codec sits
+//! on top of it in [`KvClient`](crate::kv_client::KvClient).
 //!
 //! A [`Client`] is owned by one thread and holds at most one TCP connection, to the node it
 //! currently believes leads. Each operation runs under a deadline ([`ClientOptions::timeout`]):
-//! it tries the last known leader, follows `NotLeader` hints (node id = index into the server
-//! list), otherwise goes round the list, pausing with a growing backoff when nobody knows a
+//! it tries the last known leader, follows `NotLeader` hints (by node id, or by the leader
+//! address the hint carries), otherwise goes round the list, pausing with a growing backoff when nobody knows a
 //! leader. Every wait on a socket is bounded by [`ClientOptions::attempt_timeout`], so a dead or
 //! stopped node costs one attempt, never the whole deadline.
 //!
@@ -20,7 +22,6 @@
 //! written), a failure of that write is reported as not definite.
 
 use crate::config::CLUSTER_ID_DEFAULT;
-use crate::kv::{KEY_BYTES_MAX, KvCommand, KvResponse, SCAN_LIMIT_MAX, VALUE_BYTES_MAX};
 use crate::node::SnapshotResult;
 use crate::node::limits::COMMAND_BYTES_MAX;
 use rcraft_wire::{
@@ -103,24 +104,6 @@ pub struct ClientResult {
     pub index: LogIndex,
     /// The state machine's answer.
     pub response: Vec<u8>,
-}
-
-/// Outcome of a compare-and-swap through [`Client::cas`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CasOutcome {
-    /// True when the new value was stored.
-    pub swapped: bool,
-    /// When not swapped, the value the key holds (`None` when absent).
-    pub current: Option<Vec<u8>>,
-}
-
-/// Outcome of a [`Client::scan`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ScanResult {
-    /// `(key, value)` pairs in key order.
-    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
-    /// True when more keys match than were answered.
-    pub more: bool,
 }
 
 /// Why an operation failed. [`ClientError::is_definite`] says whether it certainly did not
@@ -594,67 +577,6 @@ impl Client {
         }
     }
 
-    /// Store `value` under `key`.
-    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        let command = KvCommand::Put {
-            key: key.to_vec(),
-            value: value.to_vec(),
-        };
-        self.kv_write(&command).and_then(|r| expect_done(r, "put"))
-    }
-
-    /// Remove `key` (succeeds when absent).
-    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
-        let command = KvCommand::Delete { key: key.to_vec() };
-        self.kv_write(&command).and_then(|r| expect_done(r, "del"))
-    }
-
-    /// Linearizable read of `key`.
-    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let command = KvCommand::Get { key: key.to_vec() };
-        check_kv_limits(&command)?;
-        let result = self.query(command.encode())?;
-        match decode_kv(&result.response, Effect::ReadOnly)? {
-            KvResponse::Value(value) => Ok(value),
-            other => Err(unexpected_kv(other, "get", Effect::ReadOnly)),
-        }
-    }
-
-    /// Set `key` to `new` if it holds `expected` (`None`: if it is absent).
-    pub fn cas(&mut self, key: &[u8], expected: Option<&[u8]>, new: &[u8]) -> Result<CasOutcome> {
-        let command = KvCommand::Cas {
-            key: key.to_vec(),
-            expected: expected.map(<[u8]>::to_vec),
-            new: new.to_vec(),
-        };
-        match self.kv_write(&command)? {
-            KvResponse::Cas { swapped, current } => Ok(CasOutcome { swapped, current }),
-            other => Err(unexpected_kv(other, "cas", Effect::Write)),
-        }
-    }
-
-    /// The keys starting with `prefix` in key order, at most `limit` (1 to
-    /// [`SCAN_LIMIT_MAX`](crate::kv::SCAN_LIMIT_MAX)) of them, as a linearizable read; the
-    /// bool is true when more keys match.
-    pub fn scan(&mut self, prefix: &[u8], limit: u32) -> Result<ScanResult> {
-        let command = KvCommand::Scan {
-            prefix: prefix.to_vec(),
-            limit,
-        };
-        check_kv_limits(&command)?;
-        let result = self.query(command.encode())?;
-        match decode_kv(&result.response, Effect::ReadOnly)? {
-            KvResponse::Entries { entries, more } => Ok(ScanResult { entries, more }),
-            other => Err(unexpected_kv(other, "scan", Effect::ReadOnly)),
-        }
-    }
-
-    fn kv_write(&mut self, command: &KvCommand) -> Result<KvResponse> {
-        check_kv_limits(command)?;
-        let result = self.submit(command.encode())?;
-        decode_kv(&result.response, Effect::Write)
-    }
-
     /// Run one operation to completion or to the client's timeout. See the module docs.
     fn call(&mut self, body: &ClientRequestBody, effect: Effect) -> Result<ClientResult> {
         let deadline = Instant::now() + self.options.timeout;
@@ -794,8 +716,9 @@ impl Client {
         }
     }
 
-    /// Use a `NotLeader` hint: the leader's id as an index into the server list, or its
-    /// address when the id is outside it. Returns the node to try next, if the hint names one.
+    /// Use a `NotLeader` hint: the leader's address when the hint gives one (added to the
+    /// list if it is not there), else its id as an index into the server list. Returns the
+    /// node to try next, if the hint names one.
     fn follow_hint(
         &mut self,
         from: usize,
@@ -805,7 +728,7 @@ impl Client {
         let by_id = leader
             .map(|id| id.0 as usize)
             .filter(|&i| i < self.servers.len());
-        let by_address = || {
+        let mut by_address = || {
             let addr = address.and_then(|a| crate::config::resolve_address(a).ok())?;
             match self.servers.iter().position(|s| *s == addr) {
                 Some(i) => Some(i),
@@ -815,7 +738,9 @@ impl Client {
                 }
             }
         };
-        let next = by_id.or_else(by_address).filter(|&i| i != from);
+        // The address is the node's own word; the id is a list position only when the list
+        // is in id order.
+        let next = by_address().or(by_id).filter(|&i| i != from);
         match next {
             Some(i) => self.leader = Some(i),
             None => self.forget_leader(from),
@@ -1039,81 +964,11 @@ fn check_size(what: &str, bytes: usize) -> Result<()> {
     Ok(())
 }
 
-fn check_kv_limits(command: &KvCommand) -> Result<()> {
-    let (key, value) = match command {
-        KvCommand::Put { key, value } => (key, Some(value)),
-        KvCommand::Get { key } | KvCommand::Delete { key } => (key, None),
-        KvCommand::Scan { prefix, limit } => {
-            if !(1..=SCAN_LIMIT_MAX).contains(limit) || prefix.len() > KEY_BYTES_MAX {
-                let why = format!(
-                    "scan of a {}-byte prefix with limit {limit}: the prefix may have up to \
-                     {KEY_BYTES_MAX} bytes and the limit must be 1 to {SCAN_LIMIT_MAX}",
-                    prefix.len()
-                );
-                return Err(ClientError::InvalidInput(why));
-            }
-            return Ok(());
-        }
-        KvCommand::Cas { key, new, expected } => {
-            if let Some(expected) = expected.as_ref().filter(|e| e.len() > VALUE_BYTES_MAX) {
-                let why = format!(
-                    "expected value of {} bytes is over the limit of {VALUE_BYTES_MAX} bytes",
-                    expected.len()
-                );
-                return Err(ClientError::InvalidInput(why));
-            }
-            (key, Some(new))
-        }
-    };
-    if key.is_empty() || key.len() > KEY_BYTES_MAX {
-        let why = format!(
-            "key of {} bytes is outside the limits of 1 to {KEY_BYTES_MAX} bytes",
-            key.len()
-        );
-        return Err(ClientError::InvalidInput(why));
-    }
-    if let Some(value) = value.filter(|v| v.len() > VALUE_BYTES_MAX) {
-        let why = format!(
-            "value of {} bytes is over the limit of {VALUE_BYTES_MAX} bytes",
-            value.len()
-        );
-        return Err(ClientError::InvalidInput(why));
-    }
-    Ok(())
-}
-
-fn decode_kv(bytes: &[u8], effect: Effect) -> Result<KvResponse> {
-    match KvResponse::decode(bytes) {
-        // The store refused the command without changing anything.
-        Ok(KvResponse::Error(message)) => Err(ClientError::Server {
-            definite: true,
-            message,
-        }),
-        Ok(response) => Ok(response),
-        Err(e) => Err(ClientError::Protocol {
-            definite: effect == Effect::ReadOnly,
-            message: format!("undecodable KV response: {e}"),
-        }),
-    }
-}
-
-fn expect_done(response: KvResponse, what: &str) -> Result<()> {
-    match response {
-        KvResponse::Done => Ok(()),
-        other => Err(unexpected_kv(other, what, Effect::Write)),
-    }
-}
-
-fn unexpected_kv(response: KvResponse, what: &str, effect: Effect) -> ClientError {
-    ClientError::Protocol {
-        definite: effect == Effect::ReadOnly,
-        message: format!("unexpected KV answer to {what}: {response:?}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::{KvCommand, KvResponse, VALUE_BYTES_MAX};
+    use crate::kv_client::{CasOutcome, KvClient};
     use rcraft_wire::{ClientResponse, encode_client_response};
     use std::net::TcpListener;
     use std::sync::{Arc, Mutex};
@@ -1278,7 +1133,7 @@ mod tests {
         }));
         let leader = FakeNode::start(registering(|_| ok(&KvResponse::Done.encode())));
         let servers = [follower.address, leader.address];
-        let mut client = Client::new(&servers, fast_options()).unwrap();
+        let mut client = KvClient::new(&servers, fast_options()).unwrap();
         client.put(b"k", b"v").unwrap();
         client.put(b"k", b"w").unwrap();
         assert_eq!(follower.requests().len(), 1);
@@ -1289,7 +1144,7 @@ mod tests {
     #[test]
     fn submit_returns_term_index_and_response() {
         let node = FakeNode::start(registering(|_| ok(b"answer")));
-        let mut client = Client::connect(&[node.address], fast_options()).unwrap();
+        let mut client = KvClient::connect(&[node.address], fast_options()).unwrap();
         let result = client.submit(b"cmd".to_vec()).unwrap();
         assert_eq!(result.term, Term(3));
         assert_eq!(result.index, LogIndex(7));
@@ -1307,7 +1162,7 @@ mod tests {
                 ok(&KvResponse::Done.encode())
             }
         }));
-        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[node.address], fast_options()).unwrap();
         assert_eq!(
             client.client_id(),
             None,
@@ -1344,7 +1199,7 @@ mod tests {
                 _ => ok(&KvResponse::Done.encode()),
             }
         }));
-        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[node.address], fast_options()).unwrap();
         client.put(b"k", b"v").unwrap();
         let first = Session {
             client_id: 101,
@@ -1371,7 +1226,7 @@ mod tests {
                 _ => ok(&KvResponse::Done.encode()),
             }
         }));
-        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[node.address], fast_options()).unwrap();
         let e = client.put(b"k", b"v").unwrap_err();
         assert!(
             matches!(&e, ClientError::Server { definite: false, message }
@@ -1398,25 +1253,25 @@ mod tests {
     fn unreachable_nodes_are_skipped() {
         let node = FakeNode::start(Box::new(|_| ok(&KvResponse::Value(None).encode())));
         let servers = [closed_port(), node.address];
-        let mut client = Client::new(&servers, fast_options()).unwrap();
+        let mut client = KvClient::new(&servers, fast_options()).unwrap();
         assert_eq!(client.get(b"k").unwrap(), None);
     }
 
     #[test]
     fn nothing_reachable_is_a_definite_timeout() {
-        let mut client = Client::new(&[closed_port()], fast_options()).unwrap();
+        let mut client = KvClient::new(&[closed_port()], fast_options()).unwrap();
         let e = client.put(b"k", b"v").unwrap_err();
         assert!(
             matches!(e, ClientError::Timeout { definite: true }),
             "{e:?}"
         );
-        assert!(Client::connect(&[closed_port()], fast_options()).is_err());
+        assert!(KvClient::connect(&[closed_port()], fast_options()).is_err());
     }
 
     #[test]
     fn an_unanswered_write_has_an_unknown_outcome() {
         let node = FakeNode::start(registering(|_| Reply::Close));
-        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[node.address], fast_options()).unwrap();
         let e = client.put(b"k", b"v").unwrap_err();
         assert!(
             matches!(e, ClientError::Timeout { definite: false }),
@@ -1439,7 +1294,7 @@ mod tests {
                 held.push(stream);
             }
         });
-        let mut client = Client::new(&[address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[address], fast_options()).unwrap();
         // The session registration is never answered, so the write itself is never sent.
         let e = client.put(b"k", b"v").unwrap_err();
         assert!(
@@ -1458,7 +1313,7 @@ mod tests {
                 leader_address: None,
             })
         }));
-        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[node.address], fast_options()).unwrap();
         let e = client.put(b"k", b"v").unwrap_err();
         assert!(matches!(e, ClientError::NotLeader { hint: None }), "{e:?}");
         assert!(e.is_definite());
@@ -1468,7 +1323,7 @@ mod tests {
     #[test]
     fn oversized_commands_queries_and_values_are_refused_before_sending() {
         let node = FakeNode::start(registering(|_| ok(b"")));
-        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[node.address], fast_options()).unwrap();
         let over = COMMAND_BYTES_MAX + 1;
         let refusals = [
             (
@@ -1508,7 +1363,7 @@ mod tests {
                 message: "too large".into(),
             })
         }));
-        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[node.address], fast_options()).unwrap();
         let e = client.submit(b"x".to_vec()).unwrap_err();
         assert!(
             matches!(e, ClientError::Server { definite: true, .. }),
@@ -1520,7 +1375,7 @@ mod tests {
     #[test]
     fn overloaded_until_the_deadline_is_definite() {
         let node = FakeNode::start(Box::new(|_| answer(ClientResponseBody::Overloaded)));
-        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[node.address], fast_options()).unwrap();
         let e = client.put(b"k", b"v").unwrap_err();
         assert!(matches!(e, ClientError::Overloaded), "{e:?}");
     }
@@ -1540,7 +1395,7 @@ mod tests {
                 _ => ok(&KvResponse::Error("refused".into()).encode()),
             }
         }));
-        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[node.address], fast_options()).unwrap();
         assert_eq!(client.get(b"k").unwrap(), Some(b"v".to_vec()));
         let outcome = client.cas(b"k", Some(b"a"), b"b").unwrap();
         assert_eq!(
@@ -1580,7 +1435,8 @@ mod tests {
     fn leader_status_follows_the_leader_a_follower_names() {
         let follower = FakeNode::start(Box::new(|_| status_answer(0, Role::Follower, Some(1))));
         let leader = FakeNode::start(Box::new(|_| status_answer(1, Role::Leader, Some(1))));
-        let mut client = Client::new(&[follower.address, leader.address], fast_options()).unwrap();
+        let mut client =
+            KvClient::new(&[follower.address, leader.address], fast_options()).unwrap();
         let status = client.leader_status().unwrap();
         assert_eq!(status.id, NodeId(1));
         assert_eq!(client.leader(), Some(NodeId(1)));
@@ -1590,7 +1446,7 @@ mod tests {
     #[test]
     fn leader_status_without_a_leader_is_not_leader() {
         let node = FakeNode::start(Box::new(|_| status_answer(0, Role::Candidate, None)));
-        let mut client = Client::new(&[node.address, closed_port()], fast_options()).unwrap();
+        let mut client = KvClient::new(&[node.address, closed_port()], fast_options()).unwrap();
         let e = client.leader_status().unwrap_err();
         assert!(matches!(e, ClientError::NotLeader { hint: None }), "{e:?}");
     }
@@ -1599,7 +1455,7 @@ mod tests {
     fn a_membership_change_is_sent_and_an_unanswered_one_has_an_unknown_outcome() {
         let target = Membership::with_voters([NodeId(0), NodeId(2)]);
         let node = FakeNode::start(Box::new(|_| ok(b"")));
-        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[node.address], fast_options()).unwrap();
         let result = client.change_membership(target.clone()).unwrap();
         assert_eq!(result.index, LogIndex(7));
         let sent = node.requests();
@@ -1608,7 +1464,7 @@ mod tests {
             "{sent:?}"
         );
         let silent = FakeNode::start(Box::new(|_| Reply::Close));
-        let mut client = Client::new(&[silent.address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[silent.address], fast_options()).unwrap();
         let e = client.change_membership(target).unwrap_err();
         assert!(!e.is_definite(), "{e:?}");
     }

@@ -12,7 +12,8 @@
 mod cluster_support;
 
 use cluster_support::{TestNode, cluster, wait_for_leader, wait_until};
-use rcraft::client::{Client, ClientOptions};
+use rcraft::client::ClientOptions;
+use rcraft::kv_client::KvClient;
 use rcraft::node::limits::COMMAND_BYTES_MAX;
 use rcraft::wire::{
     ClientRequest, ClientRequestBody, ClientResponseBody, FrameDecoder, HANDSHAKE_BYTES, Handshake,
@@ -135,7 +136,7 @@ fn a_command_over_the_limit_is_refused_definitely_and_writes_go_on() {
         cluster_id,
         ..ClientOptions::default()
     };
-    let mut client = Client::connect(&nodes[leader].config.servers, options).unwrap();
+    let mut client = KvClient::connect(&nodes[leader].config.servers, options).unwrap();
     let after = client.submit(b"over the network".to_vec()).unwrap();
     assert!(after.index > written.index);
     let expected = [b"after".to_vec(), b"over the network".to_vec()];

@@ -7,6 +7,7 @@
 use crate::limits::STATUS_TIMEOUT;
 use rcraft::client::{Client, ClientError, ClientOptions};
 use rcraft::kv::{KvCommand, KvResponse};
+use rcraft::kv_client::KvClient;
 use rcraft::wire::{NodeStatus, Role};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -87,12 +88,12 @@ fn op_error(error: ClientError) -> OpError {
 }
 
 struct RcraftSession {
-    client: Client,
+    client: KvClient,
 }
 
 impl KvSession for RcraftSession {
     fn put(&mut self, key: &str, value: &str) -> Result<WriteAck, OpError> {
-        // `submit` rather than `Client::put`: the result carries the entry's term, which the
+        // `submit` rather than `KvClient::put`: the result carries the entry's term, which the
         // failover measurement needs.
         let command = KvCommand::Put {
             key: key.as_bytes().to_vec(),
@@ -121,7 +122,7 @@ impl KvSession for RcraftSession {
 
 impl ClusterAccess for RcraftCluster {
     fn session(&self) -> Result<Box<dyn KvSession>, OpError> {
-        let client = Client::new(&self.servers, self.options.clone()).map_err(op_error)?;
+        let client = KvClient::new(&self.servers, self.options.clone()).map_err(op_error)?;
         Ok(Box::new(RcraftSession { client }))
     }
 

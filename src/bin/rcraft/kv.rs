@@ -6,7 +6,7 @@ use crate::json::bytes_value;
 use crate::kv_line::{KvLine, parse_line, parse_words};
 use crate::{EXIT_FAILED, EXIT_USAGE, usage_error};
 use clap::Args;
-use rcraft::client::{CasOutcome, Client};
+use rcraft::kv_client::{CasOutcome, KvClient};
 use serde_json::{Value, json};
 use std::io::{self, BufRead, Write};
 use std::process::ExitCode;
@@ -27,7 +27,7 @@ pub(crate) struct KvArgs {
 }
 
 /// Carry out one command and render its JSON line; the bool is true on success.
-fn run_kv_line(client: &mut Client, line: &KvLine) -> (String, bool) {
+fn run_kv_line(client: &mut KvClient, line: &KvLine) -> (String, bool) {
     let result = match line {
         KvLine::Put(key, value) => client
             .put(key.as_bytes(), value.as_bytes())
@@ -82,7 +82,7 @@ pub(crate) fn kv(args: &KvArgs) -> ExitCode {
         Err(e) => return usage_error("kv", &e),
     };
     let options = client_options(args.timeout_ms, cluster_id);
-    let mut client = match Client::new(&servers, options) {
+    let mut client = match KvClient::new(&servers, options) {
         Ok(client) => client,
         Err(e) => return usage_error("kv", &e),
     };
@@ -93,7 +93,7 @@ pub(crate) fn kv(args: &KvArgs) -> ExitCode {
     }
 }
 
-fn kv_single(client: &mut Client, words: &[String]) -> ExitCode {
+fn kv_single(client: &mut KvClient, words: &[String]) -> ExitCode {
     let tokens: Vec<&str> = words.iter().map(String::as_str).collect();
     let (json, succeeded, status) = match parse_words(&tokens) {
         Ok(line) => {
@@ -112,7 +112,7 @@ fn kv_single(client: &mut Client, words: &[String]) -> ExitCode {
 
 /// One JSON line per input line, in order, flushed each time. A line that is not valid
 /// UTF-8 or not a command is a definite failure and reading goes on.
-fn kv_pipe(client: &mut Client) -> ExitCode {
+fn kv_pipe(client: &mut KvClient) -> ExitCode {
     let stdin = io::stdin();
     let mut input = stdin.lock();
     let stdout = io::stdout();
