@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 /// Leader's last index minus the index through which it knows a learner's log matches, at
 /// most, for the learner to count as caught up (and be promoted to voter). A new voter far
 /// behind would slow commits, or stop them if another voter failed while it catches up.
-pub const CATCH_UP_LAG_MAX_ENTRIES: u64 = 100;
+pub const CATCH_UP_LAG_ENTRIES_MAX: u64 = 100;
 /// Pause between two looks at a learner's progress.
 const CATCH_UP_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// How long a change the leader refused without effect (an earlier change not committed
@@ -161,7 +161,7 @@ impl MemberAdmin {
     }
 
     /// Waits until the leader reports learner `id`'s log matching its own to within
-    /// [`CATCH_UP_LAG_MAX_ENTRIES`] entries, or the deadline passes (the error says how far it
+    /// [`CATCH_UP_LAG_ENTRIES_MAX`] entries, or the deadline passes (the error says how far it
     /// got). `label` names the node in that error, e.g. `node 3 (127.0.0.1:7003)`.
     pub fn wait_caught_up(&self, id: NodeId, label: &str) -> Result<(), AdminError> {
         let mut last_seen = "no answer yet".to_string();
@@ -202,7 +202,7 @@ impl MemberAdmin {
 }
 
 /// How far node `id` is behind the leader whose status is `leader`, or `None` when it is
-/// within [`CATCH_UP_LAG_MAX_ENTRIES`] entries of the leader's last index and the leader
+/// within [`CATCH_UP_LAG_ENTRIES_MAX`] entries of the leader's last index and the leader
 /// streams entries to it and heard from it lately. The last two keep a node that never
 /// answered from counting as caught up on a short log (its match index is 0).
 pub fn replication_lag(leader: &NodeStatus, id: NodeId) -> Option<String> {
@@ -222,7 +222,7 @@ pub fn replication_lag(leader: &NodeStatus, id: NodeId) -> Option<String> {
         ));
     }
     let lag = leader.last_index.0.saturating_sub(progress.match_index.0);
-    if lag <= CATCH_UP_LAG_MAX_ENTRIES {
+    if lag <= CATCH_UP_LAG_ENTRIES_MAX {
         return None;
     }
     Some(format!(

@@ -25,8 +25,8 @@ use crate::config::CLUSTER_ID_DEFAULT;
 use crate::node::SnapshotResult;
 use crate::node::limits::COMMAND_BYTES_MAX;
 use rcraft_wire::{
-    ClientRequest, ClientRequestBody, ClientResponseBody, FrameDecoder, HANDSHAKE_BYTES, Handshake,
-    LogIndex, MAX_FRAME_BYTES, Membership, NodeId, NodeStatus, Role, Session, Term,
+    ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder,
+    HANDSHAKE_BYTES, Handshake, LogIndex, Membership, NodeId, NodeStatus, Role, Session, Term,
     encode_client_request, is_session_expired,
 };
 use std::collections::BTreeMap;
@@ -833,7 +833,7 @@ fn open_connection(
     Ok(Connection {
         server,
         stream,
-        decoder: FrameDecoder::new(MAX_FRAME_BYTES),
+        decoder: FrameDecoder::new(FRAME_BYTES_MAX),
         read_buf: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
         read_timeout: Some(read_timeout),
         write_timeout: Some(write_timeout),
@@ -1024,7 +1024,7 @@ mod tests {
         if stream.write_all(&ours).is_err() {
             return;
         }
-        let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
+        let mut decoder = FrameDecoder::new(FRAME_BYTES_MAX);
         let mut chunk = [0u8; 4096];
         loop {
             let n = match stream.read(&mut chunk) {

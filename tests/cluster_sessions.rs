@@ -13,8 +13,8 @@ use rcraft::kv_client::KvClient;
 use rcraft::node::limits::SESSIONS_MAX;
 use rcraft::node::{Node, NodeHandle};
 use rcraft::wire::{
-    ClientRequest, ClientRequestBody, ClientResponseBody, FrameDecoder, HANDSHAKE_BYTES, Handshake,
-    MAX_FRAME_BYTES, NodeId, Session, encode_client_request, is_session_expired,
+    ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder,
+    HANDSHAKE_BYTES, Handshake, NodeId, Session, encode_client_request, is_session_expired,
 };
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -56,7 +56,7 @@ impl RawConnection {
             .expect("handshake");
         RawConnection {
             stream,
-            decoder: FrameDecoder::new(MAX_FRAME_BYTES),
+            decoder: FrameDecoder::new(FRAME_BYTES_MAX),
             next_request_id: 1,
         }
     }

@@ -34,8 +34,8 @@ use rcraft::config::CLUSTER_ID_DEFAULT;
 use rcraft::kv::{KvCommand, KvResponse};
 use rcraft::kv_client::KvClient;
 use rcraft::wire::{
-    ClientRequest, ClientRequestBody, ClientResponseBody, FrameDecoder, HANDSHAKE_BYTES, Handshake,
-    MAX_FRAME_BYTES, encode_client_request,
+    ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder,
+    HANDSHAKE_BYTES, Handshake, encode_client_request,
 };
 use snapshot_support::{Cluster, wait_for};
 use std::collections::{HashMap, VecDeque};
@@ -120,7 +120,7 @@ fn load_connection(leader: SocketAddr, keys: Vec<usize>, value: &[u8], depth: us
     Handshake::decode(&theirs)
         .and_then(|h| h.check_cluster(CLUSTER_ID_DEFAULT))
         .expect("handshake");
-    let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
+    let mut decoder = FrameDecoder::new(FRAME_BYTES_MAX);
     let mut todo: VecDeque<usize> = keys.into();
     let mut in_flight: HashMap<u64, usize> = HashMap::new();
     let (mut next_id, mut out, mut buf) = (1u64, Vec::new(), vec![0u8; 256 << 10]);
