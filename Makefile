@@ -5,7 +5,7 @@ CARGO ?= cargo
 SEED ?=
 SEEDS ?= 2000
 
-.PHONY: help build test unit doctest lint c-free sim soak bench demo loadtest mutants
+.PHONY: help build test unit doctest lint lean c-free sim soak bench demo loadtest mutants
 
 help:
 	@echo "make build | test | lint | sim [SEED=n] [SEEDS=n] | soak | bench | demo | loadtest | mutants"
@@ -26,9 +26,14 @@ unit:
 doctest:
 	$(CARGO) test --doc --workspace
 
-lint: c-free
+lint: c-free lean
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## lean: the library as an embedder gets it (`default-features = false`: no clap, env_logger,
+## serde_json) must build on its own.
+lean:
+	$(CARGO) build -p rcraft --no-default-features
 
 ## c-free: the library promises embedders no C: no `cc`/`cmake` build step and no `-sys` crate.
 c-free:

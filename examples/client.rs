@@ -10,8 +10,9 @@
 //! The command is a put for the built-in key-value store; an embedding with its own state
 //! machine would submit its own bytes the same way.
 
-use rcraft::client::{Client, ClientOptions};
+use rcraft::client::ClientOptions;
 use rcraft::kv::{KvCommand, KvResponse};
+use rcraft::kv_client::KvClient;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -42,7 +43,7 @@ fn submit(
     key: &str,
     value: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let mut client = Client::connect(servers, ClientOptions::default())?;
+    let mut client = KvClient::connect(servers, ClientOptions::default())?;
     let command = KvCommand::Put {
         key: key.as_bytes().to_vec(),
         value: value.as_bytes().to_vec(),

@@ -1,10 +1,12 @@
 //! A blocking client for an rcraft cluster: leader discovery, retries, and sessions for
-//! at-most-once writes (Raft thesis §6.3).
+//! at-most-once writes (Raft thesis §6.3). It carries opaque commands ([`Client::submit`])
+//! and queries ([`Client::query`]) for any state machine; the built-in KV store's codec sits
+//! on top of it in [`KvClient`](crate::kv_client::KvClient).
 //!
 //! A [`Client`] is owned by one thread and holds at most one TCP connection, to the node it
 //! currently believes leads. Each operation runs under a deadline ([`ClientOptions::timeout`]):
-//! it tries the last known leader, follows `NotLeader` hints (node id = index into the server
-//! list), otherwise goes round the list, pausing with a growing backoff when nobody knows a
+//! it tries the last known leader, follows `NotLeader` hints (by node id, or by the leader
+//! address the hint carries), otherwise goes round the list, pausing with a growing backoff when nobody knows a
 //! leader. Every wait on a socket is bounded by [`ClientOptions::attempt_timeout`], so a dead or
 //! stopped node costs one attempt, never the whole deadline.
 //!
@@ -20,14 +22,14 @@
 //! written), a failure of that write is reported as not definite.
 
 use crate::config::CLUSTER_ID_DEFAULT;
-use crate::kv::{KEY_BYTES_MAX, KvCommand, KvResponse, VALUE_BYTES_MAX};
 use crate::node::SnapshotResult;
 use crate::node::limits::COMMAND_BYTES_MAX;
 use rcraft_wire::{
-    ClientRequest, ClientRequestBody, ClientResponseBody, FrameDecoder, HANDSHAKE_BYTES, Handshake,
-    LogIndex, MAX_FRAME_BYTES, Membership, NodeId, NodeStatus, Role, Session, Term,
+    ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder,
+    HANDSHAKE_BYTES, Handshake, LogIndex, Membership, NodeId, NodeStatus, Role, Session, Term,
     encode_client_request, is_session_expired,
 };
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -51,6 +53,11 @@ pub struct ClientOptions {
     pub backoff_max: Duration,
     /// Cluster id sent in the handshake; must match the servers' `cluster_id`.
     pub cluster_id: u64,
+    /// When set, an operation of a client that has never had an answer fails with
+    /// [`ClientError::Io`] (the last reason) once every server has refused the connection,
+    /// or closed it during the handshake, for this long: nothing is running there, or it is
+    /// another cluster. `None` keeps trying until the timeout (a cluster that is starting).
+    pub unreachable_give_up: Option<Duration>,
 }
 
 impl Default for ClientOptions {
@@ -61,6 +68,29 @@ impl Default for ClientOptions {
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_millis(200),
             cluster_id: CLUSTER_ID_DEFAULT,
+            unreachable_give_up: None,
+        }
+    }
+}
+
+/// Longest wait for one node's answer in [`ClientOptions::with_timeout`].
+pub const ATTEMPT_TIMEOUT_MAX: Duration = Duration::from_secs(1);
+/// [`ClientOptions::unreachable_give_up`] in [`ClientOptions::with_timeout`]: long enough for
+/// nodes that are just starting to open their port.
+pub const UNREACHABLE_GIVE_UP: Duration = Duration::from_millis(500);
+
+impl ClientOptions {
+    /// Options for a command-line tool: operations end within `timeout` (at least 1 ms),
+    /// each node is given at most [`ATTEMPT_TIMEOUT_MAX`] to answer, and a client that never
+    /// reached any node gives up after [`UNREACHABLE_GIVE_UP`] of refused connections.
+    pub fn with_timeout(timeout: Duration, cluster_id: u64) -> ClientOptions {
+        let timeout = timeout.max(Duration::from_millis(1));
+        ClientOptions {
+            timeout,
+            attempt_timeout: timeout.min(ATTEMPT_TIMEOUT_MAX),
+            cluster_id,
+            unreachable_give_up: Some(UNREACHABLE_GIVE_UP),
+            ..ClientOptions::default()
         }
     }
 }
@@ -74,15 +104,6 @@ pub struct ClientResult {
     pub index: LogIndex,
     /// The state machine's answer.
     pub response: Vec<u8>,
-}
-
-/// Outcome of a compare-and-swap through [`Client::cas`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CasOutcome {
-    /// True when the new value was stored.
-    pub swapped: bool,
-    /// When not swapped, the value the key holds (`None` when absent).
-    pub current: Option<Vec<u8>>,
 }
 
 /// Why an operation failed. [`ClientError::is_definite`] says whether it certainly did not
@@ -256,6 +277,11 @@ pub struct Client {
     /// `sequence + 1`.
     sequence: u64,
     next_request_id: u64,
+    /// True once any server has answered this client.
+    answered: bool,
+    /// Servers whose last connection attempt was refused or rejected in the handshake, with
+    /// the first time it happened in a row and the last reason.
+    unreachable: BTreeMap<usize, (Instant, io::Error)>,
 }
 
 impl Client {
@@ -274,6 +300,8 @@ impl Client {
             client_id: None,
             sequence: 0,
             next_request_id: 1,
+            answered: false,
+            unreachable: BTreeMap::new(),
         })
     }
 
@@ -417,12 +445,16 @@ impl Client {
 
     /// The status of the node that reports itself leader, found within the client's timeout
     /// (the last known leader first, then the leader other nodes name, then every node in
-    /// turn). [`ClientError::NotLeader`] with the last hint when none answered as leader.
+    /// turn). A named leader is found by the id the nodes report (not by list position), and
+    /// when no listed address reports that id, by the address the naming node gives for it.
+    /// [`ClientError::NotLeader`] with the last hint when none answered as leader.
     pub fn leader_status(&mut self) -> Result<NodeStatus> {
         let deadline = Instant::now() + self.options.timeout;
         let mut backoff = self.options.backoff_min;
         let mut hint = None;
         let mut hops_in_a_row = 0usize;
+        // Which server reported which id.
+        let mut reported: BTreeMap<NodeId, usize> = BTreeMap::new();
         loop {
             let target = self.leader.unwrap_or(self.round_robin);
             let mut followed_hint = false;
@@ -432,11 +464,12 @@ impl Client {
                     return Ok(status);
                 }
                 Ok(status) => {
+                    reported.insert(status.id, target);
                     hint = status.leader.or(hint);
                     let next = status
                         .leader
-                        .map(|id| id.0 as usize)
-                        .filter(|&i| i < self.servers.len() && i != target);
+                        .and_then(|id| self.server_of(id, target, &reported, deadline))
+                        .filter(|&i| i != target);
                     match next {
                         Some(i) => {
                             self.leader = Some(i);
@@ -456,6 +489,35 @@ impl Client {
             if (pause && !self.pause(&mut backoff, deadline)) || Instant::now() >= deadline {
                 return Err(ClientError::NotLeader { hint });
             }
+        }
+    }
+
+    /// The server to ask for node `id`, named by `servers[from]`: the one that reported that
+    /// id, else its position in the list unless that server reported another id, else the
+    /// address `servers[from]` gives for it when asked for a read (added to the list).
+    fn server_of(
+        &mut self,
+        id: NodeId,
+        from: usize,
+        reported: &BTreeMap<NodeId, usize>,
+        deadline: Instant,
+    ) -> Option<usize> {
+        if let Some(&i) = reported.get(&id) {
+            return Some(i);
+        }
+        let position = id.0 as usize;
+        if position < self.servers.len() && !reported.values().any(|&i| i == position) {
+            return Some(position);
+        }
+        // A follower answers a read with the leader's address; an empty query is harmless if
+        // it happens to lead by now (the state machine refuses it).
+        let probe = ClientRequestBody::Read { query: Vec::new() };
+        match self.attempt(from, &probe, deadline) {
+            Attempt::Answer(ClientResponseBody::NotLeader {
+                leader: Some(leader),
+                leader_address,
+            }) if leader == id => self.follow_hint(from, None, leader_address.as_deref()),
+            _ => None,
         }
     }
 
@@ -513,51 +575,6 @@ impl Client {
                 Err(io_error(io::Error::new(io::ErrorKind::TimedOut, why)))
             }
         }
-    }
-
-    /// Store `value` under `key`.
-    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        let command = KvCommand::Put {
-            key: key.to_vec(),
-            value: value.to_vec(),
-        };
-        self.kv_write(&command).and_then(|r| expect_done(r, "put"))
-    }
-
-    /// Remove `key` (succeeds when absent).
-    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
-        let command = KvCommand::Delete { key: key.to_vec() };
-        self.kv_write(&command).and_then(|r| expect_done(r, "del"))
-    }
-
-    /// Linearizable read of `key`.
-    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let command = KvCommand::Get { key: key.to_vec() };
-        check_kv_limits(&command)?;
-        let result = self.query(command.encode())?;
-        match decode_kv(&result.response, Effect::ReadOnly)? {
-            KvResponse::Value(value) => Ok(value),
-            other => Err(unexpected_kv(other, "get", Effect::ReadOnly)),
-        }
-    }
-
-    /// Set `key` to `new` if it holds `expected` (`None`: if it is absent).
-    pub fn cas(&mut self, key: &[u8], expected: Option<&[u8]>, new: &[u8]) -> Result<CasOutcome> {
-        let command = KvCommand::Cas {
-            key: key.to_vec(),
-            expected: expected.map(<[u8]>::to_vec),
-            new: new.to_vec(),
-        };
-        match self.kv_write(&command)? {
-            KvResponse::Cas { swapped, current } => Ok(CasOutcome { swapped, current }),
-            other => Err(unexpected_kv(other, "cas", Effect::Write)),
-        }
-    }
-
-    fn kv_write(&mut self, command: &KvCommand) -> Result<KvResponse> {
-        check_kv_limits(command)?;
-        let result = self.submit(command.encode())?;
-        decode_kv(&result.response, Effect::Write)
     }
 
     /// Run one operation to completion or to the client's timeout. See the module docs.
@@ -621,15 +638,14 @@ impl Client {
                     last_refusal = None;
                 }
                 Attempt::Answer(ClientResponseBody::Status(_)) => {
-                    self.drop_connection();
-                    return Err(ClientError::Protocol {
-                        definite: !maybe_applied,
-                        message: "status answer to a non-status request".to_string(),
-                    });
+                    return Err(self.misanswered(maybe_applied));
                 }
                 Attempt::NotSent(why) => {
                     log::debug!("{}: not sent: {why}", self.servers[target]);
                     self.forget_leader(target);
+                    if let Some(error) = self.take_unreachable_error() {
+                        return Err(error);
+                    }
                 }
                 Attempt::Lost(why) => {
                     log::debug!("{}: no answer: {why}", self.servers[target]);
@@ -649,16 +665,36 @@ impl Client {
         }
     }
 
+    /// A status answer to another request: drop the connection, report a protocol error.
+    fn misanswered(&mut self, maybe_applied: bool) -> ClientError {
+        self.drop_connection();
+        ClientError::Protocol {
+            definite: !maybe_applied,
+            message: "status answer to a non-status request".to_string(),
+        }
+    }
+
     /// Send `body` to `servers[target]` and wait for its answer, within one attempt timeout.
     fn attempt(&mut self, target: usize, body: &ClientRequestBody, deadline: Instant) -> Attempt {
         let attempt_deadline = deadline.min(Instant::now() + self.options.attempt_timeout);
         if let Err(e) = self.ensure_connection(target, attempt_deadline) {
-            return Attempt::NotSent(e.to_string());
+            let why = e.to_string();
+            if is_unreachable(&e) {
+                let since = self
+                    .unreachable
+                    .get(&target)
+                    .map_or(Instant::now(), |u| u.0);
+                self.unreachable.insert(target, (since, e));
+            }
+            return Attempt::NotSent(why);
         }
+        self.unreachable.remove(&target);
         let request_id = self.take_request_id();
         let connection = self.connection.as_mut().expect("connection just ensured");
         let attempt = exchange(connection, request_id, body, attempt_deadline);
-        if !matches!(attempt, Attempt::Answer(_)) {
+        if matches!(attempt, Attempt::Answer(_)) {
+            self.answered = true;
+        } else {
             self.drop_connection();
         }
         attempt
@@ -680,8 +716,9 @@ impl Client {
         }
     }
 
-    /// Use a `NotLeader` hint: the leader's id as an index into the server list, or its
-    /// address when the id is outside it. Returns the node to try next, if the hint names one.
+    /// Use a `NotLeader` hint: the leader's address when the hint gives one (added to the
+    /// list if it is not there), else its id as an index into the server list. Returns the
+    /// node to try next, if the hint names one.
     fn follow_hint(
         &mut self,
         from: usize,
@@ -691,7 +728,7 @@ impl Client {
         let by_id = leader
             .map(|id| id.0 as usize)
             .filter(|&i| i < self.servers.len());
-        let by_address = || {
+        let mut by_address = || {
             let addr = address.and_then(|a| crate::config::resolve_address(a).ok())?;
             match self.servers.iter().position(|s| *s == addr) {
                 Some(i) => Some(i),
@@ -701,12 +738,35 @@ impl Client {
                 }
             }
         };
-        let next = by_id.or_else(by_address).filter(|&i| i != from);
+        // The address is the node's own word; the id is a list position only when the list
+        // is in id order.
+        let next = by_address().or(by_id).filter(|&i| i != from);
         match next {
             Some(i) => self.leader = Some(i),
             None => self.forget_leader(from),
         }
         next
+    }
+
+    /// The error to give up with when [`ClientOptions::unreachable_give_up`] applies: no
+    /// server ever answered and every one has refused (or rejected in the handshake) every
+    /// connection for that long.
+    fn take_unreachable_error(&mut self) -> Option<ClientError> {
+        let give_up = self.options.unreachable_give_up?;
+        let all = self.unreachable.len() == self.servers.len();
+        let long_enough = self
+            .unreachable
+            .values()
+            .all(|(since, _)| since.elapsed() >= give_up);
+        if self.answered || !all || !long_enough {
+            return None;
+        }
+        let (&server, _) = self.unreachable.iter().next_back()?;
+        let (_, error) = self.unreachable.remove(&server)?;
+        Some(ClientError::Io {
+            address: self.servers[server],
+            error,
+        })
     }
 
     /// `servers[failed]` is not (reachable as) the leader: move on to the next node.
@@ -762,7 +822,9 @@ fn open_connection(
     let mut theirs = [0u8; HANDSHAKE_BYTES];
     let read_timeout = remaining(deadline)?;
     stream.set_read_timeout(Some(read_timeout))?;
-    stream.read_exact(&mut theirs)?;
+    stream
+        .read_exact(&mut theirs)
+        .map_err(|e| handshake_error(e, read_timeout, options.cluster_id))?;
     let invalid = |e: rcraft_wire::Error| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
     let handshake = Handshake::decode(&theirs).map_err(invalid)?;
     handshake
@@ -771,11 +833,41 @@ fn open_connection(
     Ok(Connection {
         server,
         stream,
-        decoder: FrameDecoder::new(MAX_FRAME_BYTES),
+        decoder: FrameDecoder::new(FRAME_BYTES_MAX),
         read_buf: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
         read_timeout: Some(read_timeout),
         write_timeout: Some(write_timeout),
     })
+}
+
+/// The handshake's read failed: say why in the words an operator needs. A node closes the
+/// connection without answering when the cluster id differs (its log says so).
+fn handshake_error(e: io::Error, waited: Duration, cluster_id: u64) -> io::Error {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            format!(
+                "the node closed the connection during the handshake: is it a node of \
+                 cluster {cluster_id:#x}? (give --cluster-id or --config; the node's log \
+                 says why)"
+            ),
+        ),
+        _ if is_timeout(&e) => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no handshake: timed out after {} ms", waited.as_millis()),
+        ),
+        _ => e,
+    }
+}
+
+/// True when nothing listens at the address or the node refused this client's cluster: a
+/// client that never got an answer may give up on these (see
+/// [`ClientOptions::unreachable_give_up`]).
+fn is_unreachable(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted
+    )
 }
 
 /// True for the errors a blocking socket call reports when its timeout ends.
@@ -806,6 +898,7 @@ fn exchange(
         request_id,
         body: body.clone(),
     };
+    let started = Instant::now();
     let mut frame = Vec::new();
     if let Err(e) = encode_client_request(&request, &mut frame) {
         return Attempt::NotSent(format!("cannot encode request: {e}"));
@@ -820,32 +913,44 @@ fn exchange(
     }
     match read_response(connection, request_id, deadline) {
         Ok(body) => Attempt::Answer(body),
-        Err(why) => Attempt::Lost(why),
+        Err(Some(why)) => Attempt::Lost(why),
+        Err(None) => Attempt::Lost(format!(
+            "no answer: timed out after {} ms",
+            started.elapsed().as_millis()
+        )),
     }
 }
 
+/// Reads until the answer to `request_id` arrives. `Err(None)` when the deadline passed
+/// (the caller says after how long), `Err(Some(why))` for any other failure.
 fn read_response(
     connection: &mut Connection,
     request_id: u64,
     deadline: Instant,
-) -> std::result::Result<ClientResponseBody, String> {
+) -> std::result::Result<ClientResponseBody, Option<String>> {
+    let failed = |e: &dyn fmt::Display| Some(e.to_string());
     loop {
-        while let Some(frame) = connection.decoder.next_frame().map_err(|e| e.to_string())? {
-            let response = frame.to_client_response().map_err(|e| e.to_string())?;
+        while let Some(frame) = connection.decoder.next_frame().map_err(|e| failed(&e))? {
+            let response = frame.to_client_response().map_err(|e| failed(&e))?;
             // Answers to earlier, abandoned requests on this connection are skipped.
             if response.request_id == request_id {
                 return Ok(response.body);
             }
         }
-        connection.bound_read(deadline).map_err(|e| e.to_string())?;
+        match connection.bound_read(deadline) {
+            Err(e) if is_timeout(&e) => return Err(None),
+            Err(e) => return Err(failed(&e)),
+            Ok(()) => {}
+        }
         match connection.stream.read(&mut connection.read_buf) {
-            Ok(0) => return Err("connection closed".to_string()),
+            Ok(0) => return Err(Some("connection closed".to_string())),
             Ok(n) => connection.decoder.push(&connection.read_buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // The socket timeout may end before the deadline (see `bound_wait`): try again
             // until the deadline itself passes.
             Err(e) if is_timeout(&e) && Instant::now() < deadline => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) if is_timeout(&e) => return Err(None),
+            Err(e) => return Err(failed(&e)),
         }
     }
 }
@@ -859,70 +964,11 @@ fn check_size(what: &str, bytes: usize) -> Result<()> {
     Ok(())
 }
 
-fn check_kv_limits(command: &KvCommand) -> Result<()> {
-    let (key, value) = match command {
-        KvCommand::Put { key, value } => (key, Some(value)),
-        KvCommand::Get { key } | KvCommand::Delete { key } => (key, None),
-        KvCommand::Cas { key, new, expected } => {
-            if let Some(expected) = expected.as_ref().filter(|e| e.len() > VALUE_BYTES_MAX) {
-                let why = format!(
-                    "expected value of {} bytes is over the limit of {VALUE_BYTES_MAX} bytes",
-                    expected.len()
-                );
-                return Err(ClientError::InvalidInput(why));
-            }
-            (key, Some(new))
-        }
-    };
-    if key.is_empty() || key.len() > KEY_BYTES_MAX {
-        let why = format!(
-            "key of {} bytes is outside the limits of 1 to {KEY_BYTES_MAX} bytes",
-            key.len()
-        );
-        return Err(ClientError::InvalidInput(why));
-    }
-    if let Some(value) = value.filter(|v| v.len() > VALUE_BYTES_MAX) {
-        let why = format!(
-            "value of {} bytes is over the limit of {VALUE_BYTES_MAX} bytes",
-            value.len()
-        );
-        return Err(ClientError::InvalidInput(why));
-    }
-    Ok(())
-}
-
-fn decode_kv(bytes: &[u8], effect: Effect) -> Result<KvResponse> {
-    match KvResponse::decode(bytes) {
-        // The store refused the command without changing anything.
-        Ok(KvResponse::Error(message)) => Err(ClientError::Server {
-            definite: true,
-            message,
-        }),
-        Ok(response) => Ok(response),
-        Err(e) => Err(ClientError::Protocol {
-            definite: effect == Effect::ReadOnly,
-            message: format!("undecodable KV response: {e}"),
-        }),
-    }
-}
-
-fn expect_done(response: KvResponse, what: &str) -> Result<()> {
-    match response {
-        KvResponse::Done => Ok(()),
-        other => Err(unexpected_kv(other, what, Effect::Write)),
-    }
-}
-
-fn unexpected_kv(response: KvResponse, what: &str, effect: Effect) -> ClientError {
-    ClientError::Protocol {
-        definite: effect == Effect::ReadOnly,
-        message: format!("unexpected KV answer to {what}: {response:?}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::{KvCommand, KvResponse, VALUE_BYTES_MAX};
+    use crate::kv_client::{CasOutcome, KvClient};
     use rcraft_wire::{ClientResponse, encode_client_response};
     use std::net::TcpListener;
     use std::sync::{Arc, Mutex};
@@ -978,7 +1024,7 @@ mod tests {
         if stream.write_all(&ours).is_err() {
             return;
         }
-        let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
+        let mut decoder = FrameDecoder::new(FRAME_BYTES_MAX);
         let mut chunk = [0u8; 4096];
         loop {
             let n = match stream.read(&mut chunk) {
@@ -1021,6 +1067,7 @@ mod tests {
             backoff_min: Duration::from_millis(5),
             backoff_max: Duration::from_millis(20),
             cluster_id: CLUSTER_ID_DEFAULT,
+            unreachable_give_up: None,
         }
     }
 
@@ -1086,7 +1133,7 @@ mod tests {
         }));
         let leader = FakeNode::start(registering(|_| ok(&KvResponse::Done.encode())));
         let servers = [follower.address, leader.address];
-        let mut client = Client::new(&servers, fast_options()).unwrap();
+        let mut client = KvClient::new(&servers, fast_options()).unwrap();
         client.put(b"k", b"v").unwrap();
         client.put(b"k", b"w").unwrap();
         assert_eq!(follower.requests().len(), 1);
@@ -1097,7 +1144,7 @@ mod tests {
     #[test]
     fn submit_returns_term_index_and_response() {
         let node = FakeNode::start(registering(|_| ok(b"answer")));
-        let mut client = Client::connect(&[node.address], fast_options()).unwrap();
+        let mut client = KvClient::connect(&[node.address], fast_options()).unwrap();
         let result = client.submit(b"cmd".to_vec()).unwrap();
         assert_eq!(result.term, Term(3));
         assert_eq!(result.index, LogIndex(7));
@@ -1115,7 +1162,7 @@ mod tests {
                 ok(&KvResponse::Done.encode())
             }
         }));
-        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[node.address], fast_options()).unwrap();
         assert_eq!(
             client.client_id(),
             None,
@@ -1152,7 +1199,7 @@ mod tests {
                 _ => ok(&KvResponse::Done.encode()),
             }
         }));
-        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[node.address], fast_options()).unwrap();
         client.put(b"k", b"v").unwrap();
         let first = Session {
             client_id: 101,
@@ -1179,7 +1226,7 @@ mod tests {
                 _ => ok(&KvResponse::Done.encode()),
             }
         }));
-        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[node.address], fast_options()).unwrap();
         let e = client.put(b"k", b"v").unwrap_err();
         assert!(
             matches!(&e, ClientError::Server { definite: false, message }
@@ -1206,25 +1253,25 @@ mod tests {
     fn unreachable_nodes_are_skipped() {
         let node = FakeNode::start(Box::new(|_| ok(&KvResponse::Value(None).encode())));
         let servers = [closed_port(), node.address];
-        let mut client = Client::new(&servers, fast_options()).unwrap();
+        let mut client = KvClient::new(&servers, fast_options()).unwrap();
         assert_eq!(client.get(b"k").unwrap(), None);
     }
 
     #[test]
     fn nothing_reachable_is_a_definite_timeout() {
-        let mut client = Client::new(&[closed_port()], fast_options()).unwrap();
+        let mut client = KvClient::new(&[closed_port()], fast_options()).unwrap();
         let e = client.put(b"k", b"v").unwrap_err();
         assert!(
             matches!(e, ClientError::Timeout { definite: true }),
             "{e:?}"
         );
-        assert!(Client::connect(&[closed_port()], fast_options()).is_err());
+        assert!(KvClient::connect(&[closed_port()], fast_options()).is_err());
     }
 
     #[test]
     fn an_unanswered_write_has_an_unknown_outcome() {
         let node = FakeNode::start(registering(|_| Reply::Close));
-        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[node.address], fast_options()).unwrap();
         let e = client.put(b"k", b"v").unwrap_err();
         assert!(
             matches!(e, ClientError::Timeout { definite: false }),
@@ -1247,7 +1294,7 @@ mod tests {
                 held.push(stream);
             }
         });
-        let mut client = Client::new(&[address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[address], fast_options()).unwrap();
         // The session registration is never answered, so the write itself is never sent.
         let e = client.put(b"k", b"v").unwrap_err();
         assert!(
@@ -1266,7 +1313,7 @@ mod tests {
                 leader_address: None,
             })
         }));
-        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[node.address], fast_options()).unwrap();
         let e = client.put(b"k", b"v").unwrap_err();
         assert!(matches!(e, ClientError::NotLeader { hint: None }), "{e:?}");
         assert!(e.is_definite());
@@ -1276,7 +1323,7 @@ mod tests {
     #[test]
     fn oversized_commands_queries_and_values_are_refused_before_sending() {
         let node = FakeNode::start(registering(|_| ok(b"")));
-        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[node.address], fast_options()).unwrap();
         let over = COMMAND_BYTES_MAX + 1;
         let refusals = [
             (
@@ -1304,7 +1351,7 @@ mod tests {
         }
         assert!(node.requests().is_empty(), "nothing was sent");
         client.submit(vec![0; 10]).unwrap();
-        // The session's registration, then the write.
+        // The session's registration, then the command.
         assert_eq!(node.requests().len(), 2);
     }
 
@@ -1316,7 +1363,7 @@ mod tests {
                 message: "too large".into(),
             })
         }));
-        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[node.address], fast_options()).unwrap();
         let e = client.submit(b"x".to_vec()).unwrap_err();
         assert!(
             matches!(e, ClientError::Server { definite: true, .. }),
@@ -1328,7 +1375,7 @@ mod tests {
     #[test]
     fn overloaded_until_the_deadline_is_definite() {
         let node = FakeNode::start(Box::new(|_| answer(ClientResponseBody::Overloaded)));
-        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[node.address], fast_options()).unwrap();
         let e = client.put(b"k", b"v").unwrap_err();
         assert!(matches!(e, ClientError::Overloaded), "{e:?}");
     }
@@ -1348,7 +1395,7 @@ mod tests {
                 _ => ok(&KvResponse::Error("refused".into()).encode()),
             }
         }));
-        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[node.address], fast_options()).unwrap();
         assert_eq!(client.get(b"k").unwrap(), Some(b"v".to_vec()));
         let outcome = client.cas(b"k", Some(b"a"), b"b").unwrap();
         assert_eq!(
@@ -1388,7 +1435,8 @@ mod tests {
     fn leader_status_follows_the_leader_a_follower_names() {
         let follower = FakeNode::start(Box::new(|_| status_answer(0, Role::Follower, Some(1))));
         let leader = FakeNode::start(Box::new(|_| status_answer(1, Role::Leader, Some(1))));
-        let mut client = Client::new(&[follower.address, leader.address], fast_options()).unwrap();
+        let mut client =
+            KvClient::new(&[follower.address, leader.address], fast_options()).unwrap();
         let status = client.leader_status().unwrap();
         assert_eq!(status.id, NodeId(1));
         assert_eq!(client.leader(), Some(NodeId(1)));
@@ -1398,7 +1446,7 @@ mod tests {
     #[test]
     fn leader_status_without_a_leader_is_not_leader() {
         let node = FakeNode::start(Box::new(|_| status_answer(0, Role::Candidate, None)));
-        let mut client = Client::new(&[node.address, closed_port()], fast_options()).unwrap();
+        let mut client = KvClient::new(&[node.address, closed_port()], fast_options()).unwrap();
         let e = client.leader_status().unwrap_err();
         assert!(matches!(e, ClientError::NotLeader { hint: None }), "{e:?}");
     }
@@ -1407,7 +1455,7 @@ mod tests {
     fn a_membership_change_is_sent_and_an_unanswered_one_has_an_unknown_outcome() {
         let target = Membership::with_voters([NodeId(0), NodeId(2)]);
         let node = FakeNode::start(Box::new(|_| ok(b"")));
-        let mut client = Client::new(&[node.address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[node.address], fast_options()).unwrap();
         let result = client.change_membership(target.clone()).unwrap();
         assert_eq!(result.index, LogIndex(7));
         let sent = node.requests();
@@ -1416,7 +1464,7 @@ mod tests {
             "{sent:?}"
         );
         let silent = FakeNode::start(Box::new(|_| Reply::Close));
-        let mut client = Client::new(&[silent.address], fast_options()).unwrap();
+        let mut client = KvClient::new(&[silent.address], fast_options()).unwrap();
         let e = client.change_membership(target).unwrap_err();
         assert!(!e.is_definite(), "{e:?}");
     }

@@ -1,7 +1,9 @@
 //! Node configuration: the values every thread of a node is started with, and how they are
 //! read.
 //!
-//! Sources, later ones winning: rcraft's defaults ([`Config::new`]), a cRaft `craft.conf`
+//! Every setting is one entry of the table in [`settings`]: its file key, flag, type,
+//! default, valid range, help text and the part of the node it configures. Sources, later
+//! ones winning: the table's defaults ([`Config::new`]), a cRaft `craft.conf`
 //! ([`ConfigFile`]: `id`, `ELECTION_TIMEOUT`, `RPC_TIMEOUT`, `HEART_BEAT_INTERVAL`, repeated
 //! `servers = host:port`, `loglevel`, plus rcraft's snake_case keys), then command-line flags
 //! ([`ConfigOverrides`]). [`build_config`] merges them and validates the result; every problem
@@ -11,16 +13,20 @@
 //! The `Config` is built once on the main thread and then copied into each node thread.
 //! Invariants after validation: `id` indexes `servers`, the servers are distinct,
 //! `election_timeout_min_ms < election_timeout_max_ms`, `tick_ms <= heartbeat_ms <
-//! election_timeout_min_ms`, and every count, size or duration is non-zero except
-//! `snapshot_retain_entries` (0 keeps no entries behind a snapshot) and
-//! `snapshot_bytes_per_sec` (0 is no limit).
+//! election_timeout_min_ms`, every value lies in its setting's range (every count, size or
+//! duration is non-zero except `snapshot_retain_entries` and `snapshot_bytes_per_sec`, where
+//! 0 means none and no limit), and `lease_reads` implies `check_quorum`.
+
+pub mod settings;
 
 use rcraft_wire::NodeId;
+pub use settings::{SETTINGS, Setting, Value, normalize_log_level};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
-/// Everything needed to start one node.
+/// Everything needed to start one node. [`settings::SETTINGS`] documents each tunable field.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// This node; index into `servers`.
@@ -43,6 +49,16 @@ pub struct Config {
     pub rpc_timeout_ms: u64,
     /// Length of one consensus tick.
     pub tick_ms: u64,
+    /// Run a Pre-Vote round before an election (thesis §9.6).
+    pub pre_vote: bool,
+    /// A leader steps down without a quorum's answers within an election timeout (§6.2).
+    pub check_quorum: bool,
+    /// Serve reads from a leader lease (§6.4.1). Invariant: implies `check_quorum`.
+    pub lease_reads: bool,
+    /// Most entry bytes in flight to one follower.
+    pub inflight_bytes_max: u64,
+    /// Proposals are refused as overloaded while the leader holds more uncommitted bytes.
+    pub uncommitted_bytes_max: u64,
     /// Take a snapshot after this many applied entries since the last one.
     pub snapshot_every: u64,
     /// Also take a snapshot once this many bytes of log (entry payloads) were applied since
@@ -74,27 +90,38 @@ pub struct Config {
 pub const CLUSTER_ID_DEFAULT: u64 = 0x7263_7261_6674;
 
 impl Config {
-    /// A configuration with rcraft's defaults for node `id` of `servers`.
+    /// A configuration with rcraft's defaults (the table's) for node `id` of `servers`.
     pub fn new(id: NodeId, servers: Vec<SocketAddr>, data_dir: PathBuf) -> Config {
-        Config {
+        let mut config = Config {
             id,
             servers,
             data_dir,
-            cluster_id: CLUSTER_ID_DEFAULT,
-            election_timeout_min_ms: 150,
-            election_timeout_max_ms: 300,
-            heartbeat_ms: 50,
-            rpc_timeout_ms: 5000,
-            tick_ms: 10,
-            snapshot_every: 100_000,
-            snapshot_log_bytes: 256 << 20,
-            snapshot_retain_entries: 1024,
-            snapshot_chunk_bytes: 1 << 20,
-            snapshot_chunks_in_flight: 4,
-            snapshot_bytes_per_sec: 800 << 20,
-            log_level: "info".to_string(),
+            cluster_id: 0,
+            election_timeout_min_ms: 0,
+            election_timeout_max_ms: 0,
+            heartbeat_ms: 0,
+            rpc_timeout_ms: 0,
+            tick_ms: 0,
+            pre_vote: false,
+            check_quorum: false,
+            lease_reads: false,
+            inflight_bytes_max: 0,
+            uncommitted_bytes_max: 0,
+            snapshot_every: 0,
+            snapshot_log_bytes: 0,
+            snapshot_retain_entries: 0,
+            snapshot_chunk_bytes: 0,
+            snapshot_chunks_in_flight: 0,
+            snapshot_bytes_per_sec: 0,
+            log_level: String::new(),
             initial_voters: None,
+        };
+        for setting in SETTINGS {
+            if let (Some(store), Some(value)) = (setting.store, setting.default_value()) {
+                store(&mut config, &value);
+            }
         }
+        config
     }
 
     /// The voters of a brand-new cluster: [`initial_voters`](Self::initial_voters), or every
@@ -164,6 +191,9 @@ pub enum ConfigProblem {
     },
     /// A duration or count that must be positive is zero.
     Zero(String),
+    /// A value of the right type outside its setting's range, or a switch that is not
+    /// on/off; the text says which and why.
+    BadValue(String),
     /// An address that does not parse or resolve.
     BadAddress {
         /// The text given.
@@ -193,6 +223,15 @@ pub enum ConfigProblem {
     BadInitialVoters(String),
 }
 
+/// `1 server is listed (id 0)` or `3 servers are listed (ids 0-2)`.
+pub fn servers_listed(servers: usize) -> String {
+    match servers {
+        0 => "no servers are listed".to_string(),
+        1 => "1 server is listed (id 0)".to_string(),
+        n => format!("{n} servers are listed (ids 0-{})", n - 1),
+    }
+}
+
 impl fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -208,17 +247,16 @@ impl fmt::Display for ConfigProblem {
                 write!(f, "{key}: {value:?} is not a valid number")
             }
             ConfigProblem::Zero(key) => write!(f, "{key} must be greater than 0"),
+            ConfigProblem::BadValue(why) => write!(f, "{why}"),
             ConfigProblem::BadAddress { value, reason } => {
                 write!(f, "bad address {value:?}: {reason}")
             }
             ConfigProblem::DuplicateAddress(addr) => write!(f, "server {addr} listed twice"),
             ConfigProblem::NoServers => write!(f, "no servers listed"),
             ConfigProblem::Missing(what) => write!(f, "missing {what}"),
-            ConfigProblem::IdOutOfRange { id, servers } => write!(
-                f,
-                "id {id} is out of range: {servers} servers are listed (ids 0-{})",
-                servers.saturating_sub(1)
-            ),
+            ConfigProblem::IdOutOfRange { id, servers } => {
+                write!(f, "id {id} is out of range: {}", servers_listed(*servers))
+            }
             ConfigProblem::BadTiming(why) => write!(f, "{why}"),
             ConfigProblem::BadLogLevel(level) => write!(
                 f,
@@ -268,60 +306,12 @@ pub struct Located<T> {
 pub struct ConfigFile {
     /// The file as named by the caller.
     pub path: PathBuf,
-    /// `id`.
-    pub id: Option<Located<u64>>,
     /// Every `servers` line, in order.
     pub servers: Vec<Located<SocketAddr>>,
-    /// `ELECTION_TIMEOUT = N` (cRaft: min N, max 2N) or `election_timeout_ms = MIN-MAX`.
-    pub election_timeout_ms: Option<Located<(u64, u64)>>,
-    /// `HEART_BEAT_INTERVAL`.
-    pub heartbeat_ms: Option<Located<u64>>,
-    /// `RPC_TIMEOUT`.
-    pub rpc_timeout_ms: Option<Located<u64>>,
-    /// `loglevel`.
-    pub log_level: Option<Located<String>>,
-    /// `data_dir`, resolved against the file's directory when relative.
-    pub data_dir: Option<Located<PathBuf>>,
-    /// `snapshot_every`.
-    pub snapshot_every: Option<Located<u64>>,
-    /// `snapshot_log_bytes`.
-    pub snapshot_log_bytes: Option<Located<u64>>,
-    /// `snapshot_retain_entries`.
-    pub snapshot_retain_entries: Option<Located<u64>>,
-    /// `snapshot_chunk_bytes`.
-    pub snapshot_chunk_bytes: Option<Located<u64>>,
-    /// `snapshot_chunks_in_flight`.
-    pub snapshot_chunks_in_flight: Option<Located<u64>>,
-    /// `snapshot_bytes_per_sec`.
-    pub snapshot_bytes_per_sec: Option<Located<u64>>,
-    /// `cluster_id` (decimal or `0x` hexadecimal).
-    pub cluster_id: Option<Located<u64>>,
-    /// `tick_ms`.
-    pub tick_ms: Option<Located<u64>>,
-    /// `initial_voters = 0,1,2`: ids of the first voters (see [`Config::initial_voters`]).
-    pub initial_voters: Option<Located<Vec<u64>>>,
+    /// Every other setting given, by its table key. `data_dir` is already resolved against
+    /// the file's directory.
+    pub values: BTreeMap<&'static str, Located<Value>>,
 }
-
-/// The keys a `craft.conf` may hold, in lower case. The first six are cRaft's.
-pub const CONFIG_KEYS: [&str; 17] = [
-    "id",
-    "election_timeout",
-    "rpc_timeout",
-    "heart_beat_interval",
-    "servers",
-    "loglevel",
-    "election_timeout_ms",
-    "data_dir",
-    "snapshot_every",
-    "cluster_id",
-    "tick_ms",
-    "snapshot_log_bytes",
-    "snapshot_retain_entries",
-    "snapshot_chunk_bytes",
-    "snapshot_chunks_in_flight",
-    "snapshot_bytes_per_sec",
-    "initial_voters",
-];
 
 impl ConfigFile {
     /// Read and parse the file at `path`.
@@ -360,110 +350,45 @@ impl ConfigFile {
     }
 
     fn set(&mut self, key: &str, value: &str, origin: Origin) -> Result<()> {
-        let lower = key.to_ascii_lowercase();
-        match lower.as_str() {
-            "id" => put_once(&mut self.id, key, parse_u64(key, value), origin),
-            "servers" => {
-                let addr = resolve_address(value).or_else(|reason| {
-                    let value = value.to_string();
-                    error(origin.clone(), ConfigProblem::BadAddress { value, reason })
-                })?;
-                self.servers.push(Located {
-                    value: addr,
-                    origin,
-                });
-                Ok(())
-            }
-            "election_timeout" => {
-                let n = parse_u64(key, value);
-                let range = n.map(|n| (n, n.saturating_mul(2)));
-                put_once(&mut self.election_timeout_ms, key, range, origin)
-            }
-            "election_timeout_ms" => {
-                let range = parse_range(value).ok_or_else(|| bad_number(key, value));
-                put_once(&mut self.election_timeout_ms, key, range, origin)
-            }
-            "heart_beat_interval" => {
-                put_once(&mut self.heartbeat_ms, key, parse_u64(key, value), origin)
-            }
-            "rpc_timeout" => put_once(&mut self.rpc_timeout_ms, key, parse_u64(key, value), origin),
-            "loglevel" => {
-                let level =
-                    normalize_log_level(value).ok_or(ConfigProblem::BadLogLevel(value.into()));
-                put_once(&mut self.log_level, key, level, origin)
-            }
-            "data_dir" => {
-                let dir = self.path.parent().unwrap_or(Path::new("")).join(value);
-                let dir = if value.is_empty() {
-                    Err(ConfigProblem::Missing("data_dir value"))
-                } else {
-                    Ok(dir)
-                };
-                put_once(&mut self.data_dir, key, dir, origin)
-            }
-            "snapshot_every" => {
-                put_once(&mut self.snapshot_every, key, parse_u64(key, value), origin)
-            }
-            "snapshot_log_bytes" => put_once(
-                &mut self.snapshot_log_bytes,
-                key,
-                parse_u64(key, value),
+        let Some(setting) = settings::by_file_key(key) else {
+            return error(origin, ConfigProblem::UnknownKey(key.to_string()));
+        };
+        if setting.key == "servers" {
+            // One address per line, repeated: cRaft's form.
+            let addr = resolve_address(value).or_else(|reason| {
+                let value = value.to_string();
+                error(origin.clone(), ConfigProblem::BadAddress { value, reason })
+            })?;
+            self.servers.push(Located {
+                value: addr,
                 origin,
-            ),
-            "snapshot_retain_entries" => put_once(
-                &mut self.snapshot_retain_entries,
-                key,
-                parse_u64(key, value),
-                origin,
-            ),
-            "snapshot_chunk_bytes" => put_once(
-                &mut self.snapshot_chunk_bytes,
-                key,
-                parse_u64(key, value),
-                origin,
-            ),
-            "snapshot_chunks_in_flight" => put_once(
-                &mut self.snapshot_chunks_in_flight,
-                key,
-                parse_u64(key, value),
-                origin,
-            ),
-            "snapshot_bytes_per_sec" => put_once(
-                &mut self.snapshot_bytes_per_sec,
-                key,
-                parse_u64(key, value),
-                origin,
-            ),
-            "cluster_id" => put_once(&mut self.cluster_id, key, parse_u64(key, value), origin),
-            "tick_ms" => put_once(&mut self.tick_ms, key, parse_u64(key, value), origin),
-            "initial_voters" => put_once(
-                &mut self.initial_voters,
-                key,
-                parse_id_list(key, value),
-                origin,
-            ),
-            _ => error(origin, ConfigProblem::UnknownKey(key.to_string())),
+            });
+            return Ok(());
         }
+        if self.values.contains_key(setting.key) {
+            // ELECTION_TIMEOUT and election_timeout_ms share a setting: name the one repeated.
+            return error(origin, ConfigProblem::DuplicateKey(key.to_string()));
+        }
+        let parsed = match setting.parse(key, value) {
+            Ok(Value::Path(dir)) => {
+                Value::Path(self.path.parent().unwrap_or(Path::new("")).join(dir))
+            }
+            Ok(parsed) => parsed,
+            Err(problem) => return error(origin, problem),
+        };
+        self.values.insert(
+            setting.key,
+            Located {
+                value: parsed,
+                origin,
+            },
+        );
+        Ok(())
     }
-}
 
-/// Store a single-valued key, refusing a second occurrence and a value that did not parse.
-fn put_once<T>(
-    slot: &mut Option<Located<T>>,
-    key: &str,
-    value: std::result::Result<T, ConfigProblem>,
-    origin: Origin,
-) -> Result<()> {
-    if slot.is_some() {
-        // ELECTION_TIMEOUT and election_timeout_ms share a slot: name the one repeated.
-        return error(origin, ConfigProblem::DuplicateKey(key.to_string()));
-    }
-    match value {
-        Ok(value) => {
-            *slot = Some(Located { value, origin });
-            Ok(())
-        }
-        Err(problem) => error(origin, problem),
+    /// The value given for the setting `key` (a table key), if the file gives it.
+    pub fn get(&self, key: &str) -> Option<&Located<Value>> {
+        self.values.get(key)
     }
 }
 
@@ -473,44 +398,6 @@ fn strip_comment(line: &str) -> &str {
         Some(at) => &line[..at],
         None => line,
     }
-}
-
-fn bad_number(key: &str, value: &str) -> ConfigProblem {
-    ConfigProblem::BadNumber {
-        key: key.to_string(),
-        value: value.to_string(),
-    }
-}
-
-/// A non-negative integer, decimal or `0x` hexadecimal, `_` allowed as a separator.
-fn parse_u64(key: &str, value: &str) -> std::result::Result<u64, ConfigProblem> {
-    let digits = value.replace('_', "");
-    let parsed = match digits
-        .strip_prefix("0x")
-        .or_else(|| digits.strip_prefix("0X"))
-    {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => digits.parse(),
-    };
-    parsed.map_err(|_| bad_number(key, value))
-}
-
-/// A comma-separated list of node ids, e.g. `0,1,2` (spaces allowed around the commas).
-fn parse_id_list(key: &str, value: &str) -> std::result::Result<Vec<u64>, ConfigProblem> {
-    if value.trim().is_empty() {
-        return Err(ConfigProblem::BadInitialVoters(
-            "the list is empty".to_string(),
-        ));
-    }
-    value
-        .split(',')
-        .map(|item| parse_u64(key, item.trim()))
-        .collect()
-}
-
-/// An id list given to command-line flag `flag` (`--initial-voters 0,1,2`).
-pub fn parse_flag_id_list(flag: &'static str, value: &str) -> Result<Vec<u64>> {
-    parse_id_list(flag, value).or_else(|problem| error(Origin::Flag(flag), problem))
 }
 
 /// Checks an initial voter list against `servers` listed addresses: not empty, no repeats,
@@ -525,8 +412,8 @@ pub fn check_initial_voters(
     }
     if let Some(id) = voters.iter().find(|&&id| id >= servers as u64) {
         return bad(format!(
-            "id {id} has no address: {servers} servers are listed (ids 0-{})",
-            servers.saturating_sub(1)
+            "id {id} has no address: {}",
+            servers_listed(servers)
         ));
     }
     let repeated = voters
@@ -537,12 +424,6 @@ pub fn check_initial_voters(
         return bad(format!("id {id} is listed twice"));
     }
     Ok(())
-}
-
-/// `MIN-MAX` in milliseconds, e.g. `150-300`.
-pub fn parse_range(value: &str) -> Option<(u64, u64)> {
-    let (min, max) = value.split_once('-')?;
-    Some((min.trim().parse().ok()?, max.trim().parse().ok()?))
 }
 
 /// Resolve `host:port` (e.g. `127.0.0.1:5000`, `localhost:5000`, `[::1]:5000`) to one
@@ -570,21 +451,11 @@ pub fn resolve_address(value: &str) -> std::result::Result<SocketAddr, String> {
 /// Parse a comma-separated `HOST:PORT,HOST:PORT,...` list (the `--peers` and `--servers`
 /// flags). Errors name the flag.
 pub fn parse_address_list(flag: &'static str, list: &str) -> Result<Vec<SocketAddr>> {
-    let mut addrs = Vec::new();
-    for item in list.split(',').map(str::trim) {
-        let addr = resolve_address(item).or_else(|reason| {
-            let value = item.to_string();
-            error(
-                Origin::Flag(flag),
-                ConfigProblem::BadAddress { value, reason },
-            )
-        })?;
-        addrs.push(addr);
+    match settings::setting("servers").parse(flag, list) {
+        Ok(Value::Addresses(addrs)) => Ok(addrs),
+        Ok(other) => unreachable!("servers parsed as {other:?}"),
+        Err(problem) => error(Origin::Flag(flag), problem),
     }
-    if let Some(dup) = first_duplicate(&addrs) {
-        return error(Origin::Flag(flag), ConfigProblem::DuplicateAddress(dup));
-    }
-    Ok(addrs)
 }
 
 fn first_duplicate(addrs: &[SocketAddr]) -> Option<SocketAddr> {
@@ -595,68 +466,49 @@ fn first_duplicate(addrs: &[SocketAddr]) -> Option<SocketAddr> {
         .map(|(_, a)| *a)
 }
 
-/// Map cRaft / spdlog level names onto `log` level names; `None` for anything else.
-pub fn normalize_log_level(value: &str) -> Option<String> {
-    let level = match value.to_ascii_lowercase().as_str() {
-        "trace" => "trace",
-        "debug" => "debug",
-        "info" => "info",
-        "warn" | "warning" => "warn",
-        "error" | "err" | "critical" => "error",
-        "off" => "off",
-        _ => return None,
-    };
-    Some(level.to_string())
-}
-
 /// A number given to command-line flag `flag` (decimal or `0x` hexadecimal).
 pub fn parse_flag_u64(flag: &'static str, value: &str) -> Result<u64> {
-    parse_u64(flag, value).or_else(|problem| error(Origin::Flag(flag), problem))
+    settings::parse_u64(value).map_or_else(
+        || error(Origin::Flag(flag), settings::bad_number(flag, value)),
+        Ok,
+    )
 }
 
-/// A `MIN-MAX` range given to command-line flag `flag`.
-pub fn parse_flag_range(flag: &'static str, value: &str) -> Result<(u64, u64)> {
-    match parse_range(value) {
-        Some(range) => Ok(range),
-        None => error(Origin::Flag(flag), bad_number(flag, value)),
-    }
-}
-
-/// Command-line flags that override the file (or stand in for it). `None` = not given.
+/// Command-line flags that override the file (or stand in for it), each parsed by its
+/// setting and remembered with its flag.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConfigOverrides {
-    /// `--id`.
-    pub id: Option<u64>,
-    /// `--peers`, already parsed with [`parse_address_list`]; replaces the file's servers.
-    pub peers: Option<Vec<SocketAddr>>,
-    /// `--data-dir`.
-    pub data_dir: Option<PathBuf>,
-    /// `--election-timeout-ms MIN-MAX`.
-    pub election_timeout_ms: Option<(u64, u64)>,
-    /// `--heartbeat-ms`.
-    pub heartbeat_ms: Option<u64>,
-    /// `--rpc-timeout-ms`.
-    pub rpc_timeout_ms: Option<u64>,
-    /// `--tick-ms`.
-    pub tick_ms: Option<u64>,
-    /// `--snapshot-every`.
-    pub snapshot_every: Option<u64>,
-    /// `--snapshot-log-bytes`.
-    pub snapshot_log_bytes: Option<u64>,
-    /// `--snapshot-retain-entries`.
-    pub snapshot_retain_entries: Option<u64>,
-    /// `--snapshot-chunk-bytes`.
-    pub snapshot_chunk_bytes: Option<u64>,
-    /// `--snapshot-chunks-in-flight`.
-    pub snapshot_chunks_in_flight: Option<u64>,
-    /// `--snapshot-bytes-per-sec` (0 = unlimited).
-    pub snapshot_bytes_per_sec: Option<u64>,
-    /// `--cluster-id`.
-    pub cluster_id: Option<u64>,
-    /// `--log-level`.
-    pub log_level: Option<String>,
-    /// `--initial-voters`, already parsed with [`parse_flag_id_list`].
-    pub initial_voters: Option<Vec<u64>>,
+    values: BTreeMap<&'static str, Located<Value>>,
+}
+
+impl ConfigOverrides {
+    /// Parses `text` given to the flag of the setting `setting`; errors name the flag.
+    pub fn set(&mut self, setting: &'static Setting, text: &str) -> Result<()> {
+        let origin = Origin::Flag(setting.flag);
+        match setting.parse(setting.flag, text) {
+            Ok(value) => {
+                self.values.insert(setting.key, Located { value, origin });
+                Ok(())
+            }
+            Err(problem) => error(origin, problem),
+        }
+    }
+
+    /// Sets the setting `key` (a table key) to an already parsed value, as if given by its
+    /// flag.
+    ///
+    /// # Panics
+    /// If `key` names no setting.
+    pub fn set_value(&mut self, key: &str, value: Value) {
+        let setting = settings::setting(key);
+        let origin = Origin::Flag(setting.flag);
+        self.values.insert(setting.key, Located { value, origin });
+    }
+
+    /// The value given for the setting `key`, if its flag was given.
+    pub fn get(&self, key: &str) -> Option<&Located<Value>> {
+        self.values.get(key)
+    }
 }
 
 /// `~/craft/craft.conf`, the file read when neither `--config` nor `--peers` is given.
@@ -664,25 +516,12 @@ pub fn default_config_path() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| Path::new(&home).join("craft").join("craft.conf"))
 }
 
-/// Pick the flag's value if given, else the file's, else the default, remembering where it
-/// came from.
-fn choose<T: Clone>(
-    flag: Option<T>,
-    flag_name: &'static str,
-    from_file: Option<&Located<T>>,
-    default: T,
-) -> Located<T> {
-    match (flag, from_file) {
-        (Some(value), _) => Located {
-            value,
-            origin: Origin::Flag(flag_name),
-        },
-        (None, Some(located)) => located.clone(),
-        (None, None) => Located {
-            value: default,
-            origin: Origin::Default,
-        },
-    }
+/// The flag's value if given, else the file's, else `None`.
+fn given(file: Option<&ConfigFile>, flags: &ConfigOverrides, key: &str) -> Option<Located<Value>> {
+    flags
+        .get(key)
+        .or_else(|| file.and_then(|f| f.get(key)))
+        .cloned()
 }
 
 /// Merge the parsed file (if any) with the command-line overrides and validate the result.
@@ -692,35 +531,34 @@ pub fn build_config(file: Option<&ConfigFile>, flags: &ConfigOverrides) -> Resul
         None => Origin::Flag("command line"),
     };
     let servers = choose_servers(file, flags, &whole_file)?;
-    let id = match (flags.id, file.and_then(|f| f.id.clone())) {
-        (Some(id), _) => Located {
-            value: id,
-            origin: Origin::Flag("--id"),
-        },
-        (None, Some(id)) => id,
-        (None, None) => return error(whole_file, ConfigProblem::Missing("id (give --id N)")),
+    let Some(id) = given(file, flags, "id") else {
+        return error(whole_file, ConfigProblem::Missing("id (give --id N)"));
     };
-    if id.value >= servers.len() as u64 {
+    let id_value = id.value.number();
+    if id_value >= servers.len() as u64 {
         let servers = servers.len();
         return error(
             id.origin,
             ConfigProblem::IdOutOfRange {
-                id: id.value,
+                id: id_value,
                 servers,
             },
         );
     }
-    let data_dir = match (&flags.data_dir, file.and_then(|f| f.data_dir.as_ref())) {
-        (Some(dir), _) => dir.clone(),
-        (None, Some(dir)) => dir.value.clone(),
-        (None, None) => match file {
-            // A cRaft file has no data_dir: keep each node's data beside the file.
-            Some(f) => data_dir_beside(&f.path, id.value),
-            None => return error(whole_file, ConfigProblem::Missing("--data-dir")),
-        },
+    let data_dir = match (given(file, flags, "data_dir"), file) {
+        (
+            Some(Located {
+                value: Value::Path(dir),
+                ..
+            }),
+            _,
+        ) => dir,
+        // A cRaft file has no data_dir: keep each node's data beside the file.
+        (_, Some(f)) => data_dir_beside(&f.path, id_value),
+        (_, None) => return error(whole_file, ConfigProblem::Missing("--data-dir")),
     };
     let initial_voters = choose_initial_voters(file, flags, servers.len())?;
-    let mut config = Config::new(NodeId(id.value), servers, data_dir);
+    let mut config = Config::new(NodeId(id_value), servers, data_dir);
     config.initial_voters = initial_voters;
     apply_tuning(&mut config, file, flags)?;
     Ok(config)
@@ -733,19 +571,14 @@ fn choose_initial_voters(
     flags: &ConfigOverrides,
     servers: usize,
 ) -> Result<Option<Vec<NodeId>>> {
-    let given = match (
-        &flags.initial_voters,
-        file.and_then(|f| f.initial_voters.as_ref()),
-    ) {
-        (Some(ids), _) => Located {
-            value: ids.clone(),
-            origin: Origin::Flag("--initial-voters"),
-        },
-        (None, Some(located)) => located.clone(),
-        (None, None) => return Ok(None),
+    let Some(given) = given(file, flags, "initial_voters") else {
+        return Ok(None);
     };
-    match check_initial_voters(&given.value, servers) {
-        Ok(()) => Ok(Some(given.value.into_iter().map(NodeId).collect())),
+    let Value::Ids(ids) = given.value else {
+        unreachable!("initial_voters parsed as {:?}", given.value);
+    };
+    match check_initial_voters(&ids, servers) {
+        Ok(()) => Ok(Some(ids.into_iter().map(NodeId).collect())),
         Err(problem) => error(given.origin, problem),
     }
 }
@@ -761,9 +594,15 @@ fn choose_servers(
     flags: &ConfigOverrides,
     whole_file: &Origin,
 ) -> Result<Vec<SocketAddr>> {
-    let servers: Vec<SocketAddr> = match (&flags.peers, file) {
-        (Some(peers), _) => peers.clone(),
-        (None, Some(f)) => {
+    let servers: Vec<SocketAddr> = match (flags.get("servers"), file) {
+        (
+            Some(Located {
+                value: Value::Addresses(peers),
+                ..
+            }),
+            _,
+        ) => peers.clone(),
+        (_, Some(f)) => {
             let addrs: Vec<SocketAddr> = f.servers.iter().map(|s| s.value).collect();
             if let Some(dup) = first_duplicate(&addrs) {
                 let at = f.servers.iter().rposition(|s| s.value == dup).unwrap_or(0);
@@ -772,7 +611,7 @@ fn choose_servers(
             }
             addrs
         }
-        (None, None) => Vec::new(),
+        (_, None) => Vec::new(),
     };
     if servers.is_empty() {
         return error(whole_file.clone(), ConfigProblem::NoServers);
@@ -780,156 +619,74 @@ fn choose_servers(
     Ok(servers)
 }
 
-/// Timing, snapshot, cluster and log settings: merge, then check they can work together.
+/// Every setting with a store: the flag's value, else the file's, else the default, checked
+/// against its range and stored; then the checks that relate settings to each other.
 fn apply_tuning(
     config: &mut Config,
     file: Option<&ConfigFile>,
     flags: &ConfigOverrides,
 ) -> Result<()> {
-    let defaults = config.clone();
-    let election = choose(
-        flags.election_timeout_ms,
-        "--election-timeout-ms",
-        file.and_then(|f| f.election_timeout_ms.as_ref()),
-        (
-            defaults.election_timeout_min_ms,
-            defaults.election_timeout_max_ms,
-        ),
-    );
-    let heartbeat = choose(
-        flags.heartbeat_ms,
-        "--heartbeat-ms",
-        file.and_then(|f| f.heartbeat_ms.as_ref()),
-        defaults.heartbeat_ms,
-    );
-    let rpc = choose(
-        flags.rpc_timeout_ms,
-        "--rpc-timeout-ms",
-        file.and_then(|f| f.rpc_timeout_ms.as_ref()),
-        defaults.rpc_timeout_ms,
-    );
-    let tick = choose(
-        flags.tick_ms,
-        "--tick-ms",
-        file.and_then(|f| f.tick_ms.as_ref()),
-        defaults.tick_ms,
-    );
-    let snapshot = choose(
-        flags.snapshot_every,
-        "--snapshot-every",
-        file.and_then(|f| f.snapshot_every.as_ref()),
-        defaults.snapshot_every,
-    );
-    let log_bytes = choose(
-        flags.snapshot_log_bytes,
-        "--snapshot-log-bytes",
-        file.and_then(|f| f.snapshot_log_bytes.as_ref()),
-        defaults.snapshot_log_bytes,
-    );
-    let retain = choose(
-        flags.snapshot_retain_entries,
-        "--snapshot-retain-entries",
-        file.and_then(|f| f.snapshot_retain_entries.as_ref()),
-        defaults.snapshot_retain_entries,
-    );
-    let chunk = choose(
-        flags.snapshot_chunk_bytes,
-        "--snapshot-chunk-bytes",
-        file.and_then(|f| f.snapshot_chunk_bytes.as_ref()),
-        defaults.snapshot_chunk_bytes,
-    );
-    let in_flight = choose(
-        flags.snapshot_chunks_in_flight,
-        "--snapshot-chunks-in-flight",
-        file.and_then(|f| f.snapshot_chunks_in_flight.as_ref()),
-        defaults.snapshot_chunks_in_flight,
-    );
-    let bytes_per_sec = choose(
-        flags.snapshot_bytes_per_sec,
-        "--snapshot-bytes-per-sec",
-        file.and_then(|f| f.snapshot_bytes_per_sec.as_ref()),
-        defaults.snapshot_bytes_per_sec,
-    );
-    let cluster = choose(
-        flags.cluster_id,
-        "--cluster-id",
-        file.and_then(|f| f.cluster_id.as_ref()),
-        defaults.cluster_id,
-    );
-    let level = match &flags.log_level {
-        Some(level) => match normalize_log_level(level) {
-            Some(level) => level,
-            None => {
-                return error(
-                    Origin::Flag("--log-level"),
-                    ConfigProblem::BadLogLevel(level.clone()),
-                );
-            }
-        },
-        None => file
-            .and_then(|f| f.log_level.as_ref())
-            .map_or(defaults.log_level, |l| l.value.clone()),
-    };
-    for (value, origin, name) in [
-        (election.value.0, &election.origin, "election timeout"),
-        (heartbeat.value, &heartbeat.origin, "heartbeat interval"),
-        (rpc.value, &rpc.origin, "rpc timeout"),
-        (tick.value, &tick.origin, "tick_ms"),
-        (snapshot.value, &snapshot.origin, "snapshot_every"),
-        (log_bytes.value, &log_bytes.origin, "snapshot_log_bytes"),
-        (chunk.value, &chunk.origin, "snapshot_chunk_bytes"),
-        (
-            in_flight.value,
-            &in_flight.origin,
-            "snapshot_chunks_in_flight",
-        ),
-    ] {
-        if value == 0 {
-            return error(origin.clone(), ConfigProblem::Zero(name.to_string()));
+    let mut chosen = BTreeMap::new();
+    for setting in SETTINGS {
+        let Some(store) = setting.store else {
+            continue;
+        };
+        let located = match given(file, flags, setting.key) {
+            Some(located) => located,
+            None => match setting.default_value() {
+                Some(value) => Located {
+                    value,
+                    origin: Origin::Default,
+                },
+                None => continue,
+            },
+        };
+        if let Err(problem) = setting.check_range(&located.value) {
+            return error(located.origin, problem);
         }
+        store(config, &located.value);
+        chosen.insert(setting.key, located.origin);
     }
-    check_timing(election.clone(), &heartbeat, &tick)?;
-    config.election_timeout_min_ms = election.value.0;
-    config.election_timeout_max_ms = election.value.1;
-    config.heartbeat_ms = heartbeat.value;
-    config.rpc_timeout_ms = rpc.value;
-    config.tick_ms = tick.value;
-    config.snapshot_every = snapshot.value;
-    config.snapshot_log_bytes = log_bytes.value;
-    config.snapshot_retain_entries = retain.value;
-    config.snapshot_chunk_bytes = chunk.value;
-    config.snapshot_chunks_in_flight = in_flight.value;
-    config.snapshot_bytes_per_sec = bytes_per_sec.value;
-    config.cluster_id = cluster.value;
-    config.log_level = level;
+    let origin_of = |key: &str| chosen.get(key).cloned().unwrap_or(Origin::Default);
+    check_timing(config, origin_of)?;
+    if config.lease_reads && !config.check_quorum {
+        let why = "lease_reads needs check_quorum (a lease is only safe while the leader \
+                   checks that a quorum still answers)";
+        return error(
+            origin_of("lease_reads"),
+            ConfigProblem::BadTiming(why.to_string()),
+        );
+    }
     Ok(())
 }
 
 /// Randomized election timeouts need a real range, and a leader must be able to send several
 /// heartbeats within the shortest election timeout or followers will keep starting elections.
-fn check_timing(
-    election: Located<(u64, u64)>,
-    heartbeat: &Located<u64>,
-    tick: &Located<u64>,
-) -> Result<()> {
-    let (min, max) = election.value;
+fn check_timing(config: &Config, origin_of: impl Fn(&str) -> Origin) -> Result<()> {
+    let (min, max) = (
+        config.election_timeout_min_ms,
+        config.election_timeout_max_ms,
+    );
     if min >= max {
         let why = format!("election timeout range {min}-{max} ms is empty (MIN must be below MAX)");
-        return error(election.origin, ConfigProblem::BadTiming(why));
+        return error(
+            origin_of("election_timeout_ms"),
+            ConfigProblem::BadTiming(why),
+        );
     }
-    if heartbeat.value >= min {
+    if config.heartbeat_ms >= min {
         let why = format!(
             "heartbeat interval {} ms must be below the election timeout ({min} ms)",
-            heartbeat.value
+            config.heartbeat_ms
         );
-        return error(heartbeat.origin.clone(), ConfigProblem::BadTiming(why));
+        return error(origin_of("heartbeat_ms"), ConfigProblem::BadTiming(why));
     }
-    if tick.value > heartbeat.value {
+    if config.tick_ms > config.heartbeat_ms {
         let why = format!(
             "tick_ms {} must not exceed the heartbeat interval ({} ms)",
-            tick.value, heartbeat.value
+            config.tick_ms, config.heartbeat_ms
         );
-        return error(tick.origin.clone(), ConfigProblem::BadTiming(why));
+        return error(origin_of("tick_ms"), ConfigProblem::BadTiming(why));
     }
     Ok(())
 }
@@ -951,6 +708,16 @@ servers = 127.0.0.1:5001   # this node
 servers = localhost:5002
 loglevel = debug
 ";
+
+    /// Overrides as the command line gives them: `(flag, text)` pairs.
+    fn flags(given: &[(&str, &str)]) -> ConfigOverrides {
+        let mut flags = ConfigOverrides::default();
+        for (flag, text) in given {
+            let setting = settings::by_flag(flag).expect("a flag of the table");
+            flags.set(setting, text).unwrap();
+        }
+        flags
+    }
 
     fn parse(text: &str) -> Result<ConfigFile> {
         ConfigFile::parse(Path::new("craft.conf"), text)
@@ -1001,11 +768,10 @@ loglevel = debug
             (8, 0)
         );
         // The flags win over the file; a rate of 0 (unlimited) is allowed from either.
-        let flags = ConfigOverrides {
-            snapshot_chunks_in_flight: Some(16),
-            snapshot_bytes_per_sec: Some(1 << 20),
-            ..ConfigOverrides::default()
-        };
+        let flags = flags(&[
+            ("--snapshot-chunks-in-flight", "16"),
+            ("--snapshot-bytes-per-sec", "1MiB"),
+        ]);
         let config = build_config(Some(&file), &flags).unwrap();
         assert_eq!(
             (
@@ -1014,26 +780,23 @@ loglevel = debug
             ),
             (16, 1 << 20)
         );
-        let flags = ConfigOverrides {
-            snapshot_bytes_per_sec: Some(0),
-            ..flags
-        };
+        let mut flags = flags;
+        flags.set_value("snapshot_bytes_per_sec", Value::Number(0));
         assert_eq!(
             build_config(Some(&file), &flags)
                 .unwrap()
                 .snapshot_bytes_per_sec,
             0
         );
-        let flags = ConfigOverrides {
-            snapshot_chunks_in_flight: Some(0),
-            ..flags
-        };
+        flags.set_value("snapshot_chunks_in_flight", Value::Number(0));
         let err = build_config(Some(&file), &flags).unwrap_err();
         assert_eq!(
             err.to_string(),
             "--snapshot-chunks-in-flight: snapshot_chunks_in_flight must be greater than 0"
         );
-        let err = parse_flag_u64("--snapshot-bytes-per-sec", "1e9").unwrap_err();
+        let err = ConfigOverrides::default()
+            .set(settings::setting("snapshot_bytes_per_sec"), "1e9")
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "--snapshot-bytes-per-sec: \"1e9\" is not a valid number"
@@ -1044,6 +807,29 @@ loglevel = debug
         assert!(
             err.to_string().contains("snapshot_chunks_in_flight"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn consensus_switches_and_byte_caps() {
+        let text = "id = 0\nservers = 127.0.0.1:1\nPre_Vote = off\ninflight_bytes_max = 2MiB\n\
+                    uncommitted_bytes_max = 1 GiB\n";
+        let config =
+            build_config(Some(&parse(text).unwrap()), &ConfigOverrides::default()).unwrap();
+        assert!(!config.pre_vote && config.check_quorum && !config.lease_reads);
+        assert_eq!(config.inflight_bytes_max, 2 << 20);
+        assert_eq!(config.uncommitted_bytes_max, 1 << 30);
+        let flags = flags(&[("--lease-reads", "on"), ("--check-quorum", "off")]);
+        let e = build_config(Some(&parse(text).unwrap()), &flags).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("--lease-reads: lease_reads needs check_quorum"),
+            "{e}"
+        );
+        let (line, _) = problem_of("id = 0\nservers = 127.0.0.1:1\ntick_ms = 2000000000\n");
+        assert!(
+            line.starts_with("craft.conf:3: tick_ms must be between 1 ms and"),
+            "{line}"
         );
     }
 
@@ -1068,10 +854,7 @@ loglevel = debug
             config.initial_voter_ids(),
             [NodeId(0), NodeId(1), NodeId(2)]
         );
-        let flags = ConfigOverrides {
-            initial_voters: Some(parse_flag_id_list("--initial-voters", "3").unwrap()),
-            ..ConfigOverrides::default()
-        };
+        let flags = flags(&[("--initial-voters", "3")]);
         let config = build_config(Some(&file), &flags).unwrap();
         assert_eq!(config.initial_voters, Some(vec![NodeId(3)]));
     }
@@ -1090,16 +873,15 @@ loglevel = debug
             assert!(line.contains(why), "{line}");
         }
         let file = parse(servers).unwrap();
-        let flags = ConfigOverrides {
-            initial_voters: Some(vec![5]),
-            ..ConfigOverrides::default()
-        };
+        let flags = flags(&[("--initial-voters", "5")]);
         let e = build_config(Some(&file), &flags).unwrap_err().to_string();
         assert!(
             e.starts_with("--initial-voters: initial voters: id 5"),
             "{e}"
         );
-        let e = parse_flag_id_list("--initial-voters", "0,,1").unwrap_err();
+        let e = ConfigOverrides::default()
+            .set(settings::setting("initial_voters"), "0,,1")
+            .unwrap_err();
         assert!(e.to_string().starts_with("--initial-voters: "), "{e}");
     }
 
@@ -1117,11 +899,10 @@ loglevel = debug
             ),
             (4096, 0, 512)
         );
-        let flags = ConfigOverrides {
-            snapshot_log_bytes: Some(1 << 20),
-            snapshot_retain_entries: Some(7),
-            ..ConfigOverrides::default()
-        };
+        let flags = flags(&[
+            ("--snapshot-log-bytes", "1MiB"),
+            ("--snapshot-retain-entries", "7"),
+        ]);
         let config = build_config(Some(&file), &flags).unwrap();
         assert_eq!(config.snapshot_log_bytes, 1 << 20);
         assert_eq!(config.snapshot_retain_entries, 7);
@@ -1156,16 +937,15 @@ loglevel = debug
     #[test]
     fn flags_override_the_file() {
         let file = parse(CRAFT_CONF).unwrap();
-        let flags = ConfigOverrides {
-            id: Some(2),
-            data_dir: Some(PathBuf::from("/tmp/x")),
-            election_timeout_ms: Some((300, 600)),
-            heartbeat_ms: Some(30),
-            snapshot_every: Some(7),
-            cluster_id: Some(9),
-            log_level: Some("WARNING".into()),
-            ..ConfigOverrides::default()
-        };
+        let flags = flags(&[
+            ("--id", "2"),
+            ("--data-dir", "/tmp/x"),
+            ("--election-timeout-ms", "300-600"),
+            ("--heartbeat-ms", "30"),
+            ("--snapshot-every", "7"),
+            ("--cluster-id", "9"),
+            ("--log-level", "WARNING"),
+        ]);
         let config = build_config(Some(&file), &flags).unwrap();
         assert_eq!(config.id, NodeId(2));
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
@@ -1185,12 +965,11 @@ loglevel = debug
 
     #[test]
     fn flags_alone_make_a_config_with_defaults() {
-        let flags = ConfigOverrides {
-            id: Some(0),
-            peers: Some(parse_address_list("--peers", "127.0.0.1:7000,127.0.0.1:7001").unwrap()),
-            data_dir: Some(PathBuf::from("d")),
-            ..ConfigOverrides::default()
-        };
+        let flags = flags(&[
+            ("--id", "0"),
+            ("--peers", "127.0.0.1:7000,127.0.0.1:7001"),
+            ("--data-dir", "d"),
+        ]);
         let config = build_config(None, &flags).unwrap();
         let defaults = Config::new(NodeId(0), config.servers.clone(), PathBuf::from("d"));
         assert_eq!(config, defaults);
@@ -1220,10 +999,7 @@ loglevel = debug
         );
         assert_eq!(problem, ConfigProblem::IdOutOfRange { id: 2, servers: 2 });
         let file = parse("servers = 127.0.0.1:1\nid = 0\n").unwrap();
-        let flags = ConfigOverrides {
-            id: Some(5),
-            ..ConfigOverrides::default()
-        };
+        let flags = flags(&[("--id", "5")]);
         let e = build_config(Some(&file), &flags).unwrap_err();
         assert!(
             e.to_string().starts_with("--id: id 5 is out of range"),
@@ -1336,13 +1112,9 @@ loglevel = debug
             "{line}"
         );
         assert_eq!(problem, ConfigProblem::BadLogLevel("loud".into()));
-        let flags = ConfigOverrides {
-            log_level: Some("loud".into()),
-            ..ConfigOverrides::default()
-        };
-        let file = parse("id = 0\nservers = 127.0.0.1:1\n").unwrap();
         assert!(
-            build_config(Some(&file), &flags)
+            ConfigOverrides::default()
+                .set(settings::setting("loglevel"), "loud")
                 .unwrap_err()
                 .to_string()
                 .starts_with("--log-level: ")
@@ -1356,11 +1128,7 @@ loglevel = debug
         assert_eq!(problem, ConfigProblem::NoServers);
         let (_, problem) = problem_of("servers = 127.0.0.1:1\n");
         assert!(matches!(problem, ConfigProblem::Missing(_)));
-        let flags = ConfigOverrides {
-            id: Some(0),
-            peers: Some(vec![resolve_address("127.0.0.1:1").unwrap()]),
-            ..ConfigOverrides::default()
-        };
+        let flags = flags(&[("--id", "0"), ("--peers", "127.0.0.1:1")]);
         let e = build_config(None, &flags).unwrap_err();
         assert_eq!(e.problem, ConfigProblem::Missing("--data-dir"));
     }
@@ -1378,8 +1146,14 @@ loglevel = debug
 
     #[test]
     fn ranges_parse() {
-        assert_eq!(parse_range("150-300"), Some((150, 300)));
-        assert_eq!(parse_range("150"), None);
-        assert_eq!(parse_range("a-b"), None);
+        let range = settings::setting("election_timeout_ms");
+        let flag = "--election-timeout-ms";
+        assert_eq!(range.parse(flag, "150-300"), Ok(Value::Range(150, 300)));
+        assert!(range.parse(flag, "150").is_err());
+        assert!(range.parse(flag, "a-b").is_err());
+        assert_eq!(
+            range.parse("ELECTION_TIMEOUT", "150"),
+            Ok(Value::Range(150, 300))
+        );
     }
 }

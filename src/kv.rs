@@ -15,6 +15,7 @@
 //! | get | `0x02` key |
 //! | del | `0x03` key |
 //! | cas | `0x04` key expected(optional; absent = "key must not exist") new |
+//! | scan (query only) | `0x05` prefix(bytes, may be empty) limit(`u32`, 1 to [`SCAN_LIMIT_MAX`]) |
 //!
 //! | response | layout |
 //! |---|---|
@@ -22,6 +23,11 @@
 //! | value (get) | `0x01` optional value |
 //! | cas | `0x02` swapped(`0`/`1`) optional current (only meaningful when not swapped) |
 //! | error | `0x03` UTF-8 message as bytes |
+//! | entries (scan) | `0x04` more(`0`/`1`) count(`u32`) then `count` pairs of key, value |
+//!
+//! A scan answers the keys starting with the prefix in key order, at most `limit` of them
+//! and at most [`SCAN_BYTES_MAX`] bytes of keys and values (always at least one entry);
+//! `more` says whether keys were left out.
 //!
 //! Decoding never trusts a length: it must fit in what is left of the input and under
 //! [`KEY_BYTES_MAX`] / [`VALUE_BYTES_MAX`], and trailing bytes are an error. A command that
@@ -58,6 +64,13 @@ const ENCODED_COMMAND_BYTES_MAX: usize =
     1 + (4 + KEY_BYTES_MAX) + (1 + 4 + VALUE_BYTES_MAX) + (4 + VALUE_BYTES_MAX);
 // Every command within the key and value limits is a command a node accepts.
 const _: () = assert!(ENCODED_COMMAND_BYTES_MAX <= crate::node::limits::COMMAND_BYTES_MAX);
+/// Most entries one scan may ask for.
+pub const SCAN_LIMIT_MAX: u32 = 10_000;
+/// Most key and value bytes one scan answers (at least one entry is always answered), so
+/// the answer fits a client frame with room to spare.
+pub const SCAN_BYTES_MAX: usize = 16 * 1024 * 1024;
+const _: () = assert!(SCAN_BYTES_MAX + KEY_BYTES_MAX + VALUE_BYTES_MAX < (60 << 20));
+
 /// First bytes of every KV snapshot; the digit is the format version.
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"RCKVSNP1";
 
@@ -76,11 +89,13 @@ const TAG_PUT: u8 = 0x01;
 const TAG_GET: u8 = 0x02;
 const TAG_DEL: u8 = 0x03;
 const TAG_CAS: u8 = 0x04;
+const TAG_SCAN: u8 = 0x05;
 
 const TAG_DONE: u8 = 0x00;
 const TAG_VALUE: u8 = 0x01;
 const TAG_CAS_RESULT: u8 = 0x02;
 const TAG_ERROR: u8 = 0x03;
+const TAG_ENTRIES: u8 = 0x04;
 
 /// A request to the key-value store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,6 +126,13 @@ pub enum KvCommand {
         /// The value to store when the comparison holds.
         new: Vec<u8>,
     },
+    /// List the keys starting with `prefix`, in key order (as a query only).
+    Scan {
+        /// The prefix; empty lists every key.
+        prefix: Vec<u8>,
+        /// Most entries to answer, 1 to [`SCAN_LIMIT_MAX`].
+        limit: u32,
+    },
 }
 
 /// The store's answer to a [`KvCommand`].
@@ -129,6 +151,13 @@ pub enum KvResponse {
     },
     /// The command was refused (undecodable, or not allowed as a query). Nothing changed.
     Error(String),
+    /// The answer to a scan: entries in key order, and whether more keys match.
+    Entries {
+        /// `(key, value)` pairs in key order.
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+        /// True when the limit (or [`SCAN_BYTES_MAX`]) left matching keys out.
+        more: bool,
+    },
 }
 
 /// Why bytes did not decode as a command or response.
@@ -244,6 +273,11 @@ impl KvCommand {
                 put_optional(&mut out, expected.as_deref());
                 put_bytes(&mut out, new);
             }
+            KvCommand::Scan { prefix, limit } => {
+                out.push(TAG_SCAN);
+                put_bytes(&mut out, prefix);
+                out.extend_from_slice(&limit.to_le_bytes());
+            }
         }
         out
     }
@@ -262,6 +296,16 @@ impl KvCommand {
                 key: c.key()?,
                 expected: c.optional("expected value")?,
                 new: c.bytes("new value", VALUE_BYTES_MAX)?,
+            },
+            TAG_SCAN => KvCommand::Scan {
+                prefix: c.bytes("prefix", KEY_BYTES_MAX)?,
+                limit: match c.u32("limit")? {
+                    limit @ 1..=SCAN_LIMIT_MAX => limit,
+                    limit => {
+                        let why = format!("scan limit {limit} outside 1 to {SCAN_LIMIT_MAX}");
+                        return Err(DecodeError(why));
+                    }
+                },
             },
             tag => return Err(DecodeError(format!("unknown command tag {tag:#04x}"))),
         };
@@ -289,6 +333,16 @@ impl KvResponse {
                 out.push(TAG_ERROR);
                 out.extend_from_slice(message.as_bytes());
             }
+            KvResponse::Entries { entries, more } => {
+                out.push(TAG_ENTRIES);
+                out.push(u8::from(*more));
+                let count = u32::try_from(entries.len()).expect("scan answers are bounded");
+                out.extend_from_slice(&count.to_le_bytes());
+                for (key, value) in entries {
+                    put_bytes(&mut out, key);
+                    put_bytes(&mut out, value);
+                }
+            }
         }
         out
     }
@@ -312,6 +366,16 @@ impl KvResponse {
                 let message = String::from_utf8_lossy(c.bytes).into_owned();
                 c.bytes = &[];
                 KvResponse::Error(message)
+            }
+            TAG_ENTRIES => {
+                let more = c.u8("more flag")? == 1;
+                let count = c.u32("entry count")?;
+                // The count is not trusted for an allocation: entries are read as they come.
+                let mut entries = Vec::new();
+                for _ in 0..count {
+                    entries.push((c.key()?, c.bytes("value", VALUE_BYTES_MAX)?));
+                }
+                KvResponse::Entries { entries, more }
             }
             tag => return Err(DecodeError(format!("unknown response tag {tag:#04x}"))),
         };
@@ -355,6 +419,7 @@ impl KvStore {
                 KvResponse::Done
             }
             KvCommand::Get { key } => KvResponse::Value(self.entries.get(&key).cloned()),
+            KvCommand::Scan { prefix, limit } => self.scan(&prefix, limit),
             KvCommand::Delete { key } => {
                 self.entries.remove(&key);
                 KvResponse::Done
@@ -376,6 +441,30 @@ impl KvStore {
                 }
             }
         }
+    }
+
+    /// The keys starting with `prefix`, at most `limit` entries and about [`SCAN_BYTES_MAX`]
+    /// bytes of them (at least one entry when any matches).
+    pub fn scan(&self, prefix: &[u8], limit: u32) -> KvResponse {
+        let mut matching = self
+            .entries
+            .range(prefix.to_vec()..)
+            .take_while(|(key, _)| key.starts_with(prefix));
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        let mut more = false;
+        for (key, value) in matching.by_ref() {
+            let size = key.len() + value.len();
+            if entries.len() == limit as usize
+                || (!entries.is_empty() && bytes + size > SCAN_BYTES_MAX)
+            {
+                more = true;
+                break;
+            }
+            bytes += size;
+            entries.push((key.clone(), value.clone()));
+        }
+        KvResponse::Entries { entries, more }
     }
 
     /// Reads a whole snapshot from `input` (see the module docs) into a new map. The
@@ -609,7 +698,8 @@ impl StateMachine for KvStore {
     fn query(&self, query: &[u8]) -> Vec<u8> {
         let response = match KvCommand::decode(query) {
             Ok(KvCommand::Get { key }) => KvResponse::Value(self.entries.get(&key).cloned()),
-            Ok(_) => KvResponse::Error("only get is allowed as a query".to_string()),
+            Ok(KvCommand::Scan { prefix, limit }) => self.scan(&prefix, limit),
+            Ok(_) => KvResponse::Error("only get and scan are allowed as queries".to_string()),
             Err(e) => KvResponse::Error(format!("bad query: {e}")),
         };
         response.encode()
@@ -652,6 +742,43 @@ mod tests {
         let mut out = Vec::new();
         store.snapshot(&mut out).unwrap();
         out
+    }
+
+    #[test]
+    fn scan_lists_keys_by_prefix_in_order() {
+        let mut store = KvStore::new();
+        for key in ["b2", "a", "b1", "b3", "c", "b"] {
+            store.execute(put(key, &format!("v{key}")));
+        }
+        let query = |prefix: &str, limit| {
+            let command = KvCommand::Scan {
+                prefix: prefix.into(),
+                limit,
+            };
+            let bytes = store.query(&KvCommand::decode(&command.encode()).unwrap().encode());
+            KvResponse::decode(&bytes).unwrap()
+        };
+        let pairs = |keys: &[&str]| -> Vec<(Vec<u8>, Vec<u8>)> {
+            let pair = |k: &&str| (k.as_bytes().to_vec(), format!("v{k}").into_bytes());
+            keys.iter().map(pair).collect()
+        };
+        let entries = pairs(&["b", "b1", "b2", "b3"]);
+        let more = false;
+        assert_eq!(query("b", 10), KvResponse::Entries { entries, more });
+        let (entries, more) = (pairs(&["b", "b1"]), true);
+        assert_eq!(query("b", 2), KvResponse::Entries { entries, more });
+        assert_eq!(query("", 10_000), query("", SCAN_LIMIT_MAX));
+        let (entries, more) = (Vec::new(), false);
+        assert_eq!(query("z", 1), KvResponse::Entries { entries, more });
+        let response = query("a", 3);
+        assert_eq!(KvResponse::decode(&response.encode()), Ok(response));
+        for limit in [0, SCAN_LIMIT_MAX + 1] {
+            let bad = KvCommand::Scan {
+                prefix: Vec::new(),
+                limit,
+            };
+            assert!(KvCommand::decode(&bad.encode()).is_err(), "{limit}");
+        }
     }
 
     #[test]

@@ -3,8 +3,11 @@
 //! - [`core`]: the pure, deterministic Raft state machine (no I/O, no clocks, no threads).
 //! - [`StateMachine`]: the trait a user implements to replicate their own state.
 //! - [`Config`]: one node's configuration, read from a cRaft `craft.conf` and flags.
-//! - [`client::Client`]: a blocking client that finds the leader and retries safely.
+//! - [`client::Client`]: a blocking client that finds the leader and retries safely, for any
+//!   state machine; [`kv_client::KvClient`] puts the KV store's commands on top of it.
 //! - [`kv`]: the built-in key-value state machine served by `rcraft serve`.
+//! - [`admin`]: membership changes planned against the leader's configuration, a learner
+//!   promoted once caught up, replication lag (what `rcraft members` runs).
 //!
 //! - [`node`]: a running node ([`node::Node::start`], [`node::NodeHandle`]) and
 //!   [`node::serve_kv`], the server behind `rcraft serve`.
@@ -74,10 +77,12 @@
 //! # }
 //! ```
 
+pub mod admin;
 pub mod client;
 pub mod config;
 pub mod core;
 pub mod kv;
+pub mod kv_client;
 pub mod node;
 pub mod state_machine;
 

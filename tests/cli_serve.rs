@@ -61,10 +61,14 @@ fn flag_errors_name_the_flag() {
     let data = dir.path().join("data");
     let data = data.to_str().unwrap();
     let peers = "127.0.0.1:5000,127.0.0.1:5001";
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (
             &["--id", "2", "--peers", peers, "--data-dir", data],
             "--id: id 2 is out of range",
+        ),
+        (
+            &["--id", "1", "--peers", "127.0.0.1:5000", "--data-dir", data],
+            "--id: id 1 is out of range: 1 server is listed (id 0)",
         ),
         (
             &[
@@ -158,6 +162,39 @@ fn snapshot_transfer_flags_are_checked_like_the_others() {
     args.push("--snapshot-chunks-in-flight=-1");
     let expected = "--snapshot-chunks-in-flight: \"-1\" is not a valid number";
     assert_one_line_error(&rcraft_serve(&args, dir.path()), expected);
+}
+
+#[test]
+fn sizes_take_units_and_switches_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let base = ["--id", "0", "--peers", "127.0.0.1:5000", "--data-dir"];
+    let mut args = base.to_vec();
+    args.extend([file.to_str().unwrap(), "--snapshot-log-bytes", "256MiB"]);
+    args.extend(["--snapshot-bytes-per-sec", "800MiB/s", "--pre-vote", "off"]);
+    // Good values pass validation: the node gets as far as its data directory (a file here).
+    assert_one_line_error(
+        &rcraft_serve(&args, dir.path()),
+        "exists and is not a directory",
+    );
+    let mut args = base.to_vec();
+    args.extend([
+        file.to_str().unwrap(),
+        "--lease-reads",
+        "on",
+        "--check-quorum",
+        "off",
+    ]);
+    let expected = "--lease-reads: lease_reads needs check_quorum";
+    assert_one_line_error(&rcraft_serve(&args, dir.path()), expected);
+    let help = Command::new(env!("CARGO_BIN_EXE_rcraft"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("[default: 800 MiB/s]"), "{help}");
+    assert!(help.contains("[default: 256 MiB]"), "{help}");
 }
 
 #[test]

@@ -194,7 +194,7 @@ fn a_one_node_cluster_on_port_zero_serves_clients_on_its_real_port() {
     assert_ne!(real.port(), 0);
     node.wait_for_leader(std::time::Duration::from_secs(10))
         .unwrap();
-    let mut client = rcraft::client::Client::connect(&[real], Default::default()).unwrap();
+    let mut client = rcraft::kv_client::KvClient::connect(&[real], Default::default()).unwrap();
     client.put(b"k", b"v").unwrap();
     assert_eq!(client.get(b"k").unwrap(), Some(b"v".to_vec()));
     node.shutdown().unwrap();

@@ -5,8 +5,9 @@ mod cluster_support;
 
 use cluster_support::{free_addresses, wait_until};
 use rcraft::Config;
-use rcraft::client::{Client, ClientOptions};
+use rcraft::client::ClientOptions;
 use rcraft::kv::KvStore;
+use rcraft::kv_client::KvClient;
 use rcraft::node::{Node, NodeHandle};
 use rcraft::wire::{NodeId, Role};
 use std::time::Duration;
@@ -34,7 +35,7 @@ fn kv_client_writes_reads_and_survives_a_leader_change() {
         timeout: Duration::from_secs(20),
         ..ClientOptions::default()
     };
-    let mut client = Client::connect(&servers, options).expect("client");
+    let mut client = KvClient::connect(&servers, options).expect("client");
 
     client.put(b"a", b"1").unwrap();
     assert_eq!(client.get(b"a").unwrap(), Some(b"1".to_vec()));

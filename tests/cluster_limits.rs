@@ -12,11 +12,12 @@
 mod cluster_support;
 
 use cluster_support::{TestNode, cluster, wait_for_leader, wait_until};
-use rcraft::client::{Client, ClientOptions};
+use rcraft::client::ClientOptions;
+use rcraft::kv_client::KvClient;
 use rcraft::node::limits::COMMAND_BYTES_MAX;
 use rcraft::wire::{
-    ClientRequest, ClientRequestBody, ClientResponseBody, FrameDecoder, HANDSHAKE_BYTES, Handshake,
-    MAX_FRAME_BYTES, Session, encode_client_request,
+    ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder,
+    HANDSHAKE_BYTES, Handshake, Session, encode_client_request,
 };
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -25,7 +26,7 @@ use std::time::Duration;
 /// Sizes a node must refuse: one byte over the limit, and a command that fits a client's
 /// frame but not an AppendRequest carrying it (the size that blocked every write).
 fn oversized() -> [usize; 2] {
-    [COMMAND_BYTES_MAX + 1, MAX_FRAME_BYTES as usize - 64]
+    [COMMAND_BYTES_MAX + 1, FRAME_BYTES_MAX as usize - 64]
 }
 
 /// Three started nodes whose election timeouts and client waits are long enough for 64 MiB
@@ -61,7 +62,7 @@ fn send_raw(address: SocketAddr, cluster_id: u64, body: ClientRequestBody) -> Cl
     };
     encode_client_request(&request, &mut frame).unwrap();
     stream.write_all(&frame).unwrap();
-    let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
+    let mut decoder = FrameDecoder::new(FRAME_BYTES_MAX);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         if let Some(frame) = decoder.next_frame().unwrap() {
@@ -135,7 +136,7 @@ fn a_command_over_the_limit_is_refused_definitely_and_writes_go_on() {
         cluster_id,
         ..ClientOptions::default()
     };
-    let mut client = Client::connect(&nodes[leader].config.servers, options).unwrap();
+    let mut client = KvClient::connect(&nodes[leader].config.servers, options).unwrap();
     let after = client.submit(b"over the network".to_vec()).unwrap();
     assert!(after.index > written.index);
     let expected = [b"after".to_vec(), b"over the network".to_vec()];
@@ -150,8 +151,10 @@ fn a_command_of_exactly_the_limit_replicates_to_every_follower_and_commits() {
     let dir = tempfile::tempdir().unwrap();
     let (mut nodes, leader) = started_cluster(dir.path());
     let command: Vec<u8> = (0..COMMAND_BYTES_MAX).map(|i| (i % 251) as u8).collect();
+    // Commands in a session need the session registered first (issue 14, finding 6).
+    let client_id = nodes[leader].handle().register_session().unwrap();
     let session = Session {
-        client_id: nodes[leader].handle().register_session().unwrap(),
+        client_id,
         sequence: 1,
     };
     let written = nodes[leader]

@@ -5,7 +5,8 @@ mod cluster_support;
 
 use cluster_support::free_addresses;
 use rcraft::Config;
-use rcraft::client::{Client, ClientOptions};
+use rcraft::client::ClientOptions;
+use rcraft::kv_client::KvClient;
 use rcraft::node::serve_kv;
 use rcraft::wire::NodeId;
 use std::time::Duration;
@@ -21,7 +22,7 @@ fn serve_kv_serves_until_sigterm_then_returns_ok() {
         timeout: Duration::from_secs(20),
         ..ClientOptions::default()
     };
-    let mut client = Client::connect(&servers, options).expect("client");
+    let mut client = KvClient::connect(&servers, options).expect("client");
     client.put(b"key", b"value").unwrap();
     assert_eq!(client.get(b"key").unwrap(), Some(b"value".to_vec()));
 

@@ -6,14 +6,15 @@ mod cluster_support;
 
 use cluster_support::{free_addresses, wait_until};
 use rcraft::Config;
-use rcraft::client::{Client, ClientError, ClientOptions};
+use rcraft::client::{ClientError, ClientOptions};
 use rcraft::config::CLUSTER_ID_DEFAULT;
 use rcraft::kv::{KvCommand, KvStore};
+use rcraft::kv_client::KvClient;
 use rcraft::node::limits::SESSIONS_MAX;
 use rcraft::node::{Node, NodeHandle};
 use rcraft::wire::{
-    ClientRequest, ClientRequestBody, ClientResponseBody, FrameDecoder, HANDSHAKE_BYTES, Handshake,
-    MAX_FRAME_BYTES, NodeId, Session, encode_client_request, is_session_expired,
+    ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder,
+    HANDSHAKE_BYTES, Handshake, NodeId, Session, encode_client_request, is_session_expired,
 };
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -55,7 +56,7 @@ impl RawConnection {
             .expect("handshake");
         RawConnection {
             stream,
-            decoder: FrameDecoder::new(MAX_FRAME_BYTES),
+            decoder: FrameDecoder::new(FRAME_BYTES_MAX),
             next_request_id: 1,
         }
     }
@@ -171,7 +172,7 @@ fn a_write_needs_a_registered_session() {
     ));
 
     let options = ClientOptions::default();
-    let mut client = Client::connect(&[address], options).unwrap();
+    let mut client = KvClient::connect(&[address], options).unwrap();
     assert_eq!(client.get(b"k").unwrap(), Some(b"unregistered".to_vec()));
     client.put(b"k", b"by-client").unwrap();
     let client_id = client.client_id().expect("registered at the first write");
@@ -257,7 +258,7 @@ fn a_retried_write_whose_session_was_forgotten_is_not_applied_twice() {
         attempt_timeout: Duration::from_secs(240),
         ..ClientOptions::default()
     };
-    let mut client = Client::connect(&[relay.address], options).unwrap();
+    let mut client = KvClient::connect(&[relay.address], options).unwrap();
     client.put(b"k", b"v1").unwrap();
     let first_session = client.client_id().expect("a session");
 
@@ -267,7 +268,7 @@ fn a_retried_write_whose_session_was_forgotten_is_not_applied_twice() {
         let outcome = client.put(b"k", b"v2");
         (client, outcome)
     });
-    let mut observer = Client::connect(&[address], ClientOptions::default()).unwrap();
+    let mut observer = KvClient::connect(&[address], ClientOptions::default()).unwrap();
     wait_until(Duration::from_secs(20), "the write to be applied", || {
         observer.get(b"k").unwrap() == Some(b"v2".to_vec())
     });

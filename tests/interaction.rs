@@ -23,10 +23,11 @@
 //! `restart ID`, `add-learner ID NEW`, `members ID VOTERS... [learners IDS...]`, `log ID`, `lose-partial ID`
 //! (the node's partially received snapshot file disappears).
 
-use rcraft::core::{Action, CoreConfig, HardState, Input, RecoveredState, Replica};
-use rcraft::wire::{
-    Entry, EntryPayload, LogIndex, Membership, Message, MessageBody, NodeId, SnapshotMeta,
+use rcraft::core::describe::{
+    describe_action, describe_entry, describe_membership, describe_message,
 };
+use rcraft::core::{Action, CoreConfig, HardState, Input, RecoveredState, Replica};
+use rcraft::wire::{Entry, LogIndex, Membership, Message, NodeId, SnapshotMeta};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -162,13 +163,13 @@ impl Cluster {
         let actions = node.replica.take_actions();
         let mut applied_to = None;
         for action in actions {
-            writeln!(out, "n{id}: {}", format_action(&action)).unwrap();
+            writeln!(out, "n{id}: {}", describe_action(&action)).unwrap();
             match action {
                 Action::Send(message) => {
                     if self.connected(message.from.0, message.to.0) {
                         self.in_flight.push(message);
                     } else {
-                        writeln!(out, "dropped: {}", format_message(&message)).unwrap();
+                        writeln!(out, "dropped: {}", describe_message(&message)).unwrap();
                     }
                 }
                 Action::Apply { entries } => {
@@ -251,7 +252,7 @@ impl Cluster {
         for message in messages {
             let (from, to) = (message.from.0, message.to.0);
             if !self.connected(from, to) || !self.nodes.contains_key(&to) {
-                writeln!(out, "dropped: {}", format_message(&message)).unwrap();
+                writeln!(out, "dropped: {}", describe_message(&message)).unwrap();
                 continue;
             }
             self.step(to, Input::Message(message), out);
@@ -352,7 +353,7 @@ impl Cluster {
             "log" => {
                 let node = &self.nodes[&parse(args[0])];
                 for entry in node.replica.log_entries() {
-                    writeln!(out, "{}", format_entry(entry)).unwrap();
+                    writeln!(out, "{}", describe_entry(entry)).unwrap();
                 }
                 if node.replica.log_entries().is_empty() {
                     out.push_str("(empty)\n");
@@ -397,7 +398,7 @@ impl Cluster {
             .partition(|m| filter.is_none_or(|(from, to)| m.from.0 == from && m.to.0 == to));
         self.in_flight = kept;
         for message in dropped {
-            writeln!(out, "dropped: {}", format_message(&message)).unwrap();
+            writeln!(out, "dropped: {}", describe_message(&message)).unwrap();
         }
     }
 
@@ -515,179 +516,6 @@ fn parse(arg: &str) -> u64 {
         .unwrap_or_else(|_| panic!("not a number: {arg}"))
 }
 
-fn format_entry(entry: &Entry) -> String {
-    let payload = match &entry.payload {
-        EntryPayload::Noop => "noop".to_string(),
-        EntryPayload::Command { data, .. } => format!("{:?}", String::from_utf8_lossy(data)),
-        EntryPayload::Membership(m) => format!("members{}", format_membership(m)),
-    };
-    format!("{}@{} {}", entry.index, entry.term, payload)
-}
-
-fn format_entries(entries: &[Entry]) -> String {
-    let parts: Vec<String> = entries.iter().map(format_entry).collect();
-    format!("[{}]", parts.join(", "))
-}
-
-fn format_membership(m: &Membership) -> String {
-    let list = |set: &BTreeSet<NodeId>| {
-        set.iter()
-            .map(|id| id.0.to_string())
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let mut text = format!("(voters {}", list(&m.voters));
-    if m.is_joint() {
-        write!(text, "; outgoing {}", list(&m.voters_outgoing)).unwrap();
-    }
-    if !m.learners.is_empty() {
-        write!(text, "; learners {}", list(&m.learners)).unwrap();
-    }
-    text.push(')');
-    text
-}
-
-fn format_meta(meta: &SnapshotMeta) -> String {
-    format!("snap {}@{} {}b", meta.index, meta.term, meta.size_bytes)
-}
-
-fn format_message(m: &Message) -> String {
-    let body = match &m.body {
-        MessageBody::VoteRequest {
-            pre_vote,
-            last_log_index,
-            last_log_term,
-            leadership_transfer,
-        } => format!(
-            "{} last={}@{}{}",
-            if *pre_vote { "PreVote" } else { "Vote" },
-            last_log_index,
-            last_log_term,
-            if *leadership_transfer {
-                " transfer"
-            } else {
-                ""
-            }
-        ),
-        MessageBody::VoteResponse { pre_vote, granted } => format!(
-            "{}Resp {}",
-            if *pre_vote { "PreVote" } else { "Vote" },
-            if *granted { "granted" } else { "rejected" }
-        ),
-        MessageBody::AppendRequest {
-            prev_log_index,
-            prev_log_term,
-            entries,
-            leader_commit,
-        } => format!(
-            "App prev={}@{} commit={} {}",
-            prev_log_index,
-            prev_log_term,
-            leader_commit,
-            format_entries(entries)
-        ),
-        MessageBody::AppendResponse {
-            success,
-            match_index,
-            conflict,
-        } => match (success, conflict) {
-            (true, _) => format!("AppResp ok match={match_index}"),
-            (false, Some(hint)) => format!(
-                "AppResp reject probe={} hint={}@{}",
-                match_index,
-                hint.first_index,
-                hint.term
-                    .map(|t| t.to_string())
-                    .unwrap_or_else(|| "-".into())
-            ),
-            (false, None) => format!("AppResp reject probe={match_index}"),
-        },
-        MessageBody::Heartbeat {
-            leader_commit,
-            read_context,
-        } => format!("Heartbeat commit={leader_commit} ctx={read_context}"),
-        MessageBody::HeartbeatResponse { read_context } => {
-            format!("HeartbeatResp ctx={read_context}")
-        }
-        MessageBody::InstallSnapshot {
-            meta,
-            offset,
-            data,
-            done,
-            ..
-        } => format!(
-            "Snapshot {} offset={} len={}{}",
-            format_meta(meta),
-            offset,
-            data.len(),
-            if *done { " done" } else { "" }
-        ),
-        MessageBody::InstallSnapshotResponse {
-            snapshot_index,
-            next_offset,
-            done,
-            rejected,
-        } => format!(
-            "SnapshotResp index={}{} next={}{}",
-            snapshot_index,
-            if *done { " done" } else { "" },
-            next_offset,
-            if *rejected { " rejected" } else { "" }
-        ),
-        MessageBody::TimeoutNow => "TimeoutNow".to_string(),
-    };
-    format!("{}->{} t{} {}", m.from, m.to, m.term, body)
-}
-
-fn format_action(action: &Action) -> String {
-    match action {
-        Action::Send(m) => format!("send {}", format_message(m)),
-        Action::Persist {
-            seq,
-            hard_state,
-            entries,
-        } => {
-            let hs = hard_state
-                .map(|h| {
-                    let vote = h.vote.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
-                    format!(" hs=(term {} vote {} commit {})", h.term, vote, h.commit)
-                })
-                .unwrap_or_default();
-            format!("persist seq={seq}{hs} {}", format_entries(entries))
-        }
-        Action::Apply { entries } => format!("apply {}", format_entries(entries)),
-        Action::Proposed { id, term, index } => format!("proposed #{id} at {index}@{term}"),
-        Action::ProposeRejected { id, error } => format!("propose #{id} rejected: {error:?}"),
-        Action::ReadReady { id, index, term } => {
-            format!("read #{id} ready at {index} (term {term})")
-        }
-        Action::ReadRejected { id, error } => format!("read #{id} rejected: {error:?}"),
-        Action::ReadSnapshotChunk {
-            to,
-            meta,
-            offset,
-            max_bytes,
-        } => format!(
-            "read-snapshot for {to} {} offset={offset} max={max_bytes}",
-            format_meta(meta)
-        ),
-        Action::WriteSnapshotChunk {
-            from,
-            meta,
-            offset,
-            data,
-            done,
-            ..
-        } => format!(
-            "write-snapshot from {from} {} offset={offset} len={}{}",
-            format_meta(meta),
-            data.len(),
-            if *done { " done" } else { "" }
-        ),
-        Action::CompactLog { through } => format!("compact-log through {through}"),
-    }
-}
-
 fn format_status(replica: &Replica) -> String {
     let s = replica.status();
     let leader = s
@@ -705,7 +533,7 @@ fn format_status(replica: &Replica) -> String {
         s.commit_index,
         s.applied_index,
         s.snapshot_index,
-        format_membership(&s.membership)
+        describe_membership(&s.membership)
     )
 }
 

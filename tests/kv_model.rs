@@ -17,6 +17,12 @@ fn command() -> impl Strategy<Value = KvCommand> {
         key.clone().prop_map(|key| KvCommand::Delete { key }),
         (key, prop::option::of(value.clone()), value)
             .prop_map(|(key, expected, new)| KvCommand::Cas { key, expected, new }),
+        (prop::sample::select(vec!["", "a", "b", "z"]), 1u32..3).prop_map(|(prefix, limit)| {
+            KvCommand::Scan {
+                prefix: prefix.as_bytes().to_vec(),
+                limit,
+            }
+        }),
     ]
 }
 
@@ -27,6 +33,16 @@ fn model_answer(model: &mut BTreeMap<Vec<u8>, Vec<u8>>, command: &KvCommand) -> 
             KvResponse::Done
         }
         KvCommand::Get { key } => KvResponse::Value(model.get(key).cloned()),
+        KvCommand::Scan { prefix, limit } => {
+            let matching: Vec<(Vec<u8>, Vec<u8>)> = model
+                .iter()
+                .filter(|(key, _)| key.starts_with(prefix))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            let more = matching.len() > *limit as usize;
+            let entries = matching.into_iter().take(*limit as usize).collect();
+            KvResponse::Entries { entries, more }
+        }
         KvCommand::Delete { key } => {
             model.remove(key);
             KvResponse::Done
@@ -51,7 +67,7 @@ fn model_answer(model: &mut BTreeMap<Vec<u8>, Vec<u8>>, command: &KvCommand) -> 
 
 fn apply(store: &mut KvStore, index: u64, command: &KvCommand) -> KvResponse {
     let bytes = match command {
-        KvCommand::Get { .. } => store.query(&command.encode()),
+        KvCommand::Get { .. } | KvCommand::Scan { .. } => store.query(&command.encode()),
         _ => store.apply(LogIndex(index), &command.encode()),
     };
     KvResponse::decode(&bytes).expect("the store answers in its own format")

@@ -26,7 +26,7 @@ fn fixture() -> Fixture {
     let addr = listener.local_addr().unwrap();
     let mut config = config(1, addr, &[]);
     config.stall_timeout = STALL;
-    config.max_frame_bytes = 1 << 20;
+    config.frame_bytes_max = 1 << 20;
     let (node, events) = spawn(listener, config, 64);
     let echo = echo_server(events, node.sender());
     let mut client = TestClient::connect(addr);

@@ -29,12 +29,13 @@
 
 mod snapshot_support;
 
-use rcraft::client::{Client, ClientOptions};
+use rcraft::client::ClientOptions;
 use rcraft::config::CLUSTER_ID_DEFAULT;
 use rcraft::kv::{KvCommand, KvResponse};
+use rcraft::kv_client::KvClient;
 use rcraft::wire::{
-    ClientRequest, ClientRequestBody, ClientResponseBody, FrameDecoder, HANDSHAKE_BYTES, Handshake,
-    MAX_FRAME_BYTES, encode_client_request,
+    ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder,
+    HANDSHAKE_BYTES, Handshake, encode_client_request,
 };
 use snapshot_support::{Cluster, wait_for};
 use std::collections::{HashMap, VecDeque};
@@ -119,7 +120,7 @@ fn load_connection(leader: SocketAddr, keys: Vec<usize>, value: &[u8], depth: us
     Handshake::decode(&theirs)
         .and_then(|h| h.check_cluster(CLUSTER_ID_DEFAULT))
         .expect("handshake");
-    let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
+    let mut decoder = FrameDecoder::new(FRAME_BYTES_MAX);
     let mut todo: VecDeque<usize> = keys.into();
     let mut in_flight: HashMap<u64, usize> = HashMap::new();
     let (mut next_id, mut out, mut buf) = (1u64, Vec::new(), vec![0u8; 256 << 10]);
@@ -189,7 +190,7 @@ fn background_writes(servers: &[SocketAddr], writers: usize, stop: &AtomicBool, 
                     attempt_timeout: Duration::from_millis(500),
                     ..ClientOptions::default()
                 };
-                let mut client = Client::new(servers, options).unwrap();
+                let mut client = KvClient::new(servers, options).unwrap();
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let key = format!("load-{w}-{}", i % 1000);
@@ -447,7 +448,7 @@ fn restart_from_large_snapshot(cluster: &mut Cluster, settings: &Settings, fresh
         for w in 0..writers {
             let servers = &cluster.addresses;
             scope.spawn(move || {
-                let mut client = Client::new(servers, ClientOptions::default()).unwrap();
+                let mut client = KvClient::new(servers, ClientOptions::default()).unwrap();
                 for i in (w..tail).step_by(writers) {
                     client
                         .put(format!("tail-{i}").as_bytes(), b"t")
@@ -465,7 +466,7 @@ fn restart_from_large_snapshot(cluster: &mut Cluster, settings: &Settings, fresh
     cluster.kill(fresh);
     let started = Instant::now();
     cluster.restart(fresh);
-    let mut probe = Client::new(&[cluster.addresses[fresh]], Default::default()).unwrap();
+    let mut probe = KvClient::new(&[cluster.addresses[fresh]], Default::default()).unwrap();
     let answered = wait_for_long("the restarted node to answer", || {
         probe.status_of(cluster.addresses[fresh]).ok()
     });

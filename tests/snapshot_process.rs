@@ -6,7 +6,8 @@
 
 mod snapshot_support;
 
-use rcraft::client::{Client, ClientOptions};
+use rcraft::client::ClientOptions;
+use rcraft::kv_client::KvClient;
 use rcraft::wire::{NodeId, Role};
 use snapshot_support::{Cluster, key, value, wait_for, write_keys};
 use std::time::Duration;
@@ -24,7 +25,7 @@ fn check_keys_through(cluster: &Cluster, id: usize, count: usize, size: usize) {
         None
     });
     moved.unwrap_or_else(|| panic!("node {id} never led; logs:\n{}", cluster.logs()));
-    let mut client = Client::new(&[cluster.addresses[id]], ClientOptions::default()).unwrap();
+    let mut client = KvClient::new(&[cluster.addresses[id]], ClientOptions::default()).unwrap();
     for i in 0..count {
         assert_eq!(
             client.get(&key(i)).unwrap(),

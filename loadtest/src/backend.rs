@@ -8,6 +8,7 @@
 use crate::limits::STATUS_TIMEOUT;
 use rcraft::client::{Client, ClientError, ClientOptions};
 use rcraft::kv::{KvCommand, KvResponse};
+use rcraft::kv_client::KvClient;
 use rcraft::wire::{NodeStatus, Role};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -103,11 +104,13 @@ fn op_error(error: ClientError) -> OpError {
 }
 
 struct RcraftSession {
-    client: Client,
+    client: KvClient,
 }
 
 impl KvSession for RcraftSession {
     fn put(&mut self, key: &str, value: &str) -> Result<WriteAck, OpError> {
+        // `submit` rather than `KvClient::put`: the result carries the entry's term, which the
+        // failover measurement needs.
         let command = KvCommand::Put {
             key: key.as_bytes().to_vec(),
             value: value.as_bytes().to_vec(),
@@ -174,7 +177,7 @@ impl RcraftSession {
 
 impl ClusterAccess for RcraftCluster {
     fn session(&self) -> Result<Box<dyn KvSession>, OpError> {
-        let client = Client::new(&self.servers, self.options.clone()).map_err(op_error)?;
+        let client = KvClient::new(&self.servers, self.options.clone()).map_err(op_error)?;
         Ok(Box::new(RcraftSession { client }))
     }
 

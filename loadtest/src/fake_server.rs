@@ -7,8 +7,9 @@
 
 use rcraft::kv::{KvCommand, KvResponse};
 use rcraft::wire::{
-    ClientRequestBody, ClientResponse, ClientResponseBody, FrameDecoder, Handshake, LogIndex,
-    MAX_FRAME_BYTES, Membership, NodeId, NodeStatus, Role, Session, Term, encode_client_response,
+    ClientRequestBody, ClientResponse, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder,
+    Handshake, LogIndex, Membership, NodeId, NodeStatus, Role, Session, Term,
+    encode_client_response,
 };
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -195,7 +196,7 @@ fn answer(body: ClientRequestBody, map: &Mutex<Map>, store: &Store) -> ClientRes
                 }
             }
         }
-        Err(_) => {
+        Ok(KvCommand::Scan { .. }) | Err(_) => {
             return ClientResponseBody::Error {
                 definite: true,
                 message: "unsupported".into(),
@@ -223,7 +224,7 @@ fn serve(
     stream
         .set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
-    let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
+    let mut decoder = FrameDecoder::new(FRAME_BYTES_MAX);
     let mut greeted = false;
     let mut chunk = [0u8; 16 * 1024];
     while !stop.load(Ordering::Relaxed) {

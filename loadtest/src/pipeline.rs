@@ -19,8 +19,8 @@ use crate::stats::OpOutcome;
 use crate::workload::{Rng, RunShared, WorkloadSpec};
 use rcraft::kv::{KvCommand, KvResponse};
 use rcraft::wire::{
-    ClientRequest, ClientRequestBody, ClientResponse, ClientResponseBody, FrameDecoder,
-    HANDSHAKE_BYTES, Handshake, MAX_FRAME_BYTES, encode_client_request,
+    ClientRequest, ClientRequestBody, ClientResponse, ClientResponseBody, FRAME_BYTES_MAX,
+    FrameDecoder, HANDSHAKE_BYTES, Handshake, encode_client_request,
 };
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -78,7 +78,7 @@ fn open(addr: SocketAddr, spec: &PipelineSpec) -> std::io::Result<Connection> {
     stream.set_read_timeout(Some(PIPELINE_READ_POLL))?;
     Ok(Connection {
         stream,
-        decoder: FrameDecoder::new(MAX_FRAME_BYTES),
+        decoder: FrameDecoder::new(FRAME_BYTES_MAX),
         next_request_id: 1,
         in_flight: HashMap::new(),
         draining: false,

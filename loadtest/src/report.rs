@@ -1,5 +1,5 @@
-//! The run's summary: the JSON object of CONTRACT.md (hand-written: a dozen fields do not
-//! earn a serialization framework) and the human-readable text printed at the end.
+//! The run's summary: the JSON object of CONTRACT.md (built with `serde_json`, fields in the
+//! contract's order) and the human-readable text printed at the end.
 //!
 //! Pure: built by the main thread from the other modules' results after every thread ended.
 
@@ -7,6 +7,7 @@ use crate::faults::FaultEvent;
 use crate::history::{Verification, key_name};
 use crate::linearizability::Linearizability;
 use crate::stats::{LatencySummary, SecondSample};
+use serde_json::{Value, json};
 use std::fmt::Write;
 
 /// Everything the run produced.
@@ -99,97 +100,53 @@ impl Summary {
 
     /// The JSON summary: one object, fields of CONTRACT.md first, then extras.
     pub fn to_json(&self) -> String {
-        let mut o = JsonObject::default();
-        o.num("clients", self.clients as f64);
-        o.num("duration_s", self.duration_s);
-        o.num("ops", self.ops() as f64);
-        o.num("ops_per_s", self.ops_per_s());
         let l = &self.latency;
-        o.raw(
-            "latency_us",
-            &format!(
-                r#"{{"p50":{},"p90":{},"p99":{},"p999":{},"max":{}}}"#,
-                l.p50, l.p90, l.p99, l.p999, l.max
-            ),
-        );
-        o.num("errors", self.errors as f64);
-        o.num("unknown", self.unknown as f64);
-        o.num("leader_kills", self.leader_kills() as f64);
-        o.raw(
-            "failover_ms",
-            &json_list(
-                self.failover_ms
-                    .iter()
-                    .map(|f| f.map_or("null".into(), json_num)),
-            ),
-        );
-        o.num("acked_writes", self.writes as f64);
         let verified = self.verification;
-        o.raw(
-            "lost_acked_writes",
-            &verified.map_or("null".into(), |v| v.lost_acked_writes.to_string()),
-        );
-        o.raw(
-            "rss_bytes_max",
-            &json_list(self.rss_bytes_max.iter().map(u64::to_string)),
-        );
-        // Extras.
-        o.raw(
-            "anon_rss_bytes_max",
-            &json_list(self.anon_rss_bytes_max.iter().map(u64::to_string)),
-        );
-        o.str("target", &self.target);
-        o.num("value_size", self.value_size as f64);
-        o.num("keys", self.keys as f64);
-        o.num("read_ratio", self.read_ratio);
-        o.raw("rate", &self.rate.map_or("null".into(), json_num));
-        o.num("pipeline", self.pipeline.max(1) as f64);
-        o.num("reads", self.reads as f64);
-        o.num("writes", self.writes as f64);
-        o.raw(
-            "keys_checked",
-            &verified.map_or("null".into(), |v| v.keys_checked.to_string()),
-        );
-        o.raw(
-            "unexpected_values",
-            &verified.map_or("null".into(), |v| v.unexpected_values.to_string()),
-        );
-        o.raw(
-            "unreadable_keys",
-            &verified.map_or("null".into(), |v| v.unreadable_keys.to_string()),
-        );
+        let mut summary = json!({
+            "clients": self.clients,
+            "duration_s": json_num(self.duration_s),
+            "ops": self.ops(),
+            "ops_per_s": json_num(self.ops_per_s()),
+            "latency_us": {"p50": l.p50, "p90": l.p90, "p99": l.p99, "p999": l.p999, "max": l.max},
+            "errors": self.errors,
+            "unknown": self.unknown,
+            "leader_kills": self.leader_kills(),
+            "failover_ms": self.failover_ms.iter().map(|f| f.map_or(Value::Null, json_num)).collect::<Vec<_>>(),
+            "acked_writes": self.writes,
+            "lost_acked_writes": verified.map(|v| v.lost_acked_writes),
+            "rss_bytes_max": self.rss_bytes_max,
+        });
         let checked = self.linearizability.as_ref();
-        let linearizable = checked.and_then(Linearizability::linearizable);
-        o.raw(
-            "linearizable",
-            &linearizable.map_or("null".into(), |l| l.to_string()),
-        );
-        o.raw(
-            "ops_checked",
-            &checked.map_or("null".into(), |l| l.ops_checked.to_string()),
-        );
         let window = checked.map(|l| l.windows_text(|k| key_name(self.run_id, k)));
-        o.raw(
-            "linearizability_window",
-            &json_list(window.iter().flat_map(|w| w.lines().map(json_str))),
-        );
-        o.raw("workload", &self.workload.map_or("null".into(), json_str));
-        o.raw("passed", if self.passed() { "true" } else { "false" });
-        o.raw(
-            "interrupted",
-            if self.interrupted { "true" } else { "false" },
-        );
-        o.num("faults_skipped", self.faults_skipped as f64);
-        o.raw("events", &json_list(self.events.iter().map(event_json)));
-        o.raw(
-            "per_second",
-            &json_list(self.per_second.iter().map(sample_json)),
-        );
-        o.raw(
-            "problems",
-            &json_list(self.problems.iter().map(|p| json_str(p))),
-        );
-        o.finish()
+        let window_lines: Vec<&str> = window.iter().flat_map(|w| w.lines()).collect();
+        let extras = json!({
+            "anon_rss_bytes_max": self.anon_rss_bytes_max,
+            "target": self.target,
+            "value_size": self.value_size,
+            "keys": self.keys,
+            "read_ratio": json_num(self.read_ratio),
+            "rate": self.rate.map_or(Value::Null, json_num),
+            "pipeline": self.pipeline.max(1),
+            "reads": self.reads,
+            "writes": self.writes,
+            "keys_checked": verified.map(|v| v.keys_checked),
+            "unexpected_values": verified.map(|v| v.unexpected_values),
+            "unreadable_keys": verified.map(|v| v.unreadable_keys),
+            "linearizable": checked.and_then(Linearizability::linearizable),
+            "ops_checked": checked.map(|l| l.ops_checked),
+            "linearizability_window": window_lines,
+            "workload": self.workload,
+            "passed": self.passed(),
+            "interrupted": self.interrupted,
+            "faults_skipped": self.faults_skipped,
+            "events": self.events.iter().map(event_json).collect::<Vec<_>>(),
+            "per_second": self.per_second.iter().map(sample_json).collect::<Vec<_>>(),
+            "problems": self.problems,
+        });
+        if let (Some(summary), Value::Object(extras)) = (summary.as_object_mut(), extras) {
+            summary.extend(extras);
+        }
+        summary.to_string()
     }
 
     /// The human-readable report.
@@ -346,91 +303,39 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-fn event_json(e: &FaultEvent) -> String {
-    let term = e.term.map_or("null".into(), |t| t.to_string());
-    format!(
-        r#"{{"t_ms":{},"kind":"{}","node":{},"term":{term}}}"#,
-        json_num(e.at_ns as f64 / 1e6),
-        e.kind.name(),
-        e.node
-    )
+fn event_json(e: &FaultEvent) -> Value {
+    json!({
+        "t_ms": json_num(e.at_ns as f64 / 1e6),
+        "kind": e.kind.name(),
+        "node": e.node,
+        "term": e.term,
+    })
 }
 
-fn sample_json(s: &SecondSample) -> String {
-    format!(
-        r#"{{"t_s":{},"ops_per_s":{},"writes":{},"reads":{},"errors":{},"unknown":{},"p50_us":{},"p99_us":{}}}"#,
-        json_num(s.t_s),
-        json_num(s.ops_per_s()),
-        s.counts.writes,
-        s.counts.reads,
-        s.counts.errors,
-        s.counts.unknown,
-        s.latency.p50,
-        s.latency.p99
-    )
+fn sample_json(s: &SecondSample) -> Value {
+    json!({
+        "t_s": json_num(s.t_s),
+        "ops_per_s": json_num(s.ops_per_s()),
+        "writes": s.counts.writes,
+        "reads": s.counts.reads,
+        "errors": s.counts.errors,
+        "unknown": s.counts.unknown,
+        "p50_us": s.latency.p50,
+        "p99_us": s.latency.p99,
+    })
 }
 
-/// A JSON number: at most three decimals, `null` for NaN and infinities (JSON has none).
-pub fn json_num(x: f64) -> String {
+/// A JSON number: at most three decimals, an integer when it has none, `null` for NaN and
+/// infinities (JSON has none).
+pub fn json_num(x: f64) -> Value {
     if !x.is_finite() {
-        return "null".into();
+        return Value::Null;
     }
     let rounded = (x * 1000.0).round() / 1000.0;
     if rounded.fract() == 0.0 && rounded.abs() < 1e15 {
-        format!("{}", rounded as i64)
+        Value::from(rounded as i64)
     } else {
-        format!("{rounded}")
-    }
-}
-
-/// A JSON string literal.
-pub fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn json_list(items: impl Iterator<Item = String>) -> String {
-    format!("[{}]", items.collect::<Vec<_>>().join(","))
-}
-
-#[derive(Default)]
-struct JsonObject {
-    body: String,
-}
-
-impl JsonObject {
-    fn raw(&mut self, key: &str, value: &str) {
-        if !self.body.is_empty() {
-            self.body.push(',');
-        }
-        let _ = write!(self.body, "{}:{value}", json_str(key));
-    }
-
-    fn num(&mut self, key: &str, value: f64) {
-        self.raw(key, &json_num(value));
-    }
-
-    fn str(&mut self, key: &str, value: &str) {
-        self.raw(key, &json_str(value));
-    }
-
-    fn finish(self) -> String {
-        format!("{{{}}}", self.body)
+        Value::from(rounded)
     }
 }
 
@@ -556,8 +461,8 @@ mod tests {
         assert_eq!(format_ms(812), "0.812 ms");
         assert_eq!(format_ms(2_310), "2.31 ms");
         assert_eq!(format_ms(230_000), "230 ms");
-        assert_eq!(json_num(f64::NAN), "null");
-        assert_eq!(json_num(1.23456), "1.235");
-        assert_eq!(json_str("a\u{1}b"), "\"a\\u0001b\"");
+        assert_eq!(json_num(f64::NAN).to_string(), "null");
+        assert_eq!(json_num(1.23456).to_string(), "1.235");
+        assert_eq!(json_num(8.0).to_string(), "8");
     }
 }

@@ -43,9 +43,11 @@ fn build_rcraft_bin() -> PathBuf {
     );
     let executable = stdout
         .lines()
-        .filter(|line| line.contains(r#""reason":"compiler-artifact""#))
-        .filter(|line| line.contains(r#""kind":["bin"]"#) && line.contains(r#""name":"rcraft""#))
-        .find_map(|line| json_string_after(line, r#""executable":""#))
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["reason"] == "compiler-artifact")
+        .filter(|message| message["target"]["kind"] == serde_json::json!(["bin"]))
+        .filter(|message| message["target"]["name"] == "rcraft")
+        .find_map(|message| message["executable"].as_str().map(str::to_string))
         .unwrap_or_else(|| panic!("cargo reported no rcraft executable:\n{stdout}"));
     let executable = PathBuf::from(executable);
     assert!(
@@ -54,14 +56,6 @@ fn build_rcraft_bin() -> PathBuf {
         executable.display()
     );
     executable
-}
-
-/// The JSON string value that follows `key` (which includes the opening quote) in `line`.
-/// Paths with escaped characters are not expected here and are rejected.
-fn json_string_after(line: &str, key: &str) -> Option<String> {
-    let rest = &line[line.find(key)? + key.len()..];
-    let value = &rest[..rest.find('"')?];
-    (!value.contains('\\')).then(|| value.to_string())
 }
 
 /// Runs `rcraft-loadtest --spawn 3` over `keys` keys with a leader kill and `extra` flags;

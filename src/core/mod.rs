@@ -6,6 +6,7 @@
 //! below each hold one concept of the algorithm.
 
 mod api;
+pub mod describe;
 mod dispatch;
 mod election;
 mod error;

@@ -18,6 +18,7 @@ use super::limits::{CONSENSUS_INPUT_BATCH_MAX, PENDING_REQUESTS_MAX, TICK_CATCH_
 use super::results::ApplyMsg;
 use super::storage_io::{StorageCommand, StorageEvent};
 use super::transport::{NetEvent, Replier, ReplyTo};
+use crate::core::describe::describe_action;
 use crate::core::{Action, Input, ProposeError, Replica, RequestId};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, select};
 use rcraft_wire::{
@@ -588,6 +589,10 @@ impl Consensus {
             }
             let mut messages = Vec::new();
             for action in actions {
+                // The same one-line form as the interaction scripts; built only when traced.
+                if log::log_enabled!(log::Level::Trace) {
+                    log::trace!("node {}: {}", self.replica.id(), describe_action(&action));
+                }
                 match action {
                     Action::Send(message) => messages.push(message),
                     other => self.carry_out(other, inbox),

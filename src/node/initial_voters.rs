@@ -70,9 +70,9 @@ pub(crate) fn load_or_store(config: &Config) -> Result<Membership> {
     };
     if let Some(id) = voters.iter().find(|id| id.0 >= config.servers.len() as u64) {
         return Err(Error::Config(format!(
-            "{}: initial voter {id} has no address ({} servers are listed)",
+            "{}: initial voter {id} has no address ({})",
             path.display(),
-            config.servers.len()
+            crate::config::servers_listed(config.servers.len())
         )));
     }
     Ok(Membership::with_voters(voters))

@@ -8,13 +8,13 @@ use super::entry_codec::COMMAND_RECORD_OVERHEAD_BYTES;
 use rcraft_storage::limits::RECORD_PAYLOAD_BYTES_MAX;
 use rcraft_wire::{
     APPEND_ENTRIES_BYTES_MAX, CLIENT_REQUEST_FIXED_BYTES_MAX, ENTRY_FIXED_BYTES_MAX,
-    MAX_FRAME_BYTES,
+    FRAME_BYTES_MAX,
 };
 use std::time::Duration;
 
 /// Largest command (and read query) a node accepts, in bytes: 64 MiB less 384 bytes. Derived
 /// so that one such command, with its session, fits every place it goes: an AppendRequest
-/// carrying it as its only entry fits the peer frame limit (`MAX_FRAME_BYTES`, with
+/// carrying it as its only entry fits the peer frame limit (`FRAME_BYTES_MAX`, with
 /// `APPEND_REQUEST_FIXED_BYTES_MAX` for the message and `ENTRY_FIXED_BYTES_MAX` for the entry,
 /// both bounds tested in `wire/tests/size_bounds.rs`), its WAL record fits the WAL's record
 /// limit, and a client's request carrying it fits a client frame. A bigger one is refused
@@ -32,13 +32,13 @@ const fn min(a: usize, b: usize) -> usize {
 // One entry of the largest command fits an AppendRequest frame, and its WAL record.
 const _: () = assert!(
     (COMMAND_BYTES_MAX + ENTRY_FIXED_BYTES_MAX) as u64 <= APPEND_ENTRIES_BYTES_MAX
-        && APPEND_ENTRIES_BYTES_MAX <= MAX_FRAME_BYTES as u64
+        && APPEND_ENTRIES_BYTES_MAX <= FRAME_BYTES_MAX as u64
 );
 const _: () =
     assert!(COMMAND_BYTES_MAX + COMMAND_RECORD_OVERHEAD_BYTES <= RECORD_PAYLOAD_BYTES_MAX);
 // A client's write or read of the largest size fits the frame the node decodes it from.
 const _: () =
-    assert!(COMMAND_BYTES_MAX + CLIENT_REQUEST_FIXED_BYTES_MAX <= MAX_FRAME_BYTES as usize);
+    assert!(COMMAND_BYTES_MAX + CLIENT_REQUEST_FIXED_BYTES_MAX <= FRAME_BYTES_MAX as usize);
 
 /// Network thread -> consensus thread: decoded peer messages and client requests. Sized for
 /// a burst of pipelined client requests from many connections.

@@ -9,7 +9,7 @@
 //! Invariants and policies:
 //! - Nothing grows without bound: the command channel, each peer's outbound queue
 //!   (`peer_queue_frames` / `peer_queue_bytes`), each client's inflight requests and pending
-//!   response bytes, the number of connections, and every frame (`max_frame_bytes`).
+//!   response bytes, the number of connections, and every frame (`frame_bytes_max`).
 //! - Outbound peer messages are dropped and counted when the peer's queue is full or the peer
 //!   is unreachable; Raft retransmits. Inbound peer messages are dropped and counted when the
 //!   event channel is full. Client requests are never dropped: when the event channel is full
@@ -45,7 +45,7 @@ mod peer;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::Waker;
-use rcraft_wire::{ClientResponse, MAX_FRAME_BYTES, Message, NodeId};
+use rcraft_wire::{ClientResponse, FRAME_BYTES_MAX, Message, NodeId};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
@@ -64,9 +64,9 @@ pub const PEER_QUEUE_BYTES: usize = 32 << 20;
 /// Default cap on requests one client may have in flight before the loop stops reading it.
 pub const CLIENT_INFLIGHT_MAX: usize = 1024;
 /// Unsent response bytes at which the loop stops reading a client's requests.
-pub const CLIENT_PENDING_OUT_MAX_BYTES: usize = 4 << 20;
+pub const CLIENT_PENDING_OUT_BYTES_MAX: usize = 4 << 20;
 /// Most simultaneous inbound connections; more are accepted and closed at once.
-pub const MAX_CONNECTIONS: usize = 4096;
+pub const CONNECTIONS_MAX: usize = 4096;
 /// Bytes read from a socket per `read` call.
 pub const READ_CHUNK_BYTES: usize = 64 << 10;
 /// Default time allowed for a handshake or for the rest of a started frame to arrive.
@@ -96,7 +96,7 @@ pub struct NetConfig {
     /// Every other node and its address. Must not contain `node_id`.
     pub peers: BTreeMap<NodeId, SocketAddr>,
     /// Largest frame payload accepted or sent.
-    pub max_frame_bytes: u32,
+    pub frame_bytes_max: u32,
     /// Cap on frames queued for one peer.
     pub peer_queue_frames: usize,
     /// Cap on bytes queued for one peer (one frame is always allowed into an empty queue).
@@ -130,7 +130,7 @@ impl NetConfig {
             cluster_id,
             listen,
             peers,
-            max_frame_bytes: MAX_FRAME_BYTES,
+            frame_bytes_max: FRAME_BYTES_MAX,
             peer_queue_frames: PEER_QUEUE_FRAMES,
             peer_queue_bytes: PEER_QUEUE_BYTES,
             client_inflight_max: CLIENT_INFLIGHT_MAX,

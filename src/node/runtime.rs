@@ -211,6 +211,11 @@ pub(crate) fn core_config(config: &Config) -> CoreConfig {
         ticks(config.election_timeout_max_ms).max(core.election_timeout_min_ticks + 1);
     core.heartbeat_interval_ticks =
         ticks(config.heartbeat_ms).min(core.election_timeout_min_ticks.saturating_sub(1).max(1));
+    core.pre_vote = config.pre_vote;
+    core.check_quorum = config.check_quorum;
+    core.lease_reads = config.lease_reads;
+    core.max_inflight_bytes = config.inflight_bytes_max;
+    core.max_uncommitted_bytes = config.uncommitted_bytes_max;
     core.snapshot_chunk_bytes = config.snapshot_chunk_bytes;
     core.snapshot_chunks_in_flight = config.snapshot_chunks_in_flight;
     // A rate of 0 stays 0 (unlimited); any other rate allows at least a byte per tick.

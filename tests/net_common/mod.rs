@@ -80,7 +80,7 @@ impl TestClient {
         stream.set_nodelay(true).unwrap();
         let mut client = TestClient {
             stream,
-            decoder: FrameDecoder::new(MAX_FRAME_BYTES),
+            decoder: FrameDecoder::new(FRAME_BYTES_MAX),
             buf: vec![0; 64 << 10],
         };
         client

@@ -4,7 +4,8 @@
 
 #![allow(dead_code)] // Each test file uses a different subset.
 
-use rcraft::client::{Client, ClientOptions};
+use rcraft::client::ClientOptions;
+use rcraft::kv_client::KvClient;
 use rcraft::wire::{NodeStatus, Role};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -123,13 +124,13 @@ impl Cluster {
         assert_eq!(sent, 0, "kill({pid}, {signal})");
     }
 
-    pub fn client(&self) -> Client {
+    pub fn client(&self) -> KvClient {
         let options = ClientOptions {
             timeout: Duration::from_secs(10),
             attempt_timeout: Duration::from_millis(500),
             ..ClientOptions::default()
         };
-        Client::new(&self.addresses, options).unwrap()
+        KvClient::new(&self.addresses, options).unwrap()
     }
 
     pub fn status(&self, id: usize) -> Option<NodeStatus> {

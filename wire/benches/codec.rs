@@ -75,7 +75,7 @@ fn bench_codec(c: &mut Criterion) {
         })
     });
 
-    let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
+    let mut decoder = FrameDecoder::new(FRAME_BYTES_MAX);
     group.bench_function("decode_checked_access", |b| {
         b.iter(|| {
             decoder.push(black_box(&frame));

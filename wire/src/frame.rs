@@ -238,7 +238,7 @@ struct FrameHeader {
 
 impl FrameHeader {
     /// Checks magic, version, header checksum, kind and length limit, in that order.
-    fn parse(bytes: &[u8; FRAME_HEADER_BYTES], max_frame_bytes: u32) -> Result<FrameHeader> {
+    fn parse(bytes: &[u8; FRAME_HEADER_BYTES], frame_bytes_max: u32) -> Result<FrameHeader> {
         if bytes[0..2] != FRAME_MAGIC {
             return Err(Error::BadFrameMagic {
                 found: [bytes[0], bytes[1]],
@@ -261,10 +261,10 @@ impl FrameHeader {
         }
         let kind = FrameKind::from_byte(bytes[3])?;
         let payload_len = read_u32(bytes, 4);
-        if payload_len > max_frame_bytes {
+        if payload_len > frame_bytes_max {
             return Err(Error::FrameTooLarge {
                 len: u64::from(payload_len),
-                max: max_frame_bytes,
+                max: frame_bytes_max,
             });
         }
         Ok(FrameHeader {
@@ -285,18 +285,18 @@ pub struct FrameDecoder {
     buffer: Vec<u8>,
     /// Invariant: `consumed <= buffer.len()`.
     consumed: usize,
-    max_frame_bytes: u32,
+    frame_bytes_max: u32,
     /// Set by the first error; the stream cannot be resynchronized after it.
     failure: Option<Error>,
 }
 
 impl FrameDecoder {
-    /// A decoder that refuses payloads longer than `max_frame_bytes`.
-    pub fn new(max_frame_bytes: u32) -> FrameDecoder {
+    /// A decoder that refuses payloads longer than `frame_bytes_max`.
+    pub fn new(frame_bytes_max: u32) -> FrameDecoder {
         FrameDecoder {
             buffer: Vec::new(),
             consumed: 0,
-            max_frame_bytes,
+            frame_bytes_max,
             failure: None,
         }
     }
@@ -312,7 +312,7 @@ impl FrameDecoder {
             // Grow geometrically up to one full frame, or straight to the announced frame
             // length once a valid header is known, but never past a frame unless the caller
             // pushes more than that without draining.
-            let frame_limit = FRAME_HEADER_BYTES + self.max_frame_bytes as usize;
+            let frame_limit = FRAME_HEADER_BYTES + self.frame_bytes_max as usize;
             let doubled = (self.buffer.capacity() * 2).min(frame_limit);
             let target = needed.max(doubled).max(self.announced_frame_end());
             self.buffer.reserve_exact(target - self.buffer.len());
@@ -368,7 +368,7 @@ impl FrameDecoder {
             return Ok(None);
         };
         let bytes: &[u8; FRAME_HEADER_BYTES] = bytes.try_into().expect("header length");
-        FrameHeader::parse(bytes, self.max_frame_bytes).map(Some)
+        FrameHeader::parse(bytes, self.frame_bytes_max).map(Some)
     }
 
     fn take_frame(&mut self) -> Result<Option<Frame>> {

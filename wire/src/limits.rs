@@ -21,7 +21,7 @@ pub const PAYLOAD_ALIGN: usize = 16;
 
 /// Default largest payload a receiver accepts (64 MiB). A frame announcing more is refused
 /// before anything is allocated for it.
-pub const MAX_FRAME_BYTES: u32 = 64 << 20;
+pub const FRAME_BYTES_MAX: u32 = 64 << 20;
 
 /// Upper bound on the archived bytes of a peer [`crate::Message`] carrying an AppendRequest,
 /// apart from its entries (measured: 112 bytes with every integer at its maximum). This and
@@ -43,10 +43,10 @@ pub const MEMBERSHIP_ID_BYTES_MAX: usize = 16;
 
 /// Most bytes the entries of one AppendRequest may take, counted with
 /// [`crate::Entry::wire_bytes_max`]: with the message's own fields it then fits a frame of
-/// [`MAX_FRAME_BYTES`]. A leader stops a batch before it would exceed this, whatever its
+/// [`FRAME_BYTES_MAX`]. A leader stops a batch before it would exceed this, whatever its
 /// configured batch size.
 pub const APPEND_ENTRIES_BYTES_MAX: u64 =
-    MAX_FRAME_BYTES as u64 - APPEND_REQUEST_FIXED_BYTES_MAX as u64;
+    FRAME_BYTES_MAX as u64 - APPEND_REQUEST_FIXED_BYTES_MAX as u64;
 
 /// Upper bound on the archived bytes of a [`crate::ClientRequest`] apart from the command or
 /// query it carries (measured: 48 bytes for a write with a session).
@@ -54,6 +54,6 @@ pub const CLIENT_REQUEST_FIXED_BYTES_MAX: usize = 256;
 
 const _: () = assert!(FRAME_HEADER_BYTES.is_multiple_of(PAYLOAD_ALIGN));
 const _: () =
-    assert!(APPEND_REQUEST_FIXED_BYTES_MAX + ENTRY_FIXED_BYTES_MAX < MAX_FRAME_BYTES as usize);
-const _: () = assert!(CLIENT_REQUEST_FIXED_BYTES_MAX < MAX_FRAME_BYTES as usize);
-const _: () = assert!(MAX_FRAME_BYTES as u64 <= u32::MAX as u64);
+    assert!(APPEND_REQUEST_FIXED_BYTES_MAX + ENTRY_FIXED_BYTES_MAX < FRAME_BYTES_MAX as usize);
+const _: () = assert!(CLIENT_REQUEST_FIXED_BYTES_MAX < FRAME_BYTES_MAX as usize);
+const _: () = assert!(FRAME_BYTES_MAX as u64 <= u32::MAX as u64);

@@ -77,7 +77,7 @@ proptest! {
     #[test]
     fn any_chunking_decodes_every_frame(cuts in prop::collection::vec(1usize..700, 1..16)) {
         let bytes = common::encode_all();
-        let (frames, error) = feed(&bytes, &cuts, MAX_FRAME_BYTES);
+        let (frames, error) = feed(&bytes, &cuts, FRAME_BYTES_MAX);
         prop_assert!(error.is_none());
         let decoded: Vec<String> = frames.iter().map(describe).collect();
         prop_assert_eq!(decoded, expected_descriptions());
@@ -118,7 +118,7 @@ proptest! {
             let at = index.index(bytes.len());
             bytes[at] ^= mask;
         }
-        let (frames, _) = feed(&bytes, &cuts, MAX_FRAME_BYTES);
+        let (frames, _) = feed(&bytes, &cuts, FRAME_BYTES_MAX);
         // Checksums cover header and payload, so a frame that still decodes is one whose
         // bytes were not touched, and it must be one of the originals.
         let expected = expected_descriptions();
@@ -144,7 +144,7 @@ proptest! {
         out[8..12].copy_from_slice(&crc.to_le_bytes());
         let header_crc = crc32c::crc32c(&out[..12]);
         out[12..16].copy_from_slice(&header_crc.to_le_bytes());
-        let (frames, error) = feed(&out, &[out.len()], MAX_FRAME_BYTES);
+        let (frames, error) = feed(&out, &[out.len()], FRAME_BYTES_MAX);
         prop_assert!(error.is_none());
         let _ = describe(&frames[0]);
     }

@@ -6,7 +6,7 @@ mod common;
 use rcraft_wire::*;
 
 fn decode_all(bytes: &[u8]) -> Vec<Frame> {
-    let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
+    let mut decoder = FrameDecoder::new(FRAME_BYTES_MAX);
     decoder.push(bytes);
     let mut frames = Vec::new();
     while let Some(frame) = decoder.next_frame().expect("valid frames") {
@@ -62,7 +62,7 @@ fn frames_packed_at_unaligned_offsets_in_one_buffer_decode() {
 fn handshake_then_frames_decode_in_order() {
     let mut bytes = Handshake::peer(5, NodeId(1)).encode().to_vec();
     bytes.extend_from_slice(&common::encode_all());
-    let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
+    let mut decoder = FrameDecoder::new(FRAME_BYTES_MAX);
     decoder.push(&bytes);
     assert_eq!(
         decoder.next_handshake().unwrap(),
@@ -112,21 +112,21 @@ fn damaged_frames_are_refused_with_a_named_reason() {
     let mut bad_magic = frame.clone();
     bad_magic[0] = b'X';
     assert!(matches!(
-        first_error(&bad_magic, MAX_FRAME_BYTES),
+        first_error(&bad_magic, FRAME_BYTES_MAX),
         Error::BadFrameMagic { .. }
     ));
 
     let mut bad_version = frame.clone();
     bad_version[2] = PROTOCOL_VERSION as u8 + 1;
     assert!(matches!(
-        first_error(&bad_version, MAX_FRAME_BYTES),
+        first_error(&bad_version, FRAME_BYTES_MAX),
         Error::VersionMismatch { .. }
     ));
 
     let mut bad_length = frame.clone();
     bad_length[5] ^= 0x10;
     assert!(matches!(
-        first_error(&bad_length, MAX_FRAME_BYTES),
+        first_error(&bad_length, FRAME_BYTES_MAX),
         Error::ChecksumMismatch {
             what: "frame header",
             ..
@@ -137,7 +137,7 @@ fn damaged_frames_are_refused_with_a_named_reason() {
     let last = bad_payload.len() - 1;
     bad_payload[last] ^= 1;
     assert!(matches!(
-        first_error(&bad_payload, MAX_FRAME_BYTES),
+        first_error(&bad_payload, FRAME_BYTES_MAX),
         Error::ChecksumMismatch {
             what: "frame payload",
             ..
@@ -165,7 +165,7 @@ fn oversized_length_is_refused_from_the_header_alone() {
     header[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
     let crc = crc32c::crc32c(&header[..12]);
     header[12..16].copy_from_slice(&crc.to_le_bytes());
-    let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
+    let mut decoder = FrameDecoder::new(FRAME_BYTES_MAX);
     decoder.push(&header);
     assert!(matches!(
         decoder.next_frame(),

@@ -12,7 +12,7 @@ use super::delivery::Delivery;
 use super::inbound::{Close, Ctx, Inbound};
 use super::peer::PeerLink;
 use super::{
-    BACKLOG_RETRY_INTERVAL, ClientConnId, MAX_CONNECTIONS, NetCommand, NetConfig, NetEvent,
+    BACKLOG_RETRY_INTERVAL, CONNECTIONS_MAX, ClientConnId, NetCommand, NetConfig, NetEvent,
     NetStats, POLL_EVENTS_CAPACITY, READ_CHUNK_BYTES, SWEEP_INTERVAL_MAX, bump,
 };
 use crossbeam_channel::{Receiver, Sender};
@@ -111,10 +111,10 @@ impl EventLoop {
     pub(super) fn run(mut self) {
         let mut events = Events::with_capacity(POLL_EVENTS_CAPACITY);
         let node = self.config.node_id;
-        log::info!(
-            "node {node}: network thread listening on {:?}",
-            self.listener.local_addr()
-        );
+        match self.listener.local_addr() {
+            Ok(address) => log::info!("node {node}: network thread listening on {address}"),
+            Err(e) => log::info!("node {node}: network thread listening (address unknown: {e})"),
+        }
         self.dial_all_peers();
         while !self.stop.load(Ordering::SeqCst) {
             if let Err(e) = self.wait(&mut events) {
@@ -206,8 +206,8 @@ impl EventLoop {
 
     fn on_accepted(&mut self, mut stream: TcpStream, addr: SocketAddr) {
         let node = self.config.node_id;
-        if self.inbound.len() >= MAX_CONNECTIONS {
-            log::warn!("node {node}: refusing connection from {addr}: {MAX_CONNECTIONS} open");
+        if self.inbound.len() >= CONNECTIONS_MAX {
+            log::warn!("node {node}: refusing connection from {addr}: {CONNECTIONS_MAX} open");
             bump(&self.delivery.stats.connections_refused, 1);
             return;
         }
@@ -227,7 +227,7 @@ impl EventLoop {
             stream,
             addr,
             id,
-            self.config.max_frame_bytes,
+            self.config.frame_bytes_max,
             Instant::now(),
         );
         self.inbound.insert(token, conn);
@@ -451,7 +451,7 @@ impl EventLoop {
         let token = Token(conn.0 as usize);
         match self.inbound.get_mut(&token) {
             Some(inbound) if inbound.role == Some(ConnectionRole::Client) => {
-                inbound.queue_reply(response, self.config.max_frame_bytes);
+                inbound.queue_reply(response, self.config.frame_bytes_max);
                 self.dirty_inbound.insert(token);
             }
             _ => bump(&self.delivery.stats.replies_to_closed, 1),

@@ -9,7 +9,7 @@
 use super::delivery::Delivery;
 use super::out_buffer::{OutBuffer, PushError};
 use super::peer::PeerLink;
-use super::{CLIENT_PENDING_OUT_MAX_BYTES, ClientConnId, NetConfig, NetEvent, bump};
+use super::{CLIENT_PENDING_OUT_BYTES_MAX, ClientConnId, NetConfig, NetEvent, bump};
 use mio::net::TcpStream;
 use rcraft_wire::{ClientResponse, ConnectionRole, Frame, FrameDecoder, Handshake, NodeId};
 use std::collections::BTreeMap;
@@ -57,14 +57,14 @@ impl Inbound {
         stream: TcpStream,
         addr: SocketAddr,
         id: ClientConnId,
-        max_frame_bytes: u32,
+        frame_bytes_max: u32,
         now: Instant,
     ) -> Inbound {
         Inbound {
             stream,
             addr,
             id,
-            decoder: FrameDecoder::new(max_frame_bytes),
+            decoder: FrameDecoder::new(frame_bytes_max),
             role: None,
             out: OutBuffer::default(),
             inflight: 0,
@@ -128,7 +128,7 @@ impl Inbound {
             Some(ConnectionRole::Client) => {
                 !ctx.delivery.has_backlog()
                     && self.inflight < ctx.config.client_inflight_max
-                    && self.out.pending_bytes() < CLIENT_PENDING_OUT_MAX_BYTES
+                    && self.out.pending_bytes() < CLIENT_PENDING_OUT_BYTES_MAX
             }
             _ => true,
         }
@@ -222,10 +222,10 @@ impl Inbound {
 
     /// Queues a response; the caller flushes. A response too large to send is replaced by an
     /// error response so that the client is not left waiting.
-    pub(super) fn queue_reply(&mut self, response: &ClientResponse, max_frame_bytes: u32) {
+    pub(super) fn queue_reply(&mut self, response: &ClientResponse, frame_bytes_max: u32) {
         self.inflight = self.inflight.saturating_sub(1);
         let encode = |out: &mut Vec<u8>| rcraft_wire::encode_client_response(response, out);
-        match self.out.push_frame(max_frame_bytes, encode) {
+        match self.out.push_frame(frame_bytes_max, encode) {
             Ok(()) => {}
             Err(PushError::TooLarge { payload_bytes }) => {
                 log::warn!(
@@ -240,7 +240,7 @@ impl Inbound {
                     },
                 };
                 let encode = |out: &mut Vec<u8>| rcraft_wire::encode_client_response(&refusal, out);
-                if let Err(e) = self.out.push_frame(max_frame_bytes, encode) {
+                if let Err(e) = self.out.push_frame(frame_bytes_max, encode) {
                     log::error!("{}: cannot encode a refusal: {e:?}", self.id);
                 }
             }

@@ -85,7 +85,7 @@ impl PeerLink {
             return false;
         }
         let encode = |out: &mut Vec<u8>| rcraft_wire::encode_message(message, out);
-        match self.out.push_frame(config.max_frame_bytes, encode) {
+        match self.out.push_frame(config.frame_bytes_max, encode) {
             Ok(()) => true,
             Err(PushError::TooLarge { payload_bytes }) => {
                 log::warn!(
@@ -121,7 +121,7 @@ impl PeerLink {
         let conn = self.conn.insert(PeerConn {
             stream,
             token,
-            decoder: FrameDecoder::new(config.max_frame_bytes),
+            decoder: FrameDecoder::new(config.frame_bytes_max),
             connected: false,
             verified: false,
             started: now,

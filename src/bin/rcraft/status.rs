@@ -1,0 +1,141 @@
+//! `rcraft status`: every node's role, term, leader and log indexes, as a table or one JSON
+//! object per line; exit 0 when a leader is known.
+
+use crate::cluster::{ClusterArgs, Listed, cluster_of, directory, per_node_options};
+use crate::{EXIT_FAILED, usage_error};
+use clap::Args;
+use rcraft::wire::Role;
+use serde_json::json;
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// One JSON object per node and line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Longest wait for each node's answer.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    timeout_ms: u64,
+    /// Ask again until a leader is known, for at most MS milliseconds (10000 when --wait is
+    /// given alone); then show the last answers.
+    #[arg(long, value_name = "MS", num_args = 0..=1, default_missing_value = "10000")]
+    wait: Option<u64>,
+}
+
+/// Pause between two rounds of `status --wait`.
+const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+pub(crate) fn status(args: &StatusArgs) -> ExitCode {
+    let (servers, cluster_id) = match cluster_of(&args.cluster) {
+        Ok(found) => found,
+        Err(e) => return usage_error("status", &e),
+    };
+    let options = per_node_options(args.timeout_ms, cluster_id);
+    let deadline = Instant::now() + Duration::from_millis(args.wait.unwrap_or(0));
+    let mut listed = directory(&servers, &options);
+    while !leader_known(&listed) && Instant::now() + WAIT_POLL_INTERVAL < deadline {
+        std::thread::sleep(WAIT_POLL_INTERVAL);
+        listed = directory(&servers, &options);
+    }
+    let lines: Vec<String> = if args.json {
+        status_json_lines(&listed)
+    } else {
+        status_table(&listed)
+    };
+    let mut out = io::stdout().lock();
+    for line in lines {
+        let _ = writeln!(out, "{line}");
+    }
+    if leader_known(&listed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    }
+}
+
+/// True when a node answered as leader, or the nodes name a leader this table cannot check
+/// (none of its addresses is that node). A leader named by followers but unreachable, or
+/// answering as something else, in the same table is not known.
+fn leader_known(listed: &[Listed]) -> bool {
+    let answered = || listed.iter().filter_map(|l| l.status.as_ref().ok());
+    if answered().any(|s| s.role == Role::Leader) {
+        return true;
+    }
+    let named = answered().filter_map(|s| s.leader);
+    named
+        .into_iter()
+        .any(|leader| !listed.iter().any(|l| l.id == leader))
+}
+
+pub(crate) fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::Learner => "learner",
+    }
+}
+
+fn status_json_lines(listed: &[Listed]) -> Vec<String> {
+    listed
+        .iter()
+        .map(|l| {
+            let address = l.address.to_string();
+            let row = match &l.status {
+                Ok(s) => json!({
+                    "id": s.id.0,
+                    "address": address,
+                    "reachable": true,
+                    "role": role_name(s.role),
+                    "term": s.term.0,
+                    "leader": s.leader.map(|l| l.0),
+                    "commit_index": s.commit_index.0,
+                    "applied_index": s.applied_index.0,
+                    "last_index": s.last_index.0,
+                    "snapshot_index": s.snapshot_index.0,
+                }),
+                Err(e) => json!({
+                    "id": l.id.0,
+                    "address": address,
+                    "reachable": false,
+                    "error": e.to_string(),
+                }),
+            };
+            row.to_string()
+        })
+        .collect()
+}
+
+fn status_table(listed: &[Listed]) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{:<3} {:<22} {:<10} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}",
+        "ID", "ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST", "SNAPSHOT"
+    )];
+    for l in listed {
+        let address = l.address;
+        lines.push(match &l.status {
+            Ok(s) => format!(
+                "{:<3} {:<22} {:<10} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}",
+                s.id.to_string(),
+                address.to_string(),
+                role_name(s.role),
+                s.term.to_string(),
+                s.leader.map_or("-".to_string(), |l| l.to_string()),
+                s.commit_index.to_string(),
+                s.applied_index.to_string(),
+                s.last_index.to_string(),
+                s.snapshot_index.to_string(),
+            ),
+            Err(e) => format!(
+                "{:<3} {:<22} unreachable ({e})",
+                l.id.to_string(),
+                l.address.to_string()
+            ),
+        });
+    }
+    lines
+}

@@ -1,0 +1,200 @@
+//! One describer for the core's vocabulary: messages, entries, memberships and actions as
+//! one line of text each. The interaction scripts (`tests/interaction.rs`) print their
+//! golden output with it and the consensus thread logs the actions it carries out with it at
+//! trace level, so a log line and a script line read the same (as etcd-io/raft's
+//! `DescribeMessage`). Pure: text in, text out, on whichever thread calls it.
+
+use super::Action;
+use rcraft_wire::{Entry, EntryPayload, Membership, Message, MessageBody, NodeId, SnapshotMeta};
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+/// `INDEX@TERM PAYLOAD`: `noop`, the command as quoted text, or `members(...)`.
+pub fn describe_entry(entry: &Entry) -> String {
+    let payload = match &entry.payload {
+        EntryPayload::Noop => "noop".to_string(),
+        EntryPayload::Command { data, .. } => format!("{:?}", String::from_utf8_lossy(data)),
+        EntryPayload::Membership(m) => format!("members{}", describe_membership(m)),
+    };
+    format!("{}@{} {}", entry.index, entry.term, payload)
+}
+
+/// `[ENTRY, ENTRY, ...]`.
+pub fn describe_entries(entries: &[Entry]) -> String {
+    let parts: Vec<String> = entries.iter().map(describe_entry).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// `(voters 0 1 2; outgoing 0 1; learners 3)`, the outgoing and learner parts only when
+/// present.
+pub fn describe_membership(m: &Membership) -> String {
+    let list = |set: &BTreeSet<NodeId>| {
+        set.iter()
+            .map(|id| id.0.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut text = format!("(voters {}", list(&m.voters));
+    if m.is_joint() {
+        write!(text, "; outgoing {}", list(&m.voters_outgoing)).unwrap();
+    }
+    if !m.learners.is_empty() {
+        write!(text, "; learners {}", list(&m.learners)).unwrap();
+    }
+    text.push(')');
+    text
+}
+
+/// `snap INDEX@TERM SIZEb`.
+pub fn describe_snapshot_meta(meta: &SnapshotMeta) -> String {
+    format!("snap {}@{} {}b", meta.index, meta.term, meta.size_bytes)
+}
+
+/// `FROM->TO tTERM BODY`, e.g. `1->2 t3 App prev=4@2 commit=4 [5@3 "x"]`.
+pub fn describe_message(m: &Message) -> String {
+    let body = match &m.body {
+        MessageBody::VoteRequest {
+            pre_vote,
+            last_log_index,
+            last_log_term,
+            leadership_transfer,
+        } => format!(
+            "{} last={}@{}{}",
+            if *pre_vote { "PreVote" } else { "Vote" },
+            last_log_index,
+            last_log_term,
+            if *leadership_transfer {
+                " transfer"
+            } else {
+                ""
+            }
+        ),
+        MessageBody::VoteResponse { pre_vote, granted } => format!(
+            "{}Resp {}",
+            if *pre_vote { "PreVote" } else { "Vote" },
+            if *granted { "granted" } else { "rejected" }
+        ),
+        MessageBody::AppendRequest {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+        } => format!(
+            "App prev={}@{} commit={} {}",
+            prev_log_index,
+            prev_log_term,
+            leader_commit,
+            describe_entries(entries)
+        ),
+        MessageBody::AppendResponse {
+            success,
+            match_index,
+            conflict,
+        } => match (success, conflict) {
+            (true, _) => format!("AppResp ok match={match_index}"),
+            (false, Some(hint)) => format!(
+                "AppResp reject probe={} hint={}@{}",
+                match_index,
+                hint.first_index,
+                hint.term
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "-".into())
+            ),
+            (false, None) => format!("AppResp reject probe={match_index}"),
+        },
+        MessageBody::Heartbeat {
+            leader_commit,
+            read_context,
+        } => format!("Heartbeat commit={leader_commit} ctx={read_context}"),
+        MessageBody::HeartbeatResponse { read_context } => {
+            format!("HeartbeatResp ctx={read_context}")
+        }
+        MessageBody::InstallSnapshot { .. } | MessageBody::InstallSnapshotResponse { .. } => {
+            describe_snapshot_body(&m.body)
+        }
+        MessageBody::TimeoutNow => "TimeoutNow".to_string(),
+    };
+    format!("{}->{} t{} {}", m.from, m.to, m.term, body)
+}
+
+/// The body of a snapshot transfer message (`describe_message` does the others).
+fn describe_snapshot_body(body: &MessageBody) -> String {
+    match body {
+        MessageBody::InstallSnapshot {
+            meta,
+            offset,
+            data,
+            done,
+            ..
+        } => format!(
+            "Snapshot {} offset={} len={}{}",
+            describe_snapshot_meta(meta),
+            offset,
+            data.len(),
+            if *done { " done" } else { "" }
+        ),
+        MessageBody::InstallSnapshotResponse {
+            snapshot_index,
+            next_offset,
+            done,
+            rejected,
+        } => format!(
+            "SnapshotResp index={}{} next={}{}",
+            snapshot_index,
+            if *done { " done" } else { "" },
+            next_offset,
+            if *rejected { " rejected" } else { "" }
+        ),
+        other => unreachable!("not a snapshot message: {other:?}"),
+    }
+}
+
+/// One action as the interaction scripts print it, e.g. `persist seq=3 [5@3 "x"]`.
+pub fn describe_action(action: &Action) -> String {
+    match action {
+        Action::Send(m) => format!("send {}", describe_message(m)),
+        Action::Persist {
+            seq,
+            hard_state,
+            entries,
+        } => {
+            let hs = hard_state
+                .map(|h| {
+                    let vote = h.vote.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+                    format!(" hs=(term {} vote {} commit {})", h.term, vote, h.commit)
+                })
+                .unwrap_or_default();
+            format!("persist seq={seq}{hs} {}", describe_entries(entries))
+        }
+        Action::Apply { entries } => format!("apply {}", describe_entries(entries)),
+        Action::Proposed { id, term, index } => format!("proposed #{id} at {index}@{term}"),
+        Action::ProposeRejected { id, error } => format!("propose #{id} rejected: {error:?}"),
+        Action::ReadReady { id, index, term } => {
+            format!("read #{id} ready at {index} (term {term})")
+        }
+        Action::ReadRejected { id, error } => format!("read #{id} rejected: {error:?}"),
+        Action::ReadSnapshotChunk {
+            to,
+            meta,
+            offset,
+            max_bytes,
+        } => format!(
+            "read-snapshot for {to} {} offset={offset} max={max_bytes}",
+            describe_snapshot_meta(meta)
+        ),
+        Action::WriteSnapshotChunk {
+            from,
+            meta,
+            offset,
+            data,
+            done,
+            ..
+        } => format!(
+            "write-snapshot from {from} {} offset={offset} len={}{}",
+            describe_snapshot_meta(meta),
+            data.len(),
+            if *done { " done" } else { "" }
+        ),
+        Action::CompactLog { through } => format!("compact-log through {through}"),
+    }
+}
