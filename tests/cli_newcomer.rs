@@ -67,7 +67,8 @@ fn nodes_are_named_by_the_ids_they_report() {
         assert_eq!(row["leader"], id == leader, "{row}");
     }
     // One address of node 2: the snapshot line names node 2, not position 0. (A node
-    // snapshots only once it has applied something: the leader's first entry.)
+    // snapshots only once it has applied something: a write every node has applied.)
+    cluster.client().put(b"k0", b"v0").unwrap();
     (0..3).for_each(|id| cluster.wait_caught_up(id, leader));
     let node_2 = cluster.addresses[2].to_string();
     let snapshot = rcraft(&["snapshot", "--servers", &node_2], &[]);
