@@ -9,8 +9,8 @@
 //! - [`admin`]: membership changes planned against the leader's configuration, a learner
 //!   promoted once caught up, replication lag (what `rcraft members` runs).
 //!
-//! - [`node`]: a running node ([`node::Node::start`], [`node::NodeHandle`]) and
-//!   [`node::serve_kv`], the server behind `rcraft serve`.
+//! - [`node`]: a running node ([`node::Node::start`], [`node::NodeHandle`]); `rcraft serve`
+//!   is one with the built-in [`kv::KvStore`], stopped by SIGTERM/SIGINT.
 //!
 //! See `docs/ARCHITECTURE.md` for the thread map and the message catalogue.
 //!

@@ -15,6 +15,7 @@ mod kv_line;
 mod members;
 mod members_list;
 mod serve;
+mod serve_kv;
 mod snapshot;
 mod status;
 

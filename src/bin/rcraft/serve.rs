@@ -81,7 +81,7 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
 /// Runs the node with the built-in KV store until SIGTERM or SIGINT (exit 0). A failure to
 /// start or a fail-stop error (e.g. storage) is one line on stderr and a non-zero exit.
 fn run_node(config: Config) -> ExitCode {
-    match rcraft::node::serve_kv(config) {
+    match crate::serve_kv::serve_kv(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rcraft serve: {e}");

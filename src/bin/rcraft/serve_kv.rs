@@ -1,15 +1,14 @@
 //! `serve_kv`: run a node of the built-in key-value store until SIGTERM or SIGINT.
 //!
-//! Used by `rcraft serve`. The calling thread blocks; a small signal thread (signal-hook)
-//! forwards the first SIGTERM/SIGINT on a channel, then the node is shut down cleanly (threads
-//! stopped, storage synced, everything joined) and `Ok` returned so the process exits 0.
+//! Process-level code, so it lives with the binary (an embedder handles its own signals).
+//! The calling thread blocks; a small signal thread (signal-hook) forwards the first
+//! SIGTERM/SIGINT on a channel, then the node is shut down cleanly (threads stopped, storage
+//! synced, everything joined) and `Ok` returned so the process exits 0.
 
-use super::error::{Error, Result};
-use super::handle::NodeHandle;
-use super::runtime::Node;
-use crate::Config;
-use crate::kv::KvStore;
-use crossbeam_channel::{bounded, select};
+use crossbeam_channel::{Receiver, bounded, select};
+use rcraft::Config;
+use rcraft::kv::KvStore;
+use rcraft::node::{Node, NodeHandle};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::time::Duration;
@@ -20,11 +19,11 @@ const LIVENESS_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// Starts node `config.id` with the built-in [`KvStore`] and serves until SIGTERM or SIGINT;
 /// then shuts down cleanly and returns `Ok`. Returns the error if the node cannot start or
 /// stops on its own (e.g. a storage failure).
-pub fn serve_kv(config: Config) -> Result<()> {
+pub(crate) fn serve_kv(config: Config) -> Result<(), String> {
     let mut signals = Signals::new([SIGTERM, SIGINT])
-        .map_err(|e| Error::io("installing the SIGTERM/SIGINT handlers", e))?;
+        .map_err(|e| format!("installing the SIGTERM/SIGINT handlers: {e}"))?;
     let signal_handle = signals.handle();
-    let handle = Node::start(config, KvStore::new())?;
+    let handle = Node::start(config, KvStore::new()).map_err(|e| e.to_string())?;
     let (signal_tx, signal_rx) = bounded(1);
     let forwarder = std::thread::Builder::new()
         .name("rcraft-signals".to_string())
@@ -33,16 +32,16 @@ pub fn serve_kv(config: Config) -> Result<()> {
                 let _ = signal_tx.send(signal);
             }
         })
-        .map_err(|e| Error::io("starting the signal thread", e))?;
+        .map_err(|e| format!("starting the signal thread: {e}"))?;
     let result = wait_for_stop(&handle, &signal_rx);
     signal_handle.close();
     let _ = forwarder.join();
-    let shutdown = handle.shutdown();
+    let shutdown = handle.shutdown().map_err(|e| e.to_string());
     shutdown.and(result)
 }
 
 /// Blocks until a signal arrives (Ok) or the node stops by itself (Err).
-fn wait_for_stop(handle: &NodeHandle, signals: &crossbeam_channel::Receiver<i32>) -> Result<()> {
+fn wait_for_stop(handle: &NodeHandle, signals: &Receiver<i32>) -> Result<(), String> {
     loop {
         select! {
             recv(signals) -> signal => {
@@ -53,7 +52,7 @@ fn wait_for_stop(handle: &NodeHandle, signals: &crossbeam_channel::Receiver<i32>
             },
             default(LIVENESS_CHECK_INTERVAL) => {
                 if handle.has_stopped() {
-                    return Err(Error::Stopped);
+                    return Err(rcraft::node::Error::Stopped.to_string());
                 }
             }
         }
