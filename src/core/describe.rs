@@ -19,9 +19,22 @@ pub fn describe_entry(entry: &Entry) -> String {
     format!("{}@{} {}", entry.index, entry.term, payload)
 }
 
-/// `[ENTRY, ENTRY, ...]`.
+/// Entries listed one by one up to this many; a longer run shows its ends and a count, so a
+/// catch-up batch of thousands stays one readable line (simulator traces, trace logs).
+const ENTRIES_LISTED_MAX: usize = 8;
+
+/// `[ENTRY, ENTRY, ...]`; a run longer than [`ENTRIES_LISTED_MAX`] as
+/// `[FIRST, SECOND, ... N more ..., LAST]`.
 pub fn describe_entries(entries: &[Entry]) -> String {
-    let parts: Vec<String> = entries.iter().map(describe_entry).collect();
+    if entries.len() <= ENTRIES_LISTED_MAX {
+        let parts: Vec<String> = entries.iter().map(describe_entry).collect();
+        return format!("[{}]", parts.join(", "));
+    }
+    let (head, tail) = (&entries[..2], &entries[entries.len() - 1..]);
+    let hidden = entries.len() - head.len() - tail.len();
+    let mut parts: Vec<String> = head.iter().map(describe_entry).collect();
+    parts.push(format!("... {hidden} more ..."));
+    parts.extend(tail.iter().map(describe_entry));
     format!("[{}]", parts.join(", "))
 }
 

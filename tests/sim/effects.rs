@@ -636,54 +636,11 @@ fn carries_write(entry: &Entry, write_id: u64) -> bool {
     }
 }
 
-/// One trace line for an action; messages are traced when delivered, so sends stay short.
+/// One action of `node` as the trace prints it: the core's own describer (the one the
+/// interaction scripts and the consensus thread's trace log use).
 fn describe_action(node: usize, action: &Action) -> String {
-    match action {
-        Action::Send(msg) => format!(
-            "  node {node} sends to {} term {}: {}",
-            msg.to,
-            msg.term,
-            describe_body(&msg.body)
-        ),
-        Action::Persist {
-            seq,
-            hard_state,
-            entries,
-        } => format!(
-            "  node {node} persists seq {seq}: {} entries {:?}..{:?}, hard state {hard_state:?}",
-            entries.len(),
-            entries.first().map(|e| (e.index.0, e.term.0)),
-            entries.last().map(|e| (e.index.0, e.term.0)),
-        ),
-        Action::Apply { entries } => format!(
-            "  node {node} applies {:?}..{:?}",
-            entries.first().map(|e| (e.index.0, e.term.0)),
-            entries.last().map(|e| (e.index.0, e.term.0)),
-        ),
-        other => format!("  node {node} {other:?}"),
-    }
-}
-
-/// A message body without its payload bytes.
-fn describe_body(body: &MessageBody) -> String {
-    match body {
-        MessageBody::AppendRequest {
-            prev_log_index,
-            prev_log_term,
-            entries,
-            leader_commit,
-        } => format!(
-            "AppendRequest prev {prev_log_index}/{prev_log_term} entries {:?}..{:?} commit \
-             {leader_commit}",
-            entries.first().map(|e| (e.index.0, e.term.0)),
-            entries.last().map(|e| (e.index.0, e.term.0)),
-        ),
-        MessageBody::InstallSnapshot {
-            meta, offset, done, ..
-        } => format!(
-            "InstallSnapshot {}/{} offset {offset} done {done}",
-            meta.index, meta.term
-        ),
-        other => format!("{other:?}"),
-    }
+    format!(
+        "  node {node} {}",
+        rcraft::core::describe::describe_action(action)
+    )
 }
