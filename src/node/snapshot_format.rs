@@ -1,7 +1,7 @@
 //! The bytes of a node snapshot: the session table followed by the user's own snapshot.
 //!
 //! ```text
-//! magic "RCSNAP01" | session_count u64 |
+//! magic "RCSTATE1" | session_count u64 |
 //!   session_count x (client_id u64 | sequence u64 | last_index u64 | len u32 | response)
 //! | the state machine's snapshot bytes, to the end of the file
 //! ```
@@ -9,7 +9,9 @@
 //! A record with sequence 0 is a registered session that has not written yet (`last_index`
 //! is its registration's, `response` empty).
 //!
-//! All integers little-endian. Used only by the apply thread, which owns both the session
+//! The magic is this layer's own (the storage crate's snapshot file starts with `RCSNAP01`);
+//! snapshots written before the two were told apart begin with `RCSNAP01` here too and are
+//! still read. All integers little-endian. Used only by the apply thread, which owns both the session
 //! table and the state machine. The surrounding file (metadata, checksum, atomic rename)
 //! belongs to the storage crate's snapshot store. Both directions go through a small buffer
 //! (the session records are many small fields) that large reads and writes of the state
@@ -20,7 +22,11 @@ use crate::StateMachine;
 use rcraft_wire::LogIndex;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 
-const MAGIC: &[u8; 8] = b"RCSNAP01";
+const MAGIC: &[u8; 8] = b"RCSTATE1";
+
+/// The magic this layer shared with the storage crate's file header until they were told
+/// apart; accepted when reading, never written.
+const MAGIC_BEFORE_SPLIT: &[u8; 8] = b"RCSNAP01";
 
 /// Largest saved response accepted when restoring; a larger length means corruption.
 const RESPONSE_BYTES_MAX: u32 = 64 << 20;
@@ -86,7 +92,7 @@ pub(crate) fn read_to_end_of_snapshot(input: &mut dyn Read) -> io::Result<()> {
 fn read_sessions(input: &mut dyn Read, capacity: usize) -> io::Result<SessionTable> {
     let mut magic = [0u8; 8];
     input.read_exact(&mut magic)?;
-    if &magic != MAGIC {
+    if &magic != MAGIC && &magic != MAGIC_BEFORE_SPLIT {
         return Err(invalid("not an rcraft node snapshot (bad magic)"));
     }
     let mut sessions = SessionTable::with_capacity(capacity);
@@ -248,6 +254,21 @@ mod tests {
         let mut journal = Journal::default();
         assert!(read_snapshot(&mut &b"NOTASNAP\0"[..], &mut sessions, &mut journal).is_err());
         assert!(read_snapshot(&mut &b"RCSNAP01\x01"[..], &mut sessions, &mut journal).is_err());
+        assert!(read_snapshot(&mut &b"RCSTATE1\x01"[..], &mut sessions, &mut journal).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_written_with_the_old_shared_magic_is_still_read() {
+        let mut sessions = SessionTable::default();
+        let mut journal = Journal::default();
+        let mut old = b"RCSNAP01".to_vec();
+        old.extend_from_slice(&0u64.to_le_bytes());
+        read_snapshot(&mut &old[..], &mut sessions, &mut journal).unwrap();
+        assert_ne!(
+            MAGIC,
+            &rcraft_storage::limits::SNAPSHOT_MAGIC,
+            "the layers differ"
+        );
     }
 
     /// A state machine whose restore always fails (after reading everything).
