@@ -1070,23 +1070,6 @@ mod tests {
         Instant::now() + Duration::from_secs(30)
     }
 
-    /// Reads the whole state once `index` is applied (a read of term 1 with an empty query).
-    fn read_at(commands: &Sender<ApplyCommand>, index: u64) -> Vec<u8> {
-        let (read_tx, read_rx) = bounded(1);
-        let read = ApplyCommand::Read {
-            index: LogIndex(index),
-            term: Term(1),
-            query: Vec::new(),
-            reply: ReplyTo::Api(read_tx),
-            deadline: later(),
-        };
-        commands.send(read).unwrap();
-        match wait_reply(&read_rx) {
-            ClientResponseBody::Ok { result, .. } => result,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
     /// A registration entry: its session's client id will be `index`.
     fn registration(term: u64, index: u64) -> Entry {
         command(term, index, b"", Some(Session::REGISTER))
@@ -1398,7 +1381,7 @@ mod tests {
             .send(ApplyCommand::Entries(vec![command(1, 3, b"c", None)]))
             .unwrap();
         commands.send(ApplyCommand::Restore(meta.clone())).unwrap();
-        assert_eq!(read_at(&commands, 3), b"abc");
+        assert_eq!(state_at(&commands, 3), b"abc");
         drop(commands);
         thread.join().unwrap();
         let restored = progress
@@ -1447,7 +1430,7 @@ mod tests {
         commands.send(ApplyCommand::Restore(newer.clone())).unwrap();
         let next = vec![command(1, 5, b"e", None)];
         commands.send(ApplyCommand::Entries(next)).unwrap();
-        assert_eq!(read_at(&commands, 5), b"abcde");
+        assert_eq!(state_at(&commands, 5), b"abcde");
         drop(commands);
         thread.join().unwrap();
         assert!(
