@@ -11,16 +11,16 @@
 
 mod cluster_support;
 
-use cluster_support::{TestNode, cluster, wait_for_leader, wait_until};
+use cluster_support::{TestNode, cluster, raw_client_stream, wait_for_leader, wait_until};
 use rcraft::client::ClientOptions;
 use rcraft::kv_client::KvClient;
 use rcraft::node::limits::COMMAND_BYTES_MAX;
 use rcraft::wire::{
-    ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder,
-    HANDSHAKE_BYTES, Handshake, Session, encode_client_request,
+    ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder, Session,
+    encode_client_request,
 };
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Sizes a node must refuse: one byte over the limit, and a command that fits a client's
@@ -46,15 +46,7 @@ fn started_cluster(dir: &std::path::Path) -> (Vec<TestNode>, usize) {
 
 /// Sends one client request over a fresh connection and returns the answer's body.
 fn send_raw(address: SocketAddr, cluster_id: u64, body: ClientRequestBody) -> ClientResponseBody {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    stream
-        .write_all(&Handshake::client(cluster_id).encode())
-        .unwrap();
-    let mut theirs = [0u8; HANDSHAKE_BYTES];
-    stream.read_exact(&mut theirs).unwrap();
+    let mut stream = raw_client_stream(address, cluster_id, Duration::from_secs(60));
     let mut frame = Vec::new();
     let request = ClientRequest {
         request_id: 7,

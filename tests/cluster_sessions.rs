@@ -4,7 +4,7 @@
 
 mod cluster_support;
 
-use cluster_support::{free_addresses, wait_until};
+use cluster_support::{free_addresses, raw_client_stream, wait_until};
 use rcraft::Config;
 use rcraft::client::{ClientError, ClientOptions};
 use rcraft::config::CLUSTER_ID_DEFAULT;
@@ -13,8 +13,8 @@ use rcraft::kv_client::KvClient;
 use rcraft::node::limits::SESSIONS_MAX;
 use rcraft::node::{Node, NodeHandle};
 use rcraft::wire::{
-    ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder,
-    HANDSHAKE_BYTES, Handshake, NodeId, Session, encode_client_request, is_session_expired,
+    ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder, NodeId,
+    Session, encode_client_request, is_session_expired,
 };
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -41,19 +41,7 @@ struct RawConnection {
 
 impl RawConnection {
     fn open(address: SocketAddr) -> RawConnection {
-        let mut stream = TcpStream::connect(address).expect("connect to the node");
-        stream.set_nodelay(true).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        stream
-            .write_all(&Handshake::client(CLUSTER_ID_DEFAULT).encode())
-            .unwrap();
-        let mut theirs = [0u8; HANDSHAKE_BYTES];
-        stream.read_exact(&mut theirs).unwrap();
-        Handshake::decode(&theirs)
-            .and_then(|h| h.check_cluster(CLUSTER_ID_DEFAULT))
-            .expect("handshake");
+        let stream = raw_client_stream(address, CLUSTER_ID_DEFAULT, Duration::from_secs(30));
         RawConnection {
             stream,
             decoder: FrameDecoder::new(FRAME_BYTES_MAX),

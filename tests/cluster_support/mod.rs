@@ -194,3 +194,25 @@ pub fn wait_converged(nodes: &[TestNode], expected: &[Vec<u8>]) {
         },
     );
 }
+
+/// A raw client connection to `address` after a checked handshake for `cluster_id` (tests
+/// that send hand-made frames), reads timing out after `read_timeout`.
+pub fn raw_client_stream(
+    address: SocketAddr,
+    cluster_id: u64,
+    read_timeout: std::time::Duration,
+) -> std::net::TcpStream {
+    use rcraft::wire::{HANDSHAKE_BYTES, Handshake};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the node");
+    stream.set_nodelay(true).unwrap();
+    stream.set_read_timeout(Some(read_timeout)).unwrap();
+    stream
+        .write_all(&Handshake::client(cluster_id).encode())
+        .unwrap();
+    let mut theirs = [0u8; HANDSHAKE_BYTES];
+    stream.read_exact(&mut theirs).unwrap();
+    Handshake::decode(&theirs)
+        .and_then(|h| h.check_cluster(cluster_id))
+        .expect("handshake");
+    stream
+}
