@@ -31,9 +31,14 @@ use std::path::{Path, PathBuf};
 pub struct Config {
     /// This node; index into `servers`.
     pub id: NodeId,
-    /// Every server's address in id order (cRaft's repeated `servers =` lines). Each node
-    /// listens on its own address for peers and clients.
+    /// Every server's address in id order (cRaft's repeated `servers =` lines): where peers
+    /// and clients reach each node. A node listens on its own unless
+    /// [`listen_addr`](Self::listen_addr) says otherwise.
     pub servers: Vec<SocketAddr>,
+    /// The address this node listens on for peers and clients, when it differs from the one
+    /// the others reach it at (`servers[id]`, the advertised address): `0.0.0.0:7000` in a
+    /// container or behind NAT. `None` listens on the advertised address.
+    pub listen_addr: Option<SocketAddr>,
     /// Directory for the WAL, hard state and snapshots.
     pub data_dir: PathBuf,
     /// Identifies the cluster in the connection handshake; nodes of different clusters refuse
@@ -95,6 +100,7 @@ impl Config {
         let mut config = Config {
             id,
             servers,
+            listen_addr: None,
             data_dir,
             cluster_id: 0,
             election_timeout_min_ms: 0,
@@ -122,6 +128,15 @@ impl Config {
             }
         }
         config
+    }
+
+    /// The address this node listens on: [`listen_addr`](Self::listen_addr) when given,
+    /// else its advertised address `servers[id]`.
+    ///
+    /// # Panics
+    /// When `id` does not index `servers` (checked by [`build_config`] and `Node::start`).
+    pub fn listen_address(&self) -> SocketAddr {
+        self.listen_addr.unwrap_or(self.servers[self.id.0 as usize])
     }
 
     /// The voters of a brand-new cluster: [`initial_voters`](Self::initial_voters), or every
@@ -842,6 +857,28 @@ loglevel = debug
             config.initial_voter_ids(),
             [NodeId(0), NodeId(1), NodeId(2)]
         );
+    }
+
+    #[test]
+    fn listen_addr_defaults_to_the_advertised_address_and_can_be_set_apart() {
+        let file = parse(CRAFT_CONF).unwrap();
+        let config = build_config(Some(&file), &ConfigOverrides::default()).unwrap();
+        assert_eq!(config.listen_addr, None);
+        assert_eq!(
+            config.listen_address(),
+            config.servers[config.id.0 as usize]
+        );
+
+        let file = parse(&format!("{CRAFT_CONF}listen_addr = 0.0.0.0:7000\n")).unwrap();
+        let config = build_config(Some(&file), &ConfigOverrides::default()).unwrap();
+        assert_eq!(
+            config.listen_address(),
+            "0.0.0.0:7000".parse::<SocketAddr>().unwrap()
+        );
+
+        let mut flags = ConfigOverrides::default();
+        let bad = flags.set(settings::setting("listen_addr"), "0.0.0.0");
+        assert!(bad.unwrap_err().to_string().contains("--listen-addr"));
     }
 
     #[test]

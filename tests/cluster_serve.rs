@@ -61,3 +61,81 @@ fn serve_kv_serves_until_sigterm_then_returns_ok() {
     assert_eq!(client.get(b"key").unwrap(), Some(b"value".to_vec()));
     node.shutdown().unwrap();
 }
+
+/// `rcraft serve` with `args`, waited for (it must fail to start): exit code and stderr.
+fn serve_that_fails(args: &[&str], data_dir: &std::path::Path) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_rcraft"))
+        .arg("serve")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("rcraft serve runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr)
+}
+
+#[test]
+fn a_node_listens_on_listen_addr_and_is_reached_there() {
+    // The advertised address (192.0.2.1, TEST-NET-1) is no address of this host, as behind
+    // NAT: without --listen-addr the node cannot start, with it the node serves on loopback.
+    let dir = tempfile::tempdir().unwrap();
+    let local = free_addresses(1)[0];
+    let advertised = format!("192.0.2.1:{}", local.port());
+    let data_dir = dir.path().join("n0");
+    let (code, stderr) = serve_that_fails(&["--id", "0", "--peers", &advertised], &data_dir);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("listening on {advertised}")) && stderr.contains("--listen-addr"),
+        "{stderr}"
+    );
+    assert!(
+        !data_dir.exists(),
+        "a failed start left {}",
+        data_dir.display()
+    );
+
+    let mut server = Command::new(env!("CARGO_BIN_EXE_rcraft"))
+        .args(["serve", "--id", "0", "--peers", &advertised])
+        .args(["--listen-addr", &local.to_string()])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rcraft serve starts");
+    let options = ClientOptions {
+        timeout: Duration::from_secs(20),
+        ..ClientOptions::default()
+    };
+    let served = KvClient::connect(&[local], options).and_then(|mut client| {
+        client.put(b"key", b"behind nat")?;
+        client.get(b"key")
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(served.unwrap(), Some(b"behind nat".to_vec()));
+}
+
+#[test]
+fn a_start_on_a_taken_port_fails_and_leaves_no_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let data_dir = dir.path().join("n0");
+    let (code, stderr) = serve_that_fails(&["--id", "0", "--peers", &address], &data_dir);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("listening on {address}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !data_dir.exists(),
+        "a failed start left {}",
+        data_dir.display()
+    );
+}

@@ -32,6 +32,8 @@ pub enum Kind {
     LogLevel,
     /// A directory.
     Path,
+    /// One `HOST:PORT` address.
+    Address,
     /// A comma-separated list of `HOST:PORT` addresses.
     Addresses,
     /// A comma-separated list of node ids.
@@ -79,6 +81,8 @@ pub enum Value {
     Text(String),
     /// Path.
     Path(PathBuf),
+    /// Address.
+    Address(SocketAddr),
     /// Addresses.
     Addresses(Vec<SocketAddr>),
     /// Ids.
@@ -163,6 +167,24 @@ pub static SETTINGS: &[Setting] = &[
         help: "Every node's address, in id order (in a file: one `servers =` line each)",
         part: Part::Cluster,
         store: None,
+    },
+    Setting {
+        key: "listen_addr",
+        craft_key: None,
+        flag: "--listen-addr",
+        kind: Kind::Address,
+        default: None,
+        min: 0,
+        max: u64::MAX,
+        help: "Address to listen on when it is not this node's address in the server list \
+               (which peers and clients are told): 0.0.0.0:PORT in a container or behind NAT \
+               [default: this node's address in the server list]",
+        part: Part::Cluster,
+        store: Some(|c, v| {
+            if let Value::Address(address) = v {
+                c.listen_addr = Some(*address);
+            }
+        }),
     },
     Setting {
         key: "data_dir",
@@ -464,6 +486,12 @@ impl Setting {
                 .ok_or_else(|| ConfigProblem::BadLogLevel(text.to_string())),
             Kind::Path if text.is_empty() => Err(ConfigProblem::Missing("data_dir value")),
             Kind::Path => Ok(Value::Path(PathBuf::from(text))),
+            Kind::Address => super::resolve_address(text.trim())
+                .map(Value::Address)
+                .map_err(|reason| ConfigProblem::BadAddress {
+                    value: text.to_string(),
+                    reason,
+                }),
             Kind::Addresses => parse_addresses(text).map(Value::Addresses),
             Kind::Ids => parse_id_list(name, text).map(Value::Ids),
         }
@@ -509,6 +537,7 @@ impl Setting {
             Value::Switch(on) => if *on { "on" } else { "off" }.to_string(),
             Value::Text(text) => text.clone(),
             Value::Path(path) => path.display().to_string(),
+            Value::Address(address) => address.to_string(),
             Value::Addresses(list) => {
                 let list: Vec<String> = list.iter().map(ToString::to_string).collect();
                 list.join(",")
@@ -560,6 +589,7 @@ impl Setting {
             Kind::Switch => "on|off",
             Kind::LogLevel => "LEVEL",
             Kind::Path => "DIR",
+            Kind::Address => "HOST:PORT",
             Kind::Addresses => "HOST:PORT,...",
             Kind::Ids => "ID,ID,...",
         }

@@ -40,6 +40,23 @@ impl Node {
     /// followers; one is elected leader within a few election timeouts.
     pub fn start(config: Config, state_machine: impl StateMachine) -> Result<NodeHandle> {
         validate(&config)?;
+        // Listening first: a node that cannot (port in use, an address not of this host)
+        // fails before it writes anything into a fresh data dir.
+        let listen = config.listen_address();
+        let listener = std::net::TcpListener::bind(listen).map_err(|e| {
+            let e = match (e.kind(), config.listen_addr) {
+                (std::io::ErrorKind::AddrNotAvailable, None) => std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}; it is not an address of this host: if peers reach this node \
+                         through NAT or a container, give the address to listen on with \
+                         --listen-addr"
+                    ),
+                ),
+                _ => e,
+            };
+            Error::io(format!("listening on {listen}"), e)
+        })?;
         // The configuration before any membership entry: `initial_voters` on a fresh data
         // dir, else the one stored there at the first start.
         let initial_membership = initial_voters::load_or_store(&config)?;
@@ -49,12 +66,8 @@ impl Node {
             .map_err(|e| Error::Storage(format!("the recovered state is inconsistent: {e}")))?;
 
         let (net_tx, net_rx) = bounded(NET_EVENT_QUEUE_DEPTH);
-        let net = Network::spawn(net_config(&config), net_tx).map_err(|e| {
-            Error::io(
-                format!("listening on {}", config.servers[config.id.0 as usize]),
-                e,
-            )
-        })?;
+        let net = Network::spawn_on(listener, net_config(&config), net_tx)
+            .map_err(|e| Error::io(format!("starting the network thread on {listen}"), e))?;
         let transport: Arc<dyn Transport> = Arc::new(net.sender());
         let replier = Replier::new(transport);
 
@@ -242,6 +255,6 @@ fn net_config(config: &Config) -> NetConfig {
         .map(|(i, addr)| (NodeId(i as u64), *addr))
         .filter(|(id, _)| *id != config.id)
         .collect();
-    let listen = config.servers[config.id.0 as usize];
+    let listen = config.listen_address();
     NetConfig::new(config.id, config.cluster_id, listen, peers)
 }

@@ -72,10 +72,18 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
             &format!("data dir {dir}: exists and is not a directory"),
         );
     }
+    let fresh = !config.data_dir.exists();
     if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
         return usage_error("serve", &format!("data dir {dir}: cannot create: {e}"));
     }
-    run_node(config)
+    let data_dir = config.data_dir.clone();
+    let code = run_node(config);
+    // A start that failed before writing anything (the port is taken, the address is not
+    // this host's) leaves no empty data dir behind. `remove_dir` removes only an empty one.
+    if fresh && code != ExitCode::SUCCESS {
+        let _ = std::fs::remove_dir(&data_dir);
+    }
+    code
 }
 
 /// Runs the node with the built-in KV store until SIGTERM or SIGINT (exit 0). A failure to
