@@ -139,3 +139,43 @@ fn a_start_on_a_taken_port_fails_and_leaves_no_data_dir() {
         data_dir.display()
     );
 }
+
+#[test]
+fn a_data_dir_started_as_another_node_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let servers = free_addresses(2);
+    let peers = format!("{},{}", servers[0], servers[1]);
+    let data_dir = dir.path().join("n0");
+    let mut node0 = Command::new(env!("CARGO_BIN_EXE_rcraft"))
+        .args(["serve", "--id", "0", "--peers", &peers])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rcraft serve starts");
+    let started = Instant::now();
+    while !data_dir.join("identity").exists() && started.elapsed() < STOP_LIMIT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = node0.kill();
+    let _ = node0.wait();
+    assert!(
+        data_dir.join("identity").exists(),
+        "node 0 recorded no identity"
+    );
+
+    let (code, stderr) = serve_that_fails(&["--id", "1", "--peers", &peers], &data_dir);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("belongs to node 0") && stderr.contains("--id 0"),
+        "{stderr}"
+    );
+    let (code, stderr) = serve_that_fails(
+        &["--id", "0", "--peers", &peers, "--cluster-id", "7"],
+        &data_dir,
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("belongs to cluster"), "{stderr}");
+}

@@ -604,7 +604,7 @@ pub(super) fn bad_number(key: &str, value: &str) -> ConfigProblem {
 }
 
 /// A non-negative integer, decimal or `0x` hexadecimal, `_` allowed as a separator.
-pub(super) fn parse_u64(value: &str) -> Option<u64> {
+pub(crate) fn parse_u64(value: &str) -> Option<u64> {
     let digits = value.trim().replace('_', "");
     match digits
         .strip_prefix("0x")

@@ -12,17 +12,15 @@
 //!
 //! Runs once on the thread that calls `Node::start`, before any node thread exists.
 
+use super::data_dir::write_durably;
 use super::error::{Error, Result};
 use crate::Config;
 use rcraft_wire::{Membership, NodeId};
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 /// Name of the file in the data directory.
 const FILE_NAME: &str = "initial_voters";
-/// Name of the temporary file written before the rename.
-const TEMP_NAME: &str = "initial_voters.tmp";
 
 /// The initial configuration of the node's cluster: the stored one when the data directory
 /// has one, else `config`'s, which is then stored.
@@ -118,16 +116,9 @@ fn render(ids: &[NodeId]) -> String {
     ids.join(",")
 }
 
-/// Writes the list durably: temporary file, sync, rename, sync the directory.
+/// Writes the list durably (see [`write_durably`]).
 fn store(dir: &Path, voters: &[NodeId]) -> std::io::Result<()> {
-    fs::create_dir_all(dir)?;
-    let temp = dir.join(TEMP_NAME);
-    let mut file = fs::File::create(&temp)?;
-    file.write_all(format!("{}\n", render(voters)).as_bytes())?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&temp, dir.join(FILE_NAME))?;
-    fs::File::open(dir)?.sync_all()
+    write_durably(dir, FILE_NAME, format!("{}\n", render(voters)).as_bytes())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 mod apply;
 mod consensus;
+mod data_dir;
 mod entry_codec;
 mod error;
 mod handle;

@@ -9,6 +9,7 @@
 
 use super::apply::{Applier, SnapshotPolicy};
 use super::consensus::{Consensus, ConsensusSettings, Exit, Inbox};
+use super::data_dir;
 use super::error::{Error, Result};
 use super::handle::NodeHandle;
 use super::initial_voters;
@@ -57,6 +58,7 @@ impl Node {
             };
             Error::io(format!("listening on {listen}"), e)
         })?;
+        data_dir::check_or_record(&config)?;
         // The configuration before any membership entry: `initial_voters` on a fresh data
         // dir, else the one stored there at the first start.
         let initial_membership = initial_voters::load_or_store(&config)?;
