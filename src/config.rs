@@ -89,6 +89,11 @@ pub struct Config {
     /// data directory is fresh: the value is then stored there, and a node with existing
     /// state uses the stored value and its log's (or snapshot's) membership instead.
     pub initial_voters: Option<Vec<NodeId>>,
+    /// A fresh data dir joins a running cluster instead of bootstrapping one: no initial
+    /// voters (so the node never campaigns), the membership comes from the leader once
+    /// `rcraft members add` adds it. Read only when the data dir is fresh, like
+    /// `initial_voters`, which it excludes.
+    pub join: bool,
 }
 
 /// The cluster id used when neither the file nor the command line gives one ("rcraft").
@@ -121,6 +126,7 @@ impl Config {
             snapshot_bytes_per_sec: 0,
             log_level: String::new(),
             initial_voters: None,
+            join: false,
         };
         for setting in SETTINGS {
             if let (Some(store), Some(value)) = (setting.store, setting.default_value()) {
@@ -664,6 +670,11 @@ fn apply_tuning(
     }
     let origin_of = |key: &str| chosen.get(key).cloned().unwrap_or(Origin::Default);
     check_timing(config, origin_of)?;
+    if config.join && config.initial_voters.is_some() {
+        let why = "--join and --initial-voters exclude each other: a joining node takes the \
+                   cluster's configuration from the cluster";
+        return error(origin_of("join"), ConfigProblem::BadValue(why.to_string()));
+    }
     if config.lease_reads && !config.check_quorum {
         let why = "lease_reads needs check_quorum (a lease is only safe while the leader \
                    checks that a quorum still answers)";

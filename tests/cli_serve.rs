@@ -61,7 +61,34 @@ fn flag_errors_name_the_flag() {
     let data = dir.path().join("data");
     let data = data.to_str().unwrap();
     let peers = "127.0.0.1:5000,127.0.0.1:5001";
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &[
+                "--id",
+                "0",
+                "--peers",
+                peers,
+                "--data-dir",
+                data,
+                "--join",
+                "--initial-voters",
+                "0,1",
+            ],
+            "--join: --join and --initial-voters exclude each other",
+        ),
+        (
+            &[
+                "--id",
+                "0",
+                "--peers",
+                peers,
+                "--data-dir",
+                data,
+                "--join",
+                "maybe",
+            ],
+            "--join:",
+        ),
         (
             &["--id", "2", "--peers", peers, "--data-dir", data],
             "--id: id 2 is out of range",

@@ -214,6 +214,21 @@ pub static SETTINGS: &[Setting] = &[
         store: None,
     },
     Setting {
+        key: "join",
+        craft_key: None,
+        flag: "--join",
+        kind: Kind::Switch,
+        default: Some("off"),
+        min: 0,
+        max: 1,
+        help: "Start a fresh data dir as a node joining a running cluster (etcd's \
+               --initial-cluster-state existing): it takes no initial voters and never \
+               campaigns until `rcraft members add ID` makes it a member; instead of \
+               --initial-voters",
+        part: Part::Cluster,
+        store: Some(|c, v| c.join = v.switch()),
+    },
+    Setting {
         key: "cluster_id",
         craft_key: None,
         flag: "--cluster-id",

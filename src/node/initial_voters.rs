@@ -7,8 +7,14 @@
 //! then written to `<data_dir>/initial_voters` (text, `0,1,2`, written to a temporary file,
 //! synced and renamed, the directory synced). On every later start the stored list wins:
 //! changing `--initial-voters` for an existing node logs a warning and changes nothing, and
-//! adding addresses to `--peers` does not make them voters. Membership entries in the log and the membership recorded in
-//! a snapshot take precedence over it in the core anyway.
+//! adding addresses to `--peers` does not make them voters. Membership entries in the log and
+//! the membership recorded in a snapshot take precedence over it in the core anyway.
+//!
+//! A node started with `join` on a fresh data dir stores `none`: no initial voters. It cannot
+//! campaign (it votes in no configuration it knows) and learns the cluster's membership from
+//! the first membership entry or snapshot the leader sends it, which `rcraft members add`
+//! causes. Its log prefix before that entry counts as having no voters, which only ever keeps
+//! it from campaigning: it was not a member there.
 //!
 //! Runs once on the thread that calls `Node::start`, before any node thread exists.
 
@@ -21,6 +27,8 @@ use std::path::Path;
 
 /// Name of the file in the data directory.
 const FILE_NAME: &str = "initial_voters";
+/// What the file holds for a node started with `join`: no initial voters.
+const JOINED: &str = "none";
 
 /// The initial configuration of the node's cluster: the stored one when the data directory
 /// has one, else `config`'s, which is then stored.
@@ -37,7 +45,13 @@ pub(crate) fn load_or_store(config: &Config) -> Result<Membership> {
                     text.trim()
                 ))
             })?;
-            if stored != configured && config.initial_voters.is_some() {
+            if stored.is_empty() {
+                log::info!(
+                    "{} joined a running cluster (no initial voters); its membership comes \
+                     from the cluster",
+                    dir.display()
+                );
+            } else if stored != configured && config.initial_voters.is_some() {
                 log::warn!(
                     "{} was created with initial voters {}; the configured {} only apply to a \
                      fresh data dir and are ignored",
@@ -58,6 +72,14 @@ pub(crate) fn load_or_store(config: &Config) -> Result<Membership> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let voters = if holds_state(dir) {
                 predating_voters(config, &configured)
+            } else if config.join {
+                log::info!(
+                    "node {} joins a running cluster: no initial voters; it waits to be added \
+                     (rcraft members add {})",
+                    config.id,
+                    config.id
+                );
+                Vec::new()
             } else {
                 configured
             };
@@ -101,8 +123,12 @@ fn predating_voters(config: &Config, configured: &[NodeId]) -> Vec<NodeId> {
     every
 }
 
-/// `0,1,2` (a trailing newline allowed); `None` when empty or not a list of ids.
+/// `0,1,2` (a trailing newline allowed), or `none` for a node that joined a running cluster;
+/// `None` when empty or not a list of ids.
 fn parse(text: &str) -> Option<Vec<NodeId>> {
+    if text.trim() == JOINED {
+        return Some(Vec::new());
+    }
     let ids: Option<Vec<NodeId>> = text
         .trim()
         .split(',')
@@ -112,6 +138,9 @@ fn parse(text: &str) -> Option<Vec<NodeId>> {
 }
 
 fn render(ids: &[NodeId]) -> String {
+    if ids.is_empty() {
+        return JOINED.to_string();
+    }
     let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
     ids.join(",")
 }
@@ -161,6 +190,22 @@ mod tests {
         assert_eq!(voters_of(&membership), [0, 1, 2]);
         let stored = fs::read_to_string(data.join(FILE_NAME)).unwrap();
         assert_eq!(stored.trim(), "0,1,2");
+    }
+
+    #[test]
+    fn a_joining_node_has_no_initial_voters_and_keeps_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut joining = config(dir.path(), 3, None);
+        joining.join = true;
+        let membership = load_or_store(&joining).unwrap();
+        assert!(membership.voters.is_empty() && membership.learners.is_empty());
+        assert_eq!(
+            fs::read_to_string(dir.path().join(FILE_NAME)).unwrap(),
+            "none\n"
+        );
+        // Restarted without the flag, it still has none.
+        let later = load_or_store(&config(dir.path(), 3, None)).unwrap();
+        assert!(later.voters.is_empty());
     }
 
     #[test]

@@ -206,6 +206,8 @@ fn validate(config: &Config) -> Result<()> {
         Some("the heartbeat must be shorter than the election timeout".to_string())
     } else if config.rpc_timeout_ms == 0 {
         Some("rpc_timeout_ms must be at least 1".to_string())
+    } else if config.join && config.initial_voters.is_some() {
+        Some("join and initial_voters exclude each other".to_string())
     } else if let Some(voters) = &config.initial_voters {
         let ids: Vec<u64> = voters.iter().map(|id| id.0).collect();
         crate::config::check_initial_voters(&ids, config.servers.len())

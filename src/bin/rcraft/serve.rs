@@ -45,11 +45,19 @@ impl Args for ServeArgs {
             .value_parser(clap::value_parser!(PathBuf))
             .help("A cRaft craft.conf (plus rcraft keys such as data_dir); flags override it");
         let settings = SETTINGS.iter().map(|s| {
-            clap::Arg::new(s.key)
+            let arg = clap::Arg::new(s.key)
                 .long(&s.flag[2..])
                 .value_name(s.value_name())
                 .allow_hyphen_values(true)
-                .help(s.help_text())
+                .help(s.help_text());
+            // A switch given alone (`--join`) is on; it never takes the next flag as its value.
+            match s.kind {
+                config::settings::Kind::Switch => arg
+                    .allow_hyphen_values(false)
+                    .num_args(0..=1)
+                    .default_missing_value("on"),
+                _ => arg,
+            }
         });
         command.arg(config).args(settings)
     }
