@@ -1,11 +1,11 @@
 //! Bounded channels whose receiving thread parks until a sender rings its doorbell.
 //!
 //! A crossbeam `recv` or `select!` spins and then calls `sched_yield` several times before it
-//! parks. On a 2-core machine, with a node's four threads waking each other several times per
-//! write, those yields were most of a node's CPU at low load (issue 13: a third to a half of a
-//! core per node at one client). The node's threads therefore only ever `try_recv`, and sleep
-//! in `thread::park` when every queue they read is empty: a [`Doorbell`] is that sleep, a
-//! [`Ringing`] sender rings it after queuing.
+//! parks. With a node's four threads waking each other several times per write, that was
+//! about 9 yields per write on a leader (docs/BENCHMARKS.md, "Write path, round 2"), CPU burnt
+//! on a 2-core machine where the thread being waited for needs the core. The node's threads
+//! therefore only ever `try_recv`, and sleep in `thread::park` when every queue they read is
+//! empty: a [`Doorbell`] is that sleep, a [`Ringing`] sender rings it after queuing.
 //!
 //! Owned by: each receiving thread (consensus, storage, apply) owns one doorbell, shared by
 //! every channel it reads; any thread may hold a `Ringing` sender.
