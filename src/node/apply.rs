@@ -39,13 +39,14 @@ use super::incoming_snapshot::IncomingSnapshot;
 use super::limits::{
     APPLIED_SUBSCRIBER_STALL_MAX, ENTRY_LOG_OVERHEAD_BYTES, EXPIRY_SWEEP_INTERVAL,
 };
+use super::mailbox::{Doorbell, Next, Ringing, next_or_wait};
 use super::results::ApplyMsg;
 use super::sessions::{SessionCheck, SessionTable, expired_message};
 use super::snapshot_files::SnapshotFiles;
 use super::snapshot_format::{read_snapshot, read_to_end_of_snapshot, write_snapshot};
 use super::transport::{Replier, ReplyTo};
 use crate::StateMachine;
-use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
 use rcraft_wire::{
     ClientResponseBody, Entry, EntryPayload, LogIndex, Membership, Session, SnapshotMeta, Term,
 };
@@ -297,10 +298,18 @@ impl Applier {
     }
 
     /// The thread body: runs until the consensus thread drops its sender or a fatal error.
-    pub(crate) fn run(mut self, commands: Receiver<ApplyCommand>, progress: Sender<ApplyProgress>) {
+    /// Sleeps on `doorbell` while idle (waking every [`EXPIRY_SWEEP_INTERVAL`] to expire
+    /// waiters), never in a spinning or yielding wait.
+    pub(crate) fn run(
+        mut self,
+        commands: Receiver<ApplyCommand>,
+        doorbell: Doorbell,
+        progress: Ringing<ApplyProgress>,
+    ) {
+        let mut next_sweep = Instant::now() + EXPIRY_SWEEP_INTERVAL;
         loop {
-            match commands.recv_timeout(EXPIRY_SWEEP_INTERVAL) {
-                Ok(first) => {
+            match next_or_wait(&commands, &doorbell, Some(next_sweep)) {
+                Next::Message(first) => {
                     if let Err(message) = self.run_batch(first, &commands, &progress) {
                         log::error!("apply thread stopping: {message}");
                         self.answer_all_waiters(&format!("the node stopped: {message}"));
@@ -308,13 +317,17 @@ impl Applier {
                         return;
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
+                Next::Idle => {}
+                Next::Disconnected => {
                     self.answer_all_waiters("the node is shutting down");
                     return;
                 }
             }
-            self.expire_waiters(Instant::now());
+            let now = Instant::now();
+            if now >= next_sweep {
+                self.expire_waiters(now);
+                next_sweep = now + EXPIRY_SWEEP_INTERVAL;
+            }
         }
     }
 
@@ -323,7 +336,7 @@ impl Applier {
         &mut self,
         first: ApplyCommand,
         commands: &Receiver<ApplyCommand>,
-        progress: &Sender<ApplyProgress>,
+        progress: &Ringing<ApplyProgress>,
     ) -> Result<(), String> {
         let before = self.applied;
         let handled = self.handle_queued(first, commands, progress);
@@ -341,7 +354,7 @@ impl Applier {
         &mut self,
         first: ApplyCommand,
         commands: &Receiver<ApplyCommand>,
-        progress: &Sender<ApplyProgress>,
+        progress: &Ringing<ApplyProgress>,
     ) -> Result<(), String> {
         self.handle(first, progress)?;
         while let Ok(next) = commands.try_recv() {
@@ -359,7 +372,7 @@ impl Applier {
     fn handle(
         &mut self,
         command: ApplyCommand,
-        progress: &Sender<ApplyProgress>,
+        progress: &Ringing<ApplyProgress>,
     ) -> Result<(), String> {
         match command {
             ApplyCommand::Entries(entries) => {
@@ -420,7 +433,7 @@ impl Applier {
     fn snapshot_on_demand(
         &mut self,
         reply: ReplyTo,
-        progress: &Sender<ApplyProgress>,
+        progress: &Ringing<ApplyProgress>,
     ) -> Result<(), String> {
         let current = self
             .latest_snapshot
@@ -466,7 +479,7 @@ impl Applier {
     fn snapshot_forced(
         &mut self,
         damaged: LogIndex,
-        progress: &Sender<ApplyProgress>,
+        progress: &Ringing<ApplyProgress>,
     ) -> Result<(), String> {
         if let Some(newer) = self
             .latest_snapshot
@@ -524,7 +537,7 @@ impl Applier {
     fn finish_batch(
         &mut self,
         before: LogIndex,
-        progress: &Sender<ApplyProgress>,
+        progress: &Ringing<ApplyProgress>,
     ) -> Result<(), String> {
         if self.applied != before {
             let _ = progress.send(ApplyProgress::Applied(self.applied));
@@ -948,6 +961,7 @@ fn unknown_outcome(message: &str) -> ClientResponseBody {
 mod tests {
     use super::*;
     use crate::node::incoming_snapshot::ArrivalStart;
+    use crate::node::mailbox::{ringing, unrung};
     use crate::node::transport::{ClientConnId, Transport};
     use crossbeam_channel::{bounded, unbounded};
     use rcraft_storage::SimFs;
@@ -1027,7 +1041,7 @@ mod tests {
         snapshots: MemorySnapshots,
         snapshot_every: u64,
     ) -> (
-        Sender<ApplyCommand>,
+        Ringing<ApplyCommand>,
         Receiver<ApplyProgress>,
         std::thread::JoinHandle<()>,
     ) {
@@ -1042,7 +1056,7 @@ mod tests {
         snapshots: MemorySnapshots,
         policy: SnapshotPolicy,
     ) -> (
-        Sender<ApplyCommand>,
+        Ringing<ApplyCommand>,
         Receiver<ApplyProgress>,
         std::thread::JoinHandle<()>,
     ) {
@@ -1056,9 +1070,11 @@ mod tests {
             replier,
         )
         .unwrap();
-        let (commands, commands_rx) = bounded(64);
+        let doorbell = Doorbell::new();
+        let (commands, commands_rx) = ringing(64, &doorbell);
         let (progress_tx, progress) = unbounded();
-        let thread = std::thread::spawn(move || applier.run(commands_rx, progress_tx));
+        let thread =
+            std::thread::spawn(move || applier.run(commands_rx, doorbell, unrung(progress_tx)));
         (commands, progress, thread)
     }
 
@@ -1155,9 +1171,11 @@ mod tests {
         )
         .unwrap();
         applier.limit_sessions(capacity);
-        let (commands, commands_rx) = bounded(64);
+        let doorbell = Doorbell::new();
+        let (commands, commands_rx) = ringing(64, &doorbell);
         let (progress_tx, progress) = unbounded();
-        let thread = std::thread::spawn(move || applier.run(commands_rx, progress_tx));
+        let thread =
+            std::thread::spawn(move || applier.run(commands_rx, doorbell, unrung(progress_tx)));
         (commands, progress, thread)
     }
 
@@ -1440,7 +1458,7 @@ mod tests {
         );
     }
 
-    fn take_snapshot(commands: &Sender<ApplyCommand>) -> ClientResponseBody {
+    fn take_snapshot(commands: &Ringing<ApplyCommand>) -> ClientResponseBody {
         let (tx, rx) = bounded(1);
         let reply = ReplyTo::Api(tx);
         commands.send(ApplyCommand::TakeSnapshot { reply }).unwrap();
@@ -1583,7 +1601,7 @@ mod tests {
     }
 
     type Started = (
-        Sender<ApplyCommand>,
+        Ringing<ApplyCommand>,
         Receiver<ApplyProgress>,
         std::thread::JoinHandle<()>,
     );
@@ -1608,16 +1626,18 @@ mod tests {
         )
         .unwrap();
         applier.restore_while_receiving(incoming.clone(), stall_limit);
-        let (commands, commands_rx) = bounded(64);
+        let doorbell = Doorbell::new();
+        let (commands, commands_rx) = ringing(64, &doorbell);
         let (progress_tx, progress) = unbounded();
-        let thread = std::thread::spawn(move || applier.run(commands_rx, progress_tx));
+        let thread =
+            std::thread::spawn(move || applier.run(commands_rx, doorbell, unrung(progress_tx)));
         let entries = vec![command(1, 1, b"a", None), command(1, 2, b"b", None)];
         commands.send(ApplyCommand::Entries(entries)).unwrap();
         (commands, progress, thread)
     }
 
     /// The state answered by a read at `index`.
-    fn state_at(commands: &Sender<ApplyCommand>, index: u64) -> Vec<u8> {
+    fn state_at(commands: &Ringing<ApplyCommand>, index: u64) -> Vec<u8> {
         let (tx, rx) = bounded(1);
         let read = ApplyCommand::Read {
             index: LogIndex(index),

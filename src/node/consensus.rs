@@ -6,6 +6,12 @@
 //! (up to [`CONSENSUS_INPUT_BATCH_MAX`]) before draining the core's actions once, so
 //! proposals that arrive together become one persist action and one append message.
 //!
+//! The thread sleeps on its [`Doorbell`] (never in a spinning or yielding wait) and hands
+//! its output on per destination, once per drain of the core's actions: storage commands in
+//! the core's order behind one ring of the storage thread, apply commands likewise behind
+//! one ring of the apply thread, every peer message in one network command, and every client
+//! answer in one more (see [`Outbox`]).
+//!
 //! Invariants: persist commands reach the storage thread in sequence order and are never
 //! dropped (a full queue makes this thread wait, which pushes back on clients); apply commands
 //! reach the apply thread in the order the core emitted them, so a proposal's waiter always
@@ -15,6 +21,7 @@
 use super::apply::{ApplyCommand, ApplyProgress};
 use super::error::Error;
 use super::limits::{CONSENSUS_INPUT_BATCH_MAX, PENDING_REQUESTS_MAX, TICK_CATCH_UP_MAX};
+use super::mailbox::{Doorbell, Ringing};
 use super::results::ApplyMsg;
 use super::storage_io::{StorageCommand, StorageEvent};
 use super::transport::{NetEvent, Replier, ReplyTo};
@@ -22,8 +29,8 @@ use crate::core::describe::describe_action;
 use crate::core::{Action, Input, ProposeError, Replica, RequestId};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, select};
 use rcraft_wire::{
-    ClientRequestBody, ClientResponseBody, LogIndex, Membership, NodeId, NodeStatus, Session,
-    SnapshotMeta,
+    ClientRequestBody, ClientResponseBody, LogIndex, Membership, Message, NodeId, NodeStatus,
+    Session, SnapshotMeta,
 };
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -77,12 +84,29 @@ pub(crate) enum ApiRequest {
     Shutdown,
 }
 
-/// The receiving ends the consensus thread waits on.
+/// The receiving ends the consensus thread waits on, and the doorbell every sender to them
+/// rings.
 pub(crate) struct Inbox {
     pub(crate) net: Receiver<NetEvent>,
     pub(crate) storage: Receiver<StorageEvent>,
     pub(crate) apply: Receiver<ApplyProgress>,
     pub(crate) api: Receiver<ApiRequest>,
+    pub(crate) doorbell: Doorbell,
+}
+
+/// What one drain of the core's actions produced for the network thread, handed on in one
+/// command each when the drain ends. Storage and apply commands are queued as they come
+/// (their order is the core's) and their threads are rung once at the end.
+#[derive(Default)]
+struct Outbox {
+    /// Peer messages, in the core's order.
+    peers: Vec<Message>,
+    /// Answers to requesters, in the order they were decided.
+    replies: Vec<(ReplyTo, ClientResponseBody)>,
+    /// Storage commands were queued since the storage thread was last rung.
+    storage_unrung: bool,
+    /// Apply commands were queued since the apply thread was last rung.
+    apply_unrung: bool,
 }
 
 /// Fixed settings of the consensus thread.
@@ -130,8 +154,9 @@ pub(crate) struct Consensus {
     replica: Replica,
     settings: ConsensusSettings,
     replier: Replier,
-    storage: Sender<StorageCommand>,
-    apply: Sender<ApplyCommand>,
+    storage: Ringing<StorageCommand>,
+    apply: Ringing<ApplyCommand>,
+    outbox: Outbox,
     pending: HashMap<RequestId, Pending>,
     next_request_id: RequestId,
     applied: LogIndex,
@@ -152,8 +177,8 @@ impl Consensus {
         replica: Replica,
         settings: ConsensusSettings,
         replier: Replier,
-        storage: Sender<StorageCommand>,
-        apply: Sender<ApplyCommand>,
+        storage: Ringing<StorageCommand>,
+        apply: Ringing<ApplyCommand>,
     ) -> Consensus {
         Consensus {
             replica,
@@ -163,6 +188,7 @@ impl Consensus {
             replier,
             storage,
             apply,
+            outbox: Outbox::default(),
             pending: HashMap::new(),
             next_request_id: 1,
             deferred_storage: VecDeque::new(),
@@ -175,14 +201,16 @@ impl Consensus {
     /// The thread body.
     pub(crate) fn run(mut self, inbox: Inbox) -> Exit {
         let exit = self.run_loop(&inbox);
+        self.hand_on();
         let message = match &exit {
             Exit::Shutdown => "the node is shutting down".to_string(),
             Exit::Failed(reason) => format!("the node stopped: {reason}"),
         };
         for (_, pending) in self.pending.drain() {
             let body = failure_body(&pending, &message);
-            self.replier.send(pending.reply, body);
+            self.outbox.replies.push((pending.reply, body));
         }
+        self.hand_on();
         exit
     }
 
@@ -213,23 +241,20 @@ impl Consensus {
         }
         self.tick_if_due();
         self.carry_out_actions(inbox);
+        self.hand_on();
         self.failure.take().map(Exit::Failed)
     }
 
-    /// Blocks until one input arrives or the tick deadline passes.
+    /// Sleeps until one input arrives or the tick deadline passes.
     fn wait_for_input(&mut self, inbox: &Inbox) -> Result<Received, Exit> {
-        let timeout = self.next_tick.saturating_duration_since(Instant::now());
-        let stopped = |thread: &str| Exit::Failed(format!("the {thread} thread stopped"));
-        select! {
-            recv(inbox.net) -> event => event.map(Received::Net).map_err(|_| stopped("network")),
-            recv(inbox.storage) -> event => {
-                event.map(Received::Storage).map_err(|_| stopped("storage"))
+        loop {
+            if let Some(received) = try_receive(inbox)? {
+                return Ok(received);
             }
-            recv(inbox.apply) -> progress => {
-                progress.map(Received::Apply).map_err(|_| stopped("apply"))
+            if Instant::now() >= self.next_tick {
+                return Ok(Received::Nothing);
             }
-            recv(inbox.api) -> request => request.map(Received::Api).map_err(|_| Exit::Shutdown),
-            default(timeout) => Ok(Received::Nothing),
+            inbox.doorbell.wait(Some(self.next_tick));
         }
     }
 
@@ -314,7 +339,7 @@ impl Consensus {
         for id in expired {
             if let Some(pending) = self.pending.remove(&id) {
                 let body = failure_body(&pending, "timed out waiting for the leader");
-                self.replier.send(pending.reply, body);
+                self.reply(pending.reply, body);
             }
         }
     }
@@ -341,7 +366,7 @@ impl Consensus {
             ClientRequestBody::Read { query } => self.read(reply, query),
             ClientRequestBody::Status => {
                 let status = self.status();
-                self.replier.send(reply, ClientResponseBody::Status(status));
+                self.reply(reply, ClientResponseBody::Status(status));
             }
             ClientRequestBody::TransferLeader { target } => self.transfer_leader(reply, target),
             ClientRequestBody::ChangeMembership { membership } => {
@@ -356,7 +381,7 @@ impl Consensus {
         match self.apply.try_send(ApplyCommand::TakeSnapshot { reply }) {
             Ok(()) => {}
             Err(TrySendError::Full(ApplyCommand::TakeSnapshot { reply })) => {
-                self.replier.send(reply, ClientResponseBody::Overloaded);
+                self.reply(reply, ClientResponseBody::Overloaded);
             }
             Err(_) => self.fail("the apply thread stopped".to_string()),
         }
@@ -393,7 +418,7 @@ impl Consensus {
     /// Registers a request and returns its id, or answers `Overloaded` when the table is full.
     fn register(&mut self, reply: ReplyTo, query: Option<Vec<u8>>) -> Option<RequestId> {
         if self.pending.len() >= PENDING_REQUESTS_MAX {
-            self.replier.send(reply, ClientResponseBody::Overloaded);
+            self.reply(reply, ClientResponseBody::Overloaded);
             return None;
         }
         let id = self.next_request_id;
@@ -412,7 +437,7 @@ impl Consensus {
 
     fn propose(&mut self, reply: ReplyTo, session: Option<Session>, data: Vec<u8>) {
         if let Err(too_large) = Error::check_size("command", data.len()) {
-            self.replier.send(reply, definite_error(&too_large));
+            self.reply(reply, definite_error(&too_large));
             return;
         }
         if let Some(id) = self.register(reply, None) {
@@ -422,7 +447,7 @@ impl Consensus {
 
     fn read(&mut self, reply: ReplyTo, query: Vec<u8>) {
         if let Err(too_large) = Error::check_size("query", query.len()) {
-            self.replier.send(reply, definite_error(&too_large));
+            self.reply(reply, definite_error(&too_large));
             return;
         }
         if let Some(id) = self.register(reply, Some(query)) {
@@ -439,7 +464,7 @@ impl Consensus {
                 definite: true,
                 message: format!("node {unknown} has no address in the configured servers"),
             };
-            self.replier.send(reply, body);
+            self.reply(reply, body);
             return;
         }
         if let Some(id) = self.register(reply, None) {
@@ -452,7 +477,7 @@ impl Consensus {
         let status = self.status();
         if status.leader != Some(status.id) {
             let body = self.not_leader(status.leader);
-            self.replier.send(reply, body);
+            self.reply(reply, body);
             return;
         }
         self.replica.step(Input::TransferLeadership { target });
@@ -461,7 +486,7 @@ impl Consensus {
             index: status.commit_index,
             result: Vec::new(),
         };
-        self.replier.send(reply, body);
+        self.reply(reply, body);
     }
 
     fn on_storage_event(&mut self, inbox: &Inbox, event: StorageEvent) {
@@ -580,32 +605,51 @@ impl Consensus {
     }
 
     /// Drains the core's actions and carries them out, until it has none left (carrying out
-    /// one action may deliver events that make the core produce more).
+    /// one action may deliver events that make the core produce more). Each drain's output
+    /// is handed on per destination when it ends.
     fn carry_out_actions(&mut self, inbox: &Inbox) {
         loop {
             let actions = take_actions(&mut self.replica);
             if actions.is_empty() || self.failure.is_some() {
                 return;
             }
-            let mut messages = Vec::new();
             for action in actions {
                 // The same one-line form as the interaction scripts; built only when traced.
                 if log::log_enabled!(log::Level::Trace) {
                     log::trace!("node {}: {}", self.replica.id(), describe_action(&action));
                 }
-                match action {
-                    Action::Send(message) => messages.push(message),
-                    other => self.carry_out(other, inbox),
-                }
+                self.carry_out(action, inbox);
             }
-            // One hand-off to the network thread per drain, not one per message.
-            self.replier.transport().send_peers(messages);
+            self.hand_on();
         }
+    }
+
+    /// Hands the outbox on: one ring each for the storage and apply threads if they were
+    /// given commands, one network command for all peer messages and one for all answers.
+    fn hand_on(&mut self) {
+        if std::mem::take(&mut self.outbox.storage_unrung) {
+            self.storage.ring();
+        }
+        if std::mem::take(&mut self.outbox.apply_unrung) {
+            self.apply.ring();
+        }
+        let peers = std::mem::take(&mut self.outbox.peers);
+        if !peers.is_empty() {
+            self.replier.transport().send_peers(peers);
+        }
+        if !self.outbox.replies.is_empty() {
+            self.replier.send_all(self.outbox.replies.drain(..));
+        }
+    }
+
+    /// Queues an answer for the end of the drain.
+    fn reply(&mut self, to: ReplyTo, body: ClientResponseBody) {
+        self.outbox.replies.push((to, body));
     }
 
     fn carry_out(&mut self, action: Action, inbox: &Inbox) {
         match action {
-            Action::Send(message) => self.replier.transport().send_peers(vec![message]),
+            Action::Send(message) => self.outbox.peers.push(message),
             Action::Persist {
                 seq,
                 hard_state,
@@ -710,7 +754,7 @@ impl Consensus {
                 message,
             },
         };
-        self.replier.send(pending.reply, body);
+        self.reply(pending.reply, body);
     }
 
     fn not_leader(&self, leader: Option<NodeId>) -> ClientResponseBody {
@@ -728,13 +772,18 @@ impl Consensus {
     fn send_storage(&mut self, inbox: &Inbox, command: StorageCommand) {
         let mut command = command;
         loop {
-            match self.storage.try_send(command) {
-                Ok(()) => return,
+            match self.storage.try_push(command) {
+                Ok(()) => {
+                    self.outbox.storage_unrung = true;
+                    return;
+                }
                 Err(TrySendError::Full(back)) => command = back,
                 Err(TrySendError::Disconnected(_)) => {
                     return self.fail("the storage thread stopped".to_string());
                 }
             }
+            // A full queue: make sure the storage thread is awake to empty it.
+            self.storage.ring();
             self.wait_for_room(inbox);
         }
     }
@@ -743,13 +792,17 @@ impl Consensus {
     fn send_apply(&mut self, inbox: &Inbox, command: ApplyCommand) {
         let mut command = command;
         loop {
-            match self.apply.try_send(command) {
-                Ok(()) => return,
+            match self.apply.try_push(command) {
+                Ok(()) => {
+                    self.outbox.apply_unrung = true;
+                    return;
+                }
                 Err(TrySendError::Full(back)) => command = back,
                 Err(TrySendError::Disconnected(_)) => {
                     return self.fail("the apply thread stopped".to_string());
                 }
             }
+            self.apply.ring();
             self.wait_for_room(inbox);
         }
     }
@@ -790,6 +843,31 @@ fn definite_error(error: &Error) -> ClientResponseBody {
     }
 }
 
+/// Takes one queued input, if any: storage and apply progress first, as in a drain.
+fn try_receive(inbox: &Inbox) -> Result<Option<Received>, Exit> {
+    let stopped = |thread: &str| Exit::Failed(format!("the {thread} thread stopped"));
+    match inbox.storage.try_recv() {
+        Ok(event) => return Ok(Some(Received::Storage(event))),
+        Err(TryRecvError::Disconnected) => return Err(stopped("storage")),
+        Err(TryRecvError::Empty) => {}
+    }
+    match inbox.apply.try_recv() {
+        Ok(progress) => return Ok(Some(Received::Apply(progress))),
+        Err(TryRecvError::Disconnected) => return Err(stopped("apply")),
+        Err(TryRecvError::Empty) => {}
+    }
+    match inbox.net.try_recv() {
+        Ok(event) => return Ok(Some(Received::Net(event))),
+        Err(TryRecvError::Disconnected) => return Err(stopped("network")),
+        Err(TryRecvError::Empty) => {}
+    }
+    match inbox.api.try_recv() {
+        Ok(request) => Ok(Some(Received::Api(request))),
+        Err(TryRecvError::Disconnected) => Err(Exit::Shutdown),
+        Err(TryRecvError::Empty) => Ok(None),
+    }
+}
+
 fn take_actions(replica: &mut Replica) -> Vec<Action> {
     replica.take_actions()
 }
@@ -806,6 +884,7 @@ fn core_status(replica: &Replica, applied: LogIndex) -> NodeStatus {
 mod tests {
     use super::*;
     use crate::core::testing::{from_peer_in, leader_of_three, step_confirming as step};
+    use crate::node::mailbox::ringing;
     use crate::node::transport::{ClientConnId, Transport};
     use crossbeam_channel::bounded;
     use rcraft_wire::{ClientResponse, Message, MessageBody};
@@ -853,9 +932,10 @@ mod tests {
             storage,
             apply,
             api,
+            doorbell: Doorbell::new(),
         };
-        let (storage_commands, _storage_rx) = bounded(64);
-        let (apply_commands, apply_rx) = bounded(64);
+        let (storage_commands, _storage_rx) = ringing(64, &Doorbell::new());
+        let (apply_commands, apply_rx) = ringing(64, &Doorbell::new());
         let address: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let settings = ConsensusSettings {
             servers: vec![address; 3],

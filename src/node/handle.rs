@@ -7,9 +7,10 @@
 use super::consensus::ApiRequest;
 use super::error::{Error, Result};
 use super::limits::{APPLIED_SUBSCRIBER_QUEUE_DEPTH, SNAPSHOT_ANSWER_WAIT_MAX};
+use super::mailbox::Ringing;
 use super::results::{ApplyMsg, ProposeResult, ReadResult, SnapshotResult};
 use super::runtime::Runtime;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
 use rcraft_wire::{ClientResponseBody, LogIndex, Membership, NodeId, NodeStatus, Session, Term};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -22,7 +23,7 @@ pub struct NodeHandle {
     id: NodeId,
     servers: Vec<SocketAddr>,
     rpc_timeout: Duration,
-    api: Sender<ApiRequest>,
+    api: Ringing<ApiRequest>,
     runtime: Option<Runtime>,
 }
 
@@ -31,7 +32,7 @@ impl NodeHandle {
         id: NodeId,
         servers: Vec<SocketAddr>,
         rpc_timeout: Duration,
-        api: Sender<ApiRequest>,
+        api: Ringing<ApiRequest>,
         runtime: Runtime,
     ) -> NodeHandle {
         NodeHandle {

@@ -15,6 +15,7 @@ mod incoming_snapshot;
 mod initial_voters;
 pub mod limits;
 mod log_store;
+mod mailbox;
 pub mod net;
 mod results;
 mod runtime;

@@ -451,6 +451,17 @@ impl Network {
         config: NetConfig,
         events: Sender<NetEvent>,
     ) -> io::Result<NetHandle> {
+        Network::spawn_notifying(listener, config, events, Box::new(|| {}))
+    }
+
+    /// As [`Network::spawn_on`], calling `notify` once after each loop turn that queued
+    /// events (the node rings its consensus thread's doorbell with it).
+    pub(crate) fn spawn_notifying(
+        listener: std::net::TcpListener,
+        config: NetConfig,
+        events: Sender<NetEvent>,
+        notify: delivery::Notify,
+    ) -> io::Result<NetHandle> {
         if config.peers.contains_key(&config.node_id) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -469,6 +480,7 @@ impl Network {
             config,
             commands: command_rx,
             events,
+            notify,
             stats: Arc::clone(&stats),
             stop: Arc::clone(&stop),
             wake_pending: Arc::clone(&wake_pending),

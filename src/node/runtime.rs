@@ -18,6 +18,7 @@ use super::limits::{
     NET_EVENT_QUEUE_DEPTH, SNAPSHOT_STREAM_STALL_MAX, STORAGE_COMMAND_QUEUE_DEPTH,
     STORAGE_EVENT_QUEUE_DEPTH,
 };
+use super::mailbox::{Doorbell, ringing};
 use super::net::{NetConfig, NetHandle, Network};
 use super::snapshot_files::StoreSnapshots;
 use super::storage_thread::open_storage;
@@ -67,8 +68,12 @@ impl Node {
         let replica = Replica::new(core_config(&config), opened.recovered)
             .map_err(|e| Error::Storage(format!("the recovered state is inconsistent: {e}")))?;
 
+        // Every thread sleeps on its own doorbell, rung by whoever queues work for it.
+        let consensus_bell = Doorbell::new();
         let (net_tx, net_rx) = bounded(NET_EVENT_QUEUE_DEPTH);
-        let net = Network::spawn_on(listener, net_config(&config), net_tx)
+        let bell = consensus_bell.clone();
+        let notify = Box::new(move || bell.ring());
+        let net = Network::spawn_notifying(listener, net_config(&config), net_tx, notify)
             .map_err(|e| Error::io(format!("starting the network thread on {listen}"), e))?;
         let transport: Arc<dyn Transport> = Arc::new(net.sender());
         let replier = Replier::new(transport);
@@ -90,11 +95,13 @@ impl Node {
         applier
             .restore_while_receiving(opened.thread.incoming_snapshot(), SNAPSHOT_STREAM_STALL_MAX);
 
-        let (storage_tx, storage_rx) = bounded(STORAGE_COMMAND_QUEUE_DEPTH);
-        let (storage_events_tx, storage_events_rx) = bounded(STORAGE_EVENT_QUEUE_DEPTH);
-        let (apply_tx, apply_rx) = bounded(APPLY_COMMAND_QUEUE_DEPTH);
-        let (progress_tx, progress_rx) = bounded(APPLY_PROGRESS_QUEUE_DEPTH);
-        let (api_tx, api_rx) = bounded(API_REQUEST_QUEUE_DEPTH);
+        let (storage_bell, apply_bell) = (Doorbell::new(), Doorbell::new());
+        let (storage_tx, storage_rx) = ringing(STORAGE_COMMAND_QUEUE_DEPTH, &storage_bell);
+        let (storage_events_tx, storage_events_rx) =
+            ringing(STORAGE_EVENT_QUEUE_DEPTH, &consensus_bell);
+        let (apply_tx, apply_rx) = ringing(APPLY_COMMAND_QUEUE_DEPTH, &apply_bell);
+        let (progress_tx, progress_rx) = ringing(APPLY_PROGRESS_QUEUE_DEPTH, &consensus_bell);
+        let (api_tx, api_rx) = ringing(API_REQUEST_QUEUE_DEPTH, &consensus_bell);
 
         let settings = ConsensusSettings {
             servers: config.servers.clone(),
@@ -109,13 +116,16 @@ impl Node {
             storage: storage_events_rx,
             apply: progress_rx,
             api: api_rx,
+            doorbell: consensus_bell,
         };
         let id = config.id;
         let storage_thread = opened.thread;
         let storage = spawn(id, "storage", move || {
-            storage_thread.run(storage_rx, storage_events_tx)
+            storage_thread.run(storage_rx, storage_bell, storage_events_tx)
         })?;
-        let apply = spawn(id, "apply", move || applier.run(apply_rx, progress_tx))?;
+        let apply = spawn(id, "apply", move || {
+            applier.run(apply_rx, apply_bell, progress_tx)
+        })?;
         let consensus = spawn(id, "consensus", move || consensus.run(inbox))?;
         log::info!("node {id} started on {}", net.local_addr());
         let runtime = Runtime {

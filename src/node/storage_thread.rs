@@ -16,12 +16,13 @@
 use super::incoming_snapshot::{ArrivalStart, IncomingSnapshot};
 use super::limits::STORAGE_BATCH_MAX;
 use super::log_store::LogStore;
+use super::mailbox::{Doorbell, Next, Ringing, next_or_wait, unrung};
 use super::snapshot_files::{file_meta, snapshot_meta};
 use super::snapshot_send::{Damage, SendChecks};
 use super::storage_error::{StorageError, StorageResult};
 use super::storage_io::{StorageCommand, StorageEvent};
 use crate::core::{HardState, RecoveredState};
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use rcraft_storage::{
     Error as StoreError, Finish, Fs, HardState as StoredHardState, HardStateStore, PartialSnapshot,
     RealFs, SnapshotInfo, SnapshotStore, Wal, WalOptions,
@@ -158,7 +159,7 @@ pub(crate) fn open_storage_with(
 }
 
 /// Logs a damaged snapshot file (the operator's clue) and asks for a new snapshot.
-fn report_damage(damage: Damage, events: &Sender<StorageEvent>) {
+fn report_damage(damage: Damage, events: &Ringing<StorageEvent>) {
     log::error!(
         "snapshot file {} is damaged: {}; no longer sending it to followers, writing a new \
          snapshot to replace it",
@@ -210,12 +211,13 @@ impl StorageThread {
     pub(crate) fn run(
         mut self,
         commands: Receiver<StorageCommand>,
-        events: Sender<StorageEvent>,
+        doorbell: Doorbell,
+        events: Ringing<StorageEvent>,
     ) -> StorageResult<()> {
         // Nothing more arrives once this returns or unwinds: a restore reading the incoming
         // snapshot must not wait for it.
         let stop_readers = StopReadersOnExit(self.incoming.clone());
-        let result = self.serve(&commands, &events);
+        let result = self.serve(&commands, &doorbell, &events);
         drop(stop_readers);
         if let Err(error) = &result {
             log::error!("storage failed, stopping the node: {error}");
@@ -224,13 +226,16 @@ impl StorageThread {
         result
     }
 
+    /// Sleeps on `doorbell` while there is nothing to do (never spinning), then drains
+    /// every queued command into one batch.
     fn serve(
         &mut self,
         commands: &Receiver<StorageCommand>,
-        events: &Sender<StorageEvent>,
+        doorbell: &Doorbell,
+        events: &Ringing<StorageEvent>,
     ) -> StorageResult<()> {
         let mut batch = Vec::with_capacity(STORAGE_BATCH_MAX);
-        while let Ok(first) = commands.recv() {
+        while let Next::Message(first) = next_or_wait(commands, doorbell, None) {
             batch.push(first);
             while batch.len() < STORAGE_BATCH_MAX {
                 match commands.try_recv() {
@@ -250,6 +255,7 @@ impl StorageThread {
         commands: Vec<StorageCommand>,
     ) -> (StorageResult<()>, Vec<StorageEvent>) {
         let (events, reported) = crossbeam_channel::unbounded();
+        let events = unrung(events);
         let result = self.process_batch(commands.into_iter(), &events);
         (result, reported.try_iter().collect())
     }
@@ -259,7 +265,7 @@ impl StorageThread {
     fn process_batch(
         &mut self,
         batch: impl Iterator<Item = StorageCommand>,
-        events: &Sender<StorageEvent>,
+        events: &Ringing<StorageEvent>,
     ) -> StorageResult<()> {
         let mut persisted: Option<u64> = None;
         for command in batch {
@@ -311,7 +317,7 @@ impl StorageThread {
     fn flush(
         &mut self,
         persisted: &mut Option<u64>,
-        events: &Sender<StorageEvent>,
+        events: &Ringing<StorageEvent>,
     ) -> StorageResult<()> {
         if let Some(seq) = persisted.take() {
             // PLANTED BUG (mutation check only): confirm before the sync.
@@ -346,7 +352,7 @@ impl StorageThread {
     fn carry_out(
         &mut self,
         command: StorageCommand,
-        events: &Sender<StorageEvent>,
+        events: &Ringing<StorageEvent>,
     ) -> StorageResult<()> {
         match command {
             StorageCommand::Persist { .. } => unreachable!("persists are handled by the batch"),
@@ -391,7 +397,7 @@ impl StorageThread {
         meta: &SnapshotMeta,
         offset: u64,
         max_bytes: u64,
-        events: &Sender<StorageEvent>,
+        events: &Ringing<StorageEvent>,
     ) -> Option<Vec<u8>> {
         if self.send_checks.refresh(&self.snapshots) {
             self.sending = None; // A snapshot was made current: perhaps under this name.
@@ -423,7 +429,7 @@ impl StorageThread {
         &mut self,
         found: Option<Damage>,
         meta: &SnapshotMeta,
-        events: &Sender<StorageEvent>,
+        events: &Ringing<StorageEvent>,
     ) -> Option<Vec<u8>> {
         match found {
             Some(damage) => report_damage(damage, events),
@@ -438,7 +444,7 @@ impl StorageThread {
     fn snapshot_to_send(
         &mut self,
         meta: &SnapshotMeta,
-        events: &Sender<StorageEvent>,
+        events: &Ringing<StorageEvent>,
     ) -> Option<SnapshotInfo> {
         // The bytes too, not only the point: a snapshot rewritten at the same index and term
         // (after damage) may differ, and chunks of it must not go out under the old label.
@@ -650,7 +656,8 @@ impl StorageThread {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crossbeam_channel::{bounded, unbounded};
+    use crate::node::mailbox::{ringing, unrung};
+    use crossbeam_channel::unbounded;
     use rcraft_storage::{CrashMode, SimFs};
     use rcraft_wire::{Entry, EntryPayload, Session};
     use std::path::PathBuf;
@@ -690,13 +697,14 @@ mod tests {
         opened: OpenedStorage,
         commands: Vec<StorageCommand>,
     ) -> (StorageResult<()>, Vec<StorageEvent>) {
-        let (tx, rx) = bounded(commands.len().max(1));
+        let doorbell = Doorbell::new();
+        let (tx, rx) = ringing(commands.len().max(1), &doorbell);
         let (events_tx, events_rx) = unbounded();
         for command in commands {
             tx.send(command).unwrap();
         }
         drop(tx);
-        let result = opened.thread.run(rx, events_tx);
+        let result = opened.thread.run(rx, doorbell, unrung(events_tx));
         (result, events_rx.try_iter().collect())
     }
 
@@ -1089,7 +1097,7 @@ mod tests {
     /// Sends `command` to a running storage thread and collects what it answers: everything
     /// before the answer to a persist sent behind it (the thread handles commands in order).
     fn ask(
-        commands: &crossbeam_channel::Sender<StorageCommand>,
+        commands: &Ringing<StorageCommand>,
         events: &crossbeam_channel::Receiver<StorageEvent>,
         command: StorageCommand,
     ) -> Vec<StorageEvent> {
@@ -1111,9 +1119,10 @@ mod tests {
         let header = fs.contents(&path).unwrap().len() - 5000 - 24;
         fs.flip_bit(&path, header + 10, 0).unwrap(); // before where the transfer resumes
         let snapshots = opened.snapshots.clone();
-        let (tx, rx) = bounded(16);
+        let doorbell = Doorbell::new();
+        let (tx, rx) = ringing(16, &doorbell);
         let (events_tx, events) = unbounded();
-        let thread = std::thread::spawn(move || opened.thread.run(rx, events_tx));
+        let thread = std::thread::spawn(move || opened.thread.run(rx, doorbell, unrung(events_tx)));
 
         // Resumed at 3000, the chunks read are intact, so they go out until the background
         // check of the whole file is in (bounded: it reads 5000 bytes).
@@ -1147,7 +1156,7 @@ mod tests {
     /// events and the thread (it ends when `tx` is dropped).
     struct Receiving {
         incoming: IncomingSnapshot,
-        tx: crossbeam_channel::Sender<StorageCommand>,
+        tx: Ringing<StorageCommand>,
         events: crossbeam_channel::Receiver<StorageEvent>,
         thread: std::thread::JoinHandle<StorageResult<()>>,
     }
@@ -1155,9 +1164,10 @@ mod tests {
     fn receiving(fs: &SimFs) -> Receiving {
         let opened = open(fs);
         let incoming = opened.thread.incoming_snapshot();
-        let (tx, rx) = bounded(8);
+        let doorbell = Doorbell::new();
+        let (tx, rx) = ringing(8, &doorbell);
         let (events_tx, events) = unbounded();
-        let thread = std::thread::spawn(move || opened.thread.run(rx, events_tx));
+        let thread = std::thread::spawn(move || opened.thread.run(rx, doorbell, unrung(events_tx)));
         Receiving {
             incoming,
             tx,

@@ -36,6 +36,7 @@ pub(super) struct Parts {
     pub(super) config: NetConfig,
     pub(super) commands: Receiver<NetCommand>,
     pub(super) events: Sender<NetEvent>,
+    pub(super) notify: super::delivery::Notify,
     pub(super) stats: Arc<NetStats>,
     pub(super) stop: Arc<AtomicBool>,
     pub(super) wake_pending: Arc<AtomicBool>,
@@ -87,7 +88,7 @@ impl EventLoop {
             commands: parts.commands,
             stop: parts.stop,
             wake_pending: parts.wake_pending,
-            delivery: Delivery::new(parts.events, parts.stats),
+            delivery: Delivery::new(parts.events, parts.notify, parts.stats),
             inbound: HashMap::new(),
             peers,
             peer_tokens: HashMap::new(),
@@ -132,6 +133,8 @@ impl EventLoop {
             self.delivery.retry_backlog();
             self.resume_paused();
             self.sweep_if_due();
+            // One wake-up of the consensus thread for everything this turn decoded.
+            self.delivery.notify_if_delivered();
         }
         log::info!("node {node}: network thread stopped");
     }
