@@ -15,6 +15,7 @@
 use super::apply::{ApplyCommand, ApplyProgress};
 use super::error::Error;
 use super::limits::{CONSENSUS_INPUT_BATCH_MAX, PENDING_REQUESTS_MAX, TICK_CATCH_UP_MAX};
+use super::observe::Observer;
 use super::results::ApplyMsg;
 use super::storage_io::{StorageCommand, StorageEvent};
 use super::transport::{NetEvent, Replier, ReplyTo};
@@ -144,6 +145,8 @@ pub(crate) struct Consensus {
     /// The received snapshot (index, term, data checksum) the apply thread was told is
     /// arriving (`ApplyCommand::SnapshotArriving`).
     announced_snapshot: Option<(LogIndex, rcraft_wire::Term, u32)>,
+    /// Tells operators about role, leader and membership changes (node/observe.rs).
+    observer: Observer,
 }
 
 impl Consensus {
@@ -156,6 +159,7 @@ impl Consensus {
         apply: Sender<ApplyCommand>,
     ) -> Consensus {
         Consensus {
+            observer: Observer::new(&replica),
             replica,
             applied: settings.applied,
             next_tick: Instant::now() + settings.tick,
@@ -213,6 +217,7 @@ impl Consensus {
         }
         self.tick_if_due();
         self.carry_out_actions(inbox);
+        self.observer.observe(&self.replica);
         self.failure.take().map(Exit::Failed)
     }
 

@@ -15,6 +15,7 @@ mod initial_voters;
 pub mod limits;
 mod log_store;
 pub mod net;
+mod observe;
 mod results;
 mod runtime;
 mod sessions;

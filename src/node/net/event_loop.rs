@@ -361,8 +361,11 @@ impl EventLoop {
                 bump(&self.delivery.stats.connections_refused, 1);
                 log::warn!("node {node}: closing link to peer {id} at {addr}: {why}");
             }
+            // A peer that shuts down or restarts closes its links cleanly: not a warning.
             Close::Eof if verified => {
-                log::warn!("node {node}: peer {id} at {addr} closed the link")
+                log::info!(
+                    "node {node}: peer {id} at {addr} closed the link (stopping or restarting?)"
+                )
             }
             Close::Io(e) if verified => {
                 log::warn!("node {node}: link to peer {id} at {addr} failed: {e}")

@@ -1,0 +1,344 @@
+//! What an operator wants to know about the consensus core, told once per change: elections
+//! started, won and lost, step-downs, leader changes and membership changes, each with its
+//! term and reason, logged at info.
+//!
+//! The core is pure and logs nothing (tests/core_purity.rs); the consensus thread calls
+//! [`Observer::observe`] once per turn, after the core's actions are carried out, and this
+//! module compares the core's role, term, leader and configuration with what it saw last
+//! turn. A reason is read from the change itself: a leader that steps down in its own term
+//! was either removed from the configuration or lost a quorum (CheckQuorum, thesis §6.2); in
+//! a later term it saw that term from another node. Several changes inside one turn are seen
+//! as one (a candidate that wins at once is seen going from follower to leader).
+//!
+//! Owned by the consensus thread. Invariant: `seen` is what the last call observed, so each
+//! change is told exactly once. Repeated lost elections (a node cut off from the others keeps
+//! campaigning) are logged at info once, then at debug, and counted in the line that reports
+//! the next leader.
+
+use crate::admin::describe_membership;
+use crate::core::Replica;
+use rcraft_wire::{Membership, NodeId, Role, Term};
+
+/// One change worth telling an operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Notable {
+    /// What kind of change (a short fixed word, e.g. `election_won`).
+    pub(crate) kind: &'static str,
+    /// The node's term after the change.
+    pub(crate) term: Term,
+    /// The change and its reason, as one sentence.
+    pub(crate) detail: String,
+    /// False for repeats an operator does not need at info (a further lost election).
+    pub(crate) info: bool,
+}
+
+/// What the observer saw last turn.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Seen {
+    role: Role,
+    term: Term,
+    leader: Option<NodeId>,
+    membership: Membership,
+}
+
+impl Seen {
+    fn of(replica: &Replica) -> Seen {
+        Seen {
+            role: replica.role(),
+            term: replica.hard_state().term,
+            leader: replica.leader(),
+            membership: replica.membership().clone(),
+        }
+    }
+
+    /// True when `replica` is where this was taken (cheap: no copies).
+    fn matches(&self, replica: &Replica) -> bool {
+        self.role == replica.role()
+            && self.term == replica.hard_state().term
+            && self.leader == replica.leader()
+            && self.membership == *replica.membership()
+    }
+}
+
+/// Watches one replica from its consensus thread.
+pub(crate) struct Observer {
+    id: NodeId,
+    seen: Seen,
+    /// Elections started or lost since the node last knew a leader.
+    elections_lost: u64,
+}
+
+impl Observer {
+    /// Starts watching `replica` as it is now (recovered state is not a change).
+    pub(crate) fn new(replica: &Replica) -> Observer {
+        Observer {
+            id: replica.id(),
+            seen: Seen::of(replica),
+            elections_lost: 0,
+        }
+    }
+
+    /// Tells (logs) every change since the last call.
+    pub(crate) fn observe(&mut self, replica: &Replica) {
+        if self.seen.matches(replica) {
+            return;
+        }
+        let now = Seen::of(replica);
+        let changes = self.changes(&now);
+        self.seen = now;
+        for change in &changes {
+            let level = if change.info {
+                log::Level::Info
+            } else {
+                log::Level::Debug
+            };
+            log::log!(level, "node {}: {}", self.id, change.detail);
+        }
+    }
+
+    fn changes(&mut self, now: &Seen) -> Vec<Notable> {
+        let was = self.seen.clone();
+        let mut changes = Vec::new();
+        if was.membership != now.membership {
+            changes.push(self.notable(
+                "membership_changed",
+                now.term,
+                format!(
+                    "configuration changed in term {}: now {} (was {})",
+                    now.term,
+                    describe_membership(&now.membership),
+                    describe_membership(&was.membership)
+                ),
+            ));
+        }
+        let role_change = match (was.role, now.role) {
+            (a, b) if a == b => None,
+            (Role::Leader, _) => Some(self.stepped_down(&was, now)),
+            (_, Role::Leader) => Some(self.won(&was, now)),
+            (Role::Candidate, _) => Some(self.lost(&was, now)),
+            (_, Role::Candidate) => Some(self.campaigning(&was, now)),
+            _ => None,
+        };
+        changes.extend(role_change);
+        let leader_known = now.leader.is_some() && now.role != Role::Leader;
+        if leader_known && (was.leader != now.leader || was.term != now.term) {
+            changes.push(self.following(now));
+        } else if was.role == Role::Candidate && now.role == Role::Candidate && was.term != now.term
+        {
+            // A further round while cut off: a pre-vote that turned into a real election,
+            // or a new election after a split vote.
+            changes.push(self.campaigning(&was, now));
+        }
+        changes
+    }
+
+    fn notable(&self, kind: &'static str, term: Term, detail: String) -> Notable {
+        Notable {
+            kind,
+            term,
+            detail,
+            info: true,
+        }
+    }
+
+    fn won(&mut self, was: &Seen, now: &Seen) -> Notable {
+        self.elections_lost = 0;
+        let from = if was.role == Role::Candidate {
+            "candidate"
+        } else {
+            "follower"
+        };
+        self.notable(
+            "election_won",
+            now.term,
+            format!(
+                "won the election for term {} (was {from} in term {}); now leader",
+                now.term, was.term
+            ),
+        )
+    }
+
+    fn stepped_down(&mut self, was: &Seen, now: &Seen) -> Notable {
+        let reason = if now.term > was.term {
+            match now.leader {
+                Some(leader) => format!("node {leader} leads term {}", now.term),
+                None => format!("another node started term {}", now.term),
+            }
+        } else if !now.membership.is_voter(self.id) {
+            "it was removed from the voters".to_string()
+        } else {
+            "it has not heard from a quorum of voters for an election timeout (CheckQuorum)"
+                .to_string()
+        };
+        self.notable(
+            "stepped_down",
+            now.term,
+            format!("stepped down as leader of term {}: {reason}", was.term),
+        )
+    }
+
+    fn lost(&mut self, was: &Seen, now: &Seen) -> Notable {
+        self.elections_lost += 1;
+        let reason = match now.leader {
+            Some(leader) => format!("node {leader} leads term {}", now.term),
+            None if now.term > was.term => format!("another node started term {}", now.term),
+            None => "a majority did not vote for it".to_string(),
+        };
+        Notable {
+            info: self.elections_lost == 1 || now.leader.is_some(),
+            ..self.notable(
+                "election_lost",
+                now.term,
+                format!(
+                    "lost the election for term {}: {reason}",
+                    was.term.0.max(now.term.0)
+                ),
+            )
+        }
+    }
+
+    fn campaigning(&mut self, was: &Seen, now: &Seen) -> Notable {
+        let what = if now.term > was.term {
+            format!("campaigning in term {}", now.term)
+        } else {
+            format!("asking for pre-votes for term {}", now.term.0 + 1)
+        };
+        let why = match was.leader {
+            Some(leader) if was.role != Role::Candidate => {
+                format!(
+                    "heard nothing from leader {leader} for an election timeout, or was asked to take over"
+                )
+            }
+            _ => "no leader known".to_string(),
+        };
+        Notable {
+            info: self.elections_lost == 0,
+            ..self.notable("campaign", now.term, format!("{what}: {why}"))
+        }
+    }
+
+    fn following(&mut self, now: &Seen) -> Notable {
+        let after = match std::mem::take(&mut self.elections_lost) {
+            0 | 1 => String::new(),
+            lost => format!(" (after {lost} elections without a leader)"),
+        };
+        let leader = now.leader.map_or(0, |l| l.0);
+        self.notable(
+            "leader_changed",
+            now.term,
+            format!("follows leader {leader} in term {}{after}", now.term),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(role: Role, term: u64, leader: Option<u64>, voters: &[u64]) -> Seen {
+        Seen {
+            role,
+            term: Term(term),
+            leader: leader.map(NodeId),
+            membership: Membership::with_voters(voters.iter().map(|&v| NodeId(v))),
+        }
+    }
+
+    fn observer(start: Seen) -> Observer {
+        Observer {
+            id: NodeId(0),
+            seen: start,
+            elections_lost: 0,
+        }
+    }
+
+    /// Feeds `steps` in order and returns every change as `kind: detail`, `(debug)` marking
+    /// the ones not logged at info.
+    fn told(start: Seen, steps: &[Seen]) -> Vec<String> {
+        let mut observer = observer(start);
+        let mut lines = Vec::new();
+        for step in steps {
+            for change in observer.changes(step) {
+                let debug = if change.info { "" } else { " (debug)" };
+                lines.push(format!("{}: {}{debug}", change.kind, change.detail));
+            }
+            observer.seen = step.clone();
+        }
+        lines
+    }
+
+    #[test]
+    fn an_election_won_and_a_step_down_for_a_higher_term() {
+        let lines = told(
+            seen(Role::Follower, 1, Some(2), &[0, 1, 2]),
+            &[
+                seen(Role::Candidate, 1, None, &[0, 1, 2]),
+                seen(Role::Candidate, 2, None, &[0, 1, 2]),
+                seen(Role::Leader, 2, Some(0), &[0, 1, 2]),
+                seen(Role::Follower, 3, Some(1), &[0, 1, 2]),
+            ],
+        );
+        assert_eq!(
+            lines,
+            [
+                "campaign: asking for pre-votes for term 2: heard nothing from leader 2 for an \
+                 election timeout, or was asked to take over",
+                "campaign: campaigning in term 2: no leader known",
+                "election_won: won the election for term 2 (was candidate in term 2); now leader",
+                "stepped_down: stepped down as leader of term 2: node 1 leads term 3",
+                "leader_changed: follows leader 1 in term 3",
+            ]
+        );
+    }
+
+    #[test]
+    fn repeated_losses_are_told_once_at_info_and_counted() {
+        let mut steps = Vec::new();
+        for _ in 0..3 {
+            steps.push(seen(Role::Candidate, 4, None, &[0, 1, 2]));
+            steps.push(seen(Role::Follower, 4, None, &[0, 1, 2]));
+        }
+        steps.push(seen(Role::Follower, 5, Some(1), &[0, 1, 2]));
+        let lines = told(seen(Role::Follower, 4, None, &[0, 1, 2]), &steps);
+        assert_eq!(
+            lines,
+            [
+                "campaign: asking for pre-votes for term 5: no leader known",
+                "election_lost: lost the election for term 4: a majority did not vote for it",
+                "campaign: asking for pre-votes for term 5: no leader known (debug)",
+                "election_lost: lost the election for term 4: a majority did not vote for it \
+                 (debug)",
+                "campaign: asking for pre-votes for term 5: no leader known (debug)",
+                "election_lost: lost the election for term 4: a majority did not vote for it \
+                 (debug)",
+                "leader_changed: follows leader 1 in term 5 (after 3 elections without a leader)",
+            ]
+        );
+    }
+
+    #[test]
+    fn same_term_step_downs_name_removal_or_a_lost_quorum() {
+        let lines = told(
+            seen(Role::Leader, 7, Some(0), &[0, 1, 2]),
+            &[
+                seen(Role::Follower, 7, None, &[0, 1, 2]),
+                seen(Role::Leader, 8, Some(0), &[0, 1, 2]),
+                seen(Role::Follower, 8, None, &[1, 2]),
+            ],
+        );
+        assert_eq!(
+            lines[0],
+            "stepped_down: stepped down as leader of term 7: it has not heard from a quorum of \
+             voters for an election timeout (CheckQuorum)"
+        );
+        assert_eq!(
+            lines[2],
+            "membership_changed: configuration changed in term 8: now voters 1,2; learners none \
+             (was voters 0,1,2; learners none)"
+        );
+        assert_eq!(
+            lines[3],
+            "stepped_down: stepped down as leader of term 8: it was removed from the voters"
+        );
+    }
+}
