@@ -34,6 +34,8 @@ pub enum Kind {
     Path,
     /// A comma-separated list of `HOST:PORT` addresses.
     Addresses,
+    /// One `HOST:PORT` address.
+    Address,
     /// A comma-separated list of node ids.
     Ids,
 }
@@ -51,6 +53,8 @@ pub enum Part {
     Snapshots,
     /// Logging.
     Logging,
+    /// Metrics and health checks.
+    Monitoring,
 }
 
 impl Part {
@@ -62,6 +66,7 @@ impl Part {
             Part::Clients => "clients",
             Part::Snapshots => "snapshots",
             Part::Logging => "logging",
+            Part::Monitoring => "monitoring",
         }
     }
 }
@@ -408,6 +413,23 @@ pub static SETTINGS: &[Setting] = &[
             }
         }),
     },
+    Setting {
+        key: "metrics_addr",
+        craft_key: None,
+        flag: "--metrics-addr",
+        kind: Kind::Address,
+        default: None,
+        min: 0,
+        max: 0,
+        help: "Serve Prometheus metrics on http://HOST:PORT/metrics and a health check on \
+               /health [default: none]",
+        part: Part::Monitoring,
+        store: Some(|c, v| {
+            if let Value::Addresses(list) = v {
+                c.metrics_addr = list.first().copied();
+            }
+        }),
+    },
 ];
 
 /// The setting named `key` (its rcraft key).
@@ -465,6 +487,12 @@ impl Setting {
             Kind::Path if text.is_empty() => Err(ConfigProblem::Missing("data_dir value")),
             Kind::Path => Ok(Value::Path(PathBuf::from(text))),
             Kind::Addresses => parse_addresses(text).map(Value::Addresses),
+            Kind::Address => match parse_addresses(text)?.as_slice() {
+                [one] => Ok(Value::Addresses(vec![*one])),
+                _ => Err(ConfigProblem::BadValue(format!(
+                    "{name} takes one HOST:PORT, not a list ({text:?})"
+                ))),
+            },
             Kind::Ids => parse_id_list(name, text).map(Value::Ids),
         }
     }
@@ -561,6 +589,7 @@ impl Setting {
             Kind::LogLevel => "LEVEL",
             Kind::Path => "DIR",
             Kind::Addresses => "HOST:PORT,...",
+            Kind::Address => "HOST:PORT",
             Kind::Ids => "ID,ID,...",
         }
     }

@@ -39,6 +39,7 @@ use super::incoming_snapshot::IncomingSnapshot;
 use super::limits::{
     APPLIED_SUBSCRIBER_STALL_MAX, ENTRY_LOG_OVERHEAD_BYTES, EXPIRY_SWEEP_INTERVAL,
 };
+use super::metrics::MetricsHook;
 use super::results::ApplyMsg;
 use super::sessions::{SessionCheck, SessionTable, expired_message};
 use super::snapshot_files::SnapshotFiles;
@@ -229,6 +230,8 @@ pub(crate) struct Applier {
     /// A damaged snapshot to replace once no streamed state is pending (a snapshot written
     /// meanwhile would hold a state ahead of its label).
     deferred_replacement: Option<LogIndex>,
+    /// Where snapshot save durations and sizes go (node/metrics.rs).
+    metrics: MetricsHook,
 }
 
 impl Applier {
@@ -261,11 +264,17 @@ impl Applier {
             streaming: None,
             streamed: None,
             deferred_replacement: None,
+            metrics: MetricsHook::default(),
         };
         if let Some((meta, mut reader)) = current {
             applier.restore_from(&meta, &mut *reader)?;
         }
         Ok(applier)
+    }
+
+    /// Writes snapshot metrics to `metrics` from now on.
+    pub(crate) fn set_metrics(&mut self, metrics: MetricsHook) {
+        self.metrics = metrics;
     }
 
     /// Restores snapshots received from a leader while they arrive, reading their progress
@@ -729,6 +738,7 @@ impl Applier {
             .snapshots
             .save(meta, &mut write)
             .map_err(|e| format!("writing the snapshot at index {}: {e}", self.applied))?;
+        (self.metrics).with(|m| m.snapshot_saved(started.elapsed(), meta.size_bytes));
         log::info!(
             "snapshot taken at index {} ({} bytes in {:.3} s)",
             meta.index,

@@ -15,6 +15,7 @@
 use super::apply::{ApplyCommand, ApplyProgress};
 use super::error::Error;
 use super::limits::{CONSENSUS_INPUT_BATCH_MAX, PENDING_REQUESTS_MAX, TICK_CATCH_UP_MAX};
+use super::metrics::MetricsHook;
 use super::observe::Observer;
 use super::results::ApplyMsg;
 use super::storage_io::{StorageCommand, StorageEvent};
@@ -176,6 +177,11 @@ impl Consensus {
         }
     }
 
+    /// Writes the node's metrics from now on (node/metrics.rs).
+    pub(crate) fn set_metrics(&mut self, metrics: MetricsHook) {
+        self.observer.set_metrics(metrics);
+    }
+
     /// The thread body.
     pub(crate) fn run(mut self, inbox: Inbox) -> Exit {
         let exit = self.run_loop(&inbox);
@@ -217,7 +223,7 @@ impl Consensus {
         }
         self.tick_if_due();
         self.carry_out_actions(inbox);
-        self.observer.observe(&self.replica);
+        (self.observer).on_turn(&self.replica, self.applied, self.pending.len());
         self.failure.take().map(Exit::Failed)
     }
 
@@ -318,6 +324,7 @@ impl Consensus {
             .collect();
         for id in expired {
             if let Some(pending) = self.pending.remove(&id) {
+                self.observer.on_request_failed();
                 let body = failure_body(&pending, "timed out waiting for the leader");
                 self.replier.send(pending.reply, body);
             }
@@ -326,7 +333,10 @@ impl Consensus {
 
     fn on_net_event(&mut self, event: NetEvent) {
         match event {
-            NetEvent::Peer(message) => self.replica.step(Input::Message(message)),
+            NetEvent::Peer(message) => {
+                self.observer.on_peer_message(&message);
+                self.replica.step(Input::Message(message));
+            }
             NetEvent::Client { conn, request } => {
                 let reply = ReplyTo::Client {
                     conn,
@@ -478,6 +488,7 @@ impl Consensus {
                 offset,
                 data,
             } => {
+                (self.observer).on_snapshot_chunk_read(to, &meta, offset, data.len());
                 self.replica.step(Input::SnapshotChunkRead {
                     to,
                     meta,
@@ -500,6 +511,7 @@ impl Consensus {
                 self.replica.step(input);
             }
             StorageEvent::SnapshotStored { meta } => {
+                self.observer.on_snapshot_stored();
                 self.announced_snapshot = None;
                 self.send_apply(inbox, ApplyCommand::Restore(meta.clone()));
                 self.on_snapshot_installed(meta);
@@ -604,13 +616,17 @@ impl Consensus {
                 }
             }
             // One hand-off to the network thread per drain, not one per message.
+            self.observer.on_sent(&messages);
             self.replier.transport().send_peers(messages);
         }
     }
 
     fn carry_out(&mut self, action: Action, inbox: &Inbox) {
         match action {
-            Action::Send(message) => self.replier.transport().send_peers(vec![message]),
+            Action::Send(message) => {
+                self.observer.on_sent(std::slice::from_ref(&message));
+                self.replier.transport().send_peers(vec![message]);
+            }
             Action::Persist {
                 seq,
                 hard_state,
@@ -707,6 +723,9 @@ impl Consensus {
         let Some(pending) = self.pending.remove(&id) else {
             return;
         };
+        if !matches!(error, ProposeError::NotLeader { .. }) {
+            self.observer.on_request_failed();
+        }
         let body = match error {
             ProposeError::NotLeader { leader } => self.not_leader(leader),
             ProposeError::Overloaded => ClientResponseBody::Overloaded,

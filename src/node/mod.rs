@@ -14,6 +14,8 @@ mod incoming_snapshot;
 mod initial_voters;
 pub mod limits;
 mod log_store;
+pub mod metrics;
+mod metrics_http;
 pub mod net;
 mod observe;
 mod results;

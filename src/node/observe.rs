@@ -10,14 +10,28 @@
 //! a later term it saw that term from another node. Several changes inside one turn are seen
 //! as one (a candidate that wins at once is seen going from follower to leader).
 //!
+//! The same observer feeds the node's metrics (node/metrics.rs) what only the consensus
+//! thread sees: leader changes, committed and applied entries, pending and failed requests,
+//! snapshot chunks sent and received, and peer round trips. A round trip is sampled: with none
+//! in flight to a peer, the next request sent to it (append, heartbeat, vote, snapshot chunk)
+//! starts one and its next response ends it (a lost message makes one sample long, by at most
+//! a heartbeat interval; one older than [`ROUND_TRIP_SAMPLE_MAX`] is dropped).
+//!
 //! Owned by the consensus thread. Invariant: `seen` is what the last call observed, so each
 //! change is told exactly once. Repeated lost elections (a node cut off from the others keeps
 //! campaigning) are logged at info once, then at debug, and counted in the line that reports
 //! the next leader.
 
+use super::metrics::MetricsHook;
 use crate::admin::describe_membership;
 use crate::core::Replica;
-use rcraft_wire::{Membership, NodeId, Role, Term};
+use rcraft_wire::{LogIndex, Membership, Message, MessageBody, NodeId, Role, SnapshotMeta, Term};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// A round trip still unanswered after this long is not sampled (the peer is down or the
+/// message was lost).
+const ROUND_TRIP_SAMPLE_MAX: Duration = Duration::from_secs(5);
 
 /// One change worth telling an operator.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +80,16 @@ pub(crate) struct Observer {
     seen: Seen,
     /// Elections started or lost since the node last knew a leader.
     elections_lost: u64,
+    metrics: MetricsHook,
+    /// Commit and applied index at the last turn, for the committed and applied counters;
+    /// `None` before the first turn (what was recovered is not counted).
+    counted: Option<(LogIndex, LogIndex)>,
+    /// Per peer, when the sampled message in flight was sent.
+    round_trips: BTreeMap<NodeId, Instant>,
+    /// Per peer, when the first chunk of the snapshot being sent to it was read.
+    snapshots_sending: BTreeMap<NodeId, Instant>,
+    /// When the first chunk of the snapshot being received arrived.
+    snapshot_receiving: Option<Instant>,
 }
 
 impl Observer {
@@ -75,16 +99,115 @@ impl Observer {
             id: replica.id(),
             seen: Seen::of(replica),
             elections_lost: 0,
+            metrics: MetricsHook::default(),
+            counted: None,
+            round_trips: BTreeMap::new(),
+            snapshots_sending: BTreeMap::new(),
+            snapshot_receiving: None,
         }
     }
 
+    /// Writes to `metrics` from now on.
+    pub(crate) fn set_metrics(&mut self, metrics: MetricsHook) {
+        self.metrics = metrics;
+    }
+
+    /// Messages handed to the network thread: starts a round-trip sample per idle peer.
+    pub(crate) fn on_sent(&mut self, messages: &[Message]) {
+        let now = Instant::now();
+        for message in messages.iter().filter(|m| is_request(&m.body)) {
+            self.round_trips.entry(message.to).or_insert(now);
+        }
+    }
+
+    /// A message from a peer: ends its round-trip sample; counts snapshot chunks received.
+    pub(crate) fn on_peer_message(&mut self, message: &Message) {
+        let now = Instant::now();
+        let response = !is_request(&message.body) && message.body != MessageBody::TimeoutNow;
+        if let Some(sent) = response
+            .then(|| self.round_trips.remove(&message.from))
+            .flatten()
+        {
+            let took = now.saturating_duration_since(sent);
+            if took <= ROUND_TRIP_SAMPLE_MAX {
+                self.metrics.with(|m| m.peer_round_trip(message.from, took));
+            }
+        }
+        if let MessageBody::InstallSnapshot { offset, data, .. } = &message.body {
+            if *offset == 0 || self.snapshot_receiving.is_none() {
+                self.snapshot_receiving = Some(now);
+            }
+            self.metrics
+                .with(|m| m.snapshot_chunk_received(data.len() as u64));
+        }
+    }
+
+    /// A received snapshot is stored.
+    pub(crate) fn on_snapshot_stored(&mut self) {
+        if let Some(started) = self.snapshot_receiving.take() {
+            self.metrics
+                .with(|m| m.snapshot_received(started.elapsed()));
+        }
+    }
+
+    /// The storage thread read a chunk of the snapshot being sent to `to`.
+    pub(crate) fn on_snapshot_chunk_read(
+        &mut self,
+        to: NodeId,
+        meta: &SnapshotMeta,
+        offset: u64,
+        bytes: usize,
+    ) {
+        let now = Instant::now();
+        if offset == 0 {
+            self.snapshots_sending.insert(to, now);
+        }
+        let last = offset + bytes as u64 >= meta.size_bytes;
+        let took = match last {
+            true => self
+                .snapshots_sending
+                .remove(&to)
+                .map(|started| now.saturating_duration_since(started)),
+            false => None,
+        };
+        self.metrics
+            .with(|m| m.snapshot_chunk_sent(bytes as u64, took));
+    }
+
+    /// A client request was answered with an error (a redirect to the leader is not one).
+    pub(crate) fn on_request_failed(&self) {
+        self.metrics.with(|m| m.proposals_failed.inc());
+    }
+
+    /// Once per turn: counts what the turn committed and applied, the requests still waiting,
+    /// and tells every change of role, leader or configuration.
+    pub(crate) fn on_turn(&mut self, replica: &Replica, applied: LogIndex, pending: usize) {
+        let commit = replica.hard_state().commit;
+        let (counted_commit, counted_applied) = self.counted.unwrap_or((commit, applied));
+        self.metrics.with(|m| {
+            m.proposals_committed
+                .inc_by(commit.0.saturating_sub(counted_commit.0));
+            m.proposals_applied
+                .inc_by(applied.0.saturating_sub(counted_applied.0));
+            m.proposals_pending.set(pending as i64);
+        });
+        self.counted = Some((commit.max(counted_commit), applied.max(counted_applied)));
+        self.observe(replica);
+    }
+
     /// Tells (logs) every change since the last call.
-    pub(crate) fn observe(&mut self, replica: &Replica) {
+    fn observe(&mut self, replica: &Replica) {
         if self.seen.matches(replica) {
             return;
         }
         let now = Seen::of(replica);
         let changes = self.changes(&now);
+        if now.leader != self.seen.leader && now.leader.is_some() {
+            self.metrics.with(|m| m.leader_changes.inc());
+        }
+        if now.role == Role::Leader && self.seen.role != Role::Leader {
+            self.metrics.with(|m| m.elections_won.inc());
+        }
         self.seen = now;
         for change in &changes {
             let level = if change.info {
@@ -231,6 +354,17 @@ impl Observer {
     }
 }
 
+/// True for the messages that expect a response.
+fn is_request(body: &MessageBody) -> bool {
+    matches!(
+        body,
+        MessageBody::AppendRequest { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::VoteRequest { .. }
+            | MessageBody::InstallSnapshot { .. }
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +383,11 @@ mod tests {
             id: NodeId(0),
             seen: start,
             elections_lost: 0,
+            metrics: MetricsHook::default(),
+            counted: None,
+            round_trips: BTreeMap::new(),
+            snapshots_sending: BTreeMap::new(),
+            snapshot_receiving: None,
         }
     }
 

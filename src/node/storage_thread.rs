@@ -16,6 +16,7 @@
 use super::incoming_snapshot::{ArrivalStart, IncomingSnapshot};
 use super::limits::STORAGE_BATCH_MAX;
 use super::log_store::LogStore;
+use super::metrics::MetricsHook;
 use super::snapshot_files::{file_meta, snapshot_meta};
 use super::snapshot_send::{Damage, SendChecks};
 use super::storage_error::{StorageError, StorageResult};
@@ -56,6 +57,8 @@ pub(crate) struct StorageThread {
     sending: Option<SnapshotInfo>,
     /// Whether the data of the file being sent matches its footer.
     send_checks: SendChecks,
+    /// Where fsync durations go (node/metrics.rs).
+    metrics: MetricsHook,
 }
 
 /// Opens (or creates) the node's files under `data_dir` and recovers the durable state.
@@ -149,6 +152,7 @@ pub(crate) fn open_storage_with(
         incoming: IncomingSnapshot::new(),
         sending: None,
         send_checks: SendChecks::new(&snapshots),
+        metrics: MetricsHook::default(),
     };
     Ok(OpenedStorage {
         thread,
@@ -200,6 +204,11 @@ impl Drop for StopReadersOnExit {
 }
 
 impl StorageThread {
+    /// Writes fsync durations to `metrics` from now on.
+    pub(crate) fn set_metrics(&mut self, metrics: MetricsHook) {
+        self.metrics = metrics;
+    }
+
     /// Where the progress of a received snapshot is published (see `incoming_snapshot.rs`).
     pub(crate) fn incoming_snapshot(&self) -> IncomingSnapshot {
         self.incoming.clone()
@@ -317,7 +326,9 @@ impl StorageThread {
             // PLANTED BUG (mutation check only): confirm before the sync.
             #[cfg(feature = "bug-confirm-before-sync")]
             let _ = events.send(StorageEvent::Persisted { seq });
+            let syncing = std::time::Instant::now();
             self.log.sync()?;
+            self.metrics.with(|m| m.wal_fsync(syncing.elapsed()));
             #[cfg(not(feature = "bug-confirm-before-sync"))]
             let _ = events.send(StorageEvent::Persisted { seq });
         }
