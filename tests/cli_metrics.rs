@@ -216,3 +216,106 @@ fn a_bad_metrics_address_is_refused_at_start() {
         assert!(stderr.contains(why), "{value}: {stderr}");
     }
 }
+
+/// The stages `rcraft status --latency --json` reports for node `id`, as (stage, peer, count).
+fn stages_of(line: &serde_json::Value) -> Vec<(String, Option<u64>, u64)> {
+    line["latency"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no latency in {line}"))
+        .iter()
+        .map(|s| {
+            (
+                s["stage"].as_str().unwrap().to_string(),
+                s["peer"].as_u64(),
+                s["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn status_latency_shows_every_stage_of_the_write_path() {
+    let cluster = Cluster::start(&[]);
+    let leader = cluster.wait_for_leader();
+    let mut client = cluster.client();
+    for i in 0..30 {
+        client.put(format!("key{i}").as_bytes(), b"value").unwrap();
+    }
+    for id in 0..3 {
+        cluster.wait_caught_up(id, leader);
+    }
+    let output = Command::new(BIN)
+        .args([
+            "status",
+            "--latency",
+            "--json",
+            "--servers",
+            &cluster.servers(),
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    for line in &lines {
+        let id = line["id"].as_u64().unwrap() as usize;
+        let stages = stages_of(line);
+        let names: Vec<&str> = stages.iter().map(|(s, _, _)| s.as_str()).collect();
+        let counted = |stage: &str| {
+            stages
+                .iter()
+                .filter(|(s, _, _)| s == stage)
+                .map(|(_, _, count)| count)
+                .sum::<u64>()
+        };
+        if line["role"] == "leader" {
+            for stage in [
+                "queue_wait",
+                "wal_append",
+                "fsync",
+                "replication",
+                "commit",
+                "apply",
+                "reply",
+            ] {
+                assert!(counted(stage) >= 1, "leader has no {stage}: {stdout}");
+            }
+            assert!(counted("commit") >= 30, "{stdout}");
+            let followers: Vec<u64> = stages
+                .iter()
+                .filter(|(s, _, _)| s == "replication")
+                .filter_map(|(_, peer, _)| *peer)
+                .collect();
+            assert!(
+                !followers.is_empty() && !followers.contains(&(id as u64)),
+                "{stdout}"
+            );
+        } else {
+            assert!(counted("receive_to_durable") >= 1, "{stdout}");
+            assert!(
+                !names.contains(&"commit"),
+                "a follower times no commits: {stdout}"
+            );
+        }
+    }
+    // The table form names each node and its stages.
+    let output = Command::new(BIN)
+        .args(["status", "--latency", "--servers", &cluster.servers()])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        table.contains(&format!(
+            "node {leader} {} (leader): write latency since start",
+            cluster.addresses[leader]
+        )),
+        "{table}"
+    );
+    assert!(table.contains("receive_to_durable"), "{table}");
+}

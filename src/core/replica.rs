@@ -343,6 +343,11 @@ impl Replica {
         self.leader
     }
 
+    /// Highest index durable on this node.
+    pub fn persisted_index(&self) -> LogIndex {
+        self.log.persisted_index()
+    }
+
     /// The configuration in force.
     pub fn membership(&self) -> &Membership {
         &self.membership

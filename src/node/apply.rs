@@ -39,7 +39,7 @@ use super::incoming_snapshot::IncomingSnapshot;
 use super::limits::{
     APPLIED_SUBSCRIBER_STALL_MAX, ENTRY_LOG_OVERHEAD_BYTES, EXPIRY_SWEEP_INTERVAL,
 };
-use super::metrics::MetricsHook;
+use super::metrics::{MetricsHook, Stage};
 use super::results::ApplyMsg;
 use super::sessions::{SessionCheck, SessionTable, expired_message};
 use super::snapshot_files::SnapshotFiles;
@@ -335,13 +335,16 @@ impl Applier {
         progress: &Sender<ApplyProgress>,
     ) -> Result<(), String> {
         let before = self.applied;
+        let taken = Instant::now();
         let handled = self.handle_queued(first, commands, progress);
         if handled.is_ok() {
             self.serve_ready_reads();
         }
         // Answers go out before anything slow (progress, a snapshot), and also when the batch
         // failed half-way: those entries were applied.
+        let answers = self.outbox.len();
         self.send_outbox();
+        (self.metrics).with(|m| m.stage_each(Stage::Reply, answers, taken.elapsed()));
         handled?;
         self.finish_batch(before, progress)
     }

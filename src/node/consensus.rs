@@ -337,7 +337,12 @@ impl Consensus {
                 self.observer.on_peer_message(&message);
                 self.replica.step(Input::Message(message));
             }
-            NetEvent::Client { conn, request } => {
+            NetEvent::Client {
+                conn,
+                request,
+                received,
+            } => {
+                self.observer.on_client_request(received);
                 let reply = ReplyTo::Client {
                     conn,
                     request_id: request.request_id,
@@ -363,6 +368,11 @@ impl Consensus {
                 self.change_membership(reply, membership)
             }
             ClientRequestBody::Snapshot => self.snapshot(reply),
+            ClientRequestBody::Latency => {
+                let stages = self.observer.latency_report();
+                self.replier
+                    .send(reply, ClientResponseBody::Latency(stages));
+            }
         }
     }
 
@@ -640,7 +650,10 @@ impl Consensus {
                 self.send_storage(inbox, command);
             }
             Action::Apply { entries } => self.send_apply(inbox, ApplyCommand::Entries(entries)),
-            Action::Proposed { id, term, index } => self.on_proposed(inbox, id, term, index),
+            Action::Proposed { id, term, index } => {
+                self.observer.on_proposed(index);
+                self.on_proposed(inbox, id, term, index);
+            }
             Action::ReadReady { id, index, term } => self.on_read_ready(inbox, id, index, term),
             Action::ProposeRejected { id, error } | Action::ReadRejected { id, error } => {
                 self.on_rejected(id, error);

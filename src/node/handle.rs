@@ -300,7 +300,9 @@ impl NodeHandle {
             },
             ClientResponseBody::Overloaded => Error::Overloaded,
             ClientResponseBody::Error { definite, message } => Error::Failed { definite, message },
-            ClientResponseBody::Ok { .. } | ClientResponseBody::Status(_) => Error::Failed {
+            ClientResponseBody::Ok { .. }
+            | ClientResponseBody::Status(_)
+            | ClientResponseBody::Latency(_) => Error::Failed {
                 definite: false,
                 message: "unexpected answer from the node".to_string(),
             },

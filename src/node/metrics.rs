@@ -19,9 +19,63 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-use rcraft_wire::{NodeId, NodeStatus, Role};
+use rcraft_wire::{NodeId, NodeStatus, Role, StageLatency};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A stage of the write path, in path order (see docs/OPERATIONS.md, "Where a write's time
+/// goes").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// Leader: a client request decoded by the network thread until the consensus thread
+    /// takes it.
+    QueueWait,
+    /// Leader and followers: writing one batch of entries into the WAL, before its sync.
+    WalAppend,
+    /// Leader and followers: syncing one batch.
+    Fsync,
+    /// Leader: an append with entries sent to a follower until its answer (one sampled in
+    /// flight per follower).
+    Replication,
+    /// Leader: an entry proposed until it is committed.
+    Commit,
+    /// Leader: an entry committed until the apply thread reports it applied (its answer
+    /// handed to the network thread).
+    Apply,
+    /// Leader and followers: the apply thread taking a batch until its answers are handed to
+    /// the network thread, per answer.
+    Reply,
+    /// Follower: entries received until they are durable.
+    ReceiveToDurable,
+}
+
+impl Stage {
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::QueueWait => "queue_wait",
+            Stage::WalAppend => "wal_append",
+            Stage::Fsync => "fsync",
+            Stage::Replication => "replication",
+            Stage::Commit => "commit",
+            Stage::Apply => "apply",
+            Stage::Reply => "reply",
+            Stage::ReceiveToDurable => "receive_to_durable",
+        }
+    }
+}
+
+/// Largest stage duration the percentile summaries hold (longer ones are clamped to it).
+const STAGE_SUMMARY_MAX_US: u64 = 60_000_000;
+
+/// Percentile summaries of the stages, for `rcraft status --latency`.
+type StageSummaries = BTreeMap<(Stage, Option<NodeId>), hdrhistogram::Histogram<u64>>;
+
+/// Buckets for write-path stages: 10 us to about 10 s.
+fn stage_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_01, 2.0, 21))
+}
 
 /// Labels of a per-peer or per-reason metric.
 type Labels = Vec<(&'static str, String)>;
@@ -76,6 +130,11 @@ pub struct NodeMetrics {
     network_dropped_frames: Family<Labels, Counter>,
     connections_refused: Counter,
     client_connections: Gauge,
+    write_stage: HistogramFamily,
+    replication_stage: HistogramFamily,
+    /// Percentiles per stage (and follower); a lock taken once per sample by the thread
+    /// that owns the stage, and by a `Latency` request.
+    stage_summaries: parking_lot::Mutex<StageSummaries>,
 }
 
 impl Default for NodeMetrics {
@@ -118,6 +177,9 @@ impl NodeMetrics {
             network_dropped_frames: Family::default(),
             connections_refused: Counter::default(),
             client_connections: Gauge::default(),
+            write_stage: Family::new_with_constructor(stage_buckets),
+            replication_stage: Family::new_with_constructor(stage_buckets),
+            stage_summaries: parking_lot::Mutex::new(BTreeMap::new()),
         };
         metrics.register();
         metrics
@@ -271,11 +333,70 @@ impl NodeMetrics {
             "Client connections open now",
             self.client_connections.clone(),
         );
+        r.register_with_unit(
+            "write_stage_duration",
+            "Time a write spends in each stage of the write path, by stage",
+            Unit::Seconds,
+            self.write_stage.clone(),
+        );
+        r.register_with_unit(
+            "replication_round_trip",
+            "Leader: an append with entries sent to a follower until its answer, by follower",
+            Unit::Seconds,
+            self.replication_stage.clone(),
+        );
+    }
+
+    /// One sample of `stage` (for `Replication`, of follower `peer`).
+    pub(crate) fn stage(&self, stage: Stage, peer: Option<NodeId>, took: Duration) {
+        let seconds = took.as_secs_f64();
+        match peer {
+            Some(peer) => self
+                .replication_stage
+                .get_or_create(&vec![("peer", peer.0.to_string())])
+                .observe(seconds),
+            None => self
+                .write_stage
+                .get_or_create(&vec![("stage", stage.name().to_string())])
+                .observe(seconds),
+        }
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let mut summaries = self.stage_summaries.lock();
+        let summary = summaries.entry((stage, peer)).or_insert_with(|| {
+            hdrhistogram::Histogram::new_with_bounds(1, STAGE_SUMMARY_MAX_US, 2)
+                .expect("constant histogram bounds are valid")
+        });
+        summary.saturating_record(micros.clamp(1, STAGE_SUMMARY_MAX_US));
+    }
+
+    /// `count` samples of `stage`, each `took` (one per answer of a batch).
+    pub(crate) fn stage_each(&self, stage: Stage, count: usize, took: Duration) {
+        for _ in 0..count {
+            self.stage(stage, None, took);
+        }
+    }
+
+    /// Percentiles of every stage with samples, in path order.
+    pub fn latency_report(&self) -> Vec<StageLatency> {
+        let summaries = self.stage_summaries.lock();
+        summaries
+            .iter()
+            .map(|(&(stage, peer), h)| StageLatency {
+                stage: stage.name().to_string(),
+                peer,
+                count: h.len(),
+                p50_us: h.value_at_quantile(0.50),
+                p90_us: h.value_at_quantile(0.90),
+                p99_us: h.value_at_quantile(0.99),
+                max_us: h.max(),
+            })
+            .collect()
     }
 
     /// The storage thread synced one batch.
     pub(crate) fn wal_fsync(&self, took: Duration) {
         self.wal_fsync.observe(took.as_secs_f64());
+        self.stage(Stage::Fsync, None, took);
     }
 
     /// The apply thread wrote a snapshot of `bytes`.
@@ -401,6 +522,37 @@ mod tests {
             );
             assert!(text.contains(r#"rcraft_network_dropped_frames_total{reason="queue_full"} 3"#));
             assert!(text.contains(r#"rcraft_peer_round_trip_seconds_count{peer="2"} 1"#));
+            assert!(text.contains(r#"rcraft_write_stage_duration_seconds_count{stage="fsync"} 1"#));
         }
+    }
+
+    #[test]
+    fn the_latency_report_lists_stages_in_path_order_with_percentiles() {
+        let metrics = NodeMetrics::new();
+        for micros in 1..=100 {
+            metrics.stage(Stage::Commit, None, Duration::from_micros(micros * 10));
+        }
+        metrics.stage(
+            Stage::Replication,
+            Some(NodeId(2)),
+            Duration::from_micros(250),
+        );
+        metrics.stage(Stage::QueueWait, None, Duration::from_micros(5));
+        let report = metrics.latency_report();
+        let stages: Vec<(&str, Option<NodeId>)> =
+            report.iter().map(|s| (s.stage.as_str(), s.peer)).collect();
+        assert_eq!(
+            stages,
+            [
+                ("queue_wait", None),
+                ("replication", Some(NodeId(2))),
+                ("commit", None)
+            ]
+        );
+        let commit = &report[2];
+        assert_eq!(commit.count, 100);
+        assert!((495..=505).contains(&commit.p50_us), "{commit:?}");
+        assert!((985..=1000).contains(&commit.p99_us), "{commit:?}");
+        assert!((995..=1005).contains(&commit.max_us), "{commit:?}");
     }
 }

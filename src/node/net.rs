@@ -165,6 +165,8 @@ pub enum NetEvent {
         conn: ClientConnId,
         /// The request.
         request: rcraft_wire::ClientRequest,
+        /// When the network thread decoded it (for the `queue_wait` stage).
+        received: std::time::Instant,
     },
     /// The client connection closed; replies to it are discarded from now on.
     ClientClosed(ClientConnId),

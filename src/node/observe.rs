@@ -22,7 +22,7 @@
 //! campaigning) are logged at info once, then at debug, and counted in the line that reports
 //! the next leader.
 
-use super::metrics::MetricsHook;
+use super::metrics::{MetricsHook, Stage};
 use crate::admin::describe_membership;
 use crate::core::Replica;
 use rcraft_wire::{LogIndex, Membership, Message, MessageBody, NodeId, Role, SnapshotMeta, Term};
@@ -90,6 +90,49 @@ pub(crate) struct Observer {
     snapshots_sending: BTreeMap<NodeId, Instant>,
     /// When the first chunk of the snapshot being received arrived.
     snapshot_receiving: Option<Instant>,
+    /// Stage clocks of the write path (node/metrics.rs, `Stage`).
+    stages: StageClocks,
+}
+
+/// When each write in flight entered its current stage. Bounded: at most
+/// [`STAGE_CLOCKS_MAX`] entries per table (the oldest are forgotten).
+#[derive(Default)]
+struct StageClocks {
+    /// Leader: proposed entries not yet committed, by index.
+    proposed: BTreeMap<LogIndex, Instant>,
+    /// Leader: committed entries not yet reported applied, by index.
+    committed: BTreeMap<LogIndex, Instant>,
+    /// Leader: per follower, when the sampled append with entries was sent.
+    replicating: BTreeMap<NodeId, Instant>,
+    /// Follower: last index of each append received with entries, and when.
+    received: BTreeMap<LogIndex, Instant>,
+}
+
+/// Largest number of writes each stage clock table follows.
+const STAGE_CLOCKS_MAX: usize = 65_536;
+
+/// Inserts into a bounded clock table, forgetting the oldest entry when full.
+fn clock_in(table: &mut BTreeMap<LogIndex, Instant>, index: LogIndex, at: Instant) {
+    if table.len() >= STAGE_CLOCKS_MAX {
+        table.pop_first();
+    }
+    table.insert(index, at);
+}
+
+/// Removes and returns the clocks of every index through `through`.
+fn clocks_through(
+    table: &mut BTreeMap<LogIndex, Instant>,
+    through: LogIndex,
+) -> Vec<(LogIndex, Instant)> {
+    if table
+        .first_key_value()
+        .is_none_or(|(&first, _)| first > through)
+    {
+        return Vec::new();
+    }
+    let later = table.split_off(&LogIndex(through.0.saturating_add(1)));
+    let done = std::mem::replace(table, later);
+    done.into_iter().collect()
 }
 
 impl Observer {
@@ -104,6 +147,7 @@ impl Observer {
             round_trips: BTreeMap::new(),
             snapshots_sending: BTreeMap::new(),
             snapshot_receiving: None,
+            stages: StageClocks::default(),
         }
     }
 
@@ -112,12 +156,29 @@ impl Observer {
         self.metrics = metrics;
     }
 
-    /// Messages handed to the network thread: starts a round-trip sample per idle peer.
+    /// Messages handed to the network thread: starts a round-trip sample per idle peer, and
+    /// a replication sample per follower with no append in flight.
     pub(crate) fn on_sent(&mut self, messages: &[Message]) {
         let now = Instant::now();
         for message in messages.iter().filter(|m| is_request(&m.body)) {
             self.round_trips.entry(message.to).or_insert(now);
+            if matches!(&message.body, MessageBody::AppendRequest { entries, .. } if !entries.is_empty())
+            {
+                self.stages.replicating.entry(message.to).or_insert(now);
+            }
         }
+    }
+
+    /// The consensus thread took a client request the network thread decoded at `received`.
+    pub(crate) fn on_client_request(&self, received: Instant) {
+        let waited = received.elapsed();
+        self.metrics
+            .with(|m| m.stage(Stage::QueueWait, None, waited));
+    }
+
+    /// The core appended a proposal at `index` (leader).
+    pub(crate) fn on_proposed(&mut self, index: LogIndex) {
+        clock_in(&mut self.stages.proposed, index, Instant::now());
     }
 
     /// A message from a peer: ends its round-trip sample; counts snapshot chunks received.
@@ -132,6 +193,23 @@ impl Observer {
             if took <= ROUND_TRIP_SAMPLE_MAX {
                 self.metrics.with(|m| m.peer_round_trip(message.from, took));
             }
+        }
+        match &message.body {
+            MessageBody::AppendResponse { .. } => {
+                if let Some(sent) = self.stages.replicating.remove(&message.from) {
+                    let took = now.saturating_duration_since(sent);
+                    (self.metrics).with(|m| m.stage(Stage::Replication, Some(message.from), took));
+                }
+            }
+            MessageBody::AppendRequest {
+                prev_log_index,
+                entries,
+                ..
+            } if !entries.is_empty() => {
+                let last = LogIndex(prev_log_index.0 + entries.len() as u64);
+                clock_in(&mut self.stages.received, last, now);
+            }
+            _ => {}
         }
         if let MessageBody::InstallSnapshot { offset, data, .. } = &message.body {
             if *offset == 0 || self.snapshot_receiving.is_none() {
@@ -174,6 +252,13 @@ impl Observer {
             .with(|m| m.snapshot_chunk_sent(bytes as u64, took));
     }
 
+    /// The node's per-stage write latency (empty without metrics).
+    pub(crate) fn latency_report(&self) -> Vec<rcraft_wire::StageLatency> {
+        let mut report = Vec::new();
+        self.metrics.with(|m| report = m.latency_report());
+        report
+    }
+
     /// A client request was answered with an error (a redirect to the leader is not one).
     pub(crate) fn on_request_failed(&self) {
         self.metrics.with(|m| m.proposals_failed.inc());
@@ -192,7 +277,32 @@ impl Observer {
             m.proposals_pending.set(pending as i64);
         });
         self.counted = Some((commit.max(counted_commit), applied.max(counted_applied)));
+        self.time_stages(replica, commit, applied);
         self.observe(replica);
+    }
+
+    /// Ends the stages that the core's commit, applied and persisted indexes passed.
+    fn time_stages(&mut self, replica: &Replica, commit: LogIndex, applied: LogIndex) {
+        let now = Instant::now();
+        let clocks = &mut self.stages;
+        if replica.role() != Role::Leader {
+            // Entries proposed by an earlier term of ours may be replaced or committed by
+            // another leader: their clocks no longer time our stages.
+            clocks.proposed.clear();
+            clocks.committed.clear();
+            clocks.replicating.clear();
+        }
+        let metrics = &self.metrics;
+        for (index, proposed) in clocks_through(&mut clocks.proposed, commit) {
+            metrics.with(|m| m.stage(Stage::Commit, None, now - proposed));
+            clock_in(&mut clocks.committed, index, now);
+        }
+        for (_, committed) in clocks_through(&mut clocks.committed, applied) {
+            metrics.with(|m| m.stage(Stage::Apply, None, now - committed));
+        }
+        for (_, received) in clocks_through(&mut clocks.received, replica.persisted_index()) {
+            metrics.with(|m| m.stage(Stage::ReceiveToDurable, None, now - received));
+        }
     }
 
     /// Tells (logs) every change since the last call.
@@ -388,6 +498,7 @@ mod tests {
             round_trips: BTreeMap::new(),
             snapshots_sending: BTreeMap::new(),
             snapshot_receiving: None,
+            stages: StageClocks::default(),
         }
     }
 

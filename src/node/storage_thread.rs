@@ -16,7 +16,7 @@
 use super::incoming_snapshot::{ArrivalStart, IncomingSnapshot};
 use super::limits::STORAGE_BATCH_MAX;
 use super::log_store::LogStore;
-use super::metrics::MetricsHook;
+use super::metrics::{MetricsHook, Stage};
 use super::snapshot_files::{file_meta, snapshot_meta};
 use super::snapshot_send::{Damage, SendChecks};
 use super::storage_error::{StorageError, StorageResult};
@@ -59,6 +59,8 @@ pub(crate) struct StorageThread {
     send_checks: SendChecks,
     /// Where fsync durations go (node/metrics.rs).
     metrics: MetricsHook,
+    /// When the writes now waiting for a sync began (the `wal_append` stage).
+    writes_began: Option<std::time::Instant>,
 }
 
 /// Opens (or creates) the node's files under `data_dir` and recovers the durable state.
@@ -153,6 +155,7 @@ pub(crate) fn open_storage_with(
         sending: None,
         send_checks: SendChecks::new(&snapshots),
         metrics: MetricsHook::default(),
+        writes_began: None,
     };
     Ok(OpenedStorage {
         thread,
@@ -271,6 +274,7 @@ impl StorageThread {
         events: &Sender<StorageEvent>,
     ) -> StorageResult<()> {
         let mut persisted: Option<u64> = None;
+        self.writes_began = Some(std::time::Instant::now());
         for command in batch {
             match command {
                 StorageCommand::Persist {
@@ -327,6 +331,8 @@ impl StorageThread {
             #[cfg(feature = "bug-confirm-before-sync")]
             let _ = events.send(StorageEvent::Persisted { seq });
             let syncing = std::time::Instant::now();
+            let began = self.writes_began.replace(syncing).unwrap_or(syncing);
+            (self.metrics).with(|m| m.stage(Stage::WalAppend, None, syncing - began));
             self.log.sync()?;
             self.metrics.with(|m| m.wal_fsync(syncing.elapsed()));
             #[cfg(not(feature = "bug-confirm-before-sync"))]

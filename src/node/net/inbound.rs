@@ -218,6 +218,7 @@ impl Inbound {
                 ctx.delivery.client_event(NetEvent::Client {
                     conn: self.id,
                     request,
+                    received: Instant::now(),
                 });
             }
             None => unreachable!("frames are decoded only after the handshake"),
