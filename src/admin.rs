@@ -1,14 +1,15 @@
 //! Cluster administration through a [`Client`]: membership changes planned against the
 //! leader's configuration, a learner promoted once it has caught up, and how far a member's
-//! log is behind the leader's. `rcraft members` is a thin command line over this module; an
-//! embedder calls the same functions.
+//! log is behind the leader's, leadership moved to a chosen voter. `rcraft members` and
+//! `rcraft transfer` are thin command lines over this module; an embedder calls the same
+//! functions.
 //!
 //! Everything runs on the caller's thread and blocks until a deadline fixed when the
 //! [`MemberAdmin`] is made. Changes are single-step (at most one voter changes), so the core
 //! appends the target configuration as is, without a joint phase (thesis §4.1).
 
 use crate::client::{Client, ClientError, ClientOptions};
-use crate::wire::{LogIndex, Membership, NodeId, NodeStatus, ReplicationState};
+use crate::wire::{LogIndex, Membership, NodeId, NodeStatus, ReplicationState, Term};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
@@ -198,6 +199,73 @@ impl MemberAdmin {
             Err(_) => current.clone(),
         };
         Ok(self.apply_change(&current, MemberChange::Promote(id))?.0)
+    }
+}
+
+/// Pause between two looks at who leads while a leadership transfer is under way.
+const TRANSFER_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How often the transfer request is sent again while leadership has not moved: the leader
+/// abandons a transfer after an election timeout (thesis §3.10), so a slow target gets
+/// another chance.
+const TRANSFER_RETRY_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A leadership transfer that happened (or was not needed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transferred {
+    /// The leader before the transfer.
+    pub from: NodeId,
+    /// The leader now: the target.
+    pub to: NodeId,
+    /// The new leader's term.
+    pub term: Term,
+}
+
+impl MemberAdmin {
+    /// Moves leadership to voter `target` (thesis §3.10) and waits until it reports itself
+    /// leader. Refused without asking anything when `target` is not a voter of the leader's
+    /// configuration; when `target` leads already, nothing is asked and `from == to`.
+    pub fn transfer_leadership(&self, target: NodeId) -> Result<Transferred, AdminError> {
+        let first = self.leader_status()?;
+        if first.id == target {
+            return Ok(Transferred {
+                from: target,
+                to: target,
+                term: first.term,
+            });
+        }
+        if !first.membership.is_voter(target) {
+            return Err(AdminError::Refused(format!(
+                "node {target} is not a voter ({}); only a voter can lead",
+                describe_membership(&first.membership)
+            )));
+        }
+        let mut leader = first.clone();
+        let mut asked_at: Option<Instant> = None;
+        while Instant::now() + TRANSFER_POLL_INTERVAL < self.deadline {
+            if asked_at.is_none_or(|at| at.elapsed() >= TRANSFER_RETRY_INTERVAL) {
+                // A refusal (the leader moved on, a transfer already under way) is answered
+                // by the next look at who leads.
+                let _ = self.client()?.transfer_leader(target);
+                asked_at = Some(Instant::now());
+            }
+            std::thread::sleep(TRANSFER_POLL_INTERVAL);
+            if let Ok(now) = self.leader_status() {
+                if now.id == target {
+                    return Ok(Transferred {
+                        from: first.id,
+                        to: target,
+                        term: now.term,
+                    });
+                }
+                leader = now;
+            }
+        }
+        Err(AdminError::Failed(format!(
+            "leadership did not move to node {target} within {} ms (node {} leads at term {})",
+            self.timeout.as_millis(),
+            leader.id,
+            leader.term
+        )))
     }
 }
 

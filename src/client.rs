@@ -26,8 +26,8 @@ use crate::node::SnapshotResult;
 use crate::node::limits::COMMAND_BYTES_MAX;
 use rcraft_wire::{
     ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder,
-    HANDSHAKE_BYTES, Handshake, LogIndex, Membership, NodeId, NodeStatus, Role, Session, Term,
-    encode_client_request, is_session_expired,
+    HANDSHAKE_BYTES, Handshake, LogIndex, Membership, NodeId, NodeStatus, Role, Session,
+    StageLatency, Term, encode_client_request, is_session_expired,
 };
 use std::collections::BTreeMap;
 use std::fmt;
@@ -524,22 +524,41 @@ impl Client {
     /// The status of the node at `address`, over a connection of its own, within one
     /// attempt timeout.
     pub fn status_of(&mut self, address: SocketAddr) -> Result<NodeStatus> {
+        match self.ask_node(address, &ClientRequestBody::Status)? {
+            ClientResponseBody::Status(status) => Ok(status),
+            other => Err(ClientError::Protocol {
+                definite: true,
+                message: format!("unexpected answer to status: {other:?}"),
+            }),
+        }
+    }
+
+    /// The per-stage write latency of the node at `address` since it started, over a
+    /// connection of its own, within one attempt timeout.
+    pub fn latency_of(&mut self, address: SocketAddr) -> Result<Vec<StageLatency>> {
+        match self.ask_node(address, &ClientRequestBody::Latency)? {
+            ClientResponseBody::Latency(stages) => Ok(stages),
+            other => Err(ClientError::Protocol {
+                definite: true,
+                message: format!("unexpected answer to a latency request: {other:?}"),
+            }),
+        }
+    }
+
+    /// Sends `body` to the node at `address` over a connection of its own and returns its
+    /// answer, within one attempt timeout.
+    fn ask_node(
+        &mut self,
+        address: SocketAddr,
+        body: &ClientRequestBody,
+    ) -> Result<ClientResponseBody> {
         let io_error = |error| ClientError::Io { address, error };
         let deadline = Instant::now() + self.options.attempt_timeout;
         let mut connection =
             open_connection(address, usize::MAX, &self.options, deadline).map_err(io_error)?;
         let request_id = self.take_request_id();
-        match exchange(
-            &mut connection,
-            request_id,
-            &ClientRequestBody::Status,
-            deadline,
-        ) {
-            Attempt::Answer(ClientResponseBody::Status(status)) => Ok(status),
-            Attempt::Answer(other) => Err(ClientError::Protocol {
-                definite: true,
-                message: format!("unexpected answer to status: {other:?}"),
-            }),
+        match exchange(&mut connection, request_id, body, deadline) {
+            Attempt::Answer(answer) => Ok(answer),
             Attempt::NotSent(why) | Attempt::Lost(why) => {
                 Err(io_error(io::Error::new(io::ErrorKind::TimedOut, why)))
             }
@@ -637,7 +656,7 @@ impl Client {
                     self.forget_leader(target);
                     last_refusal = None;
                 }
-                Attempt::Answer(ClientResponseBody::Status(_)) => {
+                Attempt::Answer(ClientResponseBody::Status(_) | ClientResponseBody::Latency(_)) => {
                     return Err(self.misanswered(maybe_applied));
                 }
                 Attempt::NotSent(why) => {

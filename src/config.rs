@@ -82,6 +82,8 @@ pub struct Config {
     pub snapshot_bytes_per_sec: u64,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`), as cRaft's `loglevel`.
     pub log_level: String,
+    /// Where to serve Prometheus metrics (`/metrics`) and health (`/health`); `None`: nowhere.
+    pub metrics_addr: Option<SocketAddr>,
     /// The voters of a brand-new cluster, as ids into `servers`; `None` means every server.
     /// Servers left out are spare addresses, not members, until `rcraft members add` (or
     /// [`NodeHandle::change_membership`](crate::node::NodeHandle::change_membership)) adds
@@ -125,6 +127,7 @@ impl Config {
             snapshot_chunks_in_flight: 0,
             snapshot_bytes_per_sec: 0,
             log_level: String::new(),
+            metrics_addr: None,
             initial_voters: None,
             join: false,
         };

@@ -93,7 +93,7 @@ fn client_close_is_reported_and_late_replies_are_discarded() {
     let mut client = TestClient::connect(addr);
     client.send(&write_request(1, b"x"));
     let conn = match next_event(&events) {
-        rcraft::node::net::NetEvent::Client { conn, request } => {
+        rcraft::node::net::NetEvent::Client { conn, request, .. } => {
             assert_eq!(request.request_id, 1);
             conn
         }

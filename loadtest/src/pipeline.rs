@@ -288,7 +288,8 @@ impl PipelinedClient<'_> {
             ClientResponseBody::Error {
                 definite: false, ..
             }
-            | ClientResponseBody::Status(_) => {
+            | ClientResponseBody::Status(_)
+            | ClientResponseBody::Latency(_) => {
                 conn.draining = true;
                 match is_write {
                     true => (Outcome::Unknown, None),

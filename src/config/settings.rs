@@ -53,6 +53,8 @@ pub enum Part {
     Snapshots,
     /// Logging.
     Logging,
+    /// Metrics and health checks.
+    Monitoring,
 }
 
 impl Part {
@@ -64,6 +66,7 @@ impl Part {
             Part::Clients => "clients",
             Part::Snapshots => "snapshots",
             Part::Logging => "logging",
+            Part::Monitoring => "monitoring",
         }
     }
 }
@@ -442,6 +445,23 @@ pub static SETTINGS: &[Setting] = &[
         store: Some(|c, v| {
             if let Value::Text(level) = v {
                 c.log_level = level.clone();
+            }
+        }),
+    },
+    Setting {
+        key: "metrics_addr",
+        craft_key: None,
+        flag: "--metrics-addr",
+        kind: Kind::Address,
+        default: None,
+        min: 0,
+        max: 0,
+        help: "Serve Prometheus metrics on http://HOST:PORT/metrics and a health check on \
+               /health [default: none]",
+        part: Part::Monitoring,
+        store: Some(|c, v| {
+            if let Value::Address(address) = v {
+                c.metrics_addr = Some(*address);
             }
         }),
     },

@@ -337,6 +337,22 @@ impl Replica {
         }
     }
 
+    /// The leader this replica knows of in its current term (cheap; [`status`](Self::status)
+    /// copies more).
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// Highest index durable on this node.
+    pub fn persisted_index(&self) -> LogIndex {
+        self.log.persisted_index()
+    }
+
+    /// The configuration in force.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id

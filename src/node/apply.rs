@@ -40,6 +40,7 @@ use super::limits::{
     APPLIED_SUBSCRIBER_STALL_MAX, ENTRY_LOG_OVERHEAD_BYTES, EXPIRY_SWEEP_INTERVAL,
 };
 use super::mailbox::{Doorbell, Next, Ringing, next_or_wait};
+use super::metrics::{MetricsHook, Stage};
 use super::results::ApplyMsg;
 use super::sessions::{SessionCheck, SessionTable, expired_message};
 use super::snapshot_files::SnapshotFiles;
@@ -230,6 +231,8 @@ pub(crate) struct Applier {
     /// A damaged snapshot to replace once no streamed state is pending (a snapshot written
     /// meanwhile would hold a state ahead of its label).
     deferred_replacement: Option<LogIndex>,
+    /// Where snapshot save durations and sizes go (node/metrics.rs).
+    metrics: MetricsHook,
 }
 
 impl Applier {
@@ -262,11 +265,17 @@ impl Applier {
             streaming: None,
             streamed: None,
             deferred_replacement: None,
+            metrics: MetricsHook::default(),
         };
         if let Some((meta, mut reader)) = current {
             applier.restore_from(&meta, &mut *reader)?;
         }
         Ok(applier)
+    }
+
+    /// Writes snapshot metrics to `metrics` from now on.
+    pub(crate) fn set_metrics(&mut self, metrics: MetricsHook) {
+        self.metrics = metrics;
     }
 
     /// Restores snapshots received from a leader while they arrive, reading their progress
@@ -339,13 +348,16 @@ impl Applier {
         progress: &Ringing<ApplyProgress>,
     ) -> Result<(), String> {
         let before = self.applied;
+        let taken = Instant::now();
         let handled = self.handle_queued(first, commands, progress);
         if handled.is_ok() {
             self.serve_ready_reads();
         }
         // Answers go out before anything slow (progress, a snapshot), and also when the batch
         // failed half-way: those entries were applied.
+        let answers = self.outbox.len();
         self.send_outbox();
+        (self.metrics).with(|m| m.stage_each(Stage::Reply, answers, taken.elapsed()));
         handled?;
         self.finish_batch(before, progress)
     }
@@ -742,6 +754,7 @@ impl Applier {
             .snapshots
             .save(meta, &mut write)
             .map_err(|e| format!("writing the snapshot at index {}: {e}", self.applied))?;
+        (self.metrics).with(|m| m.snapshot_saved(started.elapsed(), meta.size_bytes));
         log::info!(
             "snapshot taken at index {} ({} bytes in {:.3} s)",
             meta.index,

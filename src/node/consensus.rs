@@ -22,6 +22,8 @@ use super::apply::{ApplyCommand, ApplyProgress};
 use super::error::Error;
 use super::limits::{CONSENSUS_INPUT_BATCH_MAX, PENDING_REQUESTS_MAX, TICK_CATCH_UP_MAX};
 use super::mailbox::{Doorbell, Ringing};
+use super::metrics::MetricsHook;
+use super::observe::Observer;
 use super::results::ApplyMsg;
 use super::storage_io::{StorageCommand, StorageEvent};
 use super::transport::{NetEvent, Replier, ReplyTo};
@@ -169,6 +171,8 @@ pub(crate) struct Consensus {
     /// The received snapshot (index, term, data checksum) the apply thread was told is
     /// arriving (`ApplyCommand::SnapshotArriving`).
     announced_snapshot: Option<(LogIndex, rcraft_wire::Term, u32)>,
+    /// Tells operators about role, leader and membership changes (node/observe.rs).
+    observer: Observer,
 }
 
 impl Consensus {
@@ -181,6 +185,7 @@ impl Consensus {
         apply: Ringing<ApplyCommand>,
     ) -> Consensus {
         Consensus {
+            observer: Observer::new(&replica),
             replica,
             applied: settings.applied,
             next_tick: Instant::now() + settings.tick,
@@ -196,6 +201,11 @@ impl Consensus {
             failure: None,
             announced_snapshot: None,
         }
+    }
+
+    /// Writes the node's metrics from now on (node/metrics.rs).
+    pub(crate) fn set_metrics(&mut self, metrics: MetricsHook) {
+        self.observer.set_metrics(metrics);
     }
 
     /// The thread body.
@@ -242,6 +252,7 @@ impl Consensus {
         self.tick_if_due();
         self.carry_out_actions(inbox);
         self.hand_on();
+        (self.observer).on_turn(&self.replica, self.applied, self.pending.len());
         self.failure.take().map(Exit::Failed)
     }
 
@@ -338,6 +349,7 @@ impl Consensus {
             .collect();
         for id in expired {
             if let Some(pending) = self.pending.remove(&id) {
+                self.observer.on_request_failed();
                 let body = failure_body(&pending, "timed out waiting for the leader");
                 self.reply(pending.reply, body);
             }
@@ -346,8 +358,16 @@ impl Consensus {
 
     fn on_net_event(&mut self, event: NetEvent) {
         match event {
-            NetEvent::Peer(message) => self.replica.step(Input::Message(message)),
-            NetEvent::Client { conn, request } => {
+            NetEvent::Peer(message) => {
+                self.observer.on_peer_message(&message);
+                self.replica.step(Input::Message(message));
+            }
+            NetEvent::Client {
+                conn,
+                request,
+                received,
+            } => {
+                self.observer.on_client_request(received);
                 let reply = ReplyTo::Client {
                     conn,
                     request_id: request.request_id,
@@ -373,6 +393,11 @@ impl Consensus {
                 self.change_membership(reply, membership)
             }
             ClientRequestBody::Snapshot => self.snapshot(reply),
+            ClientRequestBody::Latency => {
+                let stages = self.observer.latency_report();
+                self.replier
+                    .send(reply, ClientResponseBody::Latency(stages));
+            }
         }
     }
 
@@ -498,6 +523,7 @@ impl Consensus {
                 offset,
                 data,
             } => {
+                (self.observer).on_snapshot_chunk_read(to, &meta, offset, data.len());
                 self.replica.step(Input::SnapshotChunkRead {
                     to,
                     meta,
@@ -520,6 +546,7 @@ impl Consensus {
                 self.replica.step(input);
             }
             StorageEvent::SnapshotStored { meta } => {
+                self.observer.on_snapshot_stored();
                 self.announced_snapshot = None;
                 self.send_apply(inbox, ApplyCommand::Restore(meta.clone()));
                 self.on_snapshot_installed(meta);
@@ -635,6 +662,7 @@ impl Consensus {
         }
         let peers = std::mem::take(&mut self.outbox.peers);
         if !peers.is_empty() {
+            self.observer.on_sent(&peers);
             self.replier.transport().send_peers(peers);
         }
         if !self.outbox.replies.is_empty() {
@@ -663,7 +691,10 @@ impl Consensus {
                 self.send_storage(inbox, command);
             }
             Action::Apply { entries } => self.send_apply(inbox, ApplyCommand::Entries(entries)),
-            Action::Proposed { id, term, index } => self.on_proposed(inbox, id, term, index),
+            Action::Proposed { id, term, index } => {
+                self.observer.on_proposed(index);
+                self.on_proposed(inbox, id, term, index);
+            }
             Action::ReadReady { id, index, term } => self.on_read_ready(inbox, id, index, term),
             Action::ProposeRejected { id, error } | Action::ReadRejected { id, error } => {
                 self.on_rejected(id, error);
@@ -746,6 +777,9 @@ impl Consensus {
         let Some(pending) = self.pending.remove(&id) else {
             return;
         };
+        if !matches!(error, ProposeError::NotLeader { .. }) {
+            self.observer.on_request_failed();
+        }
         let body = match error {
             ProposeError::NotLeader { leader } => self.not_leader(leader),
             ProposeError::Overloaded => ClientResponseBody::Overloaded,

@@ -133,6 +133,28 @@ impl NodeHandle {
         })
     }
 
+    /// Every metric of this node in the Prometheus text format (what `GET /metrics` serves
+    /// when `metrics_addr` is set).
+    pub fn metrics_text(&self) -> Result<String> {
+        let runtime = self.runtime.as_ref().ok_or(Error::Stopped)?;
+        Ok(runtime.metrics().render())
+    }
+
+    /// This node's health as `/health` reports it: `Ok` with why it is healthy (a leader is
+    /// known and the applied index is close to the commit index), or `Err` with why not.
+    pub fn health(&self) -> std::result::Result<String, String> {
+        match self.runtime.as_ref() {
+            Some(runtime) => runtime.metrics().health(),
+            None => Err("the node is shut down".to_string()),
+        }
+    }
+
+    /// The address `/metrics` and `/health` are served on, when `metrics_addr` is set (the
+    /// real port when it asked for port 0).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.runtime.as_ref().and_then(Runtime::metrics_addr)
+    }
+
     /// This node's view of itself and the cluster.
     pub fn status(&self) -> Result<NodeStatus> {
         let (reply, answer) = bounded(1);
@@ -279,7 +301,9 @@ impl NodeHandle {
             },
             ClientResponseBody::Overloaded => Error::Overloaded,
             ClientResponseBody::Error { definite, message } => Error::Failed { definite, message },
-            ClientResponseBody::Ok { .. } | ClientResponseBody::Status(_) => Error::Failed {
+            ClientResponseBody::Ok { .. }
+            | ClientResponseBody::Status(_)
+            | ClientResponseBody::Latency(_) => Error::Failed {
                 definite: false,
                 message: "unexpected answer from the node".to_string(),
             },

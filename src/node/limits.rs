@@ -112,6 +112,16 @@ pub const SNAPSHOT_STREAM_STALL_MAX: Duration = Duration::from_secs(10);
 /// this many bytes (one system call per step).
 pub const SNAPSHOT_DROP_BEHIND_BYTES: u64 = 8 << 20;
 
+/// `/health` answers 503 when the applied index is more than this many entries behind the
+/// commit index (the node would serve reads late).
+pub const HEALTH_APPLIED_LAG_ENTRIES_MAX: u64 = 1000;
+
+/// Longest wait for one read or write of the metrics responder (node/metrics_http.rs).
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Largest HTTP request head the metrics responder reads; the rest is ignored.
+pub const HTTP_REQUEST_BYTES_MAX: usize = 8 << 10;
+
 #[cfg(test)]
 mod tests {
     use super::*;

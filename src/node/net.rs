@@ -165,6 +165,8 @@ pub enum NetEvent {
         conn: ClientConnId,
         /// The request.
         request: rcraft_wire::ClientRequest,
+        /// When the network thread decoded it (for the `queue_wait` stage).
+        received: std::time::Instant,
     },
     /// The client connection closed; replies to it are discarded from now on.
     ClientClosed(ClientConnId),
@@ -221,6 +223,10 @@ pub struct NetStats {
     connections_refused: AtomicU64,
     peer_connects: AtomicU64,
     client_pauses: AtomicU64,
+    bytes_received: AtomicU64,
+    bytes_sent: AtomicU64,
+    frames_received: AtomicU64,
+    client_connections: AtomicU64,
 }
 
 /// A copy of the network thread's counters at one moment.
@@ -250,10 +256,18 @@ pub struct NetStatsSnapshot {
     /// Times a client connection stopped being read for back-pressure (full event channel,
     /// too many requests in flight, or too many unsent response bytes).
     pub client_pauses: u64,
+    /// Bytes read from every connection (peers and clients).
+    pub bytes_received: u64,
+    /// Bytes written to every connection (peers and clients).
+    pub bytes_sent: u64,
+    /// Frames decoded from every connection after its handshake (peers and clients).
+    pub frames_received: u64,
+    /// Client connections open now (handshake done).
+    pub client_connections: u64,
 }
 
 impl NetStats {
-    fn snapshot(&self) -> NetStatsSnapshot {
+    pub(crate) fn snapshot(&self) -> NetStatsSnapshot {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         NetStatsSnapshot {
             peer_frames_sent: get(&self.peer_frames_sent),
@@ -267,6 +281,10 @@ impl NetStats {
             connections_refused: get(&self.connections_refused),
             peer_connects: get(&self.peer_connects),
             client_pauses: get(&self.client_pauses),
+            bytes_received: get(&self.bytes_received),
+            bytes_sent: get(&self.bytes_sent),
+            frames_received: get(&self.frames_received),
+            client_connections: get(&self.client_connections),
         }
     }
 }
@@ -410,6 +428,11 @@ impl NetHandle {
     /// The thread's counters.
     pub fn stats(&self) -> NetStatsSnapshot {
         self.sender.stats.snapshot()
+    }
+
+    /// The counters themselves, for readers on other threads (the metrics responder).
+    pub(crate) fn shared_stats(&self) -> Arc<NetStats> {
+        Arc::clone(&self.sender.stats)
     }
 
     /// Stops the thread, closing every connection and the listener, and waits for it.

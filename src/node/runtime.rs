@@ -8,7 +8,7 @@
 //! senders), then storage (drains, syncs, saves the hard state), apply, and last the network.
 
 use super::apply::{Applier, SnapshotPolicy};
-use super::consensus::{Consensus, ConsensusSettings, Exit, Inbox};
+use super::consensus::{ApiRequest, Consensus, ConsensusSettings, Exit, Inbox};
 use super::data_dir;
 use super::error::{Error, Result};
 use super::handle::NodeHandle;
@@ -19,6 +19,8 @@ use super::limits::{
     STORAGE_EVENT_QUEUE_DEPTH,
 };
 use super::mailbox::{Doorbell, ringing};
+use super::metrics::{MetricsHook, NodeMetrics};
+use super::metrics_http::{MetricsServer, MetricsSource};
 use super::net::{NetConfig, NetHandle, Network};
 use super::snapshot_files::StoreSnapshots;
 use super::storage_thread::open_storage;
@@ -110,7 +112,18 @@ impl Node {
             applied: applier.applied(),
             snapshot_retain_entries: config.snapshot_retain_entries,
         };
-        let consensus = Consensus::new(replica, settings, replier, storage_tx, apply_tx);
+        let mut consensus = Consensus::new(replica, settings, replier, storage_tx, apply_tx);
+        let metrics = Arc::new(NodeMetrics::new());
+        consensus.set_metrics(MetricsHook::new(Arc::clone(&metrics)));
+        applier.set_metrics(MetricsHook::new(Arc::clone(&metrics)));
+        let mut storage_thread = opened.thread;
+        storage_thread.set_metrics(MetricsHook::new(Arc::clone(&metrics)));
+        let metrics = MetricsSource {
+            metrics,
+            api: api_tx.clone(),
+            net: net.shared_stats(),
+            timeout: Duration::from_millis(config.rpc_timeout_ms),
+        };
         let inbox = Inbox {
             net: net_rx,
             storage: storage_events_rx,
@@ -119,7 +132,6 @@ impl Node {
             doorbell: consensus_bell,
         };
         let id = config.id;
-        let storage_thread = opened.thread;
         let storage = spawn(id, "storage", move || {
             storage_thread.run(storage_rx, storage_bell, storage_events_tx)
         })?;
@@ -128,12 +140,20 @@ impl Node {
         })?;
         let consensus = spawn(id, "consensus", move || consensus.run(inbox))?;
         log::info!("node {id} started on {}", net.local_addr());
-        let runtime = Runtime {
-            consensus,
-            storage,
-            apply,
-            net,
+        let metrics_server = match config.metrics_addr {
+            Some(address) => match MetricsServer::start(address, metrics.clone()) {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    // The threads run: stop them before reporting the failure.
+                    let _ = api_tx.send(ApiRequest::Shutdown);
+                    let runtime = Runtime::new(consensus, storage, apply, net, metrics, None);
+                    let _ = runtime.join();
+                    return Err(Error::io(format!("serving metrics on {address}"), e));
+                }
+            },
+            None => None,
         };
+        let runtime = Runtime::new(consensus, storage, apply, net, metrics, metrics_server);
         let rpc_timeout = Duration::from_millis(config.rpc_timeout_ms);
         Ok(NodeHandle::new(
             id,
@@ -151,12 +171,47 @@ pub(crate) struct Runtime {
     storage: JoinHandle<std::result::Result<(), super::storage_error::StorageError>>,
     apply: JoinHandle<()>,
     net: NetHandle,
+    /// What the metrics are read from (for `NodeHandle::metrics_text` and `/metrics`).
+    metrics: MetricsSource,
+    /// The `/metrics` responder, when `metrics_addr` is set.
+    metrics_server: Option<MetricsServer>,
 }
 
 impl Runtime {
+    fn new(
+        consensus: JoinHandle<Exit>,
+        storage: JoinHandle<std::result::Result<(), super::storage_error::StorageError>>,
+        apply: JoinHandle<()>,
+        net: NetHandle,
+        metrics: MetricsSource,
+        metrics_server: Option<MetricsServer>,
+    ) -> Runtime {
+        Runtime {
+            consensus,
+            storage,
+            apply,
+            net,
+            metrics,
+            metrics_server,
+        }
+    }
+
+    /// What the metrics are read from.
+    pub(crate) fn metrics(&self) -> &MetricsSource {
+        &self.metrics
+    }
+
+    /// The address `/metrics` is served on, if any.
+    pub(crate) fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_server.as_ref().map(MetricsServer::address)
+    }
+
     /// Waits for the consensus thread to stop (the caller asked it to), then for the others
     /// in dependency order. Returns the error that stopped the node, if any.
     pub(crate) fn join(self) -> Result<()> {
+        if let Some(server) = self.metrics_server {
+            server.stop();
+        }
         let exit = self.consensus.join();
         let storage = self.storage.join();
         let apply = self.apply.join();

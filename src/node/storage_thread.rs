@@ -17,6 +17,7 @@ use super::incoming_snapshot::{ArrivalStart, IncomingSnapshot};
 use super::limits::STORAGE_BATCH_MAX;
 use super::log_store::LogStore;
 use super::mailbox::{Doorbell, Next, Ringing, next_or_wait, unrung};
+use super::metrics::{MetricsHook, Stage};
 use super::snapshot_files::{file_meta, snapshot_meta};
 use super::snapshot_send::{Damage, SendChecks};
 use super::storage_error::{StorageError, StorageResult};
@@ -57,6 +58,10 @@ pub(crate) struct StorageThread {
     sending: Option<SnapshotInfo>,
     /// Whether the data of the file being sent matches its footer.
     send_checks: SendChecks,
+    /// Where fsync durations go (node/metrics.rs).
+    metrics: MetricsHook,
+    /// When the writes now waiting for a sync began (the `wal_append` stage).
+    writes_began: Option<std::time::Instant>,
 }
 
 /// Opens (or creates) the node's files under `data_dir` and recovers the durable state.
@@ -150,6 +155,8 @@ pub(crate) fn open_storage_with(
         incoming: IncomingSnapshot::new(),
         sending: None,
         send_checks: SendChecks::new(&snapshots),
+        metrics: MetricsHook::default(),
+        writes_began: None,
     };
     Ok(OpenedStorage {
         thread,
@@ -201,6 +208,11 @@ impl Drop for StopReadersOnExit {
 }
 
 impl StorageThread {
+    /// Writes fsync durations to `metrics` from now on.
+    pub(crate) fn set_metrics(&mut self, metrics: MetricsHook) {
+        self.metrics = metrics;
+    }
+
     /// Where the progress of a received snapshot is published (see `incoming_snapshot.rs`).
     pub(crate) fn incoming_snapshot(&self) -> IncomingSnapshot {
         self.incoming.clone()
@@ -268,6 +280,7 @@ impl StorageThread {
         events: &Ringing<StorageEvent>,
     ) -> StorageResult<()> {
         let mut persisted: Option<u64> = None;
+        self.writes_began = Some(std::time::Instant::now());
         for command in batch {
             match command {
                 StorageCommand::Persist {
@@ -323,7 +336,11 @@ impl StorageThread {
             // PLANTED BUG (mutation check only): confirm before the sync.
             #[cfg(feature = "bug-confirm-before-sync")]
             let _ = events.send(StorageEvent::Persisted { seq });
+            let syncing = std::time::Instant::now();
+            let began = self.writes_began.replace(syncing).unwrap_or(syncing);
+            (self.metrics).with(|m| m.stage(Stage::WalAppend, None, syncing - began));
             self.log.sync()?;
+            self.metrics.with(|m| m.wal_fsync(syncing.elapsed()));
             #[cfg(not(feature = "bug-confirm-before-sync"))]
             let _ = events.send(StorageEvent::Persisted { seq });
         }

@@ -164,7 +164,7 @@ fn echo_until_closed(
 ) {
     while let Ok(event) = events.recv() {
         match event {
-            NetEvent::Client { conn, request } => {
+            NetEvent::Client { conn, request, .. } => {
                 let result = match request.body {
                     ClientRequestBody::Write { command, .. } => command,
                     other => format!("{other:?}").into_bytes(),

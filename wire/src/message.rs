@@ -162,6 +162,8 @@ pub enum ClientRequestBody {
     /// its log behind it. Answered with `Ok` once the snapshot is durable: `index` and `term`
     /// are the snapshot's, `result` its size in bytes (u64 little-endian).
     Snapshot,
+    /// This node's per-stage write latency since it started; answered with `Latency`.
+    Latency,
 }
 
 /// A response to a client request.
@@ -206,6 +208,30 @@ pub enum ClientResponseBody {
     },
     /// Answer to [`ClientRequestBody::Status`].
     Status(NodeStatus),
+    /// Answer to [`ClientRequestBody::Latency`]: one entry per stage with samples, in the
+    /// order of the write path.
+    Latency(Vec<StageLatency>),
+}
+
+/// Latency of one stage of the write path on one node, since it started (microseconds).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug), attr(allow(missing_docs)))]
+pub struct StageLatency {
+    /// The stage: `queue_wait`, `wal_append`, `fsync`, `replication`, `commit`, `apply`,
+    /// `reply` (leader), `receive_to_durable` (follower).
+    pub stage: String,
+    /// For `replication`: the follower.
+    pub peer: Option<NodeId>,
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Largest sample.
+    pub max_us: u64,
 }
 
 /// Role of a node, as reported by status.

@@ -1,7 +1,7 @@
 //! The `rcraft` binary: `serve` runs a node of the built-in key-value store, `kv` is its
 //! command-line client (pipe mode and single-shot), `status` shows each node's view,
 //! `snapshot` asks nodes to snapshot their state machine and compact their log now, `members`
-//! lists and changes the membership. One module per sub-command; keep the flags, output and
+//! lists and changes the membership, `transfer` moves leadership. One module per sub-command; keep the flags, output and
 //! exit codes stable.
 //!
 //! Everything runs on the main thread except `status`, `snapshot` and `members list`, which
@@ -18,6 +18,7 @@ mod serve;
 mod serve_kv;
 mod snapshot;
 mod status;
+mod transfer;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -46,6 +47,8 @@ enum Command {
     Snapshot(snapshot::SnapshotArgs),
     /// List or change the cluster's members: who votes, who only learns the log.
     Members(members::MembersArgs),
+    /// Move leadership to voter --to ID and wait until it leads.
+    Transfer(transfer::TransferArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status::status(&args),
         Command::Snapshot(args) => snapshot::snapshot(&args),
         Command::Members(args) => members::members(&args),
+        Command::Transfer(args) => transfer::transfer(&args),
     }
 }
 

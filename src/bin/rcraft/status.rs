@@ -1,10 +1,11 @@
 //! `rcraft status`: every node's role, term, leader and log indexes, as a table or one JSON
 //! object per line; exit 0 when a leader is known.
 
-use crate::cluster::{ClusterArgs, Listed, cluster_of, directory, per_node_options};
+use crate::cluster::{ClusterArgs, Listed, ask_each, cluster_of, directory, per_node_options};
 use crate::{EXIT_FAILED, usage_error};
 use clap::Args;
-use rcraft::wire::Role;
+use rcraft::client::ClientError;
+use rcraft::wire::{Role, StageLatency};
 use serde_json::json;
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -24,6 +25,10 @@ pub(crate) struct StatusArgs {
     /// given alone); then show the last answers.
     #[arg(long, value_name = "MS", num_args = 0..=1, default_missing_value = "10000")]
     wait: Option<u64>,
+    /// Also show where each node's writes spend their time: percentiles of every stage of
+    /// the write path since the node started (with --json: a "latency" list per node).
+    #[arg(long)]
+    latency: bool,
 }
 
 /// Pause between two rounds of `status --wait`.
@@ -41,11 +46,22 @@ pub(crate) fn status(args: &StatusArgs) -> ExitCode {
         std::thread::sleep(WAIT_POLL_INTERVAL);
         listed = directory(&servers, &options);
     }
-    let lines: Vec<String> = if args.json {
-        status_json_lines(&listed)
+    let latencies = if args.latency {
+        let addresses: Vec<_> = listed.iter().map(|l| l.address).collect();
+        ask_each(&addresses, &options, |client, address| {
+            client.latency_of(address)
+        })
+    } else {
+        Vec::new()
+    };
+    let mut lines: Vec<String> = if args.json {
+        status_json_lines(&listed, &latencies)
     } else {
         status_table(&listed)
     };
+    if args.latency && !args.json {
+        lines.extend(latency_tables(&listed, &latencies));
+    }
     let mut out = io::stdout().lock();
     for line in lines {
         let _ = writeln!(out, "{line}");
@@ -80,12 +96,13 @@ pub(crate) fn role_name(role: Role) -> &'static str {
     }
 }
 
-fn status_json_lines(listed: &[Listed]) -> Vec<String> {
+fn status_json_lines(listed: &[Listed], latencies: &[Latency]) -> Vec<String> {
     listed
         .iter()
-        .map(|l| {
+        .enumerate()
+        .map(|(at, l)| {
             let address = l.address.to_string();
-            let row = match &l.status {
+            let mut row = match &l.status {
                 Ok(s) => json!({
                     "id": s.id.0,
                     "address": address,
@@ -105,9 +122,73 @@ fn status_json_lines(listed: &[Listed]) -> Vec<String> {
                     "error": e.to_string(),
                 }),
             };
+            if let (Some(Ok(stages)), Some(object)) = (latencies.get(at), row.as_object_mut()) {
+                let stages: Vec<_> = stages
+                    .iter()
+                    .map(|s| {
+                        json!({
+                            "stage": s.stage,
+                            "peer": s.peer.map(|p| p.0),
+                            "count": s.count,
+                            "p50_us": s.p50_us,
+                            "p90_us": s.p90_us,
+                            "p99_us": s.p99_us,
+                            "max_us": s.max_us,
+                        })
+                    })
+                    .collect();
+                object.insert("latency".to_string(), json!(stages));
+            }
             row.to_string()
         })
         .collect()
+}
+
+/// One node's answer to a latency request.
+type Latency = Result<Vec<StageLatency>, ClientError>;
+
+/// Per node, a table of its write-path stages.
+fn latency_tables(listed: &[Listed], latencies: &[Latency]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (l, latency) in listed.iter().zip(latencies) {
+        let role = l
+            .status
+            .as_ref()
+            .map_or("unreachable", |s| role_name(s.role));
+        lines.push(String::new());
+        lines.push(format!(
+            "node {} {} ({role}): write latency since start",
+            l.id, l.address
+        ));
+        let stages = match latency {
+            Ok(stages) if stages.is_empty() => {
+                lines.push("  no writes timed yet".to_string());
+                continue;
+            }
+            Ok(stages) => stages,
+            Err(e) => {
+                lines.push(format!("  unreachable ({e})"));
+                continue;
+            }
+        };
+        lines.push(format!(
+            "  {:<20} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "STAGE", "PEER", "COUNT", "P50_US", "P90_US", "P99_US", "MAX_US"
+        ));
+        for s in stages {
+            lines.push(format!(
+                "  {:<20} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                s.stage,
+                s.peer.map_or("-".to_string(), |p| p.to_string()),
+                s.count,
+                s.p50_us,
+                s.p90_us,
+                s.p99_us,
+                s.max_us
+            ));
+        }
+    }
+    lines
 }
 
 fn status_table(listed: &[Listed]) -> Vec<String> {

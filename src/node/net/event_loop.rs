@@ -251,6 +251,7 @@ impl EventLoop {
         let result = conn
             .pump(&mut self.read_buf, &mut ctx, Instant::now())
             .and_then(|()| conn.flush());
+        bump(&self.delivery.stats.bytes_sent, conn.take_written_bytes());
         if conn.paused && self.paused.insert(token) {
             bump(&self.delivery.stats.client_pauses, 1);
         }
@@ -335,6 +336,10 @@ impl EventLoop {
             log::debug!("node {node}: deregister {what}: {e}");
         }
         if conn.role == Some(ConnectionRole::Client) {
+            self.delivery
+                .stats
+                .client_connections
+                .fetch_sub(1, Ordering::Relaxed);
             self.delivery.client_event(NetEvent::ClientClosed(conn.id));
         }
     }
@@ -344,7 +349,9 @@ impl EventLoop {
             return;
         };
         let stats = &self.delivery.stats;
-        match link.on_ready(&mut self.read_buf, &self.config, stats) {
+        let ready = link.on_ready(&mut self.read_buf, &self.config, stats);
+        bump(&stats.bytes_sent, link.take_written_bytes());
+        match ready {
             Ok(sent) => bump(&stats.peer_frames_sent, sent as u64),
             Err(reason) => self.fail_peer(id, reason),
         }
@@ -364,8 +371,11 @@ impl EventLoop {
                 bump(&self.delivery.stats.connections_refused, 1);
                 log::warn!("node {node}: closing link to peer {id} at {addr}: {why}");
             }
+            // A peer that shuts down or restarts closes its links cleanly: not a warning.
             Close::Eof if verified => {
-                log::warn!("node {node}: peer {id} at {addr} closed the link")
+                log::info!(
+                    "node {node}: peer {id} at {addr} closed the link (stopping or restarting?)"
+                )
             }
             Close::Io(e) if verified => {
                 log::warn!("node {node}: link to peer {id} at {addr} failed: {e}")
@@ -488,7 +498,9 @@ impl EventLoop {
             let Some(link) = self.peers.get_mut(&id) else {
                 continue;
             };
-            match link.flush() {
+            let flushed = link.flush();
+            bump(&self.delivery.stats.bytes_sent, link.take_written_bytes());
+            match flushed {
                 Ok(sent) => bump(&self.delivery.stats.peer_frames_sent, sent as u64),
                 Err(reason) => self.fail_peer(id, reason),
             }
@@ -497,7 +509,9 @@ impl EventLoop {
             let Some(conn) = self.inbound.get_mut(&token) else {
                 continue;
             };
-            if let Err(reason) = conn.flush() {
+            let flushed = conn.flush();
+            bump(&self.delivery.stats.bytes_sent, conn.take_written_bytes());
+            if let Err(reason) = flushed {
                 self.close_inbound(token, reason);
             }
         }

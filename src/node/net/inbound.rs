@@ -104,6 +104,7 @@ impl Inbound {
             match self.stream.read(read_buf) {
                 Ok(0) => return Err(Close::Eof),
                 Ok(n) => {
+                    bump(&ctx.delivery.stats.bytes_received, n as u64);
                     self.decoder.push(&read_buf[..n]);
                     // A short read emptied the socket's receive queue: bytes arriving later
                     // raise a new edge, so the read that would only say `WouldBlock` (one
@@ -152,6 +153,7 @@ impl Inbound {
             }
             match self.decoder.next_frame() {
                 Ok(Some(frame)) => {
+                    bump(&ctx.delivery.stats.frames_received, 1);
                     decoded_any = true;
                     self.on_frame(&frame, ctx)?;
                 }
@@ -177,6 +179,9 @@ impl Inbound {
             }
         }
         self.role = Some(handshake.role);
+        if handshake.role == ConnectionRole::Client {
+            bump(&ctx.delivery.stats.client_connections, 1);
+        }
         log::debug!("node {}: accepted {}", config.node_id, self.describe());
         self.out
             .push_raw(&Handshake::peer(config.cluster_id, config.node_id).encode());
@@ -213,6 +218,7 @@ impl Inbound {
                 ctx.delivery.client_event(NetEvent::Client {
                     conn: self.id,
                     request,
+                    received: Instant::now(),
                 });
             }
             None => unreachable!("frames are decoded only after the handshake"),
@@ -246,6 +252,11 @@ impl Inbound {
             }
             Err(PushError::Encode(e)) => log::error!("{}: cannot encode a response: {e}", self.id),
         }
+    }
+
+    /// Bytes written since the last call.
+    pub(super) fn take_written_bytes(&mut self) -> u64 {
+        self.out.take_written_bytes()
     }
 
     /// Writes queued bytes until done or the socket would block.

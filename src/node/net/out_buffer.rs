@@ -27,9 +27,16 @@ pub(super) struct OutBuffer {
     bytes: Vec<u8>,
     written: usize,
     frame_ends: VecDeque<usize>,
+    /// Bytes written since [`take_written_bytes`](Self::take_written_bytes) last ran.
+    written_uncounted: u64,
 }
 
 impl OutBuffer {
+    /// Bytes written to the socket since the last call (for the node's byte counter).
+    pub(super) fn take_written_bytes(&mut self) -> u64 {
+        std::mem::take(&mut self.written_uncounted)
+    }
+
     /// Bytes queued and not yet written.
     pub(super) fn pending_bytes(&self) -> usize {
         self.bytes.len() - self.written
@@ -80,6 +87,7 @@ impl OutBuffer {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.written += n;
+                    self.written_uncounted += n as u64;
                     while self
                         .frame_ends
                         .front()

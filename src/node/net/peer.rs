@@ -202,6 +202,11 @@ impl PeerLink {
         }
     }
 
+    /// Bytes written since the last call.
+    pub(super) fn take_written_bytes(&mut self) -> u64 {
+        self.out.take_written_bytes()
+    }
+
     /// Writes queued frames until done or the socket would block. Returns frames written.
     pub(super) fn flush(&mut self) -> Result<usize, Close> {
         match self.conn.as_mut() {
