@@ -84,6 +84,14 @@ pub struct Config {
     /// data directory is fresh: the value is then stored there, and a node with existing
     /// state uses the stored value and its log's (or snapshot's) membership instead.
     pub initial_voters: Option<Vec<NodeId>>,
+    /// A file holding the cluster secret(s), one per line, private to its owner: peers must
+    /// prove they hold one (SECURITY.md). `None`: peers are trusted by their handshake.
+    pub secret_file: Option<PathBuf>,
+    /// A file of client tokens (reads, writes, status), private to its owner.
+    pub client_token_file: Option<PathBuf>,
+    /// A file of admin tokens (everything, including membership, snapshot and transfer),
+    /// private to its owner. With neither token file, every client may do everything.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// The cluster id used when neither the file nor the command line gives one ("rcraft").
@@ -115,6 +123,9 @@ impl Config {
             snapshot_bytes_per_sec: 0,
             log_level: String::new(),
             initial_voters: None,
+            secret_file: None,
+            client_token_file: None,
+            admin_token_file: None,
         };
         for setting in SETTINGS {
             if let (Some(store), Some(value)) = (setting.store, setting.default_value()) {

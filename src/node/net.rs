@@ -37,6 +37,7 @@
 //! net.shutdown();
 //! ```
 
+pub mod auth;
 mod delivery;
 mod event_loop;
 mod inbound;
@@ -115,6 +116,13 @@ pub struct NetConfig {
     /// an answer arriving within it costs no thread wake-up. Zero (the default) never spins;
     /// it trades CPU for latency, so measure before enabling (docs/BENCHMARKS.md, "Wire").
     pub idle_spin: Duration,
+    /// The cluster secrets: when set, peers must prove they hold one (mutual HMAC
+    /// challenge-response, `auth.rs`) before any of their frames is read, and this node
+    /// proves it to the peers it dials. `None`: peers are trusted by their handshake.
+    pub peer_secrets: Option<Arc<auth::PeerSecrets>>,
+    /// The client and admin tokens: when set, a client's requests need the permission of the
+    /// token it sent (`auth::Permission`). `None`: every client may do everything.
+    pub client_tokens: Option<Arc<auth::ClientTokens>>,
 }
 
 impl NetConfig {
@@ -139,6 +147,8 @@ impl NetConfig {
             reconnect_backoff_min: RECONNECT_BACKOFF_MIN,
             reconnect_backoff_max: RECONNECT_BACKOFF_MAX,
             idle_spin: Duration::ZERO,
+            peer_secrets: None,
+            client_tokens: None,
         }
     }
 }
@@ -221,6 +231,8 @@ pub struct NetStats {
     connections_refused: AtomicU64,
     peer_connects: AtomicU64,
     client_pauses: AtomicU64,
+    auth_failures: AtomicU64,
+    requests_refused_permission: AtomicU64,
 }
 
 /// A copy of the network thread's counters at one moment.
@@ -250,6 +262,11 @@ pub struct NetStatsSnapshot {
     /// Times a client connection stopped being read for back-pressure (full event channel,
     /// too many requests in flight, or too many unsent response bytes).
     pub client_pauses: u64,
+    /// Peers that failed to prove they hold the cluster secret (or could not check ours), and
+    /// clients that sent a token this node does not know.
+    pub auth_failures: u64,
+    /// Client requests refused for lack of permission.
+    pub requests_refused_permission: u64,
 }
 
 impl NetStats {
@@ -267,6 +284,8 @@ impl NetStats {
             connections_refused: get(&self.connections_refused),
             peer_connects: get(&self.peer_connects),
             client_pauses: get(&self.client_pauses),
+            auth_failures: get(&self.auth_failures),
+            requests_refused_permission: get(&self.requests_refused_permission),
         }
     }
 }

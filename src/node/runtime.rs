@@ -17,6 +17,7 @@ use super::limits::{
     NET_EVENT_QUEUE_DEPTH, SNAPSHOT_STREAM_STALL_MAX, STORAGE_COMMAND_QUEUE_DEPTH,
     STORAGE_EVENT_QUEUE_DEPTH,
 };
+use super::net::auth::{ClientTokens, PeerSecrets};
 use super::net::{NetConfig, NetHandle, Network};
 use super::snapshot_files::StoreSnapshots;
 use super::storage_thread::open_storage;
@@ -49,7 +50,7 @@ impl Node {
             .map_err(|e| Error::Storage(format!("the recovered state is inconsistent: {e}")))?;
 
         let (net_tx, net_rx) = bounded(NET_EVENT_QUEUE_DEPTH);
-        let net = Network::spawn(net_config(&config), net_tx).map_err(|e| {
+        let net = Network::spawn(net_config(&config)?, net_tx).map_err(|e| {
             Error::io(
                 format!("listening on {}", config.servers[config.id.0 as usize]),
                 e,
@@ -234,7 +235,7 @@ fn seed(id: NodeId) -> u64 {
     nanos ^ id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-fn net_config(config: &Config) -> NetConfig {
+fn net_config(config: &Config) -> Result<NetConfig> {
     let peers: BTreeMap<NodeId, _> = config
         .servers
         .iter()
@@ -243,5 +244,16 @@ fn net_config(config: &Config) -> NetConfig {
         .filter(|(id, _)| *id != config.id)
         .collect();
     let listen = config.servers[config.id.0 as usize];
-    NetConfig::new(config.id, config.cluster_id, listen, peers)
+    let mut net = NetConfig::new(config.id, config.cluster_id, listen, peers);
+    if let Some(path) = &config.secret_file {
+        let secrets = PeerSecrets::from_file(path).map_err(Error::Config)?;
+        net.peer_secrets = Some(Arc::new(secrets));
+    }
+    let (client, admin) = (&config.client_token_file, &config.admin_token_file);
+    if client.is_some() || admin.is_some() {
+        let tokens =
+            ClientTokens::from_files(client.as_deref(), admin.as_deref()).map_err(Error::Config)?;
+        net.client_tokens = Some(Arc::new(tokens));
+    }
+    Ok(net)
 }

@@ -75,7 +75,26 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
     if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
         return usage_error("serve", &format!("data dir {dir}: cannot create: {e}"));
     }
+    warn_if_open(&config);
     run_node(config)
+}
+
+/// Says at start what a node without a secret or tokens trusts (SECURITY.md).
+fn warn_if_open(config: &Config) {
+    let id = config.id;
+    if config.secret_file.is_none() {
+        log::warn!(
+            "node {id}: no --secret-file: any process that reaches this port can act as a \
+             peer (vote, append, send snapshots); for a trusted network only (SECURITY.md)"
+        );
+    }
+    if config.client_token_file.is_none() && config.admin_token_file.is_none() {
+        log::warn!(
+            "node {id}: no --client-token-file or --admin-token-file: any client that reaches \
+             this port can read, write and change membership; for a trusted network only \
+             (SECURITY.md)"
+        );
+    }
 }
 
 /// Runs the node with the built-in KV store until SIGTERM or SIGINT (exit 0). A failure to
