@@ -235,3 +235,99 @@ fn with_a_secret_the_cluster_elects_replicates_and_survives_a_restart() {
     let status = cluster.status(follower).unwrap();
     assert!(status.applied_index.0 >= 3, "{status:?}");
 }
+
+/// Runs `rcraft ARGS --servers ...` with `RCRAFT_TOKEN_FILE` set to `token` (or unset).
+fn rcraft(cluster: &Cluster, args: &[&str], token: Option<&Path>) -> (bool, String) {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .args(["--servers", &cluster.servers()])
+        .env_remove("RUST_LOG")
+        .env_remove("RCRAFT_TOKEN_FILE");
+    if let Some(token) = token {
+        command.env("RCRAFT_TOKEN_FILE", token);
+    }
+    let output = command.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn tokens_decide_what_a_client_may_do() {
+    let files = files_dir();
+    let dir = files.path();
+    let client = private_file(dir, "client", "a client token, 32 bytes long..\n", 0o600);
+    let admin = private_file(dir, "admin", "an admin token, 32 bytes long...\n", 0o600);
+    let wrong = private_file(dir, "wrong", "a token nobody issued, at all..\n", 0o600);
+    let flags = [
+        "--client-token-file",
+        client.to_str().unwrap(),
+        "--admin-token-file",
+        admin.to_str().unwrap(),
+    ];
+    let cluster = Cluster::start(&flags);
+    let leader = wait_for("a leader", || {
+        let (ok, text) = rcraft(&cluster, &["status", "--json"], Some(&client));
+        (ok && text.contains(r#""role":"leader""#)).then_some(())
+    });
+    assert!(leader.is_some(), "no leader; logs:\n{}", cluster.logs());
+
+    // Reads and writes: the client or the admin token; nothing without one.
+    let put = ["kv", "put", "k", "v"];
+    for token in [None, Some(wrong.as_path())] {
+        let (ok, text) = rcraft(&cluster, &put, token);
+        assert!(!ok, "{text}");
+        assert!(text.contains("needs the client or admin token"), "{text}");
+    }
+    for token in [&client, &admin] {
+        let (ok, text) = rcraft(&cluster, &put, Some(token));
+        assert!(ok, "{text}\nlogs:\n{}", cluster.logs());
+    }
+
+    // Membership and snapshots: the admin token only.
+    let remove = ["members", "remove", "2"];
+    for token in [None, Some(client.as_path())] {
+        let (ok, text) = rcraft(&cluster, &remove, token);
+        assert!(!ok, "{text}");
+        assert!(text.contains("needs"), "{text}");
+        let (ok, text) = rcraft(&cluster, &["snapshot", "--id", "0"], token);
+        assert!(!ok, "{text}");
+    }
+    let (ok, text) = rcraft(&cluster, &["members", "list"], Some(&client));
+    assert!(ok, "{text}");
+    assert!(text.contains("voter"), "node 2 is still a voter: {text}");
+    let (ok, text) = rcraft(&cluster, &["snapshot", "--id", "0"], Some(&admin));
+    assert!(ok, "{text}");
+    let (ok, text) = rcraft(&cluster, &remove, Some(&admin));
+    assert!(ok, "{text}\nlogs:\n{}", cluster.logs());
+    // The node that carried it out logged it with the connection it came from.
+    let logged = (0..3).any(|id| {
+        let log = cluster.log_of(id);
+        log.lines()
+            .any(|l| l.contains("admin request ChangeMembership") && l.contains("client#"))
+    });
+    assert!(logged, "no admin request logged; logs:\n{}", cluster.logs());
+}
+
+#[test]
+fn a_token_file_readable_by_others_is_refused_by_the_cli() {
+    let files = files_dir();
+    let token = private_file(
+        files.path(),
+        "token",
+        "a client token, 32 bytes long..\n",
+        0o640,
+    );
+    let output = Command::new(BIN)
+        .args(["status", "--servers", "127.0.0.1:1", "--token-file"])
+        .arg(&token)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("mode 640"), "{stderr}");
+}

@@ -145,6 +145,9 @@ pub fn fresh_nonce() -> std::io::Result<Nonce> {
     Ok(nonce)
 }
 
+/// How every refusal for lack of permission starts.
+pub const PERMISSION_DENIED: &str = "permission denied";
+
 /// What a client connection may do. Ordered: each permission includes the ones before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Permission {
@@ -173,11 +176,11 @@ impl Permission {
     /// The message of a definite refusal of a request needing `self`.
     pub fn refusal(self) -> String {
         match self {
-            Permission::None => "permission denied".into(),
+            Permission::None => PERMISSION_DENIED.into(),
             Permission::Client => {
-                "permission denied: this request needs the client or admin token".into()
+                format!("{PERMISSION_DENIED}: this request needs the client or admin token")
             }
-            Permission::Admin => "permission denied: this request needs the admin token".into(),
+            Permission::Admin => format!("{PERMISSION_DENIED}: this request needs the admin token"),
         }
     }
 }
@@ -272,15 +275,37 @@ fn check_token(token: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// The first token of a token file, for a client to send (same rules as the node's files).
-pub fn read_token_file(path: &Path) -> Result<Vec<u8>, String> {
-    let mut lines = read_private_lines(path)?;
-    if lines.is_empty() {
-        return Err(format!("{}: no token in the file", path.display()));
+/// A token a client sends in its handshake; its bytes are never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(Vec<u8>);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(redacted)")
     }
-    let token = lines.swap_remove(0);
-    check_token(&token).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(token)
+}
+
+impl Token {
+    /// A token given directly: [`SECRET_BYTES_MIN`] to [`TOKEN_BYTES_MAX`] bytes.
+    pub fn new(bytes: Vec<u8>) -> Result<Token, String> {
+        check_token(&bytes)?;
+        Ok(Token(bytes))
+    }
+
+    /// The first token of a token file (same rules as the node's files: private to its
+    /// owner, one token per line).
+    pub fn from_file(path: &Path) -> Result<Token, String> {
+        let mut lines = read_private_lines(path)?;
+        if lines.is_empty() {
+            return Err(format!("{}: no token in the file", path.display()));
+        }
+        Token::new(lines.swap_remove(0)).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The token's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// The non-blank, non-comment lines of a file that only its owner may read or write.
@@ -434,6 +459,8 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let read = PeerSecrets::from_file(&path).unwrap();
         assert_eq!(read.secrets.len(), 2);
-        assert_eq!(read_token_file(&path).unwrap(), b"the old cluster secret");
+        let token = Token::from_file(&path).unwrap();
+        assert_eq!(token.bytes(), b"the old cluster secret");
+        assert_eq!(format!("{token:?}"), "Token(redacted)");
     }
 }
