@@ -63,15 +63,15 @@ pub const PEER_QUEUE_FRAMES: usize = 4096;
 /// Default cap on bytes queued for one peer.
 pub const PEER_QUEUE_BYTES: usize = 32 << 20;
 /// Default cap on requests one client may have in flight before the loop stops reading it.
-pub const CLIENT_INFLIGHT_MAX: usize = 1024;
+pub const CLIENT_INFLIGHT_MAX: usize = super::limits::CLIENT_REQUESTS_IN_FLIGHT_MAX;
 /// Unsent response bytes at which the loop stops reading a client's requests.
 pub const CLIENT_PENDING_OUT_BYTES_MAX: usize = 4 << 20;
 /// Most simultaneous inbound connections; more are accepted and closed at once.
-pub const CONNECTIONS_MAX: usize = 4096;
+pub const CONNECTIONS_MAX: usize = super::limits::CONNECTIONS_MAX;
 /// Bytes read from a socket per `read` call.
 pub const READ_CHUNK_BYTES: usize = 64 << 10;
 /// Default time allowed for a handshake or for the rest of a started frame to arrive.
-pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub const STALL_TIMEOUT: Duration = super::limits::STALL_TIMEOUT;
 /// Default time allowed for an outbound TCP connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// First delay before re-dialling a peer after a failure.
@@ -104,6 +104,8 @@ pub struct NetConfig {
     pub peer_queue_bytes: usize,
     /// Cap on requests one client may have in flight.
     pub client_inflight_max: usize,
+    /// Cap on simultaneous inbound connections from one IP address.
+    pub connections_per_address_max: usize,
     /// Time allowed for a handshake, or for a started frame to complete.
     pub stall_timeout: Duration,
     /// Time allowed for an outbound connect.
@@ -142,6 +144,7 @@ impl NetConfig {
             peer_queue_frames: PEER_QUEUE_FRAMES,
             peer_queue_bytes: PEER_QUEUE_BYTES,
             client_inflight_max: CLIENT_INFLIGHT_MAX,
+            connections_per_address_max: super::limits::CONNECTIONS_PER_ADDRESS_MAX,
             stall_timeout: STALL_TIMEOUT,
             connect_timeout: CONNECT_TIMEOUT,
             reconnect_backoff_min: RECONNECT_BACKOFF_MIN,
@@ -233,6 +236,8 @@ pub struct NetStats {
     client_pauses: AtomicU64,
     auth_failures: AtomicU64,
     requests_refused_permission: AtomicU64,
+    connections_refused_per_address: AtomicU64,
+    connections_stalled: AtomicU64,
 }
 
 /// A copy of the network thread's counters at one moment.
@@ -267,6 +272,12 @@ pub struct NetStatsSnapshot {
     pub auth_failures: u64,
     /// Client requests refused for lack of permission.
     pub requests_refused_permission: u64,
+    /// Inbound connections closed at once because their source address had
+    /// `connections_per_address_max` open.
+    pub connections_refused_per_address: u64,
+    /// Connections closed because a handshake or a started frame did not complete within the
+    /// stall timeout.
+    pub connections_stalled: u64,
 }
 
 impl NetStats {
@@ -286,6 +297,8 @@ impl NetStats {
             client_pauses: get(&self.client_pauses),
             auth_failures: get(&self.auth_failures),
             requests_refused_permission: get(&self.requests_refused_permission),
+            connections_refused_per_address: get(&self.connections_refused_per_address),
+            connections_stalled: get(&self.connections_stalled),
         }
     }
 }
