@@ -331,3 +331,71 @@ fn a_token_file_readable_by_others_is_refused_by_the_cli() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("mode 640"), "{stderr}");
 }
+
+#[test]
+fn the_data_dir_and_its_files_are_private_and_an_open_one_is_reported() {
+    let cluster = Cluster::start(&[]);
+    let mut client = cluster.client();
+    client.put(b"k", b"v").unwrap();
+    cluster.snapshot(0);
+    for id in 0..3 {
+        let dir = cluster.data_dir(id);
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+        let mut stack = vec![dir];
+        let mut files = 0;
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let entry = entry.unwrap();
+                let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+                if entry.file_type().unwrap().is_dir() {
+                    assert_eq!(mode, 0o700, "{}", entry.path().display());
+                    stack.push(entry.path());
+                } else {
+                    assert_eq!(mode, 0o600, "{}", entry.path().display());
+                    files += 1;
+                }
+            }
+        }
+        assert!(files > 0, "node {id} wrote no files");
+    }
+    assert!(
+        !cluster.log_of(0).contains("chmod 700"),
+        "{}",
+        cluster.logs()
+    );
+
+    let files = files_dir();
+    let open_dir = files.path().join("open");
+    std::fs::create_dir(&open_dir).unwrap();
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut node = Command::new(BIN)
+        .args([
+            "serve",
+            "--id",
+            "0",
+            "--peers",
+            "127.0.0.1:1",
+            "--log-level",
+            "warn",
+        ])
+        .arg("--data-dir")
+        .arg(&open_dir)
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = node.stderr.take().unwrap();
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 4096];
+    while !seen.contains("chmod 700") && Instant::now() < deadline {
+        match stderr.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    let _ = node.kill();
+    let _ = node.wait();
+    assert!(seen.contains("has mode 755"), "{seen}");
+}

@@ -41,6 +41,7 @@ impl Node {
     /// followers; one is elected leader within a few election timeouts.
     pub fn start(config: Config, state_machine: impl StateMachine) -> Result<NodeHandle> {
         validate(&config)?;
+        warn_if_data_dir_is_open(&config);
         // The configuration before any membership entry: `initial_voters` on a fresh data
         // dir, else the one stored there at the first start.
         let initial_membership = initial_voters::load_or_store(&config)?;
@@ -233,6 +234,26 @@ fn seed(id: NodeId) -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     nanos ^ id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Reports a data directory that group or others may read or enter: its log and snapshots
+/// hold every client's data (SECURITY.md, files at rest). A warning, not a refusal: the
+/// operator may have reasons (a shared backup user), and refusing would stop a running
+/// cluster's restart.
+fn warn_if_data_dir_is_open(config: &Config) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(metadata) = std::fs::metadata(&config.data_dir) else {
+        return;
+    };
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        log::warn!(
+            "node {}: data dir {} has mode {mode:03o}: group or others can read the log and \
+             snapshots; chmod 700 it",
+            config.id,
+            config.data_dir.display()
+        );
+    }
 }
 
 fn net_config(config: &Config) -> Result<NetConfig> {

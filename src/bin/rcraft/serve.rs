@@ -65,6 +65,11 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
         Err(e) => return usage_error("serve", &e),
     };
     init_logging(&config.log_level);
+    // Everything the node creates (data dir 0700, its files 0600) is private to its owner:
+    // the log and snapshots hold every client's data (SECURITY.md, files at rest).
+    // SAFETY: umask(2) only sets the process's file-creation mask; it cannot fail and touches
+    // no memory.
+    unsafe { libc::umask(0o077) };
     let dir = config.data_dir.display();
     if config.data_dir.exists() && !config.data_dir.is_dir() {
         return usage_error(
