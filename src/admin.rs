@@ -9,6 +9,7 @@
 //! appends the target configuration as is, without a joint phase (thesis §4.1).
 
 use crate::client::{Client, ClientError, ClientOptions};
+use crate::node::net::auth::Token;
 use crate::wire::{LogIndex, Membership, NodeId, NodeStatus, ReplicationState, Term};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -89,6 +90,7 @@ pub struct MemberAdmin {
     cluster_id: u64,
     deadline: Instant,
     timeout: Duration,
+    token: Option<Token>,
 }
 
 impl MemberAdmin {
@@ -100,7 +102,13 @@ impl MemberAdmin {
             cluster_id,
             deadline: Instant::now() + timeout,
             timeout,
+            token: None,
         }
+    }
+
+    /// The same, sending `token` (the admin token of nodes with token files).
+    pub fn with_token(self, token: Option<Token>) -> MemberAdmin {
+        MemberAdmin { token, ..self }
     }
 
     /// The addresses asked.
@@ -114,7 +122,10 @@ impl MemberAdmin {
         if left.is_zero() {
             return Err(self.timed_out());
         }
-        let options = ClientOptions::with_timeout(left, self.cluster_id);
+        let options = ClientOptions {
+            token: self.token.clone(),
+            ..ClientOptions::with_timeout(left, self.cluster_id)
+        };
         Client::new(&self.servers, options).map_err(|e| AdminError::Refused(e.to_string()))
     }
 
@@ -148,6 +159,7 @@ impl MemberAdmin {
             let mut client = self.client()?;
             let refusal = match client.change_membership(target.clone()) {
                 Ok(_) => return Ok((target, client.leader())),
+                Err(e) if e.is_permission_denied() => return Err(change_failure(change, &e)),
                 Err(e @ ClientError::Server { definite: true, .. }) => e,
                 Err(e) => return Err(change_failure(change, &e)),
             };

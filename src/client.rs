@@ -58,6 +58,9 @@ pub struct ClientOptions {
     /// or closed it during the handshake, for this long: nothing is running there, or it is
     /// another cluster. `None` keeps trying until the timeout (a cluster that is starting).
     pub unreachable_give_up: Option<Duration>,
+    /// The client or admin token sent in the handshake, for nodes started with token files
+    /// (SECURITY.md); `None` sends none.
+    pub token: Option<crate::node::net::auth::Token>,
 }
 
 impl Default for ClientOptions {
@@ -69,6 +72,7 @@ impl Default for ClientOptions {
             backoff_max: Duration::from_millis(200),
             cluster_id: CLUSTER_ID_DEFAULT,
             unreachable_give_up: None,
+            token: None,
         }
     }
 }
@@ -161,6 +165,13 @@ impl ClientError {
             | ClientError::Server { definite, .. }
             | ClientError::Protocol { definite, .. } => *definite,
         }
+    }
+
+    /// True when a node refused the request for lack of a token's permission (SECURITY.md):
+    /// asking again, or another node, cannot help.
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(self, ClientError::Server { definite: true, message }
+            if message.starts_with(crate::node::net::auth::PERMISSION_DENIED))
     }
 }
 
@@ -478,6 +489,7 @@ impl Client {
                         None => self.forget_leader(target),
                     }
                 }
+                Err(e) if e.is_permission_denied() => return Err(e),
                 Err(e) => {
                     log::debug!("{}: no status: {e}", self.servers[target]);
                     self.forget_leader(target);
@@ -558,6 +570,9 @@ impl Client {
             open_connection(address, usize::MAX, &self.options, deadline).map_err(io_error)?;
         let request_id = self.take_request_id();
         match exchange(&mut connection, request_id, body, deadline) {
+            Attempt::Answer(ClientResponseBody::Error { definite, message }) => {
+                Err(ClientError::Server { definite, message })
+            }
             Attempt::Answer(answer) => Ok(answer),
             Attempt::NotSent(why) | Attempt::Lost(why) => {
                 Err(io_error(io::Error::new(io::ErrorKind::TimedOut, why)))
@@ -837,7 +852,7 @@ fn open_connection(
     stream.set_nodelay(true)?;
     let write_timeout = remaining(deadline)?;
     stream.set_write_timeout(Some(write_timeout))?;
-    stream.write_all(&Handshake::client(options.cluster_id).encode())?;
+    stream.write_all(&client_hello(options))?;
     let mut theirs = [0u8; HANDSHAKE_BYTES];
     let read_timeout = remaining(deadline)?;
     stream.set_read_timeout(Some(read_timeout))?;
@@ -857,6 +872,20 @@ fn open_connection(
         read_timeout: Some(read_timeout),
         write_timeout: Some(write_timeout),
     })
+}
+
+/// The client handshake, with the token block when the options carry a token
+/// (`wire/PROTOCOL.md` section 2.1).
+fn client_hello(options: &ClientOptions) -> Vec<u8> {
+    let hello = Handshake::client(options.cluster_id);
+    let Some(token) = &options.token else {
+        return hello.encode().to_vec();
+    };
+    let mut bytes = hello.with_auth().encode().to_vec();
+    let len = u16::try_from(token.bytes().len()).expect("a token is at most 1024 bytes");
+    bytes.extend_from_slice(&len.to_le_bytes());
+    bytes.extend_from_slice(token.bytes());
+    bytes
 }
 
 /// The handshake's read failed: say why in the words an operator needs. A node closes the
@@ -1087,6 +1116,7 @@ mod tests {
             backoff_max: Duration::from_millis(20),
             cluster_id: CLUSTER_ID_DEFAULT,
             unreachable_give_up: None,
+            token: None,
         }
     }
 

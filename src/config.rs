@@ -96,6 +96,14 @@ pub struct Config {
     /// `rcraft members add` adds it. Read only when the data dir is fresh, like
     /// `initial_voters`, which it excludes.
     pub join: bool,
+    /// A file holding the cluster secret(s), one per line, private to its owner: peers must
+    /// prove they hold one (SECURITY.md). `None`: peers are trusted by their handshake.
+    pub secret_file: Option<PathBuf>,
+    /// A file of client tokens (reads, writes, status), private to its owner.
+    pub client_token_file: Option<PathBuf>,
+    /// A file of admin tokens (everything, including membership, snapshot and transfer),
+    /// private to its owner. With neither token file, every client may do everything.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// The cluster id used when neither the file nor the command line gives one ("rcraft").
@@ -130,6 +138,9 @@ impl Config {
             metrics_addr: None,
             initial_voters: None,
             join: false,
+            secret_file: None,
+            client_token_file: None,
+            admin_token_file: None,
         };
         for setting in SETTINGS {
             if let (Some(store), Some(value)) = (setting.store, setting.default_value()) {

@@ -118,7 +118,45 @@ fn half_a_frame_that_stalls_is_closed_after_the_stall_timeout() {
     // A connection that never sends a handshake is closed the same way.
     let mut silent = TcpStream::connect(fixture.addr).unwrap();
     assert_closed_by_server(&mut silent);
+    assert_eq!(fixture.node.stats().connections_stalled, 2);
     finish(fixture, 2);
+}
+
+#[test]
+fn connections_over_the_per_address_cap_are_closed_at_once() {
+    let listener = listener();
+    let addr = listener.local_addr().unwrap();
+    let mut config = config(1, addr, &[]);
+    config.connections_per_address_max = 2;
+    let (node, events) = spawn(listener, config, 64);
+    let echo = echo_server(events, node.sender());
+    let mut first = TestClient::connect(addr);
+    let _second = raw(addr, &client_handshake());
+    let mut third = TcpStream::connect(addr).unwrap();
+    assert_closed_by_server(&mut third);
+    assert_eq!(node.stats().connections_refused_per_address, 1);
+    // The connections within the cap still work, and a slot freed is usable again.
+    check_client(&mut first, 1);
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // Answered with the node's handshake once the closed connection's slot is free.
+        let mut stream = raw(addr, &client_handshake());
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut answer = [0u8; HANDSHAKE_BYTES];
+        if std::io::Read::read_exact(&mut stream, &mut answer).is_ok() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot was never freed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    node.shutdown();
+    echo.join().unwrap();
 }
 
 #[test]

@@ -93,6 +93,12 @@ impl RcraftCluster {
         };
         RcraftCluster { servers, options }
     }
+
+    /// The same, sending `token` in every handshake (nodes with token files).
+    pub fn with_token(mut self, token: Option<rcraft::node::net::auth::Token>) -> RcraftCluster {
+        self.options.token = token;
+        self
+    }
 }
 
 fn op_error(error: ClientError) -> OpError {

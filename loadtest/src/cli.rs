@@ -84,6 +84,32 @@ pub struct Args {
     /// Write an SVG chart of throughput and p99 per second to PATH.
     #[arg(long, value_name = "PATH")]
     pub chart: Option<PathBuf>,
+    /// A file (mode 600) whose first line is the client token to send, for nodes started
+    /// with token files (blocking client only, `--pipeline 1`) [default: $RCRAFT_TOKEN_FILE].
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl Args {
+    /// The token to send: `--token-file`, else `$RCRAFT_TOKEN_FILE`, else none.
+    pub fn token(&self) -> Result<Option<rcraft::node::net::auth::Token>> {
+        let from_env = || {
+            std::env::var_os("RCRAFT_TOKEN_FILE")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+        };
+        let Some(path) = self.token_file.clone().or_else(from_env) else {
+            return Ok(None);
+        };
+        if self.pipeline > 1 {
+            return Err(Error::Usage(
+                "a token is sent by the blocking client only: use --pipeline 1".into(),
+            ));
+        }
+        rcraft::node::net::auth::Token::from_file(&path)
+            .map(Some)
+            .map_err(Error::Usage)
+    }
 }
 
 /// Where the load goes.

@@ -18,14 +18,17 @@ fn write_file(path: &std::path::Path, contents: &str) -> rcraft_loadtest::Result
 }
 
 fn main_inner() -> rcraft_loadtest::Result<i32> {
-    let settings = Args::parse().into_settings()?;
+    let args = Args::parse();
+    let token = args.token()?;
+    let settings = args.into_settings()?;
     let interrupt = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, interrupt.clone())
             .map_err(|e| Error::io("installing signal handlers", e))?;
     }
-    let make_access: &run::AccessFactory = &|addrs, timeout| {
-        Arc::new(RcraftCluster::new(addrs.to_vec(), timeout)) as Arc<dyn ClusterAccess>
+    let make_access: &run::AccessFactory = &move |addrs, timeout| {
+        let cluster = RcraftCluster::new(addrs.to_vec(), timeout).with_token(token.clone());
+        Arc::new(cluster) as Arc<dyn ClusterAccess>
     };
     let summary = run::run(&settings, make_access, interrupt)?;
     println!("{}", summary.to_text());

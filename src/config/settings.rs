@@ -34,6 +34,8 @@ pub enum Kind {
     Path,
     /// One `HOST:PORT` address.
     Address,
+    /// A file.
+    File,
     /// A comma-separated list of `HOST:PORT` addresses.
     Addresses,
     /// A comma-separated list of node ids.
@@ -51,6 +53,8 @@ pub enum Part {
     Clients,
     /// When snapshots are taken and how they are sent.
     Snapshots,
+    /// Authentication of peers and clients (SECURITY.md).
+    Security,
     /// Logging.
     Logging,
     /// Metrics and health checks.
@@ -65,6 +69,7 @@ impl Part {
             Part::Consensus => "consensus",
             Part::Clients => "clients",
             Part::Snapshots => "snapshots",
+            Part::Security => "security",
             Part::Logging => "logging",
             Part::Monitoring => "monitoring",
         }
@@ -433,6 +438,46 @@ pub static SETTINGS: &[Setting] = &[
         store: Some(|c, v| c.snapshot_bytes_per_sec = v.number()),
     },
     Setting {
+        key: "secret_file",
+        craft_key: None,
+        flag: "--secret-file",
+        kind: Kind::File,
+        default: None,
+        min: 0,
+        max: 0,
+        help: "File (mode 600) holding the cluster secret, one per line (the first proves, any \
+               is accepted: rotation): peers must prove they hold it before they can vote, \
+               append or be counted [default: peers are trusted]",
+        part: Part::Security,
+        store: Some(|c, v| c.secret_file = Some(path_of(v))),
+    },
+    Setting {
+        key: "client_token_file",
+        craft_key: None,
+        flag: "--client-token-file",
+        kind: Kind::File,
+        default: None,
+        min: 0,
+        max: 0,
+        help: "File (mode 600) of client tokens, one per line: reads, writes and status need \
+               one (or an admin token) [default with no token file: clients may do anything]",
+        part: Part::Security,
+        store: Some(|c, v| c.client_token_file = Some(path_of(v))),
+    },
+    Setting {
+        key: "admin_token_file",
+        craft_key: None,
+        flag: "--admin-token-file",
+        kind: Kind::File,
+        default: None,
+        min: 0,
+        max: 0,
+        help: "File (mode 600) of admin tokens, one per line: membership changes, snapshots \
+               and leadership transfer need one",
+        part: Part::Security,
+        store: Some(|c, v| c.admin_token_file = Some(path_of(v))),
+    },
+    Setting {
         key: "loglevel",
         craft_key: Some("loglevel"),
         flag: "--log-level",
@@ -466,6 +511,13 @@ pub static SETTINGS: &[Setting] = &[
         }),
     },
 ];
+
+fn path_of(value: &Value) -> PathBuf {
+    match value {
+        Value::Path(path) => path.clone(),
+        other => panic!("setting value {other:?} is not a path"),
+    }
+}
 
 /// The setting named `key` (its rcraft key).
 ///
@@ -527,6 +579,10 @@ impl Setting {
                     value: text.to_string(),
                     reason,
                 }),
+            Kind::File if text.is_empty() => Err(ConfigProblem::BadValue(format!(
+                "{name}: a file name is needed"
+            ))),
+            Kind::File => Ok(Value::Path(PathBuf::from(text))),
             Kind::Addresses => parse_addresses(text).map(Value::Addresses),
             Kind::Ids => parse_id_list(name, text).map(Value::Ids),
         }
@@ -625,6 +681,7 @@ impl Setting {
             Kind::LogLevel => "LEVEL",
             Kind::Path => "DIR",
             Kind::Address => "HOST:PORT",
+            Kind::File => "FILE",
             Kind::Addresses => "HOST:PORT,...",
             Kind::Ids => "ID,ID,...",
         }

@@ -122,6 +122,27 @@ pub const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest HTTP request head the metrics responder reads; the rest is ignored.
 pub const HTTP_REQUEST_BYTES_MAX: usize = 8 << 10;
 
+// Abuse limits of the network thread (SECURITY.md). `NetConfig` starts from these; each
+// refusal is logged and counted in `NetStatsSnapshot`.
+
+/// Most simultaneous inbound connections; more are accepted and closed at once
+/// (`connections_refused`).
+pub const CONNECTIONS_MAX: usize = 4096;
+
+/// Most simultaneous inbound connections from one source IP address, so that one client
+/// cannot take every connection slot; more are closed at once
+/// (`connections_refused_per_address`).
+pub const CONNECTIONS_PER_ADDRESS_MAX: usize = 512;
+
+/// Requests one client connection may have in flight (pending); past this the node stops
+/// reading that connection until answers go out (`client_pauses`).
+pub const CLIENT_REQUESTS_IN_FLIGHT_MAX: usize = 1024;
+
+/// Time a connection has to complete its handshake (authentication included), and a started
+/// frame to arrive in full; a connection that sends half a handshake or half a frame and
+/// waits is closed after it (`connections_stalled`).
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,7 @@
 //! net.shutdown();
 //! ```
 
+pub mod auth;
 mod delivery;
 mod event_loop;
 mod inbound;
@@ -62,15 +63,15 @@ pub const PEER_QUEUE_FRAMES: usize = 4096;
 /// Default cap on bytes queued for one peer.
 pub const PEER_QUEUE_BYTES: usize = 32 << 20;
 /// Default cap on requests one client may have in flight before the loop stops reading it.
-pub const CLIENT_INFLIGHT_MAX: usize = 1024;
+pub const CLIENT_INFLIGHT_MAX: usize = super::limits::CLIENT_REQUESTS_IN_FLIGHT_MAX;
 /// Unsent response bytes at which the loop stops reading a client's requests.
 pub const CLIENT_PENDING_OUT_BYTES_MAX: usize = 4 << 20;
 /// Most simultaneous inbound connections; more are accepted and closed at once.
-pub const CONNECTIONS_MAX: usize = 4096;
+pub const CONNECTIONS_MAX: usize = super::limits::CONNECTIONS_MAX;
 /// Bytes read from a socket per `read` call.
 pub const READ_CHUNK_BYTES: usize = 64 << 10;
 /// Default time allowed for a handshake or for the rest of a started frame to arrive.
-pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub const STALL_TIMEOUT: Duration = super::limits::STALL_TIMEOUT;
 /// Default time allowed for an outbound TCP connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// First delay before re-dialling a peer after a failure.
@@ -103,6 +104,8 @@ pub struct NetConfig {
     pub peer_queue_bytes: usize,
     /// Cap on requests one client may have in flight.
     pub client_inflight_max: usize,
+    /// Cap on simultaneous inbound connections from one IP address.
+    pub connections_per_address_max: usize,
     /// Time allowed for a handshake, or for a started frame to complete.
     pub stall_timeout: Duration,
     /// Time allowed for an outbound connect.
@@ -115,6 +118,13 @@ pub struct NetConfig {
     /// an answer arriving within it costs no thread wake-up. Zero (the default) never spins;
     /// it trades CPU for latency, so measure before enabling (docs/BENCHMARKS.md, "Wire").
     pub idle_spin: Duration,
+    /// The cluster secrets: when set, peers must prove they hold one (mutual HMAC
+    /// challenge-response, `auth.rs`) before any of their frames is read, and this node
+    /// proves it to the peers it dials. `None`: peers are trusted by their handshake.
+    pub peer_secrets: Option<Arc<auth::PeerSecrets>>,
+    /// The client and admin tokens: when set, a client's requests need the permission of the
+    /// token it sent (`auth::Permission`). `None`: every client may do everything.
+    pub client_tokens: Option<Arc<auth::ClientTokens>>,
 }
 
 impl NetConfig {
@@ -134,11 +144,14 @@ impl NetConfig {
             peer_queue_frames: PEER_QUEUE_FRAMES,
             peer_queue_bytes: PEER_QUEUE_BYTES,
             client_inflight_max: CLIENT_INFLIGHT_MAX,
+            connections_per_address_max: super::limits::CONNECTIONS_PER_ADDRESS_MAX,
             stall_timeout: STALL_TIMEOUT,
             connect_timeout: CONNECT_TIMEOUT,
             reconnect_backoff_min: RECONNECT_BACKOFF_MIN,
             reconnect_backoff_max: RECONNECT_BACKOFF_MAX,
             idle_spin: Duration::ZERO,
+            peer_secrets: None,
+            client_tokens: None,
         }
     }
 }
@@ -227,6 +240,10 @@ pub struct NetStats {
     bytes_sent: AtomicU64,
     frames_received: AtomicU64,
     client_connections: AtomicU64,
+    auth_failures: AtomicU64,
+    requests_refused_permission: AtomicU64,
+    connections_refused_per_address: AtomicU64,
+    connections_stalled: AtomicU64,
 }
 
 /// A copy of the network thread's counters at one moment.
@@ -264,6 +281,17 @@ pub struct NetStatsSnapshot {
     pub frames_received: u64,
     /// Client connections open now (handshake done).
     pub client_connections: u64,
+    /// Peers that failed to prove they hold the cluster secret (or could not check ours), and
+    /// clients that sent a token this node does not know.
+    pub auth_failures: u64,
+    /// Client requests refused for lack of permission.
+    pub requests_refused_permission: u64,
+    /// Inbound connections closed at once because their source address had
+    /// `connections_per_address_max` open.
+    pub connections_refused_per_address: u64,
+    /// Connections closed because a handshake or a started frame did not complete within the
+    /// stall timeout.
+    pub connections_stalled: u64,
 }
 
 impl NetStats {
@@ -285,6 +313,10 @@ impl NetStats {
             bytes_sent: get(&self.bytes_sent),
             frames_received: get(&self.frames_received),
             client_connections: get(&self.client_connections),
+            auth_failures: get(&self.auth_failures),
+            requests_refused_permission: get(&self.requests_refused_permission),
+            connections_refused_per_address: get(&self.connections_refused_per_address),
+            connections_stalled: get(&self.connections_stalled),
         }
     }
 }

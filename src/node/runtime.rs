@@ -21,6 +21,7 @@ use super::limits::{
 use super::mailbox::{Doorbell, ringing};
 use super::metrics::{MetricsHook, NodeMetrics};
 use super::metrics_http::{MetricsServer, MetricsSource};
+use super::net::auth::{ClientTokens, PeerSecrets};
 use super::net::{NetConfig, NetHandle, Network};
 use super::snapshot_files::StoreSnapshots;
 use super::storage_thread::open_storage;
@@ -62,6 +63,7 @@ impl Node {
             Error::io(format!("listening on {listen}"), e)
         })?;
         data_dir::check_or_record(&config)?;
+        warn_if_data_dir_is_open(&config);
         // The configuration before any membership entry: `initial_voters` on a fresh data
         // dir, else the one stored there at the first start.
         let initial_membership = initial_voters::load_or_store(&config)?;
@@ -75,7 +77,7 @@ impl Node {
         let (net_tx, net_rx) = bounded(NET_EVENT_QUEUE_DEPTH);
         let bell = consensus_bell.clone();
         let notify = Box::new(move || bell.ring());
-        let net = Network::spawn_notifying(listener, net_config(&config), net_tx, notify)
+        let net = Network::spawn_notifying(listener, net_config(&config)?, net_tx, notify)
             .map_err(|e| Error::io(format!("starting the network thread on {listen}"), e))?;
         let transport: Arc<dyn Transport> = Arc::new(net.sender());
         let replier = Replier::new(transport);
@@ -316,7 +318,27 @@ fn seed(id: NodeId) -> u64 {
     nanos ^ id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-fn net_config(config: &Config) -> NetConfig {
+/// Reports a data directory that group or others may read or enter: its log and snapshots
+/// hold every client's data (SECURITY.md, files at rest). A warning, not a refusal: the
+/// operator may have reasons (a shared backup user), and refusing would stop a running
+/// cluster's restart.
+fn warn_if_data_dir_is_open(config: &Config) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(metadata) = std::fs::metadata(&config.data_dir) else {
+        return;
+    };
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        log::warn!(
+            "node {}: data dir {} has mode {mode:03o}: group or others can read the log and \
+             snapshots; chmod 700 it",
+            config.id,
+            config.data_dir.display()
+        );
+    }
+}
+
+fn net_config(config: &Config) -> Result<NetConfig> {
     let peers: BTreeMap<NodeId, _> = config
         .servers
         .iter()
@@ -325,5 +347,16 @@ fn net_config(config: &Config) -> NetConfig {
         .filter(|(id, _)| *id != config.id)
         .collect();
     let listen = config.listen_address();
-    NetConfig::new(config.id, config.cluster_id, listen, peers)
+    let mut net = NetConfig::new(config.id, config.cluster_id, listen, peers);
+    if let Some(path) = &config.secret_file {
+        let secrets = PeerSecrets::from_file(path).map_err(Error::Config)?;
+        net.peer_secrets = Some(Arc::new(secrets));
+    }
+    let (client, admin) = (&config.client_token_file, &config.admin_token_file);
+    if client.is_some() || admin.is_some() {
+        let tokens =
+            ClientTokens::from_files(client.as_deref(), admin.as_deref()).map_err(Error::Config)?;
+        net.client_tokens = Some(Arc::new(tokens));
+    }
+    Ok(net)
 }

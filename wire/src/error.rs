@@ -74,6 +74,13 @@ pub enum Error {
     InvalidArchive(String),
     /// rkyv could not serialize or deserialize a value.
     Serialize(String),
+    /// A client token block announces an empty token or one over the limit.
+    BadTokenLength {
+        /// The announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// `Result` with this crate's [`Error`].
@@ -116,6 +123,9 @@ impl fmt::Display for Error {
             }
             Error::InvalidArchive(why) => write!(f, "invalid payload archive: {why}"),
             Error::Serialize(why) => write!(f, "rkyv (de)serialization failed: {why}"),
+            Error::BadTokenLength { len, max } => {
+                write!(f, "client token of {len} bytes (expected 1 to {max})")
+            }
         }
     }
 }

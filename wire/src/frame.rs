@@ -21,7 +21,7 @@
 //! is out of sync and the connection must be closed).
 
 use crate::error::{Error, Result};
-use crate::handshake::Handshake;
+use crate::handshake::{Handshake, TOKEN_BYTES_MAX};
 use crate::limits::{FRAME_HEADER_BYTES, HANDSHAKE_BYTES, PAYLOAD_ALIGN, PROTOCOL_VERSION};
 use crate::message::{
     ArchivedClientRequest, ArchivedClientResponse, ArchivedMessage, ClientRequest, ClientResponse,
@@ -347,6 +347,44 @@ impl FrameDecoder {
             let handshake = Handshake::decode(bytes)?;
             decoder.consumed += HANDSHAKE_BYTES;
             Ok(Some(handshake))
+        })
+    }
+
+    /// Takes a fixed-size block (an authentication nonce or proof, `wire/PROTOCOL.md`
+    /// section 2) off the front of the stream once all of its bytes have arrived.
+    pub fn next_block<const N: usize>(&mut self) -> Result<Option<[u8; N]>> {
+        self.checked(|decoder| {
+            let Some(bytes) = decoder.buffer[decoder.consumed..].get(..N) else {
+                return Ok(None);
+            };
+            let block: [u8; N] = bytes.try_into().expect("block length");
+            decoder.consumed += N;
+            Ok(Some(block))
+        })
+    }
+
+    /// Takes a client token block (u16 length, then that many bytes, 1 to
+    /// [`TOKEN_BYTES_MAX`]) off the front of the stream once all of it has arrived; a bad
+    /// length is refused as soon as its two bytes are in.
+    pub fn next_token(&mut self) -> Result<Option<Vec<u8>>> {
+        self.checked(|decoder| {
+            let rest = &decoder.buffer[decoder.consumed..];
+            let Some(len) = rest.get(..2) else {
+                return Ok(None);
+            };
+            let len = u16::from_le_bytes([len[0], len[1]]) as usize;
+            if len == 0 || len > TOKEN_BYTES_MAX {
+                return Err(Error::BadTokenLength {
+                    len,
+                    max: TOKEN_BYTES_MAX,
+                });
+            }
+            let Some(token) = rest.get(2..2 + len) else {
+                return Ok(None);
+            };
+            let token = token.to_vec();
+            decoder.consumed += 2 + len;
+            Ok(Some(token))
         })
     }
 

@@ -8,10 +8,17 @@
 //! | 0..6 | magic `RCRAFT` |
 //! | 6..8 | protocol version, u16 |
 //! | 8 | role: 1 = peer, 2 = client |
-//! | 9..12 | reserved, zero |
+//! | 9 | flags: bit 0 = an authentication block follows ([`Handshake::auth`]) |
+//! | 10..12 | reserved, zero |
 //! | 12..20 | cluster id, u64 |
 //! | 20..28 | node id of a peer, u64 (zero for a client) |
 //! | 28..32 | CRC-32C of bytes 0..28, u32 |
+//!
+//! With the auth flag set, the handshake is followed by a block whose layout depends on who
+//! sends it (`wire/PROTOCOL.md`, section 2): a peer's nonce ([`NONCE_BYTES`]), an acceptor's
+//! nonce and proof ([`MAC_BYTES`]), or a client's token (a u16 length, then at most
+//! [`TOKEN_BYTES_MAX`] bytes). [`FrameDecoder`](crate::FrameDecoder) takes these blocks off the
+//! stream; computing and checking proofs is the node's business, not this crate's.
 //!
 //! Pure values: no I/O, no state; owned by whichever thread holds the connection.
 
@@ -24,6 +31,15 @@ pub const HANDSHAKE_MAGIC: [u8; 6] = *b"RCRAFT";
 
 const ROLE_PEER: u8 = 1;
 const ROLE_CLIENT: u8 = 2;
+/// Flag bit: an authentication block follows the handshake.
+const FLAG_AUTH: u8 = 1;
+
+/// Length of the random nonce each side of an authenticated peer handshake contributes.
+pub const NONCE_BYTES: usize = 32;
+/// Length of a handshake proof (an HMAC-SHA256 tag).
+pub const MAC_BYTES: usize = 32;
+/// Longest client token accepted in a handshake.
+pub const TOKEN_BYTES_MAX: usize = 1024;
 const CHECKSUMMED_BYTES: usize = HANDSHAKE_BYTES - 4;
 
 /// Who is on the other end of a connection.
@@ -42,6 +58,9 @@ pub struct Handshake {
     pub cluster_id: u64,
     /// The sender's role.
     pub role: ConnectionRole,
+    /// An authentication block follows: a peer's nonce (and, from the acceptor, its proof),
+    /// or a client's token.
+    pub auth: bool,
 }
 
 impl Handshake {
@@ -50,6 +69,7 @@ impl Handshake {
         Handshake {
             cluster_id,
             role: ConnectionRole::Peer(node_id),
+            auth: false,
         }
     }
 
@@ -58,7 +78,13 @@ impl Handshake {
         Handshake {
             cluster_id,
             role: ConnectionRole::Client,
+            auth: false,
         }
+    }
+
+    /// The same handshake announcing an authentication block after it.
+    pub fn with_auth(self) -> Handshake {
+        Handshake { auth: true, ..self }
     }
 
     /// The bytes to send.
@@ -71,6 +97,7 @@ impl Handshake {
             ConnectionRole::Client => (ROLE_CLIENT, 0),
         };
         bytes[8] = role;
+        bytes[9] = if self.auth { FLAG_AUTH } else { 0 };
         bytes[12..20].copy_from_slice(&self.cluster_id.to_le_bytes());
         bytes[20..28].copy_from_slice(&node_id.to_le_bytes());
         let crc = crc32c::crc32c(&bytes[..CHECKSUMMED_BYTES]);
@@ -102,7 +129,7 @@ impl Handshake {
                 computed,
             });
         }
-        if bytes[9..12] != [0, 0, 0] {
+        if bytes[9] & !FLAG_AUTH != 0 || bytes[10..12] != [0, 0] {
             return Err(Error::NonZeroReserved);
         }
         let cluster_id = u64::from_le_bytes(bytes[12..20].try_into().expect("eight bytes"));
@@ -113,7 +140,12 @@ impl Handshake {
             ROLE_CLIENT => return Err(Error::NonZeroReserved),
             other => return Err(Error::UnknownRole(other)),
         };
-        Ok(Handshake { cluster_id, role })
+        let auth = bytes[9] & FLAG_AUTH != 0;
+        Ok(Handshake {
+            cluster_id,
+            role,
+            auth,
+        })
     }
 
     /// Refuses a handshake from another cluster.
@@ -147,7 +179,12 @@ mod tests {
 
     #[test]
     fn peer_and_client_handshakes_roundtrip() {
-        for handshake in [Handshake::peer(7, NodeId(3)), Handshake::client(7)] {
+        for handshake in [
+            Handshake::peer(7, NodeId(3)),
+            Handshake::client(7),
+            Handshake::peer(7, NodeId(3)).with_auth(),
+            Handshake::client(7).with_auth(),
+        ] {
             assert_eq!(Handshake::decode(&handshake.encode()), Ok(handshake));
         }
     }

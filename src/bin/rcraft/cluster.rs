@@ -4,6 +4,7 @@
 use clap::Args;
 use rcraft::client::{Client, ClientError, ClientOptions};
 use rcraft::config::{self, ConfigFile};
+use rcraft::node::net::auth::Token;
 use rcraft::wire::{NodeId, NodeStatus};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,6 +23,26 @@ pub(crate) struct ClusterArgs {
     /// Cluster id sent in the handshake [default: the file's, else rcraft's].
     #[arg(long, value_name = "N")]
     pub(crate) cluster_id: Option<String>,
+    /// A file (mode 600) whose first line is the client or admin token to send, for nodes
+    /// started with token files [default: $RCRAFT_TOKEN_FILE, else none].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) token_file: Option<PathBuf>,
+}
+
+/// The environment variable that stands in for `--token-file`.
+pub(crate) const TOKEN_FILE_ENV: &str = "RCRAFT_TOKEN_FILE";
+
+/// The token to send: `--token-file`, else `RCRAFT_TOKEN_FILE`, else none.
+pub(crate) fn token_of(args: &ClusterArgs) -> Result<Option<Token>, String> {
+    let from_env = || {
+        std::env::var_os(TOKEN_FILE_ENV)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+    };
+    match args.token_file.clone().or_else(from_env) {
+        Some(path) => Token::from_file(&path).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// The environment variable that stands in for `--servers` (as `ETCDCTL_ENDPOINTS` does).

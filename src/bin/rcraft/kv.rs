@@ -1,11 +1,12 @@
 //! `rcraft kv`: the key-value client, single-shot (the command as arguments) or pipe mode
 //! (one command per stdin line, one JSON object per stdout line, flushed each time).
 
-use crate::cluster::{ClusterArgs, client_options, cluster_of};
+use crate::cluster::{ClusterArgs, client_options, cluster_of, token_of};
 use crate::json::bytes_value;
 use crate::kv_line::{KvLine, parse_line, parse_words};
 use crate::{EXIT_FAILED, EXIT_USAGE, usage_error};
 use clap::Args;
+use rcraft::client::ClientOptions;
 use rcraft::kv_client::{CasOutcome, KvClient};
 use serde_json::{Value, json};
 use std::io::{self, BufRead, Write};
@@ -81,7 +82,13 @@ pub(crate) fn kv(args: &KvArgs) -> ExitCode {
         Ok(found) => found,
         Err(e) => return usage_error("kv", &e),
     };
-    let options = client_options(args.timeout_ms, cluster_id);
+    let options = match token_of(&args.cluster) {
+        Ok(token) => ClientOptions {
+            token,
+            ..client_options(args.timeout_ms, cluster_id)
+        },
+        Err(e) => return usage_error("kv", &e),
+    };
     let mut client = match KvClient::new(&servers, options) {
         Ok(client) => client,
         Err(e) => return usage_error("kv", &e),

@@ -3,7 +3,7 @@
 //! caught up and retries refusals. Exit 0 on success, 2 for a usage error (nothing was asked
 //! of the cluster), 1 when the cluster did not do it.
 
-use crate::cluster::{ClusterArgs, Listed, address_of, cluster_of, directory};
+use crate::cluster::{ClusterArgs, Listed, address_of, cluster_of, directory, token_of};
 use crate::{EXIT_FAILED, EXIT_USAGE};
 use clap::{Args, Subcommand};
 use rcraft::admin::{AdminError, MemberAdmin, MemberChange, describe_membership};
@@ -56,6 +56,10 @@ pub(crate) struct MembersCommon {
     /// Cluster id sent in the handshake [default: the file's, else rcraft's].
     #[arg(long, value_name = "N", global = true)]
     pub(crate) cluster_id: Option<String>,
+    /// A file (mode 600) whose first line is the admin token to send, for nodes started with
+    /// token files [default: $RCRAFT_TOKEN_FILE, else none].
+    #[arg(long, value_name = "PATH", global = true)]
+    pub(crate) token_file: Option<PathBuf>,
     /// Deadline for the whole command: finding the leader, the change, catching up.
     #[arg(long, value_name = "N", default_value_t = MEMBERS_TIMEOUT_MS_DEFAULT, global = true)]
     pub(crate) timeout_ms: u64,
@@ -68,6 +72,7 @@ impl MembersCommon {
             servers: self.servers.clone(),
             config: self.config.clone(),
             cluster_id: self.cluster_id.clone(),
+            token_file: self.token_file.clone(),
         }
     }
 }
@@ -163,13 +168,15 @@ pub(crate) struct MembersContext {
 impl MembersContext {
     pub(crate) fn new(common: &MembersCommon) -> Result<MembersContext, MembersFailure> {
         let (servers, cluster_id) = cluster_of(&common.cluster()).map_err(MembersFailure::usage)?;
+        let token = token_of(&common.cluster()).map_err(MembersFailure::usage)?;
         let timeout = Duration::from_millis(common.timeout_ms);
         let options = ClientOptions {
             attempt_timeout: timeout.min(ATTEMPT_TIMEOUT_MAX),
+            token: token.clone(),
             ..ClientOptions::with_timeout(timeout, cluster_id)
         };
         Ok(MembersContext {
-            admin: MemberAdmin::new(servers.clone(), cluster_id, timeout),
+            admin: MemberAdmin::new(servers.clone(), cluster_id, timeout).with_token(token),
             listed: directory(&servers, &options),
             servers,
         })

@@ -73,6 +73,11 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
         Err(e) => return usage_error("serve", &e),
     };
     init_logging(&config.log_level);
+    // Everything the node creates (data dir 0700, its files 0600) is private to its owner:
+    // the log and snapshots hold every client's data (SECURITY.md, files at rest).
+    // SAFETY: umask(2) only sets the process's file-creation mask; it cannot fail and touches
+    // no memory.
+    unsafe { libc::umask(0o077) };
     let dir = config.data_dir.display();
     if config.data_dir.exists() && !config.data_dir.is_dir() {
         return usage_error(
@@ -84,6 +89,7 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
     if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
         return usage_error("serve", &format!("data dir {dir}: cannot create: {e}"));
     }
+    warn_if_open(&config);
     let data_dir = config.data_dir.clone();
     let code = run_node(config);
     // A start that failed before writing anything (the port is taken, the address is not
@@ -92,6 +98,24 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
         let _ = std::fs::remove_dir(&data_dir);
     }
     code
+}
+
+/// Says at start what a node without a secret or tokens trusts (SECURITY.md).
+fn warn_if_open(config: &Config) {
+    let id = config.id;
+    if config.secret_file.is_none() {
+        log::warn!(
+            "node {id}: no --secret-file: any process that reaches this port can act as a \
+             peer (vote, append, send snapshots); for a trusted network only (SECURITY.md)"
+        );
+    }
+    if config.client_token_file.is_none() && config.admin_token_file.is_none() {
+        log::warn!(
+            "node {id}: no --client-token-file or --admin-token-file: any client that reaches \
+             this port can read, write and change membership; for a trusted network only \
+             (SECURITY.md)"
+        );
+    }
 }
 
 /// Runs the node with the built-in KV store until SIGTERM or SIGINT (exit 0). A failure to

@@ -1,8 +1,11 @@
 //! `rcraft snapshot`: ask nodes to snapshot their state machine and compact their log now.
 
-use crate::cluster::{ClusterArgs, address_of, ask_each, cluster_of, directory, per_node_options};
+use crate::cluster::{
+    ClusterArgs, address_of, ask_each, cluster_of, directory, per_node_options, token_of,
+};
 use crate::{EXIT_FAILED, usage_error};
 use clap::Args;
+use rcraft::client::ClientOptions;
 use rcraft::config;
 use rcraft::wire::NodeId;
 use std::io::{self, Write};
@@ -32,9 +35,20 @@ pub(crate) fn snapshot(args: &SnapshotArgs) -> ExitCode {
         Ok(found) => found,
         Err(e) => return usage_error("snapshot", &e),
     };
-    let options = per_node_options(args.timeout_ms, cluster_id);
+    let token = match token_of(&args.cluster) {
+        Ok(token) => token,
+        Err(e) => return usage_error("snapshot", &e),
+    };
+    let with_token = |options| ClientOptions {
+        token: token.clone(),
+        ..options
+    };
+    let options = with_token(per_node_options(args.timeout_ms, cluster_id));
     // Nodes are named by the ids they report, whatever the order of the list.
-    let listed = directory(&servers, &per_node_options(STATUS_TIMEOUT_MS, cluster_id));
+    let listed = directory(
+        &servers,
+        &with_token(per_node_options(STATUS_TIMEOUT_MS, cluster_id)),
+    );
     let asked: Vec<(NodeId, SocketAddr)> = match args.id {
         Some(id) => match address_of(&listed, NodeId(id)) {
             Some(address) => vec![(NodeId(id), address)],

@@ -1,10 +1,12 @@
 //! `rcraft status`: every node's role, term, leader and log indexes, as a table or one JSON
 //! object per line; exit 0 when a leader is known.
 
-use crate::cluster::{ClusterArgs, Listed, ask_each, cluster_of, directory, per_node_options};
+use crate::cluster::{
+    ClusterArgs, Listed, ask_each, cluster_of, directory, per_node_options, token_of,
+};
 use crate::{EXIT_FAILED, usage_error};
 use clap::Args;
-use rcraft::client::ClientError;
+use rcraft::client::{ClientError, ClientOptions};
 use rcraft::wire::{Role, StageLatency};
 use serde_json::json;
 use std::io::{self, Write};
@@ -39,7 +41,14 @@ pub(crate) fn status(args: &StatusArgs) -> ExitCode {
         Ok(found) => found,
         Err(e) => return usage_error("status", &e),
     };
-    let options = per_node_options(args.timeout_ms, cluster_id);
+    let token = match token_of(&args.cluster) {
+        Ok(token) => token,
+        Err(e) => return usage_error("status", &e),
+    };
+    let options = ClientOptions {
+        token,
+        ..per_node_options(args.timeout_ms, cluster_id)
+    };
     let deadline = Instant::now() + Duration::from_millis(args.wait.unwrap_or(0));
     let mut listed = directory(&servers, &options);
     while !leader_known(&listed) && Instant::now() + WAIT_POLL_INTERVAL < deadline {

@@ -21,6 +21,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use rcraft_wire::{ClientResponse, ConnectionRole, Message, NodeId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,6 +67,9 @@ pub(super) struct EventLoop {
     next_sweep: Instant,
     /// Set when `accept` failed for lack of resources; retried at the next sweep.
     accept_pending: bool,
+    /// Open inbound connections per source address. Invariant: the count of `inbound`'s
+    /// connections from that address; no zero entries.
+    per_address: HashMap<IpAddr, usize>,
 }
 
 impl EventLoop {
@@ -99,6 +103,7 @@ impl EventLoop {
             paused: BTreeSet::new(),
             next_sweep: now,
             accept_pending: false,
+            per_address: HashMap::new(),
             config: parts.config,
         };
         Ok((event_loop, waker))
@@ -214,6 +219,13 @@ impl EventLoop {
             bump(&self.delivery.stats.connections_refused, 1);
             return;
         }
+        let from_address = self.per_address.get(&addr.ip()).copied().unwrap_or(0);
+        if from_address >= self.config.connections_per_address_max {
+            let max = self.config.connections_per_address_max;
+            log::warn!("node {node}: refusing connection from {addr}: {max} open from its address");
+            bump(&self.delivery.stats.connections_refused_per_address, 1);
+            return;
+        }
         if let Err(e) = stream.set_nodelay(true) {
             log::warn!("node {node}: dropping connection from {addr}: TCP_NODELAY: {e}");
             return;
@@ -234,6 +246,7 @@ impl EventLoop {
             Instant::now(),
         );
         self.inbound.insert(token, conn);
+        *self.per_address.entry(addr.ip()).or_insert(0) += 1;
         // Edge-triggered: bytes may already be waiting.
         self.service_inbound(token);
     }
@@ -322,6 +335,12 @@ impl EventLoop {
         };
         self.paused.remove(&token);
         self.dirty_inbound.remove(&token);
+        if let Some(count) = self.per_address.get_mut(&conn.addr.ip()) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_address.remove(&conn.addr.ip());
+            }
+        }
         let node = self.config.node_id;
         let what = conn.describe();
         match reason {
@@ -552,6 +571,7 @@ impl EventLoop {
             .filter_map(|(&token, conn)| Some((token, conn.stall_reason(now, &self.config)?)))
             .collect();
         for (token, why) in stalled {
+            bump(&self.delivery.stats.connections_stalled, 1);
             self.close_inbound(token, Close::Protocol(why));
         }
         let late: Vec<(NodeId, String)> = self

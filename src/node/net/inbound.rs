@@ -3,15 +3,23 @@
 //! Owned by the network thread. The connection starts with no role; its first
 //! [`HANDSHAKE_BYTES`](rcraft_wire::HANDSHAKE_BYTES) bytes decide it. A peer connection only
 //! carries peer messages towards us; a client connection carries requests towards us and
-//! responses back. Invariants: `inflight` counts requests delivered and not yet answered;
-//! a paused connection decodes nothing until [`Inbound::resume`].
+//! responses back. Invariants: `inflight` counts requests delivered (or refused) and not yet
+//! answered; a paused connection decodes nothing until [`Inbound::resume`]; `role` is set
+//! only once the handshake is complete, which with a cluster secret means the peer proved it
+//! holds the secret (`auth.rs`), so no frame of an unauthenticated peer is ever decoded; a
+//! client request needing more than `permission` is answered with a definite refusal and
+//! never delivered.
 
+use super::auth::{self, Nonce, Permission, Proof, Side, Transcript};
 use super::delivery::Delivery;
 use super::out_buffer::{OutBuffer, PushError};
 use super::peer::PeerLink;
 use super::{CLIENT_PENDING_OUT_BYTES_MAX, ClientConnId, NetConfig, NetEvent, bump};
 use mio::net::TcpStream;
-use rcraft_wire::{ClientResponse, ConnectionRole, Frame, FrameDecoder, Handshake, NodeId};
+use rcraft_wire::{
+    ClientResponse, ClientResponseBody, ConnectionRole, Frame, FrameDecoder, Handshake, MAC_BYTES,
+    NONCE_BYTES, NodeId,
+};
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -36,12 +44,26 @@ pub(super) struct Ctx<'a> {
     pub(super) delivery: &'a mut Delivery,
 }
 
+/// A handshake with an authentication block, half done.
+enum Pending {
+    /// A peer's handshake arrived; its nonce has not.
+    PeerNonce(NodeId),
+    /// We answered with our nonce and proof; the peer's proof has not arrived.
+    PeerProof(Transcript),
+    /// A client's handshake arrived; its token has not.
+    ClientToken,
+}
+
 pub(super) struct Inbound {
     pub(super) stream: TcpStream,
     pub(super) addr: SocketAddr,
     pub(super) id: ClientConnId,
     decoder: FrameDecoder,
     pub(super) role: Option<ConnectionRole>,
+    /// Set between a handshake announcing an authentication block and the end of that block.
+    pending: Option<Pending>,
+    /// What a client connection may do (meaningless for a peer).
+    permission: Permission,
     out: OutBuffer,
     /// Requests delivered and not yet answered.
     inflight: usize,
@@ -66,6 +88,8 @@ impl Inbound {
             id,
             decoder: FrameDecoder::new(frame_bytes_max),
             role: None,
+            pending: None,
+            permission: Permission::None,
             out: OutBuffer::default(),
             inflight: 0,
             opened_at: now,
@@ -140,12 +164,10 @@ impl Inbound {
         let mut decoded_any = false;
         loop {
             if self.role.is_none() {
-                match self.decoder.next_handshake() {
-                    Ok(Some(handshake)) => self.on_handshake(handshake, ctx)?,
-                    Ok(None) => return Ok(decoded_any),
-                    Err(e) => return Err(Close::Protocol(format!("bad handshake: {e}"))),
+                if self.handshake_step(ctx)? {
+                    continue;
                 }
-                continue;
+                return Ok(decoded_any);
             }
             if !self.may_decode(ctx) {
                 self.paused = true;
@@ -163,25 +185,157 @@ impl Inbound {
         }
     }
 
+    /// Takes the next piece of the handshake off the stream. Returns false when it has not
+    /// fully arrived (nothing was taken).
+    fn handshake_step(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, Close> {
+        let bad = |e: rcraft_wire::Error| Close::Protocol(format!("bad handshake: {e}"));
+        match self.pending.take() {
+            None => match self.decoder.next_handshake().map_err(bad)? {
+                Some(handshake) => self.on_handshake(handshake, ctx)?,
+                None => return Ok(false),
+            },
+            Some(Pending::PeerNonce(peer)) => match self.decoder.next_block().map_err(bad)? {
+                Some(nonce) => self.on_peer_nonce(peer, nonce, ctx)?,
+                None => {
+                    self.pending = Some(Pending::PeerNonce(peer));
+                    return Ok(false);
+                }
+            },
+            Some(Pending::PeerProof(transcript)) => {
+                match self.decoder.next_block::<MAC_BYTES>().map_err(bad)? {
+                    Some(proof) => self.on_peer_proof(&transcript, &proof, ctx)?,
+                    None => {
+                        self.pending = Some(Pending::PeerProof(transcript));
+                        return Ok(false);
+                    }
+                }
+            }
+            Some(Pending::ClientToken) => match self.decoder.next_token().map_err(bad)? {
+                Some(token) => self.on_client_token(&token, ctx)?,
+                None => {
+                    self.pending = Some(Pending::ClientToken);
+                    return Ok(false);
+                }
+            },
+        }
+        Ok(true)
+    }
+
     fn on_handshake(&mut self, handshake: Handshake, ctx: &mut Ctx<'_>) -> Result<(), Close> {
         let config = ctx.config;
         handshake
             .check_cluster(config.cluster_id)
             .map_err(|e| Close::Protocol(format!("bad handshake: {e}")))?;
-        if let ConnectionRole::Peer(id) = handshake.role {
-            if id == config.node_id {
-                return Err(Close::Protocol("handshake claims our own node id".into()));
+        let ConnectionRole::Peer(id) = handshake.role else {
+            if handshake.auth {
+                self.pending = Some(Pending::ClientToken);
+                return Ok(());
             }
-            if !ctx.known_peers.contains_key(&id) {
-                return Err(Close::Protocol(format!(
-                    "handshake claims node id {id}, which is not a member of this cluster"
-                )));
-            }
-        }
-        self.role = Some(handshake.role);
-        if handshake.role == ConnectionRole::Client {
+            // No token: today's trust when the node has no token files.
+            self.permission = match &config.client_tokens {
+                Some(_) => Permission::None,
+                None => Permission::Admin,
+            };
             bump(&ctx.delivery.stats.client_connections, 1);
+            return self.accept(ConnectionRole::Client, config);
+        };
+        if id == config.node_id {
+            return Err(Close::Protocol("handshake claims our own node id".into()));
         }
+        if !ctx.known_peers.contains_key(&id) {
+            return Err(Close::Protocol(format!(
+                "handshake claims node id {id}, which is not a member of this cluster"
+            )));
+        }
+        match (&config.peer_secrets, handshake.auth) {
+            (Some(_), true) => {
+                self.pending = Some(Pending::PeerNonce(id));
+                Ok(())
+            }
+            (None, false) => self.accept(ConnectionRole::Peer(id), config),
+            (Some(_), false) => Err(Close::Protocol(format!(
+                "peer {id} did not authenticate, and this node requires the cluster secret"
+            ))),
+            (None, true) => Err(Close::Protocol(format!(
+                "peer {id} authenticates with a cluster secret, and this node has none \
+                 (--secret-file)"
+            ))),
+        }
+    }
+
+    /// A peer's nonce arrived: answer with our handshake, our nonce and our proof.
+    fn on_peer_nonce(&mut self, peer: NodeId, nonce: Nonce, ctx: &Ctx<'_>) -> Result<(), Close> {
+        let config = ctx.config;
+        let secrets = config
+            .peer_secrets
+            .as_ref()
+            .expect("checked at the handshake");
+        let transcript = Transcript {
+            cluster_id: config.cluster_id,
+            dialler: peer,
+            acceptor: config.node_id,
+            dialler_nonce: nonce,
+            acceptor_nonce: auth::fresh_nonce().map_err(Close::Io)?,
+        };
+        let answer = Handshake::peer(config.cluster_id, config.node_id).with_auth();
+        self.out.push_raw(&answer.encode());
+        self.out.push_raw(&transcript.acceptor_nonce);
+        self.out
+            .push_raw(&secrets.prove(Side::Acceptor, &transcript));
+        self.pending = Some(Pending::PeerProof(transcript));
+        const _: () = assert!(NONCE_BYTES == MAC_BYTES);
+        self.flush()
+    }
+
+    fn on_peer_proof(
+        &mut self,
+        transcript: &Transcript,
+        proof: &Proof,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), Close> {
+        let config = ctx.config;
+        let secrets = config
+            .peer_secrets
+            .as_ref()
+            .expect("checked at the handshake");
+        if !secrets.verify(Side::Dialler, transcript, proof) {
+            bump(&ctx.delivery.stats.auth_failures, 1);
+            return Err(Close::Protocol(format!(
+                "peer {} failed to prove it holds the cluster secret",
+                transcript.dialler
+            )));
+        }
+        self.role = Some(ConnectionRole::Peer(transcript.dialler));
+        log::debug!(
+            "node {}: accepted {} (authenticated)",
+            config.node_id,
+            self.describe()
+        );
+        Ok(())
+    }
+
+    fn on_client_token(&mut self, token: &[u8], ctx: &mut Ctx<'_>) -> Result<(), Close> {
+        let config = ctx.config;
+        self.permission = match &config.client_tokens {
+            Some(tokens) => tokens.permission(Some(token)),
+            None => Permission::Admin,
+        };
+        if self.permission == Permission::None {
+            bump(&ctx.delivery.stats.auth_failures, 1);
+            log::warn!(
+                "node {}: {} at {} sent a token this node does not know; it may do nothing",
+                config.node_id,
+                self.id,
+                self.addr
+            );
+        }
+        bump(&ctx.delivery.stats.client_connections, 1);
+        self.accept(ConnectionRole::Client, config)
+    }
+
+    /// The handshake is complete (without an authentication block, or a client's): answer.
+    fn accept(&mut self, role: ConnectionRole, config: &super::NetConfig) -> Result<(), Close> {
+        self.role = Some(role);
         log::debug!("node {}: accepted {}", config.node_id, self.describe());
         self.out
             .push_raw(&Handshake::peer(config.cluster_id, config.node_id).encode());
@@ -215,6 +369,28 @@ impl Inbound {
                     .to_client_request()
                     .map_err(|e| Close::Protocol(format!("bad client frame: {e}")))?;
                 self.inflight += 1;
+                let needed = Permission::needed_for(&request.body);
+                if needed > self.permission {
+                    bump(&ctx.delivery.stats.requests_refused_permission, 1);
+                    let refusal = ClientResponse {
+                        request_id: request.request_id,
+                        body: ClientResponseBody::Error {
+                            definite: true,
+                            message: needed.refusal(),
+                        },
+                    };
+                    self.queue_reply(&refusal, ctx.config.frame_bytes_max);
+                    return Ok(());
+                }
+                if needed == Permission::Admin {
+                    log::info!(
+                        "node {}: admin request {:?} from {} at {}",
+                        ctx.config.node_id,
+                        request.body,
+                        self.id,
+                        self.addr
+                    );
+                }
                 ctx.delivery.client_event(NetEvent::Client {
                     conn: self.id,
                     request,

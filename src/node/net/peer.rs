@@ -5,16 +5,19 @@
 //! exists (and the back-off delay has passed), when the network thread starts, and when the
 //! peer dials us (the back-off is then reset), sends our handshake followed by queued frames
 //! without waiting for the answer, and checks the peer's answering handshake (right cluster,
-//! right node). Invariants: `conn` is `None` exactly while the link is down; frames are only
+//! right node). With a cluster secret the handshake carries a fresh nonce, the answer's
+//! proof is checked and ours sent before any queued frame (`auth.rs`): frames wait in `out`
+//! until then. Invariants: `conn` is `None` exactly while the link is down; frames are only
 //! queued while a connection exists or is being made (a down link drops them: Raft
 //! retransmits); `backoff` stays within `[reconnect_backoff_min, reconnect_backoff_max]`.
 
+use super::auth::{self, Nonce, Side, Transcript};
 use super::inbound::Close;
 use super::out_buffer::{OutBuffer, PushError};
 use super::{NetConfig, NetStats, bump};
 use mio::Token;
 use mio::net::TcpStream;
-use rcraft_wire::{FrameDecoder, Handshake, Message, NodeId};
+use rcraft_wire::{FrameDecoder, Handshake, MAC_BYTES, Message, NONCE_BYTES, NodeId};
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -24,6 +27,12 @@ pub(super) struct PeerConn {
     pub(super) stream: TcpStream,
     pub(super) token: Token,
     decoder: FrameDecoder,
+    /// Our handshake (and, with a secret, our nonce then our proof): written before `out`.
+    preface: OutBuffer,
+    /// Our nonce, when the link authenticates.
+    nonce: Option<Nonce>,
+    /// The peer's answering handshake, once decoded (its auth block may still be on the way).
+    answer: Option<Handshake>,
     /// The TCP connect completed.
     connected: bool,
     /// The peer's answering handshake arrived and checked out.
@@ -114,14 +123,28 @@ impl PeerLink {
         config: &NetConfig,
         now: Instant,
     ) -> io::Result<&mut TcpStream> {
+        let nonce = match config.peer_secrets {
+            Some(_) => Some(auth::fresh_nonce()?),
+            None => None,
+        };
         let stream = TcpStream::connect(self.addr)?;
         self.out.clear();
-        self.out
-            .push_raw(&Handshake::peer(config.cluster_id, config.node_id).encode());
+        let mut preface = OutBuffer::default();
+        let hello = Handshake::peer(config.cluster_id, config.node_id);
+        match nonce {
+            Some(nonce) => {
+                preface.push_raw(&hello.with_auth().encode());
+                preface.push_raw(&nonce);
+            }
+            None => preface.push_raw(&hello.encode()),
+        }
         let conn = self.conn.insert(PeerConn {
             stream,
             token,
             decoder: FrameDecoder::new(config.frame_bytes_max),
+            preface,
+            nonce,
+            answer: None,
             connected: false,
             verified: false,
             started: now,
@@ -172,18 +195,10 @@ impl PeerLink {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Close::Io(e)),
             }
+            if !conn.verified && !Self::check_answer(conn, self.id, config, stats)? {
+                continue;
+            }
             if !conn.verified {
-                let Some(answer) = conn
-                    .decoder
-                    .next_handshake()
-                    .map_err(|e| Close::Protocol(format!("bad handshake answer: {e}")))?
-                else {
-                    continue;
-                };
-                answer
-                    .check_cluster(config.cluster_id)
-                    .and_then(|()| answer.check_peer(self.id))
-                    .map_err(|e| Close::Protocol(format!("bad handshake answer: {e}")))?;
                 conn.verified = true;
                 self.backoff = config.reconnect_backoff_min;
                 bump(&stats.peer_connects, 1);
@@ -207,12 +222,76 @@ impl PeerLink {
         self.out.take_written_bytes()
     }
 
-    /// Writes queued frames until done or the socket would block. Returns frames written.
-    pub(super) fn flush(&mut self) -> Result<usize, Close> {
-        match self.conn.as_mut() {
-            Some(conn) if conn.connected => self.out.write_to(&mut conn.stream).map_err(Close::Io),
-            _ => Ok(0),
+    /// Checks the peer's answer as far as it has arrived: the handshake (right cluster, right
+    /// node, authenticating exactly when we do), then with a secret the peer's nonce and
+    /// proof, after which our proof is queued. Returns true once all of it checked out.
+    fn check_answer(
+        conn: &mut PeerConn,
+        expected: NodeId,
+        config: &NetConfig,
+        stats: &NetStats,
+    ) -> Result<bool, Close> {
+        let bad = |e: rcraft_wire::Error| Close::Protocol(format!("bad handshake answer: {e}"));
+        if conn.answer.is_none() {
+            let Some(answer) = conn.decoder.next_handshake().map_err(bad)? else {
+                return Ok(false);
+            };
+            answer
+                .check_cluster(config.cluster_id)
+                .and_then(|()| answer.check_peer(expected))
+                .map_err(bad)?;
+            if answer.auth != conn.nonce.is_some() {
+                return Err(Close::Protocol(if answer.auth {
+                    format!("peer {expected} authenticates, and this node has no cluster secret")
+                } else {
+                    format!("peer {expected} did not authenticate its answer")
+                }));
+            }
+            conn.answer = Some(answer);
         }
+        let (Some(nonce), Some(secrets)) = (conn.nonce, config.peer_secrets.as_ref()) else {
+            return Ok(true);
+        };
+        let Some(block) = conn
+            .decoder
+            .next_block::<{ NONCE_BYTES + MAC_BYTES }>()
+            .map_err(bad)?
+        else {
+            return Ok(false);
+        };
+        let (their_nonce, their_proof) = block.split_at(NONCE_BYTES);
+        let transcript = Transcript {
+            cluster_id: config.cluster_id,
+            dialler: config.node_id,
+            acceptor: expected,
+            dialler_nonce: nonce,
+            acceptor_nonce: their_nonce.try_into().expect("nonce length"),
+        };
+        let their_proof = their_proof.try_into().expect("proof length");
+        if !secrets.verify(Side::Acceptor, &transcript, their_proof) {
+            bump(&stats.auth_failures, 1);
+            return Err(Close::Protocol(format!(
+                "peer {expected} failed to prove it holds the cluster secret"
+            )));
+        }
+        conn.preface
+            .push_raw(&secrets.prove(Side::Dialler, &transcript));
+        Ok(true)
+    }
+
+    /// Writes our handshake, then (once the peer's answer checked out, when the link
+    /// authenticates) queued frames, until done or the socket would block. Returns frames
+    /// written.
+    pub(super) fn flush(&mut self) -> Result<usize, Close> {
+        let Some(conn) = self.conn.as_mut().filter(|conn| conn.connected) else {
+            return Ok(0);
+        };
+        conn.preface.write_to(&mut conn.stream).map_err(Close::Io)?;
+        let held = conn.preface.pending_bytes() > 0 || (conn.nonce.is_some() && !conn.verified);
+        if held {
+            return Ok(0);
+        }
+        self.out.write_to(&mut conn.stream).map_err(Close::Io)
     }
 
     /// Tears the connection down and schedules the next dial. Returns the connection (for
