@@ -105,6 +105,10 @@ struct Connection {
     request_unsent: bool,
     /// When the connection was opened.
     opened: Instant,
+    /// Whether the socket is registered for writability too: only while connecting or
+    /// while `out` waits for room, since on loopback every acknowledgement would otherwise
+    /// wake the thread once more per request.
+    writable_interest: bool,
 }
 
 impl Connection {
@@ -130,7 +134,24 @@ impl Connection {
             written: 0,
             request_unsent: false,
             opened: now,
+            writable_interest: true,
         })
+    }
+
+    /// Registers for writability exactly while it is needed (see `writable_interest`).
+    fn settle_interest(&mut self, poll: &Poll, token: Token) -> io::Result<()> {
+        let wanted = !self.connected || self.written < self.out.len();
+        if wanted == self.writable_interest {
+            return Ok(());
+        }
+        let interest = match wanted {
+            true => Interest::READABLE | Interest::WRITABLE,
+            false => Interest::READABLE,
+        };
+        poll.registry()
+            .reregister(&mut self.stream, token, interest)?;
+        self.writable_interest = wanted;
+        Ok(())
     }
 
     fn greeted(&self) -> bool {
@@ -176,10 +197,14 @@ impl Connection {
 
     /// Reads everything available into the handshake and the frame decoder. `Err` when the
     /// connection closed or failed.
-    fn fill(&mut self, chunk: &mut [u8], options: &ClientOptions) -> io::Result<()> {
+    fn fill(&mut self, chunk: &mut [u8], options: &ClientOptions, drain: bool) -> io::Result<()> {
         loop {
             match self.stream.read(chunk) {
                 Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+                // A short read emptied the socket's buffer: whatever arrives next raises a
+                // new readiness edge, so no read is spent on learning it would block (unless
+                // the peer closed, which raises no further edge).
+                Ok(n) if n < chunk.len() && !drain => return self.take_in(&chunk[..n], options),
                 Ok(n) => self.take_in(&chunk[..n], options)?,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -330,7 +355,8 @@ impl<'a> EngineThread<'a> {
                 if token >= PROBE_TOKEN_BASE {
                     self.on_probe_event(token - PROBE_TOKEN_BASE, now);
                 } else {
-                    self.on_client_event(token, now);
+                    let drain = event.is_read_closed() || event.is_error();
+                    self.on_client_event(token, drain, now);
                 }
             }
             self.expire_probes(now);
@@ -343,18 +369,29 @@ impl<'a> EngineThread<'a> {
         }
     }
 
-    /// Socket readiness on client `index`'s connection.
-    fn on_client_event(&mut self, index: usize, now: Instant) {
+    /// Socket readiness on client `index`'s connection; `drain` when the peer closed or the
+    /// socket failed (read until it would block).
+    fn on_client_event(&mut self, index: usize, drain: bool, now: Instant) {
         let options = &self.options;
         let client = &mut self.clients[index];
         let Some(connection) = client.connection.as_mut() else {
             return;
         };
         let sent_before = !connection.request_unsent;
+        let poll = &self.poll;
         let result = connection
             .check_connected()
             .and_then(|()| connection.flush())
-            .and_then(|sent| connection.fill(&mut self.chunk, options).map(|()| sent));
+            .and_then(|sent| {
+                connection
+                    .fill(&mut self.chunk, options, drain)
+                    .map(|()| sent)
+            })
+            .and_then(|sent| {
+                connection
+                    .settle_interest(poll, Token(index))
+                    .map(|()| sent)
+            });
         match result {
             Ok(sent) => {
                 if sent {
@@ -498,10 +535,15 @@ impl<'a> EngineThread<'a> {
                 .on_send_failed(format!("cannot encode: {e}"), now);
         }
         connection.request_unsent = true;
-        match connection
+        let flushed = connection
             .check_connected()
             .and_then(|()| connection.flush())
-        {
+            .and_then(|sent| {
+                connection
+                    .settle_interest(&self.poll, Token(index))
+                    .map(|()| sent)
+            });
+        match flushed {
             Ok(true) => client.core.on_sent(now),
             Ok(false) => {}
             Err(e) => {
@@ -588,7 +630,7 @@ impl<'a> EngineThread<'a> {
         let read = connection
             .check_connected()
             .and_then(|()| connection.flush())
-            .and_then(|_| connection.fill(&mut self.chunk, &self.options));
+            .and_then(|_| connection.fill(&mut self.chunk, &self.options, true));
         let status = match (read, connection.next_response()) {
             (_, Ok(Some((id, ClientResponseBody::Status(status))))) if id == probe.request_id => {
                 Some(status)
