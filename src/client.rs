@@ -3,12 +3,21 @@
 //! and queries ([`Client::query`]) for any state machine; the built-in KV store's codec sits
 //! on top of it in [`KvClient`](crate::kv_client::KvClient).
 //!
+//! The decisions live in [`ClientCore`], which does no I/O (see `client_core.rs`): the
+//! blocking [`Client`] here and the loadtest's event-loop engine both drive it, so both find
+//! the leader, retry, keep sessions and fail over the same way. This file holds the blocking
+//! driver, the client's options and errors, and the client handshake (built in one place:
+//! [`handshake`], [`check_handshake`]).
+//!
 //! A [`Client`] is owned by one thread and holds at most one TCP connection, to the node it
 //! currently believes leads. Each operation runs under a deadline ([`ClientOptions::timeout`]):
 //! it tries the last known leader, follows `NotLeader` hints (by node id, or by the leader
-//! address the hint carries), otherwise goes round the list, pausing with a growing backoff when nobody knows a
-//! leader. Every wait on a socket is bounded by [`ClientOptions::attempt_timeout`], so a dead or
-//! stopped node costs one attempt, never the whole deadline.
+//! address the hint carries), otherwise goes round the list, pausing with a growing backoff
+//! when nobody knows a leader. Every wait on a socket is bounded by
+//! [`ClientOptions::attempt_timeout`], so a dead or stopped node costs one attempt, never the
+//! whole deadline; and once an attempt has waited an election timeout
+//! ([`ClientOptions::leader_probe_after`]) the client asks the other nodes who leads and moves
+//! on when a newer leader is named, so a paused or cut-off leader costs about an election.
 //!
 //! Writes carry a session (Raft thesis §6.3): before its first write the client registers
 //! one, a replicated entry whose index becomes its `client_id`; each new write takes the next
@@ -21,13 +30,17 @@
 //! Invariant: once any attempt of a write may have reached a node (its bytes were fully
 //! written), a failure of that write is reported as not definite.
 
+mod client_core;
+
+pub use client_core::{ClientCore, Next};
+
 use crate::config::CLUSTER_ID_DEFAULT;
 use crate::node::SnapshotResult;
-use crate::node::limits::COMMAND_BYTES_MAX;
+use client_core::Effect;
 use rcraft_wire::{
     ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder,
-    HANDSHAKE_BYTES, Handshake, LogIndex, Membership, NodeId, NodeStatus, Role, Session,
-    StageLatency, Term, encode_client_request, is_session_expired,
+    HANDSHAKE_BYTES, Handshake, LogIndex, Membership, NodeId, NodeStatus, Role, StageLatency, Term,
+    encode_client_request,
 };
 use std::collections::BTreeMap;
 use std::fmt;
@@ -61,7 +74,21 @@ pub struct ClientOptions {
     /// The client or admin token sent in the handshake, for nodes started with token files
     /// (SECURITY.md); `None` sends none.
     pub token: Option<crate::node::net::auth::Token>,
+    /// When an attempt has waited this long for its answer, ask the other nodes who leads and
+    /// move to a newer leader they name (a paused or cut-off leader is replaced in about an
+    /// election timeout). Set it to the cluster's longest election timeout; `None` waits for
+    /// the attempt timeout.
+    pub leader_probe_after: Option<Duration>,
+    /// After the first, ask again this often while the answer is still missing; also the
+    /// longest wait for one node's status during such a probe.
+    pub leader_probe_interval: Duration,
 }
+
+/// [`ClientOptions::leader_probe_after`] by default: the longest election timeout of a node's
+/// default settings (150-300 ms).
+pub const LEADER_PROBE_AFTER_DEFAULT: Duration = Duration::from_millis(300);
+/// [`ClientOptions::leader_probe_interval`] by default.
+pub const LEADER_PROBE_INTERVAL_DEFAULT: Duration = Duration::from_millis(100);
 
 impl Default for ClientOptions {
     fn default() -> ClientOptions {
@@ -73,6 +100,8 @@ impl Default for ClientOptions {
             cluster_id: CLUSTER_ID_DEFAULT,
             unreachable_give_up: None,
             token: None,
+            leader_probe_after: Some(LEADER_PROBE_AFTER_DEFAULT),
+            leader_probe_interval: LEADER_PROBE_INTERVAL_DEFAULT,
         }
     }
 }
@@ -230,6 +259,12 @@ impl Connection {
             stream.set_write_timeout(Some(t))
         })
     }
+
+    /// Writes `frame` whole by `deadline`.
+    fn send(&mut self, frame: &[u8], deadline: Instant) -> io::Result<()> {
+        self.bound_write(deadline)?;
+        self.stream.write_all(frame)
+    }
 }
 
 /// Keeps a socket timeout between half of and all of the time left until `deadline`, calling
@@ -249,70 +284,23 @@ fn bound_wait(
     Ok(())
 }
 
-/// What one attempt at one node produced.
-enum Attempt {
-    /// The node answered.
-    Answer(ClientResponseBody),
-    /// The request never fully left this client; it cannot take effect.
-    NotSent(String),
-    /// The request was sent but no usable answer came; it may take effect.
-    Lost(String),
-}
-
-/// Whether retrying an operation can change the cluster's state.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Effect {
-    /// A write: an unanswered attempt makes the outcome unknown.
-    Write,
-    /// A read or an admin request: failures are always definite.
-    ReadOnly,
-    /// Registering a session before a write: failures are definite for that write, which was
-    /// not sent. An unanswered attempt may leave a session behind that nobody uses; the
-    /// cluster forgets it in time.
-    Register,
-}
-
 /// A blocking client of an rcraft cluster. See the module docs.
 pub struct Client {
-    servers: Vec<SocketAddr>,
-    options: ClientOptions,
-    /// The node believed to lead, as an index into `servers`.
-    leader: Option<usize>,
-    /// Next node to try when no leader is known.
-    round_robin: usize,
+    /// Every decision: leader, retries, session, failover.
+    core: ClientCore,
     connection: Option<Connection>,
-    /// This client's session, as assigned by the cluster; `None` until the first write
-    /// registers one, and again once the cluster said it forgot it.
-    client_id: Option<u64>,
-    /// Sequence of the latest write started in this session; the next new write uses
-    /// `sequence + 1`.
-    sequence: u64,
-    next_request_id: u64,
-    /// True once any server has answered this client.
-    answered: bool,
-    /// Servers whose last connection attempt was refused or rejected in the handshake, with
-    /// the first time it happened in a row and the last reason.
-    unreachable: BTreeMap<usize, (Instant, io::Error)>,
+    /// Reused for every request's frame.
+    frame: Vec<u8>,
 }
 
 impl Client {
     /// A client of the cluster at `servers` (in node-id order). Opens no connection:
     /// the first operation does.
     pub fn new(servers: &[SocketAddr], options: ClientOptions) -> Result<Client> {
-        if servers.is_empty() {
-            return Err(ClientError::InvalidInput("no servers given".to_string()));
-        }
         Ok(Client {
-            servers: servers.to_vec(),
-            options,
-            leader: None,
-            round_robin: 0,
+            core: ClientCore::new(servers, options)?,
             connection: None,
-            client_id: None,
-            sequence: 0,
-            next_request_id: 1,
-            answered: false,
-            unreachable: BTreeMap::new(),
+            frame: Vec::new(),
         })
     }
 
@@ -320,16 +308,17 @@ impl Client {
     /// `options.timeout` (else [`ClientError::Timeout`]).
     pub fn connect(servers: &[SocketAddr], options: ClientOptions) -> Result<Client> {
         let mut client = Client::new(servers, options)?;
-        let deadline = Instant::now() + client.options.timeout;
-        let mut backoff = client.options.backoff_min;
+        let options = client.core.options().clone();
+        let deadline = Instant::now() + options.timeout;
+        let mut backoff = options.backoff_min;
         loop {
-            let target = client.round_robin;
-            let attempt_deadline = deadline.min(Instant::now() + client.options.attempt_timeout);
+            let target = client.core.round_robin();
+            let attempt_deadline = deadline.min(Instant::now() + options.attempt_timeout);
             match client.ensure_connection(target, attempt_deadline) {
                 Ok(()) => return Ok(client),
-                Err(_) => client.advance_round_robin(target),
+                Err(_) => client.core.advance_round_robin(target),
             }
-            if !client.pause(&mut backoff, deadline) {
+            if !pause(&options, &mut backoff, deadline) {
                 return Err(ClientError::Timeout { definite: true });
             }
         }
@@ -339,100 +328,40 @@ impl Client {
     /// registered it; `None` before the first write and after the cluster forgot the session
     /// (the next write registers a new one).
     pub fn client_id(&self) -> Option<u64> {
-        self.client_id
+        self.core.client_id()
     }
 
     /// The node this client believes leads, if any.
     pub fn leader(&self) -> Option<NodeId> {
-        self.leader.map(|i| NodeId(i as u64))
+        self.core.leader()
     }
 
     /// The server list, in node-id order.
     pub fn servers(&self) -> &[SocketAddr] {
-        &self.servers
+        self.core.servers()
     }
 
     /// Replicate `command` and apply it, at most once even across retries. Registers a
     /// session first when the client has none (see the module docs). A command over
-    /// [`COMMAND_BYTES_MAX`] is refused before anything is sent ([`ClientError::InvalidInput`]).
+    /// [`COMMAND_BYTES_MAX`](crate::node::limits::COMMAND_BYTES_MAX) is refused before
+    /// anything is sent ([`ClientError::InvalidInput`]).
     pub fn submit(&mut self, command: Vec<u8>) -> Result<ClientResult> {
-        check_size("command", command.len())?;
-        let deadline = Instant::now() + self.options.timeout;
-        let mut body = ClientRequestBody::Write {
-            session: None,
-            command,
-        };
-        loop {
-            let next = self.next_session(deadline)?;
-            if let ClientRequestBody::Write { session, .. } = &mut body {
-                *session = Some(next);
-            }
-            match self.call_until(&body, Effect::Write, deadline) {
-                Err(ClientError::Server { definite, message }) if is_session_expired(&message) => {
-                    // The cluster forgot this session: the next write registers a new one.
-                    self.client_id = None;
-                    if !definite {
-                        let message = format!(
-                            "{message} (an earlier attempt of this write may have been applied: \
-                             the outcome is unknown)"
-                        );
-                        return Err(ClientError::Server {
-                            definite: false,
-                            message,
-                        });
-                    }
-                    // No attempt of this write can have been applied: send it again, once
-                    // more as a new write, in a new session.
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// The session of a new write: the next sequence of this client's session, registered
-    /// first when there is none.
-    fn next_session(&mut self, deadline: Instant) -> Result<Session> {
-        let client_id = match self.client_id {
-            Some(client_id) => client_id,
-            None => self.register_session(deadline)?,
-        };
-        self.sequence += 1;
-        Ok(Session {
-            client_id,
-            sequence: self.sequence,
-        })
-    }
-
-    /// Registers a new session with the cluster (a replicated entry; the answer carries the
-    /// new client id) and makes it this client's.
-    fn register_session(&mut self, deadline: Instant) -> Result<u64> {
-        let body = ClientRequestBody::Write {
-            session: Some(Session::REGISTER),
-            command: Vec::new(),
-        };
-        let registered = self.call_until(&body, Effect::Register, deadline)?;
-        let client_id = <[u8; 8]>::try_from(registered.response.as_slice())
-            .map(u64::from_le_bytes)
-            .map_err(|_| ClientError::Protocol {
-                definite: true,
-                message: "the session registration's answer holds no client id".to_string(),
-            })?;
-        self.client_id = Some(client_id);
-        self.sequence = 0;
-        Ok(client_id)
+        self.core.begin_write(command, Instant::now())?;
+        self.drive()
     }
 
     /// A linearizable read answered by the state machine's `query`. A query over
-    /// [`COMMAND_BYTES_MAX`] is refused before anything is sent.
+    /// [`COMMAND_BYTES_MAX`](crate::node::limits::COMMAND_BYTES_MAX) is refused before
+    /// anything is sent.
     pub fn query(&mut self, query: Vec<u8>) -> Result<ClientResult> {
-        check_size("query", query.len())?;
-        self.call(&ClientRequestBody::Read { query }, Effect::ReadOnly)
+        self.core.begin_read(query, Instant::now())?;
+        self.drive()
     }
 
     /// Ask the leader to hand leadership to `target`.
     pub fn transfer_leader(&mut self, target: NodeId) -> Result<ClientResult> {
         let body = ClientRequestBody::TransferLeader { target };
-        self.call(&body, Effect::ReadOnly)
+        self.call(body, Effect::ReadOnly)
     }
 
     /// Asks the leader to move the cluster to `membership` (through a joint configuration
@@ -451,7 +380,7 @@ impl Client {
     /// overwrite each other's change.
     pub fn change_membership(&mut self, membership: Membership) -> Result<ClientResult> {
         let body = ClientRequestBody::ChangeMembership { membership };
-        self.call(&body, Effect::Write)
+        self.call(body, Effect::Write)
     }
 
     /// The status of the node that reports itself leader, found within the client's timeout
@@ -460,18 +389,19 @@ impl Client {
     /// when no listed address reports that id, by the address the naming node gives for it.
     /// [`ClientError::NotLeader`] with the last hint when none answered as leader.
     pub fn leader_status(&mut self) -> Result<NodeStatus> {
-        let deadline = Instant::now() + self.options.timeout;
-        let mut backoff = self.options.backoff_min;
+        let options = self.core.options().clone();
+        let deadline = Instant::now() + options.timeout;
+        let mut backoff = options.backoff_min;
         let mut hint = None;
         let mut hops_in_a_row = 0usize;
         // Which server reported which id.
         let mut reported: BTreeMap<NodeId, usize> = BTreeMap::new();
         loop {
-            let target = self.leader.unwrap_or(self.round_robin);
+            let target = self.core.leader_index().unwrap_or(self.core.round_robin());
             let mut followed_hint = false;
-            match self.status_of(self.servers[target]) {
+            match self.status_of(self.core.servers()[target]) {
                 Ok(status) if status.role == Role::Leader => {
-                    self.leader = Some(target);
+                    self.core.found_leader(target, status.term);
                     return Ok(status);
                 }
                 Ok(status) => {
@@ -483,22 +413,24 @@ impl Client {
                         .filter(|&i| i != target);
                     match next {
                         Some(i) => {
-                            self.leader = Some(i);
+                            self.core.set_leader(i);
                             followed_hint = true;
                         }
-                        None => self.forget_leader(target),
+                        None => self.core.forget_leader(target),
                     }
                 }
                 Err(e) if e.is_permission_denied() => return Err(e),
                 Err(e) => {
-                    log::debug!("{}: no status: {e}", self.servers[target]);
-                    self.forget_leader(target);
+                    log::debug!("{}: no status: {e}", self.core.servers()[target]);
+                    self.core.forget_leader(target);
                 }
             }
             hops_in_a_row = if followed_hint { hops_in_a_row + 1 } else { 0 };
             // A fresh hint is tried at once; a hint cycle means an election is under way.
-            let pause = !followed_hint || hops_in_a_row >= self.servers.len();
-            if (pause && !self.pause(&mut backoff, deadline)) || Instant::now() >= deadline {
+            let should_pause = !followed_hint || hops_in_a_row >= self.core.servers().len();
+            if (should_pause && !pause(&options, &mut backoff, deadline))
+                || Instant::now() >= deadline
+            {
                 return Err(ClientError::NotLeader { hint });
             }
         }
@@ -518,17 +450,18 @@ impl Client {
             return Some(i);
         }
         let position = id.0 as usize;
-        if position < self.servers.len() && !reported.values().any(|&i| i == position) {
+        if position < self.core.servers().len() && !reported.values().any(|&i| i == position) {
             return Some(position);
         }
         // A follower answers a read with the leader's address; an empty query is harmless if
         // it happens to lead by now (the state machine refuses it).
         let probe = ClientRequestBody::Read { query: Vec::new() };
-        match self.attempt(from, &probe, deadline) {
-            Attempt::Answer(ClientResponseBody::NotLeader {
+        let attempt_deadline = deadline.min(Instant::now() + self.core.options().attempt_timeout);
+        match self.ask_once(from, probe, attempt_deadline) {
+            Ok(ClientResponseBody::NotLeader {
                 leader: Some(leader),
                 leader_address,
-            }) if leader == id => self.follow_hint(from, None, leader_address.as_deref()),
+            }) if leader == id => self.core.follow_hint(from, None, leader_address.as_deref()),
             _ => None,
         }
     }
@@ -536,8 +469,17 @@ impl Client {
     /// The status of the node at `address`, over a connection of its own, within one
     /// attempt timeout.
     pub fn status_of(&mut self, address: SocketAddr) -> Result<NodeStatus> {
-        match self.ask_node(address, &ClientRequestBody::Status)? {
+        let timeout = self.core.options().attempt_timeout;
+        self.status_within(address, timeout)
+    }
+
+    /// The status of the node at `address`, over a connection of its own, within `timeout`.
+    fn status_within(&mut self, address: SocketAddr, timeout: Duration) -> Result<NodeStatus> {
+        match self.exchange_alone(address, ClientRequestBody::Status, timeout)? {
             ClientResponseBody::Status(status) => Ok(status),
+            ClientResponseBody::Error { definite, message } => {
+                Err(ClientError::Server { definite, message })
+            }
             other => Err(ClientError::Protocol {
                 definite: true,
                 message: format!("unexpected answer to status: {other:?}"),
@@ -548,8 +490,12 @@ impl Client {
     /// The per-stage write latency of the node at `address` since it started, over a
     /// connection of its own, within one attempt timeout.
     pub fn latency_of(&mut self, address: SocketAddr) -> Result<Vec<StageLatency>> {
-        match self.ask_node(address, &ClientRequestBody::Latency)? {
+        let timeout = self.core.options().attempt_timeout;
+        match self.exchange_alone(address, ClientRequestBody::Latency, timeout)? {
             ClientResponseBody::Latency(stages) => Ok(stages),
+            ClientResponseBody::Error { definite, message } => {
+                Err(ClientError::Server { definite, message })
+            }
             other => Err(ClientError::Protocol {
                 definite: true,
                 message: format!("unexpected answer to a latency request: {other:?}"),
@@ -557,181 +503,153 @@ impl Client {
         }
     }
 
-    /// Sends `body` to the node at `address` over a connection of its own and returns its
-    /// answer, within one attempt timeout.
-    fn ask_node(
-        &mut self,
-        address: SocketAddr,
-        body: &ClientRequestBody,
-    ) -> Result<ClientResponseBody> {
-        let io_error = |error| ClientError::Io { address, error };
-        let deadline = Instant::now() + self.options.attempt_timeout;
-        let mut connection =
-            open_connection(address, usize::MAX, &self.options, deadline).map_err(io_error)?;
-        let request_id = self.take_request_id();
-        match exchange(&mut connection, request_id, body, deadline) {
-            Attempt::Answer(ClientResponseBody::Error { definite, message }) => {
-                Err(ClientError::Server { definite, message })
-            }
-            Attempt::Answer(answer) => Ok(answer),
-            Attempt::NotSent(why) | Attempt::Lost(why) => {
-                Err(io_error(io::Error::new(io::ErrorKind::TimedOut, why)))
-            }
-        }
-    }
-
     /// Asks the node at `address` to snapshot its state machine now, over a connection of
     /// its own; waits up to one attempt timeout. Returns the snapshot's index, term and size.
     pub fn snapshot_of(&mut self, address: SocketAddr) -> Result<SnapshotResult> {
-        let io_error = |error| ClientError::Io { address, error };
-        let deadline = Instant::now() + self.options.attempt_timeout;
-        let mut connection =
-            open_connection(address, usize::MAX, &self.options, deadline).map_err(io_error)?;
-        let request_id = self.take_request_id();
-        let body = ClientRequestBody::Snapshot;
-        match exchange(&mut connection, request_id, &body, deadline) {
-            Attempt::Answer(ClientResponseBody::Ok {
+        let timeout = self.core.options().attempt_timeout;
+        match self.exchange_alone(address, ClientRequestBody::Snapshot, timeout)? {
+            ClientResponseBody::Ok {
                 term,
                 index,
                 result,
-            }) => SnapshotResult::from_answer(term, index, &result).ok_or(ClientError::Protocol {
+            } => SnapshotResult::from_answer(term, index, &result).ok_or(ClientError::Protocol {
                 definite: true,
                 message: "the snapshot answer has no size".to_string(),
             }),
-            Attempt::Answer(ClientResponseBody::Error { definite, message }) => {
+            ClientResponseBody::Error { definite, message } => {
                 Err(ClientError::Protocol { definite, message })
             }
-            Attempt::Answer(other) => Err(ClientError::Protocol {
+            other => Err(ClientError::Protocol {
                 definite: true,
                 message: format!("unexpected answer to snapshot: {other:?}"),
             }),
-            Attempt::NotSent(why) | Attempt::Lost(why) => {
-                Err(io_error(io::Error::new(io::ErrorKind::TimedOut, why)))
-            }
         }
     }
 
-    /// Run one operation to completion or to the client's timeout. See the module docs.
-    fn call(&mut self, body: &ClientRequestBody, effect: Effect) -> Result<ClientResult> {
-        let deadline = Instant::now() + self.options.timeout;
-        self.call_until(body, effect, deadline)
-    }
-
-    /// Run one operation to completion or to `deadline`.
-    fn call_until(
+    /// One request to the node at `address` over a connection of its own, answered within
+    /// `timeout`; any failure to get an answer is [`ClientError::Io`].
+    fn exchange_alone(
         &mut self,
-        body: &ClientRequestBody,
-        effect: Effect,
+        address: SocketAddr,
+        body: ClientRequestBody,
+        timeout: Duration,
+    ) -> Result<ClientResponseBody> {
+        let io_error = |error| ClientError::Io { address, error };
+        let deadline = Instant::now() + timeout;
+        let options = self.core.options();
+        let mut connection =
+            open_connection(address, usize::MAX, options, deadline).map_err(io_error)?;
+        let request = ClientRequest {
+            request_id: self.core.take_request_id(),
+            body,
+        };
+        exchange(&mut connection, &request, &mut self.frame, deadline)
+            .map_err(|why| io_error(io::Error::new(io::ErrorKind::TimedOut, why)))
+    }
+
+    /// One request to `servers[server]` over this client's connection (opened if needed),
+    /// outside any operation; the connection is dropped when no answer comes.
+    fn ask_once(
+        &mut self,
+        server: usize,
+        body: ClientRequestBody,
         deadline: Instant,
-    ) -> Result<ClientResult> {
-        let mut backoff = self.options.backoff_min;
-        let mut maybe_applied = false;
-        let mut last_refusal: Option<ClientError> = None;
-        let mut refusals_in_a_row = 0usize;
-        loop {
-            let target = self.leader.unwrap_or(self.round_robin);
-            let attempt = self.attempt(target, body, deadline);
-            let mut should_pause = true;
-            match attempt {
-                Attempt::Answer(ClientResponseBody::Ok {
-                    term,
-                    index,
-                    result,
-                }) => {
-                    self.leader = Some(target);
-                    return Ok(ClientResult {
-                        term,
-                        index,
-                        response: result,
-                    });
-                }
-                Attempt::Answer(ClientResponseBody::NotLeader {
-                    leader,
-                    leader_address,
-                }) => {
-                    let next = self.follow_hint(target, leader, leader_address.as_deref());
-                    last_refusal = Some(ClientError::NotLeader { hint: leader });
-                    refusals_in_a_row += 1;
-                    // A fresh hint is worth trying at once; a hint cycle or "no leader" means
-                    // an election is under way, so wait a little.
-                    should_pause = next.is_none() || refusals_in_a_row >= self.servers.len();
-                }
-                Attempt::Answer(ClientResponseBody::Overloaded) => {
-                    self.leader = Some(target);
-                    last_refusal = Some(ClientError::Overloaded);
-                }
-                Attempt::Answer(ClientResponseBody::Error { definite, message }) => {
-                    if definite {
-                        let definite = !maybe_applied;
-                        return Err(ClientError::Server { definite, message });
-                    }
-                    // The node lost track of the proposal (e.g. it stepped down); the session
-                    // makes a retry safe, and another node may now lead.
-                    maybe_applied |= effect == Effect::Write;
-                    self.forget_leader(target);
-                    last_refusal = None;
-                }
-                Attempt::Answer(ClientResponseBody::Status(_) | ClientResponseBody::Latency(_)) => {
-                    return Err(self.misanswered(maybe_applied));
-                }
-                Attempt::NotSent(why) => {
-                    log::debug!("{}: not sent: {why}", self.servers[target]);
-                    self.forget_leader(target);
-                    if let Some(error) = self.take_unreachable_error() {
-                        return Err(error);
-                    }
-                }
-                Attempt::Lost(why) => {
-                    log::debug!("{}: no answer: {why}", self.servers[target]);
-                    maybe_applied |= effect == Effect::Write;
-                    self.forget_leader(target);
-                    last_refusal = None;
-                }
-            }
-            if should_pause {
-                refusals_in_a_row = 0;
-                if !self.pause(&mut backoff, deadline) {
-                    return Err(deadline_error(last_refusal, maybe_applied));
-                }
-            } else if Instant::now() >= deadline {
-                return Err(deadline_error(last_refusal, maybe_applied));
-            }
-        }
-    }
-
-    /// A status answer to another request: drop the connection, report a protocol error.
-    fn misanswered(&mut self, maybe_applied: bool) -> ClientError {
-        self.drop_connection();
-        ClientError::Protocol {
-            definite: !maybe_applied,
-            message: "status answer to a non-status request".to_string(),
-        }
-    }
-
-    /// Send `body` to `servers[target]` and wait for its answer, within one attempt timeout.
-    fn attempt(&mut self, target: usize, body: &ClientRequestBody, deadline: Instant) -> Attempt {
-        let attempt_deadline = deadline.min(Instant::now() + self.options.attempt_timeout);
-        if let Err(e) = self.ensure_connection(target, attempt_deadline) {
-            let why = e.to_string();
-            if is_unreachable(&e) {
-                let since = self
-                    .unreachable
-                    .get(&target)
-                    .map_or(Instant::now(), |u| u.0);
-                self.unreachable.insert(target, (since, e));
-            }
-            return Attempt::NotSent(why);
-        }
-        self.unreachable.remove(&target);
-        let request_id = self.take_request_id();
+    ) -> std::result::Result<ClientResponseBody, String> {
+        self.ensure_connection(server, deadline)
+            .map_err(|e| e.to_string())?;
+        let request = ClientRequest {
+            request_id: self.core.take_request_id(),
+            body,
+        };
         let connection = self.connection.as_mut().expect("connection just ensured");
-        let attempt = exchange(connection, request_id, body, attempt_deadline);
-        if matches!(attempt, Attempt::Answer(_)) {
-            self.answered = true;
-        } else {
+        let answer = exchange(connection, &request, &mut self.frame, deadline);
+        if answer.is_err() {
             self.drop_connection();
         }
-        attempt
+        answer
+    }
+
+    /// Run one operation (other than a session write) to completion or to the timeout.
+    fn call(&mut self, body: ClientRequestBody, effect: Effect) -> Result<ClientResult> {
+        self.core.begin(body, effect, Instant::now());
+        self.drive()
+    }
+
+    /// Does what the core says until the operation ends.
+    fn drive(&mut self) -> Result<ClientResult> {
+        loop {
+            match self.core.poll(Instant::now()) {
+                Next::Done(result) => return result,
+                Next::Sleep { until } => {
+                    std::thread::sleep(until.saturating_duration_since(Instant::now()));
+                }
+                Next::Send {
+                    server,
+                    deadline,
+                    reconnect,
+                } => self.send(server, deadline, reconnect),
+                Next::AwaitAnswer { until } => self.await_answer(until),
+                Next::Probe { servers } => self.probe(&servers),
+            }
+        }
+    }
+
+    /// Sends the core's request to `servers[server]` and reports how that went.
+    fn send(&mut self, server: usize, deadline: Instant, reconnect: bool) {
+        if reconnect {
+            self.drop_connection();
+        }
+        if let Err(e) = self.ensure_connection(server, deadline) {
+            return self.core.on_connect_failed(e, Instant::now());
+        }
+        self.frame.clear();
+        if let Err(e) = encode_client_request(self.core.request(), &mut self.frame) {
+            let why = format!("cannot encode request: {e}");
+            return self.core.on_send_failed(why, Instant::now());
+        }
+        let connection = self.connection.as_mut().expect("connection just ensured");
+        // A write that fails leaves at most part of the frame with the server, which cannot
+        // decode it into a request: the request cannot take effect.
+        match connection.send(&self.frame, deadline) {
+            Ok(()) => self.core.on_sent(Instant::now()),
+            Err(e) => {
+                self.drop_connection();
+                self.core.on_send_failed(e.to_string(), Instant::now());
+            }
+        }
+    }
+
+    /// Reads until the answer to the request in flight arrives or `until` passes.
+    fn await_answer(&mut self, until: Instant) {
+        let request_id = self.core.request().request_id;
+        let Some(connection) = self.connection.as_mut() else {
+            return self.core.on_lost("no connection".into(), Instant::now());
+        };
+        match read_response(connection, request_id, until) {
+            Ok(body) => self.core.on_answer(request_id, body, Instant::now()),
+            // The core decides at its next poll whether the attempt is over.
+            Err(None) => {}
+            Err(Some(why)) => {
+                self.drop_connection();
+                self.core.on_lost(why, Instant::now());
+            }
+        }
+    }
+
+    /// Asks `servers` for their status, one after the other, each within the probe interval,
+    /// until the core moves on.
+    fn probe(&mut self, servers: &[usize]) {
+        let timeout = self.core.options().leader_probe_interval;
+        for &server in servers {
+            let address = self.core.servers()[server];
+            match self.status_within(address, timeout) {
+                Ok(status) => self.core.on_status(server, &status, Instant::now()),
+                Err(e) => log::debug!("{address}: no status while probing: {e}"),
+            }
+            if !self.core.awaits_answer() {
+                return;
+            }
+        }
     }
 
     fn ensure_connection(&mut self, target: usize, deadline: Instant) -> io::Result<()> {
@@ -739,7 +657,8 @@ impl Client {
             return Ok(());
         }
         self.drop_connection();
-        let connection = open_connection(self.servers[target], target, &self.options, deadline)?;
+        let address = self.core.servers()[target];
+        let connection = open_connection(address, target, self.core.options(), deadline)?;
         self.connection = Some(connection);
         Ok(())
     }
@@ -749,96 +668,39 @@ impl Client {
             let _ = connection.stream.shutdown(std::net::Shutdown::Both);
         }
     }
-
-    /// Use a `NotLeader` hint: the leader's address when the hint gives one (added to the
-    /// list if it is not there), else its id as an index into the server list. Returns the
-    /// node to try next, if the hint names one.
-    fn follow_hint(
-        &mut self,
-        from: usize,
-        leader: Option<NodeId>,
-        address: Option<&str>,
-    ) -> Option<usize> {
-        let by_id = leader
-            .map(|id| id.0 as usize)
-            .filter(|&i| i < self.servers.len());
-        let mut by_address = || {
-            let addr = address.and_then(|a| crate::config::resolve_address(a).ok())?;
-            match self.servers.iter().position(|s| *s == addr) {
-                Some(i) => Some(i),
-                None => {
-                    self.servers.push(addr);
-                    Some(self.servers.len() - 1)
-                }
-            }
-        };
-        // The address is the node's own word; the id is a list position only when the list
-        // is in id order.
-        let next = by_address().or(by_id).filter(|&i| i != from);
-        match next {
-            Some(i) => self.leader = Some(i),
-            None => self.forget_leader(from),
-        }
-        next
-    }
-
-    /// The error to give up with when [`ClientOptions::unreachable_give_up`] applies: no
-    /// server ever answered and every one has refused (or rejected in the handshake) every
-    /// connection for that long.
-    fn take_unreachable_error(&mut self) -> Option<ClientError> {
-        let give_up = self.options.unreachable_give_up?;
-        let all = self.unreachable.len() == self.servers.len();
-        let long_enough = self
-            .unreachable
-            .values()
-            .all(|(since, _)| since.elapsed() >= give_up);
-        if self.answered || !all || !long_enough {
-            return None;
-        }
-        let (&server, _) = self.unreachable.iter().next_back()?;
-        let (_, error) = self.unreachable.remove(&server)?;
-        Some(ClientError::Io {
-            address: self.servers[server],
-            error,
-        })
-    }
-
-    /// `servers[failed]` is not (reachable as) the leader: move on to the next node.
-    fn forget_leader(&mut self, failed: usize) {
-        self.leader = None;
-        self.advance_round_robin(failed);
-    }
-
-    fn advance_round_robin(&mut self, failed: usize) {
-        self.round_robin = (failed + 1) % self.servers.len();
-    }
-
-    /// Sleep for the current backoff (doubling it), unless that would pass the deadline.
-    /// Returns false when the deadline has come.
-    fn pause(&self, backoff: &mut Duration, deadline: Instant) -> bool {
-        let now = Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        std::thread::sleep((*backoff).min(deadline - now));
-        *backoff = (*backoff * 2).min(self.options.backoff_max);
-        Instant::now() < deadline
-    }
-
-    fn take_request_id(&mut self) -> u64 {
-        self.next_request_id += 1;
-        self.next_request_id
-    }
 }
 
-/// The error for an operation whose deadline passed.
-fn deadline_error(last_refusal: Option<ClientError>, maybe_applied: bool) -> ClientError {
-    match last_refusal {
-        Some(refusal) if !maybe_applied => refusal,
-        _ => ClientError::Timeout {
-            definite: !maybe_applied,
-        },
+/// Sleep for the current backoff (doubling it), unless that would pass the deadline.
+/// Returns false when the deadline has come.
+fn pause(options: &ClientOptions, backoff: &mut Duration, deadline: Instant) -> bool {
+    let now = Instant::now();
+    if now >= deadline {
+        return false;
     }
+    std::thread::sleep((*backoff).min(deadline - now));
+    *backoff = (*backoff * 2).min(options.backoff_max);
+    Instant::now() < deadline
+}
+
+/// The handshake a client sends when it opens a connection (the only place it is built),
+/// with the token block when the options carry a token (`wire/PROTOCOL.md` section 2.1).
+pub fn handshake(options: &ClientOptions) -> Vec<u8> {
+    let hello = Handshake::client(options.cluster_id);
+    let Some(token) = &options.token else {
+        return hello.encode().to_vec();
+    };
+    let mut bytes = hello.with_auth().encode().to_vec();
+    let len = u16::try_from(token.bytes().len()).expect("a token is at most 1024 bytes");
+    bytes.extend_from_slice(&len.to_le_bytes());
+    bytes.extend_from_slice(token.bytes());
+    bytes
+}
+
+/// Checks the handshake a node answered with: a node of this client's cluster.
+pub fn check_handshake(theirs: &[u8; HANDSHAKE_BYTES], options: &ClientOptions) -> io::Result<()> {
+    let invalid = |e: rcraft_wire::Error| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+    let handshake = Handshake::decode(theirs).map_err(invalid)?;
+    handshake.check_cluster(options.cluster_id).map_err(invalid)
 }
 
 /// Connect to `address`, exchange handshakes and check the cluster id, all by `deadline`.
@@ -852,18 +714,14 @@ fn open_connection(
     stream.set_nodelay(true)?;
     let write_timeout = remaining(deadline)?;
     stream.set_write_timeout(Some(write_timeout))?;
-    stream.write_all(&client_hello(options))?;
+    stream.write_all(&handshake(options))?;
     let mut theirs = [0u8; HANDSHAKE_BYTES];
     let read_timeout = remaining(deadline)?;
     stream.set_read_timeout(Some(read_timeout))?;
     stream
         .read_exact(&mut theirs)
         .map_err(|e| handshake_error(e, read_timeout, options.cluster_id))?;
-    let invalid = |e: rcraft_wire::Error| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
-    let handshake = Handshake::decode(&theirs).map_err(invalid)?;
-    handshake
-        .check_cluster(options.cluster_id)
-        .map_err(invalid)?;
+    check_handshake(&theirs, options)?;
     Ok(Connection {
         server,
         stream,
@@ -874,23 +732,9 @@ fn open_connection(
     })
 }
 
-/// The client handshake, with the token block when the options carry a token
-/// (`wire/PROTOCOL.md` section 2.1).
-fn client_hello(options: &ClientOptions) -> Vec<u8> {
-    let hello = Handshake::client(options.cluster_id);
-    let Some(token) = &options.token else {
-        return hello.encode().to_vec();
-    };
-    let mut bytes = hello.with_auth().encode().to_vec();
-    let len = u16::try_from(token.bytes().len()).expect("a token is at most 1024 bytes");
-    bytes.extend_from_slice(&len.to_le_bytes());
-    bytes.extend_from_slice(token.bytes());
-    bytes
-}
-
 /// The handshake's read failed: say why in the words an operator needs. A node closes the
 /// connection without answering when the cluster id differs (its log says so).
-fn handshake_error(e: io::Error, waited: Duration, cluster_id: u64) -> io::Error {
+pub fn handshake_error(e: io::Error, waited: Duration, cluster_id: u64) -> io::Error {
     match e.kind() {
         io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => io::Error::new(
             io::ErrorKind::ConnectionAborted,
@@ -906,16 +750,6 @@ fn handshake_error(e: io::Error, waited: Duration, cluster_id: u64) -> io::Error
         ),
         _ => e,
     }
-}
-
-/// True when nothing listens at the address or the node refused this client's cluster: a
-/// client that never got an answer may give up on these (see
-/// [`ClientOptions::unreachable_give_up`]).
-fn is_unreachable(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted
-    )
 }
 
 /// True for the errors a blocking socket call reports when its timeout ends.
@@ -935,34 +769,24 @@ fn remaining(deadline: Instant) -> io::Result<Duration> {
     Ok(left.max(SOCKET_TIMEOUT_MIN))
 }
 
-/// Write one request and read frames until its response arrives or `deadline` passes.
+/// Write one request (encoded into `frame`) and read frames until its response arrives or
+/// `deadline` passes; `Err` says why no answer came.
 fn exchange(
     connection: &mut Connection,
-    request_id: u64,
-    body: &ClientRequestBody,
+    request: &ClientRequest,
+    frame: &mut Vec<u8>,
     deadline: Instant,
-) -> Attempt {
-    let request = ClientRequest {
-        request_id,
-        body: body.clone(),
-    };
+) -> std::result::Result<ClientResponseBody, String> {
     let started = Instant::now();
-    let mut frame = Vec::new();
-    if let Err(e) = encode_client_request(&request, &mut frame) {
-        return Attempt::NotSent(format!("cannot encode request: {e}"));
-    }
-    // A write that fails leaves at most part of the frame with the server, which cannot
-    // decode it into a request: the request cannot take effect.
-    let written = connection
-        .bound_write(deadline)
-        .and_then(|()| connection.stream.write_all(&frame));
-    if let Err(e) = written {
-        return Attempt::NotSent(e.to_string());
-    }
-    match read_response(connection, request_id, deadline) {
-        Ok(body) => Attempt::Answer(body),
-        Err(Some(why)) => Attempt::Lost(why),
-        Err(None) => Attempt::Lost(format!(
+    frame.clear();
+    encode_client_request(request, frame).map_err(|e| format!("cannot encode request: {e}"))?;
+    connection
+        .send(frame, deadline)
+        .map_err(|e| e.to_string())?;
+    match read_response(connection, request.request_id, deadline) {
+        Ok(body) => Ok(body),
+        Err(Some(why)) => Err(why),
+        Err(None) => Err(format!(
             "no answer: timed out after {} ms",
             started.elapsed().as_millis()
         )),
@@ -1003,20 +827,13 @@ fn read_response(
     }
 }
 
-/// Refuses a command or query a node would refuse (`COMMAND_BYTES_MAX`), before sending it.
-fn check_size(what: &str, bytes: usize) -> Result<()> {
-    if bytes > COMMAND_BYTES_MAX {
-        let why = format!("{what} of {bytes} bytes is over the limit of {COMMAND_BYTES_MAX} bytes");
-        return Err(ClientError::InvalidInput(why));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kv::{KvCommand, KvResponse, VALUE_BYTES_MAX};
     use crate::kv_client::{CasOutcome, KvClient};
+    use crate::node::limits::COMMAND_BYTES_MAX;
+    use rcraft_wire::Session;
     use rcraft_wire::{ClientResponse, encode_client_response};
     use std::net::TcpListener;
     use std::sync::{Arc, Mutex};
@@ -1025,6 +842,8 @@ mod tests {
     enum Reply {
         Answer(Box<ClientResponseBody>),
         Close,
+        /// Never answer this request (a node that stopped after receiving it).
+        Silence,
     }
 
     fn answer(body: ClientResponseBody) -> Reply {
@@ -1086,6 +905,7 @@ mod tests {
                 let body = match handler(&request) {
                     Reply::Answer(body) => *body,
                     Reply::Close => return,
+                    Reply::Silence => continue,
                 };
                 let mut out = Vec::new();
                 let response = ClientResponse {
@@ -1117,6 +937,8 @@ mod tests {
             cluster_id: CLUSTER_ID_DEFAULT,
             unreachable_give_up: None,
             token: None,
+            leader_probe_after: None,
+            leader_probe_interval: Duration::from_millis(50),
         }
     }
 
@@ -1464,10 +1286,14 @@ mod tests {
     }
 
     fn status_answer(id: u64, role: Role, leader: Option<u64>) -> Reply {
+        status_in_term(id, role, leader, 2)
+    }
+
+    fn status_in_term(id: u64, role: Role, leader: Option<u64>, term: u64) -> Reply {
         answer(ClientResponseBody::Status(NodeStatus {
             id: NodeId(id),
             role,
-            term: Term(2),
+            term: Term(term),
             leader: leader.map(NodeId),
             commit_index: LogIndex(5),
             applied_index: LogIndex(5),
@@ -1516,5 +1342,76 @@ mod tests {
         let mut client = KvClient::new(&[silent.address], fast_options()).unwrap();
         let e = client.change_membership(target).unwrap_err();
         assert!(!e.is_definite(), "{e:?}");
+    }
+
+    /// Options for the failover tests: attempts as long as the whole deadline, so only asking
+    /// the other nodes who leads can end an unanswered attempt early.
+    fn probing_options() -> ClientOptions {
+        ClientOptions {
+            timeout: Duration::from_secs(30),
+            attempt_timeout: Duration::from_secs(30),
+            leader_probe_after: Some(Duration::from_millis(50)),
+            leader_probe_interval: Duration::from_millis(50),
+            ..fast_options()
+        }
+    }
+
+    #[test]
+    fn a_silent_leader_is_left_for_the_newer_leader_another_node_names() {
+        // Node 0 leads in term 3, registers the session, then stops answering.
+        let old = FakeNode::start(registering(|_| Reply::Silence));
+        let new = FakeNode::start(Box::new(|request| match &request.body {
+            // Elected in term 4, after the term the old leader answered in (3).
+            ClientRequestBody::Status => status_in_term(1, Role::Leader, Some(1), 4),
+            _ => ok(&KvResponse::Done.encode()),
+        }));
+        let mut client = KvClient::new(&[old.address, new.address], probing_options()).unwrap();
+        // Without the probe this write would wait out its 30 s attempt and time out.
+        client.put(b"k", b"v").unwrap();
+        assert_eq!(client.leader(), Some(NodeId(1)));
+        let sent_to_old = write_sessions(&old);
+        let sent_to_new = write_sessions(&new);
+        assert_eq!(sent_to_old.len(), 1, "{sent_to_old:?}");
+        assert_eq!(
+            sent_to_new, sent_to_old,
+            "the retry keeps its session and sequence"
+        );
+        let statuses = new
+            .requests()
+            .iter()
+            .filter(|r| r.body == ClientRequestBody::Status)
+            .count();
+        assert!(statuses >= 1);
+    }
+
+    #[test]
+    fn a_probe_naming_the_same_leader_keeps_the_attempt_waiting() {
+        // The leader answers the write late; the other node still names it (term 2 < 3).
+        let mut writes = 0;
+        let leader = FakeNode::start(registering(move |_| {
+            writes += 1;
+            if writes == 1 {
+                std::thread::sleep(Duration::from_millis(400));
+            }
+            ok(&KvResponse::Done.encode())
+        }));
+        let follower = FakeNode::start(Box::new(|request| match &request.body {
+            ClientRequestBody::Status => status_answer(1, Role::Follower, Some(0)),
+            _ => answer(ClientResponseBody::NotLeader {
+                leader: Some(NodeId(0)),
+                leader_address: None,
+            }),
+        }));
+        let servers = [leader.address, follower.address];
+        let mut client = KvClient::new(&servers, probing_options()).unwrap();
+        client.put(b"k", b"v").unwrap();
+        assert_eq!(client.leader(), Some(NodeId(0)));
+        let asked = follower.requests();
+        assert!(!asked.is_empty(), "the slow answer made the client ask");
+        assert!(
+            asked.iter().all(|r| r.body == ClientRequestBody::Status),
+            "nothing but status requests went to the follower: {asked:?}"
+        );
+        assert_eq!(write_sessions(&leader).len(), 1, "one attempt, answered");
     }
 }

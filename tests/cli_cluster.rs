@@ -508,3 +508,49 @@ fn garbage_and_oversized_frames_on_a_node_port_do_not_stop_it() {
     assert_eq!(cluster.status().status.code(), Some(0), "a leader is known");
     drop(hanging);
 }
+
+#[test]
+fn a_client_leaves_a_stopped_leader_after_an_election_not_an_attempt_timeout() {
+    use rcraft::client::ClientOptions;
+    use rcraft::kv_client::KvClient;
+    use std::net::SocketAddr;
+
+    let cluster = Cluster::start();
+    let leader = cluster.wait_for_leader();
+    let servers: Vec<SocketAddr> = cluster
+        .addresses
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    // An attempt may wait the whole deadline: only asking the other nodes who leads (after an
+    // election timeout, the default probe) can bring the write to the new leader in time.
+    let options = ClientOptions {
+        timeout: Duration::from_secs(30),
+        attempt_timeout: Duration::from_secs(30),
+        ..ClientOptions::default()
+    };
+    let mut client = KvClient::new(&servers, options).unwrap();
+    let before = client
+        .submit(
+            rcraft::kv::KvCommand::Put {
+                key: b"x".to_vec(),
+                value: b"old".to_vec(),
+            }
+            .encode(),
+        )
+        .unwrap();
+    assert_eq!(client.leader(), Some(rcraft::wire::NodeId(leader as u64)));
+
+    cluster.signal(leader, libc::SIGSTOP);
+    let after = client.submit(
+        rcraft::kv::KvCommand::Put {
+            key: b"x".to_vec(),
+            value: b"new".to_vec(),
+        }
+        .encode(),
+    );
+    cluster.signal(leader, libc::SIGCONT);
+    let after = after.unwrap_or_else(|e| panic!("{e}; logs:\n{}", cluster.logs()));
+    assert!(after.term > before.term, "{before:?} then {after:?}");
+    assert_ne!(client.leader(), Some(rcraft::wire::NodeId(leader as u64)));
+}

@@ -85,12 +85,7 @@ impl RcraftCluster {
     /// Access to the cluster at `servers` (id order) with `timeout` per operation, retries
     /// across leader changes included.
     pub fn new(servers: Vec<SocketAddr>, timeout: Duration) -> RcraftCluster {
-        let defaults = ClientOptions::default();
-        let options = ClientOptions {
-            timeout,
-            attempt_timeout: defaults.attempt_timeout.min(timeout),
-            ..defaults
-        };
+        let options = client_options(timeout);
         RcraftCluster { servers, options }
     }
 
@@ -98,6 +93,17 @@ impl RcraftCluster {
     pub fn with_token(mut self, token: Option<rcraft::node::net::auth::Token>) -> RcraftCluster {
         self.options.token = token;
         self
+    }
+}
+
+/// The options of every client of a run: `timeout` per operation, retries included; the
+/// library's defaults otherwise (attempt timeout, back-off, failover probe).
+pub fn client_options(timeout: Duration) -> ClientOptions {
+    let defaults = ClientOptions::default();
+    ClientOptions {
+        timeout,
+        attempt_timeout: defaults.attempt_timeout.min(timeout),
+        ..defaults
     }
 }
 

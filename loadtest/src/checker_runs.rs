@@ -24,6 +24,8 @@ fn settings(node: &FakeNode, workload: Option<WorkloadKind>, pipeline: usize) ->
         workload,
         rate: None,
         pipeline,
+        // Pipeline 1 runs through the event-loop engine.
+        engine_threads: (pipeline == 1).then_some(1),
         kill: None,
         pause: None,
         timeout: Duration::from_secs(2),

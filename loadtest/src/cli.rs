@@ -23,9 +23,18 @@ pub struct Args {
     /// Spawn a local cluster of N `rcraft serve` processes on 127.0.0.1 for the run.
     #[arg(long, value_name = "N")]
     pub spawn: Option<usize>,
-    /// Concurrent client threads, each with its own connection (closed loop).
+    /// Concurrent clients, each with its own connection, session and one request in flight
+    /// (closed loop unless --rate).
     #[arg(long, default_value_t = 16)]
     pub clients: usize,
+    /// Event-loop threads the clients are dealt out to (each client is still a
+    /// `rcraft::client::ClientCore` with its own connection and session).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub engine_threads: usize,
+    /// One OS thread per client running the blocking `rcraft::client::Client`, instead of the
+    /// event-loop engine (same decisions, more load-generator CPU).
+    #[arg(long)]
+    pub thread_per_client: bool,
     /// Length of the measured run, in seconds.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub duration: f64,
@@ -46,9 +55,9 @@ pub struct Args {
     /// the scheduled send time). Without it every client sends its next request on reply.
     #[arg(long, value_name = "OPS")]
     pub rate: Option<f64>,
-    /// Requests in flight per client connection. 1: the blocking `rcraft::client::Client`
-    /// (sessions, retries across leader changes). More: a pipelined connection to the leader
-    /// without retries (closed loop only).
+    /// Requests in flight per client connection. 1: clients with sessions and retries across
+    /// leader changes (the event-loop engine, or --thread-per-client). More: a pipelined
+    /// connection to the leader per client thread, without retries (closed loop only).
     #[arg(long, default_value_t = 1, value_name = "K")]
     pub pipeline: usize,
     /// kill -9 the leader every SECS seconds (spawned clusters only).
@@ -160,8 +169,11 @@ pub struct Settings {
     pub workload: Option<WorkloadKind>,
     /// Total open-loop rate, if any.
     pub rate: Option<f64>,
-    /// Requests in flight per connection; 1 selects the blocking client.
+    /// Requests in flight per connection; 1 selects the clients with sessions and retries.
     pub pipeline: usize,
+    /// Event-loop threads for the clients; `None`: one thread per client (blocking clients,
+    /// or pipelined connections).
+    pub engine_threads: Option<usize>,
     /// Leader kills.
     pub kill: Option<FaultSchedule>,
     /// Leader pauses.
@@ -218,6 +230,9 @@ impl Args {
                 self.pipeline
             )));
         }
+        if self.engine_threads == 0 {
+            return Err(Error::Usage("--engine-threads must be at least 1".into()));
+        }
         if self.pipeline > 1 && self.rate.is_some() {
             return Err(Error::Usage(
                 "--pipeline above 1 is closed loop only; drop --rate".into(),
@@ -252,6 +267,8 @@ impl Args {
             workload: self.workload,
             rate: self.rate,
             pipeline: self.pipeline,
+            engine_threads: (self.pipeline == 1 && !self.thread_per_client)
+                .then_some(self.engine_threads),
             kill,
             pause,
             timeout: Duration::from_millis(self.timeout_ms.max(1)),
@@ -390,6 +407,16 @@ mod tests {
         assert!(parse(&["--spawn", "0", "--rcraft-bin", "/x"]).is_err());
         assert!(parse(&["--spawn", "3", "--rcraft-bin", "/x", "--rate", "-1"]).is_err());
         assert!(parse(&["--spawn", "3", "--rcraft-bin", "/x", "--pipeline", "0"]).is_err());
+        let base = ["--spawn", "3", "--rcraft-bin", "/x"];
+        let with = |extra: &[&str]| parse(&[&base[..], extra].concat());
+        assert_eq!(with(&[]).unwrap().engine_threads, Some(1));
+        assert_eq!(
+            with(&["--engine-threads", "2"]).unwrap().engine_threads,
+            Some(2)
+        );
+        assert_eq!(with(&["--thread-per-client"]).unwrap().engine_threads, None);
+        assert_eq!(with(&["--pipeline", "4"]).unwrap().engine_threads, None);
+        assert!(with(&["--engine-threads", "0"]).is_err());
         assert!(
             parse(&[
                 "--spawn",

@@ -255,6 +255,14 @@ impl SpawnedCluster {
         }
     }
 
+    /// Process id of each node that is running, in id order.
+    pub fn pids(&self) -> Vec<Option<u32>> {
+        self.nodes
+            .iter()
+            .map(|n| n.child.as_ref().map(Child::id))
+            .collect()
+    }
+
     /// Peak resident set size per node (over all its incarnations), in id order.
     pub fn rss_max_bytes(&self) -> Vec<u64> {
         self.nodes.iter().map(|n| n.rss_max_bytes).collect()

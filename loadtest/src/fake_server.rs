@@ -3,7 +3,10 @@
 //! tests drive the real client adapter and the pipelined clients over loopback TCP.
 //!
 //! It can carry a planted bug ([`FakeBug`]) so tests can show the linearizability checker
-//! catches a server that misbehaves the way a real one could.
+//! catches a server that misbehaves the way a real one could. Several fake nodes can share
+//! one store and one [`Leadership`] ([`FakeNode::cluster`]): only the node it names leads
+//! (the others answer `NotLeader` with its id), and a node can be paused (it reads requests
+//! and never answers, as a stopped process), so tests can move the leader under clients.
 
 use rcraft::kv::{KvCommand, KvResponse};
 use rcraft::wire::{
@@ -50,14 +53,55 @@ struct Store {
     puts: AtomicU64,
 }
 
+/// Which node of a fake cluster leads, in which term, and which nodes are paused.
+#[derive(Debug, Default)]
+pub struct Leadership {
+    /// The leading node's id.
+    pub leader: AtomicU64,
+    /// The current term (answers carry it).
+    pub term: AtomicU64,
+    /// Bit `i` set: node `i` is paused.
+    pub paused: AtomicU64,
+}
+
+impl Leadership {
+    /// Makes node `id` the leader in a new term.
+    pub fn elect(&self, id: u64) {
+        self.term.fetch_add(1, Ordering::SeqCst);
+        self.leader.store(id, Ordering::SeqCst);
+    }
+
+    /// Pauses node `id`: it keeps reading requests but answers none.
+    pub fn pause(&self, id: u64) {
+        self.paused.fetch_or(1 << id, Ordering::SeqCst);
+    }
+
+    fn is_paused(&self, id: u64) -> bool {
+        self.paused.load(Ordering::SeqCst) & (1 << id) != 0
+    }
+}
+
 /// The running fake node; stopped and joined on drop.
 pub struct FakeNode {
     /// Where it listens.
     pub addr: SocketAddr,
     /// Its store.
     pub map: Arc<Mutex<Map>>,
+    /// Requests answered `Ok` by this node.
+    pub served: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
+}
+
+/// What one node of a fake cluster shares with the others.
+#[derive(Clone)]
+struct Shared {
+    id: u64,
+    map: Arc<Mutex<Map>>,
+    store: Arc<Store>,
+    leadership: Arc<Leadership>,
+    served: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
 }
 
 impl FakeNode {
@@ -68,25 +112,58 @@ impl FakeNode {
 
     /// Starts a node with `bug` planted.
     pub fn start_with(cluster_id: u64, bug: FakeBug) -> FakeNode {
+        let leadership = Arc::new(Leadership::default());
+        leadership.elect(0);
+        let map = Arc::new(Mutex::new(HashMap::new()));
+        FakeNode::start_node(cluster_id, bug, 0, map, leadership)
+    }
+
+    /// Starts `n` correct nodes sharing one store and one [`Leadership`] (node 0 leads in
+    /// term 1).
+    pub fn cluster(cluster_id: u64, n: u64) -> (Vec<FakeNode>, Arc<Leadership>) {
+        let leadership = Arc::new(Leadership::default());
+        leadership.elect(0);
+        let map = Arc::new(Mutex::new(HashMap::new()));
+        let nodes = (0..n)
+            .map(|id| {
+                let (map, leadership) = (map.clone(), leadership.clone());
+                FakeNode::start_node(cluster_id, FakeBug::None, id, map, leadership)
+            })
+            .collect();
+        (nodes, leadership)
+    }
+
+    fn start_node(
+        cluster_id: u64,
+        bug: FakeBug,
+        id: u64,
+        map: Arc<Mutex<Map>>,
+        leadership: Arc<Leadership>,
+    ) -> FakeNode {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        let map = Arc::new(Mutex::new(HashMap::new()));
-        let store = Arc::new(Store {
-            bug,
-            follower: Mutex::new((HashMap::new(), 0)),
-            puts: AtomicU64::new(0),
-        });
-        let stop = Arc::new(AtomicBool::new(false));
-        let (map2, stop2) = (map.clone(), stop.clone());
+        let shared = Shared {
+            id,
+            map: map.clone(),
+            store: Arc::new(Store {
+                bug,
+                follower: Mutex::new((HashMap::new(), 0)),
+                puts: AtomicU64::new(0),
+            }),
+            leadership,
+            served: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let (served, stop) = (shared.served.clone(), shared.stop.clone());
         let acceptor = std::thread::spawn(move || {
             let mut connections = Vec::new();
-            while !stop2.load(Ordering::Relaxed) {
+            while !shared.stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (map, stop, store) = (map2.clone(), stop2.clone(), store.clone());
+                        let shared = shared.clone();
                         connections.push(std::thread::spawn(move || {
-                            serve(stream, cluster_id, &map, &store, &stop)
+                            serve(stream, cluster_id, &shared)
                         }));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
@@ -99,6 +176,7 @@ impl FakeNode {
         FakeNode {
             addr,
             map,
+            served,
             stop,
             acceptor: Some(acceptor),
         }
@@ -114,12 +192,17 @@ impl Drop for FakeNode {
     }
 }
 
-fn status() -> NodeStatus {
+fn status(node: &Shared) -> NodeStatus {
+    let leader = node.leadership.leader.load(Ordering::SeqCst);
+    let role = match leader == node.id {
+        true => Role::Leader,
+        false => Role::Follower,
+    };
     NodeStatus {
-        id: NodeId(0),
-        role: Role::Leader,
-        term: Term(1),
-        leader: Some(NodeId(0)),
+        id: NodeId(node.id),
+        role,
+        term: Term(node.leadership.term.load(Ordering::SeqCst)),
+        leader: Some(NodeId(leader)),
         commit_index: LogIndex(0),
         applied_index: LogIndex(0),
         last_index: LogIndex(0),
@@ -131,21 +214,47 @@ fn status() -> NodeStatus {
     }
 }
 
-fn answer(body: ClientRequestBody, map: &Mutex<Map>, store: &Store) -> ClientResponseBody {
+/// Answers as the node does: a follower refuses with the leader's id.
+fn answer_as(node: &Shared, body: ClientRequestBody) -> ClientResponseBody {
+    let leader = node.leadership.leader.load(Ordering::SeqCst);
+    let answer = match body {
+        ClientRequestBody::Status => ClientResponseBody::Status(status(node)),
+        _ if leader != node.id => ClientResponseBody::NotLeader {
+            leader: Some(NodeId(leader)),
+            leader_address: None,
+        },
+        body => answer(
+            body,
+            &node.map,
+            &node.store,
+            node.leadership.term.load(Ordering::SeqCst),
+        ),
+    };
+    if matches!(answer, ClientResponseBody::Ok { .. }) {
+        node.served.fetch_add(1, Ordering::Relaxed);
+    }
+    answer
+}
+
+fn answer(
+    body: ClientRequestBody,
+    map: &Mutex<Map>,
+    store: &Store,
+    term: u64,
+) -> ClientResponseBody {
     let ok = |response: KvResponse| ClientResponseBody::Ok {
-        term: Term(1),
+        term: Term(term),
         index: LogIndex(1),
         result: response.encode(),
     };
     let command = match &body {
-        ClientRequestBody::Status => return ClientResponseBody::Status(status()),
         // A session registration: every client gets session 1 (sessions are not checked).
         ClientRequestBody::Write {
             session: Some(Session::REGISTER),
             ..
         } => {
             return ClientResponseBody::Ok {
-                term: Term(1),
+                term: Term(term),
                 index: LogIndex(1),
                 result: 1u64.to_le_bytes().to_vec(),
             };
@@ -213,13 +322,7 @@ fn answer(body: ClientRequestBody, map: &Mutex<Map>, store: &Store) -> ClientRes
     ok(response)
 }
 
-fn serve(
-    mut stream: TcpStream,
-    cluster_id: u64,
-    map: &Mutex<Map>,
-    store: &Store,
-    stop: &AtomicBool,
-) {
+fn serve(mut stream: TcpStream, cluster_id: u64, node: &Shared) {
     stream.set_nonblocking(false).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_millis(20)))
@@ -227,7 +330,7 @@ fn serve(
     let mut decoder = FrameDecoder::new(FRAME_BYTES_MAX);
     let mut greeted = false;
     let mut chunk = [0u8; 16 * 1024];
-    while !stop.load(Ordering::Relaxed) {
+    while !node.stop.load(Ordering::Relaxed) {
         match stream.read(&mut chunk) {
             Ok(0) => return,
             Ok(n) => decoder.push(&chunk[..n]),
@@ -237,7 +340,8 @@ fn serve(
             match decoder.next_handshake() {
                 Ok(Some(_)) => {
                     greeted = true;
-                    let _ = stream.write_all(&Handshake::peer(cluster_id, NodeId(0)).encode());
+                    let _ =
+                        stream.write_all(&Handshake::peer(cluster_id, NodeId(node.id)).encode());
                 }
                 Ok(None) => continue,
                 Err(_) => return,
@@ -248,9 +352,12 @@ fn serve(
             let Ok(request) = frame.to_client_request() else {
                 return;
             };
+            if node.leadership.is_paused(node.id) {
+                continue;
+            }
             let response = ClientResponse {
                 request_id: request.request_id,
-                body: answer(request.body, map, store),
+                body: answer_as(node, request.body),
             };
             encode_client_response(&response, &mut out).unwrap();
         }

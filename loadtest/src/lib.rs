@@ -6,7 +6,9 @@
 //! processes and sockets (spawned cluster, client threads, fault injection) are exercised by
 //! `tests/spawn.rs` against a real `rcraft` binary.
 //!
-//! Threads: one per client (`workload`, or `pipeline` with `--pipeline K`), one ticker for
+//! Threads: the event-loop engine's (`engine`, `--engine-threads`, many clients each), or one
+//! per client (`workload` with `--thread-per-client`, or `pipeline` with `--pipeline K`), one
+//! ticker for
 //! progress and per-second samples (`progress`, which also samples node memory) and one fault
 //! injector (`faults`). They share only `Arc`s of mutex-protected state listed in each
 //! module's header.
@@ -17,6 +19,8 @@ pub mod chart;
 mod checker_runs;
 pub mod cli;
 pub mod cluster;
+pub mod cpu;
+pub mod engine;
 pub mod error;
 #[cfg(test)]
 mod fake_server;

@@ -43,6 +43,9 @@ pub const PIPELINE_READ_POLL: Duration = Duration::from_millis(20);
 /// Largest `--pipeline` depth accepted.
 pub const PIPELINE_DEPTH_MAX: usize = 4096;
 
+/// Longest an engine thread waits in one `poll` before checking the stop flag.
+pub const ENGINE_POLL_MAX: Duration = Duration::from_millis(20);
+
 /// Pause after a definite client error before the next operation (no busy loop when down).
 pub const ERROR_BACKOFF: Duration = Duration::from_millis(2);
 

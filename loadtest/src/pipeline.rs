@@ -11,16 +11,15 @@
 //! Owned by one client thread; shares only the run's [`RunShared`].
 
 use crate::backend::{ClusterAccess, find_leader};
-use crate::history::{WriteId, key_name};
+use crate::engine::{kv_command, outcome_of_answer};
 use crate::limits::{CONNECT_TIMEOUT, ERROR_BACKOFF, PIPELINE_READ_POLL, STATUS_POLL_INTERVAL};
-use crate::mix::OpChoice;
-use crate::oplog::{ClientLog, OpRecord, Outcome, Request, Value};
+use crate::oplog::{ClientLog, OpRecord, Outcome, Request};
 use crate::stats::OpOutcome;
-use crate::workload::{Rng, RunShared, WorkloadSpec};
-use rcraft::kv::{KvCommand, KvResponse};
+use crate::workload::{Rng, RunShared, WorkloadSpec, draw_request};
+use rcraft::client::{ClientOptions, check_handshake, handshake};
 use rcraft::wire::{
     ClientRequest, ClientRequestBody, ClientResponse, ClientResponseBody, FRAME_BYTES_MAX,
-    FrameDecoder, HANDSHAKE_BYTES, Handshake, encode_client_request,
+    FrameDecoder, HANDSHAKE_BYTES, encode_client_request,
 };
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -67,14 +66,14 @@ fn open(addr: SocketAddr, spec: &PipelineSpec) -> std::io::Result<Connection> {
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(spec.timeout))?;
     stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
-    stream.write_all(&Handshake::client(spec.cluster_id).encode())?;
+    let options = ClientOptions {
+        cluster_id: spec.cluster_id,
+        ..ClientOptions::default()
+    };
+    stream.write_all(&handshake(&options))?;
     let mut theirs = [0u8; HANDSHAKE_BYTES];
     stream.read_exact(&mut theirs)?;
-    let invalid =
-        |e: rcraft::wire::Error| std::io::Error::new(ErrorKind::InvalidData, e.to_string());
-    Handshake::decode(&theirs)
-        .and_then(|h| h.check_cluster(spec.cluster_id))
-        .map_err(invalid)?;
+    check_handshake(&theirs, &options)?;
     stream.set_read_timeout(Some(PIPELINE_READ_POLL))?;
     Ok(Connection {
         stream,
@@ -213,48 +212,19 @@ impl PipelinedClient<'_> {
 
     /// Draws the next request for `key` from the mix.
     fn next_request(&mut self, key: u64) -> Request {
-        let mut next_id = || {
-            self.counter += 1;
-            WriteId {
-                client: self.client as u32,
-                counter: self.counter - 1,
-            }
-        };
-        match self.spec.mix.draw(&mut self.rng) {
-            OpChoice::Get => Request::Get,
-            OpChoice::Put => Request::Put(next_id()),
-            OpChoice::Delete => Request::Delete,
-            OpChoice::Cas => Request::Cas {
-                expected: self.log.last_seen.expected(key),
-                new: next_id(),
-            },
-        }
+        let (mix, log) = (&self.spec.mix, &self.log);
+        draw_request(mix, &mut self.rng, log, key, self.client, &mut self.counter)
     }
 
     /// The wire request for `request` on `key`. Writes carry no session: they are never
     /// retried, so none can be applied twice.
     fn request_body(&self, key: u64, request: Request) -> ClientRequestBody {
-        let key = key_name(self.spec.run_id, key).into_bytes();
-        let size = self.spec.value_size;
-        let command = match request {
-            Request::Get => {
-                let query = KvCommand::Get { key }.encode();
-                return ClientRequestBody::Read { query };
-            }
-            Request::Put(id) => KvCommand::Put {
-                key,
-                value: id.value(size).into_bytes(),
+        match kv_command(&self.spec, key, request) {
+            (true, query) => ClientRequestBody::Read { query },
+            (false, command) => ClientRequestBody::Write {
+                session: None,
+                command,
             },
-            Request::Delete => KvCommand::Delete { key },
-            Request::Cas { expected, new } => KvCommand::Cas {
-                key,
-                expected: expected.to_bytes(size),
-                new: new.value(size).into_bytes(),
-            },
-        };
-        ClientRequestBody::Write {
-            session: None,
-            command: command.encode(),
         }
     }
 
@@ -262,22 +232,7 @@ impl PipelinedClient<'_> {
         let is_write = in_flight.request.is_write();
         let (outcome, term) = match body {
             ClientResponseBody::Ok { term, result, .. } => {
-                let outcome = match (in_flight.request, KvResponse::decode(&result)) {
-                    (Request::Get, Ok(KvResponse::Value(value))) => {
-                        Outcome::Read(Value::from_bytes(value.as_deref()))
-                    }
-                    (Request::Put(_) | Request::Delete, Ok(KvResponse::Done)) => Outcome::Done,
-                    (Request::Cas { .. }, Ok(KvResponse::Cas { swapped: true, .. })) => {
-                        Outcome::Swapped
-                    }
-                    (Request::Cas { .. }, Ok(KvResponse::Cas { current, .. })) => {
-                        Outcome::NotSwapped(Value::from_bytes(current.as_deref()))
-                    }
-                    (_, Ok(KvResponse::Error(_))) => Outcome::Failed,
-                    _ if is_write => Outcome::Unknown,
-                    _ => Outcome::Failed,
-                };
-                (outcome, Some(term.0))
+                outcome_of_answer(in_flight.request, term.0, &result)
             }
             ClientResponseBody::NotLeader { .. } => {
                 conn.draining = true;
@@ -340,7 +295,7 @@ mod tests {
     use super::*;
     use crate::backend::RcraftCluster;
     use crate::fake_server::FakeNode;
-    use crate::history::{History, Verification, check_key};
+    use crate::history::{History, Verification, check_key, key_name};
     use crate::workload::spawn_clients;
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
@@ -360,7 +315,10 @@ mod tests {
         let handles = spawn_clients(spec, pipeline, access.clone(), shared.clone());
         std::thread::sleep(Duration::from_millis(300));
         shared.stop.store(true, Ordering::Relaxed);
-        let logs: Vec<ClientLog> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let logs: Vec<ClientLog> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
         let history = History::from_clients(logs.into_iter().map(|l| l.writes).collect());
         let verification =
             crate::run::verify(&history, access.as_ref(), 9, &AtomicBool::new(false)).unwrap();
@@ -439,7 +397,10 @@ mod tests {
         let handles = spawn_clients(spec, Some(pipe), access, shared.clone());
         std::thread::sleep(Duration::from_millis(100));
         shared.stop.store(true, Ordering::Relaxed);
-        let logs: Vec<ClientLog> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let logs: Vec<ClientLog> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
         assert!(
             logs.iter()
                 .flat_map(|l| &l.writes)

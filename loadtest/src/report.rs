@@ -9,6 +9,7 @@ use crate::linearizability::Linearizability;
 use crate::stats::{LatencySummary, SecondSample};
 use serde_json::{Value, json};
 use std::fmt::Write;
+use std::time::Duration;
 
 /// Everything the run produced.
 #[derive(Debug, Clone, Default)]
@@ -27,8 +28,14 @@ pub struct Summary {
     pub read_ratio: f64,
     /// Open-loop rate, if any.
     pub rate: Option<f64>,
-    /// Requests in flight per connection (1: blocking client).
+    /// Requests in flight per connection (1: clients with sessions and retries).
     pub pipeline: usize,
+    /// Event-loop threads carrying the clients; `None`: one thread per client.
+    pub engine_threads: Option<usize>,
+    /// CPU this tool used while the clients ran (all its threads), in seconds.
+    pub tool_cpu_s: f64,
+    /// CPU the spawned nodes used meanwhile, summed; `None` against `--servers`.
+    pub server_cpu_s: Option<f64>,
     /// Acknowledged writes.
     pub writes: u64,
     /// Answered reads.
@@ -98,6 +105,17 @@ impl Summary {
             && (self.linearizability.as_ref()).is_none_or(|l| l.linearizable() == Some(true))
     }
 
+    /// Microseconds of this tool's CPU per acknowledged write.
+    pub fn tool_cpu_us_per_write(&self) -> Option<f64> {
+        crate::cpu::us_per(Duration::from_secs_f64(self.tool_cpu_s), self.writes)
+    }
+
+    /// Microseconds of the spawned nodes' CPU (summed) per acknowledged write.
+    pub fn server_cpu_us_per_write(&self) -> Option<f64> {
+        let cpu = Duration::from_secs_f64(self.server_cpu_s?);
+        crate::cpu::us_per(cpu, self.writes)
+    }
+
     /// The JSON summary: one object, fields of CONTRACT.md first, then extras.
     pub fn to_json(&self) -> String {
         let l = &self.latency;
@@ -127,6 +145,11 @@ impl Summary {
             "read_ratio": json_num(self.read_ratio),
             "rate": self.rate.map_or(Value::Null, json_num),
             "pipeline": self.pipeline.max(1),
+            "engine_threads": self.engine_threads,
+            "tool_cpu_s": json_num(self.tool_cpu_s),
+            "tool_cpu_us_per_write": self.tool_cpu_us_per_write().map_or(Value::Null, json_num),
+            "server_cpu_s": self.server_cpu_s.map_or(Value::Null, json_num),
+            "server_cpu_us_per_write": self.server_cpu_us_per_write().map_or(Value::Null, json_num),
             "reads": self.reads,
             "writes": self.writes,
             "keys_checked": verified.map(|v| v.keys_checked),
@@ -201,6 +224,23 @@ impl Summary {
                 format_ms(l.p99),
                 format_ms(l.p999),
                 format_ms(l.max)
+            ),
+        );
+        let per_write = |us: Option<f64>| us.map_or("-".to_string(), |us| format!("{us:.1} us"));
+        let nodes = match self.server_cpu_s {
+            Some(_) => format!(", nodes {}", per_write(self.server_cpu_us_per_write())),
+            None => String::new(),
+        };
+        let engine = match self.engine_threads {
+            Some(threads) => format!("{threads} engine thread(s)"),
+            None => "a thread per client".to_string(),
+        };
+        row(
+            "CPU per write",
+            format!(
+                "load generator {} ({engine}, {:.2} s){nodes}",
+                per_write(self.tool_cpu_us_per_write()),
+                self.tool_cpu_s
             ),
         );
         if !self.failover_ms.is_empty() {
@@ -393,6 +433,9 @@ mod tests {
                 latency: LatencySummary::default(),
             }],
             problems: vec!["node 2 said \"bye\"".into()],
+            engine_threads: Some(1),
+            tool_cpu_s: 0.5,
+            server_cpu_s: Some(2.0),
             ..Summary::default()
         }
     }

@@ -6,9 +6,11 @@
 //! Runs on the main thread, which owns the spawned cluster's `Arc` and joins every thread it
 //! started before returning, on every path.
 
-use crate::backend::{ClusterAccess, find_leader};
+use crate::backend::{ClusterAccess, client_options, find_leader};
 use crate::cli::{Settings, Target};
 use crate::cluster::{SpawnOptions, SpawnedCluster};
+use crate::cpu;
+use crate::engine::{EngineSpec, spawn_engine};
 use crate::error::{Error, Result};
 use crate::faults::{self, FaultKind, FaultLog};
 use crate::history::{History, Verification, check_key, failover_ns, key_name};
@@ -252,7 +254,19 @@ pub fn run(
         timeout: settings.timeout,
         cluster_id: rcraft::config::CLUSTER_ID_DEFAULT,
     });
-    let clients = spawn_clients(spec, pipeline, access.clone(), shared.clone());
+    let tool_cpu_before = cpu::own_cpu();
+    let nodes_cpu_before = nodes_cpu(cluster.as_ref());
+    let clients = match (settings.engine_threads, pipeline) {
+        (Some(threads), None) => {
+            let engine = EngineSpec {
+                addrs: addrs.clone(),
+                options: client_options(settings.timeout),
+                threads,
+            };
+            spawn_engine(spec, &engine, shared.clone())
+        }
+        (_, pipeline) => spawn_clients(spec, pipeline, access.clone(), shared.clone()),
+    };
     let ticker_done = Arc::new(AtomicBool::new(false));
     let ticker = Ticker {
         shared: shared.clone(),
@@ -289,8 +303,10 @@ pub fn run(
     shared.stop.store(true, Ordering::Relaxed);
     let logs: Vec<ClientLog> = clients
         .into_iter()
-        .map(|h| h.join().unwrap_or_default())
+        .flat_map(|h| h.join().unwrap_or_default())
         .collect();
+    let tool_cpu = cpu::own_cpu().saturating_sub(tool_cpu_before);
+    let server_cpu = cpu_since(&nodes_cpu_before, &nodes_cpu(cluster.as_ref()));
     let (writes, ops): (Vec<_>, Vec<_>) = logs.into_iter().map(|l| (l.writes, l.ops)).unzip();
     let mut ops: Vec<OpRecord> = ops.into_iter().flatten().collect();
     let duration_s = shared.start.elapsed().as_secs_f64();
@@ -340,6 +356,9 @@ pub fn run(
         workload: settings.workload.map(|w| w.name()),
         rate: settings.rate,
         pipeline: settings.pipeline,
+        engine_threads: settings.engine_threads,
+        tool_cpu_s: tool_cpu.as_secs_f64(),
+        server_cpu_s: server_cpu.map(|d| d.as_secs_f64()),
         writes: counts.writes,
         reads: counts.reads,
         errors: counts.errors,
@@ -357,6 +376,35 @@ pub fn run(
         problems,
         interrupted: interrupt.load(Ordering::Relaxed),
     })
+}
+
+/// CPU time used so far by each spawned node, with its process id; empty against
+/// `--servers` (the tool does not know the nodes' processes).
+fn nodes_cpu(cluster: Option<&Arc<Mutex<SpawnedCluster>>>) -> Vec<Option<(u32, Duration)>> {
+    let Some(cluster) = cluster else {
+        return Vec::new();
+    };
+    let pids = lock(cluster).pids();
+    pids.into_iter()
+        .map(|pid| pid.and_then(|pid| Some((pid, cpu::process_cpu(pid)?))))
+        .collect()
+}
+
+/// CPU the nodes used between two readings, summed over the nodes that ran (as the same
+/// process) from the first to the second; `None` without spawned nodes or when none did.
+fn cpu_since(
+    before: &[Option<(u32, Duration)>],
+    after: &[Option<(u32, Duration)>],
+) -> Option<Duration> {
+    let deltas: Vec<Duration> = before
+        .iter()
+        .zip(after)
+        .filter_map(|pair| match pair {
+            (Some((a, before)), Some((b, after))) if a == b => Some(after.saturating_sub(*before)),
+            _ => None,
+        })
+        .collect();
+    (!deltas.is_empty()).then(|| deltas.iter().sum())
 }
 
 /// The run's operation mix: the named workload, or gets and puts by the read ratio.
@@ -424,6 +472,7 @@ mod tests {
             workload: None,
             rate: None,
             pipeline: 1,
+            engine_threads: None,
             kill: None,
             pause: None,
             timeout: Duration::from_secs(1),

@@ -133,14 +133,44 @@ impl Rng {
     }
 }
 
-/// Starts the client threads; each returns its log when the stop flag is set.
-/// With `pipeline`, the threads use pipelined connections instead of the blocking client.
+/// The next request of client `client` on `key`, drawn from `mix`; a write takes the next of
+/// the client's unique values (`counter`), a compare-and-swap expects what the client last
+/// saw in the key.
+pub fn draw_request(
+    mix: &Mix,
+    rng: &mut Rng,
+    log: &ClientLog,
+    key: u64,
+    client: usize,
+    counter: &mut u64,
+) -> Request {
+    let mut next_id = || {
+        *counter += 1;
+        WriteId {
+            client: client as u32,
+            counter: *counter - 1,
+        }
+    };
+    match mix.draw(rng) {
+        OpChoice::Get => Request::Get,
+        OpChoice::Put => Request::Put(next_id()),
+        OpChoice::Delete => Request::Delete,
+        OpChoice::Cas => Request::Cas {
+            expected: log.last_seen.expected(key),
+            new: next_id(),
+        },
+    }
+}
+
+/// Starts one thread per client; each returns its log (as a one-element list, like an
+/// engine thread's) when the stop flag is set. With `pipeline`, the threads use pipelined
+/// connections instead of the blocking client.
 pub fn spawn_clients(
     spec: WorkloadSpec,
     pipeline: Option<PipelineSpec>,
     access: Arc<dyn ClusterAccess>,
     shared: Arc<RunShared>,
-) -> Vec<JoinHandle<ClientLog>> {
+) -> Vec<JoinHandle<Vec<ClientLog>>> {
     (0..spec.clients)
         .map(|client| {
             let access = access.clone();
@@ -148,11 +178,13 @@ pub fn spawn_clients(
             let pipeline = pipeline.clone();
             std::thread::Builder::new()
                 .name(format!("client-{client}"))
-                .spawn(move || match &pipeline {
-                    Some(pipe) => {
-                        pipeline::client_loop(client, spec, pipe, access.as_ref(), &shared)
-                    }
-                    None => client_loop(client, spec, access.as_ref(), &shared),
+                .spawn(move || {
+                    vec![match &pipeline {
+                        Some(pipe) => {
+                            pipeline::client_loop(client, spec, pipe, access.as_ref(), &shared)
+                        }
+                        None => client_loop(client, spec, access.as_ref(), &shared),
+                    }]
                 })
                 .expect("spawning a client thread")
         })
@@ -200,23 +232,7 @@ fn client_loop(
             None => Instant::now(),
         };
         let key = rng.next_u64() % spec.keys;
-        let choice = spec.mix.draw(&mut rng);
-        let mut next_id = || {
-            counter += 1;
-            WriteId {
-                client: client as u32,
-                counter: counter - 1,
-            }
-        };
-        let request = match choice {
-            OpChoice::Get => Request::Get,
-            OpChoice::Put => Request::Put(next_id()),
-            OpChoice::Delete => Request::Delete,
-            OpChoice::Cas => Request::Cas {
-                expected: log.last_seen.expected(key),
-                new: next_id(),
-            },
-        };
+        let request = draw_request(&spec.mix, &mut rng, &log, key, client, &mut counter);
         let call_ns = shared.elapsed_ns();
         let (outcome, term) = issue(session.as_mut(), &spec, key, request);
         let record = OpRecord {
@@ -308,7 +324,10 @@ mod tests {
         let handles = spawn_clients(spec, None, cluster.clone(), shared.clone());
         std::thread::sleep(Duration::from_millis(100));
         shared.stop.store(true, Ordering::Relaxed);
-        let logs: Vec<ClientLog> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let logs: Vec<ClientLog> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
         let history = History::from_clients(logs.into_iter().map(|l| l.writes).collect());
         let map = cluster.map.lock().unwrap();
         let mut v = Verification::default();

@@ -130,9 +130,15 @@ fn spawned_cluster_survives_a_leader_kill_without_losing_writes() {
         "\"linearizable\":true",
         "\"ops_checked\":",
         "\"passed\":true",
+        "\"engine_threads\":1",
+        "\"tool_cpu_us_per_write\":",
+        "\"server_cpu_us_per_write\":",
     ] {
         assert!(summary.contains(field), "missing {field} in {summary}");
     }
+    // Two nodes ran the whole run as the same processes, so the nodes' CPU is known.
+    assert!(!summary.contains("_cpu_us_per_write\":null"), "{summary}");
+    assert!(report.contains("CPU per write"), "{report}");
     assert!(
         !summary.contains("\"failover_ms\":[null]"),
         "no write acknowledged after the kill: {summary}"

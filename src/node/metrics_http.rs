@@ -14,9 +14,9 @@
 
 use super::consensus::ApiRequest;
 use super::limits::{HEALTH_APPLIED_LAG_ENTRIES_MAX, HTTP_REQUEST_BYTES_MAX, HTTP_TIMEOUT};
+use super::mailbox::Ringing;
 use super::metrics::NodeMetrics;
 use super::net::NetStats;
-use super::mailbox::Ringing;
 use crossbeam_channel::bounded;
 use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 use rcraft_wire::NodeStatus;
