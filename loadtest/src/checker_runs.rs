@@ -26,6 +26,7 @@ fn settings(node: &FakeNode, workload: Option<WorkloadKind>, pipeline: usize) ->
         pipeline,
         kill: None,
         pause: None,
+        nemesis: None,
         timeout: Duration::from_secs(2),
         json: None,
         chart: None,

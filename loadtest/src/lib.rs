@@ -25,12 +25,15 @@ pub mod history;
 pub mod limits;
 pub mod linearizability;
 pub mod mix;
+pub mod nemesis;
+pub mod netns;
 pub mod oplog;
 pub mod pipeline;
 pub mod progress;
 pub mod report;
 pub mod run;
 pub mod stats;
+pub mod wal_damage;
 pub mod workload;
 
 pub use error::{Error, Result};
