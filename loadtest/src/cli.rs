@@ -99,7 +99,8 @@ pub struct Args {
     /// Write the summary as one JSON object to PATH.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
-    /// Write an SVG chart of throughput and p99 per second to PATH.
+    /// Write an SVG chart to PATH: throughput and p50/p99 latency over time (100 ms buckets
+    /// around faults, 1 s elsewhere), fault windows shaded.
     #[arg(long, value_name = "PATH")]
     pub chart: Option<PathBuf>,
 }

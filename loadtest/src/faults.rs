@@ -562,4 +562,51 @@ mod tests {
         drop(cluster);
         std::fs::remove_file(script).unwrap();
     }
+
+    #[test]
+    fn network_nemeses_without_namespaces_are_skipped_with_a_note() {
+        let Some(script) = sleeper_script("faults-net") else {
+            return;
+        };
+        let cluster = SpawnedCluster::start(SpawnOptions {
+            nodes: 3,
+            rcraft_bin: script.clone(),
+            election_timeout_ms: "150-300".into(),
+            heartbeat_ms: 50,
+            keep_data: false,
+            network_namespaces: false,
+            node_args: Vec::new(),
+        })
+        .unwrap();
+        let cluster = Arc::new(Mutex::new(cluster));
+        let shared = Arc::new(RunShared::new());
+        let plan = FaultPlan {
+            nemeses: vec![Planned {
+                at: Duration::from_millis(10),
+                kind: NemesisKind::Halves,
+                hold: Duration::from_millis(10),
+                draw: 1,
+            }],
+            kinds: vec![NemesisKind::Halves, NemesisKind::Kill],
+            ..FaultPlan::default()
+        };
+        let thread = {
+            let (cluster, shared) = (cluster.clone(), shared.clone());
+            let access: Arc<dyn ClusterAccess> = Arc::new(MemoryCluster::default());
+            std::thread::spawn(move || run(cluster, access, shared, plan, Duration::from_secs(60)))
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        shared.stop.store(true, Ordering::Relaxed);
+        let log = thread.join().unwrap();
+        assert_eq!(log.notes.len(), 1, "said once: {:?}", log.notes);
+        assert!(
+            log.notes[0].starts_with("halves skipped"),
+            "{:?}",
+            log.notes
+        );
+        assert_eq!(log.skipped, 1);
+        assert!(log.events.is_empty() && log.problems.is_empty());
+        drop(cluster);
+        std::fs::remove_file(script).unwrap();
+    }
 }

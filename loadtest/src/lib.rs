@@ -2,9 +2,10 @@
 //!
 //! The pure parts (latency summaries, the operation mix, the write history and its
 //! read-back verification, the operation history and its linearizability checker, the JSON
-//! and text reports, the SVG chart) have no I/O and are unit-tested here. The parts with
-//! processes and sockets (spawned cluster, client threads, fault injection) are exercised by
-//! `tests/spawn.rs` against a real `rcraft` binary.
+//! and text reports, the SVG chart, the nemesis schedule) have no I/O and are unit-tested
+//! here. The parts with processes and sockets (spawned cluster, client threads, fault
+//! injection, network namespaces) are exercised by `tests/spawn.rs` and `tests/nemesis.rs`
+//! against a real `rcraft` binary.
 //!
 //! Threads: one per client (`workload`, or `pipeline` with `--pipeline K`), one ticker for
 //! progress and per-second samples (`progress`, which also samples node memory) and one fault
