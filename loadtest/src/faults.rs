@@ -301,7 +301,11 @@ impl FaultThread {
                     undo,
                 });
             }
-            Err(message) => {
+            Err(NotApplied::Skipped(reason)) => {
+                self.log.skipped += 1;
+                self.note(format!("{} skipped once: {reason}", kind.name()));
+            }
+            Err(NotApplied::Failed(message)) => {
                 self.log.skipped += 1;
                 self.log
                     .problems
@@ -332,7 +336,7 @@ impl FaultThread {
         for &(from, to) in &shape.cuts {
             if let Err(e) = net.cut(from, to) {
                 let _ = net.heal();
-                return Err(e.to_string());
+                return Err(e.to_string().into());
             }
         }
         Ok((FaultKind::Partition, leader, shape.text, Undo::Heal(leader)))
@@ -343,7 +347,7 @@ impl FaultThread {
         let net = cluster.net_mut().ok_or("no network namespaces")?;
         if let Err(e) = net.netem(kind.netem_args()) {
             let _ = net.heal();
-            return Err(e.to_string());
+            return Err(e.to_string().into());
         }
         let detail = format!("{} on every node", kind.netem_args().join(" "));
         Ok((FaultKind::Netem, 0, detail, Undo::Heal(0)))
@@ -371,15 +375,13 @@ impl FaultThread {
                 };
                 Ok((FaultKind::Damage, node, detail, undo))
             }
-            Err(e) => {
-                let restarted = cluster.restart(node);
-                Err(format!(
-                    "damaging node {node}'s log: {e}{}",
-                    restarted
-                        .err()
-                        .map_or(String::new(), |e| format!("; restart: {e}"))
-                ))
-            }
+            Err(e) => match cluster.restart(node) {
+                // The log had too few records to damage (or none): nothing was done.
+                Ok(()) => Err(NotApplied::Skipped(format!("node {node}'s log: {e}"))),
+                Err(restart) => Err(NotApplied::Failed(format!(
+                    "damaging node {node}'s log: {e}; restart: {restart}"
+                ))),
+            },
         }
     }
 
@@ -480,8 +482,28 @@ impl FaultThread {
     }
 }
 
+/// Why a due fault was not applied.
+enum NotApplied {
+    /// It could not apply to the cluster as it was (e.g. a log too short to damage).
+    Skipped(String),
+    /// Applying it failed: a problem for the report.
+    Failed(String),
+}
+
+impl From<&str> for NotApplied {
+    fn from(message: &str) -> NotApplied {
+        NotApplied::Failed(message.into())
+    }
+}
+
+impl From<String> for NotApplied {
+    fn from(message: String) -> NotApplied {
+        NotApplied::Failed(message)
+    }
+}
+
 /// A fault applied: the event, the node it names, its detail, and how to undo it.
-type Applied = std::result::Result<(FaultKind, usize, String, Undo), String>;
+type Applied = std::result::Result<(FaultKind, usize, String, Undo), NotApplied>;
 
 #[cfg(test)]
 mod tests {
