@@ -4,7 +4,10 @@
 //! history linearizable and lose no acknowledged write; Ctrl-C must leave no namespace behind.
 //! Without root the partition cases run with their faults skipped and must say so.
 //!
-//! The torn-tail nemesis (`wal-tail`) is not in this matrix: `make faults` runs it.
+//! The torn-tail nemesis (`wal-tail`) is not in this matrix, only in `make faults` (release):
+//! in this debug build a node recovering a torn tail takes ~14 s (recovery scans the whole
+//! 64 MiB segment after the tear), so two damaged followers in a row leave a 3-node cluster
+//! without a leader longer than the read-back waits (seed 4 of `wal-record,wal-tail,kill`).
 
 mod support;
 
@@ -140,8 +143,13 @@ fn a_damaged_record_in_a_stopped_followers_log_is_refused_and_nothing_is_lost() 
     let run = run(3, "wal-record,kill", 4);
     assert_passed(&run, "wal-record,kill");
     assert!(
+        run.report.contains("bit flipped in record"),
+        "{}",
+        run.report
+    );
+    assert!(
         run.report.contains("refused the damaged log"),
-        "the damaged follower must refuse to start:\n{}",
+        "a follower with a damaged inner record must refuse to start:\n{}",
         run.report
     );
 }
