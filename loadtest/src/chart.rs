@@ -386,8 +386,14 @@ pub fn render_svg(title: &str, buckets: &[Bucket], events: &[FaultEvent]) -> Str
 
     let ops = steps(buckets, |b| b.ops_per_s);
     throughput.line(&mut svg, &ops, "#1f4e9a", 1.8);
-    latency.line(&mut svg, &steps(buckets, |b| ms(b.p99_us)), "#8c2d04", 1.8);
-    latency.line(&mut svg, &steps(buckets, |b| ms(b.p50_us)), "#fd8d3c", 1.4);
+    // Latency only where operations succeeded: an empty bucket is a gap, not a zero.
+    for run in buckets
+        .split(|b| b.ops_per_s == 0.0)
+        .filter(|r| !r.is_empty())
+    {
+        latency.line(&mut svg, &steps(run, |b| ms(b.p99_us)), "#8c2d04", 1.8);
+        latency.line(&mut svg, &steps(run, |b| ms(b.p50_us)), "#fd8d3c", 1.4);
+    }
 
     legend(&mut svg, events);
     // Labels only where they fit; with many faults the legend's colours say enough.
@@ -558,6 +564,11 @@ mod tests {
         assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
         assert!(svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<polyline").count(), 3, "ops, p99, p50");
+        // A bucket without successful operations breaks the latency lines.
+        let mut gap = buckets.clone();
+        gap[3].ops_per_s = 0.0;
+        let gapped = render_svg("gap", &gap, &[]);
+        assert_eq!(gapped.matches("<polyline").count(), 1 + 2 * 2);
         assert!(svg.contains("kill n2") && svg.contains("restart n2"));
         assert!(svg.contains("&lt;spawned&gt; &amp;"), "title is escaped");
         assert_eq!(

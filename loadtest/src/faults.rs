@@ -256,10 +256,10 @@ impl FaultThread {
         let mut cluster = lock(&self.cluster);
         match cluster.net_mut() {
             None => Some(format!(
-                "{} skipped: the nodes are not in network namespaces ({})",
+                "{} skipped: {}",
                 kind.name(),
                 crate::netns::unavailable_reason()
-                    .unwrap_or_else(|| "they could not be created".into())
+                    .unwrap_or_else(|| "the nodes are not in network namespaces".into())
             )),
             Some(net) if kind.needs_netem() && !net.has_netem() => Some(format!(
                 "{} skipped: the kernel has no tc netem (sch_netem)",
