@@ -327,6 +327,17 @@ mod tests {
             routes.contains(&format!("blackhole {}", lab.addr(1))),
             "{routes}"
         );
+        if lab.has_netem() {
+            lab.netem(&["loss", "20%"]).unwrap();
+            let qdisc = Command::new("tc")
+                .args(["-n", lab.namespace(2), "qdisc", "show", "dev", "eth0"])
+                .output()
+                .unwrap();
+            assert!(String::from_utf8_lossy(&qdisc.stdout).contains("netem"));
+        } else {
+            let err = lab.netem(&["loss", "20%"]).unwrap_err();
+            assert!(err.to_string().contains("no tc netem"), "{err}");
+        }
         lab.heal().unwrap();
         assert!(lab.cuts().is_empty());
         drop(lab);
