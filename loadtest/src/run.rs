@@ -284,7 +284,7 @@ pub fn run(
     };
     let fault_thread = match (
         &cluster,
-        plan.kill.is_some() || plan.pause.is_some() || !plan.nemeses.is_empty(),
+        plan.kill.is_some() || plan.pause.is_some() || !plan.kinds.is_empty(),
     ) {
         (Some(cluster), true) => {
             let (cluster, access, shared) = (cluster.clone(), access.clone(), shared.clone());
