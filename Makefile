@@ -5,15 +5,17 @@ CARGO ?= cargo
 SEED ?=
 SEEDS ?= 2000
 
-.PHONY: help build test unit doctest lint lean c-free sim soak bench demo loadtest mutants
+.PHONY: help build test unit doctest lint lean c-free sim soak bench demo loadtest faults mutants
 
 help:
-	@echo "make build | test | lint | sim [SEED=n] [SEEDS=n] | soak | bench | demo | loadtest | mutants"
+	@echo "make build | test | lint | sim [SEED=n] [SEEDS=n] | soak | bench | demo | loadtest | faults | mutants"
 
 build:
 	$(CARGO) build --workspace --all-targets
 
 ## test: unit, property, interaction and cluster tests, 2,000 simulator seeds, doc tests, lint.
+## The short nemesis matrix runs inside `unit` (loadtest/tests/nemesis.rs); `make faults` is
+## the full one.
 test: unit sim doctest lint
 
 unit:
@@ -54,12 +56,14 @@ sim:
 		STORAGE_SIM_SEEDS=$(SEEDS) $(CARGO) test --release -p rcraft --lib storage_sim -- --nocapture; \
 	fi
 
-## soak: many more simulator seeds (SOAK_SEEDS, default 50000), then the mutation check.
+## soak: many more simulator seeds (SOAK_SEEDS, default 50000), the mutation check, then the
+## full nemesis matrix.
 SOAK_SEEDS ?= 50000
 soak:
 	SIM_SEEDS=$(SOAK_SEEDS) SIM_SEED_START=$${SIM_SEED_START:-2000} $(CARGO) test --release --test sim -- --nocapture
 	STORAGE_SIM_SEEDS=$(SOAK_SEEDS) $(CARGO) test --release -p rcraft --lib storage_sim -- --nocapture
 	$(MAKE) mutants
+	$(MAKE) faults
 
 ## mutants: plants each classic Raft bug (cargo features bug-*) and checks it is caught.
 mutants:
@@ -80,3 +84,11 @@ ARGS ?=
 loadtest:
 	$(CARGO) build --release -p rcraft -p rcraft-loadtest
 	"$${CARGO_TARGET_DIR:-target}/release/rcraft-loadtest" --spawn 3 --clients 64 --duration 20 --value-size 100 --keys 100000 $(ARGS)
+
+## faults: the nemesis matrix (release): kill, pause, partitions (root: network namespaces,
+## else skipped with a message), loss and delay (tc netem), damaged follower logs, x seeds x 3
+## and 5 spawned nodes; every run checked for linearizability and lost writes; a summary table.
+## FAULTS_SEEDS, FAULTS_NODES, FAULTS_NEMESES, FAULTS_DURATION narrow it (scripts/faults.sh).
+faults:
+	$(CARGO) build --release -p rcraft -p rcraft-loadtest
+	./scripts/faults.sh

@@ -1,7 +1,7 @@
 //! Whole runs (`run::run`) through the real client adapter against the fake node: the
 //! linearizability checker passes a correct store under every workload, blocking and
 //! pipelined, and catches planted server bugs (reads served from a lagging copy,
-//! acknowledged writes lost).
+//! compare-and-swaps decided against one, acknowledged writes lost).
 
 use crate::backend::{ClusterAccess, RcraftCluster};
 use crate::cli::{Settings, Target};
@@ -28,6 +28,7 @@ fn settings(node: &FakeNode, workload: Option<WorkloadKind>, pipeline: usize) ->
         engine_threads: (pipeline == 1).then_some(1),
         kill: None,
         pause: None,
+        nemesis: None,
         timeout: Duration::from_secs(2),
         json: None,
         chart: None,
@@ -126,5 +127,23 @@ fn acknowledged_writes_that_are_lost_are_caught() {
     assert!(
         checked.violations.iter().all(|v| v.window.len() <= 10),
         "{text}"
+    );
+}
+
+#[test]
+fn compare_and_swaps_decided_on_a_lagging_copy_are_caught() {
+    let node = FakeNode::start_with(
+        rcraft::config::CLUSTER_ID_DEFAULT,
+        FakeBug::StaleCas { lag: 5 },
+    );
+    let summary = run_against(&node, Some(WorkloadKind::CasHeavy), 1);
+    let checked = summary.linearizability.as_ref().unwrap();
+    let text = summary.to_text();
+    assert_eq!(checked.linearizable(), Some(false), "{text}");
+    assert!(!summary.passed());
+    let window = &checked.violations[0].window;
+    assert!(
+        window.iter().any(|op| op.describe().contains("cas ")),
+        "the failing window holds a compare-and-swap:\n{text}"
     );
 }

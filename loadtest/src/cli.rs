@@ -7,6 +7,7 @@
 use crate::error::{Error, Result};
 use crate::limits::PIPELINE_DEPTH_MAX;
 use crate::mix::WorkloadKind;
+use crate::nemesis::{NemesisKind, NemesisSchedule};
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,6 +73,23 @@ pub struct Args {
     /// SIGCONT a paused leader after SECS seconds.
     #[arg(long, default_value_t = 1.0, value_name = "SECS")]
     pub pause_for: f64,
+    /// Seeded faults drawn from these kinds (spawned clusters only): kill, pause,
+    /// isolate-leader, halves, bridge, one-way, loss, delay (network faults: root only, else
+    /// skipped with a message), wal-tail, wal-record (damage to a stopped follower's log).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "KIND,...")]
+    pub nemesis: Vec<NemesisKind>,
+    /// Seed of the nemesis schedule: which fault when, and whom it hits.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub seed: u64,
+    /// Mean time between two nemesis faults.
+    #[arg(long, default_value_t = 3.0, value_name = "SECS")]
+    pub nemesis_every: f64,
+    /// Longest a nemesis fault stays in force (each lasts half of this to all of it).
+    #[arg(long, default_value_t = 1.5, value_name = "SECS")]
+    pub nemesis_hold: f64,
+    /// `--snapshot-every N` for spawned nodes (snapshots every N applied entries).
+    #[arg(long, value_name = "N")]
+    pub snapshot_every: Option<u64>,
     /// Client deadline per operation, including retries across leader changes.
     #[arg(long, default_value_t = 5000, value_name = "MS")]
     pub timeout_ms: u64,
@@ -90,7 +108,8 @@ pub struct Args {
     /// Write the summary as one JSON object to PATH.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
-    /// Write an SVG chart of throughput and p99 per second to PATH.
+    /// Write an SVG chart to PATH: throughput and p50/p99 latency over time (100 ms buckets
+    /// around faults, 1 s elsewhere), fault windows shaded.
     #[arg(long, value_name = "PATH")]
     pub chart: Option<PathBuf>,
     /// A file (mode 600) whose first line is the client token to send, for nodes started
@@ -138,6 +157,10 @@ pub enum Target {
         heartbeat_ms: u64,
         /// Leave data directories behind.
         keep_data: bool,
+        /// Each node in its own network namespace (root, network nemeses requested).
+        network_namespaces: bool,
+        /// Further `rcraft serve` flags.
+        node_args: Vec<String>,
     },
 }
 
@@ -178,6 +201,8 @@ pub struct Settings {
     pub kill: Option<FaultSchedule>,
     /// Leader pauses.
     pub pause: Option<FaultSchedule>,
+    /// Seeded nemeses.
+    pub nemesis: Option<NemesisSchedule>,
     /// Client deadline per operation.
     pub timeout: Duration,
     /// JSON output path.
@@ -256,7 +281,8 @@ impl Args {
             )?),
             None => None,
         };
-        let target = self.target(kill.is_some() || pause.is_some())?;
+        let nemesis = self.nemesis_schedule()?;
+        let target = self.target(kill.is_some() || pause.is_some() || nemesis.is_some())?;
         Ok(Settings {
             target,
             clients: self.clients,
@@ -271,6 +297,7 @@ impl Args {
                 .then_some(self.engine_threads),
             kill,
             pause,
+            nemesis,
             timeout: Duration::from_millis(self.timeout_ms.max(1)),
             json: self.json,
             chart: self.chart,
@@ -289,12 +316,52 @@ impl Args {
                 election_timeout_ms: self.election_timeout_ms.clone(),
                 heartbeat_ms: self.heartbeat_ms,
                 keep_data: self.keep_data,
+                network_namespaces: self.nemesis.iter().any(|k| k.needs_network())
+                    && crate::netns::unavailable_reason().is_none(),
+                node_args: self
+                    .snapshot_every
+                    .map(|n| vec!["--snapshot-every".into(), n.to_string()])
+                    .unwrap_or_default(),
             }),
             None if has_faults => Err(Error::Usage(
-                "--kill-leader-every and --pause-leader-every need --spawn (the tool must own the processes)".into(),
+                "--kill-leader-every, --pause-leader-every and --nemesis need --spawn (the tool must own the processes)".into(),
             )),
             None => Ok(Target::Servers(self.servers.clone())),
         }
+    }
+}
+
+impl Args {
+    fn nemesis_schedule(&self) -> Result<Option<NemesisSchedule>> {
+        if self.nemesis.is_empty() {
+            return Ok(None);
+        }
+        let every = seconds("--nemesis-every", self.nemesis_every)?;
+        let hold = seconds("--nemesis-hold", self.nemesis_hold)?;
+        if hold >= every {
+            return Err(Error::Usage(format!(
+                "--nemesis-hold ({:.1}s) must be shorter than --nemesis-every ({:.1}s) so one fault ends before the next",
+                hold.as_secs_f64(),
+                every.as_secs_f64()
+            )));
+        }
+        if let Some(nodes) = self.spawn
+            && nodes > crate::netns::NODES_MAX
+            && self.nemesis.iter().any(|k| k.needs_network())
+        {
+            return Err(Error::Usage(format!(
+                "network nemeses hold at most {} nodes",
+                crate::netns::NODES_MAX
+            )));
+        }
+        let mut kinds = self.nemesis.clone();
+        kinds.dedup();
+        Ok(Some(NemesisSchedule {
+            kinds,
+            seed: self.seed,
+            every,
+            hold,
+        }))
     }
 }
 
@@ -385,6 +452,33 @@ mod tests {
                 undo_after: Duration::from_secs(2)
             })
         );
+    }
+
+    #[test]
+    fn nemeses_are_parsed_with_their_schedule() {
+        let base = ["--spawn", "3", "--rcraft-bin", "/x"];
+        let with = |extra: &[&str]| parse(&[&base[..], extra].concat());
+        assert_eq!(with(&[]).unwrap().nemesis, None);
+        let s = with(&["--nemesis", "halves,wal-tail", "--seed", "9"]).unwrap();
+        let nemesis = s.nemesis.unwrap();
+        assert_eq!(
+            nemesis.kinds,
+            vec![NemesisKind::Halves, NemesisKind::WalTail]
+        );
+        assert_eq!(
+            (nemesis.seed, nemesis.every, nemesis.hold),
+            (9, Duration::from_secs(3), Duration::from_millis(1500))
+        );
+        assert!(with(&["--nemesis", "flood"]).is_err());
+        let err = with(&["--nemesis", "kill", "--nemesis-hold", "4"]).unwrap_err();
+        assert!(err.contains("--nemesis-hold"), "{err}");
+        let err = parse(&["--servers", "127.0.0.1:1", "--nemesis", "kill"]).unwrap_err();
+        assert!(err.contains("--spawn"), "{err}");
+        let Target::Spawn { node_args, .. } = with(&["--snapshot-every", "300"]).unwrap().target
+        else {
+            panic!("spawn target expected");
+        };
+        assert_eq!(node_args, vec!["--snapshot-every", "300"]);
     }
 
     #[test]

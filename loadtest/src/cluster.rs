@@ -10,6 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::limits::STOP_GRACE;
+use crate::netns::NetLab;
 use std::fs::{File, OpenOptions};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
@@ -30,7 +31,14 @@ pub struct SpawnOptions {
     pub heartbeat_ms: u64,
     /// Keep the temporary directory after the run.
     pub keep_data: bool,
+    /// Put every node in its own network namespace (root only; needed for partitions).
+    pub network_namespaces: bool,
+    /// Further `rcraft serve` flags for every node (e.g. `--snapshot-every 300`).
+    pub node_args: Vec<String>,
 }
+
+/// The port every node listens on inside its own network namespace.
+const NAMESPACE_PORT: u16 = 7100;
 
 struct NodeProcess {
     addr: SocketAddr,
@@ -38,6 +46,9 @@ struct NodeProcess {
     log_path: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// Set while the node was started on a data directory it is expected to refuse (a
+    /// damaged log): its exit is then not reported as unexpected.
+    may_exit: bool,
     rss_max_bytes: u64,
     anon_max_bytes: u64,
 }
@@ -49,6 +60,9 @@ pub struct SpawnedCluster {
     dir_path: PathBuf,
     nodes: Vec<NodeProcess>,
     keep_dir: bool,
+    /// The nodes' private network, when they run in namespaces. Declared last so it is
+    /// dropped after `Drop` stopped the nodes.
+    net: Option<NetLab>,
 }
 
 /// `n` currently free ports on 127.0.0.1. All listeners are held until every port is chosen
@@ -113,7 +127,18 @@ impl SpawnedCluster {
             .tempdir()
             .map_err(|e| Error::io("creating a temporary directory", e))?;
         let dir_path = dir.path().to_path_buf();
-        let nodes = free_addrs(options.nodes)?
+        let net = if options.network_namespaces {
+            Some(NetLab::create(options.nodes)?)
+        } else {
+            None
+        };
+        let addrs = match &net {
+            Some(net) => (0..options.nodes)
+                .map(|id| SocketAddr::from((net.addr(id), NAMESPACE_PORT)))
+                .collect(),
+            None => free_addrs(options.nodes)?,
+        };
+        let nodes = addrs
             .into_iter()
             .enumerate()
             .map(|(id, addr)| NodeProcess {
@@ -122,6 +147,7 @@ impl SpawnedCluster {
                 log_path: dir_path.join(format!("node{id}.log")),
                 child: None,
                 paused: false,
+                may_exit: false,
                 rss_max_bytes: 0,
                 anon_max_bytes: 0,
             })
@@ -133,6 +159,7 @@ impl SpawnedCluster {
             dir_path,
             nodes,
             keep_dir,
+            net,
         };
         for id in 0..cluster.nodes.len() {
             std::fs::create_dir_all(&cluster.nodes[id].data_dir).map_err(|e| {
@@ -162,13 +189,24 @@ impl SpawnedCluster {
         let peers: Vec<String> = self.nodes.iter().map(|n| n.addr.to_string()).collect();
         let node = &self.nodes[id];
         let (stdout, stderr) = Self::open_log(&node.log_path)?;
-        let child = Command::new(&self.options.rcraft_bin)
+        let mut command = match &self.net {
+            // `ip netns exec` enters the namespace and execs the binary: same pid.
+            Some(net) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", net.namespace(id)]);
+                command.arg(&self.options.rcraft_bin);
+                command
+            }
+            None => Command::new(&self.options.rcraft_bin),
+        };
+        let child = command
             .arg("serve")
             .args(["--id", &id.to_string(), "--peers", &peers.join(",")])
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--election-timeout-ms", &self.options.election_timeout_ms])
             .args(["--heartbeat-ms", &self.options.heartbeat_ms.to_string()])
+            .args(&self.options.node_args)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -180,6 +218,7 @@ impl SpawnedCluster {
         let node = &mut self.nodes[id];
         node.child = Some(child);
         node.paused = false;
+        node.may_exit = false;
         Ok(())
     }
 
@@ -191,6 +230,40 @@ impl SpawnedCluster {
     /// The temporary directory holding data directories and logs.
     pub fn dir(&self) -> &Path {
         &self.dir_path
+    }
+
+    /// Data directory of node `id`.
+    pub fn data_dir(&self, id: usize) -> &Path {
+        &self.nodes[id].data_dir
+    }
+
+    /// The nodes' private network, when they run in network namespaces.
+    pub fn net_mut(&mut self) -> Option<&mut NetLab> {
+        self.net.as_mut()
+    }
+
+    /// True while node `id`'s process exists (running or paused).
+    pub fn is_running(&self, id: usize) -> bool {
+        self.nodes[id].child.is_some()
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// True for a cluster of no nodes (never, once started).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// If node `id` has exited, reaps it and returns how; `None` while it runs.
+    pub fn try_reap(&mut self, id: usize) -> Option<std::process::ExitStatus> {
+        let node = &mut self.nodes[id];
+        let status = node.child.as_mut()?.try_wait().ok()??;
+        node.child = None;
+        node.paused = false;
+        Some(status)
     }
 
     /// Log file of node `id`.
@@ -227,6 +300,14 @@ impl SpawnedCluster {
             return Err(Error::Cluster(format!("node {id} is already running")));
         }
         self.launch(id)
+    }
+
+    /// Starts node `id` again on a data directory it may refuse: if it exits, that is
+    /// reported by [`SpawnedCluster::try_reap`] only, not as an unexpected exit.
+    pub fn restart_may_exit(&mut self, id: usize) -> Result<()> {
+        self.restart(id)?;
+        self.nodes[id].may_exit = true;
+        Ok(())
     }
 
     /// SIGSTOP node `id`.
@@ -281,6 +362,9 @@ impl SpawnedCluster {
             let Some(child) = node.child.as_mut() else {
                 continue;
             };
+            if node.may_exit {
+                continue;
+            }
             if let Ok(Some(status)) = child.try_wait() {
                 node.child = None;
                 self.keep_dir = true;
@@ -383,6 +467,8 @@ mod tests {
             election_timeout_ms: "150-300".into(),
             heartbeat_ms: 50,
             keep_data: false,
+            network_namespaces: false,
+            node_args: Vec::new(),
         })
         .err()
         .expect("must fail");
@@ -400,6 +486,8 @@ mod tests {
             election_timeout_ms: "150-300".into(),
             heartbeat_ms: 50,
             keep_data: false,
+            network_namespaces: false,
+            node_args: Vec::new(),
         })
         .unwrap();
         let dir = cluster.dir().to_path_buf();

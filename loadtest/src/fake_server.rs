@@ -35,6 +35,13 @@ pub enum FakeBug {
         /// Writes between refreshes of the copy.
         lag: u64,
     },
+    /// Compare-and-swaps are decided against the lagging copy of [`FakeBug::StaleReads`]
+    /// (refreshed every `lag` writes), as a leader that checked a condition against a
+    /// follower's local state would; the new value is then stored in the real store.
+    StaleCas {
+        /// Writes between refreshes of the copy.
+        lag: u64,
+    },
     /// Every `every`-th put is acknowledged without being applied, as a leader that
     /// answered before its entry was durable and then lost it would.
     LosesWrites {
@@ -273,7 +280,9 @@ fn answer(
         Ok(KvCommand::Get { key }) => {
             let value = match store.bug {
                 FakeBug::StaleReads { .. } => store.follower.lock().unwrap().0.get(&key).cloned(),
-                FakeBug::None | FakeBug::LosesWrites { .. } => map.get(&key).cloned(),
+                FakeBug::None | FakeBug::LosesWrites { .. } | FakeBug::StaleCas { .. } => {
+                    map.get(&key).cloned()
+                }
             };
             return ok(KvResponse::Value(value));
         }
@@ -291,7 +300,10 @@ fn answer(
             KvResponse::Done
         }
         Ok(KvCommand::Cas { key, expected, new }) => {
-            let current = map.get(&key).cloned();
+            let current = match store.bug {
+                FakeBug::StaleCas { .. } => store.follower.lock().unwrap().0.get(&key).cloned(),
+                _ => map.get(&key).cloned(),
+            };
             if current == expected {
                 map.insert(key, new);
                 KvResponse::Cas {
@@ -312,7 +324,7 @@ fn answer(
             };
         }
     };
-    if let FakeBug::StaleReads { lag } = store.bug {
+    if let FakeBug::StaleReads { lag } | FakeBug::StaleCas { lag } = store.bug {
         let mut follower = store.follower.lock().unwrap();
         follower.1 += 1;
         if follower.1.is_multiple_of(lag.max(1)) {

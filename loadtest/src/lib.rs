@@ -2,9 +2,10 @@
 //!
 //! The pure parts (latency summaries, the operation mix, the write history and its
 //! read-back verification, the operation history and its linearizability checker, the JSON
-//! and text reports, the SVG chart) have no I/O and are unit-tested here. The parts with
-//! processes and sockets (spawned cluster, client threads, fault injection) are exercised by
-//! `tests/spawn.rs` against a real `rcraft` binary.
+//! and text reports, the SVG chart, the nemesis schedule) have no I/O and are unit-tested
+//! here. The parts with processes and sockets (spawned cluster, client threads, fault
+//! injection, network namespaces) are exercised by `tests/spawn.rs` and `tests/nemesis.rs`
+//! against a real `rcraft` binary.
 //!
 //! Threads: the event-loop engine's (`engine`, `--engine-threads`, many clients each), or one
 //! per client (`workload` with `--thread-per-client`, or `pipeline` with `--pipeline K`), one
@@ -29,12 +30,15 @@ pub mod history;
 pub mod limits;
 pub mod linearizability;
 pub mod mix;
+pub mod nemesis;
+pub mod netns;
 pub mod oplog;
 pub mod pipeline;
 pub mod progress;
 pub mod report;
 pub mod run;
 pub mod stats;
+pub mod wal_damage;
 pub mod workload;
 
 pub use error::{Error, Result};

@@ -44,10 +44,12 @@ fn main_inner() -> rcraft_loadtest::Result<i32> {
             "rcraft-loadtest: {}, {} clients{depth}",
             summary.target, summary.clients
         );
-        write_file(
-            path,
-            &chart::render_svg(&title, &summary.per_second, &summary.events),
-        )?;
+        let buckets: Vec<chart::Bucket> = if summary.timeline.is_empty() {
+            summary.per_second.iter().map(chart::Bucket::from).collect()
+        } else {
+            summary.timeline.clone()
+        };
+        write_file(path, &chart::render_svg(&title, &buckets, &summary.events))?;
     }
     Ok(if summary.interrupted {
         130

@@ -3,9 +3,11 @@
 //!
 //! Pure: built by the main thread from the other modules' results after every thread ended.
 
+use crate::chart::Bucket;
 use crate::faults::FaultEvent;
 use crate::history::{Verification, key_name};
 use crate::linearizability::Linearizability;
+use crate::nemesis::NemesisSchedule;
 use crate::stats::{LatencySummary, SecondSample};
 use serde_json::{Value, json};
 use std::fmt::Write;
@@ -67,6 +69,13 @@ pub struct Summary {
     pub anon_rss_bytes_max: Vec<u64>,
     /// Per-second time series.
     pub per_second: Vec<SecondSample>,
+    /// The time series the chart draws: 100 ms buckets around faults, from the operation
+    /// history; empty when the history was cut (the chart then uses `per_second`).
+    pub timeline: Vec<Bucket>,
+    /// The seeded nemesis schedule, if one ran.
+    pub nemesis: Option<NemesisSchedule>,
+    /// Nemeses that could not run here, and why (not root, no netem, ...).
+    pub fault_notes: Vec<String>,
     /// Node deaths and fault failures.
     pub problems: Vec<String>,
     /// Ctrl-C or SIGTERM ended the run early.
@@ -165,6 +174,11 @@ impl Summary {
             "events": self.events.iter().map(event_json).collect::<Vec<_>>(),
             "per_second": self.per_second.iter().map(sample_json).collect::<Vec<_>>(),
             "problems": self.problems,
+            "nemesis": self.nemesis.as_ref().map(|n| json!({
+                "kinds": n.kinds.iter().map(|k| k.name()).collect::<Vec<_>>(),
+                "seed": n.seed,
+            })),
+            "fault_notes": self.fault_notes,
         });
         if let (Some(summary), Value::Object(extras)) = (summary.as_object_mut(), extras) {
             summary.extend(extras);
@@ -258,6 +272,39 @@ impl Summary {
         if pauses > 0 {
             row("leader pauses", pauses.to_string());
         }
+        if let Some(nemesis) = &self.nemesis {
+            let kinds: Vec<&str> = nemesis.kinds.iter().map(|k| k.name()).collect();
+            row(
+                "nemesis",
+                format!(
+                    "{} (seed {}, one every {:.1} s, held up to {:.1} s)",
+                    kinds.join(","),
+                    nemesis.seed,
+                    nemesis.every.as_secs_f64(),
+                    nemesis.hold.as_secs_f64()
+                ),
+            );
+            for e in &self.events {
+                let term = e.term.map_or(String::new(), |t| format!(" (term {t})"));
+                let detail = if e.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", e.detail)
+                };
+                row(
+                    "",
+                    format!(
+                        "{:>8.3} s  {} n{}{term}{detail}",
+                        e.at_ns as f64 / 1e9,
+                        e.kind.name(),
+                        e.node
+                    ),
+                );
+            }
+        }
+        for note in &self.fault_notes {
+            row("skipped", note.clone());
+        }
         if self.faults_skipped > 0 {
             row("faults skipped", self.faults_skipped.to_string());
         }
@@ -349,6 +396,7 @@ fn event_json(e: &FaultEvent) -> Value {
         "kind": e.kind.name(),
         "node": e.node,
         "term": e.term,
+        "detail": e.detail,
     })
 }
 
@@ -409,12 +457,14 @@ mod tests {
                     kind: FaultKind::Kill,
                     node: 1,
                     term: Some(2),
+                    detail: String::new(),
                 },
                 FaultEvent {
                     at_ns: 6_000_000_000,
                     kind: FaultKind::Restart,
                     node: 1,
                     term: None,
+                    detail: String::new(),
                 },
             ],
             failover_ms: vec![Some(312.5)],

@@ -7,6 +7,7 @@
 //! started before returning, on every path.
 
 use crate::backend::{ClusterAccess, client_options, find_leader};
+use crate::chart;
 use crate::cli::{Settings, Target};
 use crate::cluster::{SpawnOptions, SpawnedCluster};
 use crate::cpu;
@@ -19,6 +20,7 @@ use crate::limits::{
 };
 use crate::linearizability::{self, Linearizability};
 use crate::mix::Mix;
+use crate::nemesis;
 use crate::oplog::{ClientLog, OpRecord, Outcome, READ_BACK_CLIENT, Request, Value};
 use crate::pipeline::PipelineSpec;
 use crate::progress::Ticker;
@@ -56,6 +58,8 @@ fn start_target(settings: &Settings) -> Result<StartedTarget> {
             election_timeout_ms,
             heartbeat_ms,
             keep_data,
+            network_namespaces,
+            node_args,
         } => {
             let cluster = SpawnedCluster::start(SpawnOptions {
                 nodes: *nodes,
@@ -63,6 +67,8 @@ fn start_target(settings: &Settings) -> Result<StartedTarget> {
                 election_timeout_ms: election_timeout_ms.clone(),
                 heartbeat_ms: *heartbeat_ms,
                 keep_data: *keep_data,
+                network_namespaces: *network_namespaces,
+                node_args: node_args.clone(),
             })?;
             eprintln!(
                 "rcraft-loadtest: spawned {nodes} nodes, data and logs in {}",
@@ -280,17 +286,27 @@ pub fn run(
         .name("progress".into())
         .spawn(move || ticker.run())
         .map_err(|e| Error::io("starting the progress thread", e))?;
+    let plan = faults::FaultPlan {
+        kill: settings.kill,
+        pause: settings.pause,
+        nemeses: (settings.nemesis.as_ref())
+            .map(|n| nemesis::plan(n, settings.duration))
+            .unwrap_or_default(),
+        kinds: (settings.nemesis.as_ref())
+            .map(|n| n.kinds.clone())
+            .unwrap_or_default(),
+    };
     let fault_thread = match (
         &cluster,
-        settings.kill.is_some() || settings.pause.is_some(),
+        plan.kill.is_some() || plan.pause.is_some() || !plan.kinds.is_empty(),
     ) {
         (Some(cluster), true) => {
             let (cluster, access, shared) = (cluster.clone(), access.clone(), shared.clone());
-            let (kill, pause, until) = (settings.kill, settings.pause, settings.duration);
+            let until = settings.duration;
             Some(
                 std::thread::Builder::new()
                     .name("faults".into())
-                    .spawn(move || faults::run(cluster, access, shared, kill, pause, until))
+                    .spawn(move || faults::run(cluster, access, shared, plan, until))
                     .map_err(|e| Error::io("starting the fault thread", e))?,
             )
         }
@@ -339,6 +355,10 @@ pub fn run(
             }
         }
     };
+    let timeline = match shared.history_cut_ns() {
+        Some(_) => Vec::new(),
+        None => chart::timeline(&ops, &fault_log.events, (duration_s * 1e9) as u64),
+    };
     let linearizability =
         (!interrupt.load(Ordering::Relaxed)).then(|| check_history(ops, shared.history_cut_ns()));
     let (rss_bytes_max, anon_rss_bytes_max) = match cluster {
@@ -373,6 +393,9 @@ pub fn run(
         rss_bytes_max,
         anon_rss_bytes_max,
         per_second: progress.samples,
+        timeline,
+        nemesis: settings.nemesis.clone(),
+        fault_notes: fault_log.notes,
         problems,
         interrupted: interrupt.load(Ordering::Relaxed),
     })
@@ -475,6 +498,7 @@ mod tests {
             engine_threads: None,
             kill: None,
             pause: None,
+            nemesis: None,
             timeout: Duration::from_secs(1),
             json: None,
             chart: None,

@@ -3,60 +3,16 @@
 //! (today's put-only mix, and the compare-and-swap-heavy workload) and write the contract's
 //! JSON.
 //!
-//! The `rcraft` binary belongs to another package, so `CARGO_BIN_EXE_rcraft` is not available
-//! here. The test asks cargo to build it (a no-op when it is up to date) and runs the executable
-//! cargo reports, so it never runs a stale binary left from older sources, and a binary that
-//! cannot be built fails the test instead of skipping it.
+//! The `rcraft` binary comes from `support::build_rcraft_bin`.
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::build_rcraft_bin;
 
 /// Upper bound for the whole run; a hang past it fails the test instead of blocking CI.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
-
-/// Builds the workspace's `rcraft` binary with the cargo running this test and returns the
-/// executable's path; panics, with cargo's output, when that fails.
-fn build_rcraft_bin() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let output = Command::new(&cargo)
-        .args([
-            "build",
-            "-p",
-            "rcraft",
-            "--bin",
-            "rcraft",
-            "--message-format=json",
-        ])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build the rcraft binary: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "building the rcraft binary failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let executable = stdout
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|message| message["reason"] == "compiler-artifact")
-        .filter(|message| message["target"]["kind"] == serde_json::json!(["bin"]))
-        .filter(|message| message["target"]["name"] == "rcraft")
-        .find_map(|message| message["executable"].as_str().map(str::to_string))
-        .unwrap_or_else(|| panic!("cargo reported no rcraft executable:\n{stdout}"));
-    let executable = PathBuf::from(executable);
-    assert!(
-        executable.is_file(),
-        "cargo reported {} as the rcraft binary, but it is missing",
-        executable.display()
-    );
-    executable
-}
 
 /// Runs `rcraft-loadtest --spawn 3` over `keys` keys with a leader kill and `extra` flags;
 /// returns the exit status, the printed report, the JSON summary and the SVG chart.
