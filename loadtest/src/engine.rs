@@ -586,9 +586,10 @@ impl<'a> EngineThread<'a> {
         counted
     }
 
-    /// Asks `server` for its status unless a probe to it is already in flight.
+    /// Asks `server` for its status unless a probe to it is already in flight. Only the
+    /// servers of the run's list are probed (a client may have learnt more from hints).
     fn start_probe(&mut self, server: usize, now: Instant) {
-        if self.probes[server].is_some() {
+        if self.probes.get(server).is_none_or(Option::is_some) {
             return;
         }
         let address = self.options_servers()[server];

@@ -54,6 +54,9 @@ pub struct Summary {
     pub faults_skipped: u64,
     /// Failover time per kill in ms; `None` when no write was acknowledged after it.
     pub failover_ms: Vec<Option<f64>>,
+    /// Failover time per leader pause in ms (from the SIGSTOP to the first write
+    /// acknowledged in a newer term); `None` when there was none.
+    pub pause_failover_ms: Vec<Option<f64>>,
     /// Read-back result; `None` when the run was interrupted before it.
     pub verification: Option<Verification>,
     /// Named operation mix (`--workload`); `None`: gets and puts by `read_ratio`.
@@ -155,6 +158,7 @@ impl Summary {
             "rate": self.rate.map_or(Value::Null, json_num),
             "pipeline": self.pipeline.max(1),
             "engine_threads": self.engine_threads,
+            "pause_failover_ms": self.pause_failover_ms.iter().map(|f| f.map_or(Value::Null, json_num)).collect::<Vec<_>>(),
             "tool_cpu_s": json_num(self.tool_cpu_s),
             "tool_cpu_us_per_write": self.tool_cpu_us_per_write().map_or(Value::Null, json_num),
             "server_cpu_s": self.server_cpu_s.map_or(Value::Null, json_num),
@@ -270,7 +274,15 @@ impl Summary {
         }
         let pauses = self.count_events(crate::faults::FaultKind::Pause);
         if pauses > 0 {
-            row("leader pauses", pauses.to_string());
+            let list: Vec<String> = self
+                .pause_failover_ms
+                .iter()
+                .map(|f| f.map_or("no write after".into(), |ms| format!("{ms:.0} ms")))
+                .collect();
+            row(
+                "leader pauses",
+                format!("{pauses}: failover {}", list.join(", ")),
+            );
         }
         if let Some(nemesis) = &self.nemesis {
             let kinds: Vec<&str> = nemesis.kinds.iter().map(|k| k.name()).collect();
@@ -484,6 +496,7 @@ mod tests {
             }],
             problems: vec!["node 2 said \"bye\"".into()],
             engine_threads: Some(1),
+            pause_failover_ms: vec![Some(310.0)],
             tool_cpu_s: 0.5,
             server_cpu_s: Some(2.0),
             ..Summary::default()
@@ -508,6 +521,10 @@ mod tests {
             r#""rss_bytes_max":[10485760,11534336,12582912]"#,
             r#""passed":true"#,
             r#""problems":["node 2 said \"bye\""]"#,
+            r#""pause_failover_ms":[310]"#,
+            r#""engine_threads":1"#,
+            r#""tool_cpu_us_per_write":62.5"#,
+            r#""server_cpu_us_per_write":250"#,
         ] {
             assert!(json.contains(field), "missing {field} in {json}");
         }
@@ -531,6 +548,10 @@ mod tests {
         let text = sample_summary().to_text();
         assert!(text.contains("0 acknowledged writes lost"), "{text}");
         assert!(text.contains("1,000 ops/s"), "{text}");
+        assert!(
+            text.contains("load generator 62.5 us (1 engine thread(s), 0.50 s), nodes 250.0 us"),
+            "{text}"
+        );
         assert!(
             text.contains("failover 312 ms") || text.contains("failover 313 ms"),
             "{text}"

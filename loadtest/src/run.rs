@@ -224,12 +224,13 @@ impl ReadBack<'_> {
     }
 }
 
-/// Failover time of every kill in `log`, in milliseconds.
-fn failovers_ms(history: &History, log: &FaultLog) -> Vec<Option<f64>> {
+/// Failover time of every fault of `kind` (kill or pause of the leader) in `log`, in
+/// milliseconds: from the fault to the first write acknowledged in a newer term.
+fn failovers_ms(history: &History, log: &FaultLog, kind: FaultKind) -> Vec<Option<f64>> {
     let acks = history.acks();
     log.events
         .iter()
-        .filter(|e| e.kind == FaultKind::Kill)
+        .filter(|e| e.kind == kind)
         .map(|e| failover_ns(&acks, e.at_ns, e.term).map(|ns| ns as f64 / 1e6))
         .collect()
 }
@@ -384,7 +385,8 @@ pub fn run(
         errors: counts.errors,
         unknown: counts.unknown,
         latency: LatencySummary::of(&histogram),
-        failover_ms: failovers_ms(&history, &fault_log),
+        failover_ms: failovers_ms(&history, &fault_log, FaultKind::Kill),
+        pause_failover_ms: failovers_ms(&history, &fault_log, FaultKind::Pause),
         events: fault_log.events,
         faults_skipped: fault_log.skipped,
         verification,

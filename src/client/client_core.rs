@@ -797,3 +797,148 @@ pub(crate) fn check_size(what: &str, bytes: usize) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcraft_wire::{LogIndex, Membership};
+
+    fn servers() -> Vec<SocketAddr> {
+        (1..=3)
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .collect()
+    }
+
+    fn ok(term: u64, result: &[u8]) -> ClientResponseBody {
+        ClientResponseBody::Ok {
+            term: Term(term),
+            index: LogIndex(9),
+            result: result.to_vec(),
+        }
+    }
+
+    fn leader_status(id: u64, term: u64) -> NodeStatus {
+        NodeStatus {
+            id: NodeId(id),
+            role: Role::Leader,
+            term: Term(term),
+            leader: Some(NodeId(id)),
+            commit_index: LogIndex(0),
+            applied_index: LogIndex(0),
+            last_index: LogIndex(0),
+            snapshot_index: LogIndex(0),
+            voters: vec![],
+            learners: vec![],
+            membership: Membership::with_voters([NodeId(0)]),
+            replication: Vec::new(),
+        }
+    }
+
+    /// Expects `Next::Send` and returns (server, reconnect, the request's session).
+    fn expect_send(core: &mut ClientCore, now: Instant) -> (usize, bool, Option<Session>) {
+        match core.poll(now) {
+            Next::Send {
+                server, reconnect, ..
+            } => {
+                let ClientRequestBody::Write { session, .. } = &core.request().body else {
+                    panic!("not a write: {:?}", core.request())
+                };
+                (server, reconnect, *session)
+            }
+            other => panic!("expected a send, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_write_registers_a_session_then_leaves_a_silent_leader_for_a_newer_one() {
+        let options = ClientOptions {
+            attempt_timeout: Duration::from_secs(60),
+            timeout: Duration::from_secs(60),
+            leader_probe_after: Some(Duration::from_millis(300)),
+            leader_probe_interval: Duration::from_millis(100),
+            ..ClientOptions::default()
+        };
+        let mut core = ClientCore::new(&servers(), options).unwrap();
+        let t0 = Instant::now();
+        core.begin_write(b"cmd".to_vec(), t0).unwrap();
+        // The session's registration goes to the first server and is answered in term 2.
+        assert_eq!(
+            expect_send(&mut core, t0),
+            (0, false, Some(Session::REGISTER))
+        );
+        core.on_sent(t0);
+        let id = core.request().request_id;
+        core.on_answer(id, ok(2, &7u64.to_le_bytes()), t0);
+        // The write itself, in session 7, to the same node.
+        let session = Some(Session {
+            client_id: 7,
+            sequence: 1,
+        });
+        assert_eq!(expect_send(&mut core, t0), (0, false, session));
+        core.on_sent(t0);
+        // Unanswered: nothing to do until the probe is due, then ask the two others.
+        let Next::AwaitAnswer { until } = core.poll(t0) else {
+            panic!("waits for the answer")
+        };
+        assert_eq!(until, t0 + Duration::from_millis(300));
+        let Next::Probe { servers } = core.poll(until) else {
+            panic!("asks who leads")
+        };
+        assert_eq!(servers, vec![1, 2]);
+        // A leader of the same term named by another node is not followed; a newer one is.
+        core.on_status(1, &leader_status(1, 2), until);
+        assert!(core.awaits_answer());
+        core.on_status(2, &leader_status(2, 3), until);
+        assert!(!core.awaits_answer());
+        assert_eq!(expect_send(&mut core, until), (2, true, session));
+        core.on_sent(until);
+        // A late answer to the abandoned attempt is ignored; the new one ends the write.
+        let id = core.request().request_id;
+        core.on_answer(id - 1, ok(2, b"stale"), until);
+        core.on_answer(id, ok(3, b"done"), until);
+        match core.poll(until) {
+            Next::Done(Ok(result)) => assert_eq!(result.response, b"done"),
+            other => panic!("{other:?}"),
+        }
+        assert!(core.is_idle());
+        assert_eq!(core.leader(), Some(NodeId(2)));
+    }
+
+    #[test]
+    fn an_abandoned_write_that_then_times_out_is_unknown() {
+        let options = ClientOptions {
+            timeout: Duration::from_millis(500),
+            attempt_timeout: Duration::from_millis(500),
+            leader_probe_after: Some(Duration::from_millis(100)),
+            ..ClientOptions::default()
+        };
+        let mut core = ClientCore::new(&servers()[..2], options).unwrap();
+        let t0 = Instant::now();
+        core.begin_read(b"q".to_vec(), t0).unwrap();
+        assert!(matches!(core.poll(t0), Next::Send { server: 0, .. }));
+        core.on_sent(t0);
+        let deadline = t0 + Duration::from_millis(500);
+        // Reads: an unanswered attempt is a definite failure once the deadline passes.
+        match core.poll(deadline) {
+            Next::Done(Err(e)) => assert!(e.is_definite(), "{e:?}"),
+            other => panic!("{other:?}"),
+        }
+        core.begin_write(b"w".to_vec(), t0).unwrap();
+        let _ = core.poll(t0);
+        core.on_sent(t0);
+        let id = core.request().request_id;
+        core.on_answer(id, ok(1, &5u64.to_le_bytes()), t0);
+        let Next::Send { server: asked, .. } = core.poll(t0) else {
+            panic!("the write is sent")
+        };
+        core.on_sent(t0);
+        let other = 1 - asked;
+        core.on_status(other, &leader_status(other as u64, 4), t0);
+        // Sent and abandoned: the outcome of the write is unknown from now on.
+        assert!(matches!(core.poll(t0), Next::Send { server, .. } if server == other));
+        match core.poll(deadline) {
+            Next::Done(Err(e)) => assert!(!e.is_definite(), "{e:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
