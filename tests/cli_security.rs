@@ -221,6 +221,11 @@ fn with_a_secret_the_cluster_elects_replicates_and_survives_a_restart() {
     let secret = secret.to_str().unwrap();
     let mut cluster = Cluster::start(&["--secret-file", secret]);
     let leader = cluster.wait_for_leader();
+    assert!(
+        !cluster.log_of(0).contains("no --secret-file"),
+        "{}",
+        cluster.logs()
+    );
     let mut client = cluster.client();
     client.put(b"k", b"v1").unwrap();
     // A follower restarted with only the new secret (the last step of the rotation on that
@@ -364,6 +369,11 @@ fn the_data_dir_and_its_files_are_private_and_an_open_one_is_reported() {
         "{}",
         cluster.logs()
     );
+    // Without a secret or token files, the node says what it trusts.
+    let log = cluster.log_of(0);
+    assert!(log.contains("no --secret-file"), "{log}");
+    assert!(log.contains("no --client-token-file"), "{log}");
+    assert!(log.contains("for a trusted network only"), "{log}");
 
     let files = files_dir();
     let open_dir = files.path().join("open");

@@ -118,3 +118,113 @@ fn spawned_cluster_is_linearizable_under_compare_and_swaps_and_a_leader_kill() {
         assert!(summary.contains(field), "missing {field} in {summary}");
     }
 }
+
+/// Three `rcraft serve` nodes requiring a client token (killed on drop).
+struct TokenCluster {
+    nodes: Vec<std::process::Child>,
+    servers: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TokenCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+    }
+}
+
+fn private_file(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// Runs the loadtest for a second against `cluster` with `extra` flags; returns its exit
+/// status, its JSON summary and its stderr.
+fn run_against(
+    cluster: &TokenCluster,
+    extra: &[&str],
+) -> (std::process::ExitStatus, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("summary.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_rcraft-loadtest"))
+        .args([
+            "--servers",
+            &cluster.servers,
+            "--clients",
+            "2",
+            "--duration",
+            "1",
+        ])
+        .args(["--keys", "50", "--timeout-ms", "2000"])
+        .args(extra)
+        .arg("--json")
+        .arg(&json)
+        .env_remove("RCRAFT_TOKEN_FILE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        output.status,
+        std::fs::read_to_string(&json).unwrap_or_default(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_loadtest_sends_its_token_to_nodes_that_require_one() {
+    let rcraft = build_rcraft_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("client-token");
+    private_file(&token, "a loadtest client token, 32 bytes\n");
+    let listeners: Vec<_> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addresses: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    drop(listeners);
+    let servers = addresses.join(",");
+    let nodes = (0..3)
+        .map(|id| {
+            Command::new(&rcraft)
+                .args(["serve", "--id", &id.to_string(), "--peers", &servers])
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("node{id}")))
+                .arg("--client-token-file")
+                .arg(&token)
+                .args(["--log-level", "error"])
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let cluster = TokenCluster {
+        nodes,
+        servers,
+        _dir: dir,
+    };
+    let token = token.to_str().unwrap();
+    let (status, summary, stderr) = run_against(&cluster, &["--token-file", token]);
+    assert!(
+        status.success(),
+        "with the token: {status}; {summary}{stderr}"
+    );
+    assert!(summary.contains(r#""errors":0"#), "{summary}");
+    assert!(summary.contains(r#""lost_acked_writes":0"#), "{summary}");
+    // Without it, the nodes answer nothing but refusals: the run is a setup failure (exit 2;
+    // today reported as "no leader elected", the refusal is not passed on yet).
+    let (status, summary, stderr) = run_against(&cluster, &[]);
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "without the token: {summary}{stderr}"
+    );
+    assert!(summary.is_empty(), "{summary}");
+}

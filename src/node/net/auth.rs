@@ -410,6 +410,31 @@ mod tests {
     }
 
     #[test]
+    fn during_a_token_rotation_both_tokens_are_valid() {
+        let tokens = ClientTokens::new(
+            &[],
+            &[
+                b"the old admin token, going".to_vec(),
+                b"the new admin token, coming".to_vec(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            tokens.permission(Some(b"the old admin token, going")),
+            Permission::Admin
+        );
+        assert_eq!(
+            tokens.permission(Some(b"the new admin token, coming")),
+            Permission::Admin
+        );
+        // Only admin tokens configured: a client needs an admin token even to read.
+        assert_eq!(
+            tokens.permission(Some(b"some other token here")),
+            Permission::None
+        );
+    }
+
+    #[test]
     fn short_secrets_and_tokens_are_refused() {
         assert!(PeerSecrets::new(vec![b"short".to_vec()]).is_err());
         assert!(PeerSecrets::new(Vec::new()).is_err());
