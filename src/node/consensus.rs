@@ -6,7 +6,8 @@
 //! (up to [`CONSENSUS_INPUT_BATCH_MAX`]) before draining the core's actions once, so
 //! proposals that arrive together become one persist action and one append message.
 //!
-//! The thread sleeps on its [`Doorbell`] (never in a spinning or yielding wait) and hands
+//! The thread sleeps on its [`Doorbell`] (never in a spinning or yielding wait, also not
+//! while a full storage or apply queue holds it back) and hands
 //! its output on per destination, once per drain of the core's actions: storage commands in
 //! the core's order behind one ring of the storage thread, apply commands likewise behind
 //! one ring of the apply thread, every peer message in one network command, and every client
@@ -29,7 +30,7 @@ use super::storage_io::{StorageCommand, StorageEvent};
 use super::transport::{NetEvent, Replier, ReplyTo};
 use crate::core::describe::describe_action;
 use crate::core::{Action, Input, ProposeError, Replica, RequestId};
-use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, select};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use rcraft_wire::{
     ClientRequestBody, ClientResponseBody, LogIndex, Membership, Message, NodeId, NodeStatus,
     Session, SnapshotMeta,
@@ -37,6 +38,9 @@ use rcraft_wire::{
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+/// How often a full storage or apply queue is looked at again.
+const ROOM_POLL_INTERVAL: Duration = Duration::from_micros(200);
 
 /// Requests from `NodeHandle` callers.
 pub(crate) enum ApiRequest {
@@ -256,8 +260,12 @@ impl Consensus {
         self.failure.take().map(Exit::Failed)
     }
 
-    /// Sleeps until one input arrives or the tick deadline passes.
+    /// Sleeps until one input arrives or the tick deadline passes; not at all while events
+    /// kept by `wait_for_room` wait to be handled.
     fn wait_for_input(&mut self, inbox: &Inbox) -> Result<Received, Exit> {
+        if !self.deferred_storage.is_empty() || !self.deferred_apply.is_empty() {
+            return Ok(Received::Nothing);
+        }
         loop {
             if let Some(received) = try_receive(inbox)? {
                 return Ok(received);
@@ -841,16 +849,14 @@ impl Consensus {
         }
     }
 
+    /// Sleeps a little while a storage or apply queue is full (their threads do not ring
+    /// when they make room), keeping what they report meanwhile for the next turn.
     fn wait_for_room(&mut self, inbox: &Inbox) {
-        select! {
-            recv(inbox.storage) -> event => {
-                if let Ok(event) = event { self.deferred_storage.push_back(event); }
-            },
-            recv(inbox.apply) -> progress => {
-                if let Ok(progress) = progress { self.deferred_apply.push_back(progress); }
-            },
-            default(Duration::from_micros(200)) => {}
-        }
+        inbox
+            .doorbell
+            .wait(Some(Instant::now() + ROOM_POLL_INTERVAL));
+        self.deferred_storage.extend(inbox.storage.try_iter());
+        self.deferred_apply.extend(inbox.apply.try_iter());
     }
 
     /// This node's view of the cluster.
