@@ -26,8 +26,8 @@ use crate::node::SnapshotResult;
 use crate::node::limits::COMMAND_BYTES_MAX;
 use rcraft_wire::{
     ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder,
-    HANDSHAKE_BYTES, Handshake, LogIndex, Membership, NodeId, NodeStatus, Role, Session,
-    StageLatency, Term, encode_client_request, is_session_expired,
+    HANDSHAKE_BYTES, Handshake, LogIndex, Membership, NodeId, NodeStatus, RecordedEvent, Role,
+    Session, StageLatency, Term, encode_client_request, is_session_expired,
 };
 use std::collections::BTreeMap;
 use std::fmt;
@@ -545,6 +545,18 @@ impl Client {
         }
     }
 
+    /// The flight recorder of the node at `address`: its recent notable events, oldest
+    /// first, over a connection of its own, within one attempt timeout.
+    pub fn events_of(&mut self, address: SocketAddr) -> Result<Vec<RecordedEvent>> {
+        match self.ask_node(address, &ClientRequestBody::Events)? {
+            ClientResponseBody::Events(events) => Ok(events),
+            other => Err(ClientError::Protocol {
+                definite: true,
+                message: format!("unexpected answer to an events request: {other:?}"),
+            }),
+        }
+    }
+
     /// Sends `body` to the node at `address` over a connection of its own and returns its
     /// answer, within one attempt timeout.
     fn ask_node(
@@ -656,7 +668,11 @@ impl Client {
                     self.forget_leader(target);
                     last_refusal = None;
                 }
-                Attempt::Answer(ClientResponseBody::Status(_) | ClientResponseBody::Latency(_)) => {
+                Attempt::Answer(
+                    ClientResponseBody::Status(_)
+                    | ClientResponseBody::Latency(_)
+                    | ClientResponseBody::Events(_),
+                ) => {
                     return Err(self.misanswered(maybe_applied));
                 }
                 Attempt::NotSent(why) => {

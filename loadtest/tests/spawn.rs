@@ -130,9 +130,14 @@ fn spawned_cluster_survives_a_leader_kill_without_losing_writes() {
         "\"linearizable\":true",
         "\"ops_checked\":",
         "\"passed\":true",
+        "\"leader_stages\":{\"leader\":",
+        "{\"stage\":\"commit\",",
     ] {
         assert!(summary.contains(field), "missing {field} in {summary}");
     }
+    // The leader's own stages are printed beside the end-to-end percentiles.
+    assert!(report.contains("leader stages   node "), "{report}");
+    assert!(report.contains("\n    commit"), "{report}");
     assert!(
         !summary.contains("\"failover_ms\":[null]"),
         "no write acknowledged after the kill: {summary}"

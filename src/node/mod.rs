@@ -9,6 +9,7 @@ mod apply;
 mod consensus;
 mod entry_codec;
 mod error;
+pub mod flight_recorder;
 mod handle;
 mod incoming_snapshot;
 mod initial_voters;
