@@ -39,8 +39,8 @@ use crate::node::SnapshotResult;
 use client_core::Effect;
 use rcraft_wire::{
     ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder,
-    HANDSHAKE_BYTES, Handshake, LogIndex, Membership, NodeId, NodeStatus, Role, StageLatency, Term,
-    encode_client_request,
+    HANDSHAKE_BYTES, Handshake, LogIndex, Membership, NodeId, NodeStatus, RecordedEvent, Role,
+    StageLatency, Term, encode_client_request,
 };
 use std::collections::BTreeMap;
 use std::fmt;
@@ -499,6 +499,22 @@ impl Client {
             other => Err(ClientError::Protocol {
                 definite: true,
                 message: format!("unexpected answer to a latency request: {other:?}"),
+            }),
+        }
+    }
+
+    /// The flight recorder of the node at `address`: its recent notable events, oldest
+    /// first, over a connection of its own, within one attempt timeout.
+    pub fn events_of(&mut self, address: SocketAddr) -> Result<Vec<RecordedEvent>> {
+        let timeout = self.core.options().attempt_timeout;
+        match self.exchange_alone(address, ClientRequestBody::Events, timeout)? {
+            ClientResponseBody::Events(events) => Ok(events),
+            ClientResponseBody::Error { definite, message } => {
+                Err(ClientError::Server { definite, message })
+            }
+            other => Err(ClientError::Protocol {
+                definite: true,
+                message: format!("unexpected answer to an events request: {other:?}"),
             }),
         }
     }

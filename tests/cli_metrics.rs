@@ -1,7 +1,7 @@
 //! `rcraft serve --metrics-addr` end to end: a one-node cluster serves Prometheus text on
 //! `/metrics` (checked by `promtool check metrics`, and for the values the writes must have
 //! moved) and `/health`; a node without a quorum answers 503 with the reason; other paths and
-//! garbage get 404 and 400; a bad address is refused at start. Processes are killed and
+//! garbage get 404 and 400; a bad address, or one in use, is refused at start. Processes are killed and
 //! directories removed on drop.
 //!
 //! `promtool` comes from the Debian package `prometheus` (.ci/run installs it). Outside CI a
@@ -215,6 +215,21 @@ fn a_bad_metrics_address_is_refused_at_start() {
         assert_eq!(output.status.code(), Some(2), "{value}: {stderr}");
         assert!(stderr.contains(why), "{value}: {stderr}");
     }
+    // A port in use: the node stops its threads and exits non-zero, naming the address.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let output = Command::new(BIN)
+        .args(["serve", "--id", "0", "--peers", &free_address().to_string()])
+        .arg("--data-dir")
+        .arg(dir.path().join("in-use"))
+        .args(["--metrics-addr", &address])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let why = format!("rcraft serve: serving metrics on {address}: ");
+    assert!(stderr.contains(&why), "{stderr}");
 }
 
 /// The stages `rcraft status --latency --json` reports for node `id`, as (stage, peer, count).

@@ -274,6 +274,12 @@ impl NetLab {
     /// Deletes every namespace (with its veth end, routes and qdiscs) and the bridge. Call it
     /// after the nodes have stopped.
     pub fn destroy(&mut self) {
+        // Deleting a namespace removes the veth pair inside it only later, in the kernel's
+        // own time; deleting the host end now removes both ends before this returns. A pair
+        // not created yet (a build that failed half way) is simply not found.
+        for id in 0..self.namespaces.len() {
+            let _ = sh("ip", &["link", "del", &format!("{}h{id}", self.tag)]);
+        }
         for ns in self.namespaces.drain(..) {
             if let Err(e) = sh("ip", &["netns", "del", &ns]) {
                 eprintln!("rcraft-loadtest: {e}");

@@ -244,7 +244,8 @@ impl PipelinedClient<'_> {
                 definite: false, ..
             }
             | ClientResponseBody::Status(_)
-            | ClientResponseBody::Latency(_) => {
+            | ClientResponseBody::Latency(_)
+            | ClientResponseBody::Events(_) => {
                 conn.draining = true;
                 match is_write {
                     true => (Outcome::Unknown, None),

@@ -9,6 +9,7 @@ use crate::history::{Verification, key_name};
 use crate::linearizability::Linearizability;
 use crate::nemesis::NemesisSchedule;
 use crate::stats::{LatencySummary, SecondSample};
+use rcraft::wire::StageLatency;
 use serde_json::{Value, json};
 use std::fmt::Write;
 use std::time::Duration;
@@ -81,6 +82,10 @@ pub struct Summary {
     pub fault_notes: Vec<String>,
     /// Node deaths and fault failures.
     pub problems: Vec<String>,
+    /// The leader's own per-stage write latency since it started (`rcraft status
+    /// --latency`), asked at the end of the run: its id and stages; `None` when no leader
+    /// answered.
+    pub leader_stages: Option<(u64, Vec<StageLatency>)>,
     /// Ctrl-C or SIGTERM ended the run early.
     pub interrupted: bool,
 }
@@ -183,6 +188,10 @@ impl Summary {
                 "seed": n.seed,
             })),
             "fault_notes": self.fault_notes,
+            "leader_stages": self.leader_stages.as_ref().map(|(leader, stages)| json!({
+                "leader": leader,
+                "stages": stages.iter().map(stage_json).collect::<Vec<_>>(),
+            })),
         });
         if let (Some(summary), Value::Object(extras)) = (summary.as_object_mut(), extras) {
             summary.extend(extras);
@@ -261,6 +270,29 @@ impl Summary {
                 self.tool_cpu_s
             ),
         );
+        if let Some((leader, stages)) = &self.leader_stages {
+            row(
+                "leader stages",
+                format!("node {leader}, since it started (rcraft status --latency)"),
+            );
+            for s in stages {
+                let name = match s.peer {
+                    Some(peer) => format!("  {} {peer}", s.stage),
+                    None => format!("  {}", s.stage),
+                };
+                row(
+                    &name,
+                    format!(
+                        "p50 {}  p90 {}  p99 {}  max {}  ({} samples)",
+                        format_ms(s.p50_us),
+                        format_ms(s.p90_us),
+                        format_ms(s.p99_us),
+                        format_ms(s.max_us),
+                        thousands(s.count)
+                    ),
+                );
+            }
+        }
         if !self.failover_ms.is_empty() {
             let list: Vec<String> = self
                 .failover_ms
@@ -385,6 +417,19 @@ pub fn thousands(n: u64) -> String {
         .map(|group| std::str::from_utf8(group).expect("decimal digits are ASCII"))
         .collect();
     groups.join(",")
+}
+
+/// One stage of the leader's write path as JSON.
+fn stage_json(s: &StageLatency) -> Value {
+    json!({
+        "stage": s.stage,
+        "peer": s.peer.map(|p| p.0),
+        "count": s.count,
+        "p50_us": s.p50_us,
+        "p90_us": s.p90_us,
+        "p99_us": s.p99_us,
+        "max_us": s.max_us,
+    })
 }
 
 /// Microseconds as milliseconds with about three significant digits.
@@ -541,6 +586,43 @@ mod tests {
         };
         let json = summary.to_json();
         assert!(json.contains(r#""lost_acked_writes":null"#) && json.contains(r#""passed":false"#));
+    }
+
+    #[test]
+    fn the_leaders_stages_are_shown_beside_the_end_to_end_latency() {
+        let stage = |stage: &str, peer: Option<u64>| StageLatency {
+            stage: stage.to_string(),
+            peer: peer.map(rcraft::wire::NodeId),
+            count: 1200,
+            p50_us: 450,
+            p90_us: 900,
+            p99_us: 2100,
+            max_us: 9000,
+        };
+        let summary = Summary {
+            leader_stages: Some((2, vec![stage("fsync", None), stage("replication", Some(1))])),
+            ..sample_summary()
+        };
+        let text = summary.to_text();
+        assert!(
+            text.contains("  leader stages   node 2, since it started (rcraft status --latency)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    fsync         p50 0.450 ms  p90 0.900 ms  p99 2.10 ms  max 9.00 ms  (1,200 samples)"),
+            "{text}"
+        );
+        assert!(text.contains("    replication 1 p50 0.450 ms"), "{text}");
+        let json = summary.to_json();
+        assert!(
+            json.contains(r#""leader_stages":{"leader":2,"stages":[{"stage":"fsync","peer":null,"count":1200,"p50_us":450,"p90_us":900,"p99_us":2100,"max_us":9000},{"stage":"replication","peer":1,"#),
+            "{json}"
+        );
+        assert!(
+            sample_summary()
+                .to_json()
+                .contains(r#""leader_stages":null"#)
+        );
     }
 
     #[test]

@@ -27,6 +27,8 @@ use crate::progress::Ticker;
 use crate::report::Summary;
 use crate::stats::{LatencySummary, lock};
 use crate::workload::{RunShared, WorkloadSpec, spawn_clients};
+use rcraft::client::{ATTEMPT_TIMEOUT_MAX, Client, ClientOptions};
+use rcraft::wire::{Role, StageLatency};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -362,6 +364,7 @@ pub fn run(
     };
     let linearizability =
         (!interrupt.load(Ordering::Relaxed)).then(|| check_history(ops, shared.history_cut_ns()));
+    let leader_stages = leader_stages(&addrs, settings.timeout);
     let (rss_bytes_max, anon_rss_bytes_max) = match cluster {
         Some(cluster) => finish_cluster(cluster, &mut problems),
         None => (Vec::new(), Vec::new()),
@@ -400,6 +403,26 @@ pub fn run(
         fault_notes: fault_log.notes,
         problems,
         interrupted: interrupt.load(Ordering::Relaxed),
+        leader_stages,
+    })
+}
+
+/// The leader's per-stage write latency since it started, asked of each address in turn;
+/// `None` when no node answers as leader (or the servers do not answer latency requests).
+fn leader_stages(addrs: &[SocketAddr], timeout: Duration) -> Option<(u64, Vec<StageLatency>)> {
+    let options = ClientOptions {
+        timeout,
+        attempt_timeout: timeout.min(ATTEMPT_TIMEOUT_MAX),
+        ..ClientOptions::default()
+    };
+    let mut client = Client::new(addrs, options).ok()?;
+    addrs.iter().find_map(|&address| {
+        let status = client.status_of(address).ok()?;
+        if status.role != Role::Leader {
+            return None;
+        }
+        let stages = client.latency_of(address).ok()?;
+        Some((status.id.0, stages))
     })
 }
 

@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::build_rcraft_bin;
@@ -89,12 +90,17 @@ fn spawned_cluster_survives_a_leader_kill_without_losing_writes() {
         "\"engine_threads\":1",
         "\"tool_cpu_us_per_write\":",
         "\"server_cpu_us_per_write\":",
+        "\"leader_stages\":{\"leader\":",
+        "{\"stage\":\"commit\",",
     ] {
         assert!(summary.contains(field), "missing {field} in {summary}");
     }
     // Two nodes ran the whole run as the same processes, so the nodes' CPU is known.
     assert!(!summary.contains("_cpu_us_per_write\":null"), "{summary}");
     assert!(report.contains("CPU per write"), "{report}");
+    // The leader's own stages are printed beside the end-to-end percentiles.
+    assert!(report.contains("leader stages   node "), "{report}");
+    assert!(report.contains("\n    commit"), "{report}");
     assert!(
         !summary.contains("\"failover_ms\":[null]"),
         "no write acknowledged after the kill: {summary}"

@@ -549,7 +549,11 @@ impl ClientCore {
                 // makes a retry safe, and another node may now lead.
                 self.lost_at(target, is_write);
             }
-            Attempt::Answer(ClientResponseBody::Status(_) | ClientResponseBody::Latency(_)) => {
+            Attempt::Answer(
+                ClientResponseBody::Status(_)
+                | ClientResponseBody::Latency(_)
+                | ClientResponseBody::Events(_),
+            ) => {
                 self.connection_tainted = true;
                 let definite = !self.operation().retry.maybe_applied;
                 return self.finish(Err(ClientError::Protocol {

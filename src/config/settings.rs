@@ -573,6 +573,9 @@ impl Setting {
                 .ok_or_else(|| ConfigProblem::BadLogLevel(text.to_string())),
             Kind::Path if text.is_empty() => Err(ConfigProblem::Missing("data_dir value")),
             Kind::Path => Ok(Value::Path(PathBuf::from(text))),
+            Kind::Address if text.contains(',') => Err(ConfigProblem::BadValue(format!(
+                "{name} takes one HOST:PORT, not a list ({text:?})"
+            ))),
             Kind::Address => super::resolve_address(text.trim())
                 .map(Value::Address)
                 .map_err(|reason| ConfigProblem::BadAddress {

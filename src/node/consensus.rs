@@ -401,6 +401,10 @@ impl Consensus {
                 self.change_membership(reply, membership)
             }
             ClientRequestBody::Snapshot => self.snapshot(reply),
+            ClientRequestBody::Events => {
+                let events = self.observer.recorded_events();
+                self.replier.send(reply, ClientResponseBody::Events(events));
+            }
             ClientRequestBody::Latency => {
                 let stages = self.observer.latency_report();
                 self.replier

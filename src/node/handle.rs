@@ -303,7 +303,8 @@ impl NodeHandle {
             ClientResponseBody::Error { definite, message } => Error::Failed { definite, message },
             ClientResponseBody::Ok { .. }
             | ClientResponseBody::Status(_)
-            | ClientResponseBody::Latency(_) => Error::Failed {
+            | ClientResponseBody::Latency(_)
+            | ClientResponseBody::Events(_) => Error::Failed {
                 definite: false,
                 message: "unexpected answer from the node".to_string(),
             },

@@ -116,6 +116,15 @@ pub const SNAPSHOT_DROP_BEHIND_BYTES: u64 = 8 << 20;
 /// commit index (the node would serve reads late).
 pub const HEALTH_APPLIED_LAG_ENTRIES_MAX: u64 = 1000;
 
+/// Events the flight recorder keeps (node/flight_recorder.rs); the oldest go first.
+pub const FLIGHT_RECORDER_EVENTS_MAX: usize = 4096;
+
+/// A WAL sync slower than this is recorded in the flight recorder.
+pub const SLOW_FSYNC_RECORD_MIN: Duration = Duration::from_millis(100);
+
+/// How often the consensus thread looks for dropped peer frames to record.
+pub const DROPPED_FRAMES_RECORD_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Longest wait for one read or write of the metrics responder (node/metrics_http.rs).
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -12,6 +12,8 @@
 //! cannot both add the same increase. Names follow Prometheus conventions: the `rcraft_`
 //! prefix, base units (seconds, bytes), `_total` on counters.
 
+use super::flight_recorder::FlightRecorder;
+use super::limits::SLOW_FSYNC_RECORD_MIN;
 use super::net::NetStatsSnapshot;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
@@ -135,6 +137,10 @@ pub struct NodeMetrics {
     /// Percentiles per stage (and follower); a lock taken once per sample by the thread
     /// that owns the stage, and by a `Latency` request.
     stage_summaries: parking_lot::Mutex<StageSummaries>,
+    /// The node's flight recorder, written through the same hooks.
+    pub(crate) recorder: FlightRecorder,
+    /// The network thread's counters, once the network runs (for dropped-frame events).
+    net: std::sync::OnceLock<Arc<super::net::NetStats>>,
 }
 
 impl Default for NodeMetrics {
@@ -180,6 +186,8 @@ impl NodeMetrics {
             write_stage: Family::new_with_constructor(stage_buckets),
             replication_stage: Family::new_with_constructor(stage_buckets),
             stage_summaries: parking_lot::Mutex::new(BTreeMap::new()),
+            recorder: FlightRecorder::default(),
+            net: std::sync::OnceLock::new(),
         };
         metrics.register();
         metrics
@@ -397,12 +405,28 @@ impl NodeMetrics {
     pub(crate) fn wal_fsync(&self, took: Duration) {
         self.wal_fsync.observe(took.as_secs_f64());
         self.stage(Stage::Fsync, None, took);
+        if took >= SLOW_FSYNC_RECORD_MIN {
+            let detail = format!("a WAL sync took {} ms", took.as_millis());
+            self.recorder.record_now("slow_fsync", detail);
+        }
     }
 
     /// The apply thread wrote a snapshot of `bytes`.
     pub(crate) fn snapshot_saved(&self, took: Duration, bytes: u64) {
         self.snapshot_save.observe(took.as_secs_f64());
         self.snapshot_saved_bytes.inc_by(bytes);
+        let detail = format!("snapshot written: {bytes} bytes in {} ms", took.as_millis());
+        self.recorder.record_now("snapshot_saved", detail);
+    }
+
+    /// Lets the node read the network thread's counters (for dropped-frame events).
+    pub(crate) fn set_net(&self, net: Arc<super::net::NetStats>) {
+        let _ = self.net.set(net);
+    }
+
+    /// Peer messages dropped so far, when the network runs.
+    pub(crate) fn dropped_frames(&self) -> Option<NetStatsSnapshot> {
+        self.net.get().map(|net| net.snapshot())
     }
 
     /// A snapshot chunk of `bytes` was read for a follower; `took` is set on the last one.

@@ -10,6 +10,7 @@ mod consensus;
 mod data_dir;
 mod entry_codec;
 mod error;
+pub mod flight_recorder;
 mod handle;
 mod incoming_snapshot;
 mod initial_voters;

@@ -22,6 +22,7 @@
 //! campaigning) are logged at info once, then at debug, and counted in the line that reports
 //! the next leader.
 
+use super::limits::DROPPED_FRAMES_RECORD_INTERVAL;
 use super::metrics::{MetricsHook, Stage};
 use crate::admin::describe_membership;
 use crate::core::Replica;
@@ -92,6 +93,8 @@ pub(crate) struct Observer {
     snapshot_receiving: Option<Instant>,
     /// Stage clocks of the write path (node/metrics.rs, `Stage`).
     stages: StageClocks,
+    /// Peer messages dropped at the last look, and when that was.
+    dropped_seen: (u64, Option<Instant>),
 }
 
 /// When each write in flight entered its current stage. Bounded: at most
@@ -148,6 +151,7 @@ impl Observer {
             snapshots_sending: BTreeMap::new(),
             snapshot_receiving: None,
             stages: StageClocks::default(),
+            dropped_seen: (0, None),
         }
     }
 
@@ -160,6 +164,16 @@ impl Observer {
     /// a replication sample per follower with no append in flight.
     pub(crate) fn on_sent(&mut self, messages: &[Message]) {
         let now = Instant::now();
+        for message in messages {
+            if let MessageBody::VoteResponse {
+                pre_vote: false,
+                granted: true,
+            } = message.body
+            {
+                let detail = format!("voted for node {} in term {}", message.to, message.term);
+                self.record(message.term, "vote_granted", detail);
+            }
+        }
         for message in messages.iter().filter(|m| is_request(&m.body)) {
             self.round_trips.entry(message.to).or_insert(now);
             if matches!(&message.body, MessageBody::AppendRequest { entries, .. } if !entries.is_empty())
@@ -214,6 +228,11 @@ impl Observer {
         if let MessageBody::InstallSnapshot { offset, data, .. } = &message.body {
             if *offset == 0 || self.snapshot_receiving.is_none() {
                 self.snapshot_receiving = Some(now);
+                let detail = format!(
+                    "receiving a snapshot from node {} from offset {offset}",
+                    message.from
+                );
+                self.record(message.term, "snapshot_receive_started", detail);
             }
             self.metrics
                 .with(|m| m.snapshot_chunk_received(data.len() as u64));
@@ -226,6 +245,12 @@ impl Observer {
             self.metrics
                 .with(|m| m.snapshot_received(started.elapsed()));
         }
+        let term = self.seen.term;
+        self.record(
+            term,
+            "snapshot_stored",
+            "a received snapshot is stored".to_string(),
+        );
     }
 
     /// The storage thread read a chunk of the snapshot being sent to `to`.
@@ -237,8 +262,14 @@ impl Observer {
         bytes: usize,
     ) {
         let now = Instant::now();
+        let term = self.seen.term;
         if offset == 0 {
             self.snapshots_sending.insert(to, now);
+            let detail = format!(
+                "sending the snapshot at index {} ({} bytes) to node {to}",
+                meta.index, meta.size_bytes
+            );
+            self.record(term, "snapshot_send_started", detail);
         }
         let last = offset + bytes as u64 >= meta.size_bytes;
         let took = match last {
@@ -248,8 +279,62 @@ impl Observer {
                 .map(|started| now.saturating_duration_since(started)),
             false => None,
         };
+        if let Some(took) = took {
+            let detail = format!(
+                "read the last chunk of the snapshot at index {} for node {to} after {} ms",
+                meta.index,
+                took.as_millis()
+            );
+            self.record(term, "snapshot_send_done", detail);
+        }
         self.metrics
             .with(|m| m.snapshot_chunk_sent(bytes as u64, took));
+    }
+
+    /// Records one event in the flight recorder.
+    fn record(&self, term: Term, kind: &str, detail: String) {
+        self.metrics.with(|m| m.recorder.record(term, kind, detail));
+    }
+
+    /// The flight recorder's events (empty without metrics).
+    pub(crate) fn recorded_events(&self) -> Vec<rcraft_wire::RecordedEvent> {
+        let mut events = Vec::new();
+        self.metrics.with(|m| events = m.recorder.events());
+        events
+    }
+
+    /// At most once per [`DROPPED_FRAMES_RECORD_INTERVAL`], records the peer messages the
+    /// network dropped since the last look.
+    fn record_dropped_frames(&mut self, term: Term) {
+        let now = Instant::now();
+        let (seen, checked) = self.dropped_seen;
+        if checked.is_some_and(|at| now - at < DROPPED_FRAMES_RECORD_INTERVAL) {
+            return;
+        }
+        let mut stats = None;
+        self.metrics.with(|m| stats = m.dropped_frames());
+        let Some(s) = stats else {
+            return;
+        };
+        let total = s.peer_dropped_queue_full
+            + s.peer_dropped_link_down
+            + s.peer_dropped_unknown
+            + s.peer_dropped_events_full
+            + s.commands_dropped_full;
+        self.dropped_seen = (total, Some(now));
+        if checked.is_some() && total > seen {
+            let detail = format!(
+                "{} peer messages dropped since the last look (totals: queue full {}, link \
+                 down {}, unknown peer {}, events full {}, commands full {})",
+                total - seen,
+                s.peer_dropped_queue_full,
+                s.peer_dropped_link_down,
+                s.peer_dropped_unknown,
+                s.peer_dropped_events_full,
+                s.commands_dropped_full
+            );
+            self.record(term, "frames_dropped", detail);
+        }
     }
 
     /// The node's per-stage write latency (empty without metrics).
@@ -278,6 +363,7 @@ impl Observer {
         });
         self.counted = Some((commit.max(counted_commit), applied.max(counted_applied)));
         self.time_stages(replica, commit, applied);
+        self.record_dropped_frames(replica.hard_state().term);
         self.observe(replica);
     }
 
@@ -320,6 +406,7 @@ impl Observer {
         }
         self.seen = now;
         for change in &changes {
+            self.record(change.term, change.kind, change.detail.clone());
             let level = if change.info {
                 log::Level::Info
             } else {
@@ -499,6 +586,7 @@ mod tests {
             snapshots_sending: BTreeMap::new(),
             snapshot_receiving: None,
             stages: StageClocks::default(),
+            dropped_seen: (0, None),
         }
     }
 

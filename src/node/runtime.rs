@@ -114,8 +114,22 @@ impl Node {
             applied: applier.applied(),
             snapshot_retain_entries: config.snapshot_retain_entries,
         };
+        let recovered = replica.status();
         let mut consensus = Consensus::new(replica, settings, replier, storage_tx, apply_tx);
         let metrics = Arc::new(NodeMetrics::new());
+        metrics.set_net(net.shared_stats());
+        metrics.recorder.record(
+            recovered.term,
+            "started",
+            format!(
+                "node {} started on {}: recovered term {}, last index {}, snapshot index {}",
+                config.id,
+                net.local_addr(),
+                recovered.term,
+                recovered.last_index,
+                recovered.snapshot_index
+            ),
+        );
         consensus.set_metrics(MetricsHook::new(Arc::clone(&metrics)));
         applier.set_metrics(MetricsHook::new(Arc::clone(&metrics)));
         let mut storage_thread = opened.thread;
@@ -148,14 +162,16 @@ impl Node {
                 Err(e) => {
                     // The threads run: stop them before reporting the failure.
                     let _ = api_tx.send(ApiRequest::Shutdown);
-                    let runtime = Runtime::new(consensus, storage, apply, net, metrics, None);
+                    let parts = (consensus, storage, apply, net);
+                    let runtime = Runtime::new(parts, metrics, None, config.data_dir.clone());
                     let _ = runtime.join();
                     return Err(Error::io(format!("serving metrics on {address}"), e));
                 }
             },
             None => None,
         };
-        let runtime = Runtime::new(consensus, storage, apply, net, metrics, metrics_server);
+        let parts = (consensus, storage, apply, net);
+        let runtime = Runtime::new(parts, metrics, metrics_server, config.data_dir.clone());
         let rpc_timeout = Duration::from_millis(config.rpc_timeout_ms);
         Ok(NodeHandle::new(
             id,
@@ -177,16 +193,24 @@ pub(crate) struct Runtime {
     metrics: MetricsSource,
     /// The `/metrics` responder, when `metrics_addr` is set.
     metrics_server: Option<MetricsServer>,
+    /// Where the flight recorder is written on a fatal stop.
+    data_dir: std::path::PathBuf,
 }
+
+/// The node's threads, as `Runtime::new` takes them.
+type Threads = (
+    JoinHandle<Exit>,
+    JoinHandle<std::result::Result<(), super::storage_error::StorageError>>,
+    JoinHandle<()>,
+    NetHandle,
+);
 
 impl Runtime {
     fn new(
-        consensus: JoinHandle<Exit>,
-        storage: JoinHandle<std::result::Result<(), super::storage_error::StorageError>>,
-        apply: JoinHandle<()>,
-        net: NetHandle,
+        (consensus, storage, apply, net): Threads,
         metrics: MetricsSource,
         metrics_server: Option<MetricsServer>,
+        data_dir: std::path::PathBuf,
     ) -> Runtime {
         Runtime {
             consensus,
@@ -195,6 +219,7 @@ impl Runtime {
             net,
             metrics,
             metrics_server,
+            data_dir,
         }
     }
 
@@ -210,13 +235,23 @@ impl Runtime {
 
     /// Waits for the consensus thread to stop (the caller asked it to), then for the others
     /// in dependency order. Returns the error that stopped the node, if any.
-    pub(crate) fn join(self) -> Result<()> {
-        if let Some(server) = self.metrics_server {
+    pub(crate) fn join(mut self) -> Result<()> {
+        if let Some(server) = self.metrics_server.take() {
             server.stop();
         }
         let exit = self.consensus.join();
         let storage = self.storage.join();
         let apply = self.apply.join();
+        let fatal = match (&exit, &storage, &apply) {
+            (Ok(Exit::Failed(reason)), _, _) => Some(reason.clone()),
+            (_, Ok(Err(error)), _) => Some(error.to_string()),
+            (Err(_), _, _) => Some("the consensus thread panicked".to_string()),
+            (_, _, Err(_)) => Some("the apply thread panicked".to_string()),
+            _ => None,
+        };
+        if let Some(reason) = fatal {
+            dump_flight_recorder(&self.metrics, &self.data_dir, &reason);
+        }
         self.net.shutdown();
         let mut result = Ok(());
         if let Ok(Err(error)) = storage {
@@ -243,6 +278,19 @@ impl Runtime {
     /// True once the consensus thread has ended (shutdown or a fatal error).
     pub(crate) fn is_stopped(&self) -> bool {
         self.consensus.is_finished()
+    }
+}
+
+/// Records a fatal stop and writes the flight recorder into the data directory.
+fn dump_flight_recorder(metrics: &MetricsSource, data_dir: &std::path::Path, reason: &str) {
+    let recorder = &metrics.metrics.recorder;
+    recorder.record_now("fatal_stop", format!("the node stopped: {reason}"));
+    match recorder.dump_to(data_dir) {
+        Ok(path) => log::error!("flight recorder written to {}", path.display()),
+        Err(e) => log::error!(
+            "writing the flight recorder into {}: {e}",
+            data_dir.display()
+        ),
     }
 }
 

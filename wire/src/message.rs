@@ -164,6 +164,8 @@ pub enum ClientRequestBody {
     Snapshot,
     /// This node's per-stage write latency since it started; answered with `Latency`.
     Latency,
+    /// This node's flight recorder: its recent notable events; answered with `Events`.
+    Events,
 }
 
 /// A response to a client request.
@@ -211,6 +213,24 @@ pub enum ClientResponseBody {
     /// Answer to [`ClientRequestBody::Latency`]: one entry per stage with samples, in the
     /// order of the write path.
     Latency(Vec<StageLatency>),
+    /// Answer to [`ClientRequestBody::Events`]: the events held, oldest first.
+    Events(Vec<RecordedEvent>),
+}
+
+/// One notable event of a node's flight recorder.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug), attr(allow(missing_docs)))]
+pub struct RecordedEvent {
+    /// Number of the event since the node started (a gap: older events were dropped).
+    pub seq: u64,
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+    /// The node's term when it happened (its last known term for events of other threads).
+    pub term: Term,
+    /// What kind of event (a short fixed word, e.g. `election_won`, `slow_fsync`).
+    pub kind: String,
+    /// What happened, as one sentence.
+    pub detail: String,
 }
 
 /// Latency of one stage of the write path on one node, since it started (microseconds).

@@ -1,7 +1,8 @@
 //! The `rcraft` binary: `serve` runs a node of the built-in key-value store, `kv` is its
 //! command-line client (pipe mode and single-shot), `status` shows each node's view,
 //! `snapshot` asks nodes to snapshot their state machine and compact their log now, `members`
-//! lists and changes the membership, `transfer` moves leadership. One module per sub-command; keep the flags, output and
+//! lists and changes the membership, `transfer` moves leadership, `debug events` shows
+//! each node's flight recorder. One module per sub-command; keep the flags, output and
 //! exit codes stable.
 //!
 //! Everything runs on the main thread except `status`, `snapshot` and `members list`, which
@@ -9,6 +10,7 @@
 //! once, so scripts can drive a pipe-mode `rcraft kv` interactively.
 
 mod cluster;
+mod debug;
 mod json;
 mod kv;
 mod kv_line;
@@ -49,6 +51,8 @@ enum Command {
     Members(members::MembersArgs),
     /// Move leadership to voter --to ID and wait until it leads.
     Transfer(transfer::TransferArgs),
+    /// Look inside the nodes: `debug events` shows each node's flight recorder.
+    Debug(debug::DebugArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Command::Snapshot(args) => snapshot::snapshot(&args),
         Command::Members(args) => members::members(&args),
         Command::Transfer(args) => transfer::transfer(&args),
+        Command::Debug(args) => debug::debug(&args),
     }
 }
 

@@ -3,7 +3,7 @@
 //! leads, 2 for a usage error (nothing was asked of the cluster), 1 when leadership did not
 //! move within the deadline.
 
-use crate::cluster::{ClusterArgs, address_of, cluster_of, directory};
+use crate::cluster::{ClusterArgs, address_of, cluster_of, directory, token_of};
 use crate::{EXIT_FAILED, usage_error};
 use clap::Args;
 use rcraft::admin::{AdminError, MemberAdmin};
@@ -38,9 +38,14 @@ pub(crate) fn transfer(args: &TransferArgs) -> ExitCode {
         );
         return usage_error("transfer", &why);
     };
+    let token = match token_of(&args.cluster) {
+        Ok(token) => token,
+        Err(e) => return usage_error("transfer", &e),
+    };
     let timeout = Duration::from_millis(args.timeout_ms);
     let options = ClientOptions {
         attempt_timeout: timeout.min(ATTEMPT_TIMEOUT_MAX),
+        token: token.clone(),
         ..ClientOptions::with_timeout(timeout, cluster_id)
     };
     let listed = directory(&servers, &options);
@@ -48,7 +53,7 @@ pub(crate) fn transfer(args: &TransferArgs) -> ExitCode {
         let why = format!("--to {target}: no listed address is node {target}");
         return usage_error("transfer", &why);
     };
-    let admin = MemberAdmin::new(servers, cluster_id, timeout);
+    let admin = MemberAdmin::new(servers, cluster_id, timeout).with_token(token);
     match admin.transfer_leadership(target) {
         Ok(moved) if moved.from == moved.to => {
             println!(

@@ -155,8 +155,8 @@ pub enum Permission {
     None,
     /// Reads, writes, status and latency (the client token).
     Client,
-    /// Everything, including membership changes, snapshots and leadership transfer (the
-    /// admin token).
+    /// Everything, including membership changes, snapshots, leadership transfer and the
+    /// flight recorder's events (the admin token).
     Admin,
 }
 
@@ -170,7 +170,8 @@ impl Permission {
             | ClientRequestBody::Latency => Permission::Client,
             ClientRequestBody::TransferLeader { .. }
             | ClientRequestBody::ChangeMembership { .. }
-            | ClientRequestBody::Snapshot => Permission::Admin,
+            | ClientRequestBody::Snapshot
+            | ClientRequestBody::Events => Permission::Admin,
         }
     }
 
