@@ -12,11 +12,17 @@
 //! zeroes and garbage is the torn tail of a batch that was never acknowledged: it is cut off.
 //! If a *valid* record with a later index and a term no lower than the last good term follows
 //! the damage, synced data after it would be lost by cutting, so it is reported as corruption.
+//! In a version-2 segment the header says how many of its records were synced (the synced
+//! frontier, written as part of every sync). Then there is nothing to guess: damage after
+//! the frontier is a torn write, cut; records missing or damaged below it are synced data
+//! that was lost. Those are cut too (nothing after a damaged record can be served) but
+//! reported as a [`Lost`] range, which the node must repair from its peers before it may
+//! act as if it held them. The claim stays in the header until records cover it again.
 //! Except after an interrupted truncation: a `truncating.<index>` marker (see
 //! `Wal::truncate_from` and storage/FORMAT.md §4.3) says that what lies from that index on in
 //! the last segment is the remains of records being zeroed, so it is cut without the check.
 
-use super::segment::{self, Segment, Slot};
+use super::segment::{self, Segment, Slot, SyncedCount};
 use crate::error::{Error, Result};
 use crate::fs::Fs;
 use crate::limits::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
@@ -73,13 +79,65 @@ pub(crate) fn list_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<(u64, String)
     Ok(segments)
 }
 
+/// Records that were synced (the synced frontier says so) but are gone or damaged: the log
+/// now ends before `from`, and it may once have acknowledged entries through `through`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lost {
+    /// First index lost.
+    pub from: u64,
+    /// Last index the synced frontier covers.
+    pub through: u64,
+    /// The segment where the records should be.
+    pub file: std::path::PathBuf,
+    /// Byte offset in `file` where the valid records end.
+    pub offset: u64,
+    /// What was found there instead, in words.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "synced entries {}..={} lost ({} at offset {} of {})",
+            self.from,
+            self.through,
+            self.reason,
+            self.offset,
+            self.file.display()
+        )
+    }
+}
+
+/// What recovery found: the segments, ready for appends at the tail, and any synced range
+/// lost.
+pub(crate) struct Recovered {
+    pub segments: Vec<Segment>,
+    pub lost: Option<Lost>,
+    /// One past the highest index any header claims synced (0 when none does).
+    pub claim_end: u64,
+}
+
+/// One past the highest index the segments' headers claim synced.
+fn claimed_end(segments: &[Segment]) -> u64 {
+    segments
+        .iter()
+        .filter_map(|seg| match seg.opened_count {
+            SyncedCount::Records(count) if count > 0 => Some(seg.first_index + u64::from(count)),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Opens and verifies every segment; returns them ready for appends at the tail.
-pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Vec<Segment>> {
+pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Recovered> {
     let (cut, markers) = unfinished_truncation(fs, dir)?;
     let listed = list_segments(fs, dir)?;
     let count = listed.len();
     let mut segments: Vec<Segment> = Vec::with_capacity(count);
     let mut last_term = 0;
+    let mut lost = None;
     for (position, (first_index, name)) in listed.into_iter().enumerate() {
         let mut seg = Segment::open(fs, dir.join(name), first_index)?;
         if let Some(prev) = segments.last()
@@ -106,6 +164,26 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Vec<Segment>> {
             }
             seg.set_records(scan.offsets, scan.end);
         } else {
+            let mut claim_end = claimed_end(&segments).max(claimed_end(std::slice::from_ref(&seg)));
+            if let Some(index) = cut {
+                // An interrupted truncation removed synced records on purpose; its sync
+                // would have lowered the count.
+                claim_end = claim_end.min(index);
+            }
+            let kept_end = seg.first_index + scan.offsets.len() as u64;
+            if claim_end > kept_end {
+                let reason = scan.bad.clone().unwrap_or_else(|| "no record".into());
+                let found = Lost {
+                    from: kept_end,
+                    through: claim_end - 1,
+                    file: seg.path.clone(),
+                    offset: scan.end as u64,
+                    reason,
+                };
+                log::error!("{found}; the node must fetch them again from its peers");
+                lost = Some(found);
+                seg.claim_records = claim_records(claim_end, seg.first_index);
+            }
             repair_tail(&mut seg, scan, last_term)?;
         }
         if seg.len() > 0 {
@@ -122,7 +200,18 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Vec<Segment>> {
     // node treats what it recovered as persisted, so make the directory durable too.
     fs.sync_dir(dir)
         .map_err(|e| Error::io("sync directory", dir, e))?;
-    Ok(segments)
+    let claim_end = claimed_end(&segments);
+    Ok(Recovered {
+        segments,
+        lost,
+        claim_end,
+    })
+}
+
+/// The count a segment starting at `first_index` writes to claim everything before
+/// `claim_end` as synced.
+pub(crate) fn claim_records(claim_end: u64, first_index: u64) -> u32 {
+    u32::try_from(claim_end.saturating_sub(first_index)).unwrap_or(u32::MAX)
 }
 
 /// A truncation from `index` was under way in the last segment when the node stopped: its
@@ -159,7 +248,10 @@ fn repair_tail(seg: &mut Segment, scan: segment::Scan, term_before: u64) -> Resu
         Some(&at) => segment::read_u64(seg.bytes(), at as usize + 16),
         None => term_before,
     };
-    if data_end > end && !scan.truncation_remains {
+    // With a synced count in the header, nothing past the frontier was ever synced: it is a
+    // torn write whatever follows it (loss below the frontier is reported by the caller).
+    let frontier_known = matches!(seg.opened_count, SyncedCount::Records(_));
+    if data_end > end && !scan.truncation_remains && !frontier_known {
         if let Some((at, index)) = find_later_record(seg.bytes(), end, expected, last_term) {
             let what = scan.bad.as_deref().unwrap_or("zero record length");
             return Err(Error::corruption(
@@ -177,6 +269,21 @@ fn repair_tail(seg: &mut Segment, scan: segment::Scan, term_before: u64) -> Resu
             data_end - end,
             scan.bad.as_deref().unwrap_or("zero record length")
         );
+    }
+    if data_end > end && frontier_known {
+        log::warn!(
+            "{}: cutting an unsynced tail at offset {end} ({} bytes; {})",
+            seg.path.display(),
+            data_end - end,
+            scan.bad.as_deref().unwrap_or("zero record length")
+        );
+    }
+    if matches!(seg.opened_count, SyncedCount::Damaged) {
+        log::warn!(
+            "{}: the synced count in the header is damaged; judging the tail without it",
+            seg.path.display()
+        );
+        seg.rewrite_synced_count();
     }
     seg.set_records(scan.offsets, end);
     seg.zero(end..data_end)?;
