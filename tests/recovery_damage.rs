@@ -1,6 +1,6 @@
 //! Protocol-aware recovery through the real binary (issue 15): synced WAL records of a stopped
-//! node are damaged on disk (the last one, or one in the middle of the segment), and the node
-//! restarts. It must start, say which entries it lost, fetch them from the leader, say when it
+//! node are damaged on disk (the last one, or one in the middle of the segment), or the slot of
+//! its hard-state file holding its term and vote, and the node restarts. It must start, say which entries it lost, fetch them from the leader, say when it
 //! is whole, and the cluster must keep every acknowledged write, also after the leader it
 //! repaired from is killed. Real `rcraft serve` processes on 127.0.0.1; every wait is bounded;
 //! processes are killed and directories removed on drop.
@@ -153,4 +153,60 @@ fn a_stopped_leader_whose_last_synced_record_rotted_repairs_it() {
 #[test]
 fn a_stopped_leader_with_a_damaged_record_mid_segment_repairs_it() {
     damaged_node_repairs_and_no_write_is_lost(Damage::MiddleRecord, true);
+}
+
+/// Flips a byte of the term in hard-state slot `slot` of node `id` (storage/FORMAT.md §2).
+fn damage_hard_state_slot(cluster: &Cluster, id: usize, slot: usize) {
+    let path = cluster.data_dir(id).join("hard_state");
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len(), 1024, "two 512-byte slots");
+    let at = slot * 512 + 16;
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[bytes[at] ^ 0x01], at as u64).unwrap();
+}
+
+/// The slot holding a stopped node's term and vote is damaged: the node keeps them (every
+/// save writes both slots), says so, rewrites the slot, and the cluster loses nothing.
+fn damaged_hard_state_keeps_the_vote(leader_damaged: bool) {
+    let mut cluster = Cluster::start(&["--snapshot-every", "1000000"]);
+    let leader = cluster.wait_for_leader();
+    let count = 20;
+    write_keys(&cluster, count, VALUE_BYTES);
+    let victim = if leader_damaged {
+        leader
+    } else {
+        (leader + 1) % 3
+    };
+    let term = cluster.status(victim).expect("status").term;
+    cluster.kill(victim);
+    damage_hard_state_slot(&cluster, victim, 0);
+    cluster.restart(victim);
+    wait_for_log(
+        &cluster,
+        victim,
+        "the other slot holds the state, rewriting both",
+    );
+    let recovered = format!(
+        "recovered from {}: term {}",
+        cluster.data_dir(victim).display(),
+        term.0
+    );
+    wait_for_log(&cluster, victim, &recovered);
+    let bytes = std::fs::read(cluster.data_dir(victim).join("hard_state")).unwrap();
+    assert_eq!(bytes[..512], bytes[512..], "the damaged slot was rewritten");
+    cluster
+        .client()
+        .put(&key(count), &value(count, VALUE_BYTES))
+        .expect("put after the damage");
+    check_keys(&cluster, count + 1);
+}
+
+#[test]
+fn a_stopped_follower_with_a_damaged_hard_state_slot_keeps_its_term_and_vote() {
+    damaged_hard_state_keeps_the_vote(false);
+}
+
+#[test]
+fn a_stopped_leader_with_a_damaged_hard_state_slot_keeps_its_term_and_vote() {
+    damaged_hard_state_keeps_the_vote(true);
 }
