@@ -232,6 +232,7 @@ fn expect_corruption(dir: &Path, file: &Path, offset: Option<u64>, what: &str) {
 fn single_bit_flips_are_detected_in_every_region() {
     let dir = tempfile::tempdir().unwrap();
     let paths = write_log(dir.path(), 50);
+    let originals: Vec<Vec<u8>> = paths.iter().map(|p| fs::read(p).unwrap()).collect();
     for (position, path) in paths.iter().enumerate() {
         let is_last = position + 1 == paths.len();
         let original = fs::read(path).unwrap();
@@ -255,25 +256,28 @@ fn single_bit_flips_are_detected_in_every_region() {
             }
         }
         // Every bit of a record in the middle: header (24 bytes) and payload (100 bytes).
-        // In a sealed segment that is corruption; in the last one the synced count says
-        // the records from there on were synced: they are cut and reported lost.
+        // The synced counts say the records from there on were synced: the log is cut there
+        // (a sealed segment's later segments are removed) and they are reported lost.
         let position_in_file = offsets.len() / 2;
         let middle = offsets[position_in_file];
         for byte in middle..middle + 124 {
             for bit in 0..8 {
                 flip(path, &original, byte, bit);
                 let what = format!("record byte {} bit {bit}", byte - middle);
-                if is_last {
-                    let wal =
-                        Wal::open(dir.path(), options()).unwrap_or_else(|e| panic!("{what}: {e}"));
-                    let from = first_in_file + position_in_file as u64;
-                    check_log(&wal, from - 1);
-                    let lost = wal.lost().map(|l| (l.from, l.through, l.offset));
-                    assert_eq!(lost, Some((from, 50, middle as u64)), "{what}");
-                    drop(wal);
-                    fs::write(path, &original).unwrap();
-                } else {
-                    expect_corruption(dir.path(), path, Some(middle as u64), &what);
+                let wal =
+                    Wal::open(dir.path(), options()).unwrap_or_else(|e| panic!("{what}: {e}"));
+                let from = first_in_file + position_in_file as u64;
+                check_log(&wal, from - 1);
+                let lost = wal.lost().map(|l| (l.from, l.through, l.offset));
+                assert_eq!(lost, Some((from, 50, middle as u64)), "{what}");
+                assert_eq!(wal.lost().unwrap().file, *path, "{what}");
+                drop(wal);
+                // A restart before the repair still finds the whole range lost.
+                let wal = Wal::open(dir.path(), options()).unwrap();
+                assert_eq!(wal.lost().map(|l| (l.from, l.through)), Some((from, 50)));
+                drop(wal);
+                for (path, bytes) in paths.iter().zip(&originals) {
+                    fs::write(path, bytes).unwrap();
                 }
             }
         }
@@ -675,4 +679,24 @@ fn sim_options(fs: &SimFs) -> WalOptions {
         segment_bytes: SEGMENT_BYTES,
         fs: Arc::new(fs.clone()),
     }
+}
+
+/// A version-1 sealed segment (written by an older rcraft) cannot record the claim, so damage
+/// in it still stops the open, naming file and offset.
+#[test]
+fn damage_in_a_sealed_segment_of_an_older_rcraft_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_log(dir.path(), 50);
+    assert!(paths.len() >= 2);
+    let sealed = &paths[0];
+    make_version_1(sealed);
+    let original = fs::read(sealed).unwrap();
+    let middle = record_offsets(&original)[3];
+    flip(sealed, &original, middle + 30, 2);
+    expect_corruption(
+        dir.path(),
+        sealed,
+        Some(middle as u64),
+        "version-1 sealed segment",
+    );
 }

@@ -18,6 +18,9 @@
 //! that was lost. Those are cut too (nothing after a damaged record can be served) but
 //! reported as a [`Lost`] range, which the node must repair from its peers before it may
 //! act as if it held them. The claim stays in the header until records cover it again.
+//! Damage in a sealed version-2 segment is handled the same way: the log is cut at the
+//! damaged record (the claim made durable in that segment first, then every later segment
+//! removed), and everything from it through the frontier is reported lost.
 //! Except after an interrupted truncation: a `truncating.<index>` marker (see
 //! `Wal::truncate_from` and storage/FORMAT.md §4.3) says that what lies from that index on in
 //! the last segment is the remains of records being zeroed, so it is cut without the check.
@@ -138,8 +141,8 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Recovered> {
     let mut segments: Vec<Segment> = Vec::with_capacity(count);
     let mut last_term = 0;
     let mut lost = None;
-    for (position, (first_index, name)) in listed.into_iter().enumerate() {
-        let mut seg = Segment::open(fs, dir.join(name), first_index)?;
+    for (position, (first_index, name)) in listed.iter().enumerate() {
+        let mut seg = Segment::open(fs, dir.join(name), *first_index)?;
         if let Some(prev) = segments.last()
             && seg.first_index != prev.next_index()
         {
@@ -158,13 +161,20 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Recovered> {
         if let Some(index) = cut.filter(|_| last) {
             finish_truncation(&mut seg, &mut scan, index);
         }
-        if !last {
+        let later = &listed[position + 1..];
+        // Damage in a sealed segment: everything from it on was synced. A version-2 segment
+        // can record the claim, so the log is cut there and the loss reported like one at the
+        // tail; a version-1 segment cannot, and stays corruption.
+        let cut_here = !last && scan.bad.is_some() && seg.opened_count != SyncedCount::Unrecorded;
+        if !last && !cut_here {
             if let Some(reason) = scan.bad {
                 return Err(Error::corruption(&seg.path, scan.end as u64, reason));
             }
             seg.set_records(scan.offsets, scan.end);
         } else {
-            let mut claim_end = claimed_end(&segments).max(claimed_end(std::slice::from_ref(&seg)));
+            let mut claim_end = claimed_end(&segments)
+                .max(claimed_end(std::slice::from_ref(&seg)))
+                .max(claimed_end_of_listed(fs, dir, later));
             if let Some(index) = cut {
                 // An interrupted truncation removed synced records on purpose; its sync
                 // would have lowered the count.
@@ -184,12 +194,17 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Recovered> {
                 lost = Some(found);
                 seg.claim_records = claim_records(claim_end, seg.first_index);
             }
+            // Synced with its claim before any later segment goes.
             repair_tail(&mut seg, scan, last_term)?;
         }
         if seg.len() > 0 {
             last_term = seg.term_at(seg.next_index() - 1);
         }
         segments.push(seg);
+        if cut_here {
+            remove_newest_first(fs, dir, later)?;
+            break;
+        }
     }
     for name in markers {
         let path = dir.join(name);
@@ -206,6 +221,36 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Recovered> {
         lost,
         claim_end,
     })
+}
+
+/// One past the highest index the listed segments show synced: each one's existence shows
+/// everything before its first index was (a segment is sealed before the next is created),
+/// and its header may claim more. Headers that do not open count for their name only.
+fn claimed_end_of_listed(fs: &dyn Fs, dir: &Path, listed: &[(u64, String)]) -> u64 {
+    listed
+        .iter()
+        .map(|(first_index, name)| {
+            let claimed = Segment::open(fs, dir.join(name), *first_index)
+                .map(|seg| claimed_end(std::slice::from_ref(&seg)))
+                .unwrap_or(0);
+            claimed.max(*first_index)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Removes the listed segments newest first, syncing the directory after each, so a crash
+/// leaves a contiguous run of segments.
+fn remove_newest_first(fs: &dyn Fs, dir: &Path, listed: &[(u64, String)]) -> Result<()> {
+    for (_, name) in listed.iter().rev() {
+        let path = dir.join(name);
+        log::warn!("removing {} (after a damaged record)", path.display());
+        fs.remove_file(&path)
+            .map_err(|e| Error::io("remove segment after damage", &path, e))?;
+        fs.sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
+    }
+    Ok(())
 }
 
 /// The count a segment starting at `first_index` writes to claim everything before
