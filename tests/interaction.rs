@@ -125,6 +125,7 @@ impl Cluster {
             snapshot: disk.snapshot.as_ref().map(|(m, _)| m.clone()),
             entries: disk.entries.clone(),
             initial_membership: self.membership.clone(),
+            lost: None,
         };
         let replica = Replica::new(node_config(&self.config_template, id), recovered)
             .expect("recovered state is valid");

@@ -98,6 +98,19 @@ pub struct RecoveredState {
     pub entries: Vec<Entry>,
     /// Configuration to use when neither the snapshot nor the log holds one (a fresh cluster).
     pub initial_membership: Membership,
+    /// Entries this node had synced, and so may have acknowledged, that its storage lost
+    /// (damaged or missing below the synced frontier). The replica starts repairing them:
+    /// see `Replica::repair`.
+    pub lost: Option<LostEntries>,
+}
+
+/// A range of log entries this node synced and no longer holds: `entries` ends before `from`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LostEntries {
+    /// First index lost.
+    pub from: LogIndex,
+    /// Last index the node may have acknowledged.
+    pub through: LogIndex,
 }
 
 /// Identifies a proposal or a read request of the caller, echoed in the outcome.

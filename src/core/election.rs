@@ -42,7 +42,7 @@ impl Replica {
     /// holds for a voter demoted to learner by an uncommitted configuration (sim seed 514:
     /// a leader demoted itself, crashed, and the other voter could never be elected).
     pub(super) fn is_promotable(&self) -> bool {
-        if self.snapshot_finishing() {
+        if self.snapshot_finishing() || self.repair.is_some() {
             return false;
         }
         if self.membership.is_voter(self.id) {
@@ -237,7 +237,11 @@ impl Replica {
         let free_to_vote =
             self.vote == Some(from) || (self.vote.is_none() && self.leader.is_none());
         let can_vote = free_to_vote || (pre_vote && term > self.term);
-        let granted = can_vote && self.log_allows_vote(last_log_index, last_log_term);
+        // A node repairing lost entries may lack committed ones it acknowledged: its vote
+        // could elect a leader without them (see `repair.rs`).
+        let granted = can_vote
+            && self.repair.is_none()
+            && self.log_allows_vote(last_log_index, last_log_term);
         if granted && !pre_vote {
             self.vote = Some(from);
             self.mark_hard_state_dirty();

@@ -16,6 +16,7 @@ mod membership;
 pub mod progress;
 pub mod quorum;
 mod read_index;
+mod repair;
 mod replica;
 mod replication;
 pub mod rng;

@@ -12,7 +12,7 @@
 //!   true is confirmed by `Input::Persisted` (thesis §10.2.1 and DESIGN.md §4);
 //! - entries reach `Action::Apply` only when committed *and* durable locally, in order, once.
 
-use super::api::{Action, CoreConfig, HardState, Input, ProposeError, RecoveredState};
+use super::api::{Action, CoreConfig, HardState, Input, LostEntries, ProposeError, RecoveredState};
 use super::error::{CoreError, Result};
 use super::log::RaftLog;
 use super::progress::{Progress, ProgressState};
@@ -50,6 +50,9 @@ pub struct CoreStatus {
     pub membership: Membership,
     /// On a leader, each other member's replication progress in id order; empty otherwise.
     pub replication: Vec<PeerProgress>,
+    /// Entries this node lost from its disk and is fetching again; it does not vote or
+    /// campaign until they are repaired (see `Replica::repair`).
+    pub repairing: Option<LostEntries>,
 }
 
 impl CoreStatus {
@@ -128,6 +131,14 @@ pub(super) struct PersistState {
     pub gated: VecDeque<(u64, Message)>,
 }
 
+/// A lost range being repaired, and the term this node had when it found the loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Repair {
+    pub lost: LostEntries,
+    /// Every entry this node acknowledged, it acknowledged in this term or an earlier one.
+    pub recovered_term: Term,
+}
+
 /// One node's Raft state machine. See the module header and `docs/ARCHITECTURE.md`.
 #[derive(Debug)]
 pub struct Replica {
@@ -170,6 +181,12 @@ pub struct Replica {
     pub(super) apply_requested: LogIndex,
     /// A snapshot being received from a leader.
     pub(super) incoming_snapshot: Option<IncomingSnapshot>,
+    /// Entries lost from this node's disk that it may have acknowledged, while not yet
+    /// repaired. Protocol-aware recovery (Alagappan et al., FAST 2018): an acknowledgement
+    /// may have completed the quorum that committed them, so until the node holds them
+    /// again it must not help elect a leader (whose log might lack them) nor become one.
+    /// Invariant: while `Some`, this node grants no vote or pre-vote and never campaigns.
+    pub(super) repair: Option<Repair>,
     /// Proposals were appended since the last drain; their AppendRequests go out then.
     pub(super) proposals_unsent: bool,
     pub(super) actions: Vec<Action>,
@@ -185,6 +202,13 @@ impl Replica {
             recovered.hard_state.commit,
         )?;
         let applied = log.snapshot_index();
+        let repair = recovered
+            .lost
+            .filter(|lost| lost.through > log.last_index())
+            .map(|lost| Repair {
+                lost,
+                recovered_term: recovered.hard_state.term,
+            });
         let mut replica = Replica {
             id: config.id,
             rng: SplitMix64::new(config.seed),
@@ -210,6 +234,7 @@ impl Replica {
             applied,
             apply_requested: applied,
             incoming_snapshot: None,
+            repair,
             proposals_unsent: false,
             actions: Vec::new(),
             config,
@@ -292,6 +317,7 @@ impl Replica {
             snapshot_index: self.log.snapshot_index(),
             membership: self.membership.clone(),
             replication: self.replication_progress(),
+            repairing: self.repair.map(|repair| repair.lost),
         }
     }
 
@@ -351,6 +377,11 @@ impl Replica {
     /// The configuration in force.
     pub fn membership(&self) -> &Membership {
         &self.membership
+    }
+
+    /// The range lost from this node's disk that it is still repairing, if any.
+    pub fn repairing(&self) -> Option<LostEntries> {
+        self.repair.map(|repair| repair.lost)
     }
 
     /// This node's id.
@@ -446,6 +477,7 @@ impl Replica {
 
     /// Work done after every input: hand out the entries that became applicable.
     fn finish_step(&mut self) {
+        self.maybe_finish_repair();
         self.maybe_apply();
     }
 
@@ -524,6 +556,7 @@ impl Replica {
         if self.phase == Phase::Leader {
             self.maybe_advance_commit();
         }
+        self.maybe_finish_repair();
         self.maybe_win_after_persist();
     }
 
@@ -639,6 +672,7 @@ mod tests {
     fn node_with(id: u64, membership: Membership) -> Replica {
         let recovered = RecoveredState {
             initial_membership: membership,
+            lost: None,
             ..RecoveredState::default()
         };
         Replica::new(CoreConfig::new(NodeId(id), 5), recovered).unwrap()

@@ -517,6 +517,7 @@ mod tests {
         let voters = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
         let recovered = RecoveredState {
             initial_membership: voters.clone(),
+            lost: None,
             ..RecoveredState::default()
         };
         let follower = Replica::new(CoreConfig::new(NodeId(2), 5), recovered).unwrap();
@@ -701,6 +702,7 @@ mod tests {
                 ..Default::default()
             },
             initial_membership: voters,
+            lost: None,
             ..RecoveredState::default()
         };
         let mut config = CoreConfig::new(NodeId(1), 5);

@@ -29,7 +29,7 @@ use super::results::ApplyMsg;
 use super::storage_io::{StorageCommand, StorageEvent};
 use super::transport::{NetEvent, Replier, ReplyTo};
 use crate::core::describe::describe_action;
-use crate::core::{Action, Input, ProposeError, Replica, RequestId};
+use crate::core::{Action, Input, LostEntries, ProposeError, Replica, RequestId};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use rcraft_wire::{
     ClientRequestBody, ClientResponseBody, LogIndex, Membership, Message, NodeId, NodeStatus,
@@ -528,7 +528,11 @@ impl Consensus {
 
     fn on_storage_event(&mut self, inbox: &Inbox, event: StorageEvent) {
         match event {
-            StorageEvent::Persisted { seq } => self.replica.step(Input::Persisted { seq }),
+            StorageEvent::Persisted { seq } => {
+                let repairing = self.replica.repairing();
+                self.replica.step(Input::Persisted { seq });
+                log_repair_finished(repairing, self.replica.repairing());
+            }
             StorageEvent::SnapshotChunkRead {
                 to,
                 meta,
@@ -909,6 +913,19 @@ fn try_receive(inbox: &Inbox) -> Result<Option<Received>, Exit> {
         Ok(request) => Ok(Some(Received::Api(request))),
         Err(TryRecvError::Disconnected) => Err(Exit::Shutdown),
         Err(TryRecvError::Empty) => Ok(None),
+    }
+}
+
+/// Tells the operator that entries lost from this node's disk are held again (storage
+/// logged the loss at start).
+fn log_repair_finished(before: Option<LostEntries>, after: Option<LostEntries>) {
+    if let (Some(lost), None) = (before, after) {
+        log::info!(
+            "repaired: the lost entries {}..={} are held again (fetched from the leader); \
+             this node votes again",
+            lost.from,
+            lost.through
+        );
     }
 }
 

@@ -39,6 +39,13 @@ impl LogStore {
         LogIndex(self.wal.last_index())
     }
 
+    /// Synced entries the WAL found lost at open (cut below its synced frontier), if any.
+    pub(crate) fn lost(&self) -> Option<(LogIndex, LogIndex)> {
+        self.wal
+            .lost()
+            .map(|lost| (LogIndex(lost.from), LogIndex(lost.through)))
+    }
+
     /// Term of the entry at `index`, when held.
     pub(crate) fn term_at(&self, index: LogIndex) -> Option<Term> {
         self.wal.term_at(index.0).map(Term)

@@ -22,7 +22,7 @@ use super::snapshot_files::{file_meta, snapshot_meta};
 use super::snapshot_send::{Damage, SendChecks};
 use super::storage_error::{StorageError, StorageResult};
 use super::storage_io::{StorageCommand, StorageEvent};
-use crate::core::{HardState, RecoveredState};
+use crate::core::{HardState, LostEntries, RecoveredState};
 use crossbeam_channel::Receiver;
 use rcraft_storage::{
     Error as StoreError, Finish, Fs, HardState as StoredHardState, HardStateStore, PartialSnapshot,
@@ -129,6 +129,7 @@ pub(crate) fn open_storage_with(
     }
     let after = snapshot.as_ref().map_or(LogIndex(0), |meta| meta.index);
     let entries = log.entries_after(after)?;
+    let lost = lost_after_snapshot(&log, after);
     let saved = hard_state.current();
     let recovered = RecoveredState {
         hard_state: HardState {
@@ -139,6 +140,7 @@ pub(crate) fn open_storage_with(
         snapshot,
         entries,
         initial_membership,
+        lost,
     };
     log::info!(
         "recovered from {}: term {}, {} log entries after index {after}",
@@ -163,6 +165,26 @@ pub(crate) fn open_storage_with(
         snapshots,
         recovered,
     })
+}
+
+/// The synced entries the log lost at open that the snapshot through `after` does not cover.
+/// Logged: the node will not vote until a leader has sent them again.
+fn lost_after_snapshot(log: &LogStore, after: LogIndex) -> Option<LostEntries> {
+    let (from, through) = log.lost()?;
+    if through <= after {
+        log::info!("the lost entries {from}..={through} are covered by snapshot {after}");
+        return None;
+    }
+    let lost = LostEntries {
+        from: from.max(after.next()),
+        through,
+    };
+    log::error!(
+        "entries {}..={} were synced and are lost from this node's log; it does not vote          until it has fetched them again from the leader",
+        lost.from,
+        lost.through
+    );
+    Some(lost)
 }
 
 /// Logs a damaged snapshot file (the operator's clue) and asks for a new snapshot.

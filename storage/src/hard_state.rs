@@ -1,10 +1,13 @@
 //! The hard state of a Raft node (current term, vote, commit hint), saved atomically.
 //!
 //! Owned by the node's storage thread. The file holds two 512-byte slots, each in its own
-//! disk sector, each with a sequence number and a CRC-32C. A save writes the slot *not* holding
-//! the newest state, then syncs, so a crash mid-save damages at most that slot and the other
-//! still holds the previous state. Invariants: `sequence` is the largest valid sequence on
-//! disk; after a failed write or sync the store is stopped (fail-stop, like the WAL).
+//! disk sector, each with a sequence number and a CRC-32C. A save writes the new state into
+//! both slots, one after the other, syncing after each: a crash mid-save damages at most the
+//! slot being written while the other holds the previous or the new state, and once a save
+//! returned both slots hold it, so bit rot in either one loses nothing (the vote a node
+//! promised stays known; storage/FORMAT.md §4.6). Invariants: `sequence` is the largest valid
+//! sequence on disk; after a failed write or sync the store is stopped (fail-stop, like the
+//! WAL).
 
 use crate::error::{Error, Result};
 use crate::fs::{self, Fs, WriteFile};
@@ -25,6 +28,10 @@ pub struct HardState {
 
 /// Bytes of a slot that carry data; the CRC-32C covering them follows.
 const SLOT_CRC_AT: usize = 44;
+/// Offset of the flags byte; bit 0 says the slot was written by a mirrored save (both slots).
+const SLOT_FLAGS_AT: usize = 41;
+/// Flag: written by a save that writes both slots.
+const FLAG_MIRRORED: u8 = 1;
 
 fn encode_slot(sequence: u64, state: &HardState) -> [u8; HARD_STATE_SLOT_BYTES] {
     let mut slot = [0u8; HARD_STATE_SLOT_BYTES];
@@ -34,15 +41,17 @@ fn encode_slot(sequence: u64, state: &HardState) -> [u8; HARD_STATE_SLOT_BYTES] 
     slot[24..32].copy_from_slice(&state.vote.unwrap_or(0).to_le_bytes());
     slot[32..40].copy_from_slice(&state.commit.to_le_bytes());
     slot[40] = u8::from(state.vote.is_some());
+    slot[SLOT_FLAGS_AT] = FLAG_MIRRORED;
     let crc = crc32c::crc32c(&slot[..SLOT_CRC_AT]);
     slot[SLOT_CRC_AT..SLOT_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
     slot
 }
 
-/// A slot's content: never written (all zero), valid, or damaged.
+/// A slot's content: never written (all zero), valid (sequence, state, written by a
+/// mirrored save), or damaged.
 enum SlotContent {
     Empty,
-    Valid(u64, HardState),
+    Valid(u64, HardState, bool),
     Damaged(&'static str),
 }
 
@@ -60,7 +69,11 @@ fn decode_slot(slot: &[u8]) -> SlotContent {
     if crc32c::crc32c(&slot[..SLOT_CRC_AT]) != u32::from_le_bytes(crc) {
         return SlotContent::Damaged("checksum mismatch");
     }
-    if slot[0..8] != HARD_STATE_MAGIC || slot[41..44] != [0; 3] || slot[40] > 1 {
+    if slot[0..8] != HARD_STATE_MAGIC
+        || slot[SLOT_FLAGS_AT] > FLAG_MIRRORED
+        || slot[42..44] != [0; 2]
+        || slot[40] > 1
+    {
         return SlotContent::Damaged("bad magic or reserved bytes");
     }
     let vote = (slot[40] == 1).then(|| word(24));
@@ -69,7 +82,7 @@ fn decode_slot(slot: &[u8]) -> SlotContent {
         vote,
         commit: word(32),
     };
-    SlotContent::Valid(word(8), state)
+    SlotContent::Valid(word(8), state, slot[SLOT_FLAGS_AT] == FLAG_MIRRORED)
 }
 
 /// The hard-state file. See the module docs.
@@ -91,7 +104,7 @@ impl HardStateStore {
         if !fs.exists(path).map_err(|e| Error::io("stat", path, e))? {
             create(fs.as_ref(), path)?;
         }
-        let (sequence, current) = read_newest(fs.as_ref(), path)?;
+        let newest = read_newest(fs.as_ref(), path)?;
         let mut file = fs
             .open_write(path)
             .map_err(|e| Error::io("open hard state", path, e))?;
@@ -100,14 +113,20 @@ impl HardStateStore {
         // may vote in that term), so it must survive a power loss: sync it before use.
         file.sync()
             .map_err(|e| Error::io("sync hard state at open", path, e))?;
-        Ok(HardStateStore {
+        let mut store = HardStateStore {
             fs,
             path: path.to_path_buf(),
             file,
-            sequence,
-            current,
+            sequence: newest.sequence,
+            current: newest.state,
             stopped: None,
-        })
+        };
+        if newest.slots_differ {
+            // Write the state into both slots again: a damaged slot is repaired, and a file
+            // from an older rcraft (one slot per save) becomes mirrored.
+            store.save(&newest.state)?;
+        }
+        Ok(store)
     }
 
     /// The newest saved hard state (as read at open or last saved).
@@ -117,7 +136,7 @@ impl HardStateStore {
 
     /// Reads and verifies the file again, returning the newest valid state.
     pub fn load(&self) -> Result<HardState> {
-        read_newest(self.fs.as_ref(), &self.path).map(|(_, state)| state)
+        read_newest(self.fs.as_ref(), &self.path).map(|newest| newest.state)
     }
 
     /// Saves `state`; durable when this returns `Ok`. After an error the store is stopped.
@@ -127,11 +146,15 @@ impl HardStateStore {
                 cause: cause.clone(),
             });
         }
+        // Both slots, one at a time, each synced before the next is touched: a crash leaves
+        // at most the slot being written damaged, the other whole (see the module docs).
         let sequence = self.sequence + 1;
-        let offset = (sequence % 2) * HARD_STATE_SLOT_BYTES as u64;
+        let slot = encode_slot(sequence, state);
         let written = self
             .file
-            .write_at(offset, &encode_slot(sequence, state))
+            .write_at(0, &slot)
+            .and_then(|()| self.file.sync())
+            .and_then(|()| self.file.write_at(HARD_STATE_SLOT_BYTES as u64, &slot))
             .and_then(|()| self.file.sync())
             .map_err(|e| Error::io("save hard state", &self.path, e));
         if let Err(err) = &written {
@@ -150,7 +173,9 @@ impl HardStateStore {
 fn create(fs: &dyn Fs, path: &Path) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut bytes = vec![0u8; HARD_STATE_FILE_BYTES];
-    bytes[HARD_STATE_SLOT_BYTES..].copy_from_slice(&encode_slot(1, &HardState::default()));
+    let slot = encode_slot(1, &HardState::default());
+    bytes[..HARD_STATE_SLOT_BYTES].copy_from_slice(&slot);
+    bytes[HARD_STATE_SLOT_BYTES..].copy_from_slice(&slot);
     let mut file = fs
         .open_write(&tmp)
         .map_err(|e| Error::io("create hard state", &tmp, e))?;
@@ -165,7 +190,15 @@ fn create(fs: &dyn Fs, path: &Path) -> Result<()> {
         .map_err(|e| Error::io("sync directory", dir, e))
 }
 
-fn read_newest(fs: &dyn Fs, path: &Path) -> Result<(u64, HardState)> {
+/// The newest valid state in the file and what the other slot held.
+struct Newest {
+    sequence: u64,
+    state: HardState,
+    /// The slots do not both hold this state (one damaged, older, or empty).
+    slots_differ: bool,
+}
+
+fn read_newest(fs: &dyn Fs, path: &Path) -> Result<Newest> {
     let mut bytes = vec![0u8; HARD_STATE_FILE_BYTES];
     fs::read_exact_at(fs, path, 0, &mut bytes).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -174,32 +207,50 @@ fn read_newest(fs: &dyn Fs, path: &Path) -> Result<(u64, HardState)> {
             Error::io("read hard state", path, e)
         }
     })?;
-    let mut newest: Option<(u64, HardState)> = None;
+    let mut newest: Option<(u64, HardState, bool)> = None;
     let mut damage = Vec::new();
+    let mut valid = 0;
     for (slot_number, slot) in bytes.chunks_exact(HARD_STATE_SLOT_BYTES).enumerate() {
         match decode_slot(slot) {
-            SlotContent::Valid(seq, state) if newest.is_none_or(|(best, _)| seq > best) => {
-                newest = Some((seq, state));
+            SlotContent::Valid(seq, state, mirrored) => {
+                valid += 1;
+                if newest.is_none_or(|(best, _, _)| seq > best) {
+                    newest = Some((seq, state, mirrored));
+                }
             }
-            SlotContent::Valid(..) | SlotContent::Empty => {}
+            SlotContent::Empty => {}
             SlotContent::Damaged(reason) => damage.push((slot_number, reason)),
         }
     }
-    match newest {
-        Some(found) => {
-            for (slot_number, reason) in damage {
-                log::warn!(
-                    "{}: slot {slot_number} damaged ({reason}), probably a torn save; \
-                     using the other slot",
-                    path.display()
-                );
-            }
-            Ok(found)
-        }
-        None => Err(Error::corruption(
+    let Some((sequence, state, mirrored)) = newest else {
+        return Err(Error::corruption(
             path,
             0,
             "no valid hard-state slot (both damaged or empty)",
-        )),
+        ));
+    };
+    for (slot_number, reason) in &damage {
+        if mirrored {
+            // Written by a mirrored save: the damaged slot held this state or the one
+            // before a save that never returned. Nothing promised is lost.
+            log::warn!(
+                "{}: slot {slot_number} damaged ({reason}); the other slot holds the state, \
+                 rewriting both",
+                path.display()
+            );
+        } else {
+            log::warn!(
+                "{}: slot {slot_number} damaged ({reason}), written by an older rcraft (one \
+                 slot per save): a torn save, or bit rot in the newest state; using the other \
+                 slot",
+                path.display()
+            );
+        }
     }
+    let same = bytes[..HARD_STATE_SLOT_BYTES] == bytes[HARD_STATE_SLOT_BYTES..];
+    Ok(Newest {
+        sequence,
+        state,
+        slots_differ: !(same && valid == 2),
+    })
 }

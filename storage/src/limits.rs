@@ -19,8 +19,11 @@ pub const RECORD_PAYLOAD_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// Magic number at offset 0 of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"RCWALSEG";
-/// Segment format version written and accepted.
-pub const SEGMENT_VERSION: u32 = 1;
+/// Segment format version written: version 2 records the synced frontier in the header.
+pub const SEGMENT_VERSION: u32 = 2;
+/// The first segment format (no synced frontier), still read; its segments are never
+/// rewritten, and new segments are always written in [`SEGMENT_VERSION`].
+pub const SEGMENT_VERSION_V1: u32 = 1;
 
 /// Bytes of one hard-state slot; two slots per file, each in its own 512-byte sector.
 pub const HARD_STATE_SLOT_BYTES: usize = 512;

@@ -111,6 +111,78 @@ fn hard_state_with_both_slots_damaged_is_corruption() {
     );
 }
 
+/// Issue 15: bit rot in the slot holding the newest state used to fall back to the previous
+/// state (and the node could vote twice in a term). Every save now writes both slots, so a
+/// damaged slot, either one, costs nothing, and it is rewritten at open.
+#[test]
+fn a_damaged_slot_after_a_save_keeps_the_saved_vote() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hardstate");
+    let voted = HardState {
+        term: 5,
+        vote: Some(3),
+        commit: 9,
+    };
+    for slot in [0usize, 1] {
+        for byte in [0usize, 8, 16, 24, 40, 44] {
+            let mut store = HardStateStore::open(real(), &path).unwrap();
+            store
+                .save(&HardState {
+                    term: 4,
+                    vote: Some(1),
+                    commit: 8,
+                })
+                .unwrap();
+            store.save(&voted).unwrap();
+            drop(store);
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[slot * 512 + byte] ^= 0x10;
+            std::fs::write(&path, &bytes).unwrap();
+            let store = HardStateStore::open(real(), &path).unwrap();
+            assert_eq!(store.current(), voted, "slot {slot} byte {byte}");
+            drop(store);
+            let healed = std::fs::read(&path).unwrap();
+            assert_eq!(healed[..512], healed[512..], "both slots rewritten");
+        }
+    }
+}
+
+/// A file written by an older rcraft (one slot per save, flags byte 0) still opens, with its
+/// newest state, and is rewritten mirrored.
+#[test]
+fn a_hard_state_file_of_an_older_rcraft_opens_and_is_mirrored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hardstate");
+    let old_slot = |sequence: u64, term: u64, vote: u64| {
+        let mut slot = vec![0u8; 512];
+        slot[0..8].copy_from_slice(b"RCHRDST1");
+        slot[8..16].copy_from_slice(&sequence.to_le_bytes());
+        slot[16..24].copy_from_slice(&term.to_le_bytes());
+        slot[24..32].copy_from_slice(&vote.to_le_bytes());
+        slot[40] = 1;
+        let crc = crc32c::crc32c(&slot[..44]);
+        slot[44..48].copy_from_slice(&crc.to_le_bytes());
+        slot
+    };
+    let mut bytes = old_slot(4, 3, 2);
+    bytes.extend(old_slot(3, 2, 1));
+    std::fs::write(&path, &bytes).unwrap();
+    let store = HardStateStore::open(real(), &path).unwrap();
+    let expected = HardState {
+        term: 3,
+        vote: Some(2),
+        commit: 0,
+    };
+    assert_eq!(store.current(), expected);
+    drop(store);
+    let rewritten = std::fs::read(&path).unwrap();
+    assert_eq!(rewritten[..512], rewritten[512..]);
+    assert_eq!(
+        HardStateStore::open(real(), &path).unwrap().current(),
+        expected
+    );
+}
+
 /// The data checksum a sender announces in the resumable-transfer tests (any fixed value: the
 /// partial file is tied to it, and `finish` is given the real one).
 const DATA_CRC: u32 = 0x5eed_c0de;

@@ -97,6 +97,11 @@ fn torn_tail_at_every_byte_offset_is_cut_off() {
             let wal = Wal::open(dir.path(), options())
                 .unwrap_or_else(|e| panic!("cut at {cut} (shorten {shorten_file}): {e}"));
             check_log(&wal, expected_last);
+            // Every record was synced: whatever the cut took is reported lost, never
+            // taken for a torn write.
+            let lost = wal.lost().map(|lost| (lost.from, lost.through));
+            let expected = (expected_last < 50).then_some((expected_last + 1, 50));
+            assert_eq!(lost, expected, "cut at {cut} (shorten {shorten_file})");
         }
     }
     // After a cut the log keeps working: append, sync, reopen.
@@ -126,12 +131,79 @@ fn torn_tail_with_garbage_after_it_is_cut_off_and_zeroed() {
     bytes[tenth + 60..tenth + 124].fill(0);
     bytes[3000..3010].fill(0xAB);
     fs::write(last, &bytes).unwrap();
-    check_log(&Wal::open(dir.path(), options()).unwrap(), 9);
+    let wal = Wal::open(dir.path(), options()).unwrap();
+    check_log(&wal, 9);
+    let lost = wal.lost().expect("record 10 was synced");
+    assert_eq!((lost.from, lost.through), (10, 10));
+    assert_eq!(lost.offset, tenth as u64);
     let after = fs::read(last).unwrap();
     assert!(
         after[tenth..].iter().all(|&b| b == 0),
-        "the torn tail must be zeroed on disk"
+        "the damaged tail must be zeroed on disk"
     );
+}
+
+/// Rewrites a segment's header in the first format (version 1, no synced count), as an
+/// older rcraft wrote it.
+fn make_version_1(path: &Path) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    bytes[12..16].fill(0);
+    let crc = crc32c::crc32c(&bytes[0..24]);
+    bytes[24..28].copy_from_slice(&crc.to_le_bytes());
+    bytes[28..32].fill(0);
+    fs::write(path, bytes).unwrap();
+}
+
+fn append_one(wal: &mut Wal, index: u64) {
+    let p = payload(index);
+    wal.append(&[Record {
+        index,
+        term: index / 10 + 1,
+        payload: &p,
+    }])
+    .unwrap();
+    wal.sync().unwrap();
+}
+
+/// A lost range stays reported across restarts until records cover it again, and a
+/// version-1 segment (no synced count) still opens, with the old torn-tail rule.
+#[test]
+fn a_lost_range_is_reported_until_repaired_and_old_segments_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_log(dir.path(), 10);
+    let last = paths.last().unwrap();
+    let mut bytes = fs::read(last).unwrap();
+    let ninth = record_offsets(&bytes)[8];
+    bytes[ninth..].fill(0);
+    fs::write(last, &bytes).unwrap();
+    let lost = |wal: &Wal| wal.lost().map(|lost| (lost.from, lost.through));
+    let mut wal = Wal::open(dir.path(), options()).unwrap();
+    assert_eq!(lost(&wal), Some((9, 10)));
+    drop(wal);
+    wal = Wal::open(dir.path(), options()).unwrap();
+    assert_eq!(lost(&wal), Some((9, 10)), "not forgotten by a restart");
+    append_one(&mut wal, 9);
+    drop(wal);
+    wal = Wal::open(dir.path(), options()).unwrap();
+    assert_eq!(lost(&wal), Some((10, 10)), "half repaired");
+    append_one(&mut wal, 10);
+    drop(wal);
+    wal = Wal::open(dir.path(), options()).unwrap();
+    assert_eq!(lost(&wal), None, "repaired");
+    check_log(&wal, 10);
+    drop(wal);
+    // The same damage in a segment an older rcraft wrote is cut as a torn tail.
+    make_version_1(last);
+    let mut bytes = fs::read(last).unwrap();
+    bytes[ninth..].fill(0);
+    fs::write(last, &bytes).unwrap();
+    let mut wal = Wal::open(dir.path(), options()).unwrap();
+    check_log(&wal, 8);
+    assert_eq!(lost(&wal), None);
+    append_one(&mut wal, 9);
+    drop(wal);
+    check_log(&Wal::open(dir.path(), options()).unwrap(), 9);
 }
 
 fn flip(path: &Path, original: &[u8], byte: usize, bit: u8) {
@@ -160,32 +232,66 @@ fn expect_corruption(dir: &Path, file: &Path, offset: Option<u64>, what: &str) {
 fn single_bit_flips_are_detected_in_every_region() {
     let dir = tempfile::tempdir().unwrap();
     let paths = write_log(dir.path(), 50);
+    let originals: Vec<Vec<u8>> = paths.iter().map(|p| fs::read(p).unwrap()).collect();
     for (position, path) in paths.iter().enumerate() {
         let is_last = position + 1 == paths.len();
         let original = fs::read(path).unwrap();
         let offsets = record_offsets(&original);
+        let first_in_file = u64::from_le_bytes(original[16..24].try_into().unwrap());
         for byte in 0..HEADER_BYTES {
             for bit in 0..8 {
                 flip(path, &original, byte, bit);
-                expect_corruption(dir.path(), path, None, &format!("header byte {byte}"));
+                let what = format!("header byte {byte}");
+                if (12..16).contains(&byte) || (28..32).contains(&byte) {
+                    // The synced count: damage to it loses the frontier, never a record.
+                    let wal =
+                        Wal::open(dir.path(), options()).unwrap_or_else(|e| panic!("{what}: {e}"));
+                    check_log(&wal, 50);
+                    assert_eq!(wal.lost(), None, "{what}");
+                    drop(wal);
+                    fs::write(path, &original).unwrap();
+                } else {
+                    expect_corruption(dir.path(), path, None, &what);
+                }
             }
         }
         // Every bit of a record in the middle: header (24 bytes) and payload (100 bytes).
-        let middle = offsets[offsets.len() / 2];
+        // The synced counts say the records from there on were synced: the log is cut there
+        // (a sealed segment's later segments are removed) and they are reported lost.
+        let position_in_file = offsets.len() / 2;
+        let middle = offsets[position_in_file];
         for byte in middle..middle + 124 {
             for bit in 0..8 {
                 flip(path, &original, byte, bit);
                 let what = format!("record byte {} bit {bit}", byte - middle);
-                expect_corruption(dir.path(), path, Some(middle as u64), &what);
+                let wal =
+                    Wal::open(dir.path(), options()).unwrap_or_else(|e| panic!("{what}: {e}"));
+                let from = first_in_file + position_in_file as u64;
+                check_log(&wal, from - 1);
+                let lost = wal.lost().map(|l| (l.from, l.through, l.offset));
+                assert_eq!(lost, Some((from, 50, middle as u64)), "{what}");
+                assert_eq!(wal.lost().unwrap().file, *path, "{what}");
+                drop(wal);
+                // A restart before the repair still finds the whole range lost.
+                let wal = Wal::open(dir.path(), options()).unwrap();
+                assert_eq!(wal.lost().map(|l| (l.from, l.through)), Some((from, 50)));
+                drop(wal);
+                for (path, bytes) in paths.iter().zip(&originals) {
+                    fs::write(path, bytes).unwrap();
+                }
             }
         }
         if is_last {
-            // The very last record cannot be told from a torn write: it is cut off, and the
-            // damaged bytes are never served.
+            // Bit rot in the very last record: it was synced, so it is reported lost (it
+            // used to be taken for a torn write), and its bytes are never served.
             let tail = *offsets.last().unwrap();
             for byte in [tail, tail + 4, tail + 8, tail + 16, tail + 24, tail + 123] {
                 flip(path, &original, byte, 3);
-                check_log(&Wal::open(dir.path(), options()).unwrap(), 49);
+                let wal = Wal::open(dir.path(), options()).unwrap();
+                check_log(&wal, 49);
+                assert_eq!(wal.lost().map(|l| (l.from, l.through)), Some((50, 50)));
+                drop(wal);
+                fs::write(path, &original).unwrap();
             }
         }
         fs::write(path, &original).unwrap();
@@ -439,6 +545,19 @@ fn zeroed_length_with_valid_records_after_it_is_corruption() {
     let fifth = record_offsets(&bytes)[4];
     bytes[fifth..fifth + 4].fill(0);
     fs::write(last, &bytes).unwrap();
+    // The synced count says ten records: five to ten are lost (and reported), not served.
+    let wal = Wal::open(dir.path(), options()).unwrap();
+    check_log(&wal, 4);
+    assert_eq!(wal.lost().map(|l| (l.from, l.through)), Some((5, 10)));
+    drop(wal);
+    // A segment written by an older rcraft has no count: the later records show the same.
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_log(dir.path(), 10);
+    let last = paths.last().unwrap();
+    make_version_1(last);
+    let mut bytes = fs::read(last).unwrap();
+    bytes[fifth..fifth + 4].fill(0);
+    fs::write(last, &bytes).unwrap();
     expect_corruption(dir.path(), last, Some(fifth as u64), "zeroed length");
 }
 
@@ -451,6 +570,9 @@ fn a_later_record_decides_between_torn_write_and_corruption() {
         let dir = tempfile::tempdir().unwrap();
         let paths = write_log(dir.path(), 9);
         let last = paths.last().unwrap();
+        // The rule is for segments without a synced count (written by an older rcraft);
+        // with one, whatever follows the frontier is unsynced and cut.
+        make_version_1(last);
         let mut bytes = fs::read(last).unwrap();
         let end = record_offsets(&bytes).last().unwrap() + 124;
         bytes[end..end + 30].fill(0x77);
@@ -480,12 +602,16 @@ fn the_crate_encoder_matches_the_documented_format() {
     let dir = tempfile::tempdir().unwrap();
     let paths = write_log(dir.path(), 3);
     let bytes = fs::read(&paths[0]).unwrap();
+    // Version 2: the header checksum covers magic, version and first index; the synced
+    // count (3 records) has its own checksum over the count and the first index.
     let mut header = b"RCWALSEG".to_vec();
-    header.extend_from_slice(&1u32.to_le_bytes());
-    header.extend_from_slice(&0u32.to_le_bytes());
+    header.extend_from_slice(&2u32.to_le_bytes());
+    header.extend_from_slice(&3u32.to_le_bytes());
     header.extend_from_slice(&1u64.to_le_bytes());
-    header.extend_from_slice(&crc32c::crc32c(&header).to_le_bytes());
-    header.extend_from_slice(&[0; 4]);
+    let header_crc = crc32c::crc32c_append(crc32c::crc32c(&header[0..12]), &header[16..24]);
+    header.extend_from_slice(&header_crc.to_le_bytes());
+    let count_crc = crc32c::crc32c(&header[12..24]);
+    header.extend_from_slice(&count_crc.to_le_bytes());
     assert_eq!(bytes[..HEADER_BYTES], header[..]);
     let second = encode_record(2, 1, &payload(2));
     assert_eq!(bytes[HEADER_BYTES + 124..HEADER_BYTES + 248], second[..]);
@@ -553,4 +679,24 @@ fn sim_options(fs: &SimFs) -> WalOptions {
         segment_bytes: SEGMENT_BYTES,
         fs: Arc::new(fs.clone()),
     }
+}
+
+/// A version-1 sealed segment (written by an older rcraft) cannot record the claim, so damage
+/// in it still stops the open, naming file and offset.
+#[test]
+fn damage_in_a_sealed_segment_of_an_older_rcraft_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_log(dir.path(), 50);
+    assert!(paths.len() >= 2);
+    let sealed = &paths[0];
+    make_version_1(sealed);
+    let original = fs::read(sealed).unwrap();
+    let middle = record_offsets(&original)[3];
+    flip(sealed, &original, middle + 30, 2);
+    expect_corruption(
+        dir.path(),
+        sealed,
+        Some(middle as u64),
+        "version-1 sealed segment",
+    );
 }

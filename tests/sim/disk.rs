@@ -14,7 +14,7 @@
 //! what the real storage recovers must equal the model's durable state.
 
 use crate::entry_log::EntryLog;
-use rcraft::core::{HardState, RecoveredState};
+use rcraft::core::{HardState, LostEntries, RecoveredState};
 use rcraft::node::testing::{SimStorage, SimStorageEvent};
 use rcraft::wire::{Entry, LogIndex, Membership, NodeId, SnapshotMeta, Term};
 use rcraft_storage::{CrashMode, SimFs};
@@ -89,6 +89,10 @@ pub(crate) struct Disk {
     partial: Option<StoredSnapshot>,
     /// Every vote that ever became durable, by term: a node must never vote twice in a term.
     votes: BTreeMap<Term, NodeId>,
+    /// Synced entries this disk lost (a damage fault) and not yet written again: the WAL's
+    /// synced frontier keeps claiming them until records cover them (storage/FORMAT.md
+    /// §4.1), and a restart reports them as lost.
+    lost: Option<LostEntries>,
     /// Sim time at which the last scheduled sync completes; syncs complete in order.
     pub(crate) last_sync_at: u64,
     /// The real storage thread run beside the model, in the seeds that use it.
@@ -170,6 +174,7 @@ impl Disk {
         self.log
             .write(&write.entries)
             .map_err(|e| format!("disk: {e}"))?;
+        self.forget_repaired_loss();
         if let Some(hard_state) = write.hard_state {
             if hard_state.term < self.hard_state.term {
                 return Err(format!(
@@ -219,6 +224,47 @@ impl Disk {
             real.fs.crash(CrashMode::LoseUnsynced);
         }
         Ok(())
+    }
+
+    /// Damage to synced data while the node is down (bit rot, a lost write, an unreadable
+    /// sector in its WAL): the last `count` durable entries after the snapshot are gone, as
+    /// the real WAL cuts at the first bad record below its synced frontier. Returns the
+    /// range lost, if there was anything to lose.
+    /// Only when `allowed` accepts the configuration the node is left with.
+    pub(crate) fn lose_synced_tail(
+        &mut self,
+        count: u64,
+        initial: &Membership,
+        allowed: impl Fn(&Membership) -> bool,
+    ) -> Option<LostEntries> {
+        let last = self.log.last_index();
+        // Damage at or below the snapshot costs nothing: the node restarts its log after
+        // the snapshot (`reconcile_log_with_snapshot`), so only entries above it are lost.
+        let snapshot_index = self.snapshot.as_ref().map_or(LogIndex(0), |s| s.meta.index);
+        let from = LogIndex(last.0.saturating_sub(count) + 1)
+            .max(self.log.base_index().next())
+            .max(snapshot_index.next());
+        if from > last || !allowed(&self.membership_through(from.prev(), initial)) {
+            return None;
+        }
+        self.log.lose_from(from);
+        let through = self.lost.map_or(last, |lost| lost.through.max(last));
+        let lost = LostEntries { from, through };
+        self.lost = Some(lost);
+        Some(lost)
+    }
+
+    /// The lost range is written again (or a snapshot covers it): the claim is dropped.
+    fn forget_repaired_loss(&mut self) {
+        let covered = self.log.last_index().max(self.log.base_index());
+        if self.lost.is_some_and(|lost| covered >= lost.through) {
+            self.lost = None;
+        }
+    }
+
+    /// Entries this disk lost and still claims synced, if any.
+    pub(crate) fn lost(&self) -> Option<LostEntries> {
+        self.lost
     }
 
     /// After a crash, restarts the real storage and checks that it recovers exactly the
@@ -272,17 +318,30 @@ impl Disk {
                 .cloned()
                 .collect(),
             initial_membership: initial_membership.clone(),
+            lost: self
+                .lost
+                .filter(|lost| lost.through > self.log.base_index())
+                .map(|lost| LostEntries {
+                    from: self.log.last_index().next(),
+                    through: lost.through,
+                }),
         }
     }
 
     /// The configuration a node restarting from this disk would use: the last durable
     /// membership entry, else the snapshot's, else `initial`.
     pub(crate) fn latest_membership(&self, initial: &Membership) -> Membership {
+        self.membership_through(self.log.last_index(), initial)
+    }
+
+    /// As [`Disk::latest_membership`], counting only the log's entries through `index`.
+    fn membership_through(&self, index: LogIndex, initial: &Membership) -> Membership {
         let in_log = self
             .log
             .entries()
             .iter()
             .rev()
+            .filter(|e| e.index <= index)
             .find_map(|e| match &e.payload {
                 rcraft::wire::EntryPayload::Membership(m) => Some(m),
                 _ => None,
@@ -442,6 +501,9 @@ impl Disk {
             &snapshot.meta.membership,
         );
         self.snapshot = Some(snapshot);
+        // The real WAL drops its claim when reset below it; a claim beyond the snapshot
+        // stays until records cover it.
+        self.forget_repaired_loss();
     }
 }
 

@@ -118,6 +118,12 @@ impl EntryLog {
         Ok(())
     }
 
+    /// Drops the entries from `from` on (the disk lost them); `from` must be above the base.
+    pub(crate) fn lose_from(&mut self, from: LogIndex) {
+        let keep = from.0.saturating_sub(self.base_index.0 + 1) as usize;
+        self.entries.truncate(keep);
+    }
+
     /// Resets the log to a snapshot point received from the leader: the snapshot replaces
     /// the whole log (the core discards its log on install, and storage does the same).
     pub(crate) fn install_snapshot(

@@ -46,6 +46,14 @@ pub(crate) const RUN_MS: u64 = BOOT_MS + CYCLES * (CHAOS_MS + CALM_MS);
 /// Clients stop this long before the end of a run, so that every running member must have
 /// applied the same entries by the end (the convergence check).
 pub(crate) const QUIET_END_MS: u64 = 1_000;
+/// Share of runs, per mille, whose disks lose synced data (bit rot, lost writes, unreadable
+/// sectors): protocol-aware recovery (docs/ARCHITECTURE.md). Drawn from a generator of its
+/// own, so the other parameters of every seed stay as they were.
+pub(crate) const DAMAGE_RUNS_PER_MILLE: u64 = 500;
+/// In those runs, the chance per mille that a restarting node finds synced entries lost.
+pub(crate) const DAMAGE_PER_RESTART_PER_MILLE: u64 = 400;
+/// Most synced entries one damage takes off the end of a log.
+pub(crate) const DAMAGE_ENTRIES_MAX: u64 = 12;
 /// Events shown when a seed fails.
 pub(crate) const TRACE_LINES: usize = 60;
 

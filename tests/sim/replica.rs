@@ -26,6 +26,8 @@ pub(crate) struct CoreView {
     pub(crate) snapshot_index: LogIndex,
     /// The configuration it uses.
     pub(crate) membership: Membership,
+    /// It is repairing entries its disk lost (it does not vote meanwhile).
+    pub(crate) repairing: bool,
 }
 
 /// A consensus core the simulator can drive.
@@ -67,6 +69,7 @@ impl SimCore for Replica {
             last_index: status.last_index,
             snapshot_index: status.snapshot_index,
             membership: status.membership,
+            repairing: status.repairing.is_some(),
         }
     }
 }

@@ -12,8 +12,8 @@ use crate::entry_log::EntryLog;
 use crate::history::{History, ReadRecord};
 use crate::network::Network;
 use crate::params::{
-    BOOT_MS, CALM_MS, CHAOS_MS, CLIENTS, CYCLES, LIVENESS_BOUND_MS, MAX_EVENTS_PER_RUN, RUN_MS,
-    RunParams, TICK_MS,
+    BOOT_MS, CALM_MS, CHAOS_MS, CLIENTS, CYCLES, DAMAGE_ENTRIES_MAX, DAMAGE_PER_RESTART_PER_MILLE,
+    DAMAGE_RUNS_PER_MILLE, LIVENESS_BOUND_MS, MAX_EVENTS_PER_RUN, RUN_MS, RunParams, TICK_MS,
 };
 use crate::replica::{CoreView, SimCore};
 use crate::rng::SimRng;
@@ -191,6 +191,8 @@ pub(crate) struct World<C> {
     pub(crate) request_client: BTreeMap<RequestId, usize>,
     trace_mode: TraceMode,
     trace: VecDeque<String>,
+    /// Decides disk damage (`DAMAGE_*` in params.rs); `None` in runs without it.
+    damage_rng: Option<SimRng>,
 }
 
 impl<C: SimCore> World<C> {
@@ -204,6 +206,7 @@ impl<C: SimCore> World<C> {
             .iter()
             .map(|&id| SimNode::new(id, &initial_membership, params.real_storage))
             .collect();
+        let params_for_damage = params.clone();
         World {
             seed,
             network: Network::new(params.network.clone()),
@@ -226,6 +229,7 @@ impl<C: SimCore> World<C> {
             request_client: BTreeMap::new(),
             trace_mode,
             trace: VecDeque::new(),
+            damage_rng: damage_rng(seed, &params_for_damage),
         }
     }
 
@@ -476,6 +480,21 @@ impl<C: SimCore> World<C> {
         Ok(())
     }
 
+    /// Every damaged node that is up has repaired what its disk lost by the liveness check.
+    fn check_repaired(&self, since: u64) -> Verdict {
+        for n in &self.nodes {
+            if n.view.as_ref().is_some_and(|v| v.repairing) {
+                return Err(format!(
+                    "repair: healed since t={since}ms, yet node {} still repairs entries its \
+                     disk lost ({:?})",
+                    n.id,
+                    n.disk.lost()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// With everything healed since `since`, a leader must exist and a write invoked since
     /// then must have been acknowledged. Every node that is not retired is up, so every voter
     /// of the configuration in force is; the leader must vote in its own configuration (a
@@ -499,7 +518,7 @@ impl<C: SimCore> World<C> {
                 }
             ));
         }
-        Ok(())
+        self.check_repaired(since)
     }
 
     /// Starts (or restarts) `node` from what its disk holds.
@@ -553,7 +572,53 @@ impl<C: SimCore> World<C> {
         if self.tracing() {
             self.note(format!("restart node {node}"));
         }
+        self.maybe_damage_disk(node);
         self.start_node(node)
+    }
+
+    /// Damage to synced data found at a restart, in the runs that have it: the last entries
+    /// of the node's log are gone. A minority: one node at a time: while any node's loss is not repaired
+    /// no other is damaged (with two, the lost copies of an entry could be all but one, and
+    /// the cluster rightly waits for the node holding it).
+    fn maybe_damage_disk(&mut self, node: usize) {
+        let Some(rng) = self.damage_rng.as_mut() else {
+            return;
+        };
+        if !rng.chance(DAMAGE_PER_RESTART_PER_MILLE) {
+            return;
+        }
+        let count = rng.between(1, DAMAGE_ENTRIES_MAX);
+        let another_damaged = self.nodes.iter().enumerate().any(|(other, n)| {
+            other != node
+                && (n.disk.lost().is_some() || n.view.as_ref().is_some_and(|v| v.repairing))
+        });
+        // A damaged voter abstains: the others must still be a quorum, so damage strikes
+        // only while every node's configuration (each half of a joint one), and the one the
+        // damaged node is left with, has at least three voters.
+        let minority = |m: &Membership| {
+            let outgoing = m.voters_outgoing.len();
+            m.voters.len() >= 3 && (outgoing == 0 || outgoing >= 3)
+        };
+        let initial = &self.initial_membership;
+        let all_large = self
+            .nodes
+            .iter()
+            .all(|n| minority(&n.disk.latest_membership(initial)));
+        if another_damaged || !all_large {
+            return;
+        }
+        let initial = self.initial_membership.clone();
+        if let Some(lost) = self.nodes[node]
+            .disk
+            .lose_synced_tail(count, &initial, minority)
+        {
+            if self.tracing() {
+                self.note(format!(
+                    "node {node}'s disk lost synced entries {}..={}",
+                    lost.from, lost.through
+                ));
+            }
+        }
     }
 
     /// Restores a state machine from a snapshot and checks it against the committed log.
@@ -700,4 +765,15 @@ impl<C> SimNode<C> {
             turn_open: false,
         }
     }
+}
+
+/// The generator deciding disk damage, in the runs that have it (not those running the real
+/// storage thread beside the model: it does not model damage).
+/// Nor runs with membership changes: a configuration shrunk to two voters while one of them
+/// repairs elects no leader (the other may not win without the abstaining vote, and the
+/// repair needs a leader); see "Protocol-aware recovery" in docs/ARCHITECTURE.md.
+fn damage_rng(seed: u64, params: &RunParams) -> Option<SimRng> {
+    let mut rng = SimRng::new(seed ^ 0xDA3A_6ED0_15C5_0001);
+    let eligible = !params.real_storage && params.membership_gap_max_ms.is_none();
+    (eligible && rng.chance(DAMAGE_RUNS_PER_MILLE)).then_some(rng)
 }

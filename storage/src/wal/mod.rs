@@ -14,6 +14,7 @@
 mod recovery;
 mod segment;
 
+pub use recovery::Lost;
 pub use segment::{Record, RecordRef};
 
 use crate::error::{Error, Result};
@@ -57,6 +58,12 @@ pub struct Wal {
     next_index: u64,
     /// Set by the first failed write or sync; every mutation fails from then on.
     stopped: Option<String>,
+    /// Synced records that recovery found lost, if any (see [`Wal::lost`]).
+    lost: Option<Lost>,
+    /// One past the highest index this log ever synced, as far as its headers tell; while
+    /// the log ends before it, the active segment's header keeps claiming it, so a lost
+    /// range not yet repaired is still reported after another restart.
+    claim_end: u64,
     _lock: Box<dyn DirLock>,
 }
 
@@ -75,16 +82,39 @@ impl Wal {
         let lock = fs
             .lock_dir(dir)
             .map_err(|e| Error::io("lock WAL directory (is another node using it?)", dir, e))?;
-        let segments = recovery::recover(fs, dir)?;
+        let recovered = recovery::recover(fs, dir)?;
+        let segments = recovered.segments;
         let next_index = segments.last().map_or(1, Segment::next_index);
-        Ok(Wal {
+        let mut wal = Wal {
             dir: dir.to_path_buf(),
             options,
             segments,
             next_index,
             stopped: None,
+            lost: recovered.lost,
+            claim_end: recovered.claim_end,
             _lock: lock,
-        })
+        };
+        wal.carry_claim();
+        Ok(wal)
+    }
+
+    /// Synced records that recovery found missing or damaged (see storage/FORMAT.md §4.1):
+    /// the log was cut before them. The node may have acknowledged them, so it must not act
+    /// as if it held them until it has them again.
+    pub fn lost(&self) -> Option<&Lost> {
+        self.lost.as_ref()
+    }
+
+    /// Makes the active segment claim the synced frontier while the log ends before it.
+    fn carry_claim(&mut self) {
+        if self.next_index >= self.claim_end {
+            self.claim_end = 0;
+        }
+        let claim_end = self.claim_end;
+        if let Some(active) = self.segments.last_mut() {
+            active.claim_records = recovery::claim_records(claim_end, active.first_index);
+        }
     }
 
     /// Index of the first record held (`last_index() + 1` when the log is empty).
@@ -192,6 +222,11 @@ impl Wal {
         let active = self.segments.last_mut().expect("roll created a segment");
         active.append(record)?;
         self.next_index += 1;
+        if self.next_index >= self.claim_end && self.claim_end != 0 {
+            // The lost range is held again: the records now speak for themselves.
+            self.claim_end = 0;
+            active.claim_records = 0;
+        }
         Ok(())
     }
 
@@ -209,6 +244,7 @@ impl Wal {
         let len = self.options.segment_bytes.max(needed);
         let seg = Segment::create(self.options.fs.as_ref(), &self.dir, first_index, len)?;
         self.segments.push(seg);
+        self.carry_claim();
         self.sync_dir()
     }
 
@@ -269,6 +305,7 @@ impl Wal {
             .map_err(|e| Error::io("remove truncation marker", &marker, e))?;
         sync_dir("sync directory after removing a truncation marker")?;
         self.next_index = index;
+        self.carry_claim();
         Ok(())
     }
 
@@ -309,9 +346,15 @@ impl Wal {
             self.remove_segment(seg)?;
         }
         self.next_index = next_index;
+        // A snapshot through `next_index - 1` replaces the log: what the log lost below it
+        // no longer matters.
+        if self.claim_end <= next_index {
+            self.claim_end = 0;
+        }
         let fs = self.options.fs.as_ref();
         let seg = Segment::create(fs, &self.dir, next_index, self.options.segment_bytes)?;
         self.segments.push(seg);
+        self.carry_claim();
         self.sync_dir()
     }
 

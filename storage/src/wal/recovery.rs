@@ -12,11 +12,20 @@
 //! zeroes and garbage is the torn tail of a batch that was never acknowledged: it is cut off.
 //! If a *valid* record with a later index and a term no lower than the last good term follows
 //! the damage, synced data after it would be lost by cutting, so it is reported as corruption.
+//! In a version-2 segment the header says how many of its records were synced (the synced
+//! frontier, written as part of every sync). Then there is nothing to guess: damage after
+//! the frontier is a torn write, cut; records missing or damaged below it are synced data
+//! that was lost. Those are cut too (nothing after a damaged record can be served) but
+//! reported as a [`Lost`] range, which the node must repair from its peers before it may
+//! act as if it held them. The claim stays in the header until records cover it again.
+//! Damage in a sealed version-2 segment is handled the same way: the log is cut at the
+//! damaged record (the claim made durable in that segment first, then every later segment
+//! removed), and everything from it through the frontier is reported lost.
 //! Except after an interrupted truncation: a `truncating.<index>` marker (see
 //! `Wal::truncate_from` and storage/FORMAT.md §4.3) says that what lies from that index on in
 //! the last segment is the remains of records being zeroed, so it is cut without the check.
 
-use super::segment::{self, Segment, Slot};
+use super::segment::{self, Segment, Slot, SyncedCount};
 use crate::error::{Error, Result};
 use crate::fs::Fs;
 use crate::limits::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
@@ -73,15 +82,67 @@ pub(crate) fn list_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<(u64, String)
     Ok(segments)
 }
 
+/// Records that were synced (the synced frontier says so) but are gone or damaged: the log
+/// now ends before `from`, and it may once have acknowledged entries through `through`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lost {
+    /// First index lost.
+    pub from: u64,
+    /// Last index the synced frontier covers.
+    pub through: u64,
+    /// The segment where the records should be.
+    pub file: std::path::PathBuf,
+    /// Byte offset in `file` where the valid records end.
+    pub offset: u64,
+    /// What was found there instead, in words.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "synced entries {}..={} lost ({} at offset {} of {})",
+            self.from,
+            self.through,
+            self.reason,
+            self.offset,
+            self.file.display()
+        )
+    }
+}
+
+/// What recovery found: the segments, ready for appends at the tail, and any synced range
+/// lost.
+pub(crate) struct Recovered {
+    pub segments: Vec<Segment>,
+    pub lost: Option<Lost>,
+    /// One past the highest index any header claims synced (0 when none does).
+    pub claim_end: u64,
+}
+
+/// One past the highest index the segments' headers claim synced.
+fn claimed_end(segments: &[Segment]) -> u64 {
+    segments
+        .iter()
+        .filter_map(|seg| match seg.opened_count {
+            SyncedCount::Records(count) if count > 0 => Some(seg.first_index + u64::from(count)),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Opens and verifies every segment; returns them ready for appends at the tail.
-pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Vec<Segment>> {
+pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Recovered> {
     let (cut, markers) = unfinished_truncation(fs, dir)?;
     let listed = list_segments(fs, dir)?;
     let count = listed.len();
     let mut segments: Vec<Segment> = Vec::with_capacity(count);
     let mut last_term = 0;
-    for (position, (first_index, name)) in listed.into_iter().enumerate() {
-        let mut seg = Segment::open(fs, dir.join(name), first_index)?;
+    let mut lost = None;
+    for (position, (first_index, name)) in listed.iter().enumerate() {
+        let mut seg = Segment::open(fs, dir.join(name), *first_index)?;
         if let Some(prev) = segments.last()
             && seg.first_index != prev.next_index()
         {
@@ -100,18 +161,50 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Vec<Segment>> {
         if let Some(index) = cut.filter(|_| last) {
             finish_truncation(&mut seg, &mut scan, index);
         }
-        if !last {
+        let later = &listed[position + 1..];
+        // Damage in a sealed segment: everything from it on was synced. A version-2 segment
+        // can record the claim, so the log is cut there and the loss reported like one at the
+        // tail; a version-1 segment cannot, and stays corruption.
+        let cut_here = !last && scan.bad.is_some() && seg.opened_count != SyncedCount::Unrecorded;
+        if !last && !cut_here {
             if let Some(reason) = scan.bad {
                 return Err(Error::corruption(&seg.path, scan.end as u64, reason));
             }
             seg.set_records(scan.offsets, scan.end);
         } else {
+            let mut claim_end = claimed_end(&segments)
+                .max(claimed_end(std::slice::from_ref(&seg)))
+                .max(claimed_end_of_listed(fs, dir, later));
+            if let Some(index) = cut {
+                // An interrupted truncation removed synced records on purpose; its sync
+                // would have lowered the count.
+                claim_end = claim_end.min(index);
+            }
+            let kept_end = seg.first_index + scan.offsets.len() as u64;
+            if claim_end > kept_end {
+                let reason = scan.bad.clone().unwrap_or_else(|| "no record".into());
+                let found = Lost {
+                    from: kept_end,
+                    through: claim_end - 1,
+                    file: seg.path.clone(),
+                    offset: scan.end as u64,
+                    reason,
+                };
+                log::error!("{found}; the node must fetch them again from its peers");
+                lost = Some(found);
+                seg.claim_records = claim_records(claim_end, seg.first_index);
+            }
+            // Synced with its claim before any later segment goes.
             repair_tail(&mut seg, scan, last_term)?;
         }
         if seg.len() > 0 {
             last_term = seg.term_at(seg.next_index() - 1);
         }
         segments.push(seg);
+        if cut_here {
+            remove_newest_first(fs, dir, later)?;
+            break;
+        }
     }
     for name in markers {
         let path = dir.join(name);
@@ -122,7 +215,48 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Vec<Segment>> {
     // node treats what it recovered as persisted, so make the directory durable too.
     fs.sync_dir(dir)
         .map_err(|e| Error::io("sync directory", dir, e))?;
-    Ok(segments)
+    let claim_end = claimed_end(&segments);
+    Ok(Recovered {
+        segments,
+        lost,
+        claim_end,
+    })
+}
+
+/// One past the highest index the listed segments show synced: each one's existence shows
+/// everything before its first index was (a segment is sealed before the next is created),
+/// and its header may claim more. Headers that do not open count for their name only.
+fn claimed_end_of_listed(fs: &dyn Fs, dir: &Path, listed: &[(u64, String)]) -> u64 {
+    listed
+        .iter()
+        .map(|(first_index, name)| {
+            let claimed = Segment::open(fs, dir.join(name), *first_index)
+                .map(|seg| claimed_end(std::slice::from_ref(&seg)))
+                .unwrap_or(0);
+            claimed.max(*first_index)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Removes the listed segments newest first, syncing the directory after each, so a crash
+/// leaves a contiguous run of segments.
+fn remove_newest_first(fs: &dyn Fs, dir: &Path, listed: &[(u64, String)]) -> Result<()> {
+    for (_, name) in listed.iter().rev() {
+        let path = dir.join(name);
+        log::warn!("removing {} (after a damaged record)", path.display());
+        fs.remove_file(&path)
+            .map_err(|e| Error::io("remove segment after damage", &path, e))?;
+        fs.sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
+    }
+    Ok(())
+}
+
+/// The count a segment starting at `first_index` writes to claim everything before
+/// `claim_end` as synced.
+pub(crate) fn claim_records(claim_end: u64, first_index: u64) -> u32 {
+    u32::try_from(claim_end.saturating_sub(first_index)).unwrap_or(u32::MAX)
 }
 
 /// A truncation from `index` was under way in the last segment when the node stopped: its
@@ -159,7 +293,10 @@ fn repair_tail(seg: &mut Segment, scan: segment::Scan, term_before: u64) -> Resu
         Some(&at) => segment::read_u64(seg.bytes(), at as usize + 16),
         None => term_before,
     };
-    if data_end > end && !scan.truncation_remains {
+    // With a synced count in the header, nothing past the frontier was ever synced: it is a
+    // torn write whatever follows it (loss below the frontier is reported by the caller).
+    let frontier_known = matches!(seg.opened_count, SyncedCount::Records(_));
+    if data_end > end && !scan.truncation_remains && !frontier_known {
         if let Some((at, index)) = find_later_record(seg.bytes(), end, expected, last_term) {
             let what = scan.bad.as_deref().unwrap_or("zero record length");
             return Err(Error::corruption(
@@ -177,6 +314,21 @@ fn repair_tail(seg: &mut Segment, scan: segment::Scan, term_before: u64) -> Resu
             data_end - end,
             scan.bad.as_deref().unwrap_or("zero record length")
         );
+    }
+    if data_end > end && frontier_known {
+        log::warn!(
+            "{}: cutting an unsynced tail at offset {end} ({} bytes; {})",
+            seg.path.display(),
+            data_end - end,
+            scan.bad.as_deref().unwrap_or("zero record length")
+        );
+    }
+    if matches!(seg.opened_count, SyncedCount::Damaged) {
+        log::warn!(
+            "{}: the synced count in the header is damaged; judging the tail without it",
+            seg.path.display()
+        );
+        seg.rewrite_synced_count();
     }
     seg.set_records(scan.offsets, end);
     seg.zero(end..data_end)?;

@@ -6,10 +6,15 @@
 //! - Every byte from `write_end` to the end of the file is zero in the map (so the record
 //!   length at `write_end` reads 0, "end of data", and no stale record can follow).
 //! - `dirty` covers every byte changed since the last successful sync.
+//! - In a version-2 segment, the header's synced count is rewritten before every sync that
+//!   changes it, so after a sync returns it says how many of this segment's records are
+//!   durable (or more, while a loss is being repaired: `claim_records`).
 
 use crate::error::{Error, Result};
 use crate::fs::{Fs, SegmentFile};
-use crate::limits::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION};
+use crate::limits::{
+    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION, SEGMENT_VERSION_V1,
+};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -37,39 +42,75 @@ pub struct Record<'a> {
     pub payload: &'a [u8],
 }
 
-/// Encodes the 32-byte segment header for a segment whose first record has `first_index`.
-pub(crate) fn encode_header(first_index: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+/// Encodes the 32-byte version-2 segment header for a segment whose first record has
+/// `first_index`, with a synced count of `synced_records`.
+pub(crate) fn encode_header(first_index: u64, synced_records: u32) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut header = [0u8; SEGMENT_HEADER_BYTES];
     header[0..8].copy_from_slice(&SEGMENT_MAGIC);
     header[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
-    // Bytes 12..16: flags, zero in version 1.
     header[16..24].copy_from_slice(&first_index.to_le_bytes());
-    let crc = crc32c::crc32c(&header[0..24]);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[0..12]), &header[16..24]);
     header[24..28].copy_from_slice(&crc.to_le_bytes());
+    header[12..28 + 4].copy_from_slice(&encode_synced_count(first_index, synced_records, crc));
     header
 }
 
-/// Checks a segment header; returns the first index it names.
-fn decode_header(path: &Path, bytes: &[u8]) -> Result<u64> {
+/// Bytes 12..32 of a version-2 header: the synced count (12..16), first index and header
+/// checksum unchanged (16..28), and the count's checksum over bytes 12..24 (28..32).
+fn encode_synced_count(first_index: u64, synced_records: u32, header_crc: u32) -> [u8; 20] {
+    let mut bytes = [0u8; 20];
+    bytes[0..4].copy_from_slice(&synced_records.to_le_bytes());
+    bytes[4..12].copy_from_slice(&first_index.to_le_bytes());
+    bytes[12..16].copy_from_slice(&header_crc.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[0..12]);
+    bytes[16..20].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+/// How many of a segment's records its header says were synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SyncedCount {
+    /// A version-1 segment: it does not say.
+    Unrecorded,
+    /// The count's checksum does not match (bit rot in the header, or a torn header write).
+    Damaged,
+    /// This many records (from the first) were durable after the last sync that returned.
+    Records(u32),
+}
+
+/// Checks a segment header; returns the first index it names and its synced count.
+fn decode_header(path: &Path, bytes: &[u8]) -> Result<(u64, SyncedCount)> {
     let bad = |offset: u64, reason: String| Err(Error::corruption(path, offset, reason));
     if bytes.len() < SEGMENT_HEADER_BYTES {
         return bad(0, format!("file of {} bytes has no header", bytes.len()));
     }
     let stored_crc = read_u32(bytes, 24);
-    if crc32c::crc32c(&bytes[0..24]) != stored_crc {
-        return bad(24, "segment header checksum mismatch".into());
-    }
+    let v1_crc = crc32c::crc32c(&bytes[0..24]);
+    let v2_crc = crc32c::crc32c_append(crc32c::crc32c(&bytes[0..12]), &bytes[16..24]);
+    let version = match read_u32(bytes, 8) {
+        SEGMENT_VERSION_V1 if v1_crc == stored_crc => SEGMENT_VERSION_V1,
+        SEGMENT_VERSION if v2_crc == stored_crc => SEGMENT_VERSION,
+        _ if stored_crc != v1_crc && stored_crc != v2_crc => {
+            return bad(24, "segment header checksum mismatch".into());
+        }
+        version => return bad(8, format!("unsupported segment version {version}")),
+    };
     if bytes[0..8] != SEGMENT_MAGIC {
         return bad(0, "bad segment magic".into());
     }
-    let version = read_u32(bytes, 8);
-    if version != SEGMENT_VERSION {
-        return bad(8, format!("unsupported segment version {version}"));
+    let first_index = read_u64(bytes, 16);
+    if version == SEGMENT_VERSION_V1 {
+        if bytes[28..32] != [0; 4] || read_u32(bytes, 12) != 0 {
+            return bad(12, "reserved header bytes are not zero".into());
+        }
+        return Ok((first_index, SyncedCount::Unrecorded));
     }
-    if bytes[28..32] != [0; 4] || read_u32(bytes, 12) != 0 {
-        return bad(12, "reserved header bytes are not zero".into());
-    }
-    Ok(read_u64(bytes, 16))
+    let count = if crc32c::crc32c(&bytes[12..24]) == read_u32(bytes, 28) {
+        SyncedCount::Records(read_u32(bytes, 12))
+    } else {
+        SyncedCount::Damaged
+    };
+    Ok((first_index, count))
 }
 
 pub(crate) fn read_u32(bytes: &[u8], at: usize) -> u32 {
@@ -187,6 +228,15 @@ pub(crate) struct Segment {
     offsets: Vec<u32>,
     write_end: usize,
     dirty: Option<Range<usize>>,
+    /// The header's format version (1: no synced count, never rewritten).
+    version: u32,
+    /// The synced count the header held when the segment was opened or created.
+    pub opened_count: SyncedCount,
+    /// The synced count the header holds now, when known to be intact (version 2 only).
+    header_count: Option<u32>,
+    /// Records this segment must claim as synced even while it holds fewer: the end of a
+    /// range lost and not yet repaired, so a crash before the repair does not forget it.
+    pub claim_records: u32,
 }
 
 impl Segment {
@@ -198,7 +248,7 @@ impl Segment {
         let mut file = fs
             .create_segment(&tmp, len)
             .map_err(|e| Error::io("create segment", &tmp, e))?;
-        file.write_at(0, &encode_header(first_index))
+        file.write_at(0, &encode_header(first_index, 0))
             .map_err(|e| Error::io("write segment header", &tmp, e))?;
         file.sync_range(0, SEGMENT_HEADER_BYTES)
             .map_err(|e| Error::io("sync segment header", &tmp, e))?;
@@ -211,6 +261,10 @@ impl Segment {
             offsets: Vec::new(),
             write_end: SEGMENT_HEADER_BYTES,
             dirty: None,
+            version: SEGMENT_VERSION,
+            opened_count: SyncedCount::Records(0),
+            header_count: Some(0),
+            claim_records: 0,
         })
     }
 
@@ -220,7 +274,7 @@ impl Segment {
         let file = fs
             .open_segment(&path)
             .map_err(|e| Error::io("open segment", &path, e))?;
-        let first_index = decode_header(&path, file.bytes())?;
+        let (first_index, opened_count) = decode_header(&path, file.bytes())?;
         if first_index != named_first_index {
             return Err(Error::corruption(
                 &path,
@@ -228,6 +282,10 @@ impl Segment {
                 format!("header first index {first_index} does not match the file name"),
             ));
         }
+        let version = match opened_count {
+            SyncedCount::Unrecorded => SEGMENT_VERSION_V1,
+            SyncedCount::Damaged | SyncedCount::Records(_) => SEGMENT_VERSION,
+        };
         Ok(Segment {
             path,
             first_index,
@@ -235,6 +293,13 @@ impl Segment {
             offsets: Vec::new(),
             write_end: SEGMENT_HEADER_BYTES,
             dirty: None,
+            version,
+            opened_count,
+            header_count: match opened_count {
+                SyncedCount::Records(count) => Some(count),
+                SyncedCount::Unrecorded | SyncedCount::Damaged => None,
+            },
+            claim_records: 0,
         })
     }
 
@@ -316,8 +381,13 @@ impl Segment {
         Ok(())
     }
 
-    /// Makes every change since the last sync durable.
+    /// Makes every change since the last sync durable. In a version-2 segment the header's
+    /// synced count is brought up to date first, so the same sync makes it durable: cheap,
+    /// one more page in the same call (the header page), and only when the count changed.
     pub fn sync(&mut self) -> Result<()> {
+        if self.dirty.is_some() {
+            self.update_synced_count()?;
+        }
         if let Some(range) = self.dirty.clone() {
             self.file
                 .sync_range(range.start, range.len())
@@ -325,6 +395,33 @@ impl Segment {
             self.dirty = None;
         }
         Ok(())
+    }
+
+    /// Writes the synced count the next sync will make durable: every record held, or the
+    /// claim of a loss being repaired when that is more.
+    fn update_synced_count(&mut self) -> Result<()> {
+        if self.version != SEGMENT_VERSION {
+            return Ok(());
+        }
+        let held = u32::try_from(self.offsets.len()).expect("offsets are u32, so are counts");
+        let count = held.max(self.claim_records);
+        if self.header_count == Some(count) {
+            return Ok(());
+        }
+        let header_crc = read_u32(self.bytes(), 24);
+        let bytes = encode_synced_count(self.first_index, count, header_crc);
+        self.file
+            .write_at(12, &bytes)
+            .map_err(|e| Error::io("write segment synced count", &self.path, e))?;
+        self.mark_dirty(12..SEGMENT_HEADER_BYTES);
+        self.header_count = Some(count);
+        Ok(())
+    }
+
+    /// Marks the header for rewriting at the next sync (recovery found it stale or damaged).
+    pub fn rewrite_synced_count(&mut self) {
+        self.header_count = None;
+        self.mark_dirty(12..SEGMENT_HEADER_BYTES);
     }
 
     /// The record with `index`, which must be in this segment.
@@ -414,8 +511,16 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_names_parse() {
-        let header = encode_header(42);
-        assert_eq!(decode_header(Path::new("x"), &header).unwrap(), 42);
+        assert_eq!(
+            decode_header(Path::new("x"), &encode_header(42, 7)).unwrap(),
+            (42, SyncedCount::Records(7))
+        );
+        let mut damaged = encode_header(42, 7);
+        damaged[12] ^= 1;
+        assert_eq!(
+            decode_header(Path::new("x"), &damaged).unwrap(),
+            (42, SyncedCount::Damaged)
+        );
         assert_eq!(parse_segment_file_name(&segment_file_name(42)), Some(42));
         assert_eq!(parse_segment_file_name("42.wal"), None);
         assert_eq!(

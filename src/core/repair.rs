@@ -1,0 +1,188 @@
+//! Protocol-aware recovery of a lost log range (Alagappan et al., "Protocol-Aware Recovery
+//! for Consensus-Based Storage", FAST 2018; the idea, not their code).
+//!
+//! Runs on the replica's owner thread. Storage knows which entries it had synced (the synced
+//! frontier, storage/FORMAT.md §4.1) and reports the range it lost below it. This node may
+//! have acknowledged those entries, and its acknowledgement may have been the one that
+//! completed the quorum committing them: the committed entries may now live on fewer nodes
+//! than a quorum. So while the range is not repaired the node
+//! - grants no vote and no pre-vote and never campaigns (`election.rs`): every quorum that
+//!   elects a leader then consists of nodes that still hold what they acknowledged, and so
+//!   holds every committed entry, as Raft's leader-completeness argument needs;
+//! - acknowledges only what it holds: an AppendResponse names the entries it just wrote,
+//!   never the lost ones, so the leader counts it only for entries it really has.
+//!
+//! The range is repaired when this node durably holds, from a leader, either
+//! - everything through the end of the lost range (the leader sent it; a leader holds every
+//!   committed entry), or
+//! - an entry of a term later than the one it had when it found the loss: its log then
+//!   matches the leader's through that entry, and every entry committed by an acknowledgement
+//!   this node sent (in that term or earlier) lies before the leader's first entry of its own
+//!   term (leader completeness), so it is held again. This covers a leader whose log is
+//!   shorter than the lost range (the lost entries were never committed).
+//!
+//! Invariant: `repair` only ever goes from `Some` to `None`, and only on durable entries.
+
+use super::replica::Replica;
+
+impl Replica {
+    /// Ends the repair when the log durably holds what was lost (see the module header).
+    pub(super) fn maybe_finish_repair(&mut self) {
+        let Some(repair) = self.repair else {
+            return;
+        };
+        let persisted = self.log.persisted_index();
+        let holds_range = persisted >= repair.lost.through;
+        let matches_later_leader = self.leader.is_some()
+            && self.term > repair.recovered_term
+            && self.log.term_at(persisted) == Some(self.term);
+        if holds_range || matches_later_leader {
+            self.repair = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::api::{CoreConfig, HardState, Input, LostEntries, RecoveredState};
+    use super::super::testing::step_confirming as step;
+    use super::*;
+    use rcraft_wire::{
+        Entry, EntryPayload, LogIndex, Membership, Message, MessageBody, NodeId, Term,
+    };
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            payload: EntryPayload::Noop,
+        }
+    }
+
+    /// Node 2 of three, term 2, which synced entries 1..=5 and lost 4..=5.
+    fn damaged_follower() -> Replica {
+        let recovered = RecoveredState {
+            hard_state: HardState {
+                term: Term(2),
+                vote: None,
+                commit: LogIndex(3),
+            },
+            snapshot: None,
+            entries: (1..=3).map(|i| entry(i, 2)).collect(),
+            initial_membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
+            lost: Some(LostEntries {
+                from: LogIndex(4),
+                through: LogIndex(5),
+            }),
+        };
+        let mut config = CoreConfig::new(NodeId(2), 7);
+        // Vote requests right after a leader's appends must be answered, not ignored.
+        config.check_quorum = false;
+        Replica::new(config, recovered).unwrap()
+    }
+
+    fn message(from: u64, term: u64, body: MessageBody) -> Input {
+        Input::Message(Message {
+            from: NodeId(from),
+            to: NodeId(2),
+            term: Term(term),
+            body,
+        })
+    }
+
+    fn vote_request(from: u64, term: u64, pre_vote: bool) -> Input {
+        message(
+            from,
+            term,
+            MessageBody::VoteRequest {
+                pre_vote,
+                last_log_index: LogIndex(3),
+                last_log_term: Term(2),
+                leadership_transfer: false,
+            },
+        )
+    }
+
+    fn granted(actions: &[super::super::api::Action]) -> Vec<bool> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                super::super::api::Action::Send(Message {
+                    body: MessageBody::VoteResponse { granted, .. },
+                    ..
+                }) => Some(*granted),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn append(from: u64, term: u64, prev: (u64, u64), entries: Vec<Entry>) -> Input {
+        message(
+            from,
+            term,
+            MessageBody::AppendRequest {
+                prev_log_index: LogIndex(prev.0),
+                prev_log_term: Term(prev.1),
+                entries,
+                leader_commit: LogIndex(3),
+            },
+        )
+    }
+
+    #[test]
+    fn a_node_that_lost_entries_neither_votes_nor_campaigns_until_it_has_them() {
+        let mut node = damaged_follower();
+        assert!(node.status().repairing.is_some());
+        // A candidate whose log ends where ours now ends would get our vote otherwise.
+        assert_eq!(granted(&step(&mut node, vote_request(3, 3, true))), [false]);
+        assert_eq!(
+            granted(&step(&mut node, vote_request(3, 3, false))),
+            [false]
+        );
+        for _ in 0..100 {
+            step(&mut node, Input::Tick);
+        }
+        step(&mut node, Input::Campaign);
+        assert_eq!(node.status().term, Term(3), "it never campaigned");
+        // The leader of term 3 sends entry 4; still short of 5.
+        step(&mut node, append(1, 3, (3, 2), vec![entry(4, 2)]));
+        assert!(node.status().repairing.is_some());
+        // Entry 5 arrives and is durable: repaired, and it votes again.
+        step(&mut node, append(1, 3, (4, 2), vec![entry(5, 2)]));
+        assert_eq!(node.status().repairing, None);
+        assert_eq!(
+            granted(&step(&mut node, vote_request(3, 4, false))),
+            [false]
+        );
+        let up_to_date = message(
+            3,
+            5,
+            MessageBody::VoteRequest {
+                pre_vote: false,
+                last_log_index: LogIndex(5),
+                last_log_term: Term(2),
+                leadership_transfer: false,
+            },
+        );
+        assert_eq!(granted(&step(&mut node, up_to_date)), [true]);
+    }
+
+    #[test]
+    fn a_later_leader_with_a_shorter_log_ends_the_repair_with_its_own_entry() {
+        let mut node = damaged_follower();
+        // Term 3's leader never had 4..=5 (they were not committed); it appends its no-op at 4.
+        step(&mut node, append(1, 3, (3, 2), vec![entry(4, 3)]));
+        assert_eq!(node.status().repairing, None);
+    }
+
+    #[test]
+    fn the_same_terms_leader_must_send_the_whole_range() {
+        let mut node = damaged_follower();
+        // A leader of the term the loss was found in: its entries of that term alone do not
+        // show the lost ones were never committed.
+        step(&mut node, append(1, 2, (3, 2), vec![entry(4, 2)]));
+        assert!(node.status().repairing.is_some());
+        step(&mut node, append(1, 2, (4, 2), vec![entry(5, 2)]));
+        assert_eq!(node.status().repairing, None);
+    }
+}
