@@ -241,6 +241,11 @@ impl Replica {
         if granted && !pre_vote {
             self.vote = Some(from);
             self.mark_hard_state_dirty();
+            // The grant is released by the persist of exactly this (term, vote): were a
+            // later term adopted in the same drain, one persist would save only that term,
+            // and the grant would leave on a promise never written as such (simulator seed
+            // 104 with follower reads: a grant in term 16 sent after only term 17 was saved).
+            self.flush_persist();
             self.reset_election_timer();
         }
         // A granted pre-vote answers in the term it was asked for, so the pre-candidate can
