@@ -26,8 +26,8 @@ use crate::node::SnapshotResult;
 use crate::node::limits::COMMAND_BYTES_MAX;
 use rcraft_wire::{
     ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder,
-    HANDSHAKE_BYTES, Handshake, LogIndex, Membership, NodeId, NodeStatus, Role, Session, Term,
-    encode_client_request, is_session_expired,
+    HANDSHAKE_BYTES, Handshake, LogIndex, Membership, NodeId, NodeStatus, ReadMode, Role, Session,
+    Term, encode_client_request, is_session_expired,
 };
 use std::collections::BTreeMap;
 use std::fmt;
@@ -58,6 +58,10 @@ pub struct ClientOptions {
     /// or closed it during the handshake, for this long: nothing is running there, or it is
     /// another cluster. `None` keeps trying until the timeout (a cluster that is starting).
     pub unreachable_give_up: Option<Duration>,
+    /// How [`Client::query`] reads: [`ReadMode::Follower`] sends each read to the node this
+    /// client is connected to (any node that knows the leader serves it), spreading reads
+    /// over the cluster; the other modes go to the leader.
+    pub read_mode: ReadMode,
 }
 
 impl Default for ClientOptions {
@@ -69,6 +73,7 @@ impl Default for ClientOptions {
             backoff_max: Duration::from_millis(200),
             cluster_id: CLUSTER_ID_DEFAULT,
             unreachable_give_up: None,
+            read_mode: ReadMode::Linearizable,
         }
     }
 }
@@ -415,7 +420,8 @@ impl Client {
     /// [`COMMAND_BYTES_MAX`] is refused before anything is sent.
     pub fn query(&mut self, query: Vec<u8>) -> Result<ClientResult> {
         check_size("query", query.len())?;
-        self.call(&ClientRequestBody::Read { query }, Effect::ReadOnly)
+        let mode = self.options.read_mode;
+        self.call(&ClientRequestBody::Read { query, mode }, Effect::ReadOnly)
     }
 
     /// Ask the leader to hand leadership to `target`.
@@ -511,7 +517,10 @@ impl Client {
         }
         // A follower answers a read with the leader's address; an empty query is harmless if
         // it happens to lead by now (the state machine refuses it).
-        let probe = ClientRequestBody::Read { query: Vec::new() };
+        let probe = ClientRequestBody::Read {
+            query: Vec::new(),
+            mode: ReadMode::Linearizable,
+        };
         match self.attempt(from, &probe, deadline) {
             Attempt::Answer(ClientResponseBody::NotLeader {
                 leader: Some(leader),
@@ -594,8 +603,21 @@ impl Client {
         let mut maybe_applied = false;
         let mut last_refusal: Option<ClientError> = None;
         let mut refusals_in_a_row = 0usize;
+        // A follower read is served by any node that knows the leader: the one this client
+        // is connected to, so reads spread over the nodes clients happen to be connected to.
+        let follower_read = matches!(
+            body,
+            ClientRequestBody::Read {
+                mode: ReadMode::Follower,
+                ..
+            }
+        );
         loop {
-            let target = self.leader.unwrap_or(self.round_robin);
+            let connected = self.connection.as_ref().map(|c| c.server);
+            let target = match connected {
+                Some(server) if follower_read => server,
+                _ => self.leader.unwrap_or(self.round_robin),
+            };
             let attempt = self.attempt(target, body, deadline);
             let mut should_pause = true;
             match attempt {
@@ -604,7 +626,9 @@ impl Client {
                     index,
                     result,
                 }) => {
-                    self.leader = Some(target);
+                    if !follower_read {
+                        self.leader = Some(target);
+                    }
                     return Ok(ClientResult {
                         term,
                         index,
@@ -1068,6 +1092,7 @@ mod tests {
             backoff_max: Duration::from_millis(20),
             cluster_id: CLUSTER_ID_DEFAULT,
             unreachable_give_up: None,
+            read_mode: ReadMode::Linearizable,
         }
     }
 

@@ -21,6 +21,7 @@ fn settings(node: &FakeNode, workload: Option<WorkloadKind>, pipeline: usize) ->
         value_size: 16,
         keys: 8,
         read_ratio: 0.0,
+        read_mode: rcraft::wire::ReadMode::Linearizable,
         workload,
         rate: None,
         pipeline,

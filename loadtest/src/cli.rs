@@ -8,6 +8,8 @@ use crate::error::{Error, Result};
 use crate::limits::PIPELINE_DEPTH_MAX;
 use crate::mix::WorkloadKind;
 use clap::Parser;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use rcraft::wire::ReadMode;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,6 +48,13 @@ pub struct Args {
     /// the scheduled send time). Without it every client sends its next request on reply.
     #[arg(long, value_name = "OPS")]
     pub rate: Option<f64>,
+    /// How gets read: linearizable (the leader, after a heartbeat round or from its lease),
+    /// lease (the leader's lease; spawned nodes then run with --lease-reads on) or follower
+    /// (any node, after the leader confirms a read index; sessions start at different nodes).
+    #[arg(long, default_value = "linearizable", value_name = "MODE",
+          value_parser = PossibleValuesParser::new(ReadMode::ALL.map(ReadMode::name))
+              .try_map(|name| name.parse::<ReadMode>()))]
+    pub read_mode: ReadMode,
     /// Requests in flight per client connection. 1: the blocking `rcraft::client::Client`
     /// (sessions, retries across leader changes). More: a pipelined connection to the leader
     /// without retries (closed loop only).
@@ -103,6 +112,8 @@ pub enum Target {
         heartbeat_ms: u64,
         /// Leave data directories behind.
         keep_data: bool,
+        /// Start the nodes with `--lease-reads on`.
+        lease_reads: bool,
     },
 }
 
@@ -130,6 +141,8 @@ pub struct Settings {
     pub keys: u64,
     /// Fraction of reads.
     pub read_ratio: f64,
+    /// How gets read.
+    pub read_mode: ReadMode,
     /// Named operation mix; `None`: gets and puts by `read_ratio`.
     pub workload: Option<WorkloadKind>,
     /// Total open-loop rate, if any.
@@ -223,6 +236,7 @@ impl Args {
             value_size: self.value_size,
             keys: self.keys,
             read_ratio: self.read_ratio,
+            read_mode: self.read_mode,
             workload: self.workload,
             rate: self.rate,
             pipeline: self.pipeline,
@@ -246,6 +260,7 @@ impl Args {
                 election_timeout_ms: self.election_timeout_ms.clone(),
                 heartbeat_ms: self.heartbeat_ms,
                 keep_data: self.keep_data,
+                lease_reads: self.read_mode == ReadMode::Lease,
             }),
             None if has_faults => Err(Error::Usage(
                 "--kill-leader-every and --pause-leader-every need --spawn (the tool must own the processes)".into(),
@@ -355,6 +370,30 @@ mod tests {
         );
         assert!(with(&["--workload", "read-heavy", "--read-ratio", "0.5"]).is_err());
         assert!(with(&["--workload", "everything"]).is_err());
+    }
+
+    #[test]
+    fn the_read_mode_is_parsed_and_lease_mode_spawns_lease_reads() {
+        let base = ["--spawn", "3", "--rcraft-bin", "/x"];
+        let with = |extra: &[&str]| parse(&[&base[..], extra].concat());
+        let lease_reads = |settings: &Settings| match settings.target {
+            Target::Spawn { lease_reads, .. } => lease_reads,
+            Target::Servers(_) => panic!("spawned"),
+        };
+        let default = with(&[]).unwrap();
+        assert_eq!(default.read_mode, ReadMode::Linearizable);
+        assert!(!lease_reads(&default));
+        let follower = with(&["--read-mode", "follower"]).unwrap();
+        assert_eq!(follower.read_mode, ReadMode::Follower);
+        assert!(!lease_reads(&follower));
+        let lease = with(&["--read-mode", "lease"]).unwrap();
+        assert_eq!(lease.read_mode, ReadMode::Lease);
+        assert!(lease_reads(&lease));
+        let error = with(&["--read-mode", "stale"]).unwrap_err();
+        assert!(
+            error.contains("stale") && error.contains("follower"),
+            "{error}"
+        );
     }
 
     #[test]

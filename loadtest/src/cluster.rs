@@ -30,6 +30,8 @@ pub struct SpawnOptions {
     pub heartbeat_ms: u64,
     /// Keep the temporary directory after the run.
     pub keep_data: bool,
+    /// Start every node with `--lease-reads on` (for `--read-mode lease`).
+    pub lease_reads: bool,
 }
 
 struct NodeProcess {
@@ -169,6 +171,14 @@ impl SpawnedCluster {
             .arg(&node.data_dir)
             .args(["--election-timeout-ms", &self.options.election_timeout_ms])
             .args(["--heartbeat-ms", &self.options.heartbeat_ms.to_string()])
+            .args([
+                "--lease-reads",
+                if self.options.lease_reads {
+                    "on"
+                } else {
+                    "off"
+                },
+            ])
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -375,6 +385,7 @@ mod tests {
             election_timeout_ms: "150-300".into(),
             heartbeat_ms: 50,
             keep_data: false,
+            lease_reads: false,
         })
         .err()
         .expect("must fail");
@@ -392,6 +403,7 @@ mod tests {
             election_timeout_ms: "150-300".into(),
             heartbeat_ms: 50,
             keep_data: false,
+            lease_reads: false,
         })
         .unwrap();
         let dir = cluster.dir().to_path_buf();

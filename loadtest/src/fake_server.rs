@@ -151,7 +151,7 @@ fn answer(body: ClientRequestBody, map: &Mutex<Map>, store: &Store) -> ClientRes
             };
         }
         ClientRequestBody::Write { command, .. } => KvCommand::decode(command),
-        ClientRequestBody::Read { query } => KvCommand::decode(query),
+        ClientRequestBody::Read { query, .. } => KvCommand::decode(query),
         _ => {
             return ClientResponseBody::Error {
                 definite: true,

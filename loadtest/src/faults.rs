@@ -246,6 +246,7 @@ mod tests {
             election_timeout_ms: "150-300".into(),
             heartbeat_ms: 50,
             keep_data: false,
+            lease_reads: false,
         })
         .unwrap();
         let cluster = Arc::new(Mutex::new(cluster));

@@ -24,8 +24,10 @@ fn main_inner() -> rcraft_loadtest::Result<i32> {
         signal_hook::flag::register(signal, interrupt.clone())
             .map_err(|e| Error::io("installing signal handlers", e))?;
     }
-    let make_access: &run::AccessFactory = &|addrs, timeout| {
-        Arc::new(RcraftCluster::new(addrs.to_vec(), timeout)) as Arc<dyn ClusterAccess>
+    let read_mode = settings.read_mode;
+    let make_access: &run::AccessFactory = &move |addrs, timeout| {
+        let access = RcraftCluster::new(addrs.to_vec(), timeout);
+        Arc::new(access.with_read_mode(read_mode)) as Arc<dyn ClusterAccess>
     };
     let summary = run::run(&settings, make_access, interrupt)?;
     println!("{}", summary.to_text());

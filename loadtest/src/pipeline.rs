@@ -20,7 +20,7 @@ use crate::workload::{Rng, RunShared, WorkloadSpec};
 use rcraft::kv::{KvCommand, KvResponse};
 use rcraft::wire::{
     ClientRequest, ClientRequestBody, ClientResponse, ClientResponseBody, FRAME_BYTES_MAX,
-    FrameDecoder, HANDSHAKE_BYTES, Handshake, encode_client_request,
+    FrameDecoder, HANDSHAKE_BYTES, Handshake, ReadMode, encode_client_request,
 };
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -41,6 +41,8 @@ pub struct PipelineSpec {
     pub timeout: Duration,
     /// Cluster id for the handshake.
     pub cluster_id: u64,
+    /// How gets read (`--read-mode`).
+    pub read_mode: ReadMode,
 }
 
 struct InFlight {
@@ -123,8 +125,8 @@ pub fn client_loop(
             if stopped_at.is_some() {
                 break;
             }
-            connection =
-                find_leader(access, &pipe.addrs).and_then(|(i, _)| open(pipe.addrs[i], pipe).ok());
+            connection = connection_target(client, &spec, pipe, access)
+                .and_then(|addr| open(addr, pipe).ok());
             if connection.is_none() {
                 std::thread::sleep(STATUS_POLL_INTERVAL);
             }
@@ -151,6 +153,21 @@ pub fn client_loop(
         }
     }
     this.log
+}
+
+/// Where a pipelined client connects: the leader, except for read-only follower reads, where
+/// client `i` connects to node `i` (mod the cluster size) so the reads spread over every node
+/// (a write there would only be refused, ending the connection).
+fn connection_target(
+    client: usize,
+    spec: &WorkloadSpec,
+    pipe: &PipelineSpec,
+    access: &dyn ClusterAccess,
+) -> Option<SocketAddr> {
+    if pipe.read_mode == ReadMode::Follower && spec.mix.get >= 1.0 && !pipe.addrs.is_empty() {
+        return Some(pipe.addrs[client % pipe.addrs.len()]);
+    }
+    find_leader(access, &pipe.addrs).map(|(i, _)| pipe.addrs[i])
 }
 
 impl PipelinedClient<'_> {
@@ -239,7 +256,8 @@ impl PipelinedClient<'_> {
         let command = match request {
             Request::Get => {
                 let query = KvCommand::Get { key }.encode();
-                return ClientRequestBody::Read { query };
+                let mode = self.pipe.read_mode;
+                return ClientRequestBody::Read { query, mode };
             }
             Request::Put(id) => KvCommand::Put {
                 key,
@@ -377,6 +395,7 @@ mod tests {
             addrs: vec![node.addr],
             timeout: Duration::from_secs(2),
             cluster_id,
+            read_mode: ReadMode::Linearizable,
         };
         let (history, verification) = run_against(&node, Some(pipe));
         assert!(history.acked_writes() > 0);
@@ -434,6 +453,7 @@ mod tests {
             addrs: vec![addr],
             timeout: Duration::from_millis(200),
             cluster_id,
+            read_mode: ReadMode::Linearizable,
         };
         let handles = spawn_clients(spec, Some(pipe), access, shared.clone());
         std::thread::sleep(Duration::from_millis(100));

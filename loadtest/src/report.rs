@@ -25,6 +25,8 @@ pub struct Summary {
     pub keys: u64,
     /// Fraction of reads.
     pub read_ratio: f64,
+    /// How gets read (`--read-mode`).
+    pub read_mode: rcraft::wire::ReadMode,
     /// Open-loop rate, if any.
     pub rate: Option<f64>,
     /// Requests in flight per connection (1: blocking client).
@@ -125,6 +127,7 @@ impl Summary {
             "value_size": self.value_size,
             "keys": self.keys,
             "read_ratio": json_num(self.read_ratio),
+            "read_mode": self.read_mode.name(),
             "rate": self.rate.map_or(Value::Null, json_num),
             "pipeline": self.pipeline.max(1),
             "reads": self.reads,
@@ -152,7 +155,7 @@ impl Summary {
     /// The human-readable report.
     pub fn to_text(&self) -> String {
         let mut s = String::new();
-        let reads = format!("{:.0}% reads", self.read_ratio * 100.0);
+        let reads = format!("{:.0}% reads ({})", self.read_ratio * 100.0, self.read_mode);
         let reads = self
             .workload
             .map_or(reads.clone(), |w| format!("{w} ({reads})"));

@@ -54,6 +54,7 @@ fn start_target(settings: &Settings) -> Result<StartedTarget> {
             election_timeout_ms,
             heartbeat_ms,
             keep_data,
+            lease_reads,
         } => {
             let cluster = SpawnedCluster::start(SpawnOptions {
                 nodes: *nodes,
@@ -61,6 +62,7 @@ fn start_target(settings: &Settings) -> Result<StartedTarget> {
                 election_timeout_ms: election_timeout_ms.clone(),
                 heartbeat_ms: *heartbeat_ms,
                 keep_data: *keep_data,
+                lease_reads: *lease_reads,
             })?;
             eprintln!(
                 "rcraft-loadtest: spawned {nodes} nodes, data and logs in {}",
@@ -251,6 +253,7 @@ pub fn run(
         addrs: addrs.clone(),
         timeout: settings.timeout,
         cluster_id: rcraft::config::CLUSTER_ID_DEFAULT,
+        read_mode: settings.read_mode,
     });
     let clients = spawn_clients(spec, pipeline, access.clone(), shared.clone());
     let ticker_done = Arc::new(AtomicBool::new(false));
@@ -337,6 +340,7 @@ pub fn run(
         value_size: settings.value_size,
         keys: settings.keys,
         read_ratio: mix_of(settings).get,
+        read_mode: settings.read_mode,
         workload: settings.workload.map(|w| w.name()),
         rate: settings.rate,
         pipeline: settings.pipeline,
@@ -421,6 +425,7 @@ mod tests {
             value_size: 16,
             keys: 20,
             read_ratio: 0.3,
+            read_mode: rcraft::wire::ReadMode::Linearizable,
             workload: None,
             rate: None,
             pipeline: 1,

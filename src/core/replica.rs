@@ -3,7 +3,7 @@
 //!
 //! Owned by the node's consensus thread (or the simulator); never shared. Handlers for each
 //! concept live in sibling files (`election.rs`, `replication.rs`, `read_index.rs`,
-//! `snapshot.rs`, `membership.rs`), all as `impl Replica` blocks over the fields defined here.
+//! `follower_read.rs`, `snapshot.rs`, `membership.rs`), all as `impl Replica` blocks over the fields defined here.
 //!
 //! Invariants:
 //! - `leader_state.is_some()` exactly when `role == Role::Leader`;
@@ -14,6 +14,7 @@
 
 use super::api::{Action, CoreConfig, HardState, Input, ProposeError, RecoveredState};
 use super::error::{CoreError, Result};
+use super::follower_read::ForwardedReads;
 use super::log::RaftLog;
 use super::progress::{Progress, ProgressState};
 use super::read_index::ReadQueue;
@@ -172,6 +173,8 @@ pub struct Replica {
     pub(super) incoming_snapshot: Option<IncomingSnapshot>,
     /// Proposals were appended since the last drain; their AppendRequests go out then.
     pub(super) proposals_unsent: bool,
+    /// Follower reads waiting for the leader's read index.
+    pub(super) forwarded_reads: ForwardedReads,
     pub(super) actions: Vec<Action>,
 }
 
@@ -211,6 +214,7 @@ impl Replica {
             apply_requested: applied,
             incoming_snapshot: None,
             proposals_unsent: false,
+            forwarded_reads: ForwardedReads::default(),
             actions: Vec::new(),
             config,
         };
@@ -235,7 +239,7 @@ impl Replica {
             Input::ProposeMembership { id, membership } => {
                 self.on_propose_membership(id, membership)
             }
-            Input::ReadIndex { id } => self.on_read_index(id),
+            Input::ReadIndex { id, mode } => self.on_read_index(id, mode),
             Input::Persisted { seq } => self.on_persisted(seq),
             Input::Applied { index } => self.on_applied(index),
             Input::SnapshotTaken {
@@ -431,6 +435,7 @@ impl Replica {
     /// Work done after every input: hand out the entries that became applicable.
     fn finish_step(&mut self) {
         self.maybe_apply();
+        self.settle_forwarded_reads();
     }
 
     // ----- persistence -----
