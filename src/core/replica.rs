@@ -518,6 +518,13 @@ impl Replica {
 
     /// Hands newly committed, locally durable entries to the state machine.
     fn maybe_apply(&mut self) {
+        // While storage installs a received snapshot it discards the log and restores the
+        // state machine; entries handed out meanwhile would be applied after that restore,
+        // below its index (simulator seed 884: a heartbeat's commit index arrived during the
+        // install). The install's completion moves the apply point to the snapshot.
+        if self.snapshot_finishing() {
+            return;
+        }
         let upto = self.log.committed_index().min(self.log.persisted_index());
         if upto <= self.apply_requested {
             return;
