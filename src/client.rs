@@ -605,7 +605,9 @@ impl Client {
         let mut refusals_in_a_row = 0usize;
         // A follower read is served by any node that knows the leader: the one this client
         // is connected to, so reads spread over the nodes clients happen to be connected to.
-        let follower_read = matches!(
+        // Once a node refused it (it knows no leader, or the leader refused it), it goes where
+        // the hints lead, like any other request.
+        let mut follower_read = matches!(
             body,
             ClientRequestBody::Read {
                 mode: ReadMode::Follower,
@@ -640,6 +642,7 @@ impl Client {
                     leader_address,
                 }) => {
                     let next = self.follow_hint(target, leader, leader_address.as_deref());
+                    follower_read = false;
                     last_refusal = Some(ClientError::NotLeader { hint: leader });
                     refusals_in_a_row += 1;
                     // A fresh hint is worth trying at once; a hint cycle or "no leader" means
@@ -1082,6 +1085,53 @@ mod tests {
             index: LogIndex(7),
             result: result.to_vec(),
         })
+    }
+
+    /// A follower read goes to the node the client is connected to, which serves it; once
+    /// that node refuses one, the read follows the hint to the leader instead of asking the
+    /// refusing node again.
+    #[test]
+    fn follower_reads_stay_on_the_connected_node_until_it_refuses() {
+        let leader = FakeNode::start(Box::new(|_| ok(b"from the leader")));
+        let leader_address = leader.address.to_string();
+        let mut served = 0;
+        let follower = FakeNode::start(Box::new(move |_| {
+            served += 1;
+            if served == 1 {
+                return ok(b"from the follower");
+            }
+            answer(ClientResponseBody::NotLeader {
+                leader: Some(NodeId(1)),
+                leader_address: Some(leader_address.clone()),
+            })
+        }));
+        let options = ClientOptions {
+            read_mode: ReadMode::Follower,
+            ..fast_options()
+        };
+        let mut client = Client::new(&[follower.address, leader.address], options).unwrap();
+        assert_eq!(
+            client.query(b"q".to_vec()).unwrap().response,
+            b"from the follower"
+        );
+        assert_eq!(
+            client.query(b"q".to_vec()).unwrap().response,
+            b"from the leader"
+        );
+        assert_eq!(follower.requests().len(), 2);
+        assert_eq!(leader.requests().len(), 1);
+        for request in follower.requests().iter().chain(&leader.requests()) {
+            assert!(
+                matches!(
+                    request.body,
+                    ClientRequestBody::Read {
+                        mode: ReadMode::Follower,
+                        ..
+                    }
+                ),
+                "{request:?}"
+            );
+        }
     }
 
     fn fast_options() -> ClientOptions {
