@@ -11,11 +11,14 @@
 //! write acknowledged before the read began, and applying through it here (entries up to a
 //! committed index are the same on every node) yields a state at least that new.
 //!
-//! Invariants: at most `FORWARDED_READS_MAX` reads are forwarded at once; each was sent to
-//! the leader of the term it was sent in, and is answered exactly once: ready when that
-//! leader answers with an index in that same term, rejected when the leader refuses, when
-//! this node's term or leader changes or it stops following, or when the leader stays silent
-//! for a maximum election timeout. A duplicate or late answer finds no entry and is ignored.
+//! The reads stepped between two drains share one `ReadIndexRequest`, sent when the actions
+//! are drained, as a leader's reads share one heartbeat round.
+//!
+//! Invariants: at most `FORWARDED_READS_MAX` reads are forwarded at once; each is asked of
+//! the leader of the term it arrived in, and is answered exactly once: ready when that leader
+//! answers with an index in that same term, rejected when the leader refuses, when this
+//! node's term or leader changes or it stops following, or when the leader stays silent for a
+//! maximum election timeout. A duplicate or late answer finds no entry and is ignored.
 
 use super::api::{Action, ProposeError, RequestId};
 use super::limits::FORWARDED_READS_MAX;
@@ -23,11 +26,12 @@ use super::replica::{Phase, Replica};
 use rcraft_wire::{LogIndex, MessageBody, NodeId, Term};
 use std::collections::BTreeMap;
 
-/// A follower read waiting for the leader's read index.
-#[derive(Clone, Copy, Debug)]
-struct ForwardedRead {
-    /// The caller's id.
-    id: RequestId,
+/// Follower reads sent to the leader in one `ReadIndexRequest` (every read stepped since the
+/// last drain shares one request, as a leader's reads share one heartbeat round).
+#[derive(Clone, Debug)]
+struct ForwardedBatch {
+    /// The callers' ids, in request order.
+    ids: Vec<RequestId>,
     /// The leader asked.
     leader: NodeId,
     /// The term it was asked in.
@@ -39,8 +43,13 @@ struct ForwardedRead {
 /// A follower's table of forwarded reads.
 #[derive(Debug, Default)]
 pub(super) struct ForwardedReads {
-    /// By request number. Invariant: `len() <= FORWARDED_READS_MAX`.
-    reads: BTreeMap<u64, ForwardedRead>,
+    /// Sent batches by request number.
+    sent: BTreeMap<u64, ForwardedBatch>,
+    /// Reads stepped since the last drain, with the leader and term they are for; sent as
+    /// one batch when the actions are drained.
+    unsent: Vec<(RequestId, NodeId, Term)>,
+    /// Reads in `sent` and `unsent`. Invariant: `<= FORWARDED_READS_MAX`.
+    count: usize,
     /// The next request number; request numbers are never reused by one replica.
     next_request: u64,
 }
@@ -57,23 +66,35 @@ impl Replica {
                 return;
             }
         };
-        if self.forwarded_reads.reads.len() >= FORWARDED_READS_MAX {
+        if self.forwarded_reads.count >= FORWARDED_READS_MAX {
             let error = ProposeError::NotLeader {
                 leader: Some(leader),
             };
             self.actions.push(Action::ReadRejected { id, error });
             return;
         }
+        self.forwarded_reads.count += 1;
+        self.forwarded_reads.unsent.push((id, leader, self.term));
+    }
+
+    /// Sends the reads stepped since the last drain to the leader, as one request.
+    pub(super) fn send_forwarded_reads(&mut self) {
         let table = &mut self.forwarded_reads;
+        let Some(&(_, leader, term)) = table.unsent.first() else {
+            return;
+        };
+        // `settle_forwarded_reads` ran after every step, so every unsent read is for this
+        // leader and term.
+        let ids: Vec<RequestId> = table.unsent.drain(..).map(|(id, _, _)| id).collect();
         let request = table.next_request;
         table.next_request += 1;
-        let read = ForwardedRead {
-            id,
+        let batch = ForwardedBatch {
+            ids,
             leader,
-            term: self.term,
+            term,
             sent_tick: self.now_ticks,
         };
-        table.reads.insert(request, read);
+        table.sent.insert(request, batch);
         self.send(leader, MessageBody::ReadIndexRequest { request });
     }
 
@@ -89,24 +110,30 @@ impl Replica {
         request: u64,
         index: Option<LogIndex>,
     ) {
-        let Some(read) = self.forwarded_reads.reads.get(&request).copied() else {
+        let Some(batch) = self.forwarded_reads.sent.get(&request) else {
             return;
         };
-        if read.leader != from || read.term != self.term {
+        if batch.leader != from || batch.term != self.term {
             return;
         }
-        self.forwarded_reads.reads.remove(&request);
-        let id = read.id;
-        match index {
-            Some(index) => {
-                let term = read.term;
-                self.actions.push(Action::ReadReady { id, index, term });
-            }
-            None => {
-                let error = ProposeError::NotLeader {
-                    leader: self.leader,
-                };
-                self.actions.push(Action::ReadRejected { id, error });
+        let batch = self
+            .forwarded_reads
+            .sent
+            .remove(&request)
+            .expect("checked present");
+        self.forwarded_reads.count -= batch.ids.len();
+        for id in batch.ids {
+            match index {
+                Some(index) => {
+                    let term = batch.term;
+                    self.actions.push(Action::ReadReady { id, index, term });
+                }
+                None => {
+                    let error = ProposeError::NotLeader {
+                        leader: self.leader,
+                    };
+                    self.actions.push(Action::ReadRejected { id, error });
+                }
             }
         }
     }
@@ -115,30 +142,41 @@ impl Replica {
     /// longer this node's, this node stopped following, or the leader stayed silent for a
     /// maximum election timeout (the request or its answer was lost). Runs after every step.
     pub(super) fn settle_forwarded_reads(&mut self) {
-        if self.forwarded_reads.reads.is_empty() {
+        if self.forwarded_reads.count == 0 {
             return;
         }
         let (term, leader, now) = (self.term, self.leader, self.now_ticks);
         let following = self.phase == Phase::Follower;
         let timeout = self.config.election_timeout_max_ticks;
-        let stale: Vec<u64> = self
-            .forwarded_reads
-            .reads
+        let current = |read_leader: NodeId, read_term: Term| {
+            following && read_term == term && leader == Some(read_leader)
+        };
+        let table = &mut self.forwarded_reads;
+        let mut refused: Vec<RequestId> = Vec::new();
+        table.unsent.retain(|&(id, read_leader, read_term)| {
+            let keep = current(read_leader, read_term);
+            if !keep {
+                refused.push(id);
+            }
+            keep
+        });
+        let stale: Vec<u64> = table
+            .sent
             .iter()
-            .filter(|(_, read)| {
-                !following
-                    || read.term != term
-                    || leader != Some(read.leader)
-                    || now.saturating_sub(read.sent_tick) >= timeout
+            .filter(|(_, batch)| {
+                !current(batch.leader, batch.term) || now.saturating_sub(batch.sent_tick) >= timeout
             })
             .map(|(&request, _)| request)
             .collect();
         for request in stale {
-            if let Some(read) = self.forwarded_reads.reads.remove(&request) {
-                let error = ProposeError::NotLeader { leader };
-                self.actions
-                    .push(Action::ReadRejected { id: read.id, error });
+            if let Some(batch) = table.sent.remove(&request) {
+                refused.extend(batch.ids);
             }
+        }
+        table.count -= refused.len();
+        for id in refused {
+            let error = ProposeError::NotLeader { leader };
+            self.actions.push(Action::ReadRejected { id, error });
         }
     }
 }
@@ -233,6 +271,19 @@ mod tests {
         // A duplicate of the answer (the network may duplicate) answers nothing again.
         let actions = step_confirming(&mut follower, answer(requests[0].1, Some(LogIndex(7))));
         assert!(outcomes(&actions).is_empty(), "{actions:?}");
+    }
+
+    #[test]
+    fn reads_stepped_before_one_drain_share_one_request() {
+        let mut follower = follower_of_three();
+        follower.step(follower_read(1));
+        follower.step(follower_read(2));
+        let actions = step_confirming(&mut follower, follower_read(3));
+        let requests = read_requests(&actions);
+        assert_eq!(requests.len(), 1, "{actions:?}");
+        let actions = step_confirming(&mut follower, answer(requests[0].1, Some(LogIndex(4))));
+        let ready = [1, 2, 3].map(|id| (id, Ok(LogIndex(4))));
+        assert_eq!(outcomes(&actions), ready);
     }
 
     #[test]

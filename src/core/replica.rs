@@ -277,6 +277,7 @@ impl Replica {
             }
             self.maybe_broadcast_read_round();
         }
+        self.send_forwarded_reads();
         self.proposals_unsent = false;
         self.flush_persist();
         std::mem::take(&mut self.actions)
