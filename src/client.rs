@@ -39,8 +39,8 @@ use crate::node::SnapshotResult;
 use client_core::Effect;
 use rcraft_wire::{
     ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder,
-    HANDSHAKE_BYTES, Handshake, LogIndex, Membership, NodeId, NodeStatus, RecordedEvent, Role,
-    StageLatency, Term, encode_client_request,
+    HANDSHAKE_BYTES, Handshake, LogIndex, Membership, NodeId, NodeStatus, ReadMode, RecordedEvent,
+    Role, StageLatency, Term, encode_client_request,
 };
 use std::collections::BTreeMap;
 use std::fmt;
@@ -82,6 +82,10 @@ pub struct ClientOptions {
     /// After the first, ask again this often while the answer is still missing; also the
     /// longest wait for one node's status during such a probe.
     pub leader_probe_interval: Duration,
+    /// How [`Client::query`] reads: [`ReadMode::Follower`] sends each read to the node this
+    /// client is connected to (any node that knows the leader serves it), spreading reads
+    /// over the cluster; the other modes go to the leader.
+    pub read_mode: ReadMode,
 }
 
 /// [`ClientOptions::leader_probe_after`] by default: the longest election timeout of a node's
@@ -102,6 +106,7 @@ impl Default for ClientOptions {
             token: None,
             leader_probe_after: Some(LEADER_PROBE_AFTER_DEFAULT),
             leader_probe_interval: LEADER_PROBE_INTERVAL_DEFAULT,
+            read_mode: ReadMode::Linearizable,
         }
     }
 }
@@ -455,7 +460,10 @@ impl Client {
         }
         // A follower answers a read with the leader's address; an empty query is harmless if
         // it happens to lead by now (the state machine refuses it).
-        let probe = ClientRequestBody::Read { query: Vec::new() };
+        let probe = ClientRequestBody::Read {
+            query: Vec::new(),
+            mode: ReadMode::Linearizable,
+        };
         let attempt_deadline = deadline.min(Instant::now() + self.core.options().attempt_timeout);
         match self.ask_once(from, probe, attempt_deadline) {
             Ok(ClientResponseBody::NotLeader {
@@ -944,6 +952,53 @@ mod tests {
         })
     }
 
+    /// A follower read goes to the node the client is connected to, which serves it; once
+    /// that node refuses one, the read follows the hint to the leader instead of asking the
+    /// refusing node again.
+    #[test]
+    fn follower_reads_stay_on_the_connected_node_until_it_refuses() {
+        let leader = FakeNode::start(Box::new(|_| ok(b"from the leader")));
+        let leader_address = leader.address.to_string();
+        let mut served = 0;
+        let follower = FakeNode::start(Box::new(move |_| {
+            served += 1;
+            if served == 1 {
+                return ok(b"from the follower");
+            }
+            answer(ClientResponseBody::NotLeader {
+                leader: Some(NodeId(1)),
+                leader_address: Some(leader_address.clone()),
+            })
+        }));
+        let options = ClientOptions {
+            read_mode: ReadMode::Follower,
+            ..fast_options()
+        };
+        let mut client = Client::new(&[follower.address, leader.address], options).unwrap();
+        assert_eq!(
+            client.query(b"q".to_vec()).unwrap().response,
+            b"from the follower"
+        );
+        assert_eq!(
+            client.query(b"q".to_vec()).unwrap().response,
+            b"from the leader"
+        );
+        assert_eq!(follower.requests().len(), 2);
+        assert_eq!(leader.requests().len(), 1);
+        for request in follower.requests().iter().chain(&leader.requests()) {
+            assert!(
+                matches!(
+                    request.body,
+                    ClientRequestBody::Read {
+                        mode: ReadMode::Follower,
+                        ..
+                    }
+                ),
+                "{request:?}"
+            );
+        }
+    }
+
     fn fast_options() -> ClientOptions {
         ClientOptions {
             timeout: Duration::from_millis(600),
@@ -955,6 +1010,7 @@ mod tests {
             token: None,
             leader_probe_after: None,
             leader_probe_interval: Duration::from_millis(50),
+            read_mode: ReadMode::Linearizable,
         }
     }
 

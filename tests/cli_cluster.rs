@@ -3,6 +3,10 @@
 //! bounded; every process is killed and every directory removed when the test ends, even on
 //! failure.
 
+mod cluster_support;
+
+use rcraft::kv::{KvCommand, KvResponse};
+use rcraft::wire::{ClientRequestBody, ClientResponseBody, ReadMode};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -553,4 +557,89 @@ fn a_client_leaves_a_stopped_leader_after_an_election_not_an_attempt_timeout() {
     let after = after.unwrap_or_else(|e| panic!("{e}; logs:\n{}", cluster.logs()));
     assert!(after.term > before.term, "{before:?} then {after:?}");
     assert_ne!(client.leader(), Some(rcraft::wire::NodeId(leader as u64)));
+}
+
+/// Issue 17, reads that scale, through the real binary. A follower serves a follower read
+/// itself: its own answer to a raw request is the value, not a redirect. `rcraft kv
+/// --read-mode follower` given only a follower's address returns the value written before.
+/// `--read-mode lease` on a cluster running without lease reads fails with a definite error
+/// naming the setting, and exits non-zero.
+#[test]
+fn a_follower_serves_follower_reads_and_lease_reads_need_the_setting() {
+    let cluster = Cluster::start();
+    let leader = cluster.wait_for_leader();
+    let mut kv = cluster.kv_session(10_000);
+    assert_eq!(kv.ask("put fr before"), r#"{"ok":true}"#);
+    let follower = (leader + 1) % 3;
+
+    // The raw answer of the follower itself. Right after the election it may not have heard
+    // from the leader yet, and then says so (NotLeader without a hint): ask again, bounded.
+    let address = cluster.addresses[follower].parse().unwrap();
+    let query = KvCommand::Get {
+        key: b"fr".to_vec(),
+    }
+    .encode();
+    let deadline = Instant::now() + ELECTION_WAIT;
+    let answer = loop {
+        let body = ClientRequestBody::Read {
+            query: query.clone(),
+            mode: ReadMode::Follower,
+        };
+        let cluster_id = rcraft::config::CLUSTER_ID_DEFAULT;
+        let answer = cluster_support::raw_request(address, cluster_id, body, ELECTION_WAIT);
+        match answer {
+            ClientResponseBody::NotLeader { leader: None, .. } if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            answer => break answer,
+        }
+    };
+    match answer {
+        ClientResponseBody::Ok { result, .. } => assert_eq!(
+            KvResponse::decode(&result).unwrap(),
+            KvResponse::Value(Some(b"before".to_vec()))
+        ),
+        other => panic!(
+            "the follower did not serve the read: {other:?}\n{}",
+            cluster.logs()
+        ),
+    }
+
+    let kv_get = |servers: &str, mode: &str| {
+        Command::new(BIN)
+            .args(["kv", "--servers", servers, "--timeout-ms", "10000"])
+            .args(["--read-mode", mode, "get", "fr"])
+            .output()
+            .unwrap()
+    };
+    let output = kv_get(&cluster.addresses[follower], "follower");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(text.trim_end(), r#"{"ok":true,"value":"before"}"#);
+
+    let output = kv_get(&cluster.servers, "lease");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        text.starts_with(r#"{"ok":false,"definite":true,"error":"#),
+        "{text}"
+    );
+    assert!(text.contains("--lease-reads on"), "{text}");
+}
+
+/// With `--lease-reads on`, `rcraft kv --read-mode lease` reads what was written.
+#[test]
+fn lease_reads_are_served_when_the_cluster_runs_them() {
+    let cluster = Cluster::start_with(&["--lease-reads", "on"]);
+    cluster.wait_for_leader();
+    let mut kv = cluster.kv_session(10_000);
+    assert_eq!(kv.ask("put lr leased"), r#"{"ok":true}"#);
+    let output = Command::new(BIN)
+        .args(["kv", "--servers", &cluster.servers, "--timeout-ms", "10000"])
+        .args(["--read-mode", "lease", "get", "lr"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(text.trim_end(), r#"{"ok":true,"value":"leased"}"#);
 }

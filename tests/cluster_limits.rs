@@ -11,16 +11,11 @@
 
 mod cluster_support;
 
-use cluster_support::{TestNode, cluster, raw_client_stream, wait_for_leader, wait_until};
+use cluster_support::{TestNode, cluster, raw_request, wait_for_leader, wait_until};
 use rcraft::client::ClientOptions;
 use rcraft::kv_client::KvClient;
 use rcraft::node::limits::COMMAND_BYTES_MAX;
-use rcraft::wire::{
-    ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder, Session,
-    encode_client_request,
-};
-use std::io::{Read, Write};
-use std::net::SocketAddr;
+use rcraft::wire::{ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, Session};
 use std::time::Duration;
 
 /// Sizes a node must refuse: one byte over the limit, and a command that fits a client's
@@ -45,29 +40,6 @@ fn started_cluster(dir: &std::path::Path) -> (Vec<TestNode>, usize) {
 }
 
 /// Sends one client request over a fresh connection and returns the answer's body.
-fn send_raw(address: SocketAddr, cluster_id: u64, body: ClientRequestBody) -> ClientResponseBody {
-    let mut stream = raw_client_stream(address, cluster_id, Duration::from_secs(60));
-    let mut frame = Vec::new();
-    let request = ClientRequest {
-        request_id: 7,
-        body,
-    };
-    encode_client_request(&request, &mut frame).unwrap();
-    stream.write_all(&frame).unwrap();
-    let mut decoder = FrameDecoder::new(FRAME_BYTES_MAX);
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        if let Some(frame) = decoder.next_frame().unwrap() {
-            let response = frame.to_client_response().unwrap();
-            assert_eq!(response.request_id, 7);
-            return response.body;
-        }
-        let n = stream.read(&mut buf).unwrap();
-        assert!(n > 0, "the node closed the connection");
-        decoder.push(&buf[..n]);
-    }
-}
-
 /// True when `message` names `bytes` and the limit.
 fn names_size_and_limit(message: &str, bytes: usize) -> bool {
     message.contains(&bytes.to_string()) && message.contains(&COMMAND_BYTES_MAX.to_string())
@@ -112,9 +84,10 @@ fn a_command_over_the_limit_is_refused_definitely_and_writes_go_on() {
         };
         let read = ClientRequestBody::Read {
             query: vec![2; bytes],
+            mode: rcraft_wire::ReadMode::Linearizable,
         };
         for request in [write, read] {
-            match send_raw(address, cluster_id, request) {
+            match raw_request(address, cluster_id, request, Duration::from_secs(60)) {
                 ClientResponseBody::Error { definite, message } => {
                     assert!(definite, "{message}");
                     assert!(names_size_and_limit(&message, bytes), "{message}");

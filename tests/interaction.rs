@@ -344,7 +344,8 @@ impl Cluster {
             }
             "read" => {
                 let id = self.request_id();
-                self.step(parse(args[0]), Input::ReadIndex { id }, &mut out);
+                let mode = rcraft_wire::ReadMode::Linearizable;
+                self.step(parse(args[0]), Input::ReadIndex { id, mode }, &mut out);
             }
             "status" => {
                 for id in self.ids(args[0]) {

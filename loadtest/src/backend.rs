@@ -9,8 +9,10 @@ use crate::limits::STATUS_TIMEOUT;
 use rcraft::client::{Client, ClientError, ClientOptions};
 use rcraft::kv::{KvCommand, KvResponse};
 use rcraft::kv_client::KvClient;
-use rcraft::wire::{NodeStatus, Role};
+use rcraft::wire::{NodeStatus, ReadMode, Role};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// A write the cluster acknowledged.
@@ -79,6 +81,8 @@ pub fn find_leader(
 pub struct RcraftCluster {
     servers: Vec<SocketAddr>,
     options: ClientOptions,
+    /// Sessions opened so far, to spread follower reads (see [`RcraftCluster::session`]).
+    sessions_opened: Arc<AtomicUsize>,
 }
 
 impl RcraftCluster {
@@ -86,7 +90,17 @@ impl RcraftCluster {
     /// across leader changes included.
     pub fn new(servers: Vec<SocketAddr>, timeout: Duration) -> RcraftCluster {
         let options = client_options(timeout);
-        RcraftCluster { servers, options }
+        RcraftCluster {
+            servers,
+            options,
+            sessions_opened: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The same access with gets read in `mode` (`--read-mode`).
+    pub fn with_read_mode(mut self, mode: ReadMode) -> RcraftCluster {
+        self.options.read_mode = mode;
+        self
     }
 
     /// The same, sending `token` in every handshake (nodes with token files).
@@ -188,8 +202,17 @@ impl RcraftSession {
 }
 
 impl ClusterAccess for RcraftCluster {
+    /// With follower reads, session `n` lists the servers starting from node `n` (mod the
+    /// cluster size): a client's follower reads go to the node it is connected to, which is
+    /// its first until a write moves it to the leader, so read-only sessions spread over
+    /// every node. Leader hints carry addresses, so the rotated list still finds the leader.
     fn session(&self) -> Result<Box<dyn KvSession>, OpError> {
-        let client = KvClient::new(&self.servers, self.options.clone()).map_err(op_error)?;
+        let mut servers = self.servers.clone();
+        if self.options.read_mode == ReadMode::Follower && !servers.is_empty() {
+            let n = self.sessions_opened.fetch_add(1, Ordering::Relaxed);
+            servers.rotate_left(n % self.servers.len());
+        }
+        let client = KvClient::new(&servers, self.options.clone()).map_err(op_error)?;
         Ok(Box::new(RcraftSession { client }))
     }
 

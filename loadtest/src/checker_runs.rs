@@ -21,6 +21,7 @@ fn settings(node: &FakeNode, workload: Option<WorkloadKind>, pipeline: usize) ->
         value_size: 16,
         keys: 8,
         read_ratio: 0.0,
+        read_mode: rcraft::wire::ReadMode::Linearizable,
         workload,
         rate: None,
         pipeline,
@@ -80,7 +81,11 @@ fn the_cas_heavy_workload_swaps_and_reads_back() {
     let summary = run_against(&node, Some(WorkloadKind::CasHeavy), 1);
     let json = summary.to_json();
     assert!(json.contains(r#""workload":"cas-heavy""#), "{json}");
-    assert!(summary.to_text().contains("cas-heavy (25% reads)"));
+    assert!(
+        summary
+            .to_text()
+            .contains("cas-heavy (25% reads (linearizable))")
+    );
     assert!(
         summary.writes > 0 && summary.reads > 0,
         "{}",

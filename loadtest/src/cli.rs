@@ -9,6 +9,8 @@ use crate::limits::PIPELINE_DEPTH_MAX;
 use crate::mix::WorkloadKind;
 use crate::nemesis::{NemesisKind, NemesisSchedule};
 use clap::Parser;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use rcraft::wire::ReadMode;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -56,6 +58,13 @@ pub struct Args {
     /// the scheduled send time). Without it every client sends its next request on reply.
     #[arg(long, value_name = "OPS")]
     pub rate: Option<f64>,
+    /// How gets read: linearizable (the leader, after a heartbeat round or from its lease),
+    /// lease (the leader's lease; spawned nodes then run with --lease-reads on) or follower
+    /// (any node, after the leader confirms a read index; sessions start at different nodes).
+    #[arg(long, default_value = "linearizable", value_name = "MODE",
+          value_parser = PossibleValuesParser::new(ReadMode::ALL.map(ReadMode::name))
+              .try_map(|name| name.parse::<ReadMode>()))]
+    pub read_mode: ReadMode,
     /// Requests in flight per client connection. 1: clients with sessions and retries across
     /// leader changes (the event-loop engine, or --thread-per-client). More: a pipelined
     /// connection to the leader per client thread, without retries (closed loop only).
@@ -119,6 +128,19 @@ pub struct Args {
 }
 
 impl Args {
+    /// Further `rcraft serve` flags for spawned nodes: `--snapshot-every`, and
+    /// `--lease-reads on` for `--read-mode lease`.
+    fn node_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(n) = self.snapshot_every {
+            args.extend(["--snapshot-every".to_string(), n.to_string()]);
+        }
+        if self.read_mode == ReadMode::Lease {
+            args.extend(["--lease-reads".to_string(), "on".to_string()]);
+        }
+        args
+    }
+
     /// The token to send: `--token-file`, else `$RCRAFT_TOKEN_FILE`, else none.
     pub fn token(&self) -> Result<Option<rcraft::node::net::auth::Token>> {
         let from_env = || {
@@ -188,6 +210,8 @@ pub struct Settings {
     pub keys: u64,
     /// Fraction of reads.
     pub read_ratio: f64,
+    /// How gets read.
+    pub read_mode: ReadMode,
     /// Named operation mix; `None`: gets and puts by `read_ratio`.
     pub workload: Option<WorkloadKind>,
     /// Total open-loop rate, if any.
@@ -290,6 +314,7 @@ impl Args {
             value_size: self.value_size,
             keys: self.keys,
             read_ratio: self.read_ratio,
+            read_mode: self.read_mode,
             workload: self.workload,
             rate: self.rate,
             pipeline: self.pipeline,
@@ -318,10 +343,7 @@ impl Args {
                 keep_data: self.keep_data,
                 network_namespaces: self.nemesis.iter().any(|k| k.needs_network())
                     && crate::netns::unavailable_reason().is_none(),
-                node_args: self
-                    .snapshot_every
-                    .map(|n| vec!["--snapshot-every".into(), n.to_string()])
-                    .unwrap_or_default(),
+                node_args: self.node_args(),
             }),
             None if has_faults => Err(Error::Usage(
                 "--kill-leader-every, --pause-leader-every and --nemesis need --spawn (the tool must own the processes)".into(),
@@ -492,6 +514,32 @@ mod tests {
         );
         assert!(with(&["--workload", "read-heavy", "--read-ratio", "0.5"]).is_err());
         assert!(with(&["--workload", "everything"]).is_err());
+    }
+
+    #[test]
+    fn the_read_mode_is_parsed_and_lease_mode_spawns_lease_reads() {
+        let base = ["--spawn", "3", "--rcraft-bin", "/x"];
+        let with = |extra: &[&str]| parse(&[&base[..], extra].concat());
+        let lease_reads = |settings: &Settings| match settings.target {
+            Target::Spawn { ref node_args, .. } => node_args
+                .windows(2)
+                .any(|w| w[0] == "--lease-reads" && w[1] == "on"),
+            Target::Servers(_) => panic!("spawned"),
+        };
+        let default = with(&[]).unwrap();
+        assert_eq!(default.read_mode, ReadMode::Linearizable);
+        assert!(!lease_reads(&default));
+        let follower = with(&["--read-mode", "follower"]).unwrap();
+        assert_eq!(follower.read_mode, ReadMode::Follower);
+        assert!(!lease_reads(&follower));
+        let lease = with(&["--read-mode", "lease"]).unwrap();
+        assert_eq!(lease.read_mode, ReadMode::Lease);
+        assert!(lease_reads(&lease));
+        let error = with(&["--read-mode", "stale"]).unwrap_err();
+        assert!(
+            error.contains("stale") && error.contains("follower"),
+            "{error}"
+        );
     }
 
     #[test]

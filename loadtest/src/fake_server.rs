@@ -267,7 +267,7 @@ fn answer(
             };
         }
         ClientRequestBody::Write { command, .. } => KvCommand::decode(command),
-        ClientRequestBody::Read { query } => KvCommand::decode(query),
+        ClientRequestBody::Read { query, .. } => KvCommand::decode(query),
         _ => {
             return ClientResponseBody::Error {
                 definite: true,

@@ -26,8 +26,11 @@ fn main_inner() -> rcraft_loadtest::Result<i32> {
         signal_hook::flag::register(signal, interrupt.clone())
             .map_err(|e| Error::io("installing signal handlers", e))?;
     }
+    let read_mode = settings.read_mode;
     let make_access: &run::AccessFactory = &move |addrs, timeout| {
-        let cluster = RcraftCluster::new(addrs.to_vec(), timeout).with_token(token.clone());
+        let cluster = RcraftCluster::new(addrs.to_vec(), timeout)
+            .with_token(token.clone())
+            .with_read_mode(read_mode);
         Arc::new(cluster) as Arc<dyn ClusterAccess>
     };
     let summary = run::run(&settings, make_access, interrupt)?;

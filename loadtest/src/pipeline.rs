@@ -19,7 +19,7 @@ use crate::workload::{Rng, RunShared, WorkloadSpec, draw_request};
 use rcraft::client::{ClientOptions, check_handshake, handshake};
 use rcraft::wire::{
     ClientRequest, ClientRequestBody, ClientResponse, ClientResponseBody, FRAME_BYTES_MAX,
-    FrameDecoder, HANDSHAKE_BYTES, encode_client_request,
+    FrameDecoder, HANDSHAKE_BYTES, ReadMode, encode_client_request,
 };
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -40,6 +40,8 @@ pub struct PipelineSpec {
     pub timeout: Duration,
     /// Cluster id for the handshake.
     pub cluster_id: u64,
+    /// How gets read (`--read-mode`).
+    pub read_mode: ReadMode,
 }
 
 struct InFlight {
@@ -122,8 +124,8 @@ pub fn client_loop(
             if stopped_at.is_some() {
                 break;
             }
-            connection =
-                find_leader(access, &pipe.addrs).and_then(|(i, _)| open(pipe.addrs[i], pipe).ok());
+            connection = connection_target(client, &spec, pipe, access)
+                .and_then(|addr| open(addr, pipe).ok());
             if connection.is_none() {
                 std::thread::sleep(STATUS_POLL_INTERVAL);
             }
@@ -150,6 +152,21 @@ pub fn client_loop(
         }
     }
     this.log
+}
+
+/// Where a pipelined client connects: the leader, except for read-only follower reads, where
+/// client `i` connects to node `i` (mod the cluster size) so the reads spread over every node
+/// (a write there would only be refused, ending the connection).
+fn connection_target(
+    client: usize,
+    spec: &WorkloadSpec,
+    pipe: &PipelineSpec,
+    access: &dyn ClusterAccess,
+) -> Option<SocketAddr> {
+    if pipe.read_mode == ReadMode::Follower && spec.mix.get >= 1.0 && !pipe.addrs.is_empty() {
+        return Some(pipe.addrs[client % pipe.addrs.len()]);
+    }
+    find_leader(access, &pipe.addrs).map(|(i, _)| pipe.addrs[i])
 }
 
 impl PipelinedClient<'_> {
@@ -220,7 +237,10 @@ impl PipelinedClient<'_> {
     /// retried, so none can be applied twice.
     fn request_body(&self, key: u64, request: Request) -> ClientRequestBody {
         match kv_command(&self.spec, key, request) {
-            (true, query) => ClientRequestBody::Read { query },
+            (true, query) => ClientRequestBody::Read {
+                query,
+                mode: self.pipe.read_mode,
+            },
             (false, command) => ClientRequestBody::Write {
                 session: None,
                 command,
@@ -337,6 +357,7 @@ mod tests {
             addrs: vec![node.addr],
             timeout: Duration::from_secs(2),
             cluster_id,
+            read_mode: ReadMode::Linearizable,
         };
         let (history, verification) = run_against(&node, Some(pipe));
         assert!(history.acked_writes() > 0);
@@ -394,6 +415,7 @@ mod tests {
             addrs: vec![addr],
             timeout: Duration::from_millis(200),
             cluster_id,
+            read_mode: ReadMode::Linearizable,
         };
         let handles = spawn_clients(spec, Some(pipe), access, shared.clone());
         std::thread::sleep(Duration::from_millis(100));

@@ -29,6 +29,8 @@ pub struct Summary {
     pub keys: u64,
     /// Fraction of reads.
     pub read_ratio: f64,
+    /// How gets read (`--read-mode`).
+    pub read_mode: rcraft::wire::ReadMode,
     /// Open-loop rate, if any.
     pub rate: Option<f64>,
     /// Requests in flight per connection (1: clients with sessions and retries).
@@ -160,6 +162,7 @@ impl Summary {
             "value_size": self.value_size,
             "keys": self.keys,
             "read_ratio": json_num(self.read_ratio),
+            "read_mode": self.read_mode.name(),
             "rate": self.rate.map_or(Value::Null, json_num),
             "pipeline": self.pipeline.max(1),
             "engine_threads": self.engine_threads,
@@ -202,7 +205,7 @@ impl Summary {
     /// The human-readable report.
     pub fn to_text(&self) -> String {
         let mut s = String::new();
-        let reads = format!("{:.0}% reads", self.read_ratio * 100.0);
+        let reads = format!("{:.0}% reads ({})", self.read_ratio * 100.0, self.read_mode);
         let reads = self
             .workload
             .map_or(reads.clone(), |w| format!("{w} ({reads})"));

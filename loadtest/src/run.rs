@@ -262,6 +262,7 @@ pub fn run(
         addrs: addrs.clone(),
         timeout: settings.timeout,
         cluster_id: rcraft::config::CLUSTER_ID_DEFAULT,
+        read_mode: settings.read_mode,
     });
     let tool_cpu_before = cpu::own_cpu();
     let nodes_cpu_before = nodes_cpu(cluster.as_ref());
@@ -377,6 +378,7 @@ pub fn run(
         value_size: settings.value_size,
         keys: settings.keys,
         read_ratio: mix_of(settings).get,
+        read_mode: settings.read_mode,
         workload: settings.workload.map(|w| w.name()),
         rate: settings.rate,
         pipeline: settings.pipeline,
@@ -517,6 +519,7 @@ mod tests {
             value_size: 16,
             keys: 20,
             read_ratio: 0.3,
+            read_mode: rcraft::wire::ReadMode::Linearizable,
             workload: None,
             rate: None,
             pipeline: 1,

@@ -146,6 +146,9 @@ struct Operation {
     deadline: Instant,
     retry: Retry,
     stage: Stage,
+    /// A follower read not refused yet: it goes to the node this client last talked to
+    /// (any node that knows the leader serves it), and its answer says nothing of who leads.
+    follower_read: bool,
 }
 
 /// One client's decision logic; see the module docs.
@@ -159,6 +162,8 @@ pub struct ClientCore {
     leader_term: Option<Term>,
     /// Next node to try when no leader is known.
     round_robin: usize,
+    /// The node the last attempt went to (the driver's connection is to it).
+    last_server: Option<usize>,
     /// This client's session, as assigned by the cluster; `None` until the first write
     /// registers one, and again once the cluster said it forgot it.
     client_id: Option<u64>,
@@ -188,6 +193,7 @@ impl ClientCore {
             leader: None,
             leader_term: None,
             round_robin: 0,
+            last_server: None,
             client_id: None,
             sequence: 0,
             next_request_id: 1,
@@ -253,7 +259,12 @@ impl ClientCore {
     /// [`COMMAND_BYTES_MAX`] is refused before anything is sent.
     pub fn begin_read(&mut self, query: Vec<u8>, now: Instant) -> Result<()> {
         check_size("query", query.len())?;
-        self.begin_operation(ClientRequestBody::Read { query }, Effect::ReadOnly, now);
+        let mode = self.options.read_mode;
+        self.begin_operation(
+            ClientRequestBody::Read { query, mode },
+            Effect::ReadOnly,
+            now,
+        );
         Ok(())
     }
 
@@ -267,6 +278,7 @@ impl ClientCore {
             self.operation.is_none(),
             "an operation is already in progress"
         );
+        let follower_read = body_mode(&body) == Some(rcraft_wire::ReadMode::Follower);
         self.operation = Some(Operation {
             request: ClientRequest {
                 request_id: 0,
@@ -278,6 +290,7 @@ impl ClientCore {
             deadline: now + self.options.timeout,
             retry: self.fresh_retry(),
             stage: Stage::Ready,
+            follower_read,
         });
     }
 
@@ -369,7 +382,11 @@ impl ClientCore {
     }
 
     fn start_attempt(&mut self, now: Instant) -> Next {
-        let server = self.leader.unwrap_or(self.round_robin);
+        let server = match self.operation().follower_read {
+            true => self.last_server.unwrap_or(self.round_robin),
+            false => self.leader.unwrap_or(self.round_robin),
+        };
+        self.last_server = Some(server);
         let request_id = self.take_request_id();
         let reconnect = std::mem::take(&mut self.connection_tainted);
         let attempt_timeout = self.options.attempt_timeout;
@@ -514,8 +531,10 @@ impl ClientCore {
                 index,
                 result,
             }) => {
-                self.leader = Some(target);
-                self.leader_term = Some(term);
+                if !self.operation().follower_read {
+                    self.leader = Some(target);
+                    self.leader_term = Some(term);
+                }
                 let result = ClientResult {
                     term,
                     index,
@@ -529,6 +548,8 @@ impl ClientCore {
             }) => {
                 let next = self.follow_hint(target, leader, leader_address.as_deref());
                 let servers = self.servers.len();
+                // A refused follower read goes where the hints lead, like any request.
+                self.operation_mut().follower_read = false;
                 let retry = &mut self.operation_mut().retry;
                 retry.last_refusal = Some(ClientError::NotLeader { hint: leader });
                 retry.refusals_in_a_row += 1;
@@ -800,6 +821,14 @@ pub(crate) fn check_size(what: &str, bytes: usize) -> Result<()> {
         return Err(ClientError::InvalidInput(why));
     }
     Ok(())
+}
+
+/// The read mode of a `Read` body; `None` for other requests.
+fn body_mode(body: &ClientRequestBody) -> Option<rcraft_wire::ReadMode> {
+    match body {
+        ClientRequestBody::Read { mode, .. } => Some(*mode),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

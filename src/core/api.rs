@@ -8,7 +8,9 @@
 //! index) only when [`Input::Persisted`] with that sequence number arrives (DESIGN.md §4,
 //! thesis §10.2.1).
 
-use rcraft_wire::{Entry, LogIndex, Membership, Message, NodeId, Session, SnapshotMeta, Term};
+use rcraft_wire::{
+    Entry, LogIndex, Membership, Message, NodeId, ReadMode, Session, SnapshotMeta, Term,
+};
 
 /// Durable per-node Raft state that must be on disk before the core acts on it (paper Fig. 2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -155,10 +157,16 @@ pub enum Input {
         membership: Membership,
     },
     /// Ask for a linearizable read point. Outcome: [`Action::ReadReady`] or
-    /// [`Action::ReadRejected`].
+    /// [`Action::ReadRejected`], exactly once. `Linearizable` and `Lease` are served by the
+    /// leader only; `Lease` is refused with [`ProposeError::Rejected`] when
+    /// `CoreConfig::lease_reads` is off. `Follower` is served by the leader as a linearizable
+    /// read, and by a follower that knows the leader of its term after the leader confirmed a
+    /// read index for it (thesis §6.4).
     ReadIndex {
         /// Caller's id for this read.
         id: RequestId,
+        /// Who may serve it and how.
+        mode: ReadMode,
     },
     /// Storage made the [`Action::Persist`] with this sequence number (and all before it)
     /// durable.

@@ -126,6 +126,11 @@ pub fn describe_message(m: &Message) -> String {
             describe_snapshot_body(&m.body)
         }
         MessageBody::TimeoutNow => "TimeoutNow".to_string(),
+        MessageBody::ReadIndexRequest { request } => format!("ReadIndexRequest #{request}"),
+        MessageBody::ReadIndexResponse { request, index } => match index {
+            Some(index) => format!("ReadIndexResponse #{request} index={index}"),
+            None => format!("ReadIndexResponse #{request} refused"),
+        },
     };
     format!("{}->{} t{} {}", m.from, m.to, m.term, body)
 }

@@ -67,6 +67,10 @@ impl Replica {
                 self.on_install_snapshot_response(from, snapshot_index, next_offset, done, rejected)
             }
             MessageBody::TimeoutNow => self.on_timeout_now(from),
+            MessageBody::ReadIndexRequest { request } => self.on_read_index_request(from, request),
+            MessageBody::ReadIndexResponse { request, index } => {
+                self.on_read_index_response(from, request, index)
+            }
         }
     }
 

@@ -245,6 +245,11 @@ impl Replica {
         if granted && !pre_vote {
             self.vote = Some(from);
             self.mark_hard_state_dirty();
+            // The grant is released by the persist of exactly this (term, vote): were a
+            // later term adopted in the same drain, one persist would save only that term,
+            // and the grant would leave on a promise never written as such (simulator seed
+            // 104 with follower reads: a grant in term 16 sent after only term 17 was saved).
+            self.flush_persist();
             self.reset_election_timer();
         }
         // A granted pre-vote answers in the term it was asked for, so the pre-candidate can
@@ -294,5 +299,73 @@ impl Replica {
         if self.phase != Phase::Leader && self.is_promotable() && self.leader == Some(from) {
             self.start_election(true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::api::{Action, CoreConfig, Input, RecoveredState};
+    use super::*;
+    use rcraft_wire::{Membership, Message};
+
+    fn vote_request(from: u64, term: u64) -> Input {
+        Input::Message(Message {
+            from: NodeId(from),
+            to: NodeId(2),
+            term: Term(term),
+            body: MessageBody::VoteRequest {
+                pre_vote: false,
+                last_log_index: LogIndex(0),
+                last_log_term: Term(0),
+                leadership_transfer: false,
+            },
+        })
+    }
+
+    /// Simulator seed 104: two vote requests of different terms in one drain. The first
+    /// grant must wait for a persist of exactly its (term, vote), not for one that only
+    /// saved the later term.
+    #[test]
+    fn a_grant_waits_for_its_own_vote_to_be_durable() {
+        let recovered = RecoveredState {
+            initial_membership: Membership::with_voters([1, 2, 3].map(NodeId)),
+            ..RecoveredState::default()
+        };
+        let mut config = CoreConfig::new(NodeId(2), 2);
+        config.pre_vote = false;
+        config.check_quorum = false;
+        let mut voter = Replica::new(config, recovered).unwrap();
+        voter.step(vote_request(1, 2));
+        voter.step(vote_request(3, 3));
+        let actions = voter.take_actions();
+        type SavedHardState = Option<(Term, Option<NodeId>)>;
+        let persisted: Vec<(u64, SavedHardState)> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Persist {
+                    seq, hard_state, ..
+                } => Some((*seq, hard_state.map(|h| (h.term, h.vote)))),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            persisted,
+            [
+                (1, Some((Term(2), Some(NodeId(1))))),
+                (2, Some((Term(3), Some(NodeId(3)))))
+            ]
+        );
+        assert!(!actions.iter().any(|a| matches!(a, Action::Send(_))));
+        // The first persist alone releases the first grant, and only it.
+        voter.step(Input::Persisted { seq: 1 });
+        let sent: Vec<(NodeId, Term)> = voter
+            .take_actions()
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(m) => Some((m.to, m.term)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent, [(NodeId(1), Term(2))]);
     }
 }

@@ -17,5 +17,10 @@ pub const HEARTBEAT_ROUNDS_REMEMBERED: usize = 64;
 /// heartbeat round); beyond it reads are refused as overloaded.
 pub const PENDING_READS_MAX: usize = 4096;
 
+/// Most follower reads one follower waits on the leader's read index for; beyond it a
+/// follower read is refused with `NotLeader` and the leader hint, so the client asks the
+/// leader instead.
+pub const FORWARDED_READS_MAX: usize = 4096;
+
 const _: () = assert!(LEASE_DRIFT_DIVISOR >= 2);
 const _: () = assert!(HEARTBEAT_ROUNDS_REMEMBERED > 0);

@@ -10,6 +10,7 @@ pub mod describe;
 mod dispatch;
 mod election;
 mod error;
+mod follower_read;
 pub mod limits;
 pub mod log;
 mod membership;

@@ -1,5 +1,6 @@
 //! Linearizable reads without writing to the log: ReadIndex (thesis §6.4) and, behind
-//! `CoreConfig::lease_reads`, lease reads (thesis §6.4.1).
+//! `CoreConfig::lease_reads`, lease reads (thesis §6.4.1), for this node's callers and for
+//! followers serving follower reads (`follower_read.rs`).
 //!
 //! Owned by the leader's `Replica`. ReadIndex: the leader records its commit index as the
 //! read index, then confirms it is still leader with a heartbeat round answered by a quorum;
@@ -22,13 +23,27 @@ use super::api::{Action, ProposeError, RequestId};
 use super::limits::{HEARTBEAT_ROUNDS_REMEMBERED, LEASE_DRIFT_DIVISOR, PENDING_READS_MAX};
 use super::quorum;
 use super::replica::{Phase, Replica};
-use rcraft_wire::{LogIndex, NodeId};
+use rcraft_wire::{LogIndex, MessageBody, NodeId, ReadMode};
 use std::collections::VecDeque;
+
+/// Who asked for a read: this node's caller, or a follower serving a follower read.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum ReadOrigin {
+    /// `Input::ReadIndex` at this node; answered with `ReadReady` or `ReadRejected`.
+    Local(RequestId),
+    /// A follower's `ReadIndexRequest`; answered with a `ReadIndexResponse`.
+    Remote {
+        /// The follower.
+        from: NodeId,
+        /// Its request number, echoed.
+        request: u64,
+    },
+}
 
 /// A read waiting for its heartbeat round.
 #[derive(Clone, Copy, Debug)]
 struct PendingRead {
-    id: RequestId,
+    origin: ReadOrigin,
     index: LogIndex,
     round: u64,
 }
@@ -37,7 +52,7 @@ struct PendingRead {
 #[derive(Debug, Default)]
 pub(super) struct ReadQueue {
     /// Reads that arrived before the leader committed an entry of its term.
-    waiting_for_commit: Vec<RequestId>,
+    waiting_for_commit: Vec<ReadOrigin>,
     /// Reads waiting for a quorum to answer their round, in request order.
     pending: VecDeque<PendingRead>,
     /// Last heartbeat round started.
@@ -80,45 +95,98 @@ impl ReadQueue {
     }
 }
 
+/// The refusal of a lease read at a node running without lease reads.
+pub(super) const LEASE_READS_OFF: &str = "lease reads are off on this cluster: a read \
+    in lease mode needs the servers started with --lease-reads on (lease_reads = on in the \
+    configuration file); use the linearizable or follower read mode instead";
+
 impl Replica {
     /// `Input::ReadIndex`.
-    pub(super) fn on_read_index(&mut self, id: RequestId) {
+    pub(super) fn on_read_index(&mut self, id: RequestId, mode: ReadMode) {
+        match mode {
+            ReadMode::Linearizable => self.read_at_leader(ReadOrigin::Local(id)),
+            ReadMode::Lease if !self.config.lease_reads => {
+                let error = ProposeError::Rejected(LEASE_READS_OFF.to_string());
+                self.actions.push(Action::ReadRejected { id, error });
+            }
+            // With lease reads on, every read at the leader uses the lease while it holds.
+            ReadMode::Lease => self.read_at_leader(ReadOrigin::Local(id)),
+            ReadMode::Follower if self.leader_state.is_some() => {
+                self.read_at_leader(ReadOrigin::Local(id))
+            }
+            ReadMode::Follower => self.forward_read(id),
+        }
+    }
+
+    /// A read to be served at this node's commit index once its leadership is confirmed.
+    pub(super) fn read_at_leader(&mut self, origin: ReadOrigin) {
         let Some(state) = self.leader_state.as_mut() else {
             let error = self.not_leader();
-            self.actions.push(Action::ReadRejected { id, error });
+            self.refuse_read(origin, error);
             return;
         };
         if state.reads.len() >= PENDING_READS_MAX {
-            let error = ProposeError::Overloaded;
-            self.actions.push(Action::ReadRejected { id, error });
+            self.refuse_read(origin, ProposeError::Overloaded);
             return;
         }
         if self.log.term_at(self.log.committed_index()) != Some(self.term) {
-            state.reads.waiting_for_commit.push(id);
+            state.reads.waiting_for_commit.push(origin);
             return;
         }
-        self.start_read(id);
+        self.start_read(origin);
+    }
+
+    /// Answers a read that cannot be served: the caller's with `ReadRejected`, a follower's
+    /// with a refusing `ReadIndexResponse` (the follower answers its caller).
+    fn refuse_read(&mut self, origin: ReadOrigin, error: ProposeError) {
+        match origin {
+            ReadOrigin::Local(id) => self.actions.push(Action::ReadRejected { id, error }),
+            ReadOrigin::Remote { from, request } => {
+                let body = MessageBody::ReadIndexResponse {
+                    request,
+                    index: None,
+                };
+                self.send(from, body);
+            }
+        }
+    }
+
+    /// Answers a read whose leadership check passed at read index `index`.
+    fn release_read(&mut self, origin: ReadOrigin, index: LogIndex) {
+        match origin {
+            ReadOrigin::Local(id) => {
+                let term = self.term;
+                self.actions.push(Action::ReadReady { id, index, term });
+            }
+            ReadOrigin::Remote { from, request } => {
+                let body = MessageBody::ReadIndexResponse {
+                    request,
+                    index: Some(index),
+                };
+                self.send(from, body);
+            }
+        }
     }
 
     /// Confirms leadership for a read at the current commit index.
-    fn start_read(&mut self, id: RequestId) {
+    fn start_read(&mut self, origin: ReadOrigin) {
         let index = self.log.committed_index();
-        let term = self.term;
         let single_voter = self.voters() == [self.id];
         let lease_ok = self.config.lease_reads && self.lease_valid();
         let Some(state) = self.leader_state.as_mut() else {
             return;
         };
         if single_voter || lease_ok {
-            self.actions.push(Action::ReadReady { id, index, term });
+            self.release_read(origin, index);
             return;
         }
         let round = state.reads.round + 1;
         state.reads.round_requested = true;
-        state
-            .reads
-            .pending
-            .push_back(PendingRead { id, index, round });
+        state.reads.pending.push_back(PendingRead {
+            origin,
+            index,
+            round,
+        });
     }
 
     /// Broadcasts the heartbeat round that reads stepped since the last drain wait for (one
@@ -136,11 +204,13 @@ impl Replica {
     /// Releases every read whose round a quorum has answered.
     pub(super) fn confirm_reads(&mut self) {
         let me = self.id;
-        let term = self.term;
-        let Some(state) = self.leader_state.as_mut() else {
-            return;
-        };
-        while let Some(read) = state.reads.pending.front().copied() {
+        loop {
+            let Some(state) = self.leader_state.as_mut() else {
+                return;
+            };
+            let Some(read) = state.reads.pending.front().copied() else {
+                return;
+            };
             let confirmed = quorum::is_quorum(&self.membership, |id| {
                 id == me
                     || state
@@ -149,14 +219,10 @@ impl Replica {
                         .is_some_and(|p| p.acked_round >= read.round)
             });
             if !confirmed {
-                break;
+                return;
             }
             state.reads.pending.pop_front();
-            self.actions.push(Action::ReadReady {
-                id: read.id,
-                index: read.index,
-                term,
-            });
+            self.release_read(read.origin, read.index);
         }
     }
 
@@ -169,21 +235,27 @@ impl Replica {
             Some(state) => std::mem::take(&mut state.reads.waiting_for_commit),
             None => return,
         };
-        for id in waiting {
-            self.start_read(id);
+        for origin in waiting {
+            self.start_read(origin);
         }
     }
 
-    /// Leadership is lost: every read still waiting is refused.
+    /// Leadership is lost: every read of this node's callers still waiting is refused.
+    /// Followers' reads are dropped unanswered: an answer would carry this node's new term
+    /// (disturbing a follower that may still follow a live leader), and each follower refuses
+    /// its forwarded reads on its own when its leader or term changes or the leader stays
+    /// silent for an election timeout.
     pub(super) fn reject_pending_reads(&mut self, leader: Option<NodeId>) {
         let Some(state) = self.leader_state.as_mut() else {
             return;
         };
-        let mut ids: Vec<RequestId> = std::mem::take(&mut state.reads.waiting_for_commit);
-        ids.extend(state.reads.pending.drain(..).map(|r| r.id));
-        for id in ids {
-            let error = ProposeError::NotLeader { leader };
-            self.actions.push(Action::ReadRejected { id, error });
+        let mut origins: Vec<ReadOrigin> = std::mem::take(&mut state.reads.waiting_for_commit);
+        origins.extend(state.reads.pending.drain(..).map(|r| r.origin));
+        for origin in origins {
+            if let ReadOrigin::Local(id) = origin {
+                let error = ProposeError::NotLeader { leader };
+                self.actions.push(Action::ReadRejected { id, error });
+            }
         }
     }
 
@@ -219,12 +291,19 @@ impl Replica {
 mod tests {
     use super::super::api::Input;
     use super::*;
-    use rcraft_wire::{Message, MessageBody};
+    use rcraft_wire::Message;
 
     use super::super::testing::{from_peer_in, leader_of_three, step_confirming as step};
 
     fn from_peer(from: u64, body: MessageBody) -> Input {
         from_peer_in(1, from, body)
+    }
+
+    fn read(id: RequestId) -> Input {
+        Input::ReadIndex {
+            id,
+            mode: ReadMode::Linearizable,
+        }
     }
 
     fn ready_reads(actions: &[Action]) -> Vec<RequestId> {
@@ -252,11 +331,11 @@ mod tests {
     fn an_answer_for_a_round_not_yet_sent_confirms_no_read() {
         let mut leader = leader_of_three(|_| {});
         // Read 7 waits for round r, broadcast when the actions are drained.
-        let actions = step(&mut leader, Input::ReadIndex { id: 7 });
+        let actions = step(&mut leader, read(7));
         let round = heartbeat_round(&actions).expect("a round is sent for the read");
         // Read 8 waits for round r + 1, not sent yet. An answer claiming a later round (a
         // forged or buggy peer) confirms only what was sent: read 7, never read 8.
-        leader.step(Input::ReadIndex { id: 8 });
+        leader.step(read(8));
         let forged = MessageBody::HeartbeatResponse {
             read_context: round + 1,
         };
@@ -279,7 +358,7 @@ mod tests {
         step(&mut leader, from_peer(2, forged));
         // Node 2's acknowledgement counts only up to the last round sent, so a new read still
         // needs a quorum to answer its own round: node 3 answering an older one is not enough.
-        let actions = step(&mut leader, Input::ReadIndex { id: 9 });
+        let actions = step(&mut leader, read(9));
         let round = heartbeat_round(&actions).expect("a round is sent for the read");
         let old = MessageBody::HeartbeatResponse {
             read_context: round - 1,

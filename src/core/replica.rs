@@ -3,7 +3,7 @@
 //!
 //! Owned by the node's consensus thread (or the simulator); never shared. Handlers for each
 //! concept live in sibling files (`election.rs`, `replication.rs`, `read_index.rs`,
-//! `snapshot.rs`, `membership.rs`), all as `impl Replica` blocks over the fields defined here.
+//! `follower_read.rs`, `snapshot.rs`, `membership.rs`), all as `impl Replica` blocks over the fields defined here.
 //!
 //! Invariants:
 //! - `leader_state.is_some()` exactly when `role == Role::Leader`;
@@ -14,6 +14,7 @@
 
 use super::api::{Action, CoreConfig, HardState, Input, LostEntries, ProposeError, RecoveredState};
 use super::error::{CoreError, Result};
+use super::follower_read::ForwardedReads;
 use super::log::RaftLog;
 use super::progress::{Progress, ProgressState};
 use super::read_index::ReadQueue;
@@ -189,6 +190,8 @@ pub struct Replica {
     pub(super) repair: Option<Repair>,
     /// Proposals were appended since the last drain; their AppendRequests go out then.
     pub(super) proposals_unsent: bool,
+    /// Follower reads waiting for the leader's read index.
+    pub(super) forwarded_reads: ForwardedReads,
     pub(super) actions: Vec<Action>,
 }
 
@@ -236,6 +239,7 @@ impl Replica {
             incoming_snapshot: None,
             repair,
             proposals_unsent: false,
+            forwarded_reads: ForwardedReads::default(),
             actions: Vec::new(),
             config,
         };
@@ -260,7 +264,7 @@ impl Replica {
             Input::ProposeMembership { id, membership } => {
                 self.on_propose_membership(id, membership)
             }
-            Input::ReadIndex { id } => self.on_read_index(id),
+            Input::ReadIndex { id, mode } => self.on_read_index(id, mode),
             Input::Persisted { seq } => self.on_persisted(seq),
             Input::Applied { index } => self.on_applied(index),
             Input::SnapshotTaken {
@@ -298,6 +302,7 @@ impl Replica {
             }
             self.maybe_broadcast_read_round();
         }
+        self.send_forwarded_reads();
         self.proposals_unsent = false;
         self.flush_persist();
         std::mem::take(&mut self.actions)
@@ -479,6 +484,7 @@ impl Replica {
     fn finish_step(&mut self) {
         self.maybe_finish_repair();
         self.maybe_apply();
+        self.settle_forwarded_reads();
     }
 
     // ----- persistence -----
@@ -562,6 +568,13 @@ impl Replica {
 
     /// Hands newly committed, locally durable entries to the state machine.
     fn maybe_apply(&mut self) {
+        // While storage installs a received snapshot it discards the log and restores the
+        // state machine; entries handed out meanwhile would be applied after that restore,
+        // below its index (simulator seed 884: a heartbeat's commit index arrived during the
+        // install). The install's completion moves the apply point to the snapshot.
+        if self.snapshot_finishing() {
+            return;
+        }
         let upto = self.log.committed_index().min(self.log.persisted_index());
         if upto <= self.apply_requested {
             return;

@@ -622,6 +622,46 @@ mod tests {
     }
 
     #[test]
+    fn nothing_is_applied_while_a_received_snapshot_is_installed() {
+        let (mut follower, meta) = follower_and_a_10_byte_snapshot();
+        let from_leader = |body| {
+            Input::Message(Message {
+                from: NodeId(1),
+                to: NodeId(2),
+                term: Term(1),
+                body,
+            })
+        };
+        let entry = rcraft_wire::Entry {
+            term: Term(1),
+            index: LogIndex(1),
+            payload: rcraft_wire::EntryPayload::Noop,
+        };
+        step(
+            &mut follower,
+            from_leader(MessageBody::AppendRequest {
+                prev_log_index: LogIndex(0),
+                prev_log_term: Term(0),
+                entries: vec![entry],
+                leader_commit: LogIndex(0),
+            }),
+        );
+        step(&mut follower, chunk_of(&meta, 0, 10, true));
+        // Storage is installing the snapshot (discarding the log, restoring the state
+        // machine): a commit index learned now must not hand entry 1 to the state machine,
+        // which would apply it after the restore.
+        let heartbeat = MessageBody::Heartbeat {
+            leader_commit: LogIndex(1),
+            read_context: 0,
+        };
+        let actions = step(&mut follower, from_leader(heartbeat));
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Apply { .. })),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
     fn follower_continues_after_bytes_storage_already_held() {
         let (mut follower, meta) = follower_and_a_10_byte_snapshot();
         // A new leader starts at 0, but storage kept a partial file through offset 6.

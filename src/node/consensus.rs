@@ -33,7 +33,7 @@ use crate::core::{Action, Input, LostEntries, ProposeError, Replica, RequestId};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use rcraft_wire::{
     ClientRequestBody, ClientResponseBody, LogIndex, Membership, Message, NodeId, NodeStatus,
-    Session, SnapshotMeta,
+    ReadMode, Session, SnapshotMeta,
 };
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -391,7 +391,7 @@ impl Consensus {
     fn on_client_request(&mut self, reply: ReplyTo, body: ClientRequestBody) {
         match body {
             ClientRequestBody::Write { session, command } => self.propose(reply, session, command),
-            ClientRequestBody::Read { query } => self.read(reply, query),
+            ClientRequestBody::Read { query, mode } => self.read(reply, query, mode),
             ClientRequestBody::Status => {
                 let status = self.status();
                 self.reply(reply, ClientResponseBody::Status(status));
@@ -433,7 +433,9 @@ impl Consensus {
             } => {
                 self.propose(ReplyTo::Api(reply), session, command);
             }
-            ApiRequest::Read { query, reply } => self.read(ReplyTo::Api(reply), query),
+            ApiRequest::Read { query, reply } => {
+                self.read(ReplyTo::Api(reply), query, ReadMode::Linearizable)
+            }
             ApiRequest::Status { reply } => {
                 let _ = reply.try_send(self.status());
             }
@@ -482,13 +484,13 @@ impl Consensus {
         }
     }
 
-    fn read(&mut self, reply: ReplyTo, query: Vec<u8>) {
+    fn read(&mut self, reply: ReplyTo, query: Vec<u8>, mode: ReadMode) {
         if let Err(too_large) = Error::check_size("query", query.len()) {
             self.reply(reply, definite_error(&too_large));
             return;
         }
         if let Some(id) = self.register(reply, Some(query)) {
-            self.replica.step(Input::ReadIndex { id });
+            self.replica.step(Input::ReadIndex { id, mode });
         }
     }
 

@@ -216,3 +216,34 @@ pub fn raw_client_stream(
         .expect("handshake");
     stream
 }
+
+/// Sends one hand-made client request to `address` on a fresh connection and returns the
+/// node's answer (reads time out after `read_timeout`).
+pub fn raw_request(
+    address: SocketAddr,
+    cluster_id: u64,
+    body: rcraft::wire::ClientRequestBody,
+    read_timeout: Duration,
+) -> rcraft::wire::ClientResponseBody {
+    use rcraft::wire::{ClientRequest, FRAME_BYTES_MAX, FrameDecoder, encode_client_request};
+    let mut stream = raw_client_stream(address, cluster_id, read_timeout);
+    let mut frame = Vec::new();
+    let request = ClientRequest {
+        request_id: 7,
+        body,
+    };
+    encode_client_request(&request, &mut frame).unwrap();
+    stream.write_all(&frame).unwrap();
+    let mut decoder = FrameDecoder::new(FRAME_BYTES_MAX);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if let Some(frame) = decoder.next_frame().unwrap() {
+            let response = frame.to_client_response().unwrap();
+            assert_eq!(response.request_id, 7);
+            return response.body;
+        }
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "the node closed the connection");
+        decoder.push(&buf[..n]);
+    }
+}

@@ -12,7 +12,7 @@ use crate::replica::SimCore;
 use crate::state_machine::{checksum, encode_write};
 use crate::world::{Event, World};
 use rcraft::core::{Input, ProposeError, RequestId};
-use rcraft::wire::{NodeId, Role, Session, SnapshotMeta};
+use rcraft::wire::{NodeId, ReadMode, Role, Session, SnapshotMeta};
 use std::collections::BTreeSet;
 
 /// Fault kinds, in the order of their weights in [`FAULT_WEIGHTS`].
@@ -138,7 +138,8 @@ impl<C: SimCore> World<C> {
     }
 
     /// A client invokes a write or a read at the believed leader (sometimes at any node, so
-    /// followers refuse some), then schedules the next operation.
+    /// followers refuse some writes and linearizable reads, and serve follower reads), then
+    /// schedules the next operation.
     pub(crate) fn on_client(&mut self) -> Verdict {
         if self.now + QUIET_END_MS >= RUN_MS {
             // The clients stop before the end, so the replicas can be checked converged.
@@ -166,9 +167,22 @@ impl<C: SimCore> World<C> {
         self.next_request_id += 1;
         self.request_client.insert(id, client);
         if self.rng.chance(self.params.read_per_mille) {
+            // Half the reads are follower reads, served where they arrive when that node
+            // follows a leader (half of them sent to any node, so followers serve many); a
+            // few ask for the lease (refused unless the seed runs lease reads). The checkers
+            // hold every mode to the same linearizability.
+            let mode = match self.rng.below(10) {
+                0..5 => ReadMode::Linearizable,
+                5..9 => ReadMode::Follower,
+                _ => ReadMode::Lease,
+            };
+            let target = match mode {
+                ReadMode::Follower if self.rng.chance(500) => self.rng.pick(&up),
+                _ => target,
+            };
             let read = self.history.invoke_read(self.now);
             self.nodes[target].reads.insert(id, read);
-            return self.feed(target, Input::ReadIndex { id });
+            return self.feed(target, Input::ReadIndex { id, mode });
         }
         let write_id = self.next_write_id;
         self.next_write_id += 1;

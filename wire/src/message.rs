@@ -3,7 +3,8 @@
 //! Peer messages follow the Raft paper's RPCs (Figure 2) plus the thesis extensions rcraft
 //! implements: Pre-Vote (§9.6), fast log backtracking hints (§5.3 of the paper, "conflict
 //! term"), heartbeats that carry a read context for ReadIndex (§6.4), chunked InstallSnapshot
-//! (§5.7 / paper §7) and TimeoutNow for leadership transfer (§3.10).
+//! (§5.7 / paper §7), TimeoutNow for leadership transfer (§3.10) and read-index requests
+//! for follower reads (§6.4).
 
 use crate::types::{Entry, LogIndex, Membership, NodeId, Session, SnapshotMeta, Term};
 use rkyv::{Archive, Deserialize, Serialize};
@@ -116,6 +117,71 @@ pub enum MessageBody {
     },
     /// Leadership transfer: campaign now, skipping the election timeout.
     TimeoutNow,
+    /// A follower asks the leader for a read index on behalf of a follower read (thesis
+    /// §6.4: "followers could also offload reads"). The leader confirms its leadership as for
+    /// a read of its own, then answers with its commit index.
+    ReadIndexRequest {
+        /// Chosen by the follower, echoed in the answer.
+        request: u64,
+    },
+    /// Answer to a `ReadIndexRequest`.
+    ReadIndexResponse {
+        /// Echoes the request.
+        request: u64,
+        /// The read index once leadership is confirmed; `None` when the receiver refused
+        /// (not the leader of this term, or over its read limit).
+        index: Option<LogIndex>,
+    },
+}
+
+/// Which node may serve a read, and how it makes sure the answer is not stale.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug), attr(allow(missing_docs)))]
+pub enum ReadMode {
+    /// The leader serves it after confirming its leadership (ReadIndex, thesis §6.4), or from
+    /// its lease when the cluster runs with lease reads on.
+    #[default]
+    Linearizable,
+    /// The leader serves it from its lease (thesis §6.4.1: no heartbeat round while the lease
+    /// holds). Refused with a definite error when the cluster runs without lease reads.
+    Lease,
+    /// Any node that knows the leader serves it: it asks the leader for a read index and
+    /// answers once it has applied through it. As linearizable as `Linearizable`; spreads the
+    /// work of running queries over the followers.
+    Follower,
+}
+
+impl ReadMode {
+    /// Every mode, in the order command-line tools list them.
+    pub const ALL: [ReadMode; 3] = [ReadMode::Linearizable, ReadMode::Lease, ReadMode::Follower];
+
+    /// The mode's name on command lines (`--read-mode NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadMode::Linearizable => "linearizable",
+            ReadMode::Lease => "lease",
+            ReadMode::Follower => "follower",
+        }
+    }
+}
+
+impl std::fmt::Display for ReadMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ReadMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ReadMode, String> {
+        ReadMode::ALL
+            .into_iter()
+            .find(|mode| mode.name() == text)
+            .ok_or_else(|| {
+                format!("unknown read mode {text:?}: expected linearizable, lease or follower")
+            })
+    }
 }
 
 /// A client's request; `request_id` is echoed in the response so many can be in flight.
@@ -139,10 +205,12 @@ pub enum ClientRequestBody {
         /// The command for the state machine.
         command: Vec<u8>,
     },
-    /// A linearizable read (ReadIndex) answered by the state machine's query function.
+    /// A linearizable read answered by the state machine's query function.
     Read {
         /// The query for the state machine.
         query: Vec<u8>,
+        /// Which node may serve it and how.
+        mode: ReadMode,
     },
     /// The node's view of the cluster.
     Status,
@@ -444,6 +512,18 @@ mod tests {
                 leader_commit: LogIndex(0),
             },
         }
+    }
+
+    #[test]
+    fn read_modes_parse_from_their_names() {
+        for mode in ReadMode::ALL {
+            assert_eq!(mode.name().parse::<ReadMode>(), Ok(mode));
+        }
+        let error = "stale".parse::<ReadMode>().unwrap_err();
+        assert!(
+            error.contains("\"stale\"") && error.contains("follower"),
+            "{error}"
+        );
     }
 
     #[test]

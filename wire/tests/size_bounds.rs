@@ -137,6 +137,7 @@ fn a_client_request_fits_its_bound() {
         };
         let read = ClientRequestBody::Read {
             query: vec![1; len],
+            mode: ReadMode::Follower,
         };
         for body in [write, read] {
             let request = ClientRequest {

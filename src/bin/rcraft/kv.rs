@@ -6,8 +6,10 @@ use crate::json::bytes_value;
 use crate::kv_line::{KvLine, parse_line, parse_words};
 use crate::{EXIT_FAILED, EXIT_USAGE, usage_error};
 use clap::Args;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use rcraft::client::ClientOptions;
 use rcraft::kv_client::{CasOutcome, KvClient};
+use rcraft::wire::ReadMode;
 use serde_json::{Value, json};
 use std::io::{self, BufRead, Write};
 use std::process::ExitCode;
@@ -19,6 +21,15 @@ pub(crate) struct KvArgs {
     /// Deadline for each command, retries included.
     #[arg(long, value_name = "N", default_value_t = 5000)]
     timeout_ms: u64,
+    /// How `get` and `scan` read: `linearizable` (the leader, after confirming it leads, or
+    /// from its lease when the cluster runs lease reads), `lease` (the leader's lease; refused
+    /// unless the servers run with `--lease-reads on`) or `follower` (the node given first in
+    /// `--servers`, or any node the client is connected to, once the leader confirmed a read
+    /// index; as fresh as `linearizable`).
+    #[arg(long, value_name = "MODE", default_value = "linearizable",
+          value_parser = PossibleValuesParser::new(ReadMode::ALL.map(ReadMode::name))
+              .try_map(|name| name.parse::<ReadMode>()))]
+    read_mode: ReadMode,
     /// A single command (`put KEY VALUE`, `get KEY`, `del KEY`, `cas KEY EXPECTED NEW`,
     /// `scan PREFIX [LIMIT]`); flags may come before or after it, and words after `--` are
     /// taken as they are (`-- put k -1`). Without it, commands are read from stdin, one per
@@ -85,6 +96,7 @@ pub(crate) fn kv(args: &KvArgs) -> ExitCode {
     let options = match token_of(&args.cluster) {
         Ok(token) => ClientOptions {
             token,
+            read_mode: args.read_mode,
             ..client_options(args.timeout_ms, cluster_id)
         },
         Err(e) => return usage_error("kv", &e),

@@ -100,6 +100,15 @@ pub fn peer_messages() -> Vec<Message> {
             rejected: true,
         },
         MessageBody::TimeoutNow,
+        MessageBody::ReadIndexRequest { request: 9 },
+        MessageBody::ReadIndexResponse {
+            request: 9,
+            index: Some(LogIndex(41)),
+        },
+        MessageBody::ReadIndexResponse {
+            request: u64::MAX,
+            index: None,
+        },
     ];
     bodies
         .into_iter()
@@ -129,6 +138,15 @@ pub fn client_requests() -> Vec<ClientRequest> {
         },
         ClientRequestBody::Read {
             query: b"get a".to_vec(),
+            mode: ReadMode::Linearizable,
+        },
+        ClientRequestBody::Read {
+            query: b"get b".to_vec(),
+            mode: ReadMode::Follower,
+        },
+        ClientRequestBody::Read {
+            query: Vec::new(),
+            mode: ReadMode::Lease,
         },
         ClientRequestBody::Status,
         ClientRequestBody::TransferLeader { target: NodeId(2) },
