@@ -15,7 +15,7 @@ use crate::backend::{ClusterAccess, find_leader};
 use crate::cli::FaultSchedule;
 use crate::cluster::SpawnedCluster;
 use crate::limits::{
-    FAULT_LEADER_ATTEMPTS, FAULT_POLL_INTERVAL, REFUSAL_WAIT, STATUS_POLL_INTERVAL,
+    FAULT_LEADER_ATTEMPTS, FAULT_POLL_INTERVAL, REPAIR_WAIT, STATUS_POLL_INTERVAL,
 };
 use crate::nemesis::{self, NemesisKind, Planned};
 use crate::stats::lock;
@@ -107,12 +107,12 @@ enum Undo {
     Resume(usize),
     /// Heal the network; the node the fault's start event named.
     Heal(usize),
-    /// Restart a follower whose log was damaged; a damaged inner record must make it refuse
-    /// to start, after which the damage is undone and it starts for real.
+    /// Restart a follower whose log was damaged; with a damaged inner record it must start
+    /// and repair the range from the leader.
     Repair {
         node: usize,
         damage: Damage,
-        must_refuse: bool,
+        inner_record: bool,
     },
 }
 
@@ -371,7 +371,7 @@ impl FaultThread {
                 let undo = Undo::Repair {
                     node,
                     damage,
-                    must_refuse: target == wal_damage::Target::Record,
+                    inner_record: target == wal_damage::Target::Record,
                 };
                 Ok((FaultKind::Damage, node, detail, undo))
             }
@@ -404,9 +404,9 @@ impl FaultThread {
             Undo::Repair {
                 node,
                 damage,
-                must_refuse,
+                inner_record,
             } => {
-                let detail = self.repair(node, &damage, must_refuse);
+                let detail = self.repair(node, &damage, inner_record);
                 self.record(at_ns, FaultKind::Restart, node, None, detail);
                 return;
             }
@@ -420,65 +420,37 @@ impl FaultThread {
         }
     }
 
-    /// Restarts a follower after its log was damaged; returns what happened.
-    fn repair(&mut self, node: usize, damage: &Damage, must_refuse: bool) -> String {
-        if !must_refuse {
-            // A torn tail: the node must cut it and start (an exit is an unexpected exit).
-            return match lock(&self.cluster).restart(node) {
-                Ok(()) => String::new(),
-                Err(e) => {
-                    self.log
-                        .problems
-                        .push(format!("restart of node {node} failed: {e}"));
-                    String::new()
-                }
-            };
-        }
-        if let Err(e) = lock(&self.cluster).restart_may_exit(node) {
+    /// Restarts a follower after its log was damaged; returns what happened. A torn tail is
+    /// cut at start. A damaged inner record is synced data lost: the node must start anyway,
+    /// name the lost range and fetch it from the leader (protocol-aware recovery), which its
+    /// log says with a `repaired:` line.
+    fn repair(&mut self, node: usize, _damage: &Damage, inner_record: bool) -> String {
+        if let Err(e) = lock(&self.cluster).restart(node) {
             self.log
                 .problems
                 .push(format!("restart of node {node} failed: {e}"));
             return String::new();
         }
-        let deadline = Instant::now() + REFUSAL_WAIT;
-        let mut exited = None;
-        while exited.is_none() && Instant::now() < deadline {
+        if !inner_record {
+            return String::new();
+        }
+        let log_path = lock(&self.cluster).log_path(node).to_path_buf();
+        let deadline = Instant::now() + REPAIR_WAIT;
+        loop {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(line) = log.lines().find(|l| l.contains("repaired:")) {
+                let line = line.trim();
+                let said = line.find("repaired:").map_or(line, |at| &line[at..]);
+                return format!("started and repaired the damaged range ({said})");
+            }
+            if Instant::now() >= deadline {
+                return format!(
+                    "started; no repair logged within {} s (the run's checks decide)",
+                    REPAIR_WAIT.as_secs()
+                );
+            }
             std::thread::sleep(STATUS_POLL_INTERVAL);
-            exited = lock(&self.cluster).try_reap(node);
         }
-        let mut cluster = lock(&self.cluster);
-        let detail = match exited {
-            Some(status) => {
-                let log = std::fs::read_to_string(cluster.log_path(node)).unwrap_or_default();
-                let reason = log
-                    .lines()
-                    .rev()
-                    .find(|l| l.contains("corruption") || l.contains("storage failed"))
-                    .unwrap_or("no reason in its log")
-                    .trim()
-                    .to_string();
-                format!("refused the damaged log ({status}: {reason}); damage undone")
-            }
-            None => {
-                self.log.problems.push(format!(
-                    "node {node} started on a log with a damaged record ({}) instead of refusing it",
-                    damage.text
-                ));
-                let _ = cluster.kill(node);
-                "started on the damaged log; damage undone".into()
-            }
-        };
-        if let Err(e) = wal_damage::undo(damage) {
-            self.log
-                .problems
-                .push(format!("undoing the damage to node {node}: {e}"));
-        }
-        if let Err(e) = cluster.restart(node) {
-            self.log
-                .problems
-                .push(format!("restart of node {node} failed: {e}"));
-        }
-        detail
     }
 }
 

@@ -26,8 +26,9 @@ pub const FAULT_LEADER_ATTEMPTS: u32 = 50;
 
 /// Grace period between SIGTERM and SIGKILL when stopping spawned nodes.
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
-/// How long a node started on a log with a damaged inner record gets to refuse it.
-pub const REFUSAL_WAIT: Duration = Duration::from_secs(5);
+/// How long the fault thread watches a node restarted on a log with a damaged inner record
+/// for the line saying it repaired the range (the run goes on meanwhile).
+pub const REPAIR_WAIT: Duration = Duration::from_secs(10);
 /// How often the fault thread checks its schedule and the stop flag.
 pub const FAULT_POLL_INTERVAL: Duration = Duration::from_millis(5);
 

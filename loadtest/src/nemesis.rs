@@ -30,8 +30,8 @@ pub enum NemesisKind {
     Delay,
     /// Stop a follower, damage the last record of its log (a torn write), start it again.
     WalTail,
-    /// Stop a follower, damage a record before the end of its log: it must refuse to start;
-    /// then the damage is undone and it starts.
+    /// Stop a follower, damage a record before the end of its log (synced data lost): it
+    /// must start, name the lost range and repair it from the leader.
     WalRecord,
 }
 

@@ -177,6 +177,9 @@ pub(crate) struct Consensus {
     announced_snapshot: Option<(LogIndex, rcraft_wire::Term, u32)>,
     /// Tells operators about role, leader and membership changes (node/observe.rs).
     observer: Observer,
+    /// The lost range the core was repairing at the end of the last turn, to say when it is
+    /// whole again (by entries or by a snapshot past it).
+    repairing: Option<LostEntries>,
 }
 
 impl Consensus {
@@ -190,6 +193,7 @@ impl Consensus {
     ) -> Consensus {
         Consensus {
             observer: Observer::new(&replica),
+            repairing: replica.repairing(),
             replica,
             applied: settings.applied,
             next_tick: Instant::now() + settings.tick,
@@ -257,6 +261,8 @@ impl Consensus {
         self.carry_out_actions(inbox);
         self.hand_on();
         (self.observer).on_turn(&self.replica, self.applied, self.pending.len());
+        let repairing = self.replica.repairing();
+        log_repair_finished(std::mem::replace(&mut self.repairing, repairing), repairing);
         self.failure.take().map(Exit::Failed)
     }
 
@@ -531,9 +537,7 @@ impl Consensus {
     fn on_storage_event(&mut self, inbox: &Inbox, event: StorageEvent) {
         match event {
             StorageEvent::Persisted { seq } => {
-                let repairing = self.replica.repairing();
                 self.replica.step(Input::Persisted { seq });
-                log_repair_finished(repairing, self.replica.repairing());
             }
             StorageEvent::SnapshotChunkRead {
                 to,
@@ -923,8 +927,8 @@ fn try_receive(inbox: &Inbox) -> Result<Option<Received>, Exit> {
 fn log_repair_finished(before: Option<LostEntries>, after: Option<LostEntries>) {
     if let (Some(lost), None) = (before, after) {
         log::info!(
-            "repaired: the lost entries {}..={} are held again (fetched from the leader); \
-             this node votes again",
+            "repaired: the lost entries {}..={} are held again (fetched from the leader, or \
+             covered by its snapshot); this node votes again",
             lost.from,
             lost.through
         );
