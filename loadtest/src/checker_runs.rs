@@ -22,6 +22,7 @@ fn settings(node: &FakeNode, workload: Option<WorkloadKind>, pipeline: usize) ->
         keys: 8,
         read_ratio: 0.0,
         read_mode: rcraft::wire::ReadMode::Linearizable,
+        token: None,
         workload,
         rate: None,
         pipeline,

@@ -122,7 +122,8 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub chart: Option<PathBuf>,
     /// A file (mode 600) whose first line is the client token to send, for nodes started
-    /// with token files (blocking client only, `--pipeline 1`) [default: $RCRAFT_TOKEN_FILE].
+    /// with token files (clients with sessions only, `--pipeline 1`) [default:
+    /// $RCRAFT_TOKEN_FILE].
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
 }
@@ -153,7 +154,7 @@ impl Args {
         };
         if self.pipeline > 1 {
             return Err(Error::Usage(
-                "a token is sent by the blocking client only: use --pipeline 1".into(),
+                "a token is sent by the clients with sessions only: use --pipeline 1".into(),
             ));
         }
         rcraft::node::net::auth::Token::from_file(&path)
@@ -212,6 +213,8 @@ pub struct Settings {
     pub read_ratio: f64,
     /// How gets read.
     pub read_mode: ReadMode,
+    /// The client token sent in every client handshake (`--token-file`), if any.
+    pub token: Option<rcraft::node::net::auth::Token>,
     /// Named operation mix; `None`: gets and puts by `read_ratio`.
     pub workload: Option<WorkloadKind>,
     /// Total open-loop rate, if any.
@@ -307,7 +310,9 @@ impl Args {
         };
         let nemesis = self.nemesis_schedule()?;
         let target = self.target(kill.is_some() || pause.is_some() || nemesis.is_some())?;
+        let token = self.token()?;
         Ok(Settings {
+            token,
             target,
             clients: self.clients,
             duration: seconds("--duration", self.duration)?,

@@ -19,8 +19,8 @@ fn write_file(path: &std::path::Path, contents: &str) -> rcraft_loadtest::Result
 
 fn main_inner() -> rcraft_loadtest::Result<i32> {
     let args = Args::parse();
-    let token = args.token()?;
     let settings = args.into_settings()?;
+    let token = settings.token.clone();
     let interrupt = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, interrupt.clone())

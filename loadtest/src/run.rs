@@ -270,7 +270,11 @@ pub fn run(
         (Some(threads), None) => {
             let engine = EngineSpec {
                 addrs: addrs.clone(),
-                options: client_options(settings.timeout),
+                options: ClientOptions {
+                    token: settings.token.clone(),
+                    read_mode: settings.read_mode,
+                    ..client_options(settings.timeout)
+                },
                 threads,
             };
             spawn_engine(spec, &engine, shared.clone())
@@ -520,6 +524,7 @@ mod tests {
             keys: 20,
             read_ratio: 0.3,
             read_mode: rcraft::wire::ReadMode::Linearizable,
+            token: None,
             workload: None,
             rate: None,
             pipeline: 1,
