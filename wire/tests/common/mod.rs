@@ -210,6 +210,10 @@ pub fn client_responses() -> Vec<ClientResponse> {
                     recently_active: true,
                 },
             ],
+            repairing: Some(LostRange {
+                from: LogIndex(4),
+                through: LogIndex(9),
+            }),
         }),
     ];
     bodies
