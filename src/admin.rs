@@ -527,6 +527,7 @@ mod tests {
                 state,
                 recently_active: true,
             }],
+            repairing: None,
         };
         assert_eq!(
             replication_lag(&leader(400, ReplicationState::Replicate), NodeId(1)),

@@ -1375,6 +1375,7 @@ mod tests {
             learners: vec![],
             membership: Membership::with_voters([NodeId(0), NodeId(1)]),
             replication: Vec::new(),
+            repairing: None,
         }))
     }
 

@@ -8,8 +8,12 @@
 mod snapshot_support;
 
 use rcraft::wire::Role;
-use snapshot_support::{Cluster, key, value, wait_for, write_keys};
+use snapshot_support::{BIN, Cluster, key, value, wait_for, write_keys};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
 /// Writes keys of this size.
 const VALUE_BYTES: usize = 64;
@@ -209,4 +213,116 @@ fn a_stopped_follower_with_a_damaged_hard_state_slot_keeps_its_term_and_vote() {
 #[test]
 fn a_stopped_leader_with_a_damaged_hard_state_slot_keeps_its_term_and_vote() {
     damaged_hard_state_keeps_the_vote(true);
+}
+
+/// The range node `id` logged as lost at start (`entries A..=B were synced and are lost`).
+fn logged_loss(cluster: &Cluster, id: usize) -> (u64, u64) {
+    let log = cluster.log_of(id);
+    let line = log
+        .lines()
+        .find(|l| l.contains("were synced and are lost"))
+        .expect("the loss is logged");
+    let range = line
+        .split("entries ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .expect("entries A..=B");
+    let (from, through) = range.split_once("..=").expect("A..=B");
+    (from.parse().unwrap(), through.parse().unwrap())
+}
+
+/// Runs `rcraft status` on one node; returns its standard output.
+fn rcraft_status(address: SocketAddr, extra: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(["status", "--servers", &address.to_string()])
+        .args(extra)
+        .output()
+        .expect("run rcraft status");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A plain HTTP GET of `path` on the node's metrics address; the whole answer.
+fn http_get(address: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: rcraft\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    Some(answer)
+}
+
+/// While a node repairs, `rcraft status` (table and `--json`), `/health` and the
+/// `rcraft_repairing_entries` metric name the lost range. The window is held open: the other
+/// two nodes stay down until all of them have shown it, so nobody can repair it yet; then
+/// they return, the node repairs, and status no longer names a range.
+#[test]
+fn rcraft_status_and_health_name_the_range_a_node_is_repairing() {
+    let mut cluster = Cluster::start(&["--snapshot-every", "1000000"]);
+    let leader = cluster.wait_for_leader();
+    let count = 30;
+    write_keys(&cluster, count, VALUE_BYTES);
+    let victim = (leader + 1) % 3;
+    cluster.wait_caught_up(victim, leader);
+    for id in 0..3 {
+        cluster.kill(id);
+    }
+    damage(&active_segment(&cluster, victim), Damage::LastRecord);
+    let metrics = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let flags = cluster.flags.clone();
+    cluster
+        .flags
+        .extend(["--metrics-addr".to_string(), metrics.to_string()]);
+    cluster.restart(victim);
+    cluster.flags = flags;
+    wait_for_log(
+        &cluster,
+        victim,
+        "were synced and are lost from this node's log",
+    );
+    let (from, through) = logged_loss(&cluster, victim);
+    assert!(from <= through, "{from}..={through}");
+    let address = cluster.addresses[victim];
+
+    let table = rcraft_status(address, &[]);
+    let line = format!("repairing: entries {from}..={through} were lost from this node's disk");
+    assert!(table.contains(&line), "{table}");
+    let json = rcraft_status(address, &["--json"]);
+    let row: serde_json::Value = serde_json::from_str(json.trim()).expect(&json);
+    assert_eq!(row["repairing"]["from"], from, "{json}");
+    assert_eq!(row["repairing"]["through"], through, "{json}");
+    let health =
+        wait_for("/health to answer", || http_get(metrics, "/health")).expect("/health answered");
+    assert!(health.starts_with("HTTP/1.1 503 "), "{health}");
+    assert!(
+        health.contains(&format!(
+            "unhealthy: repairing: entries {from}..={through} "
+        )),
+        "{health}"
+    );
+    let scrape = http_get(metrics, "/metrics").expect("/metrics answered");
+    let entries = through - from + 1;
+    assert!(
+        scrape.contains(&format!("\nrcraft_repairing_entries {entries}\n")),
+        "{scrape}"
+    );
+
+    for id in (0..3).filter(|&id| id != victim) {
+        cluster.restart(id);
+    }
+    cluster
+        .client()
+        .put(&key(count), &value(count, VALUE_BYTES))
+        .expect("put after the others return");
+    wait_for_log(&cluster, victim, "repaired: the lost entries");
+    let status = cluster.status(victim).expect("the repaired node answers");
+    assert_eq!(status.repairing, None, "{status:?}");
+    let table = rcraft_status(address, &[]);
+    assert!(!table.contains("repairing"), "{table}");
+    check_keys(&cluster, count + 1);
 }

@@ -322,6 +322,7 @@ pub mod fake {
                 learners: vec![],
                 membership: rcraft::wire::Membership::with_voters([NodeId(0)]),
                 replication: Vec::new(),
+                repairing: None,
             })
         }
     }

@@ -218,6 +218,7 @@ fn status(node: &Shared) -> NodeStatus {
         learners: vec![],
         membership: Membership::with_voters([NodeId(0)]),
         replication: Vec::new(),
+        repairing: None,
     }
 }
 

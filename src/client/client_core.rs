@@ -92,6 +92,9 @@ pub(crate) enum Effect {
 }
 
 /// What one attempt at one node produced.
+// One short-lived value per answer, moved straight into `settle`: boxing the large answer
+// (a status) would add an allocation per answer to save stack space nobody holds.
+#[allow(clippy::large_enum_variant)]
 enum Attempt {
     /// The node answered.
     Answer(ClientResponseBody),
@@ -864,6 +867,7 @@ mod tests {
             learners: vec![],
             membership: Membership::with_voters([NodeId(0)]),
             replication: Vec::new(),
+            repairing: None,
         }
     }
 

@@ -79,6 +79,10 @@ impl CoreStatus {
             learners: self.membership.learners.iter().copied().collect(),
             membership: self.membership.clone(),
             replication: self.replication.clone(),
+            repairing: self.repairing.map(|lost| rcraft_wire::LostRange {
+                from: lost.from,
+                through: lost.through,
+            }),
         }
     }
 }

@@ -111,6 +111,7 @@ pub struct NodeMetrics {
     applied_index: Gauge,
     last_index: Gauge,
     snapshot_index: Gauge,
+    repairing_entries: Gauge,
     pub(crate) leader_changes: Counter,
     pub(crate) elections_won: Counter,
     pub(crate) proposals_committed: Counter,
@@ -162,6 +163,7 @@ impl NodeMetrics {
             applied_index: Gauge::default(),
             last_index: Gauge::default(),
             snapshot_index: Gauge::default(),
+            repairing_entries: Gauge::default(),
             leader_changes: Counter::default(),
             elections_won: Counter::default(),
             proposals_committed: Counter::default(),
@@ -225,6 +227,12 @@ impl NodeMetrics {
             "snapshot_index",
             "Index covered by its latest snapshot",
             self.snapshot_index.clone(),
+        );
+        r.register(
+            "repairing_entries",
+            "Entries this node synced, lost from its disk and has not fetched again yet \
+             (0 when its log is whole; while above 0 it does not vote)",
+            self.repairing_entries.clone(),
         );
         r.register(
             "leader_changes",
@@ -467,6 +475,8 @@ impl NodeMetrics {
             self.applied_index.set(gauge(s.applied_index.0));
             self.last_index.set(gauge(s.last_index.0));
             self.snapshot_index.set(gauge(s.snapshot_index.0));
+            self.repairing_entries
+                .set(gauge(s.repairing.map_or(0, |lost| lost.len())));
         }
         catch_up(&self.network_received_bytes, net.bytes_received);
         catch_up(&self.network_sent_bytes, net.bytes_sent);

@@ -65,6 +65,13 @@ impl MetricsSource {
 
 /// The health verdict on one status.
 fn health_of(s: &NodeStatus) -> Result<String, String> {
+    if let Some(lost) = s.repairing {
+        return Err(format!(
+            "repairing: entries {}..={} were lost from this node's disk and are being fetched \
+             from the leader; it does not vote until they are",
+            lost.from, lost.through
+        ));
+    }
     let Some(leader) = s.leader else {
         return Err(format!("no leader known in term {}", s.term));
     };
@@ -268,6 +275,7 @@ mod tests {
             learners: Vec::new(),
             membership: Membership::with_voters([NodeId(0), NodeId(1)]),
             replication: Vec::new(),
+            repairing: None,
         };
         assert_eq!(
             health_of(&status),
@@ -278,5 +286,12 @@ mod tests {
         status.applied_index = LogIndex(5000 - HEALTH_APPLIED_LAG_ENTRIES_MAX - 1);
         let why = health_of(&status).unwrap_err();
         assert!(why.contains("entries behind commit index 5000"), "{why}");
+        status.applied_index = LogIndex(5000);
+        status.repairing = Some(rcraft_wire::LostRange {
+            from: LogIndex(4990),
+            through: LogIndex(5000),
+        });
+        let why = health_of(&status).unwrap_err();
+        assert!(why.starts_with("repairing: entries 4990..=5000 "), "{why}");
     }
 }

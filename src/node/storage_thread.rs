@@ -180,7 +180,8 @@ fn lost_after_snapshot(log: &LogStore, after: LogIndex) -> Option<LostEntries> {
         through,
     };
     log::error!(
-        "entries {}..={} were synced and are lost from this node's log; it does not vote          until it has fetched them again from the leader",
+        "entries {}..={} were synced and are lost from this node's log; it does not vote \
+         until it has fetched them again from the leader",
         lost.from,
         lost.through
     );

@@ -1,8 +1,11 @@
 //! WAL benchmark: appends of 100-byte entries in batches of 1, 16 and 256 with one sync per
 //! batch, next to a raw `pwrite + fdatasync` loop of the same sizes in the same run; then
-//! recovery of a WAL holding 1 M 100-byte entries.
+//! recovery of a WAL holding 1 M 100-byte entries; then reopening a 64 MiB segment with a
+//! torn tail.
 //!
-//! Run: `cargo bench -p rcraft-storage --bench wal` (release). Prints Markdown tables.
+//! Run: `cargo bench -p rcraft-storage --bench wal` (release). Prints Markdown tables. Names
+//! after `--` run only those parts: `appends`, `segments`, `recovery`, `torn-tail` (e.g.
+//! `cargo bench -p rcraft-storage --bench wal --profile dev -- torn-tail` for a debug build).
 //! Set `RCRAFT_BENCH_DIR` to benchmark another disk (default: the system temp directory).
 
 use hdrhistogram::Histogram;
@@ -318,6 +321,76 @@ fn bench_recovery() {
     }
 }
 
+/// Entries written before the torn tail of `bench_torn_tail`.
+const TORN_TAIL_ENTRIES: u64 = 10_000;
+
+/// Reopening a WAL whose one 64 MiB segment ends in a torn write (the second half of its
+/// last record zeroed) after `TORN_TAIL_ENTRIES` entries, the rest of the segment zero as
+/// preallocated: with the synced frontier in the header, and with a version-1 header (no
+/// frontier), whose torn tail is told from damage by looking for a valid record after it.
+fn bench_torn_tail() {
+    println!(
+        "| reopening a 64 MiB segment with a torn tail after {TORN_TAIL_ENTRIES} entries, 3 runs | min (ms) | max (ms) |"
+    );
+    println!("|---|---:|---:|");
+    for version_1 in [false, true] {
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            let dir = tempdir();
+            let options = wal_options(RealFs::default());
+            let mut wal = Wal::open(dir.path(), options.clone()).expect("open");
+            let payload = vec![0xA5u8; PAYLOAD_BYTES];
+            let records: Vec<Record<'_>> = (1..=TORN_TAIL_ENTRIES)
+                .map(|index| Record {
+                    index,
+                    term: 1,
+                    payload: &payload,
+                })
+                .collect();
+            // Synced through the next-to-last entry; the last one is the write in flight.
+            let (synced, in_flight) = records.split_at(records.len() - 1);
+            wal.append(synced).expect("append");
+            wal.sync().expect("sync");
+            wal.append(in_flight).expect("append");
+            let path = wal.segment_paths().pop().expect("a segment");
+            drop(wal);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .expect("open");
+            let last_end = 32 + TORN_TAIL_ENTRIES * RECORD_BYTES as u64;
+            let half = RECORD_BYTES / 2;
+            file.write_all_at(&vec![0; half], last_end - half as u64)
+                .expect("tear");
+            if version_1 {
+                // The first header format: version 1, no synced count (storage/FORMAT.md §1).
+                let mut header = [0u8; 32];
+                file.read_exact_at(&mut header, 0).expect("header");
+                header[8..12].copy_from_slice(&1u32.to_le_bytes());
+                header[12..16].fill(0);
+                let crc = crc32c::crc32c(&header[0..24]);
+                header[24..28].copy_from_slice(&crc.to_le_bytes());
+                header[28..32].fill(0);
+                file.write_all_at(&header, 0).expect("header");
+            }
+            drop(file);
+            let start = Instant::now();
+            let wal = Wal::open(dir.path(), options).expect("recover");
+            times.push(start.elapsed());
+            assert_eq!(wal.last_index(), TORN_TAIL_ENTRIES - 1);
+        }
+        let label = if version_1 {
+            "version-1 header (no synced frontier): look for a later record"
+        } else {
+            "synced frontier in the header"
+        };
+        let min = times.iter().min().expect("runs");
+        let max = times.iter().max().expect("runs");
+        println!("| {label} | {:.1} | {:.1} |", ms(*min), ms(*max));
+    }
+}
+
 /// The cost of starting a segment: the first append + sync of a fresh WAL creates its first
 /// 64 MiB segment exactly as a roll does (seal aside).
 fn bench_segment_creation() {
@@ -345,9 +418,21 @@ fn ms(duration: Duration) -> f64 {
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run both the same.
-    bench_appends();
-    println!();
-    bench_segment_creation();
-    println!();
-    bench_recovery();
+    // Names after `--` run only those parts (`appends`, `segments`, `recovery`, `torn-tail`).
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let parts: [(&str, fn()); 4] = [
+        ("appends", bench_appends),
+        ("segments", bench_segment_creation),
+        ("recovery", bench_recovery),
+        ("torn-tail", bench_torn_tail),
+    ];
+    for (name, run) in parts {
+        if only.is_empty() || only.iter().any(|o| o == name) {
+            run();
+            println!();
+        }
+    }
 }

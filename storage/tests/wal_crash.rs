@@ -597,6 +597,30 @@ fn a_later_record_decides_between_torn_write_and_corruption() {
     }
 }
 
+/// The search for a later record stops at the last non-zero byte of the segment, not at its
+/// end; a record whose payload is all zeroes ends past that byte and must still be found.
+#[test]
+fn a_later_record_ending_in_zeroes_is_still_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_log(dir.path(), 9);
+    let last = paths.last().unwrap();
+    make_version_1(last);
+    let mut bytes = fs::read(last).unwrap();
+    let end = record_offsets(&bytes).last().unwrap() + 124;
+    bytes[end..end + 30].fill(0x77);
+    // Index 256 and a 256-byte length put zero bytes at the record's very start, too.
+    let stray = encode_record(256, 1, &[0; 232]);
+    assert_eq!(stray[0], 0, "a length whose low byte is zero");
+    bytes[end + 40..end + 40 + stray.len()].copy_from_slice(&stray);
+    fs::write(last, &bytes).unwrap();
+    expect_corruption(
+        dir.path(),
+        last,
+        Some(end as u64),
+        "valid record after damage",
+    );
+}
+
 #[test]
 fn the_crate_encoder_matches_the_documented_format() {
     let dir = tempfile::tempdir().unwrap();

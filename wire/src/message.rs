@@ -366,6 +366,32 @@ pub struct NodeStatus {
     /// On a leader, how far each other member's log is known to match its own, in id order;
     /// empty on every other node.
     pub replication: Vec<PeerProgress>,
+    /// Entries this node had synced and lost from its disk, which it is fetching again from
+    /// the leader; `None` when its log holds everything it synced (protocol-aware recovery,
+    /// docs/OPERATIONS.md §7). While it is `Some` the node does not vote.
+    pub repairing: Option<LostRange>,
+}
+
+/// A range of log indexes, both ends included, that a node lost from its disk.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug), attr(allow(missing_docs)))]
+pub struct LostRange {
+    /// First index lost.
+    pub from: LogIndex,
+    /// Last index lost.
+    pub through: LogIndex,
+}
+
+impl LostRange {
+    /// How many entries the range holds.
+    pub fn len(&self) -> u64 {
+        self.through.0.saturating_add(1).saturating_sub(self.from.0)
+    }
+
+    /// True when the range holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A leader's view of one member's replication, as reported by status.

@@ -153,6 +153,7 @@ mod tests {
                 state: ReplicationState::Replicate,
                 recently_active: true,
             }],
+            repairing: None,
         };
         assert_eq!(
             leader_view(&status, NodeId(1)),

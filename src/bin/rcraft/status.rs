@@ -123,6 +123,10 @@ fn status_json_lines(listed: &[Listed], latencies: &[Latency]) -> Vec<String> {
                     "applied_index": s.applied_index.0,
                     "last_index": s.last_index.0,
                     "snapshot_index": s.snapshot_index.0,
+                    "repairing": s.repairing.map(|lost| json!({
+                        "from": lost.from.0,
+                        "through": lost.through.0,
+                    })),
                 }),
                 Err(e) => json!({
                     "id": l.id.0,
@@ -207,6 +211,7 @@ fn status_table(listed: &[Listed]) -> Vec<String> {
     )];
     for l in listed {
         let address = l.address;
+        let repairing = l.status.as_ref().ok().and_then(|s| s.repairing);
         lines.push(match &l.status {
             Ok(s) => format!(
                 "{:<3} {:<22} {:<10} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}",
@@ -226,6 +231,13 @@ fn status_table(listed: &[Listed]) -> Vec<String> {
                 l.address.to_string()
             ),
         });
+        if let Some(lost) = repairing {
+            lines.push(format!(
+                "    repairing: entries {}..={} were lost from this node's disk; fetching them \
+                 from the leader (it does not vote until then)",
+                lost.from, lost.through
+            ));
+        }
     }
     lines
 }

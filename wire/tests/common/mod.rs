@@ -228,6 +228,10 @@ pub fn client_responses() -> Vec<ClientResponse> {
                     recently_active: true,
                 },
             ],
+            repairing: Some(LostRange {
+                from: LogIndex(4),
+                through: LogIndex(9),
+            }),
         }),
     ];
     bodies
