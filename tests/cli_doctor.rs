@@ -161,13 +161,54 @@ fn doctor_reads_healthy_and_damaged_data_dirs_of_a_real_cluster_without_changing
         )),
         "{text}"
     );
-    assert!(
-        text.contains(&format!(
-            "will repair: WAL: entries {from}..={through} must be fetched again from a peer"
-        )),
-        "{text}"
-    );
+    let snapshot = json["snapshots"]["latest"]["index"].as_u64().unwrap();
+    let repair = if through > snapshot {
+        format!(
+            "will repair: WAL: entries {}..={through} must be fetched again from a peer",
+            from.max(snapshot + 1)
+        )
+    } else {
+        "will repair: WAL: the lost entries are all in the snapshot".to_string()
+    };
+    assert!(text.contains(&repair), "{repair:?} missing:\n{text}");
     assert_eq!(json["verdict"], "repair");
+
+    // The force-new-cluster dry run on the damaged node: what it keeps and may lose.
+    let dir = cluster.data_dir(1);
+    let path = dir.to_str().unwrap();
+    let before = fingerprint(&dir);
+    let (code, _, err) = doctor(&["force-new-cluster", path]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("only --dry-run exists"), "{err}");
+    let (code, text, err) = doctor(&["force-new-cluster", path, "--dry-run"]);
+    assert_eq!(code, 0, "{text}{err}");
+    assert_eq!(
+        fingerprint(&dir),
+        before,
+        "the dry run changed {path}:\n{text}"
+    );
+    // What the snapshot holds is not lost; the log is kept through the damage.
+    let kept_last = (from - 1).max(snapshot);
+    let mut expected = vec![
+        "new cluster     voters 1 alone (was voters 0,1,2)".to_string(),
+        format!("keep            entries 1..={snapshot} in the snapshot (term "),
+        format!("may be lost     any entry after {kept_last} (last term "),
+    ];
+    if from - 1 > snapshot {
+        expected.push(format!(
+            "entries {}..={kept_last} from the log",
+            snapshot + 1
+        ));
+    }
+    if through > snapshot {
+        let lost_from = from.max(snapshot + 1);
+        expected.push(format!(
+            "may be lost     entries {lost_from}..={through}: synced here once, damaged"
+        ));
+    }
+    for expected in expected {
+        assert!(text.contains(&expected), "{expected:?} missing:\n{text}");
+    }
 
     // A damaged hard-state slot on node 2: the other slot holds the state.
     damage_hard_state_slot(&cluster, 2, 0);

@@ -181,6 +181,20 @@ impl Report {
         }
     }
 
+    /// The synced entries the WAL lost that the newest snapshot does not cover (as the node
+    /// computes them at start): those it must fetch again from a peer.
+    pub fn lost_to_fetch(&self) -> Option<(u64, u64)> {
+        let Ok(Some(wal)) = &self.wal else {
+            return None;
+        };
+        let lost = wal.lost.as_ref()?;
+        let after = match &self.snapshots {
+            Ok(Some(s)) => s.latest.as_ref().map_or(0, |l| l.index),
+            _ => 0,
+        };
+        (lost.through > after).then(|| (lost.from.max(after + 1), lost.through))
+    }
+
     /// What a node started on the directory would do.
     pub fn verdict(&self) -> Verdict {
         let mut refuse = Vec::new();
@@ -215,12 +229,16 @@ impl Report {
         match &self.wal {
             Err(e) => refuse.push(format!("WAL: {e}")),
             Ok(Some(wal)) => {
-                if let Some(lost) = &wal.lost {
-                    repair.push(format!(
-                        "WAL: entries {}..={} must be fetched again from a peer before this \
-                         node votes or counts toward a commit",
-                        lost.from, lost.through
-                    ));
+                match self.lost_to_fetch() {
+                    Some((from, through)) => repair.push(format!(
+                        "WAL: entries {from}..={through} must be fetched again from a peer \
+                         before this node votes or counts toward a commit"
+                    )),
+                    None if wal.lost.is_some() => repair.push(
+                        "WAL: the lost entries are all in the snapshot; the log is cut there"
+                            .to_string(),
+                    ),
+                    None => {}
                 }
                 if let Some((index, why)) = wal.undecodable.first() {
                     refuse.push(format!("WAL: entry {index} does not decode: {why}"));
@@ -393,4 +411,85 @@ fn inspect_snapshots(shadow: &ShadowFs, dir: &Path) -> Result<Option<SnapshotsRe
         files,
         partial,
     }))
+}
+
+/// What `rcraft doctor force-new-cluster DATA_DIR --dry-run` says a forced new cluster made
+/// from this data dir would keep and may lose. Only the plan exists: the operation itself is
+/// not built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForceNewClusterPlan {
+    /// The node the data dir belongs to: the only voter of the new cluster.
+    pub node_id: u64,
+    /// The membership in force now, which the new cluster replaces.
+    pub old_membership: Option<Membership>,
+    /// Entries through this index are in the snapshot (committed, applied).
+    pub snapshot: Option<(u64, u64)>,
+    /// Entries the log holds beyond the snapshot, kept: first and last index.
+    pub log_kept: Option<(u64, u64)>,
+    /// Highest index known committed here: the snapshot's, or the commit hint, whichever is
+    /// higher (0: none).
+    pub known_committed: u64,
+    /// Term of the last entry kept (0: none).
+    pub last_term: u64,
+    /// Synced entries this disk lost (from the WAL's recovery) that the snapshot does not
+    /// cover: lost unless another node holds them.
+    pub lost: Option<(u64, u64)>,
+}
+
+impl Report {
+    /// The force-new-cluster plan, or why this data dir cannot seed a new cluster.
+    pub fn force_new_cluster_plan(&self) -> Result<ForceNewClusterPlan, Vec<String>> {
+        if let Verdict::Refuse(why) = self.verdict() {
+            return Err(why);
+        }
+        let node_id = match &self.identity {
+            Ok(Some(id)) => id.node_id,
+            _ => {
+                return Err(vec![
+                    "no identity file: cannot tell which node this data dir belongs to".to_string(),
+                ]);
+            }
+        };
+        let snapshot = match &self.snapshots {
+            Ok(Some(s)) => s.latest.as_ref().map(|l| (l.index, l.term)),
+            _ => None,
+        };
+        let snapshot_index = snapshot.map_or(0, |(index, _)| index);
+        let (log_kept, log_last_term, lost) = match &self.wal {
+            Ok(Some(wal)) => {
+                let first = wal.first_index.max(snapshot_index + 1);
+                let kept = (wal.last_index >= first).then_some((first, wal.last_index));
+                if wal.first_index > snapshot_index + 1 && wal.last_index >= wal.first_index {
+                    return Err(vec![format!(
+                        "the log starts at {} but the snapshot ends at {snapshot_index}: \
+                         entries {}..={} are in neither",
+                        wal.first_index,
+                        snapshot_index + 1,
+                        wal.first_index - 1
+                    )]);
+                }
+                let last_term = wal.terms.last().map_or(0, |run| run.term);
+                (kept, last_term, self.lost_to_fetch())
+            }
+            _ => (None, 0, None),
+        };
+        let commit_hint = match &self.hard_state {
+            Ok(Some(hs)) => hs.current.map_or(0, |s| s.commit),
+            _ => 0,
+        };
+        let last_index = log_kept.map_or(snapshot_index, |(_, last)| last);
+        let last_term = match log_kept {
+            Some(_) => log_last_term,
+            None => snapshot.map_or(0, |(_, term)| term),
+        };
+        Ok(ForceNewClusterPlan {
+            node_id,
+            old_membership: self.membership().map(|(m, _)| m),
+            snapshot,
+            log_kept,
+            known_committed: snapshot_index.max(commit_hint).min(last_index),
+            last_term,
+            lost,
+        })
+    }
 }

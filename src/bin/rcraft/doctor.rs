@@ -1,10 +1,12 @@
 //! `rcraft doctor DATA_DIR [--json]`: what a data directory holds and whether a node would
 //! start on it, read without changing it ([`rcraft::node::doctor`]). Exit 0 when healthy, 1
 //! when damage was found (something to repair, or a start that would be refused), 2 for a
-//! usage error (no such directory).
+//! usage error (no such directory). `rcraft doctor force-new-cluster DATA_DIR --dry-run`:
+//! what a one-node cluster made from the directory would keep and may lose; only the dry run
+//! exists.
 
 use crate::{EXIT_FAILED, usage_error};
-use clap::Args;
+use clap::{Args, Subcommand};
 use rcraft::node::doctor::{
     HardStateReport, MembershipSource, Report, SnapshotsReport, Verdict, WalReport, inspect,
 };
@@ -15,21 +17,48 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub(crate) struct DoctorArgs {
+    #[command(subcommand)]
+    command: Option<DoctorCommand>,
     /// The node's data directory (its --data-dir).
-    #[arg(value_name = "DATA_DIR")]
-    data_dir: PathBuf,
+    #[arg(value_name = "DATA_DIR", required = true)]
+    data_dir: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
 }
 
+#[derive(Subcommand)]
+enum DoctorCommand {
+    /// After losing a quorum: which entries a new one-node cluster made from DATA_DIR would
+    /// keep and which may be lost (only --dry-run exists).
+    ForceNewCluster(ForceNewClusterArgs),
+}
+
+#[derive(Args)]
+struct ForceNewClusterArgs {
+    /// The surviving node's data directory.
+    #[arg(value_name = "DATA_DIR")]
+    data_dir: PathBuf,
+    /// Say what would be kept and lost, change nothing (required: the operation itself is
+    /// not built).
+    #[arg(long)]
+    dry_run: bool,
+}
+
 pub(crate) fn doctor(args: &DoctorArgs) -> ExitCode {
-    if !args.data_dir.is_dir() {
-        let why = format!("{} is not a directory", args.data_dir.display());
+    if let Some(DoctorCommand::ForceNewCluster(force)) = &args.command {
+        return force_new_cluster(force);
+    }
+    let Some(data_dir) = &args.data_dir else {
+        return usage_error("doctor", &"give a DATA_DIR");
+    };
+    if !data_dir.is_dir() {
+        let why = format!("{} is not a directory", data_dir.display());
         return usage_error("doctor", &why);
     }
-    let report = inspect(&args.data_dir);
+    let report = inspect(data_dir);
     let verdict = report.verdict();
     if args.json {
         println!("{}", to_json(&report, &verdict));
@@ -40,6 +69,112 @@ pub(crate) fn doctor(args: &DoctorArgs) -> ExitCode {
         Verdict::Healthy => ExitCode::SUCCESS,
         Verdict::Repair(_) | Verdict::Refuse(_) => ExitCode::from(EXIT_FAILED),
     }
+}
+
+/// `rcraft doctor force-new-cluster DATA_DIR --dry-run`: exit 0 with the plan, 1 when the data
+/// dir cannot seed a new cluster, 2 for a usage error (including a missing `--dry-run`).
+fn force_new_cluster(args: &ForceNewClusterArgs) -> ExitCode {
+    const WHAT: &str = "doctor force-new-cluster";
+    if !args.dry_run {
+        return usage_error(
+            WHAT,
+            &"only --dry-run exists: forcing a new cluster is not built yet; nothing was changed",
+        );
+    }
+    if !args.data_dir.is_dir() {
+        let why = format!("{} is not a directory", args.data_dir.display());
+        return usage_error(WHAT, &why);
+    }
+    let report = inspect(&args.data_dir);
+    let mut out = String::new();
+    let mut line = |key: &str, value: String| out.push_str(&format!("{key:<15} {value}\n"));
+    line(
+        "dry run",
+        format!(
+            "force-new-cluster on {}: nothing was changed (and the operation itself is not \
+             built)",
+            args.data_dir.display()
+        ),
+    );
+    if let Ok(Some(pid)) = &report.running_pid {
+        line(
+            "running",
+            format!("YES: process {pid} holds the WAL lock; stop it before forcing anything"),
+        );
+    }
+    let plan = match report.force_new_cluster_plan() {
+        Ok(plan) => plan,
+        Err(why) => {
+            for item in why {
+                line("cannot", item);
+            }
+            print!("{out}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let was = plan
+        .old_membership
+        .as_ref()
+        .map_or("unknown".to_string(), membership_text);
+    line(
+        "new cluster",
+        format!("voters {} alone (was {was})", plan.node_id),
+    );
+    match plan.snapshot {
+        Some((index, term)) => line(
+            "keep",
+            format!("entries 1..={index} in the snapshot (term {term}): committed and applied"),
+        ),
+        None => line("keep", "no snapshot".to_string()),
+    }
+    match plan.log_kept {
+        Some((first, last)) => {
+            line("keep", format!("entries {first}..={last} from the log"));
+            let committed = plan.known_committed;
+            if committed >= first {
+                line(
+                    "  committed",
+                    format!("{first}..={committed}: known committed here"),
+                );
+            }
+            let unknown_from = committed.max(first - 1) + 1;
+            if unknown_from <= last {
+                line(
+                    "  uncertain",
+                    format!(
+                        "{unknown_from}..={last}: not known committed; the new cluster commits \
+                         them (a write whose client saw no answer may then take effect)"
+                    ),
+                );
+            }
+        }
+        None => line("keep", "no log entries beyond the snapshot".to_string()),
+    }
+    let last_index = plan
+        .log_kept
+        .map(|(_, last)| last)
+        .or(plan.snapshot.map(|(index, _)| index))
+        .unwrap_or(0);
+    if let Some((from, through)) = plan.lost {
+        line(
+            "may be lost",
+            format!(
+                "entries {from}..={through}: synced here once, damaged on this disk; lost unless \
+                 another node holds them"
+            ),
+        );
+    }
+    line(
+        "may be lost",
+        format!(
+            "any entry after {last_index} (last term {}) that the old cluster committed: \
+             run `rcraft doctor` on every surviving data dir and seed from the one whose last \
+             entry has the highest term, then the highest index",
+            plan.last_term
+        ),
+    );
+    print!("{out}");
+    ExitCode::SUCCESS
 }
 
 fn ids(ids: impl IntoIterator<Item = NodeId>) -> String {
