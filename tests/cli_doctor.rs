@@ -145,6 +145,37 @@ fn doctor_reads_healthy_and_damaged_data_dirs_of_a_real_cluster_without_changing
         "the terms seen in the log:\n{text}"
     );
 
+    // A byte of node 0's newest snapshot data rots: a start would refuse to restore it.
+    let snapshot_path = PathBuf::from(json["snapshots"]["latest"]["path"].as_str().unwrap());
+    let bytes = std::fs::read(&snapshot_path).unwrap();
+    let at = bytes.len() / 2;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&snapshot_path)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[bytes[at] ^ 0x10], at as u64).unwrap();
+    drop(file);
+    let (code, text, json) = doctor_unchanged(&cluster.data_dir(0));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("DATA DAMAGED: "), "{text}");
+    assert!(
+        text.contains(&format!(
+            "will refuse to start: snapshot {}",
+            snapshot_path.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("its footer says"), "{text}");
+    assert_eq!(json["verdict"], "refuse");
+    assert_eq!(json["snapshots"]["latest"]["data_verified"], false);
+    let (code, text, _) = doctor(&[
+        "force-new-cluster",
+        cluster.data_dir(0).to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("cannot          snapshot "), "{text}");
+
     // A damaged record in the middle of node 1's active segment: synced entries lost.
     damage(&active_segment(&cluster, 1), Damage::MiddleRecord);
     let (code, text, json) = doctor_unchanged(&cluster.data_dir(1));
