@@ -7,8 +7,8 @@
 mod snapshot_support;
 
 use snapshot_support::{
-    BIN, Cluster, Damage, WAIT_MAX, active_segment, damage, damage_hard_state_slot, wait_for,
-    write_keys,
+    BIN, Cluster, Damage, WAIT_MAX, active_segment, damage, damage_hard_state_slot, record_offsets,
+    wait_for, write_keys,
 };
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -175,6 +175,31 @@ fn doctor_reads_healthy_and_damaged_data_dirs_of_a_real_cluster_without_changing
     ]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("cannot          snapshot "), "{text}");
+
+    // Garbage after node 0's last record, as a write torn by a power loss leaves it: cut,
+    // nothing synced lost.
+    let segment = active_segment(&cluster, 0);
+    let end = *record_offsets(&std::fs::read(&segment).unwrap())
+        .last()
+        .unwrap();
+    let bytes = std::fs::read(&segment).unwrap();
+    let end = end + u32::from_le_bytes(bytes[end..end + 4].try_into().unwrap()) as usize;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[0xAB; 40], end as u64).unwrap();
+    drop(file);
+    let (code, text, json) = doctor_unchanged(&cluster.data_dir(0));
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(&format!(
+            "  torn tail     never acknowledged; zero {} from offset {end} (40 bytes)",
+            segment.display()
+        )),
+        "{text}"
+    );
+    assert!(json["wal"]["lost"].is_null(), "{json}");
 
     // A damaged record in the middle of node 1's active segment: synced entries lost.
     damage(&active_segment(&cluster, 1), Damage::MiddleRecord);

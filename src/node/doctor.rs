@@ -79,6 +79,9 @@ pub struct WalReport {
     pub synced_frontier: u64,
     /// Synced entries recovery found missing or damaged.
     pub lost: Option<Lost>,
+    /// What recovery cuts off after the last good record when nothing synced was lost: an
+    /// unsynced (torn) tail, never acknowledged. Each is a change from [`ShadowFs::changes`].
+    pub torn_tail: Vec<String>,
     /// Membership entries in the log, in order.
     pub memberships: Vec<(u64, Membership)>,
     /// Entries whose payload does not decode: index and why.
@@ -374,6 +377,15 @@ fn inspect_wal(shadow: &ShadowFs, dir: &Path) -> Result<Option<WalReport>, Strin
         lost: wal.lost().cloned(),
         memberships,
         undecodable,
+        torn_tail: if wal.lost().is_none() {
+            shadow
+                .changes()
+                .into_iter()
+                .filter(|change| change.starts_with("zero "))
+                .collect()
+        } else {
+            Vec::new()
+        },
     }))
 }
 

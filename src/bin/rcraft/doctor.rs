@@ -354,6 +354,9 @@ fn wal_text(wal: &WalReport, line: &mut impl FnMut(&str, String)) {
     if let Some(lost) = &wal.lost {
         line("  LOST", lost.to_string());
     }
+    for cut in &wal.torn_tail {
+        line("  torn tail", format!("never acknowledged; {cut}"));
+    }
     for (index, why) in &wal.undecodable {
         line("  UNDECODABLE", format!("entry {index}: {why}"));
     }
@@ -460,6 +463,7 @@ fn wal_json(wal: &WalReport) -> Value {
             "offset": l.offset,
             "reason": l.reason,
         })),
+        "torn_tail": wal.torn_tail,
         "membership_entries": wal.memberships.iter().map(|(index, m)| json!({
             "index": index, "membership": membership_json(m),
         })).collect::<Vec<_>>(),

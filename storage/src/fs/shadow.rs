@@ -12,6 +12,7 @@
 //! Invariant: no method opens a real file other than read-only.
 
 use super::{DirLock, Fs, ReadFile, SegmentFile, WriteFile};
+use crate::limits::SEGMENT_HEADER_BYTES;
 use memmap2::{MmapMut, MmapOptions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -130,7 +131,6 @@ impl Fs for ShadowFs {
             path: path.to_path_buf(),
             map,
             shadow: self.clone(),
-            noted: false,
         }))
     }
 
@@ -185,8 +185,6 @@ struct ShadowSegment {
     path: PathBuf,
     map: MmapMut,
     shadow: ShadowFs,
-    /// Whether this segment's first write was listed in the changes (one line per segment).
-    noted: bool,
 }
 
 impl SegmentFile for ShadowSegment {
@@ -195,17 +193,22 @@ impl SegmentFile for ShadowSegment {
     }
 
     fn write_at(&mut self, offset: usize, data: &[u8]) -> io::Result<()> {
-        if self.map[offset..offset + data.len()] != *data {
-            if !self.noted {
-                self.shadow.lock().changes.push(format!(
-                    "rewrite {} from offset {offset} ({} bytes)",
-                    self.path.display(),
-                    data.len()
-                ));
-                self.noted = true;
-            }
-            self.map[offset..offset + data.len()].copy_from_slice(data);
+        if self.map[offset..offset + data.len()] == *data {
+            return Ok(());
         }
+        let path = self.path.display();
+        let change = if offset < SEGMENT_HEADER_BYTES {
+            format!("rewrite the synced count in the header of {path}")
+        } else if data.iter().all(|&b| b == 0) {
+            format!(
+                "zero {path} from offset {offset} ({} bytes): the records there are cut off",
+                data.len()
+            )
+        } else {
+            format!("write {path} at offset {offset} ({} bytes)", data.len())
+        };
+        self.shadow.lock().changes.push(change);
+        self.map[offset..offset + data.len()].copy_from_slice(data);
         Ok(())
     }
 
@@ -320,11 +323,12 @@ mod tests {
         assert_eq!((seen.first_index(), seen.last_index()), (1, 5));
         assert!(seen.lost().is_none());
         let changes = shadow.changes();
-        assert!(
-            changes
-                .iter()
-                .any(|c| c.contains("rewrite") && c.contains(".wal")),
-            "{changes:?}"
+        assert_eq!(
+            changes,
+            [format!(
+                "zero {} from offset {end} (40 bytes): the records there are cut off",
+                segment.display()
+            )]
         );
         drop(seen);
         assert_eq!(
