@@ -8,70 +8,17 @@
 mod snapshot_support;
 
 use rcraft::wire::Role;
-use snapshot_support::{BIN, Cluster, key, value, wait_for, write_keys};
+use snapshot_support::{
+    BIN, Cluster, Damage, active_segment, damage, damage_hard_state_slot, key, value, wait_for,
+    write_keys,
+};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 /// Writes keys of this size.
 const VALUE_BYTES: usize = 64;
-
-/// The newest WAL segment of node `id` (the one being written).
-fn active_segment(cluster: &Cluster, id: usize) -> PathBuf {
-    let dir = cluster.data_dir(id).join("wal");
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-        .collect();
-    segments.sort();
-    segments.pop().expect("a segment")
-}
-
-/// Byte offsets of the records in a segment (storage/FORMAT.md §1: a 32-byte header, then
-/// records whose first four bytes are their length, 0 at the end).
-fn record_offsets(bytes: &[u8]) -> Vec<usize> {
-    let mut offsets = Vec::new();
-    let mut at = 32;
-    while at + 4 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        if len == 0 {
-            break;
-        }
-        offsets.push(at);
-        at += len;
-    }
-    offsets
-}
-
-/// Which record of the segment to damage.
-#[derive(Clone, Copy, Debug)]
-enum Damage {
-    /// The last record: it was synced, so this is a loss, not a torn write.
-    LastRecord,
-    /// A record in the middle of the segment: it and everything after it are cut.
-    MiddleRecord,
-}
-
-/// Flips one byte inside a record of `segment`, as bit rot would (its term field, so the
-/// record's checksum no longer matches).
-fn damage(segment: &Path, which: Damage) {
-    let bytes = std::fs::read(segment).unwrap();
-    let offsets = record_offsets(&bytes);
-    assert!(offsets.len() > 4, "a few records to damage: {offsets:?}");
-    let record = match which {
-        Damage::LastRecord => offsets[offsets.len() - 1],
-        Damage::MiddleRecord => offsets[offsets.len() / 2],
-    };
-    let at = record + 16;
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(segment)
-        .unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&file, &[bytes[at] ^ 0x04], at as u64).unwrap();
-}
 
 /// Waits until node `id`'s log holds `text`.
 fn wait_for_log(cluster: &Cluster, id: usize, text: &str) {
@@ -157,16 +104,6 @@ fn a_stopped_leader_whose_last_synced_record_rotted_repairs_it() {
 #[test]
 fn a_stopped_leader_with_a_damaged_record_mid_segment_repairs_it() {
     damaged_node_repairs_and_no_write_is_lost(Damage::MiddleRecord, true);
-}
-
-/// Flips a byte of the term in hard-state slot `slot` of node `id` (storage/FORMAT.md §2).
-fn damage_hard_state_slot(cluster: &Cluster, id: usize, slot: usize) {
-    let path = cluster.data_dir(id).join("hard_state");
-    let bytes = std::fs::read(&path).unwrap();
-    assert_eq!(bytes.len(), 1024, "two 512-byte slots");
-    let at = slot * 512 + 16;
-    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&file, &[bytes[at] ^ 0x01], at as u64).unwrap();
 }
 
 /// The slot holding a stopped node's term and vote is damaged: the node keeps them (every

@@ -76,6 +76,19 @@ impl Identity {
     }
 }
 
+/// The identity recorded in `dir` as (node id, cluster id, address), read only (for
+/// `rcraft doctor`): `Ok(None)` when there is no file, `Err` naming what is wrong.
+pub(crate) fn read_recorded(dir: &Path) -> std::result::Result<Option<(u64, u64, String)>, String> {
+    let path = dir.join(FILE_NAME);
+    match fs::read_to_string(&path) {
+        Ok(text) => Identity::parse(&text)
+            .map(|id| Some((id.node_id, id.cluster_id, id.address)))
+            .map_err(|why| format!("{}: {why}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("reading {}: {e}", path.display())),
+    }
+}
+
 /// Checks that `config.data_dir` belongs to this node of this cluster, recording it there at
 /// the first start.
 pub(crate) fn check_or_record(config: &Config) -> Result<()> {

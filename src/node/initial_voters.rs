@@ -98,6 +98,23 @@ pub(crate) fn load_or_store(config: &Config) -> Result<Membership> {
     Ok(Membership::with_voters(voters))
 }
 
+/// The initial voters stored in `dir`, read only (for `rcraft doctor`): `Ok(None)` when there
+/// is no file, an empty list for a node that joined, `Err` naming what is wrong.
+pub(crate) fn read_stored(dir: &Path) -> std::result::Result<Option<Vec<NodeId>>, String> {
+    let path = dir.join(FILE_NAME);
+    match fs::read_to_string(&path) {
+        Ok(text) => parse(&text).map(Some).ok_or_else(|| {
+            format!(
+                "{}: expected comma-separated node ids, found {:?}",
+                path.display(),
+                text.trim()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("reading {}: {e}", path.display())),
+    }
+}
+
 /// Files a node writes at its first start: a data dir holding one of them was created before
 /// the initial voters were stored.
 const STATE_NAMES: [&str; 3] = ["hard_state", "wal", "snapshots"];

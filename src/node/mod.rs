@@ -8,6 +8,7 @@
 mod apply;
 mod consensus;
 mod data_dir;
+pub mod doctor;
 mod entry_codec;
 mod error;
 pub mod flight_recorder;

@@ -85,6 +85,51 @@ fn decode_slot(slot: &[u8]) -> SlotContent {
     SlotContent::Valid(word(8), state, slot[SLOT_FLAGS_AT] == FLAG_MIRRORED)
 }
 
+/// One slot of a hard-state file as read, for inspection (`rcraft doctor`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HardStateSlot {
+    /// All zeroes: never written.
+    Empty,
+    /// A valid slot: its save sequence number, the state, and whether a mirrored save (one
+    /// that writes both slots) wrote it.
+    Valid {
+        /// The save that wrote it; the valid slot with the larger one is current.
+        sequence: u64,
+        /// The state it holds.
+        state: HardState,
+        /// Written by a save that writes both slots.
+        mirrored: bool,
+    },
+    /// Not a valid slot; why, in words.
+    Damaged(&'static str),
+}
+
+/// Reads both slots of the hard-state file at `path` without changing anything (no create, no
+/// sync, no repair): what [`HardStateStore::open`] would judge. An error when the file cannot
+/// be read or is shorter than two slots.
+pub fn read_hard_state_slots(fs: &dyn Fs, path: &Path) -> Result<[HardStateSlot; 2]> {
+    let mut bytes = vec![0u8; HARD_STATE_FILE_BYTES];
+    fs::read_exact_at(fs, path, 0, &mut bytes).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::corruption(path, 0, "hard-state file is shorter than two slots")
+        } else {
+            Error::io("read hard state", path, e)
+        }
+    })?;
+    let slot = |n: usize| match decode_slot(
+        &bytes[n * HARD_STATE_SLOT_BYTES..][..HARD_STATE_SLOT_BYTES],
+    ) {
+        SlotContent::Empty => HardStateSlot::Empty,
+        SlotContent::Valid(sequence, state, mirrored) => HardStateSlot::Valid {
+            sequence,
+            state,
+            mirrored,
+        },
+        SlotContent::Damaged(reason) => HardStateSlot::Damaged(reason),
+    };
+    Ok([slot(0), slot(1)])
+}
+
 /// The hard-state file. See the module docs.
 #[derive(Debug)]
 pub struct HardStateStore {
@@ -253,4 +298,40 @@ fn read_newest(fs: &dyn Fs, path: &Path) -> Result<Newest> {
         state,
         slots_differ: !(same && valid == 2),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SimFs;
+
+    #[test]
+    fn reading_the_slots_shows_a_damaged_one_and_changes_nothing() {
+        let sim = SimFs::new();
+        let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+        let path = Path::new("/d/hard_state");
+        fs.create_dir_all(Path::new("/d")).unwrap();
+        let mut store = HardStateStore::open(fs.clone(), path).unwrap();
+        let state = HardState {
+            term: 7,
+            vote: Some(2),
+            commit: 40,
+        };
+        store.save(&state).unwrap();
+        let valid = HardStateSlot::Valid {
+            sequence: 2,
+            state,
+            mirrored: true,
+        };
+        assert_eq!(
+            read_hard_state_slots(fs.as_ref(), path).unwrap(),
+            [valid.clone(), valid.clone()]
+        );
+        sim.flip_bit(path, HARD_STATE_SLOT_BYTES + 20, 3).unwrap();
+        let before = sim.contents(path).unwrap();
+        let slots = read_hard_state_slots(fs.as_ref(), path).unwrap();
+        assert_eq!(slots[0], valid);
+        assert_eq!(slots[1], HardStateSlot::Damaged("checksum mismatch"));
+        assert_eq!(sim.contents(path).unwrap(), before);
+    }
 }

@@ -31,8 +31,8 @@ mod snapshot;
 mod wal;
 
 pub use error::{Error, Result};
-pub use fs::{CrashMode, Fs, RealFs, SimFs, create_dir_durable};
-pub use hard_state::{HardState, HardStateStore};
+pub use fs::{CrashMode, Fs, RealFs, ShadowFs, SimFs, create_dir_durable};
+pub use hard_state::{HardState, HardStateSlot, HardStateStore, read_hard_state_slots};
 pub use snapshot::{
     Finish, PartialSnapshot, SnapshotFileMeta, SnapshotInfo, SnapshotReader, SnapshotStore,
     SnapshotWriter, snapshot_point_of_file,

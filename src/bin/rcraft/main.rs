@@ -11,6 +11,7 @@
 
 mod cluster;
 mod debug;
+mod doctor;
 mod json;
 mod kv;
 mod kv_line;
@@ -53,6 +54,8 @@ enum Command {
     Transfer(transfer::TransferArgs),
     /// Look inside the nodes: `debug events` shows each node's flight recorder.
     Debug(debug::DebugArgs),
+    /// Check a stopped node's data dir (WAL, hard state, snapshots) without changing it.
+    Doctor(doctor::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Members(args) => members::members(&args),
         Command::Transfer(args) => transfer::transfer(&args),
         Command::Debug(args) => debug::debug(&args),
+        Command::Doctor(args) => doctor::doctor(&args),
     }
 }
 

@@ -14,9 +14,11 @@
 //!   hence [`create_dir_durable`].
 
 mod real;
+mod shadow;
 mod sim;
 
 pub use real::{LOCK_FILE_NAME, Preallocate, RealFs, SyncMethod};
+pub use shadow::{ShadowFs, lock_holder};
 pub use sim::{CrashMode, SimFs};
 
 use crate::error::{Error, Result};

@@ -64,6 +64,8 @@ pub struct Wal {
     /// the log ends before it, the active segment's header keeps claiming it, so a lost
     /// range not yet repaired is still reported after another restart.
     claim_end: u64,
+    /// `claim_end` as recovery found it, kept for diagnostics.
+    opened_claim_end: u64,
     _lock: Box<dyn DirLock>,
 }
 
@@ -93,6 +95,7 @@ impl Wal {
             stopped: None,
             lost: recovered.lost,
             claim_end: recovered.claim_end,
+            opened_claim_end: recovered.claim_end,
             _lock: lock,
         };
         wal.carry_claim();
@@ -407,5 +410,20 @@ impl Wal {
     /// Paths of the segment files, oldest first (for tests and diagnostics).
     pub fn segment_paths(&self) -> Vec<PathBuf> {
         self.segments.iter().map(|seg| seg.path.clone()).collect()
+    }
+
+    /// Each segment's path, first index and number of records, oldest first (diagnostics).
+    pub fn segment_ranges(&self) -> Vec<(PathBuf, u64, u64)> {
+        self.segments
+            .iter()
+            .map(|seg| (seg.path.clone(), seg.first_index, seg.len()))
+            .collect()
+    }
+
+    /// One past the highest index the segment headers claimed synced when the log was opened
+    /// (the synced frontier of storage/FORMAT.md §1.1); 0 when no header records one
+    /// (version-1 segments, or an empty log).
+    pub fn opened_synced_frontier(&self) -> u64 {
+        self.opened_claim_end
     }
 }

@@ -1,0 +1,311 @@
+//! `rcraft doctor DATA_DIR` through the real binary: the data dirs of a real 3-node run, read
+//! while a node runs on one, healthy after a clean stop, with a damaged WAL record, and with a
+//! damaged hard-state slot. Every file of a data dir must be byte for byte the same after
+//! doctor read it. Real `rcraft serve` processes on 127.0.0.1; every wait is bounded;
+//! processes are killed and directories removed on drop.
+
+mod snapshot_support;
+
+use snapshot_support::{
+    BIN, Cluster, Damage, WAIT_MAX, active_segment, damage, damage_hard_state_slot, record_offsets,
+    wait_for, write_keys,
+};
+use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Every file under `dir` (recursively) with its length and a hash of its bytes.
+fn fingerprint(dir: &Path) -> BTreeMap<PathBuf, (u64, u64)> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(at) = pending.pop() {
+        for entry in std::fs::read_dir(&at).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                let mut hasher = DefaultHasher::new();
+                bytes.hash(&mut hasher);
+                files.insert(path, (bytes.len() as u64, hasher.finish()));
+            }
+        }
+    }
+    files
+}
+
+/// Runs `rcraft doctor ARGS`; returns exit code, stdout and stderr.
+fn doctor(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .arg("doctor")
+        .args(args)
+        .output()
+        .expect("rcraft runs");
+    (
+        out.status.code().expect("exited"),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// Runs doctor on `dir` (text, then `--json`), asserting it changed no byte there; returns the
+/// exit code, the text and the parsed JSON.
+fn doctor_unchanged(dir: &Path) -> (i32, String, serde_json::Value) {
+    let before = fingerprint(dir);
+    let path = dir.to_str().unwrap();
+    let (code, text, err) = doctor(&[path]);
+    let (json_code, json, _) = doctor(&[path, "--json"]);
+    assert_eq!(code, json_code, "text and JSON agree on the exit code");
+    assert_eq!(
+        fingerprint(dir),
+        before,
+        "doctor changed {path}:\n{text}{err}"
+    );
+    (
+        code,
+        text,
+        serde_json::from_str(&json).expect("one JSON object"),
+    )
+}
+
+/// Stops node `id` with SIGTERM and waits for it to exit (killing it after `WAIT_MAX`).
+fn stop(cluster: &mut Cluster, id: usize) {
+    cluster.signal(id, libc::SIGTERM);
+    let mut child = cluster.nodes[id].take().expect("running");
+    let deadline = Instant::now() + WAIT_MAX;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("node {id} did not stop on SIGTERM:\n{}", cluster.logs());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn doctor_reads_healthy_and_damaged_data_dirs_of_a_real_cluster_without_changing_them() {
+    let mut cluster = Cluster::start(&["--snapshot-every", "25"]);
+    let leader = cluster.wait_for_leader();
+    write_keys(&cluster, 80, 64);
+    for id in (0..3).filter(|&id| id != leader) {
+        cluster.wait_caught_up(id, leader);
+    }
+    // Each node snapshots by itself; wait until node 0 has a snapshot file.
+    let snapshots = cluster.data_dir(0).join("snapshots");
+    let found = wait_for("a snapshot on node 0", || {
+        std::fs::read_dir(&snapshots)
+            .ok()?
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().ends_with(".snap"))
+            .then_some(())
+    });
+    assert!(found.is_some(), "no snapshot:\n{}", cluster.logs());
+
+    // A node running on the dir: said so, and read anyway.
+    let pid = cluster.nodes[0].as_ref().unwrap().id();
+    let (_, text, err) = doctor(&[cluster.data_dir(0).to_str().unwrap()]);
+    assert!(
+        text.contains(&format!("YES: process {pid} holds the WAL lock")),
+        "{text}{err}"
+    );
+
+    for id in 0..3 {
+        stop(&mut cluster, id);
+    }
+
+    // Healthy.
+    let (code, text, json) = doctor_unchanged(&cluster.data_dir(0));
+    assert_eq!(code, 0, "{text}");
+    for expected in [
+        "running         no (the WAL lock is free)",
+        "identity        node 0 of cluster 0x",
+        "initial voters  0,1,2",
+        "slots agree",
+        "data checksum verified, voters 0,1,2",
+        "membership      voters 0,1,2",
+        "verdict         healthy",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing:\n{text}");
+    }
+    assert_eq!(json["verdict"], "healthy", "{json}");
+    assert_eq!(json["identity"]["node_id"], 0);
+    assert_eq!(json["hard_state"]["agree"], true);
+    assert_eq!(json["snapshots"]["latest"]["data_verified"], true);
+    let snapshot_index = json["snapshots"]["latest"]["index"].as_u64().unwrap();
+    let last_index = json["wal"]["last_index"].as_u64().unwrap();
+    assert!(snapshot_index >= 25 && last_index >= 80, "{json}");
+    assert!(json["wal"]["lost"].is_null(), "{json}");
+    let term = json["hard_state"]["current"]["term"].as_u64().unwrap();
+    assert!(term >= 1, "{json}");
+    assert!(
+        text.contains(&format!("{term} at ")),
+        "the terms seen in the log:\n{text}"
+    );
+
+    // A byte of node 0's newest snapshot data rots: a start would refuse to restore it.
+    let snapshot_path = PathBuf::from(json["snapshots"]["latest"]["path"].as_str().unwrap());
+    let bytes = std::fs::read(&snapshot_path).unwrap();
+    let at = bytes.len() / 2;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&snapshot_path)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[bytes[at] ^ 0x10], at as u64).unwrap();
+    drop(file);
+    let (code, text, json) = doctor_unchanged(&cluster.data_dir(0));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("DATA DAMAGED: "), "{text}");
+    assert!(
+        text.contains(&format!(
+            "will refuse to start: snapshot {}",
+            snapshot_path.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("its footer says"), "{text}");
+    assert_eq!(json["verdict"], "refuse");
+    assert_eq!(json["snapshots"]["latest"]["data_verified"], false);
+    let (code, text, _) = doctor(&[
+        "force-new-cluster",
+        cluster.data_dir(0).to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("cannot          snapshot "), "{text}");
+
+    // Garbage after node 0's last record, as a write torn by a power loss leaves it: cut,
+    // nothing synced lost.
+    let segment = active_segment(&cluster, 0);
+    let end = *record_offsets(&std::fs::read(&segment).unwrap())
+        .last()
+        .unwrap();
+    let bytes = std::fs::read(&segment).unwrap();
+    let end = end + u32::from_le_bytes(bytes[end..end + 4].try_into().unwrap()) as usize;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[0xAB; 40], end as u64).unwrap();
+    drop(file);
+    let (code, text, json) = doctor_unchanged(&cluster.data_dir(0));
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(&format!(
+            "  torn tail     never acknowledged; zero {} from offset {end} (40 bytes)",
+            segment.display()
+        )),
+        "{text}"
+    );
+    assert!(json["wal"]["lost"].is_null(), "{json}");
+
+    // A damaged record in the middle of node 1's active segment: synced entries lost.
+    damage(&active_segment(&cluster, 1), Damage::MiddleRecord);
+    let (code, text, json) = doctor_unchanged(&cluster.data_dir(1));
+    assert_eq!(code, 1, "{text}");
+    let lost = &json["wal"]["lost"];
+    let (from, through) = (
+        lost["from"].as_u64().unwrap(),
+        lost["through"].as_u64().unwrap(),
+    );
+    assert!(from <= through && through >= 80, "{json}");
+    assert!(
+        text.contains(&format!(
+            "  LOST          synced entries {from}..={through} lost"
+        )),
+        "{text}"
+    );
+    let snapshot = json["snapshots"]["latest"]["index"].as_u64().unwrap();
+    let repair = if through > snapshot {
+        format!(
+            "will repair: WAL: entries {}..={through} must be fetched again from a peer",
+            from.max(snapshot + 1)
+        )
+    } else {
+        "will repair: WAL: the lost entries are all in the snapshot".to_string()
+    };
+    assert!(text.contains(&repair), "{repair:?} missing:\n{text}");
+    assert_eq!(json["verdict"], "repair");
+
+    // The force-new-cluster dry run on the damaged node: what it keeps and may lose.
+    let dir = cluster.data_dir(1);
+    let path = dir.to_str().unwrap();
+    let before = fingerprint(&dir);
+    let (code, _, err) = doctor(&["force-new-cluster", path]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("only --dry-run exists"), "{err}");
+    let (code, text, err) = doctor(&["force-new-cluster", path, "--dry-run"]);
+    assert_eq!(code, 0, "{text}{err}");
+    assert_eq!(
+        fingerprint(&dir),
+        before,
+        "the dry run changed {path}:\n{text}"
+    );
+    // What the snapshot holds is not lost; the log is kept through the damage.
+    let kept_last = (from - 1).max(snapshot);
+    let mut expected = vec![
+        "new cluster     voters 1 alone (was voters 0,1,2)".to_string(),
+        format!("keep            entries 1..={snapshot} in the snapshot (term "),
+        format!("may be lost     any entry after {kept_last} (last term "),
+    ];
+    if from - 1 > snapshot {
+        expected.push(format!(
+            "entries {}..={kept_last} from the log",
+            snapshot + 1
+        ));
+    }
+    if through > snapshot {
+        let lost_from = from.max(snapshot + 1);
+        expected.push(format!(
+            "may be lost     entries {lost_from}..={through}: synced here once, damaged"
+        ));
+    }
+    for expected in expected {
+        assert!(text.contains(&expected), "{expected:?} missing:\n{text}");
+    }
+
+    // A damaged hard-state slot on node 2: the other slot holds the state.
+    damage_hard_state_slot(&cluster, 2, 0);
+    let (code, text, json) = doctor_unchanged(&cluster.data_dir(2));
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("  slot 0        DAMAGED: checksum mismatch"),
+        "{text}"
+    );
+    assert!(text.contains("SLOTS DIFFER"), "{text}");
+    assert!(text.contains("will repair: hard state"), "{text}");
+    assert_eq!(json["hard_state"]["slots"][0]["status"], "damaged");
+    assert_eq!(json["hard_state"]["slots"][1]["status"], "valid");
+    assert!(json["hard_state"]["current"]["term"].as_u64().unwrap() >= 1);
+
+    // Both slots damaged: a node would refuse to start.
+    damage_hard_state_slot(&cluster, 2, 1);
+    let (code, text, json) = doctor_unchanged(&cluster.data_dir(2));
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("will refuse to start: hard state: no valid slot"),
+        "{text}"
+    );
+    assert_eq!(json["verdict"], "refuse");
+}
+
+#[test]
+fn doctor_refuses_what_is_not_a_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let (code, text, err) = doctor(&[missing.to_str().unwrap()]);
+    assert_eq!(code, 2, "{text}{err}");
+    assert!(err.contains("is not a directory"), "{err}");
+    let (code, text, _) = doctor(&[dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("holds no rcraft state"), "{text}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing created"
+    );
+    let (code, _, err) = doctor(&[]);
+    assert_eq!(code, 2, "{err}");
+}
