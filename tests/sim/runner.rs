@@ -163,15 +163,19 @@ fn add(totals: &mut RunSummary, run: &RunSummary) {
     totals.reads += run.reads;
     totals.crashes += run.crashes;
     totals.membership_changes += run.membership_changes;
+    totals.retries += run.retries;
+    totals.duplicates += run.duplicates;
 }
 
 fn describe(summary: &RunSummary) -> String {
     format!(
-        "{} events, {} committed entries, {} acknowledged writes, {} linearizable reads, {} crashes, \
-         {} committed configuration changes",
+        "{} events, {} committed entries, {} acknowledged writes ({} retries, {} answered as \
+         duplicates), {} linearizable reads, {} crashes, {} committed configuration changes",
         summary.events,
         summary.committed,
         summary.writes_acked,
+        summary.retries,
+        summary.duplicates,
         summary.reads,
         summary.crashes,
         summary.membership_changes

@@ -7,6 +7,7 @@
 //! with a [`Failure`].
 
 use crate::checker::{Checker, Verdict};
+use crate::clients::{Attempt, SimClient};
 use crate::disk::{Disk, StoredSnapshot};
 use crate::entry_log::EntryLog;
 use crate::history::{History, ReadRecord};
@@ -97,10 +98,10 @@ pub(crate) struct SimNode<C> {
     pub(crate) sm: AppendList,
     /// Snapshots it can serve chunks from, by index.
     pub(crate) snapshots: BTreeMap<LogIndex, StoredSnapshot>,
-    /// Proposals awaiting `Proposed`: request id to write id.
-    pub(crate) proposals: BTreeMap<RequestId, u64>,
-    /// Appended proposals awaiting application: index to (term, write id).
-    pub(crate) proposed: BTreeMap<LogIndex, (Term, u64)>,
+    /// Proposals awaiting `Proposed`: request id to the client's attempt.
+    pub(crate) proposals: BTreeMap<RequestId, Attempt>,
+    /// Appended proposals awaiting application: index to (term, attempt).
+    pub(crate) proposed: BTreeMap<LogIndex, (Term, Attempt)>,
     /// Reads awaiting `ReadReady`.
     pub(crate) reads: BTreeMap<RequestId, ReadRecord>,
     /// Confirmed reads awaiting application through their read index.
@@ -153,6 +154,10 @@ pub(crate) struct RunSummary {
     pub(crate) crashes: u64,
     /// Committed membership entries.
     pub(crate) membership_changes: u64,
+    /// Writes sent again after an unknown outcome.
+    pub(crate) retries: u64,
+    /// Retries the session table answered without applying them again.
+    pub(crate) duplicates: u64,
 }
 
 /// How much of the run to record.
@@ -184,9 +189,12 @@ pub(crate) struct World<C> {
     pub(crate) next_request_id: RequestId,
     pub(crate) next_write_id: u64,
     pub(crate) crashes: u64,
-    /// Each client's node of choice: it sticks to it until told otherwise (not leader,
-    /// crashed), so writes also reach stale leaders.
-    pub(crate) client_targets: Vec<Option<usize>>,
+    /// The clients (their sessions, writes in flight and nodes of choice).
+    pub(crate) clients: Vec<SimClient>,
+    /// Writes sent again after an unknown outcome.
+    pub(crate) retries: u64,
+    /// Retries answered from a session table without being applied again.
+    pub(crate) duplicates: u64,
     /// Which client sent each outstanding request.
     pub(crate) request_client: BTreeMap<RequestId, usize>,
     trace_mode: TraceMode,
@@ -225,7 +233,9 @@ impl<C: SimCore> World<C> {
             next_request_id: 1,
             next_write_id: 1,
             crashes: 0,
-            client_targets: vec![None; CLIENTS],
+            clients: vec![SimClient::default(); CLIENTS],
+            retries: 0,
+            duplicates: 0,
             request_client: BTreeMap::new(),
             trace_mode,
             trace: VecDeque::new(),
@@ -281,6 +291,8 @@ impl<C: SimCore> World<C> {
             reads,
             crashes: self.crashes,
             membership_changes: self.checker.committed_membership_changes(),
+            retries: self.retries,
+            duplicates: self.duplicates,
         })
     }
 
@@ -632,7 +644,7 @@ impl<C: SimCore> World<C> {
         let index = snapshot.meta.index;
         let expected = self
             .checker
-            .committed_writes_through(index)
+            .committed_writes_through(index, &self.initial_membership)
             .ok_or_else(|| {
                 format!("node {id}: snapshot at {index} covers entries never seen committed")
             })?;
@@ -684,8 +696,8 @@ impl<C: SimCore> World<C> {
         n.disk
             .crash(reached_disk)
             .map_err(|e| format!("node {id}: {e}"))?;
-        let proposals: Vec<u64> = n.proposals.values().copied().collect();
-        let proposed: Vec<u64> = n.proposed.values().map(|(_, w)| *w).collect();
+        let proposals: Vec<Attempt> = n.proposals.values().copied().collect();
+        let proposed: Vec<Attempt> = n.proposed.values().map(|(_, a)| *a).collect();
         n.membership_requests.clear();
         n.proposals.clear();
         n.proposed.clear();
@@ -693,9 +705,8 @@ impl<C: SimCore> World<C> {
         n.ready_reads.clear();
         n.snapshots.clear();
         n.view = None;
-        for write_id in proposals.into_iter().chain(proposed) {
-            self.history
-                .complete_write(write_id, crate::history::WriteOutcome::Unknown)?;
+        for attempt in proposals.into_iter().chain(proposed) {
+            self.attempt_lost(&attempt);
         }
         Ok(())
     }
