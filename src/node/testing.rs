@@ -186,6 +186,14 @@ pub enum SimSessionCheck {
 }
 
 impl SimSessions {
+    /// An empty table that remembers at most `capacity` clients (a node's is
+    /// [`SESSIONS_MAX`](super::limits::SESSIONS_MAX)); past it the least recent is forgotten.
+    pub fn with_capacity(capacity: usize) -> SimSessions {
+        SimSessions {
+            table: SessionTable::with_capacity(capacity.max(1)),
+        }
+    }
+
     /// Decides what to do with `session`'s command at the next applied index.
     pub fn check(&self, session: Session) -> SimSessionCheck {
         match self.table.check(session) {
@@ -218,9 +226,10 @@ impl SimSessions {
         out
     }
 
-    /// Reads a node snapshot's bytes back: the session table and the state machine's bytes.
-    pub fn restore(bytes: &[u8]) -> Result<(SimSessions, Vec<u8>), String> {
-        let mut table = SessionTable::default();
+    /// Reads a node snapshot's bytes back into a table of `capacity`: the session table and
+    /// the state machine's bytes.
+    pub fn restore(bytes: &[u8], capacity: usize) -> Result<(SimSessions, Vec<u8>), String> {
+        let mut table = SessionTable::with_capacity(capacity.max(1));
         let mut adapter = StateBytes(Vec::new());
         let mut input = bytes;
         read_snapshot(&mut input, &mut table, &mut adapter).map_err(|e| e.to_string())?;

@@ -279,8 +279,9 @@ impl Checker {
         &self,
         index: LogIndex,
         initial: &rcraft::wire::Membership,
+        sessions_max: usize,
     ) -> Option<Vec<u64>> {
-        let mut model = crate::state_machine::AppendList::new(initial);
+        let mut model = crate::state_machine::AppendList::new(initial, sessions_max);
         for i in 1..=index.0 {
             let record = self.committed.get(&LogIndex(i))?;
             model.apply(&record.entry).ok()?;

@@ -33,13 +33,18 @@ pub(crate) struct Attempt {
 #[derive(Clone, Debug)]
 struct InFlight {
     write_id: u64,
-    sequence: u64,
+    /// The session it is sent with: the client's id then, and the sequence number.
+    session: Session,
     filler: usize,
     sent_at: u64,
     /// The current attempt's outcome is unknown: send it again.
     lost: bool,
-    /// Some attempt may be in a log, so a refusal of a later one is no definite failure.
+    /// Some attempt may be in a log (every attempt sent, but those refused before being
+    /// appended).
     maybe_appended: bool,
+    /// Some attempt before the current one may be in a log, so a refusal of the current one
+    /// is no definite failure.
+    maybe_appended_before: bool,
 }
 
 /// One client.
@@ -76,6 +81,21 @@ impl<C: SimCore> World<C> {
             };
             return self.send_attempt(target, attempt, Some(Session::REGISTER), Vec::new());
         };
+        if c.in_flight
+            .as_ref()
+            .is_some_and(|w| w.lost && w.session.client_id != client_id)
+        {
+            // Its session was forgotten before any attempt may have been appended: the write
+            // goes again as a new write of the new session, as `rcraft::Client` does.
+            c.next_sequence += 1;
+            let sequence = c.next_sequence;
+            if let Some(w) = c.in_flight.as_mut() {
+                w.session = Session {
+                    client_id,
+                    sequence,
+                };
+            }
+        }
         let resend = match &c.in_flight {
             Some(w) if w.lost || now >= w.sent_at + RETRY_AFTER_MS => true,
             Some(_) => return Ok(()),
@@ -89,11 +109,15 @@ impl<C: SimCore> World<C> {
             c.next_sequence += 1;
             c.in_flight = Some(InFlight {
                 write_id,
-                sequence: c.next_sequence,
+                session: Session {
+                    client_id,
+                    sequence: c.next_sequence,
+                },
                 filler,
                 sent_at: now,
                 lost: false,
                 maybe_appended: false,
+                maybe_appended_before: false,
             });
             self.history.invoke_write(write_id, now);
         }
@@ -104,16 +128,15 @@ impl<C: SimCore> World<C> {
         let w = c.in_flight.as_mut().expect("a write in flight");
         w.lost = false;
         w.sent_at = now;
+        w.maybe_appended_before = w.maybe_appended;
+        w.maybe_appended = true;
         c.attempt += 1;
         let attempt = Attempt {
             client,
             number: c.attempt,
             write_id: Some(w.write_id),
         };
-        let session = Session {
-            client_id,
-            sequence: w.sequence,
-        };
+        let session = w.session;
         let data = encode_write(w.write_id, w.filler);
         self.send_attempt(target, attempt, Some(session), data)
     }
@@ -153,15 +176,6 @@ impl<C: SimCore> World<C> {
         }
     }
 
-    /// `attempt` is in the log (not yet committed).
-    pub(crate) fn attempt_appended(&mut self, attempt: &Attempt) {
-        if attempt.write_id.is_some() && self.is_current(attempt) {
-            if let Some(w) = self.clients[attempt.client].in_flight.as_mut() {
-                w.maybe_appended = true;
-            }
-        }
-    }
-
     /// The node refused `attempt` before appending it. Not being the leader is retried (at
     /// the leader named); any other refusal is a definite failure, unless an earlier attempt
     /// may be in some log.
@@ -171,6 +185,9 @@ impl<C: SimCore> World<C> {
         }
         let retry = matches!(error, ProposeError::NotLeader { .. });
         let c = &mut self.clients[attempt.client];
+        if let Some(w) = c.in_flight.as_mut() {
+            w.maybe_appended = w.maybe_appended_before;
+        }
         match (attempt.write_id, c.in_flight.as_mut()) {
             (Some(write_id), Some(w)) if !retry && !w.maybe_appended => {
                 c.in_flight = None;
@@ -209,11 +226,21 @@ impl<C: SimCore> World<C> {
                 let acked = WriteOutcome::Acked { at: now, index };
                 self.history.complete_write(write_id, acked)
             }
-            (Some(write_id), Applied::RefusedDefinite) => {
-                // The session is gone: register again before the next write.
-                c.in_flight = None;
+            (Some(_), Applied::RefusedDefinite) => {
+                // The session is gone: register again. If an earlier attempt may have been
+                // applied before it was forgotten, the outcome is unknown and the client moves
+                // on; else the write was never applied and goes again in the new session.
                 c.client_id = None;
-                self.history.complete_write(write_id, WriteOutcome::Failed)
+                let Some(w) = c.in_flight.as_mut() else {
+                    return Err(format!("client {}: no write in flight", attempt.client));
+                };
+                if w.maybe_appended_before {
+                    c.in_flight = None;
+                } else {
+                    w.lost = true;
+                }
+                self.expired += 1;
+                Ok(())
             }
             (Some(_), Applied::RefusedUnknown) => {
                 if let Some(w) = c.in_flight.as_mut() {

@@ -73,7 +73,6 @@ impl<C: SimCore> World<C> {
                     .proposals
                     .remove(&id)
                     .ok_or_else(|| format!("Proposed for unknown request {id}"))?;
-                self.attempt_appended(&attempt);
                 let replaced = self.nodes[node].proposed.insert(index, (term, attempt));
                 if let Some((_, lost)) = replaced {
                     self.attempt_lost(&lost);

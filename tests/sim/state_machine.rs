@@ -73,14 +73,15 @@ pub(crate) fn checksum(bytes: &[u8]) -> u32 {
 }
 
 impl AppendList {
-    /// An empty state machine of a cluster that starts with `initial` configuration.
-    pub(crate) fn new(initial: &Membership) -> AppendList {
+    /// An empty state machine of a cluster that starts with `initial` configuration, whose
+    /// session table remembers at most `sessions_max` clients.
+    pub(crate) fn new(initial: &Membership, sessions_max: usize) -> AppendList {
         AppendList {
             applied_index: LogIndex(0),
             applied_term: Term(0),
             writes: Vec::new(),
             membership: initial.clone(),
-            sessions: SimSessions::default(),
+            sessions: SimSessions::with_capacity(sessions_max),
             applied_ids: BTreeSet::new(),
         }
     }
@@ -143,7 +144,11 @@ impl AppendList {
     }
 
     /// Rebuilds a state machine from snapshot bytes, verifying size and checksum.
-    pub(crate) fn restore(meta: &SnapshotMeta, bytes: &[u8]) -> Result<AppendList, String> {
+    pub(crate) fn restore(
+        meta: &SnapshotMeta,
+        bytes: &[u8],
+        sessions_max: usize,
+    ) -> Result<AppendList, String> {
         if bytes.len() as u64 != meta.size_bytes || checksum(bytes) != meta.checksum {
             return Err(format!(
                 "snapshot at {} does not match its meta (size {} vs {}, checksum)",
@@ -152,8 +157,8 @@ impl AppendList {
                 meta.size_bytes
             ));
         }
-        let (sessions, state) =
-            SimSessions::restore(bytes).map_err(|e| format!("snapshot at {}: {e}", meta.index))?;
+        let (sessions, state) = SimSessions::restore(bytes, sessions_max)
+            .map_err(|e| format!("snapshot at {}: {e}", meta.index))?;
         let writes: Vec<u64> = state
             .chunks_exact(WRITE_ID_BYTES)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; WRITE_ID_BYTES])))
@@ -192,7 +197,7 @@ mod tests {
     #[test]
     fn a_retried_write_is_applied_once_and_the_table_survives_a_snapshot() {
         let initial = Membership::with_voters([NodeId(0)]);
-        let mut sm = AppendList::new(&initial);
+        let mut sm = AppendList::new(&initial, 4);
         let register = command(1, Some(Session::REGISTER), Vec::new());
         assert_eq!(sm.apply(&register), Ok(Applied::Registered(1)));
         let session = Some(Session {
@@ -209,7 +214,7 @@ mod tests {
             size_bytes: bytes.len() as u64,
             checksum: checksum(&bytes),
         };
-        let mut restored = AppendList::restore(&meta, &bytes).unwrap();
+        let mut restored = AppendList::restore(&meta, &bytes, 4).unwrap();
         // The retry, at a later index, after a restart from the snapshot.
         let retry = command(3, session, encode_write(7, 0));
         assert_eq!(restored.apply(&retry), Ok(Applied::Duplicate));
@@ -226,7 +231,7 @@ mod tests {
 
     #[test]
     fn a_write_applied_twice_is_rejected() {
-        let mut sm = AppendList::new(&Membership::with_voters([NodeId(0)]));
+        let mut sm = AppendList::new(&Membership::with_voters([NodeId(0)]), 4);
         // Without a session nothing dedups it: the second application must be caught.
         assert!(sm.apply(&command(1, None, encode_write(5, 0))).is_ok());
         let again = sm.apply(&command(2, None, encode_write(5, 0)));

@@ -158,6 +158,8 @@ pub(crate) struct RunSummary {
     pub(crate) retries: u64,
     /// Retries the session table answered without applying them again.
     pub(crate) duplicates: u64,
+    /// Writes refused because their session was forgotten.
+    pub(crate) expired: u64,
 }
 
 /// How much of the run to record.
@@ -195,6 +197,8 @@ pub(crate) struct World<C> {
     pub(crate) retries: u64,
     /// Retries answered from a session table without being applied again.
     pub(crate) duplicates: u64,
+    /// Writes refused because their session was forgotten.
+    pub(crate) expired: u64,
     /// Which client sent each outstanding request.
     pub(crate) request_client: BTreeMap<RequestId, usize>,
     trace_mode: TraceMode,
@@ -207,12 +211,20 @@ impl<C: SimCore> World<C> {
     /// A world for `seed`; nothing runs until [`World::run`].
     pub(crate) fn new(seed: u64, check_persist_contract: bool, trace_mode: TraceMode) -> Self {
         let mut rng = SimRng::new(seed);
-        let params = RunParams::random(&mut rng);
+        let mut params = RunParams::random(&mut rng);
+        params.sessions_max = sessions_max(seed);
         let ids: Vec<NodeId> = (0..params.nodes).map(|i| NodeId(i as u64)).collect();
         let initial_membership = Membership::with_voters(ids[..params.voters].iter().copied());
         let nodes = ids
             .iter()
-            .map(|&id| SimNode::new(id, &initial_membership, params.real_storage))
+            .map(|&id| {
+                SimNode::new(
+                    id,
+                    &initial_membership,
+                    params.real_storage,
+                    params.sessions_max,
+                )
+            })
             .collect();
         let params_for_damage = params.clone();
         World {
@@ -236,6 +248,7 @@ impl<C: SimCore> World<C> {
             clients: vec![SimClient::default(); CLIENTS],
             retries: 0,
             duplicates: 0,
+            expired: 0,
             request_client: BTreeMap::new(),
             trace_mode,
             trace: VecDeque::new(),
@@ -293,6 +306,7 @@ impl<C: SimCore> World<C> {
             membership_changes: self.checker.committed_membership_changes(),
             retries: self.retries,
             duplicates: self.duplicates,
+            expired: self.expired,
         })
     }
 
@@ -548,7 +562,7 @@ impl<C: SimCore> World<C> {
         let durable = self.nodes[node].disk.snapshot().cloned();
         let sm = match &durable {
             Some(snapshot) => self.restore_checked(id, snapshot)?,
-            None => AppendList::new(&self.initial_membership),
+            None => AppendList::new(&self.initial_membership, self.params.sessions_max),
         };
         let (base_index, base_term, base_membership) = durable.as_ref().map_or(
             (LogIndex(0), Term(0), self.initial_membership.clone()),
@@ -639,12 +653,12 @@ impl<C: SimCore> World<C> {
         id: NodeId,
         snapshot: &StoredSnapshot,
     ) -> Result<AppendList, String> {
-        let sm = AppendList::restore(&snapshot.meta, &snapshot.bytes)
+        let sm = AppendList::restore(&snapshot.meta, &snapshot.bytes, self.params.sessions_max)
             .map_err(|e| format!("node {id}: {e}"))?;
         let index = snapshot.meta.index;
         let expected = self
             .checker
-            .committed_writes_through(index, &self.initial_membership)
+            .committed_writes_through(index, &self.initial_membership, self.params.sessions_max)
             .ok_or_else(|| {
                 format!("node {id}: snapshot at {index} covers entries never seen committed")
             })?;
@@ -749,7 +763,12 @@ impl<C: SimCore> World<C> {
 }
 
 impl<C> SimNode<C> {
-    fn new(id: NodeId, initial_membership: &Membership, real_storage: bool) -> Self {
+    fn new(
+        id: NodeId,
+        initial_membership: &Membership,
+        real_storage: bool,
+        sessions_max: usize,
+    ) -> Self {
         let disk = if real_storage {
             Disk::with_real_storage(initial_membership).unwrap_or_else(|e| panic!("node {id}: {e}"))
         } else {
@@ -761,7 +780,7 @@ impl<C> SimNode<C> {
             incarnation: 0,
             disk,
             log: EntryLog::default(),
-            sm: AppendList::new(initial_membership),
+            sm: AppendList::new(initial_membership, sessions_max),
             snapshots: BTreeMap::new(),
             proposals: BTreeMap::new(),
             proposed: BTreeMap::new(),
@@ -775,6 +794,19 @@ impl<C> SimNode<C> {
             retired: false,
             turn_open: false,
         }
+    }
+}
+
+/// The session table's capacity in run `seed`: in a quarter of the runs a few clients fewer
+/// or more than there are clients, so sessions are forgotten (more so as retried registrations
+/// leave orphans) and clients must re-register; else the node's own. Drawn apart from the
+/// other parameters so that it does not change them.
+fn sessions_max(seed: u64) -> usize {
+    let mut rng = SimRng::new(seed ^ 0x5E55_10A5_0000_0001);
+    if rng.chance(250) {
+        rng.between(CLIENTS as u64 / 2, CLIENTS as u64 + 4) as usize
+    } else {
+        rcraft::node::limits::SESSIONS_MAX
     }
 }
 
