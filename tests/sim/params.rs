@@ -24,7 +24,8 @@ pub(crate) const CYCLES: u64 = 2;
 pub(crate) const LIVENESS_BOUND_MS: u64 = 2_000;
 /// A run that processes more events than this is reported (a message storm, or a loop).
 pub(crate) const MAX_EVENTS_PER_RUN: u64 = 400_000;
-/// Concurrent clients, each sticking to the node it believes leads.
+/// Concurrent clients, each sticking to the node it believes leads, with one session and at
+/// most one write in flight each (`clients.rs`).
 pub(crate) const CLIENTS: usize = 8;
 /// Leader churn also strikes when a leader advances its commit index this soon after its
 /// election: the moment a wrongly counted commit is most exposed.
