@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Mutation check for the simulator (`make mutants`): every classic Raft bug planted in the core
-# behind a cargo feature must make the simulator fail. A planted bug that no seed catches
+# (and the session table's dedup, turned off) behind a cargo feature must make the simulator
+# fail. A planted bug that no seed catches
 # "survives", and the script fails.
 #
 # Steps: run the seeds without any planted bug (every failing seed found there is a real
 # finding, reported and then skipped); then, for each planted bug, run the same seeds with that
 # feature and stop at the first failing seed. The direct persist-before-acknowledge check is
 # off (SIM_CHECK_PERSIST=0), so bugs are caught by Raft's own safety properties (election
-# safety, log matching, leader completeness, state machine safety, linearizability).
+# safety, log matching, leader completeness, state machine safety, linearizability,
+# exactly-once).
 #
 # Environment: MUTANT_SEEDS (default 3000), MUTANT_PROFILE (release | debug, default release).
 set -euo pipefail
@@ -19,7 +21,7 @@ if [ "${MUTANT_PROFILE:-release}" = debug ]; then
     profile_flag=()
 fi
 bugs=(bug-vote-without-log-check bug-commit-old-term bug-ack-before-persist bug-joint-one-majority
-    bug-chunk-before-persist)
+    bug-chunk-before-persist bug-session-dedup-off)
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 

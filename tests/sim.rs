@@ -8,6 +8,8 @@
 
 #[path = "sim/checker.rs"]
 mod checker;
+#[path = "sim/clients.rs"]
+mod clients;
 #[path = "sim/disk.rs"]
 mod disk;
 #[path = "sim/effects.rs"]

@@ -101,6 +101,11 @@ impl SessionTable {
         if session.sequence == 0 {
             return SessionCheck::ReservedSequence;
         }
+        // Planted bug for `make mutants`: every write is treated as new, so a retry applies
+        // again.
+        if cfg!(feature = "bug-session-dedup-off") {
+            return SessionCheck::Apply;
+        }
         match self.clients.get(&session.client_id) {
             None => SessionCheck::Expired,
             Some(record) if session.sequence == record.sequence => {

@@ -1,16 +1,19 @@
-//! The node's storage thread, reachable by the cluster simulator (`tests/sim/`), which runs it
-//! beside its model of the disk. Hidden from the documentation and not part of the API: it
-//! exists so that the simulator drives the same code the storage thread runs, not a copy.
+//! The node's storage thread and client session table, reachable by the cluster simulator
+//! (`tests/sim/`), which runs them beside its model of the disk and inside its state
+//! machine. Hidden from the documentation and not part of the API: it exists so that the
+//! simulator drives the same code the storage and apply threads run, not a copy.
 //!
 //! Owned by one simulated node; single-threaded. Commands queue until [`SimStorage::run`]
 //! carries them out as one drained batch, exactly as the thread's loop would.
 
+use super::sessions::{SessionCheck, SessionTable};
 use super::snapshot_files::{file_meta, snapshot_meta};
+use super::snapshot_format::{read_snapshot, write_snapshot};
 use super::storage_io::{StorageCommand, StorageEvent};
 use super::storage_thread::{OpenedStorage, open_storage_with};
 use crate::core::{HardState, RecoveredState};
 use rcraft_storage::SimFs;
-use rcraft_wire::{Entry, LogIndex, Membership, SnapshotMeta};
+use rcraft_wire::{Entry, LogIndex, Membership, Session, SnapshotMeta};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -154,5 +157,104 @@ impl SimStorage {
             .read_chunk(&info, 0, meta.size_bytes as usize)
             .map_err(|e| e.to_string())?;
         Ok(Some((meta, bytes)))
+    }
+}
+
+/// The apply thread's client session table, for the simulated state machine: the same table
+/// and the same snapshot encoding the apply thread uses, so the simulator's replicas dedup
+/// retried writes exactly as a node does.
+#[derive(Debug, Default)]
+pub struct SimSessions {
+    table: SessionTable,
+}
+
+/// What the session table decides for a command (see the apply thread).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SimSessionCheck {
+    /// A registration: create a session (its client id is the entry's index).
+    Register,
+    /// A new write of a registered client: apply it.
+    Apply,
+    /// A retry of the last applied write: answer with its saved response, do not apply.
+    Duplicate(Vec<u8>),
+    /// Older than the last applied write: not applied, outcome unknown to the client.
+    Stale,
+    /// The client is not in the table: refused, never applied (a definite failure).
+    Expired,
+    /// Sequence 0 from a client other than 0: refused.
+    ReservedSequence,
+}
+
+impl SimSessions {
+    /// An empty table that remembers at most `capacity` clients (a node's is
+    /// [`SESSIONS_MAX`](super::limits::SESSIONS_MAX)); past it the least recent is forgotten.
+    pub fn with_capacity(capacity: usize) -> SimSessions {
+        SimSessions {
+            table: SessionTable::with_capacity(capacity.max(1)),
+        }
+    }
+
+    /// Decides what to do with `session`'s command at the next applied index.
+    pub fn check(&self, session: Session) -> SimSessionCheck {
+        match self.table.check(session) {
+            SessionCheck::Register => SimSessionCheck::Register,
+            SessionCheck::Apply => SimSessionCheck::Apply,
+            SessionCheck::Duplicate(response) => SimSessionCheck::Duplicate(response),
+            SessionCheck::Stale => SimSessionCheck::Stale,
+            SessionCheck::Expired => SimSessionCheck::Expired,
+            SessionCheck::ReservedSequence => SimSessionCheck::ReservedSequence,
+        }
+    }
+
+    /// Creates the session of the registration at `index`; returns its client id.
+    pub fn register(&mut self, index: LogIndex) -> u64 {
+        self.table.register(index)
+    }
+
+    /// Records that `session`'s write was applied at `index` with `response`.
+    pub fn record(&mut self, session: Session, index: LogIndex, response: Vec<u8>) {
+        self.table.record(session, index, response);
+    }
+
+    /// A node snapshot's bytes: this table, then `state` (the state machine's own snapshot),
+    /// in the apply thread's format (`snapshot_format.rs`).
+    pub fn snapshot_bytes(&self, state: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let adapter = StateBytes(state.to_vec());
+        write_snapshot(&mut out, &self.table, &adapter)
+            .unwrap_or_else(|e| unreachable!("writing a snapshot to memory failed: {e}"));
+        out
+    }
+
+    /// Reads a node snapshot's bytes back into a table of `capacity`: the session table and
+    /// the state machine's bytes.
+    pub fn restore(bytes: &[u8], capacity: usize) -> Result<(SimSessions, Vec<u8>), String> {
+        let mut table = SessionTable::with_capacity(capacity.max(1));
+        let mut adapter = StateBytes(Vec::new());
+        let mut input = bytes;
+        read_snapshot(&mut input, &mut table, &mut adapter).map_err(|e| e.to_string())?;
+        Ok((SimSessions { table }, adapter.0))
+    }
+}
+
+/// A state machine that is only its snapshot bytes (the simulator keeps its own state).
+struct StateBytes(Vec<u8>);
+
+impl crate::StateMachine for StateBytes {
+    fn apply(&mut self, _index: LogIndex, _command: &[u8]) -> Vec<u8> {
+        Vec::new()
+    }
+
+    fn query(&self, _query: &[u8]) -> Vec<u8> {
+        Vec::new()
+    }
+
+    fn snapshot(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        out.write_all(&self.0)
+    }
+
+    fn restore(&mut self, input: &mut dyn std::io::Read) -> std::io::Result<()> {
+        self.0.clear();
+        input.read_to_end(&mut self.0).map(|_| ())
     }
 }

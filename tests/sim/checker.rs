@@ -241,7 +241,14 @@ impl Checker {
             self.committed_memberships
                 .insert(entry.index, membership.clone());
         }
-        if let EntryPayload::Command { data, .. } = &entry.payload {
+        // A write without a session is sent once, so the log holds it once. A retried write
+        // (same session and sequence) may be committed again; the session table must keep
+        // it from taking effect twice, which the state machine checks.
+        if let EntryPayload::Command {
+            data,
+            session: None,
+        } = &entry.payload
+        {
             let write_id = crate::state_machine::decode_write(data).unwrap_or(u64::MAX);
             let first = *self.write_index.entry(write_id).or_insert(entry.index);
             if first != entry.index {
@@ -266,16 +273,20 @@ impl Checker {
     }
 
     /// The write ids a state machine holds after applying exactly the committed entries
-    /// through `index`, for checking a snapshot; `None` when some entry is unknown.
-    pub(crate) fn committed_writes_through(&self, index: LogIndex) -> Option<Vec<u64>> {
-        let mut writes = Vec::new();
+    /// through `index` (through the session table, as a replica does), for checking a
+    /// snapshot; `None` when some entry is unknown.
+    pub(crate) fn committed_writes_through(
+        &self,
+        index: LogIndex,
+        initial: &rcraft::wire::Membership,
+        sessions_max: usize,
+    ) -> Option<Vec<u64>> {
+        let mut model = crate::state_machine::AppendList::new(initial, sessions_max);
         for i in 1..=index.0 {
             let record = self.committed.get(&LogIndex(i))?;
-            if let EntryPayload::Command { data, .. } = &record.entry.payload {
-                writes.push(crate::state_machine::decode_write(data)?);
-            }
+            model.apply(&record.entry).ok()?;
         }
-        Some(writes)
+        Some(model.writes)
     }
 
     /// The committed entry at `index`, when known.

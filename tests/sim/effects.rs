@@ -7,14 +7,14 @@
 //! (acknowledged by an `Applied` answer), snapshot reads and writes to the disk.
 
 use crate::checker::Verdict;
-use crate::history::WriteOutcome;
+use crate::clients::Attempt;
 use crate::params::EARLY_TERM_MS;
 use crate::replica::SimCore;
 use crate::state_machine::decode_write;
 use crate::world::{Event, World};
 use rcraft::core::{Action, Input};
 use rcraft::wire::{
-    Entry, EntryPayload, LogIndex, Message, MessageBody, NodeId, Role, SnapshotMeta, Term,
+    Entry, EntryPayload, LogIndex, Message, MessageBody, NodeId, Role, Session, SnapshotMeta, Term,
 };
 
 use crate::disk::StoredSnapshot;
@@ -69,23 +69,23 @@ impl<C: SimCore> World<C> {
             }
             Action::Proposed { id, term, index } => {
                 self.request_client.remove(&id);
-                let write_id = self.nodes[node]
+                let attempt = self.nodes[node]
                     .proposals
                     .remove(&id)
                     .ok_or_else(|| format!("Proposed for unknown request {id}"))?;
-                let replaced = self.nodes[node].proposed.insert(index, (term, write_id));
+                let replaced = self.nodes[node].proposed.insert(index, (term, attempt));
                 if let Some((_, lost)) = replaced {
-                    self.history.complete_write(lost, WriteOutcome::Unknown)?;
+                    self.attempt_lost(&lost);
                 }
                 Ok(())
             }
             Action::ProposeRejected { id, error } => {
                 self.redirect_client(id, &error);
-                let write_id = self.nodes[node]
+                let attempt = self.nodes[node]
                     .proposals
                     .remove(&id)
                     .ok_or_else(|| format!("ProposeRejected for unknown request {id}"))?;
-                self.history.complete_write(write_id, WriteOutcome::Failed)
+                self.attempt_refused(&attempt, &error)
             }
             Action::ReadReady { id, index, .. } => {
                 self.request_client.remove(&id);
@@ -261,18 +261,15 @@ impl<C: SimCore> World<C> {
                 }
             }
             let n = &mut self.nodes[node];
-            n.sm.apply(entry)?;
-            if let Some((proposed_term, write_id)) = n.proposed.remove(&entry.index) {
-                let ours = entry.term == proposed_term && carries_write(entry, write_id);
-                let outcome = if ours {
-                    WriteOutcome::Acked {
-                        at: self.now,
-                        index: entry.index,
-                    }
+            let applied = n.sm.apply(entry)?;
+            if let Some((proposed_term, attempt)) = n.proposed.remove(&entry.index) {
+                // (index, term) names one entry: the attempt is this entry exactly when the
+                // terms agree.
+                if entry.term == proposed_term && carries_attempt(entry, &attempt) {
+                    self.attempt_applied(&attempt, entry.index, &applied)?;
                 } else {
-                    WriteOutcome::Failed
-                };
-                self.history.complete_write(write_id, outcome)?;
+                    self.attempt_lost(&attempt);
+                }
             }
         }
         self.serve_ready_reads(node)?;
@@ -600,8 +597,9 @@ impl<C: SimCore> World<C> {
                 .iter()
                 .copied()
                 .filter(|id| {
-                    self.index_of(*id)
-                        .is_some_and(|i| self.holds(i, index, term))
+                    self.index_of(*id).is_some_and(|i| {
+                        self.holds(i, index, term) || self.repairing_covers(i, index)
+                    })
                 })
                 .collect();
             if holders.len() <= half.len() / 2 {
@@ -616,6 +614,20 @@ impl<C: SimCore> World<C> {
         Ok(())
     }
 
+    /// True when `node` lost `index` from its disk after syncing it and is repairing it. Its
+    /// acknowledgement of the entry, sent before the loss, still counts: a repairing node
+    /// votes for no one until it holds the range again (src/core/repair.rs), so every quorum
+    /// that can elect a leader meanwhile lies among the nodes that still hold what they
+    /// acknowledged. (Seed 345: a leader committed with a stale match of a follower that
+    /// restarted having lost the entries, and the holders alone were a minority.)
+    fn repairing_covers(&self, node: usize, index: LogIndex) -> bool {
+        self.nodes[node]
+            .view
+            .as_ref()
+            .and_then(|v| v.repairing)
+            .is_some_and(|lost| lost.from <= index && index <= lost.through)
+    }
+
     /// True when `node` holds the entry (`index`, `term`), or a snapshot covering it.
     fn holds(&self, node: usize, index: LogIndex, term: Term) -> bool {
         let n = &self.nodes[node];
@@ -628,10 +640,13 @@ impl<C: SimCore> World<C> {
     }
 }
 
-/// True when `entry` is the command carrying `write_id`.
-fn carries_write(entry: &Entry, write_id: u64) -> bool {
-    match &entry.payload {
-        EntryPayload::Command { data, .. } => decode_write(data) == Some(write_id),
+/// True when `entry` is the command `attempt` sent: its write, or a registration.
+fn carries_attempt(entry: &Entry, attempt: &Attempt) -> bool {
+    match (&entry.payload, attempt.write_id) {
+        (EntryPayload::Command { session, .. }, None) => *session == Some(Session::REGISTER),
+        (EntryPayload::Command { data, .. }, Some(write_id)) => {
+            decode_write(data) == Some(write_id)
+        }
         _ => false,
     }
 }

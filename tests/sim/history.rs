@@ -112,9 +112,17 @@ impl History {
     }
 
     /// At the end of a run: every acknowledged write is in `final_writes` (the state of a
-    /// node that applied everything committed), and no write told it failed is.
+    /// node that applied everything committed) exactly once, no write is in it twice, and no
+    /// write told it failed is.
     pub(crate) fn check_final_state(&self, final_writes: &[u64]) -> Verdict {
-        let present: std::collections::BTreeSet<u64> = final_writes.iter().copied().collect();
+        let mut present = std::collections::BTreeSet::new();
+        for write_id in final_writes {
+            if !present.insert(*write_id) {
+                return Err(format!(
+                    "exactly-once: write {write_id} is in the final state twice"
+                ));
+            }
+        }
         for (write_id, record) in &self.writes {
             match record.outcome {
                 WriteOutcome::Acked { index, .. } if !present.contains(write_id) => {
@@ -279,6 +287,21 @@ mod tests {
         assert!(
             history.check_final_state(&[1, 2]).is_err(),
             "failed write took effect"
+        );
+    }
+
+    #[test]
+    fn a_write_applied_twice_is_rejected() {
+        let history = history();
+        assert!(
+            history.check_final_state(&[1, 1]).is_err(),
+            "acknowledged write applied twice"
+        );
+        let mut history = self::tests::history();
+        history.invoke_write(3, 40);
+        assert!(
+            history.check_final_state(&[1, 3, 3]).is_err(),
+            "unacknowledged write applied twice"
         );
     }
 

@@ -24,8 +24,9 @@ pub(crate) const CYCLES: u64 = 2;
 pub(crate) const LIVENESS_BOUND_MS: u64 = 2_000;
 /// A run that processes more events than this is reported (a message storm, or a loop).
 pub(crate) const MAX_EVENTS_PER_RUN: u64 = 400_000;
-/// Concurrent clients, each sticking to the node it believes leads.
-pub(crate) const CLIENTS: usize = 3;
+/// Concurrent clients, each sticking to the node it believes leads, with one session and at
+/// most one write in flight each (`clients.rs`).
+pub(crate) const CLIENTS: usize = 8;
 /// Leader churn also strikes when a leader advances its commit index this soon after its
 /// election: the moment a wrongly counted commit is most exposed.
 pub(crate) const EARLY_TERM_MS: u64 = 300;
@@ -64,6 +65,9 @@ const _: () = assert!(LIVENESS_BOUND_MS < CALM_MS && LIVENESS_BOUND_MS <= BOOT_M
 pub(crate) struct RunParams {
     /// Voters of the initial configuration (3 to 5), nodes 0 to `voters - 1`.
     pub(crate) voters: usize,
+    /// Clients every replica's session table remembers (`world::sessions_max`; the node's
+    /// `SESSIONS_MAX` unless the run exercises forgotten sessions).
+    pub(crate) sessions_max: usize,
     /// Node slots in all: the initial voters plus up to [`MAX_SPARES`] spare nodes that start
     /// outside the configuration and may be added by membership changes.
     pub(crate) nodes: usize,
@@ -163,6 +167,7 @@ impl RunParams {
             snapshot_bytes_per_tick: rng.pick(&[0, 512, 2_048, 16_384, 8 << 20]),
             turn_ms_max: rng.pick(&[0, 0, 1, 3]),
             real_storage: rng.chance(500),
+            sessions_max: rcraft::node::limits::SESSIONS_MAX,
         };
         if !params.pre_vote && !MEMBERSHIP_CHANGES_WITHOUT_PRE_VOTE {
             params.membership_gap_max_ms = None;
@@ -194,7 +199,7 @@ impl RunParams {
     pub(crate) fn describe(&self) -> String {
         format!(
             "{} voters + {} spares, membership changes every <={}, pre_vote={}, check_quorum={}, lease_reads={}, drop={}‰, dup={}‰, net<={}ms, disk<={}ms, \
-             inflight={}x{}B, chunk={}Bx{} at {}B/tick, turn<={}ms, real_storage={}",
+             inflight={}x{}B, chunk={}Bx{} at {}B/tick, turn<={}ms, real_storage={}, sessions<={}",
             self.voters,
             self.nodes - self.voters,
             self.membership_gap_max_ms
@@ -212,7 +217,8 @@ impl RunParams {
             self.snapshot_chunks_in_flight,
             self.snapshot_bytes_per_tick,
             self.turn_ms_max,
-            self.real_storage
+            self.real_storage,
+            self.sessions_max
         )
     }
 }

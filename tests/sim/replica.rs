@@ -4,7 +4,7 @@
 //! not depend on the core's internals; `rcraft::core::Replica` implements it below. One value
 //! is owned by one simulated node of one world (one thread).
 
-use rcraft::core::{Action, CoreConfig, Input, RecoveredState, Replica};
+use rcraft::core::{Action, CoreConfig, Input, LostEntries, RecoveredState, Replica};
 use rcraft::wire::{LogIndex, Membership, NodeId, Role, Term};
 
 /// What the simulator reads of a replica after every step.
@@ -26,8 +26,8 @@ pub(crate) struct CoreView {
     pub(crate) snapshot_index: LogIndex,
     /// The configuration it uses.
     pub(crate) membership: Membership,
-    /// It is repairing entries its disk lost (it does not vote meanwhile).
-    pub(crate) repairing: bool,
+    /// The entries its disk lost that it is repairing (it does not vote meanwhile).
+    pub(crate) repairing: Option<LostEntries>,
 }
 
 /// A consensus core the simulator can drive.
@@ -69,7 +69,7 @@ impl SimCore for Replica {
             last_index: status.last_index,
             snapshot_index: status.snapshot_index,
             membership: status.membership,
-            repairing: status.repairing.is_some(),
+            repairing: status.repairing,
         }
     }
 }

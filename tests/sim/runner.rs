@@ -163,15 +163,21 @@ fn add(totals: &mut RunSummary, run: &RunSummary) {
     totals.reads += run.reads;
     totals.crashes += run.crashes;
     totals.membership_changes += run.membership_changes;
+    totals.retries += run.retries;
+    totals.duplicates += run.duplicates;
+    totals.expired += run.expired;
 }
 
 fn describe(summary: &RunSummary) -> String {
     format!(
-        "{} events, {} committed entries, {} acknowledged writes, {} linearizable reads, {} crashes, \
-         {} committed configuration changes",
+        "{} events, {} committed entries, {} acknowledged writes ({} retries, {} answered as \
+         duplicates, {} refused as of a forgotten session), {} linearizable reads, {} crashes, {} committed configuration changes",
         summary.events,
         summary.committed,
         summary.writes_acked,
+        summary.retries,
+        summary.duplicates,
+        summary.expired,
         summary.reads,
         summary.crashes,
         summary.membership_changes

@@ -1,19 +1,43 @@
-//! The simulated state machine: an append-only list of write ids, with snapshots.
+//! The simulated state machine: an append-only list of write ids behind the node's own client
+//! session table, with snapshots.
 //!
-//! Owned by one simulated node; rebuilt from the durable snapshot on restart. Invariant:
+//! Owned by one simulated node; rebuilt from the durable snapshot on restart. Commands go
+//! through the apply thread's session table (`rcraft::node::testing::SimSessions`, the real
+//! one) exactly as in a node: a registration creates a session, a retried write is answered
+//! from the table and not applied again, a write of an unknown client is refused. Invariant:
 //! `writes` holds, in log order, the write id of every command entry through
-//! `applied_index`, and `membership` is the configuration in force at `applied_index` (the
+//! `applied_index` that the session table let apply (so each write id at most once, which
+//! `apply` checks), and `membership` is the configuration in force at `applied_index` (the
 //! last membership entry applied, else the snapshot's, else the initial one), which every
 //! snapshot it takes carries. The list makes linearizability easy to check: every read returns a prefix
 //! of the one committed sequence.
 
-use rcraft::wire::{Entry, EntryPayload, LogIndex, Membership, SnapshotMeta, Term};
+use rcraft::node::testing::{SimSessionCheck, SimSessions};
+use rcraft::wire::{Entry, EntryPayload, LogIndex, Membership, Session, SnapshotMeta, Term};
+use std::collections::BTreeSet;
 
 /// Bytes of a write id at the start of every command.
 const WRITE_ID_BYTES: usize = 8;
 
+/// What applying one entry did, for the client waiting on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// Not a client command (a no-op or a configuration).
+    Other,
+    /// A registration: the session's client id.
+    Registered(u64),
+    /// The write was applied now.
+    Write,
+    /// A retry of a write already applied: answered, not applied again.
+    Duplicate,
+    /// Refused for good (unknown client, reserved sequence): never applied.
+    RefusedDefinite,
+    /// Refused, the outcome unknown to the client (an older sequence than the last applied).
+    RefusedUnknown,
+}
+
 /// The append-list state machine of one node.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct AppendList {
     /// Highest applied index.
     pub(crate) applied_index: LogIndex,
@@ -23,6 +47,10 @@ pub(crate) struct AppendList {
     pub(crate) writes: Vec<u64>,
     /// The configuration in force at `applied_index`.
     pub(crate) membership: Membership,
+    /// The node's session table, saved in every snapshot with `writes`.
+    sessions: SimSessions,
+    /// The ids in `writes`, to find a write applied twice.
+    applied_ids: BTreeSet<u64>,
 }
 
 /// A command carrying `write_id`, padded with `filler_bytes` bytes so entry sizes vary.
@@ -45,38 +73,82 @@ pub(crate) fn checksum(bytes: &[u8]) -> u32 {
 }
 
 impl AppendList {
-    /// An empty state machine of a cluster that starts with `initial` configuration.
-    pub(crate) fn new(initial: &Membership) -> AppendList {
+    /// An empty state machine of a cluster that starts with `initial` configuration, whose
+    /// session table remembers at most `sessions_max` clients.
+    pub(crate) fn new(initial: &Membership, sessions_max: usize) -> AppendList {
         AppendList {
             applied_index: LogIndex(0),
             applied_term: Term(0),
             writes: Vec::new(),
             membership: initial.clone(),
+            sessions: SimSessions::with_capacity(sessions_max),
+            applied_ids: BTreeSet::new(),
         }
     }
 
-    /// Applies one committed entry; the caller has checked it is the next one.
-    pub(crate) fn apply(&mut self, entry: &Entry) -> Result<(), String> {
-        if let EntryPayload::Command { data, .. } = &entry.payload {
-            let write_id = decode_write(data)
-                .ok_or_else(|| format!("entry {} carries a command no client sent", entry.index))?;
-            self.writes.push(write_id);
-        }
-        if let EntryPayload::Membership(membership) = &entry.payload {
-            self.membership = membership.clone();
-        }
+    /// Applies one committed entry, as the apply thread does (sessions first); the caller has
+    /// checked it is the next one. Errs when a write would take effect a second time.
+    pub(crate) fn apply(&mut self, entry: &Entry) -> Result<Applied, String> {
+        let applied = match &entry.payload {
+            EntryPayload::Command {
+                session: Some(Session::REGISTER),
+                ..
+            } => Applied::Registered(self.sessions.register(entry.index)),
+            EntryPayload::Command { session, data } => {
+                let write_id = decode_write(data).ok_or_else(|| {
+                    format!("entry {} carries a command no client sent", entry.index)
+                })?;
+                let check = session.map_or(SimSessionCheck::Apply, |s| self.sessions.check(s));
+                match check {
+                    SimSessionCheck::Apply => {
+                        if !self.applied_ids.insert(write_id) {
+                            return Err(format!(
+                                "exactly-once: write {write_id} (session {session:?}) is applied \
+                                 a second time, at index {}",
+                                entry.index
+                            ));
+                        }
+                        self.writes.push(write_id);
+                        if let Some(session) = session {
+                            let response = write_id.to_le_bytes().to_vec();
+                            self.sessions.record(*session, entry.index, response);
+                        }
+                        Applied::Write
+                    }
+                    SimSessionCheck::Duplicate(_) => Applied::Duplicate,
+                    SimSessionCheck::Stale => Applied::RefusedUnknown,
+                    SimSessionCheck::Expired | SimSessionCheck::ReservedSequence => {
+                        Applied::RefusedDefinite
+                    }
+                    SimSessionCheck::Register => {
+                        unreachable!("registrations are matched above")
+                    }
+                }
+            }
+            EntryPayload::Membership(membership) => {
+                self.membership = membership.clone();
+                Applied::Other
+            }
+            _ => Applied::Other,
+        };
         self.applied_index = entry.index;
         self.applied_term = entry.term;
-        Ok(())
+        Ok(applied)
     }
 
-    /// The snapshot bytes: every write id, little-endian.
+    /// The snapshot bytes, in the node's format: the session table, then every write id,
+    /// little-endian.
     pub(crate) fn snapshot_bytes(&self) -> Vec<u8> {
-        self.writes.iter().flat_map(|w| w.to_le_bytes()).collect()
+        let state: Vec<u8> = self.writes.iter().flat_map(|w| w.to_le_bytes()).collect();
+        self.sessions.snapshot_bytes(&state)
     }
 
     /// Rebuilds a state machine from snapshot bytes, verifying size and checksum.
-    pub(crate) fn restore(meta: &SnapshotMeta, bytes: &[u8]) -> Result<AppendList, String> {
+    pub(crate) fn restore(
+        meta: &SnapshotMeta,
+        bytes: &[u8],
+        sessions_max: usize,
+    ) -> Result<AppendList, String> {
         if bytes.len() as u64 != meta.size_bytes || checksum(bytes) != meta.checksum {
             return Err(format!(
                 "snapshot at {} does not match its meta (size {} vs {}, checksum)",
@@ -85,15 +157,84 @@ impl AppendList {
                 meta.size_bytes
             ));
         }
-        let writes = bytes
+        let (sessions, state) = SimSessions::restore(bytes, sessions_max)
+            .map_err(|e| format!("snapshot at {}: {e}", meta.index))?;
+        let writes: Vec<u64> = state
             .chunks_exact(WRITE_ID_BYTES)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; WRITE_ID_BYTES])))
             .collect();
+        let applied_ids: BTreeSet<u64> = writes.iter().copied().collect();
+        if applied_ids.len() != writes.len() {
+            return Err(format!(
+                "exactly-once: the snapshot at {} holds a write id twice",
+                meta.index
+            ));
+        }
         Ok(AppendList {
             applied_index: meta.index,
             applied_term: meta.term,
             writes,
             membership: meta.membership.clone(),
+            sessions,
+            applied_ids,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcraft::wire::NodeId;
+
+    fn command(index: u64, session: Option<Session>, data: Vec<u8>) -> Entry {
+        Entry {
+            index: LogIndex(index),
+            term: Term(1),
+            payload: EntryPayload::Command { session, data },
+        }
+    }
+
+    #[test]
+    fn a_retried_write_is_applied_once_and_the_table_survives_a_snapshot() {
+        let initial = Membership::with_voters([NodeId(0)]);
+        let mut sm = AppendList::new(&initial, 4);
+        let register = command(1, Some(Session::REGISTER), Vec::new());
+        assert_eq!(sm.apply(&register), Ok(Applied::Registered(1)));
+        let session = Some(Session {
+            client_id: 1,
+            sequence: 1,
+        });
+        let write = command(2, session, encode_write(7, 3));
+        assert_eq!(sm.apply(&write), Ok(Applied::Write));
+        let bytes = sm.snapshot_bytes();
+        let meta = SnapshotMeta {
+            index: LogIndex(2),
+            term: Term(1),
+            membership: initial.clone(),
+            size_bytes: bytes.len() as u64,
+            checksum: checksum(&bytes),
+        };
+        let mut restored = AppendList::restore(&meta, &bytes, 4).unwrap();
+        // The retry, at a later index, after a restart from the snapshot.
+        let retry = command(3, session, encode_write(7, 0));
+        assert_eq!(restored.apply(&retry), Ok(Applied::Duplicate));
+        assert_eq!(restored.writes, vec![7]);
+        // A client the table does not hold is refused.
+        let unknown = Some(Session {
+            client_id: 9,
+            sequence: 1,
+        });
+        let refused = command(4, unknown, encode_write(8, 0));
+        assert_eq!(restored.apply(&refused), Ok(Applied::RefusedDefinite));
+        assert_eq!(restored.writes, vec![7]);
+    }
+
+    #[test]
+    fn a_write_applied_twice_is_rejected() {
+        let mut sm = AppendList::new(&Membership::with_voters([NodeId(0)]), 4);
+        // Without a session nothing dedups it: the second application must be caught.
+        assert!(sm.apply(&command(1, None, encode_write(5, 0))).is_ok());
+        let again = sm.apply(&command(2, None, encode_write(5, 0)));
+        assert!(again.unwrap_err().contains("exactly-once"));
     }
 }

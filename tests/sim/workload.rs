@@ -9,10 +9,10 @@ use crate::checker::Verdict;
 use crate::disk::StoredSnapshot;
 use crate::params::{CLIENTS, QUIET_END_MS, RUN_MS};
 use crate::replica::SimCore;
-use crate::state_machine::{checksum, encode_write};
+use crate::state_machine::checksum;
 use crate::world::{Event, World};
 use rcraft::core::{Input, ProposeError, RequestId};
-use rcraft::wire::{NodeId, ReadMode, Role, Session, SnapshotMeta};
+use rcraft::wire::{NodeId, ReadMode, Role, SnapshotMeta};
 use std::collections::BTreeSet;
 
 /// Fault kinds, in the order of their weights in [`FAULT_WEIGHTS`].
@@ -152,20 +152,17 @@ impl<C: SimCore> World<C> {
             return Ok(());
         }
         let client = self.rng.below(CLIENTS as u64) as usize;
-        let target = match self.client_targets[client] {
+        let target = match self.clients[client].target {
             Some(node) if self.nodes[node].core.is_some() => node,
             _ => {
                 let node = match self.believed_leader() {
                     Some(leader) if self.rng.chance(700) => leader,
                     _ => self.rng.pick(&up),
                 };
-                self.client_targets[client] = Some(node);
+                self.clients[client].target = Some(node);
                 node
             }
         };
-        let id = self.next_request_id;
-        self.next_request_id += 1;
-        self.request_client.insert(id, client);
         if self.rng.chance(self.params.read_per_mille) {
             // Half the reads are follower reads, served where they arrive when that node
             // follows a leader (half of them sent to any node, so followers serve many); a
@@ -180,21 +177,14 @@ impl<C: SimCore> World<C> {
                 ReadMode::Follower if self.rng.chance(500) => self.rng.pick(&up),
                 _ => target,
             };
+            let id = self.next_request_id;
+            self.next_request_id += 1;
+            self.request_client.insert(id, client);
             let read = self.history.invoke_read(self.now);
             self.nodes[target].reads.insert(id, read);
             return self.feed(target, Input::ReadIndex { id, mode });
         }
-        let write_id = self.next_write_id;
-        self.next_write_id += 1;
-        let filler = self.rng.below(40) as usize;
-        let session = self.rng.chance(500).then_some(Session {
-            client_id: 1 + target as u64,
-            sequence: write_id,
-        });
-        self.history.invoke_write(write_id, self.now);
-        self.nodes[target].proposals.insert(id, write_id);
-        let data = encode_write(write_id, filler);
-        self.feed(target, Input::Propose { id, session, data })
+        self.client_write(client, target)
     }
 
     /// A refused request tells its client where the leader is; it goes there next (or
@@ -203,7 +193,7 @@ impl<C: SimCore> World<C> {
         let Some(client) = self.request_client.remove(&id) else {
             return;
         };
-        self.client_targets[client] = match error {
+        self.clients[client].target = match error {
             ProposeError::NotLeader {
                 leader: Some(leader),
             } => self.index_of(*leader),

@@ -7,6 +7,7 @@
 //! with a [`Failure`].
 
 use crate::checker::{Checker, Verdict};
+use crate::clients::{Attempt, SimClient};
 use crate::disk::{Disk, StoredSnapshot};
 use crate::entry_log::EntryLog;
 use crate::history::{History, ReadRecord};
@@ -97,10 +98,10 @@ pub(crate) struct SimNode<C> {
     pub(crate) sm: AppendList,
     /// Snapshots it can serve chunks from, by index.
     pub(crate) snapshots: BTreeMap<LogIndex, StoredSnapshot>,
-    /// Proposals awaiting `Proposed`: request id to write id.
-    pub(crate) proposals: BTreeMap<RequestId, u64>,
-    /// Appended proposals awaiting application: index to (term, write id).
-    pub(crate) proposed: BTreeMap<LogIndex, (Term, u64)>,
+    /// Proposals awaiting `Proposed`: request id to the client's attempt.
+    pub(crate) proposals: BTreeMap<RequestId, Attempt>,
+    /// Appended proposals awaiting application: index to (term, attempt).
+    pub(crate) proposed: BTreeMap<LogIndex, (Term, Attempt)>,
     /// Reads awaiting `ReadReady`.
     pub(crate) reads: BTreeMap<RequestId, ReadRecord>,
     /// Confirmed reads awaiting application through their read index.
@@ -153,6 +154,12 @@ pub(crate) struct RunSummary {
     pub(crate) crashes: u64,
     /// Committed membership entries.
     pub(crate) membership_changes: u64,
+    /// Writes sent again after an unknown outcome.
+    pub(crate) retries: u64,
+    /// Retries the session table answered without applying them again.
+    pub(crate) duplicates: u64,
+    /// Writes refused because their session was forgotten.
+    pub(crate) expired: u64,
 }
 
 /// How much of the run to record.
@@ -184,9 +191,14 @@ pub(crate) struct World<C> {
     pub(crate) next_request_id: RequestId,
     pub(crate) next_write_id: u64,
     pub(crate) crashes: u64,
-    /// Each client's node of choice: it sticks to it until told otherwise (not leader,
-    /// crashed), so writes also reach stale leaders.
-    pub(crate) client_targets: Vec<Option<usize>>,
+    /// The clients (their sessions, writes in flight and nodes of choice).
+    pub(crate) clients: Vec<SimClient>,
+    /// Writes sent again after an unknown outcome.
+    pub(crate) retries: u64,
+    /// Retries answered from a session table without being applied again.
+    pub(crate) duplicates: u64,
+    /// Writes refused because their session was forgotten.
+    pub(crate) expired: u64,
     /// Which client sent each outstanding request.
     pub(crate) request_client: BTreeMap<RequestId, usize>,
     trace_mode: TraceMode,
@@ -199,12 +211,20 @@ impl<C: SimCore> World<C> {
     /// A world for `seed`; nothing runs until [`World::run`].
     pub(crate) fn new(seed: u64, check_persist_contract: bool, trace_mode: TraceMode) -> Self {
         let mut rng = SimRng::new(seed);
-        let params = RunParams::random(&mut rng);
+        let mut params = RunParams::random(&mut rng);
+        params.sessions_max = sessions_max(seed);
         let ids: Vec<NodeId> = (0..params.nodes).map(|i| NodeId(i as u64)).collect();
         let initial_membership = Membership::with_voters(ids[..params.voters].iter().copied());
         let nodes = ids
             .iter()
-            .map(|&id| SimNode::new(id, &initial_membership, params.real_storage))
+            .map(|&id| {
+                SimNode::new(
+                    id,
+                    &initial_membership,
+                    params.real_storage,
+                    params.sessions_max,
+                )
+            })
             .collect();
         let params_for_damage = params.clone();
         World {
@@ -225,7 +245,10 @@ impl<C: SimCore> World<C> {
             next_request_id: 1,
             next_write_id: 1,
             crashes: 0,
-            client_targets: vec![None; CLIENTS],
+            clients: vec![SimClient::default(); CLIENTS],
+            retries: 0,
+            duplicates: 0,
+            expired: 0,
             request_client: BTreeMap::new(),
             trace_mode,
             trace: VecDeque::new(),
@@ -281,6 +304,9 @@ impl<C: SimCore> World<C> {
             reads,
             crashes: self.crashes,
             membership_changes: self.checker.committed_membership_changes(),
+            retries: self.retries,
+            duplicates: self.duplicates,
+            expired: self.expired,
         })
     }
 
@@ -483,7 +509,7 @@ impl<C: SimCore> World<C> {
     /// Every damaged node that is up has repaired what its disk lost by the liveness check.
     fn check_repaired(&self, since: u64) -> Verdict {
         for n in &self.nodes {
-            if n.view.as_ref().is_some_and(|v| v.repairing) {
+            if n.view.as_ref().is_some_and(|v| v.repairing.is_some()) {
                 return Err(format!(
                     "repair: healed since t={since}ms, yet node {} still repairs entries its \
                      disk lost ({:?})",
@@ -536,7 +562,7 @@ impl<C: SimCore> World<C> {
         let durable = self.nodes[node].disk.snapshot().cloned();
         let sm = match &durable {
             Some(snapshot) => self.restore_checked(id, snapshot)?,
-            None => AppendList::new(&self.initial_membership),
+            None => AppendList::new(&self.initial_membership, self.params.sessions_max),
         };
         let (base_index, base_term, base_membership) = durable.as_ref().map_or(
             (LogIndex(0), Term(0), self.initial_membership.clone()),
@@ -590,7 +616,8 @@ impl<C: SimCore> World<C> {
         let count = rng.between(1, DAMAGE_ENTRIES_MAX);
         let another_damaged = self.nodes.iter().enumerate().any(|(other, n)| {
             other != node
-                && (n.disk.lost().is_some() || n.view.as_ref().is_some_and(|v| v.repairing))
+                && (n.disk.lost().is_some()
+                    || n.view.as_ref().is_some_and(|v| v.repairing.is_some()))
         });
         // A damaged voter abstains: the others must still be a quorum, so damage strikes
         // only while every node's configuration (each half of a joint one), and the one the
@@ -627,12 +654,12 @@ impl<C: SimCore> World<C> {
         id: NodeId,
         snapshot: &StoredSnapshot,
     ) -> Result<AppendList, String> {
-        let sm = AppendList::restore(&snapshot.meta, &snapshot.bytes)
+        let sm = AppendList::restore(&snapshot.meta, &snapshot.bytes, self.params.sessions_max)
             .map_err(|e| format!("node {id}: {e}"))?;
         let index = snapshot.meta.index;
         let expected = self
             .checker
-            .committed_writes_through(index)
+            .committed_writes_through(index, &self.initial_membership, self.params.sessions_max)
             .ok_or_else(|| {
                 format!("node {id}: snapshot at {index} covers entries never seen committed")
             })?;
@@ -684,8 +711,8 @@ impl<C: SimCore> World<C> {
         n.disk
             .crash(reached_disk)
             .map_err(|e| format!("node {id}: {e}"))?;
-        let proposals: Vec<u64> = n.proposals.values().copied().collect();
-        let proposed: Vec<u64> = n.proposed.values().map(|(_, w)| *w).collect();
+        let proposals: Vec<Attempt> = n.proposals.values().copied().collect();
+        let proposed: Vec<Attempt> = n.proposed.values().map(|(_, a)| *a).collect();
         n.membership_requests.clear();
         n.proposals.clear();
         n.proposed.clear();
@@ -693,9 +720,8 @@ impl<C: SimCore> World<C> {
         n.ready_reads.clear();
         n.snapshots.clear();
         n.view = None;
-        for write_id in proposals.into_iter().chain(proposed) {
-            self.history
-                .complete_write(write_id, crate::history::WriteOutcome::Unknown)?;
+        for attempt in proposals.into_iter().chain(proposed) {
+            self.attempt_lost(&attempt);
         }
         Ok(())
     }
@@ -738,7 +764,12 @@ impl<C: SimCore> World<C> {
 }
 
 impl<C> SimNode<C> {
-    fn new(id: NodeId, initial_membership: &Membership, real_storage: bool) -> Self {
+    fn new(
+        id: NodeId,
+        initial_membership: &Membership,
+        real_storage: bool,
+        sessions_max: usize,
+    ) -> Self {
         let disk = if real_storage {
             Disk::with_real_storage(initial_membership).unwrap_or_else(|e| panic!("node {id}: {e}"))
         } else {
@@ -750,7 +781,7 @@ impl<C> SimNode<C> {
             incarnation: 0,
             disk,
             log: EntryLog::default(),
-            sm: AppendList::new(initial_membership),
+            sm: AppendList::new(initial_membership, sessions_max),
             snapshots: BTreeMap::new(),
             proposals: BTreeMap::new(),
             proposed: BTreeMap::new(),
@@ -764,6 +795,19 @@ impl<C> SimNode<C> {
             retired: false,
             turn_open: false,
         }
+    }
+}
+
+/// The session table's capacity in run `seed`: in a quarter of the runs a few clients fewer
+/// or more than there are clients, so sessions are forgotten (more so as retried registrations
+/// leave orphans) and clients must re-register; else the node's own. Drawn apart from the
+/// other parameters so that it does not change them.
+fn sessions_max(seed: u64) -> usize {
+    let mut rng = SimRng::new(seed ^ 0x5E55_10A5_0000_0001);
+    if rng.chance(250) {
+        rng.between(CLIENTS as u64 / 2, CLIENTS as u64 + 4) as usize
+    } else {
+        rcraft::node::limits::SESSIONS_MAX
     }
 }
 
