@@ -223,8 +223,9 @@ impl Summary {
             self.value_size,
             thousands(self.keys)
         );
+        // A label longer than the column (a stage name) still gets a space before its text.
         let mut row = |label: &str, text: String| {
-            let _ = writeln!(s, "  {label:<16}{text}");
+            let _ = writeln!(s, "  {label:<15} {text}");
         };
         row(
             "throughput",
