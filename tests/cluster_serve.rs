@@ -14,20 +14,27 @@ use std::time::{Duration, Instant};
 /// Longest the server may take to stop after SIGTERM.
 const STOP_LIMIT: Duration = Duration::from_secs(20);
 
+/// Starts `rcraft serve` with `args` on `data_dir`, its output discarded.
+fn spawn_serve(args: &[&str], data_dir: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_rcraft"))
+        .arg("serve")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rcraft serve starts")
+}
+
 #[test]
 fn serve_kv_serves_until_sigterm_then_returns_ok() {
     let dir = tempfile::tempdir().unwrap();
     let servers = free_addresses(1);
     let data_dir = dir.path().join("n0");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_rcraft"))
-        .args(["serve", "--id", "0", "--peers", &servers[0].to_string()])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("rcraft serve starts");
+    let peers = servers[0].to_string();
+    let mut server = spawn_serve(&["--id", "0", "--peers", &peers], &data_dir);
 
     let options = ClientOptions {
         timeout: Duration::from_secs(20),
@@ -97,16 +104,16 @@ fn a_node_listens_on_listen_addr_and_is_reached_there() {
         data_dir.display()
     );
 
-    let mut server = Command::new(env!("CARGO_BIN_EXE_rcraft"))
-        .args(["serve", "--id", "0", "--peers", &advertised])
-        .args(["--listen-addr", &local.to_string()])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("rcraft serve starts");
+    let listen = local.to_string();
+    let args = [
+        "--id",
+        "0",
+        "--peers",
+        &advertised,
+        "--listen-addr",
+        &listen,
+    ];
+    let mut server = spawn_serve(&args, &data_dir);
     let options = ClientOptions {
         timeout: Duration::from_secs(20),
         ..ClientOptions::default()
@@ -146,15 +153,7 @@ fn a_data_dir_started_as_another_node_is_refused() {
     let servers = free_addresses(2);
     let peers = format!("{},{}", servers[0], servers[1]);
     let data_dir = dir.path().join("n0");
-    let mut node0 = Command::new(env!("CARGO_BIN_EXE_rcraft"))
-        .args(["serve", "--id", "0", "--peers", &peers])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("rcraft serve starts");
+    let mut node0 = spawn_serve(&["--id", "0", "--peers", &peers], &data_dir);
     let started = Instant::now();
     while !data_dir.join("identity").exists() && started.elapsed() < STOP_LIMIT {
         std::thread::sleep(Duration::from_millis(20));
