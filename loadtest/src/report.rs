@@ -9,6 +9,7 @@ use crate::history::{Verification, key_name};
 use crate::linearizability::Linearizability;
 use crate::nemesis::NemesisSchedule;
 use crate::stats::{LatencySummary, SecondSample};
+use rcraft::node::metrics::stage_latency_json;
 use rcraft::wire::StageLatency;
 use serde_json::{Value, json};
 use std::fmt::Write;
@@ -193,7 +194,7 @@ impl Summary {
             "fault_notes": self.fault_notes,
             "leader_stages": self.leader_stages.as_ref().map(|(leader, stages)| json!({
                 "leader": leader,
-                "stages": stages.iter().map(stage_json).collect::<Vec<_>>(),
+                "stages": stages.iter().map(stage_latency_json).collect::<Vec<_>>(),
             })),
         });
         if let (Some(summary), Value::Object(extras)) = (summary.as_object_mut(), extras) {
@@ -421,19 +422,6 @@ pub fn thousands(n: u64) -> String {
         .map(|group| std::str::from_utf8(group).expect("decimal digits are ASCII"))
         .collect();
     groups.join(",")
-}
-
-/// One stage of the leader's write path as JSON.
-fn stage_json(s: &StageLatency) -> Value {
-    json!({
-        "stage": s.stage,
-        "peer": s.peer.map(|p| p.0),
-        "count": s.count,
-        "p50_us": s.p50_us,
-        "p90_us": s.p90_us,
-        "p99_us": s.p99_us,
-        "max_us": s.max_us,
-    })
 }
 
 /// Microseconds as milliseconds with about three significant digits.

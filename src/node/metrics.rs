@@ -531,6 +531,22 @@ impl MetricsHook {
     }
 }
 
+/// One stage's latency as JSON, the shape both `rcraft status --latency --json` and
+/// rcraft-loadtest's `leader_stages` print: `{"stage","peer","count","p50_us","p90_us",
+/// "p99_us","max_us"}`.
+#[cfg(feature = "cli")]
+pub fn stage_latency_json(s: &StageLatency) -> serde_json::Value {
+    serde_json::json!({
+        "stage": s.stage,
+        "peer": s.peer.map(|p| p.0),
+        "count": s.count,
+        "p50_us": s.p50_us,
+        "p90_us": s.p90_us,
+        "p99_us": s.p99_us,
+        "max_us": s.max_us,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ use crate::cluster::{
 use crate::{EXIT_FAILED, usage_error};
 use clap::Args;
 use rcraft::client::{ClientError, ClientOptions};
+use rcraft::node::metrics::stage_latency_json;
 use rcraft::wire::{Role, StageLatency};
 use serde_json::json;
 use std::io::{self, Write};
@@ -136,20 +137,7 @@ fn status_json_lines(listed: &[Listed], latencies: &[Latency]) -> Vec<String> {
                 }),
             };
             if let (Some(Ok(stages)), Some(object)) = (latencies.get(at), row.as_object_mut()) {
-                let stages: Vec<_> = stages
-                    .iter()
-                    .map(|s| {
-                        json!({
-                            "stage": s.stage,
-                            "peer": s.peer.map(|p| p.0),
-                            "count": s.count,
-                            "p50_us": s.p50_us,
-                            "p90_us": s.p90_us,
-                            "p99_us": s.p99_us,
-                            "max_us": s.max_us,
-                        })
-                    })
-                    .collect();
+                let stages: Vec<_> = stages.iter().map(stage_latency_json).collect();
                 object.insert("latency".to_string(), json!(stages));
             }
             row.to_string()
