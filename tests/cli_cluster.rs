@@ -87,10 +87,7 @@ impl Cluster {
     /// Send `signal` to node `id`, which must be running.
     fn signal(&self, id: usize, signal: libc::c_int) {
         let child = self.nodes[id].as_ref().expect("node is running");
-        let pid = libc::pid_t::try_from(child.id()).unwrap();
-        // SAFETY: kill(2) on our own child's pid with a valid signal has no memory effects.
-        let sent = unsafe { libc::kill(pid, signal) };
-        assert_eq!(sent, 0, "kill({pid}, {signal})");
+        cluster_support::signal_child(child, signal);
     }
 
     fn restart(&mut self, id: usize) {

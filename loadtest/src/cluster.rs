@@ -16,7 +16,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How the spawned nodes are started.
 #[derive(Debug, Clone)]
@@ -110,6 +110,30 @@ fn send_signal(child: &Child, signal: libc::c_int) {
     // process.
     unsafe {
         libc::kill(pid, signal);
+    }
+}
+
+/// Waits (at most a second) until every thread of `child` is stopped. kill(2) returns once a
+/// SIGSTOP is queued; on a busy machine the other threads can run on for milliseconds, and a
+/// pause is timed from when the node really stops serving.
+fn wait_stopped(child: &Child) {
+    let tasks = format!("/proc/{}/task", child.id());
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        let Ok(entries) = std::fs::read_dir(&tasks) else {
+            return;
+        };
+        let stopped = entries.flatten().all(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // The state follows the command name, which is in parentheses.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state == "T" || state == "t")
+        });
+        if stopped {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -314,6 +338,7 @@ impl SpawnedCluster {
     pub fn pause(&mut self, id: usize) {
         if let Some(child) = &self.nodes[id].child {
             send_signal(child, libc::SIGSTOP);
+            wait_stopped(child);
             self.nodes[id].paused = true;
         }
     }

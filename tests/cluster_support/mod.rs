@@ -247,3 +247,34 @@ pub fn raw_request(
         decoder.push(&buf[..n]);
     }
 }
+
+/// Sends `signal` to our own child process. After `SIGSTOP` it also waits (bounded) until every
+/// thread of the child is stopped: kill(2) returns once the stop is queued, and on a busy
+/// machine the child's other threads can run on for milliseconds, long enough to serve a
+/// request the test means to send to a stopped process.
+pub fn signal_child(child: &std::process::Child, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) on our own child's pid with a valid signal has no memory effects. The
+    // child has not been reaped (we hold its `Child`), so the pid names no other process.
+    let sent = unsafe { libc::kill(pid, signal) };
+    assert_eq!(sent, 0, "kill({pid}, {signal})");
+    if signal == libc::SIGSTOP {
+        wait_until(Duration::from_secs(10), "every thread to stop", || {
+            all_threads_stopped(pid)
+        });
+    }
+}
+
+/// Whether every thread of `pid` is in state `T` (stopped) per /proc/PID/task/*/stat.
+fn all_threads_stopped(pid: libc::pid_t) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // The state follows the command name, which is in parentheses and may contain any byte.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "T" || state == "t")
+    })
+}

@@ -4,6 +4,9 @@
 
 #![allow(dead_code)] // Each test file uses a different subset.
 
+#[path = "../cluster_support/mod.rs"]
+mod cluster_support;
+
 use rcraft::client::ClientOptions;
 use rcraft::kv_client::KvClient;
 use rcraft::wire::{NodeStatus, Role};
@@ -118,10 +121,7 @@ impl Cluster {
 
     pub fn signal(&self, id: usize, signal: libc::c_int) {
         let child = self.nodes[id].as_ref().expect("node is running");
-        let pid = libc::pid_t::try_from(child.id()).unwrap();
-        // SAFETY: kill(2) on our own child's pid with a valid signal has no memory effects.
-        let sent = unsafe { libc::kill(pid, signal) };
-        assert_eq!(sent, 0, "kill({pid}, {signal})");
+        cluster_support::signal_child(child, signal);
     }
 
     pub fn client(&self) -> KvClient {
