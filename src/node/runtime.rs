@@ -26,7 +26,7 @@ use super::net::{NetConfig, NetHandle, Network};
 use super::snapshot_files::StoreSnapshots;
 use super::storage_thread::open_storage;
 use super::transport::{Replier, Transport};
-use crate::core::{CoreConfig, Replica};
+use crate::core::{CoreConfig, Replica, SelfDemotionConfig};
 use crate::{Config, StateMachine};
 use crossbeam_channel::bounded;
 use rcraft_wire::NodeId;
@@ -346,6 +346,13 @@ pub(crate) fn core_config(config: &Config) -> CoreConfig {
     core.pre_vote = config.pre_vote;
     core.check_quorum = config.check_quorum;
     core.lease_reads = config.lease_reads;
+    core.self_demotion = config.self_demotion.then(|| SelfDemotionConfig {
+        window_ticks: ticks(config.self_demotion_window_ms),
+        ratio: config.self_demotion_ratio,
+        min_gap_ticks: ticks(config.self_demotion_min_gap_ms),
+        // A cool-down of 0 stays 0 (the next slow window may demote again).
+        cooldown_ticks: config.self_demotion_cooldown_ms.div_ceil(config.tick_ms),
+    });
     core.max_inflight_bytes = config.inflight_bytes_max;
     core.max_uncommitted_bytes = config.uncommitted_bytes_max;
     core.snapshot_chunk_bytes = config.snapshot_chunk_bytes;
