@@ -698,6 +698,27 @@ mod tests {
              become durable on average, 21.2 times the 12.0 ms of the median follower (2 \
              measured), for the last 5.0 s; node 2 takes 8.0 ms"
         );
+        // Counted in the metrics and kept in the flight recorder.
+        let metrics = std::sync::Arc::new(super::super::metrics::NodeMetrics::new());
+        let mut watching = observer(seen(Role::Leader, 3, Some(0), &[0, 1, 2]));
+        watching.set_metrics(MetricsHook::new(std::sync::Arc::clone(&metrics)));
+        watching.on_self_demotion(&demotion, Duration::from_millis(10), Term(3));
+        let text = metrics.render(None, &Default::default());
+        assert!(
+            text.contains("rcraft_leader_self_demotions_total 1"),
+            "{text}"
+        );
+        let events = watching.recorded_events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].kind.as_str(), events[0].term),
+            ("self_demotion", Term(3))
+        );
+        assert!(
+            events[0]
+                .detail
+                .starts_with("handing leadership to node 2 (gray failure)")
+        );
     }
 
     #[test]
