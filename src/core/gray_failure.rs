@@ -12,14 +12,18 @@
 //!   and the follower's own sync. That is the fair comparison: both clocks start when the
 //!   leader hands the same entries to its disk and to the network (thesis §10.2.1).
 //!
-//! Each is smoothed by an exponentially weighted moving average. The leader counts as slow
-//! while its average is at least `ratio` times the median follower's *and* at least
-//! `min_gap_ticks` above it (so on fast disks, where a tick or two of noise is a large ratio,
-//! nothing ever triggers). When it has been slow for a whole `window_ticks` (hysteresis: once
-//! slow, it stays slow until its average falls below half of either bound), with fresh samples
-//! on both sides, it emits [`Action::SelfDemotion`] with the figures and starts a leadership
-//! transfer (transfer.rs) to the voter with the lowest average among those caught up and
-//! recently active. A cool-down (`cooldown_ticks`, kept across terms) stops the node trying
+//! Each is smoothed by an exponentially weighted moving average, and a measurement still
+//! running counts with its age when that is longer (a sync that hangs gives no samples, and is
+//! the worst slowness of all; a follower that stopped answering looks slow). The leader counts
+//! as slow while its figure is at least `ratio` times the median follower's (the upper median:
+//! a quorum as slow as the leader keeps it) *and* at least `min_gap_ticks` above it (so on
+//! fast disks, where a tick or two of noise is a large ratio, nothing ever triggers). When it
+//! has been slow for a whole `window_ticks` (hysteresis: once slow, it stays slow until its
+//! figure falls below half of either bound), with a sample within the window on both sides and
+//! [`SLOW_SAMPLES_MIN`] syncs of its own meanwhile (or one pending the whole window), it emits
+//! [`Action::SelfDemotion`] with the figures and starts a leadership transfer (transfer.rs) to
+//! the voter with the lowest figure among those replicating, recently active and holding every
+//! committed entry. A cool-down (`cooldown_ticks`, kept across terms) stops the node trying
 //! again soon after, so leadership cannot ping-pong. With equal disks a follower's round trip
 //! includes its sync plus the network, so it is never far below the leader's own sync.
 //!
@@ -134,9 +138,7 @@ impl LatencyWatch {
             follower.in_flight = None;
         }
     }
-}
 
-impl LatencyWatch {
     /// This leader's latency now: its average, or the age of its oldest persist still not
     /// confirmed when that is longer (a sync that hangs is the worst slowness and gives no
     /// samples); `None` without a sample within `window` ticks or a persist in flight.
