@@ -14,8 +14,9 @@
 //! Invariants after validation: `id` indexes `servers`, the servers are distinct,
 //! `election_timeout_min_ms < election_timeout_max_ms`, `tick_ms <= heartbeat_ms <
 //! election_timeout_min_ms`, every value lies in its setting's range (every count, size or
-//! duration is non-zero except `snapshot_retain_entries` and `snapshot_bytes_per_sec`, where
-//! 0 means none and no limit), and `lease_reads` implies `check_quorum`.
+//! duration is non-zero except `snapshot_retain_entries`, `snapshot_bytes_per_sec` and
+//! `self_demotion_cooldown_ms`, where 0 means none, no limit and no cool-down), and
+//! `lease_reads` implies `check_quorum`.
 
 pub mod settings;
 
@@ -60,6 +61,17 @@ pub struct Config {
     pub check_quorum: bool,
     /// Serve reads from a leader lease (§6.4.1). Invariant: implies `check_quorum`.
     pub lease_reads: bool,
+    /// Gray-failure self-demotion: a leader whose own log writes stay far slower than its
+    /// followers' hands leadership to the fastest caught-up follower (core/gray_failure.rs).
+    pub self_demotion: bool,
+    /// How long the leader must have been slow before it hands over.
+    pub self_demotion_window_ms: u64,
+    /// Slow means this many times the median follower's durable round trip...
+    pub self_demotion_ratio: u64,
+    /// ...and at least this many milliseconds above it.
+    pub self_demotion_min_gap_ms: u64,
+    /// After handing over, the node does not do so again for this long.
+    pub self_demotion_cooldown_ms: u64,
     /// Most entry bytes in flight to one follower.
     pub inflight_bytes_max: u64,
     /// Proposals are refused as overloaded while the leader holds more uncommitted bytes.
@@ -126,6 +138,11 @@ impl Config {
             pre_vote: false,
             check_quorum: false,
             lease_reads: false,
+            self_demotion: false,
+            self_demotion_window_ms: 0,
+            self_demotion_ratio: 0,
+            self_demotion_min_gap_ms: 0,
+            self_demotion_cooldown_ms: 0,
             inflight_bytes_max: 0,
             uncommitted_bytes_max: 0,
             snapshot_every: 0,

@@ -116,6 +116,7 @@ fn intruder_cannot_disturb(
         nodes: vec![None, None, None],
         dir: tempfile::tempdir().unwrap(),
         cpus: vec![None; 3],
+        envs: vec![Vec::new(); 3],
     };
     drop(listeners);
     cluster.restart(0);

@@ -755,6 +755,10 @@ impl Consensus {
             Action::CompactLog { through } => {
                 self.send_storage(inbox, StorageCommand::CompactLog { through });
             }
+            Action::SelfDemotion(demotion) => {
+                let term = self.replica.hard_state().term;
+                (self.observer).on_self_demotion(&demotion, self.settings.tick, term);
+            }
         }
     }
 

@@ -24,9 +24,9 @@ use super::metrics_http::{MetricsServer, MetricsSource};
 use super::net::auth::{ClientTokens, PeerSecrets};
 use super::net::{NetConfig, NetHandle, Network};
 use super::snapshot_files::StoreSnapshots;
-use super::storage_thread::open_storage;
+use super::storage_thread::{FSYNC_DELAY_FAILPOINT, fsync_delay_failpoint, open_storage};
 use super::transport::{Replier, Transport};
-use crate::core::{CoreConfig, Replica};
+use crate::core::{CoreConfig, Replica, SelfDemotionConfig};
 use crate::{Config, StateMachine};
 use crossbeam_channel::bounded;
 use rcraft_wire::NodeId;
@@ -45,6 +45,7 @@ impl Node {
     /// followers; one is elected leader within a few election timeouts.
     pub fn start(config: Config, state_machine: impl StateMachine) -> Result<NodeHandle> {
         validate(&config)?;
+        let fsync_delay = fsync_delay_failpoint().map_err(Error::Config)?;
         // Listening first: a node that cannot (port in use, an address not of this host)
         // fails before it writes anything into a fresh data dir.
         let listen = config.listen_address();
@@ -134,6 +135,16 @@ impl Node {
         applier.set_metrics(MetricsHook::new(Arc::clone(&metrics)));
         let mut storage_thread = opened.thread;
         storage_thread.set_metrics(MetricsHook::new(Arc::clone(&metrics)));
+        if let Some(delay) = fsync_delay {
+            log::warn!(
+                "node {}: fault injection for tests: {FSYNC_DELAY_FAILPOINT}={} delays every \
+                 log sync of this node by {} ms",
+                config.id,
+                delay.as_millis(),
+                delay.as_millis()
+            );
+            storage_thread.set_fsync_delay(delay);
+        }
         let metrics = MetricsSource {
             metrics,
             api: api_tx.clone(),
@@ -346,6 +357,13 @@ pub(crate) fn core_config(config: &Config) -> CoreConfig {
     core.pre_vote = config.pre_vote;
     core.check_quorum = config.check_quorum;
     core.lease_reads = config.lease_reads;
+    core.self_demotion = config.self_demotion.then(|| SelfDemotionConfig {
+        window_ticks: ticks(config.self_demotion_window_ms),
+        ratio: config.self_demotion_ratio,
+        min_gap_ticks: ticks(config.self_demotion_min_gap_ms),
+        // A cool-down of 0 stays 0 (the next slow window may demote again).
+        cooldown_ticks: config.self_demotion_cooldown_ms.div_ceil(config.tick_ms),
+    });
     core.max_inflight_bytes = config.inflight_bytes_max;
     core.max_uncommitted_bytes = config.uncommitted_bytes_max;
     core.snapshot_chunk_bytes = config.snapshot_chunk_bytes;

@@ -62,6 +62,39 @@ pub(crate) struct StorageThread {
     metrics: MetricsHook,
     /// When the writes now waiting for a sync began (the `wal_append` stage).
     writes_began: Option<std::time::Instant>,
+    /// Fault injection for tests only ([`FSYNC_DELAY_FAILPOINT`]): every log sync first
+    /// sleeps this long, as on a failing disk.
+    fsync_delay: Option<std::time::Duration>,
+}
+
+/// Environment variable of a fault injection for tests only: `rcraft serve` started with it
+/// set to a number of milliseconds delays every log sync of that node by as much (a slow disk
+/// without dm-delay: the gray-failure test of `tests/cli_gray_failure.rs`). Unset or empty, it
+/// is off; anything but a number up to [`FSYNC_DELAY_FAILPOINT_MAX_MS`] refuses to start.
+pub(crate) const FSYNC_DELAY_FAILPOINT: &str = "RCRAFT_FAILPOINT_FSYNC_DELAY_MS";
+/// Largest delay [`FSYNC_DELAY_FAILPOINT`] takes: a minute.
+const FSYNC_DELAY_FAILPOINT_MAX_MS: u64 = 60_000;
+
+/// Reads [`FSYNC_DELAY_FAILPOINT`]: `None` when unset, empty or 0.
+pub(crate) fn fsync_delay_failpoint() -> Result<Option<std::time::Duration>, String> {
+    let Some(value) = std::env::var_os(FSYNC_DELAY_FAILPOINT) else {
+        return Ok(None);
+    };
+    let text = value.to_string_lossy();
+    let millis = match text.trim() {
+        "" => 0,
+        number => number
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| *ms <= FSYNC_DELAY_FAILPOINT_MAX_MS)
+            .ok_or_else(|| {
+                format!(
+                    "{FSYNC_DELAY_FAILPOINT}={text:?} is not a number of milliseconds from 0 \
+                     to {FSYNC_DELAY_FAILPOINT_MAX_MS}"
+                )
+            })?,
+    };
+    Ok((millis > 0).then(|| std::time::Duration::from_millis(millis)))
 }
 
 /// Opens (or creates) the node's files under `data_dir` and recovers the durable state.
@@ -159,6 +192,7 @@ pub(crate) fn open_storage_with(
         send_checks: SendChecks::new(&snapshots),
         metrics: MetricsHook::default(),
         writes_began: None,
+        fsync_delay: None,
     };
     Ok(OpenedStorage {
         thread,
@@ -234,6 +268,11 @@ impl StorageThread {
     /// Writes fsync durations to `metrics` from now on.
     pub(crate) fn set_metrics(&mut self, metrics: MetricsHook) {
         self.metrics = metrics;
+    }
+
+    /// Delays every log sync by `delay` (fault injection for tests, [`FSYNC_DELAY_FAILPOINT`]).
+    pub(crate) fn set_fsync_delay(&mut self, delay: std::time::Duration) {
+        self.fsync_delay = Some(delay);
     }
 
     /// Where the progress of a received snapshot is published (see `incoming_snapshot.rs`).
@@ -362,6 +401,9 @@ impl StorageThread {
             let syncing = std::time::Instant::now();
             let began = self.writes_began.replace(syncing).unwrap_or(syncing);
             (self.metrics).with(|m| m.stage(Stage::WalAppend, None, syncing - began));
+            if let Some(delay) = self.fsync_delay {
+                std::thread::sleep(delay);
+            }
             self.log.sync()?;
             self.metrics.with(|m| m.wal_fsync(syncing.elapsed()));
             #[cfg(not(feature = "bug-confirm-before-sync"))]
