@@ -1,5 +1,6 @@
 //! Protocol-aware recovery through the real binary (issue 15): synced WAL records of a stopped
-//! node are damaged on disk (the last one, or one in the middle of the segment), or the slot of
+//! node are damaged on disk (the last one, one in the middle of a segment, a sealed segment with
+//! its header, a segment of the older format, or a whole segment missing), or the slot of
 //! its hard-state file holding its term and vote, and the node restarts. It must start, say which entries it lost, fetch them from the leader, say when it
 //! is whole, and the cluster must keep every acknowledged write, also after the leader it
 //! repaired from is killed. Real `rcraft serve` processes on 127.0.0.1; every wait is bounded;
@@ -8,12 +9,14 @@
 mod snapshot_support;
 
 use rcraft::wire::Role;
+use rcraft_storage::{Record, Wal, WalOptions};
 use snapshot_support::{
-    BIN, Cluster, Damage, active_segment, damage, damage_hard_state_slot, key, value, wait_for,
-    write_keys,
+    BIN, Cluster, Damage, active_segment, damage, damage_hard_state_slot, key, record_offsets,
+    value, wait_for, write_keys,
 };
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -39,9 +42,20 @@ fn check_keys(cluster: &Cluster, count: usize) {
 /// restarts it, waits for its repair, then kills the other node that held the data the
 /// longest (the leader it repaired from, or a follower) and checks every write.
 fn damaged_node_repairs_and_no_write_is_lost(which: Damage, leader_damaged: bool) {
+    let damage_it = |cluster: &Cluster, victim: usize| {
+        damage(&active_segment(cluster, victim), which);
+    };
+    node_repairs_and_no_write_is_lost(60, &damage_it, leader_damaged);
+}
+
+/// As [`damaged_node_repairs_and_no_write_is_lost`], with `count` writes and any damage.
+fn node_repairs_and_no_write_is_lost(
+    count: usize,
+    damage_it: &dyn Fn(&Cluster, usize),
+    leader_damaged: bool,
+) {
     let mut cluster = Cluster::start(&["--snapshot-every", "1000000"]);
     let leader = cluster.wait_for_leader();
-    let count = 60;
     write_keys(&cluster, count, VALUE_BYTES);
     let victim = if leader_damaged {
         leader
@@ -52,7 +66,7 @@ fn damaged_node_repairs_and_no_write_is_lost(which: Damage, leader_damaged: bool
     cluster.wait_caught_up((leader + 1) % 3, leader);
     cluster.wait_caught_up((leader + 2) % 3, leader);
     cluster.kill(victim);
-    damage(&active_segment(&cluster, victim), which);
+    damage_it(&cluster, victim);
     cluster.restart(victim);
 
     wait_for_log(
@@ -104,6 +118,109 @@ fn a_stopped_leader_whose_last_synced_record_rotted_repairs_it() {
 #[test]
 fn a_stopped_leader_with_a_damaged_record_mid_segment_repairs_it() {
     damaged_node_repairs_and_no_write_is_lost(Damage::MiddleRecord, true);
+}
+
+/// Segments this small hold a few dozen of the tests' entries each.
+const SMALL_SEGMENT_BYTES: u64 = 4096;
+
+/// Rewrites stopped node `id`'s log into segments of [`SMALL_SEGMENT_BYTES`] (the node writes
+/// 64 MiB ones), the same records in the same format, and returns their paths, oldest first:
+/// damage to a sealed segment, or between segments, needs several.
+fn split_log_into_small_segments(cluster: &Cluster, id: usize) -> Vec<PathBuf> {
+    let dir = cluster.data_dir(id).join("wal");
+    let records: Vec<(u64, u64, Vec<u8>)> = {
+        let wal = Wal::open(&dir, WalOptions::default()).expect("open the node's log");
+        assert!(wal.lost().is_none());
+        let first = wal.first_index();
+        wal.entries_from(first)
+            .unwrap()
+            .map(|r| (r.index, r.term, r.payload.to_vec()))
+            .collect()
+    };
+    std::fs::remove_dir_all(&dir).unwrap();
+    let options = WalOptions {
+        segment_bytes: SMALL_SEGMENT_BYTES,
+        ..WalOptions::default()
+    };
+    let mut wal = Wal::open(&dir, options).unwrap();
+    let first = records.first().expect("entries").0;
+    if first > 1 {
+        wal.reset(first).unwrap();
+    }
+    let batch: Vec<Record<'_>> = records
+        .iter()
+        .map(|(index, term, payload)| Record {
+            index: *index,
+            term: *term,
+            payload,
+        })
+        .collect();
+    wal.append(&batch).unwrap();
+    wal.sync().unwrap();
+    let paths = wal.segment_paths();
+    assert!(paths.len() >= 4, "several segments: {paths:?}");
+    paths
+}
+
+/// Flips one bit at `at` of `path`, as bit rot would.
+fn flip_bit(path: &Path, at: usize) {
+    let bytes = std::fs::read(path).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[bytes[at] ^ 0x02], at as u64).unwrap();
+}
+
+/// Damages the header of a sealed segment (its magic and first index: nothing the records
+/// do not say) and one record in it: the header is rebuilt, and the log is repaired from the
+/// damaged record on.
+fn damage_a_sealed_header_and_record(cluster: &Cluster, victim: usize) {
+    let paths = split_log_into_small_segments(cluster, victim);
+    let sealed = &paths[1];
+    flip_bit(sealed, 3);
+    flip_bit(sealed, 17);
+    let offsets = record_offsets(&std::fs::read(sealed).unwrap());
+    flip_bit(sealed, offsets[offsets.len() / 2] + 16);
+}
+
+/// Removes a segment between two others.
+fn remove_a_middle_segment(cluster: &Cluster, victim: usize) {
+    let paths = split_log_into_small_segments(cluster, victim);
+    std::fs::remove_file(&paths[1]).unwrap();
+}
+
+/// Rewrites the first segment's header as an older rcraft wrote it (version 1: no synced
+/// count; storage/FORMAT.md §1.1) and damages a record in it.
+fn damage_an_old_format_sealed_segment(cluster: &Cluster, victim: usize) {
+    let paths = split_log_into_small_segments(cluster, victim);
+    let sealed = &paths[0];
+    let mut bytes = std::fs::read(sealed).unwrap();
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    bytes[12..16].fill(0);
+    let crc = crc32c::crc32c(&bytes[0..24]);
+    bytes[24..28].copy_from_slice(&crc.to_le_bytes());
+    bytes[28..32].fill(0);
+    std::fs::write(sealed, &bytes).unwrap();
+    let offsets = record_offsets(&bytes);
+    flip_bit(sealed, offsets[offsets.len() / 2] + 16);
+}
+
+#[test]
+fn a_follower_with_a_damaged_segment_header_and_record_repairs_from_there() {
+    node_repairs_and_no_write_is_lost(150, &damage_a_sealed_header_and_record, false);
+}
+
+#[test]
+fn a_follower_missing_a_middle_segment_repairs_the_rest_of_its_log() {
+    node_repairs_and_no_write_is_lost(150, &remove_a_middle_segment, false);
+}
+
+#[test]
+fn a_stopped_leader_missing_a_middle_segment_repairs_it() {
+    node_repairs_and_no_write_is_lost(150, &remove_a_middle_segment, true);
+}
+
+#[test]
+fn a_follower_with_a_damaged_old_format_sealed_segment_repairs_it() {
+    node_repairs_and_no_write_is_lost(150, &damage_an_old_format_sealed_segment, false);
 }
 
 /// The slot holding a stopped node's term and vote is damaged: the node keeps them (every
