@@ -55,6 +55,10 @@ pub(crate) const DAMAGE_RUNS_PER_MILLE: u64 = 500;
 pub(crate) const DAMAGE_PER_RESTART_PER_MILLE: u64 = 400;
 /// Most synced entries one damage takes off the end of a log.
 pub(crate) const DAMAGE_ENTRIES_MAX: u64 = 12;
+/// Damage strikes only while every configuration has at least this many voters.
+pub(crate) const DAMAGE_VOTERS_MIN: usize = 3;
+/// Whether runs that change membership draw damage too.
+pub(crate) const DAMAGE_WITH_MEMBERSHIP_CHANGES: bool = true;
 /// Events shown when a seed fails.
 pub(crate) const TRACE_LINES: usize = 60;
 
