@@ -223,6 +223,53 @@ fn a_follower_with_a_damaged_old_format_sealed_segment_repairs_it() {
     node_repairs_and_no_write_is_lost(150, &damage_an_old_format_sealed_segment, false);
 }
 
+/// The only server of a cluster that lost synced entries has no peer to fetch them from: it
+/// names the range and goes on without it (it does not wait for a leader that cannot come),
+/// and everything before the range is still there.
+#[test]
+fn the_only_server_that_lost_entries_names_them_and_goes_on() {
+    let mut cluster = Cluster::start_nodes(1, &["--snapshot-every", "1000000"]);
+    cluster.wait_for_leader();
+    let count = 20;
+    write_keys(&cluster, count, VALUE_BYTES);
+    cluster.kill(0);
+    damage(&active_segment(&cluster, 0), Damage::LastRecord);
+    cluster.restart(0);
+    wait_for_log(&cluster, 0, "were synced and are lost from this node's log");
+    let (from, through) = logged_loss(&cluster, 0);
+    assert_eq!(from, through, "the last record alone");
+    wait_for_log(
+        &cluster,
+        0,
+        &format!("entries {from}..={through} are lost from the only server of this cluster"),
+    );
+    assert_eq!(cluster.wait_for_leader(), 0);
+    let status = cluster.status(0).expect("status");
+    assert_eq!(status.repairing, None, "{status:?}");
+    let mut client = cluster.client();
+    client
+        .put(&key(count), &value(count, VALUE_BYTES))
+        .expect("a write after the loss");
+    // The lost record was one of the writes (writers run in parallel, so any key); every
+    // other one is there, and none holds a value it was not given.
+    let mut missing = Vec::new();
+    for i in 0..count {
+        match client.get(&key(i)).unwrap() {
+            Some(got) => assert_eq!(got, value(i, VALUE_BYTES), "key {i}"),
+            None => missing.push(i),
+        }
+    }
+    assert_eq!(
+        missing.len(),
+        1,
+        "one write lost with the record: {missing:?}"
+    );
+    assert_eq!(
+        client.get(&key(count)).unwrap(),
+        Some(value(count, VALUE_BYTES))
+    );
+}
+
 /// The slot holding a stopped node's term and vote is damaged: the node keeps them (every
 /// save writes both slots), says so, rewrites the slot, and the cluster loses nothing.
 fn damaged_hard_state_keeps_the_vote(leader_damaged: bool) {
