@@ -270,6 +270,53 @@ fn the_only_server_that_lost_entries_names_them_and_goes_on() {
     );
 }
 
+/// Every node's disk lost the same last entry: no intact copy is left. Nobody stands for
+/// election (each may have acknowledged it, and no candidate's log covers it), so nothing is
+/// served without it, and `rcraft status` says exactly which entries no node holds.
+#[test]
+fn when_every_copy_is_damaged_status_names_the_entries_no_node_holds() {
+    let mut cluster = Cluster::start(&["--snapshot-every", "1000000"]);
+    let leader = cluster.wait_for_leader();
+    let count = 20;
+    write_keys(&cluster, count, VALUE_BYTES);
+    cluster.wait_caught_up((leader + 1) % 3, leader);
+    cluster.wait_caught_up((leader + 2) % 3, leader);
+    for id in 0..3 {
+        cluster.kill(id);
+    }
+    for id in 0..3 {
+        damage(&active_segment(&cluster, id), Damage::LastRecord);
+        cluster.restart(id);
+    }
+    let mut losses = Vec::new();
+    for id in 0..3 {
+        wait_for_log(
+            &cluster,
+            id,
+            "were synced and are lost from this node's log",
+        );
+        losses.push(logged_loss(&cluster, id));
+    }
+    assert!(losses.iter().all(|l| *l == losses[0]), "{losses:?}");
+    let (from, through) = losses[0];
+    let line = format!("LOST: no node holds entries {from}..={through}, which a node synced");
+    let table = wait_for("every node to answer status", || {
+        let out = Command::new(BIN)
+            .args(["status", "--servers", &cluster.servers()])
+            .output()
+            .expect("run rcraft status");
+        assert_eq!(out.status.code(), Some(1), "no leader is known");
+        let table = String::from_utf8(out.stdout).unwrap();
+        table.contains(&line).then_some(table)
+    });
+    assert!(table.is_some(), "{}", cluster.logs());
+    for id in 0..3 {
+        let status = cluster.status(id).expect("status");
+        assert_ne!(status.role, Role::Leader, "{status:?}");
+        assert_eq!(status.last_index.0, from - 1, "{status:?}");
+    }
+}
+
 /// The slot holding a stopped node's term and vote is damaged: the node keeps them (every
 /// save writes both slots), says so, rewrites the slot, and the cluster loses nothing.
 fn damaged_hard_state_keeps_the_vote(leader_damaged: bool) {
