@@ -1,5 +1,6 @@
 //! Protocol-aware recovery through the real binary (issue 15): synced WAL records of a stopped
-//! node are damaged on disk (the last one, or one in the middle of the segment), or the slot of
+//! node are damaged on disk (the last one, one in the middle of a segment, a sealed segment with
+//! its header, a segment of the older format, or a whole segment missing), or the slot of
 //! its hard-state file holding its term and vote, and the node restarts. It must start, say which entries it lost, fetch them from the leader, say when it
 //! is whole, and the cluster must keep every acknowledged write, also after the leader it
 //! repaired from is killed. Real `rcraft serve` processes on 127.0.0.1; every wait is bounded;
@@ -8,12 +9,14 @@
 mod snapshot_support;
 
 use rcraft::wire::Role;
+use rcraft_storage::{Record, Wal, WalOptions};
 use snapshot_support::{
-    BIN, Cluster, Damage, active_segment, damage, damage_hard_state_slot, key, value, wait_for,
-    write_keys,
+    BIN, Cluster, Damage, active_segment, damage, damage_hard_state_slot, key, record_offsets,
+    value, wait_for, write_keys,
 };
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -39,9 +42,20 @@ fn check_keys(cluster: &Cluster, count: usize) {
 /// restarts it, waits for its repair, then kills the other node that held the data the
 /// longest (the leader it repaired from, or a follower) and checks every write.
 fn damaged_node_repairs_and_no_write_is_lost(which: Damage, leader_damaged: bool) {
+    let damage_it = |cluster: &Cluster, victim: usize| {
+        damage(&active_segment(cluster, victim), which);
+    };
+    node_repairs_and_no_write_is_lost(60, &damage_it, leader_damaged);
+}
+
+/// As [`damaged_node_repairs_and_no_write_is_lost`], with `count` writes and any damage.
+fn node_repairs_and_no_write_is_lost(
+    count: usize,
+    damage_it: &dyn Fn(&Cluster, usize),
+    leader_damaged: bool,
+) {
     let mut cluster = Cluster::start(&["--snapshot-every", "1000000"]);
     let leader = cluster.wait_for_leader();
-    let count = 60;
     write_keys(&cluster, count, VALUE_BYTES);
     let victim = if leader_damaged {
         leader
@@ -52,7 +66,7 @@ fn damaged_node_repairs_and_no_write_is_lost(which: Damage, leader_damaged: bool
     cluster.wait_caught_up((leader + 1) % 3, leader);
     cluster.wait_caught_up((leader + 2) % 3, leader);
     cluster.kill(victim);
-    damage(&active_segment(&cluster, victim), which);
+    damage_it(&cluster, victim);
     cluster.restart(victim);
 
     wait_for_log(
@@ -104,6 +118,203 @@ fn a_stopped_leader_whose_last_synced_record_rotted_repairs_it() {
 #[test]
 fn a_stopped_leader_with_a_damaged_record_mid_segment_repairs_it() {
     damaged_node_repairs_and_no_write_is_lost(Damage::MiddleRecord, true);
+}
+
+/// Segments this small hold a few dozen of the tests' entries each.
+const SMALL_SEGMENT_BYTES: u64 = 4096;
+
+/// Rewrites stopped node `id`'s log into segments of [`SMALL_SEGMENT_BYTES`] (the node writes
+/// 64 MiB ones), the same records in the same format, and returns their paths, oldest first:
+/// damage to a sealed segment, or between segments, needs several.
+fn split_log_into_small_segments(cluster: &Cluster, id: usize) -> Vec<PathBuf> {
+    let dir = cluster.data_dir(id).join("wal");
+    let records: Vec<(u64, u64, Vec<u8>)> = {
+        let wal = Wal::open(&dir, WalOptions::default()).expect("open the node's log");
+        assert!(wal.lost().is_none());
+        let first = wal.first_index();
+        wal.entries_from(first)
+            .unwrap()
+            .map(|r| (r.index, r.term, r.payload.to_vec()))
+            .collect()
+    };
+    std::fs::remove_dir_all(&dir).unwrap();
+    let options = WalOptions {
+        segment_bytes: SMALL_SEGMENT_BYTES,
+        ..WalOptions::default()
+    };
+    let mut wal = Wal::open(&dir, options).unwrap();
+    let first = records.first().expect("entries").0;
+    if first > 1 {
+        wal.reset(first).unwrap();
+    }
+    let batch: Vec<Record<'_>> = records
+        .iter()
+        .map(|(index, term, payload)| Record {
+            index: *index,
+            term: *term,
+            payload,
+        })
+        .collect();
+    wal.append(&batch).unwrap();
+    wal.sync().unwrap();
+    let paths = wal.segment_paths();
+    assert!(paths.len() >= 4, "several segments: {paths:?}");
+    paths
+}
+
+/// Flips one bit at `at` of `path`, as bit rot would.
+fn flip_bit(path: &Path, at: usize) {
+    let bytes = std::fs::read(path).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[bytes[at] ^ 0x02], at as u64).unwrap();
+}
+
+/// Damages the header of a sealed segment (its magic and first index: nothing the records
+/// do not say) and one record in it: the header is rebuilt, and the log is repaired from the
+/// damaged record on.
+fn damage_a_sealed_header_and_record(cluster: &Cluster, victim: usize) {
+    let paths = split_log_into_small_segments(cluster, victim);
+    let sealed = &paths[1];
+    flip_bit(sealed, 3);
+    flip_bit(sealed, 17);
+    let offsets = record_offsets(&std::fs::read(sealed).unwrap());
+    flip_bit(sealed, offsets[offsets.len() / 2] + 16);
+}
+
+/// Removes a segment between two others.
+fn remove_a_middle_segment(cluster: &Cluster, victim: usize) {
+    let paths = split_log_into_small_segments(cluster, victim);
+    std::fs::remove_file(&paths[1]).unwrap();
+}
+
+/// Rewrites the first segment's header as an older rcraft wrote it (version 1: no synced
+/// count; storage/FORMAT.md §1.1) and damages a record in it.
+fn damage_an_old_format_sealed_segment(cluster: &Cluster, victim: usize) {
+    let paths = split_log_into_small_segments(cluster, victim);
+    let sealed = &paths[0];
+    let mut bytes = std::fs::read(sealed).unwrap();
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    bytes[12..16].fill(0);
+    let crc = crc32c::crc32c(&bytes[0..24]);
+    bytes[24..28].copy_from_slice(&crc.to_le_bytes());
+    bytes[28..32].fill(0);
+    std::fs::write(sealed, &bytes).unwrap();
+    let offsets = record_offsets(&bytes);
+    flip_bit(sealed, offsets[offsets.len() / 2] + 16);
+}
+
+#[test]
+fn a_follower_with_a_damaged_segment_header_and_record_repairs_from_there() {
+    node_repairs_and_no_write_is_lost(150, &damage_a_sealed_header_and_record, false);
+}
+
+#[test]
+fn a_follower_missing_a_middle_segment_repairs_the_rest_of_its_log() {
+    node_repairs_and_no_write_is_lost(150, &remove_a_middle_segment, false);
+}
+
+#[test]
+fn a_stopped_leader_missing_a_middle_segment_repairs_it() {
+    node_repairs_and_no_write_is_lost(150, &remove_a_middle_segment, true);
+}
+
+#[test]
+fn a_follower_with_a_damaged_old_format_sealed_segment_repairs_it() {
+    node_repairs_and_no_write_is_lost(150, &damage_an_old_format_sealed_segment, false);
+}
+
+/// The only server of a cluster that lost synced entries has no peer to fetch them from: it
+/// names the range and goes on without it (it does not wait for a leader that cannot come),
+/// and everything before the range is still there.
+#[test]
+fn the_only_server_that_lost_entries_names_them_and_goes_on() {
+    let mut cluster = Cluster::start_nodes(1, &["--snapshot-every", "1000000"]);
+    cluster.wait_for_leader();
+    let count = 20;
+    write_keys(&cluster, count, VALUE_BYTES);
+    cluster.kill(0);
+    damage(&active_segment(&cluster, 0), Damage::LastRecord);
+    cluster.restart(0);
+    wait_for_log(&cluster, 0, "were synced and are lost from this node's log");
+    let (from, through) = logged_loss(&cluster, 0);
+    assert_eq!(from, through, "the last record alone");
+    wait_for_log(
+        &cluster,
+        0,
+        &format!("entries {from}..={through} are lost from the only server of this cluster"),
+    );
+    assert_eq!(cluster.wait_for_leader(), 0);
+    let status = cluster.status(0).expect("status");
+    assert_eq!(status.repairing, None, "{status:?}");
+    let mut client = cluster.client();
+    client
+        .put(&key(count), &value(count, VALUE_BYTES))
+        .expect("a write after the loss");
+    // The lost record was one of the writes (writers run in parallel, so any key); every
+    // other one is there, and none holds a value it was not given.
+    let mut missing = Vec::new();
+    for i in 0..count {
+        match client.get(&key(i)).unwrap() {
+            Some(got) => assert_eq!(got, value(i, VALUE_BYTES), "key {i}"),
+            None => missing.push(i),
+        }
+    }
+    assert_eq!(
+        missing.len(),
+        1,
+        "one write lost with the record: {missing:?}"
+    );
+    assert_eq!(
+        client.get(&key(count)).unwrap(),
+        Some(value(count, VALUE_BYTES))
+    );
+}
+
+/// Every node's disk lost the same last entry: no intact copy is left. Nobody stands for
+/// election (each may have acknowledged it, and no candidate's log covers it), so nothing is
+/// served without it, and `rcraft status` says exactly which entries no node holds.
+#[test]
+fn when_every_copy_is_damaged_status_names_the_entries_no_node_holds() {
+    let mut cluster = Cluster::start(&["--snapshot-every", "1000000"]);
+    let leader = cluster.wait_for_leader();
+    let count = 20;
+    write_keys(&cluster, count, VALUE_BYTES);
+    cluster.wait_caught_up((leader + 1) % 3, leader);
+    cluster.wait_caught_up((leader + 2) % 3, leader);
+    for id in 0..3 {
+        cluster.kill(id);
+    }
+    for id in 0..3 {
+        damage(&active_segment(&cluster, id), Damage::LastRecord);
+        cluster.restart(id);
+    }
+    let mut losses = Vec::new();
+    for id in 0..3 {
+        wait_for_log(
+            &cluster,
+            id,
+            "were synced and are lost from this node's log",
+        );
+        losses.push(logged_loss(&cluster, id));
+    }
+    assert!(losses.iter().all(|l| *l == losses[0]), "{losses:?}");
+    let (from, through) = losses[0];
+    let line = format!("LOST: no node holds entries {from}..={through}, which a node synced");
+    let table = wait_for("every node to answer status", || {
+        let out = Command::new(BIN)
+            .args(["status", "--servers", &cluster.servers()])
+            .output()
+            .expect("run rcraft status");
+        assert_eq!(out.status.code(), Some(1), "no leader is known");
+        let table = String::from_utf8(out.stdout).unwrap();
+        table.contains(&line).then_some(table)
+    });
+    assert!(table.is_some(), "{}", cluster.logs());
+    for id in 0..3 {
+        let status = cluster.status(id).expect("status");
+        assert_ne!(status.role, Role::Leader, "{status:?}");
+        assert_eq!(status.last_index.0, from - 1, "{status:?}");
+    }
 }
 
 /// The slot holding a stopped node's term and vote is damaged: the node keeps them (every

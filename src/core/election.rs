@@ -239,9 +239,12 @@ impl Replica {
             self.vote == Some(from) || (self.vote.is_none() && self.leader.is_none());
         let can_vote = free_to_vote || (pre_vote && term > self.term);
         // A node repairing lost entries may lack committed ones it acknowledged: its vote
-        // could elect a leader without them (see `repair.rs`).
+        // could elect a leader without them, unless the candidate's log covers everything it
+        // may have acknowledged (see `repair.rs`).
         let granted = can_vote
-            && self.repair.is_none()
+            && self
+                .repair
+                .is_none_or(|repair| repair.candidate_covers(last_log_index, last_log_term))
             && self.log_allows_vote(last_log_index, last_log_term);
         if granted && !pre_vote {
             self.vote = Some(from);

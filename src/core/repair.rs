@@ -6,9 +6,11 @@
 //! have acknowledged those entries, and its acknowledgement may have been the one that
 //! completed the quorum committing them: the committed entries may now live on fewer nodes
 //! than a quorum. So while the range is not repaired the node
-//! - grants no vote and no pre-vote and never campaigns (`election.rs`): every quorum that
-//!   elects a leader then consists of nodes that still hold what they acknowledged, and so
-//!   holds every committed entry, as Raft's leader-completeness argument needs;
+//! - never campaigns, and grants a vote or pre-vote only to a candidate whose log covers
+//!   everything this node may have acknowledged (`Repair::candidate_covers`, below). Every
+//!   quorum that elects a leader then consists of nodes that either still hold what they
+//!   acknowledged or checked the candidate against it, as Raft's leader-completeness argument
+//!   needs;
 //! - acknowledges only what it holds: an AppendResponse names the entries it just wrote,
 //!   never the lost ones, so the leader counts it only for entries it really has.
 //!
@@ -23,7 +25,26 @@
 //!
 //! Invariant: `repair` only ever goes from `Some` to `None`, and only on durable entries.
 
-use super::replica::Replica;
+use super::replica::{Repair, Replica};
+use rcraft_wire::{LogIndex, Term};
+
+impl Repair {
+    /// Whether a candidate whose log ends at (`last_log_index`, `last_log_term`) holds every
+    /// entry this node may have acknowledged before the loss, as Raft's up-to-date check
+    /// would have found against its log then (paper §5.4.1). That log is lost, but bounded:
+    /// it ended at or before `lost.through` (the synced frontier), and its last acknowledged
+    /// entry has a term no later than `recovered_term` (a node appends an entry only in a
+    /// term at least the entry's, and acknowledges it only after the persist that saved
+    /// that term). A candidate at least as up to date as (`recovered_term`, `lost.through`)
+    /// is at least as up to date as that log, so granting it the vote keeps leader
+    /// completeness, as an undamaged voter's grant does. The bound is loose when the node's
+    /// term moved on without entries; then it abstains as before (docs/SIM_FINDINGS.md,
+    /// finding 10).
+    pub(super) fn candidate_covers(&self, last_log_index: LogIndex, last_log_term: Term) -> bool {
+        last_log_term > self.recovered_term
+            || (last_log_term == self.recovered_term && last_log_index >= self.lost.through)
+    }
+}
 
 impl Replica {
     /// Ends the repair when the log durably holds what was lost (see the module header).
@@ -165,6 +186,47 @@ mod tests {
             },
         );
         assert_eq!(granted(&step(&mut node, up_to_date)), [true]);
+    }
+
+    /// A candidate whose log covers everything the node may have acknowledged (its term
+    /// at recovery, through the end of the lost range, or any later last term) gets the vote
+    /// of a repairing node, so two voters can elect a leader while one repairs; a candidate
+    /// that falls short of either does not.
+    #[test]
+    fn a_repairing_node_votes_for_a_candidate_covering_what_it_may_have_acknowledged() {
+        let request = |term: u64, index: u64, log_term: u64, pre_vote: bool| {
+            message(
+                3,
+                term,
+                MessageBody::VoteRequest {
+                    pre_vote,
+                    last_log_index: LogIndex(index),
+                    last_log_term: Term(log_term),
+                    leadership_transfer: false,
+                },
+            )
+        };
+        for pre_vote in [true, false] {
+            // Term 2 (the term at recovery) but short of entry 5: it may lack 4..=5.
+            let mut node = damaged_follower();
+            assert_eq!(
+                granted(&step(&mut node, request(3, 4, 2, pre_vote))),
+                [false]
+            );
+            // Through 5 in term 2: it holds whatever this node acknowledged.
+            let mut node = damaged_follower();
+            assert_eq!(
+                granted(&step(&mut node, request(3, 5, 2, pre_vote))),
+                [true]
+            );
+            // A later last term than any this node acknowledged in: up to date.
+            let mut node = damaged_follower();
+            assert_eq!(
+                granted(&step(&mut node, request(3, 4, 3, pre_vote))),
+                [true]
+            );
+            assert!(node.status().repairing.is_some(), "a vote repairs nothing");
+        }
     }
 
     #[test]

@@ -192,8 +192,9 @@ pub struct Replica {
     /// Entries lost from this node's disk that it may have acknowledged, while not yet
     /// repaired. Protocol-aware recovery (Alagappan et al., FAST 2018): an acknowledgement
     /// may have completed the quorum that committed them, so until the node holds them
-    /// again it must not help elect a leader (whose log might lack them) nor become one.
-    /// Invariant: while `Some`, this node grants no vote or pre-vote and never campaigns.
+    /// again it must not help elect a leader whose log might lack them, nor become one.
+    /// Invariant: while `Some`, this node never campaigns and grants a vote or pre-vote only
+    /// to a candidate that covers the range (`Repair::candidate_covers`).
     pub(super) repair: Option<Repair>,
     /// Proposals were appended since the last drain; their AppendRequests go out then.
     pub(super) proposals_unsent: bool,

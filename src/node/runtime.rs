@@ -26,7 +26,7 @@ use super::net::{NetConfig, NetHandle, Network};
 use super::snapshot_files::StoreSnapshots;
 use super::storage_thread::{FSYNC_DELAY_FAILPOINT, fsync_delay_failpoint, open_storage};
 use super::transport::{Replier, Transport};
-use crate::core::{CoreConfig, Replica, SelfDemotionConfig};
+use crate::core::{CoreConfig, RecoveredState, Replica, SelfDemotionConfig};
 use crate::{Config, StateMachine};
 use crossbeam_channel::bounded;
 use rcraft_wire::NodeId;
@@ -70,7 +70,8 @@ impl Node {
         let initial_membership = initial_voters::load_or_store(&config)?;
         let opened = open_storage(&config.data_dir, initial_membership.clone())
             .map_err(|e| Error::Storage(e.to_string()))?;
-        let replica = Replica::new(core_config(&config), opened.recovered)
+        let recovered = alone_goes_on_without_lost_entries(&config, opened.recovered);
+        let replica = Replica::new(core_config(&config), recovered)
             .map_err(|e| Error::Storage(format!("the recovered state is inconsistent: {e}")))?;
 
         // Every thread sleeps on its own doorbell, rung by whoever queues work for it.
@@ -425,4 +426,32 @@ fn net_config(config: &Config) -> Result<NetConfig> {
         net.client_tokens = Some(Arc::new(tokens));
     }
     Ok(net)
+}
+
+/// A node that lost synced entries repairs them from a leader and meanwhile does not campaign
+/// (`src/core/repair.rs`). The only server of its cluster would wait for a leader that cannot
+/// come: no other node exists (node ids index the server list), so no other node holds the
+/// entries or acknowledged them, and nothing is gained by waiting. It names the range and
+/// goes on without it (storage/FORMAT.md §4.1, docs/OPERATIONS.md §7). Most often the range
+/// was never acknowledged (a power loss during the sync that would have made it durable can
+/// leave the synced count ahead of the records); if it was, those writes are gone.
+fn alone_goes_on_without_lost_entries(
+    config: &Config,
+    recovered: RecoveredState,
+) -> RecoveredState {
+    let Some(lost) = recovered.lost.filter(|_| config.servers.len() == 1) else {
+        return recovered;
+    };
+    log::error!(
+        "entries {}..={} are lost from the only server of this cluster: no other node holds \
+         them or acknowledged them, so it goes on without them (a power loss during a sync \
+         leaves such a range behind; if any of them was acknowledged to a client, that write \
+         is lost)",
+        lost.from,
+        lost.through
+    );
+    RecoveredState {
+        lost: None,
+        ..recovered
+    }
 }

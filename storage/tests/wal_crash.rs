@@ -228,6 +228,33 @@ fn expect_corruption(dir: &Path, file: &Path, offset: Option<u64>, what: &str) {
     }
 }
 
+/// Opens the log and expects records `1..from` held (as `write_log` wrote them) and the
+/// range `from..=through` reported lost, with `file` named; then checks that the claim is
+/// durable: a restart reports the same range, and after one record of it is written again,
+/// a restart reports the rest.
+fn expect_lost(dir: &Path, file: &Path, from: u64, through: u64, what: &str) {
+    let wal = Wal::open(dir, options()).unwrap_or_else(|e| panic!("{what}: {e}"));
+    check_log(&wal, from - 1);
+    let lost = wal
+        .lost()
+        .unwrap_or_else(|| panic!("{what}: nothing reported lost"));
+    assert_eq!((lost.from, lost.through), (from, through), "{what}: {lost}");
+    assert_eq!(lost.file, file, "{what}: {lost}");
+    drop(wal);
+    let mut wal = Wal::open(dir, options()).unwrap();
+    let range = |wal: &Wal| wal.lost().map(|l| (l.from, l.through));
+    assert_eq!(
+        range(&wal),
+        Some((from, through)),
+        "{what}: after a restart"
+    );
+    append_one(&mut wal, from);
+    drop(wal);
+    let wal = Wal::open(dir, options()).unwrap();
+    let rest = (from < through).then_some((from + 1, through));
+    assert_eq!(range(&wal), rest, "{what}: after writing {from} again");
+}
+
 #[test]
 fn single_bit_flips_are_detected_in_every_region() {
     let dir = tempfile::tempdir().unwrap();
@@ -242,17 +269,23 @@ fn single_bit_flips_are_detected_in_every_region() {
             for bit in 0..8 {
                 flip(path, &original, byte, bit);
                 let what = format!("header byte {byte}");
-                if (12..16).contains(&byte) || (28..32).contains(&byte) {
-                    // The synced count: damage to it loses the frontier, never a record.
-                    let wal =
-                        Wal::open(dir.path(), options()).unwrap_or_else(|e| panic!("{what}: {e}"));
-                    check_log(&wal, 50);
-                    assert_eq!(wal.lost(), None, "{what}");
-                    drop(wal);
-                    fs::write(path, &original).unwrap();
-                } else {
-                    expect_corruption(dir.path(), path, None, &what);
-                }
+                // The synced count: damage to it loses the frontier, never a record. The
+                // fixed fields: the header is rebuilt from the file name, and the records
+                // speak for themselves. Either way nothing is lost, and the header is whole
+                // again on disk.
+                let wal =
+                    Wal::open(dir.path(), options()).unwrap_or_else(|e| panic!("{what}: {e}"));
+                check_log(&wal, 50);
+                assert_eq!(wal.lost(), None, "{what}");
+                drop(wal);
+                let repaired = fs::read(path).unwrap();
+                assert_eq!(repaired[..12], original[..12], "{what}: header rewritten");
+                assert_eq!(
+                    repaired[16..28],
+                    original[16..28],
+                    "{what}: header rewritten"
+                );
+                fs::write(path, &original).unwrap();
             }
         }
         // Every bit of a record in the middle: header (24 bytes) and payload (100 bytes).
@@ -298,13 +331,63 @@ fn single_bit_flips_are_detected_in_every_region() {
     }
 }
 
+/// A segment missing between two others: the log is cut before the gap, and everything
+/// from there through the frontier is reported lost (the later segments show it was synced).
 #[test]
-fn a_missing_middle_segment_is_corruption() {
+fn a_missing_middle_segment_is_a_lost_range() {
     let dir = tempfile::tempdir().unwrap();
     let paths = write_log(dir.path(), 120);
     assert!(paths.len() >= 3);
+    let first_of = |path: &Path| -> u64 {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        name.trim_end_matches(".wal").parse().unwrap()
+    };
+    let from = first_of(&paths[1]);
     fs::remove_file(&paths[1]).unwrap();
-    expect_corruption(dir.path(), &paths[2], Some(16), "missing segment");
+    expect_lost(dir.path(), &paths[0], from, 120, "missing segment");
+    assert!(paths[2..].iter().all(|p| !p.exists()), "later ones removed");
+}
+
+/// Where nothing can be known the open still stops, naming file and offset: a segment whose
+/// intact header names another first index than its file name (renamed by hand), or records
+/// of one segment running into the next one's.
+#[test]
+fn a_segment_under_another_name_is_still_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_log(dir.path(), 120);
+    let moved = paths[1].with_file_name("00000000000000000040.wal");
+    fs::rename(&paths[1], &moved).unwrap();
+    expect_corruption(dir.path(), &moved, Some(16), "renamed segment");
+    fs::rename(&moved, &paths[1]).unwrap();
+    // Records of the first segment run past the second one's first index.
+    let second = fs::read(&paths[1]).unwrap();
+    let first_of_second = u64::from_le_bytes(second[16..24].try_into().unwrap());
+    let overlapping = paths[1].with_file_name(format!("{:020}.wal", first_of_second - 2));
+    let mut header = second.clone();
+    header[16..24].copy_from_slice(&(first_of_second - 2).to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[0..12]), &header[16..24]);
+    header[24..28].copy_from_slice(&crc.to_le_bytes());
+    fs::remove_file(&paths[1]).unwrap();
+    fs::write(&overlapping, header).unwrap();
+    let end = record_offsets(&fs::read(&paths[0]).unwrap()).len() * 124 + HEADER_BYTES;
+    expect_corruption(dir.path(), &paths[0], Some(end as u64), "overlap");
+}
+
+/// A segment header whose fixed fields are damaged is rebuilt from the file name; damage in
+/// its records as well is then judged as in any segment.
+#[test]
+fn a_damaged_header_and_a_damaged_record_in_a_sealed_segment_are_a_lost_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_log(dir.path(), 120);
+    let sealed = &paths[1];
+    let original = fs::read(sealed).unwrap();
+    let first = u64::from_le_bytes(original[16..24].try_into().unwrap());
+    let fourth = record_offsets(&original)[3];
+    let mut damaged = original.clone();
+    damaged[2] ^= 0x10;
+    damaged[fourth + 40] ^= 0x01;
+    fs::write(sealed, damaged).unwrap();
+    expect_lost(dir.path(), sealed, first + 3, 120, "header and record");
 }
 
 #[test]
@@ -537,7 +620,7 @@ fn encode_record(index: u64, term: u64, payload: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn zeroed_length_with_valid_records_after_it_is_corruption() {
+fn zeroed_length_with_valid_records_after_it_is_a_lost_range() {
     let dir = tempfile::tempdir().unwrap();
     let paths = write_log(dir.path(), 10);
     let last = paths.last().unwrap();
@@ -558,14 +641,14 @@ fn zeroed_length_with_valid_records_after_it_is_corruption() {
     let mut bytes = fs::read(last).unwrap();
     bytes[fifth..fifth + 4].fill(0);
     fs::write(last, &bytes).unwrap();
-    expect_corruption(dir.path(), last, Some(fifth as u64), "zeroed length");
+    expect_lost(dir.path(), last, 5, 10, "zeroed length, version 1");
 }
 
 #[test]
-fn a_later_record_decides_between_torn_write_and_corruption() {
+fn a_later_record_decides_between_torn_write_and_loss() {
     // Records 1..=9 have terms 1 (1..=9 / 10 + 1). After the end, garbage and then a valid
     // record: with an older term it is stale (a torn write: cut), with the same term it can
-    // only be synced data behind damage (corruption).
+    // only be synced data behind damage (lost: 10 through the record found).
     for (stale_term, expect_torn) in [(0u64, true), (1, false)] {
         let dir = tempfile::tempdir().unwrap();
         let paths = write_log(dir.path(), 9);
@@ -587,12 +670,7 @@ fn a_later_record_decides_between_torn_write_and_corruption() {
                 "the cut tail is zeroed"
             );
         } else {
-            expect_corruption(
-                dir.path(),
-                last,
-                Some(end as u64),
-                "valid record after damage",
-            );
+            expect_lost(dir.path(), last, 10, 12, "valid record after damage");
         }
     }
 }
@@ -613,12 +691,7 @@ fn a_later_record_ending_in_zeroes_is_still_found() {
     assert_eq!(stray[0], 0, "a length whose low byte is zero");
     bytes[end + 40..end + 40 + stray.len()].copy_from_slice(&stray);
     fs::write(last, &bytes).unwrap();
-    expect_corruption(
-        dir.path(),
-        last,
-        Some(end as u64),
-        "valid record after damage",
-    );
+    expect_lost(dir.path(), last, 10, 256, "valid record after damage");
 }
 
 #[test]
@@ -705,10 +778,11 @@ fn sim_options(fs: &SimFs) -> WalOptions {
     }
 }
 
-/// A version-1 sealed segment (written by an older rcraft) cannot record the claim, so damage
-/// in it still stops the open, naming file and offset.
+/// Damage in a version-1 sealed segment (written by an older rcraft, no synced count): the
+/// later segments show it was synced; its header is written again as version 2 to hold the
+/// claim, and the range is reported lost like any other.
 #[test]
-fn damage_in_a_sealed_segment_of_an_older_rcraft_is_corruption() {
+fn damage_in_a_sealed_segment_of_an_older_rcraft_is_a_lost_range() {
     let dir = tempfile::tempdir().unwrap();
     let paths = write_log(dir.path(), 50);
     assert!(paths.len() >= 2);
@@ -717,10 +791,7 @@ fn damage_in_a_sealed_segment_of_an_older_rcraft_is_corruption() {
     let original = fs::read(sealed).unwrap();
     let middle = record_offsets(&original)[3];
     flip(sealed, &original, middle + 30, 2);
-    expect_corruption(
-        dir.path(),
-        sealed,
-        Some(middle as u64),
-        "version-1 sealed segment",
-    );
+    expect_lost(dir.path(), sealed, 4, 50, "version-1 sealed segment");
+    let header = fs::read(sealed).unwrap();
+    assert_eq!(u32::from_le_bytes(header[8..12].try_into().unwrap()), 2);
 }

@@ -639,10 +639,10 @@ impl<C: SimCore> World<C> {
     }
 
     /// True when `node` lost `index` from its disk after syncing it and is repairing it. Its
-    /// acknowledgement of the entry, sent before the loss, still counts: a repairing node
-    /// votes for no one until it holds the range again (src/core/repair.rs), so every quorum
-    /// that can elect a leader meanwhile lies among the nodes that still hold what they
-    /// acknowledged. (Seed 345: a leader committed with a stale match of a follower that
+    /// acknowledgement of the entry, sent before the loss, still counts: until it holds the
+    /// range again a repairing node votes only for a candidate whose log covers it
+    /// (src/core/repair.rs), so every quorum that can elect a leader meanwhile holds what its
+    /// members acknowledged or checked the candidate against it. (Seed 345: a leader committed with a stale match of a follower that
     /// restarted having lost the entries, and the holders alone were a minority.)
     fn repairing_covers(&self, node: usize, index: LogIndex) -> bool {
         self.nodes[node]

@@ -78,6 +78,10 @@ pub(crate) const SIM_SELF_DEMOTION: rcraft::core::SelfDemotionConfig =
         min_gap_ticks: 4,
         cooldown_ticks: 300,
     };
+/// Damage strikes only while every configuration has at least this many voters.
+pub(crate) const DAMAGE_VOTERS_MIN: usize = 3;
+/// Whether runs that change membership draw damage too.
+pub(crate) const DAMAGE_WITH_MEMBERSHIP_CHANGES: bool = true;
 /// Events shown when a seed fails.
 pub(crate) const TRACE_LINES: usize = 60;
 

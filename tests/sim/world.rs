@@ -14,8 +14,9 @@ use crate::history::{History, ReadRecord};
 use crate::network::Network;
 use crate::params::{
     BOOT_MS, CALM_MS, CHAOS_MS, CLIENTS, CYCLES, DAMAGE_ENTRIES_MAX, DAMAGE_PER_RESTART_PER_MILLE,
-    DAMAGE_RUNS_PER_MILLE, LIVENESS_BOUND_MS, MAX_EVENTS_PER_RUN, RUN_MS, RunParams,
-    SLOW_DISK_AT_MS, SLOW_DISK_HANDOVER_BOUND_MS, SLOW_DISK_RUNS_PER_MILLE, TICK_MS,
+    DAMAGE_RUNS_PER_MILLE, DAMAGE_VOTERS_MIN, DAMAGE_WITH_MEMBERSHIP_CHANGES, LIVENESS_BOUND_MS,
+    MAX_EVENTS_PER_RUN, RUN_MS, RunParams, SLOW_DISK_AT_MS, SLOW_DISK_HANDOVER_BOUND_MS,
+    SLOW_DISK_RUNS_PER_MILLE, TICK_MS,
 };
 use crate::replica::{CoreView, SimCore};
 use crate::rng::SimRng;
@@ -695,12 +696,13 @@ impl<C: SimCore> World<C> {
                 && (n.disk.lost().is_some()
                     || n.view.as_ref().is_some_and(|v| v.repairing.is_some()))
         });
-        // A damaged voter abstains: the others must still be a quorum, so damage strikes
-        // only while every node's configuration (each half of a joint one), and the one the
-        // damaged node is left with, has at least three voters.
+        // A damaged voter votes only for a candidate covering what it may have acknowledged
+        // (src/core/repair.rs): damage strikes while every node's configuration (each half
+        // of a joint one), and the one the damaged node is left with, has at least
+        // `DAMAGE_VOTERS_MIN` voters.
         let minority = |m: &Membership| {
             let outgoing = m.voters_outgoing.len();
-            m.voters.len() >= 3 && (outgoing == 0 || outgoing >= 3)
+            m.voters.len() >= DAMAGE_VOTERS_MIN && (outgoing == 0 || outgoing >= DAMAGE_VOTERS_MIN)
         };
         let initial = &self.initial_membership;
         let all_large = self
@@ -887,19 +889,20 @@ fn sessions_max(seed: u64) -> usize {
     }
 }
 
-/// The generator deciding disk damage, in the runs that have it (not those running the real
-/// storage thread beside the model: it does not model damage).
-/// Nor runs with membership changes: a configuration shrunk to two voters while one of them
-/// repairs elects no leader (the other may not win without the abstaining vote, and the
-/// repair needs a leader); see "Protocol-aware recovery" in docs/ARCHITECTURE.md.
 /// Whether `seed` runs with a slow disk (`SLOW_DISK_*` in params.rs), from a generator of its
 /// own.
 fn slow_disk_run(seed: u64) -> bool {
     SimRng::new(seed ^ 0x5107_D15C_0000_0001).chance(SLOW_DISK_RUNS_PER_MILLE)
 }
 
+/// The generator deciding disk damage, in the runs that have it (not those running the real
+/// storage thread beside the model: it does not model damage).
+/// Nor runs with membership changes: a configuration shrunk to two voters while one of them
+/// repairs elects no leader (the other may not win without the abstaining vote, and the
+/// repair needs a leader); see "Protocol-aware recovery" in docs/ARCHITECTURE.md.
 fn damage_rng(seed: u64, params: &RunParams) -> Option<SimRng> {
     let mut rng = SimRng::new(seed ^ 0xDA3A_6ED0_15C5_0001);
-    let eligible = !params.real_storage && params.membership_gap_max_ms.is_none();
+    let eligible = !params.real_storage
+        && (DAMAGE_WITH_MEMBERSHIP_CHANGES || params.membership_gap_max_ms.is_none());
     (eligible && rng.chance(DAMAGE_RUNS_PER_MILLE)).then_some(rng)
 }

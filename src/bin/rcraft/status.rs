@@ -8,7 +8,7 @@ use crate::{EXIT_FAILED, usage_error};
 use clap::Args;
 use rcraft::client::{ClientError, ClientOptions};
 use rcraft::node::metrics::stage_latency_json;
-use rcraft::wire::{Role, StageLatency};
+use rcraft::wire::{NodeStatus, Role, StageLatency};
 use serde_json::json;
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -227,5 +227,30 @@ fn status_table(listed: &[Listed]) -> Vec<String> {
             ));
         }
     }
+    if let Some((from, through)) = held_by_no_node(listed) {
+        lines.push(format!(
+            "LOST: no node holds entries {from}..={through}, which a node synced (and may have \
+             acknowledged) before its disk lost them; if any was committed, no intact copy is \
+             left. No node counts them as held: nothing is served from them (OPERATIONS.md §7)"
+        ));
+    }
     lines
+}
+
+/// The entries some node lost from its disk that no listed node holds any more, when every
+/// listed node answered: one past the longest log through the furthest end of a lost range.
+/// A node holds exactly the entries up to its last index (a lost range starts right after
+/// it), so an entry above every last index is held by none of them.
+fn held_by_no_node(listed: &[Listed]) -> Option<(u64, u64)> {
+    let statuses: Vec<&NodeStatus> = listed
+        .iter()
+        .map(|l| l.status.as_ref().ok())
+        .collect::<Option<_>>()?;
+    let claimed = statuses
+        .iter()
+        .filter_map(|s| s.repairing)
+        .map(|lost| lost.through.0)
+        .max()?;
+    let held = statuses.iter().map(|s| s.last_index.0).max()?;
+    (claimed > held).then_some((held + 1, claimed))
 }

@@ -71,7 +71,10 @@ pub struct Wal {
 
 impl Wal {
     /// Opens (or creates) the log in `dir`, recovering what is there: a torn tail of the last
-    /// segment is cut off; damage anywhere else is [`Error::Corruption`] naming file and offset.
+    /// segment is cut off; synced records found damaged or missing are cut off too and
+    /// reported by [`Wal::lost`]; a damaged segment header is rebuilt from the file name.
+    /// Only what cannot be understood (storage/FORMAT.md §4.1) is [`Error::Corruption`]
+    /// naming file and offset.
     pub fn open(dir: &Path, options: WalOptions) -> Result<Wal> {
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&options.segment_bytes) {
             return Err(Error::InvalidArgument(format!(

@@ -6,21 +6,24 @@
 //! starts right after the previous one ends, and the last segment's map is zero after its last
 //! valid record (any torn tail was zeroed), and all of the last segment's records are synced.
 //!
-//! Telling a torn write from corruption. Only the last segment can hold unsynced bytes (a
-//! segment is synced before the next one is created), so a bad record in any other segment is
-//! corruption. In the last segment, a bad record (or a zero length) followed by nothing but
-//! zeroes and garbage is the torn tail of a batch that was never acknowledged: it is cut off.
-//! If a *valid* record with a later index and a term no lower than the last good term follows
-//! the damage, synced data after it would be lost by cutting, so it is reported as corruption.
+//! Telling a torn write from loss. Only the last segment can hold unsynced bytes (a
+//! segment is synced before the next one is created), so a bad record in any other segment,
+//! or a gap before the next one, is synced data lost. In the last segment, a bad record (or
+//! a zero length) followed by nothing but zeroes and garbage is the torn tail of a batch that
+//! was never acknowledged: it is cut off. If a *valid* record with a later index and a term
+//! no lower than the last good term follows the damage, it was synced: the range through it
+//! is reported lost.
 //! In a version-2 segment the header says how many of its records were synced (the synced
 //! frontier, written as part of every sync). Then there is nothing to guess: damage after
 //! the frontier is a torn write, cut; records missing or damaged below it are synced data
 //! that was lost. Those are cut too (nothing after a damaged record can be served) but
 //! reported as a [`Lost`] range, which the node must repair from its peers before it may
 //! act as if it held them. The claim stays in the header until records cover it again.
-//! Damage in a sealed version-2 segment is handled the same way: the log is cut at the
-//! damaged record (the claim made durable in that segment first, then every later segment
-//! removed), and everything from it through the frontier is reported lost.
+//! Damage in a sealed segment, or a missing segment, is handled the same way: the log is cut
+//! at the damaged record or the gap (the claim made durable in that segment first, its header
+//! rewritten as version 2 if it was version 1, then every later segment removed), and
+//! everything from there through the frontier is reported lost. A damaged segment header is
+//! rebuilt from the file name (`Segment::open`).
 //! Except after an interrupted truncation: a `truncating.<index>` marker (see
 //! `Wal::truncate_from` and storage/FORMAT.md §4.3) says that what lies from that index on in
 //! the last segment is the remains of records being zeroed, so it is cut without the check.
@@ -143,38 +146,36 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Recovered> {
     let mut lost = None;
     for (position, (first_index, name)) in listed.iter().enumerate() {
         let mut seg = Segment::open(fs, dir.join(name), *first_index)?;
-        if let Some(prev) = segments.last()
-            && seg.first_index != prev.next_index()
-        {
-            return Err(Error::corruption(
-                &seg.path,
-                16,
-                format!(
-                    "segment starts at index {} but the previous one ends before {}",
-                    seg.first_index,
-                    prev.next_index()
-                ),
-            ));
-        }
         let mut scan = segment::scan(seg.bytes(), seg.first_index);
         let last = position + 1 == count;
         if let Some(index) = cut.filter(|_| last) {
             finish_truncation(&mut seg, &mut scan, index);
         }
         let later = &listed[position + 1..];
-        // Damage in a sealed segment: everything from it on was synced. A version-2 segment
-        // can record the claim, so the log is cut there and the loss reported like one at the
-        // tail; a version-1 segment cannot, and stays corruption.
-        let cut_here = !last && scan.bad.is_some() && seg.opened_count != SyncedCount::Unrecorded;
+        // A sealed segment whose records stop short of the next segment (a damaged record,
+        // or a missing segment in between): everything from there on was synced, so the log
+        // is cut there (the claim made durable in this segment first, then every later
+        // segment removed) and the range through the frontier reported lost.
+        let short_of_next = match later.first() {
+            Some((next_first, next_name)) => sealed_break(&seg, &scan, *next_first, next_name)?,
+            None => None,
+        };
+        let cut_here = short_of_next.is_some();
         if !last && !cut_here {
-            if let Some(reason) = scan.bad {
-                return Err(Error::corruption(&seg.path, scan.end as u64, reason));
-            }
             seg.set_records(scan.offsets, scan.end);
+            if seg.header_needs_rewrite() {
+                // Sealed and whole: every record was synced; the header says so again.
+                seg.rewrite_synced_count();
+                seg.sync()?;
+            }
         } else {
+            let reason = short_of_next
+                .or_else(|| scan.bad.clone())
+                .unwrap_or_else(|| "no record".into());
             let mut claim_end = claimed_end(&segments)
                 .max(claimed_end(std::slice::from_ref(&seg)))
-                .max(claimed_end_of_listed(fs, dir, later));
+                .max(claimed_end_of_listed(fs, dir, later)?)
+                .max(records_after_damage(&seg, &scan, last_term));
             if let Some(index) = cut {
                 // An interrupted truncation removed synced records on purpose; its sync
                 // would have lowered the count.
@@ -182,7 +183,6 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Recovered> {
             }
             let kept_end = seg.first_index + scan.offsets.len() as u64;
             if claim_end > kept_end {
-                let reason = scan.bad.clone().unwrap_or_else(|| "no record".into());
                 let found = Lost {
                     from: kept_end,
                     through: claim_end - 1,
@@ -192,10 +192,10 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Recovered> {
                 };
                 log::error!("{found}; the node must fetch them again from its peers");
                 lost = Some(found);
-                seg.claim_records = claim_records(claim_end, seg.first_index);
+                seg.hold_claim(claim_records(claim_end, seg.first_index));
             }
             // Synced with its claim before any later segment goes.
-            repair_tail(&mut seg, scan, last_term)?;
+            repair_tail(&mut seg, scan, claim_end > kept_end)?;
         }
         if seg.len() > 0 {
             last_term = seg.term_at(seg.next_index() - 1);
@@ -215,7 +215,9 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Recovered> {
     // node treats what it recovered as persisted, so make the directory durable too.
     fs.sync_dir(dir)
         .map_err(|e| Error::io("sync directory", dir, e))?;
-    let claim_end = claimed_end(&segments);
+    // The claim of a lost range may come from segments that are gone now; the segment
+    // holding it is the one the log was cut in.
+    let claim_end = claimed_end(&segments).max(lost.as_ref().map_or(0, |l: &Lost| l.through + 1));
     Ok(Recovered {
         segments,
         lost,
@@ -223,20 +225,87 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Recovered> {
     })
 }
 
+/// Why a sealed segment's records stop short of the next segment, if they do: a damaged
+/// record, or records missing before the next segment's first index (a segment lost in
+/// between). Records running past the next segment's first index cannot be told apart from
+/// that segment's: corruption.
+fn sealed_break(
+    seg: &Segment,
+    scan: &segment::Scan,
+    next_first: u64,
+    next_name: &str,
+) -> Result<Option<String>> {
+    if let Some(reason) = &scan.bad {
+        return Ok(Some(reason.clone()));
+    }
+    let end = seg.first_index + scan.offsets.len() as u64;
+    if next_first < end {
+        return Err(Error::corruption(
+            &seg.path,
+            scan.end as u64,
+            format!(
+                "records run through index {} but the next segment, {next_name}, starts at \
+                 index {next_first}",
+                end - 1
+            ),
+        ));
+    }
+    Ok((next_first > end).then(|| {
+        format!(
+            "end of the segment; the next one, {next_name}, starts at index {next_first}, so \
+             a segment holding {end}..={} is missing",
+            next_first - 1
+        )
+    }))
+}
+
+/// One past the highest index of valid records found after the damage in a segment whose
+/// header does not say how many records were synced (version 1, or a damaged count), 0 when
+/// there are none. A record with a later index and a term no lower than the last good one
+/// can only be synced data behind the damage (a torn write leaves no valid record after
+/// itself: storage/FORMAT.md §4.1), so it counts toward the claim; the cut then loses
+/// it, and it is reported with the range before it. After an interrupted truncation
+/// what follows the cut is its remains, never evidence.
+fn records_after_damage(seg: &Segment, scan: &segment::Scan, term_before: u64) -> u64 {
+    if matches!(seg.opened_count, SyncedCount::Records(_)) || scan.truncation_remains {
+        return 0;
+    }
+    let bytes = seg.bytes();
+    let data_end = nonzero_end(bytes, scan.end);
+    let mut expected = seg.first_index + scan.offsets.len() as u64;
+    let mut min_term = match scan.offsets.last() {
+        Some(&at) => segment::read_u64(bytes, at as usize + 16),
+        None => term_before,
+    };
+    let mut from = scan.end;
+    let mut found_end = 0;
+    while let Some((at, index)) = find_later_record(bytes, from, data_end, expected, min_term) {
+        // The run of records from there on, and then any further one after it.
+        let run = segment::scan_at(bytes, at, index);
+        let run_end = index + run.offsets.len() as u64;
+        found_end = run_end;
+        let last_at = *run.offsets.last().expect("the found record is valid") as usize;
+        min_term = segment::read_u64(bytes, last_at + 16);
+        expected = run_end;
+        from = run.end.max(at + 1);
+    }
+    found_end
+}
+
 /// One past the highest index the listed segments show synced: each one's existence shows
 /// everything before its first index was (a segment is sealed before the next is created),
-/// and its header may claim more. Headers that do not open count for their name only.
-fn claimed_end_of_listed(fs: &dyn Fs, dir: &Path, listed: &[(u64, String)]) -> u64 {
-    listed
-        .iter()
-        .map(|(first_index, name)| {
-            let claimed = Segment::open(fs, dir.join(name), *first_index)
-                .map(|seg| claimed_end(std::slice::from_ref(&seg)))
-                .unwrap_or(0);
-            claimed.max(*first_index)
-        })
-        .max()
-        .unwrap_or(0)
+/// and its header may claim more. A segment that does not open (not one this crate wrote
+/// under that name: `Segment::open`) is an error: the caller removes these segments, and
+/// must not remove what it does not understand.
+fn claimed_end_of_listed(fs: &dyn Fs, dir: &Path, listed: &[(u64, String)]) -> Result<u64> {
+    let mut end = 0;
+    for (first_index, name) in listed {
+        let seg = Segment::open(fs, dir.join(name), *first_index)?;
+        end = end
+            .max(claimed_end(std::slice::from_ref(&seg)))
+            .max(*first_index);
+    }
+    Ok(end)
 }
 
 /// Removes the listed segments newest first, syncing the directory after each, so a crash
@@ -283,43 +352,19 @@ fn finish_truncation(seg: &mut Segment, scan: &mut segment::Scan, index: u64) {
     scan.truncation_remains = true;
 }
 
-/// Decides whether the damage at the end of the last segment is a torn write (cut it off and
-/// zero it durably) or corruption (report it). See the module docs.
-fn repair_tail(seg: &mut Segment, scan: segment::Scan, term_before: u64) -> Result<()> {
+/// Cuts the segment after its last valid record and zeroes what follows durably: a torn
+/// write never acknowledged, or the damaged start of a range the caller reported lost.
+fn repair_tail(seg: &mut Segment, scan: segment::Scan, lost: bool) -> Result<()> {
     let end = scan.end;
     let data_end = nonzero_end(seg.bytes(), end);
-    let expected = seg.first_index + scan.offsets.len() as u64;
-    let last_term = match scan.offsets.last() {
-        Some(&at) => segment::read_u64(seg.bytes(), at as usize + 16),
-        None => term_before,
-    };
-    // With a synced count in the header, nothing past the frontier was ever synced: it is a
-    // torn write whatever follows it (loss below the frontier is reported by the caller).
-    let frontier_known = matches!(seg.opened_count, SyncedCount::Records(_));
-    if data_end > end && !scan.truncation_remains && !frontier_known {
-        if let Some((at, index)) =
-            find_later_record(seg.bytes(), end, data_end, expected, last_term)
-        {
-            let what = scan.bad.as_deref().unwrap_or("zero record length");
-            return Err(Error::corruption(
-                &seg.path,
-                end as u64,
-                format!(
-                    "{what}, but a valid record (index {index}) follows at offset {at}: \
-                     not a torn write"
-                ),
-            ));
-        }
+    if data_end > end {
+        let what = match seg.opened_count {
+            _ if lost => "the damaged records (reported lost)",
+            SyncedCount::Records(_) => "an unsynced tail",
+            SyncedCount::Unrecorded | SyncedCount::Damaged => "a torn tail",
+        };
         log::warn!(
-            "{}: cutting torn tail at offset {end} ({} bytes; {})",
-            seg.path.display(),
-            data_end - end,
-            scan.bad.as_deref().unwrap_or("zero record length")
-        );
-    }
-    if data_end > end && frontier_known {
-        log::warn!(
-            "{}: cutting an unsynced tail at offset {end} ({} bytes; {})",
+            "{}: cutting {what} at offset {end} ({} bytes; {})",
             seg.path.display(),
             data_end - end,
             scan.bad.as_deref().unwrap_or("zero record length")

@@ -78,8 +78,19 @@ pub(crate) enum SyncedCount {
     Records(u32),
 }
 
-/// Checks a segment header; returns the first index it names and its synced count.
-fn decode_header(path: &Path, bytes: &[u8]) -> Result<(u64, SyncedCount)> {
+/// What a segment header says, or why it cannot be read.
+#[derive(Debug)]
+enum Header {
+    /// The header verifies: the first index it names and its synced count.
+    Intact(u64, SyncedCount),
+    /// Its checksum does not match (bit rot, an unreadable sector read as garbage): nothing
+    /// in it can be trusted, but nothing in it is needed either (storage/FORMAT.md §4.1).
+    Damaged(String),
+}
+
+/// Checks a segment header. A header that verifies but is not one this crate can read (a
+/// newer version, another file's magic) is an error: rebuilding it would guess.
+fn decode_header(path: &Path, bytes: &[u8]) -> Result<Header> {
     let bad = |offset: u64, reason: String| Err(Error::corruption(path, offset, reason));
     if bytes.len() < SEGMENT_HEADER_BYTES {
         return bad(0, format!("file of {} bytes has no header", bytes.len()));
@@ -91,7 +102,7 @@ fn decode_header(path: &Path, bytes: &[u8]) -> Result<(u64, SyncedCount)> {
         SEGMENT_VERSION_V1 if v1_crc == stored_crc => SEGMENT_VERSION_V1,
         SEGMENT_VERSION if v2_crc == stored_crc => SEGMENT_VERSION,
         _ if stored_crc != v1_crc && stored_crc != v2_crc => {
-            return bad(24, "segment header checksum mismatch".into());
+            return Ok(Header::Damaged("segment header checksum mismatch".into()));
         }
         version => return bad(8, format!("unsupported segment version {version}")),
     };
@@ -101,16 +112,18 @@ fn decode_header(path: &Path, bytes: &[u8]) -> Result<(u64, SyncedCount)> {
     let first_index = read_u64(bytes, 16);
     if version == SEGMENT_VERSION_V1 {
         if bytes[28..32] != [0; 4] || read_u32(bytes, 12) != 0 {
-            return bad(12, "reserved header bytes are not zero".into());
+            return Ok(Header::Damaged(
+                "reserved bytes of a version-1 header are not zero".into(),
+            ));
         }
-        return Ok((first_index, SyncedCount::Unrecorded));
+        return Ok(Header::Intact(first_index, SyncedCount::Unrecorded));
     }
     let count = if crc32c::crc32c(&bytes[12..24]) == read_u32(bytes, 28) {
         SyncedCount::Records(read_u32(bytes, 12))
     } else {
         SyncedCount::Damaged
     };
-    Ok((first_index, count))
+    Ok(Header::Intact(first_index, count))
 }
 
 pub(crate) fn read_u32(bytes: &[u8], at: usize) -> u32 {
@@ -194,8 +207,13 @@ pub(crate) struct Scan {
 
 /// Scans records from the header on, stopping at the end marker or the first bad record.
 pub(crate) fn scan(bytes: &[u8], first_index: u64) -> Scan {
+    scan_at(bytes, SEGMENT_HEADER_BYTES, first_index)
+}
+
+/// Scans records from byte `pos`, the first expected to carry `first_index`.
+pub(crate) fn scan_at(bytes: &[u8], pos: usize, first_index: u64) -> Scan {
     let mut offsets = Vec::new();
-    let mut pos = SEGMENT_HEADER_BYTES;
+    let mut pos = pos;
     let mut expected = first_index;
     let bad = loop {
         match decode_slot(bytes, pos) {
@@ -234,6 +252,9 @@ pub(crate) struct Segment {
     pub opened_count: SyncedCount,
     /// The synced count the header holds now, when known to be intact (version 2 only).
     header_count: Option<u32>,
+    /// The whole header is written again at the next sync (as version 2): it was damaged,
+    /// or it is a version-1 header that must now hold a claim.
+    header_rewrite: bool,
     /// Records this segment must claim as synced even while it holds fewer: the end of a
     /// range lost and not yet repaired, so a crash before the repair does not forget it.
     pub claim_records: u32,
@@ -264,22 +285,39 @@ impl Segment {
             version: SEGMENT_VERSION,
             opened_count: SyncedCount::Records(0),
             header_count: Some(0),
+            header_rewrite: false,
             claim_records: 0,
         })
     }
 
     /// Opens an existing segment and checks its header against the index in its name.
-    /// Records are not scanned yet: see [`Segment::scan`].
+    /// Records are not scanned yet: see [`scan`]. A damaged header is rebuilt from the file
+    /// name (the only thing it holds that records do not: the synced count is then unknown,
+    /// [`SyncedCount::Damaged`]); it is written again at the next sync.
     pub fn open(fs: &dyn Fs, path: PathBuf, named_first_index: u64) -> Result<Segment> {
         let file = fs
             .open_segment(&path)
             .map_err(|e| Error::io("open segment", &path, e))?;
-        let (first_index, opened_count) = decode_header(&path, file.bytes())?;
+        let (first_index, opened_count, header_rewrite) = match decode_header(&path, file.bytes())?
+        {
+            Header::Intact(first_index, count) => (first_index, count, false),
+            Header::Damaged(reason) => {
+                log::error!(
+                    "{}: {reason}; rebuilding the header from the file name (first index \
+                     {named_first_index}); the records are judged by their own checksums",
+                    path.display()
+                );
+                (named_first_index, SyncedCount::Damaged, true)
+            }
+        };
         if first_index != named_first_index {
             return Err(Error::corruption(
                 &path,
                 16,
-                format!("header first index {first_index} does not match the file name"),
+                format!(
+                    "header first index {first_index} does not match the file name (index \
+                     {named_first_index}): a file renamed by hand?"
+                ),
             ));
         }
         let version = match opened_count {
@@ -299,6 +337,7 @@ impl Segment {
                 SyncedCount::Records(count) => Some(count),
                 SyncedCount::Unrecorded | SyncedCount::Damaged => None,
             },
+            header_rewrite,
             claim_records: 0,
         })
     }
@@ -405,6 +444,17 @@ impl Segment {
         }
         let held = u32::try_from(self.offsets.len()).expect("offsets are u32, so are counts");
         let count = held.max(self.claim_records);
+        if self.header_rewrite {
+            // One sector: the fixed fields are those the file name gives.
+            let header = encode_header(self.first_index, count);
+            self.file
+                .write_at(0, &header)
+                .map_err(|e| Error::io("rewrite segment header", &self.path, e))?;
+            self.mark_dirty(0..SEGMENT_HEADER_BYTES);
+            self.header_count = Some(count);
+            self.header_rewrite = false;
+            return Ok(());
+        }
         if self.header_count == Some(count) {
             return Ok(());
         }
@@ -422,6 +472,23 @@ impl Segment {
     pub fn rewrite_synced_count(&mut self) {
         self.header_count = None;
         self.mark_dirty(12..SEGMENT_HEADER_BYTES);
+    }
+
+    /// Makes the next sync write `claim_records` as the synced count (at least), so a lost
+    /// range stays claimed across a crash. A version-1 header has no room for a count: it is
+    /// written again as version 2 (the fields it shares keep their values).
+    pub fn hold_claim(&mut self, claim_records: u32) {
+        self.claim_records = claim_records;
+        if self.version != SEGMENT_VERSION {
+            self.version = SEGMENT_VERSION;
+            self.header_rewrite = true;
+        }
+        self.rewrite_synced_count();
+    }
+
+    /// Whether the header will be written whole at the next sync (it was damaged).
+    pub fn header_needs_rewrite(&self) -> bool {
+        self.header_rewrite
     }
 
     /// The record with `index`, which must be in this segment.
@@ -511,16 +578,19 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_names_parse() {
+        let decoded = |bytes: &[u8]| match decode_header(Path::new("x"), bytes).unwrap() {
+            Header::Intact(first, count) => Ok((first, count)),
+            Header::Damaged(reason) => Err(reason),
+        };
         assert_eq!(
-            decode_header(Path::new("x"), &encode_header(42, 7)).unwrap(),
-            (42, SyncedCount::Records(7))
+            decoded(&encode_header(42, 7)),
+            Ok((42, SyncedCount::Records(7)))
         );
         let mut damaged = encode_header(42, 7);
         damaged[12] ^= 1;
-        assert_eq!(
-            decode_header(Path::new("x"), &damaged).unwrap(),
-            (42, SyncedCount::Damaged)
-        );
+        assert_eq!(decoded(&damaged), Ok((42, SyncedCount::Damaged)));
+        damaged[17] ^= 1;
+        assert!(decoded(&damaged).is_err(), "the fixed fields are checked");
         assert_eq!(parse_segment_file_name(&segment_file_name(42)), Some(42));
         assert_eq!(parse_segment_file_name("42.wal"), None);
         assert_eq!(
