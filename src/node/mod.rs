@@ -12,6 +12,7 @@ pub mod doctor;
 mod entry_codec;
 mod error;
 pub mod flight_recorder;
+pub mod force_new_cluster;
 mod handle;
 mod incoming_snapshot;
 mod initial_voters;
