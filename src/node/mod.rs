@@ -6,6 +6,7 @@
 //! durable state, starts them and returns a [`NodeHandle`].
 
 mod apply;
+pub mod backup;
 mod consensus;
 mod data_dir;
 pub mod doctor;
@@ -23,6 +24,7 @@ pub mod metrics;
 mod metrics_http;
 pub mod net;
 mod observe;
+pub mod restore;
 mod results;
 mod runtime;
 mod sessions;

@@ -36,21 +36,26 @@ impl Cluster {
 
     /// `n` nodes, each started with `flags` after `--id`, `--peers`, `--data-dir`.
     pub fn start_nodes(n: usize, flags: &[&str]) -> Cluster {
+        let mut cluster = Cluster::unstarted(n, flags);
+        (0..n).for_each(|id| cluster.restart(id));
+        cluster
+    }
+
+    /// `n` nodes' addresses and data dirs, none started yet (`restart` starts one).
+    pub fn unstarted(n: usize, flags: &[&str]) -> Cluster {
         // Ports the kernel just handed out and we released; a clash fails the test loudly.
         let listeners: Vec<TcpListener> = (0..n)
             .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
             .collect();
         let addresses = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
         drop(listeners);
-        let mut cluster = Cluster {
+        Cluster {
             addresses,
             flags: flags.iter().map(|f| f.to_string()).collect(),
             nodes: (0..n).map(|_| None).collect(),
             dir: tempfile::tempdir().unwrap(),
             cpus: vec![None; n],
-        };
-        (0..n).for_each(|id| cluster.restart(id));
-        cluster
+        }
     }
 
     pub fn servers(&self) -> String {
