@@ -64,6 +64,7 @@ enum Failure {
 /// What a successful save wrote.
 struct Saved {
     node: NodeId,
+    address: std::net::SocketAddr,
     read_index: LogIndex,
     chunk: SnapshotChunk,
 }
@@ -86,13 +87,13 @@ pub(crate) fn save(args: &SaveArgs) -> ExitCode {
     };
     keep_files_private();
     let deadline = Instant::now() + Duration::from_millis(args.timeout_ms);
-    let mut client = match Client::new(&servers, options) {
+    let mut client = match Client::new(&servers, options.clone()) {
         Ok(client) => client,
         Err(e) => return usage_error(WHAT, &e),
     };
     let mut attempt = 1;
     let outcome = loop {
-        match save_once(&mut client, &args.file, deadline) {
+        match save_once(&mut client, &options, &args.file, deadline) {
             Ok(saved) => break Ok(saved),
             Err(Failure::Again(why)) if attempt < SAVE_ATTEMPTS_MAX => {
                 log::info!("starting the backup again: {why}");
@@ -113,7 +114,7 @@ pub(crate) fn save(args: &SaveArgs) -> ExitCode {
                 meta.size_bytes,
                 meta.checksum,
                 saved.node,
-                servers[saved.node.0 as usize],
+                saved.address,
                 args.file.display(),
                 saved.read_index
             );
@@ -126,8 +127,15 @@ pub(crate) fn save(args: &SaveArgs) -> ExitCode {
     }
 }
 
-/// One attempt: read barrier, snapshot on the node that served it, stream it to `file`.
-fn save_once(client: &mut Client, file: &Path, deadline: Instant) -> Result<Saved, Failure> {
+/// One attempt: read barrier, snapshot on the node that served it, stream it to `file`. The
+/// node is then asked over a client of its own whose answers may take until `deadline` (a
+/// large snapshot takes long to write; the cluster client gives each node a second).
+fn save_once(
+    client: &mut Client,
+    options: &ClientOptions,
+    file: &Path,
+    deadline: Instant,
+) -> Result<Saved, Failure> {
     let fatal = |what: &str, e: ClientError| Failure::Fatal(format!("{what}: {e}"));
     let barrier = KvCommand::Get {
         key: BARRIER_KEY.to_vec(),
@@ -138,8 +146,19 @@ fn save_once(client: &mut Client, file: &Path, deadline: Instant) -> Result<Save
     let node = client
         .leader()
         .ok_or_else(|| Failure::Fatal("the node that served the read is not known".to_string()))?;
-    let server = node.0 as usize;
-    let address = client.servers()[server];
+    let address = client.servers()[node.0 as usize];
+    let node_options = ClientOptions {
+        attempt_timeout: deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1)),
+        ..options.clone()
+    };
+    let mut client = Client::new(&[address], node_options)
+        .map_err(|e| fatal(&format!("connecting to node {node} {address}"), e))?;
+    let client = &mut client;
+    let server = 0; // The node's position in that client's list.
+    // Named by the id it reports, as every command does (the list may be in another order).
+    let node = client.status_of(address).map_or(node, |status| status.id);
     let taken = client
         .snapshot_of(address)
         .map_err(|e| fatal(&format!("asking node {node} {address} for a snapshot"), e))?;
@@ -164,6 +183,7 @@ fn save_once(client: &mut Client, file: &Path, deadline: Instant) -> Result<Save
     backup.finish().map_err(Failure::Again)?;
     Ok(Saved {
         node,
+        address,
         read_index: read.index,
         chunk,
     })
