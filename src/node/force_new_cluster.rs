@@ -133,3 +133,111 @@ pub fn force_new_cluster(dir: &Path) -> Result<Forced, Vec<String>> {
         filled,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::doctor::{MembershipSource, Verdict};
+    use crate::node::entry_codec::decode_payload;
+
+    /// A stopped node 1's data dir: identity, initial voters 0,1,2, hard state term 3 and
+    /// entries 1..=4 of term 3.
+    fn data_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path();
+        let identity = "node_id = 1\ncluster_id = 0x7\naddress = 127.0.0.1:4001\n";
+        std::fs::write(path.join("identity"), identity).unwrap();
+        std::fs::write(path.join("initial_voters"), "0,1,2\n").unwrap();
+        let fs = Arc::new(RealFs::default());
+        let mut hard_state = HardStateStore::open(fs, &path.join("hard_state")).unwrap();
+        let state = HardState {
+            term: 3,
+            vote: Some(0),
+            commit: 2,
+        };
+        hard_state.save(&state).unwrap();
+        let mut wal = Wal::open(&path.join("wal"), WalOptions::default()).unwrap();
+        let noop = payload_bytes(&EntryPayload::Noop);
+        let records: Vec<Record<'_>> = (1..=4)
+            .map(|index| Record {
+                index,
+                term: 3,
+                payload: &noop,
+            })
+            .collect();
+        wal.append(&records).unwrap();
+        wal.sync().unwrap();
+        dir
+    }
+
+    /// The last entry of the log (index, term, payload) and the hard state.
+    fn last_entry_and_hard_state(dir: &Path) -> ((u64, u64, EntryPayload), HardState) {
+        let wal = Wal::open(&dir.join("wal"), WalOptions::default()).unwrap();
+        let last = wal.last_index();
+        let record = wal.read(last..last + 1).unwrap().remove(0);
+        let payload = decode_payload(record.payload).unwrap();
+        let fs = Arc::new(RealFs::default());
+        let hard_state = HardStateStore::open(fs, &dir.join("hard_state"))
+            .unwrap()
+            .current();
+        ((last, record.term, payload), hard_state)
+    }
+
+    #[test]
+    fn the_node_becomes_the_only_voter_after_a_term_above_any_seen() {
+        let dir = data_dir();
+        let forced = force_new_cluster(dir.path()).unwrap();
+        assert_eq!((forced.term, forced.old_term), (4, 3));
+        assert_eq!((forced.membership_index, forced.filled), (5, None));
+        assert_eq!(forced.plan.log_kept, Some((1, 4)));
+        let ((index, term, payload), hard_state) = last_entry_and_hard_state(dir.path());
+        let alone = Membership::with_voters([NodeId(1)]);
+        assert_eq!((index, term), (5, 4));
+        assert_eq!(payload, EntryPayload::Membership(alone.clone()));
+        assert_eq!((hard_state.term, hard_state.vote), (4, Some(1)));
+        let report = inspect(dir.path());
+        assert_eq!(report.verdict(), Verdict::Healthy);
+        assert_eq!(
+            report.membership(),
+            Some((alone, MembershipSource::LogEntry(5)))
+        );
+    }
+
+    #[test]
+    fn a_run_stopped_after_saving_the_term_is_completed_by_the_next_one() {
+        let dir = data_dir();
+        // What a crash after the first write leaves: the old log, a higher term.
+        let fs = Arc::new(RealFs::default());
+        let mut hard_state = HardStateStore::open(fs, &dir.path().join("hard_state")).unwrap();
+        let state = HardState {
+            term: 4,
+            vote: Some(1),
+            commit: 2,
+        };
+        hard_state.save(&state).unwrap();
+        drop(hard_state);
+        let report = inspect(dir.path());
+        let old = Membership::with_voters([NodeId(0), NodeId(1), NodeId(2)]);
+        assert_eq!(
+            report.membership().map(|(m, _)| m),
+            Some(old),
+            "the old state"
+        );
+        let forced = force_new_cluster(dir.path()).unwrap();
+        assert_eq!((forced.term, forced.membership_index), (5, 5));
+        let ((_, term, payload), hard_state) = last_entry_and_hard_state(dir.path());
+        let alone = Membership::with_voters([NodeId(1)]);
+        assert_eq!((term, payload), (5, EntryPayload::Membership(alone)));
+        assert_eq!(hard_state.term, 5);
+    }
+
+    #[test]
+    fn a_dir_without_identity_is_refused_unchanged() {
+        let dir = data_dir();
+        std::fs::remove_file(dir.path().join("identity")).unwrap();
+        let why = force_new_cluster(dir.path()).unwrap_err();
+        assert!(why[0].contains("no identity file"), "{why:?}");
+        let ((index, term, _), hard_state) = last_entry_and_hard_state(dir.path());
+        assert_eq!((index, term, hard_state.term), (4, 3, 3));
+    }
+}
