@@ -40,7 +40,7 @@ use client_core::Effect;
 use rcraft_wire::{
     ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder,
     HANDSHAKE_BYTES, Handshake, LogIndex, Membership, NodeId, NodeStatus, ReadMode, RecordedEvent,
-    Role, StageLatency, Term, encode_client_request,
+    Role, SnapshotChunk, StageLatency, Term, encode_client_request,
 };
 use std::collections::BTreeMap;
 use std::fmt;
@@ -546,6 +546,44 @@ impl Client {
             other => Err(ClientError::Protocol {
                 definite: true,
                 message: format!("unexpected answer to snapshot: {other:?}"),
+            }),
+        }
+    }
+
+    /// Data of the current snapshot of the node at `servers[server]` from `offset`, for a
+    /// backup: one chunk (up to the node's `snapshot_chunk_bytes`) with the snapshot's
+    /// metadata, over this client's connection to that node (kept between calls, so the node
+    /// checks a backup read in sequence as it goes), within one attempt timeout. `index` names
+    /// the snapshot (0: whichever is current); a node whose current snapshot is another answers
+    /// [`ClientError::Server`]. The caller checks `chunk_crc` and, at the end, the whole data
+    /// against `meta.checksum`.
+    pub fn snapshot_chunk_of(
+        &mut self,
+        server: usize,
+        index: LogIndex,
+        offset: u64,
+    ) -> Result<SnapshotChunk> {
+        let address =
+            *self.core.servers().get(server).ok_or_else(|| {
+                ClientError::InvalidInput(format!("no server at position {server}"))
+            })?;
+        let deadline = Instant::now() + self.core.options().attempt_timeout;
+        let body = ClientRequestBody::ReadSnapshot { index, offset };
+        let answer = self
+            .ask_once(server, body, deadline)
+            .map_err(|why| ClientError::Io {
+                address,
+                error: io::Error::new(io::ErrorKind::TimedOut, why),
+            })?;
+        match answer {
+            ClientResponseBody::SnapshotChunk(chunk) => Ok(*chunk),
+            ClientResponseBody::Error { definite, message } => {
+                Err(ClientError::Server { definite, message })
+            }
+            ClientResponseBody::Overloaded => Err(ClientError::Overloaded),
+            other => Err(ClientError::Protocol {
+                definite: true,
+                message: format!("unexpected answer to a snapshot read: {other:?}"),
             }),
         }
     }

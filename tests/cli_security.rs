@@ -302,7 +302,23 @@ fn tokens_decide_what_a_client_may_do() {
         assert!(text.contains("needs"), "{text}");
         let (ok, text) = rcraft(&cluster, &["snapshot", "--id", "0"], token);
         assert!(!ok, "{text}");
+        // A backup too: refused, and no file left behind.
+        let backup = dir.join("backup.snap");
+        let save = ["snapshot", "save", backup.to_str().unwrap()];
+        let (ok, text) = rcraft(&cluster, &save, token);
+        assert!(!ok, "{text}");
+        assert!(
+            text.contains("needs the admin token") || token.is_none(),
+            "{text}"
+        );
+        assert!(text.contains("no backup written"), "{text}");
+        assert!(!backup.exists() && !dir.join("backup.snap.tmp").exists());
     }
+    let backup = dir.join("backup.snap");
+    let save = ["snapshot", "save", backup.to_str().unwrap()];
+    let (ok, text) = rcraft(&cluster, &save, Some(&admin));
+    assert!(ok && text.contains("saved snapshot at index"), "{text}");
+    assert!(backup.exists());
     let (ok, text) = rcraft(&cluster, &["members", "list"], Some(&client));
     assert!(ok, "{text}");
     assert!(text.contains("voter"), "node 2 is still a voter: {text}");

@@ -268,7 +268,8 @@ impl PipelinedClient<'_> {
             }
             | ClientResponseBody::Status(_)
             | ClientResponseBody::Latency(_)
-            | ClientResponseBody::Events(_) => {
+            | ClientResponseBody::Events(_)
+            | ClientResponseBody::SnapshotChunk(_) => {
                 conn.draining = true;
                 match is_write {
                     true => (Outcome::Unknown, None),

@@ -127,6 +127,8 @@ pub(crate) struct ConsensusSettings {
     pub(crate) applied: LogIndex,
     /// Entries kept in the log behind a new snapshot.
     pub(crate) snapshot_retain_entries: u64,
+    /// Most data bytes of one snapshot chunk (to a follower, or to a client's backup).
+    pub(crate) snapshot_chunk_bytes: u64,
 }
 
 /// A client request the core has not answered yet.
@@ -407,6 +409,9 @@ impl Consensus {
                 self.change_membership(reply, membership)
             }
             ClientRequestBody::Snapshot => self.snapshot(reply),
+            ClientRequestBody::ReadSnapshot { index, offset } => {
+                self.read_snapshot(reply, index, offset)
+            }
             ClientRequestBody::Events => {
                 let events = self.observer.recorded_events();
                 self.replier.send(reply, ClientResponseBody::Events(events));
@@ -427,6 +432,36 @@ impl Consensus {
                 self.reply(reply, ClientResponseBody::Overloaded);
             }
             Err(_) => self.fail("the apply thread stopped".to_string()),
+        }
+    }
+
+    /// Asks the storage thread for a chunk of the current snapshot for a client's backup; it
+    /// answers the client itself. Never waits for room in the storage queue.
+    fn read_snapshot(&mut self, reply: ReplyTo, index: LogIndex, offset: u64) {
+        let ReplyTo::Client { conn, .. } = &reply else {
+            let message = "a backup is read over a client connection".to_string();
+            let body = ClientResponseBody::Error {
+                definite: true,
+                message,
+            };
+            return self.reply(reply, body);
+        };
+        let command = StorageCommand::ReadSnapshotForClient {
+            conn: *conn,
+            reply,
+            index,
+            offset,
+            max_bytes: self.settings.snapshot_chunk_bytes,
+        };
+        match self.storage.try_push(command) {
+            Ok(()) => self.outbox.storage_unrung = true,
+            Err(TrySendError::Full(StorageCommand::ReadSnapshotForClient { reply, .. })) => {
+                self.reply(reply, ClientResponseBody::Overloaded);
+            }
+            Err(TrySendError::Full(_)) => unreachable!("the command pushed comes back"),
+            Err(TrySendError::Disconnected(_)) => {
+                self.fail("the storage thread stopped".to_string())
+            }
         }
     }
 
@@ -553,6 +588,7 @@ impl Consensus {
                     data,
                 });
             }
+            StorageEvent::ClientAnswer { reply, body } => self.reply(reply, body),
             StorageEvent::SnapshotChunkWritten {
                 meta,
                 next_offset,
@@ -1014,6 +1050,7 @@ mod tests {
             rpc_timeout: Duration::from_secs(60),
             applied: LogIndex(0),
             snapshot_retain_entries: 0,
+            snapshot_chunk_bytes: 1 << 20,
         };
         let replier = Replier::new(Arc::new(NoNetwork));
         let mut consensus = Consensus::new(

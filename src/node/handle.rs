@@ -304,7 +304,8 @@ impl NodeHandle {
             ClientResponseBody::Ok { .. }
             | ClientResponseBody::Status(_)
             | ClientResponseBody::Latency(_)
-            | ClientResponseBody::Events(_) => Error::Failed {
+            | ClientResponseBody::Events(_)
+            | ClientResponseBody::SnapshotChunk(_) => Error::Failed {
                 definite: false,
                 message: "unexpected answer from the node".to_string(),
             },

@@ -115,6 +115,7 @@ impl Node {
             rpc_timeout: Duration::from_millis(config.rpc_timeout_ms),
             applied: applier.applied(),
             snapshot_retain_entries: config.snapshot_retain_entries,
+            snapshot_chunk_bytes: config.snapshot_chunk_bytes,
         };
         let recovered = replica.status();
         let mut consensus = Consensus::new(replica, settings, replier, storage_tx, apply_tx);

@@ -12,14 +12,17 @@
 //! leader retries). A snapshot file whose data no longer matches its footer is never sent
 //! whole: [`SendChecks`] finds it (without reading whole files on this thread), its last
 //! chunk is withheld, and `SnapshotDamaged` is reported once so a new snapshot replaces it.
+//! The same reads and checks serve a client taking a backup (`rcraft snapshot save`), who is
+//! always answered: a chunk, or a definite error saying why there is none.
 
 use super::incoming_snapshot::{ArrivalStart, IncomingSnapshot};
 use super::limits::STORAGE_BATCH_MAX;
 use super::log_store::LogStore;
 use super::mailbox::{Doorbell, Next, Ringing, next_or_wait, unrung};
 use super::metrics::{MetricsHook, Stage};
+use super::net::ClientConnId;
 use super::snapshot_files::{file_meta, snapshot_meta};
-use super::snapshot_send::{Damage, SendChecks};
+use super::snapshot_send::{Damage, Reader, SendChecks};
 use super::storage_error::{StorageError, StorageResult};
 use super::storage_io::{StorageCommand, StorageEvent};
 use crate::core::{HardState, LostEntries, RecoveredState};
@@ -28,7 +31,9 @@ use rcraft_storage::{
     Error as StoreError, Finish, Fs, HardState as StoredHardState, HardStateStore, PartialSnapshot,
     RealFs, SnapshotInfo, SnapshotStore, Wal, WalOptions,
 };
-use rcraft_wire::{LogIndex, Membership, NodeId, SnapshotMeta, Term};
+use rcraft_wire::{
+    ClientResponseBody, LogIndex, Membership, NodeId, SnapshotChunk, SnapshotMeta, Term,
+};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -54,7 +59,8 @@ pub(crate) struct StorageThread {
     partial: Option<PartialSnapshot>,
     /// Its progress, published for the apply thread (which may restore it as it arrives).
     incoming: IncomingSnapshot,
-    /// The snapshot file being sent to followers, if any (a cache of `snapshots.latest()`).
+    /// The snapshot file being sent to followers or backup clients, if any (a cache of
+    /// `snapshots.latest()` in the store's current generation).
     sending: Option<SnapshotInfo>,
     /// Whether the data of the file being sent matches its footer.
     send_checks: SendChecks,
@@ -466,7 +472,89 @@ impl StorageThread {
                 let _ = events.send(event);
                 Ok(())
             }
+            StorageCommand::ReadSnapshotForClient {
+                reply,
+                conn,
+                index,
+                offset,
+                max_bytes,
+            } => {
+                let body =
+                    match self.read_snapshot_for_client(conn, index, offset, max_bytes, events) {
+                        Ok(chunk) => ClientResponseBody::SnapshotChunk(Box::new(chunk)),
+                        Err(message) => ClientResponseBody::Error {
+                            definite: true,
+                            message,
+                        },
+                    };
+                let _ = events.send(StorageEvent::ClientAnswer { reply, body });
+                Ok(())
+            }
         }
+    }
+
+    /// A chunk of the current snapshot for a client's backup, if it is still snapshot `index`
+    /// (any, for 0), read and checked as for a follower; `Err` says why not.
+    fn read_snapshot_for_client(
+        &mut self,
+        conn: ClientConnId,
+        index: LogIndex,
+        offset: u64,
+        max_bytes: u64,
+        events: &Ringing<StorageEvent>,
+    ) -> Result<SnapshotChunk, String> {
+        if self.send_checks.refresh(&self.snapshots) {
+            self.sending = None;
+        }
+        let info = match self.sending.clone() {
+            Some(info) => info,
+            None => match self.snapshots.latest() {
+                Ok(Some(info)) => {
+                    self.sending = Some(info.clone());
+                    info
+                }
+                Ok(None) => return Err("this node has no snapshot yet".to_string()),
+                Err(e) => {
+                    if let Some(damage) = self.send_checks.unreadable(0, 0, &e) {
+                        report_damage(damage, events);
+                    }
+                    return Err(format!("the current snapshot cannot be read: {e}"));
+                }
+            },
+        };
+        if index.0 != 0 && info.meta.index != index.0 {
+            return Err(format!(
+                "snapshot {index} is no longer current (now {}): start again",
+                info.meta.index
+            ));
+        }
+        let meta = snapshot_meta(&info)?;
+        let damaged = |found: Option<Damage>, events: &Ringing<StorageEvent>| {
+            if let Some(damage) = found {
+                report_damage(damage, events);
+            }
+            format!(
+                "snapshot {} is damaged on this node (a new one replaces it): start again",
+                info.meta.index
+            )
+        };
+        let reader = Reader::Client(conn);
+        if let Err(found) = (self.send_checks).before_read(&self.snapshots, &info, reader, offset) {
+            return Err(damaged(found, events));
+        }
+        let max_len = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+        let data = (self.snapshots.read_chunk(&info, offset, max_len))
+            .map_err(|e| format!("reading snapshot {} at {offset}: {e}", info.meta.index))?;
+        if let Err(found) = self.send_checks.after_read(reader, &info, offset, &data) {
+            return Err(damaged(found, events));
+        }
+        Ok(SnapshotChunk {
+            done: offset + data.len() as u64 == info.data_bytes,
+            chunk_crc: crc32c::crc32c(&data),
+            meta,
+            offset,
+            data,
+        })
     }
 
     /// Reads a chunk of the current snapshot for follower `to` if it is still `meta` (a newer
@@ -485,9 +573,9 @@ impl StorageThread {
             self.sending = None; // A snapshot was made current: perhaps under this name.
         }
         let info = self.snapshot_to_send(meta, events)?;
-        if let Err(found) = self
-            .send_checks
-            .before_read(&self.snapshots, &info, to, offset)
+        if let Err(found) =
+            self.send_checks
+                .before_read(&self.snapshots, &info, Reader::Follower(to), offset)
         {
             return self.withhold(found, meta, events);
         }
@@ -500,7 +588,9 @@ impl StorageThread {
                 return None;
             }
         };
-        if let Err(found) = self.send_checks.after_read(to, &info, offset, &data) {
+        if let Err(found) =
+            (self.send_checks).after_read(Reader::Follower(to), &info, offset, &data)
+        {
             return self.withhold(found, meta, events);
         }
         Some(data)
@@ -1092,6 +1182,86 @@ mod tests {
             })
             .collect();
         assert_eq!(sent, data);
+    }
+
+    fn read_for_client(index: u64, offset: u64) -> StorageCommand {
+        use super::super::net::ClientConnId;
+        use super::super::transport::ReplyTo;
+        StorageCommand::ReadSnapshotForClient {
+            reply: ReplyTo::Client {
+                conn: ClientConnId(7),
+                request_id: offset,
+            },
+            conn: ClientConnId(7),
+            index: LogIndex(index),
+            offset,
+            max_bytes: 1000,
+        }
+    }
+
+    /// The answers a client got: chunks, or the error messages.
+    fn client_answers(events: &[StorageEvent]) -> Vec<Result<rcraft_wire::SnapshotChunk, String>> {
+        events
+            .iter()
+            .filter_map(|event| match event {
+                StorageEvent::ClientAnswer { body, .. } => Some(match body {
+                    ClientResponseBody::SnapshotChunk(chunk) => Ok((**chunk).clone()),
+                    ClientResponseBody::Error {
+                        definite: true,
+                        message,
+                    } => Err(message.clone()),
+                    other => panic!("unexpected {other:?}"),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_backup_client_reads_the_current_snapshot_and_is_told_when_it_is_not() {
+        let fs = SimFs::new();
+        let (opened, meta, data, path) = leader_snapshot(&fs, 2500);
+        let index = meta.index.0;
+        let mut commands: Vec<_> = [0, 1000, 2000]
+            .into_iter()
+            .map(|offset| read_for_client(index, offset))
+            .collect();
+        commands.push(read_for_client(0, 0)); // whichever is current
+        commands.push(read_for_client(index + 1, 0)); // not the current one
+        let (result, events) = run_opened(opened, commands);
+        result.unwrap();
+        let answers = client_answers(&events);
+        let chunks: Vec<_> = answers[..4].iter().map(|a| a.clone().unwrap()).collect();
+        let mut received = Vec::new();
+        for chunk in &chunks[..3] {
+            assert_eq!(chunk.meta, meta);
+            assert_eq!(chunk.chunk_crc, crc32c::crc32c(&chunk.data));
+            received.extend_from_slice(&chunk.data);
+        }
+        assert_eq!(received, data);
+        let done: Vec<bool> = chunks.iter().map(|c| c.done).collect();
+        assert_eq!(done, [false, false, true, false]);
+        let refused = answers[4].clone().unwrap_err();
+        assert!(refused.contains("no longer current"), "{refused}");
+
+        // Damaged on disk: the read that reaches the end finds it and is refused, reported.
+        let header = fs.contents(&path).unwrap().len() - 2500 - 24;
+        fs.flip_bit(&path, header + 1200, 3).unwrap();
+        let opened = open(&fs);
+        let commands = [0, 1000, 2000]
+            .into_iter()
+            .map(|offset| read_for_client(index, offset))
+            .collect();
+        let (result, events) = run_opened(opened, commands);
+        result.unwrap();
+        let answers = client_answers(&events);
+        assert!(answers[0].is_ok() && answers[1].is_ok(), "{answers:?}");
+        let refused = answers[2].clone().unwrap_err();
+        assert!(refused.contains("is damaged on this node"), "{refused}");
+        let reported = events
+            .iter()
+            .any(|e| matches!(e, StorageEvent::SnapshotDamaged { .. }));
+        assert!(reported, "{events:?}");
     }
 
     #[test]

@@ -44,25 +44,30 @@ impl Cluster {
     /// As [`Cluster::start_nodes`], node `id` of each `(id, name, value)` of `env` with that
     /// environment variable set (at every start).
     pub fn start_nodes_with_env(n: usize, flags: &[&str], env: &[(usize, &str, &str)]) -> Cluster {
+        let mut cluster = Cluster::unstarted(n, flags);
+        for &(id, name, value) in env {
+            cluster.envs[id].push((name.to_string(), value.to_string()));
+        }
+        (0..n).for_each(|id| cluster.restart(id));
+        cluster
+    }
+
+    /// `n` nodes' addresses and data dirs, none started yet (`restart` starts one).
+    pub fn unstarted(n: usize, flags: &[&str]) -> Cluster {
         // Ports the kernel just handed out and we released; a clash fails the test loudly.
         let listeners: Vec<TcpListener> = (0..n)
             .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
             .collect();
         let addresses = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
         drop(listeners);
-        let mut cluster = Cluster {
+        Cluster {
             addresses,
             flags: flags.iter().map(|f| f.to_string()).collect(),
             nodes: (0..n).map(|_| None).collect(),
             dir: tempfile::tempdir().unwrap(),
             cpus: vec![None; n],
             envs: vec![Vec::new(); n],
-        };
-        for &(id, name, value) in env {
-            cluster.envs[id].push((name.to_string(), value.to_string()));
         }
-        (0..n).for_each(|id| cluster.restart(id));
-        cluster
     }
 
     pub fn servers(&self) -> String {
