@@ -53,10 +53,12 @@ pub(crate) enum ApiRequest {
         /// Where the outcome goes.
         reply: Sender<ClientResponseBody>,
     },
-    /// Linearizable read.
+    /// A read in one of the client protocol's modes.
     Read {
         /// The query.
         query: Vec<u8>,
+        /// How the read is made consistent.
+        mode: ReadMode,
         /// Where the outcome goes.
         reply: Sender<ClientResponseBody>,
     },
@@ -439,9 +441,7 @@ impl Consensus {
             } => {
                 self.propose(ReplyTo::Api(reply), session, command);
             }
-            ApiRequest::Read { query, reply } => {
-                self.read(ReplyTo::Api(reply), query, ReadMode::Linearizable)
-            }
+            ApiRequest::Read { query, mode, reply } => self.read(ReplyTo::Api(reply), query, mode),
             ApiRequest::Status { reply } => {
                 let _ = reply.try_send(self.status());
             }
@@ -1022,6 +1022,7 @@ mod tests {
         let (reply, _answer) = bounded(1);
         let read = ApiRequest::Read {
             query: Vec::new(),
+            mode: ReadMode::Linearizable,
             reply,
         };
         api_tx.send(read).unwrap();
