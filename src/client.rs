@@ -34,13 +34,12 @@ mod client_core;
 
 pub use client_core::{ClientCore, Next};
 
-use crate::config::CLUSTER_ID_DEFAULT;
 use crate::node::SnapshotResult;
 use client_core::Effect;
 use rcraft_wire::{
-    ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder,
-    HANDSHAKE_BYTES, Handshake, LogIndex, Membership, NodeId, NodeStatus, ReadMode, RecordedEvent,
-    Role, StageLatency, Term, encode_client_request,
+    CLUSTER_ID_UNKNOWN, ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX,
+    FrameDecoder, HANDSHAKE_BYTES, Handshake, LogIndex, Membership, NodeId, NodeStatus, ReadMode,
+    RecordedEvent, Role, StageLatency, Term, encode_client_request,
 };
 use std::collections::BTreeMap;
 use std::fmt;
@@ -64,7 +63,9 @@ pub struct ClientOptions {
     pub backoff_min: Duration,
     /// Longest pause between attempts.
     pub backoff_max: Duration,
-    /// Cluster id sent in the handshake; must match the servers' `cluster_id`.
+    /// Cluster id sent in the handshake: the servers must be of this cluster. The default,
+    /// [`CLUSTER_ID_UNKNOWN`], accepts any (the cluster id is made when a cluster
+    /// bootstraps, so a client rarely knows it).
     pub cluster_id: u64,
     /// When set, an operation of a client that has never had an answer fails with
     /// [`ClientError::Io`] (the last reason) once every server has refused the connection,
@@ -101,7 +102,7 @@ impl Default for ClientOptions {
             attempt_timeout: Duration::from_secs(1),
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_millis(200),
-            cluster_id: CLUSTER_ID_DEFAULT,
+            cluster_id: CLUSTER_ID_UNKNOWN,
             unreachable_give_up: None,
             token: None,
             leader_probe_after: Some(LEADER_PROBE_AFTER_DEFAULT),
@@ -760,6 +761,14 @@ fn open_connection(
 /// connection without answering when the cluster id differs (its log says so).
 pub fn handshake_error(e: io::Error, waited: Duration, cluster_id: u64) -> io::Error {
     match e.kind() {
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+            if cluster_id == CLUSTER_ID_UNKNOWN =>
+        {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the node closed the connection during the handshake (the node's log says why)",
+            )
+        }
         io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => io::Error::new(
             io::ErrorKind::ConnectionAborted,
             format!(
@@ -911,7 +920,7 @@ mod tests {
         if stream.read_exact(&mut theirs).is_err() {
             return;
         }
-        let ours = Handshake::peer(CLUSTER_ID_DEFAULT, NodeId(0)).encode();
+        let ours = Handshake::peer(crate::config::CLUSTER_ID_DEFAULT, NodeId(0)).encode();
         if stream.write_all(&ours).is_err() {
             return;
         }
@@ -1005,7 +1014,7 @@ mod tests {
             attempt_timeout: Duration::from_millis(150),
             backoff_min: Duration::from_millis(5),
             backoff_max: Duration::from_millis(20),
-            cluster_id: CLUSTER_ID_DEFAULT,
+            cluster_id: CLUSTER_ID_UNKNOWN,
             unreachable_give_up: None,
             token: None,
             leader_probe_after: None,
@@ -1233,7 +1242,9 @@ mod tests {
         std::thread::spawn(move || {
             let mut held = Vec::new();
             for mut stream in listener.incoming().flatten() {
-                let _ = stream.write_all(&Handshake::peer(CLUSTER_ID_DEFAULT, NodeId(0)).encode());
+                let _ = stream.write_all(
+                    &Handshake::peer(crate::config::CLUSTER_ID_DEFAULT, NodeId(0)).encode(),
+                );
                 held.push(stream);
             }
         });
