@@ -23,9 +23,9 @@
 //! The cluster id of a fresh data dir: the configured `cluster_id` when there is one; else,
 //! for a node that bootstraps a cluster, one derived from the initial voters and their
 //! addresses (every initial voter computes the same without talking to the others, as etcd
-//! derives its cluster id from the initial cluster); else, for a node started with `join`,
-//! [`CLUSTER_ID_UNKNOWN`] until its first contact with a member, which the network thread
-//! records before it reads a frame. The incarnation is random, made when the file is.
+//! derives its cluster id from the initial cluster); else, for a node started with `join` or
+//! at a spare address (not an initial voter), [`CLUSTER_ID_UNKNOWN`] until its first contact
+//! with a member, which the network thread records before it reads a frame. The incarnation is random, made when the file is.
 //!
 //! Older data dirs: one without the file gets it at its next start, with the configured
 //! cluster id or, when none is configured, [`CLUSTER_ID_DEFAULT`] (what every earlier
@@ -265,10 +265,12 @@ fn fresh_cluster_id(config: &Config) -> u64 {
         );
         return CLUSTER_ID_DEFAULT;
     }
-    if config.join {
+    // A spare (an address outside the initial voters) is as quiet as a joining node until
+    // it is added, and may be started long after the cluster bootstrapped: it learns too.
+    if config.join || !config.initial_voter_ids().contains(&config.id) {
         log::info!(
-            "node {}: joining a cluster; its cluster id is learned from the first member it \
-             meets",
+            "node {}: not an initial voter; its cluster id is learned from the first member \
+             it meets",
             config.id
         );
         return CLUSTER_ID_UNKNOWN;
@@ -386,6 +388,17 @@ mod tests {
         identity.peers.insert(NodeId(0), 0x99);
         identity.store(dir.path()).unwrap();
         assert_eq!(check_or_record(&joining).unwrap(), identity);
+    }
+
+    #[test]
+    fn a_spare_learns_its_cluster_id_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spare = config(dir.path(), 2, None, 4000);
+        spare.initial_voters = Some(vec![NodeId(0), NodeId(1)]);
+        assert_eq!(
+            check_or_record(&spare).unwrap().cluster_id,
+            CLUSTER_ID_UNKNOWN
+        );
     }
 
     #[test]
