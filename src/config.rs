@@ -43,8 +43,11 @@ pub struct Config {
     /// Directory for the WAL, hard state and snapshots.
     pub data_dir: PathBuf,
     /// Identifies the cluster in the connection handshake; nodes of different clusters refuse
-    /// each other.
-    pub cluster_id: u64,
+    /// each other. `None`: made when the cluster bootstraps (from the initial voters and their
+    /// addresses) or, for a node started with `join`, learned from the cluster; either way
+    /// recorded in the data dir's `identity` file. A value given for an existing data dir
+    /// must be the recorded one.
+    pub cluster_id: Option<u64>,
     /// Lower bound of the randomized election timeout.
     pub election_timeout_min_ms: u64,
     /// Upper bound of the randomized election timeout.
@@ -118,7 +121,8 @@ pub struct Config {
     pub admin_token_file: Option<PathBuf>,
 }
 
-/// The cluster id used when neither the file nor the command line gives one ("rcraft").
+/// The cluster id every node used before cluster ids were made at bootstrap ("rcraft"): a
+/// data dir of that time that records no cluster id keeps this one.
 pub const CLUSTER_ID_DEFAULT: u64 = 0x7263_7261_6674;
 
 impl Config {
@@ -129,7 +133,7 @@ impl Config {
             servers,
             listen_addr: None,
             data_dir,
-            cluster_id: 0,
+            cluster_id: None,
             election_timeout_min_ms: 0,
             election_timeout_max_ms: 0,
             heartbeat_ms: 0,
@@ -807,7 +811,7 @@ loglevel = debug
         assert_eq!(config.heartbeat_ms, 100);
         assert_eq!(config.log_level, "debug");
         assert_eq!(config.data_dir, PathBuf::from("rcraft-data-1"));
-        assert_eq!(config.cluster_id, CLUSTER_ID_DEFAULT);
+        assert_eq!(config.cluster_id, None);
         assert_eq!(config.own_address().port(), 5001);
     }
 
@@ -1002,7 +1006,7 @@ loglevel = debug
         let config = build_config(Some(&file), &ConfigOverrides::default()).unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/etc/rcraft/d0"));
         assert_eq!(config.snapshot_every, 50);
-        assert_eq!(config.cluster_id, 42);
+        assert_eq!(config.cluster_id, Some(42));
         assert_eq!(config.tick_ms, 5);
         assert_eq!(
             (
@@ -1037,7 +1041,7 @@ loglevel = debug
         );
         assert_eq!(config.heartbeat_ms, 30);
         assert_eq!(config.snapshot_every, 7);
-        assert_eq!(config.cluster_id, 9);
+        assert_eq!(config.cluster_id, Some(9));
         assert_eq!(config.log_level, "warn");
         assert_eq!(config.rpc_timeout_ms, 200, "untouched file value stays");
     }

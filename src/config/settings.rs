@@ -241,12 +241,14 @@ pub static SETTINGS: &[Setting] = &[
         craft_key: None,
         flag: "--cluster-id",
         kind: Kind::Count,
-        default: Some("0x726372616674"),
-        min: 0,
+        default: None,
+        min: 1,
         max: u64::MAX,
-        help: "Cluster id checked in every connection handshake",
+        help: "Cluster id checked in every connection handshake (default: made when the \
+               cluster bootstraps, from its initial voters and their addresses; a joining \
+               node learns it from the cluster)",
         part: Part::Cluster,
-        store: Some(|c, v| c.cluster_id = v.number()),
+        store: Some(|c, v| c.cluster_id = Some(v.number())),
     },
     Setting {
         key: "election_timeout_ms",
@@ -892,12 +894,10 @@ mod tests {
     }
 
     #[test]
-    fn the_cluster_id_default_is_the_constant() {
-        let default = setting("cluster_id").default_value();
-        assert_eq!(
-            default,
-            Some(Value::Number(super::super::CLUSTER_ID_DEFAULT))
-        );
+    fn the_cluster_id_has_no_default_and_zero_is_refused() {
+        let cluster_id = setting("cluster_id");
+        assert_eq!(cluster_id.default_value(), None);
+        assert!(cluster_id.check_range(&Value::Number(0)).is_err());
     }
 
     #[test]

@@ -53,10 +53,12 @@ pub(crate) enum ApiRequest {
         /// Where the outcome goes.
         reply: Sender<ClientResponseBody>,
     },
-    /// Linearizable read.
+    /// A read in one of the client protocol's modes.
     Read {
         /// The query.
         query: Vec<u8>,
+        /// How the read is made consistent.
+        mode: ReadMode,
         /// Where the outcome goes.
         reply: Sender<ClientResponseBody>,
     },
@@ -182,6 +184,9 @@ pub(crate) struct Consensus {
     /// The lost range the core was repairing at the end of the last turn, to say when it is
     /// whole again (by entries or by a snapshot past it).
     repairing: Option<LostEntries>,
+    /// The membership the network thread was last told (it forgets the data-dir incarnation
+    /// of peers that leave); `None` before the first turn.
+    membership_told: Option<Membership>,
 }
 
 impl Consensus {
@@ -196,6 +201,7 @@ impl Consensus {
         Consensus {
             observer: Observer::new(&replica),
             repairing: replica.repairing(),
+            membership_told: None,
             replica,
             applied: settings.applied,
             next_tick: Instant::now() + settings.tick,
@@ -263,9 +269,21 @@ impl Consensus {
         self.carry_out_actions(inbox);
         self.hand_on();
         (self.observer).on_turn(&self.replica, self.applied, self.pending.len());
+        self.tell_membership();
         let repairing = self.replica.repairing();
         log_repair_finished(std::mem::replace(&mut self.repairing, repairing), repairing);
         self.failure.take().map(Exit::Failed)
+    }
+
+    /// Tells the network thread the members when they changed since it was last told.
+    fn tell_membership(&mut self) {
+        let membership = self.replica.membership();
+        if self.membership_told.as_ref() != Some(membership) {
+            self.replier
+                .transport()
+                .members_changed(membership.members());
+            self.membership_told = Some(membership.clone());
+        }
     }
 
     /// Sleeps until one input arrives or the tick deadline passes; not at all while events
@@ -474,9 +492,7 @@ impl Consensus {
             } => {
                 self.propose(ReplyTo::Api(reply), session, command);
             }
-            ApiRequest::Read { query, reply } => {
-                self.read(ReplyTo::Api(reply), query, ReadMode::Linearizable)
-            }
+            ApiRequest::Read { query, mode, reply } => self.read(ReplyTo::Api(reply), query, mode),
             ApiRequest::Status { reply } => {
                 let _ = reply.try_send(self.status());
             }
@@ -1063,6 +1079,7 @@ mod tests {
         let (reply, _answer) = bounded(1);
         let read = ApiRequest::Read {
             query: Vec::new(),
+            mode: ReadMode::Linearizable,
             reply,
         };
         api_tx.send(read).unwrap();

@@ -37,6 +37,8 @@ use std::sync::Arc;
 pub struct Restored {
     /// The data directory.
     pub data_dir: PathBuf,
+    /// The new cluster's id, as recorded in the data dir's identity.
+    pub cluster_id: u64,
     /// Last index the backup covers.
     pub index: u64,
     /// Its term.
@@ -82,13 +84,17 @@ pub fn restore_backup(config: &Config, backup: &Path) -> Result<Restored, String
     let mut in_temp = config.clone();
     in_temp.data_dir = temp.clone();
     let built = build(&in_temp, fs, backup, index, term, &membership)
-        .and_then(|()| move_into_place(&temp, target));
-    if let Err(e) = built {
-        let _ = std::fs::remove_dir_all(&temp);
-        return Err(format!("{e}; nothing was restored"));
-    }
+        .and_then(|cluster_id| move_into_place(&temp, target).map(|()| cluster_id));
+    let cluster_id = match built {
+        Ok(cluster_id) => cluster_id,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&temp);
+            return Err(format!("{e}; nothing was restored"));
+        }
+    };
     Ok(Restored {
         data_dir: target.clone(),
+        cluster_id,
         index,
         term,
         data_bytes,
@@ -135,7 +141,8 @@ fn temp_dir_of(target: &Path) -> Result<PathBuf, String> {
     Ok(target.with_file_name(temp))
 }
 
-/// Writes every file of the restored data dir into `config.data_dir` (the temporary one).
+/// Writes every file of the restored data dir into `config.data_dir` (the temporary one);
+/// returns the cluster id recorded there.
 fn build(
     config: &Config,
     fs: Arc<dyn Fs>,
@@ -143,9 +150,9 @@ fn build(
     index: u64,
     term: u64,
     membership: &Membership,
-) -> Result<(), String> {
+) -> Result<u64, String> {
     let dir = &config.data_dir;
-    data_dir::check_or_record(config).map_err(|e| e.to_string())?;
+    let identity = data_dir::check_or_record(config).map_err(|e| e.to_string())?;
     initial_voters::load_or_store(config).map_err(|e| e.to_string())?;
     let store = SnapshotStore::open(fs.clone(), &dir.join("snapshots"))
         .map_err(|e| format!("creating the snapshot directory: {e}"))?;
@@ -181,7 +188,8 @@ fn build(
     let mut wal =
         Wal::open(&dir.join("wal"), options).map_err(|e| format!("creating the log: {e}"))?;
     wal.reset(index + 1)
-        .map_err(|e| format!("starting the log after {index}: {e}"))
+        .map_err(|e| format!("starting the log after {index}: {e}"))?;
+    Ok(identity.cluster_id)
 }
 
 /// Renames the finished `temp` to `target` (replacing an empty directory) and syncs the parent.

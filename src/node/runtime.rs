@@ -63,7 +63,7 @@ impl Node {
             };
             Error::io(format!("listening on {listen}"), e)
         })?;
-        data_dir::check_or_record(&config)?;
+        let identity = data_dir::check_or_record(&config)?;
         warn_if_data_dir_is_open(&config);
         // The configuration before any membership entry: `initial_voters` on a fresh data
         // dir, else the one stored there at the first start.
@@ -79,8 +79,9 @@ impl Node {
         let (net_tx, net_rx) = bounded(NET_EVENT_QUEUE_DEPTH);
         let bell = consensus_bell.clone();
         let notify = Box::new(move || bell.ring());
-        let net = Network::spawn_notifying(listener, net_config(&config)?, net_tx, notify)
-            .map_err(|e| Error::io(format!("starting the network thread on {listen}"), e))?;
+        let net =
+            Network::spawn_notifying(listener, net_config(&config, identity)?, net_tx, notify)
+                .map_err(|e| Error::io(format!("starting the network thread on {listen}"), e))?;
         let transport: Arc<dyn Transport> = Arc::new(net.sender());
         let replier = Replier::new(transport);
 
@@ -406,7 +407,7 @@ fn warn_if_data_dir_is_open(config: &Config) {
     }
 }
 
-fn net_config(config: &Config) -> Result<NetConfig> {
+fn net_config(config: &Config, identity: data_dir::Identity) -> Result<NetConfig> {
     let peers: BTreeMap<NodeId, _> = config
         .servers
         .iter()
@@ -415,7 +416,9 @@ fn net_config(config: &Config) -> Result<NetConfig> {
         .filter(|(id, _)| *id != config.id)
         .collect();
     let listen = config.listen_address();
-    let mut net = NetConfig::new(config.id, config.cluster_id, listen, peers);
+    let mut net = NetConfig::new(config.id, identity.cluster_id, listen, peers);
+    net.incarnation = identity.incarnation;
+    net.identity_file = Some((config.data_dir.clone(), identity));
     if let Some(path) = &config.secret_file {
         let secrets = PeerSecrets::from_file(path).map_err(Error::Config)?;
         net.peer_secrets = Some(Arc::new(secrets));

@@ -234,7 +234,7 @@ pub(crate) fn restore(args: &RestoreArgs) -> ExitCode {
                 args.file.display(),
                 restored.data_dir.display(),
                 config.id,
-                config.cluster_id
+                restored.cluster_id
             );
             println!(
                 "snapshot       index {}, term {}, {} bytes of state, checksum verified",

@@ -301,8 +301,10 @@ fn to_text(r: &Report, verdict: &Verdict) -> String {
         "identity",
         match &r.identity {
             Ok(Some(id)) => format!(
-                "node {} of cluster {:#x}, at {}",
-                id.node_id, id.cluster_id, id.address
+                "node {} of cluster {}, at {}",
+                id.node_id,
+                cluster_name(id.cluster_id),
+                id.address
             ),
             Ok(None) => "no identity file".to_string(),
             Err(e) => format!("UNREADABLE: {e}"),
@@ -569,7 +571,7 @@ fn to_json(r: &Report, verdict: &Verdict) -> Value {
         },
         "identity": part(&r.identity, |id| json!({
             "node_id": id.node_id,
-            "cluster_id": format!("{:#x}", id.cluster_id),
+            "cluster_id": cluster_name(id.cluster_id),
             "address": id.address,
         })),
         "initial_voters": part(&r.initial_voters, |v| json!(v.iter().map(|id| id.0).collect::<Vec<_>>())),
@@ -581,4 +583,13 @@ fn to_json(r: &Report, verdict: &Verdict) -> Value {
         "verdict": status,
         "reasons": reasons,
     })
+}
+
+/// A recorded cluster id as shown: hex, or `unknown` for a `--join` node that has not met its
+/// cluster yet.
+fn cluster_name(cluster_id: u64) -> String {
+    match cluster_id {
+        rcraft::wire::CLUSTER_ID_UNKNOWN => "unknown".to_string(),
+        id => format!("{id:#x}"),
+    }
 }
