@@ -232,6 +232,42 @@ mod tests {
     }
 
     #[test]
+    fn synced_entries_the_disk_lost_are_replaced_by_empty_ones_before_the_membership() {
+        let dir = data_dir();
+        // Bit rot in entry 3 of the segment: entries 3..=4 were synced and are lost.
+        let segment = dir.path().join("wal").join(format!("{:020}.wal", 1));
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let mut at = 32; // The segment header, then records led by their whole length.
+        for _ in 0..2 {
+            at += u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        }
+        bytes[at + 16] ^= 0x04; // The term field of entry 3.
+        std::fs::write(&segment, &bytes).unwrap();
+        let report = inspect(dir.path());
+        assert_eq!(report.lost_to_fetch(), Some((3, 4)), "{:?}", report.wal);
+
+        let forced = force_new_cluster(dir.path()).unwrap();
+        assert_eq!(forced.plan.log_kept, Some((1, 2)));
+        assert_eq!((forced.filled, forced.membership_index), (Some((3, 4)), 5));
+        let wal = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
+        assert!(wal.lost().is_none(), "nothing is claimed lost any more");
+        let records = wal.read(3..6).unwrap();
+        let decoded: Vec<(u64, EntryPayload)> = records
+            .iter()
+            .map(|r| (r.term, decode_payload(r.payload).unwrap()))
+            .collect();
+        let alone = Membership::with_voters([NodeId(1)]);
+        let expected = [
+            (4, EntryPayload::Noop),
+            (4, EntryPayload::Noop),
+            (4, EntryPayload::Membership(alone)),
+        ];
+        assert_eq!(decoded, expected);
+        drop(wal);
+        assert_eq!(inspect(dir.path()).verdict(), Verdict::Healthy);
+    }
+
+    #[test]
     fn a_dir_without_identity_is_refused_unchanged() {
         let dir = data_dir();
         std::fs::remove_file(dir.path().join("identity")).unwrap();

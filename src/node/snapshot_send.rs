@@ -18,6 +18,7 @@
 //! under the damaged one's name) it is all forgotten and checked again. A file found damaged
 //! is reported exactly once (as a [`Damage`]) and no chunk of it is handed out afterwards.
 
+use super::limits::SNAPSHOT_READERS_TRACKED_MAX;
 use super::net::ClientConnId;
 use crossbeam_channel::{Receiver, TryRecvError, bounded};
 use rcraft_storage::{Error as StoreError, SnapshotInfo, SnapshotStore};
@@ -133,7 +134,8 @@ pub(crate) struct SendChecks {
     generation: u64,
     /// The file being sent and its verdict.
     file: Option<(FileKey, Verdict)>,
-    /// Per reader, its transfer of `file` while read in sequence from 0.
+    /// Per reader, its transfer of `file` while read in sequence from 0. Invariant: at most
+    /// `SNAPSHOT_READERS_TRACKED_MAX` entries.
     running: HashMap<Reader, RunningCrc>,
     /// At most one whole-file check at a time (possibly about an older generation).
     verifier: Option<Verifier>,
@@ -222,7 +224,11 @@ impl SendChecks {
             crc: crc32c::crc32c_append(running.crc, data),
         };
         if running.next_offset < info.data_bytes {
-            self.running.insert(to, running);
+            // Beyond the bound, the reader's next chunk is not "in sequence" and starts the
+            // whole-file check: still checked, by the other way.
+            if self.running.len() < SNAPSHOT_READERS_TRACKED_MAX {
+                self.running.insert(to, running);
+            }
             return Ok(());
         }
         match info.check_data_crc32c(running.crc) {
