@@ -11,6 +11,7 @@
 use super::delivery::Delivery;
 use super::inbound::{Close, Ctx, Inbound};
 use super::peer::PeerLink;
+use super::stream::Stream;
 use super::{
     BACKLOG_RETRY_INTERVAL, CONNECTIONS_MAX, ClientConnId, NetCommand, NetConfig, NetEvent,
     NetStats, POLL_EVENTS_CAPACITY, READ_CHUNK_BYTES, SWEEP_INTERVAL_MAX, bump,
@@ -239,7 +240,7 @@ impl EventLoop {
         bump(&self.delivery.stats.connections_accepted, 1);
         let id = ClientConnId(token.0 as u64);
         let conn = Inbound::new(
-            stream,
+            Stream::accepted(stream, self.config.tls.as_deref()),
             addr,
             id,
             self.config.frame_bytes_max,
@@ -351,7 +352,7 @@ impl EventLoop {
                 log::warn!("node {node}: closing {what}: {why}");
             }
         }
-        if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
+        if let Err(e) = self.poll.registry().deregister(conn.stream.tcp_mut()) {
             log::debug!("node {node}: deregister {what}: {e}");
         }
         if conn.role == Some(ConnectionRole::Client) {
@@ -404,7 +405,7 @@ impl EventLoop {
         }
         if let Some(mut conn) = conn {
             self.peer_tokens.remove(&conn.token);
-            if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
+            if let Err(e) = self.poll.registry().deregister(conn.stream.tcp_mut()) {
                 log::debug!("node {node}: deregister link to {id}: {e}");
             }
         }
