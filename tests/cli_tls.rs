@@ -131,6 +131,25 @@ fn a_tls_cluster_elects_replicates_survives_a_leader_kill_and_serves_the_cli() {
     assert!(text.contains("leader"), "{text}");
     let (ok, text) = rcraft(&cluster, &["members", "list", "--cacert", &cacert], "");
     assert!(ok && text.contains("voter"), "{text}");
+    let (ok, text) = rcraft(
+        &cluster,
+        &["snapshot", "--id", "0", "--cacert", &cacert],
+        "",
+    );
+    assert!(ok && text.contains("snapshot at index"), "{text}");
+    let (ok, text) = rcraft(
+        &cluster,
+        &["debug", "events", "--id", "0", "--cacert", &cacert],
+        "",
+    );
+    assert!(ok && text.contains(" events"), "{text}");
+    let target = (new_leader + 1) % 3;
+    let (ok, text) = rcraft(
+        &cluster,
+        &["transfer", "--to", &target.to_string(), "--cacert", &cacert],
+        "",
+    );
+    assert!(ok, "{text}\nlogs:\n{}", cluster.logs());
     for id in 0..3 {
         let log = cluster.log_of(id);
         assert!(log.contains("TLS on"), "node {id}:\n{log}");
