@@ -220,74 +220,26 @@ mod enabled {
         /// flag, the file and the problem.
         pub fn load(files: &TlsFiles) -> Result<NodeTls, String> {
             files.check()?;
-            let mut node = NodeTls {
-                peer_server: None,
-                peer_client: None,
-                client_server: None,
-            };
-            if let (Some(cert), Some(key), Some(ca)) = (
+            let (peer_server, peer_client) = match (
                 &files.peer_cert_file,
                 &files.peer_key_file,
                 &files.peer_trusted_ca_file,
             ) {
-                let roots = load_roots("--peer-trusted-ca-file", ca)?;
-                let certs = load_certs("--peer-cert-file", cert)?;
-                let key_der = load_key("--peer-key-file", key)?;
-                let pair = || {
-                    format!(
-                        "--peer-cert-file {} with --peer-key-file {}",
-                        cert.display(),
-                        key.display()
-                    )
-                };
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
-                        .build()
-                        .map_err(|e| format!("--peer-trusted-ca-file {}: {e}", ca.display()))?;
-                let server = ServerConfig::builder_with_provider(provider())
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| e.to_string())?
-                    .with_client_cert_verifier(verifier)
-                    .with_single_cert(certs.clone(), key_der.clone_key())
-                    .map_err(|e| format!("{}: {}", pair(), key_problem(&e)))?;
-                node.peer_server = Some(with_alpn_server(server, ALPN_PEER));
-                let client = client_config(roots, Some((certs, key_der)), ALPN_PEER)
-                    .map_err(|e| format!("{}: {e}", pair()))?;
-                node.peer_client = Some(client);
-            }
-            if let (Some(cert), Some(key)) = (&files.cert_file, &files.key_file) {
-                let certs = load_certs("--cert-file", cert)?;
-                let key_der = load_key("--key-file", key)?;
-                let builder = ServerConfig::builder_with_provider(provider())
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| e.to_string())?;
-                let builder = match &files.trusted_ca_file {
-                    Some(ca) => {
-                        let roots = load_roots("--trusted-ca-file", ca)?;
-                        let verifier =
-                            WebPkiClientVerifier::builder_with_provider(roots, provider());
-                        let verifier = match files.client_cert_auth {
-                            true => verifier,
-                            false => verifier.allow_unauthenticated(),
-                        };
-                        let verifier = verifier
-                            .build()
-                            .map_err(|e| format!("--trusted-ca-file {}: {e}", ca.display()))?;
-                        builder.with_client_cert_verifier(verifier)
-                    }
-                    None => builder.with_no_client_auth(),
-                };
-                let server = builder.with_single_cert(certs, key_der).map_err(|e| {
-                    format!(
-                        "--cert-file {} with --key-file {}: {}",
-                        cert.display(),
-                        key.display(),
-                        key_problem(&e)
-                    )
-                })?;
-                node.client_server = Some(with_alpn_server(server, ALPN_CLIENT));
-            }
-            Ok(node)
+                (Some(cert), Some(key), Some(ca)) => {
+                    let (server, client) = peer_configs(cert, key, ca)?;
+                    (Some(server), Some(client))
+                }
+                _ => (None, None),
+            };
+            let client_server = match (&files.cert_file, &files.key_file) {
+                (Some(cert), Some(key)) => Some(client_server_config(cert, key, files)?),
+                _ => None,
+            };
+            Ok(NodeTls {
+                peer_server,
+                peer_client,
+                client_server,
+            })
         }
 
         /// True when peers must connect over TLS.
@@ -299,6 +251,73 @@ mod enabled {
         pub(crate) fn client_tls(&self) -> bool {
             self.client_server.is_some()
         }
+    }
+
+    /// The configurations for accepting and dialling peers: mutual TLS, both sides checked
+    /// against the peer CA `ca`, this node showing `cert` either way.
+    fn peer_configs(
+        cert: &Path,
+        key: &Path,
+        ca: &Path,
+    ) -> Result<(Arc<ServerConfig>, Arc<ClientConfig>), String> {
+        let roots = load_roots("--peer-trusted-ca-file", ca)?;
+        let certs = load_certs("--peer-cert-file", cert)?;
+        let key_der = load_key("--peer-key-file", key)?;
+        let pair = format!(
+            "--peer-cert-file {} with --peer-key-file {}",
+            cert.display(),
+            key.display()
+        );
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+            .build()
+            .map_err(|e| format!("--peer-trusted-ca-file {}: {e}", ca.display()))?;
+        let server = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs.clone(), key_der.clone_key())
+            .map_err(|e| format!("{pair}: {}", key_problem(&e)))?;
+        let client = client_config(roots, Some((certs, key_der)), ALPN_PEER)
+            .map_err(|e| format!("{pair}: {e}"))?;
+        Ok((with_alpn_server(server, ALPN_PEER), client))
+    }
+
+    /// The configuration for accepting clients: `cert` shown, client certificates checked
+    /// against `--trusted-ca-file` when given, and required with `--client-cert-auth`.
+    fn client_server_config(
+        cert: &Path,
+        key: &Path,
+        files: &TlsFiles,
+    ) -> Result<Arc<ServerConfig>, String> {
+        let certs = load_certs("--cert-file", cert)?;
+        let key_der = load_key("--key-file", key)?;
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let builder = match &files.trusted_ca_file {
+            Some(ca) => {
+                let roots = load_roots("--trusted-ca-file", ca)?;
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider());
+                let verifier = match files.client_cert_auth {
+                    true => verifier,
+                    false => verifier.allow_unauthenticated(),
+                };
+                let verifier = verifier
+                    .build()
+                    .map_err(|e| format!("--trusted-ca-file {}: {e}", ca.display()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let server = builder.with_single_cert(certs, key_der).map_err(|e| {
+            format!(
+                "--cert-file {} with --key-file {}: {}",
+                cert.display(),
+                key.display(),
+                key_problem(&e)
+            )
+        })?;
+        Ok(with_alpn_server(server, ALPN_CLIENT))
     }
 
     /// A certificate and key rustls refused, in an operator's words.
