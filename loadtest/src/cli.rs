@@ -176,6 +176,15 @@ impl Args {
                 "TLS is spoken by the clients with sessions only: use --pipeline 1".into(),
             ));
         }
+        let namespaces = self.nemesis.iter().any(|k| k.needs_network())
+            && crate::netns::unavailable_reason().is_none();
+        if self.spawn.is_some() && namespaces {
+            return Err(Error::Usage(
+                "--cacert with network nemeses: their namespaces give the nodes addresses \
+                 (10.A.B.10+id) that the certificate does not name"
+                    .into(),
+            ));
+        }
         if self.spawn.is_some() && (self.cert.is_none() || self.key.is_none()) {
             return Err(Error::Usage(
                 "--spawn with --cacert needs --cert and --key too (the nodes' certificate)".into(),
