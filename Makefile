@@ -18,12 +18,17 @@ build:
 ## the full one.
 test: unit sim doctest lint
 
+## unit: every test with TLS compiled in (the `tls` feature: tests/cli_tls.rs and
+## loadtest/tests/tls.rs run, and every other test runs its plaintext links through the same
+## code), then the default build's refusal of TLS flags (tests/cli_tls_off.rs).
+UNIT_FEATURES := --features rcraft-loadtest/tls
 unit:
 	@if command -v cargo-nextest >/dev/null 2>&1; then \
-		$(CARGO) nextest run --workspace --no-fail-fast; \
+		$(CARGO) nextest run --workspace $(UNIT_FEATURES) --no-fail-fast; \
 	else \
-		$(CARGO) test --workspace --no-fail-fast; \
+		$(CARGO) test --workspace $(UNIT_FEATURES) --no-fail-fast; \
 	fi
+	$(CARGO) test -p rcraft --test cli_tls_off
 
 doctest:
 	$(CARGO) test --doc --workspace
@@ -31,6 +36,7 @@ doctest:
 lint: c-free lean
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets $(UNIT_FEATURES) -- -D warnings
 
 ## lean: the library as an embedder gets it (`default-features = false`: no clap, env_logger,
 ## serde_json) must build on its own.

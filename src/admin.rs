@@ -91,6 +91,7 @@ pub struct MemberAdmin {
     deadline: Instant,
     timeout: Duration,
     token: Option<Token>,
+    tls: Option<crate::tls::ClientTls>,
 }
 
 impl MemberAdmin {
@@ -103,12 +104,18 @@ impl MemberAdmin {
             deadline: Instant::now() + timeout,
             timeout,
             token: None,
+            tls: None,
         }
     }
 
     /// The same, sending `token` (the admin token of nodes with token files).
     pub fn with_token(self, token: Option<Token>) -> MemberAdmin {
         MemberAdmin { token, ..self }
+    }
+
+    /// The same, over TLS (`--cacert`) when `tls` is given.
+    pub fn with_tls(self, tls: Option<crate::tls::ClientTls>) -> MemberAdmin {
+        MemberAdmin { tls, ..self }
     }
 
     /// The addresses asked.
@@ -124,6 +131,7 @@ impl MemberAdmin {
         }
         let options = ClientOptions {
             token: self.token.clone(),
+            tls: self.tls.clone(),
             ..ClientOptions::with_timeout(left, self.cluster_id)
         };
         Client::new(&self.servers, options).map_err(|e| AdminError::Refused(e.to_string()))

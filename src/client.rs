@@ -31,11 +31,13 @@
 //! written), a failure of that write is reported as not definite.
 
 mod client_core;
+mod conn_stream;
 
 pub use client_core::{ClientCore, Next};
 
 use crate::node::SnapshotResult;
 use client_core::Effect;
+use conn_stream::ConnStream;
 use rcraft_wire::{
     CLUSTER_ID_UNKNOWN, ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX,
     FrameDecoder, HANDSHAKE_BYTES, Handshake, LogIndex, Membership, NodeId, NodeStatus, ReadMode,
@@ -75,6 +77,9 @@ pub struct ClientOptions {
     /// The client or admin token sent in the handshake, for nodes started with token files
     /// (SECURITY.md); `None` sends none.
     pub token: Option<crate::node::net::auth::Token>,
+    /// TLS to the nodes (`--cacert`; the `tls` feature): the CA their certificates must chain
+    /// to, and this client's certificate when they ask for one. `None`: plain TCP.
+    pub tls: Option<crate::tls::ClientTls>,
     /// When an attempt has waited this long for its answer, ask the other nodes who leads and
     /// move to a newer leader they name (a paused or cut-off leader is replaced in about an
     /// election timeout). Set it to the cluster's longest election timeout; `None` waits for
@@ -105,6 +110,7 @@ impl Default for ClientOptions {
             cluster_id: CLUSTER_ID_UNKNOWN,
             unreachable_give_up: None,
             token: None,
+            tls: None,
             leader_probe_after: Some(LEADER_PROBE_AFTER_DEFAULT),
             leader_probe_interval: LEADER_PROBE_INTERVAL_DEFAULT,
             read_mode: ReadMode::Linearizable,
@@ -239,7 +245,7 @@ pub type Result<T> = std::result::Result<T, ClientError>;
 struct Connection {
     /// Index into the server list.
     server: usize,
-    stream: TcpStream,
+    stream: ConnStream,
     decoder: FrameDecoder,
     /// Reused for every read (allocating and zeroing it per request cost more CPU than the
     /// request's own system calls).
@@ -252,7 +258,7 @@ struct Connection {
 impl Connection {
     /// Makes the next blocking read end by `deadline`.
     fn bound_read(&mut self, deadline: Instant) -> io::Result<()> {
-        let stream = &self.stream;
+        let stream = self.stream.tcp();
         bound_wait(&mut self.read_timeout, deadline, |t| {
             stream.set_read_timeout(Some(t))
         })
@@ -260,7 +266,7 @@ impl Connection {
 
     /// Makes the next blocking write end by `deadline`.
     fn bound_write(&mut self, deadline: Instant) -> io::Result<()> {
-        let stream = &self.stream;
+        let stream = self.stream.tcp();
         bound_wait(&mut self.write_timeout, deadline, |t| {
             stream.set_write_timeout(Some(t))
         })
@@ -735,7 +741,7 @@ impl Client {
 
     fn drop_connection(&mut self) {
         if let Some(connection) = self.connection.take() {
-            let _ = connection.stream.shutdown(std::net::Shutdown::Both);
+            let _ = connection.stream.tcp().shutdown(std::net::Shutdown::Both);
         }
     }
 }
@@ -799,14 +805,16 @@ fn open_connection(
     cluster_id: &mut u64,
     deadline: Instant,
 ) -> io::Result<Connection> {
-    let mut stream = TcpStream::connect_timeout(&address, remaining(deadline)?)?;
-    stream.set_nodelay(true)?;
+    let tcp = TcpStream::connect_timeout(&address, remaining(deadline)?)?;
+    tcp.set_nodelay(true)?;
     let write_timeout = remaining(deadline)?;
-    stream.set_write_timeout(Some(write_timeout))?;
+    tcp.set_write_timeout(Some(write_timeout))?;
+    tcp.set_read_timeout(Some(write_timeout))?;
+    let mut stream = ConnStream::open(tcp, options.tls.as_ref(), address)?;
     stream.write_all(&handshake(options))?;
     let mut theirs = [0u8; HANDSHAKE_BYTES];
     let read_timeout = remaining(deadline)?;
-    stream.set_read_timeout(Some(read_timeout))?;
+    stream.tcp().set_read_timeout(Some(read_timeout))?;
     stream
         .read_exact(&mut theirs)
         .map_err(|e| handshake_error(e, read_timeout, options.cluster_id))?;
@@ -840,9 +848,14 @@ pub fn handshake_error(e: io::Error, waited: Duration, cluster_id: u64) -> io::E
             io::ErrorKind::ConnectionAborted,
             format!(
                 "the node closed the connection during the handshake: is it a node of \
-                 cluster {cluster_id:#x}? (give --cluster-id or --config; the node's log \
-                 says why)"
+                 cluster {cluster_id:#x} (give --cluster-id or --config), and does it need TLS \
+                 (give --cacert) or a token (--token-file)? (the node's log says why)"
             ),
+        ),
+        // A TLS alert, e.g. a node asking for a client certificate (--client-cert-auth).
+        io::ErrorKind::InvalidData => io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("TLS: {e} (the node's log says why)"),
         ),
         _ if is_timeout(&e) => io::Error::new(
             io::ErrorKind::TimedOut,
@@ -1127,6 +1140,7 @@ mod tests {
             cluster_id: CLUSTER_ID_UNKNOWN,
             unreachable_give_up: None,
             token: None,
+            tls: None,
             leader_probe_after: None,
             leader_probe_interval: Duration::from_millis(50),
             read_mode: ReadMode::Linearizable,

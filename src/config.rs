@@ -119,6 +119,9 @@ pub struct Config {
     /// A file of admin tokens (everything, including membership, snapshot and transfer),
     /// private to its owner. With neither token file, every client may do everything.
     pub admin_token_file: Option<PathBuf>,
+    /// Certificate, key and CA files of TLS for peer and client links (the `tls` feature;
+    /// SECURITY.md). Empty: plaintext links.
+    pub tls: crate::tls::TlsFiles,
 }
 
 /// The cluster id every node used before cluster ids were made at bootstrap ("rcraft"): a
@@ -162,6 +165,7 @@ impl Config {
             secret_file: None,
             client_token_file: None,
             admin_token_file: None,
+            tls: crate::tls::TlsFiles::default(),
         };
         for setting in SETTINGS {
             if let (Some(store), Some(value)) = (setting.store, setting.default_value()) {
@@ -709,6 +713,13 @@ fn apply_tuning(
         let why = "--join and --initial-voters exclude each other: a joining node takes the \
                    cluster's configuration from the cluster";
         return error(origin_of("join"), ConfigProblem::BadValue(why.to_string()));
+    }
+    if let Err(why) = config.tls.check() {
+        let first_given = ["cert_file", "peer_cert_file", "trusted_ca_file", "key_file"]
+            .into_iter()
+            .find(|key| chosen.contains_key(key))
+            .unwrap_or("peer_key_file");
+        return error(origin_of(first_given), ConfigProblem::BadValue(why));
     }
     if config.lease_reads && !config.check_quorum {
         let why = "lease_reads needs check_quorum (a lease is only safe while the leader \

@@ -85,6 +85,7 @@ pub mod kv;
 pub mod kv_client;
 pub mod node;
 pub mod state_machine;
+pub mod tls;
 
 pub use config::Config;
 pub use state_machine::StateMachine;

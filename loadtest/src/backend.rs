@@ -103,6 +103,12 @@ impl RcraftCluster {
         self
     }
 
+    /// The same, over TLS when `tls` is given (`--cacert`).
+    pub fn with_tls(mut self, tls: Option<rcraft::tls::ClientTls>) -> RcraftCluster {
+        self.options.tls = tls;
+        self
+    }
+
     /// The same, sending `token` in every handshake (nodes with token files).
     pub fn with_token(mut self, token: Option<rcraft::node::net::auth::Token>) -> RcraftCluster {
         self.options.token = token;

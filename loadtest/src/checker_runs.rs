@@ -23,6 +23,7 @@ fn settings(node: &FakeNode, workload: Option<WorkloadKind>, pipeline: usize) ->
         read_ratio: 0.0,
         read_mode: rcraft::wire::ReadMode::Linearizable,
         token: None,
+        tls: None,
         workload,
         rate: None,
         pipeline,

@@ -126,6 +126,19 @@ pub struct Args {
     /// $RCRAFT_TOKEN_FILE].
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) the nodes' certificates must chain to: talk TLS (rcraft-loadtest
+    /// built with `--features tls`; clients with sessions only, `--pipeline 1`). With
+    /// `--spawn`, the nodes are started with TLS between peers and for clients, using
+    /// `--cert`/`--key` as their certificate and this CA for peers.
+    #[arg(long, value_name = "PATH")]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (PEM) for nodes with --client-cert-auth; with --spawn, also the
+    /// nodes' certificate (it must name 127.0.0.1 and allow server and client use).
+    #[arg(long, value_name = "PATH")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "PATH")]
+    pub key: Option<PathBuf>,
 }
 
 impl Args {
@@ -139,7 +152,47 @@ impl Args {
         if self.read_mode == ReadMode::Lease {
             args.extend(["--lease-reads".to_string(), "on".to_string()]);
         }
+        if let (Some(ca), Some(cert), Some(key)) = (&self.cacert, &self.cert, &self.key) {
+            let path = |flag: &str, p: &PathBuf| [flag.to_string(), p.display().to_string()];
+            args.extend(path("--cert-file", cert));
+            args.extend(path("--key-file", key));
+            args.extend(path("--peer-cert-file", cert));
+            args.extend(path("--peer-key-file", key));
+            args.extend(path("--peer-trusted-ca-file", ca));
+        }
         args
+    }
+
+    /// The clients' TLS settings (`--cacert`, `--cert`, `--key`); `None`: plaintext.
+    pub fn tls(&self) -> Result<Option<rcraft::tls::ClientTls>> {
+        let Some(ca) = &self.cacert else {
+            if self.cert.is_some() || self.key.is_some() {
+                return Err(Error::Usage("--cert and --key need --cacert".into()));
+            }
+            return Ok(None);
+        };
+        if self.pipeline > 1 {
+            return Err(Error::Usage(
+                "TLS is spoken by the clients with sessions only: use --pipeline 1".into(),
+            ));
+        }
+        let namespaces = self.nemesis.iter().any(|k| k.needs_network())
+            && crate::netns::unavailable_reason().is_none();
+        if self.spawn.is_some() && namespaces {
+            return Err(Error::Usage(
+                "--cacert with network nemeses: their namespaces give the nodes addresses \
+                 (10.A.B.10+id) that the certificate does not name"
+                    .into(),
+            ));
+        }
+        if self.spawn.is_some() && (self.cert.is_none() || self.key.is_none()) {
+            return Err(Error::Usage(
+                "--spawn with --cacert needs --cert and --key too (the nodes' certificate)".into(),
+            ));
+        }
+        rcraft::tls::ClientTls::from_files(ca, self.cert.as_deref(), self.key.as_deref())
+            .map(Some)
+            .map_err(Error::Usage)
     }
 
     /// The token to send: `--token-file`, else `$RCRAFT_TOKEN_FILE`, else none.
@@ -210,6 +263,8 @@ pub struct Settings {
     pub read_mode: ReadMode,
     /// The client token sent in every client handshake (`--token-file`), if any.
     pub token: Option<rcraft::node::net::auth::Token>,
+    /// TLS to the nodes (`--cacert`), if any.
+    pub tls: Option<rcraft::tls::ClientTls>,
     /// Named operation mix; `None`: gets and puts by `read_ratio`.
     pub workload: Option<WorkloadKind>,
     /// Total open-loop rate, if any.
@@ -306,8 +361,10 @@ impl Args {
         let nemesis = self.nemesis_schedule()?;
         let target = self.target(kill.is_some() || pause.is_some() || nemesis.is_some())?;
         let token = self.token()?;
+        let tls = self.tls()?;
         Ok(Settings {
             token,
+            tls,
             target,
             clients: self.clients,
             duration: seconds("--duration", self.duration)?,

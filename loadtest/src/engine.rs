@@ -31,6 +31,7 @@ use rcraft::client::{
     handshake_error,
 };
 use rcraft::kv::{KvCommand, KvResponse};
+use rcraft::node::net::stream::Stream;
 use rcraft::wire::{
     ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder,
     HANDSHAKE_BYTES, NodeStatus, encode_client_request,
@@ -90,7 +91,8 @@ pub fn spawn_engine(
 
 /// One connection of a client, or of a probe.
 struct Connection {
-    stream: TcpStream,
+    /// TCP, or TLS over it (`--cacert`).
+    stream: Stream,
     /// Index into the server list.
     server: usize,
     /// False until the TCP connect completed.
@@ -120,10 +122,14 @@ impl Connection {
         options: &ClientOptions,
         now: Instant,
     ) -> io::Result<Connection> {
-        let mut stream = TcpStream::connect(address)?;
-        stream.set_nodelay(true)?;
-        poll.registry()
-            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        let tcp = TcpStream::connect(address)?;
+        tcp.set_nodelay(true)?;
+        let mut stream = Stream::client(tcp, options.tls.as_ref(), address)?;
+        poll.registry().register(
+            stream.tcp_mut(),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
         Ok(Connection {
             stream,
             server,
@@ -140,7 +146,7 @@ impl Connection {
 
     /// Registers for writability exactly while it is needed (see `writable_interest`).
     fn settle_interest(&mut self, poll: &Poll, token: Token) -> io::Result<()> {
-        let wanted = !self.connected || self.written < self.out.len();
+        let wanted = !self.connected || self.written < self.out.len() || self.stream.wants_write();
         if wanted == self.writable_interest {
             return Ok(());
         }
@@ -149,7 +155,7 @@ impl Connection {
             false => Interest::READABLE,
         };
         poll.registry()
-            .reregister(&mut self.stream, token, interest)?;
+            .reregister(self.stream.tcp_mut(), token, interest)?;
         self.writable_interest = wanted;
         Ok(())
     }
@@ -163,10 +169,10 @@ impl Connection {
         if self.connected {
             return Ok(());
         }
-        if let Some(e) = self.stream.take_error()? {
+        if let Some(e) = self.stream.tcp().take_error()? {
             return Err(e);
         }
-        match self.stream.peer_addr() {
+        match self.stream.tcp().peer_addr() {
             Ok(_) => {
                 self.connected = true;
                 Ok(())
@@ -190,6 +196,8 @@ impl Connection {
                 Err(e) => return Err(e),
             }
         }
+        // TLS records still waiting for the socket (a no-op for plain TCP).
+        self.stream.flush()?;
         self.out.clear();
         self.written = 0;
         Ok(std::mem::take(&mut self.request_unsent))
@@ -204,7 +212,9 @@ impl Connection {
                 // A short read emptied the socket's buffer: whatever arrives next raises a
                 // new readiness edge, so no read is spent on learning it would block (unless
                 // the peer closed, which raises no further edge).
-                Ok(n) if n < chunk.len() && !drain => return self.take_in(&chunk[..n], options),
+                Ok(n) if n < chunk.len() && !drain && self.stream.short_read_drains() => {
+                    return self.take_in(&chunk[..n], options);
+                }
                 Ok(n) => self.take_in(&chunk[..n], options)?,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}

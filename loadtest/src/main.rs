@@ -21,6 +21,7 @@ fn main_inner() -> rcraft_loadtest::Result<i32> {
     let args = Args::parse();
     let settings = args.into_settings()?;
     let token = settings.token.clone();
+    let tls = settings.tls.clone();
     let interrupt = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, interrupt.clone())
@@ -30,6 +31,7 @@ fn main_inner() -> rcraft_loadtest::Result<i32> {
     let make_access: &run::AccessFactory = &move |addrs, timeout| {
         let cluster = RcraftCluster::new(addrs.to_vec(), timeout)
             .with_token(token.clone())
+            .with_tls(tls.clone())
             .with_read_mode(read_mode);
         Arc::new(cluster) as Arc<dyn ClusterAccess>
     };

@@ -273,6 +273,7 @@ pub fn run(
                 addrs: addrs.clone(),
                 options: ClientOptions {
                     token: settings.token.clone(),
+                    tls: settings.tls.clone(),
                     read_mode: settings.read_mode,
                     ..client_options(settings.timeout)
                 },
@@ -370,7 +371,7 @@ pub fn run(
     };
     let linearizability =
         (!interrupt.load(Ordering::Relaxed)).then(|| check_history(ops, shared.history_cut_ns()));
-    let leader_stages = leader_stages(&addrs, settings.timeout);
+    let leader_stages = leader_stages(&addrs, settings);
     let (rss_bytes_max, anon_rss_bytes_max) = match cluster {
         Some(cluster) => finish_cluster(cluster, &mut problems),
         None => (Vec::new(), Vec::new()),
@@ -416,10 +417,13 @@ pub fn run(
 
 /// The leader's per-stage write latency since it started, asked of each address in turn;
 /// `None` when no node answers as leader (or the servers do not answer latency requests).
-fn leader_stages(addrs: &[SocketAddr], timeout: Duration) -> Option<(u64, Vec<StageLatency>)> {
+fn leader_stages(addrs: &[SocketAddr], settings: &Settings) -> Option<(u64, Vec<StageLatency>)> {
+    let timeout = settings.timeout;
     let options = ClientOptions {
         timeout,
         attempt_timeout: timeout.min(ATTEMPT_TIMEOUT_MAX),
+        token: settings.token.clone(),
+        tls: settings.tls.clone(),
         ..ClientOptions::default()
     };
     let mut client = Client::new(addrs, options).ok()?;
@@ -526,6 +530,7 @@ mod tests {
             read_ratio: 0.3,
             read_mode: rcraft::wire::ReadMode::Linearizable,
             token: None,
+            tls: None,
             workload: None,
             rate: None,
             pipeline: 1,

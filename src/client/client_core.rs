@@ -811,10 +811,14 @@ fn deadline_error(retry: &mut Retry) -> ClientError {
 /// True when nothing listens at the address or the node refused this client's cluster: a
 /// client that never got an answer may give up on these (see
 /// [`ClientOptions::unreachable_give_up`]).
+/// Connections refused, closed during the handshake, or failing TLS (`InvalidData`: another
+/// CA, a node without TLS), which retrying cannot mend.
 fn is_unreachable(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::InvalidData
     )
 }
 

@@ -262,6 +262,20 @@ impl NodeHandle {
         Ok(receiver)
     }
 
+    /// Reads the node's TLS certificate, key and CA files again (`rcraft serve` does on
+    /// SIGHUP): connections opened from now on use them, open ones keep theirs. On an error
+    /// (naming the file and problem) the previous files stay in use. `Ok(false)` when the
+    /// node has no TLS.
+    pub fn reload_tls(&self) -> Result<bool> {
+        let Some(runtime) = self.runtime.as_ref() else {
+            return Err(Error::Stopped);
+        };
+        match runtime.tls() {
+            None => Ok(false),
+            Some(slot) => slot.reload().map(|()| true).map_err(Error::Config),
+        }
+    }
+
     /// True once the node stopped by itself (a fatal storage or state-machine error) or was
     /// shut down; every call then fails with [`Error::Stopped`] or the stopping error.
     pub fn has_stopped(&self) -> bool {

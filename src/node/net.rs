@@ -44,6 +44,7 @@ mod identity;
 mod inbound;
 mod out_buffer;
 mod peer;
+pub mod stream;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::Waker;
@@ -134,6 +135,9 @@ pub struct NetConfig {
     /// The client and admin tokens: when set, a client's requests need the permission of the
     /// token it sent (`auth::Permission`). `None`: every client may do everything.
     pub client_tokens: Option<Arc<auth::ClientTokens>>,
+    /// TLS for peer and client links (`crate::tls`; the `tls` feature): new connections take
+    /// the slot's current configuration. `None`: plain TCP.
+    pub tls: Option<Arc<crate::tls::TlsSlot>>,
 }
 
 impl NetConfig {
@@ -163,6 +167,7 @@ impl NetConfig {
             idle_spin: Duration::ZERO,
             peer_secrets: None,
             client_tokens: None,
+            tls: None,
         }
     }
 }
@@ -465,9 +470,16 @@ pub struct NetHandle {
     local_addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// The TLS configuration the thread uses, for reloading (`NodeHandle::reload_tls`).
+    tls: Option<Arc<crate::tls::TlsSlot>>,
 }
 
 impl NetHandle {
+    /// The TLS configuration of this node's links, when it has TLS.
+    pub fn tls(&self) -> Option<&Arc<crate::tls::TlsSlot>> {
+        self.tls.as_ref()
+    }
+
     /// A sender for another thread.
     pub fn sender(&self) -> NetSender {
         self.sender.clone()
@@ -551,6 +563,7 @@ impl Network {
         let stats = Arc::new(NetStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let wake_pending = Arc::new(AtomicBool::new(false));
+        let tls = config.tls.clone();
         let parts = event_loop::Parts {
             listener: mio::net::TcpListener::from_std(listener),
             config,
@@ -576,6 +589,7 @@ impl Network {
             local_addr,
             stop,
             thread: Some(thread),
+            tls,
         })
     }
 }

@@ -284,6 +284,11 @@ impl Runtime {
         result
     }
 
+    /// The TLS configuration of the node's links, when it has TLS.
+    pub(crate) fn tls(&self) -> Option<&Arc<crate::tls::TlsSlot>> {
+        self.net.tls()
+    }
+
     /// The address the network thread listens on (the real port when configured with 0).
     pub(crate) fn local_addr(&self) -> std::net::SocketAddr {
         self.net.local_addr()
@@ -428,6 +433,9 @@ fn net_config(config: &Config, identity: data_dir::Identity) -> Result<NetConfig
         let tokens =
             ClientTokens::from_files(client.as_deref(), admin.as_deref()).map_err(Error::Config)?;
         net.client_tokens = Some(Arc::new(tokens));
+    }
+    if let Some(slot) = crate::tls::TlsSlot::load(&config.tls).map_err(Error::Config)? {
+        net.tls = Some(Arc::new(slot));
     }
     Ok(net)
 }

@@ -9,10 +9,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// Builds the workspace's `rcraft` binary with the cargo running this test and returns the
-/// executable's path; panics, with cargo's output, when that fails.
+/// executable's path; panics, with cargo's output, when that fails. With the loadtest's `tls`
+/// feature the binary is built with TLS too: the same features as the test run's, so that the
+/// build neither differs from nor replaces the `rcraft` that rcraft's own tests run.
 pub fn build_rcraft_bin() -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let features: &[&str] = match cfg!(feature = "tls") {
+        true => &["--features", "tls"],
+        false => &[],
+    };
     let output = Command::new(&cargo)
         .args([
             "build",
@@ -22,6 +28,7 @@ pub fn build_rcraft_bin() -> PathBuf {
             "rcraft",
             "--message-format=json",
         ])
+        .args(features)
         .arg("--manifest-path")
         .arg(&manifest)
         .stdin(Stdio::null())

@@ -5,6 +5,7 @@ use clap::Args;
 use rcraft::client::{Client, ClientError, ClientOptions};
 use rcraft::config::{self, ConfigFile};
 use rcraft::node::net::auth::Token;
+use rcraft::tls::ClientTls;
 use rcraft::wire::{NodeId, NodeStatus};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +28,28 @@ pub(crate) struct ClusterArgs {
     /// started with token files [default: $RCRAFT_TOKEN_FILE, else none].
     #[arg(long, value_name = "PATH")]
     pub(crate) token_file: Option<PathBuf>,
+    /// CA certificate (PEM) the nodes' certificates must chain to: talk TLS to nodes started
+    /// with --cert-file (needs rcraft built with the `tls` feature) [default: plaintext].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) cacert: Option<PathBuf>,
+    /// This client's certificate (PEM), for nodes started with --client-cert-auth.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) key: Option<PathBuf>,
+}
+
+/// The TLS settings of `--cacert`, `--cert` and `--key`; `None` (plaintext) without
+/// `--cacert`.
+pub(crate) fn tls_of(args: &ClusterArgs) -> Result<Option<ClientTls>, String> {
+    match &args.cacert {
+        Some(ca) => ClientTls::from_files(ca, args.cert.as_deref(), args.key.as_deref()).map(Some),
+        None if args.cert.is_some() || args.key.is_some() => {
+            Err("--cert and --key need --cacert (the CA of the nodes' certificates)".into())
+        }
+        None => Ok(None),
+    }
 }
 
 /// The environment variable that stands in for `--token-file`.

@@ -4,7 +4,7 @@
 //! node asked answered, 1 otherwise.
 
 use crate::cluster::{
-    ClusterArgs, address_of, ask_each, cluster_of, directory, per_node_options, token_of,
+    ClusterArgs, address_of, ask_each, cluster_of, directory, per_node_options, tls_of, token_of,
 };
 use crate::{EXIT_FAILED, usage_error};
 use clap::{Args, Subcommand};
@@ -55,12 +55,13 @@ fn debug_events(args: &EventsArgs) -> ExitCode {
         Ok(found) => found,
         Err(e) => return usage_error("debug events", &e),
     };
-    let token = match token_of(&args.cluster) {
-        Ok(token) => token,
+    let (token, tls) = match token_of(&args.cluster).and_then(|t| Ok((t, tls_of(&args.cluster)?))) {
+        Ok(access) => access,
         Err(e) => return usage_error("debug events", &e),
     };
     let options = ClientOptions {
         token,
+        tls,
         ..per_node_options(args.timeout_ms, cluster_id)
     };
     let listed = directory(&servers, &options);

@@ -1,7 +1,7 @@
 //! `rcraft kv`: the key-value client, single-shot (the command as arguments) or pipe mode
 //! (one command per stdin line, one JSON object per stdout line, flushed each time).
 
-use crate::cluster::{ClusterArgs, client_options, cluster_of, token_of};
+use crate::cluster::{ClusterArgs, client_options, cluster_of, tls_of, token_of};
 use crate::json::bytes_value;
 use crate::kv_line::{KvLine, parse_line, parse_words};
 use crate::{EXIT_FAILED, EXIT_USAGE, usage_error};
@@ -93,9 +93,10 @@ pub(crate) fn kv(args: &KvArgs) -> ExitCode {
         Ok(found) => found,
         Err(e) => return usage_error("kv", &e),
     };
-    let options = match token_of(&args.cluster) {
-        Ok(token) => ClientOptions {
+    let options = match token_of(&args.cluster).and_then(|t| Ok((t, tls_of(&args.cluster)?))) {
+        Ok((token, tls)) => ClientOptions {
             token,
+            tls,
             read_mode: args.read_mode,
             ..client_options(args.timeout_ms, cluster_id)
         },

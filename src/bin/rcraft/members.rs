@@ -3,7 +3,7 @@
 //! caught up and retries refusals. Exit 0 on success, 2 for a usage error (nothing was asked
 //! of the cluster), 1 when the cluster did not do it.
 
-use crate::cluster::{ClusterArgs, Listed, address_of, cluster_of, directory, token_of};
+use crate::cluster::{ClusterArgs, Listed, address_of, cluster_of, directory, tls_of, token_of};
 use crate::{EXIT_FAILED, EXIT_USAGE};
 use clap::{Args, Subcommand};
 use rcraft::admin::{AdminError, MemberAdmin, MemberChange, describe_membership};
@@ -60,6 +60,16 @@ pub(crate) struct MembersCommon {
     /// token files [default: $RCRAFT_TOKEN_FILE, else none].
     #[arg(long, value_name = "PATH", global = true)]
     pub(crate) token_file: Option<PathBuf>,
+    /// CA certificate (PEM) the nodes' certificates must chain to: talk TLS (the `tls`
+    /// feature) [default: plaintext].
+    #[arg(long, value_name = "PATH", global = true)]
+    pub(crate) cacert: Option<PathBuf>,
+    /// This client's certificate (PEM), for nodes started with --client-cert-auth.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub(crate) cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub(crate) key: Option<PathBuf>,
     /// Deadline for the whole command: finding the leader, the change, catching up.
     #[arg(long, value_name = "N", default_value_t = MEMBERS_TIMEOUT_MS_DEFAULT, global = true)]
     pub(crate) timeout_ms: u64,
@@ -73,6 +83,9 @@ impl MembersCommon {
             config: self.config.clone(),
             cluster_id: self.cluster_id.clone(),
             token_file: self.token_file.clone(),
+            cacert: self.cacert.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
         }
     }
 }
@@ -169,14 +182,18 @@ impl MembersContext {
     pub(crate) fn new(common: &MembersCommon) -> Result<MembersContext, MembersFailure> {
         let (servers, cluster_id) = cluster_of(&common.cluster()).map_err(MembersFailure::usage)?;
         let token = token_of(&common.cluster()).map_err(MembersFailure::usage)?;
+        let tls = tls_of(&common.cluster()).map_err(MembersFailure::usage)?;
         let timeout = Duration::from_millis(common.timeout_ms);
         let options = ClientOptions {
             attempt_timeout: timeout.min(ATTEMPT_TIMEOUT_MAX),
             token: token.clone(),
+            tls: tls.clone(),
             ..ClientOptions::with_timeout(timeout, cluster_id)
         };
         Ok(MembersContext {
-            admin: MemberAdmin::new(servers.clone(), cluster_id, timeout).with_token(token),
+            admin: MemberAdmin::new(servers.clone(), cluster_id, timeout)
+                .with_token(token)
+                .with_tls(tls),
             listed: directory(&servers, &options),
             servers,
         })

@@ -72,6 +72,11 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
         Ok(config) => config,
         Err(e) => return usage_error("serve", &e),
     };
+    // Unusable certificate, key or CA files are a configuration error like any other: said
+    // before anything starts (the node reads them again when it starts, and on SIGHUP).
+    if let Err(e) = rcraft::tls::TlsSlot::load(&config.tls) {
+        return usage_error("serve", &e);
+    }
     init_logging(&config.log_level);
     keep_files_private();
     let dir = config.data_dir.display();
@@ -104,9 +109,25 @@ pub(crate) fn keep_files_private() {
     unsafe { libc::umask(0o077) };
 }
 
-/// Says at start what a node without a secret or tokens trusts (SECURITY.md).
+/// Says at start what a node without a secret or tokens trusts (SECURITY.md), and which
+/// links use TLS.
 fn warn_if_open(config: &Config) {
     let id = config.id;
+    let tls = &config.tls;
+    if let Some(ca) = &tls.peer_trusted_ca_file {
+        log::info!(
+            "node {id}: TLS on between peers: mutual, certificates checked against {}",
+            ca.display()
+        );
+    }
+    if tls.client_tls() {
+        let asked = match (&tls.trusted_ca_file, tls.client_cert_auth) {
+            (Some(ca), true) => format!("client certificates required, of {}", ca.display()),
+            (Some(ca), false) => format!("client certificates checked against {}", ca.display()),
+            (None, _) => "no client certificates asked for".to_string(),
+        };
+        log::info!("node {id}: TLS on for clients: {asked}");
+    }
     if config.secret_file.is_none() {
         log::warn!(
             "node {id}: no --secret-file: any process that reaches this port can act as a \

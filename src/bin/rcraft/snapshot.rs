@@ -2,7 +2,7 @@
 //! `rcraft snapshot save|restore` take and restore a backup (`backup.rs`).
 
 use crate::cluster::{
-    ClusterArgs, address_of, ask_each, cluster_of, directory, per_node_options, token_of,
+    ClusterArgs, address_of, ask_each, cluster_of, directory, per_node_options, tls_of, token_of,
 };
 use crate::{EXIT_FAILED, usage_error};
 use clap::{Args, Subcommand};
@@ -52,12 +52,13 @@ pub(crate) fn snapshot(args: &SnapshotArgs) -> ExitCode {
         Ok(found) => found,
         Err(e) => return usage_error("snapshot", &e),
     };
-    let token = match token_of(&args.cluster) {
-        Ok(token) => token,
+    let (token, tls) = match token_of(&args.cluster).and_then(|t| Ok((t, tls_of(&args.cluster)?))) {
+        Ok(access) => access,
         Err(e) => return usage_error("snapshot", &e),
     };
     let with_token = |options| ClientOptions {
         token: token.clone(),
+        tls: tls.clone(),
         ..options
     };
     let options = with_token(per_node_options(args.timeout_ms, cluster_id));

@@ -2,7 +2,7 @@
 //! object per line; exit 0 when a leader is known.
 
 use crate::cluster::{
-    ClusterArgs, Listed, ask_each, cluster_of, directory, per_node_options, token_of,
+    ClusterArgs, Listed, ask_each, cluster_of, directory, per_node_options, tls_of, token_of,
 };
 use crate::{EXIT_FAILED, usage_error};
 use clap::Args;
@@ -42,12 +42,13 @@ pub(crate) fn status(args: &StatusArgs) -> ExitCode {
         Ok(found) => found,
         Err(e) => return usage_error("status", &e),
     };
-    let token = match token_of(&args.cluster) {
-        Ok(token) => token,
+    let (token, tls) = match token_of(&args.cluster).and_then(|t| Ok((t, tls_of(&args.cluster)?))) {
+        Ok(access) => access,
         Err(e) => return usage_error("status", &e),
     };
     let options = ClientOptions {
         token,
+        tls,
         ..per_node_options(args.timeout_ms, cluster_id)
     };
     let deadline = Instant::now() + Duration::from_millis(args.wait.unwrap_or(0));

@@ -3,7 +3,7 @@
 //! leads, 2 for a usage error (nothing was asked of the cluster), 1 when leadership did not
 //! move within the deadline.
 
-use crate::cluster::{ClusterArgs, address_of, cluster_of, directory, token_of};
+use crate::cluster::{ClusterArgs, address_of, cluster_of, directory, tls_of, token_of};
 use crate::{EXIT_FAILED, usage_error};
 use clap::Args;
 use rcraft::admin::{AdminError, MemberAdmin};
@@ -38,14 +38,15 @@ pub(crate) fn transfer(args: &TransferArgs) -> ExitCode {
         );
         return usage_error("transfer", &why);
     };
-    let token = match token_of(&args.cluster) {
-        Ok(token) => token,
+    let (token, tls) = match token_of(&args.cluster).and_then(|t| Ok((t, tls_of(&args.cluster)?))) {
+        Ok(access) => access,
         Err(e) => return usage_error("transfer", &e),
     };
     let timeout = Duration::from_millis(args.timeout_ms);
     let options = ClientOptions {
         attempt_timeout: timeout.min(ATTEMPT_TIMEOUT_MAX),
         token: token.clone(),
+        tls: tls.clone(),
         ..ClientOptions::with_timeout(timeout, cluster_id)
     };
     let listed = directory(&servers, &options);
@@ -53,7 +54,9 @@ pub(crate) fn transfer(args: &TransferArgs) -> ExitCode {
         let why = format!("--to {target}: no listed address is node {target}");
         return usage_error("transfer", &why);
     };
-    let admin = MemberAdmin::new(servers, cluster_id, timeout).with_token(token);
+    let admin = MemberAdmin::new(servers, cluster_id, timeout)
+        .with_token(token)
+        .with_tls(tls);
     match admin.transfer_leadership(target) {
         Ok(moved) if moved.from == moved.to => {
             println!(

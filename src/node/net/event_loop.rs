@@ -12,6 +12,7 @@ use super::delivery::Delivery;
 use super::identity::PeerIdentities;
 use super::inbound::{Close, Ctx, Inbound, REFUSAL_LOG_INTERVAL};
 use super::peer::PeerLink;
+use super::stream::Stream;
 use super::{
     BACKLOG_RETRY_INTERVAL, CONNECTIONS_MAX, ClientConnId, NetCommand, NetConfig, NetEvent,
     NetStats, POLL_EVENTS_CAPACITY, READ_CHUNK_BYTES, SWEEP_INTERVAL_MAX, bump,
@@ -246,7 +247,7 @@ impl EventLoop {
         bump(&self.delivery.stats.connections_accepted, 1);
         let id = ClientConnId(token.0 as u64);
         let conn = Inbound::new(
-            stream,
+            Stream::accepted(stream, self.config.tls.as_deref()),
             addr,
             id,
             self.config.frame_bytes_max,
@@ -363,7 +364,7 @@ impl EventLoop {
                 log::warn!("node {node}: closing {what}: {why}");
             }
         }
-        if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
+        if let Err(e) = self.poll.registry().deregister(conn.stream.tcp_mut()) {
             log::debug!("node {node}: deregister {what}: {e}");
         }
         if conn.role == Some(ConnectionRole::Client) {
@@ -441,7 +442,7 @@ impl EventLoop {
         }
         if let Some(mut conn) = conn {
             self.peer_tokens.remove(&conn.token);
-            if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
+            if let Err(e) = self.poll.registry().deregister(conn.stream.tcp_mut()) {
                 log::debug!("node {node}: deregister link to {id}: {e}");
             }
         }

@@ -15,14 +15,14 @@ use super::delivery::Delivery;
 use super::identity::{PeerIdentities, Refused};
 use super::out_buffer::{OutBuffer, PushError};
 use super::peer::PeerLink;
+use super::stream::Stream;
 use super::{CLIENT_PENDING_OUT_BYTES_MAX, ClientConnId, NetConfig, NetEvent, bump};
-use mio::net::TcpStream;
 use rcraft_wire::{
     ClientResponse, ClientResponseBody, ConnectionRole, Frame, FrameDecoder, Handshake, MAC_BYTES,
     NONCE_BYTES, NodeId,
 };
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -48,6 +48,17 @@ pub(super) enum Close {
 /// How often the same refusal of the same peer is logged as a warning (module `Close`).
 pub(super) const REFUSAL_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
+impl Close {
+    /// A failed read: TLS failures (`InvalidData`, which a plain socket never reports) are
+    /// the other side's doing, so they are logged as refusals.
+    pub(super) fn from_read(e: io::Error) -> Close {
+        match e.kind() {
+            io::ErrorKind::InvalidData => Close::Protocol(e.to_string()),
+            _ => Close::Io(e),
+        }
+    }
+}
+
 /// What an inbound connection needs from the loop while it decodes.
 pub(super) struct Ctx<'a> {
     pub(super) config: &'a NetConfig,
@@ -70,7 +81,8 @@ enum Pending {
 }
 
 pub(super) struct Inbound {
-    pub(super) stream: TcpStream,
+    /// TCP, or TLS over it (`stream.rs`).
+    pub(super) stream: Stream,
     pub(super) addr: SocketAddr,
     pub(super) id: ClientConnId,
     decoder: FrameDecoder,
@@ -91,7 +103,7 @@ pub(super) struct Inbound {
 
 impl Inbound {
     pub(super) fn new(
-        stream: TcpStream,
+        stream: Stream,
         addr: SocketAddr,
         id: ClientConnId,
         frame_bytes_max: u32,
@@ -148,11 +160,12 @@ impl Inbound {
                     // A short read emptied the socket's receive queue: bytes arriving later
                     // raise a new edge, so the read that would only say `WouldBlock` (one
                     // wasted syscall per request on a busy client connection) is skipped.
-                    drained = n < read_buf.len();
+                    // Not with TLS, where rustls may hold more than one read hands out.
+                    drained = n < read_buf.len() && self.stream.short_read_drains();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Close::Io(e)),
+                Err(e) => return Err(Close::from_read(e)),
             }
         }
         if self.decoder.buffered_bytes() == 0 {
@@ -203,7 +216,14 @@ impl Inbound {
     /// Takes the next piece of the handshake off the stream. Returns false when it has not
     /// fully arrived (nothing was taken).
     fn handshake_step(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, Close> {
-        let bad = |e: rcraft_wire::Error| Close::Protocol(format!("bad handshake: {e}"));
+        let bad = |e: rcraft_wire::Error| match e {
+            rcraft_wire::Error::BadHandshakeMagic { found } if found[0] == 22 => Close::Protocol(
+                "bad handshake: this is a TLS ClientHello, and this node has no TLS \
+                 (--cert-file, --peer-cert-file)"
+                    .to_string(),
+            ),
+            e => Close::Protocol(format!("bad handshake: {e}")),
+        };
         match self.pending.take() {
             None => match self.decoder.next_handshake().map_err(bad)? {
                 Some(handshake) => self.on_handshake(handshake, ctx)?,
@@ -238,6 +258,9 @@ impl Inbound {
 
     fn on_handshake(&mut self, handshake: Handshake, ctx: &mut Ctx<'_>) -> Result<(), Close> {
         let config = ctx.config;
+        if let Some(why) = self.stream.refusal_for(handshake.role) {
+            return Err(Close::Protocol(why));
+        }
         let ConnectionRole::Peer(id) = handshake.role else {
             handshake
                 .check_cluster(ctx.identities.cluster_id())
@@ -500,10 +523,9 @@ impl Inbound {
 
     /// Writes queued bytes until done or the socket would block.
     pub(super) fn flush(&mut self) -> Result<(), Close> {
-        self.out
-            .write_to(&mut self.stream)
-            .map(drop)
-            .map_err(Close::Io)
+        self.out.write_to(&mut self.stream).map_err(Close::Io)?;
+        // TLS records still waiting for the socket (a no-op for plain TCP).
+        self.stream.flush().map_err(Close::Io)
     }
 
     /// True when a paused connection may decode again.

@@ -15,17 +15,19 @@ use super::auth::{self, Nonce, Side, Transcript};
 use super::identity::{self, PeerIdentities};
 use super::inbound::Close;
 use super::out_buffer::{OutBuffer, PushError};
+use super::stream::Stream;
 use super::{NetConfig, NetStats, bump};
 use mio::Token;
 use mio::net::TcpStream;
 use rcraft_wire::{FrameDecoder, Handshake, MAC_BYTES, Message, NONCE_BYTES, NodeId};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// An open (or opening) connection to a peer.
 pub(super) struct PeerConn {
-    pub(super) stream: TcpStream,
+    /// TCP, or TLS over it when the node has peer TLS (`stream.rs`).
+    pub(super) stream: Stream,
     pub(super) token: Token,
     decoder: FrameDecoder,
     /// Our handshake (and, with a secret, our nonce then our proof): written before `out`.
@@ -129,7 +131,8 @@ impl PeerLink {
             Some(_) => Some(auth::fresh_nonce()?),
             None => None,
         };
-        let stream = TcpStream::connect(self.addr)?;
+        let tcp = TcpStream::connect(self.addr)?;
+        let stream = Stream::dialled_peer(tcp, config.tls.as_deref(), self.addr)?;
         self.out.clear();
         let mut preface = OutBuffer::default();
         let hello = identities.hello(config.node_id);
@@ -151,7 +154,7 @@ impl PeerLink {
             verified: false,
             started: now,
         });
-        Ok(&mut conn.stream)
+        Ok(conn.stream.tcp_mut())
     }
 
     /// Handles readiness: completes the connect, reads the peer's handshake, writes queued
@@ -167,17 +170,17 @@ impl PeerLink {
             return Ok(0);
         };
         if !conn.connected {
-            if let Some(e) = conn.stream.take_error().map_err(Close::Io)? {
+            if let Some(e) = conn.stream.tcp().take_error().map_err(Close::Io)? {
                 return Err(Close::Io(e));
             }
-            match conn.stream.peer_addr() {
+            match conn.stream.tcp().peer_addr() {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(0),
                 Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => return Ok(0),
                 Err(e) => return Err(Close::Io(e)),
             }
             conn.connected = true;
-            conn.stream.set_nodelay(true).map_err(Close::Io)?;
+            conn.stream.tcp().set_nodelay(true).map_err(Close::Io)?;
         }
         self.read_answer(read_buf, config, stats, identities)?;
         self.flush()
@@ -197,7 +200,7 @@ impl PeerLink {
                 Ok(n) => conn.decoder.push(&read_buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Close::Io(e)),
+                Err(e) => return Err(Close::from_read(e)),
             }
             if !conn.verified && !Self::check_answer(conn, self.id, config, stats, identities)? {
                 continue;
@@ -317,10 +320,13 @@ impl PeerLink {
         };
         conn.preface.write_to(&mut conn.stream).map_err(Close::Io)?;
         let held = conn.preface.pending_bytes() > 0 || (conn.nonce.is_some() && !conn.verified);
-        if held {
-            return Ok(0);
-        }
-        self.out.write_to(&mut conn.stream).map_err(Close::Io)
+        let sent = match held {
+            true => 0,
+            false => self.out.write_to(&mut conn.stream).map_err(Close::Io)?,
+        };
+        // TLS records still waiting for the socket (a no-op for plain TCP).
+        conn.stream.flush().map_err(Close::Io)?;
+        Ok(sent)
     }
 
     /// Tears the connection down and schedules the next dial. Returns the connection (for
