@@ -841,7 +841,8 @@ pub fn handshake_error(e: io::Error, waited: Duration, cluster_id: u64) -> io::E
         {
             io::Error::new(
                 io::ErrorKind::ConnectionAborted,
-                "the node closed the connection during the handshake (the node's log says why)",
+                "the node closed the connection during the handshake: does it need TLS (give \
+                 --cacert) or a token (--token-file)? (the node's log says why)",
             )
         }
         io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => io::Error::new(

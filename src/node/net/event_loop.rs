@@ -428,8 +428,10 @@ impl EventLoop {
                 let line = format!("node {node}: closing link to peer {id} at {addr}: {why}");
                 self.log_refusal(peer, line, &why);
             }
-            // A peer that shuts down or restarts closes its links cleanly: not a warning.
-            Close::Eof if verified => {
+            // A peer that shuts down or restarts closes its links: not a warning. A reset
+            // means the same thing (a process that exits with frames of ours unread resets
+            // the connection instead of closing it), so it is told the same way.
+            Close::Eof | Close::Io(_) if verified && reason.closed_by_peer() => {
                 log::info!(
                     "node {node}: peer {id} at {addr} closed the link (stopping or restarting?)"
                 )

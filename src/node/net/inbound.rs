@@ -49,6 +49,19 @@ pub(super) enum Close {
 pub(super) const REFUSAL_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Close {
+    /// Whether the other side closed or reset the connection (as against a local or network
+    /// failure, or a refusal).
+    pub(super) fn closed_by_peer(&self) -> bool {
+        match self {
+            Close::Eof => true,
+            Close::Io(e) => matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ),
+            Close::Protocol(_) | Close::Refused { .. } => false,
+        }
+    }
+
     /// A failed read: TLS failures (`InvalidData`, which a plain socket never reports) are
     /// the other side's doing, so they are logged as refusals.
     pub(super) fn from_read(e: io::Error) -> Close {
