@@ -249,7 +249,7 @@ impl Replica {
             incoming_snapshot: None,
             repair,
             proposals_unsent: false,
-            forwarded_reads: ForwardedReads::default(),
+            forwarded_reads: ForwardedReads::new(config.seed),
             last_self_demotion: None,
             actions: Vec::new(),
             config,
