@@ -23,6 +23,7 @@
 use super::api::{Action, ProposeError, RequestId};
 use super::limits::FORWARDED_READS_MAX;
 use super::replica::{Phase, Replica};
+use super::rng::SplitMix64;
 use rcraft_wire::{LogIndex, MessageBody, NodeId, Term};
 use std::collections::BTreeMap;
 
@@ -50,8 +51,25 @@ pub(super) struct ForwardedReads {
     unsent: Vec<(RequestId, NodeId, Term)>,
     /// Reads in `sent` and `unsent`. Invariant: `<= FORWARDED_READS_MAX`.
     count: usize,
-    /// The next request number; request numbers are never reused by one replica.
+    /// The next request number; request numbers are never reused by one replica, and each
+    /// replica starts at its own (see [`ForwardedReads::new`]).
     next_request: u64,
+}
+
+impl ForwardedReads {
+    /// An empty table whose request numbers start at a number drawn from `seed` (a node's
+    /// seed differs at every start). Starting at 0 in every life let a restarted follower
+    /// take the leader's late answer to the request its previous life sent under the same
+    /// number for its own new request, and serve a read at a stale index (simulator seed
+    /// 7910). Drawn apart from the replica's generator, so election timeouts stay as they were.
+    pub(super) fn new(seed: u64) -> ForwardedReads {
+        let first = SplitMix64::new(seed ^ 0xF0DE_D5EA_D000_0001).next_u64();
+        ForwardedReads {
+            // Half the range: numbers only grow, one per drain, and never wrap.
+            next_request: first >> 1,
+            ..ForwardedReads::default()
+        }
+    }
 }
 
 impl Replica {
@@ -201,7 +219,13 @@ mod tests {
 
     /// Node 2 following leader 1 in term 1, nodes 1-3.
     fn follower_of_three() -> Replica {
-        let config = CoreConfig::new(NodeId(2), 2);
+        follower_of_three_seeded(2)
+    }
+
+    /// As [`follower_of_three`], its replica built with `seed` (a node's seed differs at
+    /// every start).
+    fn follower_of_three_seeded(seed: u64) -> Replica {
+        let config = CoreConfig::new(NodeId(2), seed);
         let recovered = RecoveredState {
             initial_membership: Membership::with_voters([1, 2, 3].map(NodeId)),
             ..RecoveredState::default()
@@ -271,6 +295,23 @@ mod tests {
         // A duplicate of the answer (the network may duplicate) answers nothing again.
         let actions = step_confirming(&mut follower, answer(requests[0].1, Some(LogIndex(7))));
         assert!(outcomes(&actions).is_empty(), "{actions:?}");
+    }
+
+    #[test]
+    fn a_restarted_follower_does_not_take_the_answer_meant_for_its_previous_life() {
+        // Simulator seed 7910: the answer to the request a follower sent before it crashed
+        // arrived after its restart, when a new read had gone out under the same number.
+        let mut before = follower_of_three_seeded(2);
+        let actions = step_confirming(&mut before, follower_read(1));
+        let old_request = read_requests(&actions)[0].1;
+        let mut after = follower_of_three_seeded(3);
+        let actions = step_confirming(&mut after, follower_read(1));
+        let new_request = read_requests(&actions)[0].1;
+        assert_ne!(old_request, new_request);
+        let actions = step_confirming(&mut after, answer(old_request, Some(LogIndex(1))));
+        assert!(outcomes(&actions).is_empty(), "{actions:?}");
+        let actions = step_confirming(&mut after, answer(new_request, Some(LogIndex(4))));
+        assert_eq!(outcomes(&actions), [(1, Ok(LogIndex(4)))]);
     }
 
     #[test]

@@ -250,7 +250,7 @@ impl Replica {
             incoming_snapshot: None,
             repair,
             proposals_unsent: false,
-            forwarded_reads: ForwardedReads::default(),
+            forwarded_reads: ForwardedReads::new(config.seed),
             last_self_demotion: None,
             actions: Vec::new(),
             config,

@@ -8,7 +8,7 @@
 
 use crate::checker::Verdict;
 use crate::clients::Attempt;
-use crate::params::{EARLY_TERM_MS, SLOW_DISK_EXTRA_MS};
+use crate::params::{EARLY_TERM_MS, SIM_SELF_DEMOTION, SLOW_DISK_EXTRA_MS, TICK_MS};
 use crate::replica::SimCore;
 use crate::state_machine::decode_write;
 use crate::world::{Event, World};
@@ -128,9 +128,20 @@ impl<C: SimCore> World<C> {
     }
 
     /// Gray failure: only the node whose disk is slow may hand leadership over of its own
-    /// accord (equal disks never make a leader look slow), and only to another voter.
+    /// accord (equal disks never make a leader look slow), only to another voter, and not
+    /// again within its cool-down (in one life: the cool-down is not kept across a restart).
     fn self_demoted(&mut self, node: usize, demotion: &rcraft::core::SelfDemotion) -> Verdict {
-        self.self_demotions.push((self.now, node));
+        let incarnation = self.nodes[node].incarnation;
+        let cooldown_ms = SIM_SELF_DEMOTION.cooldown_ticks * TICK_MS;
+        let previous = (self.self_demotions.iter().rev())
+            .find(|&&(_, n, life)| n == node && life == incarnation);
+        if let Some(&(at, _, _)) = previous.filter(|&&(at, _, _)| self.now < at + cooldown_ms) {
+            return Err(format!(
+                "self-demotion at t={}ms within the cool-down of the one at t={at}ms: {demotion:?}",
+                self.now
+            ));
+        }
+        self.self_demotions.push((self.now, node, incarnation));
         if self.slow_disk_node != Some(node) {
             return Err(format!(
                 "self-demotion without a slow disk (slow: {:?}): {demotion:?}",

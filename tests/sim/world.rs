@@ -219,8 +219,8 @@ pub(crate) struct World<C> {
     /// Its disk is slow now: from the choice on, except in calm phases (which heal every
     /// fault, so the run can check that the replicas converge).
     pub(crate) slow_disk_on: bool,
-    /// Every gray-failure self-demotion: (sim time, node).
-    pub(crate) self_demotions: Vec<(u64, usize)>,
+    /// Every gray-failure self-demotion: (sim time, node, its incarnation).
+    pub(crate) self_demotions: Vec<(u64, usize, u64)>,
 }
 
 impl<C: SimCore> World<C> {
@@ -611,7 +611,7 @@ impl<C: SimCore> World<C> {
     /// The node with the slow disk handed leadership over of its own accord, to a node that
     /// leads now.
     fn on_slow_disk_check(&mut self, node: usize, since: u64) -> Verdict {
-        let demoted = (self.self_demotions.iter()).any(|&(at, n)| n == node && at >= since);
+        let demoted = (self.self_demotions.iter()).any(|&(at, n, _)| n == node && at >= since);
         let leader = self.leading();
         if demoted && leader.is_some() && leader != Some(node) {
             return Ok(());
