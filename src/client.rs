@@ -34,13 +34,12 @@ mod client_core;
 
 pub use client_core::{ClientCore, Next};
 
-use crate::config::CLUSTER_ID_DEFAULT;
 use crate::node::SnapshotResult;
 use client_core::Effect;
 use rcraft_wire::{
-    ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder,
-    HANDSHAKE_BYTES, Handshake, LogIndex, Membership, NodeId, NodeStatus, ReadMode, RecordedEvent,
-    Role, StageLatency, Term, encode_client_request,
+    CLUSTER_ID_UNKNOWN, ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX,
+    FrameDecoder, HANDSHAKE_BYTES, Handshake, LogIndex, Membership, NodeId, NodeStatus, ReadMode,
+    RecordedEvent, Role, SnapshotChunk, StageLatency, Term, encode_client_request,
 };
 use std::collections::BTreeMap;
 use std::fmt;
@@ -64,7 +63,9 @@ pub struct ClientOptions {
     pub backoff_min: Duration,
     /// Longest pause between attempts.
     pub backoff_max: Duration,
-    /// Cluster id sent in the handshake; must match the servers' `cluster_id`.
+    /// Cluster id sent in the handshake: the servers must be of this cluster. The default,
+    /// [`CLUSTER_ID_UNKNOWN`], accepts any (the cluster id is made when a cluster
+    /// bootstraps, so a client rarely knows it).
     pub cluster_id: u64,
     /// When set, an operation of a client that has never had an answer fails with
     /// [`ClientError::Io`] (the last reason) once every server has refused the connection,
@@ -101,7 +102,7 @@ impl Default for ClientOptions {
             attempt_timeout: Duration::from_secs(1),
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_millis(200),
-            cluster_id: CLUSTER_ID_DEFAULT,
+            cluster_id: CLUSTER_ID_UNKNOWN,
             unreachable_give_up: None,
             token: None,
             leader_probe_after: Some(LEADER_PROBE_AFTER_DEFAULT),
@@ -294,6 +295,10 @@ pub struct Client {
     /// Every decision: leader, retries, session, failover.
     core: ClientCore,
     connection: Option<Connection>,
+    /// The cluster id this client holds its servers to: `options.cluster_id`, else the one
+    /// the first node that answered named; [`CLUSTER_ID_UNKNOWN`] until then. A node of
+    /// another cluster (two clusters mixed in one server list) is refused.
+    cluster_id: u64,
     /// Reused for every request's frame.
     frame: Vec<u8>,
 }
@@ -303,6 +308,7 @@ impl Client {
     /// the first operation does.
     pub fn new(servers: &[SocketAddr], options: ClientOptions) -> Result<Client> {
         Ok(Client {
+            cluster_id: options.cluster_id,
             core: ClientCore::new(servers, options)?,
             connection: None,
             frame: Vec::new(),
@@ -550,6 +556,44 @@ impl Client {
         }
     }
 
+    /// Data of the current snapshot of the node at `servers[server]` from `offset`, for a
+    /// backup: one chunk (up to the node's `snapshot_chunk_bytes`) with the snapshot's
+    /// metadata, over this client's connection to that node (kept between calls, so the node
+    /// checks a backup read in sequence as it goes), within one attempt timeout. `index` names
+    /// the snapshot (0: whichever is current); a node whose current snapshot is another answers
+    /// [`ClientError::Server`]. The caller checks `chunk_crc` and, at the end, the whole data
+    /// against `meta.checksum`.
+    pub fn snapshot_chunk_of(
+        &mut self,
+        server: usize,
+        index: LogIndex,
+        offset: u64,
+    ) -> Result<SnapshotChunk> {
+        let address =
+            *self.core.servers().get(server).ok_or_else(|| {
+                ClientError::InvalidInput(format!("no server at position {server}"))
+            })?;
+        let deadline = Instant::now() + self.core.options().attempt_timeout;
+        let body = ClientRequestBody::ReadSnapshot { index, offset };
+        let answer = self
+            .ask_once(server, body, deadline)
+            .map_err(|why| ClientError::Io {
+                address,
+                error: io::Error::new(io::ErrorKind::TimedOut, why),
+            })?;
+        match answer {
+            ClientResponseBody::SnapshotChunk(chunk) => Ok(*chunk),
+            ClientResponseBody::Error { definite, message } => {
+                Err(ClientError::Server { definite, message })
+            }
+            ClientResponseBody::Overloaded => Err(ClientError::Overloaded),
+            other => Err(ClientError::Protocol {
+                definite: true,
+                message: format!("unexpected answer to a snapshot read: {other:?}"),
+            }),
+        }
+    }
+
     /// One request to the node at `address` over a connection of its own, answered within
     /// `timeout`; any failure to get an answer is [`ClientError::Io`].
     fn exchange_alone(
@@ -562,7 +606,8 @@ impl Client {
         let deadline = Instant::now() + timeout;
         let options = self.core.options();
         let mut connection =
-            open_connection(address, usize::MAX, options, deadline).map_err(io_error)?;
+            open_connection(address, usize::MAX, options, &mut self.cluster_id, deadline)
+                .map_err(io_error)?;
         let request = ClientRequest {
             request_id: self.core.take_request_id(),
             body,
@@ -682,7 +727,8 @@ impl Client {
         }
         self.drop_connection();
         let address = self.core.servers()[target];
-        let connection = open_connection(address, target, self.core.options(), deadline)?;
+        let options = self.core.options();
+        let connection = open_connection(address, target, options, &mut self.cluster_id, deadline)?;
         self.connection = Some(connection);
         Ok(())
     }
@@ -722,16 +768,35 @@ pub fn handshake(options: &ClientOptions) -> Vec<u8> {
 
 /// Checks the handshake a node answered with: a node of this client's cluster.
 pub fn check_handshake(theirs: &[u8; HANDSHAKE_BYTES], options: &ClientOptions) -> io::Result<()> {
-    let invalid = |e: rcraft_wire::Error| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
-    let handshake = Handshake::decode(theirs).map_err(invalid)?;
-    handshake.check_cluster(options.cluster_id).map_err(invalid)
+    check_cluster_of(theirs, options.cluster_id).map(drop)
 }
 
-/// Connect to `address`, exchange handshakes and check the cluster id, all by `deadline`.
+/// Checks that the answering node is of cluster `expected` (any, when unknown) and returns
+/// the cluster id it named.
+fn check_cluster_of(theirs: &[u8; HANDSHAKE_BYTES], expected: u64) -> io::Result<u64> {
+    let invalid = |e: rcraft_wire::Error| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+    let handshake = Handshake::decode(theirs).map_err(invalid)?;
+    handshake.check_cluster(expected).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the node belongs to cluster {:#x}, not {expected:#x} (given with \
+                 --cluster-id, or named by the first node this client reached): do the \
+                 servers listed belong to two clusters?",
+                handshake.cluster_id
+            ),
+        )
+    })?;
+    Ok(handshake.cluster_id)
+}
+
+/// Connect to `address`, exchange handshakes and check the cluster id against `cluster_id`
+/// (learning it when unknown), all by `deadline`.
 fn open_connection(
     address: SocketAddr,
     server: usize,
     options: &ClientOptions,
+    cluster_id: &mut u64,
     deadline: Instant,
 ) -> io::Result<Connection> {
     let mut stream = TcpStream::connect_timeout(&address, remaining(deadline)?)?;
@@ -745,7 +810,10 @@ fn open_connection(
     stream
         .read_exact(&mut theirs)
         .map_err(|e| handshake_error(e, read_timeout, options.cluster_id))?;
-    check_handshake(&theirs, options)?;
+    let theirs = check_cluster_of(&theirs, *cluster_id)?;
+    if *cluster_id == CLUSTER_ID_UNKNOWN {
+        *cluster_id = theirs;
+    }
     Ok(Connection {
         server,
         stream,
@@ -760,6 +828,14 @@ fn open_connection(
 /// connection without answering when the cluster id differs (its log says so).
 pub fn handshake_error(e: io::Error, waited: Duration, cluster_id: u64) -> io::Error {
     match e.kind() {
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+            if cluster_id == CLUSTER_ID_UNKNOWN =>
+        {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the node closed the connection during the handshake (the node's log says why)",
+            )
+        }
         io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => io::Error::new(
             io::ErrorKind::ConnectionAborted,
             format!(
@@ -874,6 +950,49 @@ mod tests {
         Reply::Answer(Box::new(body))
     }
 
+    /// A node that answers the handshake as a node of `cluster_id` and nothing else.
+    fn silent_node(cluster_id: u64) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for mut stream in listener.incoming().flatten() {
+                let _ = stream.write_all(&Handshake::peer(cluster_id, NodeId(0)).encode());
+                held.push(stream);
+            }
+        });
+        address
+    }
+
+    #[test]
+    fn a_client_holds_its_servers_to_the_first_cluster_that_answered() {
+        let (seven, eight) = (silent_node(7), silent_node(8));
+        let mut client = Client::new(&[seven, eight], fast_options()).unwrap();
+        // No answer to the request, but the handshake named cluster 7.
+        assert!(client.status_of(seven).is_err());
+        match client.status_of(eight) {
+            Err(ClientError::Io { error, .. }) => assert!(
+                error
+                    .to_string()
+                    .contains("belongs to cluster 0x8, not 0x7"),
+                "{error}"
+            ),
+            other => panic!("a node of another cluster answered: {other:?}"),
+        }
+        // A client given a cluster id refuses any other from the start.
+        let options = ClientOptions {
+            cluster_id: 8,
+            ..fast_options()
+        };
+        let mut client = Client::new(&[seven], options).unwrap();
+        match client.status_of(seven) {
+            Err(ClientError::Io { error, .. }) => {
+                assert!(error.to_string().contains("not 0x8"), "{error}")
+            }
+            other => panic!("a node of another cluster answered: {other:?}"),
+        }
+    }
+
     type Handler = Box<dyn FnMut(&ClientRequest) -> Reply + Send>;
 
     /// A node stand-in speaking the real handshake and frames, recording every request.
@@ -911,7 +1030,7 @@ mod tests {
         if stream.read_exact(&mut theirs).is_err() {
             return;
         }
-        let ours = Handshake::peer(CLUSTER_ID_DEFAULT, NodeId(0)).encode();
+        let ours = Handshake::peer(crate::config::CLUSTER_ID_DEFAULT, NodeId(0)).encode();
         if stream.write_all(&ours).is_err() {
             return;
         }
@@ -1005,7 +1124,7 @@ mod tests {
             attempt_timeout: Duration::from_millis(150),
             backoff_min: Duration::from_millis(5),
             backoff_max: Duration::from_millis(20),
-            cluster_id: CLUSTER_ID_DEFAULT,
+            cluster_id: CLUSTER_ID_UNKNOWN,
             unreachable_give_up: None,
             token: None,
             leader_probe_after: None,
@@ -1233,7 +1352,9 @@ mod tests {
         std::thread::spawn(move || {
             let mut held = Vec::new();
             for mut stream in listener.incoming().flatten() {
-                let _ = stream.write_all(&Handshake::peer(CLUSTER_ID_DEFAULT, NodeId(0)).encode());
+                let _ = stream.write_all(
+                    &Handshake::peer(crate::config::CLUSTER_ID_DEFAULT, NodeId(0)).encode(),
+                );
                 held.push(stream);
             }
         });

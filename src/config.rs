@@ -14,8 +14,9 @@
 //! Invariants after validation: `id` indexes `servers`, the servers are distinct,
 //! `election_timeout_min_ms < election_timeout_max_ms`, `tick_ms <= heartbeat_ms <
 //! election_timeout_min_ms`, every value lies in its setting's range (every count, size or
-//! duration is non-zero except `snapshot_retain_entries` and `snapshot_bytes_per_sec`, where
-//! 0 means none and no limit), and `lease_reads` implies `check_quorum`.
+//! duration is non-zero except `snapshot_retain_entries`, `snapshot_bytes_per_sec` and
+//! `self_demotion_cooldown_ms`, where 0 means none, no limit and no cool-down), and
+//! `lease_reads` implies `check_quorum`.
 
 pub mod settings;
 
@@ -42,8 +43,11 @@ pub struct Config {
     /// Directory for the WAL, hard state and snapshots.
     pub data_dir: PathBuf,
     /// Identifies the cluster in the connection handshake; nodes of different clusters refuse
-    /// each other.
-    pub cluster_id: u64,
+    /// each other. `None`: made when the cluster bootstraps (from the initial voters and their
+    /// addresses) or, for a node started with `join`, learned from the cluster; either way
+    /// recorded in the data dir's `identity` file. A value given for an existing data dir
+    /// must be the recorded one.
+    pub cluster_id: Option<u64>,
     /// Lower bound of the randomized election timeout.
     pub election_timeout_min_ms: u64,
     /// Upper bound of the randomized election timeout.
@@ -60,6 +64,17 @@ pub struct Config {
     pub check_quorum: bool,
     /// Serve reads from a leader lease (§6.4.1). Invariant: implies `check_quorum`.
     pub lease_reads: bool,
+    /// Gray-failure self-demotion: a leader whose own log writes stay far slower than its
+    /// followers' hands leadership to the fastest caught-up follower (core/gray_failure.rs).
+    pub self_demotion: bool,
+    /// How long the leader must have been slow before it hands over.
+    pub self_demotion_window_ms: u64,
+    /// Slow means this many times the median follower's durable round trip...
+    pub self_demotion_ratio: u64,
+    /// ...and at least this many milliseconds above it.
+    pub self_demotion_min_gap_ms: u64,
+    /// After handing over, the node does not do so again for this long.
+    pub self_demotion_cooldown_ms: u64,
     /// Most entry bytes in flight to one follower.
     pub inflight_bytes_max: u64,
     /// Proposals are refused as overloaded while the leader holds more uncommitted bytes.
@@ -106,7 +121,8 @@ pub struct Config {
     pub admin_token_file: Option<PathBuf>,
 }
 
-/// The cluster id used when neither the file nor the command line gives one ("rcraft").
+/// The cluster id every node used before cluster ids were made at bootstrap ("rcraft"): a
+/// data dir of that time that records no cluster id keeps this one.
 pub const CLUSTER_ID_DEFAULT: u64 = 0x7263_7261_6674;
 
 impl Config {
@@ -117,7 +133,7 @@ impl Config {
             servers,
             listen_addr: None,
             data_dir,
-            cluster_id: 0,
+            cluster_id: None,
             election_timeout_min_ms: 0,
             election_timeout_max_ms: 0,
             heartbeat_ms: 0,
@@ -126,6 +142,11 @@ impl Config {
             pre_vote: false,
             check_quorum: false,
             lease_reads: false,
+            self_demotion: false,
+            self_demotion_window_ms: 0,
+            self_demotion_ratio: 0,
+            self_demotion_min_gap_ms: 0,
+            self_demotion_cooldown_ms: 0,
             inflight_bytes_max: 0,
             uncommitted_bytes_max: 0,
             snapshot_every: 0,
@@ -790,7 +811,7 @@ loglevel = debug
         assert_eq!(config.heartbeat_ms, 100);
         assert_eq!(config.log_level, "debug");
         assert_eq!(config.data_dir, PathBuf::from("rcraft-data-1"));
-        assert_eq!(config.cluster_id, CLUSTER_ID_DEFAULT);
+        assert_eq!(config.cluster_id, None);
         assert_eq!(config.own_address().port(), 5001);
     }
 
@@ -985,7 +1006,7 @@ loglevel = debug
         let config = build_config(Some(&file), &ConfigOverrides::default()).unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/etc/rcraft/d0"));
         assert_eq!(config.snapshot_every, 50);
-        assert_eq!(config.cluster_id, 42);
+        assert_eq!(config.cluster_id, Some(42));
         assert_eq!(config.tick_ms, 5);
         assert_eq!(
             (
@@ -1020,7 +1041,7 @@ loglevel = debug
         );
         assert_eq!(config.heartbeat_ms, 30);
         assert_eq!(config.snapshot_every, 7);
-        assert_eq!(config.cluster_id, 9);
+        assert_eq!(config.cluster_id, Some(9));
         assert_eq!(config.log_level, "warn");
         assert_eq!(config.rpc_timeout_ms, 200, "untouched file value stays");
     }

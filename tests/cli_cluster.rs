@@ -582,7 +582,7 @@ fn a_follower_serves_follower_reads_and_lease_reads_need_the_setting() {
             query: query.clone(),
             mode: ReadMode::Follower,
         };
-        let cluster_id = rcraft::config::CLUSTER_ID_DEFAULT;
+        let cluster_id = rcraft::wire::CLUSTER_ID_UNKNOWN;
         let answer = cluster_support::raw_request(address, cluster_id, body, ELECTION_WAIT);
         match answer {
             ClientResponseBody::NotLeader { leader: None, .. } if Instant::now() < deadline => {

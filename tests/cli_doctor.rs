@@ -233,9 +233,6 @@ fn doctor_reads_healthy_and_damaged_data_dirs_of_a_real_cluster_without_changing
     let dir = cluster.data_dir(1);
     let path = dir.to_str().unwrap();
     let before = fingerprint(&dir);
-    let (code, _, err) = doctor(&["force-new-cluster", path]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("only --dry-run exists"), "{err}");
     let (code, text, err) = doctor(&["force-new-cluster", path, "--dry-run"]);
     assert_eq!(code, 0, "{text}{err}");
     assert_eq!(
@@ -262,9 +259,36 @@ fn doctor_reads_healthy_and_damaged_data_dirs_of_a_real_cluster_without_changing
             "may be lost     entries {lost_from}..={through}: synced here once, damaged"
         ));
     }
-    for expected in expected {
-        assert!(text.contains(&expected), "{expected:?} missing:\n{text}");
+    for expected in &expected {
+        assert!(text.contains(expected), "{expected:?} missing:\n{text}");
     }
+
+    // Forced for real: the same plan, the lost entries replaced by empty ones, then the
+    // membership entry; the node would now start healthy as the only voter.
+    let (code, forced, err) = doctor(&["force-new-cluster", path]);
+    assert_eq!(code, 0, "{forced}{err}");
+    for expected in &expected {
+        assert!(forced.contains(expected), "{expected:?} missing:\n{forced}");
+    }
+    let membership_at = if through > snapshot {
+        let lost_from = from.max(snapshot + 1);
+        let filled = format!("wrote           entries {lost_from}..={through}: empty, term ");
+        assert!(forced.contains(&filled), "{filled:?} missing:\n{forced}");
+        through + 1
+    } else {
+        kept_last + 1
+    };
+    let wrote = format!("wrote           entry {membership_at}: membership voters 1 alone");
+    assert!(forced.contains(&wrote), "{wrote:?} missing:\n{forced}");
+    let (code, text, json) = doctor_unchanged(&dir);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!(
+            "membership      voters 1 (log entry {membership_at})"
+        )),
+        "{text}"
+    );
+    assert!(json["wal"]["lost"].is_null(), "{json}");
 
     // A damaged hard-state slot on node 2: the other slot holds the state.
     damage_hard_state_slot(&cluster, 2, 0);
@@ -308,4 +332,92 @@ fn doctor_refuses_what_is_not_a_data_dir() {
     );
     let (code, _, err) = doctor(&[]);
     assert_eq!(code, 2, "{err}");
+}
+
+/// Runs `rcraft ARGS` (a client command); returns exit code and stdout plus stderr.
+fn rcraft(args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("rcraft runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr);
+    (out.status.code().expect("exited"), text + &err)
+}
+
+#[test]
+fn force_new_cluster_makes_a_survivor_lead_alone_with_all_its_data_and_take_a_new_member() {
+    let mut cluster = Cluster::start(&["--snapshot-every", "40"]);
+    let leader = cluster.wait_for_leader();
+    write_keys(&cluster, 100, 8);
+    cluster.wait_caught_up(0, leader);
+    // Nodes 1 and 2 are gone for good, disks and all: no quorum is left.
+    for id in [1, 2] {
+        cluster.kill(id);
+        std::fs::remove_dir_all(cluster.data_dir(id)).unwrap();
+    }
+    let dir = cluster.data_dir(0);
+    let path = dir.to_str().unwrap();
+
+    // Refused while node 0 runs on the directory, which is left unchanged.
+    let before = fingerprint(&dir);
+    let (code, text, err) = doctor(&["force-new-cluster", path]);
+    assert_eq!(code, 1, "{text}{err}");
+    assert!(text.contains("holds the WAL lock"), "{text}");
+    stop(&mut cluster, 0);
+    assert_eq!(fingerprint(&dir), before, "a refused force changed {path}");
+
+    let (code, text, err) = doctor(&["force-new-cluster", path]);
+    assert_eq!(code, 0, "{text}{err}");
+    assert!(
+        text.contains("new cluster     voters 0 alone (was voters 0,1,2)"),
+        "{text}"
+    );
+    assert!(text.contains("membership voters 0 alone"), "{text}");
+    let (code, text, _) = doctor_unchanged(&dir);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("membership      voters 0 (log entry "),
+        "{text}"
+    );
+
+    // Node 0 starts as it always did, leads alone and serves every key.
+    cluster.restart(0);
+    let found = wait_for("node 0 to lead", || {
+        cluster
+            .status(0)
+            .filter(|s| s.role == rcraft::wire::Role::Leader)
+    });
+    let status = found.unwrap_or_else(|| panic!("node 0 did not lead:\n{}", cluster.logs()));
+    assert_eq!(status.membership.voters.len(), 1, "{status:?}");
+    let mut client = cluster.client();
+    for i in 0..100 {
+        let got = client.get(&snapshot_support::key(i)).unwrap();
+        assert_eq!(got, Some(snapshot_support::value(i, 8)), "key {i}");
+    }
+    client
+        .put(b"after-force", b"yes")
+        .expect("a write commits alone");
+
+    // A new node joins at node 1's address with a fresh data dir.
+    cluster.flags = vec!["--join".to_string()];
+    cluster.restart(1);
+    let servers = cluster.servers();
+    let (code, out) = rcraft(&[
+        "members",
+        "add",
+        "1",
+        "--servers",
+        &servers,
+        "--timeout-ms",
+        "20000",
+    ]);
+    assert_eq!(code, 0, "{out}\n{}", cluster.logs());
+    assert!(out.contains("now voters 0,1"), "{out}");
+    cluster.wait_caught_up(1, 0);
+    let status = cluster.status(1).expect("node 1 answers");
+    let voters: Vec<u64> = status.membership.voters.iter().map(|id| id.0).collect();
+    assert_eq!(voters, [0, 1], "{status:?}");
+    assert_eq!(client.get(b"after-force").unwrap(), Some(b"yes".to_vec()));
 }

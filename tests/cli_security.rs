@@ -6,10 +6,10 @@
 
 mod snapshot_support;
 
-use rcraft::config::CLUSTER_ID_DEFAULT;
 use rcraft::node::net::auth::{PeerSecrets, Side, Transcript};
 use rcraft::wire::{
-    Handshake, LogIndex, MAC_BYTES, Message, MessageBody, NONCE_BYTES, NodeId, Role, Term,
+    CLUSTER_ID_UNKNOWN, HANDSHAKE_BYTES, Handshake, LogIndex, MAC_BYTES, Message, MessageBody,
+    NONCE_BYTES, NodeId, Role, Term,
 };
 use snapshot_support::{BIN, Cluster, wait_for};
 use std::io::{Read, Write};
@@ -56,21 +56,26 @@ fn forge_heartbeat(address: SocketAddr, to: u64, secret: Option<&PeerSecrets>) {
     let attempt = || -> std::io::Result<()> {
         let mut stream = TcpStream::connect(address)?;
         stream.set_read_timeout(Some(Duration::from_millis(500)))?;
-        let hello = Handshake::peer(CLUSTER_ID_DEFAULT, NodeId(2));
+        // The cluster id is made at bootstrap; a forger that does not know it says so.
+        let hello = Handshake::peer(CLUSTER_ID_UNKNOWN, NodeId(2));
         let mut bytes = Vec::new();
         match secret {
             Some(secret) => {
                 let nonce = [7u8; NONCE_BYTES];
                 stream.write_all(&hello.with_auth().encode())?;
                 stream.write_all(&nonce)?;
-                let mut answer = [0u8; 32 + NONCE_BYTES + MAC_BYTES];
+                let mut answer = [0u8; HANDSHAKE_BYTES + NONCE_BYTES + MAC_BYTES];
                 stream.read_exact(&mut answer)?;
+                let theirs: &[u8; HANDSHAKE_BYTES] = answer[..HANDSHAKE_BYTES].try_into().unwrap();
+                let cluster_id = Handshake::decode(theirs).map_or(0, |h| h.cluster_id);
                 let transcript = Transcript {
-                    cluster_id: CLUSTER_ID_DEFAULT,
+                    cluster_id,
                     dialler: NodeId(2),
                     acceptor: NodeId(to),
                     dialler_nonce: nonce,
-                    acceptor_nonce: answer[32..32 + NONCE_BYTES].try_into().unwrap(),
+                    acceptor_nonce: answer[HANDSHAKE_BYTES..HANDSHAKE_BYTES + NONCE_BYTES]
+                        .try_into()
+                        .unwrap(),
                 };
                 bytes.extend_from_slice(&secret.prove(Side::Dialler, &transcript));
             }
@@ -116,6 +121,7 @@ fn intruder_cannot_disturb(
         nodes: vec![None, None, None],
         dir: tempfile::tempdir().unwrap(),
         cpus: vec![None; 3],
+        envs: vec![Vec::new(); 3],
     };
     drop(listeners);
     cluster.restart(0);
@@ -301,7 +307,23 @@ fn tokens_decide_what_a_client_may_do() {
         assert!(text.contains("needs"), "{text}");
         let (ok, text) = rcraft(&cluster, &["snapshot", "--id", "0"], token);
         assert!(!ok, "{text}");
+        // A backup too: refused, and no file left behind.
+        let backup = dir.join("backup.snap");
+        let save = ["snapshot", "save", backup.to_str().unwrap()];
+        let (ok, text) = rcraft(&cluster, &save, token);
+        assert!(!ok, "{text}");
+        assert!(
+            text.contains("needs the admin token") || token.is_none(),
+            "{text}"
+        );
+        assert!(text.contains("no backup written"), "{text}");
+        assert!(!backup.exists() && !dir.join("backup.snap.tmp").exists());
     }
+    let backup = dir.join("backup.snap");
+    let save = ["snapshot", "save", backup.to_str().unwrap()];
+    let (ok, text) = rcraft(&cluster, &save, Some(&admin));
+    assert!(ok && text.contains("saved snapshot at index"), "{text}");
+    assert!(backup.exists());
     let (ok, text) = rcraft(&cluster, &["members", "list"], Some(&client));
     assert!(ok, "{text}");
     assert!(text.contains("voter"), "node 2 is still a voter: {text}");

@@ -4,7 +4,7 @@ mod cluster_support;
 
 use cluster_support::{cluster, propose, wait_converged, wait_for_leader};
 use rcraft::node::Error;
-use rcraft::wire::{NodeId, Session};
+use rcraft::wire::{NodeId, ReadMode, Session};
 
 #[test]
 fn single_node_proposes_reads_and_shuts_down() {
@@ -51,6 +51,59 @@ fn three_nodes_elect_replicate_read_and_converge() {
     assert_eq!(commands, expected);
     assert!(streamed.windows(2).all(|w| w[0].index < w[1].index));
     nodes.iter_mut().for_each(|n| n.stop());
+}
+
+/// `NodeHandle::read_with` offers the client protocol's read modes to an embedding program.
+#[test]
+fn embedded_reads_in_each_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(3, dir.path(), 0);
+    nodes.iter_mut().for_each(|n| n.start());
+    propose(&nodes, b"committed");
+    let leader = wait_for_leader(&nodes);
+    let follower = (leader + 1) % 3;
+
+    // A follower serves a follower read once it applied through the leader's read index.
+    let read = nodes[follower]
+        .handle()
+        .read_with(b"last".to_vec(), ReadMode::Follower)
+        .unwrap();
+    assert_eq!(read.response, b"committed");
+    // A linearizable read (what `read` does) is the leader's alone.
+    match nodes[follower].handle().read(b"last".to_vec()) {
+        Err(Error::NotLeader { hint, .. }) => assert_eq!(hint, Some(NodeId(leader as u64))),
+        other => panic!("a follower served a linearizable read: {other:?}"),
+    }
+    let read = nodes[leader]
+        .handle()
+        .read_with(b"last".to_vec(), ReadMode::Linearizable)
+        .unwrap();
+    assert_eq!(read.response, b"committed");
+    // Lease reads need the setting: without it the refusal is definite and names it.
+    match nodes[leader]
+        .handle()
+        .read_with(b"last".to_vec(), ReadMode::Lease)
+    {
+        Err(e @ Error::Failed { definite: true, .. }) => {
+            assert!(e.to_string().contains("--lease-reads"), "{e}")
+        }
+        other => panic!("a lease read without lease reads on: {other:?}"),
+    }
+    nodes.iter_mut().for_each(|n| n.stop());
+
+    // With lease reads on, the leader serves them.
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(1, dir.path(), 0);
+    nodes[0].config.lease_reads = true;
+    nodes[0].config.check_quorum = true;
+    nodes[0].start();
+    propose(&nodes, b"leased");
+    let read = nodes[0]
+        .handle()
+        .read_with(b"last".to_vec(), ReadMode::Lease)
+        .unwrap();
+    assert_eq!(read.response, b"leased");
+    nodes[0].stop();
 }
 
 #[test]

@@ -76,7 +76,7 @@ fn a_command_over_the_limit_is_refused_definitely_and_writes_go_on() {
 
     // The same over the network, as a client's Write and Read requests.
     let address = nodes[leader].config.servers[leader];
-    let cluster_id = nodes[leader].config.cluster_id;
+    let cluster_id = rcraft::wire::CLUSTER_ID_UNKNOWN;
     for bytes in oversized() {
         let write = ClientRequestBody::Write {
             session: Some(session),

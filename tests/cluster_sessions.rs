@@ -7,11 +7,11 @@ mod cluster_support;
 use cluster_support::{free_addresses, raw_client_stream, wait_until};
 use rcraft::Config;
 use rcraft::client::{ClientError, ClientOptions};
-use rcraft::config::CLUSTER_ID_DEFAULT;
 use rcraft::kv::{KvCommand, KvStore};
 use rcraft::kv_client::KvClient;
 use rcraft::node::limits::SESSIONS_MAX;
 use rcraft::node::{Node, NodeHandle};
+use rcraft::wire::CLUSTER_ID_UNKNOWN;
 use rcraft::wire::{
     ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder, NodeId,
     Session, encode_client_request, is_session_expired,
@@ -41,7 +41,7 @@ struct RawConnection {
 
 impl RawConnection {
     fn open(address: SocketAddr) -> RawConnection {
-        let stream = raw_client_stream(address, CLUSTER_ID_DEFAULT, Duration::from_secs(30));
+        let stream = raw_client_stream(address, CLUSTER_ID_UNKNOWN, Duration::from_secs(30));
         RawConnection {
             stream,
             decoder: FrameDecoder::new(FRAME_BYTES_MAX),

@@ -189,6 +189,7 @@ impl Cluster {
                     self.nodes.get_mut(&id).unwrap().storage_queue.push(other);
                 }
                 Action::Proposed { .. }
+                | Action::SelfDemotion(_)
                 | Action::ProposeRejected { .. }
                 | Action::ReadReady { .. }
                 | Action::ReadRejected { .. } => {}

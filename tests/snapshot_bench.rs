@@ -30,7 +30,6 @@
 mod snapshot_support;
 
 use rcraft::client::ClientOptions;
-use rcraft::config::CLUSTER_ID_DEFAULT;
 use rcraft::kv::{KvCommand, KvResponse};
 use rcraft::kv_client::KvClient;
 use rcraft::wire::{
@@ -113,12 +112,12 @@ fn load_connection(leader: SocketAddr, keys: Vec<usize>, value: &[u8], depth: us
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     stream
-        .write_all(&Handshake::client(CLUSTER_ID_DEFAULT).encode())
+        .write_all(&Handshake::client(rcraft::wire::CLUSTER_ID_UNKNOWN).encode())
         .unwrap();
     let mut theirs = [0u8; HANDSHAKE_BYTES];
     stream.read_exact(&mut theirs).unwrap();
     Handshake::decode(&theirs)
-        .and_then(|h| h.check_cluster(CLUSTER_ID_DEFAULT))
+        .and_then(|h| h.check_cluster(rcraft::wire::CLUSTER_ID_UNKNOWN))
         .expect("handshake");
     let mut decoder = FrameDecoder::new(FRAME_BYTES_MAX);
     let mut todo: VecDeque<usize> = keys.into();

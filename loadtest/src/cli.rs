@@ -122,7 +122,7 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub chart: Option<PathBuf>,
     /// A file (mode 600) whose first line is the client token to send, for nodes started
-    /// with token files (clients with sessions only, `--pipeline 1`) [default:
+    /// with token files (every client mode, pipelined too) [default:
     /// $RCRAFT_TOKEN_FILE].
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
@@ -152,11 +152,6 @@ impl Args {
         let Some(path) = self.token_file.clone().or_else(from_env) else {
             return Ok(None);
         };
-        if self.pipeline > 1 {
-            return Err(Error::Usage(
-                "a token is sent by the clients with sessions only: use --pipeline 1".into(),
-            ));
-        }
         rcraft::node::net::auth::Token::from_file(&path)
             .map(Some)
             .map_err(Error::Usage)

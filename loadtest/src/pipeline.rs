@@ -42,6 +42,8 @@ pub struct PipelineSpec {
     pub cluster_id: u64,
     /// How gets read (`--read-mode`).
     pub read_mode: ReadMode,
+    /// The client token sent in the handshake (`--token-file`), if any.
+    pub token: Option<rcraft::node::net::auth::Token>,
 }
 
 struct InFlight {
@@ -70,6 +72,7 @@ fn open(addr: SocketAddr, spec: &PipelineSpec) -> std::io::Result<Connection> {
     stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
     let options = ClientOptions {
         cluster_id: spec.cluster_id,
+        token: spec.token.clone(),
         ..ClientOptions::default()
     };
     stream.write_all(&handshake(&options))?;
@@ -265,7 +268,8 @@ impl PipelinedClient<'_> {
             }
             | ClientResponseBody::Status(_)
             | ClientResponseBody::Latency(_)
-            | ClientResponseBody::Events(_) => {
+            | ClientResponseBody::Events(_)
+            | ClientResponseBody::SnapshotChunk(_) => {
                 conn.draining = true;
                 match is_write {
                     true => (Outcome::Unknown, None),
@@ -358,6 +362,7 @@ mod tests {
             timeout: Duration::from_secs(2),
             cluster_id,
             read_mode: ReadMode::Linearizable,
+            token: None,
         };
         let (history, verification) = run_against(&node, Some(pipe));
         assert!(history.acked_writes() > 0);
@@ -416,6 +421,7 @@ mod tests {
             timeout: Duration::from_millis(200),
             cluster_id,
             read_mode: ReadMode::Linearizable,
+            token: None,
         };
         let handles = spawn_clients(spec, Some(pipe), access, shared.clone());
         std::thread::sleep(Duration::from_millis(100));

@@ -263,6 +263,7 @@ pub fn run(
         timeout: settings.timeout,
         cluster_id: rcraft::config::CLUSTER_ID_DEFAULT,
         read_mode: settings.read_mode,
+        token: settings.token.clone(),
     });
     let tool_cpu_before = cpu::own_cpu();
     let nodes_cpu_before = nodes_cpu(cluster.as_ref());

@@ -224,6 +224,14 @@ fn the_loadtest_sends_its_token_to_nodes_that_require_one() {
     );
     assert!(summary.contains(r#""errors":0"#), "{summary}");
     assert!(summary.contains(r#""lost_acked_writes":0"#), "{summary}");
+    // Pipelined connections send it too.
+    let (status, summary, stderr) =
+        run_against(&cluster, &["--token-file", token, "--pipeline", "4"]);
+    assert!(
+        status.success(),
+        "pipelined, with the token: {status}; {summary}{stderr}"
+    );
+    assert!(summary.contains(r#""errors":0"#), "{summary}");
     // Without it, the nodes answer nothing but refusals: the run is a setup failure (exit 2;
     // today reported as "no leader elected", the refusal is not passed on yet).
     let (status, summary, stderr) = run_against(&cluster, &[]);

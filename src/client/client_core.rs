@@ -576,7 +576,8 @@ impl ClientCore {
             Attempt::Answer(
                 ClientResponseBody::Status(_)
                 | ClientResponseBody::Latency(_)
-                | ClientResponseBody::Events(_),
+                | ClientResponseBody::Events(_)
+                | ClientResponseBody::SnapshotChunk(_),
             ) => {
                 self.connection_tainted = true;
                 let definite = !self.operation().retry.maybe_applied;

@@ -241,12 +241,14 @@ pub static SETTINGS: &[Setting] = &[
         craft_key: None,
         flag: "--cluster-id",
         kind: Kind::Count,
-        default: Some("0x726372616674"),
-        min: 0,
+        default: None,
+        min: 1,
         max: u64::MAX,
-        help: "Cluster id checked in every connection handshake",
+        help: "Cluster id checked in every connection handshake (default: made when the \
+               cluster bootstraps, from its initial voters and their addresses; a joining \
+               node learns it from the cluster)",
         part: Part::Cluster,
-        store: Some(|c, v| c.cluster_id = v.number()),
+        store: Some(|c, v| c.cluster_id = Some(v.number())),
     },
     Setting {
         key: "election_timeout_ms",
@@ -326,6 +328,68 @@ pub static SETTINGS: &[Setting] = &[
                relies on bounded clock drift and needs check_quorum (thesis 6.4.1)",
         part: Part::Consensus,
         store: Some(|c, v| c.lease_reads = v.switch()),
+    },
+    Setting {
+        key: "self_demotion",
+        craft_key: None,
+        flag: "--self-demotion",
+        kind: Kind::Switch,
+        default: Some("on"),
+        min: 0,
+        max: 1,
+        help: "A leader whose own log writes stay far slower than its followers' (a failing \
+               disk) hands leadership to the fastest caught-up follower and logs why",
+        part: Part::Consensus,
+        store: Some(|c, v| c.self_demotion = v.switch()),
+    },
+    Setting {
+        key: "self_demotion_window_ms",
+        craft_key: None,
+        flag: "--self-demotion-window-ms",
+        kind: Kind::Millis,
+        default: Some("5000"),
+        min: 1,
+        max: MS_MAX,
+        help: "How long the leader's writes must have stayed slow before it hands over",
+        part: Part::Consensus,
+        store: Some(|c, v| c.self_demotion_window_ms = v.number()),
+    },
+    Setting {
+        key: "self_demotion_ratio",
+        craft_key: None,
+        flag: "--self-demotion-ratio",
+        kind: Kind::Count,
+        default: Some("4"),
+        min: 2,
+        max: 1_000,
+        help: "Slow means at least this many times the median follower's durable round trip",
+        part: Part::Consensus,
+        store: Some(|c, v| c.self_demotion_ratio = v.number()),
+    },
+    Setting {
+        key: "self_demotion_min_gap_ms",
+        craft_key: None,
+        flag: "--self-demotion-min-gap-ms",
+        kind: Kind::Millis,
+        default: Some("100"),
+        min: 1,
+        max: MS_MAX,
+        help: "Slow also means at least this much above the median follower's round trip, so \
+               noise on fast disks never counts",
+        part: Part::Consensus,
+        store: Some(|c, v| c.self_demotion_min_gap_ms = v.number()),
+    },
+    Setting {
+        key: "self_demotion_cooldown_ms",
+        craft_key: None,
+        flag: "--self-demotion-cooldown-ms",
+        kind: Kind::Millis,
+        default: Some("60000"),
+        min: 0,
+        max: MS_MAX,
+        help: "After handing over, a node does not do so again for this long (no ping-pong)",
+        part: Part::Consensus,
+        store: Some(|c, v| c.self_demotion_cooldown_ms = v.number()),
     },
     Setting {
         key: "inflight_bytes_max",
@@ -830,12 +894,10 @@ mod tests {
     }
 
     #[test]
-    fn the_cluster_id_default_is_the_constant() {
-        let default = setting("cluster_id").default_value();
-        assert_eq!(
-            default,
-            Some(Value::Number(super::super::CLUSTER_ID_DEFAULT))
-        );
+    fn the_cluster_id_has_no_default_and_zero_is_refused() {
+        let cluster_id = setting("cluster_id");
+        assert_eq!(cluster_id.default_value(), None);
+        assert!(cluster_id.check_range(&Value::Number(0)).is_err());
     }
 
     #[test]

@@ -61,8 +61,57 @@ pub struct CoreConfig {
     /// cannot crowd out log replication; unspent budget carries over up to one tick's worth
     /// plus one chunk. 0 means unlimited.
     pub snapshot_bytes_per_tick: u64,
+    /// Gray-failure self-demotion: a leader whose own log writes stay far slower than its
+    /// followers' hands leadership over (core/gray_failure.rs); `None` turns it off.
+    pub self_demotion: Option<SelfDemotionConfig>,
     /// Seed for the election-timeout generator; give each node a different one.
     pub seed: u64,
+}
+
+/// When a slow leader hands leadership over (core/gray_failure.rs). All in ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SelfDemotionConfig {
+    /// The leader must have been slow this long, with fresh measurements throughout.
+    pub window_ticks: u64,
+    /// Slow means the leader's average durability latency is at least this many times the
+    /// median follower's (a follower's below one tick counts as one tick)...
+    pub ratio: u64,
+    /// ...and at least this much above it, so tick-sized noise on fast disks never counts.
+    pub min_gap_ticks: u64,
+    /// After handing over, this node does not try again for this long (across terms), so
+    /// leadership cannot ping-pong.
+    pub cooldown_ticks: u64,
+}
+
+impl SelfDemotionConfig {
+    /// Defaults for a 10 ms tick: 4 times the median follower and 100 ms above it, for 5 s;
+    /// then no new attempt for 60 s.
+    pub const DEFAULT: SelfDemotionConfig = SelfDemotionConfig {
+        window_ticks: 500,
+        ratio: 4,
+        min_gap_ticks: 10,
+        cooldown_ticks: 6_000,
+    };
+}
+
+/// Why a leader hands leadership over of its own accord: its figures, for the operator's log,
+/// the flight recorder and the simulator's checks. Latencies are moving averages in
+/// thousandths of a tick, from handing entries over (to its own disk, or to the network for a
+/// follower) until they are durable (on its disk, or acknowledged by the follower).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelfDemotion {
+    /// The follower leadership is handed to.
+    pub to: NodeId,
+    /// This leader's own durability latency.
+    pub leader_milliticks: u64,
+    /// The median follower's durable round trip.
+    pub median_follower_milliticks: u64,
+    /// The chosen follower's durable round trip.
+    pub target_milliticks: u64,
+    /// Followers (voters) with fresh measurements.
+    pub followers_measured: usize,
+    /// How long the leader had counted as slow.
+    pub slow_for_ticks: u64,
 }
 
 impl CoreConfig {
@@ -83,6 +132,7 @@ impl CoreConfig {
             snapshot_chunk_bytes: 1 << 20,
             snapshot_chunks_in_flight: 4,
             snapshot_bytes_per_tick: 8 << 20,
+            self_demotion: Some(SelfDemotionConfig::DEFAULT),
             seed,
         }
     }
@@ -315,6 +365,10 @@ pub enum Action {
         /// Last chunk.
         done: bool,
     },
+    /// This leader's own writes have been far slower than its followers' for a sustained
+    /// window, so it starts handing leadership to `to` (the transfer's messages follow).
+    /// Nothing to carry out: tell the operator why (core/gray_failure.rs).
+    SelfDemotion(SelfDemotion),
     /// The log before `through` (inclusive) is covered by a snapshot and may be removed from
     /// storage. Entries kept behind a snapshot are harmless: on recovery the core skips entries
     /// at or below the snapshot index.

@@ -216,5 +216,24 @@ pub fn describe_action(action: &Action) -> String {
             if *done { " done" } else { "" }
         ),
         Action::CompactLog { through } => format!("compact-log through {through}"),
+        Action::SelfDemotion(d) => format!(
+            "self-demotion to {}: own writes durable in {} ticks, median follower {} ({} measured), target {}, slow for {} ticks",
+            d.to,
+            milliticks(d.leader_milliticks),
+            milliticks(d.median_follower_milliticks),
+            d.followers_measured,
+            milliticks(d.target_milliticks),
+            d.slow_for_ticks
+        ),
     }
+}
+
+/// Thousandths of a tick as ticks with up to three decimals (`12.5`).
+fn milliticks(value: u64) -> String {
+    let (whole, rest) = (value / 1000, value % 1000);
+    if rest == 0 {
+        return whole.to_string();
+    }
+    let decimals = format!("{rest:03}");
+    format!("{whole}.{}", decimals.trim_end_matches('0'))
 }

@@ -11,6 +11,7 @@ mod dispatch;
 mod election;
 mod error;
 mod follower_read;
+mod gray_failure;
 pub mod limits;
 pub mod log;
 mod membership;

@@ -15,6 +15,7 @@
 use super::api::{Action, CoreConfig, HardState, Input, LostEntries, ProposeError, RecoveredState};
 use super::error::{CoreError, Result};
 use super::follower_read::ForwardedReads;
+use super::gray_failure::LatencyWatch;
 use super::log::RaftLog;
 use super::progress::{Progress, ProgressState};
 use super::read_index::ReadQueue;
@@ -117,6 +118,8 @@ pub(super) struct LeaderState {
     /// Snapshot bytes that may still be requested before the next refill (see
     /// `CoreConfig::snapshot_bytes_per_tick`; unused when that is 0).
     pub snapshot_budget: u64,
+    /// Own and followers' durability latencies, for self-demotion (gray_failure.rs).
+    pub latency: LatencyWatch,
 }
 
 /// Writes collected since the last drain, emitted as one `Action::Persist` by `take_actions`.
@@ -200,6 +203,9 @@ pub struct Replica {
     pub(super) proposals_unsent: bool,
     /// Follower reads waiting for the leader's read index.
     pub(super) forwarded_reads: ForwardedReads,
+    /// Tick of this node's last gray-failure self-demotion, for its cool-down (kept across
+    /// terms, unlike the leader state).
+    pub(super) last_self_demotion: Option<u64>,
     pub(super) actions: Vec<Action>,
 }
 
@@ -249,6 +255,7 @@ impl Replica {
             repair_witnesses: (LogIndex(0), BTreeSet::new()),
             proposals_unsent: false,
             forwarded_reads: ForwardedReads::default(),
+            last_self_demotion: None,
             actions: Vec::new(),
             config,
         };
@@ -532,6 +539,9 @@ impl Replica {
         let hard_state = self.persist.hard_state_dirty.then(|| self.hard_state());
         self.persist.hard_state_dirty = false;
         self.persist.unconfirmed.push_back((seq, last));
+        if let (Some(state), Some(_)) = (self.leader_state.as_mut(), last) {
+            state.latency.on_local_issued(seq, self.now_ticks);
+        }
         self.actions.push(Action::Persist {
             seq,
             hard_state,
@@ -556,6 +566,9 @@ impl Replica {
             return;
         }
         self.persist.confirmed_seq = seq;
+        if let Some(state) = self.leader_state.as_mut() {
+            state.latency.on_local_confirmed(seq, self.now_ticks);
+        }
         while let Some(&(done, last)) = self.persist.unconfirmed.front() {
             if done > seq {
                 break;

@@ -28,6 +28,7 @@ impl Replica {
             }
         }
         self.tick_transfer();
+        self.maybe_self_demote();
         self.refill_snapshot_budget();
         if self.heartbeat_elapsed >= self.config.heartbeat_interval_ticks {
             self.heartbeat_elapsed = 0;
@@ -220,6 +221,9 @@ impl Replica {
         }
         let bytes = entries.iter().map(Entry::size_bytes).sum();
         pr.on_sent(entries.last().map(|e| e.index), bytes);
+        if let Some(last) = entries.last() {
+            state.latency.on_sent(peer, last.index, self.now_ticks);
+        }
         let body = MessageBody::AppendRequest {
             prev_log_index,
             prev_log_term,
@@ -324,8 +328,12 @@ impl Replica {
         };
         pr.recent_active = true;
         if success {
+            state
+                .latency
+                .on_acknowledged(from, match_index, self.now_ticks);
             self.on_append_accepted(from, match_index);
         } else {
+            state.latency.on_refused(from);
             self.on_append_rejected(from, match_index, conflict);
         }
     }

@@ -53,10 +53,12 @@ pub(crate) enum ApiRequest {
         /// Where the outcome goes.
         reply: Sender<ClientResponseBody>,
     },
-    /// Linearizable read.
+    /// A read in one of the client protocol's modes.
     Read {
         /// The query.
         query: Vec<u8>,
+        /// How the read is made consistent.
+        mode: ReadMode,
         /// Where the outcome goes.
         reply: Sender<ClientResponseBody>,
     },
@@ -127,6 +129,8 @@ pub(crate) struct ConsensusSettings {
     pub(crate) applied: LogIndex,
     /// Entries kept in the log behind a new snapshot.
     pub(crate) snapshot_retain_entries: u64,
+    /// Most data bytes of one snapshot chunk (to a follower, or to a client's backup).
+    pub(crate) snapshot_chunk_bytes: u64,
 }
 
 /// A client request the core has not answered yet.
@@ -180,6 +184,9 @@ pub(crate) struct Consensus {
     /// The lost range the core was repairing at the end of the last turn, to say when it is
     /// whole again (by entries or by a snapshot past it).
     repairing: Option<LostEntries>,
+    /// The membership the network thread was last told (it forgets the data-dir incarnation
+    /// of peers that leave); `None` before the first turn.
+    membership_told: Option<Membership>,
 }
 
 impl Consensus {
@@ -194,6 +201,7 @@ impl Consensus {
         Consensus {
             observer: Observer::new(&replica),
             repairing: replica.repairing(),
+            membership_told: None,
             replica,
             applied: settings.applied,
             next_tick: Instant::now() + settings.tick,
@@ -261,9 +269,21 @@ impl Consensus {
         self.carry_out_actions(inbox);
         self.hand_on();
         (self.observer).on_turn(&self.replica, self.applied, self.pending.len());
+        self.tell_membership();
         let repairing = self.replica.repairing();
         log_repair_finished(std::mem::replace(&mut self.repairing, repairing), repairing);
         self.failure.take().map(Exit::Failed)
+    }
+
+    /// Tells the network thread the members when they changed since it was last told.
+    fn tell_membership(&mut self) {
+        let membership = self.replica.membership();
+        if self.membership_told.as_ref() != Some(membership) {
+            self.replier
+                .transport()
+                .members_changed(membership.members());
+            self.membership_told = Some(membership.clone());
+        }
     }
 
     /// Sleeps until one input arrives or the tick deadline passes; not at all while events
@@ -407,6 +427,9 @@ impl Consensus {
                 self.change_membership(reply, membership)
             }
             ClientRequestBody::Snapshot => self.snapshot(reply),
+            ClientRequestBody::ReadSnapshot { index, offset } => {
+                self.read_snapshot(reply, index, offset)
+            }
             ClientRequestBody::Events => {
                 let events = self.observer.recorded_events();
                 self.replier.send(reply, ClientResponseBody::Events(events));
@@ -430,6 +453,36 @@ impl Consensus {
         }
     }
 
+    /// Asks the storage thread for a chunk of the current snapshot for a client's backup; it
+    /// answers the client itself. Never waits for room in the storage queue.
+    fn read_snapshot(&mut self, reply: ReplyTo, index: LogIndex, offset: u64) {
+        let ReplyTo::Client { conn, .. } = &reply else {
+            let message = "a backup is read over a client connection".to_string();
+            let body = ClientResponseBody::Error {
+                definite: true,
+                message,
+            };
+            return self.reply(reply, body);
+        };
+        let command = StorageCommand::ReadSnapshotForClient {
+            conn: *conn,
+            reply,
+            index,
+            offset,
+            max_bytes: self.settings.snapshot_chunk_bytes,
+        };
+        match self.storage.try_push(command) {
+            Ok(()) => self.outbox.storage_unrung = true,
+            Err(TrySendError::Full(StorageCommand::ReadSnapshotForClient { reply, .. })) => {
+                self.reply(reply, ClientResponseBody::Overloaded);
+            }
+            Err(TrySendError::Full(_)) => unreachable!("the command pushed comes back"),
+            Err(TrySendError::Disconnected(_)) => {
+                self.fail("the storage thread stopped".to_string())
+            }
+        }
+    }
+
     fn on_api_request(&mut self, inbox: &Inbox, request: ApiRequest) -> Option<Exit> {
         match request {
             ApiRequest::Propose {
@@ -439,9 +492,7 @@ impl Consensus {
             } => {
                 self.propose(ReplyTo::Api(reply), session, command);
             }
-            ApiRequest::Read { query, reply } => {
-                self.read(ReplyTo::Api(reply), query, ReadMode::Linearizable)
-            }
+            ApiRequest::Read { query, mode, reply } => self.read(ReplyTo::Api(reply), query, mode),
             ApiRequest::Status { reply } => {
                 let _ = reply.try_send(self.status());
             }
@@ -553,6 +604,7 @@ impl Consensus {
                     data,
                 });
             }
+            StorageEvent::ClientAnswer { reply, body } => self.reply(reply, body),
             StorageEvent::SnapshotChunkWritten {
                 meta,
                 next_offset,
@@ -754,6 +806,10 @@ impl Consensus {
             }
             Action::CompactLog { through } => {
                 self.send_storage(inbox, StorageCommand::CompactLog { through });
+            }
+            Action::SelfDemotion(demotion) => {
+                let term = self.replica.hard_state().term;
+                (self.observer).on_self_demotion(&demotion, self.settings.tick, term);
             }
         }
     }
@@ -1011,6 +1067,7 @@ mod tests {
             rpc_timeout: Duration::from_secs(60),
             applied: LogIndex(0),
             snapshot_retain_entries: 0,
+            snapshot_chunk_bytes: 1 << 20,
         };
         let replier = Replier::new(Arc::new(NoNetwork));
         let mut consensus = Consensus::new(
@@ -1023,6 +1080,7 @@ mod tests {
         let (reply, _answer) = bounded(1);
         let read = ApiRequest::Read {
             query: Vec::new(),
+            mode: ReadMode::Linearizable,
             reply,
         };
         api_tx.send(read).unwrap();

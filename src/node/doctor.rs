@@ -426,8 +426,8 @@ fn inspect_snapshots(shadow: &ShadowFs, dir: &Path) -> Result<Option<SnapshotsRe
 }
 
 /// What `rcraft doctor force-new-cluster DATA_DIR --dry-run` says a forced new cluster made
-/// from this data dir would keep and may lose. Only the plan exists: the operation itself is
-/// not built.
+/// from this data dir would keep and may lose; without `--dry-run`,
+/// [`super::force_new_cluster::force_new_cluster`] keeps exactly that.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForceNewClusterPlan {
     /// The node the data dir belongs to: the only voter of the new cluster.

@@ -11,7 +11,9 @@ use super::mailbox::Ringing;
 use super::results::{ApplyMsg, ProposeResult, ReadResult, SnapshotResult};
 use super::runtime::Runtime;
 use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
-use rcraft_wire::{ClientResponseBody, LogIndex, Membership, NodeId, NodeStatus, Session, Term};
+use rcraft_wire::{
+    ClientResponseBody, LogIndex, Membership, NodeId, NodeStatus, ReadMode, Session, Term,
+};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -118,13 +120,28 @@ impl NodeHandle {
     }
 
     /// A linearizable read: confirms leadership (ReadIndex), waits until the read index is
-    /// applied here, then answers with the state machine's `query`. A query over
+    /// applied here, then answers with the state machine's `query`. Leader only (others
+    /// answer [`Error::NotLeader`]). A query over
     /// [`COMMAND_BYTES_MAX`](super::limits::COMMAND_BYTES_MAX) is refused with
-    /// [`Error::TooLarge`].
+    /// [`Error::TooLarge`]. The same as [`read_with`](Self::read_with) in
+    /// [`ReadMode::Linearizable`].
     pub fn read(&self, query: Vec<u8>) -> Result<ReadResult> {
+        self.read_with(query, ReadMode::Linearizable)
+    }
+
+    /// A read in `mode`, the modes of the client protocol (`rcraft kv --read-mode`):
+    ///
+    /// - [`ReadMode::Linearizable`]: as [`read`](Self::read), on the leader.
+    /// - [`ReadMode::Lease`]: on the leader, skipping the heartbeat round while its lease
+    ///   holds; needs `lease_reads` on, else a definite error naming the setting. Linearizable
+    ///   under the clock-drift bound the lease assumes.
+    /// - [`ReadMode::Follower`]: on any voter or learner: it asks the leader for a read index
+    ///   and answers once it has applied through it (on the leader, a linearizable read).
+    ///   Linearizable, and it spares the leader the state machine's work.
+    pub fn read_with(&self, query: Vec<u8>, mode: ReadMode) -> Result<ReadResult> {
         Error::check_size("query", query.len())?;
         let (reply, answer) = bounded(1);
-        self.request(ApiRequest::Read { query, reply })?;
+        self.request(ApiRequest::Read { query, mode, reply })?;
         let (term, index, response) = self.ok_parts(self.wait(&answer)?)?;
         Ok(ReadResult {
             term,
@@ -304,7 +321,8 @@ impl NodeHandle {
             ClientResponseBody::Ok { .. }
             | ClientResponseBody::Status(_)
             | ClientResponseBody::Latency(_)
-            | ClientResponseBody::Events(_) => Error::Failed {
+            | ClientResponseBody::Events(_)
+            | ClientResponseBody::SnapshotChunk(_) => Error::Failed {
                 definite: false,
                 message: "unexpected answer from the node".to_string(),
             },

@@ -119,7 +119,7 @@ pub(crate) fn read_stored(dir: &Path) -> std::result::Result<Option<Vec<NodeId>>
 /// the initial voters were stored.
 const STATE_NAMES: [&str; 3] = ["hard_state", "wal", "snapshots"];
 
-fn holds_state(dir: &Path) -> bool {
+pub(crate) fn holds_state(dir: &Path) -> bool {
     STATE_NAMES.iter().any(|name| dir.join(name).exists())
 }
 

@@ -12,6 +12,12 @@ use rcraft_wire::{
 };
 use std::time::Duration;
 
+/// Readers (followers, backup clients' connections) of one snapshot file whose running CRC
+/// the storage thread keeps (`snapshot_send.rs`); a reader beyond it is checked by the
+/// whole-file check instead, so connections that start a backup and vanish cannot grow the
+/// table without bound.
+pub const SNAPSHOT_READERS_TRACKED_MAX: usize = 256;
+
 /// Largest command (and read query) a node accepts, in bytes: 64 MiB less 384 bytes. Derived
 /// so that one such command, with its session, fits every place it goes: an AppendRequest
 /// carrying it as its only entry fits the peer frame limit (`FRAME_BYTES_MAX`, with

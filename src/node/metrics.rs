@@ -114,6 +114,7 @@ pub struct NodeMetrics {
     repairing_entries: Gauge,
     pub(crate) leader_changes: Counter,
     pub(crate) elections_won: Counter,
+    pub(crate) leader_self_demotions: Counter,
     pub(crate) proposals_committed: Counter,
     pub(crate) proposals_applied: Counter,
     pub(crate) proposals_pending: Gauge,
@@ -166,6 +167,7 @@ impl NodeMetrics {
             repairing_entries: Gauge::default(),
             leader_changes: Counter::default(),
             elections_won: Counter::default(),
+            leader_self_demotions: Counter::default(),
             proposals_committed: Counter::default(),
             proposals_applied: Counter::default(),
             proposals_pending: Gauge::default(),
@@ -243,6 +245,12 @@ impl NodeMetrics {
             "elections_won",
             "Elections this node won",
             self.elections_won.clone(),
+        );
+        r.register(
+            "leader_self_demotions",
+            "Times this node, leading, handed leadership over because its own log writes \
+             stayed far slower than its followers' (gray-failure self-demotion)",
+            self.leader_self_demotions.clone(),
         );
         r.register(
             "proposals_committed",

@@ -6,12 +6,14 @@
 //! durable state, starts them and returns a [`NodeHandle`].
 
 mod apply;
+pub mod backup;
 mod consensus;
 mod data_dir;
 pub mod doctor;
 mod entry_codec;
 mod error;
 pub mod flight_recorder;
+pub mod force_new_cluster;
 mod handle;
 mod incoming_snapshot;
 mod initial_voters;
@@ -22,6 +24,7 @@ pub mod metrics;
 mod metrics_http;
 pub mod net;
 mod observe;
+pub mod restore;
 mod results;
 mod runtime;
 mod sessions;

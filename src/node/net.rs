@@ -23,7 +23,7 @@
 //! ```
 //! use rcraft::node::net::{NetConfig, NetEvent, Network};
 //! use rcraft::wire::NodeId;
-//! use std::collections::BTreeMap;
+//! use std::collections::{BTreeMap, BTreeSet};
 //!
 //! let listen = "127.0.0.1:0".parse().unwrap();
 //! let config = NetConfig::new(NodeId(0), 42, listen, BTreeMap::new());
@@ -40,6 +40,7 @@
 pub mod auth;
 mod delivery;
 mod event_loop;
+mod identity;
 mod inbound;
 mod out_buffer;
 mod peer;
@@ -47,7 +48,7 @@ mod peer;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::Waker;
 use rcraft_wire::{ClientResponse, FRAME_BYTES_MAX, Message, NodeId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -90,8 +91,16 @@ pub const POLL_EVENTS_CAPACITY: usize = 1024;
 pub struct NetConfig {
     /// This node.
     pub node_id: NodeId,
-    /// Cluster id sent and checked in every handshake.
+    /// Cluster id sent and checked in every handshake; [`rcraft_wire::CLUSTER_ID_UNKNOWN`]
+    /// for a node that joins a cluster, until it learns the id at its first contact.
     pub cluster_id: u64,
+    /// The random incarnation of this node's data dir, sent in every peer handshake (zero:
+    /// none, for tests of the network alone).
+    pub incarnation: u64,
+    /// The data dir and its identity file, where the thread records a learned cluster id and
+    /// the incarnation of each peer it accepts (whose earlier records it starts from).
+    /// `None`: kept in memory only.
+    pub(crate) identity_file: Option<(std::path::PathBuf, super::data_dir::Identity)>,
     /// Address to listen on for peers and clients (one port for both).
     pub listen: SocketAddr,
     /// Every other node and its address. Must not contain `node_id`.
@@ -138,6 +147,8 @@ impl NetConfig {
         NetConfig {
             node_id,
             cluster_id,
+            incarnation: 0,
+            identity_file: None,
             listen,
             peers,
             frame_bytes_max: FRAME_BYTES_MAX,
@@ -201,6 +212,9 @@ pub enum NetCommand {
     },
     /// Close a client connection (e.g. after a fatal error on its session).
     CloseClient(ClientConnId),
+    /// The members of the cluster changed (voters, outgoing voters and learners): forget the
+    /// recorded incarnation of every peer that is not one of them.
+    Members(BTreeSet<NodeId>),
     /// Add, move (`Some`) or forget (`None`) a peer after a membership change.
     UpdatePeer {
         /// The peer.
@@ -422,6 +436,13 @@ impl NetSender {
     /// Asks the network thread to close a client connection.
     pub fn close_client(&self, conn: ClientConnId) -> std::result::Result<(), NetClosed> {
         let result = self.push(NetCommand::CloseClient(conn)).map(drop);
+        self.wake();
+        result
+    }
+
+    /// Tells the network thread the members of the cluster ([`NetCommand::Members`]).
+    pub fn members_changed(&self, members: BTreeSet<NodeId>) -> std::result::Result<(), NetClosed> {
+        let result = self.push(NetCommand::Members(members)).map(drop);
         self.wake();
         result
     }

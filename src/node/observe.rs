@@ -25,7 +25,7 @@
 use super::limits::DROPPED_FRAMES_RECORD_INTERVAL;
 use super::metrics::{MetricsHook, Stage};
 use crate::admin::describe_membership;
-use crate::core::Replica;
+use crate::core::{Replica, SelfDemotion};
 use rcraft_wire::{LogIndex, Membership, Message, MessageBody, NodeId, Role, SnapshotMeta, Term};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -291,6 +291,15 @@ impl Observer {
             .with(|m| m.snapshot_chunk_sent(bytes as u64, took));
     }
 
+    /// The core hands leadership over because this leader's writes are far slower than its
+    /// followers' (core/gray_failure.rs): says why with the figures, in milliseconds.
+    pub(crate) fn on_self_demotion(&mut self, demotion: &SelfDemotion, tick: Duration, term: Term) {
+        let detail = describe_self_demotion(demotion, tick);
+        log::warn!("node {}: {detail}", self.id);
+        self.record(term, "self_demotion", detail);
+        self.metrics.with(|m| m.leader_self_demotions.inc());
+    }
+
     /// Records one event in the flight recorder.
     fn record(&self, term: Term, kind: &str, detail: String) {
         self.metrics.with(|m| m.recorder.record(term, kind, detail));
@@ -551,6 +560,25 @@ impl Observer {
     }
 }
 
+/// The operator's sentence for a self-demotion: the core's figures (thousandths of a tick)
+/// in milliseconds.
+fn describe_self_demotion(d: &SelfDemotion, tick: Duration) -> String {
+    let ms = |milliticks: u64| milliticks as f64 * tick.as_secs_f64();
+    let times = d.leader_milliticks as f64 / d.median_follower_milliticks.max(1) as f64;
+    format!(
+        "handing leadership to node {} (gray failure): this leader's writes took {:.1} ms to \
+         become durable on average, {times:.1} times the {:.1} ms of the median follower ({} \
+         measured), for the last {:.1} s; node {} takes {:.1} ms",
+        d.to,
+        ms(d.leader_milliticks),
+        ms(d.median_follower_milliticks),
+        d.followers_measured,
+        (tick * d.slow_for_ticks as u32).as_secs_f64(),
+        d.to,
+        ms(d.target_milliticks)
+    )
+}
+
 /// True for the messages that expect a response.
 fn is_request(body: &MessageBody) -> bool {
     matches!(
@@ -651,6 +679,45 @@ mod tests {
                  (debug)",
                 "leader_changed: follows leader 1 in term 5 (after 3 elections without a leader)",
             ]
+        );
+    }
+
+    #[test]
+    fn a_self_demotion_is_told_in_milliseconds() {
+        let demotion = SelfDemotion {
+            to: NodeId(2),
+            leader_milliticks: 25_500,
+            median_follower_milliticks: 1_200,
+            target_milliticks: 800,
+            followers_measured: 2,
+            slow_for_ticks: 500,
+        };
+        assert_eq!(
+            describe_self_demotion(&demotion, Duration::from_millis(10)),
+            "handing leadership to node 2 (gray failure): this leader's writes took 255.0 ms to \
+             become durable on average, 21.2 times the 12.0 ms of the median follower (2 \
+             measured), for the last 5.0 s; node 2 takes 8.0 ms"
+        );
+        // Counted in the metrics and kept in the flight recorder.
+        let metrics = std::sync::Arc::new(super::super::metrics::NodeMetrics::new());
+        let mut watching = observer(seen(Role::Leader, 3, Some(0), &[0, 1, 2]));
+        watching.set_metrics(MetricsHook::new(std::sync::Arc::clone(&metrics)));
+        watching.on_self_demotion(&demotion, Duration::from_millis(10), Term(3));
+        let text = metrics.render(None, &Default::default());
+        assert!(
+            text.contains("rcraft_leader_self_demotions_total 1"),
+            "{text}"
+        );
+        let events = watching.recorded_events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].kind.as_str(), events[0].term),
+            ("self_demotion", Term(3))
+        );
+        assert!(
+            events[0]
+                .detail
+                .starts_with("handing leadership to node 2 (gray failure)")
         );
     }
 

@@ -24,9 +24,9 @@ use super::metrics_http::{MetricsServer, MetricsSource};
 use super::net::auth::{ClientTokens, PeerSecrets};
 use super::net::{NetConfig, NetHandle, Network};
 use super::snapshot_files::StoreSnapshots;
-use super::storage_thread::open_storage;
+use super::storage_thread::{FSYNC_DELAY_FAILPOINT, fsync_delay_failpoint, open_storage};
 use super::transport::{Replier, Transport};
-use crate::core::{CoreConfig, RecoveredState, Replica};
+use crate::core::{CoreConfig, RecoveredState, Replica, SelfDemotionConfig};
 use crate::{Config, StateMachine};
 use crossbeam_channel::bounded;
 use rcraft_wire::NodeId;
@@ -45,6 +45,7 @@ impl Node {
     /// followers; one is elected leader within a few election timeouts.
     pub fn start(config: Config, state_machine: impl StateMachine) -> Result<NodeHandle> {
         validate(&config)?;
+        let fsync_delay = fsync_delay_failpoint().map_err(Error::Config)?;
         // Listening first: a node that cannot (port in use, an address not of this host)
         // fails before it writes anything into a fresh data dir.
         let listen = config.listen_address();
@@ -62,7 +63,7 @@ impl Node {
             };
             Error::io(format!("listening on {listen}"), e)
         })?;
-        data_dir::check_or_record(&config)?;
+        let identity = data_dir::check_or_record(&config)?;
         warn_if_data_dir_is_open(&config);
         // The configuration before any membership entry: `initial_voters` on a fresh data
         // dir, else the one stored there at the first start.
@@ -78,8 +79,9 @@ impl Node {
         let (net_tx, net_rx) = bounded(NET_EVENT_QUEUE_DEPTH);
         let bell = consensus_bell.clone();
         let notify = Box::new(move || bell.ring());
-        let net = Network::spawn_notifying(listener, net_config(&config)?, net_tx, notify)
-            .map_err(|e| Error::io(format!("starting the network thread on {listen}"), e))?;
+        let net =
+            Network::spawn_notifying(listener, net_config(&config, identity)?, net_tx, notify)
+                .map_err(|e| Error::io(format!("starting the network thread on {listen}"), e))?;
         let transport: Arc<dyn Transport> = Arc::new(net.sender());
         let replier = Replier::new(transport);
 
@@ -114,6 +116,7 @@ impl Node {
             rpc_timeout: Duration::from_millis(config.rpc_timeout_ms),
             applied: applier.applied(),
             snapshot_retain_entries: config.snapshot_retain_entries,
+            snapshot_chunk_bytes: config.snapshot_chunk_bytes,
         };
         let recovered = replica.status();
         let mut consensus = Consensus::new(replica, settings, replier, storage_tx, apply_tx);
@@ -135,6 +138,16 @@ impl Node {
         applier.set_metrics(MetricsHook::new(Arc::clone(&metrics)));
         let mut storage_thread = opened.thread;
         storage_thread.set_metrics(MetricsHook::new(Arc::clone(&metrics)));
+        if let Some(delay) = fsync_delay {
+            log::warn!(
+                "node {}: fault injection for tests: {FSYNC_DELAY_FAILPOINT}={} delays every \
+                 log sync of this node by {} ms",
+                config.id,
+                delay.as_millis(),
+                delay.as_millis()
+            );
+            storage_thread.set_fsync_delay(delay);
+        }
         let metrics = MetricsSource {
             metrics,
             api: api_tx.clone(),
@@ -347,6 +360,13 @@ pub(crate) fn core_config(config: &Config) -> CoreConfig {
     core.pre_vote = config.pre_vote;
     core.check_quorum = config.check_quorum;
     core.lease_reads = config.lease_reads;
+    core.self_demotion = config.self_demotion.then(|| SelfDemotionConfig {
+        window_ticks: ticks(config.self_demotion_window_ms),
+        ratio: config.self_demotion_ratio,
+        min_gap_ticks: ticks(config.self_demotion_min_gap_ms),
+        // A cool-down of 0 stays 0 (the next slow window may demote again).
+        cooldown_ticks: config.self_demotion_cooldown_ms.div_ceil(config.tick_ms),
+    });
     core.max_inflight_bytes = config.inflight_bytes_max;
     core.max_uncommitted_bytes = config.uncommitted_bytes_max;
     core.snapshot_chunk_bytes = config.snapshot_chunk_bytes;
@@ -387,7 +407,7 @@ fn warn_if_data_dir_is_open(config: &Config) {
     }
 }
 
-fn net_config(config: &Config) -> Result<NetConfig> {
+fn net_config(config: &Config, identity: data_dir::Identity) -> Result<NetConfig> {
     let peers: BTreeMap<NodeId, _> = config
         .servers
         .iter()
@@ -396,7 +416,9 @@ fn net_config(config: &Config) -> Result<NetConfig> {
         .filter(|(id, _)| *id != config.id)
         .collect();
     let listen = config.listen_address();
-    let mut net = NetConfig::new(config.id, config.cluster_id, listen, peers);
+    let mut net = NetConfig::new(config.id, identity.cluster_id, listen, peers);
+    net.incarnation = identity.incarnation;
+    net.identity_file = Some((config.data_dir.clone(), identity));
     if let Some(path) = &config.secret_file {
         let secrets = PeerSecrets::from_file(path).map_err(Error::Config)?;
         net.peer_secrets = Some(Arc::new(secrets));

@@ -1,9 +1,11 @@
 //! Checks that the snapshot file a leader sends still holds the data its footer describes.
 //!
-//! Owned by the storage thread. Each chunk's CRC is computed over the bytes read, so a
+//! Owned by the storage thread. It reads chunks for followers and for clients taking a backup
+//! (`rcraft snapshot save`), who check the whole file's checksum themselves. Each chunk's CRC is computed over the bytes read, so a
 //! follower accepts every chunk of a file damaged on the leader's disk and only its own
 //! whole-file check at the end fails. Two checks here find the damage first:
-//! - a running CRC-32C per follower over chunks read in sequence from offset 0, compared with
+//! - a running CRC-32C per reader (follower or client connection) over chunks read in
+//!   sequence from offset 0, compared with
 //!   the footer when a read reaches the end of the data (that last chunk is then not sent);
 //! - once per file, the first time a transfer does not read it in sequence from 0 (one
 //!   resumed mid-file never passes offset 0), a short-lived thread reads the whole data and
@@ -16,6 +18,8 @@
 //! under the damaged one's name) it is all forgotten and checked again. A file found damaged
 //! is reported exactly once (as a [`Damage`]) and no chunk of it is handed out afterwards.
 
+use super::limits::SNAPSHOT_READERS_TRACKED_MAX;
+use super::net::ClientConnId;
 use crossbeam_channel::{Receiver, TryRecvError, bounded};
 use rcraft_storage::{Error as StoreError, SnapshotInfo, SnapshotStore};
 use rcraft_wire::NodeId;
@@ -60,7 +64,17 @@ fn key_of(info: &SnapshotInfo) -> FileKey {
     (info.meta.index, info.meta.term, info.path.clone())
 }
 
-/// A follower's transfer read in sequence from offset 0 so far.
+/// Who reads the snapshot: a follower being sent it, or a client connection taking a backup
+/// (`rcraft snapshot save`). Each has its own running CRC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Reader {
+    /// A follower.
+    Follower(NodeId),
+    /// A client connection.
+    Client(ClientConnId),
+}
+
+/// A reader's transfer read in sequence from offset 0 so far.
 #[derive(Debug, Clone, Copy)]
 struct RunningCrc {
     /// Data bytes covered.
@@ -120,8 +134,9 @@ pub(crate) struct SendChecks {
     generation: u64,
     /// The file being sent and its verdict.
     file: Option<(FileKey, Verdict)>,
-    /// Per follower, its transfer of `file` while read in sequence from 0.
-    running: HashMap<NodeId, RunningCrc>,
+    /// Per reader, its transfer of `file` while read in sequence from 0. Invariant: at most
+    /// `SNAPSHOT_READERS_TRACKED_MAX` entries.
+    running: HashMap<Reader, RunningCrc>,
     /// At most one whole-file check at a time (possibly about an older generation).
     verifier: Option<Verifier>,
 }
@@ -159,7 +174,7 @@ impl SendChecks {
         &mut self,
         store: &SnapshotStore,
         info: &SnapshotInfo,
-        to: NodeId,
+        to: Reader,
         offset: u64,
     ) -> Result<(), Option<Damage>> {
         let key = key_of(info);
@@ -189,7 +204,7 @@ impl SendChecks {
     /// [`Damage`] unless it was already reported).
     pub(crate) fn after_read(
         &mut self,
-        to: NodeId,
+        to: Reader,
         info: &SnapshotInfo,
         offset: u64,
         data: &[u8],
@@ -209,7 +224,11 @@ impl SendChecks {
             crc: crc32c::crc32c_append(running.crc, data),
         };
         if running.next_offset < info.data_bytes {
-            self.running.insert(to, running);
+            // Beyond the bound, the reader's next chunk is not "in sequence" and starts the
+            // whole-file check: still checked, by the other way.
+            if self.running.len() < SNAPSHOT_READERS_TRACKED_MAX {
+                self.running.insert(to, running);
+            }
             return Ok(());
         }
         match info.check_data_crc32c(running.crc) {

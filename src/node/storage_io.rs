@@ -4,8 +4,10 @@
 //! back at most once per drained batch for persistence, once per snapshot chunk otherwise
 //! (and once per damaged snapshot file found while sending).
 
+use super::net::ClientConnId;
+use super::transport::ReplyTo;
 use crate::core::HardState;
-use rcraft_wire::{Entry, LogIndex, NodeId, SnapshotMeta, Term};
+use rcraft_wire::{ClientResponseBody, Entry, LogIndex, NodeId, SnapshotMeta, Term};
 use std::path::PathBuf;
 
 /// Work for the storage thread.
@@ -32,6 +34,20 @@ pub(crate) enum StorageCommand {
         to: NodeId,
         /// The snapshot the core is sending.
         meta: SnapshotMeta,
+        /// Where to read from.
+        offset: u64,
+        /// Most bytes to read.
+        max_bytes: u64,
+    },
+    /// Read part of the current snapshot for a client taking a backup; answered with
+    /// `ClientAnswer`.
+    ReadSnapshotForClient {
+        /// Where the answer goes.
+        reply: ReplyTo,
+        /// The client's connection (its transfer's running checksum is kept per connection).
+        conn: ClientConnId,
+        /// The snapshot wanted, by its last index; 0 for whichever is current.
+        index: LogIndex,
         /// Where to read from.
         offset: u64,
         /// Most bytes to read.
@@ -98,6 +114,13 @@ pub(crate) enum StorageEvent {
         path: PathBuf,
         /// What did not match.
         reason: String,
+    },
+    /// The answer to a client's request (a backup's snapshot chunk, or why there is none).
+    ClientAnswer {
+        /// Where it goes.
+        reply: ReplyTo,
+        /// The answer.
+        body: ClientResponseBody,
     },
     /// A storage operation failed: the node must stop (fail-stop, never continue with
     /// unknown durability).

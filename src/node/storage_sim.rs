@@ -636,6 +636,9 @@ fn describe(batch: &[StorageCommand]) -> String {
                 data.len()
             ),
             StorageCommand::ReadSnapshotChunk { offset, .. } => format!("read chunk at {offset}"),
+            StorageCommand::ReadSnapshotForClient { offset, .. } => {
+                format!("read chunk for a client at {offset}")
+            }
         })
         .collect();
     lines.join("; ")

@@ -12,14 +12,17 @@
 //! leader retries). A snapshot file whose data no longer matches its footer is never sent
 //! whole: [`SendChecks`] finds it (without reading whole files on this thread), its last
 //! chunk is withheld, and `SnapshotDamaged` is reported once so a new snapshot replaces it.
+//! The same reads and checks serve a client taking a backup (`rcraft snapshot save`), who is
+//! always answered: a chunk, or a definite error saying why there is none.
 
 use super::incoming_snapshot::{ArrivalStart, IncomingSnapshot};
 use super::limits::STORAGE_BATCH_MAX;
 use super::log_store::LogStore;
 use super::mailbox::{Doorbell, Next, Ringing, next_or_wait, unrung};
 use super::metrics::{MetricsHook, Stage};
+use super::net::ClientConnId;
 use super::snapshot_files::{file_meta, snapshot_meta};
-use super::snapshot_send::{Damage, SendChecks};
+use super::snapshot_send::{Damage, Reader, SendChecks};
 use super::storage_error::{StorageError, StorageResult};
 use super::storage_io::{StorageCommand, StorageEvent};
 use crate::core::{HardState, LostEntries, RecoveredState};
@@ -28,7 +31,9 @@ use rcraft_storage::{
     Error as StoreError, Finish, Fs, HardState as StoredHardState, HardStateStore, PartialSnapshot,
     RealFs, SnapshotInfo, SnapshotStore, Wal, WalOptions,
 };
-use rcraft_wire::{LogIndex, Membership, NodeId, SnapshotMeta, Term};
+use rcraft_wire::{
+    ClientResponseBody, LogIndex, Membership, NodeId, SnapshotChunk, SnapshotMeta, Term,
+};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -54,7 +59,8 @@ pub(crate) struct StorageThread {
     partial: Option<PartialSnapshot>,
     /// Its progress, published for the apply thread (which may restore it as it arrives).
     incoming: IncomingSnapshot,
-    /// The snapshot file being sent to followers, if any (a cache of `snapshots.latest()`).
+    /// The snapshot file being sent to followers or backup clients, if any (a cache of
+    /// `snapshots.latest()` in the store's current generation).
     sending: Option<SnapshotInfo>,
     /// Whether the data of the file being sent matches its footer.
     send_checks: SendChecks,
@@ -62,6 +68,39 @@ pub(crate) struct StorageThread {
     metrics: MetricsHook,
     /// When the writes now waiting for a sync began (the `wal_append` stage).
     writes_began: Option<std::time::Instant>,
+    /// Fault injection for tests only ([`FSYNC_DELAY_FAILPOINT`]): every log sync first
+    /// sleeps this long, as on a failing disk.
+    fsync_delay: Option<std::time::Duration>,
+}
+
+/// Environment variable of a fault injection for tests only: `rcraft serve` started with it
+/// set to a number of milliseconds delays every log sync of that node by as much (a slow disk
+/// without dm-delay: the gray-failure test of `tests/cli_gray_failure.rs`). Unset or empty, it
+/// is off; anything but a number up to [`FSYNC_DELAY_FAILPOINT_MAX_MS`] refuses to start.
+pub(crate) const FSYNC_DELAY_FAILPOINT: &str = "RCRAFT_FAILPOINT_FSYNC_DELAY_MS";
+/// Largest delay [`FSYNC_DELAY_FAILPOINT`] takes: a minute.
+const FSYNC_DELAY_FAILPOINT_MAX_MS: u64 = 60_000;
+
+/// Reads [`FSYNC_DELAY_FAILPOINT`]: `None` when unset, empty or 0.
+pub(crate) fn fsync_delay_failpoint() -> Result<Option<std::time::Duration>, String> {
+    let Some(value) = std::env::var_os(FSYNC_DELAY_FAILPOINT) else {
+        return Ok(None);
+    };
+    let text = value.to_string_lossy();
+    let millis = match text.trim() {
+        "" => 0,
+        number => number
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| *ms <= FSYNC_DELAY_FAILPOINT_MAX_MS)
+            .ok_or_else(|| {
+                format!(
+                    "{FSYNC_DELAY_FAILPOINT}={text:?} is not a number of milliseconds from 0 \
+                     to {FSYNC_DELAY_FAILPOINT_MAX_MS}"
+                )
+            })?,
+    };
+    Ok((millis > 0).then(|| std::time::Duration::from_millis(millis)))
 }
 
 /// Opens (or creates) the node's files under `data_dir` and recovers the durable state.
@@ -159,6 +198,7 @@ pub(crate) fn open_storage_with(
         send_checks: SendChecks::new(&snapshots),
         metrics: MetricsHook::default(),
         writes_began: None,
+        fsync_delay: None,
     };
     Ok(OpenedStorage {
         thread,
@@ -234,6 +274,11 @@ impl StorageThread {
     /// Writes fsync durations to `metrics` from now on.
     pub(crate) fn set_metrics(&mut self, metrics: MetricsHook) {
         self.metrics = metrics;
+    }
+
+    /// Delays every log sync by `delay` (fault injection for tests, [`FSYNC_DELAY_FAILPOINT`]).
+    pub(crate) fn set_fsync_delay(&mut self, delay: std::time::Duration) {
+        self.fsync_delay = Some(delay);
     }
 
     /// Where the progress of a received snapshot is published (see `incoming_snapshot.rs`).
@@ -362,6 +407,9 @@ impl StorageThread {
             let syncing = std::time::Instant::now();
             let began = self.writes_began.replace(syncing).unwrap_or(syncing);
             (self.metrics).with(|m| m.stage(Stage::WalAppend, None, syncing - began));
+            if let Some(delay) = self.fsync_delay {
+                std::thread::sleep(delay);
+            }
             self.log.sync()?;
             self.metrics.with(|m| m.wal_fsync(syncing.elapsed()));
             #[cfg(not(feature = "bug-confirm-before-sync"))]
@@ -424,7 +472,89 @@ impl StorageThread {
                 let _ = events.send(event);
                 Ok(())
             }
+            StorageCommand::ReadSnapshotForClient {
+                reply,
+                conn,
+                index,
+                offset,
+                max_bytes,
+            } => {
+                let body =
+                    match self.read_snapshot_for_client(conn, index, offset, max_bytes, events) {
+                        Ok(chunk) => ClientResponseBody::SnapshotChunk(Box::new(chunk)),
+                        Err(message) => ClientResponseBody::Error {
+                            definite: true,
+                            message,
+                        },
+                    };
+                let _ = events.send(StorageEvent::ClientAnswer { reply, body });
+                Ok(())
+            }
         }
+    }
+
+    /// A chunk of the current snapshot for a client's backup, if it is still snapshot `index`
+    /// (any, for 0), read and checked as for a follower; `Err` says why not.
+    fn read_snapshot_for_client(
+        &mut self,
+        conn: ClientConnId,
+        index: LogIndex,
+        offset: u64,
+        max_bytes: u64,
+        events: &Ringing<StorageEvent>,
+    ) -> Result<SnapshotChunk, String> {
+        if self.send_checks.refresh(&self.snapshots) {
+            self.sending = None;
+        }
+        let info = match self.sending.clone() {
+            Some(info) => info,
+            None => match self.snapshots.latest() {
+                Ok(Some(info)) => {
+                    self.sending = Some(info.clone());
+                    info
+                }
+                Ok(None) => return Err("this node has no snapshot yet".to_string()),
+                Err(e) => {
+                    if let Some(damage) = self.send_checks.unreadable(0, 0, &e) {
+                        report_damage(damage, events);
+                    }
+                    return Err(format!("the current snapshot cannot be read: {e}"));
+                }
+            },
+        };
+        if index.0 != 0 && info.meta.index != index.0 {
+            return Err(format!(
+                "snapshot {index} is no longer current (now {}): start again",
+                info.meta.index
+            ));
+        }
+        let meta = snapshot_meta(&info)?;
+        let damaged = |found: Option<Damage>, events: &Ringing<StorageEvent>| {
+            if let Some(damage) = found {
+                report_damage(damage, events);
+            }
+            format!(
+                "snapshot {} is damaged on this node (a new one replaces it): start again",
+                info.meta.index
+            )
+        };
+        let reader = Reader::Client(conn);
+        if let Err(found) = (self.send_checks).before_read(&self.snapshots, &info, reader, offset) {
+            return Err(damaged(found, events));
+        }
+        let max_len = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+        let data = (self.snapshots.read_chunk(&info, offset, max_len))
+            .map_err(|e| format!("reading snapshot {} at {offset}: {e}", info.meta.index))?;
+        if let Err(found) = self.send_checks.after_read(reader, &info, offset, &data) {
+            return Err(damaged(found, events));
+        }
+        Ok(SnapshotChunk {
+            done: offset + data.len() as u64 == info.data_bytes,
+            chunk_crc: crc32c::crc32c(&data),
+            meta,
+            offset,
+            data,
+        })
     }
 
     /// Reads a chunk of the current snapshot for follower `to` if it is still `meta` (a newer
@@ -443,9 +573,9 @@ impl StorageThread {
             self.sending = None; // A snapshot was made current: perhaps under this name.
         }
         let info = self.snapshot_to_send(meta, events)?;
-        if let Err(found) = self
-            .send_checks
-            .before_read(&self.snapshots, &info, to, offset)
+        if let Err(found) =
+            self.send_checks
+                .before_read(&self.snapshots, &info, Reader::Follower(to), offset)
         {
             return self.withhold(found, meta, events);
         }
@@ -458,7 +588,9 @@ impl StorageThread {
                 return None;
             }
         };
-        if let Err(found) = self.send_checks.after_read(to, &info, offset, &data) {
+        if let Err(found) =
+            (self.send_checks).after_read(Reader::Follower(to), &info, offset, &data)
+        {
             return self.withhold(found, meta, events);
         }
         Some(data)
@@ -1050,6 +1182,86 @@ mod tests {
             })
             .collect();
         assert_eq!(sent, data);
+    }
+
+    fn read_for_client(index: u64, offset: u64) -> StorageCommand {
+        use super::super::net::ClientConnId;
+        use super::super::transport::ReplyTo;
+        StorageCommand::ReadSnapshotForClient {
+            reply: ReplyTo::Client {
+                conn: ClientConnId(7),
+                request_id: offset,
+            },
+            conn: ClientConnId(7),
+            index: LogIndex(index),
+            offset,
+            max_bytes: 1000,
+        }
+    }
+
+    /// The answers a client got: chunks, or the error messages.
+    fn client_answers(events: &[StorageEvent]) -> Vec<Result<rcraft_wire::SnapshotChunk, String>> {
+        events
+            .iter()
+            .filter_map(|event| match event {
+                StorageEvent::ClientAnswer { body, .. } => Some(match body {
+                    ClientResponseBody::SnapshotChunk(chunk) => Ok((**chunk).clone()),
+                    ClientResponseBody::Error {
+                        definite: true,
+                        message,
+                    } => Err(message.clone()),
+                    other => panic!("unexpected {other:?}"),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_backup_client_reads_the_current_snapshot_and_is_told_when_it_is_not() {
+        let fs = SimFs::new();
+        let (opened, meta, data, path) = leader_snapshot(&fs, 2500);
+        let index = meta.index.0;
+        let mut commands: Vec<_> = [0, 1000, 2000]
+            .into_iter()
+            .map(|offset| read_for_client(index, offset))
+            .collect();
+        commands.push(read_for_client(0, 0)); // whichever is current
+        commands.push(read_for_client(index + 1, 0)); // not the current one
+        let (result, events) = run_opened(opened, commands);
+        result.unwrap();
+        let answers = client_answers(&events);
+        let chunks: Vec<_> = answers[..4].iter().map(|a| a.clone().unwrap()).collect();
+        let mut received = Vec::new();
+        for chunk in &chunks[..3] {
+            assert_eq!(chunk.meta, meta);
+            assert_eq!(chunk.chunk_crc, crc32c::crc32c(&chunk.data));
+            received.extend_from_slice(&chunk.data);
+        }
+        assert_eq!(received, data);
+        let done: Vec<bool> = chunks.iter().map(|c| c.done).collect();
+        assert_eq!(done, [false, false, true, false]);
+        let refused = answers[4].clone().unwrap_err();
+        assert!(refused.contains("no longer current"), "{refused}");
+
+        // Damaged on disk: the read that reaches the end finds it and is refused, reported.
+        let header = fs.contents(&path).unwrap().len() - 2500 - 24;
+        fs.flip_bit(&path, header + 1200, 3).unwrap();
+        let opened = open(&fs);
+        let commands = [0, 1000, 2000]
+            .into_iter()
+            .map(|offset| read_for_client(index, offset))
+            .collect();
+        let (result, events) = run_opened(opened, commands);
+        result.unwrap();
+        let answers = client_answers(&events);
+        assert!(answers[0].is_ok() && answers[1].is_ok(), "{answers:?}");
+        let refused = answers[2].clone().unwrap_err();
+        assert!(refused.contains("is damaged on this node"), "{refused}");
+        let reported = events
+            .iter()
+            .any(|e| matches!(e, StorageEvent::SnapshotDamaged { .. }));
+        assert!(reported, "{events:?}");
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub(crate) trait Transport: Send + Sync {
     fn send_peers(&self, messages: Vec<Message>);
     /// Queues a response to a client connection.
     fn reply(&self, conn: ClientConnId, response: ClientResponse);
+    /// The members of the cluster changed (the network thread forgets the data-dir
+    /// incarnation of peers that left).
+    fn members_changed(&self, _members: std::collections::BTreeSet<rcraft_wire::NodeId>) {}
     /// Queues many responses, waking the network thread once.
     fn reply_all(&self, replies: Vec<(ClientConnId, ClientResponse)>) {
         for (conn, response) in replies {
@@ -95,6 +98,12 @@ impl Replier {
 }
 
 impl Transport for NetSender {
+    fn members_changed(&self, members: std::collections::BTreeSet<rcraft_wire::NodeId>) {
+        if NetSender::members_changed(self, members).is_err() {
+            log::debug!("membership not told: the network thread stopped");
+        }
+    }
+
     fn send_peers(&self, messages: Vec<Message>) {
         // A dropped peer message is retransmitted by Raft; the network thread counts drops.
         NetSender::send_peers(self, messages);

@@ -35,6 +35,6 @@ pub use fs::{CrashMode, Fs, RealFs, ShadowFs, SimFs, create_dir_durable};
 pub use hard_state::{HardState, HardStateSlot, HardStateStore, read_hard_state_slots};
 pub use snapshot::{
     Finish, PartialSnapshot, SnapshotFileMeta, SnapshotInfo, SnapshotReader, SnapshotStore,
-    SnapshotWriter, snapshot_point_of_file,
+    SnapshotWriter, create_snapshot_file, open_snapshot_file, snapshot_point_of_file,
 };
 pub use wal::{Lost, Record, RecordRef, Wal, WalOptions};

@@ -371,7 +371,7 @@ impl SnapshotStore {
         file.set_len(0)
             .map_err(|e| Error::io("truncate snapshot", &path, e))?;
         Ok(SnapshotWriter {
-            store: self.clone(),
+            destination: Destination::Store(self.clone()),
             meta,
             path,
             file,
@@ -487,12 +487,71 @@ impl SnapshotStore {
     }
 }
 
+/// Writes a snapshot file at `path`, outside any snapshot directory (a backup): the same
+/// format, written to `<path>.tmp` until [`SnapshotWriter::finish`] syncs and verifies it,
+/// renames it to `path` and syncs the directory. Dropping the writer unfinished leaves the
+/// temporary file for the caller to remove.
+pub fn create_snapshot_file(
+    fs: Arc<dyn Fs>,
+    path: &Path,
+    meta: SnapshotFileMeta,
+) -> Result<SnapshotWriter> {
+    let header = encode_header(&meta)?;
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".tmp");
+    let tmp = PathBuf::from(name);
+    let mut file = fs
+        .open_write(&tmp)
+        .map_err(|e| Error::io("create snapshot file", &tmp, e))?;
+    file.set_len(0)
+        .map_err(|e| Error::io("truncate snapshot file", &tmp, e))?;
+    Ok(SnapshotWriter {
+        destination: Destination::File {
+            fs,
+            path: path.to_path_buf(),
+        },
+        meta,
+        path: tmp,
+        file,
+        written: 0,
+        header_bytes: header.len() as u64,
+        buffer: header,
+        data_bytes: 0,
+        data_crc32c: 0,
+    })
+}
+
+/// A snapshot file anywhere (a backup), its header, footer and size verified: a reader over
+/// its data that fails with `InvalidData` at the end if the data does not match the footer's
+/// checksum. A damaged header or footer is [`Error::Corruption`] naming the file.
+pub fn open_snapshot_file(fs: &dyn Fs, path: &Path) -> Result<SnapshotReader> {
+    let info = verify_file(fs, path)?;
+    let file = fs
+        .open_read(path)
+        .map_err(|e| Error::io("open snapshot file", path, e))?;
+    Ok(SnapshotReader {
+        file,
+        info,
+        position: 0,
+        crc: 0,
+    })
+}
+
+/// Where a finished [`SnapshotWriter`]'s file goes.
+#[derive(Debug)]
+enum Destination {
+    /// Promoted into the store's directory.
+    Store(SnapshotStore),
+    /// Renamed to `path` (see [`create_snapshot_file`]).
+    File { fs: Arc<dyn Fs>, path: PathBuf },
+}
+
 /// Writes a local snapshot; implements [`io::Write`]. Nothing is visible under the final name
 /// until [`SnapshotWriter::finish`] returns `Ok`. Dropping it unfinished leaves a temporary
 /// file that the next [`SnapshotStore::open`] removes.
 #[derive(Debug)]
 pub struct SnapshotWriter {
-    store: SnapshotStore,
+    destination: Destination,
     meta: SnapshotFileMeta,
     path: PathBuf,
     file: Box<dyn WriteFile>,
@@ -522,8 +581,41 @@ impl SnapshotWriter {
             .and_then(|()| self.file.sync())
             .map_err(|e| Error::io("write snapshot", &path, e))?;
         debug_assert_eq!(self.written, self.header_bytes + self.data_bytes + 24);
-        self.store.promote(&self.path, &self.meta)
+        match &self.destination {
+            Destination::Store(store) => store.promote(&self.path, &self.meta),
+            Destination::File { fs, path } => promote_file(fs.as_ref(), &self.path, path),
+        }
     }
+
+    /// Data bytes written so far.
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    /// CRC-32C of the data written so far.
+    pub fn data_crc32c(&self) -> u32 {
+        self.data_crc32c
+    }
+}
+
+/// Verifies the written file `tmp` (header, footer, size, data checksum), renames it to
+/// `path` and syncs the directory.
+fn promote_file(fs: &dyn Fs, tmp: &Path, path: &Path) -> Result<SnapshotInfo> {
+    let info = verify_file(fs, tmp)?;
+    let crc = data_crc(fs, tmp, info.header_bytes(), info.data_bytes)?;
+    info.check_data_crc32c(crc)?;
+    fs.rename(tmp, path)
+        .map_err(|e| Error::io("rename snapshot file", tmp, e))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io("sync directory", dir, e))?;
+    Ok(SnapshotInfo {
+        path: path.to_path_buf(),
+        ..info
+    })
 }
 
 impl io::Write for SnapshotWriter {

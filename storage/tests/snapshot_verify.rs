@@ -129,3 +129,42 @@ fn a_damaged_snapshot_is_replaced_by_one_written_again_under_its_name() {
         .collect();
     assert_eq!(names.len(), 1, "only the rewritten file is left: {names:?}");
 }
+
+#[test]
+fn a_snapshot_file_outside_the_store_is_written_atomically_and_read_back_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs: Arc<dyn Fs> = Arc::new(RealFs::default());
+    let path = dir.path().join("backup.snap");
+    let bytes = data(3 * CHUNK + 5);
+    let mut writer = rcraft_storage::create_snapshot_file(fs.clone(), &path, meta()).unwrap();
+    writer.write_all(&bytes).unwrap();
+    assert_eq!(writer.data_bytes(), bytes.len() as u64);
+    assert_eq!(writer.data_crc32c(), crc32c::crc32c(&bytes));
+    assert!(!path.exists(), "nothing under the final name before finish");
+    let info = writer.finish().unwrap();
+    assert_eq!(
+        (info.path.as_path(), info.meta.clone()),
+        (path.as_path(), meta())
+    );
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(names.len(), 1, "the temporary file was renamed");
+
+    let mut reader = rcraft_storage::open_snapshot_file(fs.as_ref(), &path).unwrap();
+    assert_eq!(reader.info().meta, meta());
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(&mut reader, &mut back).unwrap();
+    assert_eq!(back, bytes);
+
+    // A flipped data bit fails at the end of the data; a damaged header at open.
+    flip_data_byte(&info, 100);
+    let mut reader = rcraft_storage::open_snapshot_file(fs.as_ref(), &path).unwrap();
+    let e = std::io::Read::read_to_end(&mut reader, &mut Vec::new()).unwrap_err();
+    assert!(e.to_string().contains("checksum mismatch"), "{e}");
+    let mut raw = std::fs::read(&path).unwrap();
+    raw[20] ^= 1;
+    std::fs::write(&path, &raw).unwrap();
+    match rcraft_storage::open_snapshot_file(fs.as_ref(), &path) {
+        Err(Error::Corruption { reason, .. }) => assert!(reason.contains("header"), "{reason}"),
+        other => panic!("expected a corruption, got {other:?}"),
+    }
+}

@@ -8,7 +8,7 @@
 
 use crate::checker::Verdict;
 use crate::clients::Attempt;
-use crate::params::EARLY_TERM_MS;
+use crate::params::{EARLY_TERM_MS, SLOW_DISK_EXTRA_MS};
 use crate::replica::SimCore;
 use crate::state_machine::decode_write;
 use crate::world::{Event, World};
@@ -123,7 +123,28 @@ impl<C: SimCore> World<C> {
                 n.disk.compact(through)?;
                 n.log.compact(through)
             }
+            Action::SelfDemotion(demotion) => self.self_demoted(node, &demotion),
         }
+    }
+
+    /// Gray failure: only the node whose disk is slow may hand leadership over of its own
+    /// accord (equal disks never make a leader look slow), and only to another voter.
+    fn self_demoted(&mut self, node: usize, demotion: &rcraft::core::SelfDemotion) -> Verdict {
+        self.self_demotions.push((self.now, node));
+        if self.slow_disk_node != Some(node) {
+            return Err(format!(
+                "self-demotion without a slow disk (slow: {:?}): {demotion:?}",
+                self.slow_disk_node
+            ));
+        }
+        let voter =
+            (self.nodes[node].view.as_ref()).is_some_and(|v| v.membership.is_voter(demotion.to));
+        if demotion.to == self.nodes[node].id || !voter {
+            return Err(format!(
+                "self-demotion to a node that cannot lead: {demotion:?}"
+            ));
+        }
+        Ok(())
     }
 
     fn send(&mut self, node: usize, msg: Message) -> Verdict {
@@ -214,9 +235,12 @@ impl<C: SimCore> World<C> {
             self.checker.observe_entry(n.id, entry, prev_term)?;
         }
         n.disk.write(seq, hard_state, entries);
-        let delay = self
+        let mut delay = self
             .rng
             .between(self.params.disk_delay_min_ms, self.params.disk_delay_max_ms);
+        if self.slow_disk_on && self.slow_disk_node == Some(node) {
+            delay += SLOW_DISK_EXTRA_MS;
+        }
         let n = &mut self.nodes[node];
         let sync_at = n.disk.last_sync_at.max(self.now + delay);
         n.disk.last_sync_at = sync_at;

@@ -55,6 +55,29 @@ pub(crate) const DAMAGE_RUNS_PER_MILLE: u64 = 500;
 pub(crate) const DAMAGE_PER_RESTART_PER_MILLE: u64 = 400;
 /// Most synced entries one damage takes off the end of a log.
 pub(crate) const DAMAGE_ENTRIES_MAX: u64 = 12;
+/// Share of runs, per mille, in which the node leading at [`SLOW_DISK_AT_MS`] gets a slow disk
+/// (gray failure) until the first calm phase, and again in every chaos phase: it must hand
+/// leadership over within [`SLOW_DISK_HANDOVER_BOUND_MS`]. Drawn from a generator of its own; these runs get a quick
+/// network and quick disks otherwise, so the slow one stands out.
+pub(crate) const SLOW_DISK_RUNS_PER_MILLE: u64 = 250;
+/// When the leader's disk turns slow (in the calm boot phase; tried again every 50 ms while
+/// there is no leader, up to three times).
+pub(crate) const SLOW_DISK_AT_MS: u64 = 500;
+/// What the slow disk adds to every sync. Below the shortest election timeout, so its vote
+/// still counts in an election that needs it.
+pub(crate) const SLOW_DISK_EXTRA_MS: u64 = 120;
+/// After the disk turned slow, another node must lead within this (the window below, the
+/// averages' ramp, the transfer and an election), still inside the boot phase.
+pub(crate) const SLOW_DISK_HANDOVER_BOUND_MS: u64 = 1_000;
+/// Self-demotion in every simulated core: a shorter window than a node's default so it fits
+/// the boot phase, and a smaller gap, so equal disks are tested closer to the threshold.
+pub(crate) const SIM_SELF_DEMOTION: rcraft::core::SelfDemotionConfig =
+    rcraft::core::SelfDemotionConfig {
+        window_ticks: 40,
+        ratio: 4,
+        min_gap_ticks: 4,
+        cooldown_ticks: 300,
+    };
 /// Damage strikes only while every configuration has at least this many voters.
 pub(crate) const DAMAGE_VOTERS_MIN: usize = 3;
 /// Whether runs that change membership draw damage too.
@@ -63,6 +86,7 @@ pub(crate) const DAMAGE_WITH_MEMBERSHIP_CHANGES: bool = true;
 pub(crate) const TRACE_LINES: usize = 60;
 
 const _: () = assert!(LIVENESS_BOUND_MS < CALM_MS && LIVENESS_BOUND_MS <= BOOT_MS);
+const _: () = assert!(SLOW_DISK_AT_MS + 150 + SLOW_DISK_HANDOVER_BOUND_MS < BOOT_MS);
 
 /// The parameters of one run, drawn from its seed.
 #[derive(Clone, Debug)]
@@ -120,6 +144,8 @@ pub(crate) struct RunParams {
     pub(crate) turn_ms_max: u64,
     /// The node's real storage thread runs beside the disk model (tests/sim/disk.rs).
     pub(crate) real_storage: bool,
+    /// The leader at [`SLOW_DISK_AT_MS`] gets a slow disk (see [`SLOW_DISK_RUNS_PER_MILLE`]).
+    pub(crate) slow_disk: bool,
 }
 
 impl RunParams {
@@ -172,6 +198,7 @@ impl RunParams {
             turn_ms_max: rng.pick(&[0, 0, 1, 3]),
             real_storage: rng.chance(500),
             sessions_max: rcraft::node::limits::SESSIONS_MAX,
+            slow_disk: false,
         };
         if !params.pre_vote && !MEMBERSHIP_CHANGES_WITHOUT_PRE_VOTE {
             params.membership_gap_max_ms = None;
@@ -196,14 +223,24 @@ impl RunParams {
         config.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
         config.snapshot_chunks_in_flight = self.snapshot_chunks_in_flight;
         config.snapshot_bytes_per_tick = self.snapshot_bytes_per_tick;
+        config.self_demotion = Some(SIM_SELF_DEMOTION);
         config
+    }
+
+    /// Makes this a slow-disk run: a quick network and quick disks, so the one slow disk is
+    /// what sets its node apart.
+    pub(crate) fn with_slow_disk(mut self) -> RunParams {
+        self.slow_disk = true;
+        self.network.delay_max_ms = self.network.delay_min_ms + 2;
+        self.disk_delay_max_ms = self.disk_delay_max_ms.min(10);
+        self
     }
 
     /// A one-line description for failure reports.
     pub(crate) fn describe(&self) -> String {
         format!(
             "{} voters + {} spares, membership changes every <={}, pre_vote={}, check_quorum={}, lease_reads={}, drop={}‰, dup={}‰, net<={}ms, disk<={}ms, \
-             inflight={}x{}B, chunk={}Bx{} at {}B/tick, turn<={}ms, real_storage={}, sessions<={}",
+             inflight={}x{}B, chunk={}Bx{} at {}B/tick, turn<={}ms, real_storage={}, sessions<={}, slow_disk={}",
             self.voters,
             self.nodes - self.voters,
             self.membership_gap_max_ms
@@ -222,7 +259,8 @@ impl RunParams {
             self.snapshot_bytes_per_tick,
             self.turn_ms_max,
             self.real_storage,
-            self.sessions_max
+            self.sessions_max,
+            self.slow_disk
         )
     }
 }

@@ -166,12 +166,14 @@ fn add(totals: &mut RunSummary, run: &RunSummary) {
     totals.retries += run.retries;
     totals.duplicates += run.duplicates;
     totals.expired += run.expired;
+    totals.self_demotions += run.self_demotions;
 }
 
 fn describe(summary: &RunSummary) -> String {
     format!(
         "{} events, {} committed entries, {} acknowledged writes ({} retries, {} answered as \
-         duplicates, {} refused as of a forgotten session), {} linearizable reads, {} crashes, {} committed configuration changes",
+         duplicates, {} refused as of a forgotten session), {} linearizable reads, {} crashes, {} committed configuration changes, \
+         {} self-demotions of a leader with a slow disk",
         summary.events,
         summary.committed,
         summary.writes_acked,
@@ -180,7 +182,8 @@ fn describe(summary: &RunSummary) -> String {
         summary.expired,
         summary.reads,
         summary.crashes,
-        summary.membership_changes
+        summary.membership_changes,
+        summary.self_demotions
     )
 }
 

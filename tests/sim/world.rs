@@ -15,7 +15,8 @@ use crate::network::Network;
 use crate::params::{
     BOOT_MS, CALM_MS, CHAOS_MS, CLIENTS, CYCLES, DAMAGE_ENTRIES_MAX, DAMAGE_PER_RESTART_PER_MILLE,
     DAMAGE_RUNS_PER_MILLE, DAMAGE_VOTERS_MIN, DAMAGE_WITH_MEMBERSHIP_CHANGES, LIVENESS_BOUND_MS,
-    MAX_EVENTS_PER_RUN, RUN_MS, RunParams, TICK_MS,
+    MAX_EVENTS_PER_RUN, RUN_MS, RunParams, SLOW_DISK_AT_MS, SLOW_DISK_HANDOVER_BOUND_MS,
+    SLOW_DISK_RUNS_PER_MILLE, TICK_MS,
 };
 use crate::replica::{CoreView, SimCore};
 use crate::rng::SimRng;
@@ -79,6 +80,11 @@ pub(crate) enum Event {
     Chaos,
     /// Liveness: since `since` everything has been healed; progress is due by now.
     LivenessCheck { since: u64 },
+    /// In a slow-disk run: the leader's disk turns slow (`tries` left while no node leads).
+    SlowDisk { tries: u64 },
+    /// In a slow-disk run: `node`, whose disk turned slow at `since` while it led, must have
+    /// handed leadership over by now.
+    SlowDiskCheck { node: usize, since: u64 },
     /// The run is over.
     End,
 }
@@ -161,6 +167,8 @@ pub(crate) struct RunSummary {
     pub(crate) duplicates: u64,
     /// Writes refused because their session was forgotten.
     pub(crate) expired: u64,
+    /// Gray-failure self-demotions (by a leader with a slow disk).
+    pub(crate) self_demotions: u64,
 }
 
 /// How much of the run to record.
@@ -206,6 +214,13 @@ pub(crate) struct World<C> {
     trace: VecDeque<String>,
     /// Decides disk damage (`DAMAGE_*` in params.rs); `None` in runs without it.
     damage_rng: Option<SimRng>,
+    /// The node whose disk is slow (`SLOW_DISK_*` in params.rs), once chosen.
+    pub(crate) slow_disk_node: Option<usize>,
+    /// Its disk is slow now: from the choice on, except in calm phases (which heal every
+    /// fault, so the run can check that the replicas converge).
+    pub(crate) slow_disk_on: bool,
+    /// Every gray-failure self-demotion: (sim time, node).
+    pub(crate) self_demotions: Vec<(u64, usize)>,
 }
 
 impl<C: SimCore> World<C> {
@@ -214,6 +229,9 @@ impl<C: SimCore> World<C> {
         let mut rng = SimRng::new(seed);
         let mut params = RunParams::random(&mut rng);
         params.sessions_max = sessions_max(seed);
+        if slow_disk_run(seed) {
+            params = params.with_slow_disk();
+        }
         let ids: Vec<NodeId> = (0..params.nodes).map(|i| NodeId(i as u64)).collect();
         let initial_membership = Membership::with_voters(ids[..params.voters].iter().copied());
         let nodes = ids
@@ -254,6 +272,9 @@ impl<C: SimCore> World<C> {
             trace_mode,
             trace: VecDeque::new(),
             damage_rng: damage_rng(seed, &params_for_damage),
+            slow_disk_node: None,
+            slow_disk_on: false,
+            self_demotions: Vec::new(),
         }
     }
 
@@ -308,6 +329,7 @@ impl<C: SimCore> World<C> {
             retries: self.retries,
             duplicates: self.duplicates,
             expired: self.expired,
+            self_demotions: self.self_demotions.len() as u64,
         })
     }
 
@@ -357,6 +379,9 @@ impl<C: SimCore> World<C> {
         if self.params.membership_gap_max_ms.is_some() {
             self.schedule(BOOT_MS + 1, Event::Membership);
         }
+        if self.params.slow_disk {
+            self.schedule(SLOW_DISK_AT_MS, Event::SlowDisk { tries: 3 });
+        }
         Ok(())
     }
 
@@ -400,10 +425,16 @@ impl<C: SimCore> World<C> {
             Event::Calm => self.on_calm(),
             Event::Chaos => {
                 self.calm = false;
+                self.slow_disk_on = self.slow_disk_node.is_some();
                 self.network.set_calm(false);
                 Ok(())
             }
             Event::LivenessCheck { since } => self.on_liveness_check(since),
+            Event::SlowDisk { tries } => {
+                self.on_slow_disk(tries);
+                Ok(())
+            }
+            Event::SlowDiskCheck { node, since } => self.on_slow_disk_check(node, since),
             Event::End => Ok(()),
         }
     }
@@ -495,6 +526,7 @@ impl<C: SimCore> World<C> {
 
     fn on_calm(&mut self) -> Verdict {
         self.calm = true;
+        self.slow_disk_on = false;
         self.network.heal();
         self.network.set_calm(true);
         for node in 0..self.nodes.len() {
@@ -546,6 +578,50 @@ impl<C: SimCore> World<C> {
             ));
         }
         self.check_repaired(since)
+    }
+
+    /// The node leading now, if one does (a voter that sees itself leader).
+    fn leading(&self) -> Option<usize> {
+        (0..self.nodes.len()).find(|&i| {
+            let n = &self.nodes[i];
+            n.core.is_some()
+                && (n.view.as_ref())
+                    .is_some_and(|v| v.role == Role::Leader && v.membership.is_voter(n.id))
+        })
+    }
+
+    /// Gray failure: the leader's disk turns slow for the rest of the run.
+    fn on_slow_disk(&mut self, tries: u64) {
+        match self.leading() {
+            Some(node) => {
+                self.slow_disk_node = Some(node);
+                self.slow_disk_on = true;
+                let since = self.now;
+                let at = since + SLOW_DISK_HANDOVER_BOUND_MS;
+                self.schedule(at, Event::SlowDiskCheck { node, since });
+            }
+            None if tries > 0 => {
+                let tries = tries - 1;
+                self.schedule(self.now + 50, Event::SlowDisk { tries });
+            }
+            None => {}
+        }
+    }
+
+    /// The node with the slow disk handed leadership over of its own accord, to a node that
+    /// leads now.
+    fn on_slow_disk_check(&mut self, node: usize, since: u64) -> Verdict {
+        let demoted = (self.self_demotions.iter()).any(|&(at, n)| n == node && at >= since);
+        let leader = self.leading();
+        if demoted && leader.is_some() && leader != Some(node) {
+            return Ok(());
+        }
+        Err(format!(
+            "gray failure: node {node}'s disk turned slow at t={since}ms while it led; {} ms \
+             later it {} handed leadership over, and the leader is {leader:?}",
+            SLOW_DISK_HANDOVER_BOUND_MS,
+            if demoted { "had" } else { "had not" }
+        ))
     }
 
     /// Starts (or restarts) `node` from what its disk holds.
@@ -811,6 +887,12 @@ fn sessions_max(seed: u64) -> usize {
     } else {
         rcraft::node::limits::SESSIONS_MAX
     }
+}
+
+/// Whether `seed` runs with a slow disk (`SLOW_DISK_*` in params.rs), from a generator of its
+/// own.
+fn slow_disk_run(seed: u64) -> bool {
+    SimRng::new(seed ^ 0x5107_D15C_0000_0001).chance(SLOW_DISK_RUNS_PER_MILLE)
 }
 
 /// The generator deciding disk damage, in the runs that have it (not those running the real

@@ -27,6 +27,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     /// Per node, the CPUs (a `taskset` list such as "1") it is started on; `None`: any.
     pub cpus: Vec<Option<String>>,
+    /// Per node, environment variables it is started with (fault injection).
+    pub envs: Vec<Vec<(String, String)>>,
 }
 
 impl Cluster {
@@ -36,21 +38,36 @@ impl Cluster {
 
     /// `n` nodes, each started with `flags` after `--id`, `--peers`, `--data-dir`.
     pub fn start_nodes(n: usize, flags: &[&str]) -> Cluster {
+        Cluster::start_nodes_with_env(n, flags, &[])
+    }
+
+    /// As [`Cluster::start_nodes`], node `id` of each `(id, name, value)` of `env` with that
+    /// environment variable set (at every start).
+    pub fn start_nodes_with_env(n: usize, flags: &[&str], env: &[(usize, &str, &str)]) -> Cluster {
+        let mut cluster = Cluster::unstarted(n, flags);
+        for &(id, name, value) in env {
+            cluster.envs[id].push((name.to_string(), value.to_string()));
+        }
+        (0..n).for_each(|id| cluster.restart(id));
+        cluster
+    }
+
+    /// `n` nodes' addresses and data dirs, none started yet (`restart` starts one).
+    pub fn unstarted(n: usize, flags: &[&str]) -> Cluster {
         // Ports the kernel just handed out and we released; a clash fails the test loudly.
         let listeners: Vec<TcpListener> = (0..n)
             .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
             .collect();
         let addresses = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
         drop(listeners);
-        let mut cluster = Cluster {
+        Cluster {
             addresses,
             flags: flags.iter().map(|f| f.to_string()).collect(),
             nodes: (0..n).map(|_| None).collect(),
             dir: tempfile::tempdir().unwrap(),
             cpus: vec![None; n],
-        };
-        (0..n).for_each(|id| cluster.restart(id));
-        cluster
+            envs: vec![Vec::new(); n],
+        }
     }
 
     pub fn servers(&self) -> String {
@@ -88,6 +105,7 @@ impl Cluster {
             .args(["--log-level", "info"])
             .args(&self.flags)
             .env_remove("RUST_LOG")
+            .envs(self.envs[id].iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

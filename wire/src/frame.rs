@@ -340,7 +340,10 @@ impl FrameDecoder {
     /// have arrived. Call it once, before the first [`FrameDecoder::next_frame`].
     pub fn next_handshake(&mut self) -> Result<Option<Handshake>> {
         self.checked(|decoder| {
-            let Some(bytes) = decoder.buffer[decoder.consumed..].get(..HANDSHAKE_BYTES) else {
+            let rest = &decoder.buffer[decoder.consumed..];
+            let Some(bytes) = rest.get(..HANDSHAKE_BYTES) else {
+                // Another version's handshake may be shorter: name it from its prefix.
+                Handshake::check_prefix(rest)?;
                 return Ok(None);
             };
             let bytes: &[u8; HANDSHAKE_BYTES] = bytes.try_into().expect("handshake length");

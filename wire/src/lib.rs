@@ -24,7 +24,9 @@ pub use error::{Error, Result};
 pub use frame::{
     Frame, FrameDecoder, FrameKind, encode_client_request, encode_client_response, encode_message,
 };
-pub use handshake::{ConnectionRole, Handshake, MAC_BYTES, NONCE_BYTES, TOKEN_BYTES_MAX};
+pub use handshake::{
+    CLUSTER_ID_UNKNOWN, ConnectionRole, Handshake, MAC_BYTES, NONCE_BYTES, Refusal, TOKEN_BYTES_MAX,
+};
 pub use limits::*;
 pub use message::*;
 pub use types::*;

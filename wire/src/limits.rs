@@ -5,10 +5,10 @@
 
 /// Protocol version carried by the handshake and every frame header. A peer or client with
 /// another version is refused at the handshake.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Length of the connection handshake (see `wire/PROTOCOL.md`).
-pub const HANDSHAKE_BYTES: usize = 32;
+pub const HANDSHAKE_BYTES: usize = 40;
 
 /// Length of the fixed frame header that precedes every payload.
 ///

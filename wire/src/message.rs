@@ -244,6 +244,16 @@ pub enum ClientRequestBody {
     Latency,
     /// This node's flight recorder: its recent notable events; answered with `Events`.
     Events,
+    /// Part of this node's current snapshot file, for a backup (`rcraft snapshot save`):
+    /// answered with `SnapshotChunk` holding up to one snapshot chunk of data from `offset`,
+    /// or `Error { definite: true }` when the current snapshot is not at `index` (0: any)
+    /// any more, or cannot be read.
+    ReadSnapshot {
+        /// The snapshot wanted (its last index), or 0 for whichever is current.
+        index: LogIndex,
+        /// Offset in its data.
+        offset: u64,
+    },
 }
 
 /// A response to a client request.
@@ -293,6 +303,25 @@ pub enum ClientResponseBody {
     Latency(Vec<StageLatency>),
     /// Answer to [`ClientRequestBody::Events`]: the events held, oldest first.
     Events(Vec<RecordedEvent>),
+    /// Answer to [`ClientRequestBody::ReadSnapshot`]. Boxed so that the archived enum keeps
+    /// its size (a larger one would move the root of every response archive).
+    SnapshotChunk(Box<SnapshotChunk>),
+}
+
+/// Part of a node's snapshot file, sent to a client taking a backup.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug), attr(allow(missing_docs)))]
+pub struct SnapshotChunk {
+    /// The whole snapshot: index, term, membership, data size and data CRC-32C.
+    pub meta: SnapshotMeta,
+    /// Offset of `data` in the snapshot's data.
+    pub offset: u64,
+    /// The bytes, as read from the node's file.
+    pub data: Vec<u8>,
+    /// CRC-32C of `data`, computed by the node from what it read.
+    pub chunk_crc: u32,
+    /// `data` ends the snapshot.
+    pub done: bool,
 }
 
 /// One notable event of a node's flight recorder.

@@ -93,7 +93,8 @@ pub(crate) fn cluster_of(args: &ClusterArgs) -> Result<(Vec<SocketAddr>, u64), S
     ) {
         (Some(id), _) => config::parse_flag_u64("--cluster-id", id).map_err(|e| e.to_string())?,
         (None, Some(id)) => id.value.number(),
-        (None, None) => config::CLUSTER_ID_DEFAULT,
+        // The cluster id is made at bootstrap: without one, any cluster's nodes answer.
+        (None, None) => rcraft::wire::CLUSTER_ID_UNKNOWN,
     };
     Ok((servers, cluster_id))
 }

@@ -2,14 +2,16 @@
 //! start on it, read without changing it ([`rcraft::node::doctor`]). Exit 0 when healthy, 1
 //! when damage was found (something to repair, or a start that would be refused), 2 for a
 //! usage error (no such directory). `rcraft doctor force-new-cluster DATA_DIR --dry-run`:
-//! what a one-node cluster made from the directory would keep and may lose; only the dry run
-//! exists.
+//! what a one-node cluster made from the directory would keep and may lose; without
+//! `--dry-run` it makes that cluster ([`rcraft::node::force_new_cluster`]).
 
 use crate::{EXIT_FAILED, usage_error};
 use clap::{Args, Subcommand};
 use rcraft::node::doctor::{
-    HardStateReport, MembershipSource, Report, SnapshotsReport, Verdict, WalReport, inspect,
+    ForceNewClusterPlan, HardStateReport, MembershipSource, Report, SnapshotsReport, Verdict,
+    WalReport, inspect,
 };
+use rcraft::node::force_new_cluster::Forced;
 use rcraft::wire::{Membership, NodeId};
 use rcraft_storage::{HardState, HardStateSlot};
 use serde_json::{Value, json};
@@ -31,8 +33,8 @@ pub(crate) struct DoctorArgs {
 
 #[derive(Subcommand)]
 enum DoctorCommand {
-    /// After losing a quorum: which entries a new one-node cluster made from DATA_DIR would
-    /// keep and which may be lost (only --dry-run exists).
+    /// After losing a quorum: make the stopped node of DATA_DIR the only voter of a new
+    /// cluster, keeping what it holds; --dry-run says what would be kept and lost.
     ForceNewCluster(ForceNewClusterArgs),
 }
 
@@ -41,8 +43,7 @@ struct ForceNewClusterArgs {
     /// The surviving node's data directory.
     #[arg(value_name = "DATA_DIR")]
     data_dir: PathBuf,
-    /// Say what would be kept and lost, change nothing (required: the operation itself is
-    /// not built).
+    /// Say what would be kept and lost, change nothing.
     #[arg(long)]
     dry_run: bool,
 }
@@ -71,75 +72,102 @@ pub(crate) fn doctor(args: &DoctorArgs) -> ExitCode {
     }
 }
 
-/// `rcraft doctor force-new-cluster DATA_DIR --dry-run`: exit 0 with the plan, 1 when the data
-/// dir cannot seed a new cluster, 2 for a usage error (including a missing `--dry-run`).
+/// `rcraft doctor force-new-cluster DATA_DIR [--dry-run]`: exit 0 with the plan (and, without
+/// `--dry-run`, what was written), 1 when the data dir cannot seed a new cluster or a node
+/// runs on it, 2 for a usage error.
 fn force_new_cluster(args: &ForceNewClusterArgs) -> ExitCode {
     const WHAT: &str = "doctor force-new-cluster";
-    if !args.dry_run {
-        return usage_error(
-            WHAT,
-            &"only --dry-run exists: forcing a new cluster is not built yet; nothing was changed",
-        );
-    }
     if !args.data_dir.is_dir() {
         let why = format!("{} is not a directory", args.data_dir.display());
         return usage_error(WHAT, &why);
     }
+    let mut out = Lines::default();
+    let dir = args.data_dir.display();
+    if !args.dry_run {
+        return match rcraft::node::force_new_cluster::force_new_cluster(&args.data_dir) {
+            Ok(forced) => {
+                out.line("forced", format!("force-new-cluster on {dir}: done"));
+                plan_text(&forced.plan, &mut out);
+                forced_text(&forced, &mut out);
+                print!("{}", out.0);
+                ExitCode::SUCCESS
+            }
+            Err(why) => {
+                for item in why {
+                    out.line("cannot", item);
+                }
+                print!("{}", out.0);
+                ExitCode::from(EXIT_FAILED)
+            }
+        };
+    }
     let report = inspect(&args.data_dir);
-    let mut out = String::new();
-    let mut line = |key: &str, value: String| out.push_str(&format!("{key:<15} {value}\n"));
-    line(
+    out.line(
         "dry run",
-        format!(
-            "force-new-cluster on {}: nothing was changed (and the operation itself is not \
-             built)",
-            args.data_dir.display()
-        ),
+        format!("force-new-cluster on {dir}: nothing was changed"),
     );
     if let Ok(Some(pid)) = &report.running_pid {
-        line(
+        out.line(
             "running",
             format!("YES: process {pid} holds the WAL lock; stop it before forcing anything"),
         );
     }
-    let plan = match report.force_new_cluster_plan() {
-        Ok(plan) => plan,
+    match report.force_new_cluster_plan() {
+        Ok(plan) => {
+            plan_text(&plan, &mut out);
+            print!("{}", out.0);
+            ExitCode::SUCCESS
+        }
         Err(why) => {
             for item in why {
-                line("cannot", item);
+                out.line("cannot", item);
             }
-            print!("{out}");
-            return ExitCode::from(EXIT_FAILED);
+            print!("{}", out.0);
+            ExitCode::from(EXIT_FAILED)
         }
-    };
+    }
+}
+
+/// Text of `key   value` lines, the key padded to one column.
+#[derive(Default)]
+struct Lines(String);
+
+impl Lines {
+    fn line(&mut self, key: &str, value: String) {
+        self.0.push_str(&format!("{key:<15} {value}\n"));
+    }
+}
+
+/// What a forced new cluster keeps and may lose (the dry run's lines).
+fn plan_text(plan: &ForceNewClusterPlan, out: &mut Lines) {
     let was = plan
         .old_membership
         .as_ref()
         .map_or("unknown".to_string(), membership_text);
-    line(
+    out.line(
         "new cluster",
         format!("voters {} alone (was {was})", plan.node_id),
     );
     match plan.snapshot {
-        Some((index, term)) => line(
+        Some((index, term)) => out.line(
             "keep",
             format!("entries 1..={index} in the snapshot (term {term}): committed and applied"),
         ),
-        None => line("keep", "no snapshot".to_string()),
+        None => out.line("keep", "no snapshot".to_string()),
     }
     match plan.log_kept {
         Some((first, last)) => {
-            line("keep", format!("entries {first}..={last} from the log"));
+            out.line("keep", format!("entries {first}..={last} from the log"));
             let committed = plan.known_committed;
             if committed >= first {
-                line(
+                out.line(
                     "  committed",
                     format!("{first}..={committed}: known committed here"),
                 );
             }
             let unknown_from = committed.max(first - 1) + 1;
             if unknown_from <= last {
-                line(
+                out.line(
                     "  uncertain",
                     format!(
                         "{unknown_from}..={last}: not known committed; the new cluster commits \
@@ -148,7 +176,7 @@ fn force_new_cluster(args: &ForceNewClusterArgs) -> ExitCode {
                 );
             }
         }
-        None => line("keep", "no log entries beyond the snapshot".to_string()),
+        None => out.line("keep", "no log entries beyond the snapshot".to_string()),
     }
     let last_index = plan
         .log_kept
@@ -156,15 +184,15 @@ fn force_new_cluster(args: &ForceNewClusterArgs) -> ExitCode {
         .or(plan.snapshot.map(|(index, _)| index))
         .unwrap_or(0);
     if let Some((from, through)) = plan.lost {
-        line(
+        out.line(
             "may be lost",
             format!(
                 "entries {from}..={through}: synced here once, damaged on this disk; lost unless \
-                 another node holds them"
+                 another node holds them (forcing writes empty entries in their place)"
             ),
         );
     }
-    line(
+    out.line(
         "may be lost",
         format!(
             "any entry after {last_index} (last term {}) that the old cluster committed: \
@@ -173,8 +201,42 @@ fn force_new_cluster(args: &ForceNewClusterArgs) -> ExitCode {
             plan.last_term
         ),
     );
-    print!("{out}");
-    ExitCode::SUCCESS
+}
+
+/// What `force_new_cluster` wrote, and what to do next.
+fn forced_text(forced: &Forced, out: &mut Lines) {
+    let id = forced.plan.node_id;
+    out.line(
+        "wrote",
+        format!(
+            "hard state: term {} (was {}), vote for node {id}",
+            forced.term, forced.old_term
+        ),
+    );
+    if let Some((from, through)) = forced.filled {
+        out.line(
+            "wrote",
+            format!(
+                "entries {from}..={through}: empty, term {}, in place of the lost ones",
+                forced.term
+            ),
+        );
+    }
+    out.line(
+        "wrote",
+        format!(
+            "entry {}: membership voters {id} alone, term {}",
+            forced.membership_index, forced.term
+        ),
+    );
+    out.line(
+        "next",
+        format!(
+            "start node {id} on this data dir as before (rcraft serve): it elects itself and \
+             commits everything kept; add nodes back with `rcraft members add ID` and \
+             `rcraft serve --join` on fresh data dirs; never restart the old nodes' data dirs"
+        ),
+    );
 }
 
 fn ids(ids: impl IntoIterator<Item = NodeId>) -> String {
@@ -239,8 +301,10 @@ fn to_text(r: &Report, verdict: &Verdict) -> String {
         "identity",
         match &r.identity {
             Ok(Some(id)) => format!(
-                "node {} of cluster {:#x}, at {}",
-                id.node_id, id.cluster_id, id.address
+                "node {} of cluster {}, at {}",
+                id.node_id,
+                cluster_name(id.cluster_id),
+                id.address
             ),
             Ok(None) => "no identity file".to_string(),
             Err(e) => format!("UNREADABLE: {e}"),
@@ -507,7 +571,7 @@ fn to_json(r: &Report, verdict: &Verdict) -> Value {
         },
         "identity": part(&r.identity, |id| json!({
             "node_id": id.node_id,
-            "cluster_id": format!("{:#x}", id.cluster_id),
+            "cluster_id": cluster_name(id.cluster_id),
             "address": id.address,
         })),
         "initial_voters": part(&r.initial_voters, |v| json!(v.iter().map(|id| id.0).collect::<Vec<_>>())),
@@ -519,4 +583,13 @@ fn to_json(r: &Report, verdict: &Verdict) -> Value {
         "verdict": status,
         "reasons": reasons,
     })
+}
+
+/// A recorded cluster id as shown: hex, or `unknown` for a `--join` node that has not met its
+/// cluster yet.
+fn cluster_name(cluster_id: u64) -> String {
+    match cluster_id {
+        rcraft::wire::CLUSTER_ID_UNKNOWN => "unknown".to_string(),
+        id => format!("{id:#x}"),
+    }
 }

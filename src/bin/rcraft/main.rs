@@ -1,6 +1,7 @@
 //! The `rcraft` binary: `serve` runs a node of the built-in key-value store, `kv` is its
 //! command-line client (pipe mode and single-shot), `status` shows each node's view,
-//! `snapshot` asks nodes to snapshot their state machine and compact their log now, `members`
+//! `snapshot` asks nodes to snapshot their state machine and compact their log now (and
+//! `snapshot save|restore` take and restore backups), `members`
 //! lists and changes the membership, `transfer` moves leadership, `debug events` shows
 //! each node's flight recorder. One module per sub-command; keep the flags, output and
 //! exit codes stable.
@@ -9,6 +10,7 @@
 //! ask every node at once from scoped threads. Output is one line per answer, flushed at
 //! once, so scripts can drive a pipe-mode `rcraft kv` interactively.
 
+mod backup;
 mod cluster;
 mod debug;
 mod doctor;
@@ -46,7 +48,8 @@ enum Command {
     Kv(kv::KvArgs),
     /// Show every node's role, term, leader and log indexes.
     Status(status::StatusArgs),
-    /// Snapshot every node's state machine now and compact its log (or one node's, --id).
+    /// Snapshot every node's state machine now and compact its log (or one node's, --id);
+    /// `snapshot save FILE` takes a backup, `snapshot restore FILE` seeds a node from one.
     Snapshot(snapshot::SnapshotArgs),
     /// List or change the cluster's members: who votes, who only learns the log.
     Members(members::MembersArgs),
@@ -163,5 +166,59 @@ mod tests {
         };
         let voters = serve.given.iter().find(|(s, _)| s.key == "initial_voters");
         assert_eq!(voters.map(|(_, text)| text.as_str()), Some("0,1,2"));
+    }
+
+    #[test]
+    fn snapshot_keeps_its_contract_form_beside_save_and_restore() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        let servers = "127.0.0.1:1,127.0.0.1:2";
+        for ok in [
+            &["rcraft", "snapshot", "--servers", servers][..],
+            &[
+                "rcraft",
+                "snapshot",
+                "--servers",
+                servers,
+                "--id",
+                "1",
+                "--timeout-ms",
+                "5",
+            ],
+            &["rcraft", "snapshot", "save", "b.snap", "--servers", servers],
+            &["rcraft", "snapshot", "save", "b.snap", "--timeout-ms", "5"],
+            &[
+                "rcraft",
+                "snapshot",
+                "restore",
+                "b.snap",
+                "--id",
+                "0",
+                "--peers",
+                servers,
+                "--data-dir",
+                "d",
+            ],
+            &[
+                "rcraft",
+                "snapshot",
+                "restore",
+                "b.snap",
+                "--config",
+                "craft.conf",
+            ],
+        ] {
+            let Command::Snapshot(_) = parse(ok).unwrap_or_else(|e| panic!("{ok:?}: {e}")).command
+            else {
+                panic!("not snapshot");
+            };
+        }
+        for bad in [
+            &["rcraft", "snapshot", "save"][..],
+            &["rcraft", "snapshot", "restore"],
+            &["rcraft", "snapshot", "--servers", servers, "save", "b.snap"],
+            &["rcraft", "snapshot", "save", "b.snap", "--id", "1"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

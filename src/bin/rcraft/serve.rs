@@ -73,11 +73,7 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
         Err(e) => return usage_error("serve", &e),
     };
     init_logging(&config.log_level);
-    // Everything the node creates (data dir 0700, its files 0600) is private to its owner:
-    // the log and snapshots hold every client's data (SECURITY.md, files at rest).
-    // SAFETY: umask(2) only sets the process's file-creation mask; it cannot fail and touches
-    // no memory.
-    unsafe { libc::umask(0o077) };
+    keep_files_private();
     let dir = config.data_dir.display();
     if config.data_dir.exists() && !config.data_dir.is_dir() {
         return usage_error(
@@ -98,6 +94,14 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
         let _ = std::fs::remove_dir(&data_dir);
     }
     code
+}
+
+/// Makes everything this process creates (a data dir 0700, its files 0600) private to its
+/// owner: the log, snapshots and backups hold every client's data (SECURITY.md, files at rest).
+pub(crate) fn keep_files_private() {
+    // SAFETY: umask(2) only sets the process's file-creation mask; it cannot fail and touches
+    // no memory.
+    unsafe { libc::umask(0o077) };
 }
 
 /// Says at start what a node without a secret or tokens trusts (SECURITY.md).
@@ -132,7 +136,7 @@ fn run_node(config: Config) -> ExitCode {
 
 /// The file (explicit, or `~/craft/craft.conf` when neither `--config` nor `--peers` is
 /// given) merged with the flags.
-fn serve_config(args: &ServeArgs) -> Result<Config, String> {
+pub(crate) fn serve_config(args: &ServeArgs) -> Result<Config, String> {
     let peers = args.given.iter().any(|(s, _)| s.key == "servers");
     let file = match (&args.config, peers) {
         (Some(path), _) => Some(ConfigFile::read(path).map_err(|e| e.to_string())?),

@@ -1,10 +1,11 @@
-//! `rcraft snapshot`: ask nodes to snapshot their state machine and compact their log now.
+//! `rcraft snapshot`: ask nodes to snapshot their state machine and compact their log now;
+//! `rcraft snapshot save|restore` take and restore a backup (`backup.rs`).
 
 use crate::cluster::{
     ClusterArgs, address_of, ask_each, cluster_of, directory, per_node_options, token_of,
 };
 use crate::{EXIT_FAILED, usage_error};
-use clap::Args;
+use clap::{Args, Subcommand};
 use rcraft::client::ClientOptions;
 use rcraft::config;
 use rcraft::wire::NodeId;
@@ -13,7 +14,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct SnapshotArgs {
+    #[command(subcommand)]
+    command: Option<SnapshotCommand>,
     #[command(flatten)]
     cluster: ClusterArgs,
     /// Only this node (the id it reports; its position in an id-ordered list); default:
@@ -25,12 +29,25 @@ pub(crate) struct SnapshotArgs {
     timeout_ms: u64,
 }
 
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Stream a consistent snapshot of the cluster's state into FILE (a backup).
+    Save(crate::backup::SaveArgs),
+    /// Make a new node's data dir from a backup FILE (with `rcraft serve`'s flags).
+    Restore(Box<crate::backup::RestoreArgs>),
+}
+
 /// Longest wait for a node's status when finding which address is which node.
 const STATUS_TIMEOUT_MS: u64 = 1000;
 
 /// `rcraft snapshot`: one line per node asked, `node ID ADDRESS: snapshot at index I term T,
 /// B bytes` or `node ID ADDRESS: failed: WHY`; exit 0 only when every node asked succeeded.
 pub(crate) fn snapshot(args: &SnapshotArgs) -> ExitCode {
+    match &args.command {
+        Some(SnapshotCommand::Save(save)) => return crate::backup::save(save),
+        Some(SnapshotCommand::Restore(restore)) => return crate::backup::restore(restore),
+        None => {}
+    }
     let (servers, cluster_id) = match cluster_of(&args.cluster) {
         Ok(found) => found,
         Err(e) => return usage_error("snapshot", &e),

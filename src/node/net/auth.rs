@@ -155,8 +155,8 @@ pub enum Permission {
     None,
     /// Reads, writes, status and latency (the client token).
     Client,
-    /// Everything, including membership changes, snapshots, leadership transfer and the
-    /// flight recorder's events (the admin token).
+    /// Everything, including membership changes, snapshots and backups, leadership transfer
+    /// and the flight recorder's events (the admin token).
     Admin,
 }
 
@@ -171,6 +171,7 @@ impl Permission {
             ClientRequestBody::TransferLeader { .. }
             | ClientRequestBody::ChangeMembership { .. }
             | ClientRequestBody::Snapshot
+            | ClientRequestBody::ReadSnapshot { .. }
             | ClientRequestBody::Events => Permission::Admin,
         }
     }
@@ -463,6 +464,11 @@ mod tests {
             Permission::Admin
         );
         let membership = ClientRequestBody::Snapshot;
+        let backup = ClientRequestBody::ReadSnapshot {
+            index: rcraft_wire::LogIndex(0),
+            offset: 0,
+        };
+        assert_eq!(Permission::needed_for(&backup), Permission::Admin);
         assert_eq!(Permission::needed_for(&membership), Permission::Admin);
         assert_eq!(
             Permission::needed_for(&ClientRequestBody::Status),

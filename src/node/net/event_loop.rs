@@ -9,7 +9,8 @@
 //! or a reply for a closed connection can never reach a newer one.
 
 use super::delivery::Delivery;
-use super::inbound::{Close, Ctx, Inbound};
+use super::identity::PeerIdentities;
+use super::inbound::{Close, Ctx, Inbound, REFUSAL_LOG_INTERVAL};
 use super::peer::PeerLink;
 use super::{
     BACKLOG_RETRY_INTERVAL, CONNECTIONS_MAX, ClientConnId, NetCommand, NetConfig, NetEvent,
@@ -70,6 +71,10 @@ pub(super) struct EventLoop {
     /// Open inbound connections per source address. Invariant: the count of `inbound`'s
     /// connections from that address; no zero entries.
     per_address: HashMap<IpAddr, usize>,
+    /// The cluster id and data-dir incarnations this node knows (`identity.rs`).
+    identities: PeerIdentities,
+    /// The last refusal logged as a warning per peer, and when (`Close::Refused`).
+    refusals_logged: BTreeMap<NodeId, (String, Instant)>,
 }
 
 impl EventLoop {
@@ -104,6 +109,8 @@ impl EventLoop {
             next_sweep: now,
             accept_pending: false,
             per_address: HashMap::new(),
+            identities: PeerIdentities::new(&parts.config),
+            refusals_logged: BTreeMap::new(),
             config: parts.config,
         };
         Ok((event_loop, waker))
@@ -260,6 +267,7 @@ impl EventLoop {
             config: &self.config,
             known_peers: &self.peers,
             delivery: &mut self.delivery,
+            identities: &mut self.identities,
         };
         let result = conn
             .pump(&mut self.read_buf, &mut ctx, Instant::now())
@@ -346,6 +354,10 @@ impl EventLoop {
         match reason {
             Close::Eof => log::debug!("node {node}: {what} closed"),
             Close::Io(e) => log::info!("node {node}: closing {what}: {e}"),
+            Close::Refused { peer, why } => {
+                bump(&self.delivery.stats.connections_refused, 1);
+                self.log_refusal(peer, format!("node {node}: closing {what}: {why}"), &why);
+            }
             Close::Protocol(why) => {
                 bump(&self.delivery.stats.connections_refused, 1);
                 log::warn!("node {node}: closing {what}: {why}");
@@ -363,12 +375,32 @@ impl EventLoop {
         }
     }
 
+    /// Logs `line` as a warning the first time `peer` is refused for `why`, and then at most
+    /// once per [`REFUSAL_LOG_INTERVAL`]; at debug level in between.
+    fn log_refusal(&mut self, peer: NodeId, line: String, why: &str) {
+        let now = Instant::now();
+        let repeated = self.refusals_logged.get(&peer).is_some_and(|(last, at)| {
+            last == why && now.duration_since(*at) < REFUSAL_LOG_INTERVAL
+        });
+        if repeated {
+            log::debug!("{line}");
+        } else {
+            log::warn!("{line}");
+            self.refusals_logged.insert(peer, (why.to_string(), now));
+        }
+    }
+
     fn service_peer(&mut self, id: NodeId) {
         let Some(link) = self.peers.get_mut(&id) else {
             return;
         };
         let stats = &self.delivery.stats;
-        let ready = link.on_ready(&mut self.read_buf, &self.config, stats);
+        let ready = link.on_ready(
+            &mut self.read_buf,
+            &self.config,
+            stats,
+            &mut self.identities,
+        );
         bump(&stats.bytes_sent, link.take_written_bytes());
         match ready {
             Ok(sent) => bump(&stats.peer_frames_sent, sent as u64),
@@ -389,6 +421,11 @@ impl EventLoop {
             Close::Protocol(why) => {
                 bump(&self.delivery.stats.connections_refused, 1);
                 log::warn!("node {node}: closing link to peer {id} at {addr}: {why}");
+            }
+            Close::Refused { peer, why } => {
+                bump(&self.delivery.stats.connections_refused, 1);
+                let line = format!("node {node}: closing link to peer {id} at {addr}: {why}");
+                self.log_refusal(peer, line, &why);
             }
             // A peer that shuts down or restarts closes its links cleanly: not a warning.
             Close::Eof if verified => {
@@ -417,7 +454,7 @@ impl EventLoop {
         };
         let interest = Interest::READABLE | Interest::WRITABLE;
         let dialled = link
-            .dial(token, &self.config, Instant::now())
+            .dial(token, &self.config, &self.identities, Instant::now())
             .and_then(|stream| self.poll.registry().register(stream, token, interest));
         match dialled {
             Ok(()) => {
@@ -457,6 +494,14 @@ impl EventLoop {
                 }
             }
             NetCommand::UpdatePeer { id, addr } => self.update_peer(id, addr),
+            NetCommand::Members(members) => {
+                if let Err(e) = self.identities.forget_except(members) {
+                    log::error!(
+                        "node {}: cannot record that peers left the membership: {e}",
+                        self.config.node_id
+                    );
+                }
+            }
         }
     }
 
@@ -546,6 +591,7 @@ impl EventLoop {
                 config: &self.config,
                 known_peers: &self.peers,
                 delivery: &mut self.delivery,
+                identities: &mut self.identities,
             };
             if conn.can_resume(&ctx) {
                 conn.resume(now);

@@ -12,6 +12,7 @@
 
 use super::auth::{self, Nonce, Permission, Proof, Side, Transcript};
 use super::delivery::Delivery;
+use super::identity::{PeerIdentities, Refused};
 use super::out_buffer::{OutBuffer, PushError};
 use super::peer::PeerLink;
 use super::{CLIENT_PENDING_OUT_BYTES_MAX, ClientConnId, NetConfig, NetEvent, bump};
@@ -33,7 +34,19 @@ pub(super) enum Close {
     Io(io::Error),
     /// The other side broke the protocol or a limit; logged as a warning.
     Protocol(String),
+    /// A peer refused for its identity, or refusing ours (`identity.rs`): logged as a
+    /// warning the first time and then at most once per [`REFUSAL_LOG_INTERVAL`] for the
+    /// same peer and reason, since the refused node keeps dialling.
+    Refused {
+        /// The other node.
+        peer: NodeId,
+        /// Why, in full.
+        why: String,
+    },
 }
+
+/// How often the same refusal of the same peer is logged as a warning (module `Close`).
+pub(super) const REFUSAL_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What an inbound connection needs from the loop while it decodes.
 pub(super) struct Ctx<'a> {
@@ -42,14 +55,16 @@ pub(super) struct Ctx<'a> {
     /// claiming any other node id is refused.
     pub(super) known_peers: &'a BTreeMap<NodeId, PeerLink>,
     pub(super) delivery: &'a mut Delivery,
+    /// The cluster id and the incarnations this node knows (`identity.rs`).
+    pub(super) identities: &'a mut PeerIdentities,
 }
 
 /// A handshake with an authentication block, half done.
 enum Pending {
-    /// A peer's handshake arrived; its nonce has not.
-    PeerNonce(NodeId),
+    /// A peer's handshake (checked) arrived; its nonce has not.
+    PeerNonce(Handshake),
     /// We answered with our nonce and proof; the peer's proof has not arrived.
-    PeerProof(Transcript),
+    PeerProof(Transcript, Handshake),
     /// A client's handshake arrived; its token has not.
     ClientToken,
 }
@@ -101,7 +116,7 @@ impl Inbound {
     /// A short description for log lines.
     pub(super) fn describe(&self) -> String {
         match self.role {
-            None => format!("connection from {} (no handshake yet)", self.addr),
+            None => format!("connection from {}", self.addr),
             Some(ConnectionRole::Client) => format!("{} at {}", self.id, self.addr),
             Some(ConnectionRole::Peer(id)) => format!("peer {id} inbound from {}", self.addr),
         }
@@ -194,18 +209,18 @@ impl Inbound {
                 Some(handshake) => self.on_handshake(handshake, ctx)?,
                 None => return Ok(false),
             },
-            Some(Pending::PeerNonce(peer)) => match self.decoder.next_block().map_err(bad)? {
-                Some(nonce) => self.on_peer_nonce(peer, nonce, ctx)?,
+            Some(Pending::PeerNonce(hello)) => match self.decoder.next_block().map_err(bad)? {
+                Some(nonce) => self.on_peer_nonce(hello, nonce, ctx)?,
                 None => {
-                    self.pending = Some(Pending::PeerNonce(peer));
+                    self.pending = Some(Pending::PeerNonce(hello));
                     return Ok(false);
                 }
             },
-            Some(Pending::PeerProof(transcript)) => {
+            Some(Pending::PeerProof(transcript, hello)) => {
                 match self.decoder.next_block::<MAC_BYTES>().map_err(bad)? {
-                    Some(proof) => self.on_peer_proof(&transcript, &proof, ctx)?,
+                    Some(proof) => self.on_peer_proof(&transcript, &hello, &proof, ctx)?,
                     None => {
-                        self.pending = Some(Pending::PeerProof(transcript));
+                        self.pending = Some(Pending::PeerProof(transcript, hello));
                         return Ok(false);
                     }
                 }
@@ -223,10 +238,10 @@ impl Inbound {
 
     fn on_handshake(&mut self, handshake: Handshake, ctx: &mut Ctx<'_>) -> Result<(), Close> {
         let config = ctx.config;
-        handshake
-            .check_cluster(config.cluster_id)
-            .map_err(|e| Close::Protocol(format!("bad handshake: {e}")))?;
         let ConnectionRole::Peer(id) = handshake.role else {
+            handshake
+                .check_cluster(ctx.identities.cluster_id())
+                .map_err(|e| Close::Protocol(format!("bad handshake: {e}")))?;
             if handshake.auth {
                 self.pending = Some(Pending::ClientToken);
                 return Ok(());
@@ -237,7 +252,7 @@ impl Inbound {
                 None => Permission::Admin,
             };
             bump(&ctx.delivery.stats.client_connections, 1);
-            return self.accept(ConnectionRole::Client, config);
+            return self.accept(ConnectionRole::Client, ctx);
         };
         if id == config.node_id {
             return Err(Close::Protocol("handshake claims our own node id".into()));
@@ -247,12 +262,22 @@ impl Inbound {
                 "handshake claims node id {id}, which is not a member of this cluster"
             )));
         }
+        // Checked before authenticating: a refusal changes nothing here, so an impostor
+        // gains nothing from it, while the refused node learns why.
+        if let Err(refused) =
+            (ctx.identities).check(id, handshake.cluster_id, handshake.incarnation)
+        {
+            return Err(self.refuse(&refused, ctx));
+        }
         match (&config.peer_secrets, handshake.auth) {
             (Some(_), true) => {
-                self.pending = Some(Pending::PeerNonce(id));
+                self.pending = Some(Pending::PeerNonce(handshake));
                 Ok(())
             }
-            (None, false) => self.accept(ConnectionRole::Peer(id), config),
+            (None, false) => {
+                self.accept_peer(&handshake, ctx)?;
+                self.accept(ConnectionRole::Peer(id), ctx)
+            }
             (Some(_), false) => Err(Close::Protocol(format!(
                 "peer {id} did not authenticate, and this node requires the cluster secret"
             ))),
@@ -263,26 +288,62 @@ impl Inbound {
         }
     }
 
+    /// Answers a refused peer with the reason, and returns why the connection closes.
+    fn refuse(&mut self, refused: &Refused, ctx: &mut Ctx<'_>) -> Close {
+        let answer = refused.answer(ctx.identities.cluster_id(), ctx.config.node_id);
+        self.out.push_raw(&answer.encode());
+        // Best effort: the connection closes whether or not the answer got out.
+        let _ = self.flush();
+        Close::Refused {
+            peer: refused.peer(),
+            why: refused.to_string(),
+        }
+    }
+
+    /// Records what a peer's accepted handshake taught this node (`identity.rs`).
+    fn accept_peer(&mut self, hello: &Handshake, ctx: &mut Ctx<'_>) -> Result<(), Close> {
+        let ConnectionRole::Peer(id) = hello.role else {
+            return Ok(());
+        };
+        (ctx.identities)
+            .accept(id, hello.cluster_id, hello.incarnation)
+            .map_err(|e| {
+                Close::Io(io::Error::other(format!(
+                    "recording node {id}'s identity: {e}"
+                )))
+            })
+    }
+
     /// A peer's nonce arrived: answer with our handshake, our nonce and our proof.
-    fn on_peer_nonce(&mut self, peer: NodeId, nonce: Nonce, ctx: &Ctx<'_>) -> Result<(), Close> {
+    fn on_peer_nonce(
+        &mut self,
+        hello: Handshake,
+        nonce: Nonce,
+        ctx: &Ctx<'_>,
+    ) -> Result<(), Close> {
         let config = ctx.config;
+        let ConnectionRole::Peer(peer) = hello.role else {
+            return Err(Close::Protocol(
+                "a client handshake awaiting a peer nonce".into(),
+            ));
+        };
         let secrets = config
             .peer_secrets
             .as_ref()
             .expect("checked at the handshake");
         let transcript = Transcript {
-            cluster_id: config.cluster_id,
+            cluster_id: ctx.identities.agreed_cluster(hello.cluster_id),
             dialler: peer,
             acceptor: config.node_id,
             dialler_nonce: nonce,
             acceptor_nonce: auth::fresh_nonce().map_err(Close::Io)?,
         };
-        let answer = Handshake::peer(config.cluster_id, config.node_id).with_auth();
+        let answer = ctx.identities.hello(config.node_id).with_auth();
         self.out.push_raw(&answer.encode());
         self.out.push_raw(&transcript.acceptor_nonce);
         self.out
             .push_raw(&secrets.prove(Side::Acceptor, &transcript));
-        self.pending = Some(Pending::PeerProof(transcript));
+        self.pending = Some(Pending::PeerProof(transcript, hello));
         const _: () = assert!(NONCE_BYTES == MAC_BYTES);
         self.flush()
     }
@@ -290,6 +351,7 @@ impl Inbound {
     fn on_peer_proof(
         &mut self,
         transcript: &Transcript,
+        hello: &Handshake,
         proof: &Proof,
         ctx: &mut Ctx<'_>,
     ) -> Result<(), Close> {
@@ -305,6 +367,7 @@ impl Inbound {
                 transcript.dialler
             )));
         }
+        self.accept_peer(hello, ctx)?;
         self.role = Some(ConnectionRole::Peer(transcript.dialler));
         log::debug!(
             "node {}: accepted {} (authenticated)",
@@ -330,15 +393,15 @@ impl Inbound {
             );
         }
         bump(&ctx.delivery.stats.client_connections, 1);
-        self.accept(ConnectionRole::Client, config)
+        self.accept(ConnectionRole::Client, ctx)
     }
 
     /// The handshake is complete (without an authentication block, or a client's): answer.
-    fn accept(&mut self, role: ConnectionRole, config: &super::NetConfig) -> Result<(), Close> {
+    fn accept(&mut self, role: ConnectionRole, ctx: &Ctx<'_>) -> Result<(), Close> {
+        let node = ctx.config.node_id;
         self.role = Some(role);
-        log::debug!("node {}: accepted {}", config.node_id, self.describe());
-        self.out
-            .push_raw(&Handshake::peer(config.cluster_id, config.node_id).encode());
+        log::debug!("node {node}: accepted {}", self.describe());
+        self.out.push_raw(&ctx.identities.hello(node).encode());
         self.flush()
     }
 

@@ -12,6 +12,7 @@
 //! retransmits); `backoff` stays within `[reconnect_backoff_min, reconnect_backoff_max]`.
 
 use super::auth::{self, Nonce, Side, Transcript};
+use super::identity::{self, PeerIdentities};
 use super::inbound::Close;
 use super::out_buffer::{OutBuffer, PushError};
 use super::{NetConfig, NetStats, bump};
@@ -121,6 +122,7 @@ impl PeerLink {
         &mut self,
         token: Token,
         config: &NetConfig,
+        identities: &PeerIdentities,
         now: Instant,
     ) -> io::Result<&mut TcpStream> {
         let nonce = match config.peer_secrets {
@@ -130,7 +132,7 @@ impl PeerLink {
         let stream = TcpStream::connect(self.addr)?;
         self.out.clear();
         let mut preface = OutBuffer::default();
-        let hello = Handshake::peer(config.cluster_id, config.node_id);
+        let hello = identities.hello(config.node_id);
         match nonce {
             Some(nonce) => {
                 preface.push_raw(&hello.with_auth().encode());
@@ -159,6 +161,7 @@ impl PeerLink {
         read_buf: &mut [u8],
         config: &NetConfig,
         stats: &NetStats,
+        identities: &mut PeerIdentities,
     ) -> Result<usize, Close> {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(0);
@@ -176,7 +179,7 @@ impl PeerLink {
             conn.connected = true;
             conn.stream.set_nodelay(true).map_err(Close::Io)?;
         }
-        self.read_answer(read_buf, config, stats)?;
+        self.read_answer(read_buf, config, stats, identities)?;
         self.flush()
     }
 
@@ -185,6 +188,7 @@ impl PeerLink {
         read_buf: &mut [u8],
         config: &NetConfig,
         stats: &NetStats,
+        identities: &mut PeerIdentities,
     ) -> Result<(), Close> {
         let conn = self.conn.as_mut().expect("connected");
         loop {
@@ -195,7 +199,7 @@ impl PeerLink {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Close::Io(e)),
             }
-            if !conn.verified && !Self::check_answer(conn, self.id, config, stats)? {
+            if !conn.verified && !Self::check_answer(conn, self.id, config, stats, identities)? {
                 continue;
             }
             if !conn.verified {
@@ -222,24 +226,37 @@ impl PeerLink {
         self.out.take_written_bytes()
     }
 
-    /// Checks the peer's answer as far as it has arrived: the handshake (right cluster, right
-    /// node, authenticating exactly when we do), then with a secret the peer's nonce and
-    /// proof, after which our proof is queued. Returns true once all of it checked out.
+    /// Checks the peer's answer as far as it has arrived: the handshake (not a refusal, right
+    /// node, right cluster, the data dir this node knows for it, authenticating exactly when
+    /// we do), then with a secret the peer's nonce and proof, after which our proof is
+    /// queued. Once all of it checked out, records what the answer taught (`identity.rs`)
+    /// and returns true.
     fn check_answer(
         conn: &mut PeerConn,
         expected: NodeId,
         config: &NetConfig,
         stats: &NetStats,
+        identities: &mut PeerIdentities,
     ) -> Result<bool, Close> {
         let bad = |e: rcraft_wire::Error| Close::Protocol(format!("bad handshake answer: {e}"));
         if conn.answer.is_none() {
             let Some(answer) = conn.decoder.next_handshake().map_err(bad)? else {
                 return Ok(false);
             };
-            answer
-                .check_cluster(config.cluster_id)
-                .and_then(|()| answer.check_peer(expected))
-                .map_err(bad)?;
+            if answer.refusal.is_some() {
+                let why = identity::refused_by(expected, &answer, config.node_id, identities);
+                return Err(Close::Refused {
+                    peer: expected,
+                    why,
+                });
+            }
+            answer.check_peer(expected).map_err(bad)?;
+            identities
+                .check(expected, answer.cluster_id, answer.incarnation)
+                .map_err(|refused| Close::Refused {
+                    peer: expected,
+                    why: refused.to_string(),
+                })?;
             if answer.auth != conn.nonce.is_some() {
                 return Err(Close::Protocol(if answer.auth {
                     format!("peer {expected} authenticates, and this node has no cluster secret")
@@ -249,7 +266,18 @@ impl PeerLink {
             }
             conn.answer = Some(answer);
         }
+        let answer = conn.answer.expect("set above");
+        let record = |identities: &mut PeerIdentities| {
+            identities
+                .accept(expected, answer.cluster_id, answer.incarnation)
+                .map_err(|e| {
+                    Close::Io(io::Error::other(format!(
+                        "recording node {expected}'s identity: {e}"
+                    )))
+                })
+        };
         let (Some(nonce), Some(secrets)) = (conn.nonce, config.peer_secrets.as_ref()) else {
+            record(identities)?;
             return Ok(true);
         };
         let Some(block) = conn
@@ -261,7 +289,7 @@ impl PeerLink {
         };
         let (their_nonce, their_proof) = block.split_at(NONCE_BYTES);
         let transcript = Transcript {
-            cluster_id: config.cluster_id,
+            cluster_id: identities.agreed_cluster(answer.cluster_id),
             dialler: config.node_id,
             acceptor: expected,
             dialler_nonce: nonce,
@@ -274,6 +302,7 @@ impl PeerLink {
                 "peer {expected} failed to prove it holds the cluster secret"
             )));
         }
+        record(identities)?;
         conn.preface
             .push_raw(&secrets.prove(Side::Dialler, &transcript));
         Ok(true)

@@ -158,6 +158,10 @@ pub fn client_requests() -> Vec<ClientRequest> {
             membership: membership(),
         },
         ClientRequestBody::Snapshot,
+        ClientRequestBody::ReadSnapshot {
+            index: LogIndex(40),
+            offset: 1 << 20,
+        },
     ];
     bodies
         .into_iter()
@@ -237,6 +241,19 @@ pub fn client_responses() -> Vec<ClientResponse> {
                 through: LogIndex(9),
             }),
         }),
+        ClientResponseBody::SnapshotChunk(Box::new(SnapshotChunk {
+            meta: SnapshotMeta {
+                index: LogIndex(40),
+                term: Term(3),
+                membership: membership(),
+                size_bytes: 3000,
+                checksum: 0xdead_beef,
+            },
+            offset: 1000,
+            data: vec![7; 1000],
+            chunk_crc: 0x1234_5678,
+            done: false,
+        })),
     ];
     bodies
         .into_iter()
