@@ -131,6 +131,8 @@ pub fn describe_message(m: &Message) -> String {
             Some(index) => format!("ReadIndexResponse #{request} index={index}"),
             None => format!("ReadIndexResponse #{request} refused"),
         },
+        MessageBody::RepairQuery => "RepairQuery".to_string(),
+        MessageBody::RepairAnswer { log_end } => format!("RepairAnswer end={log_end}"),
     };
     format!("{}->{} t{} {}", m.from, m.to, m.term, body)
 }

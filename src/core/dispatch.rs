@@ -12,6 +12,15 @@ impl Replica {
         if message.to != self.id || message.from == self.id {
             return;
         }
+        // Outside the term rules (`repair.rs`): a repairing node's question must not disturb
+        // anyone's term, and any answer is news.
+        match message.body {
+            MessageBody::RepairQuery => return self.on_repair_query(message.from),
+            MessageBody::RepairAnswer { log_end } => {
+                return self.on_repair_answer(message.from, log_end);
+            }
+            _ => {}
+        }
         if message.term > self.term && !self.on_higher_term(&message) {
             return;
         }
@@ -70,6 +79,9 @@ impl Replica {
             MessageBody::ReadIndexRequest { request } => self.on_read_index_request(from, request),
             MessageBody::ReadIndexResponse { request, index } => {
                 self.on_read_index_response(from, request, index)
+            }
+            MessageBody::RepairQuery | MessageBody::RepairAnswer { .. } => {
+                unreachable!("handled before the term checks")
             }
         }
     }

@@ -21,12 +21,26 @@
 //!   matches the leader's through that entry, and every entry committed by an acknowledgement
 //!   this node sent (in that term or earlier) lies before the leader's first entry of its own
 //!   term (leader completeness), so it is held again. This covers a leader whose log is
-//!   shorter than the lost range (the lost entries were never committed).
+//!   shorter than the lost range (the lost entries were never committed), or
+//! - word from every other voter that its log ends before the lost range (the issue's
+//!   "learned from a quorum that it was never committed"). The node asks them with a
+//!   `RepairQuery` every minimum election timeout; each answers with the end of its log (or
+//!   of a range it repairs itself). An entry of the lost range committed with this node's
+//!   acknowledgement is held by a majority of the configuration it was committed in, and
+//!   never removed from their logs. That configuration is the one this node knows (the last
+//!   in the intact part of its log) or one appended in the lost range, which this node never
+//!   saw. With single-server changes any majority of the next configuration, and with joint
+//!   consensus any commit of it, includes a voter of the known one other than this node as
+//!   long as the known one has at least three voters (with two, {this node, a newly added
+//!   voter} is a majority of three). So when all those voters answer with logs ending before
+//!   the range, none of it was committed. Only in a simple configuration of three or more
+//!   voters; with two, it waits (docs/SIM_FINDINGS.md, finding 10).
 //!
-//! Invariant: `repair` only ever goes from `Some` to `None`, and only on durable entries.
+//! Invariant: `repair` only ever goes from `Some` to `None`, and only on durable entries or
+//! on every other voter's word.
 
 use super::replica::{Repair, Replica};
-use rcraft_wire::{LogIndex, Term};
+use rcraft_wire::{LogIndex, MessageBody, NodeId, Term};
 
 impl Repair {
     /// Whether a candidate whose log ends at (`last_log_index`, `last_log_term`) holds every
@@ -58,7 +72,67 @@ impl Replica {
             && self.term > repair.recovered_term
             && self.log.term_at(persisted) == Some(self.term);
         if holds_range || matches_later_leader {
-            self.repair = None;
+            self.end_repair();
+        }
+    }
+
+    fn end_repair(&mut self) {
+        self.repair = None;
+        self.repair_witnesses.1.clear();
+    }
+
+    /// The voters whose word can show the lost range was never committed: every other voter
+    /// of a simple configuration of at least three (see the module header); none otherwise.
+    fn repair_witnesses_needed(&self) -> Option<impl Iterator<Item = NodeId> + '_> {
+        let voters = &self.membership.voters;
+        let simple = self.membership.voters_outgoing.is_empty();
+        (simple && voters.len() >= 3 && voters.contains(&self.id))
+            .then(|| voters.iter().copied().filter(|id| *id != self.id))
+    }
+
+    /// While repairing, asks the voters that have not yet answered, every minimum election
+    /// timeout.
+    pub(super) fn tick_repair(&mut self) {
+        if self.repair.is_none()
+            || self.now_ticks % self.config.election_timeout_min_ticks.max(1) != 0
+        {
+            return;
+        }
+        let Some(needed) = self.repair_witnesses_needed() else {
+            return;
+        };
+        let asked: Vec<NodeId> = needed
+            .filter(|id| !self.repair_witnesses.1.contains(id))
+            .collect();
+        for id in asked {
+            self.send(id, MessageBody::RepairQuery);
+        }
+    }
+
+    /// Answers a repairing node: where this node's log ends, or the range it repairs itself.
+    pub(super) fn on_repair_query(&mut self, from: NodeId) {
+        let repairing_through = self.repair.map_or(LogIndex(0), |r| r.lost.through);
+        let log_end = self.log.last_index().max(repairing_through);
+        self.send(from, MessageBody::RepairAnswer { log_end });
+    }
+
+    /// A voter's answer: counted when its log ends before the lost range; the repair ends
+    /// once every other voter of the configuration in force said so.
+    pub(super) fn on_repair_answer(&mut self, from: NodeId, log_end: LogIndex) {
+        let Some(repair) = self.repair else {
+            return;
+        };
+        if self.repair_witnesses.0 != self.membership_index {
+            self.repair_witnesses = (self.membership_index, Default::default());
+        }
+        if log_end < repair.lost.from {
+            self.repair_witnesses.1.insert(from);
+        }
+        let witnessed = self
+            .repair_witnesses_needed()
+            .is_some_and(|mut needed| needed.all(|id| self.repair_witnesses.1.contains(&id)));
+        if witnessed {
+            self.end_repair();
         }
     }
 }
@@ -227,6 +301,92 @@ mod tests {
             );
             assert!(node.status().repairing.is_some(), "a vote repairs nothing");
         }
+    }
+
+    fn repair_queries_to(actions: &[super::super::api::Action]) -> Vec<u64> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                super::super::api::Action::Send(Message {
+                    to,
+                    body: MessageBody::RepairQuery,
+                    ..
+                }) => Some(to.0),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn answer(from: u64, log_end: u64) -> Input {
+        // Any term: the answer is outside the term rules.
+        message(
+            from,
+            1,
+            MessageBody::RepairAnswer {
+                log_end: LogIndex(log_end),
+            },
+        )
+    }
+
+    /// Every other voter says its log ends before the lost range: none of it was committed,
+    /// and the node leaves the repair without a leader. One voter holding the start of the
+    /// range (or not answering) keeps it repairing.
+    #[test]
+    fn every_other_voter_without_the_range_ends_the_repair() {
+        let mut node = damaged_follower();
+        let mut asked = Vec::new();
+        for _ in 0..20 {
+            asked.extend(repair_queries_to(&step(&mut node, Input::Tick)));
+        }
+        assert_eq!(asked, [1, 3], "each other voter asked");
+        step(&mut node, answer(1, 3));
+        assert!(node.status().repairing.is_some(), "node 3 has not answered");
+        step(&mut node, answer(3, 4));
+        assert!(node.status().repairing.is_some(), "node 3 holds entry 4");
+        step(&mut node, answer(3, 3));
+        assert_eq!(node.status().repairing, None);
+        // An answer to a node that is not repairing, or a query to it, changes nothing but
+        // the answer.
+        let actions = step(&mut node, message(1, 9, MessageBody::RepairQuery));
+        assert_eq!(node.status().term, Term(2), "no term adopted from a query");
+        let answered = actions.iter().any(|a| {
+            matches!(
+                a,
+                super::super::api::Action::Send(Message {
+                    body: MessageBody::RepairAnswer {
+                        log_end: LogIndex(3)
+                    },
+                    ..
+                })
+            )
+        });
+        assert!(answered, "{actions:?}");
+    }
+
+    /// With two voters, {this node, a voter added in the lost range} could have committed
+    /// it: the other voter's word is not enough, and nobody is asked.
+    #[test]
+    fn two_voters_ask_nobody() {
+        let recovered = RecoveredState {
+            hard_state: HardState {
+                term: Term(2),
+                vote: None,
+                commit: LogIndex(3),
+            },
+            snapshot: None,
+            entries: (1..=3).map(|i| entry(i, 2)).collect(),
+            initial_membership: Membership::with_voters([NodeId(1), NodeId(2)]),
+            lost: Some(LostEntries {
+                from: LogIndex(4),
+                through: LogIndex(5),
+            }),
+        };
+        let mut node = Replica::new(CoreConfig::new(NodeId(2), 7), recovered).unwrap();
+        for _ in 0..40 {
+            assert!(repair_queries_to(&step(&mut node, Input::Tick)).is_empty());
+        }
+        step(&mut node, answer(1, 3));
+        assert!(node.status().repairing.is_some());
     }
 
     #[test]

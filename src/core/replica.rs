@@ -25,7 +25,7 @@ use rcraft_wire::{
     Entry, LogIndex, Membership, Message, MessageBody, NodeId, PeerProgress, ReplicationState,
     Role, Term,
 };
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// A snapshot of a replica's state, for status reports, tests and checkers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -196,6 +196,9 @@ pub struct Replica {
     /// Invariant: while `Some`, this node never campaigns and grants a vote or pre-vote only
     /// to a candidate that covers the range (`Repair::candidate_covers`).
     pub(super) repair: Option<Repair>,
+    /// While repairing: the voters that answered a `RepairQuery` with a log ending before the
+    /// lost range, and the configuration (its index) they were counted in.
+    pub(super) repair_witnesses: (LogIndex, BTreeSet<NodeId>),
     /// Proposals were appended since the last drain; their AppendRequests go out then.
     pub(super) proposals_unsent: bool,
     /// Follower reads waiting for the leader's read index.
@@ -249,6 +252,7 @@ impl Replica {
             apply_requested: applied,
             incoming_snapshot: None,
             repair,
+            repair_witnesses: (LogIndex(0), BTreeSet::new()),
             proposals_unsent: false,
             forwarded_reads: ForwardedReads::new(config.seed),
             last_self_demotion: None,
@@ -467,6 +471,7 @@ impl Replica {
             Phase::Leader => self.tick_leader(),
             Phase::Follower | Phase::PreCandidate | Phase::Candidate => self.tick_election(),
         }
+        self.tick_repair();
     }
 
     fn on_propose(&mut self, id: u64, session: Option<rcraft_wire::Session>, data: Vec<u8>) {

@@ -984,7 +984,8 @@ fn log_repair_finished(before: Option<LostEntries>, after: Option<LostEntries>) 
     if let (Some(lost), None) = (before, after) {
         log::info!(
             "repaired: the lost entries {}..={} are held again (fetched from the leader, or \
-             covered by its snapshot); this node votes again",
+             covered by its snapshot), or every other voter showed they were never committed; \
+             this node votes again",
             lost.from,
             lost.through
         );

@@ -132,6 +132,16 @@ pub enum MessageBody {
         /// (not the leader of this term, or over its read limit).
         index: Option<LogIndex>,
     },
+    /// A node repairing entries lost from its disk asks a voter how far its log reaches
+    /// (protocol-aware recovery, issue 15). Outside the term rules: answered whatever the
+    /// terms, and changes nothing at the receiver.
+    RepairQuery,
+    /// Answer to a `RepairQuery`.
+    RepairAnswer {
+        /// The last index of the answerer's log, or the end of the range it is repairing
+        /// itself when that is further: no entry past it was ever acknowledged by it.
+        log_end: LogIndex,
+    },
 }
 
 /// Which node may serve a read, and how it makes sure the answer is not stale.

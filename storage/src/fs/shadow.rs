@@ -197,7 +197,9 @@ impl SegmentFile for ShadowSegment {
             return Ok(());
         }
         let path = self.path.display();
-        let change = if offset < SEGMENT_HEADER_BYTES {
+        let change = if offset == 0 {
+            format!("rewrite the damaged or version-1 header of {path} (version 2)")
+        } else if offset < SEGMENT_HEADER_BYTES {
             format!("rewrite the synced count in the header of {path}")
         } else if data.iter().all(|&b| b == 0) {
             format!(

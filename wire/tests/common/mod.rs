@@ -109,6 +109,10 @@ pub fn peer_messages() -> Vec<Message> {
             request: u64::MAX,
             index: None,
         },
+        MessageBody::RepairQuery,
+        MessageBody::RepairAnswer {
+            log_end: LogIndex(17),
+        },
     ];
     bodies
         .into_iter()
