@@ -191,7 +191,8 @@ impl Cluster {
                 Action::Proposed { .. }
                 | Action::ProposeRejected { .. }
                 | Action::ReadReady { .. }
-                | Action::ReadRejected { .. } => {}
+                | Action::ReadRejected { .. }
+                | Action::KeepSnapshots { .. } => {}
             }
         }
         if let Some(index) = applied_to {

@@ -214,5 +214,9 @@ pub fn describe_action(action: &Action) -> String {
             if *done { " done" } else { "" }
         ),
         Action::CompactLog { through } => format!("compact-log through {through}"),
+        Action::KeepSnapshots { in_use } => {
+            let kept: Vec<String> = in_use.iter().map(describe_snapshot_meta).collect();
+            format!("keep-snapshots [{}]", kept.join(", "))
+        }
     }
 }

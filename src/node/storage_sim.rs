@@ -636,6 +636,7 @@ fn describe(batch: &[StorageCommand]) -> String {
                 data.len()
             ),
             StorageCommand::ReadSnapshotChunk { offset, .. } => format!("read chunk at {offset}"),
+            StorageCommand::KeepSnapshots { in_use } => format!("keep {} snapshots", in_use.len()),
         })
         .collect();
     lines.join("; ")
