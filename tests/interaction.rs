@@ -192,7 +192,8 @@ impl Cluster {
                 | Action::SelfDemotion(_)
                 | Action::ProposeRejected { .. }
                 | Action::ReadReady { .. }
-                | Action::ReadRejected { .. } => {}
+                | Action::ReadRejected { .. }
+                | Action::KeepSnapshots { .. } => {}
             }
         }
         if let Some(index) = applied_to {

@@ -64,6 +64,11 @@ pub struct CoreConfig {
     /// Gray-failure self-demotion: a leader whose own log writes stay far slower than its
     /// followers' hands leadership over (core/gray_failure.rs); `None` turns it off.
     pub self_demotion: Option<SelfDemotionConfig>,
+    /// Most entries handed to the state machine (`Action::Apply`) and not yet reported
+    /// applied (`Input::Applied`). Committed entries beyond it wait in the log and go out as
+    /// the state machine reports progress, so a slow state machine never makes its caller
+    /// hold an unbounded backlog of them.
+    pub apply_window_entries: u64,
     /// Seed for the election-timeout generator; give each node a different one.
     pub seed: u64,
 }
@@ -133,6 +138,7 @@ impl CoreConfig {
             snapshot_chunks_in_flight: 4,
             snapshot_bytes_per_tick: 8 << 20,
             self_demotion: Some(SelfDemotionConfig::DEFAULT),
+            apply_window_entries: 4096,
             seed,
         }
     }
@@ -236,6 +242,16 @@ pub enum Input {
         meta: SnapshotMeta,
         /// How many entries before `meta.index` to keep.
         retain_entries: u64,
+    },
+    /// The file of the local snapshot at `index` and `term` is damaged: storage sends no more
+    /// of it, and a replacement is being written. Transfers of it start over with the
+    /// current snapshot once that is another one (a newer snapshot, or the same point
+    /// written again).
+    SnapshotDamaged {
+        /// Index of the damaged snapshot.
+        index: LogIndex,
+        /// Its term.
+        term: Term,
     },
     /// Answer to [`Action::ReadSnapshotChunk`].
     SnapshotChunkRead {
@@ -375,5 +391,15 @@ pub enum Action {
     CompactLog {
         /// Highest index that may be removed.
         through: LogIndex,
+    },
+    /// These snapshots are in use: the current one, and those being sent to followers (a
+    /// transfer goes on with the snapshot it started with, even once a newer one is taken).
+    /// Keep their files readable until a later `KeepSnapshots` no longer lists them; remove
+    /// the older files not listed, and no file newer than every one listed (a local snapshot
+    /// the core has not heard of yet). Emitted last in a drain whenever the set changes, and
+    /// in the first drain of a new `Replica` that has a snapshot.
+    KeepSnapshots {
+        /// The snapshots in use, in (index, term) order.
+        in_use: Vec<SnapshotMeta>,
     },
 }

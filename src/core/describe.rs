@@ -225,6 +225,10 @@ pub fn describe_action(action: &Action) -> String {
             milliticks(d.target_milliticks),
             d.slow_for_ticks
         ),
+        Action::KeepSnapshots { in_use } => {
+            let kept: Vec<String> = in_use.iter().map(describe_snapshot_meta).collect();
+            format!("keep-snapshots [{}]", kept.join(", "))
+        }
     }
 }
 

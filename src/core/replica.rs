@@ -10,7 +10,8 @@
 //! - a message that promises durable state (a vote grant, a real vote request carrying our own
 //!   vote, an append acknowledgement) leaves only after the `Persist` that made the promise
 //!   true is confirmed by `Input::Persisted` (thesis §10.2.1 and DESIGN.md §4);
-//! - entries reach `Action::Apply` only when committed *and* durable locally, in order, once.
+//! - entries reach `Action::Apply` only when committed *and* durable locally, in order, once,
+//!   and at most `apply_window_entries` beyond the applied index.
 
 use super::api::{Action, CoreConfig, HardState, Input, LostEntries, ProposeError, RecoveredState};
 use super::error::{CoreError, Result};
@@ -189,6 +190,13 @@ pub struct Replica {
     pub(super) apply_requested: LogIndex,
     /// A snapshot being received from a leader.
     pub(super) incoming_snapshot: Option<IncomingSnapshot>,
+    /// The snapshots storage was last told are in use (`Action::KeepSnapshots`), in (index,
+    /// term) order. Invariant: after each drain, the current snapshot and every snapshot a
+    /// transfer sends.
+    pub(super) snapshots_kept: Vec<rcraft_wire::SnapshotMeta>,
+    /// A local snapshot whose file storage found damaged (`Input::SnapshotDamaged`), until
+    /// a snapshot at another point replaces it: transfers of it then start over.
+    pub(super) damaged_snapshot: Option<(LogIndex, Term)>,
     /// Entries lost from this node's disk that it may have acknowledged, while not yet
     /// repaired. Protocol-aware recovery (Alagappan et al., FAST 2018): an acknowledgement
     /// may have completed the quorum that committed them, so until the node holds them
@@ -251,6 +259,8 @@ impl Replica {
             applied,
             apply_requested: applied,
             incoming_snapshot: None,
+            snapshots_kept: Vec::new(),
+            damaged_snapshot: None,
             repair,
             repair_witnesses: (LogIndex(0), BTreeSet::new()),
             proposals_unsent: false,
@@ -287,6 +297,7 @@ impl Replica {
                 meta,
                 retain_entries,
             } => self.on_snapshot_taken(meta, retain_entries),
+            Input::SnapshotDamaged { index, term } => self.on_snapshot_damaged(index, term),
             Input::SnapshotChunkRead {
                 to,
                 meta,
@@ -321,6 +332,7 @@ impl Replica {
         self.send_forwarded_reads();
         self.proposals_unsent = false;
         self.flush_persist();
+        self.keep_snapshots_in_use();
         std::mem::take(&mut self.actions)
     }
 
@@ -454,6 +466,7 @@ impl Replica {
         self.log.check_invariants();
         assert_eq!(self.leader_state.is_some(), self.phase == Phase::Leader);
         assert!(self.apply_requested <= self.log.committed_index().max(self.log.snapshot_index()));
+        assert!(self.apply_requested.0 - self.applied.0 <= self.config.apply_window_entries);
         if let Some(state) = &self.leader_state {
             for (id, pr) in &state.progress {
                 assert!(pr.match_index < pr.next_index, "progress of {id}");
@@ -482,6 +495,8 @@ impl Replica {
         }
     }
 
+    /// The state machine's progress; `finish_step` then hands out what waited for room in
+    /// the apply window.
     fn on_applied(&mut self, index: LogIndex) {
         if index > self.applied {
             self.applied = index.min(self.apply_requested);
@@ -589,7 +604,8 @@ impl Replica {
         self.maybe_win_after_persist();
     }
 
-    /// Hands newly committed, locally durable entries to the state machine.
+    /// Hands newly committed, locally durable entries to the state machine, at most
+    /// `apply_window_entries` beyond what it reported applied.
     fn maybe_apply(&mut self) {
         // While storage installs a received snapshot it discards the log and restores the
         // state machine; entries handed out meanwhile would be applied after that restore,
@@ -598,7 +614,14 @@ impl Replica {
         if self.snapshot_finishing() {
             return;
         }
-        let upto = self.log.committed_index().min(self.log.persisted_index());
+        let window_end = LogIndex(
+            self.applied
+                .0
+                .saturating_add(self.config.apply_window_entries),
+        );
+        let upto = (self.log.committed_index())
+            .min(self.log.persisted_index())
+            .min(window_end);
         if upto <= self.apply_requested {
             return;
         }
@@ -696,6 +719,9 @@ fn validate_config(config: &CoreConfig) -> Result<()> {
     if config.snapshot_chunks_in_flight == 0 {
         return bad("snapshot chunks in flight must be above 0");
     }
+    if config.apply_window_entries == 0 {
+        return bad("apply window must be above 0");
+    }
     Ok(())
 }
 
@@ -731,5 +757,50 @@ mod tests {
             learners: ids(&[2]),
         };
         assert_eq!(node_with(2, after).role(), Role::Learner);
+    }
+
+    /// The indexes of every `Action::Apply` in `actions`.
+    fn applied_indexes(actions: &[Action]) -> Vec<u64> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Apply { entries } => Some(entries.iter().map(|e| e.index.0)),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    /// Issue 14 (docs/SIM_FINDINGS.md, finding 16): committed entries go to the state
+    /// machine only within the apply window; the rest wait in the log for its progress.
+    #[test]
+    fn committed_entries_are_handed_out_within_the_apply_window() {
+        use super::super::testing::{from_peer_in, leader_of_three, step_confirming as step};
+        let mut leader = leader_of_three(|config| config.apply_window_entries = 2);
+        // The no-op (1) was handed out when it committed; nothing is reported applied yet.
+        for id in 0..5 {
+            let propose = Input::Propose {
+                id,
+                session: None,
+                data: vec![id as u8],
+            };
+            step(&mut leader, propose);
+        }
+        let ack = MessageBody::AppendResponse {
+            success: true,
+            match_index: LogIndex(6),
+            conflict: None,
+        };
+        let actions = step(&mut leader, from_peer_in(1, 2, ack));
+        assert_eq!(leader.status().commit_index, LogIndex(6));
+        assert_eq!(applied_indexes(&actions), [2]);
+        let applied = |index| Input::Applied {
+            index: LogIndex(index),
+        };
+        assert_eq!(applied_indexes(&step(&mut leader, applied(1))), [3]);
+        assert_eq!(applied_indexes(&step(&mut leader, applied(3))), [4, 5]);
+        assert_eq!(applied_indexes(&step(&mut leader, applied(5))), [6]);
+        assert!(applied_indexes(&step(&mut leader, applied(6))).is_empty());
+        leader.check_invariants();
     }
 }

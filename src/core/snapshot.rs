@@ -13,7 +13,7 @@
 //! log only after storage reports the snapshot verified, durable and installed.
 
 use super::api::Action;
-use super::progress::ProgressState;
+use super::progress::{ProgressState, SnapshotTransfer};
 use super::replica::{Phase, Replica};
 use rcraft_wire::{LogIndex, MessageBody, NodeId, SnapshotMeta};
 
@@ -35,12 +35,41 @@ impl Replica {
         }
         let through = self.log.compact(meta.clone(), retain_entries);
         self.actions.push(Action::CompactLog { through });
-        // Transfers of an older snapshot restart with the new one: the old file may go.
+        // A transfer under way goes on with the snapshot it started with, whose file storage
+        // keeps (`Action::KeepSnapshots`): restarting every transfer from offset 0 with each
+        // new snapshot meant a follower never finished one while snapshots came faster than
+        // a transfer (issue 14, finding 15 of docs/SIM_FINDINGS.md). Only a transfer whose
+        // file was written again under the same name with other bytes, or found damaged,
+        // starts over: the bytes it was sending are gone, or storage sends no more of them.
+        let point = (meta.index, meta.term);
+        let damaged = self
+            .damaged_snapshot
+            .take()
+            .filter(|damaged| *damaged != point);
+        self.restart_transfers(|t| {
+            let at = (t.meta.index, t.meta.term);
+            (at == point && t.meta != meta) || Some(at) == damaged
+        });
+    }
+
+    /// `Input::SnapshotDamaged`: transfers of that snapshot start over with the current one
+    /// if it is another; otherwise when its replacement is taken.
+    pub(super) fn on_snapshot_damaged(&mut self, index: LogIndex, term: rcraft_wire::Term) {
+        let current = self.log.snapshot().map(|s| (s.index, s.term));
+        if current == Some((index, term)) {
+            self.damaged_snapshot = Some((index, term));
+            return;
+        }
+        self.restart_transfers(|t| (t.meta.index, t.meta.term) == (index, term));
+    }
+
+    /// Starts the transfers `wanted` picks over with the current snapshot.
+    fn restart_transfers(&mut self, wanted: impl Fn(&SnapshotTransfer) -> bool) {
         let restart: Vec<NodeId> = match &self.leader_state {
             Some(state) => state
                 .progress
                 .iter()
-                .filter(|(_, pr)| matches!(&pr.state, ProgressState::Snapshot(t) if t.meta != meta))
+                .filter(|(_, pr)| matches!(&pr.state, ProgressState::Snapshot(t) if wanted(t)))
                 .map(|(id, _)| *id)
                 .collect(),
             None => return,
@@ -450,6 +479,28 @@ pub(super) struct IncomingSnapshot {
 }
 
 impl Replica {
+    /// Tells storage which snapshot files are in use (the current snapshot and those being
+    /// sent) when that changed since it was last told; last among the drain's actions, so
+    /// reads of a snapshot released in this drain come before its removal.
+    pub(super) fn keep_snapshots_in_use(&mut self) {
+        let mut in_use: Vec<SnapshotMeta> = self
+            .leader_state
+            .iter()
+            .flat_map(|state| state.progress.values())
+            .filter_map(|pr| match &pr.state {
+                ProgressState::Snapshot(transfer) => Some(transfer.meta.clone()),
+                _ => None,
+            })
+            .chain(self.log.snapshot().cloned())
+            .collect();
+        in_use.sort_by_key(|meta| (meta.index, meta.term));
+        in_use.dedup();
+        if in_use != self.snapshots_kept {
+            self.snapshots_kept = in_use.clone();
+            self.actions.push(Action::KeepSnapshots { in_use });
+        }
+    }
+
     /// True while the last chunk of a received snapshot is being installed by storage.
     pub(super) fn snapshot_finishing(&self) -> bool {
         self.incoming_snapshot.as_ref().is_some_and(|s| s.finishing)
@@ -828,6 +879,126 @@ mod tests {
         });
         assert!(metas.into_iter().all(|meta| meta == rewritten));
         assert_eq!(leader.log.snapshot(), Some(&rewritten));
+    }
+
+    /// Which snapshots `actions` said are in use, by index, each time.
+    fn kept(actions: &[Action]) -> Vec<Vec<u64>> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::KeepSnapshots { in_use } => {
+                    Some(in_use.iter().map(|meta| meta.index.0).collect())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The leader of `leader_with_snapshot` commits and applies its no-op (index 10, term 2)
+    /// with node 3's acknowledgement and takes a 50-byte snapshot of it, keeping the entry in
+    /// its log; the snapshot and the actions of taking it.
+    fn take_a_newer_snapshot(leader: &mut Replica) -> (SnapshotMeta, Vec<Action>) {
+        let ack = MessageBody::AppendResponse {
+            success: true,
+            match_index: LogIndex(10),
+            conflict: None,
+        };
+        step(leader, from_peer(3, ack));
+        step(
+            leader,
+            Input::Applied {
+                index: LogIndex(10),
+            },
+        );
+        let newer = SnapshotMeta {
+            index: LogIndex(10),
+            term: Term(2),
+            size_bytes: 50,
+            checksum: 5,
+            ..leader.log.snapshot().cloned().unwrap()
+        };
+        let taken = Input::SnapshotTaken {
+            meta: newer.clone(),
+            retain_entries: 5,
+        };
+        let actions = step(leader, taken);
+        assert_eq!(leader.log.snapshot(), Some(&newer));
+        (newer, actions)
+    }
+
+    /// A transfer of a snapshot whose file storage found damaged starts over with its
+    /// replacement, here a newer snapshot (the same point written again is covered above).
+    #[test]
+    fn a_transfer_of_a_damaged_snapshot_starts_over_with_its_replacement() {
+        let mut leader = leader_sending_to_node_2();
+        let damaged = Input::SnapshotDamaged {
+            index: LogIndex(9),
+            term: Term(1),
+        };
+        // Nothing else to send yet.
+        assert!(read_offsets(&step(&mut leader, damaged)).is_empty());
+        let (newer, actions) = take_a_newer_snapshot(&mut leader);
+        assert_eq!(read_offsets(&actions), [(2, 0), (2, 10)]);
+        assert!(actions.iter().all(|a| match a {
+            Action::ReadSnapshotChunk { meta, .. } => *meta == newer,
+            _ => true,
+        }));
+        assert_eq!(kept(&actions), [vec![10]]);
+    }
+
+    /// Issue 14 (docs/SIM_FINDINGS.md, finding 15): every new local snapshot restarted every
+    /// transfer from offset 0 with the new snapshot, so with snapshots taken faster than a
+    /// transfer took, a follower never received one. A transfer now goes on with its
+    /// snapshot, which storage is told is in use until the transfer ends.
+    #[test]
+    fn a_transfer_goes_on_with_its_snapshot_when_a_newer_one_is_taken() {
+        let (mut leader, behind) = leader_with_snapshot(&[1, 2, 3], 100, |config| {
+            config.snapshot_chunk_bytes = 10;
+            config.snapshot_chunks_in_flight = 2;
+        });
+        let old = leader.log.snapshot().cloned().unwrap();
+        assert_eq!(
+            leader.snapshots_kept,
+            std::slice::from_ref(&old),
+            "the current one is in use"
+        );
+        let actions = step(&mut leader, behind(2));
+        assert_eq!(read_offsets(&actions), [(2, 0), (2, 10)]);
+        let (newer, actions) = take_a_newer_snapshot(&mut leader);
+        assert!(read_offsets(&actions).is_empty(), "restarted: {actions:?}");
+        assert_eq!(
+            kept(&actions),
+            [vec![9, 10]],
+            "the one being sent stays in use"
+        );
+        assert!(matches!(actions.last(), Some(Action::KeepSnapshots { .. })));
+        // The transfer goes on from where node 2 stands, with the old snapshot.
+        let answer = |next_offset| chunk_answer(2, next_offset, false);
+        let actions = step(&mut leader, answer(10));
+        assert_eq!(read_offsets(&actions), [(2, 20)]);
+        assert!(actions.iter().all(|a| match a {
+            Action::ReadSnapshotChunk { meta, .. } => *meta == old,
+            _ => true,
+        }));
+        // Installed: node 2 catches up from the log (entry 10 is still there), and the old
+        // snapshot is no longer in use.
+        let installed = from_peer(
+            2,
+            MessageBody::InstallSnapshotResponse {
+                snapshot_index: LogIndex(9),
+                next_offset: 100,
+                done: true,
+                rejected: false,
+            },
+        );
+        let actions = step(&mut leader, installed);
+        assert_eq!(kept(&actions), [vec![10]]);
+        assert!(read_offsets(&actions).is_empty());
+        let entry_10_sent = actions.iter().any(|a| {
+            matches!(a, Action::Send(Message { to, body: MessageBody::AppendRequest { entries, .. }, .. })
+                if *to == NodeId(2) && entries.iter().any(|e| e.index == newer.index))
+        });
+        assert!(entry_10_sent, "{actions:?}");
     }
 
     #[test]

@@ -319,6 +319,7 @@ impl Applier {
         loop {
             match next_or_wait(&commands, &doorbell, Some(next_sweep)) {
                 Next::Message(first) => {
+                    ring_if_room_made(&commands, &progress);
                     if let Err(message) = self.run_batch(first, &commands, &progress) {
                         log::error!("apply thread stopping: {message}");
                         self.answer_all_waiters(&format!("the node stopped: {message}"));
@@ -370,6 +371,7 @@ impl Applier {
     ) -> Result<(), String> {
         self.handle(first, progress)?;
         while let Ok(next) = commands.try_recv() {
+            ring_if_room_made(commands, progress);
             self.handle(next, progress)?;
         }
         Ok(())
@@ -967,6 +969,18 @@ fn unknown_outcome(message: &str) -> ClientResponseBody {
     ClientResponseBody::Error {
         definite: false,
         message: message.to_string(),
+    }
+}
+
+/// Rings the consensus thread when `commands` was full before the command just taken from
+/// it: the consensus thread holds back what did not fit (its apply backlog) and never waits
+/// for room, so it must hear that there is some. A queue that was not full needs no ring.
+fn ring_if_room_made(commands: &Receiver<ApplyCommand>, progress: &Ringing<ApplyProgress>) {
+    if commands
+        .capacity()
+        .is_some_and(|capacity| commands.len() + 1 >= capacity)
+    {
+        progress.ring();
     }
 }
 

@@ -7,7 +7,7 @@
 //! proposals that arrive together become one persist action and one append message.
 //!
 //! The thread sleeps on its [`Doorbell`] (never in a spinning or yielding wait, also not
-//! while a full storage or apply queue holds it back) and hands
+//! while a full storage queue holds it back) and hands
 //! its output on per destination, once per drain of the core's actions: storage commands in
 //! the core's order behind one ring of the storage thread, apply commands likewise behind
 //! one ring of the apply thread, every peer message in one network command, and every client
@@ -16,12 +16,17 @@
 //! Invariants: persist commands reach the storage thread in sequence order and are never
 //! dropped (a full queue makes this thread wait, which pushes back on clients); apply commands
 //! reach the apply thread in the order the core emitted them, so a proposal's waiter always
-//! precedes its entry; every request in `pending` is answered exactly once (outcome, error,
-//! timeout or shutdown).
+//! precedes its entry, and this thread never waits for the apply thread: what does not fit
+//! in its queue waits in a bounded backlog here (`apply_backlog`), so a slow state machine
+//! never stops heartbeats, votes or elections (issue 14, finding 16 of
+//! docs/SIM_FINDINGS.md); every request in `pending` is answered exactly once (outcome,
+//! error, timeout or shutdown).
 
 use super::apply::{ApplyCommand, ApplyProgress};
 use super::error::Error;
-use super::limits::{CONSENSUS_INPUT_BATCH_MAX, PENDING_REQUESTS_MAX, TICK_CATCH_UP_MAX};
+use super::limits::{
+    APPLY_BACKLOG_MAX, CONSENSUS_INPUT_BATCH_MAX, PENDING_REQUESTS_MAX, TICK_CATCH_UP_MAX,
+};
 use super::mailbox::{Doorbell, Ringing};
 use super::metrics::MetricsHook;
 use super::observe::Observer;
@@ -39,7 +44,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// How often a full storage or apply queue is looked at again.
+/// How often a full storage queue is looked at again.
 const ROOM_POLL_INTERVAL: Duration = Duration::from_micros(200);
 
 /// Requests from `NodeHandle` callers.
@@ -174,6 +179,13 @@ pub(crate) struct Consensus {
     /// Events received while waiting for room in a full queue; handled before new input.
     deferred_storage: VecDeque<StorageEvent>,
     deferred_apply: VecDeque<ApplyProgress>,
+    /// Apply commands, in the core's order, waiting for room in the apply thread's queue:
+    /// this thread never waits for a slow state machine (it goes on heartbeating, voting and
+    /// campaigning) and hands these over as the apply thread makes room, which it rings this
+    /// thread for. Bounded: the core hands out committed entries only within its apply
+    /// window, and new client requests are refused (`Overloaded`) while this holds
+    /// [`APPLY_BACKLOG_MAX`] commands.
+    apply_backlog: VecDeque<ApplyCommand>,
     /// Set by a fatal event; the loop stops at the end of the turn.
     failure: Option<String>,
     /// The received snapshot (index, term, data checksum) the apply thread was told is
@@ -214,6 +226,7 @@ impl Consensus {
             next_request_id: 1,
             deferred_storage: VecDeque::new(),
             deferred_apply: VecDeque::new(),
+            apply_backlog: VecDeque::new(),
             failure: None,
             announced_snapshot: None,
         }
@@ -235,6 +248,19 @@ impl Consensus {
         for (_, pending) in self.pending.drain() {
             let body = failure_body(&pending, &message);
             self.outbox.replies.push((pending.reply, body));
+        }
+        // Waiters the apply thread never got will not get an outcome either.
+        for command in std::mem::take(&mut self.apply_backlog) {
+            let (reply, definite) = match command {
+                ApplyCommand::WaitProposal { reply, .. } => (reply, false),
+                ApplyCommand::Read { reply, .. } => (reply, true),
+                _ => continue,
+            };
+            let body = ClientResponseBody::Error {
+                definite,
+                message: message.clone(),
+            };
+            self.outbox.replies.push((reply, body));
         }
         self.hand_on();
         exit
@@ -259,7 +285,7 @@ impl Consensus {
         // a paused process) must not judge a read against the clock of before the stall, when
         // a lease that has run out since still looked valid (issue 14, finding 4).
         self.tick_if_due();
-        if let Some(exit) = self.on_received(inbox, first) {
+        if let Some(exit) = self.on_received(first) {
             return Some(exit);
         }
         if let Some(exit) = self.drain_inputs(inbox) {
@@ -296,6 +322,9 @@ impl Consensus {
             if let Some(received) = try_receive(inbox)? {
                 return Ok(received);
             }
+            if !self.apply_backlog.is_empty() && !self.apply.is_full() {
+                return Ok(Received::Nothing); // The apply thread made room for the backlog.
+            }
             if Instant::now() >= self.next_tick {
                 return Ok(Received::Nothing);
             }
@@ -303,12 +332,12 @@ impl Consensus {
         }
     }
 
-    fn on_received(&mut self, inbox: &Inbox, received: Received) -> Option<Exit> {
+    fn on_received(&mut self, received: Received) -> Option<Exit> {
         match received {
             Received::Net(event) => self.on_net_event(event),
-            Received::Storage(event) => self.on_storage_event(inbox, event),
+            Received::Storage(event) => self.on_storage_event(event),
             Received::Apply(progress) => self.on_apply_progress(progress),
-            Received::Api(request) => return self.on_api_request(inbox, request),
+            Received::Api(request) => return self.on_api_request(request),
             Received::Nothing => {}
         }
         None
@@ -320,13 +349,13 @@ impl Consensus {
         while taken < CONSENSUS_INPUT_BATCH_MAX {
             let before = taken;
             while let Some(event) = self.deferred_storage.pop_front() {
-                self.on_storage_event(inbox, event);
+                self.on_storage_event(event);
             }
             while let Some(progress) = self.deferred_apply.pop_front() {
                 self.on_apply_progress(progress);
             }
             if let Ok(event) = inbox.storage.try_recv() {
-                self.on_storage_event(inbox, event);
+                self.on_storage_event(event);
                 taken += 1;
             }
             if let Ok(progress) = inbox.apply.try_recv() {
@@ -339,7 +368,7 @@ impl Consensus {
             }
             match inbox.api.try_recv() {
                 Ok(request) => {
-                    if let Some(exit) = self.on_api_request(inbox, request) {
+                    if let Some(exit) = self.on_api_request(request) {
                         return Some(exit);
                     }
                     taken += 1;
@@ -442,8 +471,13 @@ impl Consensus {
         }
     }
 
-    /// Asks the apply thread for a snapshot; never waits for room in its queue.
+    /// Asks the apply thread for a snapshot; never waits for room in its queue, nor jumps the
+    /// apply backlog.
     fn snapshot(&mut self, reply: ReplyTo) {
+        if !self.apply_backlog.is_empty() {
+            self.reply(reply, ClientResponseBody::Overloaded);
+            return;
+        }
         match self.apply.try_send(ApplyCommand::TakeSnapshot { reply }) {
             Ok(()) => {}
             Err(TrySendError::Full(ApplyCommand::TakeSnapshot { reply })) => {
@@ -483,7 +517,7 @@ impl Consensus {
         }
     }
 
-    fn on_api_request(&mut self, inbox: &Inbox, request: ApiRequest) -> Option<Exit> {
+    fn on_api_request(&mut self, request: ApiRequest) -> Option<Exit> {
         match request {
             ApiRequest::Propose {
                 session,
@@ -503,7 +537,7 @@ impl Consensus {
                 self.change_membership(ReplyTo::Api(reply), membership);
             }
             ApiRequest::Subscribe(sender) => {
-                self.send_apply(inbox, ApplyCommand::Subscribe(sender));
+                self.send_apply(ApplyCommand::Subscribe(sender));
             }
             ApiRequest::Snapshot { reply } => self.snapshot(ReplyTo::Api(reply)),
             ApiRequest::Shutdown => return Some(Exit::Shutdown),
@@ -511,9 +545,12 @@ impl Consensus {
         None
     }
 
-    /// Registers a request and returns its id, or answers `Overloaded` when the table is full.
+    /// Registers a request and returns its id, or answers `Overloaded` when the table is full
+    /// or the state machine is that far behind (see `apply_backlog`).
     fn register(&mut self, reply: ReplyTo, query: Option<Vec<u8>>) -> Option<RequestId> {
-        if self.pending.len() >= PENDING_REQUESTS_MAX {
+        if self.pending.len() >= PENDING_REQUESTS_MAX
+            || self.apply_backlog.len() >= APPLY_BACKLOG_MAX
+        {
             self.reply(reply, ClientResponseBody::Overloaded);
             return None;
         }
@@ -585,7 +622,7 @@ impl Consensus {
         self.reply(reply, body);
     }
 
-    fn on_storage_event(&mut self, inbox: &Inbox, event: StorageEvent) {
+    fn on_storage_event(&mut self, event: StorageEvent) {
         match event {
             StorageEvent::Persisted { seq } => {
                 self.replica.step(Input::Persisted { seq });
@@ -610,7 +647,7 @@ impl Consensus {
                 next_offset,
                 rejected,
             } => {
-                self.announce_arriving_snapshot(inbox, &meta, next_offset, rejected);
+                self.announce_arriving_snapshot(&meta, next_offset, rejected);
                 let input = Input::SnapshotChunkWritten {
                     meta,
                     next_offset,
@@ -622,7 +659,7 @@ impl Consensus {
             StorageEvent::SnapshotStored { meta } => {
                 self.observer.on_snapshot_stored();
                 self.announced_snapshot = None;
-                self.send_apply(inbox, ApplyCommand::Restore(meta.clone()));
+                self.send_apply(ApplyCommand::Restore(meta.clone()));
                 self.on_snapshot_installed(meta);
             }
             StorageEvent::SnapshotDamaged {
@@ -638,7 +675,8 @@ impl Consensus {
                      {reason})",
                     path.display()
                 );
-                self.send_apply(inbox, ApplyCommand::ReplaceSnapshot { damaged: index });
+                self.replica.step(Input::SnapshotDamaged { index, term });
+                self.send_apply(ApplyCommand::ReplaceSnapshot { damaged: index });
             }
             StorageEvent::Failed(reason) => self.fail(reason),
         }
@@ -649,7 +687,6 @@ impl Consensus {
     /// snapshot meanwhile.
     fn announce_arriving_snapshot(
         &mut self,
-        inbox: &Inbox,
         meta: &SnapshotMeta,
         next_offset: u64,
         rejected: bool,
@@ -659,7 +696,7 @@ impl Consensus {
             self.announced_snapshot = None;
         } else if next_offset > 0 && self.announced_snapshot != Some(key) {
             self.announced_snapshot = Some(key);
-            self.send_apply(inbox, ApplyCommand::SnapshotArriving(meta.clone()));
+            self.send_apply(ApplyCommand::SnapshotArriving(meta.clone()));
         }
     }
 
@@ -725,9 +762,11 @@ impl Consensus {
         }
     }
 
-    /// Hands the outbox on: one ring each for the storage and apply threads if they were
-    /// given commands, one network command for all peer messages and one for all answers.
+    /// Hands the outbox on: what of the apply backlog fits, one ring each for the storage and
+    /// apply threads if they were given commands, one network command for all peer messages
+    /// and one for all answers.
     fn hand_on(&mut self) {
+        self.hand_over_apply_backlog();
         if std::mem::take(&mut self.outbox.storage_unrung) {
             self.storage.ring();
         }
@@ -764,12 +803,12 @@ impl Consensus {
                 };
                 self.send_storage(inbox, command);
             }
-            Action::Apply { entries } => self.send_apply(inbox, ApplyCommand::Entries(entries)),
+            Action::Apply { entries } => self.send_apply(ApplyCommand::Entries(entries)),
             Action::Proposed { id, term, index } => {
                 self.observer.on_proposed(index);
-                self.on_proposed(inbox, id, term, index);
+                self.on_proposed(id, term, index);
             }
-            Action::ReadReady { id, index, term } => self.on_read_ready(inbox, id, index, term),
+            Action::ReadReady { id, index, term } => self.on_read_ready(id, index, term),
             Action::ProposeRejected { id, error } | Action::ReadRejected { id, error } => {
                 self.on_rejected(id, error);
             }
@@ -811,16 +850,13 @@ impl Consensus {
                 let term = self.replica.hard_state().term;
                 (self.observer).on_self_demotion(&demotion, self.settings.tick, term);
             }
+            Action::KeepSnapshots { in_use } => {
+                self.send_storage(inbox, StorageCommand::KeepSnapshots { in_use });
+            }
         }
     }
 
-    fn on_proposed(
-        &mut self,
-        inbox: &Inbox,
-        id: RequestId,
-        term: rcraft_wire::Term,
-        index: LogIndex,
-    ) {
+    fn on_proposed(&mut self, id: RequestId, term: rcraft_wire::Term, index: LogIndex) {
         if let Some(pending) = self.pending.remove(&id) {
             let command = ApplyCommand::WaitProposal {
                 index,
@@ -828,17 +864,11 @@ impl Consensus {
                 reply: pending.reply,
                 deadline: pending.deadline,
             };
-            self.send_apply(inbox, command);
+            self.send_apply(command);
         }
     }
 
-    fn on_read_ready(
-        &mut self,
-        inbox: &Inbox,
-        id: RequestId,
-        index: LogIndex,
-        term: rcraft_wire::Term,
-    ) {
+    fn on_read_ready(&mut self, id: RequestId, index: LogIndex, term: rcraft_wire::Term) {
         if let Some(pending) = self.pending.remove(&id) {
             let command = ApplyCommand::Read {
                 index,
@@ -847,7 +877,7 @@ impl Consensus {
                 reply: pending.reply,
                 deadline: pending.deadline,
             };
-            self.send_apply(inbox, command);
+            self.send_apply(command);
         }
     }
 
@@ -900,27 +930,34 @@ impl Consensus {
         }
     }
 
-    /// Queues an apply command, waiting for room if the queue is full (see `send_storage`).
-    fn send_apply(&mut self, inbox: &Inbox, command: ApplyCommand) {
-        let mut command = command;
-        loop {
+    /// Queues an apply command behind the backlog, never waiting: what does not fit in the
+    /// apply thread's queue now waits in `apply_backlog` (the order is the core's either way).
+    fn send_apply(&mut self, command: ApplyCommand) {
+        self.apply_backlog.push_back(command);
+        self.hand_over_apply_backlog();
+    }
+
+    /// Moves the apply backlog into the apply thread's queue, in order, until it is full.
+    fn hand_over_apply_backlog(&mut self) {
+        while let Some(command) = self.apply_backlog.pop_front() {
             match self.apply.try_push(command) {
-                Ok(()) => {
-                    self.outbox.apply_unrung = true;
+                Ok(()) => self.outbox.apply_unrung = true,
+                Err(TrySendError::Full(back)) => {
+                    self.apply_backlog.push_front(back);
+                    // Whatever is queued must be taken, so that the apply thread rings back.
+                    self.apply.ring();
                     return;
                 }
-                Err(TrySendError::Full(back)) => command = back,
                 Err(TrySendError::Disconnected(_)) => {
+                    self.apply_backlog.clear();
                     return self.fail("the apply thread stopped".to_string());
                 }
             }
-            self.apply.ring();
-            self.wait_for_room(inbox);
         }
     }
 
-    /// Sleeps a little while a storage or apply queue is full (their threads do not ring
-    /// when they make room), keeping what they report meanwhile for the next turn.
+    /// Sleeps a little while the storage queue is full (its thread does not ring when it
+    /// makes room), keeping what storage and apply report meanwhile for the next turn.
     fn wait_for_room(&mut self, inbox: &Inbox) {
         inbox
             .doorbell

@@ -60,6 +60,11 @@ pub const STORAGE_EVENT_QUEUE_DEPTH: usize = 1024;
 /// Consensus thread -> apply thread: committed entries, waiters, reads, restores.
 pub const APPLY_COMMAND_QUEUE_DEPTH: usize = 4096;
 
+/// Apply commands the consensus thread holds back while the apply thread's queue is full (a
+/// slow state machine) before it refuses new client requests as `Overloaded`; it never waits
+/// for room itself.
+pub const APPLY_BACKLOG_MAX: usize = 4096;
+
 /// Apply thread -> consensus thread: applied index, snapshots taken and restored.
 pub const APPLY_PROGRESS_QUEUE_DEPTH: usize = 1024;
 

@@ -139,6 +139,11 @@ impl<T> Ringing<T> {
     pub(crate) fn ring(&self) {
         self.doorbell.ring();
     }
+
+    /// True when the queue has no room for another message.
+    pub(crate) fn is_full(&self) -> bool {
+        self.sender().is_full()
+    }
 }
 
 /// A bounded channel of `depth` whose sender rings `doorbell`, the receiver's.

@@ -13,10 +13,12 @@
 //!   itself; its verdict is taken at the next chunk read. Dropping the checks (the storage
 //!   thread ending) stops that thread within one 1 MiB piece and joins it.
 //!
-//! Invariants: everything kept is about the current snapshot file as of one store generation;
+//! Invariants: everything kept is about the files being sent (the current snapshot and older
+//! ones kept for transfers under way, each with its own verdict) as of one store generation;
 //! when the generation changes (a snapshot was made current, perhaps a good one rewritten
 //! under the damaged one's name) it is all forgotten and checked again. A file found damaged
-//! is reported exactly once (as a [`Damage`]) and no chunk of it is handed out afterwards.
+//! is reported exactly once per generation (as a [`Damage`]) and no chunk of it is handed
+//! out afterwards.
 
 use super::limits::SNAPSHOT_READERS_TRACKED_MAX;
 use super::net::ClientConnId;
@@ -86,7 +88,8 @@ struct RunningCrc {
 /// The whole-file check running on its own thread.
 struct Verifier {
     generation: u64,
-    file: FileKey,
+    /// The file it checks.
+    info: SnapshotInfo,
     outcome: Receiver<Result<(), StoreError>>,
     /// Set to stop the check early (the storage thread is ending).
     cancel: Arc<AtomicBool>,
@@ -132,11 +135,11 @@ pub(super) fn verify_until_cancelled(
 pub(crate) struct SendChecks {
     /// The store generation everything below belongs to.
     generation: u64,
-    /// The file being sent and its verdict.
-    file: Option<(FileKey, Verdict)>,
-    /// Per reader, its transfer of `file` while read in sequence from 0. Invariant: at most
+    /// The files being sent and their verdicts (a file not listed is unchecked).
+    files: HashMap<FileKey, Verdict>,
+    /// Per reader, its transfer of a file while read in sequence from 0. Invariant: at most
     /// `SNAPSHOT_READERS_TRACKED_MAX` entries.
-    running: HashMap<Reader, RunningCrc>,
+    running: HashMap<Reader, (FileKey, RunningCrc)>,
     /// At most one whole-file check at a time (possibly about an older generation).
     verifier: Option<Verifier>,
 }
@@ -146,7 +149,7 @@ impl SendChecks {
     pub(crate) fn new(store: &SnapshotStore) -> SendChecks {
         SendChecks {
             generation: store.generation(),
-            file: None,
+            files: HashMap::new(),
             running: HashMap::new(),
             verifier: None,
         }
@@ -160,7 +163,7 @@ impl SendChecks {
             return false;
         }
         self.generation = generation;
-        self.file = None;
+        self.files.clear();
         self.running.clear();
         true
     }
@@ -169,33 +172,32 @@ impl SendChecks {
     /// verdict if it is in, starts that check the first time a transfer of the file does not
     /// read it in sequence from 0 (a transfer that does is checked by its running CRC, so a
     /// fresh follower's catch-up costs no second read of the file), and says whether the file
-    /// may be read (`Err` when it is damaged: a [`Damage`] when found right now, else `None`).
+    /// may be read (`Err` when it is damaged). Either way, a [`Damage`] found right now (in
+    /// this file or another one being sent) comes with the answer, to be reported.
     pub(crate) fn before_read(
         &mut self,
         store: &SnapshotStore,
         info: &SnapshotInfo,
         to: Reader,
         offset: u64,
-    ) -> Result<(), Option<Damage>> {
+    ) -> Result<Option<Damage>, Option<Damage>> {
         let key = key_of(info);
-        if self.file.as_ref().is_none_or(|(file, _)| *file != key) {
-            self.file = Some((key, Verdict::Unchecked));
-            self.running.clear();
-        }
-        let found = self.take_verifier_outcome(info);
+        let found = self.take_verifier_outcome();
         let in_sequence = offset == 0
             || self
                 .running
                 .get(&to)
-                .is_some_and(|running| running.next_offset == offset);
-        match self.verdict() {
+                .is_some_and(|(file, running)| *file == key && running.next_offset == offset);
+        match self.verdict(&key) {
             Verdict::Damaged => return Err(found),
             Verdict::Unchecked if self.verifier.is_none() && !in_sequence => {
                 self.start_verifier(store, info)
             }
             _ => {}
         }
-        Ok(())
+        // Damage found now in another file (the one checked in the background) is reported
+        // all the same; this one may be read.
+        Ok(found)
     }
 
     /// Called with the chunk of `info` read at `offset` for `to`: keeps `to`'s running CRC
@@ -209,13 +211,14 @@ impl SendChecks {
         offset: u64,
         data: &[u8],
     ) -> Result<(), Option<Damage>> {
+        let key = key_of(info);
         let previous = self.running.remove(&to);
         let running = match previous {
             _ if offset == 0 => RunningCrc {
                 next_offset: 0,
                 crc: 0,
             },
-            Some(running) if running.next_offset == offset => running,
+            Some((file, running)) if file == key && running.next_offset == offset => running,
             // A rewound or resumed transfer: the whole-file check covers it.
             _ => return Ok(()),
         };
@@ -227,13 +230,13 @@ impl SendChecks {
             // Beyond the bound, the reader's next chunk is not "in sequence" and starts the
             // whole-file check: still checked, by the other way.
             if self.running.len() < SNAPSHOT_READERS_TRACKED_MAX {
-                self.running.insert(to, running);
+                self.running.insert(to, (key, running));
             }
             return Ok(());
         }
         match info.check_data_crc32c(running.crc) {
             Ok(()) => {
-                self.set_verdict(Verdict::Intact);
+                self.files.insert(key, Verdict::Intact);
                 Ok(())
             }
             Err(e) => Err(self.found_damaged(info, e)),
@@ -257,15 +260,11 @@ impl SendChecks {
         // apply thread would then skip as already done).
         let (index, term) = rcraft_storage::snapshot_point_of_file(file).unwrap_or((index, term));
         let key = (index, term, file.clone());
-        if self
-            .file
-            .as_ref()
-            .is_some_and(|(known, verdict)| *known == key && *verdict == Verdict::Damaged)
-        {
+        if self.verdict(&key) == Verdict::Damaged {
             return None;
         }
-        self.file = Some((key, Verdict::Damaged));
-        self.running.clear();
+        self.forget_running(&key);
+        self.files.insert(key, Verdict::Damaged);
         Some(Damage {
             index,
             term,
@@ -274,25 +273,23 @@ impl SendChecks {
         })
     }
 
-    fn verdict(&self) -> Verdict {
-        self.file
-            .as_ref()
-            .map_or(Verdict::Unchecked, |(_, verdict)| *verdict)
+    fn verdict(&self, key: &FileKey) -> Verdict {
+        self.files.get(key).copied().unwrap_or(Verdict::Unchecked)
     }
 
-    fn set_verdict(&mut self, verdict: Verdict) {
-        if let Some((_, current)) = self.file.as_mut() {
-            *current = verdict;
-        }
+    /// Drops the running CRCs of transfers of `key`.
+    fn forget_running(&mut self, key: &FileKey) {
+        self.running.retain(|_, (file, _)| file != key);
     }
 
     /// Records that `info` is damaged; the report the first time only.
     fn found_damaged(&mut self, info: &SnapshotInfo, error: StoreError) -> Option<Damage> {
-        if self.verdict() == Verdict::Damaged {
+        let key = key_of(info);
+        if self.verdict(&key) == Verdict::Damaged {
             return None;
         }
-        self.set_verdict(Verdict::Damaged);
-        self.running.clear();
+        self.forget_running(&key);
+        self.files.insert(key, Verdict::Damaged);
         let reason = match error {
             StoreError::Corruption { reason, .. } => reason,
             other => other.to_string(),
@@ -323,12 +320,12 @@ impl SendChecks {
             Ok(thread) => {
                 self.verifier = Some(Verifier {
                     generation: self.generation,
-                    file: key_of(info),
+                    info: info.clone(),
                     outcome,
                     cancel,
                     thread: Some(thread),
                 });
-                self.set_verdict(Verdict::Checking);
+                self.files.insert(key_of(info), Verdict::Checking);
             }
             Err(e) => {
                 log::warn!(
@@ -336,14 +333,14 @@ impl SendChecks {
                      from its start check it",
                     info.path.display()
                 );
-                self.set_verdict(Verdict::Unverifiable);
+                self.files.insert(key_of(info), Verdict::Unverifiable);
             }
         }
     }
 
     /// Takes the whole-file check's outcome if it is in; a damage report when it found the
-    /// current file damaged.
-    fn take_verifier_outcome(&mut self, info: &SnapshotInfo) -> Option<Damage> {
+    /// file it checked damaged.
+    fn take_verifier_outcome(&mut self) -> Option<Damage> {
         let verifier = self.verifier.as_ref()?;
         let outcome = match verifier.outcome.try_recv() {
             Ok(outcome) => outcome,
@@ -353,26 +350,22 @@ impl SendChecks {
             )),
         };
         let verifier = self.verifier.take()?;
-        let current = verifier.generation == self.generation
-            && self
-                .file
-                .as_ref()
-                .is_some_and(|(file, _)| *file == verifier.file);
-        if !current {
-            return None; // About a file since replaced; the current one is checked next.
+        let (info, key) = (&verifier.info, key_of(&verifier.info));
+        if verifier.generation != self.generation {
+            return None; // About a file perhaps since replaced; it is checked again.
         }
         match outcome {
             Ok(()) => {
-                if self.verdict() == Verdict::Checking {
-                    self.set_verdict(Verdict::Intact);
+                if self.verdict(&key) == Verdict::Checking {
+                    self.files.insert(key, Verdict::Intact);
                 }
                 None
             }
             Err(e @ StoreError::Corruption { .. }) => self.found_damaged(info, e),
             Err(e) => {
                 log::warn!("could not check snapshot {}: {e}", info.path.display());
-                if self.verdict() == Verdict::Checking {
-                    self.set_verdict(Verdict::Unverifiable);
+                if self.verdict(&key) == Verdict::Checking {
+                    self.files.insert(key, Verdict::Unverifiable);
                 }
                 None
             }

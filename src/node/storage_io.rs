@@ -28,7 +28,7 @@ pub(crate) enum StorageCommand {
         /// Highest removable index.
         through: LogIndex,
     },
-    /// Read part of the current snapshot for a follower.
+    /// Read part of a snapshot being sent to a follower (the current one, or one kept).
     ReadSnapshotChunk {
         /// The follower.
         to: NodeId,
@@ -52,6 +52,12 @@ pub(crate) enum StorageCommand {
         offset: u64,
         /// Most bytes to read.
         max_bytes: u64,
+    },
+    /// Keep these snapshots' files (the core's current one and those being sent); older
+    /// files not listed go (`Action::KeepSnapshots`).
+    KeepSnapshots {
+        /// The snapshots in use.
+        in_use: Vec<SnapshotMeta>,
     },
     /// Write a received chunk to the partial snapshot; on `done`, verify and make current.
     WriteSnapshotChunk {

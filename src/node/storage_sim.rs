@@ -639,6 +639,7 @@ fn describe(batch: &[StorageCommand]) -> String {
             StorageCommand::ReadSnapshotForClient { offset, .. } => {
                 format!("read chunk for a client at {offset}")
             }
+            StorageCommand::KeepSnapshots { in_use } => format!("keep {} snapshots", in_use.len()),
         })
         .collect();
     lines.join("; ")

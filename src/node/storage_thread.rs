@@ -59,9 +59,9 @@ pub(crate) struct StorageThread {
     partial: Option<PartialSnapshot>,
     /// Its progress, published for the apply thread (which may restore it as it arrives).
     incoming: IncomingSnapshot,
-    /// The snapshot file being sent to followers or backup clients, if any (a cache of
-    /// `snapshots.latest()` in the store's current generation).
-    sending: Option<SnapshotInfo>,
+    /// The verified snapshot files being sent to followers (the current one and those kept
+    /// for transfers under way), by point; forgotten when a snapshot is made current.
+    sending: Vec<SnapshotInfo>,
     /// Whether the data of the file being sent matches its footer.
     send_checks: SendChecks,
     /// Where fsync durations go (node/metrics.rs).
@@ -162,6 +162,15 @@ pub(crate) fn open_storage_with(
         ),
         None => None,
     };
+    // From now on only the core's `KeepSnapshots` removes snapshot files: the one it starts
+    // from stays while the apply thread makes newer ones current (a transfer of it may
+    // begin before the core hears of them).
+    let in_use: Vec<(u64, u64)> = (snapshot.iter())
+        .map(|meta| (meta.index.0, meta.term.0))
+        .collect();
+    snapshots
+        .keep(&in_use)
+        .map_err(described("removing older snapshots"))?;
     let mut log = LogStore::new(wal);
     if let Some(meta) = &snapshot {
         reconcile_log_with_snapshot(&mut log, meta)?;
@@ -194,7 +203,7 @@ pub(crate) fn open_storage_with(
         snapshots: snapshots.clone(),
         partial: None,
         incoming: IncomingSnapshot::new(),
-        sending: None,
+        sending: Vec::new(),
         send_checks: SendChecks::new(&snapshots),
         metrics: MetricsHook::default(),
         writes_began: None,
@@ -461,6 +470,19 @@ impl StorageThread {
                 }
                 Ok(())
             }
+            StorageCommand::KeepSnapshots { in_use } => {
+                let points: Vec<(u64, u64)> = (in_use.iter())
+                    .map(|meta| (meta.index.0, meta.term.0))
+                    .collect();
+                self.sending
+                    .retain(|info| points.contains(&(info.meta.index, info.meta.term)));
+                // Not durability-critical: a file that could not be removed now is removed by
+                // a later keep (or the next start's first one).
+                if let Err(e) = self.snapshots.keep(&points) {
+                    log::warn!("removing snapshots no longer in use: {e}");
+                }
+                Ok(())
+            }
             StorageCommand::WriteSnapshotChunk {
                 meta,
                 offset,
@@ -504,13 +526,17 @@ impl StorageThread {
         events: &Ringing<StorageEvent>,
     ) -> Result<SnapshotChunk, String> {
         if self.send_checks.refresh(&self.snapshots) {
-            self.sending = None;
+            self.sending.clear();
         }
-        let info = match self.sending.clone() {
+        let cached = (self.sending.iter())
+            .filter(|info| index.0 == 0 || info.meta.index == index.0)
+            .max_by_key(|info| info.meta.index)
+            .cloned();
+        let info = match cached {
             Some(info) => info,
             None => match self.snapshots.latest() {
                 Ok(Some(info)) => {
-                    self.sending = Some(info.clone());
+                    self.sending.push(info.clone());
                     info
                 }
                 Ok(None) => return Err("this node has no snapshot yet".to_string()),
@@ -539,8 +565,10 @@ impl StorageThread {
             )
         };
         let reader = Reader::Client(conn);
-        if let Err(found) = (self.send_checks).before_read(&self.snapshots, &info, reader, offset) {
-            return Err(damaged(found, events));
+        match (self.send_checks).before_read(&self.snapshots, &info, reader, offset) {
+            Ok(None) => {}
+            Ok(Some(elsewhere)) => report_damage(elsewhere, events),
+            Err(found) => return Err(damaged(found, events)),
         }
         let max_len = usize::try_from(max_bytes).unwrap_or(usize::MAX);
         let data = (self.snapshots.read_chunk(&info, offset, max_len))
@@ -557,10 +585,10 @@ impl StorageThread {
         })
     }
 
-    /// Reads a chunk of the current snapshot for follower `to` if it is still `meta` (a newer
-    /// local snapshot replaces the file; the core then starts the transfer again) and its
-    /// data is not known to be damaged; a chunk whose read shows the file damaged (the end
-    /// of a transfer read from 0) is withheld.
+    /// Reads a chunk of snapshot `meta` for follower `to` if its file is still there (the
+    /// current one, or one kept for a transfer under way) and its data is not known to be
+    /// damaged; a chunk whose read shows the file damaged (the end of a transfer read from
+    /// 0) is withheld.
     fn read_snapshot_chunk(
         &mut self,
         to: NodeId,
@@ -570,21 +598,20 @@ impl StorageThread {
         events: &Ringing<StorageEvent>,
     ) -> Option<Vec<u8>> {
         if self.send_checks.refresh(&self.snapshots) {
-            self.sending = None; // A snapshot was made current: perhaps under this name.
+            self.sending.clear(); // A snapshot was made current: perhaps under this name.
         }
         let info = self.snapshot_to_send(meta, events)?;
-        if let Err(found) =
-            self.send_checks
-                .before_read(&self.snapshots, &info, Reader::Follower(to), offset)
-        {
-            return self.withhold(found, meta, events);
+        match (self.send_checks).before_read(&self.snapshots, &info, Reader::Follower(to), offset) {
+            Ok(None) => {}
+            Ok(Some(elsewhere)) => report_damage(elsewhere, events),
+            Err(found) => return self.withhold(found, meta, events),
         }
         let max_len = usize::try_from(max_bytes).unwrap_or(usize::MAX);
         let data = match self.snapshots.read_chunk(&info, offset, max_len) {
             Ok(data) => data,
             Err(e) => {
                 log::warn!("reading snapshot {} at {offset}: {e}", meta.index);
-                self.sending = None;
+                self.sending.retain(|sending| sending.path != info.path);
                 return None;
             }
         };
@@ -610,9 +637,10 @@ impl StorageThread {
         None
     }
 
-    /// The verified file of snapshot `meta` if it is still the current one; remembered
-    /// between chunks so a transfer does not list and verify the directory per chunk. A
-    /// current file that no longer opens (damaged header or footer) is reported damaged.
+    /// The verified file of snapshot `meta` if it is still there (current, or kept for a
+    /// transfer); remembered between chunks so a transfer does not list and verify the
+    /// directory per chunk. A file that no longer opens (damaged header or footer) is
+    /// reported damaged.
     fn snapshot_to_send(
         &mut self,
         meta: &SnapshotMeta,
@@ -626,17 +654,17 @@ impl StorageThread {
                 && info.data_bytes == meta.size_bytes
                 && info.data_crc32c == meta.checksum
         };
-        if let Some(info) = self.sending.as_ref().filter(|info| is_meta(info)) {
+        if let Some(info) = self.sending.iter().find(|info| is_meta(info)) {
             return Some(info.clone());
         }
-        match self.snapshots.latest() {
+        match self.snapshots.find(meta.index.0, meta.term.0) {
             Ok(Some(info)) if is_meta(&info) => {
-                self.sending = Some(info.clone());
+                self.sending.push(info.clone());
                 Some(info)
             }
             Ok(_) => {
                 log::info!(
-                    "snapshot {} is no longer current; chunk not read",
+                    "snapshot {} is no longer kept (or holds other bytes); chunk not read",
                     meta.index
                 );
                 None
@@ -1262,6 +1290,68 @@ mod tests {
             .iter()
             .any(|e| matches!(e, StorageEvent::SnapshotDamaged { .. }));
         assert!(reported, "{events:?}");
+    }
+
+    /// Issue 14 (docs/SIM_FINDINGS.md, finding 15): a snapshot being sent stays readable
+    /// after a newer one is made current while the core keeps it, each file with its own
+    /// checks: two transfers read in turns, of a damaged kept file and of an intact newer
+    /// one; only the damaged one's last chunk is withheld, and it is reported once.
+    #[test]
+    fn a_kept_snapshot_is_still_sent_beside_a_newer_one_with_its_own_checks() {
+        let fs = SimFs::new();
+        let (opened, old, old_data, old_path) = leader_snapshot(&fs, 3000);
+        let keep = |in_use: Vec<SnapshotMeta>| StorageCommand::KeepSnapshots { in_use };
+        let (mut new_meta, new_data) = incoming_snapshot(3000);
+        new_meta.index = LogIndex(old.index.0 + 10);
+        let mut writer = opened.snapshots.begin(file_meta(&new_meta)).unwrap();
+        // The core says it sends the old one before the apply thread makes the newer current.
+        let (result, events) = opened_then(opened, vec![keep(vec![old.clone()])]);
+        let opened = result;
+        assert!(events.is_empty());
+        std::io::Write::write_all(&mut writer, &new_data).unwrap();
+        let new_meta = snapshot_meta(&writer.finish().unwrap()).unwrap();
+        let len = fs.contents(&old_path).unwrap().len();
+        fs.flip_bit(&old_path, len - 24 - 100, 3).unwrap(); // in its last chunk's data
+        let mut commands = Vec::new();
+        for offset in [0, 1000, 2000] {
+            commands.push(read(1, &old, offset));
+            commands.push(read(2, &new_meta, offset));
+        }
+        commands.push(keep(vec![new_meta.clone()]));
+        commands.push(read(1, &old, 0));
+        let (result, events) = run_opened(opened, commands);
+        result.unwrap();
+        let sent = |meta: &SnapshotMeta| -> Vec<u8> {
+            (events.iter())
+                .filter_map(|event| match event {
+                    StorageEvent::SnapshotChunkRead { meta: m, data, .. } if m == meta => {
+                        Some(data.clone())
+                    }
+                    _ => None,
+                })
+                .flatten()
+                .collect()
+        };
+        assert_eq!(sent(&new_meta), new_data);
+        assert_eq!(sent(&old), old_data[..2000]);
+        let damaged: Vec<PathBuf> = (events.iter())
+            .filter_map(|event| match event {
+                StorageEvent::SnapshotDamaged { path, .. } => Some(path.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(damaged, std::slice::from_ref(&old_path));
+        assert!(fs.contents(&old_path).is_err(), "no longer kept, removed");
+    }
+
+    /// Carries out `commands` on `opened`'s thread state and hands it back for more.
+    fn opened_then(
+        mut opened: OpenedStorage,
+        commands: Vec<StorageCommand>,
+    ) -> (OpenedStorage, Vec<StorageEvent>) {
+        let (result, events) = opened.thread.carry_out_batch(commands);
+        result.unwrap();
+        (opened, events)
     }
 
     #[test]

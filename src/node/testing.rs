@@ -72,6 +72,11 @@ impl SimStorage {
         self.queue.push(StorageCommand::CompactLog { through });
     }
 
+    /// Queues the core's list of snapshots in use (`Action::KeepSnapshots`).
+    pub fn keep(&mut self, in_use: Vec<SnapshotMeta>) {
+        self.queue.push(StorageCommand::KeepSnapshots { in_use });
+    }
+
     /// Queues a received chunk (`chunk_crc` is computed here, as the leader would).
     pub fn write_chunk(&mut self, meta: SnapshotMeta, offset: u64, data: Vec<u8>, done: bool) {
         self.queue.push(StorageCommand::WriteSnapshotChunk {

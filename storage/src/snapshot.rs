@@ -5,7 +5,9 @@
 //! while the state machine writes into it). File format: `storage/FORMAT.md`. Invariants:
 //! - A file named `snap-<index>-<term>.snap` is complete: its header and footer checksums
 //!   were verified and synced before the rename, and the directory was synced after it.
-//! - Older snapshots are removed only after a newer one is durable.
+//! - Older snapshots are removed only after a newer one is durable. Once a caller has said
+//!   which snapshots it uses ([`SnapshotStore::keep`]), only its next word removes any: a
+//!   snapshot being sent to a follower, or that the caller has not heard of yet, stays.
 //! - At most one partial (incoming) snapshot exists: `partial.snap.recv`, with its chunk
 //!   table `partial.snap.chunks`; a table record is written only after its chunk's data is
 //!   durable, and data is trusted on resume only as far as the table vouches for it.
@@ -18,10 +20,11 @@ use crate::limits::{
     SNAPSHOT_CHUNKS_VERSION, SNAPSHOT_FOOTER_BYTES, SNAPSHOT_FOOTER_MAGIC,
     SNAPSHOT_HEADER_FIXED_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_MEMBERSHIP_BYTES_MAX, SNAPSHOT_VERSION,
 };
+use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// What a snapshot stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,6 +272,9 @@ fn data_crc_dropping_behind(fs: &dyn Fs, path: &Path, offset: u64, len: u64) -> 
     Ok(crc)
 }
 
+/// Snapshot points, (index, term).
+type Points = BTreeSet<(u64, u64)>;
+
 /// The directory of snapshot files. See the module docs.
 #[derive(Debug, Clone)]
 pub struct SnapshotStore {
@@ -276,6 +282,10 @@ pub struct SnapshotStore {
     dir: PathBuf,
     /// Snapshots made current through any clone of this handle (see [`Self::generation`]).
     generation: Arc<AtomicU64>,
+    /// (index, term) of the snapshots the caller uses ([`Self::keep`]), shared by every
+    /// clone; `None` until it first says, while a snapshot made current removes the older
+    /// ones. Held while files are removed.
+    kept: Arc<Mutex<Option<Points>>>,
 }
 
 impl SnapshotStore {
@@ -302,6 +312,7 @@ impl SnapshotStore {
             fs,
             dir: dir.to_path_buf(),
             generation: Arc::new(AtomicU64::new(0)),
+            kept: Arc::default(),
         })
     }
 
@@ -344,6 +355,68 @@ impl SnapshotStore {
             ));
         }
         Ok(Some(info))
+    }
+
+    /// The complete snapshot at `index` and `term`, verified as [`Self::latest`] verifies
+    /// the newest (the newest itself or an older one still kept); `None` if there is no file
+    /// of that point.
+    pub fn find(&self, index: u64, term: u64) -> Result<Option<SnapshotInfo>> {
+        let wanted = self
+            .final_files()?
+            .into_iter()
+            .find(|(point, _)| *point == (index, term));
+        let Some((_, name)) = wanted else {
+            return Ok(None);
+        };
+        let path = self.dir.join(name);
+        let info = verify_file(self.fs.as_ref(), &path)?;
+        if (info.meta.index, info.meta.term) != (index, term) {
+            return Err(Error::corruption(
+                &path,
+                16,
+                "header index/term do not match the file name",
+            ));
+        }
+        Ok(Some(info))
+    }
+
+    /// Says which snapshots the caller uses (by (index, term): the one it takes as current
+    /// and those it is sending to followers), instead of what it said before, and removes the
+    /// complete files below the newest of them that it does not list. From the first call
+    /// on, making a snapshot current removes nothing: only these calls do, so a file the
+    /// caller uses is never removed under it, and one made current that it has not heard of
+    /// yet (above every point listed) stays. In memory only: after a restart, the first call
+    /// removes what an earlier life left.
+    pub fn keep(&self, points: &[(u64, u64)]) -> Result<()> {
+        let mut kept = self.lock_kept();
+        let points: Points = points.iter().copied().collect();
+        let below = points.last().copied();
+        *kept = Some(points);
+        let (Some(below), Some(kept)) = (below, kept.as_ref()) else {
+            return Ok(());
+        };
+        let mut removed = false;
+        for (point, name) in self.final_files()? {
+            if point < below && !kept.contains(&point) {
+                let path = self.dir.join(name);
+                self.fs
+                    .remove_file(&path)
+                    .map_err(|e| Error::io("remove old snapshot", &path, e))?;
+                removed = true;
+            }
+        }
+        if removed {
+            self.sync_dir()?;
+        }
+        Ok(())
+    }
+
+    fn lock_kept(&self) -> MutexGuard<'_, Option<Points>> {
+        // The set is replaced whole under the lock, so a panic elsewhere cannot leave it
+        // half-changed: a poisoned lock still holds a consistent set.
+        self.kept
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn final_files(&self) -> Result<Vec<((u64, u64), String)>> {
@@ -459,7 +532,11 @@ impl SnapshotStore {
         // name), before anything else can fail.
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.sync_dir()?;
-        self.remove_older_than(meta)?;
+        let kept = self.lock_kept();
+        if kept.is_none() {
+            self.remove_older_than(meta)?;
+        }
+        drop(kept);
         Ok(SnapshotInfo { path, ..info })
     }
 

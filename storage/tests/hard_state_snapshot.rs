@@ -240,6 +240,45 @@ fn snapshot_write_read_and_replace() {
     );
 }
 
+/// Once the caller says which snapshots it uses, a snapshot it sends outlives newer ones
+/// until it no longer lists it, and stays readable by its point meanwhile; one made current
+/// that it has not heard of yet stays too (issue 14: a transfer goes on with the snapshot it
+/// started with).
+#[test]
+fn snapshots_in_use_outlive_newer_ones_until_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(real(), dir.path()).unwrap();
+    // Another handle on the directory, as the apply thread holds one.
+    let other = store.clone();
+    let write = |index: u64, seed: u8| {
+        let mut writer = other.begin(meta(index)).unwrap();
+        writer.write_all(&data(1_000, seed)).unwrap();
+        writer.finish().unwrap()
+    };
+    let sent = write(10, 1);
+    store.keep(&[(10, 2)]).unwrap();
+    let middle = write(20, 2);
+    let newest = write(30, 3);
+    assert_eq!(store.latest().unwrap(), Some(newest.clone()));
+    assert!(
+        sent.path.exists() && middle.path.exists(),
+        "nothing removed unasked"
+    );
+    assert_eq!(store.find(10, 2).unwrap(), Some(sent.clone()));
+    assert_eq!(
+        store.read_chunk(&sent, 100, 10).unwrap(),
+        data(1_000, 1)[100..110]
+    );
+    // Current is now 20, still sending 10: nothing goes; 30 is above what is listed.
+    store.keep(&[(10, 2), (20, 3)]).unwrap();
+    assert!(sent.path.exists() && middle.path.exists() && newest.path.exists());
+    // Current 30, nothing sent: the older ones go.
+    store.keep(&[(30, 4)]).unwrap();
+    assert!(!sent.path.exists() && !middle.path.exists());
+    assert_eq!(store.find(10, 2).unwrap(), None);
+    assert_eq!(store.find(30, 4).unwrap(), Some(newest));
+}
+
 #[test]
 fn a_snapshot_directory_created_by_open_survives_power_loss() {
     // Neither the data directory nor its snapshot directory exists yet: `open` creates both

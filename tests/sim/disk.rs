@@ -401,6 +401,15 @@ impl Disk {
         self.log.compact(through).map_err(|e| format!("disk: {e}"))
     }
 
+    /// The core's list of snapshots in use goes to the real storage thread too, which
+    /// removes the older files not listed (the model's files are the node's `snapshots`).
+    pub(crate) fn keep_snapshots(&mut self, in_use: Vec<SnapshotMeta>) -> Result<(), String> {
+        if let Some(real) = self.real.as_mut() {
+            real.storage()?.keep(in_use);
+        }
+        Ok(())
+    }
+
     /// Writes one received snapshot chunk (after everything queued before it) and installs the
     /// snapshot when `done` and the bytes verify.
     pub(crate) fn write_chunk(

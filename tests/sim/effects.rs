@@ -124,6 +124,13 @@ impl<C: SimCore> World<C> {
                 n.log.compact(through)
             }
             Action::SelfDemotion(demotion) => self.self_demoted(node, &demotion),
+            Action::KeepSnapshots { in_use } => {
+                let n = &mut self.nodes[node];
+                n.disk.keep_snapshots(in_use.clone())?;
+                n.kept = in_use;
+                n.remove_unused_snapshots();
+                Ok(())
+            }
         }
     }
 
@@ -352,7 +359,9 @@ impl<C: SimCore> World<C> {
             .snapshots
             .get(&meta.index)
             .filter(|s| s.meta == meta)
-            .ok_or_else(|| format!("asks to read snapshot {meta:?}, which it does not have"))?;
+            .ok_or_else(|| {
+                format!("asks to read snapshot {meta:?}, which it does not have (any more)")
+            })?;
         let start = offset.min(snapshot.meta.size_bytes) as usize;
         let end = offset
             .saturating_add(max_bytes)

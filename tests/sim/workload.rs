@@ -253,13 +253,24 @@ impl<C: SimCore> World<C> {
 
     /// Some up node snapshots its state machine at its applied index, then schedules the next.
     pub(crate) fn on_snapshot(&mut self) -> Verdict {
+        let storm = self.params.snapshot_storm;
         let gap = self.rng.between(50, 500);
+        let gap = if storm { gap / 50 } else { gap };
         self.schedule(self.now + gap, Event::Snapshot);
         let up = self.up_nodes();
         if up.is_empty() {
             return Ok(());
         }
         let node = self.rng.pick(&up);
+        // In a storm, mostly the leader: it is the one sending snapshots.
+        let leader = up.iter().copied().find(|&i| {
+            let view = self.nodes[i].view.as_ref();
+            view.is_some_and(|v| v.role == rcraft::wire::Role::Leader)
+        });
+        let node = match leader {
+            Some(leader) if storm && self.rng.chance(800) => leader,
+            _ => node,
+        };
         let n = &self.nodes[node];
         let covered = n.disk.snapshot().map(|s| s.meta.index);
         if n.sm.applied_index.0 == 0 || covered >= Some(n.sm.applied_index) {

@@ -16,13 +16,13 @@ use crate::params::{
     BOOT_MS, CALM_MS, CHAOS_MS, CLIENTS, CYCLES, DAMAGE_ENTRIES_MAX, DAMAGE_PER_RESTART_PER_MILLE,
     DAMAGE_RUNS_PER_MILLE, DAMAGE_VOTERS_MIN, DAMAGE_WITH_MEMBERSHIP_CHANGES, LIVENESS_BOUND_MS,
     MAX_EVENTS_PER_RUN, RUN_MS, RunParams, SLOW_DISK_AT_MS, SLOW_DISK_HANDOVER_BOUND_MS,
-    SLOW_DISK_RUNS_PER_MILLE, TICK_MS,
+    SLOW_DISK_RUNS_PER_MILLE, SNAPSHOT_STORM_RUNS_PER_MILLE, TICK_MS,
 };
 use crate::replica::{CoreView, SimCore};
 use crate::rng::SimRng;
 use crate::state_machine::AppendList;
 use rcraft::core::{Input, RequestId};
-use rcraft::wire::{LogIndex, Membership, Message, NodeId, Role, Term};
+use rcraft::wire::{LogIndex, Membership, Message, NodeId, Role, SnapshotMeta, Term};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Something that happens at a point of sim time.
@@ -79,7 +79,11 @@ pub(crate) enum Event {
     /// Faults start.
     Chaos,
     /// Liveness: since `since` everything has been healed; progress is due by now.
-    LivenessCheck { since: u64 },
+    LivenessCheck {
+        since: u64,
+        /// The highest commit index any node knew when the faults healed.
+        commit: LogIndex,
+    },
     /// In a slow-disk run: the leader's disk turns slow (`tries` left while no node leads).
     SlowDisk { tries: u64 },
     /// In a slow-disk run: `node`, whose disk turned slow at `since` while it led, must have
@@ -103,8 +107,12 @@ pub(crate) struct SimNode<C> {
     pub(crate) log: EntryLog,
     /// The state machine.
     pub(crate) sm: AppendList,
-    /// Snapshots it can serve chunks from, by index.
+    /// Snapshot files it can serve chunks from, by index, removed as the storage thread
+    /// removes them: only those below the newest its core uses and not in use.
     pub(crate) snapshots: BTreeMap<LogIndex, StoredSnapshot>,
+    /// The snapshots its core last said are in use (`Action::KeepSnapshots`); lost in a
+    /// crash, as the storage thread's list is.
+    pub(crate) kept: Vec<SnapshotMeta>,
     /// Proposals awaiting `Proposed`: request id to the client's attempt.
     pub(crate) proposals: BTreeMap<RequestId, Attempt>,
     /// Appended proposals awaiting application: index to (term, attempt).
@@ -232,6 +240,8 @@ impl<C: SimCore> World<C> {
         if slow_disk_run(seed) {
             params = params.with_slow_disk();
         }
+        params.snapshot_storm =
+            SimRng::new(seed ^ 0x5A0B_5707_0000_0001).chance(SNAPSHOT_STORM_RUNS_PER_MILLE);
         let ids: Vec<NodeId> = (0..params.nodes).map(|i| NodeId(i as u64)).collect();
         let initial_membership = Membership::with_voters(ids[..params.voters].iter().copied());
         let nodes = ids
@@ -365,7 +375,10 @@ impl<C: SimCore> World<C> {
         }
         self.schedule(
             BOOT_MS.min(LIVENESS_BOUND_MS),
-            Event::LivenessCheck { since: 0 },
+            Event::LivenessCheck {
+                since: 0,
+                commit: LogIndex(0),
+            },
         );
         for cycle in 0..CYCLES {
             let chaos_at = BOOT_MS + cycle * (CHAOS_MS + CALM_MS);
@@ -429,7 +442,7 @@ impl<C: SimCore> World<C> {
                 self.network.set_calm(false);
                 Ok(())
             }
-            Event::LivenessCheck { since } => self.on_liveness_check(since),
+            Event::LivenessCheck { since, commit } => self.on_liveness_check(since, commit),
             Event::SlowDisk { tries } => {
                 self.on_slow_disk(tries);
                 Ok(())
@@ -532,9 +545,13 @@ impl<C: SimCore> World<C> {
         for node in 0..self.nodes.len() {
             self.restart_if_down(node)?;
         }
+        let commit = self.nodes.iter().map(|n| n.last_commit).max();
         self.schedule(
             self.now + LIVENESS_BOUND_MS,
-            Event::LivenessCheck { since: self.now },
+            Event::LivenessCheck {
+                since: self.now,
+                commit: commit.unwrap_or(LogIndex(0)),
+            },
         );
         Ok(())
     }
@@ -558,14 +575,31 @@ impl<C: SimCore> World<C> {
     /// then must have been acknowledged. Every node that is not retired is up, so every voter
     /// of the configuration in force is; the leader must vote in its own configuration (a
     /// leader still finishing its own removal does not count), and removed nodes and
-    /// learners are not expected to do anything.
-    fn on_liveness_check(&mut self, since: u64) -> Verdict {
-        let leader = self.nodes.iter().any(|n| {
+    /// learners are not expected to do anything. Every voter of the leader's configuration
+    /// must also have applied what was committed at the heal (`commit`): one that needs a
+    /// snapshot must get one while writes and snapshots go on.
+    fn on_liveness_check(&mut self, since: u64, commit: LogIndex) -> Verdict {
+        let leader = self.nodes.iter().find(|n| {
             n.core.is_some()
                 && n.view
                     .as_ref()
                     .is_some_and(|v| v.role == Role::Leader && v.membership.is_voter(n.id))
         });
+        if let Some(membership) = leader.and_then(|n| n.view.as_ref()).map(|v| &v.membership) {
+            let behind = self.nodes.iter().find(|n| {
+                membership.is_voter(n.id) && n.core.is_some() && n.sm.applied_index < commit
+            });
+            if let Some(n) = behind {
+                return Err(format!(
+                    "liveness: healed since t={since}ms with index {commit} committed, yet \
+                     after {} ticks voter {} has applied only through {}",
+                    LIVENESS_BOUND_MS / TICK_MS,
+                    n.id,
+                    n.sm.applied_index
+                ));
+            }
+        }
+        let leader = leader.is_some();
         if !leader || !self.history.acked_since(since) {
             return Err(format!(
                 "liveness: healed since t={since}ms, yet after {} ticks {}",
@@ -797,6 +831,7 @@ impl<C: SimCore> World<C> {
         n.reads.clear();
         n.ready_reads.clear();
         n.snapshots.clear();
+        n.kept.clear();
         n.view = None;
         for attempt in proposals.into_iter().chain(proposed) {
             self.attempt_lost(&attempt);
@@ -842,6 +877,20 @@ impl<C: SimCore> World<C> {
 }
 
 impl<C> SimNode<C> {
+    /// Drops the snapshot files storage removes when its core says which are in use: those
+    /// below the newest in use that are not in use.
+    pub(crate) fn remove_unused_snapshots(&mut self) {
+        let point = |meta: &SnapshotMeta| (meta.index, meta.term);
+        let Some(below) = self.kept.iter().map(point).max() else {
+            return;
+        };
+        let kept = &self.kept;
+        self.snapshots.retain(|_, snapshot| {
+            let at = point(&snapshot.meta);
+            at >= below || kept.iter().any(|k| point(k) == at)
+        });
+    }
+
     fn new(
         id: NodeId,
         initial_membership: &Membership,
@@ -861,6 +910,7 @@ impl<C> SimNode<C> {
             log: EntryLog::default(),
             sm: AppendList::new(initial_membership, sessions_max),
             snapshots: BTreeMap::new(),
+            kept: Vec::new(),
             proposals: BTreeMap::new(),
             proposed: BTreeMap::new(),
             reads: BTreeMap::new(),
