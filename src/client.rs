@@ -37,7 +37,7 @@ pub use client_core::{ClientCore, Next};
 
 use crate::node::SnapshotResult;
 use client_core::Effect;
-use conn_stream::ConnStream;
+pub use conn_stream::ConnStream;
 use rcraft_wire::{
     CLUSTER_ID_UNKNOWN, ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX,
     FrameDecoder, HANDSHAKE_BYTES, Handshake, LogIndex, Membership, NodeId, NodeStatus, ReadMode,

@@ -10,9 +10,9 @@ use cluster_support::{
     Journal, Shared, TestNode, cluster, raw_client_stream, raw_request, wait_for_leader, wait_until,
 };
 use rcraft::StateMachine;
-use rcraft::config::CLUSTER_ID_DEFAULT;
 use rcraft::node::Node;
 use rcraft::node::limits::APPLY_COMMAND_QUEUE_DEPTH;
+use rcraft::wire::CLUSTER_ID_UNKNOWN;
 use rcraft::wire::{
     ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder, LogIndex,
     NodeStatus, encode_client_request,
@@ -93,7 +93,7 @@ fn write_all(
     connection: u64,
     writes: u64,
 ) -> Vec<(Vec<u8>, ClientResponseBody)> {
-    let mut stream = raw_client_stream(address, CLUSTER_ID_DEFAULT, Duration::from_secs(120));
+    let mut stream = raw_client_stream(address, CLUSTER_ID_UNKNOWN, Duration::from_secs(120));
     let command = |i: u64| format!("c{connection}-{i}").into_bytes();
     let mut frames = Vec::new();
     for i in 0..writes {
@@ -136,7 +136,7 @@ fn status(node: &TestNode) -> NodeStatus {
     let timeout = Duration::from_secs(5);
     match raw_request(
         address,
-        CLUSTER_ID_DEFAULT,
+        CLUSTER_ID_UNKNOWN,
         ClientRequestBody::Status,
         timeout,
     ) {

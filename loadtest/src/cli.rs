@@ -127,7 +127,7 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
     /// CA certificate (PEM) the nodes' certificates must chain to: talk TLS (rcraft-loadtest
-    /// built with `--features tls`; clients with sessions only, `--pipeline 1`). With
+    /// built with `--features tls`; every client mode, pipelined too). With
     /// `--spawn`, the nodes are started with TLS between peers and for clients, using
     /// `--cert`/`--key` as their certificate and this CA for peers.
     #[arg(long, value_name = "PATH")]
@@ -171,11 +171,6 @@ impl Args {
             }
             return Ok(None);
         };
-        if self.pipeline > 1 {
-            return Err(Error::Usage(
-                "TLS is spoken by the clients with sessions only: use --pipeline 1".into(),
-            ));
-        }
         let namespaces = self.nemesis.iter().any(|k| k.needs_network())
             && crate::netns::unavailable_reason().is_none();
         if self.spawn.is_some() && namespaces {

@@ -16,7 +16,7 @@ use crate::limits::{CONNECT_TIMEOUT, ERROR_BACKOFF, PIPELINE_READ_POLL, STATUS_P
 use crate::oplog::{ClientLog, OpRecord, Outcome, Request};
 use crate::stats::OpOutcome;
 use crate::workload::{Rng, RunShared, WorkloadSpec, draw_request};
-use rcraft::client::{ClientOptions, check_handshake, handshake};
+use rcraft::client::{ClientOptions, ConnStream, check_handshake, handshake};
 use rcraft::wire::{
     ClientRequest, ClientRequestBody, ClientResponse, ClientResponseBody, FRAME_BYTES_MAX,
     FrameDecoder, HANDSHAKE_BYTES, ReadMode, encode_client_request,
@@ -44,6 +44,8 @@ pub struct PipelineSpec {
     pub read_mode: ReadMode,
     /// The client token sent in the handshake (`--token-file`), if any.
     pub token: Option<rcraft::node::net::auth::Token>,
+    /// TLS (`--cacert`, `--cert`, `--key`), if any.
+    pub tls: Option<rcraft::tls::ClientTls>,
 }
 
 struct InFlight {
@@ -56,7 +58,7 @@ struct InFlight {
 }
 
 struct Connection {
-    stream: TcpStream,
+    stream: ConnStream,
     decoder: FrameDecoder,
     next_request_id: u64,
     in_flight: HashMap<u64, InFlight>,
@@ -66,10 +68,11 @@ struct Connection {
 }
 
 fn open(addr: SocketAddr, spec: &PipelineSpec) -> std::io::Result<Connection> {
-    let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
-    stream.set_nodelay(true)?;
-    stream.set_write_timeout(Some(spec.timeout))?;
-    stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+    let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    tcp.set_nodelay(true)?;
+    tcp.set_write_timeout(Some(spec.timeout))?;
+    tcp.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+    let mut stream = ConnStream::open(tcp, spec.tls.as_ref(), addr)?;
     let options = ClientOptions {
         cluster_id: spec.cluster_id,
         token: spec.token.clone(),
@@ -79,7 +82,7 @@ fn open(addr: SocketAddr, spec: &PipelineSpec) -> std::io::Result<Connection> {
     let mut theirs = [0u8; HANDSHAKE_BYTES];
     stream.read_exact(&mut theirs)?;
     check_handshake(&theirs, &options)?;
-    stream.set_read_timeout(Some(PIPELINE_READ_POLL))?;
+    stream.tcp().set_read_timeout(Some(PIPELINE_READ_POLL))?;
     Ok(Connection {
         stream,
         decoder: FrameDecoder::new(FRAME_BYTES_MAX),
@@ -363,6 +366,7 @@ mod tests {
             cluster_id,
             read_mode: ReadMode::Linearizable,
             token: None,
+            tls: None,
         };
         let (history, verification) = run_against(&node, Some(pipe));
         assert!(history.acked_writes() > 0);
@@ -422,6 +426,7 @@ mod tests {
             cluster_id,
             read_mode: ReadMode::Linearizable,
             token: None,
+            tls: None,
         };
         let handles = spawn_clients(spec, Some(pipe), access, shared.clone());
         std::thread::sleep(Duration::from_millis(100));

@@ -117,12 +117,19 @@ impl Summary {
         self.count_events(crate::faults::FaultKind::Kill)
     }
 
-    /// True when the read-back ran and found every acknowledged write, and the history was
-    /// found linearizable.
+    /// True when some operation was answered, the read-back ran and found every acknowledged
+    /// write, and the history was found linearizable. A run in which no operation was
+    /// answered proves nothing and does not pass.
     pub fn passed(&self) -> bool {
         !self.interrupted
+            && !self.nothing_answered()
             && self.verification.is_some_and(|v| v.passed())
             && (self.linearizability.as_ref()).is_none_or(|l| l.linearizable() == Some(true))
+    }
+
+    /// No write was acknowledged and no read answered.
+    fn nothing_answered(&self) -> bool {
+        self.writes == 0 && self.reads == 0
     }
 
     /// Microseconds of this tool's CPU per acknowledged write.
@@ -371,6 +378,10 @@ impl Summary {
         }
         for problem in &self.problems {
             row("problem", problem.clone());
+        }
+        if self.nothing_answered() && !self.interrupted {
+            let why = "no operation was answered (could the clients reach a leader?)";
+            row("problem", why.to_string());
         }
         row("verification", self.verdict());
         if let Some(checked) = &self.linearizability {

@@ -261,9 +261,11 @@ pub fn run(
         depth: settings.pipeline,
         addrs: addrs.clone(),
         timeout: settings.timeout,
-        cluster_id: rcraft::config::CLUSTER_ID_DEFAULT,
+        // Any cluster's: the nodes were named on the command line (or spawned).
+        cluster_id: rcraft::wire::CLUSTER_ID_UNKNOWN,
         read_mode: settings.read_mode,
         token: settings.token.clone(),
+        tls: settings.tls.clone(),
     });
     let tool_cpu_before = cpu::own_cpu();
     let nodes_cpu_before = nodes_cpu(cluster.as_ref());

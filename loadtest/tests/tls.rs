@@ -13,15 +13,14 @@ use std::process::Command;
 use support::build_rcraft_bin;
 use tls_support::Pki;
 
-#[test]
-fn a_tls_run_with_a_leader_kill_is_linearizable_and_loses_nothing() {
-    let Some(pki) = Pki::new() else { return };
+/// Runs the loadtest against three spawned TLS nodes with `extra` flags; returns the JSON
+/// summary after checking that the run succeeded.
+fn spawned_tls_run(pki: &Pki, name: &str, extra: &[&str]) -> serde_json::Value {
     let rcraft = build_rcraft_bin();
-    let json = pki.path("summary.json");
+    let json = pki.path(name);
     let output = Command::new(env!("CARGO_BIN_EXE_rcraft-loadtest"))
-        .args(["--spawn", "3", "--clients", "4", "--duration", "5"])
-        .args(["--keys", "50", "--value-size", "32"])
-        .args(["--kill-leader-every", "2", "--restart-after", "0.5"])
+        .args(["--spawn", "3", "--keys", "50", "--value-size", "32"])
+        .args(extra)
         .args(["--cacert", &pki.arg("ca.pem")])
         .args([
             "--cert",
@@ -43,8 +42,26 @@ fn a_tls_run_with_a_leader_kill_is_linearizable_and_loses_nothing() {
         "exit {}\n{report}\n{stderr}",
         output.status
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
+
+#[test]
+fn a_tls_run_with_a_leader_kill_is_linearizable_and_loses_nothing() {
+    let Some(pki) = Pki::new() else { return };
+    let summary = spawned_tls_run(
+        &pki,
+        "summary.json",
+        &[
+            "--clients",
+            "4",
+            "--duration",
+            "5",
+            "--kill-leader-every",
+            "2",
+            "--restart-after",
+            "0.5",
+        ],
+    );
     assert!(summary["ops"].as_u64().unwrap() > 0, "{summary}");
     assert!(summary["acked_writes"].as_u64().unwrap() > 0, "{summary}");
     assert_eq!(summary["lost_acked_writes"], 0, "{summary}");
@@ -63,4 +80,18 @@ fn a_tls_run_with_a_leader_kill_is_linearizable_and_loses_nothing() {
         stderr.contains("--cert and --key need --cacert"),
         "{stderr}"
     );
+}
+
+/// Pipelined connections (`--pipeline K`) speak TLS too.
+#[test]
+fn pipelined_clients_speak_tls() {
+    let Some(pki) = Pki::new() else { return };
+    let summary = spawned_tls_run(
+        &pki,
+        "pipelined.json",
+        &["--clients", "2", "--pipeline", "4", "--duration", "2"],
+    );
+    assert!(summary["acked_writes"].as_u64().unwrap() > 0, "{summary}");
+    assert_eq!(summary["errors"], 0, "{summary}");
+    assert_eq!(summary["lost_acked_writes"], 0, "{summary}");
 }

@@ -10,8 +10,12 @@ use crate::tls::ClientTls;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
-pub(super) enum ConnStream {
+/// One blocking connection to a node: plain TCP or TLS over it. Used by [`Client`](super::Client)
+/// and by other blocking tools that speak the client protocol (the loadtest's pipelined clients).
+pub enum ConnStream {
+    /// Plain TCP.
     Plain(TcpStream),
+    /// TLS over TCP.
     #[cfg(feature = "tls")]
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
 }
@@ -19,7 +23,7 @@ pub(super) enum ConnStream {
 impl ConnStream {
     /// Wraps a connected socket (whose timeouts are already set), completing the TLS
     /// handshake first when `tls` is given.
-    pub(super) fn open(
+    pub fn open(
         tcp: TcpStream,
         tls: Option<&ClientTls>,
         address: SocketAddr,
@@ -48,7 +52,7 @@ impl ConnStream {
     }
 
     /// The socket beneath (timeouts, shutdown).
-    pub(super) fn tcp(&self) -> &TcpStream {
+    pub fn tcp(&self) -> &TcpStream {
         match self {
             ConnStream::Plain(tcp) => tcp,
             #[cfg(feature = "tls")]

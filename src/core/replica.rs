@@ -53,8 +53,9 @@ pub struct CoreStatus {
     pub membership: Membership,
     /// On a leader, each other member's replication progress in id order; empty otherwise.
     pub replication: Vec<PeerProgress>,
-    /// Entries this node lost from its disk and is fetching again; it does not vote or
-    /// campaign until they are repaired (see `Replica::repair`).
+    /// Entries this node lost from its disk and is fetching again; until they are repaired it
+    /// does not campaign and votes only for a candidate whose log covers them (see
+    /// `Replica::repair`).
     pub repairing: Option<LostEntries>,
 }
 

@@ -233,7 +233,7 @@ impl NodeMetrics {
         r.register(
             "repairing_entries",
             "Entries this node synced, lost from its disk and has not fetched again yet \
-             (0 when its log is whole; while above 0 it does not vote)",
+             (0 when its log is whole; while above 0 it votes only for candidates covering them)",
             self.repairing_entries.clone(),
         );
         r.register(

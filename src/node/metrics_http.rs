@@ -68,7 +68,7 @@ fn health_of(s: &NodeStatus) -> Result<String, String> {
     if let Some(lost) = s.repairing {
         return Err(format!(
             "repairing: entries {}..={} were lost from this node's disk and are being fetched \
-             from the leader; it does not vote until they are",
+             from the leader; until then it votes only for a candidate whose log covers them",
             lost.from, lost.through
         ));
     }

@@ -217,7 +217,8 @@ pub(crate) fn open_storage_with(
 }
 
 /// The synced entries the log lost at open that the snapshot through `after` does not cover.
-/// Logged: the node will not vote until a leader has sent them again.
+/// Logged: until a leader has sent them again the node stands for no election and votes only
+/// for a candidate whose log covers them.
 fn lost_after_snapshot(log: &LogStore, after: LogIndex) -> Option<LostEntries> {
     let (from, through) = log.lost()?;
     if through <= after {
@@ -229,8 +230,9 @@ fn lost_after_snapshot(log: &LogStore, after: LogIndex) -> Option<LostEntries> {
         through,
     };
     log::error!(
-        "entries {}..={} were synced and are lost from this node's log; it does not vote \
-         until it has fetched them again from the leader",
+        "entries {}..={} were synced and are lost from this node's log; until it has fetched \
+         them again from the leader it stands for no election and votes only for a candidate \
+         whose log covers them",
         lost.from,
         lost.through
     );

@@ -26,7 +26,7 @@ pub(crate) struct CoreView {
     pub(crate) snapshot_index: LogIndex,
     /// The configuration it uses.
     pub(crate) membership: Membership,
-    /// The entries its disk lost that it is repairing (it does not vote meanwhile).
+    /// The entries its disk lost that it is repairing (meanwhile it votes only for candidates covering them).
     pub(crate) repairing: Option<LostEntries>,
 }
 

@@ -223,7 +223,7 @@ fn status_table(listed: &[Listed]) -> Vec<String> {
         if let Some(lost) = repairing {
             lines.push(format!(
                 "    repairing: entries {}..={} were lost from this node's disk; fetching them \
-                 from the leader (it does not vote until then)",
+                 from the leader (until then it votes only for a candidate whose log covers them)",
                 lost.from, lost.through
             ));
         }
