@@ -2,7 +2,9 @@
 //! against `rcraft serve` processes on 127.0.0.1: a node whose data dir was wiped and that
 //! comes back under its old id, and a node of another cluster pointed at this one, are refused
 //! with a message naming why, on both sides, and neither moves the cluster's term; the wiped
-//! node is accepted again once removed and added back. Processes are killed on drop.
+//! node is accepted again once removed and added back; a node that does not know the cluster
+//! id yet learns it, through the authenticated handshake of a cluster with a secret.
+//! Processes are killed on drop.
 
 mod snapshot_support;
 
@@ -135,4 +137,30 @@ fn a_node_of_another_cluster_is_refused() {
     assert_eq!(terms(&cluster, &[0, 1, 2]), before, "{}", cluster.logs());
     assert_eq!(cluster.wait_for_leader(), leader);
     cluster.client().put(b"still", b"serving").unwrap();
+}
+
+/// A node that does not know the cluster id yet (a spare: an address outside the initial
+/// voters, like a `--join` node) runs the authenticated handshake of a cluster with a secret
+/// under the id its peer names, learns it, and is added.
+#[test]
+fn a_spare_learns_the_cluster_id_through_an_authenticated_handshake() {
+    use std::os::unix::fs::PermissionsExt;
+    let files = tempfile::tempdir().unwrap();
+    let secret = files.path().join("secret");
+    std::fs::write(&secret, "the cluster secret, 2026\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let secret = secret.to_str().unwrap();
+    let flags = ["--secret-file", secret, "--initial-voters", "0,1,2"];
+    let cluster = Cluster::start_nodes(4, &flags);
+    let leader = cluster.wait_for_leader();
+    cluster.client().put(b"secret", b"kept").unwrap();
+    let added = members_ok(&cluster, &["add", "3"]);
+    assert!(added.contains("now voters 0,1,2,3"), "{added}");
+    cluster.wait_caught_up(3, leader);
+    assert_eq!(
+        recorded_cluster_id(&cluster, 3),
+        recorded_cluster_id(&cluster, 0)
+    );
+    let log = cluster.log_of(3);
+    assert!(log.contains("learned the cluster id"), "{}", cluster.logs());
 }
