@@ -5,7 +5,8 @@
 //! `rcraft kv`/`status`; a node whose certificate comes from another CA, and a plaintext
 //! peer, are refused and cannot disturb the cluster; plaintext clients and clients trusting
 //! another CA get a clear error; `--client-cert-auth` asks clients for a certificate; SIGHUP
-//! reloads the certificates (a bad file is logged and the old ones kept); bad files are
+//! reloads the certificates (a bad file is logged and the old ones kept; a node without TLS
+//! logs that it has nothing to reload and keeps serving); bad files are
 //! refused at start naming the flag and file. Loopback only, every wait bounded, processes
 //! killed and directories removed on drop (`snapshot_support::Cluster`).
 //! The certificates come from `tests/tls_support` (openssl; skipped without it outside CI).
@@ -484,4 +485,19 @@ fn bad_tls_files_are_refused_at_start_naming_the_flag_and_file() {
         "{stderr}"
     );
     let _ = ca;
+}
+
+#[test]
+fn sighup_on_a_node_without_tls_is_logged_and_the_node_keeps_serving() {
+    let cluster = Cluster::start_nodes(1, &[]);
+    cluster.wait_for_leader();
+    cluster.signal(0, libc::SIGHUP);
+    let logged = wait_for("the SIGHUP to be logged", || {
+        let log = cluster.log_of(0);
+        log.contains("SIGHUP: nothing to reload (this node has no TLS)")
+            .then_some(())
+    });
+    assert!(logged.is_some(), "logs:\n{}", cluster.logs());
+    let mut client = cluster.client();
+    client.put(b"k", b"v").unwrap();
 }

@@ -1,7 +1,9 @@
 //! One accepted connection: a peer that dials us, or a client.
 //!
 //! Owned by the network thread. The connection starts with no role; its first
-//! [`HANDSHAKE_BYTES`](rcraft_wire::HANDSHAKE_BYTES) bytes decide it. A peer connection only
+//! [`HANDSHAKE_BYTES`](rcraft_wire::HANDSHAKE_BYTES) bytes decide it (read through `stream`,
+//! inside TLS when the node has it; a role whose links need TLS and did not come over it is
+//! refused, `Stream::refusal_for`). A peer connection only
 //! carries peer messages towards us; a client connection carries requests towards us and
 //! responses back. Invariants: `inflight` counts requests delivered (or refused) and not yet
 //! answered; a paused connection decodes nothing until [`Inbound::resume`]; `role` is set

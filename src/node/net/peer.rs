@@ -1,5 +1,5 @@
-//! The outbound link to one peer: a lazily dialled TCP connection, its queue of encoded
-//! frames, and the re-dial back-off.
+//! The outbound link to one peer: a lazily dialled TCP connection (TLS over it when the node
+//! has peer TLS, `stream.rs`), its queue of encoded frames, and the re-dial back-off.
 //!
 //! Owned by the network thread. The link dials when a message is queued and no connection
 //! exists (and the back-off delay has passed), when the network thread starts, and when the
