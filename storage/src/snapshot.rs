@@ -342,19 +342,10 @@ impl SnapshotStore {
     /// there is none. A damaged newest file is [`Error::Corruption`] naming it.
     pub fn latest(&self) -> Result<Option<SnapshotInfo>> {
         let newest = self.final_files()?.into_iter().max();
-        let Some(((index, term), name)) = newest else {
+        let Some((point, name)) = newest else {
             return Ok(None);
         };
-        let path = self.dir.join(name);
-        let info = verify_file(self.fs.as_ref(), &path)?;
-        if (info.meta.index, info.meta.term) != (index, term) {
-            return Err(Error::corruption(
-                &path,
-                16,
-                "header index/term do not match the file name",
-            ));
-        }
-        Ok(Some(info))
+        self.verify_named(point, &name).map(Some)
     }
 
     /// The complete snapshot at `index` and `term`, verified as [`Self::latest`] verifies
@@ -365,19 +356,25 @@ impl SnapshotStore {
             .final_files()?
             .into_iter()
             .find(|(point, _)| *point == (index, term));
-        let Some((_, name)) = wanted else {
+        let Some((point, name)) = wanted else {
             return Ok(None);
         };
+        self.verify_named(point, &name).map(Some)
+    }
+
+    /// Verifies the complete snapshot file `name`, whose name says it holds `point` (index,
+    /// term); a header that says otherwise is [`Error::Corruption`].
+    fn verify_named(&self, point: (u64, u64), name: impl AsRef<Path>) -> Result<SnapshotInfo> {
         let path = self.dir.join(name);
         let info = verify_file(self.fs.as_ref(), &path)?;
-        if (info.meta.index, info.meta.term) != (index, term) {
+        if (info.meta.index, info.meta.term) != point {
             return Err(Error::corruption(
                 &path,
                 16,
                 "header index/term do not match the file name",
             ));
         }
-        Ok(Some(info))
+        Ok(info)
     }
 
     /// Says which snapshots the caller uses (by (index, term): the one it takes as current
