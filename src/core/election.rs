@@ -215,6 +215,7 @@ impl Replica {
             lease_revoked: false,
             reads: ReadQueue::default(),
             snapshot_budget: self.config.snapshot_bytes_per_tick,
+            snapshot_turn: None,
             latency: Default::default(),
         });
         let noop = Entry {

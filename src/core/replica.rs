@@ -120,6 +120,10 @@ pub(super) struct LeaderState {
     /// Snapshot bytes that may still be requested before the next refill (see
     /// `CoreConfig::snapshot_bytes_per_tick`; unused when that is 0).
     pub snapshot_budget: u64,
+    /// The follower whose transfer was last given a snapshot chunk: the next round of
+    /// requests starts after it, so that a budget that pays for one chunk at a time goes to
+    /// every transfer in turn rather than always to the lowest id.
+    pub snapshot_turn: Option<NodeId>,
     /// Own and followers' durability latencies, for self-demotion (gray_failure.rs).
     pub latency: LatencyWatch,
 }

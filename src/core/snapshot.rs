@@ -121,8 +121,9 @@ impl Replica {
     }
 
     /// Requests chunks for every transfer whose window has room, one chunk per transfer per
-    /// round (so transfers share the budget fairly), until windows are full, the snapshots
-    /// are all requested, or the budget is spent.
+    /// round, each round starting after the transfer served last (so transfers share the
+    /// budget fairly even when it pays for one chunk at a time), until windows are full, the
+    /// snapshots are all requested, or the budget is spent.
     fn fill_snapshot_windows(&mut self) {
         let chunk = self.config.snapshot_chunk_bytes;
         let window = chunk.saturating_mul(self.config.snapshot_chunks_in_flight);
@@ -130,10 +131,18 @@ impl Replica {
         let Some(state) = self.leader_state.as_mut() else {
             return;
         };
+        let ids: Vec<NodeId> = state.progress.keys().copied().collect();
         let mut requests = Vec::new();
         loop {
             let mut progressed = false;
-            for (id, pr) in state.progress.iter_mut() {
+            let first = state
+                .snapshot_turn
+                .and_then(|last| ids.iter().position(|id| *id > last))
+                .unwrap_or(0);
+            for id in ids[first..].iter().chain(&ids[..first]) {
+                let Some(pr) = state.progress.get_mut(id) else {
+                    continue;
+                };
                 let ProgressState::Snapshot(transfer) = &mut pr.state else {
                     continue;
                 };
@@ -153,6 +162,7 @@ impl Replica {
                 }
                 transfer.requested_through = start + chunk;
                 requests.push((*id, transfer.meta.clone(), start));
+                state.snapshot_turn = Some(*id);
                 progressed = true;
             }
             if !progressed {
@@ -853,6 +863,25 @@ mod tests {
             read_offsets(&step(&mut leader, ack(10, true))),
             [(2, 10), (2, 20)]
         );
+    }
+
+    /// SIM_FINDINGS 17 (seed 2890): a budget that pays for one chunk per tick went to the
+    /// lowest id every time, so a follower that kept needing snapshots starved another voter
+    /// of its transfer for good. Transfers now take turns.
+    #[test]
+    fn transfers_take_turns_when_the_budget_pays_for_one_chunk_at_a_time() {
+        let (mut leader, behind) = leader_with_snapshot(&[1, 2, 3], 100, |config| {
+            config.snapshot_chunk_bytes = 10;
+            config.snapshot_chunks_in_flight = 10;
+            config.snapshot_bytes_per_tick = 10;
+        });
+        assert_eq!(read_offsets(&step(&mut leader, behind(2))), [(2, 0)]);
+        assert!(read_offsets(&step(&mut leader, behind(3))).is_empty());
+        let mut served = Vec::new();
+        for _ in 0..4 {
+            served.extend(read_offsets(&step(&mut leader, Input::Tick)));
+        }
+        assert_eq!(served, [(3, 0), (2, 10), (3, 10), (2, 20)]);
     }
 
     #[test]
