@@ -392,20 +392,7 @@ impl SnapshotStore {
         let (Some(below), Some(kept)) = (below, kept.as_ref()) else {
             return Ok(());
         };
-        let mut removed = false;
-        for (point, name) in self.final_files()? {
-            if point < below && !kept.contains(&point) {
-                let path = self.dir.join(name);
-                self.fs
-                    .remove_file(&path)
-                    .map_err(|e| Error::io("remove old snapshot", &path, e))?;
-                removed = true;
-            }
-        }
-        if removed {
-            self.sync_dir()?;
-        }
-        Ok(())
+        self.remove_final_files(|point| point < below && !kept.contains(&point))
     }
 
     fn lock_kept(&self) -> MutexGuard<'_, Option<Points>> {
@@ -538,9 +525,16 @@ impl SnapshotStore {
     }
 
     fn remove_older_than(&self, meta: &SnapshotFileMeta) -> Result<()> {
+        let current = (meta.index, meta.term);
+        self.remove_final_files(|(index, term)| index <= meta.index && (index, term) != current)
+    }
+
+    /// Removes every complete snapshot file whose point (index, term) `doomed` picks, then
+    /// syncs the directory if any went.
+    fn remove_final_files(&self, doomed: impl Fn((u64, u64)) -> bool) -> Result<()> {
         let mut removed = false;
-        for ((index, term), name) in self.final_files()? {
-            if index <= meta.index && (index, term) != (meta.index, meta.term) {
+        for (point, name) in self.final_files()? {
+            if doomed(point) {
                 let path = self.dir.join(name);
                 self.fs
                     .remove_file(&path)
