@@ -92,13 +92,7 @@ fn force_new_cluster(args: &ForceNewClusterArgs) -> ExitCode {
                 print!("{}", out.0);
                 ExitCode::SUCCESS
             }
-            Err(why) => {
-                for item in why {
-                    out.line("cannot", item);
-                }
-                print!("{}", out.0);
-                ExitCode::from(EXIT_FAILED)
-            }
+            Err(why) => cannot(why, out),
         };
     }
     let report = inspect(&args.data_dir);
@@ -118,14 +112,17 @@ fn force_new_cluster(args: &ForceNewClusterArgs) -> ExitCode {
             print!("{}", out.0);
             ExitCode::SUCCESS
         }
-        Err(why) => {
-            for item in why {
-                out.line("cannot", item);
-            }
-            print!("{}", out.0);
-            ExitCode::from(EXIT_FAILED)
-        }
+        Err(why) => cannot(why, out),
     }
+}
+
+/// Prints `out` followed by one `cannot` line per reason; exit 1.
+fn cannot(why: Vec<String>, mut out: Lines) -> ExitCode {
+    for item in why {
+        out.line("cannot", item);
+    }
+    print!("{}", out.0);
+    ExitCode::from(EXIT_FAILED)
 }
 
 /// Text of `key   value` lines, the key padded to one column.
