@@ -9,10 +9,17 @@ to two baselines measured just before each run: a raw 124 B pwrite + fdatasync p
 preallocated file on the same disk, and a raw loopback TCP round trip p50 (128 B, Python on
 both ends). Build first: cargo build --release -p rcraft -p rcraft-loadtest.
 
+With --redis (needs `redis-server` and `redis-benchmark` on the PATH, Debian's redis-server and
+redis-tools), each row is followed by a single Redis node with `appendonly yes`, `appendfsync
+always` in a directory on the same disk, driven by `redis-benchmark -t set -d 100 -r 100000`
+with as many clients and about as many requests as rcraft acknowledged in the same row, and the
+ratio of rcraft's writes/s to Redis's (the issue's same-run baseline).
+
 usage: scripts/perf-write-path.py [--clients 1,16,64,256] [--duration 10] [--bin target/release]
        [--idle 5]   (also report each node's CPU while no client writes, in % of a core)
+       [--redis]    (a Redis baseline after each row)
 """
-import argparse, json, os, socket, subprocess, sys, tempfile, time
+import argparse, csv, io, json, os, shutil, socket, subprocess, sys, tempfile, time
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -80,12 +87,45 @@ def free_ports(k):
     return ports
 
 
+def redis_row(work, clients, requests):
+    """One redis-benchmark SET run against a fresh fsync-always Redis: (writes/s, p50 ms,
+    p99 ms, server CPU per write in us)."""
+    directory = tempfile.mkdtemp(prefix="redis-", dir=work)
+    port = free_ports(1)[0]
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", directory,
+         "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port)).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        before = cpu_seconds(server.pid)
+        bench = subprocess.run(
+            ["redis-benchmark", "-p", str(port), "-t", "set", "-d", "100", "-r", "100000",
+             "-c", str(clients), "-n", str(requests), "--csv", "--precision", "3"],
+            capture_output=True, text=True, check=True)
+        cpu = cpu_seconds(server.pid) - before
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+    rows = list(csv.DictReader(io.StringIO(bench.stdout)))
+    row = rows[-1]
+    return (float(row["rps"]), float(row["p50_latency_ms"]), float(row["p99_latency_ms"]),
+            1e6 * cpu / requests)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", default="1,16,64,256")
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--bin", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release"))
     ap.add_argument("--idle", type=float, default=0)
+    ap.add_argument("--redis", action="store_true")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="rcraft-perf-")
     servers = ",".join(f"127.0.0.1:{p}" for p in free_ports(3))
@@ -139,6 +179,12 @@ def main():
                   f"{lat['p99'] / 1e3:.2f} ms | {per_write:,.0f} us | "
                   f"{' / '.join(f'{100 * c / span:.0f}' for c in cpu)} | {fsync_ms:.3f} ms | "
                   f"{rtt_us:.0f} us | {lat['p50'] / 1e3 / fsync_ms:.2f}x |", flush=True)
+            if args.redis:
+                requests = max(1000, int(summary["ops_per_s"] * args.duration))
+                rps, r50, r99, rcpu = redis_row(work, clients, requests)
+                print(f"| redis, {clients} | {rps:,.0f} | {r50:.3f} ms | {r99:.2f} ms | "
+                      f"{rcpu:,.0f} us | rcraft / redis writes/s: "
+                      f"**{summary['ops_per_s'] / rps:.2f}x** | | | |", flush=True)
     finally:
         for n in nodes:
             n.terminate()

@@ -3,6 +3,9 @@
 //! The node's apply thread owns the [`KvStore`]; clients build [`KvCommand`]s and read
 //! [`KvResponse`]s. Keys and values are arbitrary non-empty (key) byte strings kept in a
 //! `BTreeMap`, so iteration, and therefore the snapshot, is in key order and deterministic.
+//! Keys of up to 30 bytes are held inside the map's nodes (`key.rs`), and applying a command
+//! reads its key and value from the command's bytes: a put of a key that exists copies the
+//! value into the old value's buffer when it fits, allocating nothing.
 //!
 //! # Command and response bytes
 //!
@@ -44,16 +47,20 @@
 //! and checksums each block once; restoring reads through a bounded buffer, checksums as it
 //! goes, checks every length and the key order as entries arrive, and builds the new map in
 //! bulk from the sorted entries. Memory is the new map, the list of its entries while it is
-//! built (the keys and values themselves are moved, not copied: 48 bytes per entry, up to
-//! 72 with the scratch space of the sort `BTreeMap::from_iter` runs over it) and that buffer,
+//! built (the keys and values themselves are moved, not copied: 56 bytes per entry, up to
+//! 84 with the scratch space of the sort `BTreeMap::from_iter` runs over it) and that buffer,
 //! never the whole snapshot. A large replaced map is freed on a short-lived thread
 //! of its own.
 
+mod key;
+
 use crate::state_machine::StateMachine;
+use key::Key;
 use rcraft_wire::LogIndex;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::ops::Bound;
 
 /// Longest key accepted, in bytes.
 pub const KEY_BYTES_MAX: usize = 64 * 1024;
@@ -199,15 +206,15 @@ impl<'a> Cursor<'a> {
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn bytes(&mut self, what: &str, max: usize) -> Result<Vec<u8>, DecodeError> {
+    fn bytes(&mut self, what: &str, max: usize) -> Result<&'a [u8], DecodeError> {
         let len = self.u32(what)? as usize;
         if len > max {
             return Err(DecodeError(format!("{what} of {len} bytes exceeds {max}")));
         }
-        Ok(self.take(len, what)?.to_vec())
+        self.take(len, what)
     }
 
-    fn key(&mut self) -> Result<Vec<u8>, DecodeError> {
+    fn key(&mut self) -> Result<&'a [u8], DecodeError> {
         let key = self.bytes("key", KEY_BYTES_MAX)?;
         if key.is_empty() {
             return Err(DecodeError("empty key".to_string()));
@@ -215,7 +222,7 @@ impl<'a> Cursor<'a> {
         Ok(key)
     }
 
-    fn optional(&mut self, what: &str) -> Result<Option<Vec<u8>>, DecodeError> {
+    fn optional(&mut self, what: &str) -> Result<Option<&'a [u8]>, DecodeError> {
         match self.u8(what)? {
             0 => Ok(None),
             1 => Ok(Some(self.bytes(what, VALUE_BYTES_MAX)?)),
@@ -284,20 +291,69 @@ impl KvCommand {
 
     /// Parse a command; any malformation is an error, never a panic.
     pub fn decode(bytes: &[u8]) -> Result<KvCommand, DecodeError> {
+        CommandRef::decode(bytes).map(|command| command.to_owned())
+    }
+
+    /// The command with its fields borrowed.
+    fn as_ref(&self) -> CommandRef<'_> {
+        match self {
+            KvCommand::Put { key, value } => CommandRef::Put { key, value },
+            KvCommand::Get { key } => CommandRef::Get { key },
+            KvCommand::Delete { key } => CommandRef::Delete { key },
+            KvCommand::Cas { key, expected, new } => CommandRef::Cas {
+                key,
+                expected: expected.as_deref(),
+                new,
+            },
+            KvCommand::Scan { prefix, limit } => CommandRef::Scan {
+                prefix,
+                limit: *limit,
+            },
+        }
+    }
+}
+
+/// A [`KvCommand`] whose fields point into the command's bytes: what the store applies, so
+/// that applying a command copies only what it keeps.
+enum CommandRef<'a> {
+    Put {
+        key: &'a [u8],
+        value: &'a [u8],
+    },
+    Get {
+        key: &'a [u8],
+    },
+    Delete {
+        key: &'a [u8],
+    },
+    Cas {
+        key: &'a [u8],
+        expected: Option<&'a [u8]>,
+        new: &'a [u8],
+    },
+    Scan {
+        prefix: &'a [u8],
+        limit: u32,
+    },
+}
+
+impl<'a> CommandRef<'a> {
+    /// Parse a command (see the module docs); any malformation is an error, never a panic.
+    fn decode(bytes: &'a [u8]) -> Result<CommandRef<'a>, DecodeError> {
         let mut c = Cursor { bytes };
         let command = match c.u8("command tag")? {
-            TAG_PUT => KvCommand::Put {
+            TAG_PUT => CommandRef::Put {
                 key: c.key()?,
                 value: c.bytes("value", VALUE_BYTES_MAX)?,
             },
-            TAG_GET => KvCommand::Get { key: c.key()? },
-            TAG_DEL => KvCommand::Delete { key: c.key()? },
-            TAG_CAS => KvCommand::Cas {
+            TAG_GET => CommandRef::Get { key: c.key()? },
+            TAG_DEL => CommandRef::Delete { key: c.key()? },
+            TAG_CAS => CommandRef::Cas {
                 key: c.key()?,
                 expected: c.optional("expected value")?,
                 new: c.bytes("new value", VALUE_BYTES_MAX)?,
             },
-            TAG_SCAN => KvCommand::Scan {
+            TAG_SCAN => CommandRef::Scan {
                 prefix: c.bytes("prefix", KEY_BYTES_MAX)?,
                 limit: match c.u32("limit")? {
                     limit @ 1..=SCAN_LIMIT_MAX => limit,
@@ -311,6 +367,26 @@ impl KvCommand {
         };
         c.finish("command")?;
         Ok(command)
+    }
+
+    fn to_owned(&self) -> KvCommand {
+        match *self {
+            CommandRef::Put { key, value } => KvCommand::Put {
+                key: key.to_vec(),
+                value: value.to_vec(),
+            },
+            CommandRef::Get { key } => KvCommand::Get { key: key.to_vec() },
+            CommandRef::Delete { key } => KvCommand::Delete { key: key.to_vec() },
+            CommandRef::Cas { key, expected, new } => KvCommand::Cas {
+                key: key.to_vec(),
+                expected: expected.map(<[u8]>::to_vec),
+                new: new.to_vec(),
+            },
+            CommandRef::Scan { prefix, limit } => KvCommand::Scan {
+                prefix: prefix.to_vec(),
+                limit,
+            },
+        }
     }
 }
 
@@ -352,14 +428,14 @@ impl KvResponse {
         let mut c = Cursor { bytes };
         let response = match c.u8("response tag")? {
             TAG_DONE => KvResponse::Done,
-            TAG_VALUE => KvResponse::Value(c.optional("value")?),
+            TAG_VALUE => KvResponse::Value(c.optional("value")?.map(<[u8]>::to_vec)),
             TAG_CAS_RESULT => {
                 let swapped = match c.u8("swapped flag")? {
                     0 => false,
                     1 => true,
                     flag => return Err(DecodeError(format!("bad swapped flag {flag}"))),
                 };
-                let current = c.optional("current value")?;
+                let current = c.optional("current value")?.map(<[u8]>::to_vec);
                 KvResponse::Cas { swapped, current }
             }
             TAG_ERROR => {
@@ -373,7 +449,8 @@ impl KvResponse {
                 // The count is not trusted for an allocation: entries are read as they come.
                 let mut entries = Vec::new();
                 for _ in 0..count {
-                    entries.push((c.key()?, c.bytes("value", VALUE_BYTES_MAX)?));
+                    let key = c.key()?.to_vec();
+                    entries.push((key, c.bytes("value", VALUE_BYTES_MAX)?.to_vec()));
                 }
                 KvResponse::Entries { entries, more }
             }
@@ -387,7 +464,7 @@ impl KvResponse {
 /// The key-value store: a `BTreeMap` from key to value.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStore {
-    entries: BTreeMap<Vec<u8>, Vec<u8>>,
+    entries: BTreeMap<Key, Vec<u8>>,
 }
 
 impl KvStore {
@@ -413,27 +490,31 @@ impl KvStore {
 
     /// Carry out one command.
     pub fn execute(&mut self, command: KvCommand) -> KvResponse {
+        self.execute_ref(command.as_ref())
+    }
+
+    fn execute_ref(&mut self, command: CommandRef<'_>) -> KvResponse {
         match command {
-            KvCommand::Put { key, value } => {
-                self.entries.insert(key, value);
+            CommandRef::Put { key, value } => {
+                self.store(key, value);
                 KvResponse::Done
             }
-            KvCommand::Get { key } => KvResponse::Value(self.entries.get(&key).cloned()),
-            KvCommand::Scan { prefix, limit } => self.scan(&prefix, limit),
-            KvCommand::Delete { key } => {
-                self.entries.remove(&key);
+            CommandRef::Get { key } => KvResponse::Value(self.entries.get(key).cloned()),
+            CommandRef::Scan { prefix, limit } => self.scan(prefix, limit),
+            CommandRef::Delete { key } => {
+                self.entries.remove(key);
                 KvResponse::Done
             }
-            KvCommand::Cas { key, expected, new } => {
-                let current = self.entries.get(&key);
-                if current == expected.as_ref() {
-                    self.entries.insert(key, new);
+            CommandRef::Cas { key, expected, new } => {
+                let current = self.entries.get(key).map(Vec::as_slice);
+                if current == expected {
+                    self.store(key, new);
                     KvResponse::Cas {
                         swapped: true,
                         current: None,
                     }
                 } else {
-                    let current = current.cloned();
+                    let current = current.map(<[u8]>::to_vec);
                     KvResponse::Cas {
                         swapped: false,
                         current,
@@ -443,18 +524,33 @@ impl KvStore {
         }
     }
 
+    /// Sets `key` to `value`. A key that exists keeps its value's buffer when the new value
+    /// fits in it without wasting more than half of it, so overwriting allocates nothing.
+    fn store(&mut self, key: &[u8], value: &[u8]) {
+        match self.entries.get_mut(key) {
+            Some(old) if old.capacity() >= value.len() && old.capacity() / 2 <= value.len() => {
+                old.clear();
+                old.extend_from_slice(value);
+            }
+            Some(old) => *old = value.to_vec(),
+            None => {
+                self.entries.insert(Key::new(key), value.to_vec());
+            }
+        }
+    }
+
     /// The keys starting with `prefix`, at most `limit` entries and about [`SCAN_BYTES_MAX`]
     /// bytes of them (at least one entry when any matches).
     pub fn scan(&self, prefix: &[u8], limit: u32) -> KvResponse {
         let mut matching = self
             .entries
-            .range(prefix.to_vec()..)
-            .take_while(|(key, _)| key.starts_with(prefix));
+            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(key, _)| key.as_slice().starts_with(prefix));
         let mut entries = Vec::new();
         let mut bytes = 0usize;
         let mut more = false;
         for (key, value) in matching.by_ref() {
-            let size = key.len() + value.len();
+            let size = key.as_slice().len() + value.len();
             if entries.len() == limit as usize
                 || (!entries.is_empty() && bytes + size > SCAN_BYTES_MAX)
             {
@@ -462,7 +558,7 @@ impl KvStore {
                 break;
             }
             bytes += size;
-            entries.push((key.clone(), value.clone()));
+            entries.push((key.as_slice().to_vec(), value.clone()));
         }
         KvResponse::Entries { entries, more }
     }
@@ -470,7 +566,7 @@ impl KvStore {
     /// Reads a whole snapshot from `input` (see the module docs) into a new map. The
     /// entries arrive in strictly increasing key order, so they are collected and the map is
     /// built from them in bulk, which is much faster than inserting one by one.
-    fn read_snapshot(input: &mut dyn Read) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, DecodeError> {
+    fn read_snapshot(input: &mut dyn Read) -> Result<BTreeMap<Key, Vec<u8>>, DecodeError> {
         let mut input = SnapshotInput::new(input);
         if input.take(8, "snapshot magic")? != SNAPSHOT_MAGIC {
             return Err(DecodeError("not a KV snapshot (bad magic)".to_string()));
@@ -481,7 +577,7 @@ impl KvStore {
         let reserve = usize::try_from(count).map_or(RESTORE_RESERVE_ENTRIES_MAX, |count| {
             count.min(RESTORE_RESERVE_ENTRIES_MAX)
         });
-        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(reserve);
+        let mut entries: Vec<(Key, Vec<u8>)> = Vec::with_capacity(reserve);
         for _ in 0..count {
             let key = input.key()?;
             let value = input.bytes("value", VALUE_BYTES_MAX)?;
@@ -508,7 +604,7 @@ impl KvStore {
         block.extend_from_slice(SNAPSHOT_MAGIC);
         block.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
         for (key, value) in &self.entries {
-            put_field(&mut block, key)?;
+            put_field(&mut block, key.as_slice())?;
             put_field(&mut block, value)?;
             if block.len() >= SNAPSHOT_BLOCK_BYTES {
                 emit(&mut block)?;
@@ -530,7 +626,7 @@ fn put_field(block: &mut Vec<u8>, bytes: &[u8]) -> io::Result<()> {
 
 /// Frees a replaced map: on a thread of its own when it is large (here when no thread can
 /// be started: the refused closure, map included, is dropped on return).
-fn free_replaced(entries: BTreeMap<Vec<u8>, Vec<u8>>) {
+fn free_replaced(entries: BTreeMap<Key, Vec<u8>>) {
     if entries.len() < FREE_ELSEWHERE_ENTRIES_MIN {
         return;
     }
@@ -619,6 +715,13 @@ impl<'a> SnapshotInput<'a> {
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
+    /// The next `u32`, left unread.
+    fn peek_u32(&mut self, what: &str) -> Result<u32, DecodeError> {
+        self.fill(4, what)?;
+        let b = &self.buffer[self.position..self.position + 4];
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
     fn u64(&mut self, what: &str) -> Result<u64, DecodeError> {
         let mut b = [0u8; 8];
         b.copy_from_slice(self.take(8, what)?);
@@ -655,9 +758,16 @@ impl<'a> SnapshotInput<'a> {
         Ok(field)
     }
 
-    fn key(&mut self) -> Result<Vec<u8>, DecodeError> {
-        let key = self.bytes("key", KEY_BYTES_MAX)?;
-        if key.is_empty() {
+    /// A key: a short one is copied from the buffer into the map's key without allocating.
+    fn key(&mut self) -> Result<Key, DecodeError> {
+        let len = self.peek_u32("key")? as usize;
+        let key = if len <= key::INLINE_BYTES {
+            self.u32("key")?;
+            Key::new(self.take(len, "key")?)
+        } else {
+            Key::from_vec(self.bytes("key", KEY_BYTES_MAX)?)
+        };
+        if key.as_slice().is_empty() {
             return Err(DecodeError("empty key".to_string()));
         }
         Ok(key)
@@ -689,16 +799,16 @@ impl<'a> SnapshotInput<'a> {
 
 impl StateMachine for KvStore {
     fn apply(&mut self, _index: LogIndex, command: &[u8]) -> Vec<u8> {
-        match KvCommand::decode(command) {
-            Ok(command) => self.execute(command).encode(),
+        match CommandRef::decode(command) {
+            Ok(command) => self.execute_ref(command).encode(),
             Err(e) => KvResponse::Error(format!("bad command: {e}")).encode(),
         }
     }
 
     fn query(&self, query: &[u8]) -> Vec<u8> {
-        let response = match KvCommand::decode(query) {
-            Ok(KvCommand::Get { key }) => KvResponse::Value(self.entries.get(&key).cloned()),
-            Ok(KvCommand::Scan { prefix, limit }) => self.scan(&prefix, limit),
+        let response = match CommandRef::decode(query) {
+            Ok(CommandRef::Get { key }) => KvResponse::Value(self.entries.get(key).cloned()),
+            Ok(CommandRef::Scan { prefix, limit }) => self.scan(prefix, limit),
             Ok(_) => KvResponse::Error("only get and scan are allowed as queries".to_string()),
             Err(e) => KvResponse::Error(format!("bad query: {e}")),
         };
@@ -1131,6 +1241,72 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Applied through `StateMachine::apply` (borrowed decoding, inline and heap keys,
+        /// values overwritten in place or replaced), the store answers and snapshots as a
+        /// plain `BTreeMap<Vec<u8>, Vec<u8>>` model of it does.
+        #[test]
+        fn the_store_behaves_as_a_plain_map(
+            ops in proptest::collection::vec(
+                (0u8..4, 0usize..6, 0usize..3, proptest::collection::vec(0u8..4, 0..300)),
+                1..120,
+            ),
+        ) {
+            // Keys around the inline limit, some a prefix of others.
+            let keys: Vec<Vec<u8>> = [1, 7, key::INLINE_BYTES, key::INLINE_BYTES + 1, 40, 29]
+                .iter()
+                .map(|&n| vec![b'k'; n])
+                .collect();
+            let mut store = KvStore::new();
+            let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+            for (op, k, expected_pick, value) in ops {
+                let key = keys[k].clone();
+                let command = match op {
+                    0 => KvCommand::Put { key: key.clone(), value: value.clone() },
+                    1 => KvCommand::Delete { key: key.clone() },
+                    _ => {
+                        let expected = match expected_pick {
+                            0 => None,
+                            1 => model.get(&key).cloned(),
+                            _ => Some(value.clone()),
+                        };
+                        KvCommand::Cas { key: key.clone(), expected, new: value.clone() }
+                    }
+                };
+                let want = match &command {
+                    KvCommand::Put { .. } => {
+                        model.insert(key.clone(), value.clone());
+                        KvResponse::Done
+                    }
+                    KvCommand::Delete { .. } => {
+                        model.remove(&key);
+                        KvResponse::Done
+                    }
+                    KvCommand::Cas { expected, .. } => {
+                        let current = model.get(&key).cloned();
+                        if current == *expected {
+                            model.insert(key.clone(), value.clone());
+                            KvResponse::Cas { swapped: true, current: None }
+                        } else {
+                            KvResponse::Cas { swapped: false, current }
+                        }
+                    }
+                    _ => unreachable!(),
+                };
+                let got = KvResponse::decode(&store.apply(LogIndex(1), &command.encode())).unwrap();
+                proptest::prop_assert_eq!(got, want);
+            }
+            let scan = KvCommand::Scan { prefix: b"k".to_vec(), limit: SCAN_LIMIT_MAX };
+            let listed = KvResponse::decode(&store.query(&scan.encode())).unwrap();
+            let expected: Vec<(Vec<u8>, Vec<u8>)> = model.clone().into_iter().collect();
+            proptest::prop_assert_eq!(listed, KvResponse::Entries { entries: expected, more: false });
+            let mut restored = KvStore::new();
+            restored.restore(&mut &snapshot_bytes(&store)[..]).unwrap();
+            proptest::prop_assert_eq!(&restored, &store);
+            for (key, value) in &model {
+                proptest::prop_assert_eq!(restored.get(key), Some(&value[..]));
+            }
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..48)) {
             let mut store = KvStore::new();
