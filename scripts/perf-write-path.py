@@ -18,6 +18,9 @@ ratio of rcraft's writes/s to Redis's (the issue's same-run baseline).
 usage: scripts/perf-write-path.py [--clients 1,16,64,256] [--duration 10] [--bin target/release]
        [--idle 5]   (also report each node's CPU while no client writes, in % of a core)
        [--redis]    (a Redis baseline after each row)
+       [--perf-stat EVENTS]  (also count perf events, e.g. context-switches or a uprobe such
+                    as probe_libc:malloc, per thread of the 3 nodes over the same window, and
+                    print them per acknowledged write; needs `perf`)
 """
 import argparse, csv, io, json, os, shutil, socket, subprocess, sys, tempfile, time
 
@@ -119,6 +122,27 @@ def redis_row(work, clients, requests):
             1e6 * cpu / requests)
 
 
+def print_counts(perf_output, writes, pids):
+    """perf stat --per-thread -x, lines: "comm-tid,count,unit,event,...". Sums per thread
+    name and node (threads are named rcraft-<role>-<node id>) and prints per write."""
+    totals = {}
+    for line in perf_output.splitlines():
+        fields = line.split(",")
+        if len(fields) < 4 or not fields[1].strip().isdigit():
+            continue
+        thread = fields[0].rsplit("-", 1)[0]
+        key = (fields[3], thread)
+        totals[key] = totals.get(key, 0) + int(fields[1])
+    for (event, thread), count in sorted(totals.items()):
+        if count:
+            print(f"    {event} {thread}: {count / max(writes, 1):.2f} per write")
+    by_event = {}
+    for (event, _), count in totals.items():
+        by_event[event] = by_event.get(event, 0) + count
+    for event, count in sorted(by_event.items()):
+        print(f"    {event} all threads of the 3 nodes: {count / max(writes, 1):.2f} per write")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", default="1,16,64,256")
@@ -126,6 +150,7 @@ def main():
     ap.add_argument("--bin", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release"))
     ap.add_argument("--idle", type=float, default=0)
     ap.add_argument("--redis", action="store_true")
+    ap.add_argument("--perf-stat", default="")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="rcraft-perf-")
     servers = ",".join(f"127.0.0.1:{p}" for p in free_ports(3))
@@ -166,8 +191,16 @@ def main():
             window = (2.0, args.duration - 1.0)
             time.sleep(window[0])
             before = [cpu_seconds(n.pid) for n in nodes]
+            stat = None
+            if args.perf_stat:
+                stat = subprocess.Popen(
+                    ["perf", "stat", "--per-thread", "-x", ",", "-e", args.perf_stat,
+                     "-p", ",".join(str(n.pid) for n in nodes), "--", "sleep",
+                     str(window[1] - window[0] - 0.1)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             time.sleep(max(0.0, start + window[1] - time.monotonic()))
             cpu = [cpu_seconds(n.pid) - b for n, b in zip(nodes, before)]
+            counts = stat.communicate()[1] if stat else ""
             load.wait()
             summary = json.load(open(out))
             writes = sum(s["writes"] for s in summary["per_second"]
@@ -179,6 +212,8 @@ def main():
                   f"{lat['p99'] / 1e3:.2f} ms | {per_write:,.0f} us | "
                   f"{' / '.join(f'{100 * c / span:.0f}' for c in cpu)} | {fsync_ms:.3f} ms | "
                   f"{rtt_us:.0f} us | {lat['p50'] / 1e3 / fsync_ms:.2f}x |", flush=True)
+            if counts:
+                print_counts(counts, writes, [n.pid for n in nodes])
             if args.redis:
                 requests = max(1000, int(summary["ops_per_s"] * args.duration))
                 rps, r50, r99, rcpu = redis_row(work, clients, requests)

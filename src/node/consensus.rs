@@ -29,6 +29,7 @@ use super::limits::{
 };
 use super::mailbox::{Doorbell, Ringing};
 use super::metrics::MetricsHook;
+use super::net::delivery::EventBatches;
 use super::observe::Observer;
 use super::results::ApplyMsg;
 use super::storage_io::{StorageCommand, StorageEvent};
@@ -100,7 +101,8 @@ pub(crate) enum ApiRequest {
 /// The receiving ends the consensus thread waits on, and the doorbell every sender to them
 /// rings.
 pub(crate) struct Inbox {
-    pub(crate) net: Receiver<NetEvent>,
+    /// Everything one network-loop turn decoded, per message.
+    pub(crate) net: EventBatches,
     pub(crate) storage: Receiver<StorageEvent>,
     pub(crate) apply: Receiver<ApplyProgress>,
     pub(crate) api: Receiver<ApiRequest>,
@@ -148,7 +150,7 @@ struct Pending {
 
 /// One input taken from the inbox by [`Consensus::wait_for_input`].
 enum Received {
-    Net(NetEvent),
+    Net(Vec<NetEvent>),
     Storage(StorageEvent),
     Apply(ApplyProgress),
     Api(ApiRequest),
@@ -334,7 +336,7 @@ impl Consensus {
 
     fn on_received(&mut self, received: Received) -> Option<Exit> {
         match received {
-            Received::Net(event) => self.on_net_event(event),
+            Received::Net(events) => events.into_iter().for_each(|e| self.on_net_event(e)),
             Received::Storage(event) => self.on_storage_event(event),
             Received::Apply(progress) => self.on_apply_progress(progress),
             Received::Api(request) => return self.on_api_request(request),
@@ -362,9 +364,9 @@ impl Consensus {
                 self.on_apply_progress(progress);
                 taken += 1;
             }
-            if let Ok(event) = inbox.net.try_recv() {
-                self.on_net_event(event);
-                taken += 1;
+            if let Ok(events) = inbox.net.try_recv() {
+                taken += events.len().max(1);
+                events.into_iter().for_each(|e| self.on_net_event(e));
             }
             match inbox.api.try_recv() {
                 Ok(request) => {
@@ -1004,7 +1006,7 @@ fn try_receive(inbox: &Inbox) -> Result<Option<Received>, Exit> {
         Err(TryRecvError::Empty) => {}
     }
     match inbox.net.try_recv() {
-        Ok(event) => return Ok(Some(Received::Net(event))),
+        Ok(events) => return Ok(Some(Received::Net(events))),
         Err(TryRecvError::Disconnected) => return Err(stopped("network")),
         Err(TryRecvError::Empty) => {}
     }
@@ -1046,6 +1048,7 @@ mod tests {
     use super::*;
     use crate::core::testing::{from_peer_in, leader_of_three, step_confirming as step};
     use crate::node::mailbox::ringing;
+    use crate::node::net::delivery::event_batches;
     use crate::node::transport::{ClientConnId, Transport};
     use crossbeam_channel::bounded;
     use rcraft_wire::{ClientResponse, Message, MessageBody};
@@ -1084,7 +1087,7 @@ mod tests {
     /// Runs one turn of a consensus loop around `leader` whose clock is `behind` late, with
     /// one read queued, and says whether the read was served at once (sent to apply).
     fn read_served_at_once(behind: Duration) -> bool {
-        let (_net_tx, net) = bounded(4);
+        let (_net_tx, net) = event_batches(4);
         let (_storage_tx, storage) = bounded(4);
         let (_apply_progress_tx, apply) = bounded(4);
         let (api_tx, api) = bounded(4);

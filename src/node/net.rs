@@ -38,7 +38,7 @@
 //! ```
 
 pub mod auth;
-mod delivery;
+pub(crate) mod delivery;
 mod event_loop;
 mod identity;
 mod inbound;
@@ -215,6 +215,9 @@ pub enum NetCommand {
         /// The answer.
         response: ClientResponse,
     },
+    /// Answer several client requests (one command for a batch of answers; each
+    /// connection's answers are written with one `write` at the end of the loop turn).
+    Replies(Vec<(ClientConnId, ClientResponse)>),
     /// Close a client connection (e.g. after a fatal error on its session).
     CloseClient(ClientConnId),
     /// The members of the cluster changed (voters, outgoing voters and learners): forget the
@@ -387,6 +390,20 @@ impl NetSender {
         result
     }
 
+    /// Queues many client replies as one command and wakes the loop once. Blocks while the
+    /// command channel is full; fails only when the network thread has stopped.
+    pub fn reply_all(
+        &self,
+        replies: Vec<(ClientConnId, ClientResponse)>,
+    ) -> std::result::Result<(), NetClosed> {
+        if replies.is_empty() {
+            return Ok(());
+        }
+        let result = self.push(NetCommand::Replies(replies)).map(drop);
+        self.wake();
+        result
+    }
+
     /// Queues any number of commands, then wakes the loop once. Peer messages are dropped
     /// when the channel is full; other commands wait for room. Fails only when the network
     /// thread has stopped.
@@ -539,15 +556,17 @@ impl Network {
         config: NetConfig,
         events: Sender<NetEvent>,
     ) -> io::Result<NetHandle> {
+        let events = delivery::EventSink::Each(events);
         Network::spawn_notifying(listener, config, events, Box::new(|| {}))
     }
 
-    /// As [`Network::spawn_on`], calling `notify` once after each loop turn that queued
-    /// events (the node rings its consensus thread's doorbell with it).
+    /// As [`Network::spawn_on`], handing events to `events` and calling `notify` once after
+    /// each loop turn that queued events (the node hands its consensus thread one batch per
+    /// turn and rings its doorbell with it).
     pub(crate) fn spawn_notifying(
         listener: std::net::TcpListener,
         config: NetConfig,
-        events: Sender<NetEvent>,
+        events: delivery::EventSink,
         notify: delivery::Notify,
     ) -> io::Result<NetHandle> {
         if config.peers.contains_key(&config.node_id) {

@@ -22,13 +22,13 @@ use super::mailbox::{Doorbell, ringing};
 use super::metrics::{MetricsHook, NodeMetrics};
 use super::metrics_http::{MetricsServer, MetricsSource};
 use super::net::auth::{ClientTokens, PeerSecrets};
+use super::net::delivery::{EventSink, event_batches};
 use super::net::{NetConfig, NetHandle, Network};
 use super::snapshot_files::StoreSnapshots;
 use super::storage_thread::{FSYNC_DELAY_FAILPOINT, fsync_delay_failpoint, open_storage};
 use super::transport::{Replier, Transport};
 use crate::core::{CoreConfig, RecoveredState, Replica, SelfDemotionConfig};
 use crate::{Config, StateMachine};
-use crossbeam_channel::bounded;
 use rcraft_wire::NodeId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -76,9 +76,10 @@ impl Node {
 
         // Every thread sleeps on its own doorbell, rung by whoever queues work for it.
         let consensus_bell = Doorbell::new();
-        let (net_tx, net_rx) = bounded(NET_EVENT_QUEUE_DEPTH);
+        let (net_tx, net_rx) = event_batches(NET_EVENT_QUEUE_DEPTH);
         let bell = consensus_bell.clone();
         let notify = Box::new(move || bell.ring());
+        let net_tx = EventSink::Batches(net_tx);
         let net =
             Network::spawn_notifying(listener, net_config(&config, identity)?, net_tx, notify)
                 .map_err(|e| Error::io(format!("starting the network thread on {listen}"), e))?;

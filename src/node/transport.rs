@@ -5,7 +5,7 @@
 //! their own channel instead. Both kinds of requester are one [`ReplyTo`], so the pending
 //! tables never care which kind of caller is waiting.
 
-use super::net::{NetCommand, NetSender};
+use super::net::NetSender;
 use crossbeam_channel::Sender;
 use rcraft_wire::{ClientResponse, ClientResponseBody, Message};
 use std::sync::Arc;
@@ -118,10 +118,7 @@ impl Transport for NetSender {
 
     fn reply_all(&self, replies: Vec<(ClientConnId, ClientResponse)>) {
         let count = replies.len();
-        let commands = replies
-            .into_iter()
-            .map(|(conn, response)| NetCommand::Reply { conn, response });
-        if self.send_batch(commands).is_err() {
+        if NetSender::reply_all(self, replies).is_err() {
             log::debug!("{count} replies dropped: the network thread stopped");
         }
     }

@@ -17,7 +17,7 @@ use super::{
     BACKLOG_RETRY_INTERVAL, CONNECTIONS_MAX, ClientConnId, NetCommand, NetConfig, NetEvent,
     NetStats, POLL_EVENTS_CAPACITY, READ_CHUNK_BYTES, SWEEP_INTERVAL_MAX, bump,
 };
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use rcraft_wire::{ClientResponse, ConnectionRole, Message, NodeId};
@@ -38,7 +38,7 @@ pub(super) struct Parts {
     pub(super) listener: TcpListener,
     pub(super) config: NetConfig,
     pub(super) commands: Receiver<NetCommand>,
-    pub(super) events: Sender<NetEvent>,
+    pub(super) events: super::delivery::EventSink,
     pub(super) notify: super::delivery::Notify,
     pub(super) stats: Arc<NetStats>,
     pub(super) stop: Arc<AtomicBool>,
@@ -485,6 +485,11 @@ impl EventLoop {
             NetCommand::Peer(message) => self.queue_peer(&message),
             NetCommand::Peers(messages) => messages.iter().for_each(|m| self.queue_peer(m)),
             NetCommand::Reply { conn, response } => self.queue_reply(conn, &response),
+            NetCommand::Replies(replies) => {
+                for (conn, response) in &replies {
+                    self.queue_reply(*conn, response);
+                }
+            }
             NetCommand::CloseClient(conn) => {
                 let token = Token(conn.0 as usize);
                 if self
