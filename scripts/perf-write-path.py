@@ -11,8 +11,12 @@ both ends). Build first: cargo build --release -p rcraft -p rcraft-loadtest.
 
 usage: scripts/perf-write-path.py [--clients 1,16,64,256] [--duration 10] [--bin target/release]
        [--idle 5]   (also report each node's CPU while no client writes, in % of a core)
+       [--serve-args "--snapshot-log-bytes 4GiB ..."]   (more flags for every `rcraft serve`)
+       [--memory]   (after each run, print each node's peak RSS (VmHWM) and its anonymous and
+                     file-backed parts now (RssAnon, RssFile; the WAL's mapped segments are
+                     file-backed), in MiB)
 """
-import argparse, json, os, socket, subprocess, sys, tempfile, time
+import argparse, json, os, shlex, socket, subprocess, sys, tempfile, time
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -20,6 +24,15 @@ TICK = os.sysconf("SC_CLK_TCK")
 def cpu_seconds(pid):
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def memory_mib(pid):
+    fields = {}
+    for line in open(f"/proc/{pid}/status"):
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "RssAnon", "RssFile"):
+            fields[key] = int(value.split()[0]) / 1024  # kB
+    return fields
 
 
 def p50(samples):
@@ -86,6 +99,8 @@ def main():
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--bin", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release"))
     ap.add_argument("--idle", type=float, default=0)
+    ap.add_argument("--serve-args", default="")
+    ap.add_argument("--memory", action="store_true")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="rcraft-perf-")
     servers = ",".join(f"127.0.0.1:{p}" for p in free_ports(3))
@@ -95,7 +110,7 @@ def main():
         nodes.append(subprocess.Popen(
             [f"{args.bin}/rcraft", "serve", "--id", str(i), "--peers", servers,
              "--data-dir", os.path.join(work, f"n{i}"), "--election-timeout-ms", "150-300",
-             "--heartbeat-ms", "50"], stdout=log, stderr=log))
+             "--heartbeat-ms", "50", *shlex.split(args.serve_args)], stdout=log, stderr=log))
     try:
         for _ in range(100):
             status = subprocess.run([f"{args.bin}/rcraft", "status", "--servers", servers],
@@ -139,6 +154,11 @@ def main():
                   f"{lat['p99'] / 1e3:.2f} ms | {per_write:,.0f} us | "
                   f"{' / '.join(f'{100 * c / span:.0f}' for c in cpu)} | {fsync_ms:.3f} ms | "
                   f"{rtt_us:.0f} us | {lat['p50'] / 1e3 / fsync_ms:.2f}x |", flush=True)
+            if args.memory:
+                for i, n in enumerate(nodes):
+                    m = memory_mib(n.pid)
+                    print(f"  node {i}: VmHWM {m['VmHWM']:.1f} MiB, RssAnon {m['RssAnon']:.1f} "
+                          f"MiB, RssFile {m['RssFile']:.1f} MiB", flush=True)
     finally:
         for n in nodes:
             n.terminate()
