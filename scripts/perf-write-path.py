@@ -21,8 +21,12 @@ usage: scripts/perf-write-path.py [--clients 1,16,64,256] [--duration 10] [--bin
        [--perf-stat EVENTS]  (also count perf events, e.g. context-switches or a uprobe such
                     as probe_libc:malloc, per thread of the 3 nodes over the same window, and
                     print them per acknowledged write; needs `perf`)
+       [--serve-args "--snapshot-log-bytes 4GiB ..."]   (more flags for every `rcraft serve`)
+       [--memory]   (after each run, print each node's peak RSS (VmHWM) and its anonymous and
+                     file-backed parts now (RssAnon, RssFile; the WAL's mapped segments are
+                     file-backed), in MiB)
 """
-import argparse, csv, io, json, os, shutil, socket, subprocess, sys, tempfile, time
+import argparse, csv, io, json, os, shlex, shutil, socket, subprocess, sys, tempfile, time
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -30,6 +34,15 @@ TICK = os.sysconf("SC_CLK_TCK")
 def cpu_seconds(pid):
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def memory_mib(pid):
+    fields = {}
+    for line in open(f"/proc/{pid}/status"):
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "RssAnon", "RssFile"):
+            fields[key] = int(value.split()[0]) / 1024  # kB
+    return fields
 
 
 def p50(samples):
@@ -151,6 +164,8 @@ def main():
     ap.add_argument("--idle", type=float, default=0)
     ap.add_argument("--redis", action="store_true")
     ap.add_argument("--perf-stat", default="")
+    ap.add_argument("--serve-args", default="")
+    ap.add_argument("--memory", action="store_true")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="rcraft-perf-")
     servers = ",".join(f"127.0.0.1:{p}" for p in free_ports(3))
@@ -160,7 +175,7 @@ def main():
         nodes.append(subprocess.Popen(
             [f"{args.bin}/rcraft", "serve", "--id", str(i), "--peers", servers,
              "--data-dir", os.path.join(work, f"n{i}"), "--election-timeout-ms", "150-300",
-             "--heartbeat-ms", "50"], stdout=log, stderr=log))
+             "--heartbeat-ms", "50", *shlex.split(args.serve_args)], stdout=log, stderr=log))
     try:
         for _ in range(100):
             status = subprocess.run([f"{args.bin}/rcraft", "status", "--servers", servers],
@@ -220,6 +235,11 @@ def main():
                 print(f"| redis, {clients} | {rps:,.0f} | {r50:.3f} ms | {r99:.2f} ms | "
                       f"{rcpu:,.0f} us | rcraft / redis writes/s: "
                       f"**{summary['ops_per_s'] / rps:.2f}x** | | | |", flush=True)
+            if args.memory:
+                for i, n in enumerate(nodes):
+                    m = memory_mib(n.pid)
+                    print(f"  node {i}: VmHWM {m['VmHWM']:.1f} MiB, RssAnon {m['RssAnon']:.1f} "
+                          f"MiB, RssFile {m['RssFile']:.1f} MiB", flush=True)
     finally:
         for n in nodes:
             n.terminate()

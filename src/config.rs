@@ -79,6 +79,8 @@ pub struct Config {
     pub inflight_bytes_max: u64,
     /// Proposals are refused as overloaded while the leader holds more uncommitted bytes.
     pub uncommitted_bytes_max: u64,
+    /// Most bytes of durable, applied entries the core keeps in memory (`CoreConfig::entry_cache_bytes`).
+    pub entry_cache_bytes: u64,
     /// Take a snapshot after this many applied entries since the last one.
     pub snapshot_every: u64,
     /// Also take a snapshot once this many bytes of log (entry payloads) were applied since
@@ -152,6 +154,7 @@ impl Config {
             self_demotion_cooldown_ms: 0,
             inflight_bytes_max: 0,
             uncommitted_bytes_max: 0,
+            entry_cache_bytes: 0,
             snapshot_every: 0,
             snapshot_log_bytes: 0,
             snapshot_retain_entries: 0,
@@ -885,12 +888,13 @@ loglevel = debug
     #[test]
     fn consensus_switches_and_byte_caps() {
         let text = "id = 0\nservers = 127.0.0.1:1\nPre_Vote = off\ninflight_bytes_max = 2MiB\n\
-                    uncommitted_bytes_max = 1 GiB\n";
+                    uncommitted_bytes_max = 1 GiB\nentry_cache_bytes = 0\n";
         let config =
             build_config(Some(&parse(text).unwrap()), &ConfigOverrides::default()).unwrap();
         assert!(!config.pre_vote && config.check_quorum && !config.lease_reads);
         assert_eq!(config.inflight_bytes_max, 2 << 20);
         assert_eq!(config.uncommitted_bytes_max, 1 << 30);
+        assert_eq!(config.entry_cache_bytes, 0);
         let flags = flags(&[("--lease-reads", "on"), ("--check-quorum", "off")]);
         let e = build_config(Some(&parse(text).unwrap()), &flags).unwrap_err();
         assert!(

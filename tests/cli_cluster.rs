@@ -474,6 +474,58 @@ fn snapshots_are_taken_and_a_restarted_follower_catches_up() {
     }
 }
 
+/// With `--entry-cache-bytes 0` a node keeps no applied entry in memory: a follower that was
+/// down while the others wrote is caught up with entries the leader reads back from its WAL
+/// (no snapshot exists to send instead).
+#[test]
+fn a_restarted_follower_is_caught_up_from_the_leaders_wal() {
+    let mut cluster = Cluster::start_with(&["--entry-cache-bytes", "0"]);
+    let leader = cluster.wait_for_leader();
+    let follower = (leader + 1) % 3;
+    let mut kv = cluster.kv_session(10_000);
+    assert_eq!(kv.ask("put k0 v0"), r#"{"ok":true}"#);
+    cluster.kill(follower);
+    for i in 1..60 {
+        assert_eq!(kv.ask(&format!("put k{i} v{i}")), r#"{"ok":true}"#);
+    }
+    cluster.restart(follower);
+    let deadline = Instant::now() + ELECTION_WAIT;
+    loop {
+        let text = String::from_utf8_lossy(&cluster.status().stdout).into_owned();
+        let applied: Vec<u64> = (text.lines())
+            .filter_map(|l| json_number(l, "applied_index"))
+            .collect();
+        let snapshots: Vec<u64> = (text.lines())
+            .filter_map(|l| json_number(l, "snapshot_index"))
+            .collect();
+        assert!(snapshots.iter().all(|&s| s == 0), "no snapshot: {text}");
+        if applied.len() == 3 && applied.iter().all(|&a| a == applied[0] && a >= 60) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the follower did not catch up: {text}\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The caught-up follower serves the writes it missed once it leads.
+    drop(kv);
+    cluster.kill(leader);
+    let new_leader = cluster.wait_for_leader();
+    assert_ne!(new_leader, leader);
+    let mut kv = cluster.kv_session(10_000);
+    for i in [0, 1, 30, 59] {
+        let expected = format!(r#"{{"ok":true,"value":"v{i}"}}"#);
+        assert_eq!(kv.ask(&format!("get k{i}")), expected, "{}", cluster.logs());
+    }
+    assert!(
+        !cluster.logs().contains("reading entries from"),
+        "{}",
+        cluster.logs()
+    );
+}
+
 #[test]
 fn garbage_and_oversized_frames_on_a_node_port_do_not_stop_it() {
     use std::net::TcpStream;

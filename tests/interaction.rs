@@ -101,6 +101,7 @@ impl Cluster {
                 "appendbytes" => config.max_append_bytes = number,
                 "uncommitted" => config.max_uncommitted_bytes = number,
                 "chunk" => config.snapshot_chunk_bytes = number,
+                "cache" => config.entry_cache_bytes = number,
                 other => panic!("unknown option {other}"),
             }
         }
@@ -184,6 +185,7 @@ impl Cluster {
                     self.nodes.get_mut(&id).unwrap().disk.compact(through);
                 }
                 other @ (Action::Persist { .. }
+                | Action::ReadEntries { .. }
                 | Action::ReadSnapshotChunk { .. }
                 | Action::WriteSnapshotChunk { .. }) => {
                     self.nodes.get_mut(&id).unwrap().storage_queue.push(other);
@@ -216,6 +218,34 @@ impl Cluster {
                 } => {
                     node.disk.persist(hard_state, &entries);
                     Input::Persisted { seq }
+                }
+                Action::ReadEntries {
+                    id,
+                    to,
+                    low,
+                    high,
+                    max_bytes,
+                } => {
+                    let mut bytes = 0;
+                    let entries: Vec<Entry> = (node.disk.entries.iter())
+                        .filter(|e| e.index >= low && e.index <= high)
+                        .take_while(|e| {
+                            let more = bytes < max_bytes;
+                            bytes += e.size_bytes();
+                            more
+                        })
+                        .cloned()
+                        .collect();
+                    let entries = match entries.first() {
+                        Some(first) if first.index == low => Ok(entries),
+                        _ => Err(format!("entries from {low} are not on disk")),
+                    };
+                    Input::EntriesRead {
+                        id,
+                        to,
+                        low,
+                        entries,
+                    }
                 }
                 Action::ReadSnapshotChunk {
                     to,
@@ -359,7 +389,7 @@ impl Cluster {
                 for entry in node.replica.log_entries() {
                     writeln!(out, "{}", describe_entry(entry)).unwrap();
                 }
-                if node.replica.log_entries().is_empty() {
+                if node.replica.log_entries().len() == 0 {
                     out.push_str("(empty)\n");
                 }
             }

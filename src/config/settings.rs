@@ -417,6 +417,19 @@ pub static SETTINGS: &[Setting] = &[
         store: Some(|c, v| c.uncommitted_bytes_max = v.number()),
     },
     Setting {
+        key: "entry_cache_bytes",
+        craft_key: None,
+        flag: "--entry-cache-bytes",
+        kind: Kind::Bytes,
+        default: Some("64MiB"),
+        min: 0,
+        max: BYTES_MAX,
+        help: "Most bytes of durable, applied log entries kept in memory for followers; \
+               older ones are read back from the log on disk when a follower needs them",
+        part: Part::Consensus,
+        store: Some(|c, v| c.entry_cache_bytes = v.number()),
+    },
+    Setting {
         key: "rpc_timeout_ms",
         craft_key: Some("RPC_TIMEOUT"),
         flag: "--rpc-timeout-ms",

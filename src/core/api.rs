@@ -69,6 +69,13 @@ pub struct CoreConfig {
     /// the state machine reports progress, so a slow state machine never makes its caller
     /// hold an unbounded backlog of them.
     pub apply_window_entries: u64,
+    /// Most bytes (`Entry::size_bytes`) of log entries kept in memory once they are durable
+    /// and handed to the state machine: the newest such entries stay cached for followers
+    /// that are nearly caught up; older ones are read back from storage
+    /// ([`Action::ReadEntries`]) when a follower needs them. Entries not yet durable or not
+    /// yet handed to the state machine are always kept (their bytes are bounded by
+    /// `max_uncommitted_bytes`, the storage queue and `apply_window_entries`).
+    pub entry_cache_bytes: u64,
     /// Seed for the election-timeout generator; give each node a different one.
     pub seed: u64,
 }
@@ -139,6 +146,7 @@ impl CoreConfig {
             snapshot_bytes_per_tick: 8 << 20,
             self_demotion: Some(SelfDemotionConfig::DEFAULT),
             apply_window_entries: 4096,
+            entry_cache_bytes: 64 << 20,
             seed,
         }
     }
@@ -280,6 +288,19 @@ pub enum Input {
         /// to resume at `next_offset`.
         rejected: bool,
     },
+    /// Answer to [`Action::ReadEntries`]: the entries read from storage, or why they could
+    /// not be (the range is no longer in storage, or unreadable); then the follower is sent
+    /// the snapshot instead, when there is one.
+    EntriesRead {
+        /// The request's id.
+        id: u64,
+        /// The follower they are for.
+        to: NodeId,
+        /// The first index asked for.
+        low: LogIndex,
+        /// Entries from `low` on, contiguous, in index order; or the reason for none.
+        entries: std::result::Result<Vec<Entry>, String>,
+    },
     /// Hand leadership to `target` (leader only).
     TransferLeadership {
         /// The node to become leader.
@@ -348,6 +369,24 @@ pub enum Action {
         id: RequestId,
         /// Why.
         error: ProposeError,
+    },
+    /// Read log entries `[low, high]` from storage, stopping after the first entry that
+    /// brings their `Entry::size_bytes` to `max_bytes` or more (at least one entry), and
+    /// answer with [`Input::EntriesRead`] echoing `id`, `to` and `low`. The leader needs
+    /// them for a follower and no longer holds them in memory; they are durable (written by
+    /// a `Persist` confirmed earlier), though storage may have compacted them meanwhile (then
+    /// answer with an error). Reads never block the core.
+    ReadEntries {
+        /// Identifies this read; echoed in the answer.
+        id: u64,
+        /// The follower the entries are for.
+        to: NodeId,
+        /// First index to read.
+        low: LogIndex,
+        /// Last index to read at most.
+        high: LogIndex,
+        /// Stop once this many entry bytes are read.
+        max_bytes: u64,
     },
     /// Read `max_bytes` of the current local snapshot from `offset` and answer with
     /// [`Input::SnapshotChunkRead`].

@@ -202,6 +202,13 @@ pub fn describe_action(action: &Action) -> String {
             "read-snapshot for {to} {} offset={offset} max={max_bytes}",
             describe_snapshot_meta(meta)
         ),
+        Action::ReadEntries {
+            id,
+            to,
+            low,
+            high,
+            max_bytes,
+        } => format!("read-entries #{id} for {to} [{low}, {high}] max={max_bytes}"),
         Action::WriteSnapshotChunk {
             from,
             meta,

@@ -1,11 +1,25 @@
-//! The replica's in-memory view of its log: the entries after the compacted prefix, where the
-//! durable prefix ends, and the commit point.
+//! The replica's in-memory view of its log: where the compacted prefix ends, the term of
+//! every index after it (as runs of equal terms), the membership entries, a bounded cache of
+//! the newest entries, where the durable prefix ends, and the commit point.
 //!
-//! Owned by one `Replica`. Invariants (checked by `check_invariants` in tests and by cheap
-//! assertions on every mutation):
-//! - `entries[i].index == prev_index + 1 + i` (contiguous);
-//! - terms never decrease along the log (Raft paper §5.3);
-//! - `prev_index <= committed <= last_index()` and `persisted <= last_index()`;
+//! Owned by one `Replica`. The entries themselves live in storage; memory holds only a cache
+//! of the newest ones, bounded by `CoreConfig::entry_cache_bytes` once they are durable and
+//! handed to the state machine (`evict`). Everything the protocol decides by (terms for the
+//! consistency check, conflict hints and votes; the configuration in force) is kept for every
+//! index, in a few bytes per term or membership change. A leader that must send a follower
+//! entries no longer cached asks storage for them (`Action::ReadEntries`).
+//!
+//! Invariants (checked by `check_invariants` in tests and by cheap assertions on every
+//! mutation):
+//! - `terms` covers `(prev_index, last_index]`: its first run starts at `prev_index + 1` when
+//!   the log is not empty, indexes and terms strictly increase along it, and the first term is
+//!   at least `prev_term` (terms never decrease along the log, Raft paper §5.3);
+//! - `cache[i].index == cache_first_index() + i`, the cache ends at `last_index`, starts after
+//!   `prev_index`, and each cached entry's term is `term_at` its index; `cache_bytes` is the
+//!   sum of their `size_bytes`;
+//! - every entry not cached is durable and was handed to the state machine (`evict`);
+//! - `memberships` lists every membership entry in `(prev_index, last_index]`, in order;
+//! - `prev_index <= committed <= last_index` and `persisted <= last_index`;
 //! - committed entries are never truncated (paper §5.4, Leader Completeness).
 
 use super::error::{CoreError, Result};
@@ -13,21 +27,45 @@ use rcraft_wire::{
     APPEND_ENTRIES_BYTES_MAX, ConflictHint, Entry, EntryPayload, LogIndex, Membership,
     SnapshotMeta, Term,
 };
+use std::collections::VecDeque;
+
+/// What the log can give a leader that wants to send a follower entries from some index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sendable {
+    /// A batch from the cache (empty when the follower is up to date).
+    Entries(Vec<Entry>),
+    /// The entries from that index on are in storage only: read `[low, high]` from storage
+    /// (`high` is the last index not cached).
+    InStorage {
+        /// The last index not held in the cache.
+        high: LogIndex,
+    },
+    /// The index is compacted away: the follower needs a snapshot.
+    Compacted,
+}
 
 /// In-memory log view of one replica.
 #[derive(Clone, Debug)]
 pub struct RaftLog {
     /// Latest snapshot, if any. Invariant: `prev_index <= snapshot.index` when present.
     snapshot: Option<SnapshotMeta>,
-    /// Index of the entry just before `entries[0]` (0 for an uncompacted log).
+    /// Index of the entry just before the log (0 for an uncompacted log).
     prev_index: LogIndex,
     /// Term of the entry at `prev_index` (0 for index 0).
     prev_term: Term,
-    /// The entries after `prev_index`, in index order.
-    entries: Vec<Entry>,
-    /// Highest index known durable on this node's disk. Invariant: `<= last_index()`.
+    /// Index of the last entry (`prev_index` when the log is empty).
+    last_index: LogIndex,
+    /// `(first index, term)` of every run of equal terms in `(prev_index, last_index]`.
+    terms: Vec<(LogIndex, Term)>,
+    /// Every membership entry in `(prev_index, last_index]`, in index order.
+    memberships: Vec<(LogIndex, Membership)>,
+    /// The newest entries, ending at `last_index`, in index order.
+    cache: VecDeque<Entry>,
+    /// Sum of `size_bytes` over `cache`.
+    cache_bytes: u64,
+    /// Highest index known durable on this node's disk. Invariant: `<= last_index`.
     persisted: LogIndex,
-    /// Highest index known committed. Invariant: `prev_index <= committed <= last_index()`.
+    /// Highest index known committed. Invariant: `prev_index <= committed <= last_index`.
     committed: LogIndex,
 }
 
@@ -35,7 +73,7 @@ impl RaftLog {
     /// A log recovered from storage: an optional snapshot and the durable entries after it.
     /// Everything given is durable. Entries at or below the snapshot index (storage may keep
     /// some behind a snapshot for slow followers) are skipped. `commit_hint` is clamped to
-    /// the log.
+    /// the log. Every entry starts cached; the state machine still has to be given them.
     pub fn recover(
         snapshot: Option<SnapshotMeta>,
         mut entries: Vec<Entry>,
@@ -46,33 +84,39 @@ impl RaftLog {
             .map(|s| (s.index, s.term))
             .unwrap_or_default();
         entries.retain(|e| e.index > prev_index);
-        let mut expected = prev_index.next();
-        let mut last_term = prev_term;
-        for entry in &entries {
-            if entry.index != expected {
-                return Err(CoreError::RecoveredLog(format!(
-                    "entry at index {} where {} was expected",
-                    entry.index, expected
-                )));
-            }
-            if entry.term < last_term {
-                return Err(CoreError::RecoveredLog(format!(
-                    "term {} at index {} after term {}",
-                    entry.term, entry.index, last_term
-                )));
-            }
-            last_term = entry.term;
-            expected = expected.next();
-        }
-        let last = expected.prev();
-        Ok(RaftLog {
+        let mut log = RaftLog {
             snapshot,
             prev_index,
             prev_term,
-            entries,
-            persisted: last,
-            committed: commit_hint.clamp(prev_index, last),
-        })
+            last_index: prev_index,
+            terms: Vec::new(),
+            memberships: Vec::new(),
+            cache: VecDeque::with_capacity(entries.len()),
+            cache_bytes: 0,
+            persisted: prev_index,
+            committed: prev_index,
+        };
+        for entry in entries {
+            if entry.index != log.last_index.next() {
+                return Err(CoreError::RecoveredLog(format!(
+                    "entry at index {} where {} was expected",
+                    entry.index,
+                    log.last_index.next()
+                )));
+            }
+            if entry.term < log.last_term() {
+                return Err(CoreError::RecoveredLog(format!(
+                    "term {} at index {} after term {}",
+                    entry.term,
+                    entry.index,
+                    log.last_term()
+                )));
+            }
+            log.push(entry);
+        }
+        log.persisted = log.last_index;
+        log.committed = commit_hint.clamp(prev_index, log.last_index);
+        Ok(log)
     }
 
     /// Latest snapshot, if any.
@@ -85,22 +129,30 @@ impl RaftLog {
         self.snapshot.as_ref().map(|s| s.index).unwrap_or_default()
     }
 
-    /// First index held in memory (may be below the snapshot index when entries are retained).
+    /// First index of the log (may be below the snapshot index when entries are retained).
+    /// Its term is known; the entry itself may be in storage only.
     pub fn first_index(&self) -> LogIndex {
         self.prev_index.next()
     }
 
+    /// First index held in the cache (`last_index() + 1` when the cache is empty).
+    pub fn cache_first_index(&self) -> LogIndex {
+        LogIndex(self.last_index.0 + 1 - self.cache.len() as u64)
+    }
+
+    /// Bytes (`Entry::size_bytes`) of the cached entries.
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache_bytes
+    }
+
     /// Index of the last entry (or of the snapshot when the log is empty).
     pub fn last_index(&self) -> LogIndex {
-        LogIndex(self.prev_index.0 + self.entries.len() as u64)
+        self.last_index
     }
 
     /// Term of the last entry.
     pub fn last_term(&self) -> Term {
-        self.entries
-            .last()
-            .map(|e| e.term)
-            .unwrap_or(self.prev_term)
+        self.terms.last().map_or(self.prev_term, |&(_, term)| term)
     }
 
     /// Highest index durable on this node.
@@ -114,65 +166,72 @@ impl RaftLog {
     }
 
     /// Term of the entry at `index`, when known (0 for index 0; `None` when compacted away or
-    /// beyond the end).
+    /// beyond the end). Known for every index of the log, cached or not.
     pub fn term_at(&self, index: LogIndex) -> Option<Term> {
         if index == self.prev_index {
             return Some(self.prev_term);
         }
-        self.entry(index).map(|e| e.term)
+        self.run_of(index).map(|run| self.terms[run].1)
     }
 
-    /// The entry at `index`, when held in memory.
+    /// Position in `terms` of the run holding `index`, when `index` is in the log.
+    fn run_of(&self, index: LogIndex) -> Option<usize> {
+        if index <= self.prev_index || index > self.last_index {
+            return None;
+        }
+        Some(self.terms.partition_point(|&(first, _)| first <= index) - 1)
+    }
+
+    /// The entry at `index`, when cached.
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
-        if index <= self.prev_index {
+        let first = self.cache_first_index();
+        if index < first {
             return None;
         }
-        self.entries.get((index.0 - self.prev_index.0 - 1) as usize)
+        self.cache.get((index.0 - first.0) as usize)
     }
 
-    /// Entries in `[low, high]`, clamped to what is held.
-    pub fn slice(&self, low: LogIndex, high: LogIndex) -> &[Entry] {
-        let low = low.max(self.first_index());
-        let high = high.min(self.last_index());
-        if low > high {
-            return &[];
+    /// Cached entries in `[low, high]`, clamped to the cache.
+    pub fn cached(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+    ) -> impl ExactSizeIterator<Item = &Entry> + Clone {
+        let first = self.cache_first_index();
+        let (low, high) = (low.max(first), high.min(self.last_index));
+        let range = if low > high {
+            0..0
+        } else {
+            (low.0 - first.0) as usize..(high.0 - first.0) as usize + 1
+        };
+        self.cache.range(range)
+    }
+
+    /// Every cached entry, in index order.
+    pub fn cached_entries(&self) -> impl ExactSizeIterator<Item = &Entry> {
+        self.cache.iter()
+    }
+
+    /// What to send a follower whose next index is `low`: a batch from the cache (see
+    /// [`batch_len`]), or where the entries are when they are not cached.
+    pub fn entries_for_send(&self, low: LogIndex, max_bytes: u64) -> Sendable {
+        if low <= self.prev_index {
+            return Sendable::Compacted;
         }
-        let start = (low.0 - self.first_index().0) as usize;
-        let end = (high.0 - self.first_index().0) as usize + 1;
-        &self.entries[start..end]
-    }
-
-    /// All entries held in memory, in index order.
-    pub fn entries(&self) -> &[Entry] {
-        &self.entries
-    }
-
-    /// Entries from `low` to send in one message: at least one (when any exist), then more
-    /// while the total stays within `max_bytes` and their `wire_bytes_max` within
-    /// `APPEND_ENTRIES_BYTES_MAX`, so a batch of entries that each fit a frame fits one too,
-    /// whatever `max_bytes` is configured to. `None` when `low` is compacted away.
-    pub fn entries_for_send(&self, low: LogIndex, max_bytes: u64) -> Option<Vec<Entry>> {
-        if low < self.first_index() {
-            return None;
+        let cache_first = self.cache_first_index();
+        if low < cache_first {
+            return Sendable::InStorage {
+                high: cache_first.prev(),
+            };
         }
-        let mut batch = Vec::new();
-        let (mut bytes, mut wire_bytes) = (0, 0);
-        for entry in self.slice(low, self.last_index()) {
-            let (size, wire) = (entry.size_bytes(), entry.wire_bytes_max());
-            let over = bytes + size > max_bytes || wire_bytes + wire > APPEND_ENTRIES_BYTES_MAX;
-            if !batch.is_empty() && over {
-                break;
-            }
-            bytes += size;
-            wire_bytes += wire;
-            batch.push(entry.clone());
-        }
-        Some(batch)
+        let batch = self.cached(low, self.last_index);
+        let len = batch_len(batch.clone(), max_bytes);
+        Sendable::Entries(batch.take(len).cloned().collect())
     }
 
-    /// Total `size_bytes` of the entries in `[low, high]` held in memory.
+    /// Total `size_bytes` of the cached entries in `[low, high]`.
     pub fn bytes_between(&self, low: LogIndex, high: LogIndex) -> u64 {
-        self.slice(low, high).iter().map(Entry::size_bytes).sum()
+        self.cached(low, high).map(Entry::size_bytes).sum()
     }
 
     /// True when a log ending at (`last_index`, `last_term`) is at least as up to date as this
@@ -193,7 +252,20 @@ impl RaftLog {
             entry.term >= self.last_term(),
             "terms must not decrease along the log"
         );
-        self.entries.push(entry);
+        self.push(entry);
+    }
+
+    /// Adds the next entry to the cache and the metadata.
+    fn push(&mut self, entry: Entry) {
+        if entry.term != self.last_term() || self.terms.is_empty() {
+            self.terms.push((entry.index, entry.term));
+        }
+        if let EntryPayload::Membership(m) = &entry.payload {
+            self.memberships.push((entry.index, m.clone()));
+        }
+        self.last_index = entry.index;
+        self.cache_bytes += entry.size_bytes();
+        self.cache.push_back(entry);
     }
 
     /// First index among `entries` whose term differs from ours or that we do not hold.
@@ -218,16 +290,36 @@ impl RaftLog {
             first.index,
             self.committed
         );
-        let keep = (first.index.0 - self.first_index().0) as usize;
-        self.entries.truncate(keep);
+        self.truncate_from(first.index);
         self.persisted = self.persisted.min(first.index.prev());
-        self.entries.extend_from_slice(entries);
+        for entry in entries {
+            self.push(entry.clone());
+        }
+    }
+
+    /// Drops `index` and everything after it (`index > prev_index`).
+    fn truncate_from(&mut self, index: LogIndex) {
+        let keep_cached = index.0.saturating_sub(self.cache_first_index().0) as usize;
+        while self.cache.len() > keep_cached {
+            let entry = self.cache.pop_back().expect("longer than keep_cached");
+            self.cache_bytes -= entry.size_bytes();
+        }
+        self.terms.retain(|&(first, _)| first < index);
+        self.memberships.retain(|&(at, _)| at < index);
+        self.last_index = index.prev();
     }
 
     /// Where our log disagrees with a leader that probed `probe_index` (paper §5.3, the
     /// "conflicting term and first index" optimisation).
     pub fn conflict_hint(&self, probe_index: LogIndex) -> ConflictHint {
-        match self.term_at(probe_index) {
+        if probe_index == self.prev_index {
+            // The compaction point itself: its term is known, nothing before it is.
+            return ConflictHint {
+                term: Some(self.prev_term),
+                first_index: self.prev_index,
+            };
+        }
+        match self.run_of(probe_index) {
             None if probe_index > self.last_index() => ConflictHint {
                 term: None,
                 first_index: self.last_index().next(),
@@ -236,16 +328,10 @@ impl RaftLog {
                 term: None,
                 first_index: self.first_index(),
             },
-            Some(term) => {
-                let mut first = probe_index;
-                while first > self.first_index() && self.term_at(first.prev()) == Some(term) {
-                    first = first.prev();
-                }
-                ConflictHint {
-                    term: Some(term),
-                    first_index: first,
-                }
-            }
+            Some(run) => ConflictHint {
+                term: Some(self.terms[run].1),
+                first_index: self.terms[run].0,
+            },
         }
     }
 
@@ -261,7 +347,9 @@ impl RaftLog {
             if found < term || index <= self.prev_index {
                 return None;
             }
-            index = index.prev();
+            // Skip the rest of this run: every index of it has the same term.
+            let run = self.run_of(index).expect("index is in the log");
+            index = self.terms[run].0.prev();
         }
     }
 
@@ -284,25 +372,70 @@ impl RaftLog {
         }
     }
 
-    /// A local snapshot through `meta.index` exists: drop entries before
-    /// `meta.index - retain_entries` from memory. Returns the new compaction point.
+    /// Drops cached entries from the front while the cache holds more than `max_bytes`, but
+    /// never an entry after `through`: the caller passes the highest index that is durable
+    /// and handed to the state machine, so every entry it may still need stays. Returns the
+    /// number of entries dropped.
+    pub fn evict(&mut self, through: LogIndex, max_bytes: u64) -> usize {
+        let mut dropped = 0;
+        while self.cache_bytes > max_bytes {
+            match self.cache.front() {
+                Some(entry) if entry.index <= through && entry.index <= self.persisted => {
+                    self.cache_bytes -= entry.size_bytes();
+                    self.cache.pop_front();
+                    dropped += 1;
+                }
+                _ => break,
+            }
+        }
+        dropped
+    }
+
+    /// A local snapshot through `meta.index` exists: forget entries before
+    /// `meta.index - retain_entries` (they stay readable in storage until it compacts them).
+    /// Returns the new compaction point.
     pub fn compact(&mut self, meta: SnapshotMeta, retain_entries: u64) -> LogIndex {
         assert!(meta.index <= self.last_index(), "snapshot beyond the log");
         let through = LogIndex(meta.index.0.saturating_sub(retain_entries)).max(self.prev_index);
         let term = self.term_at(through).expect("compaction point is held");
-        let drop = (through.0 - self.prev_index.0) as usize;
-        self.entries.drain(..drop);
+        while self.cache.front().is_some_and(|e| e.index <= through) {
+            let entry = self.cache.pop_front().expect("checked non-empty");
+            self.cache_bytes -= entry.size_bytes();
+        }
+        // The run holding `through + 1` may start at or before `through`: it now starts
+        // right after it.
+        let first_kept = self.terms.partition_point(|&(first, _)| first <= through);
+        let start = match first_kept.checked_sub(1) {
+            Some(run) if through < self.last_index && self.run_end(run) > through => {
+                self.terms[run].0 = through.next();
+                run
+            }
+            _ => first_kept,
+        };
+        self.terms.drain(..start);
+        self.memberships.retain(|&(at, _)| at > through);
         self.prev_index = through;
         self.prev_term = term;
         self.snapshot = Some(meta);
         through
     }
 
+    /// Last index of the run at `run`.
+    fn run_end(&self, run: usize) -> LogIndex {
+        self.terms
+            .get(run + 1)
+            .map_or(self.last_index, |&(next, _)| next.prev())
+    }
+
     /// Replaces the whole log by an installed snapshot (a follower that fell behind).
     pub fn restore(&mut self, meta: SnapshotMeta) {
         self.prev_index = meta.index;
         self.prev_term = meta.term;
-        self.entries.clear();
+        self.last_index = meta.index;
+        self.terms.clear();
+        self.memberships.clear();
+        self.cache.clear();
+        self.cache_bytes = 0;
         self.persisted = meta.index;
         self.committed = meta.index;
         self.snapshot = Some(meta);
@@ -312,10 +445,7 @@ impl RaftLog {
     /// else `None`. Returns the index it was appended at too.
     pub fn last_membership(&self) -> Option<(LogIndex, &Membership)> {
         let snapshot_index = self.snapshot_index();
-        let in_log = self.entries.iter().rev().find_map(|e| match &e.payload {
-            EntryPayload::Membership(m) => Some((e.index, m)),
-            _ => None,
-        });
+        let in_log = self.memberships.last().map(|(index, m)| (*index, m));
         match (in_log, self.snapshot.as_ref()) {
             (Some((index, m)), _) if index > snapshot_index => Some((index, m)),
             (_, Some(s)) => Some((s.index, &s.membership)),
@@ -331,14 +461,9 @@ impl RaftLog {
             return None;
         }
         let snapshot_index = self.snapshot_index();
-        let in_log = self
-            .slice(self.first_index(), index)
-            .iter()
-            .rev()
-            .find_map(|e| match &e.payload {
-                EntryPayload::Membership(m) if e.index > snapshot_index => Some(m),
-                _ => None,
-            });
+        let in_log = (self.memberships.iter().rev())
+            .find(|&&(at, _)| at <= index && at > snapshot_index)
+            .map(|(_, m)| m);
         match (in_log, self.snapshot.as_ref()) {
             (Some(m), _) => Some(m.clone()),
             (None, Some(s)) if s.index <= index => Some(s.membership.clone()),
@@ -350,14 +475,62 @@ impl RaftLog {
     /// Asserts the invariants listed in the module header.
     pub fn check_invariants(&self) {
         let mut term = self.prev_term;
-        for (i, e) in self.entries.iter().enumerate() {
-            assert_eq!(e.index.0, self.prev_index.0 + 1 + i as u64);
-            assert!(e.term >= term);
-            term = e.term;
+        let mut next = self.prev_index.next();
+        for (i, &(first, run_term)) in self.terms.iter().enumerate() {
+            if i == 0 {
+                assert_eq!(first, next, "the first term run starts the log");
+                assert!(run_term >= term);
+            } else {
+                assert!(first >= next && run_term > term, "term runs increase");
+            }
+            assert!(first <= self.last_index);
+            term = run_term;
+            next = first.next();
+        }
+        assert_eq!(self.terms.is_empty(), self.last_index == self.prev_index);
+        let first = self.cache_first_index();
+        assert!(
+            first > self.prev_index,
+            "the cache starts after the log's start"
+        );
+        let mut bytes = 0;
+        for (i, e) in self.cache.iter().enumerate() {
+            assert_eq!(e.index.0, first.0 + i as u64);
+            assert_eq!(self.term_at(e.index), Some(e.term));
+            bytes += e.size_bytes();
+        }
+        assert_eq!(bytes, self.cache_bytes);
+        assert!(
+            first.prev() <= self.persisted,
+            "only durable entries leave the cache"
+        );
+        let mut at = self.prev_index;
+        for (index, _) in &self.memberships {
+            assert!(*index > at && *index <= self.last_index);
+            at = *index;
         }
         assert!(self.prev_index <= self.committed && self.committed <= self.last_index());
         assert!(self.persisted <= self.last_index());
     }
+}
+
+/// How many of `entries` (in index order) go in one AppendRequest: at least one (when any
+/// exist), then more while their `size_bytes` total stays within `max_bytes` and their
+/// `wire_bytes_max` within `APPEND_ENTRIES_BYTES_MAX`, so a batch of entries that each fit a
+/// frame fits one too, whatever `max_bytes` is configured to.
+pub fn batch_len<'a>(entries: impl IntoIterator<Item = &'a Entry>, max_bytes: u64) -> usize {
+    let (mut count, mut bytes, mut wire_bytes) = (0, 0, 0);
+    for entry in entries {
+        let (size, wire) = (entry.size_bytes(), entry.wire_bytes_max());
+        let over = bytes + size > max_bytes || wire_bytes + wire > APPEND_ENTRIES_BYTES_MAX;
+        if count > 0 && over {
+            break;
+        }
+        count += 1;
+        bytes += size;
+        wire_bytes += wire;
+    }
+    count
 }
 
 #[cfg(test)]
@@ -369,6 +542,13 @@ mod tests {
             term: Term(term),
             index: LogIndex(index),
             payload: EntryPayload::Noop,
+        }
+    }
+
+    fn sent(log: &RaftLog, low: u64, max_bytes: u64) -> Vec<Entry> {
+        match log.entries_for_send(LogIndex(low), max_bytes) {
+            Sendable::Entries(batch) => batch,
+            other => panic!("expected cached entries from {low}, got {other:?}"),
         }
     }
 
@@ -446,9 +626,9 @@ mod tests {
     fn batching_respects_bytes_but_sends_one() {
         let log = log_of(&[1, 1, 1, 1]);
         let one = entry(1, 1).size_bytes();
-        assert_eq!(log.entries_for_send(LogIndex(1), 0).unwrap().len(), 1);
-        assert_eq!(log.entries_for_send(LogIndex(1), 2 * one).unwrap().len(), 2);
-        assert_eq!(log.entries_for_send(LogIndex(5), 99).unwrap().len(), 0);
+        assert_eq!(sent(&log, 1, 0).len(), 1);
+        assert_eq!(sent(&log, 1, 2 * one).len(), 2);
+        assert_eq!(sent(&log, 5, 99).len(), 0);
     }
 
     #[test]
@@ -464,7 +644,7 @@ mod tests {
             },
         };
         let log = RaftLog::recover(None, vec![command(1), command(2)], LogIndex(0)).unwrap();
-        let batch = log.entries_for_send(LogIndex(1), u64::MAX).unwrap();
+        let batch = sent(&log, 1, u64::MAX);
         assert_eq!(batch.len(), 1, "at most one entry fits a frame");
         let wire: u64 = batch.iter().map(Entry::wire_bytes_max).sum();
         assert!(wire <= rcraft_wire::APPEND_ENTRIES_BYTES_MAX);
@@ -484,7 +664,7 @@ mod tests {
         assert_eq!(log.first_index(), LogIndex(3));
         assert_eq!(log.term_at(LogIndex(2)), Some(Term(1)));
         assert_eq!(log.term_at(LogIndex(1)), None);
-        assert!(log.entries_for_send(LogIndex(2), 99).is_none());
+        assert_eq!(log.entries_for_send(LogIndex(2), 99), Sendable::Compacted);
         log.check_invariants();
         log.restore(SnapshotMeta {
             index: LogIndex(10),
@@ -493,6 +673,121 @@ mod tests {
         });
         assert_eq!(log.last_index(), LogIndex(10));
         assert_eq!(log.committed_index(), LogIndex(10));
+        log.check_invariants();
+    }
+
+    fn command(index: u64, term: u64, bytes: usize) -> Entry {
+        Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            payload: EntryPayload::Command {
+                session: None,
+                data: vec![7; bytes],
+            },
+        }
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bytes_once_entries_are_durable_and_applied() {
+        let mut log = log_of(&[]);
+        let max_bytes = 10 * command(1, 1, 100).size_bytes();
+        for index in 1..=1_000 {
+            log.append(command(index, 1 + index / 300, 100));
+            log.mark_persisted(LogIndex(index), Term(1 + index / 300));
+            log.commit_to(LogIndex(index));
+            log.evict(LogIndex(index), max_bytes);
+            assert!(
+                log.cache_bytes() <= max_bytes,
+                "cache grew to {}",
+                log.cache_bytes()
+            );
+        }
+        assert_eq!(log.cached_entries().len(), 10);
+        assert_eq!(log.cache_first_index(), LogIndex(991));
+        // Terms stay known for every index, cached or not.
+        assert_eq!(log.term_at(LogIndex(1)), Some(Term(1)));
+        assert_eq!(log.term_at(LogIndex(299)), Some(Term(1)));
+        assert_eq!(log.term_at(LogIndex(300)), Some(Term(2)));
+        assert_eq!(log.term_at(LogIndex(900)), Some(Term(4)));
+        assert_eq!(log.term_at(LogIndex(1_000)), Some(Term(4)));
+        assert_eq!(
+            log.entries_for_send(LogIndex(500), 1 << 20),
+            Sendable::InStorage {
+                high: LogIndex(990)
+            }
+        );
+        assert_eq!(sent(&log, 991, 1 << 20).len(), 10);
+        log.check_invariants();
+    }
+
+    #[test]
+    fn eviction_keeps_what_is_not_durable_or_not_applied() {
+        let mut log = log_of(&[]);
+        for index in 1..=10 {
+            log.append(command(index, 1, 100));
+        }
+        log.mark_persisted(LogIndex(6), Term(1));
+        assert_eq!(log.evict(LogIndex(8), 0), 6, "only durable entries leave");
+        assert_eq!(log.cache_first_index(), LogIndex(7));
+        log.mark_persisted(LogIndex(10), Term(1));
+        assert_eq!(
+            log.evict(LogIndex(8), 0),
+            2,
+            "only entries handed to apply leave"
+        );
+        assert_eq!(log.cache_first_index(), LogIndex(9));
+        log.check_invariants();
+    }
+
+    #[test]
+    fn conflicts_and_hints_work_beyond_the_cache() {
+        let mut log = log_of(&[1, 1, 2, 2, 3, 3, 3]);
+        log.mark_persisted(LogIndex(7), Term(3));
+        log.commit_to(LogIndex(3));
+        log.evict(LogIndex(3), 0);
+        assert_eq!(log.cache_first_index(), LogIndex(4));
+        // A leader's entries that match what was evicted are no conflict.
+        assert_eq!(log.find_conflict(&[entry(2, 1), entry(3, 2)]), None);
+        let hint = log.conflict_hint(LogIndex(4));
+        assert_eq!((hint.term, hint.first_index), (Some(Term(2)), LogIndex(3)));
+        assert_eq!(
+            log.last_index_of_term(Term(1), LogIndex(7)),
+            Some(LogIndex(2))
+        );
+        assert_eq!(
+            log.find_conflict(&[entry(4, 2), entry(5, 4)]),
+            Some(LogIndex(5))
+        );
+        log.truncate_and_append(&[entry(5, 4)]);
+        assert_eq!(log.last_index(), LogIndex(5));
+        assert_eq!(log.term_at(LogIndex(5)), Some(Term(4)));
+        assert_eq!(log.term_at(LogIndex(4)), Some(Term(2)));
+        assert_eq!(log.persisted_index(), LogIndex(4));
+        log.check_invariants();
+    }
+
+    #[test]
+    fn compaction_splits_a_term_run_and_drops_memberships_behind_it() {
+        let mut log = log_of(&[1, 2, 2, 2, 3]);
+        let membership = Membership::with_voters([rcraft_wire::NodeId(1)]);
+        log.append(Entry {
+            term: Term(3),
+            index: LogIndex(6),
+            payload: EntryPayload::Membership(membership.clone()),
+        });
+        log.commit_to(LogIndex(6));
+        let meta = SnapshotMeta {
+            index: LogIndex(3),
+            term: Term(2),
+            ..SnapshotMeta::default()
+        };
+        assert_eq!(log.compact(meta, 0), LogIndex(3));
+        assert_eq!(log.term_at(LogIndex(3)), Some(Term(2)));
+        assert_eq!(log.term_at(LogIndex(4)), Some(Term(2)));
+        assert_eq!(log.term_at(LogIndex(2)), None);
+        let hint = log.conflict_hint(LogIndex(4));
+        assert_eq!((hint.term, hint.first_index), (Some(Term(2)), LogIndex(4)));
+        assert_eq!(log.last_membership(), Some((LogIndex(6), &membership)));
         log.check_invariants();
     }
 }

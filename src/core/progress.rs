@@ -61,6 +61,10 @@ pub struct Progress {
     /// Highest heartbeat round (`read_context`) this follower answered.
     /// Invariant: at most the leader's last round sent (`ReadQueue::acknowledged_round`).
     pub acked_round: u64,
+    /// The id of the storage read (`Action::ReadEntries`) of entries from `next_index` on,
+    /// while one is outstanding: nothing else is sent meanwhile. Cleared by every state
+    /// change, so an answer to a read of an earlier state is ignored.
+    pub entries_read: Option<u64>,
 }
 
 impl Progress {
@@ -75,6 +79,7 @@ impl Progress {
             inflight_bytes: 0,
             recent_active: false,
             acked_round: 0,
+            entries_read: None,
         }
     }
 
@@ -118,6 +123,7 @@ impl Progress {
     }
 
     fn clear_inflight(&mut self) {
+        self.entries_read = None;
         self.inflight.clear();
         self.inflight_bytes = 0;
     }
@@ -144,6 +150,9 @@ impl Progress {
 
     /// Whether a new AppendRequest may be sent now.
     pub fn can_send(&self, max_messages: usize, max_bytes: u64) -> bool {
+        if self.entries_read.is_some() {
+            return false;
+        }
         match self.state {
             ProgressState::Probe => !self.probe_sent,
             ProgressState::Replicate => {

@@ -219,6 +219,9 @@ pub struct Replica {
     /// Tick of this node's last gray-failure self-demotion, for its cool-down (kept across
     /// terms, unlike the leader state).
     pub(super) last_self_demotion: Option<u64>,
+    /// Id of the next `Action::ReadEntries`; ids only grow, so a late answer to a read the
+    /// leader gave up on is told apart.
+    pub(super) next_entries_read: u64,
     pub(super) actions: Vec<Action>,
 }
 
@@ -271,6 +274,7 @@ impl Replica {
             proposals_unsent: false,
             forwarded_reads: ForwardedReads::new(config.seed),
             last_self_demotion: None,
+            next_entries_read: 1,
             actions: Vec::new(),
             config,
         };
@@ -315,6 +319,12 @@ impl Replica {
                 installed,
                 rejected,
             } => self.on_snapshot_chunk_written(meta, next_offset, installed, rejected),
+            Input::EntriesRead {
+                id,
+                to,
+                low,
+                entries,
+            } => self.on_entries_read(id, to, low, entries),
             Input::TransferLeadership { target } => self.on_transfer_leadership(target),
             Input::Campaign => self.on_campaign(),
         }
@@ -436,9 +446,19 @@ impl Replica {
         }
     }
 
-    /// The entries held in memory (after the compacted prefix), in index order.
-    pub fn log_entries(&self) -> &[Entry] {
-        self.log.entries()
+    /// The entries held in memory (the entry cache), in index order.
+    pub fn log_entries(&self) -> impl ExactSizeIterator<Item = &Entry> {
+        self.log.cached_entries()
+    }
+
+    /// First index of the entries held in memory (last index + 1 when none are).
+    pub fn log_cache_first_index(&self) -> LogIndex {
+        self.log.cache_first_index()
+    }
+
+    /// Bytes (`Entry::size_bytes`) of the entries held in memory.
+    pub fn log_cache_bytes(&self) -> u64 {
+        self.log.cache_bytes()
     }
 
     /// The entry at `index`, when held in memory.
@@ -517,11 +537,14 @@ impl Replica {
         ProposeError::NotLeader { leader }
     }
 
-    /// Work done after every input: hand out the entries that became applicable.
+    /// Work done after every input: hand out the entries that became applicable, then keep
+    /// the entry cache within its bytes (only entries durable and handed out may go).
     fn finish_step(&mut self) {
         self.maybe_finish_repair();
         self.maybe_apply();
         self.settle_forwarded_reads();
+        self.log
+            .evict(self.apply_requested, self.config.entry_cache_bytes);
     }
 
     // ----- persistence -----
@@ -630,7 +653,13 @@ impl Replica {
         if upto <= self.apply_requested {
             return;
         }
-        let entries = self.log.slice(self.apply_requested.next(), upto).to_vec();
+        let from = self.apply_requested.next();
+        // Never evicted: the cache keeps every entry not yet handed out.
+        assert!(
+            from >= self.log.cache_first_index(),
+            "entries to apply left the cache"
+        );
+        let entries: Vec<Entry> = self.log.cached(from, upto).cloned().collect();
         if entries.is_empty() {
             return;
         }

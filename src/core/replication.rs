@@ -6,7 +6,8 @@
 //! its write is durable (thesis §10.2.1); only an entry of the leader's current term commits
 //! by counting replicas (paper §5.4.2); a follower never truncates a committed entry.
 
-use super::api::ProposeError;
+use super::api::{Action, ProposeError};
+use super::log::{Sendable, batch_len};
 use super::progress::ProgressState;
 use super::quorum;
 use super::replica::{Phase, Replica};
@@ -192,13 +193,14 @@ impl Replica {
     }
 
     /// Sends one AppendRequest to `peer` if its progress allows. Returns true when sent.
+    /// Entries no longer cached are asked of storage (`Action::ReadEntries`) and sent when
+    /// they arrive (`on_entries_read`).
     pub(super) fn send_append(&mut self, peer: NodeId, allow_empty: bool) -> bool {
         let (max_messages, max_bytes) = (
             self.config.max_inflight_messages,
             self.config.max_inflight_bytes,
         );
         let max_append_bytes = self.config.max_append_bytes;
-        let commit = self.log.committed_index();
         let Some(state) = self.leader_state.as_mut() else {
             return false;
         };
@@ -208,17 +210,56 @@ impl Replica {
         if !pr.can_send(max_messages, max_bytes) {
             return false;
         }
-        let prev_log_index = pr.next_index.prev();
-        let (Some(prev_log_term), Some(entries)) = (
-            self.log.term_at(prev_log_index),
-            self.log.entries_for_send(pr.next_index, max_append_bytes),
+        let low = pr.next_index;
+        let (Some(_), sendable) = (
+            self.log.term_at(low.prev()),
+            self.log.entries_for_send(low, max_append_bytes),
         ) else {
             self.start_snapshot_transfer(peer);
             return false;
         };
+        let entries = match sendable {
+            Sendable::Entries(entries) => entries,
+            Sendable::Compacted => {
+                self.start_snapshot_transfer(peer);
+                return false;
+            }
+            Sendable::InStorage { high } => {
+                let id = self.next_entries_read;
+                self.next_entries_read += 1;
+                pr.entries_read = Some(id);
+                self.actions.push(Action::ReadEntries {
+                    id,
+                    to: peer,
+                    low,
+                    high,
+                    max_bytes: max_append_bytes,
+                });
+                return false;
+            }
+        };
         if entries.is_empty() && !allow_empty {
             return false;
         }
+        self.send_entries(peer, entries);
+        true
+    }
+
+    /// Sends `peer` an AppendRequest of `entries` (from its `next_index` on; may be empty)
+    /// and records them in flight.
+    fn send_entries(&mut self, peer: NodeId, entries: Vec<Entry>) {
+        let commit = self.log.committed_index();
+        let Some(state) = self.leader_state.as_mut() else {
+            return;
+        };
+        let Some(pr) = state.progress.get_mut(&peer) else {
+            return;
+        };
+        let prev_log_index = pr.next_index.prev();
+        let prev_log_term = self
+            .log
+            .term_at(prev_log_index)
+            .expect("checked by the caller");
         let bytes = entries.iter().map(Entry::size_bytes).sum();
         pr.on_sent(entries.last().map(|e| e.index), bytes);
         if let Some(last) = entries.last() {
@@ -231,7 +272,49 @@ impl Replica {
             leader_commit: commit,
         };
         self.send(peer, body);
-        true
+    }
+
+    /// `Input::EntriesRead`: storage's answer to a `ReadEntries` for `to`. Sent on when it is
+    /// the read `to`'s progress waits for, still starts at its `next_index` and matches our
+    /// log (terms known for every index); a failed read falls back to the snapshot.
+    pub(super) fn on_entries_read(
+        &mut self,
+        id: u64,
+        to: NodeId,
+        low: LogIndex,
+        entries: std::result::Result<Vec<Entry>, String>,
+    ) {
+        let max_append_bytes = self.config.max_append_bytes;
+        let Some(state) = self.leader_state.as_mut() else {
+            return;
+        };
+        let Some(pr) = state.progress.get_mut(&to) else {
+            return;
+        };
+        if pr.entries_read != Some(id) {
+            return; // A read of an earlier state; the current one (if any) is on its way.
+        }
+        pr.entries_read = None;
+        let entries = entries.and_then(|entries| match entries.is_empty() {
+            true => Err("storage read no entries".to_string()),
+            false => Ok(entries),
+        });
+        let Ok(mut entries) = entries else {
+            // Storage no longer holds them. Without a snapshot to send, the follower's next
+            // heartbeat answer tries again (not at once: that could loop on a bad disk).
+            self.start_snapshot_transfer(to);
+            return;
+        };
+        let matches_log = pr.next_index == low
+            && self.log.term_at(low.prev()).is_some()
+            && (entries.iter().enumerate()).all(|(i, e)| {
+                e.index.0 == low.0 + i as u64 && self.log.term_at(e.index) == Some(e.term)
+            });
+        if matches_log {
+            entries.truncate(batch_len(&entries, max_append_bytes));
+            self.send_entries(to, entries);
+        }
+        while self.send_append(to, false) {}
     }
 
     // ----- follower side -----
@@ -645,5 +728,232 @@ mod tests {
         let progress = leader.status().replication;
         let node_2 = progress.iter().find(|p| p.id == NodeId(2)).unwrap();
         assert_eq!(node_2.match_index, LogIndex(4));
+    }
+
+    /// Proposes `count` commands of `bytes` bytes each at `leader`, node 2 acknowledges
+    /// them and the state machine reports them applied; returns every entry persisted.
+    fn write_applied(leader: &mut Replica, count: u64, bytes: usize) -> Vec<Entry> {
+        let mut written = Vec::new();
+        for id in 0..count {
+            let input = Input::Propose {
+                id: 100 + id,
+                session: None,
+                data: vec![id as u8; bytes],
+            };
+            for action in step(leader, input) {
+                if let Action::Persist { entries, .. } = action {
+                    written.extend(entries);
+                }
+            }
+            let last = leader.status().last_index;
+            let ack = MessageBody::AppendResponse {
+                success: true,
+                match_index: last,
+                conflict: None,
+            };
+            step(leader, from_peer(2, ack));
+            step(leader, Input::Applied { index: last });
+        }
+        written
+    }
+
+    /// Memory does not grow with the log: durable, applied entries leave the cache beyond
+    /// its bytes, however many are written (the log view keeps only their terms).
+    #[test]
+    fn the_entry_cache_stays_within_its_bytes_however_long_the_log() {
+        let cache_bytes = 2_000;
+        let mut leader = leader_of_three(|config| config.entry_cache_bytes = cache_bytes);
+        for _ in 0..20 {
+            write_applied(&mut leader, 25, 100);
+            assert!(
+                leader.log_cache_bytes() <= cache_bytes,
+                "the cache holds {} bytes",
+                leader.log_cache_bytes()
+            );
+        }
+        let status = leader.status();
+        assert_eq!(status.last_index, LogIndex(501));
+        assert_eq!(status.applied_index, LogIndex(501));
+        assert!(leader.log_entries().len() < 20);
+        assert_eq!(
+            leader.log_term(LogIndex(2)),
+            Some(Term(1)),
+            "terms stay known"
+        );
+        leader.check_invariants();
+    }
+
+    /// Entries not yet applied stay cached whatever the cache size: the apply path needs them.
+    #[test]
+    fn entries_not_yet_applied_stay_cached() {
+        let mut leader = leader_of_three(|config| config.entry_cache_bytes = 0);
+        for id in 0..10 {
+            let input = Input::Propose {
+                id,
+                session: None,
+                data: vec![1; 100],
+            };
+            step(&mut leader, input);
+        }
+        let ack = MessageBody::AppendResponse {
+            success: true,
+            match_index: LogIndex(11),
+            conflict: None,
+        };
+        let actions = step(&mut leader, from_peer(2, ack));
+        let applied: Vec<LogIndex> = (actions.iter())
+            .filter_map(|a| match a {
+                Action::Apply { entries } => Some(entries.iter().map(|e| e.index)),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(applied.first(), Some(&LogIndex(2)));
+        assert_eq!(applied.last(), Some(&LogIndex(11)));
+        // Handed out, so they may go; the no-op was handed out before.
+        assert_eq!(leader.log_entries().len(), 0);
+        step(
+            &mut leader,
+            Input::Applied {
+                index: LogIndex(11),
+            },
+        );
+        leader.check_invariants();
+    }
+
+    /// The `ReadEntries` requests among `actions`: (id, to, low, high).
+    fn entry_reads(actions: &[Action]) -> Vec<(u64, u64, u64, u64)> {
+        (actions.iter())
+            .filter_map(|a| match a {
+                Action::ReadEntries {
+                    id, to, low, high, ..
+                } => Some((*id, to.0, low.0, high.0)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The entries of every AppendRequest to `to` among `actions`.
+    fn entries_sent_to(actions: &[Action], to: u64) -> Vec<LogIndex> {
+        (actions.iter())
+            .filter_map(|a| match a {
+                Action::Send(Message {
+                    to: target,
+                    body: MessageBody::AppendRequest { entries, .. },
+                    ..
+                }) if *target == NodeId(to) => Some(entries.iter().map(|e| e.index)),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    /// A follower behind the cache is caught up from storage: the leader asks for the
+    /// entries (`Action::ReadEntries`), sends what storage answers, and goes on from there;
+    /// an answer to a read it no longer waits for is ignored.
+    #[test]
+    fn a_lagging_follower_is_caught_up_from_storage_reads() {
+        let mut leader = leader_of_three(|config| {
+            config.entry_cache_bytes = 0;
+            config.max_append_bytes = 300;
+        });
+        let written = write_applied(&mut leader, 30, 100);
+        assert_eq!(
+            leader.log_cache_first_index(),
+            LogIndex(32),
+            "nothing cached"
+        );
+        // Node 3 answers at last: it holds the no-op only.
+        let ack = MessageBody::AppendResponse {
+            success: true,
+            match_index: LogIndex(1),
+            conflict: None,
+        };
+        let actions = step(&mut leader, from_peer(3, ack));
+        let reads = entry_reads(&actions);
+        assert_eq!(reads.len(), 1, "{actions:?}");
+        let (id, to, low, high) = reads[0];
+        assert_eq!((to, low, high), (3, 2, 31));
+        assert!(
+            entries_sent_to(&actions, 3).is_empty(),
+            "sends wait for the read"
+        );
+        // Nothing more is asked while the read is out, even on a heartbeat answer.
+        let beat = MessageBody::HeartbeatResponse { read_context: 0 };
+        assert!(entry_reads(&step(&mut leader, from_peer(3, beat))).is_empty());
+        // Storage answers; a stale answer (another id) changes nothing.
+        let answer = |id: u64, from: u64| Input::EntriesRead {
+            id,
+            to: NodeId(3),
+            low: LogIndex(from),
+            entries: Ok(
+                written[(from - 2) as usize..((from + 1) as usize).min(written.len())].to_vec(),
+            ),
+        };
+        assert!(step(&mut leader, answer(id + 100, 2)).is_empty());
+        let actions = step(&mut leader, answer(id, 2));
+        assert_eq!(
+            entries_sent_to(&actions, 3),
+            [LogIndex(2), LogIndex(3)],
+            "one batch within max_append_bytes"
+        );
+        // In Replicate, the next batch is read at once.
+        let reads = entry_reads(&actions);
+        assert_eq!(reads.len(), 1, "{actions:?}");
+        assert_eq!((reads[0].2, reads[0].3), (4, 31));
+        // The leader keeps streaming as storage answers, until the follower is caught up.
+        let mut read = reads[0];
+        let mut sent = vec![LogIndex(2), LogIndex(3)];
+        while read.2 <= 31 {
+            let actions = step(&mut leader, answer(read.0, read.2));
+            sent.extend(entries_sent_to(&actions, 3));
+            match entry_reads(&actions)[..] {
+                [next] => read = next,
+                [] => break,
+                _ => panic!("one read at a time: {actions:?}"),
+            }
+        }
+        let expected: Vec<LogIndex> = (2..=31).map(LogIndex).collect();
+        assert_eq!(sent, expected);
+        leader.check_invariants();
+    }
+
+    /// A read that storage cannot answer (the entries were compacted meanwhile) sends the
+    /// follower the snapshot instead.
+    #[test]
+    fn a_failed_entry_read_falls_back_to_the_snapshot() {
+        let mut leader = leader_of_three(|config| config.entry_cache_bytes = 0);
+        write_applied(&mut leader, 10, 100);
+        let meta = rcraft_wire::SnapshotMeta {
+            index: LogIndex(11),
+            term: Term(1),
+            membership: leader.membership().clone(),
+            size_bytes: 100,
+            checksum: 0,
+        };
+        let taken = Input::SnapshotTaken {
+            meta,
+            retain_entries: 100,
+        };
+        step(&mut leader, taken);
+        let ack = MessageBody::AppendResponse {
+            success: true,
+            match_index: LogIndex(1),
+            conflict: None,
+        };
+        let actions = step(&mut leader, from_peer(3, ack));
+        let (id, ..) = entry_reads(&actions)[0];
+        let failed = Input::EntriesRead {
+            id,
+            to: NodeId(3),
+            low: LogIndex(2),
+            entries: Err("compacted".to_string()),
+        };
+        let actions = step(&mut leader, failed);
+        assert!(
+            (actions.iter())
+                .any(|a| matches!(a, Action::ReadSnapshotChunk { to, .. } if *to == NodeId(3))),
+            "{actions:?}"
+        );
     }
 }

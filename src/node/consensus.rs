@@ -643,6 +643,22 @@ impl Consensus {
                     data,
                 });
             }
+            StorageEvent::EntriesRead {
+                id,
+                to,
+                low,
+                entries,
+            } => {
+                if let Err(reason) = &entries {
+                    log::warn!("reading entries from {low} for node {to}: {reason}");
+                }
+                self.replica.step(Input::EntriesRead {
+                    id,
+                    to,
+                    low,
+                    entries,
+                });
+            }
             StorageEvent::ClientAnswer { reply, body } => self.reply(reply, body),
             StorageEvent::SnapshotChunkWritten {
                 meta,
@@ -824,6 +840,22 @@ impl Consensus {
                     to,
                     meta,
                     offset,
+                    max_bytes,
+                };
+                self.send_storage(inbox, command);
+            }
+            Action::ReadEntries {
+                id,
+                to,
+                low,
+                high,
+                max_bytes,
+            } => {
+                let command = StorageCommand::ReadEntries {
+                    id,
+                    to,
+                    low,
+                    high,
                     max_bytes,
                 };
                 self.send_storage(inbox, command);

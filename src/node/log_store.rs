@@ -131,6 +131,55 @@ impl LogStore {
             )))
     }
 
+    /// Reads and decodes the entries `[low, high]` for a follower, stopping after the first
+    /// that brings their `Entry::size_bytes` to `max_bytes` or more (at least one entry).
+    /// Each record's checksum is checked again: the bytes are about to leave the node. An
+    /// error when the range is not (or no longer) all on disk, or a record is damaged.
+    pub(crate) fn read_entries(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+        max_bytes: u64,
+    ) -> StorageResult<Vec<Entry>> {
+        if low > high || low < self.first_index() || high > self.last_index() {
+            return Err(StorageError::Inconsistent(format!(
+                "entries {low}..={high} are not all in the log, which holds {}..={}",
+                self.first_index(),
+                self.last_index()
+            )));
+        }
+        let records = self
+            .wal
+            .entries_from(low.0)
+            .map_err(StorageError::store(format!("reading the log from {low}")))?;
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        for record in records.take_while(|record| record.index <= high.0) {
+            if !record.checksum_matches() {
+                return Err(StorageError::Undecodable {
+                    what: format!("log entry {}", record.index),
+                    reason: "record checksum mismatch".to_string(),
+                });
+            }
+            let payload =
+                decode_payload(record.payload).map_err(|reason| StorageError::Undecodable {
+                    what: format!("log entry {}", record.index),
+                    reason,
+                })?;
+            let entry = Entry {
+                term: Term(record.term),
+                index: LogIndex(record.index),
+                payload,
+            };
+            bytes += entry.size_bytes();
+            entries.push(entry);
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(entries)
+    }
+
     /// Reads and decodes every entry after `after` (recovery). The log must continue right
     /// after `after`, or hold nothing past it.
     pub(crate) fn entries_after(&self, after: LogIndex) -> StorageResult<Vec<Entry>> {

@@ -375,6 +375,7 @@ pub(crate) fn core_config(config: &Config) -> CoreConfig {
     });
     core.max_inflight_bytes = config.inflight_bytes_max;
     core.max_uncommitted_bytes = config.uncommitted_bytes_max;
+    core.entry_cache_bytes = config.entry_cache_bytes;
     core.snapshot_chunk_bytes = config.snapshot_chunk_bytes;
     core.snapshot_chunks_in_flight = config.snapshot_chunks_in_flight;
     // A rate of 0 stays 0 (unlimited); any other rate allows at least a byte per tick.

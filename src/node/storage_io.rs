@@ -39,6 +39,20 @@ pub(crate) enum StorageCommand {
         /// Most bytes to read.
         max_bytes: u64,
     },
+    /// Read log entries `[low, high]` for a follower, up to `max_bytes` (at least one);
+    /// answered with `EntriesRead` (`Action::ReadEntries`).
+    ReadEntries {
+        /// Echoed in the answer.
+        id: u64,
+        /// The follower.
+        to: NodeId,
+        /// First index.
+        low: LogIndex,
+        /// Last index at most.
+        high: LogIndex,
+        /// Stop once this many entry bytes are read.
+        max_bytes: u64,
+    },
     /// Read part of the current snapshot for a client taking a backup; answered with
     /// `ClientAnswer`.
     ReadSnapshotForClient {
@@ -92,6 +106,18 @@ pub(crate) enum StorageEvent {
         offset: u64,
         /// The bytes (shorter than asked only at the end).
         data: Vec<u8>,
+    },
+    /// Answer to `ReadEntries`: the entries, or why they could not be read (not held any
+    /// more, or a damaged record).
+    EntriesRead {
+        /// The read's id.
+        id: u64,
+        /// The follower.
+        to: NodeId,
+        /// First index asked for.
+        low: LogIndex,
+        /// The entries from `low` on, or the reason for none.
+        entries: Result<Vec<Entry>, String>,
     },
     /// A chunk was written (or refused); the snapshot is not complete yet.
     SnapshotChunkWritten {

@@ -636,6 +636,7 @@ fn describe(batch: &[StorageCommand]) -> String {
                 data.len()
             ),
             StorageCommand::ReadSnapshotChunk { offset, .. } => format!("read chunk at {offset}"),
+            StorageCommand::ReadEntries { low, high, .. } => format!("read entries {low}..={high}"),
             StorageCommand::ReadSnapshotForClient { offset, .. } => {
                 format!("read chunk for a client at {offset}")
             }

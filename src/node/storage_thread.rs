@@ -396,6 +396,24 @@ impl StorageThread {
                     }
                     persisted = Some(seq);
                 }
+                StorageCommand::ReadEntries {
+                    id,
+                    to,
+                    low,
+                    high,
+                    max_bytes,
+                } => {
+                    // The core asks only for entries a confirmed persist wrote (it keeps
+                    // every other one in memory), so the read need not wait for this
+                    // batch's sync.
+                    let entries = self.read_entries(low, high, max_bytes);
+                    let _ = events.send(StorageEvent::EntriesRead {
+                        id,
+                        to,
+                        low,
+                        entries,
+                    });
+                }
                 other => {
                     self.flush(&mut persisted, events)?;
                     self.carry_out(other, events)?;
@@ -403,6 +421,20 @@ impl StorageThread {
             }
         }
         self.flush(&mut persisted, events)
+    }
+
+    /// Log entries `[low, high]` for a follower (`StorageCommand::ReadEntries`), or why they
+    /// cannot be read. Not fail-stop: the leader sends the follower a snapshot instead, and a
+    /// damaged record is reported again by the next start's recovery.
+    pub(crate) fn read_entries(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<rcraft_wire::Entry>, String> {
+        self.log
+            .read_entries(low, high, max_bytes)
+            .map_err(|e| e.to_string())
     }
 
     /// Syncs the log once and reports the last persisted sequence number, if any.
@@ -454,7 +486,9 @@ impl StorageThread {
         events: &Ringing<StorageEvent>,
     ) -> StorageResult<()> {
         match command {
-            StorageCommand::Persist { .. } => unreachable!("persists are handled by the batch"),
+            StorageCommand::Persist { .. } | StorageCommand::ReadEntries { .. } => {
+                unreachable!("persists and entry reads are handled by the batch")
+            }
             StorageCommand::CompactLog { through } => self.log.compact_through(through),
             StorageCommand::ReadSnapshotChunk {
                 to,
@@ -916,6 +950,54 @@ mod tests {
             hard_state: hard,
             entries,
         }
+    }
+
+    fn read_log(id: u64, low: u64, high: u64, max_bytes: u64) -> StorageCommand {
+        StorageCommand::ReadEntries {
+            id,
+            to: NodeId(2),
+            low: LogIndex(low),
+            high: LogIndex(high),
+            max_bytes,
+        }
+    }
+
+    /// The answers to `ReadEntries` among `events`, by id.
+    fn entries_read(events: &[StorageEvent]) -> Vec<(u64, Result<Vec<Entry>, String>)> {
+        (events.iter())
+            .filter_map(|event| match event {
+                StorageEvent::EntriesRead { id, entries, .. } => Some((*id, entries.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A leader's catch-up of a lagging follower reads entries back from the WAL: within
+    /// the asked range, up to the byte limit (at least one), and an error naming the range
+    /// when it is not on disk.
+    #[test]
+    fn entries_are_read_back_for_followers() {
+        let fs = SimFs::new();
+        let entries: Vec<Entry> = (1..=20).map(|index| entry(1, index)).collect();
+        let one = entries[0].size_bytes();
+        let commands = vec![
+            persist(1, Some(hard_state(1, None, 0)), entries.clone()),
+            read_log(1, 3, 9, u64::MAX),
+            read_log(2, 3, 20, 2 * one),
+            read_log(3, 5, 5, 0),
+            read_log(4, 19, 21, u64::MAX),
+        ];
+        let (result, events) = run(&fs, commands);
+        result.unwrap();
+        let answers = entries_read(&events);
+        assert_eq!(answers[0], (1, Ok(entries[2..9].to_vec())));
+        assert_eq!(answers[1], (2, Ok(entries[2..4].to_vec())));
+        assert_eq!(answers[2], (3, Ok(entries[4..5].to_vec())));
+        let (id, Err(reason)) = &answers[3] else {
+            panic!("read beyond the log: {:?}", answers[3]);
+        };
+        assert_eq!(*id, 4);
+        assert!(reason.contains("19..=21"), "{reason}");
     }
 
     #[test]

@@ -88,6 +88,18 @@ impl SimStorage {
         });
     }
 
+    /// Reads log entries `[low, high]` (up to `max_bytes`) from the WAL now, as the thread
+    /// answers `StorageCommand::ReadEntries`: without waiting for the queued commands, since
+    /// the core reads only entries a confirmed persist wrote.
+    pub fn read_entries(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, String> {
+        self.opened.thread.read_entries(low, high, max_bytes)
+    }
+
     /// Persists queued before a command not yet run.
     pub fn queued_persists(&self) -> usize {
         self.queue

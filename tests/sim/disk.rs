@@ -401,6 +401,46 @@ impl Disk {
         self.log.compact(through).map_err(|e| format!("disk: {e}"))
     }
 
+    /// Reads durable entries `[low, high]` for a follower, stopping after the first that
+    /// brings their `size_bytes` to `max_bytes` (`Action::ReadEntries`); the real storage
+    /// thread, where it runs, must read the same entries from its WAL.
+    pub(crate) fn read_entries(
+        &mut self,
+        low: LogIndex,
+        high: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Result<Vec<Entry>, String>, String> {
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        let mut index = low;
+        while index <= high && bytes < max_bytes {
+            let Some(entry) = self.log.get(index) else {
+                break;
+            };
+            bytes += entry.size_bytes();
+            entries.push(entry.clone());
+            index = index.next();
+        }
+        let model = match entries.first() {
+            Some(_) => Ok(entries),
+            None => Err(format!(
+                "entries from {low} are not on the disk (it holds {}..={})",
+                self.log.base_index().next(),
+                self.log.last_index()
+            )),
+        };
+        if let (Some(real), Ok(expected)) = (self.real.as_mut(), &model) {
+            let read = real.storage()?.read_entries(low, high, max_bytes);
+            if read.as_ref() != Ok(expected) {
+                return Err(format!(
+                    "real storage read entries {low}..={high} (max {max_bytes} bytes) as \
+                     {read:?}, the model as {expected:?}"
+                ));
+            }
+        }
+        Ok(model)
+    }
+
     /// The core's list of snapshots in use goes to the real storage thread too, which
     /// removes the older files not listed (the model's files are the node's `snapshots`).
     pub(crate) fn keep_snapshots(&mut self, in_use: Vec<SnapshotMeta>) -> Result<(), String> {

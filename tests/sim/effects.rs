@@ -111,6 +111,26 @@ impl<C: SimCore> World<C> {
                 offset,
                 max_bytes,
             } => self.read_snapshot_chunk(node, to, meta, offset, max_bytes),
+            Action::ReadEntries {
+                id,
+                to,
+                low,
+                high,
+                max_bytes,
+            } => {
+                let entries = self.nodes[node].disk.read_entries(low, high, max_bytes)?;
+                if entries.is_ok() {
+                    self.entry_reads += 1;
+                }
+                let input = Input::EntriesRead {
+                    id,
+                    to,
+                    low,
+                    entries,
+                };
+                self.answer_after_disk_delay(node, input);
+                Ok(())
+            }
             Action::WriteSnapshotChunk {
                 meta,
                 offset,
@@ -385,6 +405,22 @@ impl<C: SimCore> World<C> {
             },
         );
         Ok(())
+    }
+
+    /// Schedules `input` for `node` (in its current life) after a disk delay.
+    fn answer_after_disk_delay(&mut self, node: usize, input: Input) {
+        let incarnation = self.nodes[node].incarnation;
+        let delay = self
+            .rng
+            .between(self.params.disk_delay_min_ms, self.params.disk_delay_max_ms);
+        self.schedule(
+            self.now + delay,
+            Event::Answer {
+                node,
+                incarnation,
+                input,
+            },
+        );
     }
 
     fn write_snapshot_chunk(

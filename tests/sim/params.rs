@@ -87,6 +87,10 @@ pub(crate) const DAMAGE_WITH_MEMBERSHIP_CHANGES: bool = true;
 /// transfer under way must still finish (docs/SIM_FINDINGS.md, finding 15). Drawn from a
 /// generator of its own, so the other parameters of every seed stay as they were.
 pub(crate) const SNAPSHOT_STORM_RUNS_PER_MILLE: u64 = 200;
+
+/// Share of runs, per mille, whose nodes keep a tiny entry cache (0 to a few entries' worth;
+/// a simulated entry is some tens of bytes), so that catch-up reads entries from storage.
+pub(crate) const SMALL_ENTRY_CACHE_RUNS_PER_MILLE: u64 = 400;
 /// Events shown when a seed fails.
 pub(crate) const TRACE_LINES: usize = 60;
 
@@ -153,6 +157,10 @@ pub(crate) struct RunParams {
     pub(crate) real_storage: bool,
     /// The leader at [`SLOW_DISK_AT_MS`] gets a slow disk (see [`SLOW_DISK_RUNS_PER_MILLE`]).
     pub(crate) slow_disk: bool,
+    /// Core: bytes of durable, applied entries kept in memory; small in
+    /// [`SMALL_ENTRY_CACHE_RUNS_PER_MILLE`] of the runs, so that entries leave the cache and
+    /// lagging followers are served by storage reads.
+    pub(crate) entry_cache_bytes: u64,
 }
 
 impl RunParams {
@@ -207,6 +215,7 @@ impl RunParams {
             sessions_max: rcraft::node::limits::SESSIONS_MAX,
             slow_disk: false,
             snapshot_storm: false,
+            entry_cache_bytes: CoreConfig::new(NodeId(0), 0).entry_cache_bytes,
         };
         if !params.pre_vote && !MEMBERSHIP_CHANGES_WITHOUT_PRE_VOTE {
             params.membership_gap_max_ms = None;
@@ -232,6 +241,7 @@ impl RunParams {
         config.snapshot_chunks_in_flight = self.snapshot_chunks_in_flight;
         config.snapshot_bytes_per_tick = self.snapshot_bytes_per_tick;
         config.self_demotion = Some(SIM_SELF_DEMOTION);
+        config.entry_cache_bytes = self.entry_cache_bytes;
         config
     }
 
@@ -248,7 +258,7 @@ impl RunParams {
     pub(crate) fn describe(&self) -> String {
         format!(
             "{} voters + {} spares, membership changes every <={}, pre_vote={}, check_quorum={}, lease_reads={}, drop={}‰, dup={}‰, net<={}ms, disk<={}ms, \
-             inflight={}x{}B, chunk={}Bx{} at {}B/tick, snapshot_storm={}, turn<={}ms, real_storage={}, sessions<={}, slow_disk={}",
+             inflight={}x{}B, chunk={}Bx{} at {}B/tick, snapshot_storm={}, turn<={}ms, real_storage={}, sessions<={}, slow_disk={}, entry_cache={}B",
             self.voters,
             self.nodes - self.voters,
             self.membership_gap_max_ms
@@ -269,7 +279,8 @@ impl RunParams {
             self.turn_ms_max,
             self.real_storage,
             self.sessions_max,
-            self.slow_disk
+            self.slow_disk,
+            self.entry_cache_bytes
         )
     }
 }

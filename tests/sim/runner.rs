@@ -167,13 +167,15 @@ fn add(totals: &mut RunSummary, run: &RunSummary) {
     totals.duplicates += run.duplicates;
     totals.expired += run.expired;
     totals.self_demotions += run.self_demotions;
+    totals.entry_reads += run.entry_reads;
 }
 
 fn describe(summary: &RunSummary) -> String {
     format!(
         "{} events, {} committed entries, {} acknowledged writes ({} retries, {} answered as \
          duplicates, {} refused as of a forgotten session), {} linearizable reads, {} crashes, {} committed configuration changes, \
-         {} self-demotions of a leader with a slow disk",
+         {} self-demotions of a leader with a slow disk, {} entry reads from a leader's disk for \
+         a follower",
         summary.events,
         summary.committed,
         summary.writes_acked,
@@ -183,7 +185,8 @@ fn describe(summary: &RunSummary) -> String {
         summary.reads,
         summary.crashes,
         summary.membership_changes,
-        summary.self_demotions
+        summary.self_demotions,
+        summary.entry_reads
     )
 }
 

@@ -16,7 +16,8 @@ use crate::params::{
     BOOT_MS, CALM_MS, CHAOS_MS, CLIENTS, CYCLES, DAMAGE_ENTRIES_MAX, DAMAGE_PER_RESTART_PER_MILLE,
     DAMAGE_RUNS_PER_MILLE, DAMAGE_VOTERS_MIN, DAMAGE_WITH_MEMBERSHIP_CHANGES, LIVENESS_BOUND_MS,
     MAX_EVENTS_PER_RUN, RUN_MS, RunParams, SLOW_DISK_AT_MS, SLOW_DISK_HANDOVER_BOUND_MS,
-    SLOW_DISK_RUNS_PER_MILLE, SNAPSHOT_STORM_RUNS_PER_MILLE, TICK_MS,
+    SLOW_DISK_RUNS_PER_MILLE, SMALL_ENTRY_CACHE_RUNS_PER_MILLE, SNAPSHOT_STORM_RUNS_PER_MILLE,
+    TICK_MS,
 };
 use crate::replica::{CoreView, SimCore};
 use crate::rng::SimRng;
@@ -177,6 +178,8 @@ pub(crate) struct RunSummary {
     pub(crate) expired: u64,
     /// Gray-failure self-demotions (by a leader with a slow disk).
     pub(crate) self_demotions: u64,
+    /// Entries a leader read back from its disk for a follower (no longer cached).
+    pub(crate) entry_reads: u64,
 }
 
 /// How much of the run to record.
@@ -229,6 +232,8 @@ pub(crate) struct World<C> {
     pub(crate) slow_disk_on: bool,
     /// Every gray-failure self-demotion: (sim time, node, its incarnation).
     pub(crate) self_demotions: Vec<(u64, usize, u64)>,
+    /// Entry reads (`Action::ReadEntries`) the disk answered with entries.
+    pub(crate) entry_reads: u64,
 }
 
 impl<C: SimCore> World<C> {
@@ -237,6 +242,7 @@ impl<C: SimCore> World<C> {
         let mut rng = SimRng::new(seed);
         let mut params = RunParams::random(&mut rng);
         params.sessions_max = sessions_max(seed);
+        params.entry_cache_bytes = entry_cache_bytes(seed, params.entry_cache_bytes);
         if slow_disk_run(seed) {
             params = params.with_slow_disk();
         }
@@ -285,6 +291,7 @@ impl<C: SimCore> World<C> {
             slow_disk_node: None,
             slow_disk_on: false,
             self_demotions: Vec::new(),
+            entry_reads: 0,
         }
     }
 
@@ -340,6 +347,7 @@ impl<C: SimCore> World<C> {
             duplicates: self.duplicates,
             expired: self.expired,
             self_demotions: self.self_demotions.len() as u64,
+            entry_reads: self.entry_reads,
         })
     }
 
@@ -936,6 +944,18 @@ fn sessions_max(seed: u64) -> usize {
         rng.between(CLIENTS as u64 / 2, CLIENTS as u64 + 4) as usize
     } else {
         rcraft::node::limits::SESSIONS_MAX
+    }
+}
+
+/// The nodes' entry cache: tiny in [`SMALL_ENTRY_CACHE_RUNS_PER_MILLE`] of the runs, so that
+/// entries leave it and followers are caught up from storage reads; else `default`. Drawn
+/// apart from the other parameters so that it does not change them.
+fn entry_cache_bytes(seed: u64, default: u64) -> u64 {
+    let mut rng = SimRng::new(seed ^ 0xCAC4_E000_0000_0001);
+    if rng.chance(SMALL_ENTRY_CACHE_RUNS_PER_MILLE) {
+        rng.pick(&[0, 64, 256, 2_048])
+    } else {
+        default
     }
 }
 

@@ -31,6 +31,16 @@ pub struct RecordRef<'a> {
     pub encoded: &'a [u8],
 }
 
+impl RecordRef<'_> {
+    /// True when the record's checksum still matches its bytes (it is checked when the WAL is
+    /// opened; this checks again before the bytes leave the node, e.g. to a follower).
+    pub fn checksum_matches(&self) -> bool {
+        let record = self.encoded;
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&record[0..4]), &record[8..]);
+        crc == read_u32(record, 4)
+    }
+}
+
 /// A record to append: log index, term and opaque payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record<'a> {
@@ -565,6 +575,29 @@ mod tests {
                     "byte {byte} bit {bit}: {slot:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_record_read_back_checks_its_checksum_again() {
+        let bytes = encoded(7, 3, b"payload");
+        let at = SEGMENT_HEADER_BYTES;
+        let whole = RECORD_HEADER_BYTES + 7;
+        let record = |bytes: &[u8]| {
+            let encoded = bytes[at..at + whole].to_vec();
+            RecordRef {
+                index: 7,
+                term: 3,
+                payload: &encoded[RECORD_HEADER_BYTES..],
+                encoded: &encoded,
+            }
+            .checksum_matches()
+        };
+        assert!(record(&bytes));
+        for byte in at..at + whole {
+            let mut damaged = bytes.clone();
+            damaged[byte] ^= 0x10;
+            assert!(!record(&damaged), "byte {byte}");
         }
     }
 
