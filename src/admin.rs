@@ -536,6 +536,7 @@ mod tests {
                 recently_active: true,
             }],
             repairing: None,
+            votes_unknown: None,
         };
         assert_eq!(
             replication_lag(&leader(400, ReplicationState::Replicate), NodeId(1)),

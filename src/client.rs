@@ -1512,6 +1512,7 @@ mod tests {
             membership: Membership::with_voters([NodeId(0), NodeId(1)]),
             replication: Vec::new(),
             repairing: None,
+            votes_unknown: None,
         }))
     }
 

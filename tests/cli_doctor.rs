@@ -304,15 +304,24 @@ fn doctor_reads_healthy_and_damaged_data_dirs_of_a_real_cluster_without_changing
     assert_eq!(json["hard_state"]["slots"][1]["status"], "valid");
     assert!(json["hard_state"]["current"]["term"].as_u64().unwrap() >= 1);
 
-    // Both slots damaged: a node would refuse to start.
+    assert!(
+        text.contains("whom this node voted for is unknown"),
+        "{text}"
+    );
+
+    // Both slots damaged: a node starts with its votes unknown (issue 15).
     damage_hard_state_slot(&cluster, 2, 1);
     let (code, text, json) = doctor_unchanged(&cluster.data_dir(2));
     assert_eq!(code, 1, "{text}");
     assert!(
-        text.contains("will refuse to start: hard state: no valid slot"),
+        text.contains("will repair: hard state: no valid slot (both damaged or empty)"),
         "{text}"
     );
-    assert_eq!(json["verdict"], "refuse");
+    assert!(
+        text.contains("whom this node voted for is unknown"),
+        "{text}"
+    );
+    assert_eq!(json["verdict"], "repair");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Protocol-aware recovery through the real binary (issue 15): synced WAL records of a stopped
 //! node are damaged on disk (the last one, one in the middle of a segment, a sealed segment with
 //! its header, a segment of the older format, or a whole segment missing), or the slot of
-//! its hard-state file holding its term and vote, and the node restarts. It must start, say which entries it lost, fetch them from the leader, say when it
+//! its hard-state file holding its term and vote, and the node restarts. It must start, say which entries it lost (or that it does not know whom it voted for), fetch them from the leader (or learn every voter's term), say when it
 //! is whole, and the cluster must keep every acknowledged write, also after the leader it
 //! repaired from is killed. Real `rcraft serve` processes on 127.0.0.1; every wait is bounded;
 //! processes are killed and directories removed on drop.
@@ -317,9 +317,14 @@ fn when_every_copy_is_damaged_status_names_the_entries_no_node_holds() {
     }
 }
 
-/// The slot holding a stopped node's term and vote is damaged: the node keeps them (every
-/// save writes both slots), says so, rewrites the slot, and the cluster loses nothing.
-fn damaged_hard_state_keeps_the_vote(leader_damaged: bool) {
+/// The hard state of a stopped node (the follower: the slot written first; the leader: both
+/// slots) is damaged while a third node is down too. The node starts, says in its log, its
+/// status and `rcraft status` that it does not know whom it voted for and waits for the
+/// missing voter's term; meanwhile it grants no vote, so no leader is elected with the only
+/// other node up (a leader that stayed up keeps leading, with the node as its follower). Once the third node is back, it learns the terms, says it votes again,
+/// saves its hard state without the mark, a leader is elected, and every acknowledged write
+/// is still there.
+fn damaged_hard_state_votes_again_after_learning_terms(leader_damaged: bool) {
     let mut cluster = Cluster::start(&["--snapshot-every", "1000000"]);
     let leader = cluster.wait_for_leader();
     let count = 20;
@@ -329,38 +334,79 @@ fn damaged_hard_state_keeps_the_vote(leader_damaged: bool) {
     } else {
         (leader + 1) % 3
     };
+    let absent = (victim + 1) % 3;
+    let up = (victim + 2) % 3;
+    cluster.wait_caught_up(absent, leader);
+    cluster.wait_caught_up(up, leader);
     let term = cluster.status(victim).expect("status").term;
     cluster.kill(victim);
+    cluster.kill(absent);
     damage_hard_state_slot(&cluster, victim, 0);
+    if leader_damaged {
+        damage_hard_state_slot(&cluster, victim, 1);
+    }
     cluster.restart(victim);
+    wait_for_log(&cluster, victim, "votes unknown: this node's hard state");
+    // The node that is up answers; the absent one is still waited for.
+    let absent_only = Some(vec![rcraft::wire::NodeId(absent as u64)]);
+    let waiting = wait_for("the victim to wait for the absent voter only", || {
+        cluster
+            .status(victim)
+            .filter(|s| s.votes_unknown == absent_only)
+    });
+    assert!(waiting.is_some(), "{}", cluster.logs());
+    let out = Command::new(BIN)
+        .args(["status", "--servers", &cluster.servers()])
+        .output()
+        .expect("run rcraft status");
+    let table = String::from_utf8(out.stdout).unwrap();
+    let line = format!(
+        "votes unknown: its hard state (whom it voted for) was damaged; it neither votes nor \
+         campaigns until voters {absent} have told their current terms"
+    );
+    assert!(table.contains(&line), "{table}");
+    // Without its vote the node that stayed up cannot be elected: a leader that stayed up
+    // goes on in its term (the victim follows it), else there is none, for a while.
+    std::thread::sleep(Duration::from_millis(1500));
+    let victim_status = cluster.status(victim).expect("status");
+    assert_ne!(victim_status.role, Role::Leader, "{victim_status:?}");
+    let up_status = cluster.status(up).expect("status");
+    assert!(
+        up_status.role != Role::Leader || up_status.term == term,
+        "{up_status:?}"
+    );
+    cluster.restart(absent);
     wait_for_log(
         &cluster,
         victim,
-        "the other slot holds the state, rewriting both",
+        "votes known again: every voter told its term",
     );
-    let recovered = format!(
-        "recovered from {}: term {}",
-        cluster.data_dir(victim).display(),
-        term.0
-    );
-    wait_for_log(&cluster, victim, &recovered);
-    let bytes = std::fs::read(cluster.data_dir(victim).join("hard_state")).unwrap();
-    assert_eq!(bytes[..512], bytes[512..], "the damaged slot was rewritten");
+    let status = wait_for("votes known on the victim", || {
+        cluster.status(victim).filter(|s| s.votes_unknown.is_none())
+    });
+    assert!(status.is_some(), "{}", cluster.logs());
+    cluster.wait_for_leader();
     cluster
         .client()
         .put(&key(count), &value(count, VALUE_BYTES))
         .expect("put after the damage");
     check_keys(&cluster, count + 1);
+    let status = cluster.status(victim).expect("status");
+    assert!(status.term >= term, "{status:?}");
+    // The mark is gone from disk: a restart now votes at once.
+    let bytes = std::fs::read(cluster.data_dir(victim).join("hard_state")).unwrap();
+    assert_eq!(bytes[..512], bytes[512..]);
+    assert_eq!(bytes[41], 1, "flags: mirrored, votes known");
 }
 
 #[test]
-fn a_stopped_follower_with_a_damaged_hard_state_slot_keeps_its_term_and_vote() {
-    damaged_hard_state_keeps_the_vote(false);
+fn a_stopped_follower_with_a_damaged_hard_state_slot_votes_again_after_learning_terms() {
+    damaged_hard_state_votes_again_after_learning_terms(false);
 }
 
 #[test]
-fn a_stopped_leader_with_a_damaged_hard_state_slot_keeps_its_term_and_vote() {
-    damaged_hard_state_keeps_the_vote(true);
+fn a_stopped_leader_with_a_damaged_hard_state_votes_again_after_learning_terms() {
+    damaged_hard_state_votes_again_after_learning_terms(true);
 }
 
 /// The range node `id` logged as lost at start (`entries A..=B were synced and are lost`).

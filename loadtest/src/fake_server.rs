@@ -219,6 +219,7 @@ fn status(node: &Shared) -> NodeStatus {
         membership: Membership::with_voters([NodeId(0)]),
         replication: Vec::new(),
         repairing: None,
+        votes_unknown: None,
     }
 }
 

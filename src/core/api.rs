@@ -22,6 +22,11 @@ pub struct HardState {
     /// A commit index known at the time of saving; a hint that speeds up restart, never
     /// trusted beyond the durable log.
     pub commit: LogIndex,
+    /// This node lost the record of its votes (its hard-state file was damaged) and has not
+    /// yet learned a term above every term it may have voted in: `term` is only a lower
+    /// bound and `vote` means nothing. Until it learns one, it grants no vote and never
+    /// campaigns (`vote_recovery.rs`). Saved, so it stays so across restarts.
+    pub votes_unknown: bool,
 }
 
 /// Tuning of one replica. Time is counted in ticks; the caller decides how long a tick is.

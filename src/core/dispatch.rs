@@ -17,6 +17,7 @@ impl Replica {
         match message.body {
             MessageBody::RepairQuery => return self.on_repair_query(message.from),
             MessageBody::RepairAnswer { log_end } => {
+                self.on_vote_recovery_answer(message.from, message.term);
                 return self.on_repair_answer(message.from, log_end);
             }
             _ => {}

@@ -26,6 +26,7 @@ mod snapshot;
 #[cfg(test)]
 pub(crate) mod testing;
 mod transfer;
+mod vote_recovery;
 
 pub use api::*;
 pub use error::{CoreError, Result};

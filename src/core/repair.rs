@@ -113,7 +113,8 @@ impl Replica {
     pub(super) fn on_repair_query(&mut self, from: NodeId) {
         let repairing_through = self.repair.map_or(LogIndex(0), |r| r.lost.through);
         let log_end = self.log.last_index().max(repairing_through);
-        self.send(from, MessageBody::RepairAnswer { log_end });
+        let term = self.term_for_repair_answer();
+        self.send_at(from, term, MessageBody::RepairAnswer { log_end });
     }
 
     /// A voter's answer: counted when its log ends before the lost range; the repair ends
@@ -161,6 +162,7 @@ mod tests {
                 term: Term(2),
                 vote: None,
                 commit: LogIndex(3),
+                votes_unknown: false,
             },
             snapshot: None,
             entries: (1..=3).map(|i| entry(i, 2)).collect(),
@@ -372,6 +374,7 @@ mod tests {
                 term: Term(2),
                 vote: None,
                 commit: LogIndex(3),
+                votes_unknown: false,
             },
             snapshot: None,
             entries: (1..=3).map(|i| entry(i, 2)).collect(),

@@ -22,6 +22,7 @@ use super::progress::{Progress, ProgressState};
 use super::read_index::ReadQueue;
 use super::rng::SplitMix64;
 use super::snapshot::IncomingSnapshot;
+use super::vote_recovery::VoteRecovery;
 use rcraft_wire::{
     Entry, LogIndex, Membership, Message, MessageBody, NodeId, PeerProgress, ReplicationState,
     Role, Term,
@@ -57,6 +58,10 @@ pub struct CoreStatus {
     /// does not campaign and votes only for a candidate whose log covers them (see
     /// `Replica::repair`).
     pub repairing: Option<LostEntries>,
+    /// This node lost the record of its votes (a damaged hard-state file): the voters whose
+    /// terms it still waits for. Until they answered it does not vote (see
+    /// `vote_recovery.rs`); `None` when its votes are known.
+    pub votes_unknown: Option<Vec<NodeId>>,
 }
 
 impl CoreStatus {
@@ -86,6 +91,7 @@ impl CoreStatus {
                 from: lost.from,
                 through: lost.through,
             }),
+            votes_unknown: self.votes_unknown.clone(),
         }
     }
 }
@@ -212,6 +218,10 @@ pub struct Replica {
     /// While repairing: the voters that answered a `RepairQuery` with a log ending before the
     /// lost range, and the configuration (its index) they were counted in.
     pub(super) repair_witnesses: (LogIndex, BTreeSet<NodeId>),
+    /// While `Some`, this node lost the record of its votes (`HardState::votes_unknown`) and
+    /// gathers the terms of its voters. Invariant: while `Some`, it never campaigns and
+    /// grants no vote or pre-vote (`vote_recovery.rs`).
+    pub(super) vote_recovery: Option<VoteRecovery>,
     /// Proposals were appended since the last drain; their AppendRequests go out then.
     pub(super) proposals_unsent: bool,
     /// Follower reads waiting for the leader's read index.
@@ -242,11 +252,19 @@ impl Replica {
                 lost,
                 recovered_term: recovered.hard_state.term,
             });
+        // With its votes unknown, the saved term is only a lower bound (it may even be the
+        // default, both slots lost): the log shows terms the node certainly reached.
+        let votes_unknown = recovered.hard_state.votes_unknown;
+        let (term, vote) = if votes_unknown {
+            (recovered.hard_state.term.max(log.last_term()), None)
+        } else {
+            (recovered.hard_state.term, recovered.hard_state.vote)
+        };
         let mut replica = Replica {
             id: config.id,
             rng: SplitMix64::new(config.seed),
-            term: recovered.hard_state.term,
-            vote: recovered.hard_state.vote,
+            term,
+            vote,
             log,
             phase: Phase::Follower,
             leader: None,
@@ -271,6 +289,7 @@ impl Replica {
             damaged_snapshot: None,
             repair,
             repair_witnesses: (LogIndex(0), BTreeSet::new()),
+            vote_recovery: votes_unknown.then(VoteRecovery::default),
             proposals_unsent: false,
             forwarded_reads: ForwardedReads::new(config.seed),
             last_self_demotion: None,
@@ -366,6 +385,7 @@ impl Replica {
             membership: self.membership.clone(),
             replication: self.replication_progress(),
             repairing: self.repair.map(|repair| repair.lost),
+            votes_unknown: self.votes_unknown_waiting_for(),
         }
     }
 
@@ -443,6 +463,7 @@ impl Replica {
             term: self.term,
             vote: self.vote,
             commit: self.log.committed_index(),
+            votes_unknown: self.vote_recovery.is_some(),
         }
     }
 
@@ -510,6 +531,7 @@ impl Replica {
             Phase::Follower | Phase::PreCandidate | Phase::Candidate => self.tick_election(),
         }
         self.tick_repair();
+        self.tick_vote_recovery();
     }
 
     fn on_propose(&mut self, id: u64, session: Option<rcraft_wire::Session>, data: Vec<u8>) {

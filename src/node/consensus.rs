@@ -198,6 +198,9 @@ pub(crate) struct Consensus {
     /// The lost range the core was repairing at the end of the last turn, to say when it is
     /// whole again (by entries or by a snapshot past it).
     repairing: Option<LostEntries>,
+    /// The core's votes were unknown at the end of the last turn (a damaged hard state), to
+    /// say when it votes again.
+    votes_unknown: bool,
     /// The membership the network thread was last told (it forgets the data-dir incarnation
     /// of peers that leave); `None` before the first turn.
     membership_told: Option<Membership>,
@@ -215,6 +218,7 @@ impl Consensus {
         Consensus {
             observer: Observer::new(&replica),
             repairing: replica.repairing(),
+            votes_unknown: log_votes_unknown(&replica),
             membership_told: None,
             replica,
             applied: settings.applied,
@@ -300,6 +304,15 @@ impl Consensus {
         self.tell_membership();
         let repairing = self.replica.repairing();
         log_repair_finished(std::mem::replace(&mut self.repairing, repairing), repairing);
+        if self.votes_unknown && self.replica.votes_unknown_waiting_for().is_none() {
+            self.votes_unknown = false;
+            let term = self.replica.hard_state().term;
+            log::info!(
+                "votes known again: every voter told its term, none above {term}; this node \
+                 holds term {term} for itself and votes again from term {}",
+                term.0 + 1
+            );
+        }
         self.failure.take().map(Exit::Failed)
     }
 
@@ -1061,6 +1074,26 @@ fn log_repair_finished(before: Option<LostEntries>, after: Option<LostEntries>) 
             lost.through
         );
     }
+}
+
+/// At start: says so when the core does not know whom it voted for; returns whether it does not.
+fn log_votes_unknown(replica: &Replica) -> bool {
+    let Some(waiting) = replica.votes_unknown_waiting_for() else {
+        return false;
+    };
+    log::warn!(
+        "votes unknown: this node's hard state (its record of whom it voted for) was damaged; \
+         it neither votes nor campaigns until every other voter ({}) has told its current term \
+         (docs/OPERATIONS.md §7)",
+        join_ids(&waiting)
+    );
+    true
+}
+
+/// Node ids as `1, 3`.
+fn join_ids(ids: &[rcraft_wire::NodeId]) -> String {
+    let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    ids.join(", ")
 }
 
 fn take_actions(replica: &mut Replica) -> Vec<Action> {

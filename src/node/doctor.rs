@@ -218,10 +218,28 @@ impl Report {
         if let Err(e) = &self.initial_voters {
             refuse.push(format!("initial voters: {e}"));
         }
+        let damaged = |hs: &HardStateReport| {
+            hs.current.is_none()
+                || hs
+                    .slots
+                    .iter()
+                    .any(|slot| matches!(slot, HardStateSlot::Damaged(_)))
+        };
+        const VOTES_UNKNOWN: &str = "whom this node voted for is unknown: it starts, and \
+                                     neither votes nor campaigns until every other voter has \
+                                     told its current term";
         match &self.hard_state {
             Err(e) => refuse.push(format!("hard state: {e}")),
-            Ok(Some(hs)) if hs.current.is_none() => {
-                refuse.push("hard state: no valid slot (both damaged or empty)".to_string())
+            Ok(Some(hs)) if damaged(hs) => repair.push(format!(
+                "hard state: {}; both are rewritten, and {VOTES_UNKNOWN}",
+                if hs.current.is_none() {
+                    "no valid slot (both damaged or empty)"
+                } else {
+                    "a slot is damaged"
+                }
+            )),
+            Ok(Some(hs)) if hs.current.is_some_and(|s| s.votes_unknown) => {
+                repair.push(format!("hard state: marked votes unknown; {VOTES_UNKNOWN}"))
             }
             Ok(Some(hs)) if !hs.agree => repair.push(
                 "hard state: the slots differ; both are rewritten with the newest state"

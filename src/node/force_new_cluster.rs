@@ -100,6 +100,8 @@ pub fn force_new_cluster(dir: &Path) -> Result<Forced, Vec<String>> {
             term,
             vote: Some(plan.node_id),
             commit: old.commit,
+            // The old cluster's votes no longer matter: this node alone is the new one.
+            votes_unknown: false,
         })
         .map_err(|e| vec![format!("saving the hard state (term {term}): {e}")])?;
     let noop = payload_bytes(&EntryPayload::Noop);
@@ -154,6 +156,7 @@ mod tests {
             term: 3,
             vote: Some(0),
             commit: 2,
+            votes_unknown: false,
         };
         hard_state.save(&state).unwrap();
         let mut wal = Wal::open(&path.join("wal"), WalOptions::default()).unwrap();
@@ -213,6 +216,7 @@ mod tests {
             term: 4,
             vote: Some(1),
             commit: 2,
+            votes_unknown: false,
         };
         hard_state.save(&state).unwrap();
         drop(hard_state);

@@ -72,6 +72,14 @@ fn health_of(s: &NodeStatus) -> Result<String, String> {
             lost.from, lost.through
         ));
     }
+    if let Some(waiting) = &s.votes_unknown {
+        let ids: Vec<String> = waiting.iter().map(|id| id.to_string()).collect();
+        return Err(format!(
+            "votes unknown: this node's hard state (its record of whom it voted for) was \
+             damaged; it does not vote until voters {} have told their current terms",
+            ids.join(", ")
+        ));
+    }
     let Some(leader) = s.leader else {
         return Err(format!("no leader known in term {}", s.term));
     };
@@ -276,6 +284,7 @@ mod tests {
             membership: Membership::with_voters([NodeId(0), NodeId(1)]),
             replication: Vec::new(),
             repairing: None,
+            votes_unknown: None,
         };
         assert_eq!(
             health_of(&status),
@@ -293,5 +302,13 @@ mod tests {
         });
         let why = health_of(&status).unwrap_err();
         assert!(why.starts_with("repairing: entries 4990..=5000 "), "{why}");
+        status.repairing = None;
+        status.votes_unknown = Some(vec![NodeId(1)]);
+        let why = health_of(&status).unwrap_err();
+        assert!(why.starts_with("votes unknown: "), "{why}");
+        assert!(
+            why.ends_with("until voters 1 have told their current terms"),
+            "{why}"
+        );
     }
 }

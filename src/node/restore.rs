@@ -177,6 +177,7 @@ fn build(
         term,
         vote: None,
         commit: index,
+        votes_unknown: false,
     };
     hard_state
         .save(&state)

@@ -171,6 +171,7 @@ fn hard_state((term, vote, commit): (u64, Option<u64>, u64)) -> HardState {
         term: Term(term),
         vote: vote.map(NodeId),
         commit: LogIndex(commit),
+        votes_unknown: false,
     }
 }
 

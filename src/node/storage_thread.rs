@@ -146,7 +146,7 @@ pub(crate) fn open_storage_with(
     };
     let wal =
         Wal::open(&data_dir.join("wal"), wal_options).map_err(described("opening the log"))?;
-    let hard_state = HardStateStore::open(fs.clone(), &data_dir.join("hard_state"))
+    let mut hard_state = HardStateStore::open(fs.clone(), &data_dir.join("hard_state"))
         .map_err(described("opening the hard state"))?;
     let snapshots = SnapshotStore::open(fs, &data_dir.join("snapshots"))
         .map_err(described("opening the snapshots"))?;
@@ -178,12 +178,31 @@ pub(crate) fn open_storage_with(
     let after = snapshot.as_ref().map_or(LogIndex(0), |meta| meta.index);
     let entries = log.entries_after(after)?;
     let lost = lost_after_snapshot(&log, after);
+    if hard_state.created() && (snapshot.is_some() || !entries.is_empty()) {
+        // The file was lost while the log and snapshots were not: whatever this node voted
+        // for is unknown, as with a damaged file (docs/ARCHITECTURE.md, "Protocol-aware
+        // recovery").
+        log::warn!(
+            "{}: the hard-state file was missing beside a log or snapshot: whom this node \
+             voted for is unknown; it votes again once it has learned a term above every \
+             term it may have voted in",
+            data_dir.display()
+        );
+        let unknown = StoredHardState {
+            votes_unknown: true,
+            ..StoredHardState::default()
+        };
+        hard_state
+            .save(&unknown)
+            .map_err(StorageError::store("saving the hard state"))?;
+    }
     let saved = hard_state.current();
     let recovered = RecoveredState {
         hard_state: HardState {
             term: Term(saved.term),
             vote: saved.vote.map(NodeId),
             commit: LogIndex(saved.commit),
+            votes_unknown: saved.votes_unknown,
         },
         snapshot,
         entries,
@@ -469,9 +488,11 @@ impl StorageThread {
             term: hard_state.term.0,
             vote: hard_state.vote.map(|id| id.0),
             commit: hard_state.commit.0,
+            votes_unknown: hard_state.votes_unknown,
         };
         let saved = self.hard_state.current();
-        if (saved.term, saved.vote) != (state.term, state.vote) {
+        let promise = |s: &StoredHardState| (s.term, s.vote, s.votes_unknown);
+        if promise(&saved) != promise(&state) {
             self.hard_state
                 .save(&state)
                 .map_err(StorageError::store("saving the hard state"))?;
@@ -916,6 +937,7 @@ mod tests {
             term: Term(term),
             vote: vote.map(NodeId),
             commit: LogIndex(commit),
+            votes_unknown: false,
         }
     }
 

@@ -4,10 +4,14 @@
 //! disk sector, each with a sequence number and a CRC-32C. A save writes the new state into
 //! both slots, one after the other, syncing after each: a crash mid-save damages at most the
 //! slot being written while the other holds the previous or the new state, and once a save
-//! returned both slots hold it, so bit rot in either one loses nothing (the vote a node
-//! promised stays known; storage/FORMAT.md §4.6). Invariants: `sequence` is the largest valid
-//! sequence on disk; after a failed write or sync the store is stopped (fail-stop, like the
-//! WAL).
+//! returned both slots hold it. A damaged slot (bit rot, an unreadable sector, a short file)
+//! still opens, but the node can no longer prove whom it voted for in the newest term (rot in
+//! the slot holding the newest state cannot be told from rot that met an older one after a
+//! lost write): the state read is marked [`HardState::votes_unknown`] and the node votes
+//! again only once it has learned a term above every term it may have voted in
+//! (storage/FORMAT.md §4.6, docs/ARCHITECTURE.md "Protocol-aware recovery"). Invariants:
+//! `sequence` is the largest valid sequence on disk; after a failed write or sync the store
+//! is stopped (fail-stop, like the WAL).
 
 use crate::error::{Error, Result};
 use crate::fs::{self, Fs, WriteFile};
@@ -24,6 +28,11 @@ pub struct HardState {
     pub vote: Option<u64>,
     /// Highest index known committed (a hint: recovery may start applying from here).
     pub commit: u64,
+    /// The node lost the record of its votes (a damaged hard-state file) and has not yet
+    /// learned a term above every term it may have voted in: `term` is only a lower bound
+    /// of the term it had, and it votes in no term until it has learned one. Saved as bit 1
+    /// of the slot's flags byte, so the node stays in that state across restarts.
+    pub votes_unknown: bool,
 }
 
 /// Bytes of a slot that carry data; the CRC-32C covering them follows.
@@ -32,6 +41,8 @@ const SLOT_CRC_AT: usize = 44;
 const SLOT_FLAGS_AT: usize = 41;
 /// Flag: written by a save that writes both slots.
 const FLAG_MIRRORED: u8 = 1;
+/// Flag: [`HardState::votes_unknown`].
+const FLAG_VOTES_UNKNOWN: u8 = 2;
 
 fn encode_slot(sequence: u64, state: &HardState) -> [u8; HARD_STATE_SLOT_BYTES] {
     let mut slot = [0u8; HARD_STATE_SLOT_BYTES];
@@ -41,7 +52,12 @@ fn encode_slot(sequence: u64, state: &HardState) -> [u8; HARD_STATE_SLOT_BYTES] 
     slot[24..32].copy_from_slice(&state.vote.unwrap_or(0).to_le_bytes());
     slot[32..40].copy_from_slice(&state.commit.to_le_bytes());
     slot[40] = u8::from(state.vote.is_some());
-    slot[SLOT_FLAGS_AT] = FLAG_MIRRORED;
+    slot[SLOT_FLAGS_AT] = FLAG_MIRRORED
+        | if state.votes_unknown {
+            FLAG_VOTES_UNKNOWN
+        } else {
+            0
+        };
     let crc = crc32c::crc32c(&slot[..SLOT_CRC_AT]);
     slot[SLOT_CRC_AT..SLOT_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
     slot
@@ -70,7 +86,7 @@ fn decode_slot(slot: &[u8]) -> SlotContent {
         return SlotContent::Damaged("checksum mismatch");
     }
     if slot[0..8] != HARD_STATE_MAGIC
-        || slot[SLOT_FLAGS_AT] > FLAG_MIRRORED
+        || slot[SLOT_FLAGS_AT] & !(FLAG_MIRRORED | FLAG_VOTES_UNKNOWN) != 0
         || slot[42..44] != [0; 2]
         || slot[40] > 1
     {
@@ -81,8 +97,9 @@ fn decode_slot(slot: &[u8]) -> SlotContent {
         term: word(16),
         vote,
         commit: word(32),
+        votes_unknown: slot[SLOT_FLAGS_AT] & FLAG_VOTES_UNKNOWN != 0,
     };
-    SlotContent::Valid(word(8), state, slot[SLOT_FLAGS_AT] == FLAG_MIRRORED)
+    SlotContent::Valid(word(8), state, slot[SLOT_FLAGS_AT] & FLAG_MIRRORED != 0)
 }
 
 /// One slot of a hard-state file as read, for inspection (`rcraft doctor`).
@@ -105,29 +122,44 @@ pub enum HardStateSlot {
 }
 
 /// Reads both slots of the hard-state file at `path` without changing anything (no create, no
-/// sync, no repair): what [`HardStateStore::open`] would judge. An error when the file cannot
-/// be read or is shorter than two slots.
+/// sync, no repair): what [`HardStateStore::open`] would judge. A slot that cannot be read, or
+/// that lies beyond the end of a short file, is [`HardStateSlot::Damaged`]; an error only
+/// when the file cannot be opened.
 pub fn read_hard_state_slots(fs: &dyn Fs, path: &Path) -> Result<[HardStateSlot; 2]> {
-    let mut bytes = vec![0u8; HARD_STATE_FILE_BYTES];
-    fs::read_exact_at(fs, path, 0, &mut bytes).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            Error::corruption(path, 0, "hard-state file is shorter than two slots")
-        } else {
-            Error::io("read hard state", path, e)
-        }
-    })?;
-    let slot = |n: usize| match decode_slot(
-        &bytes[n * HARD_STATE_SLOT_BYTES..][..HARD_STATE_SLOT_BYTES],
-    ) {
+    let slots = read_slots(fs, path)?;
+    let slot = |content: &SlotContent| match content {
         SlotContent::Empty => HardStateSlot::Empty,
         SlotContent::Valid(sequence, state, mirrored) => HardStateSlot::Valid {
-            sequence,
-            state,
-            mirrored,
+            sequence: *sequence,
+            state: *state,
+            mirrored: *mirrored,
         },
         SlotContent::Damaged(reason) => HardStateSlot::Damaged(reason),
     };
-    Ok([slot(0), slot(1)])
+    Ok([slot(&slots[0].0), slot(&slots[1].0)])
+}
+
+/// Both slots as decoded, each with its bytes (`None` when it could not be read).
+fn read_slots(fs: &dyn Fs, path: &Path) -> Result<[(SlotContent, Option<Vec<u8>>); 2]> {
+    let file = fs
+        .open_read(path)
+        .map_err(|e| Error::io("open hard state", path, e))?;
+    let read = |n: usize| {
+        let mut bytes = vec![0u8; HARD_STATE_SLOT_BYTES];
+        let offset = (n * HARD_STATE_SLOT_BYTES) as u64;
+        match fs::read_exact_from(file.as_ref(), offset, &mut bytes) {
+            Ok(()) => (decode_slot(&bytes), Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => (
+                SlotContent::Damaged("missing: the file is shorter than two slots"),
+                None,
+            ),
+            Err(e) => {
+                log::warn!("{}: slot {n} cannot be read: {e}", path.display());
+                (SlotContent::Damaged("unreadable"), None)
+            }
+        }
+    };
+    Ok([read(0), read(1)])
 }
 
 /// The hard-state file. See the module docs.
@@ -140,13 +172,21 @@ pub struct HardStateStore {
     sequence: u64,
     current: HardState,
     stopped: Option<String>,
+    /// What `open` found damaged, in words.
+    damage: Option<String>,
+    /// `open` created the file.
+    created: bool,
 }
 
 impl HardStateStore {
     /// Opens the hard-state file at `path`, creating it (durably, holding the default state)
-    /// if missing. A file with no valid slot is [`Error::Corruption`].
+    /// if missing. A damaged slot (either one, or both) does not stop it: the state read is
+    /// the newest valid slot's (the default when none is valid), marked
+    /// [`HardState::votes_unknown`], and [`HardStateStore::damage`] says what was found.
+    /// Both slots are then rewritten with it, so the mark is durable.
     pub fn open(fs: Arc<dyn Fs>, path: &Path) -> Result<HardStateStore> {
-        if !fs.exists(path).map_err(|e| Error::io("stat", path, e))? {
+        let created = !fs.exists(path).map_err(|e| Error::io("stat", path, e))?;
+        if created {
             create(fs.as_ref(), path)?;
         }
         let newest = read_newest(fs.as_ref(), path)?;
@@ -165,13 +205,27 @@ impl HardStateStore {
             sequence: newest.sequence,
             current: newest.state,
             stopped: None,
+            damage: newest.damage,
+            created,
         };
         if newest.slots_differ {
-            // Write the state into both slots again: a damaged slot is repaired, and a file
-            // from an older rcraft (one slot per save) becomes mirrored.
+            // Write the state into both slots again: a damaged slot is repaired (the state
+            // then says the votes are unknown), and a file from an older rcraft (one slot
+            // per save) becomes mirrored.
             store.save(&newest.state)?;
         }
         Ok(store)
+    }
+
+    /// What was damaged in the file when it was opened, in words (`None` when both slots
+    /// were whole). When set, [`HardStateStore::current`] has `votes_unknown`.
+    pub fn damage(&self) -> Option<&str> {
+        self.damage.as_deref()
+    }
+
+    /// True when `open` found no file and created it (holding the default state).
+    pub fn created(&self) -> bool {
+        self.created
     }
 
     /// The newest saved hard state (as read at open or last saved).
@@ -241,62 +295,55 @@ struct Newest {
     state: HardState,
     /// The slots do not both hold this state (one damaged, older, or empty).
     slots_differ: bool,
+    /// What was damaged, in words; then `state.votes_unknown` is set.
+    damage: Option<String>,
 }
 
 fn read_newest(fs: &dyn Fs, path: &Path) -> Result<Newest> {
-    let mut bytes = vec![0u8; HARD_STATE_FILE_BYTES];
-    fs::read_exact_at(fs, path, 0, &mut bytes).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            Error::corruption(path, 0, "hard-state file is shorter than two slots")
-        } else {
-            Error::io("read hard state", path, e)
-        }
-    })?;
-    let mut newest: Option<(u64, HardState, bool)> = None;
+    let slots = read_slots(fs, path)?;
+    let mut newest: Option<(u64, HardState)> = None;
     let mut damage = Vec::new();
     let mut valid = 0;
-    for (slot_number, slot) in bytes.chunks_exact(HARD_STATE_SLOT_BYTES).enumerate() {
-        match decode_slot(slot) {
-            SlotContent::Valid(seq, state, mirrored) => {
+    for (slot_number, (content, _)) in slots.iter().enumerate() {
+        match content {
+            SlotContent::Valid(seq, state, _) => {
                 valid += 1;
-                if newest.is_none_or(|(best, _, _)| seq > best) {
-                    newest = Some((seq, state, mirrored));
+                if newest.is_none_or(|(best, _)| *seq > best) {
+                    newest = Some((*seq, *state));
                 }
             }
             SlotContent::Empty => {}
-            SlotContent::Damaged(reason) => damage.push((slot_number, reason)),
+            SlotContent::Damaged(reason) => damage.push(format!("slot {slot_number} {reason}")),
         }
     }
-    let Some((sequence, state, mirrored)) = newest else {
-        return Err(Error::corruption(
-            path,
-            0,
-            "no valid hard-state slot (both damaged or empty)",
-        ));
-    };
-    for (slot_number, reason) in &damage {
-        if mirrored {
-            // Written by a mirrored save: the damaged slot held this state or the one
-            // before a save that never returned. Nothing promised is lost.
-            log::warn!(
-                "{}: slot {slot_number} damaged ({reason}); the other slot holds the state, \
-                 rewriting both",
-                path.display()
-            );
-        } else {
-            log::warn!(
-                "{}: slot {slot_number} damaged ({reason}), written by an older rcraft (one \
-                 slot per save): a torn save, or bit rot in the newest state; using the other \
-                 slot",
-                path.display()
-            );
-        }
+    if valid == 0 && damage.is_empty() {
+        // The file is created holding a state in both slots: two empty slots are lost data.
+        damage.push("both slots are zeroes".to_string());
     }
-    let same = bytes[..HARD_STATE_SLOT_BYTES] == bytes[HARD_STATE_SLOT_BYTES..];
+    let (sequence, mut state) = newest.unwrap_or_default();
+    let damage = (!damage.is_empty()).then(|| {
+        // Rot in the slot holding the newest state cannot be told from rot that met an
+        // older state in the other slot after a lost write (or, in an older rcraft's file,
+        // from a torn save): whom this node voted for in the newest term is unknown.
+        state.votes_unknown = true;
+        let read = match newest {
+            Some((_, state)) => format!("the newest valid slot holds term {}", state.term),
+            None => "no slot is valid".to_string(),
+        };
+        let what = format!("{}; {read}", damage.join(", "));
+        log::warn!(
+            "{}: damaged hard state: {what}. Whom this node voted for is unknown: it votes \
+             again once it has learned a term above every term it may have voted in",
+            path.display()
+        );
+        what
+    });
+    let same = matches!((&slots[0].1, &slots[1].1), (Some(a), Some(b)) if a == b);
     Ok(Newest {
         sequence,
         state,
         slots_differ: !(same && valid == 2),
+        damage,
     })
 }
 
@@ -316,6 +363,7 @@ mod tests {
             term: 7,
             vote: Some(2),
             commit: 40,
+            votes_unknown: false,
         };
         store.save(&state).unwrap();
         let valid = HardStateSlot::Valid {

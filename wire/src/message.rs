@@ -267,6 +267,9 @@ pub struct ClientResponse {
 }
 
 /// The outcome of a client request.
+// `Status` is the large variant (264 bytes in memory); status answers are rare and short-lived,
+// so a box would only add an allocation to every status call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[rkyv(derive(Debug), attr(allow(missing_docs)))]
 pub enum ClientResponseBody {
@@ -409,6 +412,10 @@ pub struct NodeStatus {
     /// the leader; `None` when its log holds everything it synced (protocol-aware recovery,
     /// docs/OPERATIONS.md §7). While it is `Some` the node does not vote.
     pub repairing: Option<LostRange>,
+    /// The node lost the record of its votes (its hard-state file was damaged): the voters
+    /// whose current terms it still waits for. Until all have answered it does not vote or
+    /// campaign; `None` when its votes are known.
+    pub votes_unknown: Option<Vec<NodeId>>,
 }
 
 /// A range of log indexes, both ends included, that a node lost from its disk.

@@ -261,7 +261,12 @@ fn membership_text(m: &Membership) -> String {
 
 fn state_text(s: &HardState) -> String {
     let vote = s.vote.map_or("none".to_string(), |v| v.to_string());
-    format!("term {}, vote {vote}, commit {}", s.term, s.commit)
+    let unknown = if s.votes_unknown {
+        " (VOTES UNKNOWN: the term is a lower bound)"
+    } else {
+        ""
+    };
+    format!("term {}, vote {vote}, commit {}{unknown}", s.term, s.commit)
 }
 
 fn slot_text(slot: &HardStateSlot) -> String {
@@ -468,7 +473,7 @@ fn membership_json(m: &Membership) -> Value {
 }
 
 fn state_json(s: &HardState) -> Value {
-    json!({"term": s.term, "vote": s.vote, "commit": s.commit})
+    json!({"term": s.term, "vote": s.vote, "commit": s.commit, "votes_unknown": s.votes_unknown})
 }
 
 fn slot_json(slot: &HardStateSlot) -> Value {

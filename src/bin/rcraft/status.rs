@@ -129,6 +129,9 @@ fn status_json_lines(listed: &[Listed], latencies: &[Latency]) -> Vec<String> {
                         "from": lost.from.0,
                         "through": lost.through.0,
                     })),
+                    "votes_unknown": s.votes_unknown.as_ref().map(|waiting| {
+                        waiting.iter().map(|id| id.0).collect::<Vec<u64>>()
+                    }),
                 }),
                 Err(e) => json!({
                     "id": l.id.0,
@@ -201,6 +204,7 @@ fn status_table(listed: &[Listed]) -> Vec<String> {
     for l in listed {
         let address = l.address;
         let repairing = l.status.as_ref().ok().and_then(|s| s.repairing);
+        let votes_unknown = l.status.as_ref().ok().and_then(|s| s.votes_unknown.clone());
         lines.push(match &l.status {
             Ok(s) => format!(
                 "{:<3} {:<22} {:<10} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}",
@@ -225,6 +229,14 @@ fn status_table(listed: &[Listed]) -> Vec<String> {
                 "    repairing: entries {}..={} were lost from this node's disk; fetching them \
                  from the leader (until then it votes only for a candidate whose log covers them)",
                 lost.from, lost.through
+            ));
+        }
+        if let Some(waiting) = votes_unknown {
+            let ids: Vec<String> = waiting.iter().map(|id| id.to_string()).collect();
+            lines.push(format!(
+                "    votes unknown: its hard state (whom it voted for) was damaged; it neither \
+                 votes nor campaigns until voters {} have told their current terms",
+                ids.join(", ")
             ));
         }
     }

@@ -240,6 +240,7 @@ pub fn client_responses() -> Vec<ClientResponse> {
                 from: LogIndex(4),
                 through: LogIndex(9),
             }),
+            votes_unknown: Some(vec![NodeId(3)]),
         }),
         ClientResponseBody::SnapshotChunk(Box::new(SnapshotChunk {
             meta: SnapshotMeta {
