@@ -950,11 +950,16 @@ impl Applier {
     }
 }
 
+/// Takes the items whose deadline passed out of `items`, keeping the others in order.
+/// Allocates nothing when none expired (the common case of every periodic sweep).
 fn extract_expired<T>(
     items: &mut Vec<T>,
     now: Instant,
     deadline: impl Fn(&T) -> Instant,
 ) -> Vec<T> {
+    if !items.iter().any(|item| deadline(item) <= now) {
+        return Vec::new();
+    }
     let (expired, live): (Vec<T>, Vec<T>) = items.drain(..).partition(|item| deadline(item) <= now);
     *items = live;
     expired

@@ -84,7 +84,9 @@ pub const APPLIED_SUBSCRIBER_STALL_MAX: Duration = Duration::from_secs(5);
 pub const PENDING_REQUESTS_MAX: usize = 65_536;
 
 /// Most inputs the consensus thread takes from its channels before it drains the core's
-/// actions once, so a flood of requests cannot delay ticks or persistence indefinitely.
+/// actions once, so a flood of requests cannot delay ticks or persistence indefinitely. A
+/// network batch (one loop turn's events, at most [`NET_EVENT_QUEUE_DEPTH`]) counts as its
+/// events and is taken whole, so one turn may go past this by less than one batch.
 pub const CONSENSUS_INPUT_BATCH_MAX: usize = 4096;
 
 /// Most ticks the consensus thread feeds the core in one turn after falling behind its clock

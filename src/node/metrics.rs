@@ -68,6 +68,9 @@ impl Stage {
     }
 }
 
+/// Number of [`Stage`]s.
+const STAGES: usize = Stage::ReceiveToDurable as usize + 1;
+
 /// Largest stage duration the percentile summaries hold (longer ones are clamped to it).
 const STAGE_SUMMARY_MAX_US: u64 = 60_000_000;
 
@@ -135,6 +138,9 @@ pub struct NodeMetrics {
     connections_refused: Counter,
     client_connections: Gauge,
     write_stage: HistogramFamily,
+    /// `write_stage`'s histogram of each stage, by `Stage as usize`, looked up once (a lookup
+    /// allocates its label set: two allocations per sample on the write path otherwise).
+    write_stage_handles: [std::sync::OnceLock<Histogram>; STAGES],
     replication_stage: HistogramFamily,
     /// Percentiles per stage (and follower); a lock taken once per sample by the thread
     /// that owns the stage, and by a `Latency` request.
@@ -188,6 +194,7 @@ impl NodeMetrics {
             connections_refused: Counter::default(),
             client_connections: Gauge::default(),
             write_stage: Family::new_with_constructor(stage_buckets),
+            write_stage_handles: Default::default(),
             replication_stage: Family::new_with_constructor(stage_buckets),
             stage_summaries: parking_lot::Mutex::new(BTreeMap::new()),
             recorder: FlightRecorder::default(),
@@ -373,16 +380,29 @@ impl NodeMetrics {
 
     /// One sample of `stage` (for `Replication`, of follower `peer`).
     pub(crate) fn stage(&self, stage: Stage, peer: Option<NodeId>, took: Duration) {
+        self.stage_samples(stage, peer, 1, took);
+    }
+
+    /// `count` samples of `stage`, each `took` (one per answer of a batch).
+    pub(crate) fn stage_each(&self, stage: Stage, count: usize, took: Duration) {
+        if count > 0 {
+            self.stage_samples(stage, None, count as u64, took);
+        }
+    }
+
+    fn stage_samples(&self, stage: Stage, peer: Option<NodeId>, count: u64, took: Duration) {
         let seconds = took.as_secs_f64();
+        let observe = |histogram: &Histogram| (0..count).for_each(|_| histogram.observe(seconds));
         match peer {
-            Some(peer) => self
-                .replication_stage
-                .get_or_create(&vec![("peer", peer.0.to_string())])
-                .observe(seconds),
-            None => self
-                .write_stage
-                .get_or_create(&vec![("stage", stage.name().to_string())])
-                .observe(seconds),
+            Some(peer) => observe(
+                &self
+                    .replication_stage
+                    .get_or_create(&vec![("peer", peer.0.to_string())]),
+            ),
+            None => observe(self.write_stage_handles[stage as usize].get_or_init(|| {
+                let labels = vec![("stage", stage.name().to_string())];
+                self.write_stage.get_or_create(&labels).clone()
+            })),
         }
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         let mut summaries = self.stage_summaries.lock();
@@ -390,14 +410,7 @@ impl NodeMetrics {
             hdrhistogram::Histogram::new_with_bounds(1, STAGE_SUMMARY_MAX_US, 2)
                 .expect("constant histogram bounds are valid")
         });
-        summary.saturating_record(micros.clamp(1, STAGE_SUMMARY_MAX_US));
-    }
-
-    /// `count` samples of `stage`, each `took` (one per answer of a batch).
-    pub(crate) fn stage_each(&self, stage: Stage, count: usize, took: Duration) {
-        for _ in 0..count {
-            self.stage(stage, None, took);
-        }
+        summary.saturating_record_n(micros.clamp(1, STAGE_SUMMARY_MAX_US), count);
     }
 
     /// Percentiles of every stage with samples, in path order.
