@@ -321,7 +321,8 @@ fn when_every_copy_is_damaged_status_names_the_entries_no_node_holds() {
 /// slots) is damaged while a third node is down too. The node starts, says in its log, its
 /// status and `rcraft status` that it does not know whom it voted for and waits for the
 /// missing voter's term; meanwhile it grants no vote, so no leader is elected with the only
-/// other node up (a leader that stayed up keeps leading, with the node as its follower). Once the third node is back, it learns the terms, says it votes again,
+/// other node up (a leader that stayed up keeps leading, with the node as its follower).
+/// Then leadership is handed to it: it campaigns above the bound and wins. Once the third node is back, it learns the terms, says it votes again,
 /// saves its hard state without the mark, a leader is elected, and every acknowledged write
 /// is still there.
 fn damaged_hard_state_votes_again_after_learning_terms(leader_damaged: bool) {
@@ -391,12 +392,21 @@ fn damaged_hard_state_votes_again_after_learning_terms(leader_damaged: bool) {
         .put(&key(count), &value(count, VALUE_BYTES))
         .expect("put after the damage");
     check_keys(&cluster, count + 1);
+    // Leadership handed to the node: it campaigns in a term above the bound and wins; its
+    // hard state is saved without the mark, so a restart now votes at once.
+    let out = Command::new(BIN)
+        .args(["transfer", "--servers", &cluster.servers(), "--to"])
+        .arg(victim.to_string())
+        .output()
+        .expect("run rcraft transfer");
+    assert!(out.status.success(), "{out:?}\n{}", cluster.logs());
     let status = cluster.status(victim).expect("status");
-    assert!(status.term >= term, "{status:?}");
-    // The mark is gone from disk: a restart now votes at once.
+    assert_eq!(status.role, Role::Leader, "{status:?}");
+    assert!(status.term > term, "{status:?}");
     let bytes = std::fs::read(cluster.data_dir(victim).join("hard_state")).unwrap();
     assert_eq!(bytes[..512], bytes[512..]);
     assert_eq!(bytes[41], 1, "flags: mirrored, votes known");
+    check_keys(&cluster, count + 1);
 }
 
 #[test]

@@ -42,7 +42,7 @@ impl Replica {
     /// holds for a voter demoted to learner by an uncommitted configuration (sim seed 514:
     /// a leader demoted itself, crashed, and the other voter could never be elected).
     pub(super) fn is_promotable(&self) -> bool {
-        if self.snapshot_finishing() || self.repair.is_some() || self.vote_recovery.is_some() {
+        if self.snapshot_finishing() || self.repair.is_some() || self.awaiting_vote_bound() {
             return false;
         }
         if self.membership.is_voter(self.id) {
@@ -245,7 +245,7 @@ impl Replica {
         // A node that lost the record of its votes may have voted in this term already
         // (`vote_recovery.rs`).
         let granted = can_vote
-            && self.vote_recovery.is_none()
+            && self.votes_known()
             && self
                 .repair
                 .is_none_or(|repair| repair.candidate_covers(last_log_index, last_log_term))

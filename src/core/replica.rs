@@ -219,8 +219,9 @@ pub struct Replica {
     /// lost range, and the configuration (its index) they were counted in.
     pub(super) repair_witnesses: (LogIndex, BTreeSet<NodeId>),
     /// While `Some`, this node lost the record of its votes (`HardState::votes_unknown`) and
-    /// gathers the terms of its voters. Invariant: while `Some`, it never campaigns and
-    /// grants no vote or pre-vote (`vote_recovery.rs`).
+    /// gathers the terms of its voters. Invariant: while `Some`, it grants no vote or
+    /// pre-vote in a term up to the bound its voters gave, and never campaigns before they
+    /// all answered (`vote_recovery.rs`).
     pub(super) vote_recovery: Option<VoteRecovery>,
     /// Proposals were appended since the last drain; their AppendRequests go out then.
     pub(super) proposals_unsent: bool,
@@ -463,7 +464,7 @@ impl Replica {
             term: self.term,
             vote: self.vote,
             commit: self.log.committed_index(),
-            votes_unknown: self.vote_recovery.is_some(),
+            votes_unknown: !self.votes_known(),
         }
     }
 
@@ -563,6 +564,7 @@ impl Replica {
     /// the entry cache within its bytes (only entries durable and handed out may go).
     fn finish_step(&mut self) {
         self.maybe_finish_repair();
+        self.maybe_end_vote_recovery();
         self.maybe_apply();
         self.settle_forwarded_reads();
         self.log

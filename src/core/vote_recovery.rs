@@ -10,9 +10,10 @@
 //! while the latest is not known committed. The envelope of each `RepairAnswer` carries the
 //! answerer's current term, or 0 from a node whose own votes are unknown (it knows no bound).
 //! Once all of them answered, the bound is the largest of those terms and its own; the node
-//! adopts the bound as its term with a vote for itself recorded in it (it may have voted in
-//! that term, so it votes for nobody else there), saves that, and votes as usual in every
-//! later term.
+//! adopts the bound as its term (with no vote) and grants no vote in it (it may have voted
+//! there), but may campaign, in the next term. From the first term above the bound on it votes
+//! as usual, and saves its hard state without the mark; until then the saved state keeps it,
+//! so a restart meanwhile asks again.
 //!
 //! Why the bound holds (docs/ARCHITECTURE.md, "Protocol-aware recovery", has the long form):
 //! suppose this node voted for `c` in term `t`. `c` saved term `t` before asking for votes and
@@ -28,18 +29,20 @@
 //! Liveness: a voter that never answers (down, partitioned) keeps this node from voting. That
 //! matters only when the others lack a quorum without it.
 //!
-//! Invariant: `vote_recovery` only goes from `Some` to `None`, and only once every voter
-//! needed has answered.
+//! Invariant: `vote_recovery` only goes from `Some` to `None`, only once every voter needed
+//! has answered and the node's term is above the bound they gave.
 
 use super::replica::Replica;
 use rcraft_wire::{LogIndex, MessageBody, NodeId, Term};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The answers gathered so far by a node whose votes are unknown: the largest term each
-/// voter reported (0: the voter knows no bound itself).
+/// voter reported (0: the voter knows no bound itself); then the bound they gave.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct VoteRecovery {
     pub answers: BTreeMap<NodeId, Term>,
+    /// Set once every voter needed answered: no term up to it gets this node's vote.
+    pub bound: Option<Term>,
 }
 
 impl Replica {
@@ -60,9 +63,10 @@ impl Replica {
         ids
     }
 
-    /// The voters that have not answered yet, while the votes are unknown; `None` otherwise.
+    /// The voters that have not answered yet, while the votes are unknown; `None` otherwise
+    /// (also once they all answered, while the node waits for a term above their bound).
     pub fn votes_unknown_waiting_for(&self) -> Option<Vec<NodeId>> {
-        let recovery = self.vote_recovery.as_ref()?;
+        let recovery = self.vote_recovery.as_ref().filter(|r| r.bound.is_none())?;
         Some(
             self.vote_witnesses()
                 .into_iter()
@@ -74,10 +78,33 @@ impl Replica {
     /// The term a `RepairAnswer` carries: this node's term, or 0 while its own votes are
     /// unknown (its term is then no bound of anything).
     pub(super) fn term_for_repair_answer(&self) -> Term {
-        if self.vote_recovery.is_some() {
+        if self.votes_unknown_waiting_for().is_some() {
             Term(0)
         } else {
             self.term
+        }
+    }
+
+    /// Whether this node may grant a vote in its current term: its votes are known, or its
+    /// term is above the bound its voters gave.
+    pub(super) fn votes_known(&self) -> bool {
+        self.vote_recovery
+            .as_ref()
+            .is_none_or(|r| r.bound.is_some_and(|bound| self.term > bound))
+    }
+
+    /// True while this node waits for its voters' terms: it must not campaign.
+    pub(super) fn awaiting_vote_bound(&self) -> bool {
+        self.vote_recovery
+            .as_ref()
+            .is_some_and(|r| r.bound.is_none())
+    }
+
+    /// After a step: once the term is above the bound, the recovery is over. The term
+    /// change marked the hard state for saving, and it is saved without the mark.
+    pub(super) fn maybe_end_vote_recovery(&mut self) {
+        if self.vote_recovery.is_some() && self.votes_known() {
+            self.vote_recovery = None;
         }
     }
 
@@ -114,9 +141,9 @@ impl Replica {
         }
     }
 
-    /// Every voter needed answered: adopt the bound and vote again after it.
+    /// Every voter needed answered: adopt the bound; vote again in the terms after it.
     fn finish_vote_recovery(&mut self) {
-        let Some(recovery) = self.vote_recovery.take() else {
+        let Some(recovery) = self.vote_recovery.as_mut() else {
             return;
         };
         let bound = recovery
@@ -124,13 +151,10 @@ impl Replica {
             .values()
             .copied()
             .fold(self.term, Term::max);
+        recovery.bound = Some(bound);
         if bound > self.term {
             self.become_follower(bound, None);
         }
-        // This node may have voted in `bound` for someone: it votes for nobody else there. A
-        // vote for itself is what a candidate that lost holds; it campaigns, if it must, in
-        // the next term.
-        self.vote = Some(self.id);
         self.mark_hard_state_dirty();
     }
 }
@@ -162,6 +186,7 @@ mod tests {
         };
         let mut config = CoreConfig::new(NodeId(2), 7);
         config.check_quorum = false;
+        config.pre_vote = false;
         Replica::new(config, recovered).unwrap()
     }
 
@@ -264,12 +289,12 @@ mod tests {
         // A higher term is adopted, and saved still marked unknown.
         let actions = step(&mut node, vote_request(3, 6, false));
         assert_eq!(granted(&actions), [false]);
+        assert!(!saved(&actions).is_empty());
         assert!(
             saved(&actions)
                 .iter()
                 .all(|h| h.votes_unknown && h.term == Term(6))
         );
-        assert!(!saved(&actions).is_empty());
         // Node 1 knows term 7; node 3 has not answered: still unknown.
         step(&mut node, answer(1, 7));
         assert_eq!(node.votes_unknown_waiting_for(), Some(vec![NodeId(3)]));
@@ -277,24 +302,31 @@ mod tests {
             granted(&step(&mut node, vote_request(1, 7, false))),
             [false]
         );
-        // Node 3 answers term 6: the bound is 7. The node takes term 7 with its vote held
-        // for itself: nobody gets its vote in 7, anyone may in 8.
+        // Node 3 answers term 6: the bound is 7. The node is at term 7, still saved marked:
+        // nobody gets its vote in 7; anyone may in 8, and that is saved unmarked.
         let actions = step(&mut node, answer(3, 6));
         assert_eq!(node.votes_unknown_waiting_for(), None);
-        assert_eq!(
-            saved(&actions),
-            [HardState {
-                term: Term(7),
-                vote: Some(NodeId(2)),
-                commit: LogIndex(0),
-                votes_unknown: false,
-            }]
-        );
+        let marked = HardState {
+            term: Term(7),
+            vote: None,
+            commit: LogIndex(0),
+            votes_unknown: true,
+        };
+        assert_eq!(saved(&actions), [marked]);
         assert_eq!(
             granted(&step(&mut node, vote_request(1, 7, false))),
             [false]
         );
-        assert_eq!(granted(&step(&mut node, vote_request(1, 8, false))), [true]);
+        let actions = step(&mut node, vote_request(1, 8, false));
+        assert_eq!(granted(&actions), [true]);
+        let voted = HardState {
+            term: Term(8),
+            vote: Some(NodeId(1)),
+            votes_unknown: false,
+            ..marked
+        };
+        assert_eq!(saved(&actions), [voted]);
+        assert_eq!(node.hard_state(), voted);
     }
 
     /// A node answers with term 0 while its own votes are unknown: the asker learns nothing
@@ -302,40 +334,34 @@ mod tests {
     #[test]
     fn a_node_whose_votes_are_unknown_answers_with_term_0() {
         let mut node = unknown_votes(&[1, 2, 3]);
+        let answered = |actions: &[Action]| -> Vec<Term> {
+            actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Send(Message {
+                        term,
+                        body: MessageBody::RepairAnswer { .. },
+                        ..
+                    }) => Some(*term),
+                    _ => None,
+                })
+                .collect()
+        };
         let actions = step(&mut node, message(1, 9, MessageBody::RepairQuery));
-        let answers: Vec<Term> = actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Send(Message {
-                    term,
-                    body: MessageBody::RepairAnswer { .. },
-                    ..
-                }) => Some(*term),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(answers, [Term(0)]);
+        assert_eq!(answered(&actions), [Term(0)]);
         assert_eq!(node.status().term, Term(3), "no term adopted from a query");
         step(&mut node, answer(1, 0));
         step(&mut node, answer(3, 0));
-        // The bound is its own term (3), held for itself.
+        // The bound is its own term (3): no vote there yet, but it knows its bound.
         assert_eq!(node.votes_unknown_waiting_for(), None);
         assert_eq!(node.hard_state().term, Term(3));
-        assert_eq!(node.hard_state().vote, Some(NodeId(2)));
-        // Once known, it answers with its term.
+        assert!(node.hard_state().votes_unknown, "no vote in term 3 yet");
         let actions = step(&mut node, message(1, 9, MessageBody::RepairQuery));
-        assert!(actions.iter().any(|a| matches!(
-            a,
-            Action::Send(Message {
-                term: Term(3),
-                body: MessageBody::RepairAnswer { .. },
-                ..
-            })
-        )));
+        assert_eq!(answered(&actions), [Term(3)]);
     }
 
-    /// Its term already above every answer (adopted since the restart): it keeps it, held
-    /// for itself, and votes in the next.
+    /// Its term already above every answer (adopted since the restart): it keeps it, votes
+    /// in none up to it, and a campaign goes past it.
     #[test]
     fn a_term_above_every_answer_is_kept() {
         let mut node = unknown_votes(&[1, 2, 3]);
@@ -345,27 +371,33 @@ mod tests {
         let state = node.hard_state();
         assert_eq!(
             (state.term, state.vote, state.votes_unknown),
-            (Term(9), Some(NodeId(2)), false)
+            (Term(9), None, true)
         );
         assert_eq!(
-            granted(&step(&mut node, vote_request(1, 10, false))),
-            [true]
+            granted(&step(&mut node, vote_request(3, 9, false))),
+            [false]
+        );
+        step(&mut node, Input::Campaign);
+        let state = node.hard_state();
+        assert_eq!(
+            (state.term, state.vote, state.votes_unknown),
+            (Term(10), Some(NodeId(2)), false)
         );
     }
 
-    /// The only voter has nobody to ask: it goes on from the highest term it can prove, held
-    /// for itself, and campaigns in the next.
+    /// The only voter has nobody to ask: it goes on from the highest term it can prove and
+    /// campaigns in the next.
     #[test]
     fn the_only_voter_recovers_at_its_first_tick() {
         let mut node = unknown_votes(&[2]);
         let actions = step(&mut node, Input::Tick);
         assert!(queried(&actions).is_empty());
         assert_eq!(node.votes_unknown_waiting_for(), None);
-        assert_eq!(node.hard_state().vote, Some(NodeId(2)));
         for _ in 0..40 {
             step(&mut node, Input::Tick);
         }
         assert!(node.is_leader());
         assert_eq!(node.status().term, Term(4));
+        assert!(!node.hard_state().votes_unknown);
     }
 }

@@ -309,7 +309,7 @@ impl Consensus {
             let term = self.replica.hard_state().term;
             log::info!(
                 "votes known again: every voter told its term, none above {term}; this node \
-                 holds term {term} for itself and votes again from term {}",
+                 votes in no term up to {term} and as usual from term {} on",
                 term.0 + 1
             );
         }
