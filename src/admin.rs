@@ -536,6 +536,7 @@ mod tests {
                 recently_active: true,
             }],
             repairing: None,
+            lost: None,
         };
         assert_eq!(
             replication_lag(&leader(400, ReplicationState::Replicate), NodeId(1)),

@@ -224,8 +224,8 @@ fn a_follower_with_a_damaged_old_format_sealed_segment_repairs_it() {
 }
 
 /// The only server of a cluster that lost synced entries has no peer to fetch them from: it
-/// names the range and goes on without it (it does not wait for a leader that cannot come),
-/// and everything before the range is still there.
+/// names the range (in its log and in `rcraft status`) and goes on without it (it does not
+/// wait for a leader that cannot come), and everything before the range is still there.
 #[test]
 fn the_only_server_that_lost_entries_names_them_and_goes_on() {
     let mut cluster = Cluster::start_nodes(1, &["--snapshot-every", "1000000"]);
@@ -246,6 +246,21 @@ fn the_only_server_that_lost_entries_names_them_and_goes_on() {
     assert_eq!(cluster.wait_for_leader(), 0);
     let status = cluster.status(0).expect("status");
     assert_eq!(status.repairing, None, "{status:?}");
+    let lost = status.lost.expect("the status names the range");
+    assert_eq!((lost.from.0, lost.through.0), (from, through), "{status:?}");
+    let address = cluster.addresses[0];
+    let table = rcraft_status(address, &[]);
+    let line = format!(
+        "lost: entries {from}..={through} were lost from this node's disk at its start; it is \
+         the only server of its cluster"
+    );
+    assert!(table.contains(&line), "{table}");
+    assert!(!table.contains("repairing"), "{table}");
+    let json = rcraft_status(address, &["--json"]);
+    let row: serde_json::Value = serde_json::from_str(json.trim()).expect(&json);
+    assert_eq!(row["lost"]["from"], from, "{json}");
+    assert_eq!(row["lost"]["through"], through, "{json}");
+    assert!(row["repairing"].is_null(), "{json}");
     let mut client = cluster.client();
     client
         .put(&key(count), &value(count, VALUE_BYTES))
@@ -268,6 +283,15 @@ fn the_only_server_that_lost_entries_names_them_and_goes_on() {
         client.get(&key(count)).unwrap(),
         Some(value(count, VALUE_BYTES))
     );
+    // New entries took the range's indexes: the next start finds nothing lost and says so.
+    drop(client);
+    cluster.kill(0);
+    cluster.restart(0);
+    assert_eq!(cluster.wait_for_leader(), 0);
+    let status = cluster.status(0).expect("status");
+    assert_eq!(status.lost, None, "{status:?}");
+    let table = rcraft_status(address, &[]);
+    assert!(!table.contains("lost:"), "{table}");
 }
 
 /// Every node's disk lost the same last entry: no intact copy is left. Nobody stands for

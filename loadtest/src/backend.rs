@@ -329,6 +329,7 @@ pub mod fake {
                 membership: rcraft::wire::Membership::with_voters([NodeId(0)]),
                 replication: Vec::new(),
                 repairing: None,
+                lost: None,
             })
         }
     }

@@ -219,6 +219,7 @@ fn status(node: &Shared) -> NodeStatus {
         membership: Membership::with_voters([NodeId(0)]),
         replication: Vec::new(),
         repairing: None,
+        lost: None,
     }
 }
 
@@ -226,7 +227,7 @@ fn status(node: &Shared) -> NodeStatus {
 fn answer_as(node: &Shared, body: ClientRequestBody) -> ClientResponseBody {
     let leader = node.leadership.leader.load(Ordering::SeqCst);
     let answer = match body {
-        ClientRequestBody::Status => ClientResponseBody::Status(status(node)),
+        ClientRequestBody::Status => ClientResponseBody::Status(Box::new(status(node))),
         _ if leader != node.id => ClientResponseBody::NotLeader {
             leader: Some(NodeId(leader)),
             leader_address: None,

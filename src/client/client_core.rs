@@ -873,6 +873,7 @@ mod tests {
             membership: Membership::with_voters([NodeId(0)]),
             replication: Vec::new(),
             repairing: None,
+            lost: None,
         }
     }
 

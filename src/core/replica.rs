@@ -86,6 +86,8 @@ impl CoreStatus {
                 from: lost.from,
                 through: lost.through,
             }),
+            // Only the node layer knows a range its only server went on without.
+            lost: None,
         }
     }
 }

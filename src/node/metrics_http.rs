@@ -276,6 +276,7 @@ mod tests {
             membership: Membership::with_voters([NodeId(0), NodeId(1)]),
             replication: Vec::new(),
             repairing: None,
+            lost: None,
         };
         assert_eq!(
             health_of(&status),

@@ -154,6 +154,7 @@ mod tests {
                 recently_active: true,
             }],
             repairing: None,
+            lost: None,
         };
         assert_eq!(
             leader_view(&status, NodeId(1)),

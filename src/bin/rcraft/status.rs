@@ -129,6 +129,10 @@ fn status_json_lines(listed: &[Listed], latencies: &[Latency]) -> Vec<String> {
                         "from": lost.from.0,
                         "through": lost.through.0,
                     })),
+                    "lost": s.lost.map(|lost| json!({
+                        "from": lost.from.0,
+                        "through": lost.through.0,
+                    })),
                 }),
                 Err(e) => json!({
                     "id": l.id.0,
@@ -201,6 +205,7 @@ fn status_table(listed: &[Listed]) -> Vec<String> {
     for l in listed {
         let address = l.address;
         let repairing = l.status.as_ref().ok().and_then(|s| s.repairing);
+        let lost_alone = l.status.as_ref().ok().and_then(|s| s.lost);
         lines.push(match &l.status {
             Ok(s) => format!(
                 "{:<3} {:<22} {:<10} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}",
@@ -224,6 +229,14 @@ fn status_table(listed: &[Listed]) -> Vec<String> {
             lines.push(format!(
                 "    repairing: entries {}..={} were lost from this node's disk; fetching them \
                  from the leader (until then it votes only for a candidate whose log covers them)",
+                lost.from, lost.through
+            ));
+        }
+        if let Some(lost) = lost_alone {
+            lines.push(format!(
+                "    lost: entries {}..={} were lost from this node's disk at its start; it is the \
+                 only server of its cluster, so no copy is left and it went on without them \
+                 (writes acknowledged in them are gone: OPERATIONS.md §7)",
                 lost.from, lost.through
             ));
         }

@@ -194,7 +194,7 @@ pub fn client_responses() -> Vec<ClientResponse> {
             definite: false,
             message: "timed out".to_string(),
         },
-        ClientResponseBody::Status(NodeStatus {
+        ClientResponseBody::Status(Box::new(NodeStatus {
             id: NodeId(1),
             role: Role::Leader,
             term: Term(3),
@@ -240,7 +240,11 @@ pub fn client_responses() -> Vec<ClientResponse> {
                 from: LogIndex(4),
                 through: LogIndex(9),
             }),
-        }),
+            lost: Some(LostRange {
+                from: LogIndex(12),
+                through: LogIndex(14),
+            }),
+        })),
         ClientResponseBody::SnapshotChunk(Box::new(SnapshotChunk {
             meta: SnapshotMeta {
                 index: LogIndex(40),
