@@ -537,6 +537,7 @@ mod tests {
             }],
             repairing: None,
             votes_unknown: None,
+            lost: None,
         };
         assert_eq!(
             replication_lag(&leader(400, ReplicationState::Replicate), NodeId(1)),

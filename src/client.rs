@@ -496,7 +496,7 @@ impl Client {
     /// The status of the node at `address`, over a connection of its own, within `timeout`.
     fn status_within(&mut self, address: SocketAddr, timeout: Duration) -> Result<NodeStatus> {
         match self.exchange_alone(address, ClientRequestBody::Status, timeout)? {
-            ClientResponseBody::Status(status) => Ok(status),
+            ClientResponseBody::Status(status) => Ok(*status),
             ClientResponseBody::Error { definite, message } => {
                 Err(ClientError::Server { definite, message })
             }
@@ -1498,7 +1498,7 @@ mod tests {
     }
 
     fn status_in_term(id: u64, role: Role, leader: Option<u64>, term: u64) -> Reply {
-        answer(ClientResponseBody::Status(NodeStatus {
+        answer(ClientResponseBody::Status(Box::new(NodeStatus {
             id: NodeId(id),
             role,
             term: Term(term),
@@ -1513,7 +1513,8 @@ mod tests {
             replication: Vec::new(),
             repairing: None,
             votes_unknown: None,
-        }))
+            lost: None,
+        })))
     }
 
     #[test]

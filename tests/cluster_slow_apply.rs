@@ -140,7 +140,7 @@ fn status(node: &TestNode) -> NodeStatus {
         ClientRequestBody::Status,
         timeout,
     ) {
-        ClientResponseBody::Status(status) => status,
+        ClientResponseBody::Status(status) => *status,
         other => panic!("status answered with {other:?}"),
     }
 }

@@ -3,7 +3,8 @@
 //! its header, a segment of the older format, or a whole segment missing), or the slot of
 //! its hard-state file holding its term and vote, and the node restarts. It must start, say which entries it lost (or that it does not know whom it voted for), fetch them from the leader (or learn every voter's term), say when it
 //! is whole, and the cluster must keep every acknowledged write, also after the leader it
-//! repaired from is killed. Real `rcraft serve` processes on 127.0.0.1; every wait is bounded;
+//! repaired from is killed. A node whose lost entry no other voter holds learns from their
+//! answers that it was never committed. Real `rcraft serve` processes on 127.0.0.1; every wait is bounded;
 //! processes are killed and directories removed on drop.
 
 mod snapshot_support;
@@ -224,8 +225,8 @@ fn a_follower_with_a_damaged_old_format_sealed_segment_repairs_it() {
 }
 
 /// The only server of a cluster that lost synced entries has no peer to fetch them from: it
-/// names the range and goes on without it (it does not wait for a leader that cannot come),
-/// and everything before the range is still there.
+/// names the range (in its log and in `rcraft status`) and goes on without it (it does not
+/// wait for a leader that cannot come), and everything before the range is still there.
 #[test]
 fn the_only_server_that_lost_entries_names_them_and_goes_on() {
     let mut cluster = Cluster::start_nodes(1, &["--snapshot-every", "1000000"]);
@@ -246,6 +247,21 @@ fn the_only_server_that_lost_entries_names_them_and_goes_on() {
     assert_eq!(cluster.wait_for_leader(), 0);
     let status = cluster.status(0).expect("status");
     assert_eq!(status.repairing, None, "{status:?}");
+    let lost = status.lost.expect("the status names the range");
+    assert_eq!((lost.from.0, lost.through.0), (from, through), "{status:?}");
+    let address = cluster.addresses[0];
+    let table = rcraft_status(address, &[]);
+    let line = format!(
+        "lost: entries {from}..={through} were lost from this node's disk at its start; it is \
+         the only server of its cluster"
+    );
+    assert!(table.contains(&line), "{table}");
+    assert!(!table.contains("repairing"), "{table}");
+    let json = rcraft_status(address, &["--json"]);
+    let row: serde_json::Value = serde_json::from_str(json.trim()).expect(&json);
+    assert_eq!(row["lost"]["from"], from, "{json}");
+    assert_eq!(row["lost"]["through"], through, "{json}");
+    assert!(row["repairing"].is_null(), "{json}");
     let mut client = cluster.client();
     client
         .put(&key(count), &value(count, VALUE_BYTES))
@@ -268,6 +284,15 @@ fn the_only_server_that_lost_entries_names_them_and_goes_on() {
         client.get(&key(count)).unwrap(),
         Some(value(count, VALUE_BYTES))
     );
+    // New entries took the range's indexes: the next start finds nothing lost and says so.
+    drop(client);
+    cluster.kill(0);
+    cluster.restart(0);
+    assert_eq!(cluster.wait_for_leader(), 0);
+    let status = cluster.status(0).expect("status");
+    assert_eq!(status.lost, None, "{status:?}");
+    let table = rcraft_status(address, &[]);
+    assert!(!table.contains("lost:"), "{table}");
 }
 
 /// Every node's disk lost the same last entry: no intact copy is left. Nobody stands for
@@ -529,4 +554,101 @@ fn rcraft_status_and_health_name_the_range_a_node_is_repairing() {
     let table = rcraft_status(address, &[]);
     assert!(!table.contains("repairing"), "{table}");
     check_keys(&cluster, count + 1);
+}
+
+/// The leader's last entry was written and synced but never replicated (both followers were
+/// down), then rotted on its disk while it was stopped. It may have acknowledged that entry,
+/// so it comes back repairing it; but no leader can send it (none holds it), and none can be
+/// elected before its repair ends: the followers come back with election timeouts far beyond
+/// the test, and a repairing node does not campaign. The repair ends on the followers'
+/// `RepairAnswer`s (each log ends before the lost entry, so it was never committed); then the
+/// node stands for election, wins, and the cluster serves every acknowledged write and not
+/// the unacknowledged one.
+#[test]
+fn a_lost_entry_that_every_other_voter_lacks_was_never_committed_and_the_repair_ends() {
+    let mut cluster = Cluster::start(&[
+        "--snapshot-every",
+        "1000000",
+        "--election-timeout-ms",
+        "1000-2000",
+    ]);
+    let leader = cluster.wait_for_leader();
+    let count = 20;
+    write_keys(&cluster, count, VALUE_BYTES);
+    let followers = [(leader + 1) % 3, (leader + 2) % 3];
+    for id in followers {
+        cluster.wait_caught_up(id, leader);
+    }
+    let before = cluster.status(leader).expect("status").last_index;
+    for id in followers {
+        cluster.kill(id);
+    }
+    // A write the leader appends and syncs alone: it can never commit. Its client gives up.
+    let unacknowledged = Command::new(BIN)
+        .args(["kv", "--servers", &cluster.addresses[leader].to_string()])
+        .args(["--timeout-ms", "300", "put"])
+        .arg(String::from_utf8(key(count)).unwrap())
+        .arg("never-committed")
+        .output()
+        .expect("run rcraft kv");
+    assert!(!unacknowledged.status.success(), "the write cannot commit");
+    let appended = wait_for("the leader to append the write", || {
+        let last = cluster.status(leader)?.last_index;
+        (last > before).then_some(last)
+    });
+    let appended = appended.expect("the leader appended the write before stepping down");
+    cluster.kill(leader);
+    damage(&active_segment(&cluster, leader), Damage::LastRecord);
+
+    cluster.restart(leader);
+    wait_for_log(
+        &cluster,
+        leader,
+        "were synced and are lost from this node's log",
+    );
+    let (from, through) = logged_loss(&cluster, leader);
+    assert_eq!((from, through), (appended.0, appended.0));
+    let flags = cluster.flags.clone();
+    cluster.flags = [
+        "--snapshot-every",
+        "1000000",
+        "--election-timeout-ms",
+        "600000-700000",
+    ]
+    .map(String::from)
+    .to_vec();
+    let logged_before = followers.map(|id| cluster.log_of(id).len());
+    for id in followers {
+        cluster.restart(id);
+    }
+    cluster.flags = flags;
+    wait_for_log(&cluster, leader, "repaired: the lost entries");
+    // Nobody led before that: the repair ended on the followers' word alone.
+    for (id, before) in followers.into_iter().zip(logged_before) {
+        let log = cluster.log_of(id);
+        assert!(!log[before..].contains("won the election"), "{log}");
+    }
+    assert_eq!(cluster.wait_for_leader(), leader, "{}", cluster.logs());
+    let won_after_repair = wait_for("the repaired node to log its election", || {
+        let log = cluster.log_of(leader);
+        let repaired = log.rfind("repaired: the lost entries")?;
+        log[repaired..].contains("won the election").then_some(())
+    });
+    assert!(won_after_repair.is_some(), "{}", cluster.logs());
+    let mut client = cluster.client();
+    client
+        .put(&key(count + 1), &value(count + 1, VALUE_BYTES))
+        .expect("a write after the repair");
+    for i in 0..count {
+        assert_eq!(
+            client.get(&key(i)).unwrap(),
+            Some(value(i, VALUE_BYTES)),
+            "key {i}"
+        );
+    }
+    assert_eq!(client.get(&key(count)).unwrap(), None, "never committed");
+    assert_eq!(
+        client.get(&key(count + 1)).unwrap(),
+        Some(value(count + 1, VALUE_BYTES))
+    );
 }

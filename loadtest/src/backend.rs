@@ -330,6 +330,7 @@ pub mod fake {
                 replication: Vec::new(),
                 repairing: None,
                 votes_unknown: None,
+                lost: None,
             })
         }
     }

@@ -644,7 +644,7 @@ impl<'a> EngineThread<'a> {
             .and_then(|_| connection.fill(&mut self.chunk, &self.options, true));
         let status = match (read, connection.next_response()) {
             (_, Ok(Some((id, ClientResponseBody::Status(status))))) if id == probe.request_id => {
-                Some(status)
+                Some(*status)
             }
             (Ok(()), Ok(None)) => return,
             _ => None,

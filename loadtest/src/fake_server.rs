@@ -220,6 +220,7 @@ fn status(node: &Shared) -> NodeStatus {
         replication: Vec::new(),
         repairing: None,
         votes_unknown: None,
+        lost: None,
     }
 }
 
@@ -227,7 +228,7 @@ fn status(node: &Shared) -> NodeStatus {
 fn answer_as(node: &Shared, body: ClientRequestBody) -> ClientResponseBody {
     let leader = node.leadership.leader.load(Ordering::SeqCst);
     let answer = match body {
-        ClientRequestBody::Status => ClientResponseBody::Status(status(node)),
+        ClientRequestBody::Status => ClientResponseBody::Status(Box::new(status(node))),
         _ if leader != node.id => ClientResponseBody::NotLeader {
             leader: Some(NodeId(leader)),
             leader_address: None,

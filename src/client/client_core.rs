@@ -874,6 +874,7 @@ mod tests {
             replication: Vec::new(),
             repairing: None,
             votes_unknown: None,
+            lost: None,
         }
     }
 

@@ -92,6 +92,8 @@ impl CoreStatus {
                 through: lost.through,
             }),
             votes_unknown: self.votes_unknown.clone(),
+            // Only the node layer knows a range its only server went on without.
+            lost: None,
         }
     }
 }

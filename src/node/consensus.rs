@@ -138,6 +138,9 @@ pub(crate) struct ConsensusSettings {
     pub(crate) snapshot_retain_entries: u64,
     /// Most data bytes of one snapshot chunk (to a follower, or to a client's backup).
     pub(crate) snapshot_chunk_bytes: u64,
+    /// Entries the only server of its cluster found lost at its start and went on without
+    /// (`runtime.rs`), shown in its status.
+    pub(crate) lost_alone: Option<rcraft_wire::LostRange>,
 }
 
 /// A client request the core has not answered yet.
@@ -464,7 +467,7 @@ impl Consensus {
             ClientRequestBody::Read { query, mode } => self.read(reply, query, mode),
             ClientRequestBody::Status => {
                 let status = self.status();
-                self.reply(reply, ClientResponseBody::Status(status));
+                self.reply(reply, ClientResponseBody::Status(Box::new(status)));
             }
             ClientRequestBody::TransferLeader { target } => self.transfer_leader(reply, target),
             ClientRequestBody::ChangeMembership { membership } => {
@@ -1015,7 +1018,10 @@ impl Consensus {
 
     /// This node's view of the cluster.
     fn status(&self) -> NodeStatus {
-        core_status(&self.replica, self.applied)
+        NodeStatus {
+            lost: self.settings.lost_alone,
+            ..core_status(&self.replica, self.applied)
+        }
     }
 }
 
@@ -1173,6 +1179,7 @@ mod tests {
             applied: LogIndex(0),
             snapshot_retain_entries: 0,
             snapshot_chunk_bytes: 1 << 20,
+            lost_alone: None,
         };
         let replier = Replier::new(Arc::new(NoNetwork));
         let mut consensus = Consensus::new(

@@ -121,6 +121,7 @@ pub fn force_new_cluster(dir: &Path) -> Result<Forced, Vec<String>> {
     });
     wal.append(&records)
         .and_then(|()| wal.sync())
+        .and_then(|()| wal.confirm())
         .map_err(|e| {
             vec![format!(
                 "writing the membership entry at {membership_index}: {e} (the hard state \

@@ -112,6 +112,15 @@ impl LogStore {
         Ok(())
     }
 
+    /// Makes the WAL's count of the records the last sync made durable durable too (one
+    /// sync of a segment header, when pending): when nothing else follows soon, so that a
+    /// later loss of those records is known as one (storage/FORMAT.md §1.1).
+    pub(crate) fn confirm(&mut self) -> StorageResult<()> {
+        self.wal
+            .confirm()
+            .map_err(StorageError::store("syncing the log's synced count"))
+    }
+
     /// Drops whole segments covered by a snapshot through `through`.
     pub(crate) fn compact_through(&mut self, through: LogIndex) -> StorageResult<()> {
         self.wal

@@ -285,6 +285,7 @@ mod tests {
             replication: Vec::new(),
             repairing: None,
             votes_unknown: None,
+            lost: None,
         };
         assert_eq!(
             health_of(&status),

@@ -70,7 +70,7 @@ impl Node {
         let initial_membership = initial_voters::load_or_store(&config)?;
         let opened = open_storage(&config.data_dir, initial_membership.clone())
             .map_err(|e| Error::Storage(e.to_string()))?;
-        let recovered = alone_goes_on_without_lost_entries(&config, opened.recovered);
+        let (recovered, lost_alone) = alone_goes_on_without_lost_entries(&config, opened.recovered);
         let replica = Replica::new(core_config(&config), recovered)
             .map_err(|e| Error::Storage(format!("the recovered state is inconsistent: {e}")))?;
 
@@ -118,6 +118,7 @@ impl Node {
             applied: applier.applied(),
             snapshot_retain_entries: config.snapshot_retain_entries,
             snapshot_chunk_bytes: config.snapshot_chunk_bytes,
+            lost_alone,
         };
         let recovered = replica.status();
         let mut consensus = Consensus::new(replica, settings, replier, storage_tx, apply_tx);
@@ -446,26 +447,32 @@ fn net_config(config: &Config, identity: data_dir::Identity) -> Result<NetConfig
 /// (`src/core/repair.rs`). The only server of its cluster would wait for a leader that cannot
 /// come: no other node exists (node ids index the server list), so no other node holds the
 /// entries or acknowledged them, and nothing is gained by waiting. It names the range and
-/// goes on without it (storage/FORMAT.md §4.1, docs/OPERATIONS.md §7). Most often the range
-/// was never acknowledged (a power loss during the sync that would have made it durable can
-/// leave the synced count ahead of the records); if it was, those writes are gone.
+/// goes on without it (storage/FORMAT.md §4.1, docs/OPERATIONS.md §7), and returns it for
+/// its status. The range was synced (the WAL counts only records whose sync returned), so
+/// writes acknowledged in it are gone.
 fn alone_goes_on_without_lost_entries(
     config: &Config,
     recovered: RecoveredState,
-) -> RecoveredState {
+) -> (RecoveredState, Option<rcraft_wire::LostRange>) {
     let Some(lost) = recovered.lost.filter(|_| config.servers.len() == 1) else {
-        return recovered;
+        return (recovered, None);
     };
     log::error!(
         "entries {}..={} are lost from the only server of this cluster: no other node holds \
-         them or acknowledged them, so it goes on without them (a power loss during a sync \
-         leaves such a range behind; if any of them was acknowledged to a client, that write \
-         is lost)",
+         them or acknowledged them, so it goes on without them (the disk lost them after \
+         they were synced; if any of them was acknowledged to a client, that write is lost)",
         lost.from,
         lost.through
     );
-    RecoveredState {
-        lost: None,
-        ..recovered
-    }
+    let range = rcraft_wire::LostRange {
+        from: lost.from,
+        through: lost.through,
+    };
+    (
+        RecoveredState {
+            lost: None,
+            ..recovered
+        },
+        Some(range),
+    )
 }

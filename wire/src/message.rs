@@ -299,8 +299,9 @@ pub enum ClientResponseBody {
         /// What went wrong.
         message: String,
     },
-    /// Answer to [`ClientRequestBody::Status`].
-    Status(NodeStatus),
+    /// Answer to [`ClientRequestBody::Status`] (boxed: it is by far the largest answer, and
+    /// every other one would carry its size).
+    Status(Box<NodeStatus>),
     /// Answer to [`ClientRequestBody::Latency`]: one entry per stage with samples, in the
     /// order of the write path.
     Latency(Vec<StageLatency>),
@@ -416,6 +417,11 @@ pub struct NodeStatus {
     /// whose current terms it still waits for. Until all have answered it does not vote or
     /// campaign; `None` when its votes are known.
     pub votes_unknown: Option<Vec<NodeId>>,
+    /// Entries this node synced and found lost from its disk at its start, when it is the
+    /// only server of its cluster: no other node can hold them, so it went on without them
+    /// and writes acknowledged in the range are gone (docs/OPERATIONS.md §7). `None` on
+    /// every other node, and after a restart that found nothing lost.
+    pub lost: Option<LostRange>,
 }
 
 /// A range of log indexes, both ends included, that a node lost from its disk.

@@ -155,6 +155,7 @@ mod tests {
             }],
             repairing: None,
             votes_unknown: None,
+            lost: None,
         };
         assert_eq!(
             leader_view(&status, NodeId(1)),

@@ -132,6 +132,10 @@ fn status_json_lines(listed: &[Listed], latencies: &[Latency]) -> Vec<String> {
                     "votes_unknown": s.votes_unknown.as_ref().map(|waiting| {
                         waiting.iter().map(|id| id.0).collect::<Vec<u64>>()
                     }),
+                    "lost": s.lost.map(|lost| json!({
+                        "from": lost.from.0,
+                        "through": lost.through.0,
+                    })),
                 }),
                 Err(e) => json!({
                     "id": l.id.0,
@@ -205,6 +209,7 @@ fn status_table(listed: &[Listed]) -> Vec<String> {
         let address = l.address;
         let repairing = l.status.as_ref().ok().and_then(|s| s.repairing);
         let votes_unknown = l.status.as_ref().ok().and_then(|s| s.votes_unknown.clone());
+        let lost_alone = l.status.as_ref().ok().and_then(|s| s.lost);
         lines.push(match &l.status {
             Ok(s) => format!(
                 "{:<3} {:<22} {:<10} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}",
@@ -237,6 +242,14 @@ fn status_table(listed: &[Listed]) -> Vec<String> {
                 "    votes unknown: its hard state (whom it voted for) was damaged; it neither \
                  votes nor campaigns until voters {} have told their current terms",
                 ids.join(", ")
+            ));
+        }
+        if let Some(lost) = lost_alone {
+            lines.push(format!(
+                "    lost: entries {}..={} were lost from this node's disk at its start; it is the \
+                 only server of its cluster, so no copy is left and it went on without them \
+                 (writes acknowledged in them are gone: OPERATIONS.md §7)",
+                lost.from, lost.through
             ));
         }
     }

@@ -102,6 +102,8 @@ impl Wal {
             _lock: lock,
         };
         wal.carry_claim();
+        // Recovery synced the records it found; their count follows (storage/FORMAT.md §1.1).
+        wal.confirm()?;
         Ok(wal)
     }
 
@@ -244,7 +246,9 @@ impl Wal {
             // the same name and atomically replaces it when renamed into place.
             self.segments.pop();
         } else if let Some(active) = self.segments.last_mut() {
+            // Sealed with its records' count: no later sync carries it.
             active.sync()?;
+            active.confirm()?;
         }
         let needed = (SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + payload_len) as u64;
         let len = self.options.segment_bytes.max(needed);
@@ -263,6 +267,27 @@ impl Wal {
             None => Ok(()),
         };
         self.stop_on_error(synced)
+    }
+
+    /// Makes the synced count of the records the last [`Wal::sync`] made durable durable too
+    /// (storage/FORMAT.md §1.1): a sync writes, with its records, the count of those that
+    /// earlier syncs made durable, never of its own, so that a power loss during it cannot
+    /// leave a count ahead of the records. The next sync carries the newest count anyway;
+    /// call this when none follows soon (the writer is idle), so that a later loss of the
+    /// newest records is known as one. One sync of the header's page, or nothing when the
+    /// count is durable already. After an error the log is stopped.
+    pub fn confirm(&mut self) -> Result<()> {
+        self.check_running()?;
+        let confirmed = match self.segments.last_mut() {
+            Some(active) if active.count_pending() => active.confirm(),
+            _ => Ok(()),
+        };
+        self.stop_on_error(confirmed)
+    }
+
+    /// Whether [`Wal::confirm`] has a count to make durable.
+    pub fn count_pending(&self) -> bool {
+        self.segments.last().is_some_and(Segment::count_pending)
     }
 
     /// Removes the records from `index` on (a conflicting suffix). Durable on return: the

@@ -14,7 +14,8 @@
 //! no lower than the last good term follows the damage, it was synced: the range through it
 //! is reported lost.
 //! In a version-2 segment the header says how many of its records were synced (the synced
-//! frontier, written as part of every sync). Then there is nothing to guess: damage after
+//! frontier, counting only records a returned sync made durable). Then there is nothing
+//! to guess: damage after
 //! the frontier is a torn write, cut; records missing or damaged below it are synced data
 //! that was lost. Those are cut too (nothing after a damaged record can be served) but
 //! reported as a [`Lost`] range, which the node must repair from its peers before it may
@@ -216,8 +217,13 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Recovered> {
     fs.sync_dir(dir)
         .map_err(|e| Error::io("sync directory", dir, e))?;
     // The claim of a lost range may come from segments that are gone now; the segment
-    // holding it is the one the log was cut in.
-    let claim_end = claimed_end(&segments).max(lost.as_ref().map_or(0, |l: &Lost| l.through + 1));
+    // holding it is the one the log was cut in. The headers' counts as opened may still
+    // count records an interrupted truncation removed on purpose: capped at its index, as
+    // above (without the cap the active segment went on claiming them, and the next start
+    // reported them lost: the storage simulation's seed 5 once it checked for false losses).
+    let claimed = claimed_end(&segments);
+    let claimed = cut.map_or(claimed, |index| claimed.min(index));
+    let claim_end = claimed.max(lost.as_ref().map_or(0, |l: &Lost| l.through + 1));
     Ok(Recovered {
         segments,
         lost,
@@ -390,6 +396,11 @@ fn repair_tail(seg: &mut Segment, scan: segment::Scan, lost: bool) -> Result<()>
         end.max(data_end)
     };
     seg.mark_dirty(SEGMENT_HEADER_BYTES..synced_end);
+    // The header's count as read may be in the page cache only (a lowering by a truncation
+    // whose sync failed): written again, so that the sync makes it durable with the rest
+    // (without it a later power loss brought back the older count, which claimed the
+    // records the truncation removed: the storage simulation's seed 146).
+    seg.rewrite_synced_count();
     seg.sync()
 }
 

@@ -6,9 +6,11 @@
 //! - Every byte from `write_end` to the end of the file is zero in the map (so the record
 //!   length at `write_end` reads 0, "end of data", and no stale record can follow).
 //! - `dirty` covers every byte changed since the last successful sync.
-//! - In a version-2 segment, the header's synced count is rewritten before every sync that
-//!   changes it, so after a sync returns it says how many of this segment's records are
-//!   durable (or more, while a loss is being repaired: `claim_records`).
+//! - In a version-2 segment, the header's synced count never counts a record before a sync
+//!   that made the record durable has returned: a sync carries the count of the records the
+//!   syncs before it made durable, and the count of its own records is written into the map
+//!   when it returns, for the next sync (or [`Segment::confirm`]) to carry (more, while a
+//!   loss is being repaired: `claim_records`).
 
 use crate::error::{Error, Result};
 use crate::fs::{Fs, SegmentFile};
@@ -268,6 +270,9 @@ pub(crate) struct Segment {
     /// Records this segment must claim as synced even while it holds fewer: the end of a
     /// range lost and not yet repaired, so a crash before the repair does not forget it.
     pub claim_records: u32,
+    /// Records known durable: held when a sync returned (or, at open, what the header's
+    /// intact count vouches for). Only these are ever counted in the header.
+    durable_records: u32,
 }
 
 impl Segment {
@@ -297,6 +302,7 @@ impl Segment {
             header_count: Some(0),
             header_rewrite: false,
             claim_records: 0,
+            durable_records: 0,
         })
     }
 
@@ -349,6 +355,10 @@ impl Segment {
             },
             header_rewrite,
             claim_records: 0,
+            durable_records: match opened_count {
+                SyncedCount::Records(count) => count,
+                SyncedCount::Unrecorded | SyncedCount::Damaged => 0,
+            },
         })
     }
 
@@ -360,6 +370,11 @@ impl Segment {
     pub fn set_records(&mut self, offsets: Vec<u32>, end: usize) {
         self.offsets = offsets;
         self.write_end = end;
+        self.durable_records = self.durable_records.min(self.held());
+    }
+
+    fn held(&self) -> u32 {
+        u32::try_from(self.offsets.len()).expect("offsets are u32, so are counts")
     }
 
     pub fn len(&self) -> u64 {
@@ -427,33 +442,54 @@ impl Segment {
         self.zero(cut..self.write_end)?;
         self.offsets.truncate(keep);
         self.write_end = cut;
+        self.durable_records = self.durable_records.min(self.held());
         Ok(())
     }
 
     /// Makes every change since the last sync durable. In a version-2 segment the header's
-    /// synced count is brought up to date first, so the same sync makes it durable: cheap,
-    /// one more page in the same call (the header page), and only when the count changed.
+    /// synced count goes with it, but only as far as earlier syncs made records durable: a
+    /// disk may persist the header's page before the records' pages, so a count written for
+    /// this sync's own records could reach the disk without them (a power loss during the
+    /// sync) and read as a loss at the next start (SIM_FINDINGS S4). When the sync returns,
+    /// the count of its records is written into the map, and the next sync, or
+    /// [`Segment::confirm`] when no other comes, makes it durable: cheap, one more page (the
+    /// header's) in a call made anyway.
     pub fn sync(&mut self) -> Result<()> {
         if self.dirty.is_some() {
             self.update_synced_count()?;
         }
         if let Some(range) = self.dirty.clone() {
+            let held = self.held();
             self.file
                 .sync_range(range.start, range.len())
                 .map_err(|e| Error::io("sync segment", &self.path, e))?;
             self.dirty = None;
+            self.durable_records = held;
+            self.update_synced_count()?;
         }
         Ok(())
     }
 
-    /// Writes the synced count the next sync will make durable: every record held, or the
-    /// claim of a loss being repaired when that is more.
+    /// Whether the header's count of durable records is not durable yet (see [`Self::sync`]).
+    pub fn count_pending(&self) -> bool {
+        self.dirty.is_some()
+    }
+
+    /// Makes the header's count of the records the last sync made durable durable too, with
+    /// whatever else is dirty: a sync, which after one that returned holds the header's page
+    /// alone. Called when no other sync follows soon (the storage thread idle, a segment
+    /// sealed), so that a later loss of those records is known as one.
+    pub fn confirm(&mut self) -> Result<()> {
+        self.sync()
+    }
+
+    /// Writes the synced count into the map: every record a returned sync made durable, or
+    /// the claim of a loss being repaired when that is more.
     fn update_synced_count(&mut self) -> Result<()> {
         if self.version != SEGMENT_VERSION {
             return Ok(());
         }
-        let held = u32::try_from(self.offsets.len()).expect("offsets are u32, so are counts");
-        let count = held.max(self.claim_records);
+        let count = self.durable_records.max(self.claim_records);
         if self.header_rewrite {
             // One sector: the fixed fields are those the file name gives.
             let header = encode_header(self.first_index, count);

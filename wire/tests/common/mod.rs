@@ -194,7 +194,7 @@ pub fn client_responses() -> Vec<ClientResponse> {
             definite: false,
             message: "timed out".to_string(),
         },
-        ClientResponseBody::Status(NodeStatus {
+        ClientResponseBody::Status(Box::new(NodeStatus {
             id: NodeId(1),
             role: Role::Leader,
             term: Term(3),
@@ -241,7 +241,11 @@ pub fn client_responses() -> Vec<ClientResponse> {
                 through: LogIndex(9),
             }),
             votes_unknown: Some(vec![NodeId(3)]),
-        }),
+            lost: Some(LostRange {
+                from: LogIndex(12),
+                through: LogIndex(14),
+            }),
+        })),
         ClientResponseBody::SnapshotChunk(Box::new(SnapshotChunk {
             meta: SnapshotMeta {
                 index: LogIndex(40),
