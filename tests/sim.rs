@@ -16,6 +16,8 @@ mod disk;
 mod effects;
 #[path = "sim/entry_log.rs"]
 mod entry_log;
+#[path = "sim/hard_state_damage.rs"]
+mod hard_state_damage;
 #[path = "sim/history.rs"]
 mod history;
 #[path = "sim/membership.rs"]

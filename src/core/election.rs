@@ -245,7 +245,7 @@ impl Replica {
         // A node that lost the record of its votes may have voted in this term already
         // (`vote_recovery.rs`).
         let granted = can_vote
-            && self.votes_known()
+            && self.votes_known_in(term)
             && self
                 .repair
                 .is_none_or(|repair| repair.candidate_covers(last_log_index, last_log_term))

@@ -88,9 +88,18 @@ impl Replica {
     /// Whether this node may grant a vote in its current term: its votes are known, or its
     /// term is above the bound its voters gave.
     pub(super) fn votes_known(&self) -> bool {
+        self.votes_known_in(self.term)
+    }
+
+    /// Whether this node may grant a vote (or a pre-vote) in `term`: its votes are known, or
+    /// `term` is above the bound its voters gave. A pre-vote asks about the next term, which
+    /// the node has not adopted: it is granted once that term is above the bound (seed 217:
+    /// a node at the bound refused every pre-vote for the term after it, and with another
+    /// abstaining no leader was elected).
+    pub(super) fn votes_known_in(&self, term: Term) -> bool {
         self.vote_recovery
             .as_ref()
-            .is_none_or(|r| r.bound.is_some_and(|bound| self.term > bound))
+            .is_none_or(|r| r.bound.is_some_and(|bound| term > bound))
     }
 
     /// True while this node waits for its voters' terms: it must not campaign.
@@ -377,6 +386,8 @@ mod tests {
             granted(&step(&mut node, vote_request(3, 9, false))),
             [false]
         );
+        // A pre-vote for the next term is granted: that term is above the bound.
+        assert_eq!(granted(&step(&mut node, vote_request(3, 10, true))), [true]);
         step(&mut node, Input::Campaign);
         let state = node.hard_state();
         assert_eq!(

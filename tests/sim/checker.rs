@@ -4,6 +4,9 @@
 //! led which term, every (index, term) ever written with its payload and predecessor term,
 //! and every committed entry. Checks (Raft paper Figure 3):
 //! - election safety: at most one leader per term;
+//! - one vote per node and term: a node never grants votes to two candidates in one term,
+//!   across its restarts and whatever its disk lost (the simulated disk checks the same of
+//!   the votes that became durable);
 //! - log matching: one payload and one predecessor term per (index, term), so equal
 //!   (index, term) means equal logs up to there;
 //! - leader completeness: a leader of term L holds every entry committed before L;
@@ -51,8 +54,11 @@ pub(crate) struct Checker {
     committed: BTreeMap<LogIndex, CommittedRecord>,
     /// Index at which each client write was committed: a write commits at most once.
     write_index: BTreeMap<u64, LogIndex>,
-    /// The vote each node last cast in each term (as its persist actions save it).
+    /// The vote each node last cast in each term (as its persist actions save it; one that
+    /// never became durable may be followed by another after a crash).
     votes_cast: BTreeMap<(Term, NodeId), NodeId>,
+    /// The vote each node granted in each term (as its real `VoteResponse`s say).
+    votes_granted: BTreeMap<(Term, NodeId), NodeId>,
     /// Committed membership entries, by index.
     committed_memberships: BTreeMap<LogIndex, Membership>,
 }
@@ -118,6 +124,23 @@ impl Checker {
     /// `voter` saves a vote for `candidate` in `term`.
     pub(crate) fn observe_vote_cast(&mut self, voter: NodeId, term: Term, candidate: NodeId) {
         self.votes_cast.insert((term, voter), candidate);
+    }
+
+    /// `voter` sends `candidate` a granted vote of `term`: never to another than one it
+    /// granted that term before.
+    pub(crate) fn observe_vote_granted(
+        &mut self,
+        voter: NodeId,
+        term: Term,
+        candidate: NodeId,
+    ) -> Verdict {
+        match self.votes_granted.insert((term, voter), candidate) {
+            Some(earlier) if earlier != candidate => Err(format!(
+                "one vote per term: node {voter} granted its vote in term {term} to {earlier}, \
+                 then to {candidate}"
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// `node` just became leader of `term`, using configuration `membership` (as its status
@@ -320,5 +343,28 @@ fn holds_committed(
             found.map_or("nothing".to_string(), |t| format!("term {t}")),
             committed.term
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A history in which a node grants its vote to two candidates in one term (as a node
+    /// that forgot its vote after its hard state was damaged would) is rejected; the same
+    /// grant again, or grants in other terms or by other nodes, are not.
+    #[test]
+    fn two_votes_by_one_node_in_one_term_are_rejected() {
+        let mut checker = Checker::default();
+        let (a, b, c) = (NodeId(0), NodeId(1), NodeId(2));
+        assert!(checker.observe_vote_granted(a, Term(3), b).is_ok());
+        assert!(checker.observe_vote_granted(a, Term(3), b).is_ok());
+        assert!(checker.observe_vote_granted(a, Term(4), c).is_ok());
+        assert!(checker.observe_vote_granted(c, Term(3), c).is_ok());
+        let err = checker.observe_vote_granted(a, Term(3), c).unwrap_err();
+        assert_eq!(
+            err,
+            "one vote per term: node 0 granted its vote in term 3 to 1, then to 2"
+        );
     }
 }

@@ -20,6 +20,18 @@ use rcraft::wire::{Entry, LogIndex, Membership, NodeId, SnapshotMeta, Term};
 use rcraft_storage::{CrashMode, SimFs};
 use std::collections::{BTreeMap, VecDeque};
 
+/// What a damage to the hard-state file leaves readable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HardStateDamage {
+    /// Both slots unreadable or flipped (or the file cut short): nothing.
+    BothSlots,
+    /// One slot flipped or unreadable: the other holds the newest state.
+    OneSlot,
+    /// The disk dropped the synced write of the newest save to one slot, and the other slot
+    /// was then flipped: the readable slot holds the save before.
+    LostWriteThenOneSlot,
+}
+
 /// A persist action that has been issued but not synced.
 #[derive(Clone, Debug)]
 struct PendingWrite {
@@ -83,6 +95,9 @@ impl RealDisk {
 #[derive(Debug, Default)]
 pub(crate) struct Disk {
     hard_state: HardState,
+    /// The hard state saved before `hard_state` (what a slot holds when the disk dropped the
+    /// write of the newest save to it).
+    previous_hard_state: HardState,
     snapshot: Option<StoredSnapshot>,
     log: EntryLog,
     pending: VecDeque<PendingWrite>,
@@ -193,9 +208,33 @@ impl Disk {
                     _ => {}
                 }
             }
+            self.previous_hard_state = self.hard_state;
             self.hard_state = hard_state;
         }
         Ok(())
+    }
+
+    /// Damage to the hard-state file while the node is down, found at its restart as the
+    /// storage crate finds it (storage/FORMAT.md §4.6): the state read is a lower bound,
+    /// marked `votes_unknown`. `kind` picks what is still readable. The record of every vote
+    /// ever saved (`votes`) is kept: the checks that a node never votes twice in a term span
+    /// the damage.
+    pub(crate) fn damage_hard_state(&mut self, kind: HardStateDamage) {
+        let readable = match kind {
+            HardStateDamage::BothSlots => HardState::default(),
+            HardStateDamage::OneSlot => self.hard_state,
+            HardStateDamage::LostWriteThenOneSlot => self.previous_hard_state,
+        };
+        self.hard_state = HardState {
+            votes_unknown: true,
+            ..readable
+        };
+        self.previous_hard_state = self.hard_state;
+    }
+
+    /// The node's durable hard state says its votes are unknown.
+    pub(crate) fn votes_unknown(&self) -> bool {
+        self.hard_state.votes_unknown
     }
 
     /// A crash: the first `reached_disk` queued writes happened to become durable; the rest

@@ -192,6 +192,14 @@ impl<C: SimCore> World<C> {
         if self.check_persist_contract {
             self.check_released_durably(node, &msg)?;
         }
+        if let MessageBody::VoteResponse {
+            pre_vote: false,
+            granted: true,
+        } = msg.body
+        {
+            self.checker
+                .observe_vote_granted(msg.from, msg.term, msg.to)?;
+        }
         for delay in self.network.delivery_delays(&mut self.rng) {
             self.schedule(self.now + delay, Event::Deliver(msg.clone()));
         }

@@ -78,6 +78,11 @@ pub(crate) const SIM_SELF_DEMOTION: rcraft::core::SelfDemotionConfig =
         min_gap_ticks: 4,
         cooldown_ticks: 300,
     };
+/// Share of runs, per mille, whose nodes may find their hard-state file damaged at a restart
+/// (tests/sim/hard_state_damage.rs). Drawn from a generator of its own.
+pub(crate) const HARD_STATE_DAMAGE_RUNS_PER_MILLE: u64 = 400;
+/// In those runs, the chance per mille that a restarting node finds its hard state damaged.
+pub(crate) const HARD_STATE_DAMAGE_PER_RESTART_PER_MILLE: u64 = 300;
 /// Damage strikes only while every configuration has at least this many voters.
 pub(crate) const DAMAGE_VOTERS_MIN: usize = 3;
 /// Whether runs that change membership draw damage too.

@@ -28,6 +28,9 @@ pub(crate) struct CoreView {
     pub(crate) membership: Membership,
     /// The entries its disk lost that it is repairing (meanwhile it votes only for candidates covering them).
     pub(crate) repairing: Option<LostEntries>,
+    /// Its hard state was damaged and it still waits for its voters' terms (meanwhile it
+    /// neither votes nor campaigns).
+    pub(crate) votes_unknown: bool,
 }
 
 /// A consensus core the simulator can drive.
@@ -70,6 +73,7 @@ impl SimCore for Replica {
             snapshot_index: status.snapshot_index,
             membership: status.membership,
             repairing: status.repairing,
+            votes_unknown: status.votes_unknown.is_some(),
         }
     }
 }

@@ -225,6 +225,8 @@ pub(crate) struct World<C> {
     trace: VecDeque<String>,
     /// Decides disk damage (`DAMAGE_*` in params.rs); `None` in runs without it.
     damage_rng: Option<SimRng>,
+    /// Decides hard-state damage (tests/sim/hard_state_damage.rs); `None` in runs without it.
+    pub(crate) hard_state_damage_rng: Option<SimRng>,
     /// The node whose disk is slow (`SLOW_DISK_*` in params.rs), once chosen.
     pub(crate) slow_disk_node: Option<usize>,
     /// Its disk is slow now: from the choice on, except in calm phases (which heal every
@@ -288,6 +290,10 @@ impl<C: SimCore> World<C> {
             trace_mode,
             trace: VecDeque::new(),
             damage_rng: damage_rng(seed, &params_for_damage),
+            hard_state_damage_rng: crate::hard_state_damage::hard_state_damage_rng(
+                seed,
+                &params_for_damage,
+            ),
             slow_disk_node: None,
             slow_disk_on: false,
             self_demotions: Vec::new(),
@@ -564,9 +570,17 @@ impl<C: SimCore> World<C> {
         Ok(())
     }
 
-    /// Every damaged node that is up has repaired what its disk lost by the liveness check.
+    /// Every damaged node that is up has repaired what its disk lost by the liveness check,
+    /// and learned its voters' terms if its hard state was damaged.
     fn check_repaired(&self, since: u64) -> Verdict {
         for n in &self.nodes {
+            if n.view.as_ref().is_some_and(|v| v.votes_unknown) {
+                return Err(format!(
+                    "repair: healed since t={since}ms, yet node {} still waits for its voters' \
+                     terms after its hard state was damaged",
+                    n.id
+                ));
+            }
             if n.view.as_ref().is_some_and(|v| v.repairing.is_some()) {
                 return Err(format!(
                     "repair: healed since t={since}ms, yet node {} still repairs entries its \
@@ -718,6 +732,7 @@ impl<C: SimCore> World<C> {
             self.note(format!("restart node {node}"));
         }
         self.maybe_damage_disk(node);
+        self.maybe_damage_hard_state(node);
         self.start_node(node)
     }
 
