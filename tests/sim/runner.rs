@@ -173,7 +173,7 @@ fn describe(summary: &RunSummary) -> String {
     format!(
         "{} events, {} committed entries, {} acknowledged writes ({} retries, {} answered as \
          duplicates, {} refused as of a forgotten session), {} linearizable reads, {} crashes, {} committed configuration changes, \
-         {} self-demotions of a leader with a slow disk",
+         {} self-demotions of a leader with a slow disk or slow links",
         summary.events,
         summary.committed,
         summary.writes_acked,
