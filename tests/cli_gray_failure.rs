@@ -1,11 +1,13 @@
 //! Gray-failure self-demotion end to end, through the real binary: three `rcraft serve`
 //! processes, node 0 started with the fault injection for tests `RCRAFT_FAILPOINT_FSYNC_DELAY_MS`
-//! (every sync of its log 300 ms late: a failing disk). Once node 0 leads (moved there with
-//! `rcraft transfer` if it was not elected) and a client keeps writing, it hands leadership to
-//! another node of its own accord; its log says why with the figures, its flight recorder has
-//! it, writes go on under the new leader, and the nodes with healthy disks never do it. A bad
-//! value of the variable stops `rcraft serve` with a line naming it. Every wait is bounded;
-//! processes are killed and directories removed on drop.
+//! (every sync of its log 300 ms late: a failing disk), or, for the network half,
+//! `RCRAFT_FAILPOINT_PEER_DELAY_MS` (every peer message it sends 200 ms late: a slow network
+//! card). Once node 0 leads (moved there with `rcraft transfer` if it was not elected) and a
+//! client keeps writing, it hands leadership to another node of its own accord; its log says
+//! why with the figures, its flight recorder has it, writes go on under the new leader, and
+//! the healthy nodes never do it. A bad value of either variable stops `rcraft serve` with a
+//! line naming it. Every wait is bounded; processes are killed and directories removed on
+//! drop.
 
 mod snapshot_support;
 
@@ -16,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 const FAILPOINT: &str = "RCRAFT_FAILPOINT_FSYNC_DELAY_MS";
+const PEER_FAILPOINT: &str = "RCRAFT_FAILPOINT_PEER_DELAY_MS";
 const SLOW: usize = 0;
 const FLAGS: &[&str] = &[
     // The slow node must still win the election a transfer asks of it: the sync of its own
@@ -91,11 +94,38 @@ fn keep_writing(
 
 #[test]
 fn a_leader_with_a_slow_disk_hands_leadership_over_and_says_why() {
-    let cluster = Cluster::start_nodes_with_env(3, FLAGS, &[(SLOW, FAILPOINT, "300")]);
-    cluster.wait_for_leader();
     let injected = format!("fault injection for tests: {FAILPOINT}=300 delays every log sync");
+    let reason = [
+        "(gray failure): this leader's writes took ",
+        " ms to become durable on average, ",
+        " times the ",
+        " ms of the median follower (2 measured), for the last ",
+    ];
+    slow_leader_hands_over((FAILPOINT, "300"), &injected, &reason);
+}
+
+#[test]
+fn a_leader_with_slow_links_hands_leadership_over_and_says_why() {
+    let injected = format!(
+        "fault injection for tests: {PEER_FAILPOINT}=200 makes every peer message of this node \
+         leave 200 ms late"
+    );
+    let reason = [
+        "(gray failure, slow network): this leader's round trips to its followers took ",
+        " ms on average, ",
+        " times the ",
+        " ms its followers measure between themselves (2 reporting), for the last ",
+    ];
+    slow_leader_hands_over((PEER_FAILPOINT, "200"), &injected, &reason);
+}
+
+/// Node 0, started with the fault injection `failpoint` (which it announces with
+/// `injected`), is made leader under writes; it hands over and says why (`reason`, in parts).
+fn slow_leader_hands_over(failpoint: (&str, &str), injected: &str, reason: &[&str]) {
+    let cluster = Cluster::start_nodes_with_env(3, FLAGS, &[(SLOW, failpoint.0, failpoint.1)]);
+    cluster.wait_for_leader();
     assert!(
-        cluster.log_of(SLOW).contains(&injected),
+        cluster.log_of(SLOW).contains(injected),
         "{}",
         cluster.logs()
     );
@@ -114,13 +144,8 @@ fn a_leader_with_a_slow_disk_hands_leadership_over_and_says_why() {
         panic!("node {SLOW} never handed over:\n{}", cluster.logs());
     };
     // The reason, with the figures.
-    for part in [
-        " WARN ",
-        "(gray failure): this leader's writes took ",
-        " ms to become durable on average, ",
-        " times the ",
-        " ms of the median follower (2 measured), for the last ",
-    ] {
+    assert!(line.contains(" WARN "), "{line}");
+    for part in reason {
         assert!(line.contains(part), "{part:?} missing from {line:?}");
     }
     let target = line
@@ -174,7 +199,13 @@ fn a_leader_with_a_slow_disk_hands_leadership_over_and_says_why() {
 }
 
 #[test]
-fn a_bad_fsync_delay_is_refused_with_its_name() {
+fn a_bad_fsync_or_peer_delay_is_refused_with_its_name() {
+    for failpoint in [FAILPOINT, PEER_FAILPOINT] {
+        bad_delay_is_refused(failpoint);
+    }
+}
+
+fn bad_delay_is_refused(failpoint: &str) {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -190,7 +221,7 @@ fn a_bad_fsync_delay_is_refused_with_its_name() {
             "--data-dir",
         ])
         .arg(dir.path().join("node0"))
-        .env(FAILPOINT, "slow")
+        .env(failpoint, "slow")
         .env_remove("RUST_LOG")
         .output()
         .unwrap();
@@ -198,7 +229,7 @@ fn a_bad_fsync_delay_is_refused_with_its_name() {
     assert!(!output.status.success(), "{output:?}");
     assert!(
         stderr.contains(&format!(
-            "{FAILPOINT}=\"slow\" is not a number of milliseconds"
+            "{failpoint}=\"slow\" is not a number of milliseconds"
         )),
         "{stderr}"
     );

@@ -98,34 +98,66 @@ pub struct SelfDemotionConfig {
     /// After handing over, this node does not try again for this long (across terms), so
     /// leadership cannot ping-pong.
     pub cooldown_ticks: u64,
+    /// The network half (core/link_probe.rs): every voter that leads or follows a known
+    /// leader probes every other voter this often, followers report what they measure
+    /// between themselves, and a leader whose own links stay far slower hands over. 0 turns
+    /// the probes and the network half off (the disk half still runs).
+    pub link_probe_interval_ticks: u64,
 }
 
 impl SelfDemotionConfig {
     /// Defaults for a 10 ms tick: 4 times the median follower and 100 ms above it, for 5 s;
-    /// then no new attempt for 60 s.
+    /// then no new attempt for 60 s. No link probes: a node turns them on (at its heartbeat
+    /// interval), so that tests of the core that count messages see only Raft's own.
     pub const DEFAULT: SelfDemotionConfig = SelfDemotionConfig {
         window_ticks: 500,
         ratio: 4,
         min_gap_ticks: 10,
         cooldown_ticks: 6_000,
+        link_probe_interval_ticks: 0,
     };
+}
+
+/// What made a leader hand leadership over of its own accord.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelfDemotionReason {
+    /// Its own log writes took far longer to become durable than its followers' round trips.
+    SlowDisk,
+    /// Its round trips to its followers took far longer than theirs between themselves.
+    SlowLinks,
+}
+
+impl SelfDemotionReason {
+    /// A short fixed word for logs and metric labels: `disk` or `network`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SelfDemotionReason::SlowDisk => "disk",
+            SelfDemotionReason::SlowLinks => "network",
+        }
+    }
 }
 
 /// Why a leader hands leadership over of its own accord: its figures, for the operator's log,
 /// the flight recorder and the simulator's checks. Latencies are moving averages in
-/// thousandths of a tick, from handing entries over (to its own disk, or to the network for a
-/// follower) until they are durable (on its disk, or acknowledged by the follower).
+/// thousandths of a tick. For [`SelfDemotionReason::SlowDisk`] they run from handing entries
+/// over (to its own disk, or to the network for a follower) until they are durable (on its
+/// disk, or acknowledged by the follower); for [`SelfDemotionReason::SlowLinks`] they are
+/// probe round trips (core/link_probe.rs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SelfDemotion {
+    /// What was slow.
+    pub reason: SelfDemotionReason,
     /// The follower leadership is handed to.
     pub to: NodeId,
-    /// This leader's own durability latency.
+    /// Slow disk: this leader's own durability latency. Slow links: its round trip to the
+    /// follower that completes its quorum (the fastest ones first).
     pub leader_milliticks: u64,
-    /// The median follower's durable round trip.
+    /// Slow disk: the median follower's durable round trip. Slow links: the median of the
+    /// followers' reports of their round trips between themselves.
     pub median_follower_milliticks: u64,
-    /// The chosen follower's durable round trip.
+    /// The chosen follower's figure of the same kind.
     pub target_milliticks: u64,
-    /// Followers (voters) with fresh measurements.
+    /// Followers (voters) with fresh measurements (slow links: fresh reports).
     pub followers_measured: usize,
     /// How long the leader had counted as slow.
     pub slow_for_ticks: u64,
@@ -425,8 +457,9 @@ pub enum Action {
         /// Last chunk.
         done: bool,
     },
-    /// This leader's own writes have been far slower than its followers' for a sustained
-    /// window, so it starts handing leadership to `to` (the transfer's messages follow).
+    /// This leader's own writes (or its links to its followers) have been far slower than
+    /// its followers' for a sustained window, so it starts handing leadership to `to` (the
+    /// transfer's messages follow).
     /// Nothing to carry out: tell the operator why (core/gray_failure.rs).
     SelfDemotion(SelfDemotion),
     /// The log before `through` (inclusive) is covered by a snapshot and may be removed from

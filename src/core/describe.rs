@@ -133,6 +133,14 @@ pub fn describe_message(m: &Message) -> String {
         },
         MessageBody::RepairQuery => "RepairQuery".to_string(),
         MessageBody::RepairAnswer { log_end } => format!("RepairAnswer end={log_end}"),
+        MessageBody::LinkProbe {
+            sent_tick,
+            peers_milliticks,
+        } => match peers_milliticks {
+            Some(report) => format!("LinkProbe @{sent_tick} peers={}", milliticks(*report)),
+            None => format!("LinkProbe @{sent_tick}"),
+        },
+        MessageBody::LinkProbeReply { sent_tick } => format!("LinkProbeReply @{sent_tick}"),
     };
     format!("{}->{} t{} {}", m.from, m.to, m.term, body)
 }
@@ -224,7 +232,8 @@ pub fn describe_action(action: &Action) -> String {
         ),
         Action::CompactLog { through } => format!("compact-log through {through}"),
         Action::SelfDemotion(d) => format!(
-            "self-demotion to {}: own writes durable in {} ticks, median follower {} ({} measured), target {}, slow for {} ticks",
+            "self-demotion ({}) to {}: own figure {} ticks, median follower {} ({} measured), target {}, slow for {} ticks",
+            d.reason.name(),
             d.to,
             milliticks(d.leader_milliticks),
             milliticks(d.median_follower_milliticks),

@@ -12,13 +12,23 @@ impl Replica {
         if message.to != self.id || message.from == self.id {
             return;
         }
-        // Outside the term rules (`repair.rs`): a repairing node's question must not disturb
-        // anyone's term, and any answer is news.
+        // Outside the term rules (`repair.rs`, `link_probe.rs`): a repairing node's question
+        // or a link probe must not disturb anyone's term, and any answer is news.
         match message.body {
             MessageBody::RepairQuery => return self.on_repair_query(message.from),
             MessageBody::RepairAnswer { log_end } => {
                 self.on_vote_recovery_answer(message.from, message.term);
                 return self.on_repair_answer(message.from, log_end);
+            }
+            MessageBody::LinkProbe {
+                sent_tick,
+                peers_milliticks,
+            } => {
+                let (from, term) = (message.from, message.term);
+                return self.on_link_probe(from, term, sent_tick, peers_milliticks);
+            }
+            MessageBody::LinkProbeReply { sent_tick } => {
+                return self.on_link_probe_reply(message.from, sent_tick);
             }
             _ => {}
         }
@@ -81,7 +91,10 @@ impl Replica {
             MessageBody::ReadIndexResponse { request, index } => {
                 self.on_read_index_response(from, request, index)
             }
-            MessageBody::RepairQuery | MessageBody::RepairAnswer { .. } => {
+            MessageBody::RepairQuery
+            | MessageBody::RepairAnswer { .. }
+            | MessageBody::LinkProbe { .. }
+            | MessageBody::LinkProbeReply { .. } => {
                 unreachable!("handled before the term checks")
             }
         }

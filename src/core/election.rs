@@ -212,6 +212,7 @@ impl Replica {
             progress,
             uncommitted_bytes,
             transfer: None,
+            transfer_grace_ticks: 0,
             lease_revoked: false,
             reads: ReadQueue::default(),
             snapshot_budget: self.config.snapshot_bytes_per_tick,

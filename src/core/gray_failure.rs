@@ -1,5 +1,7 @@
-//! Gray-failure self-demotion: a leader whose own log writes stay far slower than its
-//! followers' hands leadership to the fastest caught-up follower (`CoreConfig::self_demotion`).
+//! Gray-failure self-demotion: a leader whose own log writes, or whose links to its
+//! followers, stay far slower than its followers' hands leadership to a caught-up follower
+//! that is not slow itself (`CoreConfig::self_demotion`). The disk half is described first,
+//! the network half after it; they share the thresholds, the window and the cool-down.
 //!
 //! A leader with a failing or overloaded disk still answers heartbeats, so nothing in Raft
 //! replaces it, yet every write waits for its slow sync before it is applied and answered.
@@ -27,18 +29,30 @@
 //! again soon after, so leadership cannot ping-pong. With equal disks a follower's round trip
 //! includes its sync plus the network, so it is never far below the leader's own sync.
 //!
+//! The network half (with `link_probe_interval_ticks` set; measurement in link_probe.rs): the
+//! leader's figure is its round trip to the follower that completes its quorum (its links'
+//! averages, fastest first: with five voters, the second fastest), the others' is the median
+//! of the followers' reports of their round trips to each other, which do not pass through
+//! the leader. Slow is the same test, with the same window, hysteresis, [`SLOW_SAMPLES_MIN`]
+//! replies of its own and cool-down; reports are needed from as many voters as make a quorum
+//! with the leader. A leader whose own links are slow sees all of them slow while its
+//! followers see each other fast; one slow follower is outvoted both in the leader's quorum
+//! figure and in the median report; links slow everywhere are slow on both sides. The
+//! target is the caught-up voter with the lowest report, and never one whose report, or
+//! whose durable round trip, is itself slow by the same test.
+//!
 //! Owned by the replica's owner thread, as part of the leader state. Invariants: samples are
 //! taken only while leading (a new term starts empty); `local_in_flight` holds increasing
 //! sequence numbers, each a persist not yet confirmed.
 
-use super::api::{Action, SelfDemotion, SelfDemotionConfig};
+use super::api::{Action, SelfDemotion, SelfDemotionConfig, SelfDemotionReason};
 use super::progress::ProgressState;
-use super::replica::Replica;
+use super::replica::{LeaderState, Replica};
 use rcraft_wire::{LogIndex, NodeId};
 use std::collections::{BTreeMap, VecDeque};
 
 /// The averages are kept in 1/SCALE ticks, so a latency under a tick still counts.
-const SCALE: u64 = 1_000;
+pub(super) const SCALE: u64 = 1_000;
 /// A new sample weighs 1/2^EWMA_SHIFT in the moving averages: a quarter, so a slow leader
 /// that syncs only every hundred milliseconds or so is seen within a few syncs.
 const EWMA_SHIFT: u32 = 2;
@@ -50,13 +64,13 @@ const LOCAL_IN_FLIGHT_MAX: usize = 1_024;
 
 /// A moving average of latencies in 1/SCALE ticks, and when it last moved.
 #[derive(Clone, Copy, Debug, Default)]
-struct Average {
+pub(super) struct Average {
     value: Option<u64>,
     sampled_at: u64,
 }
 
 impl Average {
-    fn sample(&mut self, ticks: u64, now: u64) {
+    pub(super) fn sample(&mut self, ticks: u64, now: u64) {
         let scaled = ticks.saturating_mul(SCALE);
         self.value = Some(match self.value {
             None => scaled,
@@ -65,8 +79,15 @@ impl Average {
         self.sampled_at = now;
     }
 
+    /// Replaces the value with one averaged elsewhere (a follower's report), in 1/SCALE
+    /// ticks.
+    fn set(&mut self, scaled: u64, now: u64) {
+        self.value = Some(scaled);
+        self.sampled_at = now;
+    }
+
     /// The value when sampled within the last `window` ticks.
-    fn fresh(&self, now: u64, window: u64) -> Option<u64> {
+    pub(super) fn fresh(&self, now: u64, window: u64) -> Option<u64> {
         self.value
             .filter(|_| now.saturating_sub(self.sampled_at) <= window)
     }
@@ -80,15 +101,71 @@ struct FollowerLatency {
     average: Average,
 }
 
-/// The leader's latency measurements and its slowness timer (see the module header).
+/// Whether `value` is far above `median`: at least `ratio` times it (a median below one
+/// tick counting as one tick) and at least `min_gap_ticks` above it; with `hysteresis`, half
+/// of either bound is enough (the test for staying slow once slow).
+fn far_above(config: &SelfDemotionConfig, value: u64, median: u64, hysteresis: bool) -> bool {
+    let floor = median.max(SCALE).saturating_mul(config.ratio.max(1));
+    let gap = config.min_gap_ticks.saturating_mul(SCALE);
+    if hysteresis {
+        value.saturating_mul(2) >= floor
+            && value.saturating_mul(2) >= median.saturating_mul(2).saturating_add(gap)
+    } else {
+        value >= floor && value >= median.saturating_add(gap)
+    }
+}
+
+/// How long a leader has counted as slow by one measure.
+#[derive(Clone, Copy, Debug, Default)]
+struct SlowTimer {
+    /// The tick since which it has counted as slow, and its own samples since.
+    since: Option<(u64, u64)>,
+}
+
+impl SlowTimer {
+    fn count_sample(&mut self) {
+        if let Some((_, samples)) = self.since.as_mut() {
+            *samples += 1;
+        }
+    }
+
+    /// Moves the timer on with this tick's figures; returns the tick since which the leader
+    /// has been slow when that is a whole window and it is slow now. `hung`: a measurement
+    /// of its own has been pending the whole window, which stands for the samples.
+    fn slow_since_a_window(
+        &mut self,
+        config: &SelfDemotionConfig,
+        local: u64,
+        median: u64,
+        now: u64,
+        hung: bool,
+    ) -> Option<u64> {
+        let slow = far_above(config, local, median, false);
+        let still_slow = far_above(config, local, median, true);
+        let (since, samples) = match self.since {
+            None if slow => *self.since.insert((now, 0)),
+            Some(since) if still_slow => since,
+            _ => {
+                self.since = None;
+                return None;
+            }
+        };
+        let sustained = samples >= SLOW_SAMPLES_MIN || hung;
+        (slow && sustained && now.saturating_sub(since) >= config.window_ticks).then_some(since)
+    }
+}
+
+/// The leader's latency measurements and its slowness timers (see the module header).
 #[derive(Debug, Default)]
 pub(super) struct LatencyWatch {
     /// Own persists with entries, issued and not yet confirmed: (sequence number, tick).
     local_in_flight: VecDeque<(u64, u64)>,
     local: Average,
     followers: BTreeMap<NodeId, FollowerLatency>,
-    /// The tick since which the leader has counted as slow, and its own samples since.
-    slow_since: Option<(u64, u64)>,
+    disk_slow: SlowTimer,
+    /// Each voter's latest report of its round trips to the others (link_probe.rs).
+    reports: BTreeMap<NodeId, Average>,
+    links_slow: SlowTimer,
 }
 
 impl LatencyWatch {
@@ -107,10 +184,18 @@ impl LatencyWatch {
             }
             self.local_in_flight.pop_front();
             self.local.sample(now.saturating_sub(issued_at), now);
-            if let Some((_, samples)) = self.slow_since.as_mut() {
-                *samples += 1;
-            }
+            self.disk_slow.count_sample();
         }
+    }
+
+    /// A voter reported its median round trip to the others but the leader.
+    pub(super) fn on_report(&mut self, peer: NodeId, milliticks: u64, now: u64) {
+        self.reports.entry(peer).or_default().set(milliticks, now);
+    }
+
+    /// One of this leader's probes came back (link_probe.rs).
+    pub(super) fn on_link_sample(&mut self) {
+        self.links_slow.count_sample();
     }
 
     /// An AppendRequest with entries through `last` was sent to `peer`.
@@ -171,40 +256,39 @@ impl LatencyWatch {
         latencies
     }
 
-    /// Moves the slowness timer on with this tick's figures; returns the tick since which the
-    /// leader has been slow when that is a whole window and it is slow now.
-    fn slow_since_a_window(
-        &mut self,
-        config: &SelfDemotionConfig,
-        local: u64,
-        median: u64,
+    /// Whether the disk half counts a pending persist as hung: issued a whole window ago.
+    fn local_hung(&self, now: u64, window: u64) -> bool {
+        (self.local_in_flight.front())
+            .is_some_and(|&(_, issued)| now.saturating_sub(issued) >= window)
+    }
+
+    /// The fresh reports of the voters `include` keeps, lowest first (ties by id).
+    fn fresh_reports(
+        &self,
         now: u64,
-    ) -> Option<u64> {
-        let ratio = config.ratio.max(1);
-        let floor = median.max(SCALE).saturating_mul(ratio);
-        let gap = config.min_gap_ticks.saturating_mul(SCALE);
-        let slow = local >= floor && local >= median.saturating_add(gap);
-        // Hysteresis: once slow, half of either bound keeps it so.
-        let still_slow = local.saturating_mul(2) >= floor
-            && local.saturating_mul(2) >= median.saturating_mul(2).saturating_add(gap);
-        let (since, samples) = match self.slow_since {
-            None if slow => *self.slow_since.insert((now, 0)),
-            Some(since) if still_slow => since,
-            _ => {
-                self.slow_since = None;
-                return None;
-            }
-        };
-        let hung = (self.local_in_flight.front())
-            .is_some_and(|&(_, issued)| now.saturating_sub(issued) >= config.window_ticks);
-        let sustained = samples >= SLOW_SAMPLES_MIN || hung;
-        (slow && sustained && now.saturating_sub(since) >= config.window_ticks).then_some(since)
+        window: u64,
+        include: impl Fn(NodeId) -> bool,
+    ) -> Vec<(u64, NodeId)> {
+        let mut reports: Vec<(u64, NodeId)> = (self.reports.iter())
+            .filter(|(id, _)| include(**id))
+            .filter_map(|(&id, report)| Some((report.fresh(now, window)?, id)))
+            .collect();
+        reports.sort_unstable();
+        reports
     }
 }
 
+/// Whether `id` can take over now: it answers, replicates and holds every committed entry
+/// (the transfer brings it up to the last index before it is told to campaign).
+fn caught_up(state: &LeaderState, id: NodeId, committed: LogIndex) -> bool {
+    state.progress.get(&id).is_some_and(|pr| {
+        pr.recent_active && pr.state == ProgressState::Replicate && pr.match_index >= committed
+    })
+}
+
 impl Replica {
-    /// Leader tick: hands leadership over when this leader's writes have been far slower than
-    /// its followers' for the whole window (see the module header).
+    /// Leader tick: hands leadership over when this leader's writes, or its links, have been
+    /// far slower than its followers' for the whole window (see the module header).
     pub(super) fn maybe_self_demote(&mut self) {
         let Some(config) = self.config.self_demotion else {
             return;
@@ -212,49 +296,124 @@ impl Replica {
         let now = self.now_ticks;
         let cooling = (self.last_self_demotion)
             .is_some_and(|at| now.saturating_sub(at) < config.cooldown_ticks);
-        let committed = self.log.committed_index();
-        let membership = &self.membership;
-        let Some(state) = self.leader_state.as_mut().filter(|_| !cooling) else {
+        if cooling || self.leader_state.is_none() {
+            return;
+        }
+        let demotion = match self.slow_disk_demotion(&config) {
+            Some(demotion) => Some(demotion),
+            None => self.slow_links_demotion(&config),
+        };
+        let (Some(demotion), Some(state)) = (demotion, self.leader_state.as_mut()) else {
             return;
         };
+        state.latency.disk_slow = SlowTimer::default();
+        state.latency.links_slow = SlowTimer::default();
+        self.last_self_demotion = Some(now);
+        let target = demotion.to;
+        // Slow links: the target's catch-up and `TimeoutNow` take this leader's round trips,
+        // which may be longer than the election timeout a transfer is given; two of them more.
+        let grace = match demotion.reason {
+            SelfDemotionReason::SlowDisk => 0,
+            SelfDemotionReason::SlowLinks => (demotion.leader_milliticks.div_ceil(SCALE)) * 2,
+        };
+        self.actions.push(Action::SelfDemotion(demotion));
+        self.on_transfer_leadership(target);
+        if let Some(state) = self.leader_state.as_mut() {
+            state.transfer_grace_ticks = grace;
+        }
+    }
+
+    /// The disk half: this leader's writes against its followers' durable round trips.
+    fn slow_disk_demotion(&mut self, config: &SelfDemotionConfig) -> Option<SelfDemotion> {
+        let now = self.now_ticks;
+        let committed = self.log.committed_index();
+        let membership = &self.membership;
+        let state = self.leader_state.as_mut()?;
         let watch = &mut state.latency;
         let local = watch.local_latency(now, config.window_ticks);
         let followers =
             watch.follower_latencies(now, config.window_ticks, |id| membership.is_voter(id));
         let (Some(local), Some(&(median, _))) = (local, followers.get(followers.len() / 2)) else {
-            watch.slow_since = None;
-            return;
+            watch.disk_slow = SlowTimer::default();
+            return None;
         };
-        let Some(since) = watch.slow_since_a_window(&config, local, median, now) else {
-            return;
-        };
+        let hung = watch.local_hung(now, config.window_ticks);
+        let since = (watch.disk_slow).slow_since_a_window(config, local, median, now, hung)?;
         if state.transfer.is_some() {
-            return;
+            return None;
         }
-        // The fastest follower that holds every committed entry and is answering; the
-        // transfer brings it up to the last index before it is told to campaign.
-        let target = followers.iter().find(|(_, id)| {
-            state.progress.get(id).is_some_and(|pr| {
-                pr.recent_active
-                    && pr.state == ProgressState::Replicate
-                    && pr.match_index >= committed
-            })
-        });
-        let Some(&(target_latency, target)) = target else {
-            return;
-        };
-        let demotion = SelfDemotion {
+        // The fastest follower that can take over.
+        let &(target_latency, target) =
+            (followers.iter()).find(|(_, id)| caught_up(state, *id, committed))?;
+        Some(SelfDemotion {
+            reason: SelfDemotionReason::SlowDisk,
             to: target,
             leader_milliticks: local,
             median_follower_milliticks: median,
             target_milliticks: target_latency,
             followers_measured: followers.len(),
             slow_for_ticks: now - since,
+        })
+    }
+
+    /// The network half: this leader's round trips to its followers against theirs to each
+    /// other (link_probe.rs).
+    fn slow_links_demotion(&mut self, config: &SelfDemotionConfig) -> Option<SelfDemotion> {
+        if config.link_probe_interval_ticks == 0 {
+            return None;
+        }
+        let now = self.now_ticks;
+        let window = config.window_ticks;
+        let committed = self.log.committed_index();
+        let me = self.id;
+        let membership = &self.membership;
+        let is_follower_voter = |id: NodeId| id != me && membership.is_voter(id);
+        let own = self.links.latencies(now, window, is_follower_voter);
+        let state = self.leader_state.as_mut()?;
+        let watch = &mut state.latency;
+        let reports = watch.fresh_reports(now, window, is_follower_voter);
+        // With the leader, this many followers make a quorum of the voters.
+        let voters = (membership.voters.iter())
+            .chain(membership.voters_outgoing.iter())
+            .filter(|id| **id != me)
+            .count();
+        let needed = voters.div_ceil(2);
+        let quorum_figure = needed.checked_sub(1).and_then(|i| own.get(i));
+        let (Some(&(local, _)), true) = (quorum_figure, voters >= 2 && reports.len() >= needed)
+        else {
+            watch.links_slow = SlowTimer::default();
+            return None;
         };
-        state.latency.slow_since = None;
-        self.last_self_demotion = Some(now);
-        self.actions.push(Action::SelfDemotion(demotion));
-        self.on_transfer_leadership(target);
+        let median = reports[reports.len() / 2].0;
+        let since = (watch.links_slow).slow_since_a_window(config, local, median, now, false)?;
+        if state.transfer.is_some() {
+            return None;
+        }
+        // The caught-up voter that measures the fastest links to the others, if neither its
+        // links nor its disk are slow themselves.
+        let durable = watch.follower_latencies(now, window, is_follower_voter);
+        let durable_median = durable.get(durable.len() / 2).map(|&(value, _)| value);
+        let slow_disk = |id: NodeId| {
+            let figure = durable
+                .iter()
+                .find(|(_, f)| *f == id)
+                .map(|&(value, _)| value);
+            matches!((figure, durable_median), (Some(f), Some(m)) if far_above(config, f, m, false))
+        };
+        let &(target_report, target) = reports.iter().find(|&&(report, id)| {
+            !far_above(config, report, median, false)
+                && !slow_disk(id)
+                && caught_up(state, id, committed)
+        })?;
+        Some(SelfDemotion {
+            reason: SelfDemotionReason::SlowLinks,
+            to: target,
+            leader_milliticks: local,
+            median_follower_milliticks: median,
+            target_milliticks: target_report,
+            followers_measured: reports.len(),
+            slow_for_ticks: now - since,
+        })
     }
 }
 
@@ -270,6 +429,7 @@ mod tests {
         ratio: 4,
         min_gap_ticks: 5,
         cooldown_ticks: 1_000,
+        link_probe_interval_ticks: 0,
     };
 
     /// What a run of the leader saw: its self-demotions (tick, figures) and the ticks at which
@@ -290,6 +450,29 @@ mod tests {
         followers: [u64; 2],
         ticks: u64,
     ) -> Outcome {
+        run_with_links(demotion, local, followers, Links::default(), ticks)
+    }
+
+    /// The network as the leader's link probes see it (none of it with probes off).
+    #[derive(Clone, Copy, Default)]
+    struct Links {
+        /// Ticks until node 2's and node 3's echo of a probe arrives (0: at once).
+        echo: [u64; 2],
+        /// What node 2 and node 3 report, every 5 ticks, of their round trips between
+        /// themselves (`None`: they send no probes).
+        reports: [Option<u64>; 2],
+        /// A follower that never acknowledges an append (it falls behind).
+        behind: Option<NodeId>,
+    }
+
+    /// As [`run`], with link probes answered and reports sent as `links` says.
+    fn run_with_links(
+        demotion: Option<SelfDemotionConfig>,
+        local: u64,
+        followers: [u64; 2],
+        links: Links,
+        ticks: u64,
+    ) -> Outcome {
         let mut leader = leader_of_three(|c: &mut CoreConfig| c.self_demotion = demotion);
         leader.take_actions();
         let mut due: BTreeMap<(u64, u64), Input> = BTreeMap::new();
@@ -307,6 +490,16 @@ mod tests {
                 session: None,
                 data: b"x".to_vec(),
             });
+            if now % 5 == 0 {
+                for (follower, report) in [(2, links.reports[0]), (3, links.reports[1])] {
+                    let Some(report) = report else { continue };
+                    let probe = MessageBody::LinkProbe {
+                        sent_tick: now,
+                        peers_milliticks: Some(report),
+                    };
+                    leader.step(from_peer_in(1, follower, probe));
+                }
+            }
             leader.step(Input::Tick);
             for action in leader.take_actions() {
                 order += 1;
@@ -319,7 +512,7 @@ mod tests {
                             prev_log_index,
                             entries,
                             ..
-                        } => {
+                        } if links.behind != Some(message.to) => {
                             let delay = followers[message.to.0 as usize - 2];
                             let ack = MessageBody::AppendResponse {
                                 success: true,
@@ -333,6 +526,12 @@ mod tests {
                             let delay = followers[message.to.0 as usize - 2];
                             let answer = MessageBody::HeartbeatResponse { read_context };
                             let input = from_peer_in(message.term.0, message.to.0, answer);
+                            due.insert((now + delay, order), input);
+                        }
+                        MessageBody::LinkProbe { sent_tick, .. } => {
+                            let delay = links.echo[message.to.0 as usize - 2];
+                            let echo = MessageBody::LinkProbeReply { sent_tick };
+                            let input = from_peer_in(message.term.0, message.to.0, echo);
                             due.insert((now + delay, order), input);
                         }
                         MessageBody::TimeoutNow => outcome.timeouts_sent.push((now, message.to)),
@@ -430,5 +629,133 @@ mod tests {
         for pair in ticks.windows(2) {
             assert!(pair[1] - pair[0] >= 300, "{ticks:?}");
         }
+    }
+
+    /// Link probes every 5 ticks, as a node runs them at a 50 ms heartbeat.
+    const PROBING: SelfDemotionConfig = SelfDemotionConfig {
+        link_probe_interval_ticks: 5,
+        ..CONFIG
+    };
+
+    /// The leader's links to both followers take 10 ticks; its disk is quick.
+    const SLOW_LEADER_LINKS: Links = Links {
+        echo: [10, 10],
+        reports: [Some(1_000), Some(2_000)],
+        behind: None,
+    };
+
+    #[test]
+    fn a_leader_with_slow_links_hands_over_to_the_follower_with_the_fastest_links() {
+        // Appends take the slow links too; followers see each other in 1 and 2 ticks.
+        let outcome = run_with_links(Some(PROBING), 1, [11, 11], SLOW_LEADER_LINKS, 200);
+        let [(at, demotion)] = outcome.demotions.as_slice() else {
+            panic!("one self-demotion expected: {:?}", outcome.demotions);
+        };
+        assert_eq!(demotion.reason, SelfDemotionReason::SlowLinks);
+        assert_eq!(demotion.to, NodeId(2), "node 2 reports the fastest links");
+        // An echo delivered 10 ticks after the probe is seen 9 ticks after it (it arrives
+        // before the tick of its own turn).
+        assert_eq!(demotion.leader_milliticks, 9_000);
+        assert_eq!(
+            demotion.median_follower_milliticks, 2_000,
+            "the upper median"
+        );
+        assert_eq!(demotion.target_milliticks, 1_000);
+        assert_eq!(demotion.followers_measured, 2);
+        assert!(demotion.slow_for_ticks >= PROBING.window_ticks);
+        // The first echo comes back at tick 14 (the first probe went out at the fifth
+        // tick); then the whole window.
+        assert!((64..90).contains(at), "{at}");
+        assert!(
+            (outcome.timeouts_sent.iter()).any(|&(t, to)| to == NodeId(2) && t >= *at),
+            "{:?}",
+            outcome.timeouts_sent
+        );
+    }
+
+    #[test]
+    fn slow_links_are_not_looked_at_without_probes() {
+        let outcome = run_with_links(Some(CONFIG), 1, [11, 11], SLOW_LEADER_LINKS, 300);
+        assert!(outcome.demotions.is_empty(), "{:?}", outcome.demotions);
+    }
+
+    #[test]
+    fn one_slow_follower_or_links_slow_everywhere_never_trigger_it() {
+        let cases = [
+            // Node 2's links are slow: to the leader, and to node 3 (both report it).
+            ([21, 2], [20, 1], [Some(20_000), Some(20_000)]),
+            // Every link is slow.
+            ([21, 21], [20, 20], [Some(20_000), Some(20_000)]),
+            // Every link is quick, within a tick or two.
+            ([2, 2], [1, 2], [Some(1_000), Some(0)]),
+            // The leader's links are slow, but no follower says how the others' are.
+            ([21, 21], [20, 20], [None, None]),
+        ];
+        for (followers, echo, reports) in cases {
+            let links = Links {
+                echo,
+                reports,
+                behind: None,
+            };
+            let outcome = run_with_links(Some(PROBING), 1, followers, links, 600);
+            assert!(
+                outcome.demotions.is_empty(),
+                "links {echo:?}, reports {reports:?}: {:?}",
+                outcome.demotions
+            );
+        }
+    }
+
+    #[test]
+    fn a_follower_that_is_behind_is_never_the_target() {
+        let links = Links {
+            behind: Some(NodeId(2)),
+            ..SLOW_LEADER_LINKS
+        };
+        let outcome = run_with_links(Some(PROBING), 1, [11, 11], links, 200);
+        let [(_, demotion)] = outcome.demotions.as_slice() else {
+            panic!("one self-demotion expected: {:?}", outcome.demotions);
+        };
+        assert_eq!(
+            demotion.to,
+            NodeId(3),
+            "node 2 has not acknowledged a single append"
+        );
+        assert_eq!(demotion.target_milliticks, 2_000);
+    }
+
+    #[test]
+    fn a_leader_with_slow_links_tries_again_only_after_the_cool_down() {
+        let config = SelfDemotionConfig {
+            cooldown_ticks: 300,
+            ..PROBING
+        };
+        let outcome = run_with_links(Some(config), 1, [11, 11], SLOW_LEADER_LINKS, 800);
+        let ticks: Vec<u64> = outcome.demotions.iter().map(|(t, _)| *t).collect();
+        assert!(ticks.len() >= 2, "{ticks:?}");
+        for pair in ticks.windows(2) {
+            assert!(pair[1] - pair[0] >= 300, "{ticks:?}");
+        }
+        assert!((outcome.demotions.iter()).all(|(_, d)| d.reason == SelfDemotionReason::SlowLinks));
+    }
+
+    #[test]
+    fn a_transfer_for_slow_links_is_given_their_round_trips() {
+        // Catching the target up takes 21 ticks, longer than the election timeout (15 ticks)
+        // a transfer is given: it still ends with `TimeoutNow`.
+        let links = Links {
+            echo: [20, 20],
+            ..SLOW_LEADER_LINKS
+        };
+        let outcome = run_with_links(Some(PROBING), 1, [21, 21], links, 200);
+        let [(at, demotion)] = outcome.demotions.as_slice() else {
+            panic!("one self-demotion expected: {:?}", outcome.demotions);
+        };
+        assert_eq!(demotion.to, NodeId(2));
+        assert!(
+            (outcome.timeouts_sent.iter()).any(|&(t, to)| to == NodeId(2) && t > at + 15),
+            "{at}: {:?}",
+            outcome.timeouts_sent
+        );
     }
 }

@@ -13,6 +13,7 @@ mod error;
 mod follower_read;
 mod gray_failure;
 pub mod limits;
+mod link_probe;
 pub mod log;
 mod membership;
 pub mod progress;

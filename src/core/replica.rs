@@ -17,6 +17,7 @@ use super::api::{Action, CoreConfig, HardState, Input, LostEntries, ProposeError
 use super::error::{CoreError, Result};
 use super::follower_read::ForwardedReads;
 use super::gray_failure::LatencyWatch;
+use super::link_probe::LinkWatch;
 use super::log::RaftLog;
 use super::progress::{Progress, ProgressState};
 use super::read_index::ReadQueue;
@@ -120,6 +121,10 @@ pub(super) struct LeaderState {
     pub uncommitted_bytes: u64,
     /// A leadership transfer in progress: target and ticks since it started.
     pub transfer: Option<(NodeId, u64)>,
+    /// Ticks the transfer in progress may take beyond an election timeout: 0, except after
+    /// a self-demotion for slow links, where the catch-up and `TimeoutNow` need round trips
+    /// of the slow leader's (gray_failure.rs).
+    pub transfer_grace_ticks: u64,
     /// `TimeoutNow` was sent in this term: voters may now elect the target despite their
     /// lease (`leadership_transfer`), so this leader serves no more lease reads.
     pub lease_revoked: bool,
@@ -235,6 +240,8 @@ pub struct Replica {
     /// Id of the next `Action::ReadEntries`; ids only grow, so a late answer to a read the
     /// leader gave up on is told apart.
     pub(super) next_entries_read: u64,
+    /// Round trips to the other voters, from link probes (link_probe.rs; every role).
+    pub(super) links: LinkWatch,
     pub(super) actions: Vec<Action>,
 }
 
@@ -297,6 +304,7 @@ impl Replica {
             forwarded_reads: ForwardedReads::new(config.seed),
             last_self_demotion: None,
             next_entries_read: 1,
+            links: LinkWatch::default(),
             actions: Vec::new(),
             config,
         };
@@ -533,6 +541,7 @@ impl Replica {
             Phase::Leader => self.tick_leader(),
             Phase::Follower | Phase::PreCandidate | Phase::Candidate => self.tick_election(),
         }
+        self.tick_link_probes();
         self.tick_repair();
         self.tick_vote_recovery();
     }

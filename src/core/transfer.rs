@@ -24,6 +24,7 @@ impl Replica {
             return;
         }
         state.transfer = Some((target, 0));
+        state.transfer_grace_ticks = 0;
         if !self.maybe_send_timeout_now(target) {
             self.send_append(target, true);
         }
@@ -51,12 +52,14 @@ impl Replica {
         false
     }
 
-    /// Leader tick: give up a transfer that took longer than an election timeout.
+    /// Leader tick: give up a transfer that took longer than an election timeout (and its
+    /// grace, see `LeaderState::transfer_grace_ticks`).
     pub(super) fn tick_transfer(&mut self) {
-        let limit = self.config.election_timeout_min_ticks;
         let Some(state) = self.leader_state.as_mut() else {
             return;
         };
+        let limit =
+            (self.config.election_timeout_min_ticks).saturating_add(state.transfer_grace_ticks);
         if let Some((target, elapsed)) = state.transfer {
             state.transfer = (elapsed + 1 < limit).then_some((target, elapsed + 1));
         }

@@ -50,6 +50,10 @@ const _: () =
 /// a burst of pipelined client requests from many connections.
 pub const NET_EVENT_QUEUE_DEPTH: usize = 8192;
 
+/// Batches of peer messages held back by the test-only peer delay (`node/peer_delay.rs`); a
+/// full line drops the newest batch, as a full peer queue does.
+pub const PEER_DELAY_QUEUE_DEPTH: usize = 4096;
+
 /// Consensus thread -> storage thread: persist, compact and snapshot-chunk commands. Never
 /// dropped: a full queue makes the consensus thread wait (back-pressure on proposals).
 pub const STORAGE_COMMAND_QUEUE_DEPTH: usize = 1024;

@@ -15,6 +15,7 @@
 use super::flight_recorder::FlightRecorder;
 use super::limits::SLOW_FSYNC_RECORD_MIN;
 use super::net::NetStatsSnapshot;
+use crate::core::SelfDemotionReason;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -117,7 +118,7 @@ pub struct NodeMetrics {
     repairing_entries: Gauge,
     pub(crate) leader_changes: Counter,
     pub(crate) elections_won: Counter,
-    pub(crate) leader_self_demotions: Counter,
+    leader_self_demotions: Family<Labels, Counter>,
     pub(crate) proposals_committed: Counter,
     pub(crate) proposals_applied: Counter,
     pub(crate) proposals_pending: Gauge,
@@ -173,7 +174,7 @@ impl NodeMetrics {
             repairing_entries: Gauge::default(),
             leader_changes: Counter::default(),
             elections_won: Counter::default(),
-            leader_self_demotions: Counter::default(),
+            leader_self_demotions: Family::default(),
             proposals_committed: Counter::default(),
             proposals_applied: Counter::default(),
             proposals_pending: Gauge::default(),
@@ -256,9 +257,15 @@ impl NodeMetrics {
         r.register(
             "leader_self_demotions",
             "Times this node, leading, handed leadership over because its own log writes \
-             stayed far slower than its followers' (gray-failure self-demotion)",
+             (reason disk) or its round trips to its followers (reason network) stayed far \
+             slower than its followers' (gray-failure self-demotion)",
             self.leader_self_demotions.clone(),
         );
+        // Both reasons show from the start, at 0.
+        for reason in [SelfDemotionReason::SlowDisk, SelfDemotionReason::SlowLinks] {
+            let _ = (self.leader_self_demotions)
+                .get_or_create(&vec![("reason", reason.name().to_string())]);
+        }
         r.register(
             "proposals_committed",
             "Log entries this node learned are committed",
@@ -474,6 +481,18 @@ impl NodeMetrics {
     /// A received snapshot was stored, `took` after its first chunk arrived.
     pub(crate) fn snapshot_received(&self, took: Duration) {
         self.snapshot_receive.observe(took.as_secs_f64());
+    }
+
+    /// The counter of self-demotions for `reason`.
+    fn self_demotions(&self, reason: SelfDemotionReason) -> Counter {
+        (self.leader_self_demotions)
+            .get_or_create(&vec![("reason", reason.name().to_string())])
+            .clone()
+    }
+
+    /// This node handed leadership over (core/gray_failure.rs).
+    pub(crate) fn self_demoted(&self, reason: SelfDemotionReason) {
+        self.self_demotions(reason).inc();
     }
 
     /// A round trip to `peer`.

@@ -24,6 +24,7 @@ pub mod metrics;
 mod metrics_http;
 pub mod net;
 mod observe;
+mod peer_delay;
 pub mod restore;
 mod results;
 mod runtime;

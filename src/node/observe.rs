@@ -25,7 +25,7 @@
 use super::limits::DROPPED_FRAMES_RECORD_INTERVAL;
 use super::metrics::{MetricsHook, Stage};
 use crate::admin::describe_membership;
-use crate::core::{Replica, SelfDemotion};
+use crate::core::{Replica, SelfDemotion, SelfDemotionReason};
 use rcraft_wire::{LogIndex, Membership, Message, MessageBody, NodeId, Role, SnapshotMeta, Term};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -198,7 +198,7 @@ impl Observer {
     /// A message from a peer: ends its round-trip sample; counts snapshot chunks received.
     pub(crate) fn on_peer_message(&mut self, message: &Message) {
         let now = Instant::now();
-        let response = !is_request(&message.body) && message.body != MessageBody::TimeoutNow;
+        let response = is_response(&message.body);
         if let Some(sent) = response
             .then(|| self.round_trips.remove(&message.from))
             .flatten()
@@ -291,13 +291,14 @@ impl Observer {
             .with(|m| m.snapshot_chunk_sent(bytes as u64, took));
     }
 
-    /// The core hands leadership over because this leader's writes are far slower than its
-    /// followers' (core/gray_failure.rs): says why with the figures, in milliseconds.
+    /// The core hands leadership over because this leader's writes, or its links, are far
+    /// slower than its followers' (core/gray_failure.rs): says why with the figures, in
+    /// milliseconds.
     pub(crate) fn on_self_demotion(&mut self, demotion: &SelfDemotion, tick: Duration, term: Term) {
         let detail = describe_self_demotion(demotion, tick);
         log::warn!("node {}: {detail}", self.id);
         self.record(term, "self_demotion", detail);
-        self.metrics.with(|m| m.leader_self_demotions.inc());
+        self.metrics.with(|m| m.self_demoted(demotion.reason));
     }
 
     /// Records one event in the flight recorder.
@@ -565,17 +566,43 @@ impl Observer {
 fn describe_self_demotion(d: &SelfDemotion, tick: Duration) -> String {
     let ms = |milliticks: u64| milliticks as f64 * tick.as_secs_f64();
     let times = d.leader_milliticks as f64 / d.median_follower_milliticks.max(1) as f64;
-    format!(
-        "handing leadership to node {} (gray failure): this leader's writes took {:.1} ms to \
-         become durable on average, {times:.1} times the {:.1} ms of the median follower ({} \
-         measured), for the last {:.1} s; node {} takes {:.1} ms",
-        d.to,
-        ms(d.leader_milliticks),
-        ms(d.median_follower_milliticks),
-        d.followers_measured,
-        (tick * d.slow_for_ticks as u32).as_secs_f64(),
-        d.to,
-        ms(d.target_milliticks)
+    let slow_for = (tick * d.slow_for_ticks as u32).as_secs_f64();
+    match d.reason {
+        SelfDemotionReason::SlowDisk => format!(
+            "handing leadership to node {} (gray failure): this leader's writes took {:.1} ms \
+             to become durable on average, {times:.1} times the {:.1} ms of the median \
+             follower ({} measured), for the last {slow_for:.1} s; node {} takes {:.1} ms",
+            d.to,
+            ms(d.leader_milliticks),
+            ms(d.median_follower_milliticks),
+            d.followers_measured,
+            d.to,
+            ms(d.target_milliticks)
+        ),
+        SelfDemotionReason::SlowLinks => format!(
+            "handing leadership to node {} (gray failure, slow network): this leader's round \
+             trips to its followers took {:.1} ms on average, {times:.1} times the {:.1} ms its \
+             followers measure between themselves ({} reporting), for the last {slow_for:.1} \
+             s; node {} measures {:.1} ms",
+            d.to,
+            ms(d.leader_milliticks),
+            ms(d.median_follower_milliticks),
+            d.followers_measured,
+            d.to,
+            ms(d.target_milliticks)
+        ),
+    }
+}
+
+/// True for the answers to the messages [`is_request`] names (a link probe or its reply,
+/// which come and go whatever else is in flight, must not end a round-trip sample).
+fn is_response(body: &MessageBody) -> bool {
+    matches!(
+        body,
+        MessageBody::AppendResponse { .. }
+            | MessageBody::HeartbeatResponse { .. }
+            | MessageBody::VoteResponse { .. }
+            | MessageBody::InstallSnapshotResponse { .. }
     )
 }
 
@@ -685,6 +712,7 @@ mod tests {
     #[test]
     fn a_self_demotion_is_told_in_milliseconds() {
         let demotion = SelfDemotion {
+            reason: SelfDemotionReason::SlowDisk,
             to: NodeId(2),
             leader_milliticks: 25_500,
             median_follower_milliticks: 1_200,
@@ -705,7 +733,11 @@ mod tests {
         watching.on_self_demotion(&demotion, Duration::from_millis(10), Term(3));
         let text = metrics.render(None, &Default::default());
         assert!(
-            text.contains("rcraft_leader_self_demotions_total 1"),
+            text.contains(r#"rcraft_leader_self_demotions_total{reason="disk"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"rcraft_leader_self_demotions_total{reason="network"} 0"#),
             "{text}"
         );
         let events = watching.recorded_events();

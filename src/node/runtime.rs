@@ -24,6 +24,9 @@ use super::metrics_http::{MetricsServer, MetricsSource};
 use super::net::auth::{ClientTokens, PeerSecrets};
 use super::net::delivery::{EventSink, event_batches};
 use super::net::{NetConfig, NetHandle, Network};
+use super::peer_delay::{
+    DelayedPeers, PEER_DELAY_FAILPOINT, PEER_DELAY_FAILPOINT_MAX_MS, failpoint_delay,
+};
 use super::snapshot_files::StoreSnapshots;
 use super::storage_thread::{FSYNC_DELAY_FAILPOINT, fsync_delay_failpoint, open_storage};
 use super::transport::{Replier, Transport};
@@ -46,6 +49,8 @@ impl Node {
     pub fn start(config: Config, state_machine: impl StateMachine) -> Result<NodeHandle> {
         validate(&config)?;
         let fsync_delay = fsync_delay_failpoint().map_err(Error::Config)?;
+        let peer_delay = failpoint_delay(PEER_DELAY_FAILPOINT, PEER_DELAY_FAILPOINT_MAX_MS)
+            .map_err(Error::Config)?;
         // Listening first: a node that cannot (port in use, an address not of this host)
         // fails before it writes anything into a fresh data dir.
         let listen = config.listen_address();
@@ -83,7 +88,19 @@ impl Node {
         let net =
             Network::spawn_notifying(listener, net_config(&config, identity)?, net_tx, notify)
                 .map_err(|e| Error::io(format!("starting the network thread on {listen}"), e))?;
-        let transport: Arc<dyn Transport> = Arc::new(net.sender());
+        let mut transport: Arc<dyn Transport> = Arc::new(net.sender());
+        if let Some(delay) = peer_delay {
+            log::warn!(
+                "node {}: fault injection for tests: {PEER_DELAY_FAILPOINT}={} makes every peer \
+                 message of this node leave {} ms late",
+                config.id,
+                delay.as_millis(),
+                delay.as_millis()
+            );
+            let delayed = DelayedPeers::spawn(transport, delay)
+                .map_err(|e| Error::io("starting the peer delay thread".to_string(), e))?;
+            transport = Arc::new(delayed);
+        }
         let replier = Replier::new(transport);
 
         let snapshots = Box::new(StoreSnapshots::new(opened.snapshots));
@@ -373,6 +390,8 @@ pub(crate) fn core_config(config: &Config) -> CoreConfig {
         min_gap_ticks: ticks(config.self_demotion_min_gap_ms),
         // A cool-down of 0 stays 0 (the next slow window may demote again).
         cooldown_ticks: config.self_demotion_cooldown_ms.div_ceil(config.tick_ms),
+        // The network half probes links as often as the leader sends heartbeats.
+        link_probe_interval_ticks: core.heartbeat_interval_ticks,
     });
     core.max_inflight_bytes = config.inflight_bytes_max;
     core.max_uncommitted_bytes = config.uncommitted_bytes_max;

@@ -83,24 +83,7 @@ const FSYNC_DELAY_FAILPOINT_MAX_MS: u64 = 60_000;
 
 /// Reads [`FSYNC_DELAY_FAILPOINT`]: `None` when unset, empty or 0.
 pub(crate) fn fsync_delay_failpoint() -> Result<Option<std::time::Duration>, String> {
-    let Some(value) = std::env::var_os(FSYNC_DELAY_FAILPOINT) else {
-        return Ok(None);
-    };
-    let text = value.to_string_lossy();
-    let millis = match text.trim() {
-        "" => 0,
-        number => number
-            .parse::<u64>()
-            .ok()
-            .filter(|ms| *ms <= FSYNC_DELAY_FAILPOINT_MAX_MS)
-            .ok_or_else(|| {
-                format!(
-                    "{FSYNC_DELAY_FAILPOINT}={text:?} is not a number of milliseconds from 0 \
-                     to {FSYNC_DELAY_FAILPOINT_MAX_MS}"
-                )
-            })?,
-    };
-    Ok((millis > 0).then(|| std::time::Duration::from_millis(millis)))
+    super::peer_delay::failpoint_delay(FSYNC_DELAY_FAILPOINT, FSYNC_DELAY_FAILPOINT_MAX_MS)
 }
 
 /// Opens (or creates) the node's files under `data_dir` and recovers the durable state.

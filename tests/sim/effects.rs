@@ -8,7 +8,9 @@
 
 use crate::checker::Verdict;
 use crate::clients::Attempt;
-use crate::params::{EARLY_TERM_MS, SIM_SELF_DEMOTION, SLOW_DISK_EXTRA_MS, TICK_MS};
+use crate::params::{
+    EARLY_TERM_MS, SIM_SELF_DEMOTION, SLOW_DISK_EXTRA_MS, SLOW_LINKS_EXTRA_MS, TICK_MS,
+};
 use crate::replica::SimCore;
 use crate::state_machine::decode_write;
 use crate::world::{Event, World};
@@ -155,8 +157,9 @@ impl<C: SimCore> World<C> {
     }
 
     /// Gray failure: only the node whose disk is slow may hand leadership over of its own
-    /// accord (equal disks never make a leader look slow), only to another voter, and not
-    /// again within its cool-down (in one life: the cool-down is not kept across a restart).
+    /// accord for a slow disk (equal disks never make a leader look slow), only the node whose
+    /// links are slow for slow links, only to another voter, and not again within its
+    /// cool-down (in one life: the cool-down is not kept across a restart).
     fn self_demoted(&mut self, node: usize, demotion: &rcraft::core::SelfDemotion) -> Verdict {
         let incarnation = self.nodes[node].incarnation;
         let cooldown_ms = SIM_SELF_DEMOTION.cooldown_ticks * TICK_MS;
@@ -169,10 +172,13 @@ impl<C: SimCore> World<C> {
             ));
         }
         self.self_demotions.push((self.now, node, incarnation));
-        if self.slow_disk_node != Some(node) {
+        let (slow, what) = match demotion.reason {
+            rcraft::core::SelfDemotionReason::SlowDisk => (self.slow_disk_node, "disk"),
+            rcraft::core::SelfDemotionReason::SlowLinks => (self.slow_links_node, "links"),
+        };
+        if slow != Some(node) {
             return Err(format!(
-                "self-demotion without a slow disk (slow: {:?}): {demotion:?}",
-                self.slow_disk_node
+                "self-demotion without a slow {what} (slow: {slow:?}): {demotion:?}"
             ));
         }
         let voter =
@@ -200,8 +206,10 @@ impl<C: SimCore> World<C> {
             self.checker
                 .observe_vote_granted(msg.from, msg.term, msg.to)?;
         }
+        let late = self.slow_links_on && self.slow_links_node == Some(node);
+        let extra = if late { SLOW_LINKS_EXTRA_MS } else { 0 };
         for delay in self.network.delivery_delays(&mut self.rng) {
-            self.schedule(self.now + delay, Event::Deliver(msg.clone()));
+            self.schedule(self.now + delay + extra, Event::Deliver(msg.clone()));
         }
         Ok(())
     }

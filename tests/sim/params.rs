@@ -66,6 +66,17 @@ pub(crate) const SLOW_DISK_AT_MS: u64 = 500;
 /// What the slow disk adds to every sync. Below the shortest election timeout, so its vote
 /// still counts in an election that needs it.
 pub(crate) const SLOW_DISK_EXTRA_MS: u64 = 120;
+/// Share of runs, per mille, in which the node leading at [`SLOW_DISK_AT_MS`] gets slow links
+/// instead (gray failure, the network half): every message it sends is
+/// [`SLOW_LINKS_EXTRA_MS`] late, from then until the first calm phase and again in every chaos
+/// phase, and it must hand leadership over within [`SLOW_DISK_HANDOVER_BOUND_MS`]. Drawn from
+/// a generator of its own, among the runs without a slow disk; a quick network and quick
+/// disks otherwise, as in slow-disk runs.
+pub(crate) const SLOW_LINKS_RUNS_PER_MILLE: u64 = 200;
+/// What slow links add to every message their node sends: with the heartbeat interval (50
+/// ms) below the shortest election timeout, so the heartbeat that waits longest when the
+/// links turn slow still comes in time (120 ms, as the slow disk, made elections instead).
+pub(crate) const SLOW_LINKS_EXTRA_MS: u64 = 80;
 /// After the disk turned slow, another node must lead within this (the window below, the
 /// averages' ramp, the transfer and an election), still inside the boot phase.
 pub(crate) const SLOW_DISK_HANDOVER_BOUND_MS: u64 = 1_000;
@@ -77,6 +88,7 @@ pub(crate) const SIM_SELF_DEMOTION: rcraft::core::SelfDemotionConfig =
         ratio: 4,
         min_gap_ticks: 4,
         cooldown_ticks: 300,
+        link_probe_interval_ticks: 5,
     };
 /// Share of runs, per mille, whose nodes may find their hard-state file damaged at a restart
 /// (tests/sim/hard_state_damage.rs). Drawn from a generator of its own.
@@ -166,6 +178,8 @@ pub(crate) struct RunParams {
     /// [`SMALL_ENTRY_CACHE_RUNS_PER_MILLE`] of the runs, so that entries leave the cache and
     /// lagging followers are served by storage reads.
     pub(crate) entry_cache_bytes: u64,
+    /// The leader at [`SLOW_DISK_AT_MS`] gets slow links (see [`SLOW_LINKS_RUNS_PER_MILLE`]).
+    pub(crate) slow_links: bool,
 }
 
 impl RunParams {
@@ -219,6 +233,7 @@ impl RunParams {
             real_storage: rng.chance(500),
             sessions_max: rcraft::node::limits::SESSIONS_MAX,
             slow_disk: false,
+            slow_links: false,
             snapshot_storm: false,
             entry_cache_bytes: CoreConfig::new(NodeId(0), 0).entry_cache_bytes,
         };
@@ -259,11 +274,20 @@ impl RunParams {
         self
     }
 
+    /// Makes this a slow-links run: a quick network and quick disks, so the one node whose
+    /// messages are late is what sets it apart.
+    pub(crate) fn with_slow_links(mut self) -> RunParams {
+        self.slow_links = true;
+        self.network.delay_max_ms = self.network.delay_min_ms + 2;
+        self.disk_delay_max_ms = self.disk_delay_max_ms.min(10);
+        self
+    }
+
     /// A one-line description for failure reports.
     pub(crate) fn describe(&self) -> String {
         format!(
             "{} voters + {} spares, membership changes every <={}, pre_vote={}, check_quorum={}, lease_reads={}, drop={}‰, dup={}‰, net<={}ms, disk<={}ms, \
-             inflight={}x{}B, chunk={}Bx{} at {}B/tick, snapshot_storm={}, turn<={}ms, real_storage={}, sessions<={}, slow_disk={}, entry_cache={}B",
+             inflight={}x{}B, chunk={}Bx{} at {}B/tick, snapshot_storm={}, turn<={}ms, real_storage={}, sessions<={}, slow_disk={}, entry_cache={}B, slow_links={}",
             self.voters,
             self.nodes - self.voters,
             self.membership_gap_max_ms
@@ -285,7 +309,8 @@ impl RunParams {
             self.real_storage,
             self.sessions_max,
             self.slow_disk,
-            self.entry_cache_bytes
+            self.entry_cache_bytes,
+            self.slow_links
         )
     }
 }

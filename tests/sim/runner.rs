@@ -174,8 +174,8 @@ fn describe(summary: &RunSummary) -> String {
     format!(
         "{} events, {} committed entries, {} acknowledged writes ({} retries, {} answered as \
          duplicates, {} refused as of a forgotten session), {} linearizable reads, {} crashes, {} committed configuration changes, \
-         {} self-demotions of a leader with a slow disk, {} entry reads from a leader's disk for \
-         a follower",
+         {} self-demotions of a leader with a slow disk or slow links, {} entry reads from a \
+         leader's disk for a follower",
         summary.events,
         summary.committed,
         summary.writes_acked,

@@ -16,8 +16,8 @@ use crate::params::{
     BOOT_MS, CALM_MS, CHAOS_MS, CLIENTS, CYCLES, DAMAGE_ENTRIES_MAX, DAMAGE_PER_RESTART_PER_MILLE,
     DAMAGE_RUNS_PER_MILLE, DAMAGE_VOTERS_MIN, DAMAGE_WITH_MEMBERSHIP_CHANGES, LIVENESS_BOUND_MS,
     MAX_EVENTS_PER_RUN, RUN_MS, RunParams, SLOW_DISK_AT_MS, SLOW_DISK_HANDOVER_BOUND_MS,
-    SLOW_DISK_RUNS_PER_MILLE, SMALL_ENTRY_CACHE_RUNS_PER_MILLE, SNAPSHOT_STORM_RUNS_PER_MILLE,
-    TICK_MS,
+    SLOW_DISK_RUNS_PER_MILLE, SLOW_LINKS_RUNS_PER_MILLE, SMALL_ENTRY_CACHE_RUNS_PER_MILLE,
+    SNAPSHOT_STORM_RUNS_PER_MILLE, TICK_MS,
 };
 use crate::replica::{CoreView, SimCore};
 use crate::rng::SimRng;
@@ -85,10 +85,11 @@ pub(crate) enum Event {
         /// The highest commit index any node knew when the faults healed.
         commit: LogIndex,
     },
-    /// In a slow-disk run: the leader's disk turns slow (`tries` left while no node leads).
+    /// In a slow-disk (or slow-links) run: the leader's disk (or links) turns slow (`tries`
+    /// left while no node leads).
     SlowDisk { tries: u64 },
-    /// In a slow-disk run: `node`, whose disk turned slow at `since` while it led, must have
-    /// handed leadership over by now.
+    /// In a slow-disk or slow-links run: `node`, whose disk or links turned slow at `since`
+    /// while it led, must have handed leadership over by now.
     SlowDiskCheck { node: usize, since: u64 },
     /// The run is over.
     End,
@@ -176,7 +177,7 @@ pub(crate) struct RunSummary {
     pub(crate) duplicates: u64,
     /// Writes refused because their session was forgotten.
     pub(crate) expired: u64,
-    /// Gray-failure self-demotions (by a leader with a slow disk).
+    /// Gray-failure self-demotions (by a leader with a slow disk or slow links).
     pub(crate) self_demotions: u64,
     /// Entries a leader read back from its disk for a follower (no longer cached).
     pub(crate) entry_reads: u64,
@@ -232,6 +233,10 @@ pub(crate) struct World<C> {
     /// Its disk is slow now: from the choice on, except in calm phases (which heal every
     /// fault, so the run can check that the replicas converge).
     pub(crate) slow_disk_on: bool,
+    /// The node whose links are slow (`SLOW_LINKS_*` in params.rs), once chosen.
+    pub(crate) slow_links_node: Option<usize>,
+    /// Its messages are late now (as `slow_disk_on`).
+    pub(crate) slow_links_on: bool,
     /// Every gray-failure self-demotion: (sim time, node, its incarnation).
     pub(crate) self_demotions: Vec<(u64, usize, u64)>,
     /// Entry reads (`Action::ReadEntries`) the disk answered with entries.
@@ -247,6 +252,8 @@ impl<C: SimCore> World<C> {
         params.entry_cache_bytes = entry_cache_bytes(seed, params.entry_cache_bytes);
         if slow_disk_run(seed) {
             params = params.with_slow_disk();
+        } else if slow_links_run(seed) {
+            params = params.with_slow_links();
         }
         params.snapshot_storm =
             SimRng::new(seed ^ 0x5A0B_5707_0000_0001).chance(SNAPSHOT_STORM_RUNS_PER_MILLE);
@@ -296,6 +303,8 @@ impl<C: SimCore> World<C> {
             ),
             slow_disk_node: None,
             slow_disk_on: false,
+            slow_links_node: None,
+            slow_links_on: false,
             self_demotions: Vec::new(),
             entry_reads: 0,
         }
@@ -406,7 +415,7 @@ impl<C: SimCore> World<C> {
         if self.params.membership_gap_max_ms.is_some() {
             self.schedule(BOOT_MS + 1, Event::Membership);
         }
-        if self.params.slow_disk {
+        if self.params.slow_disk || self.params.slow_links {
             self.schedule(SLOW_DISK_AT_MS, Event::SlowDisk { tries: 3 });
         }
         Ok(())
@@ -453,6 +462,7 @@ impl<C: SimCore> World<C> {
             Event::Chaos => {
                 self.calm = false;
                 self.slow_disk_on = self.slow_disk_node.is_some();
+                self.slow_links_on = self.slow_links_node.is_some();
                 self.network.set_calm(false);
                 Ok(())
             }
@@ -554,6 +564,7 @@ impl<C: SimCore> World<C> {
     fn on_calm(&mut self) -> Verdict {
         self.calm = true;
         self.slow_disk_on = false;
+        self.slow_links_on = false;
         self.network.heal();
         self.network.set_calm(true);
         for node in 0..self.nodes.len() {
@@ -646,9 +657,17 @@ impl<C: SimCore> World<C> {
         })
     }
 
-    /// Gray failure: the leader's disk turns slow for the rest of the run.
+    /// Gray failure: the leader's disk (or, in a slow-links run, its links) turns slow for the
+    /// rest of the run.
     fn on_slow_disk(&mut self, tries: u64) {
         match self.leading() {
+            Some(node) if self.params.slow_links => {
+                self.slow_links_node = Some(node);
+                self.slow_links_on = true;
+                let since = self.now;
+                let at = since + SLOW_DISK_HANDOVER_BOUND_MS;
+                self.schedule(at, Event::SlowDiskCheck { node, since });
+            }
             Some(node) => {
                 self.slow_disk_node = Some(node);
                 self.slow_disk_on = true;
@@ -664,16 +683,21 @@ impl<C: SimCore> World<C> {
         }
     }
 
-    /// The node with the slow disk handed leadership over of its own accord, to a node that
-    /// leads now.
+    /// The node with the slow disk (or links) handed leadership over of its own accord, to a
+    /// node that leads now.
     fn on_slow_disk_check(&mut self, node: usize, since: u64) -> Verdict {
         let demoted = (self.self_demotions.iter()).any(|&(at, n, _)| n == node && at >= since);
         let leader = self.leading();
         if demoted && leader.is_some() && leader != Some(node) {
             return Ok(());
         }
+        let what = if self.params.slow_links {
+            "links"
+        } else {
+            "disk"
+        };
         Err(format!(
-            "gray failure: node {node}'s disk turned slow at t={since}ms while it led; {} ms \
+            "gray failure: node {node}'s {what} turned slow at t={since}ms while it led; {} ms \
              later it {} handed leadership over, and the leader is {leader:?}",
             SLOW_DISK_HANDOVER_BOUND_MS,
             if demoted { "had" } else { "had not" }
@@ -978,6 +1002,11 @@ fn entry_cache_bytes(seed: u64, default: u64) -> u64 {
 /// own.
 fn slow_disk_run(seed: u64) -> bool {
     SimRng::new(seed ^ 0x5107_D15C_0000_0001).chance(SLOW_DISK_RUNS_PER_MILLE)
+}
+
+/// Whether `seed` is a slow-links run (if not a slow-disk one), from a generator of its own.
+fn slow_links_run(seed: u64) -> bool {
+    SimRng::new(seed ^ 0x5107_1145_0000_0001).chance(SLOW_LINKS_RUNS_PER_MILLE)
 }
 
 /// The generator deciding disk damage, in the runs that have it (not those running the real

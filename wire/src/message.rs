@@ -142,6 +142,23 @@ pub enum MessageBody {
         /// itself when that is further: no entry past it was ever acknowledged by it.
         log_end: LogIndex,
     },
+    /// Gray-failure link probe (self-demotion on slow links, `src/core/link_probe.rs`): the
+    /// receiver echoes `sent_tick` at once in a `LinkProbeReply`, so the sender measures its
+    /// round trip over this link. Outside the term rules: answered whatever the terms, and
+    /// changes nothing at the receiver but, at a leader of the same term, the report below.
+    LinkProbe {
+        /// The sender's tick count when it sent the probe (its own clock; echoed as is).
+        sent_tick: u64,
+        /// From a follower to its leader: the median round trip it measures to the other
+        /// voters, leaving the leader out, in thousandths of a tick; `None` elsewhere or
+        /// when it has no fresh measurement.
+        peers_milliticks: Option<u64>,
+    },
+    /// Answer to a `LinkProbe`.
+    LinkProbeReply {
+        /// Echoes the probe.
+        sent_tick: u64,
+    },
 }
 
 /// Which node may serve a read, and how it makes sure the answer is not stale.

@@ -113,6 +113,15 @@ pub fn peer_messages() -> Vec<Message> {
         MessageBody::RepairAnswer {
             log_end: LogIndex(17),
         },
+        MessageBody::LinkProbe {
+            sent_tick: 1_234,
+            peers_milliticks: Some(2_500),
+        },
+        MessageBody::LinkProbe {
+            sent_tick: u64::MAX,
+            peers_milliticks: None,
+        },
+        MessageBody::LinkProbeReply { sent_tick: 1_234 },
     ];
     bodies
         .into_iter()
