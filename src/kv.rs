@@ -1240,6 +1240,51 @@ mod tests {
         }
     }
 
+    /// Cost of applying puts the way the loadtest writes them (ignored: run in release, see
+    /// docs/BENCHMARKS.md "Write path, round 2"): `KV_BENCH_KEYS` keys (default 100 000) named
+    /// `lt<run id>-<n>`, 100 B values, a put of a random key each, through
+    /// `StateMachine::apply`.
+    #[test]
+    #[ignore = "benchmark: run explicitly in release"]
+    fn apply_speed() {
+        let keys: u64 = std::env::var("KV_BENCH_KEYS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
+        let commands: Vec<Vec<u8>> = (0..keys)
+            .map(|n| {
+                KvCommand::Put {
+                    key: format!("lt18f3a2b4c5d6e7f8-{n}").into_bytes(),
+                    value: vec![b'v'; 100],
+                }
+                .encode()
+            })
+            .collect();
+        let mut store = KvStore::new();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % keys) as usize
+        };
+        for command in &commands {
+            store.apply(LogIndex(1), command);
+        }
+        for round in 0..5 {
+            let puts = 1_000_000;
+            let started = std::time::Instant::now();
+            for _ in 0..puts {
+                std::hint::black_box(store.apply(LogIndex(1), &commands[next()]));
+            }
+            let took = started.elapsed();
+            println!(
+                "round {round}: {keys} keys, {:.0} ns per put",
+                took.as_nanos() as f64 / puts as f64
+            );
+        }
+    }
+
     proptest::proptest! {
         /// Applied through `StateMachine::apply` (borrowed decoding, inline and heap keys,
         /// values overwritten in place or replaced), the store answers and snapshots as a
