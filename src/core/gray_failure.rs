@@ -39,7 +39,7 @@
 //! followers see each other fast; one slow follower is outvoted both in the leader's quorum
 //! figure and in the median report; links slow everywhere are slow on both sides. The
 //! target is the caught-up voter with the lowest report, and never one whose report, or
-//! whose durable round trip, is itself slow by the same test.
+//! whose durable round trip, is itself slow by the same test against the lower median.
 //!
 //! Owned by the replica's owner thread, as part of the leader state. Invariants: samples are
 //! taken only while leading (a new term starts empty); `local_in_flight` holds increasing
@@ -390,18 +390,21 @@ impl Replica {
             return None;
         }
         // The caught-up voter that measures the fastest links to the others, if neither its
-        // links nor its disk are slow themselves.
+        // links nor its disk are slow themselves: far above the lower median of the reports,
+        // or of the followers' durable round trips (the lower median, so that a follower is
+        // not measured against itself when only two have figures).
+        let lower_median = |figures: &[(u64, NodeId)]| {
+            (figures.get(figures.len().saturating_sub(1) / 2)).map(|&(value, _)| value)
+        };
         let durable = watch.follower_latencies(now, window, is_follower_voter);
-        let durable_median = durable.get(durable.len() / 2).map(|&(value, _)| value);
+        let durable_median = lower_median(&durable);
+        let report_median = lower_median(&reports).unwrap_or(median);
         let slow_disk = |id: NodeId| {
-            let figure = durable
-                .iter()
-                .find(|(_, f)| *f == id)
-                .map(|&(value, _)| value);
+            let figure = (durable.iter().find(|(_, f)| *f == id)).map(|&(value, _)| value);
             matches!((figure, durable_median), (Some(f), Some(m)) if far_above(config, f, m, false))
         };
         let &(target_report, target) = reports.iter().find(|&&(report, id)| {
-            !far_above(config, report, median, false)
+            !far_above(config, report, report_median, false)
                 && !slow_disk(id)
                 && caught_up(state, id, committed)
         })?;
@@ -419,9 +422,11 @@ impl Replica {
 
 #[cfg(test)]
 mod tests {
+    use super::super::api::RecoveredState;
     use super::super::api::{CoreConfig, Input, SelfDemotionConfig};
-    use super::super::testing::{from_peer_in, leader_of_three};
+    use super::super::testing::{from_peer_in, leader_of_three, step_confirming};
     use super::*;
+    use rcraft_wire::Membership;
     use rcraft_wire::{MessageBody, Term};
 
     const CONFIG: SelfDemotionConfig = SelfDemotionConfig {
@@ -450,30 +455,48 @@ mod tests {
         followers: [u64; 2],
         ticks: u64,
     ) -> Outcome {
-        run_with_links(demotion, local, followers, Links::default(), ticks)
+        run_with_links(demotion, local, followers, NO_LINKS, ticks)
     }
 
-    /// The network as the leader's link probes see it (none of it with probes off).
-    #[derive(Clone, Copy, Default)]
-    struct Links {
-        /// Ticks until node 2's and node 3's echo of a probe arrives (0: at once).
-        echo: [u64; 2],
-        /// What node 2 and node 3 report, every 5 ticks, of their round trips between
-        /// themselves (`None`: they send no probes).
-        reports: [Option<u64>; 2],
-        /// A follower that never acknowledges an append (it falls behind).
-        behind: Option<NodeId>,
+    /// The network as the leader's link probes see it, for followers 2, 3, ...
+    #[derive(Clone, Copy)]
+    struct Links<const N: usize> {
+        /// Ticks until each follower's echo of a probe arrives (0: at once).
+        echo: [u64; N],
+        /// What each follower reports, every 5 ticks, of its round trips to the others
+        /// (`None`: it sends no probes).
+        reports: [Option<u64>; N],
+        /// The followers that never acknowledge an append (they fall behind).
+        behind: [bool; N],
     }
+
+    /// No probes answered, no reports (what [`run`] sees).
+    const NO_LINKS: Links<2> = Links {
+        echo: [0; 2],
+        reports: [None; 2],
+        behind: [false; 2],
+    };
 
     /// As [`run`], with link probes answered and reports sent as `links` says.
     fn run_with_links(
         demotion: Option<SelfDemotionConfig>,
         local: u64,
         followers: [u64; 2],
-        links: Links,
+        links: Links<2>,
         ticks: u64,
     ) -> Outcome {
-        let mut leader = leader_of_three(|c: &mut CoreConfig| c.self_demotion = demotion);
+        let leader = leader_of_three(|c: &mut CoreConfig| c.self_demotion = demotion);
+        run_leader(leader, local, followers, links, ticks)
+    }
+
+    /// As [`run_with_links`], for any leader of term 1 whose followers are nodes 2, 3, ...
+    fn run_leader<const N: usize>(
+        mut leader: Replica,
+        local: u64,
+        followers: [u64; N],
+        links: Links<N>,
+        ticks: u64,
+    ) -> Outcome {
         leader.take_actions();
         let mut due: BTreeMap<(u64, u64), Input> = BTreeMap::new();
         let mut order = 0;
@@ -491,8 +514,10 @@ mod tests {
                 data: b"x".to_vec(),
             });
             if now % 5 == 0 {
-                for (follower, report) in [(2, links.reports[0]), (3, links.reports[1])] {
-                    let Some(report) = report else { continue };
+                for (i, report) in links.reports.iter().enumerate() {
+                    let (follower, Some(report)) = (i as u64 + 2, *report) else {
+                        continue;
+                    };
                     let probe = MessageBody::LinkProbe {
                         sent_tick: now,
                         peers_milliticks: Some(report),
@@ -512,7 +537,7 @@ mod tests {
                             prev_log_index,
                             entries,
                             ..
-                        } if links.behind != Some(message.to) => {
+                        } if !links.behind[message.to.0 as usize - 2] => {
                             let delay = followers[message.to.0 as usize - 2];
                             let ack = MessageBody::AppendResponse {
                                 success: true,
@@ -523,7 +548,8 @@ mod tests {
                             due.insert((now + delay, order), input);
                         }
                         MessageBody::Heartbeat { read_context, .. } => {
-                            let delay = followers[message.to.0 as usize - 2];
+                            // Heartbeats touch no disk: answered as quickly as probes.
+                            let delay = links.echo[message.to.0 as usize - 2].max(1);
                             let answer = MessageBody::HeartbeatResponse { read_context };
                             let input = from_peer_in(message.term.0, message.to.0, answer);
                             due.insert((now + delay, order), input);
@@ -638,10 +664,10 @@ mod tests {
     };
 
     /// The leader's links to both followers take 10 ticks; its disk is quick.
-    const SLOW_LEADER_LINKS: Links = Links {
+    const SLOW_LEADER_LINKS: Links<2> = Links {
         echo: [10, 10],
         reports: [Some(1_000), Some(2_000)],
-        behind: None,
+        behind: [false; 2],
     };
 
     #[test]
@@ -695,7 +721,7 @@ mod tests {
             let links = Links {
                 echo,
                 reports,
-                behind: None,
+                behind: [false; 2],
             };
             let outcome = run_with_links(Some(PROBING), 1, followers, links, 600);
             assert!(
@@ -709,7 +735,7 @@ mod tests {
     #[test]
     fn a_follower_that_is_behind_is_never_the_target() {
         let links = Links {
-            behind: Some(NodeId(2)),
+            behind: [true, false],
             ..SLOW_LEADER_LINKS
         };
         let outcome = run_with_links(Some(PROBING), 1, [11, 11], links, 200);
@@ -757,5 +783,75 @@ mod tests {
             "{at}: {:?}",
             outcome.timeouts_sent
         );
+    }
+
+    /// Node 1, leader of nodes 1-5 in term 1 (elected with node 2's and node 3's votes).
+    fn leader_of_five(demotion: SelfDemotionConfig) -> Replica {
+        let recovered = RecoveredState {
+            initial_membership: Membership::with_voters((1..=5).map(NodeId)),
+            ..RecoveredState::default()
+        };
+        let mut config = CoreConfig::new(NodeId(1), 5);
+        config.pre_vote = false;
+        config.self_demotion = Some(demotion);
+        let mut leader = Replica::new(config, recovered).expect("a valid configuration");
+        step_confirming(&mut leader, Input::Campaign);
+        for from in [2, 3] {
+            let vote = MessageBody::VoteResponse {
+                pre_vote: false,
+                granted: true,
+            };
+            step_confirming(&mut leader, from_peer_in(1, from, vote));
+        }
+        // Nodes 2, 4 and 5 acknowledge the no-op at once (node 3's acknowledgement is left to
+        // the test, so that its first sample is its own).
+        for from in [2, 4, 5] {
+            let ack = MessageBody::AppendResponse {
+                success: true,
+                match_index: LogIndex(1),
+                conflict: None,
+            };
+            step_confirming(&mut leader, from_peer_in(1, from, ack));
+        }
+        assert!(leader.is_leader());
+        leader
+    }
+
+    #[test]
+    fn leadership_never_goes_to_a_follower_that_is_slow_or_behind() {
+        // Five voters; the leader's links all take 10 ticks. Nodes 2 and 4 acknowledge
+        // nothing after the no-op (they fall behind); node 3's acknowledgements take 60 ticks
+        // (a slow disk); node 5 reports slow links of its own. (Taking node 5's out of the
+        // test makes node 5 the target; node 3 stays out even without the test of its disk,
+        // so that test is not what this one checks.)
+        let links = Links {
+            echo: [10; 4],
+            reports: [Some(1_000), Some(1_000), Some(2_000), Some(30_000)],
+            behind: [true, false, true, false],
+        };
+        let followers = [11, 60, 11, 11];
+        // A longer window: node 3 (left in probe by the election) is replicating with a
+        // figure of its own by the time the leader decides.
+        let config = SelfDemotionConfig {
+            window_ticks: 150,
+            ..PROBING
+        };
+        let outcome = run_leader(leader_of_five(config), 1, followers, links, 500);
+        assert!(outcome.demotions.is_empty(), "{:?}", outcome.demotions);
+
+        // Once node 5's own links are quick, it is the one.
+        let links = Links {
+            reports: [Some(1_000), Some(1_000), Some(2_000), Some(1_500)],
+            ..links
+        };
+        let outcome = run_leader(leader_of_five(config), 1, followers, links, 500);
+        let [(_, demotion)] = outcome.demotions.as_slice() else {
+            panic!("one self-demotion expected: {:?}", outcome.demotions);
+        };
+        assert_eq!(demotion.to, NodeId(5));
+        assert_eq!(demotion.followers_measured, 4);
+        assert_eq!(demotion.median_follower_milliticks, 1_500);
+        // The second fastest link completes the quorum of five.
+        assert_eq!(demotion.leader_milliticks, 9_000);
     }
 }
