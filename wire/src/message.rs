@@ -284,9 +284,6 @@ pub struct ClientResponse {
 }
 
 /// The outcome of a client request.
-// `Status` is the large variant (264 bytes in memory); status answers are rare and short-lived,
-// so a box would only add an allocation to every status call.
-#[allow(clippy::large_enum_variant)]
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[rkyv(derive(Debug), attr(allow(missing_docs)))]
 pub enum ClientResponseBody {
