@@ -821,9 +821,8 @@ mod tests {
     fn leadership_never_goes_to_a_follower_that_is_slow_or_behind() {
         // Five voters; the leader's links all take 10 ticks. Nodes 2 and 4 acknowledge
         // nothing after the no-op (they fall behind); node 3's acknowledgements take 60 ticks
-        // (a slow disk); node 5 reports slow links of its own. (Taking node 5's out of the
-        // test makes node 5 the target; node 3 stays out even without the test of its disk,
-        // so that test is not what this one checks.)
+        // (a slow disk); node 5 reports slow links of its own. Without the test of the
+        // target's links node 5 would be chosen, without the test of its disk node 3.
         let links = Links {
             echo: [10; 4],
             reports: [Some(1_000), Some(1_000), Some(2_000), Some(30_000)],
