@@ -53,3 +53,12 @@ fn simulated_clusters_stay_safe_and_live() {
         }
     }
 }
+
+/// The seeds that found the bugs of docs/SIM_FINDINGS.md beyond the default seed range.
+#[test]
+fn seeds_of_findings_pass() {
+    match runner::run_finding_seeds::<rcraft::core::Replica>() {
+        Ok(summary) => println!("{summary}"),
+        Err(report) => panic!("{report}"),
+    }
+}

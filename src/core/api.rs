@@ -442,6 +442,8 @@ pub enum Action {
     /// with the durable offset, whichever leader sends them), sync it, and when `done` verify the whole file's
     /// checksum, make it the current snapshot, discard the whole log (the snapshot replaces
     /// it), restore the state machine from it, and answer with [`Input::SnapshotChunkWritten`].
+    /// Every chunk is answered exactly once, in the order the chunks were given: the core
+    /// tells the final chunk's answer from earlier ones by counting.
     WriteSnapshotChunk {
         /// Leader that sent it.
         from: NodeId,

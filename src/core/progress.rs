@@ -37,7 +37,9 @@ pub struct SnapshotTransfer {
     /// End of the bytes requested from storage for sending; chunks in `[offset,
     /// requested_through)` are in flight. Invariant: `offset <= requested_through`.
     pub requested_through: u64,
-    /// Ticks since the follower last answered; a stalled transfer is resumed.
+    /// Ticks without an answer while chunks are in flight (since the follower last answered
+    /// or, when nothing was in flight, since a chunk was requested); a stalled transfer is
+    /// resumed. Waiting for the byte budget does not count.
     pub idle_ticks: u64,
 }
 

@@ -208,6 +208,11 @@ pub struct Replica {
     pub(super) apply_requested: LogIndex,
     /// A snapshot being received from a leader.
     pub(super) incoming_snapshot: Option<IncomingSnapshot>,
+    /// `Action::WriteSnapshotChunk`s not yet answered by `Input::SnapshotChunkWritten`, of
+    /// any transfer. Storage answers each once, in the order it got them, so while the final
+    /// chunk of a transfer (handed over last) is with storage, an answer that leaves this
+    /// above zero is about an earlier chunk.
+    pub(super) chunk_writes_unanswered: u64,
     /// The snapshots storage was last told are in use (`Action::KeepSnapshots`), in (index,
     /// term) order. Invariant: after each drain, the current snapshot and every snapshot a
     /// transfer sends.
@@ -295,6 +300,7 @@ impl Replica {
             applied,
             apply_requested: applied,
             incoming_snapshot: None,
+            chunk_writes_unanswered: 0,
             snapshots_kept: Vec::new(),
             damaged_snapshot: None,
             repair,

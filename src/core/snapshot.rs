@@ -160,6 +160,13 @@ impl Replica {
                 if limited {
                     state.snapshot_budget -= cost;
                 }
+                if start == transfer.offset {
+                    // Nothing was outstanding: the wait for an answer starts now. Counting the
+                    // wait for the budget too restarted the window in the very tick that
+                    // requested a chunk, which was then dropped when read, its cost wasted
+                    // (SIM_FINDINGS 19).
+                    transfer.idle_ticks = 0;
+                }
                 transfer.requested_through = start + chunk;
                 requests.push((*id, transfer.meta.clone(), start));
                 state.snapshot_turn = Some(*id);
@@ -270,8 +277,9 @@ impl Replica {
         self.fill_snapshot_windows();
     }
 
-    /// Leader heartbeat: a transfer that heard nothing for an election timeout restarts its
-    /// window at the last acknowledged offset (chunks or their answers were lost).
+    /// Leader heartbeat: a transfer that heard nothing for an election timeout since it asked
+    /// for a chunk restarts its window at the last acknowledged offset (chunks or their
+    /// answers were lost).
     pub(super) fn resume_stalled_snapshots(&mut self) {
         let interval = self.config.heartbeat_interval_ticks;
         let patience = self.config.election_timeout_min_ticks;
@@ -281,6 +289,11 @@ impl Replica {
         let mut any = false;
         for pr in state.progress.values_mut() {
             if let ProgressState::Snapshot(transfer) = &mut pr.state {
+                if transfer.requested_through <= transfer.offset {
+                    // Nothing outstanding (waiting for the budget): nothing to lose.
+                    transfer.idle_ticks = 0;
+                    continue;
+                }
                 transfer.idle_ticks += interval;
                 if transfer.idle_ticks >= patience {
                     transfer.idle_ticks = 0;
@@ -403,6 +416,7 @@ impl Replica {
         // new term alike, must reach storage first (issue 14, finding 1).
         #[cfg(not(feature = "bug-chunk-before-persist"))]
         self.flush_persist();
+        self.chunk_writes_unanswered += 1;
         self.actions.push(Action::WriteSnapshotChunk {
             from,
             meta,
@@ -422,6 +436,7 @@ impl Replica {
         installed: bool,
         rejected: bool,
     ) {
+        self.chunk_writes_unanswered = self.chunk_writes_unanswered.saturating_sub(1);
         if installed && meta.index > self.log.snapshot_index() {
             self.log.restore(meta.clone());
             self.applied = meta.index;
@@ -438,7 +453,17 @@ impl Replica {
         if installed {
             self.incoming_snapshot = None;
         } else {
-            if rejected || next_offset >= meta.size_bytes {
+            // Storage answers chunks in the order it got them and the final chunk went last:
+            // while it is with storage, an answer that leaves chunk writes unanswered is about
+            // an earlier chunk and cannot end the wait. A refusal here (of a chunk from before
+            // the leader rewound) says nothing about the final chunk, which may yet install;
+            // restarting the transfer on it handed storage a second copy of the snapshot after
+            // the install (SIM_FINDINGS 18). The final chunk's own answer comes next.
+            let earlier = current.finishing && self.chunk_writes_unanswered > 0;
+            if earlier && rejected {
+                return;
+            }
+            if !earlier && (rejected || next_offset >= meta.size_bytes) {
                 // The last chunk (or a refused one) is answered: the transfer goes on from
                 // where storage says it stands.
                 current.finishing = false;
@@ -617,6 +642,55 @@ mod tests {
         assert!(done_flags.into_iter().all(|done| done));
         // A second copy while storage finishes is dropped.
         assert!(written_offsets(&step(&mut follower, chunk_at(9, 1, true))).is_empty());
+    }
+
+    /// SIM_FINDINGS 18 (seed 3996): a refusal of a chunk handed over before the final one
+    /// arrived while the final chunk was still with storage. The follower took it as the
+    /// final chunk's answer and handed storage the whole snapshot again, which storage then
+    /// got after it had installed the first copy.
+    #[test]
+    fn a_refusal_of_an_earlier_chunk_does_not_restart_a_transfer_whose_final_chunk_is_with_storage()
+    {
+        let (mut follower, meta) = follower_and_a_10_byte_snapshot();
+        let answer = |next_offset, installed, rejected| Input::SnapshotChunkWritten {
+            meta: meta.clone(),
+            next_offset,
+            installed,
+            rejected,
+        };
+        // Chunk 0 (which storage will refuse: say its checksum failed) and the final chunk
+        // go to storage before either is answered.
+        assert_eq!(
+            written_offsets(&step(&mut follower, chunk_of(&meta, 0, 4, false))),
+            [0]
+        );
+        assert_eq!(
+            written_offsets(&step(&mut follower, chunk_of(&meta, 4, 6, true))),
+            [4]
+        );
+        // Chunk 0's refusal: the final chunk's fate is not known yet, so nothing is resent
+        // to storage, and the leader's copies are dropped.
+        let actions = step(&mut follower, answer(0, false, true));
+        assert!(rejections(&actions).is_empty(), "{actions:?}");
+        assert!(written_offsets(&step(&mut follower, chunk_of(&meta, 0, 4, false))).is_empty());
+        assert!(written_offsets(&step(&mut follower, chunk_of(&meta, 4, 6, true))).is_empty());
+        // The final chunk's refusal (it left a gap) restarts the transfer once.
+        assert_eq!(
+            rejections(&step(&mut follower, answer(0, false, true))),
+            [0]
+        );
+        assert_eq!(
+            written_offsets(&step(&mut follower, chunk_of(&meta, 0, 4, false))),
+            [0]
+        );
+        assert_eq!(
+            written_offsets(&step(&mut follower, chunk_of(&meta, 4, 6, true))),
+            [4]
+        );
+        step(&mut follower, answer(4, false, false));
+        step(&mut follower, answer(10, true, false));
+        assert_eq!(follower.log.snapshot_index(), meta.index);
+        assert!(follower.incoming_snapshot.is_none());
     }
 
     #[test]
@@ -882,6 +956,72 @@ mod tests {
             served.extend(read_offsets(&step(&mut leader, Input::Tick)));
         }
         assert_eq!(served, [(3, 0), (2, 10), (3, 10), (2, 20)]);
+    }
+
+    /// SIM_FINDINGS 19 (seed 5105): a transfer that waited for the shared budget longer than
+    /// an election timeout counted as stalled, and on a heartbeat tick the stall restart
+    /// dropped the chunk requested in that very tick: its read came back unwanted, and the
+    /// budget paid for it was lost. Followers that needed one snapshot after another under a
+    /// snapshot storm fell further behind. A transfer is stalled only when something it asked
+    /// for went unanswered for an election timeout.
+    #[test]
+    fn a_chunk_paid_for_after_a_long_wait_for_the_budget_is_sent() {
+        for followers in [&[2][..], &[2, 3]] {
+            for chunk in 5..=40 {
+                for per_tick in 1..=4 {
+                    every_chunk_read_is_sent(followers, chunk, per_tick);
+                }
+            }
+        }
+    }
+
+    /// A leader sends its snapshot to `followers` under a budget of `per_tick` bytes in
+    /// `chunk`-byte chunks, one in flight each; the followers answer every chunk at once.
+    fn every_chunk_read_is_sent(followers: &[u64], chunk: u64, per_tick: u64) {
+        let (mut leader, behind) = leader_with_snapshot(&[1, 2, 3], 100_000, |config| {
+            config.snapshot_chunk_bytes = chunk;
+            config.snapshot_chunks_in_flight = 1;
+            config.snapshot_bytes_per_tick = per_tick;
+            // The followers answer only the chunks they are sent.
+            config.check_quorum = false;
+        });
+        let meta = leader.log.snapshot().cloned().unwrap();
+        let mut pending = Vec::new();
+        for &id in followers {
+            pending.extend(read_offsets(&step(&mut leader, behind(id))));
+        }
+        let mut sent = 0;
+        for _ in 0..300 {
+            for (to, offset) in std::mem::take(&mut pending) {
+                let read = Input::SnapshotChunkRead {
+                    to: NodeId(to),
+                    meta: meta.clone(),
+                    offset,
+                    data: vec![1; chunk as usize],
+                };
+                let actions = step(&mut leader, read);
+                let chunks = actions.iter().filter(|a| {
+                    matches!(
+                        a,
+                        Action::Send(Message {
+                            body: MessageBody::InstallSnapshot { .. },
+                            ..
+                        })
+                    )
+                });
+                assert_eq!(
+                    chunks.count(),
+                    1,
+                    "{followers:?} in {chunk}-byte chunks at {per_tick} B/tick: the chunk for \
+                     {to} at {offset} was read and then not sent"
+                );
+                sent += 1;
+                let answer = chunk_answer(to, offset + chunk, false);
+                pending.extend(read_offsets(&step(&mut leader, answer)));
+            }
+            pending.extend(read_offsets(&step(&mut leader, Input::Tick)));
+        }
+        assert!(sent >= 300 * per_tick / chunk, "{sent} chunks sent");
     }
 
     #[test]

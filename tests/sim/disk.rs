@@ -56,6 +56,9 @@ pub(crate) struct ChunkOutcome {
     pub(crate) next_offset: u64,
     /// Set when this chunk completed a verified snapshot, now the durable one.
     pub(crate) installed: Option<StoredSnapshot>,
+    /// The final chunk of a snapshot the durable one already covers: answered as stored
+    /// (as the storage thread does), nothing installed and the partial bytes kept.
+    pub(crate) covered: bool,
     /// The chunk was refused (wrong offset or bad checksum).
     pub(crate) rejected: bool,
 }
@@ -108,7 +111,8 @@ pub(crate) struct Disk {
     /// synced frontier keeps claiming them until records cover them (storage/FORMAT.md
     /// §4.1), and a restart reports them as lost.
     lost: Option<LostEntries>,
-    /// Sim time at which the last scheduled sync completes; syncs complete in order.
+    /// Sim time at which the last scheduled sync or chunk answer completes; the storage
+    /// thread answers in order, so they complete in order.
     pub(crate) last_sync_at: u64,
     /// The real storage thread run beside the model, in the seeds that use it.
     real: Option<RealDisk>,
@@ -505,10 +509,11 @@ impl Disk {
             let events = storage.run(None)?;
             real.take_in(&events);
             let answer = events.last();
-            let agrees = match (&outcome.installed, answer) {
-                (Some(_), Some(SimStorageEvent::Stored(stored))) => stored == meta,
+            let stored = outcome.installed.is_some() || outcome.covered;
+            let agrees = match (stored, answer) {
+                (true, Some(SimStorageEvent::Stored(stored))) => stored == meta,
                 (
-                    None,
+                    false,
                     Some(SimStorageEvent::ChunkWritten {
                         next_offset,
                         rejected,
@@ -519,12 +524,12 @@ impl Disk {
             if !agrees {
                 return Err(format!(
                     "real storage answered chunk {offset}+{} of snapshot {} (done: {done}) with \
-                     {answer:?}, the model with next_offset {} rejected {} installed {}",
+                     {answer:?}, the model with next_offset {} rejected {} stored {}",
                     data.len(),
                     meta.index,
                     outcome.next_offset,
                     outcome.rejected,
-                    outcome.installed.is_some()
+                    stored
                 ));
             }
         }
@@ -564,6 +569,19 @@ impl Disk {
             return Ok(ChunkOutcome {
                 next_offset,
                 installed: None,
+                covered: false,
+                rejected: false,
+            });
+        }
+        let durable = self.snapshot.as_ref().map_or(LogIndex(0), |s| s.meta.index);
+        if meta.index <= durable {
+            // As the storage thread: a final chunk of a snapshot that is not newer than the
+            // current one is answered as stored without installing it (that would reset the
+            // log behind the current snapshot), and its partial file stays as it is.
+            return Ok(ChunkOutcome {
+                next_offset,
+                installed: None,
+                covered: true,
                 rejected: false,
             });
         }
@@ -577,6 +595,7 @@ impl Disk {
         Ok(ChunkOutcome {
             next_offset,
             installed: Some(complete),
+            covered: false,
             rejected: false,
         })
     }
@@ -599,6 +618,7 @@ fn refused(next_offset: u64) -> ChunkOutcome {
     ChunkOutcome {
         next_offset,
         installed: None,
+        covered: false,
         rejected: true,
     }
 }

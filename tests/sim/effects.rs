@@ -450,11 +450,16 @@ impl<C: SimCore> World<C> {
         let outcome = self.nodes[node]
             .disk
             .write_chunk(&meta, offset, data, done)?;
-        let incarnation = self.nodes[node].incarnation;
-        let at = self.now
-            + self
-                .rng
-                .between(self.params.disk_delay_min_ms, self.params.disk_delay_max_ms);
+        let delay = self
+            .rng
+            .between(self.params.disk_delay_min_ms, self.params.disk_delay_max_ms);
+        // The storage thread answers in the order it was given work: after every sync
+        // scheduled before this chunk and before any scheduled after it (the core tells the
+        // final chunk's answer from earlier ones by that order).
+        let n = &mut self.nodes[node];
+        let at = n.disk.last_sync_at.max(self.now + delay);
+        n.disk.last_sync_at = at;
+        let incarnation = n.incarnation;
         let event = match outcome.installed {
             Some(snapshot) => Event::Install {
                 node,
@@ -462,13 +467,15 @@ impl<C: SimCore> World<C> {
                 snapshot,
                 next_offset: outcome.next_offset,
             },
+            // A snapshot not newer than the durable one: the core hears it is installed; the
+            // node's apply thread skips restoring a snapshot its state already covers.
             None => Event::Answer {
                 node,
                 incarnation,
                 input: Input::SnapshotChunkWritten {
                     meta,
                     next_offset: outcome.next_offset,
-                    installed: false,
+                    installed: outcome.covered,
                     rejected: outcome.rejected,
                 },
             },
