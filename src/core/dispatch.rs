@@ -16,7 +16,12 @@ impl Replica {
         // anyone's term, and any answer is news.
         match message.body {
             MessageBody::RepairQuery => return self.on_repair_query(message.from),
-            MessageBody::RepairAnswer { log_end } => {
+            MessageBody::RepairAnswer {
+                log_end,
+                membership_index,
+                membership_term,
+            } => {
+                self.on_repair_answer_of_pair(message.from, membership_index, membership_term);
                 return self.on_repair_answer(message.from, log_end);
             }
             _ => {}

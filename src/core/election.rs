@@ -243,9 +243,10 @@ impl Replica {
         // could elect a leader without them, unless the candidate's log covers everything it
         // may have acknowledged (see `repair.rs`).
         let granted = can_vote
-            && self
-                .repair
-                .is_none_or(|repair| repair.candidate_covers(last_log_index, last_log_term))
+            && self.repair.is_none_or(|repair| {
+                repair.candidate_covers(last_log_index, last_log_term)
+                    || self.repair_pair_vouches_for(from)
+            })
             && self.log_allows_vote(last_log_index, last_log_term);
         if granted && !pre_vote {
             self.vote = Some(from);
