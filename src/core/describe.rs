@@ -132,7 +132,11 @@ pub fn describe_message(m: &Message) -> String {
             None => format!("ReadIndexResponse #{request} refused"),
         },
         MessageBody::RepairQuery => "RepairQuery".to_string(),
-        MessageBody::RepairAnswer { log_end } => format!("RepairAnswer end={log_end}"),
+        MessageBody::RepairAnswer {
+            log_end,
+            membership_index,
+            membership_term,
+        } => format!("RepairAnswer end={log_end} members={membership_index}@{membership_term}"),
         MessageBody::LinkProbe {
             sent_tick,
             peers_milliticks,

@@ -16,8 +16,13 @@ impl Replica {
         // or a link probe must not disturb anyone's term, and any answer is news.
         match message.body {
             MessageBody::RepairQuery => return self.on_repair_query(message.from),
-            MessageBody::RepairAnswer { log_end } => {
+            MessageBody::RepairAnswer {
+                log_end,
+                membership_index,
+                membership_term,
+            } => {
                 self.on_vote_recovery_answer(message.from, message.term);
+                self.on_repair_answer_of_pair(message.from, membership_index, membership_term);
                 return self.on_repair_answer(message.from, log_end);
             }
             MessageBody::LinkProbe {

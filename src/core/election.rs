@@ -247,9 +247,10 @@ impl Replica {
         // (`vote_recovery.rs`).
         let granted = can_vote
             && self.votes_known_in(term)
-            && self
-                .repair
-                .is_none_or(|repair| repair.candidate_covers(last_log_index, last_log_term))
+            && self.repair.is_none_or(|repair| {
+                repair.candidate_covers(last_log_index, last_log_term)
+                    || self.repair_pair_vouches_for(from)
+            })
             && self.log_allows_vote(last_log_index, last_log_term);
         if granted && !pre_vote {
             self.vote = Some(from);

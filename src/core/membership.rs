@@ -1,6 +1,7 @@
 //! Membership changes (thesis §4): configurations take effect when appended; one voter at a
-//! time (or any learner change) is a single step, larger voter changes go through a joint
-//! configuration (§4.3) that the leader leaves automatically once the joint entry commits.
+//! time (or any learner change) is a single step, larger voter changes, and any voter change
+//! from a configuration of two voters, go through a joint configuration (§4.3) that the
+//! leader leaves automatically once the joint entry commits.
 //!
 //! Runs on the replica's owner thread. Invariants: at most one membership entry is
 //! uncommitted at any time; the leader's progress map always covers exactly the members of
@@ -9,7 +10,7 @@
 use super::api::{Action, ProposeError, RequestId};
 use super::progress::Progress;
 use super::replica::{Phase, Replica};
-use rcraft_wire::{EntryPayload, LogIndex, Membership};
+use rcraft_wire::{EntryPayload, LogIndex, Membership, Term};
 
 impl Replica {
     /// Recomputes the configuration in force from the log (after appends, truncations and
@@ -20,6 +21,14 @@ impl Replica {
             None => (LogIndex(0), self.initial_membership.clone()),
         };
         self.membership = membership;
+        // Read while the entry (or the snapshot point) is held: compaction may drop it later
+        // (it cannot change then: compacted entries are committed), and the index alone does
+        // not tell entries of two leaders apart.
+        match self.log.term_at(index) {
+            Some(term) => self.membership_term = term,
+            None if index != self.membership_index => self.membership_term = Term(0),
+            None => {}
+        }
         self.membership_index = index;
         let next = self.log.last_index().next();
         let members = self.membership.members();
@@ -93,7 +102,13 @@ impl Replica {
             .voters
             .symmetric_difference(&self.membership.voters)
             .count();
-        if changed <= 1 {
+        // From two voters even one voter's change goes through a joint configuration, whose
+        // outgoing half is the pair: nothing after it commits without both of them. So a
+        // node of the pair that lost the tail of its log learns from the other alone that
+        // the lost entries were never committed (repair.rs; docs/SIM_FINDINGS.md, finding
+        // 10). One step, `{A, B}` to `{A}`, would let A commit alone entries B never saw.
+        let single_step = changed == 0 || (changed == 1 && self.membership.voters.len() != 2);
+        if single_step {
             return Ok(target);
         }
         Ok(Membership {

@@ -31,10 +31,31 @@
 //!   in the intact part of its log) or one appended in the lost range, which this node never
 //!   saw. With single-server changes any majority of the next configuration, and with joint
 //!   consensus any commit of it, includes a voter of the known one other than this node as
-//!   long as the known one has at least three voters (with two, {this node, a newly added
-//!   voter} is a majority of three). So when all those voters answer with logs ending before
-//!   the range, none of it was committed. Only in a simple configuration of three or more
-//!   voters; with two, it waits (docs/SIM_FINDINGS.md, finding 10).
+//!   long as the known one has at least three voters. With two, a single step could leave
+//!   {this node, a newly added voter} a majority of three, or this node alone; so a
+//!   configuration of two voters changes its voters only through a joint configuration
+//!   whose outgoing half is the pair (`membership.rs`): the joint entry, and everything
+//!   after it, commits only with the other voter holding it, and a configuration after it
+//!   is appended only once it committed. So when all those voters answer with logs ending
+//!   before the range, none of it was committed. Only in a simple configuration of two or
+//!   more voters (docs/SIM_FINDINGS.md, finding 10). A configuration of one voter that has
+//!   other servers waits: its voter alone may have committed the range.
+//!
+//! Two voters. The other voter may hold part of the lost range (it received entries the
+//! node lost) while its last term is below the node's recovered term (which bounds the
+//! lost entries' terms only loosely): then neither the answers nor `candidate_covers` help,
+//! and without the node's vote nobody is elected (docs/SIM_FINDINGS.md, finding 10: seed 410
+//! with damage drawn in pairs). But in a simple configuration of two voters, {this node,
+//! B}, every entry of the lost range that was committed is held by B, provided B's
+//! configuration comes from the same entry as this node's, below the range: an entry at or
+//! after the range commits under that configuration (both voters needed) or under one
+//! appended after it, whose first is a joint configuration with the pair as its outgoing
+//! half (`membership.rs`), which commits only with B holding it, and B would then hold a
+//! configuration entry at or after the range. So the node grants its vote (and pre-vote) to
+//! B when B answered a `RepairQuery` so, in the configuration in force, and B passes the
+//! usual up-to-date check against the node's intact log (which covers the entries before
+//! the range). B's election needs both votes, so B's log changes meanwhile only by B's own
+//! leadership, which holds every committed entry.
 //!
 //! Invariant: `repair` only ever goes from `Some` to `None`, and only on durable entries or
 //! on every other voter's word.
@@ -79,14 +100,52 @@ impl Replica {
     fn end_repair(&mut self) {
         self.repair = None;
         self.repair_witnesses.1.clear();
+        self.repair_pair = None;
+    }
+
+    /// The other voter of a simple configuration of exactly two that holds this node.
+    fn other_of_pair(&self) -> Option<NodeId> {
+        let voters = &self.membership.voters;
+        let pair = self.membership.voters_outgoing.is_empty()
+            && voters.len() == 2
+            && voters.contains(&self.id);
+        pair.then(|| voters.iter().copied().find(|id| *id != self.id))
+            .flatten()
+    }
+
+    /// A `RepairAnswer`'s configuration: the other voter of a pair vouches for the lost range
+    /// when its configuration comes from the same entry as ours, below the range (see the
+    /// module header, "Two voters").
+    pub(super) fn on_repair_answer_of_pair(
+        &mut self,
+        from: NodeId,
+        membership_index: LogIndex,
+        membership_term: Term,
+    ) {
+        let Some(repair) = self.repair else {
+            return;
+        };
+        let same_entry =
+            (membership_index, membership_term) == (self.membership_index, self.membership_term);
+        if self.other_of_pair() == Some(from) && same_entry && membership_index < repair.lost.from {
+            self.repair_pair = Some((self.membership_index, from));
+        }
+    }
+
+    /// Whether `candidate` is the other voter of our pair and vouched for the lost range in
+    /// the configuration in force: then its log holds every entry of the range that was
+    /// committed, and the usual up-to-date check against our intact log covers the rest.
+    pub(super) fn repair_pair_vouches_for(&self, candidate: NodeId) -> bool {
+        self.other_of_pair() == Some(candidate)
+            && self.repair_pair == Some((self.membership_index, candidate))
     }
 
     /// The voters whose word can show the lost range was never committed: every other voter
-    /// of a simple configuration of at least three (see the module header); none otherwise.
+    /// of a simple configuration of at least two (see the module header); none otherwise.
     fn repair_witnesses_needed(&self) -> Option<impl Iterator<Item = NodeId> + '_> {
         let voters = &self.membership.voters;
         let simple = self.membership.voters_outgoing.is_empty();
-        (simple && voters.len() >= 3 && voters.contains(&self.id))
+        (simple && voters.len() >= 2 && voters.contains(&self.id))
             .then(|| voters.iter().copied().filter(|id| *id != self.id))
     }
 
@@ -109,12 +168,23 @@ impl Replica {
         }
     }
 
-    /// Answers a repairing node: where this node's log ends, or the range it repairs itself.
+    /// Answers a repairing node: where this node's log ends, or the range it repairs itself,
+    /// and which entry its configuration comes from.
     pub(super) fn on_repair_query(&mut self, from: NodeId) {
         let repairing_through = self.repair.map_or(LogIndex(0), |r| r.lost.through);
         let log_end = self.log.last_index().max(repairing_through);
         let term = self.term_for_repair_answer();
-        self.send_at(from, term, MessageBody::RepairAnswer { log_end });
+        let membership_index = self.membership_index;
+        let membership_term = self.membership_term;
+        self.send_at(
+            from,
+            term,
+            MessageBody::RepairAnswer {
+                log_end,
+                membership_index,
+                membership_term,
+            },
+        );
     }
 
     /// A voter's answer: counted when its log ends before the lost range; the repair ends
@@ -326,6 +396,21 @@ mod tests {
             1,
             MessageBody::RepairAnswer {
                 log_end: LogIndex(log_end),
+                membership_index: LogIndex(0),
+                membership_term: Term(0),
+            },
+        )
+    }
+
+    /// An answer whose configuration comes from the entry at `membership` (index, term).
+    fn answer_in(from: u64, log_end: u64, membership: (u64, u64)) -> Input {
+        message(
+            from,
+            1,
+            MessageBody::RepairAnswer {
+                log_end: LogIndex(log_end),
+                membership_index: LogIndex(membership.0),
+                membership_term: Term(membership.1),
             },
         )
     }
@@ -356,7 +441,8 @@ mod tests {
                 a,
                 super::super::api::Action::Send(Message {
                     body: MessageBody::RepairAnswer {
-                        log_end: LogIndex(3)
+                        log_end: LogIndex(3),
+                        ..
                     },
                     ..
                 })
@@ -365,10 +451,8 @@ mod tests {
         assert!(answered, "{actions:?}");
     }
 
-    /// With two voters, {this node, a voter added in the lost range} could have committed
-    /// it: the other voter's word is not enough, and nobody is asked.
-    #[test]
-    fn two_voters_ask_nobody() {
+    /// A damaged node of a configuration of `voters`, which synced 1..=5 and lost 4..=5.
+    fn damaged_in(voters: &[u64]) -> Replica {
         let recovered = RecoveredState {
             hard_state: HardState {
                 term: Term(2),
@@ -378,13 +462,69 @@ mod tests {
             },
             snapshot: None,
             entries: (1..=3).map(|i| entry(i, 2)).collect(),
-            initial_membership: Membership::with_voters([NodeId(1), NodeId(2)]),
+            initial_membership: Membership::with_voters(voters.iter().map(|&id| NodeId(id))),
             lost: Some(LostEntries {
                 from: LogIndex(4),
                 through: LogIndex(5),
             }),
         };
-        let mut node = Replica::new(CoreConfig::new(NodeId(2), 7), recovered).unwrap();
+        Replica::new(CoreConfig::new(NodeId(2), 7), recovered).unwrap()
+    }
+
+    /// With two voters, every voter change goes through a joint configuration whose outgoing
+    /// half is the pair (membership.rs), so nothing in the lost range committed without the
+    /// other voter: its word ends the repair (docs/SIM_FINDINGS.md, finding 10).
+    #[test]
+    fn two_voters_ask_the_other_one() {
+        let mut node = damaged_in(&[1, 2]);
+        let mut asked = Vec::new();
+        for _ in 0..40 {
+            asked.extend(repair_queries_to(&step(&mut node, Input::Tick)));
+        }
+        assert!(
+            !asked.is_empty() && asked.iter().all(|&id| id == 1),
+            "{asked:?}"
+        );
+        step(&mut node, answer(1, 4));
+        assert!(node.status().repairing.is_some(), "node 1 holds entry 4");
+        step(&mut node, answer(1, 3));
+        assert_eq!(node.status().repairing, None);
+    }
+
+    /// The other voter of a pair holds part of the lost range (entry 4) in a term below the
+    /// node's recovered term, so it does not cover the range by `candidate_covers`. Once it
+    /// answered from the same configuration entry (the initial one: index 0, term 0), below
+    /// the range, it holds every committed entry of it: the node votes for it (the usual
+    /// up-to-date check still applies), and for nobody else.
+    #[test]
+    fn two_voters_vote_for_the_other_once_it_answered_from_the_same_configuration() {
+        let mut node = damaged_in(&[1, 2]);
+        assert_eq!(granted(&step(&mut node, vote_request(1, 3, true))), [false]);
+        step(&mut node, answer_in(1, 4, (0, 1)));
+        assert_eq!(
+            granted(&step(&mut node, vote_request(1, 3, true))),
+            [false],
+            "a configuration entry of another term is another entry"
+        );
+        step(&mut node, answer_in(1, 4, (0, 0)));
+        assert!(node.status().repairing.is_some(), "node 1 holds entry 4");
+        assert_eq!(granted(&step(&mut node, vote_request(1, 3, true))), [true]);
+        assert_eq!(granted(&step(&mut node, vote_request(1, 3, false))), [true]);
+        assert!(
+            node.status().repairing.is_some(),
+            "still repairing: no entry yet"
+        );
+        // The same answer means nothing in a configuration of three.
+        let mut node = damaged_follower();
+        step(&mut node, answer_in(1, 4, (0, 0)));
+        assert_eq!(granted(&step(&mut node, vote_request(1, 3, true))), [false]);
+    }
+
+    /// The only voter of its configuration may have committed the range alone: nobody's word
+    /// can show otherwise, and nobody is asked.
+    #[test]
+    fn a_single_voter_asks_nobody() {
+        let mut node = damaged_in(&[2]);
         for _ in 0..40 {
             assert!(repair_queries_to(&step(&mut node, Input::Tick)).is_empty());
         }

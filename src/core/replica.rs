@@ -187,6 +187,10 @@ pub struct Replica {
     /// Configuration in force and the index it was appended at (0 for the initial one).
     pub(super) membership: Membership,
     pub(super) membership_index: LogIndex,
+    /// The term of the entry at `membership_index` (its snapshot's term when that is where
+    /// the configuration comes from; 0 for the initial one), kept since compaction may drop
+    /// the entry (`repair.rs`, "Two voters").
+    pub(super) membership_term: Term,
     pub(super) initial_membership: Membership,
     /// Ticks since the last reset of the election timer (followers, candidates), or since the
     /// last CheckQuorum round (leaders).
@@ -235,6 +239,10 @@ pub struct Replica {
     /// pre-vote in a term up to the bound its voters gave, and never campaigns before they
     /// all answered (`vote_recovery.rs`).
     pub(super) vote_recovery: Option<VoteRecovery>,
+    /// While repairing in a configuration of two voters: the other voter, when it answered
+    /// a `RepairQuery` from the same configuration entry, below the lost range, and the
+    /// configuration (its index) it answered in (`repair.rs`, "Two voters").
+    pub(super) repair_pair: Option<(LogIndex, NodeId)>,
     /// Proposals were appended since the last drain; their AppendRequests go out then.
     pub(super) proposals_unsent: bool,
     /// Follower reads waiting for the leader's read index.
@@ -287,6 +295,7 @@ impl Replica {
             votes: BTreeMap::new(),
             membership: recovered.initial_membership.clone(),
             membership_index: LogIndex(0),
+            membership_term: Term(0),
             initial_membership: recovered.initial_membership,
             election_elapsed: 0,
             election_timeout_ticks: 0,
@@ -306,6 +315,7 @@ impl Replica {
             repair,
             repair_witnesses: (LogIndex(0), BTreeSet::new()),
             vote_recovery: votes_unknown.then(VoteRecovery::default),
+            repair_pair: None,
             proposals_unsent: false,
             forwarded_reads: ForwardedReads::new(config.seed),
             last_self_demotion: None,

@@ -254,6 +254,8 @@ mod tests {
             term,
             MessageBody::RepairAnswer {
                 log_end: LogIndex(1),
+                membership_index: LogIndex(0),
+                membership_term: Term(0),
             },
         )
     }

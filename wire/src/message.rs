@@ -141,6 +141,12 @@ pub enum MessageBody {
         /// The last index of the answerer's log, or the end of the range it is repairing
         /// itself when that is further: no entry past it was ever acknowledged by it.
         log_end: LogIndex,
+        /// Where the answerer's configuration comes from: the index of its last membership
+        /// entry (its snapshot's index when compacted; 0 for the initial one) and that
+        /// entry's term.
+        membership_index: LogIndex,
+        /// Term of the entry at `membership_index`.
+        membership_term: Term,
     },
     /// Gray-failure link probe (self-demotion on slow links, `src/core/link_probe.rs`): the
     /// receiver echoes `sent_tick` at once in a `LinkProbeReply`, so the sender measures its

@@ -112,6 +112,8 @@ pub fn peer_messages() -> Vec<Message> {
         MessageBody::RepairQuery,
         MessageBody::RepairAnswer {
             log_end: LogIndex(17),
+            membership_index: LogIndex(12),
+            membership_term: Term(3),
         },
         MessageBody::LinkProbe {
             sent_tick: 1_234,
