@@ -36,11 +36,12 @@ use rcraft::wire::{
     ClientRequest, ClientRequestBody, ClientResponseBody, FRAME_BYTES_MAX, FrameDecoder,
     HANDSHAKE_BYTES, Handshake, encode_client_request,
 };
-use snapshot_support::{Cluster, wait_for};
+use snapshot_support::{BIN, Cluster, wait_for};
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -266,11 +267,48 @@ fn restart_without(cluster: &mut Cluster, fresh: usize) -> usize {
     leader
 }
 
+/// `rcraft members ARGS` against the cluster, not waited for.
+fn members(cluster: &Cluster, args: &[&str]) -> Child {
+    Command::new(BIN)
+        .arg("members")
+        .args(args)
+        .args(["--servers", &cluster.servers(), "--timeout-ms", "600000"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rcraft members")
+}
+
+fn members_done(child: Child, what: &str) {
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "rcraft members {what}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Starts `fresh` (stopped, its directory removed) as a new member: a node that comes back
+/// with a new data dir under its old id is refused (issue 17's incarnation check), so, as
+/// OPERATIONS.md says, it is started with `--join` and added again (`members add`, which
+/// waits until it has caught up and promotes it; returned, not waited for).
+fn start_as_new_member(cluster: &mut Cluster, fresh: usize) -> Child {
+    let flags = cluster.flags.clone();
+    cluster.flags.push("--join".to_string());
+    cluster.restart(fresh);
+    cluster.flags = flags;
+    members(cluster, &["add", &fresh.to_string()])
+}
+
 /// One catch-up round: snapshot the live nodes, start `fresh` (stopped, its directory
-/// removed) while writers keep the leader busy, and time its phases.
+/// removed; removed from the membership first) while writers keep the leader busy, and time
+/// its phases.
 fn catch_up_round(cluster: &mut Cluster, settings: &Settings, leader: usize, fresh: usize) {
     let other = 3 - leader - fresh;
     cluster.wait_caught_up(other, leader);
+    members_done(members(cluster, &["remove", &fresh.to_string()]), "remove");
     if settings.pin {
         cluster.cpus[fresh] = Some("1".to_string());
         cluster.pin(leader, "0");
@@ -301,7 +339,7 @@ fn catch_up_round(cluster: &mut Cluster, settings: &Settings, leader: usize, fre
 
         let started = Instant::now();
         let count_before = done.load(Ordering::Relaxed);
-        cluster.restart(fresh);
+        let added = start_as_new_member(cluster, fresh);
         // Phases seen from outside: the partial file appears (first chunk arriving), goes
         // away (verified and renamed), then the node reports the snapshot applied.
         // Each phase boundary with the acknowledged-write count at that moment.
@@ -324,6 +362,7 @@ fn catch_up_round(cluster: &mut Cluster, settings: &Settings, leader: usize, fre
         let during = (end.1 - count_before) as f64 / install_secs;
         stop.store(true, Ordering::Relaxed);
         installed.unwrap_or_else(|| panic!("no install; logs:\n{}", cluster.logs()));
+        members_done(added, "add");
         let restore = logged_restore_secs(cluster, fresh);
         let percent = |from: (Duration, u64), to: (Duration, u64)| {
             let rate = (to.1 - from.1) as f64 / (to.0 - from.0).as_secs_f64().max(1e-3);

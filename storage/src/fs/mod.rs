@@ -70,6 +70,13 @@ pub trait SegmentFile: Send + std::fmt::Debug {
     fn write_at(&mut self, offset: usize, data: &[u8]) -> io::Result<()>;
     /// Makes `len` bytes at `offset` durable (msync of the range on [`RealFs`]).
     fn sync_range(&mut self, offset: usize, len: usize) -> io::Result<()>;
+    /// Tells the system this process will not touch the file's pages soon (a sealed
+    /// segment), so they stop counting in its resident memory. Only a hint: the contents are
+    /// unchanged (written bytes, synced or not, stay in the page cache) and the next access
+    /// maps them back. Does nothing unless the file system maps pages into the process.
+    fn release_resident(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A file read at explicit offsets (snapshot data).

@@ -249,6 +249,9 @@ impl Wal {
             // Sealed with its records' count: no later sync carries it.
             active.sync()?;
             active.confirm()?;
+            // Its pages need not stay in the process's memory: the log since the last
+            // snapshot would otherwise count in the node's resident memory in full.
+            active.release_resident();
         }
         let needed = (SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + payload_len) as u64;
         let len = self.options.segment_bytes.max(needed);

@@ -169,6 +169,8 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Recovered> {
                 seg.rewrite_synced_count();
                 seg.sync()?;
             }
+            // Scanned and sealed: its pages need not stay resident (see `Wal::roll`).
+            seg.release_resident();
         } else {
             let reason = short_of_next
                 .or_else(|| scan.bad.clone())

@@ -366,6 +366,15 @@ impl Segment {
         self.file.bytes()
     }
 
+    /// Lets the system drop this segment's pages from the process's resident memory (a
+    /// sealed segment: read again only for a lagging follower or a restart). A hint: a
+    /// failure is logged, never an error; the bytes stay the file's.
+    pub fn release_resident(&mut self) {
+        if let Err(e) = self.file.release_resident() {
+            log::warn!("{}: releasing the mapped pages: {e}", self.path.display());
+        }
+    }
+
     /// Adopts the result of a scan as this segment's records.
     pub fn set_records(&mut self, offsets: Vec<u32>, end: usize) {
         self.offsets = offsets;
