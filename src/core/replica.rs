@@ -456,7 +456,7 @@ impl Replica {
         self.log.cache_first_index()
     }
 
-    /// Bytes (`Entry::size_bytes`) of the entries held in memory.
+    /// What the entries held in memory cost, in bytes (`Entry::size_bytes` plus the value).
     pub fn log_cache_bytes(&self) -> u64 {
         self.log.cache_bytes()
     }

@@ -177,6 +177,7 @@ pub(crate) fn open_storage_with(
     }
     let after = snapshot.as_ref().map_or(LogIndex(0), |meta| meta.index);
     let entries = log.entries_after(after)?;
+    log.release_sealed_pages();
     let lost = lost_after_snapshot(&log, after);
     let saved = hard_state.current();
     let recovered = RecoveredState {
@@ -407,6 +408,7 @@ impl StorageThread {
                     // every other one in memory), so the read need not wait for this
                     // batch's sync.
                     let entries = self.read_entries(low, high, max_bytes);
+                    self.log.release_sealed_pages();
                     let _ = events.send(StorageEvent::EntriesRead {
                         id,
                         to,

@@ -70,6 +70,14 @@ pub trait SegmentFile: Send + std::fmt::Debug {
     fn write_at(&mut self, offset: usize, data: &[u8]) -> io::Result<()>;
     /// Makes `len` bytes at `offset` durable (msync of the range on [`RealFs`]).
     fn sync_range(&mut self, offset: usize, len: usize) -> io::Result<()>;
+    /// Lets go of this process's copy of the file's pages: on [`RealFs`] the map's pages
+    /// leave the process's resident set (`MADV_DONTNEED` on the shared file mapping) and are
+    /// read back from the page cache or the disk on the next access. The contents do not
+    /// change. The WAL calls it for a sealed segment it has synced, so a long log does not
+    /// keep every segment resident. Does nothing by default (in-memory file systems).
+    fn release_pages(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A file read at explicit offsets (snapshot data).

@@ -224,6 +224,17 @@ impl SegmentFile for RealSegment {
             SyncMethod::Fdatasync => self.file.sync_data(),
         }
     }
+
+    fn release_pages(&mut self) -> io::Result<()> {
+        // SAFETY: `&mut self` means no borrow of the map is alive while the pages go. The map
+        // is a shared mapping of the file (`map_mut`), so MADV_DONTNEED only drops this
+        // process's page-table entries: a later access reads the same bytes back from the
+        // page cache (dirty pages stay there until written back), never zeros.
+        unsafe {
+            self.map
+                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -446,6 +446,14 @@ impl Segment {
         Ok(())
     }
 
+    /// Lets go of the process's resident copy of this segment's pages (they are read back on
+    /// the next access; see `SegmentFile::release_pages`).
+    pub fn release_pages(&mut self) -> Result<()> {
+        self.file
+            .release_pages()
+            .map_err(|e| Error::io("release segment pages", &self.path, e))
+    }
+
     /// Writes the synced count the next sync will make durable: every record held, or the
     /// claim of a loss being repaired when that is more.
     fn update_synced_count(&mut self) -> Result<()> {
