@@ -75,7 +75,9 @@ pub struct CoreConfig {
     /// that are nearly caught up; older ones are read back from storage
     /// ([`Action::ReadEntries`]) when a follower needs them. Entries not yet durable or not
     /// yet handed to the state machine are always kept (their bytes are bounded by
-    /// `max_uncommitted_bytes`, the storage queue and `apply_window_entries`).
+    /// `max_uncommitted_bytes`, the storage queue and `apply_window_entries`); on a leader,
+    /// entries a follower that keeps up has not acknowledged are kept up to
+    /// `max_inflight_bytes` beyond this bound.
     pub entry_cache_bytes: u64,
     /// Seed for the election-timeout generator; give each node a different one.
     pub seed: u64,
