@@ -74,12 +74,15 @@ pub struct CoreConfig {
     /// the state machine reports progress, so a slow state machine never makes its caller
     /// hold an unbounded backlog of them.
     pub apply_window_entries: u64,
-    /// Most bytes (`Entry::size_bytes`) of log entries kept in memory once they are durable
+    /// Most bytes of log entries (each counted as its `Entry::size_bytes` plus the `Entry`
+    /// value itself, `log::cache_cost`) kept in memory once they are durable
     /// and handed to the state machine: the newest such entries stay cached for followers
     /// that are nearly caught up; older ones are read back from storage
     /// ([`Action::ReadEntries`]) when a follower needs them. Entries not yet durable or not
     /// yet handed to the state machine are always kept (their bytes are bounded by
-    /// `max_uncommitted_bytes`, the storage queue and `apply_window_entries`).
+    /// `max_uncommitted_bytes`, the storage queue and `apply_window_entries`); on a leader,
+    /// entries a follower that keeps up has not acknowledged are kept up to
+    /// `max_inflight_bytes` beyond this bound.
     pub entry_cache_bytes: u64,
     /// Seed for the election-timeout generator; give each node a different one.
     pub seed: u64,

@@ -16,7 +16,7 @@
 //!   at least `prev_term` (terms never decrease along the log, Raft paper §5.3);
 //! - `cache[i].index == cache_first_index() + i`, the cache ends at `last_index`, starts after
 //!   `prev_index`, and each cached entry's term is `term_at` its index; `cache_bytes` is the
-//!   sum of their `size_bytes`;
+//!   sum of their `cache_cost`;
 //! - every entry not cached is durable and was handed to the state machine (`evict`);
 //! - `memberships` lists every membership entry in `(prev_index, last_index]`, in order;
 //! - `prev_index <= committed <= last_index` and `persisted <= last_index`;
@@ -61,7 +61,7 @@ pub struct RaftLog {
     memberships: Vec<(LogIndex, Membership)>,
     /// The newest entries, ending at `last_index`, in index order.
     cache: VecDeque<Entry>,
-    /// Sum of `size_bytes` over `cache`.
+    /// Sum of `cache_cost` over `cache`.
     cache_bytes: u64,
     /// Highest index known durable on this node's disk. Invariant: `<= last_index`.
     persisted: LogIndex,
@@ -140,7 +140,7 @@ impl RaftLog {
         LogIndex(self.last_index.0 + 1 - self.cache.len() as u64)
     }
 
-    /// Bytes (`Entry::size_bytes`) of the cached entries.
+    /// What the cached entries cost (`cache_cost`), in bytes.
     pub fn cache_bytes(&self) -> u64 {
         self.cache_bytes
     }
@@ -264,7 +264,7 @@ impl RaftLog {
             self.memberships.push((entry.index, m.clone()));
         }
         self.last_index = entry.index;
-        self.cache_bytes += entry.size_bytes();
+        self.cache_bytes += cache_cost(&entry);
         self.cache.push_back(entry);
     }
 
@@ -302,7 +302,7 @@ impl RaftLog {
         let keep_cached = index.0.saturating_sub(self.cache_first_index().0) as usize;
         while self.cache.len() > keep_cached {
             let entry = self.cache.pop_back().expect("longer than keep_cached");
-            self.cache_bytes -= entry.size_bytes();
+            self.cache_bytes -= cache_cost(&entry);
         }
         self.terms.retain(|&(first, _)| first < index);
         self.memberships.retain(|&(at, _)| at < index);
@@ -381,12 +381,17 @@ impl RaftLog {
         while self.cache_bytes > max_bytes {
             match self.cache.front() {
                 Some(entry) if entry.index <= through && entry.index <= self.persisted => {
-                    self.cache_bytes -= entry.size_bytes();
+                    self.cache_bytes -= cache_cost(entry);
                     self.cache.pop_front();
                     dropped += 1;
                 }
                 _ => break,
             }
+        }
+        // A burst (a slow state machine, a restart's backlog) may have grown the ring far
+        // beyond what it holds now: give the room back.
+        if self.cache.capacity() > 4 * self.cache.len().max(1024) {
+            self.cache.shrink_to(2 * self.cache.len().max(1024));
         }
         dropped
     }
@@ -400,7 +405,7 @@ impl RaftLog {
         let term = self.term_at(through).expect("compaction point is held");
         while self.cache.front().is_some_and(|e| e.index <= through) {
             let entry = self.cache.pop_front().expect("checked non-empty");
-            self.cache_bytes -= entry.size_bytes();
+            self.cache_bytes -= cache_cost(&entry);
         }
         // The run holding `through + 1` may start at or before `through`: it now starts
         // right after it.
@@ -497,7 +502,7 @@ impl RaftLog {
         for (i, e) in self.cache.iter().enumerate() {
             assert_eq!(e.index.0, first.0 + i as u64);
             assert_eq!(self.term_at(e.index), Some(e.term));
-            bytes += e.size_bytes();
+            bytes += cache_cost(e);
         }
         assert_eq!(bytes, self.cache_bytes);
         assert!(
@@ -512,6 +517,12 @@ impl RaftLog {
         assert!(self.prev_index <= self.committed && self.committed <= self.last_index());
         assert!(self.persisted <= self.last_index());
     }
+}
+
+/// What an entry costs the cache: its `size_bytes` plus the `Entry` value itself, so that
+/// many small entries (no-ops, tiny commands) are not undercounted.
+pub fn cache_cost(entry: &Entry) -> u64 {
+    entry.size_bytes() + std::mem::size_of::<Entry>() as u64
 }
 
 /// How many of `entries` (in index order) go in one AppendRequest: at least one (when any
@@ -690,7 +701,7 @@ mod tests {
     #[test]
     fn the_cache_stays_within_its_bytes_once_entries_are_durable_and_applied() {
         let mut log = log_of(&[]);
-        let max_bytes = 10 * command(1, 1, 100).size_bytes();
+        let max_bytes = 10 * cache_cost(&command(1, 1, 100));
         for index in 1..=1_000 {
             log.append(command(index, 1 + index / 300, 100));
             log.mark_persisted(LogIndex(index), Term(1 + index / 300));

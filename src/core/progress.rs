@@ -12,7 +12,8 @@
 //!
 //! Invariant: `match_index < next_index`.
 
-use rcraft_wire::{LogIndex, SnapshotMeta};
+use super::log::batch_len;
+use rcraft_wire::{Entry, LogIndex, SnapshotMeta};
 use std::collections::VecDeque;
 
 /// Replication state of one follower.
@@ -67,6 +68,11 @@ pub struct Progress {
     /// while one is outstanding: nothing else is sent meanwhile. Cleared by every state
     /// change, so an answer to a read of an earlier state is ignored.
     pub entries_read: Option<u64>,
+    /// The entries the last storage read brought for this follower, contiguous, kept (at most
+    /// one read's worth, itself at most the in-flight window) while it may still need them:
+    /// a refusal after a lost message, or a probe, sends from here instead of reading again.
+    /// Only entries of the leader's own log, which it never truncates while leading.
+    read_back: VecDeque<Entry>,
 }
 
 impl Progress {
@@ -82,6 +88,7 @@ impl Progress {
             recent_active: false,
             acked_round: 0,
             entries_read: None,
+            read_back: VecDeque::new(),
         }
     }
 
@@ -121,7 +128,32 @@ impl Progress {
             idle_ticks: 0,
         });
         self.probe_sent = false;
+        self.read_back.clear();
         self.clear_inflight();
+    }
+
+    /// Keeps the entries a storage read brought (contiguous, of the leader's log).
+    pub fn keep_read_back(&mut self, entries: Vec<Entry>) {
+        self.read_back = entries.into();
+    }
+
+    /// A batch from `next_index` out of the entries read back, at most `max_append_bytes`
+    /// (see `log::batch_len`); `None` when they do not hold `next_index` (they are then
+    /// dropped). Entries the follower acknowledged are dropped first.
+    pub fn batch_from_read_back(&mut self, max_append_bytes: u64) -> Option<Vec<Entry>> {
+        while (self.read_back.front()).is_some_and(|e| e.index <= self.match_index) {
+            self.read_back.pop_front();
+        }
+        let first = self.read_back.front()?.index;
+        if self.next_index < first || self.next_index.0 - first.0 >= self.read_back.len() as u64 {
+            self.read_back.clear();
+            return None;
+        }
+        let from = self
+            .read_back
+            .range((self.next_index.0 - first.0) as usize..);
+        let len = batch_len(from.clone(), max_append_bytes);
+        Some(from.take(len).cloned().collect())
     }
 
     fn clear_inflight(&mut self) {
@@ -177,6 +209,17 @@ impl Progress {
             }
             ProgressState::Snapshot(_) => {}
         }
+    }
+
+    /// How many entry bytes to read from storage for this follower at once: what the
+    /// in-flight window has room for (its free messages times `per_message`, at most its free
+    /// bytes), at least one message's worth. While probing the whole window: the entries
+    /// after the probe are kept (`read_back`) for the stream that follows once it matches.
+    pub fn read_bytes(&self, max_messages: usize, max_bytes: u64, per_message: u64) -> u64 {
+        let slots = max_messages.saturating_sub(self.inflight.len()) as u64;
+        (slots.saturating_mul(per_message))
+            .min(max_bytes.saturating_sub(self.inflight_bytes))
+            .max(per_message)
     }
 
     /// True when the in-flight window is full.

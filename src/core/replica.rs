@@ -504,7 +504,7 @@ impl Replica {
         self.log.cache_first_index()
     }
 
-    /// Bytes (`Entry::size_bytes`) of the entries held in memory.
+    /// What the entries held in memory cost, in bytes (`Entry::size_bytes` plus the value).
     pub fn log_cache_bytes(&self) -> u64 {
         self.log.cache_bytes()
     }
@@ -594,8 +594,29 @@ impl Replica {
         self.maybe_end_vote_recovery();
         self.maybe_apply();
         self.settle_forwarded_reads();
-        self.log
-            .evict(self.apply_requested, self.config.entry_cache_bytes);
+        self.evict_entry_cache();
+    }
+
+    /// Keeps the entry cache within `entry_cache_bytes`, dropping only entries durable and
+    /// handed to the state machine. On a leader, entries a follower that keeps up (replicating,
+    /// heard from lately) has not acknowledged stay first, up to one in-flight window
+    /// (`max_inflight_bytes`) beyond the bound: a resend after a lost message, or a follower
+    /// a few entries behind, then needs no storage read.
+    fn evict_entry_cache(&mut self) {
+        let (max, through) = (self.config.entry_cache_bytes, self.apply_requested);
+        let keeping_up = (self.leader_state.as_ref()).and_then(|state| {
+            (state.progress.values())
+                .filter(|pr| pr.recent_active && pr.state == ProgressState::Replicate)
+                .map(|pr| pr.match_index)
+                .min()
+        });
+        if let Some(floor) = keeping_up {
+            self.log.evict(through.min(floor), max);
+            let slack = max.saturating_add(self.config.max_inflight_bytes);
+            self.log.evict(through, slack);
+        } else {
+            self.log.evict(through, max);
+        }
     }
 
     // ----- persistence -----

@@ -7,7 +7,7 @@
 //! by counting replicas (paper §5.4.2); a follower never truncates a committed entry.
 
 use super::api::{Action, ProposeError};
-use super::log::{Sendable, batch_len};
+use super::log::Sendable;
 use super::progress::ProgressState;
 use super::quorum;
 use super::replica::{Phase, Replica};
@@ -225,6 +225,13 @@ impl Replica {
                 return false;
             }
             Sendable::InStorage { high } => {
+                if let Some(batch) = pr.batch_from_read_back(max_append_bytes) {
+                    if batch.is_empty() && !allow_empty {
+                        return false;
+                    }
+                    self.send_entries(peer, batch);
+                    return true;
+                }
                 let id = self.next_entries_read;
                 self.next_entries_read += 1;
                 pr.entries_read = Some(id);
@@ -233,7 +240,7 @@ impl Replica {
                     to: peer,
                     low,
                     high,
-                    max_bytes: max_append_bytes,
+                    max_bytes: pr.read_bytes(max_messages, max_bytes, max_append_bytes),
                 });
                 return false;
             }
@@ -284,7 +291,6 @@ impl Replica {
         low: LogIndex,
         entries: std::result::Result<Vec<Entry>, String>,
     ) {
-        let max_append_bytes = self.config.max_append_bytes;
         let Some(state) = self.leader_state.as_mut() else {
             return;
         };
@@ -299,7 +305,7 @@ impl Replica {
             true => Err("storage read no entries".to_string()),
             false => Ok(entries),
         });
-        let Ok(mut entries) = entries else {
+        let Ok(entries) = entries else {
             // Storage no longer holds them. Without a snapshot to send, the follower's next
             // heartbeat answer tries again (not at once: that could loop on a bad disk).
             self.start_snapshot_transfer(to);
@@ -311,8 +317,8 @@ impl Replica {
                 e.index.0 == low.0 + i as u64 && self.log.term_at(e.index) == Some(e.term)
             });
         if matches_log {
-            entries.truncate(batch_len(&entries, max_append_bytes));
-            self.send_entries(to, entries);
+            // Sent from there as the window allows, and again after a refusal or a probe.
+            pr.keep_read_back(entries);
         }
         while self.send_append(to, false) {}
     }
@@ -893,17 +899,25 @@ mod tests {
         assert!(step(&mut leader, answer(id + 100, 2)).is_empty());
         let actions = step(&mut leader, answer(id, 2));
         assert_eq!(
-            entries_sent_to(&actions, 3),
-            [LogIndex(2), LogIndex(3)],
-            "one batch within max_append_bytes"
+            appends_to(&actions, 3),
+            [1, 3],
+            "what was read, in batches within max_append_bytes"
         );
-        // In Replicate, the next batch is read at once.
+        assert_eq!(
+            entries_sent_to(&actions, 3),
+            [LogIndex(2), LogIndex(3), LogIndex(4)]
+        );
+        // In Replicate, the next entries are read at once, as many as the window takes.
         let reads = entry_reads(&actions);
         assert_eq!(reads.len(), 1, "{actions:?}");
-        assert_eq!((reads[0].2, reads[0].3), (4, 31));
+        assert_eq!((reads[0].2, reads[0].3), (5, 31));
+        let window_read = actions
+            .iter()
+            .any(|a| matches!(a, Action::ReadEntries { max_bytes, .. } if *max_bytes > 300));
+        assert!(window_read, "{actions:?}");
         // The leader keeps streaming as storage answers, until the follower is caught up.
         let mut read = reads[0];
-        let mut sent = vec![LogIndex(2), LogIndex(3)];
+        let mut sent = vec![LogIndex(2), LogIndex(3), LogIndex(4)];
         while read.2 <= 31 {
             let actions = step(&mut leader, answer(read.0, read.2));
             sent.extend(entries_sent_to(&actions, 3));
@@ -916,6 +930,36 @@ mod tests {
         let expected: Vec<LogIndex> = (2..=31).map(LogIndex).collect();
         assert_eq!(sent, expected);
         leader.check_invariants();
+    }
+
+    /// Entries read back for a follower are kept until it acknowledges them: a refusal after
+    /// a lost message resends them without reading storage again.
+    #[test]
+    fn a_refusal_resends_from_the_entries_read_back() {
+        let mut leader = leader_of_three(|config| {
+            config.entry_cache_bytes = 0;
+            config.max_append_bytes = 300;
+        });
+        let written = write_applied(&mut leader, 10, 100);
+        let ack = MessageBody::AppendResponse {
+            success: true,
+            match_index: LogIndex(1),
+            conflict: None,
+        };
+        let actions = step(&mut leader, from_peer(3, ack));
+        let (id, ..) = entry_reads(&actions)[0];
+        let answer = Input::EntriesRead {
+            id,
+            to: NodeId(3),
+            low: LogIndex(2),
+            entries: Ok(written.clone()),
+        };
+        let actions = step(&mut leader, answer);
+        assert_eq!(appends_to(&actions, 3), [1, 3, 5, 7, 9], "{actions:?}");
+        // The message after index 3 was lost: node 3 refuses the next one.
+        let refused = step(&mut leader, from_peer(3, refusal(5, 3)));
+        assert_eq!(appends_to(&refused, 3), [3], "{refused:?}");
+        assert!(entry_reads(&refused).is_empty(), "{refused:?}");
     }
 
     /// A read that storage cannot answer (the entries were compacted meanwhile) sends the

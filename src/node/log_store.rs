@@ -4,6 +4,8 @@
 //! is the entry's [`EntryPayload`] in the encoding of [`super::entry_codec`]. Writes follow the
 //! core's persist contract: a batch whose first index is at or below the last index first
 //! truncates the conflicting suffix, then appends. Nothing is durable until [`LogStore::sync`].
+//! Entries the core no longer holds in memory are read back from the mapped segments for a
+//! lagging follower ([`LogStore::read_entries`]), each record's checksum checked again.
 
 use super::entry_codec::{decode_payload, encode_payload};
 use super::storage_error::{StorageError, StorageResult};
@@ -187,6 +189,12 @@ impl LogStore {
             }
         }
         Ok(entries)
+    }
+
+    /// Lets go of the resident pages of the sealed segments after old records were read
+    /// (recovery, a follower's catch-up), so the log does not stay in memory as mapped pages.
+    pub(crate) fn release_sealed_pages(&mut self) {
+        self.wal.release_sealed_pages();
     }
 
     /// Reads and decodes every entry after `after` (recovery). The log must continue right

@@ -1,8 +1,8 @@
 //! Messages between the consensus thread and the storage thread.
 //!
 //! Commands are never dropped (a full queue makes the consensus thread wait); events come
-//! back at most once per drained batch for persistence, once per snapshot chunk otherwise
-//! (and once per damaged snapshot file found while sending).
+//! back at most once per drained batch for persistence, once per snapshot chunk or entry
+//! read otherwise (and once per damaged snapshot file found while sending).
 
 use super::net::ClientConnId;
 use super::transport::ReplyTo;

@@ -160,6 +160,7 @@ pub(crate) fn open_storage_with(
     }
     let after = snapshot.as_ref().map_or(LogIndex(0), |meta| meta.index);
     let entries = log.entries_after(after)?;
+    log.release_sealed_pages();
     let lost = lost_after_snapshot(&log, after);
     if hard_state.created() && (snapshot.is_some() || !entries.is_empty()) {
         // The file was lost while the log and snapshots were not: whatever this node voted
@@ -419,6 +420,7 @@ impl StorageThread {
                     // every other one in memory), so the read need not wait for this
                     // batch's sync.
                     let entries = self.read_entries(low, high, max_bytes);
+                    self.log.release_sealed_pages();
                     let _ = events.send(StorageEvent::EntriesRead {
                         id,
                         to,

@@ -68,6 +68,35 @@ fn record_offsets(bytes: &[u8]) -> Vec<usize> {
     }
 }
 
+/// Sealed segments let go of their resident pages (when rolled, and on request after old
+/// records were read): what is read afterwards, and after a reopen, is unchanged, and the
+/// log goes on appending.
+#[test]
+fn released_segment_pages_read_back_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_log(dir.path(), 120);
+    assert!(paths.len() > 3, "the log spans several segments: {paths:?}");
+    let mut wal = Wal::open(dir.path(), options()).unwrap();
+    check_log(&wal, 120);
+    wal.release_sealed_pages();
+    check_log(&wal, 120);
+    let more: Vec<Vec<u8>> = (121..=130).map(payload).collect();
+    let batch: Vec<Record<'_>> = (121..=130)
+        .zip(&more)
+        .map(|(index, payload)| Record {
+            index,
+            term: index / 10 + 1,
+            payload,
+        })
+        .collect();
+    wal.append(&batch).unwrap();
+    wal.sync().unwrap();
+    wal.release_sealed_pages();
+    check_log(&wal, 130);
+    drop(wal);
+    check_log(&Wal::open(dir.path(), options()).unwrap(), 130);
+}
+
 #[test]
 fn torn_tail_at_every_byte_offset_is_cut_off() {
     let dir = tempfile::tempdir().unwrap();

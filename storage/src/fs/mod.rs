@@ -70,11 +70,12 @@ pub trait SegmentFile: Send + std::fmt::Debug {
     fn write_at(&mut self, offset: usize, data: &[u8]) -> io::Result<()>;
     /// Makes `len` bytes at `offset` durable (msync of the range on [`RealFs`]).
     fn sync_range(&mut self, offset: usize, len: usize) -> io::Result<()>;
-    /// Tells the system this process will not touch the file's pages soon (a sealed
-    /// segment), so they stop counting in its resident memory. Only a hint: the contents are
-    /// unchanged (written bytes, synced or not, stay in the page cache) and the next access
-    /// maps them back. Does nothing unless the file system maps pages into the process.
-    fn release_resident(&mut self) -> io::Result<()> {
+    /// Lets go of this process's copy of the file's pages: on [`RealFs`] the map's pages
+    /// leave the process's resident set (`MADV_DONTNEED` on the shared file mapping) and are
+    /// read back from the page cache or the disk on the next access. The contents do not
+    /// change. The WAL calls it for a sealed segment it has synced, so a long log does not
+    /// keep every segment resident. Does nothing by default (in-memory file systems).
+    fn release_pages(&mut self) -> io::Result<()> {
         Ok(())
     }
 }

@@ -225,12 +225,11 @@ impl SegmentFile for RealSegment {
         }
     }
 
-    fn release_resident(&mut self) -> io::Result<()> {
-        // SAFETY: `map_mut` maps the file shared (MAP_SHARED). On a shared file mapping
-        // MADV_DONTNEED only removes this process's page-table entries: the pages and any
-        // unsynced changes stay in the page cache, and the next access maps the same bytes
-        // back (unlike a private mapping, where it would discard them). No reference into
-        // the map is lost: the bytes read afterwards are the file's.
+    fn release_pages(&mut self) -> io::Result<()> {
+        // SAFETY: `&mut self` means no borrow of the map is alive while the pages go. The map
+        // is a shared mapping of the file (`map_mut`), so MADV_DONTNEED only drops this
+        // process's page-table entries: a later access reads the same bytes back from the
+        // page cache (dirty pages stay there until written back), never zeros.
         unsafe {
             self.map
                 .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
@@ -340,7 +339,7 @@ mod tests {
             mapped_resident_kb(&path) >= 2048,
             "the written pages are resident"
         );
-        segment.release_resident().unwrap();
+        segment.release_pages().unwrap();
         assert_eq!(mapped_resident_kb(&path), 0, "no page left in the process");
         assert_eq!(segment.bytes(), &data[..], "the same bytes, mapped back");
         drop(segment);

@@ -249,9 +249,9 @@ impl Wal {
             // Sealed with its records' count: no later sync carries it.
             active.sync()?;
             active.confirm()?;
-            // Its pages need not stay in the process's memory: the log since the last
-            // snapshot would otherwise count in the node's resident memory in full.
-            active.release_resident();
+            // Sealed and synced: nothing writes it again, so its pages need not stay resident
+            // (the log since the last snapshot would otherwise stay in memory as mapped pages).
+            release_or_warn(active);
         }
         let needed = (SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + payload_len) as u64;
         let len = self.options.segment_bytes.max(needed);
@@ -259,6 +259,17 @@ impl Wal {
         self.segments.push(seg);
         self.carry_claim();
         self.sync_dir()
+    }
+
+    /// Lets go of the resident pages of every sealed segment (all but the active one), e.g.
+    /// after reading old records for a follower or for recovery: they are read back from the
+    /// page cache or the disk on the next access, so reading the whole log once does not keep
+    /// it in the process's memory. A failure only leaves the pages resident (logged).
+    pub fn release_sealed_pages(&mut self) {
+        let sealed = self.segments.len().saturating_sub(1);
+        for seg in &mut self.segments[..sealed] {
+            release_or_warn(seg);
+        }
     }
 
     /// Makes every record appended so far durable: one msync/fdatasync of the active segment.
@@ -456,5 +467,12 @@ impl Wal {
     /// (version-1 segments, or an empty log).
     pub fn opened_synced_frontier(&self) -> u64 {
         self.opened_claim_end
+    }
+}
+
+/// Releases a sealed segment's resident pages; a failure costs only memory, so it is logged.
+fn release_or_warn(seg: &mut Segment) {
+    if let Err(e) = seg.release_pages() {
+        log::warn!("{e}");
     }
 }

@@ -170,7 +170,7 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Recovered> {
                 seg.sync()?;
             }
             // Scanned and sealed: its pages need not stay resident (see `Wal::roll`).
-            seg.release_resident();
+            super::release_or_warn(&mut seg);
         } else {
             let reason = short_of_next
                 .or_else(|| scan.bad.clone())

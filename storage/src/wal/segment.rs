@@ -366,15 +366,6 @@ impl Segment {
         self.file.bytes()
     }
 
-    /// Lets the system drop this segment's pages from the process's resident memory (a
-    /// sealed segment: read again only for a lagging follower or a restart). A hint: a
-    /// failure is logged, never an error; the bytes stay the file's.
-    pub fn release_resident(&mut self) {
-        if let Err(e) = self.file.release_resident() {
-            log::warn!("{}: releasing the mapped pages: {e}", self.path.display());
-        }
-    }
-
     /// Adopts the result of a scan as this segment's records.
     pub fn set_records(&mut self, offsets: Vec<u32>, end: usize) {
         self.offsets = offsets;
@@ -492,8 +483,16 @@ impl Segment {
         self.sync()
     }
 
-    /// Writes the synced count into the map: every record a returned sync made durable, or
-    /// the claim of a loss being repaired when that is more.
+    /// Lets go of the process's resident copy of this segment's pages (they are read back on
+    /// the next access; see `SegmentFile::release_pages`).
+    pub fn release_pages(&mut self) -> Result<()> {
+        self.file
+            .release_pages()
+            .map_err(|e| Error::io("release segment pages", &self.path, e))
+    }
+
+    /// Writes the synced count the next sync will make durable: every record held, or the
+    /// claim of a loss being repaired when that is more.
     fn update_synced_count(&mut self) -> Result<()> {
         if self.version != SEGMENT_VERSION {
             return Ok(());
