@@ -249,39 +249,14 @@ mod tests {
     }
 
     fn message(from: u64, term: u64, body: MessageBody) -> Input {
-        Input::Message(Message {
-            from: NodeId(from),
-            to: NodeId(2),
-            term: Term(term),
-            body,
-        })
+        super::super::testing::to_node_2(from, term, body)
     }
 
     fn vote_request(from: u64, term: u64, pre_vote: bool) -> Input {
-        message(
-            from,
-            term,
-            MessageBody::VoteRequest {
-                pre_vote,
-                last_log_index: LogIndex(3),
-                last_log_term: Term(2),
-                leadership_transfer: false,
-            },
-        )
+        super::super::testing::vote_request_to_node_2(from, term, pre_vote, (3, 2))
     }
 
-    fn granted(actions: &[super::super::api::Action]) -> Vec<bool> {
-        actions
-            .iter()
-            .filter_map(|a| match a {
-                super::super::api::Action::Send(Message {
-                    body: MessageBody::VoteResponse { granted, .. },
-                    ..
-                }) => Some(*granted),
-                _ => None,
-            })
-            .collect()
-    }
+    use super::super::testing::votes_granted as granted;
 
     fn append(from: u64, term: u64, prev: (u64, u64), entries: Vec<Entry>) -> Input {
         message(

@@ -35,6 +35,50 @@ pub(crate) fn from_peer_in(term: u64, from: u64, body: MessageBody) -> Input {
     })
 }
 
+/// A message of term `term` from node `from` to node 2.
+pub(crate) fn to_node_2(from: u64, term: u64, body: MessageBody) -> Input {
+    Input::Message(Message {
+        from: NodeId(from),
+        to: NodeId(2),
+        term: Term(term),
+        body,
+    })
+}
+
+/// A vote request (a pre-vote when `pre_vote`) from candidate `from` to node 2 in `term`, the
+/// candidate's log ending at (`last_index`, `last_term`).
+pub(crate) fn vote_request_to_node_2(
+    from: u64,
+    term: u64,
+    pre_vote: bool,
+    (last_index, last_term): (u64, u64),
+) -> Input {
+    to_node_2(
+        from,
+        term,
+        MessageBody::VoteRequest {
+            pre_vote,
+            last_log_index: LogIndex(last_index),
+            last_log_term: Term(last_term),
+            leadership_transfer: false,
+        },
+    )
+}
+
+/// The `granted` of every vote response among `actions`, in order.
+pub(crate) fn votes_granted(actions: &[Action]) -> Vec<bool> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(Message {
+                body: MessageBody::VoteResponse { granted, .. },
+                ..
+            }) => Some(*granted),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Node 1, leader of nodes 1-3 in term 1 (elected with node 2's vote, Pre-Vote off), its
 /// no-op committed with node 2's acknowledgement; `configure` adjusts its configuration.
 pub(crate) fn leader_of_three(configure: impl FnOnce(&mut CoreConfig)) -> Replica {
