@@ -173,6 +173,10 @@ pub(crate) const FINDING_SEEDS: &[(u64, &str)] = &[
         2343,
         "23: a slow disk's timer restarted when the writes paused for a window",
     ),
+    (
+        1297,
+        "24: a node that lost entries and its votes voted for a candidate lacking them",
+    ),
 ];
 
 /// Runs every seed of [`FINDING_SEEDS`]; `Err` lists the failures, each with its finding.
