@@ -21,11 +21,14 @@
 //! a quorum as slow as the leader keeps it) *and* at least `min_gap_ticks` above it (so on
 //! fast disks, where a tick or two of noise is a large ratio, nothing ever triggers). When it
 //! has been slow for a whole `window_ticks` (hysteresis: once slow, it stays slow until its
-//! figure falls below half of either bound), with a sample within the window on both sides and
-//! [`SLOW_SAMPLES_MIN`] syncs of its own meanwhile (or one pending the whole window), it emits
+//! figure falls below half of either bound), with a sample within the window on both sides
+//! (the leader's own may be older while a persist is pending, which will renew it) and [`SLOW_SAMPLES_MIN`]
+//! syncs of its own meanwhile (or one pending the whole window), it emits
 //! [`Action::SelfDemotion`] with the figures and starts a leadership transfer (transfer.rs) to
 //! the voter with the lowest figure among those replicating, recently active and holding every
-//! committed entry. A cool-down (`cooldown_ticks`, kept across terms) stops the node trying
+//! committed entry. Only figures show the leader is no longer slow: while the writes pause
+//! and either side has none, the disk timer holds, so a slow disk is caught when writes are
+//! sparse too (SIM_FINDINGS 23). A cool-down (`cooldown_ticks`, kept across terms) stops the node trying
 //! again soon after, so leadership cannot ping-pong. With equal disks a follower's round trip
 //! includes its sync plus the network, so it is never far below the leader's own sync.
 //!
@@ -226,11 +229,16 @@ impl LatencyWatch {
 
     /// This leader's latency now: its average, or the age of its oldest persist still not
     /// confirmed when that is longer (a sync that hangs is the worst slowness and gives no
-    /// samples); `None` without a sample within `window` ticks or a persist in flight.
+    /// samples); `None` without a sample within `window` ticks or a persist in flight. While
+    /// a persist is pending the average counts however old it is: a sync just issued after a
+    /// pause in the writes is no sign of a fast disk until it is confirmed (SIM_FINDINGS 23).
     fn local_latency(&self, now: u64, window: u64) -> Option<u64> {
         let pending = (self.local_in_flight.front())
             .map(|&(_, issued)| now.saturating_sub(issued).saturating_mul(SCALE));
-        let average = self.local.fresh(now, window);
+        let average = match pending {
+            Some(_) => self.local.value,
+            None => self.local.fresh(now, window),
+        };
         average.max(pending)
     }
 
@@ -333,8 +341,9 @@ impl Replica {
         let local = watch.local_latency(now, config.window_ticks);
         let followers =
             watch.follower_latencies(now, config.window_ticks, |id| membership.is_voter(id));
+        // Without figures on either side (no writes for a window) the timer holds: only
+        // figures that are no longer slow end it, so sparse writes still add up to a window.
         let (Some(local), Some(&(median, _))) = (local, followers.get(followers.len() / 2)) else {
-            watch.disk_slow = SlowTimer::default();
             return None;
         };
         let hung = watch.local_hung(now, config.window_ticks);
@@ -491,11 +500,23 @@ mod tests {
 
     /// As [`run_with_links`], for any leader of term 1 whose followers are nodes 2, 3, ...
     fn run_leader<const N: usize>(
+        leader: Replica,
+        local: u64,
+        followers: [u64; N],
+        links: Links<N>,
+        ticks: u64,
+    ) -> Outcome {
+        run_leader_proposing(leader, local, followers, links, ticks, 1)
+    }
+
+    /// As [`run_leader`], with a proposal every `every` ticks rather than every tick.
+    fn run_leader_proposing<const N: usize>(
         mut leader: Replica,
         local: u64,
         followers: [u64; N],
         links: Links<N>,
         ticks: u64,
+        every: u64,
     ) -> Outcome {
         leader.take_actions();
         let mut due: BTreeMap<(u64, u64), Input> = BTreeMap::new();
@@ -508,11 +529,13 @@ mod tests {
                 }
                 leader.step(entry.remove());
             }
-            leader.step(Input::Propose {
-                id: now,
-                session: None,
-                data: b"x".to_vec(),
-            });
+            if now % every == 0 {
+                leader.step(Input::Propose {
+                    id: now,
+                    session: None,
+                    data: b"x".to_vec(),
+                });
+            }
             if now % 5 == 0 {
                 for (i, report) in links.reports.iter().enumerate() {
                     let (follower, Some(report)) = (i as u64 + 2, *report) else {
@@ -601,6 +624,28 @@ mod tests {
             "{:?}",
             outcome.timeouts_sent
         );
+    }
+
+    #[test]
+    fn a_leader_with_a_slow_disk_and_sparse_writes_hands_over() {
+        // A write every 70 ticks, longer than the window plus the slow sync: the figures go
+        // stale between writes, and each write's sync is young when the next figures come.
+        let leader = leader_of_three(|c: &mut CoreConfig| c.self_demotion = Some(CONFIG));
+        let outcome = run_leader_proposing(leader, 20, [1, 1], NO_LINKS, 400, 70);
+        let [(at, demotion)] = outcome.demotions.as_slice() else {
+            panic!("one self-demotion expected: {:?}", outcome.demotions);
+        };
+        assert!(
+            demotion.slow_for_ticks >= CONFIG.window_ticks,
+            "{demotion:?}"
+        );
+        // The average starts from the no-op's quick sync: the fifth slow one (issued at
+        // 4 * 70, confirmed 20 ticks later) brings the leader over the bound.
+        assert!(*at <= 4 * 70 + 20, "{at}");
+        // Equal disks with the same sparse writes never hand over.
+        let leader = leader_of_three(|c: &mut CoreConfig| c.self_demotion = Some(CONFIG));
+        let outcome = run_leader_proposing(leader, 2, [2, 2], NO_LINKS, 1_000, 70);
+        assert!(outcome.demotions.is_empty(), "{:?}", outcome.demotions);
     }
 
     #[test]

@@ -350,6 +350,58 @@ mod tests {
         }
     }
 
+    /// A node that lost entries and the record of its votes at once (its saved term is then
+    /// no bound of the terms it acknowledged in) judges candidates against the vote bound it
+    /// learns: a candidate of a later term that lacks the end of the lost range in the
+    /// bound's term does not get its vote (SIM_FINDINGS 24, seed 1297).
+    #[test]
+    fn a_node_that_lost_entries_and_its_votes_judges_candidates_by_the_vote_bound() {
+        let recovered = RecoveredState {
+            hard_state: HardState {
+                term: Term(0),
+                vote: None,
+                commit: LogIndex(3),
+                votes_unknown: true,
+            },
+            snapshot: None,
+            entries: (1..=3).map(|i| entry(i, 1)).collect(),
+            initial_membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
+            lost: Some(LostEntries {
+                from: LogIndex(4),
+                through: LogIndex(5),
+            }),
+        };
+        let mut config = CoreConfig::new(NodeId(2), 7);
+        config.check_quorum = false;
+        let mut node = Replica::new(config, recovered).unwrap();
+        // Both voters answer in term 2 with logs holding the lost range: the bound is 2 and
+        // the range is still to repair.
+        for from in [1, 3] {
+            let body = MessageBody::RepairAnswer {
+                log_end: LogIndex(5),
+            };
+            step(&mut node, message(from, 2, body));
+        }
+        assert_eq!(node.votes_unknown_waiting_for(), None);
+        assert!(node.status().repairing.is_some());
+        let request = |index: u64, log_term: u64| {
+            message(
+                3,
+                3,
+                MessageBody::VoteRequest {
+                    pre_vote: false,
+                    last_log_index: LogIndex(index),
+                    last_log_term: Term(log_term),
+                    leadership_transfer: false,
+                },
+            )
+        };
+        // Term 3 is above the bound, but the candidate ends at 4 in term 2: it may lack 5.
+        assert_eq!(granted(&step(&mut node, request(4, 2))), [false]);
+        // Through 5 in term 2 it holds whatever this node acknowledged.
+        assert_eq!(granted(&step(&mut node, request(5, 2))), [true]);
+    }
+
     fn repair_queries_to(actions: &[super::super::api::Action]) -> Vec<u64> {
         actions
             .iter()

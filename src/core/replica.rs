@@ -162,7 +162,8 @@ pub(super) struct PersistState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Repair {
     pub lost: LostEntries,
-    /// Every entry this node acknowledged, it acknowledged in this term or an earlier one.
+    /// Every entry this node acknowledged, it acknowledged in this term or an earlier one
+    /// (`Term(u64::MAX)` while its votes are unknown and the bound not yet learned).
     pub recovered_term: Term,
 }
 
@@ -273,7 +274,13 @@ impl Replica {
             .filter(|lost| lost.through > log.last_index())
             .map(|lost| Repair {
                 lost,
-                recovered_term: recovered.hard_state.term,
+                // With its votes unknown the saved term is only a lower bound of the terms
+                // this node acknowledged in: none is known until the vote bound (SIM_FINDINGS
+                // 24), so no candidate covers it and no leader's term is later.
+                recovered_term: match recovered.hard_state.votes_unknown {
+                    true => Term(u64::MAX),
+                    false => recovered.hard_state.term,
+                },
             });
         // With its votes unknown, the saved term is only a lower bound (it may even be the
         // default, both slots lost): the log shows terms the node certainly reached.

@@ -161,6 +161,12 @@ impl Replica {
             .copied()
             .fold(self.term, Term::max);
         recovery.bound = Some(bound);
+        // The bound also bounds the terms this node acknowledged entries in (the leader that
+        // sent them saved that term, as a candidate saves its own), so a lost range is
+        // judged against it from now on (SIM_FINDINGS 24).
+        if let Some(repair) = self.repair.as_mut() {
+            repair.recovered_term = repair.recovered_term.min(bound);
+        }
         if bound > self.term {
             self.become_follower(bound, None);
         }

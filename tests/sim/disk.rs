@@ -545,7 +545,10 @@ impl Disk {
     ) -> Result<ChunkOutcome, String> {
         self.sync_all()?;
         let same_transfer = self.partial.as_ref().is_some_and(|p| p.meta == *meta);
-        if offset == 0 && !same_transfer {
+        // As the storage thread (`partial_for`): a chunk of another snapshot, at any offset,
+        // starts that snapshot's partial file in place of the one held (a chunk past its
+        // start is then refused from 0; SIM_FINDINGS 25).
+        if !same_transfer {
             self.partial = Some(StoredSnapshot {
                 meta: meta.clone(),
                 bytes: Vec::new(),

@@ -169,6 +169,14 @@ pub(crate) const FINDING_SEEDS: &[(u64, &str)] = &[
         5105,
         "19: a chunk paid for after a wait for the budget dropped as stalled",
     ),
+    (
+        2343,
+        "23: a slow disk's timer restarted when the writes paused for a window",
+    ),
+    (
+        1297,
+        "24: a node that lost entries and its votes voted for a candidate lacking them",
+    ),
 ];
 
 /// Runs every seed of [`FINDING_SEEDS`]; `Err` lists the failures, each with its finding.
