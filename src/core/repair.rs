@@ -379,6 +379,8 @@ mod tests {
         for from in [1, 3] {
             let body = MessageBody::RepairAnswer {
                 log_end: LogIndex(5),
+                membership_index: LogIndex(0),
+                membership_term: Term(0),
             };
             step(&mut node, message(from, 2, body));
         }
