@@ -177,6 +177,18 @@ pub(crate) const FINDING_SEEDS: &[(u64, &str)] = &[
         1297,
         "24: a node that lost entries and its votes voted for a candidate lacking them",
     ),
+    (
+        690,
+        "25: the model kept a partial snapshot that real storage had replaced",
+    ),
+    (
+        625,
+        "26: a follower behind the entry cache caught up too slowly",
+    ),
+    (
+        1734,
+        "26: a follower behind the entry cache caught up too slowly",
+    ),
 ];
 
 /// Runs every seed of [`FINDING_SEEDS`]; `Err` lists the failures, each with its finding.
