@@ -169,6 +169,10 @@ pub(crate) const FINDING_SEEDS: &[(u64, &str)] = &[
         5105,
         "19: a chunk paid for after a wait for the budget dropped as stalled",
     ),
+    (
+        690,
+        "25: a stray chunk of another snapshot emptied the partial file under way",
+    ),
 ];
 
 /// Runs every seed of [`FINDING_SEEDS`]; `Err` lists the failures, each with its finding.
