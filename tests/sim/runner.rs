@@ -173,6 +173,10 @@ pub(crate) const FINDING_SEEDS: &[(u64, &str)] = &[
         690,
         "25: a stray chunk of another snapshot emptied the partial file under way",
     ),
+    (
+        785,
+        "26: two damaged voters of four, one without its votes and one with a lost range",
+    ),
 ];
 
 /// Runs every seed of [`FINDING_SEEDS`]; `Err` lists the failures, each with its finding.
