@@ -89,7 +89,10 @@ impl Replica {
         };
         let persisted = self.log.persisted_index();
         let holds_range = persisted >= repair.lost.through;
+        // With its votes unknown the recovered term may be understated until the voters'
+        // bound raises it (`finish_vote_recovery`).
         let matches_later_leader = self.leader.is_some()
+            && !self.awaiting_vote_bound()
             && self.term > repair.recovered_term
             && self.log.term_at(persisted) == Some(self.term);
         if holds_range || matches_later_leader {

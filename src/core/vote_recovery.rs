@@ -163,7 +163,10 @@ impl Replica {
         recovery.bound = Some(bound);
         // The bound also bounds the terms this node acknowledged entries in (the leader that
         // sent them saved that term, as a candidate saves its own), so a lost range is
-        // judged against it from now on (SIM_FINDINGS 24).
+        // judged against it from now on (SIM_FINDINGS 24, seeds 1297
+        // and 384: until then `Replica::new` set it to the largest term, so no candidate covers
+        // the range; judged by the understated saved term, a node recovered at term 0 voted
+        // for a candidate lacking a committed entry it had lost).
         if let Some(repair) = self.repair.as_mut() {
             repair.recovered_term = repair.recovered_term.min(bound);
         }
@@ -176,7 +179,7 @@ impl Replica {
 
 #[cfg(test)]
 mod tests {
-    use super::super::api::{Action, CoreConfig, HardState, Input, RecoveredState};
+    use super::super::api::{Action, CoreConfig, HardState, Input, LostEntries, RecoveredState};
     use super::super::testing::step_confirming as step;
     use super::*;
     use rcraft_wire::{Entry, EntryPayload, Membership, Message};
@@ -239,6 +242,58 @@ mod tests {
                 membership_term: Term(0),
             },
         )
+    }
+
+    #[test]
+    fn a_lost_range_is_judged_by_the_vote_bound_once_the_votes_were_unknown() {
+        // Both slots lost (term 0) and entries 4..=6 lost: the node may have acknowledged
+        // entries of any term up to the one it really had.
+        let recovered = RecoveredState {
+            hard_state: HardState {
+                term: Term(0),
+                vote: None,
+                commit: LogIndex(0),
+                votes_unknown: true,
+            },
+            entries: (1..=3)
+                .map(|i| Entry {
+                    term: Term(1),
+                    index: LogIndex(i),
+                    payload: EntryPayload::Noop,
+                })
+                .collect(),
+            initial_membership: Membership::with_voters([1, 2, 3].map(NodeId)),
+            lost: Some(LostEntries {
+                from: LogIndex(4),
+                through: LogIndex(6),
+            }),
+            ..RecoveredState::default()
+        };
+        let mut config = CoreConfig::new(NodeId(2), 7);
+        config.check_quorum = false;
+        config.pre_vote = false;
+        let mut node = Replica::new(config, recovered).unwrap();
+        for from in [1, 3] {
+            let answer = MessageBody::RepairAnswer {
+                log_end: LogIndex(7),
+                membership_index: LogIndex(0),
+                membership_term: Term(0),
+            };
+            step(&mut node, message(from, 2, answer));
+        }
+        let request = |term, last_log_term| {
+            let body = MessageBody::VoteRequest {
+                pre_vote: false,
+                last_log_index: LogIndex(4),
+                last_log_term: Term(last_log_term),
+                leadership_transfer: false,
+            };
+            message(3, term, body)
+        };
+        // Votes are known again from term 3; a log ending in term 1 may lack what was lost
+        // (entries of term 2), one ending in term 3 holds it.
+        assert_eq!(granted(&step(&mut node, request(3, 1))), [false]);
+        assert_eq!(granted(&step(&mut node, request(4, 3))), [true]);
     }
 
     fn saved(actions: &[Action]) -> Vec<HardState> {

@@ -747,6 +747,18 @@ impl StorageThread {
         chunk_crc: u32,
         done: bool,
     ) -> StorageResult<StorageEvent> {
+        if offset > 0 && !self.receiving(&meta) {
+            // A chunk past the start of a snapshot that is not being received (a late or
+            // reordered chunk of another transfer, or of a leader that just took over) can
+            // only be refused from offset 0. Starting a partial file for it would empty the
+            // one of the transfer under way, whose leader then has to send it again from
+            // the start (SIM_FINDINGS 25).
+            return Ok(StorageEvent::SnapshotChunkWritten {
+                meta,
+                next_offset: 0,
+                rejected: true,
+            });
+        }
         let mut partial = self.partial_for(&meta)?;
         let refuse = |partial: PartialSnapshot, this: &mut Self| {
             let next_offset = partial.next_offset();
@@ -829,6 +841,15 @@ impl StorageThread {
                 let doing = format!("installing snapshot {}", meta.index);
                 Err(StorageError::Store { doing, source })
             }
+        }
+    }
+
+    /// True when `meta` is the snapshot being received: the open partial file's, or (none
+    /// open since the start) the one on disk's.
+    fn receiving(&self, meta: &SnapshotMeta) -> bool {
+        match &self.partial {
+            Some(p) => *p.meta() == file_meta(meta) && p.data_crc32c() == meta.checksum,
+            None => self.snapshots.partial_is_for(&file_meta(meta)),
         }
     }
 
@@ -1168,6 +1189,33 @@ mod tests {
             None,
         ];
         assert_eq!(chunk_answers(&events), expected);
+        assert_eq!(open(&fs).recovered.snapshot, Some(meta));
+    }
+
+    #[test]
+    fn a_chunk_of_another_snapshot_past_its_start_leaves_the_transfer_under_way() {
+        let fs = SimFs::new();
+        let (meta, data) = incoming_snapshot(3000);
+        let (mut older, older_data) = incoming_snapshot(2000);
+        older.index = LogIndex(40);
+        // SIM_FINDINGS 25: a leader with an older snapshot takes over and its second chunk
+        // arrives before its first; it is refused from 0, and the first transfer continues
+        // where it was, in the same run and after a restart.
+        let commands = vec![
+            chunk(&meta, &data, 0, 1000),
+            chunk(&older, &older_data, 1000, 2000),
+            chunk(&meta, &data, 1000, 2000),
+        ];
+        let (result, events) = run(&fs, commands);
+        result.unwrap();
+        let expected = vec![Some((1000, false)), Some((0, true)), Some((2000, false))];
+        assert_eq!(chunk_answers(&events), expected);
+        let (result, events) = run(&fs, vec![chunk(&older, &older_data, 1000, 2000)]);
+        result.unwrap();
+        assert_eq!(chunk_answers(&events), [Some((0, true))]);
+        let (result, events) = run(&fs, vec![chunk(&meta, &data, 2000, 3000)]);
+        result.unwrap();
+        assert_eq!(chunk_answers(&events), [None]);
         assert_eq!(open(&fs).recovered.snapshot, Some(meta));
     }
 

@@ -469,6 +469,14 @@ impl SnapshotStore {
         read_exact(self.fs.as_ref(), &info.path, at, len as usize, "data")
     }
 
+    /// True when the partial file on disk was started for `meta` (its header names it), so
+    /// [`SnapshotStore::resume_or_start`] for `meta` would try to resume it rather than
+    /// empty it.
+    pub fn partial_is_for(&self, meta: &SnapshotFileMeta) -> bool {
+        let path = self.dir.join(PARTIAL_FILE_NAME);
+        matches!(read_header(self.fs.as_ref(), &path), Ok(existing) if existing == *meta)
+    }
+
     /// Opens the incoming snapshot for `meta` whose data the sender announced with checksum
     /// `data_crc32c`: resumes the partial file if it is for the same snapshot and the same
     /// bytes (see [`PartialSnapshot::next_offset`]), otherwise starts a new one. Two nodes may

@@ -545,10 +545,10 @@ impl Disk {
     ) -> Result<ChunkOutcome, String> {
         self.sync_all()?;
         let same_transfer = self.partial.as_ref().is_some_and(|p| p.meta == *meta);
-        // As the storage thread (`partial_for`): a chunk of another snapshot, at any offset,
-        // starts that snapshot's partial file in place of the one held (a chunk past its
-        // start is then refused from 0; SIM_FINDINGS 25).
-        if !same_transfer {
+        // Only a chunk 0 of another snapshot replaces the partial held; a chunk past its start
+        // is refused from 0 and leaves the transfer under way as it is, as the storage thread
+        // does (SIM_FINDINGS 25).
+        if offset == 0 && !same_transfer {
             self.partial = Some(StoredSnapshot {
                 meta: meta.clone(),
                 bytes: Vec::new(),

@@ -4,8 +4,10 @@
 //!
 //! Owned by one world: a generator of its own (so every other draw of a seed stays as it
 //! was) decides which restarting node finds its hard state damaged, and how. One node at a
-//! time: while any node's durable hard state is marked `votes_unknown`, no other is damaged
-//! (the argument needs fewer than a quorum of voters without their votes at once). And only
+//! time: while any node's durable hard state is marked `votes_unknown`, or any node's lost
+//! log range is not repaired, no other is damaged (the argument needs fewer than a quorum of
+//! voters without their votes at once, and the others able to elect a leader:
+//! `World::another_node_damaged`). And only
 //! while every node's configuration (each half of a joint one) has at least
 //! `DAMAGE_VOTERS_MIN` voters: the damaged node waits for every voter of its configuration,
 //! and of the one before while it does not know the latest committed; a voter removed and
@@ -33,6 +35,23 @@ pub(crate) fn hard_state_damage_rng(seed: u64, params: &RunParams) -> Option<Sim
 }
 
 impl<C: SimCore> World<C> {
+    /// True while a node other than `node` is held back by damage of either kind: its votes
+    /// unknown (it grants no vote until all its voters answered), or a lost log range not
+    /// repaired (it votes only for a candidate covering the range). Each kind alone leaves
+    /// the others a quorum to elect a leader, which then lets the damaged node recover; two
+    /// damaged voters of four, one of each kind, left two (seed 785, SIM_FINDINGS 27: the
+    /// node without its votes waited for a removed voter, finding 21, the one with a lost
+    /// range for a candidate holding it). So damage strikes one node at a time, whatever
+    /// its kind.
+    pub(crate) fn another_node_damaged(&self, node: usize) -> bool {
+        self.nodes.iter().enumerate().any(|(other, n)| {
+            other != node
+                && (n.disk.votes_unknown()
+                    || n.disk.lost().is_some()
+                    || n.view.as_ref().is_some_and(|v| v.repairing.is_some()))
+        })
+    }
+
     /// At a restart of `node`, in the runs that have it: its hard state may be found damaged.
     pub(crate) fn maybe_damage_hard_state(&mut self, node: usize) {
         let Some(rng) = self.hard_state_damage_rng.as_mut() else {
@@ -46,8 +65,7 @@ impl<C: SimCore> World<C> {
             1 => HardStateDamage::OneSlot,
             _ => HardStateDamage::LostWriteThenOneSlot,
         };
-        let another = (self.nodes.iter().enumerate())
-            .any(|(other, n)| other != node && n.disk.votes_unknown());
+        let another = self.another_node_damaged(node);
         let large = |m: &rcraft::wire::Membership| {
             let outgoing = m.voters_outgoing.len();
             m.voters.len() >= DAMAGE_VOTERS_MIN && (outgoing == 0 || outgoing >= DAMAGE_VOTERS_MIN)
@@ -61,5 +79,47 @@ impl<C: SimCore> World<C> {
         if self.tracing() {
             self.note(format!("node {node}'s hard state damaged: {kind:?}"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::disk::HardStateDamage;
+    use crate::world::{TraceMode, World};
+    use rcraft::wire::{Entry, EntryPayload, LogIndex, Term};
+
+    fn world() -> World<rcraft::core::Replica> {
+        let quiet = TraceMode {
+            keep_lines: 0,
+            echo: false,
+        };
+        World::new(785, true, quiet)
+    }
+
+    #[test]
+    fn a_node_with_a_lost_range_keeps_the_others_votes_known() {
+        let mut world = world();
+        let initial = world.initial_membership.clone();
+        let disk = &mut world.nodes[2].disk;
+        let entry = |i| Entry {
+            term: Term(1),
+            index: LogIndex(i),
+            payload: EntryPayload::Noop,
+        };
+        disk.write(1, None, vec![entry(1), entry(2)]);
+        disk.sync_all().unwrap();
+        assert!(disk.lose_synced_tail(1, &initial, |_| true).is_some());
+        assert!(world.another_node_damaged(1));
+        assert!(!world.another_node_damaged(2));
+    }
+
+    #[test]
+    fn a_node_without_its_votes_keeps_the_others_logs_whole() {
+        let mut world = world();
+        world.nodes[2]
+            .disk
+            .damage_hard_state(HardStateDamage::OneSlot);
+        assert!(world.another_node_damaged(0));
+        assert!(!world.another_node_damaged(2));
     }
 }

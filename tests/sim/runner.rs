@@ -179,7 +179,7 @@ pub(crate) const FINDING_SEEDS: &[(u64, &str)] = &[
     ),
     (
         690,
-        "25: the model kept a partial snapshot that real storage had replaced",
+        "25: a stray chunk of another snapshot emptied the partial file under way",
     ),
     (
         625,
@@ -188,6 +188,10 @@ pub(crate) const FINDING_SEEDS: &[(u64, &str)] = &[
     (
         1734,
         "26: a follower behind the entry cache caught up too slowly",
+    ),
+    (
+        785,
+        "27: two damaged voters of four, one without its votes and one with a lost range",
     ),
 ];
 

@@ -761,9 +761,10 @@ impl<C: SimCore> World<C> {
     }
 
     /// Damage to synced data found at a restart, in the runs that have it: the last entries
-    /// of the node's log are gone. A minority: one node at a time: while any node's loss is not repaired
-    /// no other is damaged (with two, the lost copies of an entry could be all but one, and
-    /// the cluster rightly waits for the node holding it).
+    /// of the node's log are gone. A minority: one node at a time: while any node's loss is not
+    /// repaired, or its votes are unknown, no other is damaged (with two, the lost copies of an
+    /// entry could be all but one, and the cluster rightly waits for the node holding it;
+    /// `World::another_node_damaged`).
     fn maybe_damage_disk(&mut self, node: usize) {
         let Some(rng) = self.damage_rng.as_mut() else {
             return;
@@ -772,11 +773,7 @@ impl<C: SimCore> World<C> {
             return;
         }
         let count = rng.between(1, DAMAGE_ENTRIES_MAX);
-        let another_damaged = self.nodes.iter().enumerate().any(|(other, n)| {
-            other != node
-                && (n.disk.lost().is_some()
-                    || n.view.as_ref().is_some_and(|v| v.repairing.is_some()))
-        });
+        let another_damaged = self.another_node_damaged(node);
         // A damaged voter votes only for a candidate covering what it may have acknowledged
         // (src/core/repair.rs): damage strikes while every node's configuration (each half
         // of a joint one), and the one the damaged node is left with, has at least
