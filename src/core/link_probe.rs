@@ -64,12 +64,7 @@ impl LinkWatch {
         window: u64,
         include: impl Fn(NodeId) -> bool,
     ) -> Vec<(u64, NodeId)> {
-        let mut latencies: Vec<(u64, NodeId)> = (self.links.iter())
-            .filter(|(id, _)| include(**id))
-            .filter_map(|(&id, link)| Some((link.average.fresh(now, window)?, id)))
-            .collect();
-        latencies.sort_unstable();
-        latencies
+        self.collect_latencies(now, window, include, false)
     }
 
     /// As [`LinkWatch::latencies`], each counting the age of its oldest unanswered probe when
@@ -80,12 +75,26 @@ impl LinkWatch {
         window: u64,
         include: impl Fn(NodeId) -> bool,
     ) -> Vec<(u64, NodeId)> {
+        self.collect_latencies(now, window, include, true)
+    }
+
+    /// Both of the above: with `count_unanswered`, a link's figure is at least the age of
+    /// its oldest unanswered probe.
+    fn collect_latencies(
+        &self,
+        now: u64,
+        window: u64,
+        include: impl Fn(NodeId) -> bool,
+        count_unanswered: bool,
+    ) -> Vec<(u64, NodeId)> {
         let mut latencies: Vec<(u64, NodeId)> = (self.links.iter())
             .filter(|(id, _)| include(**id))
             .filter_map(|(&id, link)| {
                 let average = link.average.fresh(now, window)?;
-                let waiting = (link.unanswered_since)
-                    .map_or(0, |sent| now.saturating_sub(sent).saturating_mul(SCALE));
+                let waiting = match (count_unanswered, link.unanswered_since) {
+                    (true, Some(sent)) => now.saturating_sub(sent).saturating_mul(SCALE),
+                    _ => 0,
+                };
                 Some((average.max(waiting), id))
             })
             .collect();
