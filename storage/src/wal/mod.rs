@@ -23,7 +23,7 @@ use crate::limits::{
     RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
     SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES,
 };
-use segment::Segment;
+use segment::{Segment, Slot, decode_slot};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -213,22 +213,76 @@ impl Wal {
             }
         }
         for record in records {
-            let appended = self.append_one(record);
+            let appended =
+                self.append_one(record.index, record.payload.len(), |seg| seg.append(record));
             self.stop_on_error(appended)?;
         }
         Ok(())
     }
 
-    fn append_one(&mut self, record: &Record<'_>) -> Result<()> {
+    /// Appends a batch of records encoded elsewhere (storage/FORMAT.md §1.2), as they are:
+    /// e.g. a leader's records received by a follower. Each must be one whole record whose
+    /// length field is its length and whose checksum matches, and indexes must continue the
+    /// log as for [`Wal::append`]. Nothing is written unless every record passes; a refusal
+    /// is [`Error::InvalidArgument`] naming the record and the problem (the WAL keeps
+    /// running). Not durable until [`Wal::sync`] returns.
+    pub fn append_encoded(&mut self, records: &[&[u8]]) -> Result<()> {
+        self.check_running()?;
+        for (offset, bytes) in records.iter().enumerate() {
+            let expected = self.next_index + offset as u64;
+            let refuse = |why: String| {
+                Err(Error::InvalidArgument(format!(
+                    "encoded record for index {expected}: {why}"
+                )))
+            };
+            match decode_slot(bytes, 0) {
+                Slot::Valid { len, index, .. } => {
+                    if len != bytes.len() {
+                        return refuse(format!(
+                            "its length field says {len} bytes, it has {}",
+                            bytes.len()
+                        ));
+                    }
+                    if index != expected {
+                        return refuse(format!("it carries index {index}"));
+                    }
+                    if len - RECORD_HEADER_BYTES > RECORD_PAYLOAD_BYTES_MAX {
+                        return refuse(format!(
+                            "payload of {} bytes exceeds {RECORD_PAYLOAD_BYTES_MAX}",
+                            len - RECORD_HEADER_BYTES
+                        ));
+                    }
+                }
+                Slot::End => return refuse(format!("no record ({} bytes)", bytes.len())),
+                Slot::Bad(why) => return refuse(why),
+            }
+        }
+        for bytes in records {
+            let index = self.next_index;
+            let payload_len = bytes.len() - RECORD_HEADER_BYTES;
+            let appended = self.append_one(index, payload_len, |seg| seg.append_encoded(bytes));
+            self.stop_on_error(appended)?;
+        }
+        Ok(())
+    }
+
+    /// Writes one record of `payload_len` bytes of payload with `write`, into the active
+    /// segment or a new one when it does not fit.
+    fn append_one(
+        &mut self,
+        index: u64,
+        payload_len: usize,
+        write: impl FnOnce(&mut Segment) -> Result<()>,
+    ) -> Result<()> {
         let fits = self
             .segments
             .last()
-            .is_some_and(|seg| seg.fits(record.payload.len()));
+            .is_some_and(|seg| seg.fits(payload_len));
         if !fits {
-            self.roll(record.index, record.payload.len())?;
+            self.roll(index, payload_len)?;
         }
         let active = self.segments.last_mut().expect("roll created a segment");
-        active.append(record)?;
+        write(active)?;
         self.next_index += 1;
         if self.next_index >= self.claim_end && self.claim_end != 0 {
             // The lost range is held again: the records now speak for themselves.

@@ -409,6 +409,20 @@ impl Segment {
         Ok(())
     }
 
+    /// Writes one whole encoded record (checked by the caller: length, checksum, index) into
+    /// the map at `write_end`. The caller checked `fits`.
+    pub fn append_encoded(&mut self, record: &[u8]) -> Result<()> {
+        debug_assert_eq!(read_u64(record, 8), self.next_index());
+        let start = self.write_end;
+        let io = |e| Error::io("write record", &self.path, e);
+        self.file.write_at(start, record).map_err(io)?;
+        let end = start + record.len();
+        self.offsets.push(start as u32);
+        self.write_end = end;
+        self.mark_dirty(start..end);
+        Ok(())
+    }
+
     pub fn mark_dirty(&mut self, range: Range<usize>) {
         if range.is_empty() {
             return;
