@@ -271,11 +271,7 @@ fn an_append_with_entries_out_of_place_is_refused_at_the_edge() {
             prev_log_index: LogIndex(5),
             prev_log_term: Term(3),
             // Index 9 does not follow 5: a correct leader never sends this.
-            entries: vec![Entry {
-                term: Term(3),
-                index: LogIndex(9),
-                payload: EntryPayload::Noop,
-            }],
+            entries: vec![Entry::new(Term(3), LogIndex(9), EntryPayload::Noop)],
             leader_commit: LogIndex(0),
         },
     };
@@ -286,4 +282,128 @@ fn an_append_with_entries_out_of_place_is_refused_at_the_edge() {
     assert!(events.recv_timeout(Duration::from_millis(50)).is_err());
     assert_eq!(node.stats().connections_refused, 1);
     node.shutdown();
+}
+
+/// Three commands at `first..first + 3` of term 3, as a leader makes them.
+fn commands(first: u64, term: u64) -> Vec<Entry> {
+    (first..first + 3)
+        .map(|i| {
+            Entry::new(
+                Term(term),
+                LogIndex(i),
+                EntryPayload::Command {
+                    session: None,
+                    data: vec![i as u8; 40],
+                },
+            )
+        })
+        .collect()
+}
+
+fn append(from: u64, to: u64, term: u64, prev: (u64, u64), entries: Vec<Entry>) -> Message {
+    Message {
+        from: NodeId(from),
+        to: NodeId(to),
+        term: Term(term),
+        body: MessageBody::AppendRequest {
+            prev_log_index: LogIndex(prev.0),
+            prev_log_term: Term(prev.1),
+            entries,
+            leader_commit: LogIndex(0),
+        },
+    }
+}
+
+/// Where `needle` starts in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the record travels as it is")
+}
+
+#[test]
+fn an_append_with_a_damaged_record_is_refused_at_the_edge() {
+    // Entries travel as their WAL records (PROTOCOL.md §4); a record whose checksum or length
+    // does not hold closes the connection before anything reaches consensus.
+    type Damage = fn(&mut [u8], usize, usize);
+    let damages: [(&str, Damage); 3] = [
+        ("a flipped payload bit", |frame, at, len| {
+            frame[at + len - 1] ^= 1
+        }),
+        ("a flipped index bit", |frame, at, _| frame[at + 8] ^= 1),
+        ("a length past the bytes", |frame, at, len| {
+            frame[at..at + 4].copy_from_slice(&(len as u32 + 1).to_le_bytes())
+        }),
+    ];
+    for (what, damage) in damages {
+        let listener = listener();
+        let addr = listener.local_addr().unwrap();
+        let peer_2 = self::listener();
+        let (node, events) = spawn(
+            listener,
+            config(1, addr, &[(2, peer_2.local_addr().unwrap())]),
+            64,
+        );
+        let entries = commands(1, 3);
+        let last = entries[2].record().to_vec();
+        let mut frame = Vec::new();
+        encode_message(&append(2, 1, 3, (0, 0), entries), &mut frame).unwrap();
+        let at = find(&frame, &last);
+        damage(&mut frame, at, last.len());
+        let mut bytes = Handshake::peer(CLUSTER, NodeId(2)).encode().to_vec();
+        bytes.extend_from_slice(&frame);
+        let mut stream = raw(addr, &bytes);
+        assert_closed_by_server(&mut stream);
+        assert!(
+            events.recv_timeout(Duration::from_millis(50)).is_err(),
+            "{what}: nothing reaches consensus"
+        );
+        assert_eq!(node.stats().connections_refused, 1, "{what}");
+        node.shutdown();
+    }
+}
+
+mod cluster_support;
+
+#[test]
+fn a_follower_stores_a_leaders_records_as_they_are_and_refuses_a_damaged_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster_support::cluster(2, dir.path(), 1_000_000);
+    // Node 0 is real; the test speaks for node 1, a leader of term 1000.
+    let mut node = nodes.remove(0);
+    node.config.cluster_id = Some(CLUSTER);
+    node.start();
+    let addr = node.config.servers[0];
+    let good = commands(1, 1000);
+    let mut bytes = Handshake::peer(CLUSTER, NodeId(1)).encode().to_vec();
+    encode_message(&append(1, 0, 1000, (0, 0), good.clone()), &mut bytes).unwrap();
+    let mut stream = raw(addr, &bytes);
+    wait_until("node 0 to append the good entries", || {
+        node.handle().status().unwrap().last_index == LogIndex(3)
+    });
+
+    // The next batch with its last record damaged: refused, the connection closed.
+    let next = commands(4, 1000);
+    let last = next[2].record().to_vec();
+    let mut frame = Vec::new();
+    encode_message(&append(1, 0, 1000, (3, 1000), next), &mut frame).unwrap();
+    let at = find(&frame, &last);
+    frame[at + last.len() - 1] ^= 0x10;
+    stream.write_all(&frame).unwrap();
+    assert_closed_by_server(&mut stream);
+    assert_eq!(node.handle().status().unwrap().last_index, LogIndex(3));
+    node.stop();
+
+    // The WAL holds the three good records byte for byte (the leader's encoding), nothing more.
+    let wal = rcraft_storage::Wal::open(
+        &node.config.data_dir.join("wal"),
+        rcraft_storage::WalOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(wal.last_index(), 3);
+    let stored = wal.read(wal.first_index()..4).unwrap();
+    let stored: Vec<&[u8]> = stored.iter().map(|r| r.encoded).collect();
+    let sent: Vec<&[u8]> = good.iter().map(Entry::record).collect();
+    assert_eq!(stored, sent);
 }

@@ -44,13 +44,15 @@ fn large_append_request_arrives_intact() {
     let (a, _events_a) = spawn(listener_a, config(1, addr_a, &[(2, addr_b)]), 16);
     let (b, events_b) = spawn(listener_b, config(2, addr_b, &[(1, addr_a)]), 16);
     let entries: Vec<Entry> = (1..=2048)
-        .map(|i| Entry {
-            term: Term(2),
-            index: LogIndex(i),
-            payload: EntryPayload::Command {
-                session: None,
-                data: vec![i as u8; 1000],
-            },
+        .map(|i| {
+            Entry::new(
+                Term(2),
+                LogIndex(i),
+                EntryPayload::Command {
+                    session: None,
+                    data: vec![i as u8; 1000],
+                },
+            )
         })
         .collect();
     let append = Message {

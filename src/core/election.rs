@@ -219,11 +219,7 @@ impl Replica {
             snapshot_turn: None,
             latency: Default::default(),
         });
-        let noop = Entry {
-            term: self.term,
-            index: next,
-            payload: EntryPayload::Noop,
-        };
+        let noop = Entry::new(self.term, next, EntryPayload::Noop);
         self.append_as_leader(noop);
         self.broadcast_append(true);
     }

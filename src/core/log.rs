@@ -549,11 +549,7 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64) -> Entry {
-        Entry {
-            term: Term(term),
-            index: LogIndex(index),
-            payload: EntryPayload::Noop,
-        }
+        Entry::new(Term(term), LogIndex(index), EntryPayload::Noop)
     }
 
     fn sent(log: &RaftLog, low: u64, max_bytes: u64) -> Vec<Entry> {
@@ -646,13 +642,15 @@ mod tests {
     fn a_batch_never_outgrows_the_frame_whatever_the_byte_limit() {
         // Two commands that each fit an AppendRequest, but not together.
         let half = rcraft_wire::APPEND_ENTRIES_BYTES_MAX as usize / 2;
-        let command = |index: u64| Entry {
-            term: Term(1),
-            index: LogIndex(index),
-            payload: EntryPayload::Command {
-                session: None,
-                data: vec![0; half - 100],
-            },
+        let command = |index: u64| {
+            Entry::new(
+                Term(1),
+                LogIndex(index),
+                EntryPayload::Command {
+                    session: None,
+                    data: vec![0; half - 100],
+                },
+            )
         };
         let log = RaftLog::recover(None, vec![command(1), command(2)], LogIndex(0)).unwrap();
         let batch = sent(&log, 1, u64::MAX);
@@ -688,14 +686,14 @@ mod tests {
     }
 
     fn command(index: u64, term: u64, bytes: usize) -> Entry {
-        Entry {
-            term: Term(term),
-            index: LogIndex(index),
-            payload: EntryPayload::Command {
+        Entry::new(
+            Term(term),
+            LogIndex(index),
+            EntryPayload::Command {
                 session: None,
                 data: vec![7; bytes],
             },
-        }
+        )
     }
 
     #[test]
@@ -781,11 +779,11 @@ mod tests {
     fn compaction_splits_a_term_run_and_drops_memberships_behind_it() {
         let mut log = log_of(&[1, 2, 2, 2, 3]);
         let membership = Membership::with_voters([rcraft_wire::NodeId(1)]);
-        log.append(Entry {
-            term: Term(3),
-            index: LogIndex(6),
-            payload: EntryPayload::Membership(membership.clone()),
-        });
+        log.append(Entry::new(
+            Term(3),
+            LogIndex(6),
+            EntryPayload::Membership(membership.clone()),
+        ));
         log.commit_to(LogIndex(6));
         let meta = SnapshotMeta {
             index: LogIndex(3),

@@ -132,11 +132,11 @@ impl Replica {
             voters_outgoing: Default::default(),
             learners: self.membership.learners.clone(),
         };
-        let entry = rcraft_wire::Entry {
-            term: self.term,
-            index: self.log.last_index().next(),
-            payload: EntryPayload::Membership(target),
-        };
+        let entry = rcraft_wire::Entry::new(
+            self.term,
+            self.log.last_index().next(),
+            EntryPayload::Membership(target),
+        );
         self.append_as_leader(entry);
         self.broadcast_append(false);
     }

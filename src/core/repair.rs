@@ -221,11 +221,7 @@ mod tests {
     };
 
     fn entry(index: u64, term: u64) -> Entry {
-        Entry {
-            term: Term(term),
-            index: LogIndex(index),
-            payload: EntryPayload::Noop,
-        }
+        Entry::new(Term(term), LogIndex(index), EntryPayload::Noop)
     }
 
     /// Node 2 of three, term 2, which synced entries 1..=5 and lost 4..=5.

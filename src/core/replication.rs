@@ -140,11 +140,7 @@ impl Replica {
         if state.transfer.is_some() {
             return Err(self.not_leader());
         }
-        let entry = Entry {
-            term: self.term,
-            index: self.log.last_index().next(),
-            payload,
-        };
+        let entry = Entry::new(self.term, self.log.last_index().next(), payload);
         let size = entry.size_bytes();
         if state.uncommitted_bytes > 0
             && state.uncommitted_bytes + size > self.config.max_uncommitted_bytes

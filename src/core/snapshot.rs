@@ -729,11 +729,11 @@ mod tests {
             body: MessageBody::AppendRequest {
                 prev_log_index: LogIndex(0),
                 prev_log_term: Term(0),
-                entries: vec![rcraft_wire::Entry {
-                    term: Term(1),
-                    index: LogIndex(1),
-                    payload: rcraft_wire::EntryPayload::Noop,
-                }],
+                entries: vec![rcraft_wire::Entry::new(
+                    Term(1),
+                    LogIndex(1),
+                    rcraft_wire::EntryPayload::Noop,
+                )],
                 leader_commit: LogIndex(0),
             },
         });
@@ -767,11 +767,7 @@ mod tests {
                 body,
             })
         };
-        let entry = rcraft_wire::Entry {
-            term: Term(1),
-            index: LogIndex(1),
-            payload: rcraft_wire::EntryPayload::Noop,
-        };
+        let entry = rcraft_wire::Entry::new(Term(1), LogIndex(1), rcraft_wire::EntryPayload::Noop);
         step(
             &mut follower,
             from_leader(MessageBody::AppendRequest {

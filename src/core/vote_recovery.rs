@@ -194,11 +194,7 @@ mod tests {
                 commit: LogIndex(0),
                 votes_unknown: true,
             },
-            entries: vec![Entry {
-                term: Term(3),
-                index: LogIndex(1),
-                payload: EntryPayload::Noop,
-            }],
+            entries: vec![Entry::new(Term(3), LogIndex(1), EntryPayload::Noop)],
             initial_membership: Membership::with_voters(voters.iter().copied().map(NodeId)),
             ..RecoveredState::default()
         };
@@ -256,11 +252,7 @@ mod tests {
                 votes_unknown: true,
             },
             entries: (1..=3)
-                .map(|i| Entry {
-                    term: Term(1),
-                    index: LogIndex(i),
-                    payload: EntryPayload::Noop,
-                })
+                .map(|i| Entry::new(Term(1), LogIndex(i), EntryPayload::Noop))
                 .collect(),
             initial_membership: Membership::with_voters([1, 2, 3].map(NodeId)),
             lost: Some(LostEntries {

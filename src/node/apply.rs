@@ -1059,14 +1059,14 @@ mod tests {
     }
 
     fn command(term: u64, index: u64, data: &[u8], session: Option<Session>) -> Entry {
-        Entry {
-            term: Term(term),
-            index: LogIndex(index),
-            payload: EntryPayload::Command {
+        Entry::new(
+            Term(term),
+            LogIndex(index),
+            EntryPayload::Command {
                 session,
                 data: data.to_vec(),
             },
-        }
+        )
     }
 
     fn start(

@@ -1,22 +1,22 @@
 //! The Raft log on disk: [`Entry`] values stored as WAL records.
 //!
-//! Owned by the storage thread. The WAL record header carries the index and term; the payload
-//! is the entry's [`EntryPayload`] in the encoding of [`super::entry_codec`]. Writes follow the
-//! core's persist contract: a batch whose first index is at or below the last index first
-//! truncates the conflicting suffix, then appends. Nothing is durable until [`LogStore::sync`].
-//! Entries the core no longer holds in memory are read back from the mapped segments for a
-//! lagging follower ([`LogStore::read_entries`]), each record's checksum checked again.
+//! Owned by the storage thread. Each entry is stored as its record bytes
+//! ([`Entry::record`], encoded once when the entry was made, by the leader: a follower stores
+//! the bytes it received), which the WAL checks again (length, checksum, index) before writing
+//! them. Writes follow the core's persist contract: a batch whose first index is at or below
+//! the last index first truncates the conflicting suffix, then appends. Nothing is durable
+//! until [`LogStore::sync`]. Entries the core no longer holds in memory are read back from the
+//! mapped segments for a lagging follower ([`LogStore::read_entries`]), each record's checksum
+//! checked again, and keep the bytes read as their record (no re-encoding).
 
-use super::entry_codec::{decode_payload, encode_payload};
 use super::storage_error::{StorageError, StorageResult};
-use rcraft_storage::{Record, Wal};
+use rcraft_storage::Wal;
+use rcraft_wire::record::entry_from_record;
 use rcraft_wire::{Entry, LogIndex, Term};
 
-/// The WAL plus a reusable encoding buffer.
+/// The WAL of the Raft log.
 pub(crate) struct LogStore {
     wal: Wal,
-    /// Encoded payloads of the batch being written, back to back.
-    buffer: Vec<u8>,
     /// True when records were written since the last sync.
     dirty: bool,
 }
@@ -24,11 +24,7 @@ pub(crate) struct LogStore {
 impl LogStore {
     /// Wraps an opened WAL.
     pub(crate) fn new(wal: Wal) -> LogStore {
-        LogStore {
-            wal,
-            buffer: Vec::new(),
-            dirty: false,
-        }
+        LogStore { wal, dirty: false }
     }
 
     /// First index held on disk.
@@ -73,28 +69,9 @@ impl LogStore {
                 self.last_index()
             )));
         }
-        self.buffer.clear();
-        let mut ends = Vec::with_capacity(entries.len());
-        for entry in entries {
-            encode_payload(&entry.payload, &mut self.buffer);
-            ends.push(self.buffer.len());
-        }
-        let mut start = 0;
-        let records: Vec<Record<'_>> = entries
-            .iter()
-            .zip(&ends)
-            .map(|(entry, &end)| {
-                let payload = &self.buffer[start..end];
-                start = end;
-                Record {
-                    index: entry.index.0,
-                    term: entry.term.0,
-                    payload,
-                }
-            })
-            .collect();
+        let records: Vec<&[u8]> = entries.iter().map(Entry::record).collect();
         self.wal
-            .append(&records)
+            .append_encoded(&records)
             .map_err(StorageError::store(format!(
                 "appending entries {}..",
                 first.index
@@ -166,22 +143,13 @@ impl LogStore {
         let mut entries = Vec::new();
         let mut bytes = 0;
         for record in records.take_while(|record| record.index <= high.0) {
-            if !record.checksum_matches() {
-                return Err(StorageError::Undecodable {
+            // Checks the record's checksum again (the bytes are about to leave the node) and
+            // keeps the bytes read as the entry's record.
+            let entry =
+                entry_from_record(record.encoded).map_err(|e| StorageError::Undecodable {
                     what: format!("log entry {}", record.index),
-                    reason: "record checksum mismatch".to_string(),
-                });
-            }
-            let payload =
-                decode_payload(record.payload).map_err(|reason| StorageError::Undecodable {
-                    what: format!("log entry {}", record.index),
-                    reason,
+                    reason: e.to_string(),
                 })?;
-            let entry = Entry {
-                term: Term(record.term),
-                index: LogIndex(record.index),
-                payload,
-            };
             bytes += entry.size_bytes();
             entries.push(entry);
             if bytes >= max_bytes {
@@ -215,15 +183,9 @@ impl LogStore {
             .map_err(StorageError::store(format!("reading the log from {from}")))?;
         records
             .map(|record| {
-                let payload =
-                    decode_payload(record.payload).map_err(|reason| StorageError::Undecodable {
-                        what: format!("log entry {}", record.index),
-                        reason,
-                    })?;
-                Ok(Entry {
-                    term: Term(record.term),
-                    index: LogIndex(record.index),
-                    payload,
+                entry_from_record(record.encoded).map_err(|e| StorageError::Undecodable {
+                    what: format!("log entry {}", record.index),
+                    reason: e.to_string(),
                 })
             })
             .collect()

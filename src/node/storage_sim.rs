@@ -156,14 +156,14 @@ fn membership() -> Membership {
 fn entry(index: u64, term: u64, padding: usize) -> Entry {
     let mut data = format!("{index}/{term}/").into_bytes();
     data.resize(data.len() + padding, b'.');
-    Entry {
-        term: Term(term),
-        index: LogIndex(index),
-        payload: EntryPayload::Command {
+    Entry::new(
+        Term(term),
+        LogIndex(index),
+        EntryPayload::Command {
             session: None,
             data,
         },
-    }
+    )
 }
 
 fn hard_state((term, vote, commit): (u64, Option<u64>, u64)) -> HardState {

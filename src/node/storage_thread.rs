@@ -942,11 +942,11 @@ mod tests {
             client_id: 3,
             sequence: index,
         });
-        Entry {
-            term: Term(term),
-            index: LogIndex(index),
-            payload: EntryPayload::Command { session, data },
-        }
+        Entry::new(
+            Term(term),
+            LogIndex(index),
+            EntryPayload::Command { session, data },
+        )
     }
 
     fn hard_state(term: u64, vote: Option<u64>, commit: u64) -> HardState {

@@ -101,11 +101,7 @@ mod tests {
         let mut world = world();
         let initial = world.initial_membership.clone();
         let disk = &mut world.nodes[2].disk;
-        let entry = |i| Entry {
-            term: Term(1),
-            index: LogIndex(i),
-            payload: EntryPayload::Noop,
-        };
+        let entry = |i| Entry::new(Term(1), LogIndex(i), EntryPayload::Noop);
         disk.write(1, None, vec![entry(1), entry(2)]);
         disk.sync_all().unwrap();
         assert!(disk.lose_synced_tail(1, &initial, |_| true).is_some());

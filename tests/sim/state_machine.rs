@@ -187,11 +187,11 @@ mod tests {
     use rcraft::wire::NodeId;
 
     fn command(index: u64, session: Option<Session>, data: Vec<u8>) -> Entry {
-        Entry {
-            index: LogIndex(index),
-            term: Term(1),
-            payload: EntryPayload::Command { session, data },
-        }
+        Entry::new(
+            Term(1),
+            LogIndex(index),
+            EntryPayload::Command { session, data },
+        )
     }
 
     #[test]

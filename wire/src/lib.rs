@@ -17,6 +17,7 @@ pub mod limits;
 // these modules is documented all the same.
 #[allow(missing_docs)]
 pub mod message;
+pub mod record;
 #[allow(missing_docs)]
 pub mod types;
 

@@ -63,7 +63,9 @@ pub enum MessageBody {
         prev_log_index: LogIndex,
         /// Term of the entry at `prev_log_index`.
         prev_log_term: Term,
-        /// Entries to store, in index order.
+        /// Entries to store, in index order; on the wire their WAL records back to back
+        /// ([`crate::record::AsRecords`]).
+        #[rkyv(with = crate::record::AsRecords)]
         entries: Vec<Entry>,
         /// Leader's commit index.
         leader_commit: LogIndex,
@@ -601,10 +603,8 @@ mod tests {
                 prev_log_term: Term(prev_term),
                 entries: entries
                     .iter()
-                    .map(|&(index, term)| Entry {
-                        term: Term(term),
-                        index: LogIndex(index),
-                        payload: EntryPayload::Noop,
+                    .map(|&(index, term)| {
+                        Entry::new(Term(term), LogIndex(index), EntryPayload::Noop)
                     })
                     .collect(),
                 leader_commit: LogIndex(0),

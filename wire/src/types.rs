@@ -6,6 +6,7 @@
 use crate::limits::{
     ENTRY_FIXED_BYTES_MAX, MEMBERSHIP_ID_BYTES_MAX, MEMBERSHIP_SET_FIXED_BYTES_MAX,
 };
+use crate::record::{EntryRecord, encode_record};
 use rkyv::{Archive, Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -155,9 +156,14 @@ pub enum EntryPayload {
     Membership(Membership),
 }
 
-/// One log entry.
-#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[rkyv(derive(Debug), attr(allow(missing_docs)))]
+/// One log entry, with its record bytes (`crate::record`): the WAL record that the leader's
+/// WAL stores, the AppendRequest carries and a follower's WAL stores, encoded once when the
+/// entry is made and shared by its clones.
+///
+/// Invariant: the record holds exactly `term`, `index` and `payload`. Make entries with
+/// [`Entry::new`] or decode them from records; never change the fields of an existing entry
+/// (make a new one).
+#[derive(Clone)]
 pub struct Entry {
     /// The leader's term when the entry was created.
     pub term: Term,
@@ -165,9 +171,53 @@ pub struct Entry {
     pub index: LogIndex,
     /// The content.
     pub payload: EntryPayload,
+    record: EntryRecord,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        self.term == other.term && self.index == other.index && self.payload == other.payload
+    }
+}
+
+impl Eq for Entry {}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("term", &self.term)
+            .field("index", &self.index)
+            .field("payload", &self.payload)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Entry {
+    /// Makes an entry and encodes its record.
+    pub fn new(term: Term, index: LogIndex, payload: EntryPayload) -> Entry {
+        let record = encode_record(index, term, &payload);
+        Entry::with_record(term, index, payload, record)
+    }
+
+    pub(crate) fn with_record(
+        term: Term,
+        index: LogIndex,
+        payload: EntryPayload,
+        record: EntryRecord,
+    ) -> Entry {
+        Entry {
+            term,
+            index,
+            payload,
+            record,
+        }
+    }
+
+    /// The entry's record bytes (storage/FORMAT.md §1.2), as the WAL stores them.
+    pub fn record(&self) -> &[u8] {
+        self.record.bytes()
+    }
+
     /// An upper bound on the bytes this entry adds to an archived message (an AppendRequest
     /// frame): what a leader counts so that no batch of entries overruns the frame limit
     /// ([`crate::APPEND_ENTRIES_BYTES_MAX`]). Larger than [`Entry::size_bytes`].

@@ -37,15 +37,15 @@ fn ids(count: usize, from: u64) -> BTreeSet<NodeId> {
 }
 
 fn membership_entry(voters: usize, outgoing: usize, learners: usize) -> Entry {
-    Entry {
-        term: Term(u64::MAX),
-        index: LogIndex(u64::MAX),
-        payload: EntryPayload::Membership(Membership {
+    Entry::new(
+        Term(u64::MAX),
+        LogIndex(u64::MAX),
+        EntryPayload::Membership(Membership {
             voters: ids(voters, 0),
             voters_outgoing: ids(outgoing, 1 << 20),
             learners: ids(learners, 1 << 40),
         }),
-    }
+    )
 }
 
 fn payloads() -> impl Strategy<Value = EntryPayload> {
@@ -77,7 +77,7 @@ proptest! {
         let entries: Vec<Entry> = payloads
             .into_iter()
             .enumerate()
-            .map(|(i, payload)| Entry { term: Term(u64::MAX), index: LogIndex(i as u64), payload })
+            .map(|(i, payload)| Entry::new(Term(u64::MAX), LogIndex(i as u64), payload))
             .collect();
         let message = append(entries.clone());
         prop_assert!(archived_bytes(&message) as u64 <= bound(&entries));
@@ -94,14 +94,14 @@ fn every_command_length_and_membership_size_fits_its_bound() {
                 sequence: u64::MAX,
             }),
         ] {
-            let entries = vec![Entry {
-                term: Term(u64::MAX),
-                index: LogIndex(u64::MAX),
-                payload: EntryPayload::Command {
+            let entries = vec![Entry::new(
+                Term(u64::MAX),
+                LogIndex(u64::MAX),
+                EntryPayload::Command {
                     session,
                     data: vec![0xAB; len],
                 },
-            }];
+            )];
             let archived = archived_bytes(&append(entries.clone())) as u64;
             assert!(
                 archived <= bound(&entries),

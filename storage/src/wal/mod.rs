@@ -23,7 +23,7 @@ use crate::limits::{
     RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
     SEGMENT_BYTES_MIN, SEGMENT_HEADER_BYTES,
 };
-use segment::{Segment, Slot, decode_slot};
+use segment::{Segment, Slot, check_encoded};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -222,10 +222,12 @@ impl Wal {
 
     /// Appends a batch of records encoded elsewhere (storage/FORMAT.md §1.2), as they are:
     /// e.g. a leader's records received by a follower. Each must be one whole record whose
-    /// length field is its length and whose checksum matches, and indexes must continue the
-    /// log as for [`Wal::append`]. Nothing is written unless every record passes; a refusal
-    /// is [`Error::InvalidArgument`] naming the record and the problem (the WAL keeps
-    /// running). Not durable until [`Wal::sync`] returns.
+    /// length field is its length, and indexes must continue the log as for [`Wal::append`].
+    /// The checksum is the caller's to vouch for (the node's records were made by
+    /// `rcraft_wire::record` or checked by it when they arrived): it is not computed again
+    /// here, except in debug builds, where a mismatch is a bug that panics. Nothing is written
+    /// unless every record passes; a refusal is [`Error::InvalidArgument`] naming the record
+    /// and the problem (the WAL keeps running). Not durable until [`Wal::sync`] returns.
     pub fn append_encoded(&mut self, records: &[&[u8]]) -> Result<()> {
         self.check_running()?;
         for (offset, bytes) in records.iter().enumerate() {
@@ -235,7 +237,7 @@ impl Wal {
                     "encoded record for index {expected}: {why}"
                 )))
             };
-            match decode_slot(bytes, 0) {
+            match check_encoded(bytes) {
                 Slot::Valid { len, index, .. } => {
                     if len != bytes.len() {
                         return refuse(format!(
@@ -253,7 +255,7 @@ impl Wal {
                         ));
                     }
                 }
-                Slot::End => return refuse(format!("no record ({} bytes)", bytes.len())),
+                Slot::End => return refuse("no record".to_string()),
                 Slot::Bad(why) => return refuse(why),
             }
         }

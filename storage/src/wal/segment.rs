@@ -203,6 +203,28 @@ pub(crate) fn decode_slot(bytes: &[u8], pos: usize) -> Slot {
     }
 }
 
+/// Checks the framing of one whole encoded record handed to [`crate::Wal::append_encoded`]:
+/// its length bounds, as [`decode_slot`] does, but not its checksum, which the caller vouches
+/// for (checked in debug builds).
+pub(crate) fn check_encoded(bytes: &[u8]) -> Slot {
+    if bytes.len() < RECORD_HEADER_BYTES {
+        return Slot::Bad(format!("truncated record of {} bytes", bytes.len()));
+    }
+    let len = read_u32(bytes, 0) as usize;
+    if len < RECORD_HEADER_BYTES || len > bytes.len() {
+        return Slot::Bad(format!("record length {len} out of range"));
+    }
+    debug_assert!(
+        decode_slot(bytes, 0) != Slot::Bad("record checksum mismatch".into()),
+        "an encoded record with a bad checksum reached the WAL"
+    );
+    Slot::Valid {
+        len,
+        index: read_u64(bytes, 8),
+        term: read_u64(bytes, 16),
+    }
+}
+
 /// The result of scanning a segment's records.
 #[derive(Debug)]
 pub(crate) struct Scan {

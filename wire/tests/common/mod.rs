@@ -24,27 +24,19 @@ fn snapshot_meta() -> SnapshotMeta {
 
 fn entries() -> Vec<Entry> {
     vec![
-        Entry {
-            term: Term(3),
-            index: LogIndex(7),
-            payload: EntryPayload::Noop,
-        },
-        Entry {
-            term: Term(3),
-            index: LogIndex(8),
-            payload: EntryPayload::Command {
+        Entry::new(Term(3), LogIndex(7), EntryPayload::Noop),
+        Entry::new(
+            Term(3),
+            LogIndex(8),
+            EntryPayload::Command {
                 session: Some(Session {
                     client_id: 42,
                     sequence: 9,
                 }),
                 data: b"put k v".to_vec(),
             },
-        },
-        Entry {
-            term: Term(3),
-            index: LogIndex(9),
-            payload: EntryPayload::Membership(membership()),
-        },
+        ),
+        Entry::new(Term(3), LogIndex(9), EntryPayload::Membership(membership())),
     ]
 }
 
