@@ -288,6 +288,18 @@ mod tests {
     }
 
     #[test]
+    fn a_version_7_peer_is_refused_by_name() {
+        // Version 8 carries entries as WAL records (PROTOCOL.md §4): a version-7 node would
+        // misread them, so the two refuse each other at the handshake.
+        assert_eq!(PROTOCOL_VERSION, 8);
+        let mut old = Handshake::peer(7, NodeId(3)).encode();
+        old[6..8].copy_from_slice(&7u16.to_le_bytes());
+        let refused = Handshake::check_prefix(&old[..8]).unwrap_err();
+        assert_eq!(refused.to_string(), "protocol version 7 is not ours (8)");
+        assert_eq!(Handshake::decode(&old), Err(refused));
+    }
+
+    #[test]
     fn each_field_is_checked_and_named() {
         let good = Handshake::peer(7, NodeId(3)).encode();
         let mut bad_magic = good;
