@@ -58,6 +58,7 @@ impl<C: SimCore> World<C> {
                 entries,
             } => self.persist(node, seq, hard_state, entries),
             Action::Apply { entries } => self.apply(node, &entries),
+            Action::RestoreSnapshot { meta } => self.restore_snapshot(node, &meta),
             Action::Proposed { id, .. } if self.nodes[node].membership_requests.remove(&id) => {
                 // A leader with an uncommitted configuration is the most fragile moment of a
                 // change: churn strikes it as it strikes a new leader.
@@ -465,17 +466,20 @@ impl<C: SimCore> World<C> {
                 node,
                 incarnation,
                 snapshot,
-                next_offset: outcome.next_offset,
             },
-            // A snapshot not newer than the durable one: the core hears it is installed; the
-            // node's apply thread skips restoring a snapshot its state already covers.
+            // A snapshot not newer than the durable one: the core hears it is installed, and
+            // asks for no restore (its log holds as much).
+            None if outcome.covered => Event::Answer {
+                node,
+                incarnation,
+                input: Input::SnapshotInstalled { meta },
+            },
             None => Event::Answer {
                 node,
                 incarnation,
                 input: Input::SnapshotChunkWritten {
                     meta,
                     next_offset: outcome.next_offset,
-                    installed: outcome.covered,
                     rejected: outcome.rejected,
                 },
             },
@@ -484,29 +488,19 @@ impl<C: SimCore> World<C> {
         Ok(())
     }
 
-    /// The apply side restores the received snapshot, then the core hears it is installed.
+    /// Storage installed the received snapshot: the core hears it (and asks for the restore,
+    /// `Action::RestoreSnapshot`, when it is newer than its own).
     pub(crate) fn on_install(
         &mut self,
         node: usize,
         incarnation: u64,
         snapshot: StoredSnapshot,
-        next_offset: u64,
     ) -> Verdict {
-        let n = &self.nodes[node];
+        let n = &mut self.nodes[node];
         if n.core.is_none() || n.incarnation != incarnation {
             return Ok(());
         }
-        let id = n.id;
         let core_snapshot = n.view.as_ref().map_or(LogIndex(0), |v| v.snapshot_index);
-        if snapshot.meta.index < n.sm.applied_index {
-            return Err(format!(
-                "node {id}: installs a snapshot at {} behind its applied index {}",
-                snapshot.meta.index, n.sm.applied_index
-            ));
-        }
-        let sm = self.restore_checked(id, &snapshot)?;
-        let n = &mut self.nodes[node];
-        n.sm = sm;
         // The core resets its log only for a snapshot newer than the one it has.
         if snapshot.meta.index > core_snapshot {
             n.log.install_snapshot(
@@ -517,16 +511,34 @@ impl<C: SimCore> World<C> {
         }
         let meta = snapshot.meta.clone();
         n.snapshots.insert(meta.index, snapshot);
-        self.serve_ready_reads(node)?;
-        self.feed(
-            node,
-            Input::SnapshotChunkWritten {
-                meta,
-                next_offset,
-                installed: true,
-                rejected: false,
-            },
-        )
+        self.feed(node, Input::SnapshotInstalled { meta })
+    }
+
+    /// The apply side restores the state machine from the installed snapshot the core names
+    /// (or the newer one installed since, as the node's apply thread reads the current one).
+    fn restore_snapshot(&mut self, node: usize, meta: &SnapshotMeta) -> Verdict {
+        let n = &self.nodes[node];
+        let id = n.id;
+        let snapshot = n
+            .disk
+            .snapshot()
+            .filter(|current| current.meta.index >= meta.index)
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "restores snapshot {} which storage does not hold",
+                    meta.index
+                )
+            })?;
+        if snapshot.meta.index < n.sm.applied_index {
+            return Err(format!(
+                "node {id}: installs a snapshot at {} behind its applied index {}",
+                snapshot.meta.index, n.sm.applied_index
+            ));
+        }
+        let sm = self.restore_checked(id, &snapshot)?;
+        self.nodes[node].sm = sm;
+        self.serve_ready_reads(node)
     }
 
     fn current_term(&self, node: usize) -> Term {

@@ -47,12 +47,11 @@ pub(crate) enum Event {
         incarnation: u64,
         input: Input,
     },
-    /// A received snapshot was written and verified; restore and tell the core.
+    /// A received snapshot was written, verified and installed; tell the core.
     Install {
         node: usize,
         incarnation: u64,
         snapshot: StoredSnapshot,
-        next_offset: u64,
     },
     /// A crashed node comes back.
     Restart { node: usize },
@@ -440,8 +439,7 @@ impl<C: SimCore> World<C> {
                 node,
                 incarnation,
                 snapshot,
-                next_offset,
-            } => self.on_install(node, incarnation, snapshot, next_offset),
+            } => self.on_install(node, incarnation, snapshot),
             Event::Restart { node } => self.restart_if_down(node),
             Event::Depose {
                 node,
