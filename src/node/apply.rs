@@ -35,6 +35,7 @@
 //! state machine holds the state at `applied`, or, while `streamed` is pending, the state at
 //! its index (which is above `applied`).
 
+use super::error::Error;
 use super::incoming_snapshot::IncomingSnapshot;
 use super::limits::{
     APPLIED_SUBSCRIBER_STALL_MAX, ENTRY_LOG_OVERHEAD_BYTES, EXPIRY_SWEEP_INTERVAL,
@@ -244,8 +245,10 @@ impl Applier {
         initial_membership: Membership,
         policy: SnapshotPolicy,
         replier: Replier,
-    ) -> Result<Applier, String> {
-        let current = snapshots.open_current()?;
+    ) -> Result<Applier, Error> {
+        let current = snapshots
+            .open_current()
+            .map_err(|e| Error::apply(format!("opening the latest snapshot: {e}")))?;
         let mut applier = Applier {
             state_machine,
             sessions: SessionTable::default(),
@@ -320,10 +323,10 @@ impl Applier {
             match next_or_wait(&commands, &doorbell, Some(next_sweep)) {
                 Next::Message(first) => {
                     ring_if_room_made(&commands, &progress);
-                    if let Err(message) = self.run_batch(first, &commands, &progress) {
-                        log::error!("apply thread stopping: {message}");
-                        self.answer_all_waiters(&format!("the node stopped: {message}"));
-                        let _ = progress.send(ApplyProgress::Failed(message));
+                    if let Err(error) = self.run_batch(first, &commands, &progress) {
+                        log::error!("apply thread stopping: {error}");
+                        self.answer_all_waiters(&format!("the node stopped: {error}"));
+                        let _ = progress.send(ApplyProgress::Failed(error.to_string()));
                         return;
                     }
                 }
@@ -347,7 +350,7 @@ impl Applier {
         first: ApplyCommand,
         commands: &Receiver<ApplyCommand>,
         progress: &Ringing<ApplyProgress>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let before = self.applied;
         let taken = Instant::now();
         let handled = self.handle_queued(first, commands, progress);
@@ -368,7 +371,7 @@ impl Applier {
         first: ApplyCommand,
         commands: &Receiver<ApplyCommand>,
         progress: &Ringing<ApplyProgress>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         self.handle(first, progress)?;
         while let Ok(next) = commands.try_recv() {
             ring_if_room_made(commands, progress);
@@ -387,7 +390,7 @@ impl Applier {
         &mut self,
         command: ApplyCommand,
         progress: &Ringing<ApplyProgress>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         match command {
             ApplyCommand::Entries(entries) => {
                 for entry in entries {
@@ -448,7 +451,7 @@ impl Applier {
         &mut self,
         reply: ReplyTo,
         progress: &Ringing<ApplyProgress>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let current = self
             .latest_snapshot
             .clone()
@@ -468,13 +471,13 @@ impl Applier {
                     let _ = progress.send(ApplyProgress::SnapshotTaken(meta.clone()));
                     meta
                 }
-                Err(message) => {
+                Err(error) => {
                     let body = ClientResponseBody::Error {
                         definite: true,
-                        message: message.clone(),
+                        message: error.to_string(),
                     };
                     self.replier.send(reply, body);
-                    return Err(message);
+                    return Err(error);
                 }
             },
         };
@@ -494,7 +497,7 @@ impl Applier {
         &mut self,
         damaged: LogIndex,
         progress: &Ringing<ApplyProgress>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         if let Some(newer) = self
             .latest_snapshot
             .as_ref()
@@ -552,7 +555,7 @@ impl Applier {
         &mut self,
         before: LogIndex,
         progress: &Ringing<ApplyProgress>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         if self.applied != before {
             let _ = progress.send(ApplyProgress::Applied(self.applied));
         }
@@ -572,15 +575,15 @@ impl Applier {
         Ok(())
     }
 
-    fn apply_entry(&mut self, entry: Entry) -> Result<(), String> {
+    fn apply_entry(&mut self, entry: Entry) -> Result<(), Error> {
         if entry.index <= self.applied {
             return Ok(()); // Already covered by a restored snapshot.
         }
         if entry.index != self.applied.next() {
-            return Err(format!(
+            return Err(Error::apply(format!(
                 "committed entry {} arrived after applied index {}: a gap in the log",
                 entry.index, self.applied
-            ));
+            )));
         }
         if let Some(streamed) = &self.streamed {
             if entry.index <= streamed.meta.index {
@@ -741,7 +744,7 @@ impl Applier {
         }
     }
 
-    fn take_snapshot(&mut self) -> Result<SnapshotMeta, String> {
+    fn take_snapshot(&mut self) -> Result<SnapshotMeta, Error> {
         let meta = SnapshotMeta {
             index: self.applied,
             term: self.applied_term,
@@ -752,10 +755,12 @@ impl Applier {
         let (sessions, state_machine) = (&self.sessions, &*self.state_machine);
         let started = Instant::now();
         let mut write = |out: &mut dyn std::io::Write| write_snapshot(out, sessions, state_machine);
-        let meta = self
-            .snapshots
-            .save(meta, &mut write)
-            .map_err(|e| format!("writing the snapshot at index {}: {e}", self.applied))?;
+        let meta = self.snapshots.save(meta, &mut write).map_err(|e| {
+            Error::apply(format!(
+                "writing the snapshot at index {}: {e}",
+                self.applied
+            ))
+        })?;
         (self.metrics).with(|m| m.snapshot_saved(started.elapsed(), meta.size_bytes));
         log::info!(
             "snapshot taken at index {} ({} bytes in {:.3} s)",
@@ -771,7 +776,7 @@ impl Applier {
 
     /// Storage installed `meta`: the state machine is restored from it unless the state
     /// already covers it, with no read at all when it was restored while it arrived.
-    fn restore_installed(&mut self, meta: &SnapshotMeta) -> Result<(), String> {
+    fn restore_installed(&mut self, meta: &SnapshotMeta) -> Result<(), Error> {
         let streamed = self.streamed.take();
         if meta.index > self.applied {
             return match streamed {
@@ -796,7 +801,7 @@ impl Applier {
     /// Restores `meta` from its partial file while storage receives it, if the state machine
     /// allows it and the snapshot is ahead of the state. A failure leaves the state as it was
     /// (the restore is atomic) and is only logged: `Restore` reads the installed file later.
-    fn restore_arriving(&mut self, meta: &SnapshotMeta) -> Result<(), String> {
+    fn restore_arriving(&mut self, meta: &SnapshotMeta) -> Result<(), Error> {
         let Some(streaming) = &self.streaming else {
             return Ok(());
         };
@@ -832,13 +837,11 @@ impl Applier {
             return Ok(());
         }
         // A state machine that stopped reading early has not seen the data's checksum yet.
-        reader.finish().map_err(|e| {
-            format!(
-                "snapshot {} was restored from data that then failed its check ({e}); \
-                 stopping rather than serving that state",
-                meta.index
-            )
-        })?;
+        reader.finish().map_err(Error::apply_by(format!(
+            "snapshot {} was restored from data that then failed its check; stopping rather \
+             than serving that state",
+            meta.index
+        )))?;
         self.streamed = Some(Streamed {
             meta: meta.clone(),
             took: started.elapsed(),
@@ -847,11 +850,14 @@ impl Applier {
     }
 
     /// Restores from the snapshot store's current snapshot, which must be `expected`.
-    fn restore_current(&mut self, expected: &SnapshotMeta) -> Result<(), String> {
+    fn restore_current(&mut self, expected: &SnapshotMeta) -> Result<(), Error> {
         let (meta, mut reader) = self
             .snapshots
-            .open_current()?
-            .ok_or_else(|| format!("snapshot {} to restore is missing", expected.index))?;
+            .open_current()
+            .map_err(|e| Error::apply(format!("opening snapshot {}: {e}", expected.index)))?
+            .ok_or_else(|| {
+                Error::apply(format!("snapshot {} to restore is missing", expected.index))
+            })?;
         if meta.index > expected.index {
             // The core takes a snapshot as soon as storage installed it, without waiting for
             // this restore, so storage may have installed a newer one meanwhile (its `Restore`
@@ -865,10 +871,10 @@ impl Applier {
             return self.restore_from(&meta, &mut *reader);
         }
         if meta.index != expected.index || meta.term != expected.term {
-            return Err(format!(
+            return Err(Error::apply(format!(
                 "current snapshot is ({}, {}), expected ({}, {})",
                 meta.index, meta.term, expected.index, expected.term
-            ));
+            )));
         }
         self.restore_from(&meta, &mut *reader)
     }
@@ -877,11 +883,14 @@ impl Applier {
         &mut self,
         meta: &SnapshotMeta,
         reader: &mut dyn std::io::Read,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let started = Instant::now();
         read_snapshot(reader, &mut self.sessions, &mut *self.state_machine)
             .and_then(|()| read_to_end_of_snapshot(reader))
-            .map_err(|e| format!("restoring the snapshot at index {}: {e}", meta.index))?;
+            .map_err(Error::apply_by(format!(
+                "restoring the snapshot at index {}",
+                meta.index
+            )))?;
         self.streamed = None;
         self.adopt_snapshot(meta, started.elapsed(), "");
         Ok(())
