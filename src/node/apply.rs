@@ -4,7 +4,9 @@
 //! index to apply, the reads waiting for their read index, and the applied-entry subscribers.
 //! It receives [`ApplyCommand`]s from the consensus thread on one ordered channel, so a
 //! proposal's waiter always arrives before the entry it waits for, and reports
-//! [`ApplyProgress`] back once per drained batch.
+//! [`ApplyProgress`] back once per drained batch. The logic is [`ApplyHandler`] (no thread,
+//! channel or clock of its own; the cluster simulator drives it through `node::testing`);
+//! [`Applier::run`] is the thread's loop around it.
 //!
 //! Commands carrying a client session go through the [`SessionTable`] (Raft thesis §6.3): a
 //! registration creates a session and answers its client id without reaching the state
@@ -201,8 +203,21 @@ struct ReadWaiter {
     deadline: Instant,
 }
 
-/// Everything the apply thread owns.
+/// The apply thread: its handler, and the channels the handler never touches.
 pub(crate) struct Applier {
+    handler: ApplyHandler,
+    replier: Replier,
+    subscribers: Vec<Sender<ApplyMsg>>,
+}
+
+/// The apply thread's logic, with no thread, channel or clock of its own: it takes
+/// [`ApplyCommand`]s one at a time and collects what they produce (answers to waiters,
+/// [`ApplyProgress`] for the consensus thread, applied commands for subscribers) until its
+/// owner takes them. [`Applier::run`] is the thread's loop around it; the cluster simulator
+/// drives the same handler single-threaded (`node::testing::SimApply`). The one blocking
+/// call it may make is a restore while a snapshot arrives (`restore_while_receiving`, only in
+/// a running node), which reads the partial file as storage makes it durable.
+pub(crate) struct ApplyHandler {
     state_machine: Box<dyn StateMachine>,
     sessions: SessionTable,
     snapshots: Box<dyn SnapshotFiles>,
@@ -220,11 +235,18 @@ pub(crate) struct Applier {
     latest_snapshot: Option<SnapshotMeta>,
     proposals: BTreeMap<LogIndex, Vec<ProposalWaiter>>,
     reads: BTreeMap<LogIndex, Vec<ReadWaiter>>,
-    subscribers: Vec<Sender<ApplyMsg>>,
-    replier: Replier,
-    /// Answers of the batch being handled, sent together when it ends (one hand-off and
-    /// one network wake-up per batch instead of per answer).
+    /// Answers collected since the owner last took them (the thread sends a batch's
+    /// together: one hand-off and one network wake-up per batch instead of per answer).
     outbox: Vec<(ReplyTo, ClientResponseBody)>,
+    /// Progress for the consensus thread, in order, since the owner last took it.
+    progress: Vec<ApplyProgress>,
+    /// Applied commands for subscribers, collected only while `publishing`.
+    published: Vec<ApplyMsg>,
+    publishing: bool,
+    /// Receivers of applied commands asked for since the owner last took them.
+    new_subscribers: Vec<Sender<ApplyMsg>>,
+    /// Where durations are measured from (the thread's clock; the simulator's is fixed).
+    clock: fn() -> Instant,
     /// Set when snapshots may be restored while they arrive.
     streaming: Option<Streaming>,
     /// The snapshot the state machine holds while storage has not installed it yet.
@@ -237,76 +259,54 @@ pub(crate) struct Applier {
 }
 
 impl Applier {
-    /// Builds the applier, restoring the state machine from the latest snapshot if any.
-    /// `initial_membership` is used when there is no snapshot.
+    /// Builds the apply thread's state, restoring the state machine from the latest snapshot
+    /// if any. `initial_membership` is used when there is no snapshot.
     pub(crate) fn new(
         state_machine: Box<dyn StateMachine>,
-        mut snapshots: Box<dyn SnapshotFiles>,
+        snapshots: Box<dyn SnapshotFiles>,
         initial_membership: Membership,
         policy: SnapshotPolicy,
         replier: Replier,
     ) -> Result<Applier, Error> {
-        let current = snapshots
-            .open_current()
-            .map_err(|e| Error::apply(format!("opening the latest snapshot: {e}")))?;
-        let mut applier = Applier {
+        let handler = ApplyHandler::new(
             state_machine,
-            sessions: SessionTable::default(),
             snapshots,
-            applied: LogIndex(0),
-            applied_term: Term(0),
-            membership: initial_membership,
-            applied_since_snapshot: 0,
-            bytes_since_snapshot: 0,
+            initial_membership,
             policy,
-            latest_snapshot: None,
-            proposals: BTreeMap::new(),
-            reads: BTreeMap::new(),
-            subscribers: Vec::new(),
+            SessionTable::default(),
+            Instant::now,
+        )?;
+        Ok(Applier {
+            handler,
             replier,
-            outbox: Vec::new(),
-            streaming: None,
-            streamed: None,
-            deferred_replacement: None,
-            metrics: MetricsHook::default(),
-        };
-        if let Some((meta, mut reader)) = current {
-            applier.restore_from(&meta, &mut *reader)?;
-        }
-        Ok(applier)
+            subscribers: Vec::new(),
+        })
     }
 
     /// Writes snapshot metrics to `metrics` from now on.
     pub(crate) fn set_metrics(&mut self, metrics: MetricsHook) {
-        self.metrics = metrics;
+        self.handler.metrics = metrics;
     }
 
-    /// Restores snapshots received from a leader while they arrive, reading their progress
-    /// from `incoming`, when the state machine's restore is atomic; a restore gives up when no
-    /// new byte arrives for `stall_limit`.
+    /// See [`ApplyHandler::restore_while_receiving`].
     pub(crate) fn restore_while_receiving(
         &mut self,
         incoming: IncomingSnapshot,
         stall_limit: Duration,
     ) {
-        if self.state_machine.restores_atomically() {
-            self.streaming = Some(Streaming {
-                incoming,
-                stall_limit,
-            });
-        }
+        self.handler.restore_while_receiving(incoming, stall_limit);
     }
 
     /// Makes the session table remember at most `capacity` clients (instead of
     /// `SESSIONS_MAX`), so tests can see clients forgotten.
     #[cfg(test)]
     pub(crate) fn limit_sessions(&mut self, capacity: usize) {
-        self.sessions.set_capacity(capacity);
+        self.handler.sessions.set_capacity(capacity);
     }
 
     /// Index covered by the state at start (the restored snapshot's, or 0).
     pub(crate) fn applied(&self) -> LogIndex {
-        self.applied
+        self.handler.applied
     }
 
     /// The thread body: runs until the consensus thread drops its sender or a fatal error.
@@ -325,20 +325,24 @@ impl Applier {
                     ring_if_room_made(&commands, &progress);
                     if let Err(error) = self.run_batch(first, &commands, &progress) {
                         log::error!("apply thread stopping: {error}");
-                        self.answer_all_waiters(&format!("the node stopped: {error}"));
+                        let message = format!("the node stopped: {error}");
+                        self.handler.answer_all_waiters(&message);
+                        self.send_replies();
                         let _ = progress.send(ApplyProgress::Failed(error.to_string()));
                         return;
                     }
                 }
                 Next::Idle => {}
                 Next::Disconnected => {
-                    self.answer_all_waiters("the node is shutting down");
+                    self.handler.answer_all_waiters("the node is shutting down");
+                    self.send_replies();
                     return;
                 }
             }
             let now = Instant::now();
             if now >= next_sweep {
-                self.expire_waiters(now);
+                self.handler.expire_waiters(now);
+                self.send_replies();
                 next_sweep = now + EXPIRY_SWEEP_INTERVAL;
             }
         }
@@ -351,46 +355,156 @@ impl Applier {
         commands: &Receiver<ApplyCommand>,
         progress: &Ringing<ApplyProgress>,
     ) -> Result<(), Error> {
-        let before = self.applied;
+        let before = self.handler.applied;
         let taken = Instant::now();
-        let handled = self.handle_queued(first, commands, progress);
-        if handled.is_ok() {
-            self.serve_ready_reads();
+        let mut handled = self.handler.handle(first);
+        while handled.is_ok() {
+            let Ok(next) = commands.try_recv() else {
+                break;
+            };
+            ring_if_room_made(commands, progress);
+            handled = self.handler.handle(next);
         }
+        if handled.is_ok() {
+            self.handler.serve_ready_reads();
+        }
+        self.publish();
         // Answers go out before anything slow (progress, a snapshot), and also when the batch
         // failed half-way: those entries were applied.
-        let answers = self.outbox.len();
-        self.send_outbox();
-        (self.metrics).with(|m| m.stage_each(Stage::Reply, answers, taken.elapsed()));
+        let answers = self.send_replies();
+        (self.handler.metrics).with(|m| m.stage_each(Stage::Reply, answers, taken.elapsed()));
+        self.send_progress(progress);
         handled?;
-        self.finish_batch(before, progress)
+        self.handler.report_applied(before);
+        self.send_progress(progress);
+        let snapshot = self.handler.snapshot_when_due();
+        self.send_progress(progress);
+        self.send_replies();
+        snapshot
     }
 
-    fn handle_queued(
-        &mut self,
-        first: ApplyCommand,
-        commands: &Receiver<ApplyCommand>,
-        progress: &Ringing<ApplyProgress>,
-    ) -> Result<(), Error> {
-        self.handle(first, progress)?;
-        while let Ok(next) = commands.try_recv() {
-            ring_if_room_made(commands, progress);
-            self.handle(next, progress)?;
+    /// Sends the answers the handler collected; returns how many.
+    fn send_replies(&mut self) -> usize {
+        let replies = self.handler.take_replies();
+        let count = replies.len();
+        if count > 0 {
+            self.replier.send_all(replies);
         }
-        Ok(())
+        count
     }
 
-    fn send_outbox(&mut self) {
-        if !self.outbox.is_empty() {
-            self.replier.send_all(self.outbox.drain(..));
+    fn send_progress(&mut self, progress: &Ringing<ApplyProgress>) {
+        for report in self.handler.take_progress() {
+            let _ = progress.send(report);
         }
     }
 
-    fn handle(
+    /// Sends the commands the handler applied to every subscriber, forgetting those that
+    /// went away or stopped reading.
+    fn publish(&mut self) {
+        self.subscribers.append(&mut self.handler.new_subscribers);
+        let published = std::mem::take(&mut self.handler.published);
+        for msg in published {
+            self.subscribers.retain(|subscriber| {
+                match subscriber.send_timeout(msg.clone(), APPLIED_SUBSCRIBER_STALL_MAX) {
+                    Ok(()) => true,
+                    Err(SendTimeoutError::Timeout(_)) => {
+                        log::warn!("an applied-entry subscriber stopped reading; dropping it");
+                        false
+                    }
+                    Err(SendTimeoutError::Disconnected(_)) => false,
+                }
+            });
+        }
+        self.handler.publishing = !self.subscribers.is_empty();
+    }
+}
+
+impl ApplyHandler {
+    /// Builds the handler, restoring the state machine from the latest snapshot if any.
+    /// `initial_membership` is used when there is no snapshot; `clock` measures how long
+    /// snapshots take (logs and metrics only).
+    pub(crate) fn new(
+        state_machine: Box<dyn StateMachine>,
+        mut snapshots: Box<dyn SnapshotFiles>,
+        initial_membership: Membership,
+        policy: SnapshotPolicy,
+        sessions: SessionTable,
+        clock: fn() -> Instant,
+    ) -> Result<ApplyHandler, Error> {
+        let current = snapshots
+            .open_current()
+            .map_err(|e| Error::apply(format!("opening the latest snapshot: {e}")))?;
+        let mut applier = ApplyHandler {
+            state_machine,
+            sessions,
+            snapshots,
+            applied: LogIndex(0),
+            applied_term: Term(0),
+            membership: initial_membership,
+            applied_since_snapshot: 0,
+            bytes_since_snapshot: 0,
+            policy,
+            latest_snapshot: None,
+            proposals: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            outbox: Vec::new(),
+            progress: Vec::new(),
+            published: Vec::new(),
+            publishing: false,
+            new_subscribers: Vec::new(),
+            clock,
+            streaming: None,
+            streamed: None,
+            deferred_replacement: None,
+            metrics: MetricsHook::default(),
+        };
+        if let Some((meta, mut reader)) = current {
+            applier.restore_from(&meta, &mut *reader)?;
+        }
+        Ok(applier)
+    }
+
+    /// Restores snapshots received from a leader while they arrive, reading their progress
+    /// from `incoming`, when the state machine's restore is atomic; a restore gives up when no
+    /// new byte arrives for `stall_limit`.
+    pub(crate) fn restore_while_receiving(
         &mut self,
-        command: ApplyCommand,
-        progress: &Ringing<ApplyProgress>,
-    ) -> Result<(), Error> {
+        incoming: IncomingSnapshot,
+        stall_limit: Duration,
+    ) {
+        if self.state_machine.restores_atomically() {
+            self.streaming = Some(Streaming {
+                incoming,
+                stall_limit,
+            });
+        }
+    }
+
+    /// The answers collected since last taken, in order.
+    pub(crate) fn take_replies(&mut self) -> Vec<(ReplyTo, ClientResponseBody)> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// The progress collected since last taken, in order.
+    pub(crate) fn take_progress(&mut self) -> Vec<ApplyProgress> {
+        std::mem::take(&mut self.progress)
+    }
+
+    /// Highest applied index (the state machine may be ahead while a snapshot restored as it
+    /// arrived is not installed yet).
+    pub(crate) fn applied(&self) -> LogIndex {
+        self.applied
+    }
+
+    /// Term of the entry at `applied`, and the configuration in force there.
+    pub(crate) fn applied_term_and_membership(&self) -> (Term, &Membership) {
+        (self.applied_term, &self.membership)
+    }
+
+    /// Carries out one command: applies entries, registers waiters, restores, snapshots.
+    /// `Err` is fatal: the node must stop.
+    pub(crate) fn handle(&mut self, command: ApplyCommand) -> Result<(), Error> {
         match command {
             ApplyCommand::Entries(entries) => {
                 for entry in entries {
@@ -422,24 +536,27 @@ impl Applier {
             }
             ApplyCommand::Restore(meta) => {
                 self.restore_installed(&meta)?;
-                let _ = progress.send(ApplyProgress::Restored(meta));
+                self.progress.push(ApplyProgress::Restored(meta));
             }
             ApplyCommand::SnapshotArriving(meta) => self.restore_arriving(&meta)?,
-            ApplyCommand::Subscribe(sender) => self.subscribers.push(sender),
+            ApplyCommand::Subscribe(sender) => {
+                self.publishing = true;
+                self.new_subscribers.push(sender);
+            }
             ApplyCommand::TakeSnapshot { reply, .. } if self.streamed.is_some() => {
                 // The state is ahead of `applied`: a snapshot now would be labelled wrongly.
                 let body = ClientResponseBody::Error {
                     definite: true,
                     message: "a snapshot from the leader is being installed; try again".to_string(),
                 };
-                self.replier.send(reply, body);
+                self.outbox.push((reply, body));
             }
-            ApplyCommand::TakeSnapshot { reply } => self.snapshot_on_demand(reply, progress)?,
+            ApplyCommand::TakeSnapshot { reply } => self.snapshot_on_demand(reply)?,
             ApplyCommand::ReplaceSnapshot { damaged } if self.streamed.is_some() => {
                 self.deferred_replacement = Some(damaged);
             }
             ApplyCommand::ReplaceSnapshot { damaged } => {
-                self.snapshot_forced(damaged, progress)?;
+                self.snapshot_forced(damaged)?;
             }
         }
         Ok(())
@@ -447,11 +564,7 @@ impl Applier {
 
     /// Takes a snapshot for a caller that asked for one; the latest snapshot is answered
     /// instead when it already covers every applied entry.
-    fn snapshot_on_demand(
-        &mut self,
-        reply: ReplyTo,
-        progress: &Ringing<ApplyProgress>,
-    ) -> Result<(), Error> {
+    fn snapshot_on_demand(&mut self, reply: ReplyTo) -> Result<(), Error> {
         let current = self
             .latest_snapshot
             .clone()
@@ -463,12 +576,13 @@ impl Applier {
                     definite: true,
                     message: "nothing applied yet: no snapshot to take".to_string(),
                 };
-                self.replier.send(reply, body);
+                self.outbox.push((reply, body));
                 return Ok(());
             }
             None => match self.take_snapshot() {
                 Ok(meta) => {
-                    let _ = progress.send(ApplyProgress::SnapshotTaken(meta.clone()));
+                    self.progress
+                        .push(ApplyProgress::SnapshotTaken(meta.clone()));
                     meta
                 }
                 Err(error) => {
@@ -476,7 +590,7 @@ impl Applier {
                         definite: true,
                         message: error.to_string(),
                     };
-                    self.replier.send(reply, body);
+                    self.outbox.push((reply, body));
                     return Err(error);
                 }
             },
@@ -486,18 +600,14 @@ impl Applier {
             index: meta.index,
             result: meta.size_bytes.to_le_bytes().to_vec(),
         };
-        self.replier.send(reply, body);
+        self.outbox.push((reply, body));
         Ok(())
     }
 
     /// Writes a snapshot of the current state whatever the latest one covers, to replace the
     /// damaged file of the snapshot at `damaged`. Failing to write it is fatal, as for any
     /// snapshot.
-    fn snapshot_forced(
-        &mut self,
-        damaged: LogIndex,
-        progress: &Ringing<ApplyProgress>,
-    ) -> Result<(), Error> {
+    fn snapshot_forced(&mut self, damaged: LogIndex) -> Result<(), Error> {
         if let Some(newer) = self
             .latest_snapshot
             .as_ref()
@@ -524,7 +634,7 @@ impl Applier {
             "snapshot at index {} replaces the damaged snapshot at index {damaged}",
             meta.index
         );
-        let _ = progress.send(ApplyProgress::SnapshotTaken(meta));
+        self.progress.push(ApplyProgress::SnapshotTaken(meta));
         Ok(())
     }
 
@@ -539,7 +649,7 @@ impl Applier {
             // Only possible after a snapshot restore jumped over the index: whether the entry
             // at `index` was ours is no longer known here.
             let body = unknown_outcome("the entry was covered by an installed snapshot");
-            self.replier.send(reply, body);
+            self.outbox.push((reply, body));
             return;
         }
         let waiter = ProposalWaiter {
@@ -550,18 +660,19 @@ impl Applier {
         self.proposals.entry(index).or_default().push(waiter);
     }
 
-    /// Reports progress and takes a snapshot when due.
-    fn finish_batch(
-        &mut self,
-        before: LogIndex,
-        progress: &Ringing<ApplyProgress>,
-    ) -> Result<(), Error> {
+    /// Reports the applied index when it moved since `before` (the batch's start).
+    pub(crate) fn report_applied(&mut self, before: LogIndex) {
         if self.applied != before {
-            let _ = progress.send(ApplyProgress::Applied(self.applied));
+            self.progress.push(ApplyProgress::Applied(self.applied));
         }
+    }
+
+    /// Replaces a damaged snapshot whose replacement waited, and takes a snapshot when the
+    /// policy says one is due (never while a streamed state is ahead of `applied`).
+    pub(crate) fn snapshot_when_due(&mut self) -> Result<(), Error> {
         if self.streamed.is_none() {
             if let Some(damaged) = self.deferred_replacement.take() {
-                self.snapshot_forced(damaged, progress)?;
+                self.snapshot_forced(damaged)?;
             }
         }
         if self.streamed.is_none()
@@ -570,7 +681,7 @@ impl Applier {
                 .due(self.applied_since_snapshot, self.bytes_since_snapshot)
         {
             let meta = self.take_snapshot()?;
-            let _ = progress.send(ApplyProgress::SnapshotTaken(meta));
+            self.progress.push(ApplyProgress::SnapshotTaken(meta));
         }
         Ok(())
     }
@@ -679,26 +790,15 @@ impl Applier {
         }
     }
 
-    /// Sends an applied command to every subscriber, forgetting those that went away.
+    /// Keeps an applied command for the subscribers, if there are any.
     fn publish(&mut self, index: LogIndex, term: Term, command: Vec<u8>) {
-        if self.subscribers.is_empty() {
-            return;
+        if self.publishing {
+            self.published.push(ApplyMsg {
+                index,
+                term,
+                command,
+            });
         }
-        let msg = ApplyMsg {
-            index,
-            term,
-            command,
-        };
-        self.subscribers.retain(|subscriber| {
-            match subscriber.send_timeout(msg.clone(), APPLIED_SUBSCRIBER_STALL_MAX) {
-                Ok(()) => true,
-                Err(SendTimeoutError::Timeout(_)) => {
-                    log::warn!("an applied-entry subscriber stopped reading; dropping it");
-                    false
-                }
-                Err(SendTimeoutError::Disconnected(_)) => false,
-            }
-        });
     }
 
     fn answer_proposals(&mut self, index: LogIndex, term: Term, outcome: Outcome) {
@@ -728,7 +828,7 @@ impl Applier {
         }
     }
 
-    fn serve_ready_reads(&mut self) {
+    pub(crate) fn serve_ready_reads(&mut self) {
         let pending = self.reads.split_off(&self.applied.next());
         let ready = std::mem::replace(&mut self.reads, pending);
         for (index, waiters) in ready {
@@ -753,7 +853,7 @@ impl Applier {
             checksum: 0,
         };
         let (sessions, state_machine) = (&self.sessions, &*self.state_machine);
-        let started = Instant::now();
+        let started = (self.clock)();
         let mut write = |out: &mut dyn std::io::Write| write_snapshot(out, sessions, state_machine);
         let meta = self.snapshots.save(meta, &mut write).map_err(|e| {
             Error::apply(format!(
@@ -827,7 +927,7 @@ impl Applier {
             meta.index,
             meta.size_bytes
         );
-        let started = Instant::now();
+        let started = (self.clock)();
         if let Err(e) = read_snapshot(&mut reader, &mut self.sessions, &mut *self.state_machine) {
             log::warn!(
                 "restoring snapshot {} while it arrived failed, the state is unchanged ({e}); \
@@ -884,7 +984,7 @@ impl Applier {
         meta: &SnapshotMeta,
         reader: &mut dyn std::io::Read,
     ) -> Result<(), Error> {
-        let started = Instant::now();
+        let started = (self.clock)();
         read_snapshot(reader, &mut self.sessions, &mut *self.state_machine)
             .and_then(|()| read_to_end_of_snapshot(reader))
             .map_err(Error::apply_by(format!(
@@ -911,7 +1011,7 @@ impl Applier {
             .flatten()
         {
             let body = unknown_outcome("the entry was covered by an installed snapshot");
-            self.replier.send(waiter.reply, body);
+            self.outbox.push((waiter.reply, body));
         }
         log::info!(
             "state restored from the snapshot at index {} ({} bytes in {:.3} s{how})",
@@ -923,26 +1023,26 @@ impl Applier {
 
     /// Answers every waiting proposal (outcome unknown) and read (failed) before the thread
     /// ends, so no requester waits for its timeout.
-    fn answer_all_waiters(&mut self, message: &str) {
+    pub(crate) fn answer_all_waiters(&mut self, message: &str) {
         for waiter in std::mem::take(&mut self.proposals).into_values().flatten() {
-            self.replier.send(waiter.reply, unknown_outcome(message));
+            self.outbox.push((waiter.reply, unknown_outcome(message)));
         }
         for waiter in std::mem::take(&mut self.reads).into_values().flatten() {
             let body = ClientResponseBody::Error {
                 definite: true,
                 message: message.to_string(),
             };
-            self.replier.send(waiter.reply, body);
+            self.outbox.push((waiter.reply, body));
         }
     }
 
     /// Tells waiters whose deadline passed that their outcome is unknown (writes) or that
     /// the read failed.
-    fn expire_waiters(&mut self, now: Instant) {
+    pub(crate) fn expire_waiters(&mut self, now: Instant) {
         for waiters in self.proposals.values_mut() {
             for waiter in extract_expired(waiters, now, |w| w.deadline) {
                 let body = unknown_outcome("timed out waiting for the entry to commit");
-                self.replier.send(waiter.reply, body);
+                self.outbox.push((waiter.reply, body));
             }
         }
         self.proposals.retain(|_, waiters| !waiters.is_empty());
@@ -952,7 +1052,7 @@ impl Applier {
                     definite: true,
                     message: "timed out waiting for the read index to apply".to_string(),
                 };
-                self.replier.send(waiter.reply, body);
+                self.outbox.push((waiter.reply, body));
             }
         }
         self.reads.retain(|_, waiters| !waiters.is_empty());

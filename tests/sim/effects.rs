@@ -21,6 +21,13 @@ use rcraft::wire::{
 
 use crate::disk::StoredSnapshot;
 
+/// What a node's apply side is given, in the core's order: committed entries
+/// (`Action::Apply`), or the restore of an installed snapshot (`Action::RestoreSnapshot`).
+pub(crate) enum ApplyWork {
+    Entries(Vec<Entry>),
+    Restore(SnapshotMeta),
+}
+
 impl<C: SimCore> World<C> {
     /// Steps `node` with `input`, carries out its actions and runs the checks.
     pub(crate) fn feed(&mut self, node: usize, input: Input) -> Verdict {
@@ -57,8 +64,8 @@ impl<C: SimCore> World<C> {
                 hard_state,
                 entries,
             } => self.persist(node, seq, hard_state, entries),
-            Action::Apply { entries } => self.apply(node, &entries),
-            Action::RestoreSnapshot { meta } => self.restore_snapshot(node, &meta),
+            Action::Apply { entries } => self.apply(node, ApplyWork::Entries(entries)),
+            Action::RestoreSnapshot { meta } => self.apply(node, ApplyWork::Restore(meta)),
             Action::Proposed { id, .. } if self.nodes[node].membership_requests.remove(&id) => {
                 // A leader with an uncommitted configuration is the most fragile moment of a
                 // change: churn strikes it as it strikes a new leader.
@@ -311,14 +318,22 @@ impl<C: SimCore> World<C> {
         Ok(())
     }
 
-    fn apply(&mut self, node: usize, entries: &[Entry]) -> Verdict {
+    /// The node's apply side: its apply thread's handler (`rcraft::node::testing::SimApply`,
+    /// inside the node's state machine) applies committed entries or restores an installed
+    /// snapshot, and the checks watch what it does.
+    fn apply(&mut self, node: usize, work: ApplyWork) -> Verdict {
+        let entries = match work {
+            ApplyWork::Entries(entries) => entries,
+            ApplyWork::Restore(meta) => return self.restore_snapshot(node, &meta),
+        };
         let term = self.current_term(node);
-        for entry in entries {
+        for entry in &entries {
             let n = &mut self.nodes[node];
-            if entry.index != n.sm.applied_index.next() {
+            let applied_index = n.sm.applied_index();
+            if entry.index != applied_index.next() {
                 return Err(format!(
-                    "applies index {} after index {}",
-                    entry.index, n.sm.applied_index
+                    "applies index {} after index {applied_index}",
+                    entry.index
                 ));
             }
             let id = n.id;
@@ -353,7 +368,7 @@ impl<C: SimCore> World<C> {
         }
         self.serve_ready_reads(node)?;
         let n = &self.nodes[node];
-        let (incarnation, index) = (n.incarnation, n.sm.applied_index);
+        let (incarnation, index) = (n.incarnation, n.sm.applied_index());
         let delay = self.rng.between(0, 2);
         self.schedule(
             self.now + delay,
@@ -369,16 +384,19 @@ impl<C: SimCore> World<C> {
     /// Completes every confirmed read whose read index the state machine has reached.
     pub(crate) fn serve_ready_reads(&mut self, node: usize) -> Verdict {
         let n = &mut self.nodes[node];
-        let applied = n.sm.applied_index;
+        let applied = n.sm.applied_index();
         let (done, waiting): (Vec<_>, Vec<_>) = n
             .ready_reads
             .drain(..)
             .partition(|(index, _)| *index <= applied);
         n.ready_reads = waiting;
+        if done.is_empty() {
+            return Ok(());
+        }
+        let writes = self.nodes[node].sm.writes();
         for (_, read) in done {
-            let n = &self.nodes[node];
             self.history
-                .complete_read(&read, applied, &n.sm.writes, self.now)?;
+                .complete_read(&read, applied, &writes, self.now)?;
         }
         Ok(())
     }
@@ -514,7 +532,7 @@ impl<C: SimCore> World<C> {
         self.feed(node, Input::SnapshotInstalled { meta })
     }
 
-    /// The apply side restores the state machine from the installed snapshot the core names
+    /// Part of [`World::apply`]: the apply side restores the state machine from the installed snapshot the core names
     /// (or the newer one installed since, as the node's apply thread reads the current one).
     fn restore_snapshot(&mut self, node: usize, meta: &SnapshotMeta) -> Verdict {
         let n = &self.nodes[node];
@@ -530,14 +548,17 @@ impl<C: SimCore> World<C> {
                     meta.index
                 )
             })?;
-        if snapshot.meta.index < n.sm.applied_index {
+        if snapshot.meta.index < n.sm.applied_index() {
             return Err(format!(
                 "node {id}: installs a snapshot at {} behind its applied index {}",
-                snapshot.meta.index, n.sm.applied_index
+                snapshot.meta.index,
+                n.sm.applied_index()
             ));
         }
-        let sm = self.restore_checked(id, &snapshot)?;
-        self.nodes[node].sm = sm;
+        self.restore_checked(id, &snapshot)?;
+        (self.nodes[node].sm)
+            .restore(meta, &snapshot)
+            .map_err(|e| format!("node {id}: {e}"))?;
         self.serve_ready_reads(node)
     }
 

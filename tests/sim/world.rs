@@ -21,7 +21,7 @@ use crate::params::{
 };
 use crate::replica::{CoreView, SimCore};
 use crate::rng::SimRng;
-use crate::state_machine::AppendList;
+use crate::state_machine::{AppendList, NodeStateMachine};
 use rcraft::core::{Input, RequestId};
 use rcraft::wire::{LogIndex, Membership, Message, NodeId, Role, SnapshotMeta, Term};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -107,7 +107,7 @@ pub(crate) struct SimNode<C> {
     /// The replica's log as its persist actions describe it (its in-memory log).
     pub(crate) log: EntryLog,
     /// The state machine.
-    pub(crate) sm: AppendList,
+    pub(crate) sm: NodeStateMachine,
     /// Snapshot files it can serve chunks from, by index, removed as the storage thread
     /// removes them: only those below the newest its core uses and not in use.
     pub(crate) snapshots: BTreeMap<LogIndex, StoredSnapshot>,
@@ -370,19 +370,22 @@ impl<C: SimCore> World<C> {
     /// applied as much (the replicas converged).
     fn check_end(&self) -> Verdict {
         let up = || self.nodes.iter().filter(|n| n.core.is_some() && !n.retired);
-        let Some(most) = up().max_by_key(|n| n.sm.applied_index) else {
+        let Some(most) = up().max_by_key(|n| n.sm.applied_index()) else {
             return Ok(());
         };
-        self.history.check_final_state(&most.sm.writes)?;
+        self.history.check_final_state(&most.sm.writes())?;
         let Some(view) = most.view.as_ref() else {
             return Ok(());
         };
         let members = view.membership.members();
         for n in up().filter(|n| members.contains(&n.id)) {
-            if n.sm.applied_index < most.sm.applied_index {
+            if n.sm.applied_index() < most.sm.applied_index() {
                 return Err(format!(
                     "convergence: at the end node {} applied through {}, node {} through {}",
-                    n.id, n.sm.applied_index, most.id, most.sm.applied_index
+                    n.id,
+                    n.sm.applied_index(),
+                    most.id,
+                    most.sm.applied_index()
                 ));
             }
         }
@@ -618,7 +621,7 @@ impl<C: SimCore> World<C> {
         });
         if let Some(membership) = leader.and_then(|n| n.view.as_ref()).map(|v| &v.membership) {
             let behind = self.nodes.iter().find(|n| {
-                membership.is_voter(n.id) && n.core.is_some() && n.sm.applied_index < commit
+                membership.is_voter(n.id) && n.core.is_some() && n.sm.applied_index() < commit
             });
             if let Some(n) = behind {
                 return Err(format!(
@@ -626,7 +629,7 @@ impl<C: SimCore> World<C> {
                      after {} ticks voter {} has applied only through {}",
                     LIVENESS_BOUND_MS / TICK_MS,
                     n.id,
-                    n.sm.applied_index
+                    n.sm.applied_index()
                 ));
             }
         }
@@ -715,10 +718,15 @@ impl<C: SimCore> World<C> {
             .map_err(|e| format!("node {id}: {e}"))?;
         let recovered = self.nodes[node].disk.recovered(&self.initial_membership);
         let durable = self.nodes[node].disk.snapshot().cloned();
-        let sm = match &durable {
-            Some(snapshot) => self.restore_checked(id, snapshot)?,
-            None => AppendList::new(&self.initial_membership, self.params.sessions_max),
-        };
+        if let Some(snapshot) = &durable {
+            self.restore_checked(id, snapshot)?;
+        }
+        let sm = NodeStateMachine::new(
+            &self.initial_membership,
+            self.params.sessions_max,
+            durable.as_ref(),
+        )
+        .map_err(|e| format!("node {id}: restoring its snapshot at start: {e}"))?;
         let (base_index, base_term, base_membership) = durable.as_ref().map_or(
             (LogIndex(0), Term(0), self.initial_membership.clone()),
             |s| (s.meta.index, s.meta.term, s.meta.membership.clone()),
@@ -950,7 +958,8 @@ impl<C> SimNode<C> {
             incarnation: 0,
             disk,
             log: EntryLog::default(),
-            sm: AppendList::new(initial_membership, sessions_max),
+            sm: NodeStateMachine::new(initial_membership, sessions_max, None)
+                .unwrap_or_else(|e| panic!("node {id}: {e}")),
             snapshots: BTreeMap::new(),
             kept: Vec::new(),
             proposals: BTreeMap::new(),
