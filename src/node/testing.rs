@@ -7,6 +7,7 @@
 //! carries them out as one drained batch, exactly as the thread's loop would.
 
 use super::apply::{ApplyCommand, ApplyHandler, ApplyProgress, SnapshotPolicy};
+use super::received_snapshot::ReceivedSnapshots;
 use super::sessions::{SessionCheck, SessionTable};
 use super::snapshot_files::{
     OpenSnapshot, SnapshotFiles, SnapshotWriteFn, file_meta, snapshot_meta,
@@ -479,5 +480,50 @@ fn sim_reply(index: LogIndex) -> ReplyTo {
     ReplyTo::Client {
         conn: ClientConnId(0),
         request_id: index.0,
+    }
+}
+
+/// The consensus thread's owner of received snapshots' stages (`ReceivedSnapshots`), for the
+/// simulator: told the same events in the same order, it stops the seed on any transition
+/// the node would stop on.
+#[derive(Debug, Default)]
+pub struct SimReceivedSnapshots(ReceivedSnapshots);
+
+impl SimReceivedSnapshots {
+    /// The core handed storage a chunk of `meta` (`Action::WriteSnapshotChunk`).
+    pub fn chunk_handed(&mut self, meta: &SnapshotMeta) {
+        self.0.chunk_handed(meta);
+    }
+
+    /// Storage answered a chunk (`Input::SnapshotChunkWritten`); true when the node would
+    /// announce the snapshot as arriving to its apply thread.
+    pub fn chunk_written(
+        &mut self,
+        meta: &SnapshotMeta,
+        next_offset: u64,
+        rejected: bool,
+    ) -> Result<bool, String> {
+        let announced = (self.0)
+            .chunk_written(meta, next_offset, rejected)
+            .map_err(|e| e.to_string())?;
+        Ok(announced.is_some())
+    }
+
+    /// Storage installed `meta` (`Input::SnapshotInstalled`).
+    pub fn stored(&mut self, meta: &SnapshotMeta) -> Result<(), String> {
+        self.0.stored(meta).map_err(|e| e.to_string())
+    }
+
+    /// The core asked for the restore of `meta` (`Action::RestoreSnapshot`).
+    pub fn restore_asked(&mut self, meta: &SnapshotMeta) -> Result<(), String> {
+        self.0
+            .restore_asked(meta)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The apply side restored `meta`.
+    pub fn restored(&mut self, meta: &SnapshotMeta) -> Result<(), String> {
+        self.0.restored(meta).map_err(|e| e.to_string())
     }
 }

@@ -324,7 +324,12 @@ impl<C: SimCore> World<C> {
     fn apply(&mut self, node: usize, work: ApplyWork) -> Verdict {
         let entries = match work {
             ApplyWork::Entries(entries) => entries,
-            ApplyWork::Restore(meta) => return self.restore_snapshot(node, &meta),
+            ApplyWork::Restore(meta) => {
+                // As the consensus thread hands the restore to the apply thread, and hears back.
+                self.nodes[node].received.restore_asked(&meta)?;
+                self.restore_snapshot(node, &meta)?;
+                return self.nodes[node].received.restored(&meta);
+            }
         };
         let term = self.current_term(node);
         for entry in &entries {
@@ -466,6 +471,7 @@ impl<C: SimCore> World<C> {
         data: &[u8],
         done: bool,
     ) -> Verdict {
+        self.nodes[node].received.chunk_handed(&meta);
         let outcome = self.nodes[node]
             .disk
             .write_chunk(&meta, offset, data, done)?;
@@ -528,6 +534,9 @@ impl<C: SimCore> World<C> {
             );
         }
         let meta = snapshot.meta.clone();
+        n.received
+            .stored(&meta)
+            .map_err(|e| format!("node {}: {e}", n.id))?;
         n.snapshots.insert(meta.index, snapshot);
         self.feed(node, Input::SnapshotInstalled { meta })
     }

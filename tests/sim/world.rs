@@ -23,6 +23,7 @@ use crate::replica::{CoreView, SimCore};
 use crate::rng::SimRng;
 use crate::state_machine::{AppendList, NodeStateMachine};
 use rcraft::core::{Input, RequestId};
+use rcraft::node::testing::SimReceivedSnapshots;
 use rcraft::wire::{LogIndex, Membership, Message, NodeId, Role, SnapshotMeta, Term};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -108,6 +109,9 @@ pub(crate) struct SimNode<C> {
     pub(crate) log: EntryLog,
     /// The state machine.
     pub(crate) sm: NodeStateMachine,
+    /// The stages of the snapshots it receives, as its consensus thread follows them (this
+    /// life's).
+    pub(crate) received: SimReceivedSnapshots,
     /// Snapshot files it can serve chunks from, by index, removed as the storage thread
     /// removes them: only those below the newest its core uses and not in use.
     pub(crate) snapshots: BTreeMap<LogIndex, StoredSnapshot>,
@@ -559,6 +563,20 @@ impl<C: SimCore> World<C> {
         if !self.alive(node, incarnation) {
             return Ok(());
         }
+        let n = &mut self.nodes[node];
+        let stage = match &input {
+            Input::SnapshotChunkWritten {
+                meta,
+                next_offset,
+                rejected,
+            } => n
+                .received
+                .chunk_written(meta, *next_offset, *rejected)
+                .map(|_| ()),
+            Input::SnapshotInstalled { meta } => n.received.stored(meta),
+            _ => Ok(()),
+        };
+        stage.map_err(|e| format!("node {}: {e}", n.id))?;
         self.feed(node, input)
     }
 
@@ -743,6 +761,7 @@ impl<C: SimCore> World<C> {
         n.core = Some(core);
         n.log = log;
         n.sm = sm;
+        n.received = SimReceivedSnapshots::default();
         n.snapshots = durable.into_iter().map(|s| (s.meta.index, s)).collect();
         n.last_commit = base_index;
         n.last_persist_seq = None;
@@ -960,6 +979,7 @@ impl<C> SimNode<C> {
             log: EntryLog::default(),
             sm: NodeStateMachine::new(initial_membership, sessions_max, None)
                 .unwrap_or_else(|e| panic!("node {id}: {e}")),
+            received: SimReceivedSnapshots::default(),
             snapshots: BTreeMap::new(),
             kept: Vec::new(),
             proposals: BTreeMap::new(),
