@@ -340,7 +340,7 @@ pub enum SimAnswer {
     },
 }
 
-/// The apply thread's handler ([`ApplyHandler`]) for the cluster simulator: the same code
+/// The apply thread's handler (`ApplyHandler`) for the cluster simulator: the same code
 /// the apply thread runs (sessions, proposals answered, snapshots written and restored),
 /// driven one command at a time on the simulator's thread, with the simulator's state
 /// machine and the current snapshot in memory.
