@@ -181,6 +181,9 @@ impl Cluster {
                     node.applied = last;
                     applied_to = Some(last);
                 }
+                Action::RestoreSnapshot { meta } => {
+                    self.nodes.get_mut(&id).expect("known node").applied = meta.index;
+                }
                 Action::CompactLog { through } => {
                     self.nodes.get_mut(&id).unwrap().disk.compact(through);
                 }
@@ -520,7 +523,6 @@ fn write_chunk(
         return Input::SnapshotChunkWritten {
             meta,
             next_offset: held,
-            installed: false,
             rejected: true,
         };
     }
@@ -533,14 +535,12 @@ fn write_chunk(
     if installed {
         node.disk.snapshot = Some((meta.clone(), bytes));
         node.disk.entries.clear();
-        node.applied = meta.index;
-    } else {
-        node.disk.partial = Some((m, bytes));
+        return Input::SnapshotInstalled { meta };
     }
+    node.disk.partial = Some((m, bytes));
     Input::SnapshotChunkWritten {
         meta,
         next_offset,
-        installed,
         rejected: false,
     }
 }

@@ -312,21 +312,26 @@ pub enum Input {
         /// The bytes; shorter than asked only at the end of the snapshot.
         data: Vec<u8>,
     },
-    /// Answer to [`Action::WriteSnapshotChunk`]: the chunk is durable in the partial file.
-    /// When `installed` is set, the snapshot was verified and made current, and the log
-    /// storage keeps restarts after it; the caller has the state machine restored from it
-    /// before applying any entry after it (it need not wait for that restore to say so). The
-    /// core then resets its log to the snapshot point.
+    /// Answer to [`Action::WriteSnapshotChunk`] (every one but a final chunk that installed
+    /// its snapshot, answered by [`Input::SnapshotInstalled`]): the chunk is durable in the
+    /// partial file.
     SnapshotChunkWritten {
         /// The snapshot.
         meta: SnapshotMeta,
         /// Bytes durable so far.
         next_offset: u64,
-        /// True when the whole snapshot was verified and installed.
-        installed: bool,
         /// True when the chunk was refused (wrong offset or bad checksum); the leader is asked
         /// to resume at `next_offset`.
         rejected: bool,
+    },
+    /// Answer to the final [`Action::WriteSnapshotChunk`] of a snapshot: storage verified the
+    /// whole snapshot and made it current, and the log it keeps restarts after it (or it
+    /// already held that snapshot, or a newer one). The core resets its log to the snapshot
+    /// point when it is newer than its own and asks for the state machine to be restored
+    /// ([`Action::RestoreSnapshot`]).
+    SnapshotInstalled {
+        /// The snapshot.
+        meta: SnapshotMeta,
     },
     /// Answer to [`Action::ReadEntries`]: the entries read from storage, or why they could
     /// not be (the range is no longer in storage, or unreadable); then the follower is sent
@@ -376,6 +381,14 @@ pub enum Action {
     Apply {
         /// Contiguous committed entries.
         entries: Vec<Entry>,
+    },
+    /// A received snapshot was installed ([`Input::SnapshotInstalled`]) and the core's log now
+    /// starts after it: restore the state machine from it (the current snapshot, or a newer
+    /// one installed since) before applying any entry of a later [`Action::Apply`]. The core
+    /// does not wait for the restore; the caller reports it with [`Input::Applied`] as usual.
+    RestoreSnapshot {
+        /// The installed snapshot.
+        meta: SnapshotMeta,
     },
     /// A proposal was appended at (`term`, `index`); its result arrives when that index is
     /// applied with that term. If another entry is applied at `index`, the proposal was lost.
@@ -444,7 +457,8 @@ pub enum Action {
     /// `meta` differs from the partial file's; bytes already held are skipped and answered
     /// with the durable offset, whichever leader sends them), sync it, and when `done` verify the whole file's
     /// checksum, make it the current snapshot, discard the whole log (the snapshot replaces
-    /// it), restore the state machine from it, and answer with [`Input::SnapshotChunkWritten`].
+    /// it), and answer with [`Input::SnapshotInstalled`]; every other chunk, and a final one
+    /// whose snapshot fails its check, is answered with [`Input::SnapshotChunkWritten`].
     /// Every chunk is answered exactly once, in the order the chunks were given: the core
     /// tells the final chunk's answer from earlier ones by counting.
     WriteSnapshotChunk {

@@ -199,6 +199,9 @@ pub fn describe_action(action: &Action) -> String {
             format!("persist seq={seq}{hs} {}", describe_entries(entries))
         }
         Action::Apply { entries } => format!("apply {}", describe_entries(entries)),
+        Action::RestoreSnapshot { meta } => {
+            format!("restore-snapshot {}", describe_snapshot_meta(meta))
+        }
         Action::Proposed { id, term, index } => format!("proposed #{id} at {index}@{term}"),
         Action::ProposeRejected { id, error } => format!("propose #{id} rejected: {error:?}"),
         Action::ReadReady { id, index, term } => {

@@ -213,7 +213,8 @@ pub struct Replica {
     pub(super) apply_requested: LogIndex,
     /// A snapshot being received from a leader.
     pub(super) incoming_snapshot: Option<IncomingSnapshot>,
-    /// `Action::WriteSnapshotChunk`s not yet answered by `Input::SnapshotChunkWritten`, of
+    /// `Action::WriteSnapshotChunk`s not yet answered (`Input::SnapshotChunkWritten`, or
+    /// `Input::SnapshotInstalled` for a final chunk), of
     /// any transfer. Storage answers each once, in the order it got them, so while the final
     /// chunk of a transfer (handed over last) is with storage, an answer that leaves this
     /// above zero is about an earlier chunk.
@@ -369,9 +370,9 @@ impl Replica {
             Input::SnapshotChunkWritten {
                 meta,
                 next_offset,
-                installed,
                 rejected,
-            } => self.on_snapshot_chunk_written(meta, next_offset, installed, rejected),
+            } => self.on_snapshot_chunk_written(meta, next_offset, rejected),
+            Input::SnapshotInstalled { meta } => self.on_snapshot_installed(meta),
             Input::EntriesRead {
                 id,
                 to,

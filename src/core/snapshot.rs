@@ -427,22 +427,47 @@ impl Replica {
         });
     }
 
-    /// `Input::SnapshotChunkWritten`: answer the leader; when installed, the snapshot replaces
-    /// the whole log (storage discarded its log too) and the state machine is at its index.
-    pub(super) fn on_snapshot_chunk_written(
-        &mut self,
-        meta: SnapshotMeta,
-        next_offset: u64,
-        installed: bool,
-        rejected: bool,
-    ) {
+    /// `Input::SnapshotInstalled`: storage verified the received snapshot, made it current and
+    /// restarted its log after it. A snapshot newer than the log's replaces the whole log
+    /// (storage discarded its log too) and the state machine is asked to restore it
+    /// (`Action::RestoreSnapshot`, ordered before any later `Action::Apply`); the leader is
+    /// told the transfer is done.
+    pub(super) fn on_snapshot_installed(&mut self, meta: SnapshotMeta) {
+        // The install answers the final chunk.
         self.chunk_writes_unanswered = self.chunk_writes_unanswered.saturating_sub(1);
-        if installed && meta.index > self.log.snapshot_index() {
+        if meta.index > self.log.snapshot_index() {
             self.log.restore(meta.clone());
             self.applied = meta.index;
             self.apply_requested = meta.index;
             self.refresh_membership();
+            self.actions
+                .push(Action::RestoreSnapshot { meta: meta.clone() });
         }
+        let Some(current) = self.incoming_snapshot.as_ref() else {
+            return;
+        };
+        if current.meta != meta {
+            return; // An answer about a transfer we gave up; nobody waits for it.
+        }
+        let leader = current.sender;
+        self.incoming_snapshot = None;
+        let body = MessageBody::InstallSnapshotResponse {
+            snapshot_index: meta.index,
+            next_offset: meta.size_bytes,
+            done: true,
+            rejected: false,
+        };
+        self.send(leader, body);
+    }
+
+    /// `Input::SnapshotChunkWritten`: answer the leader with the offset storage holds durable.
+    pub(super) fn on_snapshot_chunk_written(
+        &mut self,
+        meta: SnapshotMeta,
+        next_offset: u64,
+        rejected: bool,
+    ) {
+        self.chunk_writes_unanswered = self.chunk_writes_unanswered.saturating_sub(1);
         let Some(current) = self.incoming_snapshot.as_mut() else {
             return;
         };
@@ -450,42 +475,38 @@ impl Replica {
             return; // An answer about a transfer we gave up; nobody waits for it.
         }
         let leader = current.sender;
-        if installed {
-            self.incoming_snapshot = None;
-        } else {
-            // Storage answers chunks in the order it got them and the final chunk went last:
-            // while it is with storage, an answer that leaves chunk writes unanswered is about
-            // an earlier chunk and cannot end the wait. A refusal here (of a chunk from before
-            // the leader rewound) says nothing about the final chunk, which may yet install;
-            // restarting the transfer on it handed storage a second copy of the snapshot after
-            // the install (SIM_FINDINGS 18). The final chunk's own answer comes next.
-            let earlier = current.finishing && self.chunk_writes_unanswered > 0;
-            if earlier && rejected {
+        // Storage answers chunks in the order it got them and the final chunk went last:
+        // while it is with storage, an answer that leaves chunk writes unanswered is about
+        // an earlier chunk and cannot end the wait. A refusal here (of a chunk from before
+        // the leader rewound) says nothing about the final chunk, which may yet install;
+        // restarting the transfer on it handed storage a second copy of the snapshot after
+        // the install (SIM_FINDINGS 18). The final chunk's own answer comes next.
+        let earlier = current.finishing && self.chunk_writes_unanswered > 0;
+        if earlier && rejected {
+            return;
+        }
+        if !earlier && (rejected || next_offset >= meta.size_bytes) {
+            // The last chunk (or a refused one) is answered: the transfer goes on from
+            // where storage says it stands.
+            current.finishing = false;
+        }
+        current.durable_through = next_offset;
+        // Storage may already hold more than was handed to it in this transfer (a
+        // partial file from before a restart or from another leader): chunks below
+        // `next_offset` are duplicates, the next one continues there.
+        current.handed_through = current.handed_through.max(next_offset);
+        if rejected {
+            current.handed_through = next_offset;
+            // The rest of a pipelined window is refused too: ask the leader once.
+            if current.gap_reported_at == Some(next_offset) {
                 return;
             }
-            if !earlier && (rejected || next_offset >= meta.size_bytes) {
-                // The last chunk (or a refused one) is answered: the transfer goes on from
-                // where storage says it stands.
-                current.finishing = false;
-            }
-            current.durable_through = next_offset;
-            // Storage may already hold more than was handed to it in this transfer (a
-            // partial file from before a restart or from another leader): chunks below
-            // `next_offset` are duplicates, the next one continues there.
-            current.handed_through = current.handed_through.max(next_offset);
-            if rejected {
-                current.handed_through = next_offset;
-                // The rest of a pipelined window is refused too: ask the leader once.
-                if current.gap_reported_at == Some(next_offset) {
-                    return;
-                }
-                current.gap_reported_at = Some(next_offset);
-            }
+            current.gap_reported_at = Some(next_offset);
         }
         let body = MessageBody::InstallSnapshotResponse {
             snapshot_index: meta.index,
             next_offset,
-            done: installed,
+            done: false,
             rejected,
         };
         self.send(leader, body);
@@ -628,7 +649,6 @@ mod tests {
         let held = Input::SnapshotChunkWritten {
             meta: meta.clone(),
             next_offset: 10,
-            installed: false,
             rejected: false,
         };
         step(&mut follower, held);
@@ -652,10 +672,9 @@ mod tests {
     fn a_refusal_of_an_earlier_chunk_does_not_restart_a_transfer_whose_final_chunk_is_with_storage()
     {
         let (mut follower, meta) = follower_and_a_10_byte_snapshot();
-        let answer = |next_offset, installed, rejected| Input::SnapshotChunkWritten {
+        let answer = |next_offset, rejected| Input::SnapshotChunkWritten {
             meta: meta.clone(),
             next_offset,
-            installed,
             rejected,
         };
         // Chunk 0 (which storage will refuse: say its checksum failed) and the final chunk
@@ -670,15 +689,12 @@ mod tests {
         );
         // Chunk 0's refusal: the final chunk's fate is not known yet, so nothing is resent
         // to storage, and the leader's copies are dropped.
-        let actions = step(&mut follower, answer(0, false, true));
+        let actions = step(&mut follower, answer(0, true));
         assert!(rejections(&actions).is_empty(), "{actions:?}");
         assert!(written_offsets(&step(&mut follower, chunk_of(&meta, 0, 4, false))).is_empty());
         assert!(written_offsets(&step(&mut follower, chunk_of(&meta, 4, 6, true))).is_empty());
         // The final chunk's refusal (it left a gap) restarts the transfer once.
-        assert_eq!(
-            rejections(&step(&mut follower, answer(0, false, true))),
-            [0]
-        );
+        assert_eq!(rejections(&step(&mut follower, answer(0, true))), [0]);
         assert_eq!(
             written_offsets(&step(&mut follower, chunk_of(&meta, 0, 4, false))),
             [0]
@@ -687,9 +703,20 @@ mod tests {
             written_offsets(&step(&mut follower, chunk_of(&meta, 4, 6, true))),
             [4]
         );
-        step(&mut follower, answer(4, false, false));
-        step(&mut follower, answer(10, true, false));
+        step(&mut follower, answer(4, false));
+        let installed = step(
+            &mut follower,
+            Input::SnapshotInstalled { meta: meta.clone() },
+        );
         assert_eq!(follower.log.snapshot_index(), meta.index);
+        let restores: Vec<&SnapshotMeta> = installed
+            .iter()
+            .filter_map(|a| match a {
+                Action::RestoreSnapshot { meta } => Some(meta),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(restores, [&meta], "{installed:?}");
         assert!(follower.incoming_snapshot.is_none());
     }
 
@@ -800,7 +827,6 @@ mod tests {
         let held = Input::SnapshotChunkWritten {
             meta: meta.clone(),
             next_offset: 6,
-            installed: false,
             rejected: false,
         };
         step(&mut follower, held);

@@ -4,7 +4,9 @@
 //! index to apply, the reads waiting for their read index, and the applied-entry subscribers.
 //! It receives [`ApplyCommand`]s from the consensus thread on one ordered channel, so a
 //! proposal's waiter always arrives before the entry it waits for, and reports
-//! [`ApplyProgress`] back once per drained batch.
+//! [`ApplyProgress`] back once per drained batch. The logic is [`ApplyHandler`] (no thread,
+//! channel or clock of its own; the cluster simulator drives it through `node::testing`);
+//! [`Applier::run`] is the thread's loop around it.
 //!
 //! Commands carrying a client session go through the [`SessionTable`] (Raft thesis §6.3): a
 //! registration creates a session and answers its client id without reaching the state
@@ -35,6 +37,7 @@
 //! state machine holds the state at `applied`, or, while `streamed` is pending, the state at
 //! its index (which is above `applied`).
 
+use super::error::Error;
 use super::incoming_snapshot::IncomingSnapshot;
 use super::limits::{
     APPLIED_SUBSCRIBER_STALL_MAX, ENTRY_LOG_OVERHEAD_BYTES, EXPIRY_SWEEP_INTERVAL,
@@ -200,8 +203,21 @@ struct ReadWaiter {
     deadline: Instant,
 }
 
-/// Everything the apply thread owns.
+/// The apply thread: its handler, and the channels the handler never touches.
 pub(crate) struct Applier {
+    handler: ApplyHandler,
+    replier: Replier,
+    subscribers: Vec<Sender<ApplyMsg>>,
+}
+
+/// The apply thread's logic, with no thread, channel or clock of its own: it takes
+/// [`ApplyCommand`]s one at a time and collects what they produce (answers to waiters,
+/// [`ApplyProgress`] for the consensus thread, applied commands for subscribers) until its
+/// owner takes them. [`Applier::run`] is the thread's loop around it; the cluster simulator
+/// drives the same handler single-threaded (`node::testing::SimApply`). The one blocking
+/// call it may make is a restore while a snapshot arrives (`restore_while_receiving`, only in
+/// a running node), which reads the partial file as storage makes it durable.
+pub(crate) struct ApplyHandler {
     state_machine: Box<dyn StateMachine>,
     sessions: SessionTable,
     snapshots: Box<dyn SnapshotFiles>,
@@ -219,11 +235,18 @@ pub(crate) struct Applier {
     latest_snapshot: Option<SnapshotMeta>,
     proposals: BTreeMap<LogIndex, Vec<ProposalWaiter>>,
     reads: BTreeMap<LogIndex, Vec<ReadWaiter>>,
-    subscribers: Vec<Sender<ApplyMsg>>,
-    replier: Replier,
-    /// Answers of the batch being handled, sent together when it ends (one hand-off and
-    /// one network wake-up per batch instead of per answer).
+    /// Answers collected since the owner last took them (the thread sends a batch's
+    /// together: one hand-off and one network wake-up per batch instead of per answer).
     outbox: Vec<(ReplyTo, ClientResponseBody)>,
+    /// Progress for the consensus thread, in order, since the owner last took it.
+    progress: Vec<ApplyProgress>,
+    /// Applied commands for subscribers, collected only while `publishing`.
+    published: Vec<ApplyMsg>,
+    publishing: bool,
+    /// Receivers of applied commands asked for since the owner last took them.
+    new_subscribers: Vec<Sender<ApplyMsg>>,
+    /// Where durations are measured from (the thread's clock; the simulator's is fixed).
+    clock: fn() -> Instant,
     /// Set when snapshots may be restored while they arrive.
     streaming: Option<Streaming>,
     /// The snapshot the state machine holds while storage has not installed it yet.
@@ -236,19 +259,185 @@ pub(crate) struct Applier {
 }
 
 impl Applier {
-    /// Builds the applier, restoring the state machine from the latest snapshot if any.
-    /// `initial_membership` is used when there is no snapshot.
+    /// Builds the apply thread's state, restoring the state machine from the latest snapshot
+    /// if any. `initial_membership` is used when there is no snapshot.
+    pub(crate) fn new(
+        state_machine: Box<dyn StateMachine>,
+        snapshots: Box<dyn SnapshotFiles>,
+        initial_membership: Membership,
+        policy: SnapshotPolicy,
+        replier: Replier,
+    ) -> Result<Applier, Error> {
+        let handler = ApplyHandler::new(
+            state_machine,
+            snapshots,
+            initial_membership,
+            policy,
+            SessionTable::default(),
+            Instant::now,
+        )?;
+        Ok(Applier {
+            handler,
+            replier,
+            subscribers: Vec::new(),
+        })
+    }
+
+    /// Writes snapshot metrics to `metrics` from now on.
+    pub(crate) fn set_metrics(&mut self, metrics: MetricsHook) {
+        self.handler.metrics = metrics;
+    }
+
+    /// See [`ApplyHandler::restore_while_receiving`].
+    pub(crate) fn restore_while_receiving(
+        &mut self,
+        incoming: IncomingSnapshot,
+        stall_limit: Duration,
+    ) {
+        self.handler.restore_while_receiving(incoming, stall_limit);
+    }
+
+    /// Makes the session table remember at most `capacity` clients (instead of
+    /// `SESSIONS_MAX`), so tests can see clients forgotten.
+    #[cfg(test)]
+    pub(crate) fn limit_sessions(&mut self, capacity: usize) {
+        self.handler.sessions.set_capacity(capacity);
+    }
+
+    /// Index covered by the state at start (the restored snapshot's, or 0).
+    pub(crate) fn applied(&self) -> LogIndex {
+        self.handler.applied
+    }
+
+    /// The thread body: runs until the consensus thread drops its sender or a fatal error.
+    /// Sleeps on `doorbell` while idle (waking every [`EXPIRY_SWEEP_INTERVAL`] to expire
+    /// waiters), never in a spinning or yielding wait.
+    pub(crate) fn run(
+        mut self,
+        commands: Receiver<ApplyCommand>,
+        doorbell: Doorbell,
+        progress: Ringing<ApplyProgress>,
+    ) {
+        let mut next_sweep = Instant::now() + EXPIRY_SWEEP_INTERVAL;
+        loop {
+            match next_or_wait(&commands, &doorbell, Some(next_sweep)) {
+                Next::Message(first) => {
+                    ring_if_room_made(&commands, &progress);
+                    if let Err(error) = self.run_batch(first, &commands, &progress) {
+                        log::error!("apply thread stopping: {error}");
+                        let message = format!("the node stopped: {error}");
+                        self.handler.answer_all_waiters(&message);
+                        self.send_replies();
+                        let _ = progress.send(ApplyProgress::Failed(error.to_string()));
+                        return;
+                    }
+                }
+                Next::Idle => {}
+                Next::Disconnected => {
+                    self.handler.answer_all_waiters("the node is shutting down");
+                    self.send_replies();
+                    return;
+                }
+            }
+            let now = Instant::now();
+            if now >= next_sweep {
+                self.handler.expire_waiters(now);
+                self.send_replies();
+                next_sweep = now + EXPIRY_SWEEP_INTERVAL;
+            }
+        }
+    }
+
+    /// Handles `first` and everything queued behind it, then reports once.
+    fn run_batch(
+        &mut self,
+        first: ApplyCommand,
+        commands: &Receiver<ApplyCommand>,
+        progress: &Ringing<ApplyProgress>,
+    ) -> Result<(), Error> {
+        let before = self.handler.applied;
+        let taken = Instant::now();
+        let mut handled = self.handler.handle(first);
+        while handled.is_ok() {
+            let Ok(next) = commands.try_recv() else {
+                break;
+            };
+            ring_if_room_made(commands, progress);
+            handled = self.handler.handle(next);
+        }
+        if handled.is_ok() {
+            self.handler.serve_ready_reads();
+        }
+        self.publish();
+        // Answers go out before anything slow (progress, a snapshot), and also when the batch
+        // failed half-way: those entries were applied.
+        let answers = self.send_replies();
+        (self.handler.metrics).with(|m| m.stage_each(Stage::Reply, answers, taken.elapsed()));
+        self.send_progress(progress);
+        handled?;
+        self.handler.report_applied(before);
+        self.send_progress(progress);
+        let snapshot = self.handler.snapshot_when_due();
+        self.send_progress(progress);
+        self.send_replies();
+        snapshot
+    }
+
+    /// Sends the answers the handler collected; returns how many.
+    fn send_replies(&mut self) -> usize {
+        let replies = self.handler.take_replies();
+        let count = replies.len();
+        if count > 0 {
+            self.replier.send_all(replies);
+        }
+        count
+    }
+
+    fn send_progress(&mut self, progress: &Ringing<ApplyProgress>) {
+        for report in self.handler.take_progress() {
+            let _ = progress.send(report);
+        }
+    }
+
+    /// Sends the commands the handler applied to every subscriber, forgetting those that
+    /// went away or stopped reading.
+    fn publish(&mut self) {
+        self.subscribers.append(&mut self.handler.new_subscribers);
+        let published = std::mem::take(&mut self.handler.published);
+        for msg in published {
+            self.subscribers.retain(|subscriber| {
+                match subscriber.send_timeout(msg.clone(), APPLIED_SUBSCRIBER_STALL_MAX) {
+                    Ok(()) => true,
+                    Err(SendTimeoutError::Timeout(_)) => {
+                        log::warn!("an applied-entry subscriber stopped reading; dropping it");
+                        false
+                    }
+                    Err(SendTimeoutError::Disconnected(_)) => false,
+                }
+            });
+        }
+        self.handler.publishing = !self.subscribers.is_empty();
+    }
+}
+
+impl ApplyHandler {
+    /// Builds the handler, restoring the state machine from the latest snapshot if any.
+    /// `initial_membership` is used when there is no snapshot; `clock` measures how long
+    /// snapshots take (logs and metrics only).
     pub(crate) fn new(
         state_machine: Box<dyn StateMachine>,
         mut snapshots: Box<dyn SnapshotFiles>,
         initial_membership: Membership,
         policy: SnapshotPolicy,
-        replier: Replier,
-    ) -> Result<Applier, String> {
-        let current = snapshots.open_current()?;
-        let mut applier = Applier {
+        sessions: SessionTable,
+        clock: fn() -> Instant,
+    ) -> Result<ApplyHandler, Error> {
+        let current = snapshots
+            .open_current()
+            .map_err(|e| Error::apply(format!("opening the latest snapshot: {e}")))?;
+        let mut applier = ApplyHandler {
             state_machine,
-            sessions: SessionTable::default(),
+            sessions,
             snapshots,
             applied: LogIndex(0),
             applied_term: Term(0),
@@ -259,9 +448,12 @@ impl Applier {
             latest_snapshot: None,
             proposals: BTreeMap::new(),
             reads: BTreeMap::new(),
-            subscribers: Vec::new(),
-            replier,
             outbox: Vec::new(),
+            progress: Vec::new(),
+            published: Vec::new(),
+            publishing: false,
+            new_subscribers: Vec::new(),
+            clock,
             streaming: None,
             streamed: None,
             deferred_replacement: None,
@@ -271,11 +463,6 @@ impl Applier {
             applier.restore_from(&meta, &mut *reader)?;
         }
         Ok(applier)
-    }
-
-    /// Writes snapshot metrics to `metrics` from now on.
-    pub(crate) fn set_metrics(&mut self, metrics: MetricsHook) {
-        self.metrics = metrics;
     }
 
     /// Restores snapshots received from a leader while they arrive, reading their progress
@@ -294,100 +481,30 @@ impl Applier {
         }
     }
 
-    /// Makes the session table remember at most `capacity` clients (instead of
-    /// `SESSIONS_MAX`), so tests can see clients forgotten.
-    #[cfg(test)]
-    pub(crate) fn limit_sessions(&mut self, capacity: usize) {
-        self.sessions.set_capacity(capacity);
+    /// The answers collected since last taken, in order.
+    pub(crate) fn take_replies(&mut self) -> Vec<(ReplyTo, ClientResponseBody)> {
+        std::mem::take(&mut self.outbox)
     }
 
-    /// Index covered by the state at start (the restored snapshot's, or 0).
+    /// The progress collected since last taken, in order.
+    pub(crate) fn take_progress(&mut self) -> Vec<ApplyProgress> {
+        std::mem::take(&mut self.progress)
+    }
+
+    /// Highest applied index (the state machine may be ahead while a snapshot restored as it
+    /// arrived is not installed yet).
     pub(crate) fn applied(&self) -> LogIndex {
         self.applied
     }
 
-    /// The thread body: runs until the consensus thread drops its sender or a fatal error.
-    /// Sleeps on `doorbell` while idle (waking every [`EXPIRY_SWEEP_INTERVAL`] to expire
-    /// waiters), never in a spinning or yielding wait.
-    pub(crate) fn run(
-        mut self,
-        commands: Receiver<ApplyCommand>,
-        doorbell: Doorbell,
-        progress: Ringing<ApplyProgress>,
-    ) {
-        let mut next_sweep = Instant::now() + EXPIRY_SWEEP_INTERVAL;
-        loop {
-            match next_or_wait(&commands, &doorbell, Some(next_sweep)) {
-                Next::Message(first) => {
-                    ring_if_room_made(&commands, &progress);
-                    if let Err(message) = self.run_batch(first, &commands, &progress) {
-                        log::error!("apply thread stopping: {message}");
-                        self.answer_all_waiters(&format!("the node stopped: {message}"));
-                        let _ = progress.send(ApplyProgress::Failed(message));
-                        return;
-                    }
-                }
-                Next::Idle => {}
-                Next::Disconnected => {
-                    self.answer_all_waiters("the node is shutting down");
-                    return;
-                }
-            }
-            let now = Instant::now();
-            if now >= next_sweep {
-                self.expire_waiters(now);
-                next_sweep = now + EXPIRY_SWEEP_INTERVAL;
-            }
-        }
+    /// Term of the entry at `applied`, and the configuration in force there.
+    pub(crate) fn applied_term_and_membership(&self) -> (Term, &Membership) {
+        (self.applied_term, &self.membership)
     }
 
-    /// Handles `first` and everything queued behind it, then reports once.
-    fn run_batch(
-        &mut self,
-        first: ApplyCommand,
-        commands: &Receiver<ApplyCommand>,
-        progress: &Ringing<ApplyProgress>,
-    ) -> Result<(), String> {
-        let before = self.applied;
-        let taken = Instant::now();
-        let handled = self.handle_queued(first, commands, progress);
-        if handled.is_ok() {
-            self.serve_ready_reads();
-        }
-        // Answers go out before anything slow (progress, a snapshot), and also when the batch
-        // failed half-way: those entries were applied.
-        let answers = self.outbox.len();
-        self.send_outbox();
-        (self.metrics).with(|m| m.stage_each(Stage::Reply, answers, taken.elapsed()));
-        handled?;
-        self.finish_batch(before, progress)
-    }
-
-    fn handle_queued(
-        &mut self,
-        first: ApplyCommand,
-        commands: &Receiver<ApplyCommand>,
-        progress: &Ringing<ApplyProgress>,
-    ) -> Result<(), String> {
-        self.handle(first, progress)?;
-        while let Ok(next) = commands.try_recv() {
-            ring_if_room_made(commands, progress);
-            self.handle(next, progress)?;
-        }
-        Ok(())
-    }
-
-    fn send_outbox(&mut self) {
-        if !self.outbox.is_empty() {
-            self.replier.send_all(self.outbox.drain(..));
-        }
-    }
-
-    fn handle(
-        &mut self,
-        command: ApplyCommand,
-        progress: &Ringing<ApplyProgress>,
-    ) -> Result<(), String> {
+    /// Carries out one command: applies entries, registers waiters, restores, snapshots.
+    /// `Err` is fatal: the node must stop.
+    pub(crate) fn handle(&mut self, command: ApplyCommand) -> Result<(), Error> {
         match command {
             ApplyCommand::Entries(entries) => {
                 for entry in entries {
@@ -419,24 +536,27 @@ impl Applier {
             }
             ApplyCommand::Restore(meta) => {
                 self.restore_installed(&meta)?;
-                let _ = progress.send(ApplyProgress::Restored(meta));
+                self.progress.push(ApplyProgress::Restored(meta));
             }
             ApplyCommand::SnapshotArriving(meta) => self.restore_arriving(&meta)?,
-            ApplyCommand::Subscribe(sender) => self.subscribers.push(sender),
+            ApplyCommand::Subscribe(sender) => {
+                self.publishing = true;
+                self.new_subscribers.push(sender);
+            }
             ApplyCommand::TakeSnapshot { reply, .. } if self.streamed.is_some() => {
                 // The state is ahead of `applied`: a snapshot now would be labelled wrongly.
                 let body = ClientResponseBody::Error {
                     definite: true,
                     message: "a snapshot from the leader is being installed; try again".to_string(),
                 };
-                self.replier.send(reply, body);
+                self.outbox.push((reply, body));
             }
-            ApplyCommand::TakeSnapshot { reply } => self.snapshot_on_demand(reply, progress)?,
+            ApplyCommand::TakeSnapshot { reply } => self.snapshot_on_demand(reply)?,
             ApplyCommand::ReplaceSnapshot { damaged } if self.streamed.is_some() => {
                 self.deferred_replacement = Some(damaged);
             }
             ApplyCommand::ReplaceSnapshot { damaged } => {
-                self.snapshot_forced(damaged, progress)?;
+                self.snapshot_forced(damaged)?;
             }
         }
         Ok(())
@@ -444,11 +564,7 @@ impl Applier {
 
     /// Takes a snapshot for a caller that asked for one; the latest snapshot is answered
     /// instead when it already covers every applied entry.
-    fn snapshot_on_demand(
-        &mut self,
-        reply: ReplyTo,
-        progress: &Ringing<ApplyProgress>,
-    ) -> Result<(), String> {
+    fn snapshot_on_demand(&mut self, reply: ReplyTo) -> Result<(), Error> {
         let current = self
             .latest_snapshot
             .clone()
@@ -460,21 +576,22 @@ impl Applier {
                     definite: true,
                     message: "nothing applied yet: no snapshot to take".to_string(),
                 };
-                self.replier.send(reply, body);
+                self.outbox.push((reply, body));
                 return Ok(());
             }
             None => match self.take_snapshot() {
                 Ok(meta) => {
-                    let _ = progress.send(ApplyProgress::SnapshotTaken(meta.clone()));
+                    self.progress
+                        .push(ApplyProgress::SnapshotTaken(meta.clone()));
                     meta
                 }
-                Err(message) => {
+                Err(error) => {
                     let body = ClientResponseBody::Error {
                         definite: true,
-                        message: message.clone(),
+                        message: error.to_string(),
                     };
-                    self.replier.send(reply, body);
-                    return Err(message);
+                    self.outbox.push((reply, body));
+                    return Err(error);
                 }
             },
         };
@@ -483,18 +600,14 @@ impl Applier {
             index: meta.index,
             result: meta.size_bytes.to_le_bytes().to_vec(),
         };
-        self.replier.send(reply, body);
+        self.outbox.push((reply, body));
         Ok(())
     }
 
     /// Writes a snapshot of the current state whatever the latest one covers, to replace the
     /// damaged file of the snapshot at `damaged`. Failing to write it is fatal, as for any
     /// snapshot.
-    fn snapshot_forced(
-        &mut self,
-        damaged: LogIndex,
-        progress: &Ringing<ApplyProgress>,
-    ) -> Result<(), String> {
+    fn snapshot_forced(&mut self, damaged: LogIndex) -> Result<(), Error> {
         if let Some(newer) = self
             .latest_snapshot
             .as_ref()
@@ -521,7 +634,7 @@ impl Applier {
             "snapshot at index {} replaces the damaged snapshot at index {damaged}",
             meta.index
         );
-        let _ = progress.send(ApplyProgress::SnapshotTaken(meta));
+        self.progress.push(ApplyProgress::SnapshotTaken(meta));
         Ok(())
     }
 
@@ -536,7 +649,7 @@ impl Applier {
             // Only possible after a snapshot restore jumped over the index: whether the entry
             // at `index` was ours is no longer known here.
             let body = unknown_outcome("the entry was covered by an installed snapshot");
-            self.replier.send(reply, body);
+            self.outbox.push((reply, body));
             return;
         }
         let waiter = ProposalWaiter {
@@ -547,18 +660,19 @@ impl Applier {
         self.proposals.entry(index).or_default().push(waiter);
     }
 
-    /// Reports progress and takes a snapshot when due.
-    fn finish_batch(
-        &mut self,
-        before: LogIndex,
-        progress: &Ringing<ApplyProgress>,
-    ) -> Result<(), String> {
+    /// Reports the applied index when it moved since `before` (the batch's start).
+    pub(crate) fn report_applied(&mut self, before: LogIndex) {
         if self.applied != before {
-            let _ = progress.send(ApplyProgress::Applied(self.applied));
+            self.progress.push(ApplyProgress::Applied(self.applied));
         }
+    }
+
+    /// Replaces a damaged snapshot whose replacement waited, and takes a snapshot when the
+    /// policy says one is due (never while a streamed state is ahead of `applied`).
+    pub(crate) fn snapshot_when_due(&mut self) -> Result<(), Error> {
         if self.streamed.is_none() {
             if let Some(damaged) = self.deferred_replacement.take() {
-                self.snapshot_forced(damaged, progress)?;
+                self.snapshot_forced(damaged)?;
             }
         }
         if self.streamed.is_none()
@@ -567,20 +681,20 @@ impl Applier {
                 .due(self.applied_since_snapshot, self.bytes_since_snapshot)
         {
             let meta = self.take_snapshot()?;
-            let _ = progress.send(ApplyProgress::SnapshotTaken(meta));
+            self.progress.push(ApplyProgress::SnapshotTaken(meta));
         }
         Ok(())
     }
 
-    fn apply_entry(&mut self, entry: Entry) -> Result<(), String> {
+    fn apply_entry(&mut self, entry: Entry) -> Result<(), Error> {
         if entry.index <= self.applied {
             return Ok(()); // Already covered by a restored snapshot.
         }
         if entry.index != self.applied.next() {
-            return Err(format!(
+            return Err(Error::apply(format!(
                 "committed entry {} arrived after applied index {}: a gap in the log",
                 entry.index, self.applied
-            ));
+            )));
         }
         if let Some(streamed) = &self.streamed {
             if entry.index <= streamed.meta.index {
@@ -676,26 +790,15 @@ impl Applier {
         }
     }
 
-    /// Sends an applied command to every subscriber, forgetting those that went away.
+    /// Keeps an applied command for the subscribers, if there are any.
     fn publish(&mut self, index: LogIndex, term: Term, command: Vec<u8>) {
-        if self.subscribers.is_empty() {
-            return;
+        if self.publishing {
+            self.published.push(ApplyMsg {
+                index,
+                term,
+                command,
+            });
         }
-        let msg = ApplyMsg {
-            index,
-            term,
-            command,
-        };
-        self.subscribers.retain(|subscriber| {
-            match subscriber.send_timeout(msg.clone(), APPLIED_SUBSCRIBER_STALL_MAX) {
-                Ok(()) => true,
-                Err(SendTimeoutError::Timeout(_)) => {
-                    log::warn!("an applied-entry subscriber stopped reading; dropping it");
-                    false
-                }
-                Err(SendTimeoutError::Disconnected(_)) => false,
-            }
-        });
     }
 
     fn answer_proposals(&mut self, index: LogIndex, term: Term, outcome: Outcome) {
@@ -725,7 +828,7 @@ impl Applier {
         }
     }
 
-    fn serve_ready_reads(&mut self) {
+    pub(crate) fn serve_ready_reads(&mut self) {
         let pending = self.reads.split_off(&self.applied.next());
         let ready = std::mem::replace(&mut self.reads, pending);
         for (index, waiters) in ready {
@@ -741,7 +844,7 @@ impl Applier {
         }
     }
 
-    fn take_snapshot(&mut self) -> Result<SnapshotMeta, String> {
+    fn take_snapshot(&mut self) -> Result<SnapshotMeta, Error> {
         let meta = SnapshotMeta {
             index: self.applied,
             term: self.applied_term,
@@ -750,12 +853,14 @@ impl Applier {
             checksum: 0,
         };
         let (sessions, state_machine) = (&self.sessions, &*self.state_machine);
-        let started = Instant::now();
+        let started = (self.clock)();
         let mut write = |out: &mut dyn std::io::Write| write_snapshot(out, sessions, state_machine);
-        let meta = self
-            .snapshots
-            .save(meta, &mut write)
-            .map_err(|e| format!("writing the snapshot at index {}: {e}", self.applied))?;
+        let meta = self.snapshots.save(meta, &mut write).map_err(|e| {
+            Error::apply(format!(
+                "writing the snapshot at index {}: {e}",
+                self.applied
+            ))
+        })?;
         (self.metrics).with(|m| m.snapshot_saved(started.elapsed(), meta.size_bytes));
         log::info!(
             "snapshot taken at index {} ({} bytes in {:.3} s)",
@@ -771,7 +876,7 @@ impl Applier {
 
     /// Storage installed `meta`: the state machine is restored from it unless the state
     /// already covers it, with no read at all when it was restored while it arrived.
-    fn restore_installed(&mut self, meta: &SnapshotMeta) -> Result<(), String> {
+    fn restore_installed(&mut self, meta: &SnapshotMeta) -> Result<(), Error> {
         let streamed = self.streamed.take();
         if meta.index > self.applied {
             return match streamed {
@@ -796,7 +901,7 @@ impl Applier {
     /// Restores `meta` from its partial file while storage receives it, if the state machine
     /// allows it and the snapshot is ahead of the state. A failure leaves the state as it was
     /// (the restore is atomic) and is only logged: `Restore` reads the installed file later.
-    fn restore_arriving(&mut self, meta: &SnapshotMeta) -> Result<(), String> {
+    fn restore_arriving(&mut self, meta: &SnapshotMeta) -> Result<(), Error> {
         let Some(streaming) = &self.streaming else {
             return Ok(());
         };
@@ -822,7 +927,7 @@ impl Applier {
             meta.index,
             meta.size_bytes
         );
-        let started = Instant::now();
+        let started = (self.clock)();
         if let Err(e) = read_snapshot(&mut reader, &mut self.sessions, &mut *self.state_machine) {
             log::warn!(
                 "restoring snapshot {} while it arrived failed, the state is unchanged ({e}); \
@@ -832,13 +937,11 @@ impl Applier {
             return Ok(());
         }
         // A state machine that stopped reading early has not seen the data's checksum yet.
-        reader.finish().map_err(|e| {
-            format!(
-                "snapshot {} was restored from data that then failed its check ({e}); \
-                 stopping rather than serving that state",
-                meta.index
-            )
-        })?;
+        reader.finish().map_err(Error::apply_by(format!(
+            "snapshot {} was restored from data that then failed its check; stopping rather \
+             than serving that state",
+            meta.index
+        )))?;
         self.streamed = Some(Streamed {
             meta: meta.clone(),
             took: started.elapsed(),
@@ -847,11 +950,14 @@ impl Applier {
     }
 
     /// Restores from the snapshot store's current snapshot, which must be `expected`.
-    fn restore_current(&mut self, expected: &SnapshotMeta) -> Result<(), String> {
+    fn restore_current(&mut self, expected: &SnapshotMeta) -> Result<(), Error> {
         let (meta, mut reader) = self
             .snapshots
-            .open_current()?
-            .ok_or_else(|| format!("snapshot {} to restore is missing", expected.index))?;
+            .open_current()
+            .map_err(|e| Error::apply(format!("opening snapshot {}: {e}", expected.index)))?
+            .ok_or_else(|| {
+                Error::apply(format!("snapshot {} to restore is missing", expected.index))
+            })?;
         if meta.index > expected.index {
             // The core takes a snapshot as soon as storage installed it, without waiting for
             // this restore, so storage may have installed a newer one meanwhile (its `Restore`
@@ -865,10 +971,10 @@ impl Applier {
             return self.restore_from(&meta, &mut *reader);
         }
         if meta.index != expected.index || meta.term != expected.term {
-            return Err(format!(
+            return Err(Error::apply(format!(
                 "current snapshot is ({}, {}), expected ({}, {})",
                 meta.index, meta.term, expected.index, expected.term
-            ));
+            )));
         }
         self.restore_from(&meta, &mut *reader)
     }
@@ -877,11 +983,14 @@ impl Applier {
         &mut self,
         meta: &SnapshotMeta,
         reader: &mut dyn std::io::Read,
-    ) -> Result<(), String> {
-        let started = Instant::now();
+    ) -> Result<(), Error> {
+        let started = (self.clock)();
         read_snapshot(reader, &mut self.sessions, &mut *self.state_machine)
             .and_then(|()| read_to_end_of_snapshot(reader))
-            .map_err(|e| format!("restoring the snapshot at index {}: {e}", meta.index))?;
+            .map_err(Error::apply_by(format!(
+                "restoring the snapshot at index {}",
+                meta.index
+            )))?;
         self.streamed = None;
         self.adopt_snapshot(meta, started.elapsed(), "");
         Ok(())
@@ -902,7 +1011,7 @@ impl Applier {
             .flatten()
         {
             let body = unknown_outcome("the entry was covered by an installed snapshot");
-            self.replier.send(waiter.reply, body);
+            self.outbox.push((waiter.reply, body));
         }
         log::info!(
             "state restored from the snapshot at index {} ({} bytes in {:.3} s{how})",
@@ -914,26 +1023,26 @@ impl Applier {
 
     /// Answers every waiting proposal (outcome unknown) and read (failed) before the thread
     /// ends, so no requester waits for its timeout.
-    fn answer_all_waiters(&mut self, message: &str) {
+    pub(crate) fn answer_all_waiters(&mut self, message: &str) {
         for waiter in std::mem::take(&mut self.proposals).into_values().flatten() {
-            self.replier.send(waiter.reply, unknown_outcome(message));
+            self.outbox.push((waiter.reply, unknown_outcome(message)));
         }
         for waiter in std::mem::take(&mut self.reads).into_values().flatten() {
             let body = ClientResponseBody::Error {
                 definite: true,
                 message: message.to_string(),
             };
-            self.replier.send(waiter.reply, body);
+            self.outbox.push((waiter.reply, body));
         }
     }
 
     /// Tells waiters whose deadline passed that their outcome is unknown (writes) or that
     /// the read failed.
-    fn expire_waiters(&mut self, now: Instant) {
+    pub(crate) fn expire_waiters(&mut self, now: Instant) {
         for waiters in self.proposals.values_mut() {
             for waiter in extract_expired(waiters, now, |w| w.deadline) {
                 let body = unknown_outcome("timed out waiting for the entry to commit");
-                self.replier.send(waiter.reply, body);
+                self.outbox.push((waiter.reply, body));
             }
         }
         self.proposals.retain(|_, waiters| !waiters.is_empty());
@@ -943,7 +1052,7 @@ impl Applier {
                     definite: true,
                     message: "timed out waiting for the read index to apply".to_string(),
                 };
-                self.replier.send(waiter.reply, body);
+                self.outbox.push((waiter.reply, body));
             }
         }
         self.reads.retain(|_, waiters| !waiters.is_empty());

@@ -31,6 +31,7 @@ use super::mailbox::{Doorbell, Ringing};
 use super::metrics::MetricsHook;
 use super::net::delivery::EventBatches;
 use super::observe::Observer;
+use super::received_snapshot::ReceivedSnapshots;
 use super::results::ApplyMsg;
 use super::storage_io::{StorageCommand, StorageEvent};
 use super::transport::{NetEvent, Replier, ReplyTo};
@@ -39,7 +40,7 @@ use crate::core::{Action, Input, LostEntries, ProposeError, Replica, RequestId};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use rcraft_wire::{
     ClientRequestBody, ClientResponseBody, LogIndex, Membership, Message, NodeId, NodeStatus,
-    ReadMode, Session, SnapshotMeta,
+    ReadMode, Session,
 };
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -193,9 +194,8 @@ pub(crate) struct Consensus {
     apply_backlog: VecDeque<ApplyCommand>,
     /// Set by a fatal event; the loop stops at the end of the turn.
     failure: Option<String>,
-    /// The received snapshot (index, term, data checksum) the apply thread was told is
-    /// arriving (`ApplyCommand::SnapshotArriving`).
-    announced_snapshot: Option<(LogIndex, rcraft_wire::Term, u32)>,
+    /// The stages of the snapshots received from leaders (node/received_snapshot.rs).
+    received: ReceivedSnapshots,
     /// Tells operators about role, leader and membership changes (node/observe.rs).
     observer: Observer,
     /// The lost range the core was repairing at the end of the last turn, to say when it is
@@ -237,7 +237,7 @@ impl Consensus {
             deferred_apply: VecDeque::new(),
             apply_backlog: VecDeque::new(),
             failure: None,
-            announced_snapshot: None,
+            received: ReceivedSnapshots::default(),
         }
     }
 
@@ -681,20 +681,27 @@ impl Consensus {
                 next_offset,
                 rejected,
             } => {
-                self.announce_arriving_snapshot(&meta, next_offset, rejected);
+                match self.received.chunk_written(&meta, next_offset, rejected) {
+                    Ok(Some(arriving)) => self.send_apply(arriving),
+                    Ok(None) => {}
+                    Err(bug) => return self.fail(bug.to_string()),
+                }
                 let input = Input::SnapshotChunkWritten {
                     meta,
                     next_offset,
-                    installed: false,
                     rejected,
                 };
                 self.replica.step(input);
             }
             StorageEvent::SnapshotStored { meta } => {
                 self.observer.on_snapshot_stored();
-                self.announced_snapshot = None;
-                self.send_apply(ApplyCommand::Restore(meta.clone()));
-                self.on_snapshot_installed(meta);
+                if let Err(bug) = self.received.stored(&meta) {
+                    return self.fail(bug.to_string());
+                }
+                // The core takes it now, without waiting for the restore it asks for
+                // (`Action::RestoreSnapshot`): a restore held up delays only applying on this
+                // node, never its votes, acknowledgements or elections (issue 14, finding 7).
+                self.replica.step(Input::SnapshotInstalled { meta });
             }
             StorageEvent::SnapshotDamaged {
                 index,
@@ -716,24 +723,6 @@ impl Consensus {
         }
     }
 
-    /// Tells the apply thread once per transfer (and again after a refused chunk, which may
-    /// have made it start over) that a snapshot's chunks are arriving, so it can restore the
-    /// snapshot meanwhile.
-    fn announce_arriving_snapshot(
-        &mut self,
-        meta: &SnapshotMeta,
-        next_offset: u64,
-        rejected: bool,
-    ) {
-        let key = (meta.index, meta.term, meta.checksum);
-        if rejected {
-            self.announced_snapshot = None;
-        } else if next_offset > 0 && self.announced_snapshot != Some(key) {
-            self.announced_snapshot = Some(key);
-            self.send_apply(ApplyCommand::SnapshotArriving(meta.clone()));
-        }
-    }
-
     fn on_apply_progress(&mut self, progress: ApplyProgress) {
         match progress {
             ApplyProgress::Applied(index) => {
@@ -747,26 +736,14 @@ impl Consensus {
                     retain_entries,
                 });
             }
-            ApplyProgress::Restored(meta) => self.applied = self.applied.max(meta.index),
+            ApplyProgress::Restored(meta) => {
+                if let Err(bug) = self.received.restored(&meta) {
+                    return self.fail(bug.to_string());
+                }
+                self.applied = self.applied.max(meta.index);
+            }
             ApplyProgress::Failed(reason) => self.fail(reason),
         }
-    }
-
-    /// Storage installed a received snapshot (verified, durable, the log restarted after it)
-    /// and the apply thread was just asked to restore it: the core takes it now, without
-    /// waiting for the restore. The apply thread carries out its commands in order, so the
-    /// restore comes before any entry the core commits after the snapshot; and a restore held
-    /// up (a large or slow state machine, or a restore reading an abandoned transfer until
-    /// its stall limit, queued before it) delays only applying on this node, never its votes,
-    /// acknowledgements or elections (issue 14, finding 7).
-    fn on_snapshot_installed(&mut self, meta: SnapshotMeta) {
-        let input = Input::SnapshotChunkWritten {
-            next_offset: meta.size_bytes,
-            meta,
-            installed: true,
-            rejected: false,
-        };
-        self.replica.step(input);
     }
 
     fn fail(&mut self, reason: String) {
@@ -838,6 +815,10 @@ impl Consensus {
                 self.send_storage(inbox, command);
             }
             Action::Apply { entries } => self.send_apply(ApplyCommand::Entries(entries)),
+            Action::RestoreSnapshot { meta } => match self.received.restore_asked(&meta) {
+                Ok(restore) => self.send_apply(restore),
+                Err(bug) => self.fail(bug.to_string()),
+            },
             Action::Proposed { id, term, index } => {
                 self.observer.on_proposed(index);
                 self.on_proposed(id, term, index);
@@ -884,6 +865,7 @@ impl Consensus {
                 done,
                 ..
             } => {
+                self.received.chunk_handed(&meta);
                 let command = StorageCommand::WriteSnapshotChunk {
                     meta,
                     offset,

@@ -58,6 +58,27 @@ pub enum Error {
     Config(String),
     /// The node has stopped (after `shutdown`, or after a fatal error).
     Stopped,
+    // Errors of the apply thread, of restoring while a snapshot arrives, and of
+    // `rcraft snapshot restore` (node/apply.rs, incoming_snapshot.rs, restore.rs).
+    /// The apply thread stopped the node (fail-stop): the committed entries it was given have
+    /// a gap, or the state machine's snapshot could not be written, read or restored.
+    Apply {
+        /// What went wrong, naming the index or the snapshot.
+        doing: String,
+        /// The cause: the storage crate's error, an I/O error, a snapshot failing its check.
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// A snapshot cannot be read while it arrives (none is being received, another one is,
+    /// it is installed already, or the node is stopping); it is restored once installed.
+    NotArriving(String),
+    /// `rcraft snapshot restore` refused the backup, the configuration or the target, or
+    /// failed building the data dir; nothing was left behind.
+    Restore {
+        /// What was refused or failed.
+        doing: String,
+        /// The cause: the storage crate's error, an I/O error, the data dir's.
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 impl Error {
@@ -70,6 +91,8 @@ impl Error {
             | Error::Config(_) => true,
             Error::Failed { definite, .. } => *definite,
             Error::Timeout | Error::Storage(_) | Error::Io { .. } | Error::Stopped => false,
+            Error::NotArriving(_) | Error::Restore { .. } => true,
+            Error::Apply { .. } => false,
         }
     }
 
@@ -89,6 +112,44 @@ impl Error {
             return Err(Error::TooLarge { what, bytes, max });
         }
         Ok(())
+    }
+
+    /// [`Error::Apply`] without a cause beyond its message.
+    pub(crate) fn apply(doing: impl Into<String>) -> Error {
+        Error::Apply {
+            doing: doing.into(),
+            source: None,
+        }
+    }
+
+    /// Wraps `source` into [`Error::Apply`] with what was being done: `.map_err(Error::apply_by("…"))`.
+    pub(crate) fn apply_by<E: std::error::Error + Send + Sync + 'static>(
+        doing: impl Into<String>,
+    ) -> impl FnOnce(E) -> Error {
+        let doing = doing.into();
+        move |source| Error::Apply {
+            doing,
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// [`Error::Restore`] without a cause beyond its message.
+    pub(crate) fn restore(doing: impl Into<String>) -> Error {
+        Error::Restore {
+            doing: doing.into(),
+            source: None,
+        }
+    }
+
+    /// Wraps `source` into [`Error::Restore`] with what was being done.
+    pub(crate) fn restore_by<E: std::error::Error + Send + Sync + 'static>(
+        doing: impl Into<String>,
+    ) -> impl FnOnce(E) -> Error {
+        let doing = doing.into();
+        move |source| Error::Restore {
+            doing,
+            source: Some(Box::new(source)),
+        }
     }
 
     /// Wraps an I/O error with what was being done.
@@ -123,6 +184,17 @@ impl fmt::Display for Error {
             Error::Io { context, source } => write!(f, "{context}: {source}"),
             Error::Config(message) => write!(f, "bad configuration: {message}"),
             Error::Stopped => write!(f, "the node has stopped"),
+            Error::Apply { doing, source } | Error::Restore { doing, source } => {
+                f.write_str(doing)?;
+                if let Some(source) = source {
+                    write!(f, ": {source}")?;
+                }
+                if matches!(self, Error::Restore { .. }) {
+                    f.write_str("; nothing was restored")?;
+                }
+                Ok(())
+            }
+            Error::NotArriving(why) => f.write_str(why),
         }
     }
 }
@@ -131,7 +203,40 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::Apply {
+                source: Some(source),
+                ..
+            }
+            | Error::Restore {
+                source: Some(source),
+                ..
+            } => Some(source.as_ref()),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn apply_and_restore_errors_name_what_failed_and_keep_the_cause() {
+        let cause = rcraft_storage::Error::InvalidArgument("bad offset".into());
+        let error = Error::apply_by("restoring the snapshot at index 7")(cause);
+        assert_eq!(
+            error.to_string(),
+            "restoring the snapshot at index 7: invalid argument: bad offset"
+        );
+        assert!(error.source().is_some());
+        assert!(!error.is_definite(), "the node stopped: outcomes unknown");
+        let error = Error::restore_by("creating the log")(io::Error::other("disk full"));
+        assert_eq!(
+            error.to_string(),
+            "creating the log: disk full; nothing was restored"
+        );
+        assert!(error.source().is_some());
+        assert!(Error::restore("refused").source().is_none());
     }
 }

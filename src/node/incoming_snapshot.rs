@@ -17,6 +17,7 @@
 //! rewrites follow a failed whole-data checksum that the reader's own end-of-data check fails
 //! on too); the stop flag, once set, stays set.
 
+use super::error::Error;
 use super::limits::SNAPSHOT_DROP_BEHIND_BYTES;
 use parking_lot::{Condvar, Mutex};
 use rcraft_storage::fs::ReadFile;
@@ -172,13 +173,15 @@ impl IncomingSnapshot {
         &self,
         meta: &SnapshotMeta,
         stall_limit: Duration,
-    ) -> Result<TailingReader, String> {
+    ) -> Result<TailingReader, Error> {
         let mut progress = self.shared.progress.lock();
         if progress.stopping {
-            return Err("the node is stopping".to_string());
+            return Err(Error::NotArriving("the node is stopping".to_string()));
         }
         let Some(arrival) = progress.arrival.as_ref() else {
-            return Err("no snapshot is being received".to_string());
+            return Err(Error::NotArriving(
+                "no snapshot is being received".to_string(),
+            ));
         };
         let same = (
             arrival.index,
@@ -187,13 +190,16 @@ impl IncomingSnapshot {
             arrival.size_bytes,
         ) == (meta.index, meta.term, meta.checksum, meta.size_bytes);
         if !same {
-            return Err(format!(
+            return Err(Error::NotArriving(format!(
                 "snapshot {} (term {}) is being received instead",
                 arrival.index, arrival.term
-            ));
+            )));
         }
         let Some(file) = arrival.file.clone() else {
-            return Err(format!("snapshot {} is installed already", arrival.index));
+            return Err(Error::NotArriving(format!(
+                "snapshot {} is installed already",
+                arrival.index
+            )));
         };
         let (header_bytes, seen_durable) = (arrival.header_bytes, arrival.durable);
         progress.readers += 1;
@@ -576,7 +582,10 @@ mod tests {
         reader.read_to_end(&mut read).unwrap();
         assert_eq!(read, bytes);
         let refused = incoming.open_reader(&meta, LONG).err().unwrap();
-        assert!(refused.contains("installed already"), "{refused}");
+        assert!(
+            refused.to_string().contains("installed already"),
+            "{refused}"
+        );
         drop(reader);
         assert!(!incoming.is_read());
     }

@@ -25,6 +25,7 @@ mod metrics_http;
 pub mod net;
 mod observe;
 mod peer_delay;
+mod received_snapshot;
 pub mod restore;
 mod results;
 mod runtime;

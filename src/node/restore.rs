@@ -21,6 +21,7 @@
 
 use super::data_dir;
 use super::entry_codec::{decode_payload, payload_bytes};
+use super::error::Error;
 use super::initial_voters;
 use crate::Config;
 use rcraft_storage::{
@@ -51,34 +52,39 @@ pub struct Restored {
     pub membership: Membership,
 }
 
-/// Builds `config.data_dir` from the backup at `backup`. See the module docs. `Err` says what
-/// is wrong (the backup, the configuration or the target) and that nothing was left behind.
-pub fn restore_backup(config: &Config, backup: &Path) -> Result<Restored, String> {
+/// Builds `config.data_dir` from the backup at `backup`. See the module docs. `Err` is
+/// [`Error::Restore`]: what is wrong (the backup, the configuration or the target), and that
+/// nothing was left behind.
+pub fn restore_backup(config: &Config, backup: &Path) -> Result<Restored, Error> {
     if config.join {
-        return Err("a restored node is a voter of the new cluster: do not give --join".into());
+        return Err(Error::restore(
+            "a restored node is a voter of the new cluster: do not give --join",
+        ));
     }
     let voters = config.initial_voter_ids();
     if !voters.contains(&config.id) {
-        return Err(format!(
+        return Err(Error::restore(format!(
             "node {} is not one of the new cluster's voters ({}): a restored node is one",
             config.id,
             ids(&voters)
-        ));
+        )));
     }
     let target = &config.data_dir;
     if let Some(what) = not_empty(target)? {
-        return Err(format!(
+        return Err(Error::restore(format!(
             "data dir {} {what}: restore only into a new or empty directory",
             target.display()
-        ));
+        )));
     }
     let fs: Arc<dyn Fs> = Arc::new(RealFs::default());
     let (index, term, data_bytes, old_membership) = check_backup(fs.as_ref(), backup)?;
     let temp = temp_dir_of(target)?;
     if temp.exists() {
         // Left by an earlier restore that crashed: ours to remove.
-        std::fs::remove_dir_all(&temp)
-            .map_err(|e| format!("removing {} (an unfinished restore): {e}", temp.display()))?;
+        std::fs::remove_dir_all(&temp).map_err(Error::restore_by(format!(
+            "removing {} (an unfinished restore)",
+            temp.display()
+        )))?;
     }
     let membership = Membership::with_voters(voters);
     let mut in_temp = config.clone();
@@ -89,7 +95,7 @@ pub fn restore_backup(config: &Config, backup: &Path) -> Result<Restored, String
         Ok(cluster_id) => cluster_id,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&temp);
-            return Err(format!("{e}; nothing was restored"));
+            return Err(e);
         }
     };
     Ok(Restored {
@@ -104,21 +110,22 @@ pub fn restore_backup(config: &Config, backup: &Path) -> Result<Restored, String
 }
 
 /// Why `dir` is not a place to restore into (`None`: it is).
-fn not_empty(dir: &Path) -> Result<Option<&'static str>, String> {
+fn not_empty(dir: &Path) -> Result<Option<&'static str>, Error> {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => Ok(entries.next().map(|_| "is not empty")),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::NotADirectory => Ok(Some("is not a directory")),
-        Err(e) => Err(format!("reading {}: {e}", dir.display())),
+        Err(e) => Err(Error::restore_by(format!("reading {}", dir.display()))(e)),
     }
 }
 
 /// Reads the whole backup once: its point, size and membership, with every checksum verified.
-fn check_backup(fs: &dyn Fs, backup: &Path) -> Result<(u64, u64, u64, Membership), String> {
-    let damaged = |why: String| format!("backup {} is damaged: {why}", backup.display());
+fn check_backup(fs: &dyn Fs, backup: &Path) -> Result<(u64, u64, u64, Membership), Error> {
+    let damaged =
+        |why: String| Error::restore(format!("backup {} is damaged: {why}", backup.display()));
     let mut reader = open_snapshot_file(fs, backup).map_err(|e| match e {
         rcraft_storage::Error::Corruption { reason, .. } => damaged(reason),
-        other => format!("reading backup {}: {other}", backup.display()),
+        other => Error::restore_by(format!("reading backup {}", backup.display()))(other),
     })?;
     let info = reader.info().clone();
     let membership = match decode_payload(&info.meta.membership) {
@@ -131,10 +138,10 @@ fn check_backup(fs: &dyn Fs, backup: &Path) -> Result<(u64, u64, u64, Membership
 }
 
 /// `<parent>/.<name>.restoring`, beside the target so that the rename stays in one file system.
-fn temp_dir_of(target: &Path) -> Result<PathBuf, String> {
-    let name = target
-        .file_name()
-        .ok_or_else(|| format!("data dir {}: no directory name", target.display()))?;
+fn temp_dir_of(target: &Path) -> Result<PathBuf, Error> {
+    let name = target.file_name().ok_or_else(|| {
+        Error::restore(format!("data dir {}: no directory name", target.display()))
+    })?;
     let mut temp = std::ffi::OsString::from(".");
     temp.push(name);
     temp.push(".restoring");
@@ -150,29 +157,34 @@ fn build(
     index: u64,
     term: u64,
     membership: &Membership,
-) -> Result<u64, String> {
+) -> Result<u64, Error> {
     let dir = &config.data_dir;
-    let identity = data_dir::check_or_record(config).map_err(|e| e.to_string())?;
-    initial_voters::load_or_store(config).map_err(|e| e.to_string())?;
+    let identity =
+        data_dir::check_or_record(config).map_err(Error::restore_by("recording the identity"))?;
+    initial_voters::load_or_store(config)
+        .map_err(Error::restore_by("recording the initial voters"))?;
     let store = SnapshotStore::open(fs.clone(), &dir.join("snapshots"))
-        .map_err(|e| format!("creating the snapshot directory: {e}"))?;
+        .map_err(Error::restore_by("creating the snapshot directory"))?;
     let meta = SnapshotFileMeta {
         index,
         term,
         membership: payload_bytes(&EntryPayload::Membership(membership.clone())),
     };
-    let mut reader = open_snapshot_file(fs.as_ref(), backup)
-        .map_err(|e| format!("reading backup {}: {e}", backup.display()))?;
+    let mut reader = open_snapshot_file(fs.as_ref(), backup).map_err(Error::restore_by(
+        format!("reading backup {}", backup.display()),
+    ))?;
     let mut writer = store
         .begin(meta)
-        .map_err(|e| format!("writing the snapshot: {e}"))?;
-    io::copy(&mut reader, &mut writer)
-        .map_err(|e| format!("copying backup {}: {e}", backup.display()))?;
+        .map_err(Error::restore_by("writing the snapshot"))?;
+    io::copy(&mut reader, &mut writer).map_err(Error::restore_by(format!(
+        "copying backup {}",
+        backup.display()
+    )))?;
     writer
         .finish()
-        .map_err(|e| format!("writing the snapshot: {e}"))?;
+        .map_err(Error::restore_by("writing the snapshot"))?;
     let mut hard_state = HardStateStore::open(fs.clone(), &dir.join("hard_state"))
-        .map_err(|e| format!("creating the hard state: {e}"))?;
+        .map_err(Error::restore_by("creating the hard state"))?;
     let state = HardState {
         term,
         vote: None,
@@ -181,29 +193,32 @@ fn build(
     };
     hard_state
         .save(&state)
-        .map_err(|e| format!("saving the hard state: {e}"))?;
+        .map_err(Error::restore_by("saving the hard state"))?;
     let options = WalOptions {
         fs,
         ..WalOptions::default()
     };
     let mut wal =
-        Wal::open(&dir.join("wal"), options).map_err(|e| format!("creating the log: {e}"))?;
+        Wal::open(&dir.join("wal"), options).map_err(Error::restore_by("creating the log"))?;
     wal.reset(index + 1)
-        .map_err(|e| format!("starting the log after {index}: {e}"))?;
+        .map_err(Error::restore_by(format!("starting the log after {index}")))?;
     Ok(identity.cluster_id)
 }
 
 /// Renames the finished `temp` to `target` (replacing an empty directory) and syncs the parent.
-fn move_into_place(temp: &Path, target: &Path) -> Result<(), String> {
-    std::fs::rename(temp, target)
-        .map_err(|e| format!("renaming {} to {}: {e}", temp.display(), target.display()))?;
+fn move_into_place(temp: &Path, target: &Path) -> Result<(), Error> {
+    std::fs::rename(temp, target).map_err(Error::restore_by(format!(
+        "renaming {} to {}",
+        temp.display(),
+        target.display()
+    )))?;
     let parent = match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     std::fs::File::open(parent)
         .and_then(|d| d.sync_all())
-        .map_err(|e| format!("syncing {}: {e}", parent.display()))
+        .map_err(Error::restore_by(format!("syncing {}", parent.display())))
 }
 
 fn ids(ids: &[rcraft_wire::NodeId]) -> String {

@@ -113,8 +113,7 @@ impl Node {
                 log_bytes: config.snapshot_log_bytes,
             },
             replier.clone(),
-        )
-        .map_err(Error::Storage)?;
+        )?;
         // A snapshot received from a leader is restored while its chunks arrive (when the
         // state machine's restore is atomic), from what the storage thread publishes.
         applier

@@ -1,4 +1,4 @@
-//! The node's storage thread and client session table, reachable by the cluster simulator
+//! The node's storage thread, apply thread handler and client session table, reachable by the cluster simulator
 //! (`tests/sim/`), which runs them beside its model of the disk and inside its state
 //! machine. Hidden from the documentation and not part of the API: it exists so that the
 //! simulator drives the same code the storage and apply threads run, not a copy.
@@ -6,16 +6,22 @@
 //! Owned by one simulated node; single-threaded. Commands queue until [`SimStorage::run`]
 //! carries them out as one drained batch, exactly as the thread's loop would.
 
+use super::apply::{ApplyCommand, ApplyHandler, ApplyProgress, SnapshotPolicy};
+use super::received_snapshot::ReceivedSnapshots;
 use super::sessions::{SessionCheck, SessionTable};
-use super::snapshot_files::{file_meta, snapshot_meta};
+use super::snapshot_files::{
+    OpenSnapshot, SnapshotFiles, SnapshotWriteFn, file_meta, snapshot_meta,
+};
 use super::snapshot_format::{read_snapshot, write_snapshot};
 use super::storage_io::{StorageCommand, StorageEvent};
 use super::storage_thread::{OpenedStorage, open_storage_with};
+use super::transport::{ClientConnId, ReplyTo};
 use crate::core::{HardState, RecoveredState};
 use rcraft_storage::SimFs;
-use rcraft_wire::{Entry, LogIndex, Membership, Session, SnapshotMeta};
+use rcraft_wire::{ClientResponseBody, Entry, LogIndex, Membership, Session, SnapshotMeta, Term};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// WAL segment size of a simulated node: small, so that batches roll segments.
 const SEGMENT_BYTES: u64 = 16 << 10;
@@ -273,5 +279,251 @@ impl crate::StateMachine for StateBytes {
     fn restore(&mut self, input: &mut dyn std::io::Read) -> std::io::Result<()> {
         self.0.clear();
         input.read_to_end(&mut self.0).map(|_| ())
+    }
+}
+
+/// A snapshot held in memory: its description and its bytes (sessions and state).
+pub type SimSnapshot = (SnapshotMeta, Vec<u8>);
+
+/// The apply thread's snapshot files for the simulator: the current snapshot, in memory.
+/// The simulator's disk model owns the durable copy; this slot is what the handler reads
+/// when it restores and where the snapshot it writes lands.
+#[derive(Clone, Default)]
+struct SimSnapshotFiles(Arc<std::sync::Mutex<Option<SimSnapshot>>>);
+
+impl SimSnapshotFiles {
+    fn set(&self, snapshot: Option<SimSnapshot>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+    }
+
+    fn get(&self) -> Option<SimSnapshot> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl SnapshotFiles for SimSnapshotFiles {
+    fn save(
+        &mut self,
+        meta: SnapshotMeta,
+        write: SnapshotWriteFn<'_>,
+    ) -> Result<SnapshotMeta, String> {
+        let mut data = Vec::new();
+        write(&mut data).map_err(|e| format!("the state machine's snapshot failed: {e}"))?;
+        let meta = SnapshotMeta {
+            size_bytes: data.len() as u64,
+            checksum: crc32c::crc32c(&data),
+            ..meta
+        };
+        self.set(Some((meta.clone(), data)));
+        Ok(meta)
+    }
+
+    fn open_current(&mut self) -> Result<Option<OpenSnapshot>, String> {
+        Ok(self.get().map(|(meta, data)| {
+            let reader: Box<dyn std::io::Read + Send> = Box::new(std::io::Cursor::new(data));
+            (meta, reader)
+        }))
+    }
+}
+
+/// What applying one entry answered the proposal waiting for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SimAnswer {
+    /// Success, with the state machine's response (a registration's: the client id, u64 LE).
+    Ok(Vec<u8>),
+    /// Refused: `definite` when it did not and will not take effect.
+    Refused {
+        /// True for a definite failure.
+        definite: bool,
+        /// The message.
+        message: String,
+    },
+}
+
+/// The apply thread's handler (`ApplyHandler`) for the cluster simulator: the same code
+/// the apply thread runs (sessions, proposals answered, snapshots written and restored),
+/// driven one command at a time on the simulator's thread, with the simulator's state
+/// machine and the current snapshot in memory.
+pub struct SimApply {
+    handler: ApplyHandler,
+    files: SimSnapshotFiles,
+}
+
+/// The simulator's clock: durations measured by the handler are only logged.
+fn sim_clock() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// Far enough that no waiter of the simulator ever expires.
+fn never() -> Instant {
+    sim_clock() + Duration::from_secs(1 << 32)
+}
+
+impl SimApply {
+    /// The handler over `state_machine`, restored from `current` (the durable snapshot) if
+    /// any; its session table remembers at most `sessions_max` clients. Snapshots are taken
+    /// only when asked ([`SimApply::take_snapshot`]).
+    pub fn new(
+        state_machine: Box<dyn crate::StateMachine>,
+        current: Option<SimSnapshot>,
+        initial: Membership,
+        sessions_max: usize,
+    ) -> Result<SimApply, String> {
+        let files = SimSnapshotFiles::default();
+        files.set(current);
+        let policy = SnapshotPolicy {
+            every_entries: 0,
+            log_bytes: 0,
+        };
+        let sessions = SessionTable::with_capacity(sessions_max.max(1));
+        let handler = ApplyHandler::new(
+            state_machine,
+            Box::new(files.clone()),
+            initial,
+            policy,
+            sessions,
+            sim_clock,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(SimApply { handler, files })
+    }
+
+    /// Highest applied index, the term of its entry, and the configuration in force there.
+    pub fn applied(&self) -> (LogIndex, Term, Membership) {
+        let (term, membership) = self.handler.applied_term_and_membership();
+        (self.handler.applied(), term, membership.clone())
+    }
+
+    /// Applies one committed entry as the apply thread does; when `waiting` names the term
+    /// a proposal at its index was made in, returns that proposal's answer.
+    pub fn apply(
+        &mut self,
+        entry: Entry,
+        waiting: Option<Term>,
+    ) -> Result<Option<SimAnswer>, String> {
+        let index = entry.index;
+        if let Some(term) = waiting {
+            self.handler
+                .handle(ApplyCommand::WaitProposal {
+                    index,
+                    term,
+                    reply: sim_reply(index),
+                    deadline: never(),
+                })
+                .map_err(|e| e.to_string())?;
+        }
+        self.handler
+            .handle(ApplyCommand::Entries(vec![entry]))
+            .map_err(|e| e.to_string())?;
+        Ok(self.answer_to(index))
+    }
+
+    /// Restores the state machine from the installed snapshot `meta` as the apply thread does
+    /// on `ApplyCommand::Restore`, reading `current` (the snapshot storage holds now: `meta`,
+    /// or a newer one installed since).
+    pub fn restore(&mut self, meta: SnapshotMeta, current: SimSnapshot) -> Result<(), String> {
+        self.files.set(Some(current));
+        self.handler
+            .handle(ApplyCommand::Restore(meta))
+            .map_err(|e| e.to_string())?;
+        let _ = self.handler.take_progress();
+        Ok(())
+    }
+
+    /// Takes a snapshot of every applied entry as the apply thread does when asked
+    /// (`ApplyCommand::TakeSnapshot`); `None` when the latest one already covers them (or
+    /// nothing is applied).
+    pub fn take_snapshot(&mut self) -> Result<Option<SimSnapshot>, String> {
+        self.handler
+            .handle(ApplyCommand::TakeSnapshot {
+                reply: sim_reply(LogIndex(0)),
+            })
+            .map_err(|e| e.to_string())?;
+        let _ = self.handler.take_replies();
+        let taken = self
+            .handler
+            .take_progress()
+            .into_iter()
+            .any(|p| matches!(p, ApplyProgress::SnapshotTaken(_)));
+        Ok(if taken { self.files.get() } else { None })
+    }
+
+    fn answer_to(&mut self, index: LogIndex) -> Option<SimAnswer> {
+        let mut answer = None;
+        for (to, body) in self.handler.take_replies() {
+            let ReplyTo::Client { request_id, .. } = to else {
+                continue;
+            };
+            if request_id != index.0 {
+                continue;
+            }
+            answer = Some(match body {
+                ClientResponseBody::Ok { result, .. } => SimAnswer::Ok(result),
+                ClientResponseBody::Error { definite, message } => {
+                    SimAnswer::Refused { definite, message }
+                }
+                other => SimAnswer::Refused {
+                    definite: false,
+                    message: format!("unexpected answer {other:?}"),
+                },
+            });
+        }
+        let _ = self.handler.take_progress();
+        answer
+    }
+}
+
+/// Where the simulator's waiter for `index` is answered (no network: the answer is taken
+/// from the handler).
+fn sim_reply(index: LogIndex) -> ReplyTo {
+    ReplyTo::Client {
+        conn: ClientConnId(0),
+        request_id: index.0,
+    }
+}
+
+/// The consensus thread's owner of received snapshots' stages (`ReceivedSnapshots`), for the
+/// simulator: told the same events in the same order, it stops the seed on any transition
+/// the node would stop on.
+#[derive(Debug, Default)]
+pub struct SimReceivedSnapshots(ReceivedSnapshots);
+
+impl SimReceivedSnapshots {
+    /// The core handed storage a chunk of `meta` (`Action::WriteSnapshotChunk`).
+    pub fn chunk_handed(&mut self, meta: &SnapshotMeta) {
+        self.0.chunk_handed(meta);
+    }
+
+    /// Storage answered a chunk (`Input::SnapshotChunkWritten`); true when the node would
+    /// announce the snapshot as arriving to its apply thread.
+    pub fn chunk_written(
+        &mut self,
+        meta: &SnapshotMeta,
+        next_offset: u64,
+        rejected: bool,
+    ) -> Result<bool, String> {
+        let announced = (self.0)
+            .chunk_written(meta, next_offset, rejected)
+            .map_err(|e| e.to_string())?;
+        Ok(announced.is_some())
+    }
+
+    /// Storage installed `meta` (`Input::SnapshotInstalled`).
+    pub fn stored(&mut self, meta: &SnapshotMeta) -> Result<(), String> {
+        self.0.stored(meta).map_err(|e| e.to_string())
+    }
+
+    /// The core asked for the restore of `meta` (`Action::RestoreSnapshot`).
+    pub fn restore_asked(&mut self, meta: &SnapshotMeta) -> Result<(), String> {
+        self.0
+            .restore_asked(meta)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The apply side restored `meta`.
+    pub fn restored(&mut self, meta: &SnapshotMeta) -> Result<(), String> {
+        self.0.restored(meta).map_err(|e| e.to_string())
     }
 }

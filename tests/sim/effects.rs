@@ -21,6 +21,13 @@ use rcraft::wire::{
 
 use crate::disk::StoredSnapshot;
 
+/// What a node's apply side is given, in the core's order: committed entries
+/// (`Action::Apply`), or the restore of an installed snapshot (`Action::RestoreSnapshot`).
+pub(crate) enum ApplyWork {
+    Entries(Vec<Entry>),
+    Restore(SnapshotMeta),
+}
+
 impl<C: SimCore> World<C> {
     /// Steps `node` with `input`, carries out its actions and runs the checks.
     pub(crate) fn feed(&mut self, node: usize, input: Input) -> Verdict {
@@ -57,7 +64,8 @@ impl<C: SimCore> World<C> {
                 hard_state,
                 entries,
             } => self.persist(node, seq, hard_state, entries),
-            Action::Apply { entries } => self.apply(node, &entries),
+            Action::Apply { entries } => self.apply(node, ApplyWork::Entries(entries)),
+            Action::RestoreSnapshot { meta } => self.apply(node, ApplyWork::Restore(meta)),
             Action::Proposed { id, .. } if self.nodes[node].membership_requests.remove(&id) => {
                 // A leader with an uncommitted configuration is the most fragile moment of a
                 // change: churn strikes it as it strikes a new leader.
@@ -310,14 +318,27 @@ impl<C: SimCore> World<C> {
         Ok(())
     }
 
-    fn apply(&mut self, node: usize, entries: &[Entry]) -> Verdict {
+    /// The node's apply side: its apply thread's handler (`rcraft::node::testing::SimApply`,
+    /// inside the node's state machine) applies committed entries or restores an installed
+    /// snapshot, and the checks watch what it does.
+    fn apply(&mut self, node: usize, work: ApplyWork) -> Verdict {
+        let entries = match work {
+            ApplyWork::Entries(entries) => entries,
+            ApplyWork::Restore(meta) => {
+                // As the consensus thread hands the restore to the apply thread, and hears back.
+                self.nodes[node].received.restore_asked(&meta)?;
+                self.restore_snapshot(node, &meta)?;
+                return self.nodes[node].received.restored(&meta);
+            }
+        };
         let term = self.current_term(node);
-        for entry in entries {
+        for entry in &entries {
             let n = &mut self.nodes[node];
-            if entry.index != n.sm.applied_index.next() {
+            let applied_index = n.sm.applied_index();
+            if entry.index != applied_index.next() {
                 return Err(format!(
-                    "applies index {} after index {}",
-                    entry.index, n.sm.applied_index
+                    "applies index {} after index {applied_index}",
+                    entry.index
                 ));
             }
             let id = n.id;
@@ -352,7 +373,7 @@ impl<C: SimCore> World<C> {
         }
         self.serve_ready_reads(node)?;
         let n = &self.nodes[node];
-        let (incarnation, index) = (n.incarnation, n.sm.applied_index);
+        let (incarnation, index) = (n.incarnation, n.sm.applied_index());
         let delay = self.rng.between(0, 2);
         self.schedule(
             self.now + delay,
@@ -368,16 +389,19 @@ impl<C: SimCore> World<C> {
     /// Completes every confirmed read whose read index the state machine has reached.
     pub(crate) fn serve_ready_reads(&mut self, node: usize) -> Verdict {
         let n = &mut self.nodes[node];
-        let applied = n.sm.applied_index;
+        let applied = n.sm.applied_index();
         let (done, waiting): (Vec<_>, Vec<_>) = n
             .ready_reads
             .drain(..)
             .partition(|(index, _)| *index <= applied);
         n.ready_reads = waiting;
+        if done.is_empty() {
+            return Ok(());
+        }
+        let writes = self.nodes[node].sm.writes();
         for (_, read) in done {
-            let n = &self.nodes[node];
             self.history
-                .complete_read(&read, applied, &n.sm.writes, self.now)?;
+                .complete_read(&read, applied, &writes, self.now)?;
         }
         Ok(())
     }
@@ -447,6 +471,7 @@ impl<C: SimCore> World<C> {
         data: &[u8],
         done: bool,
     ) -> Verdict {
+        self.nodes[node].received.chunk_handed(&meta);
         let outcome = self.nodes[node]
             .disk
             .write_chunk(&meta, offset, data, done)?;
@@ -465,17 +490,20 @@ impl<C: SimCore> World<C> {
                 node,
                 incarnation,
                 snapshot,
-                next_offset: outcome.next_offset,
             },
-            // A snapshot not newer than the durable one: the core hears it is installed; the
-            // node's apply thread skips restoring a snapshot its state already covers.
+            // A snapshot not newer than the durable one: the core hears it is installed, and
+            // asks for no restore (its log holds as much).
+            None if outcome.covered => Event::Answer {
+                node,
+                incarnation,
+                input: Input::SnapshotInstalled { meta },
+            },
             None => Event::Answer {
                 node,
                 incarnation,
                 input: Input::SnapshotChunkWritten {
                     meta,
                     next_offset: outcome.next_offset,
-                    installed: outcome.covered,
                     rejected: outcome.rejected,
                 },
             },
@@ -484,29 +512,19 @@ impl<C: SimCore> World<C> {
         Ok(())
     }
 
-    /// The apply side restores the received snapshot, then the core hears it is installed.
+    /// Storage installed the received snapshot: the core hears it (and asks for the restore,
+    /// `Action::RestoreSnapshot`, when it is newer than its own).
     pub(crate) fn on_install(
         &mut self,
         node: usize,
         incarnation: u64,
         snapshot: StoredSnapshot,
-        next_offset: u64,
     ) -> Verdict {
-        let n = &self.nodes[node];
+        let n = &mut self.nodes[node];
         if n.core.is_none() || n.incarnation != incarnation {
             return Ok(());
         }
-        let id = n.id;
         let core_snapshot = n.view.as_ref().map_or(LogIndex(0), |v| v.snapshot_index);
-        if snapshot.meta.index < n.sm.applied_index {
-            return Err(format!(
-                "node {id}: installs a snapshot at {} behind its applied index {}",
-                snapshot.meta.index, n.sm.applied_index
-            ));
-        }
-        let sm = self.restore_checked(id, &snapshot)?;
-        let n = &mut self.nodes[node];
-        n.sm = sm;
         // The core resets its log only for a snapshot newer than the one it has.
         if snapshot.meta.index > core_snapshot {
             n.log.install_snapshot(
@@ -516,17 +534,41 @@ impl<C: SimCore> World<C> {
             );
         }
         let meta = snapshot.meta.clone();
+        n.received
+            .stored(&meta)
+            .map_err(|e| format!("node {}: {e}", n.id))?;
         n.snapshots.insert(meta.index, snapshot);
-        self.serve_ready_reads(node)?;
-        self.feed(
-            node,
-            Input::SnapshotChunkWritten {
-                meta,
-                next_offset,
-                installed: true,
-                rejected: false,
-            },
-        )
+        self.feed(node, Input::SnapshotInstalled { meta })
+    }
+
+    /// Part of [`World::apply`]: the apply side restores the state machine from the installed snapshot the core names
+    /// (or the newer one installed since, as the node's apply thread reads the current one).
+    fn restore_snapshot(&mut self, node: usize, meta: &SnapshotMeta) -> Verdict {
+        let n = &self.nodes[node];
+        let id = n.id;
+        let snapshot = n
+            .disk
+            .snapshot()
+            .filter(|current| current.meta.index >= meta.index)
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "restores snapshot {} which storage does not hold",
+                    meta.index
+                )
+            })?;
+        if snapshot.meta.index < n.sm.applied_index() {
+            return Err(format!(
+                "node {id}: installs a snapshot at {} behind its applied index {}",
+                snapshot.meta.index,
+                n.sm.applied_index()
+            ));
+        }
+        self.restore_checked(id, &snapshot)?;
+        (self.nodes[node].sm)
+            .restore(meta, &snapshot)
+            .map_err(|e| format!("node {id}: {e}"))?;
+        self.serve_ready_reads(node)
     }
 
     fn current_term(&self, node: usize) -> Term {

@@ -1,20 +1,24 @@
-//! The simulated state machine: an append-only list of write ids behind the node's own client
-//! session table, with snapshots.
+//! The simulated state machine: an append-only list of write ids, applied by the node's own
+//! apply thread handler, with snapshots.
 //!
-//! Owned by one simulated node; rebuilt from the durable snapshot on restart. Commands go
-//! through the apply thread's session table (`rcraft::node::testing::SimSessions`, the real
-//! one) exactly as in a node: a registration creates a session, a retried write is answered
-//! from the table and not applied again, a write of an unknown client is refused. Invariant:
-//! `writes` holds, in log order, the write id of every command entry through
-//! `applied_index` that the session table let apply (so each write id at most once, which
-//! `apply` checks), and `membership` is the configuration in force at `applied_index` (the
-//! last membership entry applied, else the snapshot's, else the initial one), which every
-//! snapshot it takes carries. The list makes linearizability easy to check: every read returns a prefix
-//! of the one committed sequence.
+//! [`NodeStateMachine`] is what a simulated node runs: `rcraft::node::testing::SimApply` (the
+//! apply thread's `ApplyHandler`: the session table, proposals answered, snapshots written and
+//! restored in the node's format) over the write list. Rebuilt from the durable snapshot on
+//! restart. A registration creates a session, a retried write is answered from the table and
+//! not applied again, a write of an unknown client is refused, as in a node. Invariant: the
+//! list holds, in log order, the write id of every command entry through the applied index that
+//! the session table let apply (so each write id at most once, which the list checks).
+//!
+//! [`AppendList`] is the checker's model of the same state (over the node's session table,
+//! `SimSessions`): it replays the committed prefix to judge every restored snapshot. Both make
+//! linearizability easy to check: every read returns a prefix of the one committed sequence.
 
-use rcraft::node::testing::{SimSessionCheck, SimSessions};
+use crate::disk::StoredSnapshot;
+use rcraft::node::testing::{SimAnswer, SimApply, SimSessionCheck, SimSessions};
 use rcraft::wire::{Entry, EntryPayload, LogIndex, Membership, Session, SnapshotMeta, Term};
 use std::collections::BTreeSet;
+use std::io;
+use std::sync::{Arc, Mutex};
 
 /// Bytes of a write id at the start of every command.
 const WRITE_ID_BYTES: usize = 8;
@@ -181,6 +185,188 @@ impl AppendList {
     }
 }
 
+/// The write list as a node's `StateMachine`, shared with the simulator that reads it.
+#[derive(Debug, Default)]
+struct ListState {
+    /// Write ids in application order.
+    writes: Vec<u64>,
+    /// The ids in `writes`.
+    ids: BTreeSet<u64>,
+    /// The index of the last command the state machine itself applied.
+    applied_at: Option<LogIndex>,
+    /// What went wrong inside `apply` (which cannot fail), for the simulator to report.
+    violation: Option<String>,
+}
+
+/// The state machine a simulated node's apply handler runs.
+struct SharedList(Arc<Mutex<ListState>>);
+
+fn lock(list: &Mutex<ListState>) -> std::sync::MutexGuard<'_, ListState> {
+    list.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl rcraft::StateMachine for SharedList {
+    fn apply(&mut self, index: LogIndex, command: &[u8]) -> Vec<u8> {
+        let mut list = lock(&self.0);
+        let Some(write_id) = decode_write(command) else {
+            list.violation
+                .get_or_insert(format!("entry {index} carries a command no client sent"));
+            return Vec::new();
+        };
+        if !list.ids.insert(write_id) {
+            list.violation.get_or_insert(format!(
+                "exactly-once: write {write_id} is applied a second time, at index {index}"
+            ));
+        }
+        list.writes.push(write_id);
+        list.applied_at = Some(index);
+        write_id.to_le_bytes().to_vec()
+    }
+
+    fn query(&self, _query: &[u8]) -> Vec<u8> {
+        Vec::new()
+    }
+
+    fn snapshot(&self, out: &mut dyn io::Write) -> io::Result<()> {
+        let list = lock(&self.0);
+        let state: Vec<u8> = list.writes.iter().flat_map(|w| w.to_le_bytes()).collect();
+        out.write_all(&state)
+    }
+
+    fn restore(&mut self, input: &mut dyn io::Read) -> io::Result<()> {
+        let mut state = Vec::new();
+        input.read_to_end(&mut state)?;
+        let writes: Vec<u64> = state
+            .chunks_exact(WRITE_ID_BYTES)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; WRITE_ID_BYTES])))
+            .collect();
+        let ids: BTreeSet<u64> = writes.iter().copied().collect();
+        if ids.len() != writes.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "exactly-once: the snapshot holds a write id twice",
+            ));
+        }
+        *lock(&self.0) = ListState {
+            writes,
+            ids,
+            applied_at: None,
+            violation: None,
+        };
+        Ok(())
+    }
+}
+
+/// A simulated node's applying side: the node's own apply handler
+/// (`rcraft::node::testing::SimApply`: sessions, proposals answered, snapshots written and
+/// restored) over the write list.
+pub(crate) struct NodeStateMachine {
+    apply: SimApply,
+    list: Arc<Mutex<ListState>>,
+}
+
+impl NodeStateMachine {
+    /// A node's state machine restored from `durable` (its disk's snapshot), if any.
+    pub(crate) fn new(
+        initial: &Membership,
+        sessions_max: usize,
+        durable: Option<&StoredSnapshot>,
+    ) -> Result<NodeStateMachine, String> {
+        let list = Arc::new(Mutex::new(ListState::default()));
+        let current = durable.map(|s| (s.meta.clone(), s.bytes.clone()));
+        let apply = SimApply::new(
+            Box::new(SharedList(list.clone())),
+            current,
+            initial.clone(),
+            sessions_max,
+        )?;
+        Ok(NodeStateMachine { apply, list })
+    }
+
+    /// Highest applied index.
+    pub(crate) fn applied_index(&self) -> LogIndex {
+        self.apply.applied().0
+    }
+
+    /// The write ids applied, in order.
+    pub(crate) fn writes(&self) -> Vec<u64> {
+        lock(&self.list).writes.clone()
+    }
+
+    /// Applies one committed entry through the node's apply handler (the caller checked it
+    /// is the next one) and says what it answered. Errs when a write takes effect twice.
+    pub(crate) fn apply(&mut self, entry: &Entry) -> Result<Applied, String> {
+        let answer = self
+            .apply
+            .apply(entry.clone(), Some(entry.term))?
+            .ok_or_else(|| format!("entry {} was applied without an answer", entry.index))?;
+        let list = lock(&self.list);
+        if let Some(violation) = &list.violation {
+            return Err(violation.clone());
+        }
+        let register = Some(Session::REGISTER);
+        Ok(match (&entry.payload, answer) {
+            (EntryPayload::Command { session, .. }, SimAnswer::Ok(result))
+                if *session == register =>
+            {
+                let id: [u8; 8] = result
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or("a registration answered no client id")?;
+                Applied::Registered(u64::from_le_bytes(id))
+            }
+            (EntryPayload::Command { .. }, SimAnswer::Ok(_)) => {
+                if list.applied_at == Some(entry.index) {
+                    Applied::Write
+                } else {
+                    Applied::Duplicate
+                }
+            }
+            (EntryPayload::Command { .. }, SimAnswer::Refused { definite: true, .. }) => {
+                Applied::RefusedDefinite
+            }
+            (
+                EntryPayload::Command { .. },
+                SimAnswer::Refused {
+                    definite: false, ..
+                },
+            ) => Applied::RefusedUnknown,
+            (_, SimAnswer::Ok(_)) => Applied::Other,
+            (_, SimAnswer::Refused { message, .. }) => {
+                return Err(format!("entry {} was refused: {message}", entry.index));
+            }
+        })
+    }
+
+    /// A snapshot of every applied entry, written by the node's apply handler; `None` when
+    /// its latest snapshot already covers them.
+    pub(crate) fn snapshot(&mut self) -> Result<Option<StoredSnapshot>, String> {
+        Ok(self
+            .apply
+            .take_snapshot()?
+            .map(|(meta, bytes)| StoredSnapshot { meta, bytes }))
+    }
+
+    /// Restores the installed snapshot `meta` from `current` (storage's current snapshot) as
+    /// the node's apply handler does.
+    pub(crate) fn restore(
+        &mut self,
+        meta: &SnapshotMeta,
+        current: &StoredSnapshot,
+    ) -> Result<(), String> {
+        self.apply
+            .restore(meta.clone(), (current.meta.clone(), current.bytes.clone()))?;
+        let restored = self.applied_index();
+        if restored < current.meta.index.min(meta.index) {
+            return Err(format!(
+                "restoring snapshot {} left the state machine at {restored}",
+                meta.index
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +413,45 @@ mod tests {
         let refused = command(4, unknown, encode_write(8, 0));
         assert_eq!(restored.apply(&refused), Ok(Applied::RefusedDefinite));
         assert_eq!(restored.writes, vec![7]);
+    }
+
+    #[test]
+    fn the_nodes_apply_handler_dedups_a_retry_across_a_snapshot_restore() {
+        let initial = Membership::with_voters([NodeId(0)]);
+        let mut node = NodeStateMachine::new(&initial, 4, None).unwrap();
+        let register = command(1, Some(Session::REGISTER), Vec::new());
+        assert_eq!(node.apply(&register), Ok(Applied::Registered(1)));
+        let session = Some(Session {
+            client_id: 1,
+            sequence: 1,
+        });
+        assert_eq!(
+            node.apply(&command(2, session, encode_write(7, 3))),
+            Ok(Applied::Write)
+        );
+        let snapshot = node.snapshot().unwrap().expect("a snapshot of index 2");
+        assert_eq!(snapshot.meta.index, LogIndex(2));
+        assert!(
+            node.snapshot().unwrap().is_none(),
+            "it covers every applied entry"
+        );
+        // Another node installs it and gets the retry.
+        let mut other = NodeStateMachine::new(&initial, 4, None).unwrap();
+        other.restore(&snapshot.meta, &snapshot).unwrap();
+        assert_eq!(other.applied_index(), LogIndex(2));
+        let retry = command(3, session, encode_write(7, 0));
+        assert_eq!(other.apply(&retry), Ok(Applied::Duplicate));
+        assert_eq!(other.writes(), vec![7]);
+        let unknown = Some(Session {
+            client_id: 9,
+            sequence: 1,
+        });
+        let refused = command(4, unknown, encode_write(8, 0));
+        assert_eq!(other.apply(&refused), Ok(Applied::RefusedDefinite));
+        // Without a session nothing dedups a repeated write: the handler's state machine
+        // reports it applied twice.
+        let again = other.apply(&command(5, None, encode_write(7, 0)));
+        assert!(again.unwrap_err().contains("exactly-once"));
     }
 
     #[test]

@@ -6,13 +6,11 @@
 //! off) because the classic Raft bugs need leader changes at awkward moments.
 
 use crate::checker::Verdict;
-use crate::disk::StoredSnapshot;
 use crate::params::{CLIENTS, QUIET_END_MS, RUN_MS};
 use crate::replica::SimCore;
-use crate::state_machine::checksum;
 use crate::world::{Event, World};
 use rcraft::core::{Input, ProposeError, RequestId};
-use rcraft::wire::{NodeId, ReadMode, Role, SnapshotMeta};
+use rcraft::wire::{NodeId, ReadMode, Role};
 use std::collections::BTreeSet;
 
 /// Fault kinds, in the order of their weights in [`FAULT_WEIGHTS`].
@@ -271,25 +269,17 @@ impl<C: SimCore> World<C> {
             Some(leader) if storm && self.rng.chance(800) => leader,
             _ => node,
         };
-        let n = &self.nodes[node];
+        let n = &mut self.nodes[node];
         let covered = n.disk.snapshot().map(|s| s.meta.index);
-        if n.sm.applied_index.0 == 0 || covered >= Some(n.sm.applied_index) {
+        let applied = n.sm.applied_index();
+        if applied.0 == 0 || covered >= Some(applied) {
             return Ok(());
         }
-        let bytes = n.sm.snapshot_bytes();
-        let meta = SnapshotMeta {
-            index: n.sm.applied_index,
-            term: n.sm.applied_term,
-            membership: n.sm.membership.clone(),
-            size_bytes: bytes.len() as u64,
-            checksum: checksum(&bytes),
-        };
-        let snapshot = StoredSnapshot {
-            meta: meta.clone(),
-            bytes,
-        };
-        let n = &mut self.nodes[node];
         let id = n.id;
+        let Some(snapshot) = n.sm.snapshot().map_err(|e| format!("node {id}: {e}"))? else {
+            return Ok(());
+        };
+        let meta = snapshot.meta.clone();
         n.disk
             .save_snapshot(snapshot.clone())
             .map_err(|e| format!("node {id}: {e}"))?;

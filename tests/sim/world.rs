@@ -21,8 +21,9 @@ use crate::params::{
 };
 use crate::replica::{CoreView, SimCore};
 use crate::rng::SimRng;
-use crate::state_machine::AppendList;
+use crate::state_machine::{AppendList, NodeStateMachine};
 use rcraft::core::{Input, RequestId};
+use rcraft::node::testing::SimReceivedSnapshots;
 use rcraft::wire::{LogIndex, Membership, Message, NodeId, Role, SnapshotMeta, Term};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -47,12 +48,11 @@ pub(crate) enum Event {
         incarnation: u64,
         input: Input,
     },
-    /// A received snapshot was written and verified; restore and tell the core.
+    /// A received snapshot was written, verified and installed; tell the core.
     Install {
         node: usize,
         incarnation: u64,
         snapshot: StoredSnapshot,
-        next_offset: u64,
     },
     /// A crashed node comes back.
     Restart { node: usize },
@@ -108,7 +108,10 @@ pub(crate) struct SimNode<C> {
     /// The replica's log as its persist actions describe it (its in-memory log).
     pub(crate) log: EntryLog,
     /// The state machine.
-    pub(crate) sm: AppendList,
+    pub(crate) sm: NodeStateMachine,
+    /// The stages of the snapshots it receives, as its consensus thread follows them (this
+    /// life's).
+    pub(crate) received: SimReceivedSnapshots,
     /// Snapshot files it can serve chunks from, by index, removed as the storage thread
     /// removes them: only those below the newest its core uses and not in use.
     pub(crate) snapshots: BTreeMap<LogIndex, StoredSnapshot>,
@@ -371,19 +374,22 @@ impl<C: SimCore> World<C> {
     /// applied as much (the replicas converged).
     fn check_end(&self) -> Verdict {
         let up = || self.nodes.iter().filter(|n| n.core.is_some() && !n.retired);
-        let Some(most) = up().max_by_key(|n| n.sm.applied_index) else {
+        let Some(most) = up().max_by_key(|n| n.sm.applied_index()) else {
             return Ok(());
         };
-        self.history.check_final_state(&most.sm.writes)?;
+        self.history.check_final_state(&most.sm.writes())?;
         let Some(view) = most.view.as_ref() else {
             return Ok(());
         };
         let members = view.membership.members();
         for n in up().filter(|n| members.contains(&n.id)) {
-            if n.sm.applied_index < most.sm.applied_index {
+            if n.sm.applied_index() < most.sm.applied_index() {
                 return Err(format!(
                     "convergence: at the end node {} applied through {}, node {} through {}",
-                    n.id, n.sm.applied_index, most.id, most.sm.applied_index
+                    n.id,
+                    n.sm.applied_index(),
+                    most.id,
+                    most.sm.applied_index()
                 ));
             }
         }
@@ -440,8 +446,7 @@ impl<C: SimCore> World<C> {
                 node,
                 incarnation,
                 snapshot,
-                next_offset,
-            } => self.on_install(node, incarnation, snapshot, next_offset),
+            } => self.on_install(node, incarnation, snapshot),
             Event::Restart { node } => self.restart_if_down(node),
             Event::Depose {
                 node,
@@ -558,6 +563,20 @@ impl<C: SimCore> World<C> {
         if !self.alive(node, incarnation) {
             return Ok(());
         }
+        let n = &mut self.nodes[node];
+        let stage = match &input {
+            Input::SnapshotChunkWritten {
+                meta,
+                next_offset,
+                rejected,
+            } => n
+                .received
+                .chunk_written(meta, *next_offset, *rejected)
+                .map(|_| ()),
+            Input::SnapshotInstalled { meta } => n.received.stored(meta),
+            _ => Ok(()),
+        };
+        stage.map_err(|e| format!("node {}: {e}", n.id))?;
         self.feed(node, input)
     }
 
@@ -620,7 +639,7 @@ impl<C: SimCore> World<C> {
         });
         if let Some(membership) = leader.and_then(|n| n.view.as_ref()).map(|v| &v.membership) {
             let behind = self.nodes.iter().find(|n| {
-                membership.is_voter(n.id) && n.core.is_some() && n.sm.applied_index < commit
+                membership.is_voter(n.id) && n.core.is_some() && n.sm.applied_index() < commit
             });
             if let Some(n) = behind {
                 return Err(format!(
@@ -628,7 +647,7 @@ impl<C: SimCore> World<C> {
                      after {} ticks voter {} has applied only through {}",
                     LIVENESS_BOUND_MS / TICK_MS,
                     n.id,
-                    n.sm.applied_index
+                    n.sm.applied_index()
                 ));
             }
         }
@@ -717,10 +736,15 @@ impl<C: SimCore> World<C> {
             .map_err(|e| format!("node {id}: {e}"))?;
         let recovered = self.nodes[node].disk.recovered(&self.initial_membership);
         let durable = self.nodes[node].disk.snapshot().cloned();
-        let sm = match &durable {
-            Some(snapshot) => self.restore_checked(id, snapshot)?,
-            None => AppendList::new(&self.initial_membership, self.params.sessions_max),
-        };
+        if let Some(snapshot) = &durable {
+            self.restore_checked(id, snapshot)?;
+        }
+        let sm = NodeStateMachine::new(
+            &self.initial_membership,
+            self.params.sessions_max,
+            durable.as_ref(),
+        )
+        .map_err(|e| format!("node {id}: restoring its snapshot at start: {e}"))?;
         let (base_index, base_term, base_membership) = durable.as_ref().map_or(
             (LogIndex(0), Term(0), self.initial_membership.clone()),
             |s| (s.meta.index, s.meta.term, s.meta.membership.clone()),
@@ -737,6 +761,7 @@ impl<C: SimCore> World<C> {
         n.core = Some(core);
         n.log = log;
         n.sm = sm;
+        n.received = SimReceivedSnapshots::default();
         n.snapshots = durable.into_iter().map(|s| (s.meta.index, s)).collect();
         n.last_commit = base_index;
         n.last_persist_seq = None;
@@ -952,7 +977,9 @@ impl<C> SimNode<C> {
             incarnation: 0,
             disk,
             log: EntryLog::default(),
-            sm: AppendList::new(initial_membership, sessions_max),
+            sm: NodeStateMachine::new(initial_membership, sessions_max, None)
+                .unwrap_or_else(|e| panic!("node {id}: {e}")),
+            received: SimReceivedSnapshots::default(),
             snapshots: BTreeMap::new(),
             kept: Vec::new(),
             proposals: BTreeMap::new(),
