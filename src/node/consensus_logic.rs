@@ -157,6 +157,17 @@ impl ConsensusLogic {
         self.observer.set_metrics(metrics);
     }
 
+    /// The core, for observation.
+    pub(crate) fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// Steps the core directly with an input no node thread sends (a fault the simulator
+    /// injects: an election timeout firing at once).
+    pub(crate) fn step_core(&mut self, input: Input) {
+        self.replica.step(input);
+    }
+
     /// What was decided and not handed on yet.
     pub(crate) fn outbox(&mut self) -> &mut Outbox {
         &mut self.outbox
