@@ -970,4 +970,48 @@ mod tests {
         );
         assert_eq!(logic.outbox().apply.len(), APPLY_BACKLOG_MAX);
     }
+
+    /// At a stop, every request still waiting is answered once: a write waiting in the
+    /// apply backlog with an unknown outcome, a read still pending in the table with a
+    /// definite failure.
+    #[test]
+    fn a_stop_answers_every_waiting_request_once() {
+        let start = Instant::now();
+        let leader = leader_of_three(|_| {});
+        let mut logic = ConsensusLogic::new(leader, settings(), start);
+        let (reply, write_answer) = bounded(2);
+        let write = ApiRequest::Propose {
+            session: None,
+            command: b"x".to_vec(),
+            reply,
+        };
+        logic.receive(Received::Api(write), start);
+        // Without lease reads, the read waits in the table for a heartbeat round.
+        let (reply, read_answer) = bounded(2);
+        let read = ApiRequest::Read {
+            query: Vec::new(),
+            mode: ReadMode::Linearizable,
+            reply,
+        };
+        logic.receive(Received::Api(read), start);
+        logic.finish_turn(start);
+        assert!(logic.outbox().replies.is_empty());
+        let waiting = |c: &ApplyCommand| matches!(c, ApplyCommand::WaitProposal { .. });
+        assert!(logic.outbox().apply.iter().any(waiting));
+        logic.stop(&Exit::Shutdown);
+        for (to, body) in std::mem::take(&mut logic.outbox().replies) {
+            let ReplyTo::Api(sender) = to else {
+                panic!("an API request is answered on its channel")
+            };
+            sender.try_send(body).unwrap();
+        }
+        let unknown = |answer: Result<ClientResponseBody, _>| match answer {
+            Ok(ClientResponseBody::Error { definite, .. }) => Some(definite),
+            _ => None,
+        };
+        assert_eq!(unknown(write_answer.try_recv()), Some(false));
+        assert_eq!(unknown(read_answer.try_recv()), Some(true));
+        assert!(write_answer.try_recv().is_err() && read_answer.try_recv().is_err());
+        assert!(logic.outbox().apply.is_empty());
+    }
 }
