@@ -120,8 +120,10 @@ pub(crate) struct ConsensusLogic {
     /// The received snapshot (index, term, data checksum) the apply side was told is
     /// arriving (`ApplyCommand::SnapshotArriving`).
     announced_snapshot: Option<(LogIndex, rcraft_wire::Term, u32)>,
-    /// Tells operators about role, leader and membership changes (node/observe.rs).
-    observer: Observer,
+    /// Tells operators about role, leader and membership changes, and times the request
+    /// stages (node/observe.rs); `None` in the simulator, which checks what it would log
+    /// itself (the observer reads the wall clock for its metrics; no decision depends on it).
+    observer: Option<Observer>,
     /// The lost range the core was repairing at the end of the last turn, to say when it is
     /// whole again (by entries or by a snapshot past it).
     repairing: Option<LostEntries>,
@@ -136,7 +138,7 @@ impl ConsensusLogic {
     /// The handler around a recovered replica, its clock starting at `now`.
     pub(crate) fn new(replica: Replica, settings: ConsensusSettings, now: Instant) -> Self {
         ConsensusLogic {
-            observer: Observer::new(&replica),
+            observer: Some(Observer::new(&replica)),
             repairing: replica.repairing(),
             votes_unknown: log_votes_unknown(&replica),
             membership_told: None,
@@ -154,7 +156,22 @@ impl ConsensusLogic {
 
     /// Writes the node's metrics from now on (node/metrics.rs).
     pub(crate) fn set_metrics(&mut self, metrics: MetricsHook) {
-        self.observer.set_metrics(metrics);
+        if let Some(observer) = &mut self.observer {
+            observer.set_metrics(metrics);
+        }
+    }
+
+    /// The handler without its observer (for the simulator): nothing is logged or timed.
+    pub(crate) fn unobserved(mut self) -> Self {
+        self.observer = None;
+        self
+    }
+
+    /// Tells the observer, if there is one.
+    fn observe(&mut self, tell: impl FnOnce(&mut Observer)) {
+        if let Some(observer) = &mut self.observer {
+            tell(observer);
+        }
     }
 
     /// The core, for observation.
@@ -225,10 +242,12 @@ impl ConsensusLogic {
     pub(crate) fn finish_turn(&mut self, now: Instant) {
         self.tick(now);
         self.carry_out_actions();
-        if !self.outbox.peers.is_empty() {
-            self.observer.on_sent(&self.outbox.peers);
+        if let Some(observer) = &mut self.observer {
+            if !self.outbox.peers.is_empty() {
+                observer.on_sent(&self.outbox.peers);
+            }
+            observer.on_turn(&self.replica, self.applied, self.pending.len());
         }
-        (self.observer).on_turn(&self.replica, self.applied, self.pending.len());
         self.tell_membership();
         let repairing = self.replica.repairing();
         log_repair_finished(std::mem::replace(&mut self.repairing, repairing), repairing);
@@ -296,7 +315,7 @@ impl ConsensusLogic {
             .collect();
         for id in expired {
             if let Some(pending) = self.pending.remove(&id) {
-                self.observer.on_request_failed();
+                self.observe(|o| o.on_request_failed());
                 let body = failure_body(&pending, "timed out waiting for the leader");
                 self.reply(pending.reply, body);
             }
@@ -306,7 +325,7 @@ impl ConsensusLogic {
     fn on_net_event(&mut self, event: NetEvent, now: Instant) {
         match event {
             NetEvent::Peer(message) => {
-                self.observer.on_peer_message(&message);
+                self.observe(|o| o.on_peer_message(&message));
                 self.replica.step(Input::Message(message));
             }
             NetEvent::Client {
@@ -314,7 +333,7 @@ impl ConsensusLogic {
                 request,
                 received,
             } => {
-                self.observer.on_client_request(received);
+                self.observe(|o| o.on_client_request(received));
                 let reply = ReplyTo::Client {
                     conn,
                     request_id: request.request_id,
@@ -346,11 +365,12 @@ impl ConsensusLogic {
                 self.read_snapshot(reply, index, offset)
             }
             ClientRequestBody::Events => {
-                let events = self.observer.recorded_events();
+                let events =
+                    (self.observer.as_ref()).map_or_else(Vec::new, |o| o.recorded_events());
                 self.reply(reply, ClientResponseBody::Events(events));
             }
             ClientRequestBody::Latency => {
-                let stages = self.observer.latency_report();
+                let stages = (self.observer.as_ref()).map_or_else(Vec::new, |o| o.latency_report());
                 self.reply(reply, ClientResponseBody::Latency(stages));
             }
         }
@@ -514,7 +534,7 @@ impl ConsensusLogic {
                 offset,
                 data,
             } => {
-                (self.observer).on_snapshot_chunk_read(to, &meta, offset, data.len());
+                self.observe(|o| o.on_snapshot_chunk_read(to, &meta, offset, data.len()));
                 self.replica.step(Input::SnapshotChunkRead {
                     to,
                     meta,
@@ -554,7 +574,7 @@ impl ConsensusLogic {
                 self.replica.step(input);
             }
             StorageEvent::SnapshotStored { meta } => {
-                self.observer.on_snapshot_stored();
+                self.observe(|o| o.on_snapshot_stored());
                 self.announced_snapshot = None;
                 self.send_apply(ApplyCommand::Restore(meta.clone()));
                 self.on_snapshot_installed(meta);
@@ -632,20 +652,18 @@ impl ConsensusLogic {
         self.replica.step(input);
     }
 
-    /// Drains the core's actions into the outbox until it has none left.
+    /// Drains the core's actions into the outbox, once: carrying an action out never steps
+    /// the core, so the drain leaves it none.
     fn carry_out_actions(&mut self) {
-        loop {
-            let actions = self.replica.take_actions();
-            if actions.is_empty() || self.failure.is_some() {
-                return;
+        if self.failure.is_some() {
+            return;
+        }
+        for action in self.replica.take_actions() {
+            // The same one-line form as the interaction scripts; built only when traced.
+            if log::log_enabled!(log::Level::Trace) {
+                log::trace!("node {}: {}", self.replica.id(), describe_action(&action));
             }
-            for action in actions {
-                // The same one-line form as the interaction scripts; built only when traced.
-                if log::log_enabled!(log::Level::Trace) {
-                    log::trace!("node {}: {}", self.replica.id(), describe_action(&action));
-                }
-                self.carry_out(action);
-            }
+            self.carry_out(action);
         }
     }
 
@@ -676,7 +694,7 @@ impl ConsensusLogic {
             }
             Action::Apply { entries } => self.send_apply(ApplyCommand::Entries(entries)),
             Action::Proposed { id, term, index } => {
-                self.observer.on_proposed(index);
+                self.observe(|o| o.on_proposed(index));
                 self.on_proposed(id, term, index);
             }
             Action::ReadReady { id, index, term } => self.on_read_ready(id, index, term),
@@ -737,7 +755,8 @@ impl ConsensusLogic {
             }
             Action::SelfDemotion(demotion) => {
                 let term = self.replica.hard_state().term;
-                (self.observer).on_self_demotion(&demotion, self.settings.tick, term);
+                let tick = self.settings.tick;
+                self.observe(|o| o.on_self_demotion(&demotion, tick, term));
                 self.outbox.self_demotions.push(demotion);
             }
             Action::KeepSnapshots { in_use } => {
@@ -778,7 +797,7 @@ impl ConsensusLogic {
             return;
         };
         if !matches!(error, ProposeError::NotLeader { .. }) {
-            self.observer.on_request_failed();
+            self.observe(|o| o.on_request_failed());
         }
         let body = match error {
             ProposeError::NotLeader { leader } => self.not_leader(leader),

@@ -413,7 +413,9 @@ pub struct SimTurn {
 }
 
 /// One simulated node's consensus thread: the same handler the thread runs
-/// (`ConsensusLogic`), fed one input at a time with the simulated time in ms.
+/// (`ConsensusLogic`), fed one input at a time with the simulated time in ms. It runs without
+/// the handler's observer (operators' log lines and metrics, timed by the wall clock): the
+/// simulator checks what those would tell itself, and reads no clock.
 pub struct SimConsensus {
     logic: ConsensusLogic,
     /// Simulated time 0 is `base + tick`.
@@ -447,7 +449,7 @@ impl SimConsensus {
         let base = Instant::now();
         let start = base + Duration::from_millis(first_tick_ms);
         Ok(SimConsensus {
-            logic: ConsensusLogic::new(replica, node_settings, start),
+            logic: ConsensusLogic::new(replica, node_settings, start).unobserved(),
             base,
             tick,
         })
