@@ -1,7 +1,8 @@
 //! The deterministic simulator of the consensus core (`make sim`, `make sim SEED=n`).
 //!
-//! Each seed builds a cluster of 3 to 5 voting `rcraft::core::Replica`s (plus up to 2 spares
-//! that membership changes may add) with simulated network,
+//! Each seed builds a cluster of 3 to 5 voting nodes (plus up to 2 spares that membership
+//! changes may add), each the node's own consensus-thread handler around a
+//! `rcraft::core::Replica` (`rcraft::node::testing::SimConsensus`), with simulated network,
 //! disks, state machines, clients and faults, runs a few thousand events, and checks Raft's
 //! safety properties after every step and liveness after faults heal. See `tests/sim/` and
 //! the "The simulator" section of `docs/ARCHITECTURE.md`.
@@ -40,11 +41,11 @@ mod workload;
 mod world;
 
 /// Runs the seeds chosen by `SIM_SEED` / `SIM_SEEDS` (see `tests/sim/runner.rs`) against the
-/// real core and fails with a one-line reproduction when any property breaks.
+/// real consensus handler and core and fails with a one-line reproduction when any property breaks.
 #[test]
 fn simulated_clusters_stay_safe_and_live() {
     let options = runner::RunnerOptions::from_env().unwrap_or_else(|e| panic!("sim: {e}"));
-    match runner::run_seeds::<rcraft::core::Replica>(&options) {
+    match runner::run_seeds::<rcraft::node::testing::SimConsensus>(&options) {
         Ok(summary) => println!("{summary}"),
         Err(report) => {
             eprintln!("{report}");
@@ -57,7 +58,7 @@ fn simulated_clusters_stay_safe_and_live() {
 /// The seeds that found the bugs of docs/SIM_FINDINGS.md beyond the default seed range.
 #[test]
 fn seeds_of_findings_pass() {
-    match runner::run_finding_seeds::<rcraft::core::Replica>() {
+    match runner::run_finding_seeds::<rcraft::node::testing::SimConsensus>() {
         Ok(summary) => println!("{summary}"),
         Err(report) => panic!("{report}"),
     }

@@ -103,15 +103,6 @@ impl<T> Ringing<T> {
             .expect("a Ringing sender is used only before drop")
     }
 
-    /// Queues `message` without waiting and rings.
-    pub(crate) fn try_send(&self, message: T) -> Result<(), TrySendError<T>> {
-        let result = self.sender().try_send(message);
-        if result.is_ok() {
-            self.doorbell.ring();
-        }
-        result
-    }
-
     /// Queues `message` without ringing: call [`Ringing::ring`] once after a batch.
     pub(crate) fn try_push(&self, message: T) -> Result<(), TrySendError<T>> {
         self.sender().try_send(message)

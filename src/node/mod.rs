@@ -8,6 +8,7 @@
 mod apply;
 pub mod backup;
 mod consensus;
+mod consensus_logic;
 mod data_dir;
 pub mod doctor;
 mod entry_codec;

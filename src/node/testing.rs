@@ -1,13 +1,18 @@
-//! The node's storage thread, apply thread handler and client session table, reachable by the cluster simulator
-//! (`tests/sim/`), which runs them beside its model of the disk and inside its state
+//! The node's consensus-thread handler, storage thread, apply-thread handler and client
+//! session table, reachable by the cluster simulator (`tests/sim/`), which drives the
+//! consensus handler for every node, runs the storage thread beside its model of the disk and
+//! the apply handler and session table inside its state
 //! machine. Hidden from the documentation and not part of the API: it exists so that the
-//! simulator drives the same code the storage and apply threads run, not a copy.
+//! simulator drives the same code the consensus, storage and apply threads run, not a copy.
 //!
-//! Owned by one simulated node; single-threaded. Commands queue until [`SimStorage::run`]
-//! carries them out as one drained batch, exactly as the thread's loop would.
+//! Owned by one simulated node; single-threaded. Storage commands queue until
+//! [`SimStorage::run`] carries them out as one drained batch, exactly as the thread's loop
+//! would. [`SimConsensus`] is fed the simulator's inputs with its simulated time, as the
+//! consensus thread feeds the handler what it receives with the time it takes it.
 
 use super::apply::{ApplyCommand, ApplyHandler, ApplyProgress, SnapshotPolicy};
-use super::received_snapshot::ReceivedSnapshots;
+use super::consensus_logic::{ConsensusLogic, ConsensusSettings, Received};
+use super::net::{ClientConnId, NetEvent};
 use super::sessions::{SessionCheck, SessionTable};
 use super::snapshot_files::{
     OpenSnapshot, SnapshotFiles, SnapshotWriteFn, file_meta, snapshot_meta,
@@ -15,10 +20,14 @@ use super::snapshot_files::{
 use super::snapshot_format::{read_snapshot, write_snapshot};
 use super::storage_io::{StorageCommand, StorageEvent};
 use super::storage_thread::{OpenedStorage, open_storage_with};
-use super::transport::{ClientConnId, ReplyTo};
-use crate::core::{HardState, RecoveredState};
+use super::transport::ReplyTo;
+use crate::core::{CoreConfig, HardState, Input, RecoveredState, Replica, SelfDemotion};
 use rcraft_storage::SimFs;
-use rcraft_wire::{ClientResponseBody, Entry, LogIndex, Membership, Session, SnapshotMeta, Term};
+use rcraft_wire::{
+    ClientRequest, ClientRequestBody, ClientResponseBody, Entry, LogIndex, Membership, Message,
+    NodeId, Session, SnapshotMeta, Term,
+};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -483,47 +492,382 @@ fn sim_reply(index: LogIndex) -> ReplyTo {
     }
 }
 
-/// The consensus thread's owner of received snapshots' stages (`ReceivedSnapshots`), for the
-/// simulator: told the same events in the same order, it stops the seed on any transition
-/// the node would stop on.
+/// The connection every simulated client request arrives on (the simulator tells its
+/// requests apart by request id).
+const SIM_CONN: ClientConnId = ClientConnId(0);
+
+/// The settings of one simulated node's consensus handler.
+#[derive(Clone, Debug)]
+pub struct SimConsensusSettings {
+    /// Servers in the cluster (node ids `0..servers`).
+    pub servers: usize,
+    /// Length of one tick, ms of simulated time.
+    pub tick_ms: u64,
+    /// How long a client request may wait inside the node, ms.
+    pub rpc_timeout_ms: u64,
+    /// Applied index at start (the restored snapshot's).
+    pub applied: LogIndex,
+    /// Entries kept in the log behind a new snapshot.
+    pub snapshot_retain_entries: u64,
+}
+
+/// What one storage command asks for (the consensus thread's storage commands a simulated
+/// node can produce, in the simulator's terms).
+#[derive(Clone, Debug)]
+pub enum SimStorageCommand {
+    /// Truncate when needed, append, save hard state; answer `Persisted { seq }` once synced.
+    Persist {
+        /// Sequence number.
+        seq: u64,
+        /// New hard state, when it changed.
+        hard_state: Option<HardState>,
+        /// Entries.
+        entries: Vec<Entry>,
+    },
+    /// Drop the log through `through`.
+    CompactLog {
+        /// Highest removable index.
+        through: LogIndex,
+    },
+    /// Read a chunk of a snapshot for follower `to`.
+    ReadSnapshotChunk {
+        /// The follower.
+        to: NodeId,
+        /// The snapshot.
+        meta: SnapshotMeta,
+        /// Where to read from.
+        offset: u64,
+        /// Most bytes.
+        max_bytes: u64,
+    },
+    /// Read entries `[low, high]` for follower `to`.
+    ReadEntries {
+        /// Echoed in the answer.
+        id: u64,
+        /// The follower.
+        to: NodeId,
+        /// First index.
+        low: LogIndex,
+        /// Last index at most.
+        high: LogIndex,
+        /// Most entry bytes.
+        max_bytes: u64,
+    },
+    /// Write a received chunk; on `done`, verify and make current.
+    WriteSnapshotChunk {
+        /// The snapshot.
+        meta: SnapshotMeta,
+        /// Offset of `data`.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
+        /// Last chunk.
+        done: bool,
+    },
+    /// Keep these snapshots' files; older ones not listed go.
+    KeepSnapshots {
+        /// The snapshots in use.
+        in_use: Vec<SnapshotMeta>,
+    },
+}
+
+/// One apply command (the consensus thread's commands to the apply thread, in the
+/// simulator's terms: a waiting request is named by the request id it was sent with).
+#[derive(Clone, Debug)]
+pub enum SimApplyCommand {
+    /// Committed entries to apply in order.
+    Entries(Vec<Entry>),
+    /// The write `request` was appended at (`index`, `term`): answer it once applied.
+    WaitProposal {
+        /// The request id.
+        request: u64,
+        /// Its index.
+        index: LogIndex,
+        /// Its term.
+        term: Term,
+    },
+    /// The read `request` is confirmed at `index`: serve it once applied through it.
+    Read {
+        /// The request id.
+        request: u64,
+        /// The read index.
+        index: LogIndex,
+    },
+    /// A received snapshot is current on disk: restore the state machine from it (unless it
+    /// already covers it).
+    Restore(SnapshotMeta),
+    /// A received snapshot's chunks are arriving.
+    SnapshotArriving(SnapshotMeta),
+}
+
+/// What one turn of a simulated node's consensus handler decided, per destination, each
+/// group in the order it must be carried out.
 #[derive(Debug, Default)]
-pub struct SimReceivedSnapshots(ReceivedSnapshots);
+pub struct SimTurn {
+    /// To its storage.
+    pub storage: Vec<SimStorageCommand>,
+    /// To its state machine.
+    pub apply: Vec<SimApplyCommand>,
+    /// To its peers.
+    pub peers: Vec<Message>,
+    /// To its clients: (request id, answer).
+    pub replies: Vec<(u64, ClientResponseBody)>,
+    /// Gray-failure self-demotions the core decided.
+    pub self_demotions: Vec<SelfDemotion>,
+}
 
-impl SimReceivedSnapshots {
-    /// The core handed storage a chunk of `meta` (`Action::WriteSnapshotChunk`).
-    pub fn chunk_handed(&mut self, meta: &SnapshotMeta) {
-        self.0.chunk_handed(meta);
+/// One simulated node's consensus thread: the same handler the thread runs
+/// (`ConsensusLogic`), fed one input at a time with the simulated time in ms. It runs without
+/// the handler's observer (operators' log lines and metrics, timed by the wall clock): the
+/// simulator checks what those would tell itself, and reads no clock.
+pub struct SimConsensus {
+    logic: ConsensusLogic,
+    /// Simulated time 0 is `base + tick`.
+    base: Instant,
+    tick: Duration,
+}
+
+impl SimConsensus {
+    /// Builds the handler around a replica recovered from `recovered`; its first tick falls
+    /// due at `first_tick_ms`.
+    pub fn start(
+        config: CoreConfig,
+        recovered: RecoveredState,
+        settings: &SimConsensusSettings,
+        first_tick_ms: u64,
+    ) -> Result<SimConsensus, String> {
+        let replica = Replica::new(config, recovered).map_err(|e| e.to_string())?;
+        let tick = Duration::from_millis(settings.tick_ms.max(1));
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
+        let node_settings = ConsensusSettings {
+            servers: vec![address; settings.servers],
+            tick,
+            rpc_timeout: Duration::from_millis(settings.rpc_timeout_ms),
+            applied: settings.applied,
+            snapshot_retain_entries: settings.snapshot_retain_entries,
+            snapshot_chunk_bytes: 1 << 20,
+            lost_alone: None,
+        };
+        // Simulated time `ms` is `base + tick + ms`: the handler's clock starts one tick
+        // before its first tick is due.
+        let base = Instant::now();
+        let start = base + Duration::from_millis(first_tick_ms);
+        Ok(SimConsensus {
+            logic: ConsensusLogic::new(replica, node_settings, start).unobserved(),
+            base,
+            tick,
+        })
     }
 
-    /// Storage answered a chunk (`Input::SnapshotChunkWritten`); true when the node would
-    /// announce the snapshot as arriving to its apply thread.
-    pub fn chunk_written(
-        &mut self,
-        meta: &SnapshotMeta,
-        next_offset: u64,
-        rejected: bool,
-    ) -> Result<bool, String> {
-        let announced = (self.0)
-            .chunk_written(meta, next_offset, rejected)
-            .map_err(|e| e.to_string())?;
-        Ok(announced.is_some())
+    /// The instant of simulated time `ms`.
+    fn at(&self, ms: u64) -> Instant {
+        self.base + self.tick + Duration::from_millis(ms)
     }
 
-    /// Storage installed `meta` (`Input::SnapshotInstalled`).
-    pub fn stored(&mut self, meta: &SnapshotMeta) -> Result<(), String> {
-        self.0.stored(meta).map_err(|e| e.to_string())
+    /// The core, for the simulator's checkers.
+    pub fn replica(&self) -> &Replica {
+        self.logic.replica()
     }
 
-    /// The core asked for the restore of `meta` (`Action::RestoreSnapshot`).
-    pub fn restore_asked(&mut self, meta: &SnapshotMeta) -> Result<(), String> {
-        self.0
-            .restore_asked(meta)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    /// Feeds the ticks due at `now_ms`.
+    pub fn tick(&mut self, now_ms: u64) {
+        let now = self.at(now_ms);
+        self.logic.tick(now);
     }
 
-    /// The apply side restored `meta`.
-    pub fn restored(&mut self, meta: &SnapshotMeta) -> Result<(), String> {
-        self.0.restored(meta).map_err(|e| e.to_string())
+    /// Feeds a peer's message at `now_ms`.
+    pub fn message(&mut self, message: Message, now_ms: u64) {
+        let now = self.at(now_ms);
+        let item = Received::Net(vec![NetEvent::Peer(message)]);
+        self.logic.receive(item, now);
     }
+
+    /// Feeds a client's request (`request_id` names it in the answers) at `now_ms`.
+    pub fn client(&mut self, request_id: u64, body: ClientRequestBody, now_ms: u64) {
+        let now = self.at(now_ms);
+        let event = NetEvent::Client {
+            conn: SIM_CONN,
+            request: ClientRequest { request_id, body },
+            received: now,
+        };
+        self.logic.receive(Received::Net(vec![event]), now);
+    }
+
+    /// Feeds what storage or the state machine reported, in the core's terms: `Persisted`,
+    /// `EntriesRead`, `SnapshotChunkRead` and `SnapshotChunkWritten` (installed: the snapshot
+    /// was stored and the log reset to it) as the storage thread reports them, `Applied` and
+    /// `SnapshotTaken` as the apply thread does. Errs for an input no thread sends.
+    pub fn report(&mut self, input: Input, now_ms: u64) -> Result<(), String> {
+        let now = self.at(now_ms);
+        let item = match input {
+            Input::Persisted { seq } => Received::Storage(StorageEvent::Persisted { seq }),
+            Input::EntriesRead {
+                id,
+                to,
+                low,
+                entries,
+            } => Received::Storage(StorageEvent::EntriesRead {
+                id,
+                to,
+                low,
+                entries,
+            }),
+            Input::SnapshotChunkRead {
+                to,
+                meta,
+                offset,
+                data,
+            } => Received::Storage(StorageEvent::SnapshotChunkRead {
+                to,
+                meta,
+                offset,
+                data,
+            }),
+            Input::SnapshotInstalled { meta } => {
+                Received::Storage(StorageEvent::SnapshotStored { meta })
+            }
+            Input::SnapshotChunkWritten {
+                meta,
+                next_offset,
+                rejected,
+            } => Received::Storage(StorageEvent::SnapshotChunkWritten {
+                meta,
+                next_offset,
+                rejected,
+            }),
+            Input::Applied { index } => Received::Apply(ApplyProgress::Applied(index)),
+            Input::SnapshotTaken { meta, .. } => {
+                Received::Apply(ApplyProgress::SnapshotTaken(meta))
+            }
+            other => return Err(format!("no node thread reports {other:?}")),
+        };
+        self.logic.receive(item, now);
+        Ok(())
+    }
+
+    /// The apply side restored the received snapshot `meta` (`ApplyProgress::Restored`).
+    pub fn restored(&mut self, meta: SnapshotMeta, now_ms: u64) {
+        let now = self.at(now_ms);
+        self.logic
+            .receive(Received::Apply(ApplyProgress::Restored(meta)), now);
+    }
+
+    /// A fault with no node input: the core campaigns at once.
+    pub fn campaign(&mut self) {
+        self.logic.step_core(Input::Campaign);
+    }
+
+    /// Ends the turn at `now_ms` and returns what it decided. Errs with the node's fatal
+    /// error, or for a command a simulated node cannot carry out.
+    pub fn finish_turn(&mut self, now_ms: u64) -> Result<SimTurn, String> {
+        let now = self.at(now_ms);
+        self.logic.finish_turn(now);
+        let outbox = self.logic.outbox();
+        let mut turn = SimTurn {
+            peers: std::mem::take(&mut outbox.peers),
+            self_demotions: std::mem::take(&mut outbox.self_demotions),
+            ..SimTurn::default()
+        };
+        outbox.members = None;
+        outbox.statuses.clear();
+        for command in std::mem::take(&mut outbox.storage) {
+            turn.storage.push(sim_storage_command(command)?);
+        }
+        for command in std::mem::take(&mut outbox.apply) {
+            turn.apply.push(sim_apply_command(command)?);
+        }
+        for (to, body) in std::mem::take(&mut outbox.replies) {
+            turn.replies.push((sim_request_id(&to)?, body));
+        }
+        match self.logic.take_failure() {
+            Some(reason) => Err(format!("the node stopped: {reason}")),
+            None => Ok(turn),
+        }
+    }
+}
+
+fn sim_request_id(to: &ReplyTo) -> Result<u64, String> {
+    match to {
+        ReplyTo::Client { request_id, .. } => Ok(*request_id),
+        ReplyTo::Api(_) => Err("an answer to an API caller the simulator has none of".into()),
+    }
+}
+
+fn sim_storage_command(command: StorageCommand) -> Result<SimStorageCommand, String> {
+    Ok(match command {
+        StorageCommand::Persist {
+            seq,
+            hard_state,
+            entries,
+        } => SimStorageCommand::Persist {
+            seq,
+            hard_state,
+            entries,
+        },
+        StorageCommand::CompactLog { through } => SimStorageCommand::CompactLog { through },
+        StorageCommand::ReadSnapshotChunk {
+            to,
+            meta,
+            offset,
+            max_bytes,
+        } => SimStorageCommand::ReadSnapshotChunk {
+            to,
+            meta,
+            offset,
+            max_bytes,
+        },
+        StorageCommand::ReadEntries {
+            id,
+            to,
+            low,
+            high,
+            max_bytes,
+        } => SimStorageCommand::ReadEntries {
+            id,
+            to,
+            low,
+            high,
+            max_bytes,
+        },
+        StorageCommand::WriteSnapshotChunk {
+            meta,
+            offset,
+            data,
+            done,
+            ..
+        } => SimStorageCommand::WriteSnapshotChunk {
+            meta,
+            offset,
+            data,
+            done,
+        },
+        StorageCommand::KeepSnapshots { in_use } => SimStorageCommand::KeepSnapshots { in_use },
+        StorageCommand::ReadSnapshotForClient { .. } => {
+            return Err("a backup read, which simulated clients never ask for".into());
+        }
+    })
+}
+
+fn sim_apply_command(command: ApplyCommand) -> Result<SimApplyCommand, String> {
+    Ok(match command {
+        ApplyCommand::Entries(entries) => SimApplyCommand::Entries(entries),
+        ApplyCommand::WaitProposal {
+            index, term, reply, ..
+        } => SimApplyCommand::WaitProposal {
+            request: sim_request_id(&reply)?,
+            index,
+            term,
+        },
+        ApplyCommand::Read { index, reply, .. } => SimApplyCommand::Read {
+            request: sim_request_id(&reply)?,
+            index,
+        },
+        ApplyCommand::Restore(meta) => SimApplyCommand::Restore(meta),
+        ApplyCommand::SnapshotArriving(meta) => SimApplyCommand::SnapshotArriving(meta),
+        ApplyCommand::Subscribe(_)
+        | ApplyCommand::TakeSnapshot { .. }
+        | ApplyCommand::ReplaceSnapshot { .. } => {
+            return Err("an apply command simulated requests never cause".into());
+        }
+    })
 }

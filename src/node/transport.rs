@@ -56,21 +56,9 @@ impl Replier {
         Replier { transport }
     }
 
-    /// Sends `body` to `to`. Never blocks: an API caller that gave up is simply not told.
-    pub(crate) fn send(&self, to: ReplyTo, body: ClientResponseBody) {
-        match to {
-            ReplyTo::Client { conn, request_id } => {
-                self.transport
-                    .reply(conn, ClientResponse { request_id, body });
-            }
-            ReplyTo::Api(sender) => {
-                let _ = sender.try_send(body);
-            }
-        }
-    }
-
-    /// Sends every `(to, body)` pair; client answers go to the network thread in one
-    /// hand-off (one wake-up for the whole batch).
+    /// Sends every `(to, body)` pair, never blocking (an API caller that gave up is simply
+    /// not told); client answers go to the network thread in one hand-off (one wake-up for
+    /// the whole batch).
     pub(crate) fn send_all(
         &self,
         replies: impl IntoIterator<Item = (ReplyTo, ClientResponseBody)>,

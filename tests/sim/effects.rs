@@ -1,10 +1,14 @@
-//! Feeding inputs to a replica and carrying out the actions it returns, then checking what
-//! its new state says about the cluster.
+//! Feeding inputs to a node's consensus side and carrying out what its turn decided, then
+//! checking what its new state says about the cluster.
 //!
-//! Part of [`World`]'s single-threaded event loop. Every action is carried out in the order
-//! the core emitted it, as the node's consensus thread would: sends go to the network,
-//! persists to the disk (acknowledged later by a `Sync` event), applies to the state machine
-//! (acknowledged by an `Applied` answer), snapshot reads and writes to the disk.
+//! Part of [`World`]'s single-threaded event loop. A node's consensus side is the node's own
+//! consensus-thread handler (`rcraft::node::testing::SimConsensus`): the simulator feeds it
+//! messages, ticks, client requests and what storage and the state machine report, with its
+//! simulated time, and carries out its turn's output per destination in the order the
+//! consensus thread hands it on: storage commands to the disk (a persist is acknowledged later
+//! by a `Sync` event), apply commands to the state machine ([`World::apply_commands`], whose
+//! progress comes back as an `Applied` answer), peer messages to the network, answers to the
+//! clients.
 
 use crate::checker::Verdict;
 use crate::clients::Attempt;
@@ -14,9 +18,11 @@ use crate::params::{
 use crate::replica::SimCore;
 use crate::state_machine::decode_write;
 use crate::world::{Event, World};
-use rcraft::core::{Action, Input};
+use rcraft::core::{Input, ProposeError};
+use rcraft::node::testing::{SimApplyCommand, SimStorageCommand, SimTurn};
 use rcraft::wire::{
-    Entry, EntryPayload, LogIndex, Message, MessageBody, NodeId, Role, Session, SnapshotMeta, Term,
+    ClientRequestBody, ClientResponseBody, Entry, EntryPayload, LogIndex, Message, MessageBody,
+    NodeId, Role, Session, SnapshotMeta, Term,
 };
 
 use crate::disk::StoredSnapshot;
@@ -29,99 +35,123 @@ pub(crate) enum ApplyWork {
 }
 
 impl<C: SimCore> World<C> {
-    /// Steps `node` with `input`, carries out its actions and runs the checks.
+    /// Feeds `node` with `input` (in the core's terms), ends its turn, carries out what the
+    /// turn decided and runs the checks.
     pub(crate) fn feed(&mut self, node: usize, input: Input) -> Verdict {
-        let Some(core) = self.nodes[node].core.as_mut() else {
+        if self.nodes[node].core.is_none() {
             return Ok(());
-        };
-        core.step(input);
+        }
+        self.take_input(node, input)?;
         self.drain(node)
     }
 
-    /// Carries out the queued actions of `node`, then checks its new state.
-    pub(crate) fn drain(&mut self, node: usize) -> Verdict {
+    /// Hands `input` to `node`'s consensus side as the node would receive it: a message from
+    /// the network, a proposal, read, membership change or leadership transfer as a client
+    /// request named by its request id, storage and apply reports as those threads send
+    /// them, a tick as time passing; a campaign is a fault with no node input.
+    pub(crate) fn take_input(&mut self, node: usize, input: Input) -> Verdict {
+        let now = self.now;
         let Some(core) = self.nodes[node].core.as_mut() else {
             return Ok(());
         };
-        let actions = core.take_actions();
-        let id = self.nodes[node].id;
-        for action in actions {
-            self.carry_out(node, action)
-                .map_err(|e| format!("node {id}: {e}"))?;
+        match input {
+            Input::Tick => core.tick(now),
+            Input::Message(message) => core.message(message, now),
+            Input::Propose { id, session, data } => {
+                let body = ClientRequestBody::Write {
+                    session,
+                    command: data,
+                };
+                core.client(id, body, now);
+            }
+            Input::ReadIndex { id, mode } => {
+                let body = ClientRequestBody::Read {
+                    query: Vec::new(),
+                    mode,
+                };
+                core.client(id, body, now);
+            }
+            Input::ProposeMembership { id, membership } => {
+                core.client(id, ClientRequestBody::ChangeMembership { membership }, now);
+            }
+            Input::TransferLeadership { target } => {
+                // Nobody waits for this answer (request 0 is never a client's).
+                core.client(0, ClientRequestBody::TransferLeader { target }, now);
+            }
+            Input::Campaign => core.campaign(),
+            other => core.report(other, now)?,
         }
+        Ok(())
+    }
+
+    /// Ends `node`'s turn, carries out what it decided, then checks its new state.
+    pub(crate) fn drain(&mut self, node: usize) -> Verdict {
+        let now = self.now;
+        let id = self.nodes[node].id;
+        let Some(core) = self.nodes[node].core.as_mut() else {
+            return Ok(());
+        };
+        let turn = core
+            .finish_turn(now)
+            .map_err(|e| format!("node {id}: {e}"))?;
+        self.carry_out_turn(node, turn)
+            .map_err(|e| format!("node {id}: {e}"))?;
         self.observe(node)
     }
 
-    fn carry_out(&mut self, node: usize, action: Action) -> Verdict {
-        if self.tracing() {
-            let line = describe_action(node, &action);
-            self.note(line);
+    /// Carries out one turn's output in the order the consensus thread hands it on: storage,
+    /// apply, peers, answers.
+    fn carry_out_turn(&mut self, node: usize, turn: SimTurn) -> Verdict {
+        let SimTurn {
+            storage,
+            apply,
+            peers,
+            replies,
+            self_demotions,
+        } = turn;
+        for command in storage {
+            if self.tracing() {
+                self.note(format!(
+                    "  node {node} storage: {}",
+                    describe_storage(&command)
+                ));
+            }
+            self.carry_out_storage(node, command)?;
         }
-        match action {
-            Action::Send(msg) => self.send(node, msg),
-            Action::Persist {
+        self.apply_commands(node, apply)?;
+        for message in peers {
+            if self.tracing() {
+                let line = rcraft::core::describe::describe_message(&message);
+                self.note(format!("  node {node} send {line}"));
+            }
+            self.send(node, message)?;
+        }
+        for (request, body) in replies {
+            if self.tracing() {
+                self.note(format!("  node {node} answers request {request}: {body:?}"));
+            }
+            self.on_answer_to_client(node, request, body)?;
+        }
+        for demotion in self_demotions {
+            self.self_demoted(node, &demotion)?;
+        }
+        Ok(())
+    }
+
+    fn carry_out_storage(&mut self, node: usize, command: SimStorageCommand) -> Verdict {
+        match command {
+            SimStorageCommand::Persist {
                 seq,
                 hard_state,
                 entries,
             } => self.persist(node, seq, hard_state, entries),
-            Action::Apply { entries } => self.apply(node, ApplyWork::Entries(entries)),
-            Action::RestoreSnapshot { meta } => self.apply(node, ApplyWork::Restore(meta)),
-            Action::Proposed { id, .. } if self.nodes[node].membership_requests.remove(&id) => {
-                // A leader with an uncommitted configuration is the most fragile moment of a
-                // change: churn strikes it as it strikes a new leader.
-                self.maybe_churn(node, false);
-                Ok(())
-            }
-            Action::ProposeRejected { id, .. }
-                if self.nodes[node].membership_requests.remove(&id) =>
-            {
-                Ok(())
-            }
-            Action::Proposed { id, term, index } => {
-                self.request_client.remove(&id);
-                let attempt = self.nodes[node]
-                    .proposals
-                    .remove(&id)
-                    .ok_or_else(|| format!("Proposed for unknown request {id}"))?;
-                let replaced = self.nodes[node].proposed.insert(index, (term, attempt));
-                if let Some((_, lost)) = replaced {
-                    self.attempt_lost(&lost);
-                }
-                Ok(())
-            }
-            Action::ProposeRejected { id, error } => {
-                self.redirect_client(id, &error);
-                let attempt = self.nodes[node]
-                    .proposals
-                    .remove(&id)
-                    .ok_or_else(|| format!("ProposeRejected for unknown request {id}"))?;
-                self.attempt_refused(&attempt, &error)
-            }
-            Action::ReadReady { id, index, .. } => {
-                self.request_client.remove(&id);
-                let read = self.nodes[node]
-                    .reads
-                    .remove(&id)
-                    .ok_or_else(|| format!("ReadReady for unknown request {id}"))?;
-                self.history.check_read_index(&read, index)?;
-                self.nodes[node].ready_reads.push((index, read));
-                self.serve_ready_reads(node)
-            }
-            Action::ReadRejected { id, error } => {
-                self.redirect_client(id, &error);
-                self.nodes[node]
-                    .reads
-                    .remove(&id)
-                    .ok_or_else(|| format!("ReadRejected for unknown request {id}"))?;
-                Ok(())
-            }
-            Action::ReadSnapshotChunk {
+            SimStorageCommand::ReadSnapshotChunk {
                 to,
                 meta,
                 offset,
                 max_bytes,
             } => self.read_snapshot_chunk(node, to, meta, offset, max_bytes),
-            Action::ReadEntries {
+            SimStorageCommand::ReadEntries {
                 id,
                 to,
                 low,
@@ -141,20 +171,18 @@ impl<C: SimCore> World<C> {
                 self.answer_after_disk_delay(node, input);
                 Ok(())
             }
-            Action::WriteSnapshotChunk {
+            SimStorageCommand::WriteSnapshotChunk {
                 meta,
                 offset,
                 data,
                 done,
-                ..
             } => self.write_snapshot_chunk(node, meta, offset, &data, done),
-            Action::CompactLog { through } => {
+            SimStorageCommand::CompactLog { through } => {
                 let n = &mut self.nodes[node];
                 n.disk.compact(through)?;
                 n.log.compact(through)
             }
-            Action::SelfDemotion(demotion) => self.self_demoted(node, &demotion),
-            Action::KeepSnapshots { in_use } => {
+            SimStorageCommand::KeepSnapshots { in_use } => {
                 let n = &mut self.nodes[node];
                 n.disk.keep_snapshots(in_use.clone())?;
                 n.kept = in_use;
@@ -162,6 +190,116 @@ impl<C: SimCore> World<C> {
                 Ok(())
             }
         }
+    }
+
+    /// Carries out `node`'s apply commands, in order, on its state machine: the one route
+    /// from the consensus side to the apply side.
+    pub(crate) fn apply_commands(
+        &mut self,
+        node: usize,
+        commands: Vec<SimApplyCommand>,
+    ) -> Verdict {
+        for command in commands {
+            if self.tracing() {
+                self.note(format!("  node {node} apply: {}", describe_apply(&command)));
+            }
+            match command {
+                SimApplyCommand::Entries(entries) => {
+                    self.apply(node, ApplyWork::Entries(entries))?
+                }
+                SimApplyCommand::WaitProposal {
+                    request,
+                    index,
+                    term,
+                } => self.on_proposed(node, request, index, term)?,
+                SimApplyCommand::Read { request, index } => {
+                    self.request_client.remove(&request);
+                    let read = self.nodes[node]
+                        .reads
+                        .remove(&request)
+                        .ok_or_else(|| format!("a read confirmed for unknown request {request}"))?;
+                    self.history.check_read_index(&read, index)?;
+                    self.nodes[node].ready_reads.push((index, read));
+                    self.serve_ready_reads(node)?;
+                }
+                SimApplyCommand::Restore(meta) => self.apply(node, ApplyWork::Restore(meta))?,
+                // The simulated state machine restores a received snapshot once it is stored.
+                SimApplyCommand::SnapshotArriving(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The write (or membership change) `request` was appended at (`index`, `term`).
+    fn on_proposed(&mut self, node: usize, request: u64, index: LogIndex, term: Term) -> Verdict {
+        if self.nodes[node].membership_requests.remove(&request) {
+            // A leader with an uncommitted configuration is the most fragile moment of a
+            // change: churn strikes it as it strikes a new leader.
+            self.maybe_churn(node, false);
+            return Ok(());
+        }
+        self.request_client.remove(&request);
+        let attempt = self.nodes[node]
+            .proposals
+            .remove(&request)
+            .ok_or_else(|| format!("a write appended for unknown request {request}"))?;
+        let replaced = self.nodes[node].proposed.insert(index, (term, attempt));
+        if let Some((_, lost)) = replaced {
+            self.attempt_lost(&lost);
+        }
+        Ok(())
+    }
+
+    /// `node` answered `request` before its entry or read got anywhere: refused, or timed
+    /// out inside the node.
+    fn on_answer_to_client(
+        &mut self,
+        node: usize,
+        request: u64,
+        body: ClientResponseBody,
+    ) -> Verdict {
+        if request == 0 {
+            return Ok(()); // A leadership transfer's answer: nobody waits for it.
+        }
+        let error = match body {
+            ClientResponseBody::NotLeader { leader, .. } => {
+                Some(ProposeError::NotLeader { leader })
+            }
+            ClientResponseBody::Overloaded => Some(ProposeError::Overloaded),
+            ClientResponseBody::Error {
+                definite: true,
+                message,
+            } => Some(ProposeError::Rejected(message)),
+            // Timed out inside the node: the outcome is unknown.
+            ClientResponseBody::Error {
+                definite: false, ..
+            } => None,
+            other => return Err(format!("answers request {request} with {other:?}")),
+        };
+        if self.nodes[node].membership_requests.remove(&request) {
+            return Ok(());
+        }
+        if let Some(attempt) = self.nodes[node].proposals.remove(&request) {
+            return match error {
+                Some(error) => {
+                    self.redirect_client(request, &error);
+                    self.attempt_refused(&attempt, &error)
+                }
+                None => {
+                    self.request_client.remove(&request);
+                    self.attempt_lost(&attempt);
+                    Ok(())
+                }
+            };
+        }
+        if self.nodes[node].reads.remove(&request).is_some() {
+            let error = error.unwrap_or(ProposeError::Overloaded);
+            self.redirect_client(request, &error);
+            return Ok(());
+        }
+        Err(format!(
+            "answers request {request}, which it was never sent"
+        ))
     }
 
     /// Gray failure: only the node whose disk is slow may hand leadership over of its own
@@ -326,9 +464,12 @@ impl<C: SimCore> World<C> {
             ApplyWork::Entries(entries) => entries,
             ApplyWork::Restore(meta) => {
                 // As the consensus thread hands the restore to the apply thread, and hears back.
-                self.nodes[node].received.restore_asked(&meta)?;
                 self.restore_snapshot(node, &meta)?;
-                return self.nodes[node].received.restored(&meta);
+                let now = self.now;
+                if let Some(core) = self.nodes[node].core.as_mut() {
+                    core.restored(meta, now);
+                }
+                return Ok(());
             }
         };
         let term = self.current_term(node);
@@ -471,7 +612,6 @@ impl<C: SimCore> World<C> {
         data: &[u8],
         done: bool,
     ) -> Verdict {
-        self.nodes[node].received.chunk_handed(&meta);
         let outcome = self.nodes[node]
             .disk
             .write_chunk(&meta, offset, data, done)?;
@@ -512,8 +652,9 @@ impl<C: SimCore> World<C> {
         Ok(())
     }
 
-    /// Storage installed the received snapshot: the core hears it (and asks for the restore,
-    /// `Action::RestoreSnapshot`, when it is newer than its own).
+    /// Storage installed the received snapshot: the node's consensus side hears it
+    /// (`SnapshotStored`); the core asks for the restore (`Action::RestoreSnapshot`) when it is
+    /// newer than its own.
     pub(crate) fn on_install(
         &mut self,
         node: usize,
@@ -534,9 +675,6 @@ impl<C: SimCore> World<C> {
             );
         }
         let meta = snapshot.meta.clone();
-        n.received
-            .stored(&meta)
-            .map_err(|e| format!("node {}: {e}", n.id))?;
         n.snapshots.insert(meta.index, snapshot);
         self.feed(node, Input::SnapshotInstalled { meta })
     }
@@ -796,11 +934,41 @@ fn carries_attempt(entry: &Entry, attempt: &Attempt) -> bool {
     }
 }
 
-/// One action of `node` as the trace prints it: the core's own describer (the one the
-/// interaction scripts and the consensus thread's trace log use).
-fn describe_action(node: usize, action: &Action) -> String {
-    format!(
-        "  node {node} {}",
-        rcraft::core::describe::describe_action(action)
-    )
+/// A storage command as the trace prints it.
+fn describe_storage(command: &SimStorageCommand) -> String {
+    use rcraft::core::describe::{describe_entries, describe_snapshot_meta};
+    match command {
+        SimStorageCommand::Persist {
+            seq,
+            hard_state,
+            entries,
+        } => format!(
+            "persist #{seq} hard state {hard_state:?} entries {}",
+            describe_entries(entries)
+        ),
+        SimStorageCommand::WriteSnapshotChunk {
+            meta,
+            offset,
+            data,
+            done,
+        } => format!(
+            "write chunk of {} at {offset} ({} bytes, done {done})",
+            describe_snapshot_meta(meta),
+            data.len()
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+/// An apply command as the trace prints it.
+fn describe_apply(command: &SimApplyCommand) -> String {
+    match command {
+        SimApplyCommand::Entries(entries) => {
+            format!(
+                "entries {}",
+                rcraft::core::describe::describe_entries(entries)
+            )
+        }
+        other => format!("{other:?}"),
+    }
 }

@@ -88,7 +88,7 @@ mod tests {
     use crate::world::{TraceMode, World};
     use rcraft::wire::{Entry, EntryPayload, LogIndex, Term};
 
-    fn world() -> World<rcraft::core::Replica> {
+    fn world() -> World<rcraft::node::testing::SimConsensus> {
         let quiet = TraceMode {
             keep_lines: 0,
             echo: false,

@@ -9,7 +9,7 @@
 //! as spares outside the configuration (see `params.rs`).
 
 use crate::checker::Verdict;
-use crate::params::RETIRE_DELAY_MAX_MS;
+use crate::params::{DAMAGE_VOTERS_MIN, RETIRE_DELAY_MAX_MS};
 use crate::replica::SimCore;
 use crate::world::{Event, World};
 use rcraft::core::Input;
@@ -140,7 +140,17 @@ impl<C: SimCore> World<C> {
             voters_outgoing: BTreeSet::new(),
             learners: current.learners.clone(),
         };
-        let can_remove = voters.len() > MIN_VOTERS;
+        // While a node is held back by damage (its votes unknown, or a lost range), no
+        // removal leaves fewer than `DAMAGE_VOTERS_MIN` voters: damage strikes only while
+        // every configuration has that many, so that the others can elect the leader that
+        // lets the damaged node recover, and shrinking afterwards undid that (SIM_FINDINGS
+        // 28, seed 146: {3, 4} with node 3 waiting for a removed voter's term, finding 21).
+        let floor = if self.another_node_damaged(usize::MAX) {
+            DAMAGE_VOTERS_MIN
+        } else {
+            MIN_VOTERS
+        };
+        let can_remove = voters.len() > floor;
         match kind {
             Change::AddLearner if !outsiders.is_empty() => {
                 target.learners.insert(self.rng.pick(&outsiders));

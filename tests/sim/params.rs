@@ -11,6 +11,10 @@ use rcraft::wire::NodeId;
 
 /// Sim milliseconds per core tick (the core's defaults assume 10 ms).
 pub(crate) const TICK_MS: u64 = 10;
+/// How long a client request may wait inside a node (its consensus handler's pending table)
+/// before it is answered with a timeout: reads waiting for a confirmation round that never
+/// comes; the core answers every proposal in the turn it arrives.
+pub(crate) const RPC_TIMEOUT_MS: u64 = 2_000;
 /// Quiet start: the cluster must elect a leader and commit within this before faults begin.
 pub(crate) const BOOT_MS: u64 = 2_000;
 /// Length of a phase with faults.

@@ -1,11 +1,16 @@
-//! The seam between the simulator and the consensus core: the few calls the simulator makes.
+//! The seam between the simulator and a node's consensus side: the few calls the simulator
+//! makes.
 //!
 //! The simulator is generic over [`SimCore`] so that the world, the disk and the checkers do
-//! not depend on the core's internals; `rcraft::core::Replica` implements it below. One value
-//! is owned by one simulated node of one world (one thread).
+//! not depend on the node's internals; the node's own consensus-thread handler
+//! (`rcraft::node::testing::SimConsensus`, around `rcraft::core::Replica`) implements it
+//! below. One value is owned by one simulated node of one world (one thread).
 
-use rcraft::core::{Action, CoreConfig, Input, LostEntries, RecoveredState, Replica};
-use rcraft::wire::{LogIndex, Membership, NodeId, Role, Term};
+use rcraft::core::{CoreConfig, Input, LostEntries, RecoveredState};
+use rcraft::node::testing::{SimConsensus, SimConsensusSettings, SimTurn};
+use rcraft::wire::{
+    ClientRequestBody, LogIndex, Membership, Message, NodeId, Role, SnapshotMeta, Term,
+};
 
 /// What the simulator reads of a replica after every step.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,36 +38,86 @@ pub(crate) struct CoreView {
     pub(crate) votes_unknown: bool,
 }
 
-/// A consensus core the simulator can drive.
+/// A node's consensus side the simulator can drive: fed inputs with the simulated time,
+/// asked to end a turn, observed through its core.
 pub(crate) trait SimCore: Sized {
-    /// Builds a replica from its configuration and recovered state.
-    fn start(config: CoreConfig, recovered: RecoveredState) -> Result<Self, String>;
-    /// Feeds one input.
-    fn step(&mut self, input: Input);
-    /// Drains the actions queued by the inputs so far, in order.
-    fn take_actions(&mut self) -> Vec<Action>;
+    /// Builds a node's consensus side around a replica recovered with `recovered`; its first
+    /// tick falls due at `first_tick_ms`.
+    fn start(
+        config: CoreConfig,
+        recovered: RecoveredState,
+        settings: &SimConsensusSettings,
+        first_tick_ms: u64,
+    ) -> Result<Self, String>;
+    /// Feeds the ticks due at `now`.
+    fn tick(&mut self, now: u64);
+    /// Feeds a peer's message.
+    fn message(&mut self, message: Message, now: u64);
+    /// Feeds a client's request, named `request_id` in the answers.
+    fn client(&mut self, request_id: u64, body: ClientRequestBody, now: u64);
+    /// Feeds what storage or the state machine reported (in the core's terms).
+    fn report(&mut self, input: Input, now: u64) -> Result<(), String>;
+    /// The apply side restored the received snapshot `meta`.
+    fn restored(&mut self, meta: SnapshotMeta, now: u64);
+    /// A fault: the core campaigns at once.
+    fn campaign(&mut self);
+    /// Ends the turn: what it decided, per destination.
+    fn finish_turn(&mut self, now: u64) -> Result<SimTurn, String>;
     /// Its current view of itself.
     fn view(&self) -> CoreView;
 }
 
-impl SimCore for Replica {
-    fn start(config: CoreConfig, recovered: RecoveredState) -> Result<Self, String> {
-        Replica::new(config, recovered).map_err(|e| e.to_string())
+/// The node's own consensus-thread handler (`rcraft::node::testing::SimConsensus`), with
+/// the core's invariant assertions after every input (they panic; the runner turns a panic
+/// into a failure with its seed).
+impl SimCore for SimConsensus {
+    fn start(
+        config: CoreConfig,
+        recovered: RecoveredState,
+        settings: &SimConsensusSettings,
+        first_tick_ms: u64,
+    ) -> Result<Self, String> {
+        SimConsensus::start(config, recovered, settings, first_tick_ms)
     }
 
-    fn step(&mut self, input: Input) {
-        Replica::step(self, input);
-        // The core's own invariant assertions, after every step (they panic; the runner
-        // turns a panic into a failure with its seed).
-        self.check_invariants();
+    fn tick(&mut self, now: u64) {
+        SimConsensus::tick(self, now);
+        self.replica().check_invariants();
     }
 
-    fn take_actions(&mut self) -> Vec<Action> {
-        Replica::take_actions(self)
+    fn message(&mut self, message: Message, now: u64) {
+        SimConsensus::message(self, message, now);
+        self.replica().check_invariants();
+    }
+
+    fn client(&mut self, request_id: u64, body: ClientRequestBody, now: u64) {
+        SimConsensus::client(self, request_id, body, now);
+        self.replica().check_invariants();
+    }
+
+    fn report(&mut self, input: Input, now: u64) -> Result<(), String> {
+        SimConsensus::report(self, input, now)?;
+        self.replica().check_invariants();
+        Ok(())
+    }
+
+    fn restored(&mut self, meta: SnapshotMeta, now: u64) {
+        SimConsensus::restored(self, meta, now);
+        self.replica().check_invariants();
+    }
+
+    fn campaign(&mut self) {
+        SimConsensus::campaign(self);
+        self.replica().check_invariants();
+    }
+
+    fn finish_turn(&mut self, now: u64) -> Result<SimTurn, String> {
+        // Only ticks due since the last input step the core here; the next input checks.
+        SimConsensus::finish_turn(self, now)
     }
 
     fn view(&self) -> CoreView {
-        let status = self.status();
+        let status = self.replica().status();
         CoreView {
             role: status.role,
             term: status.term,

@@ -284,7 +284,8 @@ impl<C: SimCore> World<C> {
             .save_snapshot(snapshot.clone())
             .map_err(|e| format!("node {id}: {e}"))?;
         n.snapshots.insert(meta.index, snapshot);
-        let retain_entries = self.rng.pick(&[0, 3, 20]);
+        // The node's own setting decides the entries kept behind it (chosen per life).
+        let retain_entries = 0;
         if self.tracing() {
             self.note(format!("node {node} takes a snapshot at {}", meta.index));
         }

@@ -15,15 +15,15 @@ use crate::network::Network;
 use crate::params::{
     BOOT_MS, CALM_MS, CHAOS_MS, CLIENTS, CYCLES, DAMAGE_ENTRIES_MAX, DAMAGE_PER_RESTART_PER_MILLE,
     DAMAGE_RUNS_PER_MILLE, DAMAGE_VOTERS_MIN, DAMAGE_WITH_MEMBERSHIP_CHANGES, LIVENESS_BOUND_MS,
-    MAX_EVENTS_PER_RUN, RUN_MS, RunParams, SLOW_DISK_AT_MS, SLOW_DISK_HANDOVER_BOUND_MS,
-    SLOW_DISK_RUNS_PER_MILLE, SLOW_LINKS_RUNS_PER_MILLE, SMALL_ENTRY_CACHE_RUNS_PER_MILLE,
-    SNAPSHOT_STORM_RUNS_PER_MILLE, TICK_MS,
+    MAX_EVENTS_PER_RUN, RPC_TIMEOUT_MS, RUN_MS, RunParams, SLOW_DISK_AT_MS,
+    SLOW_DISK_HANDOVER_BOUND_MS, SLOW_DISK_RUNS_PER_MILLE, SLOW_LINKS_RUNS_PER_MILLE,
+    SMALL_ENTRY_CACHE_RUNS_PER_MILLE, SNAPSHOT_STORM_RUNS_PER_MILLE, TICK_MS,
 };
 use crate::replica::{CoreView, SimCore};
 use crate::rng::SimRng;
 use crate::state_machine::{AppendList, NodeStateMachine};
 use rcraft::core::{Input, RequestId};
-use rcraft::node::testing::SimReceivedSnapshots;
+use rcraft::node::testing::SimConsensusSettings;
 use rcraft::wire::{LogIndex, Membership, Message, NodeId, Role, SnapshotMeta, Term};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -109,9 +109,6 @@ pub(crate) struct SimNode<C> {
     pub(crate) log: EntryLog,
     /// The state machine.
     pub(crate) sm: NodeStateMachine,
-    /// The stages of the snapshots it receives, as its consensus thread follows them (this
-    /// life's).
-    pub(crate) received: SimReceivedSnapshots,
     /// Snapshot files it can serve chunks from, by index, removed as the storage thread
     /// removes them: only those below the newest its core uses and not in use.
     pub(crate) snapshots: BTreeMap<LogIndex, StoredSnapshot>,
@@ -521,9 +518,7 @@ impl<C: SimCore> World<C> {
         // As the consensus thread does, take the message now and carry out what it causes
         // when the turn ends, together with whatever else arrived meanwhile (and before any
         // other input is fed, which drains at once).
-        if let Some(core) = self.nodes[to].core.as_mut() {
-            core.step(Input::Message(msg));
-        }
+        self.take_input(to, Input::Message(msg))?;
         if !self.nodes[to].turn_open {
             self.nodes[to].turn_open = true;
             let at = self.now + self.rng.between(0, self.params.turn_ms_max);
@@ -563,20 +558,6 @@ impl<C: SimCore> World<C> {
         if !self.alive(node, incarnation) {
             return Ok(());
         }
-        let n = &mut self.nodes[node];
-        let stage = match &input {
-            Input::SnapshotChunkWritten {
-                meta,
-                next_offset,
-                rejected,
-            } => n
-                .received
-                .chunk_written(meta, *next_offset, *rejected)
-                .map(|_| ()),
-            Input::SnapshotInstalled { meta } => n.received.stored(meta),
-            _ => Ok(()),
-        };
-        stage.map_err(|e| format!("node {}: {e}", n.id))?;
         self.feed(node, input)
     }
 
@@ -756,18 +737,26 @@ impl<C: SimCore> World<C> {
             recovered.entries.clone(),
         )
         .map_err(|e| format!("node {id}: durable log: {e}"))?;
-        let core = C::start(config, recovered).map_err(|e| format!("node {id}: start: {e}"))?;
+        let first_tick = self.now + self.rng.between(1, TICK_MS);
+        let settings = SimConsensusSettings {
+            servers: self.nodes.len(),
+            tick_ms: TICK_MS,
+            rpc_timeout_ms: RPC_TIMEOUT_MS,
+            applied: sm.applied_index(),
+            // Entries kept behind a snapshot: one choice per life of the node.
+            snapshot_retain_entries: self.rng.pick(&[0, 3, 20]),
+        };
+        let core = C::start(config, recovered, &settings, first_tick)
+            .map_err(|e| format!("node {id}: start: {e}"))?;
         let n = &mut self.nodes[node];
         n.core = Some(core);
         n.log = log;
         n.sm = sm;
-        n.received = SimReceivedSnapshots::default();
         n.snapshots = durable.into_iter().map(|s| (s.meta.index, s)).collect();
         n.last_commit = base_index;
         n.last_persist_seq = None;
         n.view = None;
         let incarnation = n.incarnation;
-        let first_tick = self.now + self.rng.between(1, TICK_MS);
         self.schedule(first_tick, Event::Tick { node, incarnation });
         self.drain(node)
     }
@@ -979,7 +968,6 @@ impl<C> SimNode<C> {
             log: EntryLog::default(),
             sm: NodeStateMachine::new(initial_membership, sessions_max, None)
                 .unwrap_or_else(|e| panic!("node {id}: {e}")),
-            received: SimReceivedSnapshots::default(),
             snapshots: BTreeMap::new(),
             kept: Vec::new(),
             proposals: BTreeMap::new(),
