@@ -49,7 +49,7 @@ c-free:
 	if [ -n "$$bad" ]; then echo "c-free: rcraft's dependency tree builds or links C:"; echo "$$bad"; exit 1; fi; \
 	echo "c-free: no C in rcraft's dependency tree"
 
-## sim: the deterministic simulators in release (the cluster over the core, and the storage
+## sim: the deterministic simulators in release (the cluster over the nodes' consensus handlers, and the storage
 ## thread under disk faults); SEED=n replays one seed of the first, STORAGE_SEED=n of the second.
 STORAGE_SEED ?=
 sim:
