@@ -123,6 +123,8 @@ fn a_live_node_serves_metrics_that_promtool_accepts_and_its_health() {
         );
     }
     for name in [
+        "rcraft_repairing_entries",
+        "rcraft_votes_unknown",
         "rcraft_proposals_pending",
         "rcraft_proposals_failed_total",
         "rcraft_snapshot_save_duration_seconds_count",

@@ -344,7 +344,7 @@ fn when_every_copy_is_damaged_status_names_the_entries_no_node_holds() {
 
 /// The hard state of a stopped node (the follower: the slot written first; the leader: both
 /// slots) is damaged while a third node is down too. The node starts, says in its log, its
-/// status and `rcraft status` that it does not know whom it voted for and waits for the
+/// status, `rcraft status` and its `rcraft_votes_unknown` gauge that it does not know whom it voted for and waits for the
 /// missing voter's term; meanwhile it grants no vote, so no leader is elected with the only
 /// other node up (a leader that stayed up keeps leading, with the node as its follower).
 /// Then leadership is handed to it: it campaigns above the bound and wins. Once the third node is back, it learns the terms, says it votes again,
@@ -371,7 +371,16 @@ fn damaged_hard_state_votes_again_after_learning_terms(leader_damaged: bool) {
     if leader_damaged {
         damage_hard_state_slot(&cluster, victim, 1);
     }
+    let metrics = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let flags = cluster.flags.clone();
+    cluster
+        .flags
+        .extend(["--metrics-addr".to_string(), metrics.to_string()]);
     cluster.restart(victim);
+    cluster.flags = flags;
     wait_for_log(&cluster, victim, "votes unknown: this node's hard state");
     // The node that is up answers; the absent one is still waited for.
     let absent_only = Some(vec![rcraft::wire::NodeId(absent as u64)]);
@@ -391,6 +400,8 @@ fn damaged_hard_state_votes_again_after_learning_terms(leader_damaged: bool) {
          campaigns until voters {absent} have told their current terms"
     );
     assert!(table.contains(&line), "{table}");
+    let scrape = http_get(metrics, "/metrics").expect("/metrics answered");
+    assert!(scrape.contains("\nrcraft_votes_unknown 1\n"), "{scrape}");
     // Without its vote the node that stayed up cannot be elected: a leader that stayed up
     // goes on in its term (the victim follows it), else there is none, for a while.
     std::thread::sleep(Duration::from_millis(1500));
@@ -411,6 +422,10 @@ fn damaged_hard_state_votes_again_after_learning_terms(leader_damaged: bool) {
         cluster.status(victim).filter(|s| s.votes_unknown.is_none())
     });
     assert!(status.is_some(), "{}", cluster.logs());
+    let scrape = wait_for("rcraft_votes_unknown 0", || {
+        http_get(metrics, "/metrics").filter(|s| s.contains("\nrcraft_votes_unknown 0\n"))
+    });
+    assert!(scrape.is_some(), "{:?}", http_get(metrics, "/metrics"));
     cluster.wait_for_leader();
     cluster
         .client()

@@ -134,9 +134,16 @@ pub fn describe_message(m: &Message) -> String {
         MessageBody::RepairQuery => "RepairQuery".to_string(),
         MessageBody::RepairAnswer {
             log_end,
-            membership_index,
-            membership_term,
-        } => format!("RepairAnswer end={log_end} members={membership_index}@{membership_term}"),
+            last_log_index,
+            last_log_term,
+            snapshot_index,
+            last_joint_index,
+            snapshot_pair,
+        } => format!(
+            "RepairAnswer end={log_end} last={last_log_index}@{last_log_term} \
+             snapshot={snapshot_index}{} joint={last_joint_index}",
+            if *snapshot_pair { " (pair)" } else { "" }
+        ),
         MessageBody::LinkProbe {
             sent_tick,
             peers_milliticks,

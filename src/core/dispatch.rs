@@ -3,6 +3,7 @@
 //!
 //! Runs on the replica's owner thread as part of `Replica::step`.
 
+use super::repair::PairAnswer;
 use super::replica::{Phase, Replica};
 use rcraft_wire::{Message, MessageBody};
 
@@ -18,11 +19,21 @@ impl Replica {
             MessageBody::RepairQuery => return self.on_repair_query(message.from),
             MessageBody::RepairAnswer {
                 log_end,
-                membership_index,
-                membership_term,
+                last_log_index,
+                last_log_term,
+                snapshot_index,
+                last_joint_index,
+                snapshot_pair,
             } => {
                 self.on_vote_recovery_answer(message.from, message.term);
-                self.on_repair_answer_of_pair(message.from, membership_index, membership_term);
+                let answer = PairAnswer {
+                    log_end,
+                    last_log: (last_log_index, last_log_term),
+                    snapshot_index,
+                    last_joint_index,
+                    snapshot_pair,
+                };
+                self.on_repair_answer_of_pair(message.from, answer);
                 return self.on_repair_answer(message.from, log_end);
             }
             MessageBody::LinkProbe {

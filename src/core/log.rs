@@ -458,6 +458,14 @@ impl RaftLog {
         }
     }
 
+    /// Index of the last joint configuration entry after the snapshot, if any.
+    pub fn last_joint_index(&self) -> Option<LogIndex> {
+        let snapshot_index = self.snapshot_index();
+        (self.memberships.iter().rev())
+            .find(|(at, m)| *at > snapshot_index && m.is_joint())
+            .map(|(at, _)| *at)
+    }
+
     /// The configuration in force at `index` (the last membership entry at or before it,
     /// else the snapshot's, else `initial` for a log that never had one), when `index` is not
     /// before what the view can tell.

@@ -44,24 +44,57 @@
 //! Two voters. The other voter may hold part of the lost range (it received entries the
 //! node lost) while its last term is below the node's recovered term (which bounds the
 //! lost entries' terms only loosely): then neither the answers nor `candidate_covers` help,
-//! and without the node's vote nobody is elected (docs/SIM_FINDINGS.md, finding 10: seed 410
-//! with damage drawn in pairs). But in a simple configuration of two voters, {this node,
-//! B}, every entry of the lost range that was committed is held by B, provided B's
-//! configuration comes from the same entry as this node's, below the range: an entry at or
-//! after the range commits under that configuration (both voters needed) or under one
-//! appended after it, whose first is a joint configuration with the pair as its outgoing
-//! half (`membership.rs`), which commits only with B holding it, and B would then hold a
-//! configuration entry at or after the range. So the node grants its vote (and pre-vote) to
-//! B when B answered a `RepairQuery` so, in the configuration in force, and B passes the
-//! usual up-to-date check against the node's intact log (which covers the entries before
-//! the range). B's election needs both votes, so B's log changes meanwhile only by B's own
-//! leadership, which holds every committed entry.
+//! and without the node's vote nobody is elected (docs/SIM_FINDINGS.md, finding 10). Let K,
+//! the configuration of the node's intact log (its last membership entry, or its snapshot's,
+//! before the lost range), be a simple pair {D, B}, D this node. Then B's log holds every
+//! committed entry of the lost range that D acknowledged, provided B's log holds no joint
+//! configuration at an index in or after the range (`from` on) and B is not repairing
+//! itself. Proof: let `e` at `k` in the range be committed, first by leader L under the
+//! configuration C last in L's log then. D's log at the crash held `e`, so it and L's log
+//! agree through `k`: L's log holds D's intact log, and no membership entry between K and
+//! `from`. The configurations in L's log after K form a chain in which each was appended by
+//! a leader whose last configuration was the one before (`membership.rs`): from a simple
+//! pair only the same two voters (a learner change) or a joint configuration whose
+//! outgoing half is the pair; from a joint only its final configuration, and only once the
+//! joint one is committed. (1) No joint configuration in the chain up to C: C's voters are
+//! D and B, so B acknowledged `e` (its log matched L's through `k`), and a committed entry
+//! never leaves a log. (2) Otherwise let J at `j` be the first: if C is J, B is in every
+//! quorum of J's outgoing half, as in (1). If C comes after J, J was committed before the
+//! next configuration was appended, with B's acknowledgement, so B's log holds J, and `j`
+//! is at or after `from` (D's intact log has no membership entry after K). That contradicts
+//! the premise. A commit in a term below B's candidacy used B's acknowledgement from before
+//! it, when B's log already held J, so the premise must hold of the log B campaigns with:
+//! B's `RepairAnswer` names its last entry, its snapshot index and its last joint
+//! configuration after the snapshot, and D grants B its vote (and pre-vote) only while B's
+//! vote request shows that same last entry (the same log, by log matching), B's snapshot
+//! ends before `from` (its log then shows every configuration from `from` on), or at or
+//! after the range's end (it holds the whole range), or inside the range with the pair as
+//! its configuration and no joint one after it (committed entries up to it are in it; L's
+//! log holds the committed prefix through the snapshot, so the chain after it starts from
+//! the pair again), and the usual up-to-date check against D's current log passes. An answer that B sent before it received a joint
+//! configuration therefore counts only while B's log is unchanged (docs/SIM_FINDINGS.md,
+//! finding 36).
 //!
 //! Invariant: `repair` only ever goes from `Some` to `None`, and only on durable entries or
 //! on every other voter's word.
 
 use super::replica::{Repair, Replica};
 use rcraft_wire::{LogIndex, MessageBody, NodeId, Term};
+
+/// What a `RepairAnswer` says of the answerer's log, for the rule of a pair ("Two voters").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct PairAnswer {
+    /// The answerer's log end, or the end of a range it repairs itself when further.
+    pub log_end: LogIndex,
+    /// Its last entry: (index, term).
+    pub last_log: (LogIndex, Term),
+    /// Its snapshot index (0 without one).
+    pub snapshot_index: LogIndex,
+    /// Its last joint configuration entry after the snapshot (0 when none).
+    pub last_joint_index: LogIndex,
+    /// Its snapshot's configuration is a simple pair of the asker and the answerer.
+    pub snapshot_pair: bool,
+}
 
 impl Repair {
     /// Whether a candidate whose log ends at (`last_log_index`, `last_log_term`) holds every
@@ -107,7 +140,7 @@ impl Replica {
     }
 
     /// The other voter of a simple configuration of exactly two that holds this node.
-    fn other_of_pair(&self) -> Option<NodeId> {
+    pub(super) fn other_of_pair(&self) -> Option<NodeId> {
         let voters = &self.membership.voters;
         let pair = self.membership.voters_outgoing.is_empty()
             && voters.len() == 2
@@ -116,31 +149,44 @@ impl Replica {
             .flatten()
     }
 
-    /// A `RepairAnswer`'s configuration: the other voter of a pair vouches for the lost range
-    /// when its configuration comes from the same entry as ours, below the range (see the
-    /// module header, "Two voters").
-    pub(super) fn on_repair_answer_of_pair(
-        &mut self,
-        from: NodeId,
-        membership_index: LogIndex,
-        membership_term: Term,
-    ) {
+    /// A `RepairAnswer` from the other voter of the pair the node recovered in: its log
+    /// holds every committed entry of the lost range when it repairs nothing itself, holds no
+    /// joint configuration from the range's start on, and its snapshot shows that (ends
+    /// before the range) or covers the whole range (see the module header, "Two voters").
+    /// Each answer replaces the last one's verdict.
+    pub(super) fn on_repair_answer_of_pair(&mut self, from: NodeId, answer: PairAnswer) {
         let Some(repair) = self.repair else {
             return;
         };
-        let same_entry =
-            (membership_index, membership_term) == (self.membership_index, self.membership_term);
-        if self.other_of_pair() == Some(from) && same_entry && membership_index < repair.lost.from {
-            self.repair_pair = Some((self.membership_index, from));
+        if repair.pair != Some(from) {
+            return;
         }
+        let lost = repair.lost;
+        let whole = answer.log_end == answer.last_log.0;
+        let covered = answer.snapshot_index >= lost.through;
+        // The chain of configurations starts at our intact log's (a pair) when the snapshot
+        // ends before the range, else at the snapshot's, which must be the pair too.
+        let start = if answer.snapshot_index < lost.from {
+            lost.from
+        } else {
+            answer.snapshot_index.next()
+        };
+        let chain_from_pair = answer.snapshot_index < lost.from || answer.snapshot_pair;
+        let shown = chain_from_pair && answer.last_joint_index < start;
+        self.repair_pair = (whole && (covered || shown)).then_some(answer.last_log);
     }
 
-    /// Whether `candidate` is the other voter of our pair and vouched for the lost range in
-    /// the configuration in force: then its log holds every entry of the range that was
-    /// committed, and the usual up-to-date check against our intact log covers the rest.
-    pub(super) fn repair_pair_vouches_for(&self, candidate: NodeId) -> bool {
-        self.other_of_pair() == Some(candidate)
-            && self.repair_pair == Some((self.membership_index, candidate))
+    /// Whether `candidate` is the other voter of our pair and its log, ending at
+    /// `last_log`, is the one it answered with when it held every committed entry of the
+    /// lost range: the usual up-to-date check against our current log covers the rest.
+    pub(super) fn repair_pair_vouches_for(
+        &self,
+        candidate: NodeId,
+        last_log: (LogIndex, Term),
+    ) -> bool {
+        self.repair
+            .is_some_and(|repair| repair.pair == Some(candidate))
+            && self.repair_pair == Some(last_log)
     }
 
     /// The voters whose word can show the lost range was never committed: every other voter
@@ -172,22 +218,27 @@ impl Replica {
     }
 
     /// Answers a repairing node: where this node's log ends, or the range it repairs itself,
-    /// and which entry its configuration comes from.
+    /// its last entry, its snapshot index and its last joint configuration after it.
     pub(super) fn on_repair_query(&mut self, from: NodeId) {
         let repairing_through = self.repair.map_or(LogIndex(0), |r| r.lost.through);
         let log_end = self.log.last_index().max(repairing_through);
         let term = self.term_for_repair_answer();
-        let membership_index = self.membership_index;
-        let membership_term = self.membership_term;
-        self.send_at(
-            from,
-            term,
-            MessageBody::RepairAnswer {
-                log_end,
-                membership_index,
-                membership_term,
-            },
-        );
+        let snapshot_pair = self.log.snapshot().is_some_and(|s| {
+            let m = &s.membership;
+            !m.is_joint()
+                && m.voters.len() == 2
+                && m.voters.contains(&from)
+                && m.voters.contains(&self.id)
+        });
+        let body = MessageBody::RepairAnswer {
+            log_end,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+            snapshot_index: self.log.snapshot_index(),
+            last_joint_index: self.log.last_joint_index().unwrap_or(LogIndex(0)),
+            snapshot_pair,
+        };
+        self.send_at(from, term, body);
     }
 
     /// A voter's answer: counted when its log ends before the lost range; the repair ends
@@ -378,8 +429,11 @@ mod tests {
         for from in [1, 3] {
             let body = MessageBody::RepairAnswer {
                 log_end: LogIndex(5),
-                membership_index: LogIndex(0),
-                membership_term: Term(0),
+                last_log_index: LogIndex(5),
+                last_log_term: Term(2),
+                snapshot_index: LogIndex(0),
+                last_joint_index: LogIndex(0),
+                snapshot_pair: false,
             };
             step(&mut node, message(from, 2, body));
         }
@@ -418,29 +472,36 @@ mod tests {
     }
 
     fn answer(from: u64, log_end: u64) -> Input {
+        answer_of(from, (log_end, 1), 0, 0)
+    }
+
+    fn answer_of(from: u64, last: (u64, u64), snapshot: u64, joint: u64) -> Input {
+        answer_with(from, last, (snapshot, false), joint)
+    }
+
+    /// An answer from a log ending at `last` (index, term), with its snapshot at
+    /// `snapshot.0` (its configuration the pair of asker and answerer: `snapshot.1`) and its
+    /// last joint configuration at `joint` (0: none).
+    fn answer_with(from: u64, last: (u64, u64), snapshot: (u64, bool), joint: u64) -> Input {
+        let (snapshot, pair) = snapshot;
         // Any term: the answer is outside the term rules.
         message(
             from,
             1,
             MessageBody::RepairAnswer {
-                log_end: LogIndex(log_end),
-                membership_index: LogIndex(0),
-                membership_term: Term(0),
+                log_end: LogIndex(last.0),
+                last_log_index: LogIndex(last.0),
+                last_log_term: Term(last.1),
+                snapshot_index: LogIndex(snapshot),
+                last_joint_index: LogIndex(joint),
+                snapshot_pair: pair,
             },
         )
     }
 
-    /// An answer whose configuration comes from the entry at `membership` (index, term).
-    fn answer_in(from: u64, log_end: u64, membership: (u64, u64)) -> Input {
-        message(
-            from,
-            1,
-            MessageBody::RepairAnswer {
-                log_end: LogIndex(log_end),
-                membership_index: LogIndex(membership.0),
-                membership_term: Term(membership.1),
-            },
-        )
+    /// A vote request from node 1 for `term` whose log ends at `last` (index, term).
+    fn request_of_1(term: u64, last: (u64, u64), pre_vote: bool) -> Input {
+        super::super::testing::vote_request_to_node_2(1, term, pre_vote, last)
     }
 
     /// Every other voter says its log ends before the lost range: none of it was committed,
@@ -479,11 +540,13 @@ mod tests {
         assert!(answered, "{actions:?}");
     }
 
-    /// A damaged node of a configuration of `voters`, which synced 1..=5 and lost 4..=5.
+    /// A damaged node of a configuration of `voters`, which synced 1..=5 and lost 4..=5; its
+    /// term (3) moved on past its log's (2), so a candidate ending in term 2 never covers the
+    /// range.
     fn damaged_in(voters: &[u64]) -> Replica {
         let recovered = RecoveredState {
             hard_state: HardState {
-                term: Term(2),
+                term: Term(3),
                 vote: None,
                 commit: LogIndex(3),
                 votes_unknown: false,
@@ -521,31 +584,115 @@ mod tests {
 
     /// The other voter of a pair holds part of the lost range (entry 4) in a term below the
     /// node's recovered term, so it does not cover the range by `candidate_covers`. Once it
-    /// answered from the same configuration entry (the initial one: index 0, term 0), below
-    /// the range, it holds every committed entry of it: the node votes for it (the usual
-    /// up-to-date check still applies), and for nobody else.
+    /// answered with a log holding no joint configuration from the range's start on (its
+    /// snapshot before the range, or covering all of it), it holds every committed entry of
+    /// the range: the node votes for it (the usual up-to-date check still applies) while its
+    /// vote request shows the log it answered with, and for nobody else.
     #[test]
-    fn two_voters_vote_for_the_other_once_it_answered_from_the_same_configuration() {
+    fn two_voters_vote_for_the_other_once_it_answered_without_a_joint_configuration() {
         let mut node = damaged_in(&[1, 2]);
-        assert_eq!(granted(&step(&mut node, vote_request(1, 3, true))), [false]);
-        step(&mut node, answer_in(1, 4, (0, 1)));
         assert_eq!(
-            granted(&step(&mut node, vote_request(1, 3, true))),
-            [false],
-            "a configuration entry of another term is another entry"
+            granted(&step(&mut node, request_of_1(4, (4, 2), true))),
+            [false]
         );
-        step(&mut node, answer_in(1, 4, (0, 0)));
+        // A joint configuration at 4, in the range: it may have been committed, and entries
+        // after it without node 1.
+        step(&mut node, answer_of(1, (4, 2), 0, 4));
+        assert_eq!(
+            granted(&step(&mut node, request_of_1(4, (4, 2), true))),
+            [false]
+        );
+        // Its snapshot at 4, in another configuration than the pair, hides which ones
+        // 4 and the entries before it held.
+        step(&mut node, answer_of(1, (4, 2), 4, 0));
+        assert_eq!(
+            granted(&step(&mut node, request_of_1(4, (4, 2), true))),
+            [false]
+        );
+        // A snapshot at 4 whose configuration is the pair: the chain of configurations after
+        // it starts from the pair again, and the log after it holds no joint one: granted.
+        let mut snapshot_pair = damaged_in(&[1, 2]);
+        step(&mut snapshot_pair, answer_with(1, (4, 2), (4, true), 0));
+        assert_eq!(
+            granted(&step(&mut snapshot_pair, request_of_1(4, (4, 2), true))),
+            [true]
+        );
+        // A joint configuration before the range (at 2) and a snapshot before it: granted.
+        step(&mut node, answer_of(1, (4, 2), 1, 2));
         assert!(node.status().repairing.is_some(), "node 1 holds entry 4");
-        assert_eq!(granted(&step(&mut node, vote_request(1, 3, true))), [true]);
-        assert_eq!(granted(&step(&mut node, vote_request(1, 3, false))), [true]);
+        assert_eq!(
+            granted(&step(&mut node, request_of_1(4, (4, 2), true))),
+            [true]
+        );
+        assert_eq!(
+            granted(&step(&mut node, request_of_1(4, (4, 2), false))),
+            [true]
+        );
         assert!(
             node.status().repairing.is_some(),
             "still repairing: no entry yet"
         );
+        // A snapshot covering the whole range: granted too.
+        let mut node = damaged_in(&[1, 2]);
+        step(&mut node, answer_of(1, (6, 2), 5, 6));
+        assert_eq!(
+            granted(&step(&mut node, request_of_1(4, (6, 2), false))),
+            [true]
+        );
         // The same answer means nothing in a configuration of three.
         let mut node = damaged_follower();
-        step(&mut node, answer_in(1, 4, (0, 0)));
-        assert_eq!(granted(&step(&mut node, vote_request(1, 3, true))), [false]);
+        step(&mut node, answer_of(1, (4, 2), 0, 0));
+        assert_eq!(
+            granted(&step(&mut node, request_of_1(4, (4, 2), true))),
+            [false]
+        );
+    }
+
+    /// The answer holds only for the log it was given from: once the other voter's log
+    /// changed (it may have received a joint configuration that then committed, and entries
+    /// after it without this node), its vote request shows another last entry and is refused
+    /// until it answers again (docs/SIM_FINDINGS.md, finding 36).
+    #[test]
+    fn two_voters_vote_for_the_other_only_while_its_log_is_the_one_it_answered_with() {
+        let mut node = damaged_in(&[1, 2]);
+        step(&mut node, answer_of(1, (4, 2), 0, 0));
+        // Its log grew (entry 5 of term 2) since it answered.
+        assert_eq!(
+            granted(&step(&mut node, request_of_1(4, (5, 2), true))),
+            [false]
+        );
+        // Same length, another last term: another log.
+        assert_eq!(
+            granted(&step(&mut node, request_of_1(4, (4, 3), true))),
+            [false]
+        );
+        assert_eq!(
+            granted(&step(&mut node, request_of_1(4, (4, 2), true))),
+            [true]
+        );
+        // A later answer from a log with a joint configuration in the range withdraws it.
+        step(&mut node, answer_of(1, (5, 2), 0, 5));
+        assert_eq!(
+            granted(&step(&mut node, request_of_1(4, (4, 2), true))),
+            [false]
+        );
+        // An answer while it repairs a range of its own (its log end is further than its
+        // last entry) is no word for the range.
+        step(&mut node, {
+            let body = MessageBody::RepairAnswer {
+                log_end: LogIndex(9),
+                last_log_index: LogIndex(4),
+                last_log_term: Term(2),
+                snapshot_index: LogIndex(0),
+                last_joint_index: LogIndex(0),
+                snapshot_pair: false,
+            };
+            message(1, 1, body)
+        });
+        assert_eq!(
+            granted(&step(&mut node, request_of_1(4, (4, 2), true))),
+            [false]
+        );
     }
 
     /// The only voter of its configuration may have committed the range alone: nobody's word

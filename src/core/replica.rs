@@ -165,6 +165,10 @@ pub(super) struct Repair {
     /// Every entry this node acknowledged, it acknowledged in this term or an earlier one
     /// (`Term(u64::MAX)` while its votes are unknown and the bound not yet learned).
     pub recovered_term: Term,
+    /// The other voter when the configuration of the log it recovered (the last in its
+    /// intact part) is a simple one of exactly two voters, this node and that one
+    /// (`repair.rs`, "Two voters").
+    pub pair: Option<NodeId>,
 }
 
 /// One node's Raft state machine. See the module header and `docs/ARCHITECTURE.md`.
@@ -241,10 +245,11 @@ pub struct Replica {
     /// pre-vote in a term up to the bound its voters gave, and never campaigns before they
     /// all answered (`vote_recovery.rs`).
     pub(super) vote_recovery: Option<VoteRecovery>,
-    /// While repairing in a configuration of two voters: the other voter, when it answered
-    /// a `RepairQuery` from the same configuration entry, below the lost range, and the
-    /// configuration (its index) it answered in (`repair.rs`, "Two voters").
-    pub(super) repair_pair: Option<(LogIndex, NodeId)>,
+    /// While repairing a range lost from the log of a pair: the last entry (index, term) of
+    /// the other voter's log when it answered a `RepairQuery` with a log that holds every
+    /// committed entry of the range (`repair.rs`, "Two voters"); it gets this node's vote
+    /// while its log ends there.
+    pub(super) repair_pair: Option<(LogIndex, Term)>,
     /// Proposals were appended since the last drain; their AppendRequests go out then.
     pub(super) proposals_unsent: bool,
     /// Follower reads waiting for the leader's read index.
@@ -282,6 +287,7 @@ impl Replica {
                     true => Term(u64::MAX),
                     false => recovered.hard_state.term,
                 },
+                pair: None,
             });
         // With its votes unknown, the saved term is only a lower bound (it may even be the
         // default, both slots lost): the log shows terms the node certainly reached.
@@ -340,6 +346,10 @@ impl Replica {
             )));
         }
         replica.refresh_membership();
+        let pair = replica.other_of_pair();
+        if let Some(repair) = replica.repair.as_mut() {
+            repair.pair = pair;
+        }
         replica.reset_election_timer();
         Ok(replica)
     }

@@ -234,8 +234,11 @@ mod tests {
             term,
             MessageBody::RepairAnswer {
                 log_end: LogIndex(1),
-                membership_index: LogIndex(0),
-                membership_term: Term(0),
+                last_log_index: LogIndex(1),
+                last_log_term: Term(3),
+                snapshot_index: LogIndex(0),
+                last_joint_index: LogIndex(0),
+                snapshot_pair: false,
             },
         )
     }
@@ -268,8 +271,11 @@ mod tests {
         for from in [1, 3] {
             let answer = MessageBody::RepairAnswer {
                 log_end: LogIndex(7),
-                membership_index: LogIndex(0),
-                membership_term: Term(0),
+                last_log_index: LogIndex(7),
+                last_log_term: Term(2),
+                snapshot_index: LogIndex(0),
+                last_joint_index: LogIndex(0),
+                snapshot_pair: false,
             };
             step(&mut node, message(from, 2, answer));
         }

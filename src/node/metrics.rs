@@ -116,6 +116,7 @@ pub struct NodeMetrics {
     last_index: Gauge,
     snapshot_index: Gauge,
     repairing_entries: Gauge,
+    votes_unknown: Gauge,
     pub(crate) leader_changes: Counter,
     pub(crate) elections_won: Counter,
     leader_self_demotions: Family<Labels, Counter>,
@@ -172,6 +173,7 @@ impl NodeMetrics {
             last_index: Gauge::default(),
             snapshot_index: Gauge::default(),
             repairing_entries: Gauge::default(),
+            votes_unknown: Gauge::default(),
             leader_changes: Counter::default(),
             elections_won: Counter::default(),
             leader_self_demotions: Family::default(),
@@ -243,6 +245,12 @@ impl NodeMetrics {
             "Entries this node synced, lost from its disk and has not fetched again yet \
              (0 when its log is whole; while above 0 it votes only for candidates covering them)",
             self.repairing_entries.clone(),
+        );
+        r.register(
+            "votes_unknown",
+            "1 while this node's hard state (whom it voted for) was found damaged and it waits \
+             for its voters' current terms, neither voting nor campaigning; else 0",
+            self.votes_unknown.clone(),
         );
         r.register(
             "leader_changes",
@@ -517,6 +525,7 @@ impl NodeMetrics {
             self.snapshot_index.set(gauge(s.snapshot_index.0));
             self.repairing_entries
                 .set(gauge(s.repairing.map_or(0, |lost| lost.len())));
+            self.votes_unknown.set(i64::from(s.votes_unknown.is_some()));
         }
         catch_up(&self.network_received_bytes, net.bytes_received);
         catch_up(&self.network_sent_bytes, net.bytes_sent);
@@ -614,6 +623,45 @@ mod tests {
             assert!(text.contains(r#"rcraft_peer_round_trip_seconds_count{peer="2"} 1"#));
             assert!(text.contains(r#"rcraft_write_stage_duration_seconds_count{stage="fsync"} 1"#));
         }
+    }
+
+    /// The recovery gauges follow the status they are rendered from: `votes_unknown` is 1
+    /// exactly while the node waits for its voters' terms, `repairing_entries` counts the
+    /// lost range.
+    #[test]
+    fn the_recovery_gauges_follow_the_status() {
+        use rcraft_wire::{LogIndex, LostRange, Membership, Term};
+        let metrics = NodeMetrics::new();
+        let mut status = NodeStatus {
+            id: NodeId(1),
+            role: Role::Follower,
+            term: Term(3),
+            leader: None,
+            commit_index: LogIndex(10),
+            applied_index: LogIndex(10),
+            last_index: LogIndex(10),
+            snapshot_index: LogIndex(0),
+            voters: vec![NodeId(0), NodeId(1), NodeId(2)],
+            learners: Vec::new(),
+            membership: Membership::with_voters([NodeId(0), NodeId(1), NodeId(2)]),
+            replication: Vec::new(),
+            repairing: Some(LostRange {
+                from: LogIndex(11),
+                through: LogIndex(14),
+            }),
+            votes_unknown: Some(vec![NodeId(2)]),
+            lost: None,
+        };
+        let net = NetStatsSnapshot::default();
+        let text = metrics.render(Some(&status), &net);
+        assert!(text.contains("# TYPE rcraft_votes_unknown gauge"), "{text}");
+        assert!(text.contains("\nrcraft_votes_unknown 1\n"), "{text}");
+        assert!(text.contains("\nrcraft_repairing_entries 4\n"), "{text}");
+        status.votes_unknown = None;
+        status.repairing = None;
+        let text = metrics.render(Some(&status), &net);
+        assert!(text.contains("\nrcraft_votes_unknown 0\n"), "{text}");
+        assert!(text.contains("\nrcraft_repairing_entries 0\n"), "{text}");
     }
 
     #[test]

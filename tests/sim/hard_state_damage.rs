@@ -9,7 +9,7 @@
 //! voters without their votes at once, and the others able to elect a leader:
 //! `World::another_node_damaged`). And only
 //! while every node's configuration (each half of a joint one) has at least
-//! `DAMAGE_VOTERS_MIN` voters: the damaged node waits for every voter of its configuration,
+//! `HARD_STATE_DAMAGE_VOTERS_MIN` voters: the damaged node waits for every voter of its configuration,
 //! and of the one before while it does not know the latest committed; a voter removed and
 //! shut down meanwhile never answers, so the others must be able to elect a leader without
 //! the damaged node, which then tells it the commit (seed 67: a node left the only voter of
@@ -20,8 +20,8 @@
 
 use crate::disk::HardStateDamage;
 use crate::params::{
-    DAMAGE_VOTERS_MIN, HARD_STATE_DAMAGE_PER_RESTART_PER_MILLE, HARD_STATE_DAMAGE_RUNS_PER_MILLE,
-    RunParams,
+    HARD_STATE_DAMAGE_PER_RESTART_PER_MILLE, HARD_STATE_DAMAGE_RUNS_PER_MILLE,
+    HARD_STATE_DAMAGE_VOTERS_MIN, RunParams,
 };
 use crate::replica::SimCore;
 use crate::rng::SimRng;
@@ -68,7 +68,8 @@ impl<C: SimCore> World<C> {
         let another = self.another_node_damaged(node);
         let large = |m: &rcraft::wire::Membership| {
             let outgoing = m.voters_outgoing.len();
-            m.voters.len() >= DAMAGE_VOTERS_MIN && (outgoing == 0 || outgoing >= DAMAGE_VOTERS_MIN)
+            m.voters.len() >= HARD_STATE_DAMAGE_VOTERS_MIN
+                && (outgoing == 0 || outgoing >= HARD_STATE_DAMAGE_VOTERS_MIN)
         };
         let initial = &self.initial_membership;
         let all_large = (self.nodes.iter()).all(|n| large(&n.disk.latest_membership(initial)));

@@ -99,8 +99,11 @@ pub(crate) const SIM_SELF_DEMOTION: rcraft::core::SelfDemotionConfig =
 pub(crate) const HARD_STATE_DAMAGE_RUNS_PER_MILLE: u64 = 400;
 /// In those runs, the chance per mille that a restarting node finds its hard state damaged.
 pub(crate) const HARD_STATE_DAMAGE_PER_RESTART_PER_MILLE: u64 = 300;
-/// Damage strikes only while every configuration has at least this many voters.
+/// Damage to a log strikes only while every configuration has at least this many voters.
 pub(crate) const DAMAGE_VOTERS_MIN: usize = 3;
+/// Damage to a hard state strikes only while every configuration has at least this many
+/// voters (tests/sim/hard_state_damage.rs).
+pub(crate) const HARD_STATE_DAMAGE_VOTERS_MIN: usize = 3;
 /// Whether runs that change membership draw damage too.
 pub(crate) const DAMAGE_WITH_MEMBERSHIP_CHANGES: bool = true;
 /// Share of runs, per mille, in which a node snapshots every 1-10 ms (rather than every

@@ -195,20 +195,54 @@ pub(crate) const FINDING_SEEDS: &[(u64, &str)] = &[
     ),
 ];
 
-/// Runs every seed of [`FINDING_SEEDS`]; `Err` lists the failures, each with its finding.
+/// Seeds that once failed with log damage drawn in configurations of two voters
+/// (`damage_voters_min` 2 instead of `DAMAGE_VOTERS_MIN`), run that way by
+/// `seeds_of_findings_pass`: the pair rule of docs/SIM_FINDINGS.md, finding 10.
+pub(crate) const PAIR_DAMAGE_SEEDS: &[(u64, &str)] = &[
+    (
+        647,
+        "10: a pair's other voter holds a learner change in the lost range",
+    ),
+    (
+        1241,
+        "10: a pair's other voter names its configuration from another entry",
+    ),
+    (
+        1282,
+        "10: a pair's other voter compacted part of the range into a snapshot of the pair",
+    ),
+    (
+        1295,
+        "10: a pair's other voter compacted part of the range into a snapshot of the pair",
+    ),
+];
+
+/// Runs every seed of [`FINDING_SEEDS`] and of [`PAIR_DAMAGE_SEEDS`]; `Err` lists the
+/// failures, each with its finding.
 pub(crate) fn run_finding_seeds<C: SimCore>() -> Result<String, String> {
     let quiet = TraceMode {
         keep_lines: 0,
         echo: false,
     };
-    let failed: Vec<String> = FINDING_SEEDS
+    let pairs = PAIR_DAMAGE_SEEDS
         .iter()
-        .filter_map(|(seed, finding)| {
-            let run = World::<C>::new(*seed, true, quiet).run();
+        .map(|(seed, finding)| (seed, finding, 2));
+    let default = crate::params::DAMAGE_VOTERS_MIN;
+    let failed: Vec<String> = (FINDING_SEEDS.iter())
+        .map(|(seed, finding)| (seed, finding, default))
+        .chain(pairs)
+        .filter_map(|(seed, finding, voters_min)| {
+            let mut world = World::<C>::new(*seed, true, quiet);
+            world.damage_voters_min = voters_min;
+            let run = world.run();
+            let how = match voters_min == default {
+                true => String::new(),
+                false => format!(" with params::DAMAGE_VOTERS_MIN = {voters_min}"),
+            };
             run.err().map(|failure| {
                 format!(
                     "sim failed: seed={seed} (SIM_FINDINGS {finding}) check: {} reproduce: \
-                     make sim SEED={seed}",
+                     make sim SEED={seed}{how}",
                     failure.message
                 )
             })
@@ -217,7 +251,7 @@ pub(crate) fn run_finding_seeds<C: SimCore>() -> Result<String, String> {
     if failed.is_empty() {
         Ok(format!(
             "sim: the {} seeds of findings passed",
-            FINDING_SEEDS.len()
+            FINDING_SEEDS.len() + PAIR_DAMAGE_SEEDS.len()
         ))
     } else {
         Err(failed.join("\n"))

@@ -226,6 +226,9 @@ pub(crate) struct World<C> {
     trace: VecDeque<String>,
     /// Decides disk damage (`DAMAGE_*` in params.rs); `None` in runs without it.
     damage_rng: Option<SimRng>,
+    /// Log damage strikes only while every configuration has at least this many voters
+    /// (`DAMAGE_VOTERS_MIN`, unless a seed of a finding runs with another).
+    pub(crate) damage_voters_min: usize,
     /// Decides hard-state damage (tests/sim/hard_state_damage.rs); `None` in runs without it.
     pub(crate) hard_state_damage_rng: Option<SimRng>,
     /// The node whose disk is slow (`SLOW_DISK_*` in params.rs), once chosen.
@@ -297,6 +300,7 @@ impl<C: SimCore> World<C> {
             trace_mode,
             trace: VecDeque::new(),
             damage_rng: damage_rng(seed, &params_for_damage),
+            damage_voters_min: DAMAGE_VOTERS_MIN,
             hard_state_damage_rng: crate::hard_state_damage::hard_state_damage_rng(
                 seed,
                 &params_for_damage,
@@ -791,10 +795,11 @@ impl<C: SimCore> World<C> {
         // A damaged voter votes only for a candidate covering what it may have acknowledged
         // (src/core/repair.rs): damage strikes while every node's configuration (each half
         // of a joint one), and the one the damaged node is left with, has at least
-        // `DAMAGE_VOTERS_MIN` voters.
+        // `damage_voters_min` voters.
+        let min = self.damage_voters_min;
         let minority = |m: &Membership| {
             let outgoing = m.voters_outgoing.len();
-            m.voters.len() >= DAMAGE_VOTERS_MIN && (outgoing == 0 || outgoing >= DAMAGE_VOTERS_MIN)
+            m.voters.len() >= min && (outgoing == 0 || outgoing >= min)
         };
         let initial = &self.initial_membership;
         let all_large = self

@@ -288,15 +288,21 @@ mod tests {
     }
 
     #[test]
-    fn a_version_7_peer_is_refused_by_name() {
-        // Version 8 carries entries as WAL records (PROTOCOL.md §4): a version-7 node would
-        // misread them, so the two refuse each other at the handshake.
-        assert_eq!(PROTOCOL_VERSION, 8);
-        let mut old = Handshake::peer(7, NodeId(3)).encode();
-        old[6..8].copy_from_slice(&7u16.to_le_bytes());
-        let refused = Handshake::check_prefix(&old[..8]).unwrap_err();
-        assert_eq!(refused.to_string(), "protocol version 7 is not ours (8)");
-        assert_eq!(Handshake::decode(&old), Err(refused));
+    fn an_older_peer_is_refused_by_name() {
+        // Version 8 carries entries as WAL records and version 9 changed `RepairAnswer`
+        // (PROTOCOL.md, "Versions"): an older node would misread them, so the two refuse each
+        // other at the handshake.
+        assert_eq!(PROTOCOL_VERSION, 9);
+        for version in [7u16, 8] {
+            let mut old = Handshake::peer(7, NodeId(3)).encode();
+            old[6..8].copy_from_slice(&version.to_le_bytes());
+            let refused = Handshake::check_prefix(&old[..8]).unwrap_err();
+            assert_eq!(
+                refused.to_string(),
+                format!("protocol version {version} is not ours (9)")
+            );
+            assert_eq!(Handshake::decode(&old), Err(refused));
+        }
     }
 
     #[test]
@@ -309,12 +315,12 @@ mod tests {
             Err(Error::BadHandshakeMagic { .. })
         ));
         let mut bad_version = good;
-        bad_version[6] = 9;
+        bad_version[6..8].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
         assert_eq!(
             Handshake::decode(&bad_version),
             Err(Error::VersionMismatch {
                 ours: PROTOCOL_VERSION,
-                theirs: 9
+                theirs: PROTOCOL_VERSION + 1
             })
         );
         let mut flipped = good;
@@ -342,7 +348,7 @@ mod tests {
         // Another version is named from its first eight bytes, whatever its length.
         assert!(matches!(
             Handshake::check_prefix(&bad_version[..8]),
-            Err(Error::VersionMismatch { theirs: 9, .. })
+            Err(Error::VersionMismatch { theirs, .. }) if theirs == PROTOCOL_VERSION + 1
         ));
         assert_eq!(Handshake::check_prefix(&good[..5]), Ok(()));
         let wrong_peer = Handshake::decode(&good).unwrap().check_peer(NodeId(4));

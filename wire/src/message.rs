@@ -143,12 +143,20 @@ pub enum MessageBody {
         /// The last index of the answerer's log, or the end of the range it is repairing
         /// itself when that is further: no entry past it was ever acknowledged by it.
         log_end: LogIndex,
-        /// Where the answerer's configuration comes from: the index of its last membership
-        /// entry (its snapshot's index when compacted; 0 for the initial one) and that
-        /// entry's term.
-        membership_index: LogIndex,
-        /// Term of the entry at `membership_index`.
-        membership_term: Term,
+        /// The answerer's last log entry (index and term): a repairing node of a pair votes
+        /// for the answerer only while its vote request shows this same log.
+        last_log_index: LogIndex,
+        /// Term of the entry at `last_log_index`.
+        last_log_term: Term,
+        /// The answerer's snapshot index (0 without one): its log cannot tell which
+        /// configurations the entries up to it held.
+        snapshot_index: LogIndex,
+        /// Index of the last joint configuration entry in the answerer's log after its
+        /// snapshot (0 when there is none).
+        last_joint_index: LogIndex,
+        /// Whether the configuration of the answerer's snapshot is a simple one whose voters
+        /// are exactly the asker and the answerer (false without a snapshot).
+        snapshot_pair: bool,
     },
     /// Gray-failure link probe (self-demotion on slow links, `src/core/link_probe.rs`): the
     /// receiver echoes `sent_tick` at once in a `LinkProbeReply`, so the sender measures its

@@ -104,8 +104,11 @@ pub fn peer_messages() -> Vec<Message> {
         MessageBody::RepairQuery,
         MessageBody::RepairAnswer {
             log_end: LogIndex(17),
-            membership_index: LogIndex(12),
-            membership_term: Term(3),
+            last_log_index: LogIndex(16),
+            last_log_term: Term(3),
+            snapshot_index: LogIndex(9),
+            last_joint_index: LogIndex(12),
+            snapshot_pair: true,
         },
         MessageBody::LinkProbe {
             sent_tick: 1_234,
