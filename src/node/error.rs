@@ -4,6 +4,7 @@
 //! whether a write may still take effect: `NotLeader`, `Overloaded` and `TooLarge` are
 //! definite (nothing was proposed), `Timeout` and `Failed { definite: false }` are not.
 
+use super::net::auth::AuthError;
 use rcraft_wire::NodeId;
 use std::fmt;
 use std::io;
@@ -58,6 +59,10 @@ pub enum Error {
     Config(String),
     /// The node has stopped (after `shutdown`, or after a fatal error).
     Stopped,
+    // Typed failures of the node's parts (issue 14).
+    /// The secret file or a token file is refused (unreadable, readable by others, no or a
+    /// bad secret or token); the node did not start.
+    Auth(AuthError),
 }
 
 impl Error {
@@ -67,7 +72,8 @@ impl Error {
             Error::NotLeader { .. }
             | Error::Overloaded
             | Error::TooLarge { .. }
-            | Error::Config(_) => true,
+            | Error::Config(_)
+            | Error::Auth(_) => true,
             Error::Failed { definite, .. } => *definite,
             Error::Timeout | Error::Storage(_) | Error::Io { .. } | Error::Stopped => false,
         }
@@ -123,6 +129,7 @@ impl fmt::Display for Error {
             Error::Io { context, source } => write!(f, "{context}: {source}"),
             Error::Config(message) => write!(f, "bad configuration: {message}"),
             Error::Stopped => write!(f, "the node has stopped"),
+            Error::Auth(e) => write!(f, "bad configuration: {e}"),
         }
     }
 }
@@ -131,6 +138,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::Auth(e) => Some(e),
             _ => None,
         }
     }

@@ -43,5 +43,6 @@ mod transport;
 
 pub use error::{Error, Result};
 pub use handle::NodeHandle;
+pub use metrics_http::Unhealthy;
 pub use results::{ApplyMsg, ProposeResult, ReadResult, SnapshotResult};
 pub use runtime::Node;

@@ -447,13 +447,13 @@ fn net_config(config: &Config, identity: data_dir::Identity) -> Result<NetConfig
     net.incarnation = identity.incarnation;
     net.identity_file = Some((config.data_dir.clone(), identity));
     if let Some(path) = &config.secret_file {
-        let secrets = PeerSecrets::from_file(path).map_err(Error::Config)?;
+        let secrets = PeerSecrets::from_file(path).map_err(Error::Auth)?;
         net.peer_secrets = Some(Arc::new(secrets));
     }
     let (client, admin) = (&config.client_token_file, &config.admin_token_file);
     if client.is_some() || admin.is_some() {
         let tokens =
-            ClientTokens::from_files(client.as_deref(), admin.as_deref()).map_err(Error::Config)?;
+            ClientTokens::from_files(client.as_deref(), admin.as_deref()).map_err(Error::Auth)?;
         net.client_tokens = Some(Arc::new(tokens));
     }
     if let Some(slot) = crate::tls::TlsSlot::load(&config.tls).map_err(Error::Config)? {
