@@ -302,13 +302,15 @@ pub fn inspect(dir: &Path) -> Report {
     let shadow = ShadowFs::new();
     let wal_dir = dir.join("wal");
     let running_pid = lock_holder(&wal_dir).map_err(|e| format!("reading /proc/locks: {e}"));
-    let identity = data_dir::read_recorded(dir).map(|found| {
-        found.map(|(node_id, cluster_id, address)| Identity {
-            node_id,
-            cluster_id,
-            address,
+    let identity = data_dir::read_recorded(dir)
+        .map(|found| {
+            found.map(|(node_id, cluster_id, address)| Identity {
+                node_id,
+                cluster_id,
+                address,
+            })
         })
-    });
+        .map_err(|e| e.to_string());
     let initial_voters = initial_voters::read_stored(dir);
     let hard_state = inspect_hard_state(&shadow, &dir.join("hard_state"));
     let wal = inspect_wal(&shadow, &wal_dir);
@@ -375,7 +377,7 @@ fn inspect_wal(shadow: &ShadowFs, dir: &Path) -> Result<Option<WalReport>, Strin
         match decode_payload(record.payload) {
             Ok(EntryPayload::Membership(m)) => memberships.push((record.index, m)),
             Ok(_) => {}
-            Err(why) => undecodable.push((record.index, why)),
+            Err(why) => undecodable.push((record.index, why.to_string())),
         }
     }
     Ok(Some(WalReport {
@@ -431,7 +433,7 @@ fn inspect_snapshots(shadow: &ShadowFs, dir: &Path) -> Result<Option<SnapshotsRe
             membership: match decode_payload(&info.meta.membership) {
                 Ok(EntryPayload::Membership(m)) => Ok(m),
                 Ok(_) => Err("not a membership".to_string()),
-                Err(why) => Err(why),
+                Err(why) => Err(why.to_string()),
             },
             data_verified: store.verify_data(&info).map_err(|e| e.to_string()),
         }),

@@ -4,6 +4,7 @@
 //! whether a write may still take effect: `NotLeader`, `Overloaded` and `TooLarge` are
 //! definite (nothing was proposed), `Timeout` and `Failed { definite: false }` are not.
 
+use super::data_dir::IdentityError;
 use super::net::auth::AuthError;
 use rcraft_wire::NodeId;
 use std::fmt;
@@ -63,6 +64,8 @@ pub enum Error {
     /// The secret file or a token file is refused (unreadable, readable by others, no or a
     /// bad secret or token); the node did not start.
     Auth(AuthError),
+    /// The data dir's `identity` file is damaged; the node did not start.
+    Identity(IdentityError),
 }
 
 impl Error {
@@ -73,7 +76,8 @@ impl Error {
             | Error::Overloaded
             | Error::TooLarge { .. }
             | Error::Config(_)
-            | Error::Auth(_) => true,
+            | Error::Auth(_)
+            | Error::Identity(_) => true,
             Error::Failed { definite, .. } => *definite,
             Error::Timeout | Error::Storage(_) | Error::Io { .. } | Error::Stopped => false,
         }
@@ -130,6 +134,7 @@ impl fmt::Display for Error {
             Error::Config(message) => write!(f, "bad configuration: {message}"),
             Error::Stopped => write!(f, "the node has stopped"),
             Error::Auth(e) => write!(f, "bad configuration: {e}"),
+            Error::Identity(e) => write!(f, "storage failed, node stopped: {e}"),
         }
     }
 }
@@ -139,6 +144,7 @@ impl std::error::Error for Error {
         match self {
             Error::Io { source, .. } => Some(source),
             Error::Auth(e) => Some(e),
+            Error::Identity(e) => Some(e),
             _ => None,
         }
     }

@@ -8,7 +8,7 @@
 //! lagging follower ([`LogStore::read_entries`]), each record's checksum checked again.
 
 use super::entry_codec::{decode_payload, encode_payload};
-use super::storage_error::{StorageError, StorageResult};
+use super::storage_error::{DecodeProblem, Decoded, StorageError, StorageResult};
 use rcraft_storage::{Record, Wal};
 use rcraft_wire::{Entry, LogIndex, Term};
 
@@ -168,14 +168,14 @@ impl LogStore {
         for record in records.take_while(|record| record.index <= high.0) {
             if !record.checksum_matches() {
                 return Err(StorageError::Undecodable {
-                    what: format!("log entry {}", record.index),
-                    reason: "record checksum mismatch".to_string(),
+                    what: Decoded::LogEntry(record.index),
+                    reason: DecodeProblem::ChecksumMismatch,
                 });
             }
             let payload =
-                decode_payload(record.payload).map_err(|reason| StorageError::Undecodable {
-                    what: format!("log entry {}", record.index),
-                    reason,
+                decode_payload(record.payload).map_err(|e| StorageError::Undecodable {
+                    what: Decoded::LogEntry(record.index),
+                    reason: e.into(),
                 })?;
             let entry = Entry {
                 term: Term(record.term),
@@ -216,9 +216,9 @@ impl LogStore {
         records
             .map(|record| {
                 let payload =
-                    decode_payload(record.payload).map_err(|reason| StorageError::Undecodable {
-                        what: format!("log entry {}", record.index),
-                        reason,
+                    decode_payload(record.payload).map_err(|e| StorageError::Undecodable {
+                        what: Decoded::LogEntry(record.index),
+                        reason: e.into(),
                     })?;
                 Ok(Entry {
                     term: Term(record.term),

@@ -41,6 +41,7 @@ mod storage_thread;
 pub mod testing;
 mod transport;
 
+pub use data_dir::{IdentityError, IdentityProblem};
 pub use error::{Error, Result};
 pub use handle::NodeHandle;
 pub use metrics_http::Unhealthy;

@@ -219,7 +219,7 @@ impl Node {
 /// The threads of a running node.
 pub(crate) struct Runtime {
     consensus: JoinHandle<Exit>,
-    storage: JoinHandle<std::result::Result<(), super::storage_error::StorageError>>,
+    storage: JoinHandle<std::result::Result<(), Arc<super::storage_error::StorageError>>>,
     apply: JoinHandle<()>,
     net: NetHandle,
     /// What the metrics are read from (for `NodeHandle::metrics_text` and `/metrics`).
@@ -233,7 +233,7 @@ pub(crate) struct Runtime {
 /// The node's threads, as `Runtime::new` takes them.
 type Threads = (
     JoinHandle<Exit>,
-    JoinHandle<std::result::Result<(), super::storage_error::StorageError>>,
+    JoinHandle<std::result::Result<(), Arc<super::storage_error::StorageError>>>,
     JoinHandle<()>,
     NetHandle,
 );

@@ -5,8 +5,10 @@
 //! thread is fail-stop: an error ends it, and the consensus thread and the public API report it
 //! by its message (`node::Error::Storage`), which names the operation, the file and the offset.
 
+use super::entry_codec::PayloadError;
 use rcraft_storage::Error as StoreError;
 use std::fmt;
+use std::path::PathBuf;
 
 /// What went wrong in the node's storage.
 #[derive(Debug)]
@@ -20,14 +22,70 @@ pub(crate) enum StorageError {
     },
     /// A log record or a snapshot description that does not decode.
     Undecodable {
-        /// What was being decoded, e.g. "log entry 12".
-        what: String,
+        /// What was being decoded.
+        what: Decoded,
         /// Why it does not decode.
-        reason: String,
+        reason: DecodeProblem,
     },
     /// The log, the snapshot or a command do not fit together (a programming error in the
     /// caller, or files from elsewhere).
     Inconsistent(String),
+}
+
+/// What did not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decoded {
+    /// The log entry at this index.
+    LogEntry(u64),
+    /// The membership recorded in this snapshot file.
+    SnapshotMembership(PathBuf),
+}
+
+impl fmt::Display for Decoded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decoded::LogEntry(index) => write!(f, "log entry {index}"),
+            Decoded::SnapshotMembership(path) => {
+                write!(f, "the membership of snapshot {}", path.display())
+            }
+        }
+    }
+}
+
+/// Why a record or a snapshot description does not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DecodeProblem {
+    /// The record's checksum does not match its bytes.
+    ChecksumMismatch,
+    /// The bytes are not a payload.
+    Payload(PayloadError),
+    /// A payload of another kind where a membership was expected.
+    NotAMembership,
+}
+
+impl fmt::Display for DecodeProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeProblem::ChecksumMismatch => f.write_str("record checksum mismatch"),
+            DecodeProblem::Payload(e) => e.fmt(f),
+            DecodeProblem::NotAMembership => f.write_str("it holds another payload"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeProblem {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DecodeProblem::Payload(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<PayloadError> for DecodeProblem {
+    fn from(e: PayloadError) -> DecodeProblem {
+        DecodeProblem::Payload(e)
+    }
 }
 
 /// The storage layer's `Result`.
@@ -57,6 +115,7 @@ impl std::error::Error for StorageError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StorageError::Store { source, .. } => Some(source),
+            StorageError::Undecodable { reason, .. } => Some(reason),
             _ => None,
         }
     }

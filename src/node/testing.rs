@@ -97,7 +97,7 @@ impl SimStorage {
         high: LogIndex,
         max_bytes: u64,
     ) -> Result<Vec<Entry>, String> {
-        self.opened.thread.read_entries(low, high, max_bytes)
+        (self.opened.thread.read_entries(low, high, max_bytes)).map_err(|e| e.to_string())
     }
 
     /// Persists queued before a command not yet run.
@@ -153,7 +153,7 @@ impl SimStorage {
             .map_err(|e| e.to_string())?;
         std::io::Write::write_all(&mut writer, bytes).map_err(|e| e.to_string())?;
         let info = writer.finish().map_err(|e| e.to_string())?;
-        let written = snapshot_meta(&info)?;
+        let written = snapshot_meta(&info).map_err(|e| e.to_string())?;
         if written.checksum != meta.checksum {
             return Err(format!(
                 "snapshot {} written with data CRC {:08x}, described as {:08x}",
@@ -169,7 +169,7 @@ impl SimStorage {
         let Some(info) = store.latest().map_err(|e| e.to_string())? else {
             return Ok(None);
         };
-        let meta = snapshot_meta(&info)?;
+        let meta = snapshot_meta(&info).map_err(|e| e.to_string())?;
         let bytes = store
             .read_chunk(&info, 0, meta.size_bytes as usize)
             .map_err(|e| e.to_string())?;
