@@ -10,7 +10,8 @@
 //!
 //! Runs on the calling thread; the binary renders the [`Report`] as text or JSON.
 
-use super::entry_codec::decode_payload;
+use super::entry_codec::{PayloadError, decode_payload};
+use super::storage_error::DecodeProblem;
 use super::{data_dir, initial_voters};
 use rcraft_storage::{
     HardState, HardStateSlot, Lost, ShadowFs, SnapshotStore, Wal, WalOptions, fs::lock_holder,
@@ -85,7 +86,7 @@ pub struct WalReport {
     /// Membership entries in the log, in order.
     pub memberships: Vec<(u64, Membership)>,
     /// Entries whose payload does not decode: index and why.
-    pub undecodable: Vec<(u64, String)>,
+    pub undecodable: Vec<(u64, PayloadError)>,
 }
 
 /// The newest complete snapshot.
@@ -100,7 +101,7 @@ pub struct SnapshotReport {
     /// Bytes of state-machine data.
     pub data_bytes: u64,
     /// The membership it records, or why it does not decode.
-    pub membership: Result<Membership, String>,
+    pub membership: Result<Membership, DecodeProblem>,
     /// Whether the data checksum matched (`Err` names the mismatch).
     pub data_verified: Result<(), String>,
 }
@@ -377,7 +378,7 @@ fn inspect_wal(shadow: &ShadowFs, dir: &Path) -> Result<Option<WalReport>, Strin
         match decode_payload(record.payload) {
             Ok(EntryPayload::Membership(m)) => memberships.push((record.index, m)),
             Ok(_) => {}
-            Err(why) => undecodable.push((record.index, why.to_string())),
+            Err(why) => undecodable.push((record.index, why)),
         }
     }
     Ok(Some(WalReport {
@@ -432,8 +433,8 @@ fn inspect_snapshots(shadow: &ShadowFs, dir: &Path) -> Result<Option<SnapshotsRe
             data_bytes: info.data_bytes,
             membership: match decode_payload(&info.meta.membership) {
                 Ok(EntryPayload::Membership(m)) => Ok(m),
-                Ok(_) => Err("not a membership".to_string()),
-                Err(why) => Err(why.to_string()),
+                Ok(_) => Err(DecodeProblem::NotAMembership),
+                Err(why) => Err(why.into()),
             },
             data_verified: store.verify_data(&info).map_err(|e| e.to_string()),
         }),

@@ -70,7 +70,7 @@ fn payload_len_hint(payload: &EntryPayload) -> usize {
 
 /// Why a payload's bytes do not decode.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum PayloadError {
+pub enum PayloadError {
     /// The first byte is no known payload kind.
     UnknownTag(u8),
     /// A command's session flag is neither 0 nor 1.

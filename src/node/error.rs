@@ -6,10 +6,12 @@
 
 use super::data_dir::IdentityError;
 use super::net::auth::AuthError;
+use super::storage_error::StorageError;
 use rcraft_wire::NodeId;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Result of node operations.
 pub type Result<T> = std::result::Result<T, Error>;
@@ -66,6 +68,11 @@ pub enum Error {
     Auth(AuthError),
     /// The data dir's `identity` file is damaged; the node did not start.
     Identity(IdentityError),
+    /// The data dir's log, hard state or snapshots could not be opened or recovered; the node
+    /// did not start.
+    StorageOpen(StorageError),
+    /// Durable storage failed while the node ran; the node stopped (fail-stop).
+    StorageStopped(Arc<StorageError>),
 }
 
 impl Error {
@@ -79,7 +86,12 @@ impl Error {
             | Error::Auth(_)
             | Error::Identity(_) => true,
             Error::Failed { definite, .. } => *definite,
-            Error::Timeout | Error::Storage(_) | Error::Io { .. } | Error::Stopped => false,
+            Error::Timeout
+            | Error::Storage(_)
+            | Error::Io { .. }
+            | Error::Stopped
+            | Error::StorageOpen(_)
+            | Error::StorageStopped(_) => false,
         }
     }
 
@@ -135,6 +147,8 @@ impl fmt::Display for Error {
             Error::Stopped => write!(f, "the node has stopped"),
             Error::Auth(e) => write!(f, "bad configuration: {e}"),
             Error::Identity(e) => write!(f, "storage failed, node stopped: {e}"),
+            Error::StorageOpen(e) => write!(f, "storage failed, node stopped: {e}"),
+            Error::StorageStopped(e) => write!(f, "storage failed, node stopped: {e}"),
         }
     }
 }
@@ -145,6 +159,8 @@ impl std::error::Error for Error {
             Error::Io { source, .. } => Some(source),
             Error::Auth(e) => Some(e),
             Error::Identity(e) => Some(e),
+            Error::StorageOpen(e) => Some(e),
+            Error::StorageStopped(e) => Some(e.as_ref()),
             _ => None,
         }
     }

@@ -42,8 +42,10 @@ pub mod testing;
 mod transport;
 
 pub use data_dir::{IdentityError, IdentityProblem};
+pub use entry_codec::PayloadError;
 pub use error::{Error, Result};
 pub use handle::NodeHandle;
 pub use metrics_http::Unhealthy;
 pub use results::{ApplyMsg, ProposeResult, ReadResult, SnapshotResult};
 pub use runtime::Node;
+pub use storage_error::{DecodeProblem, Decoded, StorageError};

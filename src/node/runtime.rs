@@ -74,7 +74,7 @@ impl Node {
         // dir, else the one stored there at the first start.
         let initial_membership = initial_voters::load_or_store(&config)?;
         let opened = open_storage(&config.data_dir, initial_membership.clone())
-            .map_err(|e| Error::Storage(e.to_string()))?;
+            .map_err(Error::StorageOpen)?;
         let (recovered, lost_alone) = alone_goes_on_without_lost_entries(&config, opened.recovered);
         let replica = Replica::new(core_config(&config), recovered)
             .map_err(|e| Error::Storage(format!("the recovered state is inconsistent: {e}")))?;
@@ -288,7 +288,7 @@ impl Runtime {
         self.net.shutdown();
         let mut result = Ok(());
         if let Ok(Err(error)) = storage {
-            result = Err(Error::Storage(error.to_string()));
+            result = Err(Error::StorageStopped(error));
         }
         match exit {
             Ok(Exit::Shutdown) => {}

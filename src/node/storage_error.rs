@@ -2,8 +2,10 @@
 //! when they happened, and what the node itself finds wrong with what it reads back.
 //!
 //! Produced by the storage thread and by `open_storage` before the threads start. The storage
-//! thread is fail-stop: an error ends it, and the consensus thread and the public API report it
-//! by its message (`node::Error::Storage`), which names the operation, the file and the offset.
+//! thread is fail-stop: an error ends it; the public API returns it as
+//! [`Error::StorageOpen`](super::Error::StorageOpen) (at start) or
+//! [`Error::StorageStopped`](super::Error::StorageStopped) (from a running node), and its
+//! message names the operation, the file and the offset.
 
 use super::entry_codec::PayloadError;
 use rcraft_storage::Error as StoreError;
@@ -12,7 +14,7 @@ use std::path::PathBuf;
 
 /// What went wrong in the node's storage.
 #[derive(Debug)]
-pub(crate) enum StorageError {
+pub enum StorageError {
     /// The storage crate failed while the node was `doing` something.
     Store {
         /// What the node was doing, e.g. "truncating the log from index 678".
@@ -34,7 +36,7 @@ pub(crate) enum StorageError {
 
 /// What did not decode.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Decoded {
+pub enum Decoded {
     /// The log entry at this index.
     LogEntry(u64),
     /// The membership recorded in this snapshot file.
@@ -54,7 +56,7 @@ impl fmt::Display for Decoded {
 
 /// Why a record or a snapshot description does not decode.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum DecodeProblem {
+pub enum DecodeProblem {
     /// The record's checksum does not match its bytes.
     ChecksumMismatch,
     /// The bytes are not a payload.
@@ -137,5 +139,29 @@ mod tests {
              first index 1801"
         );
         assert!(error.source().is_some());
+    }
+
+    #[test]
+    fn a_log_that_does_not_open_stops_the_start_with_its_path_and_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        // The WAL's directory is a file: the log cannot open.
+        std::fs::write(dir.path().join("wal"), b"not a directory").unwrap();
+        let membership = rcraft_wire::Membership::with_voters([rcraft_wire::NodeId(0)]);
+        let Err(opened) = super::super::storage_thread::open_storage(dir.path(), membership) else {
+            panic!("a log over a file opened");
+        };
+        let doing_expected = format!("opening the log in {}", dir.path().display());
+        assert!(
+            matches!(&opened, StorageError::Store { doing, .. } if *doing == doing_expected),
+            "{opened:?}"
+        );
+        let error = super::super::Error::StorageOpen(opened);
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&format!("storage failed, node stopped: {doing_expected}: ")),
+            "{message}"
+        );
+        let store = error.source().unwrap().source().unwrap();
+        assert!(store.downcast_ref::<StoreError>().is_some(), "{store:?}");
     }
 }

@@ -534,7 +534,7 @@ fn wal_json(wal: &WalReport) -> Value {
             "index": index, "membership": membership_json(m),
         })).collect::<Vec<_>>(),
         "undecodable": wal.undecodable.iter().map(|(index, why)| json!({
-            "index": index, "reason": why,
+            "index": index, "reason": why.to_string(),
         })).collect::<Vec<_>>(),
     })
 }
@@ -549,7 +549,7 @@ fn snapshots_json(s: &SnapshotsReport) -> Value {
             "data_verified": l.data_verified.is_ok(),
             "data_error": l.data_verified.as_ref().err(),
             "membership": l.membership.as_ref().ok().map(membership_json),
-            "membership_error": l.membership.as_ref().err(),
+            "membership_error": l.membership.as_ref().err().map(ToString::to_string),
         })),
         "files": s.files,
         "partial": s.partial,
