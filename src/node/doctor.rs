@@ -312,7 +312,7 @@ pub fn inspect(dir: &Path) -> Report {
             })
         })
         .map_err(|e| e.to_string());
-    let initial_voters = initial_voters::read_stored(dir);
+    let initial_voters = initial_voters::read_stored(dir).map_err(|e| e.to_string());
     let hard_state = inspect_hard_state(&shadow, &dir.join("hard_state"));
     let wal = inspect_wal(&shadow, &wal_dir);
     let snapshots = inspect_snapshots(&shadow, &dir.join("snapshots"));

@@ -5,6 +5,7 @@
 //! definite (nothing was proposed), `Timeout` and `Failed { definite: false }` are not.
 
 use super::data_dir::IdentityError;
+use super::initial_voters::InitialVotersError;
 use super::net::auth::AuthError;
 use super::storage_error::StorageError;
 use rcraft_wire::NodeId;
@@ -68,6 +69,8 @@ pub enum Error {
     Auth(AuthError),
     /// The data dir's `identity` file is damaged; the node did not start.
     Identity(IdentityError),
+    /// The data dir's `initial_voters` file is damaged; the node did not start.
+    InitialVoters(InitialVotersError),
     /// The data dir's log, hard state or snapshots could not be opened or recovered; the node
     /// did not start.
     StorageOpen(StorageError),
@@ -84,7 +87,8 @@ impl Error {
             | Error::TooLarge { .. }
             | Error::Config(_)
             | Error::Auth(_)
-            | Error::Identity(_) => true,
+            | Error::Identity(_)
+            | Error::InitialVoters(_) => true,
             Error::Failed { definite, .. } => *definite,
             Error::Timeout
             | Error::Storage(_)
@@ -147,6 +151,7 @@ impl fmt::Display for Error {
             Error::Stopped => write!(f, "the node has stopped"),
             Error::Auth(e) => write!(f, "bad configuration: {e}"),
             Error::Identity(e) => write!(f, "storage failed, node stopped: {e}"),
+            Error::InitialVoters(e) => write!(f, "storage failed, node stopped: {e}"),
             Error::StorageOpen(e) => write!(f, "storage failed, node stopped: {e}"),
             Error::StorageStopped(e) => write!(f, "storage failed, node stopped: {e}"),
         }
@@ -159,6 +164,7 @@ impl std::error::Error for Error {
             Error::Io { source, .. } => Some(source),
             Error::Auth(e) => Some(e),
             Error::Identity(e) => Some(e),
+            Error::InitialVoters(e) => Some(e),
             Error::StorageOpen(e) => Some(e),
             Error::StorageStopped(e) => Some(e.as_ref()),
             _ => None,
