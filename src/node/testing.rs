@@ -9,6 +9,7 @@
 use super::sessions::{SessionCheck, SessionTable};
 use super::snapshot_files::{file_meta, snapshot_meta};
 use super::snapshot_format::{read_snapshot, write_snapshot};
+use super::storage_error::StorageError;
 use super::storage_io::{StorageCommand, StorageEvent};
 use super::storage_thread::{OpenedStorage, open_storage_with};
 use crate::core::{HardState, RecoveredState};
@@ -46,10 +47,12 @@ pub struct SimStorage {
 impl SimStorage {
     /// Opens the node's files under `/data` on `fs` (creating them the first time) and
     /// returns the storage with what it recovered.
-    pub fn open(fs: &SimFs, initial: Membership) -> Result<(SimStorage, RecoveredState), String> {
+    pub fn open(
+        fs: &SimFs,
+        initial: Membership,
+    ) -> Result<(SimStorage, RecoveredState), StorageError> {
         let fs = Arc::new(fs.clone());
-        let opened = open_storage_with(fs, Path::new("/data"), initial, SEGMENT_BYTES)
-            .map_err(|e| e.to_string())?;
+        let opened = open_storage_with(fs, Path::new("/data"), initial, SEGMENT_BYTES)?;
         let recovered = opened.recovered.clone();
         let storage = SimStorage {
             opened,
@@ -245,11 +248,14 @@ impl SimSessions {
 
     /// Reads a node snapshot's bytes back into a table of `capacity`: the session table and
     /// the state machine's bytes.
-    pub fn restore(bytes: &[u8], capacity: usize) -> Result<(SimSessions, Vec<u8>), String> {
+    pub fn restore(
+        bytes: &[u8],
+        capacity: usize,
+    ) -> Result<(SimSessions, Vec<u8>), std::io::Error> {
         let mut table = SessionTable::with_capacity(capacity.max(1));
         let mut adapter = StateBytes(Vec::new());
         let mut input = bytes;
-        read_snapshot(&mut input, &mut table, &mut adapter).map_err(|e| e.to_string())?;
+        read_snapshot(&mut input, &mut table, &mut adapter)?;
         Ok((SimSessions { table }, adapter.0))
     }
 }
