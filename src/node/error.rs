@@ -8,6 +8,7 @@ use super::data_dir::IdentityError;
 use super::initial_voters::InitialVotersError;
 use super::net::auth::AuthError;
 use super::storage_error::StorageError;
+use crate::core::CoreError;
 use rcraft_wire::NodeId;
 use std::fmt;
 use std::io;
@@ -76,6 +77,9 @@ pub enum Error {
     StorageOpen(StorageError),
     /// Durable storage failed while the node ran; the node stopped (fail-stop).
     StorageStopped(Arc<StorageError>),
+    /// The consensus core refused what storage recovered (a log that is not contiguous or
+    /// whose terms decrease) or its configuration; the node did not start.
+    Core(CoreError),
 }
 
 impl Error {
@@ -95,7 +99,8 @@ impl Error {
             | Error::Io { .. }
             | Error::Stopped
             | Error::StorageOpen(_)
-            | Error::StorageStopped(_) => false,
+            | Error::StorageStopped(_)
+            | Error::Core(_) => false,
         }
     }
 
@@ -154,6 +159,10 @@ impl fmt::Display for Error {
             Error::InitialVoters(e) => write!(f, "storage failed, node stopped: {e}"),
             Error::StorageOpen(e) => write!(f, "storage failed, node stopped: {e}"),
             Error::StorageStopped(e) => write!(f, "storage failed, node stopped: {e}"),
+            Error::Core(e) => write!(
+                f,
+                "storage failed, node stopped: the recovered state is inconsistent: {e}"
+            ),
         }
     }
 }
@@ -167,6 +176,7 @@ impl std::error::Error for Error {
             Error::InitialVoters(e) => Some(e),
             Error::StorageOpen(e) => Some(e),
             Error::StorageStopped(e) => Some(e.as_ref()),
+            Error::Core(e) => Some(e),
             _ => None,
         }
     }

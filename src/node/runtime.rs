@@ -76,8 +76,7 @@ impl Node {
         let opened = open_storage(&config.data_dir, initial_membership.clone())
             .map_err(Error::StorageOpen)?;
         let (recovered, lost_alone) = alone_goes_on_without_lost_entries(&config, opened.recovered);
-        let replica = Replica::new(core_config(&config), recovered)
-            .map_err(|e| Error::Storage(format!("the recovered state is inconsistent: {e}")))?;
+        let replica = Replica::new(core_config(&config), recovered).map_err(Error::Core)?;
 
         // Every thread sleeps on its own doorbell, rung by whoever queues work for it.
         let consensus_bell = Doorbell::new();

@@ -164,4 +164,21 @@ mod tests {
         let store = error.source().unwrap().source().unwrap();
         assert!(store.downcast_ref::<StoreError>().is_some(), "{store:?}");
     }
+
+    #[test]
+    fn a_recovered_state_the_core_refuses_keeps_the_core_error() {
+        let refused = crate::core::CoreError::RecoveredLog("entry 5 after entry 3".into());
+        let error = super::super::Error::Core(refused.clone());
+        assert_eq!(
+            error.to_string(),
+            "storage failed, node stopped: the recovered state is inconsistent: invalid \
+             recovered log: entry 5 after entry 3"
+        );
+        let source = error.source().unwrap();
+        assert_eq!(
+            source.downcast_ref::<crate::core::CoreError>(),
+            Some(&refused)
+        );
+        assert!(!error.is_definite());
+    }
 }
