@@ -202,7 +202,7 @@ impl Args {
         };
         rcraft::node::net::auth::Token::from_file(&path)
             .map(Some)
-            .map_err(Error::Usage)
+            .map_err(|e| Error::Usage(e.to_string()))
     }
 }
 

@@ -555,7 +555,7 @@ impl ConsensusLogic {
                     id,
                     to,
                     low,
-                    entries,
+                    entries: entries.map_err(|e| e.to_string()),
                 });
             }
             StorageEvent::ClientAnswer { reply, body } => self.reply(reply, body),
@@ -602,7 +602,7 @@ impl ConsensusLogic {
                 self.replica.step(Input::SnapshotDamaged { index, term });
                 self.send_apply(ApplyCommand::ReplaceSnapshot { damaged: index });
             }
-            StorageEvent::Failed(reason) => self.fail(reason),
+            StorageEvent::Failed(error) => self.fail(error.to_string()),
         }
     }
 

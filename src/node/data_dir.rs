@@ -42,9 +42,10 @@ use crate::config::CLUSTER_ID_DEFAULT;
 use rcraft_wire::{CLUSTER_ID_UNKNOWN, NodeId};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::fmt;
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Name of the file in the data directory.
 const FILE_NAME: &str = "identity";
@@ -83,17 +84,21 @@ impl Identity {
     }
 
     /// The file's text; `Err` names what is missing or malformed.
-    fn parse(text: &str) -> std::result::Result<Identity, String> {
+    fn parse(text: &str) -> std::result::Result<Identity, IdentityProblem> {
         let (mut node_id, mut cluster_id, mut address) = (None, None, None);
         let (mut incarnation, mut peers) = (0, BTreeMap::new());
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
             let Some((key, value)) = line.split_once('=') else {
-                return Err(format!("expected `key = value`, found {line:?}"));
+                return Err(IdentityProblem::NotKeyValue(line.to_string()));
             };
             let (key, value) = (key.trim(), value.trim());
             let number = |value: &str| {
-                crate::config::settings::parse_u64(value)
-                    .ok_or_else(|| format!("{key}: {value:?} is not a number"))
+                crate::config::settings::parse_u64(value).ok_or_else(|| {
+                    IdentityProblem::NotANumber {
+                        key: key.to_string(),
+                        value: value.to_string(),
+                    }
+                })
             };
             match key {
                 "node_id" => node_id = Some(number(value)?),
@@ -102,12 +107,12 @@ impl Identity {
                 "incarnation" => incarnation = number(value)?,
                 "address" => address = Some(value.to_string()),
                 "peer_incarnation" => {
-                    let (peer, value) = value.split_once(':').ok_or_else(|| {
-                        format!("{key}: expected `ID:INCARNATION`, found {value:?}")
-                    })?;
+                    let (peer, value) = value
+                        .split_once(':')
+                        .ok_or_else(|| IdentityProblem::NotAPeer(value.to_string()))?;
                     peers.insert(NodeId(number(peer.trim())?), number(value.trim())?);
                 }
-                other => return Err(format!("unknown key {other:?}")),
+                other => return Err(IdentityProblem::UnknownKey(other.to_string())),
             }
         }
         match (node_id, cluster_id, address) {
@@ -118,13 +123,95 @@ impl Identity {
                 address,
                 peers,
             }),
-            _ => Err("expected node_id, cluster_id and address".to_string()),
+            _ => Err(IdentityProblem::Incomplete),
         }
     }
 
     /// Writes the file into `dir` (durably).
     pub(crate) fn store(&self, dir: &Path) -> std::io::Result<()> {
         write_durably(dir, FILE_NAME, self.render().as_bytes())
+    }
+}
+
+/// Why a data dir's `identity` file cannot be used.
+#[derive(Debug)]
+pub enum IdentityError {
+    /// The file exists but could not be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file does not parse.
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong in it.
+        problem: IdentityProblem,
+    },
+}
+
+/// What is wrong in an `identity` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityProblem {
+    /// A line that is not `key = value`.
+    NotKeyValue(String),
+    /// A value that should be a number.
+    NotANumber {
+        /// Its key.
+        key: String,
+        /// The value found.
+        value: String,
+    },
+    /// A `peer_incarnation` value that is not `ID:INCARNATION`.
+    NotAPeer(String),
+    /// A key the file does not have.
+    UnknownKey(String),
+    /// `node_id`, `cluster_id` or `address` is missing.
+    Incomplete,
+}
+
+impl fmt::Display for IdentityProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdentityProblem::NotKeyValue(line) => {
+                write!(f, "expected `key = value`, found {line:?}")
+            }
+            IdentityProblem::NotANumber { key, value } => {
+                write!(f, "{key}: {value:?} is not a number")
+            }
+            IdentityProblem::NotAPeer(value) => write!(
+                f,
+                "peer_incarnation: expected `ID:INCARNATION`, found {value:?}"
+            ),
+            IdentityProblem::UnknownKey(key) => write!(f, "unknown key {key:?}"),
+            IdentityProblem::Incomplete => f.write_str("expected node_id, cluster_id and address"),
+        }
+    }
+}
+
+impl std::error::Error for IdentityProblem {}
+
+impl fmt::Display for IdentityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdentityError::Read { path, source } => {
+                write!(f, "reading {}: {source}", path.display())
+            }
+            IdentityError::Malformed { path, problem } => {
+                write!(f, "{}: {problem}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for IdentityError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            IdentityError::Read { source, .. } => Some(source),
+            IdentityError::Malformed { problem, .. } => Some(problem),
+        }
     }
 }
 
@@ -158,14 +245,17 @@ pub(crate) fn bootstrap_cluster_id(config: &Config) -> u64 {
 /// The identity recorded in `dir` as (node id, cluster id, address), read only (for
 /// `rcraft doctor`): `Ok(None)` when there is no file, `Err` naming what is wrong. The
 /// cluster id is [`CLUSTER_ID_UNKNOWN`] for a joining node that has not met its cluster.
-pub(crate) fn read_recorded(dir: &Path) -> std::result::Result<Option<(u64, u64, String)>, String> {
+pub(crate) fn read_recorded(
+    dir: &Path,
+) -> std::result::Result<Option<(u64, u64, String)>, IdentityError> {
     let path = dir.join(FILE_NAME);
     match fs::read_to_string(&path) {
-        Ok(text) => Identity::parse(&text)
-            .map(|id| Some((id.node_id, id.cluster_id, id.address)))
-            .map_err(|why| format!("{}: {why}", path.display())),
+        Ok(text) => match Identity::parse(&text) {
+            Ok(id) => Ok(Some((id.node_id, id.cluster_id, id.address))),
+            Err(problem) => Err(IdentityError::Malformed { path, problem }),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("reading {}: {e}", path.display())),
+        Err(source) => Err(IdentityError::Read { path, source }),
     }
 }
 
@@ -181,8 +271,12 @@ pub(crate) fn check_or_record(config: &Config) -> Result<Identity> {
     };
     let address = config.servers[config.id.0 as usize].to_string();
     let mut recorded = match fs::read_to_string(&path) {
-        Ok(text) => Identity::parse(&text)
-            .map_err(|why| Error::Storage(format!("{}: {why}", path.display())))?,
+        Ok(text) => Identity::parse(&text).map_err(|problem| {
+            Error::Identity(IdentityError::Malformed {
+                path: path.clone(),
+                problem,
+            })
+        })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let identity = Identity {
                 node_id: config.id.0,
@@ -346,6 +440,41 @@ mod tests {
         let e = check_or_record(&config(&data, 0, Some(8), 4000)).unwrap_err();
         assert!(e.to_string().contains("cluster 0x7, not 0x8"), "{e}");
         assert_eq!(fs::read_to_string(data.join(FILE_NAME)).unwrap(), text);
+    }
+
+    #[test]
+    fn a_damaged_identity_file_is_named_with_what_is_wrong() {
+        use std::error::Error as _;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        fs::create_dir_all(&data).unwrap();
+        let path = data.join(FILE_NAME);
+        fs::write(&path, "node_id = zero\ncluster_id = 0x7\naddress = a\n").unwrap();
+        let e = check_or_record(&config(&data, 0, Some(7), 4000)).unwrap_err();
+        assert!(
+            matches!(&e, Error::Identity(IdentityError::Malformed {
+                path: p,
+                problem: IdentityProblem::NotANumber { key, .. },
+            }) if *p == path && key == "node_id"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "storage failed, node stopped: {}: node_id: \"zero\" is not a number",
+                path.display()
+            )
+        );
+        assert!(e.source().unwrap().source().is_some());
+        fs::write(&path, "node_id = 0\n").unwrap();
+        let e = read_recorded(&data).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: expected node_id, cluster_id and address",
+                path.display()
+            )
+        );
     }
 
     #[test]

@@ -10,15 +10,72 @@
 //!
 //! Runs on the calling thread; the binary renders the [`Report`] as text or JSON.
 
-use super::entry_codec::decode_payload;
+use super::data_dir::IdentityError;
+use super::entry_codec::{PayloadError, decode_payload};
+use super::initial_voters::InitialVotersError;
+use super::storage_error::DecodeProblem;
 use super::{data_dir, initial_voters};
 use rcraft_storage::{
     HardState, HardStateSlot, Lost, ShadowFs, SnapshotStore, Wal, WalOptions, fs::lock_holder,
     read_hard_state_slots, snapshot_point_of_file,
 };
 use rcraft_wire::{EntryPayload, Membership, NodeId};
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Why a part of the data directory could not be read (shared, so that a [`Report`] clones).
+#[derive(Debug, Clone)]
+pub enum PartError {
+    /// The `identity` file.
+    Identity(Arc<IdentityError>),
+    /// The `initial_voters` file.
+    InitialVoters(Arc<InitialVotersError>),
+    /// The storage crate's error opening or reading the hard state, the WAL or the snapshots.
+    Store(Arc<rcraft_storage::Error>),
+    /// An I/O error outside the stores.
+    Io {
+        /// What was being done, e.g. "reading /proc/locks".
+        doing: String,
+        /// The cause.
+        source: Arc<std::io::Error>,
+    },
+}
+
+impl fmt::Display for PartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PartError::Identity(e) => e.fmt(f),
+            PartError::InitialVoters(e) => e.fmt(f),
+            PartError::Store(e) => e.fmt(f),
+            PartError::Io { doing, source } => write!(f, "{doing}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for PartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PartError::Identity(e) => Some(e.as_ref()),
+            PartError::InitialVoters(e) => Some(e.as_ref()),
+            PartError::Store(e) => Some(e.as_ref()),
+            PartError::Io { source, .. } => Some(source.as_ref()),
+        }
+    }
+}
+
+impl From<rcraft_storage::Error> for PartError {
+    fn from(e: rcraft_storage::Error) -> PartError {
+        PartError::Store(Arc::new(e))
+    }
+}
+
+fn io_error(doing: String) -> impl FnOnce(std::io::Error) -> PartError {
+    move |source| PartError::Io {
+        doing,
+        source: Arc::new(source),
+    }
+}
 
 /// What the data directory's `identity` file records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +142,7 @@ pub struct WalReport {
     /// Membership entries in the log, in order.
     pub memberships: Vec<(u64, Membership)>,
     /// Entries whose payload does not decode: index and why.
-    pub undecodable: Vec<(u64, String)>,
+    pub undecodable: Vec<(u64, PayloadError)>,
 }
 
 /// The newest complete snapshot.
@@ -100,7 +157,7 @@ pub struct SnapshotReport {
     /// Bytes of state-machine data.
     pub data_bytes: u64,
     /// The membership it records, or why it does not decode.
-    pub membership: Result<Membership, String>,
+    pub membership: Result<Membership, DecodeProblem>,
     /// Whether the data checksum matched (`Err` names the mismatch).
     pub data_verified: Result<(), String>,
 }
@@ -123,17 +180,17 @@ pub struct Report {
     /// The data directory.
     pub dir: PathBuf,
     /// The pid of a process holding the WAL's lock (a node running on the directory).
-    pub running_pid: Result<Option<u32>, String>,
+    pub running_pid: Result<Option<u32>, PartError>,
     /// The `identity` file.
-    pub identity: Result<Option<Identity>, String>,
+    pub identity: Result<Option<Identity>, PartError>,
     /// The `initial_voters` file (empty: the node joined a running cluster).
-    pub initial_voters: Result<Option<Vec<NodeId>>, String>,
+    pub initial_voters: Result<Option<Vec<NodeId>>, PartError>,
     /// The `hard_state` file.
-    pub hard_state: Result<Option<HardStateReport>, String>,
+    pub hard_state: Result<Option<HardStateReport>, PartError>,
     /// The `wal` directory.
-    pub wal: Result<Option<WalReport>, String>,
+    pub wal: Result<Option<WalReport>, PartError>,
     /// The `snapshots` directory.
-    pub snapshots: Result<Option<SnapshotsReport>, String>,
+    pub snapshots: Result<Option<SnapshotsReport>, PartError>,
     /// What opening the stores would change on disk (from the shadow), in order.
     pub changes: Vec<String>,
 }
@@ -301,15 +358,18 @@ impl Report {
 pub fn inspect(dir: &Path) -> Report {
     let shadow = ShadowFs::new();
     let wal_dir = dir.join("wal");
-    let running_pid = lock_holder(&wal_dir).map_err(|e| format!("reading /proc/locks: {e}"));
-    let identity = data_dir::read_recorded(dir).map(|found| {
-        found.map(|(node_id, cluster_id, address)| Identity {
-            node_id,
-            cluster_id,
-            address,
+    let running_pid = lock_holder(&wal_dir).map_err(io_error("reading /proc/locks".to_string()));
+    let identity = data_dir::read_recorded(dir)
+        .map(|found| {
+            found.map(|(node_id, cluster_id, address)| Identity {
+                node_id,
+                cluster_id,
+                address,
+            })
         })
-    });
-    let initial_voters = initial_voters::read_stored(dir);
+        .map_err(|e| PartError::Identity(Arc::new(e)));
+    let initial_voters =
+        initial_voters::read_stored(dir).map_err(|e| PartError::InitialVoters(Arc::new(e)));
     let hard_state = inspect_hard_state(&shadow, &dir.join("hard_state"));
     let wal = inspect_wal(&shadow, &wal_dir);
     let snapshots = inspect_snapshots(&shadow, &dir.join("snapshots"));
@@ -325,11 +385,14 @@ pub fn inspect(dir: &Path) -> Report {
     }
 }
 
-fn inspect_hard_state(shadow: &ShadowFs, path: &Path) -> Result<Option<HardStateReport>, String> {
+fn inspect_hard_state(
+    shadow: &ShadowFs,
+    path: &Path,
+) -> Result<Option<HardStateReport>, PartError> {
     if !path.exists() {
         return Ok(None);
     }
-    let slots = read_hard_state_slots(shadow, path).map_err(|e| e.to_string())?;
+    let slots = read_hard_state_slots(shadow, path)?;
     let current = slots
         .iter()
         .filter_map(|slot| match slot {
@@ -348,7 +411,7 @@ fn inspect_hard_state(shadow: &ShadowFs, path: &Path) -> Result<Option<HardState
     }))
 }
 
-fn inspect_wal(shadow: &ShadowFs, dir: &Path) -> Result<Option<WalReport>, String> {
+fn inspect_wal(shadow: &ShadowFs, dir: &Path) -> Result<Option<WalReport>, PartError> {
     if !dir.is_dir() {
         return Ok(None);
     }
@@ -356,13 +419,11 @@ fn inspect_wal(shadow: &ShadowFs, dir: &Path) -> Result<Option<WalReport>, Strin
         fs: Arc::new(shadow.clone()),
         ..WalOptions::default()
     };
-    let wal = Wal::open(dir, options).map_err(|e| e.to_string())?;
+    let wal = Wal::open(dir, options)?;
     let mut terms: Vec<TermRun> = Vec::new();
     let mut memberships = Vec::new();
     let mut undecodable = Vec::new();
-    let entries = wal
-        .entries_from(wal.first_index())
-        .map_err(|e| e.to_string())?;
+    let entries = wal.entries_from(wal.first_index())?;
     for record in entries {
         match terms.last_mut() {
             Some(run) if run.term == record.term => run.last = record.index,
@@ -407,13 +468,13 @@ fn inspect_wal(shadow: &ShadowFs, dir: &Path) -> Result<Option<WalReport>, Strin
     }))
 }
 
-fn inspect_snapshots(shadow: &ShadowFs, dir: &Path) -> Result<Option<SnapshotsReport>, String> {
+fn inspect_snapshots(shadow: &ShadowFs, dir: &Path) -> Result<Option<SnapshotsReport>, PartError> {
     if !dir.is_dir() {
         return Ok(None);
     }
-    let store = SnapshotStore::open(Arc::new(shadow.clone()), dir).map_err(|e| e.to_string())?;
+    let store = SnapshotStore::open(Arc::new(shadow.clone()), dir)?;
     let mut files: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| format!("listing {}: {e}", dir.display()))?
+        .map_err(io_error(format!("listing {}", dir.display())))?
         .filter_map(|entry| entry.ok())
         .map(|entry| entry.path())
         .filter(|path| snapshot_point_of_file(path).is_some())
@@ -421,7 +482,7 @@ fn inspect_snapshots(shadow: &ShadowFs, dir: &Path) -> Result<Option<SnapshotsRe
         .collect();
     files.sort();
     let partial = dir.join("partial.snap.recv").exists();
-    let latest = match store.latest().map_err(|e| e.to_string())? {
+    let latest = match store.latest()? {
         None => None,
         Some(info) => Some(SnapshotReport {
             path: info.path.clone(),
@@ -430,8 +491,8 @@ fn inspect_snapshots(shadow: &ShadowFs, dir: &Path) -> Result<Option<SnapshotsRe
             data_bytes: info.data_bytes,
             membership: match decode_payload(&info.meta.membership) {
                 Ok(EntryPayload::Membership(m)) => Ok(m),
-                Ok(_) => Err("not a membership".to_string()),
-                Err(why) => Err(why),
+                Ok(_) => Err(DecodeProblem::NotAMembership),
+                Err(why) => Err(why.into()),
             },
             data_verified: store.verify_data(&info).map_err(|e| e.to_string()),
         }),
@@ -521,5 +582,37 @@ impl Report {
             last_term,
             lost,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn an_unreadable_part_is_typed_and_named_in_the_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("identity"), "node_id = 0\n").unwrap();
+        std::fs::write(dir.path().join("initial_voters"), "0,x\n").unwrap();
+        let report = inspect(dir.path());
+        let Err(identity) = &report.identity else {
+            panic!("{:?}", report.identity);
+        };
+        assert!(matches!(identity, PartError::Identity(_)), "{identity:?}");
+        assert!(identity.source().unwrap().source().is_some());
+        assert!(matches!(
+            &report.initial_voters,
+            Err(PartError::InitialVoters(_))
+        ));
+        let Verdict::Refuse(reasons) = report.verdict() else {
+            panic!("{:?}", report.verdict());
+        };
+        let path = dir.path().join("identity");
+        let expected = format!(
+            "identity: {}: expected node_id, cluster_id and address",
+            path.display()
+        );
+        assert!(reasons.contains(&expected), "{reasons:?}");
     }
 }

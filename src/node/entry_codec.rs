@@ -3,6 +3,7 @@
 //! for the node's other users of the payload encoding (snapshot metadata, backups, the
 //! doctor, force-new-cluster).
 
+pub use rcraft_wire::record::PayloadError;
 pub(crate) use rcraft_wire::record::{
     COMMAND_RECORD_OVERHEAD_BYTES, decode_payload, payload_bytes,
 };

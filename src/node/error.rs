@@ -4,10 +4,16 @@
 //! whether a write may still take effect: `NotLeader`, `Overloaded` and `TooLarge` are
 //! definite (nothing was proposed), `Timeout` and `Failed { definite: false }` are not.
 
+use super::data_dir::IdentityError;
+use super::initial_voters::InitialVotersError;
+use super::net::auth::AuthError;
+use super::storage_error::StorageError;
+use crate::core::CoreError;
 use rcraft_wire::NodeId;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Result of node operations.
 pub type Result<T> = std::result::Result<T, Error>;
@@ -79,6 +85,22 @@ pub enum Error {
         /// The cause: the storage crate's error, an I/O error, the data dir's.
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    // Typed failures of the node's parts (issue 14).
+    /// The secret file or a token file is refused (unreadable, readable by others, no or a
+    /// bad secret or token); the node did not start.
+    Auth(AuthError),
+    /// The data dir's `identity` file is damaged; the node did not start.
+    Identity(IdentityError),
+    /// The data dir's `initial_voters` file is damaged; the node did not start.
+    InitialVoters(InitialVotersError),
+    /// The data dir's log, hard state or snapshots could not be opened or recovered; the node
+    /// did not start.
+    StorageOpen(StorageError),
+    /// Durable storage failed while the node ran; the node stopped (fail-stop).
+    StorageStopped(Arc<StorageError>),
+    /// The consensus core refused what storage recovered (a log that is not contiguous or
+    /// whose terms decrease) or its configuration; the node did not start.
+    Core(CoreError),
 }
 
 impl Error {
@@ -88,9 +110,18 @@ impl Error {
             Error::NotLeader { .. }
             | Error::Overloaded
             | Error::TooLarge { .. }
-            | Error::Config(_) => true,
+            | Error::Config(_)
+            | Error::Auth(_)
+            | Error::Identity(_)
+            | Error::InitialVoters(_) => true,
             Error::Failed { definite, .. } => *definite,
-            Error::Timeout | Error::Storage(_) | Error::Io { .. } | Error::Stopped => false,
+            Error::Timeout
+            | Error::Storage(_)
+            | Error::Io { .. }
+            | Error::Stopped
+            | Error::StorageOpen(_)
+            | Error::StorageStopped(_)
+            | Error::Core(_) => false,
             Error::NotArriving(_) | Error::Restore { .. } => true,
             Error::Apply { .. } => false,
         }
@@ -195,6 +226,15 @@ impl fmt::Display for Error {
                 Ok(())
             }
             Error::NotArriving(why) => f.write_str(why),
+            Error::Auth(e) => write!(f, "bad configuration: {e}"),
+            Error::Identity(e) => write!(f, "storage failed, node stopped: {e}"),
+            Error::InitialVoters(e) => write!(f, "storage failed, node stopped: {e}"),
+            Error::StorageOpen(e) => write!(f, "storage failed, node stopped: {e}"),
+            Error::StorageStopped(e) => write!(f, "storage failed, node stopped: {e}"),
+            Error::Core(e) => write!(
+                f,
+                "storage failed, node stopped: the recovered state is inconsistent: {e}"
+            ),
         }
     }
 }
@@ -211,6 +251,12 @@ impl std::error::Error for Error {
                 source: Some(source),
                 ..
             } => Some(source.as_ref()),
+            Error::Auth(e) => Some(e),
+            Error::Identity(e) => Some(e),
+            Error::InitialVoters(e) => Some(e),
+            Error::StorageOpen(e) => Some(e),
+            Error::StorageStopped(e) => Some(e.as_ref()),
+            Error::Core(e) => Some(e),
             _ => None,
         }
     }

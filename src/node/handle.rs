@@ -8,6 +8,7 @@ use super::consensus::ApiRequest;
 use super::error::{Error, Result};
 use super::limits::{APPLIED_SUBSCRIBER_QUEUE_DEPTH, SNAPSHOT_ANSWER_WAIT_MAX};
 use super::mailbox::Ringing;
+use super::metrics_http::Unhealthy;
 use super::results::{ApplyMsg, ProposeResult, ReadResult, SnapshotResult};
 use super::runtime::Runtime;
 use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
@@ -159,10 +160,10 @@ impl NodeHandle {
 
     /// This node's health as `/health` reports it: `Ok` with why it is healthy (a leader is
     /// known and the applied index is close to the commit index), or `Err` with why not.
-    pub fn health(&self) -> std::result::Result<String, String> {
+    pub fn health(&self) -> std::result::Result<String, Unhealthy> {
         match self.runtime.as_ref() {
             Some(runtime) => runtime.metrics().health(),
-            None => Err("the node is shut down".to_string()),
+            None => Err(Unhealthy::ShutDown),
         }
     }
 

@@ -22,13 +22,57 @@ use super::data_dir::write_durably;
 use super::error::{Error, Result};
 use crate::Config;
 use rcraft_wire::{Membership, NodeId};
+use std::fmt;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Name of the file in the data directory.
 const FILE_NAME: &str = "initial_voters";
 /// What the file holds for a node started with `join`: no initial voters.
 const JOINED: &str = "none";
+
+/// Why a data dir's `initial_voters` file cannot be used.
+#[derive(Debug)]
+pub enum InitialVotersError {
+    /// The file exists but could not be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file holds something else than comma-separated node ids (or `none`).
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What it holds (trimmed).
+        found: String,
+    },
+}
+
+impl fmt::Display for InitialVotersError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InitialVotersError::Read { path, source } => {
+                write!(f, "reading {}: {source}", path.display())
+            }
+            InitialVotersError::Malformed { path, found } => write!(
+                f,
+                "{}: expected comma-separated node ids, found {found:?}",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for InitialVotersError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            InitialVotersError::Read { source, .. } => Some(source),
+            InitialVotersError::Malformed { .. } => None,
+        }
+    }
+}
 
 /// The initial configuration of the node's cluster: the stored one when the data directory
 /// has one, else `config`'s, which is then stored.
@@ -39,11 +83,10 @@ pub(crate) fn load_or_store(config: &Config) -> Result<Membership> {
     let voters = match fs::read_to_string(&path) {
         Ok(text) => {
             let stored = parse(&text).ok_or_else(|| {
-                Error::Storage(format!(
-                    "{}: expected comma-separated node ids, found {:?}",
-                    path.display(),
-                    text.trim()
-                ))
+                Error::InitialVoters(InitialVotersError::Malformed {
+                    path: path.clone(),
+                    found: text.trim().to_string(),
+                })
             })?;
             if stored.is_empty() {
                 log::info!(
@@ -100,18 +143,20 @@ pub(crate) fn load_or_store(config: &Config) -> Result<Membership> {
 
 /// The initial voters stored in `dir`, read only (for `rcraft doctor`): `Ok(None)` when there
 /// is no file, an empty list for a node that joined, `Err` naming what is wrong.
-pub(crate) fn read_stored(dir: &Path) -> std::result::Result<Option<Vec<NodeId>>, String> {
+pub(crate) fn read_stored(
+    dir: &Path,
+) -> std::result::Result<Option<Vec<NodeId>>, InitialVotersError> {
     let path = dir.join(FILE_NAME);
     match fs::read_to_string(&path) {
-        Ok(text) => parse(&text).map(Some).ok_or_else(|| {
-            format!(
-                "{}: expected comma-separated node ids, found {:?}",
-                path.display(),
-                text.trim()
-            )
-        }),
+        Ok(text) => match parse(&text) {
+            Some(voters) => Ok(Some(voters)),
+            None => Err(InitialVotersError::Malformed {
+                path,
+                found: text.trim().to_string(),
+            }),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("reading {}: {e}", path.display())),
+        Err(source) => Err(InitialVotersError::Read { path, source }),
     }
 }
 
@@ -237,7 +282,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(FILE_NAME), "0,x\n").unwrap();
         let e = load_or_store(&config(dir.path(), 3, None)).unwrap_err();
-        assert!(e.to_string().contains("initial_voters"), "{e}");
+        let path = dir.path().join(FILE_NAME);
+        assert!(
+            matches!(&e, Error::InitialVoters(InitialVotersError::Malformed { path: p, found })
+                if *p == path && found == "0,x"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "storage failed, node stopped: {}: expected comma-separated node ids, found \"0,x\"",
+                path.display()
+            )
+        );
         fs::write(dir.path().join(FILE_NAME), "0,5\n").unwrap();
         let e = load_or_store(&config(dir.path(), 3, None)).unwrap_err();
         assert!(e.to_string().contains("initial voter 5"), "{e}");

@@ -9,7 +9,7 @@
 //! mapped segments for a lagging follower ([`LogStore::read_entries`]), each record's checksum
 //! checked again, and keep the bytes read as their record (no re-encoding).
 
-use super::storage_error::{StorageError, StorageResult};
+use super::storage_error::{DecodeProblem, Decoded, StorageError, StorageResult};
 use rcraft_storage::Wal;
 use rcraft_wire::record::entry_from_record;
 use rcraft_wire::{Entry, LogIndex, Term};
@@ -147,8 +147,8 @@ impl LogStore {
             // keeps the bytes read as the entry's record.
             let entry =
                 entry_from_record(record.encoded).map_err(|e| StorageError::Undecodable {
-                    what: format!("log entry {}", record.index),
-                    reason: e.to_string(),
+                    what: Decoded::LogEntry(record.index),
+                    reason: DecodeProblem::Record(e),
                 })?;
             bytes += entry.size_bytes();
             entries.push(entry);
@@ -184,8 +184,8 @@ impl LogStore {
         records
             .map(|record| {
                 entry_from_record(record.encoded).map_err(|e| StorageError::Undecodable {
-                    what: format!("log entry {}", record.index),
-                    reason: e.to_string(),
+                    what: Decoded::LogEntry(record.index),
+                    reason: DecodeProblem::Record(e),
                 })
             })
             .collect()

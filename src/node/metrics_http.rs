@@ -19,7 +19,8 @@ use super::metrics::NodeMetrics;
 use super::net::NetStats;
 use crossbeam_channel::bounded;
 use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
-use rcraft_wire::NodeStatus;
+use rcraft_wire::{LogIndex, LostRange, NodeId, NodeStatus, Term};
+use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -54,41 +55,103 @@ impl MetricsSource {
         self.metrics.render(status.as_ref(), &self.net.snapshot())
     }
 
-    /// `Ok(why healthy)` or `Err(why not)`, one line each.
-    pub(crate) fn health(&self) -> Result<String, String> {
+    /// `Ok(why healthy)`, one line, or `Err(why not)`.
+    pub(crate) fn health(&self) -> Result<String, Unhealthy> {
         let Some(status) = self.status() else {
-            return Err("the node does not answer (stopped or stalled)".to_string());
+            return Err(Unhealthy::NotAnswering);
         };
         health_of(&status)
     }
 }
 
+/// Why a node is not healthy (`/health` answers 503 with this as its one line; also
+/// [`NodeHandle::health`](super::NodeHandle::health)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unhealthy {
+    /// The consensus thread does not answer in time (stopped or stalled).
+    NotAnswering,
+    /// The node was shut down.
+    ShutDown,
+    /// Entries were lost from this node's disk and are being fetched from the leader.
+    Repairing {
+        /// The lost entries.
+        lost: LostRange,
+    },
+    /// This node's hard state was damaged; it does not vote until these voters have told
+    /// their current terms.
+    VotesUnknown {
+        /// The voters it waits for.
+        waiting: Vec<NodeId>,
+    },
+    /// No leader is known.
+    NoLeader {
+        /// This node's term.
+        term: Term,
+    },
+    /// The applied index is more than
+    /// [`HEALTH_APPLIED_LAG_ENTRIES_MAX`] entries behind the commit index.
+    ApplyLagging {
+        /// The applied index.
+        applied: LogIndex,
+        /// The commit index.
+        commit: LogIndex,
+    },
+}
+
+impl fmt::Display for Unhealthy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unhealthy::NotAnswering => f.write_str("the node does not answer (stopped or stalled)"),
+            Unhealthy::ShutDown => f.write_str("the node is shut down"),
+            Unhealthy::Repairing { lost } => write!(
+                f,
+                "repairing: entries {}..={} were lost from this node's disk and are being \
+                 fetched from the leader; until then it votes only for a candidate whose log \
+                 covers them",
+                lost.from, lost.through
+            ),
+            Unhealthy::VotesUnknown { waiting } => {
+                let ids: Vec<String> = waiting.iter().map(|id| id.to_string()).collect();
+                write!(
+                    f,
+                    "votes unknown: this node's hard state (its record of whom it voted for) \
+                     was damaged; it does not vote until voters {} have told their current \
+                     terms",
+                    ids.join(", ")
+                )
+            }
+            Unhealthy::NoLeader { term } => write!(f, "no leader known in term {term}"),
+            Unhealthy::ApplyLagging { applied, commit } => write!(
+                f,
+                "applied index {applied} is {} entries behind commit index {commit} (more \
+                 than {HEALTH_APPLIED_LAG_ENTRIES_MAX})",
+                commit.0.saturating_sub(applied.0)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Unhealthy {}
+
 /// The health verdict on one status.
-fn health_of(s: &NodeStatus) -> Result<String, String> {
+fn health_of(s: &NodeStatus) -> Result<String, Unhealthy> {
     if let Some(lost) = s.repairing {
-        return Err(format!(
-            "repairing: entries {}..={} were lost from this node's disk and are being fetched \
-             from the leader; until then it votes only for a candidate whose log covers them",
-            lost.from, lost.through
-        ));
+        return Err(Unhealthy::Repairing { lost });
     }
     if let Some(waiting) = &s.votes_unknown {
-        let ids: Vec<String> = waiting.iter().map(|id| id.to_string()).collect();
-        return Err(format!(
-            "votes unknown: this node's hard state (its record of whom it voted for) was \
-             damaged; it does not vote until voters {} have told their current terms",
-            ids.join(", ")
-        ));
+        return Err(Unhealthy::VotesUnknown {
+            waiting: waiting.clone(),
+        });
     }
     let Some(leader) = s.leader else {
-        return Err(format!("no leader known in term {}", s.term));
+        return Err(Unhealthy::NoLeader { term: s.term });
     };
     let lag = s.commit_index.0.saturating_sub(s.applied_index.0);
     if lag > HEALTH_APPLIED_LAG_ENTRIES_MAX {
-        return Err(format!(
-            "applied index {} is {lag} entries behind commit index {} (more than {})",
-            s.applied_index, s.commit_index, HEALTH_APPLIED_LAG_ENTRIES_MAX
-        ));
+        return Err(Unhealthy::ApplyLagging {
+            applied: s.applied_index,
+            commit: s.commit_index,
+        });
     }
     Ok(format!(
         "leader {leader} in term {}; applied index {} of commit index {}",
@@ -248,7 +311,7 @@ fn route(head: &[u8]) -> Route {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rcraft_wire::{LogIndex, Membership, NodeId, Role, Term};
+    use rcraft_wire::{Membership, Role};
 
     #[test]
     fn requests_are_routed_by_method_and_path() {
@@ -289,23 +352,27 @@ mod tests {
         };
         assert_eq!(
             health_of(&status),
-            Err("no leader known in term 3".to_string())
+            Err(Unhealthy::NoLeader { term: Term(3) })
+        );
+        assert_eq!(
+            health_of(&status).unwrap_err().to_string(),
+            "no leader known in term 3"
         );
         status.leader = Some(NodeId(0));
         assert!(health_of(&status).is_ok());
         status.applied_index = LogIndex(5000 - HEALTH_APPLIED_LAG_ENTRIES_MAX - 1);
-        let why = health_of(&status).unwrap_err();
+        let why = health_of(&status).unwrap_err().to_string();
         assert!(why.contains("entries behind commit index 5000"), "{why}");
         status.applied_index = LogIndex(5000);
         status.repairing = Some(rcraft_wire::LostRange {
             from: LogIndex(4990),
             through: LogIndex(5000),
         });
-        let why = health_of(&status).unwrap_err();
+        let why = health_of(&status).unwrap_err().to_string();
         assert!(why.starts_with("repairing: entries 4990..=5000 "), "{why}");
         status.repairing = None;
         status.votes_unknown = Some(vec![NodeId(1)]);
-        let why = health_of(&status).unwrap_err();
+        let why = health_of(&status).unwrap_err().to_string();
         assert!(why.starts_with("votes unknown: "), "{why}");
         assert!(
             why.ends_with("until voters 1 have told their current terms"),

@@ -74,10 +74,9 @@ impl Node {
         // dir, else the one stored there at the first start.
         let initial_membership = initial_voters::load_or_store(&config)?;
         let opened = open_storage(&config.data_dir, initial_membership.clone())
-            .map_err(|e| Error::Storage(e.to_string()))?;
+            .map_err(Error::StorageOpen)?;
         let (recovered, lost_alone) = alone_goes_on_without_lost_entries(&config, opened.recovered);
-        let replica = Replica::new(core_config(&config), recovered)
-            .map_err(|e| Error::Storage(format!("the recovered state is inconsistent: {e}")))?;
+        let replica = Replica::new(core_config(&config), recovered).map_err(Error::Core)?;
 
         // Every thread sleeps on its own doorbell, rung by whoever queues work for it.
         let consensus_bell = Doorbell::new();
@@ -218,7 +217,7 @@ impl Node {
 /// The threads of a running node.
 pub(crate) struct Runtime {
     consensus: JoinHandle<Exit>,
-    storage: JoinHandle<std::result::Result<(), super::storage_error::StorageError>>,
+    storage: JoinHandle<std::result::Result<(), Arc<super::storage_error::StorageError>>>,
     apply: JoinHandle<()>,
     net: NetHandle,
     /// What the metrics are read from (for `NodeHandle::metrics_text` and `/metrics`).
@@ -232,7 +231,7 @@ pub(crate) struct Runtime {
 /// The node's threads, as `Runtime::new` takes them.
 type Threads = (
     JoinHandle<Exit>,
-    JoinHandle<std::result::Result<(), super::storage_error::StorageError>>,
+    JoinHandle<std::result::Result<(), Arc<super::storage_error::StorageError>>>,
     JoinHandle<()>,
     NetHandle,
 );
@@ -287,7 +286,7 @@ impl Runtime {
         self.net.shutdown();
         let mut result = Ok(());
         if let Ok(Err(error)) = storage {
-            result = Err(Error::Storage(error.to_string()));
+            result = Err(Error::StorageStopped(error));
         }
         match exit {
             Ok(Exit::Shutdown) => {}
@@ -446,13 +445,13 @@ fn net_config(config: &Config, identity: data_dir::Identity) -> Result<NetConfig
     net.incarnation = identity.incarnation;
     net.identity_file = Some((config.data_dir.clone(), identity));
     if let Some(path) = &config.secret_file {
-        let secrets = PeerSecrets::from_file(path).map_err(Error::Config)?;
+        let secrets = PeerSecrets::from_file(path).map_err(Error::Auth)?;
         net.peer_secrets = Some(Arc::new(secrets));
     }
     let (client, admin) = (&config.client_token_file, &config.admin_token_file);
     if client.is_some() || admin.is_some() {
         let tokens =
-            ClientTokens::from_files(client.as_deref(), admin.as_deref()).map_err(Error::Config)?;
+            ClientTokens::from_files(client.as_deref(), admin.as_deref()).map_err(Error::Auth)?;
         net.client_tokens = Some(Arc::new(tokens));
     }
     if let Some(slot) = crate::tls::TlsSlot::load(&config.tls).map_err(Error::Config)? {

@@ -5,6 +5,7 @@
 //! crate's snapshot store sits behind it in a running node.
 
 use super::entry_codec::{decode_payload, payload_bytes};
+use super::storage_error::{DecodeProblem, Decoded, StorageError};
 use rcraft_storage::{SnapshotFileMeta, SnapshotInfo, SnapshotStore};
 use rcraft_wire::{EntryPayload, LogIndex, SnapshotMeta, Term};
 use std::io::{Read, Write};
@@ -65,7 +66,7 @@ impl SnapshotFiles for StoreSnapshots {
         let Some(info) = self.store.latest().map_err(|e| e.to_string())? else {
             return Ok(None);
         };
-        let meta = snapshot_meta(&info)?;
+        let meta = snapshot_meta(&info).map_err(|e| e.to_string())?;
         let reader = self.store.open_reader(&info).map_err(|e| e.to_string())?;
         let reader: Box<dyn Read + Send> = Box::new(reader);
         Ok(Some((meta, reader)))
@@ -82,22 +83,17 @@ pub(crate) fn file_meta(meta: &SnapshotMeta) -> SnapshotFileMeta {
     }
 }
 
-/// The core's description of a complete snapshot file.
-pub(crate) fn snapshot_meta(info: &SnapshotInfo) -> Result<SnapshotMeta, String> {
+/// The core's description of a complete snapshot file; a membership field that does not
+/// decode is [`StorageError::Undecodable`] naming the file.
+pub(crate) fn snapshot_meta(info: &SnapshotInfo) -> Result<SnapshotMeta, StorageError> {
+    let undecodable = |reason| StorageError::Undecodable {
+        what: Decoded::SnapshotMembership(info.path.clone()),
+        reason,
+    };
     let membership = match decode_payload(&info.meta.membership) {
         Ok(EntryPayload::Membership(membership)) => membership,
-        Ok(_) => {
-            return Err(format!(
-                "{}: membership field holds another payload",
-                info.path.display()
-            ));
-        }
-        Err(e) => {
-            return Err(format!(
-                "{}: undecodable membership: {e}",
-                info.path.display()
-            ));
-        }
+        Ok(_) => return Err(undecodable(DecodeProblem::NotAMembership)),
+        Err(e) => return Err(undecodable(e.into())),
     };
     Ok(SnapshotMeta {
         index: LogIndex(info.meta.index),
@@ -106,4 +102,43 @@ pub(crate) fn snapshot_meta(info: &SnapshotInfo) -> Result<SnapshotMeta, String>
         size_bytes: info.data_bytes,
         checksum: info.data_crc32c,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+    use std::path::PathBuf;
+
+    #[test]
+    fn a_snapshot_whose_membership_does_not_decode_is_named_by_its_path() {
+        let info = |membership: Vec<u8>| SnapshotInfo {
+            meta: SnapshotFileMeta {
+                index: 7,
+                term: 2,
+                membership,
+            },
+            data_bytes: 0,
+            data_crc32c: 0,
+            path: PathBuf::from("/data/snapshots/snap-7-2.snap"),
+        };
+        let garbage = snapshot_meta(&info(vec![9])).unwrap_err();
+        assert_eq!(
+            garbage.to_string(),
+            "the membership of snapshot /data/snapshots/snap-7-2.snap is undecodable: unknown \
+             payload tag 9"
+        );
+        assert!(garbage.source().unwrap().source().is_some(), "{garbage:?}");
+        let noop = snapshot_meta(&info(payload_bytes(&EntryPayload::Noop))).unwrap_err();
+        assert!(
+            matches!(
+                &noop,
+                StorageError::Undecodable {
+                    what: Decoded::SnapshotMembership(path),
+                    reason: DecodeProblem::NotAMembership,
+                } if path.ends_with("snap-7-2.snap")
+            ),
+            "{noop:?}"
+        );
+    }
 }

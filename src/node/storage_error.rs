@@ -2,15 +2,20 @@
 //! when they happened, and what the node itself finds wrong with what it reads back.
 //!
 //! Produced by the storage thread and by `open_storage` before the threads start. The storage
-//! thread is fail-stop: an error ends it, and the consensus thread and the public API report it
-//! by its message (`node::Error::Storage`), which names the operation, the file and the offset.
+//! thread is fail-stop: an error ends it; the public API returns it as
+//! [`Error::StorageOpen`](super::Error::StorageOpen) (at start) or
+//! [`Error::StorageStopped`](super::Error::StorageStopped) (from a running node), and its
+//! message names the operation, the file and the offset.
 
+use super::entry_codec::PayloadError;
 use rcraft_storage::Error as StoreError;
+use rcraft_wire::record::RecordError;
 use std::fmt;
+use std::path::PathBuf;
 
 /// What went wrong in the node's storage.
 #[derive(Debug)]
-pub(crate) enum StorageError {
+pub enum StorageError {
     /// The storage crate failed while the node was `doing` something.
     Store {
         /// What the node was doing, e.g. "truncating the log from index 678".
@@ -20,14 +25,74 @@ pub(crate) enum StorageError {
     },
     /// A log record or a snapshot description that does not decode.
     Undecodable {
-        /// What was being decoded, e.g. "log entry 12".
-        what: String,
+        /// What was being decoded.
+        what: Decoded,
         /// Why it does not decode.
-        reason: String,
+        reason: DecodeProblem,
     },
     /// The log, the snapshot or a command do not fit together (a programming error in the
     /// caller, or files from elsewhere).
     Inconsistent(String),
+}
+
+/// What did not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// The log entry at this index.
+    LogEntry(u64),
+    /// The membership recorded in this snapshot file.
+    SnapshotMembership(PathBuf),
+}
+
+impl fmt::Display for Decoded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decoded::LogEntry(index) => write!(f, "log entry {index}"),
+            Decoded::SnapshotMembership(path) => {
+                write!(f, "the membership of snapshot {}", path.display())
+            }
+        }
+    }
+}
+
+/// Why a record or a snapshot description does not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeProblem {
+    /// The record's checksum does not match its bytes.
+    ChecksumMismatch,
+    /// The bytes are not a payload.
+    Payload(PayloadError),
+    /// A payload of another kind where a membership was expected.
+    NotAMembership,
+    /// A whole record (header, checksum, payload) does not decode.
+    Record(RecordError),
+}
+
+impl fmt::Display for DecodeProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeProblem::ChecksumMismatch => f.write_str("record checksum mismatch"),
+            DecodeProblem::Payload(e) => e.fmt(f),
+            DecodeProblem::NotAMembership => f.write_str("it holds another payload"),
+            DecodeProblem::Record(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for DecodeProblem {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DecodeProblem::Payload(e) => Some(e),
+            DecodeProblem::Record(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<PayloadError> for DecodeProblem {
+    fn from(e: PayloadError) -> DecodeProblem {
+        DecodeProblem::Payload(e)
+    }
 }
 
 /// The storage layer's `Result`.
@@ -57,6 +122,7 @@ impl std::error::Error for StorageError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StorageError::Store { source, .. } => Some(source),
+            StorageError::Undecodable { reason, .. } => Some(reason),
             _ => None,
         }
     }
@@ -78,5 +144,46 @@ mod tests {
              first index 1801"
         );
         assert!(error.source().is_some());
+    }
+
+    #[test]
+    fn a_log_that_does_not_open_stops_the_start_with_its_path_and_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        // The WAL's directory is a file: the log cannot open.
+        std::fs::write(dir.path().join("wal"), b"not a directory").unwrap();
+        let membership = rcraft_wire::Membership::with_voters([rcraft_wire::NodeId(0)]);
+        let Err(opened) = super::super::storage_thread::open_storage(dir.path(), membership) else {
+            panic!("a log over a file opened");
+        };
+        let doing_expected = format!("opening the log in {}", dir.path().display());
+        assert!(
+            matches!(&opened, StorageError::Store { doing, .. } if *doing == doing_expected),
+            "{opened:?}"
+        );
+        let error = super::super::Error::StorageOpen(opened);
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&format!("storage failed, node stopped: {doing_expected}: ")),
+            "{message}"
+        );
+        let store = error.source().unwrap().source().unwrap();
+        assert!(store.downcast_ref::<StoreError>().is_some(), "{store:?}");
+    }
+
+    #[test]
+    fn a_recovered_state_the_core_refuses_keeps_the_core_error() {
+        let refused = crate::core::CoreError::RecoveredLog("entry 5 after entry 3".into());
+        let error = super::super::Error::Core(refused.clone());
+        assert_eq!(
+            error.to_string(),
+            "storage failed, node stopped: the recovered state is inconsistent: invalid \
+             recovered log: entry 5 after entry 3"
+        );
+        let source = error.source().unwrap();
+        assert_eq!(
+            source.downcast_ref::<crate::core::CoreError>(),
+            Some(&refused)
+        );
+        assert!(!error.is_definite());
     }
 }

@@ -5,10 +5,12 @@
 //! read otherwise (and once per damaged snapshot file found while sending).
 
 use super::net::ClientConnId;
+use super::storage_error::{StorageError, StorageResult};
 use super::transport::ReplyTo;
 use crate::core::HardState;
 use rcraft_wire::{ClientResponseBody, Entry, LogIndex, NodeId, SnapshotMeta, Term};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Work for the storage thread.
 #[derive(Debug)]
@@ -117,7 +119,7 @@ pub(crate) enum StorageEvent {
         /// First index asked for.
         low: LogIndex,
         /// The entries from `low` on, or the reason for none.
-        entries: Result<Vec<Entry>, String>,
+        entries: StorageResult<Vec<Entry>>,
     },
     /// A chunk was written (or refused); the snapshot is not complete yet.
     SnapshotChunkWritten {
@@ -155,6 +157,6 @@ pub(crate) enum StorageEvent {
         body: ClientResponseBody,
     },
     /// A storage operation failed: the node must stop (fail-stop, never continue with
-    /// unknown durability).
-    Failed(String),
+    /// unknown durability). The storage thread's own result holds the same error.
+    Failed(Arc<StorageError>),
 }

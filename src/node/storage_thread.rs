@@ -34,6 +34,7 @@ use rcraft_storage::{
 use rcraft_wire::{
     ClientResponseBody, LogIndex, Membership, NodeId, SnapshotChunk, SnapshotMeta, Term,
 };
+use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -84,6 +85,74 @@ const FSYNC_DELAY_FAILPOINT_MAX_MS: u64 = 60_000;
 /// Reads [`FSYNC_DELAY_FAILPOINT`]: `None` when unset, empty or 0.
 pub(crate) fn fsync_delay_failpoint() -> Result<Option<std::time::Duration>, String> {
     super::peer_delay::failpoint_delay(FSYNC_DELAY_FAILPOINT, FSYNC_DELAY_FAILPOINT_MAX_MS)
+}
+
+/// Why a client's backup gets no chunk of the current snapshot; sent to it as a definite
+/// error (its text is the message the client shows).
+#[derive(Debug)]
+pub(crate) enum BackupRefused {
+    /// No snapshot was ever made or received here.
+    NoSnapshot,
+    /// The snapshot directory could not be read.
+    Unreadable(StoreError),
+    /// The backup asked for snapshot `asked`; `now` is current.
+    NoLongerCurrent {
+        /// The snapshot the client was copying.
+        asked: LogIndex,
+        /// The current one.
+        now: LogIndex,
+    },
+    /// The current snapshot's description does not decode.
+    Undecodable(StorageError),
+    /// The snapshot's data is damaged on this node.
+    Damaged {
+        /// Index of the damaged snapshot.
+        index: LogIndex,
+    },
+    /// Reading the chunk failed.
+    Read {
+        /// The snapshot.
+        index: LogIndex,
+        /// Where the chunk starts.
+        offset: u64,
+        /// The storage crate's error.
+        source: StoreError,
+    },
+}
+
+impl fmt::Display for BackupRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackupRefused::NoSnapshot => f.write_str("this node has no snapshot yet"),
+            BackupRefused::Unreadable(e) => {
+                write!(f, "the current snapshot cannot be read: {e}")
+            }
+            BackupRefused::NoLongerCurrent { asked, now } => write!(
+                f,
+                "snapshot {asked} is no longer current (now {now}): start again"
+            ),
+            BackupRefused::Undecodable(e) => e.fmt(f),
+            BackupRefused::Damaged { index } => write!(
+                f,
+                "snapshot {index} is damaged on this node (a new one replaces it): start again"
+            ),
+            BackupRefused::Read {
+                index,
+                offset,
+                source,
+            } => write!(f, "reading snapshot {index} at {offset}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for BackupRefused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BackupRefused::Unreadable(e) | BackupRefused::Read { source: e, .. } => Some(e),
+            BackupRefused::Undecodable(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// Opens (or creates) the node's files under `data_dir` and recovers the durable state.
@@ -137,12 +206,7 @@ pub(crate) fn open_storage_with(
         .latest()
         .map_err(described("reading the latest snapshot"))?
     {
-        Some(info) => Some(
-            snapshot_meta(&info).map_err(|reason| StorageError::Undecodable {
-                what: format!("snapshot {}", info.path.display()),
-                reason,
-            })?,
-        ),
+        Some(info) => Some(snapshot_meta(&info)?),
         None => None,
     };
     // From now on only the core's `KeepSnapshots` removes snapshot files: the one it starts
@@ -307,15 +371,15 @@ impl StorageThread {
         commands: Receiver<StorageCommand>,
         doorbell: Doorbell,
         events: Ringing<StorageEvent>,
-    ) -> StorageResult<()> {
+    ) -> Result<(), Arc<StorageError>> {
         // Nothing more arrives once this returns or unwinds: a restore reading the incoming
         // snapshot must not wait for it.
         let stop_readers = StopReadersOnExit(self.incoming.clone());
-        let result = self.serve(&commands, &doorbell, &events);
+        let result = self.serve(&commands, &doorbell, &events).map_err(Arc::new);
         drop(stop_readers);
         if let Err(error) = &result {
             log::error!("storage failed, stopping the node: {error}");
-            let _ = events.send(StorageEvent::Failed(error.to_string()));
+            let _ = events.send(StorageEvent::Failed(Arc::clone(error)));
         }
         result
     }
@@ -445,10 +509,8 @@ impl StorageThread {
         low: LogIndex,
         high: LogIndex,
         max_bytes: u64,
-    ) -> Result<Vec<rcraft_wire::Entry>, String> {
-        self.log
-            .read_entries(low, high, max_bytes)
-            .map_err(|e| e.to_string())
+    ) -> StorageResult<Vec<rcraft_wire::Entry>> {
+        self.log.read_entries(low, high, max_bytes)
     }
 
     /// Syncs the log once and reports the last persisted sequence number, if any.
@@ -556,9 +618,9 @@ impl StorageThread {
                 let body =
                     match self.read_snapshot_for_client(conn, index, offset, max_bytes, events) {
                         Ok(chunk) => ClientResponseBody::SnapshotChunk(Box::new(chunk)),
-                        Err(message) => ClientResponseBody::Error {
+                        Err(refused) => ClientResponseBody::Error {
                             definite: true,
-                            message,
+                            message: refused.to_string(),
                         },
                     };
                 let _ = events.send(StorageEvent::ClientAnswer { reply, body });
@@ -576,7 +638,7 @@ impl StorageThread {
         offset: u64,
         max_bytes: u64,
         events: &Ringing<StorageEvent>,
-    ) -> Result<SnapshotChunk, String> {
+    ) -> Result<SnapshotChunk, BackupRefused> {
         if self.send_checks.refresh(&self.snapshots) {
             self.sending.clear();
         }
@@ -591,30 +653,29 @@ impl StorageThread {
                     self.sending.push(info.clone());
                     info
                 }
-                Ok(None) => return Err("this node has no snapshot yet".to_string()),
+                Ok(None) => return Err(BackupRefused::NoSnapshot),
                 Err(e) => {
                     if let Some(damage) = self.send_checks.unreadable(0, 0, &e) {
                         report_damage(damage, events);
                     }
-                    return Err(format!("the current snapshot cannot be read: {e}"));
+                    return Err(BackupRefused::Unreadable(e));
                 }
             },
         };
         if index.0 != 0 && info.meta.index != index.0 {
-            return Err(format!(
-                "snapshot {index} is no longer current (now {}): start again",
-                info.meta.index
-            ));
+            return Err(BackupRefused::NoLongerCurrent {
+                asked: index,
+                now: LogIndex(info.meta.index),
+            });
         }
-        let meta = snapshot_meta(&info)?;
+        let meta = snapshot_meta(&info).map_err(BackupRefused::Undecodable)?;
         let damaged = |found: Option<Damage>, events: &Ringing<StorageEvent>| {
             if let Some(damage) = found {
                 report_damage(damage, events);
             }
-            format!(
-                "snapshot {} is damaged on this node (a new one replaces it): start again",
-                info.meta.index
-            )
+            BackupRefused::Damaged {
+                index: LogIndex(info.meta.index),
+            }
         };
         let reader = Reader::Client(conn);
         match (self.send_checks).before_read(&self.snapshots, &info, reader, offset) {
@@ -623,8 +684,13 @@ impl StorageThread {
             Err(found) => return Err(damaged(found, events)),
         }
         let max_len = usize::try_from(max_bytes).unwrap_or(usize::MAX);
-        let data = (self.snapshots.read_chunk(&info, offset, max_len))
-            .map_err(|e| format!("reading snapshot {} at {offset}: {e}", info.meta.index))?;
+        let data = (self.snapshots.read_chunk(&info, offset, max_len)).map_err(|source| {
+            BackupRefused::Read {
+                index: LogIndex(info.meta.index),
+                offset,
+                source,
+            }
+        })?;
         if let Err(found) = self.send_checks.after_read(reader, &info, offset, &data) {
             return Err(damaged(found, events));
         }
@@ -964,14 +1030,17 @@ mod tests {
     }
 
     /// Queues `commands`, then runs the storage thread until they are all done.
-    fn run(fs: &SimFs, commands: Vec<StorageCommand>) -> (StorageResult<()>, Vec<StorageEvent>) {
+    fn run(
+        fs: &SimFs,
+        commands: Vec<StorageCommand>,
+    ) -> (Result<(), Arc<StorageError>>, Vec<StorageEvent>) {
         run_opened(open(fs), commands)
     }
 
     fn run_opened(
         opened: OpenedStorage,
         commands: Vec<StorageCommand>,
-    ) -> (StorageResult<()>, Vec<StorageEvent>) {
+    ) -> (Result<(), Arc<StorageError>>, Vec<StorageEvent>) {
         let doorbell = Doorbell::new();
         let (tx, rx) = ringing(commands.len().max(1), &doorbell);
         let (events_tx, events_rx) = unbounded();
@@ -1005,7 +1074,9 @@ mod tests {
     fn entries_read(events: &[StorageEvent]) -> Vec<(u64, Result<Vec<Entry>, String>)> {
         (events.iter())
             .filter_map(|event| match event {
-                StorageEvent::EntriesRead { id, entries, .. } => Some((*id, entries.clone())),
+                StorageEvent::EntriesRead { id, entries, .. } => {
+                    Some((*id, entries.as_ref().cloned().map_err(|e| e.to_string())))
+                }
                 _ => None,
             })
             .collect()
@@ -1653,7 +1724,7 @@ mod tests {
         incoming: IncomingSnapshot,
         tx: Ringing<StorageCommand>,
         events: crossbeam_channel::Receiver<StorageEvent>,
-        thread: std::thread::JoinHandle<StorageResult<()>>,
+        thread: std::thread::JoinHandle<Result<(), Arc<StorageError>>>,
     }
 
     fn receiving(fs: &SimFs) -> Receiving {

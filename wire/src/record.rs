@@ -46,6 +46,44 @@ impl fmt::Display for RecordError {
 
 impl std::error::Error for RecordError {}
 
+/// Why a payload's bytes do not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayloadError {
+    /// The first byte is no known payload kind.
+    UnknownTag(u8),
+    /// A command's session flag is neither 0 nor 1.
+    BadSessionFlag(u8),
+    /// The bytes end before a field: `wanted` more bytes at offset `at`.
+    Truncated {
+        /// Bytes the field needs.
+        wanted: usize,
+        /// Where it starts.
+        at: usize,
+    },
+    /// A membership list claims more ids than the remaining bytes hold.
+    MembershipCount(usize),
+    /// Bytes left over after a complete payload.
+    Trailing(usize),
+}
+
+impl fmt::Display for PayloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PayloadError::UnknownTag(tag) => write!(f, "unknown payload tag {tag}"),
+            PayloadError::BadSessionFlag(flag) => write!(f, "bad session flag {flag}"),
+            PayloadError::Truncated { wanted, at } => {
+                write!(f, "truncated: wanted {wanted} bytes at offset {at}")
+            }
+            PayloadError::MembershipCount(count) => {
+                write!(f, "membership count {count} exceeds the record")
+            }
+            PayloadError::Trailing(bytes) => write!(f, "{bytes} trailing bytes after the payload"),
+        }
+    }
+}
+
+impl std::error::Error for PayloadError {}
+
 /// One entry's record bytes, shared: a range of a buffer that may hold a whole batch of
 /// records (as received from the leader), so a batch costs one allocation.
 #[derive(Clone)]
@@ -258,7 +296,7 @@ pub fn payload_bytes(payload: &EntryPayload) -> Vec<u8> {
 }
 
 /// Decodes a payload written by [`encode_payload`]; an error names what is wrong.
-pub fn decode_payload(bytes: &[u8]) -> Result<EntryPayload, String> {
+pub fn decode_payload(bytes: &[u8]) -> Result<EntryPayload, PayloadError> {
     let mut reader = ByteReader { bytes, at: 0 };
     let payload = match reader.u8()? {
         TAG_NOOP => EntryPayload::Noop,
@@ -269,7 +307,7 @@ pub fn decode_payload(bytes: &[u8]) -> Result<EntryPayload, String> {
                     client_id: reader.u64()?,
                     sequence: reader.u64()?,
                 }),
-                other => return Err(format!("bad session flag {other}")),
+                other => return Err(PayloadError::BadSessionFlag(other)),
             };
             let data = reader.rest().to_vec();
             EntryPayload::Command { session, data }
@@ -279,13 +317,10 @@ pub fn decode_payload(bytes: &[u8]) -> Result<EntryPayload, String> {
             voters_outgoing: reader.id_set()?,
             learners: reader.id_set()?,
         }),
-        other => return Err(format!("unknown payload tag {other}")),
+        other => return Err(PayloadError::UnknownTag(other)),
     };
     if reader.at != bytes.len() {
-        return Err(format!(
-            "{} trailing bytes after the payload",
-            bytes.len() - reader.at
-        ));
+        return Err(PayloadError::Trailing(bytes.len() - reader.at));
     }
     Ok(payload)
 }
@@ -297,28 +332,30 @@ struct ByteReader<'a> {
 }
 
 impl ByteReader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+    fn take(&mut self, n: usize) -> Result<&[u8], PayloadError> {
         let end = self
             .at
             .checked_add(n)
             .filter(|end| *end <= self.bytes.len());
-        let end =
-            end.ok_or_else(|| format!("truncated: wanted {n} bytes at offset {}", self.at))?;
+        let end = end.ok_or(PayloadError::Truncated {
+            wanted: n,
+            at: self.at,
+        })?;
         let slice = &self.bytes[self.at..end];
         self.at = end;
         Ok(slice)
     }
 
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8, PayloadError> {
         Ok(self.take(1)?[0])
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, PayloadError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64, PayloadError> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(a))
@@ -330,11 +367,11 @@ impl ByteReader<'_> {
         rest
     }
 
-    fn id_set(&mut self) -> Result<BTreeSet<NodeId>, String> {
+    fn id_set(&mut self) -> Result<BTreeSet<NodeId>, PayloadError> {
         let count = self.u32()? as usize;
         // Each id is 8 bytes; refuse a count the remaining bytes cannot hold before allocating.
         if count > (self.bytes.len() - self.at) / 8 {
-            return Err(format!("membership count {count} exceeds the record"));
+            return Err(PayloadError::MembershipCount(count));
         }
         (0..count).map(|_| self.u64().map(NodeId)).collect()
     }
@@ -540,7 +577,32 @@ mod tests {
     fn truncated_membership_is_an_error() {
         let payload = EntryPayload::Membership(Membership::with_voters([NodeId(1), NodeId(2)]));
         let bytes = payload_bytes(&payload);
-        assert!(decode_payload(&bytes[..bytes.len() - 1]).is_err());
-        assert!(decode_payload(&[TAG_MEMBERSHIP, 255, 255, 255, 255]).is_err());
+        assert_eq!(
+            decode_payload(&bytes[..bytes.len() - 1]),
+            Err(PayloadError::Truncated { wanted: 4, at: 25 })
+        );
+        let too_many = decode_payload(&[TAG_MEMBERSHIP, 255, 255, 255, 255]).unwrap_err();
+        assert_eq!(too_many, PayloadError::MembershipCount(u32::MAX as usize));
+        assert_eq!(
+            too_many.to_string(),
+            format!("membership count {} exceeds the record", u32::MAX)
+        );
+    }
+
+    #[test]
+    fn each_malformation_is_named() {
+        assert_eq!(decode_payload(&[9]), Err(PayloadError::UnknownTag(9)));
+        assert_eq!(
+            decode_payload(&[TAG_COMMAND, 2]),
+            Err(PayloadError::BadSessionFlag(2))
+        );
+        assert_eq!(
+            decode_payload(&[TAG_NOOP, 0, 0]).unwrap_err().to_string(),
+            "2 trailing bytes after the payload"
+        );
+        assert_eq!(
+            decode_payload(&[]).unwrap_err().to_string(),
+            "truncated: wanted 1 bytes at offset 0"
+        );
     }
 }

@@ -169,18 +169,20 @@ fn save_once(
         )));
     }
     let first = next_chunk(client, server, taken.index, 0, deadline)?;
-    let mut backup = BackupFile::create(file, &first.meta)
-        .map_err(|e| Failure::Fatal(format!("creating {}: {e}", file.display())))?;
+    let mut backup =
+        BackupFile::create(file, &first.meta).map_err(|e| Failure::Fatal(e.to_string()))?;
     let mut chunk = first;
     loop {
-        backup.append(&chunk).map_err(Failure::Again)?;
+        backup
+            .append(&chunk)
+            .map_err(|e| Failure::Again(e.to_string()))?;
         if chunk.done {
             break;
         }
         let offset = backup.next_offset();
         chunk = next_chunk(client, server, taken.index, offset, deadline)?;
     }
-    backup.finish().map_err(Failure::Again)?;
+    backup.finish().map_err(|e| Failure::Again(e.to_string()))?;
     Ok(Saved {
         node,
         address,

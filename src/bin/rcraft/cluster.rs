@@ -63,7 +63,7 @@ pub(crate) fn token_of(args: &ClusterArgs) -> Result<Option<Token>, String> {
             .map(PathBuf::from)
     };
     match args.token_file.clone().or_else(from_env) {
-        Some(path) => Token::from_file(&path).map(Some),
+        Some(path) => Token::from_file(&path).map(Some).map_err(|e| e.to_string()),
         None => Ok(None),
     }
 }

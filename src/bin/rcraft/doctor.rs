@@ -8,8 +8,8 @@
 use crate::{EXIT_FAILED, usage_error};
 use clap::{Args, Subcommand};
 use rcraft::node::doctor::{
-    ForceNewClusterPlan, HardStateReport, MembershipSource, Report, SnapshotsReport, Verdict,
-    WalReport, inspect,
+    ForceNewClusterPlan, HardStateReport, MembershipSource, PartError, Report, SnapshotsReport,
+    Verdict, WalReport, inspect,
 };
 use rcraft::node::force_new_cluster::Forced;
 use rcraft::wire::{Membership, NodeId};
@@ -493,11 +493,11 @@ fn slot_json(slot: &HardStateSlot) -> Value {
     }
 }
 
-fn part<T>(part: &Result<Option<T>, String>, f: impl Fn(&T) -> Value) -> Value {
+fn part<T>(part: &Result<Option<T>, PartError>, f: impl Fn(&T) -> Value) -> Value {
     match part {
         Ok(Some(value)) => f(value),
         Ok(None) => Value::Null,
-        Err(e) => json!({"error": e}),
+        Err(e) => json!({"error": e.to_string()}),
     }
 }
 
@@ -534,7 +534,7 @@ fn wal_json(wal: &WalReport) -> Value {
             "index": index, "membership": membership_json(m),
         })).collect::<Vec<_>>(),
         "undecodable": wal.undecodable.iter().map(|(index, why)| json!({
-            "index": index, "reason": why,
+            "index": index, "reason": why.to_string(),
         })).collect::<Vec<_>>(),
     })
 }
@@ -549,7 +549,7 @@ fn snapshots_json(s: &SnapshotsReport) -> Value {
             "data_verified": l.data_verified.is_ok(),
             "data_error": l.data_verified.as_ref().err(),
             "membership": l.membership.as_ref().ok().map(membership_json),
-            "membership_error": l.membership.as_ref().err(),
+            "membership_error": l.membership.as_ref().err().map(ToString::to_string),
         })),
         "files": s.files,
         "partial": s.partial,
@@ -569,7 +569,7 @@ fn to_json(r: &Report, verdict: &Verdict) -> Value {
         "data_dir": r.dir.display().to_string(),
         "running_pid": match &r.running_pid {
             Ok(pid) => json!(pid),
-            Err(e) => json!({"error": e}),
+            Err(e) => json!({"error": e.to_string()}),
         },
         "identity": part(&r.identity, |id| json!({
             "node_id": id.node_id,

@@ -10,7 +10,7 @@
 use crossbeam_channel::{Receiver, bounded, select};
 use rcraft::Config;
 use rcraft::kv::KvStore;
-use rcraft::node::{Node, NodeHandle};
+use rcraft::node::{Error, Node, NodeHandle};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::time::Duration;
@@ -24,11 +24,13 @@ const LIVENESS_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// Starts node `config.id` with the built-in [`KvStore`] and serves until SIGTERM or SIGINT;
 /// then shuts down cleanly and returns `Ok`. Returns the error if the node cannot start or
 /// stops on its own (e.g. a storage failure).
-pub(crate) fn serve_kv(config: Config) -> Result<(), String> {
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .map_err(|e| format!("installing the SIGTERM/SIGINT/SIGHUP handlers: {e}"))?;
+pub(crate) fn serve_kv(config: Config) -> rcraft::node::Result<()> {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| Error::Io {
+        context: "installing the SIGTERM/SIGINT/SIGHUP handlers".to_string(),
+        source: e,
+    })?;
     let signal_handle = signals.handle();
-    let handle = Node::start(config, KvStore::new()).map_err(|e| e.to_string())?;
+    let handle = Node::start(config, KvStore::new())?;
     let (signal_tx, signal_rx) = bounded(SIGNALS_QUEUED_MAX);
     let forwarder = std::thread::Builder::new()
         .name("rcraft-signals".to_string())
@@ -38,17 +40,19 @@ pub(crate) fn serve_kv(config: Config) -> Result<(), String> {
                 let _ = signal_tx.try_send(signal);
             }
         })
-        .map_err(|e| format!("starting the signal thread: {e}"))?;
+        .map_err(|e| Error::Io {
+            context: "starting the signal thread".to_string(),
+            source: e,
+        })?;
     let result = wait_for_stop(&handle, &signal_rx);
     signal_handle.close();
     let _ = forwarder.join();
-    let shutdown = handle.shutdown().map_err(|e| e.to_string());
-    shutdown.and(result)
+    handle.shutdown().and(result)
 }
 
 /// Blocks until SIGTERM/SIGINT arrives (Ok) or the node stops by itself (Err); reloads the
 /// TLS files on each SIGHUP.
-fn wait_for_stop(handle: &NodeHandle, signals: &Receiver<i32>) -> Result<(), String> {
+fn wait_for_stop(handle: &NodeHandle, signals: &Receiver<i32>) -> rcraft::node::Result<()> {
     loop {
         select! {
             recv(signals) -> signal => {
@@ -63,7 +67,7 @@ fn wait_for_stop(handle: &NodeHandle, signals: &Receiver<i32>) -> Result<(), Str
             },
             default(LIVENESS_CHECK_INTERVAL) => {
                 if handle.has_stopped() {
-                    return Err(rcraft::node::Error::Stopped.to_string());
+                    return Err(Error::Stopped);
                 }
             }
         }

@@ -20,7 +20,8 @@ use hmac::{Hmac, Mac};
 use rcraft_wire::{ClientRequestBody, MAC_BYTES, NONCE_BYTES, NodeId, TOKEN_BYTES_MAX};
 use sha2::{Digest, Sha256};
 use std::fmt;
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
 use subtle::{Choice, ConstantTimeEq};
 
 /// Shortest secret accepted, in bytes: guessing one must stay out of reach.
@@ -35,6 +36,107 @@ type HmacSha256 = Hmac<Sha256>;
 pub type Nonce = [u8; NONCE_BYTES];
 /// A peer handshake proof.
 pub type Proof = [u8; MAC_BYTES];
+
+/// Why a set of secrets or tokens, or the file holding them, is refused.
+#[derive(Debug)]
+pub enum AuthError {
+    /// No secret was given.
+    NoSecret,
+    /// More secrets (or tokens of one kind) than [`SECRETS_PER_FILE_MAX`].
+    TooMany {
+        /// "secrets" or "tokens".
+        what: &'static str,
+        /// How many were given.
+        count: usize,
+    },
+    /// A secret shorter than [`SECRET_BYTES_MIN`].
+    SecretTooShort {
+        /// Its length.
+        bytes: usize,
+    },
+    /// A token outside [`SECRET_BYTES_MIN`]..=[`TOKEN_BYTES_MAX`] bytes.
+    BadTokenLength {
+        /// Its length.
+        bytes: usize,
+    },
+    /// A token file without a token.
+    NoToken,
+    /// The file could not be examined or read.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The path is not a regular file.
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The file's mode lets its group or others access it.
+    NotPrivate {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// What a file holds is refused (`problem` is not [`AuthError::Io`] nor about the file
+    /// itself).
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its contents.
+        problem: Box<AuthError>,
+    },
+}
+
+impl AuthError {
+    fn in_file(path: &Path) -> impl FnOnce(AuthError) -> AuthError + '_ {
+        move |problem| AuthError::InFile {
+            path: path.to_path_buf(),
+            problem: Box::new(problem),
+        }
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthError::NoSecret => f.write_str("no secret given"),
+            AuthError::TooMany { what, count } => {
+                write!(f, "{count} {what} given; at most {SECRETS_PER_FILE_MAX}")
+            }
+            AuthError::SecretTooShort { bytes } => write!(
+                f,
+                "a secret of {bytes} bytes is too short (at least {SECRET_BYTES_MIN})"
+            ),
+            AuthError::BadTokenLength { bytes } => write!(
+                f,
+                "a token of {bytes} bytes (expected {SECRET_BYTES_MIN} to {TOKEN_BYTES_MAX})"
+            ),
+            AuthError::NoToken => f.write_str("no token in the file"),
+            AuthError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            AuthError::NotAFile { path } => write!(f, "{}: not a regular file", path.display()),
+            AuthError::NotPrivate { path, mode } => write!(
+                f,
+                "{}: mode {mode:03o} lets group or others access it; it must be private to its \
+                 owner (chmod 600)",
+                path.display()
+            ),
+            AuthError::InFile { path, problem } => write!(f, "{}: {problem}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for AuthError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AuthError::Io { source, .. } => Some(source),
+            AuthError::InFile { problem, .. } => Some(problem.as_ref()),
+            _ => None,
+        }
+    }
+}
 
 /// Which side of a peer connection computes a proof.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,30 +187,27 @@ impl fmt::Debug for PeerSecrets {
 
 impl PeerSecrets {
     /// Secrets given directly (the first proves, all verify).
-    pub fn new(secrets: Vec<Vec<u8>>) -> Result<PeerSecrets, String> {
+    pub fn new(secrets: Vec<Vec<u8>>) -> Result<PeerSecrets, AuthError> {
         if secrets.is_empty() {
-            return Err("no secret given".into());
+            return Err(AuthError::NoSecret);
         }
         if secrets.len() > SECRETS_PER_FILE_MAX {
-            return Err(format!(
-                "{} secrets given; at most {SECRETS_PER_FILE_MAX}",
-                secrets.len()
-            ));
+            return Err(AuthError::TooMany {
+                what: "secrets",
+                count: secrets.len(),
+            });
         }
         if let Some(short) = secrets.iter().find(|s| s.len() < SECRET_BYTES_MIN) {
-            return Err(format!(
-                "a secret of {} bytes is too short (at least {SECRET_BYTES_MIN})",
-                short.len()
-            ));
+            return Err(AuthError::SecretTooShort { bytes: short.len() });
         }
         Ok(PeerSecrets { secrets })
     }
 
     /// Reads the secrets from `path`: one per line, blank lines and `#` comments ignored. The
     /// file must be private to its owner (no group or other permission bits).
-    pub fn from_file(path: &Path) -> Result<PeerSecrets, String> {
+    pub fn from_file(path: &Path) -> Result<PeerSecrets, AuthError> {
         let lines = read_private_lines(path)?;
-        PeerSecrets::new(lines).map_err(|e| format!("{}: {e}", path.display()))
+        PeerSecrets::new(lines).map_err(AuthError::in_file(path))
     }
 
     /// This node's proof for `side` of `transcript`, under its first secret.
@@ -209,7 +308,7 @@ impl fmt::Debug for ClientTokens {
 
 impl ClientTokens {
     /// Tokens given directly.
-    pub fn new(client: &[Vec<u8>], admin: &[Vec<u8>]) -> Result<ClientTokens, String> {
+    pub fn new(client: &[Vec<u8>], admin: &[Vec<u8>]) -> Result<ClientTokens, AuthError> {
         for token in client.iter().chain(admin) {
             check_token(token)?;
         }
@@ -220,21 +319,26 @@ impl ClientTokens {
     }
 
     /// Reads the token files (one token per line, as secret files); either may be absent.
-    pub fn from_files(client: Option<&Path>, admin: Option<&Path>) -> Result<ClientTokens, String> {
-        let read = |path: Option<&Path>| -> Result<Vec<Vec<u8>>, String> {
+    pub fn from_files(
+        client: Option<&Path>,
+        admin: Option<&Path>,
+    ) -> Result<ClientTokens, AuthError> {
+        let read = |path: Option<&Path>| -> Result<Vec<Vec<u8>>, AuthError> {
             let Some(path) = path else {
                 return Ok(Vec::new());
             };
             let lines = read_private_lines(path)?;
             if lines.is_empty() {
-                return Err(format!("{}: no token in the file", path.display()));
+                return Err(AuthError::in_file(path)(AuthError::NoToken));
             }
             if lines.len() > SECRETS_PER_FILE_MAX {
-                return Err(format!(
-                    "{}: {} tokens; at most {SECRETS_PER_FILE_MAX}",
-                    path.display(),
-                    lines.len()
-                ));
+                return Err(AuthError::in_file(path)(AuthError::TooMany {
+                    what: "tokens",
+                    count: lines.len(),
+                }));
+            }
+            for token in &lines {
+                check_token(token).map_err(AuthError::in_file(path))?;
             }
             Ok(lines)
         };
@@ -268,12 +372,9 @@ fn digest(token: &[u8]) -> [u8; 32] {
     Sha256::digest(token).into()
 }
 
-fn check_token(token: &[u8]) -> Result<(), String> {
+fn check_token(token: &[u8]) -> Result<(), AuthError> {
     if token.len() < SECRET_BYTES_MIN || token.len() > TOKEN_BYTES_MAX {
-        return Err(format!(
-            "a token of {} bytes (expected {SECRET_BYTES_MIN} to {TOKEN_BYTES_MAX})",
-            token.len()
-        ));
+        return Err(AuthError::BadTokenLength { bytes: token.len() });
     }
     Ok(())
 }
@@ -290,19 +391,19 @@ impl fmt::Debug for Token {
 
 impl Token {
     /// A token given directly: [`SECRET_BYTES_MIN`] to [`TOKEN_BYTES_MAX`] bytes.
-    pub fn new(bytes: Vec<u8>) -> Result<Token, String> {
+    pub fn new(bytes: Vec<u8>) -> Result<Token, AuthError> {
         check_token(&bytes)?;
         Ok(Token(bytes))
     }
 
     /// The first token of a token file (same rules as the node's files: private to its
     /// owner, one token per line).
-    pub fn from_file(path: &Path) -> Result<Token, String> {
+    pub fn from_file(path: &Path) -> Result<Token, AuthError> {
         let mut lines = read_private_lines(path)?;
         if lines.is_empty() {
-            return Err(format!("{}: no token in the file", path.display()));
+            return Err(AuthError::in_file(path)(AuthError::NoToken));
         }
-        Token::new(lines.swap_remove(0)).map_err(|e| format!("{}: {e}", path.display()))
+        Token::new(lines.swap_remove(0)).map_err(AuthError::in_file(path))
     }
 
     /// The token's bytes.
@@ -312,21 +413,26 @@ impl Token {
 }
 
 /// The non-blank, non-comment lines of a file that only its owner may read or write.
-fn read_private_lines(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+fn read_private_lines(path: &Path) -> Result<Vec<Vec<u8>>, AuthError> {
     use std::os::unix::fs::PermissionsExt;
-    let shown = path.display();
-    let metadata = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+    let io = |source| AuthError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let metadata = std::fs::metadata(path).map_err(io)?;
     if !metadata.is_file() {
-        return Err(format!("{shown}: not a regular file"));
+        return Err(AuthError::NotAFile {
+            path: path.to_path_buf(),
+        });
     }
     let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(format!(
-            "{shown}: mode {mode:03o} lets group or others access it; it must be private to \
-             its owner (chmod 600)"
-        ));
+        return Err(AuthError::NotPrivate {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
-    let text = std::fs::read(path).map_err(|e| format!("{shown}: {e}"))?;
+    let text = std::fs::read(path).map_err(io)?;
     Ok(text
         .split(|&b| b == b'\n')
         .map(|line| line.trim_ascii())
@@ -488,12 +594,56 @@ mod tests {
         .unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let refused = PeerSecrets::from_file(&path).unwrap_err();
-        assert!(refused.contains("mode 644"), "{refused}");
+        assert!(
+            matches!(&refused, AuthError::NotPrivate { path: p, mode: 0o644 } if *p == path),
+            "{refused:?}"
+        );
+        assert!(refused.to_string().contains("mode 644"), "{refused}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let read = PeerSecrets::from_file(&path).unwrap();
         assert_eq!(read.secrets.len(), 2);
         let token = Token::from_file(&path).unwrap();
         assert_eq!(token.bytes(), b"the old cluster secret");
         assert_eq!(format!("{token:?}"), "Token(redacted)");
+    }
+
+    #[test]
+    fn a_refused_file_is_named_and_an_unreadable_one_keeps_its_cause() {
+        use std::error::Error as _;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(&path, "short\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let refused = ClientTokens::from_files(Some(&path), None).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            format!(
+                "{}: a token of 5 bytes (expected {SECRET_BYTES_MIN} to {TOKEN_BYTES_MAX})",
+                path.display()
+            )
+        );
+        assert!(matches!(
+            refused.source().unwrap().downcast_ref::<AuthError>(),
+            Some(AuthError::BadTokenLength { bytes: 5 })
+        ));
+        std::fs::write(&path, "# only a comment\n").unwrap();
+        let empty = Token::from_file(&path).unwrap_err();
+        assert_eq!(
+            empty.to_string(),
+            format!("{}: no token in the file", path.display())
+        );
+        let missing = dir.path().join("missing");
+        let unreadable = PeerSecrets::from_file(&missing).unwrap_err();
+        assert!(
+            unreadable
+                .to_string()
+                .starts_with(&format!("{}: ", missing.display()))
+        );
+        let cause = unreadable
+            .source()
+            .unwrap()
+            .downcast_ref::<std::io::Error>();
+        assert_eq!(cause.unwrap().kind(), std::io::ErrorKind::NotFound);
     }
 }
