@@ -3,11 +3,11 @@
 //! has learned a term above every term it may have voted in (`src/core/vote_recovery.rs`).
 //!
 //! Owned by one world: a generator of its own (so every other draw of a seed stays as it
-//! was) decides which restarting node finds its hard state damaged, and how. One node at a
-//! time: while any node's durable hard state is marked `votes_unknown`, or any node's lost
-//! log range is not repaired, no other is damaged (the argument needs fewer than a quorum of
-//! voters without their votes at once, and the others able to elect a leader:
-//! `World::another_node_damaged`). And only
+//! was) decides which restarting node finds its hard state damaged, and how. The damaged
+//! nodes stay a minority: the nodes whose durable hard state is marked `votes_unknown`, or
+//! whose lost log range is not repaired, with the new one, are fewer than half the voters of
+//! every configuration (the argument needs fewer than a quorum of voters held back at once,
+//! and the others able to elect a leader: `World::voters_needed_for_damage`). And only
 //! while every node's configuration (each half of a joint one) has at least
 //! `HARD_STATE_DAMAGE_VOTERS_MIN` voters: the damaged node waits for every voter of its configuration,
 //! and of the one before while it does not know the latest committed; a voter removed and
@@ -41,15 +41,32 @@ impl<C: SimCore> World<C> {
     /// the others a quorum to elect a leader, which then lets the damaged node recover; two
     /// damaged voters of four, one of each kind, left two (seed 785, SIM_FINDINGS 27: the
     /// node without its votes waited for a removed voter, finding 21, the one with a lost
-    /// range for a candidate holding it). So damage strikes one node at a time, whatever
-    /// its kind.
+    /// range for a candidate holding it). So the damaged nodes, whatever their kinds, stay a
+    /// minority of every configuration ([`World::voters_needed_for_damage`]).
     pub(crate) fn another_node_damaged(&self, node: usize) -> bool {
-        self.nodes.iter().enumerate().any(|(other, n)| {
-            other != node
-                && (n.disk.votes_unknown()
-                    || n.disk.lost().is_some()
-                    || n.view.as_ref().is_some_and(|v| v.repairing.is_some()))
-        })
+        self.damaged_besides(node) > 0
+    }
+
+    /// How many nodes other than `node` are held back by damage of either kind.
+    pub(crate) fn damaged_besides(&self, node: usize) -> usize {
+        (self.nodes.iter().enumerate())
+            .filter(|&(other, n)| {
+                other != node
+                    && (n.disk.votes_unknown()
+                        || n.disk.lost().is_some()
+                        || n.view.as_ref().is_some_and(|v| v.repairing.is_some()))
+            })
+            .count()
+    }
+
+    /// The fewest voters every configuration (each half of a joint one) must have for
+    /// `node` to be damaged now: at least `min`, and enough that the damaged nodes, `node`
+    /// included, are a minority of it (the fault model: damage on any minority of
+    /// nodes; the others are then a quorum that can elect the leader which repairs them).
+    /// One damaged node needs three voters, two need five.
+    pub(crate) fn voters_needed_for_damage(&self, node: usize, min: usize) -> usize {
+        let damaged = self.damaged_besides(node) + 1;
+        min.max(2 * damaged + 1)
     }
 
     /// At a restart of `node`, in the runs that have it: its hard state may be found damaged.
@@ -65,16 +82,19 @@ impl<C: SimCore> World<C> {
             1 => HardStateDamage::OneSlot,
             _ => HardStateDamage::LostWriteThenOneSlot,
         };
-        let another = self.another_node_damaged(node);
+        let needed = self.voters_needed_for_damage(node, HARD_STATE_DAMAGE_VOTERS_MIN);
         let large = |m: &rcraft::wire::Membership| {
             let outgoing = m.voters_outgoing.len();
-            m.voters.len() >= HARD_STATE_DAMAGE_VOTERS_MIN
-                && (outgoing == 0 || outgoing >= HARD_STATE_DAMAGE_VOTERS_MIN)
+            m.voters.len() >= needed && (outgoing == 0 || outgoing >= needed)
         };
         let initial = &self.initial_membership;
         let all_large = (self.nodes.iter()).all(|n| large(&n.disk.latest_membership(initial)));
-        if another || !all_large {
+        if !all_large {
             return;
+        }
+        self.damage.hard_states += 1;
+        if self.another_node_damaged(node) {
+            self.damage.beside_another += 1;
         }
         self.nodes[node].disk.damage_hard_state(kind);
         if self.tracing() {
@@ -118,5 +138,22 @@ mod tests {
             .damage_hard_state(HardStateDamage::OneSlot);
         assert!(world.another_node_damaged(0));
         assert!(!world.another_node_damaged(2));
+    }
+
+    #[test]
+    fn damaged_nodes_stay_a_minority_of_the_voters() {
+        let mut world = world();
+        assert_eq!(world.voters_needed_for_damage(0, 3), 3);
+        world.nodes[2]
+            .disk
+            .damage_hard_state(HardStateDamage::BothSlots);
+        // A second damaged node needs five voters; the damaged one itself is not counted twice.
+        assert_eq!(world.voters_needed_for_damage(0, 3), 5);
+        assert_eq!(world.voters_needed_for_damage(2, 3), 3);
+        world.nodes[1]
+            .disk
+            .damage_hard_state(HardStateDamage::OneSlot);
+        assert_eq!(world.damaged_besides(0), 2);
+        assert_eq!(world.voters_needed_for_damage(0, 3), 7);
     }
 }

@@ -145,8 +145,10 @@ impl<C: SimCore> World<C> {
         // every configuration has that many, so that the others can elect the leader that
         // lets the damaged node recover, and shrinking afterwards undid that (SIM_FINDINGS
         // 28, seed 146: {3, 4} with node 3 waiting for a removed voter's term, finding 21).
-        let floor = if self.another_node_damaged(usize::MAX) {
-            DAMAGE_VOTERS_MIN
+        // With several damaged, they stay a minority (two damaged: five voters).
+        let damaged = self.damaged_besides(usize::MAX);
+        let floor = if damaged > 0 {
+            DAMAGE_VOTERS_MIN.max(2 * damaged + 1)
         } else {
             MIN_VOTERS
         };

@@ -270,6 +270,9 @@ fn add(totals: &mut RunSummary, run: &RunSummary) {
     totals.expired += run.expired;
     totals.self_demotions += run.self_demotions;
     totals.entry_reads += run.entry_reads;
+    totals.damage.log_ranges += run.damage.log_ranges;
+    totals.damage.hard_states += run.damage.hard_states;
+    totals.damage.beside_another += run.damage.beside_another;
 }
 
 fn describe(summary: &RunSummary) -> String {
@@ -277,7 +280,8 @@ fn describe(summary: &RunSummary) -> String {
         "{} events, {} committed entries, {} acknowledged writes ({} retries, {} answered as \
          duplicates, {} refused as of a forgotten session), {} linearizable reads, {} crashes, {} committed configuration changes, \
          {} self-demotions of a leader with a slow disk or slow links, {} entry reads from a \
-         leader's disk for a follower",
+         leader's disk for a follower, disk damage: {} synced log ranges lost and {} hard states \
+         damaged ({} while another node was damaged)",
         summary.events,
         summary.committed,
         summary.writes_acked,
@@ -288,7 +292,10 @@ fn describe(summary: &RunSummary) -> String {
         summary.crashes,
         summary.membership_changes,
         summary.self_demotions,
-        summary.entry_reads
+        summary.entry_reads,
+        summary.damage.log_ranges,
+        summary.damage.hard_states,
+        summary.damage.beside_another
     )
 }
 

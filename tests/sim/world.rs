@@ -181,6 +181,20 @@ pub(crate) struct RunSummary {
     pub(crate) self_demotions: u64,
     /// Entries a leader read back from its disk for a follower (no longer cached).
     pub(crate) entry_reads: u64,
+    /// Disk damage injected: synced log ranges lost, hard-state files damaged, and how many
+    /// of those struck while another node was still damaged.
+    pub(crate) damage: DamageCounts,
+}
+
+/// Disk damage injected into a run (or summed over runs).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DamageCounts {
+    /// Synced log ranges lost (a restart found the tail of a log gone).
+    pub(crate) log_ranges: u64,
+    /// Hard-state files found damaged at a restart.
+    pub(crate) hard_states: u64,
+    /// Damage of either kind that struck while another node was still damaged.
+    pub(crate) beside_another: u64,
 }
 
 /// How much of the run to record.
@@ -244,6 +258,8 @@ pub(crate) struct World<C> {
     pub(crate) self_demotions: Vec<(u64, usize, u64)>,
     /// Entry reads (`Action::ReadEntries`) the disk answered with entries.
     pub(crate) entry_reads: u64,
+    /// Disk damage injected so far.
+    pub(crate) damage: DamageCounts,
 }
 
 impl<C: SimCore> World<C> {
@@ -311,6 +327,7 @@ impl<C: SimCore> World<C> {
             slow_links_on: false,
             self_demotions: Vec::new(),
             entry_reads: 0,
+            damage: DamageCounts::default(),
         }
     }
 
@@ -367,6 +384,7 @@ impl<C: SimCore> World<C> {
             expired: self.expired,
             self_demotions: self.self_demotions.len() as u64,
             entry_reads: self.entry_reads,
+            damage: self.damage,
         })
     }
 
@@ -779,10 +797,9 @@ impl<C: SimCore> World<C> {
     }
 
     /// Damage to synced data found at a restart, in the runs that have it: the last entries
-    /// of the node's log are gone. A minority: one node at a time: while any node's loss is not
-    /// repaired, or its votes are unknown, no other is damaged (with two, the lost copies of an
-    /// entry could be all but one, and the cluster rightly waits for the node holding it;
-    /// `World::another_node_damaged`).
+    /// of the node's log are gone. A minority: the nodes whose loss is not repaired, or whose
+    /// votes are unknown, with this one, stay fewer than half the voters of every
+    /// configuration (`World::voters_needed_for_damage`: one needs three voters, two five).
     fn maybe_damage_disk(&mut self, node: usize) {
         let Some(rng) = self.damage_rng.as_mut() else {
             return;
@@ -791,12 +808,11 @@ impl<C: SimCore> World<C> {
             return;
         }
         let count = rng.between(1, DAMAGE_ENTRIES_MAX);
-        let another_damaged = self.another_node_damaged(node);
         // A damaged voter votes only for a candidate covering what it may have acknowledged
         // (src/core/repair.rs): damage strikes while every node's configuration (each half
         // of a joint one), and the one the damaged node is left with, has at least
-        // `damage_voters_min` voters.
-        let min = self.damage_voters_min;
+        // `damage_voters_min` voters, and enough that the damaged nodes stay a minority.
+        let min = self.voters_needed_for_damage(node, self.damage_voters_min);
         let minority = |m: &Membership| {
             let outgoing = m.voters_outgoing.len();
             m.voters.len() >= min && (outgoing == 0 || outgoing >= min)
@@ -806,7 +822,7 @@ impl<C: SimCore> World<C> {
             .nodes
             .iter()
             .all(|n| minority(&n.disk.latest_membership(initial)));
-        if another_damaged || !all_large {
+        if !all_large {
             return;
         }
         let initial = self.initial_membership.clone();
@@ -814,6 +830,10 @@ impl<C: SimCore> World<C> {
             .disk
             .lose_synced_tail(count, &initial, minority)
         {
+            self.damage.log_ranges += 1;
+            if self.another_node_damaged(node) {
+                self.damage.beside_another += 1;
+            }
             if self.tracing() {
                 self.note(format!(
                     "node {node}'s disk lost synced entries {}..={}",
