@@ -142,8 +142,9 @@ pub(crate) enum ApplyProgress {
     SnapshotTaken(SnapshotMeta),
     /// A received snapshot was restored; the state is now at its index.
     Restored(SnapshotMeta),
-    /// The state machine's snapshot could not be written or read: the node must stop.
-    Failed(String),
+    /// The committed entries have a gap, or the state machine's snapshot could not be
+    /// written, read or restored ([`Error::Apply`]): the node must stop.
+    Failed(Error),
 }
 
 /// What one applied entry answers its proposer: the state machine's response, or an error.
@@ -328,7 +329,7 @@ impl Applier {
                         let message = format!("the node stopped: {error}");
                         self.handler.answer_all_waiters(&message);
                         self.send_replies();
-                        let _ = progress.send(ApplyProgress::Failed(error.to_string()));
+                        let _ = progress.send(ApplyProgress::Failed(error));
                         return;
                     }
                 }
@@ -434,7 +435,7 @@ impl ApplyHandler {
     ) -> Result<ApplyHandler, Error> {
         let current = snapshots
             .open_current()
-            .map_err(|e| Error::apply(format!("opening the latest snapshot: {e}")))?;
+            .map_err(Error::apply_by("opening the latest snapshot"))?;
         let mut applier = ApplyHandler {
             state_machine,
             sessions,
@@ -855,12 +856,13 @@ impl ApplyHandler {
         let (sessions, state_machine) = (&self.sessions, &*self.state_machine);
         let started = (self.clock)();
         let mut write = |out: &mut dyn std::io::Write| write_snapshot(out, sessions, state_machine);
-        let meta = self.snapshots.save(meta, &mut write).map_err(|e| {
-            Error::apply(format!(
-                "writing the snapshot at index {}: {e}",
+        let meta = self
+            .snapshots
+            .save(meta, &mut write)
+            .map_err(Error::apply_by(format!(
+                "writing the snapshot at index {}",
                 self.applied
-            ))
-        })?;
+            )))?;
         (self.metrics).with(|m| m.snapshot_saved(started.elapsed(), meta.size_bytes));
         log::info!(
             "snapshot taken at index {} ({} bytes in {:.3} s)",
@@ -954,7 +956,10 @@ impl ApplyHandler {
         let (meta, mut reader) = self
             .snapshots
             .open_current()
-            .map_err(|e| Error::apply(format!("opening snapshot {}: {e}", expected.index)))?
+            .map_err(Error::apply_by(format!(
+                "opening snapshot {}",
+                expected.index
+            )))?
             .ok_or_else(|| {
                 Error::apply(format!("snapshot {} to restore is missing", expected.index))
             })?;
@@ -1103,6 +1108,7 @@ mod tests {
     use super::*;
     use crate::node::incoming_snapshot::ArrivalStart;
     use crate::node::mailbox::{ringing, unrung};
+    use crate::node::snapshot_files::SnapshotFileError;
     use crate::node::transport::{ClientConnId, Transport};
     use crossbeam_channel::{bounded, unbounded};
     use rcraft_storage::SimFs;
@@ -1143,16 +1149,16 @@ mod tests {
             &mut self,
             mut meta: SnapshotMeta,
             write: crate::node::snapshot_files::SnapshotWriteFn<'_>,
-        ) -> Result<SnapshotMeta, String> {
+        ) -> Result<SnapshotMeta, SnapshotFileError> {
             let mut data = Vec::new();
-            write(&mut data).map_err(|e| e.to_string())?;
+            write(&mut data).map_err(SnapshotFileError::StateMachine)?;
             meta.size_bytes = data.len() as u64;
             *self.0.lock().unwrap() = Some((meta.clone(), data));
             Ok(meta)
         }
         fn open_current(
             &mut self,
-        ) -> Result<Option<crate::node::snapshot_files::OpenSnapshot>, String> {
+        ) -> Result<Option<crate::node::snapshot_files::OpenSnapshot>, SnapshotFileError> {
             Ok(self.0.lock().unwrap().clone().map(|(meta, data)| {
                 let reader: Box<dyn Read + Send> = Box::new(io::Cursor::new(data));
                 (meta, reader)

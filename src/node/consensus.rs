@@ -22,6 +22,7 @@
 use super::apply::{ApplyCommand, ApplyProgress};
 pub(crate) use super::consensus_logic::ConsensusSettings;
 use super::consensus_logic::{ConsensusLogic, Received};
+use super::error::Fatal;
 use super::limits::CONSENSUS_INPUT_BATCH_MAX;
 use super::mailbox::{Doorbell, Ringing};
 use super::metrics::MetricsHook;
@@ -103,8 +104,9 @@ pub(crate) struct Inbox {
 pub(crate) enum Exit {
     /// `shutdown()` was called.
     Shutdown,
-    /// A fatal error (storage or state machine): the node stopped.
-    Failed(String),
+    /// A fatal error (storage, the apply thread, a bug between the threads): the node
+    /// stopped.
+    Failed(Fatal),
 }
 
 /// The consensus thread: the handler and the channels it is driven through.
@@ -299,7 +301,7 @@ impl Consensus {
                 }
                 Err(TrySendError::Full(back)) => command = back,
                 Err(TrySendError::Disconnected(_)) => {
-                    self.logic.fail("the storage thread stopped".to_string());
+                    self.logic.fail(Fatal::ThreadStopped("storage"));
                     return false;
                 }
             }
@@ -328,7 +330,7 @@ impl Consensus {
                 }
                 Err(TrySendError::Disconnected(_)) => {
                     self.logic.outbox().apply.clear();
-                    self.logic.fail("the apply thread stopped".to_string());
+                    self.logic.fail(Fatal::ThreadStopped("apply"));
                     return queued;
                 }
             }
@@ -349,7 +351,7 @@ impl Consensus {
 
 /// Takes one queued input, if any: storage and apply progress first, as in a drain.
 fn try_receive(inbox: &Inbox) -> Result<Option<Received>, Exit> {
-    let stopped = |thread: &str| Exit::Failed(format!("the {thread} thread stopped"));
+    let stopped = |thread: &'static str| Exit::Failed(Fatal::ThreadStopped(thread));
     match inbox.storage.try_recv() {
         Ok(event) => return Ok(Some(Received::Storage(event))),
         Err(TryRecvError::Disconnected) => return Err(stopped("storage")),

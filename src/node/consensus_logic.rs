@@ -26,7 +26,7 @@
 
 use super::apply::{ApplyCommand, ApplyProgress};
 use super::consensus::{ApiRequest, Exit};
-use super::error::Error;
+use super::error::{Error, Fatal};
 use super::limits::{APPLY_BACKLOG_MAX, PENDING_REQUESTS_MAX, TICK_CATCH_UP_MAX};
 use super::metrics::MetricsHook;
 use super::observe::Observer;
@@ -117,7 +117,7 @@ pub(crate) struct ConsensusLogic {
     /// When the next tick falls due.
     next_tick: Instant,
     /// Set by a fatal event; the driver stops at the end of the turn.
-    failure: Option<String>,
+    failure: Option<Fatal>,
     /// The stages of the snapshots received from leaders (node/received_snapshot.rs).
     received: ReceivedSnapshots,
     /// Tells operators about role, leader and membership changes, and times the request
@@ -196,7 +196,7 @@ impl ConsensusLogic {
     }
 
     /// The fatal error, once one happened: the driver stops at the end of the turn.
-    pub(crate) fn take_failure(&mut self) -> Option<String> {
+    pub(crate) fn take_failure(&mut self) -> Option<Fatal> {
         self.failure.take()
     }
 
@@ -290,7 +290,7 @@ impl ConsensusLogic {
     }
 
     /// A fatal error: the driver stops at the end of the turn.
-    pub(crate) fn fail(&mut self, reason: String) {
+    pub(crate) fn fail(&mut self, reason: Fatal) {
         log::error!("node stopping: {reason}");
         if self.failure.is_none() {
             self.failure = Some(reason);
@@ -567,7 +567,7 @@ impl ConsensusLogic {
                 match self.received.chunk_written(&meta, next_offset, rejected) {
                     Ok(Some(arriving)) => self.send_apply(arriving),
                     Ok(None) => {}
-                    Err(bug) => return self.fail(bug.to_string()),
+                    Err(bug) => return self.fail(Fatal::SnapshotStage(bug)),
                 }
                 let input = Input::SnapshotChunkWritten {
                     meta,
@@ -579,7 +579,7 @@ impl ConsensusLogic {
             StorageEvent::SnapshotStored { meta } => {
                 self.observe(|o| o.on_snapshot_stored());
                 if let Err(bug) = self.received.stored(&meta) {
-                    return self.fail(bug.to_string());
+                    return self.fail(Fatal::SnapshotStage(bug));
                 }
                 // The core takes it now, without waiting for the restore it asks for
                 // (`Action::RestoreSnapshot`): a restore held up delays only applying on this
@@ -602,7 +602,7 @@ impl ConsensusLogic {
                 self.replica.step(Input::SnapshotDamaged { index, term });
                 self.send_apply(ApplyCommand::ReplaceSnapshot { damaged: index });
             }
-            StorageEvent::Failed(error) => self.fail(error.to_string()),
+            StorageEvent::Failed(error) => self.fail(Fatal::Storage(error)),
         }
     }
 
@@ -621,11 +621,11 @@ impl ConsensusLogic {
             }
             ApplyProgress::Restored(meta) => {
                 if let Err(bug) = self.received.restored(&meta) {
-                    return self.fail(bug.to_string());
+                    return self.fail(Fatal::SnapshotStage(bug));
                 }
                 self.applied = self.applied.max(meta.index);
             }
-            ApplyProgress::Failed(reason) => self.fail(reason),
+            ApplyProgress::Failed(error) => self.fail(Fatal::Apply(Box::new(error))),
         }
     }
 
@@ -672,7 +672,7 @@ impl ConsensusLogic {
             Action::Apply { entries } => self.send_apply(ApplyCommand::Entries(entries)),
             Action::RestoreSnapshot { meta } => match self.received.restore_asked(&meta) {
                 Ok(restore) => self.send_apply(restore),
-                Err(bug) => self.fail(bug.to_string()),
+                Err(bug) => self.fail(Fatal::SnapshotStage(bug)),
             },
             Action::Proposed { id, term, index } => {
                 self.observe(|o| o.on_proposed(index));

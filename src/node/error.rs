@@ -7,6 +7,7 @@
 use super::data_dir::IdentityError;
 use super::initial_voters::InitialVotersError;
 use super::net::auth::AuthError;
+use super::received_snapshot::StageError;
 use super::storage_error::StorageError;
 use crate::core::CoreError;
 use rcraft_wire::NodeId;
@@ -51,8 +52,9 @@ pub enum Error {
         /// What happened.
         message: String,
     },
-    /// Durable storage failed; the node stopped (fail-stop).
-    Storage(String),
+    /// The running node stopped itself (fail-stop): storage or the apply thread failed, the
+    /// threads disagreed about a received snapshot, or a thread stopped or panicked.
+    Fatal(Fatal),
     /// An I/O error outside storage (network setup, signal handling).
     Io {
         /// What was being done.
@@ -116,7 +118,7 @@ impl Error {
             | Error::InitialVoters(_) => true,
             Error::Failed { definite, .. } => *definite,
             Error::Timeout
-            | Error::Storage(_)
+            | Error::Fatal(_)
             | Error::Io { .. }
             | Error::Stopped
             | Error::StorageOpen(_)
@@ -211,7 +213,7 @@ impl fmt::Display for Error {
                 };
                 write!(f, "request failed ({outcome}): {message}")
             }
-            Error::Storage(message) => write!(f, "storage failed, node stopped: {message}"),
+            Error::Fatal(why) => write!(f, "storage failed, node stopped: {why}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
             Error::Config(message) => write!(f, "bad configuration: {message}"),
             Error::Stopped => write!(f, "the node has stopped"),
@@ -257,7 +259,72 @@ impl std::error::Error for Error {
             Error::StorageOpen(e) => Some(e),
             Error::StorageStopped(e) => Some(e.as_ref()),
             Error::Core(e) => Some(e),
+            Error::Fatal(why) => Some(why),
             _ => None,
+        }
+    }
+}
+
+/// Why a running node stopped itself (fail-stop), as its consensus thread or its owner saw
+/// it. The consensus thread answers every waiting request with `the node stopped: {reason}`,
+/// and [`Error::Fatal`] carries it to the caller of `Node::join`.
+#[derive(Debug)]
+pub enum Fatal {
+    /// Durable storage failed (a write, an fsync, a read); the storage thread stopped.
+    Storage(Arc<StorageError>),
+    /// The apply thread stopped: the committed entries it was given have a gap, or the state
+    /// machine's snapshot could not be written, read or restored (an [`Error::Apply`]).
+    Apply(Box<Error>),
+    /// A received snapshot's stage changed in an order the protocol cannot produce: a bug
+    /// between the threads.
+    SnapshotStage(StageError),
+    /// A thread's channel closed without the thread saying why ("storage" or "apply").
+    ThreadStopped(&'static str),
+    /// A thread panicked.
+    Panicked {
+        /// Which thread: "consensus" or "apply".
+        thread: &'static str,
+        /// Its panic message, when the panic carried text.
+        message: Option<String>,
+    },
+}
+
+impl Fatal {
+    /// [`Fatal::Panicked`] for `thread`, with the text of its panic `payload` if it has one.
+    pub(crate) fn panicked(thread: &'static str, payload: &(dyn std::any::Any + Send)) -> Fatal {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|text| text.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned());
+        Fatal::Panicked { thread, message }
+    }
+}
+
+impl fmt::Display for Fatal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fatal::Storage(e) => e.fmt(f),
+            Fatal::Apply(e) => e.fmt(f),
+            Fatal::SnapshotStage(e) => e.fmt(f),
+            Fatal::ThreadStopped(thread) => write!(f, "the {thread} thread stopped"),
+            Fatal::Panicked { thread, message } => {
+                write!(f, "the {thread} thread panicked")?;
+                match message {
+                    Some(message) => write!(f, ": {message}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+impl std::error::Error for Fatal {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Fatal::Storage(e) => Some(e.as_ref()),
+            Fatal::Apply(e) => Some(e.as_ref()),
+            Fatal::SnapshotStage(e) => Some(e),
+            Fatal::ThreadStopped(_) | Fatal::Panicked { .. } => None,
         }
     }
 }
@@ -284,5 +351,57 @@ mod tests {
         );
         assert!(error.source().is_some());
         assert!(Error::restore("refused").source().is_none());
+    }
+
+    #[test]
+    fn a_fatal_stop_keeps_the_operators_text_and_its_cause() {
+        let cause = rcraft_storage::Error::InvalidArgument("truncate from 678".into());
+        let storage = StorageError::store("truncating the log from index 678")(cause);
+        let error = Error::Fatal(Fatal::Storage(Arc::new(storage)));
+        assert_eq!(
+            error.to_string(),
+            "storage failed, node stopped: truncating the log from index 678: invalid \
+             argument: truncate from 678"
+        );
+        let fatal = error.source().expect("the fatal reason");
+        let storage = fatal.source().expect("the storage error");
+        assert!(storage.source().is_some(), "the storage crate's error");
+        assert!(!error.is_definite());
+
+        let apply = Error::Fatal(Fatal::Apply(Box::new(Error::apply_by(
+            "writing the snapshot at index 9",
+        )(io::Error::other(
+            "disk full",
+        )))));
+        assert_eq!(
+            apply.to_string(),
+            "storage failed, node stopped: writing the snapshot at index 9: disk full"
+        );
+        let chain: Vec<String> = std::iter::successors(apply.source(), |e| (*e).source())
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(
+            chain,
+            [
+                "writing the snapshot at index 9: disk full",
+                "writing the snapshot at index 9: disk full",
+                "disk full"
+            ]
+        );
+
+        let payload: Box<dyn std::any::Any + Send> = Box::new(String::from("index out of range"));
+        let panicked = Fatal::panicked("apply", payload.as_ref());
+        assert_eq!(
+            panicked.to_string(),
+            "the apply thread panicked: index out of range"
+        );
+        let silent: Box<dyn std::any::Any + Send> = Box::new(7_u8);
+        let silent = Fatal::panicked("consensus", silent.as_ref());
+        assert_eq!(silent.to_string(), "the consensus thread panicked");
+        assert!(silent.source().is_none());
+        assert_eq!(
+            Fatal::ThreadStopped("storage").to_string(),
+            "the storage thread stopped"
+        );
     }
 }

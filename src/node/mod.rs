@@ -45,10 +45,12 @@ mod transport;
 
 pub use data_dir::{IdentityError, IdentityProblem};
 pub use entry_codec::PayloadError;
-pub use error::{Error, Result};
+pub use error::{Error, Fatal, Result};
 pub use handle::NodeHandle;
 pub use initial_voters::InitialVotersError;
 pub use metrics_http::Unhealthy;
+pub use received_snapshot::StageError;
 pub use results::{ApplyMsg, ProposeResult, ReadResult, SnapshotResult};
 pub use runtime::Node;
+pub use snapshot_files::SnapshotFileError;
 pub use storage_error::{DecodeProblem, Decoded, StorageError};

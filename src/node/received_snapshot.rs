@@ -48,9 +48,10 @@ pub(crate) enum Stage {
     Installed,
 }
 
-/// An event that cannot happen in the stage the received snapshot is in.
+/// An event that cannot happen in the stage the received snapshot is in: a bug between the
+/// node's threads, on which the node stops ([`Fatal::SnapshotStage`](super::Fatal)).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct StageError {
+pub struct StageError {
     /// What happened, naming the snapshot.
     pub(crate) event: String,
     /// The stage of the snapshot(s) concerned, as the owner saw it.

@@ -10,7 +10,7 @@
 use super::apply::{Applier, SnapshotPolicy};
 use super::consensus::{ApiRequest, Consensus, ConsensusSettings, Exit, Inbox};
 use super::data_dir;
-use super::error::{Error, Result};
+use super::error::{Error, Fatal, Result};
 use super::handle::NodeHandle;
 use super::initial_voters;
 use super::limits::{
@@ -273,30 +273,39 @@ impl Runtime {
         let exit = self.consensus.join();
         let storage = self.storage.join();
         let apply = self.apply.join();
-        let fatal = match (&exit, &storage, &apply) {
-            (Ok(Exit::Failed(reason)), _, _) => Some(reason.clone()),
-            (_, Ok(Err(error)), _) => Some(error.to_string()),
-            (Err(_), _, _) => Some("the consensus thread panicked".to_string()),
-            (_, _, Err(_)) => Some("the apply thread panicked".to_string()),
+        let consensus_fatal = match exit {
+            Ok(Exit::Shutdown) => None,
+            Ok(Exit::Failed(why)) => Some(why),
+            Err(payload) => Some(Fatal::panicked("consensus", payload.as_ref())),
+        };
+        let storage_error = match storage {
+            Ok(Err(error)) => Some(error),
             _ => None,
         };
-        if let Some(reason) = fatal {
+        let apply_panic = apply
+            .err()
+            .map(|payload| Fatal::panicked("apply", payload.as_ref()));
+        // What the consensus thread stopped on comes first, then storage's own error, then
+        // a panic (a consensus thread that panicked saw nothing).
+        let reason = match (&consensus_fatal, &storage_error, &apply_panic) {
+            (Some(why), _, _) if !matches!(why, Fatal::Panicked { .. }) => Some(why.to_string()),
+            (_, Some(error), _) => Some(error.to_string()),
+            (Some(why), _, _) | (None, None, Some(why)) => Some(why.to_string()),
+            _ => None,
+        };
+        if let Some(reason) = reason {
             dump_flight_recorder(&self.metrics, &self.data_dir, &reason);
         }
         self.net.shutdown();
         let mut result = Ok(());
-        if let Ok(Err(error)) = storage {
+        if let Some(error) = storage_error {
             result = Err(Error::StorageStopped(error));
         }
-        match exit {
-            Ok(Exit::Shutdown) => {}
-            Ok(Exit::Failed(message)) => result = result.and(Err(Error::Storage(message))),
-            Err(_) => {
-                result = result.and(Err(Error::Storage("the consensus thread panicked".into())))
-            }
+        if let Some(why) = consensus_fatal {
+            result = result.and(Err(Error::Fatal(why)));
         }
-        if apply.is_err() {
-            result = result.and(Err(Error::Storage("the apply thread panicked".into())));
+        if let Some(why) = apply_panic {
+            result = result.and(Err(Error::Fatal(why)));
         }
         result
     }

@@ -8,6 +8,7 @@ use super::entry_codec::{decode_payload, payload_bytes};
 use super::storage_error::{DecodeProblem, Decoded, StorageError};
 use rcraft_storage::{SnapshotFileMeta, SnapshotInfo, SnapshotStore};
 use rcraft_wire::{EntryPayload, LogIndex, SnapshotMeta, Term};
+use std::fmt;
 use std::io::{Read, Write};
 
 /// Fills a snapshot's data.
@@ -15,6 +16,41 @@ pub(crate) type SnapshotWriteFn<'a> = &'a mut dyn FnMut(&mut dyn Write) -> std::
 
 /// A snapshot opened for reading: its metadata and its data.
 pub(crate) type OpenSnapshot = (SnapshotMeta, Box<dyn Read + Send>);
+
+/// Why a snapshot could not be saved or opened. The apply thread wraps it into
+/// [`Error::Apply`](super::Error::Apply) naming the snapshot's index.
+#[derive(Debug)]
+pub enum SnapshotFileError {
+    /// The snapshot store failed (I/O naming the file and the operation, a damaged file).
+    Store(rcraft_storage::Error),
+    /// The snapshot's description is wrong: it does not decode, or it does not match the
+    /// data written.
+    Meta(StorageError),
+    /// The state machine failed writing its snapshot.
+    StateMachine(std::io::Error),
+}
+
+impl fmt::Display for SnapshotFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotFileError::Store(e) => e.fmt(f),
+            SnapshotFileError::Meta(e) => e.fmt(f),
+            SnapshotFileError::StateMachine(e) => {
+                write!(f, "the state machine's snapshot failed: {e}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SnapshotFileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SnapshotFileError::Store(e) => Some(e),
+            SnapshotFileError::Meta(e) => Some(e),
+            SnapshotFileError::StateMachine(e) => Some(e),
+        }
+    }
+}
 
 /// Durable snapshot files, as seen by the apply thread.
 pub(crate) trait SnapshotFiles: Send {
@@ -25,10 +61,10 @@ pub(crate) trait SnapshotFiles: Send {
         &mut self,
         meta: SnapshotMeta,
         write: SnapshotWriteFn<'_>,
-    ) -> Result<SnapshotMeta, String>;
+    ) -> Result<SnapshotMeta, SnapshotFileError>;
 
     /// Opens the current snapshot, if there is one.
-    fn open_current(&mut self) -> Result<Option<OpenSnapshot>, String>;
+    fn open_current(&mut self) -> Result<Option<OpenSnapshot>, SnapshotFileError>;
 }
 
 /// The storage crate's snapshot store, as used by the apply thread. The store is a cheap
@@ -50,11 +86,14 @@ impl SnapshotFiles for StoreSnapshots {
         &mut self,
         meta: SnapshotMeta,
         write: SnapshotWriteFn<'_>,
-    ) -> Result<SnapshotMeta, String> {
+    ) -> Result<SnapshotMeta, SnapshotFileError> {
         let file_meta = file_meta(&meta);
-        let mut writer = self.store.begin(file_meta).map_err(|e| e.to_string())?;
-        write(&mut writer).map_err(|e| format!("the state machine's snapshot failed: {e}"))?;
-        let info = writer.finish().map_err(|e| e.to_string())?;
+        let mut writer = self
+            .store
+            .begin(file_meta)
+            .map_err(SnapshotFileError::Store)?;
+        write(&mut writer).map_err(SnapshotFileError::StateMachine)?;
+        let info = writer.finish().map_err(SnapshotFileError::Store)?;
         Ok(SnapshotMeta {
             size_bytes: info.data_bytes,
             checksum: info.data_crc32c,
@@ -62,12 +101,15 @@ impl SnapshotFiles for StoreSnapshots {
         })
     }
 
-    fn open_current(&mut self) -> Result<Option<OpenSnapshot>, String> {
-        let Some(info) = self.store.latest().map_err(|e| e.to_string())? else {
+    fn open_current(&mut self) -> Result<Option<OpenSnapshot>, SnapshotFileError> {
+        let Some(info) = self.store.latest().map_err(SnapshotFileError::Store)? else {
             return Ok(None);
         };
-        let meta = snapshot_meta(&info).map_err(|e| e.to_string())?;
-        let reader = self.store.open_reader(&info).map_err(|e| e.to_string())?;
+        let meta = snapshot_meta(&info).map_err(SnapshotFileError::Meta)?;
+        let reader = self
+            .store
+            .open_reader(&info)
+            .map_err(SnapshotFileError::Store)?;
         let reader: Box<dyn Read + Send> = Box::new(reader);
         Ok(Some((meta, reader)))
     }
@@ -139,6 +181,37 @@ mod tests {
                 } if path.ends_with("snap-7-2.snap")
             ),
             "{noop:?}"
+        );
+    }
+
+    #[test]
+    fn a_failing_state_machine_is_named_and_kept_as_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs: std::sync::Arc<dyn rcraft_storage::Fs> =
+            std::sync::Arc::new(rcraft_storage::RealFs::default());
+        let store = SnapshotStore::open(fs, dir.path()).unwrap();
+        let mut files = StoreSnapshots::new(store);
+        let meta = SnapshotMeta {
+            index: LogIndex(5),
+            term: Term(1),
+            membership: Default::default(),
+            size_bytes: 0,
+            checksum: 0,
+        };
+        let mut failing = |_: &mut dyn Write| Err(std::io::Error::other("disk full"));
+        let error = files.save(meta, &mut failing).unwrap_err();
+        assert!(
+            matches!(error, SnapshotFileError::StateMachine(_)),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "the state machine's snapshot failed: disk full"
+        );
+        assert_eq!(error.source().unwrap().to_string(), "disk full");
+        assert!(
+            files.open_current().unwrap().is_none(),
+            "nothing was made current"
         );
     }
 }

@@ -15,7 +15,7 @@ use super::consensus_logic::{ConsensusLogic, ConsensusSettings, Received};
 use super::net::{ClientConnId, NetEvent};
 use super::sessions::{SessionCheck, SessionTable};
 use super::snapshot_files::{
-    OpenSnapshot, SnapshotFiles, SnapshotWriteFn, file_meta, snapshot_meta,
+    OpenSnapshot, SnapshotFileError, SnapshotFiles, SnapshotWriteFn, StoreSnapshots, snapshot_meta,
 };
 use super::snapshot_format::{read_snapshot, write_snapshot};
 use super::storage_error::StorageError;
@@ -114,8 +114,8 @@ impl SimStorage {
         low: LogIndex,
         high: LogIndex,
         max_bytes: u64,
-    ) -> Result<Vec<Entry>, String> {
-        (self.opened.thread.read_entries(low, high, max_bytes)).map_err(|e| e.to_string())
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.opened.thread.read_entries(low, high, max_bytes)
     }
 
     /// Persists queued before a command not yet run.
@@ -163,34 +163,35 @@ impl SimStorage {
 
     /// Writes a local snapshot of `bytes` described by `meta` (durable on return), as the
     /// apply thread does.
-    pub fn write_local_snapshot(&self, meta: &SnapshotMeta, bytes: &[u8]) -> Result<(), String> {
-        let mut writer = self
-            .opened
-            .snapshots
-            .begin(file_meta(meta))
-            .map_err(|e| e.to_string())?;
-        std::io::Write::write_all(&mut writer, bytes).map_err(|e| e.to_string())?;
-        let info = writer.finish().map_err(|e| e.to_string())?;
-        let written = snapshot_meta(&info).map_err(|e| e.to_string())?;
+    pub fn write_local_snapshot(
+        &self,
+        meta: &SnapshotMeta,
+        bytes: &[u8],
+    ) -> Result<(), SnapshotFileError> {
+        let mut files = StoreSnapshots::new(self.opened.snapshots.clone());
+        let mut write = |out: &mut dyn std::io::Write| out.write_all(bytes);
+        let written = files.save(meta.clone(), &mut write)?;
         if written.checksum != meta.checksum {
-            return Err(format!(
-                "snapshot {} written with data CRC {:08x}, described as {:08x}",
-                meta.index, written.checksum, meta.checksum
-            ));
+            return Err(SnapshotFileError::Meta(StorageError::Inconsistent(
+                format!(
+                    "snapshot {} written with data CRC {:08x}, described as {:08x}",
+                    meta.index, written.checksum, meta.checksum
+                ),
+            )));
         }
         Ok(())
     }
 
     /// The bytes of the current snapshot, if any.
-    pub fn current_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, String> {
+    pub fn current_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, SnapshotFileError> {
         let store = &self.opened.snapshots;
-        let Some(info) = store.latest().map_err(|e| e.to_string())? else {
+        let Some(info) = store.latest().map_err(SnapshotFileError::Store)? else {
             return Ok(None);
         };
-        let meta = snapshot_meta(&info).map_err(|e| e.to_string())?;
+        let meta = snapshot_meta(&info).map_err(SnapshotFileError::Meta)?;
         let bytes = store
             .read_chunk(&info, 0, meta.size_bytes as usize)
-            .map_err(|e| e.to_string())?;
+            .map_err(SnapshotFileError::Store)?;
         Ok(Some((meta, bytes)))
     }
 }
@@ -321,9 +322,9 @@ impl SnapshotFiles for SimSnapshotFiles {
         &mut self,
         meta: SnapshotMeta,
         write: SnapshotWriteFn<'_>,
-    ) -> Result<SnapshotMeta, String> {
+    ) -> Result<SnapshotMeta, SnapshotFileError> {
         let mut data = Vec::new();
-        write(&mut data).map_err(|e| format!("the state machine's snapshot failed: {e}"))?;
+        write(&mut data).map_err(SnapshotFileError::StateMachine)?;
         let meta = SnapshotMeta {
             size_bytes: data.len() as u64,
             checksum: crc32c::crc32c(&data),
@@ -333,7 +334,7 @@ impl SnapshotFiles for SimSnapshotFiles {
         Ok(meta)
     }
 
-    fn open_current(&mut self) -> Result<Option<OpenSnapshot>, String> {
+    fn open_current(&mut self) -> Result<Option<OpenSnapshot>, SnapshotFileError> {
         Ok(self.get().map(|(meta, data)| {
             let reader: Box<dyn std::io::Read + Send> = Box::new(std::io::Cursor::new(data));
             (meta, reader)

@@ -424,7 +424,8 @@ impl Disk {
     pub(crate) fn save_snapshot(&mut self, snapshot: StoredSnapshot) -> Result<(), String> {
         if let Some(real) = self.real.as_mut() {
             real.storage()?
-                .write_local_snapshot(&snapshot.meta, &snapshot.bytes)?;
+                .write_local_snapshot(&snapshot.meta, &snapshot.bytes)
+                .map_err(|e| e.to_string())?;
         }
         self.snapshot = Some(snapshot);
         Ok(())
@@ -473,7 +474,8 @@ impl Disk {
             )),
         };
         if let (Some(real), Ok(expected)) = (self.real.as_mut(), &model) {
-            let read = real.storage()?.read_entries(low, high, max_bytes);
+            let read =
+                (real.storage()?.read_entries(low, high, max_bytes)).map_err(|e| e.to_string());
             if read.as_ref() != Ok(expected) {
                 return Err(format!(
                     "real storage read entries {low}..={high} (max {max_bytes} bytes) as \
