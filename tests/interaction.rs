@@ -26,7 +26,7 @@
 use rcraft::core::describe::{
     describe_action, describe_entry, describe_membership, describe_message,
 };
-use rcraft::core::{Action, CoreConfig, HardState, Input, RecoveredState, Replica};
+use rcraft::core::{Action, CoreConfig, HardState, Input, RecoveredState, Replica, StorageAction};
 use rcraft::wire::{Entry, LogIndex, Membership, Message, NodeId, SnapshotMeta};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -184,13 +184,13 @@ impl Cluster {
                 Action::RestoreSnapshot { meta } => {
                     self.nodes.get_mut(&id).expect("known node").applied = meta.index;
                 }
-                Action::CompactLog { through } => {
+                Action::Storage(StorageAction::CompactLog { through }) => {
                     self.nodes.get_mut(&id).unwrap().disk.compact(through);
                 }
-                other @ (Action::Persist { .. }
-                | Action::ReadEntries { .. }
-                | Action::ReadSnapshotChunk { .. }
-                | Action::WriteSnapshotChunk { .. }) => {
+                other @ (Action::Storage(StorageAction::Persist { .. })
+                | Action::Storage(StorageAction::ReadEntries { .. })
+                | Action::Storage(StorageAction::ReadSnapshotChunk { .. })
+                | Action::Storage(StorageAction::WriteSnapshotChunk { .. })) => {
                     self.nodes.get_mut(&id).unwrap().storage_queue.push(other);
                 }
                 Action::Proposed { .. }
@@ -198,7 +198,7 @@ impl Cluster {
                 | Action::ProposeRejected { .. }
                 | Action::ReadReady { .. }
                 | Action::ReadRejected { .. }
-                | Action::KeepSnapshots { .. } => {}
+                | Action::Storage(StorageAction::KeepSnapshots { .. }) => {}
             }
         }
         if let Some(index) = applied_to {
@@ -214,21 +214,21 @@ impl Cluster {
         for work in queue {
             let node = self.nodes.get_mut(&id).unwrap();
             let input = match work {
-                Action::Persist {
+                Action::Storage(StorageAction::Persist {
                     seq,
                     hard_state,
                     entries,
-                } => {
+                }) => {
                     node.disk.persist(hard_state, &entries);
                     Input::Persisted { seq }
                 }
-                Action::ReadEntries {
+                Action::Storage(StorageAction::ReadEntries {
                     id,
                     to,
                     low,
                     high,
                     max_bytes,
-                } => {
+                }) => {
                     let mut bytes = 0;
                     let entries: Vec<Entry> = (node.disk.entries.iter())
                         .filter(|e| e.index >= low && e.index <= high)
@@ -250,12 +250,12 @@ impl Cluster {
                         entries,
                     }
                 }
-                Action::ReadSnapshotChunk {
+                Action::Storage(StorageAction::ReadSnapshotChunk {
                     to,
                     meta,
                     offset,
                     max_bytes,
-                } => {
+                }) => {
                     let data = match &node.disk.snapshot {
                         Some((m, bytes)) if *m == meta => {
                             let end = (offset + max_bytes).min(bytes.len() as u64);
@@ -270,13 +270,13 @@ impl Cluster {
                         data,
                     }
                 }
-                Action::WriteSnapshotChunk {
+                Action::Storage(StorageAction::WriteSnapshotChunk {
                     meta,
                     offset,
                     data,
                     done,
                     ..
-                } => write_chunk(node, meta, offset, data, done),
+                }) => write_chunk(node, meta, offset, data, done),
                 _ => unreachable!("only storage work is queued"),
             };
             self.step(id, input, out);

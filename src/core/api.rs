@@ -360,20 +360,9 @@ pub enum Input {
 pub enum Action {
     /// Send a message. May be dropped by the network; Raft retransmits.
     Send(Message),
-    /// Make these durable, in this order: first, when `entries` is non-empty and its first
-    /// index is at or below the current last index, truncate the log from that index; then
-    /// append `entries`; then save `hard_state` when present. Then answer with
-    /// [`Input::Persisted`] carrying `seq`. Sequence numbers start at 1 for every new
-    /// `Replica` and grow by one per action; several may be made durable with one sync and
-    /// confirmed with the highest one.
-    Persist {
-        /// Sequence number to echo.
-        seq: u64,
-        /// New hard state, when it changed.
-        hard_state: Option<HardState>,
-        /// Entries to write, contiguous, in index order.
-        entries: Vec<Entry>,
-    },
+    /// Work for storage ([`StorageAction`]): the storage thread takes it as it is and
+    /// carries the storage actions out in the order they were drained.
+    Storage(StorageAction),
     /// These entries are committed and durable locally: apply them in order. No-op and
     /// membership entries are included (the state machine skips them but counts them as
     /// applied). After a restart, application resumes after the snapshot index, so the state
@@ -422,6 +411,31 @@ pub enum Action {
         id: RequestId,
         /// Why.
         error: ProposeError,
+    },
+    /// This leader's own writes (or its links to its followers) have been far slower than
+    /// its followers' for a sustained window, so it starts handing leadership to `to` (the
+    /// transfer's messages follow).
+    /// Nothing to carry out: tell the operator why (core/gray_failure.rs).
+    SelfDemotion(SelfDemotion),
+}
+
+/// The storage-bound actions of [`Action::Storage`]: the storage thread takes them as its
+/// commands as they are (the simulator routes them to its simulated disk), in the order drained.
+#[derive(Clone, Debug)]
+pub enum StorageAction {
+    /// Make these durable, in this order: first, when `entries` is non-empty and its first
+    /// index is at or below the current last index, truncate the log from that index; then
+    /// append `entries`; then save `hard_state` when present. Then answer with
+    /// [`Input::Persisted`] carrying `seq`. Sequence numbers start at 1 for every new
+    /// `Replica` and grow by one per action; several may be made durable with one sync and
+    /// confirmed with the highest one.
+    Persist {
+        /// Sequence number to echo.
+        seq: u64,
+        /// New hard state, when it changed.
+        hard_state: Option<HardState>,
+        /// Entries to write, contiguous, in index order.
+        entries: Vec<Entry>,
     },
     /// Read log entries `[low, high]` from storage, stopping after the first entry that
     /// brings their `Entry::size_bytes` to `max_bytes` or more (at least one entry), and
@@ -476,11 +490,6 @@ pub enum Action {
         /// Last chunk.
         done: bool,
     },
-    /// This leader's own writes (or its links to its followers) have been far slower than
-    /// its followers' for a sustained window, so it starts handing leadership to `to` (the
-    /// transfer's messages follow).
-    /// Nothing to carry out: tell the operator why (core/gray_failure.rs).
-    SelfDemotion(SelfDemotion),
     /// The log before `through` (inclusive) is covered by a snapshot and may be removed from
     /// storage. Entries kept behind a snapshot are harmless: on recovery the core skips entries
     /// at or below the snapshot index.

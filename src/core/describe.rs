@@ -4,7 +4,7 @@
 //! trace level, so a log line and a script line read the same (as etcd-io/raft's
 //! `DescribeMessage`). Pure: text in, text out, on whichever thread calls it.
 
-use super::Action;
+use super::{Action, StorageAction};
 use rcraft_wire::{Entry, EntryPayload, Membership, Message, MessageBody, NodeId, SnapshotMeta};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -192,11 +192,11 @@ fn describe_snapshot_body(body: &MessageBody) -> String {
 pub fn describe_action(action: &Action) -> String {
     match action {
         Action::Send(m) => format!("send {}", describe_message(m)),
-        Action::Persist {
+        Action::Storage(StorageAction::Persist {
             seq,
             hard_state,
             entries,
-        } => {
+        }) => {
             let hs = hard_state
                 .map(|h| {
                     let vote = h.vote.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
@@ -215,36 +215,38 @@ pub fn describe_action(action: &Action) -> String {
             format!("read #{id} ready at {index} (term {term})")
         }
         Action::ReadRejected { id, error } => format!("read #{id} rejected: {error:?}"),
-        Action::ReadSnapshotChunk {
+        Action::Storage(StorageAction::ReadSnapshotChunk {
             to,
             meta,
             offset,
             max_bytes,
-        } => format!(
+        }) => format!(
             "read-snapshot for {to} {} offset={offset} max={max_bytes}",
             describe_snapshot_meta(meta)
         ),
-        Action::ReadEntries {
+        Action::Storage(StorageAction::ReadEntries {
             id,
             to,
             low,
             high,
             max_bytes,
-        } => format!("read-entries #{id} for {to} [{low}, {high}] max={max_bytes}"),
-        Action::WriteSnapshotChunk {
+        }) => format!("read-entries #{id} for {to} [{low}, {high}] max={max_bytes}"),
+        Action::Storage(StorageAction::WriteSnapshotChunk {
             from,
             meta,
             offset,
             data,
             done,
             ..
-        } => format!(
+        }) => format!(
             "write-snapshot from {from} {} offset={offset} len={}{}",
             describe_snapshot_meta(meta),
             data.len(),
             if *done { " done" } else { "" }
         ),
-        Action::CompactLog { through } => format!("compact-log through {through}"),
+        Action::Storage(StorageAction::CompactLog { through }) => {
+            format!("compact-log through {through}")
+        }
         Action::SelfDemotion(d) => format!(
             "self-demotion ({}) to {}: own figure {} ticks, median follower {} ({} measured), target {}, slow for {} ticks",
             d.reason.name(),
@@ -255,7 +257,7 @@ pub fn describe_action(action: &Action) -> String {
             milliticks(d.target_milliticks),
             d.slow_for_ticks
         ),
-        Action::KeepSnapshots { in_use } => {
+        Action::Storage(StorageAction::KeepSnapshots { in_use }) => {
             let kept: Vec<String> = in_use.iter().map(describe_snapshot_meta).collect();
             format!("keep-snapshots [{}]", kept.join(", "))
         }

@@ -310,7 +310,7 @@ impl Replica {
 
 #[cfg(test)]
 mod tests {
-    use super::super::api::{Action, CoreConfig, Input, RecoveredState};
+    use super::super::api::{Action, CoreConfig, Input, RecoveredState, StorageAction};
     use super::*;
     use rcraft_wire::{Membership, Message};
 
@@ -348,9 +348,9 @@ mod tests {
         let persisted: Vec<(u64, SavedHardState)> = actions
             .iter()
             .filter_map(|a| match a {
-                Action::Persist {
+                Action::Storage(StorageAction::Persist {
                     seq, hard_state, ..
-                } => Some((*seq, hard_state.map(|h| (h.term, h.vote)))),
+                }) => Some((*seq, hard_state.map(|h| (h.term, h.vote)))),
                 _ => None,
             })
             .collect();

@@ -432,7 +432,7 @@ impl Replica {
 #[cfg(test)]
 mod tests {
     use super::super::api::RecoveredState;
-    use super::super::api::{CoreConfig, Input, SelfDemotionConfig};
+    use super::super::api::{CoreConfig, Input, SelfDemotionConfig, StorageAction};
     use super::super::testing::{from_peer_in, leader_of_three, step_confirming};
     use super::*;
     use rcraft_wire::Membership;
@@ -552,7 +552,7 @@ mod tests {
             for action in leader.take_actions() {
                 order += 1;
                 match action {
-                    Action::Persist { seq, .. } => {
+                    Action::Storage(StorageAction::Persist { seq, .. }) => {
                         due.insert((now + local, order), Input::Persisted { seq });
                     }
                     Action::Send(message) => match message.body {

@@ -7,7 +7,7 @@
 //! handed to the state machine (`evict`). Everything the protocol decides by (terms for the
 //! consistency check, conflict hints and votes; the configuration in force) is kept for every
 //! index, in a few bytes per term or membership change. A leader that must send a follower
-//! entries no longer cached asks storage for them (`Action::ReadEntries`).
+//! entries no longer cached asks storage for them (`StorageAction::ReadEntries`).
 //!
 //! Invariants (checked by `check_invariants` in tests and by cheap assertions on every
 //! mutation):

@@ -64,7 +64,7 @@ pub struct Progress {
     /// Highest heartbeat round (`read_context`) this follower answered.
     /// Invariant: at most the leader's last round sent (`ReadQueue::acknowledged_round`).
     pub acked_round: u64,
-    /// The id of the storage read (`Action::ReadEntries`) of entries from `next_index` on,
+    /// The id of the storage read (`StorageAction::ReadEntries`) of entries from `next_index` on,
     /// while one is outstanding: nothing else is sent meanwhile. Cleared by every state
     /// change, so an answer to a read of an earlier state is ignored.
     pub entries_read: Option<u64>,

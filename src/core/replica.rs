@@ -13,7 +13,9 @@
 //! - entries reach `Action::Apply` only when committed *and* durable locally, in order, once,
 //!   and at most `apply_window_entries` beyond the applied index.
 
-use super::api::{Action, CoreConfig, HardState, Input, LostEntries, ProposeError, RecoveredState};
+use super::api::{
+    Action, CoreConfig, HardState, Input, LostEntries, ProposeError, RecoveredState, StorageAction,
+};
 use super::error::{CoreError, Result};
 use super::follower_read::ForwardedReads;
 use super::gray_failure::LatencyWatch;
@@ -141,7 +143,7 @@ pub(super) struct LeaderState {
     pub latency: LatencyWatch,
 }
 
-/// Writes collected since the last drain, emitted as one `Action::Persist` by `take_actions`.
+/// Writes collected since the last drain, emitted as one `StorageAction::Persist` by `take_actions`.
 #[derive(Debug, Default)]
 pub(super) struct PersistState {
     /// Sequence number the next `Persist` action will carry.
@@ -217,13 +219,13 @@ pub struct Replica {
     pub(super) apply_requested: LogIndex,
     /// A snapshot being received from a leader.
     pub(super) incoming_snapshot: Option<IncomingSnapshot>,
-    /// `Action::WriteSnapshotChunk`s not yet answered (`Input::SnapshotChunkWritten`, or
+    /// `StorageAction::WriteSnapshotChunk`s not yet answered (`Input::SnapshotChunkWritten`, or
     /// `Input::SnapshotInstalled` for a final chunk), of
     /// any transfer. Storage answers each once, in the order it got them, so while the final
     /// chunk of a transfer (handed over last) is with storage, an answer that leaves this
     /// above zero is about an earlier chunk.
     pub(super) chunk_writes_unanswered: u64,
-    /// The snapshots storage was last told are in use (`Action::KeepSnapshots`), in (index,
+    /// The snapshots storage was last told are in use (`StorageAction::KeepSnapshots`), in (index,
     /// term) order. Invariant: after each drain, the current snapshot and every snapshot a
     /// transfer sends.
     pub(super) snapshots_kept: Vec<rcraft_wire::SnapshotMeta>,
@@ -257,7 +259,7 @@ pub struct Replica {
     /// Tick of this node's last gray-failure self-demotion, for its cool-down (kept across
     /// terms, unlike the leader state).
     pub(super) last_self_demotion: Option<u64>,
-    /// Id of the next `Action::ReadEntries`; ids only grow, so a late answer to a read the
+    /// Id of the next `StorageAction::ReadEntries`; ids only grow, so a late answer to a read the
     /// leader gave up on is told apart.
     pub(super) next_entries_read: u64,
     /// Round trips to the other voters, from link probes (link_probe.rs; every role).
@@ -675,11 +677,11 @@ impl Replica {
         if let (Some(state), Some(_)) = (self.leader_state.as_mut(), last) {
             state.latency.on_local_issued(seq, self.now_ticks);
         }
-        self.actions.push(Action::Persist {
+        self.actions.push(Action::Storage(StorageAction::Persist {
             seq,
             hard_state,
             entries,
-        });
+        }));
     }
 
     /// The persist a promise made now depends on: the one being built, else the latest one

@@ -6,7 +6,7 @@
 //! its write is durable (thesis §10.2.1); only an entry of the leader's current term commits
 //! by counting replicas (paper §5.4.2); a follower never truncates a committed entry.
 
-use super::api::{Action, ProposeError};
+use super::api::{Action, ProposeError, StorageAction};
 use super::log::Sendable;
 use super::progress::ProgressState;
 use super::quorum;
@@ -189,7 +189,7 @@ impl Replica {
     }
 
     /// Sends one AppendRequest to `peer` if its progress allows. Returns true when sent.
-    /// Entries no longer cached are asked of storage (`Action::ReadEntries`) and sent when
+    /// Entries no longer cached are asked of storage (`StorageAction::ReadEntries`) and sent when
     /// they arrive (`on_entries_read`).
     pub(super) fn send_append(&mut self, peer: NodeId, allow_empty: bool) -> bool {
         let (max_messages, max_bytes) = (
@@ -231,13 +231,14 @@ impl Replica {
                 let id = self.next_entries_read;
                 self.next_entries_read += 1;
                 pr.entries_read = Some(id);
-                self.actions.push(Action::ReadEntries {
-                    id,
-                    to: peer,
-                    low,
-                    high,
-                    max_bytes: pr.read_bytes(max_messages, max_bytes, max_append_bytes),
-                });
+                self.actions
+                    .push(Action::Storage(StorageAction::ReadEntries {
+                        id,
+                        to: peer,
+                        low,
+                        high,
+                        max_bytes: pr.read_bytes(max_messages, max_bytes, max_append_bytes),
+                    }));
                 return false;
             }
         };
@@ -743,7 +744,7 @@ mod tests {
                 data: vec![id as u8; bytes],
             };
             for action in step(leader, input) {
-                if let Action::Persist { entries, .. } = action {
+                if let Action::Storage(StorageAction::Persist { entries, .. }) = action {
                     written.extend(entries);
                 }
             }
@@ -827,9 +828,9 @@ mod tests {
     fn entry_reads(actions: &[Action]) -> Vec<(u64, u64, u64, u64)> {
         (actions.iter())
             .filter_map(|a| match a {
-                Action::ReadEntries {
+                Action::Storage(StorageAction::ReadEntries {
                     id, to, low, high, ..
-                } => Some((*id, to.0, low.0, high.0)),
+                }) => Some((*id, to.0, low.0, high.0)),
                 _ => None,
             })
             .collect()
@@ -851,7 +852,7 @@ mod tests {
     }
 
     /// A follower behind the cache is caught up from storage: the leader asks for the
-    /// entries (`Action::ReadEntries`), sends what storage answers, and goes on from there;
+    /// entries (`StorageAction::ReadEntries`), sends what storage answers, and goes on from there;
     /// an answer to a read it no longer waits for is ignored.
     #[test]
     fn a_lagging_follower_is_caught_up_from_storage_reads() {
@@ -909,7 +910,7 @@ mod tests {
         assert_eq!((reads[0].2, reads[0].3), (5, 31));
         let window_read = actions
             .iter()
-            .any(|a| matches!(a, Action::ReadEntries { max_bytes, .. } if *max_bytes > 300));
+            .any(|a| matches!(a, Action::Storage(StorageAction::ReadEntries { max_bytes, .. }) if *max_bytes > 300));
         assert!(window_read, "{actions:?}");
         // The leader keeps streaming as storage answers, until the follower is caught up.
         let mut read = reads[0];
@@ -992,7 +993,7 @@ mod tests {
         let actions = step(&mut leader, failed);
         assert!(
             (actions.iter())
-                .any(|a| matches!(a, Action::ReadSnapshotChunk { to, .. } if *to == NodeId(3))),
+                .any(|a| matches!(a, Action::Storage(StorageAction::ReadSnapshotChunk { to, .. }) if *to == NodeId(3))),
             "{actions:?}"
         );
     }

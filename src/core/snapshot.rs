@@ -3,8 +3,8 @@
 //! received from the leader (paper §7, thesis §5).
 //!
 //! Runs on the replica's owner thread. The core never touches snapshot bytes itself: the
-//! leader asks the caller to read chunks (`Action::ReadSnapshotChunk`) and sends what comes
-//! back; the follower asks the caller to write chunks (`Action::WriteSnapshotChunk`) and
+//! leader asks the caller to read chunks (`StorageAction::ReadSnapshotChunk`) and sends what comes
+//! back; the follower asks the caller to write chunks (`StorageAction::WriteSnapshotChunk`) and
 //! answers the leader with the offset storage reports durable. Invariants: at most
 //! `snapshot_chunks_in_flight` chunks per follower are outstanding, requested in offset
 //! order and within the leader-wide `snapshot_bytes_per_tick` budget; a follower hands
@@ -12,7 +12,7 @@
 //! with the offset to resend from, a duplicate dropped or answered); a follower resets its
 //! log only after storage reports the snapshot verified, durable and installed.
 
-use super::api::Action;
+use super::api::{Action, StorageAction};
 use super::progress::{ProgressState, SnapshotTransfer};
 use super::replica::{Phase, Replica};
 use rcraft_wire::{LogIndex, MessageBody, NodeId, SnapshotMeta};
@@ -34,9 +34,10 @@ impl Replica {
             return;
         }
         let through = self.log.compact(meta.clone(), retain_entries);
-        self.actions.push(Action::CompactLog { through });
+        self.actions
+            .push(Action::Storage(StorageAction::CompactLog { through }));
         // A transfer under way goes on with the snapshot it started with, whose file storage
-        // keeps (`Action::KeepSnapshots`): restarting every transfer from offset 0 with each
+        // keeps (`StorageAction::KeepSnapshots`): restarting every transfer from offset 0 with each
         // new snapshot meant a follower never finished one while snapshots came faster than
         // a transfer (issue 14, finding 15 of docs/SIM_FINDINGS.md). Only a transfer whose
         // file was written again under the same name with other bytes, or found damaged,
@@ -177,12 +178,13 @@ impl Replica {
             }
         }
         for (to, meta, offset) in requests {
-            self.actions.push(Action::ReadSnapshotChunk {
-                to,
-                meta,
-                offset,
-                max_bytes: chunk,
-            });
+            self.actions
+                .push(Action::Storage(StorageAction::ReadSnapshotChunk {
+                    to,
+                    meta,
+                    offset,
+                    max_bytes: chunk,
+                }));
         }
     }
 
@@ -417,14 +419,15 @@ impl Replica {
         #[cfg(not(feature = "bug-chunk-before-persist"))]
         self.flush_persist();
         self.chunk_writes_unanswered += 1;
-        self.actions.push(Action::WriteSnapshotChunk {
-            from,
-            meta,
-            offset,
-            data,
-            chunk_crc,
-            done,
-        });
+        self.actions
+            .push(Action::Storage(StorageAction::WriteSnapshotChunk {
+                from,
+                meta,
+                offset,
+                data,
+                chunk_crc,
+                done,
+            }));
     }
 
     /// `Input::SnapshotInstalled`: storage verified the received snapshot, made it current and
@@ -553,7 +556,8 @@ impl Replica {
         in_use.dedup();
         if in_use != self.snapshots_kept {
             self.snapshots_kept = in_use.clone();
-            self.actions.push(Action::KeepSnapshots { in_use });
+            self.actions
+                .push(Action::Storage(StorageAction::KeepSnapshots { in_use }));
         }
     }
 
@@ -595,7 +599,7 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::WriteSnapshotChunk { offset, .. } => Some(*offset),
+                Action::Storage(StorageAction::WriteSnapshotChunk { offset, .. }) => Some(*offset),
                 _ => None,
             })
             .collect()
@@ -656,7 +660,7 @@ mod tests {
         let actions = step(&mut follower, chunk_at(9, 1, true));
         assert_eq!(written_offsets(&actions), [9]);
         let done_flags = actions.iter().filter_map(|a| match a {
-            Action::WriteSnapshotChunk { done, .. } => Some(*done),
+            Action::Storage(StorageAction::WriteSnapshotChunk { done, .. }) => Some(*done),
             _ => None,
         });
         assert!(done_flags.into_iter().all(|done| done));
@@ -769,15 +773,20 @@ mod tests {
         let actions = follower.take_actions();
         let position = |wanted: fn(&Action) -> bool| actions.iter().position(wanted);
         let persist =
-            position(|a| matches!(a, Action::Persist { entries, .. } if !entries.is_empty()))
+            position(|a| matches!(a, Action::Storage(StorageAction::Persist { entries, .. }) if !entries.is_empty()))
                 .expect("the accepted entry is persisted");
-        let write = position(|a| matches!(a, Action::WriteSnapshotChunk { done: true, .. }))
-            .expect("the final chunk goes to storage");
+        let write = position(|a| {
+            matches!(
+                a,
+                Action::Storage(StorageAction::WriteSnapshotChunk { done: true, .. })
+            )
+        })
+        .expect("the final chunk goes to storage");
         assert!(
             persist < write,
             "persist after the final chunk: {actions:?}"
         );
-        let Action::Persist { hard_state, .. } = &actions[persist] else {
+        let Action::Storage(StorageAction::Persist { hard_state, .. }) = &actions[persist] else {
             unreachable!()
         };
         assert_eq!(hard_state.as_ref().map(|h| h.term), Some(Term(1)));
@@ -839,7 +848,9 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::ReadSnapshotChunk { to, offset, .. } => Some((to.0, *offset)),
+                Action::Storage(StorageAction::ReadSnapshotChunk { to, offset, .. }) => {
+                    Some((to.0, *offset))
+                }
                 _ => None,
             })
             .collect()
@@ -1065,7 +1076,7 @@ mod tests {
         let actions = step(&mut leader, taken(&rewritten));
         assert_eq!(read_offsets(&actions), [(2, 0), (2, 10)]);
         let metas = actions.iter().filter_map(|a| match a {
-            Action::ReadSnapshotChunk { meta, .. } => Some(meta.clone()),
+            Action::Storage(StorageAction::ReadSnapshotChunk { meta, .. }) => Some(meta.clone()),
             _ => None,
         });
         assert!(metas.into_iter().all(|meta| meta == rewritten));
@@ -1077,7 +1088,7 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::KeepSnapshots { in_use } => {
+                Action::Storage(StorageAction::KeepSnapshots { in_use }) => {
                     Some(in_use.iter().map(|meta| meta.index.0).collect())
                 }
                 _ => None,
@@ -1131,7 +1142,7 @@ mod tests {
         let (newer, actions) = take_a_newer_snapshot(&mut leader);
         assert_eq!(read_offsets(&actions), [(2, 0), (2, 10)]);
         assert!(actions.iter().all(|a| match a {
-            Action::ReadSnapshotChunk { meta, .. } => *meta == newer,
+            Action::Storage(StorageAction::ReadSnapshotChunk { meta, .. }) => *meta == newer,
             _ => true,
         }));
         assert_eq!(kept(&actions), [vec![10]]);
@@ -1162,13 +1173,16 @@ mod tests {
             [vec![9, 10]],
             "the one being sent stays in use"
         );
-        assert!(matches!(actions.last(), Some(Action::KeepSnapshots { .. })));
+        assert!(matches!(
+            actions.last(),
+            Some(Action::Storage(StorageAction::KeepSnapshots { .. }))
+        ));
         // The transfer goes on from where node 2 stands, with the old snapshot.
         let answer = |next_offset| chunk_answer(2, next_offset, false);
         let actions = step(&mut leader, answer(10));
         assert_eq!(read_offsets(&actions), [(2, 20)]);
         assert!(actions.iter().all(|a| match a {
-            Action::ReadSnapshotChunk { meta, .. } => *meta == old,
+            Action::Storage(StorageAction::ReadSnapshotChunk { meta, .. }) => *meta == old,
             _ => true,
         }));
         // Installed: node 2 catches up from the log (entry 10 is still there), and the old

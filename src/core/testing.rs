@@ -3,7 +3,7 @@
 //!
 //! Test-only; owns nothing.
 
-use super::api::{Action, CoreConfig, Input, RecoveredState};
+use super::api::{Action, CoreConfig, Input, RecoveredState, StorageAction};
 use super::replica::Replica;
 use rcraft_wire::{LogIndex, Membership, Message, MessageBody, NodeId, Term};
 
@@ -17,7 +17,7 @@ pub(crate) fn step_confirming(replica: &mut Replica, input: Input) -> Vec<Action
             return all;
         }
         for action in &actions {
-            if let Action::Persist { seq, .. } = action {
+            if let Action::Storage(StorageAction::Persist { seq, .. }) = action {
                 replica.step(Input::Persisted { seq: *seq });
             }
         }

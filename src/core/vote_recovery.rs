@@ -179,7 +179,9 @@ impl Replica {
 
 #[cfg(test)]
 mod tests {
-    use super::super::api::{Action, CoreConfig, HardState, Input, LostEntries, RecoveredState};
+    use super::super::api::{
+        Action, CoreConfig, HardState, Input, LostEntries, RecoveredState, StorageAction,
+    };
     use super::super::testing::step_confirming as step;
     use super::*;
     use rcraft_wire::{Entry, EntryPayload, Membership, Message};
@@ -298,7 +300,7 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Persist { hard_state, .. } => *hard_state,
+                Action::Storage(StorageAction::Persist { hard_state, .. }) => *hard_state,
                 _ => None,
             })
             .collect()

@@ -34,7 +34,9 @@ use super::received_snapshot::ReceivedSnapshots;
 use super::storage_io::{StorageCommand, StorageEvent};
 use super::transport::{NetEvent, ReplyTo};
 use crate::core::describe::describe_action;
-use crate::core::{Action, Input, LostEntries, ProposeError, Replica, RequestId, SelfDemotion};
+use crate::core::{
+    Action, Input, LostEntries, ProposeError, Replica, RequestId, SelfDemotion, StorageAction,
+};
 use crossbeam_channel::Sender;
 use rcraft_wire::{
     ClientRequestBody, ClientResponseBody, LogIndex, Membership, Message, NodeId, NodeStatus,
@@ -657,17 +659,11 @@ impl ConsensusLogic {
     fn carry_out(&mut self, action: Action) {
         match action {
             Action::Send(message) => self.outbox.peers.push(message),
-            Action::Persist {
-                seq,
-                hard_state,
-                entries,
-            } => {
-                let command = StorageCommand::Persist {
-                    seq,
-                    hard_state,
-                    entries,
-                };
-                self.outbox.storage.push(command);
+            Action::Storage(action) => {
+                if let StorageAction::WriteSnapshotChunk { meta, .. } = &action {
+                    self.received.chunk_handed(meta);
+                }
+                self.outbox.storage.push(StorageCommand::Core(action));
             }
             Action::Apply { entries } => self.send_apply(ApplyCommand::Entries(entries)),
             Action::RestoreSnapshot { meta } => match self.received.restore_asked(&meta) {
@@ -682,69 +678,11 @@ impl ConsensusLogic {
             Action::ProposeRejected { id, error } | Action::ReadRejected { id, error } => {
                 self.on_rejected(id, error);
             }
-            Action::ReadSnapshotChunk {
-                to,
-                meta,
-                offset,
-                max_bytes,
-            } => {
-                let command = StorageCommand::ReadSnapshotChunk {
-                    to,
-                    meta,
-                    offset,
-                    max_bytes,
-                };
-                self.outbox.storage.push(command);
-            }
-            Action::ReadEntries {
-                id,
-                to,
-                low,
-                high,
-                max_bytes,
-            } => {
-                let command = StorageCommand::ReadEntries {
-                    id,
-                    to,
-                    low,
-                    high,
-                    max_bytes,
-                };
-                self.outbox.storage.push(command);
-            }
-            Action::WriteSnapshotChunk {
-                meta,
-                offset,
-                data,
-                chunk_crc,
-                done,
-                ..
-            } => {
-                self.received.chunk_handed(&meta);
-                let command = StorageCommand::WriteSnapshotChunk {
-                    meta,
-                    offset,
-                    data,
-                    chunk_crc,
-                    done,
-                };
-                self.outbox.storage.push(command);
-            }
-            Action::CompactLog { through } => {
-                self.outbox
-                    .storage
-                    .push(StorageCommand::CompactLog { through });
-            }
             Action::SelfDemotion(demotion) => {
                 let term = self.replica.hard_state().term;
                 let tick = self.settings.tick;
                 self.observe(|o| o.on_self_demotion(&demotion, tick, term));
                 self.outbox.self_demotions.push(demotion);
-            }
-            Action::KeepSnapshots { in_use } => {
-                self.outbox
-                    .storage
-                    .push(StorageCommand::KeepSnapshots { in_use });
             }
         }
     }

@@ -2,7 +2,7 @@
 //! handed to storage to the state machine restored from them.
 //!
 //! Owned by the consensus thread, which sees every party of a received snapshot in order:
-//! the core hands chunks to storage (`Action::WriteSnapshotChunk`), storage answers them
+//! the core hands chunks to storage (`StorageAction::WriteSnapshotChunk`), storage answers them
 //! (`StorageEvent::SnapshotChunkWritten`) and installs the final one
 //! (`StorageEvent::SnapshotStored`, which the core takes as `Input::SnapshotInstalled`), the
 //! core asks for the state machine to be restored (`Action::RestoreSnapshot`, forwarded to

@@ -7,54 +7,18 @@
 use super::net::ClientConnId;
 use super::storage_error::{StorageError, StorageResult};
 use super::transport::ReplyTo;
-use crate::core::HardState;
+use crate::core::StorageAction;
 use rcraft_wire::{ClientResponseBody, Entry, LogIndex, NodeId, SnapshotMeta, Term};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Work for the storage thread.
+/// Work for the storage thread: the core's storage actions as they are, in the order the core
+/// drained them, and the node's own reads for clients in between.
 #[derive(Debug)]
 pub(crate) enum StorageCommand {
-    /// Truncate (when the first entry is at or below the last index), append, save hard
-    /// state; then report `Persisted { seq }` after the batch's one sync.
-    Persist {
-        /// Sequence number of the core's persist action.
-        seq: u64,
-        /// New hard state, when it changed.
-        hard_state: Option<HardState>,
-        /// Entries, contiguous, in index order.
-        entries: Vec<Entry>,
-    },
-    /// The log through `through` is covered by a durable snapshot; drop it from disk.
-    CompactLog {
-        /// Highest removable index.
-        through: LogIndex,
-    },
-    /// Read part of a snapshot being sent to a follower (the current one, or one kept).
-    ReadSnapshotChunk {
-        /// The follower.
-        to: NodeId,
-        /// The snapshot the core is sending.
-        meta: SnapshotMeta,
-        /// Where to read from.
-        offset: u64,
-        /// Most bytes to read.
-        max_bytes: u64,
-    },
-    /// Read log entries `[low, high]` for a follower, up to `max_bytes` (at least one);
-    /// answered with `EntriesRead` (`Action::ReadEntries`).
-    ReadEntries {
-        /// Echoed in the answer.
-        id: u64,
-        /// The follower.
-        to: NodeId,
-        /// First index.
-        low: LogIndex,
-        /// Last index at most.
-        high: LogIndex,
-        /// Stop once this many entry bytes are read.
-        max_bytes: u64,
-    },
+    /// A storage action of the core (`Action::Storage`), carried out as its documentation
+    /// says; persists are reported as `Persisted { seq }` after the batch's one sync.
+    Core(StorageAction),
     /// Read part of the current snapshot for a client taking a backup; answered with
     /// `ClientAnswer`.
     ReadSnapshotForClient {
@@ -68,25 +32,6 @@ pub(crate) enum StorageCommand {
         offset: u64,
         /// Most bytes to read.
         max_bytes: u64,
-    },
-    /// Keep these snapshots' files (the core's current one and those being sent); older
-    /// files not listed go (`Action::KeepSnapshots`).
-    KeepSnapshots {
-        /// The snapshots in use.
-        in_use: Vec<SnapshotMeta>,
-    },
-    /// Write a received chunk to the partial snapshot; on `done`, verify and make current.
-    WriteSnapshotChunk {
-        /// The snapshot.
-        meta: SnapshotMeta,
-        /// Offset of `data`.
-        offset: u64,
-        /// The bytes.
-        data: Vec<u8>,
-        /// CRC-32C of `data` according to the leader.
-        chunk_crc: u32,
-        /// Last chunk.
-        done: bool,
     },
 }
 

@@ -25,12 +25,16 @@ use super::snapshot_files::{file_meta, snapshot_meta};
 use super::storage_io::{StorageCommand, StorageEvent};
 use super::storage_thread::{OpenedStorage, open_storage_with};
 use crate::core::rng::SplitMix64;
-use crate::core::{CoreConfig, HardState, RecoveredState, Replica};
+use crate::core::{CoreConfig, HardState, RecoveredState, Replica, StorageAction};
 use rcraft_storage::{CrashMode, SimFs, SnapshotStore};
 use rcraft_wire::{Entry, EntryPayload, LogIndex, Membership, NodeId, SnapshotMeta, Term};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
+
+/// The leader the simulated snapshot chunks come from (this node is `NodeId(0)`; storage does
+/// not look at the sender).
+const LEADER: NodeId = NodeId(1);
 
 /// Batches per seed.
 const BATCHES_PER_SEED: usize = 120;
@@ -264,7 +268,10 @@ impl StorageSim {
             batch.extend(command);
             if matches!(
                 batch.last(),
-                Some(StorageCommand::WriteSnapshotChunk { done: true, .. })
+                Some(StorageCommand::Core(StorageAction::WriteSnapshotChunk {
+                    done: true,
+                    ..
+                }))
             ) {
                 // The core waits for the install before it writes anything else.
                 break;
@@ -292,11 +299,11 @@ impl StorageSim {
             hard_state: hard,
             entries,
         });
-        StorageCommand::Persist {
+        StorageCommand::Core(StorageAction::Persist {
             seq,
             hard_state: hard.map(hard_state),
             entries: wire,
-        }
+        })
     }
 
     fn current_hard(&self) -> (u64, Option<u64>, u64) {
@@ -383,7 +390,7 @@ impl StorageSim {
         self.durable.snapshot = self.durable.snapshot.max((index, term));
         let retain = self.rng.in_range(0, 4);
         let through = LogIndex(index.saturating_sub(retain));
-        Some(StorageCommand::CompactLog { through })
+        Some(StorageCommand::Core(StorageAction::CompactLog { through }))
     }
 
     /// The next chunk of a snapshot received from a leader, starting a new transfer when
@@ -428,22 +435,23 @@ impl StorageSim {
         let to = (from + chunk_bytes as usize).min(transfer.data.len());
         let data = transfer.data[from..to].to_vec();
         transfer.next_offset = to as u64;
-        Some(StorageCommand::WriteSnapshotChunk {
+        Some(StorageCommand::Core(StorageAction::WriteSnapshotChunk {
+            from: LEADER,
             meta: transfer.meta.clone(),
             offset: from as u64,
             chunk_crc: crc32c::crc32c(&data),
             data,
             done: to == transfer.data.len(),
-        })
+        }))
     }
 
     /// Runs one batch through the storage thread's logic and takes in what it reported.
     /// Returns whether the batch failed (the thread stopped).
     fn carry_out(&mut self, batch: Vec<StorageCommand>) -> Result<bool, String> {
         let last_chunk = batch.iter().find_map(|c| match c {
-            StorageCommand::WriteSnapshotChunk {
+            StorageCommand::Core(StorageAction::WriteSnapshotChunk {
                 meta, done: true, ..
-            } => Some((meta.index.0, meta.term.0)),
+            }) => Some((meta.index.0, meta.term.0)),
             _ => None,
         });
         let Some(opened) = self.opened.as_mut() else {
@@ -634,36 +642,44 @@ fn describe(batch: &[StorageCommand]) -> String {
     let lines: Vec<String> = batch
         .iter()
         .map(|command| match command {
-            StorageCommand::Persist {
+            StorageCommand::Core(StorageAction::Persist {
                 seq,
                 hard_state,
                 entries,
-            } => {
+            }) => {
                 let points: Vec<String> = entries
                     .iter()
                     .map(|e| format!("{}/{}", e.index, e.term))
                     .collect();
                 format!("persist {seq} {hard_state:?} [{}]", points.join(" "))
             }
-            StorageCommand::CompactLog { through } => format!("compact through {through}"),
-            StorageCommand::WriteSnapshotChunk {
+            StorageCommand::Core(StorageAction::CompactLog { through }) => {
+                format!("compact through {through}")
+            }
+            StorageCommand::Core(StorageAction::WriteSnapshotChunk {
                 meta,
                 offset,
                 data,
                 done,
                 ..
-            } => format!(
+            }) => format!(
                 "chunk of {}/{} at {offset}+{} done={done}",
                 meta.index,
                 meta.term,
                 data.len()
             ),
-            StorageCommand::ReadSnapshotChunk { offset, .. } => format!("read chunk at {offset}"),
-            StorageCommand::ReadEntries { low, high, .. } => format!("read entries {low}..={high}"),
+            StorageCommand::Core(StorageAction::ReadSnapshotChunk { offset, .. }) => {
+                format!("read chunk at {offset}")
+            }
+            StorageCommand::Core(StorageAction::ReadEntries { low, high, .. }) => {
+                format!("read entries {low}..={high}")
+            }
             StorageCommand::ReadSnapshotForClient { offset, .. } => {
                 format!("read chunk for a client at {offset}")
             }
-            StorageCommand::KeepSnapshots { in_use } => format!("keep {} snapshots", in_use.len()),
+            StorageCommand::Core(StorageAction::KeepSnapshots { in_use }) => {
+                format!("keep {} snapshots", in_use.len())
+            }
         })
         .collect();
     lines.join("; ")

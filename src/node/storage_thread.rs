@@ -25,7 +25,7 @@ use super::snapshot_files::{file_meta, snapshot_meta};
 use super::snapshot_send::{Damage, Reader, SendChecks};
 use super::storage_error::{StorageError, StorageResult};
 use super::storage_io::{StorageCommand, StorageEvent};
-use crate::core::{HardState, LostEntries, RecoveredState};
+use crate::core::{HardState, LostEntries, RecoveredState, StorageAction};
 use crossbeam_channel::Receiver;
 use rcraft_storage::{
     Error as StoreError, Finish, Fs, HardState as StoredHardState, HardStateStore, PartialSnapshot,
@@ -439,11 +439,11 @@ impl StorageThread {
         self.writes_began = Some(std::time::Instant::now());
         for command in batch {
             match command {
-                StorageCommand::Persist {
+                StorageCommand::Core(StorageAction::Persist {
                     seq,
                     hard_state,
                     entries,
-                } => {
+                }) => {
                     let new_term = hard_state
                         .as_ref()
                         .is_some_and(|h| h.term.0 > self.hard_state.current().term);
@@ -473,13 +473,13 @@ impl StorageThread {
                     }
                     persisted = Some(seq);
                 }
-                StorageCommand::ReadEntries {
+                StorageCommand::Core(StorageAction::ReadEntries {
                     id,
                     to,
                     low,
                     high,
                     max_bytes,
-                } => {
+                }) => {
                     // The core asks only for entries a confirmed persist wrote (it keeps
                     // every other one in memory), so the read need not wait for this
                     // batch's sync.
@@ -564,16 +564,19 @@ impl StorageThread {
         events: &Ringing<StorageEvent>,
     ) -> StorageResult<()> {
         match command {
-            StorageCommand::Persist { .. } | StorageCommand::ReadEntries { .. } => {
+            StorageCommand::Core(StorageAction::Persist { .. })
+            | StorageCommand::Core(StorageAction::ReadEntries { .. }) => {
                 unreachable!("persists and entry reads are handled by the batch")
             }
-            StorageCommand::CompactLog { through } => self.log.compact_through(through),
-            StorageCommand::ReadSnapshotChunk {
+            StorageCommand::Core(StorageAction::CompactLog { through }) => {
+                self.log.compact_through(through)
+            }
+            StorageCommand::Core(StorageAction::ReadSnapshotChunk {
                 to,
                 meta,
                 offset,
                 max_bytes,
-            } => {
+            }) => {
                 if let Some(data) = self.read_snapshot_chunk(to, &meta, offset, max_bytes, events) {
                     let _ = events.send(StorageEvent::SnapshotChunkRead {
                         to,
@@ -584,7 +587,7 @@ impl StorageThread {
                 }
                 Ok(())
             }
-            StorageCommand::KeepSnapshots { in_use } => {
+            StorageCommand::Core(StorageAction::KeepSnapshots { in_use }) => {
                 let points: Vec<(u64, u64)> = (in_use.iter())
                     .map(|meta| (meta.index.0, meta.term.0))
                     .collect();
@@ -597,13 +600,14 @@ impl StorageThread {
                 }
                 Ok(())
             }
-            StorageCommand::WriteSnapshotChunk {
+            StorageCommand::Core(StorageAction::WriteSnapshotChunk {
                 meta,
                 offset,
                 data,
                 chunk_crc,
                 done,
-            } => {
+                ..
+            }) => {
                 let event = self.write_snapshot_chunk(meta, offset, &data, chunk_crc, done)?;
                 let _ = events.send(event);
                 Ok(())
@@ -1053,21 +1057,21 @@ mod tests {
     }
 
     fn persist(seq: u64, hard: Option<HardState>, entries: Vec<Entry>) -> StorageCommand {
-        StorageCommand::Persist {
+        StorageCommand::Core(StorageAction::Persist {
             seq,
             hard_state: hard,
             entries,
-        }
+        })
     }
 
     fn read_log(id: u64, low: u64, high: u64, max_bytes: u64) -> StorageCommand {
-        StorageCommand::ReadEntries {
+        StorageCommand::Core(StorageAction::ReadEntries {
             id,
             to: NodeId(2),
             low: LogIndex(low),
             high: LogIndex(high),
             max_bytes,
-        }
+        })
     }
 
     /// The answers to `ReadEntries` among `events`, by id.
@@ -1208,13 +1212,14 @@ mod tests {
     }
 
     fn chunk(meta: &SnapshotMeta, data: &[u8], from: usize, to: usize) -> StorageCommand {
-        StorageCommand::WriteSnapshotChunk {
+        StorageCommand::Core(StorageAction::WriteSnapshotChunk {
+            from: NodeId(1),
             meta: meta.clone(),
             offset: from as u64,
             data: data[from..to].to_vec(),
             chunk_crc: crc32c::crc32c(&data[from..to]),
             done: to == data.len(),
-        }
+        })
     }
 
     /// `(next_offset, rejected)` of each chunk answer; `None` for an install.
@@ -1238,7 +1243,7 @@ mod tests {
         let fs = SimFs::new();
         let (meta, data) = incoming_snapshot(3000);
         let mut damaged = chunk(&meta, &data, 1000, 2000);
-        if let StorageCommand::WriteSnapshotChunk { data, .. } = &mut damaged {
+        if let StorageCommand::Core(StorageAction::WriteSnapshotChunk { data, .. }) = &mut damaged {
             data[500] ^= 0x40; // after the leader computed the chunk's checksum
         }
         let commands = vec![
@@ -1397,12 +1402,12 @@ mod tests {
     }
 
     fn read(to: u64, meta: &SnapshotMeta, offset: u64) -> StorageCommand {
-        StorageCommand::ReadSnapshotChunk {
+        StorageCommand::Core(StorageAction::ReadSnapshotChunk {
             to: NodeId(to),
             meta: meta.clone(),
             offset,
             max_bytes: 1000,
-        }
+        })
     }
 
     /// Offsets of the chunks read, and the files reported damaged, in order.
@@ -1524,7 +1529,9 @@ mod tests {
     fn a_kept_snapshot_is_still_sent_beside_a_newer_one_with_its_own_checks() {
         let fs = SimFs::new();
         let (opened, old, old_data, old_path) = leader_snapshot(&fs, 3000);
-        let keep = |in_use: Vec<SnapshotMeta>| StorageCommand::KeepSnapshots { in_use };
+        let keep = |in_use: Vec<SnapshotMeta>| {
+            StorageCommand::Core(StorageAction::KeepSnapshots { in_use })
+        };
         let (mut new_meta, new_data) = incoming_snapshot(3000);
         new_meta.index = LogIndex(old.index.0 + 10);
         let mut writer = opened.snapshots.begin(file_meta(&new_meta)).unwrap();

@@ -22,7 +22,9 @@ use super::storage_error::StorageError;
 use super::storage_io::{StorageCommand, StorageEvent};
 use super::storage_thread::{OpenedStorage, open_storage_with};
 use super::transport::ReplyTo;
-use crate::core::{CoreConfig, HardState, Input, RecoveredState, Replica, SelfDemotion};
+use crate::core::{
+    CoreConfig, HardState, Input, RecoveredState, Replica, SelfDemotion, StorageAction,
+};
 use rcraft_storage::SimFs;
 use rcraft_wire::{
     ClientRequest, ClientRequestBody, ClientResponseBody, Entry, LogIndex, Membership, Message,
@@ -78,32 +80,47 @@ impl SimStorage {
 
     /// Queues a persist action.
     pub fn persist(&mut self, seq: u64, hard_state: Option<HardState>, entries: Vec<Entry>) {
-        self.queue.push(StorageCommand::Persist {
-            seq,
-            hard_state,
-            entries,
-        });
+        self.queue
+            .push(StorageCommand::Core(StorageAction::Persist {
+                seq,
+                hard_state,
+                entries,
+            }));
     }
 
     /// Queues a compaction through `through`.
     pub fn compact(&mut self, through: LogIndex) {
-        self.queue.push(StorageCommand::CompactLog { through });
+        self.queue
+            .push(StorageCommand::Core(StorageAction::CompactLog { through }));
     }
 
-    /// Queues the core's list of snapshots in use (`Action::KeepSnapshots`).
+    /// Queues the core's list of snapshots in use (`StorageAction::KeepSnapshots`).
     pub fn keep(&mut self, in_use: Vec<SnapshotMeta>) {
-        self.queue.push(StorageCommand::KeepSnapshots { in_use });
+        self.queue
+            .push(StorageCommand::Core(StorageAction::KeepSnapshots {
+                in_use,
+            }));
     }
 
-    /// Queues a received chunk (`chunk_crc` is computed here, as the leader would).
-    pub fn write_chunk(&mut self, meta: SnapshotMeta, offset: u64, data: Vec<u8>, done: bool) {
-        self.queue.push(StorageCommand::WriteSnapshotChunk {
-            meta,
-            offset,
-            chunk_crc: crc32c::crc32c(&data),
-            data,
-            done,
-        });
+    /// Queues a received chunk from leader `from` (`chunk_crc` is computed here, as the
+    /// leader would).
+    pub fn write_chunk(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Vec<u8>,
+        done: bool,
+    ) {
+        self.queue
+            .push(StorageCommand::Core(StorageAction::WriteSnapshotChunk {
+                from,
+                meta,
+                offset,
+                chunk_crc: crc32c::crc32c(&data),
+                data,
+                done,
+            }));
     }
 
     /// Reads log entries `[low, high]` (up to `max_bytes`) from the WAL now, as the thread
@@ -122,7 +139,7 @@ impl SimStorage {
     pub fn queued_persists(&self) -> usize {
         self.queue
             .iter()
-            .filter(|c| matches!(c, StorageCommand::Persist { .. }))
+            .filter(|c| matches!(c, StorageCommand::Core(StorageAction::Persist { .. })))
             .count()
     }
 
@@ -156,7 +173,7 @@ impl SimStorage {
         let count = self
             .queue
             .iter()
-            .position(|c| matches!(c, StorageCommand::Persist { seq: s, .. } if *s >= seq))
+            .position(|c| matches!(c, StorageCommand::Core(StorageAction::Persist { seq: s, .. }) if *s >= seq))
             .map_or(self.queue.len(), |at| at + 1);
         self.run(Some(count))
     }
@@ -518,66 +535,6 @@ pub struct SimConsensusSettings {
     pub snapshot_retain_entries: u64,
 }
 
-/// What one storage command asks for (the consensus thread's storage commands a simulated
-/// node can produce, in the simulator's terms).
-#[derive(Clone, Debug)]
-pub enum SimStorageCommand {
-    /// Truncate when needed, append, save hard state; answer `Persisted { seq }` once synced.
-    Persist {
-        /// Sequence number.
-        seq: u64,
-        /// New hard state, when it changed.
-        hard_state: Option<HardState>,
-        /// Entries.
-        entries: Vec<Entry>,
-    },
-    /// Drop the log through `through`.
-    CompactLog {
-        /// Highest removable index.
-        through: LogIndex,
-    },
-    /// Read a chunk of a snapshot for follower `to`.
-    ReadSnapshotChunk {
-        /// The follower.
-        to: NodeId,
-        /// The snapshot.
-        meta: SnapshotMeta,
-        /// Where to read from.
-        offset: u64,
-        /// Most bytes.
-        max_bytes: u64,
-    },
-    /// Read entries `[low, high]` for follower `to`.
-    ReadEntries {
-        /// Echoed in the answer.
-        id: u64,
-        /// The follower.
-        to: NodeId,
-        /// First index.
-        low: LogIndex,
-        /// Last index at most.
-        high: LogIndex,
-        /// Most entry bytes.
-        max_bytes: u64,
-    },
-    /// Write a received chunk; on `done`, verify and make current.
-    WriteSnapshotChunk {
-        /// The snapshot.
-        meta: SnapshotMeta,
-        /// Offset of `data`.
-        offset: u64,
-        /// The bytes.
-        data: Vec<u8>,
-        /// Last chunk.
-        done: bool,
-    },
-    /// Keep these snapshots' files; older ones not listed go.
-    KeepSnapshots {
-        /// The snapshots in use.
-        in_use: Vec<SnapshotMeta>,
-    },
-}
-
 /// One apply command (the consensus thread's commands to the apply thread, in the
 /// simulator's terms: a waiting request is named by the request id it was sent with).
 #[derive(Clone, Debug)]
@@ -612,7 +569,7 @@ pub enum SimApplyCommand {
 #[derive(Debug, Default)]
 pub struct SimTurn {
     /// To its storage.
-    pub storage: Vec<SimStorageCommand>,
+    pub storage: Vec<StorageAction>,
     /// To its state machine.
     pub apply: Vec<SimApplyCommand>,
     /// To its peers.
@@ -802,59 +759,13 @@ fn sim_request_id(to: &ReplyTo) -> Result<u64, String> {
     }
 }
 
-fn sim_storage_command(command: StorageCommand) -> Result<SimStorageCommand, String> {
-    Ok(match command {
-        StorageCommand::Persist {
-            seq,
-            hard_state,
-            entries,
-        } => SimStorageCommand::Persist {
-            seq,
-            hard_state,
-            entries,
-        },
-        StorageCommand::CompactLog { through } => SimStorageCommand::CompactLog { through },
-        StorageCommand::ReadSnapshotChunk {
-            to,
-            meta,
-            offset,
-            max_bytes,
-        } => SimStorageCommand::ReadSnapshotChunk {
-            to,
-            meta,
-            offset,
-            max_bytes,
-        },
-        StorageCommand::ReadEntries {
-            id,
-            to,
-            low,
-            high,
-            max_bytes,
-        } => SimStorageCommand::ReadEntries {
-            id,
-            to,
-            low,
-            high,
-            max_bytes,
-        },
-        StorageCommand::WriteSnapshotChunk {
-            meta,
-            offset,
-            data,
-            done,
-            ..
-        } => SimStorageCommand::WriteSnapshotChunk {
-            meta,
-            offset,
-            data,
-            done,
-        },
-        StorageCommand::KeepSnapshots { in_use } => SimStorageCommand::KeepSnapshots { in_use },
+fn sim_storage_command(command: StorageCommand) -> Result<StorageAction, String> {
+    match command {
+        StorageCommand::Core(action) => Ok(action),
         StorageCommand::ReadSnapshotForClient { .. } => {
-            return Err("a backup read, which simulated clients never ask for".into());
+            Err("a backup read, which simulated clients never ask for".into())
         }
-    })
+    }
 }
 
 fn sim_apply_command(command: ApplyCommand) -> Result<SimApplyCommand, String> {

@@ -446,7 +446,7 @@ impl Disk {
     }
 
     /// Reads durable entries `[low, high]` for a follower, stopping after the first that
-    /// brings their `size_bytes` to `max_bytes` (`Action::ReadEntries`); the real storage
+    /// brings their `size_bytes` to `max_bytes` (`StorageAction::ReadEntries`); the real storage
     /// thread, where it runs, must read the same entries from its WAL.
     pub(crate) fn read_entries(
         &mut self,
@@ -499,6 +499,7 @@ impl Disk {
     /// snapshot when `done` and the bytes verify.
     pub(crate) fn write_chunk(
         &mut self,
+        from: NodeId,
         meta: &SnapshotMeta,
         offset: u64,
         data: &[u8],
@@ -507,7 +508,7 @@ impl Disk {
         let outcome = self.write_chunk_in_model(meta, offset, data, done)?;
         if let Some(real) = self.real.as_mut() {
             let storage = real.storage()?;
-            storage.write_chunk(meta.clone(), offset, data.to_vec(), done);
+            storage.write_chunk(from, meta.clone(), offset, data.to_vec(), done);
             let events = storage.run(None)?;
             real.take_in(&events);
             let answer = events.last();

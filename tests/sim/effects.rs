@@ -18,8 +18,8 @@ use crate::params::{
 use crate::replica::SimCore;
 use crate::state_machine::decode_write;
 use crate::world::{Event, World};
-use rcraft::core::{Input, ProposeError};
-use rcraft::node::testing::{SimApplyCommand, SimStorageCommand, SimTurn};
+use rcraft::core::{Input, ProposeError, StorageAction};
+use rcraft::node::testing::{SimApplyCommand, SimTurn};
 use rcraft::wire::{
     ClientRequestBody, ClientResponseBody, Entry, EntryPayload, LogIndex, Message, MessageBody,
     NodeId, Role, Session, SnapshotMeta, Term,
@@ -138,20 +138,20 @@ impl<C: SimCore> World<C> {
         Ok(())
     }
 
-    fn carry_out_storage(&mut self, node: usize, command: SimStorageCommand) -> Verdict {
+    fn carry_out_storage(&mut self, node: usize, command: StorageAction) -> Verdict {
         match command {
-            SimStorageCommand::Persist {
+            StorageAction::Persist {
                 seq,
                 hard_state,
                 entries,
             } => self.persist(node, seq, hard_state, entries),
-            SimStorageCommand::ReadSnapshotChunk {
+            StorageAction::ReadSnapshotChunk {
                 to,
                 meta,
                 offset,
                 max_bytes,
             } => self.read_snapshot_chunk(node, to, meta, offset, max_bytes),
-            SimStorageCommand::ReadEntries {
+            StorageAction::ReadEntries {
                 id,
                 to,
                 low,
@@ -171,18 +171,20 @@ impl<C: SimCore> World<C> {
                 self.answer_after_disk_delay(node, input);
                 Ok(())
             }
-            SimStorageCommand::WriteSnapshotChunk {
+            StorageAction::WriteSnapshotChunk {
+                from,
                 meta,
                 offset,
                 data,
                 done,
-            } => self.write_snapshot_chunk(node, meta, offset, &data, done),
-            SimStorageCommand::CompactLog { through } => {
+                ..
+            } => self.write_snapshot_chunk(node, from, meta, offset, &data, done),
+            StorageAction::CompactLog { through } => {
                 let n = &mut self.nodes[node];
                 n.disk.compact(through)?;
                 n.log.compact(through)
             }
-            SimStorageCommand::KeepSnapshots { in_use } => {
+            StorageAction::KeepSnapshots { in_use } => {
                 let n = &mut self.nodes[node];
                 n.disk.keep_snapshots(in_use.clone())?;
                 n.kept = in_use;
@@ -607,6 +609,7 @@ impl<C: SimCore> World<C> {
     fn write_snapshot_chunk(
         &mut self,
         node: usize,
+        from: NodeId,
         meta: SnapshotMeta,
         offset: u64,
         data: &[u8],
@@ -614,7 +617,7 @@ impl<C: SimCore> World<C> {
     ) -> Verdict {
         let outcome = self.nodes[node]
             .disk
-            .write_chunk(&meta, offset, data, done)?;
+            .write_chunk(from, &meta, offset, data, done)?;
         let delay = self
             .rng
             .between(self.params.disk_delay_min_ms, self.params.disk_delay_max_ms);
@@ -935,10 +938,10 @@ fn carries_attempt(entry: &Entry, attempt: &Attempt) -> bool {
 }
 
 /// A storage command as the trace prints it.
-fn describe_storage(command: &SimStorageCommand) -> String {
+fn describe_storage(command: &StorageAction) -> String {
     use rcraft::core::describe::{describe_entries, describe_snapshot_meta};
     match command {
-        SimStorageCommand::Persist {
+        StorageAction::Persist {
             seq,
             hard_state,
             entries,
@@ -946,11 +949,12 @@ fn describe_storage(command: &SimStorageCommand) -> String {
             "persist #{seq} hard state {hard_state:?} entries {}",
             describe_entries(entries)
         ),
-        SimStorageCommand::WriteSnapshotChunk {
+        StorageAction::WriteSnapshotChunk {
             meta,
             offset,
             data,
             done,
+            ..
         } => format!(
             "write chunk of {} at {offset} ({} bytes, done {done})",
             describe_snapshot_meta(meta),

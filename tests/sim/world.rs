@@ -112,7 +112,7 @@ pub(crate) struct SimNode<C> {
     /// Snapshot files it can serve chunks from, by index, removed as the storage thread
     /// removes them: only those below the newest its core uses and not in use.
     pub(crate) snapshots: BTreeMap<LogIndex, StoredSnapshot>,
-    /// The snapshots its core last said are in use (`Action::KeepSnapshots`); lost in a
+    /// The snapshots its core last said are in use (`StorageAction::KeepSnapshots`); lost in a
     /// crash, as the storage thread's list is.
     pub(crate) kept: Vec<SnapshotMeta>,
     /// Proposals awaiting `Proposed`: request id to the client's attempt.
@@ -256,7 +256,7 @@ pub(crate) struct World<C> {
     pub(crate) slow_links_on: bool,
     /// Every gray-failure self-demotion: (sim time, node, its incarnation).
     pub(crate) self_demotions: Vec<(u64, usize, u64)>,
-    /// Entry reads (`Action::ReadEntries`) the disk answered with entries.
+    /// Entry reads (`StorageAction::ReadEntries`) the disk answered with entries.
     pub(crate) entry_reads: u64,
     /// Disk damage injected so far.
     pub(crate) damage: DamageCounts,
