@@ -16,7 +16,16 @@ impl Replica {
         // Outside the term rules (`repair.rs`, `link_probe.rs`): a repairing node's question
         // or a link probe must not disturb anyone's term, and any answer is news.
         match message.body {
-            MessageBody::RepairQuery => return self.on_repair_query(message.from),
+            MessageBody::RepairQuery => {
+                // Its term is adopted as any later term is (a repairing node raises its
+                // witnesses' terms this way, `repair.rs`), but not by a node in a leader's
+                // lease (as for a vote request: its promise to the leader holds) and without
+                // restarting a running election timer.
+                if message.term > self.term && !self.in_leader_lease(false) {
+                    self.step_down_for_candidate(message.term);
+                }
+                return self.on_repair_query(message.from);
+            }
             MessageBody::RepairAnswer {
                 log_end,
                 last_log_index,
@@ -34,7 +43,7 @@ impl Replica {
                     snapshot_pair,
                 };
                 self.on_repair_answer_of_pair(message.from, answer);
-                return self.on_repair_answer(message.from, log_end);
+                return self.on_repair_answer(message.from, message.term, log_end);
             }
             MessageBody::LinkProbe {
                 sent_tick,

@@ -22,24 +22,59 @@
 //!   this node sent (in that term or earlier) lies before the leader's first entry of its own
 //!   term (leader completeness), so it is held again. This covers a leader whose log is
 //!   shorter than the lost range (the lost entries were never committed), or
-//! - word from every other voter that its log ends before the lost range (the issue's
-//!   "learned from a quorum that it was never committed"). The node asks them with a
-//!   `RepairQuery` every minimum election timeout; each answers with the end of its log (or
-//!   of a range it repairs itself). An entry of the lost range committed with this node's
-//!   acknowledgement is held by a majority of the configuration it was committed in, and
-//!   never removed from their logs. That configuration is the one this node knows (the last
-//!   in the intact part of its log) or one appended in the lost range, which this node never
-//!   saw. With single-server changes any majority of the next configuration, and with joint
-//!   consensus any commit of it, includes a voter of the known one other than this node as
-//!   long as the known one has at least three voters. With two, a single step could leave
-//!   {this node, a newly added voter} a majority of three, or this node alone; so a
-//!   configuration of two voters changes its voters only through a joint configuration
-//!   whose outgoing half is the pair (`membership.rs`): the joint entry, and everything
-//!   after it, commits only with the other voter holding it, and a configuration after it
-//!   is appended only once it committed. So when all those voters answer with logs ending
-//!   before the range, none of it was committed. Only in a simple configuration of two or
-//!   more voters (docs/SIM_FINDINGS.md, finding 10). A configuration of one voter that has
-//!   other servers waits: its voter alone may have committed the range.
+//! - word from every other voter that its log ends before the lost range, each given in a
+//!   term above the recovered term (the witness rule: the issue's "learned from a quorum that
+//!   it was never committed"). The node asks them with a `RepairQuery` every minimum election
+//!   timeout; each answers with the end of its log (or of a range it repairs itself), in its
+//!   current term, once that term and that log are durable. Only while the configuration in
+//!   force is the one of the intact log (K, the last before the range), in a simple
+//!   configuration of at least two voters; a configuration of one voter that has other
+//!   servers waits (its voter alone may have committed the range).
+//!
+//! Why the witness rule is safe. Let R be the recovered term: every acknowledgement this node
+//! (D) sent for an entry of the range was sent in a term no later than R (an entry is
+//! acknowledged only after the persist that saved a term at least the leader's). A leader
+//! counts only acknowledgements of its own term, so the only commits that can rest on D's
+//! lost acknowledgements are commits by a leader L of a term T <= R. Suppose L commits an
+//! entry at `m` in the range with a quorum Q holding D. Every witness W answered in a term
+//! above R; W acknowledges only in its current term and terms never go down, so an
+//! acknowledgement of W in T was sent before its answer. Once W acknowledged `m` in T, its
+//! log changes only by leaders of terms T or later: L holds `m`, and so does every leader of
+//! a later term elected before D's repair ends (Raft's leader completeness: until then D
+//! voted only for candidates covering its lost log), so W's log still reached `m` >= `from`
+//! when it answered (a range W lost itself is in its answer too). So no witness is in Q. Q
+//! is a quorum of L's configuration C. L's log agrees with D's lost log through `m`, so C is
+//! K or follows K in a chain of configurations appended from `from` on; a leader appends a
+//! configuration only once the one before it is committed (`membership.rs`). If C came after
+//! the first one of the chain, C1, then C1 was committed by a leader of a term at most T with
+//! a quorum of C1 acknowledging in that term, and that quorum holds a witness (below), which
+//! then answered with a log reaching C1's index: impossible. So C is K or C1, and every
+//! quorum of either holds a voter of K other than D: C1 is one step from K (one voter added
+//! or removed from at least three; a learner change; a joint configuration whose outgoing
+//! half is K), and with two voters a configuration changes its voters only through such a
+//! joint one (`membership.rs`). So Q holds a witness: a contradiction, and no commit rests on
+//! D's lost acknowledgements. Its log then is as if it had never received the range.
+//!
+//! Why the term matters (docs/SIM_FINDINGS.md, finding 36): an answer in a term up to R is
+//! true when sent, but the witness may acknowledge the range afterwards, in that term, to a
+//! leader that counts D's old acknowledgement with it (K = {D, B, C}, leader X of {D, B, C,
+//! X} appended in the range, elected by D and C in term 6; B's and C's logs end before the
+//! range; C then acknowledges X's entries in term 6 and X commits them).
+//!
+//! Raising the witnesses' terms. Where nothing else raises them (a leader that lost its own
+//! last entry, followers that do not campaign; or a pair, whose other voter cannot win
+//! without D's vote), the answers stay in terms up to R. So when every witness answered from
+//! a log ending before the range and some in a term not above R, and D's own term is not
+//! above R (and its votes are known), D adopts R + 1, with no vote and no leader (it still
+//! never campaigns), and asks those witnesses again in it. A `RepairQuery` of a later term is
+//! adopted like any later term, except by a node in a leader's lease (as a vote request is,
+//! so lease reads keep their promise) and without restarting a running election timer; the
+//! answer in the adopted term leaves once that term is durable. A term change is always safe
+//! in Raft; its cost is a leader change (a leader hearing from D in the later term steps
+//! down), paid once per repair: D moves at most once (from R to R + 1) until it restarts. A
+//! witness in a lease adopts the term once the lease runs out (its leader, answered in the
+//! later term by D, steps down); a witness whose own votes are unknown answers with term 0
+//! and counts once its own recovery ends.
 //!
 //! Two voters. The other voter may hold part of the lost range (it received entries the
 //! node lost) while its last term is below the node's recovered term (which bounds the
@@ -76,7 +111,7 @@
 //! finding 36).
 //!
 //! Invariant: `repair` only ever goes from `Some` to `None`, and only on durable entries or
-//! on every other voter's word.
+//! on every other voter's word given in a term above the recovered term.
 
 use super::replica::{Repair, Replica};
 use rcraft_wire::{LogIndex, MessageBody, NodeId, Term};
@@ -198,7 +233,7 @@ impl Replica {
             .then(|| voters.iter().copied().filter(|id| *id != self.id))
     }
 
-    /// While repairing, asks the voters that have not yet answered, every minimum election
+    /// While repairing, asks the voters whose word does not count yet, every minimum election
     /// timeout.
     pub(super) fn tick_repair(&mut self) {
         if self.repair.is_none()
@@ -206,11 +241,18 @@ impl Replica {
         {
             return;
         }
+        self.ask_repair_witnesses();
+    }
+
+    /// Sends a `RepairQuery`, at this node's term, to each voter whose word does not count
+    /// yet (no answer, an answer from a log reaching the range, or one in a term not above the
+    /// recovered term).
+    fn ask_repair_witnesses(&mut self) {
         let Some(needed) = self.repair_witnesses_needed() else {
             return;
         };
         let asked: Vec<NodeId> = needed
-            .filter(|id| !self.repair_witnesses.1.contains(id))
+            .filter(|id| self.repair_witnesses.1.get(id) != Some(&true))
             .collect();
         for id in asked {
             self.send(id, MessageBody::RepairQuery);
@@ -241,23 +283,53 @@ impl Replica {
         self.send_at(from, term, body);
     }
 
-    /// A voter's answer: counted when its log ends before the lost range; the repair ends
-    /// once every other voter of the configuration in force said so.
-    pub(super) fn on_repair_answer(&mut self, from: NodeId, log_end: LogIndex) {
+    /// A voter's answer, sent in `term`: counted when its log ends before the lost range and
+    /// `term` is above the recovered term (the witness rule, module header); the repair ends
+    /// once every other voter of the configuration of the intact log is counted. When every
+    /// one of them answered from a log ending before the range but some in a term not above
+    /// the recovered term, and this node's own term is not above it either, the node moves to
+    /// the next term (no vote, no campaign) and asks those again in it: they adopt it, and
+    /// answer above the recovered term (module header, "Raising the witnesses' terms").
+    pub(super) fn on_repair_answer(&mut self, from: NodeId, term: Term, log_end: LogIndex) {
         let Some(repair) = self.repair else {
             return;
         };
+        // Only the configuration of the intact log (appended before the range): one from the
+        // range, received from a leader since, is left to that leader's repair.
+        if self.membership_index >= repair.lost.from {
+            return;
+        }
         if self.repair_witnesses.0 != self.membership_index {
             self.repair_witnesses = (self.membership_index, Default::default());
         }
         if log_end < repair.lost.from {
-            self.repair_witnesses.1.insert(from);
+            let above = term > repair.recovered_term;
+            let known = self.repair_witnesses.1.entry(from).or_insert(above);
+            *known = *known || above;
+        } else {
+            self.repair_witnesses.1.remove(&from);
         }
-        let witnessed = self
-            .repair_witnesses_needed()
-            .is_some_and(|mut needed| needed.all(|id| self.repair_witnesses.1.contains(&id)));
-        if witnessed {
-            self.end_repair();
+        let answers = |replica: &Self, counted: fn(bool) -> bool| {
+            replica.repair_witnesses_needed().is_some_and(|mut needed| {
+                needed.all(|id| {
+                    replica
+                        .repair_witnesses
+                        .1
+                        .get(&id)
+                        .is_some_and(|&a| counted(a))
+                })
+            })
+        };
+        if answers(self, |above| above) {
+            return self.end_repair();
+        }
+        let raise = answers(self, |_| true)
+            && !self.awaiting_vote_bound()
+            && self.term <= repair.recovered_term;
+        if raise {
+            // Nobody leads the new term yet; this node never campaigns while repairing.
+            self.become_follower(Term(repair.recovered_term.0 + 1), None);
+            self.ask_repair_witnesses();
         }
     }
 }
@@ -484,10 +556,11 @@ mod tests {
     /// last joint configuration at `joint` (0: none).
     fn answer_with(from: u64, last: (u64, u64), snapshot: (u64, bool), joint: u64) -> Input {
         let (snapshot, pair) = snapshot;
-        // Any term: the answer is outside the term rules.
+        // Above the recovered term of every node of these tests, so that the witness rule
+        // counts it; the answer is outside the term rules (nobody adopts its term).
         message(
             from,
-            1,
+            9,
             MessageBody::RepairAnswer {
                 log_end: LogIndex(last.0),
                 last_log_index: LogIndex(last.0),
@@ -521,10 +594,15 @@ mod tests {
         assert!(node.status().repairing.is_some(), "node 3 holds entry 4");
         step(&mut node, answer(3, 3));
         assert_eq!(node.status().repairing, None);
-        // An answer to a node that is not repairing, or a query to it, changes nothing but
-        // the answer.
+        assert_eq!(
+            node.status().term,
+            Term(2),
+            "no term adopted from an answer"
+        );
+        // A node that is not repairing answers a query; it adopts the query's later term, as
+        // any (a repairing node raises its witnesses' terms so), and answers in it.
         let actions = step(&mut node, message(1, 9, MessageBody::RepairQuery));
-        assert_eq!(node.status().term, Term(2), "no term adopted from a query");
+        assert_eq!(node.status().term, Term(9), "the query's term adopted");
         let answered = actions.iter().any(|a| {
             matches!(
                 a,
@@ -538,6 +616,149 @@ mod tests {
             )
         });
         assert!(answered, "{actions:?}");
+    }
+
+    /// The witness rule counts an answer only from a term above the recovered one (finding 36
+    /// of docs/SIM_FINDINGS.md). Node 2 of {1, 2, 3} acknowledged 10..=11 in term 6 (leader X
+    /// of a configuration {1, 2, 3, X} appended at 10, which node 2 lost too) and lost them.
+    /// Nodes 1 and 3 answer in term 6 with logs ending at 9: true then, but node 3 may still
+    /// acknowledge 10..=11 in term 6 after answering, and X commit them with node 2's old
+    /// acknowledgement; so the repair goes on, and node 1 (lacking them) gets no vote. Node 2
+    /// moves to term 7 and asks again in it; answers from term 7 (nodes that adopted it refuse
+    /// X's appends of term 6) with logs ending at 9 end the repair, one reaching the range
+    /// does not.
+    #[test]
+    fn witnesses_count_only_from_a_term_above_the_recovered_one() {
+        let recovered = RecoveredState {
+            hard_state: HardState {
+                term: Term(6),
+                vote: None,
+                commit: LogIndex(9),
+                votes_unknown: false,
+            },
+            snapshot: None,
+            entries: (1..=9).map(|i| entry(i, 5)).collect(),
+            initial_membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
+            lost: Some(LostEntries {
+                from: LogIndex(10),
+                through: LogIndex(11),
+            }),
+        };
+        let mut config = CoreConfig::new(NodeId(2), 7);
+        config.check_quorum = false;
+        let mut node = Replica::new(config, recovered).unwrap();
+        let answer_in = |from: u64, term: u64, log_end: u64| {
+            let body = MessageBody::RepairAnswer {
+                log_end: LogIndex(log_end),
+                last_log_index: LogIndex(log_end),
+                last_log_term: Term(5),
+                snapshot_index: LogIndex(0),
+                last_joint_index: LogIndex(0),
+                snapshot_pair: false,
+            };
+            message(from, term, body)
+        };
+        let queries_in = |actions: &[super::super::api::Action]| -> Vec<(u64, u64)> {
+            actions
+                .iter()
+                .filter_map(|a| match a {
+                    super::super::api::Action::Send(Message {
+                        to,
+                        term,
+                        body: MessageBody::RepairQuery,
+                        ..
+                    }) => Some((to.0, term.0)),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert!(queries_in(&step(&mut node, answer_in(3, 5, 9))).is_empty());
+        assert!(node.status().repairing.is_some(), "node 1 has not answered");
+        assert_eq!(node.status().term, Term(6));
+        let actions = step(&mut node, answer_in(1, 6, 9));
+        assert!(
+            node.status().repairing.is_some(),
+            "answers from terms 5 and 6"
+        );
+        // Both answered from logs before the range, in terms not above 6: node 2 moves to
+        // term 7 (no vote, no leader) and asks both again in it.
+        assert_eq!(queries_in(&actions), [(1, 7), (3, 7)]);
+        assert_eq!(
+            (node.status().term, node.hard_state().vote),
+            (Term(7), None)
+        );
+        assert_eq!(
+            granted(&step(&mut node, request_of_1(7, (9, 5), false))),
+            [false],
+            "node 1 may lack committed entries of the range"
+        );
+        // Later answers in term 6 change nothing, and it moves on no further.
+        assert!(queries_in(&step(&mut node, answer_in(1, 6, 9))).is_empty());
+        assert_eq!(node.status().term, Term(7));
+        // Node 3 acknowledged 10..=11 before it adopted term 7: its answer shows them.
+        step(&mut node, answer_in(1, 7, 9));
+        step(&mut node, answer_in(3, 7, 11));
+        assert!(node.status().repairing.is_some(), "node 3 holds the range");
+        // Queries go on every minimum election timeout to node 3 only.
+        let mut asked = Vec::new();
+        for _ in 0..20 {
+            asked.extend(queries_in(&step(&mut node, Input::Tick)));
+        }
+        assert!(
+            !asked.is_empty() && asked.iter().all(|&q| q == (3, 7)),
+            "{asked:?}"
+        );
+        // Both logs end before the range in term 7: nothing of it was committed.
+        step(&mut node, answer_in(3, 7, 9));
+        assert_eq!(node.status().repairing, None);
+        assert_eq!(
+            granted(&step(&mut node, request_of_1(8, (9, 5), false))),
+            [true]
+        );
+    }
+
+    /// A `RepairQuery` of a later term is adopted (without a leader) by a follower that is in
+    /// no leader's lease, and its answer, which states its term, leaves only once that term
+    /// is durable; a leader keeps its term and answers in it.
+    #[test]
+    fn a_query_of_a_later_term_is_adopted_outside_a_lease_and_answered_once_durable() {
+        let mut node = damaged_follower();
+        let actions = step(&mut node, message(1, 8, MessageBody::RepairQuery));
+        assert_eq!(node.status().term, Term(8));
+        let saved = actions.iter().position(|a| {
+            matches!(a, super::super::api::Action::Storage(super::super::api::StorageAction::Persist {
+                hard_state: Some(h),
+                ..
+            }) if h.term == Term(8))
+        });
+        let answered = actions.iter().position(|a| {
+            matches!(
+                a,
+                super::super::api::Action::Send(Message {
+                    term: Term(8),
+                    body: MessageBody::RepairAnswer { .. },
+                    ..
+                })
+            )
+        });
+        assert!(
+            matches!((saved, answered), (Some(s), Some(a)) if s < a),
+            "{actions:?}"
+        );
+        let mut leader = super::super::testing::leader_of_three(|_| {});
+        let query = super::super::testing::from_peer_in(5, 2, MessageBody::RepairQuery);
+        let actions = step(&mut leader, query);
+        assert!(leader.is_leader());
+        assert_eq!(leader.status().term, Term(1));
+        let answered_in = actions.iter().find_map(|a| match a {
+            super::super::api::Action::Send(Message {
+                term,
+                body: MessageBody::RepairAnswer { .. },
+                ..
+            }) => Some(*term),
+            _ => None,
+        });
+        assert_eq!(answered_in, Some(Term(1)));
     }
 
     /// A damaged node of a configuration of `voters`, which synced 1..=5 and lost 4..=5; its

@@ -30,7 +30,7 @@ use rcraft_wire::{
     Entry, LogIndex, Membership, Message, MessageBody, NodeId, PeerProgress, ReplicationState,
     Role, Term,
 };
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 /// A snapshot of a replica's state, for status reports, tests and checkers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -240,8 +240,9 @@ pub struct Replica {
     /// to a candidate that covers the range (`Repair::candidate_covers`).
     pub(super) repair: Option<Repair>,
     /// While repairing: the voters that answered a `RepairQuery` with a log ending before the
-    /// lost range, and the configuration (its index) they were counted in.
-    pub(super) repair_witnesses: (LogIndex, BTreeSet<NodeId>),
+    /// lost range, each with whether its answer's term was above the recovered term (only
+    /// those count, `repair.rs`), and the configuration (its index) they were counted in.
+    pub(super) repair_witnesses: (LogIndex, BTreeMap<NodeId, bool>),
     /// While `Some`, this node lost the record of its votes (`HardState::votes_unknown`) and
     /// gathers the terms of its voters. Invariant: while `Some`, it grants no vote or
     /// pre-vote in a term up to the bound its voters gave, and never campaigns before they
@@ -329,7 +330,7 @@ impl Replica {
             snapshots_kept: Vec::new(),
             damaged_snapshot: None,
             repair,
-            repair_witnesses: (LogIndex(0), BTreeSet::new()),
+            repair_witnesses: (LogIndex(0), BTreeMap::new()),
             vote_recovery: votes_unknown.then(VoteRecovery::default),
             repair_pair: None,
             proposals_unsent: false,
@@ -798,11 +799,14 @@ impl Replica {
 }
 
 /// Whether a message states something that must be durable first: a granted real vote, a
-/// real vote request (it carries our own vote for ourselves), an append acknowledgement, or
-/// a "snapshot done" answer (the leader takes the snapshot index as our match index, and we
-/// may have answered from log entries that are not durable yet).
+/// real vote request (it carries our own vote for ourselves), an append acknowledgement, a
+/// "snapshot done" answer (the leader takes the snapshot index as our match index, and we
+/// may have answered from log entries that are not durable yet), or a `RepairAnswer` (a
+/// repairing node counts its term as one this node will never accept appends below, even
+/// after a restart, and its log end as the durable one: `repair.rs`).
 fn promises_durable_state(body: &MessageBody) -> bool {
     match body {
+        MessageBody::RepairAnswer { .. } => true,
         MessageBody::VoteRequest { pre_vote, .. } => !pre_vote,
         MessageBody::VoteResponse { pre_vote, granted } => *granted && !pre_vote,
         MessageBody::AppendResponse { success, .. } => *success && ack_waits_for_persist(),

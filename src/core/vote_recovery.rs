@@ -394,16 +394,17 @@ mod tests {
                 })
                 .collect()
         };
-        let actions = step(&mut node, message(1, 9, MessageBody::RepairQuery));
+        // A query from a lower term (a later one would be adopted, as any later term).
+        let actions = step(&mut node, message(1, 1, MessageBody::RepairQuery));
         assert_eq!(answered(&actions), [Term(0)]);
-        assert_eq!(node.status().term, Term(3), "no term adopted from a query");
+        assert_eq!(node.status().term, Term(3));
         step(&mut node, answer(1, 0));
         step(&mut node, answer(3, 0));
         // The bound is its own term (3): no vote there yet, but it knows its bound.
         assert_eq!(node.votes_unknown_waiting_for(), None);
         assert_eq!(node.hard_state().term, Term(3));
         assert!(node.hard_state().votes_unknown, "no vote in term 3 yet");
-        let actions = step(&mut node, message(1, 9, MessageBody::RepairQuery));
+        let actions = step(&mut node, message(1, 1, MessageBody::RepairQuery));
         assert_eq!(answered(&actions), [Term(3)]);
     }
 

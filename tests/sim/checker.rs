@@ -102,6 +102,11 @@ impl Checker {
         }
     }
 
+    /// The node seen leading `term`, if any.
+    pub(crate) fn leader_of(&self, term: Term) -> Option<NodeId> {
+        self.leaders.get(&term).copied()
+    }
+
     /// `node` is leader of `term` with this log. Election safety, and on the first sight of
     /// this leader, leader completeness against everything committed in earlier terms.
     pub(crate) fn observe_leader(&mut self, node: NodeId, term: Term, log: &EntryLog) -> Verdict {
@@ -124,6 +129,16 @@ impl Checker {
     /// `voter` saves a vote for `candidate` in `term`.
     pub(crate) fn observe_vote_cast(&mut self, voter: NodeId, term: Term, candidate: NodeId) {
         self.votes_cast.insert((term, voter), candidate);
+    }
+
+    /// The voters that granted `candidate` a vote in `term`.
+    pub(crate) fn granted_to(&self, candidate: NodeId, term: Term) -> Vec<NodeId> {
+        (self
+            .votes_granted
+            .range((term, NodeId(0))..=(term, NodeId(u64::MAX))))
+        .filter(|&(_, &c)| c == candidate)
+        .map(|(&(_, voter), _)| voter)
+        .collect()
     }
 
     /// `voter` sends `candidate` a granted vote of `term`: never to another than one it

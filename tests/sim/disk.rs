@@ -107,6 +107,11 @@ pub(crate) struct Disk {
     partial: Option<StoredSnapshot>,
     /// Every vote that ever became durable, by term: a node must never vote twice in a term.
     votes: BTreeMap<Term, NodeId>,
+    /// The votes whose record a damaged hard state destroyed (`votes` at the damage).
+    forgotten_votes: BTreeMap<Term, NodeId>,
+    /// Votes saved over a forgotten one of the same term for another candidate: (term, the
+    /// forgotten vote, the new one), for the world to judge ([`SimDisk::take_revotes`]).
+    revotes: Vec<(Term, NodeId, NodeId)>,
     /// Synced entries this disk lost (a damage fault) and not yet written again: the WAL's
     /// synced frontier keeps claiming them until records cover them (storage/FORMAT.md
     /// §4.1), and a restart reports them as lost.
@@ -203,6 +208,12 @@ impl Disk {
             }
             if let Some(candidate) = hard_state.vote {
                 match self.votes.insert(hard_state.term, candidate) {
+                    Some(earlier)
+                        if earlier != candidate
+                            && self.forgotten_votes.get(&hard_state.term) == Some(&earlier) =>
+                    {
+                        self.revotes.push((hard_state.term, earlier, candidate));
+                    }
                     Some(earlier) if earlier != candidate => {
                         return Err(format!(
                             "voted twice in term {}: for {earlier} and then for {candidate}",
@@ -234,6 +245,14 @@ impl Disk {
             ..readable
         };
         self.previous_hard_state = self.hard_state;
+        self.forgotten_votes
+            .extend(self.votes.iter().map(|(&t, &c)| (t, c)));
+    }
+
+    /// The votes saved over a forgotten vote of the same term since the last call: (term,
+    /// forgotten vote, new vote).
+    pub(crate) fn take_revotes(&mut self) -> Vec<(Term, NodeId, NodeId)> {
+        std::mem::take(&mut self.revotes)
     }
 
     /// The node's durable hard state says its votes are unknown.

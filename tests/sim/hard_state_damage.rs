@@ -143,6 +143,59 @@ mod tests {
         assert!(!world.another_node_damaged(2));
     }
 
+    fn save_vote(
+        world: &mut World<rcraft::node::testing::SimConsensus>,
+        node: usize,
+        term: u64,
+        vote: u64,
+    ) {
+        let hard_state = rcraft::core::HardState {
+            term: Term(term),
+            vote: Some(rcraft::wire::NodeId(vote)),
+            ..Default::default()
+        };
+        let disk = &mut world.nodes[node].disk;
+        disk.write(1, Some(hard_state), Vec::new());
+        disk.sync_all().unwrap();
+    }
+
+    #[test]
+    fn a_lost_self_vote_nobody_granted_may_be_cast_again_for_another() {
+        let mut world = world();
+        let own = world.nodes[1].id.0;
+        save_vote(&mut world, 1, 5, own);
+        world.nodes[1]
+            .disk
+            .damage_hard_state(HardStateDamage::BothSlots);
+        save_vote(&mut world, 1, 5, (own + 1) % 3);
+        assert_eq!(world.judge_revotes(1), Ok(()));
+    }
+
+    #[test]
+    fn a_lost_vote_for_another_or_a_granted_candidacy_counts_twice() {
+        let mut world = world();
+        let own = world.nodes[1].id;
+        let other = rcraft::wire::NodeId((own.0 + 1) % 3);
+        save_vote(&mut world, 1, 5, other.0);
+        world.nodes[1]
+            .disk
+            .damage_hard_state(HardStateDamage::BothSlots);
+        save_vote(&mut world, 1, 5, (own.0 + 2) % 3);
+        assert!(world.judge_revotes(1).is_err());
+
+        let mut world = self::world();
+        save_vote(&mut world, 1, 5, own.0);
+        world
+            .checker
+            .observe_vote_granted(other, Term(5), own)
+            .unwrap();
+        world.nodes[1]
+            .disk
+            .damage_hard_state(HardStateDamage::BothSlots);
+        save_vote(&mut world, 1, 5, other.0);
+        assert!(world.judge_revotes(1).is_err());
+    }
+
     #[test]
     fn damaged_nodes_stay_a_minority_of_the_voters() {
         let mut world = world();
