@@ -371,16 +371,7 @@ fn damaged_hard_state_votes_again_after_learning_terms(leader_damaged: bool) {
     if leader_damaged {
         damage_hard_state_slot(&cluster, victim, 1);
     }
-    let metrics = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let flags = cluster.flags.clone();
-    cluster
-        .flags
-        .extend(["--metrics-addr".to_string(), metrics.to_string()]);
-    cluster.restart(victim);
-    cluster.flags = flags;
+    let metrics = restart_serving_metrics(&mut cluster, victim);
     wait_for_log(&cluster, victim, "votes unknown: this node's hard state");
     // The node that is up answers; the absent one is still waited for.
     let absent_only = Some(vec![rcraft::wire::NodeId(absent as u64)]);
@@ -514,16 +505,7 @@ fn rcraft_status_and_health_name_the_range_a_node_is_repairing() {
         cluster.kill(id);
     }
     damage(&active_segment(&cluster, victim), Damage::LastRecord);
-    let metrics = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let flags = cluster.flags.clone();
-    cluster
-        .flags
-        .extend(["--metrics-addr".to_string(), metrics.to_string()]);
-    cluster.restart(victim);
-    cluster.flags = flags;
+    let metrics = restart_serving_metrics(&mut cluster, victim);
     wait_for_log(
         &cluster,
         victim,
@@ -679,4 +661,20 @@ fn a_lost_entry_that_every_other_voter_lacks_was_never_committed_and_the_repair_
         client.get(&key(count + 1)).unwrap(),
         Some(value(count + 1, VALUE_BYTES))
     );
+}
+
+/// Restarts `node` with a metrics endpoint of its own (the other nodes' flags unchanged) and
+/// returns its address.
+fn restart_serving_metrics(cluster: &mut Cluster, node: usize) -> std::net::SocketAddr {
+    let metrics = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let flags = cluster.flags.clone();
+    cluster
+        .flags
+        .extend(["--metrics-addr".to_string(), metrics.to_string()]);
+    cluster.restart(node);
+    cluster.flags = flags;
+    metrics
 }

@@ -570,23 +570,13 @@ impl<C: SimCore> World<C> {
             .saturating_add(max_bytes)
             .min(snapshot.meta.size_bytes) as usize;
         let data = snapshot.bytes[start..end].to_vec();
-        let incarnation = n.incarnation;
-        let delay = self
-            .rng
-            .between(self.params.disk_delay_min_ms, self.params.disk_delay_max_ms);
-        self.schedule(
-            self.now + delay,
-            Event::Answer {
-                node,
-                incarnation,
-                input: Input::SnapshotChunkRead {
-                    to,
-                    meta,
-                    offset,
-                    data,
-                },
-            },
-        );
+        let input = Input::SnapshotChunkRead {
+            to,
+            meta,
+            offset,
+            data,
+        };
+        self.answer_after_disk_delay(node, input);
         Ok(())
     }
 
