@@ -26,7 +26,10 @@
 use rcraft::core::describe::{
     describe_action, describe_entry, describe_membership, describe_message,
 };
-use rcraft::core::{Action, CoreConfig, HardState, Input, RecoveredState, Replica, StorageAction};
+use rcraft::core::{
+    Action, CoreConfig, HardState, Input, ReadEntriesError, ReadFailure, RecoveredState, Replica,
+    StorageAction, StorageOutcome,
+};
 use rcraft::wire::{Entry, LogIndex, Membership, Message, NodeId, SnapshotMeta};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -220,7 +223,7 @@ impl Cluster {
                     entries,
                 }) => {
                     node.disk.persist(hard_state, &entries);
-                    Input::Persisted { seq }
+                    Input::Storage(StorageOutcome::Persisted { seq })
                 }
                 Action::Storage(StorageAction::ReadEntries {
                     id,
@@ -241,14 +244,17 @@ impl Cluster {
                         .collect();
                     let entries = match entries.first() {
                         Some(first) if first.index == low => Ok(entries),
-                        _ => Err(format!("entries from {low} are not on disk")),
+                        _ => Err(ReadEntriesError::new(
+                            ReadFailure::NotHeld,
+                            format!("entries from {low} are not on disk"),
+                        )),
                     };
-                    Input::EntriesRead {
+                    Input::Storage(StorageOutcome::EntriesRead {
                         id,
                         to,
                         low,
                         entries,
-                    }
+                    })
                 }
                 Action::Storage(StorageAction::ReadSnapshotChunk {
                     to,
@@ -263,12 +269,12 @@ impl Cluster {
                         }
                         _ => continue,
                     };
-                    Input::SnapshotChunkRead {
+                    Input::Storage(StorageOutcome::SnapshotChunkRead {
                         to,
                         meta,
                         offset,
                         data,
-                    }
+                    })
                 }
                 Action::Storage(StorageAction::WriteSnapshotChunk {
                     meta,
@@ -520,11 +526,11 @@ fn write_chunk(
     let held = bytes.len() as u64;
     if offset > held {
         node.disk.partial = Some((m, bytes));
-        return Input::SnapshotChunkWritten {
+        return Input::Storage(StorageOutcome::SnapshotChunkWritten {
             meta,
             next_offset: held,
             rejected: true,
-        };
+        });
     }
     let end = offset + data.len() as u64;
     if end > held {
@@ -535,14 +541,14 @@ fn write_chunk(
     if installed {
         node.disk.snapshot = Some((meta.clone(), bytes));
         node.disk.entries.clear();
-        return Input::SnapshotInstalled { meta };
+        return Input::Storage(StorageOutcome::SnapshotInstalled { meta });
     }
     node.disk.partial = Some((m, bytes));
-    Input::SnapshotChunkWritten {
+    Input::Storage(StorageOutcome::SnapshotChunkWritten {
         meta,
         next_offset,
         rejected: false,
-    }
+    })
 }
 
 fn parse(arg: &str) -> u64 {

@@ -5,12 +5,13 @@
 //! feeds [`Input`]s to `Replica::step` and then drains [`Action`]s and carries them out in
 //! order. Persistence is explicit: an [`Action::Persist`] carries a sequence number and the
 //! core releases whatever depended on it (vote grants, append acknowledgements, its own match
-//! index) only when [`Input::Persisted`] with that sequence number arrives (DESIGN.md §4,
+//! index) only when [`StorageOutcome::Persisted`] with that sequence number arrives (DESIGN.md §4,
 //! thesis §10.2.1).
 
 use rcraft_wire::{
     Entry, LogIndex, Membership, Message, NodeId, ReadMode, Session, SnapshotMeta, Term,
 };
+use std::fmt;
 
 /// Durable per-node Raft state that must be on disk before the core acts on it (paper Fig. 2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -272,12 +273,9 @@ pub enum Input {
         /// Who may serve it and how.
         mode: ReadMode,
     },
-    /// Storage made the [`Action::Persist`] with this sequence number (and all before it)
-    /// durable.
-    Persisted {
-        /// Sequence number of the persist action.
-        seq: u64,
-    },
+    /// Storage's answer to one of its actions ([`Action::Storage`]), or its report of a
+    /// damaged local snapshot: what the storage thread sends, taken as it is.
+    Storage(StorageOutcome),
     /// The state machine applied every entry through `index`.
     Applied {
         /// Highest applied index.
@@ -290,61 +288,6 @@ pub enum Input {
         meta: SnapshotMeta,
         /// How many entries before `meta.index` to keep.
         retain_entries: u64,
-    },
-    /// The file of the local snapshot at `index` and `term` is damaged: storage sends no more
-    /// of it, and a replacement is being written. Transfers of it start over with the
-    /// current snapshot once that is another one (a newer snapshot, or the same point
-    /// written again).
-    SnapshotDamaged {
-        /// Index of the damaged snapshot.
-        index: LogIndex,
-        /// Its term.
-        term: Term,
-    },
-    /// Answer to [`Action::ReadSnapshotChunk`].
-    SnapshotChunkRead {
-        /// The follower the chunk is for.
-        to: NodeId,
-        /// The snapshot read from.
-        meta: SnapshotMeta,
-        /// Offset of `data`.
-        offset: u64,
-        /// The bytes; shorter than asked only at the end of the snapshot.
-        data: Vec<u8>,
-    },
-    /// Answer to [`Action::WriteSnapshotChunk`] (every one but a final chunk that installed
-    /// its snapshot, answered by [`Input::SnapshotInstalled`]): the chunk is durable in the
-    /// partial file.
-    SnapshotChunkWritten {
-        /// The snapshot.
-        meta: SnapshotMeta,
-        /// Bytes durable so far.
-        next_offset: u64,
-        /// True when the chunk was refused (wrong offset or bad checksum); the leader is asked
-        /// to resume at `next_offset`.
-        rejected: bool,
-    },
-    /// Answer to the final [`Action::WriteSnapshotChunk`] of a snapshot: storage verified the
-    /// whole snapshot and made it current, and the log it keeps restarts after it (or it
-    /// already held that snapshot, or a newer one). The core resets its log to the snapshot
-    /// point when it is newer than its own and asks for the state machine to be restored
-    /// ([`Action::RestoreSnapshot`]).
-    SnapshotInstalled {
-        /// The snapshot.
-        meta: SnapshotMeta,
-    },
-    /// Answer to [`Action::ReadEntries`]: the entries read from storage, or why they could
-    /// not be (the range is no longer in storage, or unreadable); then the follower is sent
-    /// the snapshot instead, when there is one.
-    EntriesRead {
-        /// The request's id.
-        id: u64,
-        /// The follower they are for.
-        to: NodeId,
-        /// The first index asked for.
-        low: LogIndex,
-        /// Entries from `low` on, contiguous, in index order; or the reason for none.
-        entries: std::result::Result<Vec<Entry>, String>,
     },
     /// Hand leadership to `target` (leader only).
     TransferLeadership {
@@ -371,7 +314,7 @@ pub enum Action {
         /// Contiguous committed entries.
         entries: Vec<Entry>,
     },
-    /// A received snapshot was installed ([`Input::SnapshotInstalled`]) and the core's log now
+    /// A received snapshot was installed ([`StorageOutcome::SnapshotInstalled`]) and the core's log now
     /// starts after it: restore the state machine from it (the current snapshot, or a newer
     /// one installed since) before applying any entry of a later [`Action::Apply`]. The core
     /// does not wait for the restore; the caller reports it with [`Input::Applied`] as usual.
@@ -426,7 +369,7 @@ pub enum StorageAction {
     /// Make these durable, in this order: first, when `entries` is non-empty and its first
     /// index is at or below the current last index, truncate the log from that index; then
     /// append `entries`; then save `hard_state` when present. Then answer with
-    /// [`Input::Persisted`] carrying `seq`. Sequence numbers start at 1 for every new
+    /// [`StorageOutcome::Persisted`] carrying `seq`. Sequence numbers start at 1 for every new
     /// `Replica` and grow by one per action; several may be made durable with one sync and
     /// confirmed with the highest one.
     Persist {
@@ -439,7 +382,7 @@ pub enum StorageAction {
     },
     /// Read log entries `[low, high]` from storage, stopping after the first entry that
     /// brings their `Entry::size_bytes` to `max_bytes` or more (at least one entry), and
-    /// answer with [`Input::EntriesRead`] echoing `id`, `to` and `low`. The leader needs
+    /// answer with [`StorageOutcome::EntriesRead`] echoing `id`, `to` and `low`. The leader needs
     /// them for a follower and no longer holds them in memory; they are durable (written by
     /// a `Persist` confirmed earlier), though storage may have compacted them meanwhile (then
     /// answer with an error). Reads never block the core.
@@ -456,7 +399,7 @@ pub enum StorageAction {
         max_bytes: u64,
     },
     /// Read `max_bytes` of the current local snapshot from `offset` and answer with
-    /// [`Input::SnapshotChunkRead`].
+    /// [`StorageOutcome::SnapshotChunkRead`].
     ReadSnapshotChunk {
         /// Follower being sent the snapshot.
         to: NodeId,
@@ -471,8 +414,8 @@ pub enum StorageAction {
     /// `meta` differs from the partial file's; bytes already held are skipped and answered
     /// with the durable offset, whichever leader sends them), sync it, and when `done` verify the whole file's
     /// checksum, make it the current snapshot, discard the whole log (the snapshot replaces
-    /// it), and answer with [`Input::SnapshotInstalled`]; every other chunk, and a final one
-    /// whose snapshot fails its check, is answered with [`Input::SnapshotChunkWritten`].
+    /// it), and answer with [`StorageOutcome::SnapshotInstalled`]; every other chunk, and a final one
+    /// whose snapshot fails its check, is answered with [`StorageOutcome::SnapshotChunkWritten`].
     /// Every chunk is answered exactly once, in the order the chunks were given: the core
     /// tells the final chunk's answer from earlier ones by counting.
     WriteSnapshotChunk {
@@ -508,3 +451,112 @@ pub enum StorageAction {
         in_use: Vec<SnapshotMeta>,
     },
 }
+
+/// What storage reports to the core ([`Input::Storage`]): the answer to each of its actions
+/// ([`StorageAction`]) that asks for one, and a damaged local snapshot it found. The storage
+/// thread produces these and the consensus thread hands them to the core as they are (the
+/// simulator's disk model produces the same values).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageOutcome {
+    /// Storage made the [`StorageAction::Persist`] with this sequence number (and all before
+    /// it) durable.
+    Persisted {
+        /// Sequence number of the persist action.
+        seq: u64,
+    },
+    /// Answer to [`StorageAction::ReadEntries`]: the entries read from storage, or why they
+    /// could not be (the range is no longer in storage, or unreadable); then the follower is
+    /// sent the snapshot instead, when there is one.
+    EntriesRead {
+        /// The request's id.
+        id: u64,
+        /// The follower they are for.
+        to: NodeId,
+        /// The first index asked for.
+        low: LogIndex,
+        /// Entries from `low` on, contiguous, in index order; or why there are none.
+        entries: std::result::Result<Vec<Entry>, ReadEntriesError>,
+    },
+    /// Answer to [`StorageAction::ReadSnapshotChunk`] (none when the chunk could not be read,
+    /// or its file is damaged: then [`StorageOutcome::SnapshotDamaged`] is reported once).
+    SnapshotChunkRead {
+        /// The follower the chunk is for.
+        to: NodeId,
+        /// The snapshot read from.
+        meta: SnapshotMeta,
+        /// Offset of `data`.
+        offset: u64,
+        /// The bytes; shorter than asked only at the end of the snapshot.
+        data: Vec<u8>,
+    },
+    /// Answer to [`StorageAction::WriteSnapshotChunk`] (every one but a final chunk that
+    /// installed its snapshot, answered by [`StorageOutcome::SnapshotInstalled`]): the chunk is
+    /// durable in the partial file.
+    SnapshotChunkWritten {
+        /// The snapshot.
+        meta: SnapshotMeta,
+        /// Bytes durable so far.
+        next_offset: u64,
+        /// True when the chunk was refused (wrong offset or bad checksum); the leader is asked
+        /// to resume at `next_offset`.
+        rejected: bool,
+    },
+    /// Answer to the final [`StorageAction::WriteSnapshotChunk`] of a snapshot: storage
+    /// verified the whole snapshot and made it current, and the log it keeps restarts after
+    /// it (or it already held that snapshot, or a newer one). The core resets its log to the
+    /// snapshot point when it is newer than its own and asks for the state machine to be
+    /// restored ([`Action::RestoreSnapshot`]).
+    SnapshotInstalled {
+        /// The snapshot.
+        meta: SnapshotMeta,
+    },
+    /// The file of the local snapshot at `index` and `term` is damaged: storage sends no more
+    /// of it, and a replacement is being written. Transfers of it start over with the
+    /// current snapshot once that is another one (a newer snapshot, or the same point
+    /// written again).
+    SnapshotDamaged {
+        /// Index of the damaged snapshot.
+        index: LogIndex,
+        /// Its term.
+        term: Term,
+    },
+}
+
+/// Why storage could not read the entries a [`StorageAction::ReadEntries`] asked for. Not
+/// fatal: the leader sends the follower the snapshot instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadEntriesError {
+    /// What kind of failure.
+    pub kind: ReadFailure,
+    /// Storage's description of it (the range, the file, the cause).
+    pub message: String,
+}
+
+/// The kinds of [`ReadEntriesError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadFailure {
+    /// The range is not (all) in the log any more: compacted behind a snapshot, or cut.
+    NotHeld,
+    /// A record in the range fails its checksum or does not decode.
+    Damaged,
+    /// The read itself failed (an I/O error, or storage refuses further work).
+    Io,
+}
+
+impl ReadEntriesError {
+    /// An error of `kind` described by `message`.
+    pub fn new(kind: ReadFailure, message: impl Into<String>) -> ReadEntriesError {
+        ReadEntriesError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ReadEntriesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ReadEntriesError {}

@@ -310,7 +310,9 @@ impl Replica {
 
 #[cfg(test)]
 mod tests {
-    use super::super::api::{Action, CoreConfig, Input, RecoveredState, StorageAction};
+    use super::super::api::{
+        Action, CoreConfig, Input, RecoveredState, StorageAction, StorageOutcome,
+    };
     use super::*;
     use rcraft_wire::{Membership, Message};
 
@@ -363,7 +365,7 @@ mod tests {
         );
         assert!(!actions.iter().any(|a| matches!(a, Action::Send(_))));
         // The first persist alone releases the first grant, and only it.
-        voter.step(Input::Persisted { seq: 1 });
+        voter.step(Input::Storage(StorageOutcome::Persisted { seq: 1 }));
         let sent: Vec<(NodeId, Term)> = voter
             .take_actions()
             .iter()

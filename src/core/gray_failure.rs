@@ -432,7 +432,7 @@ impl Replica {
 #[cfg(test)]
 mod tests {
     use super::super::api::RecoveredState;
-    use super::super::api::{CoreConfig, Input, SelfDemotionConfig, StorageAction};
+    use super::super::api::{CoreConfig, Input, SelfDemotionConfig, StorageAction, StorageOutcome};
     use super::super::testing::{from_peer_in, leader_of_three, step_confirming};
     use super::*;
     use rcraft_wire::Membership;
@@ -553,7 +553,10 @@ mod tests {
                 order += 1;
                 match action {
                     Action::Storage(StorageAction::Persist { seq, .. }) => {
-                        due.insert((now + local, order), Input::Persisted { seq });
+                        due.insert(
+                            (now + local, order),
+                            Input::Storage(StorageOutcome::Persisted { seq }),
+                        );
                     }
                     Action::Send(message) => match message.body {
                         MessageBody::AppendRequest {

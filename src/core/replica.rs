@@ -9,12 +9,13 @@
 //! - `leader_state.is_some()` exactly when `role == Role::Leader`;
 //! - a message that promises durable state (a vote grant, a real vote request carrying our own
 //!   vote, an append acknowledgement) leaves only after the `Persist` that made the promise
-//!   true is confirmed by `Input::Persisted` (thesis §10.2.1 and DESIGN.md §4);
+//!   true is confirmed by `StorageOutcome::Persisted` (thesis §10.2.1 and DESIGN.md §4);
 //! - entries reach `Action::Apply` only when committed *and* durable locally, in order, once,
 //!   and at most `apply_window_entries` beyond the applied index.
 
 use super::api::{
     Action, CoreConfig, HardState, Input, LostEntries, ProposeError, RecoveredState, StorageAction,
+    StorageOutcome,
 };
 use super::error::{CoreError, Result};
 use super::follower_read::ForwardedReads;
@@ -219,8 +220,8 @@ pub struct Replica {
     pub(super) apply_requested: LogIndex,
     /// A snapshot being received from a leader.
     pub(super) incoming_snapshot: Option<IncomingSnapshot>,
-    /// `StorageAction::WriteSnapshotChunk`s not yet answered (`Input::SnapshotChunkWritten`, or
-    /// `Input::SnapshotInstalled` for a final chunk), of
+    /// `StorageAction::WriteSnapshotChunk`s not yet answered (`StorageOutcome::SnapshotChunkWritten`, or
+    /// `StorageOutcome::SnapshotInstalled` for a final chunk), of
     /// any transfer. Storage answers each once, in the order it got them, so while the final
     /// chunk of a transfer (handed over last) is with storage, an answer that leaves this
     /// above zero is about an earlier chunk.
@@ -229,7 +230,7 @@ pub struct Replica {
     /// term) order. Invariant: after each drain, the current snapshot and every snapshot a
     /// transfer sends.
     pub(super) snapshots_kept: Vec<rcraft_wire::SnapshotMeta>,
-    /// A local snapshot whose file storage found damaged (`Input::SnapshotDamaged`), until
+    /// A local snapshot whose file storage found damaged (`StorageOutcome::SnapshotDamaged`), until
     /// a snapshot at another point replaces it: transfers of it then start over.
     pub(super) damaged_snapshot: Option<(LogIndex, Term)>,
     /// Entries lost from this node's disk that it may have acknowledged, while not yet
@@ -367,35 +368,44 @@ impl Replica {
                 self.on_propose_membership(id, membership)
             }
             Input::ReadIndex { id, mode } => self.on_read_index(id, mode),
-            Input::Persisted { seq } => self.on_persisted(seq),
+            Input::Storage(outcome) => self.on_storage_outcome(outcome),
             Input::Applied { index } => self.on_applied(index),
             Input::SnapshotTaken {
                 meta,
                 retain_entries,
             } => self.on_snapshot_taken(meta, retain_entries),
-            Input::SnapshotDamaged { index, term } => self.on_snapshot_damaged(index, term),
-            Input::SnapshotChunkRead {
-                to,
-                meta,
-                offset,
-                data,
-            } => self.on_snapshot_chunk_read(to, meta, offset, data),
-            Input::SnapshotChunkWritten {
-                meta,
-                next_offset,
-                rejected,
-            } => self.on_snapshot_chunk_written(meta, next_offset, rejected),
-            Input::SnapshotInstalled { meta } => self.on_snapshot_installed(meta),
-            Input::EntriesRead {
+            Input::TransferLeadership { target } => self.on_transfer_leadership(target),
+            Input::Campaign => self.on_campaign(),
+        }
+        self.finish_step();
+    }
+
+    /// [`Input::Storage`]: storage's answer to one of its actions, or a damaged snapshot.
+    fn on_storage_outcome(&mut self, outcome: StorageOutcome) {
+        match outcome {
+            StorageOutcome::Persisted { seq } => self.on_persisted(seq),
+            StorageOutcome::EntriesRead {
                 id,
                 to,
                 low,
                 entries,
             } => self.on_entries_read(id, to, low, entries),
-            Input::TransferLeadership { target } => self.on_transfer_leadership(target),
-            Input::Campaign => self.on_campaign(),
+            StorageOutcome::SnapshotChunkRead {
+                to,
+                meta,
+                offset,
+                data,
+            } => self.on_snapshot_chunk_read(to, meta, offset, data),
+            StorageOutcome::SnapshotChunkWritten {
+                meta,
+                next_offset,
+                rejected,
+            } => self.on_snapshot_chunk_written(meta, next_offset, rejected),
+            StorageOutcome::SnapshotInstalled { meta } => self.on_snapshot_installed(meta),
+            StorageOutcome::SnapshotDamaged { index, term } => {
+                self.on_snapshot_damaged(index, term)
+            }
         }
-        self.finish_step();
     }
 
     /// Drains the queued actions, in the order they must be carried out.

@@ -6,7 +6,7 @@
 //! its write is durable (thesis §10.2.1); only an entry of the leader's current term commits
 //! by counting replicas (paper §5.4.2); a follower never truncates a committed entry.
 
-use super::api::{Action, ProposeError, StorageAction};
+use super::api::{Action, ProposeError, ReadEntriesError, StorageAction};
 use super::log::Sendable;
 use super::progress::ProgressState;
 use super::quorum;
@@ -278,7 +278,7 @@ impl Replica {
         self.send(peer, body);
     }
 
-    /// `Input::EntriesRead`: storage's answer to a `ReadEntries` for `to`. Sent on when it is
+    /// `StorageOutcome::EntriesRead`: storage's answer to a `ReadEntries` for `to`. Sent on when it is
     /// the read `to`'s progress waits for, still starts at its `next_index` and matches our
     /// log (terms known for every index); a failed read falls back to the snapshot.
     pub(super) fn on_entries_read(
@@ -286,7 +286,7 @@ impl Replica {
         id: u64,
         to: NodeId,
         low: LogIndex,
-        entries: std::result::Result<Vec<Entry>, String>,
+        entries: std::result::Result<Vec<Entry>, ReadEntriesError>,
     ) {
         let Some(state) = self.leader_state.as_mut() else {
             return;
@@ -298,15 +298,15 @@ impl Replica {
             return; // A read of an earlier state; the current one (if any) is on its way.
         }
         pr.entries_read = None;
-        let entries = entries.and_then(|entries| match entries.is_empty() {
-            true => Err("storage read no entries".to_string()),
-            false => Ok(entries),
-        });
-        let Ok(entries) = entries else {
-            // Storage no longer holds them. Without a snapshot to send, the follower's next
-            // heartbeat answer tries again (not at once: that could loop on a bad disk).
-            self.start_snapshot_transfer(to);
-            return;
+        let entries = match entries {
+            Ok(entries) if !entries.is_empty() => entries,
+            // Storage no longer holds them, cannot read them, or read none (whatever the
+            // kind of failure). Without a snapshot to send, the follower's next heartbeat
+            // answer tries again (not at once: that could loop on a bad disk).
+            _ => {
+                self.start_snapshot_transfer(to);
+                return;
+            }
         };
         let matches_log = pr.next_index == low
             && self.log.term_at(low.prev()).is_some()
@@ -612,7 +612,7 @@ fn shows_lost_entries(
 
 #[cfg(test)]
 mod tests {
-    use super::super::api::{Action, Input};
+    use super::super::api::{Action, Input, ReadFailure, StorageOutcome};
     use super::*;
     use rcraft_wire::Message;
 
@@ -885,13 +885,15 @@ mod tests {
         let beat = MessageBody::HeartbeatResponse { read_context: 0 };
         assert!(entry_reads(&step(&mut leader, from_peer(3, beat))).is_empty());
         // Storage answers; a stale answer (another id) changes nothing.
-        let answer = |id: u64, from: u64| Input::EntriesRead {
-            id,
-            to: NodeId(3),
-            low: LogIndex(from),
-            entries: Ok(
-                written[(from - 2) as usize..((from + 1) as usize).min(written.len())].to_vec(),
-            ),
+        let answer = |id: u64, from: u64| {
+            Input::Storage(StorageOutcome::EntriesRead {
+                id,
+                to: NodeId(3),
+                low: LogIndex(from),
+                entries: Ok(
+                    written[(from - 2) as usize..((from + 1) as usize).min(written.len())].to_vec(),
+                ),
+            })
         };
         assert!(step(&mut leader, answer(id + 100, 2)).is_empty());
         let actions = step(&mut leader, answer(id, 2));
@@ -945,12 +947,12 @@ mod tests {
         };
         let actions = step(&mut leader, from_peer(3, ack));
         let (id, ..) = entry_reads(&actions)[0];
-        let answer = Input::EntriesRead {
+        let answer = Input::Storage(StorageOutcome::EntriesRead {
             id,
             to: NodeId(3),
             low: LogIndex(2),
             entries: Ok(written.clone()),
-        };
+        });
         let actions = step(&mut leader, answer);
         assert_eq!(appends_to(&actions, 3), [1, 3, 5, 7, 9], "{actions:?}");
         // The message after index 3 was lost: node 3 refuses the next one.
@@ -984,12 +986,12 @@ mod tests {
         };
         let actions = step(&mut leader, from_peer(3, ack));
         let (id, ..) = entry_reads(&actions)[0];
-        let failed = Input::EntriesRead {
+        let failed = Input::Storage(StorageOutcome::EntriesRead {
             id,
             to: NodeId(3),
             low: LogIndex(2),
-            entries: Err("compacted".to_string()),
-        };
+            entries: Err(ReadEntriesError::new(ReadFailure::NotHeld, "compacted")),
+        });
         let actions = step(&mut leader, failed);
         assert!(
             (actions.iter())

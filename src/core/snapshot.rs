@@ -53,7 +53,7 @@ impl Replica {
         });
     }
 
-    /// `Input::SnapshotDamaged`: transfers of that snapshot start over with the current one
+    /// `StorageOutcome::SnapshotDamaged`: transfers of that snapshot start over with the current one
     /// if it is another; otherwise when its replacement is taken.
     pub(super) fn on_snapshot_damaged(&mut self, index: LogIndex, term: rcraft_wire::Term) {
         let current = self.log.snapshot().map(|s| (s.index, s.term));
@@ -188,7 +188,7 @@ impl Replica {
         }
     }
 
-    /// `Input::SnapshotChunkRead`: send the chunk if the transfer still wants it.
+    /// `StorageOutcome::SnapshotChunkRead`: send the chunk if the transfer still wants it.
     pub(super) fn on_snapshot_chunk_read(
         &mut self,
         to: NodeId,
@@ -430,7 +430,7 @@ impl Replica {
             }));
     }
 
-    /// `Input::SnapshotInstalled`: storage verified the received snapshot, made it current and
+    /// `StorageOutcome::SnapshotInstalled`: storage verified the received snapshot, made it current and
     /// restarted its log after it. A snapshot newer than the log's replaces the whole log
     /// (storage discarded its log too) and the state machine is asked to restore it
     /// (`Action::RestoreSnapshot`, ordered before any later `Action::Apply`); the leader is
@@ -463,7 +463,7 @@ impl Replica {
         self.send(leader, body);
     }
 
-    /// `Input::SnapshotChunkWritten`: answer the leader with the offset storage holds durable.
+    /// `StorageOutcome::SnapshotChunkWritten`: answer the leader with the offset storage holds durable.
     pub(super) fn on_snapshot_chunk_written(
         &mut self,
         meta: SnapshotMeta,
@@ -569,7 +569,7 @@ impl Replica {
 
 #[cfg(test)]
 mod tests {
-    use super::super::api::{CoreConfig, Input, RecoveredState};
+    use super::super::api::{CoreConfig, Input, RecoveredState, StorageOutcome};
     use super::*;
     use rcraft_wire::{Membership, Message, Term};
 
@@ -650,11 +650,11 @@ mod tests {
         // complete partial file after a restart).
         let actions = step(&mut follower, chunk_at(0, 4, false));
         assert_eq!(written_offsets(&actions), [0]);
-        let held = Input::SnapshotChunkWritten {
+        let held = Input::Storage(StorageOutcome::SnapshotChunkWritten {
             meta: meta.clone(),
             next_offset: 10,
             rejected: false,
-        };
+        });
         step(&mut follower, held);
         // The leader resends the last byte as the final chunk: storage gets it, to finish.
         let actions = step(&mut follower, chunk_at(9, 1, true));
@@ -676,10 +676,12 @@ mod tests {
     fn a_refusal_of_an_earlier_chunk_does_not_restart_a_transfer_whose_final_chunk_is_with_storage()
     {
         let (mut follower, meta) = follower_and_a_10_byte_snapshot();
-        let answer = |next_offset, rejected| Input::SnapshotChunkWritten {
-            meta: meta.clone(),
-            next_offset,
-            rejected,
+        let answer = |next_offset, rejected| {
+            Input::Storage(StorageOutcome::SnapshotChunkWritten {
+                meta: meta.clone(),
+                next_offset,
+                rejected,
+            })
         };
         // Chunk 0 (which storage will refuse: say its checksum failed) and the final chunk
         // go to storage before either is answered.
@@ -710,7 +712,7 @@ mod tests {
         step(&mut follower, answer(4, false));
         let installed = step(
             &mut follower,
-            Input::SnapshotInstalled { meta: meta.clone() },
+            Input::Storage(StorageOutcome::SnapshotInstalled { meta: meta.clone() }),
         );
         assert_eq!(follower.log.snapshot_index(), meta.index);
         let restores: Vec<&SnapshotMeta> = installed
@@ -833,11 +835,11 @@ mod tests {
         let (mut follower, meta) = follower_and_a_10_byte_snapshot();
         // A new leader starts at 0, but storage kept a partial file through offset 6.
         assert_eq!(written_offsets(&step(&mut follower, chunk(&meta, 0))), [0]);
-        let held = Input::SnapshotChunkWritten {
+        let held = Input::Storage(StorageOutcome::SnapshotChunkWritten {
             meta: meta.clone(),
             next_offset: 6,
             rejected: false,
-        };
+        });
         step(&mut follower, held);
         // The leader continues at 6: that is no gap. A late chunk 2 is answered, not written.
         assert_eq!(written_offsets(&step(&mut follower, chunk(&meta, 6))), [6]);
@@ -1026,12 +1028,12 @@ mod tests {
         let mut sent = 0;
         for _ in 0..300 {
             for (to, offset) in std::mem::take(&mut pending) {
-                let read = Input::SnapshotChunkRead {
+                let read = Input::Storage(StorageOutcome::SnapshotChunkRead {
                     to: NodeId(to),
                     meta: meta.clone(),
                     offset,
                     data: vec![1; chunk as usize],
-                };
+                });
                 let actions = step(&mut leader, read);
                 let chunks = actions.iter().filter(|a| {
                     matches!(
@@ -1133,10 +1135,10 @@ mod tests {
     #[test]
     fn a_transfer_of_a_damaged_snapshot_starts_over_with_its_replacement() {
         let mut leader = leader_sending_to_node_2();
-        let damaged = Input::SnapshotDamaged {
+        let damaged = Input::Storage(StorageOutcome::SnapshotDamaged {
             index: LogIndex(9),
             term: Term(1),
-        };
+        });
         // Nothing else to send yet.
         assert!(read_offsets(&step(&mut leader, damaged)).is_empty());
         let (newer, actions) = take_a_newer_snapshot(&mut leader);

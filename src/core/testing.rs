@@ -3,7 +3,7 @@
 //!
 //! Test-only; owns nothing.
 
-use super::api::{Action, CoreConfig, Input, RecoveredState, StorageAction};
+use super::api::{Action, CoreConfig, Input, RecoveredState, StorageAction, StorageOutcome};
 use super::replica::Replica;
 use rcraft_wire::{LogIndex, Membership, Message, MessageBody, NodeId, Term};
 
@@ -18,7 +18,7 @@ pub(crate) fn step_confirming(replica: &mut Replica, input: Input) -> Vec<Action
         }
         for action in &actions {
             if let Action::Storage(StorageAction::Persist { seq, .. }) = action {
-                replica.step(Input::Persisted { seq: *seq });
+                replica.step(Input::Storage(StorageOutcome::Persisted { seq: *seq }));
             }
         }
         all.extend(actions);

@@ -36,6 +36,7 @@ use super::transport::{NetEvent, ReplyTo};
 use crate::core::describe::describe_action;
 use crate::core::{
     Action, Input, LostEntries, ProposeError, Replica, RequestId, SelfDemotion, StorageAction,
+    StorageOutcome,
 };
 use crossbeam_channel::Sender;
 use rcraft_wire::{
@@ -527,85 +528,50 @@ impl ConsensusLogic {
 
     fn on_storage_event(&mut self, event: StorageEvent) {
         match event {
-            StorageEvent::Persisted { seq } => {
-                self.replica.step(Input::Persisted { seq });
-            }
-            StorageEvent::SnapshotChunkRead {
+            StorageEvent::Core(outcome) => self.on_storage_outcome(outcome),
+            StorageEvent::ClientAnswer { reply, body } => self.reply(reply, body),
+            StorageEvent::Failed(error) => self.fail(Fatal::Storage(error)),
+        }
+    }
+
+    /// Storage's answer for the core: what the node itself does with it first (the
+    /// received-snapshot stage's transitions, the observer's counts, a replacement for a
+    /// damaged snapshot), then the core takes it as it is.
+    fn on_storage_outcome(&mut self, outcome: StorageOutcome) {
+        match &outcome {
+            StorageOutcome::Persisted { .. } | StorageOutcome::EntriesRead { .. } => {}
+            StorageOutcome::SnapshotChunkRead {
                 to,
                 meta,
                 offset,
                 data,
-            } => {
-                self.observe(|o| o.on_snapshot_chunk_read(to, &meta, offset, data.len()));
-                self.replica.step(Input::SnapshotChunkRead {
-                    to,
-                    meta,
-                    offset,
-                    data,
-                });
-            }
-            StorageEvent::EntriesRead {
-                id,
-                to,
-                low,
-                entries,
-            } => {
-                if let Err(reason) = &entries {
-                    log::warn!("reading entries from {low} for node {to}: {reason}");
-                }
-                self.replica.step(Input::EntriesRead {
-                    id,
-                    to,
-                    low,
-                    entries: entries.map_err(|e| e.to_string()),
-                });
-            }
-            StorageEvent::ClientAnswer { reply, body } => self.reply(reply, body),
-            StorageEvent::SnapshotChunkWritten {
+            } => self.observe(|o| o.on_snapshot_chunk_read(*to, meta, *offset, data.len())),
+            StorageOutcome::SnapshotChunkWritten {
                 meta,
                 next_offset,
                 rejected,
-            } => {
-                match self.received.chunk_written(&meta, next_offset, rejected) {
-                    Ok(Some(arriving)) => self.send_apply(arriving),
-                    Ok(None) => {}
-                    Err(bug) => return self.fail(Fatal::SnapshotStage(bug)),
-                }
-                let input = Input::SnapshotChunkWritten {
-                    meta,
-                    next_offset,
-                    rejected,
-                };
-                self.replica.step(input);
-            }
-            StorageEvent::SnapshotStored { meta } => {
+            } => match self.received.chunk_written(meta, *next_offset, *rejected) {
+                Ok(Some(arriving)) => self.send_apply(arriving),
+                Ok(None) => {}
+                Err(bug) => return self.fail(Fatal::SnapshotStage(bug)),
+            },
+            StorageOutcome::SnapshotInstalled { meta } => {
                 self.observe(|o| o.on_snapshot_stored());
-                if let Err(bug) = self.received.stored(&meta) {
+                if let Err(bug) = self.received.stored(meta) {
                     return self.fail(Fatal::SnapshotStage(bug));
                 }
                 // The core takes it now, without waiting for the restore it asks for
                 // (`Action::RestoreSnapshot`): a restore held up delays only applying on this
                 // node, never its votes, acknowledgements or elections (issue 14, finding 7).
-                self.replica.step(Input::SnapshotInstalled { meta });
             }
-            StorageEvent::SnapshotDamaged {
-                index,
-                term,
-                path,
-                reason,
-            } => {
+            StorageOutcome::SnapshotDamaged { index, .. } => {
                 // The state machine in memory is fine: a snapshot of it replaces the file (the
-                // core then sends the new one). Storage reports each damaged file once.
-                log::info!(
-                    "asking for a new snapshot to replace {} (index {index}, term {term}: \
-                     {reason})",
-                    path.display()
-                );
-                self.replica.step(Input::SnapshotDamaged { index, term });
-                self.send_apply(ApplyCommand::ReplaceSnapshot { damaged: index });
+                // core then sends the new one). Storage logged the file and the damage, and
+                // reports each damaged file once.
+                self.send_apply(ApplyCommand::ReplaceSnapshot { damaged: *index });
             }
-            StorageEvent::Failed(error) => self.fail(Fatal::Storage(error)),
         }
+        self.replica.step(Input::Storage(outcome));
     }
 
     fn on_apply_progress(&mut self, progress: ApplyProgress) {

@@ -3,8 +3,8 @@
 //!
 //! Owned by the consensus thread, which sees every party of a received snapshot in order:
 //! the core hands chunks to storage (`StorageAction::WriteSnapshotChunk`), storage answers them
-//! (`StorageEvent::SnapshotChunkWritten`) and installs the final one
-//! (`StorageEvent::SnapshotStored`, which the core takes as `Input::SnapshotInstalled`), the
+//! (`StorageOutcome::SnapshotChunkWritten`) and installs the final one
+//! (`StorageOutcome::SnapshotInstalled`, which the core takes after the stage), the
 //! core asks for the state machine to be restored (`Action::RestoreSnapshot`, forwarded to
 //! the apply thread as `ApplyCommand::Restore`), and the apply thread reports it restored
 //! (`ApplyProgress::Restored`). Each snapshot moves through [`Stage`]s in that order:

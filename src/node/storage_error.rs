@@ -8,6 +8,7 @@
 //! message names the operation, the file and the offset.
 
 use super::entry_codec::PayloadError;
+use crate::core::{ReadEntriesError, ReadFailure};
 use rcraft_storage::Error as StoreError;
 use rcraft_wire::record::RecordError;
 use std::fmt;
@@ -103,6 +104,28 @@ impl StorageError {
     pub(crate) fn store(doing: impl Into<String>) -> impl FnOnce(StoreError) -> StorageError {
         let doing = doing.into();
         move |source| StorageError::Store { doing, source }
+    }
+
+    /// What the core is told when entries could not be read for a follower
+    /// (`StorageOutcome::EntriesRead`): the kind of failure and this error's message.
+    pub(crate) fn read_failure(&self) -> ReadEntriesError {
+        let kind = match self {
+            StorageError::Store {
+                source: StoreError::Io { .. } | StoreError::Stopped { .. },
+                ..
+            } => ReadFailure::Io,
+            StorageError::Store {
+                source: StoreError::Corruption { .. },
+                ..
+            }
+            | StorageError::Undecodable { .. } => ReadFailure::Damaged,
+            StorageError::Store {
+                source: StoreError::InvalidArgument(_),
+                ..
+            }
+            | StorageError::Inconsistent(_) => ReadFailure::NotHeld,
+        };
+        ReadEntriesError::new(kind, self.to_string())
     }
 }
 

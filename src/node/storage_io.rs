@@ -2,14 +2,16 @@
 //!
 //! Commands are never dropped (a full queue makes the consensus thread wait); events come
 //! back at most once per drained batch for persistence, once per snapshot chunk or entry
-//! read otherwise (and once per damaged snapshot file found while sending).
+//! read otherwise (and once per damaged snapshot file found while sending). Both directions
+//! speak the core's vocabulary: commands are its `StorageAction`s and the answers its
+//! `StorageOutcome`s, each as it is; only the node's own reads for clients' backups and the
+//! thread's fail-stop are added.
 
 use super::net::ClientConnId;
-use super::storage_error::{StorageError, StorageResult};
+use super::storage_error::StorageError;
 use super::transport::ReplyTo;
-use crate::core::StorageAction;
-use rcraft_wire::{ClientResponseBody, Entry, LogIndex, NodeId, SnapshotMeta, Term};
-use std::path::PathBuf;
+use crate::core::{StorageAction, StorageOutcome};
+use rcraft_wire::{ClientResponseBody, LogIndex};
 use std::sync::Arc;
 
 /// Work for the storage thread: the core's storage actions as they are, in the order the core
@@ -17,7 +19,8 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub(crate) enum StorageCommand {
     /// A storage action of the core (`Action::Storage`), carried out as its documentation
-    /// says; persists are reported as `Persisted { seq }` after the batch's one sync.
+    /// says; persists are reported as `StorageOutcome::Persisted { seq }` after the batch's one
+    /// sync.
     Core(StorageAction),
     /// Read part of the current snapshot for a client taking a backup; answered with
     /// `ClientAnswer`.
@@ -38,62 +41,11 @@ pub(crate) enum StorageCommand {
 /// What the storage thread reports.
 #[derive(Debug)]
 pub(crate) enum StorageEvent {
-    /// Every persist command through `seq` is durable.
-    Persisted {
-        /// Highest durable sequence number.
-        seq: u64,
-    },
-    /// Answer to `ReadSnapshotChunk`.
-    SnapshotChunkRead {
-        /// The follower.
-        to: NodeId,
-        /// The snapshot read.
-        meta: SnapshotMeta,
-        /// Offset of `data`.
-        offset: u64,
-        /// The bytes (shorter than asked only at the end).
-        data: Vec<u8>,
-    },
-    /// Answer to `ReadEntries`: the entries, or why they could not be read (not held any
-    /// more, or a damaged record).
-    EntriesRead {
-        /// The read's id.
-        id: u64,
-        /// The follower.
-        to: NodeId,
-        /// First index asked for.
-        low: LogIndex,
-        /// The entries from `low` on, or the reason for none.
-        entries: StorageResult<Vec<Entry>>,
-    },
-    /// A chunk was written (or refused); the snapshot is not complete yet.
-    SnapshotChunkWritten {
-        /// The snapshot.
-        meta: SnapshotMeta,
-        /// Bytes durable so far.
-        next_offset: u64,
-        /// True when the chunk was refused.
-        rejected: bool,
-    },
-    /// The last chunk arrived, the snapshot verified and is now current on disk and the log
-    /// was reset to it; the state machine still has to be restored from it.
-    SnapshotStored {
-        /// The snapshot.
-        meta: SnapshotMeta,
-    },
-    /// The current snapshot file is damaged on disk (its data does not match the checksum in
-    /// its footer, or it no longer opens): no more chunks of it are sent. Reported once per
-    /// file; the state machine must write a new snapshot to replace it.
-    SnapshotDamaged {
-        /// Index of the damaged snapshot.
-        index: LogIndex,
-        /// Its term.
-        term: Term,
-        /// The file.
-        path: PathBuf,
-        /// What did not match.
-        reason: String,
-    },
+    /// For the core, as the core takes it (`Input::Storage`): the answer to one of its
+    /// storage actions, or a damaged local snapshot found while reading one. The consensus
+    /// thread shows the received-snapshot stage (`received_snapshot.rs`) the answers to
+    /// received chunks before the core gets them.
+    Core(StorageOutcome),
     /// The answer to a client's request (a backup's snapshot chunk, or why there is none).
     ClientAnswer {
         /// Where it goes.

@@ -25,7 +25,7 @@ use super::snapshot_files::{file_meta, snapshot_meta};
 use super::storage_io::{StorageCommand, StorageEvent};
 use super::storage_thread::{OpenedStorage, open_storage_with};
 use crate::core::rng::SplitMix64;
-use crate::core::{CoreConfig, HardState, RecoveredState, Replica, StorageAction};
+use crate::core::{CoreConfig, HardState, RecoveredState, Replica, StorageAction, StorageOutcome};
 use rcraft_storage::{CrashMode, SimFs, SnapshotStore};
 use rcraft_wire::{Entry, EntryPayload, LogIndex, Membership, NodeId, SnapshotMeta, Term};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -482,19 +482,19 @@ impl StorageSim {
 
     fn on_event(&mut self, event: StorageEvent) -> Result<(), String> {
         match event {
-            StorageEvent::Persisted { seq } => {
+            StorageEvent::Core(StorageOutcome::Persisted { seq }) => {
                 while self.unconfirmed.front().is_some_and(|u| u.seq <= seq) {
                     let done = self.unconfirmed.pop_front().expect("checked");
                     self.durable.persist(done.hard_state, &done.entries);
                     self.confirmed += 1;
                 }
             }
-            StorageEvent::SnapshotChunkWritten { next_offset, .. } => {
+            StorageEvent::Core(StorageOutcome::SnapshotChunkWritten { next_offset, .. }) => {
                 if let Some(transfer) = self.transfer.as_mut() {
                     transfer.next_offset = next_offset;
                 }
             }
-            StorageEvent::SnapshotStored { meta } => {
+            StorageEvent::Core(StorageOutcome::SnapshotInstalled { meta }) => {
                 let (index, term) = (meta.index.0, meta.term.0);
                 if !self.unconfirmed.is_empty() {
                     return Err(format!(

@@ -3,7 +3,9 @@
 //! Owns the WAL (through [`LogStore`]), the hard-state file and its handle on the snapshot
 //! directory (the apply thread holds another handle to write local snapshots). It drains every
 //! queued command, writes truncations, appends and hard state, syncs the log ONCE for the
-//! batch, and then reports `Persisted` with the batch's last sequence number.
+//! batch, and then reports `StorageOutcome::Persisted` with the batch's last sequence number.
+//! Everything it reports for the core is a `StorageOutcome`, which the consensus thread hands
+//! to the core as it is.
 //!
 //! Invariants: `Persisted { seq }` is sent only after every write of every persist command
 //! through `seq` is durable; any write or sync error is fail-stop (the thread reports
@@ -25,7 +27,9 @@ use super::snapshot_files::{file_meta, snapshot_meta};
 use super::snapshot_send::{Damage, Reader, SendChecks};
 use super::storage_error::{StorageError, StorageResult};
 use super::storage_io::{StorageCommand, StorageEvent};
-use crate::core::{HardState, LostEntries, RecoveredState, StorageAction};
+use crate::core::{
+    HardState, LostEntries, ReadEntriesError, RecoveredState, StorageAction, StorageOutcome,
+};
 use crossbeam_channel::Receiver;
 use rcraft_storage::{
     Error as StoreError, Finish, Fs, HardState as StoredHardState, HardStateStore, PartialSnapshot,
@@ -314,12 +318,10 @@ fn report_damage(damage: Damage, events: &Ringing<StorageEvent>) {
         damage.path.display(),
         damage.reason
     );
-    let _ = events.send(StorageEvent::SnapshotDamaged {
+    let _ = events.send(StorageEvent::Core(StorageOutcome::SnapshotDamaged {
         index: LogIndex(damage.index),
         term: Term(damage.term),
-        path: damage.path,
-        reason: damage.reason,
-    });
+    }));
 }
 
 /// Makes the log continue right after `meta`: when it does not hold the snapshot's last entry
@@ -485,12 +487,12 @@ impl StorageThread {
                     // batch's sync.
                     let entries = self.read_entries(low, high, max_bytes);
                     self.log.release_sealed_pages();
-                    let _ = events.send(StorageEvent::EntriesRead {
+                    let _ = events.send(StorageEvent::Core(StorageOutcome::EntriesRead {
                         id,
                         to,
                         low,
                         entries,
-                    });
+                    }));
                 }
                 other => {
                     self.flush(&mut persisted, events)?;
@@ -501,7 +503,7 @@ impl StorageThread {
         self.flush(&mut persisted, events)
     }
 
-    /// Log entries `[low, high]` for a follower (`StorageCommand::ReadEntries`), or why they
+    /// Log entries `[low, high]` for a follower (`StorageAction::ReadEntries`), or why they
     /// cannot be read. Not fail-stop: the leader sends the follower a snapshot instead, and a
     /// damaged record is reported again by the next start's recovery.
     pub(crate) fn read_entries(
@@ -509,8 +511,13 @@ impl StorageThread {
         low: LogIndex,
         high: LogIndex,
         max_bytes: u64,
-    ) -> StorageResult<Vec<rcraft_wire::Entry>> {
-        self.log.read_entries(low, high, max_bytes)
+    ) -> Result<Vec<rcraft_wire::Entry>, ReadEntriesError> {
+        self.log
+            .read_entries(low, high, max_bytes)
+            .map_err(|error| {
+                log::warn!("reading entries from {low} for a follower: {error}");
+                error.read_failure()
+            })
     }
 
     /// Syncs the log once and reports the last persisted sequence number, if any.
@@ -522,7 +529,7 @@ impl StorageThread {
         if let Some(seq) = persisted.take() {
             // PLANTED BUG (mutation check only): confirm before the sync.
             #[cfg(feature = "bug-confirm-before-sync")]
-            let _ = events.send(StorageEvent::Persisted { seq });
+            let _ = events.send(StorageEvent::Core(StorageOutcome::Persisted { seq }));
             let syncing = std::time::Instant::now();
             let began = self.writes_began.replace(syncing).unwrap_or(syncing);
             (self.metrics).with(|m| m.stage(Stage::WalAppend, None, syncing - began));
@@ -532,7 +539,7 @@ impl StorageThread {
             self.log.sync()?;
             self.metrics.with(|m| m.wal_fsync(syncing.elapsed()));
             #[cfg(not(feature = "bug-confirm-before-sync"))]
-            let _ = events.send(StorageEvent::Persisted { seq });
+            let _ = events.send(StorageEvent::Core(StorageOutcome::Persisted { seq }));
         }
         Ok(())
     }
@@ -578,12 +585,12 @@ impl StorageThread {
                 max_bytes,
             }) => {
                 if let Some(data) = self.read_snapshot_chunk(to, &meta, offset, max_bytes, events) {
-                    let _ = events.send(StorageEvent::SnapshotChunkRead {
+                    let _ = events.send(StorageEvent::Core(StorageOutcome::SnapshotChunkRead {
                         to,
                         meta,
                         offset,
                         data,
-                    });
+                    }));
                 }
                 Ok(())
             }
@@ -608,8 +615,8 @@ impl StorageThread {
                 done,
                 ..
             }) => {
-                let event = self.write_snapshot_chunk(meta, offset, &data, chunk_crc, done)?;
-                let _ = events.send(event);
+                let outcome = self.write_snapshot_chunk(meta, offset, &data, chunk_crc, done)?;
+                let _ = events.send(StorageEvent::Core(outcome));
                 Ok(())
             }
             StorageCommand::ReadSnapshotForClient {
@@ -816,14 +823,14 @@ impl StorageThread {
         data: &[u8],
         chunk_crc: u32,
         done: bool,
-    ) -> StorageResult<StorageEvent> {
+    ) -> StorageResult<StorageOutcome> {
         if offset > 0 && !self.receiving(&meta) {
             // A chunk past the start of a snapshot that is not being received (a late or
             // reordered chunk of another transfer, or of a leader that just took over) can
             // only be refused from offset 0. Starting a partial file for it would empty the
             // one of the transfer under way, whose leader then has to send it again from
             // the start (SIM_FINDINGS 25).
-            return Ok(StorageEvent::SnapshotChunkWritten {
+            return Ok(StorageOutcome::SnapshotChunkWritten {
                 meta,
                 next_offset: 0,
                 rejected: true,
@@ -833,7 +840,7 @@ impl StorageThread {
         let refuse = |partial: PartialSnapshot, this: &mut Self| {
             let next_offset = partial.next_offset();
             this.partial = Some(partial);
-            StorageEvent::SnapshotChunkWritten {
+            StorageOutcome::SnapshotChunkWritten {
                 meta: meta.clone(),
                 next_offset,
                 rejected: true,
@@ -860,7 +867,7 @@ impl StorageThread {
         self.incoming.advance(next_offset);
         if !done {
             self.partial = Some(partial);
-            return Ok(StorageEvent::SnapshotChunkWritten {
+            return Ok(StorageOutcome::SnapshotChunkWritten {
                 meta,
                 next_offset,
                 rejected: false,
@@ -874,7 +881,7 @@ impl StorageThread {
                 meta.index
             );
             self.incoming.invalidate();
-            return Ok(StorageEvent::SnapshotStored { meta });
+            return Ok(StorageOutcome::SnapshotInstalled { meta });
         }
         // A restore reading the file as it arrives has no use for it cached afterwards; any
         // other restore reads the installed file next, so its cache is kept.
@@ -884,7 +891,7 @@ impl StorageThread {
                 // The published bytes stay valid: the file was renamed, not rewritten.
                 self.incoming.installed();
                 reconcile_log_with_snapshot(&mut self.log, &meta)?;
-                Ok(StorageEvent::SnapshotStored { meta })
+                Ok(StorageOutcome::SnapshotInstalled { meta })
             }
             Ok(Finish::Continue(partial)) => {
                 log::warn!(
@@ -901,7 +908,7 @@ impl StorageThread {
                     "received snapshot {} is bad ({reason}); asking for it again from offset 0",
                     meta.index
                 );
-                Ok(StorageEvent::SnapshotChunkWritten {
+                Ok(StorageOutcome::SnapshotChunkWritten {
                     meta,
                     next_offset: 0,
                     rejected: true,
@@ -1075,11 +1082,11 @@ mod tests {
     }
 
     /// The answers to `ReadEntries` among `events`, by id.
-    fn entries_read(events: &[StorageEvent]) -> Vec<(u64, Result<Vec<Entry>, String>)> {
+    fn entries_read(events: &[StorageEvent]) -> Vec<(u64, Result<Vec<Entry>, ReadEntriesError>)> {
         (events.iter())
             .filter_map(|event| match event {
-                StorageEvent::EntriesRead { id, entries, .. } => {
-                    Some((*id, entries.as_ref().cloned().map_err(|e| e.to_string())))
+                StorageEvent::Core(StorageOutcome::EntriesRead { id, entries, .. }) => {
+                    Some((*id, entries.clone()))
                 }
                 _ => None,
             })
@@ -1088,7 +1095,7 @@ mod tests {
 
     /// A leader's catch-up of a lagging follower reads entries back from the WAL: within
     /// the asked range, up to the byte limit (at least one), and an error naming the range
-    /// when it is not on disk.
+    /// when it is not on disk, of the kind the core is told (`ReadFailure::NotHeld`).
     #[test]
     fn entries_are_read_back_for_followers() {
         let fs = SimFs::new();
@@ -1107,11 +1114,12 @@ mod tests {
         assert_eq!(answers[0], (1, Ok(entries[2..9].to_vec())));
         assert_eq!(answers[1], (2, Ok(entries[2..4].to_vec())));
         assert_eq!(answers[2], (3, Ok(entries[4..5].to_vec())));
-        let (id, Err(reason)) = &answers[3] else {
+        let (id, Err(error)) = &answers[3] else {
             panic!("read beyond the log: {:?}", answers[3]);
         };
         assert_eq!(*id, 4);
-        assert!(reason.contains("19..=21"), "{reason}");
+        assert_eq!(error.kind, crate::core::ReadFailure::NotHeld, "{error}");
+        assert!(error.message.contains("19..=21"), "{error}");
     }
 
     #[test]
@@ -1127,8 +1135,7 @@ mod tests {
                 .collect();
             let (result, events) = run_opened(opened, commands);
             result.unwrap();
-            let persisted =
-                matches!(events.as_slice(), [StorageEvent::Persisted { seq }] if *seq == count);
+            let persisted = matches!(events.as_slice(), [StorageEvent::Core(StorageOutcome::Persisted { seq })] if *seq == count);
             assert!(persisted, "{events:?}");
             (fs.counts().1 - before, fs)
         };
@@ -1227,12 +1234,12 @@ mod tests {
         events
             .iter()
             .map(|event| match event {
-                StorageEvent::SnapshotChunkWritten {
+                StorageEvent::Core(StorageOutcome::SnapshotChunkWritten {
                     next_offset,
                     rejected,
                     ..
-                } => Some((*next_offset, *rejected)),
-                StorageEvent::SnapshotStored { .. } => None,
+                }) => Some((*next_offset, *rejected)),
+                StorageEvent::Core(StorageOutcome::SnapshotInstalled { .. }) => None,
                 other => panic!("unexpected {other:?}"),
             })
             .collect()
@@ -1410,14 +1417,19 @@ mod tests {
         })
     }
 
-    /// Offsets of the chunks read, and the files reported damaged, in order.
-    fn reads_and_damage(events: &[StorageEvent]) -> (Vec<u64>, Vec<PathBuf>) {
+    /// Offsets of the chunks read, and the snapshots reported damaged (index and term), in
+    /// order.
+    fn reads_and_damage(events: &[StorageEvent]) -> (Vec<u64>, Vec<(LogIndex, Term)>) {
         let mut offsets = Vec::new();
         let mut damaged = Vec::new();
         for event in events {
             match event {
-                StorageEvent::SnapshotChunkRead { offset, .. } => offsets.push(*offset),
-                StorageEvent::SnapshotDamaged { path, .. } => damaged.push(path.clone()),
+                StorageEvent::Core(StorageOutcome::SnapshotChunkRead { offset, .. }) => {
+                    offsets.push(*offset)
+                }
+                StorageEvent::Core(StorageOutcome::SnapshotDamaged { index, term }) => {
+                    damaged.push((*index, *term))
+                }
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -1434,7 +1446,7 @@ mod tests {
         let sent: Vec<u8> = events
             .iter()
             .flat_map(|event| match event {
-                StorageEvent::SnapshotChunkRead { data, .. } => data.clone(),
+                StorageEvent::Core(StorageOutcome::SnapshotChunkRead { data, .. }) => data.clone(),
                 other => panic!("unexpected {other:?}"),
             })
             .collect();
@@ -1515,9 +1527,12 @@ mod tests {
         assert!(answers[0].is_ok() && answers[1].is_ok(), "{answers:?}");
         let refused = answers[2].clone().unwrap_err();
         assert!(refused.contains("is damaged on this node"), "{refused}");
-        let reported = events
-            .iter()
-            .any(|e| matches!(e, StorageEvent::SnapshotDamaged { .. }));
+        let reported = events.iter().any(|e| {
+            matches!(
+                e,
+                StorageEvent::Core(StorageOutcome::SnapshotDamaged { .. })
+            )
+        });
         assert!(reported, "{events:?}");
     }
 
@@ -1555,9 +1570,9 @@ mod tests {
         let sent = |meta: &SnapshotMeta| -> Vec<u8> {
             (events.iter())
                 .filter_map(|event| match event {
-                    StorageEvent::SnapshotChunkRead { meta: m, data, .. } if m == meta => {
-                        Some(data.clone())
-                    }
+                    StorageEvent::Core(StorageOutcome::SnapshotChunkRead {
+                        meta: m, data, ..
+                    }) if m == meta => Some(data.clone()),
                     _ => None,
                 })
                 .flatten()
@@ -1565,13 +1580,15 @@ mod tests {
         };
         assert_eq!(sent(&new_meta), new_data);
         assert_eq!(sent(&old), old_data[..2000]);
-        let damaged: Vec<PathBuf> = (events.iter())
+        let damaged: Vec<(LogIndex, Term)> = (events.iter())
             .filter_map(|event| match event {
-                StorageEvent::SnapshotDamaged { path, .. } => Some(path.clone()),
+                StorageEvent::Core(StorageOutcome::SnapshotDamaged { index, term }) => {
+                    Some((*index, *term))
+                }
                 _ => None,
             })
             .collect();
-        assert_eq!(damaged, std::slice::from_ref(&old_path));
+        assert_eq!(damaged, [(old.index, old.term)]);
         assert!(fs.contents(&old_path).is_err(), "no longer kept, removed");
     }
 
@@ -1600,7 +1617,9 @@ mod tests {
         let read_for: Vec<SnapshotMeta> = events
             .iter()
             .filter_map(|event| match event {
-                StorageEvent::SnapshotChunkRead { meta, .. } => Some(meta.clone()),
+                StorageEvent::Core(StorageOutcome::SnapshotChunkRead { meta, .. }) => {
+                    Some(meta.clone())
+                }
                 _ => None,
             })
             .collect();
@@ -1621,14 +1640,19 @@ mod tests {
         let (result, events) = run_opened(opened, commands);
         result.unwrap();
         let (offsets, damaged) = reads_and_damage(&events);
-        assert_eq!(damaged, [path], "{events:?}");
+        assert_eq!(damaged, [(meta.index, meta.term)], "{events:?}");
         assert!(
             !offsets.contains(&4000),
             "the last chunk went out: {offsets:?}"
         );
         let reported_at = events
             .iter()
-            .position(|e| matches!(e, StorageEvent::SnapshotDamaged { .. }))
+            .position(|e| {
+                matches!(
+                    e,
+                    StorageEvent::Core(StorageOutcome::SnapshotDamaged { .. })
+                )
+            })
             .unwrap();
         assert!(
             offsets.len() <= reported_at,
@@ -1656,11 +1680,14 @@ mod tests {
         ];
         let (result, events) = run_opened(opened, commands);
         result.unwrap();
-        assert_eq!(reads_and_damage(&events), (Vec::new(), vec![path]));
+        assert_eq!(
+            reads_and_damage(&events),
+            (Vec::new(), vec![(meta.index, meta.term)])
+        );
         let damaged: Vec<LogIndex> = events
             .iter()
             .filter_map(|event| match event {
-                StorageEvent::SnapshotDamaged { index, .. } => Some(*index),
+                StorageEvent::Core(StorageOutcome::SnapshotDamaged { index, .. }) => Some(*index),
                 _ => None,
             })
             .collect();
@@ -1679,7 +1706,7 @@ mod tests {
         let mut answers = Vec::new();
         loop {
             match events.recv().unwrap() {
-                StorageEvent::Persisted { .. } => return answers,
+                StorageEvent::Core(StorageOutcome::Persisted { .. }) => return answers,
                 other => answers.push(other),
             }
         }
@@ -1709,7 +1736,11 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(damaged, [path], "the damage was never found");
+        assert_eq!(
+            damaged,
+            [(meta.index, meta.term)],
+            "the damage was never found"
+        );
         assert!(ask(&tx, &events, read(2, &meta, 3000)).is_empty());
         assert!(ask(&tx, &events, read(1, &meta, 0)).is_empty());
 
@@ -1719,7 +1750,7 @@ mod tests {
         writer.finish().unwrap();
         let answers = ask(&tx, &events, read(1, &meta, 0));
         let sent = matches!(answers.as_slice(),
-            [StorageEvent::SnapshotChunkRead { data: chunk, .. }] if chunk[..] == data[..1000]);
+            [StorageEvent::Core(StorageOutcome::SnapshotChunkRead { data: chunk, .. })] if chunk[..] == data[..1000]);
         assert!(sent, "{answers:?}");
         drop(tx);
         thread.join().unwrap().unwrap();
@@ -1764,10 +1795,10 @@ mod tests {
             .recv_timeout(std::time::Duration::from_secs(10));
         assert!(matches!(
             written,
-            Ok(StorageEvent::SnapshotChunkWritten {
+            Ok(StorageEvent::Core(StorageOutcome::SnapshotChunkWritten {
                 next_offset: 1000,
                 ..
-            })
+            }))
         ));
         let reader = receiver.incoming.open_reader(meta, stall_limit).unwrap();
         (receiver, reader)
@@ -1795,11 +1826,13 @@ mod tests {
         tx.send(chunk(&meta, &data, 2000, 3000)).unwrap();
         assert!(matches!(
             next_event(),
-            Ok(StorageEvent::SnapshotChunkWritten { .. })
+            Ok(StorageEvent::Core(
+                StorageOutcome::SnapshotChunkWritten { .. }
+            ))
         ));
         assert!(matches!(
             next_event(),
-            Ok(StorageEvent::SnapshotStored { .. })
+            Ok(StorageEvent::Core(StorageOutcome::SnapshotInstalled { .. }))
         ));
         let mut rest = Vec::new();
         reader.read_to_end(&mut rest).unwrap();
@@ -1886,11 +1919,11 @@ mod tests {
         tx.send(chunk(&meta, &data, 0, 1000)).unwrap();
         assert!(matches!(
             next_event(),
-            Ok(StorageEvent::SnapshotChunkWritten {
+            Ok(StorageEvent::Core(StorageOutcome::SnapshotChunkWritten {
                 next_offset: 1000,
                 rejected: false,
                 ..
-            })
+            }))
         ));
         drop(tx);
         thread.join().unwrap().unwrap();

@@ -23,7 +23,8 @@ use super::storage_io::{StorageCommand, StorageEvent};
 use super::storage_thread::{OpenedStorage, open_storage_with};
 use super::transport::ReplyTo;
 use crate::core::{
-    CoreConfig, HardState, Input, RecoveredState, Replica, SelfDemotion, StorageAction,
+    CoreConfig, HardState, Input, ReadEntriesError, RecoveredState, Replica, SelfDemotion,
+    StorageAction, StorageOutcome,
 };
 use rcraft_storage::SimFs;
 use rcraft_wire::{
@@ -38,21 +39,34 @@ use std::time::{Duration, Instant};
 /// WAL segment size of a simulated node: small, so that batches roll segments.
 const SEGMENT_BYTES: u64 = 16 << 10;
 
-/// What the storage thread reported for a batch, in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SimStorageEvent {
-    /// Every persist through this sequence number is durable.
-    Persisted(u64),
-    /// A received chunk was written (`rejected: false`) or refused; `next_offset` is where
-    /// the durable bytes end.
-    ChunkWritten {
-        /// End of the durable bytes of the partial snapshot.
-        next_offset: u64,
-        /// True when the chunk was refused.
-        rejected: bool,
-    },
-    /// The received snapshot is verified and current (or was not newer than the current one).
-    Stored(SnapshotMeta),
+/// Why [`SimStorage::run`] could not carry out a batch.
+#[derive(Debug)]
+pub enum SimStorageError {
+    /// The storage thread stopped on this error (fail-stop), as the node's would.
+    Stopped(StorageError),
+    /// The thread reported something that is not for the core (described), which no command
+    /// a simulated node queues asks for.
+    NotForTheCore(String),
+}
+
+impl std::fmt::Display for SimStorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SimStorageError::Stopped(error) => write!(f, "storage stopped: {error}"),
+            SimStorageError::NotForTheCore(event) => {
+                write!(f, "storage reported {event}, which is not for the core")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SimStorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SimStorageError::Stopped(error) => Some(error),
+            SimStorageError::NotForTheCore(_) => None,
+        }
+    }
 }
 
 /// One simulated node's storage thread over a simulated file system.
@@ -124,14 +138,15 @@ impl SimStorage {
     }
 
     /// Reads log entries `[low, high]` (up to `max_bytes`) from the WAL now, as the thread
-    /// answers `StorageCommand::ReadEntries`: without waiting for the queued commands, since
-    /// the core reads only entries a confirmed persist wrote.
+    /// answers `StorageAction::ReadEntries` (with the same error the core is told): without
+    /// waiting for the queued commands, since the core reads only entries a confirmed
+    /// persist wrote.
     pub fn read_entries(
         &self,
         low: LogIndex,
         high: LogIndex,
         max_bytes: u64,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> Result<Vec<Entry>, ReadEntriesError> {
         self.opened.thread.read_entries(low, high, max_bytes)
     }
 
@@ -144,32 +159,24 @@ impl SimStorage {
     }
 
     /// Carries out the first `count` queued commands (all when `None`) as one batch and
-    /// returns what the thread reported; an error is the thread's fail-stop.
-    pub fn run(&mut self, count: Option<usize>) -> Result<Vec<SimStorageEvent>, String> {
+    /// returns what the thread reported for the core, in order, exactly as the thread sends
+    /// it; an error is the thread's fail-stop.
+    pub fn run(&mut self, count: Option<usize>) -> Result<Vec<StorageOutcome>, SimStorageError> {
         let count = count.unwrap_or(self.queue.len()).min(self.queue.len());
         let batch: Vec<StorageCommand> = self.queue.drain(..count).collect();
         let (result, events) = self.opened.thread.carry_out_batch(batch);
-        result.map_err(|e| e.to_string())?;
+        result.map_err(SimStorageError::Stopped)?;
         events
             .into_iter()
             .map(|event| match event {
-                StorageEvent::Persisted { seq } => Ok(SimStorageEvent::Persisted(seq)),
-                StorageEvent::SnapshotChunkWritten {
-                    next_offset,
-                    rejected,
-                    ..
-                } => Ok(SimStorageEvent::ChunkWritten {
-                    next_offset,
-                    rejected,
-                }),
-                StorageEvent::SnapshotStored { meta } => Ok(SimStorageEvent::Stored(meta)),
-                other => Err(format!("unexpected storage event {other:?}")),
+                StorageEvent::Core(outcome) => Ok(outcome),
+                other => Err(SimStorageError::NotForTheCore(format!("{other:?}"))),
             })
             .collect()
     }
 
     /// Carries out every queued command up to and including the persist `seq`.
-    pub fn run_through(&mut self, seq: u64) -> Result<Vec<SimStorageEvent>, String> {
+    pub fn run_through(&mut self, seq: u64) -> Result<Vec<StorageOutcome>, SimStorageError> {
         let count = self
             .queue
             .iter()
@@ -657,50 +664,13 @@ impl SimConsensus {
         self.logic.receive(Received::Net(vec![event]), now);
     }
 
-    /// Feeds what storage or the state machine reported, in the core's terms: `Persisted`,
-    /// `EntriesRead`, `SnapshotChunkRead` and `SnapshotChunkWritten` (installed: the snapshot
-    /// was stored and the log reset to it) as the storage thread reports them, `Applied` and
+    /// Feeds what storage or the state machine reported, in the core's terms: storage's
+    /// outcomes (`Input::Storage`) as the storage thread sends them, `Applied` and
     /// `SnapshotTaken` as the apply thread does. Errs for an input no thread sends.
     pub fn report(&mut self, input: Input, now_ms: u64) -> Result<(), String> {
         let now = self.at(now_ms);
         let item = match input {
-            Input::Persisted { seq } => Received::Storage(StorageEvent::Persisted { seq }),
-            Input::EntriesRead {
-                id,
-                to,
-                low,
-                entries,
-            } => Received::Storage(StorageEvent::EntriesRead {
-                id,
-                to,
-                low,
-                // The simulator's disk model says why in words; the handler logs and passes on
-                // only the words.
-                entries: entries.map_err(StorageError::Inconsistent),
-            }),
-            Input::SnapshotChunkRead {
-                to,
-                meta,
-                offset,
-                data,
-            } => Received::Storage(StorageEvent::SnapshotChunkRead {
-                to,
-                meta,
-                offset,
-                data,
-            }),
-            Input::SnapshotInstalled { meta } => {
-                Received::Storage(StorageEvent::SnapshotStored { meta })
-            }
-            Input::SnapshotChunkWritten {
-                meta,
-                next_offset,
-                rejected,
-            } => Received::Storage(StorageEvent::SnapshotChunkWritten {
-                meta,
-                next_offset,
-                rejected,
-            }),
+            Input::Storage(outcome) => Received::Storage(StorageEvent::Core(outcome)),
             Input::Applied { index } => Received::Apply(ApplyProgress::Applied(index)),
             Input::SnapshotTaken { meta, .. } => {
                 Received::Apply(ApplyProgress::SnapshotTaken(meta))

@@ -14,8 +14,10 @@
 //! what the real storage recovers must equal the model's durable state.
 
 use crate::entry_log::EntryLog;
-use rcraft::core::{HardState, LostEntries, RecoveredState};
-use rcraft::node::testing::{SimStorage, SimStorageEvent};
+use rcraft::core::{
+    HardState, LostEntries, ReadEntriesError, ReadFailure, RecoveredState, StorageOutcome,
+};
+use rcraft::node::testing::SimStorage;
 use rcraft::wire::{Entry, LogIndex, Membership, NodeId, SnapshotMeta, Term};
 use rcraft_storage::{CrashMode, SimFs};
 use std::collections::{BTreeMap, VecDeque};
@@ -85,9 +87,9 @@ impl RealDisk {
             .ok_or_else(|| "real storage: used while the node is down".to_string())
     }
 
-    fn take_in(&mut self, events: &[SimStorageEvent]) {
+    fn take_in(&mut self, events: &[StorageOutcome]) {
         for event in events {
-            if let SimStorageEvent::Persisted(seq) = event {
+            if let StorageOutcome::Persisted { seq } = event {
                 self.confirmed = self.confirmed.max(*seq);
             }
         }
@@ -158,7 +160,7 @@ impl Disk {
         }
         if let Some(real) = self.real.as_mut() {
             if real.confirmed < seq {
-                let events = real.storage()?.run_through(seq)?;
+                let events = (real.storage()?.run_through(seq)).map_err(|e| e.to_string())?;
                 real.take_in(&events);
                 if real.confirmed < seq {
                     return Err(format!(
@@ -277,7 +279,7 @@ impl Disk {
             // The real thread makes durable exactly the writes the model kept, then the
             // process dies: nothing else of its queue reaches the disk.
             if let Some(&last) = reached.last() {
-                let events = real.storage()?.run_through(last)?;
+                let events = (real.storage()?.run_through(last)).map_err(|e| e.to_string())?;
                 real.take_in(&events);
             }
             real.storage = None;
@@ -472,7 +474,7 @@ impl Disk {
         low: LogIndex,
         high: LogIndex,
         max_bytes: u64,
-    ) -> Result<Result<Vec<Entry>, String>, String> {
+    ) -> Result<Result<Vec<Entry>, ReadEntriesError>, String> {
         let mut entries = Vec::new();
         let mut bytes = 0;
         let mut index = low;
@@ -486,15 +488,17 @@ impl Disk {
         }
         let model = match entries.first() {
             Some(_) => Ok(entries),
-            None => Err(format!(
-                "entries from {low} are not on the disk (it holds {}..={})",
-                self.log.base_index().next(),
-                self.log.last_index()
+            None => Err(ReadEntriesError::new(
+                ReadFailure::NotHeld,
+                format!(
+                    "entries from {low} are not on the disk (it holds {}..={})",
+                    self.log.base_index().next(),
+                    self.log.last_index()
+                ),
             )),
         };
         if let (Some(real), Ok(expected)) = (self.real.as_mut(), &model) {
-            let read =
-                (real.storage()?.read_entries(low, high, max_bytes)).map_err(|e| e.to_string());
+            let read = real.storage()?.read_entries(low, high, max_bytes);
             if read.as_ref() != Ok(expected) {
                 return Err(format!(
                     "real storage read entries {low}..={high} (max {max_bytes} bytes) as \
@@ -528,19 +532,23 @@ impl Disk {
         if let Some(real) = self.real.as_mut() {
             let storage = real.storage()?;
             storage.write_chunk(from, meta.clone(), offset, data.to_vec(), done);
-            let events = storage.run(None)?;
+            let events = storage.run(None).map_err(|e| e.to_string())?;
             real.take_in(&events);
             let answer = events.last();
             let stored = outcome.installed.is_some() || outcome.covered;
             let agrees = match (stored, answer) {
-                (true, Some(SimStorageEvent::Stored(stored))) => stored == meta,
+                (true, Some(StorageOutcome::SnapshotInstalled { meta: stored })) => stored == meta,
                 (
                     false,
-                    Some(SimStorageEvent::ChunkWritten {
+                    Some(StorageOutcome::SnapshotChunkWritten {
+                        meta: written,
                         next_offset,
                         rejected,
                     }),
-                ) => (*next_offset, *rejected) == (outcome.next_offset, outcome.rejected),
+                ) => {
+                    written == meta
+                        && (*next_offset, *rejected) == (outcome.next_offset, outcome.rejected)
+                }
                 _ => false,
             };
             if !agrees {

@@ -18,7 +18,7 @@ use crate::params::{
 use crate::replica::SimCore;
 use crate::state_machine::decode_write;
 use crate::world::{Event, World};
-use rcraft::core::{Input, ProposeError, StorageAction};
+use rcraft::core::{Input, ProposeError, StorageAction, StorageOutcome};
 use rcraft::node::testing::{SimApplyCommand, SimTurn};
 use rcraft::wire::{
     ClientRequestBody, ClientResponseBody, Entry, EntryPayload, LogIndex, Message, MessageBody,
@@ -162,12 +162,12 @@ impl<C: SimCore> World<C> {
                 if entries.is_ok() {
                     self.entry_reads += 1;
                 }
-                let input = Input::EntriesRead {
+                let input = Input::Storage(StorageOutcome::EntriesRead {
                     id,
                     to,
                     low,
                     entries,
-                };
+                });
                 self.answer_after_disk_delay(node, input);
                 Ok(())
             }
@@ -570,12 +570,12 @@ impl<C: SimCore> World<C> {
             .saturating_add(max_bytes)
             .min(snapshot.meta.size_bytes) as usize;
         let data = snapshot.bytes[start..end].to_vec();
-        let input = Input::SnapshotChunkRead {
+        let input = Input::Storage(StorageOutcome::SnapshotChunkRead {
             to,
             meta,
             offset,
             data,
-        };
+        });
         self.answer_after_disk_delay(node, input);
         Ok(())
     }
@@ -629,16 +629,16 @@ impl<C: SimCore> World<C> {
             None if outcome.covered => Event::Answer {
                 node,
                 incarnation,
-                input: Input::SnapshotInstalled { meta },
+                input: Input::Storage(StorageOutcome::SnapshotInstalled { meta }),
             },
             None => Event::Answer {
                 node,
                 incarnation,
-                input: Input::SnapshotChunkWritten {
+                input: Input::Storage(StorageOutcome::SnapshotChunkWritten {
                     meta,
                     next_offset: outcome.next_offset,
                     rejected: outcome.rejected,
-                },
+                }),
             },
         };
         self.schedule(at, event);
@@ -669,7 +669,10 @@ impl<C: SimCore> World<C> {
         }
         let meta = snapshot.meta.clone();
         n.snapshots.insert(meta.index, snapshot);
-        self.feed(node, Input::SnapshotInstalled { meta })
+        self.feed(
+            node,
+            Input::Storage(StorageOutcome::SnapshotInstalled { meta }),
+        )
     }
 
     /// Part of [`World::apply`]: the apply side restores the state machine from the installed snapshot the core names

@@ -22,7 +22,7 @@ use crate::params::{
 use crate::replica::{CoreView, SimCore};
 use crate::rng::SimRng;
 use crate::state_machine::{AppendList, NodeStateMachine};
-use rcraft::core::{Input, RequestId};
+use rcraft::core::{Input, RequestId, StorageOutcome};
 use rcraft::node::testing::SimConsensusSettings;
 use rcraft::wire::{LogIndex, Membership, Message, NodeId, Role, SnapshotMeta, Term};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -574,7 +574,7 @@ impl<C: SimCore> World<C> {
             .sync_through(seq)
             .map_err(|e| format!("node {id}: {e}"))?;
         self.judge_revotes(node)?;
-        self.feed(node, Input::Persisted { seq })
+        self.feed(node, Input::Storage(StorageOutcome::Persisted { seq }))
     }
 
     /// True when the last `count` entries of `node`'s durable log hold an entry of a term
