@@ -5,10 +5,10 @@ CARGO ?= cargo
 SEED ?=
 SEEDS ?= 2000
 
-.PHONY: help build test unit doctest lint lean c-free sim soak bench demo loadtest faults mutants
+.PHONY: help build test unit doctest lint lean c-free sim soak bench bench-instructions demo loadtest faults mutants
 
 help:
-	@echo "make build | test | lint | sim [SEED=n] [SEEDS=n] | soak | bench | demo | loadtest | faults | mutants"
+	@echo "make build | test | lint | sim [SEED=n] [SEEDS=n] | soak | bench | bench-instructions | demo | loadtest | faults | mutants"
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -75,11 +75,20 @@ soak:
 mutants:
 	./scripts/mutants.sh
 
-## bench: storage and wire benchmarks (release); each prints its raw baseline beside it.
+## bench: storage and wire benchmarks (release); each prints its raw baseline beside it; then
+## the entry path's instructions per entry.
 bench:
 	$(CARGO) bench -p rcraft-storage --bench wal
 	$(CARGO) bench -p rcraft-wire --bench codec
 	$(CARGO) test --release -p rcraft --test net_bench -- --ignored --nocapture
+	$(MAKE) bench-instructions
+
+## bench-instructions: instructions per entry on the entry path over 3 nodes (leader's entry,
+## WAL appends, AppendRequest frames, follower's decode and CRC check, apply), counted by
+## valgrind's callgrind (deterministic, unlike time on a shared machine); without valgrind it
+## says so and prints wall-clock times. benches/entry_path.rs, scripts/bench-instructions.py.
+bench-instructions:
+	./scripts/bench-instructions.py
 
 ## demo: release build, a local 3-node cluster, 8 s of load with a leader kill, a report.
 demo:
