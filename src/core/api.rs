@@ -79,7 +79,7 @@ pub struct CoreConfig {
     /// value itself, `log::cache_cost`) kept in memory once they are durable
     /// and handed to the state machine: the newest such entries stay cached for followers
     /// that are nearly caught up; older ones are read back from storage
-    /// ([`Action::ReadEntries`]) when a follower needs them. Entries not yet durable or not
+    /// ([`StorageAction::ReadEntries`]) when a follower needs them. Entries not yet durable or not
     /// yet handed to the state machine are always kept (their bytes are bounded by
     /// `max_uncommitted_bytes`, the storage queue and `apply_window_entries`); on a leader,
     /// entries a follower that keeps up has not acknowledged are kept up to

@@ -170,6 +170,45 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_entry_read_tells_the_core_its_kind_and_the_message() {
+        use crate::core::ReadFailure;
+        let io = StorageError::store("reading the log from 7")(StoreError::io(
+            "read",
+            "/data/wal/00000001.wal",
+            std::io::Error::other("EIO"),
+        ));
+        let corrupt = StorageError::store("reading the log from 7")(StoreError::Corruption {
+            file: PathBuf::from("/data/wal/00000001.wal"),
+            offset: 4096,
+            reason: "record checksum mismatch".into(),
+        });
+        let undecodable = StorageError::Undecodable {
+            what: Decoded::LogEntry(7),
+            reason: DecodeProblem::ChecksumMismatch,
+        };
+        let not_held = StorageError::Inconsistent("entries 3..=9 are not all in the log".into());
+        let out_of_range = StorageError::store("reading the log from 2")(
+            StoreError::InvalidArgument("index 2 is below the first index 5".into()),
+        );
+        let stopped = StorageError::store("reading the log from 7")(StoreError::Stopped {
+            cause: "fdatasync failed".into(),
+        });
+        for (error, kind) in [
+            (io, ReadFailure::Io),
+            (stopped, ReadFailure::Io),
+            (corrupt, ReadFailure::Damaged),
+            (undecodable, ReadFailure::Damaged),
+            (not_held, ReadFailure::NotHeld),
+            (out_of_range, ReadFailure::NotHeld),
+        ] {
+            let told = error.read_failure();
+            assert_eq!(told.kind, kind, "{error}");
+            assert_eq!(told.message, error.to_string());
+            assert_eq!(told.to_string(), error.to_string());
+        }
+    }
+
+    #[test]
     fn a_log_that_does_not_open_stops_the_start_with_its_path_and_cause() {
         let dir = tempfile::tempdir().unwrap();
         // The WAL's directory is a file: the log cannot open.

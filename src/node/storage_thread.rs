@@ -486,6 +486,9 @@ impl StorageThread {
                     // every other one in memory), so the read need not wait for this
                     // batch's sync.
                     let entries = self.read_entries(low, high, max_bytes);
+                    if let Err(error) = &entries {
+                        log::warn!("reading entries from {low} for node {to}: {error}");
+                    }
                     self.log.release_sealed_pages();
                     let _ = events.send(StorageEvent::Core(StorageOutcome::EntriesRead {
                         id,
@@ -512,12 +515,7 @@ impl StorageThread {
         high: LogIndex,
         max_bytes: u64,
     ) -> Result<Vec<rcraft_wire::Entry>, ReadEntriesError> {
-        self.log
-            .read_entries(low, high, max_bytes)
-            .map_err(|error| {
-                log::warn!("reading entries from {low} for a follower: {error}");
-                error.read_failure()
-            })
+        (self.log.read_entries(low, high, max_bytes)).map_err(|error| error.read_failure())
     }
 
     /// Syncs the log once and reports the last persisted sequence number, if any.
