@@ -20,7 +20,7 @@ import tempfile
 
 # Stage function -> how many of the 3 nodes run it per batch (see benches/entry_path.rs).
 STAGES = [
-    ("leader_make_entries", "leader: make the entries (Entry::new: the record)", 1),
+    ("leader_make_entries", "leader: make the entries (Entry::command: the record)", 1),
     ("wal_append", "WAL append (append_encoded), each node", 3),
     ("frame_encode", "leader: AppendRequest frame, one per follower", 2),
     ("follower_decode", "follower: frame decode + CRC check + entries", 2),

@@ -293,7 +293,7 @@ fn commands(first: u64, term: u64) -> Vec<Entry> {
                 LogIndex(i),
                 EntryPayload::Command {
                     session: None,
-                    data: vec![i as u8; 40],
+                    data: vec![i as u8; 40].into(),
                 },
             )
         })

@@ -50,7 +50,7 @@ fn large_append_request_arrives_intact() {
                 LogIndex(i),
                 EntryPayload::Command {
                     session: None,
-                    data: vec![i as u8; 1000],
+                    data: vec![i as u8; 1000].into(),
                 },
             )
         })

@@ -656,7 +656,7 @@ mod tests {
                 LogIndex(index),
                 EntryPayload::Command {
                     session: None,
-                    data: vec![0; half - 100],
+                    data: vec![0; half - 100].into(),
                 },
             )
         };
@@ -699,7 +699,7 @@ mod tests {
             LogIndex(index),
             EntryPayload::Command {
                 session: None,
-                data: vec![7; bytes],
+                data: vec![7; bytes].into(),
             },
         )
     }

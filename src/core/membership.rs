@@ -52,12 +52,15 @@ impl Replica {
 
     /// `Input::ProposeMembership`.
     pub(super) fn on_propose_membership(&mut self, id: RequestId, target: Membership) {
-        let entry = match self.membership_change_entry(target) {
-            Ok(membership) => EntryPayload::Membership(membership),
+        let membership = match self.membership_change_entry(target) {
+            Ok(membership) => membership,
             Err(error) => {
                 self.actions.push(Action::ProposeRejected { id, error });
                 return;
             }
+        };
+        let entry = |term, index| {
+            rcraft_wire::Entry::new(term, index, EntryPayload::Membership(membership))
         };
         match self.append_proposal(entry) {
             Ok((term, index)) => self.actions.push(Action::Proposed { id, term, index }),

@@ -594,8 +594,10 @@ impl Replica {
     }
 
     fn on_propose(&mut self, id: u64, session: Option<rcraft_wire::Session>, data: Vec<u8>) {
-        let payload = rcraft_wire::EntryPayload::Command { session, data };
-        match self.append_proposal(payload) {
+        // The command's bytes are copied once, into the entry's record, which the entry's
+        // command then views.
+        let entry = |term, index| rcraft_wire::Entry::command(term, index, session, &data);
+        match self.append_proposal(entry) {
             Ok((term, index)) => self.actions.push(Action::Proposed { id, term, index }),
             Err(error) => self.actions.push(Action::ProposeRejected { id, error }),
         }

@@ -129,10 +129,11 @@ impl Replica {
 
     // ----- proposals -----
 
-    /// Appends a new entry with `payload` as leader, subject to the overload cap.
+    /// Appends as leader the new entry that `make` makes at (term, next index), subject to
+    /// the overload cap.
     pub(super) fn append_proposal(
         &mut self,
-        payload: EntryPayload,
+        make: impl FnOnce(Term, LogIndex) -> Entry,
     ) -> Result<(Term, LogIndex), ProposeError> {
         let Some(state) = self.leader_state.as_ref() else {
             return Err(self.not_leader());
@@ -140,7 +141,7 @@ impl Replica {
         if state.transfer.is_some() {
             return Err(self.not_leader());
         }
-        let entry = Entry::new(self.term, self.log.last_index().next(), payload);
+        let entry = make(self.term, self.log.last_index().next());
         let size = entry.size_bytes();
         if state.uncommitted_bytes > 0
             && state.uncommitted_bytes + size > self.config.max_uncommitted_bytes

@@ -728,7 +728,7 @@ impl ApplyHandler {
             } => self.register_session(entry.index, &data),
             EntryPayload::Command { session, data } => {
                 let outcome = self.apply_command(entry.index, session, &data);
-                self.publish(entry.index, entry.term, data);
+                self.publish(entry.index, entry.term, &data);
                 outcome
             }
         };
@@ -791,13 +791,15 @@ impl ApplyHandler {
         }
     }
 
-    /// Keeps an applied command for the subscribers, if there are any.
-    fn publish(&mut self, index: LogIndex, term: Term, command: Vec<u8>) {
+    /// Keeps an applied command for the subscribers, if there are any: a copy, so that a
+    /// subscriber holding it does not hold the buffer the command arrived in (a follower's
+    /// whole batch).
+    fn publish(&mut self, index: LogIndex, term: Term, command: &[u8]) {
         if self.publishing {
             self.published.push(ApplyMsg {
                 index,
                 term,
-                command,
+                command: command.to_vec(),
             });
         }
     }
@@ -1179,7 +1181,7 @@ mod tests {
             LogIndex(index),
             EntryPayload::Command {
                 session,
-                data: data.to_vec(),
+                data: data.into(),
             },
         )
     }

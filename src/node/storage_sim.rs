@@ -27,7 +27,7 @@ use super::storage_thread::{OpenedStorage, open_storage_with};
 use crate::core::rng::SplitMix64;
 use crate::core::{CoreConfig, HardState, RecoveredState, Replica, StorageAction, StorageOutcome};
 use rcraft_storage::{CrashMode, SimFs, SnapshotStore};
-use rcraft_wire::{Entry, EntryPayload, LogIndex, Membership, NodeId, SnapshotMeta, Term};
+use rcraft_wire::{Entry, LogIndex, Membership, NodeId, SnapshotMeta, Term};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
@@ -160,14 +160,7 @@ fn membership() -> Membership {
 fn entry(index: u64, term: u64, padding: usize) -> Entry {
     let mut data = format!("{index}/{term}/").into_bytes();
     data.resize(data.len() + padding, b'.');
-    Entry::new(
-        Term(term),
-        LogIndex(index),
-        EntryPayload::Command {
-            session: None,
-            data,
-        },
-    )
+    Entry::command(Term(term), LogIndex(index), None, &data)
 }
 
 fn hard_state((term, vote, commit): (u64, Option<u64>, u64)) -> HardState {

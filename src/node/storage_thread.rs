@@ -1008,7 +1008,7 @@ mod tests {
     use crate::node::mailbox::{ringing, unrung};
     use crossbeam_channel::unbounded;
     use rcraft_storage::{CrashMode, SimFs};
-    use rcraft_wire::{Entry, EntryPayload, Session};
+    use rcraft_wire::{Entry, Session};
     use std::path::PathBuf;
 
     fn entry(term: u64, index: u64) -> Entry {
@@ -1017,11 +1017,7 @@ mod tests {
             client_id: 3,
             sequence: index,
         });
-        Entry::new(
-            Term(term),
-            LogIndex(index),
-            EntryPayload::Command { session, data },
-        )
+        Entry::command(Term(term), LogIndex(index), session, &data)
     }
 
     fn hard_state(term: u64, vote: Option<u64>, commit: u64) -> HardState {

@@ -376,7 +376,10 @@ mod tests {
         Entry::new(
             Term(1),
             LogIndex(index),
-            EntryPayload::Command { session, data },
+            EntryPayload::Command {
+                session,
+                data: data.into(),
+            },
         )
     }
 

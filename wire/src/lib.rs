@@ -1,6 +1,8 @@
 //! `rcraft-wire`: the vocabulary every part of rcraft speaks, and the frame codec that carries it.
 //!
 //! - [`types`]: newtypes for ids, terms and indexes, log entries and cluster membership.
+//! - [`record`]: an entry's one byte format (its WAL record); [`SharedBytes`], the view a
+//!   command's bytes are of their record.
 //! - [`message`]: every peer (Raft) message and every client request and response.
 //! - [`handshake`]: the fixed-size greeting that opens every connection.
 //! - [`frame`]: the frame header, the encoders and the sans-I/O [`FrameDecoder`].
@@ -18,6 +20,7 @@ pub mod limits;
 #[allow(missing_docs)]
 pub mod message;
 pub mod record;
+pub mod shared_bytes;
 #[allow(missing_docs)]
 pub mod types;
 
@@ -30,4 +33,5 @@ pub use handshake::{
 };
 pub use limits::*;
 pub use message::*;
+pub use shared_bytes::SharedBytes;
 pub use types::*;

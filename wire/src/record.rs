@@ -14,13 +14,17 @@
 //! An [`Entry`] is encoded once, when it is made ([`Entry::new`]); its record bytes are
 //! shared by every clone (the core's cache, the storage thread, each AppendRequest) and are
 //! what the WAL stores and what followers receive. A follower checks each record's CRC
-//! ([`decode_records`]) and appends the same bytes to its WAL. Pure functions, no I/O.
+//! ([`decode_records`]) and appends the same bytes to its WAL. A command's bytes are the
+//! record's last bytes, and an entry's command is a view of them ([`SharedBytes`]), never a
+//! second copy. Pure functions, no I/O.
 //! Invariant: `decode_payload(&payload_bytes(p)) == Ok(p)` for every payload, and
 //! `Entry::from_record(e.record()) == Ok(e)` for every entry.
 
+use crate::shared_bytes::SharedBytes;
 use crate::types::{Entry, EntryPayload, LogIndex, Membership, NodeId, Session, Term};
 use std::collections::BTreeSet;
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 /// Length of a record's header (len, crc, index, term).
@@ -84,44 +88,52 @@ impl fmt::Display for PayloadError {
 
 impl std::error::Error for PayloadError {}
 
-/// One entry's record bytes, shared: a range of a buffer that may hold a whole batch of
-/// records (as received from the leader), so a batch costs one allocation.
-#[derive(Clone)]
-pub(crate) struct EntryRecord {
-    buf: Arc<[u8]>,
-    start: usize,
-    end: usize,
-}
-
-impl EntryRecord {
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-}
-
-impl fmt::Debug for EntryRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} B", self.end - self.start)
-    }
-}
-
 /// Exact length of `payload`'s encoding.
 fn payload_len(payload: &EntryPayload) -> usize {
     match payload {
         EntryPayload::Noop => 1,
-        EntryPayload::Command { session, data } => {
-            2 + if session.is_some() { 16 } else { 0 } + data.len()
-        }
+        EntryPayload::Command { session, data } => command_len(session, data),
         EntryPayload::Membership(m) => {
             1 + 12 + 8 * (m.voters.len() + m.voters_outgoing.len() + m.learners.len())
         }
     }
 }
 
+/// Exact length of a command payload's encoding.
+fn command_len(session: &Option<Session>, data: &[u8]) -> usize {
+    2 + if session.is_some() { 16 } else { 0 } + data.len()
+}
+
 /// Encodes the record of (`index`, `term`, `payload`) into one new shared buffer (one
 /// allocation, of the record's exact length).
-pub(crate) fn encode_record(index: LogIndex, term: Term, payload: &EntryPayload) -> EntryRecord {
-    let len = RECORD_HEADER_BYTES + payload_len(payload);
+pub(crate) fn encode_record(index: LogIndex, term: Term, payload: &EntryPayload) -> SharedBytes {
+    encode_record_with(index, term, payload_len(payload), |out| {
+        write_payload(payload, out)
+    })
+}
+
+/// Encodes the record of a command (`session`, `data`) at (`index`, `term`), as
+/// [`encode_record`] does, from borrowed command bytes.
+pub(crate) fn encode_command_record(
+    index: LogIndex,
+    term: Term,
+    session: &Option<Session>,
+    data: &[u8],
+) -> SharedBytes {
+    encode_record_with(index, term, command_len(session, data), |out| {
+        write_command(session, data, out)
+    })
+}
+
+/// A record's header around a payload of `payload_len` bytes that `write` writes, in one new
+/// buffer of the record's exact length.
+fn encode_record_with(
+    index: LogIndex,
+    term: Term,
+    payload_len: usize,
+    write: impl FnOnce(&mut SliceOut<'_>),
+) -> SharedBytes {
+    let len = RECORD_HEADER_BYTES + payload_len;
     let record_len = u32::try_from(len).expect("an entry of more than 4 GiB");
     let mut buf: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
     let bytes = Arc::get_mut(&mut buf).expect("a new buffer has one owner");
@@ -132,15 +144,17 @@ pub(crate) fn encode_record(index: LogIndex, term: Term, payload: &EntryPayload)
         bytes: &mut bytes[RECORD_HEADER_BYTES..],
         at: 0,
     };
-    write_payload(payload, &mut out);
-    debug_assert_eq!(out.at, len - RECORD_HEADER_BYTES);
+    write(&mut out);
+    assert_eq!(out.at, payload_len, "a payload's length computed wrong");
     let crc = record_crc(bytes);
     bytes[4..8].copy_from_slice(&crc.to_le_bytes());
-    EntryRecord {
-        buf,
-        start: 0,
-        end: len,
-    }
+    SharedBytes::from_shared(buf)
+}
+
+/// A view of the command bytes `data_len` long at the end of `record` (a command's bytes are
+/// its record's last bytes).
+pub(crate) fn command_view(record: &SharedBytes, data_len: usize) -> SharedBytes {
+    record.slice(record.len() - data_len..record.len())
 }
 
 /// Where a payload's encoding goes: a growing `Vec` or a slice of the exact length.
@@ -183,9 +197,9 @@ fn read_u64(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(word)
 }
 
-/// Checks the record at the start of `bytes` (length in bounds, CRC) and decodes it; returns
-/// the entry and the record's length. `buf` holds `bytes` at `offset` (shared by the entry).
-fn decode_one(buf: &Arc<[u8]>, offset: usize) -> Result<(Entry, usize), RecordError> {
+/// Checks the record at `offset` of `buf` (length in bounds, CRC) and decodes it; returns
+/// the entry, whose record and command are views of `buf`, and the record's length.
+fn decode_one(buf: &SharedBytes, offset: usize) -> Result<(Entry, usize), RecordError> {
     let bytes = &buf[offset..];
     if bytes.len() < RECORD_HEADER_BYTES {
         return Err(RecordError(format!(
@@ -207,25 +221,24 @@ fn decode_one(buf: &Arc<[u8]>, offset: usize) -> Result<(Entry, usize), RecordEr
             "record of entry {index} (term {term}): checksum mismatch"
         )));
     }
-    let payload = decode_payload(&record[RECORD_HEADER_BYTES..])
-        .map_err(|e| RecordError(format!("record of entry {index}: {e}")))?;
+    let payload_at = offset + RECORD_HEADER_BYTES;
+    let payload = decode_payload_with(&record[RECORD_HEADER_BYTES..], |data| {
+        buf.slice(payload_at + data.start..payload_at + data.end)
+    })
+    .map_err(|e| RecordError(format!("record of entry {index}: {e}")))?;
     let entry = Entry::with_record(
         Term(term),
         LogIndex(index),
         payload,
-        EntryRecord {
-            buf: Arc::clone(buf),
-            start: offset,
-            end: offset + len,
-        },
+        buf.slice(offset..offset + len),
     );
     Ok((entry, len))
 }
 
 /// Decodes one whole record (and nothing after it) into an entry, checking its length and
-/// CRC; the entry keeps a copy of the bytes as its record.
+/// CRC; the entry keeps a copy of the bytes as its record (and its command is a view of it).
 pub fn entry_from_record(bytes: &[u8]) -> Result<Entry, RecordError> {
-    let buf: Arc<[u8]> = Arc::from(bytes);
+    let buf = SharedBytes::copy_from_slice(bytes);
     let (entry, len) = decode_one(&buf, 0)?;
     if len != bytes.len() {
         return Err(RecordError(format!(
@@ -238,13 +251,14 @@ pub fn entry_from_record(bytes: &[u8]) -> Result<Entry, RecordError> {
 }
 
 /// Decodes records laid back to back (an AppendRequest's entries), checking each one's
-/// length and CRC. The entries share one copy of `bytes`. Indexes and terms are the records'
-/// own; their order is checked with the message (`Message::check_well_formed`).
+/// length and CRC. The entries share one copy of `bytes`: their records and their commands
+/// are views of it. Indexes and terms are the records' own; their order is checked with the
+/// message (`Message::check_well_formed`).
 pub fn decode_records(bytes: &[u8]) -> Result<Vec<Entry>, RecordError> {
     if bytes.is_empty() {
         return Ok(Vec::new());
     }
-    let buf: Arc<[u8]> = Arc::from(bytes);
+    let buf = SharedBytes::copy_from_slice(bytes);
     let mut entries = Vec::new();
     let mut at = 0;
     while at < buf.len() {
@@ -263,18 +277,7 @@ pub fn encode_payload(payload: &EntryPayload, out: &mut Vec<u8>) {
 fn write_payload(payload: &EntryPayload, out: &mut impl Out) {
     match payload {
         EntryPayload::Noop => out.put(&[TAG_NOOP]),
-        EntryPayload::Command { session, data } => {
-            out.put(&[TAG_COMMAND]);
-            match session {
-                Some(s) => {
-                    out.put(&[1]);
-                    out.put(&s.client_id.to_le_bytes());
-                    out.put(&s.sequence.to_le_bytes());
-                }
-                None => out.put(&[0]),
-            }
-            out.put(data);
-        }
+        EntryPayload::Command { session, data } => write_command(session, data, out),
         EntryPayload::Membership(m) => {
             out.put(&[TAG_MEMBERSHIP]);
             for set in [&m.voters, &m.voters_outgoing, &m.learners] {
@@ -288,6 +291,21 @@ fn write_payload(payload: &EntryPayload, out: &mut impl Out) {
     }
 }
 
+/// Writes a command payload: tag, session flag, session, then the command bytes (last, so a
+/// command is a view of the end of its record).
+fn write_command(session: &Option<Session>, data: &[u8], out: &mut impl Out) {
+    out.put(&[TAG_COMMAND]);
+    match session {
+        Some(s) => {
+            out.put(&[1]);
+            out.put(&s.client_id.to_le_bytes());
+            out.put(&s.sequence.to_le_bytes());
+        }
+        None => out.put(&[0]),
+    }
+    out.put(data);
+}
+
 /// The encoding of `payload` as a new buffer.
 pub fn payload_bytes(payload: &EntryPayload) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload_len(payload));
@@ -295,8 +313,18 @@ pub fn payload_bytes(payload: &EntryPayload) -> Vec<u8> {
     out
 }
 
-/// Decodes a payload written by [`encode_payload`]; an error names what is wrong.
+/// Decodes a payload written by [`encode_payload`]; an error names what is wrong. A
+/// command's bytes are copied into a buffer of their own.
 pub fn decode_payload(bytes: &[u8]) -> Result<EntryPayload, PayloadError> {
+    decode_payload_with(bytes, |data| SharedBytes::copy_from_slice(&bytes[data]))
+}
+
+/// Decodes a payload as [`decode_payload`] does; a command's bytes are `command(range)`, the
+/// range of `bytes` they occupy (a caller holding `bytes` shared returns a view).
+fn decode_payload_with(
+    bytes: &[u8],
+    command: impl FnOnce(Range<usize>) -> SharedBytes,
+) -> Result<EntryPayload, PayloadError> {
     let mut reader = ByteReader { bytes, at: 0 };
     let payload = match reader.u8()? {
         TAG_NOOP => EntryPayload::Noop,
@@ -309,8 +337,12 @@ pub fn decode_payload(bytes: &[u8]) -> Result<EntryPayload, PayloadError> {
                 }),
                 other => return Err(PayloadError::BadSessionFlag(other)),
             };
-            let data = reader.rest().to_vec();
-            EntryPayload::Command { session, data }
+            let start = reader.at;
+            reader.skip_rest();
+            EntryPayload::Command {
+                session,
+                data: command(start..bytes.len()),
+            }
         }
         TAG_MEMBERSHIP => EntryPayload::Membership(Membership {
             voters: reader.id_set()?,
@@ -361,10 +393,8 @@ impl ByteReader<'_> {
         Ok(u64::from_le_bytes(a))
     }
 
-    fn rest(&mut self) -> &[u8] {
-        let rest = &self.bytes[self.at..];
+    fn skip_rest(&mut self) {
         self.at = self.bytes.len();
-        rest
     }
 
     fn id_set(&mut self) -> Result<BTreeSet<NodeId>, PayloadError> {
@@ -440,7 +470,7 @@ mod tests {
                         client_id,
                         sequence
                     }),
-                    data,
+                    data: data.into(),
                 }),
             (ids(), ids(), ids()).prop_map(|(voters, voters_outgoing, learners)| {
                 EntryPayload::Membership(Membership {
@@ -458,7 +488,7 @@ mod tests {
             LogIndex(index),
             EntryPayload::Command {
                 session: None,
-                data: data.to_vec(),
+                data: data.into(),
             },
         )
     }
@@ -513,6 +543,43 @@ mod tests {
         );
     }
 
+    /// The command of `entry`, as a view.
+    fn command_of(entry: &Entry) -> &SharedBytes {
+        match &entry.payload {
+            EntryPayload::Command { data, .. } => data,
+            other => panic!("not a command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_command_is_a_view_of_its_record() {
+        let session = Some(Session {
+            client_id: 4,
+            sequence: 9,
+        });
+        let made = Entry::new(
+            Term(2),
+            LogIndex(8),
+            EntryPayload::Command {
+                session,
+                data: b"payload".into(),
+            },
+        );
+        let borrowed = Entry::command(Term(2), LogIndex(8), session, b"payload");
+        assert_eq!(made, borrowed);
+        assert_eq!(made.record(), borrowed.record());
+        for entry in [&made, &borrowed] {
+            let data = command_of(entry);
+            assert_eq!(data, b"payload");
+            assert!(std::ptr::eq(
+                data.as_ptr(),
+                entry.record()[entry.record().len() - 7..].as_ptr()
+            ));
+        }
+        let clone = made.clone();
+        assert!(command_of(&clone).shares_buffer_with(command_of(&made)));
+    }
+
     #[test]
     fn a_batch_of_records_decodes_to_its_entries_sharing_one_buffer() {
         let entries: Vec<Entry> = (1..=3).map(|i| command(i, 1, &[i as u8; 10])).collect();
@@ -525,6 +592,12 @@ mod tests {
                 .record()
                 .as_ptr()
                 .wrapping_sub(2 * decoded[0].record().len())
+        ));
+        // The commands are views of that buffer too: no copy of a payload on arrival.
+        assert!(command_of(&decoded[2]).shares_buffer_with(command_of(&decoded[0])));
+        assert!(std::ptr::eq(
+            command_of(&decoded[1]).as_ptr(),
+            decoded[1].record()[RECORD_HEADER_BYTES + 2..].as_ptr()
         ));
         assert_eq!(decode_records(&[]).unwrap(), Vec::new());
     }
@@ -562,7 +635,7 @@ mod tests {
     fn a_command_record_is_the_command_and_at_most_the_overhead() {
         let command = |session| EntryPayload::Command {
             session,
-            data: vec![3; 100],
+            data: vec![3; 100].into(),
         };
         let with_session = Some(Session {
             client_id: u64::MAX,

@@ -6,7 +6,8 @@
 use crate::limits::{
     ENTRY_FIXED_BYTES_MAX, MEMBERSHIP_ID_BYTES_MAX, MEMBERSHIP_SET_FIXED_BYTES_MAX,
 };
-use crate::record::{EntryRecord, encode_record};
+use crate::record::{command_view, encode_command_record, encode_record};
+use crate::shared_bytes::SharedBytes;
 use rkyv::{Archive, Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -138,9 +139,9 @@ pub fn is_session_expired(message: &str) -> bool {
     message.starts_with(SESSION_EXPIRED_PREFIX)
 }
 
-/// What an entry carries.
-#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[rkyv(derive(Debug), attr(allow(missing_docs)))]
+/// What an entry carries. Entries travel and are stored as their records
+/// (`crate::record`), so a payload is never archived on its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EntryPayload {
     /// Appended by a new leader at the start of its term so it can commit (Raft thesis §6.4,
     /// paper §8). Never given to the state machine.
@@ -149,8 +150,9 @@ pub enum EntryPayload {
     Command {
         /// Session for at-most-once application of retried writes.
         session: Option<Session>,
-        /// The command bytes, as submitted.
-        data: Vec<u8>,
+        /// The command bytes, as submitted. In an entry, a view of the entry's record (no copy
+        /// of its own); `Vec<u8>` and `&[u8]` convert into it (`.into()`, one copy).
+        data: SharedBytes,
     },
     /// A new membership configuration; takes effect when appended (Raft thesis §4.1).
     Membership(Membership),
@@ -171,7 +173,8 @@ pub struct Entry {
     pub index: LogIndex,
     /// The content.
     pub payload: EntryPayload,
-    record: EntryRecord,
+    /// Invariant: a command's `data` is a view of this record's last bytes.
+    record: SharedBytes,
 }
 
 impl PartialEq for Entry {
@@ -193,9 +196,26 @@ impl fmt::Debug for Entry {
 }
 
 impl Entry {
-    /// Makes an entry and encodes its record.
-    pub fn new(term: Term, index: LogIndex, payload: EntryPayload) -> Entry {
+    /// Makes an entry and encodes its record. A command's bytes are copied into the record
+    /// and the entry's command becomes a view of them there (the payload's own buffer is
+    /// dropped), so the entry holds one buffer.
+    pub fn new(term: Term, index: LogIndex, mut payload: EntryPayload) -> Entry {
         let record = encode_record(index, term, &payload);
+        if let EntryPayload::Command { data, .. } = &mut payload {
+            *data = command_view(&record, data.len());
+        }
+        Entry::with_record(term, index, payload, record)
+    }
+
+    /// Makes a command entry from borrowed command bytes: the bytes are copied once, into the
+    /// record, and the entry's command is a view of them. Equal to [`Entry::new`] with an
+    /// [`EntryPayload::Command`].
+    pub fn command(term: Term, index: LogIndex, session: Option<Session>, data: &[u8]) -> Entry {
+        let record = encode_command_record(index, term, &session, data);
+        let payload = EntryPayload::Command {
+            session,
+            data: command_view(&record, data.len()),
+        };
         Entry::with_record(term, index, payload, record)
     }
 
@@ -203,7 +223,7 @@ impl Entry {
         term: Term,
         index: LogIndex,
         payload: EntryPayload,
-        record: EntryRecord,
+        record: SharedBytes,
     ) -> Entry {
         Entry {
             term,
@@ -215,7 +235,7 @@ impl Entry {
 
     /// The entry's record bytes (storage/FORMAT.md §1.2), as the WAL stores them.
     pub fn record(&self) -> &[u8] {
-        self.record.bytes()
+        self.record.as_slice()
     }
 
     /// An upper bound on the bytes this entry adds to an archived message (an AppendRequest

@@ -60,7 +60,7 @@ fn payloads() -> impl Strategy<Value = EntryPayload> {
                     client_id,
                     sequence
                 }),
-                data,
+                data: data.into(),
             }),
         (0usize..40, 0usize..40, 0usize..40).prop_map(|(v, o, l)| {
             match membership_entry(v, o, l).payload {
@@ -99,7 +99,7 @@ fn every_command_length_and_membership_size_fits_its_bound() {
                 LogIndex(u64::MAX),
                 EntryPayload::Command {
                     session,
-                    data: vec![0xAB; len],
+                    data: vec![0xAB; len].into(),
                 },
             )];
             let archived = archived_bytes(&append(entries.clone())) as u64;

@@ -33,7 +33,7 @@ fn entries() -> Vec<Entry> {
                     client_id: 42,
                     sequence: 9,
                 }),
-                data: b"put k v".to_vec(),
+                data: b"put k v".into(),
             },
         ),
         Entry::new(Term(3), LogIndex(9), EntryPayload::Membership(membership())),
