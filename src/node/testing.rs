@@ -12,6 +12,7 @@
 
 use super::apply::{ApplyCommand, ApplyHandler, ApplyProgress, SnapshotPolicy};
 use super::consensus_logic::{ConsensusLogic, ConsensusSettings, Received};
+pub use super::net::sim_link::{SimNetSettings, SimPeerNet, SimSend};
 use super::net::{ClientConnId, NetEvent};
 use super::sessions::{SessionCheck, SessionTable};
 use super::snapshot_files::{
