@@ -390,3 +390,119 @@ fn describe(close: &Close) -> String {
         Close::Refused { why, .. } => why.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcraft_wire::{LogIndex, MessageBody, Term};
+
+    fn settings(node: u64, secret: bool) -> SimNetSettings {
+        SimNetSettings {
+            node_id: NodeId(node),
+            cluster_id: 7,
+            incarnation: 100 + node,
+            peers: [0, 1]
+                .into_iter()
+                .filter(|&p| p != node)
+                .map(NodeId)
+                .collect(),
+            secret: secret.then(|| b"a simulated cluster secret".to_vec()),
+            nonce_seed: node,
+            first_token: (node + 1) << 32,
+        }
+    }
+
+    fn heartbeat(n: u64) -> Message {
+        Message {
+            from: NodeId(0),
+            to: NodeId(1),
+            term: Term(3),
+            body: MessageBody::Heartbeat {
+                leader_commit: LogIndex(n),
+                read_context: n,
+            },
+        }
+    }
+
+    /// Node 0 sends three messages to node 1, its bytes handed over `step` bytes at a time
+    /// (answers back at once); returns what node 1 decoded.
+    fn exchange(secret: bool, step: usize) -> Vec<Message> {
+        let mut a = SimPeerNet::new(settings(0, secret)).unwrap();
+        let mut b = SimPeerNet::new(settings(1, secret)).unwrap();
+        for n in 1..=3 {
+            assert!(matches!(a.send(0, &heartbeat(n)), SimSend::Queued { .. }));
+        }
+        let mut received = Vec::new();
+        // Until nothing moves: the dialler's bytes, then the acceptor's answers.
+        for _ in 0..10 {
+            let mut moved = false;
+            if let Some((conn, bytes)) = a.take_sent(NodeId(1)) {
+                moved = true;
+                for piece in bytes.chunks(step) {
+                    received.extend(b.receive(1, NodeId(0), conn, piece).unwrap());
+                }
+            }
+            if let Some((conn, bytes)) = b.take_answers(NodeId(0)) {
+                moved = true;
+                for piece in bytes.chunks(step) {
+                    a.receive_answer(1, NodeId(1), conn, piece).unwrap();
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        received
+    }
+
+    #[test]
+    fn messages_cross_in_any_split_with_and_without_the_secret() {
+        let sent: Vec<Message> = (1..=3).map(heartbeat).collect();
+        for secret in [false, true] {
+            for step in [1, 2, 7, 64, 4096] {
+                assert_eq!(exchange(secret, step), sent, "secret {secret}, step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_frame_closes_the_connection_and_its_late_bytes_are_ignored() {
+        let mut a = SimPeerNet::new(settings(0, false)).unwrap();
+        let mut b = SimPeerNet::new(settings(1, false)).unwrap();
+        a.send(0, &heartbeat(1));
+        let (conn, mut bytes) = a.take_sent(NodeId(1)).unwrap();
+        // The frame's checksum or length no longer matches: the acceptor refuses it.
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xFF;
+        let refused = b.receive(1, NodeId(0), conn, &bytes).unwrap_err();
+        assert!(
+            refused.contains("frame") || refused.contains("message"),
+            "{refused}"
+        );
+        // Later bytes of that connection are never read, as a closed socket's.
+        assert_eq!(b.receive(2, NodeId(0), conn, &bytes), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn a_broken_link_waits_out_its_back_off_then_dials_a_new_connection() {
+        let mut a = SimPeerNet::new(settings(0, false)).unwrap();
+        let SimSend::Queued { conn: first } = a.send(0, &heartbeat(1)) else {
+            panic!("not queued");
+        };
+        a.link_broken(10, NodeId(1), Some(first));
+        // Within the first back-off (50 ms) the link is down and drops what it is given.
+        assert_eq!(a.send(20, &heartbeat(2)), SimSend::Dropped);
+        assert_eq!(a.stats().peer_dropped_link_down, 1);
+        let SimSend::Queued { conn: second } = a.send(70, &heartbeat(3)) else {
+            panic!("not queued after the back-off");
+        };
+        assert!(second > first);
+        // The new connection starts with a handshake again.
+        let (_, bytes) = a.take_sent(NodeId(1)).unwrap();
+        let mut b = SimPeerNet::new(settings(1, false)).unwrap();
+        assert_eq!(
+            b.receive(70, NodeId(0), second, &bytes),
+            Ok(vec![heartbeat(3)])
+        );
+    }
+}
