@@ -112,7 +112,7 @@ pub enum SimSend {
 }
 
 /// One simulated node's peer network: its links to every peer and the connections peers
-/// dialled to it, each the network thread's own type over a [`SimStream`].
+/// dialled to it, each the network thread's own type over an in-memory stream (`SimStream`).
 pub struct SimPeerNet {
     config: NetConfig,
     identities: PeerIdentities,
