@@ -35,6 +35,8 @@ mod rng;
 mod runner;
 #[path = "sim/state_machine.rs"]
 mod state_machine;
+#[path = "sim/wire.rs"]
+mod wire;
 #[path = "sim/workload.rs"]
 mod workload;
 #[path = "sim/world.rs"]

@@ -2,8 +2,10 @@
 //! session table, reachable by the cluster simulator (`tests/sim/`), which drives the
 //! consensus handler for every node, runs the storage thread beside its model of the disk and
 //! the apply handler and session table inside its state
-//! machine. Hidden from the documentation and not part of the API: it exists so that the
-//! simulator drives the same code the consensus, storage and apply threads run, not a copy.
+//! machine; [`SimPeerNet`] (`net/sim_link.rs`) is the network thread's connection logic over
+//! in-memory streams, which carries the simulator's messages as bytes in half its seeds. Hidden
+//! from the documentation and not part of the API: it exists so that the simulator drives the
+//! same code the consensus, storage, apply and network threads run, not a copy.
 //!
 //! Owned by one simulated node; single-threaded. Storage commands queue until
 //! [`SimStorage::run`] carries them out as one drained batch, exactly as the thread's loop
@@ -12,6 +14,7 @@
 
 use super::apply::{ApplyCommand, ApplyHandler, ApplyProgress, SnapshotPolicy};
 use super::consensus_logic::{ConsensusLogic, ConsensusSettings, Received};
+pub use super::net::sim_link::{SimNetSettings, SimPeerNet, SimSend};
 use super::net::{ClientConnId, NetEvent};
 use super::sessions::{SessionCheck, SessionTable};
 use super::snapshot_files::{

@@ -207,6 +207,13 @@ impl<C: SimCore> World<C> {
         index: rcraft::wire::LogIndex,
         applied: &Applied,
     ) -> Verdict {
+        if self.tracing() {
+            let current = self.is_current(attempt);
+            self.note(format!(
+                "  client {} write {:?} applied at {index}: {applied:?} (current attempt: {current})",
+                attempt.client, attempt.write_id
+            ));
+        }
         if !self.is_current(attempt) {
             return Ok(());
         }

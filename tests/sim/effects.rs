@@ -354,9 +354,13 @@ impl<C: SimCore> World<C> {
             self.checker
                 .observe_vote_granted(msg.from, msg.term, msg.to)?;
         }
+        let delays = self.network.delivery_delays(&mut self.rng);
+        if self.wire.is_some() {
+            return self.wire_send(node, &msg, &delays);
+        }
         let late = self.slow_links_on && self.slow_links_node == Some(node);
         let extra = if late { SLOW_LINKS_EXTRA_MS } else { 0 };
-        for delay in self.network.delivery_delays(&mut self.rng) {
+        for delay in delays {
             self.schedule(self.now + delay + extra, Event::Deliver(msg.clone()));
         }
         Ok(())

@@ -115,6 +115,15 @@ pub(crate) const SNAPSHOT_STORM_RUNS_PER_MILLE: u64 = 200;
 /// Share of runs, per mille, whose nodes keep a tiny entry cache (0 to a few entries' worth;
 /// a simulated entry is some tens of bytes), so that catch-up reads entries from storage.
 pub(crate) const SMALL_ENTRY_CACHE_RUNS_PER_MILLE: u64 = 400;
+/// Share of runs, per mille, whose messages travel as bytes through each node's own network
+/// code (`wire.rs`): TCP-like connections, which break where the other runs lose a message
+/// and never duplicate or reorder. The other runs pass messages as values, lost, duplicated
+/// and reordered one by one, which tests the core against more than TCP can do. Drawn from a
+/// generator of its own, so the other runs keep their histories.
+pub(crate) const WIRE_RUNS_PER_MILLE: u64 = 500;
+/// In runs with byte streams, the share, per mille, whose peers authenticate with a cluster
+/// secret (the handshake's challenge and proofs, `src/node/net/auth.rs`).
+pub(crate) const WIRE_SECRET_PER_MILLE: u64 = 500;
 /// Events shown when a seed fails.
 pub(crate) const TRACE_LINES: usize = 60;
 

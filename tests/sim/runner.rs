@@ -273,6 +273,7 @@ fn add(totals: &mut RunSummary, run: &RunSummary) {
     totals.damage.log_ranges += run.damage.log_ranges;
     totals.damage.hard_states += run.damage.hard_states;
     totals.damage.beside_another += run.damage.beside_another;
+    totals.wire.add(&run.wire);
 }
 
 fn describe(summary: &RunSummary) -> String {
@@ -281,7 +282,9 @@ fn describe(summary: &RunSummary) -> String {
          duplicates, {} refused as of a forgotten session), {} linearizable reads, {} crashes, {} committed configuration changes, \
          {} self-demotions of a leader with a slow disk or slow links, {} entry reads from a \
          leader's disk for a follower, disk damage: {} synced log ranges lost and {} hard states \
-         damaged ({} while another node was damaged)",
+         damaged ({} while another node was damaged), byte streams in {} runs: {} bytes in {} \
+         pieces over {} connections, {} connections broken, {} messages dropped by a link backing \
+         off",
         summary.events,
         summary.committed,
         summary.writes_acked,
@@ -295,7 +298,13 @@ fn describe(summary: &RunSummary) -> String {
         summary.entry_reads,
         summary.damage.log_ranges,
         summary.damage.hard_states,
-        summary.damage.beside_another
+        summary.damage.beside_another,
+        summary.wire.runs,
+        summary.wire.bytes,
+        summary.wire.pieces,
+        summary.wire.connections,
+        summary.wire.breaks,
+        summary.wire.dropped
     )
 }
 

@@ -22,6 +22,7 @@ use crate::params::{
 use crate::replica::{CoreView, SimCore};
 use crate::rng::SimRng;
 use crate::state_machine::{AppendList, NodeStateMachine};
+use crate::wire::{Wire, WireCounts};
 use rcraft::core::{Input, RequestId, StorageOutcome};
 use rcraft::node::testing::SimConsensusSettings;
 use rcraft::wire::{LogIndex, Membership, Message, NodeId, Role, SnapshotMeta, Term};
@@ -36,6 +37,15 @@ pub(crate) enum Event {
     Drain { node: usize, incarnation: u64 },
     /// A message arrives at `msg.to`.
     Deliver(Message),
+    /// A piece of a byte stream arrives (runs with byte streams, `wire.rs`): on connection
+    /// `conn` dialled by `dialler` to `acceptor`, toward the acceptor or back.
+    Bytes {
+        dialler: usize,
+        acceptor: usize,
+        conn: u64,
+        toward_acceptor: bool,
+        bytes: Vec<u8>,
+    },
     /// A node's disk finishes syncing persist `seq`; the core hears `Persisted`.
     Sync {
         node: usize,
@@ -184,6 +194,8 @@ pub(crate) struct RunSummary {
     /// Disk damage injected: synced log ranges lost, hard-state files damaged, and how many
     /// of those struck while another node was still damaged.
     pub(crate) damage: DamageCounts,
+    /// What the byte streams carried (`wire.rs`).
+    pub(crate) wire: WireCounts,
 }
 
 /// Disk damage injected into a run (or summed over runs).
@@ -260,6 +272,8 @@ pub(crate) struct World<C> {
     pub(crate) entry_reads: u64,
     /// Disk damage injected so far.
     pub(crate) damage: DamageCounts,
+    /// The byte streams between the nodes, in runs that have them (`wire.rs`).
+    pub(crate) wire: Option<Wire>,
 }
 
 impl<C: SimCore> World<C> {
@@ -328,6 +342,7 @@ impl<C: SimCore> World<C> {
             self_demotions: Vec::new(),
             entry_reads: 0,
             damage: DamageCounts::default(),
+            wire: Wire::for_seed(seed, ids.len()),
         }
     }
 
@@ -385,6 +400,7 @@ impl<C: SimCore> World<C> {
             self_demotions: self.self_demotions.len() as u64,
             entry_reads: self.entry_reads,
             damage: self.damage,
+            wire: self.wire.as_ref().map(|w| w.counts).unwrap_or_default(),
         })
     }
 
@@ -451,6 +467,13 @@ impl<C: SimCore> World<C> {
             Event::Tick { node, incarnation } => self.on_tick(node, incarnation),
             Event::Drain { node, incarnation } => self.on_drain(node, incarnation),
             Event::Deliver(msg) => self.on_deliver(msg),
+            Event::Bytes {
+                dialler,
+                acceptor,
+                conn,
+                toward_acceptor,
+                bytes,
+            } => self.on_bytes(dialler, acceptor, conn, toward_acceptor, bytes),
             Event::Sync {
                 node,
                 incarnation,
@@ -534,6 +557,11 @@ impl<C: SimCore> World<C> {
         if self.network.is_cut(msg.from, msg.to) || self.nodes[to].core.is_none() {
             return Ok(());
         }
+        self.deliver_message(to, msg)
+    }
+
+    /// Steps a message that reached `to` (up, and not cut off from the sender).
+    pub(crate) fn deliver_message(&mut self, to: usize, msg: Message) -> Verdict {
         if self.params.turn_ms_max == 0 {
             return self.feed(to, Input::Message(msg));
         }
@@ -810,6 +838,7 @@ impl<C: SimCore> World<C> {
         };
         let core = C::start(config, recovered, &settings, first_tick)
             .map_err(|e| format!("node {id}: start: {e}"))?;
+        self.wire_start(node)?;
         let n = &mut self.nodes[node];
         n.core = Some(core);
         n.log = log;
@@ -944,6 +973,7 @@ impl<C: SimCore> World<C> {
                 "crash node {node} ({reached_disk} of {pending} unsynced writes reach disk)"
             ));
         }
+        self.wire_crash(node);
         let n = &mut self.nodes[node];
         let id = n.id;
         n.core = None;
@@ -1000,7 +1030,10 @@ impl<C: SimCore> World<C> {
             seed: self.seed,
             time_ms: self.now,
             event: self.events,
-            params: self.params.describe(),
+            params: match &self.wire {
+                Some(wire) => format!("{}, {}", self.params.describe(), wire.describe()),
+                None => self.params.describe(),
+            },
             message,
             trace: self.trace.iter().cloned().collect(),
         }

@@ -8,6 +8,7 @@
 //! `write`), retry held-back client events and resume paused clients, then check timeouts. Tokens are never reused, so a stale event
 //! or a reply for a closed connection can never reach a newer one.
 
+use super::auth;
 use super::delivery::Delivery;
 use super::identity::PeerIdentities;
 use super::inbound::{Close, Ctx, Inbound, REFUSAL_LOG_INTERVAL};
@@ -269,6 +270,7 @@ impl EventLoop {
             known_peers: &self.peers,
             delivery: &mut self.delivery,
             identities: &mut self.identities,
+            fresh_nonce: &mut auth::fresh_nonce,
         };
         let result = conn
             .pump(&mut self.read_buf, &mut ctx, Instant::now())
@@ -600,6 +602,7 @@ impl EventLoop {
                 known_peers: &self.peers,
                 delivery: &mut self.delivery,
                 identities: &mut self.identities,
+                fresh_nonce: &mut auth::fresh_nonce,
             };
             if conn.can_resume(&ctx) {
                 conn.resume(now);

@@ -12,19 +12,19 @@
 //! client request needing more than `permission` is answered with a definite refusal and
 //! never delivered.
 
-use super::auth::{self, Nonce, Permission, Proof, Side, Transcript};
+use super::auth::{Nonce, Permission, Proof, Side, Transcript};
 use super::delivery::Delivery;
 use super::identity::{PeerIdentities, Refused};
 use super::out_buffer::{OutBuffer, PushError};
 use super::peer::PeerLink;
-use super::stream::Stream;
+use super::stream::{ByteStream, Stream};
 use super::{CLIENT_PENDING_OUT_BYTES_MAX, ClientConnId, NetConfig, NetEvent, bump};
 use rcraft_wire::{
     ClientResponse, ClientResponseBody, ConnectionRole, Frame, FrameDecoder, Handshake, MAC_BYTES,
     NONCE_BYTES, NodeId,
 };
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -75,11 +75,14 @@ impl Close {
 }
 
 /// What an inbound connection needs from the loop while it decodes.
-pub(super) struct Ctx<'a> {
+pub(super) struct Ctx<'a, P = PeerLink> {
     pub(super) config: &'a NetConfig,
     /// The peers this node knows (configured or added by a membership change); a handshake
     /// claiming any other node id is refused.
-    pub(super) known_peers: &'a BTreeMap<NodeId, PeerLink>,
+    pub(super) known_peers: &'a BTreeMap<NodeId, P>,
+    /// Where the nonces of authenticated handshakes come from: the operating system's random
+    /// source ([`auth::fresh_nonce`]), or the simulator's seeded generator.
+    pub(super) fresh_nonce: &'a mut dyn FnMut() -> io::Result<Nonce>,
     pub(super) delivery: &'a mut Delivery,
     /// The cluster id and the incarnations this node knows (`identity.rs`).
     pub(super) identities: &'a mut PeerIdentities,
@@ -95,9 +98,9 @@ enum Pending {
     ClientToken,
 }
 
-pub(super) struct Inbound {
-    /// TCP, or TLS over it (`stream.rs`).
-    pub(super) stream: Stream,
+pub(super) struct Inbound<S: ByteStream = Stream> {
+    /// TCP, or TLS over it (`stream.rs`); an in-memory stream in the simulator.
+    pub(super) stream: S,
     pub(super) addr: SocketAddr,
     pub(super) id: ClientConnId,
     decoder: FrameDecoder,
@@ -116,14 +119,14 @@ pub(super) struct Inbound {
     pub(super) paused: bool,
 }
 
-impl Inbound {
+impl<S: ByteStream> Inbound<S> {
     pub(super) fn new(
-        stream: Stream,
+        stream: S,
         addr: SocketAddr,
         id: ClientConnId,
         frame_bytes_max: u32,
         now: Instant,
-    ) -> Inbound {
+    ) -> Inbound<S> {
         Inbound {
             stream,
             addr,
@@ -151,10 +154,10 @@ impl Inbound {
 
     /// Decodes what is buffered, then reads until the socket would block, a short read shows
     /// it drained, or back-pressure pauses the connection.
-    pub(super) fn pump(
+    pub(super) fn pump<P>(
         &mut self,
         read_buf: &mut [u8],
-        ctx: &mut Ctx<'_>,
+        ctx: &mut Ctx<'_, P>,
         now: Instant,
     ) -> Result<(), Close> {
         let mut decoded_any = false;
@@ -191,7 +194,7 @@ impl Inbound {
         Ok(())
     }
 
-    fn may_decode(&self, ctx: &Ctx<'_>) -> bool {
+    fn may_decode<P>(&self, ctx: &Ctx<'_, P>) -> bool {
         match self.role {
             Some(ConnectionRole::Client) => {
                 !ctx.delivery.has_backlog()
@@ -203,7 +206,7 @@ impl Inbound {
     }
 
     /// Decodes buffered frames until none is complete or the connection pauses.
-    fn decode(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, Close> {
+    fn decode<P>(&mut self, ctx: &mut Ctx<'_, P>) -> Result<bool, Close> {
         let mut decoded_any = false;
         loop {
             if self.role.is_none() {
@@ -230,7 +233,7 @@ impl Inbound {
 
     /// Takes the next piece of the handshake off the stream. Returns false when it has not
     /// fully arrived (nothing was taken).
-    fn handshake_step(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, Close> {
+    fn handshake_step<P>(&mut self, ctx: &mut Ctx<'_, P>) -> Result<bool, Close> {
         let bad = |e: rcraft_wire::Error| match e {
             rcraft_wire::Error::BadHandshakeMagic { found } if found[0] == 22 => Close::Protocol(
                 "bad handshake: this is a TLS ClientHello, and this node has no TLS \
@@ -271,7 +274,7 @@ impl Inbound {
         Ok(true)
     }
 
-    fn on_handshake(&mut self, handshake: Handshake, ctx: &mut Ctx<'_>) -> Result<(), Close> {
+    fn on_handshake<P>(&mut self, handshake: Handshake, ctx: &mut Ctx<'_, P>) -> Result<(), Close> {
         let config = ctx.config;
         if let Some(why) = self.stream.refusal_for(handshake.role) {
             return Err(Close::Protocol(why));
@@ -327,7 +330,7 @@ impl Inbound {
     }
 
     /// Answers a refused peer with the reason, and returns why the connection closes.
-    fn refuse(&mut self, refused: &Refused, ctx: &mut Ctx<'_>) -> Close {
+    fn refuse<P>(&mut self, refused: &Refused, ctx: &mut Ctx<'_, P>) -> Close {
         let answer = refused.answer(ctx.identities.cluster_id(), ctx.config.node_id);
         self.out.push_raw(&answer.encode());
         // Best effort: the connection closes whether or not the answer got out.
@@ -339,7 +342,7 @@ impl Inbound {
     }
 
     /// Records what a peer's accepted handshake taught this node (`identity.rs`).
-    fn accept_peer(&mut self, hello: &Handshake, ctx: &mut Ctx<'_>) -> Result<(), Close> {
+    fn accept_peer<P>(&mut self, hello: &Handshake, ctx: &mut Ctx<'_, P>) -> Result<(), Close> {
         let ConnectionRole::Peer(id) = hello.role else {
             return Ok(());
         };
@@ -353,11 +356,11 @@ impl Inbound {
     }
 
     /// A peer's nonce arrived: answer with our handshake, our nonce and our proof.
-    fn on_peer_nonce(
+    fn on_peer_nonce<P>(
         &mut self,
         hello: Handshake,
         nonce: Nonce,
-        ctx: &Ctx<'_>,
+        ctx: &mut Ctx<'_, P>,
     ) -> Result<(), Close> {
         let config = ctx.config;
         let ConnectionRole::Peer(peer) = hello.role else {
@@ -374,7 +377,7 @@ impl Inbound {
             dialler: peer,
             acceptor: config.node_id,
             dialler_nonce: nonce,
-            acceptor_nonce: auth::fresh_nonce().map_err(Close::Io)?,
+            acceptor_nonce: (ctx.fresh_nonce)().map_err(Close::Io)?,
         };
         let answer = ctx.identities.hello(config.node_id).with_auth();
         self.out.push_raw(&answer.encode());
@@ -386,12 +389,12 @@ impl Inbound {
         self.flush()
     }
 
-    fn on_peer_proof(
+    fn on_peer_proof<P>(
         &mut self,
         transcript: &Transcript,
         hello: &Handshake,
         proof: &Proof,
-        ctx: &mut Ctx<'_>,
+        ctx: &mut Ctx<'_, P>,
     ) -> Result<(), Close> {
         let config = ctx.config;
         let secrets = config
@@ -415,7 +418,7 @@ impl Inbound {
         Ok(())
     }
 
-    fn on_client_token(&mut self, token: &[u8], ctx: &mut Ctx<'_>) -> Result<(), Close> {
+    fn on_client_token<P>(&mut self, token: &[u8], ctx: &mut Ctx<'_, P>) -> Result<(), Close> {
         let config = ctx.config;
         self.permission = match &config.client_tokens {
             Some(tokens) => tokens.permission(Some(token)),
@@ -435,7 +438,7 @@ impl Inbound {
     }
 
     /// The handshake is complete (without an authentication block, or a client's): answer.
-    fn accept(&mut self, role: ConnectionRole, ctx: &Ctx<'_>) -> Result<(), Close> {
+    fn accept<P>(&mut self, role: ConnectionRole, ctx: &Ctx<'_, P>) -> Result<(), Close> {
         let node = ctx.config.node_id;
         self.role = Some(role);
         log::debug!("node {node}: accepted {}", self.describe());
@@ -443,7 +446,7 @@ impl Inbound {
         self.flush()
     }
 
-    fn on_frame(&mut self, frame: &Frame, ctx: &mut Ctx<'_>) -> Result<(), Close> {
+    fn on_frame<P>(&mut self, frame: &Frame, ctx: &mut Ctx<'_, P>) -> Result<(), Close> {
         match self.role {
             Some(ConnectionRole::Peer(peer)) => {
                 let message = frame
@@ -544,7 +547,7 @@ impl Inbound {
     }
 
     /// True when a paused connection may decode again.
-    pub(super) fn can_resume(&self, ctx: &Ctx<'_>) -> bool {
+    pub(super) fn can_resume<P>(&self, ctx: &Ctx<'_, P>) -> bool {
         self.may_decode(ctx)
     }
 

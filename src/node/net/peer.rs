@@ -15,19 +15,20 @@ use super::auth::{self, Nonce, Side, Transcript};
 use super::identity::{self, PeerIdentities};
 use super::inbound::Close;
 use super::out_buffer::{OutBuffer, PushError};
-use super::stream::Stream;
+use super::stream::{ByteStream, Stream};
 use super::{NetConfig, NetStats, bump};
 use mio::Token;
 use mio::net::TcpStream;
 use rcraft_wire::{FrameDecoder, Handshake, MAC_BYTES, Message, NONCE_BYTES, NodeId};
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// An open (or opening) connection to a peer.
-pub(super) struct PeerConn {
-    /// TCP, or TLS over it when the node has peer TLS (`stream.rs`).
-    pub(super) stream: Stream,
+pub(super) struct PeerConn<S: ByteStream = Stream> {
+    /// TCP, or TLS over it when the node has peer TLS (`stream.rs`); an in-memory stream in
+    /// the simulator.
+    pub(super) stream: S,
     pub(super) token: Token,
     decoder: FrameDecoder,
     /// Our handshake (and, with a secret, our nonce then our proof): written before `out`.
@@ -43,18 +44,23 @@ pub(super) struct PeerConn {
     started: Instant,
 }
 
-pub(super) struct PeerLink {
+pub(super) struct PeerLink<S: ByteStream = Stream> {
     pub(super) id: NodeId,
     pub(super) addr: SocketAddr,
-    pub(super) conn: Option<PeerConn>,
+    pub(super) conn: Option<PeerConn<S>>,
     out: OutBuffer,
     backoff: Duration,
     /// The link may dial again from this instant.
     retry_at: Instant,
 }
 
-impl PeerLink {
-    pub(super) fn new(id: NodeId, addr: SocketAddr, config: &NetConfig, now: Instant) -> PeerLink {
+impl<S: ByteStream> PeerLink<S> {
+    pub(super) fn new(
+        id: NodeId,
+        addr: SocketAddr,
+        config: &NetConfig,
+        now: Instant,
+    ) -> PeerLink<S> {
         PeerLink {
             id,
             addr,
@@ -119,20 +125,17 @@ impl PeerLink {
         }
     }
 
-    /// Starts a non-blocking connect with our handshake queued first.
-    pub(super) fn dial(
+    /// Takes `stream` as the link's new connection, with our handshake (and `nonce`, which
+    /// the link authenticates with exactly when the node has a cluster secret) queued first.
+    pub(super) fn attach(
         &mut self,
+        stream: S,
         token: Token,
+        nonce: Option<Nonce>,
         config: &NetConfig,
         identities: &PeerIdentities,
         now: Instant,
-    ) -> io::Result<&mut TcpStream> {
-        let nonce = match config.peer_secrets {
-            Some(_) => Some(auth::fresh_nonce()?),
-            None => None,
-        };
-        let tcp = TcpStream::connect(self.addr)?;
-        let stream = Stream::dialled_peer(tcp, config.tls.as_deref(), self.addr)?;
+    ) -> &mut PeerConn<S> {
         self.out.clear();
         let mut preface = OutBuffer::default();
         let hello = identities.hello(config.node_id);
@@ -143,7 +146,7 @@ impl PeerLink {
             }
             None => preface.push_raw(&hello.encode()),
         }
-        let conn = self.conn.insert(PeerConn {
+        self.conn.insert(PeerConn {
             stream,
             token,
             decoder: FrameDecoder::new(config.frame_bytes_max),
@@ -153,34 +156,27 @@ impl PeerLink {
             connected: false,
             verified: false,
             started: now,
-        });
-        Ok(conn.stream.tcp_mut())
+        })
     }
 
-    /// Handles readiness: completes the connect, reads the peer's handshake, writes queued
-    /// frames. Returns the number of frames written.
-    pub(super) fn on_ready(
+    /// The connection's transport is up (a TCP connect completed): our handshake may go out.
+    pub(super) fn connected(&mut self) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.connected = true;
+        }
+    }
+
+    /// Reads and checks the peer's handshake answer as far as it arrived, then writes our
+    /// handshake and queued frames. Returns the number of frames written.
+    pub(super) fn pump(
         &mut self,
         read_buf: &mut [u8],
         config: &NetConfig,
         stats: &NetStats,
         identities: &mut PeerIdentities,
     ) -> Result<usize, Close> {
-        let Some(conn) = self.conn.as_mut() else {
+        if !self.conn.as_ref().is_some_and(|conn| conn.connected) {
             return Ok(0);
-        };
-        if !conn.connected {
-            if let Some(e) = conn.stream.tcp().take_error().map_err(Close::Io)? {
-                return Err(Close::Io(e));
-            }
-            match conn.stream.tcp().peer_addr() {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(0),
-                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => return Ok(0),
-                Err(e) => return Err(Close::Io(e)),
-            }
-            conn.connected = true;
-            conn.stream.tcp().set_nodelay(true).map_err(Close::Io)?;
         }
         self.read_answer(read_buf, config, stats, identities)?;
         self.flush()
@@ -235,7 +231,7 @@ impl PeerLink {
     /// queued. Once all of it checked out, records what the answer taught (`identity.rs`)
     /// and returns true.
     fn check_answer(
-        conn: &mut PeerConn,
+        conn: &mut PeerConn<S>,
         expected: NodeId,
         config: &NetConfig,
         stats: &NetStats,
@@ -331,7 +327,11 @@ impl PeerLink {
 
     /// Tears the connection down and schedules the next dial. Returns the connection (for
     /// deregistration) and how many queued frames were dropped.
-    pub(super) fn fail(&mut self, config: &NetConfig, now: Instant) -> (Option<PeerConn>, usize) {
+    pub(super) fn fail(
+        &mut self,
+        config: &NetConfig,
+        now: Instant,
+    ) -> (Option<PeerConn<S>>, usize) {
         let conn = self.conn.take();
         let dropped = self.out.clear();
         self.retry_at = now + self.backoff;
@@ -358,5 +358,53 @@ impl PeerLink {
             ));
         }
         None
+    }
+}
+
+impl PeerLink<Stream> {
+    /// Starts a non-blocking connect with our handshake queued first.
+    pub(super) fn dial(
+        &mut self,
+        token: Token,
+        config: &NetConfig,
+        identities: &PeerIdentities,
+        now: Instant,
+    ) -> io::Result<&mut TcpStream> {
+        let nonce = match config.peer_secrets {
+            Some(_) => Some(auth::fresh_nonce()?),
+            None => None,
+        };
+        let tcp = TcpStream::connect(self.addr)?;
+        let stream = Stream::dialled_peer(tcp, config.tls.as_deref(), self.addr)?;
+        let conn = self.attach(stream, token, nonce, config, identities, now);
+        Ok(conn.stream.tcp_mut())
+    }
+
+    /// Handles readiness: completes the connect, reads the peer's handshake, writes queued
+    /// frames. Returns the number of frames written.
+    pub(super) fn on_ready(
+        &mut self,
+        read_buf: &mut [u8],
+        config: &NetConfig,
+        stats: &NetStats,
+        identities: &mut PeerIdentities,
+    ) -> Result<usize, Close> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(0);
+        };
+        if !conn.connected {
+            if let Some(e) = conn.stream.tcp().take_error().map_err(Close::Io)? {
+                return Err(Close::Io(e));
+            }
+            match conn.stream.tcp().peer_addr() {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(0),
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => return Ok(0),
+                Err(e) => return Err(Close::Io(e)),
+            }
+            conn.stream.tcp().set_nodelay(true).map_err(Close::Io)?;
+            self.connected();
+        }
+        self.pump(read_buf, config, stats, identities)
     }
 }

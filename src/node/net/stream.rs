@@ -62,6 +62,27 @@ enum Layer {
     Tls(Box<rustls::Connection>, Admitted),
 }
 
+/// What a connection's protocol logic (`inbound.rs`, `peer.rs`) needs from the bytes under
+/// it: reads, writes, and the two facts of the layer that change a decision. [`Stream`] is the
+/// real one (TCP, TLS over it); the simulator's in-memory streams (`sim_link.rs`) are the
+/// other, so that the same logic runs over both.
+pub(crate) trait ByteStream: Read + Write {
+    /// True when a read shorter than the buffer shows that nothing more is waiting.
+    fn short_read_drains(&self) -> bool;
+    /// Why a connection whose handshake claims `role` is refused by the layer (TLS policy).
+    fn refusal_for(&self, role: ConnectionRole) -> Option<String>;
+}
+
+impl ByteStream for Stream {
+    fn short_read_drains(&self) -> bool {
+        Stream::short_read_drains(self)
+    }
+
+    fn refusal_for(&self, role: ConnectionRole) -> Option<String> {
+        Stream::refusal_for(self, role)
+    }
+}
+
 /// A connection; see the module header.
 pub struct Stream {
     tcp: TcpStream,

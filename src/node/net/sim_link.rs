@@ -1,0 +1,508 @@
+//! One node's peer connections over in-memory byte streams, for the cluster simulator
+//! (`tests/sim/`, through `node::testing`): the network thread's own per-connection logic
+//! ([`PeerLink`]: handshake, authentication, framing and encoding of outgoing messages, the
+//! re-dial back-off; [`Inbound`]: the handshake checks, authentication, and the decoding and
+//! checks of incoming frames) driven single-threaded with simulated time, with the mio loop's
+//! sockets replaced by [`SimStream`]s. Nothing of that logic is copied here: this module only
+//! moves bytes in and out of the streams and does, for the simulator, the little the event
+//! loop does around those two types (dial when a message waits and the back-off allows it,
+//! replace an older connection from the same peer, forget the back-off when the peer dials).
+//!
+//! Owned by one simulated node. The simulator carries the bytes each side writes to the other
+//! side, in order and split where it likes; a connection is named by the token its dialler
+//! gave it (the simulator hands out increasing ones, so an older connection's token is lower),
+//! and bytes of a connection either side already closed are ignored, as a closed socket's
+//! would be. Invariants: at most one inbound connection per peer (the newest); a link's
+//! connection is always `connected` (a simulated connect completes at once).
+
+use super::auth::{Nonce, PeerSecrets};
+use super::delivery::{Delivery, EventSink};
+use super::identity::PeerIdentities;
+use super::inbound::{Close, Ctx, Inbound};
+use super::peer::PeerLink;
+use super::stream::ByteStream;
+use super::{ClientConnId, NetConfig, NetEvent, NetStats, NetStatsSnapshot};
+use crossbeam_channel::Receiver;
+use mio::Token;
+use rcraft_wire::{ConnectionRole, Message, NodeId};
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One end of a simulated connection: bytes that arrived and were not read yet, and bytes
+/// written and not yet taken by the simulator.
+#[derive(Default)]
+pub(super) struct SimStream {
+    arrived: Vec<u8>,
+    read: usize,
+    written: Vec<u8>,
+}
+
+impl Read for SimStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let waiting = &self.arrived[self.read..];
+        if waiting.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = waiting.len().min(buf.len());
+        buf[..n].copy_from_slice(&waiting[..n]);
+        self.read += n;
+        if self.read == self.arrived.len() {
+            self.arrived.clear();
+            self.read = 0;
+        }
+        Ok(n)
+    }
+}
+
+impl Write for SimStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.written.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ByteStream for SimStream {
+    fn short_read_drains(&self) -> bool {
+        true
+    }
+
+    fn refusal_for(&self, _role: ConnectionRole) -> Option<String> {
+        None
+    }
+}
+
+/// How a simulated node's network is set up.
+#[derive(Clone, Debug)]
+pub struct SimNetSettings {
+    /// This node.
+    pub node_id: NodeId,
+    /// The cluster id every handshake carries.
+    pub cluster_id: u64,
+    /// This node's data-dir incarnation (the same in every life of the node).
+    pub incarnation: u64,
+    /// Every other node.
+    pub peers: Vec<NodeId>,
+    /// The cluster secret, when peers authenticate.
+    pub secret: Option<Vec<u8>>,
+    /// Seeds the nonces of authenticated handshakes.
+    pub nonce_seed: u64,
+    /// Tokens of the connections this node dials start here (above those of its earlier
+    /// lives, so that a peer tells a new connection from an old one's late bytes).
+    pub first_token: u64,
+}
+
+/// What became of a message handed to [`SimPeerNet::send`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimSend {
+    /// Encoded into the link's connection `conn` (which may have been dialled for it).
+    Queued {
+        /// The connection's token.
+        conn: u64,
+    },
+    /// Dropped, as the network thread drops it: the link is down and waits out its back-off,
+    /// or the link's queue is full, or the message is too large.
+    Dropped,
+}
+
+/// One simulated node's peer network: its links to every peer and the connections peers
+/// dialled to it, each the network thread's own type over an in-memory stream (`SimStream`).
+pub struct SimPeerNet {
+    config: NetConfig,
+    identities: PeerIdentities,
+    delivery: Delivery,
+    events: Receiver<NetEvent>,
+    stats: Arc<NetStats>,
+    links: BTreeMap<NodeId, PeerLink<SimStream>>,
+    /// The connection each peer dialled to us, with its token.
+    accepted: BTreeMap<NodeId, (u64, Inbound<SimStream>)>,
+    /// The newest connection token seen from each peer (a lower one is an old connection's).
+    newest: BTreeMap<NodeId, u64>,
+    /// Simulated time zero.
+    base: Instant,
+    read_buf: Vec<u8>,
+    next_token: u64,
+    nonce_state: u64,
+}
+
+/// A peer's made-up address (the simulator has none; it appears in log lines only).
+fn sim_addr(id: NodeId) -> SocketAddr {
+    let port = 10_000 + (id.0 % 50_000) as u16;
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// splitmix64: the nonces of a simulated node, reproducible from its seed.
+fn next_nonce(state: &mut u64) -> Nonce {
+    let mut nonce = [0u8; rcraft_wire::NONCE_BYTES];
+    for chunk in nonce.chunks_mut(8) {
+        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+    }
+    nonce
+}
+
+impl SimPeerNet {
+    /// A node's network with every link down and no connection.
+    pub fn new(settings: SimNetSettings) -> Result<SimPeerNet, String> {
+        let peers = settings
+            .peers
+            .iter()
+            .map(|&id| (id, sim_addr(id)))
+            .collect();
+        let listen = sim_addr(settings.node_id);
+        let mut config = NetConfig::new(settings.node_id, settings.cluster_id, listen, peers);
+        config.incarnation = settings.incarnation;
+        if let Some(secret) = settings.secret {
+            let secrets = PeerSecrets::new(vec![secret]).map_err(|e| e.to_string())?;
+            config.peer_secrets = Some(Arc::new(secrets));
+        }
+        let base = Instant::now();
+        let links = (config.peers.iter())
+            .map(|(&id, &addr)| (id, PeerLink::new(id, addr, &config, base)))
+            .collect();
+        let (sender, events) = crossbeam_channel::unbounded();
+        let stats = Arc::new(NetStats::default());
+        let delivery = Delivery::new(EventSink::Each(sender), Box::new(|| {}), stats.clone());
+        Ok(SimPeerNet {
+            identities: PeerIdentities::new(&config),
+            config,
+            delivery,
+            events,
+            stats,
+            links,
+            accepted: BTreeMap::new(),
+            newest: BTreeMap::new(),
+            base,
+            read_buf: vec![0; super::READ_CHUNK_BYTES],
+            next_token: settings.first_token,
+            nonce_state: settings.nonce_seed,
+        })
+    }
+
+    fn at(&self, now_ms: u64) -> Instant {
+        self.base + Duration::from_millis(now_ms)
+    }
+
+    /// Sends `message` to its `to` as the network thread does: dials first when the link is
+    /// down and its back-off has passed, then encodes the message into the link's queue and
+    /// writes what the connection may send (take it with [`SimPeerNet::take_sent`]).
+    pub fn send(&mut self, now_ms: u64, message: &Message) -> SimSend {
+        let now = self.at(now_ms);
+        let Some(link) = self.links.get_mut(&message.to) else {
+            return SimSend::Dropped;
+        };
+        if link.may_dial(now) {
+            let token = self.next_token;
+            self.next_token += 1;
+            let nonce =
+                (self.config.peer_secrets.as_ref()).map(|_| next_nonce(&mut self.nonce_state));
+            let stream = SimStream::default();
+            link.attach(
+                stream,
+                Token(token as usize),
+                nonce,
+                &self.config,
+                &self.identities,
+                now,
+            );
+            link.connected();
+        }
+        if !link.queue(message, &self.config, &self.stats) {
+            return SimSend::Dropped;
+        }
+        let conn = link.conn.as_ref().map(|conn| conn.token.0 as u64);
+        match link.pump(
+            &mut self.read_buf,
+            &self.config,
+            &self.stats,
+            &mut self.identities,
+        ) {
+            Ok(_) => conn.map_or(SimSend::Dropped, |conn| SimSend::Queued { conn }),
+            Err(close) => {
+                link.fail(&self.config, now);
+                log::debug!("sim link to {} failed: {}", message.to, describe(&close));
+                SimSend::Dropped
+            }
+        }
+    }
+
+    /// The bytes our link to `peer` wrote since the last call, with its connection's token.
+    pub fn take_sent(&mut self, peer: NodeId) -> Option<(u64, Vec<u8>)> {
+        let conn = self.links.get_mut(&peer)?.conn.as_mut()?;
+        let bytes = std::mem::take(&mut conn.stream.written);
+        (!bytes.is_empty()).then_some((conn.token.0 as u64, bytes))
+    }
+
+    /// The bytes the connection `peer` dialled to us wrote (handshake answers) since the last
+    /// call, with its token.
+    pub fn take_answers(&mut self, peer: NodeId) -> Option<(u64, Vec<u8>)> {
+        let (token, inbound) = self.accepted.get_mut(&peer)?;
+        let bytes = std::mem::take(&mut inbound.stream.written);
+        (!bytes.is_empty()).then_some((*token, bytes))
+    }
+
+    /// Bytes arrived on connection `conn` that `peer` dialled to us: decoded and checked by
+    /// the network thread's inbound connection. Returns the peer messages decoded, or why the
+    /// connection is closed (then it is gone, as after the loop's close). Bytes of an older
+    /// connection are ignored.
+    pub fn receive(
+        &mut self,
+        now_ms: u64,
+        peer: NodeId,
+        conn: u64,
+        bytes: &[u8],
+    ) -> Result<Vec<Message>, String> {
+        let now = self.at(now_ms);
+        let newest = self.newest.get(&peer).copied();
+        if newest.is_some_and(|newest| conn < newest) {
+            return Ok(Vec::new());
+        }
+        if newest != Some(conn) {
+            // A new connection from the peer replaces its older one, as the loop's
+            // `close_older_links_from` does.
+            self.newest.insert(peer, conn);
+            let id = ClientConnId(conn);
+            let inbound = Inbound::new(
+                SimStream::default(),
+                sim_addr(peer),
+                id,
+                self.config.frame_bytes_max,
+                now,
+            );
+            self.accepted.insert(peer, (conn, inbound));
+        }
+        let Some((_, inbound)) = self.accepted.get_mut(&peer) else {
+            // This connection was closed: its late bytes are lost.
+            return Ok(Vec::new());
+        };
+        inbound.stream.arrived.extend_from_slice(bytes);
+        let role_before = inbound.role;
+        let nonce_state = &mut self.nonce_state;
+        let mut fresh_nonce = || Ok(next_nonce(nonce_state));
+        let mut ctx = Ctx {
+            config: &self.config,
+            known_peers: &self.links,
+            delivery: &mut self.delivery,
+            identities: &mut self.identities,
+            fresh_nonce: &mut fresh_nonce,
+        };
+        let result =
+            (inbound.pump(&mut self.read_buf, &mut ctx, now)).and_then(|()| inbound.flush());
+        let role_after = inbound.role;
+        let messages = self
+            .events
+            .try_iter()
+            .filter_map(|event| match event {
+                NetEvent::Peer(message) => Some(message),
+                _ => None,
+            })
+            .collect();
+        if let Err(close) = result {
+            self.accepted.remove(&peer);
+            return Err(describe(&close));
+        }
+        if let (None, Some(ConnectionRole::Peer(id))) = (role_before, role_after) {
+            // The peer is up: our link to it may dial at once (the loop's `dial_now_if_down`).
+            if let Some(link) = self.links.get_mut(&id) {
+                link.peer_is_up(&self.config, now);
+            }
+        }
+        Ok(messages)
+    }
+
+    /// Bytes arrived from `peer` on our connection `conn` to it (its handshake answer):
+    /// checked by the link, which then writes what waited for it. `Err` says why the link
+    /// failed (it then waits out its back-off). Bytes of an older connection are ignored.
+    pub fn receive_answer(
+        &mut self,
+        now_ms: u64,
+        peer: NodeId,
+        conn: u64,
+        bytes: &[u8],
+    ) -> Result<(), String> {
+        let now = self.at(now_ms);
+        let Some(link) = self.links.get_mut(&peer) else {
+            return Ok(());
+        };
+        let Some(current) = link.conn.as_mut().filter(|c| c.token.0 as u64 == conn) else {
+            return Ok(());
+        };
+        current.stream.arrived.extend_from_slice(bytes);
+        match link.pump(
+            &mut self.read_buf,
+            &self.config,
+            &self.stats,
+            &mut self.identities,
+        ) {
+            Ok(_) => Ok(()),
+            Err(close) => {
+                link.fail(&self.config, now);
+                Err(describe(&close))
+            }
+        }
+    }
+
+    /// The network broke connection `conn` to `peer` (a lost message, a partition, the peer
+    /// crashed): the link fails as on a socket error and waits out its back-off. `None`
+    /// breaks whatever connection the link has.
+    pub fn link_broken(&mut self, now_ms: u64, peer: NodeId, conn: Option<u64>) {
+        let now = self.at(now_ms);
+        let Some(link) = self.links.get_mut(&peer) else {
+            return;
+        };
+        let current = link.conn.as_ref().map(|c| c.token.0 as u64);
+        if current.is_some() && (conn.is_none() || conn == current) {
+            link.fail(&self.config, now);
+        }
+    }
+
+    /// The network broke connection `conn` that `peer` dialled to us (`None`: whichever it
+    /// is): it is closed, and its late bytes will be ignored.
+    pub fn accepted_broken(&mut self, peer: NodeId, conn: Option<u64>) {
+        if let Some((token, _)) = self.accepted.get(&peer) {
+            if conn.is_none() || conn == Some(*token) {
+                self.accepted.remove(&peer);
+            }
+        }
+    }
+
+    /// The network thread's counters.
+    pub fn stats(&self) -> NetStatsSnapshot {
+        self.stats.snapshot()
+    }
+}
+
+fn describe(close: &Close) -> String {
+    match close {
+        Close::Eof => "closed by the other side".to_string(),
+        Close::Io(e) => e.to_string(),
+        Close::Protocol(why) => why.clone(),
+        Close::Refused { why, .. } => why.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcraft_wire::{LogIndex, MessageBody, Term};
+
+    fn settings(node: u64, secret: bool) -> SimNetSettings {
+        SimNetSettings {
+            node_id: NodeId(node),
+            cluster_id: 7,
+            incarnation: 100 + node,
+            peers: [0, 1]
+                .into_iter()
+                .filter(|&p| p != node)
+                .map(NodeId)
+                .collect(),
+            secret: secret.then(|| b"a simulated cluster secret".to_vec()),
+            nonce_seed: node,
+            first_token: (node + 1) << 32,
+        }
+    }
+
+    fn heartbeat(n: u64) -> Message {
+        Message {
+            from: NodeId(0),
+            to: NodeId(1),
+            term: Term(3),
+            body: MessageBody::Heartbeat {
+                leader_commit: LogIndex(n),
+                read_context: n,
+            },
+        }
+    }
+
+    /// Node 0 sends three messages to node 1, its bytes handed over `step` bytes at a time
+    /// (answers back at once); returns what node 1 decoded.
+    fn exchange(secret: bool, step: usize) -> Vec<Message> {
+        let mut a = SimPeerNet::new(settings(0, secret)).unwrap();
+        let mut b = SimPeerNet::new(settings(1, secret)).unwrap();
+        for n in 1..=3 {
+            assert!(matches!(a.send(0, &heartbeat(n)), SimSend::Queued { .. }));
+        }
+        let mut received = Vec::new();
+        // Until nothing moves: the dialler's bytes, then the acceptor's answers.
+        for _ in 0..10 {
+            let mut moved = false;
+            if let Some((conn, bytes)) = a.take_sent(NodeId(1)) {
+                moved = true;
+                for piece in bytes.chunks(step) {
+                    received.extend(b.receive(1, NodeId(0), conn, piece).unwrap());
+                }
+            }
+            if let Some((conn, bytes)) = b.take_answers(NodeId(0)) {
+                moved = true;
+                for piece in bytes.chunks(step) {
+                    a.receive_answer(1, NodeId(1), conn, piece).unwrap();
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        received
+    }
+
+    #[test]
+    fn messages_cross_in_any_split_with_and_without_the_secret() {
+        let sent: Vec<Message> = (1..=3).map(heartbeat).collect();
+        for secret in [false, true] {
+            for step in [1, 2, 7, 64, 4096] {
+                assert_eq!(exchange(secret, step), sent, "secret {secret}, step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_frame_closes_the_connection_and_its_late_bytes_are_ignored() {
+        let mut a = SimPeerNet::new(settings(0, false)).unwrap();
+        let mut b = SimPeerNet::new(settings(1, false)).unwrap();
+        a.send(0, &heartbeat(1));
+        let (conn, mut bytes) = a.take_sent(NodeId(1)).unwrap();
+        // The frame's checksum or length no longer matches: the acceptor refuses it.
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xFF;
+        let refused = b.receive(1, NodeId(0), conn, &bytes).unwrap_err();
+        assert!(
+            refused.contains("frame") || refused.contains("message"),
+            "{refused}"
+        );
+        // Later bytes of that connection are never read, as a closed socket's.
+        assert_eq!(b.receive(2, NodeId(0), conn, &bytes), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn a_broken_link_waits_out_its_back_off_then_dials_a_new_connection() {
+        let mut a = SimPeerNet::new(settings(0, false)).unwrap();
+        let SimSend::Queued { conn: first } = a.send(0, &heartbeat(1)) else {
+            panic!("not queued");
+        };
+        a.link_broken(10, NodeId(1), Some(first));
+        // Within the first back-off (50 ms) the link is down and drops what it is given.
+        assert_eq!(a.send(20, &heartbeat(2)), SimSend::Dropped);
+        assert_eq!(a.stats().peer_dropped_link_down, 1);
+        let SimSend::Queued { conn: second } = a.send(70, &heartbeat(3)) else {
+            panic!("not queued after the back-off");
+        };
+        assert!(second > first);
+        // The new connection starts with a handshake again.
+        let (_, bytes) = a.take_sent(NodeId(1)).unwrap();
+        let mut b = SimPeerNet::new(settings(1, false)).unwrap();
+        assert_eq!(
+            b.receive(70, NodeId(0), second, &bytes),
+            Ok(vec![heartbeat(3)])
+        );
+    }
+}

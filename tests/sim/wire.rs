@@ -1,0 +1,333 @@
+//! Byte streams between the nodes, in the runs that have them ([`WIRE_RUNS_PER_MILLE`]): each
+//! node's network is the network thread's own connection logic
+//! (`rcraft::node::testing::SimPeerNet`: the peer links and accepted connections of
+//! `src/node/net/`, over in-memory streams), so a message goes out as the bytes the node's
+//! encoder and link write (handshake first on a new connection, with the cluster secret's
+//! challenge and proofs in some runs) and comes in through the receiver's handshake checks,
+//! frame decoder and message checks. The simulator only carries the bytes: in order per
+//! connection and direction, cut at random points into pieces that arrive at different times
+//! (a frame split across reads, several frames in one).
+//!
+//! A connection is TCP-like: it neither loses, duplicates nor reorders bytes; instead, where
+//! the message-level network loses a message, the connection breaks (that message and
+//! whatever else was in flight on it are lost, both ends close, and the link dials again after
+//! its back-off, with a fresh handshake), and so it does when bytes would cross a cut link or
+//! reach a crashed node. A node's crash closes every connection it had. Bytes any node's code
+//! refuses (a handshake or frame that does not check out) fail the seed: every sender here is
+//! honest, so a refusal is a bug of the encoder, the decoder or the handshake.
+//!
+//! Owned by one world; the draws come from a generator of its own, so the runs without byte
+//! streams keep their histories.
+
+use crate::checker::Verdict;
+use crate::params::{SLOW_LINKS_EXTRA_MS, WIRE_RUNS_PER_MILLE, WIRE_SECRET_PER_MILLE};
+use crate::replica::SimCore;
+use crate::rng::SimRng;
+use crate::world::{Event, World};
+use rcraft::node::testing::{SimNetSettings, SimPeerNet, SimSend};
+use rcraft::wire::{Message, NodeId};
+use std::collections::BTreeMap;
+
+/// Cluster id in every simulated handshake.
+const CLUSTER_ID: u64 = 0x51_3C1A;
+
+/// What the byte streams did in a run (or in all runs).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct WireCounts {
+    /// Runs with byte streams.
+    pub(crate) runs: u64,
+    /// Bytes carried.
+    pub(crate) bytes: u64,
+    /// Pieces the bytes arrived in.
+    pub(crate) pieces: u64,
+    /// Connections dialled.
+    pub(crate) connections: u64,
+    /// Connections broken by the network (loss, a cut link, a crash).
+    pub(crate) breaks: u64,
+    /// Messages a node's link dropped (down and backing off).
+    pub(crate) dropped: u64,
+}
+
+impl WireCounts {
+    pub(crate) fn add(&mut self, other: &WireCounts) {
+        self.runs += other.runs;
+        self.bytes += other.bytes;
+        self.pieces += other.pieces;
+        self.connections += other.connections;
+        self.breaks += other.breaks;
+        self.dropped += other.dropped;
+    }
+}
+
+/// The byte streams of one world.
+pub(crate) struct Wire {
+    rng: SimRng,
+    /// Each node's network, while it is up.
+    nets: Vec<Option<SimPeerNet>>,
+    /// The cluster secret, in runs that authenticate peers.
+    secret: Option<Vec<u8>>,
+    /// Latest arrival scheduled per (dialler, acceptor, toward the acceptor), so that the
+    /// bytes of each direction arrive in order.
+    last_arrival: BTreeMap<(usize, usize, bool), u64>,
+    /// Newest connection token seen per (dialler, acceptor).
+    newest_conn: BTreeMap<(usize, usize), u64>,
+    /// The open connection per (dialler, acceptor); the bytes of any other are dropped on
+    /// arrival, as a closed socket's (a restarted node never reads its earlier life's).
+    open: BTreeMap<(usize, usize), u64>,
+    pub(crate) counts: WireCounts,
+}
+
+impl Wire {
+    /// The byte streams of `seed`'s world, if its run has them.
+    pub(crate) fn for_seed(seed: u64, nodes: usize) -> Option<Wire> {
+        let mut rng = SimRng::new(seed ^ 0x5A0B_5707_0000_0003);
+        if !rng.chance(WIRE_RUNS_PER_MILLE) {
+            return None;
+        }
+        let secret = rng
+            .chance(WIRE_SECRET_PER_MILLE)
+            .then(|| format!("the simulated cluster's secret {seed}").into_bytes());
+        Some(Wire {
+            rng,
+            nets: (0..nodes).map(|_| None).collect(),
+            secret,
+            last_arrival: BTreeMap::new(),
+            newest_conn: BTreeMap::new(),
+            open: BTreeMap::new(),
+            counts: WireCounts {
+                runs: 1,
+                ..WireCounts::default()
+            },
+        })
+    }
+
+    /// A short description for failure reports.
+    pub(crate) fn describe(&self) -> String {
+        format!("byte streams (secret={})", self.secret.is_some())
+    }
+}
+
+impl<C: SimCore> World<C> {
+    /// `node` starts (or restarts): its network comes up with every link down.
+    pub(crate) fn wire_start(&mut self, node: usize) -> Verdict {
+        let seed = self.seed;
+        let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        let incarnation = self.nodes[node].incarnation;
+        let Some(wire) = self.wire.as_mut() else {
+            return Ok(());
+        };
+        let id = ids[node];
+        let settings = SimNetSettings {
+            node_id: id,
+            cluster_id: CLUSTER_ID,
+            // One data dir for every life of the node.
+            incarnation: 0x1D_0000 + node as u64,
+            peers: ids.iter().copied().filter(|&p| p != id).collect(),
+            secret: wire.secret.clone(),
+            nonce_seed: seed ^ ((node as u64) << 48) ^ incarnation,
+            first_token: (incarnation + 1) << 32,
+        };
+        let net = SimPeerNet::new(settings).map_err(|e| format!("node {id}: network: {e}"))?;
+        wire.nets[node] = Some(net);
+        Ok(())
+    }
+
+    /// `node` crashed: its network is gone and every connection it had breaks.
+    pub(crate) fn wire_crash(&mut self, node: usize) {
+        let now = self.now;
+        let id = self.nodes[node].id;
+        let Some(wire) = self.wire.as_mut() else {
+            return;
+        };
+        wire.nets[node] = None;
+        wire.open
+            .retain(|&(dialler, acceptor), _| dialler != node && acceptor != node);
+        for net in wire.nets.iter_mut().flatten() {
+            net.link_broken(now, id, None);
+            net.accepted_broken(id, None);
+        }
+    }
+
+    /// Sends `msg` from `node` over its link, when the run has byte streams; false when it
+    /// has not (the message then travels as a value). `delays` is the message-level
+    /// network's verdict: none breaks the connection, else the first is the bytes' delay.
+    pub(crate) fn wire_send(&mut self, node: usize, msg: &Message, delays: &[u64]) -> Verdict {
+        let now = self.now;
+        let Some(to) = self.index_of(msg.to) else {
+            return Err(format!("message to unknown node {}: {msg:?}", msg.to));
+        };
+        let late = self.slow_links_on && self.slow_links_node == Some(node);
+        let extra = if late { SLOW_LINKS_EXTRA_MS } else { 0 };
+        let wire = self.wire.as_mut().expect("a run with byte streams");
+        let Some(net) = wire.nets[node].as_mut() else {
+            return Err(format!("node {node} sends while down: {msg:?}"));
+        };
+        if net.send(now, msg) == SimSend::Dropped {
+            wire.counts.dropped += 1;
+            if self.tracing() {
+                self.note(format!("  link {node}->{to} is down: message dropped"));
+            }
+            return Ok(());
+        }
+        let Some((conn, bytes)) = net.take_sent(msg.to) else {
+            return Ok(());
+        };
+        let Some(&delay) = delays.first() else {
+            if self.tracing() {
+                self.note(format!("  connection {conn} {node}->{to} breaks"));
+            }
+            self.wire_break(node, to, conn);
+            return Ok(());
+        };
+        self.carry(node, to, conn, true, bytes, delay + extra);
+        Ok(())
+    }
+
+    /// Schedules `bytes` of connection `conn` (dialled by `dialler` to `acceptor`) to arrive
+    /// at its other end, in one to three pieces, after the bytes sent before them.
+    fn carry(
+        &mut self,
+        dialler: usize,
+        acceptor: usize,
+        conn: u64,
+        toward_acceptor: bool,
+        bytes: Vec<u8>,
+        delay: u64,
+    ) {
+        let now = self.now;
+        let wire = self.wire.as_mut().expect("a run with byte streams");
+        let newest = wire.newest_conn.entry((dialler, acceptor)).or_insert(0);
+        if *newest < conn {
+            *newest = conn;
+            wire.open.insert((dialler, acceptor), conn);
+            wire.counts.connections += 1;
+        }
+        wire.counts.bytes += bytes.len() as u64;
+        let last = wire
+            .last_arrival
+            .entry((dialler, acceptor, toward_acceptor))
+            .or_insert(0);
+        // In order after the bytes sent before; a piece may lag the one before it by a
+        // millisecond (a read in between), but only while nothing queues ahead: a gap per
+        // piece behind a backlog would cap the link at a few frames per millisecond and
+        // grow the queue without bound under a burst.
+        let due = now + delay;
+        let mut at = due.max(*last);
+        let pieces = wire.rng.between(1, 3).min(bytes.len() as u64).max(1);
+        let mut cuts: Vec<usize> = (1..pieces)
+            .map(|_| wire.rng.between(1, bytes.len() as u64 - 1) as usize)
+            .collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        cuts.push(bytes.len());
+        let mut start = 0;
+        let mut scheduled = Vec::new();
+        for end in cuts {
+            scheduled.push((at, bytes[start..end].to_vec()));
+            start = end;
+            if at <= due {
+                at += wire.rng.between(0, 1);
+            }
+        }
+        wire.counts.pieces += scheduled.len() as u64;
+        *last = scheduled.last().map_or(*last, |(at, _)| *at);
+        for (at, piece) in scheduled {
+            self.schedule(
+                at,
+                Event::Bytes {
+                    dialler,
+                    acceptor,
+                    conn,
+                    toward_acceptor,
+                    bytes: piece,
+                },
+            );
+        }
+    }
+
+    /// The network broke connection `conn` from `dialler` to `acceptor`: both ends close.
+    fn wire_break(&mut self, dialler: usize, acceptor: usize, conn: u64) {
+        let now = self.now;
+        let (dialler_id, acceptor_id) = (self.nodes[dialler].id, self.nodes[acceptor].id);
+        let wire = self.wire.as_mut().expect("a run with byte streams");
+        wire.counts.breaks += 1;
+        if wire.open.get(&(dialler, acceptor)) == Some(&conn) {
+            wire.open.remove(&(dialler, acceptor));
+        }
+        if let Some(net) = wire.nets[dialler].as_mut() {
+            net.link_broken(now, acceptor_id, Some(conn));
+        }
+        if let Some(net) = wire.nets[acceptor].as_mut() {
+            net.accepted_broken(dialler_id, Some(conn));
+        }
+    }
+
+    /// A piece of connection `conn` arrives: decoded by the receiving node's own code; the
+    /// messages it completes are stepped as delivered ones are, and the answers it causes go
+    /// back.
+    pub(crate) fn on_bytes(
+        &mut self,
+        dialler: usize,
+        acceptor: usize,
+        conn: u64,
+        toward_acceptor: bool,
+        bytes: Vec<u8>,
+    ) -> Verdict {
+        let now = self.now;
+        let (dialler_id, acceptor_id) = (self.nodes[dialler].id, self.nodes[acceptor].id);
+        let (from, to) = match toward_acceptor {
+            true => (dialler_id, acceptor_id),
+            false => (acceptor_id, dialler_id),
+        };
+        let receiver = if toward_acceptor { acceptor } else { dialler };
+        let wire = self.wire.as_mut().expect("a run with byte streams");
+        if wire.open.get(&(dialler, acceptor)) != Some(&conn) {
+            return Ok(());
+        }
+        let down = wire.nets[receiver].is_none();
+        if self.network.is_cut(from, to) || down {
+            self.wire_break(dialler, acceptor, conn);
+            return Ok(());
+        }
+        let wire = self.wire.as_mut().expect("a run with byte streams");
+        let net = wire.nets[receiver].as_mut().expect("checked above");
+        if toward_acceptor {
+            let messages = net.receive(now, dialler_id, conn, &bytes).map_err(|why| {
+                format!(
+                    "network: node {acceptor} closed connection {conn} from node {dialler}: {why}"
+                )
+            })?;
+            let answer = net.take_answers(dialler_id);
+            for message in messages {
+                if self.nodes[acceptor].core.is_some() {
+                    self.deliver_message(acceptor, message)?;
+                }
+            }
+            if let Some((conn, bytes)) = answer {
+                let delay = self.answer_delay();
+                self.carry(dialler, acceptor, conn, false, bytes, delay);
+            }
+        } else {
+            net.receive_answer(now, acceptor_id, conn, &bytes)
+                .map_err(|why| {
+                    format!(
+                        "network: node {dialler} closed its connection {conn} to node {acceptor}: {why}"
+                    )
+                })?;
+            // What waited for the answer (with a secret: our proof, then the queued frames).
+            if let Some((conn, bytes)) = net.take_sent(acceptor_id) {
+                let delay = self.answer_delay();
+                self.carry(dialler, acceptor, conn, true, bytes, delay);
+            }
+        }
+        Ok(())
+    }
+
+    /// The delay of bytes sent in answer to bytes (no loss is drawn for them).
+    fn answer_delay(&mut self) -> u64 {
+        let p = &self.params.network;
+        let (min, max) = (p.delay_min_ms, p.delay_max_ms);
+        let wire = self.wire.as_mut().expect("a run with byte streams");
+        wire.rng.between(min, max)
+    }
+}
