@@ -125,7 +125,7 @@ fn a_stopped_leader_with_a_damaged_record_mid_segment_repairs_it() {
 const SMALL_SEGMENT_BYTES: u64 = 4096;
 
 /// Rewrites stopped node `id`'s log into segments of [`SMALL_SEGMENT_BYTES`] (the node writes
-/// 64 MiB ones), the same records in the same format, and returns their paths, oldest first:
+/// 16 MiB ones), the same records in the same format, and returns their paths, oldest first:
 /// damage to a sealed segment, or between segments, needs several.
 fn split_log_into_small_segments(cluster: &Cluster, id: usize) -> Vec<PathBuf> {
     let dir = cluster.data_dir(id).join("wal");

@@ -142,7 +142,8 @@ impl LogStore {
             .map_err(StorageError::store(format!("reading the log from {low}")))?;
         let mut entries = Vec::new();
         let mut bytes = 0;
-        for record in records.take_while(|record| record.index <= high.0) {
+        // `take`, not `take_while`: the record after `high` is not looked at (nor mapped in).
+        for record in records.take((high.0 - low.0 + 1) as usize) {
             // Checks the record's checksum again (the bytes are about to leave the node) and
             // keeps the bytes read as the entry's record.
             let entry =
@@ -159,10 +160,17 @@ impl LogStore {
         Ok(entries)
     }
 
-    /// Lets go of the resident pages of the sealed segments after old records were read
-    /// (recovery, a follower's catch-up), so the log does not stay in memory as mapped pages.
+    /// Lets go of the resident pages of the sealed segments after recovery read the whole log,
+    /// so the log does not stay in memory as mapped pages.
     pub(crate) fn release_sealed_pages(&mut self) {
         self.wal.release_sealed_pages();
+    }
+
+    /// Lets go of the resident pages of the sealed segments holding `[low, high]` after
+    /// [`LogStore::read_entries`] read them for a follower (the read mapped them back).
+    pub(crate) fn release_read_pages(&mut self, low: LogIndex, high: LogIndex) {
+        self.wal
+            .release_sealed_pages_of(low.0..high.0.saturating_add(1));
     }
 
     /// Reads and decodes every entry after `after` (recovery). The log must continue right

@@ -2,8 +2,12 @@
 //!
 //! Plain constants, no owner. Relations between them are checked at compile time below.
 
-/// Default size of one WAL segment file (preallocated at creation).
-pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Default size of one WAL segment file (preallocated at creation). The active segment is
+/// written through its map, so up to this much of it is resident in the node's process until
+/// it is sealed (sealed segments let go of their pages): 16 MiB keeps a node within 100 MiB
+/// at 256 clients (docs/BENCHMARKS.md, "Memory per node at 256 clients"); a roll every few
+/// seconds at full write rate costs nothing measurable.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 16 * 1024 * 1024;
 /// Smallest segment size accepted (tests use small segments to exercise rollover).
 pub const SEGMENT_BYTES_MIN: u64 = 4096;
 /// Largest segment size accepted: record offsets inside a segment are kept as `u32`.

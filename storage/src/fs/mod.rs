@@ -17,7 +17,7 @@ mod real;
 mod shadow;
 mod sim;
 
-pub use real::{LOCK_FILE_NAME, Preallocate, RealFs, SyncMethod};
+pub use real::{LOCK_FILE_NAME, Preallocate, RealFs, SyncMethod, mapped_resident_bytes};
 pub use shadow::{ShadowFs, lock_holder};
 pub use sim::{CrashMode, SimFs};
 

@@ -289,6 +289,36 @@ impl ReadFile for RealReadFile {
     }
 }
 
+/// Bytes of the file at `path` resident in this process through its mappings (the `Rss` of
+/// its entries in `/proc/self/smaps`, summed; 0 when it is not mapped). What a WAL segment's
+/// map adds to the process's resident set, for tests and diagnostics of
+/// [`SegmentFile::release_pages`]. Linux only: an error where `/proc/self/smaps` cannot be read.
+pub fn mapped_resident_bytes(path: &Path) -> io::Result<u64> {
+    let smaps = fs::read_to_string("/proc/self/smaps")?;
+    let mut total_kb = 0;
+    let mut this_file = false;
+    for line in smaps.lines() {
+        let Some(first) = line.split_whitespace().next() else {
+            continue;
+        };
+        if !first.ends_with(':') {
+            // A mapping's header: address, permissions, offset, device, inode, then the path.
+            let mut rest = line;
+            for _ in 0..5 {
+                rest = rest.trim_start();
+                rest = &rest[rest.find(char::is_whitespace).unwrap_or(rest.len())..];
+            }
+            this_file = Path::new(rest.trim_start()) == path;
+        } else if this_file && first == "Rss:" {
+            let kb = line[4..].trim().trim_end_matches("kB").trim();
+            total_kb += kb.parse::<u64>().map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("smaps Rss {kb:?}: {e}"))
+            })?;
+        }
+    }
+    Ok(total_kb * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,17 +342,9 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
     }
 
-    /// Resident kB of this process's mapping of `path` (its entry in /proc/self/smaps).
+    /// Resident kB of this process's mapping of `path`.
     fn mapped_resident_kb(path: &Path) -> u64 {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let name = path.to_str().unwrap();
-        let mut lines = smaps.lines().skip_while(|l| !l.ends_with(name));
-        assert!(lines.next().is_some(), "{name} is not mapped");
-        lines
-            .find_map(|l| l.strip_prefix("Rss:"))
-            .and_then(|v| v.trim().strip_suffix("kB"))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("an Rss line")
+        mapped_resident_bytes(path).unwrap() / 1024
     }
 
     #[test]
@@ -348,5 +370,69 @@ mod tests {
             data,
             "the file holds them too"
         );
+    }
+
+    /// A lagging follower's catch-up reads old records back through the sealed segments'
+    /// maps, which puts their pages back in the process; releasing the range read drops them
+    /// again, in every segment the read touched and only there.
+    #[test]
+    fn releasing_what_a_catch_up_read_mapped_back() {
+        use crate::{Record, Wal, WalOptions};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let options = WalOptions {
+            segment_bytes: 64 << 10,
+            fs: Arc::new(RealFs::default()),
+        };
+        let mut wal = Wal::open(dir.path(), options).unwrap();
+        let payload = vec![7u8; 1000];
+        let records: Vec<Record<'_>> = (1..=400)
+            .map(|index| Record {
+                index,
+                term: 1,
+                payload: &payload,
+            })
+            .collect();
+        wal.append(&records).unwrap();
+        wal.sync().unwrap();
+        let ranges = wal.segment_ranges();
+        assert!(ranges.len() >= 5, "several sealed segments: {ranges:?}");
+        let resident = |ranges: &[(std::path::PathBuf, u64, u64)]| -> Vec<u64> {
+            let sealed = &ranges[..ranges.len() - 1];
+            (sealed.iter())
+                .map(|(path, ..)| mapped_resident_bytes(path).unwrap())
+                .collect()
+        };
+        assert!(
+            resident(&ranges).iter().all(|&bytes| bytes == 0),
+            "sealed segments let go of their pages when sealed: {:?}",
+            resident(&ranges)
+        );
+        // A read from the middle of the first segment to the middle of the third.
+        let (_, first, count) = &ranges[0];
+        let (_, third, _) = &ranges[2];
+        let read = first + count / 2..third + 3;
+        let before: Vec<Vec<u8>> = (wal.read(read.clone()).unwrap().iter())
+            .map(|record| record.encoded.to_vec())
+            .collect();
+        let after_read = resident(&ranges);
+        assert!(
+            after_read[..3].iter().all(|&bytes| bytes > 0)
+                && after_read[3..].iter().all(|&b| b == 0),
+            "the read mapped back the pages of the segments it read: {after_read:?}"
+        );
+        wal.release_sealed_pages_of(read.clone());
+        assert_eq!(resident(&ranges), vec![0; ranges.len() - 1], "none left");
+        let again: Vec<Vec<u8>> = (wal.read(read.clone()).unwrap().iter())
+            .map(|record| record.encoded.to_vec())
+            .collect();
+        assert_eq!(again, before, "the same records, mapped back");
+        // Ranges past either end of the log, or empty, release what they can and no more.
+        wal.release_sealed_pages_of(0..2);
+        wal.release_sealed_pages_of(5..5);
+        wal.release_sealed_pages_of(390..1000);
+        wal.release_sealed_pages_of(0..u64::MAX);
+        assert_eq!(resident(&ranges), vec![0; ranges.len() - 1]);
+        assert_eq!(wal.read(1..401).unwrap().len(), 400);
     }
 }

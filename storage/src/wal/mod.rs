@@ -328,6 +328,25 @@ impl Wal {
         }
     }
 
+    /// Lets go of the resident pages of the sealed segments holding any record of `range`,
+    /// after reading them (a lagging follower's catch-up): the read mapped them back into the
+    /// process, and until the next release they would count in its resident set (up to the
+    /// whole log since the last snapshot). Only the segments the read touched, one `madvise`
+    /// each; the active segment keeps its pages (it is being written). Indexes outside the log
+    /// are ignored. A failure only leaves the pages resident (logged).
+    pub fn release_sealed_pages_of(&mut self, range: Range<u64>) {
+        let held = range.start.max(self.first_index())..range.end.min(self.next_index);
+        if held.is_empty() {
+            return;
+        }
+        let sealed = self.segments.len().saturating_sub(1);
+        let first = self.segment_of(held.start);
+        let end = (self.segment_of(held.end - 1) + 1).min(sealed);
+        for seg in self.segments.get_mut(first..end).into_iter().flatten() {
+            release_or_warn(seg);
+        }
+    }
+
     /// Makes every record appended so far durable: one msync/fdatasync of the active segment.
     /// After an error the log is stopped (see [`Error::Stopped`]).
     pub fn sync(&mut self) -> Result<()> {
