@@ -354,6 +354,15 @@ impl<C: SimCore> World<C> {
             self.checker
                 .observe_vote_granted(msg.from, msg.term, msg.to)?;
         }
+        match &msg.body {
+            MessageBody::AppendRequest { .. } => self.appends.sent += 1,
+            MessageBody::AppendResponse {
+                success: false,
+                conflict: Some(_),
+                ..
+            } => self.appends.refused += 1,
+            _ => {}
+        }
         let late = self.slow_links_on && self.slow_links_node == Some(node);
         let extra = if late { SLOW_LINKS_EXTRA_MS } else { 0 };
         for delay in self.network.delivery_delays(&mut self.rng) {
