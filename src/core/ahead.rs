@@ -15,9 +15,10 @@
 //! acknowledgement waits for their `Persist` like any other, `replica.rs`).
 //!
 //! A predecessor that was lost rather than late is answered by the follower itself: when the
-//! gap has stayed open for half a heartbeat interval, it sends the refusal it held back (the
-//! leader probes from the follower's end, as it would have at once), and again after each
-//! further half interval while the gap stays open. An empty append ahead of the log while a
+//! gap has stayed open for half a heartbeat interval, it sends the refusal it held back, for
+//! the last append it left unanswered (the leader probes from the follower's end, as it would
+//! have at once; a probing leader takes only the answer to its outstanding probe), and again
+//! after each further half interval while the gap stays open. An empty append ahead of the log while a
 //! gap is open is not news and is not answered either; one with no gap open is refused at once,
 //! as before. Beyond the bound (the leader's own in-flight window, in messages and bytes: it
 //! never has more outstanding to this follower), an append is refused at once.
@@ -54,6 +55,10 @@ pub(super) struct AheadAppends {
     since_tick: u64,
     /// The tick an append of the stream was last accepted.
     accepted_tick: u64,
+    /// The `prev_log_index` of the last append left unanswered (kept, a copy, or empty): the
+    /// refusal held back answers it, so a probing leader, which takes only the answer to its
+    /// outstanding probe, hears it.
+    answer_at: LogIndex,
 }
 
 impl AheadAppends {
@@ -127,11 +132,15 @@ impl Replica {
         }
         if entries.is_empty() {
             // Nothing to keep; with a gap open the timer answers (`tick_ahead`).
+            if !ahead.held.is_empty() {
+                ahead.answer_at = prev_log_index;
+            }
             return !ahead.held.is_empty();
         }
         let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
         let replaced = ahead.held.get(&prev_log_index);
         if replaced.is_some_and(|kept| kept.entries.len() >= entries.len()) {
+            ahead.answer_at = prev_log_index;
             return true; // A copy, or a shorter resend of what is kept.
         }
         let freed = replaced.map_or(0, |kept| kept.bytes);
@@ -145,6 +154,7 @@ impl Replica {
             ahead.since_tick = self.now_ticks;
         }
         ahead.bytes = ahead.bytes - freed + bytes;
+        ahead.answer_at = prev_log_index;
         let held = HeldAppend {
             prev_log_term,
             entries,
@@ -180,8 +190,10 @@ impl Replica {
     }
 
     /// Tick: a gap open for `ahead_wait_ticks` is answered with the refusal held back (its
-    /// predecessor is taken as lost; the leader probes from our end). Kept appends outlive
-    /// only their stream.
+    /// predecessor is taken as lost; the leader probes from our end), of the last append left
+    /// unanswered: a leader in Replicate takes any refusal above the match point, but a
+    /// probing one only the answer to its probe, which it sends again and again until
+    /// answered. Kept appends outlive only their stream.
     pub(super) fn tick_ahead(&mut self) {
         if self.ahead.held.is_empty() {
             return;
@@ -198,12 +210,8 @@ impl Replica {
             return;
         }
         self.ahead.since_tick = self.now_ticks;
-        let (&first, _) = self
-            .ahead
-            .held
-            .first_key_value()
-            .expect("checked non-empty");
-        self.reject_append(leader, first);
+        let answer_at = self.ahead.answer_at;
+        self.reject_append(leader, answer_at);
     }
 }
 
@@ -338,7 +346,11 @@ mod tests {
             assert!(refusals(&actions).is_empty(), "{actions:?}");
         }
         let actions = step_confirming(&mut follower, Input::Tick);
-        assert_eq!(refusals(&actions), [3], "{actions:?}");
+        assert_eq!(
+            refusals(&actions),
+            [5],
+            "the last left unanswered: {actions:?}"
+        );
         let hint = (actions.iter()).find_map(|a| match a {
             Action::Send(Message {
                 to,
@@ -356,7 +368,7 @@ mod tests {
         let again: Vec<u64> = (0..3)
             .flat_map(|_| refusals(&step_confirming(&mut follower, Input::Tick)))
             .collect();
-        assert_eq!(again, [3]);
+        assert_eq!(again, [5]);
         // The leader's probe from our end fills the gap; what was kept comes with it.
         let probe = step_confirming(&mut follower, append(1, 1, (1, 1), entries(2..=3)));
         assert_eq!(acks(&probe), [5]);
