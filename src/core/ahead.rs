@@ -18,9 +18,9 @@
 //! gap has stayed open for half a heartbeat interval, it sends the refusal it held back, for
 //! the last append it left unanswered (the leader probes from the follower's end, as it would
 //! have at once; a probing leader takes only the answer to its outstanding probe), and again
-//! after each further half interval while the gap stays open. An empty append ahead of the log while a
-//! gap is open is not news and is not answered either; one with no gap open is refused at once,
-//! as before. Beyond the bound (the leader's own in-flight window, in messages and bytes: it
+//! after each further half interval while the gap stays open. An empty append ahead of the
+//! log while a gap is open is not news and is not answered either; one with no gap open is
+//! refused at once, as before. Beyond the bound (the leader's own in-flight window, in messages and bytes: it
 //! never has more outstanding to this follower), an append is refused at once.
 //!
 //! Owned by the `Replica` (`Replica::ahead`). Invariants: nothing kept is acknowledged before
@@ -210,7 +210,12 @@ impl Replica {
             return;
         }
         self.ahead.since_tick = self.now_ticks;
-        let answer_at = self.ahead.answer_at;
+        let first = self.ahead.held.first_key_value().map(|(&prev, _)| prev);
+        let answer_at = match self.ahead.answer_at > self.log.last_index() {
+            true => self.ahead.answer_at,
+            // Taken since (the gap partly filled): the first still kept is beyond the log.
+            false => first.expect("checked non-empty"),
+        };
         self.reject_append(leader, answer_at);
     }
 }
@@ -372,6 +377,24 @@ mod tests {
         // The leader's probe from our end fills the gap; what was kept comes with it.
         let probe = step_confirming(&mut follower, append(1, 1, (1, 1), entries(2..=3)));
         assert_eq!(acks(&probe), [5]);
+        follower.check_invariants();
+    }
+
+    /// A gap partly filled: the refusal held back answers beyond the log, never an index
+    /// the log now holds.
+    #[test]
+    fn a_partly_filled_gap_is_refused_beyond_the_log() {
+        let mut follower = following_leader_1(|config| config.heartbeat_interval_ticks = 5);
+        for prev in [7, 3] {
+            let early = append(1, 1, (prev, 1), entries(prev + 1..=prev + 2));
+            assert!(step_confirming(&mut follower, early).is_empty());
+        }
+        let filled = step_confirming(&mut follower, append(1, 1, (1, 1), entries(2..=3)));
+        assert_eq!(acks(&filled), [5]);
+        let refused: Vec<u64> = (0..3)
+            .flat_map(|_| refusals(&step_confirming(&mut follower, Input::Tick)))
+            .collect();
+        assert_eq!(refused, [7]);
         follower.check_invariants();
     }
 
