@@ -69,6 +69,9 @@ impl Replica {
 
     /// Steps down to follower of `term`, following `leader` when known.
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.term || self.leader != leader {
+            self.ahead.forget();
+        }
         if term > self.term {
             self.term = term;
             self.vote = None;

@@ -5,6 +5,7 @@
 //! the same inputs always give the same actions. [`Replica`] is the entry point; the files
 //! below each hold one concept of the algorithm.
 
+mod ahead;
 mod api;
 pub mod describe;
 mod dispatch;

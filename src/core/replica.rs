@@ -13,6 +13,7 @@
 //! - entries reach `Action::Apply` only when committed *and* durable locally, in order, once,
 //!   and at most `apply_window_entries` beyond the applied index.
 
+use super::ahead::AheadAppends;
 use super::api::{
     Action, CoreConfig, HardState, Input, LostEntries, ProposeError, RecoveredState, StorageAction,
     StorageOutcome,
@@ -266,6 +267,9 @@ pub struct Replica {
     pub(super) next_entries_read: u64,
     /// Round trips to the other voters, from link probes (link_probe.rs; every role).
     pub(super) links: LinkWatch,
+    /// Appends from the current leader kept ahead of the log until their predecessor
+    /// arrives (`ahead.rs`).
+    pub(super) ahead: AheadAppends,
     pub(super) actions: Vec<Action>,
 }
 
@@ -339,6 +343,7 @@ impl Replica {
             last_self_demotion: None,
             next_entries_read: 1,
             links: LinkWatch::default(),
+            ahead: AheadAppends::default(),
             actions: Vec::new(),
             config,
         };
@@ -568,6 +573,8 @@ impl Replica {
     /// after every step).
     pub fn check_invariants(&self) {
         self.log.check_invariants();
+        self.ahead
+            .check_invariants(self.term, self.log.last_index());
         assert_eq!(self.leader_state.is_some(), self.phase == Phase::Leader);
         assert!(self.apply_requested <= self.log.committed_index().max(self.log.snapshot_index()));
         assert!(self.apply_requested.0 - self.applied.0 <= self.config.apply_window_entries);
@@ -588,6 +595,7 @@ impl Replica {
             Phase::Leader => self.tick_leader(),
             Phase::Follower | Phase::PreCandidate | Phase::Candidate => self.tick_election(),
         }
+        self.tick_ahead();
         self.tick_link_probes();
         self.tick_repair();
         self.tick_vote_recovery();

@@ -330,7 +330,7 @@ impl Replica {
         from: NodeId,
         prev_log_index: LogIndex,
         prev_log_term: Term,
-        mut entries: Vec<Entry>,
+        entries: Vec<Entry>,
         leader_commit: LogIndex,
     ) {
         if self.phase == Phase::Leader {
@@ -342,6 +342,47 @@ impl Replica {
             self.reject_append(from, prev_log_index);
             return;
         }
+        if prev_log_index > self.log.last_index() {
+            // Ahead of our log: kept until its predecessor arrives, or refused (`ahead.rs`).
+            if !self.hold_ahead(from, prev_log_index, prev_log_term, entries, leader_commit) {
+                self.reject_append(from, prev_log_index);
+            }
+            return;
+        }
+        let Some(mut matched) =
+            self.append_from_leader(from, prev_log_index, prev_log_term, entries, leader_commit)
+        else {
+            return;
+        };
+        self.note_stream(from);
+        // The appends kept ahead of the log whose predecessor it now reaches, in order.
+        while let Some((prev, held)) = self.next_held(from) {
+            let (prev_term, entries, commit) =
+                (held.prev_log_term, held.entries, held.leader_commit);
+            match self.append_from_leader(from, prev, prev_term, entries, commit) {
+                Some(last) => matched = matched.max(last),
+                None => self.ahead.drop_held(),
+            }
+        }
+        let body = MessageBody::AppendResponse {
+            success: true,
+            match_index: matched,
+            conflict: None,
+        };
+        self.send(from, body);
+    }
+
+    /// The consistency check and the append of an AppendRequest whose `prev_log_index` is
+    /// within our log: the last index the log now matches the leader's through, or `None`
+    /// when refused (the refusal is sent).
+    fn append_from_leader(
+        &mut self,
+        from: NodeId,
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        mut entries: Vec<Entry>,
+        leader_commit: LogIndex,
+    ) -> Option<LogIndex> {
         let committed = self.log.committed_index();
         let (mut prev_index, mut prev_term) = (prev_log_index, prev_log_term);
         if prev_index < committed {
@@ -357,7 +398,7 @@ impl Replica {
         }
         if self.log.term_at(prev_index) != Some(prev_term) {
             self.reject_append(from, prev_index);
-            return;
+            return None;
         }
         let last_new = LogIndex(prev_index.0 + entries.len() as u64);
         if let Some(conflict) = self.log.find_conflict(&entries) {
@@ -365,15 +406,10 @@ impl Replica {
             self.append_as_follower(&entries[start..]);
         }
         self.log.commit_to(leader_commit.min(last_new));
-        let body = MessageBody::AppendResponse {
-            success: true,
-            match_index: last_new,
-            conflict: None,
-        };
-        self.send(from, body);
+        Some(last_new)
     }
 
-    fn reject_append(&mut self, from: NodeId, probe_index: LogIndex) {
+    pub(super) fn reject_append(&mut self, from: NodeId, probe_index: LogIndex) {
         let hint: ConflictHint = self.log.conflict_hint(probe_index);
         let body = MessageBody::AppendResponse {
             success: false,
@@ -386,6 +422,10 @@ impl Replica {
     /// Writes entries from the leader over our log from their first index on.
     fn append_as_follower(&mut self, entries: &[Entry]) {
         let Some(first) = entries.first() else { return };
+        if first.index <= self.log.last_index() {
+            // A truncation: what was kept ahead was judged against the log it replaces.
+            self.ahead.drop_held();
+        }
         let replaces_membership = first.index <= self.membership_index;
         let brings_membership = entries
             .iter()
@@ -494,7 +534,13 @@ impl Replica {
             return;
         }
         let next = next.min(probed);
-        if shows_lost_entries(&self.log, pr.match_index, probed, conflict) {
+        // Only the answer to a probe can show lost entries. In Replicate, a refusal may have
+        // been sent before the acknowledgement that overtook it (of the append that filled
+        // the follower's gap): it probes at the match point, where the follower's log does
+        // reach. A follower that really lost entries refuses that probe too.
+        if pr.state == ProgressState::Probe
+            && shows_lost_entries(&self.log, pr.match_index, probed, conflict)
+        {
             pr.forget_match_from(next);
         }
         pr.become_probe(next);
@@ -732,6 +778,48 @@ mod tests {
         let progress = leader.status().replication;
         let node_2 = progress.iter().find(|p| p.id == NodeId(2)).unwrap();
         assert_eq!(node_2.match_index, LogIndex(4));
+    }
+
+    /// SIM_FINDINGS 26: a refusal sent before the acknowledgement that overtook it (node 2
+    /// refused an append ahead of its log, then took the predecessor) does not lower the
+    /// match point. The leader probes at the match point, which node 2 holds; only a refusal
+    /// of that probe shows lost entries (`a_follower_that_lost_acknowledged_entries_is_repaired`).
+    #[test]
+    fn a_refusal_overtaken_by_an_acknowledgement_keeps_the_match_point() {
+        let mut leader = leader_matched_by_node_2_through_4();
+        let mut sent = Vec::new();
+        for id in 5..=6 {
+            let input = Input::Propose {
+                id,
+                session: None,
+                data: vec![id as u8],
+            };
+            sent.extend(appends_to(&step(&mut leader, input), 2));
+        }
+        assert_eq!(sent, [4, 5]);
+        let ack = MessageBody::AppendResponse {
+            success: true,
+            match_index: LogIndex(5),
+            conflict: None,
+        };
+        step(&mut leader, from_peer(2, ack));
+        // The refusal of the append after 5, sent while node 2's log ended at 4.
+        let actions = step(&mut leader, from_peer(2, refusal(5, 4)));
+        let progress = leader.status().replication;
+        let node_2 = progress.iter().find(|p| p.id == NodeId(2)).unwrap();
+        assert_eq!(node_2.match_index, LogIndex(5));
+        assert_eq!(appends_to(&actions, 2), [5], "probes at the match point");
+        // Node 2 holds 5 and takes the probe.
+        let ack = MessageBody::AppendResponse {
+            success: true,
+            match_index: LogIndex(6),
+            conflict: None,
+        };
+        step(&mut leader, from_peer(2, ack));
+        let progress = leader.status().replication;
+        let node_2 = progress.iter().find(|p| p.id == NodeId(2)).unwrap();
+        assert_eq!(node_2.match_index, LogIndex(6));
+        leader.check_invariants();
     }
 
     /// Proposes `count` commands of `bytes` bytes each at `leader`, node 2 acknowledges

@@ -439,6 +439,7 @@ impl Replica {
         // The install answers the final chunk.
         self.chunk_writes_unanswered = self.chunk_writes_unanswered.saturating_sub(1);
         if meta.index > self.log.snapshot_index() {
+            self.ahead.forget();
             self.log.restore(meta.clone());
             self.applied = meta.index;
             self.apply_requested = meta.index;

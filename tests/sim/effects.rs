@@ -354,6 +354,15 @@ impl<C: SimCore> World<C> {
             self.checker
                 .observe_vote_granted(msg.from, msg.term, msg.to)?;
         }
+        match &msg.body {
+            MessageBody::AppendRequest { .. } => self.appends.sent += 1,
+            MessageBody::AppendResponse {
+                success: false,
+                conflict: Some(_),
+                ..
+            } => self.appends.refused += 1,
+            _ => {}
+        }
         let delays = self.network.delivery_delays(&mut self.rng);
         if self.wire.is_some() {
             return self.wire_send(node, &msg, &delays);

@@ -270,6 +270,8 @@ fn add(totals: &mut RunSummary, run: &RunSummary) {
     totals.expired += run.expired;
     totals.self_demotions += run.self_demotions;
     totals.entry_reads += run.entry_reads;
+    totals.appends.sent += run.appends.sent;
+    totals.appends.refused += run.appends.refused;
     totals.damage.log_ranges += run.damage.log_ranges;
     totals.damage.hard_states += run.damage.hard_states;
     totals.damage.beside_another += run.damage.beside_another;
@@ -281,10 +283,10 @@ fn describe(summary: &RunSummary) -> String {
         "{} events, {} committed entries, {} acknowledged writes ({} retries, {} answered as \
          duplicates, {} refused as of a forgotten session), {} linearizable reads, {} crashes, {} committed configuration changes, \
          {} self-demotions of a leader with a slow disk or slow links, {} entry reads from a \
-         leader's disk for a follower, disk damage: {} synced log ranges lost and {} hard states \
-         damaged ({} while another node was damaged), byte streams in {} runs: {} bytes in {} \
-         pieces over {} connections, {} connections broken, {} messages dropped by a link backing \
-         off",
+         leader's disk for a follower, {} AppendRequests sent and {} refused, disk damage: {} \
+         synced log ranges lost and {} hard states damaged ({} while another node was damaged), \
+         byte streams in {} runs: {} bytes in {} pieces over {} connections, {} connections \
+         broken, {} messages dropped by a link backing off",
         summary.events,
         summary.committed,
         summary.writes_acked,
@@ -296,6 +298,8 @@ fn describe(summary: &RunSummary) -> String {
         summary.membership_changes,
         summary.self_demotions,
         summary.entry_reads,
+        summary.appends.sent,
+        summary.appends.refused,
         summary.damage.log_ranges,
         summary.damage.hard_states,
         summary.damage.beside_another,

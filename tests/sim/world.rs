@@ -191,11 +191,24 @@ pub(crate) struct RunSummary {
     pub(crate) self_demotions: u64,
     /// Entries a leader read back from its disk for a follower (no longer cached).
     pub(crate) entry_reads: u64,
+    /// AppendRequests sent, and refusals of one with a hint of where the refusing log stands
+    /// (each sends its leader back to probing).
+    pub(crate) appends: AppendCounts,
     /// Disk damage injected: synced log ranges lost, hard-state files damaged, and how many
     /// of those struck while another node was still damaged.
     pub(crate) damage: DamageCounts,
     /// What the byte streams carried (`wire.rs`).
     pub(crate) wire: WireCounts,
+}
+
+/// AppendRequests and their refusals in a run (or summed over runs).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct AppendCounts {
+    /// AppendRequests sent (each copy the network delivers counts once, at the send).
+    pub(crate) sent: u64,
+    /// AppendResponses refusing an append with a conflict hint (not the answers to a stale
+    /// term): each sends its leader back to probing.
+    pub(crate) refused: u64,
 }
 
 /// Disk damage injected into a run (or summed over runs).
@@ -270,6 +283,8 @@ pub(crate) struct World<C> {
     pub(crate) self_demotions: Vec<(u64, usize, u64)>,
     /// Entry reads (`StorageAction::ReadEntries`) the disk answered with entries.
     pub(crate) entry_reads: u64,
+    /// AppendRequests and refusals sent so far.
+    pub(crate) appends: AppendCounts,
     /// Disk damage injected so far.
     pub(crate) damage: DamageCounts,
     /// The byte streams between the nodes, in runs that have them (`wire.rs`).
@@ -341,6 +356,7 @@ impl<C: SimCore> World<C> {
             slow_links_on: false,
             self_demotions: Vec::new(),
             entry_reads: 0,
+            appends: AppendCounts::default(),
             damage: DamageCounts::default(),
             wire: Wire::for_seed(seed, ids.len()),
         }
@@ -399,6 +415,7 @@ impl<C: SimCore> World<C> {
             expired: self.expired,
             self_demotions: self.self_demotions.len() as u64,
             entry_reads: self.entry_reads,
+            appends: self.appends,
             damage: self.damage,
             wire: self.wire.as_ref().map(|w| w.counts).unwrap_or_default(),
         })
