@@ -27,8 +27,8 @@ use rcraft::core::describe::{
     describe_action, describe_entry, describe_membership, describe_message,
 };
 use rcraft::core::{
-    Action, CoreConfig, HardState, Input, ReadEntriesError, ReadFailure, RecoveredState, Replica,
-    StorageAction, StorageOutcome,
+    Action, ApplyOutcome, CoreConfig, HardState, Input, ReadEntriesError, ReadFailure,
+    RecoveredState, Replica, StorageAction, StorageOutcome,
 };
 use rcraft::wire::{Entry, LogIndex, Membership, Message, NodeId, SnapshotMeta};
 use std::collections::{BTreeMap, BTreeSet};
@@ -206,7 +206,8 @@ impl Cluster {
         }
         if let Some(index) = applied_to {
             let node = self.nodes.get_mut(&id).expect("known node");
-            node.replica.step(Input::Applied { index });
+            node.replica
+                .step(Input::Apply(ApplyOutcome::Applied { index }));
             assert!(node.replica.take_actions().is_empty());
         }
     }
@@ -474,10 +475,10 @@ impl Cluster {
             checksum: 0,
         };
         node.disk.snapshot = Some((meta.clone(), data));
-        let input = Input::SnapshotTaken {
+        let input = Input::Apply(ApplyOutcome::SnapshotTaken {
             meta,
             retain_entries: retain.unwrap_or(0),
-        };
+        });
         self.step(id, input, out);
     }
 

@@ -71,7 +71,7 @@ pub struct CoreConfig {
     /// followers' hands leadership over (core/gray_failure.rs); `None` turns it off.
     pub self_demotion: Option<SelfDemotionConfig>,
     /// Most entries handed to the state machine (`Action::Apply`) and not yet reported
-    /// applied (`Input::Applied`). Committed entries beyond it wait in the log and go out as
+    /// applied (`ApplyOutcome::Applied`). Committed entries beyond it wait in the log and go out as
     /// the state machine reports progress, so a slow state machine never makes its caller
     /// hold an unbounded backlog of them.
     pub apply_window_entries: u64,
@@ -276,19 +276,9 @@ pub enum Input {
     /// Storage's answer to one of its actions ([`Action::Storage`]), or its report of a
     /// damaged local snapshot: what the storage thread sends, taken as it is.
     Storage(StorageOutcome),
-    /// The state machine applied every entry through `index`.
-    Applied {
-        /// Highest applied index.
-        index: LogIndex,
-    },
-    /// A local snapshot through `meta.index` is durable; the core may compact its log view
-    /// (keeping `retain_entries` entries behind it for slow followers).
-    SnapshotTaken {
-        /// The new snapshot.
-        meta: SnapshotMeta,
-        /// How many entries before `meta.index` to keep.
-        retain_entries: u64,
-    },
+    /// What the state machine's side reports: entries applied, or a local snapshot taken.
+    /// What the apply thread sends, taken as it is.
+    Apply(ApplyOutcome),
     /// Hand leadership to `target` (leader only).
     TransferLeadership {
         /// The node to become leader.
@@ -317,7 +307,7 @@ pub enum Action {
     /// A received snapshot was installed ([`StorageOutcome::SnapshotInstalled`]) and the core's log now
     /// starts after it: restore the state machine from it (the current snapshot, or a newer
     /// one installed since) before applying any entry of a later [`Action::Apply`]. The core
-    /// does not wait for the restore; the caller reports it with [`Input::Applied`] as usual.
+    /// does not wait for the restore; the caller reports it with [`ApplyOutcome::Applied`] as usual.
     RestoreSnapshot {
         /// The installed snapshot.
         meta: SnapshotMeta,
@@ -449,6 +439,26 @@ pub enum StorageAction {
     KeepSnapshots {
         /// The snapshots in use, in (index, term) order.
         in_use: Vec<SnapshotMeta>,
+    },
+}
+
+/// What the state machine's side reports to the core ([`Input::Apply`]). The apply thread
+/// produces these and the consensus thread hands them to the core as they are (the
+/// simulator's apply handler produces the same values).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// The state machine applied every entry through `index`.
+    Applied {
+        /// Highest applied index.
+        index: LogIndex,
+    },
+    /// A local snapshot through `meta.index` is durable; the core may compact its log view
+    /// (keeping `retain_entries` entries behind it for slow followers).
+    SnapshotTaken {
+        /// The new snapshot.
+        meta: SnapshotMeta,
+        /// How many entries before `meta.index` to keep (the node's setting).
+        retain_entries: u64,
     },
 }
 

@@ -15,8 +15,8 @@
 
 use super::ahead::AheadAppends;
 use super::api::{
-    Action, CoreConfig, HardState, Input, LostEntries, ProposeError, RecoveredState, StorageAction,
-    StorageOutcome,
+    Action, ApplyOutcome, CoreConfig, HardState, Input, LostEntries, ProposeError, RecoveredState,
+    StorageAction, StorageOutcome,
 };
 use super::error::{CoreError, Result};
 use super::follower_read::ForwardedReads;
@@ -374,11 +374,11 @@ impl Replica {
             }
             Input::ReadIndex { id, mode } => self.on_read_index(id, mode),
             Input::Storage(outcome) => self.on_storage_outcome(outcome),
-            Input::Applied { index } => self.on_applied(index),
-            Input::SnapshotTaken {
+            Input::Apply(ApplyOutcome::Applied { index }) => self.on_applied(index),
+            Input::Apply(ApplyOutcome::SnapshotTaken {
                 meta,
                 retain_entries,
-            } => self.on_snapshot_taken(meta, retain_entries),
+            }) => self.on_snapshot_taken(meta, retain_entries),
             Input::TransferLeadership { target } => self.on_transfer_leadership(target),
             Input::Campaign => self.on_campaign(),
         }
@@ -944,8 +944,10 @@ mod tests {
         let actions = step(&mut leader, from_peer_in(1, 2, ack));
         assert_eq!(leader.status().commit_index, LogIndex(6));
         assert_eq!(applied_indexes(&actions), [2]);
-        let applied = |index| Input::Applied {
-            index: LogIndex(index),
+        let applied = |index| {
+            Input::Apply(ApplyOutcome::Applied {
+                index: LogIndex(index),
+            })
         };
         assert_eq!(applied_indexes(&step(&mut leader, applied(1))), [3]);
         assert_eq!(applied_indexes(&step(&mut leader, applied(3))), [4, 5]);

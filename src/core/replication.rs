@@ -659,7 +659,7 @@ fn shows_lost_entries(
 
 #[cfg(test)]
 mod tests {
-    use super::super::api::{Action, Input, ReadFailure, StorageOutcome};
+    use super::super::api::{Action, ApplyOutcome, Input, ReadFailure, StorageOutcome};
     use super::*;
     use rcraft_wire::Message;
 
@@ -844,7 +844,7 @@ mod tests {
                 conflict: None,
             };
             step(leader, from_peer(2, ack));
-            step(leader, Input::Applied { index: last });
+            step(leader, Input::Apply(ApplyOutcome::Applied { index: last }));
         }
         written
     }
@@ -906,9 +906,9 @@ mod tests {
         assert_eq!(leader.log_entries().len(), 0);
         step(
             &mut leader,
-            Input::Applied {
+            Input::Apply(ApplyOutcome::Applied {
                 index: LogIndex(11),
-            },
+            }),
         );
         leader.check_invariants();
     }
@@ -1063,10 +1063,10 @@ mod tests {
             size_bytes: 100,
             checksum: 0,
         };
-        let taken = Input::SnapshotTaken {
+        let taken = Input::Apply(ApplyOutcome::SnapshotTaken {
             meta,
             retain_entries: 100,
-        };
+        });
         step(&mut leader, taken);
         let ack = MessageBody::AppendResponse {
             success: true,

@@ -18,7 +18,7 @@ use super::replica::{Phase, Replica};
 use rcraft_wire::{LogIndex, MessageBody, NodeId, SnapshotMeta};
 
 impl Replica {
-    /// `Input::SnapshotTaken`: compact the log view behind a durable local snapshot. A
+    /// `ApplyOutcome::SnapshotTaken`: compact the log view behind a durable local snapshot. A
     /// snapshot written again at the current one's index and term (its file was damaged) whose
     /// bytes differ (a state machine need not serialize deterministically) replaces it too, so
     /// transfers go on with what the file now holds.
@@ -570,7 +570,7 @@ impl Replica {
 
 #[cfg(test)]
 mod tests {
-    use super::super::api::{CoreConfig, Input, RecoveredState, StorageOutcome};
+    use super::super::api::{ApplyOutcome, CoreConfig, Input, RecoveredState, StorageOutcome};
     use super::*;
     use rcraft_wire::{Membership, Message, Term};
 
@@ -1064,9 +1064,11 @@ mod tests {
     fn a_snapshot_rewritten_with_other_bytes_restarts_transfers_of_the_old_ones() {
         let mut leader = leader_sending_to_node_2();
         let old = leader.log.snapshot().cloned().unwrap();
-        let taken = |meta: &SnapshotMeta| Input::SnapshotTaken {
-            meta: meta.clone(),
-            retain_entries: 0,
+        let taken = |meta: &SnapshotMeta| {
+            Input::Apply(ApplyOutcome::SnapshotTaken {
+                meta: meta.clone(),
+                retain_entries: 0,
+            })
         };
         // The same snapshot written again (identical bytes): nothing changes.
         assert!(read_offsets(&step(&mut leader, taken(&old))).is_empty());
@@ -1111,9 +1113,9 @@ mod tests {
         step(leader, from_peer(3, ack));
         step(
             leader,
-            Input::Applied {
+            Input::Apply(ApplyOutcome::Applied {
                 index: LogIndex(10),
-            },
+            }),
         );
         let newer = SnapshotMeta {
             index: LogIndex(10),
@@ -1122,10 +1124,10 @@ mod tests {
             checksum: 5,
             ..leader.log.snapshot().cloned().unwrap()
         };
-        let taken = Input::SnapshotTaken {
+        let taken = Input::Apply(ApplyOutcome::SnapshotTaken {
             meta: newer.clone(),
             retain_entries: 5,
-        };
+        });
         let actions = step(leader, taken);
         assert_eq!(leader.log.snapshot(), Some(&newer));
         (newer, actions)

@@ -50,6 +50,7 @@ use super::snapshot_files::SnapshotFiles;
 use super::snapshot_format::{read_snapshot, read_to_end_of_snapshot, write_snapshot};
 use super::transport::{Replier, ReplyTo};
 use crate::StateMachine;
+use crate::core::ApplyOutcome;
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
 use rcraft_wire::{
     ClientResponseBody, Entry, EntryPayload, LogIndex, Membership, Session, SnapshotMeta, Term,
@@ -109,7 +110,8 @@ pub(crate) enum ApplyCommand {
 
 /// When the apply thread takes a snapshot on its own: after `every_entries` applied entries
 /// or `log_bytes` bytes of applied log since the last one, whichever comes first (0 turns
-/// either trigger off).
+/// either trigger off); and how many entries the core keeps in its log behind each one
+/// (reported with it, `ApplyOutcome::SnapshotTaken`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SnapshotPolicy {
     /// Entries applied since the last snapshot.
@@ -117,6 +119,8 @@ pub(crate) struct SnapshotPolicy {
     /// Approximate log bytes (payload plus a fixed per-entry overhead) applied since the last
     /// snapshot.
     pub(crate) log_bytes: u64,
+    /// Entries kept in the core's log behind a new snapshot, for slow followers.
+    pub(crate) retain_entries: u64,
 }
 
 impl SnapshotPolicy {
@@ -125,6 +129,7 @@ impl SnapshotPolicy {
     pub(crate) const ON_DEMAND_ONLY: SnapshotPolicy = SnapshotPolicy {
         every_entries: 0,
         log_bytes: 0,
+        retain_entries: 0,
     };
 
     fn due(&self, entries: u64, bytes: u64) -> bool {
@@ -133,13 +138,12 @@ impl SnapshotPolicy {
     }
 }
 
-/// What the apply thread tells the consensus thread.
+/// What the apply thread tells the consensus thread: the core's own input, handed to it as
+/// it is, and what only the node acts on.
 #[derive(Debug)]
 pub(crate) enum ApplyProgress {
-    /// Every entry through this index is applied.
-    Applied(LogIndex),
-    /// A local snapshot is durable.
-    SnapshotTaken(SnapshotMeta),
+    /// For the core: entries applied, or a local snapshot durable.
+    Core(ApplyOutcome),
     /// A received snapshot was restored; the state is now at its index.
     Restored(SnapshotMeta),
     /// The committed entries have a gap, or the state machine's snapshot could not be
@@ -582,8 +586,7 @@ impl ApplyHandler {
             }
             None => match self.take_snapshot() {
                 Ok(meta) => {
-                    self.progress
-                        .push(ApplyProgress::SnapshotTaken(meta.clone()));
+                    self.snapshot_taken(meta.clone());
                     meta
                 }
                 Err(error) => {
@@ -635,7 +638,7 @@ impl ApplyHandler {
             "snapshot at index {} replaces the damaged snapshot at index {damaged}",
             meta.index
         );
-        self.progress.push(ApplyProgress::SnapshotTaken(meta));
+        self.snapshot_taken(meta);
         Ok(())
     }
 
@@ -664,8 +667,20 @@ impl ApplyHandler {
     /// Reports the applied index when it moved since `before` (the batch's start).
     pub(crate) fn report_applied(&mut self, before: LogIndex) {
         if self.applied != before {
-            self.progress.push(ApplyProgress::Applied(self.applied));
+            let index = self.applied;
+            self.progress
+                .push(ApplyProgress::Core(ApplyOutcome::Applied { index }));
         }
+    }
+
+    /// Reports the local snapshot `meta` durable, with the entries the core keeps behind it.
+    fn snapshot_taken(&mut self, meta: SnapshotMeta) {
+        let retain_entries = self.policy.retain_entries;
+        self.progress
+            .push(ApplyProgress::Core(ApplyOutcome::SnapshotTaken {
+                meta,
+                retain_entries,
+            }));
     }
 
     /// Replaces a damaged snapshot whose replacement waited, and takes a snapshot when the
@@ -682,7 +697,7 @@ impl ApplyHandler {
                 .due(self.applied_since_snapshot, self.bytes_since_snapshot)
         {
             let meta = self.take_snapshot()?;
-            self.progress.push(ApplyProgress::SnapshotTaken(meta));
+            self.snapshot_taken(meta);
         }
         Ok(())
     }
@@ -1197,6 +1212,7 @@ mod tests {
         let policy = SnapshotPolicy {
             every_entries: snapshot_every,
             log_bytes: 0,
+            retain_entries: 0,
         };
         start_with(snapshots, policy)
     }
@@ -1302,7 +1318,9 @@ mod tests {
         let applied: Vec<_> = progress.try_iter().collect();
         assert!(matches!(
             applied.last(),
-            Some(ApplyProgress::Applied(LogIndex(4)))
+            Some(ApplyProgress::Core(ApplyOutcome::Applied {
+                index: LogIndex(4)
+            }))
         ));
     }
 
@@ -1450,7 +1468,9 @@ mod tests {
         thread.join().unwrap();
         assert!(matches!(
             progress.try_iter().last(),
-            Some(ApplyProgress::Applied(LogIndex(4)))
+            Some(ApplyProgress::Core(ApplyOutcome::Applied {
+                index: LogIndex(4)
+            }))
         ));
         // Subscribers see the log's commands, refused ones too, but not registrations.
         let published: Vec<u64> = subscriber.try_iter().map(|m| m.index.0).collect();
@@ -1505,7 +1525,7 @@ mod tests {
         let taken = progress
             .try_iter()
             .find_map(|p| match p {
-                ApplyProgress::SnapshotTaken(meta) => Some(meta),
+                ApplyProgress::Core(ApplyOutcome::SnapshotTaken { meta, .. }) => Some(meta),
                 _ => None,
             })
             .expect("a snapshot");
@@ -1539,7 +1559,7 @@ mod tests {
                 .recv_timeout(Duration::from_secs(5))
                 .expect("progress")
             {
-                ApplyProgress::SnapshotTaken(meta) => break meta,
+                ApplyProgress::Core(ApplyOutcome::SnapshotTaken { meta, .. }) => break meta,
                 _ => continue,
             }
         };
@@ -1574,7 +1594,9 @@ mod tests {
             commands.send(ApplyCommand::Entries(entries)).unwrap();
             loop {
                 let next = progress.recv_timeout(Duration::from_secs(5));
-                if let ApplyProgress::SnapshotTaken(meta) = next.expect("progress") {
+                if let ApplyProgress::Core(ApplyOutcome::SnapshotTaken { meta, .. }) =
+                    next.expect("progress")
+                {
                     taken.push(meta);
                     break;
                 }
@@ -1618,7 +1640,7 @@ mod tests {
         progress
             .try_iter()
             .filter_map(|p| match p {
-                ApplyProgress::SnapshotTaken(meta) => Some(meta.index),
+                ApplyProgress::Core(ApplyOutcome::SnapshotTaken { meta, .. }) => Some(meta.index),
                 _ => None,
             })
             .collect()
@@ -1629,6 +1651,7 @@ mod tests {
         let policy = SnapshotPolicy {
             every_entries: 0,
             log_bytes: 2 * ENTRY_LOG_OVERHEAD_BYTES + 100,
+            retain_entries: 0,
         };
         let (commands, progress, thread) = start_with(MemorySnapshots::default(), policy);
         let big = [b'x'; 60];
@@ -1924,7 +1947,7 @@ mod tests {
         let taken: Vec<LogIndex> = progress
             .try_iter()
             .filter_map(|p| match p {
-                ApplyProgress::SnapshotTaken(meta) => Some(meta.index),
+                ApplyProgress::Core(ApplyOutcome::SnapshotTaken { meta, .. }) => Some(meta.index),
                 _ => None,
             })
             .collect();

@@ -35,8 +35,8 @@ use super::storage_io::{StorageCommand, StorageEvent};
 use super::transport::{NetEvent, ReplyTo};
 use crate::core::describe::describe_action;
 use crate::core::{
-    Action, Input, LostEntries, ProposeError, Replica, RequestId, SelfDemotion, StorageAction,
-    StorageOutcome,
+    Action, ApplyOutcome, Input, LostEntries, ProposeError, Replica, RequestId, SelfDemotion,
+    StorageAction, StorageOutcome,
 };
 use crossbeam_channel::Sender;
 use rcraft_wire::{
@@ -57,8 +57,6 @@ pub(crate) struct ConsensusSettings {
     pub(crate) rpc_timeout: Duration,
     /// Applied index at start (the restored snapshot's).
     pub(crate) applied: LogIndex,
-    /// Entries kept in the log behind a new snapshot.
-    pub(crate) snapshot_retain_entries: u64,
     /// Most data bytes of one snapshot chunk (to a follower, or to a client's backup).
     pub(crate) snapshot_chunk_bytes: u64,
     /// Entries the only server of its cluster found lost at its start and went on without
@@ -576,16 +574,11 @@ impl ConsensusLogic {
 
     fn on_apply_progress(&mut self, progress: ApplyProgress) {
         match progress {
-            ApplyProgress::Applied(index) => {
-                self.applied = index;
-                self.replica.step(Input::Applied { index });
-            }
-            ApplyProgress::SnapshotTaken(meta) => {
-                let retain_entries = self.settings.snapshot_retain_entries;
-                self.replica.step(Input::SnapshotTaken {
-                    meta,
-                    retain_entries,
-                });
+            ApplyProgress::Core(outcome) => {
+                if let ApplyOutcome::Applied { index } = outcome {
+                    self.applied = index;
+                }
+                self.replica.step(Input::Apply(outcome));
             }
             ApplyProgress::Restored(meta) => {
                 if let Err(bug) = self.received.restored(&meta) {
@@ -804,7 +797,6 @@ mod tests {
             tick: Duration::from_millis(10),
             rpc_timeout: Duration::from_secs(60),
             applied: LogIndex(0),
-            snapshot_retain_entries: 0,
             snapshot_chunk_bytes: 1 << 20,
             lost_alone: None,
         }

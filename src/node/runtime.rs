@@ -110,6 +110,7 @@ impl Node {
             SnapshotPolicy {
                 every_entries: config.snapshot_every,
                 log_bytes: config.snapshot_log_bytes,
+                retain_entries: config.snapshot_retain_entries,
             },
             replier.clone(),
         )?;
@@ -131,7 +132,6 @@ impl Node {
             tick: Duration::from_millis(config.tick_ms),
             rpc_timeout: Duration::from_millis(config.rpc_timeout_ms),
             applied: applier.applied(),
-            snapshot_retain_entries: config.snapshot_retain_entries,
             snapshot_chunk_bytes: config.snapshot_chunk_bytes,
             lost_alone,
         };

@@ -26,8 +26,8 @@ use super::storage_io::{StorageCommand, StorageEvent};
 use super::storage_thread::{OpenedStorage, open_storage_with};
 use super::transport::ReplyTo;
 use crate::core::{
-    CoreConfig, HardState, Input, ReadEntriesError, RecoveredState, Replica, SelfDemotion,
-    StorageAction, StorageOutcome,
+    ApplyOutcome, CoreConfig, HardState, Input, ReadEntriesError, RecoveredState, Replica,
+    SelfDemotion, StorageAction, StorageOutcome,
 };
 use rcraft_storage::SimFs;
 use rcraft_wire::{
@@ -406,18 +406,21 @@ fn never() -> Instant {
 impl SimApply {
     /// The handler over `state_machine`, restored from `current` (the durable snapshot) if
     /// any; its session table remembers at most `sessions_max` clients. Snapshots are taken
-    /// only when asked ([`SimApply::take_snapshot`]).
+    /// only when asked ([`SimApply::take_snapshot`]), and the core keeps `retain_entries`
+    /// entries behind each.
     pub fn new(
         state_machine: Box<dyn crate::StateMachine>,
         current: Option<SimSnapshot>,
         initial: Membership,
         sessions_max: usize,
+        retain_entries: u64,
     ) -> Result<SimApply, String> {
         let files = SimSnapshotFiles::default();
         files.set(current);
         let policy = SnapshotPolicy {
             every_entries: 0,
             log_bytes: 0,
+            retain_entries,
         };
         let sessions = SessionTable::with_capacity(sessions_max.max(1));
         let handler = ApplyHandler::new(
@@ -475,9 +478,11 @@ impl SimApply {
     }
 
     /// Takes a snapshot of every applied entry as the apply thread does when asked
-    /// (`ApplyCommand::TakeSnapshot`); `None` when the latest one already covers them (or
-    /// nothing is applied).
-    pub fn take_snapshot(&mut self) -> Result<Option<SimSnapshot>, String> {
+    /// (`ApplyCommand::TakeSnapshot`): the snapshot written and what the handler reports to
+    /// the core (`ApplyOutcome::SnapshotTaken`, for [`SimConsensus::report`] as
+    /// `Input::Apply`); `None` when the latest one already covers them (or nothing is
+    /// applied).
+    pub fn take_snapshot(&mut self) -> Result<Option<(SimSnapshot, ApplyOutcome)>, String> {
         self.handler
             .handle(ApplyCommand::TakeSnapshot {
                 reply: sim_reply(LogIndex(0)),
@@ -488,8 +493,11 @@ impl SimApply {
             .handler
             .take_progress()
             .into_iter()
-            .any(|p| matches!(p, ApplyProgress::SnapshotTaken(_)));
-        Ok(if taken { self.files.get() } else { None })
+            .find_map(|p| match p {
+                ApplyProgress::Core(outcome @ ApplyOutcome::SnapshotTaken { .. }) => Some(outcome),
+                _ => None,
+            });
+        Ok(taken.and_then(|outcome| Some((self.files.get()?, outcome))))
     }
 
     fn answer_to(&mut self, index: LogIndex) -> Option<SimAnswer> {
@@ -541,8 +549,6 @@ pub struct SimConsensusSettings {
     pub rpc_timeout_ms: u64,
     /// Applied index at start (the restored snapshot's).
     pub applied: LogIndex,
-    /// Entries kept in the log behind a new snapshot.
-    pub snapshot_retain_entries: u64,
 }
 
 /// One apply command (the consensus thread's commands to the apply thread, in the
@@ -618,7 +624,6 @@ impl SimConsensus {
             tick,
             rpc_timeout: Duration::from_millis(settings.rpc_timeout_ms),
             applied: settings.applied,
-            snapshot_retain_entries: settings.snapshot_retain_entries,
             snapshot_chunk_bytes: 1 << 20,
             lost_alone: None,
         };
@@ -668,16 +673,13 @@ impl SimConsensus {
     }
 
     /// Feeds what storage or the state machine reported, in the core's terms: storage's
-    /// outcomes (`Input::Storage`) as the storage thread sends them, `Applied` and
-    /// `SnapshotTaken` as the apply thread does. Errs for an input no thread sends.
+    /// outcomes (`Input::Storage`) as the storage thread sends them, the state machine's
+    /// (`Input::Apply`) as the apply thread does. Errs for an input no thread sends.
     pub fn report(&mut self, input: Input, now_ms: u64) -> Result<(), String> {
         let now = self.at(now_ms);
         let item = match input {
             Input::Storage(outcome) => Received::Storage(StorageEvent::Core(outcome)),
-            Input::Applied { index } => Received::Apply(ApplyProgress::Applied(index)),
-            Input::SnapshotTaken { meta, .. } => {
-                Received::Apply(ApplyProgress::SnapshotTaken(meta))
-            }
+            Input::Apply(outcome) => Received::Apply(ApplyProgress::Core(outcome)),
             other => return Err(format!("no node thread reports {other:?}")),
         };
         self.logic.receive(item, now);

@@ -18,7 +18,7 @@ use crate::params::{
 use crate::replica::SimCore;
 use crate::state_machine::decode_write;
 use crate::world::{Event, World};
-use rcraft::core::{Input, ProposeError, StorageAction, StorageOutcome};
+use rcraft::core::{ApplyOutcome, Input, ProposeError, StorageAction, StorageOutcome};
 use rcraft::node::testing::{SimApplyCommand, SimTurn};
 use rcraft::wire::{
     ClientRequestBody, ClientResponseBody, Entry, EntryPayload, LogIndex, Message, MessageBody,
@@ -536,7 +536,7 @@ impl<C: SimCore> World<C> {
             Event::Answer {
                 node,
                 incarnation,
-                input: Input::Applied { index },
+                input: Input::Apply(ApplyOutcome::Applied { index }),
             },
         );
         Ok(())

@@ -14,6 +14,7 @@
 //! linearizability easy to check: every read returns a prefix of the one committed sequence.
 
 use crate::disk::StoredSnapshot;
+use rcraft::core::ApplyOutcome;
 use rcraft::node::testing::{SimAnswer, SimApply, SimSessionCheck, SimSessions};
 use rcraft::wire::{Entry, EntryPayload, LogIndex, Membership, Session, SnapshotMeta, Term};
 use std::collections::BTreeSet;
@@ -266,11 +267,13 @@ pub(crate) struct NodeStateMachine {
 }
 
 impl NodeStateMachine {
-    /// A node's state machine restored from `durable` (its disk's snapshot), if any.
+    /// A node's state machine restored from `durable` (its disk's snapshot), if any; its
+    /// core keeps `retain_entries` entries behind each snapshot it takes.
     pub(crate) fn new(
         initial: &Membership,
         sessions_max: usize,
         durable: Option<&StoredSnapshot>,
+        retain_entries: u64,
     ) -> Result<NodeStateMachine, String> {
         let list = Arc::new(Mutex::new(ListState::default()));
         let current = durable.map(|s| (s.meta.clone(), s.bytes.clone()));
@@ -279,6 +282,7 @@ impl NodeStateMachine {
             current,
             initial.clone(),
             sessions_max,
+            retain_entries,
         )?;
         Ok(NodeStateMachine { apply, list })
     }
@@ -338,13 +342,14 @@ impl NodeStateMachine {
         })
     }
 
-    /// A snapshot of every applied entry, written by the node's apply handler; `None` when
-    /// its latest snapshot already covers them.
-    pub(crate) fn snapshot(&mut self) -> Result<Option<StoredSnapshot>, String> {
+    /// A snapshot of every applied entry, written by the node's apply handler, and what the
+    /// handler reports to the core about it; `None` when its latest snapshot already covers
+    /// them.
+    pub(crate) fn snapshot(&mut self) -> Result<Option<(StoredSnapshot, ApplyOutcome)>, String> {
         Ok(self
             .apply
             .take_snapshot()?
-            .map(|(meta, bytes)| StoredSnapshot { meta, bytes }))
+            .map(|((meta, bytes), taken)| (StoredSnapshot { meta, bytes }, taken)))
     }
 
     /// Restores the installed snapshot `meta` from `current` (storage's current snapshot) as
@@ -421,7 +426,7 @@ mod tests {
     #[test]
     fn the_nodes_apply_handler_dedups_a_retry_across_a_snapshot_restore() {
         let initial = Membership::with_voters([NodeId(0)]);
-        let mut node = NodeStateMachine::new(&initial, 4, None).unwrap();
+        let mut node = NodeStateMachine::new(&initial, 4, None, 0).unwrap();
         let register = command(1, Some(Session::REGISTER), Vec::new());
         assert_eq!(node.apply(&register), Ok(Applied::Registered(1)));
         let session = Some(Session {
@@ -432,14 +437,14 @@ mod tests {
             node.apply(&command(2, session, encode_write(7, 3))),
             Ok(Applied::Write)
         );
-        let snapshot = node.snapshot().unwrap().expect("a snapshot of index 2");
+        let (snapshot, _) = node.snapshot().unwrap().expect("a snapshot of index 2");
         assert_eq!(snapshot.meta.index, LogIndex(2));
         assert!(
             node.snapshot().unwrap().is_none(),
             "it covers every applied entry"
         );
         // Another node installs it and gets the retry.
-        let mut other = NodeStateMachine::new(&initial, 4, None).unwrap();
+        let mut other = NodeStateMachine::new(&initial, 4, None, 0).unwrap();
         other.restore(&snapshot.meta, &snapshot).unwrap();
         assert_eq!(other.applied_index(), LogIndex(2));
         let retry = command(3, session, encode_write(7, 0));

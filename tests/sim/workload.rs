@@ -276,7 +276,8 @@ impl<C: SimCore> World<C> {
             return Ok(());
         }
         let id = n.id;
-        let Some(snapshot) = n.sm.snapshot().map_err(|e| format!("node {id}: {e}"))? else {
+        let Some((snapshot, taken)) = n.sm.snapshot().map_err(|e| format!("node {id}: {e}"))?
+        else {
             return Ok(());
         };
         let meta = snapshot.meta.clone();
@@ -284,17 +285,10 @@ impl<C: SimCore> World<C> {
             .save_snapshot(snapshot.clone())
             .map_err(|e| format!("node {id}: {e}"))?;
         n.snapshots.insert(meta.index, snapshot);
-        // The node's own setting decides the entries kept behind it (chosen per life).
-        let retain_entries = 0;
         if self.tracing() {
             self.note(format!("node {node} takes a snapshot at {}", meta.index));
         }
-        self.feed(
-            node,
-            Input::SnapshotTaken {
-                meta,
-                retain_entries,
-            },
-        )
+        // As the apply handler reported it (with the entries its node keeps behind it).
+        self.feed(node, Input::Apply(taken))
     }
 }

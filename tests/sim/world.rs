@@ -827,12 +827,6 @@ impl<C: SimCore> World<C> {
         if let Some(snapshot) = &durable {
             self.restore_checked(id, snapshot)?;
         }
-        let sm = NodeStateMachine::new(
-            &self.initial_membership,
-            self.params.sessions_max,
-            durable.as_ref(),
-        )
-        .map_err(|e| format!("node {id}: restoring its snapshot at start: {e}"))?;
         let (base_index, base_term, base_membership) = durable.as_ref().map_or(
             (LogIndex(0), Term(0), self.initial_membership.clone()),
             |s| (s.meta.index, s.meta.term, s.meta.membership.clone()),
@@ -845,13 +839,20 @@ impl<C: SimCore> World<C> {
         )
         .map_err(|e| format!("node {id}: durable log: {e}"))?;
         let first_tick = self.now + self.rng.between(1, TICK_MS);
+        // Entries kept behind a snapshot: one choice per life of the node.
+        let retain_entries = self.rng.pick(&[0, 3, 20]);
+        let sm = NodeStateMachine::new(
+            &self.initial_membership,
+            self.params.sessions_max,
+            durable.as_ref(),
+            retain_entries,
+        )
+        .map_err(|e| format!("node {id}: restoring its snapshot at start: {e}"))?;
         let settings = SimConsensusSettings {
             servers: self.nodes.len(),
             tick_ms: TICK_MS,
             rpc_timeout_ms: RPC_TIMEOUT_MS,
             applied: sm.applied_index(),
-            // Entries kept behind a snapshot: one choice per life of the node.
-            snapshot_retain_entries: self.rng.pick(&[0, 3, 20]),
         };
         let core = C::start(config, recovered, &settings, first_tick)
             .map_err(|e| format!("node {id}: start: {e}"))?;
@@ -1089,7 +1090,8 @@ impl<C> SimNode<C> {
             incarnation: 0,
             disk,
             log: EntryLog::default(),
-            sm: NodeStateMachine::new(initial_membership, sessions_max, None)
+            // Replaced by `start_node`, which chooses the life's setting.
+            sm: NodeStateMachine::new(initial_membership, sessions_max, None, 0)
                 .unwrap_or_else(|e| panic!("node {id}: {e}")),
             snapshots: BTreeMap::new(),
             kept: Vec::new(),
