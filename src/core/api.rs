@@ -218,6 +218,11 @@ pub struct LostEntries {
     pub from: LogIndex,
     /// Last index the node may have acknowledged.
     pub through: LogIndex,
+    /// The term of the entry at `through`, when storage recorded it with the synced frontier
+    /// (storage/FORMAT.md §1.1); `None` for a log written before it did, or a frontier found
+    /// otherwise. Lets the repair judge a candidate by Raft's own up-to-date check against
+    /// the lost log (`src/core/repair.rs`).
+    pub through_term: Option<Term>,
 }
 
 /// Identifies a proposal or a read request of the caller, echoed in the outcome.

@@ -131,7 +131,11 @@ pub fn describe_message(m: &Message) -> String {
             Some(index) => format!("ReadIndexResponse #{request} index={index}"),
             None => format!("ReadIndexResponse #{request} refused"),
         },
-        MessageBody::RepairQuery => "RepairQuery".to_string(),
+        MessageBody::RepairQuery { lost: None } => "RepairQuery".to_string(),
+        MessageBody::RepairQuery { lost: Some(lost) } => format!(
+            "RepairQuery lost={}..={}@{} recovered={}",
+            lost.from, lost.through, lost.through_term, lost.recovered_term
+        ),
         MessageBody::RepairAnswer {
             log_end,
             last_log_index,
@@ -139,10 +143,16 @@ pub fn describe_message(m: &Message) -> String {
             snapshot_index,
             last_joint_index,
             snapshot_pair,
+            range_membership,
         } => format!(
             "RepairAnswer end={log_end} last={last_log_index}@{last_log_term} \
-             snapshot={snapshot_index}{} joint={last_joint_index}",
-            if *snapshot_pair { " (pair)" } else { "" }
+             snapshot={snapshot_index}{} joint={last_joint_index}{}",
+            if *snapshot_pair { " (pair)" } else { "" },
+            if *range_membership {
+                " (membership in range)"
+            } else {
+                ""
+            }
         ),
         MessageBody::LinkProbe {
             sent_tick,

@@ -3,7 +3,7 @@
 //!
 //! Runs on the replica's owner thread as part of `Replica::step`.
 
-use super::repair::PairAnswer;
+use super::repair::{PairAnswer, RepairTail};
 use super::replica::{Phase, Replica};
 use rcraft_wire::{Message, MessageBody};
 
@@ -16,7 +16,7 @@ impl Replica {
         // Outside the term rules (`repair.rs`, `link_probe.rs`): a repairing node's question
         // or a link probe must not disturb anyone's term, and any answer is news.
         match message.body {
-            MessageBody::RepairQuery => {
+            MessageBody::RepairQuery { lost } => {
                 // Its term is adopted as any later term is (a repairing node raises its
                 // witnesses' terms this way, `repair.rs`), but not by a node in a leader's
                 // lease (as for a vote request: its promise to the leader holds) and without
@@ -24,7 +24,7 @@ impl Replica {
                 if message.term > self.term && !self.in_leader_lease(false) {
                     self.step_down_for_candidate(message.term);
                 }
-                return self.on_repair_query(message.from);
+                return self.on_repair_query(message.from, lost);
             }
             MessageBody::RepairAnswer {
                 log_end,
@@ -33,6 +33,7 @@ impl Replica {
                 snapshot_index,
                 last_joint_index,
                 snapshot_pair,
+                range_membership,
             } => {
                 self.on_vote_recovery_answer(message.from, message.term);
                 let answer = PairAnswer {
@@ -43,7 +44,12 @@ impl Replica {
                     snapshot_pair,
                 };
                 self.on_repair_answer_of_pair(message.from, answer);
-                return self.on_repair_answer(message.from, message.term, log_end);
+                let answer = RepairTail {
+                    above: false,
+                    last: (last_log_index, last_log_term),
+                    usable: log_end == last_log_index && !range_membership,
+                };
+                return self.on_repair_answer(message.from, message.term, log_end, answer);
             }
             MessageBody::LinkProbe {
                 sent_tick,
@@ -116,7 +122,7 @@ impl Replica {
             MessageBody::ReadIndexResponse { request, index } => {
                 self.on_read_index_response(from, request, index)
             }
-            MessageBody::RepairQuery
+            MessageBody::RepairQuery { .. }
             | MessageBody::RepairAnswer { .. }
             | MessageBody::LinkProbe { .. }
             | MessageBody::LinkProbeReply { .. } => {

@@ -249,6 +249,7 @@ impl Replica {
             && self.repair.is_none_or(|repair| {
                 repair.candidate_covers(last_log_index, last_log_term)
                     || self.repair_pair_vouches_for(from, (last_log_index, last_log_term))
+                    || self.repair_tails_cover((last_log_index, last_log_term))
             })
             && self.log_allows_vote(last_log_index, last_log_term);
         if granted && !pre_vote {

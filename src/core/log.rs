@@ -458,6 +458,16 @@ impl RaftLog {
         }
     }
 
+    /// The membership entries after the snapshot at or after `from`: (index, configuration).
+    pub fn memberships_from(
+        &self,
+        from: LogIndex,
+    ) -> impl Iterator<Item = (LogIndex, &Membership)> + '_ {
+        (self.memberships.iter())
+            .filter(move |(at, _)| *at >= from)
+            .map(|(at, m)| (*at, m))
+    }
+
     /// Index of the last joint configuration entry after the snapshot, if any.
     pub fn last_joint_index(&self) -> Option<LogIndex> {
         let snapshot_index = self.snapshot_index();

@@ -76,6 +76,32 @@
 //! later term by D, steps down); a witness whose own votes are unknown answers with term 0
 //! and counts once its own recovery ends.
 //!
+//! The tail rule (docs/SIM_FINDINGS.md, finding 37). A leader that lost the tail it appended
+//! in its own term, held by no other node, is covered by no candidate (only its own lost log
+//! was that up to date), and the witness rule does not help when another voter holds
+//! entries of the range from an earlier term. So D also grants its vote (and pre-vote) to a
+//! candidate at least as up to date as the last entry of every other voter of K's answer,
+//! once each answered in a term above R from a whole log (it repairs nothing itself) with no
+//! configuration entry that may be one of D's lost log's (`RepairAnswer::range_membership`:
+//! its log was compacted from before `from`, or it holds a membership entry from `from` on
+//! whose term fits D's lost log: up to R, and with `through_term` known, up to it before
+//! `through`, equal at `through`, at least it after; `may_hold_membership_of`). Why it is safe:
+//! let `e` be committed with D's lost acknowledgement by a leader L of a term T <= R, in L's
+//! configuration C, by a quorum Q holding D. C is K or C1 (as above: a second link needs
+//! C1 committed, by a quorum of C1 holding a witness W, which acknowledged it in a term up
+//! to R, so before its answer; a committed entry never leaves a log and a snapshot over it
+//! counts, so W's answer would say `range_membership`: C1 is at an index from `from` on, in a
+//! term up to R, and is D's entry there, so its term fits D's lost log). So Q holds a
+//! witness W, which acknowledged the entry of term T committing `e` before its answer: its
+//! answered log holds `e` and ends in a term at least T. A candidate at least as up to date
+//! as that log holds `e` (same last term: it holds W's last entry, so W's log by log
+//! matching; a later one: the leader that created it held `e`, by leader completeness for
+//! the terms after T, which D's grants keep). Stale answers lose nothing: each is true of
+//! the log W had, and W acknowledges nothing in a term up to R after it. The repair then
+//! ends the usual way, on the elected leader's entries; D raises its term to R + 1 when
+//! every witness answered (from a log before the range or for this rule) and some not above
+//! R, as for the witness rule.
+//!
 //! Two voters. The other voter may hold part of the lost range (it received entries the
 //! node lost) while its last term is below the node's recovered term (which bounds the
 //! lost entries' terms only loosely): then neither the answers nor `candidate_covers` help,
@@ -111,10 +137,13 @@
 //! finding 36).
 //!
 //! Invariant: `repair` only ever goes from `Some` to `None`, and only on durable entries or
-//! on every other voter's word given in a term above the recovered term.
+//! on every other voter's word given in a term above the recovered term. While `Some`, a
+//! vote goes only to a candidate covering the lost log (`candidate_covers`: with the
+//! frontier's term recorded, Raft's own up-to-date check against it), to the other voter of
+//! a pair as above, or by the tail rule.
 
 use super::replica::{Repair, Replica};
-use rcraft_wire::{LogIndex, MessageBody, NodeId, Term};
+use rcraft_wire::{LogIndex, MessageBody, NodeId, RepairedRange, Term};
 
 /// What a `RepairAnswer` says of the answerer's log, for the rule of a pair ("Two voters").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +160,18 @@ pub(super) struct PairAnswer {
     pub snapshot_pair: bool,
 }
 
+/// What a voter's last `RepairAnswer` says, for the tail rule (module header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct RepairTail {
+    /// Its term was above the recovered term.
+    pub above: bool,
+    /// The answerer's last entry (index, term).
+    pub last: (LogIndex, Term),
+    /// Its log is whole (it repairs nothing itself) and holds no configuration entry that may
+    /// be one of the lost range's.
+    pub usable: bool,
+}
+
 impl Repair {
     /// Whether a candidate whose log ends at (`last_log_index`, `last_log_term`) holds every
     /// entry this node may have acknowledged before the loss, as Raft's up-to-date check
@@ -143,9 +184,18 @@ impl Repair {
     /// completeness, as an undamaged voter's grant does. The bound is loose when the node's
     /// term moved on without entries; then it abstains as before (docs/SIM_FINDINGS.md,
     /// finding 10).
+    ///
+    /// When storage recorded the term of the entry at the frontier (`lost.through_term`),
+    /// the lost log's end is known: (`lost.through`, that term), and a candidate at least as
+    /// up to date as it covers it, Raft's own check (not while the votes are unknown, when
+    /// no candidate covers it: docs/SIM_FINDINGS.md, finding 24).
     pub(super) fn candidate_covers(&self, last_log_index: LogIndex, last_log_term: Term) -> bool {
-        last_log_term > self.recovered_term
-            || (last_log_term == self.recovered_term && last_log_index >= self.lost.through)
+        let up_to_date = |term: Term| {
+            last_log_term > term || (last_log_term == term && last_log_index >= self.lost.through)
+        };
+        let votes_known = self.recovered_term != Term(u64::MAX);
+        up_to_date(self.recovered_term)
+            || (votes_known && self.lost.through_term.is_some_and(up_to_date))
     }
 }
 
@@ -171,6 +221,7 @@ impl Replica {
     fn end_repair(&mut self) {
         self.repair = None;
         self.repair_witnesses.1.clear();
+        self.repair_tails.clear();
         self.repair_pair = None;
     }
 
@@ -224,6 +275,43 @@ impl Replica {
             && self.repair_pair == Some(last_log)
     }
 
+    /// Whether a candidate whose log ends at `last_log` is at least as up to date as the last
+    /// entry of every other voter's answer, each given in a term above the recovered term
+    /// from a whole log holding no configuration entry that may be one of the lost range's
+    /// (the tail rule, module header): every entry committed on this node's lost
+    /// acknowledgements is then in one of those logs, so in the candidate's.
+    pub(super) fn repair_tails_cover(&self, last_log: (LogIndex, Term)) -> bool {
+        let Some(repair) = self.repair else {
+            return false;
+        };
+        if self.membership_index >= repair.lost.from
+            || self.repair_witnesses.0 != self.membership_index
+        {
+            return false;
+        }
+        let (index, term) = last_log;
+        self.repair_witnesses_needed().is_some_and(|mut needed| {
+            needed.all(|id| {
+                self.repair_tails.get(&id).is_some_and(|tail| {
+                    let (i, t) = tail.last;
+                    tail.usable && tail.above && (term > t || (term == t && index >= i))
+                })
+            })
+        })
+    }
+
+    /// The `RepairQuery` this node sends: with the range it repairs, if any.
+    pub(super) fn repair_query(&self) -> MessageBody {
+        MessageBody::RepairQuery {
+            lost: self.repair.map(|repair| RepairedRange {
+                from: repair.lost.from,
+                through: repair.lost.through,
+                through_term: repair.lost.through_term.unwrap_or(Term(0)),
+                recovered_term: repair.recovered_term,
+            }),
+        }
+    }
+
     /// The voters whose word can show the lost range was never committed: every other voter
     /// of a simple configuration of at least two (see the module header); none otherwise.
     fn repair_witnesses_needed(&self) -> Option<impl Iterator<Item = NodeId> + '_> {
@@ -255,13 +343,15 @@ impl Replica {
             .filter(|id| self.repair_witnesses.1.get(id) != Some(&true))
             .collect();
         for id in asked {
-            self.send(id, MessageBody::RepairQuery);
+            let query = self.repair_query();
+            self.send(id, query);
         }
     }
 
     /// Answers a repairing node: where this node's log ends, or the range it repairs itself,
-    /// its last entry, its snapshot index and its last joint configuration after it.
-    pub(super) fn on_repair_query(&mut self, from: NodeId) {
+    /// its last entry, its snapshot index and its last joint configuration after it, and
+    /// whether its log may hold a configuration entry of the asker's lost log (`lost`).
+    pub(super) fn on_repair_query(&mut self, from: NodeId, lost: Option<RepairedRange>) {
         let repairing_through = self.repair.map_or(LogIndex(0), |r| r.lost.through);
         let log_end = self.log.last_index().max(repairing_through);
         let term = self.term_for_repair_answer();
@@ -272,6 +362,7 @@ impl Replica {
                 && m.voters.contains(&from)
                 && m.voters.contains(&self.id)
         });
+        let range_membership = lost.is_some_and(|lost| self.may_hold_membership_of(&lost));
         let body = MessageBody::RepairAnswer {
             log_end,
             last_log_index: self.log.last_index(),
@@ -279,8 +370,33 @@ impl Replica {
             snapshot_index: self.log.snapshot_index(),
             last_joint_index: self.log.last_joint_index().unwrap_or(LogIndex(0)),
             snapshot_pair,
+            range_membership,
         };
         self.send_at(from, term, body);
+    }
+
+    /// Whether this node's log may hold a configuration entry of the asker's lost log:
+    /// entries compacted away from the range's start on are hidden, so they may; a
+    /// membership entry at an index from the range's start on may be one unless its term
+    /// rules it out. The asker acknowledged nothing of a term after its recovered term, and
+    /// terms never decrease along a log: with the term T of the entry at `through` known, the
+    /// asker's entries before `through` have terms up to T, the one at `through` has T, and
+    /// any after it (acknowledged before its frontier was recorded) at least T.
+    fn may_hold_membership_of(&self, lost: &RepairedRange) -> bool {
+        if self.log.first_index() > lost.from {
+            return true;
+        }
+        self.log.memberships_from(lost.from).any(|(at, _)| {
+            let term = self.log.term_at(at).unwrap_or(Term(0));
+            let frontier = lost.through_term;
+            let possible = frontier == Term(0)
+                || match at.cmp(&lost.through) {
+                    std::cmp::Ordering::Less => term <= frontier,
+                    std::cmp::Ordering::Equal => term == frontier,
+                    std::cmp::Ordering::Greater => term >= frontier,
+                };
+            term <= lost.recovered_term && possible
+        })
     }
 
     /// A voter's answer, sent in `term`: counted when its log ends before the lost range and
@@ -290,7 +406,17 @@ impl Replica {
     /// the recovered term, and this node's own term is not above it either, the node moves to
     /// the next term (no vote, no campaign) and asks those again in it: they adopt it, and
     /// answer above the recovered term (module header, "Raising the witnesses' terms").
-    pub(super) fn on_repair_answer(&mut self, from: NodeId, term: Term, log_end: LogIndex) {
+    ///
+    /// `answer` is kept for the tail rule (`repair_tails_cover`), which a raise of the term
+    /// serves too, unless some answer's log covers the lost log: a leader can then be
+    /// elected as without the damage, and the repair ends on its entries.
+    pub(super) fn on_repair_answer(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        log_end: LogIndex,
+        answer: RepairTail,
+    ) {
         let Some(repair) = self.repair else {
             return;
         };
@@ -301,7 +427,11 @@ impl Replica {
         }
         if self.repair_witnesses.0 != self.membership_index {
             self.repair_witnesses = (self.membership_index, Default::default());
+            self.repair_tails.clear();
         }
+        let above = term > repair.recovered_term;
+        self.repair_tails
+            .insert(from, RepairTail { above, ..answer });
         if log_end < repair.lost.from {
             let above = term > repair.recovered_term;
             let known = self.repair_witnesses.1.entry(from).or_insert(above);
@@ -323,7 +453,25 @@ impl Replica {
         if answers(self, |above| above) {
             return self.end_repair();
         }
-        let raise = answers(self, |_| true)
+        // Every voter answered, from a log before the range or from one the tail rule can
+        // use, not every one in a term above the recovered term, and none from a log that
+        // covers the lost one (which could lead as without the damage): raise it.
+        let tails = |replica: &Self, counted: &dyn Fn(NodeId, &RepairTail) -> bool| {
+            replica.repair_witnesses_needed().is_some_and(|mut needed| {
+                needed
+                    .all(|id| (replica.repair_tails.get(&id)).is_some_and(|tail| counted(id, tail)))
+            })
+        };
+        let answered = tails(self, &|id, tail| {
+            tail.usable || self.repair_witnesses.1.contains_key(&id)
+        });
+        let tails_counted = tails(self, &|_, tail| tail.usable && tail.above);
+        let covered = !tails(self, &|_, tail| {
+            !repair.candidate_covers(tail.last.0, tail.last.1)
+        });
+        let raise = answered
+            && !tails_counted
+            && !covered
             && !self.awaiting_vote_bound()
             && self.term <= repair.recovered_term;
         if raise {
@@ -362,6 +510,7 @@ mod tests {
             lost: Some(LostEntries {
                 from: LogIndex(4),
                 through: LogIndex(5),
+                through_term: None,
             }),
         };
         let mut config = CoreConfig::new(NodeId(2), 7);
@@ -491,6 +640,7 @@ mod tests {
             lost: Some(LostEntries {
                 from: LogIndex(4),
                 through: LogIndex(5),
+                through_term: None,
             }),
         };
         let mut config = CoreConfig::new(NodeId(2), 7);
@@ -506,6 +656,7 @@ mod tests {
                 snapshot_index: LogIndex(0),
                 last_joint_index: LogIndex(0),
                 snapshot_pair: false,
+                range_membership: false,
             };
             step(&mut node, message(from, 2, body));
         }
@@ -535,7 +686,7 @@ mod tests {
             .filter_map(|a| match a {
                 super::super::api::Action::Send(Message {
                     to,
-                    body: MessageBody::RepairQuery,
+                    body: MessageBody::RepairQuery { .. },
                     ..
                 }) => Some(to.0),
                 _ => None,
@@ -553,8 +704,26 @@ mod tests {
 
     /// An answer from a log ending at `last` (index, term), with its snapshot at
     /// `snapshot.0` (its configuration the pair of asker and answerer: `snapshot.1`) and its
-    /// last joint configuration at `joint` (0: none).
+    /// last joint configuration at `joint` (0: none). Its log holds a configuration entry
+    /// of the lost range (4..) when the snapshot or the joint one is there.
     fn answer_with(from: u64, last: (u64, u64), snapshot: (u64, bool), joint: u64) -> Input {
+        let in_range = snapshot.0 >= 4 || joint >= 4;
+        answer_full(from, last, snapshot, joint, in_range)
+    }
+
+    /// An answer whose entry 4 (in the lost range) is a configuration entry that is not a
+    /// joint one (a learner change, say): the tail rule cannot use it, the pair rule can.
+    fn answer_in_range(from: u64, last: (u64, u64)) -> Input {
+        answer_full(from, last, (0, false), 0, true)
+    }
+
+    fn answer_full(
+        from: u64,
+        last: (u64, u64),
+        snapshot: (u64, bool),
+        joint: u64,
+        range_membership: bool,
+    ) -> Input {
         let (snapshot, pair) = snapshot;
         // Above the recovered term of every node of these tests, so that the witness rule
         // counts it; the answer is outside the term rules (nobody adopts its term).
@@ -568,6 +737,7 @@ mod tests {
                 snapshot_index: LogIndex(snapshot),
                 last_joint_index: LogIndex(joint),
                 snapshot_pair: pair,
+                range_membership,
             },
         )
     }
@@ -601,7 +771,10 @@ mod tests {
         );
         // A node that is not repairing answers a query; it adopts the query's later term, as
         // any (a repairing node raises its witnesses' terms so), and answers in it.
-        let actions = step(&mut node, message(1, 9, MessageBody::RepairQuery));
+        let actions = step(
+            &mut node,
+            message(1, 9, MessageBody::RepairQuery { lost: None }),
+        );
         assert_eq!(node.status().term, Term(9), "the query's term adopted");
         let answered = actions.iter().any(|a| {
             matches!(
@@ -642,6 +815,7 @@ mod tests {
             lost: Some(LostEntries {
                 from: LogIndex(10),
                 through: LogIndex(11),
+                through_term: None,
             }),
         };
         let mut config = CoreConfig::new(NodeId(2), 7);
@@ -655,6 +829,7 @@ mod tests {
                 snapshot_index: LogIndex(0),
                 last_joint_index: LogIndex(0),
                 snapshot_pair: false,
+                range_membership: false,
             };
             message(from, term, body)
         };
@@ -665,7 +840,7 @@ mod tests {
                     super::super::api::Action::Send(Message {
                         to,
                         term,
-                        body: MessageBody::RepairQuery,
+                        body: MessageBody::RepairQuery { .. },
                         ..
                     }) => Some((to.0, term.0)),
                     _ => None,
@@ -723,7 +898,10 @@ mod tests {
     #[test]
     fn a_query_of_a_later_term_is_adopted_outside_a_lease_and_answered_once_durable() {
         let mut node = damaged_follower();
-        let actions = step(&mut node, message(1, 8, MessageBody::RepairQuery));
+        let actions = step(
+            &mut node,
+            message(1, 8, MessageBody::RepairQuery { lost: None }),
+        );
         assert_eq!(node.status().term, Term(8));
         let saved = actions.iter().position(|a| {
             matches!(a, super::super::api::Action::Storage(super::super::api::StorageAction::Persist {
@@ -746,7 +924,8 @@ mod tests {
             "{actions:?}"
         );
         let mut leader = super::super::testing::leader_of_three(|_| {});
-        let query = super::super::testing::from_peer_in(5, 2, MessageBody::RepairQuery);
+        let query =
+            super::super::testing::from_peer_in(5, 2, MessageBody::RepairQuery { lost: None });
         let actions = step(&mut leader, query);
         assert!(leader.is_leader());
         assert_eq!(leader.status().term, Term(1));
@@ -778,6 +957,7 @@ mod tests {
             lost: Some(LostEntries {
                 from: LogIndex(4),
                 through: LogIndex(5),
+                through_term: None,
             }),
         };
         Replica::new(CoreConfig::new(NodeId(2), 7), recovered).unwrap()
@@ -876,7 +1056,7 @@ mod tests {
     #[test]
     fn two_voters_vote_for_the_other_only_while_its_log_is_the_one_it_answered_with() {
         let mut node = damaged_in(&[1, 2]);
-        step(&mut node, answer_of(1, (4, 2), 0, 0));
+        step(&mut node, answer_in_range(1, (4, 2)));
         // Its log grew (entry 5 of term 2) since it answered.
         assert_eq!(
             granted(&step(&mut node, request_of_1(4, (5, 2), true))),
@@ -907,6 +1087,7 @@ mod tests {
                 snapshot_index: LogIndex(0),
                 last_joint_index: LogIndex(0),
                 snapshot_pair: false,
+                range_membership: false,
             };
             message(1, 1, body)
         });
@@ -945,5 +1126,221 @@ mod tests {
         assert!(node.status().repairing.is_some());
         step(&mut node, append(1, 2, (4, 2), vec![entry(5, 2)]));
         assert_eq!(node.status().repairing, None);
+    }
+
+    /// The leader of term 8 (node 2 of {1, 2, 3}) appended 4..=5 in term 8 and lost them;
+    /// storage recorded the frontier's term (8). Node 1's log ends at 5 in term 7 (its entry
+    /// 5 a configuration entry of term 7, which is not the lost log's: the answer says so),
+    /// node 3's at 3. docs/SIM_FINDINGS.md, finding 37 (seed 1921).
+    fn lost_own_tail() -> Replica {
+        let recovered = RecoveredState {
+            hard_state: HardState {
+                term: Term(8),
+                vote: Some(NodeId(2)),
+                commit: LogIndex(3),
+                votes_unknown: false,
+            },
+            snapshot: None,
+            entries: (1..=3).map(|i| entry(i, 2)).collect(),
+            initial_membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
+            lost: Some(LostEntries {
+                from: LogIndex(4),
+                through: LogIndex(5),
+                through_term: Some(Term(8)),
+            }),
+        };
+        let mut config = CoreConfig::new(NodeId(2), 7);
+        config.check_quorum = false;
+        Replica::new(config, recovered).unwrap()
+    }
+
+    fn request(from: u64, term: u64, pre_vote: bool, last: (u64, u64)) -> Input {
+        super::super::testing::vote_request_to_node_2(from, term, pre_vote, last)
+    }
+
+    /// A whole answer from `from` in `term`, its log ending at `last`, with or without a
+    /// configuration entry that may be the lost log's.
+    fn tail_answer(from: u64, term: u64, last: (u64, u64), range_membership: bool) -> Input {
+        message(
+            from,
+            term,
+            MessageBody::RepairAnswer {
+                log_end: LogIndex(last.0),
+                last_log_index: LogIndex(last.0),
+                last_log_term: Term(last.1),
+                snapshot_index: LogIndex(0),
+                last_joint_index: LogIndex(0),
+                snapshot_pair: false,
+                range_membership,
+            },
+        )
+    }
+
+    /// The tail rule: once every other voter answered, above the recovered term, from a whole
+    /// log holding no configuration entry that may be one of the lost range's, a candidate
+    /// at least as up to date as each of those logs gets the vote (every commit resting on a
+    /// lost acknowledgement is in one of them); nobody else does.
+    #[test]
+    fn a_lost_tail_of_its_own_term_yields_to_a_candidate_as_up_to_date_as_every_voter() {
+        let mut node = lost_own_tail();
+        // Nobody's log covers (5, 8): refused, as before.
+        assert_eq!(
+            granted(&step(&mut node, request(1, 9, true, (5, 7)))),
+            [false]
+        );
+        // Answers in the recovered term itself do not count: the node raises its term.
+        step(&mut node, tail_answer(1, 8, (5, 7), false));
+        step(&mut node, tail_answer(3, 8, (3, 2), false));
+        assert_eq!(node.status().term, Term(9), "raised to ask again");
+        assert_eq!(
+            granted(&step(&mut node, request(1, 10, true, (5, 7)))),
+            [false]
+        );
+        // Node 1's log holds a configuration entry that may be the lost log's: no.
+        step(&mut node, tail_answer(1, 9, (5, 7), true));
+        step(&mut node, tail_answer(3, 9, (3, 2), false));
+        assert_eq!(
+            granted(&step(&mut node, request(1, 10, true, (5, 7)))),
+            [false]
+        );
+        // Both answer above the recovered term, neither with such an entry.
+        step(&mut node, tail_answer(1, 9, (5, 7), false));
+        assert_eq!(
+            granted(&step(&mut node, request(3, 10, true, (3, 2)))),
+            [false],
+            "node 3 is behind node 1's answered log"
+        );
+        assert_eq!(
+            granted(&step(&mut node, request(1, 10, true, (4, 7)))),
+            [false],
+            "shorter than node 1's answered log"
+        );
+        assert_eq!(
+            granted(&step(&mut node, request(1, 10, true, (5, 7)))),
+            [true]
+        );
+        assert_eq!(
+            granted(&step(&mut node, request(1, 10, false, (5, 7)))),
+            [true]
+        );
+        assert!(
+            node.status().repairing.is_some(),
+            "the repair ends on the new leader's entries"
+        );
+        step(&mut node, append(1, 10, (3, 2), vec![entry(4, 7)]));
+        assert!(node.status().repairing.is_some(), "short of 5");
+        step(&mut node, append(1, 10, (4, 7), vec![entry(5, 7)]));
+        assert_eq!(node.status().repairing, None, "the leader's log through 5");
+    }
+
+    /// With the frontier's term recorded, a candidate is judged by Raft's own up-to-date check
+    /// against the lost log: node 2's term (3) moved past its lost entries' (2), which the
+    /// recovered term alone could not tell.
+    #[test]
+    fn a_recorded_frontier_term_judges_candidates_against_the_lost_log() {
+        let with_term = |term: Option<u64>| {
+            let mut node = damaged_in(&[1, 2, 3]);
+            if let Some(repair) = node.repair.as_mut() {
+                repair.lost.through_term = term.map(Term);
+            }
+            node
+        };
+        let mut unknown = with_term(None);
+        assert_eq!(
+            granted(&step(&mut unknown, request(1, 4, true, (5, 2)))),
+            [false]
+        );
+        let mut known = with_term(Some(2));
+        assert_eq!(
+            granted(&step(&mut known, request(1, 4, true, (4, 2)))),
+            [false]
+        );
+        assert_eq!(
+            granted(&step(&mut known, request(1, 4, true, (5, 2)))),
+            [true]
+        );
+        assert_eq!(
+            granted(&step(&mut known, request(1, 4, false, (5, 2)))),
+            [true]
+        );
+    }
+
+    /// What an answer says of configuration entries in the asker's lost range (4..=5, its
+    /// entry at 5 of term 8, recovered term 8).
+    #[test]
+    fn an_answer_names_configuration_entries_that_may_be_the_lost_logs() {
+        let answer_of_node = |entries: Vec<Entry>, through_term: u64| {
+            let recovered = RecoveredState {
+                hard_state: HardState {
+                    term: Term(9),
+                    vote: None,
+                    commit: LogIndex(3),
+                    votes_unknown: false,
+                },
+                snapshot: None,
+                entries,
+                initial_membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
+                lost: None,
+            };
+            let mut node = Replica::new(CoreConfig::new(NodeId(2), 7), recovered).unwrap();
+            let query = MessageBody::RepairQuery {
+                lost: Some(RepairedRange {
+                    from: LogIndex(4),
+                    through: LogIndex(5),
+                    through_term: Term(through_term),
+                    recovered_term: Term(8),
+                }),
+            };
+            step(&mut node, message(1, 9, query))
+                .iter()
+                .find_map(|a| match a {
+                    super::super::api::Action::Send(Message {
+                        body:
+                            MessageBody::RepairAnswer {
+                                range_membership, ..
+                            },
+                        ..
+                    }) => Some(*range_membership),
+                    _ => None,
+                })
+                .expect("answered")
+        };
+        let membership = |index: u64, term: u64| {
+            let m = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
+            Entry::new(Term(term), LogIndex(index), EntryPayload::Membership(m))
+        };
+        let log = |last: Entry| {
+            let mut entries: Vec<Entry> = (1..=3).map(|i| entry(i, 2)).collect();
+            entries.push(entry(4, last.term.0.min(7)));
+            entries.push(last);
+            entries
+        };
+        // At the range's end in another term than the lost one's: not the lost log's.
+        assert!(!answer_of_node(log(membership(5, 7)), 8));
+        // In that term, or with the term unknown: it may be.
+        assert!(answer_of_node(log(membership(5, 8)), 8));
+        assert!(answer_of_node(log(membership(5, 7)), 0));
+        // Inside the range in a term up to the recovered one: it may be.
+        let mut inside: Vec<Entry> = (1..=3).map(|i| entry(i, 2)).collect();
+        inside.push(membership(4, 7));
+        assert!(answer_of_node(inside, 8));
+        // Before the range's end in a term later than the one recorded at its end: not the
+        // asker's (terms never decrease along its log).
+        let mut later: Vec<Entry> = (1..=3).map(|i| entry(i, 2)).collect();
+        later.push(membership(4, 8));
+        assert!(!answer_of_node(later, 7));
+        // After the range's end in a term below the one recorded there: not the asker's
+        // either; in that term or later (up to the recovered one): it may be.
+        let after = |term: u64| {
+            let mut entries = log(entry(5, 7));
+            entries.push(membership(6, term));
+            entries
+        };
+        assert!(!answer_of_node(after(7), 8));
+        assert!(answer_of_node(after(8), 8));
+        // Of a term later than the recovered one: the asker never held it.
+        assert!(!answer_of_node(log(membership(5, 9)), 8));
+        // None at all.
+        assert!(!answer_of_node(log(entry(5, 7)), 8));
     }
 }

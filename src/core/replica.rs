@@ -245,6 +245,9 @@ pub struct Replica {
     /// lost range, each with whether its answer's term was above the recovered term (only
     /// those count, `repair.rs`), and the configuration (its index) they were counted in.
     pub(super) repair_witnesses: (LogIndex, BTreeMap<NodeId, bool>),
+    /// While repairing: each voter's last answer, for the tail rule (`repair.rs`); counted in
+    /// the configuration of `repair_witnesses.0`.
+    pub(super) repair_tails: BTreeMap<NodeId, super::repair::RepairTail>,
     /// While `Some`, this node lost the record of its votes (`HardState::votes_unknown`) and
     /// gathers the terms of its voters. Invariant: while `Some`, it grants no vote or
     /// pre-vote in a term up to the bound its voters gave, and never campaigns before they
@@ -336,6 +339,7 @@ impl Replica {
             damaged_snapshot: None,
             repair,
             repair_witnesses: (LogIndex(0), BTreeMap::new()),
+            repair_tails: BTreeMap::new(),
             vote_recovery: votes_unknown.then(VoteRecovery::default),
             repair_pair: None,
             proposals_unsent: false,

@@ -33,7 +33,7 @@
 //! has answered and the node's term is above the bound they gave.
 
 use super::replica::Replica;
-use rcraft_wire::{LogIndex, MessageBody, NodeId, Term};
+use rcraft_wire::{LogIndex, NodeId, Term};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The answers gathered so far by a node whose votes are unknown: the largest term each
@@ -130,7 +130,7 @@ impl Replica {
         let every = self.config.election_timeout_min_ticks.max(1);
         if (self.now_ticks - 1) % every == 0 {
             for id in waiting {
-                self.send_at(id, self.term, MessageBody::RepairQuery);
+                self.send_at(id, self.term, self.repair_query());
             }
         }
     }
@@ -184,7 +184,7 @@ mod tests {
     };
     use super::super::testing::step_confirming as step;
     use super::*;
-    use rcraft_wire::{Entry, EntryPayload, Membership, Message};
+    use rcraft_wire::{Entry, EntryPayload, Membership, Message, MessageBody};
 
     /// Node 2 of three, whose hard state was damaged: the readable slot says term 2, its log
     /// ends with an entry of term 3.
@@ -222,7 +222,7 @@ mod tests {
             .filter_map(|a| match a {
                 Action::Send(Message {
                     to,
-                    body: MessageBody::RepairQuery,
+                    body: MessageBody::RepairQuery { .. },
                     ..
                 }) => Some(to.0),
                 _ => None,
@@ -241,6 +241,7 @@ mod tests {
                 snapshot_index: LogIndex(0),
                 last_joint_index: LogIndex(0),
                 snapshot_pair: false,
+                range_membership: false,
             },
         )
     }
@@ -263,6 +264,7 @@ mod tests {
             lost: Some(LostEntries {
                 from: LogIndex(4),
                 through: LogIndex(6),
+                through_term: None,
             }),
             ..RecoveredState::default()
         };
@@ -278,6 +280,7 @@ mod tests {
                 snapshot_index: LogIndex(0),
                 last_joint_index: LogIndex(0),
                 snapshot_pair: false,
+                range_membership: false,
             };
             step(&mut node, message(from, 2, answer));
         }
@@ -395,7 +398,10 @@ mod tests {
                 .collect()
         };
         // A query from a lower term (a later one would be adopted, as any later term).
-        let actions = step(&mut node, message(1, 1, MessageBody::RepairQuery));
+        let actions = step(
+            &mut node,
+            message(1, 1, MessageBody::RepairQuery { lost: None }),
+        );
         assert_eq!(answered(&actions), [Term(0)]);
         assert_eq!(node.status().term, Term(3));
         step(&mut node, answer(1, 0));
@@ -404,7 +410,10 @@ mod tests {
         assert_eq!(node.votes_unknown_waiting_for(), None);
         assert_eq!(node.hard_state().term, Term(3));
         assert!(node.hard_state().votes_unknown, "no vote in term 3 yet");
-        let actions = step(&mut node, message(1, 1, MessageBody::RepairQuery));
+        let actions = step(
+            &mut node,
+            message(1, 1, MessageBody::RepairQuery { lost: None }),
+        );
         assert_eq!(answered(&actions), [Term(3)]);
     }
 

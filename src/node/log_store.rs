@@ -38,10 +38,15 @@ impl LogStore {
     }
 
     /// Synced entries the WAL found lost at open (cut below its synced frontier), if any.
-    pub(crate) fn lost(&self) -> Option<(LogIndex, LogIndex)> {
-        self.wal
-            .lost()
-            .map(|lost| (LogIndex(lost.from), LogIndex(lost.through)))
+    /// With the term of the entry at its end, when the WAL header recorded it.
+    pub(crate) fn lost(&self) -> Option<(LogIndex, LogIndex, Option<Term>)> {
+        self.wal.lost().map(|lost| {
+            (
+                LogIndex(lost.from),
+                LogIndex(lost.through),
+                lost.through_term.map(Term),
+            )
+        })
     }
 
     /// Term of the entry at `index`, when held.

@@ -291,7 +291,7 @@ pub(crate) fn open_storage_with(
 /// Logged: until a leader has sent them again the node stands for no election and votes only
 /// for a candidate whose log covers them.
 fn lost_after_snapshot(log: &LogStore, after: LogIndex) -> Option<LostEntries> {
-    let (from, through) = log.lost()?;
+    let (from, through, through_term) = log.lost()?;
     if through <= after {
         log::info!("the lost entries {from}..={through} are covered by snapshot {after}");
         return None;
@@ -299,6 +299,7 @@ fn lost_after_snapshot(log: &LogStore, after: LogIndex) -> Option<LostEntries> {
     let lost = LostEntries {
         from: from.max(after.next()),
         through,
+        through_term,
     };
     log::error!(
         "entries {}..={} were synced and are lost from this node's log; until it has fetched \

@@ -23,8 +23,12 @@ pub const RECORD_PAYLOAD_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// Magic number at offset 0 of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"RCWALSEG";
-/// Segment format version written: version 2 records the synced frontier in the header.
-pub const SEGMENT_VERSION: u32 = 2;
+/// Segment format version written: version 3 records the synced frontier in the header with
+/// the term of the record at it (storage/FORMAT.md §1.1).
+pub const SEGMENT_VERSION: u32 = 3;
+/// The second segment format (a synced count without its record's term), still read; a
+/// version-2 header is written again as version 3 when its count next changes.
+pub const SEGMENT_VERSION_V2: u32 = 2;
 /// The first segment format (no synced frontier), still read; its segments are never
 /// rewritten, and new segments are always written in [`SEGMENT_VERSION`].
 pub const SEGMENT_VERSION_V1: u32 = 1;

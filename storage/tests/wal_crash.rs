@@ -178,10 +178,31 @@ fn make_version_1(path: &Path) {
     let mut bytes = fs::read(path).unwrap();
     bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
     bytes[12..16].fill(0);
+    bytes[16..24].copy_from_slice(&first_index_of(path).to_le_bytes());
     let crc = crc32c::crc32c(&bytes[0..24]);
     bytes[24..28].copy_from_slice(&crc.to_le_bytes());
     bytes[28..32].fill(0);
     fs::write(path, bytes).unwrap();
+}
+
+/// The first index a segment's file name gives (a version-3 header does not hold it).
+fn first_index_of(path: &Path) -> u64 {
+    let name = path.file_name().unwrap().to_str().unwrap();
+    name.trim_end_matches(".wal").parse().unwrap()
+}
+
+/// A version-2 header (a synced count without its record's term), as rcraft wrote before
+/// the frontier's term was recorded.
+fn version_2_header(first_index: u64, synced_records: u32) -> Vec<u8> {
+    let mut header = b"RCWALSEG".to_vec();
+    header.extend_from_slice(&2u32.to_le_bytes());
+    header.extend_from_slice(&synced_records.to_le_bytes());
+    header.extend_from_slice(&first_index.to_le_bytes());
+    let header_crc = crc32c::crc32c_append(crc32c::crc32c(&header[0..12]), &header[16..24]);
+    header.extend_from_slice(&header_crc.to_le_bytes());
+    let count_crc = crc32c::crc32c(&header[12..24]);
+    header.extend_from_slice(&count_crc.to_le_bytes());
+    header
 }
 
 fn append_one(wal: &mut Wal, index: u64) {
@@ -206,16 +227,25 @@ fn a_lost_range_is_reported_until_repaired_and_old_segments_open() {
     let ninth = record_offsets(&bytes)[8];
     bytes[ninth..].fill(0);
     fs::write(last, &bytes).unwrap();
-    let lost = |wal: &Wal| wal.lost().map(|lost| (lost.from, lost.through));
+    // The header records the term of the frontier's record (10 / 10 + 1), and keeps it
+    // with the claim.
+    let lost = |wal: &Wal| {
+        wal.lost()
+            .map(|lost| (lost.from, lost.through, lost.through_term))
+    };
     let mut wal = Wal::open(dir.path(), options()).unwrap();
-    assert_eq!(lost(&wal), Some((9, 10)));
+    assert_eq!(lost(&wal), Some((9, 10, Some(2))));
     drop(wal);
     wal = Wal::open(dir.path(), options()).unwrap();
-    assert_eq!(lost(&wal), Some((9, 10)), "not forgotten by a restart");
+    assert_eq!(
+        lost(&wal),
+        Some((9, 10, Some(2))),
+        "not forgotten by a restart"
+    );
     append_one(&mut wal, 9);
     drop(wal);
     wal = Wal::open(dir.path(), options()).unwrap();
-    assert_eq!(lost(&wal), Some((10, 10)), "half repaired");
+    assert_eq!(lost(&wal), Some((10, 10, Some(2))), "half repaired");
     append_one(&mut wal, 10);
     drop(wal);
     wal = Wal::open(dir.path(), options()).unwrap();
@@ -233,6 +263,32 @@ fn a_lost_range_is_reported_until_repaired_and_old_segments_open() {
     append_one(&mut wal, 9);
     drop(wal);
     check_log(&Wal::open(dir.path(), options()).unwrap(), 9);
+    // In a segment with a version-2 header (a count, no term) the loss is reported with its
+    // term unknown, the claim is kept, and the header becomes version 3 once written.
+    let mut wal = Wal::open(dir.path(), options()).unwrap();
+    append_one(&mut wal, 10);
+    drop(wal);
+    let mut bytes = fs::read(last).unwrap();
+    bytes[..HEADER_BYTES].copy_from_slice(&version_2_header(1, 10));
+    bytes[ninth..].fill(0);
+    fs::write(last, &bytes).unwrap();
+    let mut wal = Wal::open(dir.path(), options()).unwrap();
+    assert_eq!(
+        lost(&wal),
+        Some((9, 10, None)),
+        "version 2: the term is not known"
+    );
+    drop(wal);
+    wal = Wal::open(dir.path(), options()).unwrap();
+    assert_eq!(lost(&wal), Some((9, 10, None)), "kept across a restart");
+    let header = fs::read(last).unwrap();
+    assert_eq!(u32::from_le_bytes(header[8..12].try_into().unwrap()), 3);
+    append_one(&mut wal, 9);
+    append_one(&mut wal, 10);
+    drop(wal);
+    let wal = Wal::open(dir.path(), options()).unwrap();
+    assert_eq!(lost(&wal), None, "repaired");
+    check_log(&wal, 10);
 }
 
 fn flip(path: &Path, original: &[u8], byte: usize, bit: u8) {
@@ -293,7 +349,7 @@ fn single_bit_flips_are_detected_in_every_region() {
         let is_last = position + 1 == paths.len();
         let original = fs::read(path).unwrap();
         let offsets = record_offsets(&original);
-        let first_in_file = u64::from_le_bytes(original[16..24].try_into().unwrap());
+        let first_in_file = first_index_of(path);
         for byte in 0..HEADER_BYTES {
             for bit in 0..8 {
                 flip(path, &original, byte, bit);
@@ -310,8 +366,8 @@ fn single_bit_flips_are_detected_in_every_region() {
                 let repaired = fs::read(path).unwrap();
                 assert_eq!(repaired[..12], original[..12], "{what}: header rewritten");
                 assert_eq!(
-                    repaired[16..28],
-                    original[16..28],
+                    repaired[24..28],
+                    original[24..28],
                     "{what}: header rewritten"
                 );
                 fs::write(path, &original).unwrap();
@@ -386,16 +442,29 @@ fn a_segment_under_another_name_is_still_corruption() {
     let paths = write_log(dir.path(), 120);
     let moved = paths[1].with_file_name("00000000000000000040.wal");
     fs::rename(&paths[1], &moved).unwrap();
-    expect_corruption(dir.path(), &moved, Some(16), "renamed segment");
+    // A version-3 header's checksums cover the name's index, so the header reads as
+    // damaged; its first record then names the file's true index.
+    expect_corruption(
+        dir.path(),
+        &moved,
+        Some(HEADER_BYTES as u64),
+        "renamed segment",
+    );
     fs::rename(&moved, &paths[1]).unwrap();
-    // Records of the first segment run past the second one's first index.
+    // A version-2 header names its first index itself.
     let second = fs::read(&paths[1]).unwrap();
-    let first_of_second = u64::from_le_bytes(second[16..24].try_into().unwrap());
+    let first_of_second = first_index_of(&paths[1]);
+    let mut old = second.clone();
+    old[..HEADER_BYTES].copy_from_slice(&version_2_header(first_of_second, 0));
+    fs::write(&moved, &old).unwrap();
+    fs::remove_file(&paths[1]).unwrap();
+    expect_corruption(dir.path(), &moved, Some(16), "renamed version-2 segment");
+    fs::remove_file(&moved).unwrap();
+    fs::write(&paths[1], &second).unwrap();
+    // Records of the first segment run past the second one's first index.
     let overlapping = paths[1].with_file_name(format!("{:020}.wal", first_of_second - 2));
     let mut header = second.clone();
-    header[16..24].copy_from_slice(&(first_of_second - 2).to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[0..12]), &header[16..24]);
-    header[24..28].copy_from_slice(&crc.to_le_bytes());
+    header[..HEADER_BYTES].copy_from_slice(&version_2_header(first_of_second - 2, 0));
     fs::remove_file(&paths[1]).unwrap();
     fs::write(&overlapping, header).unwrap();
     let end = record_offsets(&fs::read(&paths[0]).unwrap()).len() * 124 + HEADER_BYTES;
@@ -410,7 +479,7 @@ fn a_damaged_header_and_a_damaged_record_in_a_sealed_segment_are_a_lost_range() 
     let paths = write_log(dir.path(), 120);
     let sealed = &paths[1];
     let original = fs::read(sealed).unwrap();
-    let first = u64::from_le_bytes(original[16..24].try_into().unwrap());
+    let first = first_index_of(sealed);
     let fourth = record_offsets(&original)[3];
     let mut damaged = original.clone();
     damaged[2] ^= 0x10;
@@ -728,15 +797,17 @@ fn the_crate_encoder_matches_the_documented_format() {
     let dir = tempfile::tempdir().unwrap();
     let paths = write_log(dir.path(), 3);
     let bytes = fs::read(&paths[0]).unwrap();
-    // Version 2: the header checksum covers magic, version and first index; the synced
-    // count (3 records) has its own checksum over the count and the first index.
+    // Version 3: the header checksum covers magic, version and the first index (from the
+    // file name); the synced count (3 records) and the term of the third record (1) have
+    // their own checksum, over them and the first index.
+    let first_index = 1u64.to_le_bytes();
     let mut header = b"RCWALSEG".to_vec();
-    header.extend_from_slice(&2u32.to_le_bytes());
+    header.extend_from_slice(&3u32.to_le_bytes());
     header.extend_from_slice(&3u32.to_le_bytes());
     header.extend_from_slice(&1u64.to_le_bytes());
-    let header_crc = crc32c::crc32c_append(crc32c::crc32c(&header[0..12]), &header[16..24]);
+    let header_crc = crc32c::crc32c_append(crc32c::crc32c(&header[0..12]), &first_index);
     header.extend_from_slice(&header_crc.to_le_bytes());
-    let count_crc = crc32c::crc32c(&header[12..24]);
+    let count_crc = crc32c::crc32c_append(crc32c::crc32c(&header[12..24]), &first_index);
     header.extend_from_slice(&count_crc.to_le_bytes());
     assert_eq!(bytes[..HEADER_BYTES], header[..]);
     let second = encode_record(2, 1, &payload(2));
@@ -808,8 +879,9 @@ fn sim_options(fs: &SimFs) -> WalOptions {
 }
 
 /// Damage in a version-1 sealed segment (written by an older rcraft, no synced count): the
-/// later segments show it was synced; its header is written again as version 2 to hold the
-/// claim, and the range is reported lost like any other.
+/// later segments show it was synced; its header is written again as version 3 to hold the
+/// claim, and the range is reported lost like any other, with the term the last segment's
+/// header records for its last record.
 #[test]
 fn damage_in_a_sealed_segment_of_an_older_rcraft_is_a_lost_range() {
     let dir = tempfile::tempdir().unwrap();
@@ -820,9 +892,12 @@ fn damage_in_a_sealed_segment_of_an_older_rcraft_is_a_lost_range() {
     let original = fs::read(sealed).unwrap();
     let middle = record_offsets(&original)[3];
     flip(sealed, &original, middle + 30, 2);
+    let wal = Wal::open(dir.path(), options()).unwrap();
+    assert_eq!(wal.lost().unwrap().through_term, Some(50 / 10 + 1));
+    drop(wal);
     expect_lost(dir.path(), sealed, 4, 50, "version-1 sealed segment");
     let header = fs::read(sealed).unwrap();
-    assert_eq!(u32::from_le_bytes(header[8..12].try_into().unwrap()), 2);
+    assert_eq!(u32::from_le_bytes(header[8..12].try_into().unwrap()), 3);
 }
 
 fn records(range: std::ops::RangeInclusive<u64>, payload: &[u8]) -> Vec<Record<'_>> {

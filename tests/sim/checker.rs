@@ -102,11 +102,6 @@ impl Checker {
         }
     }
 
-    /// The node seen leading `term`, if any.
-    pub(crate) fn leader_of(&self, term: Term) -> Option<NodeId> {
-        self.leaders.get(&term).copied()
-    }
-
     /// `node` is leader of `term` with this log. Election safety, and on the first sight of
     /// this leader, leader completeness against everything committed in earlier terms.
     pub(crate) fn observe_leader(&mut self, node: NodeId, term: Term, log: &EntryLog) -> Verdict {

@@ -311,9 +311,18 @@ impl Disk {
         if from > last || !allowed(&self.membership_through(from.prev(), initial)) {
             return None;
         }
+        // The WAL header records the term of the entry at the frontier with its count
+        // (storage/FORMAT.md §1.1); a claim still held keeps the term it had.
+        let last_term = self.log.term_at(last);
         self.log.lose_from(from);
-        let through = self.lost.map_or(last, |lost| lost.through.max(last));
-        let lost = LostEntries { from, through };
+        let lost = match self.lost {
+            Some(claim) if claim.through >= last => LostEntries { from, ..claim },
+            _ => LostEntries {
+                from,
+                through: last,
+                through_term: last_term,
+            },
+        };
         self.lost = Some(lost);
         Some(lost)
     }
@@ -387,7 +396,7 @@ impl Disk {
                 .filter(|lost| lost.through > self.log.base_index())
                 .map(|lost| LostEntries {
                     from: self.log.last_index().next(),
-                    through: lost.through,
+                    ..lost
                 }),
         }
     }

@@ -193,6 +193,10 @@ pub(crate) const FINDING_SEEDS: &[(u64, &str)] = &[
         785,
         "27: two damaged voters of four, one without its votes and one with a lost range",
     ),
+    (
+        1921,
+        "37: a leader's own unreplicated tail lost, no candidate covering it",
+    ),
 ];
 
 /// Seeds that once failed with log damage drawn in configurations of two voters

@@ -622,25 +622,6 @@ impl<C: SimCore> World<C> {
         self.feed(node, Input::Storage(StorageOutcome::Persisted { seq }))
     }
 
-    /// True when the last `count` entries of `node`'s durable log hold an entry of a term
-    /// `node` led that no other voter of its configuration holds (SIM_FINDINGS 37).
-    fn tail_only_its_own(&self, node: usize, count: u64) -> bool {
-        let n = &self.nodes[node];
-        let last = n.disk.durable_last_index();
-        let voters = n.disk.latest_membership(&self.initial_membership).voters;
-        (last.0.saturating_sub(count) + 1..=last.0).any(|i| {
-            let index = LogIndex(i);
-            n.disk.durable_term_at(index).is_some_and(|term| {
-                self.checker.leader_of(term) == Some(n.id)
-                    && !(self.nodes.iter()).any(|other| {
-                        other.id != n.id
-                            && voters.contains(&other.id)
-                            && other.disk.durable_term_at(index) == Some(term)
-                    })
-            })
-        })
-    }
-
     /// A node that lost the record of its votes (a damaged hard state) saved a vote in a term
     /// where the destroyed record held another. Election safety allows exactly one such case:
     /// the forgotten vote was for itself, in a candidacy no other node granted (its requests
@@ -895,12 +876,6 @@ impl<C: SimCore> World<C> {
             return;
         }
         let count = rng.between(1, DAMAGE_ENTRIES_MAX);
-        // Not a tail holding entries of a term the node led that no other voter holds: no
-        // rule ends such a repair yet (SIM_FINDINGS 37, OPEN: seeds 1921 and 1282 waited for
-        // ever; the term of the synced frontier would settle it).
-        if self.tail_only_its_own(node, count) {
-            return;
-        }
         // A damaged voter votes only for a candidate covering what it may have acknowledged
         // (src/core/repair.rs): damage strikes while every node's configuration (each half
         // of a joint one), and the one the damaged node is left with, has at least

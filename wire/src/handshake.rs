@@ -289,17 +289,17 @@ mod tests {
 
     #[test]
     fn an_older_peer_is_refused_by_name() {
-        // Version 8 carries entries as WAL records and version 9 changed `RepairAnswer`
-        // (PROTOCOL.md, "Versions"): an older node would misread them, so the two refuse each
-        // other at the handshake.
-        assert_eq!(PROTOCOL_VERSION, 9);
-        for version in [7u16, 8] {
+        // Version 8 carries entries as WAL records, versions 9 and 10 changed `RepairAnswer`
+        // and 10 `RepairQuery` (PROTOCOL.md, "Versions"): an older node would misread them,
+        // so the two refuse each other at the handshake.
+        assert_eq!(PROTOCOL_VERSION, 10);
+        for version in [7u16, 8, 9] {
             let mut old = Handshake::peer(7, NodeId(3)).encode();
             old[6..8].copy_from_slice(&version.to_le_bytes());
             let refused = Handshake::check_prefix(&old[..8]).unwrap_err();
             assert_eq!(
                 refused.to_string(),
-                format!("protocol version {version} is not ours (9)")
+                format!("protocol version {version} is not ours (10)")
             );
             assert_eq!(Handshake::decode(&old), Err(refused));
         }

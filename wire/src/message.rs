@@ -137,7 +137,11 @@ pub enum MessageBody {
     /// A node repairing entries lost from its disk asks a voter how far its log reaches
     /// (protocol-aware recovery, issue 15). Outside the term rules: answered whatever the
     /// terms, and changes nothing at the receiver.
-    RepairQuery,
+    RepairQuery {
+        /// The range the asker lost, when it repairs one (`None` when it asks only for the
+        /// answerer's term, its own votes being unknown).
+        lost: Option<RepairedRange>,
+    },
     /// Answer to a `RepairQuery`.
     RepairAnswer {
         /// The last index of the answerer's log, or the end of the range it is repairing
@@ -157,6 +161,12 @@ pub enum MessageBody {
         /// Whether the configuration of the answerer's snapshot is a simple one whose voters
         /// are exactly the asker and the answerer (false without a snapshot).
         snapshot_pair: bool,
+        /// Whether the answerer's log may hold a configuration entry of the asker's lost
+        /// log: a membership entry at an index in or after the lost range, in a term up to
+        /// the asker's recovered term, other than one at the range's last index in another
+        /// term than the one recorded there; or a snapshot reaching into the range (which
+        /// hides its entries). False when the query named no range.
+        range_membership: bool,
     },
     /// Gray-failure link probe (self-demotion on slow links, `src/core/link_probe.rs`): the
     /// receiver echoes `sent_tick` at once in a `LinkProbeReply`, so the sender measures its
@@ -452,6 +462,20 @@ pub struct NodeStatus {
     /// and writes acknowledged in the range are gone (docs/OPERATIONS.md §7). `None` on
     /// every other node, and after a restart that found nothing lost.
     pub lost: Option<LostRange>,
+}
+
+/// What a repairing node tells its voters of the range it lost (`MessageBody::RepairQuery`).
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug), attr(allow(missing_docs)))]
+pub struct RepairedRange {
+    /// First index lost.
+    pub from: LogIndex,
+    /// Last index lost (the synced frontier).
+    pub through: LogIndex,
+    /// The term of the entry at `through`, as recorded with the frontier (0: not known).
+    pub through_term: Term,
+    /// The asker's recovered term: no entry it acknowledged has a later term.
+    pub recovered_term: Term,
 }
 
 /// A range of log indexes, both ends included, that a node lost from its disk.

@@ -198,7 +198,7 @@ impl SegmentFile for ShadowSegment {
         }
         let path = self.path.display();
         let change = if offset == 0 {
-            format!("rewrite the damaged or version-1 header of {path} (version 2)")
+            format!("rewrite the damaged or older header of {path} (version 3)")
         } else if offset < SEGMENT_HEADER_BYTES {
             format!("rewrite the synced count in the header of {path}")
         } else if data.iter().all(|&b| b == 0) {

@@ -64,6 +64,8 @@ pub struct Wal {
     /// the log ends before it, the active segment's header keeps claiming it, so a lost
     /// range not yet repaired is still reported after another restart.
     claim_end: u64,
+    /// The term of the entry before `claim_end`, written with the claim (0: not known).
+    claim_term: u64,
     /// `claim_end` as recovery found it, kept for diagnostics.
     opened_claim_end: u64,
     _lock: Box<dyn DirLock>,
@@ -98,6 +100,7 @@ impl Wal {
             stopped: None,
             lost: recovered.lost,
             claim_end: recovered.claim_end,
+            claim_term: recovered.claim_term,
             opened_claim_end: recovered.claim_end,
             _lock: lock,
         };
@@ -122,6 +125,7 @@ impl Wal {
         let claim_end = self.claim_end;
         if let Some(active) = self.segments.last_mut() {
             active.claim_records = recovery::claim_records(claim_end, active.first_index);
+            active.claim_term = self.claim_term;
         }
     }
 

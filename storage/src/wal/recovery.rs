@@ -13,8 +13,10 @@
 //! was never acknowledged: it is cut off. If a *valid* record with a later index and a term
 //! no lower than the last good term follows the damage, it was synced: the range through it
 //! is reported lost.
-//! In a version-2 segment the header says how many of its records were synced (the synced
-//! frontier, counting only records a returned sync made durable). Then there is nothing
+//! In a version-2 or -3 segment the header says how many of its records were synced (the
+//! synced frontier, counting only records a returned sync made durable; version 3 also
+//! records the term of the last one, reported with a loss as `Lost::through_term`). Then
+//! there is nothing
 //! to guess: damage after
 //! the frontier is a torn write, cut; records missing or damaged below it are synced data
 //! that was lost. Those are cut too (nothing after a damaged record can be served) but
@@ -22,7 +24,7 @@
 //! act as if it held them. The claim stays in the header until records cover it again.
 //! Damage in a sealed segment, or a missing segment, is handled the same way: the log is cut
 //! at the damaged record or the gap (the claim made durable in that segment first, its header
-//! rewritten as version 2 if it was version 1, then every later segment removed), and
+//! rewritten as version 3 if it was older, then every later segment removed), and
 //! everything from there through the frontier is reported lost. A damaged segment header is
 //! rebuilt from the file name (`Segment::open`).
 //! Except after an interrupted truncation: a `truncating.<index>` marker (see
@@ -94,6 +96,9 @@ pub struct Lost {
     pub from: u64,
     /// Last index the synced frontier covers.
     pub through: u64,
+    /// The term of the entry at `through`, when the header that claims it says (version 3;
+    /// `None` for an older header, or a claim found otherwise: storage/FORMAT.md §4.1).
+    pub through_term: Option<u64>,
     /// The segment where the records should be.
     pub file: std::path::PathBuf,
     /// Byte offset in `file` where the valid records end.
@@ -123,18 +128,36 @@ pub(crate) struct Recovered {
     pub lost: Option<Lost>,
     /// One past the highest index any header claims synced (0 when none does).
     pub claim_end: u64,
+    /// The term of the entry before `claim_end`, when a header says (0: not known).
+    pub claim_term: u64,
 }
 
 /// One past the highest index the segments' headers claim synced.
 fn claimed_end(segments: &[Segment]) -> u64 {
-    segments
-        .iter()
-        .filter_map(|seg| match seg.opened_count {
-            SyncedCount::Records(count) if count > 0 => Some(seg.first_index + u64::from(count)),
-            _ => None,
-        })
-        .max()
-        .unwrap_or(0)
+    claimed_frontier(segments).0
+}
+
+/// One past the highest index the segments' headers claim synced, and the term a header
+/// claiming that end records for its last entry (0 when none does).
+fn claimed_frontier(segments: &[Segment]) -> (u64, u64) {
+    let mut frontier = (0, 0);
+    for seg in segments {
+        if let SyncedCount::Records(count, term) = seg.opened_count {
+            let end = seg.first_index + u64::from(count);
+            let term = term.unwrap_or(0);
+            if count > 0 && (end > frontier.0 || (end == frontier.0 && frontier.1 == 0)) {
+                frontier = (end, term);
+            }
+        }
+    }
+    frontier
+}
+
+/// The term recorded for the entry before `end` by any of these segments' headers whose
+/// count ends there (0 when none does).
+fn term_claimed_at(segments: &[Segment], end: u64) -> u64 {
+    let (claimed, term) = claimed_frontier(segments);
+    if claimed == end { term } else { 0 }
 }
 
 /// Opens and verifies every segment; returns them ready for appends at the tail.
@@ -186,16 +209,27 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Recovered> {
             }
             let kept_end = seg.first_index + scan.offsets.len() as u64;
             if claim_end > kept_end {
+                // The term of the frontier's entry, from the header whose count claims it
+                // (a later segment's too: it is not removed before this point).
+                let claim_term = [
+                    term_claimed_at(&segments, claim_end),
+                    term_claimed_at(std::slice::from_ref(&seg), claim_end),
+                    term_claimed_at_listed(fs, dir, later, claim_end)?,
+                ]
+                .into_iter()
+                .max()
+                .unwrap_or(0);
                 let found = Lost {
                     from: kept_end,
                     through: claim_end - 1,
+                    through_term: (claim_term > 0).then_some(claim_term),
                     file: seg.path.clone(),
                     offset: scan.end as u64,
                     reason,
                 };
                 log::error!("{found}; the node must fetch them again from its peers");
                 lost = Some(found);
-                seg.hold_claim(claim_records(claim_end, seg.first_index));
+                seg.hold_claim(claim_records(claim_end, seg.first_index), claim_term);
             }
             // Synced with its claim before any later segment goes.
             repair_tail(&mut seg, scan, claim_end > kept_end)?;
@@ -223,13 +257,23 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Recovered> {
     // count records an interrupted truncation removed on purpose: capped at its index, as
     // above (without the cap the active segment went on claiming them, and the next start
     // reported them lost: the storage simulation's seed 5 once it checked for false losses).
-    let claimed = claimed_end(&segments);
-    let claimed = cut.map_or(claimed, |index| claimed.min(index));
-    let claim_end = claimed.max(lost.as_ref().map_or(0, |l: &Lost| l.through + 1));
+    let (claimed, claimed_term) = claimed_frontier(&segments);
+    let (claimed, claimed_term) = match cut {
+        Some(index) if index < claimed => (index, 0),
+        _ => (claimed, claimed_term),
+    };
+    let lost_end = lost.as_ref().map_or(0, |l: &Lost| l.through + 1);
+    let (claim_end, claim_term) = if lost_end > claimed {
+        let term = lost.as_ref().and_then(|l| l.through_term).unwrap_or(0);
+        (lost_end, term)
+    } else {
+        (claimed, claimed_term)
+    };
     Ok(Recovered {
         segments,
         lost,
         claim_end,
+        claim_term,
     })
 }
 
@@ -275,7 +319,7 @@ fn sealed_break(
 /// it, and it is reported with the range before it. After an interrupted truncation
 /// what follows the cut is its remains, never evidence.
 fn records_after_damage(seg: &Segment, scan: &segment::Scan, term_before: u64) -> u64 {
-    if matches!(seg.opened_count, SyncedCount::Records(_)) || scan.truncation_remains {
+    if matches!(seg.opened_count, SyncedCount::Records(..)) || scan.truncation_remains {
         return 0;
     }
     let bytes = seg.bytes();
@@ -314,6 +358,21 @@ fn claimed_end_of_listed(fs: &dyn Fs, dir: &Path, listed: &[(u64, String)]) -> R
             .max(*first_index);
     }
     Ok(end)
+}
+
+/// The term the listed segments' headers record for the entry before `end` (0: none does).
+fn term_claimed_at_listed(
+    fs: &dyn Fs,
+    dir: &Path,
+    listed: &[(u64, String)],
+    end: u64,
+) -> Result<u64> {
+    let mut term = 0;
+    for (first_index, name) in listed {
+        let seg = Segment::open(fs, dir.join(name), *first_index)?;
+        term = term.max(term_claimed_at(std::slice::from_ref(&seg), end));
+    }
+    Ok(term)
 }
 
 /// Removes the listed segments newest first, syncing the directory after each, so a crash
@@ -368,7 +427,7 @@ fn repair_tail(seg: &mut Segment, scan: segment::Scan, lost: bool) -> Result<()>
     if data_end > end {
         let what = match seg.opened_count {
             _ if lost => "the damaged records (reported lost)",
-            SyncedCount::Records(_) => "an unsynced tail",
+            SyncedCount::Records(..) => "an unsynced tail",
             SyncedCount::Unrecorded | SyncedCount::Damaged => "a torn tail",
         };
         log::warn!(

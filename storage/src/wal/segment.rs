@@ -6,7 +6,7 @@
 //! - Every byte from `write_end` to the end of the file is zero in the map (so the record
 //!   length at `write_end` reads 0, "end of data", and no stale record can follow).
 //! - `dirty` covers every byte changed since the last successful sync.
-//! - In a version-2 segment, the header's synced count never counts a record before a sync
+//! - In a version-2 or -3 segment, the header's synced count never counts a record before a sync
 //!   that made the record durable has returned: a sync carries the count of the records the
 //!   syncs before it made durable, and the count of its own records is written into the map
 //!   when it returns, for the next sync (or [`Segment::confirm`]) to carry (more, while a
@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::fs::{Fs, SegmentFile};
 use crate::limits::{
     RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION, SEGMENT_VERSION_V1,
+    SEGMENT_VERSION_V2,
 };
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -54,27 +55,47 @@ pub struct Record<'a> {
     pub payload: &'a [u8],
 }
 
-/// Encodes the 32-byte version-2 segment header for a segment whose first record has
-/// `first_index`, with a synced count of `synced_records`.
-pub(crate) fn encode_header(first_index: u64, synced_records: u32) -> [u8; SEGMENT_HEADER_BYTES] {
+/// Encodes the 32-byte version-3 segment header for a segment whose first record has
+/// `first_index`, with a synced count of `synced_records` whose last record has term
+/// `frontier_term` (0: none, or not known).
+pub(crate) fn encode_header(
+    first_index: u64,
+    synced_records: u32,
+    frontier_term: u64,
+) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut header = [0u8; SEGMENT_HEADER_BYTES];
     header[0..8].copy_from_slice(&SEGMENT_MAGIC);
     header[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
-    header[16..24].copy_from_slice(&first_index.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[0..12]), &header[16..24]);
-    header[24..28].copy_from_slice(&crc.to_le_bytes());
-    header[12..28 + 4].copy_from_slice(&encode_synced_count(first_index, synced_records, crc));
+    let crc = v3_header_crc(&header, first_index);
+    header[12..32].copy_from_slice(&encode_synced_count(
+        first_index,
+        synced_records,
+        frontier_term,
+        crc,
+    ));
     header
 }
 
-/// Bytes 12..32 of a version-2 header: the synced count (12..16), first index and header
-/// checksum unchanged (16..28), and the count's checksum over bytes 12..24 (28..32).
-fn encode_synced_count(first_index: u64, synced_records: u32, header_crc: u32) -> [u8; 20] {
+/// The fixed fields' checksum of a version-3 header: magic and version, then the first index,
+/// which the file name holds (the header does not, to make room for the frontier's term).
+fn v3_header_crc(header: &[u8], first_index: u64) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&header[0..12]), &first_index.to_le_bytes())
+}
+
+/// Bytes 12..32 of a version-3 header: the synced count (12..16), the term of the record at
+/// the frontier (16..24), the header checksum unchanged (24..28), and the checksum of bytes
+/// 12..24 followed by the first index (28..32).
+fn encode_synced_count(
+    first_index: u64,
+    synced_records: u32,
+    frontier_term: u64,
+    header_crc: u32,
+) -> [u8; 20] {
     let mut bytes = [0u8; 20];
     bytes[0..4].copy_from_slice(&synced_records.to_le_bytes());
-    bytes[4..12].copy_from_slice(&first_index.to_le_bytes());
+    bytes[4..12].copy_from_slice(&frontier_term.to_le_bytes());
     bytes[12..16].copy_from_slice(&header_crc.to_le_bytes());
-    let crc = crc32c::crc32c(&bytes[0..12]);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes[0..12]), &first_index.to_le_bytes());
     bytes[16..20].copy_from_slice(&crc.to_le_bytes());
     bytes
 }
@@ -86,23 +107,26 @@ pub(crate) enum SyncedCount {
     Unrecorded,
     /// The count's checksum does not match (bit rot in the header, or a torn header write).
     Damaged,
-    /// This many records (from the first) were durable after the last sync that returned.
-    Records(u32),
+    /// This many records (from the first) were durable after the last sync that returned,
+    /// the last of them of the given term (`None`: a version-2 header, which does not say,
+    /// or no record counted).
+    Records(u32, Option<u64>),
 }
 
 /// What a segment header says, or why it cannot be read.
 #[derive(Debug)]
 enum Header {
-    /// The header verifies: the first index it names and its synced count.
-    Intact(u64, SyncedCount),
+    /// The header verifies: its version, the first index it names and its synced count.
+    Intact(u32, u64, SyncedCount),
     /// Its checksum does not match (bit rot, an unreadable sector read as garbage): nothing
     /// in it can be trusted, but nothing in it is needed either (storage/FORMAT.md §4.1).
     Damaged(String),
 }
 
-/// Checks a segment header. A header that verifies but is not one this crate can read (a
-/// newer version, another file's magic) is an error: rebuilding it would guess.
-fn decode_header(path: &Path, bytes: &[u8]) -> Result<Header> {
+/// Checks a segment header; `named_first_index` is the index the file name gives (a
+/// version-3 header's checksums cover it). A header that verifies but is not one this crate
+/// can read (a newer version, another file's magic) is an error: rebuilding it would guess.
+fn decode_header(path: &Path, bytes: &[u8], named_first_index: u64) -> Result<Header> {
     let bad = |offset: u64, reason: String| Err(Error::corruption(path, offset, reason));
     if bytes.len() < SEGMENT_HEADER_BYTES {
         return bad(0, format!("file of {} bytes has no header", bytes.len()));
@@ -110,9 +134,11 @@ fn decode_header(path: &Path, bytes: &[u8]) -> Result<Header> {
     let stored_crc = read_u32(bytes, 24);
     let v1_crc = crc32c::crc32c(&bytes[0..24]);
     let v2_crc = crc32c::crc32c_append(crc32c::crc32c(&bytes[0..12]), &bytes[16..24]);
+    let v3_crc = v3_header_crc(bytes, named_first_index);
     let version = match read_u32(bytes, 8) {
         SEGMENT_VERSION_V1 if v1_crc == stored_crc => SEGMENT_VERSION_V1,
-        SEGMENT_VERSION if v2_crc == stored_crc => SEGMENT_VERSION,
+        SEGMENT_VERSION_V2 if v2_crc == stored_crc => SEGMENT_VERSION_V2,
+        SEGMENT_VERSION if v3_crc == stored_crc => SEGMENT_VERSION,
         _ if stored_crc != v1_crc && stored_crc != v2_crc => {
             return Ok(Header::Damaged("segment header checksum mismatch".into()));
         }
@@ -121,6 +147,20 @@ fn decode_header(path: &Path, bytes: &[u8]) -> Result<Header> {
     if bytes[0..8] != SEGMENT_MAGIC {
         return bad(0, "bad segment magic".into());
     }
+    if version == SEGMENT_VERSION {
+        let synced = crc32c::crc32c_append(
+            crc32c::crc32c(&bytes[12..24]),
+            &named_first_index.to_le_bytes(),
+        );
+        let count = if synced == read_u32(bytes, 28) {
+            let records = read_u32(bytes, 12);
+            let term = read_u64(bytes, 16);
+            SyncedCount::Records(records, (records > 0 && term > 0).then_some(term))
+        } else {
+            SyncedCount::Damaged
+        };
+        return Ok(Header::Intact(version, named_first_index, count));
+    }
     let first_index = read_u64(bytes, 16);
     if version == SEGMENT_VERSION_V1 {
         if bytes[28..32] != [0; 4] || read_u32(bytes, 12) != 0 {
@@ -128,14 +168,18 @@ fn decode_header(path: &Path, bytes: &[u8]) -> Result<Header> {
                 "reserved bytes of a version-1 header are not zero".into(),
             ));
         }
-        return Ok(Header::Intact(first_index, SyncedCount::Unrecorded));
+        return Ok(Header::Intact(
+            version,
+            first_index,
+            SyncedCount::Unrecorded,
+        ));
     }
     let count = if crc32c::crc32c(&bytes[12..24]) == read_u32(bytes, 28) {
-        SyncedCount::Records(read_u32(bytes, 12))
+        SyncedCount::Records(read_u32(bytes, 12), None)
     } else {
         SyncedCount::Damaged
     };
-    Ok(Header::Intact(first_index, count))
+    Ok(Header::Intact(version, first_index, count))
 }
 
 pub(crate) fn read_u32(bytes: &[u8], at: usize) -> u32 {
@@ -280,18 +324,22 @@ pub(crate) struct Segment {
     offsets: Vec<u32>,
     write_end: usize,
     dirty: Option<Range<usize>>,
-    /// The header's format version (1: no synced count, never rewritten).
+    /// The header's format version (1: no synced count, never rewritten; 2: a count without
+    /// its record's term, written again as version 3 when the count next changes).
     version: u32,
     /// The synced count the header held when the segment was opened or created.
     pub opened_count: SyncedCount,
-    /// The synced count the header holds now, when known to be intact (version 2 only).
-    header_count: Option<u32>,
-    /// The whole header is written again at the next sync (as version 2): it was damaged,
-    /// or it is a version-1 header that must now hold a claim.
+    /// The synced count and frontier term the header holds now, when known to be intact
+    /// (versions 2 and 3; 0 for a term not written).
+    header_count: Option<(u32, u64)>,
+    /// The whole header is written again at the next sync (as version 3): it was damaged,
+    /// or it is an older header whose count must change (a claim, a sync).
     header_rewrite: bool,
     /// Records this segment must claim as synced even while it holds fewer: the end of a
     /// range lost and not yet repaired, so a crash before the repair does not forget it.
     pub claim_records: u32,
+    /// The term of the last record the claim covers (0: not known), written with it.
+    pub claim_term: u64,
     /// Records known durable: held when a sync returned (or, at open, what the header's
     /// intact count vouches for). Only these are ever counted in the header.
     durable_records: u32,
@@ -306,7 +354,7 @@ impl Segment {
         let mut file = fs
             .create_segment(&tmp, len)
             .map_err(|e| Error::io("create segment", &tmp, e))?;
-        file.write_at(0, &encode_header(first_index, 0))
+        file.write_at(0, &encode_header(first_index, 0, 0))
             .map_err(|e| Error::io("write segment header", &tmp, e))?;
         file.sync_range(0, SEGMENT_HEADER_BYTES)
             .map_err(|e| Error::io("sync segment header", &tmp, e))?;
@@ -320,10 +368,11 @@ impl Segment {
             write_end: SEGMENT_HEADER_BYTES,
             dirty: None,
             version: SEGMENT_VERSION,
-            opened_count: SyncedCount::Records(0),
-            header_count: Some(0),
+            opened_count: SyncedCount::Records(0, None),
+            header_count: Some((0, 0)),
             header_rewrite: false,
             claim_records: 0,
+            claim_term: 0,
             durable_records: 0,
         })
     }
@@ -336,16 +385,35 @@ impl Segment {
         let file = fs
             .open_segment(&path)
             .map_err(|e| Error::io("open segment", &path, e))?;
-        let (first_index, opened_count, header_rewrite) = match decode_header(&path, file.bytes())?
-        {
-            Header::Intact(first_index, count) => (first_index, count, false),
+        let decoded = decode_header(&path, file.bytes(), named_first_index)?;
+        let (version, first_index, opened_count, header_rewrite) = match decoded {
+            Header::Intact(version, first_index, count) => (version, first_index, count, false),
             Header::Damaged(reason) => {
+                // A version-3 header's checksums cover the index of the file name, so a
+                // segment renamed by hand reads as a damaged header: its first record says.
+                if let Slot::Valid { index, .. } = decode_slot(file.bytes(), SEGMENT_HEADER_BYTES)
+                    && index != named_first_index
+                {
+                    return Err(Error::corruption(
+                        &path,
+                        SEGMENT_HEADER_BYTES as u64,
+                        format!(
+                            "the first record has index {index} but the file name says \
+                             {named_first_index}: a file renamed by hand?"
+                        ),
+                    ));
+                }
                 log::error!(
                     "{}: {reason}; rebuilding the header from the file name (first index \
                      {named_first_index}); the records are judged by their own checksums",
                     path.display()
                 );
-                (named_first_index, SyncedCount::Damaged, true)
+                (
+                    SEGMENT_VERSION,
+                    named_first_index,
+                    SyncedCount::Damaged,
+                    true,
+                )
             }
         };
         if first_index != named_first_index {
@@ -358,10 +426,6 @@ impl Segment {
                 ),
             ));
         }
-        let version = match opened_count {
-            SyncedCount::Unrecorded => SEGMENT_VERSION_V1,
-            SyncedCount::Damaged | SyncedCount::Records(_) => SEGMENT_VERSION,
-        };
         Ok(Segment {
             path,
             first_index,
@@ -372,13 +436,14 @@ impl Segment {
             version,
             opened_count,
             header_count: match opened_count {
-                SyncedCount::Records(count) => Some(count),
+                SyncedCount::Records(count, term) => Some((count, term.unwrap_or(0))),
                 SyncedCount::Unrecorded | SyncedCount::Damaged => None,
             },
             header_rewrite,
             claim_records: 0,
+            claim_term: 0,
             durable_records: match opened_count {
-                SyncedCount::Records(count) => count,
+                SyncedCount::Records(count, _) => count,
                 SyncedCount::Unrecorded | SyncedCount::Damaged => 0,
             },
         })
@@ -529,32 +594,43 @@ impl Segment {
 
     /// Writes the synced count the next sync will make durable: every record held, or the
     /// claim of a loss being repaired when that is more.
+    /// With the count goes the term of the last record it counts (the claim's term when the
+    /// claim is further than the records held).
     fn update_synced_count(&mut self) -> Result<()> {
-        if self.version != SEGMENT_VERSION {
+        if self.version == SEGMENT_VERSION_V1 {
             return Ok(());
         }
         let count = self.durable_records.max(self.claim_records);
-        if self.header_rewrite {
-            // One sector: the fixed fields are those the file name gives.
-            let header = encode_header(self.first_index, count);
+        let term = if self.claim_records > self.durable_records {
+            self.claim_term
+        } else if count > 0 {
+            self.term_at(self.first_index + u64::from(count) - 1)
+        } else {
+            0
+        };
+        if self.header_count == Some((count, term)) && !self.header_rewrite {
+            return Ok(());
+        }
+        if self.header_rewrite || self.version == SEGMENT_VERSION_V2 {
+            // One sector: the fixed fields are those the file name gives. A version-2 header
+            // is written again whole as version 3, which has room for the term.
+            let header = encode_header(self.first_index, count, term);
             self.file
                 .write_at(0, &header)
                 .map_err(|e| Error::io("rewrite segment header", &self.path, e))?;
             self.mark_dirty(0..SEGMENT_HEADER_BYTES);
-            self.header_count = Some(count);
+            self.header_count = Some((count, term));
             self.header_rewrite = false;
-            return Ok(());
-        }
-        if self.header_count == Some(count) {
+            self.version = SEGMENT_VERSION;
             return Ok(());
         }
         let header_crc = read_u32(self.bytes(), 24);
-        let bytes = encode_synced_count(self.first_index, count, header_crc);
+        let bytes = encode_synced_count(self.first_index, count, term, header_crc);
         self.file
             .write_at(12, &bytes)
             .map_err(|e| Error::io("write segment synced count", &self.path, e))?;
         self.mark_dirty(12..SEGMENT_HEADER_BYTES);
-        self.header_count = Some(count);
+        self.header_count = Some((count, term));
         Ok(())
     }
 
@@ -564,11 +640,12 @@ impl Segment {
         self.mark_dirty(12..SEGMENT_HEADER_BYTES);
     }
 
-    /// Makes the next sync write `claim_records` as the synced count (at least), so a lost
-    /// range stays claimed across a crash. A version-1 header has no room for a count: it is
-    /// written again as version 2 (the fields it shares keep their values).
-    pub fn hold_claim(&mut self, claim_records: u32) {
+    /// Makes the next sync write `claim_records` as the synced count (at least), with
+    /// `claim_term` as its last record's term (0: not known), so a lost range stays claimed
+    /// across a crash. An older header is written again whole as version 3.
+    pub fn hold_claim(&mut self, claim_records: u32, claim_term: u64) {
         self.claim_records = claim_records;
+        self.claim_term = claim_term;
         if self.version != SEGMENT_VERSION {
             self.version = SEGMENT_VERSION;
             self.header_rewrite = true;
@@ -691,19 +768,52 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_names_parse() {
-        let decoded = |bytes: &[u8]| match decode_header(Path::new("x"), bytes).unwrap() {
-            Header::Intact(first, count) => Ok((first, count)),
-            Header::Damaged(reason) => Err(reason),
-        };
+        let decoded =
+            |bytes: &[u8], name: u64| match decode_header(Path::new("x"), bytes, name).unwrap() {
+                Header::Intact(version, first, count) => Ok((version, first, count)),
+                Header::Damaged(reason) => Err(reason),
+            };
         assert_eq!(
-            decoded(&encode_header(42, 7)),
-            Ok((42, SyncedCount::Records(7)))
+            decoded(&encode_header(42, 7, 5), 42),
+            Ok((SEGMENT_VERSION, 42, SyncedCount::Records(7, Some(5))))
         );
-        let mut damaged = encode_header(42, 7);
-        damaged[12] ^= 1;
-        assert_eq!(decoded(&damaged), Ok((42, SyncedCount::Damaged)));
-        damaged[17] ^= 1;
-        assert!(decoded(&damaged).is_err(), "the fixed fields are checked");
+        assert_eq!(
+            decoded(&encode_header(42, 0, 0), 42),
+            Ok((SEGMENT_VERSION, 42, SyncedCount::Records(0, None)))
+        );
+        // The count and the term are checked together, and with the name's index.
+        for byte in [12, 17] {
+            let mut damaged = encode_header(42, 7, 5);
+            damaged[byte] ^= 1;
+            assert_eq!(
+                decoded(&damaged, 42),
+                Ok((SEGMENT_VERSION, 42, SyncedCount::Damaged))
+            );
+        }
+        let mut damaged = encode_header(42, 7, 5);
+        damaged[9] ^= 1;
+        assert!(
+            decoded(&damaged, 42).is_err(),
+            "the fixed fields are checked"
+        );
+        assert!(
+            decoded(&encode_header(42, 7, 5), 43).is_err(),
+            "another file's header does not verify"
+        );
+        // A version-2 header (count without a term) still reads.
+        let mut v2 = [0u8; SEGMENT_HEADER_BYTES];
+        v2[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        v2[8..12].copy_from_slice(&SEGMENT_VERSION_V2.to_le_bytes());
+        v2[12..16].copy_from_slice(&7u32.to_le_bytes());
+        v2[16..24].copy_from_slice(&42u64.to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&v2[0..12]), &v2[16..24]);
+        v2[24..28].copy_from_slice(&crc.to_le_bytes());
+        let crc = crc32c::crc32c(&v2[12..24]);
+        v2[28..32].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decoded(&v2, 42),
+            Ok((SEGMENT_VERSION_V2, 42, SyncedCount::Records(7, None)))
+        );
         assert_eq!(parse_segment_file_name(&segment_file_name(42)), Some(42));
         assert_eq!(parse_segment_file_name("42.wal"), None);
         assert_eq!(

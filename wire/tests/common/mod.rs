@@ -101,7 +101,15 @@ pub fn peer_messages() -> Vec<Message> {
             request: u64::MAX,
             index: None,
         },
-        MessageBody::RepairQuery,
+        MessageBody::RepairQuery { lost: None },
+        MessageBody::RepairQuery {
+            lost: Some(rcraft_wire::RepairedRange {
+                from: LogIndex(10),
+                through: LogIndex(14),
+                through_term: Term(8),
+                recovered_term: Term(8),
+            }),
+        },
         MessageBody::RepairAnswer {
             log_end: LogIndex(17),
             last_log_index: LogIndex(16),
@@ -109,6 +117,7 @@ pub fn peer_messages() -> Vec<Message> {
             snapshot_index: LogIndex(9),
             last_joint_index: LogIndex(12),
             snapshot_pair: true,
+            range_membership: true,
         },
         MessageBody::LinkProbe {
             sent_tick: 1_234,
