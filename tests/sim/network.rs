@@ -85,6 +85,16 @@ impl Network {
             .collect()
     }
 
+    /// The unreliability profile.
+    pub(crate) fn profile(&self) -> &NetworkProfile {
+        &self.profile
+    }
+
+    /// Whether faults are healed (nothing lost, nothing very slow).
+    pub(crate) fn is_calm(&self) -> bool {
+        self.calm
+    }
+
     /// True when messages from `from` to `to` are currently lost.
     pub(crate) fn is_cut(&self, from: NodeId, to: NodeId) -> bool {
         self.cut.contains(&(from, to))

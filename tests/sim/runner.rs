@@ -197,6 +197,14 @@ pub(crate) const FINDING_SEEDS: &[(u64, &str)] = &[
         1921,
         "37: a leader's own unreplicated tail lost, no candidate covering it",
     ),
+    (
+        2292,
+        "47: byte streams stalled per message: a busy leader's links looked slow, it demoted",
+    ),
+    (
+        4634,
+        "47: byte streams stalled per message, with membership changes and snapshot storms",
+    ),
 ];
 
 /// Seeds that once failed with log damage drawn in configurations of two voters

@@ -16,6 +16,14 @@
 //! refuses (a handshake or frame that does not check out) fail the seed: every sender here is
 //! honest, so a refusal is a bug of the encoder, the decoder or the handshake.
 //!
+//! A connection is slow by the clock, not by the message (SIM_FINDINGS 47): the network's
+//! "very slow" tail becomes stalls of each connection's direction, drawn over time (on average
+//! one every `100 s / slow_per_mille`, each lasting up to `slow_delay_max_ms`); bytes sent into
+//! a stall arrive when it ends. Drawn per message, as the message-level network does, a busy
+//! connection (a leader's) would stall in proportion to what it carries while the followers'
+//! nearly idle links to each other almost never did, and the head-of-line blocking made every
+//! busy leader look like one with slow links to the gray-failure rule.
+//!
 //! Owned by one world; the draws come from a generator of its own, so the runs without byte
 //! streams keep their histories.
 
@@ -74,6 +82,9 @@ pub(crate) struct Wire {
     /// The open connection per (dialler, acceptor); the bytes of any other are dropped on
     /// arrival, as a closed socket's (a restarted node never reads its earlier life's).
     open: BTreeMap<(usize, usize), u64>,
+    /// Per (dialler, acceptor, toward the acceptor): the next stall of that direction, as
+    /// (start, end) in sim milliseconds.
+    stalls: BTreeMap<(usize, usize, bool), (u64, u64)>,
     pub(crate) counts: WireCounts,
 }
 
@@ -94,6 +105,7 @@ impl Wire {
             last_arrival: BTreeMap::new(),
             newest_conn: BTreeMap::new(),
             open: BTreeMap::new(),
+            stalls: BTreeMap::new(),
             counts: WireCounts {
                 runs: 1,
                 ..WireCounts::default()
@@ -179,6 +191,11 @@ impl<C: SimCore> World<C> {
             self.wire_break(node, to, conn);
             return Ok(());
         };
+        // A very slow message is a stall of the connection instead, by the clock (`carry`).
+        let delay = match delay > self.network.profile().delay_max_ms {
+            true => self.answer_delay(),
+            false => delay,
+        };
         self.carry(node, to, conn, true, bytes, delay + extra);
         Ok(())
     }
@@ -195,6 +212,7 @@ impl<C: SimCore> World<C> {
         delay: u64,
     ) {
         let now = self.now;
+        let stalled_until = self.stalled_until(dialler, acceptor, toward_acceptor);
         let wire = self.wire.as_mut().expect("a run with byte streams");
         let newest = wire.newest_conn.entry((dialler, acceptor)).or_insert(0);
         if *newest < conn {
@@ -211,7 +229,7 @@ impl<C: SimCore> World<C> {
         // millisecond (a read in between), but only while nothing queues ahead: a gap per
         // piece behind a backlog would cap the link at a few frames per millisecond and
         // grow the queue without bound under a burst.
-        let due = now + delay;
+        let due = (now + delay).max(stalled_until);
         let mut at = due.max(*last);
         let pieces = wire.rng.between(1, 3).min(bytes.len() as u64).max(1);
         let mut cuts: Vec<usize> = (1..pieces)
@@ -321,6 +339,34 @@ impl<C: SimCore> World<C> {
             }
         }
         Ok(())
+    }
+
+    /// When the stall that the direction (`dialler` to `acceptor`, or back) is in now ends, or
+    /// now when it is in none: stalls come by the clock, whatever the connection carries
+    /// (see the module header), and not while the network is calm.
+    fn stalled_until(&mut self, dialler: usize, acceptor: usize, toward_acceptor: bool) -> u64 {
+        let now = self.now;
+        let p = self.network.profile();
+        let (per_mille, min, max) = (p.slow_per_mille, p.delay_max_ms, p.slow_delay_max_ms);
+        if per_mille == 0 || self.network.is_calm() {
+            return now;
+        }
+        let mean_gap_ms = 100_000 / per_mille;
+        let wire = self.wire.as_mut().expect("a run with byte streams");
+        let rng = &mut wire.rng;
+        let key = (dialler, acceptor, toward_acceptor);
+        let stall = wire.stalls.entry(key).or_insert_with(|| {
+            let start = now + rng.between(0, 2 * mean_gap_ms);
+            (start, start + rng.between(min, max))
+        });
+        while stall.1 <= now {
+            let start = stall.1 + rng.between(0, 2 * mean_gap_ms);
+            *stall = (start, start + rng.between(min, max));
+        }
+        match stall.0 <= now {
+            true => stall.1,
+            false => now,
+        }
     }
 
     /// The delay of bytes sent in answer to bytes (no loss is drawn for them).
