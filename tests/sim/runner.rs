@@ -197,6 +197,10 @@ pub(crate) const FINDING_SEEDS: &[(u64, &str)] = &[
         1921,
         "37: a leader's own unreplicated tail lost, no candidate covering it",
     ),
+    (
+        4765,
+        "46: a write whose entry the session table refused, counted as taking effect",
+    ),
 ];
 
 /// Seeds that once failed with log damage drawn in configurations of two voters
