@@ -16,7 +16,7 @@ use crate::params::{
     EARLY_TERM_MS, SIM_SELF_DEMOTION, SLOW_DISK_EXTRA_MS, SLOW_LINKS_EXTRA_MS, TICK_MS,
 };
 use crate::replica::SimCore;
-use crate::state_machine::decode_write;
+use crate::state_machine::{Applied, decode_write};
 use crate::world::{Event, World};
 use rcraft::core::{ApplyOutcome, Input, ProposeError, StorageAction, StorageOutcome};
 use rcraft::node::testing::{SimApplyCommand, SimTurn};
@@ -510,13 +510,16 @@ impl<C: SimCore> World<C> {
                 }
             }
             self.checker.observe_apply(id, term, entry)?;
-            if let EntryPayload::Command { data, .. } = &entry.payload {
-                if let Some(write_id) = decode_write(data) {
-                    self.history.observe_applied(write_id)?;
-                }
+            let applied = self.nodes[node].sm.apply(entry)?;
+            // Only an entry the session table let through took effect: one it refused (the
+            // session forgotten, say) leaves the write free to fail definitely later.
+            if applied == Applied::Write
+                && let EntryPayload::Command { data, .. } = &entry.payload
+                && let Some(write_id) = decode_write(data)
+            {
+                self.history.observe_applied(write_id)?;
             }
             let n = &mut self.nodes[node];
-            let applied = n.sm.apply(entry)?;
             if let Some((proposed_term, attempt)) = n.proposed.remove(&entry.index) {
                 // (index, term) names one entry: the attempt is this entry exactly when the
                 // terms agree.

@@ -205,6 +205,10 @@ pub(crate) const FINDING_SEEDS: &[(u64, &str)] = &[
         4634,
         "47: byte streams stalled per message, with membership changes and snapshot storms",
     ),
+    (
+        4765,
+        "46: a write whose entry the session table refused, counted as taking effect",
+    ),
 ];
 
 /// Seeds that once failed with log damage drawn in configurations of two voters
