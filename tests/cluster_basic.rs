@@ -2,7 +2,7 @@
 
 mod cluster_support;
 
-use cluster_support::{cluster, propose, wait_converged, wait_for_leader};
+use cluster_support::{cluster, propose, read_from_leader, wait_converged, wait_for_leader};
 use rcraft::node::Error;
 use rcraft::wire::{NodeId, ReadMode, Session};
 
@@ -42,7 +42,7 @@ fn three_nodes_elect_replicate_read_and_converge() {
         }
         other => panic!("a follower accepted a proposal: {other:?}"),
     }
-    let read = nodes[leader].handle().read(b"count".to_vec()).unwrap();
+    let read = read_from_leader(&nodes, b"count");
     assert_eq!(read.response, 20u64.to_le_bytes());
     wait_converged(&nodes, &expected);
     // The follower's applied-entry stream (cRaft's ApplyMsg) carried every command in order.
@@ -148,8 +148,7 @@ fn restart_with_the_same_data_recovers_everything() {
     nodes.iter_mut().for_each(|n| n.stop());
 
     nodes.iter_mut().for_each(|n| n.start());
-    let leader = wait_for_leader(&nodes);
-    let read = nodes[leader].handle().read(b"count".to_vec()).unwrap();
+    let read = read_from_leader(&nodes, b"count");
     assert_eq!(read.response, 10u64.to_le_bytes());
     let command = b"after-restart".to_vec();
     propose(&nodes, &command);

@@ -181,6 +181,23 @@ pub fn propose(nodes: &[TestNode], command: &[u8]) -> rcraft::node::ProposeResul
     }
 }
 
+/// Reads through whichever node is leader, retrying across elections (bounded): a read
+/// changes nothing, so asking again after a new election is safe, and a test does not depend
+/// on the leader found a moment before still leading on a loaded machine.
+pub fn read_from_leader(nodes: &[TestNode], query: &[u8]) -> rcraft::node::ReadResult {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let leader = wait_for_leader(nodes);
+        match nodes[leader].handle().read(query.to_vec()) {
+            Ok(result) => return result,
+            Err(e @ (Error::NotLeader { .. } | Error::Timeout | Error::Failed { .. })) => {
+                assert!(Instant::now() < deadline, "read kept failing: {e}");
+            }
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+}
+
 /// Waits until every running node applied exactly `expected`.
 pub fn wait_converged(nodes: &[TestNode], expected: &[Vec<u8>]) {
     wait_until(
