@@ -495,26 +495,44 @@ mod tests {
         Entry::new(Term(term), LogIndex(index), EntryPayload::Noop)
     }
 
-    /// Node 2 of three, term 2, which synced entries 1..=5 and lost 4..=5.
-    fn damaged_follower() -> Replica {
-        let recovered = RecoveredState {
+    /// Node 2's recovered state after it lost synced entries: hard state `(term, vote,
+    /// votes_unknown)`, entries 1..=`last` of `log_term` (all committed) in a configuration of
+    /// `voters`, and the loss of `last + 1..=through`, whose last term storage recorded as
+    /// `through_term` (None: an older WAL header that did not).
+    fn lost_after(
+        (term, vote, votes_unknown): (u64, Option<u64>, bool),
+        (last, log_term): (u64, u64),
+        voters: &[u64],
+        through: u64,
+        through_term: Option<u64>,
+    ) -> RecoveredState {
+        RecoveredState {
             hard_state: HardState {
-                term: Term(2),
-                vote: None,
-                commit: LogIndex(3),
-                votes_unknown: false,
+                term: Term(term),
+                vote: vote.map(NodeId),
+                commit: LogIndex(last),
+                votes_unknown,
             },
             snapshot: None,
-            entries: (1..=3).map(|i| entry(i, 2)).collect(),
-            initial_membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
+            entries: (1..=last).map(|i| entry(i, log_term)).collect(),
+            initial_membership: Membership::with_voters(voters.iter().map(|&id| NodeId(id))),
             lost: Some(LostEntries {
-                from: LogIndex(4),
-                through: LogIndex(5),
-                through_term: None,
+                from: LogIndex(last + 1),
+                through: LogIndex(through),
+                through_term: through_term.map(Term),
             }),
-        };
+        }
+    }
+
+    /// Node 2 of three, term 2, which synced entries 1..=5 and lost 4..=5.
+    fn damaged_follower() -> Replica {
+        repairing(lost_after((2, None, false), (3, 2), &[1, 2, 3], 5, None))
+    }
+
+    /// Node 2 started on `recovered`, without check-quorum: vote requests right after a
+    /// leader's appends must be answered, not ignored.
+    fn repairing(recovered: RecoveredState) -> Replica {
         let mut config = CoreConfig::new(NodeId(2), 7);
-        // Vote requests right after a leader's appends must be answered, not ignored.
         config.check_quorum = false;
         Replica::new(config, recovered).unwrap()
     }
@@ -627,25 +645,7 @@ mod tests {
     /// bound's term does not get its vote (SIM_FINDINGS 24, seed 1297).
     #[test]
     fn a_node_that_lost_entries_and_its_votes_judges_candidates_by_the_vote_bound() {
-        let recovered = RecoveredState {
-            hard_state: HardState {
-                term: Term(0),
-                vote: None,
-                commit: LogIndex(3),
-                votes_unknown: true,
-            },
-            snapshot: None,
-            entries: (1..=3).map(|i| entry(i, 1)).collect(),
-            initial_membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
-            lost: Some(LostEntries {
-                from: LogIndex(4),
-                through: LogIndex(5),
-                through_term: None,
-            }),
-        };
-        let mut config = CoreConfig::new(NodeId(2), 7);
-        config.check_quorum = false;
-        let mut node = Replica::new(config, recovered).unwrap();
+        let mut node = repairing(lost_after((0, None, true), (3, 1), &[1, 2, 3], 5, None));
         // Both voters answer in term 2 with logs holding the lost range: the bound is 2 and
         // the range is still to repair.
         for from in [1, 3] {
@@ -802,25 +802,7 @@ mod tests {
     /// does not.
     #[test]
     fn witnesses_count_only_from_a_term_above_the_recovered_one() {
-        let recovered = RecoveredState {
-            hard_state: HardState {
-                term: Term(6),
-                vote: None,
-                commit: LogIndex(9),
-                votes_unknown: false,
-            },
-            snapshot: None,
-            entries: (1..=9).map(|i| entry(i, 5)).collect(),
-            initial_membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
-            lost: Some(LostEntries {
-                from: LogIndex(10),
-                through: LogIndex(11),
-                through_term: None,
-            }),
-        };
-        let mut config = CoreConfig::new(NodeId(2), 7);
-        config.check_quorum = false;
-        let mut node = Replica::new(config, recovered).unwrap();
+        let mut node = repairing(lost_after((6, None, false), (9, 5), &[1, 2, 3], 11, None));
         let answer_in = |from: u64, term: u64, log_end: u64| {
             let body = MessageBody::RepairAnswer {
                 log_end: LogIndex(log_end),
@@ -944,22 +926,7 @@ mod tests {
     /// term (3) moved on past its log's (2), so a candidate ending in term 2 never covers the
     /// range.
     fn damaged_in(voters: &[u64]) -> Replica {
-        let recovered = RecoveredState {
-            hard_state: HardState {
-                term: Term(3),
-                vote: None,
-                commit: LogIndex(3),
-                votes_unknown: false,
-            },
-            snapshot: None,
-            entries: (1..=3).map(|i| entry(i, 2)).collect(),
-            initial_membership: Membership::with_voters(voters.iter().map(|&id| NodeId(id))),
-            lost: Some(LostEntries {
-                from: LogIndex(4),
-                through: LogIndex(5),
-                through_term: None,
-            }),
-        };
+        let recovered = lost_after((3, None, false), (3, 2), voters, 5, None);
         Replica::new(CoreConfig::new(NodeId(2), 7), recovered).unwrap()
     }
 
@@ -1133,25 +1100,13 @@ mod tests {
     /// 5 a configuration entry of term 7, which is not the lost log's: the answer says so),
     /// node 3's at 3. docs/SIM_FINDINGS.md, finding 37 (seed 1921).
     fn lost_own_tail() -> Replica {
-        let recovered = RecoveredState {
-            hard_state: HardState {
-                term: Term(8),
-                vote: Some(NodeId(2)),
-                commit: LogIndex(3),
-                votes_unknown: false,
-            },
-            snapshot: None,
-            entries: (1..=3).map(|i| entry(i, 2)).collect(),
-            initial_membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
-            lost: Some(LostEntries {
-                from: LogIndex(4),
-                through: LogIndex(5),
-                through_term: Some(Term(8)),
-            }),
-        };
-        let mut config = CoreConfig::new(NodeId(2), 7);
-        config.check_quorum = false;
-        Replica::new(config, recovered).unwrap()
+        repairing(lost_after(
+            (8, Some(2), false),
+            (3, 2),
+            &[1, 2, 3],
+            5,
+            Some(8),
+        ))
     }
 
     fn request(from: u64, term: u64, pre_vote: bool, last: (u64, u64)) -> Input {
