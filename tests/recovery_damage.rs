@@ -90,7 +90,11 @@ fn node_repairs_and_no_write_is_lost(
         .put(&key(count), &value(count, VALUE_BYTES))
         .expect("put after the damage");
     wait_for_log(&cluster, victim, "repaired: the lost entries");
-    let status = cluster.status(victim).expect("the repaired node answers");
+    // Its status names no range any more.
+    let status = wait_for("the repaired node's status", || {
+        cluster.status(victim).filter(|s| s.repairing.is_none())
+    });
+    let status = status.unwrap_or_else(|| panic!("still repairing:\n{}", cluster.logs()));
     assert!(status.last_index.0 >= count as u64, "{status:?}");
 
     // The node holds the writes again: without the node it repaired from, the cluster still
@@ -342,15 +346,16 @@ fn when_every_copy_is_damaged_status_names_the_entries_no_node_holds() {
     }
 }
 
-/// The hard state of a stopped node (the follower: the slot written first; the leader: both
-/// slots) is damaged while a third node is down too. The node starts, says in its log, its
+/// The `slots` of the hard state of a stopped node (a follower or the leader) are damaged
+/// while a third node is down too (every save writes the same state to slot 0, then to slot
+/// 1: either is the current one). The node starts, says in its log, its
 /// status, `rcraft status` and its `rcraft_votes_unknown` gauge that it does not know whom it voted for and waits for the
 /// missing voter's term; meanwhile it grants no vote, so no leader is elected with the only
 /// other node up (a leader that stayed up keeps leading, with the node as its follower).
 /// Then leadership is handed to it: it campaigns above the bound and wins. Once the third node is back, it learns the terms, says it votes again,
 /// saves its hard state without the mark, a leader is elected, and every acknowledged write
 /// is still there.
-fn damaged_hard_state_votes_again_after_learning_terms(leader_damaged: bool) {
+fn damaged_hard_state_votes_again_after_learning_terms(leader_damaged: bool, slots: &[usize]) {
     let mut cluster = Cluster::start(&["--snapshot-every", "1000000"]);
     let leader = cluster.wait_for_leader();
     let count = 20;
@@ -367,9 +372,8 @@ fn damaged_hard_state_votes_again_after_learning_terms(leader_damaged: bool) {
     let term = cluster.status(victim).expect("status").term;
     cluster.kill(victim);
     cluster.kill(absent);
-    damage_hard_state_slot(&cluster, victim, 0);
-    if leader_damaged {
-        damage_hard_state_slot(&cluster, victim, 1);
+    for &slot in slots {
+        damage_hard_state_slot(&cluster, victim, slot);
     }
     let metrics = restart_serving_metrics(&mut cluster, victim);
     wait_for_log(&cluster, victim, "votes unknown: this node's hard state");
@@ -442,12 +446,17 @@ fn damaged_hard_state_votes_again_after_learning_terms(leader_damaged: bool) {
 
 #[test]
 fn a_stopped_follower_with_a_damaged_hard_state_slot_votes_again_after_learning_terms() {
-    damaged_hard_state_votes_again_after_learning_terms(false);
+    damaged_hard_state_votes_again_after_learning_terms(false, &[0]);
 }
 
 #[test]
 fn a_stopped_leader_with_a_damaged_hard_state_votes_again_after_learning_terms() {
-    damaged_hard_state_votes_again_after_learning_terms(true);
+    damaged_hard_state_votes_again_after_learning_terms(true, &[0, 1]);
+}
+
+#[test]
+fn a_stopped_leader_whose_last_written_hard_state_slot_rotted_votes_again_after_learning_terms() {
+    damaged_hard_state_votes_again_after_learning_terms(true, &[1]);
 }
 
 /// The range node `id` logged as lost at start (`entries A..=B were synced and are lost`).
@@ -677,4 +686,177 @@ fn restart_serving_metrics(cluster: &mut Cluster, node: usize) -> std::net::Sock
     cluster.restart(node);
     cluster.flags = flags;
     metrics
+}
+
+/// Trace of the consensus thread's actions (each message sent, with its term), at info level
+/// otherwise: set as `RUST_LOG`, which overrides `--log-level`.
+const TRACE_SENDS: &str = "info,rcraft::node::consensus_logic=trace";
+
+/// Flips a bit in the term of the record of `index` in node `id`'s newest segment.
+fn damage_record_of_index(cluster: &Cluster, id: usize, index: u64) {
+    let segment = active_segment(cluster, id);
+    let bytes = std::fs::read(&segment).unwrap();
+    let at = record_offsets(&bytes)
+        .into_iter()
+        .find(|&at| u64::from_le_bytes(bytes[at + 8..at + 16].try_into().unwrap()) == index)
+        .unwrap_or_else(|| panic!("no record of index {index} in {}", segment.display()));
+    flip_bit(&segment, at + 16);
+}
+
+/// How many `RepairAnswer`s node `from` logged sending to `to` in `term` (`TRACE_SENDS`).
+fn answers_sent(cluster: &Cluster, from: usize, to: usize, term: u64) -> usize {
+    let sent = format!("send {from}->{to} t{term} RepairAnswer ");
+    cluster.log_of(from).matches(&sent).count()
+}
+
+/// The leader (D) appends and syncs writes that neither follower has: both are stopped
+/// (SIGSTOP), so they are never acknowledged. D is killed and its last records are damaged:
+/// with `lose_acknowledged`, from the last acknowledged entry on (which both followers hold),
+/// else only its own unreplicated tail. D restarts repairing that range.
+///
+/// The followers are then killed while stopped and restarted with election timeouts far
+/// beyond the test (a resumed follower could still read appends of D that reached its socket
+/// before D died, and hold the tail: that case needs no rule at all). Nobody leads, so the
+/// only way on is D's `RepairQuery`: both answer first in D's recovered term R, which does
+/// not count; D moves to R + 1 and asks again, they adopt it and answer above R.
+/// - Unreplicated tail only: each log ends before the range, so it was never committed (the
+///   witness rule), and D ends its repair on their word, with no leader (then it votes, and
+///   may campaign, as usual).
+/// - From an acknowledged entry on: both logs reach into the range, so no answer shows it
+///   was never committed, and no follower's log covers D's lost one (its last entry is
+///   before the range's end in the same term), so D could not vote for either before the
+///   tail rule (docs/SIM_FINDINGS.md, finding 37) and stays repairing. By the tail rule it
+///   votes for a candidate at least as up to date as both answers.
+///
+/// Then one follower (F2) dies for good after answering above R, and the other (F1)
+/// restarts with short timeouts: F1 and D are all that is left, so a leader needs both. With
+/// the lost acknowledged entry, D still repairs and does not stand, so F1 is elected only with
+/// D's vote. Without the tail rule D would refuse it, F2 is gone, and the test fails at the
+/// election (checked by disabling the rule's call in `election.rs`: "no leader"); nothing
+/// else in the test stands in for the rule. The cluster elects a leader, accepts a write, D
+/// has repaired and says so in its log and `rcraft status` (no `repairing` line), and every
+/// acknowledged write reads back; the unacknowledged one is gone (no node left holds it).
+fn lost_own_tail_and_a_voter_dies(lose_acknowledged: bool) {
+    let fast = [
+        "--snapshot-every",
+        "1000000",
+        "--election-timeout-ms",
+        "1000-2000",
+    ];
+    let slow = [
+        "--snapshot-every",
+        "1000000",
+        "--election-timeout-ms",
+        "600000-700000",
+    ];
+    let mut cluster = Cluster::start(&fast);
+    let d = cluster.wait_for_leader();
+    let count = 20;
+    write_keys(&cluster, count, VALUE_BYTES);
+    let (f1, f2) = ((d + 1) % 3, (d + 2) % 3);
+    for id in [f1, f2] {
+        cluster.wait_caught_up(id, d);
+    }
+    let acknowledged = cluster.status(d).expect("status").last_index.0;
+    for id in [f1, f2] {
+        cluster.signal(id, libc::SIGSTOP);
+    }
+    // A write D appends and syncs alone: it never commits, and its client gives up.
+    let unacknowledged = Command::new(BIN)
+        .args(["kv", "--servers", &cluster.addresses[d].to_string()])
+        .args(["--timeout-ms", "300", "put", "never-acknowledged", "x"])
+        .output()
+        .expect("run rcraft kv");
+    assert!(!unacknowledged.status.success(), "the write cannot commit");
+    let last = wait_for("D to append the write", || {
+        let last = cluster.status(d)?.last_index.0;
+        (last > acknowledged).then_some(last)
+    });
+    let last = last.unwrap_or_else(|| panic!("nothing appended:\n{}", cluster.logs()));
+    for id in [d, f1, f2] {
+        cluster.kill(id);
+    }
+    let from = if lose_acknowledged {
+        acknowledged
+    } else {
+        acknowledged + 1
+    };
+    damage_record_of_index(&cluster, d, from);
+
+    cluster.restart(d);
+    wait_for_log(&cluster, d, "were synced and are lost from this node's log");
+    assert_eq!(logged_loss(&cluster, d), (from, last), "{}", cluster.logs());
+    let recovered = wait_for("D's status", || cluster.status(d))
+        .expect("status")
+        .term
+        .0;
+
+    cluster.flags = slow.map(String::from).to_vec();
+    for id in [f1, f2] {
+        cluster.envs[id].push(("RUST_LOG".to_string(), TRACE_SENDS.to_string()));
+        cluster.restart(id);
+    }
+    if lose_acknowledged {
+        // D asks every minimum election timeout while their answers do not end its repair.
+        // Two answers above R from F2: the first one reached D before the second was sent.
+        let answered = wait_for("F2 to answer D twice above its recovered term", || {
+            (answers_sent(&cluster, f2, d, recovered + 1) >= 2).then_some(())
+        });
+        assert!(answered.is_some(), "{}", cluster.logs());
+        // No rule but the tail rule can end this: D still repairs, and nobody leads.
+        assert!(!cluster.log_of(d).contains("repaired: the lost entries"));
+        let status = cluster.status(d).expect("status");
+        let repairing = status.repairing.expect("still repairing");
+        assert_eq!((repairing.from.0, repairing.through.0), (from, last));
+        assert_eq!(status.term.0, recovered + 1, "D raised its term once");
+        for id in [f1, f2] {
+            let status = cluster.status(id).expect("status");
+            assert_eq!(status.role, Role::Follower, "{status:?}");
+        }
+    } else {
+        // Both answered above R from logs ending before the range: the repair ends on their
+        // word, before any leader (F2's answers were received: D counted them).
+        wait_for_log(&cluster, d, "repaired: the lost entries");
+        assert!(answers_sent(&cluster, f2, d, recovered + 1) >= 1);
+    }
+
+    cluster.kill(f2);
+    cluster.kill(f1);
+    cluster.flags = fast.map(String::from).to_vec();
+    cluster.restart(f1);
+    let leader = cluster.wait_for_leader();
+    if lose_acknowledged {
+        // D still repairs, so it cannot stand; F1 won with D's vote.
+        assert_eq!(leader, f1, "{}", cluster.logs());
+    }
+    let mut client = cluster.client();
+    client
+        .put(&key(count), &value(count, VALUE_BYTES))
+        .expect("a write with one node down");
+    wait_for_log(&cluster, d, "repaired: the lost entries");
+    let status = wait_for("D's status without a lost range", || {
+        cluster
+            .status(d)
+            .filter(|s| s.repairing.is_none() && s.lost.is_none())
+    });
+    assert!(status.is_some(), "{}", cluster.logs());
+    let table = rcraft_status(cluster.addresses[d], &[]);
+    assert!(!table.contains("repairing"), "{table}");
+    assert!(!table.contains("lost:"), "{table}");
+    check_keys(&cluster, count + 1);
+    assert_eq!(
+        client.get(b"never-acknowledged").unwrap(),
+        None,
+        "no node left holds it"
+    );
+}
+
+#[test]
+fn a_leader_that_lost_its_own_unreplicated_tail_votes_by_the_tail_rule_with_a_voter_gone() {
+    lost_own_tail_and_a_voter_dies(true);
+}
+
+#[test]
+fn a_leader_that_lost_only_entries_nobody_acknowledged_learns_they_were_never_committed() {
+    lost_own_tail_and_a_voter_dies(false);
 }
