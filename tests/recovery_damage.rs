@@ -193,13 +193,16 @@ fn remove_a_middle_segment(cluster: &Cluster, victim: usize) {
 }
 
 /// Rewrites the first segment's header as an older rcraft wrote it (version 1: no synced
-/// count; storage/FORMAT.md §1.1) and damages a record in it.
+/// count, the first index at bytes 16..24 where version 3 has the frontier's term;
+/// storage/FORMAT.md §1.1) and damages a record in it.
 fn damage_an_old_format_sealed_segment(cluster: &Cluster, victim: usize) {
     let paths = split_log_into_small_segments(cluster, victim);
     let sealed = &paths[0];
     let mut bytes = std::fs::read(sealed).unwrap();
     bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
     bytes[12..16].fill(0);
+    let first_index: [u8; 8] = bytes[40..48].try_into().unwrap(); // the first record's
+    bytes[16..24].copy_from_slice(&first_index);
     let crc = crc32c::crc32c(&bytes[0..24]);
     bytes[24..28].copy_from_slice(&crc.to_le_bytes());
     bytes[28..32].fill(0);
