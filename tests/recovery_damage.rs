@@ -717,8 +717,9 @@ fn answers_sent(cluster: &Cluster, from: usize, to: usize, term: u64) -> usize {
 /// with `lose_acknowledged`, from the last acknowledged entry on (which both followers hold),
 /// else only its own unreplicated tail. D restarts repairing that range.
 ///
-/// The followers are then killed while stopped and restarted with election timeouts far
-/// beyond the test (a resumed follower could still read appends of D that reached its socket
+/// The followers are then killed while stopped. F1 alone restarts first: while F2 has never
+/// answered, D votes for no candidate lacking the range, so F1 campaigns in vain. Then both
+/// restart with election timeouts far beyond the test (a resumed follower could still read appends of D that reached its socket
 /// before D died, and hold the tail: that case needs no rule at all). Nobody leads, so the
 /// only way on is D's `RepairQuery`: both answer first in D's recovered term R, which does
 /// not count; D moves to R + 1 and asks again, they adopt it and answer above R.
@@ -794,9 +795,31 @@ fn lost_own_tail_and_a_voter_dies(lose_acknowledged: bool) {
         .term
         .0;
 
-    cluster.flags = slow.map(String::from).to_vec();
+    // While F2 has never answered, D cannot tell that F2 holds none of the range (F2 could
+    // have acknowledged it, and D committed it with F2), so it votes for nobody that lacks
+    // it: F1 alone with D campaigns in vain.
     for id in [f1, f2] {
         cluster.envs[id].push(("RUST_LOG".to_string(), TRACE_SENDS.to_string()));
+    }
+    let logged = cluster.log_of(f1).len();
+    cluster.restart(f1);
+    // (a pre-vote request carries the term it asks for)
+    let pre_vote = format!("send {f1}->{d} t{} PreVote ", recovered + 1);
+    let tried = wait_for("F1 to ask D for its pre-vote twice", || {
+        let log = cluster.log_of(f1);
+        (log[logged..].matches(&pre_vote).count() >= 2).then_some(log)
+    });
+    let log = tried.unwrap_or_else(|| panic!("F1 did not campaign:\n{}", cluster.logs()));
+    assert!(!log[logged..].contains("won the election"), "{log}");
+    for id in [d, f1] {
+        let status = cluster.status(id).expect("status");
+        assert_ne!(status.role, Role::Leader, "{status:?}");
+    }
+    assert!(cluster.status(d).expect("status").repairing.is_some());
+    cluster.kill(f1);
+
+    cluster.flags = slow.map(String::from).to_vec();
+    for id in [f1, f2] {
         cluster.restart(id);
     }
     if lose_acknowledged {
