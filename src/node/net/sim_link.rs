@@ -101,6 +101,9 @@ pub struct SimNetSettings {
     /// Tokens of the connections this node dials start here (above those of its earlier
     /// lives, so that a peer tells a new connection from an old one's late bytes).
     pub first_token: u64,
+    /// Time allowed for a handshake answer (the network thread's `stall_timeout`; the
+    /// simulator shortens it in some runs so that the timer fires).
+    pub stall_timeout_ms: u64,
 }
 
 /// What became of a message handed to [`SimPeerNet::send`].
@@ -192,6 +195,7 @@ impl SimPeerNet {
         let listen = sim_addr(settings.node_id);
         let mut config = NetConfig::new(settings.node_id, settings.cluster_id, listen, peers);
         config.incarnation = settings.incarnation;
+        config.stall_timeout = Duration::from_millis(settings.stall_timeout_ms);
         if let Some(secret) = settings.secret {
             let secrets = PeerSecrets::new(vec![secret]).map_err(|e| e.to_string())?;
             config.peer_secrets = Some(Arc::new(secrets));
@@ -233,11 +237,30 @@ impl SimPeerNet {
         (&mut self.peers, cx)
     }
 
+    /// The loop's timers at `now`: when the sweep is due, links whose handshake answer is
+    /// overdue are torn down (as at the end of each loop turn).
+    fn timers(&mut self, now: Instant) {
+        if self.peers.sweep_due(&self.config, now) {
+            let (peers, mut cx) = self.split();
+            peers.sweep(&mut cx, now);
+        }
+    }
+
+    /// The network thread starts: it dials every peer (take the handshakes with
+    /// [`SimPeerNet::take_all_sent`]).
+    pub fn start(&mut self, now_ms: u64) {
+        let now = self.at(now_ms);
+        let (peers, mut cx) = self.split();
+        peers.start(&mut cx, now);
+        peers.flush(&mut cx, now);
+    }
+
     /// Sends `message` to its `to` as the network thread does (dials first when the link is
     /// down and its back-off has passed, queues, then writes what the connection may send
     /// at the end of the turn; take it with [`SimPeerNet::take_sent`]).
     pub fn send(&mut self, now_ms: u64, message: &Message) -> SimSend {
         let now = self.at(now_ms);
+        self.timers(now);
         let (peers, mut cx) = self.split();
         let queued = peers.send(&mut cx, message, now);
         peers.flush(&mut cx, now);
@@ -255,6 +278,18 @@ impl SimPeerNet {
         let conn = self.peers.links.get_mut(&peer)?.conn.as_mut()?;
         let bytes = std::mem::take(&mut conn.stream.written);
         (!bytes.is_empty()).then_some((conn.token.0 as u64, bytes))
+    }
+
+    /// The bytes every link wrote since the last call (a new connection's handshake, dialled
+    /// at start or when its peer dialled us), with the peer and connection token.
+    pub fn take_all_sent(&mut self) -> Vec<(NodeId, u64, Vec<u8>)> {
+        let peers: Vec<NodeId> = self.peers.links.keys().copied().collect();
+        (peers.into_iter())
+            .filter_map(|peer| {
+                let (conn, bytes) = self.take_sent(peer)?;
+                Some((peer, conn, bytes))
+            })
+            .collect()
     }
 
     /// The bytes the connection `peer` dialled to us wrote (handshake answers) since the last
@@ -277,6 +312,7 @@ impl SimPeerNet {
         bytes: &[u8],
     ) -> Result<Vec<Message>, String> {
         let now = self.at(now_ms);
+        self.timers(now);
         let newest = self.newest.get(&peer).copied();
         if newest.is_some_and(|newest| conn < newest) {
             return Ok(Vec::new());
@@ -326,10 +362,11 @@ impl SimPeerNet {
             return Err(close.describe());
         }
         if let (None, Some(ConnectionRole::Peer(id))) = (role_before, role_after) {
-            // The peer is up: our link to it may dial at once (the loop dials it now too).
-            if let Some(link) = self.peers.links.get_mut(&id) {
-                link.peer_is_up(&self.config, now);
-            }
+            // The peer is up: our link to it dials at once if it is down (its handshake is
+            // written at the end of the turn: take it with `take_all_sent`).
+            let (peers, mut cx) = self.split();
+            peers.peer_dialled_us(&mut cx, id, now);
+            peers.flush(&mut cx, now);
         }
         Ok(messages)
     }
@@ -345,6 +382,7 @@ impl SimPeerNet {
         bytes: &[u8],
     ) -> Result<(), String> {
         let now = self.at(now_ms);
+        self.timers(now);
         let Some(link) = self.peers.links.get_mut(&peer) else {
             return Ok(());
         };
@@ -409,6 +447,7 @@ mod tests {
             secret: secret.then(|| b"a simulated cluster secret".to_vec()),
             nonce_seed: node,
             first_token: (node + 1) << 32,
+            stall_timeout_ms: 10_000,
         }
     }
 
@@ -504,5 +543,56 @@ mod tests {
             b.receive(70, NodeId(0), second, &bytes),
             Ok(vec![heartbeat(3)])
         );
+    }
+
+    #[test]
+    fn a_link_whose_handshake_is_never_answered_is_torn_down_by_the_stall_timer() {
+        let mut a = SimPeerNet::new(settings(0, false)).unwrap();
+        let SimSend::Queued { conn: first } = a.send(0, &heartbeat(1)) else {
+            panic!("not queued");
+        };
+        // Within the stall timeout (10 s) the connection waits for its answer.
+        assert_eq!(
+            a.send(9_000, &heartbeat(2)),
+            SimSend::Queued { conn: first }
+        );
+        assert_eq!(a.stats().connections_refused, 0);
+        // Past it, the next sweep tears the link down; it backs off, then dials anew.
+        assert_eq!(a.send(10_100, &heartbeat(3)), SimSend::Dropped);
+        assert_eq!(a.stats().connections_refused, 1);
+        let SimSend::Queued { conn: second } = a.send(10_200, &heartbeat(4)) else {
+            panic!("not dialled again after the back-off");
+        };
+        assert!(second > first);
+    }
+
+    #[test]
+    fn the_thread_dials_every_peer_at_start_and_back_when_a_peer_dials_it() {
+        let mut a = SimPeerNet::new(settings(0, false)).unwrap();
+        a.start(0);
+        let sent = a.take_all_sent();
+        assert_eq!(sent.len(), 1, "one handshake per peer");
+        assert_eq!(sent[0].0, NodeId(1));
+
+        let mut b = SimPeerNet::new(settings(1, false)).unwrap();
+        let to_a = Message {
+            from: NodeId(1),
+            to: NodeId(0),
+            ..heartbeat(1)
+        };
+        let SimSend::Queued { conn } = b.send(0, &to_a) else {
+            panic!("not queued");
+        };
+        b.link_broken(1, NodeId(0), Some(conn));
+        b.take_all_sent();
+        // B's link to A now backs off (50 ms)...
+        assert_eq!(b.send(2, &to_a), SimSend::Dropped);
+        // ...until A dials B: B forgets the back-off and dials A back at once.
+        let (a_conn, a_bytes) = (sent[0].1, sent[0].2.clone());
+        assert_eq!(b.receive(3, NodeId(0), a_conn, &a_bytes), Ok(Vec::new()));
+        let back = b.take_all_sent();
+        assert_eq!(back.len(), 1, "B dialled A back");
+        assert_eq!(back[0].0, NodeId(0));
+        assert!(back[0].1 > conn, "a new connection");
     }
 }
