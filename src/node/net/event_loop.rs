@@ -75,6 +75,7 @@ pub(super) struct EventLoop {
 
 /// The event loop's side of the peer handler's I/O: real sockets, registered with `Poll`.
 struct MioPeerIo<'a> {
+    node: NodeId,
     registry: &'a Registry,
     next_token: &'a mut usize,
     tls: Option<&'a crate::tls::TlsSlot>,
@@ -101,7 +102,7 @@ impl PeerIo<Stream> for MioPeerIo<'_> {
 
     fn release(&mut self, peer: NodeId, conn: &mut PeerConn<Stream>) {
         if let Err(e) = self.registry.deregister(conn.stream.tcp_mut()) {
-            log::debug!("deregister link to {peer}: {e}");
+            log::debug!("node {}: deregister link to {peer}: {e}", self.node);
         }
     }
 }
@@ -116,6 +117,7 @@ macro_rules! peer_cx {
                 stats: &$self.delivery.stats,
                 read_buf: &mut $self.read_buf,
                 io: MioPeerIo {
+                    node: $self.config.node_id,
                     registry: $self.poll.registry(),
                     next_token: &mut $self.next_token,
                     tls: $self.config.tls.as_deref(),
