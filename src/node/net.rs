@@ -44,6 +44,7 @@ mod identity;
 mod inbound;
 mod out_buffer;
 mod peer;
+mod peers;
 pub(crate) mod sim_link;
 pub mod stream;
 

@@ -302,7 +302,8 @@ fn describe(summary: &RunSummary) -> String {
          leader's disk for a follower, {} AppendRequests sent and {} refused, disk damage: {} \
          synced log ranges lost and {} hard states damaged ({} while another node was damaged), \
          byte streams in {} runs: {} bytes in {} pieces over {} connections, {} connections \
-         broken, {} messages dropped by a link backing off",
+         broken, {} messages dropped by a link backing off, {} links timed out waiting for a \
+         handshake answer",
         summary.events,
         summary.committed,
         summary.writes_acked,
@@ -324,7 +325,8 @@ fn describe(summary: &RunSummary) -> String {
         summary.wire.pieces,
         summary.wire.connections,
         summary.wire.breaks,
-        summary.wire.dropped
+        summary.wire.dropped,
+        summary.wire.timeouts
     )
 }
 

@@ -4,7 +4,11 @@
 //! `src/node/net/`, over in-memory streams), so a message goes out as the bytes the node's
 //! encoder and link write (handshake first on a new connection, with the cluster secret's
 //! challenge and proofs in some runs) and comes in through the receiver's handshake checks,
-//! frame decoder and message checks. The simulator only carries the bytes: in order per
+//! frame decoder and message checks. The network thread's peer handler runs as on a real node:
+//! it dials every peer at start, dials back at once a peer that dialled it, and its timers run
+//! on sim time (the handshakes of those dials are carried like answers, delayed and never
+//! lost); in some runs the handshake answer's timeout is shorter than a connection's stall,
+//! so that the timer fires. The simulator only carries the bytes: in order per
 //! connection and direction, cut at random points into pieces that arrive at different times
 //! (a frame split across reads, several frames in one).
 //!
@@ -39,6 +43,12 @@ use std::collections::BTreeMap;
 /// Cluster id in every simulated handshake.
 const CLUSTER_ID: u64 = 0x51_3C1A;
 
+/// Share of the runs with byte streams whose nodes allow a handshake answer only a short
+/// time (one of [`SHORT_STALL_TIMEOUTS_MS`], below the longest connection stall), so that
+/// the network thread's handshake timer fires; the others keep the node's default.
+const SHORT_STALL_PER_MILLE: u64 = 250;
+const SHORT_STALL_TIMEOUTS_MS: [u64; 2] = [150, 300];
+
 /// What the byte streams did in a run (or in all runs).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct WireCounts {
@@ -54,6 +64,8 @@ pub(crate) struct WireCounts {
     pub(crate) breaks: u64,
     /// Messages a node's link dropped (down and backing off).
     pub(crate) dropped: u64,
+    /// Links torn down by the network thread's timer for a late handshake answer.
+    pub(crate) timeouts: u64,
 }
 
 impl WireCounts {
@@ -64,6 +76,7 @@ impl WireCounts {
         self.connections += other.connections;
         self.breaks += other.breaks;
         self.dropped += other.dropped;
+        self.timeouts += other.timeouts;
     }
 }
 
@@ -74,6 +87,8 @@ pub(crate) struct Wire {
     nets: Vec<Option<SimPeerNet>>,
     /// The cluster secret, in runs that authenticate peers.
     secret: Option<Vec<u8>>,
+    /// How long a node's link waits for a handshake answer.
+    stall_timeout_ms: u64,
     /// Latest arrival scheduled per (dialler, acceptor, toward the acceptor), so that the
     /// bytes of each direction arrive in order.
     last_arrival: BTreeMap<(usize, usize, bool), u64>,
@@ -85,7 +100,8 @@ pub(crate) struct Wire {
     /// Per (dialler, acceptor, toward the acceptor): the next stall of that direction, as
     /// (start, end) in sim milliseconds.
     stalls: BTreeMap<(usize, usize, bool), (u64, u64)>,
-    pub(crate) counts: WireCounts,
+    /// Counts so far; see [`Wire::counts`] for the whole.
+    counts: WireCounts,
 }
 
 impl Wire {
@@ -98,10 +114,16 @@ impl Wire {
         let secret = rng
             .chance(WIRE_SECRET_PER_MILLE)
             .then(|| format!("the simulated cluster's secret {seed}").into_bytes());
+        let default_stall_ms = rcraft::node::net::STALL_TIMEOUT.as_millis() as u64;
+        let stall_timeout_ms = match rng.chance(SHORT_STALL_PER_MILLE) {
+            true => rng.pick(&SHORT_STALL_TIMEOUTS_MS),
+            false => default_stall_ms,
+        };
         Some(Wire {
             rng,
             nets: (0..nodes).map(|_| None).collect(),
             secret,
+            stall_timeout_ms,
             last_arrival: BTreeMap::new(),
             newest_conn: BTreeMap::new(),
             open: BTreeMap::new(),
@@ -113,10 +135,27 @@ impl Wire {
         })
     }
 
+    /// What the byte streams did so far, the timeouts of the networks still up included.
+    pub(crate) fn counts(&self) -> WireCounts {
+        let mut counts = self.counts;
+        counts.timeouts += self.nets.iter().flatten().map(net_timeouts).sum::<u64>();
+        counts
+    }
+
     /// A short description for failure reports.
     pub(crate) fn describe(&self) -> String {
-        format!("byte streams (secret={})", self.secret.is_some())
+        format!(
+            "byte streams (secret={}, stall timeout {} ms)",
+            self.secret.is_some(),
+            self.stall_timeout_ms
+        )
     }
+}
+
+/// Links `net` tore down for a late handshake answer: its refusals count them, since any
+/// other refusal fails the seed.
+fn net_timeouts(net: &SimPeerNet) -> u64 {
+    net.stats().connections_refused
 }
 
 impl<C: SimCore> World<C> {
@@ -138,10 +177,31 @@ impl<C: SimCore> World<C> {
             secret: wire.secret.clone(),
             nonce_seed: seed ^ ((node as u64) << 48) ^ incarnation,
             first_token: (incarnation + 1) << 32,
+            stall_timeout_ms: wire.stall_timeout_ms,
         };
-        let net = SimPeerNet::new(settings).map_err(|e| format!("node {id}: network: {e}"))?;
+        let mut net = SimPeerNet::new(settings).map_err(|e| format!("node {id}: network: {e}"))?;
+        // The thread dials every peer when it starts.
+        net.start(self.now);
         wire.nets[node] = Some(net);
+        self.carry_handshakes(node);
         Ok(())
+    }
+
+    /// Carries what `node`'s links wrote besides the messages handed to `wire_send`: the
+    /// handshakes of the connections its network thread dialled on its own (at start, or
+    /// back to a peer that dialled it). Like answers, they are not lost: only delayed.
+    fn carry_handshakes(&mut self, node: usize) {
+        let wire = self.wire.as_mut().expect("a run with byte streams");
+        let Some(net) = wire.nets[node].as_mut() else {
+            return;
+        };
+        for (peer, conn, bytes) in net.take_all_sent() {
+            let Some(to) = self.index_of(peer) else {
+                continue;
+            };
+            let delay = self.answer_delay();
+            self.carry(node, to, conn, true, bytes, delay);
+        }
     }
 
     /// `node` crashed: its network is gone and every connection it had breaks.
@@ -151,7 +211,9 @@ impl<C: SimCore> World<C> {
         let Some(wire) = self.wire.as_mut() else {
             return;
         };
-        wire.nets[node] = None;
+        if let Some(net) = wire.nets[node].take() {
+            wire.counts.timeouts += net_timeouts(&net);
+        }
         wire.open
             .retain(|&(dialler, acceptor), _| dialler != node && acceptor != node);
         for net in wire.nets.iter_mut().flatten() {
@@ -325,6 +387,8 @@ impl<C: SimCore> World<C> {
                 let delay = self.answer_delay();
                 self.carry(dialler, acceptor, conn, false, bytes, delay);
             }
+            // The acceptor dials back a peer that dialled it, if its own link was down.
+            self.carry_handshakes(acceptor);
         } else {
             net.receive_answer(now, acceptor_id, conn, &bytes)
                 .map_err(|why| {

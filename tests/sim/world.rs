@@ -417,7 +417,7 @@ impl<C: SimCore> World<C> {
             entry_reads: self.entry_reads,
             appends: self.appends,
             damage: self.damage,
-            wire: self.wire.as_ref().map(|w| w.counts).unwrap_or_default(),
+            wire: self.wire.as_ref().map(|w| w.counts()).unwrap_or_default(),
         })
     }
 

@@ -9,20 +9,21 @@
 //! or a reply for a closed connection can never reach a newer one.
 
 use super::auth;
+use super::auth::Nonce;
 use super::delivery::Delivery;
-use super::identity::PeerIdentities;
-use super::inbound::{Close, Ctx, Inbound, REFUSAL_LOG_INTERVAL};
-use super::peer::PeerLink;
+use super::inbound::{Close, Ctx, Inbound};
+use super::peer::PeerConn;
+use super::peers::{Dialled, PeerCx, PeerIo, PeerNet};
 use super::stream::Stream;
 use super::{
     BACKLOG_RETRY_INTERVAL, CONNECTIONS_MAX, ClientConnId, NetCommand, NetConfig, NetEvent,
-    NetStats, POLL_EVENTS_CAPACITY, READ_CHUNK_BYTES, SWEEP_INTERVAL_MAX, bump,
+    NetStats, POLL_EVENTS_CAPACITY, READ_CHUNK_BYTES, bump,
 };
 use crossbeam_channel::Receiver;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token, Waker};
-use rcraft_wire::{ClientResponse, ConnectionRole, Message, NodeId};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use rcraft_wire::{ClientResponse, ConnectionRole, NodeId};
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::IpAddr;
 use std::net::SocketAddr;
@@ -56,27 +57,74 @@ pub(super) struct EventLoop {
     wake_pending: Arc<AtomicBool>,
     delivery: Delivery,
     inbound: HashMap<Token, Inbound>,
-    peers: BTreeMap<NodeId, PeerLink>,
-    peer_tokens: HashMap<Token, NodeId>,
+    /// The outbound peer links and their timers (`peers.rs`), driven with real sockets.
+    peers: PeerNet,
     /// Next token to hand out; tokens are never reused.
     next_token: usize,
     read_buf: Box<[u8]>,
     /// Inbound connections with newly queued responses.
     dirty_inbound: BTreeSet<Token>,
-    /// Peer links with newly queued frames.
-    dirty_peers: BTreeSet<NodeId>,
     /// Inbound connections paused by back-pressure.
     paused: BTreeSet<Token>,
-    next_sweep: Instant,
     /// Set when `accept` failed for lack of resources; retried at the next sweep.
     accept_pending: bool,
     /// Open inbound connections per source address. Invariant: the count of `inbound`'s
     /// connections from that address; no zero entries.
     per_address: HashMap<IpAddr, usize>,
-    /// The cluster id and data-dir incarnations this node knows (`identity.rs`).
-    identities: PeerIdentities,
-    /// The last refusal logged as a warning per peer, and when (`Close::Refused`).
-    refusals_logged: BTreeMap<NodeId, (String, Instant)>,
+}
+
+/// The event loop's side of the peer handler's I/O: real sockets, registered with `Poll`.
+struct MioPeerIo<'a> {
+    node: NodeId,
+    registry: &'a Registry,
+    next_token: &'a mut usize,
+    tls: Option<&'a crate::tls::TlsSlot>,
+}
+
+impl PeerIo<Stream> for MioPeerIo<'_> {
+    fn dial(&mut self, _peer: NodeId, addr: SocketAddr) -> io::Result<Dialled<Stream>> {
+        let token = Token(*self.next_token);
+        *self.next_token += 1;
+        let tcp = TcpStream::connect(addr)?;
+        let mut stream = Stream::dialled_peer(tcp, self.tls, addr)?;
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        self.registry.register(stream.tcp_mut(), token, interest)?;
+        Ok(Dialled {
+            token,
+            stream,
+            connected: false,
+        })
+    }
+
+    fn fresh_nonce(&mut self) -> io::Result<Nonce> {
+        auth::fresh_nonce()
+    }
+
+    fn release(&mut self, peer: NodeId, conn: &mut PeerConn<Stream>) {
+        if let Err(e) = self.registry.deregister(conn.stream.tcp_mut()) {
+            log::debug!("node {}: deregister link to {peer}: {e}", self.node);
+        }
+    }
+}
+
+/// Splits the loop into the peer handler and what a handler call needs (disjoint fields).
+macro_rules! peer_cx {
+    ($self:ident) => {
+        (
+            &mut $self.peers,
+            PeerCx {
+                config: &$self.config,
+                stats: &$self.delivery.stats,
+                read_buf: &mut $self.read_buf,
+                io: MioPeerIo {
+                    node: $self.config.node_id,
+                    registry: $self.poll.registry(),
+                    next_token: &mut $self.next_token,
+                    tls: $self.config.tls.as_deref(),
+                },
+            },
+        )
+    };
 }
 
 impl EventLoop {
@@ -87,12 +135,6 @@ impl EventLoop {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let now = Instant::now();
-        let peers = parts
-            .config
-            .peers
-            .iter()
-            .map(|(&id, &addr)| (id, PeerLink::new(id, addr, &parts.config, now)))
-            .collect();
         let event_loop = EventLoop {
             poll,
             listener,
@@ -101,18 +143,13 @@ impl EventLoop {
             wake_pending: parts.wake_pending,
             delivery: Delivery::new(parts.events, parts.notify, parts.stats),
             inbound: HashMap::new(),
-            peers,
-            peer_tokens: HashMap::new(),
+            peers: PeerNet::new(&parts.config, now),
             next_token: FIRST_CONNECTION_TOKEN,
             read_buf: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
             dirty_inbound: BTreeSet::new(),
-            dirty_peers: BTreeSet::new(),
             paused: BTreeSet::new(),
-            next_sweep: now,
             accept_pending: false,
             per_address: HashMap::new(),
-            identities: PeerIdentities::new(&parts.config),
-            refusals_logged: BTreeMap::new(),
             config: parts.config,
         };
         Ok((event_loop, waker))
@@ -130,7 +167,8 @@ impl EventLoop {
             Ok(address) => log::info!("node {node}: network thread listening on {address}"),
             Err(e) => log::info!("node {node}: network thread listening (address unknown: {e})"),
         }
-        self.dial_all_peers();
+        let (peers, mut cx) = peer_cx!(self);
+        peers.start(&mut cx, Instant::now());
         while !self.stop.load(Ordering::SeqCst) {
             if let Err(e) = self.wait(&mut events) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -178,13 +216,8 @@ impl EventLoop {
                 Duration::ZERO
             });
         }
-        Some(self.next_sweep.saturating_duration_since(Instant::now()))
-    }
-
-    fn sweep_interval(&self) -> Duration {
-        SWEEP_INTERVAL_MAX
-            .min(self.config.stall_timeout / 2)
-            .min(self.config.connect_timeout / 2)
+        let next_sweep = self.peers.next_sweep();
+        Some(next_sweep.saturating_duration_since(Instant::now()))
     }
 
     fn allocate_token(&mut self) -> Token {
@@ -199,9 +232,8 @@ impl EventLoop {
             WAKER => {}
             token if self.inbound.contains_key(&token) => self.service_inbound(token),
             token => {
-                if let Some(&id) = self.peer_tokens.get(&token) {
-                    self.service_peer(id);
-                }
+                let (peers, mut cx) = peer_cx!(self);
+                peers.on_ready(&mut cx, token, Instant::now());
             }
         }
     }
@@ -267,9 +299,9 @@ impl EventLoop {
         let role_before = conn.role;
         let mut ctx = Ctx {
             config: &self.config,
-            known_peers: &self.peers,
+            known_peers: &self.peers.links,
             delivery: &mut self.delivery,
-            identities: &mut self.identities,
+            identities: &mut self.peers.identities,
             fresh_nonce: &mut auth::fresh_nonce,
         };
         let result = conn
@@ -285,41 +317,8 @@ impl EventLoop {
         }
         if let (None, Some(ConnectionRole::Peer(peer))) = (role_before, role_after) {
             self.close_older_links_from(peer, token);
-            self.dial_now_if_down(peer);
-        }
-    }
-
-    /// A peer that dials us is up: if our own link to it is down, dial it now rather than
-    /// when its back-off delay ends (up to `reconnect_backoff_max` after a long absence),
-    /// so a restarted node hears from us, e.g. the leader, at once.
-    fn dial_now_if_down(&mut self, peer: NodeId) {
-        let now = Instant::now();
-        let Some(link) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        link.peer_is_up(&self.config, now);
-        if link.may_dial(now) {
-            log::debug!(
-                "node {}: peer {peer} dialled us; dialling it back now",
-                self.config.node_id
-            );
-            self.dial_peer(peer);
-        }
-    }
-
-    /// Dials every peer once when the thread starts, so they learn at once that this node is
-    /// up (and answer by dialling back, see `dial_now_if_down`) instead of when it first has
-    /// something to send.
-    fn dial_all_peers(&mut self) {
-        let now = Instant::now();
-        let ids: Vec<NodeId> = self
-            .peers
-            .iter()
-            .filter(|(_, link)| link.may_dial(now))
-            .map(|(&id, _)| id)
-            .collect();
-        for id in ids {
-            self.dial_peer(id);
+            let (peers, mut cx) = peer_cx!(self);
+            peers.peer_dialled_us(&mut cx, peer, Instant::now());
         }
     }
 
@@ -359,7 +358,8 @@ impl EventLoop {
             Close::Io(e) => log::info!("node {node}: closing {what}: {e}"),
             Close::Refused { peer, why } => {
                 bump(&self.delivery.stats.connections_refused, 1);
-                self.log_refusal(peer, format!("node {node}: closing {what}: {why}"), &why);
+                let line = format!("node {node}: closing {what}: {why}");
+                (self.peers).log_refusal(peer, line, &why, Instant::now());
             }
             Close::Protocol(why) => {
                 bump(&self.delivery.stats.connections_refused, 1);
@@ -378,97 +378,6 @@ impl EventLoop {
         }
     }
 
-    /// Logs `line` as a warning the first time `peer` is refused for `why`, and then at most
-    /// once per [`REFUSAL_LOG_INTERVAL`]; at debug level in between.
-    fn log_refusal(&mut self, peer: NodeId, line: String, why: &str) {
-        let now = Instant::now();
-        let repeated = self.refusals_logged.get(&peer).is_some_and(|(last, at)| {
-            last == why && now.duration_since(*at) < REFUSAL_LOG_INTERVAL
-        });
-        if repeated {
-            log::debug!("{line}");
-        } else {
-            log::warn!("{line}");
-            self.refusals_logged.insert(peer, (why.to_string(), now));
-        }
-    }
-
-    fn service_peer(&mut self, id: NodeId) {
-        let Some(link) = self.peers.get_mut(&id) else {
-            return;
-        };
-        let stats = &self.delivery.stats;
-        let ready = link.on_ready(
-            &mut self.read_buf,
-            &self.config,
-            stats,
-            &mut self.identities,
-        );
-        bump(&stats.bytes_sent, link.take_written_bytes());
-        match ready {
-            Ok(sent) => bump(&stats.peer_frames_sent, sent as u64),
-            Err(reason) => self.fail_peer(id, reason),
-        }
-    }
-
-    fn fail_peer(&mut self, id: NodeId, reason: Close) {
-        let Some(link) = self.peers.get_mut(&id) else {
-            return;
-        };
-        let node = self.config.node_id;
-        let addr = link.addr;
-        let verified = link.was_verified();
-        let (conn, dropped) = link.fail(&self.config, Instant::now());
-        bump(&self.delivery.stats.peer_dropped_link_down, dropped as u64);
-        match reason {
-            Close::Protocol(why) => {
-                bump(&self.delivery.stats.connections_refused, 1);
-                log::warn!("node {node}: closing link to peer {id} at {addr}: {why}");
-            }
-            Close::Refused { peer, why } => {
-                bump(&self.delivery.stats.connections_refused, 1);
-                let line = format!("node {node}: closing link to peer {id} at {addr}: {why}");
-                self.log_refusal(peer, line, &why);
-            }
-            // A peer that shuts down or restarts closes its links: not a warning. A reset
-            // means the same thing (a process that exits with frames of ours unread resets
-            // the connection instead of closing it), so it is told the same way.
-            Close::Eof | Close::Io(_) if verified && reason.closed_by_peer() => {
-                log::info!(
-                    "node {node}: peer {id} at {addr} closed the link (stopping or restarting?)"
-                )
-            }
-            Close::Io(e) if verified => {
-                log::warn!("node {node}: link to peer {id} at {addr} failed: {e}")
-            }
-            Close::Eof => log::debug!("node {node}: peer {id} at {addr} closed before answering"),
-            Close::Io(e) => log::debug!("node {node}: cannot reach peer {id} at {addr}: {e}"),
-        }
-        if let Some(mut conn) = conn {
-            self.peer_tokens.remove(&conn.token);
-            if let Err(e) = self.poll.registry().deregister(conn.stream.tcp_mut()) {
-                log::debug!("node {node}: deregister link to {id}: {e}");
-            }
-        }
-    }
-
-    fn dial_peer(&mut self, id: NodeId) {
-        let token = self.allocate_token();
-        let Some(link) = self.peers.get_mut(&id) else {
-            return;
-        };
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        let dialled = link
-            .dial(token, &self.config, &self.identities, Instant::now())
-            .and_then(|stream| self.poll.registry().register(stream, token, interest));
-        match dialled {
-            Ok(()) => {
-                self.peer_tokens.insert(token, id);
-            }
-            Err(e) => self.fail_peer(id, Close::Io(e)),
-        }
-    }
-
     fn drain_commands(&mut self) {
         // Cleared before draining: a command pushed after this point either is drained now or
         // its sender sees the flag clear and wakes the loop again.
@@ -484,8 +393,17 @@ impl EventLoop {
 
     fn on_command(&mut self, command: NetCommand) {
         match command {
-            NetCommand::Peer(message) => self.queue_peer(&message),
-            NetCommand::Peers(messages) => messages.iter().for_each(|m| self.queue_peer(m)),
+            NetCommand::Peer(message) => {
+                let (peers, mut cx) = peer_cx!(self);
+                peers.send(&mut cx, &message, Instant::now());
+            }
+            NetCommand::Peers(messages) => {
+                let (peers, mut cx) = peer_cx!(self);
+                let now = Instant::now();
+                for message in &messages {
+                    peers.send(&mut cx, message, now);
+                }
+            }
             NetCommand::Reply { conn, response } => self.queue_reply(conn, &response),
             NetCommand::Replies(replies) => {
                 for (conn, response) in &replies {
@@ -503,34 +421,18 @@ impl EventLoop {
                     self.close_inbound(token, Close::Eof);
                 }
             }
-            NetCommand::UpdatePeer { id, addr } => self.update_peer(id, addr),
+            NetCommand::UpdatePeer { id, addr } => {
+                let (peers, mut cx) = peer_cx!(self);
+                peers.update_peer(&mut cx, id, addr, Instant::now());
+            }
             NetCommand::Members(members) => {
-                if let Err(e) = self.identities.forget_except(members) {
+                if let Err(e) = self.peers.identities.forget_except(members) {
                     log::error!(
                         "node {}: cannot record that peers left the membership: {e}",
                         self.config.node_id
                     );
                 }
             }
-        }
-    }
-
-    fn queue_peer(&mut self, message: &Message) {
-        let id = message.to;
-        let Some(link) = self.peers.get(&id) else {
-            log::debug!(
-                "node {}: no address for node {id}; dropping",
-                self.config.node_id
-            );
-            bump(&self.delivery.stats.peer_dropped_unknown, 1);
-            return;
-        };
-        if link.may_dial(Instant::now()) {
-            self.dial_peer(id);
-        }
-        let link = self.peers.get_mut(&id).expect("checked above");
-        if link.queue(message, &self.config, &self.delivery.stats) {
-            self.dirty_peers.insert(id);
         }
     }
 
@@ -545,40 +447,9 @@ impl EventLoop {
         }
     }
 
-    fn update_peer(&mut self, id: NodeId, addr: Option<SocketAddr>) {
-        if id == self.config.node_id {
-            return;
-        }
-        let unchanged = self.peers.get(&id).map(|link| link.addr) == addr;
-        if unchanged {
-            return;
-        }
-        if self.peers.contains_key(&id) {
-            self.fail_peer(id, Close::Eof);
-            self.peers.remove(&id);
-        }
-        if let Some(addr) = addr {
-            let link = PeerLink::new(id, addr, &self.config, Instant::now());
-            self.peers.insert(id, link);
-        }
-        log::info!(
-            "node {}: peer {id} address is now {addr:?}",
-            self.config.node_id
-        );
-    }
-
     fn flush_dirty(&mut self) {
-        for id in std::mem::take(&mut self.dirty_peers) {
-            let Some(link) = self.peers.get_mut(&id) else {
-                continue;
-            };
-            let flushed = link.flush();
-            bump(&self.delivery.stats.bytes_sent, link.take_written_bytes());
-            match flushed {
-                Ok(sent) => bump(&self.delivery.stats.peer_frames_sent, sent as u64),
-                Err(reason) => self.fail_peer(id, reason),
-            }
-        }
+        let (peers, mut cx) = peer_cx!(self);
+        peers.flush(&mut cx, Instant::now());
         for token in std::mem::take(&mut self.dirty_inbound) {
             let Some(conn) = self.inbound.get_mut(&token) else {
                 continue;
@@ -599,9 +470,9 @@ impl EventLoop {
             };
             let ctx = Ctx {
                 config: &self.config,
-                known_peers: &self.peers,
+                known_peers: &self.peers.links,
                 delivery: &mut self.delivery,
-                identities: &mut self.identities,
+                identities: &mut self.peers.identities,
                 fresh_nonce: &mut auth::fresh_nonce,
             };
             if conn.can_resume(&ctx) {
@@ -615,10 +486,9 @@ impl EventLoop {
 
     fn sweep_if_due(&mut self) {
         let now = Instant::now();
-        if now < self.next_sweep {
+        if !self.peers.sweep_due(&self.config, now) {
             return;
         }
-        self.next_sweep = now + self.sweep_interval();
         if std::mem::take(&mut self.accept_pending) {
             self.accept_all();
         }
@@ -631,14 +501,8 @@ impl EventLoop {
             bump(&self.delivery.stats.connections_stalled, 1);
             self.close_inbound(token, Close::Protocol(why));
         }
-        let late: Vec<(NodeId, String)> = self
-            .peers
-            .iter()
-            .filter_map(|(&id, link)| Some((id, link.timeout_reason(now, &self.config)?)))
-            .collect();
-        for (id, why) in late {
-            self.fail_peer(id, Close::Protocol(why));
-        }
+        let (peers, mut cx) = peer_cx!(self);
+        peers.sweep(&mut cx, now);
     }
 }
 

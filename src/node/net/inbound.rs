@@ -64,6 +64,16 @@ impl Close {
         }
     }
 
+    /// The reason in words, for a caller that reports it rather than logs it.
+    pub(super) fn describe(&self) -> String {
+        match self {
+            Close::Eof => "closed by the other side".to_string(),
+            Close::Io(e) => e.to_string(),
+            Close::Protocol(why) => why.clone(),
+            Close::Refused { why, .. } => why.clone(),
+        }
+    }
+
     /// A failed read: TLS failures (`InvalidData`, which a plain socket never reports) are
     /// the other side's doing, so they are logged as refusals.
     pub(super) fn from_read(e: io::Error) -> Close {

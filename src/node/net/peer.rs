@@ -1,9 +1,10 @@
 //! The outbound link to one peer: a lazily dialled TCP connection (TLS over it when the node
 //! has peer TLS, `stream.rs`), its queue of encoded frames, and the re-dial back-off.
 //!
-//! Owned by the network thread. The link dials when a message is queued and no connection
-//! exists (and the back-off delay has passed), when the network thread starts, and when the
-//! peer dials us (the back-off is then reset), sends our handshake followed by queued frames
+//! Owned by the network thread's peer handler (`peers.rs`), which decides when the link
+//! dials (when a message is queued and no connection exists and the back-off delay has
+//! passed, when the network thread starts, and when the peer dials us, the back-off then
+//! reset) and hands it the new connection ([`PeerLink::attach`]). The link sends our handshake followed by queued frames
 //! without waiting for the answer, and checks the peer's answering handshake (right cluster,
 //! right node). With a cluster secret the handshake carries a fresh nonce, the answer's
 //! proof is checked and ours sent before any queued frame (`auth.rs`): frames wait in `out`
@@ -11,14 +12,13 @@
 //! queued while a connection exists or is being made (a down link drops them: Raft
 //! retransmits); `backoff` stays within `[reconnect_backoff_min, reconnect_backoff_max]`.
 
-use super::auth::{self, Nonce, Side, Transcript};
+use super::auth::{Nonce, Side, Transcript};
 use super::identity::{self, PeerIdentities};
 use super::inbound::Close;
 use super::out_buffer::{OutBuffer, PushError};
 use super::stream::{ByteStream, Stream};
 use super::{NetConfig, NetStats, bump};
 use mio::Token;
-use mio::net::TcpStream;
 use rcraft_wire::{FrameDecoder, Handshake, MAC_BYTES, Message, NONCE_BYTES, NodeId};
 use std::io;
 use std::net::SocketAddr;
@@ -361,25 +361,7 @@ impl<S: ByteStream> PeerLink<S> {
     }
 }
 
-impl PeerLink<Stream> {
-    /// Starts a non-blocking connect with our handshake queued first.
-    pub(super) fn dial(
-        &mut self,
-        token: Token,
-        config: &NetConfig,
-        identities: &PeerIdentities,
-        now: Instant,
-    ) -> io::Result<&mut TcpStream> {
-        let nonce = match config.peer_secrets {
-            Some(_) => Some(auth::fresh_nonce()?),
-            None => None,
-        };
-        let tcp = TcpStream::connect(self.addr)?;
-        let stream = Stream::dialled_peer(tcp, config.tls.as_deref(), self.addr)?;
-        let conn = self.attach(stream, token, nonce, config, identities, now);
-        Ok(conn.stream.tcp_mut())
-    }
-
+impl<S: ByteStream> PeerLink<S> {
     /// Handles readiness: completes the connect, reads the peer's handshake, writes queued
     /// frames. Returns the number of frames written.
     pub(super) fn on_ready(
@@ -393,16 +375,9 @@ impl PeerLink<Stream> {
             return Ok(0);
         };
         if !conn.connected {
-            if let Some(e) = conn.stream.tcp().take_error().map_err(Close::Io)? {
-                return Err(Close::Io(e));
+            if !conn.stream.finish_connect().map_err(Close::Io)? {
+                return Ok(0);
             }
-            match conn.stream.tcp().peer_addr() {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(0),
-                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => return Ok(0),
-                Err(e) => return Err(Close::Io(e)),
-            }
-            conn.stream.tcp().set_nodelay(true).map_err(Close::Io)?;
             self.connected();
         }
         self.pump(read_buf, config, stats, identities)

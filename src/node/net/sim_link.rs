@@ -1,12 +1,13 @@
 //! One node's peer connections over in-memory byte streams, for the cluster simulator
-//! (`tests/sim/`, through `node::testing`): the network thread's own per-connection logic
-//! ([`PeerLink`]: handshake, authentication, framing and encoding of outgoing messages, the
-//! re-dial back-off; [`Inbound`]: the handshake checks, authentication, and the decoding and
-//! checks of incoming frames) driven single-threaded with simulated time, with the mio loop's
-//! sockets replaced by [`SimStream`]s. Nothing of that logic is copied here: this module only
-//! moves bytes in and out of the streams and does, for the simulator, the little the event
-//! loop does around those two types (dial when a message waits and the back-off allows it,
-//! replace an older connection from the same peer, forget the back-off when the peer dials).
+//! (`tests/sim/`, through `node::testing`): the network thread's own peer logic
+//! ([`PeerNet`], `peers.rs`: which links exist, when they dial, the re-dial back-off, with
+//! each link's handshake, authentication, framing and encoding of outgoing messages;
+//! [`Inbound`]: the handshake checks, authentication, and the decoding and checks of
+//! incoming frames) driven single-threaded with simulated time, with the mio loop's sockets
+//! replaced by [`SimStream`]s ([`SimIo`] dials them). Nothing of the link logic is copied
+//! here: this module moves bytes in and out of the streams and, for accepted connections
+//! only, does the little the event loop does around [`Inbound`] (a peer's newer connection
+//! replaces its older one).
 //!
 //! Owned by one simulated node. The simulator carries the bytes each side writes to the other
 //! side, in order and split where it likes; a connection is named by the token its dialler
@@ -17,9 +18,9 @@
 
 use super::auth::{Nonce, PeerSecrets};
 use super::delivery::{Delivery, EventSink};
-use super::identity::PeerIdentities;
 use super::inbound::{Close, Ctx, Inbound};
-use super::peer::PeerLink;
+use super::peer::PeerConn;
+use super::peers::{Dialled, PeerCx, PeerIo, PeerNet};
 use super::stream::ByteStream;
 use super::{ClientConnId, NetConfig, NetEvent, NetStats, NetStatsSnapshot};
 use crossbeam_channel::Receiver;
@@ -76,6 +77,10 @@ impl ByteStream for SimStream {
     fn refusal_for(&self, _role: ConnectionRole) -> Option<String> {
         None
     }
+
+    fn finish_connect(&mut self) -> io::Result<bool> {
+        Ok(true)
+    }
 }
 
 /// How a simulated node's network is set up.
@@ -96,6 +101,9 @@ pub struct SimNetSettings {
     /// Tokens of the connections this node dials start here (above those of its earlier
     /// lives, so that a peer tells a new connection from an old one's late bytes).
     pub first_token: u64,
+    /// Time allowed for a handshake answer (the network thread's `stall_timeout`; the
+    /// simulator shortens it in some runs so that the timer fires).
+    pub stall_timeout_ms: u64,
 }
 
 /// What became of a message handed to [`SimPeerNet::send`].
@@ -115,11 +123,11 @@ pub enum SimSend {
 /// dialled to it, each the network thread's own type over an in-memory stream (`SimStream`).
 pub struct SimPeerNet {
     config: NetConfig,
-    identities: PeerIdentities,
     delivery: Delivery,
     events: Receiver<NetEvent>,
     stats: Arc<NetStats>,
-    links: BTreeMap<NodeId, PeerLink<SimStream>>,
+    /// The network thread's outbound links, dials, back-off and timers (`peers.rs`).
+    peers: PeerNet<SimStream>,
     /// The connection each peer dialled to us, with its token.
     accepted: BTreeMap<NodeId, (u64, Inbound<SimStream>)>,
     /// The newest connection token seen from each peer (a lower one is an old connection's).
@@ -129,6 +137,31 @@ pub struct SimPeerNet {
     read_buf: Vec<u8>,
     next_token: u64,
     nonce_state: u64,
+}
+
+/// The simulator's side of the peer handler's I/O: in-memory streams, connected at once,
+/// with increasing tokens and seeded nonces.
+struct SimIo<'a> {
+    next_token: &'a mut u64,
+    nonce_state: &'a mut u64,
+}
+
+impl PeerIo<SimStream> for SimIo<'_> {
+    fn dial(&mut self, _peer: NodeId, _addr: SocketAddr) -> io::Result<Dialled<SimStream>> {
+        let token = *self.next_token;
+        *self.next_token += 1;
+        Ok(Dialled {
+            token: Token(token as usize),
+            stream: SimStream::default(),
+            connected: true,
+        })
+    }
+
+    fn fresh_nonce(&mut self) -> io::Result<Nonce> {
+        Ok(next_nonce(self.nonce_state))
+    }
+
+    fn release(&mut self, _peer: NodeId, _conn: &mut PeerConn<SimStream>) {}
 }
 
 /// A peer's made-up address (the simulator has none; it appears in log lines only).
@@ -162,24 +195,21 @@ impl SimPeerNet {
         let listen = sim_addr(settings.node_id);
         let mut config = NetConfig::new(settings.node_id, settings.cluster_id, listen, peers);
         config.incarnation = settings.incarnation;
+        config.stall_timeout = Duration::from_millis(settings.stall_timeout_ms);
         if let Some(secret) = settings.secret {
             let secrets = PeerSecrets::new(vec![secret]).map_err(|e| e.to_string())?;
             config.peer_secrets = Some(Arc::new(secrets));
         }
         let base = Instant::now();
-        let links = (config.peers.iter())
-            .map(|(&id, &addr)| (id, PeerLink::new(id, addr, &config, base)))
-            .collect();
         let (sender, events) = crossbeam_channel::unbounded();
         let stats = Arc::new(NetStats::default());
         let delivery = Delivery::new(EventSink::Each(sender), Box::new(|| {}), stats.clone());
         Ok(SimPeerNet {
-            identities: PeerIdentities::new(&config),
+            peers: PeerNet::new(&config, base),
             config,
             delivery,
             events,
             stats,
-            links,
             accepted: BTreeMap::new(),
             newest: BTreeMap::new(),
             base,
@@ -193,54 +223,73 @@ impl SimPeerNet {
         self.base + Duration::from_millis(now_ms)
     }
 
-    /// Sends `message` to its `to` as the network thread does: dials first when the link is
-    /// down and its back-off has passed, then encodes the message into the link's queue and
-    /// writes what the connection may send (take it with [`SimPeerNet::take_sent`]).
+    /// The peer handler and what its calls need (disjoint fields).
+    fn split(&mut self) -> (&mut PeerNet<SimStream>, PeerCx<'_, SimIo<'_>>) {
+        let cx = PeerCx {
+            config: &self.config,
+            stats: &self.stats,
+            read_buf: &mut self.read_buf,
+            io: SimIo {
+                next_token: &mut self.next_token,
+                nonce_state: &mut self.nonce_state,
+            },
+        };
+        (&mut self.peers, cx)
+    }
+
+    /// The loop's timers at `now`: when the sweep is due, links whose handshake answer is
+    /// overdue are torn down (as at the end of each loop turn).
+    fn timers(&mut self, now: Instant) {
+        if self.peers.sweep_due(&self.config, now) {
+            let (peers, mut cx) = self.split();
+            peers.sweep(&mut cx, now);
+        }
+    }
+
+    /// The network thread starts: it dials every peer (take the handshakes with
+    /// [`SimPeerNet::take_all_sent`]).
+    pub fn start(&mut self, now_ms: u64) {
+        let now = self.at(now_ms);
+        let (peers, mut cx) = self.split();
+        peers.start(&mut cx, now);
+        peers.flush(&mut cx, now);
+    }
+
+    /// Sends `message` to its `to` as the network thread does (dials first when the link is
+    /// down and its back-off has passed, queues, then writes what the connection may send
+    /// at the end of the turn; take it with [`SimPeerNet::take_sent`]).
     pub fn send(&mut self, now_ms: u64, message: &Message) -> SimSend {
         let now = self.at(now_ms);
-        let Some(link) = self.links.get_mut(&message.to) else {
-            return SimSend::Dropped;
-        };
-        if link.may_dial(now) {
-            let token = self.next_token;
-            self.next_token += 1;
-            let nonce =
-                (self.config.peer_secrets.as_ref()).map(|_| next_nonce(&mut self.nonce_state));
-            let stream = SimStream::default();
-            link.attach(
-                stream,
-                Token(token as usize),
-                nonce,
-                &self.config,
-                &self.identities,
-                now,
-            );
-            link.connected();
-        }
-        if !link.queue(message, &self.config, &self.stats) {
-            return SimSend::Dropped;
-        }
-        let conn = link.conn.as_ref().map(|conn| conn.token.0 as u64);
-        match link.pump(
-            &mut self.read_buf,
-            &self.config,
-            &self.stats,
-            &mut self.identities,
-        ) {
-            Ok(_) => conn.map_or(SimSend::Dropped, |conn| SimSend::Queued { conn }),
-            Err(close) => {
-                link.fail(&self.config, now);
-                log::debug!("sim link to {} failed: {}", message.to, describe(&close));
-                SimSend::Dropped
-            }
+        self.timers(now);
+        let (peers, mut cx) = self.split();
+        let queued = peers.send(&mut cx, message, now);
+        peers.flush(&mut cx, now);
+        let conn = (self.peers.links.get(&message.to))
+            .and_then(|link| link.conn.as_ref())
+            .map(|conn| conn.token.0 as u64);
+        match (queued, conn) {
+            (true, Some(conn)) => SimSend::Queued { conn },
+            _ => SimSend::Dropped,
         }
     }
 
     /// The bytes our link to `peer` wrote since the last call, with its connection's token.
     pub fn take_sent(&mut self, peer: NodeId) -> Option<(u64, Vec<u8>)> {
-        let conn = self.links.get_mut(&peer)?.conn.as_mut()?;
+        let conn = self.peers.links.get_mut(&peer)?.conn.as_mut()?;
         let bytes = std::mem::take(&mut conn.stream.written);
         (!bytes.is_empty()).then_some((conn.token.0 as u64, bytes))
+    }
+
+    /// The bytes every link wrote since the last call (a new connection's handshake, dialled
+    /// at start or when its peer dialled us), with the peer and connection token.
+    pub fn take_all_sent(&mut self) -> Vec<(NodeId, u64, Vec<u8>)> {
+        let peers: Vec<NodeId> = self.peers.links.keys().copied().collect();
+        (peers.into_iter())
+            .filter_map(|peer| {
+                let (conn, bytes) = self.take_sent(peer)?;
+                Some((peer, conn, bytes))
+            })
+            .collect()
     }
 
     /// The bytes the connection `peer` dialled to us wrote (handshake answers) since the last
@@ -263,6 +312,7 @@ impl SimPeerNet {
         bytes: &[u8],
     ) -> Result<Vec<Message>, String> {
         let now = self.at(now_ms);
+        self.timers(now);
         let newest = self.newest.get(&peer).copied();
         if newest.is_some_and(|newest| conn < newest) {
             return Ok(Vec::new());
@@ -291,9 +341,9 @@ impl SimPeerNet {
         let mut fresh_nonce = || Ok(next_nonce(nonce_state));
         let mut ctx = Ctx {
             config: &self.config,
-            known_peers: &self.links,
+            known_peers: &self.peers.links,
             delivery: &mut self.delivery,
-            identities: &mut self.identities,
+            identities: &mut self.peers.identities,
             fresh_nonce: &mut fresh_nonce,
         };
         let result =
@@ -309,13 +359,14 @@ impl SimPeerNet {
             .collect();
         if let Err(close) = result {
             self.accepted.remove(&peer);
-            return Err(describe(&close));
+            return Err(close.describe());
         }
         if let (None, Some(ConnectionRole::Peer(id))) = (role_before, role_after) {
-            // The peer is up: our link to it may dial at once (the loop's `dial_now_if_down`).
-            if let Some(link) = self.links.get_mut(&id) {
-                link.peer_is_up(&self.config, now);
-            }
+            // The peer is up: our link to it dials at once if it is down (its handshake is
+            // written at the end of the turn: take it with `take_all_sent`).
+            let (peers, mut cx) = self.split();
+            peers.peer_dialled_us(&mut cx, id, now);
+            peers.flush(&mut cx, now);
         }
         Ok(messages)
     }
@@ -331,24 +382,18 @@ impl SimPeerNet {
         bytes: &[u8],
     ) -> Result<(), String> {
         let now = self.at(now_ms);
-        let Some(link) = self.links.get_mut(&peer) else {
+        self.timers(now);
+        let Some(link) = self.peers.links.get_mut(&peer) else {
             return Ok(());
         };
         let Some(current) = link.conn.as_mut().filter(|c| c.token.0 as u64 == conn) else {
             return Ok(());
         };
         current.stream.arrived.extend_from_slice(bytes);
-        match link.pump(
-            &mut self.read_buf,
-            &self.config,
-            &self.stats,
-            &mut self.identities,
-        ) {
-            Ok(_) => Ok(()),
-            Err(close) => {
-                link.fail(&self.config, now);
-                Err(describe(&close))
-            }
+        let (peers, mut cx) = self.split();
+        match peers.on_ready(&mut cx, Token(conn as usize), now) {
+            None => Ok(()),
+            Some(why) => Err(why),
         }
     }
 
@@ -357,12 +402,14 @@ impl SimPeerNet {
     /// breaks whatever connection the link has.
     pub fn link_broken(&mut self, now_ms: u64, peer: NodeId, conn: Option<u64>) {
         let now = self.at(now_ms);
-        let Some(link) = self.links.get_mut(&peer) else {
+        let Some(link) = self.peers.links.get(&peer) else {
             return;
         };
         let current = link.conn.as_ref().map(|c| c.token.0 as u64);
         if current.is_some() && (conn.is_none() || conn == current) {
-            link.fail(&self.config, now);
+            let reset = Close::Io(io::ErrorKind::ConnectionReset.into());
+            let (peers, mut cx) = self.split();
+            peers.fail(&mut cx, peer, reset, now);
         }
     }
 
@@ -379,15 +426,6 @@ impl SimPeerNet {
     /// The network thread's counters.
     pub fn stats(&self) -> NetStatsSnapshot {
         self.stats.snapshot()
-    }
-}
-
-fn describe(close: &Close) -> String {
-    match close {
-        Close::Eof => "closed by the other side".to_string(),
-        Close::Io(e) => e.to_string(),
-        Close::Protocol(why) => why.clone(),
-        Close::Refused { why, .. } => why.clone(),
     }
 }
 
@@ -409,6 +447,7 @@ mod tests {
             secret: secret.then(|| b"a simulated cluster secret".to_vec()),
             nonce_seed: node,
             first_token: (node + 1) << 32,
+            stall_timeout_ms: 10_000,
         }
     }
 
@@ -504,5 +543,56 @@ mod tests {
             b.receive(70, NodeId(0), second, &bytes),
             Ok(vec![heartbeat(3)])
         );
+    }
+
+    #[test]
+    fn a_link_whose_handshake_is_never_answered_is_torn_down_by_the_stall_timer() {
+        let mut a = SimPeerNet::new(settings(0, false)).unwrap();
+        let SimSend::Queued { conn: first } = a.send(0, &heartbeat(1)) else {
+            panic!("not queued");
+        };
+        // Within the stall timeout (10 s) the connection waits for its answer.
+        assert_eq!(
+            a.send(9_000, &heartbeat(2)),
+            SimSend::Queued { conn: first }
+        );
+        assert_eq!(a.stats().connections_refused, 0);
+        // Past it, the next sweep tears the link down; it backs off, then dials anew.
+        assert_eq!(a.send(10_100, &heartbeat(3)), SimSend::Dropped);
+        assert_eq!(a.stats().connections_refused, 1);
+        let SimSend::Queued { conn: second } = a.send(10_200, &heartbeat(4)) else {
+            panic!("not dialled again after the back-off");
+        };
+        assert!(second > first);
+    }
+
+    #[test]
+    fn the_thread_dials_every_peer_at_start_and_back_when_a_peer_dials_it() {
+        let mut a = SimPeerNet::new(settings(0, false)).unwrap();
+        a.start(0);
+        let sent = a.take_all_sent();
+        assert_eq!(sent.len(), 1, "one handshake per peer");
+        assert_eq!(sent[0].0, NodeId(1));
+
+        let mut b = SimPeerNet::new(settings(1, false)).unwrap();
+        let to_a = Message {
+            from: NodeId(1),
+            to: NodeId(0),
+            ..heartbeat(1)
+        };
+        let SimSend::Queued { conn } = b.send(0, &to_a) else {
+            panic!("not queued");
+        };
+        b.link_broken(1, NodeId(0), Some(conn));
+        b.take_all_sent();
+        // B's link to A now backs off (50 ms)...
+        assert_eq!(b.send(2, &to_a), SimSend::Dropped);
+        // ...until A dials B: B forgets the back-off and dials A back at once.
+        let (a_conn, a_bytes) = (sent[0].1, sent[0].2.clone());
+        assert_eq!(b.receive(3, NodeId(0), a_conn, &a_bytes), Ok(Vec::new()));
+        let back = b.take_all_sent();
+        assert_eq!(back.len(), 1, "B dialled A back");
+        assert_eq!(back[0].0, NodeId(0));
+        assert!(back[0].1 > conn, "a new connection");
     }
 }

@@ -71,6 +71,10 @@ pub(crate) trait ByteStream: Read + Write {
     fn short_read_drains(&self) -> bool;
     /// Why a connection whose handshake claims `role` is refused by the layer (TLS policy).
     fn refusal_for(&self, role: ConnectionRole) -> Option<String>;
+    /// For a dialled connection not known to be connected yet, on readiness: true once its
+    /// connect completed (and the connection is set up for use), false while it is still
+    /// under way; an error when it failed.
+    fn finish_connect(&mut self) -> io::Result<bool>;
 }
 
 impl ByteStream for Stream {
@@ -80,6 +84,20 @@ impl ByteStream for Stream {
 
     fn refusal_for(&self, role: ConnectionRole) -> Option<String> {
         Stream::refusal_for(self, role)
+    }
+
+    fn finish_connect(&mut self) -> io::Result<bool> {
+        if let Some(e) = self.tcp.take_error()? {
+            return Err(e);
+        }
+        match self.tcp.peer_addr() {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        self.tcp.set_nodelay(true)?;
+        Ok(true)
     }
 }
 
