@@ -488,15 +488,16 @@ impl<C: SimCore> World<C> {
             }
         };
         let term = self.current_term(node);
+        let mut applied_index = self.nodes[node].sm.applied_index();
         for entry in &entries {
-            let n = &mut self.nodes[node];
-            let applied_index = n.sm.applied_index();
+            let n = &self.nodes[node];
             if entry.index != applied_index.next() {
                 return Err(format!(
                     "applies index {} after index {applied_index}",
                     entry.index
                 ));
             }
+            applied_index = entry.index;
             let id = n.id;
             if self.check_persist_contract {
                 let covered = n.disk.snapshot().map_or(LogIndex(0), |s| s.meta.index);
@@ -510,7 +511,11 @@ impl<C: SimCore> World<C> {
                 }
             }
             self.checker.observe_apply(id, term, entry)?;
-            let applied = self.nodes[node].sm.apply(entry)?;
+        }
+        // One batch through the node's apply handler, as the apply thread takes what one
+        // hand-off brought; the report to the core is the handler's own.
+        let (answers, reported) = self.nodes[node].sm.apply_batch(&entries)?;
+        for (entry, applied) in entries.iter().zip(answers) {
             // Only an entry the session table let through took effect: one it refused (the
             // session forgotten, say) leaves the write free to fail definitely later.
             if applied == Applied::Write
@@ -531,15 +536,23 @@ impl<C: SimCore> World<C> {
             }
         }
         self.serve_ready_reads(node)?;
-        let n = &self.nodes[node];
-        let (incarnation, index) = (n.incarnation, n.sm.applied_index());
+        let input = match reported {
+            Some(outcome @ ApplyOutcome::Applied { index }) if index == applied_index => outcome,
+            other => {
+                return Err(format!(
+                    "the apply handler applied entries through {applied_index} and reported \
+                     {other:?} to the core"
+                ));
+            }
+        };
+        let incarnation = self.nodes[node].incarnation;
         let delay = self.rng.between(0, 2);
         self.schedule(
             self.now + delay,
             Event::Answer {
                 node,
                 incarnation,
-                input: Input::Apply(ApplyOutcome::Applied { index }),
+                input: Input::Apply(input),
             },
         );
         Ok(())
