@@ -16,7 +16,7 @@ use crate::params::{
     EARLY_TERM_MS, SIM_SELF_DEMOTION, SLOW_DISK_EXTRA_MS, SLOW_LINKS_EXTRA_MS, TICK_MS,
 };
 use crate::replica::SimCore;
-use crate::state_machine::{Applied, decode_write};
+use crate::state_machine::decode_write;
 use crate::world::{Event, World};
 use rcraft::core::{ApplyOutcome, Input, ProposeError, StorageAction, StorageOutcome};
 use rcraft::node::testing::{SimApplyCommand, SimTurn};
@@ -516,13 +516,11 @@ impl<C: SimCore> World<C> {
         // hand-off brought; the report to the core is the handler's own.
         let (answers, reported) = self.nodes[node].sm.apply_batch(&entries)?;
         for (entry, applied) in entries.iter().zip(answers) {
-            // Only an entry the session table let through took effect: one it refused (the
-            // session forgotten, say) leaves the write free to fail definitely later.
-            if applied == Applied::Write
-                && let EntryPayload::Command { data, .. } = &entry.payload
+            // The history decides whether the entry took effect (finding 46).
+            if let EntryPayload::Command { data, .. } = &entry.payload
                 && let Some(write_id) = decode_write(data)
             {
-                self.history.observe_applied(write_id)?;
+                self.history.observe_entry_applied(write_id, &applied)?;
             }
             let n = &mut self.nodes[node];
             if let Some((proposed_term, attempt)) = n.proposed.remove(&entry.index) {

@@ -510,6 +510,34 @@ mod tests {
         assert_eq!(node.applied_index(), LogIndex(4));
     }
 
+    /// The checker's model refuses a snapshot whose bytes do not match its description, and
+    /// one whose state holds a write twice (the write applied twice before it was taken).
+    #[test]
+    fn a_snapshot_unlike_its_meta_or_holding_a_write_twice_is_rejected() {
+        let initial = Membership::with_voters([NodeId(0)]);
+        let meta_of = |bytes: &[u8]| SnapshotMeta {
+            index: LogIndex(2),
+            term: Term(1),
+            membership: initial.clone(),
+            size_bytes: bytes.len() as u64,
+            checksum: checksum(bytes),
+        };
+        let mut sm = AppendList::new(&initial, 4);
+        sm.apply(&command(1, None, encode_write(5, 0))).unwrap();
+        sm.apply(&command(2, None, encode_write(6, 0))).unwrap();
+        let bytes = sm.snapshot_bytes();
+        assert!(AppendList::restore(&meta_of(&bytes), &bytes, 4).is_ok());
+        let mut flipped = bytes.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        let err = AppendList::restore(&meta_of(&bytes), &flipped, 4).unwrap_err();
+        assert!(err.contains("does not match its meta"), "{err}");
+        // The same write id twice in the state, as a node that applied it twice would save.
+        sm.writes.push(5);
+        let twice = sm.snapshot_bytes();
+        let err = AppendList::restore(&meta_of(&twice), &twice, 4).unwrap_err();
+        assert!(err.starts_with("exactly-once"), "{err}");
+    }
+
     #[test]
     fn a_write_applied_twice_is_rejected() {
         let mut sm = AppendList::new(&Membership::with_voters([NodeId(0)]), 4);
