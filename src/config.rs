@@ -722,7 +722,10 @@ fn apply_tuning(
             .into_iter()
             .find(|key| chosen.contains_key(key))
             .unwrap_or("peer_key_file");
-        return error(origin_of(first_given), ConfigProblem::BadValue(why));
+        return error(
+            origin_of(first_given),
+            ConfigProblem::BadValue(why.to_string()),
+        );
     }
     if config.lease_reads && !config.check_quorum {
         let why = "lease_reads needs check_quorum (a lease is only safe while the leader \

@@ -28,6 +28,118 @@ pub const ALPN_CLIENT: &[u8] = b"rcraft-client";
 pub const TLS_FEATURE_MISSING: &str =
     "TLS needs rcraft built with the `tls` cargo feature (cargo build --features tls)";
 
+/// Why TLS flags or files are refused. Each names the flag, the file and the problem; the
+/// text is what `rcraft serve` and the clients print (tests and scripts read it).
+#[derive(Debug)]
+pub enum TlsError {
+    /// A node's TLS flags were given to a build without the `tls` feature.
+    FeatureMissing {
+        /// The flags given, for the message.
+        given: String,
+    },
+    /// A client's `--cacert` was given to a build without the `tls` feature.
+    ClientFeatureMissing,
+    /// Flags that go together were given apart; the sentence says which.
+    FlagsApart(&'static str),
+    /// A certificate, key or CA file cannot be used.
+    File {
+        /// The flag that named it.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: FileProblem,
+    },
+    /// A certificate and key refused together (`pair` names both flags and files, `problem`
+    /// is rustls's reason, in an operator's words).
+    Pair {
+        /// The flags and files, `--cert-file A with --key-file B`.
+        pair: String,
+        /// Why they do not go together.
+        problem: String,
+    },
+    /// The CA file loaded but no certificate verifier could be built from it.
+    Verifier {
+        /// The flag that named it.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// rustls's reason.
+        problem: String,
+    },
+    /// rustls refused the protocol versions with the crypto provider (a build problem).
+    Protocols(String),
+}
+
+/// What is wrong with one TLS file ([`TlsError::File`]).
+#[derive(Debug)]
+pub enum FileProblem {
+    /// It cannot be read.
+    Unreadable(std::io::Error),
+    /// It is not valid PEM (the parser's reason).
+    NotPem(String),
+    /// It holds no certificate.
+    NoCertificate,
+    /// It holds no private key.
+    NoKey,
+    /// A certificate in it is not usable as a trust root (rustls's reason).
+    NotACa(String),
+}
+
+impl std::fmt::Display for FileProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileProblem::Unreadable(e) => write!(f, "cannot read: {e}"),
+            FileProblem::NotPem(why) => write!(f, "not valid PEM: {why}"),
+            FileProblem::NoCertificate => f.write_str(
+                "no certificate in it (expected a PEM -----BEGIN CERTIFICATE----- block)",
+            ),
+            FileProblem::NoKey => f.write_str(
+                "no private key in it (expected a PEM -----BEGIN PRIVATE KEY----- block)",
+            ),
+            FileProblem::NotACa(why) => write!(f, "not a usable CA certificate: {why}"),
+        }
+    }
+}
+
+impl std::fmt::Display for TlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsError::FeatureMissing { given } => {
+                write!(f, "{given} were given: {TLS_FEATURE_MISSING}")
+            }
+            TlsError::ClientFeatureMissing => {
+                write!(f, "--cacert was given: {TLS_FEATURE_MISSING}")
+            }
+            TlsError::FlagsApart(why) => f.write_str(why),
+            TlsError::File {
+                flag,
+                path,
+                problem,
+            } => write!(f, "{flag} {}: {problem}", path.display()),
+            TlsError::Pair { pair, problem } => write!(f, "{pair}: {problem}"),
+            TlsError::Verifier {
+                flag,
+                path,
+                problem,
+            } => write!(f, "{flag} {}: {problem}", path.display()),
+            TlsError::Protocols(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TlsError::File {
+                problem: FileProblem::Unreadable(e),
+                ..
+            } => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// The certificate, key and CA files of a node (`rcraft serve`'s TLS flags, named as etcd's).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -66,28 +178,29 @@ impl TlsFiles {
 
     /// Checks that the flags given go together (and that this build has TLS). The files
     /// themselves are read by [`TlsSlot::load`].
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), TlsError> {
         if self.is_empty() {
             return Ok(());
         }
         if !cfg!(feature = "tls") {
-            return Err(format!(
-                "{} were given: {TLS_FEATURE_MISSING}",
-                self.given()
-            ));
+            return Err(TlsError::FeatureMissing {
+                given: self.given(),
+            });
         }
         if self.cert_file.is_some() != self.key_file.is_some() {
-            return Err("--cert-file and --key-file go together (TLS for clients)".into());
+            return Err(TlsError::FlagsApart(
+                "--cert-file and --key-file go together (TLS for clients)",
+            ));
         }
         if self.trusted_ca_file.is_some() && self.cert_file.is_none() {
-            return Err(
-                "--trusted-ca-file needs --cert-file and --key-file (TLS for clients)".into(),
-            );
+            return Err(TlsError::FlagsApart(
+                "--trusted-ca-file needs --cert-file and --key-file (TLS for clients)",
+            ));
         }
         if self.client_cert_auth && self.trusted_ca_file.is_none() {
-            return Err(
-                "--client-cert-auth needs --trusted-ca-file (the CA of client certificates)".into(),
-            );
+            return Err(TlsError::FlagsApart(
+                "--client-cert-auth needs --trusted-ca-file (the CA of client certificates)",
+            ));
         }
         let peer = [
             &self.peer_cert_file,
@@ -95,12 +208,11 @@ impl TlsFiles {
             &self.peer_trusted_ca_file,
         ];
         if peer.iter().any(|f| f.is_some()) && !peer.iter().all(|f| f.is_some()) {
-            return Err(
+            return Err(TlsError::FlagsApart(
                 "TLS between peers needs --peer-cert-file, --peer-key-file and \
-                        --peer-trusted-ca-file together (each node checks the other's \
-                        certificate against the peer CA)"
-                    .into(),
-            );
+                 --peer-trusted-ca-file together (each node checks the other's certificate \
+                 against the peer CA)",
+            ));
         }
         Ok(())
     }
@@ -124,12 +236,6 @@ impl TlsFiles {
     }
 }
 
-/// A path for messages: `FLAG PATH`.
-#[cfg(feature = "tls")]
-fn named(flag: &str, path: &std::path::Path) -> String {
-    format!("{flag} {}", path.display())
-}
-
 #[cfg(feature = "tls")]
 pub use enabled::*;
 
@@ -138,7 +244,7 @@ pub use disabled::*;
 
 #[cfg(feature = "tls")]
 mod enabled {
-    use super::{ALPN_CLIENT, ALPN_PEER, TlsFiles, named};
+    use super::{ALPN_CLIENT, ALPN_PEER, FileProblem, TlsError, TlsFiles};
     use parking_lot::RwLock;
     use rustls::crypto::CryptoProvider;
     use rustls::pki_types::pem::PemObject;
@@ -159,50 +265,71 @@ mod enabled {
         Arc::new(rustls::crypto::ring::default_provider())
     }
 
-    fn pem_problem(e: rustls::pki_types::pem::Error) -> String {
+    /// What the PEM parser's error says about a file.
+    fn pem_problem(e: rustls::pki_types::pem::Error) -> FileProblem {
         match e {
-            rustls::pki_types::pem::Error::Io(e) => format!("cannot read: {e}"),
-            other => format!("not valid PEM: {other:?}"),
+            rustls::pki_types::pem::Error::Io(e) => FileProblem::Unreadable(e),
+            other => FileProblem::NotPem(format!("{other:?}")),
+        }
+    }
+
+    /// The error of the file `path` named by `flag`.
+    fn file_error(flag: &'static str, path: &Path, problem: FileProblem) -> TlsError {
+        TlsError::File {
+            flag,
+            path: path.to_path_buf(),
+            problem,
         }
     }
 
     /// The certificates of a PEM file, at least one.
     pub(crate) fn load_certs(
-        flag: &str,
+        flag: &'static str,
         path: &Path,
-    ) -> Result<Vec<CertificateDer<'static>>, String> {
+    ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         let certs: Vec<_> = CertificateDer::pem_file_iter(path)
             .and_then(|certs| certs.collect::<Result<_, _>>())
-            .map_err(|e| format!("{}: {}", named(flag, path), pem_problem(e)))?;
+            .map_err(|e| file_error(flag, path, pem_problem(e)))?;
         if certs.is_empty() {
-            return Err(format!(
-                "{}: no certificate in it (expected a PEM -----BEGIN CERTIFICATE----- block)",
-                named(flag, path)
-            ));
+            return Err(file_error(flag, path, FileProblem::NoCertificate));
         }
         Ok(certs)
     }
 
     /// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
-    pub(crate) fn load_key(flag: &str, path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    pub(crate) fn load_key(
+        flag: &'static str,
+        path: &Path,
+    ) -> Result<PrivateKeyDer<'static>, TlsError> {
         PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
-            rustls::pki_types::pem::Error::NoItemsFound => format!(
-                "{}: no private key in it (expected a PEM -----BEGIN PRIVATE KEY----- block)",
-                named(flag, path)
-            ),
-            other => format!("{}: {}", named(flag, path), pem_problem(other)),
+            rustls::pki_types::pem::Error::NoItemsFound => {
+                file_error(flag, path, FileProblem::NoKey)
+            }
+            other => file_error(flag, path, pem_problem(other)),
         })
     }
 
     /// The CA certificates of a PEM file as trust roots.
-    pub(crate) fn load_roots(flag: &str, path: &Path) -> Result<Arc<RootCertStore>, String> {
+    pub(crate) fn load_roots(
+        flag: &'static str,
+        path: &Path,
+    ) -> Result<Arc<RootCertStore>, TlsError> {
         let mut roots = RootCertStore::empty();
         for cert in load_certs(flag, path)? {
             roots
                 .add(cert)
-                .map_err(|e| format!("{}: not a usable CA certificate: {e}", named(flag, path)))?;
+                .map_err(|e| file_error(flag, path, FileProblem::NotACa(e.to_string())))?;
         }
         Ok(Arc::new(roots))
+    }
+
+    /// The verifier of certificates against the CA `ca` refused to build.
+    fn verifier_error(flag: &'static str, ca: &Path, e: impl fmt::Display) -> TlsError {
+        TlsError::Verifier {
+            flag,
+            path: ca.to_path_buf(),
+            problem: e.to_string(),
+        }
     }
 
     /// The rustls configurations of a node, built from its files.
@@ -218,7 +345,7 @@ mod enabled {
     impl NodeTls {
         /// Reads every file `files` names and builds the configurations; the error names the
         /// flag, the file and the problem.
-        pub fn load(files: &TlsFiles) -> Result<NodeTls, String> {
+        pub fn load(files: &TlsFiles) -> Result<NodeTls, TlsError> {
             files.check()?;
             let (peer_server, peer_client) = match (
                 &files.peer_cert_file,
@@ -259,26 +386,30 @@ mod enabled {
         cert: &Path,
         key: &Path,
         ca: &Path,
-    ) -> Result<(Arc<ServerConfig>, Arc<ClientConfig>), String> {
+    ) -> Result<(Arc<ServerConfig>, Arc<ClientConfig>), TlsError> {
         let roots = load_roots("--peer-trusted-ca-file", ca)?;
         let certs = load_certs("--peer-cert-file", cert)?;
         let key_der = load_key("--peer-key-file", key)?;
-        let pair = format!(
-            "--peer-cert-file {} with --peer-key-file {}",
-            cert.display(),
-            key.display()
-        );
+        let pair = || {
+            format!(
+                "--peer-cert-file {} with --peer-key-file {}",
+                cert.display(),
+                key.display()
+            )
+        };
         let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
             .build()
-            .map_err(|e| format!("--peer-trusted-ca-file {}: {e}", ca.display()))?;
+            .map_err(|e| verifier_error("--peer-trusted-ca-file", ca, e))?;
         let server = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| TlsError::Protocols(e.to_string()))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(certs.clone(), key_der.clone_key())
-            .map_err(|e| format!("{pair}: {}", key_problem(&e)))?;
-        let client = client_config(roots, Some((certs, key_der)), ALPN_PEER)
-            .map_err(|e| format!("{pair}: {e}"))?;
+            .map_err(|e| TlsError::Pair {
+                pair: pair(),
+                problem: key_problem(&e),
+            })?;
+        let client = client_config(roots, Some((certs, key_der)), ALPN_PEER, pair)?;
         Ok((with_alpn_server(server, ALPN_PEER), client))
     }
 
@@ -288,12 +419,12 @@ mod enabled {
         cert: &Path,
         key: &Path,
         files: &TlsFiles,
-    ) -> Result<Arc<ServerConfig>, String> {
+    ) -> Result<Arc<ServerConfig>, TlsError> {
         let certs = load_certs("--cert-file", cert)?;
         let key_der = load_key("--key-file", key)?;
         let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| TlsError::Protocols(e.to_string()))?;
         let builder = match &files.trusted_ca_file {
             Some(ca) => {
                 let roots = load_roots("--trusted-ca-file", ca)?;
@@ -304,19 +435,21 @@ mod enabled {
                 };
                 let verifier = verifier
                     .build()
-                    .map_err(|e| format!("--trusted-ca-file {}: {e}", ca.display()))?;
+                    .map_err(|e| verifier_error("--trusted-ca-file", ca, e))?;
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
         };
-        let server = builder.with_single_cert(certs, key_der).map_err(|e| {
-            format!(
-                "--cert-file {} with --key-file {}: {}",
-                cert.display(),
-                key.display(),
-                key_problem(&e)
-            )
-        })?;
+        let server = builder
+            .with_single_cert(certs, key_der)
+            .map_err(|e| TlsError::Pair {
+                pair: format!(
+                    "--cert-file {} with --key-file {}",
+                    cert.display(),
+                    key.display()
+                ),
+                problem: key_problem(&e),
+            })?;
         Ok(with_alpn_server(server, ALPN_CLIENT))
     }
 
@@ -335,19 +468,30 @@ mod enabled {
         Arc::new(server)
     }
 
+    /// A client-side configuration trusting `roots`, showing `identity` when given (its
+    /// refusal is named by `pair`, the flags and files of the certificate and key).
     fn client_config(
         roots: Arc<RootCertStore>,
         identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
         alpn: &[u8],
-    ) -> Result<Arc<ClientConfig>, String> {
+        pair: impl Fn() -> String,
+    ) -> Result<Arc<ClientConfig>, TlsError> {
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| TlsError::Pair {
+                pair: pair(),
+                problem: e.to_string(),
+            })?
             .with_root_certificates(roots);
         let mut config = match identity {
-            Some((certs, key)) => builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| key_problem(&e))?,
+            Some((certs, key)) => {
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .map_err(|e| TlsError::Pair {
+                        pair: pair(),
+                        problem: key_problem(&e),
+                    })?
+            }
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = vec![alpn.to_vec()];
@@ -371,7 +515,7 @@ mod enabled {
 
     impl TlsSlot {
         /// Loads the files; `None` when `files` asks for no TLS.
-        pub fn load(files: &TlsFiles) -> Result<Option<TlsSlot>, String> {
+        pub fn load(files: &TlsFiles) -> Result<Option<TlsSlot>, TlsError> {
             if files.is_empty() {
                 return Ok(None);
             }
@@ -384,7 +528,7 @@ mod enabled {
 
         /// Reads the files again and, when all of them load, uses them for new connections.
         /// On an error the previous configuration stays in use.
-        pub fn reload(&self) -> Result<(), String> {
+        pub fn reload(&self) -> Result<(), TlsError> {
             let fresh = NodeTls::load(&self.files)?;
             *self.current.write() = Arc::new(fresh);
             Ok(())
@@ -429,17 +573,17 @@ mod enabled {
             ca: &Path,
             cert: Option<&Path>,
             key: Option<&Path>,
-        ) -> Result<ClientTls, String> {
+        ) -> Result<ClientTls, TlsError> {
             let roots = load_roots("--cacert", ca)?;
             let identity = match (cert, key) {
                 (Some(cert), Some(key)) => {
                     Some((load_certs("--cert", cert)?, load_key("--key", key)?))
                 }
                 (None, None) => None,
-                _ => return Err("--cert and --key go together".into()),
+                _ => return Err(TlsError::FlagsApart("--cert and --key go together")),
             };
-            let config = client_config(roots, identity, ALPN_CLIENT)
-                .map_err(|e| format!("--cert with --key: {e}"))?;
+            let pair = || "--cert with --key".to_string();
+            let config = client_config(roots, identity, ALPN_CLIENT, pair)?;
             Ok(ClientTls { config })
         }
 
@@ -465,7 +609,7 @@ mod enabled {
 
 #[cfg(not(feature = "tls"))]
 mod disabled {
-    use super::{TLS_FEATURE_MISSING, TlsFiles};
+    use super::{TlsError, TlsFiles};
     use std::convert::Infallible;
     use std::path::Path;
 
@@ -477,12 +621,12 @@ mod disabled {
 
     impl TlsSlot {
         /// `None` when `files` asks for no TLS; else the error that this build has none.
-        pub fn load(files: &TlsFiles) -> Result<Option<TlsSlot>, String> {
+        pub fn load(files: &TlsFiles) -> Result<Option<TlsSlot>, TlsError> {
             files.check().map(|()| None)
         }
 
         /// Never called: no slot exists.
-        pub fn reload(&self) -> Result<(), String> {
+        pub fn reload(&self) -> Result<(), TlsError> {
             match self.never {}
         }
 
@@ -504,8 +648,8 @@ mod disabled {
             _ca: &Path,
             _cert: Option<&Path>,
             _key: Option<&Path>,
-        ) -> Result<ClientTls, String> {
-            Err(format!("--cacert was given: {TLS_FEATURE_MISSING}"))
+        ) -> Result<ClientTls, TlsError> {
+            Err(TlsError::ClientFeatureMissing)
         }
     }
 }
@@ -513,6 +657,67 @@ mod disabled {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file that cannot be read and one without a certificate are refused with errors that
+    /// say which (typed), and whose text names the flag, the file and the problem.
+    #[cfg(feature = "tls")]
+    #[test]
+    fn unusable_files_are_typed_errors_naming_the_flag_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let no_pem = dir.path().join("no_pem.pem");
+        std::fs::write(&no_pem, "not a certificate\n").unwrap();
+        let with_cert = |cert: &std::path::Path| TlsFiles {
+            cert_file: Some(cert.to_path_buf()),
+            key_file: Some(no_pem.clone()),
+            ..TlsFiles::default()
+        };
+        let error = TlsSlot::load(&with_cert(&missing)).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                TlsError::File {
+                    flag: "--cert-file",
+                    path,
+                    problem: FileProblem::Unreadable(_),
+                } if *path == missing
+            ),
+            "{error:?}"
+        );
+        let text = error.to_string();
+        let named = format!("--cert-file {}: cannot read: ", missing.display());
+        assert!(text.starts_with(&named), "{text}");
+        let error = TlsSlot::load(&with_cert(&no_pem)).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                TlsError::File {
+                    problem: FileProblem::NoCertificate,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "--cert-file {}: no certificate in it (expected a PEM -----BEGIN CERTIFICATE----- \
+                 block)",
+                no_pem.display()
+            )
+        );
+        let error = ClientTls::from_files(&missing, None, None).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                TlsError::File {
+                    flag: "--cacert",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+    }
 
     #[test]
     fn flags_that_go_together_are_checked() {
@@ -535,6 +740,13 @@ mod tests {
         };
         for files in [half, peer_half, auth_alone] {
             let error = files.check().unwrap_err();
+            let typed = if cfg!(feature = "tls") {
+                matches!(error, TlsError::FlagsApart(_))
+            } else {
+                matches!(error, TlsError::FeatureMissing { .. })
+            };
+            assert!(typed, "{error:?}");
+            let error = error.to_string();
             if cfg!(feature = "tls") {
                 assert!(error.contains("--"), "{error}");
             } else {

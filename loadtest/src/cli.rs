@@ -187,7 +187,7 @@ impl Args {
         }
         rcraft::tls::ClientTls::from_files(ca, self.cert.as_deref(), self.key.as_deref())
             .map(Some)
-            .map_err(Error::Usage)
+            .map_err(|e| Error::Usage(e.to_string()))
     }
 
     /// The token to send: `--token-file`, else `$RCRAFT_TOKEN_FILE`, else none.

@@ -240,8 +240,18 @@ impl Replica {
         pr.recent_active = true;
         if done {
             let was_sending = matches!(pr.state, ProgressState::Snapshot(_));
-            if !pr.maybe_update(snapshot_index) && !was_sending {
+            let newer_sent = matches!(&pr.state,
+                ProgressState::Snapshot(t) if t.meta.index > snapshot_index);
+            let news = pr.maybe_update(snapshot_index);
+            if !news && !was_sending {
                 return; // A duplicate or stale answer; replication already moved on.
+            }
+            if !news && newer_sent {
+                // A duplicate or stale answer about a snapshot the follower was known to
+                // hold, while a newer one goes to it (the log after the old one is gone):
+                // probing would find that out again and restart the transfer from offset 0,
+                // a window re-read and re-sent per stale answer (SIM_FINDINGS 48).
+                return;
             }
             pr.become_probe(snapshot_index.next());
             self.maybe_advance_commit();
@@ -1105,6 +1115,14 @@ mod tests {
     /// with node 3's acknowledgement and takes a 50-byte snapshot of it, keeping the entry in
     /// its log; the snapshot and the actions of taking it.
     fn take_a_newer_snapshot(leader: &mut Replica) -> (SnapshotMeta, Vec<Action>) {
+        take_a_newer_snapshot_retaining(leader, 5)
+    }
+
+    /// [`take_a_newer_snapshot`], keeping `retain_entries` entries behind it.
+    fn take_a_newer_snapshot_retaining(
+        leader: &mut Replica,
+        retain_entries: u64,
+    ) -> (SnapshotMeta, Vec<Action>) {
         let ack = MessageBody::AppendResponse {
             success: true,
             match_index: LogIndex(10),
@@ -1126,7 +1144,7 @@ mod tests {
         };
         let taken = Input::Apply(ApplyOutcome::SnapshotTaken {
             meta: newer.clone(),
-            retain_entries: 5,
+            retain_entries,
         });
         let actions = step(leader, taken);
         assert_eq!(leader.log.snapshot(), Some(&newer));
@@ -1209,6 +1227,58 @@ mod tests {
                 if *to == NodeId(2) && entries.iter().any(|e| e.index == newer.index))
         });
         assert!(entry_10_sent, "{actions:?}");
+    }
+
+    /// SIM_FINDINGS 48: node 2 installed the old snapshot (index 9) while the leader had
+    /// compacted its log past it (a newer snapshot at 10, no entry kept), so the leader went
+    /// on to send the newer one. Every further answer "done at 9" (a duplicate, or the answer
+    /// to a copy of an old chunk resent after a stall) restarted that transfer from offset 0
+    /// and asked storage for a whole window of chunks again, throwing away what node 2 had
+    /// acknowledged: one window re-read and re-sent per stale answer.
+    #[test]
+    fn a_stale_done_answer_does_not_restart_a_transfer_of_a_newer_snapshot() {
+        let mut leader = leader_sending_to_node_2();
+        let (newer, _) = take_a_newer_snapshot_retaining(&mut leader, 0);
+        let done_at_9 = || {
+            from_peer(
+                2,
+                MessageBody::InstallSnapshotResponse {
+                    snapshot_index: LogIndex(9),
+                    next_offset: 100,
+                    done: true,
+                    rejected: false,
+                },
+            )
+        };
+        // The first one is news: node 2 holds 9, and entry 10 is gone, so the newer snapshot
+        // goes from offset 0.
+        let actions = step(&mut leader, done_at_9());
+        assert_eq!(read_offsets(&actions), [(2, 0), (2, 10)]);
+        let sending = |leader: &Replica| match &leader.leader_state.as_ref().unwrap().progress
+            [&NodeId(2)]
+            .state
+        {
+            ProgressState::Snapshot(t) => Some((t.meta.index.0, t.offset)),
+            _ => None,
+        };
+        assert_eq!(sending(&leader), Some((newer.index.0, 0)));
+        // Node 2 acknowledges 20 bytes of the newer one; the window slides.
+        let ack = from_peer(
+            2,
+            MessageBody::InstallSnapshotResponse {
+                snapshot_index: newer.index,
+                next_offset: 20,
+                done: false,
+                rejected: false,
+            },
+        );
+        assert_eq!(read_offsets(&step(&mut leader, ack)), [(2, 20), (2, 30)]);
+        // Stale answers about the old snapshot change nothing.
+        for _ in 0..3 {
+            let actions = step(&mut leader, done_at_9());
+            assert!(read_offsets(&actions).is_empty(), "{actions:?}");
+            assert_eq!(sending(&leader), Some((newer.index.0, 20)));
+        }
     }
 
     #[test]

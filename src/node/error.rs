@@ -7,6 +7,7 @@
 use super::data_dir::IdentityError;
 use super::initial_voters::InitialVotersError;
 use super::net::auth::AuthError;
+use super::peer_delay::FailpointError;
 use super::received_snapshot::StageError;
 use super::storage_error::StorageError;
 use crate::core::CoreError;
@@ -103,6 +104,12 @@ pub enum Error {
     /// The consensus core refused what storage recovered (a log that is not contiguous or
     /// whose terms decrease) or its configuration; the node did not start.
     Core(CoreError),
+    /// The TLS flags or files are refused (at start, or by a reload, which keeps the files in
+    /// use).
+    Tls(crate::tls::TlsError),
+    /// A fault-injection variable (tests only) is set to a value it does not take; the node
+    /// did not start.
+    Failpoint(FailpointError),
 }
 
 impl Error {
@@ -113,6 +120,8 @@ impl Error {
             | Error::Overloaded
             | Error::TooLarge { .. }
             | Error::Config(_)
+            | Error::Tls(_)
+            | Error::Failpoint(_)
             | Error::Auth(_)
             | Error::Identity(_)
             | Error::InitialVoters(_) => true,
@@ -229,6 +238,8 @@ impl fmt::Display for Error {
             }
             Error::NotArriving(why) => f.write_str(why),
             Error::Auth(e) => write!(f, "bad configuration: {e}"),
+            Error::Tls(e) => write!(f, "bad configuration: {e}"),
+            Error::Failpoint(e) => write!(f, "bad configuration: {e}"),
             Error::Identity(e) => write!(f, "storage failed, node stopped: {e}"),
             Error::InitialVoters(e) => write!(f, "storage failed, node stopped: {e}"),
             Error::StorageOpen(e) => write!(f, "storage failed, node stopped: {e}"),
@@ -254,6 +265,8 @@ impl std::error::Error for Error {
                 ..
             } => Some(source.as_ref()),
             Error::Auth(e) => Some(e),
+            Error::Tls(e) => Some(e),
+            Error::Failpoint(e) => Some(e),
             Error::Identity(e) => Some(e),
             Error::InitialVoters(e) => Some(e),
             Error::StorageOpen(e) => Some(e),

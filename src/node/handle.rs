@@ -273,7 +273,7 @@ impl NodeHandle {
         };
         match runtime.tls() {
             None => Ok(false),
-            Some(slot) => slot.reload().map(|()| true).map_err(Error::Config),
+            Some(slot) => slot.reload().map(|()| true).map_err(Error::Tls),
         }
     }
 

@@ -49,6 +49,7 @@ pub use error::{Error, Fatal, Result};
 pub use handle::NodeHandle;
 pub use initial_voters::InitialVotersError;
 pub use metrics_http::Unhealthy;
+pub use peer_delay::FailpointError;
 pub use received_snapshot::StageError;
 pub use results::{ApplyMsg, ProposeResult, ReadResult, SnapshotResult};
 pub use runtime::Node;

@@ -27,9 +27,36 @@ pub(crate) const PEER_DELAY_FAILPOINT: &str = "RCRAFT_FAILPOINT_PEER_DELAY_MS";
 /// Largest delay [`PEER_DELAY_FAILPOINT`] takes: a minute.
 pub(crate) const PEER_DELAY_FAILPOINT_MAX_MS: u64 = 60_000;
 
+/// A fault-injection variable set to something that is not a delay it takes; the node does
+/// not start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailpointError {
+    /// The environment variable.
+    pub variable: &'static str,
+    /// What it was set to.
+    pub value: String,
+    /// The largest delay it takes, ms.
+    pub max_ms: u64,
+}
+
+impl std::fmt::Display for FailpointError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}={:?} is not a number of milliseconds from 0 to {}",
+            self.variable, self.value, self.max_ms
+        )
+    }
+}
+
+impl std::error::Error for FailpointError {}
+
 /// Reads the delay of the fault injection `name` (milliseconds, up to `max_ms`): `None` when
-/// unset, empty or 0; a clear error naming the variable for anything else.
-pub(crate) fn failpoint_delay(name: &str, max_ms: u64) -> Result<Option<Duration>, String> {
+/// unset, empty or 0; an error naming the variable for anything else.
+pub(crate) fn failpoint_delay(
+    name: &'static str,
+    max_ms: u64,
+) -> Result<Option<Duration>, FailpointError> {
     match std::env::var_os(name) {
         None => Ok(None),
         Some(value) => parse_delay(name, &value.to_string_lossy(), max_ms),
@@ -37,13 +64,19 @@ pub(crate) fn failpoint_delay(name: &str, max_ms: u64) -> Result<Option<Duration
 }
 
 /// [`failpoint_delay`] of the text `text` of the variable `name`.
-fn parse_delay(name: &str, text: &str, max_ms: u64) -> Result<Option<Duration>, String> {
+fn parse_delay(
+    name: &'static str,
+    text: &str,
+    max_ms: u64,
+) -> Result<Option<Duration>, FailpointError> {
     let millis = match text.trim() {
         "" => 0,
         number => (number.parse::<u64>().ok())
             .filter(|ms| *ms <= max_ms)
-            .ok_or_else(|| {
-                format!("{name}={text:?} is not a number of milliseconds from 0 to {max_ms}")
+            .ok_or_else(|| FailpointError {
+                variable: name,
+                value: text.to_string(),
+                max_ms,
             })?,
     };
     Ok((millis > 0).then(|| Duration::from_millis(millis)))
@@ -166,8 +199,14 @@ mod tests {
     #[test]
     fn a_bad_delay_is_refused_with_the_variable_named() {
         let error = parse_delay("RCRAFT_X", "soon", 100).expect_err("not a number");
+        let expected = FailpointError {
+            variable: "RCRAFT_X",
+            value: "soon".to_string(),
+            max_ms: 100,
+        };
+        assert_eq!(error, expected);
         assert_eq!(
-            error,
+            error.to_string(),
             "RCRAFT_X=\"soon\" is not a number of milliseconds from 0 to 100"
         );
         assert!(

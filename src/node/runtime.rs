@@ -48,9 +48,9 @@ impl Node {
     /// followers; one is elected leader within a few election timeouts.
     pub fn start(config: Config, state_machine: impl StateMachine) -> Result<NodeHandle> {
         validate(&config)?;
-        let fsync_delay = fsync_delay_failpoint().map_err(Error::Config)?;
+        let fsync_delay = fsync_delay_failpoint().map_err(Error::Failpoint)?;
         let peer_delay = failpoint_delay(PEER_DELAY_FAILPOINT, PEER_DELAY_FAILPOINT_MAX_MS)
-            .map_err(Error::Config)?;
+            .map_err(Error::Failpoint)?;
         // Listening first: a node that cannot (port in use, an address not of this host)
         // fails before it writes anything into a fresh data dir.
         let listen = config.listen_address();
@@ -463,7 +463,7 @@ fn net_config(config: &Config, identity: data_dir::Identity) -> Result<NetConfig
             ClientTokens::from_files(client.as_deref(), admin.as_deref()).map_err(Error::Auth)?;
         net.client_tokens = Some(Arc::new(tokens));
     }
-    if let Some(slot) = crate::tls::TlsSlot::load(&config.tls).map_err(Error::Config)? {
+    if let Some(slot) = crate::tls::TlsSlot::load(&config.tls).map_err(Error::Tls)? {
         net.tls = Some(Arc::new(slot));
     }
     Ok(net)

@@ -87,7 +87,8 @@ pub(crate) const FSYNC_DELAY_FAILPOINT: &str = "RCRAFT_FAILPOINT_FSYNC_DELAY_MS"
 const FSYNC_DELAY_FAILPOINT_MAX_MS: u64 = 60_000;
 
 /// Reads [`FSYNC_DELAY_FAILPOINT`]: `None` when unset, empty or 0.
-pub(crate) fn fsync_delay_failpoint() -> Result<Option<std::time::Duration>, String> {
+pub(crate) fn fsync_delay_failpoint()
+-> Result<Option<std::time::Duration>, super::peer_delay::FailpointError> {
     super::peer_delay::failpoint_delay(FSYNC_DELAY_FAILPOINT, FSYNC_DELAY_FAILPOINT_MAX_MS)
 }
 

@@ -34,6 +34,7 @@ use rcraft_wire::{
     ClientRequest, ClientRequestBody, ClientResponseBody, Entry, LogIndex, Membership, Message,
     NodeId, Session, SnapshotMeta, Term,
 };
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
@@ -441,28 +442,56 @@ impl SimApply {
         (self.handler.applied(), term, membership.clone())
     }
 
-    /// Applies one committed entry as the apply thread does; when `waiting` names the term
-    /// a proposal at its index was made in, returns that proposal's answer.
-    pub fn apply(
-        &mut self,
-        entry: Entry,
-        waiting: Option<Term>,
-    ) -> Result<Option<SimAnswer>, String> {
-        let index = entry.index;
-        if let Some(term) = waiting {
+    /// Applies `entries` (committed, in order) as the apply thread applies one batch it was
+    /// handed: one `ApplyCommand::Entries` through the handler (sessions and dedup included),
+    /// then the handler's report of the batch to the core, as the thread's loop makes it after
+    /// every batch. Each entry is awaited as if proposed here in its own term, so each one is
+    /// answered (a waiter registered before its entry applies, as the consensus thread's
+    /// `WaitProposal` is).
+    pub fn apply_batch(&mut self, entries: Vec<Entry>) -> Result<SimApplied, String> {
+        let before = self.handler.applied();
+        let awaited: Vec<LogIndex> = entries.iter().map(|e| e.index).collect();
+        for entry in &entries {
             self.handler
                 .handle(ApplyCommand::WaitProposal {
-                    index,
-                    term,
-                    reply: sim_reply(index),
+                    index: entry.index,
+                    term: entry.term,
+                    reply: sim_reply(entry.index),
                     deadline: never(),
                 })
                 .map_err(|e| e.to_string())?;
         }
         self.handler
-            .handle(ApplyCommand::Entries(vec![entry]))
+            .handle(ApplyCommand::Entries(entries))
             .map_err(|e| e.to_string())?;
-        Ok(self.answer_to(index))
+        self.handler.report_applied(before);
+        let mut answers = self.answers();
+        let answers = awaited
+            .into_iter()
+            .map(|index| {
+                let answer = answers
+                    .remove(&index)
+                    .ok_or_else(|| format!("entry {index} was applied without an answer"))?;
+                Ok((index, answer))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let mut reported = None;
+        for progress in self.handler.take_progress() {
+            match progress {
+                ApplyProgress::Core(outcome @ ApplyOutcome::Applied { .. })
+                    if reported.is_none() =>
+                {
+                    reported = Some(outcome);
+                }
+                other => {
+                    return Err(format!(
+                        "applying entries reported {other:?}, which a batch of entries never \
+                         does in a simulated node"
+                    ));
+                }
+            }
+        }
+        Ok(SimApplied { answers, reported })
     }
 
     /// Restores the state machine from the installed snapshot `meta` as the apply thread does
@@ -500,16 +529,14 @@ impl SimApply {
         Ok(taken.and_then(|outcome| Some((self.files.get()?, outcome))))
     }
 
-    fn answer_to(&mut self, index: LogIndex) -> Option<SimAnswer> {
-        let mut answer = None;
+    /// The answers the handler gave since last asked, by the index they wait on.
+    fn answers(&mut self) -> BTreeMap<LogIndex, SimAnswer> {
+        let mut answers = BTreeMap::new();
         for (to, body) in self.handler.take_replies() {
             let ReplyTo::Client { request_id, .. } = to else {
                 continue;
             };
-            if request_id != index.0 {
-                continue;
-            }
-            answer = Some(match body {
+            let answer = match body {
                 ClientResponseBody::Ok { result, .. } => SimAnswer::Ok(result),
                 ClientResponseBody::Error { definite, message } => {
                     SimAnswer::Refused { definite, message }
@@ -518,11 +545,21 @@ impl SimApply {
                     definite: false,
                     message: format!("unexpected answer {other:?}"),
                 },
-            });
+            };
+            answers.insert(LogIndex(request_id), answer);
         }
-        let _ = self.handler.take_progress();
-        answer
+        answers
     }
+}
+
+/// What applying one batch of committed entries produced ([`SimApply::apply_batch`]).
+#[derive(Debug)]
+pub struct SimApplied {
+    /// Each entry's answer, in log order.
+    pub answers: Vec<(LogIndex, SimAnswer)>,
+    /// What the handler reports to the core for the batch (`ApplyOutcome::Applied`, for
+    /// [`SimConsensus::report`] as `Input::Apply`); `None` when the applied index did not move.
+    pub reported: Option<ApplyOutcome>,
 }
 
 /// Where the simulator's waiter for `index` is answered (no network: the answer is taken

@@ -359,6 +359,263 @@ fn holds_committed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rcraft::wire::Session;
+
+    fn noop(index: u64, term: u64) -> Entry {
+        Entry::new(Term(term), LogIndex(index), EntryPayload::Noop)
+    }
+
+    fn write(index: u64, term: u64, write_id: u64, session: Option<Session>) -> Entry {
+        let data = crate::state_machine::encode_write(write_id, 0);
+        let payload = EntryPayload::Command {
+            session,
+            data: data.into(),
+        };
+        Entry::new(Term(term), LogIndex(index), payload)
+    }
+
+    fn config(index: u64, term: u64, membership: Membership) -> Entry {
+        Entry::new(
+            Term(term),
+            LogIndex(index),
+            EntryPayload::Membership(membership),
+        )
+    }
+
+    fn voters(ids: &[u64]) -> Membership {
+        Membership::with_voters(ids.iter().map(|&id| NodeId(id)))
+    }
+
+    /// A log from the start of a cluster of voters 0, 1 and 2, holding `entries`.
+    fn log(entries: Vec<Entry>) -> EntryLog {
+        EntryLog::from_parts(LogIndex(0), Term(0), voters(&[0, 1, 2]), entries).unwrap()
+    }
+
+    /// Two entries of one (index, term) with different payloads, or after different terms,
+    /// are rejected (log matching); the same entry seen again is not.
+    #[test]
+    fn two_entries_of_one_index_and_term_are_rejected() {
+        let mut checker = Checker::default();
+        let (a, b) = (NodeId(0), NodeId(1));
+        assert!(checker.observe_entry(a, &noop(2, 3), Some(Term(1))).is_ok());
+        assert!(checker.observe_entry(b, &noop(2, 3), Some(Term(1))).is_ok());
+        assert!(checker.observe_entry(b, &noop(2, 3), None).is_ok());
+        let other = write(2, 3, 7, None);
+        let err = checker.observe_entry(b, &other, Some(Term(1))).unwrap_err();
+        assert!(err.starts_with("log matching"), "{err}");
+        let err = checker
+            .observe_entry(b, &noop(2, 3), Some(Term(2)))
+            .unwrap_err();
+        assert!(
+            err.contains("follows term 1 in one log and term 2"),
+            "{err}"
+        );
+    }
+
+    /// Two leaders of one term are rejected (election safety); the same leader seen again,
+    /// or another one in another term, is not.
+    #[test]
+    fn two_leaders_of_one_term_are_rejected() {
+        let mut checker = Checker::default();
+        let empty = log(Vec::new());
+        assert!(checker.observe_leader(NodeId(0), Term(2), &empty).is_ok());
+        assert!(checker.observe_leader(NodeId(0), Term(2), &empty).is_ok());
+        assert!(checker.observe_leader(NodeId(1), Term(3), &empty).is_ok());
+        let err = checker
+            .observe_leader(NodeId(1), Term(2), &empty)
+            .unwrap_err();
+        assert_eq!(err, "election safety: nodes 0 and 1 both lead term 2");
+    }
+
+    /// A leader of a later term without an entry committed before it is rejected (leader
+    /// completeness), both when it appears and when a commit it lacks becomes known while it
+    /// leads; a log that holds the entry, or a snapshot past it, is not.
+    #[test]
+    fn a_leader_without_a_committed_entry_is_rejected() {
+        let mut checker = Checker::default();
+        let committed = noop(1, 1);
+        let none = std::iter::empty();
+        assert!(
+            checker
+                .observe_commit(NodeId(0), Term(1), &committed, none)
+                .is_ok()
+        );
+        let holding = log(vec![committed.clone(), noop(2, 2)]);
+        assert!(checker.observe_leader(NodeId(1), Term(2), &holding).is_ok());
+        let compacted =
+            EntryLog::from_parts(LogIndex(2), Term(2), voters(&[0, 1, 2]), Vec::new()).unwrap();
+        assert!(
+            checker
+                .observe_leader(NodeId(2), Term(3), &compacted)
+                .is_ok()
+        );
+        let other = log(vec![noop(1, 3)]);
+        let err = checker
+            .observe_leader(NodeId(2), Term(4), &other)
+            .unwrap_err();
+        assert!(
+            err.starts_with("leader completeness: node 2 leads term 4"),
+            "{err}"
+        );
+        // A leader of term 5 seen before the commit of index 2 (term 2) became known.
+        let mut checker = Checker::default();
+        let stale = log(vec![noop(1, 1)]);
+        assert!(checker.observe_leader(NodeId(1), Term(5), &stale).is_ok());
+        let leaders = [(NodeId(1), Term(5), &stale)];
+        let err = checker
+            .observe_commit(NodeId(0), Term(2), &noop(2, 2), leaders.into_iter())
+            .unwrap_err();
+        assert!(
+            err.starts_with("leader completeness: node 1 leads term 5"),
+            "{err}"
+        );
+    }
+
+    /// A commit that contradicts an earlier one, a write without a session committed at
+    /// two indexes, and a node applying anything but the committed entry are rejected; a
+    /// retried write of a session committed twice is not (the session table dedups it).
+    #[test]
+    fn a_changed_commit_and_a_write_committed_twice_are_rejected() {
+        let mut checker = Checker::default();
+        let none = || std::iter::empty();
+        assert!(
+            checker
+                .observe_commit(NodeId(0), Term(1), &noop(1, 1), none())
+                .is_ok()
+        );
+        assert!(
+            checker
+                .observe_commit(NodeId(1), Term(2), &noop(1, 1), none())
+                .is_ok()
+        );
+        let err = checker
+            .observe_commit(NodeId(1), Term(2), &noop(1, 2), none())
+            .unwrap_err();
+        assert!(err.starts_with("committed entry changed: index 1"), "{err}");
+        let err = checker
+            .observe_apply(NodeId(2), Term(2), &write(1, 1, 9, None))
+            .unwrap_err();
+        assert!(err.starts_with("state machine safety: node 2"), "{err}");
+        assert!(
+            checker
+                .observe_apply(NodeId(2), Term(2), &noop(1, 1))
+                .is_ok()
+        );
+
+        let session = Some(Session {
+            client_id: 1,
+            sequence: 1,
+        });
+        let retried = [write(2, 1, 5, session), write(3, 1, 5, session)];
+        for entry in &retried {
+            assert!(
+                checker
+                    .observe_commit(NodeId(0), Term(1), entry, none())
+                    .is_ok()
+            );
+        }
+        let once = write(4, 1, 6, None);
+        assert!(
+            checker
+                .observe_commit(NodeId(0), Term(1), &once, none())
+                .is_ok()
+        );
+        let twice = write(5, 1, 6, None);
+        let err = checker
+            .observe_commit(NodeId(0), Term(1), &twice, none())
+            .unwrap_err();
+        assert_eq!(err, "write 6 is committed twice, at index 4 and at index 5");
+    }
+
+    /// A leader that a quorum of its configuration did not vote for (of either half of a
+    /// joint one) is rejected, and so is one that is no voter of its latest committed
+    /// configuration; a leader with a quorum of votes is not.
+    #[test]
+    fn a_leader_without_a_quorum_or_outside_its_configuration_is_rejected() {
+        let mut checker = Checker::default();
+        let term = Term(2);
+        let empty = log(Vec::new());
+        checker.observe_vote_cast(NodeId(0), term, NodeId(0));
+        let three = voters(&[0, 1, 2]);
+        let err = checker
+            .observe_election(NodeId(0), term, &three, &empty, LogIndex(0))
+            .unwrap_err();
+        assert!(
+            err.starts_with("election quorum: node 0 leads term 2"),
+            "{err}"
+        );
+        checker.observe_vote_cast(NodeId(1), term, NodeId(0));
+        assert!(
+            checker
+                .observe_election(NodeId(0), term, &three, &empty, LogIndex(0))
+                .is_ok()
+        );
+        // Joint {0, 1, 2} -> {0, 3, 4}: the votes of 0 and 1 are a quorum of the old half only.
+        let joint = Membership {
+            voters: [0, 3, 4].into_iter().map(NodeId).collect(),
+            voters_outgoing: [0, 1, 2].into_iter().map(NodeId).collect(),
+            ..Membership::default()
+        };
+        let joint_log = log(vec![config(1, 1, joint.clone())]);
+        let err = checker
+            .observe_election(NodeId(0), term, &joint, &joint_log, LogIndex(0))
+            .unwrap_err();
+        assert!(err.starts_with("election quorum"), "{err}");
+        checker.observe_vote_cast(NodeId(3), term, NodeId(0));
+        assert!(
+            checker
+                .observe_election(NodeId(0), term, &joint, &joint_log, LogIndex(0))
+                .is_ok()
+        );
+        // Node 1 was removed by a committed configuration: it may not lead, votes or not.
+        let removed = log(vec![config(1, 1, voters(&[0, 2, 3]))]);
+        for voter in [0, 2, 3] {
+            checker.observe_vote_cast(NodeId(voter), Term(3), NodeId(1));
+        }
+        let now = voters(&[0, 2, 3]);
+        let err = checker
+            .observe_election(NodeId(1), Term(3), &now, &removed, LogIndex(1))
+            .unwrap_err();
+        assert!(
+            err.starts_with("leader eligibility: node 1 leads term 3"),
+            "{err}"
+        );
+        // While that removal is uncommitted, node 1 still votes in the configuration before.
+        assert!(
+            checker
+                .observe_election(NodeId(1), Term(3), &now, &removed, LogIndex(0))
+                .is_ok()
+        );
+    }
+
+    /// A leader's log with two membership entries beyond the highest committed index is
+    /// rejected; one is not.
+    #[test]
+    fn two_uncommitted_configuration_changes_are_rejected() {
+        let mut checker = Checker::default();
+        let none = std::iter::empty();
+        assert!(
+            checker
+                .observe_commit(NodeId(0), Term(1), &noop(1, 1), none)
+                .is_ok()
+        );
+        let one = log(vec![noop(1, 1), config(2, 1, voters(&[0, 1, 2, 3]))]);
+        assert!(
+            checker
+                .check_one_uncommitted_change(NodeId(0), Term(1), &one)
+                .is_ok()
+        );
+        let mut entries = one.entries().to_vec();
+        entries.push(config(3, 1, voters(&[0, 1, 2, 3, 4])));
+        let two = log(entries);
+        let err = checker
+            .check_one_uncommitted_change(NodeId(0), Term(1), &two)
+            .unwrap_err();
+        assert!(
+            err.starts_with("one change at a time: leader 0 of term 1"),
+            "{err}"
+        );
+    }
 
     /// A history in which a node grants its vote to two candidates in one term (as a node
     /// that forgot its vote after its hard state was damaged would) is rejected; the same

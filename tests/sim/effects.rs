@@ -16,7 +16,7 @@ use crate::params::{
     EARLY_TERM_MS, SIM_SELF_DEMOTION, SLOW_DISK_EXTRA_MS, SLOW_LINKS_EXTRA_MS, TICK_MS,
 };
 use crate::replica::SimCore;
-use crate::state_machine::{Applied, decode_write};
+use crate::state_machine::decode_write;
 use crate::world::{Event, World};
 use rcraft::core::{ApplyOutcome, Input, ProposeError, StorageAction, StorageOutcome};
 use rcraft::node::testing::{SimApplyCommand, SimTurn};
@@ -488,15 +488,16 @@ impl<C: SimCore> World<C> {
             }
         };
         let term = self.current_term(node);
+        let mut applied_index = self.nodes[node].sm.applied_index();
         for entry in &entries {
-            let n = &mut self.nodes[node];
-            let applied_index = n.sm.applied_index();
+            let n = &self.nodes[node];
             if entry.index != applied_index.next() {
                 return Err(format!(
                     "applies index {} after index {applied_index}",
                     entry.index
                 ));
             }
+            applied_index = entry.index;
             let id = n.id;
             if self.check_persist_contract {
                 let covered = n.disk.snapshot().map_or(LogIndex(0), |s| s.meta.index);
@@ -510,14 +511,16 @@ impl<C: SimCore> World<C> {
                 }
             }
             self.checker.observe_apply(id, term, entry)?;
-            let applied = self.nodes[node].sm.apply(entry)?;
-            // Only an entry the session table let through took effect: one it refused (the
-            // session forgotten, say) leaves the write free to fail definitely later.
-            if applied == Applied::Write
-                && let EntryPayload::Command { data, .. } = &entry.payload
+        }
+        // One batch through the node's apply handler, as the apply thread takes what one
+        // hand-off brought; the report to the core is the handler's own.
+        let (answers, reported) = self.nodes[node].sm.apply_batch(&entries)?;
+        for (entry, applied) in entries.iter().zip(answers) {
+            // The history decides whether the entry took effect (finding 46).
+            if let EntryPayload::Command { data, .. } = &entry.payload
                 && let Some(write_id) = decode_write(data)
             {
-                self.history.observe_applied(write_id)?;
+                self.history.observe_entry_applied(write_id, &applied)?;
             }
             let n = &mut self.nodes[node];
             if let Some((proposed_term, attempt)) = n.proposed.remove(&entry.index) {
@@ -531,15 +534,23 @@ impl<C: SimCore> World<C> {
             }
         }
         self.serve_ready_reads(node)?;
-        let n = &self.nodes[node];
-        let (incarnation, index) = (n.incarnation, n.sm.applied_index());
+        let input = match reported {
+            Some(outcome @ ApplyOutcome::Applied { index }) if index == applied_index => outcome,
+            other => {
+                return Err(format!(
+                    "the apply handler applied entries through {applied_index} and reported \
+                     {other:?} to the core"
+                ));
+            }
+        };
+        let incarnation = self.nodes[node].incarnation;
         let delay = self.rng.between(0, 2);
         self.schedule(
             self.now + delay,
             Event::Answer {
                 node,
                 incarnation,
-                input: Input::Apply(ApplyOutcome::Applied { index }),
+                input: Input::Apply(input),
             },
         );
         Ok(())

@@ -9,6 +9,7 @@
 //! completed, since such a write did not exist yet; the check asserts it anyway.
 
 use crate::checker::Verdict;
+use crate::state_machine::Applied;
 use rcraft::wire::LogIndex;
 use std::collections::BTreeMap;
 
@@ -97,9 +98,20 @@ impl History {
         Ok(())
     }
 
+    /// Some state machine applied an entry carrying write `write_id`, and its session table
+    /// decided `applied`. Only an entry the table let through (`Applied::Write`) takes effect:
+    /// one it refused (its session forgotten, say) leaves the write free to fail definitely
+    /// later, and a duplicate answers a write applied before, recorded then (finding 46).
+    pub(crate) fn observe_entry_applied(&mut self, write_id: u64, applied: &Applied) -> Verdict {
+        match applied {
+            Applied::Write => self.observe_applied(write_id),
+            _ => Ok(()),
+        }
+    }
+
     /// Some state machine applied write `write_id`: it took effect, so it must not be one its
     /// client was told definitely failed.
-    pub(crate) fn observe_applied(&mut self, write_id: u64) -> Verdict {
+    fn observe_applied(&mut self, write_id: u64) -> Verdict {
         let outcome = self.writes.get(&write_id).map(|w| w.outcome);
         if outcome == Some(WriteOutcome::Failed) {
             return Err(format!(
@@ -268,12 +280,79 @@ mod tests {
     #[test]
     fn a_failed_write_that_takes_effect_is_rejected() {
         let mut history = history();
-        assert!(history.observe_applied(2).is_err());
+        assert!(history.observe_entry_applied(2, &Applied::Write).is_err());
         // And the other way round: applied first, reported failed later.
         let mut history = History::default();
         history.invoke_write(3, 0);
-        history.observe_applied(3).unwrap();
+        history.observe_entry_applied(3, &Applied::Write).unwrap();
         assert!(history.complete_write(3, WriteOutcome::Failed).is_err());
+    }
+
+    /// Finding 46 (seed 4765 before finding 47 changed the draws): write 260's only entry was
+    /// applied after the session table had forgotten its client, so the table refused it
+    /// (`RefusedDefinite`); the client registered again and a later attempt was refused
+    /// `Overloaded`, a definite failure, and a true one. The old rule counted every applied
+    /// entry carrying the write as taking effect and rejected this history.
+    #[test]
+    fn a_write_whose_entry_the_session_table_refused_may_fail_definitely() {
+        let mut history = History::default();
+        history.invoke_write(260, 7590);
+        for refused in [Applied::RefusedDefinite, Applied::RefusedUnknown] {
+            history.observe_entry_applied(260, &refused).unwrap();
+        }
+        history.complete_write(260, WriteOutcome::Failed).unwrap();
+        history.check_final_state(&[]).unwrap();
+        // A duplicate answer names a write applied before, recorded then; alone it is no
+        // application (the session table answered a retry).
+        history.invoke_write(261, 9000);
+        history
+            .observe_entry_applied(261, &Applied::Duplicate)
+            .unwrap();
+        history.complete_write(261, WriteOutcome::Failed).unwrap();
+        // Applied by the table, the same write may not fail definitely.
+        history.invoke_write(262, 9100);
+        history.observe_entry_applied(262, &Applied::Write).unwrap();
+        assert!(history.complete_write(262, WriteOutcome::Failed).is_err());
+    }
+
+    #[test]
+    fn a_read_behind_a_completed_read_is_rejected() {
+        let mut history = history();
+        let first = history.invoke_read(30);
+        history
+            .complete_read(&first, LogIndex(3), &[1], 40)
+            .unwrap();
+        let second = history.invoke_read(50);
+        let err = history
+            .complete_read(&second, LogIndex(2), &[1], 60)
+            .unwrap_err();
+        assert!(
+            err.contains("a read returned index 3 before it began"),
+            "{err}"
+        );
+        assert!(
+            history
+                .complete_read(&second, LogIndex(3), &[1], 60)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_read_holding_a_write_invoked_after_it_completed_is_rejected() {
+        let mut history = history();
+        history.invoke_write(3, 100);
+        let read = history.invoke_read(30);
+        let err = history
+            .complete_read(&read, LogIndex(2), &[1, 3], 40)
+            .unwrap_err();
+        assert!(
+            err.contains("contains write 3, which no client had invoked"),
+            "{err}"
+        );
+        let err = history
+            .complete_read(&read, LogIndex(2), &[1, 4], 40)
+            .unwrap_err();
+        assert!(err.contains("contains write 4"), "{err}");
     }
 
     #[test]

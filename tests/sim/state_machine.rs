@@ -193,8 +193,9 @@ struct ListState {
     writes: Vec<u64>,
     /// The ids in `writes`.
     ids: BTreeSet<u64>,
-    /// The index of the last command the state machine itself applied.
-    applied_at: Option<LogIndex>,
+    /// The indexes of the commands the state machine itself applied since the simulator last
+    /// took them (a session's duplicate is answered without reaching it).
+    applied_now: BTreeSet<LogIndex>,
     /// What went wrong inside `apply` (which cannot fail), for the simulator to report.
     violation: Option<String>,
 }
@@ -220,7 +221,7 @@ impl rcraft::StateMachine for SharedList {
             ));
         }
         list.writes.push(write_id);
-        list.applied_at = Some(index);
+        list.applied_now.insert(index);
         write_id.to_le_bytes().to_vec()
     }
 
@@ -251,7 +252,7 @@ impl rcraft::StateMachine for SharedList {
         *lock(&self.0) = ListState {
             writes,
             ids,
-            applied_at: None,
+            applied_now: BTreeSet::new(),
             violation: None,
         };
         Ok(())
@@ -297,49 +298,56 @@ impl NodeStateMachine {
         lock(&self.list).writes.clone()
     }
 
-    /// Applies one committed entry through the node's apply handler (the caller checked it
-    /// is the next one) and says what it answered. Errs when a write takes effect twice.
-    pub(crate) fn apply(&mut self, entry: &Entry) -> Result<Applied, String> {
-        let answer = self
-            .apply
-            .apply(entry.clone(), Some(entry.term))?
-            .ok_or_else(|| format!("entry {} was applied without an answer", entry.index))?;
-        let list = lock(&self.list);
+    /// Applies committed `entries` through the node's apply handler as one batch (the caller
+    /// checked they follow the applied index) and says what it answered for each, in order,
+    /// and what the handler reports to the core for the batch (`ApplyOutcome::Applied`).
+    /// Errs when a write takes effect twice.
+    pub(crate) fn apply_batch(
+        &mut self,
+        entries: &[Entry],
+    ) -> Result<(Vec<Applied>, Option<ApplyOutcome>), String> {
+        let batch = self.apply.apply_batch(entries.to_vec())?;
+        let mut list = lock(&self.list);
         if let Some(violation) = &list.violation {
             return Err(violation.clone());
         }
+        let applied_now = std::mem::take(&mut list.applied_now);
         let register = Some(Session::REGISTER);
-        Ok(match (&entry.payload, answer) {
-            (EntryPayload::Command { session, .. }, SimAnswer::Ok(result))
-                if *session == register =>
-            {
-                let id: [u8; 8] = result
-                    .get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or("a registration answered no client id")?;
-                Applied::Registered(u64::from_le_bytes(id))
-            }
-            (EntryPayload::Command { .. }, SimAnswer::Ok(_)) => {
-                if list.applied_at == Some(entry.index) {
-                    Applied::Write
-                } else {
-                    Applied::Duplicate
+        let mut applied = Vec::with_capacity(entries.len());
+        for (entry, (_, answer)) in entries.iter().zip(batch.answers) {
+            applied.push(match (&entry.payload, answer) {
+                (EntryPayload::Command { session, .. }, SimAnswer::Ok(result))
+                    if *session == register =>
+                {
+                    let id: [u8; 8] = result
+                        .get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or("a registration answered no client id")?;
+                    Applied::Registered(u64::from_le_bytes(id))
                 }
-            }
-            (EntryPayload::Command { .. }, SimAnswer::Refused { definite: true, .. }) => {
-                Applied::RefusedDefinite
-            }
-            (
-                EntryPayload::Command { .. },
-                SimAnswer::Refused {
-                    definite: false, ..
-                },
-            ) => Applied::RefusedUnknown,
-            (_, SimAnswer::Ok(_)) => Applied::Other,
-            (_, SimAnswer::Refused { message, .. }) => {
-                return Err(format!("entry {} was refused: {message}", entry.index));
-            }
-        })
+                (EntryPayload::Command { .. }, SimAnswer::Ok(_)) => {
+                    if applied_now.contains(&entry.index) {
+                        Applied::Write
+                    } else {
+                        Applied::Duplicate
+                    }
+                }
+                (EntryPayload::Command { .. }, SimAnswer::Refused { definite: true, .. }) => {
+                    Applied::RefusedDefinite
+                }
+                (
+                    EntryPayload::Command { .. },
+                    SimAnswer::Refused {
+                        definite: false, ..
+                    },
+                ) => Applied::RefusedUnknown,
+                (_, SimAnswer::Ok(_)) => Applied::Other,
+                (_, SimAnswer::Refused { message, .. }) => {
+                    return Err(format!("entry {} was refused: {message}", entry.index));
+                }
+            });
+        }
+        Ok((applied, batch.reported))
     }
 
     /// A snapshot of every applied entry, written by the node's apply handler, and what the
@@ -376,6 +384,14 @@ impl NodeStateMachine {
 mod tests {
     use super::*;
     use rcraft::wire::NodeId;
+
+    impl NodeStateMachine {
+        /// Applies one committed entry as a batch of its own.
+        fn apply(&mut self, entry: &Entry) -> Result<Applied, String> {
+            let (mut applied, _) = self.apply_batch(std::slice::from_ref(entry))?;
+            applied.pop().ok_or_else(|| "no answer".to_string())
+        }
+    }
 
     fn command(index: u64, session: Option<Session>, data: Vec<u8>) -> Entry {
         Entry::new(
@@ -460,6 +476,66 @@ mod tests {
         // reports it applied twice.
         let again = other.apply(&command(5, None, encode_write(7, 0)));
         assert!(again.unwrap_err().contains("exactly-once"));
+    }
+
+    /// A batch goes through the handler at once: each entry gets its own answer (a retry
+    /// in the same batch as its first application is a duplicate), and the report to the core
+    /// is the handler's, through the batch's last entry.
+    #[test]
+    fn a_batch_is_answered_per_entry_and_reported_by_the_handler() {
+        let initial = Membership::with_voters([NodeId(0)]);
+        let mut node = NodeStateMachine::new(&initial, 4, None, 0).unwrap();
+        let session = Some(Session {
+            client_id: 1,
+            sequence: 1,
+        });
+        let batch = [
+            command(1, Some(Session::REGISTER), Vec::new()),
+            command(2, session, encode_write(7, 3)),
+            command(3, session, encode_write(7, 0)),
+            Entry::new(Term(1), LogIndex(4), EntryPayload::Noop),
+        ];
+        let (applied, reported) = node.apply_batch(&batch).unwrap();
+        assert_eq!(
+            applied,
+            vec![
+                Applied::Registered(1),
+                Applied::Write,
+                Applied::Duplicate,
+                Applied::Other
+            ]
+        );
+        assert_eq!(reported, Some(ApplyOutcome::Applied { index: LogIndex(4) }));
+        assert_eq!(node.writes(), vec![7]);
+        assert_eq!(node.applied_index(), LogIndex(4));
+    }
+
+    /// The checker's model refuses a snapshot whose bytes do not match its description, and
+    /// one whose state holds a write twice (the write applied twice before it was taken).
+    #[test]
+    fn a_snapshot_unlike_its_meta_or_holding_a_write_twice_is_rejected() {
+        let initial = Membership::with_voters([NodeId(0)]);
+        let meta_of = |bytes: &[u8]| SnapshotMeta {
+            index: LogIndex(2),
+            term: Term(1),
+            membership: initial.clone(),
+            size_bytes: bytes.len() as u64,
+            checksum: checksum(bytes),
+        };
+        let mut sm = AppendList::new(&initial, 4);
+        sm.apply(&command(1, None, encode_write(5, 0))).unwrap();
+        sm.apply(&command(2, None, encode_write(6, 0))).unwrap();
+        let bytes = sm.snapshot_bytes();
+        assert!(AppendList::restore(&meta_of(&bytes), &bytes, 4).is_ok());
+        let mut flipped = bytes.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        let err = AppendList::restore(&meta_of(&bytes), &flipped, 4).unwrap_err();
+        assert!(err.contains("does not match its meta"), "{err}");
+        // The same write id twice in the state, as a node that applied it twice would save.
+        sm.writes.push(5);
+        let twice = sm.snapshot_bytes();
+        let err = AppendList::restore(&meta_of(&twice), &twice, 4).unwrap_err();
+        assert!(err.starts_with("exactly-once"), "{err}");
     }
 
     #[test]

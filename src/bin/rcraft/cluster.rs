@@ -44,7 +44,9 @@ pub(crate) struct ClusterArgs {
 /// `--cacert`.
 pub(crate) fn tls_of(args: &ClusterArgs) -> Result<Option<ClientTls>, String> {
     match &args.cacert {
-        Some(ca) => ClientTls::from_files(ca, args.cert.as_deref(), args.key.as_deref()).map(Some),
+        Some(ca) => ClientTls::from_files(ca, args.cert.as_deref(), args.key.as_deref())
+            .map(Some)
+            .map_err(|e| e.to_string()),
         None if args.cert.is_some() || args.key.is_some() => {
             Err("--cert and --key need --cacert (the CA of the nodes' certificates)".into())
         }
