@@ -231,6 +231,9 @@ pub(crate) struct ApplyHandler {
     applied_term: Term,
     /// Membership in force at `applied` (saved in snapshot metadata).
     membership: Membership,
+    /// The (index, term) of the entry `membership` comes from (`(0, 0)` for the initial
+    /// configuration; `None` when restored from a snapshot that did not say).
+    membership_entry: Option<(LogIndex, Term)>,
     /// Entries and approximate log bytes applied since the last snapshot; a snapshot is
     /// taken when `policy` says so.
     applied_since_snapshot: u64,
@@ -447,6 +450,7 @@ impl ApplyHandler {
             applied: LogIndex(0),
             applied_term: Term(0),
             membership: initial_membership,
+            membership_entry: Some((LogIndex(0), Term(0))),
             applied_since_snapshot: 0,
             bytes_since_snapshot: 0,
             policy,
@@ -734,6 +738,7 @@ impl ApplyHandler {
             EntryPayload::Noop => Ok(Vec::new()),
             EntryPayload::Membership(membership) => {
                 self.membership = membership;
+                self.membership_entry = Some((entry.index, entry.term));
                 Ok(Vec::new())
             }
             // A registration carries no command for the state machine or its subscribers.
@@ -759,6 +764,7 @@ impl ApplyHandler {
     fn skip_covered_entry(&mut self, entry: Entry) {
         if let EntryPayload::Membership(membership) = entry.payload {
             self.membership = membership;
+            self.membership_entry = Some((entry.index, entry.term));
         }
         self.applied = entry.index;
         self.applied_term = entry.term;
@@ -867,6 +873,7 @@ impl ApplyHandler {
             index: self.applied,
             term: self.applied_term,
             membership: self.membership.clone(),
+            membership_entry: self.membership_entry,
             size_bytes: 0,
             checksum: 0,
         };
@@ -1024,6 +1031,7 @@ impl ApplyHandler {
         self.applied = meta.index;
         self.applied_term = meta.term;
         self.membership = meta.membership.clone();
+        self.membership_entry = meta.membership_entry;
         self.applied_since_snapshot = 0;
         self.bytes_since_snapshot = 0;
         self.latest_snapshot = Some(meta.clone());
@@ -1838,6 +1846,7 @@ mod tests {
             index: LogIndex(10),
             term: Term(2),
             membership: Membership::with_voters([NodeId(0)]),
+            membership_entry: None,
             size_bytes: data.len() as u64,
             checksum: crc32c::crc32c(&data),
         };
