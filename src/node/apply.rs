@@ -1556,6 +1556,46 @@ mod tests {
         thread.join().unwrap();
     }
 
+    /// A snapshot names where its configuration comes from: `(0, 0)` before any membership
+    /// entry, else the last one applied, and after a restore the snapshot's until the next one
+    /// (docs/SIM_FINDINGS.md, finding 39: a repairing peer leans on it).
+    #[test]
+    fn a_snapshot_names_the_configuration_entry_in_force() {
+        // One applier per batch, each restored from the snapshot the one before took.
+        let taken = |snapshots: &MemorySnapshots, entries: Vec<Entry>| {
+            let (commands, progress, thread) = start(snapshots.clone(), 2);
+            commands.send(ApplyCommand::Entries(entries)).unwrap();
+            drop(commands);
+            thread.join().unwrap();
+            let points: Vec<_> = (progress.try_iter())
+                .filter_map(|p| match p {
+                    ApplyProgress::Core(ApplyOutcome::SnapshotTaken { meta, .. }) => {
+                        Some((meta.index, meta.membership_entry))
+                    }
+                    _ => None,
+                })
+                .collect();
+            points
+        };
+        let snapshots = MemorySnapshots::default();
+        let initial = vec![command(1, 1, b"a", None), command(1, 2, b"b", None)];
+        assert_eq!(
+            taken(&snapshots, initial),
+            [(LogIndex(2), Some((LogIndex(0), Term(0))))]
+        );
+        let pair = Membership::with_voters([NodeId(0), NodeId(1)]);
+        let members = Entry::new(Term(2), LogIndex(3), EntryPayload::Membership(pair));
+        assert_eq!(
+            taken(&snapshots, vec![members, command(2, 4, b"c", None)]),
+            [(LogIndex(4), Some((LogIndex(3), Term(2))))]
+        );
+        let more = vec![command(2, 5, b"d", None), command(2, 6, b"e", None)];
+        assert_eq!(
+            taken(&snapshots, more),
+            [(LogIndex(6), Some((LogIndex(3), Term(2))))]
+        );
+    }
+
     #[test]
     fn a_stale_or_duplicate_restore_never_rolls_the_state_back() {
         let snapshots = MemorySnapshots::default();
