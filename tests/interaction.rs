@@ -471,6 +471,7 @@ impl Cluster {
                 .replica
                 .membership_at(index)
                 .expect("applied index is held"),
+            membership_entry: None,
             size_bytes: data.len() as u64,
             checksum: 0,
         };

@@ -91,7 +91,13 @@
 //! C1 committed, by a quorum of C1 holding a witness W, which acknowledged it in a term up
 //! to R, so before its answer; a committed entry never leaves a log and a snapshot over it
 //! counts, so W's answer would say `range_membership`: C1 is at an index from `from` on, in a
-//! term up to R, and is D's entry there, so its term fits D's lost log). So Q holds a
+//! term up to R, and is D's entry there, so its term fits D's lost log). A snapshot over C1
+//! counts even when it names the configuration entry in force at its index
+//! (`SnapshotMeta::membership_entry`, docs/SIM_FINDINGS.md, finding 39): a snapshot holds
+//! committed entries only, so it holds C1 at C1's index, and the last configuration entry at
+//! or before the snapshot's index is C1 or a later one, at an index from `from` on; only an
+//! entry point before `from` clears the compacted prefix (it then holds no configuration
+//! entry from `from` to the snapshot's index). So Q holds a
 //! witness W, which acknowledged the entry of term T committing `e` before its answer: its
 //! answered log holds `e` and ends in a term at least T. A candidate at least as up to date
 //! as that log holds `e` (same last term: it holds W's last entry, so W's log by log
@@ -376,14 +382,21 @@ impl Replica {
     }
 
     /// Whether this node's log may hold a configuration entry of the asker's lost log:
-    /// entries compacted away from the range's start on are hidden, so they may; a
-    /// membership entry at an index from the range's start on may be one unless its term
-    /// rules it out. The asker acknowledged nothing of a term after its recovered term, and
-    /// terms never decrease along a log: with the term T of the entry at `through` known, the
-    /// asker's entries before `through` have terms up to T, the one at `through` has T, and
-    /// any after it (acknowledged before its frontier was recorded) at least T.
+    /// entries compacted away from the range's start on are hidden, so they may, unless the
+    /// snapshot names the configuration entry in force at its index and that entry lies
+    /// before the range (the compacted prefix then holds none from the range's start on:
+    /// docs/SIM_FINDINGS.md, finding 39); a membership entry at an index from the range's
+    /// start on may be one unless its term rules it out. The asker acknowledged nothing of a
+    /// term after its recovered term, and terms never decrease along a log: with the term T
+    /// of the entry at `through` known, the asker's entries before `through` have terms up to
+    /// T, the one at `through` has T, and any after it (acknowledged before its frontier was
+    /// recorded) at least T.
     fn may_hold_membership_of(&self, lost: &RepairedRange) -> bool {
-        if self.log.first_index() > lost.from {
+        let compacted_into_range = self.log.first_index() > lost.from;
+        let snapshot_shows_none = (self.log.snapshot())
+            .and_then(|s| s.membership_entry)
+            .is_some_and(|(at, _)| at < lost.from);
+        if compacted_into_range && !snapshot_shows_none {
             return true;
         }
         self.log.memberships_from(lost.from).any(|(at, _)| {
@@ -1297,5 +1310,178 @@ mod tests {
         assert!(!answer_of_node(log(membership(5, 9)), 8));
         // None at all.
         assert!(!answer_of_node(log(entry(5, 7)), 8));
+    }
+
+    /// A snapshot's configuration entry point (index, term); `None`: unknown.
+    type EntryPoint = Option<(u64, u64)>;
+
+    /// A voter of {1, 2, 3} in term 6 whose log was compacted into node 2's lost range
+    /// (4..=5) by a snapshot at `snapshot` (term 4) that names `membership_entry` as where
+    /// its configuration comes from (`None`: a snapshot file of an older rcraft), followed by
+    /// `after`.
+    fn compacted_voter(
+        id: u64,
+        snapshot: u64,
+        membership_entry: EntryPoint,
+        after: Vec<Entry>,
+    ) -> Replica {
+        let voters = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
+        let meta = rcraft_wire::SnapshotMeta {
+            index: LogIndex(snapshot),
+            term: Term(4),
+            membership: voters.clone(),
+            membership_entry: membership_entry.map(|(index, term)| (LogIndex(index), Term(term))),
+            size_bytes: 0,
+            checksum: 0,
+        };
+        let recovered = RecoveredState {
+            hard_state: HardState {
+                term: Term(6),
+                vote: None,
+                commit: LogIndex(snapshot),
+                votes_unknown: false,
+            },
+            snapshot: Some(meta),
+            entries: after,
+            initial_membership: voters,
+            lost: None,
+        };
+        Replica::new(CoreConfig::new(NodeId(id), 7), recovered).unwrap()
+    }
+
+    /// Finding 39 (seed 2892) in small: node 2, leader of term 5 in {1, 2, 3}, lost the tail
+    /// 4..=5 it appended in term 5 (`through_term` 5, recovered term 5). Node 1 took a
+    /// snapshot at 4 and holds 5@4; node 3, the old leader of term 4, took one at 5 and
+    /// holds a joint configuration at 6@4 (after the range's end in a term below the lost
+    /// one's: not node 2's) and 7@4. Both snapshots hide part of the range. Node 2 asks
+    /// both (its own `RepairQuery`), hands it their answers, and returns what each said of
+    /// configuration entries in the range and whether node 3 (7@4, as up to date as both
+    /// answers) then gets its pre-vote and its vote. `entries` are the snapshots'
+    /// configuration entry points of nodes 1 and 3.
+    fn lost_tail_among_compacted_logs(entries: [EntryPoint; 2]) -> (Vec<bool>, Replica) {
+        let mut node = repairing(lost_after(
+            (5, Some(2), false),
+            (3, 2),
+            &[1, 2, 3],
+            5,
+            Some(5),
+        ));
+        let joint = Membership {
+            voters: [1, 2, 3].into_iter().map(NodeId).collect(),
+            voters_outgoing: [1, 3].into_iter().map(NodeId).collect(),
+            learners: Default::default(),
+        };
+        let mut voters = [
+            compacted_voter(1, 4, entries[0], vec![entry(5, 4)]),
+            compacted_voter(
+                3,
+                5,
+                entries[1],
+                vec![
+                    Entry::new(Term(4), LogIndex(6), EntryPayload::Membership(joint)),
+                    entry(7, 4),
+                ],
+            ),
+        ];
+        let mut queries = Vec::new();
+        for _ in 0..20 {
+            for action in step(&mut node, Input::Tick) {
+                if let super::super::api::Action::Send(
+                    query @ Message {
+                        body: MessageBody::RepairQuery { .. },
+                        ..
+                    },
+                ) = action
+                {
+                    queries.push(query);
+                }
+            }
+        }
+        assert_eq!(
+            queries.len(),
+            2,
+            "nodes 1 and 3 asked once each: {queries:?}"
+        );
+        let mut said = Vec::new();
+        for query in queries {
+            let voter = &mut voters[if query.to == NodeId(1) { 0 } else { 1 }];
+            for action in step(voter, Input::Message(query)) {
+                if let super::super::api::Action::Send(
+                    answer @ Message {
+                        body: MessageBody::RepairAnswer { .. },
+                        ..
+                    },
+                ) = action
+                {
+                    if let MessageBody::RepairAnswer {
+                        range_membership, ..
+                    } = answer.body
+                    {
+                        said.push(range_membership);
+                    }
+                    step(&mut node, Input::Message(answer));
+                }
+            }
+        }
+        (said, node)
+    }
+
+    /// Finding 39: the snapshots name configuration entries before the range, so the
+    /// compacted prefixes hold none in it; the tail rule then lets node 2 vote for node 3,
+    /// and the repair ends on its entries. Without the entry points (snapshots of an older
+    /// rcraft) the answers say the range may hold one, and nobody gets the vote, as before.
+    #[test]
+    fn a_lost_tail_yields_to_a_candidate_once_snapshots_show_no_configuration_in_the_range() {
+        let (said, mut node) = lost_tail_among_compacted_logs([Some((0, 0)), Some((2, 2))]);
+        assert_eq!(
+            said,
+            [false, false],
+            "neither prefix holds a configuration entry"
+        );
+        assert_eq!(
+            granted(&step(&mut node, request(1, 7, true, (5, 4)))),
+            [false],
+            "node 1 is behind node 3's answered log"
+        );
+        assert_eq!(
+            granted(&step(&mut node, request(3, 7, true, (7, 4)))),
+            [true]
+        );
+        assert_eq!(
+            granted(&step(&mut node, request(3, 7, false, (7, 4)))),
+            [true]
+        );
+        step(
+            &mut node,
+            append(3, 7, (3, 2), vec![entry(4, 4), entry(5, 4)]),
+        );
+        assert_eq!(node.status().repairing, None, "node 3's log through 5");
+
+        let (said, mut node) = lost_tail_among_compacted_logs([None, None]);
+        assert_eq!(said, [true, true], "unknown entry points hide the range");
+        assert_eq!(
+            granted(&step(&mut node, request(3, 7, true, (7, 4)))),
+            [false]
+        );
+    }
+
+    /// A snapshot whose configuration comes from an entry inside the lost range (or at its
+    /// start) hides it, and entries before it in the range may be configurations too: the
+    /// answer says so and the tail rule refuses, even with the other voter's prefix clear.
+    #[test]
+    fn a_snapshot_configuration_from_inside_the_range_still_refuses_the_tail_rule() {
+        for inside in [(4, 4), (5, 4)] {
+            let (said, mut node) = lost_tail_among_compacted_logs([Some((0, 0)), Some(inside)]);
+            assert_eq!(said, [false, true], "node 3's snapshot holds {inside:?}");
+            assert_eq!(
+                granted(&step(&mut node, request(3, 7, true, (7, 4)))),
+                [false]
+            );
+            assert_eq!(
+                granted(&step(&mut node, request(3, 7, false, (7, 4)))),
+                [false]
+            );
+            assert!(node.status().repairing.is_some());
+        }
     }
 }

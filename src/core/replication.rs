@@ -1060,6 +1060,7 @@ mod tests {
             index: LogIndex(11),
             term: Term(1),
             membership: leader.membership().clone(),
+            membership_entry: None,
             size_bytes: 100,
             checksum: 0,
         };

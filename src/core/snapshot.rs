@@ -647,6 +647,7 @@ mod tests {
             index: LogIndex(9),
             term: Term(1),
             membership: voters,
+            membership_entry: None,
             size_bytes: 10,
             checksum: 0,
         };
@@ -913,6 +914,7 @@ mod tests {
             index: LogIndex(9),
             term: Term(1),
             membership: voters.clone(),
+            membership_entry: None,
             size_bytes,
             checksum: 0,
         };

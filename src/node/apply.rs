@@ -231,6 +231,9 @@ pub(crate) struct ApplyHandler {
     applied_term: Term,
     /// Membership in force at `applied` (saved in snapshot metadata).
     membership: Membership,
+    /// The (index, term) of the entry `membership` comes from (`(0, 0)` for the initial
+    /// configuration; `None` when restored from a snapshot that did not say).
+    membership_entry: Option<(LogIndex, Term)>,
     /// Entries and approximate log bytes applied since the last snapshot; a snapshot is
     /// taken when `policy` says so.
     applied_since_snapshot: u64,
@@ -447,6 +450,7 @@ impl ApplyHandler {
             applied: LogIndex(0),
             applied_term: Term(0),
             membership: initial_membership,
+            membership_entry: Some((LogIndex(0), Term(0))),
             applied_since_snapshot: 0,
             bytes_since_snapshot: 0,
             policy,
@@ -734,6 +738,7 @@ impl ApplyHandler {
             EntryPayload::Noop => Ok(Vec::new()),
             EntryPayload::Membership(membership) => {
                 self.membership = membership;
+                self.membership_entry = Some((entry.index, entry.term));
                 Ok(Vec::new())
             }
             // A registration carries no command for the state machine or its subscribers.
@@ -759,6 +764,7 @@ impl ApplyHandler {
     fn skip_covered_entry(&mut self, entry: Entry) {
         if let EntryPayload::Membership(membership) = entry.payload {
             self.membership = membership;
+            self.membership_entry = Some((entry.index, entry.term));
         }
         self.applied = entry.index;
         self.applied_term = entry.term;
@@ -867,6 +873,7 @@ impl ApplyHandler {
             index: self.applied,
             term: self.applied_term,
             membership: self.membership.clone(),
+            membership_entry: self.membership_entry,
             size_bytes: 0,
             checksum: 0,
         };
@@ -1024,6 +1031,7 @@ impl ApplyHandler {
         self.applied = meta.index;
         self.applied_term = meta.term;
         self.membership = meta.membership.clone();
+        self.membership_entry = meta.membership_entry;
         self.applied_since_snapshot = 0;
         self.bytes_since_snapshot = 0;
         self.latest_snapshot = Some(meta.clone());
@@ -1548,6 +1556,46 @@ mod tests {
         thread.join().unwrap();
     }
 
+    /// A snapshot names where its configuration comes from: `(0, 0)` before any membership
+    /// entry, else the last one applied, and after a restore the snapshot's until the next one
+    /// (docs/SIM_FINDINGS.md, finding 39: a repairing peer leans on it).
+    #[test]
+    fn a_snapshot_names_the_configuration_entry_in_force() {
+        // One applier per batch, each restored from the snapshot the one before took.
+        let taken = |snapshots: &MemorySnapshots, entries: Vec<Entry>| {
+            let (commands, progress, thread) = start(snapshots.clone(), 2);
+            commands.send(ApplyCommand::Entries(entries)).unwrap();
+            drop(commands);
+            thread.join().unwrap();
+            let points: Vec<_> = (progress.try_iter())
+                .filter_map(|p| match p {
+                    ApplyProgress::Core(ApplyOutcome::SnapshotTaken { meta, .. }) => {
+                        Some((meta.index, meta.membership_entry))
+                    }
+                    _ => None,
+                })
+                .collect();
+            points
+        };
+        let snapshots = MemorySnapshots::default();
+        let initial = vec![command(1, 1, b"a", None), command(1, 2, b"b", None)];
+        assert_eq!(
+            taken(&snapshots, initial),
+            [(LogIndex(2), Some((LogIndex(0), Term(0))))]
+        );
+        let pair = Membership::with_voters([NodeId(0), NodeId(1)]);
+        let members = Entry::new(Term(2), LogIndex(3), EntryPayload::Membership(pair));
+        assert_eq!(
+            taken(&snapshots, vec![members, command(2, 4, b"c", None)]),
+            [(LogIndex(4), Some((LogIndex(3), Term(2))))]
+        );
+        let more = vec![command(2, 5, b"d", None), command(2, 6, b"e", None)];
+        assert_eq!(
+            taken(&snapshots, more),
+            [(LogIndex(6), Some((LogIndex(3), Term(2))))]
+        );
+    }
+
     #[test]
     fn a_stale_or_duplicate_restore_never_rolls_the_state_back() {
         let snapshots = MemorySnapshots::default();
@@ -1838,6 +1886,7 @@ mod tests {
             index: LogIndex(10),
             term: Term(2),
             membership: Membership::with_voters([NodeId(0)]),
+            membership_entry: None,
             size_bytes: data.len() as u64,
             checksum: crc32c::crc32c(&data),
         };

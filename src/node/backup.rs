@@ -154,6 +154,7 @@ impl BackupFile {
             index: meta.index.0,
             term: meta.term.0,
             membership: payload_bytes(&EntryPayload::Membership(meta.membership.clone())),
+            membership_entry: (meta.membership_entry).map(|(index, term)| (index.0, term.0)),
         };
         let writer = create_snapshot_file(Arc::new(RealFs::default()), path, file_meta).map_err(
             |source| BackupError::Create {
@@ -265,6 +266,7 @@ mod tests {
             index: LogIndex(9),
             term: Term(2),
             membership: Membership::with_voters([NodeId(0)]),
+            membership_entry: None,
             size_bytes: data.len() as u64,
             checksum: crc32c::crc32c(data),
         };

@@ -384,6 +384,7 @@ mod tests {
             index: LogIndex(40),
             term: Term(3),
             membership: Membership::with_voters([NodeId(0)]),
+            membership_entry: None,
             size_bytes: data.len() as u64,
             checksum: crc32c::crc32c(data),
         }

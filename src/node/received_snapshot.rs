@@ -240,6 +240,7 @@ mod tests {
             index: LogIndex(index),
             term: Term(2),
             membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
+            membership_entry: None,
             size_bytes: 100,
             checksum: index as u32,
         }

@@ -169,6 +169,8 @@ fn build(
         index,
         term,
         membership: payload_bytes(&EntryPayload::Membership(membership.clone())),
+        // The new cluster's starting configuration: no entry of its log holds it.
+        membership_entry: Some((0, 0)),
     };
     let mut reader = open_snapshot_file(fs.as_ref(), backup).map_err(Error::restore_by(
         format!("reading backup {}", backup.display()),

@@ -122,6 +122,7 @@ pub(crate) fn file_meta(meta: &SnapshotMeta) -> SnapshotFileMeta {
         index: meta.index.0,
         term: meta.term.0,
         membership: payload_bytes(&membership),
+        membership_entry: (meta.membership_entry).map(|(index, term)| (index.0, term.0)),
     }
 }
 
@@ -141,6 +142,8 @@ pub(crate) fn snapshot_meta(info: &SnapshotInfo) -> Result<SnapshotMeta, Storage
         index: LogIndex(info.meta.index),
         term: Term(info.meta.term),
         membership,
+        membership_entry: (info.meta.membership_entry)
+            .map(|(index, term)| (LogIndex(index), Term(term))),
         size_bytes: info.data_bytes,
         checksum: info.data_crc32c,
     })
@@ -159,10 +162,12 @@ mod tests {
                 index: 7,
                 term: 2,
                 membership,
+                membership_entry: None,
             },
             data_bytes: 0,
             data_crc32c: 0,
             path: PathBuf::from("/data/snapshots/snap-7-2.snap"),
+            header_bytes: 0,
         };
         let garbage = snapshot_meta(&info(vec![9])).unwrap_err();
         assert_eq!(
@@ -195,6 +200,7 @@ mod tests {
             index: LogIndex(5),
             term: Term(1),
             membership: Default::default(),
+            membership_entry: None,
             size_bytes: 0,
             checksum: 0,
         };

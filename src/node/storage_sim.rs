@@ -369,6 +369,7 @@ impl StorageSim {
             index: LogIndex(index),
             term: Term(term),
             membership: membership(),
+            membership_entry: None,
             size_bytes: data.len() as u64,
             checksum: crc32c::crc32c(&data),
         };
@@ -413,6 +414,7 @@ impl StorageSim {
                 index: LogIndex(index),
                 term: Term(term),
                 membership: membership(),
+                membership_entry: None,
                 size_bytes: len as u64,
                 checksum: crc32c::crc32c(&data),
             };

@@ -1262,6 +1262,7 @@ mod tests {
             index: LogIndex(50),
             term: Term(2),
             membership: Membership::with_voters([NodeId(0)]),
+            membership_entry: None,
             size_bytes: len as u64,
             checksum: crc32c::crc32c(&data),
         };

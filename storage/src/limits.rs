@@ -44,12 +44,16 @@ pub const HARD_STATE_MAGIC: [u8; 8] = *b"RCHRDST1";
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RCSNAP01";
 /// Magic number at the end of every complete snapshot file.
 pub const SNAPSHOT_FOOTER_MAGIC: [u8; 8] = *b"RCSNAPOK";
-/// Snapshot format version written and accepted.
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// Snapshot format version written (version 1 is still read: storage/FORMAT.md §3).
+pub const SNAPSHOT_VERSION: u32 = 2;
 /// Largest opaque membership blob in a snapshot header.
 pub const SNAPSHOT_MEMBERSHIP_BYTES_MAX: usize = 1024 * 1024;
-/// Bytes of the fixed part of a snapshot header (before the membership blob).
-pub const SNAPSHOT_HEADER_FIXED_BYTES: usize = 36;
+/// Bytes of the fixed part of a snapshot header (before the membership blob), as written.
+pub const SNAPSHOT_HEADER_FIXED_BYTES: usize = 52;
+/// Bytes of the fixed part of a version-1 snapshot header (no configuration entry point).
+pub const SNAPSHOT_V1_HEADER_FIXED_BYTES: usize = 36;
+/// The configuration entry index a version-2 header holds when it is unknown.
+pub const SNAPSHOT_MEMBERSHIP_ENTRY_UNKNOWN: u64 = u64::MAX;
 /// Bytes of the snapshot footer.
 pub const SNAPSHOT_FOOTER_BYTES: usize = 24;
 /// Write buffer of a [`crate::SnapshotWriter`] and read buffer when verifying a snapshot.

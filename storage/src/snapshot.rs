@@ -18,7 +18,8 @@ use crate::limits::{
     SNAPSHOT_BUFFER_BYTES, SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_CHUNK_RECORD_BYTES,
     SNAPSHOT_CHUNK_RECORDS_PER_READ, SNAPSHOT_CHUNKS_HEADER_BYTES, SNAPSHOT_CHUNKS_MAGIC,
     SNAPSHOT_CHUNKS_VERSION, SNAPSHOT_FOOTER_BYTES, SNAPSHOT_FOOTER_MAGIC,
-    SNAPSHOT_HEADER_FIXED_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_MEMBERSHIP_BYTES_MAX, SNAPSHOT_VERSION,
+    SNAPSHOT_HEADER_FIXED_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_MEMBERSHIP_BYTES_MAX,
+    SNAPSHOT_MEMBERSHIP_ENTRY_UNKNOWN, SNAPSHOT_V1_HEADER_FIXED_BYTES, SNAPSHOT_VERSION,
 };
 use std::collections::BTreeSet;
 use std::io;
@@ -35,6 +36,9 @@ pub struct SnapshotFileMeta {
     pub term: u64,
     /// The cluster configuration at `index`, encoded by the caller (opaque here).
     pub membership: Vec<u8>,
+    /// The (index, term) of the log entry that configuration comes from, as the caller
+    /// gave it; `None` when unknown (always for a version-1 file, which has no room for it).
+    pub membership_entry: Option<(u64, u64)>,
 }
 
 /// A complete snapshot file on disk, as verified by [`SnapshotStore::latest`].
@@ -48,11 +52,13 @@ pub struct SnapshotInfo {
     pub data_crc32c: u32,
     /// The file.
     pub path: PathBuf,
+    /// Bytes before the data: the header, whose length depends on the file's version.
+    pub header_bytes: u64,
 }
 
 impl SnapshotInfo {
     fn header_bytes(&self) -> u64 {
-        (SNAPSHOT_HEADER_FIXED_BYTES + self.meta.membership.len()) as u64
+        self.header_bytes
     }
 
     /// `Ok` when `crc32c`, computed over ALL of this file's data, is the CRC-32C its footer
@@ -107,12 +113,24 @@ fn encode_header(meta: &SnapshotFileMeta) -> Result<Vec<u8>> {
             meta.membership.len()
         )));
     }
+    let (entry_index, entry_term) = match meta.membership_entry {
+        Some((SNAPSHOT_MEMBERSHIP_ENTRY_UNKNOWN, _)) => {
+            return Err(Error::InvalidArgument(format!(
+                "configuration entry index {SNAPSHOT_MEMBERSHIP_ENTRY_UNKNOWN} is reserved \
+                 (it stands for an unknown one)"
+            )));
+        }
+        Some(entry) => entry,
+        None => (SNAPSHOT_MEMBERSHIP_ENTRY_UNKNOWN, 0),
+    };
     let mut header = Vec::with_capacity(SNAPSHOT_HEADER_FIXED_BYTES + meta.membership.len());
     header.extend_from_slice(&SNAPSHOT_MAGIC);
     header.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
     header.extend_from_slice(&(meta.membership.len() as u32).to_le_bytes());
     header.extend_from_slice(&meta.index.to_le_bytes());
     header.extend_from_slice(&meta.term.to_le_bytes());
+    header.extend_from_slice(&entry_index.to_le_bytes());
+    header.extend_from_slice(&entry_term.to_le_bytes());
     let crc = crc32c::crc32c_append(crc32c::crc32c(&header), &meta.membership);
     header.extend_from_slice(&crc.to_le_bytes());
     header.extend_from_slice(&meta.membership);
@@ -143,20 +161,30 @@ fn read_exact(fs: &dyn Fs, path: &Path, offset: u64, len: usize, what: &str) -> 
     Ok(buf)
 }
 
-/// Reads and verifies a snapshot header.
-fn read_header(fs: &dyn Fs, path: &Path) -> Result<SnapshotFileMeta> {
-    let fixed = read_exact(fs, path, 0, SNAPSHOT_HEADER_FIXED_BYTES, "header")?;
-    if fixed[0..8] != SNAPSHOT_MAGIC {
+/// Reads and verifies a snapshot header of either version; returns it with its length in
+/// bytes (where the data starts).
+fn read_header(fs: &dyn Fs, path: &Path) -> Result<(SnapshotFileMeta, u64)> {
+    let start = read_exact(fs, path, 0, SNAPSHOT_V1_HEADER_FIXED_BYTES, "header")?;
+    if start[0..8] != SNAPSHOT_MAGIC {
         return Err(Error::corruption(path, 0, "bad snapshot magic"));
     }
-    let version = le_u32(&fixed, 8);
-    if version != SNAPSHOT_VERSION {
-        return Err(Error::corruption(
-            path,
-            8,
-            format!("unsupported version {version}"),
-        ));
-    }
+    let version = le_u32(&start, 8);
+    let fixed_bytes = match version {
+        1 => SNAPSHOT_V1_HEADER_FIXED_BYTES,
+        SNAPSHOT_VERSION => SNAPSHOT_HEADER_FIXED_BYTES,
+        _ => {
+            return Err(Error::corruption(
+                path,
+                8,
+                format!("unsupported version {version}"),
+            ));
+        }
+    };
+    let fixed = match version {
+        1 => start,
+        _ => read_exact(fs, path, 0, fixed_bytes, "header")?,
+    };
+    let crc_at = fixed_bytes - 4;
     let membership_len = le_u32(&fixed, 12) as usize;
     if membership_len > SNAPSHOT_MEMBERSHIP_BYTES_MAX {
         return Err(Error::corruption(
@@ -165,26 +193,32 @@ fn read_header(fs: &dyn Fs, path: &Path) -> Result<SnapshotFileMeta> {
             "membership length out of range",
         ));
     }
-    let membership = read_exact(
-        fs,
-        path,
-        SNAPSHOT_HEADER_FIXED_BYTES as u64,
-        membership_len,
-        "membership",
-    )?;
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&fixed[..32]), &membership);
-    if crc != le_u32(&fixed, 32) {
+    let membership = read_exact(fs, path, fixed_bytes as u64, membership_len, "membership")?;
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&fixed[..crc_at]), &membership);
+    if crc != le_u32(&fixed, crc_at) {
         return Err(Error::corruption(
             path,
-            32,
+            crc_at as u64,
             "snapshot header checksum mismatch",
         ));
     }
-    Ok(SnapshotFileMeta {
+    let membership_entry = match version {
+        1 => None,
+        _ => Some((le_u64(&fixed, 32), le_u64(&fixed, 40)))
+            .filter(|&(index, _)| index != SNAPSHOT_MEMBERSHIP_ENTRY_UNKNOWN),
+    };
+    let meta = SnapshotFileMeta {
         index: le_u64(&fixed, 16),
         term: le_u64(&fixed, 24),
         membership,
-    })
+        membership_entry,
+    };
+    Ok((meta, (fixed_bytes + membership_len) as u64))
+}
+
+/// The `header_crc` of a header as written (the current version's).
+fn header_crc(header: &[u8]) -> u32 {
+    le_u32(header, SNAPSHOT_HEADER_FIXED_BYTES - 4)
 }
 
 fn encode_footer(data_bytes: u64, data_crc32c: u32) -> [u8; SNAPSHOT_FOOTER_BYTES] {
@@ -200,8 +234,7 @@ fn encode_footer(data_bytes: u64, data_crc32c: u32) -> [u8; SNAPSHOT_FOOTER_BYTE
 /// Reads and verifies a complete snapshot's header, footer and size (not the data checksum:
 /// that is checked by [`SnapshotReader`] as the data streams, and by `finish` before promotion).
 fn verify_file(fs: &dyn Fs, path: &Path) -> Result<SnapshotInfo> {
-    let meta = read_header(fs, path)?;
-    let header_bytes = (SNAPSHOT_HEADER_FIXED_BYTES + meta.membership.len()) as u64;
+    let (meta, header_bytes) = read_header(fs, path)?;
     let file_len = fs.file_len(path).map_err(|e| Error::io("stat", path, e))?;
     let Some(footer_at) = file_len.checked_sub(header_bytes + SNAPSHOT_FOOTER_BYTES as u64) else {
         return Err(Error::corruption(
@@ -238,6 +271,7 @@ fn verify_file(fs: &dyn Fs, path: &Path) -> Result<SnapshotInfo> {
         data_bytes,
         data_crc32c: le_u32(&footer, 8),
         path: path.to_path_buf(),
+        header_bytes,
     })
 }
 
@@ -474,7 +508,9 @@ impl SnapshotStore {
     /// empty it.
     pub fn partial_is_for(&self, meta: &SnapshotFileMeta) -> bool {
         let path = self.dir.join(PARTIAL_FILE_NAME);
-        matches!(read_header(self.fs.as_ref(), &path), Ok(existing) if existing == *meta)
+        let written = encode_header(meta).map(|header| header.len() as u64);
+        matches!((read_header(self.fs.as_ref(), &path), written),
+            (Ok((existing, len)), Ok(written)) if existing == *meta && len == written)
     }
 
     /// Opens the incoming snapshot for `meta` whose data the sender announced with checksum
@@ -866,7 +902,10 @@ impl PartialSnapshot {
         let table = fs
             .open_write(&table_path)
             .map_err(|e| Error::io("open partial snapshot chunk table", &table_path, e))?;
-        let same = matches!(read_header(fs.as_ref(), &path), Ok(existing) if existing == meta);
+        // An older version's header of the same snapshot is not resumed: the data would
+        // start elsewhere.
+        let same = matches!(read_header(fs.as_ref(), &path),
+            Ok((existing, len)) if existing == meta && len == header.len() as u64);
         let mut partial = PartialSnapshot {
             store,
             meta,
@@ -900,7 +939,7 @@ impl PartialSnapshot {
 
     /// Empties both files and writes their headers, durably.
     fn start_over(&mut self) -> Result<()> {
-        let table_header = encode_table_header(le_u32(&self.header, 32), self.data_crc32c);
+        let table_header = encode_table_header(header_crc(&self.header), self.data_crc32c);
         self.file
             .set_len(0)
             .and_then(|()| self.file.write_at(0, &self.header))
@@ -953,7 +992,7 @@ impl PartialSnapshot {
         {
             return Ok(Some("the chunk table header is damaged"));
         }
-        if le_u32(&head, 12) != le_u32(&self.header, 32) {
+        if le_u32(&head, 12) != header_crc(&self.header) {
             return Ok(Some("the chunk table belongs to another snapshot"));
         }
         if le_u32(&head, 16) != self.data_crc32c {

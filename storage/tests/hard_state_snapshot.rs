@@ -238,6 +238,7 @@ fn meta(index: u64) -> SnapshotFileMeta {
         index,
         term: index / 10 + 1,
         membership: vec![1, 2, 3, index as u8],
+        membership_entry: Some((index / 2, index / 20 + 1)),
     }
 }
 

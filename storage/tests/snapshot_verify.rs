@@ -13,6 +13,7 @@ fn meta() -> SnapshotFileMeta {
         index: 40,
         term: 3,
         membership: vec![9, 8, 7],
+        membership_entry: Some((31, 2)),
     }
 }
 
@@ -167,4 +168,119 @@ fn a_snapshot_file_outside_the_store_is_written_atomically_and_read_back_checked
         Err(Error::Corruption { reason, .. }) => assert!(reason.contains("header"), "{reason}"),
         other => panic!("expected a corruption, got {other:?}"),
     }
+}
+
+/// A snapshot file as rcraft wrote it before the configuration entry point (version 1: a
+/// 36-byte fixed header), for `meta` and `bytes`.
+fn version_1_file(meta: &SnapshotFileMeta, bytes: &[u8]) -> Vec<u8> {
+    let mut file = b"RCSNAP01".to_vec();
+    file.extend_from_slice(&1u32.to_le_bytes());
+    file.extend_from_slice(&(meta.membership.len() as u32).to_le_bytes());
+    file.extend_from_slice(&meta.index.to_le_bytes());
+    file.extend_from_slice(&meta.term.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&file), &meta.membership);
+    file.extend_from_slice(&crc.to_le_bytes());
+    file.extend_from_slice(&meta.membership);
+    file.extend_from_slice(bytes);
+    let mut footer = (bytes.len() as u64).to_le_bytes().to_vec();
+    footer.extend_from_slice(&crc32c::crc32c(bytes).to_le_bytes());
+    let footer_crc = crc32c::crc32c(&footer);
+    footer.extend_from_slice(&footer_crc.to_le_bytes());
+    footer.extend_from_slice(b"RCSNAPOK");
+    file.extend_from_slice(&footer);
+    file
+}
+
+/// The configuration entry point (index, term) is written in the header and read back, by
+/// the store, a reader and a received snapshot alike; an unknown one stays unknown, and the
+/// value that stands for unknown cannot be written as a known one.
+#[test]
+fn the_configuration_entry_point_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let bytes = data(2 * CHUNK + 9);
+    let info = write(&store, &bytes);
+    assert_eq!(info.meta.membership_entry, Some((31, 2)));
+    let reopened = open(dir.path()).latest().unwrap().expect("a snapshot");
+    assert_eq!(reopened.meta, meta());
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(&mut store.open_reader(&reopened).unwrap(), &mut back).unwrap();
+    assert_eq!(back, bytes);
+
+    let unknown = SnapshotFileMeta {
+        index: 50,
+        membership_entry: None,
+        ..meta()
+    };
+    let mut writer = store.begin(unknown.clone()).unwrap();
+    writer.write_all(&bytes).unwrap();
+    writer.finish().unwrap();
+    let latest = open(dir.path()).latest().unwrap().expect("a snapshot");
+    assert_eq!(latest.meta, unknown);
+
+    let received = SnapshotFileMeta {
+        index: 60,
+        membership_entry: Some((0, 0)),
+        ..meta()
+    };
+    let mut partial = store
+        .resume_or_start(received.clone(), crc32c::crc32c(&bytes))
+        .unwrap();
+    partial
+        .write_chunk(0, &bytes, crc32c::crc32c(&bytes))
+        .unwrap();
+    assert!(store.partial_is_for(&received));
+    match partial
+        .finish(bytes.len() as u64, crc32c::crc32c(&bytes))
+        .unwrap()
+    {
+        rcraft_storage::Finish::Installed(info) => assert_eq!(info.meta, received),
+        rcraft_storage::Finish::Continue(_) => panic!("the whole data was written"),
+    }
+    assert_eq!(open(dir.path()).latest().unwrap().unwrap().meta, received);
+
+    let reserved = SnapshotFileMeta {
+        membership_entry: Some((u64::MAX, 3)),
+        ..meta()
+    };
+    match store.begin(reserved) {
+        Err(Error::InvalidArgument(why)) => assert!(why.contains("reserved"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// A snapshot file of an older rcraft (version 1) still opens, with the configuration entry
+/// point unknown, and its data is read and checked where its shorter header ends; a partial
+/// file of version 1 is not resumed (its data starts elsewhere) but received again.
+#[test]
+fn a_version_1_snapshot_file_still_opens_with_the_entry_point_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = SnapshotFileMeta {
+        membership_entry: None,
+        ..meta()
+    };
+    let bytes = data(3 * CHUNK + 1);
+    let name = format!("snap-{:020}-{:020}.snap", old.index, old.term);
+    std::fs::write(dir.path().join(name), version_1_file(&old, &bytes)).unwrap();
+    let store = open(dir.path());
+    let info = store.latest().unwrap().expect("the old snapshot opens");
+    assert_eq!(info.meta, old);
+    assert_eq!(info.data_bytes, bytes.len() as u64);
+    store.verify_data(&info).unwrap();
+    info.check_data_crc32c(running_crc(&store, &info, 0))
+        .unwrap();
+    assert_eq!(store.read_chunk(&info, 0, 5).unwrap(), bytes[..5]);
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(&mut store.open_reader(&info).unwrap(), &mut back).unwrap();
+    assert_eq!(back, bytes);
+
+    // The same file as a partial one (header and data, no footer).
+    let mut partial_bytes = version_1_file(&old, &bytes);
+    partial_bytes.truncate(partial_bytes.len() - 24);
+    std::fs::write(dir.path().join("partial.snap.recv"), partial_bytes).unwrap();
+    assert!(!store.partial_is_for(&old));
+    let partial = store
+        .resume_or_start(old.clone(), crc32c::crc32c(&bytes))
+        .unwrap();
+    assert_eq!(partial.next_offset(), 0, "received again from the start");
 }

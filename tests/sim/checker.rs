@@ -235,6 +235,19 @@ impl Checker {
             .map(|(_, m)| m)
     }
 
+    /// Where the configuration the committed log has in force at `index` comes from: the
+    /// (index, term) of its membership entry, `(0, 0)` for the initial one; `None` when that
+    /// entry's term is unknown.
+    pub(crate) fn committed_membership_entry_through(
+        &self,
+        index: LogIndex,
+    ) -> Option<(LogIndex, Term)> {
+        match self.committed_memberships.range(..=index).next_back() {
+            None => Some((LogIndex(0), Term(0))),
+            Some((at, _)) => self.committed_entry(*at).map(|e| (*at, e.term)),
+        }
+    }
+
     /// The latest committed configuration (`None`: the initial one).
     pub(crate) fn latest_committed_membership(&self) -> Option<&Membership> {
         self.committed_memberships.values().next_back()

@@ -946,6 +946,16 @@ impl<C: SimCore> World<C> {
                     .unwrap_or(&self.initial_membership)
             ));
         }
+        // The entry point a repairing peer's answer leans on (finding 39): the snapshot
+        // must name the committed log's configuration entry in force at its index.
+        let entry_point = self.checker.committed_membership_entry_through(index);
+        if entry_point.is_some() && snapshot.meta.membership_entry != entry_point {
+            return Err(format!(
+                "snapshot membership entry: node {id} restores a snapshot at index {index} \
+                 naming {:?} as its configuration's entry, but the committed log's is {:?}",
+                snapshot.meta.membership_entry, entry_point
+            ));
+        }
         if expected != sm.writes || !term_ok {
             return Err(format!(
                 "state machine safety: node {id} restores a snapshot at index {index} term {} \

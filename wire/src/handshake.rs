@@ -292,7 +292,7 @@ mod tests {
         // Version 8 carries entries as WAL records, versions 9 and 10 changed `RepairAnswer`
         // and 10 `RepairQuery` (PROTOCOL.md, "Versions"): an older node would misread them,
         // so the two refuse each other at the handshake.
-        assert_eq!(PROTOCOL_VERSION, 10);
+        assert_eq!(PROTOCOL_VERSION, 11);
         for version in [7u16, 8, 9] {
             let mut old = Handshake::peer(7, NodeId(3)).encode();
             old[6..8].copy_from_slice(&version.to_le_bytes());

@@ -5,7 +5,7 @@
 
 /// Protocol version carried by the handshake and every frame header. A peer or client with
 /// another version is refused at the handshake.
-pub const PROTOCOL_VERSION: u16 = 10;
+pub const PROTOCOL_VERSION: u16 = 11;
 
 /// Length of the connection handshake (see `wire/PROTOCOL.md`).
 pub const HANDSHAKE_BYTES: usize = 40;

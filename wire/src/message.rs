@@ -356,7 +356,8 @@ pub enum ClientResponseBody {
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[rkyv(derive(Debug), attr(allow(missing_docs)))]
 pub struct SnapshotChunk {
-    /// The whole snapshot: index, term, membership, data size and data CRC-32C.
+    /// The whole snapshot: index, term, membership (and its entry point), data size and data
+    /// CRC-32C.
     pub meta: SnapshotMeta,
     /// Offset of `data` in the snapshot's data.
     pub offset: u64,

@@ -322,6 +322,12 @@ pub struct SnapshotMeta {
     pub term: Term,
     /// Membership in force at `index`.
     pub membership: Membership,
+    /// Where `membership` comes from: the log index and term of the configuration entry in
+    /// force at `index` (the last one at or before it; `(0, 0)` for the configuration the
+    /// cluster started with, never appended as an entry). `None` when unknown (a snapshot
+    /// file of an older rcraft). With it known, the compacted prefix is known to hold no
+    /// configuration entry after it (docs/ARCHITECTURE.md, "Protocol-aware recovery").
+    pub membership_entry: Option<(LogIndex, Term)>,
     /// Size of the snapshot data in bytes.
     pub size_bytes: u64,
     /// CRC-32C of the whole snapshot data, checked by the receiver before installing.

@@ -17,6 +17,7 @@ fn snapshot_meta() -> SnapshotMeta {
         index: LogIndex(100),
         term: Term(4),
         membership: membership(),
+        membership_entry: Some((LogIndex(97), Term(3))),
         size_bytes: 4096,
         checksum: 0xdead_beef,
     }
@@ -266,6 +267,7 @@ pub fn client_responses() -> Vec<ClientResponse> {
                 index: LogIndex(40),
                 term: Term(3),
                 membership: membership(),
+                membership_entry: None,
                 size_bytes: 3000,
                 checksum: 0xdead_beef,
             },
