@@ -520,6 +520,7 @@ mod tests {
             index: LogIndex(2),
             term: Term(1),
             membership: initial.clone(),
+            membership_entry: None,
             size_bytes: bytes.len() as u64,
             checksum: checksum(bytes),
         };
