@@ -870,3 +870,86 @@ fn refused(next_offset: u64) -> ChunkOutcome {
         rejected: true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Disk, HardStateDamage};
+    use rcraft::core::HardState;
+    use rcraft::wire::{Entry, EntryPayload, LogIndex, Membership, NodeId, Term};
+
+    fn initial() -> Membership {
+        Membership::with_voters([NodeId(0), NodeId(1), NodeId(2)])
+    }
+
+    /// A disk with the real storage beside it, entries 1..=`last` (a 600-byte payload
+    /// each, so they span several 16 KiB segments) and `saves` hard-state saves, each synced
+    /// in its own batch, then crashed.
+    fn written(last: u64, saves: u64) -> Disk {
+        let mut disk = Disk::with_real_storage(&initial()).unwrap();
+        let mut seq = 0;
+        for term in 1..=saves {
+            seq += 1;
+            let hard_state = HardState {
+                term: Term(term),
+                vote: Some(NodeId(term % 3)),
+                ..HardState::default()
+            };
+            disk.write(seq, Some(hard_state), Vec::new());
+            disk.sync_through(seq).unwrap();
+        }
+        for index in 1..=last {
+            seq += 1;
+            let payload = EntryPayload::Command {
+                session: None,
+                data: vec![index as u8; 600].into(),
+            };
+            disk.write(
+                seq,
+                None,
+                vec![Entry::new(Term(1), LogIndex(index), payload)],
+            );
+            disk.sync_through(seq).unwrap();
+        }
+        disk.crash(0).unwrap();
+        disk
+    }
+
+    #[test]
+    fn real_wal_damage_is_reported_as_the_model_lost_it() {
+        // From a record mid-segment of the active segment, of a sealed one (about 26 records
+        // to a segment), and the last but one (the last, 40, is the newest batch, whose
+        // count is not on disk: not damaged, `lose_synced_tail`).
+        for count in [3, 20, 2] {
+            for draw in [0u64, 1, 0x1234_5678_9abc_def0, 0x0fed_cba9_8765_4321] {
+                let mut disk = written(40, 0);
+                let lost = (disk.lose_synced_tail(count, &initial(), |_| true))
+                    .expect("below the frontier on disk");
+                assert_eq!(lost.from, LogIndex(41 - count));
+                assert!(disk.damage_real_wal(lost.from, draw).unwrap());
+                disk.restart_real(&initial())
+                    .unwrap_or_else(|e| panic!("count {count} draw {draw:#x}: {e}"));
+            }
+        }
+        let mut disk = written(40, 0);
+        assert_eq!(disk.lose_synced_tail(1, &initial(), |_| true), None);
+    }
+
+    #[test]
+    fn real_hard_state_damage_reads_as_the_model_says() {
+        let kinds = [
+            HardStateDamage::BothSlots,
+            HardStateDamage::OneSlot,
+            HardStateDamage::LostWriteThenOneSlot,
+        ];
+        for kind in kinds {
+            for draw in [0u64, 1, 2, 3, 1 << 40, (1 << 40) | 1, 0x00ab_cdef_0123_4567] {
+                let mut disk = written(2, 3);
+                assert!(disk.damage_real_hard_state(kind, draw).unwrap());
+                disk.damage_hard_state(kind);
+                disk.restart_real(&initial())
+                    .unwrap_or_else(|e| panic!("{kind:?} draw {draw:#x}: {e}"));
+                assert!(disk.votes_unknown());
+            }
+        }
+    }
+}
