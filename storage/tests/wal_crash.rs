@@ -963,6 +963,112 @@ fn a_confirmed_count_reports_the_newest_batch_lost_when_the_disk_loses_it() {
     assert_eq!(wal.lost().map(|l| (l.from, l.through)), Some((3, 3)));
 }
 
+/// SIM_FINDINGS 49: damage below the synced frontier while the newest batch's count is not
+/// yet on disk (a crash before the storage thread's idle `confirm`). The whole records after
+/// the damage, the newest batch's among them, were synced and may have been acknowledged: the
+/// lost range runs through the last of them, with its term, not just through the count (the
+/// cluster simulator found the WAL reporting 270..=271 for a node that had acknowledged 272).
+#[test]
+fn damage_below_the_frontier_claims_the_whole_records_after_it_beyond_the_count() {
+    let payload = vec![7u8; 300];
+    for lost_write in [false, true] {
+        let fs = SimFs::new();
+        let mut wal = sim_wal(&fs);
+        wal.append(&records(1..=4, &payload)).unwrap();
+        wal.sync().unwrap();
+        wal.confirm().unwrap();
+        let newest: Vec<Record<'_>> = (5..=6)
+            .map(|index| Record {
+                index,
+                term: 2,
+                payload: &payload,
+            })
+            .collect();
+        wal.append(&newest).unwrap();
+        wal.sync().unwrap();
+        assert!(wal.count_pending(), "the count of 5..=6 is not on disk yet");
+        let path = wal.segment_paths().pop().unwrap();
+        drop(wal);
+        fs.crash(CrashMode::LoseUnsynced);
+        let offsets = record_offsets(&fs.contents(&path).unwrap());
+        let (second, third) = (offsets[1], offsets[2]);
+        if lost_write {
+            fs.revert_write(&path, second, &vec![0; third - second])
+                .unwrap();
+        } else {
+            fs.flip_bit(&path, second + 40, 5).unwrap();
+        }
+        let wal = sim_wal(&fs);
+        assert_eq!(wal.last_index(), 1);
+        let lost = wal.lost().map(|l| (l.from, l.through, l.through_term));
+        assert_eq!(lost, Some((2, 6, Some(2))), "lost write: {lost_write}");
+        drop(wal);
+        // The claim is held: the next start reports the same range.
+        let wal = sim_wal(&fs);
+        let again = wal.lost().map(|l| (l.from, l.through, l.through_term));
+        assert_eq!(again, lost);
+    }
+}
+
+/// As above, with the damage in a sealed segment and the newest batch, not yet counted, in
+/// the next one, which the cut removes: its whole records count toward the lost range.
+#[test]
+fn damage_in_a_sealed_segment_claims_the_uncounted_records_of_the_next() {
+    let payload = vec![7u8; 300];
+    let fs = SimFs::new();
+    let mut wal = sim_wal(&fs);
+    // 324-byte records, 12 to a 4096-byte segment: 1..=12 fill the first.
+    wal.append(&records(1..=14, &payload)).unwrap();
+    wal.sync().unwrap();
+    wal.confirm().unwrap();
+    let newest: Vec<Record<'_>> = (15..=16)
+        .map(|index| Record {
+            index,
+            term: 3,
+            payload: &payload,
+        })
+        .collect();
+    wal.append(&newest).unwrap();
+    wal.sync().unwrap();
+    let paths = wal.segment_paths();
+    assert_eq!(paths.len(), 2, "{paths:?}");
+    drop(wal);
+    fs.crash(CrashMode::LoseUnsynced);
+    let fifth = record_offsets(&fs.contents(&paths[0]).unwrap())[4];
+    fs.flip_bit(&paths[0], fifth + 100, 1).unwrap();
+    let wal = sim_wal(&fs);
+    assert_eq!(wal.last_index(), 4);
+    let lost = wal.lost().map(|l| (l.from, l.through, l.through_term));
+    assert_eq!(lost, Some((5, 16, Some(3))));
+}
+
+/// SIM_FINDINGS 50: a reset to a snapshot that ends inside a lost range keeps the claim of
+/// the rest of it on disk at once: a crash before anything is appended to the new segment
+/// must not make the next start forget that range (the cluster simulator's seed 898).
+#[test]
+fn a_reset_inside_a_lost_range_keeps_the_claim_across_a_crash() {
+    let payload = vec![7u8; 300];
+    let fs = SimFs::new();
+    let mut wal = sim_wal(&fs);
+    wal.append(&records(1..=6, &payload)).unwrap();
+    wal.sync().unwrap();
+    wal.confirm().unwrap();
+    let path = wal.segment_paths().pop().unwrap();
+    drop(wal);
+    fs.crash(CrashMode::LoseUnsynced);
+    let fourth = record_offsets(&fs.contents(&path).unwrap())[3];
+    fs.flip_bit(&path, fourth + 50, 2).unwrap();
+    let mut wal = sim_wal(&fs);
+    assert_eq!(wal.lost().map(|l| (l.from, l.through)), Some((4, 6)));
+    // A snapshot through 5 arrives: the log restarts at 6, which is still lost.
+    wal.reset(6).unwrap();
+    drop(wal);
+    fs.crash(CrashMode::LoseUnsynced);
+    let wal = sim_wal(&fs);
+    assert_eq!(wal.last_index(), 5);
+    assert_eq!(wal.lost().map(|l| (l.from, l.through)), Some((6, 6)));
+}
+
 /// After an interrupted truncation, the count the header held before it (records the
 /// truncation was removing) is not carried as a claim: records appended after the cut, and
 /// a power loss, must not make the next start report the removed indexes lost (the storage

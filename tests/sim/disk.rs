@@ -19,8 +19,10 @@ use rcraft::core::{
 };
 use rcraft::node::testing::SimStorage;
 use rcraft::wire::{Entry, LogIndex, Membership, NodeId, SnapshotMeta, Term};
-use rcraft_storage::{CrashMode, SimFs};
+use rcraft_storage::limits::HARD_STATE_SLOT_BYTES;
+use rcraft_storage::{CrashMode, Fs, SimFs};
 use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
 
 /// What a damage to the hard-state file leaves readable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +34,16 @@ pub(crate) enum HardStateDamage {
     /// The disk dropped the synced write of the newest save to one slot, and the other slot
     /// was then flipped: the readable slot holds the save before.
     LostWriteThenOneSlot,
+}
+
+/// How the synced bytes of a WAL record are damaged in the real storage's files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WalDamage {
+    /// One bit of the record (header or payload) flipped.
+    BitFlip,
+    /// The disk dropped the record's synced write: its bytes are the zeroes the
+    /// preallocated segment held before.
+    LostWrite,
 }
 
 /// A persist action that has been issued but not synced.
@@ -72,7 +84,22 @@ pub(crate) struct RealDisk {
     storage: Option<SimStorage>,
     /// Highest persist the real thread confirmed.
     confirmed: u64,
+    /// The hard-state file's newest save as the real storage wrote it (its slot bytes) and
+    /// the model's durable hard state then; `previous_save` the save before it. A lost write
+    /// of the newest save to a slot leaves `previous_save`'s bytes there.
+    newest_save: (Vec<u8>, HardState),
+    previous_save: (Vec<u8>, HardState),
 }
+
+/// The real storage's files under its data directory (`SimStorage::open`).
+const WAL_DIR: &str = "/data/wal";
+const HARD_STATE_FILE: &str = "/data/hard_state";
+/// The bytes of a hard-state slot that carry meaning (magic .. crc, storage/FORMAT.md §2);
+/// the reserved rest is never read.
+const SLOT_USED_BYTES: usize = 48;
+/// Segment and record header sizes (storage/FORMAT.md §1.1, §1.2).
+const SEGMENT_HEADER_BYTES: usize = 32;
+const RECORD_HEADER_BYTES: usize = 24;
 
 impl std::fmt::Debug for RealDisk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -93,6 +120,81 @@ impl RealDisk {
                 self.confirmed = self.confirmed.max(*seq);
             }
         }
+    }
+
+    /// The hard-state file's first slot as it is now.
+    fn hard_state_slot(&self) -> Result<Vec<u8>, String> {
+        let mut bytes = (self.fs.contents(Path::new(HARD_STATE_FILE)))
+            .map_err(|e| format!("real storage: reading its hard state: {e}"))?;
+        bytes.truncate(HARD_STATE_SLOT_BYTES);
+        Ok(bytes)
+    }
+
+    /// After the real storage ran: if it saved its hard state, that save is the newest and
+    /// `model` (the model's durable hard state now) what it holds.
+    fn note_hard_state(&mut self, model: HardState) -> Result<(), String> {
+        let slot = self.hard_state_slot()?;
+        if slot != self.newest_save.0 {
+            self.previous_save = std::mem::replace(&mut self.newest_save, (slot, model));
+        }
+        Ok(())
+    }
+
+    /// The WAL's segment files, oldest first, with their bytes.
+    fn segments(&self) -> Result<Vec<(PathBuf, u64, Vec<u8>)>, String> {
+        let dir = Path::new(WAL_DIR);
+        let mut names = (self.fs.list_dir(dir)).map_err(|e| format!("listing {WAL_DIR}: {e}"))?;
+        names.retain(|n| n.ends_with(".wal"));
+        names.sort();
+        let mut segments = Vec::new();
+        for name in names {
+            let path = dir.join(&name);
+            let first = (name.trim_end_matches(".wal").parse::<u64>())
+                .map_err(|e| format!("segment name {name}: {e}"))?;
+            let bytes = (self.fs.contents(&path)).map_err(|e| format!("reading {name}: {e}"))?;
+            segments.push((path, first, bytes));
+        }
+        Ok(segments)
+    }
+
+    /// The last index the WAL shows synced on disk: a segment's header count (its synced
+    /// frontier, storage/FORMAT.md §1.1), or the end of a segment sealed before a later one.
+    fn synced_frontier(&self) -> Result<LogIndex, String> {
+        let segments = self.segments()?;
+        let sealed = segments
+            .last()
+            .map_or(0, |(_, first, _)| first.saturating_sub(1));
+        let counted = segments.iter().map(|(_, first, bytes)| {
+            let mut count = [0u8; 4];
+            count.copy_from_slice(&bytes[12..16]);
+            (first + u64::from(u32::from_le_bytes(count))).saturating_sub(1)
+        });
+        Ok(LogIndex(counted.max().unwrap_or(0).max(sealed)))
+    }
+
+    /// Where the record of `index` lies in the WAL's segment files: (file, offset, length).
+    fn find_record(&self, index: LogIndex) -> Result<(PathBuf, usize, usize), String> {
+        for (path, _, bytes) in self.segments()? {
+            let word = |at: usize, n: usize| {
+                let mut word = [0u8; 8];
+                word[..n].copy_from_slice(&bytes[at..at + n]);
+                u64::from_le_bytes(word)
+            };
+            let mut at = SEGMENT_HEADER_BYTES;
+            while at + RECORD_HEADER_BYTES <= bytes.len() {
+                let len = word(at, 4) as usize;
+                if len < RECORD_HEADER_BYTES || at + len > bytes.len() {
+                    break;
+                }
+                if word(at + 8, 8) == index.0 {
+                    return Ok((path, at, len));
+                }
+                at += len;
+            }
+        }
+        Err(format!(
+            "real storage: no record of entry {index} in {WAL_DIR}"
+        ))
     }
 }
 
@@ -131,12 +233,19 @@ impl Disk {
         let fs = SimFs::new();
         let (storage, _) = SimStorage::open(&fs, initial.clone())
             .map_err(|e| format!("real storage: first start: {e}"))?;
+        let mut real = RealDisk {
+            fs,
+            storage: Some(storage),
+            confirmed: 0,
+            newest_save: (Vec::new(), HardState::default()),
+            previous_save: (Vec::new(), HardState::default()),
+        };
+        // The file is created holding the default state: the save before any other.
+        let created = (real.hard_state_slot()?, HardState::default());
+        real.newest_save = created.clone();
+        real.previous_save = created;
         Ok(Disk {
-            real: Some(RealDisk {
-                fs,
-                storage: Some(storage),
-                confirmed: 0,
-            }),
+            real: Some(real),
             ..Disk::default()
         })
     }
@@ -167,6 +276,7 @@ impl Disk {
                         "real storage did not confirm persist {seq}: {events:?}"
                     ));
                 }
+                real.note_hard_state(self.hard_state)?;
             }
         }
         Ok(())
@@ -237,10 +347,16 @@ impl Disk {
     /// ever saved (`votes`) is kept: the checks that a node never votes twice in a term span
     /// the damage.
     pub(crate) fn damage_hard_state(&mut self, kind: HardStateDamage) {
+        // Where the real storage runs, the save before is the one it wrote before its newest
+        // (it saves once per batch, so that may be older than the model's last but one).
+        let previous = match &self.real {
+            Some(real) => real.previous_save.1,
+            None => self.previous_hard_state,
+        };
         let readable = match kind {
             HardStateDamage::BothSlots => HardState::default(),
             HardStateDamage::OneSlot => self.hard_state,
-            HardStateDamage::LostWriteThenOneSlot => self.previous_hard_state,
+            HardStateDamage::LostWriteThenOneSlot => previous,
         };
         self.hard_state = HardState {
             votes_unknown: true,
@@ -249,6 +365,69 @@ impl Disk {
         self.previous_hard_state = self.hard_state;
         self.forgotten_votes
             .extend(self.votes.iter().map(|(&t, &c)| (t, c)));
+    }
+
+    /// Where the real storage runs: damages its hard-state file's bytes as `kind` says, each
+    /// damaged slot flipped in a meaningful byte or made unreadable as `draw` picks, and a
+    /// lost write leaving the slot's bytes of the save before. False without real storage.
+    pub(crate) fn damage_real_hard_state(
+        &mut self,
+        kind: HardStateDamage,
+        draw: u64,
+    ) -> Result<bool, String> {
+        let Some(real) = self.real.as_ref() else {
+            return Ok(false);
+        };
+        let path = Path::new(HARD_STATE_FILE);
+        let fs = &real.fs;
+        let hurt = |slot: usize, draw: u64| {
+            let start = slot * HARD_STATE_SLOT_BYTES;
+            let offset = start + (draw >> 8) as usize % SLOT_USED_BYTES;
+            if draw % 2 == 0 {
+                fs.flip_bit(path, offset, (draw >> 1) as u8 % 8)
+            } else {
+                fs.make_unreadable(path, offset, 1 + (draw >> 16) as usize % 64)
+            }
+        };
+        let slot = (draw >> 40) as usize % 2;
+        let done = match kind {
+            HardStateDamage::BothSlots => hurt(0, draw).and_then(|()| hurt(1, draw >> 3)),
+            HardStateDamage::OneSlot => hurt(slot, draw),
+            HardStateDamage::LostWriteThenOneSlot => fs
+                .revert_write(path, slot * HARD_STATE_SLOT_BYTES, &real.previous_save.0)
+                .and_then(|()| hurt(1 - slot, draw)),
+        };
+        done.map_err(|e| format!("damaging the real hard state: {e}"))?;
+        Ok(true)
+    }
+
+    /// Where the real storage runs: damages the synced record of entry `from` in its WAL
+    /// (which the model just lost, with everything after it) as `draw` picks: a bit flipped
+    /// anywhere in the record, or its write lost. False without real storage.
+    pub(crate) fn damage_real_wal(&mut self, from: LogIndex, draw: u64) -> Result<bool, String> {
+        let Some(real) = self.real.as_ref() else {
+            return Ok(false);
+        };
+        let (path, at, len) = real.find_record(from)?;
+        let kind = if draw % 2 == 0 {
+            WalDamage::BitFlip
+        } else {
+            WalDamage::LostWrite
+        };
+        let done = match kind {
+            WalDamage::BitFlip => {
+                let offset = at + (draw >> 8) as usize % len;
+                real.fs.flip_bit(&path, offset, (draw >> 1) as u8 % 8)
+            }
+            WalDamage::LostWrite => real.fs.revert_write(&path, at, &vec![0; len]),
+        };
+        done.map_err(|e| format!("damaging entry {from} in {}: {e}", path.display()))?;
+        Ok(true)
+    }
+
+    /// True when the node's real storage thread runs beside the model.
+    pub(crate) fn has_real_storage(&self) -> bool {
+        self.real.is_some()
     }
 
     /// The votes saved over a forgotten vote of the same term since the last call: (term,
@@ -281,6 +460,7 @@ impl Disk {
             if let Some(&last) = reached.last() {
                 let events = (real.storage()?.run_through(last)).map_err(|e| e.to_string())?;
                 real.take_in(&events);
+                real.note_hard_state(self.hard_state)?;
             }
             real.storage = None;
             // Persist sequence numbers start again at 1 in the node's next life.
@@ -310,6 +490,19 @@ impl Disk {
             .max(snapshot_index.next());
         if from > last || !allowed(&self.membership_through(from.prev(), initial)) {
             return None;
+        }
+        // The real storage thread writes the count of a batch's records to the WAL header
+        // when its queue is empty (`Wal::confirm`), which the simulated thread never is, so
+        // the newest batch before a crash is never counted on disk here; damage there is
+        // judged a torn write (storage/FORMAT.md §4.1, "Loss of the newest batch"), not a
+        // loss. Real bytes are damaged only from below the frontier on disk.
+        if let Some(real) = &self.real {
+            if real
+                .synced_frontier()
+                .map_or(true, |frontier| from > frontier)
+            {
+                return None;
+            }
         }
         // The WAL header records the term of the entry at the frontier with its count
         // (storage/FORMAT.md §1.1); a claim still held keeps the term it had.
@@ -344,6 +537,7 @@ impl Disk {
     /// model's durable state: term, vote, snapshot and log.
     pub(crate) fn restart_real(&mut self, initial: &Membership) -> Result<(), String> {
         let model = self.recovered(initial);
+        let hard_state = self.hard_state;
         let Some(real) = self.real.as_mut() else {
             return Ok(());
         };
@@ -353,11 +547,22 @@ impl Disk {
         let (storage, recovered) = SimStorage::open(&real.fs, initial.clone())
             .map_err(|e| format!("real storage does not restart: {e}"))?;
         real.storage = Some(storage);
+        // A damaged hard state is saved again at open, marked.
+        real.note_hard_state(hard_state)?;
         let describe = |r: &RecoveredState| {
             let entries: Vec<(u64, u64)> =
                 r.entries.iter().map(|e| (e.index.0, e.term.0)).collect();
             let snapshot = r.snapshot.as_ref().map(|m| (m.index.0, m.term.0));
-            (r.hard_state.term, r.hard_state.vote, snapshot, entries)
+            let hard = &r.hard_state;
+            let lost = r.lost.map(|l| (l.from.0, l.through.0, l.through_term));
+            (
+                hard.term,
+                hard.vote,
+                hard.votes_unknown,
+                lost,
+                snapshot,
+                entries,
+            )
         };
         if describe(&recovered) != describe(&model) {
             return Err(format!(
@@ -543,6 +748,7 @@ impl Disk {
             storage.write_chunk(from, meta.clone(), offset, data.to_vec(), done);
             let events = storage.run(None).map_err(|e| e.to_string())?;
             real.take_in(&events);
+            real.note_hard_state(self.hard_state)?;
             let answer = events.last();
             let stored = outcome.installed.is_some() || outcome.covered;
             let agrees = match (stored, answer) {
@@ -662,5 +868,88 @@ fn refused(next_offset: u64) -> ChunkOutcome {
         installed: None,
         covered: false,
         rejected: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Disk, HardStateDamage};
+    use rcraft::core::HardState;
+    use rcraft::wire::{Entry, EntryPayload, LogIndex, Membership, NodeId, Term};
+
+    fn initial() -> Membership {
+        Membership::with_voters([NodeId(0), NodeId(1), NodeId(2)])
+    }
+
+    /// A disk with the real storage beside it, entries 1..=`last` (a 600-byte payload
+    /// each, so they span several 16 KiB segments) and `saves` hard-state saves, each synced
+    /// in its own batch, then crashed.
+    fn written(last: u64, saves: u64) -> Disk {
+        let mut disk = Disk::with_real_storage(&initial()).unwrap();
+        let mut seq = 0;
+        for term in 1..=saves {
+            seq += 1;
+            let hard_state = HardState {
+                term: Term(term),
+                vote: Some(NodeId(term % 3)),
+                ..HardState::default()
+            };
+            disk.write(seq, Some(hard_state), Vec::new());
+            disk.sync_through(seq).unwrap();
+        }
+        for index in 1..=last {
+            seq += 1;
+            let payload = EntryPayload::Command {
+                session: None,
+                data: vec![index as u8; 600].into(),
+            };
+            disk.write(
+                seq,
+                None,
+                vec![Entry::new(Term(1), LogIndex(index), payload)],
+            );
+            disk.sync_through(seq).unwrap();
+        }
+        disk.crash(0).unwrap();
+        disk
+    }
+
+    #[test]
+    fn real_wal_damage_is_reported_as_the_model_lost_it() {
+        // From a record mid-segment of the active segment, of a sealed one (about 26 records
+        // to a segment), and the last but one (the last, 40, is the newest batch, whose
+        // count is not on disk: not damaged, `lose_synced_tail`).
+        for count in [3, 20, 2] {
+            for draw in [0u64, 1, 0x1234_5678_9abc_def0, 0x0fed_cba9_8765_4321] {
+                let mut disk = written(40, 0);
+                let lost = (disk.lose_synced_tail(count, &initial(), |_| true))
+                    .expect("below the frontier on disk");
+                assert_eq!(lost.from, LogIndex(41 - count));
+                assert!(disk.damage_real_wal(lost.from, draw).unwrap());
+                disk.restart_real(&initial())
+                    .unwrap_or_else(|e| panic!("count {count} draw {draw:#x}: {e}"));
+            }
+        }
+        let mut disk = written(40, 0);
+        assert_eq!(disk.lose_synced_tail(1, &initial(), |_| true), None);
+    }
+
+    #[test]
+    fn real_hard_state_damage_reads_as_the_model_says() {
+        let kinds = [
+            HardStateDamage::BothSlots,
+            HardStateDamage::OneSlot,
+            HardStateDamage::LostWriteThenOneSlot,
+        ];
+        for kind in kinds {
+            for draw in [0u64, 1, 2, 3, 1 << 40, (1 << 40) | 1, 0x00ab_cdef_0123_4567] {
+                let mut disk = written(2, 3);
+                assert!(disk.damage_real_hard_state(kind, draw).unwrap());
+                disk.damage_hard_state(kind);
+                disk.restart_real(&initial())
+                    .unwrap_or_else(|e| panic!("{kind:?} draw {draw:#x}: {e}"));
+                assert!(disk.votes_unknown());
+            }
+        }
     }
 }

@@ -27,11 +27,11 @@ use crate::replica::SimCore;
 use crate::rng::SimRng;
 use crate::world::World;
 
-/// The generator deciding hard-state damage, in the runs that have it (not those running the
-/// real storage thread beside the model: it does not model damage).
-pub(crate) fn hard_state_damage_rng(seed: u64, params: &RunParams) -> Option<SimRng> {
+/// The generator deciding hard-state damage, in the runs that have it (with the real storage
+/// thread beside the model too: its file's bytes are then damaged, `Disk::damage_real_hard_state`).
+pub(crate) fn hard_state_damage_rng(seed: u64, _params: &RunParams) -> Option<SimRng> {
     let mut rng = SimRng::new(seed ^ 0x4A2D_57A7_E000_0001);
-    (!params.real_storage && rng.chance(HARD_STATE_DAMAGE_RUNS_PER_MILLE)).then_some(rng)
+    rng.chance(HARD_STATE_DAMAGE_RUNS_PER_MILLE).then_some(rng)
 }
 
 impl<C: SimCore> World<C> {
@@ -73,18 +73,21 @@ impl<C: SimCore> World<C> {
     }
 
     /// At a restart of `node`, in the runs that have it: its hard state may be found damaged.
-    pub(crate) fn maybe_damage_hard_state(&mut self, node: usize) {
+    /// Where the real storage runs, its file's bytes are damaged as `kind` says, and its
+    /// restart must read what the model says is readable.
+    pub(crate) fn maybe_damage_hard_state(&mut self, node: usize) -> Result<(), String> {
         let Some(rng) = self.hard_state_damage_rng.as_mut() else {
-            return;
+            return Ok(());
         };
         if !rng.chance(HARD_STATE_DAMAGE_PER_RESTART_PER_MILLE) {
-            return;
+            return Ok(());
         }
         let kind = match rng.between(0, 2) {
             0 => HardStateDamage::BothSlots,
             1 => HardStateDamage::OneSlot,
             _ => HardStateDamage::LostWriteThenOneSlot,
         };
+        let real_draw = (self.nodes[node].disk.has_real_storage()).then(|| rng.next_u64());
         let needed = self.voters_needed_for_damage(node, HARD_STATE_DAMAGE_VOTERS_MIN);
         let large = |m: &rcraft::wire::Membership| {
             let outgoing = m.voters_outgoing.len();
@@ -93,16 +96,21 @@ impl<C: SimCore> World<C> {
         let initial = &self.initial_membership;
         let all_large = (self.nodes.iter()).all(|n| large(&n.disk.latest_membership(initial)));
         if !all_large {
-            return;
+            return Ok(());
         }
         self.damage.hard_states += 1;
         if self.another_node_damaged(node) {
             self.damage.beside_another += 1;
         }
+        if let Some(draw) = real_draw {
+            self.nodes[node].disk.damage_real_hard_state(kind, draw)?;
+            self.damage.real_bytes += 1;
+        }
         self.nodes[node].disk.damage_hard_state(kind);
         if self.tracing() {
             self.note(format!("node {node}'s hard state damaged: {kind:?}"));
         }
+        Ok(())
     }
 }
 

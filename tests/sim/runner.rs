@@ -209,6 +209,14 @@ pub(crate) const FINDING_SEEDS: &[(u64, &str)] = &[
         4765,
         "46: a write whose entry the session table refused, counted as taking effect",
     ),
+    (
+        25,
+        "49: real WAL damage below its frontier forgot the uncounted newest batch after it",
+    ),
+    (
+        898,
+        "50: a WAL reset to a snapshot inside a lost range forgot the claim at a crash",
+    ),
 ];
 
 /// Seeds that once failed with log damage drawn in configurations of two voters
@@ -291,6 +299,7 @@ fn add(totals: &mut RunSummary, run: &RunSummary) {
     totals.damage.log_ranges += run.damage.log_ranges;
     totals.damage.hard_states += run.damage.hard_states;
     totals.damage.beside_another += run.damage.beside_another;
+    totals.damage.real_bytes += run.damage.real_bytes;
     totals.wire.add(&run.wire);
 }
 
@@ -300,7 +309,8 @@ fn describe(summary: &RunSummary) -> String {
          duplicates, {} refused as of a forgotten session), {} linearizable reads, {} crashes, {} committed configuration changes, \
          {} self-demotions of a leader with a slow disk or slow links, {} entry reads from a \
          leader's disk for a follower, {} AppendRequests sent and {} refused, disk damage: {} \
-         synced log ranges lost and {} hard states damaged ({} while another node was damaged), \
+         synced log ranges lost and {} hard states damaged ({} while another node was damaged, \
+         {} as real bytes), \
          byte streams in {} runs: {} bytes in {} pieces over {} connections, {} connections \
          broken, {} messages dropped by a link backing off, {} links timed out waiting for a \
          handshake answer",
@@ -320,6 +330,7 @@ fn describe(summary: &RunSummary) -> String {
         summary.damage.log_ranges,
         summary.damage.hard_states,
         summary.damage.beside_another,
+        summary.damage.real_bytes,
         summary.wire.runs,
         summary.wire.bytes,
         summary.wire.pieces,

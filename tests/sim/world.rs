@@ -220,6 +220,8 @@ pub(crate) struct DamageCounts {
     pub(crate) hard_states: u64,
     /// Damage of either kind that struck while another node was still damaged.
     pub(crate) beside_another: u64,
+    /// Damage of either kind done to the real storage's bytes (runs with `real_storage`).
+    pub(crate) real_bytes: u64,
 }
 
 /// How much of the run to record.
@@ -859,8 +861,8 @@ impl<C: SimCore> World<C> {
         if self.tracing() {
             self.note(format!("restart node {node}"));
         }
-        self.maybe_damage_disk(node);
-        self.maybe_damage_hard_state(node);
+        self.maybe_damage_disk(node)?;
+        self.maybe_damage_hard_state(node)?;
         self.start_node(node)
     }
 
@@ -868,14 +870,17 @@ impl<C: SimCore> World<C> {
     /// of the node's log are gone. A minority: the nodes whose loss is not repaired, or whose
     /// votes are unknown, with this one, stay fewer than half the voters of every
     /// configuration (`World::voters_needed_for_damage`: one needs three voters, two five).
-    fn maybe_damage_disk(&mut self, node: usize) {
+    /// Where the real storage runs, its WAL's bytes are damaged from the first entry lost
+    /// (`Disk::damage_real_wal`), and its restart must report what the model lost.
+    fn maybe_damage_disk(&mut self, node: usize) -> Verdict {
         let Some(rng) = self.damage_rng.as_mut() else {
-            return;
+            return Ok(());
         };
         if !rng.chance(DAMAGE_PER_RESTART_PER_MILLE) {
-            return;
+            return Ok(());
         }
         let count = rng.between(1, DAMAGE_ENTRIES_MAX);
+        let real_draw = (self.nodes[node].disk.has_real_storage()).then(|| rng.next_u64());
         // A damaged voter votes only for a candidate covering what it may have acknowledged
         // (src/core/repair.rs): damage strikes while every node's configuration (each half
         // of a joint one), and the one the damaged node is left with, has at least
@@ -891,7 +896,7 @@ impl<C: SimCore> World<C> {
             .iter()
             .all(|n| minority(&n.disk.latest_membership(initial)));
         if !all_large {
-            return;
+            return Ok(());
         }
         let initial = self.initial_membership.clone();
         if let Some(lost) = self.nodes[node]
@@ -902,6 +907,10 @@ impl<C: SimCore> World<C> {
             if self.another_node_damaged(node) {
                 self.damage.beside_another += 1;
             }
+            if let Some(draw) = real_draw {
+                self.nodes[node].disk.damage_real_wal(lost.from, draw)?;
+                self.damage.real_bytes += 1;
+            }
             if self.tracing() {
                 self.note(format!(
                     "node {node}'s disk lost synced entries {}..={}",
@@ -909,6 +918,7 @@ impl<C: SimCore> World<C> {
                 ));
             }
         }
+        Ok(())
     }
 
     /// Restores a state machine from a snapshot and checks it against the committed log.
@@ -1131,14 +1141,12 @@ fn slow_links_run(seed: u64) -> bool {
     SimRng::new(seed ^ 0x5107_1145_0000_0001).chance(SLOW_LINKS_RUNS_PER_MILLE)
 }
 
-/// The generator deciding disk damage, in the runs that have it (not those running the real
-/// storage thread beside the model: it does not model damage).
-/// Nor runs with membership changes: a configuration shrunk to two voters while one of them
+/// The generator deciding disk damage, in the runs that have it; not runs with membership
+/// changes: a configuration shrunk to two voters while one of them
 /// repairs elects no leader (the other may not win without the abstaining vote, and the
 /// repair needs a leader); see "Protocol-aware recovery" in docs/ARCHITECTURE.md.
 fn damage_rng(seed: u64, params: &RunParams) -> Option<SimRng> {
     let mut rng = SimRng::new(seed ^ 0xDA3A_6ED0_15C5_0001);
-    let eligible = !params.real_storage
-        && (DAMAGE_WITH_MEMBERSHIP_CHANGES || params.membership_gap_max_ms.is_none());
+    let eligible = DAMAGE_WITH_MEMBERSHIP_CHANGES || params.membership_gap_max_ms.is_none();
     (eligible && rng.chance(DAMAGE_RUNS_PER_MILLE)).then_some(rng)
 }

@@ -53,6 +53,10 @@ struct SimState {
     fail_sync_in: Option<u64>,
     writes: u64,
     syncs: u64,
+    /// Byte ranges, by inode, that positional reads cannot read (an unreadable sector):
+    /// a read touching one fails with `EIO` until a write covers the range again (a drive
+    /// remaps a bad sector when it is written).
+    unreadable: BTreeMap<usize, Vec<std::ops::Range<usize>>>,
 }
 
 /// An in-memory file system with crash and fault injection. See the module docs.
@@ -114,6 +118,13 @@ impl SimState {
         self.durable_names.retain(|path, _| !under_lost(path));
         self.dirs.retain(|dir| !lost.contains(dir));
         self.durable_dirs.retain(|dir| !lost.contains(dir));
+    }
+
+    /// A write of `range` of inode `id` makes the unreadable ranges it covers readable.
+    fn rewrite_unreadable(&mut self, id: usize, range: std::ops::Range<usize>) {
+        if let Some(ranges) = self.unreadable.get_mut(&id) {
+            ranges.retain(|bad| bad.start < range.start || bad.end > range.end);
+        }
     }
 
     fn new_inode(&mut self, path: &Path, bytes: Vec<u8>) -> usize {
@@ -225,6 +236,33 @@ impl SimFs {
                 *byte ^= 1 << (bit % 8);
             }
         }
+        Ok(())
+    }
+
+    /// The disk dropped a synced write: bytes `offset..offset + previous.len()` of `path`
+    /// hold `previous` again (what was there before the write), in the current and the
+    /// durable copy alike. Bytes past the end of the file are left out.
+    pub fn revert_write(&self, path: &Path, offset: usize, previous: &[u8]) -> io::Result<()> {
+        let mut state = self.lock();
+        let id = state.inode_of(path)?;
+        let inode = &mut state.inodes[id];
+        for bytes in [&mut inode.current, &mut inode.durable] {
+            let end = (offset + previous.len()).min(bytes.len());
+            if offset < end {
+                bytes[offset..end].copy_from_slice(&previous[..end - offset]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes `offset..offset + len` of `path` become an unreadable sector: a positional read
+    /// ([`ReadFile::read_at`]) touching them fails with `EIO` until a write covers the whole
+    /// range (a drive remaps a bad sector when it is written). Mapped segments do not see it
+    /// (a real map would raise `SIGBUS`).
+    pub fn make_unreadable(&self, path: &Path, offset: usize, len: usize) -> io::Result<()> {
+        let mut state = self.lock();
+        let id = state.inode_of(path)?;
+        (state.unreadable.entry(id).or_default()).push(offset..offset + len);
         Ok(())
     }
 
@@ -384,6 +422,7 @@ impl SegmentFile for SimSegment {
         state.check_generation(self.generation)?;
         state.count_write()?;
         let range = offset..offset + data.len();
+        state.rewrite_unreadable(self.inode, range.clone());
         state.inodes[self.inode].current[range.clone()].copy_from_slice(data);
         self.bytes[range].copy_from_slice(data);
         Ok(())
@@ -413,8 +452,9 @@ impl WriteFile for SimWriteFile {
         let mut state = self.fs.lock();
         state.check_generation(self.generation)?;
         state.count_write()?;
-        let bytes = &mut state.inodes[self.inode].current;
         let end = offset as usize + data.len();
+        state.rewrite_unreadable(self.inode, offset as usize..end);
+        let bytes = &mut state.inodes[self.inode].current;
         if bytes.len() < end {
             bytes.resize(end, 0);
         }
@@ -453,6 +493,19 @@ impl ReadFile for SimReadFile {
         let bytes = &state.inodes[self.inode].current;
         let start = (offset as usize).min(bytes.len());
         let n = buf.len().min(bytes.len() - start);
+        let read = start..start + n;
+        let bad = state.unreadable.get(&self.inode).into_iter().flatten();
+        if let Some(bad) = bad
+            .into_iter()
+            .find(|b| b.start < read.end && read.start < b.end)
+        {
+            return Err(io::Error::other(format!(
+                "simfs: bytes {}..{} cannot be read (injected unreadable sector): {}",
+                bad.start,
+                bad.end,
+                io::Error::from_raw_os_error(5)
+            )));
+        }
         buf[..n].copy_from_slice(&bytes[start..start + n]);
         Ok(n)
     }
@@ -494,6 +547,36 @@ mod tests {
             file.write_at(0, b"x").is_err(),
             "pre-crash handles are dead"
         );
+    }
+
+    #[test]
+    fn an_unreadable_range_fails_reads_until_rewritten_and_a_reverted_write_is_durable() {
+        let fs = SimFs::new();
+        durable_dir(&fs);
+        let path = dir().join("f");
+        let mut file = fs.open_write(&path).unwrap();
+        file.write_at(0, &[7u8; 16]).unwrap();
+        file.sync().unwrap();
+        fs.make_unreadable(&path, 4, 4).unwrap();
+        let mut buf = [0u8; 4];
+        assert_eq!(fs.read_at(&path, 0, &mut buf).unwrap(), 4);
+        assert_eq!(fs.read_at(&path, 8, &mut buf).unwrap(), 4);
+        let error = fs.read_at(&path, 6, &mut buf).unwrap_err();
+        assert!(error.to_string().contains("os error 5"), "{error}");
+        // A write over part of the range leaves it unreadable; one over all of it heals it.
+        file.write_at(4, &[1, 2]).unwrap();
+        assert!(fs.read_at(&path, 4, &mut buf).is_err());
+        file.write_at(3, &[9u8; 6]).unwrap();
+        assert_eq!(fs.read_at(&path, 4, &mut buf).unwrap(), 4);
+        assert_eq!(buf, [9u8; 4]);
+
+        file.sync().unwrap();
+        fs.sync_dir(dir()).unwrap();
+        fs.revert_write(&path, 14, &[0, 0, 0, 0]).unwrap();
+        fs.crash(CrashMode::LoseUnsynced);
+        let bytes = fs.contents(&path).unwrap();
+        assert_eq!(bytes.len(), 16, "a reverted write never grows the file");
+        assert_eq!(&bytes[12..], &[7, 7, 0, 0]);
     }
 
     #[test]

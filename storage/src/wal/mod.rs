@@ -479,6 +479,14 @@ impl Wal {
         let seg = Segment::create(fs, &self.dir, next_index, self.options.segment_bytes)?;
         self.segments.push(seg);
         self.carry_claim();
+        if self.claim_end > 0 {
+            // The segments that held the claim are gone: the new one holds it on disk at
+            // once, not at its first sync, or a crash before that forgot the range (its
+            // entries may have been acknowledged; SIM_FINDINGS 50).
+            let active = self.segments.last_mut().expect("just created");
+            active.rewrite_synced_count();
+            active.confirm()?;
+        }
         self.sync_dir()
     }
 

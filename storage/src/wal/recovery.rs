@@ -198,23 +198,40 @@ pub(crate) fn recover(fs: &dyn Fs, dir: &Path) -> Result<Recovered> {
             let reason = short_of_next
                 .or_else(|| scan.bad.clone())
                 .unwrap_or_else(|| "no record".into());
-            let mut claim_end = claimed_end(&segments)
+            let claimed = claimed_end(&segments)
                 .max(claimed_end(std::slice::from_ref(&seg)))
-                .max(claimed_end_of_listed(fs, dir, later)?)
-                .max(records_after_damage(&seg, &scan, last_term));
+                .max(claimed_end_of_listed(fs, dir, later)?);
+            let kept_end = seg.first_index + scan.offsets.len() as u64;
+            // Damage below the frontier is a loss whatever follows it; whole records after
+            // it may then be synced ones the count does not cover yet (SIM_FINDINGS 49).
+            let below_frontier = claimed > kept_end;
+            let (after_end, after_term) = {
+                let here = records_after_damage(&seg, &scan, last_term, below_frontier);
+                let in_later = match below_frontier {
+                    true => records_in_listed(fs, dir, later)?,
+                    false => (0, 0),
+                };
+                if in_later.0 > here.0 { in_later } else { here }
+            };
+            let mut claim_end = claimed.max(after_end);
             if let Some(index) = cut {
                 // An interrupted truncation removed synced records on purpose; its sync
                 // would have lowered the count.
                 claim_end = claim_end.min(index);
             }
-            let kept_end = seg.first_index + scan.offsets.len() as u64;
             if claim_end > kept_end {
                 // The term of the frontier's entry, from the header whose count claims it
-                // (a later segment's too: it is not removed before this point).
+                // (a later segment's too: it is not removed before this point), or from
+                // the last whole record found after the damage.
                 let claim_term = [
                     term_claimed_at(&segments, claim_end),
                     term_claimed_at(std::slice::from_ref(&seg), claim_end),
                     term_claimed_at_listed(fs, dir, later, claim_end)?,
+                    if after_end == claim_end {
+                        after_term
+                    } else {
+                        0
+                    },
                 ]
                 .into_iter()
                 .max()
@@ -311,16 +328,26 @@ fn sealed_break(
     }))
 }
 
-/// One past the highest index of valid records found after the damage in a segment whose
-/// header does not say how many records were synced (version 1, or a damaged count), 0 when
-/// there are none. A record with a later index and a term no lower than the last good one
-/// can only be synced data behind the damage (a torn write leaves no valid record after
-/// itself: storage/FORMAT.md §4.1), so it counts toward the claim; the cut then loses
-/// it, and it is reported with the range before it. After an interrupted truncation
-/// what follows the cut is its remains, never evidence.
-fn records_after_damage(seg: &Segment, scan: &segment::Scan, term_before: u64) -> u64 {
-    if matches!(seg.opened_count, SyncedCount::Records(..)) || scan.truncation_remains {
-        return 0;
+/// One past the highest index of valid records found after the damage, and the term of
+/// that last record, in a segment whose header does not say how many records were synced
+/// (version 1, or a damaged count), or when the damage lies below the synced frontier
+/// (`below_frontier`); `(0, 0)` when there are none. A record with a later index and a
+/// term no lower than the last good one can only be synced data behind the damage (a torn
+/// write leaves no valid record after itself: storage/FORMAT.md §4.1), so it counts toward
+/// the claim; the cut then loses it, and it is reported with the range before it. Below
+/// the frontier the range is a loss anyway, and such a record may be one the node
+/// acknowledged before its count reached the header (the newest batch: FORMAT.md §1.1); at
+/// worst an unsynced record that happened to reach the disk, fetched again for nothing.
+/// After an interrupted truncation what follows the cut is its remains, never evidence.
+fn records_after_damage(
+    seg: &Segment,
+    scan: &segment::Scan,
+    term_before: u64,
+    below_frontier: bool,
+) -> (u64, u64) {
+    let counted = matches!(seg.opened_count, SyncedCount::Records(..));
+    if (counted && !below_frontier) || scan.truncation_remains {
+        return (0, 0);
     }
     let bytes = seg.bytes();
     let data_end = nonzero_end(bytes, scan.end);
@@ -330,18 +357,18 @@ fn records_after_damage(seg: &Segment, scan: &segment::Scan, term_before: u64) -
         None => term_before,
     };
     let mut from = scan.end;
-    let mut found_end = 0;
+    let mut found = (0, 0);
     while let Some((at, index)) = find_later_record(bytes, from, data_end, expected, min_term) {
         // The run of records from there on, and then any further one after it.
         let run = segment::scan_at(bytes, at, index);
         let run_end = index + run.offsets.len() as u64;
-        found_end = run_end;
         let last_at = *run.offsets.last().expect("the found record is valid") as usize;
         min_term = segment::read_u64(bytes, last_at + 16);
+        found = (run_end, min_term);
         expected = run_end;
         from = run.end.max(at + 1);
     }
-    found_end
+    found
 }
 
 /// One past the highest index the listed segments show synced: each one's existence shows
@@ -361,6 +388,25 @@ fn claimed_end_of_listed(fs: &dyn Fs, dir: &Path, listed: &[(u64, String)]) -> R
 }
 
 /// The term the listed segments' headers record for the entry before `end` (0: none does).
+/// One past the last whole record of the listed segments (the ones after a cut, about to be
+/// removed), each scanned from its start, and that record's term; `(0, 0)` when they hold
+/// none. Their records were synced, or lie in the last segment beyond its count (the newest
+/// batch, maybe acknowledged: SIM_FINDINGS 49), so they count toward the claim.
+fn records_in_listed(fs: &dyn Fs, dir: &Path, listed: &[(u64, String)]) -> Result<(u64, u64)> {
+    let mut found = (0, 0);
+    for (first_index, name) in listed {
+        let seg = Segment::open(fs, dir.join(name), *first_index)?;
+        let scan = segment::scan(seg.bytes(), seg.first_index);
+        if let Some(&at) = scan.offsets.last() {
+            let end = seg.first_index + scan.offsets.len() as u64;
+            if end > found.0 {
+                found = (end, segment::read_u64(seg.bytes(), at as usize + 16));
+            }
+        }
+    }
+    Ok(found)
+}
+
 fn term_claimed_at_listed(
     fs: &dyn Fs,
     dir: &Path,
