@@ -18,7 +18,7 @@ use crate::params::{
 use crate::replica::SimCore;
 use crate::state_machine::decode_write;
 use crate::world::{Event, World};
-use rcraft::core::{ApplyOutcome, Input, ProposeError, StorageAction, StorageOutcome};
+use rcraft::core::{ApplyOutcome, Input, LostEntries, ProposeError, StorageAction, StorageOutcome};
 use rcraft::node::testing::{SimApplyCommand, SimTurn};
 use rcraft::wire::{
     ClientRequestBody, ClientResponseBody, Entry, EntryPayload, LogIndex, Message, MessageBody,
@@ -926,12 +926,17 @@ impl<C: SimCore> World<C> {
     /// (src/core/repair.rs), so every quorum that can elect a leader meanwhile holds what its
     /// members acknowledged or checked the candidate against it. (Seed 345: a leader committed with a stale match of a follower that
     /// restarted having lost the entries, and the holders alone were a minority.)
+    /// A node that is down has no view, but its disk still claims the range and it restarts
+    /// repairing it (seed 3480: the node crashed again before the leader counted its old
+    /// acknowledgement), so the disk's claim counts as well.
     fn repairing_covers(&self, node: usize, index: LogIndex) -> bool {
-        self.nodes[node]
-            .view
+        let covers = |lost: LostEntries| lost.from <= index && index <= lost.through;
+        let n = &self.nodes[node];
+        n.view
             .as_ref()
             .and_then(|v| v.repairing)
-            .is_some_and(|lost| lost.from <= index && index <= lost.through)
+            .is_some_and(covers)
+            || n.disk.lost().is_some_and(covers)
     }
 
     /// True when `node` holds the entry (`index`, `term`), or a snapshot covering it.
