@@ -218,7 +218,7 @@ impl<C: SimCore> World<C> {
             .retain(|&(dialler, acceptor), _| dialler != node && acceptor != node);
         for net in wire.nets.iter_mut().flatten() {
             net.link_broken(now, id, None);
-            net.accepted_broken(id, None);
+            net.accepted_broken(now, id, None);
         }
     }
 
@@ -338,7 +338,7 @@ impl<C: SimCore> World<C> {
             net.link_broken(now, acceptor_id, Some(conn));
         }
         if let Some(net) = wire.nets[acceptor].as_mut() {
-            net.accepted_broken(dialler_id, Some(conn));
+            net.accepted_broken(now, dialler_id, Some(conn));
         }
     }
 
