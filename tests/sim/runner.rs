@@ -303,7 +303,7 @@ fn describe(summary: &RunSummary) -> String {
          synced log ranges lost and {} hard states damaged ({} while another node was damaged), \
          byte streams in {} runs: {} bytes in {} pieces over {} connections, {} connections \
          broken, {} messages dropped by a link backing off, {} links timed out waiting for a \
-         handshake answer",
+         handshake answer, {} accepted connections closed for stalling",
         summary.events,
         summary.committed,
         summary.writes_acked,
@@ -326,7 +326,8 @@ fn describe(summary: &RunSummary) -> String {
         summary.wire.connections,
         summary.wire.breaks,
         summary.wire.dropped,
-        summary.wire.timeouts
+        summary.wire.timeouts,
+        summary.wire.stalled
     )
 }
 

@@ -6,7 +6,7 @@
 //! incoming frames) driven single-threaded with simulated time, with the mio loop's sockets
 //! replaced by [`SimStream`]s ([`SimIo`] dials them), and the accepted connections kept by
 //! the loop's own [`AcceptNet`] handler (`accepted.rs`: a peer's newer connection closes its
-//! older ones, the counting and logging of closes). Nothing of the connection logic is
+//! older ones, the stall sweep, the counting and logging of closes). Nothing of the connection logic is
 //! copied here: this module moves bytes in and out of the streams.
 //!
 //! Owned by one simulated node. The simulator carries the bytes each side writes to the other
@@ -16,10 +16,10 @@
 //! would be. Diallers' tokens may collide, so each accepted connection gets a token of this
 //! node's own for the handler, as the loop's accept does. Invariants: `origin` maps exactly
 //! the tokens of the handler's connections; a link's connection is always `connected` (a
-//! simulated connect completes at once). Not driven here: the inbound stall sweep (a close
-//! by the acceptor would have to break the connection at its dialler too; the simulator's
-//! byte streams never carry such a close), the caps on connections, back-pressure (the
-//! simulator's delivery never backs up).
+//! simulated connect completes at once). The sweep runs on simulated time before each
+//! input; a connection it closes for stalling is handed to the simulator
+//! ([`SimPeerNet::take_stalled`]), which breaks it at its dialler. Not driven here: the caps
+//! on connections, back-pressure (the simulator's delivery never backs up).
 
 use super::accepted::{AcceptCx, AcceptIo, AcceptNet};
 use super::auth::{Nonce, PeerSecrets};
@@ -143,6 +143,8 @@ pub struct SimPeerNet {
     newest: BTreeMap<NodeId, (u64, Token)>,
     /// The token of the next accepted connection.
     next_accepted: u64,
+    /// Accepted connections the sweep closed, not yet taken ([`SimPeerNet::take_stalled`]).
+    stalled: Vec<(NodeId, u64)>,
     /// Simulated time zero.
     base: Instant,
     read_buf: Vec<u8>,
@@ -233,6 +235,7 @@ impl SimPeerNet {
             origin: BTreeMap::new(),
             newest: BTreeMap::new(),
             next_accepted: 1,
+            stalled: Vec::new(),
             base,
             read_buf: vec![0; super::READ_CHUNK_BYTES],
             next_token: settings.first_token,
@@ -290,7 +293,20 @@ impl SimPeerNet {
         if self.peers.sweep_due(&self.config, now) {
             let (peers, mut cx) = self.split();
             peers.sweep(&mut cx, now);
+            let (accepted, mut cx) = self.split_accepted();
+            accepted.sweep(&mut cx, now);
+            let accepted = &self.accepted;
+            let stalled = (self.origin.iter()).filter(|&(&token, _)| !accepted.contains(token));
+            self.stalled.extend(stalled.map(|(_, &origin)| origin));
+            self.prune_origin();
         }
+    }
+
+    /// The connections peers dialled to us that the sweep closed for stalling since the last
+    /// call, as (peer, dialler's token): the simulator breaks them at their dialler too, as
+    /// a closed socket would.
+    pub fn take_stalled(&mut self) -> Vec<(NodeId, u64)> {
+        std::mem::take(&mut self.stalled)
     }
 
     /// The network thread starts: it dials every peer (take the handshakes with
@@ -683,5 +699,31 @@ mod tests {
         b.accepted_broken(104, NodeId(0), None);
         assert!(b.origin.is_empty());
         assert_eq!(b.receive(105, NodeId(0), second, &[0]), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn an_accepted_connection_whose_handshake_stalls_is_closed_by_the_sweep() {
+        let mut a = SimPeerNet::new(settings(0, true)).unwrap();
+        let mut b = SimPeerNet::new(settings(1, true)).unwrap();
+        let SimSend::Queued { conn } = a.send(0, &heartbeat(1)) else {
+            panic!("not queued");
+        };
+        let (_, hello) = a.take_sent(NodeId(1)).unwrap();
+        assert_eq!(b.receive(1, NodeId(0), conn, &hello), Ok(Vec::new()));
+        // A's proof never comes. Within the stall timeout (10 s) the connection waits.
+        let to_a = Message {
+            from: NodeId(1),
+            to: NodeId(0),
+            ..heartbeat(1)
+        };
+        b.send(9_000, &to_a);
+        assert_eq!(b.take_stalled(), Vec::new());
+        // Past it, the sweep closes it, counted, and hands it over to be broken at A.
+        b.send(10_100, &to_a);
+        assert_eq!(b.take_stalled(), vec![(NodeId(0), conn)]);
+        assert_eq!(b.stats().connections_stalled, 1);
+        assert!(b.origin.is_empty());
+        // Its late bytes are never read.
+        assert_eq!(b.receive(10_200, NodeId(0), conn, &[0]), Ok(Vec::new()));
     }
 }
