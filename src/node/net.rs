@@ -37,6 +37,7 @@
 //! net.shutdown();
 //! ```
 
+mod accepted;
 pub mod auth;
 pub(crate) mod delivery;
 mod event_loop;

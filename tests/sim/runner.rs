@@ -313,7 +313,7 @@ fn describe(summary: &RunSummary) -> String {
          {} as real bytes), \
          byte streams in {} runs: {} bytes in {} pieces over {} connections, {} connections \
          broken, {} messages dropped by a link backing off, {} links timed out waiting for a \
-         handshake answer",
+         handshake answer, {} accepted connections closed for stalling",
         summary.events,
         summary.committed,
         summary.writes_acked,
@@ -337,7 +337,8 @@ fn describe(summary: &RunSummary) -> String {
         summary.wire.connections,
         summary.wire.breaks,
         summary.wire.dropped,
-        summary.wire.timeouts
+        summary.wire.timeouts,
+        summary.wire.stalled
     )
 }
 

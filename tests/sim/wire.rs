@@ -66,6 +66,9 @@ pub(crate) struct WireCounts {
     pub(crate) dropped: u64,
     /// Links torn down by the network thread's timer for a late handshake answer.
     pub(crate) timeouts: u64,
+    /// Accepted connections the network thread's sweep closed for stalling (their
+    /// handshake incomplete past the stall timeout).
+    pub(crate) stalled: u64,
 }
 
 impl WireCounts {
@@ -77,6 +80,7 @@ impl WireCounts {
         self.breaks += other.breaks;
         self.dropped += other.dropped;
         self.timeouts += other.timeouts;
+        self.stalled += other.stalled;
     }
 }
 
@@ -139,6 +143,9 @@ impl Wire {
     pub(crate) fn counts(&self) -> WireCounts {
         let mut counts = self.counts;
         counts.timeouts += self.nets.iter().flatten().map(net_timeouts).sum::<u64>();
+        counts.stalled += (self.nets.iter().flatten())
+            .map(|net| net.stats().connections_stalled)
+            .sum::<u64>();
         counts
     }
 
@@ -152,10 +159,11 @@ impl Wire {
     }
 }
 
-/// Links `net` tore down for a late handshake answer: its refusals count them, since any
-/// other refusal fails the seed.
+/// Links `net` tore down for a late handshake answer: its refusals count them, but for the
+/// accepted connections its sweep closed (any other refusal fails the seed).
 fn net_timeouts(net: &SimPeerNet) -> u64 {
-    net.stats().connections_refused
+    let stats = net.stats();
+    stats.connections_refused - stats.connections_stalled
 }
 
 impl<C: SimCore> World<C> {
@@ -213,12 +221,13 @@ impl<C: SimCore> World<C> {
         };
         if let Some(net) = wire.nets[node].take() {
             wire.counts.timeouts += net_timeouts(&net);
+            wire.counts.stalled += net.stats().connections_stalled;
         }
         wire.open
             .retain(|&(dialler, acceptor), _| dialler != node && acceptor != node);
         for net in wire.nets.iter_mut().flatten() {
             net.link_broken(now, id, None);
-            net.accepted_broken(id, None);
+            net.accepted_broken(now, id, None);
         }
     }
 
@@ -226,6 +235,36 @@ impl<C: SimCore> World<C> {
     /// has not (the message then travels as a value). `delays` is the message-level
     /// network's verdict: none breaks the connection, else the first is the bytes' delay.
     pub(crate) fn wire_send(&mut self, node: usize, msg: &Message, delays: &[u64]) -> Verdict {
+        let verdict = self.wire_send_bytes(node, msg, delays);
+        self.break_stalled(node);
+        verdict
+    }
+
+    /// The accepted connections `node`'s sweep closed for stalling break at their diallers
+    /// too (a closed socket's other end learns it), so a dialler's link dials anew rather
+    /// than write into a connection nobody reads.
+    fn break_stalled(&mut self, acceptor: usize) {
+        let now = self.now;
+        let acceptor_id = self.nodes[acceptor].id;
+        let wire = self.wire.as_mut().expect("a run with byte streams");
+        let Some(net) = wire.nets[acceptor].as_mut() else {
+            return;
+        };
+        for (peer, conn) in net.take_stalled() {
+            let Some(dialler) = self.index_of(peer) else {
+                continue;
+            };
+            let wire = self.wire.as_mut().expect("a run with byte streams");
+            if wire.open.get(&(dialler, acceptor)) == Some(&conn) {
+                wire.open.remove(&(dialler, acceptor));
+            }
+            if let Some(net) = wire.nets[dialler].as_mut() {
+                net.link_broken(now, acceptor_id, Some(conn));
+            }
+        }
+    }
+
+    fn wire_send_bytes(&mut self, node: usize, msg: &Message, delays: &[u64]) -> Verdict {
         let now = self.now;
         let Some(to) = self.index_of(msg.to) else {
             return Err(format!("message to unknown node {}: {msg:?}", msg.to));
@@ -338,7 +377,7 @@ impl<C: SimCore> World<C> {
             net.link_broken(now, acceptor_id, Some(conn));
         }
         if let Some(net) = wire.nets[acceptor].as_mut() {
-            net.accepted_broken(dialler_id, Some(conn));
+            net.accepted_broken(now, dialler_id, Some(conn));
         }
     }
 
@@ -346,6 +385,19 @@ impl<C: SimCore> World<C> {
     /// messages it completes are stepped as delivered ones are, and the answers it causes go
     /// back.
     pub(crate) fn on_bytes(
+        &mut self,
+        dialler: usize,
+        acceptor: usize,
+        conn: u64,
+        toward_acceptor: bool,
+        bytes: Vec<u8>,
+    ) -> Verdict {
+        let verdict = self.receive_bytes(dialler, acceptor, conn, toward_acceptor, bytes);
+        self.break_stalled(if toward_acceptor { acceptor } else { dialler });
+        verdict
+    }
+
+    fn receive_bytes(
         &mut self,
         dialler: usize,
         acceptor: usize,

@@ -8,24 +8,23 @@
 //! `write`), retry held-back client events and resume paused clients, then check timeouts. Tokens are never reused, so a stale event
 //! or a reply for a closed connection can never reach a newer one.
 
+use super::accepted::{AcceptCx, AcceptIo, AcceptNet};
 use super::auth;
 use super::auth::Nonce;
 use super::delivery::Delivery;
-use super::inbound::{Close, Ctx, Inbound};
+use super::inbound::Inbound;
 use super::peer::PeerConn;
 use super::peers::{Dialled, PeerCx, PeerIo, PeerNet};
 use super::stream::Stream;
 use super::{
-    BACKLOG_RETRY_INTERVAL, CONNECTIONS_MAX, ClientConnId, NetCommand, NetConfig, NetEvent,
-    NetStats, POLL_EVENTS_CAPACITY, READ_CHUNK_BYTES, bump,
+    BACKLOG_RETRY_INTERVAL, ClientConnId, NetCommand, NetConfig, NetStats, POLL_EVENTS_CAPACITY,
+    READ_CHUNK_BYTES, bump,
 };
 use crossbeam_channel::Receiver;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
-use rcraft_wire::{ClientResponse, ConnectionRole, NodeId};
-use std::collections::{BTreeSet, HashMap};
+use rcraft_wire::NodeId;
 use std::io;
-use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,21 +55,16 @@ pub(super) struct EventLoop {
     /// Shared with every `NetSender`: true while a wake-up is on its way (see `NetSender`).
     wake_pending: Arc<AtomicBool>,
     delivery: Delivery,
-    inbound: HashMap<Token, Inbound>,
+    /// The accepted connections, their limits, back-pressure and stall sweep
+    /// (`accepted.rs`), driven with real sockets.
+    accepted: AcceptNet,
     /// The outbound peer links and their timers (`peers.rs`), driven with real sockets.
     peers: PeerNet,
     /// Next token to hand out; tokens are never reused.
     next_token: usize,
     read_buf: Box<[u8]>,
-    /// Inbound connections with newly queued responses.
-    dirty_inbound: BTreeSet<Token>,
-    /// Inbound connections paused by back-pressure.
-    paused: BTreeSet<Token>,
     /// Set when `accept` failed for lack of resources; retried at the next sweep.
     accept_pending: bool,
-    /// Open inbound connections per source address. Invariant: the count of `inbound`'s
-    /// connections from that address; no zero entries.
-    per_address: HashMap<IpAddr, usize>,
 }
 
 /// The event loop's side of the peer handler's I/O: real sockets, registered with `Poll`.
@@ -105,6 +99,44 @@ impl PeerIo<Stream> for MioPeerIo<'_> {
             log::debug!("node {}: deregister link to {peer}: {e}", self.node);
         }
     }
+}
+
+/// The event loop's side of the accepted-connection handler's I/O.
+struct MioAcceptIo<'a> {
+    node: NodeId,
+    registry: &'a Registry,
+}
+
+impl AcceptIo<Stream> for MioAcceptIo<'_> {
+    fn fresh_nonce(&mut self) -> io::Result<Nonce> {
+        auth::fresh_nonce()
+    }
+
+    fn release(&mut self, conn: &mut Inbound) {
+        if let Err(e) = self.registry.deregister(conn.stream.tcp_mut()) {
+            log::debug!("node {}: deregister {}: {e}", self.node, conn.describe());
+        }
+    }
+}
+
+/// Splits the loop into the accepted-connection handler and what a handler call needs
+/// (disjoint fields).
+macro_rules! accept_cx {
+    ($self:ident) => {
+        (
+            &mut $self.accepted,
+            AcceptCx {
+                config: &$self.config,
+                delivery: &mut $self.delivery,
+                peers: &mut $self.peers,
+                read_buf: &mut $self.read_buf,
+                io: MioAcceptIo {
+                    node: $self.config.node_id,
+                    registry: $self.poll.registry(),
+                },
+            },
+        )
+    };
 }
 
 /// Splits the loop into the peer handler and what a handler call needs (disjoint fields).
@@ -142,14 +174,11 @@ impl EventLoop {
             stop: parts.stop,
             wake_pending: parts.wake_pending,
             delivery: Delivery::new(parts.events, parts.notify, parts.stats),
-            inbound: HashMap::new(),
+            accepted: AcceptNet::new(),
             peers: PeerNet::new(&parts.config, now),
             next_token: FIRST_CONNECTION_TOKEN,
             read_buf: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
-            dirty_inbound: BTreeSet::new(),
-            paused: BTreeSet::new(),
             accept_pending: false,
-            per_address: HashMap::new(),
             config: parts.config,
         };
         Ok((event_loop, waker))
@@ -230,7 +259,7 @@ impl EventLoop {
         match token {
             LISTENER => self.accept_all(),
             WAKER => {}
-            token if self.inbound.contains_key(&token) => self.service_inbound(token),
+            token if self.accepted.contains(token) => self.service_inbound(token),
             token => {
                 let (peers, mut cx) = peer_cx!(self);
                 peers.on_ready(&mut cx, token, Instant::now());
@@ -255,16 +284,7 @@ impl EventLoop {
 
     fn on_accepted(&mut self, mut stream: TcpStream, addr: SocketAddr) {
         let node = self.config.node_id;
-        if self.inbound.len() >= CONNECTIONS_MAX {
-            log::warn!("node {node}: refusing connection from {addr}: {CONNECTIONS_MAX} open");
-            bump(&self.delivery.stats.connections_refused, 1);
-            return;
-        }
-        let from_address = self.per_address.get(&addr.ip()).copied().unwrap_or(0);
-        if from_address >= self.config.connections_per_address_max {
-            let max = self.config.connections_per_address_max;
-            log::warn!("node {node}: refusing connection from {addr}: {max} open from its address");
-            bump(&self.delivery.stats.connections_refused_per_address, 1);
+        if !(self.accepted).admit(&self.config, &self.delivery.stats, addr) {
             return;
         }
         if let Err(e) = stream.set_nodelay(true) {
@@ -286,95 +306,17 @@ impl EventLoop {
             self.config.frame_bytes_max,
             Instant::now(),
         );
-        self.inbound.insert(token, conn);
-        *self.per_address.entry(addr.ip()).or_insert(0) += 1;
+        self.accepted.insert(token, conn);
         // Edge-triggered: bytes may already be waiting.
         self.service_inbound(token);
     }
 
     fn service_inbound(&mut self, token: Token) {
-        let Some(conn) = self.inbound.get_mut(&token) else {
-            return;
-        };
-        let role_before = conn.role;
-        let mut ctx = Ctx {
-            config: &self.config,
-            known_peers: &self.peers.links,
-            delivery: &mut self.delivery,
-            identities: &mut self.peers.identities,
-            fresh_nonce: &mut auth::fresh_nonce,
-        };
-        let result = conn
-            .pump(&mut self.read_buf, &mut ctx, Instant::now())
-            .and_then(|()| conn.flush());
-        bump(&self.delivery.stats.bytes_sent, conn.take_written_bytes());
-        if conn.paused && self.paused.insert(token) {
-            bump(&self.delivery.stats.client_pauses, 1);
-        }
-        let role_after = conn.role;
-        if let Err(reason) = result {
-            self.close_inbound(token, reason);
-        }
-        if let (None, Some(ConnectionRole::Peer(peer))) = (role_before, role_after) {
-            self.close_older_links_from(peer, token);
+        let (accepted, mut cx) = accept_cx!(self);
+        let serviced = accepted.service(&mut cx, token, Instant::now());
+        if let Some(peer) = serviced.peer_up {
             let (peers, mut cx) = peer_cx!(self);
             peers.peer_dialled_us(&mut cx, peer, Instant::now());
-        }
-    }
-
-    /// A peer dials anew only after losing its previous link (restart, timeout), so any
-    /// other inbound connection from it is stale; close it rather than keep it forever.
-    fn close_older_links_from(&mut self, peer: NodeId, newest: Token) {
-        let stale: Vec<Token> = self
-            .inbound
-            .iter()
-            .filter(|&(&token, conn)| {
-                token != newest && conn.role == Some(ConnectionRole::Peer(peer))
-            })
-            .map(|(&token, _)| token)
-            .collect();
-        for token in stale {
-            let why = format!("superseded by a newer connection from peer {peer}");
-            self.close_inbound(token, Close::Io(io::Error::other(why)));
-        }
-    }
-
-    fn close_inbound(&mut self, token: Token, reason: Close) {
-        let Some(mut conn) = self.inbound.remove(&token) else {
-            return;
-        };
-        self.paused.remove(&token);
-        self.dirty_inbound.remove(&token);
-        if let Some(count) = self.per_address.get_mut(&conn.addr.ip()) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_address.remove(&conn.addr.ip());
-            }
-        }
-        let node = self.config.node_id;
-        let what = conn.describe();
-        match reason {
-            Close::Eof => log::debug!("node {node}: {what} closed"),
-            Close::Io(e) => log::info!("node {node}: closing {what}: {e}"),
-            Close::Refused { peer, why } => {
-                bump(&self.delivery.stats.connections_refused, 1);
-                let line = format!("node {node}: closing {what}: {why}");
-                (self.peers).log_refusal(peer, line, &why, Instant::now());
-            }
-            Close::Protocol(why) => {
-                bump(&self.delivery.stats.connections_refused, 1);
-                log::warn!("node {node}: closing {what}: {why}");
-            }
-        }
-        if let Err(e) = self.poll.registry().deregister(conn.stream.tcp_mut()) {
-            log::debug!("node {node}: deregister {what}: {e}");
-        }
-        if conn.role == Some(ConnectionRole::Client) {
-            self.delivery
-                .stats
-                .client_connections
-                .fetch_sub(1, Ordering::Relaxed);
-            self.delivery.client_event(NetEvent::ClientClosed(conn.id));
         }
     }
 
@@ -404,22 +346,21 @@ impl EventLoop {
                     peers.send(&mut cx, message, now);
                 }
             }
-            NetCommand::Reply { conn, response } => self.queue_reply(conn, &response),
+            NetCommand::Reply { conn, response } => {
+                let token = Token(conn.0 as usize);
+                let stats = &self.delivery.stats;
+                (self.accepted).queue_reply(&self.config, stats, token, &response);
+            }
             NetCommand::Replies(replies) => {
+                let stats = &self.delivery.stats;
                 for (conn, response) in &replies {
-                    self.queue_reply(*conn, response);
+                    let token = Token(conn.0 as usize);
+                    (self.accepted).queue_reply(&self.config, stats, token, response);
                 }
             }
             NetCommand::CloseClient(conn) => {
-                let token = Token(conn.0 as usize);
-                if self
-                    .inbound
-                    .get(&token)
-                    .is_some_and(|c| c.role == Some(ConnectionRole::Client))
-                {
-                    let _ = self.inbound.get_mut(&token).map(Inbound::flush);
-                    self.close_inbound(token, Close::Eof);
-                }
+                let (accepted, mut cx) = accept_cx!(self);
+                accepted.close_client(&mut cx, Token(conn.0 as usize), Instant::now());
             }
             NetCommand::UpdatePeer { id, addr } => {
                 let (peers, mut cx) = peer_cx!(self);
@@ -436,51 +377,20 @@ impl EventLoop {
         }
     }
 
-    fn queue_reply(&mut self, conn: ClientConnId, response: &ClientResponse) {
-        let token = Token(conn.0 as usize);
-        match self.inbound.get_mut(&token) {
-            Some(inbound) if inbound.role == Some(ConnectionRole::Client) => {
-                inbound.queue_reply(response, self.config.frame_bytes_max);
-                self.dirty_inbound.insert(token);
-            }
-            _ => bump(&self.delivery.stats.replies_to_closed, 1),
-        }
-    }
-
     fn flush_dirty(&mut self) {
+        let now = Instant::now();
         let (peers, mut cx) = peer_cx!(self);
-        peers.flush(&mut cx, Instant::now());
-        for token in std::mem::take(&mut self.dirty_inbound) {
-            let Some(conn) = self.inbound.get_mut(&token) else {
-                continue;
-            };
-            let flushed = conn.flush();
-            bump(&self.delivery.stats.bytes_sent, conn.take_written_bytes());
-            if let Err(reason) = flushed {
-                self.close_inbound(token, reason);
-            }
-        }
+        peers.flush(&mut cx, now);
+        let (accepted, mut cx) = accept_cx!(self);
+        accepted.flush(&mut cx, now);
     }
 
     fn resume_paused(&mut self) {
         let now = Instant::now();
-        for token in std::mem::take(&mut self.paused) {
-            let Some(conn) = self.inbound.get_mut(&token) else {
-                continue;
-            };
-            let ctx = Ctx {
-                config: &self.config,
-                known_peers: &self.peers.links,
-                delivery: &mut self.delivery,
-                identities: &mut self.peers.identities,
-                fresh_nonce: &mut auth::fresh_nonce,
-            };
-            if conn.can_resume(&ctx) {
-                conn.resume(now);
-                self.service_inbound(token);
-            } else {
-                self.paused.insert(token);
-            }
+        let (accepted, mut cx) = accept_cx!(self);
+        for peer in accepted.resume_paused(&mut cx, now) {
+            let (peers, mut cx) = peer_cx!(self);
+            peers.peer_dialled_us(&mut cx, peer, now);
         }
     }
 
@@ -492,15 +402,8 @@ impl EventLoop {
         if std::mem::take(&mut self.accept_pending) {
             self.accept_all();
         }
-        let stalled: Vec<(Token, String)> = self
-            .inbound
-            .iter()
-            .filter_map(|(&token, conn)| Some((token, conn.stall_reason(now, &self.config)?)))
-            .collect();
-        for (token, why) in stalled {
-            bump(&self.delivery.stats.connections_stalled, 1);
-            self.close_inbound(token, Close::Protocol(why));
-        }
+        let (accepted, mut cx) = accept_cx!(self);
+        accepted.sweep(&mut cx, now);
         let (peers, mut cx) = peer_cx!(self);
         peers.sweep(&mut cx, now);
     }

@@ -4,21 +4,27 @@
 //! each link's handshake, authentication, framing and encoding of outgoing messages;
 //! [`Inbound`]: the handshake checks, authentication, and the decoding and checks of
 //! incoming frames) driven single-threaded with simulated time, with the mio loop's sockets
-//! replaced by [`SimStream`]s ([`SimIo`] dials them). Nothing of the link logic is copied
-//! here: this module moves bytes in and out of the streams and, for accepted connections
-//! only, does the little the event loop does around [`Inbound`] (a peer's newer connection
-//! replaces its older one).
+//! replaced by [`SimStream`]s ([`SimIo`] dials them), and the accepted connections kept by
+//! the loop's own [`AcceptNet`] handler (`accepted.rs`: a peer's newer connection closes its
+//! older ones, the stall sweep, the counting and logging of closes). Nothing of the connection logic is
+//! copied here: this module moves bytes in and out of the streams.
 //!
 //! Owned by one simulated node. The simulator carries the bytes each side writes to the other
-//! side, in order and split where it likes; a connection is named by the token its dialler
+//! side, in order and split where it likes; it names a connection by the token its dialler
 //! gave it (the simulator hands out increasing ones, so an older connection's token is lower),
 //! and bytes of a connection either side already closed are ignored, as a closed socket's
-//! would be. Invariants: at most one inbound connection per peer (the newest); a link's
-//! connection is always `connected` (a simulated connect completes at once).
+//! would be. Diallers' tokens may collide, so each accepted connection gets a token of this
+//! node's own for the handler, as the loop's accept does. Invariants: `origin` maps exactly
+//! the tokens of the handler's connections; a link's connection is always `connected` (a
+//! simulated connect completes at once). The sweep runs on simulated time before each
+//! input; a connection it closes for stalling is handed to the simulator
+//! ([`SimPeerNet::take_stalled`]), which breaks it at its dialler. Not driven here: the caps
+//! on connections, back-pressure (the simulator's delivery never backs up).
 
+use super::accepted::{AcceptCx, AcceptIo, AcceptNet};
 use super::auth::{Nonce, PeerSecrets};
 use super::delivery::{Delivery, EventSink};
-use super::inbound::{Close, Ctx, Inbound};
+use super::inbound::{Close, Inbound};
 use super::peer::PeerConn;
 use super::peers::{Dialled, PeerCx, PeerIo, PeerNet};
 use super::stream::ByteStream;
@@ -128,10 +134,17 @@ pub struct SimPeerNet {
     stats: Arc<NetStats>,
     /// The network thread's outbound links, dials, back-off and timers (`peers.rs`).
     peers: PeerNet<SimStream>,
-    /// The connection each peer dialled to us, with its token.
-    accepted: BTreeMap<NodeId, (u64, Inbound<SimStream>)>,
-    /// The newest connection token seen from each peer (a lower one is an old connection's).
-    newest: BTreeMap<NodeId, u64>,
+    /// The network thread's accepted connections (`accepted.rs`), under tokens of ours.
+    accepted: AcceptNet<SimStream>,
+    /// The peer and dialler's token of each of `accepted`'s connections.
+    origin: BTreeMap<Token, (NodeId, u64)>,
+    /// The newest connection token seen from each peer (a lower one is an old connection's),
+    /// with the token it has here.
+    newest: BTreeMap<NodeId, (u64, Token)>,
+    /// The token of the next accepted connection.
+    next_accepted: u64,
+    /// Accepted connections the sweep closed, not yet taken ([`SimPeerNet::take_stalled`]).
+    stalled: Vec<(NodeId, u64)>,
     /// Simulated time zero.
     base: Instant,
     read_buf: Vec<u8>,
@@ -162,6 +175,14 @@ impl PeerIo<SimStream> for SimIo<'_> {
     }
 
     fn release(&mut self, _peer: NodeId, _conn: &mut PeerConn<SimStream>) {}
+}
+
+impl AcceptIo<SimStream> for SimIo<'_> {
+    fn fresh_nonce(&mut self) -> io::Result<Nonce> {
+        Ok(next_nonce(self.nonce_state))
+    }
+
+    fn release(&mut self, _conn: &mut Inbound<SimStream>) {}
 }
 
 /// A peer's made-up address (the simulator has none; it appears in log lines only).
@@ -210,8 +231,11 @@ impl SimPeerNet {
             delivery,
             events,
             stats,
-            accepted: BTreeMap::new(),
+            accepted: AcceptNet::new(),
+            origin: BTreeMap::new(),
             newest: BTreeMap::new(),
+            next_accepted: 1,
+            stalled: Vec::new(),
             base,
             read_buf: vec![0; super::READ_CHUNK_BYTES],
             next_token: settings.first_token,
@@ -237,13 +261,52 @@ impl SimPeerNet {
         (&mut self.peers, cx)
     }
 
+    /// The accepted-connection handler and what its calls need (disjoint fields).
+    fn split_accepted(
+        &mut self,
+    ) -> (
+        &mut AcceptNet<SimStream>,
+        AcceptCx<'_, SimStream, SimIo<'_>>,
+    ) {
+        let cx = AcceptCx {
+            config: &self.config,
+            delivery: &mut self.delivery,
+            peers: &mut self.peers,
+            read_buf: &mut self.read_buf,
+            io: SimIo {
+                next_token: &mut self.next_token,
+                nonce_state: &mut self.nonce_state,
+            },
+        };
+        (&mut self.accepted, cx)
+    }
+
+    /// Forgets the origin of connections the handler closed.
+    fn prune_origin(&mut self) {
+        let accepted = &self.accepted;
+        self.origin.retain(|&token, _| accepted.contains(token));
+    }
+
     /// The loop's timers at `now`: when the sweep is due, links whose handshake answer is
     /// overdue are torn down (as at the end of each loop turn).
     fn timers(&mut self, now: Instant) {
         if self.peers.sweep_due(&self.config, now) {
             let (peers, mut cx) = self.split();
             peers.sweep(&mut cx, now);
+            let (accepted, mut cx) = self.split_accepted();
+            accepted.sweep(&mut cx, now);
+            let accepted = &self.accepted;
+            let stalled = (self.origin.iter()).filter(|&(&token, _)| !accepted.contains(token));
+            self.stalled.extend(stalled.map(|(_, &origin)| origin));
+            self.prune_origin();
         }
+    }
+
+    /// The connections peers dialled to us that the sweep closed for stalling since the last
+    /// call, as (peer, dialler's token): the simulator breaks them at their dialler too, as
+    /// a closed socket would.
+    pub fn take_stalled(&mut self) -> Vec<(NodeId, u64)> {
+        std::mem::take(&mut self.stalled)
     }
 
     /// The network thread starts: it dials every peer (take the handshakes with
@@ -295,9 +358,10 @@ impl SimPeerNet {
     /// The bytes the connection `peer` dialled to us wrote (handshake answers) since the last
     /// call, with its token.
     pub fn take_answers(&mut self, peer: NodeId) -> Option<(u64, Vec<u8>)> {
-        let (token, inbound) = self.accepted.get_mut(&peer)?;
+        let &(conn, token) = self.newest.get(&peer)?;
+        let inbound = self.accepted.get_mut(token)?;
         let bytes = std::mem::take(&mut inbound.stream.written);
-        (!bytes.is_empty()).then_some((*token, bytes))
+        (!bytes.is_empty()).then_some((conn, bytes))
     }
 
     /// Bytes arrived on connection `conn` that `peer` dialled to us: decoded and checked by
@@ -314,41 +378,33 @@ impl SimPeerNet {
         let now = self.at(now_ms);
         self.timers(now);
         let newest = self.newest.get(&peer).copied();
-        if newest.is_some_and(|newest| conn < newest) {
+        if newest.is_some_and(|(newest, _)| conn < newest) {
             return Ok(Vec::new());
         }
-        if newest != Some(conn) {
-            // A new connection from the peer replaces its older one, as the loop's
-            // `close_older_links_from` does.
-            self.newest.insert(peer, conn);
-            let id = ClientConnId(conn);
-            let inbound = Inbound::new(
-                SimStream::default(),
-                sim_addr(peer),
-                id,
-                self.config.frame_bytes_max,
-                now,
-            );
-            self.accepted.insert(peer, (conn, inbound));
-        }
-        let Some((_, inbound)) = self.accepted.get_mut(&peer) else {
+        let token = match newest {
+            Some((newest, token)) if newest == conn => token,
+            _ => {
+                // A new connection, accepted as the loop does; once its handshake completes,
+                // the handler closes the peer's older ones.
+                let token = Token(self.next_accepted as usize);
+                self.next_accepted += 1;
+                self.newest.insert(peer, (conn, token));
+                let id = ClientConnId(token.0 as u64);
+                let max = self.config.frame_bytes_max;
+                let inbound = Inbound::new(SimStream::default(), sim_addr(peer), id, max, now);
+                self.accepted.insert(token, inbound);
+                self.origin.insert(token, (peer, conn));
+                token
+            }
+        };
+        let Some(inbound) = self.accepted.get_mut(token) else {
             // This connection was closed: its late bytes are lost.
             return Ok(Vec::new());
         };
         inbound.stream.arrived.extend_from_slice(bytes);
-        let role_before = inbound.role;
-        let nonce_state = &mut self.nonce_state;
-        let mut fresh_nonce = || Ok(next_nonce(nonce_state));
-        let mut ctx = Ctx {
-            config: &self.config,
-            known_peers: &self.peers.links,
-            delivery: &mut self.delivery,
-            identities: &mut self.peers.identities,
-            fresh_nonce: &mut fresh_nonce,
-        };
-        let result =
-            (inbound.pump(&mut self.read_buf, &mut ctx, now)).and_then(|()| inbound.flush());
-        let role_after = inbound.role;
+        let (accepted, mut cx) = self.split_accepted();
+        let serviced = accepted.service(&mut cx, token, now);
+        self.prune_origin();
         let messages = self
             .events
             .try_iter()
@@ -357,11 +413,10 @@ impl SimPeerNet {
                 _ => None,
             })
             .collect();
-        if let Err(close) = result {
-            self.accepted.remove(&peer);
-            return Err(close.describe());
+        if let Some(why) = serviced.closed {
+            return Err(why);
         }
-        if let (None, Some(ConnectionRole::Peer(id))) = (role_before, role_after) {
+        if let Some(id) = serviced.peer_up {
             // The peer is up: our link to it dials at once if it is down (its handshake is
             // written at the end of the turn: take it with `take_all_sent`).
             let (peers, mut cx) = self.split();
@@ -415,12 +470,18 @@ impl SimPeerNet {
 
     /// The network broke connection `conn` that `peer` dialled to us (`None`: whichever it
     /// is): it is closed, and its late bytes will be ignored.
-    pub fn accepted_broken(&mut self, peer: NodeId, conn: Option<u64>) {
-        if let Some((token, _)) = self.accepted.get(&peer) {
-            if conn.is_none() || conn == Some(*token) {
-                self.accepted.remove(&peer);
-            }
+    pub fn accepted_broken(&mut self, now_ms: u64, peer: NodeId, conn: Option<u64>) {
+        let now = self.at(now_ms);
+        let broken: Vec<Token> = (self.origin.iter())
+            .filter(|&(_, &(from, c))| from == peer && conn.is_none_or(|conn| conn == c))
+            .map(|(&token, _)| token)
+            .collect();
+        for token in broken {
+            let reset = Close::Io(io::ErrorKind::ConnectionReset.into());
+            let (accepted, mut cx) = self.split_accepted();
+            accepted.close(&mut cx, token, reset, now);
         }
+        self.prune_origin();
     }
 
     /// The network thread's counters.
@@ -594,5 +655,75 @@ mod tests {
         assert_eq!(back.len(), 1, "B dialled A back");
         assert_eq!(back[0].0, NodeId(0));
         assert!(back[0].1 > conn, "a new connection");
+    }
+
+    #[test]
+    fn a_peers_newer_connection_closes_its_older_one_once_its_handshake_completes() {
+        let mut a = SimPeerNet::new(settings(0, true)).unwrap();
+        let mut b = SimPeerNet::new(settings(1, true)).unwrap();
+        let SimSend::Queued { conn: first } = a.send(0, &heartbeat(1)) else {
+            panic!("not queued");
+        };
+        let (_, hello) = a.take_sent(NodeId(1)).unwrap();
+        assert_eq!(b.receive(1, NodeId(0), first, &hello), Ok(Vec::new()));
+        let (_, answer) = b.take_answers(NodeId(0)).unwrap();
+        a.receive_answer(2, NodeId(1), first, &answer).unwrap();
+        let (_, proof) = a.take_sent(NodeId(1)).unwrap();
+        assert_eq!(
+            b.receive(3, NodeId(0), first, &proof),
+            Ok(vec![heartbeat(1)])
+        );
+        assert_eq!(b.origin.len(), 1);
+
+        // A's link breaks at its end only; it dials anew.
+        a.link_broken(4, NodeId(1), Some(first));
+        let SimSend::Queued { conn: second } = a.send(100, &heartbeat(2)) else {
+            panic!("not dialled again");
+        };
+        let (_, hello) = a.take_sent(NodeId(1)).unwrap();
+        assert_eq!(b.receive(101, NodeId(0), second, &hello), Ok(Vec::new()));
+        // Until the new connection proves itself, the older one stays open.
+        assert_eq!(b.origin.len(), 2);
+        let (_, answer) = b.take_answers(NodeId(0)).unwrap();
+        a.receive_answer(102, NodeId(1), second, &answer).unwrap();
+        let (_, proof) = a.take_sent(NodeId(1)).unwrap();
+        assert_eq!(
+            b.receive(103, NodeId(0), second, &proof),
+            Ok(vec![heartbeat(2)])
+        );
+        let open: Vec<(NodeId, u64)> = b.origin.values().copied().collect();
+        assert_eq!(open, vec![(NodeId(0), second)]);
+        assert_eq!(b.stats().connections_refused, 0);
+
+        // A crash of A breaks whatever it had dialled.
+        b.accepted_broken(104, NodeId(0), None);
+        assert!(b.origin.is_empty());
+        assert_eq!(b.receive(105, NodeId(0), second, &[0]), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn an_accepted_connection_whose_handshake_stalls_is_closed_by_the_sweep() {
+        let mut a = SimPeerNet::new(settings(0, true)).unwrap();
+        let mut b = SimPeerNet::new(settings(1, true)).unwrap();
+        let SimSend::Queued { conn } = a.send(0, &heartbeat(1)) else {
+            panic!("not queued");
+        };
+        let (_, hello) = a.take_sent(NodeId(1)).unwrap();
+        assert_eq!(b.receive(1, NodeId(0), conn, &hello), Ok(Vec::new()));
+        // A's proof never comes. Within the stall timeout (10 s) the connection waits.
+        let to_a = Message {
+            from: NodeId(1),
+            to: NodeId(0),
+            ..heartbeat(1)
+        };
+        b.send(9_000, &to_a);
+        assert_eq!(b.take_stalled(), Vec::new());
+        // Past it, the sweep closes it, counted, and hands it over to be broken at A.
+        b.send(10_100, &to_a);
+        assert_eq!(b.take_stalled(), vec![(NodeId(0), conn)]);
+        assert_eq!(b.stats().connections_stalled, 1);
+        assert!(b.origin.is_empty());
+        // Its late bytes are never read.
+        assert_eq!(b.receive(10_200, NodeId(0), conn, &[0]), Ok(Vec::new()));
     }
 }
