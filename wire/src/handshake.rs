@@ -290,16 +290,16 @@ mod tests {
     #[test]
     fn an_older_peer_is_refused_by_name() {
         // Version 8 carries entries as WAL records, versions 9 and 10 changed `RepairAnswer`
-        // and 10 `RepairQuery` (PROTOCOL.md, "Versions"): an older node would misread them,
-        // so the two refuse each other at the handshake.
+        // and 10 `RepairQuery`, 11 `SnapshotMeta` (PROTOCOL.md, "Versions"): an older node
+        // would misread them, so the two refuse each other at the handshake.
         assert_eq!(PROTOCOL_VERSION, 11);
-        for version in [7u16, 8, 9] {
+        for version in [7u16, 8, 9, 10] {
             let mut old = Handshake::peer(7, NodeId(3)).encode();
             old[6..8].copy_from_slice(&version.to_le_bytes());
             let refused = Handshake::check_prefix(&old[..8]).unwrap_err();
             assert_eq!(
                 refused.to_string(),
-                format!("protocol version {version} is not ours (10)")
+                format!("protocol version {version} is not ours (11)")
             );
             assert_eq!(Handshake::decode(&old), Err(refused));
         }
