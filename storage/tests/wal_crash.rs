@@ -1128,3 +1128,70 @@ fn a_finished_truncation_makes_the_lowered_count_durable() {
     assert_eq!(wal.last_index(), 7);
     assert_eq!(wal.lost().map(|l| (l.from, l.through)), None);
 }
+
+/// An unreadable sector inside a synced segment (a read fails with EIO) does not kill the
+/// start: a mapped read of it would raise SIGBUS, so the segment is read with positional
+/// reads first and the unreadable page is rewritten with zeroes, which recovery then reports
+/// as synced records lost from the first record on that page (OPERATIONS.md §7).
+#[test]
+fn an_unreadable_sector_mid_segment_is_rewritten_and_reported_lost() {
+    let payload = vec![7u8; 300];
+    let fs = SimFs::new();
+    let options = || WalOptions {
+        segment_bytes: 64 * 1024,
+        fs: Arc::new(fs.clone()),
+    };
+    let mut wal = Wal::open(Path::new("/wal"), options()).unwrap();
+    wal.append(&records(1..=40, &payload)).unwrap();
+    wal.sync().unwrap();
+    wal.confirm().unwrap();
+    let path = wal.segment_paths().pop().unwrap();
+    drop(wal);
+    let offsets = record_offsets(&fs.contents(&path).unwrap());
+    // A few bytes inside record 20 become unreadable; the page holding them is lost whole.
+    let at = offsets[19] + 40;
+    fs.make_unreadable(&path, at, 8).unwrap();
+    let page = (at / 4096 * 4096, at / 4096 * 4096 + 4096);
+    let first_lost = 1 + offsets
+        .iter()
+        .position(|&o| o + 324 > page.0)
+        .expect("a record on the page") as u64;
+    assert!(first_lost > 1 && first_lost <= 20, "{first_lost}");
+
+    let wal = Wal::open(Path::new("/wal"), options()).unwrap();
+    assert_eq!(wal.last_index(), first_lost - 1);
+    let lost = wal.lost().map(|l| (l.from, l.through));
+    assert_eq!(lost, Some((first_lost, 40)));
+    // The page was rewritten (readable again, zeroes), and the claim holds at the next start.
+    let bytes = fs.contents(&path).unwrap();
+    assert!(bytes[page.0..page.1].iter().all(|&b| b == 0));
+    drop(wal);
+    let wal = Wal::open(Path::new("/wal"), options()).unwrap();
+    assert_eq!(wal.lost().map(|l| (l.from, l.through)), lost);
+}
+
+/// An unreadable first page (the header and its synced count) refuses the start with a
+/// message that says so, and writes nothing: which entries were synced there is unknown.
+#[test]
+fn an_unreadable_segment_header_refuses_the_start_and_says_why() {
+    let payload = vec![7u8; 300];
+    let fs = SimFs::new();
+    let options = || WalOptions {
+        segment_bytes: 64 * 1024,
+        fs: Arc::new(fs.clone()),
+    };
+    let mut wal = Wal::open(Path::new("/wal"), options()).unwrap();
+    wal.append(&records(1..=20, &payload)).unwrap();
+    wal.sync().unwrap();
+    wal.confirm().unwrap();
+    let path = wal.segment_paths().pop().unwrap();
+    drop(wal);
+    let before = fs.contents(&path).unwrap();
+    fs.make_unreadable(&path, 100, 8).unwrap();
+    let err = Wal::open(Path::new("/wal"), options()).unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("cannot be read"), "{message}");
+    assert!(message.contains("replace this node"), "{message}");
+    assert_eq!(fs.contents(&path).unwrap(), before, "nothing written");
+}

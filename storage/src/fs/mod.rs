@@ -142,6 +142,66 @@ pub fn create_dir_durable(fs: &dyn Fs, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The unit an unreadable sector is rewritten in: a page, what a read through a mapping faults
+/// on as a whole.
+pub(crate) const UNREADABLE_BLOCK_BYTES: u64 = 4096;
+
+/// Reads all of `path` once with positional reads and returns the offsets of the
+/// [`UNREADABLE_BLOCK_BYTES`] blocks whose read fails with `EIO` (an unreadable sector). For
+/// files that are then mapped (WAL segments): a mapped read of an unreadable page raises
+/// `SIGBUS` and kills the process, where a positional read returns an error the caller can
+/// judge. Any other read error is returned as it is.
+pub(crate) fn find_unreadable_blocks(fs: &dyn Fs, path: &Path) -> io::Result<Vec<u64>> {
+    const CHUNK: u64 = 1 << 20;
+    let len = fs.file_len(path)?;
+    let reader = fs.open_read(path)?;
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut bad = Vec::new();
+    let mut offset = 0;
+    while offset < len {
+        let n = (len - offset).min(CHUNK);
+        match read_exact_from(reader.as_ref(), offset, &mut buf[..n as usize]) {
+            Ok(()) => {}
+            Err(e) if is_eio(&e) => {
+                let mut block = offset;
+                while block < offset + n {
+                    let m = (offset + n - block).min(UNREADABLE_BLOCK_BYTES);
+                    match read_exact_from(reader.as_ref(), block, &mut buf[..m as usize]) {
+                        Ok(()) => {}
+                        Err(e) if is_eio(&e) => bad.push(block),
+                        Err(e) => return Err(e),
+                    }
+                    block += m;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        offset += n;
+    }
+    Ok(bad)
+}
+
+/// Rewrites the [`UNREADABLE_BLOCK_BYTES`] blocks of `path` at `blocks` with zeroes and syncs
+/// them (a write lets the disk remap an unreadable sector).
+pub(crate) fn rewrite_blocks_with_zeroes(
+    fs: &dyn Fs,
+    path: &Path,
+    blocks: &[u64],
+) -> io::Result<()> {
+    let len = fs.file_len(path)?;
+    let zeroes = [0u8; UNREADABLE_BLOCK_BYTES as usize];
+    let mut file = fs.open_write(path)?;
+    for &block in blocks {
+        let m = len.saturating_sub(block).min(UNREADABLE_BLOCK_BYTES) as usize;
+        file.write_at(block, &zeroes[..m])?;
+    }
+    file.sync()
+}
+
+fn is_eio(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EIO)
+}
+
 /// Reads exactly `buf.len()` bytes at `offset`, failing with `UnexpectedEof` if the file is shorter.
 pub(crate) fn read_exact_at(
     fs: &dyn Fs,

@@ -494,17 +494,10 @@ impl ReadFile for SimReadFile {
         let start = (offset as usize).min(bytes.len());
         let n = buf.len().min(bytes.len() - start);
         let read = start..start + n;
-        let bad = state.unreadable.get(&self.inode).into_iter().flatten();
-        if let Some(bad) = bad
-            .into_iter()
-            .find(|b| b.start < read.end && read.start < b.end)
-        {
-            return Err(io::Error::other(format!(
-                "simfs: bytes {}..{} cannot be read (injected unreadable sector): {}",
-                bad.start,
-                bad.end,
-                io::Error::from_raw_os_error(5)
-            )));
+        let mut bad = state.unreadable.get(&self.inode).into_iter().flatten();
+        if bad.any(|b| b.start < read.end && read.start < b.end) {
+            // EIO itself (its OS error number), as a real unreadable sector reads.
+            return Err(io::Error::from_raw_os_error(libc::EIO));
         }
         buf[..n].copy_from_slice(&bytes[start..start + n]);
         Ok(n)

@@ -382,6 +382,37 @@ impl Segment {
     /// name (the only thing it holds that records do not: the synced count is then unknown,
     /// [`SyncedCount::Damaged`]); it is written again at the next sync.
     pub fn open(fs: &dyn Fs, path: PathBuf, named_first_index: u64) -> Result<Segment> {
+        // Unreadable sectors are found before the file is mapped (a mapped read of one would
+        // kill the process with SIGBUS) and become zeroes: damage that recovery then judges
+        // by the synced count like any other. Not the header's page: without the count it
+        // holds, entries synced there could not be told from a torn write.
+        let unreadable = crate::fs::find_unreadable_blocks(fs, &path)
+            .map_err(|e| Error::io("read segment", &path, e))?;
+        if unreadable.first() == Some(&0) {
+            return Err(Error::corruption(
+                &path,
+                0,
+                format!(
+                    "bytes 0..{} (the segment header and its synced count) cannot be read (I/O \
+                     error: an unreadable sector); which entries of this segment were synced \
+                     is unknown, so the node cannot judge what it lost: replace this node \
+                     (docs/OPERATIONS.md §7)",
+                    crate::fs::UNREADABLE_BLOCK_BYTES
+                ),
+            ));
+        }
+        if !unreadable.is_empty() {
+            for &block in &unreadable {
+                log::warn!(
+                    "{}: bytes {block}..{} could not be read (I/O error: an unreadable sector); \
+                     rewritten with zeroes, the records there count as damaged",
+                    path.display(),
+                    block + crate::fs::UNREADABLE_BLOCK_BYTES
+                );
+            }
+            crate::fs::rewrite_blocks_with_zeroes(fs, &path, &unreadable)
+                .map_err(|e| Error::io("rewrite unreadable sectors", &path, e))?;
+        }
         let file = fs
             .open_segment(&path)
             .map_err(|e| Error::io("open segment", &path, e))?;
