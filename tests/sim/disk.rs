@@ -44,6 +44,11 @@ pub(crate) enum WalDamage {
     /// The disk dropped the record's synced write: its bytes are the zeroes the
     /// preallocated segment held before.
     LostWrite,
+    /// A sector of the record became unreadable (reads fail with EIO): the page of the
+    /// segment from a page boundary inside the record, so no earlier record shares it
+    /// (storage rewrites an unreadable page as zeroes at start, storage/FORMAT.md §4.1),
+    /// and ending before the last record lost (see `damage_real_wal`).
+    Unreadable,
 }
 
 /// A persist action that has been issued but not synced.
@@ -99,6 +104,9 @@ const HARD_STATE_FILE: &str = "/data/hard_state";
 const SLOT_USED_BYTES: usize = 48;
 /// Segment and record header sizes (storage/FORMAT.md §1.1, §1.2).
 const SEGMENT_HEADER_BYTES: usize = 32;
+
+/// The unit in which storage rewrites an unreadable sector of a segment (a page).
+const PAGE_BYTES: usize = 4096;
 const RECORD_HEADER_BYTES: usize = 24;
 
 impl std::fmt::Debug for RealDisk {
@@ -409,12 +417,32 @@ impl Disk {
             return Ok(false);
         };
         let (path, at, len) = real.find_record(from)?;
+        // The first page boundary inside the record, if it crosses one. The page must end
+        // before the last record the model claims lost: a page that holds it erases it whole,
+        // and the newest batch's count may not be on disk yet, so the loss of records there
+        // is judged a torn write (storage/FORMAT.md §4.1, the window left).
+        let boundary = (at / PAGE_BYTES + 1) * PAGE_BYTES;
+        // (A claim held from an earlier loss may end past what the WAL holds: no such page.)
+        let last_survives = self
+            .lost
+            .and_then(|lost| real.find_record(lost.through).ok())
+            .is_some_and(|(last_path, last_at, _)| {
+                last_path != path || last_at >= boundary + PAGE_BYTES
+            });
         let kind = if draw % 2 == 0 {
-            WalDamage::BitFlip
+            if boundary < at + len && last_survives && (draw >> 20) % 2 == 0 {
+                WalDamage::Unreadable
+            } else {
+                WalDamage::BitFlip
+            }
         } else {
             WalDamage::LostWrite
         };
         let done = match kind {
+            WalDamage::Unreadable => {
+                let bytes = (at + len - boundary).min(1 + (draw >> 24) as usize % 64);
+                real.fs.make_unreadable(&path, boundary, bytes)
+            }
             WalDamage::BitFlip => {
                 let offset = at + (draw >> 8) as usize % len;
                 real.fs.flip_bit(&path, offset, (draw >> 1) as u8 % 8)
@@ -873,7 +901,7 @@ fn refused(next_offset: u64) -> ChunkOutcome {
 
 #[cfg(test)]
 mod tests {
-    use super::{Disk, HardStateDamage};
+    use super::{Disk, HardStateDamage, PAGE_BYTES};
     use rcraft::core::HardState;
     use rcraft::wire::{Entry, EntryPayload, LogIndex, Membership, NodeId, Term};
 
@@ -932,6 +960,32 @@ mod tests {
         }
         let mut disk = written(40, 0);
         assert_eq!(disk.lose_synced_tail(1, &initial(), |_| true), None);
+    }
+
+    #[test]
+    fn an_unreadable_page_in_the_real_wal_is_reported_as_the_model_lost_it() {
+        // Draw 0 makes a record that crosses a page boundary unreadable from there (and flips
+        // a bit of one that does not); every start reports what the model lost.
+        let mut unreadable = 0;
+        for count in 2..=39 {
+            let mut disk = written(40, 0);
+            let lost = (disk.lose_synced_tail(count, &initial(), |_| true))
+                .expect("below the frontier on disk");
+            let real = disk.real.as_ref().unwrap();
+            let (path, at, len) = real.find_record(lost.from).unwrap();
+            let (last_path, last_at, _) = real.find_record(LogIndex(40)).unwrap();
+            let boundary = (at / PAGE_BYTES + 1) * PAGE_BYTES;
+            if boundary < at + len && (last_path != path || last_at >= boundary + PAGE_BYTES) {
+                unreadable += 1;
+            }
+            assert!(disk.damage_real_wal(lost.from, 0).unwrap());
+            disk.restart_real(&initial())
+                .unwrap_or_else(|e| panic!("count {count}: {e}"));
+        }
+        assert!(
+            unreadable > 0,
+            "no record of the log crosses a page boundary"
+        );
     }
 
     #[test]
