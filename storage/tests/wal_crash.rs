@@ -683,22 +683,10 @@ fn failed_sync_while_rolling_to_a_new_segment_stops_the_log() {
     let fs = SimFs::new();
     let mut wal = sim_wal(&fs);
     let p = vec![1u8; 1000];
-    let batch: Vec<Record<'_>> = (1..=3)
-        .map(|index| Record {
-            index,
-            term: 1,
-            payload: &p,
-        })
-        .collect();
+    let batch = records_in_term(1..=3, 1, &p);
     wal.append(&batch).unwrap();
     fs.fail_nth_sync(1); // the seal of the full segment before the roll
-    let more: Vec<Record<'_>> = (4..=6)
-        .map(|index| Record {
-            index,
-            term: 1,
-            payload: &p,
-        })
-        .collect();
+    let more = records_in_term(4..=6, 1, &p);
     assert!(matches!(wal.append(&more), Err(Error::Io { .. })));
     assert!(wal.is_stopped());
 }
@@ -901,10 +889,18 @@ fn damage_in_a_sealed_segment_of_an_older_rcraft_is_a_lost_range() {
 }
 
 fn records(range: std::ops::RangeInclusive<u64>, payload: &[u8]) -> Vec<Record<'_>> {
+    records_in_term(range, 1, payload)
+}
+
+fn records_in_term(
+    range: std::ops::RangeInclusive<u64>,
+    term: u64,
+    payload: &[u8],
+) -> Vec<Record<'_>> {
     range
         .map(|index| Record {
             index,
-            term: 1,
+            term,
             payload,
         })
         .collect()
@@ -977,13 +973,7 @@ fn damage_below_the_frontier_claims_the_whole_records_after_it_beyond_the_count(
         wal.append(&records(1..=4, &payload)).unwrap();
         wal.sync().unwrap();
         wal.confirm().unwrap();
-        let newest: Vec<Record<'_>> = (5..=6)
-            .map(|index| Record {
-                index,
-                term: 2,
-                payload: &payload,
-            })
-            .collect();
+        let newest = records_in_term(5..=6, 2, &payload);
         wal.append(&newest).unwrap();
         wal.sync().unwrap();
         assert!(wal.count_pending(), "the count of 5..=6 is not on disk yet");
@@ -1021,13 +1011,7 @@ fn damage_in_a_sealed_segment_claims_the_uncounted_records_of_the_next() {
     wal.append(&records(1..=14, &payload)).unwrap();
     wal.sync().unwrap();
     wal.confirm().unwrap();
-    let newest: Vec<Record<'_>> = (15..=16)
-        .map(|index| Record {
-            index,
-            term: 3,
-            payload: &payload,
-        })
-        .collect();
+    let newest = records_in_term(15..=16, 3, &payload);
     wal.append(&newest).unwrap();
     wal.sync().unwrap();
     let paths = wal.segment_paths();
@@ -1087,13 +1071,7 @@ fn an_interrupted_truncation_leaves_no_claim_on_the_removed_records() {
     fs.crash(CrashMode::LoseUnsynced);
     let mut wal = sim_wal(&fs);
     assert_eq!((wal.last_index(), wal.lost()), (7, None));
-    let more: Vec<Record<'_>> = (8..=9)
-        .map(|index| Record {
-            index,
-            term: 2,
-            payload: &payload,
-        })
-        .collect();
+    let more = records_in_term(8..=9, 2, &payload);
     wal.append(&more).unwrap();
     wal.sync().unwrap();
     wal.confirm().unwrap();
