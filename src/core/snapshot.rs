@@ -246,11 +246,16 @@ impl Replica {
             if !news && !was_sending {
                 return; // A duplicate or stale answer; replication already moved on.
             }
-            if !news && newer_sent {
-                // A duplicate or stale answer about a snapshot the follower was known to
-                // hold, while a newer one goes to it (the log after the old one is gone):
-                // probing would find that out again and restart the transfer from offset 0,
-                // a window re-read and re-sent per stale answer (SIM_FINDINGS 48).
+            if newer_sent && (!news || snapshot_index.next() < self.log.first_index()) {
+                // An answer about an older snapshot while a newer one goes to the follower:
+                // a duplicate or stale one, or news (the follower got the old one elsewhere,
+                // from an earlier leader say) while the log after the old one is gone.
+                // Probing would restart the newer transfer from offset 0, a window re-read
+                // and re-sent per such answer (SIM_FINDINGS 48); news moves the match point
+                // and the transfer goes on where it stands.
+                if news {
+                    self.maybe_advance_commit();
+                }
                 return;
             }
             pr.become_probe(snapshot_index.next());
@@ -1281,6 +1286,51 @@ mod tests {
             assert!(read_offsets(&actions).is_empty(), "{actions:?}");
             assert_eq!(sending(&leader), Some((newer.index.0, 20)));
         }
+    }
+
+    /// The rest of SIM_FINDINGS 48: a "done" that is news about an older snapshot (the
+    /// follower got it elsewhere) while a newer one is being sent, the log after the old one
+    /// gone, moves the match point and keeps the newer transfer where it stands.
+    #[test]
+    fn news_of_an_older_snapshot_keeps_the_newer_transfer_where_it_stands() {
+        let mut leader = leader_sending_to_node_2();
+        let (newer, _) = take_a_newer_snapshot_retaining(&mut leader, 0);
+        // Node 2 is sent the newer snapshot before it holds the old one (its transfer of the
+        // old one restarts with the newer, e.g. after it refused an append).
+        leader.start_snapshot_transfer(NodeId(2));
+        let ack = from_peer(
+            2,
+            MessageBody::InstallSnapshotResponse {
+                snapshot_index: newer.index,
+                next_offset: 20,
+                done: false,
+                rejected: false,
+            },
+        );
+        step(&mut leader, ack);
+        let progress = |leader: &Replica| {
+            let pr = &leader.leader_state.as_ref().unwrap().progress[&NodeId(2)];
+            let sending = match &pr.state {
+                ProgressState::Snapshot(t) => Some((t.meta.index.0, t.offset)),
+                _ => None,
+            };
+            (pr.match_index.0, sending)
+        };
+        let before = progress(&leader);
+        assert_eq!(before.1, Some((newer.index.0, 20)));
+        assert!(before.0 < 9, "{before:?}");
+        let done_at_9 = from_peer(
+            2,
+            MessageBody::InstallSnapshotResponse {
+                snapshot_index: LogIndex(9),
+                next_offset: 100,
+                done: true,
+                rejected: false,
+            },
+        );
+        let actions = step(&mut leader, done_at_9);
+        assert!(read_offsets(&actions).is_empty(), "{actions:?}");
+        assert_eq!(progress(&leader), (9, Some((newer.index.0, 20))));
     }
 
     #[test]
