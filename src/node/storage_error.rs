@@ -115,7 +115,7 @@ impl StorageError {
                 ..
             } => ReadFailure::Io,
             StorageError::Store {
-                source: StoreError::Corruption { .. },
+                source: StoreError::Corruption { .. } | StoreError::DamagedRecords { .. },
                 ..
             }
             | StorageError::Undecodable { .. } => ReadFailure::Damaged,
