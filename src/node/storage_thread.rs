@@ -1159,7 +1159,8 @@ mod tests {
     /// start stops the node (fail-stop: never a `SIGBUS`, never the bytes sent) with an error
     /// naming the segment file, the offset and the entries, and saying that a restart repairs
     /// them; the restart rewrites the page and reports the synced entries there lost, to be
-    /// fetched again from the leader. A range that is simply not held stays an answer.
+    /// fetched again from the leader. (A range that is simply not held stays an answer:
+    /// `entries_are_read_back_for_followers`.)
     #[test]
     fn an_unreadable_catch_up_read_stops_the_node_and_the_restart_reports_the_range_lost() {
         let fs = SimFs::new();
