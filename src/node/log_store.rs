@@ -5,9 +5,10 @@
 //! the bytes it received), which the WAL checks again (length, checksum, index) before writing
 //! them. Writes follow the core's persist contract: a batch whose first index is at or below
 //! the last index first truncates the conflicting suffix, then appends. Nothing is durable
-//! until [`LogStore::sync`]. Entries the core no longer holds in memory are read back from the
-//! mapped segments for a lagging follower ([`LogStore::read_entries`]), each record's checksum
-//! checked again, and keep the bytes read as their record (no re-encoding).
+//! until [`LogStore::sync`]. Entries the core no longer holds in memory are read back for a
+//! lagging follower ([`LogStore::read_entries`]) with positional reads, not through the
+//! segments' maps (an unreadable sector is then an error, not a `SIGBUS`), each record's
+//! checksum checked again, and keep the bytes read as their record (no re-encoding).
 
 use super::storage_error::{DecodeProblem, Decoded, StorageError, StorageResult};
 use rcraft_storage::Wal;
@@ -126,8 +127,11 @@ impl LogStore {
 
     /// Reads and decodes the entries `[low, high]` for a follower, stopping after the first
     /// that brings their `Entry::size_bytes` to `max_bytes` or more (at least one entry).
-    /// Each record's checksum is checked again: the bytes are about to leave the node. An
-    /// error when the range is not (or no longer) all on disk, or a record is damaged.
+    /// The records are copied with positional reads, not read through the WAL's maps
+    /// (`Wal::read_copies`): a sector that turned unreadable while the node runs is then an
+    /// error, not a `SIGBUS`; each record's length, checksum and index are checked again (the
+    /// bytes are about to leave the node). An error when the range is not (or no longer) all
+    /// on disk, or a record is damaged or unreadable (`StoreError::DamagedRecords`).
     pub(crate) fn read_entries(
         &self,
         low: LogIndex,
@@ -141,25 +145,33 @@ impl LogStore {
                 self.last_index()
             )));
         }
-        let records = self
-            .wal
-            .entries_from(low.0)
-            .map_err(StorageError::store(format!("reading the log from {low}")))?;
         let mut entries = Vec::new();
         let mut bytes = 0;
-        // `take`, not `take_while`: the record after `high` is not looked at (nor mapped in).
-        for record in records.take((high.0 - low.0 + 1) as usize) {
-            // Checks the record's checksum again (the bytes are about to leave the node) and
-            // keeps the bytes read as the entry's record.
-            let entry =
-                entry_from_record(record.encoded).map_err(|e| StorageError::Undecodable {
-                    what: Decoded::LogEntry(record.index),
-                    reason: DecodeProblem::Record(e),
-                })?;
-            bytes += entry.size_bytes();
-            entries.push(entry);
-            if bytes >= max_bytes {
-                break;
+        let mut next = low;
+        // The WAL counts records' encoded bytes, the cut here their `size_bytes`: read on
+        // (rarely more than once) until the cut is reached or `high` is read.
+        while next <= high && (entries.is_empty() || bytes < max_bytes) {
+            let copies = (self.wal)
+                .read_copies(next.0..high.0 + 1, max_bytes.saturating_sub(bytes))
+                .map_err(StorageError::store(format!(
+                    "reading entries {low}..={high} of the log"
+                )))?;
+            if copies.is_empty() {
+                break; // Not reached: a read of a non-empty range returns a record at least.
+            }
+            for record in copies.iter() {
+                // Keeps the bytes read as the entry's record (checked again in decoding).
+                let entry =
+                    entry_from_record(record.encoded).map_err(|e| StorageError::Undecodable {
+                        what: Decoded::LogEntry(record.index),
+                        reason: DecodeProblem::Record(e),
+                    })?;
+                bytes += entry.size_bytes();
+                entries.push(entry);
+                next = next.next();
+                if bytes >= max_bytes {
+                    break;
+                }
             }
         }
         Ok(entries)
@@ -169,13 +181,6 @@ impl LogStore {
     /// so the log does not stay in memory as mapped pages.
     pub(crate) fn release_sealed_pages(&mut self) {
         self.wal.release_sealed_pages();
-    }
-
-    /// Lets go of the resident pages of the sealed segments holding `[low, high]` after
-    /// [`LogStore::read_entries`] read them for a follower (the read mapped them back).
-    pub(crate) fn release_read_pages(&mut self, low: LogIndex, high: LogIndex) {
-        self.wal
-            .release_sealed_pages_of(low.0..high.0.saturating_add(1));
     }
 
     /// Reads and decodes every entry after `after` (recovery). The log must continue right

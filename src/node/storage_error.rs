@@ -115,7 +115,7 @@ impl StorageError {
                 ..
             } => ReadFailure::Io,
             StorageError::Store {
-                source: StoreError::Corruption { .. },
+                source: StoreError::Corruption { .. } | StoreError::DamagedRecords { .. },
                 ..
             }
             | StorageError::Undecodable { .. } => ReadFailure::Damaged,
@@ -186,6 +186,14 @@ mod tests {
             what: Decoded::LogEntry(7),
             reason: DecodeProblem::ChecksumMismatch,
         };
+        let unreadable =
+            StorageError::store("reading entries 7..=9 of the log")(StoreError::DamagedRecords {
+                file: PathBuf::from("/data/wal/00000001.wal"),
+                offset: 8192,
+                first: 8,
+                last: 8,
+                reason: "Input/output error (os error 5) (an unreadable sector)".into(),
+            });
         let not_held = StorageError::Inconsistent("entries 3..=9 are not all in the log".into());
         let out_of_range = StorageError::store("reading the log from 2")(
             StoreError::InvalidArgument("index 2 is below the first index 5".into()),
@@ -198,6 +206,7 @@ mod tests {
             (stopped, ReadFailure::Io),
             (corrupt, ReadFailure::Damaged),
             (undecodable, ReadFailure::Damaged),
+            (unreadable, ReadFailure::Damaged),
             (not_held, ReadFailure::NotHeld),
             (out_of_range, ReadFailure::NotHeld),
         ] {

@@ -312,6 +312,38 @@ fn lost_after_snapshot(log: &LogStore, after: LogIndex) -> Option<LostEntries> {
     Some(lost)
 }
 
+/// True when a read of the log found records damaged or unreadable on the disk since the log
+/// was opened (`StoreError::DamagedRecords`). Not a record that passes its checks and does
+/// not decode: no restart would repair that (its start would refuse the log).
+fn is_damaged_log(error: &StorageError) -> bool {
+    matches!(
+        error,
+        StorageError::Store {
+            source: StoreError::DamagedRecords { .. },
+            ..
+        }
+    )
+}
+
+/// The fail-stop of a catch-up read that found damaged or unreadable records (storage/FORMAT.md
+/// §4.1): the node holds entries it can no longer read, so it stops rather than go on as if
+/// it held them (nothing of them is sent). Its restart reads every segment before mapping it,
+/// rewrites unreadable pages, reports the synced entries there lost and fetches them again
+/// from the leader; the error says so.
+fn damaged_log_read(error: StorageError, to: NodeId) -> StorageError {
+    let StorageError::Store { doing, source } = error else {
+        return error;
+    };
+    StorageError::Store {
+        doing: format!(
+            "{doing} for node {to} (stopping the node: restart it, and its start finds the \
+             damaged entries, reports them lost and fetches them again from the leader; \
+             docs/OPERATIONS.md §7)"
+        ),
+        source,
+    }
+}
+
 /// Logs a damaged snapshot file (the operator's clue) and asks for a new snapshot.
 fn report_damage(damage: Damage, events: &Ringing<StorageEvent>) {
     log::error!(
@@ -487,12 +519,15 @@ impl StorageThread {
                     // The core asks only for entries a confirmed persist wrote (it keeps
                     // every other one in memory), so the read need not wait for this
                     // batch's sync.
-                    let entries = self.read_entries(low, high, max_bytes);
-                    if let Err(error) = &entries {
-                        log::warn!("reading entries from {low} for node {to}: {error}");
-                    }
-                    // The read mapped those segments' pages back into this process.
-                    self.log.release_read_pages(low, high);
+                    let entries = match self.log.read_entries(low, high, max_bytes) {
+                        Err(error) if is_damaged_log(&error) => {
+                            return Err(damaged_log_read(error, to));
+                        }
+                        read => read.map_err(|error| {
+                            log::warn!("reading entries from {low} for node {to}: {error}");
+                            error.read_failure()
+                        }),
+                    };
                     let _ = events.send(StorageEvent::Core(StorageOutcome::EntriesRead {
                         id,
                         to,
@@ -510,8 +545,9 @@ impl StorageThread {
     }
 
     /// Log entries `[low, high]` for a follower (`StorageAction::ReadEntries`), or why they
-    /// cannot be read. Not fail-stop: the leader sends the follower a snapshot instead, and a
-    /// damaged record is reported again by the next start's recovery.
+    /// cannot be read: the range is no longer held (the leader sends the follower a snapshot
+    /// instead), or the read failed. The thread's loop stops the node instead when the
+    /// records are damaged or unreadable ([`damaged_log_read`]).
     pub(crate) fn read_entries(
         &self,
         low: LogIndex,
@@ -1119,9 +1155,87 @@ mod tests {
         assert!(error.message.contains("19..=21"), "{error}");
     }
 
-    /// Entries read back for a lagging follower come through the sealed segments' maps, which
-    /// puts their pages back in this process: the storage thread lets go of them after the
-    /// read, so a follower's catch-up does not leave the log since the last snapshot resident
+    /// A catch-up read that meets a sector of a sealed segment gone unreadable since the
+    /// start stops the node (fail-stop: never a `SIGBUS`, never the bytes sent) with an error
+    /// naming the segment file, the offset and the entries, and saying that a restart repairs
+    /// them; the restart rewrites the page and reports the synced entries there lost, to be
+    /// fetched again from the leader. (A range that is simply not held stays an answer:
+    /// `entries_are_read_back_for_followers`.)
+    #[test]
+    fn an_unreadable_catch_up_read_stops_the_node_and_the_restart_reports_the_range_lost() {
+        let fs = SimFs::new();
+        let data = PathBuf::from("/data");
+        let membership = Membership::with_voters([NodeId(0)]);
+        let opened = |fs: &SimFs| {
+            open_storage_with(Arc::new(fs.clone()), &data, membership.clone(), 16 << 10).unwrap()
+        };
+        let entries: Vec<Entry> = (1..=400)
+            .map(|index| Entry::command(Term(1), LogIndex(index), None, &[index as u8; 100]))
+            .collect();
+        let mut thread = opened(&fs).thread;
+        let persist_all = persist(1, Some(hard_state(1, None, 0)), entries.clone());
+        let (result, _) = thread.carry_out_batch(vec![persist_all]);
+        result.unwrap();
+        thread.idle().unwrap();
+        let (result, events) = thread.carry_out_batch(vec![read_log(1, 1, 400, u64::MAX)]);
+        result.unwrap();
+        assert_eq!(entries_read(&events), [(1, Ok(entries.clone()))]);
+
+        // The third page of the second segment (sealed) turns unreadable.
+        let wal = data.join("wal");
+        let segments: Vec<String> = (fs.list_dir(&wal).unwrap().into_iter())
+            .filter(|name| name.ends_with(".wal"))
+            .collect();
+        assert!(segments.len() > 3, "{segments:?}");
+        let sealed = wal.join(&segments[1]);
+        fs.make_unreadable(&sealed, 8192, 4096).unwrap();
+        let (result, events) = thread.carry_out_batch(vec![
+            read_log(2, 398, 400, u64::MAX),
+            read_log(3, 1, 400, u64::MAX),
+            read_log(4, 398, 400, u64::MAX),
+        ]);
+        let error = result.unwrap_err();
+        let message = error.to_string();
+        assert!(
+            matches!(&error, StorageError::Store { source: StoreError::DamagedRecords { file, .. }, .. } if *file == sealed),
+            "{error:?}"
+        );
+        for needed in [
+            sealed.display().to_string(),
+            "byte offset".into(),
+            "entries ".into(),
+            "for node 2".into(),
+            "restart it".into(),
+            "fetches them again from the leader".into(),
+        ] {
+            assert!(message.contains(&needed), "{needed:?} in {message}");
+        }
+        let StorageError::Store {
+            source: StoreError::DamagedRecords { first, .. },
+            ..
+        } = error
+        else {
+            unreachable!()
+        };
+        // Answered before it; nothing of the damaged read is answered, nor anything after it.
+        assert_eq!(entries_read(&events), [(2, Ok(entries[397..].to_vec()))]);
+        drop(thread);
+
+        fs.crash(CrashMode::KeepUnsynced);
+        let recovered = opened(&fs).recovered;
+        let lost = recovered
+            .lost
+            .expect("the restart reports the entries lost");
+        assert!(
+            lost.from.0 <= first && lost.through == LogIndex(400),
+            "{lost:?}, first unreadable {first}"
+        );
+        assert_eq!(recovered.entries, entries[..lost.from.0 as usize - 1]);
+    }
+
+    /// Entries read back for a lagging follower are copied with positional reads, not read
+    /// through the sealed segments' maps, so they do not put the segments' pages back in this
+    /// process: a follower's catch-up does not leave the log since the last snapshot resident
     /// in the leader (docs/BENCHMARKS.md, "Run O"). On the real file system, where the pages
     /// are counted (`/proc/self/smaps`).
     #[test]
@@ -1167,7 +1281,7 @@ mod tests {
         let active = resident();
         tx.send(read_log(2, 10, 300, u64::MAX)).unwrap();
         assert_eq!(next_read(&events_rx), (2, Ok(entries[9..300].to_vec())));
-        assert_eq!(resident(), active, "the read's pages were let go of");
+        assert_eq!(resident(), active, "the read mapped no page in");
         drop(tx);
         thread.join().unwrap().unwrap();
     }

@@ -1,10 +1,12 @@
 //! WAL benchmark: appends of 100-byte entries in batches of 1, 16 and 256 with one sync per
 //! batch, next to a raw `pwrite + fdatasync` loop of the same sizes in the same run; then
-//! recovery of a WAL holding 1 M 100-byte entries; then reopening a 64 MiB segment with a
-//! torn tail.
+//! recovery of a WAL holding 1 M 100-byte entries; then a lagging follower's catch-up reads of
+//! that log through the maps and with positional reads; then reopening a 64 MiB segment with
+//! a torn tail.
 //!
 //! Run: `cargo bench -p rcraft-storage --bench wal` (release). Prints Markdown tables. Names
-//! after `--` run only those parts: `appends`, `segments`, `recovery`, `torn-tail` (e.g.
+//! after `--` run only those parts: `appends`, `segments`, `recovery`, `catch-up`,
+//! `torn-tail` (e.g.
 //! `cargo bench -p rcraft-storage --bench wal --profile dev -- torn-tail` for a debug build).
 //! Set `RCRAFT_BENCH_DIR` to benchmark another disk (default: the system temp directory).
 
@@ -274,24 +276,10 @@ fn evict_from_cache(path: &Path) {
 fn bench_recovery() {
     let dir = tempdir();
     let options = wal_options(RealFs::default());
-    let mut wal = Wal::open(dir.path(), options.clone()).expect("open");
-    let payload = vec![0xA5u8; PAYLOAD_BYTES];
-    let mut next = 1u64;
-    while next <= RECOVERY_ENTRIES {
-        let count = 4096.min(RECOVERY_ENTRIES + 1 - next);
-        let records: Vec<Record<'_>> = (0..count)
-            .map(|k| Record {
-                index: next + k,
-                term: 1 + (next + k) / 100_000,
-                payload: &payload,
-            })
-            .collect();
-        wal.append(&records).expect("append");
-        next += count;
-    }
-    wal.sync().expect("sync");
-    let segments = wal.segment_paths();
-    drop(wal);
+    write_entries(dir.path(), &options);
+    let segments = Wal::open(dir.path(), options.clone())
+        .expect("open")
+        .segment_paths();
     println!(
         "| recovery of {RECOVERY_ENTRIES} x {PAYLOAD_BYTES}-byte entries ({} segments) | open (ms) | open + read every entry (ms) |",
         segments.len()
@@ -319,6 +307,131 @@ fn bench_recovery() {
         };
         println!("| {label} | {:.1} | {:.1} |", ms(opened), ms(read));
     }
+}
+
+/// Writes `RECOVERY_ENTRIES` 100-byte entries, synced, into a WAL in `dir`.
+fn write_entries(dir: &Path, options: &WalOptions) {
+    let mut wal = Wal::open(dir, options.clone()).expect("open");
+    let payload = vec![0xA5u8; PAYLOAD_BYTES];
+    let mut next = 1u64;
+    while next <= RECOVERY_ENTRIES {
+        let count = 4096.min(RECOVERY_ENTRIES + 1 - next);
+        let records: Vec<Record<'_>> = (0..count)
+            .map(|k| Record {
+                index: next + k,
+                term: 1 + (next + k) / 100_000,
+                payload: &payload,
+            })
+            .collect();
+        wal.append(&records).expect("append");
+        next += count;
+    }
+    wal.sync().expect("sync");
+}
+
+/// One sweep of a lagging follower's catch-up over the whole log, in batches of `batch`
+/// records, as the node did before positional reads: records borrowed from the maps, each
+/// one's checksum checked and its bytes copied (what `entry_from_record` does), then the
+/// sealed segments' pages let go of.
+fn catch_up_through_map(wal: &mut Wal, batch: u64) -> usize {
+    let mut copied = 0;
+    let mut low = 1;
+    while low <= RECOVERY_ENTRIES {
+        let high = (low + batch).min(RECOVERY_ENTRIES + 1);
+        for record in wal.read(low..high).expect("read") {
+            assert!(record.checksum_matches());
+            copied += record.encoded.to_vec().len();
+        }
+        wal.release_sealed_pages_of(low..high);
+        low = high;
+    }
+    copied
+}
+
+/// The same sweep as the node does it now: `Wal::read_copies` (one `pread` per segment
+/// touched, each record checked), then the same check and copy per record.
+fn catch_up_with_positional_reads(wal: &Wal, batch: u64) -> usize {
+    let mut copied = 0;
+    let mut low = 1;
+    while low <= RECOVERY_ENTRIES {
+        let high = (low + batch).min(RECOVERY_ENTRIES + 1);
+        let copies = wal.read_copies(low..high, u64::MAX).expect("read");
+        for record in copies.iter() {
+            assert!(record.checksum_matches());
+            copied += record.encoded.to_vec().len();
+        }
+        low = high;
+    }
+    copied
+}
+
+/// Catch-up reads of the whole log (1 M entries of 100 bytes) in batches of 64 KiB and 1 MiB
+/// of records: through the maps (before) and with positional reads (now), alternating, 5
+/// rounds each, warm page cache; then one cold sweep each (pages evicted first).
+fn bench_catch_up() {
+    let dir = tempdir();
+    let options = wal_options(RealFs::default());
+    write_entries(dir.path(), &options);
+    let mut wal = Wal::open(dir.path(), options).expect("open");
+    wal.release_sealed_pages();
+    let segments = wal.segment_paths();
+    let total = RECOVERY_ENTRIES as usize * RECORD_BYTES;
+    println!(
+        "| catch-up sweep of {RECOVERY_ENTRIES} x {PAYLOAD_BYTES}-byte entries ({} segments) | batch | min (ms) | median (ms) | median / map median |",
+        segments.len()
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for batch_bytes in [64usize << 10, 1 << 20] {
+        let batch = (batch_bytes / RECORD_BYTES) as u64;
+        let mut map = Vec::new();
+        let mut pread = Vec::new();
+        for round in 0..10 {
+            let start = Instant::now();
+            let copied = if round % 2 == 0 {
+                catch_up_through_map(&mut wal, batch)
+            } else {
+                catch_up_with_positional_reads(&wal, batch)
+            };
+            let took = ms(start.elapsed());
+            assert_eq!(copied, total);
+            if round % 2 == 0 { &mut map } else { &mut pread }.push(took);
+        }
+        let stats = |times: &mut Vec<f64>| {
+            times.sort_by(f64::total_cmp);
+            (times[0], times[times.len() / 2])
+        };
+        let (map_min, map_median) = stats(&mut map);
+        let (pread_min, pread_median) = stats(&mut pread);
+        let kib = batch_bytes >> 10;
+        println!(
+            "| through the map (before; baseline) | {kib} KiB | {map_min:.1} | {map_median:.1} | 1.00x |"
+        );
+        println!(
+            "| positional reads (now) | {kib} KiB | {pread_min:.1} | {pread_median:.1} | {:.2}x |",
+            pread_median / map_median
+        );
+    }
+    let batch = ((1 << 20) / RECORD_BYTES) as u64;
+    let mut cold = Vec::new();
+    for positional in [false, true] {
+        segments.iter().for_each(|path| evict_from_cache(path));
+        let start = Instant::now();
+        if positional {
+            catch_up_with_positional_reads(&wal, batch);
+        } else {
+            catch_up_through_map(&mut wal, batch);
+        }
+        cold.push(ms(start.elapsed()));
+    }
+    println!(
+        "| through the map, cold page cache | 1024 KiB | {0:.1} | {0:.1} | 1.00x |",
+        cold[0]
+    );
+    println!(
+        "| positional reads, cold page cache | 1024 KiB | {0:.1} | {0:.1} | {1:.2}x |",
+        cold[1],
+        cold[1] / cold[0]
+    );
 }
 
 /// Entries written before the torn tail of `bench_torn_tail`.
@@ -418,15 +531,17 @@ fn ms(duration: Duration) -> f64 {
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run both the same.
-    // Names after `--` run only those parts (`appends`, `segments`, `recovery`, `torn-tail`).
+    // Names after `--` run only those parts (`appends`, `segments`, `recovery`, `catch-up`,
+    // `torn-tail`).
     let only: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let parts: [(&str, fn()); 4] = [
+    let parts: [(&str, fn()); 5] = [
         ("appends", bench_appends),
         ("segments", bench_segment_creation),
         ("recovery", bench_recovery),
+        ("catch-up", bench_catch_up),
         ("torn-tail", bench_torn_tail),
     ];
     for (name, run) in parts {

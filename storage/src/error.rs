@@ -33,6 +33,24 @@ pub enum Error {
         /// What was wrong, in words.
         reason: String,
     },
+    /// Records the log holds could not be read back while it is open (a follower's catch-up
+    /// read, [`crate::Wal::read_copies`]): a positional read of them failed with `EIO` (a
+    /// sector that turned unreadable after the log was opened), or the bytes read fail their
+    /// checksum or do not hold the record expected there. Nothing of the damaged records is
+    /// returned. The log's next open finds the damage (an unreadable page is rewritten with
+    /// zeroes) and reports the records lost if they were synced (storage/FORMAT.md §4.1).
+    DamagedRecords {
+        /// The segment file.
+        file: PathBuf,
+        /// Byte offset in `file` of the first damaged record.
+        offset: u64,
+        /// Index of the first damaged record.
+        first: u64,
+        /// Index of the last damaged record found (the read stops at the first damaged run).
+        last: u64,
+        /// What was wrong, in words.
+        reason: String,
+    },
     /// The caller asked for something impossible (non-contiguous index, out-of-range read...).
     InvalidArgument(String),
     /// An earlier write or sync failed, so durability of anything written since is unknown.
@@ -82,6 +100,18 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "corruption in {} at byte offset {offset}: {reason}",
+                file.display()
+            ),
+            Error::DamagedRecords {
+                file,
+                offset,
+                first,
+                last,
+                reason,
+            } => write!(
+                f,
+                "entries {first}..={last} of the log cannot be read back from {} at byte offset \
+                 {offset}: {reason}",
                 file.display()
             ),
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),

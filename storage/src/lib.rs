@@ -37,4 +37,4 @@ pub use snapshot::{
     Finish, PartialSnapshot, SnapshotFileMeta, SnapshotInfo, SnapshotReader, SnapshotStore,
     SnapshotWriter, create_snapshot_file, open_snapshot_file, snapshot_point_of_file,
 };
-pub use wal::{Lost, Record, RecordRef, Wal, WalOptions};
+pub use wal::{Lost, Record, RecordCopies, RecordRef, Wal, WalOptions};

@@ -96,6 +96,18 @@ fn check_equal(wal: &Wal, model: &Model) {
         assert_eq!(wal.term_at(record.index), Some(*term));
     }
     assert_eq!(wal.term_at(model.next_index()), None);
+    // The positional reads of a running log (a follower's catch-up) read the same records,
+    // whole or from any point with a byte limit (here: about a third of them at a time).
+    let copies = wal.read_copies(model.start..model.next_index(), u64::MAX);
+    assert!(copies.unwrap().iter().eq(records.iter().copied()));
+    let mut from = model.start;
+    while from < model.next_index() {
+        let limit = (model.records.len() as u64 / 3).max(1) * 60;
+        let copies = wal.read_copies(from..model.next_index(), limit).unwrap();
+        let mapped = &records[(from - model.start) as usize..][..copies.len()];
+        assert!(!copies.is_empty() && copies.iter().eq(mapped.iter().copied()));
+        from += copies.len() as u64;
+    }
 }
 
 fn append(wal: &mut Wal, model: &mut Model, count: usize, new_term: bool, payload_len: usize) {

@@ -70,6 +70,11 @@ pub trait SegmentFile: Send + std::fmt::Debug {
     fn write_at(&mut self, offset: usize, data: &[u8]) -> io::Result<()>;
     /// Makes `len` bytes at `offset` durable (msync of the range on [`RealFs`]).
     fn sync_range(&mut self, offset: usize, len: usize) -> io::Result<()>;
+    /// Reads up to `buf.len()` bytes at `offset` with a positional read, not through the map
+    /// (`pread` on [`RealFs`]; it sees the map's writes, which share the page cache): an
+    /// unreadable sector then fails the read with `EIO` instead of raising `SIGBUS` in the
+    /// process. Returns how many bytes were read (fewer only at the end of the file).
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
     /// Lets go of this process's copy of the file's pages: on [`RealFs`] the map's pages
     /// leave the process's resident set (`MADV_DONTNEED` on the shared file mapping) and are
     /// read back from the page cache or the disk on the next access. The contents do not
@@ -214,9 +219,32 @@ pub(crate) fn read_exact_at(
 
 /// Reads exactly `buf.len()` bytes at `offset` of an open file (`UnexpectedEof` if shorter).
 pub(crate) fn read_exact_from(file: &dyn ReadFile, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    read_exact_with(|at, buf| file.read_at(at, buf), offset, buf)
+}
+
+/// Reads exactly `buf.len()` bytes at `offset` of a segment with positional reads
+/// ([`SegmentFile::read_at`]; `UnexpectedEof` if shorter).
+pub(crate) fn read_exact_from_segment(
+    file: &dyn SegmentFile,
+    offset: u64,
+    buf: &mut [u8],
+) -> io::Result<()> {
+    read_exact_with(|at, buf| file.read_at(at, buf), offset, buf)
+}
+
+/// Whether `e` is the error of an unreadable sector (`EIO`).
+pub(crate) fn is_unreadable_sector(e: &io::Error) -> bool {
+    is_eio(e)
+}
+
+fn read_exact_with(
+    read_at: impl Fn(u64, &mut [u8]) -> io::Result<usize>,
+    offset: u64,
+    buf: &mut [u8],
+) -> io::Result<()> {
     let mut done = 0;
     while done < buf.len() {
-        let n = file.read_at(offset + done as u64, &mut buf[done..])?;
+        let n = read_at(offset + done as u64, &mut buf[done..])?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

@@ -225,6 +225,10 @@ impl SegmentFile for RealSegment {
         }
     }
 
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+
     fn release_pages(&mut self) -> io::Result<()> {
         // SAFETY: `&mut self` means no borrow of the map is alive while the pages go. The map
         // is a shared mapping of the file (`map_mut`), so MADV_DONTNEED only drops this
@@ -345,6 +349,20 @@ mod tests {
     /// Resident kB of this process's mapping of `path`.
     fn mapped_resident_kb(path: &Path) -> u64 {
         mapped_resident_bytes(path).unwrap() / 1024
+    }
+
+    #[test]
+    fn a_positional_read_of_a_segment_sees_what_was_written_through_its_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.wal");
+        let mut seg = RealFs::default().create_segment(&path, 8192).unwrap();
+        seg.write_at(5000, b"written, not synced").unwrap();
+        let mut back = [0u8; 19];
+        super::super::read_exact_from_segment(seg.as_ref(), 5000, &mut back).unwrap();
+        assert_eq!(&back, b"written, not synced");
+        let mut tail = [1u8; 8];
+        assert_eq!(seg.read_at(8190, &mut tail).unwrap(), 2, "short at the end");
+        assert_eq!(seg.read_at(9000, &mut tail).unwrap(), 0);
     }
 
     #[test]

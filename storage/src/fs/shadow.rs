@@ -217,6 +217,16 @@ impl SegmentFile for ShadowSegment {
     fn sync_range(&mut self, _offset: usize, _len: usize) -> io::Result<()> {
         Ok(())
     }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        // The shadow's view of the file is its private map (the changes recovery made live
+        // only there), so it is read from the map. An inspection reads right after opening,
+        // whose positional pre-read found every unreadable page (storage/FORMAT.md §4.1).
+        let start = usize::try_from(offset).map_or(self.map.len(), |o| o.min(self.map.len()));
+        let n = buf.len().min(self.map.len() - start);
+        buf[..n].copy_from_slice(&self.map[start..start + n]);
+        Ok(n)
+    }
 }
 
 #[derive(Debug)]

@@ -127,6 +127,22 @@ impl SimState {
         }
     }
 
+    /// A positional read of inode `id`'s current bytes: `EIO` when it touches an unreadable
+    /// range.
+    fn read_inode(&self, id: usize, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let bytes = &self.inodes[id].current;
+        let start = (offset as usize).min(bytes.len());
+        let n = buf.len().min(bytes.len() - start);
+        let read = start..start + n;
+        let mut bad = self.unreadable.get(&id).into_iter().flatten();
+        if bad.any(|b| b.start < read.end && read.start < b.end) {
+            // EIO itself (its OS error number), as a real unreadable sector reads.
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        buf[..n].copy_from_slice(&bytes[start..start + n]);
+        Ok(n)
+    }
+
     fn new_inode(&mut self, path: &Path, bytes: Vec<u8>) -> usize {
         self.inodes.push(Inode {
             current: bytes,
@@ -256,9 +272,10 @@ impl SimFs {
     }
 
     /// Bytes `offset..offset + len` of `path` become an unreadable sector: a positional read
-    /// ([`ReadFile::read_at`]) touching them fails with `EIO` until a write covers the whole
-    /// range (a drive remaps a bad sector when it is written). Mapped segments do not see it
-    /// (a real map would raise `SIGBUS`).
+    /// ([`ReadFile::read_at`], [`SegmentFile::read_at`]) touching them fails with `EIO` until
+    /// a write covers the whole range (a drive remaps a bad sector when it is written).
+    /// Reads of a segment's map ([`SegmentFile::bytes`]) do not see it (a real map would
+    /// raise `SIGBUS`).
     pub fn make_unreadable(&self, path: &Path, offset: usize, len: usize) -> io::Result<()> {
         let mut state = self.lock();
         let id = state.inode_of(path)?;
@@ -438,6 +455,12 @@ impl SegmentFile for SimSegment {
         durable[range.clone()].copy_from_slice(&current[range]);
         Ok(())
     }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let state = self.fs.lock();
+        state.check_generation(self.generation)?;
+        state.read_inode(self.inode, offset, buf)
+    }
 }
 
 #[derive(Debug)]
@@ -490,17 +513,7 @@ impl ReadFile for SimReadFile {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let state = self.fs.lock();
         state.check_generation(self.generation)?;
-        let bytes = &state.inodes[self.inode].current;
-        let start = (offset as usize).min(bytes.len());
-        let n = buf.len().min(bytes.len() - start);
-        let read = start..start + n;
-        let mut bad = state.unreadable.get(&self.inode).into_iter().flatten();
-        if bad.any(|b| b.start < read.end && read.start < b.end) {
-            // EIO itself (its OS error number), as a real unreadable sector reads.
-            return Err(io::Error::from_raw_os_error(libc::EIO));
-        }
-        buf[..n].copy_from_slice(&bytes[start..start + n]);
-        Ok(n)
+        state.read_inode(self.inode, offset, buf)
     }
 }
 

@@ -15,7 +15,7 @@ mod recovery;
 mod segment;
 
 pub use recovery::Lost;
-pub use segment::{Record, RecordRef};
+pub use segment::{Record, RecordCopies, RecordRef};
 
 use crate::error::{Error, Result};
 use crate::fs::{DirLock, Fs, RealFs};
@@ -151,18 +151,51 @@ impl Wal {
     }
 
     /// The records with indexes in `range`, borrowed from the maps (no payload copy).
-    /// `range` must lie within `first_index()..=last_index()`.
+    /// `range` must lie within `first_index()..=last_index()`. For a log just opened (whose
+    /// recovery read every segment with positional reads first): a sector that turned
+    /// unreadable since raises `SIGBUS` when its page is read through the map; reads while
+    /// the log runs use [`Wal::read_copies`].
     pub fn read(&self, range: Range<u64>) -> Result<Vec<RecordRef<'_>>> {
         self.check_range(&range)?;
         Ok(self.iter_range(range).collect())
     }
 
-    /// Iterates the records from `index` to the end (recovery replay, catch-up). `index` may be
-    /// `last_index() + 1` (nothing to iterate).
+    /// Iterates the records from `index` to the end, borrowed from the maps (recovery replay
+    /// right after the open; see [`Wal::read`]). `index` may be `last_index() + 1` (nothing
+    /// to iterate).
     pub fn entries_from(&self, index: u64) -> Result<impl Iterator<Item = RecordRef<'_>> + '_> {
         let range = index..self.next_index.max(index);
         self.check_range(&range)?;
         Ok(self.iter_range(range))
+    }
+
+    /// Copies of the records with indexes in `range`, read with positional reads rather than
+    /// through the maps, stopping after the first that brings their encoded size to
+    /// `max_bytes` or more (at least one when `range` is not empty): for reads while the log
+    /// runs (a follower's catch-up). A sector that turned unreadable after the log was
+    /// opened is then an error, where a read of the map would raise `SIGBUS` and kill the
+    /// process; each record read is checked again as recovery checks it. One read per
+    /// segment touched. An unreadable sector or a record that fails its check is
+    /// [`Error::DamagedRecords`] (file, offset, indexes); the log's next open finds the
+    /// damage and reports the records lost (storage/FORMAT.md §4.1). `range` must lie within
+    /// `first_index()..=last_index()`.
+    pub fn read_copies(&self, range: Range<u64>, max_bytes: u64) -> Result<RecordCopies> {
+        self.check_range(&range)?;
+        let mut copies = RecordCopies::default();
+        let mut index = range.start;
+        let mut bytes = 0u64;
+        while index < range.end && (index == range.start || bytes < max_bytes) {
+            let seg = &self.segments[self.segment_of(index)];
+            let end = range.end.min(seg.next_index());
+            let count = seg.records_within(index, end, max_bytes.saturating_sub(bytes));
+            let before = copies.len();
+            seg.read_copies(index, index + count, &mut copies)?;
+            bytes += (copies.iter().skip(before))
+                .map(|record| record.encoded.len() as u64)
+                .sum::<u64>();
+            index += count;
+        }
+        Ok(copies)
     }
 
     fn iter_range(&self, range: Range<u64>) -> impl Iterator<Item = RecordRef<'_>> + '_ {

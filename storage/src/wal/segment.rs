@@ -44,6 +44,41 @@ impl RecordRef<'_> {
     }
 }
 
+/// Copies of records read from the log with positional reads ([`crate::Wal::read_copies`]),
+/// held in one buffer, each checked as recovery checks it (length, checksum, index).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecordCopies {
+    /// The records' bytes, back to back.
+    bytes: Vec<u8>,
+    /// Each record's index and byte range in `bytes`, in index order.
+    records: Vec<(u64, Range<usize>)>,
+}
+
+impl RecordCopies {
+    /// How many records are held.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// True when no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The records, in index order, borrowed from this copy.
+    pub fn iter(&self) -> impl Iterator<Item = RecordRef<'_>> + '_ {
+        self.records.iter().map(|(index, range)| {
+            let encoded = &self.bytes[range.clone()];
+            RecordRef {
+                index: *index,
+                term: read_u64(encoded, 16),
+                payload: &encoded[RECORD_HEADER_BYTES..],
+                encoded,
+            }
+        })
+    }
+}
+
 /// A record to append: log index, term and opaque payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record<'a> {
@@ -701,6 +736,117 @@ impl Segment {
             term: read_u64(encoded, 16),
             payload: &encoded[RECORD_HEADER_BYTES..],
             encoded,
+        }
+    }
+
+    /// Byte range of the record with `index`, which must be in this segment (from the
+    /// offsets recovery and appends recorded; the map is not read).
+    fn record_span(&self, index: u64) -> Range<usize> {
+        let slot = (index - self.first_index) as usize;
+        let end = match self.offsets.get(slot + 1) {
+            Some(&next) => next as usize,
+            None => self.write_end,
+        };
+        self.offsets[slot] as usize..end
+    }
+
+    /// How many records from `index` on, up to `end` (exclusive; both in this segment), a
+    /// read taking at least one and stopping after the one that brings their encoded size to
+    /// `max_bytes` or more takes.
+    pub fn records_within(&self, index: u64, end: u64, max_bytes: u64) -> u64 {
+        let mut bytes = 0u64;
+        let mut count = 0;
+        while index + count < end {
+            bytes += self.record_span(index + count).len() as u64;
+            count += 1;
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        count
+    }
+
+    /// Copies the records `index..end` (in this segment) into `out` with one positional read
+    /// ([`SegmentFile::read_at`]), never through the map, and checks each one as recovery
+    /// does (length, checksum, index). An unreadable sector or a record that fails its check
+    /// is [`Error::DamagedRecords`] naming this file, the offset and the indexes; nothing is
+    /// added to `out` then.
+    pub fn read_copies(&self, index: u64, end: u64, out: &mut RecordCopies) -> Result<()> {
+        if index >= end {
+            return Ok(());
+        }
+        let start = self.record_span(index).start;
+        let stop = self.record_span(end - 1).end;
+        let base = out.bytes.len();
+        out.bytes.resize(base + (stop - start), 0);
+        let read = crate::fs::read_exact_from_segment(
+            self.file.as_ref(),
+            start as u64,
+            &mut out.bytes[base..],
+        );
+        if let Err(e) = read {
+            out.bytes.truncate(base);
+            return Err(self.read_failure(index, end, e));
+        }
+        for at in index..end {
+            let span = self.record_span(at);
+            let pos = base + span.start - start;
+            let damaged = |reason: String| Error::DamagedRecords {
+                file: self.path.clone(),
+                offset: span.start as u64,
+                first: at,
+                last: at,
+                reason,
+            };
+            let problem = match decode_slot(&out.bytes[..base + span.end - start], pos) {
+                Slot::Valid { len, index, .. } if len == span.len() && index == at => None,
+                Slot::Valid { len, index, .. } => Some(format!(
+                    "a record of {len} bytes with index {index} where one of {} bytes with index \
+                     {at} was",
+                    span.len()
+                )),
+                Slot::End => Some("zeroes where the record was".to_string()),
+                Slot::Bad(reason) => Some(reason),
+            };
+            if let Some(reason) = problem {
+                out.bytes.truncate(base);
+                out.records
+                    .truncate(out.records.len() - (at - index) as usize);
+                return Err(damaged(reason));
+            }
+            out.records.push((at, pos..pos + span.len()));
+        }
+        Ok(())
+    }
+
+    /// The error of a failed read of the records `index..end`: for an unreadable sector,
+    /// which records it erased, found by reading them one by one (the first run of them).
+    fn read_failure(&self, index: u64, end: u64, e: std::io::Error) -> Error {
+        if !crate::fs::is_unreadable_sector(&e) {
+            return Error::io("read segment", &self.path, e);
+        }
+        let unreadable = |at: u64| {
+            let span = self.record_span(at);
+            let mut buf = vec![0u8; span.len()];
+            let read =
+                crate::fs::read_exact_from_segment(self.file.as_ref(), span.start as u64, &mut buf);
+            read.is_err_and(|e| crate::fs::is_unreadable_sector(&e))
+        };
+        let (first, last) = match (index..end).find(|&at| unreadable(at)) {
+            Some(first) => {
+                let after = (first + 1..end).find(|&at| !unreadable(at)).unwrap_or(end);
+                (first, after - 1)
+            }
+            // Read whole, then each alone, and only the first failed: the records read were
+            // whole, yet the sector is bad; name them all.
+            None => (index, end - 1),
+        };
+        Error::DamagedRecords {
+            file: self.path.clone(),
+            offset: self.record_span(first).start as u64,
+            first,
+            last,
+            reason: format!("{e} (an unreadable sector)"),
         }
     }
 
