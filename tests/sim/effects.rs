@@ -18,6 +18,7 @@ use crate::params::{
 use crate::replica::SimCore;
 use crate::state_machine::decode_write;
 use crate::world::{Event, World};
+use crate::world_checks;
 use rcraft::core::{ApplyOutcome, Input, LostEntries, ProposeError, StorageAction, StorageOutcome};
 use rcraft::node::testing::{SimApplyCommand, SimTurn};
 use rcraft::wire::{
@@ -312,31 +313,22 @@ impl<C: SimCore> World<C> {
         let incarnation = self.nodes[node].incarnation;
         let cooldown_ms = SIM_SELF_DEMOTION.cooldown_ticks * TICK_MS;
         let previous = (self.self_demotions.iter().rev())
-            .find(|&&(_, n, life)| n == node && life == incarnation);
-        if let Some(&(at, _, _)) = previous.filter(|&&(at, _, _)| self.now < at + cooldown_ms) {
-            return Err(format!(
-                "self-demotion at t={}ms within the cool-down of the one at t={at}ms: {demotion:?}",
-                self.now
-            ));
-        }
-        self.self_demotions.push((self.now, node, incarnation));
-        let (slow, what) = match demotion.reason {
-            rcraft::core::SelfDemotionReason::SlowDisk => (self.slow_disk_node, "disk"),
-            rcraft::core::SelfDemotionReason::SlowLinks => (self.slow_links_node, "links"),
+            .find(|&&(_, n, life)| n == node && life == incarnation)
+            .map(|&(at, _, _)| at);
+        let n = &self.nodes[node];
+        let facts = world_checks::DemotionFacts {
+            demotion,
+            node,
+            id: n.id,
+            now: self.now,
+            previous,
+            slow_disk_node: self.slow_disk_node,
+            slow_links_node: self.slow_links_node,
+            to_is_voter: (n.view.as_ref()).is_some_and(|v| v.membership.is_voter(demotion.to)),
         };
-        if slow != Some(node) {
-            return Err(format!(
-                "self-demotion without a slow {what} (slow: {slow:?}): {demotion:?}"
-            ));
-        }
-        let voter =
-            (self.nodes[node].view.as_ref()).is_some_and(|v| v.membership.is_voter(demotion.to));
-        if demotion.to == self.nodes[node].id || !voter {
-            return Err(format!(
-                "self-demotion to a node that cannot lead: {demotion:?}"
-            ));
-        }
-        Ok(())
+        let verdict = world_checks::demotion_allowed(&facts, cooldown_ms);
+        self.self_demotions.push((self.now, node, incarnation));
+        verdict
     }
 
     fn send(&mut self, node: usize, msg: Message) -> Verdict {
@@ -383,23 +375,12 @@ impl<C: SimCore> World<C> {
             MessageBody::VoteResponse {
                 pre_vote: false,
                 granted: true,
-            } => {
-                let durable = n.disk.durable_vote(msg.term);
-                // A vote stepped in the same turn as a newer term is saved only under that
-                // term: the node can then never vote in the older term again, which is all
-                // the grant promises.
-                let moved_on = n.disk.durable_term() > msg.term;
-                if durable != Some(msg.to) && !moved_on {
-                    return Err(format!(
-                        "persistence contract: grants its vote to {} in term {} while its disk \
-                         holds vote {durable:?} for that term",
-                        msg.to, msg.term
-                    ));
-                }
-                Ok(())
-            }
-            // The entries through `match_index` must be on disk. (Their terms are not
-            // compared: a newer truncation may already be in memory, not yet durable.)
+            } => world_checks::vote_released_durably(
+                msg.to,
+                msg.term,
+                n.disk.durable_vote(msg.term),
+                n.disk.durable_term(),
+            ),
             MessageBody::AppendResponse {
                 success: true,
                 match_index,
@@ -407,15 +388,7 @@ impl<C: SimCore> World<C> {
             } => {
                 let covered = n.disk.snapshot().map_or(LogIndex(0), |s| s.meta.index);
                 let durable = n.disk.durable_last_index();
-                if *match_index > covered.max(durable) {
-                    return Err(format!(
-                        "persistence contract: acknowledges index {match_index} to {} while its \
-                         disk holds entries only through {}",
-                        msg.to,
-                        covered.max(durable)
-                    ));
-                }
-                Ok(())
+                world_checks::ack_released_durably(msg.to, *match_index, covered.max(durable))
             }
             _ => Ok(()),
         }
@@ -502,13 +475,7 @@ impl<C: SimCore> World<C> {
             if self.check_persist_contract {
                 let covered = n.disk.snapshot().map_or(LogIndex(0), |s| s.meta.index);
                 let durable = n.disk.durable_term_at(entry.index);
-                if entry.index > covered && durable != Some(entry.term) {
-                    return Err(format!(
-                        "persistence contract: applies index {} term {} while its disk holds \
-                         {durable:?} there",
-                        entry.index, entry.term
-                    ));
-                }
+                world_checks::applied_durably(entry.index, entry.term, covered, durable)?;
             }
             self.checker.observe_apply(id, term, entry)?;
         }
@@ -868,56 +835,23 @@ impl<C: SimCore> World<C> {
         let Some(term) = n.log.term_at(index) else {
             return Ok(());
         };
-        let membership = &view.membership;
-        let verdict = self.check_quorum_holds(node, view, membership, index, term);
         // The commit may have been counted under the configuration before an uncommitted
-        // change appended later in the same turn (a change of one voter keeps every majority
-        // of the two overlapping).
+        // change appended later in the same turn.
         let (latest_at, _) = n.log.latest_membership();
-        if verdict.is_err() && latest_at > index {
-            let (_, previous) = n.log.membership_through(latest_at.prev());
-            if self
-                .check_quorum_holds(node, view, previous, index, term)
-                .is_ok()
-            {
-                return Ok(());
-            }
-        }
-        verdict
-    }
-
-    /// A quorum of `membership` (both halves when joint) holds (`index`, `term`).
-    fn check_quorum_holds(
-        &self,
-        node: usize,
-        view: &crate::replica::CoreView,
-        membership: &rcraft::wire::Membership,
-        index: LogIndex,
-        term: Term,
-    ) -> Verdict {
-        for half in [&membership.voters, &membership.voters_outgoing] {
-            if half.is_empty() {
-                continue;
-            }
-            let holders: Vec<NodeId> = half
-                .iter()
-                .copied()
-                .filter(|id| {
-                    self.index_of(*id).is_some_and(|i| {
-                        self.holds(i, index, term) || self.repairing_covers(i, index)
-                    })
-                })
-                .collect();
-            if holders.len() <= half.len() / 2 {
-                return Err(format!(
-                    "commit quorum: leader {} of term {} commits index {index} (term {term}) \
-                     with configuration {membership:?}, but only {holders:?} of voters {half:?} \
-                     hold it",
-                    self.nodes[node].id, view.term
-                ));
-            }
-        }
-        Ok(())
+        let before = (latest_at > index).then(|| n.log.membership_through(latest_at.prev()).1);
+        let holds = |id: NodeId| {
+            self.index_of(id)
+                .is_some_and(|i| self.holds(i, index, term) || self.repairing_covers(i, index))
+        };
+        world_checks::commit_quorum(
+            n.id,
+            view.term,
+            &view.membership,
+            before,
+            index,
+            term,
+            holds,
+        )
     }
 
     /// True when `node` lost `index` from its disk after syncing it and is repairing it. Its
