@@ -19,7 +19,7 @@ use crate::replica::SimCore;
 use crate::state_machine::decode_write;
 use crate::world::{Event, World};
 use crate::world_checks;
-use rcraft::core::{ApplyOutcome, Input, LostEntries, ProposeError, StorageAction, StorageOutcome};
+use rcraft::core::{Input, LostEntries, ProposeError, StorageAction, StorageOutcome};
 use rcraft::node::testing::{SimApplyCommand, SimTurn};
 use rcraft::wire::{
     ClientRequestBody, ClientResponseBody, Entry, EntryPayload, LogIndex, Message, MessageBody,
@@ -402,12 +402,7 @@ impl<C: SimCore> World<C> {
         entries: Vec<Entry>,
     ) -> Verdict {
         let n = &mut self.nodes[node];
-        if n.last_persist_seq.is_some_and(|last| seq <= last) {
-            return Err(format!(
-                "persist sequence numbers must grow: {seq} after {:?}",
-                n.last_persist_seq
-            ));
-        }
+        world_checks::persist_seq_grows(seq, n.last_persist_seq)?;
         n.last_persist_seq = Some(seq);
         if let Some(rcraft::core::HardState {
             term,
@@ -464,12 +459,7 @@ impl<C: SimCore> World<C> {
         let mut applied_index = self.nodes[node].sm.applied_index();
         for entry in &entries {
             let n = &self.nodes[node];
-            if entry.index != applied_index.next() {
-                return Err(format!(
-                    "applies index {} after index {applied_index}",
-                    entry.index
-                ));
-            }
+            world_checks::applies_next(entry.index, applied_index)?;
             applied_index = entry.index;
             let id = n.id;
             if self.check_persist_contract {
@@ -501,15 +491,7 @@ impl<C: SimCore> World<C> {
             }
         }
         self.serve_ready_reads(node)?;
-        let input = match reported {
-            Some(outcome @ ApplyOutcome::Applied { index }) if index == applied_index => outcome,
-            other => {
-                return Err(format!(
-                    "the apply handler applied entries through {applied_index} and reported \
-                     {other:?} to the core"
-                ));
-            }
-        };
+        let input = world_checks::reported_applied(applied_index, reported)?;
         let incarnation = self.nodes[node].incarnation;
         let delay = self.rng.between(0, 2);
         self.schedule(
@@ -685,13 +667,7 @@ impl<C: SimCore> World<C> {
                     meta.index
                 )
             })?;
-        if snapshot.meta.index < n.sm.applied_index() {
-            return Err(format!(
-                "node {id}: installs a snapshot at {} behind its applied index {}",
-                snapshot.meta.index,
-                n.sm.applied_index()
-            ));
-        }
+        world_checks::restore_not_behind(id, snapshot.meta.index, n.sm.applied_index())?;
         self.restore_checked(id, &snapshot)?;
         (self.nodes[node].sm)
             .restore(meta, &snapshot)
@@ -715,35 +691,8 @@ impl<C: SimCore> World<C> {
         let view = core.view();
         let n = &self.nodes[node];
         let id = n.id;
-        if let Some(before) = &n.view {
-            if view.term < before.term || view.commit_index < before.commit_index {
-                return Err(format!(
-                    "node {id}: term or commit index went backwards: {before:?} -> {view:?}"
-                ));
-            }
-        }
-        if view.last_index != n.log.last_index() {
-            return Err(format!(
-                "node {id}: reports last index {} but its persist actions describe a log \
-                 ending at {}",
-                view.last_index,
-                n.log.last_index()
-            ));
-        }
-        if view.commit_index > view.last_index || view.applied_index > view.commit_index {
-            return Err(format!(
-                "node {id}: inconsistent indexes: applied {} commit {} last {}",
-                view.applied_index, view.commit_index, view.last_index
-            ));
-        }
         let (_, latest) = n.log.latest_membership();
-        if view.membership != *latest {
-            return Err(format!(
-                "configuration in force: node {id} uses {:?} but the latest configuration in \
-                 its log (or snapshot) is {latest:?}",
-                view.membership
-            ));
-        }
+        world_checks::view_consistent(id, n.view.as_ref(), &view, n.log.last_index(), latest)?;
         let became_leader = view.role == Role::Leader
             && n.view
                 .as_ref()

@@ -877,7 +877,7 @@ impl<C: SimCore> World<C> {
         let index = snapshot.meta.index;
         let expected = self
             .checker
-            .committed_writes_through(index, &self.initial_membership, self.params.sessions_max)
+            .committed_state_through(index, &self.initial_membership, self.params.sessions_max)
             .ok_or_else(|| {
                 format!("node {id}: snapshot at {index} covers entries never seen committed")
             })?;
@@ -911,10 +911,17 @@ impl<C: SimCore> World<C> {
                 snapshot.meta.membership_entry, entry_point
             ));
         }
-        if expected != sm.writes || !term_ok {
+        if expected.writes != sm.writes || !term_ok {
             return Err(format!(
                 "state machine safety: node {id} restores a snapshot at index {index} term {} \
                  whose contents differ from the committed log",
+                snapshot.meta.term
+            ));
+        }
+        if expected.snapshot_bytes() != snapshot.bytes {
+            return Err(format!(
+                "state machine safety: node {id} restores a snapshot at index {index} term {} \
+                 whose session table differs from the committed log's",
                 snapshot.meta.term
             ));
         }

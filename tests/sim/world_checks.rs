@@ -8,8 +8,94 @@
 use crate::checker::Verdict;
 use crate::params::{LIVENESS_BOUND_MS, SLOW_DISK_HANDOVER_BOUND_MS, TICK_MS};
 use crate::replica::CoreView;
-use rcraft::core::{LostEntries, SelfDemotion, SelfDemotionReason};
+use rcraft::core::{ApplyOutcome, LostEntries, SelfDemotion, SelfDemotionReason};
 use rcraft::wire::{LogIndex, Membership, NodeId, Term};
+
+/// What a node's view after a step says of itself: its term and commit index never go back
+/// within one life (`before`: its view after its previous step), it reports the last index
+/// its persist actions describe (`log_last`), applied <= commit <= last, and it uses the
+/// latest configuration in its log or snapshot (`latest`).
+pub(crate) fn view_consistent(
+    id: NodeId,
+    before: Option<&CoreView>,
+    view: &CoreView,
+    log_last: LogIndex,
+    latest: &Membership,
+) -> Verdict {
+    if let Some(before) = before {
+        if view.term < before.term || view.commit_index < before.commit_index {
+            return Err(format!(
+                "node {id}: term or commit index went backwards: {before:?} -> {view:?}"
+            ));
+        }
+    }
+    if view.last_index != log_last {
+        return Err(format!(
+            "node {id}: reports last index {} but its persist actions describe a log ending at \
+             {log_last}",
+            view.last_index
+        ));
+    }
+    if view.commit_index > view.last_index || view.applied_index > view.commit_index {
+        return Err(format!(
+            "node {id}: inconsistent indexes: applied {} commit {} last {}",
+            view.applied_index, view.commit_index, view.last_index
+        ));
+    }
+    if view.membership != *latest {
+        return Err(format!(
+            "configuration in force: node {id} uses {:?} but the latest configuration in its \
+             log (or snapshot) is {latest:?}",
+            view.membership
+        ));
+    }
+    Ok(())
+}
+
+/// The storage thread's order: the sequence numbers of a node's persists grow within one
+/// life (`last`: the previous one).
+pub(crate) fn persist_seq_grows(seq: u64, last: Option<u64>) -> Verdict {
+    if last.is_some_and(|last| seq <= last) {
+        return Err(format!(
+            "persist sequence numbers must grow: {seq} after {last:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// State machine safety: entries are applied contiguously, `index` right after `applied`.
+pub(crate) fn applies_next(index: LogIndex, applied: LogIndex) -> Verdict {
+    if index != applied.next() {
+        return Err(format!("applies index {index} after index {applied}"));
+    }
+    Ok(())
+}
+
+/// The apply handler reports to the core exactly how far one batch took the state machine
+/// (`applied`); the report is what the core hears.
+pub(crate) fn reported_applied(
+    applied: LogIndex,
+    reported: Option<ApplyOutcome>,
+) -> Result<ApplyOutcome, String> {
+    match reported {
+        Some(outcome @ ApplyOutcome::Applied { index }) if index == applied => Ok(outcome),
+        other => Err(format!(
+            "the apply handler applied entries through {applied} and reported {other:?} to the \
+             core"
+        )),
+    }
+}
+
+/// A snapshot restored on a running node never moves its state machine back: the snapshot's
+/// index is at least the index applied (finding 1).
+pub(crate) fn restore_not_behind(id: NodeId, snapshot: LogIndex, applied: LogIndex) -> Verdict {
+    if snapshot < applied {
+        return Err(format!(
+            "node {id}: installs a snapshot at {snapshot} behind its applied index {applied}"
+        ));
+    }
+    Ok(())
+}
 
 /// Commit quorum: a quorum of `membership` (both halves when joint) holds (`index`, `term`),
 /// `holds` telling which voters do. `leader` of `leader_term` made the commit.
@@ -470,6 +556,107 @@ mod tests {
     }
 
     #[test]
+    fn persists_out_of_order_gaps_in_applying_a_wrong_report_or_a_restore_back_are_rejected() {
+        assert_eq!(persist_seq_grows(1, None), Ok(()));
+        assert_eq!(persist_seq_grows(5, Some(4)), Ok(()));
+        let err = persist_seq_grows(4, Some(4)).unwrap_err();
+        assert_eq!(err, "persist sequence numbers must grow: 4 after Some(4)");
+        assert!(persist_seq_grows(3, Some(4)).is_err());
+
+        assert_eq!(applies_next(LogIndex(8), LogIndex(7)), Ok(()));
+        let err = applies_next(LogIndex(9), LogIndex(7)).unwrap_err();
+        assert_eq!(err, "applies index 9 after index 7");
+        assert!(applies_next(LogIndex(7), LogIndex(7)).is_err());
+
+        let through = |index| {
+            Some(ApplyOutcome::Applied {
+                index: LogIndex(index),
+            })
+        };
+        assert_eq!(
+            reported_applied(LogIndex(6), through(6)),
+            through(6).ok_or(String::new())
+        );
+        let err = reported_applied(LogIndex(6), through(5)).unwrap_err();
+        assert!(err.starts_with("the apply handler applied entries through 6 and reported"));
+        assert!(reported_applied(LogIndex(6), None).is_err());
+
+        assert_eq!(
+            restore_not_behind(NodeId(2), LogIndex(30), LogIndex(30)),
+            Ok(())
+        );
+        let err = restore_not_behind(NodeId(2), LogIndex(29), LogIndex(30)).unwrap_err();
+        assert_eq!(
+            err,
+            "node 2: installs a snapshot at 29 behind its applied index 30"
+        );
+    }
+
+    #[test]
+    fn a_view_that_goes_back_or_disagrees_with_its_log_is_rejected() {
+        let id = NodeId(1);
+        let three = voters(&[0, 1, 2]);
+        let before = view(false, None);
+        let check = |after: &CoreView, log_last: u64, latest: &Membership| {
+            view_consistent(id, Some(&before), after, LogIndex(log_last), latest)
+        };
+        let ahead = CoreView {
+            term: Term(5),
+            commit_index: LogIndex(12),
+            last_index: LogIndex(14),
+            ..before.clone()
+        };
+        assert_eq!(check(&ahead, 14, &three), Ok(()));
+        // After a restart there is no earlier view to go back from.
+        let restarted = CoreView {
+            term: Term(1),
+            commit_index: LogIndex(0),
+            applied_index: LogIndex(0),
+            ..before.clone()
+        };
+        assert_eq!(
+            view_consistent(id, None, &restarted, LogIndex(10), &three),
+            Ok(())
+        );
+        let err = check(&restarted, 10, &three).unwrap_err();
+        assert!(
+            err.starts_with("node 1: term or commit index went backwards"),
+            "{err}"
+        );
+        let older_commit = CoreView {
+            commit_index: LogIndex(9),
+            applied_index: LogIndex(9),
+            ..before.clone()
+        };
+        assert!(check(&older_commit, 10, &three).is_err());
+        let err = check(&before, 11, &three).unwrap_err();
+        assert_eq!(
+            err,
+            "node 1: reports last index 10 but its persist actions describe a log ending at 11"
+        );
+        let beyond = CoreView {
+            commit_index: LogIndex(11),
+            ..before.clone()
+        };
+        let err = check(&beyond, 10, &three).unwrap_err();
+        assert_eq!(
+            err,
+            "node 1: inconsistent indexes: applied 10 commit 11 last 10"
+        );
+        let applied_beyond = CoreView {
+            applied_index: LogIndex(11),
+            commit_index: LogIndex(10),
+            ..before.clone()
+        };
+        assert!(check(&applied_beyond, 10, &three).is_err());
+        let err = check(&before, 10, &voters(&[0, 1, 2, 3])).unwrap_err();
+        assert!(
+            err.starts_with("configuration in force: node 1 uses"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_node_still_repairing_or_without_its_votes_fails_the_repair_check() {
         let lost = LostEntries {
             from: LogIndex(5),
@@ -616,5 +803,241 @@ mod tests {
             err.contains("later it had not handed leadership over"),
             "{err}"
         );
+    }
+
+    mod restore {
+        //! `World::restore_checked`: a snapshot a node restores (at a start or an install)
+        //! equals the committed log replayed through a fresh session table, and names the
+        //! configuration (and its entry) the committed log has in force at its index.
+
+        use crate::checker::Checker;
+        use crate::disk::StoredSnapshot;
+        use crate::state_machine::{AppendList, checksum, encode_write};
+        use crate::world::{TraceMode, World};
+        use rcraft::node::testing::SimSessions;
+        use rcraft::wire::{
+            Entry, EntryPayload, LogIndex, Membership, NodeId, Session, SnapshotMeta, Term,
+        };
+
+        fn world() -> World<rcraft::node::testing::SimConsensus> {
+            let quiet = TraceMode {
+                keep_lines: 0,
+                echo: false,
+            };
+            World::new(785, true, quiet)
+        }
+
+        /// A registration (client 1), that client's first write (7), and a write without a
+        /// session (8), at indexes 1..=3 of term 2.
+        fn entries() -> Vec<Entry> {
+            let command = |index, session, write_id| {
+                let data = if write_id == 0 {
+                    Vec::new()
+                } else {
+                    encode_write(write_id, 0)
+                };
+                let payload = EntryPayload::Command {
+                    session,
+                    data: data.into(),
+                };
+                Entry::new(Term(2), LogIndex(index), payload)
+            };
+            let first = Session {
+                client_id: 1,
+                sequence: 1,
+            };
+            vec![
+                command(1, Some(Session::REGISTER), 0),
+                command(2, Some(first), 7),
+                command(3, None, 8),
+            ]
+        }
+
+        fn commit_all(checker: &mut Checker, entries: &[Entry]) {
+            for entry in entries {
+                let no_leaders = std::iter::empty();
+                checker
+                    .observe_commit(NodeId(0), Term(2), entry, no_leaders)
+                    .unwrap();
+            }
+        }
+
+        fn snapshot(bytes: Vec<u8>, term: Term, membership: &Membership) -> StoredSnapshot {
+            let meta = SnapshotMeta {
+                index: LogIndex(3),
+                term,
+                membership: membership.clone(),
+                membership_entry: Some((LogIndex(0), Term(0))),
+                size_bytes: bytes.len() as u64,
+                checksum: checksum(&bytes),
+            };
+            StoredSnapshot { meta, bytes }
+        }
+
+        /// The state machine after `entries`, as a node would save it.
+        fn model_bytes(
+            world: &World<rcraft::node::testing::SimConsensus>,
+            entries: &[Entry],
+        ) -> Vec<u8> {
+            let mut model = AppendList::new(&world.initial_membership, world.params.sessions_max);
+            for entry in entries {
+                model.apply(entry).unwrap();
+            }
+            model.snapshot_bytes()
+        }
+
+        #[test]
+        fn a_snapshot_unlike_the_committed_log_is_rejected() {
+            let mut world = world();
+            let initial = world.initial_membership.clone();
+            let entries = entries();
+            let good = snapshot(model_bytes(&world, &entries), Term(2), &initial);
+            // Nothing committed yet: the snapshot covers entries never seen committed.
+            let err = world.restore_checked(NodeId(1), &good).unwrap_err();
+            assert_eq!(
+                err,
+                "node 1: snapshot at 3 covers entries never seen committed"
+            );
+            commit_all(&mut world.checker, &entries);
+            let restored = world.restore_checked(NodeId(1), &good).unwrap();
+            assert_eq!(restored.writes, vec![7, 8]);
+
+            // A write missing, or the right writes under another term.
+            let fewer = snapshot(model_bytes(&world, &entries[..2]), Term(2), &initial);
+            let err = world.restore_checked(NodeId(1), &fewer).unwrap_err();
+            assert!(
+                err.ends_with("whose contents differ from the committed log"),
+                "{err}"
+            );
+            let other_term = snapshot(good.bytes.clone(), Term(3), &initial);
+            let err = world.restore_checked(NodeId(1), &other_term).unwrap_err();
+            assert!(
+                err.ends_with("whose contents differ from the committed log"),
+                "{err}"
+            );
+
+            // The same writes, but a session table that forgot client 1 (its retry of write 7
+            // would then be refused, or applied again, after the restore).
+            let state: Vec<u8> = [7u64, 8].iter().flat_map(|w| w.to_le_bytes()).collect();
+            let forgot =
+                SimSessions::with_capacity(world.params.sessions_max).snapshot_bytes(&state);
+            let forgot = snapshot(forgot, Term(2), &initial);
+            let err = world.restore_checked(NodeId(1), &forgot).unwrap_err();
+            assert_eq!(
+                err,
+                "state machine safety: node 1 restores a snapshot at index 3 term 2 whose \
+                 session table differs from the committed log's"
+            );
+        }
+
+        #[test]
+        fn a_snapshot_naming_another_configuration_is_rejected() {
+            let mut world = world();
+            let initial = world.initial_membership.clone();
+            let entries = entries();
+            commit_all(&mut world.checker, &entries);
+            let bytes = model_bytes(&world, &entries);
+            let mut smaller = initial.clone();
+            let last = *smaller.voters.iter().next_back().unwrap();
+            smaller.voters.remove(&last);
+            let err = world
+                .restore_checked(NodeId(1), &snapshot(bytes.clone(), Term(2), &smaller))
+                .unwrap_err();
+            assert!(
+                err.starts_with("snapshot membership: node 1 restores a snapshot at index 3"),
+                "{err}"
+            );
+            // The right configuration, said to come from an entry the committed log lacks.
+            let mut named = snapshot(bytes, Term(2), &initial);
+            named.meta.membership_entry = Some((LogIndex(2), Term(2)));
+            let err = world.restore_checked(NodeId(1), &named).unwrap_err();
+            assert!(
+                err.starts_with("snapshot membership entry: node 1"),
+                "{err}"
+            );
+        }
+    }
+
+    mod disk_rules {
+        //! The simulated disk's own rules (`disk.rs`): what becomes durable never votes twice
+        //! in one term or moves the term back, no write lands at or below the log's start
+        //! after a snapshot (issue 14, finding 1), and the log is compacted only under a
+        //! durable snapshot.
+
+        use crate::disk::{Disk, StoredSnapshot};
+        use crate::state_machine::checksum;
+        use rcraft::core::HardState;
+        use rcraft::wire::{Entry, EntryPayload, LogIndex, Membership, NodeId, SnapshotMeta, Term};
+
+        fn hard_state(term: u64, vote: Option<u64>) -> Option<HardState> {
+            Some(HardState {
+                term: Term(term),
+                vote: vote.map(NodeId),
+                ..Default::default()
+            })
+        }
+
+        fn entries(from: u64, through: u64) -> Vec<Entry> {
+            let entry = |i| Entry::new(Term(1), LogIndex(i), EntryPayload::Noop);
+            (from..=through).map(entry).collect()
+        }
+
+        #[test]
+        fn two_durable_votes_in_one_term_are_rejected() {
+            let mut disk = Disk::default();
+            disk.write(1, hard_state(5, Some(1)), Vec::new());
+            // The same vote saved again is one vote.
+            disk.write(2, hard_state(5, Some(1)), Vec::new());
+            assert_eq!(disk.sync_all(), Ok(()));
+            assert_eq!(disk.durable_vote(Term(5)), Some(NodeId(1)));
+            disk.write(3, hard_state(5, Some(2)), Vec::new());
+            let err = disk.sync_all().unwrap_err();
+            assert_eq!(err, "voted twice in term 5: for 1 and then for 2");
+        }
+
+        #[test]
+        fn a_durable_term_that_goes_back_is_rejected() {
+            let mut disk = Disk::default();
+            disk.write(1, hard_state(5, None), Vec::new());
+            disk.write(2, hard_state(6, None), Vec::new());
+            assert_eq!(disk.sync_through(2), Ok(()));
+            disk.write(3, hard_state(4, None), Vec::new());
+            let err = disk.sync_through(3).unwrap_err();
+            assert_eq!(err, "durable term went backwards: 4 after 6");
+        }
+
+        #[test]
+        fn a_write_below_the_snapshot_or_a_compaction_beyond_it_is_rejected() {
+            let mut disk = Disk::default();
+            disk.write(1, hard_state(1, None), entries(1, 6));
+            disk.sync_all().unwrap();
+            let err = disk.compact(LogIndex(4)).unwrap_err();
+            assert_eq!(
+                err,
+                "CompactLog through 4 but the durable snapshot covers only 0"
+            );
+            let bytes = vec![1, 2, 3];
+            let meta = SnapshotMeta {
+                index: LogIndex(4),
+                term: Term(1),
+                membership: Membership::with_voters([NodeId(0)]),
+                membership_entry: Some((LogIndex(0), Term(0))),
+                size_bytes: bytes.len() as u64,
+                checksum: checksum(&bytes),
+            };
+            disk.save_snapshot(StoredSnapshot { meta, bytes }).unwrap();
+            assert_eq!(disk.compact(LogIndex(4)), Ok(()));
+            assert!(disk.compact(LogIndex(5)).is_err());
+            // Entries after the snapshot may be written again; from its index or below not.
+            disk.write(2, None, entries(5, 7));
+            assert_eq!(disk.sync_all(), Ok(()));
+            disk.write(3, None, entries(4, 8));
+            let err = disk.sync_all().unwrap_err();
+            assert_eq!(
+                err,
+                "disk: persist 3 writes from index 4, at or below the log's start after snapshot \
+                 index 4 (installed or compacted before this write)"
+            );
+        }
     }
 }
