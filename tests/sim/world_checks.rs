@@ -964,8 +964,9 @@ mod tests {
         //! after a snapshot (issue 14, finding 1), and the log is compacted only under a
         //! durable snapshot.
 
-        use crate::disk::{Disk, StoredSnapshot};
+        use crate::disk::{Disk, HardStateDamage, StoredSnapshot};
         use crate::state_machine::checksum;
+        use crate::world_checks::vote_released_durably;
         use rcraft::core::HardState;
         use rcraft::wire::{Entry, EntryPayload, LogIndex, Membership, NodeId, SnapshotMeta, Term};
 
@@ -993,6 +994,35 @@ mod tests {
             disk.write(3, hard_state(5, Some(2)), Vec::new());
             let err = disk.sync_all().unwrap_err();
             assert_eq!(err, "voted twice in term 5: for 1 and then for 2");
+        }
+
+        /// Finding 55: a vote a damaged hard state lost is no longer on the disk, though the
+        /// disk model keeps its record for the one-vote-per-term checks; granting it again
+        /// must wait until it is saved again.
+        #[test]
+        fn a_vote_whose_record_a_damaged_hard_state_lost_is_not_durable() {
+            let released = |disk: &Disk| {
+                let term = Term(5);
+                let durable = disk.durable_vote(term);
+                vote_released_durably(NodeId(1), term, durable, disk.durable_term())
+            };
+            let mut disk = Disk::default();
+            disk.write(1, hard_state(5, Some(1)), Vec::new());
+            disk.sync_all().unwrap();
+            assert_eq!(released(&disk), Ok(()));
+            // One slot still readable: the vote is still held.
+            disk.damage_hard_state(HardStateDamage::OneSlot);
+            assert_eq!(released(&disk), Ok(()));
+            disk.damage_hard_state(HardStateDamage::BothSlots);
+            let err = released(&disk).unwrap_err();
+            assert_eq!(
+                err,
+                "persistence contract: grants its vote to 1 in term 5 while its disk holds vote \
+                 None for that term"
+            );
+            disk.write(2, hard_state(5, Some(1)), Vec::new());
+            disk.sync_all().unwrap();
+            assert_eq!(released(&disk), Ok(()));
         }
 
         #[test]
