@@ -315,6 +315,10 @@ impl<C: SimCore> World<C> {
         let previous = (self.self_demotions.iter().rev())
             .find(|&&(_, n, life)| n == node && life == incarnation)
             .map(|&(at, _, _)| at);
+        let slow_now = match demotion.reason {
+            rcraft::core::SelfDemotionReason::SlowDisk => self.slow_disk_on,
+            rcraft::core::SelfDemotionReason::SlowLinks => self.slow_links_on,
+        };
         let n = &self.nodes[node];
         let facts = world_checks::DemotionFacts {
             demotion,
@@ -324,6 +328,10 @@ impl<C: SimCore> World<C> {
             previous,
             slow_disk_node: self.slow_disk_node,
             slow_links_node: self.slow_links_node,
+            slow_off_for: (!slow_now)
+                .then_some(self.slow_off_at)
+                .flatten()
+                .map(|at| self.now - at),
             to_is_voter: (n.view.as_ref()).is_some_and(|v| v.membership.is_voter(demotion.to)),
         };
         let verdict = world_checks::demotion_allowed(&facts, cooldown_ms);

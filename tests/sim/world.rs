@@ -282,6 +282,8 @@ pub(crate) struct World<C> {
     pub(crate) slow_links_node: Option<usize>,
     /// Its messages are late now (as `slow_disk_on`).
     pub(crate) slow_links_on: bool,
+    /// When the last calm phase began, turning a slow disk or slow links fast again.
+    pub(crate) slow_off_at: Option<u64>,
     /// Every gray-failure self-demotion: (sim time, node, its incarnation).
     pub(crate) self_demotions: Vec<(u64, usize, u64)>,
     /// Entry reads (`StorageAction::ReadEntries`) the disk answered with entries.
@@ -357,6 +359,7 @@ impl<C: SimCore> World<C> {
             slow_disk_on: false,
             slow_links_node: None,
             slow_links_on: false,
+            slow_off_at: None,
             self_demotions: Vec::new(),
             entry_reads: 0,
             appends: AppendCounts::default(),
@@ -649,6 +652,7 @@ impl<C: SimCore> World<C> {
         self.calm = true;
         self.slow_disk_on = false;
         self.slow_links_on = false;
+        self.slow_off_at = Some(self.now);
         self.network.heal();
         self.network.set_calm(true);
         for node in 0..self.nodes.len() {

@@ -2,8 +2,11 @@
 //! few values it judges, so that a unit test can feed it a bad state and see it fail.
 //!
 //! The world (`world.rs`, `effects.rs`) gathers those values from its nodes, disks and
-//! history and calls these; the tests below call the same functions. The global checker
-//! (`checker.rs`) and the client history (`history.rs`) have tests of their own.
+//! history and calls these; the tests below call the same functions, each with a state it
+//! must reject and one it must pass. They also drive, through a world and a disk, the checks
+//! that need them: `World::restore_checked` (every snapshot a node restores) and the disk
+//! model's own rules (`disk.rs`). The global checker (`checker.rs`), the client history
+//! (`history.rs`) and `World::judge_revotes` (`hard_state_damage.rs`) have tests of their own.
 
 use crate::checker::Verdict;
 use crate::params::{LIVENESS_BOUND_MS, SLOW_DISK_HANDOVER_BOUND_MS, TICK_MS};
@@ -301,13 +304,18 @@ pub(crate) struct DemotionFacts<'a> {
     /// The node whose disk is slow, and the one whose links are slow, once chosen.
     pub(crate) slow_disk_node: Option<usize>,
     pub(crate) slow_links_node: Option<usize>,
+    /// How long ago the slowness of the demotion's kind turned off (a calm phase heals it);
+    /// `None` while it is on.
+    pub(crate) slow_off_for: Option<u64>,
     /// The demotion's target votes in the configuration the node used.
     pub(crate) to_is_voter: bool,
 }
 
 /// Gray failure: only the node whose disk is slow may hand leadership over of its own accord
-/// for a slow disk, only the node whose links are slow for slow links, only to another voter,
-/// and not again within `cooldown_ms` of its previous one in the same life.
+/// for a slow disk, only the node whose links are slow for slow links, and while they are
+/// slow or within [`SLOW_DISK_HANDOVER_BOUND_MS`] after they turned fast again (the averages
+/// ramp down as they ramped up; later its disk or links are as fast as the others'), only to
+/// another voter, and not again within `cooldown_ms` of its previous one in the same life.
 pub(crate) fn demotion_allowed(facts: &DemotionFacts<'_>, cooldown_ms: u64) -> Verdict {
     let DemotionFacts { demotion, now, .. } = *facts;
     if let Some(at) = facts.previous.filter(|&at| now < at + cooldown_ms) {
@@ -322,6 +330,12 @@ pub(crate) fn demotion_allowed(facts: &DemotionFacts<'_>, cooldown_ms: u64) -> V
     if slow != Some(facts.node) {
         return Err(format!(
             "self-demotion without a slow {what} (slow: {slow:?}): {demotion:?}"
+        ));
+    }
+    if let Some(off_for) = (facts.slow_off_for).filter(|&ms| ms > SLOW_DISK_HANDOVER_BOUND_MS) {
+        return Err(format!(
+            "self-demotion {off_for} ms after its {what} turned as fast as the others' (bound \
+             {SLOW_DISK_HANDOVER_BOUND_MS} ms): {demotion:?}"
         ));
     }
     if demotion.to == facts.id || !facts.to_is_voter {
@@ -715,6 +729,7 @@ mod tests {
             previous: None,
             slow_disk_node: Some(1),
             slow_links_node: None,
+            slow_off_for: None,
             to_is_voter: true,
         }
     }
@@ -747,6 +762,21 @@ mod tests {
             ..facts(&links)
         };
         assert_eq!(demotion_allowed(&links_run, cooldown), Ok(()));
+        // Soon after a heal made the disk fast again, the averages still hold the slow
+        // syncs; long after, the disk is as fast as the others' (finding 55).
+        let just_healed = DemotionFacts {
+            slow_off_for: Some(SLOW_DISK_HANDOVER_BOUND_MS),
+            ..facts(&disk)
+        };
+        assert_eq!(demotion_allowed(&just_healed, cooldown), Ok(()));
+        let long_healed = DemotionFacts {
+            slow_off_for: Some(SLOW_DISK_HANDOVER_BOUND_MS + 1),
+            ..facts(&disk)
+        };
+        let err = demotion_allowed(&long_healed, cooldown).unwrap_err();
+        let late = SLOW_DISK_HANDOVER_BOUND_MS + 1;
+        let expected = format!("self-demotion {late} ms after its disk turned as fast as the");
+        assert!(err.starts_with(&expected), "{err}");
         // To itself, or to a node that does not vote.
         let to_self = demotion(SelfDemotionReason::SlowDisk, 1);
         let err = demotion_allowed(&facts(&to_self), cooldown).unwrap_err();
