@@ -41,6 +41,8 @@ mod wire;
 mod workload;
 #[path = "sim/world.rs"]
 mod world;
+#[path = "sim/world_checks.rs"]
+mod world_checks;
 
 /// Runs the seeds chosen by `SIM_SEED` / `SIM_SEEDS` (see `tests/sim/runner.rs`) against the
 /// real consensus handler and core and fails with a one-line reproduction when any property breaks.

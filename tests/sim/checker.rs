@@ -318,21 +318,21 @@ impl Checker {
             .map_err(|e| format!("state machine safety: node {node} applies it: {e}"))
     }
 
-    /// The write ids a state machine holds after applying exactly the committed entries
-    /// through `index` (through the session table, as a replica does), for checking a
+    /// The state machine (write ids and session table) after applying exactly the committed
+    /// entries through `index` (through the session table, as a replica does), for checking a
     /// snapshot; `None` when some entry is unknown.
-    pub(crate) fn committed_writes_through(
+    pub(crate) fn committed_state_through(
         &self,
         index: LogIndex,
         initial: &rcraft::wire::Membership,
         sessions_max: usize,
-    ) -> Option<Vec<u64>> {
+    ) -> Option<crate::state_machine::AppendList> {
         let mut model = crate::state_machine::AppendList::new(initial, sessions_max);
         for i in 1..=index.0 {
             let record = self.committed.get(&LogIndex(i))?;
             model.apply(&record.entry).ok()?;
         }
-        Some(model.writes)
+        Some(model)
     }
 
     /// The committed entry at `index`, when known.

@@ -668,9 +668,13 @@ impl Disk {
         self.hard_state.term
     }
 
-    /// The vote saved durably for `term`, if any.
+    /// The vote the durable hard state holds for `term`, if any: not one whose record a
+    /// damaged hard state lost (`votes` keeps every vote ever saved, for the checks that a
+    /// node never votes twice in a term; the disk no longer holds it).
     pub(crate) fn durable_vote(&self, term: Term) -> Option<NodeId> {
-        self.votes.get(&term).copied()
+        (self.hard_state.term == term)
+            .then_some(self.hard_state.vote)
+            .flatten()
     }
 
     /// The last index of the durable log.

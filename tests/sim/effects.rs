@@ -18,7 +18,8 @@ use crate::params::{
 use crate::replica::SimCore;
 use crate::state_machine::decode_write;
 use crate::world::{Event, World};
-use rcraft::core::{ApplyOutcome, Input, LostEntries, ProposeError, StorageAction, StorageOutcome};
+use crate::world_checks;
+use rcraft::core::{Input, LostEntries, ProposeError, StorageAction, StorageOutcome};
 use rcraft::node::testing::{SimApplyCommand, SimTurn};
 use rcraft::wire::{
     ClientRequestBody, ClientResponseBody, Entry, EntryPayload, LogIndex, Message, MessageBody,
@@ -312,31 +313,30 @@ impl<C: SimCore> World<C> {
         let incarnation = self.nodes[node].incarnation;
         let cooldown_ms = SIM_SELF_DEMOTION.cooldown_ticks * TICK_MS;
         let previous = (self.self_demotions.iter().rev())
-            .find(|&&(_, n, life)| n == node && life == incarnation);
-        if let Some(&(at, _, _)) = previous.filter(|&&(at, _, _)| self.now < at + cooldown_ms) {
-            return Err(format!(
-                "self-demotion at t={}ms within the cool-down of the one at t={at}ms: {demotion:?}",
-                self.now
-            ));
-        }
-        self.self_demotions.push((self.now, node, incarnation));
-        let (slow, what) = match demotion.reason {
-            rcraft::core::SelfDemotionReason::SlowDisk => (self.slow_disk_node, "disk"),
-            rcraft::core::SelfDemotionReason::SlowLinks => (self.slow_links_node, "links"),
+            .find(|&&(_, n, life)| n == node && life == incarnation)
+            .map(|&(at, _, _)| at);
+        let slow_now = match demotion.reason {
+            rcraft::core::SelfDemotionReason::SlowDisk => self.slow_disk_on,
+            rcraft::core::SelfDemotionReason::SlowLinks => self.slow_links_on,
         };
-        if slow != Some(node) {
-            return Err(format!(
-                "self-demotion without a slow {what} (slow: {slow:?}): {demotion:?}"
-            ));
-        }
-        let voter =
-            (self.nodes[node].view.as_ref()).is_some_and(|v| v.membership.is_voter(demotion.to));
-        if demotion.to == self.nodes[node].id || !voter {
-            return Err(format!(
-                "self-demotion to a node that cannot lead: {demotion:?}"
-            ));
-        }
-        Ok(())
+        let n = &self.nodes[node];
+        let facts = world_checks::DemotionFacts {
+            demotion,
+            node,
+            id: n.id,
+            now: self.now,
+            previous,
+            slow_disk_node: self.slow_disk_node,
+            slow_links_node: self.slow_links_node,
+            slow_off_for: (!slow_now)
+                .then_some(self.slow_off_at)
+                .flatten()
+                .map(|at| self.now - at),
+            to_is_voter: (n.view.as_ref()).is_some_and(|v| v.membership.is_voter(demotion.to)),
+        };
+        let verdict = world_checks::demotion_allowed(&facts, cooldown_ms);
+        self.self_demotions.push((self.now, node, incarnation));
+        verdict
     }
 
     fn send(&mut self, node: usize, msg: Message) -> Verdict {
@@ -383,23 +383,12 @@ impl<C: SimCore> World<C> {
             MessageBody::VoteResponse {
                 pre_vote: false,
                 granted: true,
-            } => {
-                let durable = n.disk.durable_vote(msg.term);
-                // A vote stepped in the same turn as a newer term is saved only under that
-                // term: the node can then never vote in the older term again, which is all
-                // the grant promises.
-                let moved_on = n.disk.durable_term() > msg.term;
-                if durable != Some(msg.to) && !moved_on {
-                    return Err(format!(
-                        "persistence contract: grants its vote to {} in term {} while its disk \
-                         holds vote {durable:?} for that term",
-                        msg.to, msg.term
-                    ));
-                }
-                Ok(())
-            }
-            // The entries through `match_index` must be on disk. (Their terms are not
-            // compared: a newer truncation may already be in memory, not yet durable.)
+            } => world_checks::vote_released_durably(
+                msg.to,
+                msg.term,
+                n.disk.durable_vote(msg.term),
+                n.disk.durable_term(),
+            ),
             MessageBody::AppendResponse {
                 success: true,
                 match_index,
@@ -407,15 +396,7 @@ impl<C: SimCore> World<C> {
             } => {
                 let covered = n.disk.snapshot().map_or(LogIndex(0), |s| s.meta.index);
                 let durable = n.disk.durable_last_index();
-                if *match_index > covered.max(durable) {
-                    return Err(format!(
-                        "persistence contract: acknowledges index {match_index} to {} while its \
-                         disk holds entries only through {}",
-                        msg.to,
-                        covered.max(durable)
-                    ));
-                }
-                Ok(())
+                world_checks::ack_released_durably(msg.to, *match_index, covered.max(durable))
             }
             _ => Ok(()),
         }
@@ -429,12 +410,7 @@ impl<C: SimCore> World<C> {
         entries: Vec<Entry>,
     ) -> Verdict {
         let n = &mut self.nodes[node];
-        if n.last_persist_seq.is_some_and(|last| seq <= last) {
-            return Err(format!(
-                "persist sequence numbers must grow: {seq} after {:?}",
-                n.last_persist_seq
-            ));
-        }
+        world_checks::persist_seq_grows(seq, n.last_persist_seq)?;
         n.last_persist_seq = Some(seq);
         if let Some(rcraft::core::HardState {
             term,
@@ -491,24 +467,13 @@ impl<C: SimCore> World<C> {
         let mut applied_index = self.nodes[node].sm.applied_index();
         for entry in &entries {
             let n = &self.nodes[node];
-            if entry.index != applied_index.next() {
-                return Err(format!(
-                    "applies index {} after index {applied_index}",
-                    entry.index
-                ));
-            }
+            world_checks::applies_next(entry.index, applied_index)?;
             applied_index = entry.index;
             let id = n.id;
             if self.check_persist_contract {
                 let covered = n.disk.snapshot().map_or(LogIndex(0), |s| s.meta.index);
                 let durable = n.disk.durable_term_at(entry.index);
-                if entry.index > covered && durable != Some(entry.term) {
-                    return Err(format!(
-                        "persistence contract: applies index {} term {} while its disk holds \
-                         {durable:?} there",
-                        entry.index, entry.term
-                    ));
-                }
+                world_checks::applied_durably(entry.index, entry.term, covered, durable)?;
             }
             self.checker.observe_apply(id, term, entry)?;
         }
@@ -534,15 +499,7 @@ impl<C: SimCore> World<C> {
             }
         }
         self.serve_ready_reads(node)?;
-        let input = match reported {
-            Some(outcome @ ApplyOutcome::Applied { index }) if index == applied_index => outcome,
-            other => {
-                return Err(format!(
-                    "the apply handler applied entries through {applied_index} and reported \
-                     {other:?} to the core"
-                ));
-            }
-        };
+        let input = world_checks::reported_applied(applied_index, reported)?;
         let incarnation = self.nodes[node].incarnation;
         let delay = self.rng.between(0, 2);
         self.schedule(
@@ -718,13 +675,7 @@ impl<C: SimCore> World<C> {
                     meta.index
                 )
             })?;
-        if snapshot.meta.index < n.sm.applied_index() {
-            return Err(format!(
-                "node {id}: installs a snapshot at {} behind its applied index {}",
-                snapshot.meta.index,
-                n.sm.applied_index()
-            ));
-        }
+        world_checks::restore_not_behind(id, snapshot.meta.index, n.sm.applied_index())?;
         self.restore_checked(id, &snapshot)?;
         (self.nodes[node].sm)
             .restore(meta, &snapshot)
@@ -748,35 +699,8 @@ impl<C: SimCore> World<C> {
         let view = core.view();
         let n = &self.nodes[node];
         let id = n.id;
-        if let Some(before) = &n.view {
-            if view.term < before.term || view.commit_index < before.commit_index {
-                return Err(format!(
-                    "node {id}: term or commit index went backwards: {before:?} -> {view:?}"
-                ));
-            }
-        }
-        if view.last_index != n.log.last_index() {
-            return Err(format!(
-                "node {id}: reports last index {} but its persist actions describe a log \
-                 ending at {}",
-                view.last_index,
-                n.log.last_index()
-            ));
-        }
-        if view.commit_index > view.last_index || view.applied_index > view.commit_index {
-            return Err(format!(
-                "node {id}: inconsistent indexes: applied {} commit {} last {}",
-                view.applied_index, view.commit_index, view.last_index
-            ));
-        }
         let (_, latest) = n.log.latest_membership();
-        if view.membership != *latest {
-            return Err(format!(
-                "configuration in force: node {id} uses {:?} but the latest configuration in \
-                 its log (or snapshot) is {latest:?}",
-                view.membership
-            ));
-        }
+        world_checks::view_consistent(id, n.view.as_ref(), &view, n.log.last_index(), latest)?;
         let became_leader = view.role == Role::Leader
             && n.view
                 .as_ref()
@@ -868,56 +792,23 @@ impl<C: SimCore> World<C> {
         let Some(term) = n.log.term_at(index) else {
             return Ok(());
         };
-        let membership = &view.membership;
-        let verdict = self.check_quorum_holds(node, view, membership, index, term);
         // The commit may have been counted under the configuration before an uncommitted
-        // change appended later in the same turn (a change of one voter keeps every majority
-        // of the two overlapping).
+        // change appended later in the same turn.
         let (latest_at, _) = n.log.latest_membership();
-        if verdict.is_err() && latest_at > index {
-            let (_, previous) = n.log.membership_through(latest_at.prev());
-            if self
-                .check_quorum_holds(node, view, previous, index, term)
-                .is_ok()
-            {
-                return Ok(());
-            }
-        }
-        verdict
-    }
-
-    /// A quorum of `membership` (both halves when joint) holds (`index`, `term`).
-    fn check_quorum_holds(
-        &self,
-        node: usize,
-        view: &crate::replica::CoreView,
-        membership: &rcraft::wire::Membership,
-        index: LogIndex,
-        term: Term,
-    ) -> Verdict {
-        for half in [&membership.voters, &membership.voters_outgoing] {
-            if half.is_empty() {
-                continue;
-            }
-            let holders: Vec<NodeId> = half
-                .iter()
-                .copied()
-                .filter(|id| {
-                    self.index_of(*id).is_some_and(|i| {
-                        self.holds(i, index, term) || self.repairing_covers(i, index)
-                    })
-                })
-                .collect();
-            if holders.len() <= half.len() / 2 {
-                return Err(format!(
-                    "commit quorum: leader {} of term {} commits index {index} (term {term}) \
-                     with configuration {membership:?}, but only {holders:?} of voters {half:?} \
-                     hold it",
-                    self.nodes[node].id, view.term
-                ));
-            }
-        }
-        Ok(())
+        let before = (latest_at > index).then(|| n.log.membership_through(latest_at.prev()).1);
+        let holds = |id: NodeId| {
+            self.index_of(id)
+                .is_some_and(|i| self.holds(i, index, term) || self.repairing_covers(i, index))
+        };
+        world_checks::commit_quorum(
+            n.id,
+            view.term,
+            &view.membership,
+            before,
+            index,
+            term,
+            holds,
+        )
     }
 
     /// True when `node` lost `index` from its disk after syncing it and is repairing it. Its

@@ -157,3 +157,52 @@ impl EntryLog {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(from: u64, through: u64, term: u64) -> Vec<Entry> {
+        let entry = |i| Entry::new(Term(term), LogIndex(i), EntryPayload::Noop);
+        (from..=through).map(entry).collect()
+    }
+
+    fn log() -> EntryLog {
+        let initial = Membership::default();
+        EntryLog::from_parts(LogIndex(0), Term(0), initial, entries(1, 5, 1)).unwrap()
+    }
+
+    /// A persist action that would leave a gap, inside its entries or after the log, is
+    /// rejected; one that overwrites a suffix, or repeats entries a snapshot covers, is not.
+    #[test]
+    fn a_persist_with_a_hole_is_rejected() {
+        let mut log = log();
+        assert_eq!(log.write(&entries(4, 7, 2)), Ok(()));
+        assert_eq!(
+            (log.last_index(), log.term_at(LogIndex(4))),
+            (LogIndex(7), Some(Term(2)))
+        );
+        let err = log.write(&entries(9, 10, 2)).unwrap_err();
+        assert_eq!(
+            err,
+            "persist leaves a hole: log ends at 7 but entries start at 9"
+        );
+        let mut gap = entries(8, 8, 2);
+        gap.extend(entries(10, 10, 2));
+        let err = log.write(&gap).unwrap_err();
+        assert_eq!(err, "persisted entries are not contiguous: 8 then 10");
+        log.compact(LogIndex(3)).unwrap();
+        assert_eq!(log.write(&entries(2, 8, 2)), Ok(()));
+        assert_eq!(log.base_index(), LogIndex(3));
+    }
+
+    #[test]
+    fn a_compaction_beyond_the_log_is_rejected() {
+        let mut log = log();
+        let err = log.compact(LogIndex(6)).unwrap_err();
+        assert_eq!(err, "compaction through 6 beyond the log end 5");
+        assert_eq!(log.compact(LogIndex(5)), Ok(()));
+        assert_eq!(log.compact(LogIndex(2)), Ok(()));
+        assert_eq!(log.base_index(), LogIndex(5));
+    }
+}

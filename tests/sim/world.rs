@@ -23,6 +23,7 @@ use crate::replica::{CoreView, SimCore};
 use crate::rng::SimRng;
 use crate::state_machine::{AppendList, NodeStateMachine};
 use crate::wire::{Wire, WireCounts};
+use crate::world_checks;
 use rcraft::core::{Input, RequestId, StorageOutcome};
 use rcraft::node::testing::SimConsensusSettings;
 use rcraft::wire::{LogIndex, Membership, Message, NodeId, Role, SnapshotMeta, Term};
@@ -281,6 +282,8 @@ pub(crate) struct World<C> {
     pub(crate) slow_links_node: Option<usize>,
     /// Its messages are late now (as `slow_disk_on`).
     pub(crate) slow_links_on: bool,
+    /// When the last calm phase began, turning a slow disk or slow links fast again.
+    pub(crate) slow_off_at: Option<u64>,
     /// Every gray-failure self-demotion: (sim time, node, its incarnation).
     pub(crate) self_demotions: Vec<(u64, usize, u64)>,
     /// Entry reads (`StorageAction::ReadEntries`) the disk answered with entries.
@@ -356,6 +359,7 @@ impl<C: SimCore> World<C> {
             slow_disk_on: false,
             slow_links_node: None,
             slow_links_on: false,
+            slow_off_at: None,
             self_demotions: Vec::new(),
             entry_reads: 0,
             appends: AppendCounts::default(),
@@ -436,18 +440,11 @@ impl<C: SimCore> World<C> {
             return Ok(());
         };
         let members = view.membership.members();
-        for n in up().filter(|n| members.contains(&n.id)) {
-            if n.sm.applied_index() < most.sm.applied_index() {
-                return Err(format!(
-                    "convergence: at the end node {} applied through {}, node {} through {}",
-                    n.id,
-                    n.sm.applied_index(),
-                    most.id,
-                    most.sm.applied_index()
-                ));
-            }
-        }
-        Ok(())
+        let running_members = up().filter(|n| members.contains(&n.id));
+        world_checks::converged(
+            (most.id, most.sm.applied_index()),
+            running_members.map(|n| (n.id, n.sm.applied_index())),
+        )
     }
 
     fn boot(&mut self) -> Verdict {
@@ -655,6 +652,7 @@ impl<C: SimCore> World<C> {
         self.calm = true;
         self.slow_disk_on = false;
         self.slow_links_on = false;
+        self.slow_off_at = Some(self.now);
         self.network.heal();
         self.network.set_calm(true);
         for node in 0..self.nodes.len() {
@@ -674,24 +672,8 @@ impl<C: SimCore> World<C> {
     /// Every damaged node that is up has repaired what its disk lost by the liveness check,
     /// and learned its voters' terms if its hard state was damaged.
     fn check_repaired(&self, since: u64) -> Verdict {
-        for n in &self.nodes {
-            if n.view.as_ref().is_some_and(|v| v.votes_unknown) {
-                return Err(format!(
-                    "repair: healed since t={since}ms, yet node {} still waits for its voters' \
-                     terms after its hard state was damaged",
-                    n.id
-                ));
-            }
-            if n.view.as_ref().is_some_and(|v| v.repairing.is_some()) {
-                return Err(format!(
-                    "repair: healed since t={since}ms, yet node {} still repairs entries its \
-                     disk lost ({:?})",
-                    n.id,
-                    n.disk.lost()
-                ));
-            }
-        }
-        Ok(())
+        let nodes = self.nodes.iter();
+        world_checks::repaired(since, nodes.map(|n| (n.id, n.view.as_ref(), n.disk.lost())))
     }
 
     /// With everything healed since `since`, a leader must exist and a write invoked since
@@ -702,38 +684,14 @@ impl<C: SimCore> World<C> {
     /// must also have applied what was committed at the heal (`commit`): one that needs a
     /// snapshot must get one while writes and snapshots go on.
     fn on_liveness_check(&mut self, since: u64, commit: LogIndex) -> Verdict {
-        let leader = self.nodes.iter().find(|n| {
-            n.core.is_some()
-                && n.view
-                    .as_ref()
-                    .is_some_and(|v| v.role == Role::Leader && v.membership.is_voter(n.id))
-        });
-        if let Some(membership) = leader.and_then(|n| n.view.as_ref()).map(|v| &v.membership) {
-            let behind = self.nodes.iter().find(|n| {
-                membership.is_voter(n.id) && n.core.is_some() && n.sm.applied_index() < commit
-            });
-            if let Some(n) = behind {
-                return Err(format!(
-                    "liveness: healed since t={since}ms with index {commit} committed, yet \
-                     after {} ticks voter {} has applied only through {}",
-                    LIVENESS_BOUND_MS / TICK_MS,
-                    n.id,
-                    n.sm.applied_index()
-                ));
-            }
-        }
-        let leader = leader.is_some();
-        if !leader || !self.history.acked_since(since) {
-            return Err(format!(
-                "liveness: healed since t={since}ms, yet after {} ticks {}",
-                LIVENESS_BOUND_MS / TICK_MS,
-                if leader {
-                    "no write invoked since then was acknowledged"
-                } else {
-                    "there is no leader"
-                }
-            ));
-        }
+        let leader = self.leading().and_then(|i| self.nodes[i].view.as_ref());
+        let leader_membership = leader.map(|v| &v.membership);
+        let running: Vec<(NodeId, LogIndex)> = (self.nodes.iter())
+            .filter(|n| n.core.is_some())
+            .map(|n| (n.id, n.sm.applied_index()))
+            .collect();
+        let acked = self.history.acked_since(since);
+        world_checks::live(since, commit, leader_membership, &running, acked)?;
         self.check_repaired(since)
     }
 
@@ -776,22 +734,13 @@ impl<C: SimCore> World<C> {
     /// The node with the slow disk (or links) handed leadership over of its own accord, to a
     /// node that leads now.
     fn on_slow_disk_check(&mut self, node: usize, since: u64) -> Verdict {
-        let demoted = (self.self_demotions.iter()).any(|&(at, n, _)| n == node && at >= since);
-        let leader = self.leading();
-        if demoted && leader.is_some() && leader != Some(node) {
-            return Ok(());
-        }
         let what = if self.params.slow_links {
             "links"
         } else {
             "disk"
         };
-        Err(format!(
-            "gray failure: node {node}'s {what} turned slow at t={since}ms while it led; {} ms \
-             later it {} handed leadership over, and the leader is {leader:?}",
-            SLOW_DISK_HANDOVER_BOUND_MS,
-            if demoted { "had" } else { "had not" }
-        ))
+        let leader = self.leading();
+        world_checks::handed_over(node, since, what, &self.self_demotions, leader)
     }
 
     /// Starts (or restarts) `node` from what its disk holds.
@@ -932,7 +881,7 @@ impl<C: SimCore> World<C> {
         let index = snapshot.meta.index;
         let expected = self
             .checker
-            .committed_writes_through(index, &self.initial_membership, self.params.sessions_max)
+            .committed_state_through(index, &self.initial_membership, self.params.sessions_max)
             .ok_or_else(|| {
                 format!("node {id}: snapshot at {index} covers entries never seen committed")
             })?;
@@ -966,10 +915,17 @@ impl<C: SimCore> World<C> {
                 snapshot.meta.membership_entry, entry_point
             ));
         }
-        if expected != sm.writes || !term_ok {
+        if expected.writes != sm.writes || !term_ok {
             return Err(format!(
                 "state machine safety: node {id} restores a snapshot at index {index} term {} \
                  whose contents differ from the committed log",
+                snapshot.meta.term
+            ));
+        }
+        if expected.snapshot_bytes() != snapshot.bytes {
+            return Err(format!(
+                "state machine safety: node {id} restores a snapshot at index {index} term {} \
+                 whose session table differs from the committed log's",
                 snapshot.meta.term
             ));
         }
