@@ -324,13 +324,19 @@ impl Report {
             }
             Ok(None) => {}
         }
+        // A damaged snapshot is set aside and its state rebuilt from the log or fetched from
+        // the leader (docs/ARCHITECTURE.md, "A damaged snapshot at start").
+        if let Some(damage) = self.snapshot_damage() {
+            repair.push(format!(
+                "{damage}; the node moves the file aside (.damaged) and rebuilds the state from \
+                 its log or fetches it from the leader (the only server of a cluster refuses)"
+            ));
+        }
         match &self.snapshots {
+            Err(PartError::Store(e)) if e.is_corruption() => {}
             Err(e) => refuse.push(format!("snapshots: {e}")),
             Ok(Some(s)) => {
                 if let Some(latest) = &s.latest {
-                    if let Err(e) = &latest.data_verified {
-                        refuse.push(format!("snapshot {}: {e}", latest.path.display()));
-                    }
                     if let Err(e) = &latest.membership {
                         refuse.push(format!(
                             "snapshot {}: membership does not decode: {e}",
@@ -528,10 +534,26 @@ pub struct ForceNewClusterPlan {
 }
 
 impl Report {
+    /// The newest snapshot's damage (a header or footer, or its data, failing its checksum).
+    fn snapshot_damage(&self) -> Option<String> {
+        match &self.snapshots {
+            Err(PartError::Store(e)) if e.is_corruption() => Some(format!("snapshots: {e}")),
+            Ok(Some(s)) => (s.latest.as_ref()).and_then(|latest| {
+                let e = latest.data_verified.as_ref().err()?;
+                Some(format!("snapshot {}: {e}", latest.path.display()))
+            }),
+            _ => None,
+        }
+    }
+
     /// The force-new-cluster plan, or why this data dir cannot seed a new cluster.
     pub fn force_new_cluster_plan(&self) -> Result<ForceNewClusterPlan, Vec<String>> {
         if let Verdict::Refuse(why) = self.verdict() {
             return Err(why);
+        }
+        // A new cluster seeded from here would have nobody to fetch the state from.
+        if let Some(damage) = self.snapshot_damage() {
+            return Err(vec![damage]);
         }
         let node_id = match &self.identity {
             Ok(Some(id)) => id.node_id,

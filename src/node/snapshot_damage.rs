@@ -17,7 +17,7 @@
 //! a commit of that range, and votes only for a candidate whose log covers it) and the
 //! leader, whose log the node does not match, sends its snapshot. The claim must outlive a
 //! restart in the middle of the repair, and the log that held it is gone: it is kept in
-//! `<data_dir>/repair_claim` (storage/FORMAT.md §4.8) until the durable log reaches its end
+//! `<data_dir>/repair_claim` (storage/FORMAT.md §4.9) until the durable log reaches its end
 //! again, as the WAL keeps claiming its own synced frontier (§4.1).
 
 use super::log_store::LogStore;

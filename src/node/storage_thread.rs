@@ -1581,10 +1581,11 @@ mod tests {
         let refused = answers[4].clone().unwrap_err();
         assert!(refused.contains("no longer current"), "{refused}");
 
-        // Damaged on disk: the read that reaches the end finds it and is refused, reported.
+        // Damaged on disk while the node runs (a start would set the file aside): the read
+        // that reaches the end finds it and is refused, reported.
+        let opened = open(&fs);
         let header = fs.contents(&path).unwrap().len() - 2500 - 24;
         fs.flip_bit(&path, header + 1200, 3).unwrap();
-        let opened = open(&fs);
         let commands = [0, 1000, 2000]
             .into_iter()
             .map(|offset| read_for_client(index, offset))
