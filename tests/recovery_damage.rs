@@ -1082,8 +1082,19 @@ fn a_snapshot_repair_claim_outlives_a_restart_and_is_removed_once_held() {
     assert!(claim.exists());
 
     // A restart before any repair: the log and the damaged file are gone from view, and
-    // only the claim still knows the range.
+    // only the claim still knows the range. `rcraft doctor` names it meanwhile.
     cluster.kill(victim);
+    let doctor = Command::new(BIN)
+        .arg("doctor")
+        .arg(cluster.data_dir(victim))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    let named = format!(
+        "will repair: repair_claim: entries 1..={} were lost from this node's disk",
+        range.through.0
+    );
+    assert!(text.contains(&named), "{text}");
     cluster.restart(victim);
     let again = wait_for("the claim again", || {
         (cluster.log_of(victim).matches(line).count() >= 2).then_some(())
