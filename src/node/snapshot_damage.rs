@@ -69,12 +69,14 @@ pub(crate) fn usable_snapshot(
     points.sort_unstable();
     let mut set_aside = Vec::new();
     while let Some((index, term)) = points.pop() {
-        let checked = store
-            .find(index, term)
-            .and_then(|info| info.ok_or_else(|| StoreError::corruption(dir, 0, "vanished")))
-            .and_then(|info| store.verify_data(&info).map(|()| info));
+        let checked = store.find(index, term).and_then(|found| match found {
+            Some(info) => store.verify_data(&info).map(|()| Some(info)),
+            None => Ok(None),
+        });
         let problem = match checked {
-            Ok(info) => return Ok((Some(info), set_aside)),
+            Ok(Some(info)) => return Ok((Some(info), set_aside)),
+            Ok(None) => continue, // gone since the listing: nothing to set aside
+
             Err(e @ StoreError::Corruption { .. }) if set_aside_allowed => e,
             Err(e) => {
                 return Err(StorageError::store(format!(
