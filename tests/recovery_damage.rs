@@ -4,7 +4,9 @@
 //! its hard-state file holding its term and vote, and the node restarts. It must start, say which entries it lost (or that it does not know whom it voted for), fetch them from the leader (or learn every voter's term), say when it
 //! is whole, and the cluster must keep every acknowledged write, also after the leader it
 //! repaired from is killed. A node whose lost entry no other voter holds learns from their
-//! answers that it was never committed. Real `rcraft serve` processes on 127.0.0.1; every wait is bounded;
+//! answers that it was never committed. A node whose newest snapshot file rotted (data or
+//! header) or was deleted starts, sets it aside, and rebuilds its state from its log or fetches
+//! it from the leader under a saved claim. Real `rcraft serve` processes on 127.0.0.1; every wait is bounded;
 //! processes are killed and directories removed on drop.
 
 mod snapshot_support;
@@ -894,6 +896,8 @@ enum SnapshotDamage {
     Data,
     /// A bit of the header's snapshot index: the header checksum shows it.
     Header,
+    /// The whole file deleted (by hand): the log then starts after the snapshot left.
+    Removed,
 }
 
 /// Node `id`'s newest complete snapshot file.
@@ -952,11 +956,15 @@ fn damaged_snapshot_is_replaced(which: SnapshotDamage, leader_damaged: bool, com
 
     let snapshot = newest_snapshot(&cluster, victim);
     let (index, _) = rcraft_storage::snapshot_point_of_file(&snapshot).unwrap();
-    let at = match which {
-        SnapshotDamage::Data => std::fs::metadata(&snapshot).unwrap().len() as usize / 2,
-        SnapshotDamage::Header => 20,
-    };
-    flip_bit(&snapshot, at);
+    match which {
+        SnapshotDamage::Data => flip_bit(
+            &snapshot,
+            std::fs::metadata(&snapshot).unwrap().len() as usize / 2,
+        ),
+        SnapshotDamage::Header => flip_bit(&snapshot, 20),
+        SnapshotDamage::Removed => std::fs::remove_file(&snapshot).unwrap(),
+    }
+    let removed = matches!(which, SnapshotDamage::Removed);
     if compacted {
         let first = compact_log_through(&cluster, victim, index - retain);
         assert!(
@@ -966,13 +974,15 @@ fn damaged_snapshot_is_replaced(which: SnapshotDamage, leader_damaged: bool, com
     }
     cluster.restart(victim);
 
-    wait_for_log(&cluster, victim, "is damaged");
     let aside = PathBuf::from(format!("{}.damaged", snapshot.display()));
-    wait_for_log(
-        &cluster,
-        victim,
-        &format!("moved aside to {}", aside.display()),
-    );
+    if !removed {
+        wait_for_log(&cluster, victim, "is damaged");
+        wait_for_log(
+            &cluster,
+            victim,
+            &format!("moved aside to {}", aside.display()),
+        );
+    }
     if compacted {
         wait_for_log(&cluster, victim, "it fetches the rest from the leader");
     }
@@ -997,12 +1007,12 @@ fn damaged_snapshot_is_replaced(which: SnapshotDamage, leader_damaged: bool, com
     status.unwrap_or_else(|| panic!("still repairing:\n{}", cluster.logs()));
     let leader = cluster.wait_for_leader();
     cluster.wait_caught_up(victim, leader);
-    assert!(
+    assert_eq!(
         aside.exists(),
-        "the damaged file is kept at {}",
+        !removed,
+        "the damaged file is kept: {}",
         aside.display()
     );
-    assert!(!snapshot.exists() || newest_snapshot(&cluster, victim) != aside);
     let log = cluster.log_of(victim);
     assert!(!log.contains("storage failed"), "{log}");
     if !compacted {
@@ -1032,6 +1042,11 @@ fn a_follower_whose_snapshot_header_rotted_fetches_the_state_from_the_leader() {
 #[test]
 fn a_stopped_leader_whose_snapshot_rotted_fetches_the_state_from_the_new_leader() {
     damaged_snapshot_is_replaced(SnapshotDamage::Data, true, true);
+}
+
+#[test]
+fn a_follower_whose_newest_snapshot_was_deleted_claims_the_log_it_drops_and_fetches_it() {
+    damaged_snapshot_is_replaced(SnapshotDamage::Removed, false, true);
 }
 
 #[test]
