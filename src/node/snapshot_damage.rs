@@ -399,6 +399,83 @@ mod tests {
         assert_eq!(load_claim(&fs, dir).unwrap(), None);
     }
 
+    /// Through `open_storage`: a snapshot at 10 (the log restarted after it, as after an
+    /// install) is damaged; the start claims 1..=10 and restarts the log empty, the next start
+    /// finds the claim in its file alone, and a start whose log reaches 10 removes it.
+    #[test]
+    fn a_claim_is_found_again_by_later_starts_until_the_log_reaches_it() {
+        use crate::node::snapshot_files::file_meta;
+        use crate::node::storage_thread::open_storage_with;
+        use rcraft_wire::{Entry, Membership, NodeId};
+        let fs = SimFs::new();
+        let data_dir = Path::new("/data");
+        let membership = Membership::with_voters([NodeId(0), NodeId(1), NodeId(2)]);
+        let segment_bytes = rcraft_storage::WalOptions::default().segment_bytes;
+        let open = || {
+            open_storage_with(
+                Arc::new(fs.clone()),
+                data_dir,
+                membership.clone(),
+                segment_bytes,
+            )
+            .unwrap()
+        };
+        let opened = open();
+        let meta = SnapshotMeta {
+            index: LogIndex(10),
+            term: Term(2),
+            membership: membership.clone(),
+            membership_entry: Some((LogIndex(0), Term(0))),
+            size_bytes: 0,
+            checksum: 0,
+        };
+        let mut writer = opened.snapshots.begin(file_meta(&meta)).unwrap();
+        std::io::Write::write_all(&mut writer, b"the state at 10").unwrap();
+        let info = writer.finish().unwrap();
+        drop(opened);
+        let opened = open(); // restarts the log after 10
+        assert_eq!(opened.recovered.lost, None);
+        assert_eq!(
+            opened.recovered.snapshot.as_ref().map(|m| m.index),
+            Some(LogIndex(10))
+        );
+        drop(opened);
+
+        let mut file = fs.open_write(&info.path).unwrap();
+        file.write_at(info.header_bytes + 3, b"?").unwrap();
+        file.sync().unwrap();
+        drop(file);
+        let lost = Some(claim(1, 10, Some(2)));
+        let opened = open();
+        assert_eq!(opened.recovered.snapshot, None);
+        assert!(opened.recovered.entries.is_empty());
+        assert_eq!(opened.recovered.lost, lost);
+        assert_eq!(load_claim(&fs, data_dir).unwrap(), lost);
+        drop(opened);
+        // Nothing of the damage is left in view (the file is aside, the log empty from 1):
+        // only the claim file knows the range.
+        let opened = open();
+        assert_eq!(opened.recovered.lost, lost);
+        drop(opened);
+        // The leader's entries arrive (as the storage thread would write them).
+        let options = rcraft_storage::WalOptions {
+            fs: Arc::new(fs.clone()),
+            segment_bytes,
+        };
+        let mut wal = rcraft_storage::Wal::open(&data_dir.join("wal"), options).unwrap();
+        let entries: Vec<Entry> = (1..=10)
+            .map(|i| Entry::command(Term(2), LogIndex(i), None, b"x"))
+            .collect();
+        let records: Vec<&[u8]> = entries.iter().map(Entry::record).collect();
+        wal.append_encoded(&records).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let opened = open();
+        assert_eq!(opened.recovered.lost, None);
+        assert_eq!(opened.recovered.entries.len(), 10);
+        assert_eq!(load_claim(&fs, data_dir).unwrap(), None);
+    }
+
     #[test]
     fn merged_claims_reach_the_furthest_end_from_the_earliest_start() {
         assert_eq!(
