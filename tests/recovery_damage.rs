@@ -4,7 +4,9 @@
 //! its hard-state file holding its term and vote, and the node restarts. It must start, say which entries it lost (or that it does not know whom it voted for), fetch them from the leader (or learn every voter's term), say when it
 //! is whole, and the cluster must keep every acknowledged write, also after the leader it
 //! repaired from is killed. A node whose lost entry no other voter holds learns from their
-//! answers that it was never committed. Real `rcraft serve` processes on 127.0.0.1; every wait is bounded;
+//! answers that it was never committed. A node whose newest snapshot file rotted (data or
+//! header) or was deleted starts, sets it aside, and rebuilds its state from its log or fetches
+//! it from the leader under a saved claim. Real `rcraft serve` processes on 127.0.0.1; every wait is bounded;
 //! processes are killed and directories removed on drop.
 
 mod snapshot_support;
@@ -885,4 +887,255 @@ fn a_leader_that_lost_its_own_unreplicated_tail_votes_by_the_tail_rule_with_a_vo
 #[test]
 fn a_leader_that_lost_only_entries_nobody_acknowledged_learns_they_were_never_committed() {
     lost_own_tail_and_a_voter_dies(false);
+}
+
+/// Where a snapshot file is damaged.
+#[derive(Clone, Copy, Debug)]
+enum SnapshotDamage {
+    /// A bit of the state machine's data: only the footer's data checksum shows it.
+    Data,
+    /// A bit of the header's snapshot index: the header checksum shows it.
+    Header,
+    /// The whole file deleted (by hand): the log then starts after the snapshot left.
+    Removed,
+}
+
+/// Node `id`'s newest complete snapshot file.
+fn newest_snapshot(cluster: &Cluster, id: usize) -> PathBuf {
+    let dir = cluster.data_dir(id).join("snapshots");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| rcraft_storage::snapshot_point_of_file(path).is_some())
+        .collect();
+    files.sort();
+    files
+        .pop()
+        .unwrap_or_else(|| panic!("no snapshot in {}", dir.display()))
+}
+
+/// Compacts stopped node `id`'s log through `through`, as a running node does behind a
+/// snapshot (its 16 MiB segments are first split into small ones, which compaction can drop),
+/// and returns the log's new first index.
+fn compact_log_through(cluster: &Cluster, id: usize, through: u64) -> u64 {
+    split_log_into_small_segments(cluster, id);
+    let options = WalOptions {
+        segment_bytes: SMALL_SEGMENT_BYTES,
+        ..WalOptions::default()
+    };
+    let mut wal = Wal::open(&cluster.data_dir(id).join("wal"), options).unwrap();
+    wal.compact_through(through).unwrap();
+    wal.first_index()
+}
+
+/// Node `victim` (the leader when `leader_damaged`, else a follower) is stopped, its newest
+/// snapshot file damaged (`which`), and, when `compacted`, its log compacted behind that
+/// snapshot, so that only a leader can give it its state back. It restarts: it must start,
+/// name the file, keep it aside, catch up, and the cluster must keep every acknowledged
+/// write also without the node that held them the longest.
+fn damaged_snapshot_is_replaced(which: SnapshotDamage, leader_damaged: bool, compacted: bool) {
+    let retain = 10;
+    let mut cluster = Cluster::start(&[
+        "--snapshot-every",
+        "40",
+        "--snapshot-retain-entries",
+        &retain.to_string(),
+    ]);
+    let leader = cluster.wait_for_leader();
+    let count = 150;
+    write_keys(&cluster, count, VALUE_BYTES);
+    let victim = if leader_damaged {
+        leader
+    } else {
+        (leader + 1) % 3
+    };
+    let witness = (victim + 2) % 3;
+    cluster.wait_caught_up((leader + 1) % 3, leader);
+    cluster.wait_caught_up((leader + 2) % 3, leader);
+    cluster.kill(victim);
+
+    let snapshot = newest_snapshot(&cluster, victim);
+    let (index, _) = rcraft_storage::snapshot_point_of_file(&snapshot).unwrap();
+    match which {
+        SnapshotDamage::Data => flip_bit(
+            &snapshot,
+            std::fs::metadata(&snapshot).unwrap().len() as usize / 2,
+        ),
+        SnapshotDamage::Header => flip_bit(&snapshot, 20),
+        SnapshotDamage::Removed => std::fs::remove_file(&snapshot).unwrap(),
+    }
+    let removed = matches!(which, SnapshotDamage::Removed);
+    if compacted {
+        let first = compact_log_through(&cluster, victim, index - retain);
+        assert!(
+            first > 1,
+            "the log no longer starts at 1 (it starts at {first})"
+        );
+    }
+    cluster.restart(victim);
+
+    let aside = PathBuf::from(format!("{}.damaged", snapshot.display()));
+    if !removed {
+        wait_for_log(&cluster, victim, "is damaged");
+        wait_for_log(
+            &cluster,
+            victim,
+            &format!("moved aside to {}", aside.display()),
+        );
+    }
+    if compacted {
+        wait_for_log(&cluster, victim, "it fetches the rest from the leader");
+    }
+    if leader_damaged {
+        let new_leader = wait_for("a new leader", || {
+            (0..3).find(|&id| {
+                id != victim && cluster.status(id).is_some_and(|s| s.role == Role::Leader)
+            })
+        });
+        assert!(new_leader.is_some(), "no new leader:\n{}", cluster.logs());
+    }
+    cluster
+        .client()
+        .put(&key(count), &value(count, VALUE_BYTES))
+        .expect("put after the damage");
+    if compacted {
+        wait_for_log(&cluster, victim, "repaired: the lost entries");
+    }
+    let status = wait_for("the node's status", || {
+        cluster.status(victim).filter(|s| s.repairing.is_none())
+    });
+    status.unwrap_or_else(|| panic!("still repairing:\n{}", cluster.logs()));
+    let leader = cluster.wait_for_leader();
+    cluster.wait_caught_up(victim, leader);
+    assert_eq!(
+        aside.exists(),
+        !removed,
+        "the damaged file is kept: {}",
+        aside.display()
+    );
+    let log = cluster.log_of(victim);
+    assert!(!log.contains("storage failed"), "{log}");
+    if !compacted {
+        assert!(
+            !log.contains("fetches the rest"),
+            "rebuilt from its own log:\n{log}"
+        );
+    }
+
+    // Without the node that held the writes the longest, the cluster still has every one.
+    cluster.kill(witness);
+    let leader = cluster.wait_for_leader();
+    assert_ne!(leader, witness);
+    check_keys(&cluster, count + 1);
+}
+
+#[test]
+fn a_follower_whose_snapshot_data_rotted_behind_a_compacted_log_fetches_it_from_the_leader() {
+    damaged_snapshot_is_replaced(SnapshotDamage::Data, false, true);
+}
+
+#[test]
+fn a_follower_whose_snapshot_header_rotted_fetches_the_state_from_the_leader() {
+    damaged_snapshot_is_replaced(SnapshotDamage::Header, false, true);
+}
+
+#[test]
+fn a_stopped_leader_whose_snapshot_rotted_fetches_the_state_from_the_new_leader() {
+    damaged_snapshot_is_replaced(SnapshotDamage::Data, true, true);
+}
+
+#[test]
+fn a_follower_whose_newest_snapshot_was_deleted_claims_the_log_it_drops_and_fetches_it() {
+    damaged_snapshot_is_replaced(SnapshotDamage::Removed, false, true);
+}
+
+#[test]
+fn a_follower_whose_snapshot_rotted_over_a_whole_log_rebuilds_its_state_from_the_log() {
+    damaged_snapshot_is_replaced(SnapshotDamage::Data, false, false);
+}
+
+/// The claim outlives restarts: a follower whose snapshot rotted behind a compacted log
+/// restarts while no leader can repair it, and again; its claim file still names the range,
+/// it repairs once the others are back, and the start after that removes the claim.
+#[test]
+fn a_snapshot_repair_claim_outlives_a_restart_and_is_removed_once_held() {
+    let retain = 10;
+    let mut cluster = Cluster::start(&[
+        "--snapshot-every",
+        "40",
+        "--snapshot-retain-entries",
+        &retain.to_string(),
+    ]);
+    let leader = cluster.wait_for_leader();
+    let count = 150;
+    write_keys(&cluster, count, VALUE_BYTES);
+    let victim = (leader + 1) % 3;
+    cluster.wait_caught_up(victim, leader);
+    cluster.wait_caught_up((leader + 2) % 3, leader);
+    let others: Vec<usize> = (0..3).filter(|&id| id != victim).collect();
+    for id in [victim, others[0], others[1]] {
+        cluster.kill(id);
+    }
+    let snapshot = newest_snapshot(&cluster, victim);
+    let (index, _) = rcraft_storage::snapshot_point_of_file(&snapshot).unwrap();
+    flip_bit(
+        &snapshot,
+        std::fs::metadata(&snapshot).unwrap().len() as usize / 2,
+    );
+    compact_log_through(&cluster, victim, index - retain);
+
+    let claim = cluster.data_dir(victim).join("repair_claim");
+    let line = "it fetches the rest from the leader";
+    cluster.restart(victim);
+    wait_for_log(&cluster, victim, line);
+    let repairing = wait_for("the range in the status", || {
+        cluster.status(victim).and_then(|s| s.repairing)
+    });
+    let range = repairing.unwrap_or_else(|| panic!("no range:\n{}", cluster.logs()));
+    assert_eq!(range.from.0, 1, "{range:?}");
+    assert!(range.through.0 >= index, "{range:?}");
+    assert!(claim.exists());
+
+    // A restart before any repair: the log and the damaged file are gone from view, and
+    // only the claim still knows the range. `rcraft doctor` names it meanwhile.
+    cluster.kill(victim);
+    let doctor = Command::new(BIN)
+        .arg("doctor")
+        .arg(cluster.data_dir(victim))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    let named = format!(
+        "will repair: repair_claim: entries 1..={} were lost from this node's disk",
+        range.through.0
+    );
+    assert!(text.contains(&named), "{text}");
+    cluster.restart(victim);
+    let again = wait_for("the claim again", || {
+        (cluster.log_of(victim).matches(line).count() >= 2).then_some(())
+    });
+    again.unwrap_or_else(|| panic!("the claim was forgotten:\n{}", cluster.logs()));
+    let repairing = wait_for("the range in the status", || {
+        cluster.status(victim).and_then(|s| s.repairing)
+    });
+    assert_eq!(repairing, Some(range), "{}", cluster.logs());
+
+    for &id in &others {
+        cluster.restart(id);
+    }
+    let leader = cluster.wait_for_leader();
+    cluster
+        .client()
+        .put(&key(count), &value(count, VALUE_BYTES))
+        .expect("put after the others are back");
+    wait_for_log(&cluster, victim, "repaired: the lost entries");
+    cluster.wait_caught_up(victim, leader);
+
+    cluster.kill(victim);
+    cluster.restart(victim);
+    wait_for_log(&cluster, victim, "claim removed");
+    assert!(!claim.exists());
+    cluster.kill(others[0]);
+    cluster.wait_for_leader();
+    check_keys(&cluster, count + 1);
 }

@@ -191,6 +191,10 @@ pub struct Report {
     pub wal: Result<Option<WalReport>, PartError>,
     /// The `snapshots` directory.
     pub snapshots: Result<Option<SnapshotsReport>, PartError>,
+    /// The `repair_claim` file: the range of entries a start after a damaged snapshot claimed
+    /// lost and fetches again (storage/FORMAT.md §4.9), as (from, through); or why it does
+    /// not read.
+    pub repair_claim: Result<Option<(u64, u64)>, String>,
     /// What opening the stores would change on disk (from the shadow), in order.
     pub changes: Vec<String>,
 }
@@ -324,13 +328,31 @@ impl Report {
             }
             Ok(None) => {}
         }
+        match (&self.repair_claim, self.claim_outstanding()) {
+            (Ok(Some(_)), Some((from, through))) => repair.push(format!(
+                "repair_claim: entries {from}..={through} were lost from this node's disk (a \
+                 damaged snapshot); they are fetched from the leader, and until then the node \
+                 votes only for a candidate whose log covers them"
+            )),
+            (Ok(Some((_, through))), None) => repair.push(format!(
+                "repair_claim: entries through {through} are held again; the claim is removed"
+            )),
+            (Ok(None), _) => {}
+            (Err(e), _) => refuse.push(e.clone()),
+        }
+        // A damaged snapshot is set aside and its state rebuilt from the log or fetched from
+        // the leader (docs/ARCHITECTURE.md, "A damaged snapshot at start").
+        if let Some(damage) = self.snapshot_damage() {
+            repair.push(format!(
+                "{damage}; the node moves the file aside (.damaged) and rebuilds the state from \
+                 its log or fetches it from the leader (the only server of a cluster refuses)"
+            ));
+        }
         match &self.snapshots {
+            Err(PartError::Store(e)) if e.is_corruption() => {}
             Err(e) => refuse.push(format!("snapshots: {e}")),
             Ok(Some(s)) => {
                 if let Some(latest) = &s.latest {
-                    if let Err(e) = &latest.data_verified {
-                        refuse.push(format!("snapshot {}: {e}", latest.path.display()));
-                    }
                     if let Err(e) = &latest.membership {
                         refuse.push(format!(
                             "snapshot {}: membership does not decode: {e}",
@@ -381,6 +403,9 @@ pub fn inspect(dir: &Path) -> Report {
         hard_state,
         wal,
         snapshots,
+        repair_claim: super::snapshot_damage::load_claim(&shadow, dir)
+            .map(|claim| claim.map(|c| (c.from.0, c.through.0)))
+            .map_err(|e| e.to_string()),
         changes: shadow.changes(),
     }
 }
@@ -528,10 +553,46 @@ pub struct ForceNewClusterPlan {
 }
 
 impl Report {
+    /// The range of the repair claim the snapshot and log do not reach, as a start finds it.
+    fn claim_outstanding(&self) -> Option<(u64, u64)> {
+        let (from, through) = self.repair_claim.clone().ok()??;
+        let snapshot = match &self.snapshots {
+            Ok(Some(s)) => s.latest.as_ref().map_or(0, |l| l.index),
+            _ => 0,
+        };
+        let held = match &self.wal {
+            Ok(Some(wal)) => wal.last_index.max(snapshot),
+            _ => snapshot,
+        };
+        (held < through).then_some((from.max(held + 1), through))
+    }
+
+    /// The newest snapshot's damage (a header or footer, or its data, failing its checksum).
+    fn snapshot_damage(&self) -> Option<String> {
+        match &self.snapshots {
+            Err(PartError::Store(e)) if e.is_corruption() => Some(format!("snapshots: {e}")),
+            Ok(Some(s)) => (s.latest.as_ref()).and_then(|latest| {
+                let e = latest.data_verified.as_ref().err()?;
+                Some(format!("snapshot {}: {e}", latest.path.display()))
+            }),
+            _ => None,
+        }
+    }
+
     /// The force-new-cluster plan, or why this data dir cannot seed a new cluster.
     pub fn force_new_cluster_plan(&self) -> Result<ForceNewClusterPlan, Vec<String>> {
         if let Verdict::Refuse(why) = self.verdict() {
             return Err(why);
+        }
+        // A new cluster seeded from here would have nobody to fetch the state from.
+        if let Some(damage) = self.snapshot_damage() {
+            return Err(vec![damage]);
+        }
+        if let Some((from, through)) = self.claim_outstanding() {
+            return Err(vec![format!(
+                "repair_claim: this node lost entries {from}..={through} (a damaged snapshot) \
+                 and has not fetched them again: seed from another node's data dir"
+            )]);
         }
         let node_id = match &self.identity {
             Ok(Some(id)) => id.node_id,

@@ -31,6 +31,7 @@ pub mod restore;
 mod results;
 mod runtime;
 mod sessions;
+mod snapshot_damage;
 mod snapshot_files;
 mod snapshot_format;
 mod snapshot_send;

@@ -73,7 +73,9 @@ impl Node {
         // The configuration before any membership entry: `initial_voters` on a fresh data
         // dir, else the one stored there at the first start.
         let initial_membership = initial_voters::load_or_store(&config)?;
-        let opened = open_storage(&config.data_dir, initial_membership.clone())
+        // A damaged snapshot is fetched again from a peer; the only server has none.
+        let has_peers = config.servers.len() > 1;
+        let opened = open_storage(&config.data_dir, initial_membership.clone(), has_peers)
             .map_err(Error::StorageOpen)?;
         let (recovered, lost_alone) = alone_goes_on_without_lost_entries(&config, opened.recovered);
         let replica = Replica::new(core_config(&config), recovered).map_err(Error::Core)?;

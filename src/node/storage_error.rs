@@ -223,7 +223,8 @@ mod tests {
         // The WAL's directory is a file: the log cannot open.
         std::fs::write(dir.path().join("wal"), b"not a directory").unwrap();
         let membership = rcraft_wire::Membership::with_voters([rcraft_wire::NodeId(0)]);
-        let Err(opened) = super::super::storage_thread::open_storage(dir.path(), membership) else {
+        let Err(opened) = super::super::storage_thread::open_storage(dir.path(), membership, true)
+        else {
             panic!("a log over a file opened");
         };
         let doing_expected = format!("opening the log in {}", dir.path().display());

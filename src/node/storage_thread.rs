@@ -23,6 +23,7 @@ use super::log_store::LogStore;
 use super::mailbox::{Doorbell, Next, Ringing, next_or_wait, unrung};
 use super::metrics::{MetricsHook, Stage};
 use super::net::ClientConnId;
+use super::snapshot_damage;
 use super::snapshot_files::{file_meta, snapshot_meta};
 use super::snapshot_send::{Damage, Reader, SendChecks};
 use super::storage_error::{StorageError, StorageResult};
@@ -161,14 +162,25 @@ impl std::error::Error for BackupRefused {
 }
 
 /// Opens (or creates) the node's files under `data_dir` and recovers the durable state.
+/// `repair_from_peers`: whether a damaged snapshot may be set aside and its state fetched
+/// from a leader (false for the only server of a cluster, which has no peer: it refuses to
+/// start, naming the file).
 pub(crate) fn open_storage(
     data_dir: &Path,
     initial_membership: Membership,
+    repair_from_peers: bool,
 ) -> StorageResult<OpenedStorage> {
-    open_storage_on(Arc::new(RealFs::default()), data_dir, initial_membership)
+    open_storage_inner(
+        Arc::new(RealFs::default()),
+        data_dir,
+        initial_membership,
+        WalOptions::default().segment_bytes,
+        repair_from_peers,
+    )
 }
 
 /// [`open_storage`] on any file system (tests use the storage crate's `SimFs`).
+#[cfg(test)]
 pub(crate) fn open_storage_on(
     fs: Arc<dyn Fs>,
     data_dir: &Path,
@@ -190,6 +202,16 @@ pub(crate) fn open_storage_with(
     initial_membership: Membership,
     segment_bytes: u64,
 ) -> StorageResult<OpenedStorage> {
+    open_storage_inner(fs, data_dir, initial_membership, segment_bytes, true)
+}
+
+fn open_storage_inner(
+    fs: Arc<dyn Fs>,
+    data_dir: &Path,
+    initial_membership: Membership,
+    segment_bytes: u64,
+    repair_from_peers: bool,
+) -> StorageResult<OpenedStorage> {
     let described = |what: &str| {
         let doing = format!("{what} in {}", data_dir.display());
         move |source: StoreError| StorageError::Store { doing, source }
@@ -205,32 +227,24 @@ pub(crate) fn open_storage_with(
         Wal::open(&data_dir.join("wal"), wal_options).map_err(described("opening the log"))?;
     let mut hard_state = HardStateStore::open(fs.clone(), &data_dir.join("hard_state"))
         .map_err(described("opening the hard state"))?;
-    let snapshots = SnapshotStore::open(fs, &data_dir.join("snapshots"))
+    let snapshots = SnapshotStore::open(fs.clone(), &data_dir.join("snapshots"))
         .map_err(described("opening the snapshots"))?;
-    let snapshot = match snapshots
-        .latest()
-        .map_err(described("reading the latest snapshot"))?
-    {
-        Some(info) => Some(snapshot_meta(&info)?),
-        None => None,
-    };
-    // From now on only the core's `KeepSnapshots` removes snapshot files: the one it starts
-    // from stays while the apply thread makes newer ones current (a transfer of it may
-    // begin before the core hears of them).
-    let in_use: Vec<(u64, u64)> = (snapshot.iter())
-        .map(|meta| (meta.index.0, meta.term.0))
-        .collect();
-    snapshots
-        .keep(&in_use)
-        .map_err(described("removing older snapshots"))?;
     let mut log = LogStore::new(wal);
-    if let Some(meta) = &snapshot {
-        reconcile_log_with_snapshot(&mut log, meta)?;
-    }
+    // A damaged snapshot file is set aside and what it held claimed lost (snapshot_damage.rs).
+    let (snapshot, claimed) = snapshot_damage::recover_base(
+        fs.as_ref(),
+        data_dir,
+        &snapshots,
+        &mut log,
+        repair_from_peers,
+    )?;
     let after = snapshot.as_ref().map_or(LogIndex(0), |meta| meta.index);
     let entries = log.entries_after(after)?;
     log.release_sealed_pages();
-    let lost = lost_after_snapshot(&log, after);
+    let lost = match (lost_after_snapshot(&log, after), claimed) {
+        (Some(wal), Some(claim)) => Some(snapshot_damage::merge(wal, claim)),
+        (wal, claim) => wal.or(claim),
+    };
     if hard_state.created() && (snapshot.is_some() || !entries.is_empty()) {
         // The file was lost while the log and snapshots were not: whatever this node voted
         // for is unknown, as with a damaged file (docs/ARCHITECTURE.md, "Protocol-aware
@@ -361,7 +375,10 @@ fn report_damage(damage: Damage, events: &Ringing<StorageEvent>) {
 /// Makes the log continue right after `meta`: when it does not hold the snapshot's last entry
 /// with the snapshot's term (a crash between installing a snapshot and resetting the log, or a
 /// log that ends before it), the log is restarted empty after the snapshot.
-fn reconcile_log_with_snapshot(log: &mut LogStore, meta: &SnapshotMeta) -> StorageResult<()> {
+pub(super) fn reconcile_log_with_snapshot(
+    log: &mut LogStore,
+    meta: &SnapshotMeta,
+) -> StorageResult<()> {
     let matches = log.term_at(meta.index) == Some(meta.term);
     let covered = meta.index < log.first_index() && log.first_index() <= meta.index.next();
     if !matches && !covered {
@@ -1678,10 +1695,11 @@ mod tests {
         let refused = answers[4].clone().unwrap_err();
         assert!(refused.contains("no longer current"), "{refused}");
 
-        // Damaged on disk: the read that reaches the end finds it and is refused, reported.
+        // Damaged on disk while the node runs (a start would set the file aside): the read
+        // that reaches the end finds it and is refused, reported.
+        let opened = open(&fs);
         let header = fs.contents(&path).unwrap().len() - 2500 - 24;
         fs.flip_bit(&path, header + 1200, 3).unwrap();
-        let opened = open(&fs);
         let commands = [0, 1000, 2000]
             .into_iter()
             .map(|offset| read_for_client(index, offset))
