@@ -558,7 +558,8 @@ impl Disk {
         allowed: impl Fn(&Membership) -> bool,
     ) -> Option<LostEntries> {
         let from = LogIndex(self.log.last_index().0.saturating_sub(count) + 1);
-        self.lose_synced_from(from.max(self.lowest_losable()), initial, allowed)
+        let from = from.max(self.lowest_losable());
+        self.lose_synced_from(from, from, initial, allowed)
     }
 
     /// The lowest entry damage may cost: damage at or below the snapshot costs nothing, the
@@ -570,10 +571,12 @@ impl Disk {
     }
 
     /// As [`Disk::lose_synced_tail`], from entry `from` (at least [`Disk::lowest_losable`])
-    /// through the last.
+    /// through the last, the real WAL damaged from the record of entry `cut` (at most
+    /// `from`; less when the damage lies at or below the snapshot).
     fn lose_synced_from(
         &mut self,
         from: LogIndex,
+        cut: LogIndex,
         initial: &Membership,
         allowed: impl Fn(&Membership) -> bool,
     ) -> Option<LostEntries> {
@@ -585,11 +588,13 @@ impl Disk {
         // when its queue is empty (`Wal::confirm`), which the simulated thread never is, so
         // the newest batch before a crash is never counted on disk here; damage there is
         // judged a torn write (storage/FORMAT.md §4.1, "Loss of the newest batch"), not a
-        // loss. Real bytes are damaged only from below the frontier on disk.
+        // loss. Real bytes are damaged only from below the frontier on disk. (Then entries
+        // after the frontier whose records survive the damage are claimed lost as well, and
+        // damage below the snapshot costs what follows the snapshot, counted or not.)
         if let Some(real) = &self.real {
             if real
                 .synced_frontier()
-                .map_or(true, |frontier| from > frontier)
+                .map_or(true, |frontier| cut > frontier)
             {
                 return None;
             }
@@ -634,7 +639,7 @@ impl Disk {
         if let Some(draw) = real_draw.filter(|&d| d % 2 == 0 && (d >> 20) % 2 == 0) {
             if let Some(page) = self.pick_unreadable_page(draw, initial, &allowed)? {
                 let from = page.first.max(self.lowest_losable());
-                let lost = (self.lose_synced_from(from, initial, &allowed))
+                let lost = (self.lose_synced_from(from, page.first, initial, &allowed))
                     .ok_or_else(|| format!("disk: page {page:?} qualified but lost nothing"))?;
                 if page.first < from {
                     // The real log, cut below its snapshot, no longer continues it: the
@@ -670,16 +675,14 @@ impl Disk {
         let Some(real) = &self.real else {
             return Ok(None);
         };
-        let (last, frontier) = (self.log.last_index(), real.synced_frontier()?);
-        let pages = real.unreadable_pages(frontier, last)?;
-        // What the model loses starts after the snapshot: there too at most the frontier
-        // (as `Disk::lose_synced_from` requires).
+        let last = self.log.last_index();
+        let pages = real.unreadable_pages(real.synced_frontier()?, last)?;
+        // What the model loses starts after the snapshot.
         let mut pages = pages
             .into_iter()
             .filter(|p| {
                 let from = p.first.max(self.lowest_losable());
-                from <= last.min(frontier)
-                    && allowed(&self.membership_through(from.prev(), initial))
+                from <= last && allowed(&self.membership_through(from.prev(), initial))
             })
             .collect::<Vec<_>>();
         if pages.is_empty() {
@@ -1212,30 +1215,41 @@ mod tests {
         );
     }
 
+    /// [`written`] with a snapshot at `index` saved before the crash, the log not compacted.
+    fn snapshotted(last: u64, index: u64) -> Disk {
+        let mut disk = writing(last, 0);
+        let bytes = format!("the state at {index}").into_bytes();
+        let meta = SnapshotMeta {
+            index: LogIndex(index),
+            term: Term(1),
+            membership: initial(),
+            membership_entry: Some((LogIndex(0), Term(0))),
+            size_bytes: bytes.len() as u64,
+            checksum: crate::state_machine::checksum(&bytes),
+        };
+        disk.save_snapshot(StoredSnapshot { meta, bytes }).unwrap();
+        disk.crash(0).unwrap();
+        disk
+    }
+
     #[test]
     fn a_page_below_the_snapshot_costs_the_entries_after_it() {
-        // A snapshot at 30, the log not compacted: a page of entries at or below it damaged
-        // cuts the log there, the restart resets it to start after the snapshot and reports
-        // 31..=45 lost (the storage thread's `lost_after_snapshot`); a page after it, from
-        // its first entry.
-        let snapshotted = || {
-            let mut disk = writing(45, 0);
-            let bytes = b"the state at 30".to_vec();
-            let meta = SnapshotMeta {
-                index: LogIndex(30),
-                term: Term(1),
-                membership: initial(),
-                membership_entry: Some((LogIndex(0), Term(0))),
-                size_bytes: bytes.len() as u64,
-                checksum: crate::state_machine::checksum(&bytes),
-            };
-            disk.save_snapshot(StoredSnapshot { meta, bytes }).unwrap();
-            disk.crash(0).unwrap();
-            disk
-        };
-        let pages = every_page_unreadable(snapshotted);
+        // A snapshot at 30: a page of entries at or below it damaged cuts the log there, the
+        // restart resets it to start after the snapshot and reports 31..=45 lost (the
+        // storage thread's `lost_after_snapshot`); a page after it, from its first entry.
+        let pages = every_page_unreadable(|| snapshotted(45, 30));
         assert!(pages.iter().any(|p| p.first <= LogIndex(30)), "{pages:?}");
         assert!(pages.iter().any(|p| p.first > LogIndex(30)), "{pages:?}");
+    }
+
+    #[test]
+    fn a_page_below_a_snapshot_at_the_frontier_costs_the_uncounted_entry_after_it() {
+        // The snapshot covers every counted entry (the frontier, 44): a page below it, damaged
+        // below the frontier, costs entry 45 too, whose whole record after the damage shows
+        // it reached the disk (storage/FORMAT.md §4.1, SIM_FINDINGS 49).
+        let pages = every_page_unreadable(|| snapshotted(45, 44));
+        assert!(!pages.is_empty());
+        assert!(pages.iter().all(|p| p.first <= LogIndex(44)), "{pages:?}");
     }
 
     #[test]
