@@ -625,10 +625,11 @@ impl Disk {
     /// can lose it ([`RealDisk::unreadable_pages`]), one to eight of its 512-byte sectors
     /// unreadable, and the model loses from the first record the page damages through its
     /// last entry; from the entry after its snapshot when the page lies below it (the
-    /// restart then resets the log to start after the snapshot). (Drawn from a lost tail instead, a few records of about 100 bytes almost
-    /// never span a page: in seeds 0..2000 that drew none.) Without such a page, and for the
-    /// other draws, the model loses its last `count` entries and the real record of the
-    /// first of them gets a bit flipped or its write lost ([`Disk::damage_real_wal`]).
+    /// restart then resets the log to start after the snapshot). (Drawn from a lost tail
+    /// instead, a few records of about 100 bytes almost never span a page: in seeds 0..2000
+    /// that drew none.) Without such a page, and for the other draws, the model loses its
+    /// last `count` entries and the real record of the first of them gets a bit flipped or
+    /// its write lost ([`Disk::damage_real_wal`]).
     pub(crate) fn damage_synced(
         &mut self,
         count: u64,

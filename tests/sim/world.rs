@@ -869,9 +869,10 @@ impl<C: SimCore> World<C> {
     }
 
     /// Damage to synced data found at a restart, in the runs that have it: the last entries
-    /// of the node's log are gone (in real-storage runs, from a WAL page made unreadable on). A minority: the nodes whose loss is not repaired, or whose
-    /// votes are unknown, with this one, stay fewer than half the voters of every
-    /// configuration (`World::voters_needed_for_damage`: one needs three voters, two five).
+    /// of the node's log are gone (in real-storage runs also from a WAL page made unreadable
+    /// on). A minority: the nodes whose loss is not repaired, or whose votes are unknown,
+    /// with this one, stay fewer than half the voters of every configuration
+    /// (`World::voters_needed_for_damage`: one needs three voters, two five).
     /// Where the real storage runs, its WAL's bytes are damaged from the first entry lost
     /// (`Disk::damage_synced`), and its restart must report what the model lost.
     fn maybe_damage_disk(&mut self, node: usize) -> Verdict {
