@@ -8,7 +8,7 @@
 
 use crate::checker::{Checker, Verdict};
 use crate::clients::{Attempt, SimClient};
-use crate::disk::{Disk, StoredSnapshot};
+use crate::disk::{Disk, StoredSnapshot, WalDamage};
 use crate::entry_log::EntryLog;
 use crate::history::{History, ReadRecord};
 use crate::network::Network;
@@ -223,6 +223,8 @@ pub(crate) struct DamageCounts {
     pub(crate) beside_another: u64,
     /// Damage of either kind done to the real storage's bytes (runs with `real_storage`).
     pub(crate) real_bytes: u64,
+    /// Of those, WAL pages made unreadable (`WalDamage::Unreadable`).
+    pub(crate) unreadable_pages: u64,
 }
 
 /// How much of the run to record.
@@ -816,11 +818,12 @@ impl<C: SimCore> World<C> {
     }
 
     /// Damage to synced data found at a restart, in the runs that have it: the last entries
-    /// of the node's log are gone. A minority: the nodes whose loss is not repaired, or whose
-    /// votes are unknown, with this one, stay fewer than half the voters of every
-    /// configuration (`World::voters_needed_for_damage`: one needs three voters, two five).
+    /// of the node's log are gone (in real-storage runs also from a WAL page made unreadable
+    /// on). A minority: the nodes whose loss is not repaired, or whose votes are unknown,
+    /// with this one, stay fewer than half the voters of every configuration
+    /// (`World::voters_needed_for_damage`: one needs three voters, two five).
     /// Where the real storage runs, its WAL's bytes are damaged from the first entry lost
-    /// (`Disk::damage_real_wal`), and its restart must report what the model lost.
+    /// (`Disk::damage_synced`), and its restart must report what the model lost.
     fn maybe_damage_disk(&mut self, node: usize) -> Verdict {
         let Some(rng) = self.damage_rng.as_mut() else {
             return Ok(());
@@ -848,21 +851,23 @@ impl<C: SimCore> World<C> {
             return Ok(());
         }
         let initial = self.initial_membership.clone();
-        if let Some(lost) = self.nodes[node]
+        let damaged = self.nodes[node]
             .disk
-            .lose_synced_tail(count, &initial, minority)
-        {
+            .damage_synced(count, real_draw, &initial, minority)?;
+        if let Some((lost, real)) = damaged {
             self.damage.log_ranges += 1;
             if self.another_node_damaged(node) {
                 self.damage.beside_another += 1;
             }
-            if let Some(draw) = real_draw {
-                self.nodes[node].disk.damage_real_wal(lost.from, draw)?;
+            if let Some(kind) = real {
                 self.damage.real_bytes += 1;
+                if kind == WalDamage::Unreadable {
+                    self.damage.unreadable_pages += 1;
+                }
             }
             if self.tracing() {
                 self.note(format!(
-                    "node {node}'s disk lost synced entries {}..={}",
+                    "node {node}'s disk lost synced entries {}..={} ({real:?})",
                     lost.from, lost.through
                 ));
             }
