@@ -10,22 +10,40 @@
 //! segments' maps (an unreadable sector is then an error, not a `SIGBUS`), each record's
 //! checksum checked again, and keep the bytes read as their record (no re-encoding).
 
+use super::snapshot_damage;
 use super::storage_error::{DecodeProblem, Decoded, StorageError, StorageResult};
-use rcraft_storage::Wal;
+use crate::core::LostEntries;
+use rcraft_storage::{Fs, Wal};
 use rcraft_wire::record::entry_from_record;
 use rcraft_wire::{Entry, LogIndex, Term};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The WAL of the Raft log.
 pub(crate) struct LogStore {
     wal: Wal,
     /// True when records were written since the last sync.
     dirty: bool,
+    /// Where a claim on lost entries is saved before a reset removes the segments holding it
+    /// (the data dir's `repair_claim`, storage/FORMAT.md §4.5).
+    claim_file: Option<(Arc<dyn Fs>, PathBuf)>,
 }
 
 impl LogStore {
     /// Wraps an opened WAL.
     pub(crate) fn new(wal: Wal) -> LogStore {
-        LogStore { wal, dirty: false }
+        LogStore {
+            wal,
+            dirty: false,
+            claim_file: None,
+        }
+    }
+
+    /// Saves a claim the WAL still holds in `data_dir`'s `repair_claim` before a reset
+    /// removes the segments that hold it.
+    pub(crate) fn keeping_claims_in(mut self, fs: Arc<dyn Fs>, data_dir: PathBuf) -> LogStore {
+        self.claim_file = Some((fs, data_dir));
+        self
     }
 
     /// First index held on disk.
@@ -115,8 +133,27 @@ impl LogStore {
             )))
     }
 
-    /// Discards the whole log and restarts it empty after `snapshot_index`.
+    /// Discards the whole log and restarts it empty after `snapshot_index`. A claim on lost
+    /// entries beyond the snapshot that the removed segments held is saved in the claim file
+    /// first: the new segment's header holds it too, but only once synced, and a crash
+    /// between the removals and that sync would forget it (SIM_FINDINGS 50).
     pub(crate) fn reset_after(&mut self, snapshot_index: LogIndex) -> StorageResult<()> {
+        if let (Some((fs, dir)), Some((through, term))) =
+            (&self.claim_file, self.wal.claimed_through())
+        {
+            if through > snapshot_index.0 {
+                let held = LostEntries {
+                    from: snapshot_index.next(),
+                    through: LogIndex(through),
+                    through_term: term.map(Term),
+                };
+                let claim = match snapshot_damage::load_claim(fs.as_ref(), dir)? {
+                    Some(saved) => snapshot_damage::merge(saved, held),
+                    None => held,
+                };
+                snapshot_damage::save_claim(fs.as_ref(), dir, claim)?;
+            }
+        }
         self.dirty = false;
         self.wal
             .reset(snapshot_index.0 + 1)

@@ -229,7 +229,7 @@ fn open_storage_inner(
         .map_err(described("opening the hard state"))?;
     let snapshots = SnapshotStore::open(fs.clone(), &data_dir.join("snapshots"))
         .map_err(described("opening the snapshots"))?;
-    let mut log = LogStore::new(wal);
+    let mut log = LogStore::new(wal).keeping_claims_in(fs.clone(), data_dir.to_path_buf());
     // A damaged snapshot file is set aside and what it held claimed lost (snapshot_damage.rs).
     let (snapshot, claimed) = snapshot_damage::recover_base(
         fs.as_ref(),
@@ -1248,6 +1248,60 @@ mod tests {
             "{lost:?}, first unreadable {first}"
         );
         assert_eq!(recovered.entries, entries[..lost.from.0 as usize - 1]);
+    }
+
+    /// SIM_FINDINGS 50, the window it left: a WAL reset to a snapshot inside a lost range
+    /// removes the segments whose headers claim the range before the new segment's header
+    /// claims it on disk. The claim is saved in the data dir's claim file before the removals,
+    /// so a crash between them (here: no segment left at all) still reports the range lost at
+    /// the next start.
+    #[test]
+    fn a_crash_during_a_reset_inside_a_lost_range_keeps_the_claim() {
+        let fs = SimFs::new();
+        let data = PathBuf::from("/data");
+        let membership = Membership::with_voters([NodeId(0), NodeId(1), NodeId(2)]);
+        let opened = |fs: &SimFs| {
+            open_storage_with(Arc::new(fs.clone()), &data, membership.clone(), 16 << 10).unwrap()
+        };
+        let entries: Vec<Entry> = (1..=400)
+            .map(|index| Entry::command(Term(1), LogIndex(index), None, &[index as u8; 100]))
+            .collect();
+        let mut thread = opened(&fs).thread;
+        let persist_all = persist(1, Some(hard_state(1, None, 0)), entries);
+        let (result, _) = thread.carry_out_batch(vec![persist_all]);
+        result.unwrap();
+        thread.idle().unwrap();
+        drop(thread);
+        // A sealed segment's page turns unreadable while the node is down: the restart
+        // claims everything from there lost.
+        let wal = data.join("wal");
+        let segments = |fs: &SimFs| -> Vec<PathBuf> {
+            (fs.list_dir(&wal).unwrap().into_iter())
+                .filter(|name| name.ends_with(".wal"))
+                .map(|name| wal.join(name))
+                .collect()
+        };
+        fs.make_unreadable(&segments(&fs)[1], 8192, 4096).unwrap();
+        let mut reopened = opened(&fs);
+        let lost = reopened
+            .recovered
+            .lost
+            .expect("the restart reports the range");
+        assert_eq!(lost.through, LogIndex(400), "{lost:?}");
+        // A snapshot inside the range is installed and the log reset after it; the crash
+        // comes after the old segments were removed, before the new one's header was synced.
+        let snapshot_index = LogIndex(lost.from.0 + 5);
+        reopened.thread.log.reset_after(snapshot_index).unwrap();
+        drop(reopened);
+        for segment in segments(&fs) {
+            fs.remove_file(&segment).unwrap();
+        }
+        fs.sync_dir(&wal).unwrap();
+        fs.crash(CrashMode::LoseUnsynced);
+        assert!(segments(&fs).is_empty());
+        let lost = (opened(&fs).recovered.lost).expect("the claim outlives the reset's crash");
+        assert_eq!(lost.through, LogIndex(400), "{lost:?}");
+        assert_eq!(lost.through_term, Some(Term(1)), "{lost:?}");
     }
 
     /// Entries read back for a lagging follower are copied with positional reads, not read

@@ -117,6 +117,18 @@ impl Wal {
         self.lost.as_ref()
     }
 
+    /// The synced range this log still claims beyond its end (a loss not yet repaired, which
+    /// the active segment's header keeps claiming): the last index claimed, and the term of
+    /// the entry there when a header recorded it.
+    pub fn claimed_through(&self) -> Option<(u64, Option<u64>)> {
+        (self.claim_end > self.next_index).then(|| {
+            (
+                self.claim_end - 1,
+                (self.claim_term != 0).then_some(self.claim_term),
+            )
+        })
+    }
+
     /// Makes the active segment claim the synced frontier while the log ends before it.
     fn carry_claim(&mut self) {
         if self.next_index >= self.claim_end {
