@@ -21,8 +21,8 @@ use crate::world::{Event, World};
 use rcraft::core::{ApplyOutcome, Input, LostEntries, ProposeError, StorageAction, StorageOutcome};
 use rcraft::node::testing::{SimApplyCommand, SimTurn};
 use rcraft::wire::{
-    ClientRequestBody, ClientResponseBody, Entry, EntryPayload, LogIndex, Message, MessageBody,
-    NodeId, Role, Session, SnapshotMeta, Term,
+    ClientRequestBody, ClientResponse, ClientResponseBody, Entry, EntryPayload, LogIndex, Message,
+    MessageBody, NodeId, Role, Session, SnapshotMeta, Term,
 };
 
 use crate::disk::StoredSnapshot;
@@ -126,12 +126,20 @@ impl<C: SimCore> World<C> {
             }
             self.send(node, message)?;
         }
-        for (request, body) in replies {
+        let mut over_wire = Vec::new();
+        for (conn, request, body) in replies {
             if self.tracing() {
                 self.note(format!("  node {node} answers request {request}: {body:?}"));
             }
-            self.on_answer_to_client(node, request, body)?;
+            // Connection 0 is no connection: the request was handed to the handler directly.
+            if conn == 0 {
+                self.on_answer_to_client(node, request, body)?;
+            } else {
+                let request_id = request;
+                over_wire.push((conn, ClientResponse { request_id, body }));
+            }
         }
+        self.send_client_replies(node, over_wire);
         for demotion in self_demotions {
             self.self_demoted(node, &demotion)?;
         }
@@ -221,7 +229,7 @@ impl<C: SimCore> World<C> {
                         .remove(&request)
                         .ok_or_else(|| format!("a read confirmed for unknown request {request}"))?;
                     self.history.check_read_index(&read, index)?;
-                    self.nodes[node].ready_reads.push((index, read));
+                    self.nodes[node].ready_reads.push((index, request, read));
                     self.serve_ready_reads(node)?;
                 }
                 SimApplyCommand::Restore(meta) => self.apply(node, ApplyWork::Restore(meta))?,
@@ -254,7 +262,7 @@ impl<C: SimCore> World<C> {
 
     /// `node` answered `request` before its entry or read got anywhere: refused, or timed
     /// out inside the node.
-    fn on_answer_to_client(
+    pub(crate) fn on_answer_to_client(
         &mut self,
         node: usize,
         request: u64,
@@ -527,7 +535,12 @@ impl<C: SimCore> World<C> {
                 // (index, term) names one entry: the attempt is this entry exactly when the
                 // terms agree.
                 if entry.term == proposed_term && carries_attempt(entry, &attempt) {
-                    self.attempt_applied(&attempt, entry.index, &applied)?;
+                    if self.clients_over_wire() {
+                        // The client learns it from the answer's bytes.
+                        self.answer_applied(node, attempt, (entry.index, entry.term), applied);
+                    } else {
+                        self.attempt_applied(&attempt, entry.index, &applied)?;
+                    }
                 } else {
                     self.attempt_lost(&attempt);
                 }
@@ -563,15 +576,20 @@ impl<C: SimCore> World<C> {
         let (done, waiting): (Vec<_>, Vec<_>) = n
             .ready_reads
             .drain(..)
-            .partition(|(index, _)| *index <= applied);
+            .partition(|(index, _, _)| *index <= applied);
         n.ready_reads = waiting;
         if done.is_empty() {
             return Ok(());
         }
         let writes = self.nodes[node].sm.writes();
-        for (_, read) in done {
-            self.history
-                .complete_read(&read, applied, &writes, self.now)?;
+        for (_, request, read) in done {
+            if self.clients_over_wire() {
+                // Complete when the client reads the answer.
+                self.answer_read(node, request, read, applied, writes.clone());
+            } else {
+                self.history
+                    .complete_read(&read, applied, &writes, self.now)?;
+            }
         }
         Ok(())
     }

@@ -313,7 +313,9 @@ fn describe(summary: &RunSummary) -> String {
          {} as real bytes), \
          byte streams in {} runs: {} bytes in {} pieces over {} connections, {} connections \
          broken, {} messages dropped by a link backing off, {} links timed out waiting for a \
-         handshake answer, {} accepted connections closed for stalling",
+         handshake answer, {} accepted connections closed for stalling; client connections: {} \
+         opened, {} refused by the cap per address and {} by the cap on all, {} broken, {} \
+         bytes, {} answers decoded",
         summary.events,
         summary.committed,
         summary.writes_acked,
@@ -338,7 +340,13 @@ fn describe(summary: &RunSummary) -> String {
         summary.wire.breaks,
         summary.wire.dropped,
         summary.wire.timeouts,
-        summary.wire.stalled
+        summary.wire.stalled,
+        summary.wire.clients.connections,
+        summary.wire.clients.refused_per_address,
+        summary.wire.clients.refused_overall,
+        summary.wire.clients.breaks,
+        summary.wire.clients.bytes,
+        summary.wire.clients.answers
     )
 }
 

@@ -10,7 +10,7 @@ use crate::params::{CLIENTS, QUIET_END_MS, RUN_MS};
 use crate::replica::SimCore;
 use crate::world::{Event, World};
 use rcraft::core::{Input, ProposeError, RequestId};
-use rcraft::wire::{NodeId, ReadMode, Role};
+use rcraft::wire::{ClientRequestBody, NodeId, ReadMode, Role};
 use std::collections::BTreeSet;
 
 /// Fault kinds, in the order of their weights in [`FAULT_WEIGHTS`].
@@ -180,7 +180,19 @@ impl<C: SimCore> World<C> {
             self.request_client.insert(id, client);
             let read = self.history.invoke_read(self.now);
             self.nodes[target].reads.insert(id, read);
-            return self.feed(target, Input::ReadIndex { id, mode });
+            if !self.clients_over_wire() {
+                return self.feed(target, Input::ReadIndex { id, mode });
+            }
+            let body = ClientRequestBody::Read {
+                query: Vec::new(),
+                mode,
+            };
+            if !self.client_send(client, target, id, body)? {
+                // A cap refused the connection: the read was never sent.
+                self.nodes[target].reads.remove(&id);
+                self.connection_refused(id);
+            }
+            return Ok(());
         }
         self.client_write(client, target)
     }
