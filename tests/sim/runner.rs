@@ -315,7 +315,7 @@ fn describe(summary: &RunSummary) -> String {
          broken, {} messages dropped by a link backing off, {} links timed out waiting for a \
          handshake answer, {} accepted connections closed for stalling; client connections: {} \
          opened, {} refused by the cap per address and {} by the cap on all, {} broken, {} \
-         bytes, {} answers decoded",
+         bytes, {} answers decoded, {} reads of a slow reader found it paused by back-pressure",
         summary.events,
         summary.committed,
         summary.writes_acked,
@@ -346,7 +346,8 @@ fn describe(summary: &RunSummary) -> String {
         summary.wire.clients.refused_overall,
         summary.wire.clients.breaks,
         summary.wire.clients.bytes,
-        summary.wire.clients.answers
+        summary.wire.clients.answers,
+        summary.wire.clients.paused
     )
 }
 

@@ -199,6 +199,7 @@ impl<C: SimCore> World<C> {
             stall_timeout_ms: wire.stall_timeout_ms,
             connections_per_address_max: wire.clients.per_address_max,
             connections_max: wire.clients.connections_max,
+            client_pending_out_bytes_max: wire.clients.pending_out_max,
         };
         let mut net = SimPeerNet::new(settings).map_err(|e| format!("node {id}: network: {e}"))?;
         // The thread dials every peer when it starts.

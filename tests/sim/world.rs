@@ -56,6 +56,8 @@ pub(crate) enum Event {
         toward_node: bool,
         bytes: Vec<u8>,
     },
+    /// The slow reader `client` takes what its node wrote to its connection `serial`.
+    ClientReads { client: usize, serial: u64 },
     /// A node's disk finishes syncing persist `seq`; the core hears `Persisted`.
     Sync {
         node: usize,
@@ -511,6 +513,7 @@ impl<C: SimCore> World<C> {
                 toward_node,
                 bytes,
             } => self.on_client_bytes(client, node, serial, toward_node, bytes),
+            Event::ClientReads { client, serial } => self.on_client_reads(client, serial),
             Event::Sync {
                 node,
                 incarnation,

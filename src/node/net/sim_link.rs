@@ -53,6 +53,9 @@ pub(super) struct SimStream {
     arrived: Vec<u8>,
     read: usize,
     written: Vec<u8>,
+    /// When set, the most written bytes the other side has not taken yet (a socket's send
+    /// buffer toward a reader that does not keep up): a write beyond it would block.
+    window: Option<usize>,
 }
 
 impl Read for SimStream {
@@ -74,8 +77,16 @@ impl Read for SimStream {
 
 impl Write for SimStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.written.extend_from_slice(buf);
-        Ok(buf.len())
+        let room = match self.window {
+            Some(window) => window.saturating_sub(self.written.len()),
+            None => buf.len(),
+        };
+        if room == 0 && !buf.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = room.min(buf.len());
+        self.written.extend_from_slice(&buf[..n]);
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -125,6 +136,10 @@ pub struct SimNetSettings {
     /// Cap on open accepted connections, peers' and clients' (the network thread's
     /// `connections_max`; lowered in some runs so that clients meet it).
     pub connections_max: usize,
+    /// Unsent answer bytes at which a client's requests are no longer read (the network
+    /// thread's `client_pending_out_bytes_max`; lowered in runs with a slow reader so that
+    /// back-pressure pauses it).
+    pub client_pending_out_bytes_max: usize,
 }
 
 /// What arrived on a client connection ([`SimPeerNet::client_receive`]).
@@ -255,6 +270,7 @@ impl SimPeerNet {
         config.stall_timeout = Duration::from_millis(settings.stall_timeout_ms);
         config.connections_per_address_max = settings.connections_per_address_max;
         config.connections_max = settings.connections_max;
+        config.client_pending_out_bytes_max = settings.client_pending_out_bytes_max;
         if let Some(secret) = settings.secret {
             let secrets = PeerSecrets::new(vec![secret]).map_err(|e| e.to_string())?;
             config.peer_secrets = Some(Arc::new(secrets));
@@ -533,8 +549,15 @@ impl SimPeerNet {
     /// A client connects from `addr`: admitted as the loop's accept admits a socket (under
     /// the cap on open connections and the cap per source address), else refused (the loop
     /// closes the socket at once; the refusal is counted and logged). Returns the
-    /// connection's token, which names it from now on.
-    pub fn client_connect(&mut self, now_ms: u64, addr: SocketAddr) -> Result<u64, String> {
+    /// connection's token, which names it from now on. `window` makes the client a slow
+    /// reader: the node's writes block once that many bytes wait untaken
+    /// ([`SimPeerNet::client_writable`] when the client took them).
+    pub fn client_connect(
+        &mut self,
+        now_ms: u64,
+        addr: SocketAddr,
+        window: Option<usize>,
+    ) -> Result<u64, String> {
         let now = self.at(now_ms);
         self.timers(now);
         let refused_before = self.stats.snapshot().connections_refused;
@@ -550,7 +573,11 @@ impl SimPeerNet {
         self.next_accepted += 1;
         let id = ClientConnId(token.0 as u64);
         let max = self.config.frame_bytes_max;
-        let inbound = Inbound::new(SimStream::default(), addr, id, max, now);
+        let stream = SimStream {
+            window,
+            ..SimStream::default()
+        };
+        let inbound = Inbound::new(stream, addr, id, max, now);
         self.accepted.insert(token, inbound);
         self.clients.insert(token);
         Ok(token.0 as u64)
@@ -575,6 +602,31 @@ impl SimPeerNet {
         }
         received.events = self.take_client_events();
         received
+    }
+
+    /// Client connection `conn` may be written again (a slow reader took the bytes waiting
+    /// for it): serviced as the loop services a writable socket (its queued answers written,
+    /// what it may decode again decoded), then paused connections that may decode again are
+    /// resumed, as at the end of each loop turn. Returns what that delivered.
+    pub fn client_writable(&mut self, now_ms: u64, conn: u64) -> SimClientReceived {
+        let now = self.at(now_ms);
+        self.timers(now);
+        let token = Token(conn as usize);
+        let mut received = SimClientReceived::default();
+        if self.clients.contains(&token) {
+            let (accepted, mut cx) = self.split_accepted();
+            received.closed = accepted.service(&mut cx, token, now).closed;
+            accepted.resume_paused(&mut cx, now);
+            self.prune_origin();
+        }
+        received.events = self.take_client_events();
+        received
+    }
+
+    /// Whether back-pressure paused client connection `conn` (its requests wait unread).
+    pub fn client_paused(&mut self, conn: u64) -> bool {
+        let token = Token(conn as usize);
+        self.clients.contains(&token) && self.accepted.get_mut(token).is_some_and(|c| c.paused)
     }
 
     /// The events for the consensus thread that client connections produced and nobody took
@@ -670,6 +722,7 @@ mod tests {
             stall_timeout_ms: 10_000,
             connections_per_address_max: 64,
             connections_max: 64,
+            client_pending_out_bytes_max: 1 << 20,
         }
     }
 
@@ -907,7 +960,7 @@ mod tests {
     #[test]
     fn a_clients_request_in_pieces_is_decoded_and_its_answer_written_back() {
         let mut b = SimPeerNet::new(settings(1, false)).unwrap();
-        let conn = b.client_connect(0, client_addr(1, 40_000)).unwrap();
+        let conn = b.client_connect(0, client_addr(1, 40_000), None).unwrap();
         let options = crate::client::ClientOptions::default();
         let mut bytes = crate::client::handshake(&options);
         bytes.extend(write_request(7));
@@ -956,16 +1009,16 @@ mod tests {
             ..settings(1, false)
         })
         .unwrap();
-        let first = b.client_connect(0, client_addr(1, 1)).unwrap();
-        b.client_connect(0, client_addr(1, 2)).unwrap();
-        assert!(b.client_connect(0, client_addr(1, 3)).is_err());
+        let first = b.client_connect(0, client_addr(1, 1), None).unwrap();
+        b.client_connect(0, client_addr(1, 2), None).unwrap();
+        assert!(b.client_connect(0, client_addr(1, 3), None).is_err());
         assert_eq!(b.stats().connections_refused_per_address, 1);
-        b.client_connect(0, client_addr(2, 1)).unwrap();
-        assert!(b.client_connect(0, client_addr(3, 1)).is_err());
+        b.client_connect(0, client_addr(2, 1), None).unwrap();
+        assert!(b.client_connect(0, client_addr(3, 1), None).is_err());
         assert_eq!(b.clients_refused_overall(), 1);
         // A closed connection makes room again.
         b.client_closed(1, first, true);
-        b.client_connect(1, client_addr(3, 1)).unwrap();
+        b.client_connect(1, client_addr(3, 1), None).unwrap();
     }
 
     #[test]
@@ -975,14 +1028,14 @@ mod tests {
             ..settings(1, false)
         })
         .unwrap();
-        let conn = b.client_connect(0, client_addr(1, 1)).unwrap();
+        let conn = b.client_connect(0, client_addr(1, 1), None).unwrap();
         let options = crate::client::ClientOptions::default();
         let mut bytes = crate::client::handshake(&options);
         bytes.extend(write_request(1));
         let half = bytes.len() - 3;
         assert!(b.client_receive(1, conn, &bytes[..half]).events.is_empty());
         // The sweep runs before the next input past the timeout.
-        b.client_connect(200, client_addr(2, 1)).unwrap();
+        b.client_connect(200, client_addr(2, 1), None).unwrap();
         assert_eq!(b.take_closed_clients(), vec![conn]);
         assert_eq!(b.stats().connections_stalled, 1);
         // The rest of the frame arrives too late: ignored, as a closed socket's bytes.
@@ -992,6 +1045,66 @@ mod tests {
             !(late.events.iter()).any(|e| matches!(e, NetEvent::Client { .. })),
             "{:?}",
             late.events
+        );
+    }
+    #[test]
+    fn a_client_that_does_not_read_its_answers_is_paused_until_it_does() {
+        let mut b = SimPeerNet::new(SimNetSettings {
+            client_pending_out_bytes_max: 100,
+            ..settings(1, false)
+        })
+        .unwrap();
+        let conn = b.client_connect(0, client_addr(1, 1), Some(16)).unwrap();
+        let options = crate::client::ClientOptions::default();
+        let hello = crate::client::handshake(&options);
+        assert!(b.client_receive(1, conn, &hello).events.is_empty());
+        let reply = |request_id| ClientResponse {
+            request_id,
+            body: rcraft_wire::ClientResponseBody::Overloaded,
+        };
+        // Each request is answered at once; the client reads nothing, so the answers wait
+        // behind the 16 bytes its socket buffer holds until their bytes reach the cap.
+        // The next request is read only while the answers' unsent bytes stay under the cap.
+        let mut answered = 0;
+        loop {
+            assert!(answered < 100, "never paused");
+            let received = b.client_receive(2, conn, &write_request(answered + 1));
+            if received.events.is_empty() {
+                break;
+            }
+            answered += 1;
+            b.client_replies(2, &[(conn, reply(answered))]);
+        }
+        assert!(b.client_paused(conn));
+        assert_eq!(b.stats().client_pauses, 1);
+        // The client reads: what waited is written, and its request is read at last.
+        let mut taken = Vec::new();
+        let mut resumed = Vec::new();
+        for _ in 0..100 {
+            taken.extend(b.take_client_written(conn).unwrap_or_default());
+            resumed.extend(b.client_writable(4, conn).events);
+            if !b.client_paused(conn) && !resumed.is_empty() {
+                break;
+            }
+        }
+        let [NetEvent::Client { request, .. }] = &resumed[..] else {
+            panic!("the waiting request was not read: {resumed:?}");
+        };
+        assert_eq!(request.request_id, answered + 1);
+        while let Some(more) = b.take_client_written(conn) {
+            taken.extend(more);
+            assert!(b.client_writable(5, conn).events.is_empty());
+        }
+        let mut decoder = rcraft_wire::FrameDecoder::new(rcraft_wire::FRAME_BYTES_MAX);
+        decoder.push(&taken[rcraft_wire::HANDSHAKE_BYTES..]);
+        let mut ids = Vec::new();
+        while let Some(frame) = decoder.next_frame().unwrap() {
+            ids.push(frame.to_client_response().unwrap().request_id);
+        }
+        assert_eq!(
+            ids,
+            (1..=answered).collect::<Vec<_>>(),
+            "every answer, in order"
         );
     }
 }
