@@ -466,12 +466,14 @@ impl SimApply {
             .map_err(|e| e.to_string())?;
         self.handler.report_applied(before);
         let mut answers = self.answers();
+        let mut replies = Vec::with_capacity(awaited.len());
         let answers = awaited
             .into_iter()
             .map(|index| {
-                let answer = answers
+                let (answer, reply) = answers
                     .remove(&index)
                     .ok_or_else(|| format!("entry {index} was applied without an answer"))?;
+                replies.push(reply);
                 Ok((index, answer))
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -491,7 +493,11 @@ impl SimApply {
                 }
             }
         }
-        Ok(SimApplied { answers, reported })
+        Ok(SimApplied {
+            answers,
+            replies,
+            reported,
+        })
     }
 
     /// Restores the state machine from the installed snapshot `meta` as the apply thread does
@@ -529,14 +535,15 @@ impl SimApply {
         Ok(taken.and_then(|outcome| Some((self.files.get()?, outcome))))
     }
 
-    /// The answers the handler gave since last asked, by the index they wait on.
-    fn answers(&mut self) -> BTreeMap<LogIndex, SimAnswer> {
+    /// The answers the handler gave since last asked, by the index they wait on, with the
+    /// reply as the handler gave it.
+    fn answers(&mut self) -> BTreeMap<LogIndex, (SimAnswer, ClientResponseBody)> {
         let mut answers = BTreeMap::new();
         for (to, body) in self.handler.take_replies() {
             let ReplyTo::Client { request_id, .. } = to else {
                 continue;
             };
-            let answer = match body {
+            let answer = match body.clone() {
                 ClientResponseBody::Ok { result, .. } => SimAnswer::Ok(result),
                 ClientResponseBody::Error { definite, message } => {
                     SimAnswer::Refused { definite, message }
@@ -546,7 +553,7 @@ impl SimApply {
                     message: format!("unexpected answer {other:?}"),
                 },
             };
-            answers.insert(LogIndex(request_id), answer);
+            answers.insert(LogIndex(request_id), (answer, body));
         }
         answers
     }
@@ -557,6 +564,9 @@ impl SimApply {
 pub struct SimApplied {
     /// Each entry's answer, in log order.
     pub answers: Vec<(LogIndex, SimAnswer)>,
+    /// The same answers as the handler gave them, for the client waiting on the entry (the
+    /// network thread writes these).
+    pub replies: Vec<ClientResponseBody>,
     /// What the handler reports to the core for the batch (`ApplyOutcome::Applied`, for
     /// [`SimConsensus::report`] as `Input::Apply`); `None` when the applied index did not move.
     pub reported: Option<ApplyOutcome>,

@@ -668,17 +668,17 @@ impl<C: SimCore> World<C> {
             .map(|c| c.conn)
     }
 
-    /// `node` applied `attempt`'s entry at (`index`, `term`) with result `applied`: its apply
-    /// side answers the request on the connection it came on (the client learns it when the
-    /// bytes arrive).
+    /// `node` applied `attempt`'s entry at `index` with result `applied`: its apply handler's
+    /// reply `body` goes back on the connection the request came on (the client learns the
+    /// outcome when the bytes arrive).
     pub(crate) fn answer_applied(
         &mut self,
         node: usize,
         attempt: Attempt,
-        (index, term): (LogIndex, Term),
+        index: LogIndex,
         applied: Applied,
+        body: ClientResponseBody,
     ) {
-        let body = applied_answer(&applied, index, term);
         let Some(conn) = self.connection_of(node, attempt.request) else {
             return; // Its connection closed: the network thread drops the answer.
         };
@@ -721,28 +721,6 @@ impl<C: SimCore> World<C> {
     pub(crate) fn connection_refused(&mut self, request: RequestId) {
         let error = ProposeError::NotLeader { leader: None };
         self.redirect_client(request, &error);
-    }
-}
-
-/// The answer the apply thread gives for an entry applied as `applied` at (`index`, `term`):
-/// a registration's client id, a write's (empty) result, or the session table's refusal.
-fn applied_answer(applied: &Applied, index: LogIndex, term: Term) -> ClientResponseBody {
-    let ok = |result: Vec<u8>| ClientResponseBody::Ok {
-        term,
-        index,
-        result,
-    };
-    match applied {
-        Applied::Registered(id) => ok(id.to_le_bytes().to_vec()),
-        Applied::Write | Applied::Duplicate | Applied::Other => ok(Vec::new()),
-        Applied::RefusedDefinite => ClientResponseBody::Error {
-            definite: true,
-            message: "session expired".into(),
-        },
-        Applied::RefusedUnknown => ClientResponseBody::Error {
-            definite: false,
-            message: "an older sequence than the session's last".into(),
-        },
     }
 }
 

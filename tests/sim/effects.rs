@@ -523,7 +523,15 @@ impl<C: SimCore> World<C> {
         // One batch through the node's apply handler, as the apply thread takes what one
         // hand-off brought; the report to the core is the handler's own.
         let (answers, reported) = self.nodes[node].sm.apply_batch(&entries)?;
-        for (entry, applied) in entries.iter().zip(answers) {
+        let replies = self.nodes[node].sm.take_replies();
+        if replies.len() != entries.len() {
+            return Err(format!(
+                "the apply handler answered {} of {} entries",
+                replies.len(),
+                entries.len()
+            ));
+        }
+        for ((entry, applied), reply) in entries.iter().zip(answers).zip(replies) {
             // The history decides whether the entry took effect (finding 46).
             if let EntryPayload::Command { data, .. } = &entry.payload
                 && let Some(write_id) = decode_write(data)
@@ -537,7 +545,7 @@ impl<C: SimCore> World<C> {
                 if entry.term == proposed_term && carries_attempt(entry, &attempt) {
                     if self.clients_over_wire() {
                         // The client learns it from the answer's bytes.
-                        self.answer_applied(node, attempt, (entry.index, entry.term), applied);
+                        self.answer_applied(node, attempt, entry.index, applied, reply);
                     } else {
                         self.attempt_applied(&attempt, entry.index, &applied)?;
                     }
