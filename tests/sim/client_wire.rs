@@ -10,8 +10,8 @@
 //! by `AcceptNet`'s client-reply path; the client decodes the bytes (handshake check, frame
 //! decoder, `Frame::to_client_response`) and only then learns the outcome.
 //!
-//! A connection breaks when its node crashes, where the network would lose a message (while
-//! not calm), and when the node's stall sweep closes it (a request frame left incomplete past
+//! A connection breaks when its node crashes or is isolated from the cluster, where the
+//! network would lose a message (while not calm), and when the node's stall sweep closes it (a request frame left incomplete past
 //! the stall timeout); the client then counts whatever it had in flight on it as unknown and
 //! retries on a new connection, as `rcraft::Client` does. A connection a cap refuses is an
 //! answer too: the client's attempt was never sent, and it tries another node (or the same
@@ -24,6 +24,7 @@
 use crate::checker::Verdict;
 use crate::clients::Attempt;
 use crate::history::ReadRecord;
+use crate::params::{QUIET_END_MS, RUN_MS};
 use crate::replica::SimCore;
 use crate::rng::SimRng;
 use crate::state_machine::Applied;
@@ -368,6 +369,13 @@ impl<C: SimCore> World<C> {
         self.client_connection_lost(client);
     }
 
+    /// `node` was cut off from the cluster (a partition isolating it): its clients, outside,
+    /// are cut off from it too, so every client connection to it breaks (they connect
+    /// again, to it or elsewhere).
+    pub(crate) fn client_links_cut(&mut self, node: usize) {
+        self.client_wire_crash(node);
+    }
+
     /// `node` crashed: every client connection to it breaks.
     pub(crate) fn client_wire_crash(&mut self, node: usize) {
         let Some(wire) = self.wire.as_ref() else {
@@ -489,6 +497,14 @@ impl<C: SimCore> World<C> {
     /// reading the client's requests if back-pressure had paused it), then reads again later.
     pub(crate) fn on_client_reads(&mut self, client: usize, serial: u64) -> Verdict {
         let now = self.now;
+        if now + QUIET_END_MS >= RUN_MS {
+            // The clients stop before the end (the replicas are then checked converged): it
+            // closes its connection, and the requests its node had not read yet are dropped
+            // with it. Read on, a request paused since before the stop would be proposed in
+            // the quiet end (seed 184 of the first runs with a slow reader).
+            self.client_hang_up(client);
+            return Ok(());
+        }
         let wire = self.wire.as_mut().expect("a run with byte streams");
         let Some(conn) = wire.clients.conns[client]
             .as_ref()

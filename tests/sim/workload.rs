@@ -92,6 +92,7 @@ impl<C: SimCore> World<C> {
                 };
                 let ids = self.all_ids();
                 self.network.isolate(ids[target], &ids);
+                self.client_links_cut(target);
                 Ok(())
             }
             Fault::Split => {
@@ -256,6 +257,7 @@ impl<C: SimCore> World<C> {
         // Cut off for a while: it keeps its log (and its clients' writes) and comes back.
         let ids = self.all_ids();
         self.network.isolate(ids[node], &ids);
+        self.client_links_cut(node);
         let away = self.rng.between(20, 300);
         self.schedule(self.now + away, Event::Reconnect { node });
         Ok(())
