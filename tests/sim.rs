@@ -9,6 +9,8 @@
 
 #[path = "sim/checker.rs"]
 mod checker;
+#[path = "sim/client_wire.rs"]
+mod client_wire;
 #[path = "sim/clients.rs"]
 mod clients;
 #[path = "sim/disk.rs"]

@@ -121,8 +121,14 @@ pub struct NetConfig {
     pub peer_queue_bytes: usize,
     /// Cap on requests one client may have in flight.
     pub client_inflight_max: usize,
+    /// Unsent answer bytes of one client at which its requests are no longer read
+    /// ([`CLIENT_PENDING_OUT_BYTES_MAX`] unless a test lowers it).
+    pub client_pending_out_bytes_max: usize,
     /// Cap on simultaneous inbound connections from one IP address.
     pub connections_per_address_max: usize,
+    /// Cap on simultaneous inbound connections, peers' and clients' together
+    /// ([`CONNECTIONS_MAX`] unless a test lowers it).
+    pub connections_max: usize,
     /// Time allowed for a handshake, or for a started frame to complete.
     pub stall_timeout: Duration,
     /// Time allowed for an outbound connect.
@@ -166,7 +172,9 @@ impl NetConfig {
             peer_queue_frames: PEER_QUEUE_FRAMES,
             peer_queue_bytes: PEER_QUEUE_BYTES,
             client_inflight_max: CLIENT_INFLIGHT_MAX,
+            client_pending_out_bytes_max: CLIENT_PENDING_OUT_BYTES_MAX,
             connections_per_address_max: super::limits::CONNECTIONS_PER_ADDRESS_MAX,
+            connections_max: CONNECTIONS_MAX,
             stall_timeout: STALL_TIMEOUT,
             connect_timeout: CONNECT_TIMEOUT,
             reconnect_backoff_min: RECONNECT_BACKOFF_MIN,

@@ -14,7 +14,7 @@
 
 use super::apply::{ApplyCommand, ApplyHandler, ApplyProgress, SnapshotPolicy};
 use super::consensus_logic::{ConsensusLogic, ConsensusSettings, Received};
-pub use super::net::sim_link::{SimNetSettings, SimPeerNet, SimSend};
+pub use super::net::sim_link::{SimClientReceived, SimNetSettings, SimPeerNet, SimSend};
 use super::net::{ClientConnId, NetEvent};
 use super::sessions::{SessionCheck, SessionTable};
 use super::snapshot_files::{
@@ -466,12 +466,14 @@ impl SimApply {
             .map_err(|e| e.to_string())?;
         self.handler.report_applied(before);
         let mut answers = self.answers();
+        let mut replies = Vec::with_capacity(awaited.len());
         let answers = awaited
             .into_iter()
             .map(|index| {
-                let answer = answers
+                let (answer, reply) = answers
                     .remove(&index)
                     .ok_or_else(|| format!("entry {index} was applied without an answer"))?;
+                replies.push(reply);
                 Ok((index, answer))
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -491,7 +493,11 @@ impl SimApply {
                 }
             }
         }
-        Ok(SimApplied { answers, reported })
+        Ok(SimApplied {
+            answers,
+            replies,
+            reported,
+        })
     }
 
     /// Restores the state machine from the installed snapshot `meta` as the apply thread does
@@ -529,14 +535,15 @@ impl SimApply {
         Ok(taken.and_then(|outcome| Some((self.files.get()?, outcome))))
     }
 
-    /// The answers the handler gave since last asked, by the index they wait on.
-    fn answers(&mut self) -> BTreeMap<LogIndex, SimAnswer> {
+    /// The answers the handler gave since last asked, by the index they wait on, with the
+    /// reply as the handler gave it.
+    fn answers(&mut self) -> BTreeMap<LogIndex, (SimAnswer, ClientResponseBody)> {
         let mut answers = BTreeMap::new();
         for (to, body) in self.handler.take_replies() {
             let ReplyTo::Client { request_id, .. } = to else {
                 continue;
             };
-            let answer = match body {
+            let answer = match body.clone() {
                 ClientResponseBody::Ok { result, .. } => SimAnswer::Ok(result),
                 ClientResponseBody::Error { definite, message } => {
                     SimAnswer::Refused { definite, message }
@@ -546,7 +553,7 @@ impl SimApply {
                     message: format!("unexpected answer {other:?}"),
                 },
             };
-            answers.insert(LogIndex(request_id), answer);
+            answers.insert(LogIndex(request_id), (answer, body));
         }
         answers
     }
@@ -557,6 +564,9 @@ impl SimApply {
 pub struct SimApplied {
     /// Each entry's answer, in log order.
     pub answers: Vec<(LogIndex, SimAnswer)>,
+    /// The same answers as the handler gave them, for the client waiting on the entry (the
+    /// network thread writes these).
+    pub replies: Vec<ClientResponseBody>,
     /// What the handler reports to the core for the batch (`ApplyOutcome::Applied`, for
     /// [`SimConsensus::report`] as `Input::Apply`); `None` when the applied index did not move.
     pub reported: Option<ApplyOutcome>,
@@ -627,8 +637,9 @@ pub struct SimTurn {
     pub apply: Vec<SimApplyCommand>,
     /// To its peers.
     pub peers: Vec<Message>,
-    /// To its clients: (request id, answer).
-    pub replies: Vec<(u64, ClientResponseBody)>,
+    /// To its clients: (connection, request id, answer); connection 0 is the one
+    /// [`SimConsensus::client`]'s requests arrive on.
+    pub replies: Vec<(u64, u64, ClientResponseBody)>,
     /// Gray-failure self-demotions the core decided.
     pub self_demotions: Vec<SelfDemotion>,
 }
@@ -709,6 +720,28 @@ impl SimConsensus {
         self.logic.receive(Received::Net(vec![event]), now);
     }
 
+    /// Feeds what the network thread decoded from client connections
+    /// ([`SimPeerNet::client_receive`]) at `now_ms`, as one batch of network events; each
+    /// request's receive time is taken as `now_ms` (the thread stamps it with its clock,
+    /// which a simulated node never reads).
+    pub fn net_events(&mut self, events: Vec<NetEvent>, now_ms: u64) {
+        if events.is_empty() {
+            return;
+        }
+        let now = self.at(now_ms);
+        let events = (events.into_iter())
+            .map(|event| match event {
+                NetEvent::Client { conn, request, .. } => NetEvent::Client {
+                    conn,
+                    request,
+                    received: now,
+                },
+                other => other,
+            })
+            .collect();
+        self.logic.receive(Received::Net(events), now);
+    }
+
     /// Feeds what storage or the state machine reported, in the core's terms: storage's
     /// outcomes (`Input::Storage`) as the storage thread sends them, the state machine's
     /// (`Input::Apply`) as the apply thread does. Errs for an input no thread sends.
@@ -755,7 +788,10 @@ impl SimConsensus {
             turn.apply.push(sim_apply_command(command)?);
         }
         for (to, body) in std::mem::take(&mut outbox.replies) {
-            turn.replies.push((sim_request_id(&to)?, body));
+            let ReplyTo::Client { conn, request_id } = to else {
+                return Err("an answer to an API caller the simulator has none of".into());
+            };
+            turn.replies.push((conn.0, request_id, body));
         }
         match self.logic.take_failure() {
             Some(reason) => Err(format!("the node stopped: {reason}")),

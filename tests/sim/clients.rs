@@ -12,8 +12,8 @@ use crate::history::WriteOutcome;
 use crate::replica::SimCore;
 use crate::state_machine::{Applied, encode_write};
 use crate::world::World;
-use rcraft::core::{Input, ProposeError};
-use rcraft::wire::Session;
+use rcraft::core::{Input, ProposeError, RequestId};
+use rcraft::wire::{ClientRequestBody, Session};
 
 /// An attempt older than this without an outcome is retried.
 const RETRY_AFTER_MS: u64 = 600;
@@ -27,6 +27,8 @@ pub(crate) struct Attempt {
     pub(crate) number: u64,
     /// The write id, or `None` for a registration.
     pub(crate) write_id: Option<u64>,
+    /// The request it was sent as (set when it is sent).
+    pub(crate) request: RequestId,
 }
 
 /// A write in flight.
@@ -78,6 +80,7 @@ impl<C: SimCore> World<C> {
                 client,
                 number: c.attempt,
                 write_id: None,
+                request: 0,
             };
             return self.send_attempt(target, attempt, Some(Session::REGISTER), Vec::new());
         };
@@ -135,6 +138,7 @@ impl<C: SimCore> World<C> {
             client,
             number: c.attempt,
             write_id: Some(w.write_id),
+            request: 0,
         };
         let session = w.session;
         let data = encode_write(w.write_id, w.filler);
@@ -144,15 +148,40 @@ impl<C: SimCore> World<C> {
     fn send_attempt(
         &mut self,
         target: usize,
-        attempt: Attempt,
+        mut attempt: Attempt,
         session: Option<Session>,
         data: Vec<u8>,
     ) -> Verdict {
         let id = self.next_request_id;
         self.next_request_id += 1;
+        attempt.request = id;
         self.request_client.insert(id, attempt.client);
         self.nodes[target].proposals.insert(id, attempt);
-        self.feed(target, Input::Propose { id, session, data })
+        if !self.clients_over_wire() {
+            return self.feed(target, Input::Propose { id, session, data });
+        }
+        let body = ClientRequestBody::Write {
+            session,
+            command: data,
+        };
+        if !self.client_send(attempt.client, target, id, body)? {
+            // A cap refused the connection: nothing was sent, so nothing can be appended.
+            self.nodes[target].proposals.remove(&id);
+            self.connection_refused(id);
+            let refused = ProposeError::NotLeader { leader: None };
+            return self.attempt_refused(&attempt, &refused);
+        }
+        Ok(())
+    }
+
+    /// The client's connection broke with whatever it had in flight on it: the outcome of
+    /// its current write (or registration) is unknown, and it sends it again.
+    pub(crate) fn client_connection_lost(&mut self, client: usize) {
+        let c = &mut self.clients[client];
+        c.registering = None;
+        if let Some(w) = c.in_flight.as_mut() {
+            w.lost = true;
+        }
     }
 
     fn is_current(&self, attempt: &Attempt) -> bool {

@@ -22,8 +22,8 @@ use crate::world_checks;
 use rcraft::core::{Input, LostEntries, ProposeError, StorageAction, StorageOutcome};
 use rcraft::node::testing::{SimApplyCommand, SimTurn};
 use rcraft::wire::{
-    ClientRequestBody, ClientResponseBody, Entry, EntryPayload, LogIndex, Message, MessageBody,
-    NodeId, Role, Session, SnapshotMeta, Term,
+    ClientRequestBody, ClientResponse, ClientResponseBody, Entry, EntryPayload, LogIndex, Message,
+    MessageBody, NodeId, Role, Session, SnapshotMeta, Term,
 };
 
 use crate::disk::StoredSnapshot;
@@ -127,12 +127,20 @@ impl<C: SimCore> World<C> {
             }
             self.send(node, message)?;
         }
-        for (request, body) in replies {
+        let mut over_wire = Vec::new();
+        for (conn, request, body) in replies {
             if self.tracing() {
                 self.note(format!("  node {node} answers request {request}: {body:?}"));
             }
-            self.on_answer_to_client(node, request, body)?;
+            // Connection 0 is no connection: the request was handed to the handler directly.
+            if conn == 0 {
+                self.on_answer_to_client(node, request, body)?;
+            } else {
+                let request_id = request;
+                over_wire.push((conn, ClientResponse { request_id, body }));
+            }
         }
+        self.send_client_replies(node, over_wire);
         for demotion in self_demotions {
             self.self_demoted(node, &demotion)?;
         }
@@ -222,7 +230,7 @@ impl<C: SimCore> World<C> {
                         .remove(&request)
                         .ok_or_else(|| format!("a read confirmed for unknown request {request}"))?;
                     self.history.check_read_index(&read, index)?;
-                    self.nodes[node].ready_reads.push((index, read));
+                    self.nodes[node].ready_reads.push((index, request, read));
                     self.serve_ready_reads(node)?;
                 }
                 SimApplyCommand::Restore(meta) => self.apply(node, ApplyWork::Restore(meta))?,
@@ -255,7 +263,7 @@ impl<C: SimCore> World<C> {
 
     /// `node` answered `request` before its entry or read got anywhere: refused, or timed
     /// out inside the node.
-    fn on_answer_to_client(
+    pub(crate) fn on_answer_to_client(
         &mut self,
         node: usize,
         request: u64,
@@ -480,7 +488,15 @@ impl<C: SimCore> World<C> {
         // One batch through the node's apply handler, as the apply thread takes what one
         // hand-off brought; the report to the core is the handler's own.
         let (answers, reported) = self.nodes[node].sm.apply_batch(&entries)?;
-        for (entry, applied) in entries.iter().zip(answers) {
+        let replies = self.nodes[node].sm.take_replies();
+        if replies.len() != entries.len() {
+            return Err(format!(
+                "the apply handler answered {} of {} entries",
+                replies.len(),
+                entries.len()
+            ));
+        }
+        for ((entry, applied), reply) in entries.iter().zip(answers).zip(replies) {
             // The history decides whether the entry took effect (finding 46).
             if let EntryPayload::Command { data, .. } = &entry.payload
                 && let Some(write_id) = decode_write(data)
@@ -492,7 +508,12 @@ impl<C: SimCore> World<C> {
                 // (index, term) names one entry: the attempt is this entry exactly when the
                 // terms agree.
                 if entry.term == proposed_term && carries_attempt(entry, &attempt) {
-                    self.attempt_applied(&attempt, entry.index, &applied)?;
+                    if self.clients_over_wire() {
+                        // The client learns it from the answer's bytes.
+                        self.answer_applied(node, attempt, entry.index, applied, reply);
+                    } else {
+                        self.attempt_applied(&attempt, entry.index, &applied)?;
+                    }
                 } else {
                     self.attempt_lost(&attempt);
                 }
@@ -520,15 +541,20 @@ impl<C: SimCore> World<C> {
         let (done, waiting): (Vec<_>, Vec<_>) = n
             .ready_reads
             .drain(..)
-            .partition(|(index, _)| *index <= applied);
+            .partition(|(index, _, _)| *index <= applied);
         n.ready_reads = waiting;
         if done.is_empty() {
             return Ok(());
         }
         let writes = self.nodes[node].sm.writes();
-        for (_, read) in done {
-            self.history
-                .complete_read(&read, applied, &writes, self.now)?;
+        for (_, request, read) in done {
+            if self.clients_over_wire() {
+                // Complete when the client reads the answer.
+                self.answer_read(node, request, read, applied, writes.clone());
+            } else {
+                self.history
+                    .complete_read(&read, applied, &writes, self.now)?;
+            }
         }
         Ok(())
     }

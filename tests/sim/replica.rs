@@ -7,6 +7,7 @@
 //! below. One value is owned by one simulated node of one world (one thread).
 
 use rcraft::core::{CoreConfig, Input, LostEntries, RecoveredState};
+use rcraft::node::net::NetEvent;
 use rcraft::node::testing::{SimConsensus, SimConsensusSettings, SimTurn};
 use rcraft::wire::{
     ClientRequestBody, LogIndex, Membership, Message, NodeId, Role, SnapshotMeta, Term,
@@ -55,6 +56,8 @@ pub(crate) trait SimCore: Sized {
     fn message(&mut self, message: Message, now: u64);
     /// Feeds a client's request, named `request_id` in the answers.
     fn client(&mut self, request_id: u64, body: ClientRequestBody, now: u64);
+    /// Feeds what the network thread decoded from client connections.
+    fn net_events(&mut self, events: Vec<NetEvent>, now: u64);
     /// Feeds what storage or the state machine reported (in the core's terms).
     fn report(&mut self, input: Input, now: u64) -> Result<(), String>;
     /// The apply side restored the received snapshot `meta`.
@@ -92,6 +95,11 @@ impl SimCore for SimConsensus {
 
     fn client(&mut self, request_id: u64, body: ClientRequestBody, now: u64) {
         SimConsensus::client(self, request_id, body, now);
+        self.replica().check_invariants();
+    }
+
+    fn net_events(&mut self, events: Vec<NetEvent>, now: u64) {
+        SimConsensus::net_events(self, events, now);
         self.replica().check_invariants();
     }
 

@@ -314,7 +314,9 @@ fn describe(summary: &RunSummary) -> String {
          {} as real bytes, {} of them unreadable WAL pages), \
          byte streams in {} runs: {} bytes in {} pieces over {} connections, {} connections \
          broken, {} messages dropped by a link backing off, {} links timed out waiting for a \
-         handshake answer, {} accepted connections closed for stalling",
+         handshake answer, {} accepted connections closed for stalling; client connections: {} \
+         opened, {} refused by the cap per address and {} by the cap on all, {} broken, {} \
+         bytes, {} answers decoded, {} reads of a slow reader found it paused by back-pressure",
         summary.events,
         summary.committed,
         summary.writes_acked,
@@ -340,7 +342,14 @@ fn describe(summary: &RunSummary) -> String {
         summary.wire.breaks,
         summary.wire.dropped,
         summary.wire.timeouts,
-        summary.wire.stalled
+        summary.wire.stalled,
+        summary.wire.clients.connections,
+        summary.wire.clients.refused_per_address,
+        summary.wire.clients.refused_overall,
+        summary.wire.clients.breaks,
+        summary.wire.clients.bytes,
+        summary.wire.clients.answers,
+        summary.wire.clients.paused
     )
 }
 

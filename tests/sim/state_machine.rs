@@ -16,7 +16,9 @@
 use crate::disk::StoredSnapshot;
 use rcraft::core::ApplyOutcome;
 use rcraft::node::testing::{SimAnswer, SimApply, SimSessionCheck, SimSessions};
-use rcraft::wire::{Entry, EntryPayload, LogIndex, Membership, Session, SnapshotMeta, Term};
+use rcraft::wire::{
+    ClientResponseBody, Entry, EntryPayload, LogIndex, Membership, Session, SnapshotMeta, Term,
+};
 use std::collections::BTreeSet;
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -265,6 +267,8 @@ impl rcraft::StateMachine for SharedList {
 pub(crate) struct NodeStateMachine {
     apply: SimApply,
     list: Arc<Mutex<ListState>>,
+    /// The apply handler's replies to the entries of the last batch, in order.
+    replies: Vec<ClientResponseBody>,
 }
 
 impl NodeStateMachine {
@@ -285,7 +289,11 @@ impl NodeStateMachine {
             sessions_max,
             retain_entries,
         )?;
-        Ok(NodeStateMachine { apply, list })
+        Ok(NodeStateMachine {
+            apply,
+            list,
+            replies: Vec::new(),
+        })
     }
 
     /// Highest applied index.
@@ -294,6 +302,12 @@ impl NodeStateMachine {
     }
 
     /// The write ids applied, in order.
+    /// The apply handler's replies to the entries of the last batch, in order (what a
+    /// client waiting on each would be sent).
+    pub(crate) fn take_replies(&mut self) -> Vec<ClientResponseBody> {
+        std::mem::take(&mut self.replies)
+    }
+
     pub(crate) fn writes(&self) -> Vec<u64> {
         lock(&self.list).writes.clone()
     }
@@ -307,6 +321,7 @@ impl NodeStateMachine {
         entries: &[Entry],
     ) -> Result<(Vec<Applied>, Option<ApplyOutcome>), String> {
         let batch = self.apply.apply_batch(entries.to_vec())?;
+        self.replies = batch.replies;
         let mut list = lock(&self.list);
         if let Some(violation) = &list.violation {
             return Err(violation.clone());

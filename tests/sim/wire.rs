@@ -32,6 +32,7 @@
 //! streams keep their histories.
 
 use crate::checker::Verdict;
+use crate::client_wire::{ClientWire, ClientWireCounts};
 use crate::params::{SLOW_LINKS_EXTRA_MS, WIRE_RUNS_PER_MILLE, WIRE_SECRET_PER_MILLE};
 use crate::replica::SimCore;
 use crate::rng::SimRng;
@@ -67,8 +68,10 @@ pub(crate) struct WireCounts {
     /// Links torn down by the network thread's timer for a late handshake answer.
     pub(crate) timeouts: u64,
     /// Accepted connections the network thread's sweep closed for stalling (their
-    /// handshake incomplete past the stall timeout).
+    /// handshake, or a client's request frame, incomplete past the stall timeout).
     pub(crate) stalled: u64,
+    /// What the client connections did (`client_wire.rs`).
+    pub(crate) clients: ClientWireCounts,
 }
 
 impl WireCounts {
@@ -81,14 +84,15 @@ impl WireCounts {
         self.dropped += other.dropped;
         self.timeouts += other.timeouts;
         self.stalled += other.stalled;
+        self.clients.add(&other.clients);
     }
 }
 
 /// The byte streams of one world.
 pub(crate) struct Wire {
-    rng: SimRng,
+    pub(crate) rng: SimRng,
     /// Each node's network, while it is up.
-    nets: Vec<Option<SimPeerNet>>,
+    pub(crate) nets: Vec<Option<SimPeerNet>>,
     /// The cluster secret, in runs that authenticate peers.
     secret: Option<Vec<u8>>,
     /// How long a node's link waits for a handshake answer.
@@ -96,6 +100,8 @@ pub(crate) struct Wire {
     /// Latest arrival scheduled per (dialler, acceptor, toward the acceptor), so that the
     /// bytes of each direction arrive in order.
     last_arrival: BTreeMap<(usize, usize, bool), u64>,
+    /// The clients' connections to the nodes (`client_wire.rs`).
+    pub(crate) clients: ClientWire,
     /// Newest connection token seen per (dialler, acceptor).
     newest_conn: BTreeMap<(usize, usize), u64>,
     /// The open connection per (dialler, acceptor); the bytes of any other are dropped on
@@ -110,7 +116,7 @@ pub(crate) struct Wire {
 
 impl Wire {
     /// The byte streams of `seed`'s world, if its run has them.
-    pub(crate) fn for_seed(seed: u64, nodes: usize) -> Option<Wire> {
+    pub(crate) fn for_seed(seed: u64, nodes: usize, low_caps: bool) -> Option<Wire> {
         let mut rng = SimRng::new(seed ^ 0x5A0B_5707_0000_0003);
         if !rng.chance(WIRE_RUNS_PER_MILLE) {
             return None;
@@ -123,7 +129,9 @@ impl Wire {
             true => rng.pick(&SHORT_STALL_TIMEOUTS_MS),
             false => default_stall_ms,
         };
+        let clients = ClientWire::new(&mut rng, crate::params::CLIENTS, nodes, low_caps);
         Some(Wire {
+            clients,
             rng,
             nets: (0..nodes).map(|_| None).collect(),
             secret,
@@ -142,6 +150,7 @@ impl Wire {
     /// What the byte streams did so far, the timeouts of the networks still up included.
     pub(crate) fn counts(&self) -> WireCounts {
         let mut counts = self.counts;
+        counts.clients = self.clients.counts;
         counts.timeouts += self.nets.iter().flatten().map(net_timeouts).sum::<u64>();
         counts.stalled += (self.nets.iter().flatten())
             .map(|net| net.stats().connections_stalled)
@@ -152,18 +161,20 @@ impl Wire {
     /// A short description for failure reports.
     pub(crate) fn describe(&self) -> String {
         format!(
-            "byte streams (secret={}, stall timeout {} ms)",
+            "byte streams (secret={}, stall timeout {} ms, {})",
             self.secret.is_some(),
-            self.stall_timeout_ms
+            self.stall_timeout_ms,
+            self.clients.describe()
         )
     }
 }
 
 /// Links `net` tore down for a late handshake answer: its refusals count them, but for the
-/// accepted connections its sweep closed (any other refusal fails the seed).
+/// accepted connections its sweep closed and the clients the cap on all connections refused
+/// (any other refusal fails the seed).
 fn net_timeouts(net: &SimPeerNet) -> u64 {
     let stats = net.stats();
-    stats.connections_refused - stats.connections_stalled
+    stats.connections_refused - stats.connections_stalled - net.clients_refused_overall()
 }
 
 impl<C: SimCore> World<C> {
@@ -186,6 +197,9 @@ impl<C: SimCore> World<C> {
             nonce_seed: seed ^ ((node as u64) << 48) ^ incarnation,
             first_token: (incarnation + 1) << 32,
             stall_timeout_ms: wire.stall_timeout_ms,
+            connections_per_address_max: wire.clients.per_address_max,
+            connections_max: wire.clients.connections_max,
+            client_pending_out_bytes_max: wire.clients.pending_out_max,
         };
         let mut net = SimPeerNet::new(settings).map_err(|e| format!("node {id}: network: {e}"))?;
         // The thread dials every peer when it starts.
@@ -216,9 +230,11 @@ impl<C: SimCore> World<C> {
     pub(crate) fn wire_crash(&mut self, node: usize) {
         let now = self.now;
         let id = self.nodes[node].id;
-        let Some(wire) = self.wire.as_mut() else {
+        if self.wire.is_none() {
             return;
-        };
+        }
+        self.client_wire_crash(node);
+        let wire = self.wire.as_mut().expect("checked above");
         if let Some(net) = wire.nets[node].take() {
             wire.counts.timeouts += net_timeouts(&net);
             wire.counts.stalled += net.stats().connections_stalled;

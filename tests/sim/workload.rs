@@ -10,7 +10,7 @@ use crate::params::{CLIENTS, QUIET_END_MS, RUN_MS};
 use crate::replica::SimCore;
 use crate::world::{Event, World};
 use rcraft::core::{Input, ProposeError, RequestId};
-use rcraft::wire::{NodeId, ReadMode, Role};
+use rcraft::wire::{ClientRequestBody, NodeId, ReadMode, Role};
 use std::collections::BTreeSet;
 
 /// Fault kinds, in the order of their weights in [`FAULT_WEIGHTS`].
@@ -92,6 +92,7 @@ impl<C: SimCore> World<C> {
                 };
                 let ids = self.all_ids();
                 self.network.isolate(ids[target], &ids);
+                self.client_links_cut(target);
                 Ok(())
             }
             Fault::Split => {
@@ -180,7 +181,19 @@ impl<C: SimCore> World<C> {
             self.request_client.insert(id, client);
             let read = self.history.invoke_read(self.now);
             self.nodes[target].reads.insert(id, read);
-            return self.feed(target, Input::ReadIndex { id, mode });
+            if !self.clients_over_wire() {
+                return self.feed(target, Input::ReadIndex { id, mode });
+            }
+            let body = ClientRequestBody::Read {
+                query: Vec::new(),
+                mode,
+            };
+            if !self.client_send(client, target, id, body)? {
+                // A cap refused the connection: the read was never sent.
+                self.nodes[target].reads.remove(&id);
+                self.connection_refused(id);
+            }
+            return Ok(());
         }
         self.client_write(client, target)
     }
@@ -244,6 +257,7 @@ impl<C: SimCore> World<C> {
         // Cut off for a while: it keeps its log (and its clients' writes) and comes back.
         let ids = self.all_ids();
         self.network.isolate(ids[node], &ids);
+        self.client_links_cut(node);
         let away = self.rng.between(20, 300);
         self.schedule(self.now + away, Event::Reconnect { node });
         Ok(())

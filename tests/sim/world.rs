@@ -47,6 +47,18 @@ pub(crate) enum Event {
         toward_acceptor: bool,
         bytes: Vec<u8>,
     },
+    /// A piece of a client connection's bytes arrives (runs with byte streams,
+    /// `client_wire.rs`): on client `client`'s connection `serial` to `node`, toward the node
+    /// or back.
+    ClientBytes {
+        client: usize,
+        node: usize,
+        serial: u64,
+        toward_node: bool,
+        bytes: Vec<u8>,
+    },
+    /// The slow reader `client` takes what its node wrote to its connection `serial`.
+    ClientReads { client: usize, serial: u64 },
     /// A node's disk finishes syncing persist `seq`; the core hears `Persisted`.
     Sync {
         node: usize,
@@ -133,7 +145,7 @@ pub(crate) struct SimNode<C> {
     /// Reads awaiting `ReadReady`.
     pub(crate) reads: BTreeMap<RequestId, ReadRecord>,
     /// Confirmed reads awaiting application through their read index.
-    pub(crate) ready_reads: Vec<(LogIndex, ReadRecord)>,
+    pub(crate) ready_reads: Vec<(LogIndex, RequestId, ReadRecord)>,
     /// The view observed after its last step.
     pub(crate) view: Option<CoreView>,
     /// Highest commit index observed in this life.
@@ -326,6 +338,7 @@ impl<C: SimCore> World<C> {
             })
             .collect();
         let params_for_damage = params.clone();
+        let wire = Wire::for_seed(seed, ids.len(), !(params.slow_disk || params.slow_links));
         World {
             seed,
             network: Network::new(params.network.clone()),
@@ -366,7 +379,7 @@ impl<C: SimCore> World<C> {
             entry_reads: 0,
             appends: AppendCounts::default(),
             damage: DamageCounts::default(),
-            wire: Wire::for_seed(seed, ids.len()),
+            wire,
         }
     }
 
@@ -492,6 +505,14 @@ impl<C: SimCore> World<C> {
                 toward_acceptor,
                 bytes,
             } => self.on_bytes(dialler, acceptor, conn, toward_acceptor, bytes),
+            Event::ClientBytes {
+                client,
+                node,
+                serial,
+                toward_node,
+                bytes,
+            } => self.on_client_bytes(client, node, serial, toward_node, bytes),
+            Event::ClientReads { client, serial } => self.on_client_reads(client, serial),
             Event::Sync {
                 node,
                 incarnation,

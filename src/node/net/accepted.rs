@@ -22,7 +22,7 @@ use super::delivery::Delivery;
 use super::inbound::{Close, Ctx, Inbound};
 use super::peers::PeerNet;
 use super::stream::{ByteStream, Stream};
-use super::{CONNECTIONS_MAX, NetConfig, NetEvent, NetStats, bump};
+use super::{NetConfig, NetEvent, NetStats, bump};
 use mio::Token;
 use rcraft_wire::{ClientResponse, ConnectionRole, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
@@ -93,8 +93,9 @@ impl<S: ByteStream> AcceptNet<S> {
     /// and under the cap per source address; a refusal is logged and counted.
     pub(super) fn admit(&self, config: &NetConfig, stats: &NetStats, addr: SocketAddr) -> bool {
         let node = config.node_id;
-        if self.conns.len() >= CONNECTIONS_MAX {
-            log::warn!("node {node}: refusing connection from {addr}: {CONNECTIONS_MAX} open");
+        if self.conns.len() >= config.connections_max {
+            let max = config.connections_max;
+            log::warn!("node {node}: refusing connection from {addr}: {max} open");
             bump(&stats.connections_refused, 1);
             return false;
         }

@@ -18,7 +18,7 @@ use super::identity::{PeerIdentities, Refused};
 use super::out_buffer::{OutBuffer, PushError};
 use super::peer::PeerLink;
 use super::stream::{ByteStream, Stream};
-use super::{CLIENT_PENDING_OUT_BYTES_MAX, ClientConnId, NetConfig, NetEvent, bump};
+use super::{ClientConnId, NetConfig, NetEvent, bump};
 use rcraft_wire::{
     ClientResponse, ClientResponseBody, ConnectionRole, Frame, FrameDecoder, Handshake, MAC_BYTES,
     NONCE_BYTES, NodeId,
@@ -209,7 +209,7 @@ impl<S: ByteStream> Inbound<S> {
             Some(ConnectionRole::Client) => {
                 !ctx.delivery.has_backlog()
                     && self.inflight < ctx.config.client_inflight_max
-                    && self.out.pending_bytes() < CLIENT_PENDING_OUT_BYTES_MAX
+                    && self.out.pending_bytes() < ctx.config.client_pending_out_bytes_max
             }
             _ => true,
         }

@@ -18,8 +18,16 @@
 //! the tokens of the handler's connections; a link's connection is always `connected` (a
 //! simulated connect completes at once). The sweep runs on simulated time before each
 //! input; a connection it closes for stalling is handed to the simulator
-//! ([`SimPeerNet::take_stalled`]), which breaks it at its dialler. Not driven here: the caps
-//! on connections, back-pressure (the simulator's delivery never backs up).
+//! ([`SimPeerNet::take_stalled`]), which breaks it at its dialler.
+//!
+//! Client connections go through the same [`AcceptNet`]: a simulated client connects from a
+//! source address of its choosing (admitted or refused by the handler's caps, overall and per
+//! address, as the loop's accept is), its bytes are decoded by the connection's [`Inbound`]
+//! (handshake, frames, permission checks) into the events the network thread hands the
+//! consensus thread, and the answers the consensus side gives are queued and written by the
+//! handler's client-reply path, for the simulator to carry back as bytes. Not driven here:
+//! back-pressure (the simulator's delivery never backs up, and a simulated stream never
+//! refuses a write).
 
 use super::accepted::{AcceptCx, AcceptIo, AcceptNet};
 use super::auth::{Nonce, PeerSecrets};
@@ -31,8 +39,8 @@ use super::stream::ByteStream;
 use super::{ClientConnId, NetConfig, NetEvent, NetStats, NetStatsSnapshot};
 use crossbeam_channel::Receiver;
 use mio::Token;
-use rcraft_wire::{ConnectionRole, Message, NodeId};
-use std::collections::BTreeMap;
+use rcraft_wire::{ClientResponse, ConnectionRole, Message, NodeId};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -45,6 +53,9 @@ pub(super) struct SimStream {
     arrived: Vec<u8>,
     read: usize,
     written: Vec<u8>,
+    /// When set, the most written bytes the other side has not taken yet (a socket's send
+    /// buffer toward a reader that does not keep up): a write beyond it would block.
+    window: Option<usize>,
 }
 
 impl Read for SimStream {
@@ -66,8 +77,16 @@ impl Read for SimStream {
 
 impl Write for SimStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.written.extend_from_slice(buf);
-        Ok(buf.len())
+        let room = match self.window {
+            Some(window) => window.saturating_sub(self.written.len()),
+            None => buf.len(),
+        };
+        if room == 0 && !buf.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = room.min(buf.len());
+        self.written.extend_from_slice(&buf[..n]);
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -110,6 +129,29 @@ pub struct SimNetSettings {
     /// Time allowed for a handshake answer (the network thread's `stall_timeout`; the
     /// simulator shortens it in some runs so that the timer fires).
     pub stall_timeout_ms: u64,
+    /// Cap on open connections from one source address (the network thread's
+    /// `connections_per_address_max`; the simulator lowers it in some runs so that clients
+    /// meet it).
+    pub connections_per_address_max: usize,
+    /// Cap on open accepted connections, peers' and clients' (the network thread's
+    /// `connections_max`; lowered in some runs so that clients meet it).
+    pub connections_max: usize,
+    /// Unsent answer bytes at which a client's requests are no longer read (the network
+    /// thread's `client_pending_out_bytes_max`; lowered in runs with a slow reader so that
+    /// back-pressure pauses it).
+    pub client_pending_out_bytes_max: usize,
+}
+
+/// What arrived on a client connection ([`SimPeerNet::client_receive`]).
+#[derive(Debug, Default)]
+pub struct SimClientReceived {
+    /// The events the network thread hands the consensus thread, in order: the requests
+    /// decoded (and closes of client connections), for [`SimConsensus::net_events`].
+    ///
+    /// [`SimConsensus::net_events`]: crate::node::testing::SimConsensus::net_events
+    pub events: Vec<NetEvent>,
+    /// The node closed the connection, and why (after delivering `events`).
+    pub closed: Option<String>,
 }
 
 /// What became of a message handed to [`SimPeerNet::send`].
@@ -145,6 +187,15 @@ pub struct SimPeerNet {
     next_accepted: u64,
     /// Accepted connections the sweep closed, not yet taken ([`SimPeerNet::take_stalled`]).
     stalled: Vec<(NodeId, u64)>,
+    /// The tokens of the handler's client connections (those accepted through
+    /// [`SimPeerNet::client_connect`] and still open).
+    clients: BTreeSet<Token>,
+    /// Client connections the node closed on its own (the sweep), not yet taken
+    /// ([`SimPeerNet::take_closed_clients`]).
+    closed_clients: Vec<u64>,
+    /// Client connections refused by the cap on all open connections (counted in the
+    /// handler's `connections_refused` with the refusals of peers).
+    clients_refused_overall: u64,
     /// Simulated time zero.
     base: Instant,
     read_buf: Vec<u8>,
@@ -217,6 +268,9 @@ impl SimPeerNet {
         let mut config = NetConfig::new(settings.node_id, settings.cluster_id, listen, peers);
         config.incarnation = settings.incarnation;
         config.stall_timeout = Duration::from_millis(settings.stall_timeout_ms);
+        config.connections_per_address_max = settings.connections_per_address_max;
+        config.connections_max = settings.connections_max;
+        config.client_pending_out_bytes_max = settings.client_pending_out_bytes_max;
         if let Some(secret) = settings.secret {
             let secrets = PeerSecrets::new(vec![secret]).map_err(|e| e.to_string())?;
             config.peer_secrets = Some(Arc::new(secrets));
@@ -236,6 +290,9 @@ impl SimPeerNet {
             newest: BTreeMap::new(),
             next_accepted: 1,
             stalled: Vec::new(),
+            clients: BTreeSet::new(),
+            closed_clients: Vec::new(),
+            clients_refused_overall: 0,
             base,
             read_buf: vec![0; super::READ_CHUNK_BYTES],
             next_token: settings.first_token,
@@ -281,10 +338,12 @@ impl SimPeerNet {
         (&mut self.accepted, cx)
     }
 
-    /// Forgets the origin of connections the handler closed.
+    /// Forgets the origin of connections the handler closed, and the client connections it
+    /// closed.
     fn prune_origin(&mut self) {
         let accepted = &self.accepted;
         self.origin.retain(|&token, _| accepted.contains(token));
+        self.clients.retain(|&token| accepted.contains(token));
     }
 
     /// The loop's timers at `now`: when the sweep is due, links whose handshake answer is
@@ -298,6 +357,9 @@ impl SimPeerNet {
             let accepted = &self.accepted;
             let stalled = (self.origin.iter()).filter(|&(&token, _)| !accepted.contains(token));
             self.stalled.extend(stalled.map(|(_, &origin)| origin));
+            let closed = (self.clients.iter()).filter(|&&token| !accepted.contains(token));
+            self.closed_clients
+                .extend(closed.map(|token| token.0 as u64));
             self.prune_origin();
         }
     }
@@ -484,6 +546,155 @@ impl SimPeerNet {
         self.prune_origin();
     }
 
+    /// A client connects from `addr`: admitted as the loop's accept admits a socket (under
+    /// the cap on open connections and the cap per source address), else refused (the loop
+    /// closes the socket at once; the refusal is counted and logged). Returns the
+    /// connection's token, which names it from now on. `window` makes the client a slow
+    /// reader: the node's writes block once that many bytes wait untaken
+    /// ([`SimPeerNet::client_writable`] when the client took them).
+    pub fn client_connect(
+        &mut self,
+        now_ms: u64,
+        addr: SocketAddr,
+        window: Option<usize>,
+    ) -> Result<u64, String> {
+        let now = self.at(now_ms);
+        self.timers(now);
+        let refused_before = self.stats.snapshot().connections_refused;
+        if !self.accepted.admit(&self.config, &self.stats, addr) {
+            if self.stats.snapshot().connections_refused > refused_before {
+                self.clients_refused_overall += 1;
+            }
+            return Err(format!(
+                "connection from {addr} refused by a cap on connections"
+            ));
+        }
+        let token = Token(self.next_accepted as usize);
+        self.next_accepted += 1;
+        let id = ClientConnId(token.0 as u64);
+        let max = self.config.frame_bytes_max;
+        let stream = SimStream {
+            window,
+            ..SimStream::default()
+        };
+        let inbound = Inbound::new(stream, addr, id, max, now);
+        self.accepted.insert(token, inbound);
+        self.clients.insert(token);
+        Ok(token.0 as u64)
+    }
+
+    /// Bytes arrived on client connection `conn`: decoded and checked by the network thread's
+    /// inbound connection, whose events (the requests, for the consensus thread) are returned
+    /// with why the node closed the connection, if it did. Bytes of a closed connection are
+    /// ignored.
+    pub fn client_receive(&mut self, now_ms: u64, conn: u64, bytes: &[u8]) -> SimClientReceived {
+        let now = self.at(now_ms);
+        self.timers(now);
+        let token = Token(conn as usize);
+        let mut received = SimClientReceived::default();
+        if self.clients.contains(&token)
+            && let Some(inbound) = self.accepted.get_mut(token)
+        {
+            inbound.stream.arrived.extend_from_slice(bytes);
+            let (accepted, mut cx) = self.split_accepted();
+            received.closed = accepted.service(&mut cx, token, now).closed;
+            self.prune_origin();
+        }
+        received.events = self.take_client_events();
+        received
+    }
+
+    /// Client connection `conn` may be written again (a slow reader took the bytes waiting
+    /// for it): serviced as the loop services a writable socket (its queued answers written,
+    /// what it may decode again decoded), then paused connections that may decode again are
+    /// resumed, as at the end of each loop turn. Returns what that delivered.
+    pub fn client_writable(&mut self, now_ms: u64, conn: u64) -> SimClientReceived {
+        let now = self.at(now_ms);
+        self.timers(now);
+        let token = Token(conn as usize);
+        let mut received = SimClientReceived::default();
+        if self.clients.contains(&token) {
+            let (accepted, mut cx) = self.split_accepted();
+            received.closed = accepted.service(&mut cx, token, now).closed;
+            accepted.resume_paused(&mut cx, now);
+            self.prune_origin();
+        }
+        received.events = self.take_client_events();
+        received
+    }
+
+    /// Whether back-pressure paused client connection `conn` (its requests wait unread).
+    pub fn client_paused(&mut self, conn: u64) -> bool {
+        let token = Token(conn as usize);
+        self.clients.contains(&token) && self.accepted.get_mut(token).is_some_and(|c| c.paused)
+    }
+
+    /// The events for the consensus thread that client connections produced and nobody took
+    /// yet (closes by the sweep among them); peer messages are never among them.
+    pub fn take_client_events(&mut self) -> Vec<NetEvent> {
+        (self.events.try_iter())
+            .filter(|event| !matches!(event, NetEvent::Peer(_)))
+            .collect()
+    }
+
+    /// The consensus thread's answers of one turn, as (connection, response): queued on their
+    /// connections and written once each, as the loop's `NetCommand::Replies` is (an answer
+    /// to a connection already closed is counted and dropped). Take the bytes with
+    /// [`SimPeerNet::take_client_written`].
+    pub fn client_replies(&mut self, now_ms: u64, replies: &[(u64, ClientResponse)]) {
+        let now = self.at(now_ms);
+        self.timers(now);
+        for (conn, response) in replies {
+            let token = Token(*conn as usize);
+            (self.accepted).queue_reply(&self.config, &self.stats, token, response);
+        }
+        let (accepted, mut cx) = self.split_accepted();
+        accepted.flush(&mut cx, now);
+        self.prune_origin();
+    }
+
+    /// The bytes the node wrote to client connection `conn` since the last call (its
+    /// handshake answer, its replies).
+    pub fn take_client_written(&mut self, conn: u64) -> Option<Vec<u8>> {
+        let token = Token(conn as usize);
+        if !self.clients.contains(&token) {
+            return None;
+        }
+        let inbound = self.accepted.get_mut(token)?;
+        let bytes = std::mem::take(&mut inbound.stream.written);
+        (!bytes.is_empty()).then_some(bytes)
+    }
+
+    /// Client connection `conn` ended at the client's side: closed by the client (`reset`
+    /// false: the node reads its end) or broken by the network (`reset` true).
+    pub fn client_closed(&mut self, now_ms: u64, conn: u64, reset: bool) {
+        let now = self.at(now_ms);
+        let token = Token(conn as usize);
+        if !self.clients.contains(&token) {
+            return;
+        }
+        let reason = match reset {
+            true => Close::Io(io::ErrorKind::ConnectionReset.into()),
+            false => Close::Eof,
+        };
+        let (accepted, mut cx) = self.split_accepted();
+        accepted.close(&mut cx, token, reason, now);
+        self.prune_origin();
+    }
+
+    /// The client connections the node closed on its own (its sweep: a request frame left
+    /// incomplete past the stall timeout) since the last call: the simulator breaks them at
+    /// their clients.
+    pub fn take_closed_clients(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.closed_clients)
+    }
+
+    /// Client connections refused by the cap on all open connections (the handler counts
+    /// them in `connections_refused`, with refused peers).
+    pub fn clients_refused_overall(&self) -> u64 {
+        self.clients_refused_overall
+    }
+
     /// The network thread's counters.
     pub fn stats(&self) -> NetStatsSnapshot {
         self.stats.snapshot()
@@ -509,6 +720,9 @@ mod tests {
             nonce_seed: node,
             first_token: (node + 1) << 32,
             stall_timeout_ms: 10_000,
+            connections_per_address_max: 64,
+            connections_max: 64,
+            client_pending_out_bytes_max: 1 << 20,
         }
     }
 
@@ -725,5 +939,172 @@ mod tests {
         assert!(b.origin.is_empty());
         // Its late bytes are never read.
         assert_eq!(b.receive(10_200, NodeId(0), conn, &[0]), Ok(Vec::new()));
+    }
+    fn client_addr(host: u8, port: u16) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::new(10, 0, 0, host), port))
+    }
+
+    fn write_request(request_id: u64) -> Vec<u8> {
+        let request = rcraft_wire::ClientRequest {
+            request_id,
+            body: rcraft_wire::ClientRequestBody::Write {
+                session: None,
+                command: b"x".to_vec(),
+            },
+        };
+        let mut frame = Vec::new();
+        rcraft_wire::encode_client_request(&request, &mut frame).unwrap();
+        frame
+    }
+
+    #[test]
+    fn a_clients_request_in_pieces_is_decoded_and_its_answer_written_back() {
+        let mut b = SimPeerNet::new(settings(1, false)).unwrap();
+        let conn = b.client_connect(0, client_addr(1, 40_000), None).unwrap();
+        let options = crate::client::ClientOptions::default();
+        let mut bytes = crate::client::handshake(&options);
+        bytes.extend(write_request(7));
+        let mut events = Vec::new();
+        for piece in bytes.chunks(5) {
+            let received = b.client_receive(1, conn, piece);
+            assert_eq!(received.closed, None);
+            events.extend(received.events);
+        }
+        let [
+            NetEvent::Client {
+                conn: id, request, ..
+            },
+        ] = &events[..]
+        else {
+            panic!("one request expected: {events:?}");
+        };
+        assert_eq!((id.0, request.request_id), (conn, 7));
+        // The handshake answer, then the reply, as bytes a client decodes.
+        let hello = b.take_client_written(conn).unwrap();
+        assert_eq!(hello.len(), rcraft_wire::HANDSHAKE_BYTES);
+        let reply = ClientResponse {
+            request_id: 7,
+            body: rcraft_wire::ClientResponseBody::Overloaded,
+        };
+        b.client_replies(2, &[(conn, reply.clone())]);
+        let written = b.take_client_written(conn).unwrap();
+        let mut decoder = rcraft_wire::FrameDecoder::new(rcraft_wire::FRAME_BYTES_MAX);
+        decoder.push(&written);
+        let frame = decoder.next_frame().unwrap().unwrap();
+        assert_eq!(frame.to_client_response().unwrap(), reply);
+        // Once the client hung up, a reply to it is counted and dropped.
+        b.client_closed(3, conn, false);
+        b.client_replies(4, &[(conn, reply)]);
+        assert_eq!(b.take_client_written(conn), None);
+        assert_eq!(b.stats().replies_to_closed, 1);
+        let closed = b.take_client_events();
+        assert!(matches!(closed[..], [NetEvent::ClientClosed(id)] if id.0 == conn));
+    }
+
+    #[test]
+    fn client_connections_meet_the_cap_per_address_and_the_cap_on_all() {
+        let mut b = SimPeerNet::new(SimNetSettings {
+            connections_per_address_max: 2,
+            connections_max: 3,
+            ..settings(1, false)
+        })
+        .unwrap();
+        let first = b.client_connect(0, client_addr(1, 1), None).unwrap();
+        b.client_connect(0, client_addr(1, 2), None).unwrap();
+        assert!(b.client_connect(0, client_addr(1, 3), None).is_err());
+        assert_eq!(b.stats().connections_refused_per_address, 1);
+        b.client_connect(0, client_addr(2, 1), None).unwrap();
+        assert!(b.client_connect(0, client_addr(3, 1), None).is_err());
+        assert_eq!(b.clients_refused_overall(), 1);
+        // A closed connection makes room again.
+        b.client_closed(1, first, true);
+        b.client_connect(1, client_addr(3, 1), None).unwrap();
+    }
+
+    #[test]
+    fn a_client_frame_left_incomplete_past_the_stall_timeout_is_closed_by_the_sweep() {
+        let mut b = SimPeerNet::new(SimNetSettings {
+            stall_timeout_ms: 150,
+            ..settings(1, false)
+        })
+        .unwrap();
+        let conn = b.client_connect(0, client_addr(1, 1), None).unwrap();
+        let options = crate::client::ClientOptions::default();
+        let mut bytes = crate::client::handshake(&options);
+        bytes.extend(write_request(1));
+        let half = bytes.len() - 3;
+        assert!(b.client_receive(1, conn, &bytes[..half]).events.is_empty());
+        // The sweep runs before the next input past the timeout.
+        b.client_connect(200, client_addr(2, 1), None).unwrap();
+        assert_eq!(b.take_closed_clients(), vec![conn]);
+        assert_eq!(b.stats().connections_stalled, 1);
+        // The rest of the frame arrives too late: ignored, as a closed socket's bytes.
+        let late = b.client_receive(201, conn, &bytes[half..]);
+        assert!(late.closed.is_none());
+        assert!(
+            !(late.events.iter()).any(|e| matches!(e, NetEvent::Client { .. })),
+            "{:?}",
+            late.events
+        );
+    }
+    #[test]
+    fn a_client_that_does_not_read_its_answers_is_paused_until_it_does() {
+        let mut b = SimPeerNet::new(SimNetSettings {
+            client_pending_out_bytes_max: 100,
+            ..settings(1, false)
+        })
+        .unwrap();
+        let conn = b.client_connect(0, client_addr(1, 1), Some(16)).unwrap();
+        let options = crate::client::ClientOptions::default();
+        let hello = crate::client::handshake(&options);
+        assert!(b.client_receive(1, conn, &hello).events.is_empty());
+        let reply = |request_id| ClientResponse {
+            request_id,
+            body: rcraft_wire::ClientResponseBody::Overloaded,
+        };
+        // Each request is answered at once; the client reads nothing, so the answers wait
+        // behind the 16 bytes its socket buffer holds until their bytes reach the cap.
+        // The next request is read only while the answers' unsent bytes stay under the cap.
+        let mut answered = 0;
+        loop {
+            assert!(answered < 100, "never paused");
+            let received = b.client_receive(2, conn, &write_request(answered + 1));
+            if received.events.is_empty() {
+                break;
+            }
+            answered += 1;
+            b.client_replies(2, &[(conn, reply(answered))]);
+        }
+        assert!(b.client_paused(conn));
+        assert_eq!(b.stats().client_pauses, 1);
+        // The client reads: what waited is written, and its request is read at last.
+        let mut taken = Vec::new();
+        let mut resumed = Vec::new();
+        for _ in 0..100 {
+            taken.extend(b.take_client_written(conn).unwrap_or_default());
+            resumed.extend(b.client_writable(4, conn).events);
+            if !b.client_paused(conn) && !resumed.is_empty() {
+                break;
+            }
+        }
+        let [NetEvent::Client { request, .. }] = &resumed[..] else {
+            panic!("the waiting request was not read: {resumed:?}");
+        };
+        assert_eq!(request.request_id, answered + 1);
+        while let Some(more) = b.take_client_written(conn) {
+            taken.extend(more);
+            assert!(b.client_writable(5, conn).events.is_empty());
+        }
+        let mut decoder = rcraft_wire::FrameDecoder::new(rcraft_wire::FRAME_BYTES_MAX);
+        decoder.push(&taken[rcraft_wire::HANDSHAKE_BYTES..]);
+        let mut ids = Vec::new();
+        while let Some(frame) = decoder.next_frame().unwrap() {
+            ids.push(frame.to_client_response().unwrap().request_id);
+        }
+        assert_eq!(
+            ids,
+            (1..=answered).collect::<Vec<_>>(),
+            "every answer, in order"
+        );
     }
 }
