@@ -51,6 +51,15 @@ pub(crate) enum WalDamage {
     Unreadable,
 }
 
+/// A damaged snapshot file and what the real start made of it ([`Disk::damage_real_snapshot`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SnapshotDamage {
+    /// The (index, term) of the file damaged.
+    pub(crate) point: (LogIndex, Term),
+    /// The range the start claimed lost, if any (none when it rebuilt the state locally).
+    pub(crate) claim: Option<LostEntries>,
+}
+
 /// A page of the real WAL an unreadable sector may strike ([`RealDisk::unreadable_pages`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct DamageablePage {
@@ -136,6 +145,7 @@ pub(crate) struct RealDisk {
 /// The real storage's files under its data directory (`SimStorage::open`).
 const WAL_DIR: &str = "/data/wal";
 const HARD_STATE_FILE: &str = "/data/hard_state";
+const SNAPSHOT_DIR: &str = "/data/snapshots";
 /// The bytes of a hard-state slot that carry meaning (magic .. crc, storage/FORMAT.md §2);
 /// the reserved rest is never read.
 const SLOT_USED_BYTES: usize = 48;
@@ -499,6 +509,166 @@ impl Disk {
         };
         done.map_err(|e| format!("damaging entry {from} in {}: {e}", path.display()))?;
         Ok(Some(kind))
+    }
+
+    /// Where the real storage runs and the node holds a durable snapshot: damages the newest
+    /// snapshot file in its `SimFs` while the node is down (one bit flipped, in the data, or
+    /// as `draw` picks, in the header or the footer), starts the real storage on it, checks
+    /// that the start is sound, and makes the model follow what it did. `None` (nothing
+    /// damaged) without real storage or snapshot, or when the configuration the node may be
+    /// left with (that of the older snapshot it may restart from, `config_at` it, or the
+    /// initial one) is not one `allowed` accepts.
+    ///
+    /// The start must (1) succeed, (2) set the file aside (`<name>.damaged`), and (3) start
+    /// from the next older snapshot file (or none) and claim lost a range that covers every
+    /// entry the model held durably (its last durable index, and the end of a claim it still
+    /// held), unless the log it keeps and that snapshot reach as far (rebuilt locally, then
+    /// nothing new is claimed). Then the model takes the real outcome, each step sound:
+    /// - its snapshot becomes the one the real storage starts from, with the bytes of that
+    ///   file (whole: it passed every checksum); the world checks them against the committed
+    ///   log at the start (`World::restore_checked`), as any durable snapshot;
+    /// - its log becomes the real one after that snapshot: entries the model also holds must
+    ///   be the model's (checked here); the others are entries the model had compacted behind
+    ///   the damaged snapshot, so committed, and applying them again is judged by the
+    ///   state-machine checks against the committed log; when the real log was restarted
+    ///   after the base, the model's is too (it holds nothing after it);
+    /// - its claim (`lost`) becomes the real claim: (3) showed it covers everything the model
+    ///   may have acknowledged, so the checks on commit quorums with claims, repair and
+    ///   acknowledged writes hold the node to what it really holds.
+    ///
+    /// The real storage is then stopped as by a crash right after its start: the restart
+    /// that follows (`Disk::restart_real`) opens it again, from the claim file and the log
+    /// the first start left, and must recover exactly the model's state.
+    pub(crate) fn damage_real_snapshot(
+        &mut self,
+        draw: u64,
+        initial: &Membership,
+        allowed: impl Fn(&Membership) -> bool,
+        config_at: impl Fn(LogIndex) -> Membership,
+    ) -> Result<Option<SnapshotDamage>, String> {
+        let (Some(real), Some(newest)) = (self.real.as_mut(), self.snapshot.as_ref()) else {
+            return Ok(None);
+        };
+        if real.storage.is_some() {
+            return Err("damaging a snapshot file while the node is up".to_string());
+        }
+        let dir = Path::new(SNAPSHOT_DIR);
+        let names = (real.fs.list_dir(dir)).map_err(|e| format!("listing {SNAPSHOT_DIR}: {e}"))?;
+        let mut points: Vec<(u64, u64)> = (names.iter())
+            .filter_map(|n| rcraft_storage::snapshot_point_of_file(Path::new(n)))
+            .collect();
+        points.sort_unstable();
+        let point = (newest.meta.index.0, newest.meta.term.0);
+        if points.last() != Some(&point) {
+            return Err(format!(
+                "real storage's snapshot files are {points:?}, the model's newest snapshot is \
+                 {point:?}"
+            ));
+        }
+        let base = points.len().checked_sub(2).map(|at| points[at]);
+        // Restarted after the base, the node is left with the configuration there; rebuilt
+        // locally, with the one it had (already accepted by the caller).
+        let left_with = base.map_or(initial.clone(), |(index, _)| config_at(LogIndex(index)));
+        if !allowed(&left_with) {
+            return Ok(None);
+        }
+
+        let path = dir.join(format!("snap-{:020}-{:020}.snap", point.0, point.1));
+        let bytes = (real.fs.contents(&path)).map_err(|e| format!("reading {path:?}: {e}"))?;
+        let header = 52 + u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
+        let footer = bytes.len() - 24;
+        let (from, to) = match draw % 8 {
+            6 => (0, header),
+            7 => (footer, bytes.len()),
+            _ if footer > header => (header, footer),
+            _ => (0, bytes.len()),
+        };
+        let offset = from + (draw >> 8) as usize % (to - from);
+        (real.fs.flip_bit(&path, offset, (draw >> 3) as u8 % 8))
+            .map_err(|e| format!("damaging {path:?}: {e}"))?;
+
+        // What the model held durably: through its last entry or snapshot, and a claim it
+        // still made.
+        let held_before = self.log.last_index().max(newest.meta.index);
+        let must_cover = self
+            .lost
+            .map_or(held_before, |l| l.through.max(held_before));
+        let (storage, recovered) = SimStorage::open(&real.fs, initial.clone()).map_err(|e| {
+            format!("real storage does not start after byte {offset} of {path:?} was damaged: {e}")
+        })?;
+        // Set aside: the name is gone, and one more `<name>.damaged` (`.damaged.N`) is there.
+        let file = format!("snap-{:020}-{:020}.snap", point.0, point.1);
+        let aside = |names: &[String]| {
+            let prefix = format!("{file}.damaged");
+            names.iter().filter(|n| n.starts_with(&prefix)).count()
+        };
+        let after = (real.fs.list_dir(dir)).map_err(|e| format!("listing {SNAPSHOT_DIR}: {e}"))?;
+        if after.contains(&file) || aside(&after) != aside(&names) + 1 {
+            return Err(format!(
+                "real storage started without setting {path:?} (damaged at byte {offset}) aside"
+            ));
+        }
+        let started_from = recovered.snapshot.as_ref().map(|m| (m.index.0, m.term.0));
+        if started_from != base {
+            return Err(format!(
+                "real storage started from snapshot {started_from:?} after {point:?} was \
+                 damaged; the next older file is {base:?}"
+            ));
+        }
+        let base_index = LogIndex(base.map_or(0, |b| b.0));
+        let held = recovered.entries.last().map_or(base_index, |e| e.index);
+        let covered = recovered
+            .lost
+            .is_some_and(|l| l.from <= held.next() && l.through >= must_cover && l.through > held);
+        if held < must_cover && !covered {
+            return Err(format!(
+                "real storage started after snapshot {point:?} was damaged holding through \
+                 {held} and claiming {:?}, but the node held through {held_before} (claim \
+                 {:?}): entries it may have acknowledged are neither held nor claimed",
+                recovered.lost, self.lost
+            ));
+        }
+        if held >= must_cover && recovered.lost.is_some() {
+            return Err(format!(
+                "real storage rebuilt through {held} after snapshot {point:?} was damaged (the \
+                 node held through {held_before}) but claims {:?}",
+                recovered.lost
+            ));
+        }
+        for entry in &recovered.entries {
+            if let Some(model) = self.log.get(entry.index).filter(|m| *m != entry) {
+                return Err(format!(
+                    "real storage rebuilt entry {} as {entry:?}, the model holds {model:?}",
+                    entry.index
+                ));
+            }
+        }
+
+        let snapshot = (storage.current_snapshot())
+            .map_err(|e| format!("reading the snapshot the real storage starts from: {e}"))?
+            .map(|(meta, bytes)| StoredSnapshot { meta, bytes });
+        if snapshot.as_ref().map(|s| &s.meta) != recovered.snapshot.as_ref() {
+            return Err(format!(
+                "real storage's current snapshot is {:?}, it recovered {:?}",
+                snapshot.as_ref().map(|s| &s.meta),
+                recovered.snapshot
+            ));
+        }
+        let (base_term, base_membership) =
+            snapshot.as_ref().map_or((Term(0), initial.clone()), |s| {
+                (s.meta.term, s.meta.membership.clone())
+            });
+        self.log = EntryLog::from_parts(base_index, base_term, base_membership, recovered.entries)
+            .map_err(|e| format!("real storage's log after snapshot damage: {e}"))?;
+        self.snapshot = snapshot;
+        self.lost = recovered.lost;
+        // Stopped as by a crash right after the start (everything it wrote was synced).
+        drop(storage);
+        real.fs.crash(CrashMode::LoseUnsynced);
+        Ok(Some(SnapshotDamage {
+            point: (LogIndex(point.0), Term(point.1)),
+            claim: recovered.lost,
+        }))
     }
 
     /// True when the node's real storage thread runs beside the model.
@@ -1223,16 +1393,7 @@ mod tests {
     /// [`written`] with a snapshot at `index` saved before the crash, the log not compacted.
     fn snapshotted(last: u64, index: u64) -> Disk {
         let mut disk = writing(last, 0);
-        let bytes = format!("the state at {index}").into_bytes();
-        let meta = SnapshotMeta {
-            index: LogIndex(index),
-            term: Term(1),
-            membership: initial(),
-            membership_entry: Some((LogIndex(0), Term(0))),
-            size_bytes: bytes.len() as u64,
-            checksum: crate::state_machine::checksum(&bytes),
-        };
-        disk.save_snapshot(StoredSnapshot { meta, bytes }).unwrap();
+        disk.save_snapshot(snapshot_at(index)).unwrap();
         disk.crash(0).unwrap();
         disk
     }
@@ -1255,6 +1416,108 @@ mod tests {
         let pages = every_page_unreadable(|| snapshotted(45, 44));
         assert!(!pages.is_empty());
         assert!(pages.iter().all(|p| p.first <= LogIndex(44)), "{pages:?}");
+    }
+
+    /// A snapshot of the state at `index`, as [`snapshotted`] saves it.
+    fn snapshot_at(index: u64) -> StoredSnapshot {
+        let bytes = format!("the state at {index}").into_bytes();
+        let meta = SnapshotMeta {
+            index: LogIndex(index),
+            term: Term(1),
+            membership: initial(),
+            membership_entry: Some((LogIndex(0), Term(0))),
+            size_bytes: bytes.len() as u64,
+            checksum: crate::state_machine::checksum(&bytes),
+        };
+        StoredSnapshot { meta, bytes }
+    }
+
+    /// The claim (from, through), the snapshot the model starts from, its last index.
+    type SnapshotOutcome = (Option<(u64, u64)>, Option<u64>, u64);
+
+    /// Damages the newest snapshot file of `fresh()` with draws in the data, header and
+    /// footer; each start must be sound and the restart recover the model's state.
+    /// Returns the claims and what the model then holds: (snapshot index, last index).
+    fn damage_newest_snapshot(fresh: impl Fn() -> Disk) -> Vec<SnapshotOutcome> {
+        let mut outcomes = Vec::new();
+        for draw in [
+            0u64,
+            1 << 8 | 5,
+            0x1234_5678_9abc_def6,
+            0xfed_cba9_8765_4327,
+            0x77,
+        ] {
+            let mut disk = fresh();
+            let point = disk.snapshot.as_ref().unwrap().meta.index;
+            let config_at = |_| initial();
+            let damage = (disk.damage_real_snapshot(draw, &initial(), |_| true, config_at))
+                .unwrap_or_else(|e| panic!("draw {draw:#x}: {e}"))
+                .expect("damaged");
+            assert_eq!(damage.point.0, point);
+            disk.restart_real(&initial())
+                .unwrap_or_else(|e| panic!("draw {draw:#x}: {e}"));
+            let claim = damage.claim.map(|c| (c.from.0, c.through.0));
+            let base = disk.snapshot.as_ref().map(|s| s.meta.index.0);
+            outcomes.push((claim, base, disk.log.last_index().0));
+        }
+        outcomes
+    }
+
+    #[test]
+    fn a_damaged_snapshot_with_the_whole_log_behind_it_is_rebuilt_locally() {
+        // No older snapshot, the log from 1 through 45: nothing is claimed.
+        let outcomes = damage_newest_snapshot(|| snapshotted(45, 30));
+        assert!(
+            outcomes.iter().all(|o| *o == (None, None, 45)),
+            "{outcomes:?}"
+        );
+        // An older snapshot at 20 whose entry the log holds: rebuilt from it.
+        let two = || {
+            let mut disk = writing(45, 0);
+            disk.save_snapshot(snapshot_at(20)).unwrap();
+            disk.save_snapshot(snapshot_at(30)).unwrap();
+            disk.compact(LogIndex(20)).unwrap();
+            disk.write(46, None, Vec::new());
+            disk.sync_through(46).unwrap();
+            disk.crash(0).unwrap();
+            disk
+        };
+        let outcomes = damage_newest_snapshot(two);
+        assert!(
+            outcomes.iter().all(|o| *o == (None, Some(20), 45)),
+            "{outcomes:?}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_snapshot_behind_a_compacted_log_claims_what_the_node_held() {
+        // Compacted through 30 (the first segment, entries 1..=26, is dropped): the log no
+        // longer continues from 1, so it restarts empty and 1..=45 is claimed.
+        let compacted = || {
+            let mut disk = writing(45, 0);
+            disk.save_snapshot(snapshot_at(30)).unwrap();
+            disk.compact(LogIndex(30)).unwrap();
+            // A persist after it runs the compaction in the real storage.
+            disk.write(46, None, Vec::new());
+            disk.sync_through(46).unwrap();
+            disk.crash(0).unwrap();
+            disk
+        };
+        let outcomes = damage_newest_snapshot(compacted);
+        assert!(
+            outcomes.iter().all(|o| *o == (Some((1, 45)), None, 0)),
+            "{outcomes:?}"
+        );
+        assert_eq!(compacted().lost(), None);
+        let mut disk = compacted();
+        let config_at = |_| initial();
+        (disk.damage_real_snapshot(0, &initial(), |_| true, config_at)).unwrap();
+        assert_eq!(disk.lost().map(|l| (l.from.0, l.through.0)), Some((1, 45)));
+        // Not where the configuration the node is left with is refused.
+        let mut disk = compacted();
+        let refused = disk.damage_real_snapshot(0, &initial(), |_| false, |_| initial());
+        assert_eq!(refused.unwrap(), None);
+        disk.restart_real(&initial()).unwrap();
     }
 
     #[test]

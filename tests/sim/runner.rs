@@ -301,6 +301,7 @@ fn add(totals: &mut RunSummary, run: &RunSummary) {
     totals.damage.beside_another += run.damage.beside_another;
     totals.damage.real_bytes += run.damage.real_bytes;
     totals.damage.unreadable_pages += run.damage.unreadable_pages;
+    totals.damage.snapshot_files += run.damage.snapshot_files;
     totals.wire.add(&run.wire);
 }
 
@@ -311,7 +312,7 @@ fn describe(summary: &RunSummary) -> String {
          {} self-demotions of a leader with a slow disk or slow links, {} entry reads from a \
          leader's disk for a follower, {} AppendRequests sent and {} refused, disk damage: {} \
          synced log ranges lost and {} hard states damaged ({} while another node was damaged, \
-         {} as real bytes, {} of them unreadable WAL pages), \
+         {} as real bytes, {} of them unreadable WAL pages), {} snapshot files damaged, \
          byte streams in {} runs: {} bytes in {} pieces over {} connections, {} connections \
          broken, {} messages dropped by a link backing off, {} links timed out waiting for a \
          handshake answer, {} accepted connections closed for stalling; client connections: {} \
@@ -335,6 +336,7 @@ fn describe(summary: &RunSummary) -> String {
         summary.damage.beside_another,
         summary.damage.real_bytes,
         summary.damage.unreadable_pages,
+        summary.damage.snapshot_files,
         summary.wire.runs,
         summary.wire.bytes,
         summary.wire.pieces,

@@ -8,7 +8,7 @@
 
 use crate::checker::{Checker, Verdict};
 use crate::clients::{Attempt, SimClient};
-use crate::disk::{Disk, StoredSnapshot, WalDamage};
+use crate::disk::{Disk, SnapshotDamage, StoredSnapshot, WalDamage};
 use crate::entry_log::EntryLog;
 use crate::history::{History, ReadRecord};
 use crate::network::Network;
@@ -237,6 +237,8 @@ pub(crate) struct DamageCounts {
     pub(crate) real_bytes: u64,
     /// Of those, WAL pages made unreadable (`WalDamage::Unreadable`).
     pub(crate) unreadable_pages: u64,
+    /// Newest snapshot files damaged in the real storage (`Disk::damage_real_snapshot`).
+    pub(crate) snapshot_files: u64,
 }
 
 /// How much of the run to record.
@@ -844,7 +846,9 @@ impl<C: SimCore> World<C> {
     /// with this one, stay fewer than half the voters of every configuration
     /// (`World::voters_needed_for_damage`: one needs three voters, two five).
     /// Where the real storage runs, its WAL's bytes are damaged from the first entry lost
-    /// (`Disk::damage_synced`), and its restart must report what the model lost.
+    /// (`Disk::damage_synced`), and its restart must report what the model lost; or, in a
+    /// third of those draws, its newest snapshot file is (`Disk::damage_real_snapshot`), and
+    /// the model follows what the real start made of it once that start proved sound.
     fn maybe_damage_disk(&mut self, node: usize) -> Verdict {
         let Some(rng) = self.damage_rng.as_mut() else {
             return Ok(());
@@ -872,6 +876,32 @@ impl<C: SimCore> World<C> {
             return Ok(());
         }
         let initial = self.initial_membership.clone();
+        // A third of the real draws damage the newest snapshot file instead, where the node
+        // has one (`Disk::damage_real_snapshot`), from a generator of that draw's own.
+        if let Some(mut snap_rng) = real_draw.map(|d| SimRng::new(d ^ 0x5AA9_5407_DA3A_6ED1)) {
+            if snap_rng.chance(333) {
+                let checker = &self.checker;
+                let config_at = |index| {
+                    (checker.committed_membership_through(index))
+                        .unwrap_or(&initial)
+                        .clone()
+                };
+                let disk = &mut self.nodes[node].disk;
+                let damage =
+                    disk.damage_real_snapshot(snap_rng.next_u64(), &initial, minority, config_at);
+                let damage = damage.map_err(|e| format!("node {node}: {e}"))?;
+                if let Some(SnapshotDamage { point, claim }) = damage {
+                    self.damage.snapshot_files += 1;
+                    if self.tracing() {
+                        self.note(format!(
+                            "node {node}'s snapshot file at {point:?} damaged; its restart \
+                             claims {claim:?}"
+                        ));
+                    }
+                    return Ok(());
+                }
+            }
+        }
         let damaged = self.nodes[node]
             .disk
             .damage_synced(count, real_draw, &initial, minority)?;
