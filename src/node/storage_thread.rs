@@ -1172,6 +1172,32 @@ mod tests {
         assert!(error.message.contains("19..=21"), "{error}");
     }
 
+    /// Storage under `/data` on `fs` with 16 KiB segments and `voters` as the initial
+    /// configuration.
+    fn small_segments(fs: &SimFs, voters: &[u64]) -> OpenedStorage {
+        let membership = Membership::with_voters(voters.iter().copied().map(NodeId));
+        open_storage_with(
+            Arc::new(fs.clone()),
+            Path::new("/data"),
+            membership,
+            16 << 10,
+        )
+        .unwrap()
+    }
+
+    /// Persists entries 1..=400 of term 1 (100 B each, many segments), syncs and confirms
+    /// them; returns them.
+    fn persist_400(thread: &mut StorageThread) -> Vec<Entry> {
+        let entries: Vec<Entry> = (1..=400)
+            .map(|index| Entry::command(Term(1), LogIndex(index), None, &[index as u8; 100]))
+            .collect();
+        let persist_all = persist(1, Some(hard_state(1, None, 0)), entries.clone());
+        let (result, _) = thread.carry_out_batch(vec![persist_all]);
+        result.unwrap();
+        thread.idle().unwrap();
+        entries
+    }
+
     /// A catch-up read that meets a sector of a sealed segment gone unreadable since the
     /// start stops the node (fail-stop: never a `SIGBUS`, never the bytes sent) with an error
     /// naming the segment file, the offset and the entries, and saying that a restart repairs
@@ -1182,18 +1208,9 @@ mod tests {
     fn an_unreadable_catch_up_read_stops_the_node_and_the_restart_reports_the_range_lost() {
         let fs = SimFs::new();
         let data = PathBuf::from("/data");
-        let membership = Membership::with_voters([NodeId(0)]);
-        let opened = |fs: &SimFs| {
-            open_storage_with(Arc::new(fs.clone()), &data, membership.clone(), 16 << 10).unwrap()
-        };
-        let entries: Vec<Entry> = (1..=400)
-            .map(|index| Entry::command(Term(1), LogIndex(index), None, &[index as u8; 100]))
-            .collect();
+        let opened = |fs: &SimFs| small_segments(fs, &[0]);
         let mut thread = opened(&fs).thread;
-        let persist_all = persist(1, Some(hard_state(1, None, 0)), entries.clone());
-        let (result, _) = thread.carry_out_batch(vec![persist_all]);
-        result.unwrap();
-        thread.idle().unwrap();
+        let entries = persist_400(&mut thread);
         let (result, events) = thread.carry_out_batch(vec![read_log(1, 1, 400, u64::MAX)]);
         result.unwrap();
         assert_eq!(entries_read(&events), [(1, Ok(entries.clone()))]);
@@ -1259,18 +1276,9 @@ mod tests {
     fn a_crash_during_a_reset_inside_a_lost_range_keeps_the_claim() {
         let fs = SimFs::new();
         let data = PathBuf::from("/data");
-        let membership = Membership::with_voters([NodeId(0), NodeId(1), NodeId(2)]);
-        let opened = |fs: &SimFs| {
-            open_storage_with(Arc::new(fs.clone()), &data, membership.clone(), 16 << 10).unwrap()
-        };
-        let entries: Vec<Entry> = (1..=400)
-            .map(|index| Entry::command(Term(1), LogIndex(index), None, &[index as u8; 100]))
-            .collect();
+        let opened = |fs: &SimFs| small_segments(fs, &[0, 1, 2]);
         let mut thread = opened(&fs).thread;
-        let persist_all = persist(1, Some(hard_state(1, None, 0)), entries);
-        let (result, _) = thread.carry_out_batch(vec![persist_all]);
-        result.unwrap();
-        thread.idle().unwrap();
+        persist_400(&mut thread);
         drop(thread);
         // A sealed segment's page turns unreadable while the node is down: the restart
         // claims everything from there lost.
