@@ -78,6 +78,8 @@ pub(crate) fn usable_snapshot(
             Ok(None) => continue, // gone since the listing: nothing to set aside
 
             Err(e @ StoreError::Corruption { .. }) if set_aside_allowed => e,
+            // An unreadable sector (EIO) is damage too; other I/O errors stop the start.
+            Err(e @ StoreError::Io { .. }) if set_aside_allowed && unreadable(&e) => e,
             Err(e) => {
                 return Err(StorageError::store(format!(
                     "reading snapshot {index} in {}",
@@ -103,6 +105,11 @@ pub(crate) fn usable_snapshot(
         });
     }
     Ok((None, set_aside))
+}
+
+/// Whether a snapshot read failed on an unreadable sector (`EIO`).
+fn unreadable(e: &StoreError) -> bool {
+    matches!(e, StoreError::Io { source, .. } if rcraft_storage::fs::is_unreadable_sector(source))
 }
 
 /// `<path>.damaged`, or `<path>.damaged.N` for the first N free (a file damaged again at the
@@ -537,5 +544,35 @@ mod tests {
             store.latest().unwrap().map(|info| info.meta.index),
             Some(10)
         );
+    }
+
+    /// A sector of the newest snapshot that no longer reads (EIO) is damage like a flipped
+    /// bit: the file is set aside and the older one used.
+    #[test]
+    fn an_unreadable_sector_in_the_newest_snapshot_sets_it_aside() {
+        let fs = Arc::new(SimFs::new());
+        let dir = Path::new("/data/snapshots");
+        let store = SnapshotStore::open(fs.clone(), dir).unwrap();
+        store.keep(&[(10, 2)]).unwrap();
+        for (index, data) in [(10u64, vec![1u8; 100]), (20, vec![2u8; 9000])] {
+            let meta = rcraft_storage::SnapshotFileMeta {
+                index,
+                term: 2,
+                membership: vec![1],
+                membership_entry: Some((0, 0)),
+            };
+            let mut writer = store.begin(meta).unwrap();
+            std::io::Write::write_all(&mut writer, &data).unwrap();
+            writer.finish().unwrap();
+        }
+        let newest = store.find(20, 2).unwrap().unwrap();
+        fs.make_unreadable(&newest.path, 4096, 512).unwrap();
+
+        let (usable, aside) = usable_snapshot(fs.as_ref(), dir, &store, true).unwrap();
+        assert_eq!(usable.map(|info| info.meta.index), Some(10));
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(aside[0].point, (20, 2));
+        assert!(fs.exists(&aside[0].path).unwrap());
+        assert!(!fs.exists(&newest.path).unwrap());
     }
 }

@@ -233,7 +233,7 @@ pub(crate) fn read_exact_from_segment(
 }
 
 /// Whether `e` is the error of an unreadable sector (`EIO`).
-pub(crate) fn is_unreadable_sector(e: &io::Error) -> bool {
+pub fn is_unreadable_sector(e: &io::Error) -> bool {
     is_eio(e)
 }
 
