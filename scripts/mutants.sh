@@ -11,11 +11,14 @@
 # safety, log matching, leader completeness, state machine safety, linearizability,
 # exactly-once).
 #
-# Environment: MUTANT_SEEDS (default 3000), MUTANT_PROFILE (release | debug, default release).
+# Environment: MUTANT_SEEDS (default 5000), MUTANT_PROFILE (release | debug, default release).
+# bug-chunk-before-persist needs a follower to accept entries and a snapshot's final chunk in
+# one turn, which few seeds draw: with the draws of 2026-12-07 the first seed that catches it
+# is 4477 (none of 0..3000), hence 5000.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-seeds="${MUTANT_SEEDS:-3000}"
+seeds="${MUTANT_SEEDS:-5000}"
 profile_flag=(--release)
 if [ "${MUTANT_PROFILE:-release}" = debug ]; then
     profile_flag=()
