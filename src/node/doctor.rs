@@ -331,8 +331,9 @@ impl Report {
         match (&self.repair_claim, self.claim_outstanding()) {
             (Ok(Some(_)), Some((from, through))) => repair.push(format!(
                 "repair_claim: entries {from}..={through} were lost from this node's disk (a \
-                 damaged snapshot); they are fetched from the leader, and until then the node \
-                 votes only for a candidate whose log covers them"
+                 damaged snapshot, or a log reset before lost entries were fetched again); they \
+                 are fetched from the leader, and until then the node votes only for a \
+                 candidate whose log covers them"
             )),
             (Ok(Some((_, through))), None) => repair.push(format!(
                 "repair_claim: entries through {through} are held again; the claim is removed"
@@ -590,8 +591,9 @@ impl Report {
         }
         if let Some((from, through)) = self.claim_outstanding() {
             return Err(vec![format!(
-                "repair_claim: this node lost entries {from}..={through} (a damaged snapshot) \
-                 and has not fetched them again: seed from another node's data dir"
+                "repair_claim: this node lost entries {from}..={through} (a damaged snapshot, \
+                 or a log reset before they were fetched again) and has not fetched them \
+                 again: seed from another node's data dir"
             )]);
         }
         let node_id = match &self.identity {
