@@ -499,14 +499,14 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_damaged_newest_snapshot_is_set_aside_and_the_older_one_used() {
+    /// A snapshot store in `/data/snapshots` on a fresh SimFs holding snapshots at (10, 2)
+    /// and (20, 2) with these bytes; both files stay (the node names (10, 2) in use).
+    fn two_snapshots(older: &[u8], newest: &[u8]) -> (Arc<SimFs>, PathBuf, SnapshotStore) {
         let fs = Arc::new(SimFs::new());
-        let dir = Path::new("/data/snapshots");
-        let store = SnapshotStore::open(fs.clone(), dir).unwrap();
-        // Both files stay: the node says which it uses.
+        let dir = PathBuf::from("/data/snapshots");
+        let store = SnapshotStore::open(fs.clone(), &dir).unwrap();
         store.keep(&[(10, 2)]).unwrap();
-        for (index, data) in [(10u64, b"old".as_slice()), (20, b"newer state")] {
+        for (index, data) in [(10u64, older), (20, newest)] {
             let meta = rcraft_storage::SnapshotFileMeta {
                 index,
                 term: 2,
@@ -517,6 +517,13 @@ mod tests {
             std::io::Write::write_all(&mut writer, data).unwrap();
             writer.finish().unwrap();
         }
+        (fs, dir, store)
+    }
+
+    #[test]
+    fn a_damaged_newest_snapshot_is_set_aside_and_the_older_one_used() {
+        let (fs, dir, store) = two_snapshots(b"old", b"newer state");
+        let dir = dir.as_path();
         let newest = store.find(20, 2).unwrap().unwrap();
         let mut file = fs.open_write(&newest.path).unwrap();
         file.write_at(newest.header_bytes + 2, b"X").unwrap();
@@ -550,21 +557,8 @@ mod tests {
     /// bit: the file is set aside and the older one used.
     #[test]
     fn an_unreadable_sector_in_the_newest_snapshot_sets_it_aside() {
-        let fs = Arc::new(SimFs::new());
-        let dir = Path::new("/data/snapshots");
-        let store = SnapshotStore::open(fs.clone(), dir).unwrap();
-        store.keep(&[(10, 2)]).unwrap();
-        for (index, data) in [(10u64, vec![1u8; 100]), (20, vec![2u8; 9000])] {
-            let meta = rcraft_storage::SnapshotFileMeta {
-                index,
-                term: 2,
-                membership: vec![1],
-                membership_entry: Some((0, 0)),
-            };
-            let mut writer = store.begin(meta).unwrap();
-            std::io::Write::write_all(&mut writer, &data).unwrap();
-            writer.finish().unwrap();
-        }
+        let (fs, dir, store) = two_snapshots(&[1u8; 100], &[2u8; 9000]);
+        let dir = dir.as_path();
         let newest = store.find(20, 2).unwrap().unwrap();
         fs.make_unreadable(&newest.path, 4096, 512).unwrap();
 
