@@ -5,7 +5,9 @@ Starts 3 `rcraft serve` nodes on loopback (fsync on), then for each client count
 `rcraft-loadtest --servers` (100 B values, 100k keys, write-only) and prints writes/s, p50,
 p99 and the server CPU per acknowledged write summed over the 3 nodes (utime+stime from
 /proc/PID/stat over the middle of the run, divided by the writes acknowledged in it), next
-to two baselines measured just before each run: a raw 124 B pwrite + fdatasync p50 into a
+to the load generator's own CPU per write and how busy the machine's cores were over the
+same window (so the floor on this machine reads off: cores / (server + generator + other)
+CPU per write), and to two baselines measured just before each run: a raw 124 B pwrite + fdatasync p50 into a
 preallocated file on the same disk, and a raw loopback TCP round trip p50 (128 B, Python on
 both ends). Build first: cargo build --release -p rcraft -p rcraft-loadtest.
 
@@ -13,7 +15,9 @@ With --redis (needs `redis-server` and `redis-benchmark` on the PATH, Debian's r
 redis-tools), each row is followed by a single Redis node with `appendonly yes`, `appendfsync
 always` in a directory on the same disk, driven by `redis-benchmark -t set -d 100 -r 100000`
 with as many clients and about as many requests as rcraft acknowledged in the same row, and the
-ratio of rcraft's writes/s to Redis's (the issue's same-run baseline).
+ratio of rcraft's writes/s to Redis's (the issue's same-run baseline), then by the same Redis
+without persistence: its CPU per write is what one TCP request and its answer cost a server
+on this machine, the part of the leader's CPU per write no design removes.
 
 usage: scripts/perf-write-path.py [--clients 1,16,64,256] [--duration 10] [--bin target/release]
        [--idle 5]   (also report each node's CPU while no client writes, in % of a core)
@@ -34,6 +38,12 @@ TICK = os.sysconf("SC_CLK_TCK")
 def cpu_seconds(pid):
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def machine_busy_seconds():
+    """CPU seconds all cores spent busy (not idle, not waiting for I/O) since boot."""
+    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / TICK  # minus idle, iowait
 
 
 def memory_mib(pid):
@@ -103,14 +113,18 @@ def free_ports(k):
     return ports
 
 
-def redis_row(work, clients, requests):
-    """One redis-benchmark SET run against a fresh fsync-always Redis: (writes/s, p50 ms,
+def redis_row(work, clients, requests, persist=True):
+    """One redis-benchmark SET run against a fresh Redis, fsync-always (or, with
+    persist=False, without any persistence: what one TCP request and answer plus a hash-table
+    store cost, the floor of a server's CPU per write on this machine): (writes/s, p50 ms,
     p99 ms, server CPU per write in us)."""
     directory = tempfile.mkdtemp(prefix="redis-", dir=work)
     port = free_ports(1)[0]
     server = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", directory,
-         "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no"],
+         *(["--appendonly", "yes", "--appendfsync", "always"] if persist
+           else ["--appendonly", "no"]),
+         "--save", "", "--daemonize", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):
@@ -135,17 +149,31 @@ def redis_row(work, clients, requests):
             1e6 * cpu / requests)
 
 
-def print_counts(perf_output, writes, pids):
+def print_counts(perf_output, writes, tids):
     """perf stat --per-thread -x, lines: "comm-tid,count,unit,event,...". Sums per thread
-    name and node (threads are named rcraft-<role>-<node id>) and prints per write."""
+    role and node (threads are named rcraft-<role>-<node id>, cut to 15 characters by the
+    kernel, so the node is taken from `tids`, thread id -> node number) and prints per write
+    (task-clock in us of CPU per write)."""
     totals = {}
     for line in perf_output.splitlines():
         fields = line.split(",")
-        if len(fields) < 4 or not fields[1].strip().isdigit():
+        if len(fields) < 4:
             continue
-        thread = fields[0].rsplit("-", 1)[0]
-        key = (fields[3], thread)
-        totals[key] = totals.get(key, 0) + int(fields[1])
+        try:
+            count = float(fields[1])
+        except ValueError:
+            continue
+        comm, _, tid = fields[0].rpartition("-")
+        role = comm.split("-")[1] if comm.count("-") >= 1 else comm
+        if role.startswith("consensu"):
+            role = "consensus"
+        elif role.startswith("storage"):
+            role = "storage"
+        node = tids.get(tid, "?")
+        if fields[3].startswith("task-clock"):
+            count *= 1000  # msec -> us
+        key = (fields[3], f"{role} of node {node}")
+        totals[key] = totals.get(key, 0) + count
     for (event, thread), count in sorted(totals.items()):
         if count:
             print(f"    {event} {thread}: {count / max(writes, 1):.2f} per write")
@@ -191,8 +219,9 @@ def main():
             idle = [100 * (cpu_seconds(n.pid) - b) / args.idle for n, b in zip(nodes, before)]
             print("idle CPU per node (% of a core): " + ", ".join(f"{x:.1f}" for x in idle))
         print("| clients | writes/s | p50 | p99 | server CPU/write (3 nodes) | per node CPU % "
-              "| raw fdatasync p50 | raw loopback RTT p50 | p50 / fdatasync |")
-        print("|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+              "| load generator CPU/write | machine busy | raw fdatasync p50 "
+              "| raw loopback RTT p50 | p50 / fdatasync |")
+        print("|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
         for clients in [int(c) for c in args.clients.split(",")]:
             fsync_ms = raw_fdatasync_p50_ms(work)
             rtt_us = raw_loopback_rtt_p50_us()
@@ -206,6 +235,7 @@ def main():
             window = (2.0, args.duration - 1.0)
             time.sleep(window[0])
             before = [cpu_seconds(n.pid) for n in nodes]
+            load_before, busy_before = cpu_seconds(load.pid), machine_busy_seconds()
             stat = None
             if args.perf_stat:
                 stat = subprocess.Popen(
@@ -215,6 +245,10 @@ def main():
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             time.sleep(max(0.0, start + window[1] - time.monotonic()))
             cpu = [cpu_seconds(n.pid) - b for n, b in zip(nodes, before)]
+            load_cpu = cpu_seconds(load.pid) - load_before
+            busy = machine_busy_seconds() - busy_before
+            tids = {t: str(i) for i, n in enumerate(nodes)
+                    for t in os.listdir(f"/proc/{n.pid}/task")}
             counts = stat.communicate()[1] if stat else ""
             load.wait()
             summary = json.load(open(out))
@@ -225,16 +259,22 @@ def main():
             per_write = 1e6 * sum(cpu) / max(writes, 1)
             print(f"| {clients} | {summary['ops_per_s']:,.0f} | {lat['p50'] / 1e3:.3f} ms | "
                   f"{lat['p99'] / 1e3:.2f} ms | {per_write:,.0f} us | "
-                  f"{' / '.join(f'{100 * c / span:.0f}' for c in cpu)} | {fsync_ms:.3f} ms | "
+                  f"{' / '.join(f'{100 * c / span:.0f}' for c in cpu)} | "
+                  f"{1e6 * load_cpu / max(writes, 1):,.0f} us | "
+                  f"{100 * busy / span / os.cpu_count():.0f} % | {fsync_ms:.3f} ms | "
                   f"{rtt_us:.0f} us | {lat['p50'] / 1e3 / fsync_ms:.2f}x |", flush=True)
             if counts:
-                print_counts(counts, writes, [n.pid for n in nodes])
+                print_counts(counts, writes, tids)
             if args.redis:
                 requests = max(1000, int(summary["ops_per_s"] * args.duration))
                 rps, r50, r99, rcpu = redis_row(work, clients, requests)
                 print(f"| redis, {clients} | {rps:,.0f} | {r50:.3f} ms | {r99:.2f} ms | "
                       f"{rcpu:,.0f} us | rcraft / redis writes/s: "
-                      f"**{summary['ops_per_s'] / rps:.2f}x** | | | |", flush=True)
+                      f"**{summary['ops_per_s'] / rps:.2f}x** | | | | | |", flush=True)
+                rps, r50, r99, rcpu = redis_row(work, clients, requests, persist=False)
+                print(f"| redis, no persistence, {clients} | {rps:,.0f} | {r50:.3f} ms | "
+                      f"{r99:.2f} ms | {rcpu:,.0f} us | (CPU floor of one request and answer) "
+                      f"| | | | | |", flush=True)
             if args.memory:
                 for i, n in enumerate(nodes):
                     m = memory_mib(n.pid)

@@ -12,6 +12,15 @@ use rcraft_wire::{
 };
 use std::time::Duration;
 
+/// How long the storage thread's queue must stay empty after a batch that appended entries
+/// before it syncs the WAL header's count of those records alone (`Wal::confirm`,
+/// storage/FORMAT.md §1.1). An append arriving sooner carries the count in its own sync, so
+/// writes that come one at a time (one client) cost one sync each instead of two; the price
+/// is that the newest records stay uncounted on disk this much longer when the log goes
+/// quiet (the torn-write window of FORMAT §4.1). docs/BENCHMARKS.md, "The second sync per
+/// write".
+pub const WAL_CONFIRM_IDLE: Duration = Duration::from_millis(2);
+
 /// Readers (followers, backup clients' connections) of one snapshot file whose running CRC
 /// the storage thread keeps (`snapshot_send.rs`); a reader beyond it is checked by the
 /// whole-file check instead, so connections that start a backup and vanish cannot grow the

@@ -124,6 +124,11 @@ impl LogStore {
             .map_err(StorageError::store("syncing the log's synced count"))
     }
 
+    /// Whether [`LogStore::confirm`] has a count to make durable.
+    pub(crate) fn count_pending(&self) -> bool {
+        self.wal.count_pending()
+    }
+
     /// Drops whole segments covered by a snapshot through `through`.
     pub(crate) fn compact_through(&mut self, through: LogIndex) -> StorageResult<()> {
         self.wal

@@ -243,4 +243,66 @@ mod tests {
         let got: Vec<u8> = receiver.try_iter().collect();
         assert_eq!(got, vec![0, 1, 2, 3, 4]);
     }
+
+    /// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`).
+    fn thread_cpu() -> Duration {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `clock_gettime` writes one `timespec` into the pointer it is given, which
+        // points at a live local.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+        assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+        Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+    }
+
+    /// What one hand-off between two of a node's threads costs on this machine: the price
+    /// every wake-up on a write's path pays (docs/BENCHMARKS.md, "Issue 13 on a quiet
+    /// machine"). Two threads pass one message back and forth through `ringing` channels,
+    /// each parked on its doorbell between messages, as the consensus, storage and apply
+    /// threads do at one client; prints the wall time and the CPU time (both threads) per
+    /// hand-off. Run with `cargo test --release -p rcraft --lib
+    /// node::mailbox::tests::handoff_cost -- --ignored --nocapture` (`HANDOFF_ROUNDS`, default
+    /// 20000 round trips per pass, 5 passes).
+    #[test]
+    #[ignore = "benchmark: run explicitly in release"]
+    fn handoff_cost() {
+        let rounds: u32 = std::env::var("HANDOFF_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000);
+        for pass in 0..5 {
+            let (ping_bell, pong_bell) = (Doorbell::new(), Doorbell::new());
+            let (ping, pings) = ringing::<u32>(1, &pong_bell);
+            let (pong, pongs) = ringing::<u32>(1, &ping_bell);
+            let answerer = std::thread::spawn(move || {
+                let started = thread_cpu();
+                while let Next::Message(n) = next_or_wait(&pings, &pong_bell, None) {
+                    pong.send(n).unwrap();
+                }
+                thread_cpu() - started
+            });
+            // Bind the doorbell to this thread before the first message.
+            ping_bell.wait(None);
+            let (wall, cpu) = (Instant::now(), thread_cpu());
+            for n in 0..rounds {
+                ping.send(n).unwrap();
+                match next_or_wait(&pongs, &ping_bell, None) {
+                    Next::Message(m) => assert_eq!(m, n),
+                    other => panic!("expected the answer {n}, got {other:?}"),
+                }
+            }
+            let (wall, cpu) = (wall.elapsed(), thread_cpu() - cpu);
+            drop(ping);
+            let answerer_cpu = answerer.join().unwrap();
+            let handoffs = 2 * rounds;
+            println!(
+                "pass {pass}: {handoffs} hand-offs, {:.1} us wall and {:.1} us CPU (both threads) \
+                 per hand-off",
+                wall.as_secs_f64() * 1e6 / f64::from(handoffs),
+                (cpu + answerer_cpu).as_secs_f64() * 1e6 / f64::from(handoffs),
+            );
+        }
+    }
 }

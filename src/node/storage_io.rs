@@ -38,6 +38,14 @@ pub(crate) enum StorageCommand {
     },
 }
 
+impl StorageCommand {
+    /// Whether this appends entries to the log (a persist with entries), whose sync carries
+    /// the WAL's pending count of earlier records (storage/FORMAT.md §1.1).
+    pub(crate) fn appends_entries(&self) -> bool {
+        matches!(self, StorageCommand::Core(StorageAction::Persist { entries, .. }) if !entries.is_empty())
+    }
+}
+
 /// What the storage thread reports.
 #[derive(Debug)]
 pub(crate) enum StorageEvent {

@@ -18,7 +18,7 @@
 //! always answered: a chunk, or a definite error saying why there is none.
 
 use super::incoming_snapshot::{ArrivalStart, IncomingSnapshot};
-use super::limits::STORAGE_BATCH_MAX;
+use super::limits::{STORAGE_BATCH_MAX, WAL_CONFIRM_IDLE};
 use super::log_store::LogStore;
 use super::mailbox::{Doorbell, Next, Ringing, next_or_wait, unrung};
 use super::metrics::{MetricsHook, Stage};
@@ -42,6 +42,7 @@ use rcraft_wire::{
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Everything opened from the data directory at start.
 pub(crate) struct OpenedStorage {
@@ -446,25 +447,42 @@ impl StorageThread {
         events: &Ringing<StorageEvent>,
     ) -> StorageResult<()> {
         let mut batch = Vec::with_capacity(STORAGE_BATCH_MAX);
-        while let Next::Message(first) = next_or_wait(commands, doorbell, None) {
-            batch.push(first);
-            while batch.len() < STORAGE_BATCH_MAX {
-                match commands.try_recv() {
-                    Ok(command) => batch.push(command),
-                    Err(_) => break,
+        // When the newest synced batch's count is still only in memory: the time to sync it
+        // alone, unless a persist comes first and its sync carries it.
+        let mut confirm_at: Option<Instant> = None;
+        loop {
+            match next_or_wait(commands, doorbell, confirm_at) {
+                Next::Message(first) => {
+                    batch.push(first);
+                    while batch.len() < STORAGE_BATCH_MAX {
+                        match commands.try_recv() {
+                            Ok(command) => batch.push(command),
+                            Err(_) => break,
+                        }
+                    }
+                    let appends = batch.iter().any(StorageCommand::appends_entries);
+                    self.process_batch(batch.drain(..), events)?;
+                    confirm_at = next_confirm(
+                        confirm_at,
+                        appends,
+                        self.log.count_pending(),
+                        Instant::now(),
+                    );
                 }
-            }
-            self.process_batch(batch.drain(..), events)?;
-            if commands.is_empty() {
-                self.idle()?;
+                Next::Idle => {
+                    self.idle()?;
+                    confirm_at = None;
+                }
+                Next::Disconnected => break,
             }
         }
         self.close()
     }
 
-    /// What the thread does when its queue is empty after a batch: make the WAL's count of
-    /// the records just synced durable (the batch's own sync carried only the count before
-    /// it; storage/FORMAT.md §1.1). Off the acknowledgement's path: the batch was confirmed.
+    /// What the thread does once its queue has stayed empty for [`WAL_CONFIRM_IDLE`] after
+    /// a batch: make the WAL's count of the records last synced durable (the batch's own sync
+    /// carried only the count before it; storage/FORMAT.md §1.1). Off the acknowledgement's
+    /// path: the batch was confirmed.
     pub(crate) fn idle(&mut self) -> StorageResult<()> {
         self.log.confirm()
     }
@@ -1058,6 +1076,24 @@ impl StorageThread {
     }
 }
 
+/// When the storage thread next syncs the WAL's pending count alone (`Wal::confirm`), after a
+/// batch: not at all when nothing is pending; [`WAL_CONFIRM_IDLE`] from now when the batch
+/// appended entries (its sync left their count pending, and the next append's sync would carry
+/// it); otherwise (reads, snapshot chunks, a hard state alone) the time already set, so that
+/// work which syncs no log never postpones the confirmation.
+fn next_confirm(
+    current: Option<Instant>,
+    appended: bool,
+    pending: bool,
+    now: Instant,
+) -> Option<Instant> {
+    match (pending, appended) {
+        (false, _) => None,
+        (true, true) => Some(now + WAL_CONFIRM_IDLE),
+        (true, false) => Some(current.unwrap_or(now + WAL_CONFIRM_IDLE)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1066,6 +1102,7 @@ mod tests {
     use rcraft_storage::{CrashMode, SimFs};
     use rcraft_wire::{Entry, Session};
     use std::path::PathBuf;
+    use std::time::Duration;
 
     fn entry(term: u64, index: u64) -> Entry {
         let data = format!("{term}/{index}").into_bytes();
@@ -1146,6 +1183,72 @@ mod tests {
     /// A leader's catch-up of a lagging follower reads entries back from the WAL: within
     /// the asked range, up to the byte limit (at least one), and an error naming the range
     /// when it is not on disk, of the kind the core is told (`ReadFailure::NotHeld`).
+    /// The thread's loop syncs the newest append's count alone once its queue stays empty
+    /// (storage/FORMAT.md §1.1): after a crash that keeps only what was synced, the segment
+    /// header counts the acknowledged record. Fails if the loop never confirms while idle.
+    #[test]
+    fn an_idle_thread_makes_the_newest_count_durable_without_another_append() {
+        let fs = SimFs::new();
+        let opened = open(&fs);
+        let doorbell = Doorbell::new();
+        let (commands, receiver) = ringing(4, &doorbell);
+        let (events_tx, events) = unbounded();
+        let thread =
+            std::thread::spawn(move || opened.thread.run(receiver, doorbell, unrung(events_tx)));
+        let entry = Entry::command(Term(1), LogIndex(1), None, b"one");
+        commands
+            .send(persist(1, Some(hard_state(1, None, 0)), vec![entry]))
+            .unwrap();
+        loop {
+            match events.recv_timeout(Duration::from_secs(60)).unwrap() {
+                StorageEvent::Core(StorageOutcome::Persisted { seq: 1 }) => break,
+                StorageEvent::Failed(error) => panic!("storage failed: {error}"),
+                _ => {}
+            }
+        }
+        // The confirmation is one more sync, WAL_CONFIRM_IDLE after the last append; wait for
+        // it (or for a bound far beyond it, in case it came before this first look).
+        let acknowledged = fs.counts().1;
+        let bound = Instant::now() + Duration::from_secs(5);
+        while fs.counts().1 == acknowledged && Instant::now() < bound {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        fs.crash(CrashMode::LoseUnsynced);
+        let segment = PathBuf::from(format!("/data/wal/{:020}.wal", 1));
+        let header = fs.contents(&segment).unwrap();
+        let count = u32::from_le_bytes(header[12..16].try_into().unwrap());
+        assert_eq!(count, 1, "the synced count on disk after an idle moment");
+        drop(commands);
+        let _ = thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_count_is_confirmed_after_the_log_stays_quiet_and_only_reads_never_postpone_it() {
+        let now = Instant::now();
+        let later = now + Duration::from_millis(1);
+        // Nothing pending: no confirmation, whatever was planned.
+        assert_eq!(next_confirm(Some(now), true, false, later), None);
+        // An append leaves its count pending: confirm once the log stayed quiet long enough,
+        // counted from this append (a later append's sync would carry the count).
+        assert_eq!(
+            next_confirm(None, true, true, now),
+            Some(now + WAL_CONFIRM_IDLE)
+        );
+        assert_eq!(
+            next_confirm(Some(now + WAL_CONFIRM_IDLE), true, true, later),
+            Some(later + WAL_CONFIRM_IDLE)
+        );
+        // A batch without appends keeps the time already set instead of postponing it.
+        assert_eq!(
+            next_confirm(Some(now + WAL_CONFIRM_IDLE), false, true, later),
+            Some(now + WAL_CONFIRM_IDLE)
+        );
+        assert_eq!(
+            next_confirm(None, false, true, later),
+            Some(later + WAL_CONFIRM_IDLE)
+        );
+    }
+
     #[test]
     fn entries_are_read_back_for_followers() {
         let fs = SimFs::new();
