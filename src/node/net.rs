@@ -65,8 +65,12 @@ use std::time::Duration;
 pub const COMMAND_QUEUE_DEPTH: usize = 8192;
 /// Default cap on frames queued for one peer.
 pub const PEER_QUEUE_FRAMES: usize = 4096;
-/// Default cap on bytes queued for one peer.
-pub const PEER_QUEUE_BYTES: usize = 32 << 20;
+/// Default cap on bytes queued for one peer: twice the core's in-flight window
+/// (`CoreConfig::max_inflight_bytes`, 8 MiB), so a window and its resend fit. What is queued
+/// for a peer that stopped reading is stale by the time it reads again (the leader resends
+/// from its acknowledged index); 32 MiB kept up to 64 MiB of buffer per paused peer on each
+/// leader it had (docs/BENCHMARKS.md, "Memory after leader pauses").
+pub const PEER_QUEUE_BYTES: usize = 16 << 20;
 /// Default cap on requests one client may have in flight before the loop stops reading it.
 pub const CLIENT_INFLIGHT_MAX: usize = super::limits::CLIENT_REQUESTS_IN_FLIGHT_MAX;
 /// Unsent response bytes at which the loop stops reading a client's requests.

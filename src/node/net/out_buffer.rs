@@ -13,6 +13,13 @@ use std::io::{self, Write};
 /// unwritten ones (and they are at least half the buffer).
 const COMPACT_MIN_BYTES: usize = 64 << 10;
 
+/// Capacity an empty buffer keeps. A burst (a peer that stopped reading while its queue
+/// filled towards `peer_queue_bytes`, a large scan answer) grows the buffer; once it is
+/// written out, capacity beyond this is given back, so that a node's memory after a paused
+/// peer or a slow client returns to its level before instead of keeping the burst's peak
+/// for every connection for good (docs/BENCHMARKS.md, "Memory after leader pauses").
+const RETAIN_BYTES_MAX: usize = 1 << 20;
+
 /// Why a frame was not queued.
 #[derive(Debug)]
 pub(super) enum PushError {
@@ -109,6 +116,7 @@ impl OutBuffer {
     fn compact(&mut self) {
         if self.written == self.bytes.len() {
             self.bytes.clear();
+            self.bytes.shrink_to(RETAIN_BYTES_MAX);
             self.written = 0;
         } else if self.written >= COMPACT_MIN_BYTES && self.written * 2 >= self.bytes.len() {
             self.bytes.drain(..self.written);
@@ -146,6 +154,34 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_written_out_burst_gives_its_memory_back() {
+        let mut out = OutBuffer::default();
+        let frame = vec![7u8; 64 << 10];
+        for _ in 0..64 {
+            let encode = |bytes: &mut Vec<u8>| {
+                bytes.extend_from_slice(&frame);
+                Ok(frame.len())
+            };
+            out.push_frame(u32::MAX, encode).unwrap();
+        }
+        assert!(out.bytes.capacity() >= 4 << 20);
+        let mut sink = Trickle {
+            taken: Vec::new(),
+            chunk: 1 << 20,
+            block_next: false,
+        };
+        while out.pending_bytes() > 0 {
+            out.write_to(&mut sink).unwrap();
+        }
+        assert_eq!(sink.taken.len(), 64 * frame.len());
+        assert!(
+            out.bytes.capacity() <= RETAIN_BYTES_MAX,
+            "an empty buffer keeps {} bytes",
+            out.bytes.capacity()
+        );
     }
 
     #[test]
