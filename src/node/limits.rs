@@ -17,8 +17,8 @@ use std::time::Duration;
 /// storage/FORMAT.md §1.1). An append arriving sooner carries the count in its own sync, so
 /// writes that come one at a time (one client) cost one sync each instead of two; the price
 /// is that the newest records stay uncounted on disk this much longer when the log goes
-/// quiet (the torn-write window of FORMAT §4.1). docs/BENCHMARKS.md, "The second sync per
-/// write".
+/// quiet (the torn-write window of FORMAT §4.1). docs/BENCHMARKS.md, "Issue 13 on a
+/// quiet machine".
 pub const WAL_CONFIRM_IDLE: Duration = Duration::from_millis(2);
 
 /// Readers (followers, backup clients' connections) of one snapshot file whose running CRC

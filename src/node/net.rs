@@ -69,7 +69,7 @@ pub const PEER_QUEUE_FRAMES: usize = 4096;
 /// (`CoreConfig::max_inflight_bytes`, 8 MiB), so a window and its resend fit. What is queued
 /// for a peer that stopped reading is stale by the time it reads again (the leader resends
 /// from its acknowledged index); 32 MiB kept up to 64 MiB of buffer per paused peer on each
-/// leader it had (docs/BENCHMARKS.md, "Memory after leader pauses").
+/// leader it had (docs/BENCHMARKS.md, "Issue 13 on a quiet machine").
 pub const PEER_QUEUE_BYTES: usize = 16 << 20;
 /// Default cap on requests one client may have in flight before the loop stops reading it.
 pub const CLIENT_INFLIGHT_MAX: usize = super::limits::CLIENT_REQUESTS_IN_FLIGHT_MAX;

@@ -17,7 +17,7 @@ const COMPACT_MIN_BYTES: usize = 64 << 10;
 /// filled towards `peer_queue_bytes`, a large scan answer) grows the buffer; once it is
 /// written out, capacity beyond this is given back, so that a node's memory after a paused
 /// peer or a slow client returns to its level before instead of keeping the burst's peak
-/// for every connection for good (docs/BENCHMARKS.md, "Memory after leader pauses").
+/// for every connection for good (docs/BENCHMARKS.md, "Issue 13 on a quiet machine").
 const RETAIN_BYTES_MAX: usize = 1 << 20;
 
 /// Why a frame was not queued.
