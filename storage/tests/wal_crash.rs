@@ -291,6 +291,48 @@ fn a_lost_range_is_reported_until_repaired_and_old_segments_open() {
     check_log(&wal, 10);
 }
 
+/// SIM_FINDINGS 60: a record of a later term synced inside a claimed range (a new leader's
+/// entry taken during the repair, which the node may have acknowledged) raises the claim's
+/// term, so losing it again reports the range with that term, not the claim's older one.
+/// Fails with the claim's term kept as it was (2 instead of 5).
+#[test]
+fn a_later_term_synced_inside_a_claim_raises_its_term() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_log(dir.path(), 10);
+    let last = paths.last().unwrap();
+    let zero_from_ninth = |path: &Path| {
+        let mut bytes = fs::read(path).unwrap();
+        let ninth = record_offsets(&bytes)[8];
+        bytes[ninth..].fill(0);
+        fs::write(path, &bytes).unwrap();
+    };
+    zero_from_ninth(last);
+    let lost = |wal: &Wal| {
+        wal.lost()
+            .map(|lost| (lost.from, lost.through, lost.through_term))
+    };
+    let mut wal = Wal::open(dir.path(), options()).unwrap();
+    assert_eq!(lost(&wal), Some((9, 10, Some(2))));
+    // A leader of term 5 sends entry 9; it is synced (and may be acknowledged).
+    let p = payload(9);
+    wal.append(&[Record {
+        index: 9,
+        term: 5,
+        payload: &p,
+    }])
+    .unwrap();
+    wal.sync().unwrap();
+    assert_eq!(wal.claimed_through(), Some((10, Some(5))));
+    drop(wal);
+    zero_from_ninth(last);
+    let wal = Wal::open(dir.path(), options()).unwrap();
+    assert_eq!(
+        lost(&wal),
+        Some((9, 10, Some(5))),
+        "the second loss carries the term of the entry synced inside the claim"
+    );
+}
+
 fn flip(path: &Path, original: &[u8], byte: usize, bit: u8) {
     let mut damaged = original.to_vec();
     damaged[byte] ^= 1 << bit;

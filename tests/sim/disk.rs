@@ -401,6 +401,15 @@ impl Disk {
             .write(&write.entries)
             .map_err(|e| format!("disk: {e}"))?;
         self.forget_repaired_loss();
+        // Entries synced while a claim is held may be acknowledged: the claim takes their
+        // term, as the real WAL's header does with the same sync (a known term only;
+        // storage/FORMAT.md §1.1, SIM_FINDINGS 60).
+        if !write.entries.is_empty() {
+            let last_term = self.log.term_at(self.log.last_index());
+            if let (Some(claim), Some(term)) = (self.lost.as_mut(), last_term) {
+                claim.through_term = claim.through_term.map(|held| held.max(term));
+            }
+        }
         if let Some(hard_state) = write.hard_state {
             if hard_state.term < self.hard_state.term {
                 return Err(format!(
@@ -770,7 +779,8 @@ impl Disk {
             }
         }
         // The WAL header records the term of the entry at the frontier with its count
-        // (storage/FORMAT.md §1.1); a claim still held keeps the term it had.
+        // (storage/FORMAT.md §1.1); a claim still held keeps the term it had, as raised by
+        // the entries synced since (`sync_one`).
         let last_term = self.log.term_at(last);
         self.log.lose_from(from);
         let lost = match self.lost {

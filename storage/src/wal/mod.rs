@@ -121,16 +121,23 @@ impl Wal {
     /// the active segment's header keeps claiming): the last index claimed, and the term of
     /// the entry there when a header recorded it.
     pub fn claimed_through(&self) -> Option<(u64, Option<u64>)> {
-        (self.claim_end > self.next_index).then(|| {
-            (
-                self.claim_end - 1,
-                (self.claim_term != 0).then_some(self.claim_term),
-            )
-        })
+        let term = self.current_claim_term();
+        (self.claim_end > self.next_index)
+            .then(|| (self.claim_end - 1, (term != 0).then_some(term)))
+    }
+
+    /// The claim's term, raised by the active segment's syncs of records inside the claimed
+    /// range (`Segment::raise_claim_term`).
+    fn current_claim_term(&self) -> u64 {
+        match self.segments.last() {
+            Some(active) if self.claim_term != 0 => self.claim_term.max(active.claim_term),
+            _ => self.claim_term,
+        }
     }
 
     /// Makes the active segment claim the synced frontier while the log ends before it.
     fn carry_claim(&mut self) {
+        self.claim_term = self.current_claim_term();
         if self.next_index >= self.claim_end {
             self.claim_end = 0;
         }
@@ -354,6 +361,9 @@ impl Wal {
             // Sealed with its records' count: no later sync carries it.
             active.sync()?;
             active.confirm()?;
+            if self.claim_term != 0 {
+                self.claim_term = self.claim_term.max(active.claim_term);
+            }
             // Sealed and synced: nothing writes it again, so its pages need not stay resident
             // (the log since the last snapshot would otherwise stay in memory as mapped pages).
             release_or_warn(active);

@@ -623,6 +623,7 @@ impl Segment {
     /// header's) in a call made anyway.
     pub fn sync(&mut self) -> Result<()> {
         if self.dirty.is_some() {
+            self.raise_claim_term();
             self.update_synced_count()?;
         }
         if let Some(range) = self.dirty.clone() {
@@ -656,6 +657,24 @@ impl Segment {
         self.file
             .release_pages()
             .map_err(|e| Error::io("release segment pages", &self.path, e))
+    }
+
+    /// While this segment claims a lost range beyond its durable records, a record synced
+    /// inside that range (a leader's entry taken during the repair) may be acknowledged: if
+    /// it is lost again, the claim must carry its term, not the older one it had, or the node
+    /// would judge candidates against a term below what it acknowledged (SIM_FINDINGS 60).
+    /// Called before a sync, so the raised term reaches the disk with the records themselves
+    /// (only ever raising it is safe if that sync is torn: the claim then asks more of a
+    /// candidate, never less). A claim whose term is not known (0) stays so: that is stricter.
+    fn raise_claim_term(&mut self) {
+        if self.claim_term == 0 || self.claim_records <= self.durable_records {
+            return;
+        }
+        let last_claimed = self.held().min(self.claim_records);
+        if last_claimed > 0 {
+            let term = self.term_at(self.first_index + u64::from(last_claimed) - 1);
+            self.claim_term = self.claim_term.max(term);
+        }
     }
 
     /// Writes the synced count the next sync will make durable: every record held, or the
