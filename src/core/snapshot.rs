@@ -906,6 +906,20 @@ mod tests {
         )
     }
 
+    /// Node 2's answer, not a refusal, to the snapshot at `index`: durable through
+    /// `next_offset`, and installed when `done`.
+    fn node_2_answer(index: LogIndex, next_offset: u64, done: bool) -> Input {
+        from_peer(
+            2,
+            MessageBody::InstallSnapshotResponse {
+                snapshot_index: index,
+                next_offset,
+                done,
+                rejected: false,
+            },
+        )
+    }
+
     /// A leader (node 1, elected with node 2's vote) of `voters` holding only a snapshot of
     /// `size_bytes` at index 9, configured by `configure`; and a follower answer saying it is
     /// behind that snapshot.
@@ -1217,15 +1231,7 @@ mod tests {
         }));
         // Installed: node 2 catches up from the log (entry 10 is still there), and the old
         // snapshot is no longer in use.
-        let installed = from_peer(
-            2,
-            MessageBody::InstallSnapshotResponse {
-                snapshot_index: LogIndex(9),
-                next_offset: 100,
-                done: true,
-                rejected: false,
-            },
-        );
+        let installed = node_2_answer(LogIndex(9), 100, true);
         let actions = step(&mut leader, installed);
         assert_eq!(kept(&actions), [vec![10]]);
         assert!(read_offsets(&actions).is_empty());
@@ -1246,17 +1252,7 @@ mod tests {
     fn a_stale_done_answer_does_not_restart_a_transfer_of_a_newer_snapshot() {
         let mut leader = leader_sending_to_node_2();
         let (newer, _) = take_a_newer_snapshot_retaining(&mut leader, 0);
-        let done_at_9 = || {
-            from_peer(
-                2,
-                MessageBody::InstallSnapshotResponse {
-                    snapshot_index: LogIndex(9),
-                    next_offset: 100,
-                    done: true,
-                    rejected: false,
-                },
-            )
-        };
+        let done_at_9 = || node_2_answer(LogIndex(9), 100, true);
         // The first one is news: node 2 holds 9, and entry 10 is gone, so the newer snapshot
         // goes from offset 0.
         let actions = step(&mut leader, done_at_9());
@@ -1270,15 +1266,7 @@ mod tests {
         };
         assert_eq!(sending(&leader), Some((newer.index.0, 0)));
         // Node 2 acknowledges 20 bytes of the newer one; the window slides.
-        let ack = from_peer(
-            2,
-            MessageBody::InstallSnapshotResponse {
-                snapshot_index: newer.index,
-                next_offset: 20,
-                done: false,
-                rejected: false,
-            },
-        );
+        let ack = node_2_answer(newer.index, 20, false);
         assert_eq!(read_offsets(&step(&mut leader, ack)), [(2, 20), (2, 30)]);
         // Stale answers about the old snapshot change nothing.
         for _ in 0..3 {
@@ -1298,15 +1286,7 @@ mod tests {
         // Node 2 is sent the newer snapshot before it holds the old one (its transfer of the
         // old one restarts with the newer, e.g. after it refused an append).
         leader.start_snapshot_transfer(NodeId(2));
-        let ack = from_peer(
-            2,
-            MessageBody::InstallSnapshotResponse {
-                snapshot_index: newer.index,
-                next_offset: 20,
-                done: false,
-                rejected: false,
-            },
-        );
+        let ack = node_2_answer(newer.index, 20, false);
         step(&mut leader, ack);
         let progress = |leader: &Replica| {
             let pr = &leader.leader_state.as_ref().unwrap().progress[&NodeId(2)];
@@ -1319,15 +1299,7 @@ mod tests {
         let before = progress(&leader);
         assert_eq!(before.1, Some((newer.index.0, 20)));
         assert!(before.0 < 9, "{before:?}");
-        let done_at_9 = from_peer(
-            2,
-            MessageBody::InstallSnapshotResponse {
-                snapshot_index: LogIndex(9),
-                next_offset: 100,
-                done: true,
-                rejected: false,
-            },
-        );
+        let done_at_9 = node_2_answer(LogIndex(9), 100, true);
         let actions = step(&mut leader, done_at_9);
         assert!(read_offsets(&actions).is_empty(), "{actions:?}");
         assert_eq!(progress(&leader), (9, Some((newer.index.0, 20))));

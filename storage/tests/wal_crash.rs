@@ -23,24 +23,25 @@ fn payload(index: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Writes records `1..=count` (100-byte payloads, term = index / 10 + 1), synced.
-fn write_log(dir: &Path, count: u64) -> Vec<PathBuf> {
-    let mut wal = Wal::open(dir, options()).unwrap();
-    let payloads: Vec<Vec<u8>> = (1..=count).map(payload).collect();
-    let batch: Vec<Record<'_>> = payloads
-        .iter()
-        .enumerate()
-        .map(|(k, payload)| {
-            let index = k as u64 + 1;
-            Record {
-                index,
-                term: index / 10 + 1,
-                payload,
-            }
+/// Appends records `range` (100-byte payloads, term = index / 10 + 1) and syncs them.
+fn append_synced(wal: &mut Wal, range: std::ops::RangeInclusive<u64>) {
+    let payloads: Vec<Vec<u8>> = range.clone().map(payload).collect();
+    let batch: Vec<Record<'_>> = range
+        .zip(&payloads)
+        .map(|(index, payload)| Record {
+            index,
+            term: index / 10 + 1,
+            payload,
         })
         .collect();
     wal.append(&batch).unwrap();
     wal.sync().unwrap();
+}
+
+/// Writes records `1..=count` (100-byte payloads, term = index / 10 + 1), synced.
+fn write_log(dir: &Path, count: u64) -> Vec<PathBuf> {
+    let mut wal = Wal::open(dir, options()).unwrap();
+    append_synced(&mut wal, 1..=count);
     wal.segment_paths()
 }
 
@@ -80,17 +81,7 @@ fn released_segment_pages_read_back_unchanged() {
     check_log(&wal, 120);
     wal.release_sealed_pages();
     check_log(&wal, 120);
-    let more: Vec<Vec<u8>> = (121..=130).map(payload).collect();
-    let batch: Vec<Record<'_>> = (121..=130)
-        .zip(&more)
-        .map(|(index, payload)| Record {
-            index,
-            term: index / 10 + 1,
-            payload,
-        })
-        .collect();
-    wal.append(&batch).unwrap();
-    wal.sync().unwrap();
+    append_synced(&mut wal, 121..=130);
     wal.release_sealed_pages();
     check_log(&wal, 130);
     drop(wal);

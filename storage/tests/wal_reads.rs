@@ -52,6 +52,22 @@ fn log_of(count: u64) -> (SimFs, Wal) {
     (fs, wal)
 }
 
+/// The parts of a `DamagedRecords` error: (file, byte offset, first and last damaged
+/// entry, reason); any other error fails the test.
+fn damaged_records(error: &Error) -> (&Path, u64, u64, u64, &str) {
+    let Error::DamagedRecords {
+        file,
+        offset,
+        first,
+        last,
+        reason,
+    } = error
+    else {
+        panic!("expected damaged records, got {error:?}");
+    };
+    (file, *offset, *first, *last, reason)
+}
+
 /// (index, term, payload) of what a read copied.
 fn copied(wal: &Wal, range: std::ops::Range<u64>, max_bytes: u64) -> Vec<(u64, u64, Vec<u8>)> {
     let copies = wal.read_copies(range, max_bytes).unwrap();
@@ -137,19 +153,10 @@ fn a_sector_unreadable_after_the_open_is_an_error_naming_file_offset_and_entries
     // The map still reads it (SimFs maps do not fault); the positional read does not.
     assert!(wal.read(first + 10..first + 11).is_ok());
     let error = wal.read_copies(first..401, u64::MAX).unwrap_err();
-    let Error::DamagedRecords {
-        file,
-        offset,
-        first: bad_first,
-        last: bad_last,
-        reason,
-    } = &error
-    else {
-        panic!("{error:?}");
-    };
-    assert_eq!(file, &path);
-    assert_eq!(*offset, at as u64);
-    assert_eq!((*bad_first, *bad_last), (first + 10, first + 10));
+    let (file, offset, bad_first, bad_last, reason) = damaged_records(&error);
+    assert_eq!(file, path);
+    assert_eq!(offset, at as u64);
+    assert_eq!((bad_first, bad_last), (first + 10, first + 10));
     assert!(reason.contains("os error 5"), "{reason}");
     let message = error.to_string();
     assert!(
@@ -179,15 +186,7 @@ fn a_sector_unreadable_after_the_open_is_an_error_naming_file_offset_and_entries
     let error = wal
         .read_copies(first + 11..first + 100, u64::MAX)
         .unwrap_err();
-    let Error::DamagedRecords {
-        offset,
-        first: bad_first,
-        last: bad_last,
-        ..
-    } = error
-    else {
-        panic!("{error:?}");
-    };
+    let (_, offset, bad_first, bad_last, _) = damaged_records(&error);
     assert_eq!(
         (bad_first, bad_last),
         (touching[0], *touching.last().unwrap())
@@ -202,18 +201,9 @@ fn a_record_damaged_after_the_open_is_an_error_and_nothing_of_it_is_returned() {
     let at = record_offset(&fs, &path, first + 3);
     fs.flip_bit(&path, at + 50, 2).unwrap();
     let error = wal.read_copies(first + 1..401, u64::MAX).unwrap_err();
-    let Error::DamagedRecords {
-        file,
-        offset,
-        first: bad_first,
-        last: bad_last,
-        reason,
-    } = &error
-    else {
-        panic!("{error:?}");
-    };
-    assert_eq!((file, *offset), (&path, at as u64));
-    assert_eq!((*bad_first, *bad_last), (first + 3, first + 3));
+    let (file, offset, bad_first, bad_last, reason) = damaged_records(&error);
+    assert_eq!((file, offset), (path.as_path(), at as u64));
+    assert_eq!((bad_first, bad_last), (first + 3, first + 3));
     assert!(reason.contains("checksum"), "{reason}");
     // A record moved under the log (another record's bytes where it should be).
     let (fs, wal) = log_of(400);
