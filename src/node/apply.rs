@@ -149,6 +149,10 @@ pub(crate) enum ApplyProgress {
     /// The committed entries have a gap, or the state machine's snapshot could not be
     /// written, read or restored ([`Error::Apply`]): the node must stop.
     Failed(Error),
+    /// An answer the consensus thread gives once it has taken in the progress sent before
+    /// it: a snapshot taken on demand is answered this way, so a caller that then asks for
+    /// the node's status sees the snapshot and the compacted log.
+    Answer(ReplyTo, ClientResponseBody),
 }
 
 /// What one applied entry answers its proposer: the state machine's response, or an error.
@@ -608,7 +612,8 @@ impl ApplyHandler {
             index: meta.index,
             result: meta.size_bytes.to_le_bytes().to_vec(),
         };
-        self.outbox.push((reply, body));
+        // Behind the `SnapshotTaken` report: answered once consensus knows the snapshot.
+        self.progress.push(ApplyProgress::Answer(reply, body));
         Ok(())
     }
 
@@ -1245,10 +1250,37 @@ mod tests {
         .unwrap();
         let doorbell = Doorbell::new();
         let (commands, commands_rx) = ringing(64, &doorbell);
-        let (progress_tx, progress) = unbounded();
-        let thread =
-            std::thread::spawn(move || applier.run(commands_rx, doorbell, unrung(progress_tx)));
+        let (progress, thread) = spawn_applier(applier, commands_rx, doorbell);
         (commands, progress, thread)
+    }
+
+    /// Runs `applier` on its own thread; its progress is read as the consensus thread reads
+    /// it: answers sent behind progress (`ApplyProgress::Answer`) are given to their
+    /// callers, and everything else is handed on to the returned receiver. Joining the
+    /// returned thread waits for the applier and for all its progress to be handed on.
+    fn spawn_applier(
+        applier: Applier,
+        commands: Receiver<ApplyCommand>,
+        doorbell: Doorbell,
+    ) -> (Receiver<ApplyProgress>, std::thread::JoinHandle<()>) {
+        let (progress_tx, progress) = unbounded();
+        let (handed_tx, handed) = unbounded();
+        let applying =
+            std::thread::spawn(move || applier.run(commands, doorbell, unrung(progress_tx)));
+        let thread = std::thread::spawn(move || {
+            for report in progress {
+                match report {
+                    ApplyProgress::Answer(ReplyTo::Api(caller), body) => {
+                        let _ = caller.send(body);
+                    }
+                    other => {
+                        let _ = handed_tx.send(other);
+                    }
+                }
+            }
+            applying.join().unwrap();
+        });
+        (handed, thread)
     }
 
     fn wait_reply(rx: &Receiver<ClientResponseBody>) -> ClientResponseBody {
@@ -1348,9 +1380,7 @@ mod tests {
         applier.limit_sessions(capacity);
         let doorbell = Doorbell::new();
         let (commands, commands_rx) = ringing(64, &doorbell);
-        let (progress_tx, progress) = unbounded();
-        let thread =
-            std::thread::spawn(move || applier.run(commands_rx, doorbell, unrung(progress_tx)));
+        let (progress, thread) = spawn_applier(applier, commands_rx, doorbell);
         (commands, progress, thread)
     }
 
@@ -1759,6 +1789,52 @@ mod tests {
     }
 
     #[test]
+    fn an_on_demand_snapshot_is_answered_behind_its_report() {
+        let applier = Applier::new(
+            Box::new(Journal::default()),
+            Box::new(MemorySnapshots::default()),
+            Membership::with_voters([NodeId(0)]),
+            SnapshotPolicy::ON_DEMAND_ONLY,
+            Replier::new(Arc::new(NoNetwork)),
+        )
+        .unwrap();
+        let doorbell = Doorbell::new();
+        let (commands, commands_rx) = ringing(64, &doorbell);
+        let (progress_tx, progress) = unbounded();
+        let thread =
+            std::thread::spawn(move || applier.run(commands_rx, doorbell, unrung(progress_tx)));
+        let entries = (1..=2).map(|i| command(1, i, b"e", None)).collect();
+        commands.send(ApplyCommand::Entries(entries)).unwrap();
+        let (tx, direct) = bounded(1);
+        let reply = ReplyTo::Api(tx);
+        commands.send(ApplyCommand::TakeSnapshot { reply }).unwrap();
+        drop(commands);
+        thread.join().unwrap();
+        // Not answered directly: a caller could then ask consensus for the node's status
+        // before consensus heard of the snapshot.
+        assert!(direct.try_recv().is_err());
+        let reports: Vec<_> = progress.try_iter().collect();
+        let taken = reports.iter().position(|p| {
+            matches!(
+                p,
+                ApplyProgress::Core(ApplyOutcome::SnapshotTaken { meta, .. })
+                    if meta.index == LogIndex(2)
+            )
+        });
+        let answered = reports.iter().position(|p| {
+            matches!(
+                p,
+                ApplyProgress::Answer(ReplyTo::Api(_), ClientResponseBody::Ok { index, .. })
+                    if *index == LogIndex(2)
+            )
+        });
+        assert!(
+            matches!((taken, answered), (Some(t), Some(a)) if t < a),
+            "{reports:?}"
+        );
+    }
+
+    #[test]
     fn a_damaged_snapshot_is_written_again_even_when_it_covers_every_entry() {
         let snapshots = MemorySnapshots::default();
         let (commands, progress, thread) =
@@ -1848,9 +1924,7 @@ mod tests {
         applier.restore_while_receiving(incoming.clone(), stall_limit);
         let doorbell = Doorbell::new();
         let (commands, commands_rx) = ringing(64, &doorbell);
-        let (progress_tx, progress) = unbounded();
-        let thread =
-            std::thread::spawn(move || applier.run(commands_rx, doorbell, unrung(progress_tx)));
+        let (progress, thread) = spawn_applier(applier, commands_rx, doorbell);
         let entries = vec![command(1, 1, b"a", None), command(1, 2, b"b", None)];
         commands.send(ApplyCommand::Entries(entries)).unwrap();
         (commands, progress, thread)

@@ -587,6 +587,7 @@ impl ConsensusLogic {
                 self.applied = self.applied.max(meta.index);
             }
             ApplyProgress::Failed(error) => self.fail(Fatal::Apply(Box::new(error))),
+            ApplyProgress::Answer(reply, body) => self.reply(reply, body),
         }
     }
 
