@@ -798,8 +798,15 @@ impl ApplyHandler {
         match self.sessions.check(session) {
             SessionCheck::Apply => {
                 let response = self.state_machine.apply(index, data);
-                self.sessions.record(session, index, response.clone());
-                Ok(response)
+                // The session keeps the response for a retry; a proposer waiting here gets a
+                // copy. With nobody waiting (a follower's entries) nothing reads the outcome.
+                let answer = if self.proposals.contains_key(&index) {
+                    response.clone()
+                } else {
+                    Vec::new()
+                };
+                self.sessions.record(session, index, response);
+                Ok(answer)
             }
             SessionCheck::Duplicate(response) => Ok(response),
             SessionCheck::Stale => Err(Refusal::unknown(&format!(
@@ -831,30 +838,19 @@ impl ApplyHandler {
     }
 
     fn answer_proposals(&mut self, index: LogIndex, term: Term, outcome: Outcome) {
-        let Some(waiters) = self.proposals.remove(&index) else {
+        let Some(mut waiters) = self.proposals.remove(&index) else {
+            return;
+        };
+        // The last waiter (usually the only one) takes the outcome, the others a copy.
+        let Some(last) = waiters.pop() else {
             return;
         };
         for waiter in waiters {
-            let body = if waiter.term != term {
-                ClientResponseBody::Error {
-                    definite: true,
-                    message: format!("the entry at index {index} was replaced by another leader's"),
-                }
-            } else {
-                match &outcome {
-                    Ok(result) => ClientResponseBody::Ok {
-                        term,
-                        index,
-                        result: result.clone(),
-                    },
-                    Err(refusal) => ClientResponseBody::Error {
-                        definite: refusal.definite,
-                        message: refusal.message.clone(),
-                    },
-                }
-            };
+            let body = proposal_answer(index, term, waiter.term, outcome.clone());
             self.outbox.push((waiter.reply, body));
         }
+        let body = proposal_answer(index, term, last.term, outcome);
+        self.outbox.push((last.reply, body));
     }
 
     pub(crate) fn serve_ready_reads(&mut self) {
@@ -1118,6 +1114,33 @@ fn unknown_outcome(message: &str) -> ClientResponseBody {
     ClientResponseBody::Error {
         definite: false,
         message: message.to_string(),
+    }
+}
+
+/// The answer to a proposal of `proposed_term` waiting on `index`, where the entry of `term`
+/// was applied with `outcome`.
+fn proposal_answer(
+    index: LogIndex,
+    term: Term,
+    proposed_term: Term,
+    outcome: Outcome,
+) -> ClientResponseBody {
+    if proposed_term != term {
+        return ClientResponseBody::Error {
+            definite: true,
+            message: format!("the entry at index {index} was replaced by another leader's"),
+        };
+    }
+    match outcome {
+        Ok(result) => ClientResponseBody::Ok {
+            term,
+            index,
+            result,
+        },
+        Err(refusal) => ClientResponseBody::Error {
+            definite: refusal.definite,
+            message: refusal.message,
+        },
     }
 }
 
