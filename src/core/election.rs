@@ -221,6 +221,7 @@ impl Replica {
             snapshot_budget: self.config.snapshot_bytes_per_tick,
             snapshot_turn: None,
             latency: Default::default(),
+            leaving: false,
         });
         let noop = Entry::new(self.term, next, EntryPayload::Noop);
         self.append_as_leader(noop);

@@ -143,6 +143,10 @@ pub(super) struct LeaderState {
     pub snapshot_turn: Option<NodeId>,
     /// Own and followers' durability latencies, for self-demotion (gray_failure.rs).
     pub latency: LatencyWatch,
+    /// This leader is not a voter of the committed configuration: it hands leadership over
+    /// (`transfer`) and steps down once it sent `TimeoutNow` or the transfer gave up
+    /// (replication.rs, `hand_over_on_removal`).
+    pub leaving: bool,
 }
 
 /// Writes collected since the last drain, emitted as one `StorageAction::Persist` by `take_actions`.

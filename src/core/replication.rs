@@ -29,6 +29,9 @@ impl Replica {
             }
         }
         self.tick_transfer();
+        if self.leader_state.is_none() {
+            return; // A leader removed from the voters stepped down (`hand_over_on_removal`).
+        }
         self.maybe_self_demote();
         self.refill_snapshot_budget();
         if self.heartbeat_elapsed >= self.config.heartbeat_interval_ticks {
@@ -625,12 +628,43 @@ impl Replica {
             && !self.membership.is_voter(self.id)
             && self.membership_index <= self.log.committed_index()
         {
-            self.become_follower(self.term, None);
+            self.hand_over_on_removal();
             return;
         }
         if self.phase == Phase::Leader {
             self.broadcast_append(true);
         }
+    }
+
+    /// The configuration that removes this leader has committed (thesis §4.2.2): it tells the
+    /// followers the commit index and hands leadership over (thesis §3.10) to the voter of the
+    /// new configuration whose log is longest (the lowest id among equals): proposals are
+    /// refused, naming that voter; once the voter holds the whole log it gets `TimeoutNow`
+    /// and campaigns at once, and this node steps down. The cluster has a leader again after
+    /// about a round trip rather than an election timeout. If the transfer gives up (an
+    /// election timeout, `tick_transfer`) this node steps down all the same and the others
+    /// elect a leader when their timers run out.
+    fn hand_over_on_removal(&mut self) {
+        match self.leader_state.as_mut() {
+            Some(state) if !state.leaving => state.leaving = true,
+            _ => return, // Handing over already.
+        }
+        self.broadcast_append(true);
+        let Some(state) = self.leader_state.as_mut() else {
+            return;
+        };
+        let membership = &self.membership;
+        let target = (state.progress.iter())
+            .filter(|(id, _)| membership.is_voter(**id))
+            .max_by_key(|(id, pr)| (pr.match_index, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id);
+        let Some(target) = target else {
+            self.become_follower(self.term, None);
+            return;
+        };
+        state.transfer = Some((target, 0));
+        state.transfer_grace_ticks = 0;
+        self.maybe_send_timeout_now(target);
     }
 }
 

@@ -43,10 +43,15 @@ impl Replica {
             .get(&peer)
             .is_some_and(|pr| pr.match_index == last);
         if is_target && caught_up {
+            let mut leaving = false;
             if let Some(state) = self.leader_state.as_mut() {
                 state.lease_revoked = true;
+                leaving = state.leaving;
             }
             self.send(peer, MessageBody::TimeoutNow);
+            if leaving {
+                self.become_follower(self.term, None);
+            }
             return true;
         }
         false
@@ -62,6 +67,10 @@ impl Replica {
             (self.config.election_timeout_min_ticks).saturating_add(state.transfer_grace_ticks);
         if let Some((target, elapsed)) = state.transfer {
             state.transfer = (elapsed + 1 < limit).then_some((target, elapsed + 1));
+            if state.transfer.is_none() && state.leaving {
+                // A leader removed from the voters that could not hand over.
+                self.become_follower(self.term, None);
+            }
         }
     }
 }

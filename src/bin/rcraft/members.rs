@@ -38,8 +38,8 @@ pub(crate) enum MembersCommand {
     Add(MembersAddArgs),
     /// Promote learner ID to voter once it has caught up with the leader's log.
     Promote(MembersIdArgs),
-    /// Remove node ID, voter or learner. Removing the leader works: it steps down once the
-    /// change is committed and the others elect a new leader.
+    /// Remove node ID, voter or learner. Removing the leader works: once the change is
+    /// committed it hands leadership to a remaining voter and steps down.
     Remove(MembersIdArgs),
 }
 
@@ -297,7 +297,7 @@ fn members_remove(common: &MembersCommon, args: &MembersIdArgs) -> Result<(), Me
         .admin
         .apply_change(&current, MemberChange::Remove(id))?;
     let stepped_down = if committed_by == Some(id) {
-        " (it was the leader and has stepped down; the others elect a new one)"
+        " (it was the leader: it hands leadership to a remaining voter and steps down)"
     } else {
         ""
     };
