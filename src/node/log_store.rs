@@ -27,6 +27,8 @@ pub(crate) struct LogStore {
     /// Where a claim on lost entries is saved before a reset removes the segments holding it
     /// (the data dir's `repair_claim`, storage/FORMAT.md §4.5).
     claim_file: Option<(Arc<dyn Fs>, PathBuf)>,
+    /// The claim the claim file holds now, if any (set when it is saved or found at start).
+    file_claim: Option<LostEntries>,
 }
 
 impl LogStore {
@@ -36,6 +38,7 @@ impl LogStore {
             wal,
             dirty: false,
             claim_file: None,
+            file_claim: None,
         }
     }
 
@@ -104,15 +107,49 @@ impl LogStore {
         Ok(())
     }
 
-    /// Makes every write so far durable (one sync), if anything was written.
+    /// Makes every write so far durable (one sync), if anything was written; then, when the
+    /// claim file claims a range the synced entries reach into, raises its term (below).
     pub(crate) fn sync(&mut self) -> StorageResult<()> {
         if self.dirty {
             self.wal
                 .sync()
                 .map_err(StorageError::store("syncing the log"))?;
             self.dirty = false;
+            self.raise_file_claim()?;
         }
         Ok(())
+    }
+
+    /// The claim file's range may hold entries synced since it was saved (a leader's,
+    /// taken during the repair): they may be acknowledged once this sync returns, so the
+    /// claim takes the term of the last one before the node answers, as the WAL's own claim
+    /// does with the same sync (`Segment::raise_claim_term`). Were they lost again, a claim
+    /// keeping its older term would let the node vote for a candidate lacking them
+    /// (SIM_FINDINGS 60 and 61). Only while the log ends inside the claim; an unknown term
+    /// stays unknown (stricter).
+    fn raise_file_claim(&mut self) -> StorageResult<()> {
+        let (Some((fs, dir)), Some(claim)) = (&self.claim_file, self.file_claim) else {
+            return Ok(());
+        };
+        let last = self.last_index();
+        let (Some(held), Some(term)) = (claim.through_term, self.term_at(last)) else {
+            return Ok(());
+        };
+        if last < claim.from || last > claim.through || term <= held {
+            return Ok(());
+        }
+        let raised = LostEntries {
+            through_term: Some(term),
+            ..claim
+        };
+        snapshot_damage::save_claim(fs.as_ref(), dir, raised)?;
+        self.file_claim = Some(raised);
+        Ok(())
+    }
+
+    /// Records what the claim file holds after the start looked at it (`recover_base`).
+    pub(crate) fn note_file_claim(&mut self, claim: Option<LostEntries>) {
+        self.file_claim = claim;
     }
 
     /// Makes the WAL's count of the records the last sync made durable durable too (one
@@ -157,6 +194,7 @@ impl LogStore {
                     None => held,
                 };
                 snapshot_damage::save_claim(fs.as_ref(), dir, claim)?;
+                self.file_claim = Some(claim);
             }
         }
         self.dirty = false;
@@ -249,5 +287,57 @@ impl LogStore {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcraft_storage::{SimFs, WalOptions};
+    use std::path::Path;
+
+    fn claim(from: u64, through: u64, term: u64) -> LostEntries {
+        LostEntries {
+            from: LogIndex(from),
+            through: LogIndex(through),
+            through_term: Some(Term(term)),
+        }
+    }
+
+    /// A node whose claim lives in the claim file alone (its snapshot was damaged and its log
+    /// restarted) takes a leader's entries inside the claimed range: once they are synced
+    /// the file's claim carries the term of the last one, as the WAL's own claim does
+    /// (SIM_FINDINGS 61, seed 6971); entries of an older term, or past the claim, leave it.
+    /// Fails without `raise_file_claim` (the file keeps term 2).
+    #[test]
+    fn entries_synced_inside_a_claim_file_raise_its_term() {
+        let fs = SimFs::new();
+        let data_dir = Path::new("/data");
+        let options = WalOptions {
+            fs: Arc::new(fs.clone()),
+            ..WalOptions::default()
+        };
+        let wal = Wal::open(&data_dir.join("wal"), options).unwrap();
+        let mut log = LogStore::new(wal).keeping_claims_in(Arc::new(fs.clone()), data_dir.into());
+        snapshot_damage::save_claim(&fs, data_dir, claim(1, 10, 2)).unwrap();
+        log.note_file_claim(Some(claim(1, 10, 2)));
+        let saved = || snapshot_damage::load_claim(&fs, data_dir).unwrap();
+        let entry = |index: u64, term: u64| Entry::command(Term(term), LogIndex(index), None, b"x");
+
+        log.write(&[entry(1, 2), entry(2, 3), entry(3, 5)]).unwrap();
+        assert_eq!(saved(), Some(claim(1, 10, 2)), "raised only once synced");
+        log.sync().unwrap();
+        assert_eq!(saved(), Some(claim(1, 10, 5)));
+        log.write(&[entry(4, 4)]).unwrap();
+        log.sync().unwrap();
+        assert_eq!(saved(), Some(claim(1, 10, 5)), "never lowered");
+        let past: Vec<Entry> = (5..=11).map(|i| entry(i, 7)).collect();
+        log.write(&past).unwrap();
+        log.sync().unwrap();
+        assert_eq!(
+            saved(),
+            Some(claim(1, 10, 5)),
+            "the log reached past the claim"
+        );
     }
 }

@@ -339,6 +339,11 @@ pub(crate) fn recover_base(
         (_, Some(c)) if saved.map(|s| s.through) != Some(c.through) => save_claim(fs, data_dir, c)?,
         _ => {}
     }
+    // What the file holds now (a saved claim with the same end keeps its own start).
+    log.note_file_claim(match (saved, claim) {
+        (Some(s), Some(c)) if s.through == c.through => Some(s),
+        (_, c) => c,
+    });
     if restart_log {
         // The claim, if any, is durable: the log that held part of it may go.
         match &snapshot {

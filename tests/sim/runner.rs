@@ -217,6 +217,10 @@ pub(crate) const FINDING_SEEDS: &[(u64, &str)] = &[
         898,
         "50: a WAL reset to a snapshot inside a lost range forgot the claim at a crash",
     ),
+    (
+        6971,
+        "61: a claim held in the claim file alone kept its term after later-term entries",
+    ),
 ];
 
 /// Seeds that once failed with log damage drawn in configurations of two voters
