@@ -149,6 +149,9 @@ pub(super) struct LeaderState {
     pub leaving: bool,
 }
 
+/// The entry (index, term) a held acknowledgement promises the durable log holds.
+pub(super) type Promised = (LogIndex, Term);
+
 /// Writes collected since the last drain, emitted as one `StorageAction::Persist` by `take_actions`.
 #[derive(Debug, Default)]
 pub(super) struct PersistState {
@@ -162,8 +165,9 @@ pub(super) struct PersistState {
     pub hard_state_dirty: bool,
     /// Issued, unconfirmed persists and the last (index, term) each wrote.
     pub unconfirmed: VecDeque<(u64, Option<(LogIndex, Term)>)>,
-    /// Messages held until the persist with the given sequence number is confirmed.
-    pub gated: VecDeque<(u64, Message)>,
+    /// Messages held until the persist with the given sequence number is confirmed; an
+    /// AppendResponse that acknowledges entries carries the entry (index, term) it promises.
+    pub gated: VecDeque<(u64, Message, Option<Promised>)>,
 }
 
 /// A lost range being repaired, and the term this node had when it found the loss.
@@ -742,8 +746,21 @@ impl Replica {
                 self.log.mark_persisted(index, term);
             }
         }
-        while self.persist.gated.front().is_some_and(|(s, _)| *s <= seq) {
-            let (_, message) = self.persist.gated.pop_front().expect("checked non-empty");
+        while self
+            .persist
+            .gated
+            .front()
+            .is_some_and(|(s, _, _)| *s <= seq)
+        {
+            let (_, message, promise) = self.persist.gated.pop_front().expect("checked non-empty");
+            if let Some((index, term)) = promise {
+                if self.log.persisted_index() < index || self.log.term_at(index) != Some(term) {
+                    // A later leader's entries replaced the unsynced ones it acknowledges,
+                    // in this very persist (SIM_FINDINGS 62): the promise no longer holds.
+                    // Dropped, as the network may drop it.
+                    continue;
+                }
+            }
             self.actions.push(Action::Send(message));
         }
         if self.phase == Phase::Leader {
@@ -804,6 +821,14 @@ impl Replica {
         } else {
             None
         };
+        let promise = match &body {
+            MessageBody::AppendResponse {
+                success: true,
+                match_index,
+                ..
+            } => (self.log.term_at(*match_index)).map(|term| (*match_index, term)),
+            _ => None,
+        };
         let message = Message {
             from: self.id,
             to,
@@ -811,7 +836,7 @@ impl Replica {
             body,
         };
         match gate {
-            Some(seq) => self.persist.gated.push_back((seq, message)),
+            Some(seq) => self.persist.gated.push_back((seq, message, promise)),
             None => self.actions.push(Action::Send(message)),
         }
     }

@@ -1123,4 +1123,70 @@ mod tests {
             "{actions:?}"
         );
     }
+
+    /// SIM_FINDINGS 62 (seed 12473): a follower acknowledges leader 1's entries 1..=3 of term
+    /// 2, gated on the next persist; before that persist is issued, leader 3 of term 3
+    /// replaces 2..=3 with its own entry 2. The persist holds 1@2 and 2@3: the term-2
+    /// acknowledgement of 3 must not go out when it is confirmed, the term-3 one must.
+    /// Fails with the gate releasing every held message.
+    #[test]
+    fn an_acknowledgement_whose_entries_a_later_leader_replaced_is_not_sent() {
+        use super::super::api::{CoreConfig, RecoveredState};
+        use super::super::testing::to_node_2;
+        use rcraft_wire::{Entry, EntryPayload, Membership};
+        let recovered = RecoveredState {
+            initial_membership: Membership::with_voters([1, 2, 3].map(NodeId)),
+            ..RecoveredState::default()
+        };
+        let mut config = CoreConfig::new(NodeId(2), 2);
+        config.pre_vote = false;
+        config.check_quorum = false;
+        let mut follower = Replica::new(config, recovered).unwrap();
+        let entry =
+            |index: u64, term: u64| Entry::new(Term(term), LogIndex(index), EntryPayload::Noop);
+        let append = |prev: (u64, u64), entries: Vec<Entry>| MessageBody::AppendRequest {
+            prev_log_index: LogIndex(prev.0),
+            prev_log_term: Term(prev.1),
+            entries,
+            leader_commit: LogIndex(0),
+        };
+        follower.step(to_node_2(
+            1,
+            2,
+            append((0, 0), vec![entry(1, 2), entry(2, 2), entry(3, 2)]),
+        ));
+        follower.step(to_node_2(3, 3, append((1, 2), vec![entry(2, 3)])));
+        let actions = follower.take_actions();
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Send(_))),
+            "{actions:?}"
+        );
+        let seq = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Storage(StorageAction::Persist { seq, .. }) => Some(*seq),
+                _ => None,
+            })
+            .expect("a persist");
+        follower.step(Input::Storage(StorageOutcome::Persisted { seq }));
+        let acknowledged: Vec<(u64, u64, u64)> = follower
+            .take_actions()
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(Message {
+                    to,
+                    term,
+                    body:
+                        MessageBody::AppendResponse {
+                            success: true,
+                            match_index,
+                            ..
+                        },
+                    ..
+                }) => Some((to.0, term.0, match_index.0)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(acknowledged, [(3, 3, 2)]);
+    }
 }

@@ -221,6 +221,10 @@ pub(crate) const FINDING_SEEDS: &[(u64, &str)] = &[
         6971,
         "61: a claim held in the claim file alone kept its term after later-term entries",
     ),
+    (
+        12473,
+        "62: an acknowledgement released after a later leader replaced the entries it named",
+    ),
 ];
 
 /// Seeds that once failed with log damage drawn in configurations of two voters
