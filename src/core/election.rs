@@ -315,11 +315,9 @@ impl Replica {
 
 #[cfg(test)]
 mod tests {
-    use super::super::api::{
-        Action, CoreConfig, Input, RecoveredState, StorageAction, StorageOutcome,
-    };
+    use super::super::api::{Action, Input, StorageAction, StorageOutcome};
     use super::*;
-    use rcraft_wire::{Membership, Message};
+    use rcraft_wire::Message;
 
     fn vote_request(from: u64, term: u64) -> Input {
         Input::Message(Message {
@@ -340,14 +338,7 @@ mod tests {
     /// saved the later term.
     #[test]
     fn a_grant_waits_for_its_own_vote_to_be_durable() {
-        let recovered = RecoveredState {
-            initial_membership: Membership::with_voters([1, 2, 3].map(NodeId)),
-            ..RecoveredState::default()
-        };
-        let mut config = CoreConfig::new(NodeId(2), 2);
-        config.pre_vote = false;
-        config.check_quorum = false;
-        let mut voter = Replica::new(config, recovered).unwrap();
+        let mut voter = super::super::testing::node_2_of_three();
         voter.step(vote_request(1, 2));
         voter.step(vote_request(3, 3));
         let actions = voter.take_actions();

@@ -1131,17 +1131,9 @@ mod tests {
     /// Fails with the gate releasing every held message.
     #[test]
     fn an_acknowledgement_whose_entries_a_later_leader_replaced_is_not_sent() {
-        use super::super::api::{CoreConfig, RecoveredState};
-        use super::super::testing::to_node_2;
-        use rcraft_wire::{Entry, EntryPayload, Membership};
-        let recovered = RecoveredState {
-            initial_membership: Membership::with_voters([1, 2, 3].map(NodeId)),
-            ..RecoveredState::default()
-        };
-        let mut config = CoreConfig::new(NodeId(2), 2);
-        config.pre_vote = false;
-        config.check_quorum = false;
-        let mut follower = Replica::new(config, recovered).unwrap();
+        use super::super::testing::{node_2_of_three, to_node_2};
+        use rcraft_wire::{Entry, EntryPayload};
+        let mut follower = node_2_of_three();
         let entry =
             |index: u64, term: u64| Entry::new(Term(term), LogIndex(index), EntryPayload::Noop);
         let append = |prev: (u64, u64), entries: Vec<Entry>| MessageBody::AppendRequest {

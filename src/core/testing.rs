@@ -79,6 +79,19 @@ pub(crate) fn votes_granted(actions: &[Action]) -> Vec<bool> {
         .collect()
 }
 
+/// Node 2 of voters 1, 2, 3, freshly started, without Pre-Vote or CheckQuorum: a plain
+/// follower (or voter) for tests that feed it messages one by one.
+pub(crate) fn node_2_of_three() -> Replica {
+    let recovered = RecoveredState {
+        initial_membership: Membership::with_voters([1, 2, 3].map(NodeId)),
+        ..RecoveredState::default()
+    };
+    let mut config = CoreConfig::new(NodeId(2), 2);
+    config.pre_vote = false;
+    config.check_quorum = false;
+    Replica::new(config, recovered).expect("a valid configuration")
+}
+
 /// Node 1, leader of nodes 1-3 in term 1 (elected with node 2's vote, Pre-Vote off), its
 /// no-op committed with node 2's acknowledgement; `configure` adjusts its configuration.
 pub(crate) fn leader_of_three(configure: impl FnOnce(&mut CoreConfig)) -> Replica {
